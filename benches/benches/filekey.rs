@@ -1,0 +1,54 @@
+//! Per-file key rates: generation (OS and batch generator), generate + wrap,
+//! and unwrap. `cargo bench -p atrest-benches --bench filekey`
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+
+use atrest_filekey::{
+    FileContext, FileId, FileKey, FileVersion, Kek, KeyGenerator, KeyId, KeyVersion, OsRng,
+    TenantId,
+};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+fn filekey(c: &mut Criterion) {
+    let mut rng = KeyGenerator::new().unwrap();
+    let kek = Kek::generate(
+        KeyId::random(&mut rng).unwrap(),
+        KeyVersion::FIRST,
+        &mut rng,
+    )
+    .unwrap();
+    let context = FileContext::new(
+        TenantId::random(&mut rng).unwrap(),
+        FileId::random(&mut rng).unwrap(),
+        FileVersion::FIRST,
+    );
+
+    let mut group = c.benchmark_group("filekey");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("generate/os", |b| {
+        b.iter(|| FileKey::generate_with(&mut OsRng).unwrap());
+    });
+    group.bench_function("generate/batch", |b| {
+        b.iter(|| FileKey::generate_with(&mut rng).unwrap());
+    });
+    group.bench_function("generate+wrap/batch", |b| {
+        b.iter(|| {
+            let key = FileKey::generate_with(&mut rng).unwrap();
+            kek.wrap(&key, black_box(&context), &mut rng).unwrap()
+        });
+    });
+    let key = FileKey::generate_with(&mut rng).unwrap();
+    let wrapped = kek.wrap(&key, &context, &mut rng).unwrap();
+    group.bench_function("unwrap", |b| {
+        b.iter(|| {
+            kek.unwrap(black_box(&wrapped), black_box(&context))
+                .unwrap()
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, filekey);
+criterion_main!(benches);
