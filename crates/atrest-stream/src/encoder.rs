@@ -1,0 +1,135 @@
+//! The encrypting state machine, independent of any I/O: the sync and async
+//! writers feed it plaintext and drain its output.
+
+use atrest_filekey::FileKey;
+use zeroize::Zeroize;
+
+use crate::Error;
+use crate::format::{self, HEADER_LEN, Layout, MAX_SEGMENTS, SegmentSize, TAG_LEN};
+use crate::segment::SegmentCipher;
+
+pub(crate) struct Encoder {
+    cipher: SegmentCipher,
+    layout: Layout,
+    header: [u8; HEADER_LEN],
+    header_sent: usize,
+    /// The current segment: plaintext in `..filled`, then, once sealed, the
+    /// ciphertext and tag in `..sealed`, of which `..sent` is written.
+    buf: Vec<u8>,
+    filled: usize,
+    sealed: usize,
+    sent: usize,
+    index: u64,
+    finished: bool,
+}
+
+impl Encoder {
+    pub(crate) fn new(
+        key: &FileKey,
+        associated_data: &[u8],
+        segment_size: SegmentSize,
+    ) -> Result<Self, Error> {
+        let (header, cipher) = format::new_stream(key, associated_data, segment_size)?;
+        Ok(Self {
+            cipher,
+            layout: Layout::new(segment_size),
+            header,
+            header_sent: 0,
+            buf: vec![0; segment_size.get() as usize],
+            filled: 0,
+            sealed: 0,
+            sent: 0,
+            index: 0,
+            finished: false,
+        })
+    }
+
+    /// Output that must be written before more input is accepted.
+    pub(crate) fn pending(&self) -> &[u8] {
+        if self.header_sent < HEADER_LEN {
+            return self.header.get(self.header_sent..).unwrap_or_default();
+        }
+        self.buf.get(self.sent..self.sealed).unwrap_or_default()
+    }
+
+    /// Records that `n` bytes of [`Self::pending`] were written.
+    pub(crate) fn consume(&mut self, n: usize) {
+        if self.header_sent < HEADER_LEN {
+            self.header_sent = (self.header_sent + n).min(HEADER_LEN);
+            return;
+        }
+        self.sent = (self.sent + n).min(self.sealed);
+        if self.sent == self.sealed && self.sealed > 0 {
+            if let Some(written) = self.buf.get_mut(..self.sealed) {
+                written.zeroize();
+            }
+            self.sent = 0;
+            self.sealed = 0;
+            self.filled = 0;
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        self.layout.full_segment_len(self.index) - TAG_LEN
+    }
+
+    /// Takes plaintext from `data`; returns how much. Returns 0 with new
+    /// pending output when a full segment had to be sealed first. Call only
+    /// with nothing pending.
+    pub(crate) fn accept(&mut self, data: &[u8]) -> Result<usize, Error> {
+        if self.finished {
+            return Err(Error::Misuse("already finished"));
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        if self.filled == self.capacity() {
+            // More data follows a full segment, so it is an inner segment.
+            self.seal(false)?;
+            return Ok(0);
+        }
+        let n = (self.capacity() - self.filled).min(data.len());
+        let (Some(dst), Some(src)) = (
+            self.buf.get_mut(self.filled..self.filled + n),
+            data.get(..n),
+        ) else {
+            return Err(Error::Misuse("segment buffer"));
+        };
+        dst.copy_from_slice(src);
+        self.filled += n;
+        Ok(n)
+    }
+
+    fn seal(&mut self, last: bool) -> Result<(), Error> {
+        if !last && self.index + 1 >= MAX_SEGMENTS {
+            return Err(Error::TooLong);
+        }
+        let (plaintext, rest) = self.buf.split_at_mut(self.filled);
+        let tag = self.cipher.seal(self.index, last, plaintext)?;
+        rest.get_mut(..TAG_LEN)
+            .ok_or(Error::Misuse("segment buffer"))?
+            .copy_from_slice(&tag);
+        self.sealed = self.filled + TAG_LEN;
+        self.sent = 0;
+        if !last {
+            self.index += 1;
+        }
+        Ok(())
+    }
+
+    /// Seals the final segment. Its output becomes pending; once written the
+    /// stream is complete. Idempotent.
+    pub(crate) fn finish(&mut self) -> Result<(), Error> {
+        if !self.finished {
+            self.seal(true)?;
+            self.finished = true;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Encoder {
+    fn drop(&mut self) {
+        self.buf.zeroize();
+    }
+}

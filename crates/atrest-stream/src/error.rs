@@ -1,0 +1,126 @@
+//! The error type, and its mapping onto `std::io::Error`.
+
+use std::io;
+use std::sync::Arc;
+
+/// Everything that can go wrong encrypting or decrypting a stream.
+///
+/// Through the `Read`/`Write`/`Seek` adapters an `Error` arrives wrapped in an
+/// [`io::Error`] whose kind is [`io::ErrorKind::UnexpectedEof`] for
+/// [`Error::Truncated`], [`io::ErrorKind::InvalidData`] for a stream that is
+/// not authentic or not canonical, [`io::ErrorKind::InvalidInput`] for misuse,
+/// and the original kind for I/O errors of the underlying reader or writer.
+/// Get the typed error back with [`Error::from_io`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The stream ended early: inside the prefix, the header or a segment, or
+    /// right after an inner segment (a segment sealed as "not last").
+    #[error("the encrypted stream is truncated")]
+    Truncated,
+
+    /// A segment failed to authenticate: wrong associated data, or the
+    /// ciphertext was modified, reordered, extended or moved from another
+    /// stream.
+    #[error("a segment of the encrypted stream failed to authenticate")]
+    AuthenticationFailed,
+
+    /// The key is not the key this stream was encrypted with (its commitment
+    /// differs from the one in the prefix).
+    #[error("the key does not match the stream's key commitment")]
+    CommitmentMismatch,
+
+    /// The prefix names a format version this build does not know.
+    #[error("the stream has format version {0}, which this build does not support")]
+    UnsupportedVersion(u8),
+
+    /// The prefix names an algorithm suite this build does not know.
+    #[error("the stream has algorithm suite {0}, which this build does not support")]
+    UnsupportedSuite(u8),
+
+    /// The stream is not a canonical atrest stream.
+    #[error("the encrypted stream is malformed: {0}")]
+    Malformed(&'static str),
+
+    /// The plaintext would need more than 2^32 segments.
+    #[error("the stream would exceed the format's limit of 2^32 segments")]
+    TooLong,
+
+    /// A segment size outside `256..=16 MiB` was requested.
+    #[error("segment size {0} is out of range (256 to 16,777,216 bytes)")]
+    InvalidSegmentSize(u32),
+
+    /// A byte range outside the plaintext, or reversed, was requested.
+    #[error("range {start}..{end} is not within the plaintext of {len} bytes")]
+    InvalidRange {
+        /// Start of the requested range.
+        start: u64,
+        /// End of the requested range.
+        end: u64,
+        /// Length of the plaintext.
+        len: u64,
+    },
+
+    /// The stream was used after `finish`, or after an earlier error made it
+    /// unusable.
+    #[error("the stream is {0}")]
+    Misuse(&'static str),
+
+    /// The operating system's random number generator failed.
+    #[error("the operating system random number generator failed")]
+    Rng,
+
+    /// The underlying reader or writer failed.
+    #[error("I/O error: {0}")]
+    Io(#[source] Arc<io::Error>),
+}
+
+impl Error {
+    /// The typed error inside an `io::Error` returned by this crate's
+    /// adapters, or an [`Error::Io`] for any other `io::Error`.
+    pub fn from_io(error: io::Error) -> Self {
+        match error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<Self>())
+        {
+            Some(typed) => typed.clone(),
+            None => Self::Io(Arc::new(error)),
+        }
+    }
+
+    /// The `io::ErrorKind` this error maps to.
+    pub fn io_kind(&self) -> io::ErrorKind {
+        match self {
+            Self::Truncated => io::ErrorKind::UnexpectedEof,
+            Self::AuthenticationFailed
+            | Self::CommitmentMismatch
+            | Self::UnsupportedVersion(_)
+            | Self::UnsupportedSuite(_)
+            | Self::Malformed(_)
+            | Self::TooLong => io::ErrorKind::InvalidData,
+            Self::InvalidSegmentSize(_) | Self::InvalidRange { .. } | Self::Misuse(_) => {
+                io::ErrorKind::InvalidInput
+            }
+            Self::Rng => io::ErrorKind::Other,
+            Self::Io(e) => e.kind(),
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(error: io::Error) -> Self {
+        Self::from_io(error)
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(error: Error) -> Self {
+        match error {
+            // Hand back the original I/O error where this crate holds the only
+            // reference to it.
+            Error::Io(inner) => Arc::try_unwrap(inner)
+                .unwrap_or_else(|shared| io::Error::new(shared.kind(), Error::Io(shared))),
+            other => io::Error::new(other.io_kind(), other),
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! Format constants, the envelope prefix and Tink header, and the stream
+//! geometry (where each segment lies). See `FORMAT.md` for the specification.
+
+use atrest_filekey::{FileKey, KeyCommitment, OsRng, SecureRandom};
+
+use crate::Error;
+use crate::segment::SegmentCipher;
+
+/// The magic bytes that start every atrest stream: `"ATRS"`.
+pub const MAGIC: [u8; 4] = *b"ATRS";
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+/// Suite 1: AES-256-GCM, HKDF-SHA256, Tink STREAM segments.
+pub const SUITE_AES256_GCM_HKDF_SHA256: u8 = 1;
+
+/// Length of the envelope prefix.
+pub const PREFIX_LEN: usize = 42;
+/// Length of the Tink header: length byte, salt, nonce prefix.
+pub const TINK_HEADER_LEN: usize = 1 + SALT_LEN + NONCE_PREFIX_LEN;
+/// Length of everything before the first segment.
+pub const HEADER_LEN: usize = PREFIX_LEN + TINK_HEADER_LEN;
+/// Length of a GCM tag.
+pub const TAG_LEN: usize = 16;
+
+/// The Tink header's first byte: its own length.
+const TINK_HEADER_LEN_BYTE: u8 = 40;
+const _: () = assert!(TINK_HEADER_LEN == TINK_HEADER_LEN_BYTE as usize);
+
+pub(crate) const SALT_LEN: usize = 32;
+pub(crate) const NONCE_PREFIX_LEN: usize = 7;
+
+/// The most segments a stream can have: indices are 32-bit.
+pub const MAX_SEGMENTS: u64 = 1 << 32;
+
+/// The ciphertext segment size: how many bytes each sealed segment takes.
+///
+/// `256 <= S <= 16 MiB`. A segment holds `S - 16` plaintext bytes, except the
+/// first, which holds `S - 56` (it shares `S` with the 40-byte Tink header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SegmentSize(u32);
+
+impl SegmentSize {
+    /// The smallest segment size.
+    pub const MIN: Self = Self(256);
+    /// The largest segment size (16 MiB).
+    pub const MAX: Self = Self(16 << 20);
+    /// The default segment size (64 KiB; see `FORMAT.md` for why).
+    pub const DEFAULT: Self = Self(64 << 10);
+
+    /// A segment size of `bytes`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSegmentSize`] outside `256..=16 MiB`.
+    pub const fn new(bytes: u32) -> Result<Self, Error> {
+        if bytes < Self::MIN.0 || bytes > Self::MAX.0 {
+            return Err(Error::InvalidSegmentSize(bytes));
+        }
+        Ok(Self(bytes))
+    }
+
+    /// The size in bytes.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+
+    /// Plaintext bytes in the first segment.
+    pub const fn first_plaintext_len(self) -> usize {
+        self.0 as usize - TINK_HEADER_LEN - TAG_LEN
+    }
+
+    /// Plaintext bytes in every other full segment.
+    pub const fn plaintext_len(self) -> usize {
+        self.0 as usize - TAG_LEN
+    }
+}
+
+impl Default for SegmentSize {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Encodes the envelope prefix.
+pub(crate) fn encode_prefix(
+    segment_size: SegmentSize,
+    commitment: &KeyCommitment,
+) -> [u8; PREFIX_LEN] {
+    let mut prefix = [0u8; PREFIX_LEN];
+    let (magic, rest) = prefix.split_at_mut(4);
+    let (fixed, rest) = rest.split_at_mut(2);
+    let (size, commit) = rest.split_at_mut(4);
+    magic.copy_from_slice(&MAGIC);
+    fixed.copy_from_slice(&[FORMAT_VERSION, SUITE_AES256_GCM_HKDF_SHA256]);
+    size.copy_from_slice(&segment_size.get().to_be_bytes());
+    commit.copy_from_slice(commitment.as_bytes());
+    prefix
+}
+
+/// The fields of a parsed envelope prefix.
+#[derive(Clone, Copy, Debug)]
+pub struct Prefix {
+    /// The stream's segment size.
+    pub segment_size: SegmentSize,
+    /// The commitment to the file key the stream was made with.
+    pub commitment: KeyCommitment,
+}
+
+/// Parses an envelope prefix, checking magic, version, suite and segment size.
+///
+/// # Errors
+/// [`Error::Malformed`], [`Error::UnsupportedVersion`] or
+/// [`Error::UnsupportedSuite`].
+pub fn parse_prefix(prefix: &[u8; PREFIX_LEN]) -> Result<Prefix, Error> {
+    let (magic, rest) = prefix.split_at(4);
+    let (fixed, rest) = rest.split_at(2);
+    let (size, commit) = rest.split_at(4);
+    if magic != MAGIC {
+        return Err(Error::Malformed("not an atrest stream (bad magic)"));
+    }
+    let (version, suite) = match fixed {
+        [version, suite] => (*version, *suite),
+        _ => return Err(Error::Malformed("prefix")),
+    };
+    if version != FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion(version));
+    }
+    if suite != SUITE_AES256_GCM_HKDF_SHA256 {
+        return Err(Error::UnsupportedSuite(suite));
+    }
+    let size = u32::from_be_bytes(size.try_into().map_err(|_| Error::Malformed("prefix"))?);
+    let segment_size =
+        SegmentSize::new(size).map_err(|_| Error::Malformed("segment size out of range"))?;
+    let commitment =
+        KeyCommitment::from_bytes(commit.try_into().map_err(|_| Error::Malformed("prefix"))?);
+    Ok(Prefix {
+        segment_size,
+        commitment,
+    })
+}
+
+fn info(prefix: &[u8; PREFIX_LEN], associated_data: &[u8]) -> Vec<u8> {
+    let mut info = Vec::with_capacity(PREFIX_LEN + associated_data.len());
+    info.extend_from_slice(prefix);
+    info.extend_from_slice(associated_data);
+    info
+}
+
+/// Starts a new stream: draws the salt and nonce prefix, and returns the
+/// encoded prefix and header with the segment cipher.
+pub(crate) fn new_stream(
+    key: &FileKey,
+    associated_data: &[u8],
+    segment_size: SegmentSize,
+) -> Result<([u8; HEADER_LEN], SegmentCipher), Error> {
+    let prefix = encode_prefix(segment_size, &key.commitment());
+    let mut random = [0u8; SALT_LEN + NONCE_PREFIX_LEN];
+    OsRng.fill(&mut random).map_err(|_| Error::Rng)?;
+    let (salt, nonce_prefix) = random.split_at(SALT_LEN);
+
+    let mut header = [0u8; HEADER_LEN];
+    let (p, rest) = header.split_at_mut(PREFIX_LEN);
+    let (len_byte, rest) = rest.split_at_mut(1);
+    p.copy_from_slice(&prefix);
+    len_byte.copy_from_slice(&[TINK_HEADER_LEN_BYTE]);
+    rest.copy_from_slice(&random);
+
+    let cipher = SegmentCipher::new(
+        key.derive_stream_key(salt, &info(&prefix, associated_data)),
+        nonce_prefix
+            .try_into()
+            .map_err(|_| Error::Malformed("nonce prefix"))?,
+    );
+    Ok((header, cipher))
+}
+
+/// Opens a stream from its header: parses the prefix, checks the key
+/// commitment in constant time, parses the Tink header and derives the
+/// segment cipher.
+pub(crate) fn open_stream(
+    header: &[u8; HEADER_LEN],
+    key: &FileKey,
+    associated_data: &[u8],
+) -> Result<(SegmentSize, SegmentCipher), Error> {
+    let (prefix, tink) = header.split_at(PREFIX_LEN);
+    let prefix: &[u8; PREFIX_LEN] = prefix.try_into().map_err(|_| Error::Malformed("prefix"))?;
+    let parsed = parse_prefix(prefix)?;
+    if !parsed.commitment.verify(key) {
+        return Err(Error::CommitmentMismatch);
+    }
+    let (len_byte, rest) = tink.split_at(1);
+    if len_byte != [TINK_HEADER_LEN_BYTE] {
+        return Err(Error::Malformed("header length byte is not 40"));
+    }
+    let (salt, nonce_prefix) = rest.split_at(SALT_LEN);
+    let cipher = SegmentCipher::new(
+        key.derive_stream_key(salt, &info(prefix, associated_data)),
+        nonce_prefix
+            .try_into()
+            .map_err(|_| Error::Malformed("nonce prefix"))?,
+    );
+    Ok((parsed.segment_size, cipher))
+}
+
+/// Where segments lie in a stream of a given segment size.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Layout {
+    pub(crate) segment_size: SegmentSize,
+}
+
+/// Position and size of a stream's segments once its length is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Extent {
+    /// Plaintext length.
+    pub(crate) plaintext_len: u64,
+    /// Number of segments (at least 1).
+    pub(crate) segments: u64,
+}
+
+impl Layout {
+    pub(crate) const fn new(segment_size: SegmentSize) -> Self {
+        Self { segment_size }
+    }
+
+    fn s(self) -> u64 {
+        u64::from(self.segment_size.get())
+    }
+
+    /// Ciphertext bytes of a full segment `index`.
+    pub(crate) fn full_segment_len(self, index: u64) -> usize {
+        if index == 0 {
+            self.segment_size.get() as usize - TINK_HEADER_LEN
+        } else {
+            self.segment_size.get() as usize
+        }
+    }
+
+    /// Plaintext offset where segment `index` starts.
+    pub(crate) fn plaintext_start(self, index: u64) -> u64 {
+        match index {
+            0 => 0,
+            i => (self.s() - 56) + (i - 1) * (self.s() - 16),
+        }
+    }
+
+    /// Stream offset where segment `index` starts.
+    pub(crate) fn ciphertext_start(self, index: u64) -> u64 {
+        match index {
+            0 => HEADER_LEN as u64,
+            i => HEADER_LEN as u64 + (self.s() - 40) + (i - 1) * self.s(),
+        }
+    }
+
+    /// The segment holding plaintext offset `offset`, and the offset within it.
+    pub(crate) fn locate(self, offset: u64) -> (u64, usize) {
+        let first = self.s() - 56;
+        if offset < first {
+            return (0, within_segment(offset));
+        }
+        let rest = offset - first;
+        let per = self.s() - 16;
+        (1 + rest / per, within_segment(rest % per))
+    }
+
+    /// The stream's extent for a plaintext of `plaintext_len` bytes.
+    ///
+    /// # Errors
+    /// [`Error::TooLong`] past 2^32 segments.
+    pub(crate) fn for_plaintext(self, plaintext_len: u64) -> Result<Extent, Error> {
+        let first = self.s() - 56;
+        let segments = if plaintext_len <= first {
+            1
+        } else {
+            1 + (plaintext_len - first).div_ceil(self.s() - 16)
+        };
+        if segments > MAX_SEGMENTS {
+            return Err(Error::TooLong);
+        }
+        Ok(Extent {
+            plaintext_len,
+            segments,
+        })
+    }
+
+    /// Total stream length for an extent.
+    pub(crate) fn stream_len(self, extent: Extent) -> u64 {
+        HEADER_LEN as u64 + extent.plaintext_len + TAG_LEN as u64 * extent.segments
+    }
+
+    /// The extent of a stream of `stream_len` bytes, checking that the length
+    /// is one a canonical encoder can produce.
+    ///
+    /// # Errors
+    /// [`Error::Truncated`] if too short for the header and one tag or if the
+    /// last segment is shorter than a tag; [`Error::Malformed`] for an empty
+    /// last segment after a full one; [`Error::TooLong`] past 2^32 segments.
+    pub(crate) fn for_stream(self, stream_len: u64) -> Result<Extent, Error> {
+        let min = (HEADER_LEN + TAG_LEN) as u64;
+        if stream_len < min {
+            return Err(Error::Truncated);
+        }
+        let body = stream_len - HEADER_LEN as u64;
+        let first = self.s() - 40;
+        if body <= first {
+            return Ok(Extent {
+                plaintext_len: body - TAG_LEN as u64,
+                segments: 1,
+            });
+        }
+        let rest = body - first;
+        let segments = 1 + rest.div_ceil(self.s());
+        let last = rest - (segments - 2) * self.s();
+        if last < TAG_LEN as u64 {
+            return Err(Error::Truncated);
+        }
+        if last == TAG_LEN as u64 {
+            return Err(Error::Malformed("empty final segment after a full segment"));
+        }
+        if segments > MAX_SEGMENTS {
+            return Err(Error::TooLong);
+        }
+        Ok(Extent {
+            plaintext_len: body - TAG_LEN as u64 * segments,
+            segments,
+        })
+    }
+
+    /// Ciphertext length of segment `index` of `extent`.
+    pub(crate) fn segment_len(self, extent: Extent, index: u64) -> usize {
+        if index + 1 < extent.segments {
+            return self.full_segment_len(index);
+        }
+        let start = self.plaintext_start(index);
+        within_segment(extent.plaintext_len - start) + TAG_LEN
+    }
+}
+
+/// Converts a length or offset bounded by the segment size (at most 16 MiB).
+fn within_segment(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_agree_in_both_directions() {
+        for s in [256u32, 300, 4096, 65536] {
+            let layout = Layout::new(SegmentSize::new(s).unwrap());
+            let (p0, p) = (u64::from(s) - 56, u64::from(s) - 16);
+            for len in [
+                0,
+                1,
+                p0 - 1,
+                p0,
+                p0 + 1,
+                p0 + p - 1,
+                p0 + p,
+                p0 + p + 1,
+                p0 + 5 * p,
+                p0 + 5 * p + 3,
+            ] {
+                let extent = layout.for_plaintext(len).unwrap();
+                let stream_len = layout.stream_len(extent);
+                assert_eq!(
+                    layout.for_stream(stream_len).unwrap(),
+                    extent,
+                    "s={s} len={len}"
+                );
+                let last = extent.segments - 1;
+                assert_eq!(
+                    layout.ciphertext_start(last) + layout.segment_len(extent, last) as u64,
+                    stream_len
+                );
+                if len > 0 {
+                    let (index, within) = layout.locate(len - 1);
+                    assert_eq!(index, last, "s={s} len={len}");
+                    assert_eq!(layout.plaintext_start(index) + within as u64, len - 1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn non_canonical_lengths_are_rejected() {
+        let layout = Layout::new(SegmentSize::new(256).unwrap());
+        assert!(matches!(layout.for_stream(0), Err(Error::Truncated)));
+        assert!(matches!(layout.for_stream(97), Err(Error::Truncated)));
+        assert!(layout.for_stream(98).is_ok());
+        // Header + full first segment + 16 bytes: an empty final segment.
+        assert!(matches!(
+            layout.for_stream(82 + 216 + 16),
+            Err(Error::Malformed(_))
+        ));
+        // Header + full first segment + 1..15 bytes: a torn tag.
+        assert!(matches!(
+            layout.for_stream(82 + 216 + 15),
+            Err(Error::Truncated)
+        ));
+        assert!(layout.for_stream(82 + 216 + 17).is_ok());
+    }
+}

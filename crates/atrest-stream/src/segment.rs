@@ -1,0 +1,128 @@
+//! Sealing and opening one segment.
+
+use atrest_filekey::FromDerivedBytes;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
+
+use crate::Error;
+use crate::format::{NONCE_PREFIX_LEN, TAG_LEN};
+
+/// The per-stream AES-256-GCM key, built straight from HKDF output. The key
+/// schedule is computed once per stream.
+pub(crate) struct StreamKey(LessSafeKey);
+
+impl FromDerivedBytes for StreamKey {
+    fn from_derived_bytes(bytes: &[u8; 32]) -> Self {
+        match UnboundKey::new(&AES_256_GCM, bytes) {
+            Ok(key) => Self(LessSafeKey::new(key)),
+            // ring accepts every 32-byte AES-256 key.
+            Err(_) => unreachable!("AES-256-GCM takes 32-byte keys"),
+        }
+    }
+}
+
+/// The stream key and nonce prefix: seals and opens segments by index.
+pub(crate) struct SegmentCipher {
+    key: StreamKey,
+    nonce_prefix: [u8; NONCE_PREFIX_LEN],
+}
+
+impl SegmentCipher {
+    pub(crate) fn new(key: StreamKey, nonce_prefix: [u8; NONCE_PREFIX_LEN]) -> Self {
+        Self { key, nonce_prefix }
+    }
+
+    /// `nonce = prefix (7) || index (u32 BE) || last (1)`.
+    fn nonce(&self, index: u64, last: bool) -> Result<Nonce, Error> {
+        let index = u32::try_from(index).map_err(|_| Error::TooLong)?;
+        let mut nonce = [0u8; 12];
+        let (prefix, rest) = nonce.split_at_mut(NONCE_PREFIX_LEN);
+        let (counter, flag) = rest.split_at_mut(4);
+        prefix.copy_from_slice(&self.nonce_prefix);
+        counter.copy_from_slice(&index.to_be_bytes());
+        flag.copy_from_slice(&[u8::from(last)]);
+        Ok(Nonce::assume_unique_for_key(nonce))
+    }
+
+    /// Encrypts `plaintext` in place and returns the tag.
+    pub(crate) fn seal(
+        &self,
+        index: u64,
+        last: bool,
+        plaintext: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], Error> {
+        let tag = self
+            .key
+            .0
+            .seal_in_place_separate_tag(self.nonce(index, last)?, Aad::empty(), plaintext)
+            .map_err(|_| Error::TooLong)?;
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
+    /// Decrypts `segment` (ciphertext followed by the tag) in place and
+    /// returns the plaintext length. On failure the buffer is zeroed, so no
+    /// unauthenticated plaintext survives.
+    pub(crate) fn open(&self, index: u64, last: bool, segment: &mut [u8]) -> Result<usize, Error> {
+        let len = segment.len().checked_sub(TAG_LEN).ok_or(Error::Truncated)?;
+        let (body, tag) = segment.split_at_mut(len);
+        let tag = Tag::try_from(&*tag).map_err(|_| Error::Truncated)?;
+        match self.key.0.open_in_place_separate_tag(
+            self.nonce(index, last)?,
+            Aad::empty(),
+            tag,
+            body,
+            0..,
+        ) {
+            Ok(_) => Ok(len),
+            Err(_) => {
+                body.fill(0);
+                Err(Error::AuthenticationFailed)
+            }
+        }
+    }
+}
+
+/// What opening the apparent last segment found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LastSegment {
+    /// It verified as the last segment; this many plaintext bytes.
+    Last(usize),
+    /// It verified only as an inner segment: the stream was cut right after
+    /// it. Its plaintext (this many bytes) is authentic, but the stream is
+    /// truncated.
+    CutAfter(usize),
+}
+
+impl SegmentCipher {
+    /// Opens the segment that the stream's length says is the last one.
+    ///
+    /// If it fails as a last segment but is full-sized, it is tried as an
+    /// inner segment on a copy: success there means the stream was cut at a
+    /// segment boundary.
+    pub(crate) fn open_last(
+        &self,
+        index: u64,
+        segment: &mut [u8],
+        full_len: usize,
+    ) -> Result<LastSegment, Error> {
+        let copy = (segment.len() == full_len).then(|| segment.to_vec());
+        match self.open(index, true, segment) {
+            Ok(len) => Ok(LastSegment::Last(len)),
+            Err(error) => {
+                let Some(mut copy) = copy else {
+                    return Err(error);
+                };
+                let result = match self.open(index, false, &mut copy) {
+                    Ok(len) => {
+                        segment.copy_from_slice(&copy);
+                        Ok(LastSegment::CutAfter(len))
+                    }
+                    Err(_) => Err(error),
+                };
+                zeroize::Zeroize::zeroize(&mut copy);
+                result
+            }
+        }
+    }
+}
