@@ -31,6 +31,15 @@ pub use write::Encryptor;
 #[doc = include_str!("../FORMAT.md")]
 pub mod spec {}
 
+/// The envelope prefix a stream under `key` with `segment_size` starts with.
+///
+/// It is deterministic, so it can be put in front of a Tink ciphertext made
+/// with associated data `prefix || ctx`: the result is an atrest stream for
+/// context `ctx` (see [`spec`]).
+pub fn envelope_prefix(key: &FileKey, segment_size: SegmentSize) -> [u8; PREFIX_LEN] {
+    format::encode_prefix(segment_size, &key.commitment())
+}
+
 /// The length of the stream for a plaintext of `plaintext_len` bytes.
 ///
 /// # Errors
