@@ -7,6 +7,9 @@ use crate::Error;
 use crate::format::{Extent, Layout, SegmentSize, TAG_LEN};
 use crate::segment::{LastSegment, SegmentCipher};
 
+/// The first read's size: buffers grow from here up to one segment.
+const INITIAL_BUFFER: usize = 16 * 1024;
+
 pub(crate) struct Decoder {
     pub(crate) cipher: SegmentCipher,
     pub(crate) layout: Layout,
@@ -35,7 +38,7 @@ impl Decoder {
         Self {
             cipher,
             layout: Layout::new(segment_size),
-            buf: vec![0; segment_size.get() as usize + 1],
+            buf: Vec::new(),
             filled: 0,
             plain: 0..0,
             decoded: false,
@@ -121,8 +124,14 @@ impl Decoder {
         if self.decoded || self.last_decoded || self.failed.is_some() {
             return &mut [];
         }
+        // Grow the buffer with the data actually received (doubling), so a
+        // short stream that claims a large segment size costs little memory.
         let want = self.want();
-        self.buf.get_mut(self.filled..want).unwrap_or_default()
+        let target = want.min(self.filled.saturating_mul(2).max(INITIAL_BUFFER));
+        if self.buf.len() < target {
+            self.buf.resize(target, 0);
+        }
+        self.buf.get_mut(self.filled..target).unwrap_or_default()
     }
 
     /// Records that `n` bytes were read into [`Self::spare`].
@@ -224,11 +233,20 @@ impl Decoder {
         self.index = index;
         self.lookahead = false;
         let len = self.layout.segment_len(extent, index);
+        if self.buf.len() < len {
+            self.buf.resize(len, 0);
+        }
         let last = index + 1 == extent.segments;
         let segment = self.buf.get_mut(..len).ok_or(Error::Malformed("segment"))?;
         read(segment)?;
         self.filled = len;
-        let (plain_len, last) = self.open(index, last, len)?;
+        let (plain_len, verified_last) = self.open(index, last, len)?;
+        if last && !verified_last {
+            // The length came from the source, so a final segment that is
+            // only an inner one means the source itself is cut short.
+            self.deferred = None;
+            return Err(Error::Truncated);
+        }
         self.plain = offset.min(plain_len)..plain_len;
         self.decoded = true;
         self.last_decoded = last;

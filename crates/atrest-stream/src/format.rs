@@ -152,9 +152,19 @@ pub(crate) fn new_stream(
     associated_data: &[u8],
     segment_size: SegmentSize,
 ) -> Result<([u8; HEADER_LEN], SegmentCipher), Error> {
-    let prefix = encode_prefix(segment_size, &key.commitment());
     let mut random = [0u8; SALT_LEN + NONCE_PREFIX_LEN];
     OsRng.fill(&mut random).map_err(|_| Error::Rng)?;
+    new_stream_from(key, associated_data, segment_size, &random)
+}
+
+/// [`new_stream`] with the salt and nonce prefix given (`salt || nonce_prefix`).
+pub(crate) fn new_stream_from(
+    key: &FileKey,
+    associated_data: &[u8],
+    segment_size: SegmentSize,
+    random: &[u8; SALT_LEN + NONCE_PREFIX_LEN],
+) -> Result<([u8; HEADER_LEN], SegmentCipher), Error> {
+    let prefix = encode_prefix(segment_size, &key.commitment());
     let (salt, nonce_prefix) = random.split_at(SALT_LEN);
 
     let mut header = [0u8; HEADER_LEN];
@@ -162,7 +172,7 @@ pub(crate) fn new_stream(
     let (len_byte, rest) = rest.split_at_mut(1);
     p.copy_from_slice(&prefix);
     len_byte.copy_from_slice(&[TINK_HEADER_LEN_BYTE]);
-    rest.copy_from_slice(&random);
+    rest.copy_from_slice(random);
 
     let cipher = SegmentCipher::new(
         key.derive_stream_key(salt, &info(&prefix, associated_data)),

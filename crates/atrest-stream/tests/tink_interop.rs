@@ -57,7 +57,9 @@ fn atrest_and_tink_read_each_others_streams() {
             assert_eq!(tink_ad[..], stream[..PREFIX_LEN]);
             tink_ad.extend_from_slice(&context);
 
-            let write = |suffix: &str, bytes: &[u8]| std::fs::write(dir.join(format!("{name}.{suffix}")), bytes).unwrap();
+            let write = |suffix: &str, bytes: &[u8]| {
+                std::fs::write(dir.join(format!("{name}.{suffix}")), bytes).unwrap()
+            };
             write("key", key.expose_secret());
             write("plaintext", &data);
             write("ad", &tink_ad);
@@ -66,10 +68,18 @@ fn atrest_and_tink_read_each_others_streams() {
             expected.push((name, key, context, data, s));
         }
     }
-    std::fs::write(dir.join("job.json"), serde_json::json!({ "cases": cases }).to_string()).unwrap();
+    std::fs::write(
+        dir.join("job.json"),
+        serde_json::json!({ "cases": cases }).to_string(),
+    )
+    .unwrap();
 
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tink_interop.py");
-    let output = Command::new(tink_python()).arg(&script).arg(&dir).output().unwrap();
+    let output = Command::new(tink_python())
+        .arg(&script)
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert!(
         output.status.success(),
         "Tink failed:\n{}\n{}",
@@ -79,12 +89,20 @@ fn atrest_and_tink_read_each_others_streams() {
 
     for (name, key, context, data, s) in &expected {
         let read = |suffix: &str| std::fs::read(dir.join(format!("{name}.{suffix}"))).unwrap();
-        assert_eq!(&read("tink_plaintext"), data, "{name}: Tink's decryption of the atrest body");
+        assert_eq!(
+            &read("tink_plaintext"),
+            data,
+            "{name}: Tink's decryption of the atrest body"
+        );
 
         let tink_body = read("tink_body");
         let mut stream = envelope_prefix(key, size(*s)).to_vec();
         stream.extend_from_slice(&tink_body);
-        assert_eq!(&decrypt(key, context, &stream).unwrap(), data, "{name}: atrest's decryption of Tink's stream");
+        assert_eq!(
+            &decrypt(key, context, &stream).unwrap(),
+            data,
+            "{name}: atrest's decryption of Tink's stream"
+        );
         assert_eq!(
             stream.len() as u64,
             atrest_stream::stream_len(data.len() as u64, size(*s)).unwrap(),

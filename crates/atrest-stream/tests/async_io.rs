@@ -1,0 +1,84 @@
+//! The tokio adapters produce and accept exactly what the blocking ones do.
+#![cfg(feature = "tokio")]
+#![allow(
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+
+mod common;
+
+use atrest_stream::{AsyncDecryptor, AsyncEncryptor, Error, decrypt, encrypt_with_segment_size};
+use common::{AD, boundary_lengths, key, plaintext, size};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn async_round_trips_interoperate_with_the_blocking_adapters() {
+    let key = key();
+    for s in [256u32, 4096] {
+        for len in boundary_lengths(s) {
+            let data = plaintext(len);
+            let mut encryptor =
+                AsyncEncryptor::with_segment_size(Vec::new(), &key, AD, size(s)).unwrap();
+            for piece in data.chunks(77) {
+                encryptor.write_all(piece).await.unwrap();
+            }
+            let stream = encryptor.finish().await.unwrap();
+            assert_eq!(
+                decrypt(&key, AD, &stream).unwrap(),
+                data,
+                "async → blocking, s={s} len={len}"
+            );
+
+            let blocking = encrypt_with_segment_size(&key, AD, &data, size(s)).unwrap();
+            let mut decryptor = AsyncDecryptor::new(&blocking[..], &key, AD).await.unwrap();
+            let mut out = Vec::new();
+            decryptor.read_to_end(&mut out).await.unwrap();
+            assert_eq!(out, data, "blocking → async, s={s} len={len}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn shutdown_finishes_the_stream() {
+    let key = key();
+    let (client, mut server) = tokio::io::duplex(1024);
+    let data = plaintext(100_000);
+    let writer = tokio::spawn({
+        let data = data.clone();
+        let key = common::key();
+        async move {
+            let mut encryptor = AsyncEncryptor::new(client, &key, AD).unwrap();
+            encryptor.write_all(&data).await.unwrap();
+            encryptor.shutdown().await.unwrap();
+        }
+    });
+    let mut stream = Vec::new();
+    server.read_to_end(&mut stream).await.unwrap();
+    writer.await.unwrap();
+    assert_eq!(decrypt(&key, AD, &stream).unwrap(), data);
+}
+
+#[tokio::test]
+async fn async_tampering_fails_with_typed_errors() {
+    let key = key();
+    let data = plaintext(5000);
+    let stream = encrypt_with_segment_size(&key, AD, &data, size(256)).unwrap();
+    let mut tampered = stream.clone();
+    tampered[1000] ^= 4;
+    let mut decryptor = AsyncDecryptor::new(&tampered[..], &key, AD).await.unwrap();
+    let error = decryptor.read_to_end(&mut Vec::new()).await.unwrap_err();
+    assert!(matches!(Error::from_io(error), Error::AuthenticationFailed));
+
+    let cut = &stream[..stream.len() - 1];
+    let mut decryptor = AsyncDecryptor::new(cut, &key, AD).await.unwrap();
+    assert!(decryptor.read_to_end(&mut Vec::new()).await.is_err());
+
+    assert!(matches!(
+        AsyncDecryptor::new(&stream[..50], &key, AD).await,
+        Err(Error::Truncated)
+    ));
+}

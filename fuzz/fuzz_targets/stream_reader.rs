@@ -1,0 +1,46 @@
+//! Feeds arbitrary bytes to the streaming reader (in reads of a fuzzed size)
+//! under a fixed key and context. Nothing may panic, and the streaming reader
+//! must agree with the length-aware reader: both accept with the same
+//! plaintext, or both reject; a rejecting streaming reader may have released
+//! only a prefix of what was authentic.
+#![no_main]
+
+use std::io::Read;
+
+use atrest_filekey::FileKey;
+use atrest_stream::{Decryptor, decrypt};
+use libfuzzer_sys::fuzz_target;
+
+const KEY: [u8; 32] = [0x42; 32];
+const CONTEXT: &[u8] = b"fuzz context";
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&chunk, stream)) = data.split_first() else {
+        return;
+    };
+    let key = FileKey::from_secret_bytes(&KEY);
+    let whole = decrypt(&key, CONTEXT, stream);
+
+    let mut released = Vec::new();
+    let mut buf = vec![0u8; usize::from(chunk) * 97 + 1];
+    let streamed = Decryptor::new(stream, &key, CONTEXT)
+        .map_err(std::io::Error::from)
+        .and_then(|mut d| {
+            loop {
+                match d.read(&mut buf) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => released.extend_from_slice(&buf[..n]),
+                    Err(e) => break Err(e),
+                }
+            }
+        });
+    match (whole, streamed) {
+        (Ok(plaintext), Ok(())) => assert_eq!(plaintext, released),
+        (Err(_), Err(_)) => {}
+        (whole, streamed) => panic!(
+            "readers disagree: whole {:?}, streaming {:?}",
+            whole.map(|p| p.len()),
+            streamed
+        ),
+    }
+});
