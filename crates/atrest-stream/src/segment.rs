@@ -60,6 +60,29 @@ impl SegmentCipher {
         Ok(out)
     }
 
+    /// Decrypts `body` in place against a detached `tag`; returns the
+    /// plaintext length. On failure `body` is zeroed.
+    pub(crate) fn open_detached(
+        &self,
+        index: u64,
+        last: bool,
+        body: &mut [u8],
+        tag: &[u8],
+    ) -> Result<(), Error> {
+        let tag = Tag::try_from(tag).map_err(|_| Error::Truncated)?;
+        let nonce = self.nonce(index, last)?;
+        if self
+            .key
+            .0
+            .open_in_place_separate_tag(nonce, Aad::empty(), tag, body, 0..)
+            .is_err()
+        {
+            body.fill(0);
+            return Err(Error::AuthenticationFailed);
+        }
+        Ok(())
+    }
+
     /// Decrypts `segment` (ciphertext followed by the tag) in place and
     /// returns the plaintext length. On failure the buffer is zeroed, so no
     /// unauthenticated plaintext survives.
