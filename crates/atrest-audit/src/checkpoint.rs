@@ -1,0 +1,387 @@
+//! Signed checkpoints of the log's head.
+//!
+//! A checkpoint states "the log `origin` has `size` records and its head
+//! hash is `head`", signed with Ed25519. Keeping a copy of the latest
+//! checkpoint somewhere the log's writer cannot reach makes any later
+//! rewrite, deletion or tail truncation of the first `size` records
+//! detectable.
+//!
+//! # Text format
+//!
+//! In the spirit of the C2SP `tlog-checkpoint` and `signed-note` formats:
+//!
+//! ```text
+//! atrest-audit/0f8fad5bd9cb469fa16570867728950e      origin: "atrest-audit/" and the log id
+//! 1042                                               size: number of records, decimal
+//! q9Cg0xT8iR0d1ZtvbfqQm2z4hI9HIA2XG2yPQdwvLS8=       head: SHA-256 of record size-1, base64
+//!                                                    (empty line)
+//! — audit-2026 5n1bhEm9RfeO3b4YNdR0Fm4Zp8F8V0o5Qg…   signature line(s)
+//! ```
+//!
+//! The signed message is the note text: the three lines above, each ending
+//! in a newline. A signature line is an em dash, a space, the key name, a
+//! space, and base64 of a 4-byte key id followed by the 64-byte Ed25519
+//! signature. The key id is the first 4 bytes of
+//! `SHA-256(name || "\n" || 0x01 || public key)`. A verifying key is written
+//! `name+<key id in hex>+<base64(0x01 || public key)>`.
+//!
+//! For an empty log the head is the genesis hash, `SHA-256("atrest-audit v1
+//! genesis\n" || log id in hex)`.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::Error;
+
+const ALGORITHM_ED25519: u8 = 0x01;
+const SIGNATURE_PREFIX: &str = "\u{2014} ";
+/// Longest checkpoint text accepted, in bytes.
+pub const MAX_CHECKPOINT_LEN: usize = 4096;
+
+fn malformed(what: &'static str, reason: &'static str) -> Error {
+    Error::Malformed { what, reason }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.contains('+')
+        && !name.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+fn key_id(name: &str, public: &[u8; 32]) -> [u8; 4] {
+    let mut hash = Sha256::new();
+    hash.update(name.as_bytes());
+    hash.update(b"\n");
+    hash.update([ALGORITHM_ED25519]);
+    hash.update(public);
+    let digest = hash.finalize();
+    let mut id = [0u8; 4];
+    id.copy_from_slice(digest.get(..4).unwrap_or_default());
+    id
+}
+
+/// An Ed25519 key that signs checkpoints. Keep it away from the log's
+/// writer: whoever holds it can sign a rewritten log.
+pub struct SigningKey {
+    name: String,
+    pair: Ed25519KeyPair,
+    public: [u8; 32],
+}
+
+impl SigningKey {
+    /// A fresh key named `name`, and its PKCS#8 document to store (secret).
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] for an invalid name; [`Error::Rng`].
+    pub fn generate(name: &str) -> Result<(Self, Zeroizing<Vec<u8>>), Error> {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+            .map_err(|_| Error::Rng)?;
+        let pkcs8 = Zeroizing::new(pkcs8.as_ref().to_vec());
+        Ok((Self::from_pkcs8(name, &pkcs8)?, pkcs8))
+    }
+
+    /// Loads a key from its PKCS#8 document.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] for an invalid name or document.
+    pub fn from_pkcs8(name: &str, pkcs8: &[u8]) -> Result<Self, Error> {
+        if !valid_name(name) {
+            return Err(malformed(
+                "key name",
+                "empty, too long, or contains whitespace or '+'",
+            ));
+        }
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8)
+            .map_err(|_| malformed("signing key", "not an Ed25519 PKCS#8 document"))?;
+        let public = pair
+            .public_key()
+            .as_ref()
+            .try_into()
+            .map_err(|_| malformed("signing key", "public key is not 32 bytes"))?;
+        Ok(Self {
+            name: name.to_owned(),
+            pair,
+            public,
+        })
+    }
+
+    /// The key that verifies this key's signatures.
+    pub fn verifying_key(&self) -> VerifyingKey {
+        VerifyingKey {
+            name: self.name.clone(),
+            public: self.public,
+            id: key_id(&self.name, &self.public),
+        }
+    }
+
+    /// Signs a checkpoint of `size` records with head hash `head`.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] for an empty, overlong or non-printable origin.
+    pub fn sign(&self, origin: &str, size: u64, head: [u8; 32]) -> Result<Checkpoint, Error> {
+        let mut checkpoint = Checkpoint::unsigned(origin, size, head)?;
+        let signature = self.pair.sign(checkpoint.body().as_bytes());
+        let mut blob = key_id(&self.name, &self.public).to_vec();
+        blob.extend_from_slice(signature.as_ref());
+        checkpoint.signatures.push(SignatureLine {
+            name: self.name.clone(),
+            blob,
+        });
+        Ok(checkpoint)
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The public half of a [`SigningKey`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct VerifyingKey {
+    name: String,
+    public: [u8; 32],
+    id: [u8; 4],
+}
+
+impl VerifyingKey {
+    /// The key's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Parses `name+<key id hex>+<base64(0x01 || public key)>`.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`].
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        // The key is base64, which may itself contain '+': split twice only.
+        let mut parts = text.trim().splitn(3, '+');
+        let (Some(name), Some(id_hex), Some(key_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(malformed("verifying key", "expected name+keyid+key"));
+        };
+        if !valid_name(name) {
+            return Err(malformed("verifying key", "invalid name"));
+        }
+        let key = STANDARD
+            .decode(key_b64)
+            .map_err(|_| malformed("verifying key", "key is not base64"))?;
+        let Some((&ALGORITHM_ED25519, public)) = key.split_first() else {
+            return Err(malformed("verifying key", "not an Ed25519 key"));
+        };
+        let public: [u8; 32] = public
+            .try_into()
+            .map_err(|_| malformed("verifying key", "public key is not 32 bytes"))?;
+        let id = key_id(name, &public);
+        if hex::encode(id) != id_hex {
+            return Err(malformed("verifying key", "key id does not match the key"));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            public,
+            id,
+        })
+    }
+
+    fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        UnparsedPublicKey::new(&ED25519, &self.public)
+            .verify(message, signature)
+            .is_ok()
+    }
+}
+
+impl fmt::Display for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut key = vec![ALGORITHM_ED25519];
+        key.extend_from_slice(&self.public);
+        write!(
+            f,
+            "{}+{}+{}",
+            self.name,
+            hex::encode(self.id),
+            STANDARD.encode(key)
+        )
+    }
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VerifyingKey({self})")
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SignatureLine {
+    name: String,
+    blob: Vec<u8>,
+}
+
+/// A signed statement of a log's size and head hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// `atrest-audit/<log id>`.
+    pub origin: String,
+    /// Number of records.
+    pub size: u64,
+    /// SHA-256 of the last record's line (the genesis hash for an empty log).
+    pub head: [u8; 32],
+    signatures: Vec<SignatureLine>,
+}
+
+impl Checkpoint {
+    fn unsigned(origin: &str, size: u64, head: [u8; 32]) -> Result<Self, Error> {
+        if origin.is_empty() || origin.len() > 256 || origin.chars().any(char::is_control) {
+            return Err(malformed("checkpoint", "invalid origin"));
+        }
+        Ok(Self {
+            origin: origin.to_owned(),
+            size,
+            head,
+            signatures: Vec::new(),
+        })
+    }
+
+    /// The signed part: origin, size and head, one per line.
+    fn body(&self) -> String {
+        format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            STANDARD.encode(self.head)
+        )
+    }
+
+    /// The full text: body, an empty line, signature lines.
+    pub fn to_text(&self) -> String {
+        let mut text = self.body();
+        text.push('\n');
+        for line in &self.signatures {
+            text.push_str(&format!(
+                "{SIGNATURE_PREFIX}{} {}\n",
+                line.name,
+                STANDARD.encode(&line.blob)
+            ));
+        }
+        text
+    }
+
+    /// Parses a checkpoint. Signatures are checked only by [`Self::verify`].
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] for anything but the exact format.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        if text.len() > MAX_CHECKPOINT_LEN {
+            return Err(malformed("checkpoint", "too long"));
+        }
+        let Some((body, signatures)) = text.split_once("\n\n") else {
+            return Err(malformed(
+                "checkpoint",
+                "no empty line before the signatures",
+            ));
+        };
+        let mut lines = body.split('\n');
+        let (Some(origin), Some(size), Some(head), None) =
+            (lines.next(), lines.next(), lines.next(), lines.next())
+        else {
+            return Err(malformed(
+                "checkpoint",
+                "expected origin, size and head lines",
+            ));
+        };
+        let canonical_size = !size.is_empty()
+            && size.bytes().all(|b| b.is_ascii_digit())
+            && (size == "0" || !size.starts_with('0'));
+        if !canonical_size {
+            return Err(malformed(
+                "checkpoint",
+                "size is not a canonical decimal number",
+            ));
+        }
+        let size: u64 = size
+            .parse()
+            .map_err(|_| malformed("checkpoint", "size out of range"))?;
+        let head: [u8; 32] = STANDARD
+            .decode(head)
+            .ok()
+            .and_then(|h| h.try_into().ok())
+            .ok_or_else(|| malformed("checkpoint", "head is not 32 bytes of base64"))?;
+        let mut checkpoint = Self::unsigned(origin, size, head)?;
+        if STANDARD.encode(head) != lines_head(body) {
+            return Err(malformed("checkpoint", "head is not canonical base64"));
+        }
+        if !signatures.ends_with('\n') {
+            return Err(malformed(
+                "checkpoint",
+                "signature lines must end with a newline",
+            ));
+        }
+        for line in signatures.trim_end_matches('\n').split('\n') {
+            let Some(rest) = line.strip_prefix(SIGNATURE_PREFIX) else {
+                return Err(malformed(
+                    "checkpoint",
+                    "signature line does not start with an em dash",
+                ));
+            };
+            let Some((name, blob)) = rest.split_once(' ') else {
+                return Err(malformed("checkpoint", "signature line lacks a signature"));
+            };
+            let blob = STANDARD
+                .decode(blob)
+                .map_err(|_| malformed("checkpoint", "signature is not base64"))?;
+            if !valid_name(name) || blob.len() < 5 {
+                return Err(malformed("checkpoint", "invalid signature line"));
+            }
+            checkpoint.signatures.push(SignatureLine {
+                name: name.to_owned(),
+                blob,
+            });
+        }
+        if checkpoint.signatures.is_empty() {
+            return Err(malformed("checkpoint", "no signature"));
+        }
+        Ok(checkpoint)
+    }
+
+    /// Checks that `key` signed this checkpoint.
+    ///
+    /// # Errors
+    /// [`Error::BadSignature`] if no signature line is a valid signature by
+    /// `key`.
+    pub fn verify(&self, key: &VerifyingKey) -> Result<(), Error> {
+        let body = self.body();
+        let signed = self.signatures.iter().any(|line| {
+            line.name == key.name
+                && line.blob.get(..4) == Some(&key.id[..])
+                && key.verify(body.as_bytes(), line.blob.get(4..).unwrap_or_default())
+        });
+        if signed {
+            Ok(())
+        } else {
+            Err(Error::BadSignature)
+        }
+    }
+}
+
+/// The third line of a checkpoint body, as written.
+fn lines_head(body: &str) -> &str {
+    body.split('\n').nth(2).unwrap_or_default()
+}
+
+/// The head hash of an empty log.
+pub fn genesis_hash(log_id: &str) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(b"atrest-audit v1 genesis\n");
+    hash.update(log_id.as_bytes());
+    hash.finalize().into()
+}

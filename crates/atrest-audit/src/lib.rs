@@ -1,0 +1,31 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod chain;
+pub mod checkpoint;
+mod error;
+pub mod log;
+pub mod record;
+pub mod sink;
+mod verify;
+
+pub use checkpoint::{Checkpoint, SigningKey, VerifyingKey};
+pub use error::Error;
+pub use log::{AuditLog, LogConfig, Receipt, Recovery, stored_checkpoints};
+pub use record::{
+    Event, FileRef, IdHasher, IdLike, KeyRef, Outcome, Record, Text, Timestamp, Value,
+};
+pub use sink::{Auditor, JsonLinesSink, MemorySink, Sink, SinkPolicy};
+pub use verify::{Problem, Report, read_entries, verify, verify_segments};
+
+/// Anything that records audit events durably: the [`AuditLog`] itself, or
+/// an [`Auditor`] that also feeds other sinks.
+pub trait Audit: Send + Sync {
+    /// Records `record`; returns once it is durable.
+    ///
+    /// # Errors
+    /// If the record could not be made durable (the operation being audited
+    /// should then not proceed), or a required sink failed.
+    fn record(&self, record: Record) -> Result<Receipt, Error>;
+}

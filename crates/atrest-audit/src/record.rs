@@ -1,0 +1,539 @@
+//! Audit records: what happened, to what, by whom, with what outcome.
+//!
+//! # Schema (version 1)
+//!
+//! A record is stored as one line of JSON (see [`crate::log`]), whose fields
+//! appear in this order:
+//!
+//! | field | type | meaning |
+//! |-------|------|---------|
+//! | `v` | `1` | schema version |
+//! | `seq` | integer | position in the log, from 0, consecutive |
+//! | `prev` | 64 hex digits | SHA-256 of the previous record's line (for `seq` 0: of the genesis string) |
+//! | `time` | RFC 3339, UTC, nanoseconds | when the record was made |
+//! | `actor` | [`Text`] | who performed the operation (service identity, user, job) |
+//! | `tenant` | [`Text`] or `null` | the tenant concerned |
+//! | `request` | [`Text`] or `null` | the request id, to correlate with service logs |
+//! | `outcome` | [`Outcome`] | `{"result":"success"}`, `{"result":"denied","reason":…}` or `{"result":"failed","error":…}` |
+//! | `event` | [`Event`] | `{"type":…, …}`: the operation and its object ids |
+//!
+//! New event types or fields are added under a new schema version; readers
+//! reject versions they do not know and fields they do not expect.
+//!
+//! # No key material
+//!
+//! Record fields are [`Text`], integers or the event enums below. None of the
+//! key types of the atrest crates implement `Display`, `Serialize`,
+//! `AsRef<str>` or `Into<Text>`, so a key cannot be put into a record without
+//! explicitly exposing its bytes (`expose_secret`). Identifiers an operator
+//! wants hidden are stored as keyed hashes ([`IdHasher`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::Sha256;
+use zeroize::Zeroize;
+
+use crate::Error;
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Longest [`Text`] value, in bytes.
+pub const MAX_TEXT_LEN: usize = 1024;
+
+const HIDDEN_PREFIX: &str = "hmac-sha256:";
+
+/// A short piece of text in a record: an identifier, a name, a reason.
+///
+/// At most 1 KiB, no control characters. A text is either plain or *hidden*:
+/// a keyed hash of the original made by an [`IdHasher`], written as
+/// `hmac-sha256:<64 hex digits>` (plain texts may not start with that prefix,
+/// so the two never collide).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Text(String);
+
+impl Text {
+    /// A plain text.
+    ///
+    /// # Errors
+    /// [`Error::InvalidText`] if longer than 1 KiB, if it contains control
+    /// characters, or if it starts with the hidden-text prefix.
+    pub fn new(text: impl Into<String>) -> Result<Self, Error> {
+        let text = text.into();
+        Self::validate(&text)?;
+        if text.starts_with(HIDDEN_PREFIX) {
+            return Err(Error::InvalidText(
+                "starts with the reserved prefix `hmac-sha256:`",
+            ));
+        }
+        Ok(Self(text))
+    }
+
+    fn validate(text: &str) -> Result<(), Error> {
+        if text.len() > MAX_TEXT_LEN {
+            return Err(Error::InvalidText("longer than 1 KiB"));
+        }
+        if text.chars().any(char::is_control) {
+            return Err(Error::InvalidText("contains control characters"));
+        }
+        Ok(())
+    }
+
+    /// The text as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this is a keyed hash rather than the original text.
+    pub fn is_hidden(&self) -> bool {
+        self.0.starts_with(HIDDEN_PREFIX)
+    }
+
+    /// Builds a text from anything that displays as an identifier (tenant
+    /// ids, file ids, key ids, versions).
+    ///
+    /// # Errors
+    /// As for [`Text::new`].
+    pub fn id(id: &impl IdLike) -> Result<Self, Error> {
+        Self::new(id.to_string())
+    }
+}
+
+/// Identifier types that may be written into audit records as text.
+///
+/// Implemented for the standard integer types and `str`; crates implement it
+/// for their own public identifier types. Key types never implement it.
+pub trait IdLike: fmt::Display {}
+
+impl IdLike for str {}
+impl IdLike for String {}
+impl IdLike for u32 {}
+impl IdLike for u64 {}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl Serialize for Text {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::validate(&text).map_err(serde::de::Error::custom)?;
+        if let Some(hex_digits) = text.strip_prefix(HIDDEN_PREFIX) {
+            let canonical = hex_digits.len() == 64
+                && hex_digits
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+            if !canonical {
+                return Err(serde::de::Error::custom("malformed hidden text"));
+            }
+        }
+        Ok(Self(text))
+    }
+}
+
+/// Makes hidden texts: HMAC-SHA256 of the original under a per-log key.
+///
+/// The same value always hides to the same text under the same key, so an
+/// operator who knows a value can find its records ([`IdHasher::hide`] it and
+/// search for the result), while a reader of the log without the key learns
+/// nothing but equality. The key is secret: zeroized on drop, never printed.
+pub struct IdHasher {
+    key: [u8; 32],
+}
+
+impl IdHasher {
+    /// Key length in bytes.
+    pub const KEY_LEN: usize = 32;
+
+    /// A hasher with the given key.
+    pub fn from_secret_bytes(key: &[u8; Self::KEY_LEN]) -> Self {
+        Self { key: *key }
+    }
+
+    /// A hasher with a fresh random key.
+    ///
+    /// # Errors
+    /// [`Error::Rng`] if the operating system's generator fails.
+    pub fn generate() -> Result<Self, Error> {
+        let mut key = [0u8; Self::KEY_LEN];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+            .map_err(|_| Error::Rng)?;
+        let hasher = Self::from_secret_bytes(&key);
+        key.zeroize();
+        Ok(hasher)
+    }
+
+    /// The key, to store it (for example in a 0600 file).
+    pub fn expose_secret(&self) -> &[u8; Self::KEY_LEN] {
+        &self.key
+    }
+
+    /// The hidden text for `value`: also how to look up a known value.
+    pub fn hide(&self, value: &str) -> Text {
+        let mut mac = match Hmac::<Sha256>::new_from_slice(&self.key) {
+            Ok(mac) => mac,
+            Err(_) => unreachable!("HMAC accepts keys of any length"),
+        };
+        mac.update(value.as_bytes());
+        Text(format!(
+            "{HIDDEN_PREFIX}{}",
+            hex::encode(mac.finalize().into_bytes())
+        ))
+    }
+}
+
+impl Drop for IdHasher {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
+}
+
+impl fmt::Debug for IdHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdHasher").finish_non_exhaustive()
+    }
+}
+
+/// A point in time, stored as RFC 3339 in UTC with nanoseconds.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(SystemTime);
+
+impl Timestamp {
+    /// The current time.
+    pub fn now() -> Self {
+        // Whole nanoseconds since the epoch, so the text form round-trips.
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Self(UNIX_EPOCH + Duration::new(since.as_secs(), since.subsec_nanos()))
+    }
+
+    /// The time as a `SystemTime`.
+    pub fn to_system_time(self) -> SystemTime {
+        self.0
+    }
+}
+
+impl From<SystemTime> for Timestamp {
+    fn from(time: SystemTime) -> Self {
+        Self(time)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&humantime::format_rfc3339_nanos(self.0), f)
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        humantime::parse_rfc3339(&text)
+            .map(Self)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// How the operation ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Outcome {
+    /// It was carried out.
+    Success,
+    /// A policy refused it.
+    Denied {
+        /// Why.
+        reason: Text,
+    },
+    /// It failed (a key service unavailable, a tampered file, …).
+    Failed {
+        /// What went wrong.
+        error: Text,
+    },
+}
+
+/// A file version a record is about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRef {
+    /// The file id.
+    pub file: Text,
+    /// The file version.
+    pub version: u64,
+}
+
+/// A key (and version) a record is about, by id: never the key itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRef {
+    /// The key's id (a key id, or a provider's key label or URI).
+    pub key: Text,
+    /// The key's version, where it has one.
+    pub version: Option<u32>,
+}
+
+/// A value in a service-defined event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    /// A boolean.
+    Bool(bool),
+    /// A non-negative integer.
+    Count(u64),
+    /// A text.
+    Text(Text),
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum Event {
+    /// A file key was generated for a file version.
+    FileKeyGenerated {
+        /// The file version.
+        file: FileRef,
+    },
+    /// A file key was wrapped under a key-encryption key.
+    FileKeyWrapped {
+        /// The file version.
+        file: FileRef,
+        /// The key-encryption key.
+        kek: KeyRef,
+    },
+    /// A file key was unwrapped and released to a principal.
+    FileKeyReleased {
+        /// The file version.
+        file: FileRef,
+        /// The key-encryption key it was unwrapped with.
+        kek: KeyRef,
+        /// Who received it.
+        principal: Text,
+    },
+    /// A key-release policy refused a principal a file key.
+    ReleaseDenied {
+        /// The file version.
+        file: FileRef,
+        /// Who was refused.
+        principal: Text,
+    },
+    /// A tenant intermediate key was rolled to a new version.
+    TikRolled {
+        /// The new version.
+        tik: KeyRef,
+        /// The version it replaces as current, if any.
+        previous_version: Option<u32>,
+    },
+    /// Wrapped file keys were re-wrapped under a newer TIK version.
+    FileKeysRewrapped {
+        /// The TIK version they are now under.
+        tik: KeyRef,
+        /// How many were re-wrapped in this batch.
+        count: u64,
+    },
+    /// A root key was rolled: TIK versions re-wrapped under its new version.
+    RootKeyRolled {
+        /// The root key, at its new version.
+        root_key: KeyRef,
+        /// How many TIK versions were re-wrapped.
+        tik_versions: u64,
+    },
+    /// Customer keys were unavailable and the availability key was used.
+    AvailabilityKeyFallback {
+        /// The customer root keys that were unavailable.
+        root_keys: Vec<KeyRef>,
+        /// The operation that needed the TIK.
+        operation: Text,
+    },
+    /// The service's access to a customer root key was revoked.
+    CustomerKeyRevoked {
+        /// The revoked root key.
+        root_key: KeyRef,
+    },
+    /// All key material of a tenant was destroyed (crypto-shredding).
+    TenantPurged {
+        /// How many TIK versions were destroyed.
+        tik_versions: u64,
+    },
+    /// A file version was encrypted and stored.
+    FileSealed {
+        /// The file version.
+        file: FileRef,
+        /// Plaintext bytes.
+        bytes: u64,
+        /// Segments written.
+        segments: u64,
+    },
+    /// A file version (or a range of it) was decrypted for a principal.
+    FileOpened {
+        /// The file version.
+        file: FileRef,
+        /// Who read it.
+        principal: Text,
+        /// Plaintext bytes returned.
+        bytes: u64,
+        /// Segments decrypted.
+        segments: u64,
+        /// The byte range, if not the whole file.
+        range: Option<[u64; 2]>,
+    },
+    /// Data moved from one store to another (for example a mailbox move).
+    DataMove {
+        /// Where it came from.
+        source: Text,
+        /// Where it went.
+        destination: Text,
+        /// Items moved.
+        items: u64,
+        /// Bytes moved.
+        bytes: u64,
+        /// Items that failed.
+        failures: u64,
+        /// How long it took, in milliseconds.
+        duration_ms: u64,
+    },
+    /// A service-defined event.
+    Custom {
+        /// The event's kind, named by the service.
+        kind: Text,
+        /// Its fields, in canonical (sorted) order.
+        fields: BTreeMap<Text, Value>,
+    },
+}
+
+/// An audit record, before the log gives it a sequence number and chains it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    /// When it happened.
+    pub time: Timestamp,
+    /// Who did it.
+    pub actor: Text,
+    /// The tenant concerned.
+    pub tenant: Option<Text>,
+    /// The request id, to correlate with other logs.
+    pub request: Option<Text>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// What happened.
+    pub event: Event,
+}
+
+impl Record {
+    /// A successful event by `actor`, now, with no tenant or request id.
+    pub fn new(actor: Text, event: Event) -> Self {
+        Self {
+            time: Timestamp::now(),
+            actor,
+            tenant: None,
+            request: None,
+            outcome: Outcome::Success,
+            event,
+        }
+    }
+
+    /// Sets the tenant.
+    #[must_use]
+    pub fn tenant(mut self, tenant: Text) -> Self {
+        self.tenant = Some(tenant);
+        self
+    }
+
+    /// Sets the request id.
+    #[must_use]
+    pub fn request(mut self, request: Text) -> Self {
+        self.request = Some(request);
+        self
+    }
+
+    /// Sets the outcome.
+    #[must_use]
+    pub fn outcome(mut self, outcome: Outcome) -> Self {
+        self.outcome = outcome;
+        self
+    }
+}
+
+/// A record as stored: with its schema version, sequence number and the
+/// hash of the previous record, fields in schema order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// Schema version (1).
+    pub v: u32,
+    /// Position in the log, from 0.
+    pub seq: u64,
+    /// SHA-256 of the previous record's line, in hex.
+    pub prev: String,
+    /// When it happened.
+    pub time: Timestamp,
+    /// Who did it.
+    pub actor: Text,
+    /// The tenant concerned.
+    pub tenant: Option<Text>,
+    /// The request id.
+    pub request: Option<Text>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// What happened.
+    pub event: Event,
+}
+
+impl Entry {
+    pub(crate) fn new(seq: u64, prev: &[u8; 32], record: &Record) -> Self {
+        Self {
+            v: SCHEMA_VERSION,
+            seq,
+            prev: hex::encode(prev),
+            time: record.time,
+            actor: record.actor.clone(),
+            tenant: record.tenant.clone(),
+            request: record.request.clone(),
+            outcome: record.outcome.clone(),
+            event: record.event.clone(),
+        }
+    }
+
+    /// The record without its log position.
+    pub fn into_record(self) -> Record {
+        Record {
+            time: self.time,
+            actor: self.actor,
+            tenant: self.tenant,
+            request: self.request,
+            outcome: self.outcome,
+            event: self.event,
+        }
+    }
+}

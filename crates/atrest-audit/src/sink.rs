@@ -1,0 +1,175 @@
+//! Sending records to more than one place.
+//!
+//! # Failure policy
+//!
+//! An [`Auditor`] writes every record to its [`AuditLog`] first. If that
+//! fails, the record is not sent anywhere and the caller gets the error: an
+//! operation whose audit record cannot be made durable must not go ahead
+//! (fail closed). Then it offers the record to each additional [`Sink`]:
+//!
+//! - a [`SinkPolicy::Required`] sink's failure is returned to the caller as
+//!   [`Error::Sink`] (the record is already durable in the log);
+//! - a [`SinkPolicy::BestEffort`] sink's failure is counted
+//!   ([`Auditor::sink_failures`]) and does not fail the operation: the log
+//!   remains the record of truth, and the sink can be replayed from it.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::log::{AuditLog, Receipt};
+use crate::record::Record;
+use crate::{Audit, Error};
+
+/// A destination for audit records besides the log (a service's logging
+/// pipeline, a SIEM, a message queue).
+pub trait Sink: Send + Sync {
+    /// A short name for errors and metrics.
+    fn name(&self) -> &str;
+
+    /// Delivers one record, already durable in the log with `receipt`.
+    ///
+    /// # Errors
+    /// A description of the failure.
+    fn deliver(&self, receipt: &Receipt, record: &Record) -> Result<(), String>;
+}
+
+/// What a sink's failure means for the operation being audited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SinkPolicy {
+    /// The caller gets an error.
+    Required,
+    /// Counted, not returned.
+    BestEffort,
+}
+
+/// The log plus any number of sinks, with the policy in the [module
+/// documentation](self).
+pub struct Auditor {
+    log: Arc<AuditLog>,
+    sinks: Vec<(Box<dyn Sink>, SinkPolicy)>,
+    failures: AtomicU64,
+}
+
+impl Auditor {
+    /// An auditor writing to `log` only.
+    pub fn new(log: Arc<AuditLog>) -> Self {
+        Self {
+            log,
+            sinks: Vec::new(),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds a sink.
+    #[must_use]
+    pub fn with_sink(mut self, sink: Box<dyn Sink>, policy: SinkPolicy) -> Self {
+        self.sinks.push((sink, policy));
+        self
+    }
+
+    /// The log.
+    pub fn log(&self) -> &Arc<AuditLog> {
+        &self.log
+    }
+
+    /// How many best-effort deliveries have failed.
+    pub fn sink_failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+}
+
+impl Audit for Auditor {
+    fn record(&self, record: Record) -> Result<Receipt, Error> {
+        let receipt = self.log.append(&record)?;
+        let mut required_failure = None;
+        for (sink, policy) in &self.sinks {
+            if let Err(reason) = sink.deliver(&receipt, &record) {
+                match policy {
+                    SinkPolicy::Required => {
+                        required_failure.get_or_insert(Error::Sink {
+                            sink: sink.name().to_owned(),
+                            reason,
+                        });
+                    }
+                    SinkPolicy::BestEffort => {
+                        self.failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        match required_failure {
+            Some(error) => Err(error),
+            None => Ok(receipt),
+        }
+    }
+}
+
+/// A sink that keeps records in memory (for tests and examples).
+#[derive(Default)]
+pub struct MemorySink {
+    records: Mutex<Vec<(Receipt, Record)>>,
+}
+
+impl MemorySink {
+    /// The records delivered so far.
+    pub fn records(&self) -> Vec<(Receipt, Record)> {
+        self.records.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+impl Sink for MemorySink {
+    fn name(&self) -> &str {
+        "memory"
+    }
+
+    fn deliver(&self, receipt: &Receipt, record: &Record) -> Result<(), String> {
+        self.records
+            .lock()
+            .map_err(|_| "poisoned".to_owned())?
+            .push((*receipt, record.clone()));
+        Ok(())
+    }
+}
+
+impl Sink for Arc<MemorySink> {
+    fn name(&self) -> &str {
+        "memory"
+    }
+
+    fn deliver(&self, receipt: &Receipt, record: &Record) -> Result<(), String> {
+        self.as_ref().deliver(receipt, record)
+    }
+}
+
+/// A sink that writes each record as a JSON line to a writer (for example
+/// standard error, picked up by the service's log shipping).
+pub struct JsonLinesSink<W> {
+    name: String,
+    writer: Mutex<W>,
+}
+
+impl<W: std::io::Write + Send> JsonLinesSink<W> {
+    /// A sink named `name` writing to `writer`.
+    pub fn new(name: impl Into<String>, writer: W) -> Self {
+        Self {
+            name: name.into(),
+            writer: Mutex::new(writer),
+        }
+    }
+}
+
+impl<W: std::io::Write + Send> Sink for JsonLinesSink<W> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn deliver(&self, receipt: &Receipt, record: &Record) -> Result<(), String> {
+        let mut line =
+            serde_json::to_vec(&serde_json::json!({ "seq": receipt.seq, "record": record }))
+                .map_err(|e| e.to_string())?;
+        line.push(b'\n');
+        let mut writer = self.writer.lock().map_err(|_| "poisoned".to_owned())?;
+        writer.write_all(&line).map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,103 @@
+//! Helpers shared by the audit tests.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+use std::path::{Path, PathBuf};
+
+use atrest_audit::{Event, FileRef, KeyRef, Outcome, Record, Text};
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let unique = format!(
+            "atrest-audit-{name}-{}-{:x}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        let path = std::env::temp_dir().join(unique);
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn text(s: &str) -> Text {
+    Text::new(s).unwrap()
+}
+
+/// A varied record number `i`.
+pub fn record(i: u64) -> Record {
+    let file = FileRef {
+        file: text(&format!("file-{i}")),
+        version: 1 + i % 3,
+    };
+    let event = match i % 5 {
+        0 => Event::FileSealed {
+            file,
+            bytes: i * 1000,
+            segments: 1 + i / 10,
+        },
+        1 => Event::FileKeyReleased {
+            file,
+            kek: KeyRef {
+                key: text("tik-1"),
+                version: Some(2),
+            },
+            principal: text("alice"),
+        },
+        2 => Event::ReleaseDenied {
+            file,
+            principal: text("mallory"),
+        },
+        3 => Event::DataMove {
+            source: text("mailbox/src"),
+            destination: text("tenant-store"),
+            items: i,
+            bytes: i * 10,
+            failures: 0,
+            duration_ms: 5,
+        },
+        _ => Event::TikRolled {
+            tik: KeyRef {
+                key: text("tik-1"),
+                version: Some(3),
+            },
+            previous_version: Some(2),
+        },
+    };
+    let outcome = if i % 5 == 2 {
+        Outcome::Denied {
+            reason: text("not a member"),
+        }
+    } else {
+        Outcome::Success
+    };
+    Record::new(text("svc:test"), event)
+        .tenant(text("tenant-a"))
+        .request(text(&format!("req-{i}")))
+        .outcome(outcome)
+}
+
+/// The single segment of a log with one segment.
+pub fn segment_file(dir: &Path) -> PathBuf {
+    dir.join("00000001.log")
+}

@@ -1,0 +1,160 @@
+//! Record types: no key material, hidden identifiers, text validation,
+//! serde round trips, and the sink policy.
+
+#![allow(
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use atrest_audit::{
+    Audit, AuditLog, Auditor, Error, Event, IdHasher, LogConfig, MemorySink, Receipt, Record, Sink,
+    SinkPolicy, Text,
+};
+use common::{TempDir, record, text};
+
+/// Whether `T` implements a trait, decided at compile time: the inherent
+/// method (which exists only when the bound holds) wins over the fallback
+/// trait method.
+macro_rules! implements {
+    ($t:ty: $($bound:tt)+) => {{
+        struct Probe<T: ?Sized>(PhantomData<T>);
+        #[allow(dead_code)]
+        trait Fallback { fn check(&self) -> bool { false } }
+        impl<T: ?Sized> Fallback for Probe<T> {}
+        impl<T: ?Sized + $($bound)+> Probe<T> { #[allow(dead_code)] fn check(&self) -> bool { true } }
+        Probe::<$t>(PhantomData).check()
+    }};
+}
+
+#[test]
+fn key_types_cannot_become_record_fields() {
+    use atrest_filekey::{FileKey, Kek, KeyGenerator};
+    // The probe itself works: ids and strings can be written into records.
+    assert!(implements!(atrest_filekey::TenantId: std::fmt::Display));
+    assert!(implements!(String: Into<String>));
+    // Keys implement none of what a record field needs.
+    assert!(!implements!(FileKey: std::fmt::Display));
+    assert!(!implements!(FileKey: serde::Serialize));
+    assert!(!implements!(FileKey: atrest_audit::IdLike));
+    assert!(!implements!(FileKey: Into<String>));
+    assert!(!implements!(FileKey: AsRef<str>));
+    assert!(!implements!(FileKey: Into<Text>));
+    assert!(!implements!(Kek: std::fmt::Display));
+    assert!(!implements!(Kek: serde::Serialize));
+    assert!(!implements!(Kek: atrest_audit::IdLike));
+    assert!(!implements!(KeyGenerator: std::fmt::Display));
+    assert!(!implements!(IdHasher: serde::Serialize));
+    assert!(!implements!(IdHasher: std::fmt::Display));
+}
+
+#[test]
+fn hidden_identifiers_can_be_looked_up_but_not_read() {
+    let hasher = IdHasher::from_secret_bytes(&[3; 32]);
+    let hidden = hasher.hide("alice@contoso.example");
+    assert!(hidden.is_hidden());
+    assert!(!hidden.as_str().contains("alice"));
+    // The same value under the same key: the same text, so it can be found.
+    assert_eq!(hasher.hide("alice@contoso.example"), hidden);
+    assert_ne!(hasher.hide("bob@contoso.example"), hidden);
+    assert_ne!(
+        IdHasher::from_secret_bytes(&[4; 32]).hide("alice@contoso.example"),
+        hidden
+    );
+    assert_eq!(format!("{hasher:?}"), "IdHasher { .. }");
+
+    let dir = TempDir::new("hidden");
+    let log = AuditLog::create(dir.path(), LogConfig::default()).unwrap();
+    let mut rec = record(1);
+    rec.actor = hidden.clone();
+    log.append(&rec).unwrap();
+    let stored = std::fs::read_to_string(dir.path().join("00000001.log")).unwrap();
+    assert!(stored.contains(hidden.as_str()) && !stored.contains("contoso"));
+}
+
+#[test]
+fn texts_are_validated() {
+    assert!(Text::new("ok: tenant 1").is_ok());
+    assert!(matches!(
+        Text::new("line\nbreak"),
+        Err(Error::InvalidText(_))
+    ));
+    assert!(matches!(
+        Text::new("x".repeat(1025)),
+        Err(Error::InvalidText(_))
+    ));
+    assert!(matches!(
+        Text::new(format!("hmac-sha256:{}", "0".repeat(64))),
+        Err(Error::InvalidText(_))
+    ));
+    assert!(serde_json::from_str::<Text>("\"hmac-sha256:zz\"").is_err());
+    assert!(serde_json::from_str::<Text>("\"a\\u0000b\"").is_err());
+}
+
+#[test]
+fn records_round_trip_through_json() {
+    for i in 0..10 {
+        let r = record(i);
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), r);
+    }
+    let custom = Record::new(
+        text("svc:billing"),
+        Event::Custom {
+            kind: text("quota_exceeded"),
+            fields: [
+                (text("limit"), atrest_audit::Value::Count(10)),
+                (text("hard"), atrest_audit::Value::Bool(true)),
+            ]
+            .into_iter()
+            .collect(),
+        },
+    );
+    let json = serde_json::to_string(&custom).unwrap();
+    assert!(
+        json.contains(r#""fields":{"hard":true,"limit":10}"#),
+        "{json}"
+    );
+    assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), custom);
+    // Unknown fields are refused, so the encoding stays canonical.
+    let extra = json.replacen('{', r#"{"extra":1,"#, 1);
+    assert!(serde_json::from_str::<Record>(&extra).is_err());
+}
+
+struct Failing;
+
+impl Sink for Failing {
+    fn name(&self) -> &str {
+        "failing"
+    }
+    fn deliver(&self, _: &Receipt, _: &Record) -> Result<(), String> {
+        Err("unreachable SIEM".into())
+    }
+}
+
+#[test]
+fn sink_policy_fails_closed_on_the_log_and_on_required_sinks_only() {
+    let dir = TempDir::new("sinks");
+    let log = Arc::new(AuditLog::create(dir.path(), LogConfig::default()).unwrap());
+    let memory = Arc::new(MemorySink::default());
+    let best_effort = Auditor::new(log.clone())
+        .with_sink(Box::new(memory.clone()), SinkPolicy::Required)
+        .with_sink(Box::new(Failing), SinkPolicy::BestEffort);
+    let sent = record(0);
+    let receipt = best_effort.record(sent.clone()).unwrap();
+    assert_eq!(best_effort.sink_failures(), 1);
+    assert_eq!(memory.records(), vec![(receipt, sent)]);
+
+    let required = Auditor::new(log.clone()).with_sink(Box::new(Failing), SinkPolicy::Required);
+    let error = required.record(record(1)).unwrap_err();
+    assert!(matches!(error, Error::Sink { ref sink, .. } if sink == "failing"));
+    // The record is durable in the log regardless.
+    assert_eq!(log.head().0, 2);
+}
