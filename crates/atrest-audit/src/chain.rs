@@ -8,6 +8,7 @@ use crate::record::SCHEMA_VERSION;
 
 /// The chain fields of a line; everything else is skipped, not parsed.
 #[derive(Deserialize)]
+#[allow(dead_code)] // parsed for error messages and to recognise records
 struct Link<'a> {
     v: u32,
     seq: u64,
@@ -72,24 +73,56 @@ pub(crate) fn hash_line(line: &[u8]) -> [u8; 32] {
     Sha256::digest(line).into()
 }
 
-/// Checks one line (without its newline) against the chain and advances it.
-pub(crate) fn link(state: &mut ChainState, line: &[u8]) -> Result<(), LinkError> {
-    let link: Link<'_> =
-        serde_json::from_slice(line).map_err(|e| LinkError::Unparseable(e.to_string()))?;
-    if link.v != SCHEMA_VERSION {
-        return Err(LinkError::Version(link.v));
+/// Reads the chain fields from the canonical start of a line,
+/// `{"v":<n>,"seq":<n>,"prev":"<64 lowercase hex>",`, without parsing the
+/// rest (the hash covers every byte of it anyway).
+fn canonical_link(line: &[u8]) -> Option<(u32, u64, [u8; 32])> {
+    fn number(rest: &[u8]) -> Option<(u64, &[u8])> {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        let (text, rest) = rest.split_at(digits);
+        // Canonical decimal: no leading zeros, at most 20 digits.
+        if digits == 0 || digits > 20 || (digits > 1 && text.first() == Some(&b'0')) {
+            return None;
+        }
+        let value = std::str::from_utf8(text).ok()?.parse().ok()?;
+        Some((value, rest))
     }
-    if link.seq != state.next_seq {
-        return Err(LinkError::Sequence {
-            expected: state.next_seq,
-            found: link.seq,
-        });
+    let rest = line.strip_prefix(br#"{"v":"#)?;
+    let (v, rest) = number(rest)?;
+    let rest = rest.strip_prefix(br#","seq":"#)?;
+    let (seq, rest) = number(rest)?;
+    let rest = rest.strip_prefix(br#","prev":""#)?;
+    let (hex_digits, rest) = rest.split_at_checked(64)?;
+    rest.strip_prefix(br#"","#)?;
+    if hex_digits.iter().any(u8::is_ascii_uppercase) {
+        return None;
     }
     let mut prev = [0u8; 32];
-    if hex::decode_to_slice(link.prev, &mut prev).is_err()
-        || prev != state.head
-        || link.prev.bytes().any(|b| b.is_ascii_uppercase())
-    {
+    hex::decode_to_slice(hex_digits, &mut prev).ok()?;
+    Some((u32::try_from(v).ok()?, seq, prev))
+}
+
+/// Checks one line (without its newline) against the chain and advances it.
+pub(crate) fn link(state: &mut ChainState, line: &[u8]) -> Result<(), LinkError> {
+    let Some((v, seq, prev)) = canonical_link(line) else {
+        // Say why, as precisely as the JSON parser can.
+        return Err(LinkError::Unparseable(
+            match serde_json::from_slice::<Link<'_>>(line) {
+                Err(e) => e.to_string(),
+                Ok(_) => "the record is not in canonical form".to_owned(),
+            },
+        ));
+    };
+    if v != SCHEMA_VERSION {
+        return Err(LinkError::Version(v));
+    }
+    if seq != state.next_seq {
+        return Err(LinkError::Sequence {
+            expected: state.next_seq,
+            found: seq,
+        });
+    }
+    if prev != state.head {
         return Err(LinkError::Prev);
     }
     state.head = hash_line(line);
@@ -109,7 +142,7 @@ pub(crate) fn walk(
     while offset < segment.len() {
         number += 1;
         let rest = segment.get(offset..).unwrap_or_default();
-        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+        let Some(end) = memchr::memchr(b'\n', rest) else {
             return Some(Break {
                 line: number,
                 offset,

