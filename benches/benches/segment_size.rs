@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::io::Read;
 
 use atrest_filekey::FileKey;
-use atrest_stream::{Decryptor, SegmentSize, encrypt_with_segment_size};
+use atrest_stream::{Decryptor, SegmentSize, encrypt_with};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 
@@ -46,12 +46,10 @@ fn segment_size(c: &mut Criterion) {
             BenchmarkId::new("encrypt", format!("{kib}KiB")),
             &size,
             |b, &size| {
-                b.iter(|| {
-                    encrypt_with_segment_size(&key, b"ad", black_box(&plaintext), size).unwrap()
-                });
+                b.iter(|| encrypt_with(&key, b"ad", black_box(&plaintext), size).unwrap());
             },
         );
-        let stream = encrypt_with_segment_size(&key, b"ad", &plaintext, size).unwrap();
+        let stream = encrypt_with(&key, b"ad", &plaintext, size).unwrap();
         let mut out = vec![0u8; LEN];
         group.bench_with_input(
             BenchmarkId::new("decrypt", format!("{kib}KiB")),

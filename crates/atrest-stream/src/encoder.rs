@@ -5,7 +5,7 @@ use atrest_filekey::FileKey;
 use zeroize::Zeroize;
 
 use crate::Error;
-use crate::format::{self, HEADER_LEN, Layout, MAX_SEGMENTS, SegmentSize, TAG_LEN};
+use crate::format::{self, HEADER_LEN, Layout, MAX_SEGMENTS, Options, SegmentSize, TAG_LEN};
 use crate::segment::SegmentCipher;
 
 pub(crate) struct Encoder {
@@ -27,10 +27,10 @@ impl Encoder {
     pub(crate) fn new(
         key: &FileKey,
         associated_data: &[u8],
-        segment_size: SegmentSize,
+        options: Options,
     ) -> Result<Self, Error> {
-        let parts = format::new_stream(key, associated_data, segment_size)?;
-        Ok(Self::from_parts(parts, segment_size))
+        let parts = format::new_stream(key, associated_data, options)?;
+        Ok(Self::from_parts(parts, options.segment_size))
     }
 
     fn from_parts(
@@ -169,37 +169,58 @@ mod tests {
             let mut random = [0u8; 39];
             random[..32].copy_from_slice(&unhex(&v["salt"]));
             random[32..].copy_from_slice(&unhex(&v["nonce_prefix"]));
-            let parts =
-                new_stream_from(&key, &unhex(&v["context"]), segment_size, &random).unwrap();
-            let mut encoder = Encoder::from_parts(parts, segment_size);
-            let plaintext = unhex(&v["plaintext"]);
-            let mut input = &plaintext[..];
-            let mut out = Vec::new();
-            let mut drain = |encoder: &mut Encoder| {
-                out.extend_from_slice(encoder.pending());
-                let n = encoder.pending().len();
-                encoder.consume(n);
-            };
-            while !input.is_empty() {
+            // Every compiled-in backend gives the same bytes.
+            for &backend in crate::Backend::ALL {
+                let options = Options::default()
+                    .segment_size(segment_size)
+                    .backend(backend);
+                let parts = new_stream_from(&key, &unhex(&v["context"]), options, &random).unwrap();
+                let mut encoder = Encoder::from_parts(parts, segment_size);
+                let plaintext = unhex(&v["plaintext"]);
+                let mut input = &plaintext[..];
+                let mut out = Vec::new();
+                let mut drain = |encoder: &mut Encoder| {
+                    out.extend_from_slice(encoder.pending());
+                    let n = encoder.pending().len();
+                    encoder.consume(n);
+                };
+                while !input.is_empty() {
+                    drain(&mut encoder);
+                    let taken = encoder.accept(input).unwrap();
+                    input = &input[taken..];
+                }
                 drain(&mut encoder);
-                let taken = encoder.accept(input).unwrap();
-                input = &input[taken..];
-            }
-            drain(&mut encoder);
-            encoder.finish().unwrap();
-            drain(&mut encoder);
-            assert_eq!(
-                hex::encode(&out),
-                v["stream"].as_str().unwrap(),
-                "{}",
-                v["comment"]
-            );
+                encoder.finish().unwrap();
+                drain(&mut encoder);
+                assert_eq!(
+                    hex::encode(&out),
+                    v["stream"].as_str().unwrap(),
+                    "{} ({backend})",
+                    v["comment"]
+                );
 
-            // The one-call path splits and seals exactly the same way.
-            let parts =
-                new_stream_from(&key, &unhex(&v["context"]), segment_size, &random).unwrap();
-            let one_call = crate::encrypt_segments(parts, segment_size, &plaintext).unwrap();
-            assert_eq!(one_call, out, "{}: one-call encryption", v["comment"]);
+                // The one-call path splits and seals exactly the same way.
+                let parts = new_stream_from(&key, &unhex(&v["context"]), options, &random).unwrap();
+                let one_call =
+                    crate::parallel::encrypt(parts, segment_size, &plaintext, 1).unwrap();
+                // And so does the parallel path, on any number of threads.
+                for threads in [2, 3, 8] {
+                    let parts =
+                        new_stream_from(&key, &unhex(&v["context"]), options, &random).unwrap();
+                    let parallel =
+                        crate::parallel::encrypt(parts, segment_size, &plaintext, threads).unwrap();
+                    assert_eq!(
+                        parallel, out,
+                        "{}: {threads} threads ({backend})",
+                        v["comment"]
+                    );
+                }
+                assert_eq!(
+                    one_call, out,
+                    "{}: one-call encryption ({backend})",
+                    v["comment"]
+                );
+            }
             checked += 1;
         }
         assert!(checked >= 7);

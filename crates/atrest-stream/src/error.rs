@@ -66,6 +66,11 @@ pub enum Error {
     #[error("the stream is {0}")]
     Misuse(&'static str),
 
+    /// The cryptographic backend rejected an operation that cannot fail with
+    /// valid inputs; report it as a bug.
+    #[error("the cryptographic backend failed unexpectedly")]
+    Backend,
+
     /// The operating system's random number generator failed.
     #[error("the operating system random number generator failed")]
     Rng,
@@ -101,7 +106,7 @@ impl Error {
             Self::InvalidSegmentSize(_) | Self::InvalidRange { .. } | Self::Misuse(_) => {
                 io::ErrorKind::InvalidInput
             }
-            Self::Rng => io::ErrorKind::Other,
+            Self::Rng | Self::Backend => io::ErrorKind::Other,
             Self::Io(e) => e.kind(),
         }
     }

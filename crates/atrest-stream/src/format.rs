@@ -4,6 +4,7 @@
 use atrest_filekey::{FileKey, KeyCommitment, OsRng, SecureRandom};
 
 use crate::Error;
+use crate::backend::{Backend, DerivedKey, StreamKey};
 use crate::segment::SegmentCipher;
 
 /// The magic bytes that start every atrest stream: `"ATRS"`.
@@ -80,6 +81,43 @@ impl Default for SegmentSize {
     }
 }
 
+/// How to encrypt a stream: segment size and backend.
+///
+/// ```
+/// use atrest_stream::{Backend, Options, SegmentSize};
+/// let options = Options::default().segment_size(SegmentSize::new(1 << 20)?).backend(Backend::default());
+/// # Ok::<(), atrest_stream::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// The segment size (default 64 KiB).
+    pub segment_size: SegmentSize,
+    /// The AES-256-GCM implementation (default: see [`Backend::default`]).
+    pub backend: Backend,
+}
+
+impl Options {
+    /// With this segment size.
+    #[must_use]
+    pub const fn segment_size(mut self, segment_size: SegmentSize) -> Self {
+        self.segment_size = segment_size;
+        self
+    }
+
+    /// With this backend.
+    #[must_use]
+    pub const fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+}
+
+impl From<SegmentSize> for Options {
+    fn from(segment_size: SegmentSize) -> Self {
+        Self::default().segment_size(segment_size)
+    }
+}
+
 /// Encodes the envelope prefix.
 pub(crate) fn encode_prefix(
     segment_size: SegmentSize,
@@ -150,21 +188,21 @@ fn info(prefix: &[u8; PREFIX_LEN], associated_data: &[u8]) -> Vec<u8> {
 pub(crate) fn new_stream(
     key: &FileKey,
     associated_data: &[u8],
-    segment_size: SegmentSize,
+    options: Options,
 ) -> Result<([u8; HEADER_LEN], SegmentCipher), Error> {
     let mut random = [0u8; SALT_LEN + NONCE_PREFIX_LEN];
     OsRng.fill(&mut random).map_err(|_| Error::Rng)?;
-    new_stream_from(key, associated_data, segment_size, &random)
+    new_stream_from(key, associated_data, options, &random)
 }
 
 /// [`new_stream`] with the salt and nonce prefix given (`salt || nonce_prefix`).
 pub(crate) fn new_stream_from(
     key: &FileKey,
     associated_data: &[u8],
-    segment_size: SegmentSize,
+    options: Options,
     random: &[u8; SALT_LEN + NONCE_PREFIX_LEN],
 ) -> Result<([u8; HEADER_LEN], SegmentCipher), Error> {
-    let prefix = encode_prefix(segment_size, &key.commitment());
+    let prefix = encode_prefix(options.segment_size, &key.commitment());
     let (salt, nonce_prefix) = random.split_at(SALT_LEN);
 
     let mut header = [0u8; HEADER_LEN];
@@ -174,8 +212,9 @@ pub(crate) fn new_stream_from(
     len_byte.copy_from_slice(&[TINK_HEADER_LEN_BYTE]);
     rest.copy_from_slice(random);
 
+    let derived: DerivedKey = key.derive_stream_key(salt, &info(&prefix, associated_data));
     let cipher = SegmentCipher::new(
-        key.derive_stream_key(salt, &info(&prefix, associated_data)),
+        StreamKey::new(options.backend, &derived)?,
         nonce_prefix
             .try_into()
             .map_err(|_| Error::Malformed("nonce prefix"))?,
@@ -190,6 +229,7 @@ pub(crate) fn open_stream(
     header: &[u8; HEADER_LEN],
     key: &FileKey,
     associated_data: &[u8],
+    backend: Backend,
 ) -> Result<(SegmentSize, SegmentCipher), Error> {
     let (prefix, tink) = header.split_at(PREFIX_LEN);
     let prefix: &[u8; PREFIX_LEN] = prefix.try_into().map_err(|_| Error::Malformed("prefix"))?;
@@ -202,8 +242,9 @@ pub(crate) fn open_stream(
         return Err(Error::Malformed("header length byte is not 40"));
     }
     let (salt, nonce_prefix) = rest.split_at(SALT_LEN);
+    let derived: DerivedKey = key.derive_stream_key(salt, &info(prefix, associated_data));
     let cipher = SegmentCipher::new(
-        key.derive_stream_key(salt, &info(prefix, associated_data)),
+        StreamKey::new(backend, &derived)?,
         nonce_prefix
             .try_into()
             .map_err(|_| Error::Malformed("nonce prefix"))?,

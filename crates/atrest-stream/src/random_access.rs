@@ -7,9 +7,9 @@ use std::sync::Arc;
 use atrest_filekey::FileKey;
 use zeroize::Zeroize;
 
-use crate::Error;
 use crate::format::{self, Extent, HEADER_LEN, Layout};
 use crate::segment::{LastSegment, SegmentCipher};
+use crate::{Backend, Error};
 
 /// A source of ciphertext that can be read at any offset without moving a
 /// cursor, so one source serves many concurrent range reads.
@@ -154,9 +154,22 @@ impl<S: ReadAt> RandomAccess<S> {
     /// As for [`crate::Decryptor::new`], plus [`Error::Truncated`] or
     /// [`Error::AuthenticationFailed`] if the final segment does not verify.
     pub fn new(source: S, key: &FileKey, associated_data: &[u8]) -> Result<Self, Error> {
+        Self::with_backend(source, key, associated_data, Backend::default())
+    }
+
+    /// [`RandomAccess::new`] with a chosen backend.
+    ///
+    /// # Errors
+    /// As for [`RandomAccess::new`].
+    pub fn with_backend(
+        source: S,
+        key: &FileKey,
+        associated_data: &[u8],
+        backend: Backend,
+    ) -> Result<Self, Error> {
         let mut header = [0u8; HEADER_LEN];
         read_exact_at(&source, &mut header, 0)?;
-        let (segment_size, cipher) = format::open_stream(&header, key, associated_data)?;
+        let (segment_size, cipher) = format::open_stream(&header, key, associated_data, backend)?;
         let layout = Layout::new(segment_size);
         let extent = layout.for_stream(source.size()?)?;
         let stream = Self {

@@ -5,9 +5,9 @@ use std::ops::Range;
 
 use atrest_filekey::FileKey;
 
-use crate::Error;
 use crate::decoder::Decoder;
 use crate::format::{self, Extent, HEADER_LEN};
+use crate::{Backend, Error};
 
 /// Decrypts a stream read from `R`.
 ///
@@ -56,10 +56,23 @@ impl<R: Read> Decryptor<R> {
     /// [`Error::Truncated`], [`Error::Malformed`], [`Error::UnsupportedVersion`],
     /// [`Error::UnsupportedSuite`], [`Error::CommitmentMismatch`], or
     /// [`Error::Io`] from the reader.
-    pub fn new(mut reader: R, key: &FileKey, associated_data: &[u8]) -> Result<Self, Error> {
+    pub fn new(reader: R, key: &FileKey, associated_data: &[u8]) -> Result<Self, Error> {
+        Self::with_backend(reader, key, associated_data, Backend::default())
+    }
+
+    /// [`Decryptor::new`] with a chosen backend.
+    ///
+    /// # Errors
+    /// As for [`Decryptor::new`].
+    pub fn with_backend(
+        mut reader: R,
+        key: &FileKey,
+        associated_data: &[u8],
+        backend: Backend,
+    ) -> Result<Self, Error> {
         let mut header = [0u8; HEADER_LEN];
         read_full(&mut reader, &mut header)?;
-        let (segment_size, cipher) = format::open_stream(&header, key, associated_data)?;
+        let (segment_size, cipher) = format::open_stream(&header, key, associated_data, backend)?;
         Ok(Self {
             inner: reader,
             decoder: Decoder::new(cipher, segment_size),

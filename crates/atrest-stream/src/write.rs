@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use atrest_filekey::FileKey;
 
 use crate::encoder::Encoder;
-use crate::{Error, SegmentSize};
+use crate::{Error, Options};
 
 /// Encrypts everything written to it into `W`.
 ///
@@ -42,22 +42,22 @@ impl<W: Write> Encryptor<W> {
     /// # Errors
     /// [`Error::Rng`] if the operating system's random number generator fails.
     pub fn new(writer: W, key: &FileKey, associated_data: &[u8]) -> Result<Self, Error> {
-        Self::with_segment_size(writer, key, associated_data, SegmentSize::DEFAULT)
+        Self::with_options(writer, key, associated_data, Options::default())
     }
 
-    /// An encryptor with the given segment size.
+    /// An encryptor with the given options (a [`SegmentSize`](crate::SegmentSize) converts).
     ///
     /// # Errors
     /// [`Error::Rng`] if the operating system's random number generator fails.
-    pub fn with_segment_size(
+    pub fn with_options(
         writer: W,
         key: &FileKey,
         associated_data: &[u8],
-        segment_size: SegmentSize,
+        options: impl Into<Options>,
     ) -> Result<Self, Error> {
         Ok(Self {
             inner: writer,
-            encoder: Encoder::new(key, associated_data, segment_size)?,
+            encoder: Encoder::new(key, associated_data, options.into())?,
         })
     }
 

@@ -11,7 +11,7 @@
 
 mod common;
 
-use atrest_stream::{AsyncDecryptor, AsyncEncryptor, Error, decrypt, encrypt_with_segment_size};
+use atrest_stream::{AsyncDecryptor, AsyncEncryptor, Error, decrypt, encrypt_with};
 use common::{AD, boundary_lengths, key, plaintext, size};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -22,7 +22,7 @@ async fn async_round_trips_interoperate_with_the_blocking_adapters() {
         for len in boundary_lengths(s) {
             let data = plaintext(len);
             let mut encryptor =
-                AsyncEncryptor::with_segment_size(Vec::new(), &key, AD, size(s)).unwrap();
+                AsyncEncryptor::with_options(Vec::new(), &key, AD, size(s)).unwrap();
             for piece in data.chunks(77) {
                 encryptor.write_all(piece).await.unwrap();
             }
@@ -33,7 +33,7 @@ async fn async_round_trips_interoperate_with_the_blocking_adapters() {
                 "async → blocking, s={s} len={len}"
             );
 
-            let blocking = encrypt_with_segment_size(&key, AD, &data, size(s)).unwrap();
+            let blocking = encrypt_with(&key, AD, &data, size(s)).unwrap();
             let mut decryptor = AsyncDecryptor::new(&blocking[..], &key, AD).await.unwrap();
             let mut out = Vec::new();
             decryptor.read_to_end(&mut out).await.unwrap();
@@ -66,7 +66,7 @@ async fn shutdown_finishes_the_stream() {
 async fn async_tampering_fails_with_typed_errors() {
     let key = key();
     let data = plaintext(5000);
-    let stream = encrypt_with_segment_size(&key, AD, &data, size(256)).unwrap();
+    let stream = encrypt_with(&key, AD, &data, size(256)).unwrap();
     let mut tampered = stream.clone();
     tampered[1000] ^= 4;
     let mut decryptor = AsyncDecryptor::new(&tampered[..], &key, AD).await.unwrap();

@@ -15,8 +15,7 @@ mod common;
 use std::io::{Read, Write};
 
 use atrest_stream::{
-    Decryptor, Encryptor, RandomAccess, SegmentSize, decrypt, encrypt, encrypt_with_segment_size,
-    stream_len,
+    Decryptor, Encryptor, RandomAccess, SegmentSize, decrypt, encrypt, encrypt_with, stream_len,
 };
 use common::{AD, boundary_lengths, key, plaintext, size, stream_read};
 use proptest::prelude::*;
@@ -29,7 +28,7 @@ fn every_boundary_length_round_trips_through_every_adapter() {
     for s in SIZES {
         for len in boundary_lengths(s) {
             let data = plaintext(len);
-            let stream = encrypt_with_segment_size(&key, AD, &data, size(s)).unwrap();
+            let stream = encrypt_with(&key, AD, &data, size(s)).unwrap();
             assert_eq!(
                 stream.len() as u64,
                 stream_len(len as u64, size(s)).unwrap(),
@@ -62,8 +61,7 @@ fn writes_of_any_size_give_a_valid_stream() {
         for len in boundary_lengths(s) {
             let data = plaintext(len);
             for chunk in [1, 13, 255, 4096] {
-                let mut encryptor =
-                    Encryptor::with_segment_size(Vec::new(), &key, AD, size(s)).unwrap();
+                let mut encryptor = Encryptor::with_options(Vec::new(), &key, AD, size(s)).unwrap();
                 for piece in data.chunks(chunk) {
                     encryptor.write_all(piece).unwrap();
                     // Flushing mid-stream writes whole segments only.
@@ -156,7 +154,7 @@ proptest! {
     ) {
         let key = key();
         let data = plaintext(len);
-        let mut encryptor = Encryptor::with_segment_size(Vec::new(), &key, AD, size(s)).unwrap();
+        let mut encryptor = Encryptor::with_options(Vec::new(), &key, AD, size(s)).unwrap();
         for piece in data.chunks(write_chunk) {
             encryptor.write_all(piece).unwrap();
         }

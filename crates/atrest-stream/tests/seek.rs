@@ -16,7 +16,7 @@ mod common;
 use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use atrest_stream::{Decryptor, Error, RandomAccess, ReadAt, encrypt_with_segment_size};
+use atrest_stream::{Decryptor, Error, RandomAccess, ReadAt, encrypt_with};
 use common::{AD, capacities, key, plaintext, size};
 use proptest::prelude::*;
 
@@ -24,7 +24,7 @@ const S: u32 = 300;
 
 fn fixture(len: usize) -> (Vec<u8>, Vec<u8>) {
     let data = plaintext(len);
-    let stream = encrypt_with_segment_size(&key(), AD, &data, size(S)).unwrap();
+    let stream = encrypt_with(&key(), AD, &data, size(S)).unwrap();
     (data, stream)
 }
 

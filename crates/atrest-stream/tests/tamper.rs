@@ -16,9 +16,7 @@
 mod common;
 
 use atrest_filekey::FileKey;
-use atrest_stream::{
-    Error, HEADER_LEN, PREFIX_LEN, RandomAccess, decrypt, encrypt_with_segment_size,
-};
+use atrest_stream::{Error, HEADER_LEN, PREFIX_LEN, RandomAccess, decrypt, encrypt_with};
 use common::{AD, capacities, key, plaintext, segment_ranges, size, stream_read};
 
 const S: u32 = 256;
@@ -27,7 +25,7 @@ const S: u32 = 256;
 fn fixture() -> (Vec<u8>, Vec<u8>) {
     let (p0, p) = capacities(S);
     let data = plaintext(p0 + 3 * p + 100);
-    let stream = encrypt_with_segment_size(&key(), AD, &data, size(S)).unwrap();
+    let stream = encrypt_with(&key(), AD, &data, size(S)).unwrap();
     assert_eq!(segment_ranges(S, stream.len()).len(), 5);
     (data, stream)
 }
@@ -42,6 +40,13 @@ fn released_before(k: usize) -> usize {
 /// reader released exactly the plaintext of segments `..k`.
 fn assert_rejected(stream: &[u8], data: &[u8], k: usize, what: &str) -> Error {
     let key = key();
+    for threads in [2, 5] {
+        let backend = atrest_stream::Backend::default();
+        assert!(
+            atrest_stream::decrypt_parallel(&key, AD, stream, backend, threads).is_err(),
+            "{what}: parallel decryption accepted it"
+        );
+    }
     assert!(
         decrypt(&key, AD, stream).is_err(),
         "{what}: one-call decryption accepted it"
@@ -142,7 +147,7 @@ fn a_tag_sized_tail_after_a_full_segment_is_rejected() {
     // segment is among the published negative vectors.)
     let (p0, p) = capacities(S);
     let data = plaintext(p0 + p);
-    let mut stream = encrypt_with_segment_size(&key(), AD, &data, size(S)).unwrap();
+    let mut stream = encrypt_with(&key(), AD, &data, size(S)).unwrap();
     stream.extend([0u8; 16]);
     assert!(matches!(
         decrypt(&key(), AD, &stream),
@@ -192,12 +197,12 @@ fn segments_and_bodies_from_other_streams_fail() {
     let ranges = segment_ranges(S, stream.len());
     let key = key();
     // Same key and context, another stream (another salt): every segment differs.
-    let sibling = encrypt_with_segment_size(&key, AD, &data, size(S)).unwrap();
+    let sibling = encrypt_with(&key, AD, &data, size(S)).unwrap();
     // Another context (another file or tenant), same key.
-    let other_ctx = encrypt_with_segment_size(&key, b"another tenant", &data, size(S)).unwrap();
+    let other_ctx = encrypt_with(&key, b"another tenant", &data, size(S)).unwrap();
     // Another file's key.
     let other_key = FileKey::from_secret_bytes(&[7; 32]);
-    let other_file = encrypt_with_segment_size(&other_key, AD, &data, size(S)).unwrap();
+    let other_file = encrypt_with(&other_key, AD, &data, size(S)).unwrap();
 
     for donor in [&sibling, &other_ctx, &other_file] {
         for (i, &(start, end)) in ranges.iter().enumerate() {

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use atrest_filekey::FileKey;
-use atrest_stream::{PREFIX_LEN, decrypt, encrypt_with_segment_size, envelope_prefix};
+use atrest_stream::{PREFIX_LEN, decrypt, encrypt_with, envelope_prefix};
 use common::{boundary_lengths, plaintext, size};
 
 fn tink_python() -> PathBuf {
@@ -52,7 +52,7 @@ fn atrest_and_tink_read_each_others_streams() {
             let key = FileKey::from_secret_bytes(&[(i * 16 + j) as u8 + 1; 32]);
             let context = format!("tenant {i} / file {j} / version 1").into_bytes();
             let data = plaintext(len);
-            let stream = encrypt_with_segment_size(&key, &context, &data, size(s)).unwrap();
+            let stream = encrypt_with(&key, &context, &data, size(s)).unwrap();
             let mut tink_ad = envelope_prefix(&key, size(s)).to_vec();
             assert_eq!(tink_ad[..], stream[..PREFIX_LEN]);
             tink_ad.extend_from_slice(&context);

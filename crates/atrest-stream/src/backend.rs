@@ -1,0 +1,234 @@
+//! AES-256-GCM implementations ("backends"), chosen by cargo features and,
+//! among the compiled-in ones, at run time.
+//!
+//! | feature | backend | notes |
+//! |---------|---------|-------|
+//! | `ring` (default) | [`Backend::Ring`] | BoringSSL-derived assembly, VAES/AVX2 |
+//! | `aws-lc-rs` | [`Backend::AwsLc`] | AWS-LC: the fastest on VAES/AVX-512 CPUs; its `fips` build is FIPS 140-3 validated |
+//! | `rustcrypto` | [`Backend::RustCrypto`] | the pure-Rust `aes-gcm` crate (AES-NI and CLMUL intrinsics) |
+//!
+//! All backends produce identical bytes: the format does not depend on the
+//! backend, and the test suite checks it.
+
+use zeroize::Zeroize;
+
+use atrest_filekey::FromDerivedBytes;
+
+use crate::Error;
+use crate::format::TAG_LEN;
+
+#[cfg(not(any(feature = "ring", feature = "aws-lc-rs", feature = "rustcrypto")))]
+compile_error!(
+    "atrest-stream needs at least one backend feature: `ring`, `aws-lc-rs` or `rustcrypto`"
+);
+
+/// An AES-256-GCM implementation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Backend {
+    /// `ring`.
+    #[cfg(feature = "ring")]
+    Ring,
+    /// `aws-lc-rs` (AWS-LC).
+    #[cfg(feature = "aws-lc-rs")]
+    AwsLc,
+    /// RustCrypto's `aes-gcm` (pure Rust).
+    #[cfg(feature = "rustcrypto")]
+    RustCrypto,
+}
+
+impl Backend {
+    /// Every backend compiled into this build, the default first.
+    pub const ALL: &'static [Self] = &[
+        #[cfg(feature = "ring")]
+        Self::Ring,
+        #[cfg(feature = "aws-lc-rs")]
+        Self::AwsLc,
+        #[cfg(feature = "rustcrypto")]
+        Self::RustCrypto,
+    ];
+
+    /// The backend's name, as in the throughput report.
+    pub const fn name(self) -> &'static str {
+        match self {
+            #[cfg(feature = "ring")]
+            Self::Ring => "ring",
+            #[cfg(feature = "aws-lc-rs")]
+            Self::AwsLc => "aws-lc-rs",
+            #[cfg(feature = "rustcrypto")]
+            Self::RustCrypto => "rustcrypto",
+        }
+    }
+}
+
+impl Default for Backend {
+    /// `ring` if compiled in, else `aws-lc-rs`, else `rustcrypto`.
+    fn default() -> Self {
+        #[cfg(feature = "ring")]
+        return Self::Ring;
+        #[cfg(all(not(feature = "ring"), feature = "aws-lc-rs"))]
+        return Self::AwsLc;
+        #[cfg(all(
+            not(feature = "ring"),
+            not(feature = "aws-lc-rs"),
+            feature = "rustcrypto"
+        ))]
+        return Self::RustCrypto;
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+mod sealed {
+    /// One backend's AES-256-GCM key with its schedule precomputed.
+    pub(super) trait Aes256GcmKey: Sized + Send + Sync {
+        fn new(key: &[u8; 32]) -> Option<Self>;
+        /// Encrypts `in_out` in place; returns the tag.
+        fn seal(&self, nonce: [u8; 12], aad: &[u8], in_out: &mut [u8]) -> Option<[u8; 16]>;
+        /// Decrypts `in_out` in place if `tag` verifies.
+        fn open(&self, nonce: [u8; 12], aad: &[u8], in_out: &mut [u8], tag: &[u8; 16]) -> bool;
+    }
+}
+use sealed::Aes256GcmKey;
+
+#[cfg(feature = "ring")]
+impl Aes256GcmKey for ring::aead::LessSafeKey {
+    fn new(key: &[u8; 32]) -> Option<Self> {
+        ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, key)
+            .ok()
+            .map(Self::new)
+    }
+    fn seal(&self, nonce: [u8; 12], aad: &[u8], in_out: &mut [u8]) -> Option<[u8; 16]> {
+        let nonce = ring::aead::Nonce::assume_unique_for_key(nonce);
+        let tag = self
+            .seal_in_place_separate_tag(nonce, ring::aead::Aad::from(aad), in_out)
+            .ok()?;
+        tag.as_ref().try_into().ok()
+    }
+    fn open(&self, nonce: [u8; 12], aad: &[u8], in_out: &mut [u8], tag: &[u8; 16]) -> bool {
+        let nonce = ring::aead::Nonce::assume_unique_for_key(nonce);
+        let tag = ring::aead::Tag::from(*tag);
+        self.open_in_place_separate_tag(nonce, ring::aead::Aad::from(aad), tag, in_out, 0..)
+            .is_ok()
+    }
+}
+
+#[cfg(feature = "aws-lc-rs")]
+impl Aes256GcmKey for aws_lc_rs::aead::LessSafeKey {
+    fn new(key: &[u8; 32]) -> Option<Self> {
+        aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, key)
+            .ok()
+            .map(Self::new)
+    }
+    fn seal(&self, nonce: [u8; 12], aad: &[u8], in_out: &mut [u8]) -> Option<[u8; 16]> {
+        let nonce = aws_lc_rs::aead::Nonce::assume_unique_for_key(nonce);
+        let tag = self
+            .seal_in_place_separate_tag(nonce, aws_lc_rs::aead::Aad::from(aad), in_out)
+            .ok()?;
+        tag.as_ref().try_into().ok()
+    }
+    fn open(&self, nonce: [u8; 12], aad: &[u8], in_out: &mut [u8], tag: &[u8; 16]) -> bool {
+        let nonce = aws_lc_rs::aead::Nonce::assume_unique_for_key(nonce);
+        self.open_in_place_separate_tag(nonce, aws_lc_rs::aead::Aad::from(aad), tag, in_out)
+            .is_ok()
+    }
+}
+
+#[cfg(feature = "rustcrypto")]
+impl Aes256GcmKey for Box<aes_gcm::Aes256Gcm> {
+    fn new(key: &[u8; 32]) -> Option<Self> {
+        use aes_gcm::KeyInit;
+        Some(Box::new(aes_gcm::Aes256Gcm::new(key.into())))
+    }
+    fn seal(&self, nonce: [u8; 12], aad: &[u8], in_out: &mut [u8]) -> Option<[u8; 16]> {
+        use aes_gcm::aead::AeadInPlace;
+        let tag = self
+            .encrypt_in_place_detached(&nonce.into(), aad, in_out)
+            .ok()?;
+        Some(tag.into())
+    }
+    fn open(&self, nonce: [u8; 12], aad: &[u8], in_out: &mut [u8], tag: &[u8; 16]) -> bool {
+        use aes_gcm::aead::AeadInPlace;
+        self.decrypt_in_place_detached(&nonce.into(), aad, in_out, tag.into())
+            .is_ok()
+    }
+}
+
+/// The per-stream AES-256-GCM key in the chosen backend. The key schedule is
+/// computed once per stream.
+// One per stream and never moved on the hot path: boxing the large key
+// schedules would only add an indirection per segment.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum StreamKey {
+    #[cfg(feature = "ring")]
+    Ring(ring::aead::LessSafeKey),
+    #[cfg(feature = "aws-lc-rs")]
+    AwsLc(aws_lc_rs::aead::LessSafeKey),
+    #[cfg(feature = "rustcrypto")]
+    RustCrypto(Box<aes_gcm::Aes256Gcm>),
+}
+
+/// HKDF output on its way into a [`StreamKey`]; zeroized on drop.
+pub(crate) struct DerivedKey([u8; 32]);
+
+impl FromDerivedBytes for DerivedKey {
+    fn from_derived_bytes(bytes: &[u8; 32]) -> Self {
+        Self(*bytes)
+    }
+}
+
+impl Drop for DerivedKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+macro_rules! dispatch {
+    ($key:expr, $k:ident => $body:expr) => {
+        match $key {
+            #[cfg(feature = "ring")]
+            StreamKey::Ring($k) => $body,
+            #[cfg(feature = "aws-lc-rs")]
+            StreamKey::AwsLc($k) => $body,
+            #[cfg(feature = "rustcrypto")]
+            StreamKey::RustCrypto($k) => $body,
+        }
+    };
+}
+
+impl StreamKey {
+    pub(crate) fn new(backend: Backend, key: &DerivedKey) -> Result<Self, Error> {
+        let built = match backend {
+            #[cfg(feature = "ring")]
+            Backend::Ring => Aes256GcmKey::new(&key.0).map(Self::Ring),
+            #[cfg(feature = "aws-lc-rs")]
+            Backend::AwsLc => Aes256GcmKey::new(&key.0).map(Self::AwsLc),
+            #[cfg(feature = "rustcrypto")]
+            Backend::RustCrypto => Aes256GcmKey::new(&key.0).map(Self::RustCrypto),
+        };
+        built.ok_or(Error::Backend)
+    }
+
+    pub(crate) fn seal(
+        &self,
+        nonce: [u8; 12],
+        aad: &[u8],
+        in_out: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], Error> {
+        dispatch!(self, k => k.seal(nonce, aad, in_out)).ok_or(Error::TooLong)
+    }
+
+    pub(crate) fn open(
+        &self,
+        nonce: [u8; 12],
+        aad: &[u8],
+        in_out: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> bool {
+        dispatch!(self, k => k.open(nonce, aad, in_out, tag))
+    }
+}

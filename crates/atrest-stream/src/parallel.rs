@@ -1,0 +1,235 @@
+//! Whole-buffer encryption and decryption, on one thread or many.
+//!
+//! Segments are independent (each has its own nonce), so a buffer is cut
+//! into contiguous runs of segments, one per thread, and each thread seals
+//! or opens its run straight into its own part of the output. The output is
+//! byte-identical whatever the number of threads.
+
+use std::ops::Range;
+
+use zeroize::Zeroize;
+
+use crate::Error;
+use crate::format::{Extent, HEADER_LEN, Layout, SegmentSize, TAG_LEN};
+use crate::segment::{LastSegment, SegmentCipher};
+
+/// The number of threads to use: `0` means one per available core.
+pub(crate) fn thread_count(threads: usize) -> usize {
+    match threads {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        n => n,
+    }
+}
+
+/// Cuts `segments` into at most `threads` contiguous, nearly equal runs.
+fn runs(segments: u64, threads: usize) -> Vec<Range<u64>> {
+    let threads = (threads as u64).clamp(1, segments.max(1));
+    let (per, extra) = (segments / threads, segments % threads);
+    let mut start = 0;
+    (0..threads)
+        .map(|t| {
+            let len = per + u64::from(t < extra);
+            let run = start..start + len;
+            start += len;
+            run
+        })
+        .collect()
+}
+
+fn index_to_usize(n: u64) -> Result<usize, Error> {
+    usize::try_from(n).map_err(|_| Error::TooLong)
+}
+
+/// Splits `buffer` (which starts at offset `base`) at the given absolute
+/// offsets, one piece per run.
+fn split_regions<'a>(
+    mut buffer: &'a mut [u8],
+    base: usize,
+    bounds: &[usize],
+) -> Result<Vec<&'a mut [u8]>, Error> {
+    let mut pieces = Vec::with_capacity(bounds.len());
+    let mut position = base;
+    for &end in bounds {
+        let (piece, rest) = buffer
+            .split_at_mut_checked(end - position)
+            .ok_or(Error::Malformed("region"))?;
+        pieces.push(piece);
+        buffer = rest;
+        position = end;
+    }
+    Ok(pieces)
+}
+
+/// Runs `work` on each (run, region) pair, on separate threads if more than one.
+fn run_all<F>(runs: Vec<Range<u64>>, regions: Vec<&mut [u8]>, work: F) -> Result<(), Error>
+where
+    F: Fn(Range<u64>, &mut [u8]) -> Result<(), Error> + Sync,
+{
+    if runs.len() == 1 {
+        return runs
+            .into_iter()
+            .zip(regions)
+            .try_for_each(|(run, region)| work(run, region));
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = runs
+            .into_iter()
+            .zip(regions)
+            .map(|(run, region)| {
+                let work = &work;
+                scope.spawn(move || work(run, region))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().unwrap_or(Err(Error::Backend)))
+    })
+}
+
+/// Encrypts `plaintext` into a complete stream (header included).
+pub(crate) fn encrypt(
+    (header, cipher): ([u8; HEADER_LEN], SegmentCipher),
+    segment_size: SegmentSize,
+    plaintext: &[u8],
+    threads: usize,
+) -> Result<Vec<u8>, Error> {
+    let layout = Layout::new(segment_size);
+    let extent = layout.for_plaintext(plaintext.len() as u64)?;
+    let mut out = vec![0u8; index_to_usize(layout.stream_len(extent))?];
+    let (head, body) = out.split_at_mut(HEADER_LEN);
+    head.copy_from_slice(&header);
+
+    let runs = runs(extent.segments, thread_count(threads));
+    let bounds = runs
+        .iter()
+        .map(|run| {
+            index_to_usize(layout.ciphertext_start(run.end - 1))
+                .map(|s| s + layout.segment_len(extent, run.end - 1))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let regions = split_regions(body, HEADER_LEN, &bounds)?;
+    run_all(runs, regions, |run, region| {
+        seal_run(&cipher, layout, extent, plaintext, run, region)
+    })?;
+    Ok(out)
+}
+
+/// Seals segments `run` of `plaintext` into `region` (their ciphertext).
+fn seal_run(
+    cipher: &SegmentCipher,
+    layout: Layout,
+    extent: Extent,
+    plaintext: &[u8],
+    run: Range<u64>,
+    region: &mut [u8],
+) -> Result<(), Error> {
+    let mut offset = 0usize;
+    for index in run {
+        let start = index_to_usize(layout.plaintext_start(index))?;
+        let len = layout.segment_len(extent, index) - TAG_LEN;
+        let chunk = plaintext
+            .get(start..start + len)
+            .ok_or(Error::Malformed("plaintext"))?;
+        let segment = region
+            .get_mut(offset..offset + len + TAG_LEN)
+            .ok_or(Error::Malformed("region"))?;
+        let (body, tag) = segment.split_at_mut(len);
+        body.copy_from_slice(chunk);
+        tag.copy_from_slice(&cipher.seal(index, index + 1 == extent.segments, body)?);
+        offset += len + TAG_LEN;
+    }
+    Ok(())
+}
+
+/// Decrypts a complete stream whose header was already opened. On failure
+/// the partial plaintext is wiped.
+pub(crate) fn decrypt(
+    cipher: &SegmentCipher,
+    segment_size: SegmentSize,
+    stream: &[u8],
+    threads: usize,
+) -> Result<Vec<u8>, Error> {
+    let layout = Layout::new(segment_size);
+    let extent = layout.for_stream(stream.len() as u64)?;
+    let mut out = vec![0u8; index_to_usize(extent.plaintext_len)?];
+    let runs = runs(extent.segments, thread_count(threads));
+    let bounds = runs
+        .iter()
+        .map(|run| {
+            let last = run.end - 1;
+            index_to_usize(layout.plaintext_start(last))
+                .map(|s| s + layout.segment_len(extent, last) - TAG_LEN)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let regions = split_regions(&mut out, 0, &bounds)?;
+    let result = run_all(runs, regions, |run, region| {
+        open_run(cipher, layout, extent, stream, run, region)
+    });
+    match result {
+        Ok(()) => Ok(out),
+        Err(error) => {
+            out.zeroize();
+            Err(error)
+        }
+    }
+}
+
+/// Opens segments `run` of `stream` into `region` (their plaintext).
+fn open_run(
+    cipher: &SegmentCipher,
+    layout: Layout,
+    extent: Extent,
+    stream: &[u8],
+    run: Range<u64>,
+    region: &mut [u8],
+) -> Result<(), Error> {
+    let mut offset = 0usize;
+    for index in run {
+        let start = index_to_usize(layout.ciphertext_start(index))?;
+        let len = layout.segment_len(extent, index);
+        let segment = stream.get(start..start + len).ok_or(Error::Truncated)?;
+        let out = region
+            .get_mut(offset..offset + len - TAG_LEN)
+            .ok_or(Error::Malformed("region"))?;
+        if index + 1 == extent.segments {
+            // The final segment is told apart from a cut stream on a copy.
+            let mut last = segment.to_vec();
+            let opened = cipher.open_last(index, &mut last, layout.full_segment_len(index));
+            if let Ok(LastSegment::Last(n)) = opened {
+                out.copy_from_slice(last.get(..n).ok_or(Error::Malformed("segment"))?);
+            }
+            last.zeroize();
+            match opened? {
+                LastSegment::Last(_) => {}
+                LastSegment::CutAfter(_) => return Err(Error::Truncated),
+            }
+        } else {
+            let (body, tag) = segment.split_at(len - TAG_LEN);
+            out.copy_from_slice(body);
+            cipher.open_detached(index, false, out, tag)?;
+        }
+        offset += len - TAG_LEN;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs;
+
+    #[test]
+    fn runs_cover_every_segment_once() {
+        for segments in [1u64, 2, 3, 7, 100] {
+            for threads in [1usize, 2, 3, 8, 200] {
+                let r = runs(segments, threads);
+                assert!(r.len() <= threads && !r.is_empty());
+                assert_eq!(r.first().map(|r| r.start), Some(0));
+                assert_eq!(r.last().map(|r| r.end), Some(segments));
+                assert!(
+                    r.windows(2)
+                        .all(|w| w[0].end == w[1].start && !w[0].is_empty())
+                );
+            }
+        }
+    }
+}
