@@ -61,6 +61,13 @@ pub enum Error {
         len: u64,
     },
 
+    /// The output buffer given is too small.
+    #[error("the output buffer is too small: {needed} bytes are needed")]
+    OutputTooSmall {
+        /// Bytes needed.
+        needed: u64,
+    },
+
     /// The stream was used after `finish`, or after an earlier error made it
     /// unusable.
     #[error("the stream is {0}")]
@@ -103,9 +110,10 @@ impl Error {
             | Self::UnsupportedSuite(_)
             | Self::Malformed(_)
             | Self::TooLong => io::ErrorKind::InvalidData,
-            Self::InvalidSegmentSize(_) | Self::InvalidRange { .. } | Self::Misuse(_) => {
-                io::ErrorKind::InvalidInput
-            }
+            Self::InvalidSegmentSize(_)
+            | Self::InvalidRange { .. }
+            | Self::OutputTooSmall { .. }
+            | Self::Misuse(_) => io::ErrorKind::InvalidInput,
             Self::Rng | Self::Backend => io::ErrorKind::Other,
             Self::Io(e) => e.kind(),
         }

@@ -92,6 +92,56 @@ pub fn encrypt_parallel(
     parallel::encrypt(stream, options.segment_size, plaintext, threads)
 }
 
+/// Encrypts `plaintext` into the caller's buffer `out` (at least
+/// [`stream_len`] bytes; reuse it across calls to avoid fresh allocations) on
+/// `threads` threads (`0`: one per core). Returns the stream's length.
+///
+/// # Errors
+/// [`Error::OutputTooSmall`]; otherwise as for [`encrypt`].
+pub fn encrypt_to(
+    key: &FileKey,
+    associated_data: &[u8],
+    plaintext: &[u8],
+    options: impl Into<Options>,
+    threads: usize,
+    out: &mut [u8],
+) -> Result<usize, Error> {
+    let options = options.into();
+    let stream = format::new_stream(key, associated_data, options)?;
+    parallel::encrypt_to(stream, options.segment_size, plaintext, threads, out)
+}
+
+/// Decrypts a whole stream into the caller's buffer `out` (at least the
+/// plaintext length) on `threads` threads (`0`: one per core). Returns the
+/// plaintext length; on failure `out` is wiped.
+///
+/// # Errors
+/// [`Error::OutputTooSmall`]; otherwise as for [`decrypt`].
+pub fn decrypt_to(
+    key: &FileKey,
+    associated_data: &[u8],
+    stream: &[u8],
+    backend: Backend,
+    threads: usize,
+    out: &mut [u8],
+) -> Result<usize, Error> {
+    let (segment_size, cipher) = open_header(key, associated_data, stream, backend)?;
+    parallel::decrypt_to(&cipher, segment_size, stream, threads, out)
+}
+
+fn open_header(
+    key: &FileKey,
+    associated_data: &[u8],
+    stream: &[u8],
+    backend: Backend,
+) -> Result<(SegmentSize, segment::SegmentCipher), Error> {
+    let header: &[u8; HEADER_LEN] = stream
+        .get(..HEADER_LEN)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(Error::Truncated)?;
+    format::open_stream(header, key, associated_data, backend)
+}
+
 /// Decrypts a whole stream in one call. Returns nothing unless the whole
 /// stream authenticates; on failure the partial plaintext is wiped. Each
 /// segment is copied once, into the output, and opened there.
@@ -127,10 +177,6 @@ pub fn decrypt_parallel(
     backend: Backend,
     threads: usize,
 ) -> Result<Vec<u8>, Error> {
-    let header: &[u8; HEADER_LEN] = stream
-        .get(..HEADER_LEN)
-        .and_then(|h| h.try_into().ok())
-        .ok_or(Error::Truncated)?;
-    let (segment_size, cipher) = format::open_stream(header, key, associated_data, backend)?;
+    let (segment_size, cipher) = open_header(key, associated_data, stream, backend)?;
     parallel::decrypt(&cipher, segment_size, stream, threads)
 }

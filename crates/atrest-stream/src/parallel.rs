@@ -86,16 +86,21 @@ where
     })
 }
 
-/// Encrypts `plaintext` into a complete stream (header included).
-pub(crate) fn encrypt(
+/// Encrypts `plaintext` into `out` as a complete stream (header included);
+/// returns the stream's length.
+pub(crate) fn encrypt_to(
     (header, cipher): ([u8; HEADER_LEN], SegmentCipher),
     segment_size: SegmentSize,
     plaintext: &[u8],
     threads: usize,
-) -> Result<Vec<u8>, Error> {
+    out: &mut [u8],
+) -> Result<usize, Error> {
     let layout = Layout::new(segment_size);
     let extent = layout.for_plaintext(plaintext.len() as u64)?;
-    let mut out = vec![0u8; index_to_usize(layout.stream_len(extent))?];
+    let len = index_to_usize(layout.stream_len(extent))?;
+    let out = out
+        .get_mut(..len)
+        .ok_or(Error::OutputTooSmall { needed: len as u64 })?;
     let (head, body) = out.split_at_mut(HEADER_LEN);
     head.copy_from_slice(&header);
 
@@ -111,6 +116,20 @@ pub(crate) fn encrypt(
     run_all(runs, regions, |run, region| {
         seal_run(&cipher, layout, extent, plaintext, run, region)
     })?;
+    Ok(len)
+}
+
+/// Encrypts `plaintext` into a new buffer.
+pub(crate) fn encrypt(
+    stream: ([u8; HEADER_LEN], SegmentCipher),
+    segment_size: SegmentSize,
+    plaintext: &[u8],
+    threads: usize,
+) -> Result<Vec<u8>, Error> {
+    let layout = Layout::new(segment_size);
+    let len = layout.stream_len(layout.for_plaintext(plaintext.len() as u64)?);
+    let mut out = vec![0u8; index_to_usize(len)?];
+    encrypt_to(stream, segment_size, plaintext, threads, &mut out)?;
     Ok(out)
 }
 
@@ -141,17 +160,21 @@ fn seal_run(
     Ok(())
 }
 
-/// Decrypts a complete stream whose header was already opened. On failure
-/// the partial plaintext is wiped.
-pub(crate) fn decrypt(
+/// Decrypts a complete stream whose header was already opened into `out`;
+/// returns the plaintext length. On failure the partial plaintext is wiped.
+pub(crate) fn decrypt_to(
     cipher: &SegmentCipher,
     segment_size: SegmentSize,
     stream: &[u8],
     threads: usize,
-) -> Result<Vec<u8>, Error> {
+    out: &mut [u8],
+) -> Result<usize, Error> {
     let layout = Layout::new(segment_size);
     let extent = layout.for_stream(stream.len() as u64)?;
-    let mut out = vec![0u8; index_to_usize(extent.plaintext_len)?];
+    let len = index_to_usize(extent.plaintext_len)?;
+    let out = out
+        .get_mut(..len)
+        .ok_or(Error::OutputTooSmall { needed: len as u64 })?;
     let runs = runs(extent.segments, thread_count(threads));
     let bounds = runs
         .iter()
@@ -161,17 +184,28 @@ pub(crate) fn decrypt(
                 .map(|s| s + layout.segment_len(extent, last) - TAG_LEN)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let regions = split_regions(&mut out, 0, &bounds)?;
+    let regions = split_regions(out, 0, &bounds)?;
     let result = run_all(runs, regions, |run, region| {
         open_run(cipher, layout, extent, stream, run, region)
     });
-    match result {
-        Ok(()) => Ok(out),
-        Err(error) => {
-            out.zeroize();
-            Err(error)
-        }
+    if let Err(error) = result {
+        out.zeroize();
+        return Err(error);
     }
+    Ok(len)
+}
+
+/// Decrypts a complete stream into a new buffer.
+pub(crate) fn decrypt(
+    cipher: &SegmentCipher,
+    segment_size: SegmentSize,
+    stream: &[u8],
+    threads: usize,
+) -> Result<Vec<u8>, Error> {
+    let extent = Layout::new(segment_size).for_stream(stream.len() as u64)?;
+    let mut out = vec![0u8; index_to_usize(extent.plaintext_len)?];
+    decrypt_to(cipher, segment_size, stream, threads, &mut out)?;
+    Ok(out)
 }
 
 /// Opens segments `run` of `stream` into `region` (their plaintext).

@@ -164,3 +164,39 @@ proptest! {
         prop_assert_eq!(out, data);
     }
 }
+
+#[test]
+fn encrypting_and_decrypting_into_caller_buffers() {
+    let key = key();
+    let data = plaintext(300_000);
+    let options = atrest_stream::Options::from(size(4096));
+    let needed = stream_len(data.len() as u64, size(4096)).unwrap() as usize;
+    let mut out = vec![0u8; needed + 10];
+    for threads in [1, 2, 0] {
+        let n = atrest_stream::encrypt_to(&key, AD, &data, options, threads, &mut out).unwrap();
+        assert_eq!(n, needed);
+        let mut back = vec![0u8; data.len()];
+        let backend = atrest_stream::Backend::default();
+        let m =
+            atrest_stream::decrypt_to(&key, AD, &out[..n], backend, threads, &mut back).unwrap();
+        assert_eq!((m, &back), (data.len(), &data));
+        // Too small a buffer is a typed error, not a panic or a partial result.
+        let short =
+            atrest_stream::decrypt_to(&key, AD, &out[..n], backend, threads, &mut back[..10]);
+        assert!(
+            matches!(short, Err(atrest_stream::Error::OutputTooSmall { needed }) if needed == data.len() as u64)
+        );
+        // A tampered stream leaves the output wiped.
+        out[5000] ^= 1;
+        assert!(
+            atrest_stream::decrypt_to(&key, AD, &out[..n], backend, threads, &mut back).is_err()
+        );
+        assert!(back.iter().all(|&b| b == 0));
+        out[5000] ^= 1;
+    }
+    let mut small = vec![0u8; 100];
+    assert!(matches!(
+        atrest_stream::encrypt_to(&key, AD, &data, options, 1, &mut small),
+        Err(atrest_stream::Error::OutputTooSmall { .. })
+    ));
+}
