@@ -11,45 +11,10 @@
     clippy::indexing_slicing
 )]
 
+use atrest_benches::one_shot_aes_256_gcm;
 use atrest_filekey::FileKey;
 use atrest_stream::{Backend, Options, decrypt_to, encrypt_to, stream_len};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-
-fn one_shot(backend: Backend, buffer: &mut [u8]) {
-    let (key, nonce) = ([7u8; 32], [1u8; 12]);
-    match backend.name() {
-        "ring" => {
-            use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-            let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).unwrap());
-            let _tag = k
-                .seal_in_place_separate_tag(
-                    Nonce::assume_unique_for_key(nonce),
-                    Aad::empty(),
-                    buffer,
-                )
-                .unwrap();
-        }
-        "aws-lc-rs" => {
-            use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-            let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).unwrap());
-            let _tag = k
-                .seal_in_place_separate_tag(
-                    Nonce::assume_unique_for_key(nonce),
-                    Aad::empty(),
-                    buffer,
-                )
-                .unwrap();
-        }
-        "rustcrypto" => {
-            use aes_gcm::aead::AeadInPlace;
-            use aes_gcm::{Aes256Gcm, KeyInit};
-            let _tag = Aes256Gcm::new(&key.into())
-                .encrypt_in_place_detached(&nonce.into(), &[], buffer)
-                .unwrap();
-        }
-        other => panic!("no baseline for {other}"),
-    }
-}
 
 fn stream(c: &mut Criterion) {
     let key = FileKey::from_secret_bytes(&[7; 32]);
@@ -64,7 +29,7 @@ fn stream(c: &mut Criterion) {
         for &backend in Backend::ALL {
             let options = Options::default().backend(backend);
             group.bench_function(BenchmarkId::new("baseline-one-shot", backend), |b| {
-                b.iter(|| one_shot(backend, &mut work))
+                b.iter(|| one_shot_aes_256_gcm(backend, &mut work))
             });
             group.bench_function(BenchmarkId::new("encrypt", backend), |b| {
                 b.iter(|| encrypt_to(&key, b"ad", &plaintext, options, 1, &mut out).unwrap());

@@ -1,2 +1,48 @@
 //! Benchmarks for the atrest crates. Run them with
 //! `cargo bench -p atrest-benches`; see the workspace README for the reports.
+
+use atrest_stream::Backend;
+
+/// The baseline of every stream measurement: one-shot AES-256-GCM of the
+/// whole `buffer`, in place, with `backend`'s own API and a fixed key and
+/// nonce.
+///
+/// # Panics
+/// If the backend rejects the buffer (longer than AES-GCM allows) or is one
+/// this function does not know.
+#[allow(clippy::panic, clippy::unwrap_used)]
+pub fn one_shot_aes_256_gcm(backend: Backend, buffer: &mut [u8]) {
+    let (key, nonce) = ([7u8; 32], [1u8; 12]);
+    match backend.name() {
+        "ring" => {
+            use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+            let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).unwrap());
+            let _tag = k
+                .seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::empty(),
+                    buffer,
+                )
+                .unwrap();
+        }
+        "aws-lc-rs" => {
+            use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+            let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).unwrap());
+            let _tag = k
+                .seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::empty(),
+                    buffer,
+                )
+                .unwrap();
+        }
+        "rustcrypto" => {
+            use aes_gcm::aead::AeadInPlace;
+            use aes_gcm::{Aes256Gcm, KeyInit};
+            let _tag = Aes256Gcm::new(&key.into())
+                .encrypt_in_place_detached(&nonce.into(), &[], buffer)
+                .unwrap();
+        }
+        other => panic!("no baseline for backend {other}"),
+    }
+}

@@ -23,47 +23,9 @@
 use std::io::{Read, Write};
 use std::time::Instant;
 
+use atrest_benches::one_shot_aes_256_gcm;
 use atrest_filekey::FileKey;
 use atrest_stream::{Backend, Decryptor, Encryptor, Options, decrypt_to, encrypt_to, stream_len};
-
-/// One-shot AES-256-GCM of the whole buffer, in place, with `backend`'s own API.
-fn one_shot(backend: Backend, buffer: &mut [u8]) {
-    let key = [7u8; 32];
-    let nonce = [1u8; 12];
-    match backend.name() {
-        "ring" => {
-            use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-            let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).unwrap());
-            let _tag = k
-                .seal_in_place_separate_tag(
-                    Nonce::assume_unique_for_key(nonce),
-                    Aad::empty(),
-                    buffer,
-                )
-                .unwrap();
-        }
-        "aws-lc-rs" => {
-            use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-            let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).unwrap());
-            let _tag = k
-                .seal_in_place_separate_tag(
-                    Nonce::assume_unique_for_key(nonce),
-                    Aad::empty(),
-                    buffer,
-                )
-                .unwrap();
-        }
-        "rustcrypto" => {
-            use aes_gcm::aead::AeadInPlace;
-            use aes_gcm::{Aes256Gcm, KeyInit};
-            let k = Aes256Gcm::new(&key.into());
-            let _tag = k
-                .encrypt_in_place_detached(&nonce.into(), &[], buffer)
-                .unwrap();
-        }
-        other => panic!("no baseline for backend {other}"),
-    }
-}
 
 fn median_seconds(runs: usize, mut f: impl FnMut()) -> f64 {
     let mut times: Vec<f64> = (0..runs)
@@ -108,10 +70,10 @@ fn main() {
     for &backend in Backend::ALL {
         let options = options.backend(backend);
         // Warm everything up once.
-        one_shot(backend, &mut work);
+        one_shot_aes_256_gcm(backend, &mut work);
         let n = encrypt_to(&key, ad, &plaintext, options, 1, &mut stream).unwrap();
 
-        let baseline = gb / median_seconds(runs, || one_shot(backend, &mut work));
+        let baseline = gb / median_seconds(runs, || one_shot_aes_256_gcm(backend, &mut work));
         let row = |what: &str, rate: f64| {
             println!(
                 "{:<12} {:<34} {:>9.2} {:>13.1}%",
