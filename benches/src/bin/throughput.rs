@@ -25,7 +25,10 @@ use std::time::Instant;
 
 use atrest_benches::one_shot_aes_256_gcm;
 use atrest_filekey::FileKey;
-use atrest_stream::{Backend, Decryptor, Encryptor, Options, decrypt_to, encrypt_to, stream_len};
+use atrest_stream::{
+    Backend, Decryptor, Encryptor, Options, decrypt_stream, decrypt_to, encrypt_stream, encrypt_to,
+    stream_len,
+};
 
 fn median_seconds(runs: usize, mut f: impl FnMut()) -> f64 {
     let mut times: Vec<f64> = (0..runs)
@@ -126,6 +129,27 @@ fn main() {
             });
         row(&format!("decrypt, {cores} threads"), decrypt_n);
         assert_eq!(decrypted, plaintext);
+        let mut pipe_out = Vec::with_capacity(stream.len());
+        let pipeline_encrypt = gb
+            / median_seconds(runs, || {
+                pipe_out.clear();
+                encrypt_stream(&plaintext[..], &mut pipe_out, &key, ad, options, cores).unwrap();
+            });
+        row(
+            &format!("encrypt, Read->Write, {cores} workers"),
+            pipeline_encrypt,
+        );
+        let mut pipe_back = Vec::with_capacity(len);
+        let pipeline_decrypt = gb
+            / median_seconds(runs, || {
+                pipe_back.clear();
+                decrypt_stream(&pipe_out[..], &mut pipe_back, &key, ad, backend, cores).unwrap();
+            });
+        row(
+            &format!("decrypt, Read->Write, {cores} workers"),
+            pipeline_decrypt,
+        );
+        assert_eq!(pipe_back, plaintext);
         println!(
             "{:<12} parallel scaling: encrypt {:.2}x, decrypt {:.2}x of one thread (target {:.1}x)",
             backend.name(),

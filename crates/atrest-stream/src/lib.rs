@@ -8,6 +8,7 @@ mod encoder;
 mod error;
 mod format;
 mod parallel;
+mod pipeline;
 mod random_access;
 mod read;
 mod segment;
@@ -23,6 +24,7 @@ pub use format::{
     FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_SEGMENTS, Options, PREFIX_LEN, Prefix,
     SUITE_AES256_GCM_HKDF_SHA256, SegmentSize, TAG_LEN, TINK_HEADER_LEN, parse_prefix,
 };
+pub use pipeline::{decrypt_stream, encrypt_stream};
 pub use random_access::{RandomAccess, ReadAt};
 pub use read::Decryptor;
 #[cfg(feature = "tokio")]

@@ -1,0 +1,395 @@
+//! Reader-to-writer encryption and decryption on several threads, with
+//! reading, the cipher and writing overlapped.
+//!
+//! One thread reads runs of segments ("chunks", about 1 MiB) into buffers
+//! laid out like the ciphertext: plaintext is read straight into each
+//! segment's slot, with room left for its tag, so workers seal (or open) in
+//! place and nothing is copied besides the read itself. Workers take chunks
+//! in any order; one writer puts them back in order. A fixed pool of chunk
+//! buffers bounds memory (at most 12 chunks in flight, so about 12 MiB with
+//! the default segment size and never more than 12 segments' worth beyond).
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::ops::Range;
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use atrest_filekey::FileKey;
+
+use crate::format::{self, HEADER_LEN, Layout, Options, TAG_LEN};
+use crate::parallel::thread_count;
+use crate::segment::{LastSegment, SegmentCipher};
+use crate::{Backend, Error};
+
+/// Aim for chunks of about this many bytes.
+const CHUNK_BYTES: usize = 1 << 20;
+/// Most chunks in flight at once.
+const MAX_IN_FLIGHT: usize = 12;
+
+/// A run of consecutive segments in one buffer.
+struct Chunk {
+    /// Position in the stream, from 0.
+    number: u64,
+    buf: Vec<u8>,
+    /// Index of the first segment.
+    first_segment: u64,
+    /// Each segment's slot in `buf` and its data length (plaintext when
+    /// encrypting, ciphertext when decrypting).
+    segments: Vec<(usize, usize)>,
+    /// Whether the chunk ends with the stream's last segment.
+    last: bool,
+    /// After the work: the byte ranges of `buf` to write, in order.
+    output: Vec<Range<usize>>,
+}
+
+/// Reads until `buf` is full or the source ends; returns the bytes read.
+fn fill(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(buf.get_mut(filled..).unwrap_or_default()) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Cuts `reader` into chunks of `per_chunk` slots. `slot(index)` is the
+/// slot size of segment `index` and `data(index)` how many bytes of it to
+/// read; a segment that comes back short, or is followed by the end of the
+/// source, is the last one.
+struct Chunker<R> {
+    reader: R,
+    carry: Option<u8>,
+    next_segment: u64,
+    next_chunk: u64,
+    done: bool,
+}
+
+impl<R: Read> Chunker<R> {
+    fn next(
+        &mut self,
+        mut buf: Vec<u8>,
+        per_chunk: usize,
+        slot: impl Fn(u64) -> usize,
+        data: impl Fn(u64) -> usize,
+    ) -> Result<Option<Chunk>, Error> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut chunk = Chunk {
+            number: self.next_chunk,
+            buf: Vec::new(),
+            first_segment: self.next_segment,
+            segments: Vec::with_capacity(per_chunk),
+            last: false,
+            output: Vec::new(),
+        };
+        let mut offset = 0usize;
+        for _ in 0..per_chunk {
+            let index = self.next_segment;
+            let (size, want) = (slot(index), data(index));
+            if buf.len() < offset + size {
+                buf.resize(offset + size, 0);
+            }
+            let target = buf
+                .get_mut(offset..offset + want)
+                .ok_or(Error::Malformed("chunk"))?;
+            let mut got = 0;
+            if let (Some(byte), Some(first)) = (self.carry, target.first_mut()) {
+                *first = byte;
+                self.carry = None;
+                got = 1;
+            }
+            got += fill(&mut self.reader, target.get_mut(got..).unwrap_or_default())?;
+            chunk.segments.push((offset, got));
+            self.next_segment += 1;
+            offset += size;
+            let mut peek = [0u8; 1];
+            if got < want || fill(&mut self.reader, &mut peek)? == 0 {
+                chunk.last = true;
+                self.done = true;
+                break;
+            }
+            self.carry = Some(peek[0]);
+        }
+        chunk.buf = buf;
+        self.next_chunk += 1;
+        Ok(Some(chunk))
+    }
+}
+
+/// Runs the read → work → ordered write pipeline.
+fn run<P, F, C>(threads: usize, produce: P, work: F, mut consume: C) -> Result<(), Error>
+where
+    P: FnMut(Vec<u8>) -> Result<Option<Chunk>, Error> + Send,
+    F: Fn(&mut Chunk) -> Result<(), Error> + Sync,
+    C: FnMut(&Chunk) -> Result<(), Error> + Send,
+{
+    let workers = thread_count(threads);
+    let in_flight = (2 * workers + 2).min(MAX_IN_FLIGHT);
+    let (free_tx, free_rx): (SyncSender<Vec<u8>>, Receiver<Vec<u8>>) = sync_channel(in_flight);
+    for _ in 0..in_flight {
+        free_tx.send(Vec::new()).map_err(|_| Error::Backend)?;
+    }
+    let (todo_tx, todo_rx) = sync_channel::<Chunk>(in_flight);
+    let (done_tx, done_rx) = sync_channel::<Result<Chunk, Error>>(in_flight);
+    let todo_rx = Mutex::new(todo_rx);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let fail = |error: Error| {
+        if let Ok(mut slot) = first_error.lock() {
+            slot.get_or_insert(error);
+        }
+    };
+
+    let (fail, todo_rx, work) = (&fail, &todo_rx, &work);
+    std::thread::scope(move |scope| {
+        // Reader. It holds a free buffer before producing a chunk, and there
+        // are as many buffers as places in each channel, so no send blocks
+        // for ever.
+        let mut produce = produce;
+        scope.spawn(move || {
+            while let Ok(buf) = free_rx.recv() {
+                match produce(buf) {
+                    Ok(Some(chunk)) => {
+                        let last = chunk.last;
+                        if todo_tx.send(chunk).is_err() || last {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        fail(error);
+                        break;
+                    }
+                }
+            }
+        });
+        // Workers.
+        for _ in 0..workers {
+            let done_tx = done_tx.clone();
+            scope.spawn(move || {
+                loop {
+                    let next = todo_rx
+                        .lock()
+                        .map_err(|_| ())
+                        .and_then(|rx| rx.recv().map_err(|_| ()));
+                    let Ok(mut chunk) = next else { break };
+                    let result = work(&mut chunk).map(|()| chunk);
+                    if done_tx.send(result).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        // Writer (this thread): in order, returning buffers to the pool.
+        let mut pending = BTreeMap::new();
+        let mut next = 0u64;
+        let mut finished = false;
+        while let Ok(result) = done_rx.recv() {
+            match result {
+                Ok(chunk) => {
+                    pending.insert(chunk.number, chunk);
+                }
+                Err(error) => {
+                    fail(error);
+                    break;
+                }
+            }
+            while let Some(chunk) = pending.remove(&next) {
+                if let Err(error) = consume(&chunk) {
+                    fail(error);
+                    // Dropping the pool and the results channel (on return)
+                    // stops the reader and the workers.
+                    return;
+                }
+                next += 1;
+                finished = chunk.last;
+                // The reader may have stopped already; the buffer is then dropped.
+                let _ = free_tx.try_send(chunk.buf);
+            }
+            if finished {
+                break;
+            }
+        }
+        if !finished {
+            fail(Error::Backend);
+        }
+        // Unblock the reader and workers if the writer stopped early.
+        drop(free_tx);
+        drop(done_rx);
+    });
+    match first_error.into_inner().unwrap_or(None) {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+fn chunk_segments(segment_size: usize) -> usize {
+    (CHUNK_BYTES / segment_size).max(1)
+}
+
+/// Encrypts everything `reader` yields into `writer` on `threads` threads
+/// (`0`: one per core), overlapping reading, encryption and writing. The
+/// output is byte-identical to what [`crate::Encryptor`] writes for the same
+/// salt and nonce prefix. Returns the writer (flushed) and the plaintext
+/// length.
+///
+/// # Errors
+/// [`Error::Io`] from either side, [`Error::TooLong`], [`Error::Rng`].
+pub fn encrypt_stream<R: Read + Send, W: Write + Send>(
+    reader: R,
+    mut writer: W,
+    key: &FileKey,
+    associated_data: &[u8],
+    options: impl Into<Options>,
+    threads: usize,
+) -> Result<(W, u64), Error> {
+    let options = options.into();
+    let (header, cipher) = format::new_stream(key, associated_data, options)?;
+    let layout = Layout::new(options.segment_size);
+    writer.write_all(&header)?;
+    let per_chunk = chunk_segments(options.segment_size.get() as usize);
+    let mut chunker = Chunker {
+        reader,
+        carry: None,
+        next_segment: 0,
+        next_chunk: 0,
+        done: false,
+    };
+    let mut total = 0u64;
+    run(
+        threads,
+        |buf| {
+            chunker.next(
+                buf,
+                per_chunk,
+                |i| layout.full_segment_len(i),
+                |i| layout.full_segment_len(i) - TAG_LEN,
+            )
+        },
+        |chunk| seal_chunk(&cipher, chunk),
+        |chunk| {
+            for range in &chunk.output {
+                writer.write_all(chunk.buf.get(range.clone()).unwrap_or_default())?;
+            }
+            total += chunk
+                .segments
+                .iter()
+                .map(|&(_, len)| len as u64)
+                .sum::<u64>();
+            Ok(())
+        },
+    )?;
+    writer.flush()?;
+    Ok((writer, total))
+}
+
+fn seal_chunk(cipher: &SegmentCipher, chunk: &mut Chunk) -> Result<(), Error> {
+    let count = chunk.segments.len();
+    let (mut start, mut end) = (0usize, 0usize);
+    for (i, &(offset, len)) in chunk.segments.iter().enumerate() {
+        let last = chunk.last && i + 1 == count;
+        let slot = chunk
+            .buf
+            .get_mut(offset..offset + len + TAG_LEN)
+            .ok_or(Error::Malformed("chunk"))?;
+        let (body, tag) = slot.split_at_mut(len);
+        tag.copy_from_slice(&cipher.seal(chunk.first_segment + i as u64, last, body)?);
+        if i == 0 {
+            start = offset;
+        }
+        end = offset + len + TAG_LEN;
+    }
+    // Every segment but the stream's last fills its slot, so the chunk's
+    // ciphertext is contiguous.
+    chunk.output = std::iter::once(start..end).collect();
+    Ok(())
+}
+
+/// Decrypts the stream `reader` yields into `writer` on `threads` threads
+/// (`0`: one per core), overlapping reading, decryption and writing. Returns
+/// the writer (flushed) and the plaintext length.
+///
+/// Plaintext reaches `writer` one verified segment at a time, in order, as
+/// with [`crate::Decryptor`]; only an `Ok` return means the whole stream,
+/// end included, was authentic. On an error, discard what was written.
+///
+/// # Errors
+/// As for [`crate::Decryptor`].
+pub fn decrypt_stream<R: Read + Send, W: Write + Send>(
+    mut reader: R,
+    mut writer: W,
+    key: &FileKey,
+    associated_data: &[u8],
+    backend: Backend,
+    threads: usize,
+) -> Result<(W, u64), Error> {
+    let mut header = [0u8; HEADER_LEN];
+    crate::read::read_full(&mut reader, &mut header)?;
+    let (segment_size, cipher) = format::open_stream(&header, key, associated_data, backend)?;
+    let layout = Layout::new(segment_size);
+    let per_chunk = chunk_segments(segment_size.get() as usize);
+    let mut chunker = Chunker {
+        reader,
+        carry: None,
+        next_segment: 0,
+        next_chunk: 0,
+        done: false,
+    };
+    let mut total = 0u64;
+    run(
+        threads,
+        |buf| {
+            chunker.next(
+                buf,
+                per_chunk,
+                |i| layout.full_segment_len(i),
+                |i| layout.full_segment_len(i),
+            )
+        },
+        |chunk| open_chunk(&cipher, layout, chunk),
+        |chunk| {
+            for range in &chunk.output {
+                writer.write_all(chunk.buf.get(range.clone()).unwrap_or_default())?;
+                total += range.len() as u64;
+            }
+            Ok(())
+        },
+    )?;
+    writer.flush()?;
+    Ok((writer, total))
+}
+
+fn open_chunk(cipher: &SegmentCipher, layout: Layout, chunk: &mut Chunk) -> Result<(), Error> {
+    let count = chunk.segments.len();
+    let mut output = Vec::with_capacity(count);
+    for (i, &(offset, len)) in chunk.segments.iter().enumerate() {
+        let index = chunk.first_segment + i as u64;
+        let segment = chunk
+            .buf
+            .get_mut(offset..offset + len)
+            .ok_or(Error::Malformed("chunk"))?;
+        let plain = if chunk.last && i + 1 == count {
+            if len < TAG_LEN {
+                return Err(Error::Truncated);
+            }
+            if index > 0 && len == TAG_LEN {
+                return Err(Error::Malformed("empty final segment after a full segment"));
+            }
+            match cipher.open_last(index, segment, layout.full_segment_len(index))? {
+                LastSegment::Last(n) => n,
+                LastSegment::CutAfter(_) => return Err(Error::Truncated),
+            }
+        } else {
+            cipher.open(index, false, segment)?
+        };
+        output.push(offset..offset + plain);
+    }
+    chunk.output = output;
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! Reader-to-writer encryption and decryption on several threads: the same
+//! streams as the other paths, every boundary, short reads, tampering, and
+//! failing writers (which must stop the pipeline, not hang it).
+
+#![allow(
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+
+mod common;
+
+use std::io::{self, Read, Write};
+
+use atrest_stream::{
+    Backend, Error, Options, decrypt, decrypt_stream, encrypt_stream, encrypt_with, stream_len,
+};
+use common::{AD, boundary_lengths, key, plaintext, size};
+
+/// A reader that returns at most `max` bytes per call.
+struct Trickle<'a> {
+    data: &'a [u8],
+    max: usize,
+}
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.max).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+#[test]
+fn round_trips_at_every_boundary_on_any_number_of_threads() {
+    let key = key();
+    for s in [256u32, 4096] {
+        for len in boundary_lengths(s).into_iter().chain([300_000]) {
+            let data = plaintext(len);
+            for (threads, max_read) in [(1, usize::MAX), (2, 1000), (3, 7), (0, usize::MAX)] {
+                let reader = Trickle {
+                    data: &data,
+                    max: max_read,
+                };
+                let (stream, n) =
+                    encrypt_stream(reader, Vec::new(), &key, AD, size(s), threads).unwrap();
+                assert_eq!(n, len as u64);
+                assert_eq!(
+                    stream.len() as u64,
+                    stream_len(len as u64, size(s)).unwrap()
+                );
+                assert_eq!(
+                    decrypt(&key, AD, &stream).unwrap(),
+                    data,
+                    "s={s} len={len} threads={threads}"
+                );
+
+                let reader = Trickle {
+                    data: &stream,
+                    max: max_read,
+                };
+                let (back, m) =
+                    decrypt_stream(reader, Vec::new(), &key, AD, Backend::default(), threads)
+                        .unwrap();
+                assert_eq!(
+                    (m, back),
+                    (len as u64, data.clone()),
+                    "s={s} len={len} threads={threads}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn tampering_and_truncation_are_rejected() {
+    let key = key();
+    let data = plaintext(20_000);
+    let stream = encrypt_with(&key, AD, &data, Options::from(size(256))).unwrap();
+    let backend = Backend::default();
+    for position in (0..stream.len()).step_by(97) {
+        let mut tampered = stream.clone();
+        tampered[position] ^= 0x10;
+        let (result, _) = (
+            decrypt_stream(&tampered[..], Vec::new(), &key, AD, backend, 2),
+            position,
+        );
+        assert!(result.is_err(), "flip at {position} accepted");
+    }
+    for cut in (0..stream.len()).step_by(61) {
+        assert!(
+            decrypt_stream(&stream[..cut], Vec::new(), &key, AD, backend, 2).is_err(),
+            "cut at {cut}"
+        );
+    }
+    // Cut at a segment boundary: reported as truncation.
+    let cut = 82 + 216 + 10 * 256;
+    let error = decrypt_stream(&stream[..cut], Vec::new(), &key, AD, backend, 3).unwrap_err();
+    assert!(matches!(error, Error::Truncated), "{error:?}");
+    let mut longer = stream.clone();
+    longer.extend([0u8; 17]);
+    assert!(decrypt_stream(&longer[..], Vec::new(), &key, AD, backend, 2).is_err());
+}
+
+/// A writer that fails after `budget` bytes.
+struct Failing {
+    budget: usize,
+}
+
+impl Write for Failing {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.budget == 0 {
+            return Err(io::Error::other("disk full"));
+        }
+        let n = buf.len().min(self.budget);
+        self.budget -= n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failing_writer_or_reader_stops_the_pipeline() {
+    let key = key();
+    let data = plaintext(5 << 20);
+    for threads in [1, 2, 4] {
+        let error = encrypt_stream(
+            &data[..],
+            Failing { budget: 1 << 20 },
+            &key,
+            AD,
+            Options::default(),
+            threads,
+        );
+        assert!(matches!(error, Err(Error::Io(_))), "{:?}", error.err());
+    }
+    struct Broken;
+    impl Read for Broken {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::other("unreadable"))
+        }
+    }
+    assert!(matches!(
+        encrypt_stream(Broken, Vec::new(), &key, AD, Options::default(), 2),
+        Err(Error::Io(_))
+    ));
+}
+
+#[test]
+fn file_to_file() {
+    let key = key();
+    let dir = std::env::temp_dir().join(format!("atrest-pipeline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = plaintext(3_000_000);
+    std::fs::write(dir.join("in"), &data).unwrap();
+    let input = std::fs::File::open(dir.join("in")).unwrap();
+    let output = std::fs::File::create(dir.join("blob")).unwrap();
+    let (output, _) = encrypt_stream(input, output, &key, AD, Options::default(), 0).unwrap();
+    output.sync_all().unwrap();
+    let blob = std::fs::File::open(dir.join("blob")).unwrap();
+    let out = std::fs::File::create(dir.join("out")).unwrap();
+    let (out, n) = decrypt_stream(blob, out, &key, AD, Backend::default(), 0).unwrap();
+    out.sync_all().unwrap();
+    assert_eq!(n, data.len() as u64);
+    assert_eq!(std::fs::read(dir.join("out")).unwrap(), data);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
