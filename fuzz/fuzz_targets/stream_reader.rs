@@ -1,6 +1,6 @@
 //! Feeds arbitrary bytes to the streaming reader (in reads of a fuzzed size)
-//! under a fixed key and context. Nothing may panic, and the streaming reader
-//! must agree with the length-aware reader: both accept with the same
+//! and to the reader-to-writer pipeline, under a fixed key and context.
+//! Nothing may panic, and both must agree with the length-aware reader: both accept with the same
 //! plaintext, or both reject; a rejecting streaming reader may have released
 //! only a prefix of what was authentic.
 #![no_main]
@@ -8,7 +8,7 @@
 use std::io::Read;
 
 use atrest_filekey::FileKey;
-use atrest_stream::{Decryptor, decrypt};
+use atrest_stream::{Backend, Decryptor, decrypt, decrypt_stream};
 use libfuzzer_sys::fuzz_target;
 
 const KEY: [u8; 32] = [0x42; 32];
@@ -34,6 +34,16 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         });
+    let piped = decrypt_stream(stream, Vec::new(), &key, CONTEXT, Backend::default(), 1);
+    match (&whole, &piped) {
+        (Ok(plaintext), Ok((out, _))) => assert_eq!(plaintext, out),
+        (Err(_), Err(_)) => {}
+        _ => panic!(
+            "pipeline disagrees: whole {:?}, pipeline {:?}",
+            whole.as_ref().map(Vec::len),
+            piped.as_ref().map(|p| p.1)
+        ),
+    }
     match (whole, streamed) {
         (Ok(plaintext), Ok(())) => assert_eq!(plaintext, released),
         (Err(_), Err(_)) => {}

@@ -194,6 +194,11 @@ impl Decoder {
         }
         match self.cipher.open_last(index, segment, full)? {
             LastSegment::Last(len) => Ok((len, true)),
+            // Only an inner segment: the stream was cut right after it. When
+            // the length came from the source (a seek), the source itself is
+            // cut short: fail now. When streaming, release the authentic
+            // plaintext first and fail after it.
+            LastSegment::CutAfter(_) if self.extent.is_some() => Err(Error::Truncated),
             LastSegment::CutAfter(len) => {
                 self.deferred = Some(Error::Truncated);
                 Ok((len, false))
@@ -240,13 +245,7 @@ impl Decoder {
         let segment = self.buf.get_mut(..len).ok_or(Error::Malformed("segment"))?;
         read(segment)?;
         self.filled = len;
-        let (plain_len, verified_last) = self.open(index, last, len)?;
-        if last && !verified_last {
-            // The length came from the source, so a final segment that is
-            // only an inner one means the source itself is cut short.
-            self.deferred = None;
-            return Err(Error::Truncated);
-        }
+        let (plain_len, last) = self.open(index, last, len)?;
         self.plain = offset.min(plain_len)..plain_len;
         self.decoded = true;
         self.last_decoded = last;

@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use atrest_filekey::FileKey;
+use zeroize::Zeroizing;
 
 use crate::format::{self, HEADER_LEN, Layout, Options, TAG_LEN};
 use crate::parallel::thread_count;
@@ -27,11 +28,18 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// Most chunks in flight at once.
 const MAX_IN_FLIGHT: usize = 12;
 
+/// A chunk buffer. It holds plaintext at times, so it is wiped when dropped.
+type Buffer = Zeroizing<Vec<u8>>;
+
+/// The first read into a slot: slots grow with the data actually read, so a
+/// short stream that claims a large segment size costs little memory.
+const INITIAL_SLOT: usize = 16 * 1024;
+
 /// A run of consecutive segments in one buffer.
 struct Chunk {
     /// Position in the stream, from 0.
     number: u64,
-    buf: Vec<u8>,
+    buf: Buffer,
     /// Index of the first segment.
     first_segment: u64,
     /// Each segment's slot in `buf` and its data length (plaintext when
@@ -70,9 +78,51 @@ struct Chunker<R> {
 }
 
 impl<R: Read> Chunker<R> {
+    fn new(reader: R) -> Self {
+        Self {
+            reader,
+            carry: None,
+            next_segment: 0,
+            next_chunk: 0,
+            done: false,
+        }
+    }
+
+    /// Reads up to `want` bytes into the slot at `offset`, growing `buf`
+    /// (doubling) only as data arrives; returns the bytes read.
+    fn read_slot(&mut self, buf: &mut Vec<u8>, offset: usize, want: usize) -> Result<usize, Error> {
+        let mut got = 0;
+        if want > 0 {
+            if let Some(byte) = self.carry.take() {
+                if buf.len() <= offset {
+                    buf.resize(offset + 1, 0);
+                }
+                if let Some(first) = buf.get_mut(offset) {
+                    *first = byte;
+                }
+                got = 1;
+            }
+        }
+        while got < want {
+            let target = want.min(got.saturating_mul(2).max(INITIAL_SLOT));
+            if buf.len() < offset + target {
+                buf.resize(offset + target, 0);
+            }
+            let space = buf
+                .get_mut(offset + got..offset + target)
+                .ok_or(Error::Malformed("chunk"))?;
+            let n = fill(&mut self.reader, space)?;
+            got += n;
+            if got < target {
+                break; // the source ended
+            }
+        }
+        Ok(got)
+    }
+
     fn next(
         &mut self,
-        mut buf: Vec<u8>,
+        mut buf: Buffer,
         per_chunk: usize,
         slot: impl Fn(u64) -> usize,
         data: impl Fn(u64) -> usize,
@@ -82,7 +132,7 @@ impl<R: Read> Chunker<R> {
         }
         let mut chunk = Chunk {
             number: self.next_chunk,
-            buf: Vec::new(),
+            buf: Buffer::default(),
             first_segment: self.next_segment,
             segments: Vec::with_capacity(per_chunk),
             last: false,
@@ -92,19 +142,12 @@ impl<R: Read> Chunker<R> {
         for _ in 0..per_chunk {
             let index = self.next_segment;
             let (size, want) = (slot(index), data(index));
-            if buf.len() < offset + size {
-                buf.resize(offset + size, 0);
+            let got = self.read_slot(&mut buf, offset, want)?;
+            // Room for the tag after the data (when encrypting).
+            let end = offset + got + (size - want);
+            if buf.len() < end {
+                buf.resize(end, 0);
             }
-            let target = buf
-                .get_mut(offset..offset + want)
-                .ok_or(Error::Malformed("chunk"))?;
-            let mut got = 0;
-            if let (Some(byte), Some(first)) = (self.carry, target.first_mut()) {
-                *first = byte;
-                self.carry = None;
-                got = 1;
-            }
-            got += fill(&mut self.reader, target.get_mut(got..).unwrap_or_default())?;
             chunk.segments.push((offset, got));
             self.next_segment += 1;
             offset += size;
@@ -125,15 +168,17 @@ impl<R: Read> Chunker<R> {
 /// Runs the read → work → ordered write pipeline.
 fn run<P, F, C>(threads: usize, produce: P, work: F, mut consume: C) -> Result<(), Error>
 where
-    P: FnMut(Vec<u8>) -> Result<Option<Chunk>, Error> + Send,
+    P: FnMut(Buffer) -> Result<Option<Chunk>, Error> + Send,
     F: Fn(&mut Chunk) -> Result<(), Error> + Sync,
     C: FnMut(&Chunk) -> Result<(), Error> + Send,
 {
     let workers = thread_count(threads);
     let in_flight = (2 * workers + 2).min(MAX_IN_FLIGHT);
-    let (free_tx, free_rx): (SyncSender<Vec<u8>>, Receiver<Vec<u8>>) = sync_channel(in_flight);
+    let (free_tx, free_rx): (SyncSender<Buffer>, Receiver<Buffer>) = sync_channel(in_flight);
     for _ in 0..in_flight {
-        free_tx.send(Vec::new()).map_err(|_| Error::Backend)?;
+        free_tx
+            .send(Buffer::default())
+            .map_err(|_| Error::Backend)?;
     }
     let (todo_tx, todo_rx) = sync_channel::<Chunk>(in_flight);
     let (done_tx, done_rx) = sync_channel::<Result<Chunk, Error>>(in_flight);
@@ -254,13 +299,7 @@ pub fn encrypt_stream<R: Read + Send, W: Write + Send>(
     let layout = Layout::new(options.segment_size);
     writer.write_all(&header)?;
     let per_chunk = chunk_segments(options.segment_size.get() as usize);
-    let mut chunker = Chunker {
-        reader,
-        carry: None,
-        next_segment: 0,
-        next_chunk: 0,
-        done: false,
-    };
+    let mut chunker = Chunker::new(reader);
     let mut total = 0u64;
     run(
         threads,
@@ -334,13 +373,7 @@ pub fn decrypt_stream<R: Read + Send, W: Write + Send>(
     let (segment_size, cipher) = format::open_stream(&header, key, associated_data, backend)?;
     let layout = Layout::new(segment_size);
     let per_chunk = chunk_segments(segment_size.get() as usize);
-    let mut chunker = Chunker {
-        reader,
-        carry: None,
-        next_segment: 0,
-        next_chunk: 0,
-        done: false,
-    };
+    let mut chunker = Chunker::new(reader);
     let mut total = 0u64;
     run(
         threads,

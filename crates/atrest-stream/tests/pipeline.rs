@@ -171,3 +171,25 @@ fn file_to_file() {
     assert_eq!(std::fs::read(dir.join("out")).unwrap(), data);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn large_segments_grow_their_slots_with_the_data() {
+    let key = key();
+    let options = Options::from(size(1 << 20));
+    for len in [0usize, 5, (1 << 20) - 56, (3 << 20) + 5] {
+        let data = plaintext(len);
+        let reader = Trickle {
+            data: &data,
+            max: 3000,
+        };
+        let (stream, _) = encrypt_stream(reader, Vec::new(), &key, AD, options, 2).unwrap();
+        assert_eq!(decrypt(&key, AD, &stream).unwrap(), data, "len={len}");
+        let reader = Trickle {
+            data: &stream,
+            max: 5000,
+        };
+        let (back, _) =
+            decrypt_stream(reader, Vec::new(), &key, AD, Backend::default(), 2).unwrap();
+        assert_eq!(back, data, "len={len}");
+    }
+}
