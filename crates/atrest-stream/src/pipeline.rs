@@ -6,8 +6,11 @@
 //! segment's slot, with room left for its tag, so workers seal (or open) in
 //! place and nothing is copied besides the read itself. Workers take chunks
 //! in any order; one writer puts them back in order. A fixed pool of chunk
-//! buffers bounds memory (at most 12 chunks in flight, so about 12 MiB with
-//! the default segment size and never more than 12 segments' worth beyond).
+//! buffers bounds memory: at most `min(2 × workers + 2, 12)` chunks are in
+//! flight, each about 1 MiB (one segment when segments are larger), so with
+//! the default 64 KiB segments never more than about 12 MiB. Slots grow with
+//! the data actually read, so a short stream that claims a large segment
+//! size costs little.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
