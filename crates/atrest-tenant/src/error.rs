@@ -1,0 +1,180 @@
+//! Errors of the tenant key hierarchy and of root-key providers.
+
+use atrest_filekey::{KeyVersion, TenantId};
+
+use crate::RootKeyRef;
+
+/// What a root-key provider (service key store, HSM, KMS) reported.
+///
+/// The distinction matters for the availability-key rule: only
+/// [`ProviderError::Unavailable`] lets a user request fall back to the
+/// availability key; an answer (`AccessDenied`, `NotFound`, `Destroyed`)
+/// never does.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// The provider answered and refused: the service's access to the key
+    /// was removed (wrong or changed PIN, key usage disabled, policy).
+    #[error("root key {key}: access denied ({detail})")]
+    AccessDenied {
+        /// The key.
+        key: RootKeyRef,
+        /// What the provider said.
+        detail: String,
+    },
+    /// The provider could not be reached or failed (a transient system
+    /// error: network, device, token not present, timeout).
+    #[error("root key {key}: provider unavailable ({detail})")]
+    Unavailable {
+        /// The key.
+        key: RootKeyRef,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The provider has no such key.
+    #[error("root key {key}: not found")]
+    NotFound {
+        /// The key.
+        key: RootKeyRef,
+    },
+    /// The key existed and was destroyed.
+    #[error("root key {key}: destroyed")]
+    Destroyed {
+        /// The key.
+        key: RootKeyRef,
+    },
+    /// A wrapped key did not authenticate under the root key (tampered, or
+    /// wrapped for another tenant, TIK version or root key).
+    #[error("root key {key}: wrapped key failed to authenticate")]
+    AuthenticationFailed {
+        /// The key.
+        key: RootKeyRef,
+    },
+    /// The provider cannot be used as configured (bad module path, no such
+    /// token, key already exists, unsupported operation).
+    #[error("root-key provider {provider}: {detail}")]
+    Misconfigured {
+        /// The provider's name.
+        provider: String,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl ProviderError {
+    /// Whether this is a transient failure that allows falling back to the
+    /// availability key.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+
+    /// How decisive the error is when several keys failed: an explicit
+    /// refusal outranks a missing key, which outranks a transient failure.
+    pub(crate) fn rank(&self) -> u8 {
+        match self {
+            Self::AccessDenied { .. } => 5,
+            Self::Destroyed { .. } => 4,
+            Self::NotFound { .. } => 3,
+            Self::AuthenticationFailed { .. } => 2,
+            Self::Misconfigured { .. } => 1,
+            Self::Unavailable { .. } => 0,
+        }
+    }
+}
+
+/// Everything that can go wrong in `atrest-tenant`.
+///
+/// Errors never carry key bytes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A root key could not unwrap or wrap a tenant intermediate key; the
+    /// most decisive provider answer is given (see [`ProviderError`]).
+    #[error(transparent)]
+    RootKey(#[from] ProviderError),
+
+    /// The tenant was purged: its key material no longer exists and none of
+    /// its files can be decrypted, by any path.
+    #[error("tenant {0} was purged; its file keys are destroyed")]
+    Purged(TenantId),
+
+    /// Every customer key of the tenant was revoked: user requests are
+    /// refused.
+    #[error("tenant {0}: the customer revoked the service's access to its root keys")]
+    Revoked(TenantId),
+
+    /// The key-release policy refused the request.
+    #[error("key release denied: {reason}")]
+    Denied {
+        /// The policy's reason.
+        reason: String,
+    },
+
+    /// No such tenant.
+    #[error("unknown tenant {0}")]
+    UnknownTenant(TenantId),
+
+    /// The tenant already exists.
+    #[error("tenant {0} already exists")]
+    TenantExists(TenantId),
+
+    /// The tenant has no such TIK version (retired, or never created).
+    #[error("tenant {tenant} has no TIK version {version}")]
+    UnknownTikVersion {
+        /// The tenant.
+        tenant: TenantId,
+        /// The version asked for.
+        version: KeyVersion,
+    },
+
+    /// The wrapped file key was not made under this tenant's TIK.
+    #[error("the wrapped file key does not belong to tenant {0}")]
+    WrongTenant(TenantId),
+
+    /// A TIK version cannot be retired while wrapped file keys refer to it,
+    /// nor while it is the current version.
+    #[error("TIK version {version} of tenant {tenant} is still in use ({references} wrapped file keys{current})", current = if *.is_current { ", and it is the current version" } else { "" })]
+    TikInUse {
+        /// The tenant.
+        tenant: TenantId,
+        /// The version.
+        version: KeyVersion,
+        /// Wrapped file keys still under it.
+        references: u64,
+        /// Whether it is the current version.
+        is_current: bool,
+    },
+
+    /// A wrapped file key failed to unwrap (wrong context, tampered) or
+    /// another file-key operation failed.
+    #[error(transparent)]
+    FileKey(#[from] atrest_filekey::Error),
+
+    /// The audit record of an operation could not be written; the operation
+    /// was not carried out (fail closed).
+    #[error("audit: {0}")]
+    Audit(#[from] atrest_audit::Error),
+
+    /// The key metadata store failed.
+    #[error("key store: {0}")]
+    Store(String),
+
+    /// A key file or a key store is unusable (wrong permissions, wrong
+    /// length, not a key store).
+    #[error("{0}")]
+    Config(String),
+
+    /// The API was used in a way it does not allow.
+    #[error("misuse: {0}")]
+    Misuse(&'static str),
+
+    /// The operating system's random number generator failed.
+    #[error("the operating system random number generator failed")]
+    Rng,
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(error: rusqlite::Error) -> Self {
+        Self::Store(error.to_string())
+    }
+}

@@ -1,0 +1,119 @@
+//! A root-key provider that injects faults, for testing how a service and
+//! the hierarchy behave when a key service is unavailable, refuses, or is
+//! slow.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::PoisonError;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::{KeyMaterial, ProviderError, RootKeyProvider, RootKeyRef};
+
+/// What [`FaultInjector`] does to each call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fault {
+    /// Passes calls through.
+    #[default]
+    None,
+    /// Fails every call with [`ProviderError::Unavailable`].
+    Unavailable,
+    /// Fails every call with [`ProviderError::AccessDenied`].
+    AccessDenied,
+    /// Fails every call with [`ProviderError::NotFound`].
+    NotFound,
+    /// Sleeps this long, then passes the call through.
+    Slow(Duration),
+}
+
+/// Wraps a real provider and injects a configurable [`Fault`] into every
+/// call; counts the calls that reached it.
+pub struct FaultInjector {
+    inner: Arc<dyn RootKeyProvider>,
+    fault: Mutex<Fault>,
+    calls: AtomicU64,
+}
+
+impl FaultInjector {
+    /// Wraps `inner`, passing calls through until [`FaultInjector::set`].
+    pub fn new(inner: Arc<dyn RootKeyProvider>) -> Self {
+        Self {
+            inner,
+            fault: Mutex::new(Fault::None),
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    /// Sets the fault for the following calls.
+    pub fn set(&self, fault: Fault) {
+        *self.fault.lock().unwrap_or_else(PoisonError::into_inner) = fault;
+    }
+
+    /// How many wrap and unwrap calls were made.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    fn inject(&self, key: &RootKeyRef) -> Result<(), ProviderError> {
+        let _ = self.calls.fetch_add(1, Ordering::Relaxed);
+        let fault = *self.fault.lock().unwrap_or_else(PoisonError::into_inner);
+        match fault {
+            Fault::None => Ok(()),
+            Fault::Slow(delay) => {
+                std::thread::sleep(delay);
+                Ok(())
+            }
+            Fault::Unavailable => Err(ProviderError::Unavailable {
+                key: key.clone(),
+                detail: "injected fault".into(),
+            }),
+            Fault::AccessDenied => Err(ProviderError::AccessDenied {
+                key: key.clone(),
+                detail: "injected fault".into(),
+            }),
+            Fault::NotFound => Err(ProviderError::NotFound { key: key.clone() }),
+        }
+    }
+}
+
+impl core::fmt::Debug for FaultInjector {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("FaultInjector")
+            .field("provider", &self.inner.name())
+            .field(
+                "fault",
+                &*self.fault.lock().unwrap_or_else(PoisonError::into_inner),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl RootKeyProvider for FaultInjector {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn current_version(&self, label: &str) -> Result<u32, ProviderError> {
+        self.inner.current_version(label)
+    }
+
+    fn wrap(
+        &self,
+        key: &RootKeyRef,
+        material: &KeyMaterial,
+        aad: &[u8],
+    ) -> Result<Vec<u8>, ProviderError> {
+        self.inject(key)?;
+        self.inner.wrap(key, material, aad)
+    }
+
+    fn unwrap(
+        &self,
+        key: &RootKeyRef,
+        wrapped: &[u8],
+        aad: &[u8],
+    ) -> Result<KeyMaterial, ProviderError> {
+        self.inject(key)?;
+        self.inner.unwrap(key, wrapped, aad)
+    }
+}

@@ -1,0 +1,1105 @@
+//! The tenant key hierarchy: tenants, their TIK versions, file keys, the
+//! TIK cache, rotation, revocation and purge.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use atrest_audit::{Audit, Event, FileRef, KeyRef, Outcome, Record, Text};
+use atrest_filekey::{
+    FileContext, FileKey, Kek, KeyGenerator, KeyId, KeyVersion, TenantId, WrappedFileKey,
+};
+
+use crate::store::{
+    Rewrapped, RootKeySlot, SlotRole, TenantKind, TenantRecord, TenantState, TikWrap,
+};
+use crate::{
+    Access, Decision, DenyAll, Error, KeyMaterial, MetadataStore, ProviderError, ReleasePolicy,
+    RootKeyProvider, RootKeyRef, WrappedKeyIndex,
+};
+
+const TIK_AAD_LABEL: &[u8] = b"atrest/v1 tik";
+
+/// The default TIK cache lifetime, and so the default bound on revocation
+/// lag: five minutes.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
+
+thread_local! {
+    static GENERATOR: RefCell<Option<KeyGenerator>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's batch key generator (fast-key-erasure,
+/// reseeded from the OS and on fork; see `atrest_filekey::KeyGenerator`).
+fn with_generator<T>(
+    f: impl FnOnce(&mut KeyGenerator) -> Result<T, atrest_filekey::Error>,
+) -> Result<T, Error> {
+    GENERATOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let generator = match &mut *slot {
+            Some(generator) => generator,
+            empty => empty.insert(KeyGenerator::new()?),
+        };
+        Ok(f(generator)?)
+    })
+}
+
+/// Text for an audit record from arbitrary text: control characters
+/// replaced, cut to the maximum length.
+fn audit_text(text: &str) -> Text {
+    let mut clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    while clean.len() > atrest_audit::MAX_TEXT_LEN {
+        let _ = clean.pop();
+    }
+    Text::new(clean.clone())
+        .or_else(|_| Text::new(format!("text:{clean}")))
+        .or_else(|_| Text::new("unprintable"))
+        .unwrap_or_else(|_| unreachable!("a short plain text is valid"))
+}
+
+/// The associated data binding a TIK wrap to its tenant, TIK and root key.
+fn tik_aad(tenant: TenantId, tik_id: KeyId, version: KeyVersion, root: &RootKeyRef) -> Vec<u8> {
+    let mut aad = TIK_AAD_LABEL.to_vec();
+    aad.extend_from_slice(&tenant.encode());
+    aad.extend_from_slice(&tik_id.encode());
+    aad.extend_from_slice(&version.encode());
+    root.encode_into(&mut aad);
+    aad
+}
+
+type TikCache = HashMap<(TenantId, KeyVersion), Cached<Arc<Kek>>>;
+
+struct Cached<T> {
+    value: T,
+    expires: Instant,
+}
+
+/// A tenant's metadata as cached, with the texts its audit records use.
+struct TenantEntry {
+    record: TenantRecord,
+    tenant_text: Text,
+    tik_text: Text,
+}
+
+/// Progress of a re-wrap, reported after each batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RewrapProgress {
+    /// Wrapped file keys moved to the current TIK version so far.
+    pub done: u64,
+    /// How many were under older versions when the re-wrap started.
+    pub total: u64,
+}
+
+/// What a finished re-wrap did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RewrapReport {
+    /// The TIK version every wrapped file key of the tenant is now under.
+    pub tik_version: KeyVersion,
+    /// How many wrapped file keys were re-wrapped.
+    pub rewrapped: u64,
+    /// How many batches (transactions) that took.
+    pub batches: u64,
+}
+
+/// What rolling a root key did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RootRollReport {
+    /// Tenants whose TIK versions were re-wrapped.
+    pub tenants: u64,
+    /// TIK versions re-wrapped.
+    pub tik_versions: u64,
+}
+
+/// Builds a [`KeyHierarchy`].
+pub struct Builder {
+    store: Arc<dyn MetadataStore>,
+    audit: Arc<dyn Audit>,
+    providers: HashMap<String, Arc<dyn RootKeyProvider>>,
+    service_root: Option<(String, String)>,
+    availability: Option<(String, String)>,
+    policy: Arc<dyn ReleasePolicy>,
+    ttl: Duration,
+    actor: String,
+}
+
+impl Builder {
+    /// Registers a root-key provider under its name.
+    #[must_use]
+    pub fn provider(mut self, provider: Arc<dyn RootKeyProvider>) -> Self {
+        let _ = self.providers.insert(provider.name().to_owned(), provider);
+        self
+    }
+
+    /// The root key that wraps the TIKs of new service-managed tenants:
+    /// key `label` of provider `provider`, at its current version.
+    #[must_use]
+    pub fn service_root_key(mut self, provider: &str, label: &str) -> Self {
+        self.service_root = Some((provider.to_owned(), label.to_owned()));
+        self
+    }
+
+    /// The availability key that wraps the TIKs of new customer-key tenants
+    /// next to their customer keys.
+    #[must_use]
+    pub fn availability_key(mut self, provider: &str, label: &str) -> Self {
+        self.availability = Some((provider.to_owned(), label.to_owned()));
+        self
+    }
+
+    /// The key-release policy (by default [`DenyAll`]).
+    #[must_use]
+    pub fn policy(mut self, policy: Arc<dyn ReleasePolicy>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// How long an unwrapped TIK (and a tenant's metadata) stays cached:
+    /// the bound on how long a revocation made at the customer's HSM takes
+    /// to stop user requests. Default [`DEFAULT_CACHE_TTL`]; zero disables
+    /// the cache.
+    #[must_use]
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Who the audit records name as the actor (the service's identity).
+    #[must_use]
+    pub fn actor(mut self, actor: &str) -> Self {
+        actor.clone_into(&mut self.actor);
+        self
+    }
+
+    /// Builds the hierarchy.
+    ///
+    /// # Errors
+    /// [`Error::Misuse`] if the service root key or availability key names
+    /// a provider that was not registered.
+    pub fn build(self) -> Result<KeyHierarchy, Error> {
+        for (provider, _) in self.service_root.iter().chain(&self.availability) {
+            if !self.providers.contains_key(provider) {
+                return Err(Error::Misuse(
+                    "the service root key or availability key names an unregistered provider",
+                ));
+            }
+        }
+        Ok(KeyHierarchy {
+            store: self.store,
+            audit: self.audit,
+            providers: self.providers,
+            service_root: self.service_root,
+            availability: self.availability,
+            policy: self.policy,
+            ttl: self.ttl,
+            actor: audit_text(&self.actor),
+            tenants: RwLock::default(),
+            tiks: RwLock::default(),
+        })
+    }
+}
+
+/// Tenant key hierarchies: creates tenants, wraps and releases file keys
+/// under their TIKs, and rotates, revokes and purges.
+///
+/// Shareable across threads (`&self` everywhere). See the crate
+/// documentation for the model and its rules.
+pub struct KeyHierarchy {
+    store: Arc<dyn MetadataStore>,
+    audit: Arc<dyn Audit>,
+    providers: HashMap<String, Arc<dyn RootKeyProvider>>,
+    service_root: Option<(String, String)>,
+    availability: Option<(String, String)>,
+    policy: Arc<dyn ReleasePolicy>,
+    ttl: Duration,
+    actor: Text,
+    tenants: RwLock<HashMap<TenantId, Cached<Arc<TenantEntry>>>>,
+    tiks: RwLock<TikCache>,
+}
+
+impl core::fmt::Debug for KeyHierarchy {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("KeyHierarchy")
+            .field("providers", &self.providers.keys().collect::<Vec<_>>())
+            .field("cache_ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyHierarchy {
+    /// Starts building a hierarchy over `store`, auditing through `audit`.
+    pub fn builder(store: Arc<dyn MetadataStore>, audit: Arc<dyn Audit>) -> Builder {
+        Builder {
+            store,
+            audit,
+            providers: HashMap::new(),
+            service_root: None,
+            availability: None,
+            policy: Arc::new(DenyAll),
+            ttl: DEFAULT_CACHE_TTL,
+            actor: "atrest".into(),
+        }
+    }
+
+    // ----- audit -------------------------------------------------------
+
+    fn record(&self, entry: &TenantEntry, event: Event, outcome: Outcome) -> Result<(), Error> {
+        let record = Record::new(self.actor.clone(), event)
+            .tenant(entry.tenant_text.clone())
+            .outcome(outcome);
+        let _ = self.audit.record(record)?;
+        Ok(())
+    }
+
+    fn tik_ref(entry: &TenantEntry, version: KeyVersion) -> KeyRef {
+        KeyRef {
+            key: entry.tik_text.clone(),
+            version: Some(u32::from(version)),
+        }
+    }
+
+    fn root_ref(key: &RootKeyRef) -> KeyRef {
+        KeyRef {
+            key: audit_text(&format!("{}:{}", key.provider(), key.label())),
+            version: Some(key.version()),
+        }
+    }
+
+    fn file_ref(context: &FileContext) -> FileRef {
+        FileRef {
+            file: audit_text(&context.file.to_string()),
+            version: u64::from(context.version),
+        }
+    }
+
+    fn failed(error: &Error) -> Outcome {
+        Outcome::Failed {
+            error: audit_text(&error.to_string()),
+        }
+    }
+
+    // ----- tenant metadata cache ---------------------------------------
+
+    fn entry_from(record: TenantRecord) -> TenantEntry {
+        TenantEntry {
+            tenant_text: audit_text(&record.tenant.to_string()),
+            tik_text: audit_text(&format!("tik:{}", record.tik_id)),
+            record,
+        }
+    }
+
+    fn tenant_entry(&self, tenant: TenantId) -> Result<Arc<TenantEntry>, Error> {
+        let now = Instant::now();
+        if let Some(cached) = self
+            .tenants
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&tenant)
+            .filter(|cached| cached.expires > now)
+        {
+            return Ok(Arc::clone(&cached.value));
+        }
+        let record = self
+            .store
+            .tenant(tenant)?
+            .ok_or(Error::UnknownTenant(tenant))?;
+        let entry = Arc::new(Self::entry_from(record));
+        if !self.ttl.is_zero() {
+            let _ = self
+                .tenants
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(
+                    tenant,
+                    Cached {
+                        value: Arc::clone(&entry),
+                        expires: now + self.ttl,
+                    },
+                );
+        }
+        Ok(entry)
+    }
+
+    /// The tenant's metadata, fresh from the store.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; [`Error::Store`].
+    pub fn tenant(&self, tenant: TenantId) -> Result<TenantRecord, Error> {
+        self.store
+            .tenant(tenant)?
+            .ok_or(Error::UnknownTenant(tenant))
+    }
+
+    /// Every tenant in the store.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub fn tenants(&self) -> Result<Vec<TenantId>, Error> {
+        self.store.tenants()
+    }
+
+    /// Empties the TIK cache: every cached TIK is dropped (and zeroized once
+    /// no operation in flight holds it), so the next use of each asks its
+    /// root keys again. Makes a revocation at the customer's HSM take effect
+    /// at once.
+    pub fn flush_cache(&self) {
+        self.tenants
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.tiks
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// Drops one tenant's cached TIKs and metadata.
+    pub fn flush_tenant(&self, tenant: TenantId) {
+        let _ = self
+            .tenants
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&tenant);
+        self.tiks
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(t, _), _| *t != tenant);
+    }
+
+    /// Drops expired cache entries now (they are otherwise dropped when the
+    /// next TIK is loaded). A service may call this from a timer so expired
+    /// key material does not stay in memory.
+    pub fn evict_expired(&self) {
+        let now = Instant::now();
+        self.tenants
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, cached| cached.expires > now);
+        self.tiks
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, cached| cached.expires > now);
+    }
+
+    /// How many TIKs are cached (expired ones included until evicted).
+    pub fn cached_tiks(&self) -> usize {
+        self.tiks
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    // ----- root keys ---------------------------------------------------
+
+    fn provider(&self, key: &RootKeyRef) -> Result<&Arc<dyn RootKeyProvider>, ProviderError> {
+        self.providers
+            .get(key.provider())
+            .ok_or_else(|| ProviderError::Misconfigured {
+                provider: key.provider().to_owned(),
+                detail: "no provider of that name is registered".into(),
+            })
+    }
+
+    fn current_key(
+        &self,
+        configured: Option<&(String, String)>,
+        what: &'static str,
+    ) -> Result<RootKeyRef, Error> {
+        let (provider, label) = configured.ok_or(Error::Misuse(what))?;
+        let probe = RootKeyRef::new(provider.clone(), label.clone(), 1)?;
+        let version = self.provider(&probe)?.current_version(label)?;
+        Ok(probe.with_version(version))
+    }
+
+    fn wrap_tik(
+        &self,
+        record: &TenantRecord,
+        version: KeyVersion,
+        slot: u8,
+        key: &RootKeyRef,
+        material: &KeyMaterial,
+    ) -> Result<TikWrap, Error> {
+        let aad = tik_aad(record.tenant, record.tik_id, version, key);
+        Ok(TikWrap {
+            version,
+            slot,
+            wrapped: self.provider(key)?.wrap(key, material, &aad)?,
+        })
+    }
+
+    /// Unwraps one TIK wrap with its slot's root key. A key that is gone
+    /// although it wrapped this TIK is reported as destroyed.
+    fn unwrap_slot(
+        &self,
+        record: &TenantRecord,
+        wrap: &TikWrap,
+    ) -> Result<KeyMaterial, ProviderError> {
+        let slot = record.slots.get(usize::from(wrap.slot)).ok_or_else(|| {
+            ProviderError::Misconfigured {
+                provider: "key store".into(),
+                detail: "a TIK wrap names a root key slot the tenant does not have".into(),
+            }
+        })?;
+        let aad = tik_aad(record.tenant, record.tik_id, wrap.version, &slot.key);
+        match self
+            .provider(&slot.key)?
+            .unwrap(&slot.key, &wrap.wrapped, &aad)
+        {
+            Err(ProviderError::NotFound { key }) => Err(ProviderError::Destroyed { key }),
+            other => other,
+        }
+    }
+
+    /// Recovers a TIK version's key material following the model's rules;
+    /// returns it and whether it may be cached for user requests.
+    fn unwrap_tik(
+        &self,
+        entry: &TenantEntry,
+        version: KeyVersion,
+        access: &Access<'_>,
+    ) -> Result<(KeyMaterial, bool), Error> {
+        let record = &entry.record;
+        if record.state == TenantState::Purged {
+            return Err(Error::Purged(record.tenant));
+        }
+        let wraps = self.store.tik_wraps(record.tenant, version)?;
+        if wraps.is_empty() {
+            // A purge elsewhere since the metadata was cached, or no such version.
+            return match self.store.tenant(record.tenant)? {
+                Some(fresh) if fresh.state == TenantState::Purged => {
+                    Err(Error::Purged(record.tenant))
+                }
+                _ => Err(Error::UnknownTikVersion {
+                    tenant: record.tenant,
+                    version,
+                }),
+            };
+        }
+        let in_role = |role: SlotRole| {
+            wraps.iter().filter(move |wrap| {
+                record
+                    .slots
+                    .get(usize::from(wrap.slot))
+                    .is_some_and(|slot| slot.role == role)
+            })
+        };
+        if record.kind == TenantKind::ServiceManaged {
+            let wrap = in_role(SlotRole::Service).next().ok_or(Error::Store(
+                "service-managed tenant without a service root key wrap".into(),
+            ))?;
+            return Ok((self.unwrap_slot(record, wrap)?, true));
+        }
+
+        // Customer keys first.
+        let mut errors = Vec::new();
+        let mut customer_keys = Vec::new();
+        for wrap in in_role(SlotRole::Customer) {
+            let Some(slot) = record.slots.get(usize::from(wrap.slot)) else {
+                continue;
+            };
+            customer_keys.push(Self::root_ref(&slot.key));
+            if slot.revoked {
+                errors.push(ProviderError::AccessDenied {
+                    key: slot.key.clone(),
+                    detail: "revoked by the customer".into(),
+                });
+                continue;
+            }
+            match self.unwrap_slot(record, wrap) {
+                Ok(material) => return Ok((material, true)),
+                Err(error) => errors.push(error),
+            }
+        }
+        let all_unavailable = errors.iter().all(ProviderError::is_unavailable);
+        if !all_unavailable && !access.is_system() {
+            let all_revoked = record
+                .slots
+                .iter()
+                .filter(|slot| slot.role == SlotRole::Customer)
+                .all(|slot| slot.revoked);
+            if all_revoked {
+                return Err(Error::Revoked(record.tenant));
+            }
+            let decisive = errors.into_iter().max_by_key(ProviderError::rank);
+            return Err(decisive.map_or(Error::Revoked(record.tenant), Error::RootKey));
+        }
+
+        // The availability key: customer keys unavailable, or a system
+        // operation. Audited whatever the outcome; no key without the record.
+        let wrap = in_role(SlotRole::Availability).next().ok_or(Error::Store(
+            "customer-key tenant without an availability key wrap".into(),
+        ))?;
+        let result = self.unwrap_slot(record, wrap).map_err(Error::RootKey);
+        let operation = match access {
+            Access::User { principal } => format!("user request by {principal}"),
+            Access::System { operation } => format!("system operation {operation}"),
+        };
+        let outcome = match &result {
+            Ok(_) => Outcome::Success,
+            Err(error) => Self::failed(error),
+        };
+        self.record(
+            entry,
+            Event::AvailabilityKeyFallback {
+                root_keys: customer_keys,
+                operation: audit_text(&operation),
+            },
+            outcome,
+        )?;
+        // Cache only what user requests may use too.
+        Ok((result?, all_unavailable))
+    }
+
+    /// The KEK of a TIK version, from the cache or unwrapped.
+    fn tik(
+        &self,
+        entry: &TenantEntry,
+        version: KeyVersion,
+        access: &Access<'_>,
+    ) -> Result<Arc<Kek>, Error> {
+        let tenant = entry.record.tenant;
+        let now = Instant::now();
+        if let Some(cached) = self
+            .tiks
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(tenant, version))
+            .filter(|cached| cached.expires > now)
+        {
+            return Ok(Arc::clone(&cached.value));
+        }
+        let (material, cacheable) = self.unwrap_tik(entry, version, access)?;
+        let kek = Arc::new(Kek::from_secret_bytes(
+            entry.record.tik_id,
+            version,
+            material.expose_secret(),
+        ));
+        drop(material);
+        if cacheable && !self.ttl.is_zero() {
+            let mut tiks = self.tiks.write().unwrap_or_else(PoisonError::into_inner);
+            tiks.retain(|_, cached| cached.expires > now);
+            let _ = tiks.insert(
+                (tenant, version),
+                Cached {
+                    value: Arc::clone(&kek),
+                    expires: now + self.ttl,
+                },
+            );
+        }
+        Ok(kek)
+    }
+
+    // ----- tenants -----------------------------------------------------
+
+    fn create(
+        &self,
+        tenant: TenantId,
+        kind: TenantKind,
+        slots: Vec<RootKeySlot>,
+    ) -> Result<TenantRecord, Error> {
+        let record = TenantRecord {
+            tenant,
+            kind,
+            state: TenantState::Active,
+            tik_id: with_generator(KeyId::random)?,
+            current_tik: KeyVersion::FIRST,
+            slots,
+        };
+        let material = KeyMaterial::generate()?;
+        let wraps = record
+            .slots
+            .iter()
+            .zip(0u8..)
+            .map(|(slot, index)| {
+                self.wrap_tik(&record, KeyVersion::FIRST, index, &slot.key, &material)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.store.create_tenant(&record, &wraps)?;
+        let entry = Self::entry_from(record.clone());
+        self.record(
+            &entry,
+            Event::TikRolled {
+                tik: Self::tik_ref(&entry, KeyVersion::FIRST),
+                previous_version: None,
+            },
+            Outcome::Success,
+        )?;
+        Ok(record)
+    }
+
+    /// Creates a service-managed tenant: a first TIK version, wrapped under
+    /// the current version of the configured service root key.
+    ///
+    /// # Errors
+    /// [`Error::TenantExists`]; [`Error::Misuse`] if no service root key is
+    /// configured; [`Error::RootKey`] if it cannot wrap; [`Error::Store`];
+    /// [`Error::Audit`].
+    pub fn create_service_tenant(&self, tenant: TenantId) -> Result<TenantRecord, Error> {
+        let key = self.current_key(
+            self.service_root.as_ref(),
+            "no service root key is configured",
+        )?;
+        let slots = vec![RootKeySlot {
+            role: SlotRole::Service,
+            key,
+            revoked: false,
+        }];
+        self.create(tenant, TenantKind::ServiceManaged, slots)
+    }
+
+    /// Creates a customer-key tenant: a first TIK version wrapped under each
+    /// of the customer's two root keys and under the availability key. All
+    /// three must be usable now.
+    ///
+    /// # Errors
+    /// As for [`KeyHierarchy::create_service_tenant`]; [`Error::Misuse`] if
+    /// the two customer keys are the same or no availability key is
+    /// configured.
+    pub fn create_customer_key_tenant(
+        &self,
+        tenant: TenantId,
+        customer_keys: [RootKeyRef; 2],
+    ) -> Result<TenantRecord, Error> {
+        let [first, second] = customer_keys;
+        if first == second {
+            return Err(Error::Misuse(
+                "a customer-key tenant needs two different customer keys",
+            ));
+        }
+        let availability = self.current_key(
+            self.availability.as_ref(),
+            "no availability key is configured",
+        )?;
+        let customer = |key| RootKeySlot {
+            role: SlotRole::Customer,
+            key,
+            revoked: false,
+        };
+        let slots = vec![
+            customer(first),
+            customer(second),
+            RootKeySlot {
+                role: SlotRole::Availability,
+                key: availability,
+                revoked: false,
+            },
+        ];
+        self.create(tenant, TenantKind::CustomerKey, slots)
+    }
+
+    // ----- file keys ---------------------------------------------------
+
+    /// Generates the file key of a new file version and wraps it under the
+    /// tenant's current TIK. The caller stores the wrapped key with the
+    /// file's metadata and encrypts with the key, then drops it.
+    ///
+    /// Audited as `file_key_wrapped`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; [`Error::Purged`]; [`Error::Revoked`] or
+    /// [`Error::RootKey`] if the TIK cannot be unwrapped (see [`Access`]);
+    /// [`Error::Audit`] (then no key is returned).
+    pub fn new_file_key(
+        &self,
+        access: &Access<'_>,
+        context: &FileContext,
+    ) -> Result<(FileKey, WrappedFileKey), Error> {
+        let entry = self.tenant_entry(context.tenant)?;
+        let version = entry.record.current_tik;
+        let result = self.tik(&entry, version, access).and_then(|tik| {
+            with_generator(|rng| {
+                let key = FileKey::generate_with(rng)?;
+                let wrapped = tik.wrap(&key, context, rng)?;
+                Ok((key, wrapped))
+            })
+        });
+        let event = Event::FileKeyWrapped {
+            file: Self::file_ref(context),
+            kek: Self::tik_ref(&entry, version),
+        };
+        match result {
+            Ok(pair) => {
+                self.record(&entry, event, Outcome::Success)?;
+                Ok(pair)
+            }
+            Err(error) => {
+                self.record(&entry, event, Self::failed(&error))?;
+                Err(error)
+            }
+        }
+    }
+
+    /// Releases the file key of a file version to `access`: checks the
+    /// key-release policy, then unwraps under the TIK version the wrapped
+    /// key names. Every release and every refusal is audited; if the record
+    /// cannot be written, no key is released.
+    ///
+    /// # Errors
+    /// [`Error::Denied`] if the policy refuses; [`Error::Purged`];
+    /// [`Error::WrongTenant`] if the wrapped key is another tenant's;
+    /// [`Error::Revoked`] or [`Error::RootKey`] if the TIK cannot be
+    /// unwrapped; [`Error::FileKey`] if the wrapped key does not
+    /// authenticate for `context`; [`Error::UnknownTenant`],
+    /// [`Error::UnknownTikVersion`], [`Error::Store`], [`Error::Audit`].
+    pub fn release_file_key(
+        &self,
+        access: &Access<'_>,
+        context: &FileContext,
+        wrapped: &WrappedFileKey,
+    ) -> Result<FileKey, Error> {
+        let entry = self.tenant_entry(context.tenant)?;
+        let principal = audit_text(&access.principal());
+        let released = |entry: &TenantEntry| {
+            if entry.record.state == TenantState::Purged {
+                return Err(Error::Purged(context.tenant));
+            }
+            if let Decision::Deny(reason) = self.policy.decide(access, context.tenant, context.file)
+            {
+                return Err(Error::Denied { reason });
+            }
+            if wrapped.kek_id() != entry.record.tik_id {
+                return Err(Error::WrongTenant(context.tenant));
+            }
+            let tik = self.tik(entry, wrapped.kek_version(), access)?;
+            Ok(tik.unwrap(wrapped, context)?)
+        };
+        let result = released(&entry);
+        let file = Self::file_ref(context);
+        match result {
+            Ok(key) => {
+                let event = Event::FileKeyReleased {
+                    file,
+                    kek: Self::tik_ref(&entry, wrapped.kek_version()),
+                    principal,
+                };
+                self.record(&entry, event, Outcome::Success)?;
+                Ok(key)
+            }
+            Err(Error::Denied { reason }) => {
+                let event = Event::ReleaseDenied { file, principal };
+                let outcome = Outcome::Denied {
+                    reason: audit_text(&reason),
+                };
+                self.record(&entry, event, outcome)?;
+                Err(Error::Denied { reason })
+            }
+            Err(error) => {
+                let event = Event::ReleaseDenied { file, principal };
+                self.record(&entry, event, Self::failed(&error))?;
+                Err(error)
+            }
+        }
+    }
+
+    // ----- rotation ----------------------------------------------------
+
+    /// Rolls the tenant's TIK: a new version, wrapped under every root key
+    /// of the tenant, becomes current. New file keys are wrapped under it;
+    /// existing wrapped file keys keep working under their version until
+    /// [`KeyHierarchy::rewrap_file_keys`] moves them.
+    ///
+    /// # Errors
+    /// [`Error::Purged`]; [`Error::RootKey`] if a root key cannot wrap;
+    /// [`Error::Store`] (also if another roll won the race); [`Error::Audit`].
+    pub fn roll_tik(&self, tenant: TenantId) -> Result<KeyVersion, Error> {
+        let record = self.tenant(tenant)?;
+        if record.state == TenantState::Purged {
+            return Err(Error::Purged(tenant));
+        }
+        let previous = record.current_tik;
+        let next = self
+            .store
+            .tik_versions(tenant)?
+            .into_iter()
+            .max()
+            .unwrap_or(previous)
+            .max(previous)
+            .next()
+            .ok_or(Error::Misuse("the TIK version counter is exhausted"))?;
+        let material = KeyMaterial::generate()?;
+        let wraps = record
+            .slots
+            .iter()
+            .zip(0u8..)
+            .map(|(slot, index)| self.wrap_tik(&record, next, index, &slot.key, &material))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.store.add_tik_version(tenant, previous, &wraps)?;
+        self.flush_tenant(tenant);
+        let entry = Self::entry_from(record);
+        self.record(
+            &entry,
+            Event::TikRolled {
+                tik: Self::tik_ref(&entry, next),
+                previous_version: Some(u32::from(previous)),
+            },
+            Outcome::Success,
+        )?;
+        Ok(next)
+    }
+
+    /// Re-wraps every wrapped file key of `tenant` that is under an older
+    /// TIK version so it is under the current one, `batch_size` keys per
+    /// transaction of `index`, calling `progress` after each batch.
+    ///
+    /// Resumable: each batch commits on its own, and a re-wrap that stopped
+    /// (crash, error) picks up what is still under older versions when run
+    /// again. Keys changed concurrently are left alone by
+    /// [`WrappedKeyIndex::replace`]. Each batch is audited as
+    /// `file_keys_rewrapped`. Runs as a system operation.
+    ///
+    /// # Errors
+    /// Those of [`KeyHierarchy::release_file_key`] for any key that cannot
+    /// be unwrapped (the batch is then not written); [`Error::Store`];
+    /// [`Error::Audit`].
+    pub fn rewrap_file_keys(
+        &self,
+        tenant: TenantId,
+        index: &dyn WrappedKeyIndex,
+        batch_size: usize,
+        progress: &mut dyn FnMut(RewrapProgress),
+    ) -> Result<RewrapReport, Error> {
+        let access = Access::System {
+            operation: "rewrap",
+        };
+        self.flush_tenant(tenant);
+        let entry = self.tenant_entry(tenant)?;
+        let current = entry.record.current_tik;
+        let total = index.count_older_than(tenant, current)?;
+        let current_tik = self.tik(&entry, current, &access)?;
+        let mut report = RewrapReport {
+            tik_version: current,
+            rewrapped: 0,
+            batches: 0,
+        };
+        progress(RewrapProgress { done: 0, total });
+        loop {
+            let batch = index.older_than(tenant, current, batch_size.max(1))?;
+            if batch.is_empty() {
+                return Ok(report);
+            }
+            let mut rewrapped = Vec::with_capacity(batch.len());
+            for (context, old) in batch {
+                if context.tenant != tenant || old.kek_id() != entry.record.tik_id {
+                    return Err(Error::WrongTenant(tenant));
+                }
+                let key = self
+                    .tik(&entry, old.kek_version(), &access)?
+                    .unwrap(&old, &context)?;
+                let new = with_generator(|rng| current_tik.wrap(&key, &context, rng))?;
+                rewrapped.push(Rewrapped { context, old, new });
+            }
+            let replaced = index.replace(&rewrapped)?;
+            if replaced == 0 {
+                return Err(Error::Store(
+                    "re-wrap made no progress: the index did not replace any key of a batch".into(),
+                ));
+            }
+            report.rewrapped += replaced;
+            report.batches += 1;
+            self.record(
+                &entry,
+                Event::FileKeysRewrapped {
+                    tik: Self::tik_ref(&entry, current),
+                    count: replaced,
+                },
+                Outcome::Success,
+            )?;
+            progress(RewrapProgress {
+                done: report.rewrapped,
+                total: total.max(report.rewrapped),
+            });
+        }
+    }
+
+    /// Retires (destroys) an old TIK version once no wrapped file key in
+    /// `index` refers to it and it is not the current version.
+    ///
+    /// # Errors
+    /// [`Error::TikInUse`]; [`Error::UnknownTikVersion`];
+    /// [`Error::Store`]; [`Error::Audit`].
+    pub fn retire_tik(
+        &self,
+        tenant: TenantId,
+        version: KeyVersion,
+        index: &dyn WrappedKeyIndex,
+    ) -> Result<(), Error> {
+        let record = self.tenant(tenant)?;
+        if !self.store.tik_versions(tenant)?.contains(&version) {
+            return Err(Error::UnknownTikVersion { tenant, version });
+        }
+        let references = index.count_under(tenant, version)?;
+        let is_current = record.current_tik == version;
+        if references > 0 || is_current {
+            return Err(Error::TikInUse {
+                tenant,
+                version,
+                references,
+                is_current,
+            });
+        }
+        self.store.retire_tik_version(tenant, version)?;
+        self.flush_tenant(tenant);
+        let entry = Self::entry_from(record);
+        let mut fields = std::collections::BTreeMap::new();
+        let _ = fields.insert(
+            audit_text("tik"),
+            atrest_audit::Value::Text(entry.tik_text.clone()),
+        );
+        let _ = fields.insert(
+            audit_text("version"),
+            atrest_audit::Value::Count(u64::from(u32::from(version))),
+        );
+        self.record(
+            &entry,
+            Event::Custom {
+                kind: audit_text("tik_retired"),
+                fields,
+            },
+            Outcome::Success,
+        )
+    }
+
+    /// Rolls a root key: every TIK version wrapped under `from` (in any
+    /// tenant) is re-wrapped under `to`, one transaction per tenant. No file
+    /// key and no data is touched. For the service's keys, make `to` with
+    /// `ServiceKeys::roll_key` first; for a customer key, the customer makes
+    /// the new key in their HSM.
+    ///
+    /// The TIK material is recovered through `from` (or, failing that,
+    /// under the system-operation rules). Each tenant is audited as
+    /// `root_key_rolled`.
+    ///
+    /// # Errors
+    /// [`Error::RootKey`] if the TIK cannot be recovered or `to` cannot
+    /// wrap; [`Error::Store`]; [`Error::Audit`]. Tenants already done stay
+    /// done; running it again finishes the rest.
+    pub fn roll_root_key(
+        &self,
+        from: &RootKeyRef,
+        to: &RootKeyRef,
+    ) -> Result<RootRollReport, Error> {
+        let mut report = RootRollReport::default();
+        for tenant in self.store.tenants()? {
+            let Some(record) = self.store.tenant(tenant)? else {
+                continue;
+            };
+            if record.state == TenantState::Purged {
+                continue;
+            }
+            let slots: Vec<u8> = record
+                .slots
+                .iter()
+                .zip(0u8..)
+                .filter(|(slot, _)| slot.key == *from)
+                .map(|(_, index)| index)
+                .collect();
+            if slots.is_empty() {
+                continue;
+            }
+            let entry = Self::entry_from(record);
+            let versions = self.store.tik_versions(tenant)?;
+            for slot in slots {
+                let mut wraps = Vec::with_capacity(versions.len());
+                for version in &versions {
+                    let material = self.tik_material(&entry, *version, slot)?;
+                    wraps.push(self.wrap_tik(&entry.record, *version, slot, to, &material)?);
+                }
+                self.store.replace_root_key(tenant, slot, to, &wraps)?;
+            }
+            self.flush_tenant(tenant);
+            report.tenants += 1;
+            report.tik_versions += versions.len() as u64;
+            self.record(
+                &entry,
+                Event::RootKeyRolled {
+                    root_key: Self::root_ref(to),
+                    tik_versions: versions.len() as u64,
+                },
+                Outcome::Success,
+            )?;
+        }
+        Ok(report)
+    }
+
+    /// A TIK version's material, through slot `slot` first, else by the
+    /// system-operation rules.
+    fn tik_material(
+        &self,
+        entry: &TenantEntry,
+        version: KeyVersion,
+        slot: u8,
+    ) -> Result<KeyMaterial, Error> {
+        let wraps = self.store.tik_wraps(entry.record.tenant, version)?;
+        if let Some(wrap) = wraps.iter().find(|wrap| wrap.slot == slot)
+            && let Ok(material) = self.unwrap_slot(&entry.record, wrap)
+        {
+            return Ok(material);
+        }
+        let access = Access::System {
+            operation: "roll root key",
+        };
+        Ok(self.unwrap_tik(entry, version, &access)?.0)
+    }
+
+    // ----- revocation and purge ----------------------------------------
+
+    /// Records that the customer revoked the service's use of one of the
+    /// tenant's customer keys, and drops the tenant's cached TIKs so the
+    /// revocation applies at once in this process. User requests then use
+    /// only the tenant's other customer key; with both revoked they fail
+    /// with [`Error::Revoked`]. Audited as `customer_key_revoked`.
+    ///
+    /// # Errors
+    /// [`Error::Misuse`] if `key` is not a customer key of the tenant;
+    /// [`Error::Store`]; [`Error::Audit`].
+    pub fn revoke_customer_key(&self, tenant: TenantId, key: &RootKeyRef) -> Result<(), Error> {
+        let record = self.tenant(tenant)?;
+        let slot = record
+            .slots
+            .iter()
+            .zip(0u8..)
+            .find(|(slot, _)| slot.role == SlotRole::Customer && slot.key == *key)
+            .map(|(_, index)| index)
+            .ok_or(Error::Misuse(
+                "that key is not a customer key of this tenant",
+            ))?;
+        self.store.set_revoked(tenant, slot, true)?;
+        self.flush_tenant(tenant);
+        let entry = Self::entry_from(record);
+        self.record(
+            &entry,
+            Event::CustomerKeyRevoked {
+                root_key: Self::root_ref(key),
+            },
+            Outcome::Success,
+        )
+    }
+
+    /// Purges a tenant (crypto-shredding): destroys every TIK version and
+    /// every wrap of it, the availability key's included, and drops the
+    /// tenant from the cache. From then on every file key of the tenant is
+    /// unrecoverable, and every attempt fails with [`Error::Purged`] and is
+    /// audited. Final: there is no undo. Audited as `tenant_purged`.
+    ///
+    /// Other processes sharing the store stop using their cached TIKs of
+    /// the tenant within the cache TTL.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; [`Error::Store`]; [`Error::Audit`].
+    pub fn purge(&self, tenant: TenantId) -> Result<u64, Error> {
+        let record = self.tenant(tenant)?;
+        let destroyed = self.store.purge_tenant(tenant)?;
+        self.flush_tenant(tenant);
+        let entry = Self::entry_from(record);
+        self.record(
+            &entry,
+            Event::TenantPurged {
+                tik_versions: destroyed,
+            },
+            Outcome::Success,
+        )?;
+        Ok(destroyed)
+    }
+}

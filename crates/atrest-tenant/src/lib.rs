@@ -1,0 +1,27 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod db;
+mod error;
+pub mod fault;
+mod hierarchy;
+pub mod pkcs11;
+mod policy;
+mod provider;
+mod seal;
+pub mod service;
+pub mod store;
+
+pub use error::{Error, ProviderError};
+pub use hierarchy::{
+    Builder, DEFAULT_CACHE_TTL, KeyHierarchy, RewrapProgress, RewrapReport, RootRollReport,
+};
+pub use pkcs11::{KeyProtection, Pkcs11Keys};
+pub use policy::{Access, Decision, DenyAll, ReleasePolicy};
+pub use provider::{KeyMaterial, MAX_NAME_LEN, RootKeyProvider, RootKeyRef};
+pub use service::{MasterKey, ServiceKeys};
+pub use store::{
+    MetadataStore, Rewrapped, RootKeySlot, SlotRole, SqliteStore, TenantKind, TenantRecord,
+    TenantState, TikWrap, WrappedKeyIndex,
+};

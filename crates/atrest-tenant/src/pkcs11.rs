@@ -1,0 +1,503 @@
+//! Root keys in a PKCS#11 token (an HSM, or SoftHSM2): customer keys, or the
+//! service's master key.
+//!
+//! Keys are AES-256 secret keys on the token, created *sensitive* and *not
+//! extractable*, so their value never leaves the token; wrapping and
+//! unwrapping run inside it (`CKM_AES_GCM`).
+//!
+//! # Wrapped form (version 1)
+//!
+//! `0x01` ‖ IV (12 random bytes) ‖ AES-256-GCM ciphertext of the 32-byte
+//! key ‖ 16-byte tag, with associated data `0x01 ‖ aad`: 61 bytes.
+//!
+//! The random 96-bit IV bounds the number of wraps under one token key to
+//! 2^32 (NIST SP 800-38D). A token key wraps one TIK version per tenant it
+//! protects and per roll, which stays many orders of magnitude below that.
+//!
+//! # Errors
+//!
+//! Return values are mapped onto [`ProviderError`]: a wrong PIN, a locked
+//! PIN, a key whose use was disabled or a user who is not logged in is
+//! [`ProviderError::AccessDenied`]; a missing key is
+//! [`ProviderError::NotFound`] (PKCS#11 cannot tell a destroyed key from
+//! one that never existed; the hierarchy reports a key that once wrapped a
+//! TIK as destroyed); a wrap that does not authenticate is
+//! [`ProviderError::AuthenticationFailed`]; anything else (device errors, a
+//! removed token, a closed session) is [`ProviderError::Unavailable`]. A
+//! session that went away is reopened once before giving up.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::types::AuthPin;
+use ring::rand::{SecureRandom, SystemRandom};
+use zeroize::Zeroize;
+
+use crate::{KeyMaterial, ProviderError, RootKeyProvider, RootKeyRef};
+
+const VERSION: u8 = 1;
+const IV_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+const TAG_BITS: u64 = 128;
+const WRAPPED_LEN: usize = 1 + IV_LEN + KeyMaterial::LEN + TAG_LEN;
+
+/// How a token protects a key: what [`Pkcs11Keys::protection`] reads back
+/// from the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyProtection {
+    /// `CKA_SENSITIVE`: the value cannot be read in the clear.
+    pub sensitive: bool,
+    /// `CKA_EXTRACTABLE`: the key can be wrapped out of the token.
+    pub extractable: bool,
+    /// `CKA_ALWAYS_SENSITIVE`: it has been sensitive since it was made.
+    pub always_sensitive: bool,
+    /// `CKA_NEVER_EXTRACTABLE`: it has never been extractable.
+    pub never_extractable: bool,
+    /// Whether reading `CKA_VALUE` was refused by the token.
+    pub value_readable: bool,
+}
+
+/// Root keys held in one PKCS#11 token.
+///
+/// One session, logged in as the user, serialized behind a mutex: the
+/// hierarchy caches unwrapped TIKs, so token calls are rare.
+pub struct Pkcs11Keys {
+    name: String,
+    context: Pkcs11,
+    token_label: String,
+    pin: AuthPin,
+    session: Mutex<Option<Session>>,
+}
+
+/// One initialized context per module, for the life of the process:
+/// PKCS#11 modules are initialized once and shared by all their users.
+fn context_for(module: &Path) -> Result<Pkcs11, CkError> {
+    static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+    let mut contexts = CONTEXTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(context) = contexts.get(module) {
+        return Ok(context.clone());
+    }
+    let context = Pkcs11::new(module)?;
+    match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(error) => return Err(error),
+    }
+    let _ = contexts.insert(module.to_path_buf(), context.clone());
+    Ok(context)
+}
+
+impl Pkcs11Keys {
+    /// Opens the token labelled `token_label` through the PKCS#11 module at
+    /// `module` and logs in as the user with `user_pin`. `name` is the
+    /// provider name used in [`RootKeyRef`]s (for example `customer-hsm-a`).
+    ///
+    /// # Errors
+    /// [`ProviderError::Misconfigured`] if the module cannot be loaded or
+    /// `name` is invalid; [`ProviderError::Unavailable`] if no token has that
+    /// label; [`ProviderError::AccessDenied`] if the PIN is refused.
+    pub fn open(
+        name: &str,
+        module: &Path,
+        token_label: &str,
+        user_pin: &str,
+    ) -> Result<Self, ProviderError> {
+        // Validates the name.
+        let _ = RootKeyRef::new(name, "-", 1)?;
+        let context = context_for(module).map_err(|error| ProviderError::Misconfigured {
+            provider: name.to_owned(),
+            detail: format!("cannot load PKCS#11 module {}: {error}", module.display()),
+        })?;
+        let keys = Self {
+            name: name.to_owned(),
+            context,
+            token_label: token_label.to_owned(),
+            pin: AuthPin::from(user_pin.to_owned()),
+            session: Mutex::new(None),
+        };
+        drop(keys.session(&keys.token_ref())?);
+        Ok(keys)
+    }
+
+    fn token_ref(&self) -> RootKeyRef {
+        RootKeyRef::new(self.name.clone(), format!("token {}", self.token_label), 1)
+            .or_else(|_| RootKeyRef::new(self.name.clone(), "token", 1))
+            .unwrap_or_else(|_| unreachable!("the provider name was validated in open"))
+    }
+
+    fn key_ref(&self, label: &str) -> Result<RootKeyRef, ProviderError> {
+        RootKeyRef::new(self.name.clone(), label, 1)
+    }
+
+    fn open_session(&self, key: &RootKeyRef) -> Result<Session, ProviderError> {
+        let slot = self
+            .context
+            .get_slots_with_token()
+            .map_err(|e| map_error(key, e))?
+            .into_iter()
+            .find(|slot| {
+                self.context
+                    .get_token_info(*slot)
+                    .is_ok_and(|info| info.label() == self.token_label)
+            })
+            .ok_or_else(|| ProviderError::Unavailable {
+                key: key.clone(),
+                detail: format!("no token labelled {:?} is present", self.token_label),
+            })?;
+        let session = self
+            .context
+            .open_rw_session(slot)
+            .map_err(|e| map_error(key, e))?;
+        match session.login(UserType::User, Some(&self.pin)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+            Err(error) => Err(map_error(key, error)),
+        }
+    }
+
+    /// The logged-in session, opened if needed.
+    fn session(&self, key: &RootKeyRef) -> Result<MutexGuard<'_, Option<Session>>, ProviderError> {
+        let mut guard = self
+            .session
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if guard.is_none() {
+            *guard = Some(self.open_session(key)?);
+        }
+        Ok(guard)
+    }
+
+    /// Runs `op` on the session; reopens the session once if it went away.
+    fn with_session<T>(
+        &self,
+        key: &RootKeyRef,
+        op: impl Fn(&Session) -> Result<T, CkError>,
+    ) -> Result<T, ProviderError> {
+        let mut guard = self.session(key)?;
+        let first = match guard.as_ref() {
+            Some(session) => op(session),
+            None => unreachable!("session() opened a session"),
+        };
+        match first {
+            Err(CkError::Pkcs11(
+                RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::UserNotLoggedIn
+                | RvError::DeviceRemoved,
+                _,
+            )) => {
+                *guard = None;
+                let session = self.open_session(key)?;
+                let result = op(&session).map_err(|e| map_error(key, e));
+                *guard = Some(session);
+                result
+            }
+            other => other.map_err(|e| map_error(key, e)),
+        }
+    }
+
+    fn find(session: &Session, label: &str) -> Result<Option<ObjectHandle>, CkError> {
+        let found = session.find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])?;
+        match found.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(*one)),
+            // Ambiguous: refuse rather than pick one.
+            _ => Err(CkError::Pkcs11(
+                RvError::TemplateInconsistent,
+                cryptoki::context::Function::FindObjects,
+            )),
+        }
+    }
+
+    fn handle(&self, session: &Session, key: &RootKeyRef) -> Result<ObjectHandle, CkError> {
+        Self::find(session, key.label())?.ok_or(CkError::Pkcs11(
+            RvError::KeyHandleInvalid,
+            cryptoki::context::Function::FindObjects,
+        ))
+    }
+
+    fn key_template(label: &str) -> Vec<Attribute> {
+        vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+        ]
+    }
+
+    fn refuse_existing(&self, session: &Session, key: &RootKeyRef) -> Result<(), ProviderError> {
+        match Self::find(session, key.label()) {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err(ProviderError::Misconfigured {
+                provider: self.name.clone(),
+                detail: format!("token already holds a key labelled {:?}", key.label()),
+            }),
+            Err(error) => Err(map_error(key, error)),
+        }
+    }
+
+    /// Generates a new AES-256 key labelled `label` inside the token:
+    /// persistent, private, sensitive, not extractable, usable only to
+    /// encrypt and decrypt.
+    ///
+    /// # Errors
+    /// [`ProviderError::Misconfigured`] if the token already has a key with
+    /// that label; otherwise as for any token call.
+    pub fn generate_key(&self, label: &str) -> Result<RootKeyRef, ProviderError> {
+        let key = self.key_ref(label)?;
+        let guard = self.session(&key)?;
+        let session = guard.as_ref().unwrap_or_else(|| unreachable!("opened"));
+        self.refuse_existing(session, &key)?;
+        let mut template = Self::key_template(label);
+        template.push(Attribute::ValueLen(32.into()));
+        let _ = session
+            .generate_key(&Mechanism::AesKeyGen, &template)
+            .map_err(|e| map_error(&key, e))?;
+        Ok(key)
+    }
+
+    /// Imports 32 bytes as a new AES-256 key labelled `label` (for a
+    /// customer who brings their own key): sensitive and not extractable
+    /// from then on.
+    ///
+    /// # Errors
+    /// As for [`Pkcs11Keys::generate_key`].
+    pub fn import_key(
+        &self,
+        label: &str,
+        material: &KeyMaterial,
+    ) -> Result<RootKeyRef, ProviderError> {
+        let key = self.key_ref(label)?;
+        let guard = self.session(&key)?;
+        let session = guard.as_ref().unwrap_or_else(|| unreachable!("opened"));
+        self.refuse_existing(session, &key)?;
+        let mut template = Self::key_template(label);
+        let mut value = material.expose_secret().to_vec();
+        template.push(Attribute::Value(value.clone()));
+        value.zeroize();
+        let created = session.create_object(&template);
+        for attribute in &mut template {
+            if let Attribute::Value(bytes) = attribute {
+                bytes.zeroize();
+            }
+        }
+        let _ = created.map_err(|e| map_error(&key, e))?;
+        Ok(key)
+    }
+
+    /// Reads back how the token protects key `label`, including whether it
+    /// hands out the key's value (it must not).
+    ///
+    /// # Errors
+    /// [`ProviderError::NotFound`] if there is no such key; otherwise as for
+    /// any token call.
+    pub fn protection(&self, label: &str) -> Result<KeyProtection, ProviderError> {
+        let key = self.key_ref(label)?;
+        self.with_session(&key, |session| {
+            let handle = self.handle(session, &key)?;
+            let flags = session.get_attributes(
+                handle,
+                &[
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::AlwaysSensitive,
+                    AttributeType::NeverExtractable,
+                ],
+            )?;
+            let flag = |wanted: AttributeType| {
+                flags.iter().any(|attribute| match attribute {
+                    Attribute::Sensitive(v) if wanted == AttributeType::Sensitive => *v,
+                    Attribute::Extractable(v) if wanted == AttributeType::Extractable => *v,
+                    Attribute::AlwaysSensitive(v) if wanted == AttributeType::AlwaysSensitive => *v,
+                    Attribute::NeverExtractable(v) if wanted == AttributeType::NeverExtractable => {
+                        *v
+                    }
+                    _ => false,
+                })
+            };
+            let value_readable = match session.get_attributes(handle, &[AttributeType::Value]) {
+                Ok(values) => values.iter().any(|a| matches!(a, Attribute::Value(_))),
+                Err(_) => false,
+            };
+            Ok(KeyProtection {
+                sensitive: flag(AttributeType::Sensitive),
+                extractable: flag(AttributeType::Extractable),
+                always_sensitive: flag(AttributeType::AlwaysSensitive),
+                never_extractable: flag(AttributeType::NeverExtractable),
+                value_readable,
+            })
+        })
+    }
+
+    /// Destroys key `label` in the token. Everything wrapped only under it
+    /// becomes unrecoverable.
+    ///
+    /// # Errors
+    /// [`ProviderError::NotFound`] if there is no such key; otherwise as for
+    /// any token call.
+    pub fn destroy_key(&self, label: &str) -> Result<(), ProviderError> {
+        let key = self.key_ref(label)?;
+        self.with_session(&key, |session| {
+            let handle = self.handle(session, &key)?;
+            session.destroy_object(handle)
+        })
+    }
+
+    /// Allows or forbids using key `label` to encrypt and decrypt (how a
+    /// token owner can suspend the service's use of a key without destroying
+    /// it).
+    ///
+    /// # Errors
+    /// As for [`Pkcs11Keys::destroy_key`].
+    pub fn set_key_usable(&self, label: &str, usable: bool) -> Result<(), ProviderError> {
+        let key = self.key_ref(label)?;
+        self.with_session(&key, |session| {
+            let handle = self.handle(session, &key)?;
+            session.update_attributes(
+                handle,
+                &[Attribute::Encrypt(usable), Attribute::Decrypt(usable)],
+            )
+        })
+    }
+}
+
+impl core::fmt::Debug for Pkcs11Keys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Pkcs11Keys")
+            .field("name", &self.name)
+            .field("token", &self.token_label)
+            .finish_non_exhaustive()
+    }
+}
+
+fn full_aad(aad: &[u8]) -> Vec<u8> {
+    let mut full = Vec::with_capacity(1 + aad.len());
+    full.push(VERSION);
+    full.extend_from_slice(aad);
+    full
+}
+
+impl RootKeyProvider for Pkcs11Keys {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn wrap(
+        &self,
+        key: &RootKeyRef,
+        material: &KeyMaterial,
+        aad: &[u8],
+    ) -> Result<Vec<u8>, ProviderError> {
+        let mut iv = [0u8; IV_LEN];
+        SystemRandom::new()
+            .fill(&mut iv)
+            .map_err(|_| ProviderError::Unavailable {
+                key: key.clone(),
+                detail: "the operating system random number generator failed".into(),
+            })?;
+        let aad = full_aad(aad);
+        let ciphertext = self.with_session(key, |session| {
+            let handle = self.handle(session, key)?;
+            let mut iv = iv;
+            let params = GcmParams::new(&mut iv, &aad, TAG_BITS.into())?;
+            session.encrypt(&Mechanism::AesGcm(params), handle, material.expose_secret())
+        })?;
+        if ciphertext.len() != KeyMaterial::LEN + TAG_LEN {
+            return Err(ProviderError::Unavailable {
+                key: key.clone(),
+                detail: format!(
+                    "token returned {} bytes of AES-GCM output",
+                    ciphertext.len()
+                ),
+            });
+        }
+        let mut wrapped = Vec::with_capacity(WRAPPED_LEN);
+        wrapped.push(VERSION);
+        wrapped.extend_from_slice(&iv);
+        wrapped.extend_from_slice(&ciphertext);
+        Ok(wrapped)
+    }
+
+    fn unwrap(
+        &self,
+        key: &RootKeyRef,
+        wrapped: &[u8],
+        aad: &[u8],
+    ) -> Result<KeyMaterial, ProviderError> {
+        if wrapped.len() != WRAPPED_LEN || wrapped.first() != Some(&VERSION) {
+            return Err(ProviderError::AuthenticationFailed { key: key.clone() });
+        }
+        let (iv, ciphertext) = wrapped.get(1..).unwrap_or_default().split_at(IV_LEN);
+        let aad = full_aad(aad);
+        let mut plain = self.with_session(key, |session| {
+            let handle = self.handle(session, key)?;
+            let mut iv = iv.to_vec();
+            let params = GcmParams::new(&mut iv, &aad, TAG_BITS.into())?;
+            session.decrypt(&Mechanism::AesGcm(params), handle, ciphertext)
+        })?;
+        let material = KeyMaterial::from_secret_slice(&plain);
+        plain.zeroize();
+        material.ok_or_else(|| ProviderError::AuthenticationFailed { key: key.clone() })
+    }
+}
+
+/// Maps a PKCS#11 failure onto what it means for the hierarchy.
+fn map_error(key: &RootKeyRef, error: CkError) -> ProviderError {
+    let CkError::Pkcs11(rv, function) = &error else {
+        return ProviderError::Unavailable {
+            key: key.clone(),
+            detail: error.to_string(),
+        };
+    };
+    match rv {
+        RvError::PinIncorrect
+        | RvError::PinInvalid
+        | RvError::PinLenRange
+        | RvError::PinExpired
+        | RvError::PinLocked
+        | RvError::UserNotLoggedIn
+        | RvError::UserPinNotInitialized
+        | RvError::KeyFunctionNotPermitted
+        | RvError::ActionProhibited
+        | RvError::FunctionRejected => ProviderError::AccessDenied {
+            key: key.clone(),
+            detail: format!("{function}: {rv}"),
+        },
+        RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid => {
+            ProviderError::NotFound { key: key.clone() }
+        }
+        RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange => {
+            ProviderError::AuthenticationFailed { key: key.clone() }
+        }
+        RvError::TemplateInconsistent
+            if matches!(function, cryptoki::context::Function::FindObjects) =>
+        {
+            ProviderError::Misconfigured {
+                provider: key.provider().to_owned(),
+                detail: format!("more than one key is labelled {:?}", key.label()),
+            }
+        }
+        _ => ProviderError::Unavailable {
+            key: key.clone(),
+            detail: format!("{function}: {rv}"),
+        },
+    }
+}

@@ -1,0 +1,411 @@
+//! Service-managed root keys: the service's own root keys and the
+//! availability key, stored in an embedded SQLite key store, each sealed
+//! under a master key the operator supplies.
+//!
+//! The master key is either a key file ([`MasterKey::create_file`], created
+//! with mode 0600 and refused if anyone but its owner can read it) or a key
+//! in a PKCS#11 token ([`MasterKey::in_token`]), in which case the root keys
+//! are sealed and unsealed inside the token.
+//!
+//! Root keys are versioned: [`ServiceKeys::roll_key`] adds a version, which
+//! becomes the one new wraps use; old versions keep unwrapping until
+//! [`ServiceKeys::destroy_version`]. Unsealed root keys are kept in memory
+//! (as HKDF PRKs, zeroized on drop) once used.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use rusqlite::{Connection, OptionalExtension as _, params};
+use zeroize::Zeroize;
+
+use crate::seal::{OpenError, SealingKey};
+use crate::{Error, KeyMaterial, Pkcs11Keys, ProviderError, RootKeyProvider, RootKeyRef, db};
+
+const MASTER_FILE_HEADER: &str = "atrest master key v1\n";
+const ROOT_KEY_AAD_LABEL: &[u8] = b"atrest/v1 service root key";
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS service_root_keys (
+    label   TEXT    NOT NULL,
+    version INTEGER NOT NULL CHECK (version > 0),
+    sealed  BLOB,               -- NULL once destroyed
+    PRIMARY KEY (label, version)
+);";
+
+/// The key that seals the service's root keys at rest.
+pub struct MasterKey(Master);
+
+enum Master {
+    File(SealingKey),
+    Token {
+        keys: Arc<Pkcs11Keys>,
+        key: RootKeyRef,
+    },
+}
+
+impl MasterKey {
+    /// Creates a new random master key in a new file at `path`, readable
+    /// and writable by its owner only (mode 0600), and flushes it to disk.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if the file exists or cannot be written.
+    pub fn create_file(path: &Path) -> Result<Self, Error> {
+        let material = KeyMaterial::generate()?;
+        let mut text = format!(
+            "{MASTER_FILE_HEADER}{}\n",
+            hex_encode(material.expose_secret())
+        );
+        let written = (|| {
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+            if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::File::open(dir)?.sync_all()?;
+            }
+            Ok::<_, std::io::Error>(())
+        })();
+        text.zeroize();
+        written.map_err(|e| {
+            Error::Config(format!(
+                "cannot create master key file {}: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(Self(Master::File(SealingKey::new(&material))))
+    }
+
+    /// Reads the master key file at `path`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if the file cannot be read, is readable or
+    /// writable by group or others, or is not a master key file.
+    pub fn open_file(path: &Path) -> Result<Self, Error> {
+        let bad = |why: String| Error::Config(format!("master key file {}: {why}", path.display()));
+        let metadata = fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(bad(format!(
+                "permissions {mode:03o} let others read it; it must be 600 (chmod 600)"
+            )));
+        }
+        let mut text = fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let material = text
+            .strip_prefix(MASTER_FILE_HEADER)
+            .and_then(|rest| rest.strip_suffix('\n'))
+            .and_then(hex_decode_32);
+        text.zeroize();
+        let material = material.ok_or_else(|| bad("not an atrest master key file".into()))?;
+        Ok(Self(Master::File(SealingKey::new(&material))))
+    }
+
+    /// A master key held in a PKCS#11 token, under `label` (see
+    /// [`Pkcs11Keys::generate_key`]): root keys are sealed inside the token.
+    ///
+    /// # Errors
+    /// [`ProviderError::Misconfigured`] if `label` is not a valid key label.
+    pub fn in_token(keys: Arc<Pkcs11Keys>, label: &str) -> Result<Self, ProviderError> {
+        let key = RootKeyRef::new(keys.name(), label, 1)?;
+        Ok(Self(Master::Token { keys, key }))
+    }
+
+    fn seal(
+        &self,
+        material: &KeyMaterial,
+        aad: &[u8],
+        key: &RootKeyRef,
+    ) -> Result<Vec<u8>, ProviderError> {
+        match &self.0 {
+            Master::File(sealing) => {
+                sealing
+                    .seal(material, aad)
+                    .map_err(|e| ProviderError::Unavailable {
+                        key: key.clone(),
+                        detail: e.to_string(),
+                    })
+            }
+            Master::Token { keys, key: master } => keys.wrap(master, material, aad),
+        }
+    }
+
+    fn open(
+        &self,
+        sealed: &[u8],
+        aad: &[u8],
+        key: &RootKeyRef,
+    ) -> Result<KeyMaterial, ProviderError> {
+        match &self.0 {
+            Master::File(sealing) => {
+                sealing
+                    .open(sealed, aad)
+                    .map_err(|_| ProviderError::AccessDenied {
+                        key: key.clone(),
+                        detail: "the master key does not open this root key (wrong master key?)"
+                            .into(),
+                    })
+            }
+            Master::Token { keys, key: master } => keys.unwrap(master, sealed, aad),
+        }
+    }
+}
+
+impl core::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match &self.0 {
+            Master::File(_) => f.write_str("MasterKey(file)"),
+            Master::Token { key, .. } => write!(f, "MasterKey(token key {key})"),
+        }
+    }
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hex_decode_32(text: &str) -> Option<KeyMaterial> {
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    for (byte, pair) in bytes.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+        let digits = core::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(digits, 16).ok()?;
+    }
+    let material = KeyMaterial::from_secret_bytes(&bytes);
+    bytes.zeroize();
+    Some(material)
+}
+
+/// The service's root keys (including the availability key), sealed under
+/// a [`MasterKey`] in a SQLite key store.
+pub struct ServiceKeys {
+    name: String,
+    master: MasterKey,
+    db: Mutex<Connection>,
+    unsealed: RwLock<HashMap<(String, u32), Arc<SealingKey>>>,
+}
+
+impl ServiceKeys {
+    /// Opens (creating if needed) the key store at `path`; `name` is the
+    /// provider name in [`RootKeyRef`]s (for example `service`).
+    ///
+    /// # Errors
+    /// [`Error::Store`] or [`Error::Config`] if the database cannot be
+    /// opened or is not a service key store; [`Error::RootKey`] if `name`
+    /// is invalid.
+    pub fn open(name: &str, path: &Path, master: MasterKey) -> Result<Self, Error> {
+        let _ = RootKeyRef::new(name, "-", 1)?;
+        let db = db::open(path, SCHEMA)?;
+        Ok(Self {
+            name: name.to_owned(),
+            master,
+            db: Mutex::new(db),
+            unsealed: RwLock::default(),
+        })
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn aad(key: &RootKeyRef) -> Vec<u8> {
+        let mut aad = ROOT_KEY_AAD_LABEL.to_vec();
+        key.encode_into(&mut aad);
+        aad
+    }
+
+    fn add_version(&self, label: &str, version: u32) -> Result<RootKeyRef, Error> {
+        let key = RootKeyRef::new(self.name.clone(), label, version)?;
+        let material = KeyMaterial::generate()?;
+        let sealed = self.master.seal(&material, &Self::aad(&key), &key)?;
+        let inserted = self.db().execute(
+            "INSERT INTO service_root_keys (label, version, sealed) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
+            params![label, version, sealed],
+        )?;
+        if inserted == 0 {
+            return Err(Error::Config(format!(
+                "service root key {key} already exists"
+            )));
+        }
+        Ok(key)
+    }
+
+    /// Creates root key `label` (version 1).
+    ///
+    /// # Errors
+    /// [`Error::Config`] if it exists; [`Error::RootKey`] if the master key
+    /// cannot seal it; [`Error::Store`] if the store fails.
+    pub fn create_key(&self, label: &str) -> Result<RootKeyRef, Error> {
+        self.add_version(label, 1)
+    }
+
+    /// Adds a new version of root key `label`, which new wraps then use.
+    /// Existing wraps keep working until their TIK versions are re-wrapped
+    /// (`KeyHierarchy::roll_root_key`) and the old version is destroyed.
+    ///
+    /// # Errors
+    /// As for [`ServiceKeys::create_key`], and [`Error::RootKey`] with
+    /// [`ProviderError::NotFound`] if there is no such key.
+    pub fn roll_key(&self, label: &str) -> Result<RootKeyRef, Error> {
+        let current = self.current_version(label)?;
+        self.add_version(label, current.saturating_add(1))
+    }
+
+    /// Destroys one version of a root key: its sealed bytes are overwritten
+    /// in the store, and anything wrapped only under it is lost.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if the store fails; [`Error::RootKey`] with
+    /// [`ProviderError::NotFound`] if there is no such version.
+    pub fn destroy_version(&self, key: &RootKeyRef) -> Result<(), Error> {
+        let db = self.db();
+        let changed = db.execute(
+            "UPDATE service_root_keys SET sealed = NULL WHERE label = ?1 AND version = ?2",
+            params![key.label(), key.version()],
+        )?;
+        if changed == 0 {
+            return Err(ProviderError::NotFound { key: key.clone() }.into());
+        }
+        db::checkpoint(&db)?;
+        drop(db);
+        let _ = self
+            .unsealed
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(key.label().to_owned(), key.version()));
+        Ok(())
+    }
+
+    /// Every root key version in the store, and whether it was destroyed.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if the store fails.
+    pub fn keys(&self) -> Result<Vec<(RootKeyRef, bool)>, Error> {
+        let db = self.db();
+        let mut statement = db.prepare(
+            "SELECT label, version, sealed IS NULL FROM service_root_keys ORDER BY label, version",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, u32>(1)?,
+                row.get::<_, bool>(2)?,
+            ))
+        })?;
+        let mut keys = Vec::new();
+        for row in rows {
+            let (label, version, destroyed) = row?;
+            keys.push((
+                RootKeyRef::new(self.name.clone(), label, version)?,
+                destroyed,
+            ));
+        }
+        Ok(keys)
+    }
+
+    fn unavailable(key: &RootKeyRef, error: &rusqlite::Error) -> ProviderError {
+        ProviderError::Unavailable {
+            key: key.clone(),
+            detail: format!("service key store: {error}"),
+        }
+    }
+
+    fn sealing_key(&self, key: &RootKeyRef) -> Result<Arc<SealingKey>, ProviderError> {
+        let cache_key = (key.label().to_owned(), key.version());
+        if let Some(found) = self
+            .unsealed
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&cache_key)
+        {
+            return Ok(Arc::clone(found));
+        }
+        let row: Option<Option<Vec<u8>>> = self
+            .db()
+            .query_row(
+                "SELECT sealed FROM service_root_keys WHERE label = ?1 AND version = ?2",
+                params![key.label(), key.version()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| Self::unavailable(key, &e))?;
+        let mut sealed = match row {
+            None => return Err(ProviderError::NotFound { key: key.clone() }),
+            Some(None) => return Err(ProviderError::Destroyed { key: key.clone() }),
+            Some(Some(sealed)) => sealed,
+        };
+        let material = self.master.open(&sealed, &Self::aad(key), key);
+        sealed.zeroize();
+        let sealing = Arc::new(SealingKey::new(&material?));
+        let _ = self
+            .unsealed
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(cache_key, Arc::clone(&sealing));
+        Ok(sealing)
+    }
+}
+
+impl core::fmt::Debug for ServiceKeys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ServiceKeys")
+            .field("name", &self.name)
+            .field("master", &self.master)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RootKeyProvider for ServiceKeys {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn current_version(&self, label: &str) -> Result<u32, ProviderError> {
+        let key = RootKeyRef::new(self.name.clone(), label, 1)?;
+        let version: Option<u32> = self
+            .db()
+            .query_row(
+                "SELECT max(version) FROM service_root_keys WHERE label = ?1 AND sealed IS NOT NULL",
+                params![label],
+                |row| row.get(0),
+            )
+            .map_err(|e| Self::unavailable(&key, &e))?;
+        version.ok_or(ProviderError::NotFound { key })
+    }
+
+    fn wrap(
+        &self,
+        key: &RootKeyRef,
+        material: &KeyMaterial,
+        aad: &[u8],
+    ) -> Result<Vec<u8>, ProviderError> {
+        self.sealing_key(key)?
+            .seal(material, aad)
+            .map_err(|e| ProviderError::Unavailable {
+                key: key.clone(),
+                detail: e.to_string(),
+            })
+    }
+
+    fn unwrap(
+        &self,
+        key: &RootKeyRef,
+        wrapped: &[u8],
+        aad: &[u8],
+    ) -> Result<KeyMaterial, ProviderError> {
+        self.sealing_key(key)?
+            .open(wrapped, aad)
+            .map_err(|error| match error {
+                OpenError::Malformed | OpenError::AuthenticationFailed => {
+                    ProviderError::AuthenticationFailed { key: key.clone() }
+                }
+            })
+    }
+}

@@ -1,0 +1,752 @@
+//! Persistence of tenant key metadata, and of the wrapped file keys a
+//! service keeps, with SQLite as the embedded default.
+//!
+//! Every method that changes state is one transaction: a crash in the middle
+//! of a rotation or a purge leaves either the state before it or the state
+//! after it, never a mixture (SQLite's write-ahead log with `synchronous =
+//! FULL`). Deleted key material is overwritten in the database file
+//! (`secure_delete`), and a purge checkpoints the write-ahead log so no copy
+//! remains there either.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use atrest_filekey::{
+    FileContext, FileId, FileVersion, KeyId, KeyVersion, TenantId, WrappedFileKey,
+};
+use rusqlite::{Connection, OptionalExtension as _, Transaction, params};
+
+use crate::{Error, RootKeyRef, db};
+
+/// Who holds a tenant's root keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TenantKind {
+    /// The service: one service root key wraps the TIK.
+    ServiceManaged,
+    /// The customer: two customer root keys and the availability key each
+    /// wrap the TIK.
+    CustomerKey,
+}
+
+/// Whether a tenant's keys still exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TenantState {
+    /// Keys exist.
+    Active,
+    /// Every TIK was destroyed: nothing of the tenant can be decrypted.
+    Purged,
+}
+
+/// What a root key is for, in one tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SlotRole {
+    /// The service root key of a service-managed tenant.
+    Service,
+    /// One of a customer-key tenant's own root keys.
+    Customer,
+    /// The service's availability key of a customer-key tenant.
+    Availability,
+}
+
+/// One root key protecting a tenant's TIK versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootKeySlot {
+    /// What it is for.
+    pub role: SlotRole,
+    /// Which key (and version) wraps the TIK versions in this slot.
+    pub key: RootKeyRef,
+    /// Whether the customer revoked the service's use of it.
+    pub revoked: bool,
+}
+
+/// A tenant's key metadata (no key material).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRecord {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// Who holds its root keys.
+    pub kind: TenantKind,
+    /// Whether its keys still exist.
+    pub state: TenantState,
+    /// The id of its TIK (the same across versions; the KEK id in its
+    /// wrapped file keys).
+    pub tik_id: KeyId,
+    /// The TIK version new file keys are wrapped under.
+    pub current_tik: KeyVersion,
+    /// Its root keys, by slot number (the index).
+    pub slots: Vec<RootKeySlot>,
+}
+
+/// One TIK version wrapped under the root key of one slot.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TikWrap {
+    /// The TIK version.
+    pub version: KeyVersion,
+    /// The slot (index into [`TenantRecord::slots`]).
+    pub slot: u8,
+    /// What the slot's root-key provider returned.
+    pub wrapped: Vec<u8>,
+}
+
+impl core::fmt::Debug for TikWrap {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TikWrap")
+            .field("version", &self.version)
+            .field("slot", &self.slot)
+            .field("wrapped_len", &self.wrapped.len())
+            .finish()
+    }
+}
+
+/// Where tenant key metadata is kept. Implementations must make each
+/// changing method atomic and durable.
+pub trait MetadataStore: Send + Sync {
+    /// Stores a new tenant with its first TIK version's wraps.
+    ///
+    /// # Errors
+    /// [`Error::TenantExists`] if the tenant exists; [`Error::Store`].
+    fn create_tenant(&self, record: &TenantRecord, wraps: &[TikWrap]) -> Result<(), Error>;
+
+    /// A tenant's metadata, if it exists.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    fn tenant(&self, tenant: TenantId) -> Result<Option<TenantRecord>, Error>;
+
+    /// Every tenant.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    fn tenants(&self) -> Result<Vec<TenantId>, Error>;
+
+    /// A tenant's TIK versions, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    fn tik_versions(&self, tenant: TenantId) -> Result<Vec<KeyVersion>, Error>;
+
+    /// The wraps of one TIK version (empty if there is no such version).
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    fn tik_wraps(&self, tenant: TenantId, version: KeyVersion) -> Result<Vec<TikWrap>, Error>;
+
+    /// Adds a TIK version (all of whose wraps are given) and makes it
+    /// current, if the current version is still `previous`.
+    ///
+    /// # Errors
+    /// [`Error::Store`], also if another roll happened first.
+    fn add_tik_version(
+        &self,
+        tenant: TenantId,
+        previous: KeyVersion,
+        wraps: &[TikWrap],
+    ) -> Result<(), Error>;
+
+    /// Points slot `slot` at `key` and replaces the wraps of every TIK
+    /// version in that slot with `wraps` (one per version).
+    ///
+    /// # Errors
+    /// [`Error::Store`], also if the TIK versions changed meanwhile.
+    fn replace_root_key(
+        &self,
+        tenant: TenantId,
+        slot: u8,
+        key: &RootKeyRef,
+        wraps: &[TikWrap],
+    ) -> Result<(), Error>;
+
+    /// Marks slot `slot` revoked (or not).
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    fn set_revoked(&self, tenant: TenantId, slot: u8, revoked: bool) -> Result<(), Error>;
+
+    /// Deletes a TIK version and its wraps.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    fn retire_tik_version(&self, tenant: TenantId, version: KeyVersion) -> Result<(), Error>;
+
+    /// Deletes every TIK version and wrap of the tenant and marks it purged;
+    /// returns how many TIK versions were destroyed.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    fn purge_tenant(&self, tenant: TenantId) -> Result<u64, Error>;
+}
+
+/// A wrapped file key moved to a newer TIK version.
+#[derive(Debug, Clone)]
+pub struct Rewrapped {
+    /// The file version it belongs to.
+    pub context: FileContext,
+    /// What was stored.
+    pub old: WrappedFileKey,
+    /// What replaces it.
+    pub new: WrappedFileKey,
+}
+
+/// The service's store of wrapped file keys (usually its file metadata
+/// database), as far as re-wrapping and retiring TIK versions need it.
+pub trait WrappedKeyIndex {
+    /// Up to `limit` wrapped file keys of `tenant` under a TIK version older
+    /// than `version`.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    fn older_than(
+        &self,
+        tenant: TenantId,
+        version: KeyVersion,
+        limit: usize,
+    ) -> Result<Vec<(FileContext, WrappedFileKey)>, Error>;
+
+    /// How many wrapped file keys of `tenant` are under a TIK version older
+    /// than `version`.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    fn count_older_than(&self, tenant: TenantId, version: KeyVersion) -> Result<u64, Error>;
+
+    /// How many wrapped file keys of `tenant` are under TIK `version`.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    fn count_under(&self, tenant: TenantId, version: KeyVersion) -> Result<u64, Error>;
+
+    /// Replaces each `old` with its `new` in one transaction; an entry whose
+    /// stored value is no longer `old` (changed meanwhile) is left alone.
+    /// Returns how many were replaced.
+    ///
+    /// # Errors
+    /// [`Error::Store`]; then nothing was replaced.
+    fn replace(&self, batch: &[Rewrapped]) -> Result<u64, Error>;
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tenants (
+    tenant      BLOB    PRIMARY KEY,
+    kind        TEXT    NOT NULL CHECK (kind IN ('service', 'customer')),
+    state       TEXT    NOT NULL CHECK (state IN ('active', 'purged')),
+    tik_id      BLOB    NOT NULL,
+    current_tik INTEGER NOT NULL CHECK (current_tik > 0)
+);
+CREATE TABLE IF NOT EXISTS root_key_slots (
+    tenant   BLOB    NOT NULL REFERENCES tenants (tenant),
+    slot     INTEGER NOT NULL,
+    role     TEXT    NOT NULL CHECK (role IN ('service', 'customer', 'availability')),
+    key      TEXT    NOT NULL,
+    revoked  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, slot)
+);
+CREATE TABLE IF NOT EXISTS tik_versions (
+    tenant  BLOB    NOT NULL REFERENCES tenants (tenant),
+    version INTEGER NOT NULL CHECK (version > 0),
+    PRIMARY KEY (tenant, version)
+);
+CREATE TABLE IF NOT EXISTS tik_wraps (
+    tenant  BLOB    NOT NULL,
+    version INTEGER NOT NULL,
+    slot    INTEGER NOT NULL,
+    wrapped BLOB    NOT NULL,
+    PRIMARY KEY (tenant, version, slot),
+    FOREIGN KEY (tenant, version) REFERENCES tik_versions (tenant, version)
+);
+CREATE TABLE IF NOT EXISTS file_keys (
+    tenant      BLOB    NOT NULL,
+    file        BLOB    NOT NULL,
+    version     INTEGER NOT NULL,
+    tik_version INTEGER NOT NULL,
+    wrapped     BLOB    NOT NULL,
+    PRIMARY KEY (tenant, file, version)
+);
+CREATE INDEX IF NOT EXISTS file_keys_by_tik ON file_keys (tenant, tik_version);
+";
+
+/// The embedded key store: tenant key metadata ([`MetadataStore`]) and,
+/// for services that want it, their wrapped file keys
+/// ([`WrappedKeyIndex`] plus `put`/`get`), in one SQLite database.
+pub struct SqliteStore {
+    db: Mutex<Connection>,
+}
+
+impl core::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+fn kind_text(kind: TenantKind) -> &'static str {
+    match kind {
+        TenantKind::ServiceManaged => "service",
+        TenantKind::CustomerKey => "customer",
+    }
+}
+
+fn role_text(role: SlotRole) -> &'static str {
+    match role {
+        SlotRole::Service => "service",
+        SlotRole::Customer => "customer",
+        SlotRole::Availability => "availability",
+    }
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::Store(format!("key store holds an invalid {what}"))
+}
+
+fn version(value: u32) -> Result<KeyVersion, Error> {
+    KeyVersion::try_from(value).map_err(|_| corrupt("TIK version"))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if it cannot be opened.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        Ok(Self {
+            db: Mutex::new(db::open(path, SCHEMA)?),
+        })
+    }
+
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn insert_wraps(
+        tx: &Transaction<'_>,
+        tenant: TenantId,
+        wraps: &[TikWrap],
+    ) -> Result<(), Error> {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO tik_wraps (tenant, version, slot, wrapped) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for wrap in wraps {
+            let _ = insert.execute(params![
+                tenant.as_bytes(),
+                u32::from(wrap.version),
+                wrap.slot,
+                wrap.wrapped
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Stores (or replaces) the wrapped key of a file version.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub fn put_file_key(
+        &self,
+        context: &FileContext,
+        wrapped: &WrappedFileKey,
+    ) -> Result<(), Error> {
+        let _ = self.db().execute(
+            "INSERT OR REPLACE INTO file_keys (tenant, file, version, tik_version, wrapped)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                context.tenant.as_bytes(),
+                context.file.as_bytes(),
+                u64::from(context.version),
+                u32::from(wrapped.kek_version()),
+                wrapped.as_ref()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The wrapped key of a file version, if stored.
+    ///
+    /// # Errors
+    /// [`Error::Store`], also if the stored key is malformed.
+    pub fn file_key(&self, context: &FileContext) -> Result<Option<WrappedFileKey>, Error> {
+        let bytes: Option<Vec<u8>> = self
+            .db()
+            .query_row(
+                "SELECT wrapped FROM file_keys WHERE tenant = ?1 AND file = ?2 AND version = ?3",
+                params![
+                    context.tenant.as_bytes(),
+                    context.file.as_bytes(),
+                    u64::from(context.version)
+                ],
+                |row| row.get(0),
+            )
+            .optional()?;
+        bytes
+            .map(|bytes| {
+                WrappedFileKey::from_bytes(&bytes).map_err(|_| corrupt("wrapped file key"))
+            })
+            .transpose()
+    }
+
+    /// Every stored file version of a tenant with its wrapped key.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub fn file_keys(&self, tenant: TenantId) -> Result<Vec<(FileContext, WrappedFileKey)>, Error> {
+        self.select_file_keys(
+            "SELECT file, version, wrapped FROM file_keys WHERE tenant = ?1 ORDER BY file, version",
+            tenant,
+            &[],
+        )
+    }
+
+    fn select_file_keys(
+        &self,
+        sql: &str,
+        tenant: TenantId,
+        extra: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<(FileContext, WrappedFileKey)>, Error> {
+        let db = self.db();
+        let mut statement = db.prepare_cached(sql)?;
+        let tenant_bytes = tenant.as_bytes().to_vec();
+        let mut all: Vec<&dyn rusqlite::ToSql> = vec![&tenant_bytes];
+        all.extend_from_slice(extra);
+        let rows = statement.query_map(all.as_slice(), |row| {
+            Ok((
+                row.get::<_, Vec<u8>>(0)?,
+                row.get::<_, u64>(1)?,
+                row.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (file, file_version, wrapped) = row?;
+            let file = <[u8; 16]>::try_from(file.as_slice())
+                .ok()
+                .and_then(|bytes| FileId::from_bytes(bytes).ok())
+                .ok_or_else(|| corrupt("file id"))?;
+            let context = FileContext {
+                tenant,
+                file,
+                version: FileVersion::try_from(file_version)
+                    .map_err(|_| corrupt("file version"))?,
+            };
+            let wrapped =
+                WrappedFileKey::from_bytes(&wrapped).map_err(|_| corrupt("wrapped file key"))?;
+            out.push((context, wrapped));
+        }
+        Ok(out)
+    }
+}
+
+fn key_id(bytes: &[u8]) -> Result<KeyId, Error> {
+    <[u8; 16]>::try_from(bytes)
+        .ok()
+        .and_then(|bytes| KeyId::from_bytes(bytes).ok())
+        .ok_or_else(|| corrupt("TIK id"))
+}
+
+impl MetadataStore for SqliteStore {
+    fn create_tenant(&self, record: &TenantRecord, wraps: &[TikWrap]) -> Result<(), Error> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let inserted = tx.execute(
+            "INSERT INTO tenants (tenant, kind, state, tik_id, current_tik) VALUES (?1, ?2, 'active', ?3, ?4)
+             ON CONFLICT DO NOTHING",
+            params![
+                record.tenant.as_bytes(),
+                kind_text(record.kind),
+                record.tik_id.as_bytes(),
+                u32::from(record.current_tik)
+            ],
+        )?;
+        if inserted == 0 {
+            return Err(Error::TenantExists(record.tenant));
+        }
+        for (slot, root) in record.slots.iter().enumerate() {
+            let _ = tx.execute(
+                "INSERT INTO root_key_slots (tenant, slot, role, key, revoked) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![record.tenant.as_bytes(), slot, role_text(root.role), root.key.to_string(), root.revoked],
+            )?;
+        }
+        let _ = tx.execute(
+            "INSERT INTO tik_versions (tenant, version) VALUES (?1, ?2)",
+            params![record.tenant.as_bytes(), u32::from(record.current_tik)],
+        )?;
+        Self::insert_wraps(&tx, record.tenant, wraps)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn tenant(&self, tenant: TenantId) -> Result<Option<TenantRecord>, Error> {
+        let db = self.db();
+        let row = db
+            .query_row(
+                "SELECT kind, state, tik_id, current_tik FROM tenants WHERE tenant = ?1",
+                params![tenant.as_bytes()],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, Vec<u8>>(2)?,
+                        row.get::<_, u32>(3)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((kind, state, tik_id, current)) = row else {
+            return Ok(None);
+        };
+        let mut statement = db.prepare_cached(
+            "SELECT role, key, revoked FROM root_key_slots WHERE tenant = ?1 ORDER BY slot",
+        )?;
+        let rows = statement.query_map(params![tenant.as_bytes()], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, bool>(2)?,
+            ))
+        })?;
+        let mut slots = Vec::new();
+        for row in rows {
+            let (role, key, revoked) = row?;
+            let role = match role.as_str() {
+                "service" => SlotRole::Service,
+                "customer" => SlotRole::Customer,
+                "availability" => SlotRole::Availability,
+                _ => return Err(corrupt("root key role")),
+            };
+            let key = key.parse().map_err(|_| corrupt("root key reference"))?;
+            slots.push(RootKeySlot { role, key, revoked });
+        }
+        Ok(Some(TenantRecord {
+            tenant,
+            kind: match kind.as_str() {
+                "service" => TenantKind::ServiceManaged,
+                "customer" => TenantKind::CustomerKey,
+                _ => return Err(corrupt("tenant kind")),
+            },
+            state: match state.as_str() {
+                "active" => TenantState::Active,
+                "purged" => TenantState::Purged,
+                _ => return Err(corrupt("tenant state")),
+            },
+            tik_id: key_id(&tik_id)?,
+            current_tik: version(current)?,
+            slots,
+        }))
+    }
+
+    fn tenants(&self) -> Result<Vec<TenantId>, Error> {
+        let db = self.db();
+        let mut statement = db.prepare("SELECT tenant FROM tenants ORDER BY tenant")?;
+        let rows = statement.query_map([], |row| row.get::<_, Vec<u8>>(0))?;
+        let mut tenants = Vec::new();
+        for row in rows {
+            let bytes = row?;
+            tenants.push(
+                <[u8; 16]>::try_from(bytes.as_slice())
+                    .ok()
+                    .and_then(|bytes| TenantId::from_bytes(bytes).ok())
+                    .ok_or_else(|| corrupt("tenant id"))?,
+            );
+        }
+        Ok(tenants)
+    }
+
+    fn tik_versions(&self, tenant: TenantId) -> Result<Vec<KeyVersion>, Error> {
+        let db = self.db();
+        let mut statement = db.prepare_cached(
+            "SELECT version FROM tik_versions WHERE tenant = ?1 ORDER BY version",
+        )?;
+        let rows = statement.query_map(params![tenant.as_bytes()], |row| row.get::<_, u32>(0))?;
+        rows.map(|row| version(row?)).collect()
+    }
+
+    fn tik_wraps(&self, tenant: TenantId, tik: KeyVersion) -> Result<Vec<TikWrap>, Error> {
+        let db = self.db();
+        let mut statement = db.prepare_cached(
+            "SELECT slot, wrapped FROM tik_wraps WHERE tenant = ?1 AND version = ?2 ORDER BY slot",
+        )?;
+        let rows = statement.query_map(params![tenant.as_bytes(), u32::from(tik)], |row| {
+            Ok(TikWrap {
+                version: tik,
+                slot: row.get(0)?,
+                wrapped: row.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn add_tik_version(
+        &self,
+        tenant: TenantId,
+        previous: KeyVersion,
+        wraps: &[TikWrap],
+    ) -> Result<(), Error> {
+        let new = wraps
+            .first()
+            .ok_or(Error::Misuse("a TIK version needs wraps"))?
+            .version;
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let changed = tx.execute(
+            "UPDATE tenants SET current_tik = ?3 WHERE tenant = ?1 AND current_tik = ?2 AND state = 'active'",
+            params![tenant.as_bytes(), u32::from(previous), u32::from(new)],
+        )?;
+        if changed == 0 {
+            return Err(Error::Store(
+                "the tenant's TIK changed meanwhile (another roll, or a purge); nothing was changed".into(),
+            ));
+        }
+        let _ = tx.execute(
+            "INSERT INTO tik_versions (tenant, version) VALUES (?1, ?2)",
+            params![tenant.as_bytes(), u32::from(new)],
+        )?;
+        Self::insert_wraps(&tx, tenant, wraps)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn replace_root_key(
+        &self,
+        tenant: TenantId,
+        slot: u8,
+        key: &RootKeyRef,
+        wraps: &[TikWrap],
+    ) -> Result<(), Error> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let versions: u64 = tx.query_row(
+            "SELECT count(*) FROM tik_versions WHERE tenant = ?1",
+            params![tenant.as_bytes()],
+            |row| row.get(0),
+        )?;
+        if versions != wraps.len() as u64 || wraps.iter().any(|w| w.slot != slot) {
+            return Err(Error::Store(
+                "the tenant's TIK versions changed during the root key roll; nothing was changed, run it again".into(),
+            ));
+        }
+        let _ = tx.execute(
+            "UPDATE root_key_slots SET key = ?3 WHERE tenant = ?1 AND slot = ?2",
+            params![tenant.as_bytes(), slot, key.to_string()],
+        )?;
+        let mut update = tx.prepare_cached(
+            "UPDATE tik_wraps SET wrapped = ?4 WHERE tenant = ?1 AND version = ?2 AND slot = ?3",
+        )?;
+        for wrap in wraps {
+            if update.execute(params![
+                tenant.as_bytes(),
+                u32::from(wrap.version),
+                slot,
+                wrap.wrapped
+            ])? != 1
+            {
+                return Err(Error::Store(
+                    "a TIK version has no wrap in this slot; nothing was changed".into(),
+                ));
+            }
+        }
+        drop(update);
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn set_revoked(&self, tenant: TenantId, slot: u8, revoked: bool) -> Result<(), Error> {
+        let changed = self.db().execute(
+            "UPDATE root_key_slots SET revoked = ?3 WHERE tenant = ?1 AND slot = ?2",
+            params![tenant.as_bytes(), slot, revoked],
+        )?;
+        if changed == 0 {
+            return Err(Error::Misuse("no such root key slot"));
+        }
+        Ok(())
+    }
+
+    fn retire_tik_version(&self, tenant: TenantId, tik: KeyVersion) -> Result<(), Error> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let _ = tx.execute(
+            "DELETE FROM tik_wraps WHERE tenant = ?1 AND version = ?2",
+            params![tenant.as_bytes(), u32::from(tik)],
+        )?;
+        let _ = tx.execute(
+            "DELETE FROM tik_versions WHERE tenant = ?1 AND version = ?2",
+            params![tenant.as_bytes(), u32::from(tik)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn purge_tenant(&self, tenant: TenantId) -> Result<u64, Error> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let versions = tx.execute(
+            "DELETE FROM tik_wraps WHERE tenant = ?1",
+            params![tenant.as_bytes()],
+        )?;
+        let _ = versions;
+        let destroyed = tx.execute(
+            "DELETE FROM tik_versions WHERE tenant = ?1",
+            params![tenant.as_bytes()],
+        )?;
+        let _ = tx.execute(
+            "UPDATE tenants SET state = 'purged' WHERE tenant = ?1",
+            params![tenant.as_bytes()],
+        )?;
+        tx.commit()?;
+        db::checkpoint(&db)?;
+        Ok(destroyed as u64)
+    }
+}
+
+impl WrappedKeyIndex for SqliteStore {
+    fn older_than(
+        &self,
+        tenant: TenantId,
+        tik: KeyVersion,
+        limit: usize,
+    ) -> Result<Vec<(FileContext, WrappedFileKey)>, Error> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.select_file_keys(
+            "SELECT file, version, wrapped FROM file_keys WHERE tenant = ?1 AND tik_version < ?2
+             ORDER BY file, version LIMIT ?3",
+            tenant,
+            &[&u32::from(tik), &limit],
+        )
+    }
+
+    fn count_older_than(&self, tenant: TenantId, tik: KeyVersion) -> Result<u64, Error> {
+        Ok(self.db().query_row(
+            "SELECT count(*) FROM file_keys WHERE tenant = ?1 AND tik_version < ?2",
+            params![tenant.as_bytes(), u32::from(tik)],
+            |row| row.get(0),
+        )?)
+    }
+
+    fn count_under(&self, tenant: TenantId, tik: KeyVersion) -> Result<u64, Error> {
+        Ok(self.db().query_row(
+            "SELECT count(*) FROM file_keys WHERE tenant = ?1 AND tik_version = ?2",
+            params![tenant.as_bytes(), u32::from(tik)],
+            |row| row.get(0),
+        )?)
+    }
+
+    fn replace(&self, batch: &[Rewrapped]) -> Result<u64, Error> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let mut replaced = 0;
+        {
+            let mut update = tx.prepare_cached(
+                "UPDATE file_keys SET wrapped = ?5, tik_version = ?6
+                 WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND wrapped = ?4",
+            )?;
+            for entry in batch {
+                let context = &entry.context;
+                replaced += update.execute(params![
+                    context.tenant.as_bytes(),
+                    context.file.as_bytes(),
+                    u64::from(context.version),
+                    entry.old.as_ref(),
+                    entry.new.as_ref(),
+                    u32::from(entry.new.kek_version())
+                ])? as u64;
+            }
+        }
+        tx.commit()?;
+        Ok(replaced)
+    }
+}

@@ -1,0 +1,547 @@
+//! Each rule of the key hierarchy model, driven through the fault-injecting
+//! provider: the availability key on unavailable customer keys only,
+//! revocation within the cache TTL and at once after a flush, final purges,
+//! tenant isolation, and rotation that never loses a key.
+
+#![allow(
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use atrest_audit::{Event, Outcome};
+use atrest_filekey::{FileContext, KeyVersion};
+use atrest_tenant::fault::Fault;
+use atrest_tenant::{
+    Access, Error, ProviderError, RewrapProgress, SqliteStore, TenantState, WrappedKeyIndex,
+};
+use common::{Fixture, SYSTEM, USER, context};
+
+fn is_fallback(event: &Event, outcome: &Outcome) -> bool {
+    matches!(event, Event::AvailabilityKeyFallback { .. }) && *outcome == Outcome::Success
+}
+
+#[test]
+fn service_tenant_round_trip_and_every_release_and_denial_is_audited() {
+    let f = Fixture::new("service");
+    let tenant = f.service_tenant();
+    let ctx = context(tenant);
+    let (key, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    let released = f.hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
+    assert_eq!(key.expose_secret(), released.expose_secret());
+
+    let intruder = Access::User {
+        principal: "mallory",
+    };
+    let denied = f.hierarchy.release_file_key(&intruder, &ctx, &wrapped);
+    assert!(
+        matches!(&denied, Err(Error::Denied { reason }) if reason == "not a reader"),
+        "{denied:?}"
+    );
+
+    let events = f.audit.events();
+    assert!(matches!(
+        &events[0].0,
+        Event::TikRolled {
+            previous_version: None,
+            ..
+        }
+    ));
+    assert!(matches!(&events[1].0, Event::FileKeyWrapped { .. }));
+    assert!(
+        matches!(&events[2], (Event::FileKeyReleased { principal, .. }, Outcome::Success) if principal.as_str() == "reader-1")
+    );
+    assert!(
+        matches!(&events[3], (Event::ReleaseDenied { principal, .. }, Outcome::Denied { .. }) if principal.as_str() == "mallory")
+    );
+}
+
+#[test]
+fn customer_keys_are_tried_first_and_one_is_enough() {
+    let f = Fixture::new("first");
+    let tenant = f.customer_tenant();
+    let ctx = context(tenant);
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    f.hierarchy.flush_cache();
+    f.customer_a.set(Fault::Unavailable);
+    f.hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
+    // Customer key B answered: no fallback.
+    assert_eq!(f.audit.count(is_fallback), 0);
+}
+
+#[test]
+fn the_availability_key_is_used_when_customer_keys_are_unavailable_and_audited() {
+    let f = Fixture::new("fallback");
+    let tenant = f.customer_tenant();
+    let ctx = context(tenant);
+    let (key, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    f.hierarchy.flush_cache();
+    f.customer_a.set(Fault::Unavailable);
+    f.customer_b.set(Fault::Unavailable);
+    let released = f.hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
+    assert_eq!(key.expose_secret(), released.expose_secret());
+    assert_eq!(f.audit.count(is_fallback), 1);
+    let fallback = f
+        .audit
+        .events()
+        .into_iter()
+        .find(|(e, _)| matches!(e, Event::AvailabilityKeyFallback { .. }))
+        .unwrap();
+    let Event::AvailabilityKeyFallback {
+        root_keys,
+        operation,
+    } = fallback.0
+    else {
+        unreachable!()
+    };
+    assert_eq!(root_keys.len(), 2);
+    assert!(operation.as_str().contains("reader-1"));
+}
+
+#[test]
+fn access_denied_never_falls_back_for_a_user_request() {
+    let f = Fixture::new("denied");
+    let tenant = f.customer_tenant();
+    let ctx = context(tenant);
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    f.hierarchy.flush_cache();
+    // One key refuses and the other is down: a refusal is an answer.
+    f.customer_a.set(Fault::AccessDenied);
+    f.customer_b.set(Fault::Unavailable);
+    let result = f.hierarchy.release_file_key(&USER, &ctx, &wrapped);
+    assert!(
+        matches!(
+            result,
+            Err(Error::RootKey(ProviderError::AccessDenied { .. }))
+        ),
+        "{result:?}"
+    );
+    f.customer_b.set(Fault::AccessDenied);
+    assert!(f.hierarchy.release_file_key(&USER, &ctx, &wrapped).is_err());
+    assert!(f.hierarchy.new_file_key(&USER, &context(tenant)).is_err());
+    assert_eq!(
+        f.audit
+            .count(|e, _| matches!(e, Event::AvailabilityKeyFallback { .. })),
+        0
+    );
+
+    // A marked system operation may use the availability key, audited...
+    f.hierarchy
+        .release_file_key(&SYSTEM, &ctx, &wrapped)
+        .unwrap();
+    assert_eq!(f.audit.count(is_fallback), 1);
+    // ...but what it obtained is not cached for users.
+    assert!(f.hierarchy.release_file_key(&USER, &ctx, &wrapped).is_err());
+    assert_eq!(f.hierarchy.cached_tiks(), 0);
+}
+
+#[test]
+fn a_destroyed_customer_key_is_reported_as_destroyed_and_never_falls_back() {
+    let f = Fixture::new("destroyed");
+    let tenant = f.customer_tenant();
+    let ctx = context(tenant);
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    f.hierarchy.flush_cache();
+    for keys in [&f.keys_a, &f.keys_b] {
+        keys.destroy_version(&keys.keys().unwrap()[0].0).unwrap();
+    }
+    let result = f.hierarchy.release_file_key(&USER, &ctx, &wrapped);
+    assert!(
+        matches!(result, Err(Error::RootKey(ProviderError::Destroyed { .. }))),
+        "{result:?}"
+    );
+    assert_eq!(f.audit.count(is_fallback), 0);
+}
+
+#[test]
+fn revocation_takes_effect_within_the_cache_ttl() {
+    let ttl = Duration::from_millis(300);
+    let f = Fixture::with_ttl("ttl", ttl);
+    let tenant = f.customer_tenant();
+    let ctx = context(tenant);
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    f.hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
+    // The customer removes the service's access at their HSMs.
+    f.customer_a.set(Fault::AccessDenied);
+    f.customer_b.set(Fault::AccessDenied);
+    let calls = f.customer_a.calls();
+    // Within the TTL the cached TIK still serves (the documented lag)...
+    f.hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
+    assert_eq!(f.customer_a.calls(), calls, "served from the cache");
+    // ...and once it expires, user requests fail.
+    std::thread::sleep(ttl + Duration::from_millis(100));
+    let result = f.hierarchy.release_file_key(&USER, &ctx, &wrapped);
+    assert!(
+        matches!(
+            result,
+            Err(Error::RootKey(ProviderError::AccessDenied { .. }))
+        ),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn revocation_takes_effect_at_once_after_a_flush() {
+    let f = Fixture::new("flush");
+    let tenant = f.customer_tenant();
+    let ctx = context(tenant);
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    f.hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
+    assert!(f.hierarchy.cached_tiks() > 0);
+    f.customer_a.set(Fault::AccessDenied);
+    f.customer_b.set(Fault::AccessDenied);
+    f.hierarchy.flush_cache();
+    assert_eq!(f.hierarchy.cached_tiks(), 0);
+    assert!(f.hierarchy.release_file_key(&USER, &ctx, &wrapped).is_err());
+}
+
+#[test]
+fn recorded_revocation_stops_user_requests_at_once() {
+    let f = Fixture::new("revoke");
+    let tenant = f.customer_tenant();
+    let ctx = context(tenant);
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    f.hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
+    let [a, b] = Fixture::customer_keys();
+    f.hierarchy.revoke_customer_key(tenant, &a).unwrap();
+    // Key B still answers.
+    f.hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
+    f.hierarchy.revoke_customer_key(tenant, &b).unwrap();
+    let result = f.hierarchy.release_file_key(&USER, &ctx, &wrapped);
+    assert!(
+        matches!(result, Err(Error::Revoked(t)) if t == tenant),
+        "{result:?}"
+    );
+    assert_eq!(
+        f.audit
+            .count(|e, _| matches!(e, Event::CustomerKeyRevoked { .. })),
+        2
+    );
+    // Not a customer key of this tenant.
+    assert!(matches!(
+        f.hierarchy
+            .revoke_customer_key(tenant, &"service:root".parse().unwrap()),
+        Err(Error::Misuse(_))
+    ));
+}
+
+#[test]
+fn a_purge_is_final_cache_included_and_audited() {
+    let f = Fixture::new("purge");
+    let tenant = f.customer_tenant();
+    let other = f.customer_tenant();
+    let ctx = context(tenant);
+    let other_ctx = context(other);
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    let (_, other_wrapped) = f.hierarchy.new_file_key(&USER, &other_ctx).unwrap();
+    f.hierarchy.roll_tik(tenant).unwrap();
+    f.hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
+
+    assert_eq!(f.hierarchy.purge(tenant).unwrap(), 2);
+    for access in [USER, SYSTEM] {
+        let result = f.hierarchy.release_file_key(&access, &ctx, &wrapped);
+        assert!(
+            matches!(result, Err(Error::Purged(t)) if t == tenant),
+            "{result:?}"
+        );
+    }
+    assert!(matches!(
+        f.hierarchy.new_file_key(&USER, &context(tenant)),
+        Err(Error::Purged(_))
+    ));
+    assert!(matches!(
+        f.hierarchy.roll_tik(tenant),
+        Err(Error::Purged(_))
+    ));
+    assert_eq!(
+        f.hierarchy.tenant(tenant).unwrap().state,
+        TenantState::Purged
+    );
+    // The other tenant is unaffected.
+    f.hierarchy
+        .release_file_key(&USER, &other_ctx, &other_wrapped)
+        .unwrap();
+
+    // A new hierarchy over the same store, every provider healthy: still purged.
+    let again = Fixture::build(
+        &f.store,
+        &f.audit,
+        &f.service,
+        &f.customer_a,
+        &f.customer_b,
+        Duration::from_secs(60),
+    );
+    assert!(matches!(
+        again.release_file_key(&SYSTEM, &ctx, &wrapped),
+        Err(Error::Purged(_))
+    ));
+    // Nothing of the tenant's TIKs is left in the store.
+    assert!(
+        f.store
+            .as_ref()
+            .count_under(tenant, KeyVersion::FIRST)
+            .unwrap()
+            == 0
+    );
+    use atrest_tenant::MetadataStore as _;
+    assert!(f.store.tik_versions(tenant).unwrap().is_empty());
+    assert!(
+        f.store
+            .tik_wraps(tenant, KeyVersion::FIRST)
+            .unwrap()
+            .is_empty()
+    );
+
+    assert_eq!(
+        f.audit
+            .count(|e, _| matches!(e, Event::TenantPurged { tik_versions: 2 })),
+        1
+    );
+    let failed_after_purge = f.audit.count(|e, o| {
+        matches!(e, Event::ReleaseDenied { .. })
+            && matches!(o, Outcome::Failed { error } if error.as_str().contains("purged"))
+    });
+    assert_eq!(failed_after_purge, 3);
+}
+
+#[test]
+fn a_tenants_keys_never_unwrap_under_another_tenant() {
+    let f = Fixture::new("isolation");
+    let a = f.customer_tenant();
+    let b = f.service_tenant();
+    let ctx_a = context(a);
+    let (_, wrapped_a) = f.hierarchy.new_file_key(&USER, &ctx_a).unwrap();
+    // Tenant A's wrapped key presented for tenant B (same file id).
+    let as_b = FileContext { tenant: b, ..ctx_a };
+    let result = f.hierarchy.release_file_key(&USER, &as_b, &wrapped_a);
+    assert!(
+        matches!(result, Err(Error::WrongTenant(t)) if t == b),
+        "{result:?}"
+    );
+
+    // Tenant A's TIK wraps copied over tenant B's: they do not unwrap for
+    // B, because each wrap binds its tenant, TIK id and version.
+    let c = f.customer_tenant();
+    let ctx_c = context(c);
+    let (_, wrapped_c) = f.hierarchy.new_file_key(&USER, &ctx_c).unwrap();
+    let db = rusqlite::Connection::open(f.dir.path().join("tenants.sqlite")).unwrap();
+    let copied = db
+        .execute(
+            "UPDATE tik_wraps SET wrapped = (SELECT w.wrapped FROM tik_wraps w WHERE w.tenant = ?1
+               AND w.version = tik_wraps.version AND w.slot = tik_wraps.slot) WHERE tenant = ?2",
+            rusqlite::params![a.as_bytes(), c.as_bytes()],
+        )
+        .unwrap();
+    assert_eq!(copied, 3);
+    f.hierarchy.flush_cache();
+    for access in [USER, SYSTEM] {
+        let result = f.hierarchy.release_file_key(&access, &ctx_c, &wrapped_c);
+        assert!(
+            matches!(
+                result,
+                Err(Error::RootKey(ProviderError::AuthenticationFailed { .. }))
+            ),
+            "{result:?}"
+        );
+    }
+}
+
+#[test]
+fn tik_rotation_rewrap_and_retirement() {
+    let f = Fixture::new("rotate");
+    let tenant = f.customer_tenant();
+    let index: &SqliteStore = &f.store;
+    let mut keys = Vec::new();
+    for _ in 0..25 {
+        let ctx = context(tenant);
+        let (key, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+        index.put_file_key(&ctx, &wrapped).unwrap();
+        keys.push((ctx, *key.expose_secret()));
+    }
+    let v2 = f.hierarchy.roll_tik(tenant).unwrap();
+    assert_eq!(u32::from(v2), 2);
+    // New files use the new version; old ones keep working.
+    let (_, new_wrapped) = f.hierarchy.new_file_key(&USER, &context(tenant)).unwrap();
+    assert_eq!(new_wrapped.kek_version(), v2);
+    let retire = f.hierarchy.retire_tik(tenant, KeyVersion::FIRST, index);
+    assert!(
+        matches!(retire, Err(Error::TikInUse { references: 25, .. })),
+        "{retire:?}"
+    );
+
+    let mut seen = Vec::new();
+    let report = f
+        .hierarchy
+        .rewrap_file_keys(tenant, index, 10, &mut |p: RewrapProgress| seen.push(p))
+        .unwrap();
+    assert_eq!((report.rewrapped, report.batches), (25, 3));
+    assert_eq!(seen.first(), Some(&RewrapProgress { done: 0, total: 25 }));
+    assert_eq!(
+        seen.last(),
+        Some(&RewrapProgress {
+            done: 25,
+            total: 25
+        })
+    );
+    for (ctx, key) in &keys {
+        let wrapped = index.file_key(ctx).unwrap().unwrap();
+        assert_eq!(wrapped.kek_version(), v2);
+        assert_eq!(
+            f.hierarchy
+                .release_file_key(&USER, ctx, &wrapped)
+                .unwrap()
+                .expose_secret(),
+            key
+        );
+    }
+    // Nothing refers to version 1 any more; the current version stays.
+    assert!(matches!(
+        f.hierarchy.retire_tik(tenant, v2, index),
+        Err(Error::TikInUse {
+            is_current: true,
+            ..
+        })
+    ));
+    f.hierarchy
+        .retire_tik(tenant, KeyVersion::FIRST, index)
+        .unwrap();
+    assert!(matches!(
+        f.hierarchy.retire_tik(tenant, KeyVersion::FIRST, index),
+        Err(Error::UnknownTikVersion { .. })
+    ));
+    // A re-wrap with nothing to do is a no-op.
+    let report = f
+        .hierarchy
+        .rewrap_file_keys(tenant, index, 10, &mut |_| {})
+        .unwrap();
+    assert_eq!(report.rewrapped, 0);
+    assert_eq!(
+        f.audit
+            .count(|e, _| matches!(e, Event::FileKeysRewrapped { .. })),
+        3
+    );
+}
+
+#[test]
+fn rolling_a_root_key_rewraps_tik_versions_only() {
+    let f = Fixture::new("root-roll");
+    let service_tenant = f.service_tenant();
+    let customer_tenant = f.customer_tenant();
+    let mut files = Vec::new();
+    for tenant in [service_tenant, customer_tenant] {
+        f.hierarchy.roll_tik(tenant).unwrap();
+        let ctx = context(tenant);
+        let (key, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+        files.push((ctx, wrapped, *key.expose_secret()));
+    }
+    // The service root key and the availability key get new versions.
+    for label in ["root", "availability"] {
+        let old = f
+            .service
+            .keys()
+            .unwrap()
+            .into_iter()
+            .find(|(k, _)| k.label() == label)
+            .unwrap()
+            .0;
+        let new = f.service.roll_key(label).unwrap();
+        assert_eq!(new.version(), 2);
+        let report = f.hierarchy.roll_root_key(&old, &new).unwrap();
+        assert_eq!((report.tenants, report.tik_versions), (1, 2));
+        // The old version can go: nothing is wrapped under it any more.
+        f.service.destroy_version(&old).unwrap();
+    }
+    // A customer key is replaced by a new one.
+    let old_a: atrest_tenant::RootKeyRef = "customer-a:key-1".parse().unwrap();
+    let new_a = f.keys_a.create_key("key-2").unwrap();
+    f.hierarchy.roll_root_key(&old_a, &new_a).unwrap();
+    f.keys_a.destroy_version(&old_a).unwrap();
+
+    f.hierarchy.flush_cache();
+    f.customer_b.set(Fault::Unavailable);
+    for (ctx, wrapped, key) in &files {
+        let released = f.hierarchy.release_file_key(&USER, ctx, wrapped).unwrap();
+        assert_eq!(released.expose_secret(), key);
+    }
+    // Customer key B still has its original wraps, and the availability key
+    // its new version.
+    f.customer_a.set(Fault::Unavailable);
+    f.customer_b.set(Fault::None);
+    f.hierarchy.flush_cache();
+    f.hierarchy
+        .release_file_key(&USER, &files[1].0, &files[1].1)
+        .unwrap();
+    f.customer_b.set(Fault::Unavailable);
+    f.hierarchy.flush_cache();
+    f.hierarchy
+        .release_file_key(&USER, &files[1].0, &files[1].1)
+        .unwrap();
+    assert_eq!(
+        f.audit
+            .count(|e, _| matches!(e, Event::RootKeyRolled { .. })),
+        3
+    );
+}
+
+#[test]
+fn slow_providers_only_cost_the_first_unwrap() {
+    let f = Fixture::new("slow");
+    let tenant = f.customer_tenant();
+    let ctx = context(tenant);
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    f.hierarchy.flush_cache();
+    f.customer_a.set(Fault::Slow(Duration::from_millis(200)));
+    let start = std::time::Instant::now();
+    f.hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(200));
+    let calls = f.customer_a.calls();
+    for _ in 0..100 {
+        f.hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
+    }
+    assert_eq!(f.customer_a.calls(), calls);
+}
+
+#[test]
+fn bad_input_gets_typed_errors() {
+    let f = Fixture::new("bad");
+    let tenant = f.service_tenant();
+    assert!(
+        matches!(f.hierarchy.create_service_tenant(tenant), Err(Error::TenantExists(t)) if t == tenant)
+    );
+    let unknown = context(atrest_filekey::TenantId::random(&mut atrest_filekey::OsRng).unwrap());
+    assert!(matches!(
+        f.hierarchy.new_file_key(&USER, &unknown),
+        Err(Error::UnknownTenant(_))
+    ));
+    let same: atrest_tenant::RootKeyRef = "customer-a:key-1".parse().unwrap();
+    let t2 = atrest_filekey::TenantId::random(&mut atrest_filekey::OsRng).unwrap();
+    assert!(matches!(
+        f.hierarchy
+            .create_customer_key_tenant(t2, [same.clone(), same]),
+        Err(Error::Misuse(_))
+    ));
+    // A wrapped key released under the wrong file fails authentication.
+    let ctx = context(tenant);
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    let other_file = context(tenant);
+    assert!(matches!(
+        f.hierarchy.release_file_key(&USER, &other_file, &wrapped),
+        Err(Error::FileKey(atrest_filekey::Error::AuthenticationFailed))
+    ));
+    for text in ["", "no-colon", "a:b@0", "a:b@x", ":b", "a@b:c"] {
+        assert!(text.parse::<atrest_tenant::RootKeyRef>().is_err(), "{text}");
+    }
+    assert_eq!(
+        "p:l"
+            .parse::<atrest_tenant::RootKeyRef>()
+            .unwrap()
+            .to_string(),
+        "p:l@1"
+    );
+}
