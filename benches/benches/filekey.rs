@@ -39,6 +39,9 @@ fn filekey(c: &mut Criterion) {
             kek.wrap(&key, black_box(&context), &mut rng).unwrap()
         });
     });
+    group.bench_function("generate_wrapped/batch", |b| {
+        b.iter(|| kek.generate_wrapped(black_box(&context), &mut rng).unwrap());
+    });
     let key = FileKey::generate_with(&mut rng).unwrap();
     let wrapped = kek.wrap(&key, &context, &mut rng).unwrap();
     group.bench_function("unwrap", |b| {

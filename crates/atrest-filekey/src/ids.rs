@@ -87,13 +87,24 @@ fn parse_id(kind: &'static str, s: &str) -> Result<[u8; 16], Error> {
 }
 
 fn fmt_id(bytes: &[u8; 16], f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    // Built on the stack and written once: ids are formatted on hot paths
+    // (audit records of every key release).
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [b'-'; 36];
+    let mut out = 0;
     for (i, b) in bytes.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
-            f.write_str("-")?;
+            out += 1;
         }
-        write!(f, "{b:02x}")?;
+        for (slot, nibble) in text.iter_mut().skip(out).zip([b >> 4, b & 0x0f]) {
+            *slot = DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'?');
+        }
+        out += 2;
     }
-    Ok(())
+    match core::str::from_utf8(&text) {
+        Ok(text) => f.write_str(text),
+        Err(_) => Err(fmt::Error),
+    }
 }
 
 macro_rules! id_type {

@@ -174,6 +174,34 @@ impl Kek {
         self.wrap_with_salt(key, context, &salt)
     }
 
+    /// Generates a new file key and wraps it for `context`, drawing the key
+    /// and the wrap's salt from `rng` in one call: the same result as
+    /// [`FileKey::generate_with`] followed by [`Kek::wrap`], with half the
+    /// generator calls (each of which checks for a fork).
+    ///
+    /// # Errors
+    /// [`Error::Rng`] if the generator fails.
+    pub fn generate_wrapped(
+        &self,
+        context: &FileContext,
+        rng: &mut impl SecureRandom,
+    ) -> Result<(FileKey, WrappedFileKey), Error> {
+        let mut drawn = [0u8; FileKey::LEN + SALT_LEN];
+        let filled = rng.fill(&mut drawn);
+        let (key_bytes, salt_bytes) = drawn.split_at(FileKey::LEN);
+        let key = key_bytes.try_into().map(FileKey::from_secret_bytes);
+        let salt: Result<[u8; SALT_LEN], _> = salt_bytes.try_into();
+        drawn.zeroize();
+        filled?;
+        match (key, salt) {
+            (Ok(key), Ok(salt)) => {
+                let wrapped = self.wrap_with_salt(&key, context, &salt)?;
+                Ok((key, wrapped))
+            }
+            _ => Err(Error::Backend),
+        }
+    }
+
     fn wrap_with_salt(
         &self,
         key: &FileKey,

@@ -61,6 +61,37 @@ fn round_trip_with_both_generators() {
 }
 
 #[test]
+fn generate_wrapped_makes_distinct_keys_that_unwrap() {
+    let (kek, context, _, _) = setup();
+    let mut rng = KeyGenerator::new().unwrap();
+    let (a, wrapped_a) = kek.generate_wrapped(&context, &mut rng).unwrap();
+    let (b, wrapped_b) = kek.generate_wrapped(&context, &mut rng).unwrap();
+    assert_ne!(a.expose_secret(), b.expose_secret());
+    assert_ne!(wrapped_a, wrapped_b);
+    // The key and the salt are different draws: the wrapped bytes do not
+    // contain the key.
+    assert!(
+        !wrapped_a
+            .as_bytes()
+            .windows(32)
+            .any(|w| w == a.expose_secret())
+    );
+    assert_eq!(
+        kek.unwrap(&wrapped_a, &context).unwrap().expose_secret(),
+        a.expose_secret()
+    );
+    assert_eq!(
+        kek.unwrap(&wrapped_b, &context).unwrap().expose_secret(),
+        b.expose_secret()
+    );
+    let (key, wrapped) = kek.generate_wrapped(&context, &mut OsRng).unwrap();
+    assert_eq!(
+        kek.unwrap(&wrapped, &context).unwrap().expose_secret(),
+        key.expose_secret()
+    );
+}
+
+#[test]
 fn serde_forms_round_trip() {
     let (kek, context, key, wrapped) = setup();
     let json = serde_json::to_string(&wrapped).unwrap();

@@ -44,19 +44,23 @@ fn with_generator<T>(
     })
 }
 
-/// Text for an audit record from arbitrary text: control characters
-/// replaced, cut to the maximum length.
-fn audit_text(text: &str) -> Text {
-    let mut clean: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    while clean.len() > atrest_audit::MAX_TEXT_LEN {
-        let _ = clean.pop();
+/// Text for an audit record from arbitrary text: taken as it is when valid
+/// (the common case: no copy), else with control characters replaced and
+/// cut to the maximum length.
+fn audit_text(text: impl Into<String>) -> Text {
+    let mut text = text.into();
+    if text.len() > atrest_audit::MAX_TEXT_LEN || text.chars().any(char::is_control) {
+        text = text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        while text.len() > atrest_audit::MAX_TEXT_LEN {
+            let _ = text.pop();
+        }
     }
-    Text::new(clean.clone())
-        .or_else(|_| Text::new(format!("text:{clean}")))
-        .or_else(|_| Text::new("unprintable"))
+    // Only a text that imitates a hidden (keyed-hash) text is left to refuse.
+    Text::new(text)
+        .or_else(|_| Text::new("(text in the reserved hidden-text form)"))
         .unwrap_or_else(|_| unreachable!("a short plain text is valid"))
 }
 
@@ -194,7 +198,7 @@ impl Builder {
             availability: self.availability,
             policy: self.policy,
             ttl: self.ttl,
-            actor: audit_text(&self.actor),
+            actor: audit_text(self.actor),
             tenants: RwLock::default(),
             tiks: RwLock::default(),
         })
@@ -262,21 +266,21 @@ impl KeyHierarchy {
 
     fn root_ref(key: &RootKeyRef) -> KeyRef {
         KeyRef {
-            key: audit_text(&format!("{}:{}", key.provider(), key.label())),
+            key: audit_text(format!("{}:{}", key.provider(), key.label())),
             version: Some(key.version()),
         }
     }
 
     fn file_ref(context: &FileContext) -> FileRef {
         FileRef {
-            file: audit_text(&context.file.to_string()),
+            file: audit_text(context.file.to_string()),
             version: u64::from(context.version),
         }
     }
 
     fn failed(error: &Error) -> Outcome {
         Outcome::Failed {
-            error: audit_text(&error.to_string()),
+            error: audit_text(error.to_string()),
         }
     }
 
@@ -284,8 +288,8 @@ impl KeyHierarchy {
 
     fn entry_from(record: TenantRecord) -> TenantEntry {
         TenantEntry {
-            tenant_text: audit_text(&record.tenant.to_string()),
-            tik_text: audit_text(&format!("tik:{}", record.tik_id)),
+            tenant_text: audit_text(record.tenant.to_string()),
+            tik_text: audit_text(format!("tik:{}", record.tik_id)),
             record,
         }
     }
@@ -544,7 +548,7 @@ impl KeyHierarchy {
             entry,
             Event::AvailabilityKeyFallback {
                 root_keys: customer_keys,
-                operation: audit_text(&operation),
+                operation: audit_text(operation),
             },
             outcome,
         )?;
@@ -708,13 +712,9 @@ impl KeyHierarchy {
     ) -> Result<(FileKey, WrappedFileKey), Error> {
         let entry = self.tenant_entry(context.tenant)?;
         let version = entry.record.current_tik;
-        let result = self.tik(&entry, version, access).and_then(|tik| {
-            with_generator(|rng| {
-                let key = FileKey::generate_with(rng)?;
-                let wrapped = tik.wrap(&key, context, rng)?;
-                Ok((key, wrapped))
-            })
-        });
+        let result = self
+            .tik(&entry, version, access)
+            .and_then(|tik| with_generator(|rng| tik.generate_wrapped(context, rng)));
         let event = Event::FileKeyWrapped {
             file: Self::file_ref(context),
             kek: Self::tik_ref(&entry, version),
@@ -750,7 +750,7 @@ impl KeyHierarchy {
         wrapped: &WrappedFileKey,
     ) -> Result<FileKey, Error> {
         let entry = self.tenant_entry(context.tenant)?;
-        let principal = audit_text(&access.principal());
+        let principal = audit_text(access.principal());
         let released = |entry: &TenantEntry| {
             if entry.record.state == TenantState::Purged {
                 return Err(Error::Purged(context.tenant));
@@ -780,7 +780,7 @@ impl KeyHierarchy {
             Err(Error::Denied { reason }) => {
                 let event = Event::ReleaseDenied { file, principal };
                 let outcome = Outcome::Denied {
-                    reason: audit_text(&reason),
+                    reason: audit_text(reason.as_str()),
                 };
                 self.record(&entry, event, outcome)?;
                 Err(Error::Denied { reason })

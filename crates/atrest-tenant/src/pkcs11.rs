@@ -22,7 +22,9 @@
 //! [`ProviderError::NotFound`] (PKCS#11 cannot tell a destroyed key from
 //! one that never existed; the hierarchy reports a key that once wrapped a
 //! TIK as destroyed); a wrap that does not authenticate is
-//! [`ProviderError::AuthenticationFailed`]; anything else (device errors, a
+//! [`ProviderError::AuthenticationFailed`] (including the general failure
+//! SoftHSM2 reports for a GCM tag mismatch, when the session is otherwise
+//! healthy); anything else (device errors, a
 //! removed token, a closed session) is [`ProviderError::Unavailable`]. A
 //! session that went away is reopened once before giving up.
 
@@ -451,7 +453,17 @@ impl RootKeyProvider for Pkcs11Keys {
             let handle = self.handle(session, key)?;
             let mut iv = iv.to_vec();
             let params = GcmParams::new(&mut iv, &aad, TAG_BITS.into())?;
-            session.decrypt(&Mechanism::AesGcm(params), handle, ciphertext)
+            match session.decrypt(&Mechanism::AesGcm(params), handle, ciphertext) {
+                // SoftHSM2 (and some HSMs) report a GCM tag mismatch as a
+                // general failure. If the session still works, that is what
+                // it was.
+                Err(CkError::Pkcs11(RvError::GeneralError | RvError::FunctionFailed, function))
+                    if session.get_session_info().is_ok() =>
+                {
+                    Err(CkError::Pkcs11(RvError::EncryptedDataInvalid, function))
+                }
+                other => other,
+            }
         })?;
         let material = KeyMaterial::from_secret_slice(&plain);
         plain.zeroize();

@@ -1,0 +1,239 @@
+//! Key hierarchy rates: generate + wrap and unwrap (release) through a
+//! tenant's TIK with a warm cache; release latency with a cold cache
+//! against SoftHSM2 (the customer keys in a PKCS#11 token); and the re-wrap
+//! rate of a TIK roll.
+//!
+//! `cargo bench -p atrest-benches --bench tenant`
+//!
+//! The warm-cache figures include building each audit record; the records
+//! go to an in-memory sink that counts them, so the figures measure the
+//! hierarchy, not the durability of a log (see the `audit` bench for that).
+//! The SoftHSM2 group needs the Debian package `softhsm2` (installed by
+//! `scripts/test`); without it, it is skipped with a message.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use atrest_audit::{Audit, Receipt, Record};
+use atrest_filekey::{FileContext, FileId, FileVersion, OsRng, TenantId};
+use atrest_tenant::{
+    Access, Decision, KeyHierarchy, MasterKey, Pkcs11Keys, RootKeyProvider, ServiceKeys,
+    SqliteStore,
+};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+const USER: Access<'static> = Access::User {
+    principal: "reader",
+};
+
+#[derive(Default)]
+struct CountingAudit(AtomicU64);
+
+impl Audit for CountingAudit {
+    fn record(&self, record: Record) -> Result<Receipt, atrest_audit::Error> {
+        drop(std::hint::black_box(record));
+        let seq = self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(Receipt { seq, hash: [0; 32] })
+    }
+}
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("atrest-bench-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn hierarchy(dir: &Path, extra: &[Arc<dyn RootKeyProvider>]) -> (KeyHierarchy, Arc<SqliteStore>) {
+    let master = MasterKey::create_file(&dir.join("master.key")).unwrap();
+    let service = Arc::new(ServiceKeys::open("service", &dir.join("keys.sqlite"), master).unwrap());
+    service.create_key("root").unwrap();
+    service.create_key("availability").unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.join("tenants.sqlite")).unwrap());
+    let mut builder = KeyHierarchy::builder(store.clone(), Arc::new(CountingAudit::default()))
+        .provider(service)
+        .service_root_key("service", "root")
+        .availability_key("service", "availability")
+        .policy(Arc::new(|_: &Access<'_>, _: TenantId, _: FileId| {
+            Decision::Allow
+        }));
+    for provider in extra {
+        builder = builder.provider(provider.clone());
+    }
+    (builder.build().unwrap(), store)
+}
+
+fn context(tenant: TenantId) -> FileContext {
+    FileContext::new(
+        tenant,
+        FileId::random(&mut OsRng).unwrap(),
+        FileVersion::FIRST,
+    )
+}
+
+fn warm(c: &mut Criterion) {
+    let dir = Dir::new("warm");
+    let (hierarchy, _) = hierarchy(&dir.0, &[]);
+    let tenant = TenantId::random(&mut OsRng).unwrap();
+    hierarchy.create_service_tenant(tenant).unwrap();
+    let ctx = context(tenant);
+    let (_, wrapped) = hierarchy.new_file_key(&USER, &ctx).unwrap();
+
+    let mut group = c.benchmark_group("tenant/warm-cache");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("generate+wrap", |b| {
+        b.iter(|| {
+            hierarchy
+                .new_file_key(&USER, std::hint::black_box(&ctx))
+                .unwrap()
+        });
+    });
+    group.bench_function("release (policy + unwrap)", |b| {
+        b.iter(|| {
+            hierarchy
+                .release_file_key(&USER, &ctx, std::hint::black_box(&wrapped))
+                .unwrap()
+        });
+    });
+    group.finish();
+}
+
+fn rewrap(c: &mut Criterion) {
+    const KEYS: u64 = 5_000;
+    let dir = Dir::new("rewrap");
+    let (hierarchy, store) = hierarchy(&dir.0, &[]);
+    let tenant = TenantId::random(&mut OsRng).unwrap();
+    hierarchy.create_service_tenant(tenant).unwrap();
+    for _ in 0..KEYS {
+        let ctx = context(tenant);
+        let (_, wrapped) = hierarchy.new_file_key(&USER, &ctx).unwrap();
+        store.put_file_key(&ctx, &wrapped).unwrap();
+    }
+    let mut group = c.benchmark_group("tenant/tik-roll");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(KEYS));
+    group.bench_function("roll + rewrap 5000 keys (batches of 1000, SQLite)", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                hierarchy.roll_tik(tenant).unwrap();
+                let report = hierarchy
+                    .rewrap_file_keys(tenant, store.as_ref(), 1000, &mut |_| {})
+                    .unwrap();
+                total += start.elapsed();
+                assert_eq!(report.rewrapped, KEYS);
+            }
+            total
+        });
+    });
+    group.finish();
+}
+
+const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const PIN: &str = "5678";
+
+/// SoftHSM2 reads `SOFTHSM2_CONF` when initialized; the bench re-runs
+/// itself with that set to fresh tokens in a temporary directory.
+fn cold_softhsm(c: &mut Criterion) {
+    if !Path::new(SOFTHSM_MODULE).exists() {
+        eprintln!(
+            "tenant/cold-cache-softhsm2: skipped, {SOFTHSM_MODULE} not installed (scripts/test installs softhsm2)"
+        );
+        return;
+    }
+    let Some(dir) = std::env::var_os("ATREST_BENCH_SOFTHSM_DIR") else {
+        let dir = Dir::new("softhsm");
+        let tokens = dir.0.join("tokens");
+        std::fs::create_dir_all(&tokens).unwrap();
+        let conf = dir.0.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        for label in ["customer-a", "customer-b"] {
+            let ok = Command::new("softhsm2-util")
+                .env("SOFTHSM2_CONF", &conf)
+                .args([
+                    "--init-token",
+                    "--free",
+                    "--label",
+                    label,
+                    "--so-pin",
+                    "1234",
+                    "--pin",
+                    PIN,
+                ])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "softhsm2-util --init-token");
+        }
+        let status = Command::new(std::env::current_exe().unwrap())
+            .args(std::env::args_os().skip(1))
+            .env("SOFTHSM2_CONF", &conf)
+            .env("ATREST_BENCH_SOFTHSM_DIR", &dir.0)
+            .env("ATREST_BENCH_SOFTHSM_ONLY", "1")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let hsm_a =
+        Arc::new(Pkcs11Keys::open("hsm-a", Path::new(SOFTHSM_MODULE), "customer-a", PIN).unwrap());
+    let hsm_b =
+        Arc::new(Pkcs11Keys::open("hsm-b", Path::new(SOFTHSM_MODULE), "customer-b", PIN).unwrap());
+    let keys = [
+        hsm_a.generate_key("k").unwrap(),
+        hsm_b.generate_key("k").unwrap(),
+    ];
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let (hierarchy, _) = hierarchy(&state, &[hsm_a, hsm_b]);
+    let tenant = TenantId::random(&mut OsRng).unwrap();
+    hierarchy.create_customer_key_tenant(tenant, keys).unwrap();
+    let ctx = context(tenant);
+    let (_, wrapped) = hierarchy.new_file_key(&USER, &ctx).unwrap();
+
+    let mut group = c.benchmark_group("tenant/cold-cache-softhsm2");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("release (TIK unwrap in the token + file key unwrap)", |b| {
+        b.iter(|| {
+            hierarchy.flush_cache();
+            hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap()
+        });
+    });
+    group.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    if std::env::var_os("ATREST_BENCH_SOFTHSM_ONLY").is_none() {
+        warm(c);
+        rewrap(c);
+    }
+    cold_softhsm(c);
+}
+
+criterion_group!(tenant, benches);
+criterion_main!(tenant);

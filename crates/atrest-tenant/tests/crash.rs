@@ -1,0 +1,312 @@
+//! Crash safety: a child process is killed with SIGKILL at random points of
+//! a TIK roll with re-wrap, and of a purge. Afterwards the stores open
+//! cleanly, the audit log recovers and verifies, every file key that
+//! unwrapped before still unwraps to the same key (after a purge: none of
+//! the purged tenant's does, and every other tenant's still does).
+//!
+//! Everything is on disk: SQLite key stores, master key files, the audit
+//! log.
+
+#![allow(
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use atrest_audit::{AuditLog, LogConfig, SigningKey, verify};
+use atrest_filekey::{FileContext, OsRng, TenantId};
+use atrest_tenant::{
+    Error, KeyHierarchy, MasterKey, MetadataStore, RootKeyProvider, RootKeyRef, ServiceKeys,
+    SqliteStore, TenantState,
+};
+use common::{SYSTEM, TempDir, USER, context};
+
+const CHILD_DIR: &str = "ATREST_CRASH_CHILD_DIR";
+const CHILD_OP: &str = "ATREST_CRASH_CHILD_OP";
+const CHILD_TENANT: &str = "ATREST_CRASH_CHILD_TENANT";
+
+struct World {
+    hierarchy: KeyHierarchy,
+    store: Arc<SqliteStore>,
+    log: Arc<AuditLog>,
+}
+
+/// Opens (creating on first use) every store of a deployment in `dir`.
+fn open_world(dir: &Path) -> World {
+    let provider = |name: &str, label: &str| -> Arc<ServiceKeys> {
+        let key_file = dir.join(format!("{name}.key"));
+        let master = if key_file.exists() {
+            MasterKey::open_file(&key_file).unwrap()
+        } else {
+            MasterKey::create_file(&key_file).unwrap()
+        };
+        let keys =
+            Arc::new(ServiceKeys::open(name, &dir.join(format!("{name}.sqlite")), master).unwrap());
+        if keys.keys().unwrap().is_empty() {
+            keys.create_key(label).unwrap();
+        }
+        keys
+    };
+    let service = provider("service", "root");
+    if !service
+        .keys()
+        .unwrap()
+        .iter()
+        .any(|(k, _)| k.label() == "availability")
+    {
+        service.create_key("availability").unwrap();
+    }
+    let a = provider("customer-a", "key-1");
+    let b = provider("customer-b", "key-1");
+    let store = Arc::new(SqliteStore::open(&dir.join("tenants.sqlite")).unwrap());
+    let audit_dir = dir.join("audit");
+    let log = if audit_dir.exists() {
+        AuditLog::open(&audit_dir, LogConfig::default()).unwrap().0
+    } else {
+        AuditLog::create(&audit_dir, LogConfig::default()).unwrap()
+    };
+    let log = Arc::new(log);
+    let hierarchy = KeyHierarchy::builder(store.clone(), log.clone())
+        .provider(service as Arc<dyn RootKeyProvider>)
+        .provider(a as Arc<dyn RootKeyProvider>)
+        .provider(b as Arc<dyn RootKeyProvider>)
+        .service_root_key("service", "root")
+        .availability_key("service", "availability")
+        .policy(common::policy())
+        .build()
+        .unwrap();
+    World {
+        hierarchy,
+        store,
+        log,
+    }
+}
+
+fn customer_keys() -> [RootKeyRef; 2] {
+    [
+        "customer-a:key-1".parse().unwrap(),
+        "customer-b:key-1".parse().unwrap(),
+    ]
+}
+
+/// The child's work, until it is killed.
+fn child(dir: &Path, op: &str, tenant: TenantId) {
+    let world = open_world(dir);
+    match op {
+        "rotate" => loop {
+            world.hierarchy.roll_tik(tenant).unwrap();
+            world
+                .hierarchy
+                .rewrap_file_keys(tenant, world.store.as_ref(), 7, &mut |_| {})
+                .unwrap();
+            let current = world.hierarchy.tenant(tenant).unwrap().current_tik;
+            for version in world.store.tik_versions(tenant).unwrap() {
+                if version != current {
+                    world
+                        .hierarchy
+                        .retire_tik(tenant, version, world.store.as_ref())
+                        .unwrap();
+                }
+            }
+        },
+        "purge" => {
+            world.hierarchy.purge(tenant).unwrap();
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        _ => unreachable!(),
+    }
+}
+
+/// Runs the child for `op` on `tenant` and kills it after `delay`.
+fn run_and_kill(test: &str, dir: &Path, op: &str, tenant: TenantId, delay: Duration) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_DIR, dir)
+        .env(CHILD_OP, op)
+        .env(CHILD_TENANT, tenant.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    if let Ok(Some(status)) = child.try_wait() {
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        panic!("child exited before it was killed ({status}): {stderr}");
+    }
+    child.kill().unwrap(); // SIGKILL
+    let _ = child.wait().unwrap();
+}
+
+fn run_child_if_asked() -> bool {
+    let Some(dir) = std::env::var_os(CHILD_DIR) else {
+        return false;
+    };
+    let op = std::env::var(CHILD_OP).unwrap();
+    let tenant = std::env::var(CHILD_TENANT).unwrap().parse().unwrap();
+    child(Path::new(&dir), &op, tenant);
+    true
+}
+
+/// A pseudo-random delay in `[min, max)` milliseconds.
+fn random_delay(min: u64, max: u64) -> Duration {
+    let mut bytes = [0u8; 8];
+    atrest_filekey::SecureRandom::fill(&mut OsRng, &mut bytes).unwrap();
+    Duration::from_millis(min + u64::from_le_bytes(bytes) % (max - min))
+}
+
+fn files_for(world: &World, tenant: TenantId, n: usize) -> HashMap<FileContext, [u8; 32]> {
+    (0..n)
+        .map(|_| {
+            let ctx = context(tenant);
+            let (key, wrapped) = world.hierarchy.new_file_key(&USER, &ctx).unwrap();
+            world.store.put_file_key(&ctx, &wrapped).unwrap();
+            (ctx, *key.expose_secret())
+        })
+        .collect()
+}
+
+fn assert_all_unwrap(world: &World, files: &HashMap<FileContext, [u8; 32]>) {
+    for (ctx, key) in files {
+        let wrapped = world.store.file_key(ctx).unwrap().unwrap();
+        let released = world
+            .hierarchy
+            .release_file_key(&USER, ctx, &wrapped)
+            .unwrap();
+        assert_eq!(released.expose_secret(), key);
+    }
+}
+
+fn assert_log_verifies(world: &World, dir: &Path) {
+    let (signer, _) = SigningKey::generate("crash-test").unwrap();
+    let checkpoint = world.log.checkpoint(&signer).unwrap();
+    let report = verify(dir.join("audit"), &[checkpoint], &signer.verifying_key()).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problem);
+}
+
+#[test]
+fn sigkill_during_tik_roll_and_rewrap_loses_no_key() {
+    if run_child_if_asked() {
+        return;
+    }
+    let dir = TempDir::new("crash-roll");
+    let (tenant, files) = {
+        let world = open_world(dir.path());
+        let tenant = TenantId::random(&mut OsRng).unwrap();
+        world
+            .hierarchy
+            .create_customer_key_tenant(tenant, customer_keys())
+            .unwrap();
+        let files = files_for(&world, tenant, 150);
+        (tenant, files)
+    };
+    let mut versions_seen = 0;
+    for round in 0..8 {
+        run_and_kill(
+            "sigkill_during_tik_roll_and_rewrap_loses_no_key",
+            dir.path(),
+            "rotate",
+            tenant,
+            random_delay(150, 900),
+        );
+        let world = open_world(dir.path());
+        assert_all_unwrap(&world, &files);
+        assert_log_verifies(&world, dir.path());
+        let current = u32::from(world.hierarchy.tenant(tenant).unwrap().current_tik);
+        assert!(
+            current >= versions_seen,
+            "round {round}: the current TIK went backwards"
+        );
+        versions_seen = current;
+    }
+    assert!(
+        versions_seen > 1,
+        "the child never rolled the TIK: kill delays too short"
+    );
+    // Finishing the interrupted work leaves everything under the current
+    // version, and the older versions can go.
+    let world = open_world(dir.path());
+    world
+        .hierarchy
+        .rewrap_file_keys(tenant, world.store.as_ref(), 50, &mut |_| {})
+        .unwrap();
+    let current = world.hierarchy.tenant(tenant).unwrap().current_tik;
+    for version in world.store.tik_versions(tenant).unwrap() {
+        if version != current {
+            world
+                .hierarchy
+                .retire_tik(tenant, version, world.store.as_ref())
+                .unwrap();
+        }
+    }
+    assert_eq!(world.store.tik_versions(tenant).unwrap(), vec![current]);
+    assert_all_unwrap(&world, &files);
+}
+
+#[test]
+fn sigkill_during_a_purge_leaves_it_done_or_not_done() {
+    if run_child_if_asked() {
+        return;
+    }
+    let dir = TempDir::new("crash-purge");
+    let (bystander, bystander_files) = {
+        let world = open_world(dir.path());
+        let tenant = TenantId::random(&mut OsRng).unwrap();
+        world.hierarchy.create_service_tenant(tenant).unwrap();
+        let files = files_for(&world, tenant, 20);
+        (tenant, files)
+    };
+    let (mut purged, mut intact) = (0, 0);
+    for _ in 0..10 {
+        let (victim, files) = {
+            let world = open_world(dir.path());
+            let tenant = TenantId::random(&mut OsRng).unwrap();
+            world
+                .hierarchy
+                .create_customer_key_tenant(tenant, customer_keys())
+                .unwrap();
+            world.hierarchy.roll_tik(tenant).unwrap();
+            (tenant, files_for(&world, tenant, 20))
+        };
+        run_and_kill(
+            "sigkill_during_a_purge_leaves_it_done_or_not_done",
+            dir.path(),
+            "purge",
+            victim,
+            random_delay(1, 40),
+        );
+        let world = open_world(dir.path());
+        match world.hierarchy.tenant(victim).unwrap().state {
+            TenantState::Active => {
+                intact += 1;
+                assert_all_unwrap(&world, &files);
+                assert_eq!(world.store.tik_versions(victim).unwrap().len(), 2);
+            }
+            TenantState::Purged => {
+                purged += 1;
+                assert!(world.store.tik_versions(victim).unwrap().is_empty());
+                for ctx in files.keys() {
+                    let wrapped = world.store.file_key(ctx).unwrap().unwrap();
+                    for access in [USER, SYSTEM] {
+                        let result = world.hierarchy.release_file_key(&access, ctx, &wrapped);
+                        assert!(matches!(result, Err(Error::Purged(_))), "{result:?}");
+                    }
+                }
+            }
+        }
+        assert_all_unwrap(&world, &bystander_files);
+        assert_log_verifies(&world, dir.path());
+        let _ = bystander;
+    }
+    eprintln!("purge crash rounds: {purged} purged, {intact} intact");
+}

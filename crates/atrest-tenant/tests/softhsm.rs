@@ -1,0 +1,378 @@
+//! End to end against a real PKCS#11 token: SoftHSM2, initialized in a
+//! temporary directory. Customer keys are generated inside the tokens as
+//! sensitive, non-extractable keys; tenants are created, file keys wrapped
+//! and released, the TIK and a customer key rotated, access revoked (a key
+//! disabled, a key destroyed), and the tenant purged.
+//!
+//! SoftHSM2 reads its configuration from `SOFTHSM2_CONF` when the module is
+//! initialized, so each test re-runs itself in a child process with that
+//! variable pointing at its own token directory. `scripts/test` installs
+//! SoftHSM2 (Debian package `softhsm2`); the module path can be overridden
+//! with `ATREST_PKCS11_MODULE`.
+
+#![allow(
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atrest_audit::Event;
+use atrest_filekey::{OsRng, TenantId};
+use atrest_tenant::{
+    Error, KeyHierarchy, KeyMaterial, MasterKey, Pkcs11Keys, ProviderError, RootKeyProvider,
+    ServiceKeys, SqliteStore,
+};
+use common::{Collected, SYSTEM, TempDir, USER, context};
+
+const PIN: &str = "5678";
+const SO_PIN: &str = "1234";
+const TOKENS: [&str; 3] = ["customer-a", "customer-b", "service-master"];
+const CHILD: &str = "ATREST_SOFTHSM_CHILD_DIR";
+
+fn module() -> PathBuf {
+    std::env::var_os("ATREST_PKCS11_MODULE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"))
+}
+
+/// Runs `body` in a child process whose SoftHSM2 has the tokens of
+/// [`TOKENS`] freshly initialized in a temporary directory.
+fn with_tokens(test: &str, body: impl FnOnce(&std::path::Path)) {
+    if let Some(dir) = std::env::var_os(CHILD) {
+        body(std::path::Path::new(&dir));
+        return;
+    }
+    assert!(
+        module().exists(),
+        "SoftHSM2 is not installed ({} is missing): run scripts/test, which installs the Debian package softhsm2",
+        module().display()
+    );
+    let dir = TempDir::new(test);
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    for label in TOKENS {
+        let status = Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", &conf)
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                label,
+                "--so-pin",
+                SO_PIN,
+                "--pin",
+                PIN,
+            ])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("softhsm2-util runs (scripts/test installs softhsm2)");
+        assert!(status.success(), "softhsm2-util --init-token {label}");
+    }
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env("SOFTHSM2_CONF", &conf)
+        .env(CHILD, dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "child test failed:\n{stdout}\n{stderr}"
+    );
+}
+
+fn token(name: &str, label: &str) -> Arc<Pkcs11Keys> {
+    Arc::new(Pkcs11Keys::open(name, &module(), label, PIN).unwrap())
+}
+
+#[test]
+fn customer_key_tenant_end_to_end() {
+    with_tokens("customer_key_tenant_end_to_end", |dir| {
+        let hsm_a = token("hsm-a", "customer-a");
+        let hsm_b = token("hsm-b", "customer-b");
+        let key_a = hsm_a.generate_key("tenant-key-1").unwrap();
+        let key_b = hsm_b.generate_key("tenant-key-1").unwrap();
+
+        // The service's root keys, sealed under a master key in a token.
+        let master_token = token("service-master-token", "service-master");
+        master_token.generate_key("master").unwrap();
+        let master = MasterKey::in_token(master_token, "master").unwrap();
+        let service =
+            Arc::new(ServiceKeys::open("service", &dir.join("keys.sqlite"), master).unwrap());
+        service.create_key("root").unwrap();
+        service.create_key("availability").unwrap();
+
+        let store = Arc::new(SqliteStore::open(&dir.join("tenants.sqlite")).unwrap());
+        let audit = Arc::new(Collected::default());
+        let hierarchy = KeyHierarchy::builder(store.clone(), audit.clone())
+            .provider(service.clone())
+            .provider(hsm_a.clone() as Arc<dyn RootKeyProvider>)
+            .provider(hsm_b.clone() as Arc<dyn RootKeyProvider>)
+            .service_root_key("service", "root")
+            .availability_key("service", "availability")
+            .policy(common::policy())
+            .cache_ttl(Duration::from_secs(60))
+            .build()
+            .unwrap();
+
+        let tenant = TenantId::random(&mut OsRng).unwrap();
+        hierarchy
+            .create_customer_key_tenant(tenant, [key_a.clone(), key_b.clone()])
+            .unwrap();
+        let service_tenant = TenantId::random(&mut OsRng).unwrap();
+        hierarchy.create_service_tenant(service_tenant).unwrap();
+
+        // Wrap and release, through the tokens (cache flushed) and the cache.
+        let mut files = Vec::new();
+        for t in [tenant, service_tenant] {
+            for _ in 0..5 {
+                let ctx = context(t);
+                let (key, wrapped) = hierarchy.new_file_key(&USER, &ctx).unwrap();
+                store.put_file_key(&ctx, &wrapped).unwrap();
+                files.push((ctx, *key.expose_secret()));
+            }
+        }
+        let check_all = |hierarchy: &KeyHierarchy| {
+            hierarchy.flush_cache();
+            for (ctx, key) in &files {
+                let wrapped = store.file_key(ctx).unwrap().unwrap();
+                assert_eq!(
+                    hierarchy
+                        .release_file_key(&USER, ctx, &wrapped)
+                        .unwrap()
+                        .expose_secret(),
+                    key
+                );
+            }
+        };
+        check_all(&hierarchy);
+
+        // Rotate: the TIK (with re-wrap), then customer key A to a new key.
+        hierarchy.roll_tik(tenant).unwrap();
+        let report = hierarchy
+            .rewrap_file_keys(tenant, store.as_ref(), 2, &mut |_| {})
+            .unwrap();
+        assert_eq!(report.rewrapped, 5);
+        let key_a2 = hsm_a.generate_key("tenant-key-2").unwrap();
+        let rolled = hierarchy.roll_root_key(&key_a, &key_a2).unwrap();
+        assert_eq!((rolled.tenants, rolled.tik_versions), (1, 2));
+        hsm_a.destroy_key("tenant-key-1").unwrap();
+        check_all(&hierarchy);
+        // The service root key too (sealed under the token master key).
+        let root_2 = service.roll_key("root").unwrap();
+        hierarchy
+            .roll_root_key(&"service:root@1".parse().unwrap(), &root_2)
+            .unwrap();
+        check_all(&hierarchy);
+
+        // Revoke: the customer disables key B and destroys key A.
+        hsm_b.set_key_usable("tenant-key-1", false).unwrap();
+        hierarchy.flush_cache();
+        let (ctx, _) = &files[0];
+        let wrapped = store.file_key(ctx).unwrap().unwrap();
+        hierarchy.release_file_key(&USER, ctx, &wrapped).unwrap(); // key A2 still answers
+        hsm_a.destroy_key("tenant-key-2").unwrap();
+        hierarchy.flush_cache();
+        let refused = hierarchy.release_file_key(&USER, ctx, &wrapped);
+        assert!(
+            matches!(
+                refused,
+                Err(Error::RootKey(ProviderError::AccessDenied { .. }))
+            ),
+            "{refused:?}"
+        );
+        // A marked system operation may still use the availability key.
+        hierarchy.release_file_key(&SYSTEM, ctx, &wrapped).unwrap();
+        hierarchy.revoke_customer_key(tenant, &key_a2).unwrap();
+        hierarchy.revoke_customer_key(tenant, &key_b).unwrap();
+        assert!(matches!(
+            hierarchy.release_file_key(&USER, ctx, &wrapped),
+            Err(Error::Revoked(_))
+        ));
+
+        // Purge: nothing recovers any key of the tenant any more.
+        assert_eq!(hierarchy.purge(tenant).unwrap(), 2);
+        for (ctx, _) in files.iter().filter(|(c, _)| c.tenant == tenant) {
+            let wrapped = store.file_key(ctx).unwrap().unwrap();
+            for access in [USER, SYSTEM] {
+                assert!(matches!(
+                    hierarchy.release_file_key(&access, ctx, &wrapped),
+                    Err(Error::Purged(_))
+                ));
+            }
+        }
+        // The service-managed tenant is unaffected.
+        for (ctx, key) in files.iter().filter(|(c, _)| c.tenant == service_tenant) {
+            let wrapped = store.file_key(ctx).unwrap().unwrap();
+            assert_eq!(
+                hierarchy
+                    .release_file_key(&USER, ctx, &wrapped)
+                    .unwrap()
+                    .expose_secret(),
+                key
+            );
+        }
+        assert_eq!(
+            audit.count(|e, _| matches!(e, Event::AvailabilityKeyFallback { .. })),
+            1
+        );
+        assert_eq!(
+            audit.count(|e, _| matches!(e, Event::TenantPurged { .. })),
+            1
+        );
+    });
+}
+
+#[test]
+fn token_keys_cannot_be_extracted() {
+    with_tokens("token_keys_cannot_be_extracted", |_| {
+        let hsm = token("hsm-a", "customer-a");
+        hsm.generate_key("generated").unwrap();
+        hsm.import_key("imported", &KeyMaterial::from_secret_bytes(&[9; 32]))
+            .unwrap();
+        for label in ["generated", "imported"] {
+            let protection = hsm.protection(label).unwrap();
+            assert!(protection.sensitive, "{label}: {protection:?}");
+            assert!(!protection.extractable, "{label}: {protection:?}");
+            assert!(!protection.value_readable, "{label}: {protection:?}");
+        }
+        // Generated inside the token, it was never anywhere else.
+        let generated = hsm.protection("generated").unwrap();
+        assert!(
+            generated.always_sensitive && generated.never_extractable,
+            "{generated:?}"
+        );
+
+        // Wrapping the key out of the token with another key is refused.
+        use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+        use cryptoki::mechanism::Mechanism;
+        use cryptoki::object::{Attribute, ObjectClass};
+        use cryptoki::session::UserType;
+        let pkcs11 = Pkcs11::new(module()).unwrap();
+        let _ = pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+        let slot = pkcs11
+            .get_slots_with_token()
+            .unwrap()
+            .into_iter()
+            .find(|s| pkcs11.get_token_info(*s).unwrap().label() == "customer-a")
+            .unwrap();
+        let session = pkcs11.open_rw_session(slot).unwrap();
+        let _ = session.login(UserType::User, Some(&PIN.to_owned().into()));
+        let wrapping = session
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Token(false),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Wrap(true),
+                    Attribute::Extractable(true),
+                ],
+            )
+            .unwrap();
+        for label in ["generated", "imported"] {
+            let target = session
+                .find_objects(&[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::Label(label.into()),
+                ])
+                .unwrap()[0];
+            let exported = session.wrap_key(&Mechanism::AesKeyWrapPad, wrapping, target);
+            assert!(exported.is_err(), "{label} was wrapped out of the token");
+            let value = session.get_attributes(target, &[cryptoki::object::AttributeType::Value]);
+            assert!(
+                value.is_err()
+                    || value
+                        .unwrap()
+                        .iter()
+                        .all(|a| !matches!(a, Attribute::Value(_))),
+                "{label}: value readable"
+            );
+        }
+        // Creating a key whose label is taken is refused.
+        assert!(matches!(
+            hsm.generate_key("generated"),
+            Err(ProviderError::Misconfigured { .. })
+        ));
+    });
+}
+
+#[test]
+fn token_errors_are_typed() {
+    with_tokens("token_errors_are_typed", |_| {
+        let wrong_pin = Pkcs11Keys::open("hsm", &module(), "customer-a", "0000");
+        assert!(
+            matches!(wrong_pin, Err(ProviderError::AccessDenied { .. })),
+            "{wrong_pin:?}"
+        );
+        let no_token = Pkcs11Keys::open("hsm", &module(), "no-such-token", PIN);
+        assert!(
+            matches!(no_token, Err(ProviderError::Unavailable { .. })),
+            "{no_token:?}"
+        );
+        let no_module = Pkcs11Keys::open(
+            "hsm",
+            std::path::Path::new("/nonexistent/module.so"),
+            "x",
+            PIN,
+        );
+        assert!(
+            matches!(no_module, Err(ProviderError::Misconfigured { .. })),
+            "{no_module:?}"
+        );
+
+        let hsm = token("hsm-b", "customer-b");
+        let key = hsm.generate_key("k").unwrap();
+        let material = KeyMaterial::from_secret_bytes(&[1; 32]);
+        let wrapped = hsm.wrap(&key, &material, b"aad").unwrap();
+        assert_eq!(wrapped.len(), 61);
+        assert_eq!(
+            hsm.unwrap(&key, &wrapped, b"aad").unwrap().expose_secret(),
+            &[1; 32]
+        );
+        let wrong_aad = hsm.unwrap(&key, &wrapped, b"aaD");
+        assert!(
+            matches!(wrong_aad, Err(ProviderError::AuthenticationFailed { .. })),
+            "{wrong_aad:?}"
+        );
+        let mut tampered = wrapped.clone();
+        tampered[20] ^= 1;
+        assert!(matches!(
+            hsm.unwrap(&key, &tampered, b"aad"),
+            Err(ProviderError::AuthenticationFailed { .. })
+        ));
+        assert!(matches!(
+            hsm.unwrap(&key, &wrapped[1..], b"aad"),
+            Err(ProviderError::AuthenticationFailed { .. })
+        ));
+        let missing = "hsm-b:missing".parse().unwrap();
+        assert!(matches!(
+            hsm.unwrap(&missing, &wrapped, b"aad"),
+            Err(ProviderError::NotFound { .. })
+        ));
+        hsm.set_key_usable("k", false).unwrap();
+        assert!(matches!(
+            hsm.unwrap(&key, &wrapped, b"aad"),
+            Err(ProviderError::AccessDenied { .. })
+        ));
+        assert!(format!("{hsm:?}").contains("customer-b"));
+    });
+}
