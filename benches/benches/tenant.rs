@@ -145,15 +145,18 @@ fn rewrap(c: &mut Criterion) {
     group.finish();
 }
 
-const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const PIN: &str = "5678";
 
 /// SoftHSM2 reads `SOFTHSM2_CONF` when initialized; the bench re-runs
 /// itself with that set to fresh tokens in a temporary directory.
 fn cold_softhsm(c: &mut Criterion) {
-    if !Path::new(SOFTHSM_MODULE).exists() {
+    let module = std::env::var_os("ATREST_PKCS11_MODULE")
+        .map_or_else(|| PathBuf::from(DEFAULT_MODULE), PathBuf::from);
+    if !module.exists() {
         eprintln!(
-            "tenant/cold-cache-softhsm2: skipped, {SOFTHSM_MODULE} not installed (scripts/test installs softhsm2)"
+            "tenant/cold-cache-softhsm2: skipped, {} not installed (scripts/test installs softhsm2)",
+            module.display()
         );
         return;
     }
@@ -200,10 +203,8 @@ fn cold_softhsm(c: &mut Criterion) {
         return;
     };
     let dir = PathBuf::from(dir);
-    let hsm_a =
-        Arc::new(Pkcs11Keys::open("hsm-a", Path::new(SOFTHSM_MODULE), "customer-a", PIN).unwrap());
-    let hsm_b =
-        Arc::new(Pkcs11Keys::open("hsm-b", Path::new(SOFTHSM_MODULE), "customer-b", PIN).unwrap());
+    let hsm_a = Arc::new(Pkcs11Keys::open("hsm-a", &module, "customer-a", PIN).unwrap());
+    let hsm_b = Arc::new(Pkcs11Keys::open("hsm-b", &module, "customer-b", PIN).unwrap());
     let keys = [
         hsm_a.generate_key("k").unwrap(),
         hsm_b.generate_key("k").unwrap(),

@@ -105,25 +105,31 @@ fn child(dir: &Path, op: &str, tenant: TenantId) {
     match op {
         "rotate" => loop {
             world.hierarchy.roll_tik(tenant).unwrap();
-            world
-                .hierarchy
-                .rewrap_file_keys(tenant, world.store.as_ref(), 7, &mut |_| {})
-                .unwrap();
-            let current = world.hierarchy.tenant(tenant).unwrap().current_tik;
-            for version in world.store.tik_versions(tenant).unwrap() {
-                if version != current {
-                    world
-                        .hierarchy
-                        .retire_tik(tenant, version, world.store.as_ref())
-                        .unwrap();
-                }
-            }
+            rewrap_and_retire(&world, tenant, 7);
         },
         "purge" => {
             world.hierarchy.purge(tenant).unwrap();
             std::thread::sleep(Duration::from_secs(60));
         }
         _ => unreachable!(),
+    }
+}
+
+/// Moves every wrapped file key to the current TIK version, then retires
+/// the older versions.
+fn rewrap_and_retire(world: &World, tenant: TenantId, batch: usize) {
+    world
+        .hierarchy
+        .rewrap_file_keys(tenant, world.store.as_ref(), batch, &mut |_| {})
+        .unwrap();
+    let current = world.hierarchy.tenant(tenant).unwrap().current_tik;
+    for version in world.store.tik_versions(tenant).unwrap() {
+        if version != current {
+            world
+                .hierarchy
+                .retire_tik(tenant, version, world.store.as_ref())
+                .unwrap();
+        }
     }
 }
 
@@ -236,19 +242,8 @@ fn sigkill_during_tik_roll_and_rewrap_loses_no_key() {
     // Finishing the interrupted work leaves everything under the current
     // version, and the older versions can go.
     let world = open_world(dir.path());
-    world
-        .hierarchy
-        .rewrap_file_keys(tenant, world.store.as_ref(), 50, &mut |_| {})
-        .unwrap();
+    rewrap_and_retire(&world, tenant, 50);
     let current = world.hierarchy.tenant(tenant).unwrap().current_tik;
-    for version in world.store.tik_versions(tenant).unwrap() {
-        if version != current {
-            world
-                .hierarchy
-                .retire_tik(tenant, version, world.store.as_ref())
-                .unwrap();
-        }
-    }
     assert_eq!(world.store.tik_versions(tenant).unwrap(), vec![current]);
     assert_all_unwrap(&world, &files);
 }

@@ -1,0 +1,38 @@
+//! Untrusted inputs of the tenant key hierarchy: root-key references as
+//! stored in the key store and typed by operators, and wrapped TIKs read
+//! back from the store. A reference that parses must print back to itself;
+//! no arbitrary bytes may unwrap under a service root key.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use atrest_tenant::{MasterKey, ProviderError, RootKeyProvider, RootKeyRef, ServiceKeys};
+use libfuzzer_sys::fuzz_target;
+
+fn service() -> &'static (ServiceKeys, RootKeyRef) {
+    static SERVICE: OnceLock<(ServiceKeys, RootKeyRef)> = OnceLock::new();
+    SERVICE.get_or_init(|| {
+        let file =
+            std::env::temp_dir().join(format!("atrest-fuzz-master-{}.key", std::process::id()));
+        let _ = std::fs::remove_file(&file);
+        let master = MasterKey::create_file(&file).unwrap();
+        let _ = std::fs::remove_file(&file);
+        let keys = ServiceKeys::open("service", std::path::Path::new(":memory:"), master).unwrap();
+        let root = keys.create_key("root").unwrap();
+        (keys, root)
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(key) = text.parse::<RootKeyRef>()
+    {
+        assert_eq!(key.to_string().parse::<RootKeyRef>().unwrap(), key);
+    }
+    let (keys, root) = service();
+    let (aad, wrapped) = data.split_at(data.len().min(8));
+    assert!(matches!(
+        keys.unwrap(root, wrapped, aad),
+        Err(ProviderError::AuthenticationFailed { .. })
+    ));
+});
