@@ -14,7 +14,8 @@ pub use checkpoint::{Checkpoint, SigningKey, VerifyingKey};
 pub use error::Error;
 pub use log::{AuditLog, LogConfig, Receipt, Recovery, stored_checkpoints};
 pub use record::{
-    Event, FileRef, IdHasher, IdLike, KeyRef, MAX_TEXT_LEN, Outcome, Record, Text, Timestamp, Value,
+    Entry, Event, FileRef, IdHasher, IdLike, KeyRef, MAX_TEXT_LEN, Outcome, Record, Text,
+    Timestamp, Value,
 };
 pub use sink::{Auditor, JsonLinesSink, MemorySink, Sink, SinkPolicy};
 pub use verify::{Problem, Report, read_entries, verify, verify_segments};

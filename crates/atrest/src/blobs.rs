@@ -1,0 +1,370 @@
+//! A blob store over the [`object_store`] crate: the local filesystem by
+//! default, or any `object_store` URL (`s3://bucket/prefix`,
+//! `az://container/prefix`, `gs://bucket/prefix`, `file:///dir`), so the
+//! same program scales beyond one machine.
+//!
+//! Blob names are 128-bit random hex strings ([`BlobName::random`]): they
+//! say nothing about the tenant, the file or its name, and the blobs hold
+//! only ciphertext. The storage layer can neither decrypt nor identify what
+//! it holds.
+//!
+//! The API is synchronous (it drives its own single-threaded tokio runtime)
+//! so it plugs into the threaded [`crate::Files::seal`] /
+//! [`crate::Files::open`]; do not call it from inside an async runtime.
+//! Cloud credentials come from the usual environment variables
+//! (`AWS_ACCESS_KEY_ID`, `AZURE_STORAGE_ACCOUNT_NAME`,
+//! `GOOGLE_SERVICE_ACCOUNT`, …).
+
+use std::io::{self, Read, Write};
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use futures_util::stream::BoxStream;
+use object_store::buffered::BufWriter;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{GetResultPayload, ObjectStore, ObjectStoreExt as _};
+use tokio::io::AsyncWriteExt as _;
+use tokio::runtime::Runtime;
+
+use crate::Error;
+
+/// How much a [`BlobWriter`] buffers before handing a part to the store.
+const PART_LEN: usize = 8 << 20;
+
+/// The name of a blob: 32 lowercase hex digits, random.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlobName(String);
+
+impl BlobName {
+    /// A fresh random name (128 bits from the operating system).
+    ///
+    /// # Errors
+    /// [`Error::Blob`] if the random generator fails.
+    pub fn random() -> Result<Self, Error> {
+        let mut bytes = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).map_err(
+            |_| Error::Blob("the operating system random number generator failed".into()),
+        )?;
+        Ok(Self(bytes.iter().map(|b| format!("{b:02x}")).collect()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl core::str::FromStr for BlobName {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self, Error> {
+        if text.len() == 32 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(Error::Blob(format!(
+                "{text:?} is not a blob name (32 lowercase hex digits)"
+            )))
+        }
+    }
+}
+
+impl core::fmt::Display for BlobName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn blob_error(error: object_store::Error) -> Error {
+    match error {
+        object_store::Error::NotFound { path, .. } => {
+            Error::NotFound(format!("blob {path} does not exist"))
+        }
+        other => Error::Blob(other.to_string()),
+    }
+}
+
+fn io_error(error: object_store::Error) -> io::Error {
+    io::Error::other(blob_error(error))
+}
+
+/// Where sealed blobs are stored.
+pub struct BlobStore {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    location: String,
+    runtime: Runtime,
+}
+
+impl core::fmt::Debug for BlobStore {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("BlobStore")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlobStore {
+    fn with(store: Arc<dyn ObjectStore>, prefix: Path, location: String) -> Result<Self, Error> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Blob(format!("cannot start the blob store's runtime: {e}")))?;
+        Ok(Self {
+            store,
+            prefix,
+            location,
+            runtime,
+        })
+    }
+
+    /// Blobs as files in directory `dir` (created if missing).
+    ///
+    /// # Errors
+    /// [`Error::Blob`] if the directory cannot be created or used.
+    pub fn local(dir: &FsPath) -> Result<Self, Error> {
+        std::fs::create_dir_all(dir)?;
+        let store = LocalFileSystem::new_with_prefix(dir).map_err(blob_error)?;
+        Self::with(Arc::new(store), Path::default(), dir.display().to_string())
+    }
+
+    /// Blobs at an `object_store` URL (`s3://`, `az://`, `gs://`,
+    /// `file://`, …), configured from the environment.
+    ///
+    /// # Errors
+    /// [`Error::Blob`] if the URL is not one `object_store` supports.
+    pub fn from_url(url: &str) -> Result<Self, Error> {
+        let parsed = url::Url::parse(url).map_err(|e| Error::Blob(format!("{url}: {e}")))?;
+        let options = std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v));
+        let (store, prefix) = object_store::parse_url_opts(&parsed, options).map_err(blob_error)?;
+        Self::with(Arc::from(store), prefix, url.to_owned())
+    }
+
+    /// Where the blobs are (a directory or a URL).
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn path(&self, name: &BlobName) -> Path {
+        self.prefix.clone().join(name.as_str())
+    }
+
+    /// Starts writing a new blob. Nothing is visible under `name` until
+    /// [`BlobWriter::finish`]; a writer dropped without it aborts the
+    /// upload.
+    pub fn create(&self, name: &BlobName) -> BlobWriter<'_> {
+        BlobWriter {
+            blobs: self,
+            upload: Some(BufWriter::with_capacity(
+                Arc::clone(&self.store),
+                self.path(name),
+                PART_LEN,
+            )),
+            buffer: Vec::with_capacity(PART_LEN),
+            written: 0,
+        }
+    }
+
+    /// Reads a blob from the start.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if there is no such blob; [`Error::Blob`].
+    pub fn open(&self, name: &BlobName) -> Result<BlobReader<'_>, Error> {
+        let result = self
+            .runtime
+            .block_on(self.store.get(&self.path(name)))
+            .map_err(blob_error)?;
+        let source = match result.payload {
+            GetResultPayload::File(file, _) => Source::File(file),
+            GetResultPayload::Stream(stream) => Source::Stream(stream, Bytes::new()),
+        };
+        Ok(BlobReader {
+            blobs: self,
+            source,
+        })
+    }
+
+    /// Positioned reads of a blob (for range reads, which fetch only the
+    /// segments they need).
+    ///
+    /// # Errors
+    /// As for [`BlobStore::open`].
+    pub fn ranged(&self, name: &BlobName) -> Result<RangedBlob<'_>, Error> {
+        let path = self.path(name);
+        let size = self
+            .runtime
+            .block_on(self.store.head(&path))
+            .map_err(blob_error)?
+            .size;
+        Ok(RangedBlob {
+            blobs: self,
+            path,
+            size,
+        })
+    }
+
+    /// Deletes a blob.
+    ///
+    /// # Errors
+    /// [`Error::Blob`].
+    pub fn delete(&self, name: &BlobName) -> Result<(), Error> {
+        self.runtime
+            .block_on(self.store.delete(&self.path(name)))
+            .map_err(blob_error)
+    }
+
+    /// Every blob with its size, by name.
+    ///
+    /// # Errors
+    /// [`Error::Blob`].
+    pub fn list(&self) -> Result<Vec<(BlobName, u64)>, Error> {
+        let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
+        let metas: Vec<_> = self
+            .runtime
+            .block_on(self.store.list(prefix).collect::<Vec<_>>());
+        let mut blobs = Vec::new();
+        for meta in metas {
+            let meta = meta.map_err(blob_error)?;
+            if let Some(Ok(name)) = meta.location.filename().map(str::parse::<BlobName>) {
+                blobs.push((name, meta.size));
+            }
+        }
+        blobs.sort();
+        Ok(blobs)
+    }
+}
+
+/// Writes one blob; see [`BlobStore::create`].
+pub struct BlobWriter<'a> {
+    blobs: &'a BlobStore,
+    upload: Option<BufWriter>,
+    buffer: Vec<u8>,
+    written: u64,
+}
+
+impl BlobWriter<'_> {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let part = Bytes::from(std::mem::replace(
+            &mut self.buffer,
+            Vec::with_capacity(PART_LEN),
+        ));
+        let upload = self
+            .upload
+            .as_mut()
+            .ok_or_else(|| io::Error::other("blob already finished"))?;
+        self.blobs
+            .runtime
+            .block_on(upload.put(part))
+            .map_err(io_error)
+    }
+
+    /// Completes the upload; returns the blob's length.
+    ///
+    /// # Errors
+    /// [`Error::Blob`] if the store refuses it.
+    pub fn finish(mut self) -> Result<u64, Error> {
+        self.send()?;
+        let mut upload = self
+            .upload
+            .take()
+            .ok_or_else(|| Error::Blob("blob already finished".into()))?;
+        self.blobs
+            .runtime
+            .block_on(upload.shutdown())
+            .map_err(|e| Error::Blob(e.to_string()))?;
+        Ok(self.written)
+    }
+}
+
+impl Write for BlobWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = PART_LEN - self.buffer.len();
+        let n = room.min(buf.len());
+        self.buffer
+            .extend_from_slice(buf.get(..n).unwrap_or_default());
+        self.written += n as u64;
+        if self.buffer.len() == PART_LEN {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for BlobWriter<'_> {
+    fn drop(&mut self) {
+        if let Some(mut upload) = self.upload.take() {
+            let _ = self.blobs.runtime.block_on(upload.abort());
+        }
+    }
+}
+
+enum Source {
+    File(std::fs::File),
+    Stream(BoxStream<'static, object_store::Result<Bytes>>, Bytes),
+}
+
+/// Reads one blob from the start; see [`BlobStore::open`].
+pub struct BlobReader<'a> {
+    blobs: &'a BlobStore,
+    source: Source,
+}
+
+impl Read for BlobReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.source {
+            Source::File(file) => file.read(buf),
+            Source::Stream(stream, pending) => {
+                while pending.is_empty() {
+                    match self.blobs.runtime.block_on(stream.next()) {
+                        None => return Ok(0),
+                        Some(chunk) => *pending = chunk.map_err(io_error)?,
+                    }
+                }
+                let n = pending.len().min(buf.len());
+                buf.get_mut(..n)
+                    .unwrap_or_default()
+                    .copy_from_slice(&pending.split_to(n));
+                Ok(n)
+            }
+        }
+    }
+}
+
+/// Positioned reads of one blob; see [`BlobStore::ranged`].
+pub struct RangedBlob<'a> {
+    blobs: &'a BlobStore,
+    path: Path,
+    size: u64,
+}
+
+impl atrest_stream::ReadAt for RangedBlob<'_> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let end = offset.saturating_add(buf.len() as u64).min(self.size);
+        if offset >= end {
+            return Ok(0);
+        }
+        let bytes = self
+            .blobs
+            .runtime
+            .block_on(self.blobs.store.get_range(&self.path, offset..end))
+            .map_err(io_error)?;
+        let n = bytes.len().min(buf.len());
+        buf.get_mut(..n)
+            .unwrap_or_default()
+            .copy_from_slice(bytes.get(..n).unwrap_or_default());
+        Ok(n)
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.size)
+    }
+}
