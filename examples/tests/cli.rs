@@ -1,0 +1,513 @@
+//! The `atrest` CLI driven as a user would: a fresh data directory,
+//! commands in sequence, checking output, exit codes and files.
+
+#![allow(
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "atrest-cli-{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Cli {
+    data: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Cli {
+    fn new(dir: &Path) -> Self {
+        Self {
+            data: dir.join("data"),
+            env: Vec::new(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_atrest"));
+        command.arg("--data").arg(&self.data).args(args);
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        command.output().unwrap()
+    }
+
+    /// Runs and expects exit status `code`; returns stdout.
+    fn expect(&self, code: i32, args: &[&str]) -> String {
+        let output = self.run(args);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "atrest {args:?}\nstdout: {stdout}\nstderr: {stderr}"
+        );
+        if code != 0 {
+            assert!(
+                stderr.starts_with("atrest: "),
+                "error message for {args:?}: {stderr}"
+            );
+        }
+        stdout
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        self.expect(0, args)
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+}
+
+fn content(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+fn blobs(data: &Path) -> Vec<(String, Vec<u8>)> {
+    std::fs::read_dir(data.join("blobs"))
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                std::fs::read(entry.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_session_from_init_to_purge() {
+    let dir = TempDir::new("session");
+    let cli = Cli::new(&dir.0);
+    // Nothing works before init, and says so.
+    let output = cli.run(&["ls"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("atrest init"));
+
+    cli.ok(&["init"]);
+    assert_eq!(cli.run(&["init"]).status.code(), Some(2), "init twice");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(cli.data.join("master.key"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    cli.ok(&["tenant", "create", "contoso"]);
+    cli.ok(&["tenant", "create", "fabrikam"]);
+    cli.expect(2, &["tenant", "create", "contoso"]);
+
+    let report = dir.0.join("quarterly report.pdf");
+    let plain = content(1_300_000, 7);
+    std::fs::write(&report, &plain).unwrap();
+    let put = cli.json(&["put", "contoso", report.to_str().unwrap()]);
+    assert_eq!(put["version"], 1);
+    assert_eq!(put["record"]["plaintext_len"], 1_300_000);
+    let notes = dir.0.join("notes.txt");
+    std::fs::write(&notes, b"fabrikam notes").unwrap();
+    cli.ok(&["put", "fabrikam", notes.to_str().unwrap()]);
+    // A second version of the same name.
+    let put2 = cli.json(&["put", "contoso", report.to_str().unwrap()]);
+    assert_eq!(put2["version"], 2);
+
+    let listing = cli.json(&["ls", "contoso"]);
+    let names: Vec<_> = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["quarterly report.pdf", "quarterly report.pdf"]);
+    assert!(cli.ok(&["ls"]).contains("notes.txt"));
+
+    // Whole file, to a file and to stdout.
+    let back = dir.0.join("back.pdf");
+    cli.ok(&[
+        "get",
+        "contoso",
+        "quarterly report.pdf",
+        "-o",
+        back.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(&back).unwrap(), plain);
+    let output = cli.run(&["get", "fabrikam", "notes.txt"]);
+    assert_eq!(output.stdout, b"fabrikam notes");
+    // Exact ranges, at segment boundaries and inside segments.
+    for (range, start, end) in [
+        ("10K..20K", 10_240, 20_480),
+        ("0..1", 0, 1),
+        ("65000..200000", 65_000, 200_000),
+        ("1299999..1300000", 1_299_999, 1_300_000),
+        ("5..5", 5, 5),
+    ] {
+        let output = cli.run(&["get", "contoso", "quarterly report.pdf", "--range", range]);
+        assert!(output.status.success(), "{range}");
+        assert_eq!(output.stdout, plain[start..end], "{range}");
+    }
+    cli.expect(
+        2,
+        &["get", "contoso", "quarterly report.pdf", "--range", "0..2M"],
+    );
+    cli.expect(
+        2,
+        &[
+            "get",
+            "contoso",
+            "quarterly report.pdf",
+            "--range",
+            "20..10",
+        ],
+    );
+    cli.expect(
+        2,
+        &[
+            "get",
+            "contoso",
+            "quarterly report.pdf",
+            "--range",
+            "ten..20",
+        ],
+    );
+
+    // Storage can neither identify nor read what it holds.
+    let tenants = cli.json(&["tenant", "list"]);
+    let mut needles: Vec<Vec<u8>> = vec![
+        b"contoso".to_vec(),
+        b"fabrikam".to_vec(),
+        b"quarterly".to_vec(),
+        b"notes.txt".to_vec(),
+    ];
+    for tenant in tenants.as_array().unwrap() {
+        let id = tenant["id"].as_str().unwrap();
+        needles.push(id.as_bytes().to_vec());
+        let hex: String = id.chars().filter(|c| *c != '-').collect();
+        needles.push(
+            (0..16)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+                .collect(),
+        );
+    }
+    let stored = blobs(&cli.data);
+    assert_eq!(stored.len(), 3);
+    for (name, bytes) in &stored {
+        assert!(
+            name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{name}"
+        );
+        for needle in &needles {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_slice()),
+                "blob {name} holds an identifier"
+            );
+        }
+        assert!(
+            !bytes
+                .windows(64)
+                .any(|w| plain.windows(64).next() == Some(w)),
+            "plaintext in blob {name}"
+        );
+    }
+
+    // Cross-tenant access, unknown names, bad input.
+    cli.expect(
+        4,
+        &[
+            "get",
+            "contoso",
+            "quarterly report.pdf",
+            "--as",
+            "bob@fabrikam",
+        ],
+    );
+    cli.expect(3, &["get", "fabrikam", "quarterly report.pdf"]);
+    cli.expect(3, &["get", "northwind", "notes.txt"]);
+    cli.expect(
+        3,
+        &["get", "contoso", "quarterly report.pdf", "--version", "9"],
+    );
+    cli.expect(
+        2,
+        &["put", "contoso", dir.0.join("missing").to_str().unwrap()],
+    );
+    cli.expect(2, &["purge", "fabrikam"]);
+
+    // A corrupted blob: integrity error, and no partial output file.
+    let (target, _) = stored.iter().find(|(_, b)| b.len() > 1_000_000).unwrap();
+    let blob_path = cli.data.join("blobs").join(target);
+    let mut bytes = std::fs::read(&blob_path).unwrap();
+    bytes[700_000] ^= 0x20;
+    std::fs::write(&blob_path, &bytes).unwrap();
+    let out = dir.0.join("corrupt.out");
+    let version = if cli.json(&["ls", "contoso"])[0]["blob"] == target.as_str() {
+        "1"
+    } else {
+        "2"
+    };
+    cli.expect(
+        5,
+        &[
+            "get",
+            "contoso",
+            "quarterly report.pdf",
+            "--version",
+            version,
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.exists() && !out.with_extension("atrest-partial").exists());
+    bytes[700_000] ^= 0x20;
+    std::fs::write(&blob_path, &bytes).unwrap();
+
+    // Rotation keeps every file readable.
+    let rotated = cli.json(&["rotate", "tik", "contoso"]);
+    assert_eq!(rotated["tik_version"], 2);
+    assert_eq!(rotated["rewrapped"], 2);
+    cli.ok(&["rotate", "root-key"]);
+    cli.ok(&["rotate", "root-key", "--availability"]);
+    assert!(
+        cli.json(&["ls", "contoso"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["tik_version"] == 2)
+    );
+    let output = cli.run(&["get", "contoso", "quarterly report.pdf", "--version", "1"]);
+    assert_eq!(output.stdout, plain);
+
+    // Purge: every file of fabrikam unreadable, contoso unaffected.
+    cli.ok(&["purge", "fabrikam", "--yes"]);
+    cli.expect(4, &["get", "fabrikam", "notes.txt"]);
+    assert_eq!(cli.json(&["tenant", "show", "fabrikam"])["state"], "purged");
+    assert_eq!(
+        cli.run(&["get", "contoso", "quarterly report.pdf"]).stdout,
+        plain
+    );
+
+    // The audit trail verifies, and holds what happened.
+    let verified = cli.json(&["audit", "verify"]);
+    assert!(verified["problem"].is_null());
+    assert!(verified["checkpoints_verified"].as_u64().unwrap() >= 5);
+    let entries = cli.json(&["audit", "show", "--tenant", "fabrikam"]);
+    let types: Vec<_> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"]["type"].as_str().unwrap().to_owned())
+        .collect();
+    for wanted in [
+        "tik_rolled",
+        "file_key_wrapped",
+        "file_sealed",
+        "file_key_released",
+        "file_opened",
+        "tenant_purged",
+        "release_denied",
+    ] {
+        assert!(
+            types.iter().any(|t| t == wanted),
+            "{wanted} missing from {types:?}"
+        );
+    }
+    // A tampered audit log does not verify.
+    let segment = std::fs::read_dir(cli.data.join("audit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+        .unwrap();
+    let log = std::fs::read_to_string(&segment).unwrap();
+    std::fs::write(
+        &segment,
+        log.replacen("contoso", "c0ntoso", 1)
+            .replacen("\"bytes\":1300000", "\"bytes\":1300001", 1),
+    )
+    .unwrap();
+    cli.expect(5, &["audit", "verify"]);
+}
+
+#[test]
+fn customer_key_tenant_in_softhsm_tokens() {
+    let module = std::env::var("ATREST_PKCS11_MODULE")
+        .unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into());
+    assert!(
+        Path::new(&module).exists(),
+        "SoftHSM2 is not installed: run scripts/test"
+    );
+    let dir = TempDir::new("customer-key");
+    let tokens = dir.0.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.0.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    for label in ["northwind-a", "northwind-b"] {
+        let status = Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", &conf)
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                label,
+                "--so-pin",
+                "1234",
+                "--pin",
+                "5678",
+            ])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let mut cli = Cli::new(&dir.0);
+    cli.env
+        .push(("SOFTHSM2_CONF".into(), conf.display().to_string()));
+    cli.ok(&["init"]);
+    // The PIN is read from the environment, never stored.
+    cli.expect(
+        2,
+        &[
+            "tenant",
+            "create",
+            "northwind",
+            "--customer-key",
+            "--module",
+            &module,
+            "--token-a",
+            "northwind-a",
+            "--token-b",
+            "northwind-b",
+            "--key-a",
+            "k1",
+            "--key-b",
+            "k1",
+            "--generate",
+        ],
+    );
+    cli.env.push(("ATREST_PKCS11_PIN".into(), "5678".into()));
+    let created = cli.json(&[
+        "tenant",
+        "create",
+        "northwind",
+        "--customer-key",
+        "--module",
+        &module,
+        "--token-a",
+        "northwind-a",
+        "--token-b",
+        "northwind-b",
+        "--key-a",
+        "k1",
+        "--key-b",
+        "k1",
+        "--generate",
+    ]);
+    assert_eq!(created["kind"], "customer-key");
+    assert_eq!(created["root_keys"].as_array().unwrap().len(), 3);
+    assert!(
+        !std::fs::read_to_string(cli.data.join("atrest.json"))
+            .unwrap()
+            .contains("5678")
+    );
+
+    let file = dir.0.join("ledger.csv");
+    let plain = content(200_000, 3);
+    std::fs::write(&file, &plain).unwrap();
+    cli.ok(&["put", "northwind", file.to_str().unwrap()]);
+    assert_eq!(cli.run(&["get", "northwind", "ledger.csv"]).stdout, plain);
+    cli.ok(&["rotate", "tik", "northwind"]);
+    assert_eq!(
+        cli.run(&["get", "northwind", "ledger.csv", "--range", "1K..2K"])
+            .stdout,
+        plain[1024..2048]
+    );
+
+    // Without the PIN the tokens are unavailable: the availability key
+    // serves (audited).
+    let mut no_pin = Cli::new(&dir.0);
+    no_pin
+        .env
+        .push(("SOFTHSM2_CONF".into(), conf.display().to_string()));
+    assert_eq!(
+        no_pin.run(&["get", "northwind", "ledger.csv"]).stdout,
+        plain
+    );
+    let entries = cli.json(&["audit", "show", "--tenant", "northwind"]);
+    assert!(
+        entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"]["type"] == "availability_key_fallback")
+    );
+
+    // The customer revokes both keys: user requests are refused.
+    cli.ok(&["revoke", "northwind", "hsm-a:k1"]);
+    cli.ok(&["revoke", "northwind", "hsm-b:k1"]);
+    cli.expect(4, &["get", "northwind", "ledger.csv"]);
+    cli.expect(3, &["revoke", "northwind", "hsm-c:k1"]);
+    cli.ok(&["purge", "northwind", "--yes"]);
+    cli.expect(4, &["get", "northwind", "ledger.csv"]);
+    cli.ok(&["audit", "verify"]);
+}
+
+#[test]
+fn the_demo_runs_on_the_embedded_defaults() {
+    let dir = TempDir::new("demo");
+    let output = Command::new(env!("CARGO_BIN_EXE_atrest"))
+        .args(["--json", "demo", "--size-mib", "4", "--dir"])
+        .arg(dir.0.join("demo"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(report["cross-tenant"].as_str().unwrap().contains("refused"));
+    assert!(report["tamper"].as_str().unwrap().contains("refused"));
+    assert!(report["purge"].as_str().unwrap().contains("refused"));
+    assert!(report["audit"].as_str().unwrap().contains("verified"));
+    assert!(!report["audit"].as_str().unwrap().contains("PROBLEM"));
+}
