@@ -511,3 +511,80 @@ fn the_demo_runs_on_the_embedded_defaults() {
     assert!(report["audit"].as_str().unwrap().contains("verified"));
     assert!(!report["audit"].as_str().unwrap().contains("PROBLEM"));
 }
+
+#[test]
+fn mailbox_move_streams_items_and_audits_the_move() {
+    let dir = TempDir::new("mailbox");
+    let cli = Cli::new(&dir.0);
+    cli.ok(&["init"]);
+    cli.ok(&["tenant", "create", "contoso"]);
+    let source = dir.0.join("inbox");
+    std::fs::create_dir_all(source.join("2026")).unwrap();
+    std::fs::write(source.join("a.eml"), b"Subject: hello").unwrap();
+    std::fs::write(source.join("2026/b.eml"), content(150_000, 5)).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_mailbox-move"))
+        .arg("--data")
+        .arg(&cli.data)
+        .args(["--json", "contoso"])
+        .arg(&source)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (
+            report["items"].as_u64(),
+            report["bytes"].as_u64(),
+            report["failures"].as_u64()
+        ),
+        (Some(2), Some(150_014), Some(0))
+    );
+    let entries = cli.json(&["audit", "show", "--last", "1"]);
+    let event = &entries[0]["event"];
+    assert_eq!(event["type"], "data_move");
+    assert_eq!(
+        (event["items"].as_u64(), event["failures"].as_u64()),
+        (Some(2), Some(0))
+    );
+    assert_eq!(
+        cli.run(&["get", "contoso", "mailbox/inbox/2026/b.eml"])
+            .stdout,
+        content(150_000, 5)
+    );
+    // An unknown tenant: nothing moves, exit status 2.
+    let status = Command::new(env!("CARGO_BIN_EXE_mailbox-move"))
+        .arg("--data")
+        .arg(&cli.data)
+        .arg("nobody")
+        .arg(&source)
+        .output()
+        .unwrap()
+        .status;
+    assert_eq!(status.code(), Some(2));
+}
+
+#[test]
+fn meeting_share_releases_items_only_to_authenticated_participants() {
+    let dir = TempDir::new("meeting");
+    let output = Command::new(env!("CARGO_BIN_EXE_meeting-share"))
+        .args(["--json", "--dir"])
+        .arg(dir.0.join("m"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["distinct_item_keys"], report["items"]);
+    assert_eq!(report["audit_verified"], true);
+    for attempt in report["attempts"].as_array().unwrap() {
+        let released = attempt["outcome"] == "released";
+        assert_eq!(released, attempt["authenticated"] == true, "{attempt}");
+    }
+}

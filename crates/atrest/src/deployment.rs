@@ -137,6 +137,32 @@ pub struct PutReport {
     pub blob: String,
 }
 
+/// Progress of [`Deployment::import_directory`], after each item.
+#[derive(Clone, Debug)]
+pub struct MoveProgress {
+    /// Items done (moved or failed).
+    pub done: u64,
+    /// Items found.
+    pub total: u64,
+    /// The item just done.
+    pub current: String,
+}
+
+/// What [`Deployment::import_directory`] did (also in its audit record).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MoveReport {
+    /// Items moved.
+    pub items: u64,
+    /// Plaintext bytes moved.
+    pub bytes: u64,
+    /// Items that failed.
+    pub failures: u64,
+    /// Each failed item and why.
+    pub failed: Vec<(String, String)>,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+}
+
 /// A tenant's state, for display.
 #[derive(Clone, Debug, Serialize)]
 pub struct TenantSummary {
@@ -888,6 +914,92 @@ impl Deployment {
         let destroyed = self.files.keys().purge(self.tenant_id(tenant)?)?;
         self.checkpoint()?;
         Ok(destroyed)
+    }
+
+    /// Moves every file under directory `source` into tenant `tenant`, as
+    /// files named `prefix` + their path relative to `source`, streaming
+    /// each one through [`Deployment::put`] as `principal`. An item that
+    /// fails is counted and reported, and the move goes on. The move is
+    /// audited as one `data_move` record with its statistics (and every
+    /// item's seal, as usual).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown tenant; [`Error::Io`] if `source`
+    /// cannot be listed; audit errors.
+    pub fn import_directory(
+        &self,
+        tenant: &str,
+        source: &Path,
+        prefix: &str,
+        principal: &str,
+        progress: &mut dyn FnMut(&MoveProgress),
+    ) -> Result<MoveReport, Error> {
+        let tenant_id = self.tenant_id(tenant)?;
+        let started = std::time::Instant::now();
+        let mut pending = vec![source.to_path_buf()];
+        let mut items = Vec::new();
+        while let Some(dir) = pending.pop() {
+            for entry in fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else {
+                    items.push(path);
+                }
+            }
+        }
+        items.sort();
+        let mut report = MoveReport::default();
+        for path in &items {
+            let relative = path.strip_prefix(source).unwrap_or(path);
+            let name = format!("{prefix}{}", relative.display());
+            let moved = fs::File::open(path)
+                .map_err(Error::from)
+                .and_then(|file| self.put(tenant, &name, principal, file));
+            match moved {
+                Ok(put) => {
+                    report.items += 1;
+                    report.bytes += put.record.plaintext_len;
+                }
+                Err(error) => {
+                    report.failures += 1;
+                    report.failed.push((name.clone(), error.to_string()));
+                }
+            }
+            progress(&MoveProgress {
+                done: report.items + report.failures,
+                total: items.len() as u64,
+                current: name,
+            });
+        }
+        report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let text = |value: String| {
+            atrest_audit::Text::new(
+                value
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(1024)
+                    .collect::<String>(),
+            )
+            .or_else(|_| atrest_audit::Text::new("(unprintable)"))
+        };
+        let event = atrest_audit::Event::DataMove {
+            source: text(format!("directory {}", source.display()))?,
+            destination: text(format!(
+                "tenant {tenant}, blob store {}",
+                self.blobs.location()
+            ))?,
+            items: report.items,
+            bytes: report.bytes,
+            failures: report.failures,
+            duration_ms: report.duration_ms,
+        };
+        let record = atrest_audit::Record::new(text("atrest-cli".into())?, event)
+            .tenant(text(tenant_id.to_string())?)
+            .request(text(principal.to_owned())?);
+        let _ = atrest_audit::Audit::record(self.log.as_ref(), record)?;
+        self.checkpoint()?;
+        Ok(report)
     }
 
     /// Signs a checkpoint of the audit log's current head (stored with the
