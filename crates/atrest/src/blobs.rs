@@ -31,8 +31,13 @@ use tokio::runtime::Runtime;
 
 use crate::Error;
 
-/// How much a [`BlobWriter`] buffers before handing a part to the store.
-const PART_LEN: usize = 8 << 20;
+/// How much a [`BlobWriter`] collects before handing it to the upload.
+const SEND_LEN: usize = 1 << 20;
+/// The upload's part size (S3's minimum is 5 MiB).
+const PART_LEN: usize = 5 << 20;
+/// Parts in flight at once: with [`PART_LEN`] and [`SEND_LEN`], bounds a
+/// writer's memory to about 16 MiB whatever the blob's size.
+const PARTS_IN_FLIGHT: usize = 2;
 
 /// The name of a blob: 32 lowercase hex digits, random.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -157,12 +162,11 @@ impl BlobStore {
     pub fn create(&self, name: &BlobName) -> BlobWriter<'_> {
         BlobWriter {
             blobs: self,
-            upload: Some(BufWriter::with_capacity(
-                Arc::clone(&self.store),
-                self.path(name),
-                PART_LEN,
-            )),
-            buffer: Vec::with_capacity(PART_LEN),
+            upload: Some(
+                BufWriter::with_capacity(Arc::clone(&self.store), self.path(name), PART_LEN)
+                    .with_max_concurrency(PARTS_IN_FLIGHT),
+            ),
+            buffer: Vec::with_capacity(SEND_LEN),
             written: 0,
         }
     }
@@ -251,7 +255,7 @@ impl BlobWriter<'_> {
         }
         let part = Bytes::from(std::mem::replace(
             &mut self.buffer,
-            Vec::with_capacity(PART_LEN),
+            Vec::with_capacity(SEND_LEN),
         ));
         let upload = self
             .upload
@@ -283,12 +287,12 @@ impl BlobWriter<'_> {
 
 impl Write for BlobWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let room = PART_LEN - self.buffer.len();
+        let room = SEND_LEN - self.buffer.len();
         let n = room.min(buf.len());
         self.buffer
             .extend_from_slice(buf.get(..n).unwrap_or_default());
         self.written += n as u64;
-        if self.buffer.len() == PART_LEN {
+        if self.buffer.len() == SEND_LEN {
             self.send()?;
         }
         Ok(n)

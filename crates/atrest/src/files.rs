@@ -20,7 +20,12 @@ pub struct SealOptions {
     /// AES-256-GCM implementation.
     pub backend: Backend,
     /// Threads for encryption and decryption (0: one per core). Reading,
-    /// cryptography and writing overlap.
+    /// cryptography and writing overlap, each on its own thread.
+    ///
+    /// The default is one per core but one, at least one: the reading and
+    /// writing threads need a core of their own when the data comes from and
+    /// goes to files (measured with `cli_throughput`: on two cores, one
+    /// cryptography thread is 1.4 times faster file to file than two).
     pub threads: usize,
 }
 
@@ -29,7 +34,9 @@ impl Default for SealOptions {
         Self {
             segment_size: SegmentSize::DEFAULT,
             backend: Backend::default(),
-            threads: 0,
+            threads: std::thread::available_parallelism()
+                .map_or(1, |cores| cores.get().saturating_sub(1))
+                .max(1),
         }
     }
 }

@@ -414,7 +414,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 report
             };
             let elapsed = started.elapsed();
-            show(json, &report, || {
+            let peak = peak_memory_kib();
+            let info = serde_json::json!({
+                "tenant": report.tenant,
+                "name": report.name,
+                "version": report.version,
+                "record": report.record,
+                "blob": report.blob,
+                "seconds": elapsed.as_secs_f64(),
+                "peak_memory_kib": peak,
+            });
+            show(json, &info, || {
                 format!(
                     "sealed {}/{} version {}: {} bytes in {:.2?} ({}), blob {}",
                     report.tenant,
@@ -460,7 +470,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             };
             if output.is_some() || json {
                 let elapsed = started.elapsed();
-                let info = serde_json::json!({ "tenant": tenant, "name": name, "bytes": bytes, "output": output });
+                let info = serde_json::json!({
+                    "tenant": tenant,
+                    "name": name,
+                    "bytes": bytes,
+                    "output": output,
+                    "seconds": elapsed.as_secs_f64(),
+                    "peak_memory_kib": peak_memory_kib(),
+                });
                 show(json, &info, || {
                     format!(
                         "opened {tenant}/{name}: {bytes} bytes in {elapsed:.2?} ({})",
@@ -686,11 +703,11 @@ fn get_to_file(
         json,
     );
     let synced = file.try_clone()?;
-    let mut out = io::BufWriter::with_capacity(1 << 20, bar.wrap_write(file));
+    // Plaintext comes out in chunks of many segments: no buffer needed.
+    let mut out = bar.wrap_write(file);
     let result = deployment
         .get(tenant, name, version, principal, range, &mut out)
         .and_then(|bytes| {
-            out.flush()?;
             synced.sync_all()?;
             Ok(bytes)
         });
@@ -705,6 +722,13 @@ fn get_to_file(
             Err(error.into())
         }
     }
+}
+
+/// This process's peak resident memory (Linux), in KiB.
+fn peak_memory_kib() -> Option<u64> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn rate(bytes: u64, elapsed: Duration) -> String {
