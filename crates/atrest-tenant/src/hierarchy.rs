@@ -749,8 +749,24 @@ impl KeyHierarchy {
         context: &FileContext,
         wrapped: &WrappedFileKey,
     ) -> Result<FileKey, Error> {
-        let entry = self.tenant_entry(context.tenant)?;
         let principal = audit_text(access.principal());
+        let entry = match self.tenant_entry(context.tenant) {
+            Ok(entry) => entry,
+            Err(error) => {
+                // No such tenant (or the store failed): refused, and recorded.
+                let record = Record::new(
+                    self.actor.clone(),
+                    Event::ReleaseDenied {
+                        file: Self::file_ref(context),
+                        principal,
+                    },
+                )
+                .tenant(audit_text(context.tenant.to_string()))
+                .outcome(Self::failed(&error));
+                let _ = self.audit.record(record)?;
+                return Err(error);
+            }
+        };
         let released = |entry: &TenantEntry| {
             if entry.record.state == TenantState::Purged {
                 return Err(Error::Purged(context.tenant));

@@ -519,6 +519,19 @@ fn bad_input_gets_typed_errors() {
         f.hierarchy.new_file_key(&USER, &unknown),
         Err(Error::UnknownTenant(_))
     ));
+    f.audit.clear();
+    let (_, some_key) = f.hierarchy.new_file_key(&USER, &context(tenant)).unwrap();
+    assert!(matches!(
+        f.hierarchy.release_file_key(&USER, &unknown, &some_key),
+        Err(Error::UnknownTenant(_))
+    ));
+    assert_eq!(
+        f.audit
+            .count(|e, o| matches!(e, Event::ReleaseDenied { .. })
+                && matches!(o, Outcome::Failed { .. })),
+        1,
+        "a release for an unknown tenant is recorded"
+    );
     let same: atrest_tenant::RootKeyRef = "customer-a:key-1".parse().unwrap();
     let t2 = atrest_filekey::TenantId::random(&mut atrest_filekey::OsRng).unwrap();
     assert!(matches!(
