@@ -125,13 +125,19 @@ impl BlobStore {
         })
     }
 
-    /// Blobs as files in directory `dir` (created if missing).
+    /// Blobs as files in directory `dir` (created if missing), each written
+    /// to a staging file and renamed into place once complete and flushed
+    /// to disk.
     ///
     /// # Errors
     /// [`Error::Blob`] if the directory cannot be created or used.
     pub fn local(dir: &FsPath) -> Result<Self, Error> {
         std::fs::create_dir_all(dir)?;
-        let store = LocalFileSystem::new_with_prefix(dir).map_err(blob_error)?;
+        // A blob is flushed to disk (file and directory) before `finish`
+        // returns, so a file record never points at a blob a crash can lose.
+        let store = LocalFileSystem::new_with_prefix(dir)
+            .map_err(blob_error)?
+            .with_fsync(true);
         Self::with(Arc::new(store), Path::default(), dir.display().to_string())
     }
 
