@@ -6,7 +6,7 @@
 //! for that long.
 
 use atrest_filekey::FileContext;
-use atrest_stream::{AsyncDecryptor, AsyncEncryptor, FORMAT_VERSION};
+use atrest_stream::{AsyncDecryptor, AsyncEncryptor};
 use atrest_tenant::Access;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 
@@ -46,25 +46,11 @@ impl Files {
                 .map_err(Error::from),
             Err(error) => Err(stream_error(error)),
         };
-        let (blob, plaintext_len) = match result {
-            Ok(done) => done,
-            Err(error) => {
-                self.audit_seal(context, Err(&error), 0)?;
-                return Err(error);
-            }
-        };
-        let record = FileRecord {
-            tenant: context.tenant,
-            file: context.file,
-            version: context.version,
-            wrapped_key,
-            plaintext_len,
-            blob_len: atrest_stream::stream_len(plaintext_len, options.segment_size)?,
-            segment_size: options.segment_size.get(),
-            format: FORMAT_VERSION,
-        };
-        self.audit_seal(context, Ok(&record), record.segments())?;
-        Ok((record, blob))
+        let result = result.and_then(|(blob, plaintext_len)| {
+            let blob_len = atrest_stream::stream_len(plaintext_len, options.segment_size)?;
+            Ok((blob, plaintext_len, blob_len))
+        });
+        self.finish_seal(context, wrapped_key, result)
     }
 
     /// [`Files::open`] for async readers and writers.

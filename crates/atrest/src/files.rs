@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use atrest_audit::{Audit, Event, FileRef, Outcome, Record, Text};
-use atrest_filekey::{FileContext, FileKey};
+use atrest_filekey::{FileContext, FileKey, WrappedFileKey};
 use atrest_stream::{Backend, FORMAT_VERSION, Options, RandomAccess, ReadAt, SegmentSize};
 use atrest_tenant::{Access, KeyHierarchy};
 
@@ -125,27 +125,47 @@ impl Files {
         self.options
     }
 
-    pub(crate) fn audit_seal(
+    /// Audits a seal's outcome and, on success, makes its record.
+    /// `result` is the blob writer, the plaintext length and the blob
+    /// length.
+    pub(crate) fn finish_seal<W>(
         &self,
         context: &FileContext,
-        result: Result<&FileRecord, &Error>,
-        segments: u64,
-    ) -> Result<(), Error> {
-        let (bytes, outcome) = match result {
-            Ok(record) => (record.plaintext_len, Outcome::Success),
-            Err(error) => (
-                0,
-                Outcome::Failed {
+        wrapped_key: WrappedFileKey,
+        result: Result<(W, u64, u64), Error>,
+    ) -> Result<(FileRecord, W), Error> {
+        let (blob, plaintext_len, blob_len) = match result {
+            Ok(done) => done,
+            Err(error) => {
+                let event = Event::FileSealed {
+                    file: Self::file_ref(context),
+                    bytes: 0,
+                    segments: 0,
+                };
+                let outcome = Outcome::Failed {
                     error: text(error.to_string()),
-                },
-            ),
+                };
+                self.audit(context, event, outcome)?;
+                return Err(error);
+            }
+        };
+        let record = FileRecord {
+            tenant: context.tenant,
+            file: context.file,
+            version: context.version,
+            wrapped_key,
+            plaintext_len,
+            blob_len,
+            segment_size: self.options.segment_size.get(),
+            format: FORMAT_VERSION,
         };
         let event = Event::FileSealed {
             file: Self::file_ref(context),
-            bytes,
-            segments,
+            bytes: plaintext_len,
+            segments: record.segments(),
         };
-        self.audit(context, event, outcome)
+        self.audit(context, event, Outcome::Success)?;
+        Ok((record, blob))
     }
 
     pub(crate) fn stream_options(&self) -> Options {
@@ -184,26 +204,10 @@ impl Files {
             self.options.threads,
         );
         drop(key);
-        let (sealed, plaintext_len) = match result {
-            Ok(done) => done,
-            Err(error) => {
-                let error = Error::from(error);
-                self.audit_seal(context, Err(&error), 0)?;
-                return Err(error);
-            }
-        };
-        let record = FileRecord {
-            tenant: context.tenant,
-            file: context.file,
-            version: context.version,
-            wrapped_key,
-            plaintext_len,
-            blob_len: sealed.written,
-            segment_size: self.options.segment_size.get(),
-            format: FORMAT_VERSION,
-        };
-        self.audit_seal(context, Ok(&record), record.segments())?;
-        Ok((record, sealed.inner))
+        let result = result
+            .map(|(sealed, plaintext_len)| (sealed.inner, plaintext_len, sealed.written))
+            .map_err(Error::from);
+        self.finish_seal(context, wrapped_key, result)
     }
 
     pub(crate) fn release(
