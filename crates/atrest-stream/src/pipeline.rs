@@ -199,7 +199,8 @@ where
         // are as many buffers as places in each channel, so no send blocks
         // for ever.
         let mut produce = produce;
-        scope.spawn(move || {
+        let mut threads = Vec::with_capacity(workers + 1);
+        threads.push(scope.spawn(move || {
             while let Ok(buf) = free_rx.recv() {
                 match produce(buf) {
                     Ok(Some(chunk)) => {
@@ -215,11 +216,11 @@ where
                     }
                 }
             }
-        });
+        }));
         // Workers.
         for _ in 0..workers {
             let done_tx = done_tx.clone();
-            scope.spawn(move || {
+            threads.push(scope.spawn(move || {
                 loop {
                     let next = todo_rx
                         .lock()
@@ -231,45 +232,56 @@ where
                         break;
                     }
                 }
-            });
+            }));
         }
         drop(done_tx);
         // Writer (this thread): in order, returning buffers to the pool.
-        let mut pending = BTreeMap::new();
-        let mut next = 0u64;
-        let mut finished = false;
-        while let Ok(result) = done_rx.recv() {
-            match result {
-                Ok(chunk) => {
-                    pending.insert(chunk.number, chunk);
+        let mut write = || {
+            let mut pending = BTreeMap::new();
+            let mut next = 0u64;
+            let mut finished = false;
+            while let Ok(result) = done_rx.recv() {
+                match result {
+                    Ok(chunk) => {
+                        pending.insert(chunk.number, chunk);
+                    }
+                    Err(error) => {
+                        fail(error);
+                        break;
+                    }
                 }
-                Err(error) => {
-                    fail(error);
+                while let Some(chunk) = pending.remove(&next) {
+                    if let Err(error) = consume(&chunk) {
+                        fail(error);
+                        // Dropping the pool and the results channel (after
+                        // this returns) stops the reader and the workers.
+                        return;
+                    }
+                    next += 1;
+                    finished = chunk.last;
+                    // The reader may have stopped already; the buffer is then dropped.
+                    let _ = free_tx.try_send(chunk.buf);
+                }
+                if finished {
                     break;
                 }
             }
-            while let Some(chunk) = pending.remove(&next) {
-                if let Err(error) = consume(&chunk) {
-                    fail(error);
-                    // Dropping the pool and the results channel (on return)
-                    // stops the reader and the workers.
-                    return;
-                }
-                next += 1;
-                finished = chunk.last;
-                // The reader may have stopped already; the buffer is then dropped.
-                let _ = free_tx.try_send(chunk.buf);
+            if !finished {
+                fail(Error::Backend);
             }
-            if finished {
-                break;
-            }
-        }
-        if !finished {
-            fail(Error::Backend);
-        }
+        };
+        write();
         // Unblock the reader and workers if the writer stopped early.
         drop(free_tx);
         drop(done_rx);
+        // Join each thread rather than leave it to the scope: a joined
+        // thread has also run its thread-local destructors, so nothing of
+        // the pipeline outlives the call.
+        for thread in threads {
+            if thread.join().is_err() {
+                fail(Error::Backend);
+            }
+        }
     });
     match first_error.into_inner().unwrap_or(None) {
         Some(error) => Err(error),
