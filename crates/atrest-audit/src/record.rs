@@ -73,6 +73,27 @@ impl Text {
         Ok(Self(text))
     }
 
+    /// A plain text from any string, never failing: control characters
+    /// become spaces and the text is cut to 1 KiB (on a character
+    /// boundary). A text imitating a hidden one is replaced by a fixed
+    /// marker. Taken as it is, without a copy, when already valid.
+    pub fn lossy(text: impl Into<String>) -> Self {
+        let mut text = text.into();
+        if text.len() > MAX_TEXT_LEN || text.chars().any(char::is_control) {
+            text = text
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            while text.len() > MAX_TEXT_LEN {
+                let _ = text.pop();
+            }
+        }
+        if text.starts_with(HIDDEN_PREFIX) {
+            return Self("(text in the reserved hidden-text form)".to_owned());
+        }
+        Self(text)
+    }
+
     fn validate(text: &str) -> Result<(), Error> {
         if text.len() > MAX_TEXT_LEN {
             return Err(Error::InvalidText("longer than 1 KiB"));

@@ -158,3 +158,17 @@ fn sink_policy_fails_closed_on_the_log_and_on_required_sinks_only() {
     // The record is durable in the log regardless.
     assert_eq!(log.head().0, 2);
 }
+
+#[test]
+fn lossy_texts_are_always_valid() {
+    assert_eq!(Text::lossy("plain").as_str(), "plain");
+    assert_eq!(Text::lossy("a\nb\u{7}").as_str(), "a b ");
+    let long = "é".repeat(1000);
+    let cut = Text::lossy(long);
+    assert!(
+        cut.as_str().len() <= atrest_audit::MAX_TEXT_LEN && cut.as_str().chars().all(|c| c == 'é')
+    );
+    assert!(!Text::lossy(format!("hmac-sha256:{}", "0".repeat(64))).is_hidden());
+    let json = serde_json::to_string(&Text::lossy("x\ty")).unwrap();
+    assert_eq!(serde_json::from_str::<Text>(&json).unwrap().as_str(), "x y");
+}

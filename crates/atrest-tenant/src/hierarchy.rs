@@ -44,26 +44,6 @@ fn with_generator<T>(
     })
 }
 
-/// Text for an audit record from arbitrary text: taken as it is when valid
-/// (the common case: no copy), else with control characters replaced and
-/// cut to the maximum length.
-fn audit_text(text: impl Into<String>) -> Text {
-    let mut text = text.into();
-    if text.len() > atrest_audit::MAX_TEXT_LEN || text.chars().any(char::is_control) {
-        text = text
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        while text.len() > atrest_audit::MAX_TEXT_LEN {
-            let _ = text.pop();
-        }
-    }
-    // Only a text that imitates a hidden (keyed-hash) text is left to refuse.
-    Text::new(text)
-        .or_else(|_| Text::new("(text in the reserved hidden-text form)"))
-        .unwrap_or_else(|_| unreachable!("a short plain text is valid"))
-}
-
 /// The associated data binding a TIK wrap to its tenant, TIK and root key.
 fn tik_aad(tenant: TenantId, tik_id: KeyId, version: KeyVersion, root: &RootKeyRef) -> Vec<u8> {
     let mut aad = TIK_AAD_LABEL.to_vec();
@@ -198,7 +178,7 @@ impl Builder {
             availability: self.availability,
             policy: self.policy,
             ttl: self.ttl,
-            actor: audit_text(self.actor),
+            actor: Text::lossy(self.actor),
             tenants: RwLock::default(),
             tiks: RwLock::default(),
         })
@@ -266,21 +246,21 @@ impl KeyHierarchy {
 
     fn root_ref(key: &RootKeyRef) -> KeyRef {
         KeyRef {
-            key: audit_text(format!("{}:{}", key.provider(), key.label())),
+            key: Text::lossy(format!("{}:{}", key.provider(), key.label())),
             version: Some(key.version()),
         }
     }
 
     fn file_ref(context: &FileContext) -> FileRef {
         FileRef {
-            file: audit_text(context.file.to_string()),
+            file: Text::lossy(context.file.to_string()),
             version: u64::from(context.version),
         }
     }
 
     fn failed(error: &Error) -> Outcome {
         Outcome::Failed {
-            error: audit_text(error.to_string()),
+            error: Text::lossy(error.to_string()),
         }
     }
 
@@ -288,8 +268,8 @@ impl KeyHierarchy {
 
     fn entry_from(record: TenantRecord) -> TenantEntry {
         TenantEntry {
-            tenant_text: audit_text(record.tenant.to_string()),
-            tik_text: audit_text(format!("tik:{}", record.tik_id)),
+            tenant_text: Text::lossy(record.tenant.to_string()),
+            tik_text: Text::lossy(format!("tik:{}", record.tik_id)),
             record,
         }
     }
@@ -548,7 +528,7 @@ impl KeyHierarchy {
             entry,
             Event::AvailabilityKeyFallback {
                 root_keys: customer_keys,
-                operation: audit_text(operation),
+                operation: Text::lossy(operation),
             },
             outcome,
         )?;
@@ -749,7 +729,7 @@ impl KeyHierarchy {
         context: &FileContext,
         wrapped: &WrappedFileKey,
     ) -> Result<FileKey, Error> {
-        let principal = audit_text(access.principal());
+        let principal = Text::lossy(access.principal());
         let entry = match self.tenant_entry(context.tenant) {
             Ok(entry) => entry,
             Err(error) => {
@@ -761,7 +741,7 @@ impl KeyHierarchy {
                         principal,
                     },
                 )
-                .tenant(audit_text(context.tenant.to_string()))
+                .tenant(Text::lossy(context.tenant.to_string()))
                 .outcome(Self::failed(&error));
                 let _ = self.audit.record(record)?;
                 return Err(error);
@@ -796,7 +776,7 @@ impl KeyHierarchy {
             Err(Error::Denied { reason }) => {
                 let event = Event::ReleaseDenied { file, principal };
                 let outcome = Outcome::Denied {
-                    reason: audit_text(reason.as_str()),
+                    reason: Text::lossy(reason.as_str()),
                 };
                 self.record(&entry, event, outcome)?;
                 Err(Error::Denied { reason })
@@ -960,17 +940,17 @@ impl KeyHierarchy {
         let entry = Self::entry_from(record);
         let mut fields = std::collections::BTreeMap::new();
         let _ = fields.insert(
-            audit_text("tik"),
+            Text::lossy("tik"),
             atrest_audit::Value::Text(entry.tik_text.clone()),
         );
         let _ = fields.insert(
-            audit_text("version"),
+            Text::lossy("version"),
             atrest_audit::Value::Count(u64::from(u32::from(version))),
         );
         self.record(
             &entry,
             Event::Custom {
-                kind: audit_text("tik_retired"),
+                kind: Text::lossy("tik_retired"),
                 fields,
             },
             Outcome::Success,

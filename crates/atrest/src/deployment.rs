@@ -973,30 +973,20 @@ impl Deployment {
             });
         }
         report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let text = |value: String| {
-            atrest_audit::Text::new(
-                value
-                    .chars()
-                    .filter(|c| !c.is_control())
-                    .take(1024)
-                    .collect::<String>(),
-            )
-            .or_else(|_| atrest_audit::Text::new("(unprintable)"))
-        };
         let event = atrest_audit::Event::DataMove {
-            source: text(format!("directory {}", source.display()))?,
-            destination: text(format!(
+            source: atrest_audit::Text::lossy(format!("directory {}", source.display())),
+            destination: atrest_audit::Text::lossy(format!(
                 "tenant {tenant}, blob store {}",
                 self.blobs.location()
-            ))?,
+            )),
             items: report.items,
             bytes: report.bytes,
             failures: report.failures,
             duration_ms: report.duration_ms,
         };
-        let record = atrest_audit::Record::new(text("atrest-cli".into())?, event)
-            .tenant(text(tenant_id.to_string())?)
-            .request(text(principal.to_owned())?);
+        let record = atrest_audit::Record::new(atrest_audit::Text::lossy("atrest-cli"), event)
+            .tenant(atrest_audit::Text::lossy(tenant_id.to_string()))
+            .request(atrest_audit::Text::lossy(principal));
         let _ = atrest_audit::Audit::record(self.log.as_ref(), record)?;
         self.checkpoint()?;
         Ok(report)

@@ -62,18 +62,6 @@ impl core::fmt::Debug for Files {
     }
 }
 
-fn text(value: impl Into<String>) -> Text {
-    let value: String = value
-        .into()
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(256)
-        .collect();
-    Text::new(value)
-        .or_else(|_| Text::new("(unprintable)"))
-        .unwrap_or_else(|_| unreachable!("a short plain text is valid"))
-}
-
 impl Files {
     /// Files whose keys come from `keys`, audited through `audit` (usually
     /// the same log the hierarchy writes to).
@@ -81,7 +69,7 @@ impl Files {
         Self {
             keys,
             audit,
-            actor: text("atrest"),
+            actor: Text::lossy("atrest"),
             options: SealOptions::default(),
         }
     }
@@ -96,7 +84,7 @@ impl Files {
     /// Names the actor in audit records (the service's identity).
     #[must_use]
     pub fn with_actor(mut self, actor: &str) -> Self {
-        self.actor = text(actor);
+        self.actor = Text::lossy(actor);
         self
     }
 
@@ -107,7 +95,7 @@ impl Files {
 
     fn audit(&self, context: &FileContext, event: Event, outcome: Outcome) -> Result<(), Error> {
         let record = Record::new(self.actor.clone(), event)
-            .tenant(text(context.tenant.to_string()))
+            .tenant(Text::lossy(context.tenant.to_string()))
             .outcome(outcome);
         let _ = self.audit.record(record)?;
         Ok(())
@@ -115,7 +103,7 @@ impl Files {
 
     fn file_ref(context: &FileContext) -> FileRef {
         FileRef {
-            file: text(context.file.to_string()),
+            file: Text::lossy(context.file.to_string()),
             version: u64::from(context.version),
         }
     }
@@ -143,7 +131,7 @@ impl Files {
                     segments: 0,
                 };
                 let outcome = Outcome::Failed {
-                    error: text(error.to_string()),
+                    error: Text::lossy(error.to_string()),
                 };
                 self.audit(context, event, outcome)?;
                 return Err(error);
@@ -247,13 +235,13 @@ impl Files {
                 0,
                 0,
                 Outcome::Failed {
-                    error: text(error.to_string()),
+                    error: Text::lossy(error.to_string()),
                 },
             ),
         };
         let event = Event::FileOpened {
             file: Self::file_ref(&context),
-            principal: text(access.principal()),
+            principal: Text::lossy(access.principal()),
             bytes,
             segments,
             range,
