@@ -326,7 +326,12 @@ impl Checkpoint {
                 "signature lines must end with a newline",
             ));
         }
-        for line in signatures.trim_end_matches('\n').split('\n') {
+        // Exactly one newline ends the last signature line: blank lines
+        // after it would not survive re-serialization (non-canonical).
+        let Some(signatures) = signatures.strip_suffix('\n') else {
+            unreachable!("checked above");
+        };
+        for line in signatures.split('\n') {
             let Some(rest) = line.strip_prefix(SIGNATURE_PREFIX) else {
                 return Err(malformed(
                     "checkpoint",
