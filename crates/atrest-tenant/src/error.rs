@@ -155,14 +155,34 @@ pub enum Error {
     #[error("audit: {0}")]
     Audit(#[from] atrest_audit::Error),
 
-    /// The key metadata store failed.
+    /// The key metadata store failed (the database could not be opened,
+    /// read or written); the source is the database's own error.
     #[error("key store: {0}")]
-    Store(String),
+    Store(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
 
-    /// A key file or a key store is unusable (wrong permissions, wrong
-    /// length, not a key store).
-    #[error("{0}")]
-    Config(String),
+    /// The key metadata store holds a value that is not valid (edited or
+    /// damaged): refused rather than guessed at.
+    #[error("key store holds an invalid {0}")]
+    Corrupt(&'static str),
+
+    /// A concurrent change won (another roll, a purge, a root-key roll
+    /// that changed the TIK versions); nothing was changed. Running the
+    /// operation again sees the new state.
+    #[error("conflict: {0}; nothing was changed")]
+    Conflict(&'static str),
+
+    /// A key with this reference already exists.
+    #[error("root key {0} already exists")]
+    KeyExists(RootKeyRef),
+
+    /// A key file (the master key file) is unusable.
+    #[error("key file {}: {problem}", path.display())]
+    KeyFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        problem: KeyFileProblem,
+    },
 
     /// The API was used in a way it does not allow.
     #[error("misuse: {0}")]
@@ -175,6 +195,24 @@ pub enum Error {
 
 impl From<rusqlite::Error> for Error {
     fn from(error: rusqlite::Error) -> Self {
-        Self::Store(error.to_string())
+        Self::Store(Box::new(error))
     }
+}
+
+/// What is wrong with a key file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyFileProblem {
+    /// It could not be created, read or written.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// Group or others may read or write it; it must be mode 0600.
+    #[error("permissions {mode:03o} let others read it; it must be 600 (chmod 600)")]
+    Permissions {
+        /// The file's permission bits.
+        mode: u32,
+    },
+    /// It is not a key file of this kind.
+    #[error("not an atrest master key file")]
+    NotAKeyFile,
 }

@@ -316,6 +316,14 @@ impl KeyHierarchy {
             .ok_or(Error::UnknownTenant(tenant))
     }
 
+    /// A tenant's TIK versions, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub fn tik_versions(&self, tenant: TenantId) -> Result<Vec<KeyVersion>, Error> {
+        self.store.tik_versions(tenant)
+    }
+
     /// Every tenant in the store.
     ///
     /// # Errors
@@ -470,8 +478,8 @@ impl KeyHierarchy {
             })
         };
         if record.kind == TenantKind::ServiceManaged {
-            let wrap = in_role(SlotRole::Service).next().ok_or(Error::Store(
-                "service-managed tenant without a service root key wrap".into(),
+            let wrap = in_role(SlotRole::Service).next().ok_or(Error::Corrupt(
+                "service-managed tenant without a service root key wrap",
             ))?;
             return Ok((self.unwrap_slot(record, wrap)?, true));
         }
@@ -512,9 +520,11 @@ impl KeyHierarchy {
 
         // The availability key: customer keys unavailable, or a system
         // operation. Audited whatever the outcome; no key without the record.
-        let wrap = in_role(SlotRole::Availability).next().ok_or(Error::Store(
-            "customer-key tenant without an availability key wrap".into(),
-        ))?;
+        let wrap = in_role(SlotRole::Availability)
+            .next()
+            .ok_or(Error::Corrupt(
+                "customer-key tenant without an availability key wrap",
+            ))?;
         let result = self.unwrap_slot(record, wrap).map_err(Error::RootKey);
         let operation = match access {
             Access::User { principal } => format!("user request by {principal}"),
@@ -888,8 +898,8 @@ impl KeyHierarchy {
             }
             let replaced = index.replace(&rewrapped)?;
             if replaced == 0 {
-                return Err(Error::Store(
-                    "re-wrap made no progress: the index did not replace any key of a batch".into(),
+                return Err(Error::Conflict(
+                    "re-wrap made no progress: the index replaced no key of a batch",
                 ));
             }
             report.rewrapped += replaced;

@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod db;
+pub mod db;
 mod error;
 pub mod fault;
 mod hierarchy;
@@ -13,7 +13,7 @@ mod seal;
 pub mod service;
 pub mod store;
 
-pub use error::{Error, ProviderError};
+pub use error::{Error, KeyFileProblem, ProviderError};
 pub use hierarchy::{
     Builder, DEFAULT_CACHE_TTL, KeyHierarchy, RewrapProgress, RewrapReport, RootRollReport,
 };

@@ -23,7 +23,9 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use zeroize::Zeroize;
 
 use crate::seal::{OpenError, SealingKey};
-use crate::{Error, KeyMaterial, Pkcs11Keys, ProviderError, RootKeyProvider, RootKeyRef, db};
+use crate::{
+    Error, KeyFileProblem, KeyMaterial, Pkcs11Keys, ProviderError, RootKeyProvider, RootKeyRef, db,
+};
 
 const MASTER_FILE_HEADER: &str = "atrest master key v1\n";
 const ROOT_KEY_AAD_LABEL: &[u8] = b"atrest/v1 service root key";
@@ -51,7 +53,7 @@ impl MasterKey {
     /// and writable by its owner only (mode 0600), and flushes it to disk.
     ///
     /// # Errors
-    /// [`Error::Config`] if the file exists or cannot be written.
+    /// [`Error::KeyFile`] if the file exists or cannot be written.
     pub fn create_file(path: &Path) -> Result<Self, Error> {
         let material = KeyMaterial::generate()?;
         let mut text = format!(
@@ -72,11 +74,9 @@ impl MasterKey {
             Ok::<_, std::io::Error>(())
         })();
         text.zeroize();
-        written.map_err(|e| {
-            Error::Config(format!(
-                "cannot create master key file {}: {e}",
-                path.display()
-            ))
+        written.map_err(|e| Error::KeyFile {
+            path: path.to_path_buf(),
+            problem: KeyFileProblem::Io(e),
         })?;
         Ok(Self(Master::File(SealingKey::new(&material))))
     }
@@ -84,24 +84,25 @@ impl MasterKey {
     /// Reads the master key file at `path`.
     ///
     /// # Errors
-    /// [`Error::Config`] if the file cannot be read, is readable or
+    /// [`Error::KeyFile`] if the file cannot be read, is readable or
     /// writable by group or others, or is not a master key file.
     pub fn open_file(path: &Path) -> Result<Self, Error> {
-        let bad = |why: String| Error::Config(format!("master key file {}: {why}", path.display()));
-        let metadata = fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+        let bad = |problem: KeyFileProblem| Error::KeyFile {
+            path: path.to_path_buf(),
+            problem,
+        };
+        let metadata = fs::metadata(path).map_err(|e| bad(e.into()))?;
         let mode = metadata.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(bad(format!(
-                "permissions {mode:03o} let others read it; it must be 600 (chmod 600)"
-            )));
+            return Err(bad(KeyFileProblem::Permissions { mode }));
         }
-        let mut text = fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let mut text = fs::read_to_string(path).map_err(|e| bad(e.into()))?;
         let material = text
             .strip_prefix(MASTER_FILE_HEADER)
             .and_then(|rest| rest.strip_suffix('\n'))
             .and_then(hex_decode_32);
         text.zeroize();
-        let material = material.ok_or_else(|| bad("not an atrest master key file".into()))?;
+        let material = material.ok_or_else(|| bad(KeyFileProblem::NotAKeyFile))?;
         Ok(Self(Master::File(SealingKey::new(&material))))
     }
 
@@ -196,7 +197,7 @@ impl ServiceKeys {
     /// provider name in [`RootKeyRef`]s (for example `service`).
     ///
     /// # Errors
-    /// [`Error::Store`] or [`Error::Config`] if the database cannot be
+    /// [`Error::Store`] if the database cannot be
     /// opened or is not a service key store; [`Error::RootKey`] if `name`
     /// is invalid.
     pub fn open(name: &str, path: &Path, master: MasterKey) -> Result<Self, Error> {
@@ -230,9 +231,7 @@ impl ServiceKeys {
             params![label, version, sealed],
         )?;
         if inserted == 0 {
-            return Err(Error::Config(format!(
-                "service root key {key} already exists"
-            )));
+            return Err(Error::KeyExists(key));
         }
         Ok(key)
     }
@@ -240,7 +239,7 @@ impl ServiceKeys {
     /// Creates root key `label` (version 1).
     ///
     /// # Errors
-    /// [`Error::Config`] if it exists; [`Error::RootKey`] if the master key
+    /// [`Error::KeyExists`] if it exists; [`Error::RootKey`] if the master key
     /// cannot seal it; [`Error::Store`] if the store fails.
     pub fn create_key(&self, label: &str) -> Result<RootKeyRef, Error> {
         self.add_version(label, 1)

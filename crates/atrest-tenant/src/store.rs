@@ -292,8 +292,8 @@ fn role_text(role: SlotRole) -> &'static str {
     }
 }
 
-fn corrupt(what: &str) -> Error {
-    Error::Store(format!("key store holds an invalid {what}"))
+fn corrupt(what: &'static str) -> Error {
+    Error::Corrupt(what)
 }
 
 fn version(value: u32) -> Result<KeyVersion, Error> {
@@ -588,8 +588,8 @@ impl MetadataStore for SqliteStore {
             params![tenant.as_bytes(), u32::from(previous), u32::from(new)],
         )?;
         if changed == 0 {
-            return Err(Error::Store(
-                "the tenant's TIK changed meanwhile (another roll, or a purge); nothing was changed".into(),
+            return Err(Error::Conflict(
+                "the tenant's TIK changed meanwhile (another roll, or a purge)",
             ));
         }
         let _ = tx.execute(
@@ -616,8 +616,8 @@ impl MetadataStore for SqliteStore {
             |row| row.get(0),
         )?;
         if versions != wraps.len() as u64 || wraps.iter().any(|w| w.slot != slot) {
-            return Err(Error::Store(
-                "the tenant's TIK versions changed during the root key roll; nothing was changed, run it again".into(),
+            return Err(Error::Conflict(
+                "the tenant's TIK versions changed during the root key roll; run it again",
             ));
         }
         let _ = tx.execute(
@@ -635,9 +635,7 @@ impl MetadataStore for SqliteStore {
                 wrap.wrapped
             ])? != 1
             {
-                return Err(Error::Store(
-                    "a TIK version has no wrap in this slot; nothing was changed".into(),
-                ));
+                return Err(Error::Corrupt("TIK version without a wrap in this slot"));
             }
         }
         drop(update);

@@ -14,7 +14,9 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt as _;
 
-use atrest_tenant::{Error, KeyMaterial, MasterKey, ProviderError, RootKeyProvider, ServiceKeys};
+use atrest_tenant::{
+    Error, KeyFileProblem, KeyMaterial, MasterKey, ProviderError, RootKeyProvider, ServiceKeys,
+};
 use common::TempDir;
 
 #[test]
@@ -29,7 +31,10 @@ fn the_master_key_file_is_private_and_checked() {
     // Never overwritten.
     assert!(matches!(
         MasterKey::create_file(&path),
-        Err(Error::Config(_))
+        Err(Error::KeyFile {
+            problem: KeyFileProblem::Io(_),
+            ..
+        })
     ));
     MasterKey::open_file(&path).unwrap();
 
@@ -50,7 +55,10 @@ fn the_master_key_file_is_private_and_checked() {
     );
     assert!(matches!(
         MasterKey::open_file(&dir.path().join("missing")),
-        Err(Error::Config(_))
+        Err(Error::KeyFile {
+            problem: KeyFileProblem::Io(_),
+            ..
+        })
     ));
 }
 
@@ -63,7 +71,7 @@ fn root_keys_open_only_under_their_master_key() {
         let master = MasterKey::create_file(&dir.path().join("a.key")).unwrap();
         let keys = ServiceKeys::open("service", &db, master).unwrap();
         let root = keys.create_key("root").unwrap();
-        assert!(matches!(keys.create_key("root"), Err(Error::Config(_))));
+        assert!(matches!(keys.create_key("root"), Err(Error::KeyExists(_))));
         let wrapped = keys.wrap(&root, &material, b"aad").unwrap();
         (root, wrapped)
     };
