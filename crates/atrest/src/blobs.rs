@@ -29,7 +29,8 @@ use object_store::{GetResultPayload, ObjectStore, ObjectStoreExt as _};
 use tokio::io::AsyncWriteExt as _;
 use tokio::runtime::Runtime;
 
-use crate::Error;
+use crate::blob::{BlobName, BlobUpload, Blobs};
+use crate::{Error, ErrorKind};
 
 /// How much a [`BlobWriter`] collects before handing it to the upload.
 const SEND_LEN: usize = 1 << 20;
@@ -39,56 +40,21 @@ const PART_LEN: usize = 5 << 20;
 /// writer's memory to about 16 MiB whatever the blob's size.
 const PARTS_IN_FLIGHT: usize = 2;
 
-/// The name of a blob: 32 lowercase hex digits, random.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BlobName(String);
-
-impl BlobName {
-    /// A fresh random name (128 bits from the operating system).
-    ///
-    /// # Errors
-    /// [`Error::Blob`] if the random generator fails.
-    pub fn random() -> Result<Self, Error> {
-        let mut bytes = [0u8; 16];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).map_err(
-            |_| Error::Blob("the operating system random number generator failed".into()),
-        )?;
-        Ok(Self(bytes.iter().map(|b| format!("{b:02x}")).collect()))
-    }
-
-    /// The name as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl core::str::FromStr for BlobName {
-    type Err = Error;
-
-    fn from_str(text: &str) -> Result<Self, Error> {
-        if text.len() == 32 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            Ok(Self(text.to_owned()))
-        } else {
-            Err(Error::Blob(format!(
-                "{text:?} is not a blob name (32 lowercase hex digits)"
-            )))
-        }
-    }
-}
-
-impl core::fmt::Display for BlobName {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 fn blob_error(error: object_store::Error) -> Error {
-    match error {
-        object_store::Error::NotFound { path, .. } => {
-            Error::NotFound(format!("blob {path} does not exist"))
+    let kind = match &error {
+        object_store::Error::NotFound { .. } => ErrorKind::NotFound,
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+            ErrorKind::Conflict
         }
-        other => Error::Blob(other.to_string()),
-    }
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => ErrorKind::Refused,
+        object_store::Error::InvalidPath { .. }
+        | object_store::Error::NotSupported { .. }
+        | object_store::Error::NotImplemented { .. }
+        | object_store::Error::UnknownConfigurationKey { .. } => ErrorKind::Usage,
+        _ => ErrorKind::Unavailable,
+    };
+    Error::blob(kind, error)
 }
 
 fn io_error(error: object_store::Error) -> io::Error {
@@ -116,7 +82,7 @@ impl BlobStore {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| Error::Blob(format!("cannot start the blob store's runtime: {e}")))?;
+            .map_err(|e| Error::blob(ErrorKind::Unavailable, e))?;
         Ok(Self {
             store,
             prefix,
@@ -132,7 +98,7 @@ impl BlobStore {
     /// # Errors
     /// [`Error::Blob`] if the directory cannot be created or used.
     pub fn local(dir: &FsPath) -> Result<Self, Error> {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::blob(ErrorKind::Io, e))?;
         // A blob is flushed to disk (file and directory) before `finish`
         // returns, so a file record never points at a blob a crash can lose.
         let store = LocalFileSystem::new_with_prefix(dir)
@@ -147,9 +113,10 @@ impl BlobStore {
     /// # Errors
     /// [`Error::Blob`] if the URL is not one `object_store` supports.
     pub fn from_url(url: &str) -> Result<Self, Error> {
-        let parsed = url::Url::parse(url).map_err(|e| Error::Blob(format!("{url}: {e}")))?;
+        let parsed = url::Url::parse(url).map_err(|e| Error::blob(ErrorKind::Usage, e))?;
         let options = std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v));
-        let (store, prefix) = object_store::parse_url_opts(&parsed, options).map_err(blob_error)?;
+        let (store, prefix) = object_store::parse_url_opts(&parsed, options)
+            .map_err(|e| Error::blob(ErrorKind::Usage, e))?;
         Self::with(Arc::from(store), prefix, url.to_owned())
     }
 
@@ -246,6 +213,44 @@ impl BlobStore {
     }
 }
 
+impl Blobs for BlobStore {
+    fn create(&self, name: &BlobName) -> Result<Box<dyn BlobUpload + '_>, Error> {
+        Ok(Box::new(BlobStore::create(self, name)))
+    }
+
+    fn open(&self, name: &BlobName) -> Result<Box<dyn Read + Send + '_>, Error> {
+        Ok(Box::new(BlobStore::open(self, name)?))
+    }
+
+    fn ranged(
+        &self,
+        name: &BlobName,
+    ) -> Result<Box<dyn atrest_stream::ReadAt + Send + Sync + '_>, Error> {
+        Ok(Box::new(BlobStore::ranged(self, name)?))
+    }
+
+    fn delete(&self, name: &BlobName) -> Result<(), Error> {
+        match BlobStore::delete(self, name) {
+            Err(error) if error.kind() == ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    fn list(&self) -> Result<Vec<(BlobName, u64)>, Error> {
+        BlobStore::list(self)
+    }
+
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+}
+
+impl BlobUpload for BlobWriter<'_> {
+    fn finish(self: Box<Self>) -> Result<u64, Error> {
+        BlobWriter::finish(*self)
+    }
+}
+
 /// Writes one blob; see [`BlobStore::create`].
 pub struct BlobWriter<'a> {
     blobs: &'a BlobStore,
@@ -282,11 +287,11 @@ impl BlobWriter<'_> {
         let mut upload = self
             .upload
             .take()
-            .ok_or_else(|| Error::Blob("blob already finished".into()))?;
+            .ok_or_else(|| Error::blob(ErrorKind::Usage, "blob already finished"))?;
         self.blobs
             .runtime
             .block_on(upload.shutdown())
-            .map_err(|e| Error::Blob(e.to_string()))?;
+            .map_err(|e| Error::blob(ErrorKind::Unavailable, e))?;
         Ok(self.written)
     }
 }

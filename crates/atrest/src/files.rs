@@ -4,13 +4,16 @@
 use std::io::{Read, Write};
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use atrest_audit::{Audit, Event, FileRef, Outcome, Record, Text};
-use atrest_filekey::{FileContext, FileKey, WrappedFileKey};
-use atrest_stream::{Backend, FORMAT_VERSION, Options, RandomAccess, ReadAt, SegmentSize};
-use atrest_tenant::{Access, KeyHierarchy};
+use atrest_filekey::{FileContext, FileKey, FileVersion, KeyVersion, TenantId};
+use atrest_stream::{Backend, FORMAT_VERSION, Options, RandomAccess, SegmentSize};
+use atrest_tenant::{Access, KeyHierarchy, RewrapProgress, RewrapReport};
 
-use crate::{Error, FileRecord};
+use crate::blob::{BlobName, Blobs};
+use crate::catalog::{Catalog, SealInProgress, SealTicket, SealedBlob};
+use crate::{Error, ErrorKind, FileRecord, RecordError};
 
 /// How files are sealed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,14 +44,18 @@ impl Default for SealOptions {
     }
 }
 
-/// Seals and opens tenant files: one call to encrypt an upload for
-/// (tenant, file, version), one to give a principal a file or a byte range
-/// of it. Every seal and open is audited (and every key release, by the
-/// key hierarchy).
+/// Seals and opens tenant files, with the catalog as the one home of their
+/// records: one call seals an upload as a new version of a named file (the
+/// blob written completely first, the record committed second), one gives
+/// a principal a file or a byte range of it, and rotation helpers re-wrap
+/// and retire TIK versions through the same catalog. Every seal and open is
+/// audited (and every key release, by the key hierarchy).
 ///
 /// Shareable across threads.
 pub struct Files {
     keys: Arc<KeyHierarchy>,
+    catalog: Arc<dyn Catalog>,
+    blobs: Arc<dyn Blobs>,
     audit: Arc<dyn Audit>,
     actor: Text,
     options: SealOptions,
@@ -58,16 +65,33 @@ impl core::fmt::Debug for Files {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Files")
             .field("options", &self.options)
+            .field("blobs", &self.blobs.location())
             .finish_non_exhaustive()
     }
 }
 
+/// What [`Files::collect_abandoned_seals`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CollectReport {
+    /// Seals in progress that had been started before the cut-off, now
+    /// forgotten, with their blobs deleted.
+    pub abandoned_seals: Vec<SealInProgress>,
+}
+
 impl Files {
-    /// Files whose keys come from `keys`, audited through `audit` (usually
+    /// Files whose keys come from `keys`, whose records live in `catalog`
+    /// and whose blobs live in `blobs`, audited through `audit` (usually
     /// the same log the hierarchy writes to).
-    pub fn new(keys: Arc<KeyHierarchy>, audit: Arc<dyn Audit>) -> Self {
+    pub fn new(
+        keys: Arc<KeyHierarchy>,
+        catalog: Arc<dyn Catalog>,
+        blobs: Arc<dyn Blobs>,
+        audit: Arc<dyn Audit>,
+    ) -> Self {
         Self {
             keys,
+            catalog,
+            blobs,
             audit,
             actor: Text::lossy("atrest"),
             options: SealOptions::default(),
@@ -93,6 +117,21 @@ impl Files {
         &self.keys
     }
 
+    /// The catalog.
+    pub fn catalog(&self) -> &Arc<dyn Catalog> {
+        &self.catalog
+    }
+
+    /// The blob store.
+    pub fn blobs(&self) -> &Arc<dyn Blobs> {
+        &self.blobs
+    }
+
+    /// The options files are sealed and opened with.
+    pub fn options(&self) -> SealOptions {
+        self.options
+    }
+
     fn audit(&self, context: &FileContext, event: Event, outcome: Outcome) -> Result<(), Error> {
         let record = Record::new(self.actor.clone(), event)
             .tenant(Text::lossy(context.tenant.to_string()))
@@ -108,23 +147,55 @@ impl Files {
         }
     }
 
-    /// The options files are sealed and opened with.
-    pub fn options(&self) -> SealOptions {
-        self.options
+    fn stream_options(&self) -> Options {
+        Options::default()
+            .segment_size(self.options.segment_size)
+            .backend(self.options.backend)
     }
 
-    /// Audits a seal's outcome and, on success, makes its record.
-    /// `result` is the blob writer, the plaintext length and the blob
-    /// length.
-    pub(crate) fn finish_seal<W>(
+    /// Seals an upload as a new version of file `name` of `tenant`: the
+    /// catalog allocates the version, a fresh file key is wrapped under the
+    /// tenant's current TIK, everything `plaintext` yields is encrypted
+    /// into a new blob with a random name (the tenant, file and version
+    /// bound as associated data, not stored), and once the blob is durable
+    /// the record is committed to the catalog. Audited.
+    ///
+    /// Several seals of one name at once (threads, processes) each get
+    /// their own version. The key is dropped (zeroized) before this
+    /// returns. If it fails, the blob and the catalog's row of the seal in
+    /// progress are removed (a process that dies leaves them for
+    /// [`Files::collect_abandoned_seals`]).
+    ///
+    /// # Errors
+    /// [`Error::Catalog`] for an invalid name; [`Error::Keys`] if the
+    /// tenant's keys cannot be used; [`Error::Stream`] or [`Error::Io`] if
+    /// reading fails; [`Error::Blob`]; [`Error::Audit`].
+    pub fn seal<R: Read + Send>(
         &self,
-        context: &FileContext,
-        wrapped_key: WrappedFileKey,
-        result: Result<(W, u64, u64), Error>,
-    ) -> Result<(FileRecord, W), Error> {
-        let (blob, plaintext_len, blob_len) = match result {
-            Ok(done) => done,
+        access: &Access<'_>,
+        tenant: TenantId,
+        name: &str,
+        plaintext: R,
+    ) -> Result<FileRecord, Error> {
+        let blob = BlobName::random()?;
+        let ticket = self.catalog.begin_seal(tenant, name, &blob)?;
+        let result = self.seal_into(access, &ticket, plaintext);
+        let context = &ticket.context;
+        match result {
+            Ok(record) => {
+                let event = Event::FileSealed {
+                    file: Self::file_ref(context),
+                    bytes: record.plaintext_len,
+                    segments: record.segments(),
+                };
+                self.audit(context, event, Outcome::Success)?;
+                Ok(record)
+            }
             Err(error) => {
+                // Best effort: what is left is found by
+                // `collect_abandoned_seals`.
+                let _ = self.blobs.delete(&ticket.blob);
+                let _ = self.catalog.abandon_seal(&ticket);
                 let event = Event::FileSealed {
                     file: Self::file_ref(context),
                     bytes: 0,
@@ -134,80 +205,66 @@ impl Files {
                     error: Text::lossy(error.to_string()),
                 };
                 self.audit(context, event, outcome)?;
-                return Err(error);
+                Err(error)
             }
-        };
-        let record = FileRecord {
-            tenant: context.tenant,
-            file: context.file,
-            version: context.version,
-            wrapped_key,
-            plaintext_len,
-            blob_len,
-            segment_size: self.options.segment_size.get(),
-            format: FORMAT_VERSION,
-        };
-        let event = Event::FileSealed {
-            file: Self::file_ref(context),
-            bytes: plaintext_len,
-            segments: record.segments(),
-        };
-        self.audit(context, event, Outcome::Success)?;
-        Ok((record, blob))
+        }
     }
 
-    pub(crate) fn stream_options(&self) -> Options {
-        Options::default()
-            .segment_size(self.options.segment_size)
-            .backend(self.options.backend)
-    }
-
-    /// Seals an upload: generates the file version's key, wraps it under
-    /// the tenant's current TIK, encrypts everything `plaintext` yields into
-    /// `blob` (the tenant, file and version bound as associated data, not
-    /// stored), and audits it. Returns the record to keep and the blob
-    /// writer.
-    ///
-    /// The key is dropped (zeroized) before this returns. If it fails, the
-    /// blob written so far is incomplete and must be discarded.
-    ///
-    /// # Errors
-    /// [`Error::Keys`] if the tenant's keys cannot be used;
-    /// [`Error::Stream`] if reading or writing fails; [`Error::Audit`].
-    pub fn seal<R: Read + Send, W: Write + Send>(
+    fn seal_into<R: Read + Send>(
         &self,
         access: &Access<'_>,
-        context: &FileContext,
+        ticket: &SealTicket,
         plaintext: R,
-        blob: W,
-    ) -> Result<(FileRecord, W), Error> {
+    ) -> Result<FileRecord, Error> {
+        let context = &ticket.context;
         let (key, wrapped_key) = self.keys.new_file_key(access, context)?;
-        let sealed = CountingWriter::new(blob);
-        let result = atrest_stream::encrypt_stream(
+        self.catalog.attach_key(ticket, &wrapped_key)?;
+        let upload = CountingWriter::new(self.blobs.create(&ticket.blob)?);
+        let encrypted = atrest_stream::encrypt_stream(
             plaintext,
-            sealed,
+            upload,
             &key,
             &context.encode(),
             self.stream_options(),
             self.options.threads,
         );
         drop(key);
-        let result = result
-            .map(|(sealed, plaintext_len)| (sealed.inner, plaintext_len, sealed.written))
-            .map_err(Error::from);
-        self.finish_seal(context, wrapped_key, result)
+        let (upload, plaintext_len) = encrypted?;
+        let counted = upload.written;
+        let blob_len = upload.inner.finish()?;
+        if blob_len != counted {
+            return Err(Error::blob(
+                ErrorKind::Integrity,
+                format!("the blob store kept {blob_len} bytes of {counted}"),
+            ));
+        }
+        let sealed = SealedBlob {
+            plaintext_len,
+            blob_len,
+            segment_size: self.options.segment_size.get(),
+            format: FORMAT_VERSION,
+        };
+        self.catalog.commit_seal(ticket, &sealed)
     }
 
-    pub(crate) fn release(
+    /// The record of file `name` of `tenant`: version `version`, or the
+    /// newest if `None`.
+    ///
+    /// # Errors
+    /// [`Error::Catalog`] ([`ErrorKind::NotFound`] if there is no such file
+    /// or version).
+    pub fn record(
         &self,
-        access: &Access<'_>,
-        record: &FileRecord,
-    ) -> Result<FileKey, Error> {
+        tenant: TenantId,
+        name: &str,
+        version: Option<FileVersion>,
+    ) -> Result<FileRecord, Error> {
+        self.catalog.record(tenant, name, version)
+    }
+
+    fn release(&self, access: &Access<'_>, record: &FileRecord) -> Result<FileKey, Error> {
         if record.format != FORMAT_VERSION {
-            return Err(Error::Record(format!(
-                "stream format version {} is not supported",
-                record.format
-            )));
+            return Err(RecordError::UnsupportedFormat(record.format).into());
         }
         let _ = record.segment_size_checked()?;
         Ok(self
@@ -215,7 +272,7 @@ impl Files {
             .release_file_key(access, &record.context(), &record.wrapped_key)?)
     }
 
-    pub(crate) fn audit_open(
+    fn audit_open(
         &self,
         access: &Access<'_>,
         record: &FileRecord,
@@ -249,65 +306,74 @@ impl Files {
         self.audit(&context, event, outcome)
     }
 
-    /// Opens a sealed file for `access`: the key-release policy is checked
-    /// and the file key unwrapped (both audited by the hierarchy), then
-    /// every byte of `blob` is decrypted into `out`, and the read is
-    /// audited. Returns the writer and the plaintext length.
+    /// Opens file `name` of `tenant` (version `version`, or the newest) for
+    /// `access`: the record is read from the catalog, the key-release
+    /// policy is checked and the file key unwrapped (both audited by the
+    /// hierarchy), then every byte of the blob is decrypted into `out`, and
+    /// the read is audited. Returns the record and the writer.
     ///
     /// Plaintext reaches `out` one verified segment at a time; only an `Ok`
     /// return means the whole file, end included, was authentic. On an
     /// error, discard what was written.
     ///
     /// # Errors
+    /// [`Error::Catalog`] if there is no such file or version;
     /// [`Error::Keys`] if the release is refused or the key cannot be
     /// unwrapped; [`Error::Stream`] if the blob is not authentic for this
     /// record (tampered, truncated, another file's) or I/O fails;
-    /// [`Error::Record`]; [`Error::Audit`].
-    pub fn open<R: Read + Send, W: Write + Send>(
+    /// [`Error::Record`]; [`Error::Blob`]; [`Error::Audit`].
+    pub fn open<W: Write + Send>(
         &self,
         access: &Access<'_>,
-        record: &FileRecord,
-        blob: R,
+        tenant: TenantId,
+        name: &str,
+        version: Option<FileVersion>,
         out: W,
-    ) -> Result<(W, u64), Error> {
-        let key = self.release(access, record)?;
-        let result = atrest_stream::decrypt_stream(
-            blob,
-            out,
-            &key,
-            &record.context().encode(),
-            self.options.backend,
-            self.options.threads,
-        );
+    ) -> Result<(FileRecord, W), Error> {
+        let record = self.record(tenant, name, version)?;
+        let key = self.release(access, &record)?;
+        let result = self.blobs.open(&record.blob).and_then(|blob| {
+            atrest_stream::decrypt_stream(
+                blob,
+                out,
+                &key,
+                &record.context().encode(),
+                self.options.backend,
+                self.options.threads,
+            )
+            .map_err(Error::from)
+        });
         drop(key);
         let (out, len) = match result {
-            Ok((out, len)) => (Some(out), Ok(len)),
-            Err(error) => (None, Err(Error::from(error))),
+            Ok((out, len)) => (Some(out), record.check_len(len)),
+            Err(error) => (None, Err(error)),
         };
-        let len = len.and_then(|len| record.check_len(len));
-        self.audit_open(access, record, &len, None)?;
-        let len = len?;
-        match out {
-            Some(out) => Ok((out, len)),
-            None => unreachable!("a decrypted length comes with its writer"),
-        }
+        self.audit_open(access, &record, &len, None)?;
+        let _ = len?;
+        let out = out.ok_or(atrest_stream::Error::Misuse(
+            "a decrypted length comes with its writer",
+        ))?;
+        Ok((record, out))
     }
 
-    /// Opens bytes `range` of a sealed file for `access`, decrypting only
-    /// the segments that cover it from `blob` (positioned reads), into
-    /// `out`. Audited with the range.
+    /// Opens bytes `range` of file `name` of `tenant` (version `version`,
+    /// or the newest) for `access`, decrypting only the segments that cover
+    /// it (positioned reads of the blob), into `out`. Audited with the
+    /// range. Returns the record and the number of bytes written.
     ///
     /// # Errors
     /// [`Error::InvalidRange`] if the range is not within the file; as for
     /// [`Files::open`] otherwise.
-    pub fn open_range<S: ReadAt, W: Write>(
+    pub fn open_range<W: Write>(
         &self,
         access: &Access<'_>,
-        record: &FileRecord,
-        blob: S,
+        tenant: TenantId,
+        name: &str,
+        version: Option<FileVersion>,
         range: Range<u64>,
         out: &mut W,
-    ) -> Result<u64, Error> {
+    ) -> Result<(FileRecord, u64), Error> {
+        let record = self.record(tenant, name, version)?;
         if range.start > range.end || range.end > record.plaintext_len {
             return Err(Error::InvalidRange {
                 start: range.start,
@@ -315,26 +381,127 @@ impl Files {
                 len: record.plaintext_len,
             });
         }
-        let key = self.release(access, record)?;
-        let result = RandomAccess::with_backend(
-            blob,
-            &key,
-            &record.context().encode(),
-            self.options.backend,
-        )
-        .and_then(|reader| {
-            if reader.plaintext_len() == record.plaintext_len {
-                reader.copy_range(range.clone(), out)
-            } else {
-                Err(atrest_stream::Error::Malformed(
-                    "the blob's length does not match its record",
-                ))
-            }
-        })
-        .map_err(Error::from);
+        let key = self.release(access, &record)?;
+        let result = self.blobs.ranged(&record.blob).and_then(|blob| {
+            RandomAccess::with_backend(
+                &*blob,
+                &key,
+                &record.context().encode(),
+                self.options.backend,
+            )
+            .and_then(|reader| {
+                if reader.plaintext_len() == record.plaintext_len {
+                    reader.copy_range(range.clone(), out)
+                } else {
+                    Err(atrest_stream::Error::Malformed(
+                        "the blob's length does not match its record",
+                    ))
+                }
+            })
+            .map_err(Error::from)
+        });
         drop(key);
-        self.audit_open(access, record, &result, Some([range.start, range.end]))?;
-        result
+        self.audit_open(access, &record, &result, Some([range.start, range.end]))?;
+        Ok((record, result?))
+    }
+
+    /// Rolls the tenant's TIK, then re-wraps every wrapped file key in the
+    /// catalog (seals in progress included) under the new version, in
+    /// batches of `batch_size`, calling `progress` after each; then retires
+    /// every older TIK version nothing refers to any more. Resumable: run
+    /// it again after an interruption (it rolls once more, which is
+    /// harmless). Returns the new version, the re-wrap report and the
+    /// versions retired.
+    ///
+    /// # Errors
+    /// Those of [`KeyHierarchy::roll_tik`],
+    /// [`KeyHierarchy::rewrap_file_keys`] and [`Files::retire_unused_tiks`].
+    pub fn rotate_tik(
+        &self,
+        tenant: TenantId,
+        batch_size: usize,
+        progress: &mut dyn FnMut(RewrapProgress),
+    ) -> Result<(KeyVersion, RewrapReport, Vec<KeyVersion>), Error> {
+        let version = self.keys.roll_tik(tenant)?;
+        let report = self.rewrap(tenant, batch_size, progress)?;
+        let retired = self.retire_unused_tiks(tenant)?;
+        Ok((version, report, retired))
+    }
+
+    /// Re-wraps every wrapped file key of `tenant` in the catalog that is
+    /// under an older TIK version (see [`KeyHierarchy::rewrap_file_keys`]).
+    ///
+    /// # Errors
+    /// As for [`KeyHierarchy::rewrap_file_keys`].
+    pub fn rewrap(
+        &self,
+        tenant: TenantId,
+        batch_size: usize,
+        progress: &mut dyn FnMut(RewrapProgress),
+    ) -> Result<RewrapReport, Error> {
+        Ok(self
+            .keys
+            .rewrap_file_keys(tenant, self.catalog.as_ref(), batch_size, progress)?)
+    }
+
+    /// Retires (destroys) TIK version `version` of `tenant`, if no record
+    /// and no seal in flight in the catalog uses it and it is not current.
+    ///
+    /// # Errors
+    /// [`atrest_tenant::Error::TikInUse`] (as [`Error::Keys`]) if something
+    /// still uses it; as for [`KeyHierarchy::retire_tik`].
+    pub fn retire_tik(&self, tenant: TenantId, version: KeyVersion) -> Result<(), Error> {
+        Ok(self
+            .keys
+            .retire_tik(tenant, version, self.catalog.as_ref())?)
+    }
+
+    /// Retires every TIK version of `tenant` but the current one that
+    /// nothing in the catalog uses (records and seals in flight); versions
+    /// still in use are kept. Returns those retired.
+    ///
+    /// # Errors
+    /// As for [`Files::retire_tik`], except that a version in use is kept,
+    /// not an error.
+    pub fn retire_unused_tiks(&self, tenant: TenantId) -> Result<Vec<KeyVersion>, Error> {
+        let current = self.keys.tenant(tenant)?.current_tik;
+        let mut retired = Vec::new();
+        for version in self.keys.tik_versions(tenant)? {
+            if version == current {
+                continue;
+            }
+            match self.retire_tik(tenant, version) {
+                Ok(()) => retired.push(version),
+                Err(Error::Keys(atrest_tenant::Error::TikInUse { .. })) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(retired)
+    }
+
+    /// Forgets every seal in progress that began more than `older_than`
+    /// ago — left by a process that died, or still running if it is a very
+    /// long upload, so choose a cut-off longer than any upload — and
+    /// deletes its blob. Until then such a seal keeps its TIK version from
+    /// being retired.
+    ///
+    /// # Errors
+    /// [`Error::Catalog`]; [`Error::Blob`].
+    pub fn collect_abandoned_seals(&self, older_than: Duration) -> Result<CollectReport, Error> {
+        let cutoff = SystemTime::now()
+            .checked_sub(older_than)
+            .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |at| at.as_secs());
+        let mut report = CollectReport::default();
+        for seal in self.catalog.seals_in_progress()? {
+            if seal.started_at >= cutoff {
+                continue;
+            }
+            self.catalog.abandon_seal(&seal.ticket)?;
+            self.blobs.delete(&seal.ticket.blob)?;
+            report.abandoned_seals.push(seal);
+        }
+        Ok(report)
     }
 }
 

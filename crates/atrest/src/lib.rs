@@ -2,18 +2,18 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-#[cfg(feature = "tokio")]
-mod asynchronous;
+pub mod blob;
 #[cfg(feature = "blobs")]
 pub mod blobs;
-#[cfg(feature = "deployment")]
-pub mod deployment;
+pub mod catalog;
 mod error;
 mod files;
 mod record;
 
-pub use error::Error;
-pub use files::{Files, SealOptions};
+pub use blob::{BlobName, Blobs, MemoryBlobs};
+pub use catalog::{Catalog, SqliteCatalog, check_name};
+pub use error::{CatalogError, Error, ErrorKind, RecordError};
+pub use files::{CollectReport, Files, SealOptions};
 pub use record::FileRecord;
 
 pub use atrest_audit as audit;

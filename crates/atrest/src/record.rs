@@ -4,23 +4,33 @@ use atrest_filekey::{FileContext, FileId, FileVersion, KeyVersion, TenantId, Wra
 use atrest_stream::{PREFIX_LEN, SegmentSize, TINK_HEADER_LEN};
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::blob::BlobName;
+use crate::{Error, RecordError};
 
-/// Everything needed to open a sealed file again, apart from its blob: the
-/// caller keeps it in its metadata database, next to the blob's name.
+/// One sealed file version, as the catalog keeps it: everything needed to
+/// open it again, and the name of its blob.
 ///
-/// The blob itself holds no tenant id, file id or file name; the record
-/// holds no key in the clear (the file key is wrapped under the tenant's
-/// TIK).
+/// The [`crate::Catalog`] is its one home: [`crate::Files::seal`] commits
+/// it there once the blob is durable, a re-wrap updates its wrapped key in
+/// place, and [`crate::Files::open`] reads it from there, so the wrapped
+/// key used is always the current one. The blob holds no tenant id, file id
+/// or file name; the record holds no key in the clear (the file key is
+/// wrapped under the tenant's TIK).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileRecord {
     /// The tenant the file belongs to.
     pub tenant: TenantId,
-    /// The file's id.
+    /// The file's name in the tenant.
+    pub name: String,
+    /// The file's id (the same for every version of the name).
     pub file: FileId,
     /// The file version.
     pub version: FileVersion,
+    /// The blob holding the ciphertext.
+    pub blob: BlobName,
+    /// When the seal completed, in seconds since the Unix epoch.
+    pub sealed_at: u64,
     /// The file key, wrapped under the tenant's TIK.
     pub wrapped_key: WrappedFileKey,
     /// Plaintext length in bytes.
@@ -47,7 +57,7 @@ impl FileRecord {
 
     pub(crate) fn segment_size_checked(&self) -> Result<SegmentSize, Error> {
         SegmentSize::new(self.segment_size)
-            .map_err(|_| Error::Record(format!("invalid segment size {}", self.segment_size)))
+            .map_err(|_| RecordError::InvalidSegmentSize(self.segment_size).into())
     }
 
     /// `len` if it is the plaintext length the record gives.
@@ -55,10 +65,11 @@ impl FileRecord {
         if len == self.plaintext_len {
             Ok(len)
         } else {
-            Err(Error::Record(format!(
-                "the blob holds {len} bytes, the record says {}",
-                self.plaintext_len
-            )))
+            Err(RecordError::LengthMismatch {
+                record: self.plaintext_len,
+                blob: len,
+            }
+            .into())
         }
     }
 

@@ -1,6 +1,8 @@
-//! Sealing and opening through the composition: round trips (sync, async,
-//! ranges, blob store), and every way a record and a blob can fail to
-//! match.
+//! Sealing and opening through the composition, with the catalog as the
+//! home of records: round trips (whole files, ranges, every blob store),
+//! versions, rotation with a seal in flight, seals of one name from two
+//! processes, every way a record and a blob can fail to match, and the
+//! classification of errors.
 
 #![allow(
     unreachable_pub,
@@ -11,15 +13,19 @@
     clippy::cast_possible_truncation
 )]
 
-use std::io::Read as _;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::io::{Read, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Barrier, mpsc};
 
 use atrest::audit::Event;
-use atrest::blobs::{BlobName, BlobStore};
-use atrest::filekey::{FileContext, FileId, FileVersion, OsRng, TenantId};
+use atrest::blobs::BlobStore;
+use atrest::filekey::{FileId, FileVersion, OsRng, TenantId};
 use atrest::tenant::{Access, Decision, KeyHierarchy, MasterKey, ServiceKeys, SqliteStore};
-use atrest::{Error, FileRecord, Files};
+use atrest::{
+    BlobName, Blobs, Catalog, CatalogError, Error, ErrorKind, FileRecord, Files, MemoryBlobs,
+    SqliteCatalog,
+};
 
 struct TempDir(PathBuf);
 
@@ -65,24 +71,54 @@ const ALICE: Access<'static> = Access::User {
     principal: "alice@a",
 };
 
-fn setup(dir: &TempDir) -> (Files, Arc<Records>, TenantId, TenantId) {
-    let master = MasterKey::create_file(&dir.0.join("master.key")).unwrap();
-    let service =
-        Arc::new(ServiceKeys::open("service", &dir.0.join("keys.sqlite"), master).unwrap());
-    service.create_key("root").unwrap();
+struct World {
+    files: Files,
+    records: Arc<Records>,
+    blobs: Arc<dyn Blobs>,
+    a: TenantId,
+    b: TenantId,
+}
+
+/// A hierarchy over the key files and databases in `dir` (created on first
+/// use, reopened after), with tenants `a` and `b` whose ids are kept in
+/// `dir/tenants`, and blobs in `blobs`.
+fn world_with(dir: &Path, blobs: Arc<dyn Blobs>) -> World {
+    let master_path = dir.join("master.key");
+    let fresh = !master_path.exists();
+    let master = if fresh {
+        MasterKey::create_file(&master_path).unwrap()
+    } else {
+        MasterKey::open_file(&master_path).unwrap()
+    };
+    let service = Arc::new(ServiceKeys::open("service", &dir.join("keys.sqlite"), master).unwrap());
+    if fresh {
+        service.create_key("root").unwrap();
+    }
     let records = Arc::new(Records::default());
-    let (a, b) = (
-        TenantId::random(&mut OsRng).unwrap(),
-        TenantId::random(&mut OsRng).unwrap(),
-    );
+    let catalog = Arc::new(SqliteCatalog::open(&dir.join("catalog.sqlite")).unwrap());
+    let (a, b) = if fresh {
+        let ids = (
+            TenantId::random(&mut OsRng).unwrap(),
+            TenantId::random(&mut OsRng).unwrap(),
+        );
+        catalog.name_tenant("a", ids.0).unwrap();
+        catalog.name_tenant("b", ids.1).unwrap();
+        ids
+    } else {
+        (
+            catalog.tenant_named("a").unwrap().unwrap(),
+            catalog.tenant_named("b").unwrap().unwrap(),
+        )
+    };
     let keys = KeyHierarchy::builder(
-        Arc::new(SqliteStore::open(&dir.0.join("t.sqlite")).unwrap()),
+        Arc::new(SqliteStore::open(&dir.join("meta.sqlite")).unwrap()),
         records.clone(),
     )
     .provider(service)
     .service_root_key("service", "root")
     .policy(Arc::new(
         move |access: &Access<'_>, tenant: TenantId, _: FileId| match access {
+            Access::System { .. } => Decision::Allow,
             Access::User { principal } if principal.ends_with("@a") && tenant == a => {
                 Decision::Allow
             }
@@ -94,183 +130,497 @@ fn setup(dir: &TempDir) -> (Files, Arc<Records>, TenantId, TenantId) {
     ))
     .build()
     .unwrap();
-    keys.create_service_tenant(a).unwrap();
-    keys.create_service_tenant(b).unwrap();
-    (Files::new(Arc::new(keys), records.clone()), records, a, b)
+    if fresh {
+        keys.create_service_tenant(a).unwrap();
+        keys.create_service_tenant(b).unwrap();
+    }
+    let files = Files::new(Arc::new(keys), catalog, blobs.clone(), records.clone());
+    World {
+        files,
+        records,
+        blobs,
+        a,
+        b,
+    }
 }
 
-fn context(tenant: TenantId) -> FileContext {
-    FileContext::new(
-        tenant,
-        FileId::random(&mut OsRng).unwrap(),
-        FileVersion::FIRST,
-    )
+fn world(dir: &TempDir) -> (World, Arc<MemoryBlobs>) {
+    let blobs = Arc::new(MemoryBlobs::new());
+    (world_with(&dir.0, blobs.clone()), blobs)
 }
 
-fn data(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i * 7 % 251) as u8 ^ seed.wrapping_mul(31))
+        .collect()
+}
+
+fn open_all(
+    world: &World,
+    access: &Access<'_>,
+    name: &str,
+    version: u64,
+) -> Result<Vec<u8>, Error> {
+    let version = FileVersion::try_from(version).unwrap();
+    world
+        .files
+        .open(access, world.a, name, Some(version), Vec::new())
+        .map(|(_, out)| out)
 }
 
 #[test]
 fn seal_open_and_ranges_round_trip_and_are_audited() {
     let dir = TempDir::new("round");
-    let (files, records, a, _) = setup(&dir);
-    for len in [0, 1, 65_535 - 56, 65_536, 1_000_000] {
-        let plain = data(len);
-        let ctx = context(a);
-        let (record, blob) = files
-            .seal(&ALICE, &ctx, plain.as_slice(), Vec::new())
+    let (world, _) = world(&dir);
+    let files = &world.files;
+    for (i, len) in [0, 1, 65_535 - 56, 65_536, 1_000_000]
+        .into_iter()
+        .enumerate()
+    {
+        let plain = data(len, i as u8);
+        let name = format!("file {i}");
+        let record = files
+            .seal(&ALICE, world.a, &name, plain.as_slice())
             .unwrap();
         assert_eq!(record.plaintext_len, len as u64);
-        assert_eq!(record.blob_len, blob.len() as u64);
-        assert_eq!(record.context(), ctx);
+        assert_eq!(
+            (record.tenant, record.name.as_str()),
+            (world.a, name.as_str())
+        );
+        assert_eq!(record.version, FileVersion::FIRST);
+        assert_eq!(files.record(world.a, &name, None).unwrap(), record);
         let json = serde_json::to_string(&record).unwrap();
         assert_eq!(serde_json::from_str::<FileRecord>(&json).unwrap(), record);
-        let (out, n) = files
-            .open(&ALICE, &record, blob.as_slice(), Vec::new())
+        let (opened, out) = files
+            .open(&ALICE, world.a, &name, None, Vec::new())
             .unwrap();
-        assert_eq!((out, n), (plain.clone(), len as u64));
+        assert_eq!((opened, out), (record.clone(), plain.clone()));
         for (start, end) in [(0, len), (len / 3, len / 2), (len, len)] {
             let mut part = Vec::new();
-            files
+            let (_, n) = files
                 .open_range(
                     &ALICE,
-                    &record,
-                    blob.as_slice(),
+                    world.a,
+                    &name,
+                    None,
                     start as u64..end as u64,
                     &mut part,
                 )
                 .unwrap();
-            assert_eq!(part, plain[start..end]);
+            assert_eq!(
+                (part.as_slice(), n),
+                (&plain[start..end], (end - start) as u64)
+            );
         }
     }
-    let all = records.0.lock().unwrap();
-    let sealed = all
-        .iter()
-        .filter(|r| matches!(r.event, Event::FileSealed { .. }))
-        .count();
-    let opened = all
-        .iter()
-        .filter(|r| matches!(r.event, Event::FileOpened { .. }))
-        .count();
-    assert_eq!((sealed, opened), (5, 20));
-    assert!(
-        all.iter()
-            .any(|r| matches!(&r.event, Event::FileOpened { range: Some([s, e]), .. } if e > s))
+    assert_eq!(files.catalog().records(world.a).unwrap().len(), 5);
+    assert!(files.catalog().records(world.b).unwrap().is_empty());
+    let all = world.records.0.lock().unwrap();
+    let count = |f: fn(&Event) -> bool| all.iter().filter(|r| f(&r.event)).count();
+    assert_eq!(count(|e| matches!(e, Event::FileSealed { .. })), 5);
+    assert_eq!(count(|e| matches!(e, Event::FileOpened { .. })), 20);
+}
+
+#[test]
+fn each_seal_of_a_name_is_a_new_version() {
+    let dir = TempDir::new("versions");
+    let (world, _) = world(&dir);
+    let files = &world.files;
+    for v in 1..=3u8 {
+        let record = files
+            .seal(&ALICE, world.a, "notes.txt", data(1000, v).as_slice())
+            .unwrap();
+        assert_eq!(u64::from(record.version), u64::from(v));
+    }
+    let records = files.catalog().records(world.a).unwrap();
+    assert_eq!(records.len(), 3);
+    // One file id for every version; one blob each.
+    assert!(records.iter().all(|r| r.file == records[0].file));
+    let mut blobs: Vec<_> = records.iter().map(|r| r.blob.clone()).collect();
+    blobs.dedup();
+    assert_eq!(blobs.len(), 3);
+    for v in 1..=3u8 {
+        assert_eq!(
+            open_all(&world, &ALICE, "notes.txt", v.into()).unwrap(),
+            data(1000, v)
+        );
+    }
+    let (newest, _) = files
+        .open(&ALICE, world.a, "notes.txt", None, Vec::new())
+        .unwrap();
+    assert_eq!(u64::from(newest.version), 3);
+    // The same name in another tenant is another file.
+    let bob = Access::User { principal: "bob@b" };
+    let other = files.seal(&bob, world.b, "notes.txt", &b"b"[..]).unwrap();
+    assert_eq!(other.version, FileVersion::FIRST);
+    assert_ne!(other.file, records[0].file);
+    // No such version, no such file.
+    let missing = open_all(&world, &ALICE, "notes.txt", 4).unwrap_err();
+    assert!(matches!(
+        missing,
+        Error::Catalog(CatalogError::UnknownVersion { .. })
+    ));
+    assert_eq!(missing.kind(), ErrorKind::NotFound);
+    let missing = files
+        .open(&ALICE, world.a, "nope", None, Vec::new())
+        .unwrap_err();
+    assert!(matches!(
+        missing,
+        Error::Catalog(CatalogError::UnknownFile { .. })
+    ));
+}
+
+/// A reader that hands out `first` bytes, then signals and waits before
+/// the rest: a seal paused in flight.
+struct PausedReader {
+    data: Vec<u8>,
+    at: usize,
+    pause_at: usize,
+    paused: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>,
+}
+
+impl Read for PausedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.at >= self.pause_at
+            && let Some((reached, resume)) = self.paused.take()
+        {
+            reached.send(()).unwrap();
+            resume.recv().unwrap();
+        }
+        let end = if self.paused.is_some() {
+            self.pause_at
+        } else {
+            self.data.len()
+        };
+        let n = buf.len().min(end - self.at);
+        buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn rotation_with_a_seal_in_flight_loses_no_file() {
+    let dir = TempDir::new("rotate");
+    let (world, _) = world(&dir);
+    let files = &world.files;
+    let keys = files.keys();
+    let originals: Vec<Vec<u8>> = (0..5).map(|i| data(200_000 + i * 1000, i as u8)).collect();
+    for (i, plain) in originals.iter().enumerate() {
+        let _ = files
+            .seal(&ALICE, world.a, &format!("doc-{i}"), plain.as_slice())
+            .unwrap();
+    }
+    let first = keys.tenant(world.a).unwrap().current_tik;
+
+    // A seal that has its key (under the first TIK version) and has
+    // written part of its blob when the rotation starts.
+    let in_flight = data(3_000_000, 99);
+    let (reached_tx, reached_rx) = mpsc::channel();
+    let (resume_tx, resume_rx) = mpsc::channel();
+    let reader = PausedReader {
+        data: in_flight.clone(),
+        at: 0,
+        pause_at: 1_000_000,
+        paused: Some((reached_tx, resume_rx)),
+    };
+    std::thread::scope(|scope| {
+        let sealing = scope.spawn(|| files.seal(&ALICE, world.a, "in-flight", reader));
+        reached_rx.recv().unwrap();
+
+        // While it is paused: roll, re-wrap (the seal in flight included),
+        // retire the old version.
+        let second = keys.roll_tik(world.a).unwrap();
+        assert_ne!(first, second);
+        // Before the re-wrap, the old version is in use, by the sealed
+        // records and by the seal in flight.
+        let refused = files.retire_tik(world.a, first).unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Conflict);
+        let report = files.rewrap(world.a, 2, &mut |_| {}).unwrap();
+        assert_eq!(report.rewrapped, 6, "5 records and the seal in flight");
+        assert_eq!(files.retire_unused_tiks(world.a).unwrap(), vec![first]);
+        assert_eq!(keys.tik_versions(world.a).unwrap(), vec![second]);
+
+        resume_tx.send(()).unwrap();
+        let record = sealing.join().unwrap().unwrap();
+        assert_eq!(record.tik_version(), second);
+    });
+
+    // Every file opens, the one sealed during the rotation included.
+    for (i, plain) in originals.iter().enumerate() {
+        let (record, out) = files
+            .open(&ALICE, world.a, &format!("doc-{i}"), None, Vec::new())
+            .unwrap();
+        assert_eq!(&out, plain);
+        assert_eq!(
+            record.tik_version(),
+            keys.tenant(world.a).unwrap().current_tik
+        );
+    }
+    assert_eq!(open_all(&world, &ALICE, "in-flight", 1).unwrap(), in_flight);
+
+    // And again, all in one call.
+    let (third, report, retired) = files.rotate_tik(world.a, 1000, &mut |_| {}).unwrap();
+    assert_eq!(report.rewrapped, 6);
+    assert_eq!(retired.len(), 1);
+    for i in 0..5 {
+        let (record, _) = files
+            .open(&ALICE, world.a, &format!("doc-{i}"), None, Vec::new())
+            .unwrap();
+        assert_eq!(record.tik_version(), third);
+    }
+}
+
+#[test]
+fn a_seal_choosing_its_key_blocks_every_retire() {
+    let dir = TempDir::new("choosing");
+    let (world, _) = world(&dir);
+    let files = &world.files;
+    let _ = files.seal(&ALICE, world.a, "x", &b"x"[..]).unwrap();
+    let first = files.keys().tenant(world.a).unwrap().current_tik;
+    let _ = files.keys().roll_tik(world.a).unwrap();
+    let _ = files.rewrap(world.a, 10, &mut |_| {}).unwrap();
+    // A seal that has begun but has no key yet could wrap under any
+    // version: nothing is retired meanwhile.
+    let blob = BlobName::random().unwrap();
+    let ticket = files.catalog().begin_seal(world.a, "y", &blob).unwrap();
+    assert!(files.retire_unused_tiks(world.a).unwrap().is_empty());
+    files.catalog().abandon_seal(&ticket).unwrap();
+    assert_eq!(files.retire_unused_tiks(world.a).unwrap(), vec![first]);
+}
+
+#[test]
+fn failed_and_abandoned_seals_leave_nothing() {
+    let dir = TempDir::new("abandon");
+    let (world, blobs) = world(&dir);
+    let files = &world.files;
+
+    // A reader that fails halfway: no record, no blob, no seal in progress.
+    struct Failing(usize);
+    impl Read for Failing {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::Error::other("the client went away"));
+            }
+            let n = buf.len().min(self.0);
+            buf[..n].fill(1);
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+    let failed = files
+        .seal(&ALICE, world.a, "broken", Failing(500_000))
+        .unwrap_err();
+    assert_eq!(failed.kind(), ErrorKind::Io, "{failed}");
+    assert!(files.catalog().seals_in_progress().unwrap().is_empty());
+    assert!(blobs.list().unwrap().is_empty());
+    assert!(files.record(world.a, "broken", None).is_err());
+
+    // A seal whose process died: left in progress until collected.
+    let blob = BlobName::random().unwrap();
+    let ticket = files.catalog().begin_seal(world.a, "died", &blob).unwrap();
+    let mut upload = blobs.create(&blob).unwrap();
+    upload.write_all(b"half a blob").unwrap();
+    upload.finish().unwrap();
+    let report = files
+        .collect_abandoned_seals(std::time::Duration::from_secs(3600))
+        .unwrap();
+    assert!(report.abandoned_seals.is_empty(), "too recent to collect");
+    let report = files
+        .collect_abandoned_seals(std::time::Duration::ZERO)
+        .unwrap();
+    // Started this second: collected once the cut-off has passed it.
+    if report.abandoned_seals.is_empty() {
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let report = files
+            .collect_abandoned_seals(std::time::Duration::ZERO)
+            .unwrap();
+        assert_eq!(report.abandoned_seals.len(), 1);
+    }
+    assert!(files.catalog().seals_in_progress().unwrap().is_empty());
+    assert!(blobs.list().unwrap().is_empty());
+    // Its commit now fails instead of publishing a half blob.
+    let committed = files.catalog().commit_seal(
+        &ticket,
+        &atrest::catalog::SealedBlob {
+            plaintext_len: 1,
+            blob_len: 1,
+            segment_size: 65_536,
+            format: 1,
+        },
     );
+    assert!(matches!(
+        committed,
+        Err(Error::Catalog(CatalogError::SealNotInProgress { .. }))
+    ));
+}
+
+/// Edits the catalog database directly, as a writer of the metadata
+/// database could.
+fn edit_catalog(dir: &TempDir, sql: &str) {
+    let db = rusqlite::Connection::open(dir.0.join("catalog.sqlite")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    assert!(db.execute(sql, []).unwrap() > 0, "{sql}");
 }
 
 #[test]
 fn records_and_blobs_that_do_not_match_are_refused() {
     let dir = TempDir::new("mismatch");
-    let (files, _, a, b) = setup(&dir);
-    let plain = data(300_000);
-    let (record, blob) = files
-        .seal(&ALICE, &context(a), plain.as_slice(), Vec::new())
+    let (world, blobs) = world(&dir);
+    let files = &world.files;
+    let plain = data(300_000, 1);
+    let record = files
+        .seal(&ALICE, world.a, "one", plain.as_slice())
         .unwrap();
-    let (other, other_blob) = files
-        .seal(&ALICE, &context(a), plain.as_slice(), Vec::new())
+    let other = files
+        .seal(&ALICE, world.a, "two", plain.as_slice())
         .unwrap();
-    let open = |record: &FileRecord, blob: &[u8], access: &Access<'_>| {
-        files.open(access, record, blob, Vec::new()).map(|(_, n)| n)
+    let open = |name: &str| {
+        files
+            .open(&ALICE, world.a, name, None, Vec::new())
+            .map(|(_, out)| out)
     };
+    let integrity = |result: Result<Vec<u8>, Error>| {
+        let error = result.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Integrity, "{error}");
+    };
+    let original = blobs.bytes(&record.blob).unwrap();
 
-    // Another file's blob under this record, and the other way round.
-    assert!(matches!(
-        open(&record, &other_blob, &ALICE),
-        Err(Error::Stream(_))
-    ));
-    assert!(matches!(open(&other, &blob, &ALICE), Err(Error::Stream(_))));
-    // A tampered or truncated blob.
-    let mut tampered = blob.clone();
+    // Another file's blob under this record.
+    blobs.replace(&record.blob, blobs.bytes(&other.blob).unwrap());
+    integrity(open("one"));
+    // A tampered, a truncated and an extended blob.
+    let mut tampered = original.clone();
     tampered[150_000] ^= 1;
-    assert!(matches!(
-        open(&record, &tampered, &ALICE),
-        Err(Error::Stream(_))
-    ));
-    assert!(matches!(
-        open(&record, &blob[..blob.len() - 1], &ALICE),
-        Err(Error::Stream(_))
-    ));
-    // The record moved to another tenant, file or version.
-    for moved in [
-        FileRecord {
-            tenant: b,
-            ..record.clone()
-        },
-        FileRecord {
-            file: FileId::random(&mut OsRng).unwrap(),
-            ..record.clone()
-        },
-        FileRecord {
-            version: FileVersion::try_from(2u64).unwrap(),
-            ..record.clone()
-        },
-    ] {
-        let bob = Access::User { principal: "bob@b" };
-        assert!(open(&moved, &blob, &ALICE).is_err());
-        assert!(open(&moved, &blob, &bob).is_err());
+    blobs.replace(&record.blob, tampered);
+    integrity(open("one"));
+    blobs.replace(&record.blob, original[..original.len() - 1].to_vec());
+    integrity(open("one"));
+    let mut extended = original.clone();
+    extended.extend_from_slice(&[0; 16]);
+    blobs.replace(&record.blob, extended);
+    integrity(open("one"));
+    blobs.replace(&record.blob, original);
+    assert_eq!(open("one").unwrap(), plain);
+
+    // Records edited in the database: a lying length, format or segment
+    // size, another file's blob or wrapped key.
+    let same = format!("file = x'{}'", hex(record.file.as_bytes()));
+    for edit in ["plaintext_len = 1", "format = 9", "segment_size = 7"] {
+        edit_catalog(
+            &dir,
+            &format!("UPDATE catalog_versions SET {edit} WHERE {same}"),
+        );
+        integrity(open("one"));
+        let undo = match edit {
+            "plaintext_len = 1" => "plaintext_len = 300000".to_owned(),
+            "format = 9" => "format = 1".to_owned(),
+            _ => "segment_size = 65536".to_owned(),
+        };
+        edit_catalog(
+            &dir,
+            &format!("UPDATE catalog_versions SET {undo} WHERE {same}"),
+        );
+        assert_eq!(open("one").unwrap(), plain);
     }
-    // A record lying about the length, format or segment size.
-    assert!(matches!(
-        open(
-            &FileRecord {
-                plaintext_len: 1,
-                ..record.clone()
-            },
-            &blob,
-            &ALICE
+    edit_catalog(
+        &dir,
+        &format!(
+            "UPDATE catalog_versions SET blob = '{}' WHERE {same}",
+            BlobName::random().unwrap()
         ),
-        Err(Error::Record(_))
-    ));
-    assert!(matches!(
-        open(
-            &FileRecord {
-                format: 9,
-                ..record.clone()
-            },
-            &blob,
-            &ALICE
+    );
+    let gone = open("one").unwrap_err();
+    assert_eq!(gone.kind(), ErrorKind::NotFound, "{gone}");
+    edit_catalog(
+        &dir,
+        &format!(
+            "UPDATE catalog_versions SET blob = '{}' WHERE {same}",
+            record.blob
         ),
-        Err(Error::Record(_))
-    ));
-    assert!(matches!(
-        open(
-            &FileRecord {
-                segment_size: 7,
-                ..record.clone()
-            },
-            &blob,
-            &ALICE
+    );
+    assert_eq!(open("one").unwrap(), plain);
+    edit_catalog(
+        &dir,
+        &format!(
+            "UPDATE catalog_versions SET wrapped = (SELECT wrapped FROM catalog_versions
+             WHERE file = x'{}') WHERE {same}",
+            hex(other.file.as_bytes())
         ),
-        Err(Error::Record(_))
-    ));
+    );
+    integrity(open("one"));
+
     // A principal of another tenant; a range outside the file.
     let bob = Access::User { principal: "bob@b" };
+    let refused = files
+        .open(&bob, world.a, "two", None, Vec::new())
+        .unwrap_err();
     assert!(matches!(
-        open(&record, &blob, &bob),
-        Err(Error::Keys(atrest::tenant::Error::Denied { .. }))
+        refused,
+        Error::Keys(atrest::tenant::Error::Denied { .. })
     ));
+    assert_eq!(refused.kind(), ErrorKind::Refused);
     let mut sink = Vec::new();
-    assert!(matches!(
-        files.open_range(&ALICE, &record, blob.as_slice(), 0..300_001, &mut sink),
-        Err(Error::InvalidRange { .. })
-    ));
+    let range = files
+        .open_range(&ALICE, world.a, "two", None, 0..300_001, &mut sink)
+        .unwrap_err();
+    assert!(matches!(range, Error::InvalidRange { .. }));
+    assert_eq!(range.kind(), ErrorKind::Usage);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn names_follow_one_rule() {
+    let dir = TempDir::new("names");
+    let (world, _) = world(&dir);
+    for bad in [
+        "",
+        " lead",
+        "trail ",
+        "zero\u{200B}width",
+        "new\nline",
+        &"x".repeat(257),
+    ] {
+        let error = world
+            .files
+            .seal(&ALICE, world.a, bad, &b"x"[..])
+            .unwrap_err();
+        assert!(
+            matches!(error, Error::Catalog(CatalogError::InvalidName { .. })),
+            "{bad:?}: {error}"
+        );
+        assert_eq!(error.kind(), ErrorKind::Usage);
+    }
+    // 256 characters of three bytes each are fine: the limit counts
+    // characters.
+    let long = "\u{20AC}".repeat(256);
+    let _ = world.files.seal(&ALICE, world.a, &long, &b"x"[..]).unwrap();
+    let taken = world
+        .files
+        .catalog()
+        .name_tenant("a", TenantId::random(&mut OsRng).unwrap())
+        .unwrap_err();
+    assert_eq!(taken.kind(), ErrorKind::Conflict);
 }
 
 #[test]
 fn the_blob_holds_no_identifiers() {
     let dir = TempDir::new("opaque");
-    let (files, _, a, _) = setup(&dir);
-    let ctx = context(a);
-    let (_, blob) = files
-        .seal(&ALICE, &ctx, &[0u8; 100_000][..], Vec::new())
+    let (world, blobs) = world(&dir);
+    let record = world
+        .files
+        .seal(&ALICE, world.a, "secret-name.txt", &[0u8; 100_000][..])
         .unwrap();
+    let blob = blobs.bytes(&record.blob).unwrap();
     for needle in [
-        a.as_bytes().as_slice(),
-        ctx.file.as_bytes(),
-        a.to_string().as_bytes(),
-        ctx.file.to_string().as_bytes(),
+        world.a.as_bytes().as_slice(),
+        record.file.as_bytes(),
+        world.a.to_string().as_bytes(),
+        record.file.to_string().as_bytes(),
+        b"secret-name",
     ] {
         assert!(!blob.windows(needle.len()).any(|w| w == needle));
     }
@@ -279,71 +629,40 @@ fn the_blob_holds_no_identifiers() {
 }
 
 #[test]
-fn async_forms_match_the_sync_ones() {
-    let dir = TempDir::new("async");
-    let (files, _, a, _) = setup(&dir);
-    let plain = data(500_000);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let ctx = context(a);
-        let (record, blob) = files
-            .seal_async(&ALICE, &ctx, plain.as_slice(), Vec::new())
-            .await
-            .unwrap();
-        assert_eq!(record.blob_len, blob.len() as u64);
-        // Sealed async, opened sync, and the other way round.
-        let (out, _) = files
-            .open(&ALICE, &record, blob.as_slice(), Vec::new())
-            .unwrap();
-        assert_eq!(out, plain);
-        let (record, blob) = files
-            .seal(&ALICE, &ctx, plain.as_slice(), Vec::new())
-            .unwrap();
-        let (out, n) = files
-            .open_async(&ALICE, &record, blob.as_slice(), Vec::new())
-            .await
-            .unwrap();
-        assert_eq!((out, n), (plain.clone(), 500_000));
-        let mut tampered = blob.clone();
-        tampered[1000] ^= 1;
-        assert!(
-            files
-                .open_async(&ALICE, &record, tampered.as_slice(), Vec::new())
-                .await
-                .is_err()
-        );
-    });
-}
-
-#[test]
-fn blob_store_round_trips_locally_and_by_url() {
+fn every_blob_store_round_trips() {
     let dir = TempDir::new("blobs");
-    let (files, _, a, _) = setup(&dir);
-    let plain = data(20 << 20);
-    for store in [
-        BlobStore::local(&dir.0.join("local")).unwrap(),
-        BlobStore::from_url(&format!("file://{}", dir.0.join("url").display())).unwrap(),
-        BlobStore::from_url("memory:///").unwrap(),
-    ] {
-        let name = BlobName::random().unwrap();
-        let ctx = context(a);
-        let (record, writer) = files
-            .seal(&ALICE, &ctx, plain.as_slice(), store.create(&name))
+    let plain = data(20 << 20, 5);
+    let stores: Vec<Arc<dyn Blobs>> = vec![
+        Arc::new(BlobStore::local(&dir.0.join("local")).unwrap()),
+        Arc::new(BlobStore::from_url(&format!("file://{}", dir.0.join("url").display())).unwrap()),
+        Arc::new(BlobStore::from_url("memory:///").unwrap()),
+        Arc::new(MemoryBlobs::new()),
+    ];
+    for (i, store) in stores.into_iter().enumerate() {
+        let sub = dir.0.join(format!("world-{i}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        let world = world_with(&sub, store.clone());
+        let record = world
+            .files
+            .seal(&ALICE, world.a, "big", plain.as_slice())
             .unwrap();
-        assert_eq!(writer.finish().unwrap(), record.blob_len);
-        assert_eq!(store.list().unwrap(), vec![(name.clone(), record.blob_len)]);
-        let (out, _) = files
-            .open(&ALICE, &record, store.open(&name).unwrap(), Vec::new())
+        assert_eq!(
+            store.list().unwrap(),
+            vec![(record.blob.clone(), record.blob_len)]
+        );
+        let (_, out) = world
+            .files
+            .open(&ALICE, world.a, "big", None, Vec::new())
             .unwrap();
         assert!(out == plain, "{}", store.location());
         let mut part = Vec::new();
-        files
+        let _ = world
+            .files
             .open_range(
                 &ALICE,
-                &record,
-                store.ranged(&name).unwrap(),
+                world.a,
+                "big",
+                None,
                 9_000_000..9_100_000,
                 &mut part,
             )
@@ -351,21 +670,124 @@ fn blob_store_round_trips_locally_and_by_url() {
         assert_eq!(part, plain[9_000_000..9_100_000]);
         // An upload dropped before finish leaves nothing behind.
         let abandoned = BlobName::random().unwrap();
-        let mut writer = store.create(&abandoned);
-        std::io::Write::write_all(&mut writer, &[1; 100]).unwrap();
-        drop(writer);
-        assert!(matches!(store.open(&abandoned), Err(Error::NotFound(_))));
-        store.delete(&name).unwrap();
+        let mut upload = store.create(&abandoned).unwrap();
+        upload.write_all(&[1; 100]).unwrap();
+        drop(upload);
+        let missing = store.open(&abandoned).err().unwrap();
+        assert_eq!(missing.kind(), ErrorKind::NotFound);
+        store.delete(&record.blob).unwrap();
+        store.delete(&record.blob).unwrap();
         assert!(store.list().unwrap().is_empty());
+        let _ = world.blobs;
     }
-    assert!(BlobStore::from_url("nope://x").is_err());
+    let bad = BlobStore::from_url("nope://x").unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::Usage, "{bad}");
     assert!("not-a-name".parse::<BlobName>().is_err());
-    let mut buf = Vec::new();
-    let store = BlobStore::local(&dir.0.join("small")).unwrap();
-    let name = BlobName::random().unwrap();
-    let mut writer = store.create(&name);
-    std::io::Write::write_all(&mut writer, b"hello").unwrap();
-    writer.finish().unwrap();
-    store.open(&name).unwrap().read_to_end(&mut buf).unwrap();
-    assert_eq!(buf, b"hello");
+}
+
+/// The child half of [`two_processes_sealing_one_name_get_two_versions`]:
+/// seals `SEAL_NAME` with the content of seed `SEAL_SEED` in the world at
+/// `SEAL_DIR`, after waiting for the start file.
+#[test]
+fn seal_child() {
+    let (Ok(dir), Ok(seed)) = (std::env::var("SEAL_DIR"), std::env::var("SEAL_SEED")) else {
+        return; // run only as a child of the test below
+    };
+    let dir = PathBuf::from(dir);
+    let seed: u8 = seed.parse().unwrap();
+    let world = world_with(
+        &dir,
+        Arc::new(BlobStore::local(&dir.join("blobs")).unwrap()),
+    );
+    while !dir.join("start").exists() {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    for _ in 0..5 {
+        let record = world
+            .files
+            .seal(
+                &ALICE,
+                world.a,
+                "shared.bin",
+                data(150_000, seed).as_slice(),
+            )
+            .unwrap();
+        println!("sealed version {}", u64::from(record.version));
+    }
+}
+
+#[test]
+fn two_processes_sealing_one_name_get_two_versions() {
+    let dir = TempDir::new("procs");
+    let world = world_with(
+        &dir.0,
+        Arc::new(BlobStore::local(&dir.0.join("blobs")).unwrap()),
+    );
+    let children: Vec<_> = [1u8, 2]
+        .into_iter()
+        .map(|seed| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "seal_child", "--nocapture", "--test-threads=1"])
+                .env("SEAL_DIR", &dir.0)
+                .env("SEAL_SEED", seed.to_string())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Threads of this process seal the same name at the same time.
+    let barrier = Barrier::new(2);
+    std::thread::scope(|scope| {
+        for seed in [3u8, 4] {
+            let (world, barrier, dir) = (&world, &barrier, &dir);
+            let _ = scope.spawn(move || {
+                barrier.wait();
+                std::fs::write(dir.0.join("start"), b"").unwrap();
+                for _ in 0..5 {
+                    let _ = world
+                        .files
+                        .seal(
+                            &ALICE,
+                            world.a,
+                            "shared.bin",
+                            data(150_000, seed).as_slice(),
+                        )
+                        .unwrap();
+                }
+            });
+        }
+    });
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout)
+                .matches("sealed version")
+                .count(),
+            5,
+            "{output:?}"
+        );
+    }
+    // 20 seals, 20 versions, each opening to the bytes of one writer.
+    let records = world.files.catalog().records(world.a).unwrap();
+    let versions: Vec<u64> = records.iter().map(|r| u64::from(r.version)).collect();
+    assert_eq!(versions, (1..=20).collect::<Vec<_>>());
+    let mut by_seed = [0; 5];
+    for record in &records {
+        let (_, out) = world
+            .files
+            .open(
+                &ALICE,
+                world.a,
+                "shared.bin",
+                Some(record.version),
+                Vec::new(),
+            )
+            .unwrap();
+        let seed = (1..=4u8)
+            .find(|&seed| out == data(150_000, seed))
+            .expect("each version holds one writer's bytes");
+        by_seed[usize::from(seed)] += 1;
+    }
+    assert_eq!(by_seed, [0, 5, 5, 5, 5]);
 }

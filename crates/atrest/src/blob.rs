@@ -1,0 +1,240 @@
+//! Where sealed blobs are kept: the [`Blobs`] trait, random
+//! [`BlobName`]s, and an in-memory store for tests and examples.
+//!
+//! A blob holds ciphertext only, under a random name: the store learns
+//! neither the tenant, nor the file, nor its name.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use atrest_stream::ReadAt;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, ErrorKind};
+
+/// The name of a blob: 32 lowercase hex digits, random.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BlobName(String);
+
+impl TryFrom<String> for BlobName {
+    type Error = InvalidBlobName;
+
+    fn try_from(text: String) -> Result<Self, InvalidBlobName> {
+        text.parse()
+    }
+}
+
+impl From<BlobName> for String {
+    fn from(name: BlobName) -> Self {
+        name.0
+    }
+}
+
+impl BlobName {
+    /// A fresh random name (128 bits from the operating system).
+    ///
+    /// # Errors
+    /// [`Error::Blob`] ([`ErrorKind::Unavailable`]) if the generator fails.
+    pub fn random() -> Result<Self, Error> {
+        let mut bytes = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).map_err(
+            |_| {
+                Error::blob(
+                    ErrorKind::Unavailable,
+                    "the operating system random number generator failed",
+                )
+            },
+        )?;
+        Ok(Self(hex::encode(bytes)))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The text is not a blob name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a blob name (32 lowercase hex digits)")]
+pub struct InvalidBlobName(pub String);
+
+impl core::str::FromStr for BlobName {
+    type Err = InvalidBlobName;
+
+    fn from_str(text: &str) -> Result<Self, InvalidBlobName> {
+        if text.len() == 32 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(InvalidBlobName(text.chars().take(64).collect()))
+        }
+    }
+}
+
+impl core::fmt::Display for BlobName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A blob being written: nothing is visible under its name until
+/// [`BlobUpload::finish`] returns; dropping it without `finish` aborts the
+/// upload and leaves nothing.
+pub trait BlobUpload: Write + Send {
+    /// Completes the upload: the blob is durable and visible once this
+    /// returns. Returns its length.
+    ///
+    /// # Errors
+    /// [`Error::Blob`] if the store refuses it; then nothing is visible.
+    fn finish(self: Box<Self>) -> Result<u64, Error>;
+}
+
+/// Where sealed blobs are stored. The catalog holds the only reference to
+/// each blob; [`crate::Files`] writes a blob completely before it commits
+/// the record that names it.
+///
+/// Implementations: [`MemoryBlobs`], and with the `blobs` feature
+/// `blobs::BlobStore` (the local filesystem or any `object_store` URL).
+pub trait Blobs: Send + Sync {
+    /// Starts writing a new blob.
+    ///
+    /// # Errors
+    /// [`Error::Blob`].
+    fn create(&self, name: &BlobName) -> Result<Box<dyn BlobUpload + '_>, Error>;
+
+    /// Reads a blob from the start.
+    ///
+    /// # Errors
+    /// [`Error::Blob`] ([`ErrorKind::NotFound`] if there is no such blob).
+    fn open(&self, name: &BlobName) -> Result<Box<dyn Read + Send + '_>, Error>;
+
+    /// Positioned reads of a blob, for range reads that fetch only the
+    /// segments they need.
+    ///
+    /// # Errors
+    /// As for [`Blobs::open`].
+    fn ranged(&self, name: &BlobName) -> Result<Box<dyn ReadAt + Send + Sync + '_>, Error>;
+
+    /// Deletes a blob (deleting a missing blob is not an error).
+    ///
+    /// # Errors
+    /// [`Error::Blob`].
+    fn delete(&self, name: &BlobName) -> Result<(), Error>;
+
+    /// Every blob with its size, by name.
+    ///
+    /// # Errors
+    /// [`Error::Blob`].
+    fn list(&self) -> Result<Vec<(BlobName, u64)>, Error>;
+
+    /// Where the blobs are (a directory or a URL), for audit records.
+    fn location(&self) -> String;
+}
+
+/// Blobs in memory: for tests and examples (nothing is durable).
+#[derive(Debug, Default)]
+pub struct MemoryBlobs {
+    blobs: Arc<Mutex<BTreeMap<BlobName, Arc<Vec<u8>>>>>,
+}
+
+impl MemoryBlobs {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn get(&self, name: &BlobName) -> Result<Arc<Vec<u8>>, Error> {
+        self.blobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::blob(ErrorKind::NotFound, format!("no blob {name}")))
+    }
+
+    /// Replaces a blob's bytes (for tests that tamper with storage).
+    pub fn replace(&self, name: &BlobName, bytes: Vec<u8>) {
+        let _ = self
+            .blobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.clone(), Arc::new(bytes));
+    }
+
+    /// A blob's bytes, if it exists.
+    pub fn bytes(&self, name: &BlobName) -> Option<Vec<u8>> {
+        self.get(name).ok().map(|bytes| bytes.as_ref().clone())
+    }
+}
+
+struct MemoryUpload {
+    blobs: Arc<Mutex<BTreeMap<BlobName, Arc<Vec<u8>>>>>,
+    name: BlobName,
+    bytes: Vec<u8>,
+}
+
+impl Write for MemoryUpload {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl BlobUpload for MemoryUpload {
+    fn finish(self: Box<Self>) -> Result<u64, Error> {
+        let len = self.bytes.len() as u64;
+        let _ = self
+            .blobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(self.name, Arc::new(self.bytes));
+        Ok(len)
+    }
+}
+
+impl Blobs for MemoryBlobs {
+    fn create(&self, name: &BlobName) -> Result<Box<dyn BlobUpload + '_>, Error> {
+        Ok(Box::new(MemoryUpload {
+            blobs: Arc::clone(&self.blobs),
+            name: name.clone(),
+            bytes: Vec::new(),
+        }))
+    }
+
+    fn open(&self, name: &BlobName) -> Result<Box<dyn Read + Send + '_>, Error> {
+        Ok(Box::new(io::Cursor::new(self.get(name)?.as_ref().clone())))
+    }
+
+    fn ranged(&self, name: &BlobName) -> Result<Box<dyn ReadAt + Send + Sync + '_>, Error> {
+        Ok(Box::new(self.get(name)?))
+    }
+
+    fn delete(&self, name: &BlobName) -> Result<(), Error> {
+        let _ = self
+            .blobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+        Ok(())
+    }
+
+    fn list(&self) -> Result<Vec<(BlobName, u64)>, Error> {
+        Ok(self
+            .blobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(name, bytes)| (name.clone(), bytes.len() as u64))
+            .collect())
+    }
+
+    fn location(&self) -> String {
+        "memory".into()
+    }
+}

@@ -1,0 +1,801 @@
+//! The catalog: the one home of file records.
+//!
+//! It maps (tenant, file name) to a file id and its versions, and holds
+//! each version's [`FileRecord`] — the wrapped file key, the TIK version it
+//! is under, sizes, format parameters and the blob's name. There is exactly
+//! one stored copy of each wrapped key, here: the catalog *is* the
+//! [`WrappedKeyIndex`] that re-wrapping updates in place and that retiring
+//! a TIK version asks.
+//!
+//! # Seals in progress, and why no retire can orphan a key
+//!
+//! A seal is recorded before its key exists:
+//!
+//! 1. [`Catalog::begin_seal`] allocates the next version of the name (one
+//!    transaction: two seals of one name at once get two versions) and
+//!    records the seal as *in progress*, with its blob name and no key;
+//! 2. the file key is made under the tenant's current TIK and
+//!    [`Catalog::attach_key`] stores its wrap in the in-progress row;
+//! 3. the blob is written completely and made durable;
+//! 4. [`Catalog::commit_seal`] marks the version sealed. Only sealed
+//!    versions are visible to [`Catalog::record`] and [`Catalog::records`],
+//!    so a record never points at a missing blob.
+//!
+//! In-progress rows take part in the index: a re-wrap moves their wrapped
+//! keys to the new TIK version like any other (the commit keeps the
+//! re-wrapped key), and [`WrappedKeyIndex::count_under`] counts them, as
+//! well as every seal still choosing its key (between steps 1 and 2) against
+//! every version. So a TIK version is destroyed only when no sealed record
+//! and no seal in flight uses it. A seal whose process died stays in
+//! progress until [`crate::Files::collect_abandoned_seals`] removes it (and
+//! its blob), and until then keeps its TIK version from being retired.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use atrest_filekey::{
+    FileContext, FileId, FileVersion, KeyVersion, OsRng, TenantId, WrappedFileKey,
+};
+use atrest_tenant::{Rewrapped, WrappedKeyIndex};
+use rusqlite::{Connection, OptionalExtension as _, Row, params};
+
+use crate::blob::BlobName;
+use crate::{CatalogError, Error, FileRecord};
+
+/// Longest file or tenant name, in characters.
+pub const MAX_NAME_CHARS: usize = 256;
+
+/// Checks a file or tenant name against the naming rule: 1 to
+/// [`MAX_NAME_CHARS`] characters, no control or invisible formatting
+/// characters (zero-width spaces and joiners, byte-order marks, bidi
+/// controls), and no white space at either end — so two names that look
+/// alike are the same name.
+///
+/// # Errors
+/// [`CatalogError::InvalidName`] naming the rule broken.
+pub fn check_name(what: &'static str, name: &str) -> Result<(), CatalogError> {
+    let invalid = |rule| CatalogError::InvalidName {
+        what,
+        name: name.chars().take(MAX_NAME_CHARS + 1).collect(),
+        rule,
+    };
+    if name.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(invalid("it is longer than 256 characters"));
+    }
+    if name.chars().any(|c| c.is_control() || is_invisible(c)) {
+        return Err(invalid(
+            "it contains a control or invisible formatting character",
+        ));
+    }
+    if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
+        return Err(invalid("it starts or ends with white space"));
+    }
+    Ok(())
+}
+
+/// Format characters that render as nothing (Unicode general category Cf
+/// in common use).
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
+
+/// A seal in progress, as [`Catalog::begin_seal`] recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealTicket {
+    /// The tenant, file id and the version allocated to this seal: the
+    /// context bound to the file key and to every segment of the blob.
+    pub context: FileContext,
+    /// The file's name.
+    pub name: String,
+    /// The blob the ciphertext goes to.
+    pub blob: BlobName,
+}
+
+/// What a completed seal wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealedBlob {
+    /// Plaintext length in bytes.
+    pub plaintext_len: u64,
+    /// Blob length in bytes.
+    pub blob_len: u64,
+    /// The stream's segment size in bytes.
+    pub segment_size: u32,
+    /// The stream format version.
+    pub format: u8,
+}
+
+/// A seal still in progress (or abandoned by a process that died).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealInProgress {
+    /// What was allocated to it.
+    pub ticket: SealTicket,
+    /// When it began, in seconds since the Unix epoch.
+    pub started_at: u64,
+}
+
+/// The home of file records; see the [module documentation](self).
+///
+/// Every method is atomic; implementations must behave correctly with
+/// several processes on one database (allocate versions in one
+/// transaction, update wrapped keys only if unchanged since read).
+pub trait Catalog: WrappedKeyIndex + Send + Sync {
+    /// Gives tenant `tenant` the display name `name`.
+    ///
+    /// # Errors
+    /// [`CatalogError::TenantNameTaken`]; [`CatalogError::InvalidName`];
+    /// [`CatalogError::Database`].
+    fn name_tenant(&self, name: &str, tenant: TenantId) -> Result<(), Error>;
+
+    /// Removes a tenant name (for example after its tenant could not be
+    /// created).
+    ///
+    /// # Errors
+    /// [`CatalogError::Database`].
+    fn unname_tenant(&self, name: &str) -> Result<(), Error>;
+
+    /// The tenant named `name`, if any.
+    ///
+    /// # Errors
+    /// [`CatalogError::Database`], [`CatalogError::Corrupt`].
+    fn tenant_named(&self, name: &str) -> Result<Option<TenantId>, Error>;
+
+    /// Every tenant name, by name.
+    ///
+    /// # Errors
+    /// [`CatalogError::Database`], [`CatalogError::Corrupt`].
+    fn tenant_names(&self) -> Result<Vec<(String, TenantId)>, Error>;
+
+    /// Records a new seal of file `name` of `tenant` into blob `blob`:
+    /// allocates the file id (for a new name) and the next version.
+    ///
+    /// # Errors
+    /// [`CatalogError::InvalidName`]; [`CatalogError::Database`].
+    fn begin_seal(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        blob: &BlobName,
+    ) -> Result<SealTicket, Error>;
+
+    /// Stores the wrapped key of a seal in progress.
+    ///
+    /// # Errors
+    /// [`CatalogError::SealNotInProgress`]; [`CatalogError::Database`].
+    fn attach_key(&self, seal: &SealTicket, wrapped: &WrappedFileKey) -> Result<(), Error>;
+
+    /// Marks a seal in progress sealed, once its blob is durable; returns
+    /// its record (with the wrapped key as stored now).
+    ///
+    /// # Errors
+    /// [`CatalogError::SealNotInProgress`] (it was collected as abandoned,
+    /// or has no key); [`CatalogError::Database`].
+    fn commit_seal(&self, seal: &SealTicket, sealed: &SealedBlob) -> Result<FileRecord, Error>;
+
+    /// Forgets a seal in progress (it failed); a sealed version is left
+    /// alone.
+    ///
+    /// # Errors
+    /// [`CatalogError::Database`].
+    fn abandon_seal(&self, seal: &SealTicket) -> Result<(), Error>;
+
+    /// Every seal in progress, oldest first.
+    ///
+    /// # Errors
+    /// [`CatalogError::Database`], [`CatalogError::Corrupt`].
+    fn seals_in_progress(&self) -> Result<Vec<SealInProgress>, Error>;
+
+    /// The record of a sealed version of file `name` (the newest if
+    /// `version` is `None`).
+    ///
+    /// # Errors
+    /// [`CatalogError::UnknownFile`], [`CatalogError::UnknownVersion`];
+    /// [`CatalogError::Database`], [`CatalogError::Corrupt`].
+    fn record(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        version: Option<FileVersion>,
+    ) -> Result<FileRecord, Error>;
+
+    /// Every sealed version of every file of `tenant`, by name and
+    /// version.
+    ///
+    /// # Errors
+    /// [`CatalogError::Database`], [`CatalogError::Corrupt`].
+    fn records(&self, tenant: TenantId) -> Result<Vec<FileRecord>, Error>;
+
+    /// The name of every blob the catalog refers to (sealed or in
+    /// progress): what garbage collection must keep.
+    ///
+    /// # Errors
+    /// [`CatalogError::Database`], [`CatalogError::Corrupt`].
+    fn blob_names(&self) -> Result<Vec<BlobName>, Error>;
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS catalog_tenants (
+    name   TEXT PRIMARY KEY,
+    tenant BLOB NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS catalog_files (
+    tenant BLOB NOT NULL,
+    name   TEXT NOT NULL,
+    file   BLOB NOT NULL UNIQUE,
+    PRIMARY KEY (tenant, name)
+);
+CREATE TABLE IF NOT EXISTS catalog_versions (
+    tenant        BLOB    NOT NULL,
+    file          BLOB    NOT NULL REFERENCES catalog_files (file),
+    version       INTEGER NOT NULL CHECK (version > 0),
+    state         TEXT    NOT NULL CHECK (state IN ('sealing', 'sealed')),
+    blob          TEXT    NOT NULL UNIQUE,
+    tik_version   INTEGER,
+    wrapped       BLOB,
+    plaintext_len INTEGER,
+    blob_len      INTEGER,
+    segment_size  INTEGER,
+    format        INTEGER,
+    started_at    INTEGER NOT NULL,
+    sealed_at     INTEGER,
+    PRIMARY KEY (tenant, file, version),
+    CHECK (state = 'sealing' OR (wrapped IS NOT NULL AND sealed_at IS NOT NULL))
+);
+CREATE INDEX IF NOT EXISTS catalog_versions_by_tik ON catalog_versions (tenant, tik_version);
+";
+
+/// The columns a record is read from, in [`read_record`]'s order.
+const RECORD_COLUMNS: &str = "f.tenant, f.name, f.file, v.version, v.blob, v.sealed_at, v.wrapped,
+     v.plaintext_len, v.blob_len, v.segment_size, v.format";
+
+/// The embedded catalog: SQLite, opened with the same settings as the key
+/// store (write-ahead log, `synchronous = FULL`, `secure_delete`, a busy
+/// timeout and write transactions that lock when they begin), so several
+/// threads and processes can share one database file.
+pub struct SqliteCatalog {
+    db: Mutex<Connection>,
+}
+
+impl core::fmt::Debug for SqliteCatalog {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SqliteCatalog").finish_non_exhaustive()
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+fn id16(bytes: &[u8]) -> Option<[u8; 16]> {
+    <[u8; 16]>::try_from(bytes).ok()
+}
+
+fn tenant_id(bytes: &[u8]) -> Result<TenantId, CatalogError> {
+    id16(bytes)
+        .and_then(|bytes| TenantId::from_bytes(bytes).ok())
+        .ok_or(CatalogError::Corrupt("tenant id"))
+}
+
+fn file_id(bytes: &[u8]) -> Result<FileId, CatalogError> {
+    id16(bytes)
+        .and_then(|bytes| FileId::from_bytes(bytes).ok())
+        .ok_or(CatalogError::Corrupt("file id"))
+}
+
+fn file_version(value: u64) -> Result<FileVersion, CatalogError> {
+    FileVersion::try_from(value).map_err(|_| CatalogError::Corrupt("file version"))
+}
+
+fn blob_name(text: &str) -> Result<BlobName, CatalogError> {
+    text.parse().map_err(|_| CatalogError::Corrupt("blob name"))
+}
+
+fn wrapped_key(bytes: &[u8]) -> Result<WrappedFileKey, CatalogError> {
+    WrappedFileKey::from_bytes(bytes).map_err(|_| CatalogError::Corrupt("wrapped file key"))
+}
+
+/// The raw columns of [`RECORD_COLUMNS`].
+type RecordRow = (
+    Vec<u8>,
+    String,
+    Vec<u8>,
+    u64,
+    String,
+    u64,
+    Vec<u8>,
+    u64,
+    u64,
+    u32,
+    u8,
+);
+
+fn record_row(row: &Row<'_>) -> rusqlite::Result<RecordRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+        row.get(8)?,
+        row.get(9)?,
+        row.get(10)?,
+    ))
+}
+
+fn read_record(row: RecordRow) -> Result<FileRecord, CatalogError> {
+    let (
+        tenant,
+        name,
+        file,
+        version,
+        blob,
+        sealed_at,
+        wrapped,
+        plaintext_len,
+        blob_len,
+        segment_size,
+        format,
+    ) = row;
+    Ok(FileRecord {
+        tenant: tenant_id(&tenant)?,
+        name,
+        file: file_id(&file)?,
+        version: file_version(version)?,
+        blob: blob_name(&blob)?,
+        sealed_at,
+        wrapped_key: wrapped_key(&wrapped)?,
+        plaintext_len,
+        blob_len,
+        segment_size,
+        format,
+    })
+}
+
+impl SqliteCatalog {
+    /// Opens (creating if needed) the catalog database at `path`.
+    ///
+    /// # Errors
+    /// [`CatalogError::Database`] if it cannot be opened.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let db = atrest_tenant::db::open(path, SCHEMA).map_err(|error| match error {
+            atrest_tenant::Error::Store(source) => match source.downcast::<rusqlite::Error>() {
+                Ok(sqlite) => Error::Catalog(CatalogError::from(*sqlite)),
+                Err(other) => Error::Catalog(CatalogError::Database {
+                    kind: crate::ErrorKind::Io,
+                    source: other,
+                }),
+            },
+            other => Error::Keys(other),
+        })?;
+        Ok(Self { db: Mutex::new(db) })
+    }
+
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn query_records(
+        &self,
+        condition: &str,
+        params: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<FileRecord>, Error> {
+        let db = self.db();
+        let mut statement = db
+            .prepare_cached(&format!(
+                "SELECT {RECORD_COLUMNS} FROM catalog_versions v
+                 JOIN catalog_files f ON f.file = v.file
+                 WHERE v.state = 'sealed' AND {condition}
+                 ORDER BY f.name, v.version"
+            ))
+            .map_err(CatalogError::from)?;
+        let rows = statement
+            .query_map(params, record_row)
+            .map_err(CatalogError::from)?;
+        let mut records = Vec::new();
+        for row in rows {
+            records.push(read_record(row.map_err(CatalogError::from)?)?);
+        }
+        Ok(records)
+    }
+}
+
+impl Catalog for SqliteCatalog {
+    fn name_tenant(&self, name: &str, tenant: TenantId) -> Result<(), Error> {
+        check_name("tenant name", name)?;
+        let inserted = self
+            .db()
+            .execute(
+                "INSERT INTO catalog_tenants (name, tenant) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![name, tenant.as_bytes()],
+            )
+            .map_err(CatalogError::from)?;
+        if inserted == 0 {
+            return Err(CatalogError::TenantNameTaken {
+                name: name.to_owned(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    fn unname_tenant(&self, name: &str) -> Result<(), Error> {
+        let _ = self
+            .db()
+            .execute("DELETE FROM catalog_tenants WHERE name = ?1", params![name])
+            .map_err(CatalogError::from)?;
+        Ok(())
+    }
+
+    fn tenant_named(&self, name: &str) -> Result<Option<TenantId>, Error> {
+        let bytes: Option<Vec<u8>> = self
+            .db()
+            .query_row(
+                "SELECT tenant FROM catalog_tenants WHERE name = ?1",
+                params![name],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(CatalogError::from)?;
+        Ok(bytes.map(|bytes| tenant_id(&bytes)).transpose()?)
+    }
+
+    fn tenant_names(&self) -> Result<Vec<(String, TenantId)>, Error> {
+        let db = self.db();
+        let mut statement = db
+            .prepare_cached("SELECT name, tenant FROM catalog_tenants ORDER BY name")
+            .map_err(CatalogError::from)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(CatalogError::from)?;
+        let mut names = Vec::new();
+        for row in rows {
+            let (name, tenant) = row.map_err(CatalogError::from)?;
+            names.push((name, tenant_id(&tenant)?));
+        }
+        Ok(names)
+    }
+
+    fn begin_seal(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        blob: &BlobName,
+    ) -> Result<SealTicket, Error> {
+        check_name("file name", name)?;
+        let new_file = FileId::random(&mut OsRng).map_err(atrest_tenant::Error::from)?;
+        let mut db = self.db();
+        let tx = db.transaction().map_err(CatalogError::from)?;
+        let _ = tx
+            .execute(
+                "INSERT INTO catalog_files (tenant, name, file) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+                params![tenant.as_bytes(), name, new_file.as_bytes()],
+            )
+            .map_err(CatalogError::from)?;
+        let file: Vec<u8> = tx
+            .query_row(
+                "SELECT file FROM catalog_files WHERE tenant = ?1 AND name = ?2",
+                params![tenant.as_bytes(), name],
+                |row| row.get(0),
+            )
+            .map_err(CatalogError::from)?;
+        let latest: u64 = tx
+            .query_row(
+                "SELECT coalesce(max(version), 0) FROM catalog_versions WHERE file = ?1",
+                params![file],
+                |row| row.get(0),
+            )
+            .map_err(CatalogError::from)?;
+        let version = latest
+            .checked_add(1)
+            .and_then(|next| FileVersion::try_from(next).ok())
+            .ok_or(CatalogError::Corrupt("file version"))?;
+        let _ = tx
+            .execute(
+                "INSERT INTO catalog_versions (tenant, file, version, state, blob, started_at)
+                 VALUES (?1, ?2, ?3, 'sealing', ?4, ?5)",
+                params![
+                    tenant.as_bytes(),
+                    file,
+                    u64::from(version),
+                    blob.as_str(),
+                    now()
+                ],
+            )
+            .map_err(CatalogError::from)?;
+        tx.commit().map_err(CatalogError::from)?;
+        Ok(SealTicket {
+            context: FileContext::new(tenant, file_id(&file)?, version),
+            name: name.to_owned(),
+            blob: blob.clone(),
+        })
+    }
+
+    fn attach_key(&self, seal: &SealTicket, wrapped: &WrappedFileKey) -> Result<(), Error> {
+        let context = &seal.context;
+        let changed = self
+            .db()
+            .execute(
+                "UPDATE catalog_versions SET wrapped = ?5, tik_version = ?6
+                 WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND blob = ?4
+                 AND state = 'sealing' AND wrapped IS NULL",
+                params![
+                    context.tenant.as_bytes(),
+                    context.file.as_bytes(),
+                    u64::from(context.version),
+                    seal.blob.as_str(),
+                    wrapped.as_ref(),
+                    u32::from(wrapped.kek_version())
+                ],
+            )
+            .map_err(CatalogError::from)?;
+        if changed == 0 {
+            return Err(CatalogError::SealNotInProgress {
+                version: context.version,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    fn commit_seal(&self, seal: &SealTicket, sealed: &SealedBlob) -> Result<FileRecord, Error> {
+        let context = &seal.context;
+        let changed = self
+            .db()
+            .execute(
+                "UPDATE catalog_versions
+                 SET state = 'sealed', plaintext_len = ?5, blob_len = ?6, segment_size = ?7,
+                     format = ?8, sealed_at = ?9
+                 WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND blob = ?4
+                 AND state = 'sealing' AND wrapped IS NOT NULL",
+                params![
+                    context.tenant.as_bytes(),
+                    context.file.as_bytes(),
+                    u64::from(context.version),
+                    seal.blob.as_str(),
+                    sealed.plaintext_len,
+                    sealed.blob_len,
+                    sealed.segment_size,
+                    sealed.format,
+                    now()
+                ],
+            )
+            .map_err(CatalogError::from)?;
+        if changed == 0 {
+            return Err(CatalogError::SealNotInProgress {
+                version: context.version,
+            }
+            .into());
+        }
+        self.record(context.tenant, &seal.name, Some(context.version))
+    }
+
+    fn abandon_seal(&self, seal: &SealTicket) -> Result<(), Error> {
+        let context = &seal.context;
+        let _ = self
+            .db()
+            .execute(
+                "DELETE FROM catalog_versions
+                 WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND blob = ?4
+                 AND state = 'sealing'",
+                params![
+                    context.tenant.as_bytes(),
+                    context.file.as_bytes(),
+                    u64::from(context.version),
+                    seal.blob.as_str()
+                ],
+            )
+            .map_err(CatalogError::from)?;
+        Ok(())
+    }
+
+    fn seals_in_progress(&self) -> Result<Vec<SealInProgress>, Error> {
+        let db = self.db();
+        let mut statement = db
+            .prepare_cached(
+                "SELECT f.tenant, f.name, f.file, v.version, v.blob, v.started_at
+                 FROM catalog_versions v JOIN catalog_files f ON f.file = v.file
+                 WHERE v.state = 'sealing' ORDER BY v.started_at, v.blob",
+            )
+            .map_err(CatalogError::from)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, Vec<u8>>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, Vec<u8>>(2)?,
+                    row.get::<_, u64>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, u64>(5)?,
+                ))
+            })
+            .map_err(CatalogError::from)?;
+        let mut seals = Vec::new();
+        for row in rows {
+            let (tenant, name, file, version, blob, started_at) =
+                row.map_err(CatalogError::from)?;
+            seals.push(SealInProgress {
+                ticket: SealTicket {
+                    context: FileContext::new(
+                        tenant_id(&tenant)?,
+                        file_id(&file)?,
+                        file_version(version)?,
+                    ),
+                    name,
+                    blob: blob_name(&blob)?,
+                },
+                started_at,
+            });
+        }
+        Ok(seals)
+    }
+
+    fn record(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        version: Option<FileVersion>,
+    ) -> Result<FileRecord, Error> {
+        let version_number = version.map(u64::from);
+        let row = self
+            .db()
+            .query_row(
+                &format!(
+                    "SELECT {RECORD_COLUMNS} FROM catalog_versions v
+                     JOIN catalog_files f ON f.file = v.file
+                     WHERE f.tenant = ?1 AND f.name = ?2 AND v.state = 'sealed'
+                     AND (?3 IS NULL OR v.version = ?3)
+                     ORDER BY v.version DESC LIMIT 1"
+                ),
+                params![tenant.as_bytes(), name, version_number],
+                record_row,
+            )
+            .optional()
+            .map_err(CatalogError::from)?;
+        match (row, version) {
+            (Some(row), _) => Ok(read_record(row)?),
+            (None, None) => Err(CatalogError::UnknownFile {
+                tenant,
+                name: name.to_owned(),
+            }
+            .into()),
+            (None, Some(version)) => Err(CatalogError::UnknownVersion {
+                tenant,
+                name: name.to_owned(),
+                version,
+            }
+            .into()),
+        }
+    }
+
+    fn records(&self, tenant: TenantId) -> Result<Vec<FileRecord>, Error> {
+        self.query_records("f.tenant = ?1", &[&tenant.as_bytes().as_slice()])
+    }
+
+    fn blob_names(&self) -> Result<Vec<BlobName>, Error> {
+        let db = self.db();
+        let mut statement = db
+            .prepare_cached("SELECT blob FROM catalog_versions ORDER BY blob")
+            .map_err(CatalogError::from)?;
+        let rows = statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(CatalogError::from)?;
+        let mut names = Vec::new();
+        for row in rows {
+            names.push(blob_name(&row.map_err(CatalogError::from)?)?);
+        }
+        Ok(names)
+    }
+}
+
+fn index_corrupt(error: CatalogError) -> atrest_tenant::Error {
+    match error {
+        CatalogError::Corrupt(what) => atrest_tenant::Error::Corrupt(what),
+        CatalogError::Database { source, .. } => atrest_tenant::Error::Store(source),
+        other => atrest_tenant::Error::Store(Box::new(other)),
+    }
+}
+
+impl WrappedKeyIndex for SqliteCatalog {
+    fn older_than(
+        &self,
+        tenant: TenantId,
+        version: KeyVersion,
+        limit: usize,
+    ) -> Result<Vec<(FileContext, WrappedFileKey)>, atrest_tenant::Error> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let db = self.db();
+        let mut statement = db.prepare_cached(
+            "SELECT file, version, wrapped FROM catalog_versions
+             WHERE tenant = ?1 AND tik_version < ?2 AND wrapped IS NOT NULL
+             ORDER BY file, version LIMIT ?3",
+        )?;
+        let rows = statement.query_map(
+            params![tenant.as_bytes(), u32::from(version), limit],
+            |row| {
+                Ok((
+                    row.get::<_, Vec<u8>>(0)?,
+                    row.get::<_, u64>(1)?,
+                    row.get::<_, Vec<u8>>(2)?,
+                ))
+            },
+        )?;
+        let mut keys = Vec::new();
+        for row in rows {
+            let (file, file_version_number, wrapped) = row?;
+            let context = FileContext::new(
+                tenant,
+                file_id(&file).map_err(index_corrupt)?,
+                file_version(file_version_number).map_err(index_corrupt)?,
+            );
+            keys.push((context, wrapped_key(&wrapped).map_err(index_corrupt)?));
+        }
+        Ok(keys)
+    }
+
+    fn count_older_than(
+        &self,
+        tenant: TenantId,
+        version: KeyVersion,
+    ) -> Result<u64, atrest_tenant::Error> {
+        Ok(self.db().query_row(
+            "SELECT count(*) FROM catalog_versions
+             WHERE tenant = ?1 AND tik_version < ?2 AND wrapped IS NOT NULL",
+            params![tenant.as_bytes(), u32::from(version)],
+            |row| row.get(0),
+        )?)
+    }
+
+    /// Sealed records and seals in progress under `version`, plus every
+    /// seal of the tenant still choosing its key (it may be about to wrap
+    /// under any version).
+    fn count_under(
+        &self,
+        tenant: TenantId,
+        version: KeyVersion,
+    ) -> Result<u64, atrest_tenant::Error> {
+        Ok(self.db().query_row(
+            "SELECT count(*) FROM catalog_versions
+             WHERE tenant = ?1 AND (tik_version = ?2 OR wrapped IS NULL)",
+            params![tenant.as_bytes(), u32::from(version)],
+            |row| row.get(0),
+        )?)
+    }
+
+    fn replace(&self, batch: &[Rewrapped]) -> Result<u64, atrest_tenant::Error> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let mut replaced = 0;
+        {
+            let mut update = tx.prepare_cached(
+                "UPDATE catalog_versions SET wrapped = ?5, tik_version = ?6
+                 WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND wrapped = ?4",
+            )?;
+            for entry in batch {
+                let context = &entry.context;
+                replaced += update.execute(params![
+                    context.tenant.as_bytes(),
+                    context.file.as_bytes(),
+                    u64::from(context.version),
+                    entry.old.as_ref(),
+                    entry.new.as_ref(),
+                    u32::from(entry.new.kek_version())
+                ])? as u64;
+            }
+        }
+        tx.commit()?;
+        Ok(replaced)
+    }
+}
