@@ -922,6 +922,12 @@ impl KeyHierarchy {
     /// Retires (destroys) an old TIK version once no wrapped file key in
     /// `index` refers to it and it is not the current version.
     ///
+    /// The index is asked to claim the version first
+    /// ([`WrappedKeyIndex::claim_retirement`]), atomically with the keys it
+    /// stores: a file key that another process, whose cached metadata still
+    /// names this version as current, wraps under it afterwards is refused
+    /// by the index rather than left under a destroyed version.
+    ///
     /// # Errors
     /// [`Error::TikInUse`]; [`Error::UnknownTikVersion`];
     /// [`Error::Store`]; [`Error::Audit`].
@@ -935,8 +941,12 @@ impl KeyHierarchy {
         if !self.store.tik_versions(tenant)?.contains(&version) {
             return Err(Error::UnknownTikVersion { tenant, version });
         }
-        let references = index.count_under(tenant, version)?;
         let is_current = record.current_tik == version;
+        let references = if is_current {
+            0
+        } else {
+            index.claim_retirement(tenant, version)?
+        };
         if references > 0 || is_current {
             return Err(Error::TikInUse {
                 tenant,

@@ -209,11 +209,20 @@ pub trait WrappedKeyIndex {
     /// [`Error::Store`].
     fn count_older_than(&self, tenant: TenantId, version: KeyVersion) -> Result<u64, Error>;
 
-    /// How many wrapped file keys of `tenant` are under TIK `version`.
+    /// Claims TIK `version` of `tenant` for retirement: if no wrapped file
+    /// key of the tenant is under it (nor may still be added under it, as
+    /// far as the index knows), marks it retired — from then on the index
+    /// refuses to store a key under it — and returns 0; otherwise marks
+    /// nothing and returns how many keys refer to it.
+    ///
+    /// Must be atomic with respect to adding keys: a key stored under
+    /// `version` either is counted here or is refused afterwards. That is
+    /// what lets a hierarchy whose cached metadata is stale (another
+    /// process rolled the TIK) never leave a key under a destroyed version.
     ///
     /// # Errors
     /// [`Error::Store`].
-    fn count_under(&self, tenant: TenantId, version: KeyVersion) -> Result<u64, Error>;
+    fn claim_retirement(&self, tenant: TenantId, version: KeyVersion) -> Result<u64, Error>;
 
     /// Replaces each `old` with its `new` in one transaction; an entry whose
     /// stored value is no longer `old` (changed meanwhile) is left alone.
@@ -262,6 +271,11 @@ CREATE TABLE IF NOT EXISTS file_keys (
     PRIMARY KEY (tenant, file, version)
 );
 CREATE INDEX IF NOT EXISTS file_keys_by_tik ON file_keys (tenant, tik_version);
+CREATE TABLE IF NOT EXISTS retired_tiks (
+    tenant  BLOB    NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (tenant, version)
+);
 ";
 
 /// The embedded key store: tenant key metadata ([`MetadataStore`]) and,
@@ -337,13 +351,27 @@ impl SqliteStore {
     /// Stores (or replaces) the wrapped key of a file version.
     ///
     /// # Errors
+    /// [`Error::Conflict`] if its TIK version was retired meanwhile (make
+    /// the key again: the hierarchy's metadata was stale);
     /// [`Error::Store`].
     pub fn put_file_key(
         &self,
         context: &FileContext,
         wrapped: &WrappedFileKey,
     ) -> Result<(), Error> {
-        let _ = self.db().execute(
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let retired: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM retired_tiks WHERE tenant = ?1 AND version = ?2)",
+            params![context.tenant.as_bytes(), u32::from(wrapped.kek_version())],
+            |row| row.get(0),
+        )?;
+        if retired {
+            return Err(Error::Conflict(
+                "the file key is wrapped under a TIK version retired meanwhile",
+            ));
+        }
+        let _ = tx.execute(
             "INSERT OR REPLACE INTO file_keys (tenant, file, version, tik_version, wrapped)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
@@ -354,6 +382,7 @@ impl SqliteStore {
                 wrapped.as_ref()
             ],
         )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -715,12 +744,22 @@ impl WrappedKeyIndex for SqliteStore {
         )?)
     }
 
-    fn count_under(&self, tenant: TenantId, tik: KeyVersion) -> Result<u64, Error> {
-        Ok(self.db().query_row(
+    fn claim_retirement(&self, tenant: TenantId, tik: KeyVersion) -> Result<u64, Error> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let references: u64 = tx.query_row(
             "SELECT count(*) FROM file_keys WHERE tenant = ?1 AND tik_version = ?2",
             params![tenant.as_bytes(), u32::from(tik)],
             |row| row.get(0),
-        )?)
+        )?;
+        if references == 0 {
+            let _ = tx.execute(
+                "INSERT OR IGNORE INTO retired_tiks (tenant, version) VALUES (?1, ?2)",
+                params![tenant.as_bytes(), u32::from(tik)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(references)
     }
 
     fn replace(&self, batch: &[Rewrapped]) -> Result<u64, Error> {

@@ -23,10 +23,16 @@
 //!
 //! In-progress rows take part in the index: a re-wrap moves their wrapped
 //! keys to the new TIK version like any other (the commit keeps the
-//! re-wrapped key), and [`WrappedKeyIndex::count_under`] counts them, as
-//! well as every seal still choosing its key (between steps 1 and 2) against
-//! every version. So a TIK version is destroyed only when no sealed record
-//! and no seal in flight uses it. A seal whose process died stays in
+//! re-wrapped key), and [`WrappedKeyIndex::claim_retirement`] counts them,
+//! as well as every seal still choosing its key (between steps 1 and 2)
+//! against every version. A version is claimed for retirement only when
+//! nothing counts against it, and the claim is recorded in the same
+//! transaction: from then on [`Catalog::attach_key`] refuses keys under it
+//! (a process whose cached metadata still names it as current gets
+//! [`CatalogError::TikRetired`], and [`crate::Files::seal`] makes the key
+//! again under the current version). So a TIK version is destroyed only
+//! when no sealed record and no seal in flight uses it, whatever another
+//! process has cached. A seal whose process died stays in
 //! progress until [`crate::Files::collect_abandoned_seals`] removes it (and
 //! its blob), and until then keeps its TIK version from being retired.
 
@@ -163,10 +169,12 @@ pub trait Catalog: WrappedKeyIndex + Send + Sync {
         blob: &BlobName,
     ) -> Result<SealTicket, Error>;
 
-    /// Stores the wrapped key of a seal in progress.
+    /// Stores the wrapped key of a seal in progress, unless its TIK version
+    /// was claimed for retirement.
     ///
     /// # Errors
-    /// [`CatalogError::SealNotInProgress`]; [`CatalogError::Database`].
+    /// [`CatalogError::TikRetired`]; [`CatalogError::SealNotInProgress`];
+    /// [`CatalogError::Database`].
     fn attach_key(&self, seal: &SealTicket, wrapped: &WrappedFileKey) -> Result<(), Error>;
 
     /// Marks a seal in progress sealed, once its blob is durable; returns
@@ -247,6 +255,11 @@ CREATE TABLE IF NOT EXISTS catalog_versions (
     CHECK (state = 'sealing' OR (wrapped IS NOT NULL AND sealed_at IS NOT NULL))
 );
 CREATE INDEX IF NOT EXISTS catalog_versions_by_tik ON catalog_versions (tenant, tik_version);
+CREATE TABLE IF NOT EXISTS catalog_retired_tiks (
+    tenant      BLOB    NOT NULL,
+    tik_version INTEGER NOT NULL,
+    PRIMARY KEY (tenant, tik_version)
+);
 ";
 
 /// The columns a record is read from, in [`read_record`]'s order.
@@ -525,8 +538,23 @@ impl Catalog for SqliteCatalog {
 
     fn attach_key(&self, seal: &SealTicket, wrapped: &WrappedFileKey) -> Result<(), Error> {
         let context = &seal.context;
-        let changed = self
-            .db()
+        let mut db = self.db();
+        let tx = db.transaction().map_err(CatalogError::from)?;
+        let retired: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM catalog_retired_tiks
+                 WHERE tenant = ?1 AND tik_version = ?2)",
+                params![context.tenant.as_bytes(), u32::from(wrapped.kek_version())],
+                |row| row.get(0),
+            )
+            .map_err(CatalogError::from)?;
+        if retired {
+            return Err(CatalogError::TikRetired {
+                version: wrapped.kek_version(),
+            }
+            .into());
+        }
+        let changed = tx
             .execute(
                 "UPDATE catalog_versions SET wrapped = ?5, tik_version = ?6
                  WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND blob = ?4
@@ -547,6 +575,7 @@ impl Catalog for SqliteCatalog {
             }
             .into());
         }
+        tx.commit().map_err(CatalogError::from)?;
         Ok(())
     }
 
@@ -758,20 +787,32 @@ impl WrappedKeyIndex for SqliteCatalog {
         )?)
     }
 
-    /// Sealed records and seals in progress under `version`, plus every
-    /// seal of the tenant still choosing its key (it may be about to wrap
-    /// under any version).
-    fn count_under(
+    /// Counts sealed records and seals in progress under `version`, plus
+    /// every seal of the tenant still choosing its key (it may be about to
+    /// wrap under any version); with none, marks the version retired in the
+    /// same transaction, after which [`Catalog::attach_key`] refuses keys
+    /// under it.
+    fn claim_retirement(
         &self,
         tenant: TenantId,
         version: KeyVersion,
     ) -> Result<u64, atrest_tenant::Error> {
-        Ok(self.db().query_row(
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let references: u64 = tx.query_row(
             "SELECT count(*) FROM catalog_versions
              WHERE tenant = ?1 AND (tik_version = ?2 OR wrapped IS NULL)",
             params![tenant.as_bytes(), u32::from(version)],
             |row| row.get(0),
-        )?)
+        )?;
+        if references == 0 {
+            let _ = tx.execute(
+                "INSERT OR IGNORE INTO catalog_retired_tiks (tenant, tik_version) VALUES (?1, ?2)",
+                params![tenant.as_bytes(), u32::from(version)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(references)
     }
 
     fn replace(&self, batch: &[Rewrapped]) -> Result<u64, atrest_tenant::Error> {

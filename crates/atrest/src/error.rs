@@ -1,7 +1,7 @@
 //! The error type of `atrest`, and the one classification of every failure
 //! of the workspace's crates.
 
-use atrest_filekey::{FileVersion, TenantId};
+use atrest_filekey::{FileVersion, KeyVersion, TenantId};
 
 /// What kind of failure an [`Error`] is: the one classification a program
 /// maps to its exit codes and a service to its HTTP statuses, without
@@ -105,6 +105,14 @@ pub enum CatalogError {
     SealNotInProgress {
         /// The version being sealed.
         version: FileVersion,
+    },
+    /// The file key was wrapped under a TIK version that was retired
+    /// meanwhile (the hierarchy's cached metadata was stale); make the key
+    /// again.
+    #[error("TIK version {version} was retired meanwhile")]
+    TikRetired {
+        /// The retired version.
+        version: KeyVersion,
     },
     /// The catalog holds a value that is not valid (edited or damaged).
     #[error("the catalog holds an invalid {0}")]
@@ -217,9 +225,9 @@ fn catalog_kind(error: &CatalogError) -> ErrorKind {
         CatalogError::UnknownTenantName { .. }
         | CatalogError::UnknownFile { .. }
         | CatalogError::UnknownVersion { .. } => ErrorKind::NotFound,
-        CatalogError::TenantNameTaken { .. } | CatalogError::SealNotInProgress { .. } => {
-            ErrorKind::Conflict
-        }
+        CatalogError::TenantNameTaken { .. }
+        | CatalogError::SealNotInProgress { .. }
+        | CatalogError::TikRetired { .. } => ErrorKind::Conflict,
         CatalogError::InvalidName { .. } => ErrorKind::Usage,
         CatalogError::Corrupt(_) => ErrorKind::Integrity,
         CatalogError::Database { kind, .. } => *kind,

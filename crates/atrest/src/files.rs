@@ -13,7 +13,7 @@ use atrest_tenant::{Access, KeyHierarchy, RewrapProgress, RewrapReport};
 
 use crate::blob::{BlobName, Blobs};
 use crate::catalog::{Catalog, SealInProgress, SealTicket, SealedBlob};
-use crate::{Error, ErrorKind, FileRecord, RecordError};
+use crate::{CatalogError, Error, ErrorKind, FileRecord, RecordError};
 
 /// How files are sealed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,8 +217,20 @@ impl Files {
         plaintext: R,
     ) -> Result<FileRecord, Error> {
         let context = &ticket.context;
-        let (key, wrapped_key) = self.keys.new_file_key(access, context)?;
-        self.catalog.attach_key(ticket, &wrapped_key)?;
+        let (mut key, wrapped_key) = self.keys.new_file_key(access, context)?;
+        match self.catalog.attach_key(ticket, &wrapped_key) {
+            Ok(()) => {}
+            Err(Error::Catalog(CatalogError::TikRetired { .. })) => {
+                // Another process rolled the TIK and retired the version
+                // this process still had cached as current: make the key
+                // again under the current version.
+                self.keys.flush_tenant(context.tenant);
+                let (fresh, wrapped_key) = self.keys.new_file_key(access, context)?;
+                key = fresh;
+                self.catalog.attach_key(ticket, &wrapped_key)?;
+            }
+            Err(error) => return Err(error),
+        }
         let upload = CountingWriter::new(self.blobs.create(&ticket.blob)?);
         let encrypted = atrest_stream::encrypt_stream(
             plaintext,

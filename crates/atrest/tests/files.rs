@@ -791,3 +791,34 @@ fn two_processes_sealing_one_name_get_two_versions() {
     }
     assert_eq!(by_seed, [0, 5, 5, 5, 5]);
 }
+
+#[test]
+fn a_stale_cache_in_another_process_never_wraps_under_a_retired_version() {
+    let dir = TempDir::new("stale");
+    let blobs: Arc<dyn Blobs> = Arc::new(MemoryBlobs::new());
+    // Two services over the same databases, each with its own caches.
+    let first = world_with(&dir.0, blobs.clone());
+    let second = world_with(&dir.0, blobs);
+    let _ = second
+        .files
+        .seal(&ALICE, second.a, "warm", &b"caches the current TIK"[..])
+        .unwrap();
+    let old = first.files.keys().tenant(first.a).unwrap().current_tik;
+
+    // The first rotates and retires the old version; the second still has
+    // it cached as current.
+    let (new, _, retired) = first.files.rotate_tik(first.a, 100, &mut |_| {}).unwrap();
+    assert_eq!(retired, vec![old]);
+    let record = second
+        .files
+        .seal(&ALICE, second.a, "after", &b"sealed with a stale cache"[..])
+        .unwrap();
+    assert_eq!(record.tik_version(), new);
+    for world in [&first, &second] {
+        let (_, out) = world
+            .files
+            .open(&ALICE, world.a, "after", None, Vec::new())
+            .unwrap();
+        assert_eq!(out, b"sealed with a stale cache");
+    }
+}
