@@ -613,8 +613,9 @@ impl Catalog for SqliteCatalog {
 
     fn abandon_seal(&self, seal: &SealTicket) -> Result<(), Error> {
         let context = &seal.context;
-        let _ = self
-            .db()
+        let mut db = self.db();
+        let tx = db.transaction().map_err(CatalogError::from)?;
+        let _ = tx
             .execute(
                 "DELETE FROM catalog_versions
                  WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND blob = ?4
@@ -627,6 +628,15 @@ impl Catalog for SqliteCatalog {
                 ],
             )
             .map_err(CatalogError::from)?;
+        // A name whose first seal failed leaves no trace.
+        let _ = tx
+            .execute(
+                "DELETE FROM catalog_files WHERE file = ?1
+                 AND NOT EXISTS (SELECT 1 FROM catalog_versions WHERE file = ?1)",
+                params![context.file.as_bytes()],
+            )
+            .map_err(CatalogError::from)?;
+        tx.commit().map_err(CatalogError::from)?;
         Ok(())
     }
 

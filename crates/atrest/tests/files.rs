@@ -822,3 +822,57 @@ fn a_stale_cache_in_another_process_never_wraps_under_a_retired_version() {
         assert_eq!(out, b"sealed with a stale cache");
     }
 }
+
+#[test]
+fn every_failure_has_its_kind() {
+    use atrest::tenant::fault::{Fault, FaultInjector};
+    let dir = TempDir::new("kinds");
+    let master = MasterKey::create_file(&dir.0.join("master.key")).unwrap();
+    let service =
+        Arc::new(ServiceKeys::open("service", &dir.0.join("keys.sqlite"), master).unwrap());
+    service.create_key("root").unwrap();
+    let faulty = Arc::new(FaultInjector::new(service));
+    let records = Arc::new(Records::default());
+    let keys = KeyHierarchy::builder(
+        Arc::new(SqliteStore::open(&dir.0.join("meta.sqlite")).unwrap()),
+        records.clone(),
+    )
+    .provider(faulty.clone())
+    .service_root_key("service", "root")
+    .policy(Arc::new(
+        |access: &Access<'_>, _: TenantId, _: FileId| match access {
+            Access::User { principal } if principal.ends_with("@a") => Decision::Allow,
+            _ => Decision::Deny("not a member".into()),
+        },
+    ))
+    .build()
+    .unwrap();
+    let catalog = Arc::new(SqliteCatalog::open(&dir.0.join("catalog.sqlite")).unwrap());
+    let files = Files::new(
+        Arc::new(keys),
+        catalog,
+        Arc::new(MemoryBlobs::new()),
+        records,
+    );
+    let a = TenantId::random(&mut OsRng).unwrap();
+    files.keys().create_service_tenant(a).unwrap();
+    let _ = files.seal(&ALICE, a, "f", &b"bytes"[..]).unwrap();
+    let kind = |result: Result<(FileRecord, Vec<u8>), Error>| result.unwrap_err().kind();
+    let open = || files.open(&ALICE, a, "f", None, Vec::new());
+
+    files.keys().flush_cache();
+    faulty.set(Fault::Unavailable);
+    assert_eq!(kind(open()), ErrorKind::Unavailable);
+    faulty.set(Fault::AccessDenied);
+    files.keys().flush_cache();
+    assert_eq!(kind(open()), ErrorKind::Refused);
+    faulty.set(Fault::None);
+    assert!(open().is_ok());
+    let unknown = TenantId::random(&mut OsRng).unwrap();
+    let error = files.seal(&ALICE, unknown, "f", &b""[..]).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::NotFound, "{error}");
+    let _ = files.keys().purge(a).unwrap();
+    assert_eq!(kind(open()), ErrorKind::Refused);
+    let error = files.seal(&ALICE, a, "g", &b""[..]).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Refused, "{error}");
+}
