@@ -147,7 +147,7 @@ impl BlobStore {
     /// Reads a blob from the start.
     ///
     /// # Errors
-    /// [`Error::NotFound`] if there is no such blob; [`Error::Blob`].
+    /// [`Error::Blob`] ([`ErrorKind::NotFound`] if there is no such blob).
     pub fn open(&self, name: &BlobName) -> Result<BlobReader<'_>, Error> {
         let result = self
             .runtime
