@@ -88,32 +88,33 @@ impl core::fmt::Debug for FaultInjector {
     }
 }
 
+#[async_trait::async_trait]
 impl RootKeyProvider for FaultInjector {
     fn name(&self) -> &str {
         self.inner.name()
     }
 
-    fn current_version(&self, label: &str) -> Result<u32, ProviderError> {
-        self.inner.current_version(label)
+    async fn current_version(&self, label: &str) -> Result<u32, ProviderError> {
+        self.inner.current_version(label).await
     }
 
-    fn wrap(
+    async fn wrap(
         &self,
         key: &RootKeyRef,
         material: &KeyMaterial,
         aad: &[u8],
     ) -> Result<Vec<u8>, ProviderError> {
         self.inject(key)?;
-        self.inner.wrap(key, material, aad)
+        self.inner.wrap(key, material, aad).await
     }
 
-    fn unwrap(
+    async fn unwrap(
         &self,
         key: &RootKeyRef,
         wrapped: &[u8],
         aad: &[u8],
     ) -> Result<KeyMaterial, ProviderError> {
         self.inject(key)?;
-        self.inner.unwrap(key, wrapped, aad)
+        self.inner.unwrap(key, wrapped, aad).await
     }
 }

@@ -11,6 +11,7 @@ use atrest_filekey::{
     FileContext, FileKey, Kek, KeyGenerator, KeyId, KeyVersion, TenantId, WrappedFileKey,
 };
 
+use crate::blocking::block_on;
 use crate::store::{
     Rewrapped, RootKeySlot, SlotRole, TenantKind, TenantRecord, TenantState, TikWrap,
 };
@@ -52,6 +53,18 @@ fn tik_aad(tenant: TenantId, tik_id: KeyId, version: KeyVersion, root: &RootKeyR
     aad.extend_from_slice(&version.encode());
     root.encode_into(&mut aad);
     aad
+}
+
+/// Awaits each future in turn (wrapping a TIK under each of a tenant's
+/// root keys: a handful, one after the other).
+async fn join_all<T>(
+    futures: Vec<impl Future<Output = Result<T, Error>>>,
+) -> Result<Vec<T>, Error> {
+    let mut out = Vec::with_capacity(futures.len());
+    for future in futures {
+        out.push(future.await?);
+    }
+    Ok(out)
 }
 
 type TikCache = HashMap<(TenantId, KeyVersion), Cached<Arc<Kek>>>;
@@ -274,7 +287,7 @@ impl KeyHierarchy {
         }
     }
 
-    fn tenant_entry(&self, tenant: TenantId) -> Result<Arc<TenantEntry>, Error> {
+    async fn tenant_entry(&self, tenant: TenantId) -> Result<Arc<TenantEntry>, Error> {
         let now = Instant::now();
         if let Some(cached) = self
             .tenants
@@ -287,7 +300,8 @@ impl KeyHierarchy {
         }
         let record = self
             .store
-            .tenant(tenant)?
+            .tenant(tenant)
+            .await?
             .ok_or(Error::UnknownTenant(tenant))?;
         let entry = Arc::new(Self::entry_from(record));
         if !self.ttl.is_zero() {
@@ -310,9 +324,10 @@ impl KeyHierarchy {
     ///
     /// # Errors
     /// [`Error::UnknownTenant`]; [`Error::Store`].
-    pub fn tenant(&self, tenant: TenantId) -> Result<TenantRecord, Error> {
+    pub async fn tenant_async(&self, tenant: TenantId) -> Result<TenantRecord, Error> {
         self.store
-            .tenant(tenant)?
+            .tenant(tenant)
+            .await?
             .ok_or(Error::UnknownTenant(tenant))
     }
 
@@ -320,16 +335,16 @@ impl KeyHierarchy {
     ///
     /// # Errors
     /// [`Error::Store`].
-    pub fn tik_versions(&self, tenant: TenantId) -> Result<Vec<KeyVersion>, Error> {
-        self.store.tik_versions(tenant)
+    pub async fn tik_versions_async(&self, tenant: TenantId) -> Result<Vec<KeyVersion>, Error> {
+        self.store.tik_versions(tenant).await
     }
 
     /// Every tenant in the store.
     ///
     /// # Errors
     /// [`Error::Store`].
-    pub fn tenants(&self) -> Result<Vec<TenantId>, Error> {
-        self.store.tenants()
+    pub async fn tenants_async(&self) -> Result<Vec<TenantId>, Error> {
+        self.store.tenants().await
     }
 
     /// Empties the TIK cache: every cached TIK is dropped (and zeroized once
@@ -394,18 +409,18 @@ impl KeyHierarchy {
             })
     }
 
-    fn current_key(
+    async fn current_key(
         &self,
         configured: Option<&(String, String)>,
         what: &'static str,
     ) -> Result<RootKeyRef, Error> {
         let (provider, label) = configured.ok_or(Error::Misuse(what))?;
         let probe = RootKeyRef::new(provider.clone(), label.clone(), 1)?;
-        let version = self.provider(&probe)?.current_version(label)?;
+        let version = self.provider(&probe)?.current_version(label).await?;
         Ok(probe.with_version(version))
     }
 
-    fn wrap_tik(
+    async fn wrap_tik(
         &self,
         record: &TenantRecord,
         version: KeyVersion,
@@ -417,13 +432,13 @@ impl KeyHierarchy {
         Ok(TikWrap {
             version,
             slot,
-            wrapped: self.provider(key)?.wrap(key, material, &aad)?,
+            wrapped: self.provider(key)?.wrap(key, material, &aad).await?,
         })
     }
 
     /// Unwraps one TIK wrap with its slot's root key. A key that is gone
     /// although it wrapped this TIK is reported as destroyed.
-    fn unwrap_slot(
+    async fn unwrap_slot(
         &self,
         record: &TenantRecord,
         wrap: &TikWrap,
@@ -438,6 +453,7 @@ impl KeyHierarchy {
         match self
             .provider(&slot.key)?
             .unwrap(&slot.key, &wrap.wrapped, &aad)
+            .await
         {
             Err(ProviderError::NotFound { key }) => Err(ProviderError::Destroyed { key }),
             other => other,
@@ -446,7 +462,7 @@ impl KeyHierarchy {
 
     /// Recovers a TIK version's key material following the model's rules;
     /// returns it and whether it may be cached for user requests.
-    fn unwrap_tik(
+    async fn unwrap_tik(
         &self,
         entry: &TenantEntry,
         version: KeyVersion,
@@ -456,10 +472,10 @@ impl KeyHierarchy {
         if record.state == TenantState::Purged {
             return Err(Error::Purged(record.tenant));
         }
-        let wraps = self.store.tik_wraps(record.tenant, version)?;
+        let wraps = self.store.tik_wraps(record.tenant, version).await?;
         if wraps.is_empty() {
             // A purge elsewhere since the metadata was cached, or no such version.
-            return match self.store.tenant(record.tenant)? {
+            return match self.store.tenant(record.tenant).await? {
                 Some(fresh) if fresh.state == TenantState::Purged => {
                     Err(Error::Purged(record.tenant))
                 }
@@ -481,7 +497,7 @@ impl KeyHierarchy {
             let wrap = in_role(SlotRole::Service).next().ok_or(Error::Corrupt(
                 "service-managed tenant without a service root key wrap",
             ))?;
-            return Ok((self.unwrap_slot(record, wrap)?, true));
+            return Ok((self.unwrap_slot(record, wrap).await?, true));
         }
 
         // Customer keys first.
@@ -499,7 +515,7 @@ impl KeyHierarchy {
                 });
                 continue;
             }
-            match self.unwrap_slot(record, wrap) {
+            match self.unwrap_slot(record, wrap).await {
                 Ok(material) => return Ok((material, true)),
                 Err(error) => errors.push(error),
             }
@@ -525,7 +541,7 @@ impl KeyHierarchy {
             .ok_or(Error::Corrupt(
                 "customer-key tenant without an availability key wrap",
             ))?;
-        let result = self.unwrap_slot(record, wrap).map_err(Error::RootKey);
+        let result = self.unwrap_slot(record, wrap).await.map_err(Error::RootKey);
         let operation = match access {
             Access::User { principal } => format!("user request by {principal}"),
             Access::System { operation } => format!("system operation {operation}"),
@@ -547,7 +563,7 @@ impl KeyHierarchy {
     }
 
     /// The KEK of a TIK version, from the cache or unwrapped.
-    fn tik(
+    async fn tik(
         &self,
         entry: &TenantEntry,
         version: KeyVersion,
@@ -564,7 +580,7 @@ impl KeyHierarchy {
         {
             return Ok(Arc::clone(&cached.value));
         }
-        let (material, cacheable) = self.unwrap_tik(entry, version, access)?;
+        let (material, cacheable) = self.unwrap_tik(entry, version, access).await?;
         let kek = Arc::new(Kek::from_secret_bytes(
             entry.record.tik_id,
             version,
@@ -587,7 +603,7 @@ impl KeyHierarchy {
 
     // ----- tenants -----------------------------------------------------
 
-    fn create(
+    async fn create(
         &self,
         tenant: TenantId,
         kind: TenantKind,
@@ -609,8 +625,9 @@ impl KeyHierarchy {
             .map(|(slot, index)| {
                 self.wrap_tik(&record, KeyVersion::FIRST, index, &slot.key, &material)
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        self.store.create_tenant(&record, &wraps)?;
+            .collect::<Vec<_>>();
+        let wraps = join_all(wraps).await?;
+        self.store.create_tenant(&record, &wraps).await?;
         let entry = Self::entry_from(record.clone());
         self.record(
             &entry,
@@ -630,17 +647,22 @@ impl KeyHierarchy {
     /// [`Error::TenantExists`]; [`Error::Misuse`] if no service root key is
     /// configured; [`Error::RootKey`] if it cannot wrap; [`Error::Store`];
     /// [`Error::Audit`].
-    pub fn create_service_tenant(&self, tenant: TenantId) -> Result<TenantRecord, Error> {
-        let key = self.current_key(
-            self.service_root.as_ref(),
-            "no service root key is configured",
-        )?;
+    pub async fn create_service_tenant_async(
+        &self,
+        tenant: TenantId,
+    ) -> Result<TenantRecord, Error> {
+        let key = self
+            .current_key(
+                self.service_root.as_ref(),
+                "no service root key is configured",
+            )
+            .await?;
         let slots = vec![RootKeySlot {
             role: SlotRole::Service,
             key,
             revoked: false,
         }];
-        self.create(tenant, TenantKind::ServiceManaged, slots)
+        self.create(tenant, TenantKind::ServiceManaged, slots).await
     }
 
     /// Creates a customer-key tenant: a first TIK version wrapped under each
@@ -651,7 +673,7 @@ impl KeyHierarchy {
     /// As for [`KeyHierarchy::create_service_tenant`]; [`Error::Misuse`] if
     /// the two customer keys are the same or no availability key is
     /// configured.
-    pub fn create_customer_key_tenant(
+    pub async fn create_customer_key_tenant_async(
         &self,
         tenant: TenantId,
         customer_keys: [RootKeyRef; 2],
@@ -662,10 +684,12 @@ impl KeyHierarchy {
                 "a customer-key tenant needs two different customer keys",
             ));
         }
-        let availability = self.current_key(
-            self.availability.as_ref(),
-            "no availability key is configured",
-        )?;
+        let availability = self
+            .current_key(
+                self.availability.as_ref(),
+                "no availability key is configured",
+            )
+            .await?;
         let customer = |key| RootKeySlot {
             role: SlotRole::Customer,
             key,
@@ -680,7 +704,7 @@ impl KeyHierarchy {
                 revoked: false,
             },
         ];
-        self.create(tenant, TenantKind::CustomerKey, slots)
+        self.create(tenant, TenantKind::CustomerKey, slots).await
     }
 
     // ----- file keys ---------------------------------------------------
@@ -695,15 +719,16 @@ impl KeyHierarchy {
     /// [`Error::UnknownTenant`]; [`Error::Purged`]; [`Error::Revoked`] or
     /// [`Error::RootKey`] if the TIK cannot be unwrapped (see [`Access`]);
     /// [`Error::Audit`] (then no key is returned).
-    pub fn new_file_key(
+    pub async fn new_file_key_async(
         &self,
         access: &Access<'_>,
         context: &FileContext,
     ) -> Result<(FileKey, WrappedFileKey), Error> {
-        let entry = self.tenant_entry(context.tenant)?;
+        let entry = self.tenant_entry(context.tenant).await?;
         let version = entry.record.current_tik;
         let result = self
             .tik(&entry, version, access)
+            .await
             .and_then(|tik| with_generator(|rng| tik.generate_wrapped(context, rng)));
         let event = Event::FileKeyWrapped {
             file: Self::file_ref(context),
@@ -733,14 +758,14 @@ impl KeyHierarchy {
     /// unwrapped; [`Error::FileKey`] if the wrapped key does not
     /// authenticate for `context`; [`Error::UnknownTenant`],
     /// [`Error::UnknownTikVersion`], [`Error::Store`], [`Error::Audit`].
-    pub fn release_file_key(
+    pub async fn release_file_key_async(
         &self,
         access: &Access<'_>,
         context: &FileContext,
         wrapped: &WrappedFileKey,
     ) -> Result<FileKey, Error> {
         let principal = Text::lossy(access.principal());
-        let entry = match self.tenant_entry(context.tenant) {
+        let entry = match self.tenant_entry(context.tenant).await {
             Ok(entry) => entry,
             Err(error) => {
                 // No such tenant (or the store failed): refused, and recorded.
@@ -757,7 +782,7 @@ impl KeyHierarchy {
                 return Err(error);
             }
         };
-        let released = |entry: &TenantEntry| {
+        let released = async |entry: &TenantEntry| {
             if entry.record.state == TenantState::Purged {
                 return Err(Error::Purged(context.tenant));
             }
@@ -768,10 +793,10 @@ impl KeyHierarchy {
             if wrapped.kek_id() != entry.record.tik_id {
                 return Err(Error::WrongTenant(context.tenant));
             }
-            let tik = self.tik(entry, wrapped.kek_version(), access)?;
+            let tik = self.tik(entry, wrapped.kek_version(), access).await?;
             Ok(tik.unwrap(wrapped, context)?)
         };
-        let result = released(&entry);
+        let result = released(&entry).await;
         let file = Self::file_ref(context);
         match result {
             Ok(key) => {
@@ -809,15 +834,16 @@ impl KeyHierarchy {
     /// # Errors
     /// [`Error::Purged`]; [`Error::RootKey`] if a root key cannot wrap;
     /// [`Error::Store`] (also if another roll won the race); [`Error::Audit`].
-    pub fn roll_tik(&self, tenant: TenantId) -> Result<KeyVersion, Error> {
-        let record = self.tenant(tenant)?;
+    pub async fn roll_tik_async(&self, tenant: TenantId) -> Result<KeyVersion, Error> {
+        let record = self.tenant_async(tenant).await?;
         if record.state == TenantState::Purged {
             return Err(Error::Purged(tenant));
         }
         let previous = record.current_tik;
         let next = self
             .store
-            .tik_versions(tenant)?
+            .tik_versions(tenant)
+            .await?
             .into_iter()
             .max()
             .unwrap_or(previous)
@@ -830,8 +856,9 @@ impl KeyHierarchy {
             .iter()
             .zip(0u8..)
             .map(|(slot, index)| self.wrap_tik(&record, next, index, &slot.key, &material))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.store.add_tik_version(tenant, previous, &wraps)?;
+            .collect::<Vec<_>>();
+        let wraps = join_all(wraps).await?;
+        self.store.add_tik_version(tenant, previous, &wraps).await?;
         self.flush_tenant(tenant);
         let entry = Self::entry_from(record);
         self.record(
@@ -859,7 +886,7 @@ impl KeyHierarchy {
     /// Those of [`KeyHierarchy::release_file_key`] for any key that cannot
     /// be unwrapped (the batch is then not written); [`Error::Store`];
     /// [`Error::Audit`].
-    pub fn rewrap_file_keys(
+    pub async fn rewrap_file_keys_async(
         &self,
         tenant: TenantId,
         index: &dyn WrappedKeyIndex,
@@ -870,10 +897,10 @@ impl KeyHierarchy {
             operation: "rewrap",
         };
         self.flush_tenant(tenant);
-        let entry = self.tenant_entry(tenant)?;
+        let entry = self.tenant_entry(tenant).await?;
         let current = entry.record.current_tik;
-        let total = index.count_older_than(tenant, current)?;
-        let current_tik = self.tik(&entry, current, &access)?;
+        let total = index.count_older_than(tenant, current).await?;
+        let current_tik = self.tik(&entry, current, &access).await?;
         let mut report = RewrapReport {
             tik_version: current,
             rewrapped: 0,
@@ -881,7 +908,7 @@ impl KeyHierarchy {
         };
         progress(RewrapProgress { done: 0, total });
         loop {
-            let batch = index.older_than(tenant, current, batch_size.max(1))?;
+            let batch = index.older_than(tenant, current, batch_size.max(1)).await?;
             if batch.is_empty() {
                 return Ok(report);
             }
@@ -891,12 +918,13 @@ impl KeyHierarchy {
                     return Err(Error::WrongTenant(tenant));
                 }
                 let key = self
-                    .tik(&entry, old.kek_version(), &access)?
+                    .tik(&entry, old.kek_version(), &access)
+                    .await?
                     .unwrap(&old, &context)?;
                 let new = with_generator(|rng| current_tik.wrap(&key, &context, rng))?;
                 rewrapped.push(Rewrapped { context, old, new });
             }
-            let replaced = index.replace(&rewrapped)?;
+            let replaced = index.replace(&rewrapped).await?;
             if replaced == 0 {
                 return Err(Error::Conflict(
                     "re-wrap made no progress: the index replaced no key of a batch",
@@ -931,21 +959,21 @@ impl KeyHierarchy {
     /// # Errors
     /// [`Error::TikInUse`]; [`Error::UnknownTikVersion`];
     /// [`Error::Store`]; [`Error::Audit`].
-    pub fn retire_tik(
+    pub async fn retire_tik_async(
         &self,
         tenant: TenantId,
         version: KeyVersion,
         index: &dyn WrappedKeyIndex,
     ) -> Result<(), Error> {
-        let record = self.tenant(tenant)?;
-        if !self.store.tik_versions(tenant)?.contains(&version) {
+        let record = self.tenant_async(tenant).await?;
+        if !self.store.tik_versions(tenant).await?.contains(&version) {
             return Err(Error::UnknownTikVersion { tenant, version });
         }
         let is_current = record.current_tik == version;
         let references = if is_current {
             0
         } else {
-            index.claim_retirement(tenant, version)?
+            index.claim_retirement(tenant, version).await?
         };
         if references > 0 || is_current {
             return Err(Error::TikInUse {
@@ -955,7 +983,7 @@ impl KeyHierarchy {
                 is_current,
             });
         }
-        self.store.retire_tik_version(tenant, version)?;
+        self.store.retire_tik_version(tenant, version).await?;
         self.flush_tenant(tenant);
         let entry = Self::entry_from(record);
         let mut fields = std::collections::BTreeMap::new();
@@ -991,14 +1019,14 @@ impl KeyHierarchy {
     /// [`Error::RootKey`] if the TIK cannot be recovered or `to` cannot
     /// wrap; [`Error::Store`]; [`Error::Audit`]. Tenants already done stay
     /// done; running it again finishes the rest.
-    pub fn roll_root_key(
+    pub async fn roll_root_key_async(
         &self,
         from: &RootKeyRef,
         to: &RootKeyRef,
     ) -> Result<RootRollReport, Error> {
         let mut report = RootRollReport::default();
-        for tenant in self.store.tenants()? {
-            let Some(record) = self.store.tenant(tenant)? else {
+        for tenant in self.store.tenants().await? {
+            let Some(record) = self.store.tenant(tenant).await? else {
                 continue;
             };
             if record.state == TenantState::Purged {
@@ -1015,14 +1043,19 @@ impl KeyHierarchy {
                 continue;
             }
             let entry = Self::entry_from(record);
-            let versions = self.store.tik_versions(tenant)?;
+            let versions = self.store.tik_versions(tenant).await?;
             for slot in slots {
                 let mut wraps = Vec::with_capacity(versions.len());
                 for version in &versions {
-                    let material = self.tik_material(&entry, *version, slot)?;
-                    wraps.push(self.wrap_tik(&entry.record, *version, slot, to, &material)?);
+                    let material = self.tik_material(&entry, *version, slot).await?;
+                    wraps.push(
+                        self.wrap_tik(&entry.record, *version, slot, to, &material)
+                            .await?,
+                    );
                 }
-                self.store.replace_root_key(tenant, slot, to, &wraps)?;
+                self.store
+                    .replace_root_key(tenant, slot, to, &wraps)
+                    .await?;
             }
             self.flush_tenant(tenant);
             report.tenants += 1;
@@ -1041,22 +1074,22 @@ impl KeyHierarchy {
 
     /// A TIK version's material, through slot `slot` first, else by the
     /// system-operation rules.
-    fn tik_material(
+    async fn tik_material(
         &self,
         entry: &TenantEntry,
         version: KeyVersion,
         slot: u8,
     ) -> Result<KeyMaterial, Error> {
-        let wraps = self.store.tik_wraps(entry.record.tenant, version)?;
+        let wraps = self.store.tik_wraps(entry.record.tenant, version).await?;
         if let Some(wrap) = wraps.iter().find(|wrap| wrap.slot == slot)
-            && let Ok(material) = self.unwrap_slot(&entry.record, wrap)
+            && let Ok(material) = self.unwrap_slot(&entry.record, wrap).await
         {
             return Ok(material);
         }
         let access = Access::System {
             operation: "roll root key",
         };
-        Ok(self.unwrap_tik(entry, version, &access)?.0)
+        Ok(self.unwrap_tik(entry, version, &access).await?.0)
     }
 
     // ----- revocation and purge ----------------------------------------
@@ -1070,8 +1103,12 @@ impl KeyHierarchy {
     /// # Errors
     /// [`Error::Misuse`] if `key` is not a customer key of the tenant;
     /// [`Error::Store`]; [`Error::Audit`].
-    pub fn revoke_customer_key(&self, tenant: TenantId, key: &RootKeyRef) -> Result<(), Error> {
-        let record = self.tenant(tenant)?;
+    pub async fn revoke_customer_key_async(
+        &self,
+        tenant: TenantId,
+        key: &RootKeyRef,
+    ) -> Result<(), Error> {
+        let record = self.tenant_async(tenant).await?;
         let slot = record
             .slots
             .iter()
@@ -1081,7 +1118,7 @@ impl KeyHierarchy {
             .ok_or(Error::Misuse(
                 "that key is not a customer key of this tenant",
             ))?;
-        self.store.set_revoked(tenant, slot, true)?;
+        self.store.set_revoked(tenant, slot, true).await?;
         self.flush_tenant(tenant);
         let entry = Self::entry_from(record);
         self.record(
@@ -1104,9 +1141,9 @@ impl KeyHierarchy {
     ///
     /// # Errors
     /// [`Error::UnknownTenant`]; [`Error::Store`]; [`Error::Audit`].
-    pub fn purge(&self, tenant: TenantId) -> Result<u64, Error> {
-        let record = self.tenant(tenant)?;
-        let destroyed = self.store.purge_tenant(tenant)?;
+    pub async fn purge_async(&self, tenant: TenantId) -> Result<u64, Error> {
+        let record = self.tenant_async(tenant).await?;
+        let destroyed = self.store.purge_tenant(tenant).await?;
         self.flush_tenant(tenant);
         let entry = Self::entry_from(record);
         self.record(
@@ -1118,4 +1155,166 @@ impl KeyHierarchy {
         )?;
         Ok(destroyed)
     }
+}
+
+/// The blocking forms of the hierarchy's operations, for synchronous
+/// callers (see [`crate::blocking`]).
+impl KeyHierarchy {
+    /// The blocking form of [`KeyHierarchy::tenant_async`].
+    ///
+    /// # Errors
+    /// As for [`KeyHierarchy::tenant_async`].
+    pub fn tenant(&self, tenant: TenantId) -> Result<TenantRecord, Error> {
+        block_on(self.tenant_async(tenant))
+    }
+
+    /// The blocking form of [`KeyHierarchy::tik_versions_async`].
+    ///
+    /// # Errors
+    /// As for [`KeyHierarchy::tik_versions_async`].
+    pub fn tik_versions(&self, tenant: TenantId) -> Result<Vec<KeyVersion>, Error> {
+        block_on(self.tik_versions_async(tenant))
+    }
+
+    /// The blocking form of [`KeyHierarchy::tenants_async`].
+    ///
+    /// # Errors
+    /// As for [`KeyHierarchy::tenants_async`].
+    pub fn tenants(&self) -> Result<Vec<TenantId>, Error> {
+        block_on(self.tenants_async())
+    }
+
+    /// The blocking form of [`KeyHierarchy::create_service_tenant_async`].
+    ///
+    /// # Errors
+    /// As for [`KeyHierarchy::create_service_tenant_async`].
+    pub fn create_service_tenant(&self, tenant: TenantId) -> Result<TenantRecord, Error> {
+        block_on(self.create_service_tenant_async(tenant))
+    }
+
+    /// The blocking form of [`KeyHierarchy::create_customer_key_tenant_async`].
+    ///
+    /// # Errors
+    /// As for [`KeyHierarchy::create_customer_key_tenant_async`].
+    pub fn create_customer_key_tenant(
+        &self,
+        tenant: TenantId,
+        customer_keys: [RootKeyRef; 2],
+    ) -> Result<TenantRecord, Error> {
+        block_on(self.create_customer_key_tenant_async(tenant, customer_keys))
+    }
+
+    /// The blocking form of [`KeyHierarchy::new_file_key_async`].
+    ///
+    /// # Errors
+    /// As for [`KeyHierarchy::new_file_key_async`].
+    pub fn new_file_key(
+        &self,
+        access: &Access<'_>,
+        context: &FileContext,
+    ) -> Result<(FileKey, WrappedFileKey), Error> {
+        block_on(self.new_file_key_async(access, context))
+    }
+
+    /// The blocking form of [`KeyHierarchy::release_file_key_async`].
+    ///
+    /// # Errors
+    /// As for [`KeyHierarchy::release_file_key_async`].
+    pub fn release_file_key(
+        &self,
+        access: &Access<'_>,
+        context: &FileContext,
+        wrapped: &WrappedFileKey,
+    ) -> Result<FileKey, Error> {
+        block_on(self.release_file_key_async(access, context, wrapped))
+    }
+
+    /// The blocking form of [`KeyHierarchy::roll_tik_async`].
+    ///
+    /// # Errors
+    /// As for [`KeyHierarchy::roll_tik_async`].
+    pub fn roll_tik(&self, tenant: TenantId) -> Result<KeyVersion, Error> {
+        block_on(self.roll_tik_async(tenant))
+    }
+
+    /// The blocking form of [`KeyHierarchy::rewrap_file_keys_async`].
+    ///
+    /// # Errors
+    /// As for [`KeyHierarchy::rewrap_file_keys_async`].
+    pub fn rewrap_file_keys(
+        &self,
+        tenant: TenantId,
+        index: &dyn WrappedKeyIndex,
+        batch_size: usize,
+        progress: &mut dyn FnMut(RewrapProgress),
+    ) -> Result<RewrapReport, Error> {
+        block_on(self.rewrap_file_keys_async(tenant, index, batch_size, progress))
+    }
+
+    /// The blocking form of [`KeyHierarchy::retire_tik_async`].
+    ///
+    /// # Errors
+    /// As for [`KeyHierarchy::retire_tik_async`].
+    pub fn retire_tik(
+        &self,
+        tenant: TenantId,
+        version: KeyVersion,
+        index: &dyn WrappedKeyIndex,
+    ) -> Result<(), Error> {
+        block_on(self.retire_tik_async(tenant, version, index))
+    }
+
+    /// The blocking form of [`KeyHierarchy::roll_root_key_async`].
+    ///
+    /// # Errors
+    /// As for [`KeyHierarchy::roll_root_key_async`].
+    pub fn roll_root_key(
+        &self,
+        from: &RootKeyRef,
+        to: &RootKeyRef,
+    ) -> Result<RootRollReport, Error> {
+        block_on(self.roll_root_key_async(from, to))
+    }
+
+    /// The blocking form of [`KeyHierarchy::revoke_customer_key_async`].
+    ///
+    /// # Errors
+    /// As for [`KeyHierarchy::revoke_customer_key_async`].
+    pub fn revoke_customer_key(&self, tenant: TenantId, key: &RootKeyRef) -> Result<(), Error> {
+        block_on(self.revoke_customer_key_async(tenant, key))
+    }
+
+    /// The blocking form of [`KeyHierarchy::purge_async`].
+    ///
+    /// # Errors
+    /// As for [`KeyHierarchy::purge_async`].
+    pub fn purge(&self, tenant: TenantId) -> Result<u64, Error> {
+        block_on(self.purge_async(tenant))
+    }
+}
+
+/// The async operations can run on a multi-threaded runtime (their futures
+/// are `Send`): checked at compile time.
+#[cfg(test)]
+#[allow(dead_code)]
+fn operations_are_send(
+    keys: &KeyHierarchy,
+    access: &Access<'_>,
+    context: &FileContext,
+    wrapped: &WrappedFileKey,
+    index: &dyn WrappedKeyIndex,
+    root: &RootKeyRef,
+) {
+    fn send<T: Send>(_: T) {}
+    let tenant = context.tenant;
+    send(keys.tenant_async(tenant));
+    send(keys.create_service_tenant_async(tenant));
+    send(keys.create_customer_key_tenant_async(tenant, [root.clone(), root.clone()]));
+    send(keys.new_file_key_async(access, context));
+    send(keys.release_file_key_async(access, context, wrapped));
+    send(keys.roll_tik_async(tenant));
+    send(keys.retire_tik_async(tenant, KeyVersion::FIRST, index));
+    send(keys.roll_root_key_async(root, root));
+    send(keys.revoke_customer_key_async(tenant, root));
+    send(keys.purge_async(tenant));
 }

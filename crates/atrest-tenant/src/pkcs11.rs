@@ -397,12 +397,14 @@ fn full_aad(aad: &[u8]) -> Vec<u8> {
     full
 }
 
-impl RootKeyProvider for Pkcs11Keys {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn wrap(
+/// The provider calls, blocking (this provider answers without waiting).
+impl Pkcs11Keys {
+    /// Wraps `material` under root key `key`, binding `aad`: the blocking
+    /// form of [`RootKeyProvider::wrap`].
+    ///
+    /// # Errors
+    /// As for [`RootKeyProvider::wrap`].
+    pub fn wrap(
         &self,
         key: &RootKeyRef,
         material: &KeyMaterial,
@@ -438,7 +440,12 @@ impl RootKeyProvider for Pkcs11Keys {
         Ok(wrapped)
     }
 
-    fn unwrap(
+    /// Unwraps what [`Self::wrap`] returned: the blocking form of
+    /// [`RootKeyProvider::unwrap`].
+    ///
+    /// # Errors
+    /// As for [`RootKeyProvider::unwrap`].
+    pub fn unwrap(
         &self,
         key: &RootKeyRef,
         wrapped: &[u8],
@@ -468,6 +475,31 @@ impl RootKeyProvider for Pkcs11Keys {
         let material = KeyMaterial::from_secret_slice(&plain);
         plain.zeroize();
         material.ok_or_else(|| ProviderError::AuthenticationFailed { key: key.clone() })
+    }
+}
+
+#[async_trait::async_trait]
+impl RootKeyProvider for Pkcs11Keys {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn wrap(
+        &self,
+        key: &RootKeyRef,
+        material: &KeyMaterial,
+        aad: &[u8],
+    ) -> Result<Vec<u8>, ProviderError> {
+        Pkcs11Keys::wrap(self, key, material, aad)
+    }
+
+    async fn unwrap(
+        &self,
+        key: &RootKeyRef,
+        wrapped: &[u8],
+        aad: &[u8],
+    ) -> Result<KeyMaterial, ProviderError> {
+        Pkcs11Keys::unwrap(self, key, wrapped, aad)
     }
 }
 

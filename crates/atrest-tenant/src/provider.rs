@@ -203,6 +203,11 @@ impl fmt::Debug for KeyMaterial {
 /// [`ProviderError::NotFound`], [`ProviderError::Destroyed`]) from a
 /// transient failure ([`ProviderError::Unavailable`]): the hierarchy falls
 /// back to the availability key only on the latter.
+///
+/// Async, so that a network KMS does not block the caller's thread; the
+/// providers of this crate answer without waiting and also offer the same
+/// calls as blocking inherent methods.
+#[async_trait::async_trait]
 pub trait RootKeyProvider: Send + Sync {
     /// The provider's name, the first part of its [`RootKeyRef`]s.
     fn name(&self) -> &str;
@@ -211,7 +216,7 @@ pub trait RootKeyProvider: Send + Sync {
     ///
     /// # Errors
     /// As for [`RootKeyProvider::wrap`].
-    fn current_version(&self, label: &str) -> Result<u32, ProviderError> {
+    async fn current_version(&self, label: &str) -> Result<u32, ProviderError> {
         let _ = label;
         Ok(1)
     }
@@ -220,7 +225,7 @@ pub trait RootKeyProvider: Send + Sync {
     ///
     /// # Errors
     /// A [`ProviderError`] saying why the key could not be used.
-    fn wrap(
+    async fn wrap(
         &self,
         key: &RootKeyRef,
         material: &KeyMaterial,
@@ -234,7 +239,7 @@ pub trait RootKeyProvider: Send + Sync {
     /// A [`ProviderError`] saying why the key could not be used, or
     /// [`ProviderError::AuthenticationFailed`] if `wrapped` or `aad` differ
     /// from what was wrapped.
-    fn unwrap(
+    async fn unwrap(
         &self,
         key: &RootKeyRef,
         wrapped: &[u8],

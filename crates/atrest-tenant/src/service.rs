@@ -361,12 +361,14 @@ impl core::fmt::Debug for ServiceKeys {
     }
 }
 
-impl RootKeyProvider for ServiceKeys {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn current_version(&self, label: &str) -> Result<u32, ProviderError> {
+/// The provider calls, blocking (this provider answers without waiting).
+impl ServiceKeys {
+    /// The newest version of key `label`: the blocking form of
+    /// [`RootKeyProvider::current_version`].
+    ///
+    /// # Errors
+    /// As for [`RootKeyProvider::current_version`].
+    pub fn current_version(&self, label: &str) -> Result<u32, ProviderError> {
         let key = RootKeyRef::new(self.name.clone(), label, 1)?;
         let version: Option<u32> = self
             .db()
@@ -379,7 +381,12 @@ impl RootKeyProvider for ServiceKeys {
         version.ok_or(ProviderError::NotFound { key })
     }
 
-    fn wrap(
+    /// Wraps `material` under root key `key`, binding `aad`: the blocking
+    /// form of [`RootKeyProvider::wrap`].
+    ///
+    /// # Errors
+    /// As for [`RootKeyProvider::wrap`].
+    pub fn wrap(
         &self,
         key: &RootKeyRef,
         material: &KeyMaterial,
@@ -393,7 +400,12 @@ impl RootKeyProvider for ServiceKeys {
             })
     }
 
-    fn unwrap(
+    /// Unwraps what [`Self::wrap`] returned: the blocking form of
+    /// [`RootKeyProvider::unwrap`].
+    ///
+    /// # Errors
+    /// As for [`RootKeyProvider::unwrap`].
+    pub fn unwrap(
         &self,
         key: &RootKeyRef,
         wrapped: &[u8],
@@ -406,5 +418,34 @@ impl RootKeyProvider for ServiceKeys {
                     ProviderError::AuthenticationFailed { key: key.clone() }
                 }
             })
+    }
+}
+
+#[async_trait::async_trait]
+impl RootKeyProvider for ServiceKeys {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn current_version(&self, label: &str) -> Result<u32, ProviderError> {
+        ServiceKeys::current_version(self, label)
+    }
+
+    async fn wrap(
+        &self,
+        key: &RootKeyRef,
+        material: &KeyMaterial,
+        aad: &[u8],
+    ) -> Result<Vec<u8>, ProviderError> {
+        ServiceKeys::wrap(self, key, material, aad)
+    }
+
+    async fn unwrap(
+        &self,
+        key: &RootKeyRef,
+        wrapped: &[u8],
+        aad: &[u8],
+    ) -> Result<KeyMaterial, ProviderError> {
+        ServiceKeys::unwrap(self, key, wrapped, aad)
     }
 }

@@ -100,43 +100,45 @@ impl core::fmt::Debug for TikWrap {
 
 /// Where tenant key metadata is kept. Implementations must make each
 /// changing method atomic and durable.
+#[async_trait::async_trait]
 pub trait MetadataStore: Send + Sync {
     /// Stores a new tenant with its first TIK version's wraps.
     ///
     /// # Errors
     /// [`Error::TenantExists`] if the tenant exists; [`Error::Store`].
-    fn create_tenant(&self, record: &TenantRecord, wraps: &[TikWrap]) -> Result<(), Error>;
+    async fn create_tenant(&self, record: &TenantRecord, wraps: &[TikWrap]) -> Result<(), Error>;
 
     /// A tenant's metadata, if it exists.
     ///
     /// # Errors
     /// [`Error::Store`].
-    fn tenant(&self, tenant: TenantId) -> Result<Option<TenantRecord>, Error>;
+    async fn tenant(&self, tenant: TenantId) -> Result<Option<TenantRecord>, Error>;
 
     /// Every tenant.
     ///
     /// # Errors
     /// [`Error::Store`].
-    fn tenants(&self) -> Result<Vec<TenantId>, Error>;
+    async fn tenants(&self) -> Result<Vec<TenantId>, Error>;
 
     /// A tenant's TIK versions, oldest first.
     ///
     /// # Errors
     /// [`Error::Store`].
-    fn tik_versions(&self, tenant: TenantId) -> Result<Vec<KeyVersion>, Error>;
+    async fn tik_versions(&self, tenant: TenantId) -> Result<Vec<KeyVersion>, Error>;
 
     /// The wraps of one TIK version (empty if there is no such version).
     ///
     /// # Errors
     /// [`Error::Store`].
-    fn tik_wraps(&self, tenant: TenantId, version: KeyVersion) -> Result<Vec<TikWrap>, Error>;
+    async fn tik_wraps(&self, tenant: TenantId, version: KeyVersion)
+    -> Result<Vec<TikWrap>, Error>;
 
     /// Adds a TIK version (all of whose wraps are given) and makes it
     /// current, if the current version is still `previous`.
     ///
     /// # Errors
     /// [`Error::Store`], also if another roll happened first.
-    fn add_tik_version(
+    async fn add_tik_version(
         &self,
         tenant: TenantId,
         previous: KeyVersion,
@@ -148,7 +150,7 @@ pub trait MetadataStore: Send + Sync {
     ///
     /// # Errors
     /// [`Error::Store`], also if the TIK versions changed meanwhile.
-    fn replace_root_key(
+    async fn replace_root_key(
         &self,
         tenant: TenantId,
         slot: u8,
@@ -160,20 +162,20 @@ pub trait MetadataStore: Send + Sync {
     ///
     /// # Errors
     /// [`Error::Store`].
-    fn set_revoked(&self, tenant: TenantId, slot: u8, revoked: bool) -> Result<(), Error>;
+    async fn set_revoked(&self, tenant: TenantId, slot: u8, revoked: bool) -> Result<(), Error>;
 
     /// Deletes a TIK version and its wraps.
     ///
     /// # Errors
     /// [`Error::Store`].
-    fn retire_tik_version(&self, tenant: TenantId, version: KeyVersion) -> Result<(), Error>;
+    async fn retire_tik_version(&self, tenant: TenantId, version: KeyVersion) -> Result<(), Error>;
 
     /// Deletes every TIK version and wrap of the tenant and marks it purged;
     /// returns how many TIK versions were destroyed.
     ///
     /// # Errors
     /// [`Error::Store`].
-    fn purge_tenant(&self, tenant: TenantId) -> Result<u64, Error>;
+    async fn purge_tenant(&self, tenant: TenantId) -> Result<u64, Error>;
 }
 
 /// A wrapped file key moved to a newer TIK version.
@@ -189,13 +191,14 @@ pub struct Rewrapped {
 
 /// The service's store of wrapped file keys (usually its file metadata
 /// database), as far as re-wrapping and retiring TIK versions need it.
-pub trait WrappedKeyIndex {
+#[async_trait::async_trait]
+pub trait WrappedKeyIndex: Send + Sync {
     /// Up to `limit` wrapped file keys of `tenant` under a TIK version older
     /// than `version`.
     ///
     /// # Errors
     /// [`Error::Store`].
-    fn older_than(
+    async fn older_than(
         &self,
         tenant: TenantId,
         version: KeyVersion,
@@ -207,7 +210,7 @@ pub trait WrappedKeyIndex {
     ///
     /// # Errors
     /// [`Error::Store`].
-    fn count_older_than(&self, tenant: TenantId, version: KeyVersion) -> Result<u64, Error>;
+    async fn count_older_than(&self, tenant: TenantId, version: KeyVersion) -> Result<u64, Error>;
 
     /// Claims TIK `version` of `tenant` for retirement: if no wrapped file
     /// key of the tenant is under it (nor may still be added under it, as
@@ -222,7 +225,7 @@ pub trait WrappedKeyIndex {
     ///
     /// # Errors
     /// [`Error::Store`].
-    fn claim_retirement(&self, tenant: TenantId, version: KeyVersion) -> Result<u64, Error>;
+    async fn claim_retirement(&self, tenant: TenantId, version: KeyVersion) -> Result<u64, Error>;
 
     /// Replaces each `old` with its `new` in one transaction; an entry whose
     /// stored value is no longer `old` (changed meanwhile) is left alone.
@@ -230,7 +233,7 @@ pub trait WrappedKeyIndex {
     ///
     /// # Errors
     /// [`Error::Store`]; then nothing was replaced.
-    fn replace(&self, batch: &[Rewrapped]) -> Result<u64, Error>;
+    async fn replace(&self, batch: &[Rewrapped]) -> Result<u64, Error>;
 }
 
 const SCHEMA: &str = "
@@ -468,8 +471,14 @@ fn key_id(bytes: &[u8]) -> Result<KeyId, Error> {
         .ok_or_else(|| corrupt("TIK id"))
 }
 
-impl MetadataStore for SqliteStore {
-    fn create_tenant(&self, record: &TenantRecord, wraps: &[TikWrap]) -> Result<(), Error> {
+/// The [`MetadataStore`] calls, blocking: SQLite answers without an async
+/// runtime.
+impl SqliteStore {
+    /// The blocking form of [`MetadataStore::create_tenant`].
+    ///
+    /// # Errors
+    /// As for [`MetadataStore::create_tenant`].
+    pub fn create_tenant(&self, record: &TenantRecord, wraps: &[TikWrap]) -> Result<(), Error> {
         let mut db = self.db();
         let tx = db.transaction()?;
         let inserted = tx.execute(
@@ -500,7 +509,11 @@ impl MetadataStore for SqliteStore {
         Ok(())
     }
 
-    fn tenant(&self, tenant: TenantId) -> Result<Option<TenantRecord>, Error> {
+    /// The blocking form of [`MetadataStore::tenant`].
+    ///
+    /// # Errors
+    /// As for [`MetadataStore::tenant`].
+    pub fn tenant(&self, tenant: TenantId) -> Result<Option<TenantRecord>, Error> {
         let db = self.db();
         let row = db
             .query_row(
@@ -559,7 +572,11 @@ impl MetadataStore for SqliteStore {
         }))
     }
 
-    fn tenants(&self) -> Result<Vec<TenantId>, Error> {
+    /// The blocking form of [`MetadataStore::tenants`].
+    ///
+    /// # Errors
+    /// As for [`MetadataStore::tenants`].
+    pub fn tenants(&self) -> Result<Vec<TenantId>, Error> {
         let db = self.db();
         let mut statement = db.prepare("SELECT tenant FROM tenants ORDER BY tenant")?;
         let rows = statement.query_map([], |row| row.get::<_, Vec<u8>>(0))?;
@@ -576,7 +593,11 @@ impl MetadataStore for SqliteStore {
         Ok(tenants)
     }
 
-    fn tik_versions(&self, tenant: TenantId) -> Result<Vec<KeyVersion>, Error> {
+    /// The blocking form of [`MetadataStore::tik_versions`].
+    ///
+    /// # Errors
+    /// As for [`MetadataStore::tik_versions`].
+    pub fn tik_versions(&self, tenant: TenantId) -> Result<Vec<KeyVersion>, Error> {
         let db = self.db();
         let mut statement = db.prepare_cached(
             "SELECT version FROM tik_versions WHERE tenant = ?1 ORDER BY version",
@@ -585,7 +606,11 @@ impl MetadataStore for SqliteStore {
         rows.map(|row| version(row?)).collect()
     }
 
-    fn tik_wraps(&self, tenant: TenantId, tik: KeyVersion) -> Result<Vec<TikWrap>, Error> {
+    /// The blocking form of [`MetadataStore::tik_wraps`].
+    ///
+    /// # Errors
+    /// As for [`MetadataStore::tik_wraps`].
+    pub fn tik_wraps(&self, tenant: TenantId, tik: KeyVersion) -> Result<Vec<TikWrap>, Error> {
         let db = self.db();
         let mut statement = db.prepare_cached(
             "SELECT slot, wrapped FROM tik_wraps WHERE tenant = ?1 AND version = ?2 ORDER BY slot",
@@ -600,7 +625,11 @@ impl MetadataStore for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn add_tik_version(
+    /// The blocking form of [`MetadataStore::add_tik_version`].
+    ///
+    /// # Errors
+    /// As for [`MetadataStore::add_tik_version`].
+    pub fn add_tik_version(
         &self,
         tenant: TenantId,
         previous: KeyVersion,
@@ -630,7 +659,11 @@ impl MetadataStore for SqliteStore {
         Ok(())
     }
 
-    fn replace_root_key(
+    /// The blocking form of [`MetadataStore::replace_root_key`].
+    ///
+    /// # Errors
+    /// As for [`MetadataStore::replace_root_key`].
+    pub fn replace_root_key(
         &self,
         tenant: TenantId,
         slot: u8,
@@ -672,7 +705,11 @@ impl MetadataStore for SqliteStore {
         Ok(())
     }
 
-    fn set_revoked(&self, tenant: TenantId, slot: u8, revoked: bool) -> Result<(), Error> {
+    /// The blocking form of [`MetadataStore::set_revoked`].
+    ///
+    /// # Errors
+    /// As for [`MetadataStore::set_revoked`].
+    pub fn set_revoked(&self, tenant: TenantId, slot: u8, revoked: bool) -> Result<(), Error> {
         let changed = self.db().execute(
             "UPDATE root_key_slots SET revoked = ?3 WHERE tenant = ?1 AND slot = ?2",
             params![tenant.as_bytes(), slot, revoked],
@@ -683,7 +720,11 @@ impl MetadataStore for SqliteStore {
         Ok(())
     }
 
-    fn retire_tik_version(&self, tenant: TenantId, tik: KeyVersion) -> Result<(), Error> {
+    /// The blocking form of [`MetadataStore::retire_tik_version`].
+    ///
+    /// # Errors
+    /// As for [`MetadataStore::retire_tik_version`].
+    pub fn retire_tik_version(&self, tenant: TenantId, tik: KeyVersion) -> Result<(), Error> {
         let mut db = self.db();
         let tx = db.transaction()?;
         let _ = tx.execute(
@@ -698,7 +739,11 @@ impl MetadataStore for SqliteStore {
         Ok(())
     }
 
-    fn purge_tenant(&self, tenant: TenantId) -> Result<u64, Error> {
+    /// The blocking form of [`MetadataStore::purge_tenant`].
+    ///
+    /// # Errors
+    /// As for [`MetadataStore::purge_tenant`].
+    pub fn purge_tenant(&self, tenant: TenantId) -> Result<u64, Error> {
         let mut db = self.db();
         let tx = db.transaction()?;
         let versions = tx.execute(
@@ -720,8 +765,68 @@ impl MetadataStore for SqliteStore {
     }
 }
 
-impl WrappedKeyIndex for SqliteStore {
-    fn older_than(
+#[async_trait::async_trait]
+impl MetadataStore for SqliteStore {
+    async fn create_tenant(&self, record: &TenantRecord, wraps: &[TikWrap]) -> Result<(), Error> {
+        SqliteStore::create_tenant(self, record, wraps)
+    }
+
+    async fn tenant(&self, tenant: TenantId) -> Result<Option<TenantRecord>, Error> {
+        SqliteStore::tenant(self, tenant)
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantId>, Error> {
+        SqliteStore::tenants(self)
+    }
+
+    async fn tik_versions(&self, tenant: TenantId) -> Result<Vec<KeyVersion>, Error> {
+        SqliteStore::tik_versions(self, tenant)
+    }
+
+    async fn tik_wraps(&self, tenant: TenantId, tik: KeyVersion) -> Result<Vec<TikWrap>, Error> {
+        SqliteStore::tik_wraps(self, tenant, tik)
+    }
+
+    async fn add_tik_version(
+        &self,
+        tenant: TenantId,
+        previous: KeyVersion,
+        wraps: &[TikWrap],
+    ) -> Result<(), Error> {
+        SqliteStore::add_tik_version(self, tenant, previous, wraps)
+    }
+
+    async fn replace_root_key(
+        &self,
+        tenant: TenantId,
+        slot: u8,
+        key: &RootKeyRef,
+        wraps: &[TikWrap],
+    ) -> Result<(), Error> {
+        SqliteStore::replace_root_key(self, tenant, slot, key, wraps)
+    }
+
+    async fn set_revoked(&self, tenant: TenantId, slot: u8, revoked: bool) -> Result<(), Error> {
+        SqliteStore::set_revoked(self, tenant, slot, revoked)
+    }
+
+    async fn retire_tik_version(&self, tenant: TenantId, tik: KeyVersion) -> Result<(), Error> {
+        SqliteStore::retire_tik_version(self, tenant, tik)
+    }
+
+    async fn purge_tenant(&self, tenant: TenantId) -> Result<u64, Error> {
+        SqliteStore::purge_tenant(self, tenant)
+    }
+}
+
+/// The [`WrappedKeyIndex`] calls, blocking: SQLite answers without an async
+/// runtime.
+impl SqliteStore {
+    /// The blocking form of [`WrappedKeyIndex::older_than`].
+    ///
+    /// # Errors
+    /// As for [`WrappedKeyIndex::older_than`].
+    pub fn older_than(
         &self,
         tenant: TenantId,
         tik: KeyVersion,
@@ -736,7 +841,11 @@ impl WrappedKeyIndex for SqliteStore {
         )
     }
 
-    fn count_older_than(&self, tenant: TenantId, tik: KeyVersion) -> Result<u64, Error> {
+    /// The blocking form of [`WrappedKeyIndex::count_older_than`].
+    ///
+    /// # Errors
+    /// As for [`WrappedKeyIndex::count_older_than`].
+    pub fn count_older_than(&self, tenant: TenantId, tik: KeyVersion) -> Result<u64, Error> {
         Ok(self.db().query_row(
             "SELECT count(*) FROM file_keys WHERE tenant = ?1 AND tik_version < ?2",
             params![tenant.as_bytes(), u32::from(tik)],
@@ -744,7 +853,11 @@ impl WrappedKeyIndex for SqliteStore {
         )?)
     }
 
-    fn claim_retirement(&self, tenant: TenantId, tik: KeyVersion) -> Result<u64, Error> {
+    /// The blocking form of [`WrappedKeyIndex::claim_retirement`].
+    ///
+    /// # Errors
+    /// As for [`WrappedKeyIndex::claim_retirement`].
+    pub fn claim_retirement(&self, tenant: TenantId, tik: KeyVersion) -> Result<u64, Error> {
         let mut db = self.db();
         let tx = db.transaction()?;
         let references: u64 = tx.query_row(
@@ -762,7 +875,11 @@ impl WrappedKeyIndex for SqliteStore {
         Ok(references)
     }
 
-    fn replace(&self, batch: &[Rewrapped]) -> Result<u64, Error> {
+    /// The blocking form of [`WrappedKeyIndex::replace`].
+    ///
+    /// # Errors
+    /// As for [`WrappedKeyIndex::replace`].
+    pub fn replace(&self, batch: &[Rewrapped]) -> Result<u64, Error> {
         let mut db = self.db();
         let tx = db.transaction()?;
         let mut replaced = 0;
@@ -785,5 +902,29 @@ impl WrappedKeyIndex for SqliteStore {
         }
         tx.commit()?;
         Ok(replaced)
+    }
+}
+
+#[async_trait::async_trait]
+impl WrappedKeyIndex for SqliteStore {
+    async fn older_than(
+        &self,
+        tenant: TenantId,
+        tik: KeyVersion,
+        limit: usize,
+    ) -> Result<Vec<(FileContext, WrappedFileKey)>, Error> {
+        SqliteStore::older_than(self, tenant, tik, limit)
+    }
+
+    async fn count_older_than(&self, tenant: TenantId, tik: KeyVersion) -> Result<u64, Error> {
+        SqliteStore::count_older_than(self, tenant, tik)
+    }
+
+    async fn claim_retirement(&self, tenant: TenantId, tik: KeyVersion) -> Result<u64, Error> {
+        SqliteStore::claim_retirement(self, tenant, tik)
+    }
+
+    async fn replace(&self, batch: &[Rewrapped]) -> Result<u64, Error> {
+        SqliteStore::replace(self, batch)
     }
 }

@@ -26,8 +26,8 @@ use std::time::Duration;
 use atrest_audit::{AuditLog, LogConfig, SigningKey, verify};
 use atrest_filekey::{FileContext, OsRng, TenantId};
 use atrest_tenant::{
-    Error, KeyHierarchy, MasterKey, MetadataStore, RootKeyProvider, RootKeyRef, ServiceKeys,
-    SqliteStore, TenantState,
+    Error, KeyHierarchy, MasterKey, RootKeyProvider, RootKeyRef, ServiceKeys, SqliteStore,
+    TenantState,
 };
 use common::{SYSTEM, TempDir, USER, context};
 

@@ -14,9 +14,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt as _;
 
-use atrest_tenant::{
-    Error, KeyFileProblem, KeyMaterial, MasterKey, ProviderError, RootKeyProvider, ServiceKeys,
-};
+use atrest_tenant::{Error, KeyFileProblem, KeyMaterial, MasterKey, ProviderError, ServiceKeys};
 use common::TempDir;
 
 #[test]

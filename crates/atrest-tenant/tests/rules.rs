@@ -280,7 +280,6 @@ fn a_purge_is_final_cache_included_and_audited() {
         Err(Error::Purged(_))
     ));
     // Nothing of the tenant's TIKs is left in the store.
-    use atrest_tenant::MetadataStore as _;
     assert!(f.store.tik_versions(tenant).unwrap().is_empty());
     assert!(
         f.store

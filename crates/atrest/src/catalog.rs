@@ -130,39 +130,40 @@ pub struct SealInProgress {
 /// Every method is atomic; implementations must behave correctly with
 /// several processes on one database (allocate versions in one
 /// transaction, update wrapped keys only if unchanged since read).
+#[async_trait::async_trait]
 pub trait Catalog: WrappedKeyIndex + Send + Sync {
     /// Gives tenant `tenant` the display name `name`.
     ///
     /// # Errors
     /// [`CatalogError::TenantNameTaken`]; [`CatalogError::InvalidName`];
     /// [`CatalogError::Database`].
-    fn name_tenant(&self, name: &str, tenant: TenantId) -> Result<(), Error>;
+    async fn name_tenant(&self, name: &str, tenant: TenantId) -> Result<(), Error>;
 
     /// Removes a tenant name (for example after its tenant could not be
     /// created).
     ///
     /// # Errors
     /// [`CatalogError::Database`].
-    fn unname_tenant(&self, name: &str) -> Result<(), Error>;
+    async fn unname_tenant(&self, name: &str) -> Result<(), Error>;
 
     /// The tenant named `name`, if any.
     ///
     /// # Errors
     /// [`CatalogError::Database`], [`CatalogError::Corrupt`].
-    fn tenant_named(&self, name: &str) -> Result<Option<TenantId>, Error>;
+    async fn tenant_named(&self, name: &str) -> Result<Option<TenantId>, Error>;
 
     /// Every tenant name, by name.
     ///
     /// # Errors
     /// [`CatalogError::Database`], [`CatalogError::Corrupt`].
-    fn tenant_names(&self) -> Result<Vec<(String, TenantId)>, Error>;
+    async fn tenant_names(&self) -> Result<Vec<(String, TenantId)>, Error>;
 
     /// Records a new seal of file `name` of `tenant` into blob `blob`:
     /// allocates the file id (for a new name) and the next version.
     ///
     /// # Errors
     /// [`CatalogError::InvalidName`]; [`CatalogError::Database`].
-    fn begin_seal(
+    async fn begin_seal(
         &self,
         tenant: TenantId,
         name: &str,
@@ -175,7 +176,7 @@ pub trait Catalog: WrappedKeyIndex + Send + Sync {
     /// # Errors
     /// [`CatalogError::TikRetired`]; [`CatalogError::SealNotInProgress`];
     /// [`CatalogError::Database`].
-    fn attach_key(&self, seal: &SealTicket, wrapped: &WrappedFileKey) -> Result<(), Error>;
+    async fn attach_key(&self, seal: &SealTicket, wrapped: &WrappedFileKey) -> Result<(), Error>;
 
     /// Marks a seal in progress sealed, once its blob is durable; returns
     /// its record (with the wrapped key as stored now).
@@ -183,20 +184,24 @@ pub trait Catalog: WrappedKeyIndex + Send + Sync {
     /// # Errors
     /// [`CatalogError::SealNotInProgress`] (it was collected as abandoned,
     /// or has no key); [`CatalogError::Database`].
-    fn commit_seal(&self, seal: &SealTicket, sealed: &SealedBlob) -> Result<FileRecord, Error>;
+    async fn commit_seal(
+        &self,
+        seal: &SealTicket,
+        sealed: &SealedBlob,
+    ) -> Result<FileRecord, Error>;
 
     /// Forgets a seal in progress (it failed); a sealed version is left
     /// alone.
     ///
     /// # Errors
     /// [`CatalogError::Database`].
-    fn abandon_seal(&self, seal: &SealTicket) -> Result<(), Error>;
+    async fn abandon_seal(&self, seal: &SealTicket) -> Result<(), Error>;
 
     /// Every seal in progress, oldest first.
     ///
     /// # Errors
     /// [`CatalogError::Database`], [`CatalogError::Corrupt`].
-    fn seals_in_progress(&self) -> Result<Vec<SealInProgress>, Error>;
+    async fn seals_in_progress(&self) -> Result<Vec<SealInProgress>, Error>;
 
     /// The record of a sealed version of file `name` (the newest if
     /// `version` is `None`).
@@ -204,7 +209,7 @@ pub trait Catalog: WrappedKeyIndex + Send + Sync {
     /// # Errors
     /// [`CatalogError::UnknownFile`], [`CatalogError::UnknownVersion`];
     /// [`CatalogError::Database`], [`CatalogError::Corrupt`].
-    fn record(
+    async fn record(
         &self,
         tenant: TenantId,
         name: &str,
@@ -216,14 +221,14 @@ pub trait Catalog: WrappedKeyIndex + Send + Sync {
     ///
     /// # Errors
     /// [`CatalogError::Database`], [`CatalogError::Corrupt`].
-    fn records(&self, tenant: TenantId) -> Result<Vec<FileRecord>, Error>;
+    async fn records(&self, tenant: TenantId) -> Result<Vec<FileRecord>, Error>;
 
     /// The name of every blob the catalog refers to (sealed or in
     /// progress): what garbage collection must keep.
     ///
     /// # Errors
     /// [`CatalogError::Database`], [`CatalogError::Corrupt`].
-    fn blob_names(&self) -> Result<Vec<BlobName>, Error>;
+    async fn blob_names(&self) -> Result<Vec<BlobName>, Error>;
 }
 
 const SCHEMA: &str = "
@@ -422,8 +427,14 @@ impl SqliteCatalog {
     }
 }
 
-impl Catalog for SqliteCatalog {
-    fn name_tenant(&self, name: &str, tenant: TenantId) -> Result<(), Error> {
+/// The [`Catalog`] calls, blocking: SQLite answers without an async
+/// runtime.
+impl SqliteCatalog {
+    /// The blocking form of [`Catalog::name_tenant`].
+    ///
+    /// # Errors
+    /// As for [`Catalog::name_tenant`].
+    pub fn name_tenant(&self, name: &str, tenant: TenantId) -> Result<(), Error> {
         check_name("tenant name", name)?;
         let inserted = self
             .db()
@@ -441,7 +452,11 @@ impl Catalog for SqliteCatalog {
         Ok(())
     }
 
-    fn unname_tenant(&self, name: &str) -> Result<(), Error> {
+    /// The blocking form of [`Catalog::unname_tenant`].
+    ///
+    /// # Errors
+    /// As for [`Catalog::unname_tenant`].
+    pub fn unname_tenant(&self, name: &str) -> Result<(), Error> {
         let _ = self
             .db()
             .execute("DELETE FROM catalog_tenants WHERE name = ?1", params![name])
@@ -449,7 +464,11 @@ impl Catalog for SqliteCatalog {
         Ok(())
     }
 
-    fn tenant_named(&self, name: &str) -> Result<Option<TenantId>, Error> {
+    /// The blocking form of [`Catalog::tenant_named`].
+    ///
+    /// # Errors
+    /// As for [`Catalog::tenant_named`].
+    pub fn tenant_named(&self, name: &str) -> Result<Option<TenantId>, Error> {
         let bytes: Option<Vec<u8>> = self
             .db()
             .query_row(
@@ -462,7 +481,11 @@ impl Catalog for SqliteCatalog {
         Ok(bytes.map(|bytes| tenant_id(&bytes)).transpose()?)
     }
 
-    fn tenant_names(&self) -> Result<Vec<(String, TenantId)>, Error> {
+    /// The blocking form of [`Catalog::tenant_names`].
+    ///
+    /// # Errors
+    /// As for [`Catalog::tenant_names`].
+    pub fn tenant_names(&self) -> Result<Vec<(String, TenantId)>, Error> {
         let db = self.db();
         let mut statement = db
             .prepare_cached("SELECT name, tenant FROM catalog_tenants ORDER BY name")
@@ -480,7 +503,11 @@ impl Catalog for SqliteCatalog {
         Ok(names)
     }
 
-    fn begin_seal(
+    /// The blocking form of [`Catalog::begin_seal`].
+    ///
+    /// # Errors
+    /// As for [`Catalog::begin_seal`].
+    pub fn begin_seal(
         &self,
         tenant: TenantId,
         name: &str,
@@ -536,7 +563,11 @@ impl Catalog for SqliteCatalog {
         })
     }
 
-    fn attach_key(&self, seal: &SealTicket, wrapped: &WrappedFileKey) -> Result<(), Error> {
+    /// The blocking form of [`Catalog::attach_key`].
+    ///
+    /// # Errors
+    /// As for [`Catalog::attach_key`].
+    pub fn attach_key(&self, seal: &SealTicket, wrapped: &WrappedFileKey) -> Result<(), Error> {
         let context = &seal.context;
         let mut db = self.db();
         let tx = db.transaction().map_err(CatalogError::from)?;
@@ -579,7 +610,11 @@ impl Catalog for SqliteCatalog {
         Ok(())
     }
 
-    fn commit_seal(&self, seal: &SealTicket, sealed: &SealedBlob) -> Result<FileRecord, Error> {
+    /// The blocking form of [`Catalog::commit_seal`].
+    ///
+    /// # Errors
+    /// As for [`Catalog::commit_seal`].
+    pub fn commit_seal(&self, seal: &SealTicket, sealed: &SealedBlob) -> Result<FileRecord, Error> {
         let context = &seal.context;
         let changed = self
             .db()
@@ -611,7 +646,11 @@ impl Catalog for SqliteCatalog {
         self.record(context.tenant, &seal.name, Some(context.version))
     }
 
-    fn abandon_seal(&self, seal: &SealTicket) -> Result<(), Error> {
+    /// The blocking form of [`Catalog::abandon_seal`].
+    ///
+    /// # Errors
+    /// As for [`Catalog::abandon_seal`].
+    pub fn abandon_seal(&self, seal: &SealTicket) -> Result<(), Error> {
         let context = &seal.context;
         let mut db = self.db();
         let tx = db.transaction().map_err(CatalogError::from)?;
@@ -640,7 +679,11 @@ impl Catalog for SqliteCatalog {
         Ok(())
     }
 
-    fn seals_in_progress(&self) -> Result<Vec<SealInProgress>, Error> {
+    /// The blocking form of [`Catalog::seals_in_progress`].
+    ///
+    /// # Errors
+    /// As for [`Catalog::seals_in_progress`].
+    pub fn seals_in_progress(&self) -> Result<Vec<SealInProgress>, Error> {
         let db = self.db();
         let mut statement = db
             .prepare_cached(
@@ -681,7 +724,11 @@ impl Catalog for SqliteCatalog {
         Ok(seals)
     }
 
-    fn record(
+    /// The blocking form of [`Catalog::record`].
+    ///
+    /// # Errors
+    /// As for [`Catalog::record`].
+    pub fn record(
         &self,
         tenant: TenantId,
         name: &str,
@@ -719,11 +766,19 @@ impl Catalog for SqliteCatalog {
         }
     }
 
-    fn records(&self, tenant: TenantId) -> Result<Vec<FileRecord>, Error> {
+    /// The blocking form of [`Catalog::records`].
+    ///
+    /// # Errors
+    /// As for [`Catalog::records`].
+    pub fn records(&self, tenant: TenantId) -> Result<Vec<FileRecord>, Error> {
         self.query_records("f.tenant = ?1", &[&tenant.as_bytes().as_slice()])
     }
 
-    fn blob_names(&self) -> Result<Vec<BlobName>, Error> {
+    /// The blocking form of [`Catalog::blob_names`].
+    ///
+    /// # Errors
+    /// As for [`Catalog::blob_names`].
+    pub fn blob_names(&self) -> Result<Vec<BlobName>, Error> {
         let db = self.db();
         let mut statement = db
             .prepare_cached("SELECT blob FROM catalog_versions ORDER BY blob")
@@ -739,6 +794,71 @@ impl Catalog for SqliteCatalog {
     }
 }
 
+#[async_trait::async_trait]
+impl Catalog for SqliteCatalog {
+    async fn name_tenant(&self, name: &str, tenant: TenantId) -> Result<(), Error> {
+        SqliteCatalog::name_tenant(self, name, tenant)
+    }
+
+    async fn unname_tenant(&self, name: &str) -> Result<(), Error> {
+        SqliteCatalog::unname_tenant(self, name)
+    }
+
+    async fn tenant_named(&self, name: &str) -> Result<Option<TenantId>, Error> {
+        SqliteCatalog::tenant_named(self, name)
+    }
+
+    async fn tenant_names(&self) -> Result<Vec<(String, TenantId)>, Error> {
+        SqliteCatalog::tenant_names(self)
+    }
+
+    async fn begin_seal(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        blob: &BlobName,
+    ) -> Result<SealTicket, Error> {
+        SqliteCatalog::begin_seal(self, tenant, name, blob)
+    }
+
+    async fn attach_key(&self, seal: &SealTicket, wrapped: &WrappedFileKey) -> Result<(), Error> {
+        SqliteCatalog::attach_key(self, seal, wrapped)
+    }
+
+    async fn commit_seal(
+        &self,
+        seal: &SealTicket,
+        sealed: &SealedBlob,
+    ) -> Result<FileRecord, Error> {
+        SqliteCatalog::commit_seal(self, seal, sealed)
+    }
+
+    async fn abandon_seal(&self, seal: &SealTicket) -> Result<(), Error> {
+        SqliteCatalog::abandon_seal(self, seal)
+    }
+
+    async fn seals_in_progress(&self) -> Result<Vec<SealInProgress>, Error> {
+        SqliteCatalog::seals_in_progress(self)
+    }
+
+    async fn record(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        version: Option<FileVersion>,
+    ) -> Result<FileRecord, Error> {
+        SqliteCatalog::record(self, tenant, name, version)
+    }
+
+    async fn records(&self, tenant: TenantId) -> Result<Vec<FileRecord>, Error> {
+        SqliteCatalog::records(self, tenant)
+    }
+
+    async fn blob_names(&self) -> Result<Vec<BlobName>, Error> {
+        SqliteCatalog::blob_names(self)
+    }
+}
+
 fn index_corrupt(error: CatalogError) -> atrest_tenant::Error {
     match error {
         CatalogError::Corrupt(what) => atrest_tenant::Error::Corrupt(what),
@@ -747,8 +867,14 @@ fn index_corrupt(error: CatalogError) -> atrest_tenant::Error {
     }
 }
 
-impl WrappedKeyIndex for SqliteCatalog {
-    fn older_than(
+/// The [`WrappedKeyIndex`] calls, blocking: SQLite answers without an async
+/// runtime.
+impl SqliteCatalog {
+    /// The blocking form of [`WrappedKeyIndex::older_than`].
+    ///
+    /// # Errors
+    /// As for [`WrappedKeyIndex::older_than`].
+    pub fn older_than(
         &self,
         tenant: TenantId,
         version: KeyVersion,
@@ -784,7 +910,11 @@ impl WrappedKeyIndex for SqliteCatalog {
         Ok(keys)
     }
 
-    fn count_older_than(
+    /// The blocking form of [`WrappedKeyIndex::count_older_than`].
+    ///
+    /// # Errors
+    /// As for [`WrappedKeyIndex::count_older_than`].
+    pub fn count_older_than(
         &self,
         tenant: TenantId,
         version: KeyVersion,
@@ -797,12 +927,11 @@ impl WrappedKeyIndex for SqliteCatalog {
         )?)
     }
 
-    /// Counts sealed records and seals in progress under `version`, plus
-    /// every seal of the tenant still choosing its key (it may be about to
-    /// wrap under any version); with none, marks the version retired in the
-    /// same transaction, after which [`Catalog::attach_key`] refuses keys
-    /// under it.
-    fn claim_retirement(
+    /// The blocking form of [`WrappedKeyIndex::claim_retirement`].
+    ///
+    /// # Errors
+    /// As for [`WrappedKeyIndex::claim_retirement`].
+    pub fn claim_retirement(
         &self,
         tenant: TenantId,
         version: KeyVersion,
@@ -825,7 +954,11 @@ impl WrappedKeyIndex for SqliteCatalog {
         Ok(references)
     }
 
-    fn replace(&self, batch: &[Rewrapped]) -> Result<u64, atrest_tenant::Error> {
+    /// The blocking form of [`WrappedKeyIndex::replace`].
+    ///
+    /// # Errors
+    /// As for [`WrappedKeyIndex::replace`].
+    pub fn replace(&self, batch: &[Rewrapped]) -> Result<u64, atrest_tenant::Error> {
         let mut db = self.db();
         let tx = db.transaction()?;
         let mut replaced = 0;
@@ -848,5 +981,42 @@ impl WrappedKeyIndex for SqliteCatalog {
         }
         tx.commit()?;
         Ok(replaced)
+    }
+}
+
+#[async_trait::async_trait]
+impl WrappedKeyIndex for SqliteCatalog {
+    async fn older_than(
+        &self,
+        tenant: TenantId,
+        version: KeyVersion,
+        limit: usize,
+    ) -> Result<Vec<(FileContext, WrappedFileKey)>, atrest_tenant::Error> {
+        SqliteCatalog::older_than(self, tenant, version, limit)
+    }
+
+    async fn count_older_than(
+        &self,
+        tenant: TenantId,
+        version: KeyVersion,
+    ) -> Result<u64, atrest_tenant::Error> {
+        SqliteCatalog::count_older_than(self, tenant, version)
+    }
+
+    /// Counts sealed records and seals in progress under `version`, plus
+    /// every seal of the tenant still choosing its key (it may be about to
+    /// wrap under any version); with none, marks the version retired in the
+    /// same transaction, after which [`Catalog::attach_key`] refuses keys
+    /// under it.
+    async fn claim_retirement(
+        &self,
+        tenant: TenantId,
+        version: KeyVersion,
+    ) -> Result<u64, atrest_tenant::Error> {
+        SqliteCatalog::claim_retirement(self, tenant, version)
+    }
+
+    async fn replace(&self, batch: &[Rewrapped]) -> Result<u64, atrest_tenant::Error> {
+        SqliteCatalog::replace(self, batch)
     }
 }

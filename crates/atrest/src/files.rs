@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use atrest_audit::{Audit, Event, FileRef, Outcome, Record, Text};
 use atrest_filekey::{FileContext, FileKey, FileVersion, KeyVersion, TenantId};
 use atrest_stream::{Backend, FORMAT_VERSION, Options, RandomAccess, SegmentSize};
+use atrest_tenant::blocking::block_on;
 use atrest_tenant::{Access, KeyHierarchy, RewrapProgress, RewrapReport};
 
 use crate::blob::{BlobName, Blobs};
@@ -178,7 +179,7 @@ impl Files {
         plaintext: R,
     ) -> Result<FileRecord, Error> {
         let blob = BlobName::random()?;
-        let ticket = self.catalog.begin_seal(tenant, name, &blob)?;
+        let ticket = block_on(self.catalog.begin_seal(tenant, name, &blob))?;
         let result = self.seal_into(access, &ticket, plaintext);
         let context = &ticket.context;
         match result {
@@ -195,7 +196,7 @@ impl Files {
                 // Best effort: what is left is found by
                 // `collect_abandoned_seals`.
                 let _ = self.blobs.delete(&ticket.blob);
-                let _ = self.catalog.abandon_seal(&ticket);
+                let _ = block_on(self.catalog.abandon_seal(&ticket));
                 let event = Event::FileSealed {
                     file: Self::file_ref(context),
                     bytes: 0,
@@ -218,7 +219,7 @@ impl Files {
     ) -> Result<FileRecord, Error> {
         let context = &ticket.context;
         let (mut key, wrapped_key) = self.keys.new_file_key(access, context)?;
-        match self.catalog.attach_key(ticket, &wrapped_key) {
+        match block_on(self.catalog.attach_key(ticket, &wrapped_key)) {
             Ok(()) => {}
             Err(Error::Catalog(CatalogError::TikRetired { .. })) => {
                 // Another process rolled the TIK and retired the version
@@ -227,7 +228,7 @@ impl Files {
                 self.keys.flush_tenant(context.tenant);
                 let (fresh, wrapped_key) = self.keys.new_file_key(access, context)?;
                 key = fresh;
-                self.catalog.attach_key(ticket, &wrapped_key)?;
+                block_on(self.catalog.attach_key(ticket, &wrapped_key))?;
             }
             Err(error) => return Err(error),
         }
@@ -256,7 +257,7 @@ impl Files {
             segment_size: self.options.segment_size.get(),
             format: FORMAT_VERSION,
         };
-        self.catalog.commit_seal(ticket, &sealed)
+        block_on(self.catalog.commit_seal(ticket, &sealed))
     }
 
     /// The record of file `name` of `tenant`: version `version`, or the
@@ -271,7 +272,7 @@ impl Files {
         name: &str,
         version: Option<FileVersion>,
     ) -> Result<FileRecord, Error> {
-        self.catalog.record(tenant, name, version)
+        block_on(self.catalog.record(tenant, name, version))
     }
 
     fn release(&self, access: &Access<'_>, record: &FileRecord) -> Result<FileKey, Error> {
@@ -505,11 +506,11 @@ impl Files {
             .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |at| at.as_secs());
         let mut report = CollectReport::default();
-        for seal in self.catalog.seals_in_progress()? {
+        for seal in block_on(self.catalog.seals_in_progress())? {
             if seal.started_at >= cutoff {
                 continue;
             }
-            self.catalog.abandon_seal(&seal.ticket)?;
+            block_on(self.catalog.abandon_seal(&seal.ticket))?;
             self.blobs.delete(&seal.ticket.blob)?;
             report.abandoned_seals.push(seal);
         }

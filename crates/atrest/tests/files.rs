@@ -23,8 +23,7 @@ use atrest::blobs::BlobStore;
 use atrest::filekey::{FileId, FileVersion, OsRng, TenantId};
 use atrest::tenant::{Access, Decision, KeyHierarchy, MasterKey, ServiceKeys, SqliteStore};
 use atrest::{
-    BlobName, Blobs, Catalog, CatalogError, Error, ErrorKind, FileRecord, Files, MemoryBlobs,
-    SqliteCatalog,
+    BlobName, Blobs, CatalogError, Error, ErrorKind, FileRecord, Files, MemoryBlobs, SqliteCatalog,
 };
 
 struct TempDir(PathBuf);
@@ -73,6 +72,7 @@ const ALICE: Access<'static> = Access::User {
 
 struct World {
     files: Files,
+    catalog: Arc<SqliteCatalog>,
     records: Arc<Records>,
     blobs: Arc<dyn Blobs>,
     a: TenantId,
@@ -134,9 +134,15 @@ fn world_with(dir: &Path, blobs: Arc<dyn Blobs>) -> World {
         keys.create_service_tenant(a).unwrap();
         keys.create_service_tenant(b).unwrap();
     }
-    let files = Files::new(Arc::new(keys), catalog, blobs.clone(), records.clone());
+    let files = Files::new(
+        Arc::new(keys),
+        catalog.clone(),
+        blobs.clone(),
+        records.clone(),
+    );
     World {
         files,
+        catalog,
         records,
         blobs,
         a,
@@ -213,8 +219,8 @@ fn seal_open_and_ranges_round_trip_and_are_audited() {
             );
         }
     }
-    assert_eq!(files.catalog().records(world.a).unwrap().len(), 5);
-    assert!(files.catalog().records(world.b).unwrap().is_empty());
+    assert_eq!(world.catalog.records(world.a).unwrap().len(), 5);
+    assert!(world.catalog.records(world.b).unwrap().is_empty());
     let all = world.records.0.lock().unwrap();
     let count = |f: fn(&Event) -> bool| all.iter().filter(|r| f(&r.event)).count();
     assert_eq!(count(|e| matches!(e, Event::FileSealed { .. })), 5);
@@ -232,7 +238,7 @@ fn each_seal_of_a_name_is_a_new_version() {
             .unwrap();
         assert_eq!(u64::from(record.version), u64::from(v));
     }
-    let records = files.catalog().records(world.a).unwrap();
+    let records = world.catalog.records(world.a).unwrap();
     assert_eq!(records.len(), 3);
     // One file id for every version; one blob each.
     assert!(records.iter().all(|r| r.file == records[0].file));
@@ -383,9 +389,9 @@ fn a_seal_choosing_its_key_blocks_every_retire() {
     // A seal that has begun but has no key yet could wrap under any
     // version: nothing is retired meanwhile.
     let blob = BlobName::random().unwrap();
-    let ticket = files.catalog().begin_seal(world.a, "y", &blob).unwrap();
+    let ticket = world.catalog.begin_seal(world.a, "y", &blob).unwrap();
     assert!(files.retire_unused_tiks(world.a).unwrap().is_empty());
-    files.catalog().abandon_seal(&ticket).unwrap();
+    world.catalog.abandon_seal(&ticket).unwrap();
     assert_eq!(files.retire_unused_tiks(world.a).unwrap(), vec![first]);
 }
 
@@ -412,13 +418,13 @@ fn failed_and_abandoned_seals_leave_nothing() {
         .seal(&ALICE, world.a, "broken", Failing(500_000))
         .unwrap_err();
     assert_eq!(failed.kind(), ErrorKind::Io, "{failed}");
-    assert!(files.catalog().seals_in_progress().unwrap().is_empty());
+    assert!(world.catalog.seals_in_progress().unwrap().is_empty());
     assert!(blobs.list().unwrap().is_empty());
     assert!(files.record(world.a, "broken", None).is_err());
 
     // A seal whose process died: left in progress until collected.
     let blob = BlobName::random().unwrap();
-    let ticket = files.catalog().begin_seal(world.a, "died", &blob).unwrap();
+    let ticket = world.catalog.begin_seal(world.a, "died", &blob).unwrap();
     let mut upload = blobs.create(&blob).unwrap();
     upload.write_all(b"half a blob").unwrap();
     upload.finish().unwrap();
@@ -437,10 +443,10 @@ fn failed_and_abandoned_seals_leave_nothing() {
             .unwrap();
         assert_eq!(report.abandoned_seals.len(), 1);
     }
-    assert!(files.catalog().seals_in_progress().unwrap().is_empty());
+    assert!(world.catalog.seals_in_progress().unwrap().is_empty());
     assert!(blobs.list().unwrap().is_empty());
     // Its commit now fails instead of publishing a half blob.
-    let committed = files.catalog().commit_seal(
+    let committed = world.catalog.commit_seal(
         &ticket,
         &atrest::catalog::SealedBlob {
             plaintext_len: 1,
@@ -599,8 +605,7 @@ fn names_follow_one_rule() {
     let long = "\u{20AC}".repeat(256);
     let _ = world.files.seal(&ALICE, world.a, &long, &b"x"[..]).unwrap();
     let taken = world
-        .files
-        .catalog()
+        .catalog
         .name_tenant("a", TenantId::random(&mut OsRng).unwrap())
         .unwrap_err();
     assert_eq!(taken.kind(), ErrorKind::Conflict);
@@ -769,7 +774,7 @@ fn two_processes_sealing_one_name_get_two_versions() {
         );
     }
     // 20 seals, 20 versions, each opening to the bytes of one writer.
-    let records = world.files.catalog().records(world.a).unwrap();
+    let records = world.catalog.records(world.a).unwrap();
     let versions: Vec<u64> = records.iter().map(|r| u64::from(r.version)).collect();
     assert_eq!(versions, (1..=20).collect::<Vec<_>>());
     let mut by_seed = [0; 5];
