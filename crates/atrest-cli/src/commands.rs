@@ -198,7 +198,11 @@ pub(crate) fn put(
         deployment.put(tenant, &name, &access, io::stdin())?
     } else {
         let input = fs::File::open(file).map_err(Error::at(file))?;
-        let len = input.metadata().map_err(Error::at(file))?.len();
+        let metadata = input.metadata().map_err(Error::at(file))?;
+        if metadata.is_dir() {
+            return Err(Error::at(file)(io::ErrorKind::IsADirectory.into()));
+        }
+        let len = metadata.len();
         let bar = out.bytes_bar(len);
         let report = deployment.put(tenant, &name, &access, bar.wrap_read(input));
         bar.finish_and_clear();
