@@ -3,7 +3,7 @@
 //! with the CLI's peak memory.
 //!
 //! ```text
-//! cargo build --release -p atrest-examples --bin atrest
+//! cargo build --release -p atrest-cli --bin atrest
 //! cargo run --release -p atrest-benches --bin cli_throughput -- [SIZE_MIB] [RUNS] [DIR]
 //! ```
 //!
@@ -51,7 +51,7 @@ fn main() {
         .map_or_else(|| PathBuf::from("target/release/atrest"), PathBuf::from);
     assert!(
         bin.exists(),
-        "{} missing: cargo build --release -p atrest-examples --bin atrest",
+        "{} missing: cargo build --release -p atrest-cli --bin atrest",
         bin.display()
     );
 

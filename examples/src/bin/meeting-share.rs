@@ -6,8 +6,9 @@
 //! meeting-share [--dir DIR] [--json] FILE...
 //! ```
 //!
-//! Runs one meeting end to end in `DIR` (default: a new temporary
-//! directory) on the embedded defaults: the organizer shares the files
+//! Runs one meeting end to end in a deployment directory `DIR` (default: a
+//! new temporary directory) on the embedded defaults, with the meeting's
+//! own release policy: the organizer shares the files
 //! (each sealed with its own file key under the tenant's key hierarchy);
 //! participants are issued access tokens (stored only as SHA-256 hashes);
 //! each participant, a participant with a wrong token, and someone not in
@@ -20,10 +21,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use atrest::audit::{AuditLog, LogConfig, SigningKey};
+use atrest::FileRecord;
 use atrest::filekey::{FileContext, FileId, FileVersion, OsRng, TenantId};
-use atrest::tenant::{Access, Decision, KeyHierarchy, MasterKey, ServiceKeys, SqliteStore};
-use atrest::{FileRecord, Files};
+use atrest::tenant::{Access, Decision};
+use atrest_cli::deployment::{Deployment, Options, TenantKeys};
 use clap::Parser;
 use ring::digest::{SHA256, digest};
 use ring::rand::{SecureRandom as _, SystemRandom};
@@ -150,31 +151,17 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         .collect::<Result<_, _>>()?;
     let meeting = Arc::new(meeting);
 
-    // The service: root key sealed under a master key file, an audit log.
-    let master = MasterKey::create_file(&dir.join("master.key"))?;
-    let service = Arc::new(ServiceKeys::open(
-        "service",
-        &dir.join("keys.sqlite"),
-        master,
-    )?);
-    service.create_key("root")?;
-    let log = Arc::new(AuditLog::create(dir.join("audit"), LogConfig::default())?);
+    // The service: a deployment directory, opened with the meeting's
+    // release policy; the meeting is a service-managed tenant.
     let policy = {
         let meeting = Arc::clone(&meeting);
         move |access: &Access<'_>, _: TenantId, _: FileId| meeting.decide(access)
     };
-    let keys = KeyHierarchy::builder(
-        Arc::new(SqliteStore::open(&dir.join("tenants.sqlite"))?),
-        log.clone(),
-    )
-    .provider(service)
-    .service_root_key("service", "root")
-    .policy(Arc::new(policy))
-    .actor("meeting-share")
-    .build()?;
-    let files = Files::new(Arc::new(keys), log.clone()).with_actor("meeting-share");
-    let tenant = TenantId::random(&mut OsRng)?;
-    files.keys().create_service_tenant(tenant)?;
+    let options = Options::new("meeting-share").policy(Arc::new(policy));
+    let mut deployment = Deployment::init(&dir, None, options)?;
+    let _ = deployment.create_tenant("meeting", &TenantKeys::ServiceManaged)?;
+    let tenant = deployment.tenant_id("meeting")?;
+    let files = deployment.files();
 
     // The organizer shares: every item sealed with its own file key.
     let organizer = Access::User {
@@ -229,9 +216,8 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         }
     }
 
-    let (signer, _) = SigningKey::generate("meeting-share")?;
-    let checkpoint = log.checkpoint(&signer)?;
-    let audit = atrest::audit::verify(dir.join("audit"), &[checkpoint], &signer.verifying_key())?;
+    deployment.checkpoint()?;
+    let (audit, _) = deployment.verify_audit()?;
     let distinct_keys = shared
         .iter()
         .map(|(_, record, _)| record.wrapped_key.as_bytes().to_vec())

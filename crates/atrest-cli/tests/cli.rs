@@ -1,5 +1,6 @@
-//! The `atrest` CLI driven as a user would: a fresh data directory,
-//! commands in sequence, checking output, exit codes and files.
+//! The `atrest` and `mailbox-move` programs driven as an operator would: a
+//! fresh data directory, commands in sequence, checking output, exit codes
+//! and files.
 
 #![allow(
     unreachable_pub,
@@ -122,7 +123,7 @@ fn a_session_from_init_to_purge() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("atrest init"));
 
     cli.ok(&["init"]);
-    assert_eq!(cli.run(&["init"]).status.code(), Some(2), "init twice");
+    cli.expect(7, &["init"]);
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(cli.data.join("master.key"))
             .unwrap()
@@ -131,7 +132,7 @@ fn a_session_from_init_to_purge() {
     assert_eq!(mode & 0o777, 0o600);
     cli.ok(&["tenant", "create", "contoso"]);
     cli.ok(&["tenant", "create", "fabrikam"]);
-    cli.expect(2, &["tenant", "create", "contoso"]);
+    cli.expect(7, &["tenant", "create", "contoso"]);
 
     let report = dir.0.join("quarterly report.pdf");
     let plain = content(1_300_000, 7);
@@ -264,6 +265,18 @@ fn a_session_from_init_to_purge() {
     cli.expect(
         2,
         &["put", "contoso", dir.0.join("missing").to_str().unwrap()],
+    );
+    // A directory given as the input: an I/O error, not bad usage or a
+    // damaged file.
+    cli.expect(
+        1,
+        &[
+            "put",
+            "contoso",
+            dir.0.to_str().unwrap(),
+            "--name",
+            "a directory",
+        ],
     );
     cli.expect(2, &["purge", "fabrikam"]);
 
@@ -568,23 +581,114 @@ fn mailbox_move_streams_items_and_audits_the_move() {
 }
 
 #[test]
-fn meeting_share_releases_items_only_to_authenticated_participants() {
-    let dir = TempDir::new("meeting");
-    let output = Command::new(env!("CARGO_BIN_EXE_meeting-share"))
-        .args(["--json", "--dir"])
-        .arg(dir.0.join("m"))
+fn principals_are_user_at_tenant_exactly() {
+    let dir = TempDir::new("principals");
+    let cli = Cli::new(&dir.0);
+    cli.ok(&["init"]);
+    cli.ok(&["tenant", "create", "contoso"]);
+    cli.ok(&["tenant", "create", "fabrikam"]);
+    let file = dir.0.join("memo.txt");
+    std::fs::write(&file, b"memo").unwrap();
+    let file = file.to_str().unwrap();
+
+    // Writing as someone who is not, exactly, a user of the tenant.
+    for principal in [
+        "@contoso",
+        "alice@",
+        "alice",
+        "a@a@a",
+        "alice@contoso@contoso",
+        "bob@fabrikam",
+        "bob@othertenant",
+    ] {
+        cli.expect(4, &["put", "contoso", file, "--as", principal]);
+    }
+    assert_eq!(cli.json(&["ls", "contoso"]), serde_json::json!([]));
+    let refusals = cli.json(&["audit", "show", "--tenant", "contoso"]);
+    assert_eq!(
+        refusals
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"]["kind"] == "write_denied")
+            .count(),
+        7
+    );
+
+    // Reading likewise.
+    cli.ok(&["put", "contoso", file, "--as", "alice@contoso"]);
+    assert_eq!(
+        cli.run(&["get", "contoso", "memo.txt", "--as", "alice@contoso"])
+            .stdout,
+        b"memo"
+    );
+    for principal in ["@contoso", "a@a@a", "alice@contoso@contoso", "bob@fabrikam"] {
+        cli.expect(4, &["get", "contoso", "memo.txt", "--as", principal]);
+    }
+}
+
+#[test]
+fn mailbox_move_skips_links_and_reports_unreadable_directories() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let dir = TempDir::new("mailbox-links");
+    let cli = Cli::new(&dir.0);
+    cli.ok(&["init"]);
+    cli.ok(&["tenant", "create", "contoso"]);
+    let outside = dir.0.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.txt"), b"not part of the mailbox").unwrap();
+    let source = dir.0.join("inbox");
+    std::fs::create_dir_all(source.join("locked")).unwrap();
+    std::fs::write(source.join("a.eml"), b"Subject: hello").unwrap();
+    std::fs::write(source.join("locked/b.eml"), b"Subject: locked").unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.txt"), source.join("link.eml")).unwrap();
+    std::os::unix::fs::symlink(&outside, source.join("linked-dir")).unwrap();
+    let locked = source.join("locked");
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // Privileged users read it anyway; then only the links are checked.
+    let locked_out = std::fs::read_dir(&locked).is_err();
+
+    let output = Command::new(env!("CARGO_BIN_EXE_mailbox-move"))
+        .arg("--data")
+        .arg(&cli.data)
+        .args(["--json", "contoso"])
+        .arg(&source)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(report["distinct_item_keys"], report["items"]);
-    assert_eq!(report["audit_verified"], true);
-    for attempt in report["attempts"].as_array().unwrap() {
-        let released = attempt["outcome"] == "released";
-        assert_eq!(released, attempt["authenticated"] == true, "{attempt}");
+    let skipped: Vec<_> = report["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["item"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(skipped, ["link.eml", "linked-dir"], "{report}");
+    let listing = cli.json(&["ls", "contoso"]);
+    let names: Vec<_> = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains("secret") || n.contains("link"))
+    );
+    if locked_out {
+        assert_eq!(output.status.code(), Some(1));
+        assert_eq!(report["items"], 1);
+        assert_eq!(report["failures"], 1);
+        assert_eq!(report["failed"][0]["item"], "locked");
+        assert_eq!(names, ["mailbox/inbox/a.eml"]);
+    } else {
+        assert_eq!(output.status.code(), Some(0));
+        assert_eq!(report["items"], 2);
+        assert_eq!(names, ["mailbox/inbox/a.eml", "mailbox/inbox/locked/b.eml"]);
     }
+    let entries = cli.json(&["audit", "show", "--last", "1"]);
+    assert_eq!(entries[0]["event"]["type"], "data_move");
+    assert_eq!(entries[0]["event"]["items"], report["items"]);
 }

@@ -1,0 +1,188 @@
+//! The command line: clap types only.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Encrypt tenant files at rest: per-file keys under tenant key
+/// hierarchies, chunked AES-256-GCM, storage-opaque blobs, an audit trail.
+#[derive(Parser)]
+#[command(name = "atrest", version, after_help = crate::exit::EXIT_CODES)]
+pub(crate) struct Cli {
+    /// The deployment directory.
+    #[arg(
+        long,
+        global = true,
+        env = "ATREST_DATA",
+        default_value = "atrest-data"
+    )]
+    pub(crate) data: PathBuf,
+    /// Print one JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Create a deployment: master key file, key store, audit log, blob store.
+    Init {
+        /// Store blobs at this object_store URL (s3://, az://, gs://,
+        /// file://) instead of DATA/blobs.
+        #[arg(long)]
+        blobs: Option<String>,
+    },
+    /// Create and inspect tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Seal a file (or stdin, `-`) as a new version of a tenant's file.
+    Put {
+        /// The tenant.
+        tenant: String,
+        /// The file to read, or `-` for stdin.
+        file: PathBuf,
+        /// The file's name in the tenant (default: the file's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Who is uploading, as user@tenant (default: cli@TENANT).
+        #[arg(long = "as")]
+        principal: Option<String>,
+    },
+    /// Open a tenant's file (or a byte range of it).
+    Get {
+        /// The tenant.
+        tenant: String,
+        /// The file's name.
+        name: String,
+        /// Write here (replaced only once the whole file verified) instead
+        /// of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Only bytes START..END (END exclusive); K, M, G mean KiB, MiB,
+        /// GiB: `--range 10M..20M`.
+        #[arg(long)]
+        range: Option<String>,
+        /// The version (default: the latest).
+        #[arg(long)]
+        version: Option<u64>,
+        /// Who is reading, as user@tenant (default: cli@TENANT).
+        #[arg(long = "as")]
+        principal: Option<String>,
+    },
+    /// List file versions (of one tenant, or all).
+    Ls {
+        /// The tenant.
+        tenant: Option<String>,
+    },
+    /// Rotate keys: a tenant's TIK (re-wrapping its file keys), or a
+    /// service root key.
+    #[command(subcommand)]
+    Rotate(RotateCommand),
+    /// Record that the customer revoked one of a tenant's customer keys.
+    Revoke {
+        /// The tenant.
+        tenant: String,
+        /// The key, as provider:label.
+        key: String,
+    },
+    /// Destroy all key material of a tenant: its files become unreadable,
+    /// by anyone, for good.
+    Purge {
+        /// The tenant.
+        tenant: String,
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Verify or show the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Run the whole model on the embedded defaults in a fresh directory
+    /// and print a short report.
+    Demo {
+        /// The directory (default: a new one under the temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Size of the demo file, in MiB.
+        #[arg(long, default_value_t = 64)]
+        size_mib: u64,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TenantCommand {
+    /// Create a tenant: service-managed, or with customer keys in two
+    /// PKCS#11 tokens (the token PIN is read from --pin-env).
+    Create {
+        /// The tenant's name.
+        name: String,
+        /// Root keys held by the customer in two PKCS#11 tokens.
+        #[arg(long, requires_all = ["module", "token_a", "token_b", "key_a", "key_b"])]
+        customer_key: bool,
+        /// The PKCS#11 module (for example /usr/lib/softhsm/libsofthsm2.so).
+        #[arg(long)]
+        module: Option<PathBuf>,
+        /// The label of the first token.
+        #[arg(long)]
+        token_a: Option<String>,
+        /// The label of the second token.
+        #[arg(long)]
+        token_b: Option<String>,
+        /// The key's label in the first token.
+        #[arg(long)]
+        key_a: Option<String>,
+        /// The key's label in the second token.
+        #[arg(long)]
+        key_b: Option<String>,
+        /// Provider name for the first token.
+        #[arg(long, default_value = "hsm-a")]
+        provider_a: String,
+        /// Provider name for the second token.
+        #[arg(long, default_value = "hsm-b")]
+        provider_b: String,
+        /// The environment variable holding the tokens' user PIN.
+        #[arg(long, default_value = "ATREST_PKCS11_PIN")]
+        pin_env: String,
+        /// Generate the keys in the tokens (sensitive, not extractable).
+        #[arg(long)]
+        generate: bool,
+    },
+    /// List tenants.
+    List,
+    /// Show a tenant's keys and state.
+    Show {
+        /// The tenant.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum RotateCommand {
+    /// Roll a tenant's TIK and re-wrap its file keys under the new version.
+    Tik {
+        /// The tenant.
+        tenant: String,
+    },
+    /// Roll the service root key (or the availability key).
+    RootKey {
+        /// Roll the availability key instead.
+        #[arg(long)]
+        availability: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Verify the hash chain against every signed checkpoint.
+    Verify,
+    /// Print audit records.
+    Show {
+        /// Only this tenant's records.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only the last N records.
+        #[arg(long)]
+        last: Option<usize>,
+    },
+}

@@ -1,0 +1,471 @@
+//! One function per command: call the deployment, print the result.
+
+use std::fs;
+use std::io::{self, Write as _};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use atrest::tenant::Access;
+use atrest_cli::deployment::{Deployment, Options, TenantKeys, TokenConfig};
+
+use crate::ACTOR;
+use crate::cli::{AuditCommand, RotateCommand, TenantCommand};
+use crate::exit::Error;
+use crate::output::{Output, peak_memory_kib, rate};
+
+/// Opens the deployment in `data` as this program.
+fn open(data: &Path) -> Result<Deployment, Error> {
+    Ok(Deployment::open(data, Options::new(ACTOR))?)
+}
+
+/// The principal a command acts as: `--as`, or `cli@TENANT`.
+fn principal(given: Option<String>, tenant: &str) -> String {
+    given.unwrap_or_else(|| format!("cli@{tenant}"))
+}
+
+fn parse_size(text: &str) -> Result<u64, Error> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, ""),
+    };
+    let shift = match unit {
+        "" => 0,
+        "K" | "k" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        _ => {
+            return Err(Error::usage(format!(
+                "{text:?}: sizes are a number with an optional K, M or G"
+            )));
+        }
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| Error::usage(format!("{text:?} is not a size")))
+}
+
+/// Parses `--range START..END`.
+fn parse_range(text: &str) -> Result<Range<u64>, Error> {
+    let (start, end) = text.split_once("..").ok_or_else(|| {
+        Error::usage(format!(
+            "--range {text:?}: write START..END, for example 10M..20M"
+        ))
+    })?;
+    let range = parse_size(start)?..parse_size(end)?;
+    if range.start > range.end {
+        return Err(Error::usage(format!(
+            "--range {text:?}: START is after END"
+        )));
+    }
+    Ok(range)
+}
+
+/// `atrest init`.
+pub(crate) fn init(data: &Path, out: Output, blobs: Option<&str>) -> Result<(), Error> {
+    let deployment = Deployment::init(data, blobs, Options::new(ACTOR))?;
+    let info = serde_json::json!({
+        "data": data,
+        "blobs": deployment.blobs().location(),
+        "audit_verifying_key": deployment.audit_verifying_key(),
+    });
+    out.show(&info, || {
+        format!(
+            "created deployment in {}\n  master key  {}/master.key (mode 600)\n  blobs       {}\n  audit key   {}",
+            data.display(),
+            data.display(),
+            deployment.blobs().location(),
+            deployment.audit_verifying_key()
+        )
+    });
+    Ok(())
+}
+
+/// `atrest tenant …`.
+pub(crate) fn tenant(data: &Path, out: Output, command: TenantCommand) -> Result<(), Error> {
+    let mut deployment = open(data)?;
+    match command {
+        TenantCommand::Create {
+            name,
+            customer_key,
+            module,
+            token_a,
+            token_b,
+            key_a,
+            key_b,
+            provider_a,
+            provider_b,
+            pin_env,
+            generate,
+        } => {
+            let keys = if customer_key {
+                let (Some(module), Some(token_a), Some(token_b), Some(key_a), Some(key_b)) =
+                    (module, token_a, token_b, key_a, key_b)
+                else {
+                    return Err(Error::usage(
+                        "--customer-key needs --module, --token-a, --token-b, --key-a and --key-b",
+                    ));
+                };
+                let token = |name: String, token: String| TokenConfig {
+                    name,
+                    module: module.clone(),
+                    token,
+                    pin_env: pin_env.clone(),
+                };
+                TenantKeys::CustomerKey {
+                    keys: Box::new([
+                        (token(provider_a, token_a), key_a),
+                        (token(provider_b, token_b), key_b),
+                    ]),
+                    generate,
+                }
+            } else {
+                TenantKeys::ServiceManaged
+            };
+            let summary = deployment.create_tenant(&name, &keys)?;
+            out.show(&summary, || {
+                format!(
+                    "created tenant {} ({}), root keys: {}",
+                    summary.name,
+                    summary.kind,
+                    summary.root_keys.join(", ")
+                )
+            });
+        }
+        TenantCommand::List => {
+            let tenants = deployment.tenants()?;
+            out.show(&tenants, || {
+                tenants
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "{:<16} {:<16} {:<7} TIK {}",
+                            t.name, t.kind, t.state, t.current_tik
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        TenantCommand::Show { name } => {
+            let summary = deployment.tenant_summary(&name)?;
+            out.show(&summary, || {
+                format!(
+                    "tenant {}\n  id           {}\n  kind         {}\n  state        {}\n  current TIK  {}\n  root keys    {}",
+                    summary.name,
+                    summary.id,
+                    summary.kind,
+                    summary.state,
+                    summary.current_tik,
+                    summary.root_keys.join("\n               ")
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `atrest put`.
+pub(crate) fn put(
+    data: &Path,
+    out: Output,
+    tenant: &str,
+    file: &Path,
+    name: Option<String>,
+    principal: Option<String>,
+) -> Result<(), Error> {
+    let stdin = file.as_os_str() == "-";
+    let name = match name {
+        Some(name) => name,
+        None if stdin => return Err(Error::usage("give --name when reading stdin")),
+        None => file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| {
+                Error::usage(format!("{} has no file name; give --name", file.display()))
+            })?,
+    };
+    let deployment = open(data)?;
+    let principal = self::principal(principal, tenant);
+    let access = Access::User {
+        principal: &principal,
+    };
+    let started = Instant::now();
+    let report = if stdin {
+        deployment.put(tenant, &name, &access, io::stdin())?
+    } else {
+        let input = fs::File::open(file).map_err(Error::at(file))?;
+        let metadata = input.metadata().map_err(Error::at(file))?;
+        if metadata.is_dir() {
+            return Err(Error::at(file)(io::ErrorKind::IsADirectory.into()));
+        }
+        let len = metadata.len();
+        let bar = out.bytes_bar(len);
+        let report = deployment.put(tenant, &name, &access, bar.wrap_read(input));
+        bar.finish_and_clear();
+        report?
+    };
+    let elapsed = started.elapsed();
+    let info = serde_json::json!({
+        "tenant": report.tenant,
+        "name": report.name,
+        "version": report.version,
+        "record": report.record,
+        "blob": report.blob,
+        "seconds": elapsed.as_secs_f64(),
+        "peak_memory_kib": peak_memory_kib(),
+    });
+    out.show(&info, || {
+        format!(
+            "sealed {}/{} version {}: {} bytes in {:.2?} ({}), blob {}",
+            report.tenant,
+            report.name,
+            report.version,
+            report.record.plaintext_len,
+            elapsed,
+            rate(report.record.plaintext_len, elapsed),
+            report.blob
+        )
+    });
+    Ok(())
+}
+
+/// What `atrest get` reads.
+pub(crate) struct GetArgs {
+    pub(crate) tenant: String,
+    pub(crate) name: String,
+    pub(crate) output: Option<PathBuf>,
+    pub(crate) range: Option<String>,
+    pub(crate) version: Option<u64>,
+    pub(crate) principal: Option<String>,
+}
+
+/// `atrest get`.
+pub(crate) fn get(data: &Path, out: Output, args: GetArgs) -> Result<(), Error> {
+    let GetArgs {
+        tenant,
+        name,
+        output,
+        range,
+        version,
+        principal,
+    } = args;
+    let range = range.as_deref().map(parse_range).transpose()?;
+    let deployment = open(data)?;
+    let principal = self::principal(principal, &tenant);
+    let access = Access::User {
+        principal: &principal,
+    };
+    let started = Instant::now();
+    let bytes = match &output {
+        Some(path) => get_to_file(
+            &deployment,
+            out,
+            (&tenant, &name, version),
+            &access,
+            range,
+            path,
+        )?,
+        None => {
+            let mut stdout = io::BufWriter::with_capacity(1 << 20, io::stdout());
+            let bytes = deployment.get(&tenant, &name, version, &access, range, &mut stdout)?;
+            stdout.flush().map_err(Error::stdout)?;
+            bytes
+        }
+    };
+    if output.is_some() || out.json {
+        let elapsed = started.elapsed();
+        let info = serde_json::json!({
+            "tenant": tenant,
+            "name": name,
+            "bytes": bytes,
+            "output": output,
+            "seconds": elapsed.as_secs_f64(),
+            "peak_memory_kib": peak_memory_kib(),
+        });
+        out.show(&info, || {
+            format!(
+                "opened {tenant}/{name}: {bytes} bytes in {elapsed:.2?} ({})",
+                rate(bytes, elapsed)
+            )
+        });
+    }
+    Ok(())
+}
+
+/// Opens into `path` through a temporary file, renamed into place only
+/// once the whole file (or range) verified.
+fn get_to_file(
+    deployment: &Deployment,
+    out: Output,
+    (tenant, name, version): (&str, &str, Option<u64>),
+    access: &Access<'_>,
+    range: Option<Range<u64>>,
+    path: &Path,
+) -> Result<u64, Error> {
+    let (record, _) = deployment.record(tenant, name, version)?;
+    let partial = path.with_extension("atrest-partial");
+    let file = fs::File::create(&partial).map_err(Error::at(&partial))?;
+    let synced = file.try_clone().map_err(Error::at(&partial))?;
+    let bar = out.bytes_bar(
+        range
+            .as_ref()
+            .map_or(record.plaintext_len, |r| r.end.saturating_sub(r.start)),
+    );
+    // Plaintext comes out in chunks of many segments: no buffer needed.
+    let mut writer = bar.wrap_write(file);
+    let result = deployment
+        .get(tenant, name, version, access, range, &mut writer)
+        .map_err(Error::from)
+        .and_then(|bytes| {
+            synced.sync_all().map_err(Error::at(&partial))?;
+            Ok(bytes)
+        });
+    bar.finish_and_clear();
+    drop(writer);
+    match result {
+        Ok(bytes) => {
+            fs::rename(&partial, path).map_err(Error::at(path))?;
+            Ok(bytes)
+        }
+        Err(error) => {
+            let _ = fs::remove_file(&partial);
+            Err(error)
+        }
+    }
+}
+
+/// `atrest ls`.
+pub(crate) fn ls(data: &Path, out: Output, tenant: Option<&str>) -> Result<(), Error> {
+    let listings = open(data)?.list(tenant)?;
+    out.show(&listings, || {
+        let mut text = format!(
+            "{:<16} {:<32} {:>4} {:>14} {:>4}  {}",
+            "TENANT", "NAME", "VER", "BYTES", "TIK", "SEALED"
+        );
+        for l in &listings {
+            text.push_str(&format!(
+                "\n{:<16} {:<32} {:>4} {:>14} {:>4}  {}",
+                l.tenant, l.name, l.version, l.bytes, l.tik_version, l.sealed
+            ));
+        }
+        text
+    });
+    Ok(())
+}
+
+/// `atrest rotate …`.
+pub(crate) fn rotate(data: &Path, out: Output, command: RotateCommand) -> Result<(), Error> {
+    let deployment = open(data)?;
+    match command {
+        RotateCommand::Tik { tenant } => {
+            let bar = out.bytes_bar(0);
+            let rotated = deployment.rotate_tik(&tenant, &mut |progress| {
+                bar.set_length(progress.total);
+                bar.set_position(progress.done);
+            });
+            bar.finish_and_clear();
+            let (version, report) = rotated?;
+            let info = serde_json::json!({
+                "tenant": tenant,
+                "tik_version": u32::from(version),
+                "rewrapped": report.rewrapped,
+                "batches": report.batches,
+            });
+            out.show(&info, || {
+                format!(
+                    "{tenant}: TIK version {version} is current; {} file keys re-wrapped in {} batches; older versions retired",
+                    report.rewrapped, report.batches
+                )
+            });
+        }
+        RotateCommand::RootKey { availability } => {
+            let label = if availability { "availability" } else { "root" };
+            let (key, report) = deployment.rotate_service_key(label)?;
+            let info = serde_json::json!({
+                "root_key": key.to_string(),
+                "tenants": report.tenants,
+                "tik_versions": report.tik_versions,
+            });
+            out.show(&info, || {
+                format!(
+                    "rolled to {key}: {} TIK versions of {} tenants re-wrapped; the old version is destroyed",
+                    report.tik_versions, report.tenants
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `atrest revoke`.
+pub(crate) fn revoke(data: &Path, out: Output, tenant: &str, key: &str) -> Result<(), Error> {
+    open(data)?.revoke(tenant, key)?;
+    let info = serde_json::json!({ "tenant": tenant, "revoked": key });
+    out.show(&info, || {
+        format!("{tenant}: {key} recorded as revoked; cached keys dropped")
+    });
+    Ok(())
+}
+
+/// `atrest purge`.
+pub(crate) fn purge(data: &Path, out: Output, tenant: &str, yes: bool) -> Result<(), Error> {
+    if !yes {
+        return Err(Error::usage(format!(
+            "purging destroys every key of {tenant:?} and cannot be undone: add --yes"
+        )));
+    }
+    let destroyed = open(data)?.purge(tenant)?;
+    let info = serde_json::json!({ "tenant": tenant, "tik_versions_destroyed": destroyed });
+    out.show(&info, || {
+        format!(
+            "{tenant}: purged; {destroyed} TIK versions destroyed, every file of the tenant is unreadable"
+        )
+    });
+    Ok(())
+}
+
+/// `atrest audit …`.
+pub(crate) fn audit(data: &Path, out: Output, command: AuditCommand) -> Result<(), Error> {
+    let deployment = open(data)?;
+    match command {
+        AuditCommand::Verify => {
+            let (report, checkpoints) = deployment.verify_audit()?;
+            let info = serde_json::json!({
+                "records": report.records,
+                "checkpoints": checkpoints,
+                "checkpoints_verified": report.checkpoints_verified,
+                "problem": report.problem.as_ref().map(|p| format!("{p:?}")),
+            });
+            out.show(&info, || match &report.problem {
+                None => format!(
+                    "audit log verified: {} records, {} of {checkpoints} checkpoints",
+                    report.records, report.checkpoints_verified
+                ),
+                Some(problem) => format!("audit log does NOT verify: {problem:?}"),
+            });
+            if report.problem.is_some() {
+                return Err(Error::AuditDoesNotVerify);
+            }
+        }
+        AuditCommand::Show { tenant, last } => {
+            let mut entries = deployment.audit_entries(tenant.as_deref())?;
+            if let Some(last) = last {
+                entries = entries.split_off(entries.len().saturating_sub(last));
+            }
+            if out.json {
+                out.show(&entries, String::new);
+            } else {
+                let mut stdout = io::stdout().lock();
+                for entry in &entries {
+                    let line = serde_json::to_string(entry).unwrap_or_default();
+                    writeln!(stdout, "{line}").map_err(Error::stdout)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

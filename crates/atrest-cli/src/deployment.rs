@@ -1,0 +1,782 @@
+//! A whole deployment in one directory: what the operator programs run on.
+//!
+//! ```text
+//! DIR/atrest.json          configuration: blob store, PKCS#11 tokens, audit verifying key
+//! DIR/master.key           the master key (mode 0600) sealing the service's root keys
+//! DIR/keys.sqlite          the service's root keys (`root`, `availability`), sealed
+//! DIR/atrest.sqlite        tenant key metadata, wrapped file keys, and the catalog
+//!                          (tenant names, file names, versions, file records, blob names)
+//! DIR/audit/               the audit log and its signed checkpoints
+//! DIR/audit-signing.key    the checkpoint signing key (PKCS#8, mode 0600)
+//! DIR/blobs/               the blobs, unless a blob store URL was given
+//! ```
+//!
+//! The catalog is the service's metadata database: it alone maps a tenant
+//! and a file name to a blob. Blobs have random names and hold only
+//! ciphertext.
+//!
+//! A program opens a deployment with its [`Options`]: its name in the
+//! audit trail and, unless it brings its own, the membership release
+//! policy: principals are written `user@tenant` ([`Principal`]) and a user
+//! reads and writes the files of their own tenant only; system operations
+//! (re-wrap) are allowed.
+
+mod catalog;
+mod config;
+mod error;
+mod keys;
+mod policy;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use atrest::audit::{
+    Audit as _, AuditLog, Entry, Event, LogConfig, Outcome, Record, Report, SigningKey, Text,
+    Value, VerifyingKey, stored_checkpoints,
+};
+use atrest::blobs::{BlobName, BlobStore};
+use atrest::filekey::{FileContext, FileId, FileVersion, KeyVersion, OsRng, TenantId};
+use atrest::tenant::{
+    Access, Decision, MasterKey, MetadataStore as _, Pkcs11Keys, ReleasePolicy, RewrapProgress,
+    RewrapReport, RootKeyRef, RootRollReport, ServiceKeys, SqliteStore, TenantKind, TenantState,
+};
+use atrest::{FileRecord, Files};
+use serde::Serialize;
+
+use self::catalog::Catalog;
+use self::config::{Config, write_private};
+use self::error::io_at;
+
+pub use self::config::TokenConfig;
+pub use self::error::Error;
+pub use self::keys::Options;
+pub use self::policy::Principal;
+
+const CONFIG: &str = "atrest.json";
+const SIGNING_KEY: &str = "audit-signing.key";
+const SERVICE_PROVIDER: &str = "service";
+const ROOT_KEY: &str = "root";
+const AVAILABILITY_KEY: &str = "availability";
+
+/// How a new tenant's root keys are held.
+#[derive(Clone, Debug)]
+pub enum TenantKeys {
+    /// By the service.
+    ServiceManaged,
+    /// By the customer: one key in each of two PKCS#11 tokens (plus the
+    /// service's availability key). The tokens are added to the
+    /// deployment's configuration.
+    CustomerKey {
+        /// The tokens, with the label of the key in each.
+        keys: Box<[(TokenConfig, String); 2]>,
+        /// Generate the keys in the tokens (sensitive, not extractable)
+        /// rather than use existing ones.
+        generate: bool,
+    },
+    /// By the customer: two keys at providers the program registered with
+    /// [`Options::provider`] (plus the service's availability key).
+    CustomerKeyAt {
+        /// The two keys.
+        keys: [RootKeyRef; 2],
+    },
+}
+
+/// One file version in the catalog.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Listing {
+    /// The tenant's name.
+    pub tenant: String,
+    /// The file's name.
+    pub name: String,
+    /// The file version.
+    pub version: u64,
+    /// Plaintext bytes.
+    pub bytes: u64,
+    /// The TIK version its key is wrapped under.
+    pub tik_version: u32,
+    /// The blob's name.
+    pub blob: String,
+    /// When it was sealed (RFC 3339).
+    pub sealed: String,
+}
+
+/// What [`Deployment::put`] did.
+#[derive(Clone, Debug, Serialize)]
+pub struct PutReport {
+    /// The tenant's name.
+    pub tenant: String,
+    /// The file's name.
+    pub name: String,
+    /// The new version.
+    pub version: u64,
+    /// The file record kept in the catalog.
+    pub record: FileRecord,
+    /// The blob's name.
+    pub blob: String,
+}
+
+/// A tenant's state, for display.
+#[derive(Clone, Debug, Serialize)]
+pub struct TenantSummary {
+    /// The tenant's name.
+    pub name: String,
+    /// Its id.
+    pub id: String,
+    /// `service-managed` or `customer-key`.
+    pub kind: String,
+    /// `active` or `purged`.
+    pub state: String,
+    /// The current TIK version.
+    pub current_tik: u32,
+    /// Its root keys, as `role provider:label@version`, with `(revoked)`
+    /// marks.
+    pub root_keys: Vec<String>,
+}
+
+const NAME_RULE: &str = "1 to 128 characters, no control characters, not starting with '.'";
+
+fn check_name(what: &'static str, name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.chars().all(|c| !c.is_control())
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidName {
+            what,
+            name: name.to_owned(),
+            rule: NAME_RULE,
+        })
+    }
+}
+
+/// A deployment directory, opened.
+pub struct Deployment {
+    dir: PathBuf,
+    config: Config,
+    options: Options,
+    service: Arc<ServiceKeys>,
+    store: Arc<SqliteStore>,
+    log: Arc<AuditLog>,
+    signer: SigningKey,
+    catalog: Arc<Catalog>,
+    policy: Arc<dyn ReleasePolicy>,
+    files: Files,
+    blobs: BlobStore,
+}
+
+impl core::fmt::Debug for Deployment {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Deployment")
+            .field("dir", &self.dir)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Deployment {
+    /// Creates a deployment in `dir` (which must not hold one already): a
+    /// new master key file, the service's root and availability keys, the
+    /// key store and catalog, the audit log with a checkpoint signing key,
+    /// and the blob store (`blobs_url`, or `DIR/blobs`); then opens it with
+    /// `options`.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyInitialized`] if `dir` holds a deployment;
+    /// [`Error::Io`] if it cannot be written; errors of the parts.
+    pub fn init(dir: &Path, blobs_url: Option<&str>, options: Options) -> Result<Self, Error> {
+        fs::create_dir_all(dir).map_err(io_at(dir))?;
+        if dir.join(CONFIG).exists() {
+            return Err(Error::AlreadyInitialized {
+                dir: dir.to_path_buf(),
+            });
+        }
+        let master = MasterKey::create_file(&dir.join("master.key"))?;
+        let service = ServiceKeys::open(SERVICE_PROVIDER, &dir.join("keys.sqlite"), master)?;
+        let _ = service.create_key(ROOT_KEY)?;
+        let _ = service.create_key(AVAILABILITY_KEY)?;
+        drop(service);
+        let (signer, pkcs8) = SigningKey::generate("atrest-audit")?;
+        write_private(&dir.join(SIGNING_KEY), &pkcs8)?;
+        let _ = AuditLog::create(dir.join("audit"), LogConfig::default())?;
+        if let Some(url) = blobs_url {
+            let _ = BlobStore::from_url(url)?;
+        }
+        let config = Config {
+            version: 1,
+            blobs: blobs_url.map(str::to_owned),
+            tokens: Vec::new(),
+            audit_verifying_key: signer.verifying_key().to_string(),
+        };
+        config.write(dir)?;
+        let deployment = Self::open(dir, options)?;
+        deployment.checkpoint()?;
+        Ok(deployment)
+    }
+
+    /// Opens the deployment in `dir` for the program described by
+    /// `options`.
+    ///
+    /// # Errors
+    /// [`Error::NoDeployment`] if `dir` holds no deployment (run `init`);
+    /// [`Error::Config`] or [`Error::UnsupportedVersion`] for an unusable
+    /// configuration file; errors of the parts.
+    pub fn open(dir: &Path, options: Options) -> Result<Self, Error> {
+        let config = Config::read(dir)?;
+        let master = MasterKey::open_file(&dir.join("master.key"))?;
+        let service = Arc::new(ServiceKeys::open(
+            SERVICE_PROVIDER,
+            &dir.join("keys.sqlite"),
+            master,
+        )?);
+        let store = Arc::new(SqliteStore::open(&dir.join("atrest.sqlite"))?);
+        let (log, _) = AuditLog::open(dir.join("audit"), LogConfig::default())?;
+        let log = Arc::new(log);
+        let signing_key = dir.join(SIGNING_KEY);
+        let pkcs8 = fs::read(&signing_key).map_err(io_at(&signing_key))?;
+        let signer = SigningKey::from_pkcs8("atrest-audit", &pkcs8)?;
+        let catalog = Arc::new(Catalog::open(&dir.join("atrest.sqlite"))?);
+        let blobs = match &config.blobs {
+            Some(url) => BlobStore::from_url(url)?,
+            None => BlobStore::local(&dir.join("blobs"))?,
+        };
+        let policy = options
+            .custom_policy()
+            .unwrap_or_else(|| policy::members(catalog.clone()));
+        let files = keys::files(&config, &options, &service, &store, &log, policy.clone())?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config,
+            options,
+            service,
+            store,
+            log,
+            signer,
+            catalog,
+            policy,
+            files,
+            blobs,
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// The files API (seal, open) over this deployment's keys and log.
+    pub fn files(&self) -> &Files {
+        &self.files
+    }
+
+    /// The blob store.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// The key store (tenant metadata and wrapped file keys).
+    pub fn key_store(&self) -> &Arc<SqliteStore> {
+        &self.store
+    }
+
+    /// The service's root keys.
+    pub fn service_keys(&self) -> &Arc<ServiceKeys> {
+        &self.service
+    }
+
+    /// The audit log's checkpoint verifying key (text form).
+    pub fn audit_verifying_key(&self) -> &str {
+        &self.config.audit_verifying_key
+    }
+
+    /// The id of the tenant named `name`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; catalog errors.
+    pub fn tenant_id(&self, name: &str) -> Result<TenantId, Error> {
+        self.catalog
+            .tenant_id(name)?
+            .ok_or_else(|| Error::UnknownTenant {
+                name: name.to_owned(),
+            })
+    }
+
+    /// Creates tenant `name`. The release policy knows it at once;
+    /// the key hierarchy (and its TIK cache) is rebuilt only if the tenant
+    /// brings a PKCS#11 token the deployment did not use yet.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`]; [`Error::TenantExists`];
+    /// [`Error::ProviderConflict`] if a token's provider name is in use for
+    /// another token; [`Error::PinNotSet`]; key errors.
+    pub fn create_tenant(&mut self, name: &str, keys: &TenantKeys) -> Result<TenantSummary, Error> {
+        check_name("tenant name", name)?;
+        if name.contains('@') {
+            return Err(Error::InvalidName {
+                what: "tenant name",
+                name: name.to_owned(),
+                rule: "a tenant name cannot contain '@'",
+            });
+        }
+        let tenant = TenantId::random(&mut OsRng)?;
+        // The name first: it is the claim on the name, and a user of the
+        // tenant is a member from the moment its keys exist.
+        self.catalog.add_tenant(name, tenant)?;
+        if let Err(error) = self.create_tenant_keys(tenant, keys) {
+            let _ = self.catalog.remove_tenant(name);
+            return Err(error);
+        }
+        self.checkpoint()?;
+        self.tenant_summary(name)
+    }
+
+    fn create_tenant_keys(&mut self, tenant: TenantId, keys: &TenantKeys) -> Result<(), Error> {
+        let customer_keys = match keys {
+            TenantKeys::ServiceManaged => {
+                let _ = self.files.keys().create_service_tenant(tenant)?;
+                return Ok(());
+            }
+            TenantKeys::CustomerKeyAt { keys } => keys.clone(),
+            TenantKeys::CustomerKey { keys, generate } => self.configure_tokens(keys, *generate)?,
+        };
+        let _ = self
+            .files
+            .keys()
+            .create_customer_key_tenant(tenant, customer_keys)?;
+        Ok(())
+    }
+
+    /// Adds the tokens to the configuration (rebuilding the key hierarchy
+    /// if one is new), generating the keys in them if asked; returns the
+    /// keys' references.
+    fn configure_tokens(
+        &mut self,
+        keys: &[(TokenConfig, String); 2],
+        generate: bool,
+    ) -> Result<[RootKeyRef; 2], Error> {
+        let mut config = self.config.clone();
+        let mut refs = Vec::with_capacity(2);
+        for (token, label) in keys {
+            check_name("provider name", &token.name)?;
+            let taken = token.name == SERVICE_PROVIDER || self.options.has_provider(&token.name);
+            match config.tokens.iter().find(|t| t.name == token.name) {
+                Some(known) if known != token => {
+                    return Err(Error::ProviderConflict {
+                        provider: token.name.clone(),
+                    });
+                }
+                Some(_) => {}
+                None if taken => {
+                    return Err(Error::ProviderConflict {
+                        provider: token.name.clone(),
+                    });
+                }
+                None => config.tokens.push(token.clone()),
+            }
+            if generate {
+                let pin = std::env::var(&token.pin_env).map_err(|_| Error::PinNotSet {
+                    variable: token.pin_env.clone(),
+                })?;
+                let opened = Pkcs11Keys::open(&token.name, &token.module, &token.token, &pin)?;
+                refs.push(opened.generate_key(label)?);
+            } else {
+                refs.push(RootKeyRef::new(token.name.clone(), label.clone(), 1)?);
+            }
+        }
+        if config.tokens != self.config.tokens {
+            config.write(&self.dir)?;
+            self.config = config;
+            // A new provider: the hierarchy's providers are fixed when it is
+            // built.
+            self.files = keys::files(
+                &self.config,
+                &self.options,
+                &self.service,
+                &self.store,
+                &self.log,
+                self.policy.clone(),
+            )?;
+        }
+        let [a, b]: [RootKeyRef; 2] = refs
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one key per token, two tokens"));
+        Ok([a, b])
+    }
+
+    /// A tenant's state.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; key store errors.
+    pub fn tenant_summary(&self, name: &str) -> Result<TenantSummary, Error> {
+        let record = self.files.keys().tenant(self.tenant_id(name)?)?;
+        Ok(TenantSummary {
+            name: name.to_owned(),
+            id: record.tenant.to_string(),
+            kind: match record.kind {
+                TenantKind::ServiceManaged => "service-managed".into(),
+                TenantKind::CustomerKey => "customer-key".into(),
+            },
+            state: match record.state {
+                TenantState::Active => "active".into(),
+                TenantState::Purged => "purged".into(),
+            },
+            current_tik: u32::from(record.current_tik),
+            root_keys: record
+                .slots
+                .iter()
+                .map(|slot| {
+                    let role = match slot.role {
+                        atrest::tenant::SlotRole::Service => "service",
+                        atrest::tenant::SlotRole::Customer => "customer",
+                        atrest::tenant::SlotRole::Availability => "availability",
+                    };
+                    let revoked = if slot.revoked { " (revoked)" } else { "" };
+                    format!("{role} {}{revoked}", slot.key)
+                })
+                .collect(),
+        })
+    }
+
+    /// Every tenant's state.
+    ///
+    /// # Errors
+    /// Catalog and key store errors.
+    pub fn tenants(&self) -> Result<Vec<TenantSummary>, Error> {
+        self.catalog
+            .tenants()?
+            .into_iter()
+            .map(|(name, _)| self.tenant_summary(&name))
+            .collect()
+    }
+
+    /// Seals `plaintext` as a new version of file `name` of tenant
+    /// `tenant`, for `access`, into a new blob.
+    ///
+    /// A version may be written by whoever the release policy would give
+    /// its key to; a refusal is audited (`write_denied`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`]; [`Error::UnknownTenant`];
+    /// [`Error::Refused`]; [`Error::VersionConflict`] if another writer
+    /// stored the same version first; key, stream and blob errors.
+    pub fn put(
+        &self,
+        tenant: &str,
+        name: &str,
+        access: &Access<'_>,
+        plaintext: impl Read + Send,
+    ) -> Result<PutReport, Error> {
+        check_name("file name", name)?;
+        let tenant_id = self.tenant_id(tenant)?;
+        let (file, version) = match self.catalog.latest(tenant_id, name)? {
+            Some((file, version)) => (file, version + 1),
+            None => (FileId::random(&mut OsRng)?, 1),
+        };
+        if let Decision::Deny(reason) = self.policy.decide(access, tenant_id, file) {
+            self.audit_write_denied(tenant_id, access, &reason)?;
+            return Err(Error::Refused {
+                principal: access.principal(),
+                tenant: tenant.to_owned(),
+                reason,
+            });
+        }
+        let context = FileContext::new(tenant_id, file, FileVersion::try_from(version)?);
+        let blob = BlobName::random()?;
+        let writer = self.blobs.create(&blob);
+        let (record, writer) = self.files.seal(access, &context, plaintext, writer)?;
+        let blob_len = writer.finish()?;
+        let stored = if blob_len == record.blob_len {
+            // The catalog row claims the version; then the key index (which
+            // rotation re-wraps) learns the wrapped key.
+            self.catalog
+                .put((tenant_id, tenant), name, &record, &blob)
+                .and_then(|()| {
+                    self.store
+                        .put_file_key(&context, &record.wrapped_key)
+                        .map_err(Error::from)
+                })
+        } else {
+            Err(Error::BlobLength {
+                blob: blob.to_string(),
+                written: blob_len,
+                sealed: record.blob_len,
+            })
+        };
+        if let Err(error) = stored {
+            let _ = self.blobs.delete(&blob);
+            return Err(error);
+        }
+        Ok(PutReport {
+            tenant: tenant.to_owned(),
+            name: name.to_owned(),
+            version,
+            record,
+            blob: blob.to_string(),
+        })
+    }
+
+    fn audit_write_denied(
+        &self,
+        tenant: TenantId,
+        access: &Access<'_>,
+        reason: &str,
+    ) -> Result<(), Error> {
+        let event = Event::Custom {
+            kind: Text::lossy("write_denied"),
+            fields: [(
+                Text::lossy("principal"),
+                Value::Text(Text::lossy(access.principal())),
+            )]
+            .into(),
+        };
+        let record = Record::new(Text::lossy(self.options.actor()), event)
+            .tenant(Text::lossy(tenant.to_string()))
+            .outcome(Outcome::Denied {
+                reason: Text::lossy(reason),
+            });
+        let _ = self.log.record(record)?;
+        Ok(())
+    }
+
+    /// The record and blob of a file version (the latest if `version` is
+    /// `None`), with its wrapped key as currently stored (re-wraps update
+    /// it).
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; [`Error::UnknownFile`]; catalog errors.
+    pub fn record(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: Option<u64>,
+    ) -> Result<(FileRecord, BlobName), Error> {
+        let tenant_id = self.tenant_id(tenant)?;
+        let (mut record, blob) =
+            self.catalog
+                .record(tenant_id, name, version)?
+                .ok_or_else(|| Error::UnknownFile {
+                    tenant: tenant.to_owned(),
+                    name: name.to_owned(),
+                    version,
+                })?;
+        if let Some(current) = self.store.file_key(&record.context())? {
+            record.wrapped_key = current;
+        }
+        Ok((record, blob))
+    }
+
+    /// Gives `access` file `name` of tenant `tenant` (or bytes `range` of
+    /// it) into `out`. Returns the plaintext bytes written.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; [`Error::UnknownFile`];
+    /// [`Error::Library`]: the release refused, a blob that is not
+    /// authentic, blob and I/O errors.
+    pub fn get(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: Option<u64>,
+        access: &Access<'_>,
+        range: Option<Range<u64>>,
+        out: &mut (impl Write + Send),
+    ) -> Result<u64, Error> {
+        let (record, blob) = self.record(tenant, name, version)?;
+        let bytes = match range {
+            Some(range) => {
+                let source = self.blobs.ranged(&blob)?;
+                self.files.open_range(access, &record, source, range, out)?
+            }
+            None => {
+                let source = self.blobs.open(&blob)?;
+                self.files.open(access, &record, source, out)?.1
+            }
+        };
+        Ok(bytes)
+    }
+
+    /// Every file version of `tenant` (or of every tenant), by name.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; catalog errors.
+    pub fn list(&self, tenant: Option<&str>) -> Result<Vec<Listing>, Error> {
+        let tenants = match tenant {
+            Some(name) => vec![(name.to_owned(), self.tenant_id(name)?)],
+            None => self.catalog.tenants()?,
+        };
+        let mut listings = Vec::new();
+        for (tenant, id) in tenants {
+            for entry in self.catalog.list(id)? {
+                let tik_version = self
+                    .store
+                    .file_key(&entry.record.context())?
+                    .map_or(entry.record.tik_version(), |wrapped| wrapped.kek_version());
+                listings.push(Listing {
+                    tenant: tenant.clone(),
+                    name: entry.name,
+                    version: entry.version,
+                    bytes: entry.record.plaintext_len,
+                    tik_version: u32::from(tik_version),
+                    blob: entry.blob.to_string(),
+                    sealed: entry.sealed,
+                });
+            }
+        }
+        Ok(listings)
+    }
+
+    /// Rolls the tenant's TIK and re-wraps every file key under the new
+    /// version, reporting progress after each batch; then retires the
+    /// versions nothing refers to any more.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; key and store errors; a re-wrap that
+    /// stopped can be run again.
+    pub fn rotate_tik(
+        &self,
+        tenant: &str,
+        progress: &mut dyn FnMut(RewrapProgress),
+    ) -> Result<(KeyVersion, RewrapReport), Error> {
+        let tenant_id = self.tenant_id(tenant)?;
+        let keys = self.files.keys();
+        let version = keys.roll_tik(tenant_id)?;
+        let report = keys.rewrap_file_keys(tenant_id, self.store.as_ref(), 1000, progress)?;
+        for old in self.store.tik_versions(tenant_id)? {
+            if old != report.tik_version {
+                keys.retire_tik(tenant_id, old, self.store.as_ref())?;
+            }
+        }
+        self.checkpoint()?;
+        Ok((version, report))
+    }
+
+    /// Rolls one of the service's root keys (`root` or `availability`):
+    /// a new version wraps every TIK version it protected, and the old
+    /// version is destroyed.
+    ///
+    /// # Errors
+    /// [`Error::UnknownServiceKey`] for another label; key and store
+    /// errors.
+    pub fn rotate_service_key(&self, label: &str) -> Result<(RootKeyRef, RootRollReport), Error> {
+        if label != ROOT_KEY && label != AVAILABILITY_KEY {
+            return Err(Error::UnknownServiceKey {
+                label: label.to_owned(),
+            });
+        }
+        let version = atrest::tenant::RootKeyProvider::current_version(&*self.service, label)?;
+        let old = RootKeyRef::new(SERVICE_PROVIDER, label, version)?;
+        let new = self.service.roll_key(label)?;
+        let report = self.files.keys().roll_root_key(&old, &new)?;
+        self.service.destroy_version(&old)?;
+        self.checkpoint()?;
+        Ok((new, report))
+    }
+
+    /// Records that the customer revoked the service's use of `key` (a
+    /// `provider:label` reference) for tenant `tenant`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownRootKey`] if it is not one of the tenant's root
+    /// keys; key errors (it is not a customer key).
+    pub fn revoke(&self, tenant: &str, key: &str) -> Result<(), Error> {
+        let tenant_id = self.tenant_id(tenant)?;
+        let record = self.files.keys().tenant(tenant_id)?;
+        let wanted: RootKeyRef = key.parse()?;
+        let found = record
+            .slots
+            .iter()
+            .map(|slot| &slot.key)
+            .find(|k| k.provider() == wanted.provider() && k.label() == wanted.label())
+            .ok_or_else(|| Error::UnknownRootKey {
+                tenant: tenant.to_owned(),
+                key: key.to_owned(),
+            })?;
+        self.files.keys().revoke_customer_key(tenant_id, found)?;
+        self.checkpoint()
+    }
+
+    /// Purges tenant `tenant`: destroys all its key material. Its blobs
+    /// stay, unreadable by anyone. Returns the number of TIK versions
+    /// destroyed.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; key and store errors.
+    pub fn purge(&self, tenant: &str) -> Result<u64, Error> {
+        let destroyed = self.files.keys().purge(self.tenant_id(tenant)?)?;
+        self.checkpoint()?;
+        Ok(destroyed)
+    }
+
+    /// Records `event` in the audit trail, by this program, about tenant
+    /// `tenant` (by name) and request `request`; then signs a checkpoint.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; audit errors.
+    pub fn record_event(
+        &self,
+        event: Event,
+        tenant: Option<&str>,
+        request: Option<&str>,
+    ) -> Result<(), Error> {
+        let mut record = Record::new(Text::lossy(self.options.actor()), event);
+        if let Some(tenant) = tenant {
+            record = record.tenant(Text::lossy(self.tenant_id(tenant)?.to_string()));
+        }
+        if let Some(request) = request {
+            record = record.request(Text::lossy(request));
+        }
+        let _ = self.log.record(record)?;
+        self.checkpoint()
+    }
+
+    /// Signs a checkpoint of the audit log's current head (stored with the
+    /// log).
+    ///
+    /// # Errors
+    /// Audit errors.
+    pub fn checkpoint(&self) -> Result<(), Error> {
+        let _ = self.log.checkpoint(&self.signer)?;
+        Ok(())
+    }
+
+    /// Verifies the audit log against every stored checkpoint; returns the
+    /// report and the number of checkpoints.
+    ///
+    /// # Errors
+    /// Audit errors (a problem in the log is in the report, not an error).
+    pub fn verify_audit(&self) -> Result<(Report, usize), Error> {
+        let key = VerifyingKey::parse(&self.config.audit_verifying_key)?;
+        let dir = self.dir.join("audit");
+        let checkpoints = stored_checkpoints(&dir)?;
+        let report = atrest::audit::verify(&dir, &checkpoints, &key)?;
+        Ok((report, checkpoints.len()))
+    }
+
+    /// The audit log's records, optionally only those of tenant `tenant`.
+    ///
+    /// # Errors
+    /// Audit errors; [`Error::UnknownTenant`].
+    pub fn audit_entries(&self, tenant: Option<&str>) -> Result<Vec<Entry>, Error> {
+        let wanted = tenant
+            .map(|t| self.tenant_id(t).map(|id| id.to_string()))
+            .transpose()?;
+        let entries = atrest::audit::read_entries(self.dir.join("audit"))?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| {
+                wanted
+                    .as_ref()
+                    .is_none_or(|w| e.tenant.as_ref().is_some_and(|t| t.as_str() == w))
+            })
+            .collect())
+    }
+}

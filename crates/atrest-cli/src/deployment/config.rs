@@ -1,0 +1,88 @@
+//! The configuration file `DIR/atrest.json`, and private key files.
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::CONFIG;
+use super::error::{Error, io_at};
+
+/// A PKCS#11 token holding customer keys, as configured in a deployment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The provider name root-key references use (for example `hsm-a`).
+    pub name: String,
+    /// The PKCS#11 module.
+    pub module: PathBuf,
+    /// The token's label.
+    pub token: String,
+    /// The environment variable holding the user PIN (never stored).
+    pub pin_env: String,
+}
+
+/// The contents of `DIR/atrest.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Config {
+    pub(super) version: u32,
+    /// A blob store URL; `None`: `DIR/blobs`.
+    pub(super) blobs: Option<String>,
+    pub(super) tokens: Vec<TokenConfig>,
+    pub(super) audit_verifying_key: String,
+}
+
+impl Config {
+    /// Reads the configuration of the deployment in `dir`.
+    pub(super) fn read(dir: &Path) -> Result<Self, Error> {
+        let path = dir.join(CONFIG);
+        let text = fs::read_to_string(&path).map_err(|source| Error::NoDeployment {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+        let config: Self = serde_json::from_str(&text).map_err(|source| Error::Config {
+            path: path.clone(),
+            source,
+        })?;
+        if config.version != 1 {
+            return Err(Error::UnsupportedVersion {
+                path,
+                version: config.version,
+            });
+        }
+        Ok(config)
+    }
+
+    /// Replaces the configuration of the deployment in `dir` (through a
+    /// temporary file renamed into place).
+    pub(super) fn write(&self, dir: &Path) -> Result<(), Error> {
+        let path = dir.join(CONFIG);
+        let text = serde_json::to_string_pretty(self).map_err(|source| Error::Config {
+            path: path.clone(),
+            source,
+        })?;
+        let tmp = dir.join(format!("{CONFIG}.tmp"));
+        fs::write(&tmp, text + "\n").map_err(io_at(&tmp))?;
+        fs::File::open(&tmp)
+            .and_then(|file| file.sync_all())
+            .map_err(io_at(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io_at(&path))?;
+        Ok(())
+    }
+}
+
+/// Writes `bytes` to a new file `path` only its owner can read.
+pub(super) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_at(path))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io_at(path))
+}

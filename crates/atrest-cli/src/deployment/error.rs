@@ -1,0 +1,227 @@
+//! The error type of a deployment directory.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong with a deployment directory. Each variant
+/// says what kind of failure it is, so a program can map it (to an exit
+/// code, an HTTP status) without reading messages; causes are kept as
+/// sources.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The directory holds no deployment (no configuration file).
+    #[error(
+        "{} holds no atrest deployment (no {}); create one with `atrest init`",
+        dir.display(),
+        super::CONFIG
+    )]
+    NoDeployment {
+        /// The directory.
+        dir: PathBuf,
+        /// Why the configuration file could not be read.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The directory already holds a deployment.
+    #[error("{} already holds a deployment", dir.display())]
+    AlreadyInitialized {
+        /// The directory.
+        dir: PathBuf,
+    },
+
+    /// The configuration file is not valid JSON of the expected shape.
+    #[error("{}: {source}", path.display())]
+    Config {
+        /// The configuration file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The configuration file has a version this build does not know.
+    #[error("{}: unsupported configuration version {version}", path.display())]
+    UnsupportedVersion {
+        /// The configuration file.
+        path: PathBuf,
+        /// The version it names.
+        version: u32,
+    },
+
+    /// No tenant has this name.
+    #[error("no tenant named {name:?}")]
+    UnknownTenant {
+        /// The name asked for.
+        name: String,
+    },
+
+    /// The tenant has no file of this name (or not this version).
+    #[error("tenant {tenant:?} has no {} of {name:?}", match version {
+        Some(version) => format!("version {version}"),
+        None => "file".to_owned(),
+    })]
+    UnknownFile {
+        /// The tenant's name.
+        tenant: String,
+        /// The file's name.
+        name: String,
+        /// The version asked for (`None`: the latest).
+        version: Option<u64>,
+    },
+
+    /// The key named is not one of the tenant's root keys.
+    #[error("{key} is not a root key of tenant {tenant:?}")]
+    UnknownRootKey {
+        /// The tenant's name.
+        tenant: String,
+        /// The key, as given.
+        key: String,
+    },
+
+    /// The deployment's own root keys are `root` and `availability`.
+    #[error("{label:?} is not a service key; the service keys are \"root\" and \"availability\"")]
+    UnknownServiceKey {
+        /// The label given.
+        label: String,
+    },
+
+    /// A tenant of this name exists already.
+    #[error("tenant {name:?} already exists")]
+    TenantExists {
+        /// The name.
+        name: String,
+    },
+
+    /// Another writer stored this version of the file first.
+    #[error(
+        "version {version} of {name:?} of tenant {tenant:?} was stored by another writer; try again"
+    )]
+    VersionConflict {
+        /// The tenant's name.
+        tenant: String,
+        /// The file's name.
+        name: String,
+        /// The version both wrote.
+        version: u64,
+    },
+
+    /// A provider name is configured already, with another token or module.
+    #[error("provider {provider} is already configured with another token or module")]
+    ProviderConflict {
+        /// The provider's name.
+        provider: String,
+    },
+
+    /// A name does not follow the rule for its kind.
+    #[error("invalid {what} {name:?}: {rule}")]
+    InvalidName {
+        /// What the name is for (`tenant name`, `file name`, …).
+        what: &'static str,
+        /// The name given.
+        name: String,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
+
+    /// The environment variable that should hold a token's PIN is not set.
+    #[error("set the token PIN in the environment variable {variable}")]
+    PinNotSet {
+        /// The variable's name.
+        variable: String,
+    },
+
+    /// The release policy refused a principal the writing of a file.
+    #[error("{principal} may not write files of tenant {tenant:?}: {reason}")]
+    Refused {
+        /// Who asked.
+        principal: String,
+        /// The tenant's name.
+        tenant: String,
+        /// The policy's reason.
+        reason: String,
+    },
+
+    /// The catalog database failed.
+    #[error("catalog: {source}")]
+    Catalog {
+        /// The database's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// The catalog holds a value that is not what was stored there (an id of
+    /// the wrong length, a record that does not parse).
+    #[error("catalog: {what} of {subject} is damaged")]
+    CatalogDamaged {
+        /// Which value (`tenant id`, `file id`, `file record`, `blob name`).
+        what: &'static str,
+        /// Whose value it is.
+        subject: String,
+        /// Why it does not parse, where a parser said.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+
+    /// The blob store stored a blob of another length than was sealed.
+    #[error("blob {blob}: the store holds {written} bytes, {sealed} were sealed")]
+    BlobLength {
+        /// The blob's name.
+        blob: String,
+        /// Bytes the store reports.
+        written: u64,
+        /// Bytes sealed.
+        sealed: u64,
+    },
+
+    /// A file of the deployment could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The `atrest` library failed (keys, stream, audit, blobs).
+    #[error(transparent)]
+    Library(#[from] atrest::Error),
+}
+
+impl From<atrest::tenant::Error> for Error {
+    fn from(error: atrest::tenant::Error) -> Self {
+        Self::Library(error.into())
+    }
+}
+
+impl From<atrest::audit::Error> for Error {
+    fn from(error: atrest::audit::Error) -> Self {
+        Self::Library(error.into())
+    }
+}
+
+impl From<atrest::filekey::Error> for Error {
+    fn from(error: atrest::filekey::Error) -> Self {
+        Self::Library(atrest::tenant::Error::from(error).into())
+    }
+}
+
+impl From<atrest::tenant::ProviderError> for Error {
+    fn from(error: atrest::tenant::ProviderError) -> Self {
+        Self::Library(atrest::tenant::Error::from(error).into())
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(source: rusqlite::Error) -> Self {
+        Self::Catalog { source }
+    }
+}
+
+/// `map_err` helper: an I/O error on `path`.
+pub(super) fn io_at(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Io { path, source }
+}

@@ -1,0 +1,87 @@
+//! The deployment's default release policy: principals are written
+//! `user@tenant`, and a user reads (and writes) the files of their own
+//! tenant only. System operations (re-wrap, a data move) are allowed.
+//!
+//! Tenant names are looked up in the catalog at each decision, so a tenant
+//! created after the policy was built is known to it at once.
+
+use std::sync::Arc;
+
+use atrest::filekey::{FileId, TenantId};
+use atrest::tenant::{Access, Decision, ReleasePolicy};
+
+use super::catalog::Catalog;
+
+/// A principal `user@tenant`: a user of a tenant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Principal<'a> {
+    /// The user.
+    pub user: &'a str,
+    /// The tenant's name.
+    pub tenant: &'a str,
+}
+
+impl<'a> Principal<'a> {
+    /// Parses `user@tenant`: exactly one `@`, with a user before it and a
+    /// tenant after it. `None` for anything else (`@tenant`, `user@`,
+    /// `a@b@c`, `user`).
+    pub fn parse(text: &'a str) -> Option<Self> {
+        let (user, tenant) = text.split_once('@')?;
+        if user.is_empty() || tenant.is_empty() || tenant.contains('@') {
+            return None;
+        }
+        Some(Self { user, tenant })
+    }
+}
+
+/// Whether `access` may have the keys of `tenant`, by the membership rule.
+fn decide_member(catalog: &Catalog, access: &Access<'_>, tenant: TenantId) -> Decision {
+    let principal = match access {
+        Access::System { .. } => return Decision::Allow,
+        Access::User { principal } => *principal,
+    };
+    let Some(parsed) = Principal::parse(principal) else {
+        return Decision::Deny(format!(
+            "{principal:?} is not a principal of the form user@tenant"
+        ));
+    };
+    match catalog.tenant_name(tenant) {
+        Ok(Some(name)) if name == parsed.tenant => Decision::Allow,
+        Ok(_) => Decision::Deny(format!("{principal} is not a member of this tenant")),
+        Err(error) => Decision::Deny(format!("the tenant's name cannot be read: {error}")),
+    }
+}
+
+/// The membership policy over `catalog`.
+pub(super) fn members(catalog: Arc<Catalog>) -> Arc<dyn ReleasePolicy> {
+    Arc::new(move |access: &Access<'_>, tenant: TenantId, _: FileId| {
+        decide_member(&catalog, access, tenant)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Principal;
+
+    #[test]
+    fn principals_have_exactly_one_at_between_two_names() {
+        assert_eq!(
+            Principal::parse("alice@contoso"),
+            Some(Principal {
+                user: "alice",
+                tenant: "contoso"
+            })
+        );
+        for bad in [
+            "",
+            "@",
+            "alice",
+            "@contoso",
+            "alice@",
+            "a@a@a",
+            "alice@@contoso",
+        ] {
+            assert_eq!(Principal::parse(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The program's errors and the one mapping from an error to an exit code.
+
+use std::io;
+use std::path::PathBuf;
+
+use atrest::audit::Error as AuditError;
+use atrest::stream::Error as StreamError;
+use atrest::tenant::{Error as KeyError, ProviderError};
+use atrest_cli::deployment;
+
+/// The exit codes, as `--help` shows them.
+pub(crate) const EXIT_CODES: &str = "\
+Exit status:
+  0  done
+  1  failed: an I/O or storage error (a directory given as a file, a full disk, a closed pipe)
+  2  bad usage or configuration (including no deployment: run `atrest init`)
+  3  not found (tenant, file, version, key)
+  4  refused: release policy, revoked or destroyed customer key, purged tenant
+  5  integrity: a blob, record or catalog entry that does not authenticate or parse, or an
+     audit log that does not verify
+  6  unavailable: a key service or store could not be reached
+  7  conflict: it exists already (deployment, tenant, file version), or is still in use";
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    /// The command line asks for something that cannot be done.
+    #[error("{message}")]
+    Usage {
+        /// What is wrong, and what to do instead.
+        message: String,
+    },
+
+    /// A file named on the command line does not exist.
+    #[error("{}: {source}", path.display())]
+    NoSuchFile {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A file (or standard output) could not be read or written.
+    #[error("{what}: {source}")]
+    Io {
+        /// The file, or `standard output`.
+        what: String,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The audit log does not verify (the report says where).
+    #[error("the audit log does not verify")]
+    AuditDoesNotVerify,
+
+    /// The demo saw something the model rules out.
+    #[error("demo: {what}")]
+    Demo {
+        /// What it saw.
+        what: &'static str,
+    },
+
+    /// The deployment failed.
+    #[error(transparent)]
+    Deployment(#[from] deployment::Error),
+}
+
+impl Error {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Self::Usage {
+            message: message.into(),
+        }
+    }
+
+    /// `map_err` helper for a file named on the command line: "no such
+    /// file" is a usage error, anything else an I/O error.
+    pub(crate) fn at(path: &std::path::Path) -> impl FnOnce(io::Error) -> Self {
+        let path = path.to_path_buf();
+        move |source| {
+            if source.kind() == io::ErrorKind::NotFound {
+                Self::NoSuchFile { path, source }
+            } else {
+                Self::Io {
+                    what: path.display().to_string(),
+                    source,
+                }
+            }
+        }
+    }
+
+    /// `map_err` helper for standard output.
+    pub(crate) fn stdout(source: io::Error) -> Self {
+        Self::Io {
+            what: "standard output".into(),
+            source,
+        }
+    }
+}
+
+const FAILED: u8 = 1;
+const USAGE: u8 = 2;
+const NOT_FOUND: u8 = 3;
+const REFUSED: u8 = 4;
+const INTEGRITY: u8 = 5;
+const UNAVAILABLE: u8 = 6;
+const CONFLICT: u8 = 7;
+
+/// The exit code for `error` (see [`EXIT_CODES`]). The only place that
+/// looks inside errors of the libraries.
+pub(crate) fn exit_code(error: &Error) -> u8 {
+    use deployment::Error as D;
+    let library = match error {
+        Error::Usage { .. } | Error::NoSuchFile { .. } => return USAGE,
+        Error::Io { .. } => return FAILED,
+        Error::AuditDoesNotVerify | Error::Demo { .. } => return INTEGRITY,
+        Error::Deployment(error) => match error {
+            D::Library(library) => library,
+            D::NoDeployment { .. }
+            | D::Config { .. }
+            | D::UnsupportedVersion { .. }
+            | D::UnknownServiceKey { .. }
+            | D::InvalidName { .. }
+            | D::PinNotSet { .. } => return USAGE,
+            D::UnknownTenant { .. } | D::UnknownFile { .. } | D::UnknownRootKey { .. } => {
+                return NOT_FOUND;
+            }
+            D::Refused { .. } => return REFUSED,
+            D::CatalogDamaged { .. } => return INTEGRITY,
+            D::AlreadyInitialized { .. }
+            | D::TenantExists { .. }
+            | D::VersionConflict { .. }
+            | D::ProviderConflict { .. } => return CONFLICT,
+            D::Catalog { .. } | D::BlobLength { .. } | D::Io { .. } => return FAILED,
+            _ => return FAILED,
+        },
+    };
+    // Errors of the `atrest` library, by their nested variants.
+    match library {
+        atrest::Error::NotFound(_) => NOT_FOUND,
+        atrest::Error::Config(_) | atrest::Error::InvalidRange { .. } => USAGE,
+        atrest::Error::Record(_) => INTEGRITY,
+        atrest::Error::Blob(_) | atrest::Error::Io(_) => FAILED,
+        atrest::Error::Stream(stream) => match stream {
+            StreamError::Truncated
+            | StreamError::AuthenticationFailed
+            | StreamError::CommitmentMismatch
+            | StreamError::UnsupportedVersion(_)
+            | StreamError::UnsupportedSuite(_)
+            | StreamError::Malformed(_) => INTEGRITY,
+            StreamError::InvalidRange { .. }
+            | StreamError::InvalidSegmentSize(_)
+            | StreamError::OutputTooSmall { .. }
+            | StreamError::TooLong => USAGE,
+            // The reader or writer failed: the input file, the blob store,
+            // standard output.
+            _ => FAILED,
+        },
+        atrest::Error::Audit(audit) | atrest::Error::Keys(KeyError::Audit(audit)) => match audit {
+            AuditError::Corrupt { .. }
+            | AuditError::NotALog { .. }
+            | AuditError::Malformed { .. }
+            | AuditError::BadSignature => INTEGRITY,
+            AuditError::InvalidText(_) => USAGE,
+            AuditError::Sink { .. } => UNAVAILABLE,
+            _ => FAILED,
+        },
+        atrest::Error::Keys(keys) => match keys {
+            KeyError::UnknownTenant(_) | KeyError::UnknownTikVersion { .. } => NOT_FOUND,
+            KeyError::Denied { .. }
+            | KeyError::Purged(_)
+            | KeyError::Revoked(_)
+            | KeyError::WrongTenant(_)
+            | KeyError::RootKey(
+                ProviderError::AccessDenied { .. }
+                | ProviderError::Destroyed { .. }
+                | ProviderError::NotFound { .. },
+            ) => REFUSED,
+            KeyError::RootKey(ProviderError::Unavailable { .. }) => UNAVAILABLE,
+            KeyError::RootKey(ProviderError::AuthenticationFailed { .. }) => INTEGRITY,
+            KeyError::FileKey(filekey) => match filekey {
+                atrest::filekey::Error::Backend | atrest::filekey::Error::Rng => FAILED,
+                atrest::filekey::Error::InvalidId { .. } => USAGE,
+                _ => INTEGRITY,
+            },
+            KeyError::RootKey(_) | KeyError::Config(_) | KeyError::Misuse(_) => USAGE,
+            KeyError::TenantExists(_) | KeyError::TikInUse { .. } => CONFLICT,
+            _ => FAILED,
+        },
+        _ => FAILED,
+    }
+}

@@ -1,0 +1,85 @@
+//! `atrest`: seal and open tenant files from the command line.
+//!
+//! A thin program over a deployment directory
+//! ([`atrest_cli::deployment`]): argument parsing and output only.
+//! `atrest --help` lists the commands; `atrest demo` runs the whole model
+//! on the embedded defaults in a fresh directory and prints a short report.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod commands;
+mod demo;
+mod exit;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use crate::cli::{Cli, Command};
+use crate::commands::GetArgs;
+use crate::exit::{Error, exit_code};
+use crate::output::Output;
+
+/// This program's name in the audit trail.
+pub(crate) const ACTOR: &str = "atrest-cli";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let code = exit_code(&error);
+            eprintln!("atrest: {error}");
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "error": error.to_string(), "exit": code })
+                );
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    let out = Output { json: cli.json };
+    let data = cli.data.as_path();
+    match cli.command {
+        Command::Init { blobs } => commands::init(data, out, blobs.as_deref()),
+        Command::Tenant(command) => commands::tenant(data, out, command),
+        Command::Put {
+            tenant,
+            file,
+            name,
+            principal,
+        } => commands::put(data, out, &tenant, &file, name, principal),
+        Command::Get {
+            tenant,
+            name,
+            output,
+            range,
+            version,
+            principal,
+        } => commands::get(
+            data,
+            out,
+            GetArgs {
+                tenant,
+                name,
+                output,
+                range,
+                version,
+                principal,
+            },
+        ),
+        Command::Ls { tenant } => commands::ls(data, out, tenant.as_deref()),
+        Command::Rotate(command) => commands::rotate(data, out, command),
+        Command::Revoke { tenant, key } => commands::revoke(data, out, &tenant, &key),
+        Command::Purge { tenant, yes } => commands::purge(data, out, &tenant, yes),
+        Command::Audit(command) => commands::audit(data, out, command),
+        Command::Demo { dir, size_mib } => demo::run(dir, size_mib, out),
+    }
+}

@@ -1,0 +1,172 @@
+//! The deployment module through its public API, in one process: what the
+//! command line cannot show.
+
+#![allow(
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use atrest::tenant::fault::{Fault, FaultInjector};
+use atrest::tenant::{Access, MasterKey, ServiceKeys};
+use atrest_cli::deployment::{Deployment, Error, Options, TenantKeys};
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "atrest-deployment-{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn read(
+    deployment: &Deployment,
+    tenant: &str,
+    name: &str,
+    principal: &str,
+) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    let access = Access::User { principal };
+    deployment.get(tenant, name, None, &access, None, &mut out)?;
+    Ok(out)
+}
+
+#[test]
+fn creating_a_tenant_keeps_the_hierarchy_and_its_cache() {
+    let dir = TempDir::new("cache");
+    // A customer's key store that can be made to refuse.
+    let master = MasterKey::create_file(&dir.0.join("hsm.key")).unwrap();
+    let hsm = ServiceKeys::open("hsm", &dir.0.join("hsm.sqlite"), master).unwrap();
+    let key = hsm.create_key("northwind").unwrap();
+    let hsm = Arc::new(FaultInjector::new(Arc::new(hsm)));
+    let second = {
+        let master = MasterKey::create_file(&dir.0.join("hsm2.key")).unwrap();
+        let keys = ServiceKeys::open("hsm2", &dir.0.join("hsm2.sqlite"), master).unwrap();
+        let key = keys.create_key("northwind").unwrap();
+        (Arc::new(FaultInjector::new(Arc::new(keys))), key)
+    };
+    let options = Options::new("deployment-test")
+        .provider(hsm.clone())
+        .provider(second.0.clone());
+    let mut deployment = Deployment::init(&dir.0.join("data"), None, options).unwrap();
+    deployment
+        .create_tenant(
+            "northwind",
+            &TenantKeys::CustomerKeyAt {
+                keys: [key, second.1],
+            },
+        )
+        .unwrap();
+    let carol = Access::User {
+        principal: "carol@northwind",
+    };
+    deployment
+        .put("northwind", "ledger.csv", &carol, &b"ledger"[..])
+        .unwrap();
+    // The TIK is cached now; the customer then refuses the service.
+    assert_eq!(
+        read(&deployment, "northwind", "ledger.csv", "carol@northwind").unwrap(),
+        b"ledger"
+    );
+    hsm.set(Fault::AccessDenied);
+    second.0.set(Fault::AccessDenied);
+
+    // A new tenant: its users are members at once…
+    deployment
+        .create_tenant("contoso", &TenantKeys::ServiceManaged)
+        .unwrap();
+    let alice = Access::User {
+        principal: "alice@contoso",
+    };
+    deployment
+        .put("contoso", "memo.txt", &alice, &b"memo"[..])
+        .unwrap();
+    assert_eq!(
+        read(&deployment, "contoso", "memo.txt", "alice@contoso").unwrap(),
+        b"memo"
+    );
+    assert!(matches!(
+        read(&deployment, "contoso", "memo.txt", "carol@northwind"),
+        Err(Error::Library(_))
+    ));
+    // … and the hierarchy, with its cached TIK, is the same one: the
+    // refusing key stores are not asked again within the cache lifetime.
+    let calls = hsm.calls() + second.0.calls();
+    assert_eq!(
+        read(&deployment, "northwind", "ledger.csv", "carol@northwind").unwrap(),
+        b"ledger"
+    );
+    assert_eq!(hsm.calls() + second.0.calls(), calls);
+
+    // Once the cache is dropped, the refusal counts.
+    deployment.files().keys().flush_cache();
+    assert!(read(&deployment, "northwind", "ledger.csv", "carol@northwind").is_err());
+}
+
+#[test]
+fn typed_errors_name_what_is_missing_or_taken() {
+    let dir = TempDir::new("errors");
+    let data = dir.0.join("data");
+    assert!(matches!(
+        Deployment::open(&data, Options::new("t")),
+        Err(Error::NoDeployment { .. })
+    ));
+    let mut deployment = Deployment::init(&data, None, Options::new("t")).unwrap();
+    assert!(matches!(
+        Deployment::init(&data, None, Options::new("t")),
+        Err(Error::AlreadyInitialized { .. })
+    ));
+    deployment
+        .create_tenant("contoso", &TenantKeys::ServiceManaged)
+        .unwrap();
+    assert!(matches!(
+        deployment.create_tenant("contoso", &TenantKeys::ServiceManaged),
+        Err(Error::TenantExists { .. })
+    ));
+    for bad in ["", ".hidden", "a@b", "tab\there"] {
+        assert!(
+            matches!(
+                deployment.create_tenant(bad, &TenantKeys::ServiceManaged),
+                Err(Error::InvalidName { .. })
+            ),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(
+        read(&deployment, "nobody", "x", "a@nobody"),
+        Err(Error::UnknownTenant { .. })
+    ));
+    assert!(matches!(
+        read(&deployment, "contoso", "x", "a@contoso"),
+        Err(Error::UnknownFile { version: None, .. })
+    ));
+    let refused = deployment.put(
+        "contoso",
+        "x",
+        &Access::User {
+            principal: "a@contoso@contoso",
+        },
+        &b""[..],
+    );
+    assert!(matches!(refused, Err(Error::Refused { .. })));
+}
