@@ -306,7 +306,7 @@ fn get_to_file(
     range: Option<Range<u64>>,
     path: &Path,
 ) -> Result<u64, Error> {
-    let (record, _) = deployment.record(tenant, name, version)?;
+    let record = deployment.record(tenant, name, version)?;
     let partial = path.with_extension("atrest-partial");
     let file = fs::File::create(&partial).map_err(Error::at(&partial))?;
     let synced = file.try_clone().map_err(Error::at(&partial))?;
@@ -368,16 +368,18 @@ pub(crate) fn rotate(data: &Path, out: Output, command: RotateCommand) -> Result
                 bar.set_position(progress.done);
             });
             bar.finish_and_clear();
-            let (version, report) = rotated?;
+            let (version, report, retired) = rotated?;
+            let retired: Vec<u32> = retired.into_iter().map(u32::from).collect();
             let info = serde_json::json!({
                 "tenant": tenant,
                 "tik_version": u32::from(version),
                 "rewrapped": report.rewrapped,
                 "batches": report.batches,
+                "retired": retired,
             });
             out.show(&info, || {
                 format!(
-                    "{tenant}: TIK version {version} is current; {} file keys re-wrapped in {} batches; older versions retired",
+                    "{tenant}: TIK version {version} is current; {} file keys re-wrapped in {} batches; versions {retired:?} retired",
                     report.rewrapped, report.batches
                 )
             });

@@ -113,8 +113,7 @@ pub(crate) fn run(dir: Option<PathBuf>, size_mib: u64, out: Output) -> Result<()
         needles.push(tenant.id.into_bytes());
     }
     for listing in deployment.list(None)? {
-        let (record, _) =
-            deployment.record(&listing.tenant, &listing.name, Some(listing.version))?;
+        let record = deployment.record(&listing.tenant, &listing.name, Some(listing.version))?;
         needles.push(record.file.as_bytes().to_vec());
         needles.push(record.file.to_string().into_bytes());
         needles.push(record.tenant.as_bytes().to_vec());
@@ -219,7 +218,7 @@ pub(crate) fn run(dir: Option<PathBuf>, size_mib: u64, out: Output) -> Result<()
     }
     fs::write(&blob_path, &stored).map_err(io_error)?;
 
-    let (version, report) = deployment.rotate_tik("contoso", &mut |_| {})?;
+    let (version, report, _) = deployment.rotate_tik("contoso", &mut |_| {})?;
     let (root, roll) = deployment.rotate_service_key("root")?;
     let mut again = Vec::new();
     let _ = deployment.get("contoso", "notes.txt", None, &alice, None, &mut again)?;

@@ -4,16 +4,18 @@
 //! DIR/atrest.json          configuration: blob store, PKCS#11 tokens, audit verifying key
 //! DIR/master.key           the master key (mode 0600) sealing the service's root keys
 //! DIR/keys.sqlite          the service's root keys (`root`, `availability`), sealed
-//! DIR/atrest.sqlite        tenant key metadata, wrapped file keys, and the catalog
-//!                          (tenant names, file names, versions, file records, blob names)
+//! DIR/atrest.sqlite        tenant key metadata (TIK versions and their wraps)
+//! DIR/catalog.sqlite       the catalog: tenant names, file names, versions, and each
+//!                          version's record (wrapped file key, sizes, blob name)
 //! DIR/audit/               the audit log and its signed checkpoints
 //! DIR/audit-signing.key    the checkpoint signing key (PKCS#8, mode 0600)
 //! DIR/blobs/               the blobs, unless a blob store URL was given
 //! ```
 //!
-//! The catalog is the service's metadata database: it alone maps a tenant
-//! and a file name to a blob. Blobs have random names and hold only
-//! ciphertext.
+//! The catalog ([`atrest::SqliteCatalog`]) is the one home of file records:
+//! it alone maps a tenant and a file name to a blob, and it is the index of
+//! wrapped file keys that rotation re-wraps. Blobs have random names and
+//! hold only ciphertext.
 //!
 //! A program opens a deployment with its [`Options`]: its name in the
 //! audit trail and, unless it brings its own, the membership release
@@ -21,7 +23,6 @@
 //! reads and writes the files of their own tenant only; system operations
 //! (re-wrap) are allowed.
 
-mod catalog;
 mod config;
 mod error;
 mod keys;
@@ -37,16 +38,15 @@ use atrest::audit::{
     Audit as _, AuditLog, Entry, Event, LogConfig, Outcome, Record, Report, SigningKey, Text,
     Value, VerifyingKey, stored_checkpoints,
 };
-use atrest::blobs::{BlobName, BlobStore};
-use atrest::filekey::{FileContext, FileId, FileVersion, KeyVersion, OsRng, TenantId};
+use atrest::blobs::BlobStore;
+use atrest::filekey::{FileId, FileVersion, KeyVersion, OsRng, TenantId};
 use atrest::tenant::{
-    Access, Decision, MasterKey, MetadataStore as _, Pkcs11Keys, ReleasePolicy, RewrapProgress,
-    RewrapReport, RootKeyRef, RootRollReport, ServiceKeys, SqliteStore, TenantKind, TenantState,
+    Access, Decision, MasterKey, Pkcs11Keys, ReleasePolicy, RewrapProgress, RewrapReport,
+    RootKeyRef, RootRollReport, ServiceKeys, SqliteStore, TenantKind, TenantState,
 };
-use atrest::{FileRecord, Files};
+use atrest::{FileRecord, Files, SqliteCatalog};
 use serde::Serialize;
 
-use self::catalog::Catalog;
 use self::config::{Config, write_private};
 use self::error::io_at;
 
@@ -103,6 +103,21 @@ pub struct Listing {
     pub sealed: String,
 }
 
+impl Listing {
+    fn new(tenant: &str, record: &FileRecord) -> Self {
+        let sealed = std::time::UNIX_EPOCH + std::time::Duration::from_secs(record.sealed_at);
+        Self {
+            tenant: tenant.to_owned(),
+            name: record.name.clone(),
+            version: u64::from(record.version),
+            bytes: record.plaintext_len,
+            tik_version: u32::from(record.tik_version()),
+            blob: record.blob.to_string(),
+            sealed: atrest::audit::Timestamp::from(sealed).to_string(),
+        }
+    }
+}
+
 /// What [`Deployment::put`] did.
 #[derive(Clone, Debug, Serialize)]
 pub struct PutReport {
@@ -136,24 +151,6 @@ pub struct TenantSummary {
     pub root_keys: Vec<String>,
 }
 
-const NAME_RULE: &str = "1 to 128 characters, no control characters, not starting with '.'";
-
-fn check_name(what: &'static str, name: &str) -> Result<(), Error> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name.chars().all(|c| !c.is_control())
-        && !name.starts_with('.');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidName {
-            what,
-            name: name.to_owned(),
-            rule: NAME_RULE,
-        })
-    }
-}
-
 /// A deployment directory, opened.
 pub struct Deployment {
     dir: PathBuf,
@@ -163,10 +160,10 @@ pub struct Deployment {
     store: Arc<SqliteStore>,
     log: Arc<AuditLog>,
     signer: SigningKey,
-    catalog: Arc<Catalog>,
+    catalog: Arc<SqliteCatalog>,
     policy: Arc<dyn ReleasePolicy>,
     files: Files,
-    blobs: BlobStore,
+    blobs: Arc<BlobStore>,
 }
 
 impl core::fmt::Debug for Deployment {
@@ -239,15 +236,24 @@ impl Deployment {
         let signing_key = dir.join(SIGNING_KEY);
         let pkcs8 = fs::read(&signing_key).map_err(io_at(&signing_key))?;
         let signer = SigningKey::from_pkcs8("atrest-audit", &pkcs8)?;
-        let catalog = Arc::new(Catalog::open(&dir.join("atrest.sqlite"))?);
-        let blobs = match &config.blobs {
+        let catalog = Arc::new(SqliteCatalog::open(&dir.join("catalog.sqlite"))?);
+        let blobs = Arc::new(match &config.blobs {
             Some(url) => BlobStore::from_url(url)?,
             None => BlobStore::local(&dir.join("blobs"))?,
-        };
+        });
         let policy = options
             .custom_policy()
             .unwrap_or_else(|| policy::members(catalog.clone()));
-        let files = keys::files(&config, &options, &service, &store, &log, policy.clone())?;
+        let parts = keys::Parts {
+            config: &config,
+            options: &options,
+            service: &service,
+            store: &store,
+            catalog: &catalog,
+            blobs: &blobs,
+            log: &log,
+        };
+        let files = parts.files(policy.clone())?;
         Ok(Self {
             dir: dir.to_path_buf(),
             config,
@@ -279,13 +285,18 @@ impl Deployment {
     }
 
     /// The blob store.
-    pub fn blobs(&self) -> &BlobStore {
+    pub fn blobs(&self) -> &Arc<BlobStore> {
         &self.blobs
     }
 
-    /// The key store (tenant metadata and wrapped file keys).
+    /// The key store (tenant key metadata).
     pub fn key_store(&self) -> &Arc<SqliteStore> {
         &self.store
+    }
+
+    /// The catalog (tenant names and file records).
+    pub fn catalog(&self) -> &Arc<SqliteCatalog> {
+        &self.catalog
     }
 
     /// The service's root keys.
@@ -304,7 +315,7 @@ impl Deployment {
     /// [`Error::UnknownTenant`]; catalog errors.
     pub fn tenant_id(&self, name: &str) -> Result<TenantId, Error> {
         self.catalog
-            .tenant_id(name)?
+            .tenant_named(name)?
             .ok_or_else(|| Error::UnknownTenant {
                 name: name.to_owned(),
             })
@@ -319,7 +330,7 @@ impl Deployment {
     /// [`Error::ProviderConflict`] if a token's provider name is in use for
     /// another token; [`Error::PinNotSet`]; key errors.
     pub fn create_tenant(&mut self, name: &str, keys: &TenantKeys) -> Result<TenantSummary, Error> {
-        check_name("tenant name", name)?;
+        atrest::check_name("tenant name", name).map_err(atrest::Error::from)?;
         if name.contains('@') {
             return Err(Error::InvalidName {
                 what: "tenant name",
@@ -330,9 +341,9 @@ impl Deployment {
         let tenant = TenantId::random(&mut OsRng)?;
         // The name first: it is the claim on the name, and a user of the
         // tenant is a member from the moment its keys exist.
-        self.catalog.add_tenant(name, tenant)?;
+        self.catalog.name_tenant(name, tenant)?;
         if let Err(error) = self.create_tenant_keys(tenant, keys) {
-            let _ = self.catalog.remove_tenant(name);
+            let _ = self.catalog.unname_tenant(name);
             return Err(error);
         }
         self.checkpoint()?;
@@ -366,7 +377,7 @@ impl Deployment {
         let mut config = self.config.clone();
         let mut refs = Vec::with_capacity(2);
         for (token, label) in keys {
-            check_name("provider name", &token.name)?;
+            atrest::check_name("provider name", &token.name).map_err(atrest::Error::from)?;
             let taken = token.name == SERVICE_PROVIDER || self.options.has_provider(&token.name);
             match config.tokens.iter().find(|t| t.name == token.name) {
                 Some(known) if known != token => {
@@ -397,14 +408,16 @@ impl Deployment {
             self.config = config;
             // A new provider: the hierarchy's providers are fixed when it is
             // built.
-            self.files = keys::files(
-                &self.config,
-                &self.options,
-                &self.service,
-                &self.store,
-                &self.log,
-                self.policy.clone(),
-            )?;
+            let parts = keys::Parts {
+                config: &self.config,
+                options: &self.options,
+                service: &self.service,
+                store: &self.store,
+                catalog: &self.catalog,
+                blobs: &self.blobs,
+                log: &self.log,
+            };
+            self.files = parts.files(self.policy.clone())?;
         }
         let [a, b]: [RootKeyRef; 2] = refs
             .try_into()
@@ -452,22 +465,22 @@ impl Deployment {
     /// Catalog and key store errors.
     pub fn tenants(&self) -> Result<Vec<TenantSummary>, Error> {
         self.catalog
-            .tenants()?
+            .tenant_names()?
             .into_iter()
             .map(|(name, _)| self.tenant_summary(&name))
             .collect()
     }
 
     /// Seals `plaintext` as a new version of file `name` of tenant
-    /// `tenant`, for `access`, into a new blob.
+    /// `tenant`, for `access`, into a new blob; the catalog allocates the
+    /// version (several writers of one name at once each get their own).
     ///
     /// A version may be written by whoever the release policy would give
     /// its key to; a refusal is audited (`write_denied`).
     ///
     /// # Errors
-    /// [`Error::InvalidName`]; [`Error::UnknownTenant`];
-    /// [`Error::Refused`]; [`Error::VersionConflict`] if another writer
-    /// stored the same version first; key, stream and blob errors.
+    /// [`Error::UnknownTenant`]; [`Error::Refused`]; [`Error::Library`]:
+    /// an invalid name, key, stream, blob and catalog errors.
     pub fn put(
         &self,
         tenant: &str,
@@ -475,11 +488,14 @@ impl Deployment {
         access: &Access<'_>,
         plaintext: impl Read + Send,
     ) -> Result<PutReport, Error> {
-        check_name("file name", name)?;
+        atrest::check_name("file name", name).map_err(atrest::Error::from)?;
         let tenant_id = self.tenant_id(tenant)?;
-        let (file, version) = match self.catalog.latest(tenant_id, name)? {
-            Some((file, version)) => (file, version + 1),
-            None => (FileId::random(&mut OsRng)?, 1),
+        let file = match self.files.record(tenant_id, name, None) {
+            Ok(record) => record.file,
+            Err(error) if error.kind() == atrest::ErrorKind::NotFound => {
+                FileId::random(&mut OsRng)?
+            }
+            Err(error) => return Err(error.into()),
         };
         if let Decision::Deny(reason) = self.policy.decide(access, tenant_id, file) {
             self.audit_write_denied(tenant_id, access, &reason)?;
@@ -489,38 +505,13 @@ impl Deployment {
                 reason,
             });
         }
-        let context = FileContext::new(tenant_id, file, FileVersion::try_from(version)?);
-        let blob = BlobName::random()?;
-        let writer = self.blobs.create(&blob);
-        let (record, writer) = self.files.seal(access, &context, plaintext, writer)?;
-        let blob_len = writer.finish()?;
-        let stored = if blob_len == record.blob_len {
-            // The catalog row claims the version; then the key index (which
-            // rotation re-wraps) learns the wrapped key.
-            self.catalog
-                .put((tenant_id, tenant), name, &record, &blob)
-                .and_then(|()| {
-                    self.store
-                        .put_file_key(&context, &record.wrapped_key)
-                        .map_err(Error::from)
-                })
-        } else {
-            Err(Error::BlobLength {
-                blob: blob.to_string(),
-                written: blob_len,
-                sealed: record.blob_len,
-            })
-        };
-        if let Err(error) = stored {
-            let _ = self.blobs.delete(&blob);
-            return Err(error);
-        }
+        let record = self.files.seal(access, tenant_id, name, plaintext)?;
         Ok(PutReport {
             tenant: tenant.to_owned(),
             name: name.to_owned(),
-            version,
+            version: u64::from(record.version),
+            blob: record.blob.to_string(),
             record,
-            blob: blob.to_string(),
         })
     }
 
@@ -547,40 +538,28 @@ impl Deployment {
         Ok(())
     }
 
-    /// The record and blob of a file version (the latest if `version` is
-    /// `None`), with its wrapped key as currently stored (re-wraps update
-    /// it).
+    /// The record of a file version (the latest if `version` is `None`),
+    /// from the catalog: its wrapped key as re-wraps left it.
     ///
     /// # Errors
-    /// [`Error::UnknownTenant`]; [`Error::UnknownFile`]; catalog errors.
+    /// [`Error::UnknownTenant`]; [`Error::Library`] (not found: no such
+    /// file or version).
     pub fn record(
         &self,
         tenant: &str,
         name: &str,
         version: Option<u64>,
-    ) -> Result<(FileRecord, BlobName), Error> {
+    ) -> Result<FileRecord, Error> {
         let tenant_id = self.tenant_id(tenant)?;
-        let (mut record, blob) =
-            self.catalog
-                .record(tenant_id, name, version)?
-                .ok_or_else(|| Error::UnknownFile {
-                    tenant: tenant.to_owned(),
-                    name: name.to_owned(),
-                    version,
-                })?;
-        if let Some(current) = self.store.file_key(&record.context())? {
-            record.wrapped_key = current;
-        }
-        Ok((record, blob))
+        Ok(self.files.record(tenant_id, name, file_version(version)?)?)
     }
 
     /// Gives `access` file `name` of tenant `tenant` (or bytes `range` of
     /// it) into `out`. Returns the plaintext bytes written.
     ///
     /// # Errors
-    /// [`Error::UnknownTenant`]; [`Error::UnknownFile`];
-    /// [`Error::Library`]: the release refused, a blob that is not
-    /// authentic, blob and I/O errors.
+    /// [`Error::UnknownTenant`]; [`Error::Library`]: no such file, the
+    /// release refused, a blob that is not authentic, blob and I/O errors.
     pub fn get(
         &self,
         tenant: &str,
@@ -590,15 +569,17 @@ impl Deployment {
         range: Option<Range<u64>>,
         out: &mut (impl Write + Send),
     ) -> Result<u64, Error> {
-        let (record, blob) = self.record(tenant, name, version)?;
+        let tenant_id = self.tenant_id(tenant)?;
+        let version = file_version(version)?;
         let bytes = match range {
             Some(range) => {
-                let source = self.blobs.ranged(&blob)?;
-                self.files.open_range(access, &record, source, range, out)?
+                self.files
+                    .open_range(access, tenant_id, name, version, range, out)?
+                    .1
             }
             None => {
-                let source = self.blobs.open(&blob)?;
-                self.files.open(access, &record, source, out)?.1
+                let (record, _) = self.files.open(access, tenant_id, name, version, out)?;
+                record.plaintext_len
             }
         };
         Ok(bytes)
@@ -611,52 +592,35 @@ impl Deployment {
     pub fn list(&self, tenant: Option<&str>) -> Result<Vec<Listing>, Error> {
         let tenants = match tenant {
             Some(name) => vec![(name.to_owned(), self.tenant_id(name)?)],
-            None => self.catalog.tenants()?,
+            None => self.catalog.tenant_names()?,
         };
         let mut listings = Vec::new();
         for (tenant, id) in tenants {
-            for entry in self.catalog.list(id)? {
-                let tik_version = self
-                    .store
-                    .file_key(&entry.record.context())?
-                    .map_or(entry.record.tik_version(), |wrapped| wrapped.kek_version());
-                listings.push(Listing {
-                    tenant: tenant.clone(),
-                    name: entry.name,
-                    version: entry.version,
-                    bytes: entry.record.plaintext_len,
-                    tik_version: u32::from(tik_version),
-                    blob: entry.blob.to_string(),
-                    sealed: entry.sealed,
-                });
+            for record in self.catalog.records(id)? {
+                listings.push(Listing::new(&tenant, &record));
             }
         }
         Ok(listings)
     }
 
-    /// Rolls the tenant's TIK and re-wraps every file key under the new
-    /// version, reporting progress after each batch; then retires the
-    /// versions nothing refers to any more.
+    /// Rolls the tenant's TIK and re-wraps every wrapped file key in the
+    /// catalog under the new version, reporting progress after each batch;
+    /// then retires the versions nothing (no record, no upload in flight)
+    /// refers to any more. Returns the new version, the re-wrap report and
+    /// the versions retired.
     ///
     /// # Errors
-    /// [`Error::UnknownTenant`]; key and store errors; a re-wrap that
+    /// [`Error::UnknownTenant`]; key and catalog errors; a re-wrap that
     /// stopped can be run again.
     pub fn rotate_tik(
         &self,
         tenant: &str,
         progress: &mut dyn FnMut(RewrapProgress),
-    ) -> Result<(KeyVersion, RewrapReport), Error> {
+    ) -> Result<(KeyVersion, RewrapReport, Vec<KeyVersion>), Error> {
         let tenant_id = self.tenant_id(tenant)?;
-        let keys = self.files.keys();
-        let version = keys.roll_tik(tenant_id)?;
-        let report = keys.rewrap_file_keys(tenant_id, self.store.as_ref(), 1000, progress)?;
-        for old in self.store.tik_versions(tenant_id)? {
-            if old != report.tik_version {
-                keys.retire_tik(tenant_id, old, self.store.as_ref())?;
-            }
-        }
+        let rotated = self.files.rotate_tik(tenant_id, 1000, progress)?;
         self.checkpoint()?;
-        Ok((version, report))
+        Ok(rotated)
     }
 
     /// Rolls one of the service's root keys (`root` or `availability`):
@@ -672,7 +636,7 @@ impl Deployment {
                 label: label.to_owned(),
             });
         }
-        let version = atrest::tenant::RootKeyProvider::current_version(&*self.service, label)?;
+        let version = self.service.current_version(label)?;
         let old = RootKeyRef::new(SERVICE_PROVIDER, label, version)?;
         let new = self.service.roll_key(label)?;
         let report = self.files.keys().roll_root_key(&old, &new)?;
@@ -779,4 +743,9 @@ impl Deployment {
             })
             .collect())
     }
+}
+
+/// A version number from the command line, as the library's type.
+fn file_version(version: Option<u64>) -> Result<Option<FileVersion>, Error> {
+    Ok(version.map(FileVersion::try_from).transpose()?)
 }

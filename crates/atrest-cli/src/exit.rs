@@ -3,9 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use atrest::audit::Error as AuditError;
-use atrest::stream::Error as StreamError;
-use atrest::tenant::{Error as KeyError, ProviderError};
+use atrest::ErrorKind;
 use atrest_cli::deployment;
 
 /// The exit codes, as `--help` shows them.
@@ -107,87 +105,26 @@ const INTEGRITY: u8 = 5;
 const UNAVAILABLE: u8 = 6;
 const CONFLICT: u8 = 7;
 
-/// The exit code for `error` (see [`EXIT_CODES`]). The only place that
-/// looks inside errors of the libraries.
+/// The exit code for `error` (see [`EXIT_CODES`]): the program's own
+/// errors, then every library error by its [`ErrorKind`].
 pub(crate) fn exit_code(error: &Error) -> u8 {
-    use deployment::Error as D;
-    let library = match error {
-        Error::Usage { .. } | Error::NoSuchFile { .. } => return USAGE,
-        Error::Io { .. } => return FAILED,
-        Error::AuditDoesNotVerify | Error::Demo { .. } => return INTEGRITY,
-        Error::Deployment(error) => match error {
-            D::Library(library) => library,
-            D::NoDeployment { .. }
-            | D::Config { .. }
-            | D::UnsupportedVersion { .. }
-            | D::UnknownServiceKey { .. }
-            | D::InvalidName { .. }
-            | D::PinNotSet { .. } => return USAGE,
-            D::UnknownTenant { .. } | D::UnknownFile { .. } | D::UnknownRootKey { .. } => {
-                return NOT_FOUND;
-            }
-            D::Refused { .. } => return REFUSED,
-            D::CatalogDamaged { .. } => return INTEGRITY,
-            D::AlreadyInitialized { .. }
-            | D::TenantExists { .. }
-            | D::VersionConflict { .. }
-            | D::ProviderConflict { .. } => return CONFLICT,
-            D::Catalog { .. } | D::BlobLength { .. } | D::Io { .. } => return FAILED,
-            _ => return FAILED,
-        },
-    };
-    // Errors of the `atrest` library, by their nested variants.
-    match library {
-        atrest::Error::NotFound(_) => NOT_FOUND,
-        atrest::Error::Config(_) | atrest::Error::InvalidRange { .. } => USAGE,
-        atrest::Error::Record(_) => INTEGRITY,
-        atrest::Error::Blob(_) | atrest::Error::Io(_) => FAILED,
-        atrest::Error::Stream(stream) => match stream {
-            StreamError::Truncated
-            | StreamError::AuthenticationFailed
-            | StreamError::CommitmentMismatch
-            | StreamError::UnsupportedVersion(_)
-            | StreamError::UnsupportedSuite(_)
-            | StreamError::Malformed(_) => INTEGRITY,
-            StreamError::InvalidRange { .. }
-            | StreamError::InvalidSegmentSize(_)
-            | StreamError::OutputTooSmall { .. }
-            | StreamError::TooLong => USAGE,
-            // The reader or writer failed: the input file, the blob store,
-            // standard output.
-            _ => FAILED,
-        },
-        atrest::Error::Audit(audit) | atrest::Error::Keys(KeyError::Audit(audit)) => match audit {
-            AuditError::Corrupt { .. }
-            | AuditError::NotALog { .. }
-            | AuditError::Malformed { .. }
-            | AuditError::BadSignature => INTEGRITY,
-            AuditError::InvalidText(_) => USAGE,
-            AuditError::Sink { .. } => UNAVAILABLE,
-            _ => FAILED,
-        },
-        atrest::Error::Keys(keys) => match keys {
-            KeyError::UnknownTenant(_) | KeyError::UnknownTikVersion { .. } => NOT_FOUND,
-            KeyError::Denied { .. }
-            | KeyError::Purged(_)
-            | KeyError::Revoked(_)
-            | KeyError::WrongTenant(_)
-            | KeyError::RootKey(
-                ProviderError::AccessDenied { .. }
-                | ProviderError::Destroyed { .. }
-                | ProviderError::NotFound { .. },
-            ) => REFUSED,
-            KeyError::RootKey(ProviderError::Unavailable { .. }) => UNAVAILABLE,
-            KeyError::RootKey(ProviderError::AuthenticationFailed { .. }) => INTEGRITY,
-            KeyError::FileKey(filekey) => match filekey {
-                atrest::filekey::Error::Backend | atrest::filekey::Error::Rng => FAILED,
-                atrest::filekey::Error::InvalidId { .. } => USAGE,
-                _ => INTEGRITY,
-            },
-            KeyError::RootKey(_) | KeyError::Config(_) | KeyError::Misuse(_) => USAGE,
-            KeyError::TenantExists(_) | KeyError::TikInUse { .. } => CONFLICT,
-            _ => FAILED,
-        },
+    match error {
+        Error::Usage { .. } | Error::NoSuchFile { .. } => USAGE,
+        Error::Io { .. } => FAILED,
+        Error::AuditDoesNotVerify | Error::Demo { .. } => INTEGRITY,
+        Error::Deployment(error) => kind_code(error.kind()),
+    }
+}
+
+/// The exit code of a kind of failure.
+fn kind_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::NotFound => NOT_FOUND,
+        ErrorKind::Refused => REFUSED,
+        ErrorKind::Integrity => INTEGRITY,
+        ErrorKind::Conflict => CONFLICT,
+        ErrorKind::Unavailable => UNAVAILABLE,
+        ErrorKind::Usage => USAGE,
         _ => FAILED,
     }
 }

@@ -158,6 +158,12 @@ pub trait Catalog: WrappedKeyIndex + Send + Sync {
     /// [`CatalogError::Database`], [`CatalogError::Corrupt`].
     async fn tenant_names(&self) -> Result<Vec<(String, TenantId)>, Error>;
 
+    /// The name of tenant `tenant`, if it has one.
+    ///
+    /// # Errors
+    /// [`CatalogError::Database`].
+    async fn tenant_name(&self, tenant: TenantId) -> Result<Option<String>, Error>;
+
     /// Records a new seal of file `name` of `tenant` into blob `blob`:
     /// allocates the file id (for a new name) and the next version.
     ///
@@ -503,6 +509,22 @@ impl SqliteCatalog {
         Ok(names)
     }
 
+    /// The blocking form of [`Catalog::tenant_name`].
+    ///
+    /// # Errors
+    /// As for [`Catalog::tenant_name`].
+    pub fn tenant_name(&self, tenant: TenantId) -> Result<Option<String>, Error> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT name FROM catalog_tenants WHERE tenant = ?1",
+                params![tenant.as_bytes()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(CatalogError::from)?)
+    }
+
     /// The blocking form of [`Catalog::begin_seal`].
     ///
     /// # Errors
@@ -810,6 +832,10 @@ impl Catalog for SqliteCatalog {
 
     async fn tenant_names(&self) -> Result<Vec<(String, TenantId)>, Error> {
         SqliteCatalog::tenant_names(self)
+    }
+
+    async fn tenant_name(&self, tenant: TenantId) -> Result<Option<String>, Error> {
+        SqliteCatalog::tenant_name(self, tenant)
     }
 
     async fn begin_seal(

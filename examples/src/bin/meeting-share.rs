@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use atrest::FileRecord;
-use atrest::filekey::{FileContext, FileId, FileVersion, OsRng, TenantId};
+use atrest::filekey::{FileId, TenantId};
 use atrest::tenant::{Access, Decision};
 use atrest_cli::deployment::{Deployment, Options, TenantKeys};
 use clap::Parser;
@@ -167,11 +167,10 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     let organizer = Access::User {
         principal: "organizer",
     };
-    let mut shared: Vec<(String, FileRecord, Vec<u8>)> = Vec::new();
+    let mut shared: Vec<(String, FileRecord)> = Vec::new();
     for (name, bytes) in &items {
-        let context = FileContext::new(tenant, FileId::random(&mut OsRng)?, FileVersion::FIRST);
-        let (record, blob) = files.seal(&organizer, &context, bytes.as_slice(), Vec::new())?;
-        shared.push((name.clone(), record, blob));
+        let record = files.seal(&organizer, tenant, name, bytes.as_slice())?;
+        shared.push((name.clone(), record));
     }
 
     // Who asks, with what token, and whether they should get the items.
@@ -196,9 +195,9 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         let access = Access::User {
             principal: participant,
         };
-        for ((name, record, blob), (_, original)) in shared.iter().zip(&items) {
-            let result = files.open(&access, record, blob.as_slice(), Vec::new());
-            let got = matches!(&result, Ok((plain, _)) if plain == original);
+        for ((name, record), (_, original)) in shared.iter().zip(&items) {
+            let result = files.open(&access, tenant, name, Some(record.version), Vec::new());
+            let got = matches!(&result, Ok((_, plain)) if plain == original);
             as_expected &= got == should_get;
             let outcome = match &result {
                 Ok(_) => "released".to_owned(),
@@ -220,7 +219,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     let (audit, _) = deployment.verify_audit()?;
     let distinct_keys = shared
         .iter()
-        .map(|(_, record, _)| record.wrapped_key.as_bytes().to_vec())
+        .map(|(_, record)| record.wrapped_key.as_bytes().to_vec())
         .collect::<std::collections::BTreeSet<_>>()
         .len();
     if args.json {

@@ -57,20 +57,6 @@ pub enum Error {
         name: String,
     },
 
-    /// The tenant has no file of this name (or not this version).
-    #[error("tenant {tenant:?} has no {} of {name:?}", match version {
-        Some(version) => format!("version {version}"),
-        None => "file".to_owned(),
-    })]
-    UnknownFile {
-        /// The tenant's name.
-        tenant: String,
-        /// The file's name.
-        name: String,
-        /// The version asked for (`None`: the latest).
-        version: Option<u64>,
-    },
-
     /// The key named is not one of the tenant's root keys.
     #[error("{key} is not a root key of tenant {tenant:?}")]
     UnknownRootKey {
@@ -85,26 +71,6 @@ pub enum Error {
     UnknownServiceKey {
         /// The label given.
         label: String,
-    },
-
-    /// A tenant of this name exists already.
-    #[error("tenant {name:?} already exists")]
-    TenantExists {
-        /// The name.
-        name: String,
-    },
-
-    /// Another writer stored this version of the file first.
-    #[error(
-        "version {version} of {name:?} of tenant {tenant:?} was stored by another writer; try again"
-    )]
-    VersionConflict {
-        /// The tenant's name.
-        tenant: String,
-        /// The file's name.
-        name: String,
-        /// The version both wrote.
-        version: u64,
     },
 
     /// A provider name is configured already, with another token or module.
@@ -141,38 +107,6 @@ pub enum Error {
         tenant: String,
         /// The policy's reason.
         reason: String,
-    },
-
-    /// The catalog database failed.
-    #[error("catalog: {source}")]
-    Catalog {
-        /// The database's error.
-        #[source]
-        source: rusqlite::Error,
-    },
-
-    /// The catalog holds a value that is not what was stored there (an id of
-    /// the wrong length, a record that does not parse).
-    #[error("catalog: {what} of {subject} is damaged")]
-    CatalogDamaged {
-        /// Which value (`tenant id`, `file id`, `file record`, `blob name`).
-        what: &'static str,
-        /// Whose value it is.
-        subject: String,
-        /// Why it does not parse, where a parser said.
-        #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
-    },
-
-    /// The blob store stored a blob of another length than was sealed.
-    #[error("blob {blob}: the store holds {written} bytes, {sealed} were sealed")]
-    BlobLength {
-        /// The blob's name.
-        blob: String,
-        /// Bytes the store reports.
-        written: u64,
-        /// Bytes sealed.
-        sealed: u64,
     },
 
     /// A file of the deployment could not be read or written.
@@ -214,9 +148,24 @@ impl From<atrest::tenant::ProviderError> for Error {
     }
 }
 
-impl From<rusqlite::Error> for Error {
-    fn from(source: rusqlite::Error) -> Self {
-        Self::Catalog { source }
+impl Error {
+    /// What kind of failure this is (the library's classification, for
+    /// exit codes and HTTP statuses).
+    pub fn kind(&self) -> atrest::ErrorKind {
+        use atrest::ErrorKind as K;
+        match self {
+            Self::NoDeployment { .. }
+            | Self::Config { .. }
+            | Self::UnsupportedVersion { .. }
+            | Self::UnknownServiceKey { .. }
+            | Self::InvalidName { .. }
+            | Self::PinNotSet { .. } => K::Usage,
+            Self::AlreadyInitialized { .. } | Self::ProviderConflict { .. } => K::Conflict,
+            Self::UnknownTenant { .. } | Self::UnknownRootKey { .. } => K::NotFound,
+            Self::Refused { .. } => K::Refused,
+            Self::Io { .. } => K::Io,
+            Self::Library(error) => error.kind(),
+        }
     }
 }
 

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use atrest::Files;
 use atrest::audit::AuditLog;
+use atrest::blobs::BlobStore;
 use atrest::tenant::{
     KeyHierarchy, KeyMaterial, Pkcs11Keys, ProviderError, ReleasePolicy, RootKeyProvider,
     RootKeyRef, ServiceKeys, SqliteStore,
 };
+use atrest::{Files, SqliteCatalog};
 
 use super::config::{Config, TokenConfig};
 use super::error::Error;
@@ -93,33 +94,46 @@ impl Options {
     }
 }
 
-/// Builds the key hierarchy of a deployment and the files API over it: the
-/// service's root and availability keys, every configured token, the
-/// program's providers, and `policy`.
-pub(super) fn files(
-    config: &Config,
-    options: &Options,
-    service: &Arc<ServiceKeys>,
-    store: &Arc<SqliteStore>,
-    log: &Arc<AuditLog>,
-    policy: Arc<dyn ReleasePolicy>,
-) -> Result<Files, Error> {
-    let mut builder = KeyHierarchy::builder(store.clone(), log.clone())
-        .provider(service.clone())
-        .service_root_key(SERVICE_PROVIDER, ROOT_KEY)
-        .availability_key(SERVICE_PROVIDER, AVAILABILITY_KEY)
-        .policy(policy)
-        .actor(&options.actor);
-    for token in &config.tokens {
-        builder = builder.provider(open_token(token));
+/// The parts of an opened deployment the files API is built from.
+pub(super) struct Parts<'a> {
+    pub(super) config: &'a Config,
+    pub(super) options: &'a Options,
+    pub(super) service: &'a Arc<ServiceKeys>,
+    pub(super) store: &'a Arc<SqliteStore>,
+    pub(super) catalog: &'a Arc<SqliteCatalog>,
+    pub(super) blobs: &'a Arc<BlobStore>,
+    pub(super) log: &'a Arc<AuditLog>,
+}
+
+impl Parts<'_> {
+    /// Builds the key hierarchy of a deployment and the files API over it:
+    /// the service's root and availability keys, every configured token,
+    /// the program's providers, and `policy`; the catalog and the blobs.
+    pub(super) fn files(&self, policy: Arc<dyn ReleasePolicy>) -> Result<Files, Error> {
+        let options = self.options;
+        let mut builder = KeyHierarchy::builder(self.store.clone(), self.log.clone())
+            .provider(self.service.clone())
+            .service_root_key(SERVICE_PROVIDER, ROOT_KEY)
+            .availability_key(SERVICE_PROVIDER, AVAILABILITY_KEY)
+            .policy(policy)
+            .actor(&options.actor);
+        for token in &self.config.tokens {
+            builder = builder.provider(open_token(token));
+        }
+        for provider in &options.providers {
+            builder = builder.provider(provider.clone());
+        }
+        if let Some(ttl) = options.cache_ttl {
+            builder = builder.cache_ttl(ttl);
+        }
+        Ok(Files::new(
+            Arc::new(builder.build()?),
+            self.catalog.clone(),
+            self.blobs.clone(),
+            self.log.clone(),
+        )
+        .with_actor(&options.actor))
     }
-    for provider in &options.providers {
-        builder = builder.provider(provider.clone());
-    }
-    if let Some(ttl) = options.cache_ttl {
-        builder = builder.cache_ttl(ttl);
-    }
-    Ok(Files::new(Arc::new(builder.build()?), log.clone()).with_actor(&options.actor))
 }
 
 /// A configured token, opened with the PIN from its environment variable;
@@ -148,19 +162,30 @@ struct Unopened {
     detail: String,
 }
 
+#[async_trait::async_trait]
 impl RootKeyProvider for Unopened {
     fn name(&self) -> &str {
         &self.name
     }
 
-    fn wrap(&self, key: &RootKeyRef, _: &KeyMaterial, _: &[u8]) -> Result<Vec<u8>, ProviderError> {
+    async fn wrap(
+        &self,
+        key: &RootKeyRef,
+        _: &KeyMaterial,
+        _: &[u8],
+    ) -> Result<Vec<u8>, ProviderError> {
         Err(ProviderError::Unavailable {
             key: key.clone(),
             detail: self.detail.clone(),
         })
     }
 
-    fn unwrap(&self, key: &RootKeyRef, _: &[u8], _: &[u8]) -> Result<KeyMaterial, ProviderError> {
+    async fn unwrap(
+        &self,
+        key: &RootKeyRef,
+        _: &[u8],
+        _: &[u8],
+    ) -> Result<KeyMaterial, ProviderError> {
         Err(ProviderError::Unavailable {
             key: key.clone(),
             detail: self.detail.clone(),

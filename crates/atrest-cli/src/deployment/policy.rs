@@ -10,7 +10,7 @@ use std::sync::Arc;
 use atrest::filekey::{FileId, TenantId};
 use atrest::tenant::{Access, Decision, ReleasePolicy};
 
-use super::catalog::Catalog;
+use atrest::SqliteCatalog as Catalog;
 
 /// A principal `user@tenant`: a user of a tenant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
