@@ -13,12 +13,13 @@
     clippy::indexing_slicing
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use atrest_audit::{
     AuditLog, Event, FileRef, KeyRef, LogConfig, Record, SigningKey, Text, verify_segments,
 };
+use atrest_test_support::TempDir;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 fn record(i: u64) -> Record {
@@ -40,12 +41,6 @@ fn record(i: u64) -> Record {
     .request(Text::new(format!("req-{i}")).unwrap())
 }
 
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("atrest-bench-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
 fn append(c: &mut Criterion) {
     let mut group = c.benchmark_group("audit/append_durable");
     group.sample_size(10);
@@ -63,7 +58,8 @@ fn append(c: &mut Criterion) {
     for (threads, delay_us) in cases {
         let per_thread = if threads == 1 { 400 } else { 20_000 / threads };
         group.throughput(Throughput::Elements((threads * per_thread) as u64));
-        let dir = fresh_dir(&format!("append-{threads}-{delay_us}"));
+        let tmp = TempDir::new(&format!("bench-append-{threads}-{delay_us}"));
+        let dir = tmp.join("log");
         let config = LogConfig {
             max_batch_delay: Duration::from_micros(delay_us),
             ..LogConfig::default()
@@ -92,11 +88,11 @@ fn append(c: &mut Criterion) {
             });
         });
         drop(log);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
     // One thread committing batches of 1,000 (a service that buffers).
     group.throughput(Throughput::Elements(20_000));
-    let dir = fresh_dir("append-batch");
+    let tmp = TempDir::new("bench-append-batch");
+    let dir = tmp.join("log");
     let log = AuditLog::create(&dir, LogConfig::default()).unwrap();
     group.bench_function("batches_of_1000", |b| {
         b.iter(|| {
@@ -106,13 +102,13 @@ fn append(c: &mut Criterion) {
         });
     });
     drop(log);
-    std::fs::remove_dir_all(&dir).unwrap();
     group.finish();
 }
 
 fn verification(c: &mut Criterion) {
     const RECORDS: u64 = 200_000;
-    let dir = fresh_dir("verify");
+    let tmp = TempDir::new("bench-verify");
+    let dir = tmp.join("log");
     let log = AuditLog::create(
         &dir,
         LogConfig {
@@ -156,7 +152,6 @@ fn verification(c: &mut Criterion) {
     });
     group.finish();
     drop(log);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 criterion_group!(benches, append, verification);

@@ -14,50 +14,22 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use atrest_audit::{Audit, Receipt, Record};
 use atrest_filekey::{FileContext, FileId, FileVersion, OsRng, TenantId};
 use atrest_tenant::{
     Access, Decision, KeyHierarchy, MasterKey, Pkcs11Keys, RootKeyProvider, ServiceKeys,
     SqliteStore,
 };
+use atrest_test_support::TempDir;
+use atrest_test_support::audit::Counting;
+use atrest_test_support::softhsm::{self, SoftHsm};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const USER: Access<'static> = Access::User {
     principal: "reader",
 };
-
-#[derive(Default)]
-struct CountingAudit(AtomicU64);
-
-impl Audit for CountingAudit {
-    fn record(&self, record: Record) -> Result<Receipt, atrest_audit::Error> {
-        drop(std::hint::black_box(record));
-        let seq = self.0.fetch_add(1, Ordering::Relaxed);
-        Ok(Receipt { seq, hash: [0; 32] })
-    }
-}
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("atrest-bench-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn hierarchy(dir: &Path, extra: &[Arc<dyn RootKeyProvider>]) -> (KeyHierarchy, Arc<SqliteStore>) {
     let master = MasterKey::create_file(&dir.join("master.key")).unwrap();
@@ -65,7 +37,7 @@ fn hierarchy(dir: &Path, extra: &[Arc<dyn RootKeyProvider>]) -> (KeyHierarchy, A
     service.create_key("root").unwrap();
     service.create_key("availability").unwrap();
     let store = Arc::new(SqliteStore::open(&dir.join("tenants.sqlite")).unwrap());
-    let mut builder = KeyHierarchy::builder(store.clone(), Arc::new(CountingAudit::default()))
+    let mut builder = KeyHierarchy::builder(store.clone(), Arc::new(Counting::default()))
         .provider(service)
         .service_root_key("service", "root")
         .availability_key("service", "availability")
@@ -87,8 +59,8 @@ fn context(tenant: TenantId) -> FileContext {
 }
 
 fn warm(c: &mut Criterion) {
-    let dir = Dir::new("warm");
-    let (hierarchy, _) = hierarchy(&dir.0, &[]);
+    let dir = TempDir::new("bench-warm");
+    let (hierarchy, _) = hierarchy(dir.path(), &[]);
     let tenant = TenantId::random(&mut OsRng).unwrap();
     hierarchy.create_service_tenant(tenant).unwrap();
     let ctx = context(tenant);
@@ -115,8 +87,8 @@ fn warm(c: &mut Criterion) {
 
 fn rewrap(c: &mut Criterion) {
     const KEYS: u64 = 5_000;
-    let dir = Dir::new("rewrap");
-    let (hierarchy, store) = hierarchy(&dir.0, &[]);
+    let dir = TempDir::new("bench-rewrap");
+    let (hierarchy, store) = hierarchy(dir.path(), &[]);
     let tenant = TenantId::random(&mut OsRng).unwrap();
     hierarchy.create_service_tenant(tenant).unwrap();
     for _ in 0..KEYS {
@@ -145,14 +117,10 @@ fn rewrap(c: &mut Criterion) {
     group.finish();
 }
 
-const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-const PIN: &str = "5678";
-
 /// SoftHSM2 reads `SOFTHSM2_CONF` when initialized; the bench re-runs
 /// itself with that set to fresh tokens in a temporary directory.
 fn cold_softhsm(c: &mut Criterion) {
-    let module = std::env::var_os("ATREST_PKCS11_MODULE")
-        .map_or_else(|| PathBuf::from(DEFAULT_MODULE), PathBuf::from);
+    let module = softhsm::module();
     if !module.exists() {
         eprintln!(
             "tenant/cold-cache-softhsm2: skipped, {} not installed (scripts/test installs softhsm2)",
@@ -161,41 +129,11 @@ fn cold_softhsm(c: &mut Criterion) {
         return;
     }
     let Some(dir) = std::env::var_os("ATREST_BENCH_SOFTHSM_DIR") else {
-        let dir = Dir::new("softhsm");
-        let tokens = dir.0.join("tokens");
-        std::fs::create_dir_all(&tokens).unwrap();
-        let conf = dir.0.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
-        for label in ["customer-a", "customer-b"] {
-            let ok = Command::new("softhsm2-util")
-                .env("SOFTHSM2_CONF", &conf)
-                .args([
-                    "--init-token",
-                    "--free",
-                    "--label",
-                    label,
-                    "--so-pin",
-                    "1234",
-                    "--pin",
-                    PIN,
-                ])
-                .stdout(std::process::Stdio::null())
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "softhsm2-util --init-token");
-        }
-        let status = Command::new(std::env::current_exe().unwrap())
+        let hsm = SoftHsm::init("bench", &["customer-a", "customer-b"]).unwrap();
+        let status = hsm
+            .command(std::env::current_exe().unwrap())
             .args(std::env::args_os().skip(1))
-            .env("SOFTHSM2_CONF", &conf)
-            .env("ATREST_BENCH_SOFTHSM_DIR", &dir.0)
+            .env("ATREST_BENCH_SOFTHSM_DIR", hsm.dir())
             .env("ATREST_BENCH_SOFTHSM_ONLY", "1")
             .status()
             .unwrap();
@@ -203,8 +141,10 @@ fn cold_softhsm(c: &mut Criterion) {
         return;
     };
     let dir = PathBuf::from(dir);
-    let hsm_a = Arc::new(Pkcs11Keys::open("hsm-a", &module, "customer-a", PIN).unwrap());
-    let hsm_b = Arc::new(Pkcs11Keys::open("hsm-b", &module, "customer-b", PIN).unwrap());
+    let hsm_a =
+        Arc::new(Pkcs11Keys::open("hsm-a", &module, "customer-a", softhsm::USER_PIN).unwrap());
+    let hsm_b =
+        Arc::new(Pkcs11Keys::open("hsm-b", &module, "customer-b", softhsm::USER_PIN).unwrap());
     let keys = [
         hsm_a.generate_key("k").unwrap(),
         hsm_b.generate_key("k").unwrap(),

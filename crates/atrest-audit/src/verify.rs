@@ -218,13 +218,13 @@ pub fn verify_segments<'a>(
     report.records = state.next_seq;
     report.head = state.head;
     report.checkpoints_verified = met;
-    if report.problem.is_none() {
-        if let Some((&size, _)) = expected.range(state.next_seq + 1..).next() {
-            report.problem = Some(Problem::TruncatedBehindCheckpoint {
-                checkpoint_size: size,
-                log_size: state.next_seq,
-            });
-        }
+    if report.problem.is_none()
+        && let Some((&size, _)) = expected.range(state.next_seq + 1..).next()
+    {
+        report.problem = Some(Problem::TruncatedBehindCheckpoint {
+            checkpoint_size: size,
+            log_size: state.next_seq,
+        });
     }
     report
 }

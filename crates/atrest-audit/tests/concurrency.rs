@@ -14,7 +14,8 @@ mod common;
 use std::collections::HashSet;
 
 use atrest_audit::{AuditLog, Event, LogConfig, SigningKey, read_entries, verify};
-use common::{TempDir, record};
+use atrest_test_support::TempDir;
+use common::record;
 
 #[test]
 fn many_threads_append_without_loss_or_duplication() {

@@ -17,7 +17,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use atrest_audit::{AuditLog, Error, LogConfig, SigningKey, verify};
-use common::{TempDir, record, segment_file};
+use atrest_test_support::TempDir;
+use common::{record, segment_file};
 
 #[test]
 fn a_torn_final_write_at_any_offset_recovers_to_the_previous_record() {

@@ -18,7 +18,8 @@ use atrest_audit::{
     Audit, AuditLog, Auditor, Error, Event, IdHasher, LogConfig, MemorySink, Receipt, Record, Sink,
     SinkPolicy, Text,
 };
-use common::{TempDir, record, text};
+use atrest_test_support::TempDir;
+use common::{record, text};
 
 /// Whether `T` implements a trait, decided at compile time: the inherent
 /// method (which exists only when the bound holds) wins over the fallback

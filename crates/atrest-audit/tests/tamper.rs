@@ -15,7 +15,8 @@ mod common;
 use std::path::Path;
 
 use atrest_audit::{AuditLog, Checkpoint, LogConfig, Problem, SigningKey, verify, verify_segments};
-use common::{TempDir, record, segment_file};
+use atrest_test_support::TempDir;
+use common::{record, segment_file};
 
 struct Fixture {
     _dir: TempDir,

@@ -95,16 +95,16 @@ impl<R: Read> Chunker<R> {
     /// (doubling) only as data arrives; returns the bytes read.
     fn read_slot(&mut self, buf: &mut Vec<u8>, offset: usize, want: usize) -> Result<usize, Error> {
         let mut got = 0;
-        if want > 0 {
-            if let Some(byte) = self.carry.take() {
-                if buf.len() <= offset {
-                    buf.resize(offset + 1, 0);
-                }
-                if let Some(first) = buf.get_mut(offset) {
-                    *first = byte;
-                }
-                got = 1;
+        if want > 0
+            && let Some(byte) = self.carry.take()
+        {
+            if buf.len() <= offset {
+                buf.resize(offset + 1, 0);
             }
+            if let Some(first) = buf.get_mut(offset) {
+                *first = byte;
+            }
+            got = 1;
         }
         while got < want {
             let target = want.min(got.saturating_mul(2).max(INITIAL_SLOT));

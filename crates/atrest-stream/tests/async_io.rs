@@ -12,7 +12,8 @@
 mod common;
 
 use atrest_stream::{AsyncDecryptor, AsyncEncryptor, Error, decrypt, encrypt_with};
-use common::{AD, boundary_lengths, key, plaintext, size};
+use atrest_test_support::plaintext;
+use common::{AD, boundary_lengths, key, size};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]

@@ -18,7 +18,8 @@ use std::io::{self, Read, Write};
 use atrest_stream::{
     Backend, Error, Options, decrypt, decrypt_stream, encrypt_stream, encrypt_with, stream_len,
 };
-use common::{AD, boundary_lengths, key, plaintext, size};
+use atrest_test_support::{TempDir, plaintext};
+use common::{AD, boundary_lengths, key, size};
 
 /// A reader that returns at most `max` bytes per call.
 struct Trickle<'a> {
@@ -155,8 +156,7 @@ fn a_failing_writer_or_reader_stops_the_pipeline() {
 #[test]
 fn file_to_file() {
     let key = key();
-    let dir = std::env::temp_dir().join(format!("atrest-pipeline-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("stream-pipeline");
     let data = plaintext(3_000_000);
     std::fs::write(dir.join("in"), &data).unwrap();
     let input = std::fs::File::open(dir.join("in")).unwrap();
@@ -169,7 +169,6 @@ fn file_to_file() {
     out.sync_all().unwrap();
     assert_eq!(n, data.len() as u64);
     assert_eq!(std::fs::read(dir.join("out")).unwrap(), data);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

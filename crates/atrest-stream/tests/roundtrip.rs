@@ -17,7 +17,8 @@ use std::io::{Read, Write};
 use atrest_stream::{
     Decryptor, Encryptor, RandomAccess, SegmentSize, decrypt, encrypt, encrypt_with, stream_len,
 };
-use common::{AD, boundary_lengths, key, plaintext, size, stream_read};
+use atrest_test_support::{TempDir, plaintext};
+use common::{AD, boundary_lengths, key, size, stream_read};
 use proptest::prelude::*;
 
 const SIZES: [u32; 4] = [256, 333, 4096, 65536];
@@ -121,8 +122,7 @@ fn segment_size_limits() {
 #[test]
 fn a_decryptor_over_a_file_streams() {
     let key = key();
-    let dir = std::env::temp_dir().join(format!("atrest-stream-roundtrip-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("stream-roundtrip");
     let path = dir.join("blob");
     let data = plaintext(300_000);
     let file = std::fs::File::create(&path).unwrap();
@@ -139,7 +139,6 @@ fn a_decryptor_over_a_file_streams() {
     assert_eq!(out, data);
     let access = RandomAccess::new(std::fs::File::open(&path).unwrap(), &key, AD).unwrap();
     assert_eq!(access.plaintext_len(), 300_000);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 proptest! {

@@ -17,7 +17,8 @@ use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use atrest_stream::{Decryptor, Error, RandomAccess, ReadAt, encrypt_with};
-use common::{AD, capacities, key, plaintext, size};
+use atrest_test_support::plaintext;
+use common::{AD, capacities, key, size};
 use proptest::prelude::*;
 
 const S: u32 = 300;

@@ -17,7 +17,8 @@ mod common;
 
 use atrest_filekey::FileKey;
 use atrest_stream::{Error, HEADER_LEN, PREFIX_LEN, RandomAccess, decrypt, encrypt_with};
-use common::{AD, capacities, key, plaintext, segment_ranges, size, stream_read};
+use atrest_test_support::plaintext;
+use common::{AD, capacities, key, segment_ranges, size, stream_read};
 
 const S: u32 = 256;
 

@@ -23,7 +23,8 @@ use std::process::Command;
 
 use atrest_filekey::FileKey;
 use atrest_stream::{PREFIX_LEN, decrypt, encrypt_with, envelope_prefix};
-use common::{boundary_lengths, plaintext, size};
+use atrest_test_support::{TempDir, plaintext};
+use common::{boundary_lengths, size};
 
 fn tink_python() -> PathBuf {
     if let Some(path) = std::env::var_os("ATREST_TINK_PYTHON") {
@@ -40,8 +41,7 @@ fn tink_python() -> PathBuf {
 
 #[test]
 fn atrest_and_tink_read_each_others_streams() {
-    let dir = std::env::temp_dir().join(format!("atrest-tink-interop-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("stream-tink-interop");
     let mut cases = Vec::new();
     let mut expected = Vec::new();
     for (i, s) in [256u32, 1000, 4096, 65536].into_iter().enumerate() {
@@ -77,7 +77,7 @@ fn atrest_and_tink_read_each_others_streams() {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tink_interop.py");
     let output = Command::new(tink_python())
         .arg(&script)
-        .arg(&dir)
+        .arg(dir.path())
         .output()
         .unwrap();
     assert!(
@@ -111,5 +111,4 @@ fn atrest_and_tink_read_each_others_streams() {
         // The wrong context fails for Tink's stream too.
         assert!(decrypt(key, b"another context", &stream).is_err());
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -20,8 +20,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,78 +29,7 @@ use atrest_tenant::{
     Error, KeyHierarchy, KeyMaterial, MasterKey, Pkcs11Keys, ProviderError, RootKeyProvider,
     ServiceKeys, SqliteStore,
 };
-use common::{Collected, SYSTEM, TempDir, USER, context};
-
-const PIN: &str = "5678";
-const SO_PIN: &str = "1234";
-const TOKENS: [&str; 3] = ["customer-a", "customer-b", "service-master"];
-const CHILD: &str = "ATREST_SOFTHSM_CHILD_DIR";
-
-fn module() -> PathBuf {
-    std::env::var_os("ATREST_PKCS11_MODULE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"))
-}
-
-/// Runs `body` in a child process whose SoftHSM2 has the tokens of
-/// [`TOKENS`] freshly initialized in a temporary directory.
-fn with_tokens(test: &str, body: impl FnOnce(&std::path::Path)) {
-    if let Some(dir) = std::env::var_os(CHILD) {
-        body(std::path::Path::new(&dir));
-        return;
-    }
-    assert!(
-        module().exists(),
-        "SoftHSM2 is not installed ({} is missing): run scripts/test, which installs the Debian package softhsm2",
-        module().display()
-    );
-    let dir = TempDir::new(test);
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    for label in TOKENS {
-        let status = Command::new("softhsm2-util")
-            .env("SOFTHSM2_CONF", &conf)
-            .args([
-                "--init-token",
-                "--free",
-                "--label",
-                label,
-                "--so-pin",
-                SO_PIN,
-                "--pin",
-                PIN,
-            ])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("softhsm2-util runs (scripts/test installs softhsm2)");
-        assert!(status.success(), "softhsm2-util --init-token {label}");
-    }
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env("SOFTHSM2_CONF", &conf)
-        .env(CHILD, dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.contains("1 passed"),
-        "child test failed:\n{stdout}\n{stderr}"
-    );
-}
-
-fn token(name: &str, label: &str) -> Arc<Pkcs11Keys> {
-    Arc::new(Pkcs11Keys::open(name, &module(), label, PIN).unwrap())
-}
+use common::{Collected, PIN, SYSTEM, USER, context, module, token, with_tokens};
 
 #[test]
 fn customer_key_tenant_end_to_end() {

@@ -14,13 +14,6 @@ use atrest_stream::{Error, SegmentSize, TAG_LEN, TINK_HEADER_LEN};
 
 pub const AD: &[u8] = b"tenant 1 / file 7 / version 3";
 
-/// Deterministic plaintext of `len` bytes.
-pub fn plaintext(len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8)
-        .collect()
-}
-
 pub fn key() -> FileKey {
     FileKey::from_secret_bytes(&[0x42; 32])
 }

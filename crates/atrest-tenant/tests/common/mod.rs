@@ -1,81 +1,46 @@
-//! Shared test fixtures: temporary directories, an audit collector, and a
-//! hierarchy with a service provider and two fault-injectable customer
-//! providers, all backed by real SQLite key stores on disk.
+//! Shared test fixtures: a hierarchy with a service provider and two
+//! fault-injectable customer providers, all backed by real SQLite key stores
+//! on disk, and SoftHSM2 tokens. Temporary directories, the audit collector
+//! and the token set-up come from `atrest-test-support`.
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use atrest_audit::{Audit, Event, Outcome, Receipt, Record};
 use atrest_filekey::{FileContext, FileId, FileVersion, OsRng, TenantId};
 use atrest_tenant::fault::FaultInjector;
 use atrest_tenant::{
-    Access, Decision, KeyHierarchy, MasterKey, ReleasePolicy, RootKeyProvider, RootKeyRef,
-    ServiceKeys, SqliteStore,
+    Access, Decision, KeyHierarchy, MasterKey, Pkcs11Keys, ReleasePolicy, RootKeyProvider,
+    RootKeyRef, ServiceKeys, SqliteStore,
 };
-
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(name: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "atrest-tenant-{name}-{}-{:?}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
+pub use atrest_test_support::TempDir;
 /// Collects audit records in memory (the real log is tested in
 /// atrest-audit and in the crash test here).
-#[derive(Default)]
-pub struct Collected(pub Mutex<Vec<Record>>);
+pub use atrest_test_support::audit::Collected;
+use atrest_test_support::softhsm;
 
-impl Audit for Collected {
-    fn record(&self, record: Record) -> Result<Receipt, atrest_audit::Error> {
-        let mut records = self.0.lock().unwrap();
-        records.push(record);
-        Ok(Receipt {
-            seq: records.len() as u64 - 1,
-            hash: [0; 32],
-        })
-    }
+/// The user PIN of the SoftHSM2 tokens.
+pub const PIN: &str = softhsm::USER_PIN;
+/// The SoftHSM2 tokens of [`with_tokens`].
+pub const TOKENS: [&str; 3] = ["customer-a", "customer-b", "service-master"];
+
+/// The PKCS#11 module (`ATREST_PKCS11_MODULE`, by default SoftHSM2's).
+pub fn module() -> PathBuf {
+    softhsm::module()
 }
 
-impl Collected {
-    pub fn events(&self) -> Vec<(Event, Outcome)> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|r| (r.event.clone(), r.outcome.clone()))
-            .collect()
-    }
+/// Runs `body` in a child process whose SoftHSM2 has the tokens of
+/// [`TOKENS`] freshly initialized in a temporary directory (SoftHSM2 reads
+/// its configuration once per process); `body` gets that directory.
+pub fn with_tokens(test: &str, body: impl FnOnce(&Path)) {
+    softhsm::with_tokens(test, &TOKENS, body);
+}
 
-    pub fn count(&self, matches: impl Fn(&Event, &Outcome) -> bool) -> usize {
-        self.events().iter().filter(|(e, o)| matches(e, o)).count()
-    }
-
-    pub fn clear(&self) {
-        self.0.lock().unwrap().clear();
-    }
+/// A provider for the token labelled `label`, logged in with [`PIN`].
+pub fn token(name: &str, label: &str) -> Arc<Pkcs11Keys> {
+    Arc::new(Pkcs11Keys::open(name, &module(), label, PIN).unwrap())
 }
 
 /// Allows users named `reader*` and every system operation.

@@ -1,0 +1,21 @@
+//! Test scaffolding shared by the atrest crates' integration tests and
+//! benchmarks: a self-deleting temporary directory, SoftHSM2 tokens in a
+//! private directory, deterministic content, and (with the `audit` feature)
+//! in-memory audit sinks.
+//!
+//! Not published. It depends on nothing but std (and `atrest-audit` with
+//! the `audit` feature), so every crate of the workspace can take it as a
+//! dev-dependency. Helpers panic with a message where a failure can only
+//! mean a broken test environment, as a test would.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+#[cfg(feature = "audit")]
+pub mod audit;
+mod content;
+pub mod softhsm;
+mod temp;
+
+pub use content::{plaintext, seeded};
+pub use temp::TempDir;
