@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use atrest_tenant::{MasterKey, ProviderError, RootKeyProvider, RootKeyRef, ServiceKeys};
+use atrest_tenant::{MasterKey, ProviderError, RootKeyRef, ServiceKeys};
 use libfuzzer_sys::fuzz_target;
 
 fn service() -> &'static (ServiceKeys, RootKeyRef) {
