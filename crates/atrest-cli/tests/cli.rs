@@ -13,28 +13,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "atrest-cli-{name}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use atrest_test_support::TempDir;
+use atrest_test_support::softhsm::SoftHsm;
 
 struct Cli {
     data: PathBuf,
@@ -116,7 +96,7 @@ fn blobs(data: &Path) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn a_session_from_init_to_purge() {
     let dir = TempDir::new("session");
-    let cli = Cli::new(&dir.0);
+    let cli = Cli::new(dir.path());
     // Nothing works before init, and says so.
     let output = cli.run(&["ls"]);
     assert_eq!(output.status.code(), Some(2));
@@ -134,13 +114,13 @@ fn a_session_from_init_to_purge() {
     cli.ok(&["tenant", "create", "fabrikam"]);
     cli.expect(7, &["tenant", "create", "contoso"]);
 
-    let report = dir.0.join("quarterly report.pdf");
+    let report = dir.path().join("quarterly report.pdf");
     let plain = content(1_300_000, 7);
     std::fs::write(&report, &plain).unwrap();
     let put = cli.json(&["put", "contoso", report.to_str().unwrap()]);
     assert_eq!(put["version"], 1);
     assert_eq!(put["record"]["plaintext_len"], 1_300_000);
-    let notes = dir.0.join("notes.txt");
+    let notes = dir.path().join("notes.txt");
     std::fs::write(&notes, b"fabrikam notes").unwrap();
     cli.ok(&["put", "fabrikam", notes.to_str().unwrap()]);
     // A second version of the same name.
@@ -158,7 +138,7 @@ fn a_session_from_init_to_purge() {
     assert!(cli.ok(&["ls"]).contains("notes.txt"));
 
     // Whole file, to a file and to stdout.
-    let back = dir.0.join("back.pdf");
+    let back = dir.path().join("back.pdf");
     cli.ok(&[
         "get",
         "contoso",
@@ -264,7 +244,11 @@ fn a_session_from_init_to_purge() {
     );
     cli.expect(
         2,
-        &["put", "contoso", dir.0.join("missing").to_str().unwrap()],
+        &[
+            "put",
+            "contoso",
+            dir.path().join("missing").to_str().unwrap(),
+        ],
     );
     // A directory given as the input: an I/O error, not bad usage or a
     // damaged file.
@@ -273,7 +257,7 @@ fn a_session_from_init_to_purge() {
         &[
             "put",
             "contoso",
-            dir.0.to_str().unwrap(),
+            dir.path().to_str().unwrap(),
             "--name",
             "a directory",
         ],
@@ -286,7 +270,7 @@ fn a_session_from_init_to_purge() {
     let mut bytes = std::fs::read(&blob_path).unwrap();
     bytes[700_000] ^= 0x20;
     std::fs::write(&blob_path, &bytes).unwrap();
-    let out = dir.0.join("corrupt.out");
+    let out = dir.path().join("corrupt.out");
     let version = if cli.json(&["ls", "contoso"])[0]["blob"] == target.as_str() {
         "1"
     } else {
@@ -376,43 +360,11 @@ fn a_session_from_init_to_purge() {
 
 #[test]
 fn customer_key_tenant_in_softhsm_tokens() {
-    let module = std::env::var("ATREST_PKCS11_MODULE")
-        .unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into());
-    assert!(
-        Path::new(&module).exists(),
-        "SoftHSM2 is not installed: run scripts/test"
-    );
     let dir = TempDir::new("customer-key");
-    let tokens = dir.0.join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = dir.0.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    for label in ["northwind-a", "northwind-b"] {
-        let status = Command::new("softhsm2-util")
-            .env("SOFTHSM2_CONF", &conf)
-            .args([
-                "--init-token",
-                "--free",
-                "--label",
-                label,
-                "--so-pin",
-                "1234",
-                "--pin",
-                "5678",
-            ])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    let mut cli = Cli::new(&dir.0);
+    let hsm = SoftHsm::init("cli-tokens", &["northwind-a", "northwind-b"]).unwrap();
+    let module = hsm.module().display().to_string();
+    let conf = hsm.conf().to_path_buf();
+    let mut cli = Cli::new(dir.path());
     cli.env
         .push(("SOFTHSM2_CONF".into(), conf.display().to_string()));
     cli.ok(&["init"]);
@@ -463,7 +415,7 @@ fn customer_key_tenant_in_softhsm_tokens() {
             .contains("5678")
     );
 
-    let file = dir.0.join("ledger.csv");
+    let file = dir.path().join("ledger.csv");
     let plain = content(200_000, 3);
     std::fs::write(&file, &plain).unwrap();
     cli.ok(&["put", "northwind", file.to_str().unwrap()]);
@@ -477,7 +429,7 @@ fn customer_key_tenant_in_softhsm_tokens() {
 
     // Without the PIN the tokens are unavailable: the availability key
     // serves (audited).
-    let mut no_pin = Cli::new(&dir.0);
+    let mut no_pin = Cli::new(dir.path());
     no_pin
         .env
         .push(("SOFTHSM2_CONF".into(), conf.display().to_string()));
@@ -509,7 +461,7 @@ fn the_demo_runs_on_the_embedded_defaults() {
     let dir = TempDir::new("demo");
     let output = Command::new(env!("CARGO_BIN_EXE_atrest"))
         .args(["--json", "demo", "--size-mib", "4", "--dir"])
-        .arg(dir.0.join("demo"))
+        .arg(dir.path().join("demo"))
         .output()
         .unwrap();
     assert!(
@@ -528,10 +480,10 @@ fn the_demo_runs_on_the_embedded_defaults() {
 #[test]
 fn mailbox_move_streams_items_and_audits_the_move() {
     let dir = TempDir::new("mailbox");
-    let cli = Cli::new(&dir.0);
+    let cli = Cli::new(dir.path());
     cli.ok(&["init"]);
     cli.ok(&["tenant", "create", "contoso"]);
-    let source = dir.0.join("inbox");
+    let source = dir.path().join("inbox");
     std::fs::create_dir_all(source.join("2026")).unwrap();
     std::fs::write(source.join("a.eml"), b"Subject: hello").unwrap();
     std::fs::write(source.join("2026/b.eml"), content(150_000, 5)).unwrap();
@@ -583,11 +535,11 @@ fn mailbox_move_streams_items_and_audits_the_move() {
 #[test]
 fn principals_are_user_at_tenant_exactly() {
     let dir = TempDir::new("principals");
-    let cli = Cli::new(&dir.0);
+    let cli = Cli::new(dir.path());
     cli.ok(&["init"]);
     cli.ok(&["tenant", "create", "contoso"]);
     cli.ok(&["tenant", "create", "fabrikam"]);
-    let file = dir.0.join("memo.txt");
+    let file = dir.path().join("memo.txt");
     std::fs::write(&file, b"memo").unwrap();
     let file = file.to_str().unwrap();
 
@@ -632,13 +584,13 @@ fn mailbox_move_skips_links_and_reports_unreadable_directories() {
     use std::os::unix::fs::PermissionsExt as _;
 
     let dir = TempDir::new("mailbox-links");
-    let cli = Cli::new(&dir.0);
+    let cli = Cli::new(dir.path());
     cli.ok(&["init"]);
     cli.ok(&["tenant", "create", "contoso"]);
-    let outside = dir.0.join("outside");
+    let outside = dir.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::write(outside.join("secret.txt"), b"not part of the mailbox").unwrap();
-    let source = dir.0.join("inbox");
+    let source = dir.path().join("inbox");
     std::fs::create_dir_all(source.join("locked")).unwrap();
     std::fs::write(source.join("a.eml"), b"Subject: hello").unwrap();
     std::fs::write(source.join("locked/b.eml"), b"Subject: locked").unwrap();
@@ -691,4 +643,72 @@ fn mailbox_move_skips_links_and_reports_unreadable_directories() {
     let entries = cli.json(&["audit", "show", "--last", "1"]);
     assert_eq!(entries[0]["event"]["type"], "data_move");
     assert_eq!(entries[0]["event"]["items"], report["items"]);
+}
+
+#[test]
+fn exit_codes_come_from_the_error_kinds() {
+    let dir = TempDir::new("cli-kinds");
+    let mut cli = Cli::new(dir.path());
+    // Usage (2): no deployment yet; a range that is not one.
+    cli.expect(2, &["ls"]);
+    cli.ok(&["init"]);
+    cli.ok(&["tenant", "create", "contoso"]);
+    let input = dir.join("in.bin");
+    std::fs::write(&input, content(100_000, 1)).unwrap();
+    cli.ok(&["put", "contoso", input.to_str().unwrap(), "--name", "a.bin"]);
+    cli.expect(2, &["get", "contoso", "a.bin", "--range", "x..y"]);
+    // Conflict (7): it exists already.
+    cli.expect(7, &["tenant", "create", "contoso"]);
+    // Not found (3): no such file, version or tenant.
+    cli.expect(3, &["get", "contoso", "nope.bin"]);
+    cli.expect(3, &["get", "contoso", "a.bin", "--version", "9"]);
+    // Refused (4): a principal of another tenant.
+    cli.expect(4, &["get", "contoso", "a.bin", "--as", "eve@fabrikam"]);
+    // I/O (1): a directory given as the input.
+    cli.expect(
+        1,
+        &[
+            "put",
+            "contoso",
+            dir.path().to_str().unwrap(),
+            "--name",
+            "b.bin",
+        ],
+    );
+    // Unavailable (6): the customer's key service cannot be reached (here:
+    // its PIN is not in the environment), so the tenant cannot be created.
+    cli.env.retain(|(k, _)| k != "ATREST_PKCS11_PIN");
+    cli.expect(
+        6,
+        &[
+            "tenant",
+            "create",
+            "northwind",
+            "--customer-key",
+            "--module",
+            "/nonexistent.so",
+            "--token-a",
+            "a",
+            "--token-b",
+            "b",
+            "--key-a",
+            "k1",
+            "--key-b",
+            "k1",
+        ],
+    );
+    // Integrity (5): a blob changed in storage.
+    let (name, mut bytes) = blobs(&cli.data).into_iter().next().unwrap();
+    bytes[5000] ^= 1;
+    std::fs::write(cli.data.join("blobs").join(name), bytes).unwrap();
+    cli.expect(
+        5,
+        &[
+            "get",
+            "contoso",
+            "a.bin",
+            "-o",
+            dir.join("out.bin").to_str().unwrap(),
+        ],
+    );
 }

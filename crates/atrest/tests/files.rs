@@ -25,29 +25,7 @@ use atrest::tenant::{Access, Decision, KeyHierarchy, MasterKey, ServiceKeys, Sql
 use atrest::{
     BlobName, Blobs, CatalogError, Error, ErrorKind, FileRecord, Files, MemoryBlobs, SqliteCatalog,
 };
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "atrest-files-{name}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use atrest_test_support::TempDir;
 
 #[derive(Default)]
 struct Records(std::sync::Mutex<Vec<atrest::audit::Record>>);
@@ -152,7 +130,7 @@ fn world_with(dir: &Path, blobs: Arc<dyn Blobs>) -> World {
 
 fn world(dir: &TempDir) -> (World, Arc<MemoryBlobs>) {
     let blobs = Arc::new(MemoryBlobs::new());
-    (world_with(&dir.0, blobs.clone()), blobs)
+    (world_with(dir.path(), blobs.clone()), blobs)
 }
 
 fn data(len: usize, seed: u8) -> Vec<u8> {
@@ -464,7 +442,7 @@ fn failed_and_abandoned_seals_leave_nothing() {
 /// Edits the catalog database directly, as a writer of the metadata
 /// database could.
 fn edit_catalog(dir: &TempDir, sql: &str) {
-    let db = rusqlite::Connection::open(dir.0.join("catalog.sqlite")).unwrap();
+    let db = rusqlite::Connection::open(dir.path().join("catalog.sqlite")).unwrap();
     db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
     assert!(db.execute(sql, []).unwrap() > 0, "{sql}");
 }
@@ -638,13 +616,15 @@ fn every_blob_store_round_trips() {
     let dir = TempDir::new("blobs");
     let plain = data(20 << 20, 5);
     let stores: Vec<Arc<dyn Blobs>> = vec![
-        Arc::new(BlobStore::local(&dir.0.join("local")).unwrap()),
-        Arc::new(BlobStore::from_url(&format!("file://{}", dir.0.join("url").display())).unwrap()),
+        Arc::new(BlobStore::local(&dir.path().join("local")).unwrap()),
+        Arc::new(
+            BlobStore::from_url(&format!("file://{}", &dir.path().join("url").display())).unwrap(),
+        ),
         Arc::new(BlobStore::from_url("memory:///").unwrap()),
         Arc::new(MemoryBlobs::new()),
     ];
     for (i, store) in stores.into_iter().enumerate() {
-        let sub = dir.0.join(format!("world-{i}"));
+        let sub = dir.path().join(format!("world-{i}"));
         std::fs::create_dir_all(&sub).unwrap();
         let world = world_with(&sub, store.clone());
         let record = world
@@ -725,15 +705,15 @@ fn seal_child() {
 fn two_processes_sealing_one_name_get_two_versions() {
     let dir = TempDir::new("procs");
     let world = world_with(
-        &dir.0,
-        Arc::new(BlobStore::local(&dir.0.join("blobs")).unwrap()),
+        dir.path(),
+        Arc::new(BlobStore::local(&dir.path().join("blobs")).unwrap()),
     );
     let children: Vec<_> = [1u8, 2]
         .into_iter()
         .map(|seed| {
             Command::new(std::env::current_exe().unwrap())
                 .args(["--exact", "seal_child", "--nocapture", "--test-threads=1"])
-                .env("SEAL_DIR", &dir.0)
+                .env("SEAL_DIR", dir.path())
                 .env("SEAL_SEED", seed.to_string())
                 .stdout(std::process::Stdio::piped())
                 .spawn()
@@ -747,7 +727,7 @@ fn two_processes_sealing_one_name_get_two_versions() {
             let (world, barrier, dir) = (&world, &barrier, &dir);
             let _ = scope.spawn(move || {
                 barrier.wait();
-                std::fs::write(dir.0.join("start"), b"").unwrap();
+                std::fs::write(dir.path().join("start"), b"").unwrap();
                 for _ in 0..5 {
                     let _ = world
                         .files
@@ -802,8 +782,8 @@ fn a_stale_cache_in_another_process_never_wraps_under_a_retired_version() {
     let dir = TempDir::new("stale");
     let blobs: Arc<dyn Blobs> = Arc::new(MemoryBlobs::new());
     // Two services over the same databases, each with its own caches.
-    let first = world_with(&dir.0, blobs.clone());
-    let second = world_with(&dir.0, blobs);
+    let first = world_with(dir.path(), blobs.clone());
+    let second = world_with(dir.path(), blobs);
     let _ = second
         .files
         .seal(&ALICE, second.a, "warm", &b"caches the current TIK"[..])
@@ -832,14 +812,14 @@ fn a_stale_cache_in_another_process_never_wraps_under_a_retired_version() {
 fn every_failure_has_its_kind() {
     use atrest::tenant::fault::{Fault, FaultInjector};
     let dir = TempDir::new("kinds");
-    let master = MasterKey::create_file(&dir.0.join("master.key")).unwrap();
+    let master = MasterKey::create_file(&dir.path().join("master.key")).unwrap();
     let service =
-        Arc::new(ServiceKeys::open("service", &dir.0.join("keys.sqlite"), master).unwrap());
+        Arc::new(ServiceKeys::open("service", &dir.path().join("keys.sqlite"), master).unwrap());
     service.create_key("root").unwrap();
     let faulty = Arc::new(FaultInjector::new(service));
     let records = Arc::new(Records::default());
     let keys = KeyHierarchy::builder(
-        Arc::new(SqliteStore::open(&dir.0.join("meta.sqlite")).unwrap()),
+        Arc::new(SqliteStore::open(&dir.path().join("meta.sqlite")).unwrap()),
         records.clone(),
     )
     .provider(faulty.clone())
@@ -852,7 +832,7 @@ fn every_failure_has_its_kind() {
     ))
     .build()
     .unwrap();
-    let catalog = Arc::new(SqliteCatalog::open(&dir.0.join("catalog.sqlite")).unwrap());
+    let catalog = Arc::new(SqliteCatalog::open(&dir.path().join("catalog.sqlite")).unwrap());
     let files = Files::new(
         Arc::new(keys),
         catalog,
