@@ -8,38 +8,15 @@
     clippy::panic
 )]
 
-use std::path::PathBuf;
+use atrest_test_support::TempDir;
 use std::process::Command;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "atrest-examples-{name}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 #[test]
 fn meeting_share_releases_items_only_to_authenticated_participants() {
     let dir = TempDir::new("meeting");
     let output = Command::new(env!("CARGO_BIN_EXE_meeting-share"))
         .args(["--json", "--dir"])
-        .arg(dir.0.join("m"))
+        .arg(dir.path().join("m"))
         .output()
         .unwrap();
     assert!(

@@ -9,36 +9,13 @@
     clippy::panic
 )]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use atrest::ErrorKind;
 use atrest::tenant::fault::{Fault, FaultInjector};
 use atrest::tenant::{Access, MasterKey, ServiceKeys};
 use atrest_cli::deployment::{Deployment, Error, Options, TenantKeys};
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "atrest-deployment-{name}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use atrest_test_support::TempDir;
 
 fn read(
     deployment: &Deployment,
@@ -56,20 +33,20 @@ fn read(
 fn creating_a_tenant_keeps_the_hierarchy_and_its_cache() {
     let dir = TempDir::new("cache");
     // A customer's key store that can be made to refuse.
-    let master = MasterKey::create_file(&dir.0.join("hsm.key")).unwrap();
-    let hsm = ServiceKeys::open("hsm", &dir.0.join("hsm.sqlite"), master).unwrap();
+    let master = MasterKey::create_file(&dir.path().join("hsm.key")).unwrap();
+    let hsm = ServiceKeys::open("hsm", &dir.path().join("hsm.sqlite"), master).unwrap();
     let key = hsm.create_key("northwind").unwrap();
     let hsm = Arc::new(FaultInjector::new(Arc::new(hsm)));
     let second = {
-        let master = MasterKey::create_file(&dir.0.join("hsm2.key")).unwrap();
-        let keys = ServiceKeys::open("hsm2", &dir.0.join("hsm2.sqlite"), master).unwrap();
+        let master = MasterKey::create_file(&dir.path().join("hsm2.key")).unwrap();
+        let keys = ServiceKeys::open("hsm2", &dir.path().join("hsm2.sqlite"), master).unwrap();
         let key = keys.create_key("northwind").unwrap();
         (Arc::new(FaultInjector::new(Arc::new(keys))), key)
     };
     let options = Options::new("deployment-test")
         .provider(hsm.clone())
         .provider(second.0.clone());
-    let mut deployment = Deployment::init(&dir.0.join("data"), None, options).unwrap();
+    let mut deployment = Deployment::init(&dir.path().join("data"), None, options).unwrap();
     deployment
         .create_tenant(
             "northwind",
@@ -127,7 +104,7 @@ fn creating_a_tenant_keeps_the_hierarchy_and_its_cache() {
 #[test]
 fn typed_errors_name_what_is_missing_or_taken() {
     let dir = TempDir::new("errors");
-    let data = dir.0.join("data");
+    let data = dir.path().join("data");
     assert!(matches!(
         Deployment::open(&data, Options::new("t")),
         Err(Error::NoDeployment { .. })
