@@ -13,8 +13,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use atrest_test_support::TempDir;
 use atrest_test_support::softhsm::SoftHsm;
+use atrest_test_support::{TempDir, seeded as content};
 
 struct Cli {
     data: PathBuf,
@@ -66,18 +66,6 @@ impl Cli {
         all.extend_from_slice(args);
         serde_json::from_str(&self.ok(&all)).unwrap()
     }
-}
-
-fn content(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state.to_le_bytes()[0]
-        })
-        .collect()
 }
 
 fn blobs(data: &Path) -> Vec<(String, Vec<u8>)> {
