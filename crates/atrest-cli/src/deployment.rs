@@ -326,7 +326,8 @@ impl Deployment {
     /// brings a PKCS#11 token the deployment did not use yet.
     ///
     /// # Errors
-    /// [`Error::InvalidName`]; [`Error::TenantExists`];
+    /// [`Error::InvalidName`] (a name with `@`); [`Error::Library`] for a
+    /// name that breaks the naming rule or is taken (a conflict);
     /// [`Error::ProviderConflict`] if a token's provider name is in use for
     /// another token; [`Error::PinNotSet`]; key errors.
     pub fn create_tenant(&mut self, name: &str, keys: &TenantKeys) -> Result<TenantSummary, Error> {
