@@ -6,11 +6,15 @@ use std::sync::Arc;
 /// Everything that can go wrong encrypting or decrypting a stream.
 ///
 /// Through the `Read`/`Write`/`Seek` adapters an `Error` arrives wrapped in an
-/// [`io::Error`] whose kind is [`io::ErrorKind::UnexpectedEof`] for
-/// [`Error::Truncated`], [`io::ErrorKind::InvalidData`] for a stream that is
-/// not authentic or not canonical, [`io::ErrorKind::InvalidInput`] for misuse,
-/// and the original kind for I/O errors of the underlying reader or writer.
-/// Get the typed error back with [`Error::from_io`].
+/// [`io::Error`] whose kind is [`io::ErrorKind::InvalidData`] for a stream
+/// that is cut short ([`Error::Truncated`]), not authentic or not canonical,
+/// [`io::ErrorKind::InvalidInput`] for misuse, and the original kind for I/O
+/// errors of the underlying reader or writer. Get the typed error back with
+/// [`Error::from_io`].
+///
+/// A cut stream is `InvalidData`, not `UnexpectedEof`, on purpose: the
+/// common loop that calls `read_exact` until `UnexpectedEof` and then treats
+/// the data as complete must never read a truncated file as a whole one.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -103,8 +107,8 @@ impl Error {
     /// The `io::ErrorKind` this error maps to.
     pub fn io_kind(&self) -> io::ErrorKind {
         match self {
-            Self::Truncated => io::ErrorKind::UnexpectedEof,
-            Self::AuthenticationFailed
+            Self::Truncated
+            | Self::AuthenticationFailed
             | Self::CommitmentMismatch
             | Self::UnsupportedVersion(_)
             | Self::UnsupportedSuite(_)

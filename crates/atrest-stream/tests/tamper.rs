@@ -117,7 +117,7 @@ fn every_truncation_fails() {
         if ranges.iter().any(|&(start, _)| start == len) || len < HEADER_LEN + 16 {
             assert!(matches!(error, Error::Truncated), "cut at {len}: {error:?}");
             let io = std::io::Error::from(error);
-            assert_eq!(io.kind(), std::io::ErrorKind::UnexpectedEof);
+            assert_eq!(io.kind(), std::io::ErrorKind::InvalidData);
         }
     }
 }
@@ -301,4 +301,33 @@ fn errors_are_sticky_and_downcastable() {
     // Later reads fail the same way instead of skipping ahead.
     let again = decryptor.read(&mut [0u8; 16]).unwrap_err();
     assert!(matches!(Error::from_io(again), Error::AuthenticationFailed));
+}
+
+/// The loop that reads fixed-size records until `UnexpectedEof` and takes
+/// what it read as the whole file: over a cut stream it must fail, not stop
+/// quietly at the cut.
+#[test]
+fn read_exact_until_eof_over_a_cut_stream_errors() {
+    use std::io::Read as _;
+    let (data, stream) = fixture();
+    let ranges = segment_ranges(S, stream.len());
+    // Cut at a segment boundary: every segment before it is authentic.
+    let cut = ranges[ranges.len() - 1].0;
+    let mut reader = atrest_stream::Decryptor::new(&stream[..cut], &key(), AD).unwrap();
+    let mut record = [0u8; 100];
+    let mut read = Vec::new();
+    let outcome = loop {
+        match reader.read_exact(&mut record) {
+            Ok(()) => read.extend_from_slice(&record),
+            Err(error) => break error,
+        }
+    };
+    assert_ne!(
+        outcome.kind(),
+        std::io::ErrorKind::UnexpectedEof,
+        "{outcome}"
+    );
+    assert_eq!(outcome.kind(), std::io::ErrorKind::InvalidData);
+    assert!(matches!(Error::from_io(outcome), Error::Truncated));
+    assert!(data.starts_with(&read) && read.len() < data.len());
 }
