@@ -1,18 +1,17 @@
-//! Per-file key rates: generation (OS and batch generator), generate + wrap,
-//! and unwrap. `cargo bench -p atrest-benches --bench filekey`
+//! Per-file key rates with the operating system's generator: generation,
+//! generate + wrap, and unwrap. `cargo bench -p atrest-benches --bench filekey`
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 
 use atrest_filekey::{
-    FileContext, FileId, FileKey, FileVersion, Kek, KeyGenerator, KeyId, KeyVersion, OsRng,
-    TenantId,
+    FileContext, FileId, FileKey, FileVersion, Kek, KeyId, KeyVersion, OsRng, TenantId,
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn filekey(c: &mut Criterion) {
-    let mut rng = KeyGenerator::new().unwrap();
+    let mut rng = OsRng;
     let kek = Kek::generate(
         KeyId::random(&mut rng).unwrap(),
         KeyVersion::FIRST,
@@ -27,19 +26,16 @@ fn filekey(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("filekey");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("generate/os", |b| {
-        b.iter(|| FileKey::generate_with(&mut OsRng).unwrap());
-    });
-    group.bench_function("generate/batch", |b| {
+    group.bench_function("generate", |b| {
         b.iter(|| FileKey::generate_with(&mut rng).unwrap());
     });
-    group.bench_function("generate+wrap/batch", |b| {
+    group.bench_function("generate+wrap", |b| {
         b.iter(|| {
             let key = FileKey::generate_with(&mut rng).unwrap();
             kek.wrap(&key, black_box(&context), &mut rng).unwrap()
         });
     });
-    group.bench_function("generate_wrapped/batch", |b| {
+    group.bench_function("generate_wrapped", |b| {
         b.iter(|| kek.generate_wrapped(black_box(&context), &mut rng).unwrap());
     });
     let key = FileKey::generate_with(&mut rng).unwrap();

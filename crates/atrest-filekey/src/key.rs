@@ -19,8 +19,8 @@ const COMMITMENT_INFO: &[u8] = b"\x00atrest/v1 key commitment";
 
 /// A random 256-bit key for one version of one file.
 ///
-/// - Generated from a [`SecureRandom`] source: [`FileKey::generate`] uses the
-///   operating system, [`FileKey::generate_with`] a [`KeyGenerator`](crate::KeyGenerator).
+/// - Generated from the operating system's generator ([`FileKey::generate`],
+///   or [`FileKey::generate_with`] given [`OsRng`]).
 /// - Zeroized on drop; not `Clone`; `Debug` prints no bytes; no `Display` or
 ///   `Serialize`. To store it, [wrap](crate::Kek::wrap) it.
 pub struct FileKey {

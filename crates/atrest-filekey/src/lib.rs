@@ -11,5 +11,5 @@ pub mod wrap;
 pub use error::Error;
 pub use ids::{FileContext, FileId, FileVersion, KeyId, KeyVersion, TenantId};
 pub use key::{FileKey, FromDerivedBytes, KeyCommitment};
-pub use rng::{KeyGenerator, OsRng, SecureRandom};
+pub use rng::{OsRng, SecureRandom};
 pub use wrap::{Kek, WrappedFileKey};

@@ -147,7 +147,7 @@ impl Kek {
     ///
     /// ```
     /// use atrest_filekey::*;
-    /// let mut rng = KeyGenerator::new()?;
+    /// let mut rng = OsRng;
     /// let kek = Kek::generate(KeyId::random(&mut rng)?, KeyVersion::FIRST, &mut rng)?;
     /// let context = FileContext::new(
     ///     TenantId::random(&mut rng)?,
@@ -176,8 +176,8 @@ impl Kek {
 
     /// Generates a new file key and wraps it for `context`, drawing the key
     /// and the wrap's salt from `rng` in one call: the same result as
-    /// [`FileKey::generate_with`] followed by [`Kek::wrap`], with half the
-    /// generator calls (each of which checks for a fork).
+    /// [`FileKey::generate_with`] followed by [`Kek::wrap`], with one request
+    /// to the generator instead of two.
     ///
     /// # Errors
     /// [`Error::Rng`] if the generator fails.

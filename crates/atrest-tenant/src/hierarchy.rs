@@ -1,14 +1,13 @@
 //! The tenant key hierarchy: tenants, their TIK versions, file keys, the
 //! TIK cache, rotation, revocation and purge.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use atrest_audit::{Audit, Event, FileRef, KeyRef, Outcome, Record, Text};
 use atrest_filekey::{
-    FileContext, FileKey, Kek, KeyGenerator, KeyId, KeyVersion, TenantId, WrappedFileKey,
+    FileContext, FileKey, Kek, KeyId, KeyVersion, OsRng, TenantId, WrappedFileKey,
 };
 
 use crate::blocking::block_on;
@@ -25,25 +24,6 @@ const TIK_AAD_LABEL: &[u8] = b"atrest/v1 tik";
 /// The default TIK cache lifetime, and so the default bound on revocation
 /// lag: five minutes.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
-
-thread_local! {
-    static GENERATOR: RefCell<Option<KeyGenerator>> = const { RefCell::new(None) };
-}
-
-/// Runs `f` with this thread's batch key generator (fast-key-erasure,
-/// reseeded from the OS and on fork; see `atrest_filekey::KeyGenerator`).
-fn with_generator<T>(
-    f: impl FnOnce(&mut KeyGenerator) -> Result<T, atrest_filekey::Error>,
-) -> Result<T, Error> {
-    GENERATOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let generator = match &mut *slot {
-            Some(generator) => generator,
-            empty => empty.insert(KeyGenerator::new()?),
-        };
-        Ok(f(generator)?)
-    })
-}
 
 /// The associated data binding a TIK wrap to its tenant, TIK and root key.
 fn tik_aad(tenant: TenantId, tik_id: KeyId, version: KeyVersion, root: &RootKeyRef) -> Vec<u8> {
@@ -613,7 +593,7 @@ impl KeyHierarchy {
             tenant,
             kind,
             state: TenantState::Active,
-            tik_id: with_generator(KeyId::random)?,
+            tik_id: KeyId::random(&mut OsRng)?,
             current_tik: KeyVersion::FIRST,
             slots,
         };
@@ -726,10 +706,10 @@ impl KeyHierarchy {
     ) -> Result<(FileKey, WrappedFileKey), Error> {
         let entry = self.tenant_entry(context.tenant).await?;
         let version = entry.record.current_tik;
-        let result = self
-            .tik(&entry, version, access)
-            .await
-            .and_then(|tik| with_generator(|rng| tik.generate_wrapped(context, rng)));
+        let result = self.tik(&entry, version, access).await.and_then(|tik| {
+            tik.generate_wrapped(context, &mut OsRng)
+                .map_err(Error::from)
+        });
         let event = Event::FileKeyWrapped {
             file: Self::file_ref(context),
             kek: Self::tik_ref(&entry, version),
@@ -921,7 +901,7 @@ impl KeyHierarchy {
                     .tik(&entry, old.kek_version(), &access)
                     .await?
                     .unwrap(&old, &context)?;
-                let new = with_generator(|rng| current_tik.wrap(&key, &context, rng))?;
+                let new = current_tik.wrap(&key, &context, &mut OsRng)?;
                 rewrapped.push(Rewrapped { context, old, new });
             }
             let replaced = index.replace(&rewrapped).await?;

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use atrest_filekey::{
-    Error, FileContext, FileId, FileKey, FileVersion, Kek, KeyGenerator, KeyId, KeyVersion,
-    TenantId, WrappedFileKey,
+    Error, FileContext, FileId, FileKey, FileVersion, Kek, KeyId, KeyVersion, OsRng, TenantId,
+    WrappedFileKey,
 };
 
 const DEFAULT_COUNT: u32 = 1_000_000;
@@ -37,7 +37,7 @@ fn main() -> ExitCode {
 }
 
 fn run(count: u32) -> Result<(), Error> {
-    let mut rng = KeyGenerator::new()?;
+    let mut rng = OsRng;
     let tenant = TenantId::random(&mut rng)?;
     let kek = Kek::generate(KeyId::random(&mut rng)?, KeyVersion::FIRST, &mut rng)?;
     println!("tenant             {tenant}");
