@@ -31,13 +31,69 @@ impl Wake for Unpark {
 /// needs a particular async runtime's I/O driver; call the async method
 /// from that runtime instead.
 pub fn block_on<F: Future>(future: F) -> F::Output {
+    thread_local! {
+        // One waker per thread: the hot paths (a file key from a warm
+        // cache) complete at the first poll and should not allocate.
+        static WAKER: Waker = Waker::from(Arc::new(Unpark(thread::current())));
+    }
     let mut future = std::pin::pin!(future);
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
-    let mut context = Context::from_waker(&waker);
-    loop {
-        match future.as_mut().poll(&mut context) {
-            Poll::Ready(output) => return output,
-            Poll::Pending => thread::park(),
+    WAKER.with(|waker| {
+        let mut context = Context::from_waker(waker);
+        loop {
+            match future.as_mut().poll(&mut context) {
+                Poll::Ready(output) => return output,
+                Poll::Pending => thread::park(),
+            }
         }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use super::block_on;
+
+    /// Pending until another thread marks it done and wakes it.
+    struct WokenLater {
+        done: Arc<AtomicBool>,
+        started: bool,
+    }
+
+    impl Future for WokenLater {
+        type Output = u32;
+
+        fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<u32> {
+            if self.done.load(Ordering::Acquire) {
+                return Poll::Ready(7);
+            }
+            if !self.started {
+                self.started = true;
+                let (done, waker) = (Arc::clone(&self.done), context.waker().clone());
+                let _ = std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(20));
+                    done.store(true, Ordering::Release);
+                    waker.wake();
+                });
+            }
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn a_future_woken_from_another_thread_completes() {
+        for _ in 0..3 {
+            let future = WokenLater {
+                done: Arc::new(AtomicBool::new(false)),
+                started: false,
+            };
+            assert_eq!(block_on(future), 7);
+        }
+        assert_eq!(block_on(async { 1 + 1 }), 2);
     }
 }
