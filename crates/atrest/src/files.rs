@@ -193,8 +193,9 @@ impl Files {
                 Ok(record)
             }
             Err(error) => {
-                // Best effort: what is left is found by
-                // `collect_abandoned_seals`.
+                // Best effort, blob first: if this process dies in between,
+                // the seal's row still names the blob, and
+                // `collect_abandoned_seals` removes both.
                 let _ = self.blobs.delete(&ticket.blob);
                 let _ = block_on(self.catalog.abandon_seal(&ticket));
                 let event = Event::FileSealed {
@@ -510,6 +511,10 @@ impl Files {
             if seal.started_at >= cutoff {
                 continue;
             }
+            // The row goes first: an upload still running past the cut-off
+            // then fails at its commit instead of publishing a record whose
+            // blob is gone. A crash between the two leaves only a blob no
+            // record names, which is garbage, never a lost file.
             block_on(self.catalog.abandon_seal(&seal.ticket))?;
             self.blobs.delete(&seal.ticket.blob)?;
             report.abandoned_seals.push(seal);
