@@ -18,8 +18,10 @@
 //! — audit-2026 5n1bhEm9RfeO3b4YNdR0Fm4Zp8F8V0o5Qg…   signature line(s)
 //! ```
 //!
-//! The signed message is the note text: the three lines above, each ending
-//! in a newline. A signature line is an em dash, a space, the key name, a
+//! An optional fourth line, `time <RFC 3339 UTC with nanoseconds>`, states
+//! when the checkpoint was made (an extension line in `tlog-checkpoint`'s
+//! terms); the log writes it in every checkpoint. The signed message is the
+//! note text: the lines above the empty line, each ending in a newline. A signature line is an em dash, a space, the key name, a
 //! space, and base64 of a 4-byte key id followed by the 64-byte Ed25519
 //! signature. The key id is the first 4 bytes of
 //! `SHA-256(name || "\n" || 0x01 || public key)`. A verifying key is written
@@ -27,6 +29,11 @@
 //!
 //! For an empty log the head is the genesis hash, `SHA-256("atrest-audit v1
 //! genesis\n" || log id in hex)`.
+//!
+//! The log signs a checkpoint at the end of every commit batch and stores it
+//! as the batch's last line ([`Event::Checkpoint`](crate::Event::Checkpoint));
+//! [`Checkpoint::to_text`] is the form published to a
+//! [`Witness`](crate::Witness).
 
 use std::fmt;
 
@@ -37,9 +44,11 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::Error;
+use crate::record::Timestamp;
 
 const ALGORITHM_ED25519: u8 = 0x01;
 const SIGNATURE_PREFIX: &str = "\u{2014} ";
+const TIME_PREFIX: &str = "time ";
 /// Longest checkpoint text accepted, in bytes.
 pub const MAX_CHECKPOINT_LEN: usize = 4096;
 
@@ -125,15 +134,36 @@ impl SigningKey {
     /// # Errors
     /// [`Error::Malformed`] for an empty, overlong or non-printable origin.
     pub fn sign(&self, origin: &str, size: u64, head: [u8; 32]) -> Result<Checkpoint, Error> {
-        let mut checkpoint = Checkpoint::unsigned(origin, size, head)?;
-        let signature = self.pair.sign(checkpoint.body().as_bytes());
-        let mut blob = key_id(&self.name, &self.public).to_vec();
-        blob.extend_from_slice(signature.as_ref());
-        checkpoint.signatures.push(SignatureLine {
-            name: self.name.clone(),
-            blob,
-        });
-        Ok(checkpoint)
+        Checkpoint::signed(self, origin, size, head, None)
+    }
+}
+
+/// Something that signs checkpoints with Ed25519: a [`SigningKey`] held in
+/// memory, or a key that never leaves a token (implement this trait over
+/// the token's `sign` operation).
+pub trait Signer: Send + Sync {
+    /// The key that verifies this signer's signatures (its name and public
+    /// key).
+    fn verifying_key(&self) -> VerifyingKey;
+
+    /// The Ed25519 signature of `message`.
+    ///
+    /// # Errors
+    /// If the key cannot sign (a token that is unavailable, for example).
+    fn sign_message(&self, message: &[u8]) -> Result<[u8; 64], Error>;
+}
+
+impl Signer for SigningKey {
+    fn verifying_key(&self) -> VerifyingKey {
+        SigningKey::verifying_key(self)
+    }
+
+    fn sign_message(&self, message: &[u8]) -> Result<[u8; 64], Error> {
+        self.pair
+            .sign(message)
+            .as_ref()
+            .try_into()
+            .map_err(|_| malformed("signature", "not 64 bytes"))
     }
 }
 
@@ -154,6 +184,25 @@ pub struct VerifyingKey {
 }
 
 impl VerifyingKey {
+    /// The verifying key named `name` for the Ed25519 public key `public`
+    /// (for a [`Signer`] whose key lives elsewhere).
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] for an invalid name.
+    pub fn from_public_key(name: &str, public: [u8; 32]) -> Result<Self, Error> {
+        if !valid_name(name) {
+            return Err(malformed(
+                "key name",
+                "empty, too long, or contains whitespace or '+'",
+            ));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            id: key_id(name, &public),
+            public,
+        })
+    }
+
     /// The key's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -236,6 +285,9 @@ pub struct Checkpoint {
     pub size: u64,
     /// SHA-256 of the last record's line (the genesis hash for an empty log).
     pub head: [u8; 32],
+    /// When it was made, if stated (an extension line, signed with the
+    /// rest; the log states it in every checkpoint line).
+    pub time: Option<Timestamp>,
     signatures: Vec<SignatureLine>,
 }
 
@@ -248,18 +300,82 @@ impl Checkpoint {
             origin: origin.to_owned(),
             size,
             head,
+            time: None,
             signatures: Vec::new(),
         })
     }
 
-    /// The signed part: origin, size and head, one per line.
+    /// A checkpoint of `size` records with head `head`, made at `time` (if
+    /// given), signed by `signer`.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] for an empty, overlong or non-printable origin;
+    /// the signer's error.
+    pub fn signed(
+        signer: &(impl Signer + ?Sized),
+        origin: &str,
+        size: u64,
+        head: [u8; 32],
+        time: Option<Timestamp>,
+    ) -> Result<Self, Error> {
+        let mut checkpoint = Self::unsigned(origin, size, head)?;
+        checkpoint.time = time;
+        let key = signer.verifying_key();
+        let signature = signer.sign_message(checkpoint.body().as_bytes())?;
+        let mut blob = key.id.to_vec();
+        blob.extend_from_slice(&signature);
+        checkpoint.signatures.push(SignatureLine {
+            name: key.name,
+            blob,
+        });
+        Ok(checkpoint)
+    }
+
+    /// A checkpoint with one signature line, from the fields of a
+    /// checkpoint line in the log.
+    pub(crate) fn from_signature(
+        origin: &str,
+        size: u64,
+        head: [u8; 32],
+        time: Timestamp,
+        name: &str,
+        blob_base64: &str,
+    ) -> Result<Self, Error> {
+        let mut checkpoint = Self::unsigned(origin, size, head)?;
+        checkpoint.time = Some(time);
+        let blob = STANDARD
+            .decode(blob_base64)
+            .map_err(|_| malformed("checkpoint", "signature is not base64"))?;
+        if !valid_name(name) || blob.len() < 5 {
+            return Err(malformed("checkpoint", "invalid signature line"));
+        }
+        checkpoint.signatures.push(SignatureLine {
+            name: name.to_owned(),
+            blob,
+        });
+        Ok(checkpoint)
+    }
+
+    /// The name and base64 signature blob of the first signature line.
+    pub(crate) fn first_signature(&self) -> Option<(&str, String)> {
+        self.signatures
+            .first()
+            .map(|line| (line.name.as_str(), STANDARD.encode(&line.blob)))
+    }
+
+    /// The signed part: origin, size, head and the time if stated, one per
+    /// line.
     fn body(&self) -> String {
-        format!(
+        let mut body = format!(
             "{}\n{}\n{}\n",
             self.origin,
             self.size,
             STANDARD.encode(self.head)
-        )
+        );
+        if let Some(time) = self.time {
+            body.push_str(&format!("{TIME_PREFIX}{time}\n"));
+        }
+        body
     }
 
     /// The full text: body, an empty line, signature lines.
@@ -291,14 +407,28 @@ impl Checkpoint {
             ));
         };
         let mut lines = body.split('\n');
-        let (Some(origin), Some(size), Some(head), None) =
-            (lines.next(), lines.next(), lines.next(), lines.next())
-        else {
+        let (Some(origin), Some(size), Some(head), time, None) = (
+            lines.next(),
+            lines.next(),
+            lines.next(),
+            lines.next(),
+            lines.next(),
+        ) else {
             return Err(malformed(
                 "checkpoint",
-                "expected origin, size and head lines",
+                "expected origin, size, head and optional time lines",
             ));
         };
+        let time = time
+            .map(|line| {
+                line.strip_prefix(TIME_PREFIX)
+                    .and_then(|t| humantime::parse_rfc3339(t).ok().map(|at| (t, at)))
+                    .map(|(t, at)| (t, Timestamp::from(at)))
+                    .filter(|(t, at)| at.to_string() == *t)
+                    .map(|(_, at)| at)
+                    .ok_or_else(|| malformed("checkpoint", "the fourth line is not a canonical time"))
+            })
+            .transpose()?;
         let canonical_size = !size.is_empty()
             && size.bytes().all(|b| b.is_ascii_digit())
             && (size == "0" || !size.starts_with('0'));
@@ -317,6 +447,7 @@ impl Checkpoint {
             .and_then(|h| h.try_into().ok())
             .ok_or_else(|| malformed("checkpoint", "head is not 32 bytes of base64"))?;
         let mut checkpoint = Self::unsigned(origin, size, head)?;
+        checkpoint.time = time;
         if STANDARD.encode(head) != lines_head(body) {
             return Err(malformed("checkpoint", "head is not canonical base64"));
         }

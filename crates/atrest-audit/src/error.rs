@@ -60,6 +60,28 @@ pub enum Error {
         reason: String,
     },
 
+    /// Other writers held the log's lock for longer than the configured
+    /// timeout; nothing was written.
+    #[error("the audit log is busy: other writers held its lock for {waited:?}")]
+    Busy {
+        /// How long this writer waited.
+        waited: std::time::Duration,
+    },
+
+    /// A checkpoint could not be published to, or read from, a witness.
+    #[error("audit witness {witness}: {reason}")]
+    Witness {
+        /// The witness (its location).
+        witness: String,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// Checkpoint and recovery lines are written by the log itself, never
+    /// appended by callers.
+    #[error("checkpoint and log_recovered records are written by the audit log itself")]
+    Reserved,
+
     /// The operating system's random number generator failed.
     #[error("the operating system random number generator failed")]
     Rng,

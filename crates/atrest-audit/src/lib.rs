@@ -9,16 +9,18 @@ pub mod log;
 pub mod record;
 pub mod sink;
 mod verify;
+pub mod witness;
 
-pub use checkpoint::{Checkpoint, SigningKey, VerifyingKey};
+pub use checkpoint::{Checkpoint, Signer, SigningKey, VerifyingKey};
 pub use error::Error;
-pub use log::{AuditLog, LogConfig, Receipt, Recovery, stored_checkpoints};
+pub use log::{AuditLog, LOG_ACTOR, LogConfig, Receipt, Recovery};
 pub use record::{
     Entry, Event, FileRef, IdHasher, IdLike, KeyRef, MAX_TEXT_LEN, Outcome, Record, Text,
     Timestamp, Value,
 };
 pub use sink::{Auditor, JsonLinesSink, MemorySink, Sink, SinkPolicy};
 pub use verify::{Problem, Report, read_entries, verify, verify_segments};
+pub use witness::{DirectoryWitness, Witness};
 
 /// Anything that records audit events durably: the [`AuditLog`] itself, or
 /// an [`Auditor`] that also feeds other sinks.

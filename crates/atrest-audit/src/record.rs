@@ -7,7 +7,7 @@
 //!
 //! | field | type | meaning |
 //! |-------|------|---------|
-//! | `v` | `1` | schema version |
+//! | `v` | `2` | schema version |
 //! | `seq` | integer | position in the log, from 0, consecutive |
 //! | `prev` | 64 hex digits | SHA-256 of the previous record's line (for `seq` 0: of the genesis string) |
 //! | `time` | RFC 3339, UTC, nanoseconds | when the record was made |
@@ -18,7 +18,9 @@
 //! | `event` | [`Event`] | `{"type":…, …}`: the operation and its object ids |
 //!
 //! New event types or fields are added under a new schema version; readers
-//! reject versions they do not know and fields they do not expect.
+//! reject versions they do not know and fields they do not expect. Version 2
+//! added the two events the log writes itself, [`Event::Checkpoint`] (the
+//! last line of every commit batch) and [`Event::LogRecovered`].
 //!
 //! # No key material
 //!
@@ -40,7 +42,7 @@ use zeroize::Zeroize;
 use crate::Error;
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Longest [`Text`] value, in bytes.
 pub const MAX_TEXT_LEN: usize = 1024;
@@ -443,6 +445,32 @@ pub enum Event {
         failures: u64,
         /// How long it took, in milliseconds.
         duration_ms: u64,
+    },
+    /// A signed checkpoint of every line before this one, written by the log
+    /// as the last line of each commit batch (see [`crate::log`]). The line's
+    /// `seq` is the checkpoint's size and its `prev` the checkpoint's head.
+    /// Only the log writes it: [`AuditLog::append`](crate::AuditLog::append)
+    /// refuses it.
+    Checkpoint {
+        /// The signing key's name.
+        key: Text,
+        /// The signature blob of the checkpoint's signature line, base64: the
+        /// 4-byte key id, then the 64-byte Ed25519 signature.
+        signature: Text,
+    },
+    /// The log cut off or repaired the end of its last segment after a crash
+    /// (written by the log; refused from callers like [`Event::Checkpoint`]).
+    LogRecovered {
+        /// Bytes cut off: a batch that was never acknowledged.
+        cut_bytes: u64,
+        /// Complete lines among them (records of that batch).
+        cut_lines: u64,
+        /// The file the cut bytes were saved to, relative to the log's
+        /// directory.
+        saved_as: Option<Text>,
+        /// Whether the final newline of a complete, signed batch was missing
+        /// and was restored.
+        newline_restored: bool,
     },
     /// A service-defined event.
     Custom {

@@ -4,11 +4,16 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use crate::Error;
 use crate::chain::{self, ChainState};
 use crate::checkpoint::{Checkpoint, VerifyingKey, genesis_hash};
-use crate::log::{read_meta, segments};
+use crate::log::{checkpoint_of_line, is_checkpoint_line, origin_of, read_meta, segments};
 use crate::record::Entry;
+
+/// How long a reader waits for writers to finish their batch.
+const READ_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The first thing verification found wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,7 +30,15 @@ pub enum Problem {
         /// What is wrong with it.
         reason: String,
     },
-    /// A checkpoint is not signed by the verifying key.
+    /// The log does not end with a checkpoint line: its last `lines` lines
+    /// are signed by nothing (the end of the log was cut off, or a batch was
+    /// torn by a crash and the log not reopened since).
+    Unsealed {
+        /// Lines after the last checkpoint line (all of them if none).
+        lines: u64,
+    },
+    /// A checkpoint (the log's last checkpoint line, or one given to
+    /// [`verify`]) is not signed by the verifying key.
     BadSignature {
         /// The checkpoint's size.
         size: u64,
@@ -66,6 +79,10 @@ impl std::fmt::Display for Problem {
                     segment.display()
                 )
             }
+            Self::Unsealed { lines } => write!(
+                f,
+                "the last {lines} lines are not followed by a signed checkpoint: the log was cut or a write torn"
+            ),
             Self::BadSignature { size } => write!(
                 f,
                 "the checkpoint at size {size} is not signed by the verifying key"
@@ -91,11 +108,16 @@ impl std::fmt::Display for Problem {
 /// The result of [`verify`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Report {
-    /// Records whose chain verified (up to the first problem).
+    /// Lines whose chain verified (up to the first problem), checkpoint
+    /// lines included.
     pub records: u64,
     /// The chain head after them.
     pub head: [u8; 32],
-    /// Checkpoints whose signature and head verified.
+    /// The size of the log's last checkpoint line, if its signature
+    /// verified: every line before it is signed.
+    pub signed: Option<u64>,
+    /// Checkpoints given to [`verify`] (from a witness) whose signature and
+    /// head verified.
     pub checkpoints_verified: usize,
     /// The first problem found, if any.
     pub problem: Option<Problem>,
@@ -108,13 +130,21 @@ impl Report {
     }
 }
 
-/// Verifies the log in `dir` against `checkpoints` signed by `key`.
+/// Verifies the log in `dir` with the verifying key `key`, and against
+/// `checkpoints` (fetched from a witness; may be empty).
 ///
-/// Checks that every record chains to the one before it (sequence numbers
+/// Checks that every line chains to the one before it (sequence numbers
 /// consecutive from 0, each `prev` the SHA-256 of the previous line), that
-/// every checkpoint is signed by `key` and is for this log, that the log is
-/// at least as long as every checkpoint, and that the chain's head after each
-/// checkpoint's size equals the checkpoint's head. Reports the first problem.
+/// the log ends with a checkpoint line whose signature verifies under `key`
+/// (so every line is signed), that every given checkpoint is signed by `key`
+/// and is for this log, that the log is at least as long as every given
+/// checkpoint, and that the chain's head after each one's size equals its
+/// head. Reports the first problem. Pass the key and the checkpoints from a
+/// source the log's writers cannot change: then rewriting the log, and
+/// replacing the key stored beside it, is detected too.
+///
+/// Takes the log's lock shared while reading, so a batch being written is
+/// never seen half-done.
 ///
 /// # Errors
 /// Only for a directory that is not a log or cannot be read; damage is
@@ -125,15 +155,7 @@ pub fn verify(
     key: &VerifyingKey,
 ) -> Result<Report, Error> {
     let dir = dir.as_ref();
-    let log_id = read_meta(dir)?;
-    let paths = segments(dir)?;
-    let mut contents = Vec::with_capacity(paths.len());
-    for path in &paths {
-        contents.push((
-            path.clone(),
-            fs::read(path).map_err(|e| Error::io(path, e))?,
-        ));
-    }
+    let (log_id, contents) = read_log(dir)?;
     Ok(verify_segments(
         &log_id,
         contents.iter().map(|(p, b)| (p.as_path(), b.as_slice())),
@@ -149,10 +171,11 @@ pub fn verify_segments<'a>(
     checkpoints: &[Checkpoint],
     key: &VerifyingKey,
 ) -> Report {
-    let origin = format!("atrest-audit/{log_id}");
+    let origin = origin_of(log_id);
     let mut report = Report {
         records: 0,
         head: genesis_hash(log_id),
+        signed: None,
         checkpoints_verified: 0,
         problem: None,
     };
@@ -197,9 +220,24 @@ pub fn verify_segments<'a>(
         }
     };
     check(&state, &mut mismatch, &mut met);
+    // The last checkpoint line and the number of lines after it.
+    let mut last_checkpoint: Option<Vec<u8>> = None;
+    let mut unsigned = 0u64;
     for (path, bytes) in segments {
-        let broken = chain::walk(bytes, &mut state, |state, _| {
-            check(state, &mut mismatch, &mut met)
+        let broken = chain::walk(bytes, &mut state, |state, line| {
+            check(state, &mut mismatch, &mut met);
+            if is_checkpoint_line(line) {
+                unsigned = 0;
+                match &mut last_checkpoint {
+                    Some(kept) => {
+                        kept.clear();
+                        kept.extend_from_slice(line);
+                    }
+                    None => last_checkpoint = Some(line.to_vec()),
+                }
+            } else {
+                unsigned += 1;
+            }
         });
         if let Some(size) = mismatch {
             report.problem = Some(Problem::HeadMismatch { size });
@@ -218,6 +256,34 @@ pub fn verify_segments<'a>(
     report.records = state.next_seq;
     report.head = state.head;
     report.checkpoints_verified = met;
+    if report.problem.is_none() {
+        match &last_checkpoint {
+            Some(_) if unsigned > 0 => {
+                report.problem = Some(Problem::Unsealed { lines: unsigned });
+            }
+            None => {
+                report.problem = Some(Problem::Unsealed { lines: unsigned });
+            }
+            Some(line) => match checkpoint_of_line(&origin, line) {
+                Ok(checkpoint) if checkpoint.verify(key).is_ok() => {
+                    report.signed = Some(checkpoint.size);
+                }
+                Ok(checkpoint) => {
+                    report.problem = Some(Problem::BadSignature {
+                        size: checkpoint.size,
+                    });
+                }
+                Err(reason) => {
+                    report.problem = Some(Problem::BadRecord {
+                        segment: PathBuf::from("(last checkpoint line)"),
+                        line: 0,
+                        seq: state.next_seq.saturating_sub(1),
+                        reason,
+                    });
+                }
+            },
+        }
+    }
     if report.problem.is_none()
         && let Some((&size, _)) = expected.range(state.next_seq + 1..).next()
     {
@@ -236,10 +302,9 @@ pub fn verify_segments<'a>(
 /// [`Error::Corrupt`] for a line that is not a record; [`Error::Io`].
 pub fn read_entries(dir: impl AsRef<Path>) -> Result<Vec<Entry>, Error> {
     let dir = dir.as_ref();
-    read_meta(dir)?;
+    let (_, contents) = read_log(dir)?;
     let mut entries = Vec::new();
-    for path in segments(dir)? {
-        let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    for (path, bytes) in contents {
         for (index, line) in bytes.split(|&b| b == b'\n').enumerate() {
             if line.is_empty() {
                 continue;
@@ -253,4 +318,30 @@ pub fn read_entries(dir: impl AsRef<Path>) -> Result<Vec<Entry>, Error> {
         }
     }
     Ok(entries)
+}
+
+/// A segment file and its bytes.
+type Segment = (PathBuf, Vec<u8>);
+
+/// The log id and every segment's bytes, read under the log's lock taken
+/// shared (without it if the log has no lock file, as in a copy).
+fn read_log(dir: &Path) -> Result<(String, Vec<Segment>), Error> {
+    let log_id = read_meta(dir)?;
+    let lock_path = dir.join("LOCK");
+    let lock = match fs::File::open(&lock_path) {
+        Ok(lock) => Some(lock),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(&lock_path, e)),
+    };
+    let _guard = lock
+        .as_ref()
+        .map(|lock| crate::log::take_lock(lock, &lock_path, true, READ_LOCK_TIMEOUT))
+        .transpose()?;
+    let paths = segments(dir)?;
+    let mut contents = Vec::with_capacity(paths.len());
+    for path in paths {
+        let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        contents.push((path, bytes));
+    }
+    Ok((log_id, contents))
 }

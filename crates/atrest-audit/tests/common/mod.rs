@@ -72,3 +72,38 @@ pub fn record(i: u64) -> Record {
 pub fn segment_file(dir: &Path) -> PathBuf {
     dir.join("00000001.log")
 }
+
+/// The signing key of one test run (the same in every call, so a log can be
+/// reopened with it).
+pub fn signer() -> atrest_audit::SigningKey {
+    static PKCS8: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let pkcs8 = PKCS8.get_or_init(|| {
+        atrest_audit::SigningKey::generate("test-signer")
+            .unwrap()
+            .1
+            .to_vec()
+    });
+    atrest_audit::SigningKey::from_pkcs8("test-signer", pkcs8).unwrap()
+}
+
+/// Saves a fresh signing key to `path` (for child processes) and returns it.
+pub fn save_signer(path: &Path) -> atrest_audit::SigningKey {
+    let (key, pkcs8) = atrest_audit::SigningKey::generate("test-signer").unwrap();
+    std::fs::write(path, &pkcs8[..]).unwrap();
+    key
+}
+
+/// Loads a key saved by [`save_signer`].
+pub fn load_signer(path: &Path) -> atrest_audit::SigningKey {
+    atrest_audit::SigningKey::from_pkcs8("test-signer", &std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Lines of the log in `dir` that are records appended by callers (not the
+/// log's own checkpoint and recovery lines).
+pub fn caller_entries(dir: &Path) -> Vec<atrest_audit::Entry> {
+    atrest_audit::read_entries(dir)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.actor.as_str() != atrest_audit::LOG_ACTOR)
+        .collect()
+}
