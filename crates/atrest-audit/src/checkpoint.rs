@@ -426,7 +426,9 @@ impl Checkpoint {
                     .map(|(t, at)| (t, Timestamp::from(at)))
                     .filter(|(t, at)| at.to_string() == *t)
                     .map(|(_, at)| at)
-                    .ok_or_else(|| malformed("checkpoint", "the fourth line is not a canonical time"))
+                    .ok_or_else(|| {
+                        malformed("checkpoint", "the fourth line is not a canonical time")
+                    })
             })
             .transpose()?;
         let canonical_size = !size.is_empty()

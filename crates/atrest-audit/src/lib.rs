@@ -13,13 +13,12 @@ pub mod witness;
 
 pub use checkpoint::{Checkpoint, Signer, SigningKey, VerifyingKey};
 pub use error::Error;
-pub use log::{AuditLog, LOG_ACTOR, LogConfig, Receipt, Recovery};
+pub use log::{AuditLog, LOG_ACTOR, LogConfig, Receipt, Recovery, read_origin};
 pub use record::{
-    Entry, Event, FileRef, IdHasher, IdLike, KeyRef, MAX_TEXT_LEN, Outcome, Record, Text,
-    Timestamp, Value,
+    Entry, Event, FileRef, IdLike, KeyRef, MAX_TEXT_LEN, Outcome, Record, Text, Timestamp, Value,
 };
 pub use sink::{Auditor, JsonLinesSink, MemorySink, Sink, SinkPolicy};
-pub use verify::{Problem, Report, read_entries, verify, verify_segments};
+pub use verify::{Problem, Report, read_entries, verify, verify_segments, verify_witnessed};
 pub use witness::{DirectoryWitness, Witness};
 
 /// Anything that records audit events durably: the [`AuditLog`] itself, or

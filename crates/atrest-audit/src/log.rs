@@ -301,6 +301,15 @@ pub(crate) fn read_meta(dir: &Path) -> Result<String, Error> {
     Ok(meta.log_id)
 }
 
+/// The checkpoint origin of the log in `dir` (`atrest-audit/<log id>`),
+/// read from its `LOG` file: what to ask a [`Witness`] for.
+///
+/// # Errors
+/// [`Error::NotALog`]; [`Error::Io`].
+pub fn read_origin(dir: impl AsRef<Path>) -> Result<String, Error> {
+    Ok(origin_of(&read_meta(dir.as_ref())?))
+}
+
 /// The origin of the log `log_id` in checkpoints.
 pub(crate) fn origin_of(log_id: &str) -> String {
     format!("{FORMAT}/{log_id}")

@@ -27,17 +27,13 @@
 //! Record fields are [`Text`], integers or the event enums below. None of the
 //! key types of the atrest crates implement `Display`, `Serialize`,
 //! `AsRef<str>` or `Into<Text>`, so a key cannot be put into a record without
-//! explicitly exposing its bytes (`expose_secret`). Identifiers an operator
-//! wants hidden are stored as keyed hashes ([`IdHasher`]).
+//! explicitly exposing its bytes (`expose_secret`).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use sha2::Sha256;
-use zeroize::Zeroize;
 
 use crate::Error;
 
@@ -47,38 +43,27 @@ pub const SCHEMA_VERSION: u32 = 2;
 /// Longest [`Text`] value, in bytes.
 pub const MAX_TEXT_LEN: usize = 1024;
 
-const HIDDEN_PREFIX: &str = "hmac-sha256:";
-
 /// A short piece of text in a record: an identifier, a name, a reason.
 ///
-/// At most 1 KiB, no control characters. A text is either plain or *hidden*:
-/// a keyed hash of the original made by an [`IdHasher`], written as
-/// `hmac-sha256:<64 hex digits>` (plain texts may not start with that prefix,
-/// so the two never collide).
+/// At most 1 KiB, no control characters.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Text(String);
 
 impl Text {
-    /// A plain text.
+    /// A text.
     ///
     /// # Errors
-    /// [`Error::InvalidText`] if longer than 1 KiB, if it contains control
-    /// characters, or if it starts with the hidden-text prefix.
+    /// [`Error::InvalidText`] if longer than 1 KiB or if it contains control
+    /// characters.
     pub fn new(text: impl Into<String>) -> Result<Self, Error> {
         let text = text.into();
         Self::validate(&text)?;
-        if text.starts_with(HIDDEN_PREFIX) {
-            return Err(Error::InvalidText(
-                "starts with the reserved prefix `hmac-sha256:`",
-            ));
-        }
         Ok(Self(text))
     }
 
-    /// A plain text from any string, never failing: control characters
-    /// become spaces and the text is cut to 1 KiB (on a character
-    /// boundary). A text imitating a hidden one is replaced by a fixed
-    /// marker. Taken as it is, without a copy, when already valid.
+    /// A text from any string, never failing: control characters become
+    /// spaces and the text is cut to 1 KiB (on a character boundary). Taken
+    /// as it is, without a copy, when already valid.
     pub fn lossy(text: impl Into<String>) -> Self {
         let mut text = text.into();
         if text.len() > MAX_TEXT_LEN || text.chars().any(char::is_control) {
@@ -89,9 +74,6 @@ impl Text {
             while text.len() > MAX_TEXT_LEN {
                 let _ = text.pop();
             }
-        }
-        if text.starts_with(HIDDEN_PREFIX) {
-            return Self("(text in the reserved hidden-text form)".to_owned());
         }
         Self(text)
     }
@@ -109,11 +91,6 @@ impl Text {
     /// The text as stored.
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-
-    /// Whether this is a keyed hash rather than the original text.
-    pub fn is_hidden(&self) -> bool {
-        self.0.starts_with(HIDDEN_PREFIX)
     }
 
     /// Builds a text from anything that displays as an identifier (tenant
@@ -159,79 +136,7 @@ impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         Self::validate(&text).map_err(serde::de::Error::custom)?;
-        if let Some(hex_digits) = text.strip_prefix(HIDDEN_PREFIX) {
-            let canonical = hex_digits.len() == 64
-                && hex_digits
-                    .bytes()
-                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-            if !canonical {
-                return Err(serde::de::Error::custom("malformed hidden text"));
-            }
-        }
         Ok(Self(text))
-    }
-}
-
-/// Makes hidden texts: HMAC-SHA256 of the original under a per-log key.
-///
-/// The same value always hides to the same text under the same key, so an
-/// operator who knows a value can find its records ([`IdHasher::hide`] it and
-/// search for the result), while a reader of the log without the key learns
-/// nothing but equality. The key is secret: zeroized on drop, never printed.
-pub struct IdHasher {
-    key: [u8; 32],
-}
-
-impl IdHasher {
-    /// Key length in bytes.
-    pub const KEY_LEN: usize = 32;
-
-    /// A hasher with the given key.
-    pub fn from_secret_bytes(key: &[u8; Self::KEY_LEN]) -> Self {
-        Self { key: *key }
-    }
-
-    /// A hasher with a fresh random key.
-    ///
-    /// # Errors
-    /// [`Error::Rng`] if the operating system's generator fails.
-    pub fn generate() -> Result<Self, Error> {
-        let mut key = [0u8; Self::KEY_LEN];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
-            .map_err(|_| Error::Rng)?;
-        let hasher = Self::from_secret_bytes(&key);
-        key.zeroize();
-        Ok(hasher)
-    }
-
-    /// The key, to store it (for example in a 0600 file).
-    pub fn expose_secret(&self) -> &[u8; Self::KEY_LEN] {
-        &self.key
-    }
-
-    /// The hidden text for `value`: also how to look up a known value.
-    pub fn hide(&self, value: &str) -> Text {
-        let mut mac = match Hmac::<Sha256>::new_from_slice(&self.key) {
-            Ok(mac) => mac,
-            Err(_) => unreachable!("HMAC accepts keys of any length"),
-        };
-        mac.update(value.as_bytes());
-        Text(format!(
-            "{HIDDEN_PREFIX}{}",
-            hex::encode(mac.finalize().into_bytes())
-        ))
-    }
-}
-
-impl Drop for IdHasher {
-    fn drop(&mut self) {
-        self.key.zeroize();
-    }
-}
-
-impl fmt::Debug for IdHasher {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IdHasher").finish_non_exhaustive()
     }
 }
 

@@ -56,6 +56,12 @@ pub enum Problem {
         /// Records in the log.
         log_size: u64,
     },
+    /// The witness holds no checkpoint of this log: the log is not the one
+    /// the witness has seen (replaced by another), or was never witnessed.
+    NotWitnessed {
+        /// The witness.
+        witness: String,
+    },
     /// The log's hash after `size` records differs from the checkpoint's: the
     /// log was rewritten.
     HeadMismatch {
@@ -88,6 +94,10 @@ impl std::fmt::Display for Problem {
                 "the checkpoint at size {size} is not signed by the verifying key"
             ),
             Self::WrongLog { origin } => write!(f, "a checkpoint is for another log ({origin})"),
+            Self::NotWitnessed { witness } => write!(
+                f,
+                "the witness {witness} holds no checkpoint of this log: it was replaced, or never witnessed"
+            ),
             Self::TruncatedBehindCheckpoint {
                 checkpoint_size,
                 log_size,
@@ -162,6 +172,28 @@ pub fn verify(
         checkpoints,
         key,
     ))
+}
+
+/// [`verify`] against the newest checkpoint of `witness`, which must hold
+/// one for this log ([`Problem::NotWitnessed`] otherwise). Returns the
+/// report and that checkpoint.
+///
+/// # Errors
+/// As for [`verify`]; [`Error::Witness`] if the witness cannot be read.
+pub fn verify_witnessed(
+    dir: impl AsRef<Path>,
+    key: &VerifyingKey,
+    witness: &dyn crate::Witness,
+) -> Result<(Report, Option<Checkpoint>), Error> {
+    let dir = dir.as_ref();
+    let latest = witness.latest(&crate::read_origin(dir)?)?;
+    let mut report = verify(dir, latest.as_slice(), key)?;
+    if latest.is_none() && report.problem.is_none() {
+        report.problem = Some(Problem::NotWitnessed {
+            witness: witness.describe(),
+        });
+    }
+    Ok((report, latest))
 }
 
 /// [`verify`] over segments held in memory, in order.

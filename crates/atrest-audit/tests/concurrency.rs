@@ -106,7 +106,9 @@ fn two_logs_on_one_directory_interleave_whole_batches() {
             scope.spawn(move || {
                 for i in 0..200u64 {
                     if i % 10 == 0 {
-                        let batch: Vec<_> = (0..5).map(|j| record(w as u64 * 10_000 + i * 10 + j)).collect();
+                        let batch: Vec<_> = (0..5)
+                            .map(|j| record(w as u64 * 10_000 + i * 10 + j))
+                            .collect();
                         log.append_all(&batch).unwrap();
                     } else {
                         log.append(&record(w as u64 * 10_000 + i * 10)).unwrap();
@@ -146,7 +148,10 @@ fn a_writer_that_cannot_get_the_lock_fails_in_time_and_writes_nothing() {
     let error = log.append(&record(1)).unwrap_err();
     assert!(matches!(error, Error::Busy { .. }), "{error}");
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
-    assert_eq!(std::fs::read(dir.path().join("00000001.log")).unwrap(), before);
+    assert_eq!(
+        std::fs::read(dir.path().join("00000001.log")).unwrap(),
+        before
+    );
     holder.unlock().unwrap();
     // Not poisoned: the next append goes through.
     log.append(&record(2)).unwrap();

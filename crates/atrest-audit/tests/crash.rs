@@ -292,8 +292,18 @@ fn eight_processes_with_sigkills_lose_no_acknowledged_record() {
     }
 
     let log_dir = dir.path().join("log");
-    let (_, _recovery) = AuditLog::open(&log_dir, load_signer(&dir.path().join("signer.pk8")), LogConfig::default()).unwrap();
-    let report = verify(&log_dir, &[], &load_signer(&dir.path().join("signer.pk8")).verifying_key()).unwrap();
+    let (_, _recovery) = AuditLog::open(
+        &log_dir,
+        load_signer(&dir.path().join("signer.pk8")),
+        LogConfig::default(),
+    )
+    .unwrap();
+    let report = verify(
+        &log_dir,
+        &[],
+        &load_signer(&dir.path().join("signer.pk8")).verifying_key(),
+    )
+    .unwrap();
     assert!(report.is_ok(), "{:?}", report.problem);
     let mut present: HashMap<String, usize> = HashMap::new();
     for entry in caller_entries(&log_dir) {
@@ -301,7 +311,10 @@ fn eight_processes_with_sigkills_lose_no_acknowledged_record() {
             .entry(entry.request.unwrap().as_str().to_owned())
             .or_default() += 1;
     }
-    assert!(present.values().all(|&n| n == 1), "a record was written twice");
+    assert!(
+        present.values().all(|&n| n == 1),
+        "a record was written twice"
+    );
     let lost: Vec<_> = acknowledged
         .iter()
         .filter(|id| !present.contains_key(*id))

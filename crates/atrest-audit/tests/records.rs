@@ -1,4 +1,4 @@
-//! Record types: no key material, hidden identifiers, text validation,
+//! Record types: no key material, text validation,
 //! serde round trips, and the sink policy.
 
 #![allow(
@@ -15,7 +15,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use atrest_audit::{
-    Audit, AuditLog, Auditor, Error, Event, IdHasher, LogConfig, MemorySink, Receipt, Record, Sink,
+    Audit, AuditLog, Auditor, Error, Event, LogConfig, MemorySink, Receipt, Record, Sink,
     SinkPolicy, Text,
 };
 use atrest_test_support::TempDir;
@@ -51,32 +51,6 @@ fn key_types_cannot_become_record_fields() {
     assert!(!implements!(Kek: std::fmt::Display));
     assert!(!implements!(Kek: serde::Serialize));
     assert!(!implements!(Kek: atrest_audit::IdLike));
-    assert!(!implements!(IdHasher: serde::Serialize));
-    assert!(!implements!(IdHasher: std::fmt::Display));
-}
-
-#[test]
-fn hidden_identifiers_can_be_looked_up_but_not_read() {
-    let hasher = IdHasher::from_secret_bytes(&[3; 32]);
-    let hidden = hasher.hide("alice@contoso.example");
-    assert!(hidden.is_hidden());
-    assert!(!hidden.as_str().contains("alice"));
-    // The same value under the same key: the same text, so it can be found.
-    assert_eq!(hasher.hide("alice@contoso.example"), hidden);
-    assert_ne!(hasher.hide("bob@contoso.example"), hidden);
-    assert_ne!(
-        IdHasher::from_secret_bytes(&[4; 32]).hide("alice@contoso.example"),
-        hidden
-    );
-    assert_eq!(format!("{hasher:?}"), "IdHasher { .. }");
-
-    let dir = TempDir::new("hidden");
-    let log = AuditLog::create(dir.path(), common::signer(), LogConfig::default()).unwrap();
-    let mut rec = record(1);
-    rec.actor = hidden.clone();
-    log.append(&rec).unwrap();
-    let stored = std::fs::read_to_string(dir.path().join("00000001.log")).unwrap();
-    assert!(stored.contains(hidden.as_str()) && !stored.contains("contoso"));
 }
 
 #[test]
@@ -90,11 +64,7 @@ fn texts_are_validated() {
         Text::new("x".repeat(1025)),
         Err(Error::InvalidText(_))
     ));
-    assert!(matches!(
-        Text::new(format!("hmac-sha256:{}", "0".repeat(64))),
-        Err(Error::InvalidText(_))
-    ));
-    assert!(serde_json::from_str::<Text>("\"hmac-sha256:zz\"").is_err());
+    assert!(serde_json::from_str::<Text>(&format!("\"{}\"", "x".repeat(1025))).is_err());
     assert!(serde_json::from_str::<Text>("\"a\\u0000b\"").is_err());
 }
 
@@ -140,9 +110,36 @@ impl Sink for Failing {
 }
 
 #[test]
+fn only_the_log_writes_checkpoint_and_recovery_lines() {
+    let dir = TempDir::new("reserved");
+    let log = AuditLog::create(dir.path(), common::signer(), LogConfig::default()).unwrap();
+    for event in [
+        Event::Checkpoint {
+            key: text("test-signer"),
+            signature: text("AAAA"),
+        },
+        Event::LogRecovered {
+            cut_bytes: 0,
+            cut_lines: 0,
+            saved_as: None,
+            newline_restored: false,
+        },
+    ] {
+        let forged = Record::new(text("svc"), event);
+        assert!(matches!(log.append(&forged), Err(Error::Reserved)));
+        assert!(matches!(
+            log.append_all(&[record(1), forged]),
+            Err(Error::Reserved)
+        ));
+    }
+    assert_eq!(log.head().0, 1, "nothing was written");
+}
+
+#[test]
 fn sink_policy_fails_closed_on_the_log_and_on_required_sinks_only() {
     let dir = TempDir::new("sinks");
-    let log = Arc::new(AuditLog::create(dir.path(), common::signer(), LogConfig::default()).unwrap());
+    let log =
+        Arc::new(AuditLog::create(dir.path(), common::signer(), LogConfig::default()).unwrap());
     let memory = Arc::new(MemorySink::default());
     let best_effort = Auditor::new(log.clone())
         .with_sink(Box::new(memory.clone()), SinkPolicy::Required)
@@ -169,7 +166,6 @@ fn lossy_texts_are_always_valid() {
     assert!(
         cut.as_str().len() <= atrest_audit::MAX_TEXT_LEN && cut.as_str().chars().all(|c| c == 'é')
     );
-    assert!(!Text::lossy(format!("hmac-sha256:{}", "0".repeat(64))).is_hidden());
     let json = serde_json::to_string(&Text::lossy("x\ty")).unwrap();
     assert_eq!(serde_json::from_str::<Text>(&json).unwrap().as_str(), "x y");
 }

@@ -19,8 +19,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use atrest_audit::{
-    AuditLog, Checkpoint, DirectoryWitness, Error, LogConfig, Problem, SigningKey, Witness,
-    verify, verify_segments,
+    AuditLog, Checkpoint, DirectoryWitness, Error, LogConfig, Problem, SigningKey, Witness, verify,
+    verify_segments,
 };
 use atrest_test_support::TempDir;
 use common::{record, segment_file, signer};
@@ -335,7 +335,12 @@ fn a_rewrite_with_the_logs_own_key_is_caught_by_the_witness() {
     let alone = verify(&log_dir, &[], &signer().verifying_key()).unwrap();
     assert!(alone.is_ok(), "{:?}", alone.problem);
     // Against the witness it does not.
-    let report = verify(&log_dir, std::slice::from_ref(&latest), &signer().verifying_key()).unwrap();
+    let report = verify(
+        &log_dir,
+        std::slice::from_ref(&latest),
+        &signer().verifying_key(),
+    )
+    .unwrap();
     assert!(
         matches!(report.problem, Some(Problem::HeadMismatch { size: 20 })),
         "{:?}",
@@ -370,19 +375,28 @@ fn whole_batches_cut_from_the_end_are_caught_by_the_witness() {
     let lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
     // Remove the last record and its checkpoint line: still a signed log.
     std::fs::write(&path, lines[..lines.len() - 2].concat()).unwrap();
-    assert!(verify(dir.path(), &[], &signer().verifying_key()).unwrap().is_ok());
+    assert!(
+        verify(dir.path(), &[], &signer().verifying_key())
+            .unwrap()
+            .is_ok()
+    );
     let witness = DirectoryWitness::new(witness_dir.path());
     let origin = format!(
         "atrest-audit/{}",
-        serde_json::from_slice::<serde_json::Value>(&std::fs::read(dir.path().join("LOG")).unwrap())
-            .unwrap()["log_id"]
+        serde_json::from_slice::<serde_json::Value>(
+            &std::fs::read(dir.path().join("LOG")).unwrap()
+        )
+        .unwrap()["log_id"]
             .as_str()
             .unwrap()
     );
     let latest = witness.latest(&origin).unwrap().unwrap();
     let report = verify(dir.path(), &[latest], &signer().verifying_key()).unwrap();
     assert!(
-        matches!(report.problem, Some(Problem::TruncatedBehindCheckpoint { .. })),
+        matches!(
+            report.problem,
+            Some(Problem::TruncatedBehindCheckpoint { .. })
+        ),
         "{:?}",
         report.problem
     );

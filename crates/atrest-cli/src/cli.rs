@@ -32,6 +32,11 @@ pub(crate) enum Command {
         /// file://) instead of DATA/blobs.
         #[arg(long)]
         blobs: Option<String>,
+        /// Publish the audit log's signed checkpoints to this directory
+        /// (default: DATA/audit-witness). Put it on other storage than DATA:
+        /// it is what shows that records were cut from the log's end.
+        #[arg(long, value_name = "DIR")]
+        audit_witness: Option<PathBuf>,
     },
     /// Create and inspect tenants.
     #[command(subcommand)]
@@ -174,10 +179,24 @@ pub(crate) enum RotateCommand {
 
 #[derive(Subcommand)]
 pub(crate) enum AuditCommand {
-    /// Verify the hash chain against every signed checkpoint.
-    Verify,
-    /// Print audit records.
+    /// Verify the hash chain, the log's last signed checkpoint and the
+    /// witness's newest checkpoint. Pass --key and --witness from a source
+    /// the deployment's writers cannot change.
+    Verify {
+        /// The verifying key `init` printed (default: the one in
+        /// DATA/atrest.json).
+        #[arg(long)]
+        key: Option<String>,
+        /// The witness directory (default: the one in DATA/atrest.json).
+        #[arg(long, value_name = "DIR")]
+        witness: Option<PathBuf>,
+    },
+    /// Print audit records as a table (with --json: the raw records).
     Show {
+        /// Include the log's own checkpoint lines (one ends every commit
+        /// batch).
+        #[arg(long)]
+        checkpoints: bool,
         /// Only this tenant's records.
         #[arg(long)]
         tenant: Option<String>,

@@ -7,8 +7,10 @@
 //! DIR/atrest.sqlite        tenant key metadata (TIK versions and their wraps)
 //! DIR/catalog.sqlite       the catalog: tenant names, file names, versions, and each
 //!                          version's record (wrapped file key, sizes, blob name)
-//! DIR/audit/               the audit log and its signed checkpoints
+//! DIR/audit/               the audit log: every batch ends with a signed checkpoint
 //! DIR/audit-signing.key    the checkpoint signing key (PKCS#8, mode 0600)
+//! DIR/audit-witness/       where checkpoints are published, unless `init` named
+//!                          another directory (keep it on other storage)
 //! DIR/blobs/               the blobs, unless a blob store URL was given
 //! ```
 //!
@@ -35,8 +37,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use atrest::audit::{
-    Audit as _, AuditLog, Entry, Event, LogConfig, Outcome, Record, Report, SigningKey, Text,
-    Value, VerifyingKey, stored_checkpoints,
+    Audit as _, AuditLog, DirectoryWitness, Entry, Event, LogConfig, Outcome, Record, Recovery,
+    Report, SigningKey, Text, Value, VerifyingKey,
 };
 use atrest::blobs::BlobStore;
 use atrest::filekey::{FileId, FileVersion, KeyVersion, OsRng, TenantId};
@@ -57,6 +59,8 @@ pub use self::policy::Principal;
 
 const CONFIG: &str = "atrest.json";
 const SIGNING_KEY: &str = "audit-signing.key";
+const AUDIT_DIR: &str = "audit";
+const DEFAULT_WITNESS: &str = "audit-witness";
 const SERVICE_PROVIDER: &str = "service";
 const ROOT_KEY: &str = "root";
 const AVAILABILITY_KEY: &str = "availability";
@@ -159,7 +163,7 @@ pub struct Deployment {
     service: Arc<ServiceKeys>,
     store: Arc<SqliteStore>,
     log: Arc<AuditLog>,
-    signer: SigningKey,
+    recovery: Recovery,
     catalog: Arc<SqliteCatalog>,
     policy: Arc<dyn ReleasePolicy>,
     files: Files,
@@ -178,14 +182,20 @@ impl core::fmt::Debug for Deployment {
 impl Deployment {
     /// Creates a deployment in `dir` (which must not hold one already): a
     /// new master key file, the service's root and availability keys, the
-    /// key store and catalog, the audit log with a checkpoint signing key,
+    /// key store and catalog, the audit log with a checkpoint signing key
+    /// and its witness directory (`audit_witness`, or `DIR/audit-witness`),
     /// and the blob store (`blobs_url`, or `DIR/blobs`); then opens it with
     /// `options`.
     ///
     /// # Errors
     /// [`Error::AlreadyInitialized`] if `dir` holds a deployment;
     /// [`Error::Io`] if it cannot be written; errors of the parts.
-    pub fn init(dir: &Path, blobs_url: Option<&str>, options: Options) -> Result<Self, Error> {
+    pub fn init(
+        dir: &Path,
+        blobs_url: Option<&str>,
+        audit_witness: Option<&Path>,
+        options: Options,
+    ) -> Result<Self, Error> {
         fs::create_dir_all(dir).map_err(io_at(dir))?;
         if dir.join(CONFIG).exists() {
             return Err(Error::AlreadyInitialized {
@@ -199,7 +209,10 @@ impl Deployment {
         drop(service);
         let (signer, pkcs8) = SigningKey::generate("atrest-audit")?;
         write_private(&dir.join(SIGNING_KEY), &pkcs8)?;
-        let _ = AuditLog::create(dir.join("audit"), LogConfig::default())?;
+        let witness = audit_witness.map_or_else(|| dir.join(DEFAULT_WITNESS), Path::to_path_buf);
+        let witness = std::path::absolute(&witness).map_err(io_at(&witness))?;
+        let audit_verifying_key = signer.verifying_key().to_string();
+        let _ = AuditLog::create(dir.join(AUDIT_DIR), signer, audit_config(Some(&witness)))?;
         if let Some(url) = blobs_url {
             let _ = BlobStore::from_url(url)?;
         }
@@ -207,12 +220,11 @@ impl Deployment {
             version: 1,
             blobs: blobs_url.map(str::to_owned),
             tokens: Vec::new(),
-            audit_verifying_key: signer.verifying_key().to_string(),
+            audit_verifying_key,
+            audit_witness: Some(witness),
         };
         config.write(dir)?;
-        let deployment = Self::open(dir, options)?;
-        deployment.checkpoint()?;
-        Ok(deployment)
+        Self::open(dir, options)
     }
 
     /// Opens the deployment in `dir` for the program described by
@@ -231,11 +243,18 @@ impl Deployment {
             master,
         )?);
         let store = Arc::new(SqliteStore::open(&dir.join("atrest.sqlite"))?);
-        let (log, _) = AuditLog::open(dir.join("audit"), LogConfig::default())?;
-        let log = Arc::new(log);
         let signing_key = dir.join(SIGNING_KEY);
         let pkcs8 = fs::read(&signing_key).map_err(io_at(&signing_key))?;
         let signer = SigningKey::from_pkcs8("atrest-audit", &pkcs8)?;
+        if signer.verifying_key().to_string() != config.audit_verifying_key {
+            return Err(Error::AuditKeyMismatch { path: signing_key });
+        }
+        let (log, recovery) = AuditLog::open(
+            dir.join(AUDIT_DIR),
+            signer,
+            audit_config(config.audit_witness.as_deref()),
+        )?;
+        let log = Arc::new(log);
         let catalog = Arc::new(SqliteCatalog::open(&dir.join("catalog.sqlite"))?);
         let blobs = Arc::new(match &config.blobs {
             Some(url) => BlobStore::from_url(url)?,
@@ -261,7 +280,7 @@ impl Deployment {
             service,
             store,
             log,
-            signer,
+            recovery,
             catalog,
             policy,
             files,
@@ -309,6 +328,17 @@ impl Deployment {
         &self.config.audit_verifying_key
     }
 
+    /// The directory the audit log publishes its checkpoints to.
+    pub fn audit_witness(&self) -> Option<&Path> {
+        self.config.audit_witness.as_deref()
+    }
+
+    /// What opening the audit log found and repaired: show it to the
+    /// operator when [`Recovery::repaired`].
+    pub fn audit_recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
     /// The id of the tenant named `name`.
     ///
     /// # Errors
@@ -347,7 +377,6 @@ impl Deployment {
             let _ = self.catalog.unname_tenant(name);
             return Err(error);
         }
-        self.checkpoint()?;
         self.tenant_summary(name)
     }
 
@@ -619,9 +648,7 @@ impl Deployment {
         progress: &mut dyn FnMut(RewrapProgress),
     ) -> Result<(KeyVersion, RewrapReport, Vec<KeyVersion>), Error> {
         let tenant_id = self.tenant_id(tenant)?;
-        let rotated = self.files.rotate_tik(tenant_id, 1000, progress)?;
-        self.checkpoint()?;
-        Ok(rotated)
+        Ok(self.files.rotate_tik(tenant_id, 1000, progress)?)
     }
 
     /// Rolls one of the service's root keys (`root` or `availability`):
@@ -642,7 +669,6 @@ impl Deployment {
         let new = self.service.roll_key(label)?;
         let report = self.files.keys().roll_root_key(&old, &new)?;
         self.service.destroy_version(&old)?;
-        self.checkpoint()?;
         Ok((new, report))
     }
 
@@ -665,8 +691,7 @@ impl Deployment {
                 tenant: tenant.to_owned(),
                 key: key.to_owned(),
             })?;
-        self.files.keys().revoke_customer_key(tenant_id, found)?;
-        self.checkpoint()
+        Ok(self.files.keys().revoke_customer_key(tenant_id, found)?)
     }
 
     /// Purges tenant `tenant`: destroys all its key material. Its blobs
@@ -676,13 +701,11 @@ impl Deployment {
     /// # Errors
     /// [`Error::UnknownTenant`]; key and store errors.
     pub fn purge(&self, tenant: &str) -> Result<u64, Error> {
-        let destroyed = self.files.keys().purge(self.tenant_id(tenant)?)?;
-        self.checkpoint()?;
-        Ok(destroyed)
+        Ok(self.files.keys().purge(self.tenant_id(tenant)?)?)
     }
 
     /// Records `event` in the audit trail, by this program, about tenant
-    /// `tenant` (by name) and request `request`; then signs a checkpoint.
+    /// `tenant` (by name) and request `request`.
     ///
     /// # Errors
     /// [`Error::UnknownTenant`]; audit errors.
@@ -700,50 +723,128 @@ impl Deployment {
             record = record.request(Text::lossy(request));
         }
         let _ = self.log.record(record)?;
-        self.checkpoint()
-    }
-
-    /// Signs a checkpoint of the audit log's current head (stored with the
-    /// log).
-    ///
-    /// # Errors
-    /// Audit errors.
-    pub fn checkpoint(&self) -> Result<(), Error> {
-        let _ = self.log.checkpoint(&self.signer)?;
         Ok(())
     }
 
-    /// Verifies the audit log against every stored checkpoint; returns the
-    /// report and the number of checkpoints.
+    /// Verifies the audit log of the deployment in `dir` without opening
+    /// it for writing (so it works on a damaged log too): the chain, the
+    /// signature of its last checkpoint line, and the newest checkpoint of
+    /// its witness. The verifying key and the witness directory are taken
+    /// from `trusted` where given — pass them from a source the
+    /// deployment's writers cannot change — and otherwise from the
+    /// deployment's configuration.
     ///
     /// # Errors
-    /// Audit errors (a problem in the log is in the report, not an error).
-    pub fn verify_audit(&self) -> Result<(Report, usize), Error> {
-        let key = VerifyingKey::parse(&self.config.audit_verifying_key)?;
-        let dir = self.dir.join("audit");
-        let checkpoints = stored_checkpoints(&dir)?;
-        let report = atrest::audit::verify(&dir, &checkpoints, &key)?;
-        Ok((report, checkpoints.len()))
+    /// [`Error::NoDeployment`], configuration and audit errors (a problem in
+    /// the log is in the report, not an error).
+    pub fn verify_audit(dir: &Path, trusted: &TrustedAudit) -> Result<AuditVerification, Error> {
+        let config = Config::read(dir)?;
+        let key_text = trusted
+            .verifying_key
+            .as_deref()
+            .unwrap_or(&config.audit_verifying_key);
+        let key = VerifyingKey::parse(key_text)?;
+        let witness = trusted
+            .witness
+            .clone()
+            .or_else(|| config.audit_witness.clone());
+        let log_dir = dir.join(AUDIT_DIR);
+        let (report, witnessed) = match &witness {
+            Some(witness) => {
+                atrest::audit::verify_witnessed(&log_dir, &key, &DirectoryWitness::new(witness))?
+            }
+            None => (atrest::audit::verify(&log_dir, &[], &key)?, None),
+        };
+        Ok(AuditVerification {
+            report,
+            key_from_operator: trusted.verifying_key.is_some(),
+            witness,
+            witnessed_size: witnessed.map(|c| c.size),
+        })
     }
 
-    /// The audit log's records, optionally only those of tenant `tenant`.
+    /// The audit log's records in the deployment in `dir` (read without
+    /// opening the deployment for writing), optionally only those about
+    /// tenant `tenant`, with the names of the tenants they name.
     ///
     /// # Errors
-    /// Audit errors; [`Error::UnknownTenant`].
-    pub fn audit_entries(&self, tenant: Option<&str>) -> Result<Vec<Entry>, Error> {
-        let wanted = tenant
-            .map(|t| self.tenant_id(t).map(|id| id.to_string()))
-            .transpose()?;
-        let entries = atrest::audit::read_entries(self.dir.join("audit"))?;
-        Ok(entries
+    /// Audit and catalog errors; [`Error::UnknownTenant`].
+    pub fn audit_entries(dir: &Path, tenant: Option<&str>) -> Result<AuditEntries, Error> {
+        Config::read(dir)?;
+        let catalog = SqliteCatalog::open(&dir.join("catalog.sqlite"))?;
+        let names: std::collections::HashMap<String, String> = catalog
+            .tenant_names()?
+            .into_iter()
+            .map(|(name, id)| (id.to_string(), name))
+            .collect();
+        let wanted = match tenant {
+            None => None,
+            Some(name) => Some(
+                names
+                    .iter()
+                    .find(|(_, n)| n.as_str() == name)
+                    .map(|(id, _)| id.clone())
+                    .ok_or_else(|| Error::UnknownTenant {
+                        name: name.to_owned(),
+                    })?,
+            ),
+        };
+        let entries = atrest::audit::read_entries(dir.join(AUDIT_DIR))?
             .into_iter()
             .filter(|e| {
                 wanted
                     .as_ref()
                     .is_none_or(|w| e.tenant.as_ref().is_some_and(|t| t.as_str() == w))
             })
-            .collect())
+            .collect();
+        Ok(AuditEntries {
+            entries,
+            tenant_names: names,
+        })
     }
+}
+
+/// The audit log's settings in a deployment: checkpoints published to the
+/// witness directory after every batch.
+fn audit_config(witness: Option<&Path>) -> LogConfig {
+    LogConfig {
+        witness: witness
+            .map(|dir| Arc::new(DirectoryWitness::new(dir)) as Arc<dyn atrest::audit::Witness>),
+        ..LogConfig::default()
+    }
+}
+
+/// What the operator trusts for [`Deployment::verify_audit`], instead of
+/// what the deployment directory says.
+#[derive(Clone, Debug, Default)]
+pub struct TrustedAudit {
+    /// The checkpoint verifying key (text form, as `init` printed it).
+    pub verifying_key: Option<String>,
+    /// The witness directory.
+    pub witness: Option<PathBuf>,
+}
+
+/// The result of [`Deployment::verify_audit`].
+#[derive(Clone, Debug)]
+pub struct AuditVerification {
+    /// What verification found.
+    pub report: Report,
+    /// Whether the verifying key came from the operator (not the
+    /// deployment directory).
+    pub key_from_operator: bool,
+    /// The witness directory checked against, if any.
+    pub witness: Option<PathBuf>,
+    /// The size of the witness's newest checkpoint, if it had one.
+    pub witnessed_size: Option<u64>,
+}
+
+/// Audit records with the names of the tenants they are about.
+#[derive(Clone, Debug)]
+pub struct AuditEntries {
+    /// The records, oldest first.
+    pub entries: Vec<Entry>,
+    /// Tenant names by tenant id.
+    pub tenant_names: std::collections::HashMap<String, String>,
 }
 
 /// A version number from the command line, as the library's type.

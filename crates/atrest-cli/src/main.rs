@@ -48,7 +48,10 @@ fn run(cli: Cli) -> Result<(), Error> {
     let out = Output { json: cli.json };
     let data = cli.data.as_path();
     match cli.command {
-        Command::Init { blobs } => commands::init(data, out, blobs.as_deref()),
+        Command::Init {
+            blobs,
+            audit_witness,
+        } => commands::init(data, out, blobs.as_deref(), audit_witness.as_deref()),
         Command::Tenant(command) => commands::tenant(data, out, command),
         Command::Put {
             tenant,

@@ -308,7 +308,13 @@ fn a_session_from_init_to_purge() {
     // The audit trail verifies, and holds what happened.
     let verified = cli.json(&["audit", "verify"]);
     assert!(verified["problem"].is_null());
-    assert!(verified["checkpoints_verified"].as_u64().unwrap() >= 5);
+    // Every line is signed, and the log matches the witness's newest
+    // checkpoint.
+    assert_eq!(
+        verified["signed_through"].as_u64(),
+        verified["records"].as_u64().map(|n| n - 1)
+    );
+    assert_eq!(verified["witness_checkpoints_verified"], 1);
     let entries = cli.json(&["audit", "show", "--tenant", "fabrikam"]);
     let types: Vec<_> = entries
         .as_array()
@@ -698,5 +704,224 @@ fn exit_codes_come_from_the_error_kinds() {
             "-o",
             dir.join("out.bin").to_str().unwrap(),
         ],
+    );
+}
+
+#[test]
+fn concurrent_commands_on_one_deployment_keep_it_working() {
+    let dir = TempDir::new("cli-concurrent");
+    let cli = Cli::new(dir.path());
+    cli.ok(&["init"]);
+    cli.ok(&["tenant", "create", "contoso"]);
+    let plain = content(300_000, 11);
+    let file = dir.path().join("shared.bin");
+    std::fs::write(&file, &plain).unwrap();
+    cli.ok(&["put", "contoso", file.to_str().unwrap()]);
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, content(64 << 20, 5)).unwrap();
+
+    let file = file.to_str().unwrap();
+    for round in 0..3 {
+        // Eight commands at once: gets, puts of one name, a listing, and a
+        // TIK rotation in the middle of them.
+        let outputs: Vec<(Vec<&str>, Output)> = std::thread::scope(|scope| {
+            let mut commands: Vec<Vec<&str>> = vec![
+                vec!["get", "contoso", "shared.bin"],
+                vec!["get", "contoso", "shared.bin"],
+                vec!["get", "contoso", "shared.bin", "--range", "1K..200K"],
+                vec!["put", "contoso", file],
+                vec!["put", "contoso", file],
+                vec!["put", "contoso", file, "--name", "other.bin"],
+                vec!["ls", "contoso"],
+            ];
+            if round == 1 {
+                commands.push(vec!["rotate", "tik", "contoso"]);
+            } else {
+                commands.push(vec!["get", "contoso", "shared.bin"]);
+            }
+            let handles: Vec<_> = commands
+                .into_iter()
+                .map(|args| {
+                    let cli = &cli;
+                    scope.spawn(move || {
+                        let output = cli.run(&args);
+                        (args, output)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (args, output) in &outputs {
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "round {round}: atrest {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            if args[0] == "get" {
+                let expected = if args.len() > 3 {
+                    &plain[1024..200 * 1024]
+                } else {
+                    &plain[..]
+                };
+                assert!(output.stdout == expected, "round {round}: atrest {args:?}");
+            }
+        }
+    }
+
+    // A put killed with SIGKILL in the middle: the others keep working and
+    // the trail still verifies.
+    let mut killed = Command::new(env!("CARGO_BIN_EXE_atrest"))
+        .arg("--data")
+        .arg(&cli.data)
+        .args(["put", "contoso", big.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+
+    let versions = cli.json(&["ls", "contoso"]);
+    let shared = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["name"] == "shared.bin")
+        .count();
+    assert_eq!(shared, 7, "{versions}");
+    assert_eq!(cli.run(&["get", "contoso", "shared.bin"]).stdout, plain);
+    let verified = cli.json(&["audit", "verify"]);
+    assert!(verified["problem"].is_null(), "{verified}");
+    // Every get and put is in the trail once.
+    let entries = cli.json(&["audit", "show", "--tenant", "contoso"]);
+    let sealed = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"]["type"] == "file_sealed")
+        .count();
+    // The first put and three puts in each of three rounds.
+    assert!(sealed >= 10, "{sealed} file_sealed records");
+}
+
+#[test]
+fn a_rewritten_audit_trail_is_caught_by_the_operators_key_and_witness() {
+    use atrest::audit::{AuditLog, LogConfig, SigningKey};
+
+    let dir = TempDir::new("cli-audit-rewrite");
+    let cli = Cli::new(dir.path());
+    // The witness lives outside the data directory.
+    let witness = dir.path().join("elsewhere/witness");
+    let init = cli.json(&["init", "--audit-witness", witness.to_str().unwrap()]);
+    let key = init["audit_verifying_key"].as_str().unwrap().to_owned();
+    cli.ok(&["tenant", "create", "contoso"]);
+    let file = dir.path().join("a.txt");
+    std::fs::write(&file, b"hello").unwrap();
+    cli.ok(&["put", "contoso", file.to_str().unwrap()]);
+    cli.ok(&["get", "contoso", "a.txt"]);
+    let trusted = [
+        "audit",
+        "verify",
+        "--key",
+        &key,
+        "--witness",
+        witness.to_str().unwrap(),
+    ];
+    cli.ok(&trusted);
+
+    let audit = cli.data.join("audit");
+    let original = std::fs::read(audit.join("00000001.log")).unwrap();
+
+    // 1. The last record and its checkpoint cut off: still a signed log,
+    //    but behind the witness. Verification fails and no command writes
+    //    on top of it.
+    let lines: Vec<&[u8]> = original.split_inclusive(|&b| b == b'\n').collect();
+    std::fs::write(
+        audit.join("00000001.log"),
+        lines[..lines.len() - 2].concat(),
+    )
+    .unwrap();
+    cli.expect(5, &trusted);
+    cli.expect(5, &["audit", "verify"]);
+    cli.expect(5, &["ls", "contoso"]);
+    std::fs::write(audit.join("00000001.log"), &original).unwrap();
+    cli.ok(&trusted);
+
+    // 2. Rewritten with the deployment's own signing key (read from the
+    //    data directory), same log id, one release left out, and longer
+    //    than before.
+    let pkcs8 = std::fs::read(cli.data.join("audit-signing.key")).unwrap();
+    let signer = SigningKey::from_pkcs8("atrest-audit", &pkcs8).unwrap();
+    let forged = dir.path().join("forged");
+    std::fs::create_dir_all(&forged).unwrap();
+    std::fs::copy(audit.join("LOG"), forged.join("LOG")).unwrap();
+    std::fs::write(forged.join("00000001.log"), b"").unwrap();
+    let (log, _) = AuditLog::open(&forged, signer, LogConfig::default()).unwrap();
+    for entry in atrest::audit::read_entries(&audit).unwrap() {
+        let keep = !matches!(
+            entry.event,
+            atrest::audit::Event::Checkpoint { .. } | atrest::audit::Event::FileKeyReleased { .. }
+        );
+        if keep {
+            log.append(&entry.into_record()).unwrap();
+        }
+    }
+    for _ in 0..20 {
+        log.append(&atrest::audit::Record::new(
+            atrest::audit::Text::new("atrest-cli").unwrap(),
+            atrest::audit::Event::TenantPurged { tik_versions: 0 },
+        ))
+        .unwrap();
+    }
+    drop(log);
+    let moved = dir.path().join("original-audit");
+    std::fs::rename(&audit, &moved).unwrap();
+    std::fs::rename(&forged, &audit).unwrap();
+    let output = cli.run(&[
+        "--json",
+        "audit",
+        "verify",
+        "--key",
+        &key,
+        "--witness",
+        witness.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(5));
+    // The report, then the error.
+    let report: serde_json::Value = serde_json::Deserializer::from_slice(&output.stdout)
+        .into_iter()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert!(
+        report["problem"]
+            .as_str()
+            .unwrap()
+            .contains("do not match the checkpoint"),
+        "{report}"
+    );
+
+    // 3. The log, the signing key, the configuration's verifying key and
+    //    witness all replaced: the deployment's own settings now agree with
+    //    the forgery, but the operator's key and witness do not.
+    std::fs::remove_dir_all(&audit).unwrap();
+    let (attacker, attacker_pkcs8) = SigningKey::generate("atrest-audit").unwrap();
+    let attacker_key = attacker.verifying_key().to_string();
+    drop(AuditLog::create(&audit, attacker, LogConfig::default()).unwrap());
+    std::fs::write(cli.data.join("audit-signing.key"), &attacker_pkcs8[..]).unwrap();
+    let config_path = cli.data.join("atrest.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    config["audit_verifying_key"] = attacker_key.into();
+    config["audit_witness"] = serde_json::Value::Null;
+    std::fs::write(&config_path, serde_json::to_vec(&config).unwrap()).unwrap();
+    cli.ok(&["audit", "verify"]);
+    cli.expect(5, &trusted);
+    cli.expect(5, &["audit", "verify", "--key", &key]);
+    cli.expect(
+        5,
+        &["audit", "verify", "--witness", witness.to_str().unwrap()],
     );
 }

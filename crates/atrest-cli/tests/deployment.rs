@@ -46,7 +46,7 @@ fn creating_a_tenant_keeps_the_hierarchy_and_its_cache() {
     let options = Options::new("deployment-test")
         .provider(hsm.clone())
         .provider(second.0.clone());
-    let mut deployment = Deployment::init(&dir.path().join("data"), None, options).unwrap();
+    let mut deployment = Deployment::init(&dir.path().join("data"), None, None, options).unwrap();
     deployment
         .create_tenant(
             "northwind",
@@ -109,9 +109,9 @@ fn typed_errors_name_what_is_missing_or_taken() {
         Deployment::open(&data, Options::new("t")),
         Err(Error::NoDeployment { .. })
     ));
-    let mut deployment = Deployment::init(&data, None, Options::new("t")).unwrap();
+    let mut deployment = Deployment::init(&data, None, None, Options::new("t")).unwrap();
     assert!(matches!(
-        Deployment::init(&data, None, Options::new("t")),
+        Deployment::init(&data, None, None, Options::new("t")),
         Err(Error::AlreadyInitialized { .. })
     ));
     deployment

@@ -71,9 +71,11 @@ fn open_world(dir: &Path) -> World {
     let store = Arc::new(SqliteStore::open(&dir.join("tenants.sqlite")).unwrap());
     let audit_dir = dir.join("audit");
     let log = if audit_dir.exists() {
-        AuditLog::open(&audit_dir, LogConfig::default()).unwrap().0
+        AuditLog::open(&audit_dir, audit_signer(dir), LogConfig::default())
+            .unwrap()
+            .0
     } else {
-        AuditLog::create(&audit_dir, LogConfig::default()).unwrap()
+        AuditLog::create(&audit_dir, audit_signer(dir), LogConfig::default()).unwrap()
     };
     let log = Arc::new(log);
     let hierarchy = KeyHierarchy::builder(store.clone(), log.clone())
@@ -193,10 +195,21 @@ fn assert_all_unwrap(world: &World, files: &HashMap<FileContext, [u8; 32]>) {
     }
 }
 
+/// The audit log's signing key, kept beside it so the parent and the child
+/// processes share it.
+fn audit_signer(dir: &Path) -> SigningKey {
+    let path = dir.join("audit-signing.pk8");
+    if !path.exists() {
+        let (_, pkcs8) = SigningKey::generate("crash-test").unwrap();
+        std::fs::write(&path, &pkcs8[..]).unwrap();
+    }
+    SigningKey::from_pkcs8("crash-test", &std::fs::read(&path).unwrap()).unwrap()
+}
+
 fn assert_log_verifies(world: &World, dir: &Path) {
-    let (signer, _) = SigningKey::generate("crash-test").unwrap();
-    let checkpoint = world.log.checkpoint(&signer).unwrap();
-    let report = verify(dir.join("audit"), &[checkpoint], &signer.verifying_key()).unwrap();
+    let checkpoint = world.log.latest_checkpoint().unwrap();
+    let key = audit_signer(dir).verifying_key();
+    let report = verify(dir.join("audit"), &[checkpoint], &key).unwrap();
     assert!(report.is_ok(), "{:?}", report.problem);
 }
 

@@ -306,9 +306,9 @@ fn audit_kind(error: &atrest_audit::Error) -> ErrorKind {
         E::Corrupt { .. } | E::Malformed { .. } | E::BadSignature | E::NotALog { .. } => {
             ErrorKind::Integrity
         }
-        E::Io { .. } => ErrorKind::Io,
-        E::Sink { .. } => ErrorKind::Unavailable,
-        E::Rng => ErrorKind::Unavailable,
+        E::Io { .. } | E::Poisoned(_) => ErrorKind::Io,
+        // Retry later: another writer holds the log, or a service is down.
+        E::Busy { .. } | E::Witness { .. } | E::Sink { .. } | E::Rng => ErrorKind::Unavailable,
         _ => ErrorKind::Usage,
     }
 }

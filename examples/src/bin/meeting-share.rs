@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use atrest::FileRecord;
 use atrest::filekey::{FileId, TenantId};
 use atrest::tenant::{Access, Decision};
-use atrest_cli::deployment::{Deployment, Options, TenantKeys};
+use atrest_cli::deployment::{Deployment, Options, TenantKeys, TrustedAudit};
 use clap::Parser;
 use ring::digest::{SHA256, digest};
 use ring::rand::{SecureRandom as _, SystemRandom};
@@ -158,7 +158,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         move |access: &Access<'_>, _: TenantId, _: FileId| meeting.decide(access)
     };
     let options = Options::new("meeting-share").policy(Arc::new(policy));
-    let mut deployment = Deployment::init(&dir, None, options)?;
+    let mut deployment = Deployment::init(&dir, None, None, options)?;
     let _ = deployment.create_tenant("meeting", &TenantKeys::ServiceManaged)?;
     let tenant = deployment.tenant_id("meeting")?;
     let files = deployment.files();
@@ -215,8 +215,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         }
     }
 
-    deployment.checkpoint()?;
-    let (audit, _) = deployment.verify_audit()?;
+    let audit = Deployment::verify_audit(deployment.dir(), &TrustedAudit::default())?.report;
     let distinct_keys = shared
         .iter()
         .map(|(_, record)| record.wrapped_key.as_bytes().to_vec())

@@ -33,6 +33,9 @@ pub(super) struct Config {
     pub(super) blobs: Option<String>,
     pub(super) tokens: Vec<TokenConfig>,
     pub(super) audit_verifying_key: String,
+    /// The directory the audit log publishes its checkpoints to.
+    #[serde(default)]
+    pub(super) audit_witness: Option<PathBuf>,
 }
 
 impl Config {

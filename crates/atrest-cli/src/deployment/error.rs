@@ -31,6 +31,14 @@ pub enum Error {
         dir: PathBuf,
     },
 
+    /// The audit signing key file does not hold the key whose verifying
+    /// key the configuration names.
+    #[error("{}: not the audit signing key this deployment was created with", path.display())]
+    AuditKeyMismatch {
+        /// The key file.
+        path: PathBuf,
+    },
+
     /// The configuration file is not valid JSON of the expected shape.
     #[error("{}: {source}", path.display())]
     Config {
@@ -163,6 +171,7 @@ impl Error {
             Self::AlreadyInitialized { .. } | Self::ProviderConflict { .. } => K::Conflict,
             Self::UnknownTenant { .. } | Self::UnknownRootKey { .. } => K::NotFound,
             Self::Refused { .. } => K::Refused,
+            Self::AuditKeyMismatch { .. } => K::Integrity,
             Self::Io { .. } => K::Io,
             Self::Library(error) => error.kind(),
         }
