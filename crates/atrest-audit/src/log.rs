@@ -490,6 +490,11 @@ impl AuditLog {
             .open(&segment)
         {
             Ok(file) => drop(file),
+            // Left empty by a `create` that stopped before the meta file.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AlreadyExists
+                    && !meta_path.exists()
+                    && fs::metadata(&segment).is_ok_and(|m| m.len() == 0) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(Error::NotALog {
                     path: segment,
@@ -996,6 +1001,7 @@ impl AuditLog {
         repair: &mut Repair,
     ) -> Result<(), Error> {
         let mut state = tail.chain;
+        let witnessed = tail.expect.map(|(size, _)| size);
         // End of the last checkpoint line walked, and the chain after it.
         let mut sealed: Option<(usize, ChainState, (usize, usize))> = None;
         let mut offset = 0usize;
@@ -1109,6 +1115,19 @@ impl AuditLog {
             return Err(corrupt(
                 0,
                 "a closed segment ends with lines no checkpoint signs".into(),
+            ));
+        }
+        // A batch the witness has a checkpoint of was acknowledged: its
+        // damage is evidence, never cut.
+        let kept = sealed.map_or(tail.chain.next_seq, |(_, after, _)| after.next_seq);
+        if let Some(size) = witnessed
+            && size >= kept
+        {
+            return Err(corrupt(
+                0,
+                format!(
+                    "the log is damaged after line {kept}, but its witness has a checkpoint of {size} lines: not cut"
+                ),
             ));
         }
         // An unacknowledged batch: keep its bytes aside, cut them off.

@@ -403,3 +403,28 @@ fn whole_batches_cut_from_the_end_are_caught_by_the_witness() {
     let refused = AuditLog::open(dir.path(), signer(), config);
     assert!(matches!(refused, Err(Error::Corrupt { .. })), "{refused:?}");
 }
+
+#[test]
+fn a_witnessed_batch_made_to_look_torn_is_refused_not_cut() {
+    let dir = TempDir::new("witnessed-torn");
+    let witness_dir = TempDir::new("witness");
+    let config = LogConfig {
+        witness: Some(Arc::new(DirectoryWitness::new(witness_dir.path()))),
+        ..LogConfig::default()
+    };
+    let log = AuditLog::create(dir.path(), signer(), config.clone()).unwrap();
+    for i in 0..3 {
+        log.append(&record(i)).unwrap();
+    }
+    drop(log);
+    // Cut into the last (acknowledged, witnessed) checkpoint line, as a
+    // crash in the middle of writing it would have.
+    let path = segment_file(dir.path());
+    let bytes = std::fs::read(&path).unwrap();
+    let shortened = &bytes[..bytes.len() - 30];
+    std::fs::write(&path, shortened).unwrap();
+    let refused = AuditLog::open(dir.path(), signer(), config);
+    assert!(matches!(refused, Err(Error::Corrupt { .. })), "{refused:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), shortened, "bytes were cut");
+    assert!(!dir.path().join("recovered").exists());
+}
