@@ -77,6 +77,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// The checkpoint signer could not sign (a key in a token that is
+    /// unavailable, for example); nothing was written.
+    #[error("audit checkpoint signer {signer}: {reason}")]
+    Signer {
+        /// The signer (its key).
+        signer: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// Checkpoint and recovery lines are written by the log itself, never
     /// appended by callers.
     #[error("checkpoint and log_recovered records are written by the audit log itself")]

@@ -18,7 +18,7 @@ pub use error::{Error, KeyFileProblem, ProviderError};
 pub use hierarchy::{
     Builder, DEFAULT_CACHE_TTL, KeyHierarchy, RewrapProgress, RewrapReport, RootRollReport,
 };
-pub use pkcs11::{KeyProtection, Pkcs11Keys};
+pub use pkcs11::{KeyProtection, Pkcs11Keys, TokenCheckpointSigner};
 pub use policy::{Access, Decision, DenyAll, ReleasePolicy};
 pub use provider::{KeyMaterial, MAX_NAME_LEN, RootKeyProvider, RootKeyRef};
 pub use service::{MasterKey, ServiceKeys};

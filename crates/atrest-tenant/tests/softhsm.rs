@@ -303,3 +303,53 @@ fn token_errors_are_typed() {
         assert!(format!("{hsm:?}").contains("customer-b"));
     });
 }
+
+#[test]
+fn audit_checkpoints_signed_by_a_key_that_never_leaves_the_token() {
+    use atrest_audit::{AuditLog, LogConfig, Record, Signer as _, Text, verify};
+
+    with_tokens(
+        "audit_checkpoints_signed_by_a_key_that_never_leaves_the_token",
+        |dir| {
+            let hsm = token("audit-hsm", "customer-a");
+            let signer = hsm.generate_checkpoint_signer("audit-2026").unwrap();
+            let trusted = signer.verifying_key();
+            // A second key pair under the same label is refused.
+            assert!(matches!(
+                hsm.generate_checkpoint_signer("audit-2026"),
+                Err(ProviderError::Misconfigured { .. })
+            ));
+            let log_dir = dir.join("audit");
+            let log = AuditLog::create(&log_dir, signer, LogConfig::default()).unwrap();
+            for i in 0..5u64 {
+                log.append(&Record::new(
+                    Text::new("svc").unwrap(),
+                    Event::TenantPurged { tik_versions: i },
+                ))
+                .unwrap();
+            }
+            drop(log);
+            let report = verify(&log_dir, &[], &trusted).unwrap();
+            assert!(report.is_ok(), "{:?}", report.problem);
+            assert_eq!(report.signed, Some(report.records - 1));
+
+            // Reopened with the token's key found by its label.
+            let again = hsm.checkpoint_signer("audit-2026").unwrap();
+            assert_eq!(again.verifying_key(), trusted);
+            let (log, _) = AuditLog::open(&log_dir, again, LogConfig::default()).unwrap();
+            log.append(&Record::new(
+                Text::new("svc").unwrap(),
+                Event::TenantPurged { tik_versions: 9 },
+            ))
+            .unwrap();
+            assert!(verify(&log_dir, &[], &trusted).unwrap().is_ok());
+
+            // A label with no key pair.
+            let missing = hsm.checkpoint_signer("no-such-key");
+            assert!(
+                matches!(missing, Err(ProviderError::NotFound { .. })),
+                "{missing:?}"
+            );
+        },
+    );
+}

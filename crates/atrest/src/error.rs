@@ -308,7 +308,9 @@ fn audit_kind(error: &atrest_audit::Error) -> ErrorKind {
         }
         E::Io { .. } | E::Poisoned(_) => ErrorKind::Io,
         // Retry later: another writer holds the log, or a service is down.
-        E::Busy { .. } | E::Witness { .. } | E::Sink { .. } | E::Rng => ErrorKind::Unavailable,
+        E::Busy { .. } | E::Witness { .. } | E::Signer { .. } | E::Sink { .. } | E::Rng => {
+            ErrorKind::Unavailable
+        }
         _ => ErrorKind::Usage,
     }
 }
