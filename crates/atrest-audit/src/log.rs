@@ -408,7 +408,14 @@ pub(crate) fn open_lock(dir: &Path) -> Result<File, Error> {
 /// of a checkpoint line can contain these bytes: quotes inside text values
 /// are escaped.
 pub(crate) fn is_checkpoint_line(line: &[u8]) -> bool {
-    memchr::memmem::rfind(line, br#","event":{"type":"checkpoint","#).is_some()
+    static FINDER: std::sync::LazyLock<memchr::memmem::FinderRev<'static>> =
+        std::sync::LazyLock::new(|| {
+            memchr::memmem::FinderRev::new(br#","event":{"type":"checkpoint","#)
+        });
+    // The event is the last field; in a checkpoint line only the key name
+    // (at most 128 bytes) and the signature (92) follow the marker.
+    let tail = line.get(line.len().saturating_sub(320)..).unwrap_or(line);
+    FINDER.rfind(tail).is_some()
 }
 
 /// The checkpoint a checkpoint line states, with its signature (not yet
