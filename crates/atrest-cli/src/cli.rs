@@ -60,13 +60,18 @@ pub(crate) enum Command {
         tenant: String,
         /// The file's name.
         name: String,
-        /// Write here (replaced only once the whole file verified) instead
-        /// of stdout.
+        /// Write here instead of stdout (`-`). A regular file is written
+        /// to a new file beside it (mode 0600, or the mode of the file it
+        /// replaces) and renamed over it only once every byte verified; a
+        /// FIFO or device is written directly.
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// Only bytes START..END (END exclusive); K, M, G mean KiB, MiB,
-        /// GiB: `--range 10M..20M`.
-        #[arg(long)]
+        /// Only some bytes: START..END (END exclusive), START.. (to the
+        /// end), ..END (the first END bytes) or -N (the last N bytes); K, M,
+        /// G mean KiB, MiB, GiB: `--range 10M..20M`. As with HTTP byte
+        /// ranges, an END past the end of the file stops there, and a range
+        /// that selects no byte is refused.
+        #[arg(long, allow_hyphen_values = true)]
         range: Option<String>,
         /// The version (default: the latest).
         #[arg(long)]

@@ -13,6 +13,7 @@ use crate::ACTOR;
 use crate::cli::{AuditCommand, RotateCommand, TenantCommand};
 use crate::exit::Error;
 use crate::output::{Output, peak_memory_kib, rate};
+use crate::staging::Destination;
 
 /// Opens the deployment in `data` as this program.
 fn open(data: &Path) -> Result<Deployment, Error> {
@@ -71,20 +72,72 @@ fn parse_size(text: &str) -> Result<u64, Error> {
         .ok_or_else(|| Error::usage(format!("{text:?} is not a size")))
 }
 
-/// Parses `--range START..END`.
-fn parse_range(text: &str) -> Result<Range<u64>, Error> {
-    let (start, end) = text.split_once("..").ok_or_else(|| {
+/// A `--range` as written, before the file's length is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RangeSpec {
+    /// `A..B`: bytes A up to (not including) B.
+    Between(u64, u64),
+    /// `A..`: from byte A to the end.
+    From(u64),
+    /// `..B`: the first B bytes.
+    To(u64),
+    /// `-N`: the last N bytes.
+    Last(u64),
+}
+
+/// Parses `--range`: `A..B`, `A..`, `..B` or `-N` (sizes with an optional
+/// K, M or G).
+fn parse_range(text: &str) -> Result<RangeSpec, Error> {
+    let bad = || {
         Error::usage(format!(
-            "--range {text:?}: write START..END, for example 10M..20M"
+            "--range {text:?}: write START..END, START.., ..END or -LAST, for example 10M..20M"
         ))
-    })?;
-    let range = parse_size(start)?..parse_size(end)?;
-    if range.start > range.end {
-        return Err(Error::usage(format!(
-            "--range {text:?}: START is after END"
-        )));
+    };
+    if let Some(last) = text.strip_prefix('-') {
+        return Ok(RangeSpec::Last(parse_size(last)?));
     }
-    Ok(range)
+    let (start, end) = text.split_once("..").ok_or_else(bad)?;
+    match (start.trim().is_empty(), end.trim().is_empty()) {
+        (true, true) => Err(bad()),
+        (true, false) => Ok(RangeSpec::To(parse_size(end)?)),
+        (false, true) => Ok(RangeSpec::From(parse_size(start)?)),
+        (false, false) => {
+            let (start, end) = (parse_size(start)?, parse_size(end)?);
+            if start > end {
+                return Err(Error::usage(format!(
+                    "--range {text:?}: START is after END"
+                )));
+            }
+            Ok(RangeSpec::Between(start, end))
+        }
+    }
+}
+
+impl RangeSpec {
+    /// The bytes it selects in a file of `len` bytes, as HTTP byte ranges
+    /// do: an end past the end of the file stops at it; a range that starts
+    /// at or past the end (or asks for the last 0 bytes) selects nothing and
+    /// is refused.
+    fn resolve(self, len: u64) -> Result<Range<u64>, Error> {
+        let range = match self {
+            Self::Between(start, end) => start..end.min(len),
+            Self::From(start) => start..len,
+            Self::To(end) => 0..end.min(len),
+            Self::Last(n) => len.saturating_sub(n)..len,
+        };
+        let satisfiable = match self {
+            Self::Last(n) => n > 0 && len > 0,
+            Self::To(end) => end > 0 && len > 0,
+            Self::Between(start, end) => start < len && start < end,
+            Self::From(start) => start < len,
+        };
+        if !satisfiable {
+            return Err(Error::usage(format!(
+                "--range selects no bytes of a file of {len} bytes"
+            )));
+        }
+        Ok(range)
+    }
 }
 
 /// `atrest init`.
@@ -277,7 +330,9 @@ pub(crate) struct GetArgs {
     pub(crate) principal: Option<String>,
 }
 
-/// `atrest get`.
+/// `atrest get`: plaintext to `-o FILE` (staged and renamed into place once
+/// every byte verified; written through for a FIFO or device) or to
+/// standard output; the report never shares a stream with the data.
 pub(crate) fn get(data: &Path, out: Output, args: GetArgs) -> Result<(), Error> {
     let GetArgs {
         tenant,
@@ -293,83 +348,59 @@ pub(crate) fn get(data: &Path, out: Output, args: GetArgs) -> Result<(), Error> 
     let access = Access::User {
         principal: &principal,
     };
+    // One version throughout, even if another is sealed meanwhile.
+    let record = deployment.record(&tenant, &name, version)?;
+    let version = Some(u64::from(record.version));
+    let range = range
+        .map(|spec| spec.resolve(record.plaintext_len))
+        .transpose()?;
     let started = Instant::now();
-    let bytes = match &output {
-        Some(path) => get_to_file(
-            &deployment,
-            out,
-            (&tenant, &name, version),
-            &access,
-            range,
-            path,
-        )?,
-        None => {
-            let mut stdout = io::BufWriter::with_capacity(1 << 20, io::stdout());
-            let bytes = deployment.get(&tenant, &name, version, &access, range, &mut stdout)?;
-            stdout.flush().map_err(Error::stdout)?;
-            bytes
-        }
+    let mut destination = Destination::open(output.as_deref().unwrap_or(Path::new("-")))?;
+    let to_stdout = destination.is_stdout();
+    let expected = range
+        .as_ref()
+        .map_or(record.plaintext_len, |r| r.end - r.start);
+    let bar = if to_stdout {
+        indicatif::ProgressBar::hidden()
+    } else {
+        out.bytes_bar(expected)
     };
-    if output.is_some() || out.json {
-        let elapsed = started.elapsed();
-        let info = serde_json::json!({
-            "tenant": tenant,
-            "name": name,
-            "bytes": bytes,
-            "output": output,
-            "seconds": elapsed.as_secs_f64(),
-            "peak_memory_kib": peak_memory_kib(),
-        });
-        out.show(&info, || {
-            format!(
-                "opened {tenant}/{name}: {bytes} bytes in {elapsed:.2?} ({})",
-                rate(bytes, elapsed)
-            )
-        });
+    let result = {
+        let mut writer = bar.wrap_write(&mut destination);
+        deployment.get(&tenant, &name, version, &access, range.clone(), &mut writer)
+    };
+    bar.finish_and_clear();
+    // On an error the staging file goes with `destination`.
+    let bytes = result?;
+    destination.finish()?;
+    let elapsed = started.elapsed();
+    let info = serde_json::json!({
+        "tenant": tenant,
+        "name": name,
+        "version": record.version,
+        "range": range.as_ref().map(|r| [r.start, r.end]),
+        "bytes": bytes,
+        "output": output.as_ref().map(|p| p.to_string_lossy()),
+        "seconds": elapsed.as_secs_f64(),
+        "peak_memory_kib": peak_memory_kib(),
+    });
+    let text = || {
+        format!(
+            "opened {tenant}/{name} version {}: {bytes} bytes in {elapsed:.2?} ({})",
+            record.version,
+            rate(bytes, elapsed)
+        )
+    };
+    if to_stdout {
+        // The data is on standard output: the report goes to standard
+        // error, with --json only.
+        if out.json {
+            out.show_on_stderr(&info);
+        }
+    } else {
+        out.show(&info, text);
     }
     Ok(())
-}
-
-/// Opens into `path` through a temporary file, renamed into place only
-/// once the whole file (or range) verified.
-fn get_to_file(
-    deployment: &Deployment,
-    out: Output,
-    (tenant, name, version): (&str, &str, Option<u64>),
-    access: &Access<'_>,
-    range: Option<Range<u64>>,
-    path: &Path,
-) -> Result<u64, Error> {
-    let record = deployment.record(tenant, name, version)?;
-    let partial = path.with_extension("atrest-partial");
-    let file = fs::File::create(&partial).map_err(Error::at(&partial))?;
-    let synced = file.try_clone().map_err(Error::at(&partial))?;
-    let bar = out.bytes_bar(
-        range
-            .as_ref()
-            .map_or(record.plaintext_len, |r| r.end.saturating_sub(r.start)),
-    );
-    // Plaintext comes out in chunks of many segments: no buffer needed.
-    let mut writer = bar.wrap_write(file);
-    let result = deployment
-        .get(tenant, name, version, access, range, &mut writer)
-        .map_err(Error::from)
-        .and_then(|bytes| {
-            synced.sync_all().map_err(Error::at(&partial))?;
-            Ok(bytes)
-        });
-    bar.finish_and_clear();
-    drop(writer);
-    match result {
-        Ok(bytes) => {
-            fs::rename(&partial, path).map_err(Error::at(path))?;
-            Ok(bytes)
-        }
-        Err(error) => {
-            let _ = fs::remove_file(&partial);
-            Err(error)
-        }
-    }
 }
 
 /// `atrest ls`.

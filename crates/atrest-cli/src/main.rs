@@ -12,6 +12,7 @@ mod commands;
 mod demo;
 mod exit;
 mod output;
+mod staging;
 
 use std::process::ExitCode;
 
@@ -26,22 +27,57 @@ use crate::output::Output;
 pub(crate) const ACTOR: &str = "atrest-cli";
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error),
+    };
+    staging::install_interrupt_cleanup();
     let json = cli.json;
+    // Where a JSON error goes: never into plaintext on standard output.
+    let data_on_stdout = matches!(
+        &cli.command,
+        Command::Get { output, .. }
+            if output.as_ref().is_none_or(|o| o.as_os_str() == "-")
+    );
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let code = exit_code(&error);
             eprintln!("atrest: {error}");
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "error": error.to_string(), "exit": code })
-                );
+                let report = serde_json::json!({ "error": error.to_string(), "exit": code });
+                if data_on_stdout {
+                    eprintln!("{report}");
+                } else {
+                    println!("{report}");
+                }
             }
             ExitCode::from(code)
         }
     }
+}
+
+/// Reports a command line clap could not parse (help and version are not
+/// errors), as JSON on standard output too when `--json` was given.
+fn usage_error(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = error.print();
+        return ExitCode::from(if error.use_stderr() { 2 } else { 0 });
+    }
+    let _ = error.print();
+    if std::env::args_os().any(|arg| arg == "--json") {
+        let message = error.render().to_string();
+        let first = message.lines().next().unwrap_or_default();
+        let first = first.strip_prefix("error: ").unwrap_or(first);
+        println!("{}", serde_json::json!({ "error": first, "exit": 2 }));
+    }
+    ExitCode::from(2)
 }
 
 fn run(cli: Cli) -> Result<(), Error> {

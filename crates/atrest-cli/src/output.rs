@@ -25,6 +25,15 @@ impl Output {
         }
     }
 
+    /// Prints `value` as JSON on standard error (for commands whose data is
+    /// on standard output).
+    pub(crate) fn show_on_stderr<T: Serialize + ?Sized>(self, value: &T) {
+        match serde_json::to_string_pretty(value) {
+            Ok(out) => eprintln!("{out}"),
+            Err(error) => eprintln!("atrest: cannot print JSON: {error}"),
+        }
+    }
+
     /// A progress bar over `len` bytes (hidden with `--json`).
     pub(crate) fn bytes_bar(self, len: u64) -> ProgressBar {
         if self.json {
@@ -47,10 +56,24 @@ pub(crate) fn peak_memory_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// `bytes` in `elapsed`, as GB/s.
+/// `bytes` in `elapsed`, as a rate in the unit that suits it (B/s to
+/// GB/s, three significant digits).
 pub(crate) fn rate(bytes: u64, elapsed: Duration) -> String {
     let seconds = elapsed.as_secs_f64().max(1e-9);
     #[allow(clippy::cast_precision_loss)]
     let per_second = bytes as f64 / seconds;
-    format!("{:.2} GB/s", per_second / 1e9)
+    let (value, unit) = [(1e9, "GB/s"), (1e6, "MB/s"), (1e3, "kB/s")]
+        .into_iter()
+        .find(|(scale, _)| per_second >= *scale)
+        .map_or((per_second, "B/s"), |(scale, unit)| {
+            (per_second / scale, unit)
+        });
+    let decimals = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{value:.decimals$} {unit}")
 }

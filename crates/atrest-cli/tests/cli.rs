@@ -925,3 +925,202 @@ fn a_rewritten_audit_trail_is_caught_by_the_operators_key_and_witness() {
         &["audit", "verify", "--witness", witness.to_str().unwrap()],
     );
 }
+
+/// Files whose name contains `.atrest-partial` in `dir`.
+fn partials(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("atrest-partial"))
+        .collect()
+}
+
+#[test]
+fn get_stages_output_privately_and_never_leaves_plaintext_behind() {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+
+    let dir = TempDir::new("cli-output");
+    let cli = Cli::new(dir.path());
+    cli.ok(&["init"]);
+    cli.ok(&["tenant", "create", "contoso"]);
+    cli.ok(&["tenant", "create", "fabrikam"]);
+    let (a, b) = (content(2_000_000, 1), content(2_000_000, 2));
+    for (name, bytes) in [("a.bin", &a), ("b.bin", &b)] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        cli.ok(&["put", "contoso", path.to_str().unwrap()]);
+    }
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let path = |name: &str| out.join(name).to_str().unwrap().to_owned();
+
+    // Two gets at once into names that differ only in their extension each
+    // get their own bytes.
+    std::thread::scope(|scope| {
+        for (file, target) in [("a.bin", "same.bin"), ("b.bin", "same.txt")] {
+            let (cli, target) = (&cli, path(target));
+            scope.spawn(move || cli.ok(&["get", "contoso", file, "-o", &target]));
+        }
+    });
+    assert!(std::fs::read(out.join("same.bin")).unwrap() == a);
+    assert!(std::fs::read(out.join("same.txt")).unwrap() == b);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // A new file is private; a replaced file keeps its mode.
+    assert_eq!(mode(&out.join("same.bin")), 0o600);
+    std::fs::set_permissions(out.join("same.txt"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    cli.ok(&["get", "contoso", "a.bin", "-o", &path("same.txt")]);
+    assert_eq!(mode(&out.join("same.txt")), 0o640);
+    assert!(std::fs::read(out.join("same.txt")).unwrap() == a);
+
+    // A symbolic link: the file it names is replaced, the link stays.
+    std::os::unix::fs::symlink(out.join("same.bin"), out.join("link")).unwrap();
+    cli.ok(&["get", "contoso", "b.bin", "-o", &path("link")]);
+    assert!(
+        std::fs::symlink_metadata(out.join("link"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(std::fs::read(out.join("same.bin")).unwrap() == b);
+
+    // A FIFO is written through, not replaced.
+    let fifo = out.join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    cli.ok(&["get", "contoso", "a.bin", "-o", fifo.to_str().unwrap()]);
+    assert!(reader.join().unwrap() == a);
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+
+    // A refused get leaves neither the target nor a staging file.
+    cli.expect(
+        4,
+        &[
+            "get",
+            "contoso",
+            "a.bin",
+            "--as",
+            "eve@fabrikam",
+            "-o",
+            &path("refused.bin"),
+        ],
+    );
+    assert!(!out.join("refused.bin").exists());
+
+    // Interrupted (SIGTERM, SIGINT) while writing: the staging file goes too.
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, content(96 << 20, 3)).unwrap();
+    cli.ok(&["put", "contoso", big.to_str().unwrap()]);
+    for signal in ["TERM", "INT"] {
+        let target = path(&format!("interrupted-{signal}.bin"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_atrest"))
+            .arg("--data")
+            .arg(&cli.data)
+            .args(["get", "contoso", "big.bin", "-o", &target])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while partials(&out).is_empty() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "no staging file"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let killed = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(130), "SIG{signal}");
+        assert!(
+            partials(&out).is_empty(),
+            "SIG{signal} left {:?}",
+            partials(&out)
+        );
+        assert!(!Path::new(&target).exists());
+    }
+    assert!(partials(&out).is_empty());
+}
+
+#[test]
+fn json_reports_never_share_a_stream_with_data() {
+    let dir = TempDir::new("cli-json-stdout");
+    let cli = Cli::new(dir.path());
+    cli.ok(&["init"]);
+    cli.ok(&["tenant", "create", "contoso"]);
+    let plain = content(100_000, 4);
+    let file = dir.path().join("f.bin");
+    std::fs::write(&file, &plain).unwrap();
+    cli.ok(&["put", "contoso", file.to_str().unwrap()]);
+    let output = cli.run(&["--json", "get", "contoso", "f.bin"]);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(output.stdout == plain, "the report was mixed into the data");
+    let report: serde_json::Value = serde_json::from_slice(&output.stderr).unwrap();
+    assert_eq!(report["bytes"], 100_000);
+    // An error with data on stdout: the JSON error goes to stderr too.
+    cli.ok(&["tenant", "create", "fabrikam"]);
+    let output = cli.run(&["--json", "get", "contoso", "f.bin", "--as", "eve@fabrikam"]);
+    assert_eq!(output.status.code(), Some(4));
+    assert!(output.stdout.is_empty());
+    // Usage errors are JSON with --json.
+    let output = cli.run(&["--json", "tenant", "no-such-command"]);
+    assert_eq!(output.status.code(), Some(2));
+    let error: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(error["exit"], 2);
+}
+
+#[test]
+fn ranges_follow_http_byte_range_rules() {
+    let dir = TempDir::new("cli-ranges");
+    let cli = Cli::new(dir.path());
+    cli.ok(&["init"]);
+    cli.ok(&["tenant", "create", "contoso"]);
+    let plain = content(3 << 20, 5);
+    let file = dir.path().join("f.bin");
+    std::fs::write(&file, &plain).unwrap();
+    cli.ok(&["put", "contoso", file.to_str().unwrap()]);
+    let get = |range: &str| cli.run(&["get", "contoso", "f.bin", "--range", range]);
+    let len = plain.len();
+    for (range, expected) in [
+        ("1M..", &plain[1 << 20..]),
+        ("..5", &plain[..5]),
+        ("-7", &plain[len - 7..]),
+        ("3M-10..", &plain[len - 10..]),
+        ("2M..100M", &plain[2 << 20..]),
+        ("-100M", &plain[..]),
+    ] {
+        let range = range.replace("3M-10", &(len - 10).to_string());
+        let output = get(&range);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{range}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.stdout == expected, "--range {range}");
+    }
+    for unsatisfiable in ["3M..", "3M..4M", "-0", "..0", "10..10"] {
+        let output = get(unsatisfiable);
+        assert_eq!(output.status.code(), Some(2), "--range {unsatisfiable}");
+        assert!(output.stdout.is_empty());
+    }
+    for malformed in ["..", "5..2", "x..", "1M", "--5"] {
+        assert_eq!(get(malformed).status.code(), Some(2), "--range {malformed}");
+    }
+}
