@@ -268,12 +268,21 @@ pub(crate) fn put(
     let name = match name {
         Some(name) => name,
         None if stdin => return Err(Error::usage("give --name when reading stdin")),
-        None => file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| {
-                Error::usage(format!("{} has no file name; give --name", file.display()))
-            })?,
+        None => match file.file_name().map(|n| n.to_str()) {
+            Some(Some(name)) => name.to_owned(),
+            Some(None) => {
+                return Err(Error::usage(format!(
+                    "{}: the file name is not UTF-8; give --name",
+                    file.display()
+                )));
+            }
+            None => {
+                return Err(Error::usage(format!(
+                    "{} has no file name; give --name",
+                    file.display()
+                )));
+            }
+        },
     };
     let deployment = open(data)?;
     let principal = self::principal(principal, tenant);

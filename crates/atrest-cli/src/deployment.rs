@@ -509,8 +509,9 @@ impl Deployment {
     /// its key to; a refusal is audited (`write_denied`).
     ///
     /// # Errors
-    /// [`Error::UnknownTenant`]; [`Error::Refused`]; [`Error::Library`]:
-    /// an invalid name, key, stream, blob and catalog errors.
+    /// [`Error::UnknownTenant`]; [`Error::Refused`]; [`Error::Library`]
+    /// for an invalid name; [`Error::InTenant`]: key, stream, blob and
+    /// catalog errors.
     pub fn put(
         &self,
         tenant: &str,
@@ -535,7 +536,11 @@ impl Deployment {
                 reason,
             });
         }
-        let record = self.files.seal(access, tenant_id, name, plaintext)?;
+        let record = named(
+            tenant,
+            tenant_id,
+            self.files.seal(access, tenant_id, name, plaintext),
+        )?;
         Ok(PutReport {
             tenant: tenant.to_owned(),
             name: name.to_owned(),
@@ -572,7 +577,7 @@ impl Deployment {
     /// from the catalog: its wrapped key as re-wraps left it.
     ///
     /// # Errors
-    /// [`Error::UnknownTenant`]; [`Error::Library`] (not found: no such
+    /// [`Error::UnknownTenant`]; [`Error::InTenant`] (not found: no such
     /// file or version).
     pub fn record(
         &self,
@@ -581,14 +586,19 @@ impl Deployment {
         version: Option<u64>,
     ) -> Result<FileRecord, Error> {
         let tenant_id = self.tenant_id(tenant)?;
-        Ok(self.files.record(tenant_id, name, file_version(version)?)?)
+        let version = file_version(version)?;
+        named(
+            tenant,
+            tenant_id,
+            self.files.record(tenant_id, name, version),
+        )
     }
 
     /// Gives `access` file `name` of tenant `tenant` (or bytes `range` of
     /// it) into `out`. Returns the plaintext bytes written.
     ///
     /// # Errors
-    /// [`Error::UnknownTenant`]; [`Error::Library`]: no such file, the
+    /// [`Error::UnknownTenant`]; [`Error::InTenant`]: no such file, the
     /// release refused, a blob that is not authentic, blob and I/O errors.
     pub fn get(
         &self,
@@ -602,17 +612,16 @@ impl Deployment {
         let tenant_id = self.tenant_id(tenant)?;
         let version = file_version(version)?;
         let bytes = match range {
-            Some(range) => {
-                self.files
-                    .open_range(access, tenant_id, name, version, range, out)?
-                    .1
-            }
-            None => {
-                let (record, _) = self.files.open(access, tenant_id, name, version, out)?;
-                record.plaintext_len
-            }
+            Some(range) => self
+                .files
+                .open_range(access, tenant_id, name, version, range, out)
+                .map(|(_, bytes)| bytes),
+            None => self
+                .files
+                .open(access, tenant_id, name, version, out)
+                .map(|(record, _)| record.plaintext_len),
         };
-        Ok(bytes)
+        named(tenant, tenant_id, bytes)
     }
 
     /// Every file version of `tenant` (or of every tenant), by name.
@@ -648,7 +657,11 @@ impl Deployment {
         progress: &mut dyn FnMut(RewrapProgress),
     ) -> Result<(KeyVersion, RewrapReport, Vec<KeyVersion>), Error> {
         let tenant_id = self.tenant_id(tenant)?;
-        Ok(self.files.rotate_tik(tenant_id, 1000, progress)?)
+        named(
+            tenant,
+            tenant_id,
+            self.files.rotate_tik(tenant_id, 1000, progress),
+        )
     }
 
     /// Rolls one of the service's root keys (`root` or `availability`):
@@ -691,7 +704,11 @@ impl Deployment {
                 tenant: tenant.to_owned(),
                 key: key.to_owned(),
             })?;
-        Ok(self.files.keys().revoke_customer_key(tenant_id, found)?)
+        named(
+            tenant,
+            tenant_id,
+            self.files.keys().revoke_customer_key(tenant_id, found),
+        )
     }
 
     /// Purges tenant `tenant`: destroys all its key material. Its blobs
@@ -701,7 +718,8 @@ impl Deployment {
     /// # Errors
     /// [`Error::UnknownTenant`]; key and store errors.
     pub fn purge(&self, tenant: &str) -> Result<u64, Error> {
-        Ok(self.files.keys().purge(self.tenant_id(tenant)?)?)
+        let tenant_id = self.tenant_id(tenant)?;
+        named(tenant, tenant_id, self.files.keys().purge(tenant_id))
     }
 
     /// Records `event` in the audit trail, by this program, about tenant
@@ -845,6 +863,19 @@ pub struct AuditEntries {
     pub entries: Vec<Entry>,
     /// Tenant names by tenant id.
     pub tenant_names: std::collections::HashMap<String, String>,
+}
+
+/// `result`, its error speaking of tenant `id` by its name `name`.
+fn named<T, E: Into<atrest::Error>>(
+    name: &str,
+    id: TenantId,
+    result: Result<T, E>,
+) -> Result<T, Error> {
+    result.map_err(|error| Error::InTenant {
+        name: name.to_owned(),
+        id: id.to_string(),
+        source: error.into(),
+    })
 }
 
 /// A version number from the command line, as the library's type.

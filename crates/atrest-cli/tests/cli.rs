@@ -1124,3 +1124,61 @@ fn ranges_follow_http_byte_range_rules() {
         assert_eq!(get(malformed).status.code(), Some(2), "--range {malformed}");
     }
 }
+
+#[test]
+fn names_and_paths_are_checked_and_never_panic() {
+    use std::os::unix::ffi::OsStrExt as _;
+
+    let dir = TempDir::new("cli-names");
+    let cli = Cli::new(dir.path());
+    cli.ok(&["init"]);
+    // Look-alike tenants: a zero-width space, spaces at the ends.
+    for name in ["con\u{200B}toso", " contoso", "contoso "] {
+        cli.expect(2, &["tenant", "create", name]);
+    }
+    cli.ok(&["tenant", "create", "contoso"]);
+    let file = dir.path().join("f.txt");
+    std::fs::write(&file, b"hello").unwrap();
+    let file = file.to_str().unwrap();
+    for name in ["a/../b", "../x", "/etc/passwd", "a//b", "dir/"] {
+        cli.expect(2, &["put", "contoso", file, "--name", name]);
+    }
+    cli.ok(&["put", "contoso", file, "--name", "reports/2026/f.txt"]);
+    // 256 characters of two bytes each: the limit counts characters.
+    cli.ok(&["put", "contoso", file, "--name", &"é".repeat(256)]);
+    cli.expect(2, &["put", "contoso", file, "--name", &"é".repeat(257)]);
+
+    // A file whose name is not UTF-8 is not stored under a mangled name.
+    let raw = dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt"));
+    std::fs::write(&raw, b"bytes").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_atrest"))
+        .arg("--data")
+        .arg(&cli.data)
+        .args(["put", "contoso"])
+        .arg(&raw)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--name"));
+    let listing = cli.json(&["ls", "contoso"]);
+    assert!(!listing.to_string().contains('\u{FFFD}'));
+
+    // Writing to a path that is not UTF-8, with a JSON report: no panic.
+    let target = dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"out-\xff.bin"));
+    let output = Command::new(env!("CARGO_BIN_EXE_atrest"))
+        .arg("--data")
+        .arg(&cli.data)
+        .args(["--json", "get", "contoso", "reports/2026/f.txt", "-o"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), b"hello");
+}

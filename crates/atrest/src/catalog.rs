@@ -53,10 +53,12 @@ use crate::{CatalogError, Error, FileRecord};
 pub const MAX_NAME_CHARS: usize = 256;
 
 /// Checks a file or tenant name against the naming rule: 1 to
-/// [`MAX_NAME_CHARS`] characters, no control or invisible formatting
-/// characters (zero-width spaces and joiners, byte-order marks, bidi
-/// controls), and no white space at either end — so two names that look
-/// alike are the same name.
+/// [`MAX_NAME_CHARS`] characters (not bytes), no control or invisible
+/// formatting characters (zero-width spaces and joiners, byte-order marks,
+/// bidi controls), and no white space at either end — so two names that
+/// look alike are the same name; and, since names may read as paths
+/// (`reports/2026/q1.pdf`), no `/`-separated part that is empty, `.` or
+/// `..`.
 ///
 /// # Errors
 /// [`CatalogError::InvalidName`] naming the rule broken.
@@ -79,6 +81,12 @@ pub fn check_name(what: &'static str, name: &str) -> Result<(), CatalogError> {
     }
     if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
         return Err(invalid("it starts or ends with white space"));
+    }
+    if name
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err(invalid("a '/'-separated part of it is empty, '.' or '..'"));
     }
     Ok(())
 }

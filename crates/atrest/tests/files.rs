@@ -567,6 +567,12 @@ fn names_follow_one_rule() {
         "zero\u{200B}width",
         "new\nline",
         &"x".repeat(257),
+        "a/../b",
+        "../up",
+        "/rooted",
+        "dir/",
+        "a//b",
+        ".",
     ] {
         let error = world
             .files
@@ -582,6 +588,11 @@ fn names_follow_one_rule() {
     // characters.
     let long = "\u{20AC}".repeat(256);
     let _ = world.files.seal(&ALICE, world.a, &long, &b"x"[..]).unwrap();
+    // Names may read as paths.
+    let _ = world
+        .files
+        .seal(&ALICE, world.a, "reports/2026/q1.pdf", &b"x"[..])
+        .unwrap();
     let taken = world
         .catalog
         .name_tenant("a", TenantId::random(&mut OsRng).unwrap())

@@ -130,6 +130,19 @@ pub enum Error {
     /// The `atrest` library failed (keys, stream, audit, blobs).
     #[error(transparent)]
     Library(#[from] atrest::Error),
+
+    /// The library failed on a tenant it names by id; the message names it
+    /// by the name the operator knows it by.
+    #[error("{}", source.to_string().replace(id.as_str(), &format!("{name:?}")))]
+    InTenant {
+        /// The tenant's name.
+        name: String,
+        /// The tenant's id, as the library's message writes it.
+        id: String,
+        /// The library's error.
+        #[source]
+        source: atrest::Error,
+    },
 }
 
 impl From<atrest::tenant::Error> for Error {
@@ -173,7 +186,7 @@ impl Error {
             Self::Refused { .. } => K::Refused,
             Self::AuditKeyMismatch { .. } => K::Integrity,
             Self::Io { .. } => K::Io,
-            Self::Library(error) => error.kind(),
+            Self::Library(error) | Self::InTenant { source: error, .. } => error.kind(),
         }
     }
 }
