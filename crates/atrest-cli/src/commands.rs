@@ -43,6 +43,25 @@ fn report_recovery(recovery: &atrest::audit::Recovery) {
     }
 }
 
+/// Tells the operator (on stderr) about every use of the availability key
+/// because customer keys were unavailable; returns them for a JSON report.
+fn show_fallbacks(deployment: &Deployment) -> Vec<atrest_cli::deployment::Fallback> {
+    let fallbacks = deployment.fallbacks();
+    for fallback in &fallbacks {
+        eprintln!(
+            "atrest: warning: the customer's keys were unavailable ({}); {} the availability key for {}",
+            fallback.customer_keys.join(", "),
+            if fallback.succeeded {
+                "used"
+            } else {
+                "could not use"
+            },
+            fallback.operation
+        );
+    }
+    fallbacks
+}
+
 /// The principal a command acts as: `--as`, or `cli@TENANT`.
 fn principal(given: Option<String>, tenant: &str) -> String {
     given.unwrap_or_else(|| format!("cli@{tenant}"))
@@ -291,7 +310,7 @@ pub(crate) fn put(
     };
     let started = Instant::now();
     let report = if stdin {
-        deployment.put(tenant, &name, &access, io::stdin())?
+        deployment.put(tenant, &name, &access, io::stdin())
     } else {
         let input = fs::File::open(file).map_err(Error::at(file))?;
         let metadata = input.metadata().map_err(Error::at(file))?;
@@ -302,10 +321,13 @@ pub(crate) fn put(
         let bar = out.bytes_bar(len);
         let report = deployment.put(tenant, &name, &access, bar.wrap_read(input));
         bar.finish_and_clear();
-        report?
+        report
     };
+    let fallbacks = show_fallbacks(&deployment);
+    let report = report?;
     let elapsed = started.elapsed();
     let info = serde_json::json!({
+        "fallbacks": fallbacks,
         "tenant": report.tenant,
         "name": report.name,
         "version": report.version,
@@ -379,11 +401,13 @@ pub(crate) fn get(data: &Path, out: Output, args: GetArgs) -> Result<(), Error> 
         deployment.get(&tenant, &name, version, &access, range.clone(), &mut writer)
     };
     bar.finish_and_clear();
+    let fallbacks = show_fallbacks(&deployment);
     // On an error the staging file goes with `destination`.
     let bytes = result?;
     destination.finish()?;
     let elapsed = started.elapsed();
     let info = serde_json::json!({
+        "fallbacks": fallbacks,
         "tenant": tenant,
         "name": name,
         "version": record.version,

@@ -54,7 +54,7 @@ use self::error::io_at;
 
 pub use self::config::TokenConfig;
 pub use self::error::Error;
-pub use self::keys::Options;
+pub use self::keys::{Fallback, Options};
 pub use self::policy::Principal;
 
 const CONFIG: &str = "atrest.json";
@@ -164,6 +164,7 @@ pub struct Deployment {
     store: Arc<SqliteStore>,
     log: Arc<AuditLog>,
     recovery: Recovery,
+    fallbacks: keys::FallbackWatch,
     catalog: Arc<SqliteCatalog>,
     policy: Arc<dyn ReleasePolicy>,
     files: Files,
@@ -260,6 +261,7 @@ impl Deployment {
             Some(url) => BlobStore::from_url(url)?,
             None => BlobStore::local(&dir.join("blobs"))?,
         });
+        let fallbacks = keys::FallbackWatch::default();
         let policy = options
             .custom_policy()
             .unwrap_or_else(|| policy::members(catalog.clone()));
@@ -271,6 +273,7 @@ impl Deployment {
             catalog: &catalog,
             blobs: &blobs,
             log: &log,
+            fallbacks: &fallbacks,
         };
         let files = parts.files(policy.clone())?;
         Ok(Self {
@@ -281,6 +284,7 @@ impl Deployment {
             store,
             log,
             recovery,
+            fallbacks,
             catalog,
             policy,
             files,
@@ -331,6 +335,13 @@ impl Deployment {
     /// The directory the audit log publishes its checkpoints to.
     pub fn audit_witness(&self) -> Option<&Path> {
         self.config.audit_witness.as_deref()
+    }
+
+    /// Every use of the availability key since the deployment was opened
+    /// because customer keys were unavailable: show them to the operator
+    /// (they are in the audit trail too).
+    pub fn fallbacks(&self) -> Vec<Fallback> {
+        self.fallbacks.seen()
     }
 
     /// What opening the audit log found and repaired: show it to the
@@ -389,11 +400,21 @@ impl Deployment {
             TenantKeys::CustomerKeyAt { keys } => keys.clone(),
             TenantKeys::CustomerKey { keys, generate } => self.configure_tokens(keys, *generate)?,
         };
-        let _ = self
+        match self
             .files
             .keys()
-            .create_customer_key_tenant(tenant, customer_keys)?;
-        Ok(())
+            .create_customer_key_tenant(tenant, customer_keys)
+        {
+            Ok(_) => Ok(()),
+            // A key the token does not hold: nothing to refuse yet, the
+            // operator named a key that is not there.
+            Err(atrest::tenant::Error::RootKey(atrest::tenant::ProviderError::NotFound {
+                key,
+            })) => Err(Error::NoSuchTokenKey {
+                key: key.to_string(),
+            }),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Adds the tokens to the configuration (rebuilding the key hierarchy
@@ -446,6 +467,7 @@ impl Deployment {
                 catalog: &self.catalog,
                 blobs: &self.blobs,
                 log: &self.log,
+                fallbacks: &self.fallbacks,
             };
             self.files = parts.files(self.policy.clone())?;
         }

@@ -143,7 +143,8 @@ fn a_session_from_init_to_purge() {
         ("0..1", 0, 1),
         ("65000..200000", 65_000, 200_000),
         ("1299999..1300000", 1_299_999, 1_300_000),
-        ("5..5", 5, 5),
+        // An end past the end of the file stops there.
+        ("0..2M", 0, 1_300_000),
     ] {
         let output = cli.run(&["get", "contoso", "quarterly report.pdf", "--range", range]);
         assert!(output.status.success(), "{range}");
@@ -151,7 +152,7 @@ fn a_session_from_init_to_purge() {
     }
     cli.expect(
         2,
-        &["get", "contoso", "quarterly report.pdf", "--range", "0..2M"],
+        &["get", "contoso", "quarterly report.pdf", "--range", "5..5"],
     );
     cli.expect(
         2,
@@ -421,15 +422,66 @@ fn customer_key_tenant_in_softhsm_tokens() {
         plain[1024..2048]
     );
 
-    // Without the PIN the tokens are unavailable: the availability key
-    // serves (audited).
+    // Without the PIN, or with a wrong one, the tokens are unavailable: the
+    // availability key serves (audited), and the operator is told.
     let mut no_pin = Cli::new(dir.path());
     no_pin
         .env
         .push(("SOFTHSM2_CONF".into(), conf.display().to_string()));
+    let output = no_pin.run(&["get", "northwind", "ledger.csv"]);
+    assert_eq!(output.stdout, plain);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("availability key") && stderr.contains("ATREST_PKCS11_PIN is not set"),
+        "{stderr}"
+    );
+    let copy = dir.path().join("copy.csv");
+    let report = no_pin.json(&[
+        "get",
+        "northwind",
+        "ledger.csv",
+        "-o",
+        copy.to_str().unwrap(),
+    ]);
+    assert_eq!(report["fallbacks"][0]["succeeded"], true, "{report}");
     assert_eq!(
-        no_pin.run(&["get", "northwind", "ledger.csv"]).stdout,
-        plain
+        report["fallbacks"][0]["customer_keys"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let mut wrong_pin = Cli::new(dir.path());
+    wrong_pin.env = vec![
+        ("SOFTHSM2_CONF".into(), conf.display().to_string()),
+        ("ATREST_PKCS11_PIN".into(), "0000".into()),
+    ];
+    let output = wrong_pin.run(&["put", "northwind", file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("availability key"));
+    // With the right PIN nothing is said.
+    let output = cli.run(&["get", "northwind", "ledger.csv"]);
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("availability key"));
+
+    // A key the token does not hold is "not found".
+    cli.expect(
+        3,
+        &[
+            "tenant",
+            "create",
+            "westwind",
+            "--customer-key",
+            "--module",
+            &module,
+            "--token-a",
+            "northwind-a",
+            "--token-b",
+            "northwind-b",
+            "--key-a",
+            "no-such-key",
+            "--key-b",
+            "k1",
+        ],
     );
     let entries = cli.json(&["audit", "show", "--tenant", "northwind"]);
     assert!(

@@ -84,7 +84,7 @@ fn creating_a_tenant_keeps_the_hierarchy_and_its_cache() {
         b"memo"
     );
     let refused = read(&deployment, "contoso", "memo.txt", "carol@northwind").unwrap_err();
-    assert_eq!(refused.kind(), atrest::ErrorKind::Refused, "{refused}");
+    assert_eq!(refused.kind(), ErrorKind::Refused, "{refused}");
     // … and the hierarchy, with its cached TIK, is the same one: the
     // refusing key stores are not asked again within the cache lifetime.
     let calls = hsm.calls() + second.0.calls();

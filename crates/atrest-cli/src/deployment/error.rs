@@ -65,6 +65,13 @@ pub enum Error {
         name: String,
     },
 
+    /// A token holds no key of the name given.
+    #[error("{key}: the token holds no such key (create it, or pass --generate)")]
+    NoSuchTokenKey {
+        /// The key, as a root-key reference.
+        key: String,
+    },
+
     /// The key named is not one of the tenant's root keys.
     #[error("{key} is not a root key of tenant {tenant:?}")]
     UnknownRootKey {
@@ -182,7 +189,9 @@ impl Error {
             | Self::InvalidName { .. }
             | Self::PinNotSet { .. } => K::Usage,
             Self::AlreadyInitialized { .. } | Self::ProviderConflict { .. } => K::Conflict,
-            Self::UnknownTenant { .. } | Self::UnknownRootKey { .. } => K::NotFound,
+            Self::UnknownTenant { .. }
+            | Self::UnknownRootKey { .. }
+            | Self::NoSuchTokenKey { .. } => K::NotFound,
             Self::Refused { .. } => K::Refused,
             Self::AuditKeyMismatch { .. } => K::Integrity,
             Self::Io { .. } => K::Io,

@@ -1,10 +1,10 @@
 //! The key hierarchy and files API of a deployment: built in one place,
 //! from the deployment's parts and the program's [`Options`].
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use atrest::audit::AuditLog;
+use atrest::audit::{AuditLog, Auditor, Event, Outcome, Receipt, Record, Sink, SinkPolicy};
 use atrest::blobs::BlobStore;
 use atrest::tenant::{
     KeyHierarchy, KeyMaterial, Pkcs11Keys, ProviderError, ReleasePolicy, RootKeyProvider,
@@ -103,6 +103,7 @@ pub(super) struct Parts<'a> {
     pub(super) catalog: &'a Arc<SqliteCatalog>,
     pub(super) blobs: &'a Arc<BlobStore>,
     pub(super) log: &'a Arc<AuditLog>,
+    pub(super) fallbacks: &'a FallbackWatch,
 }
 
 impl Parts<'_> {
@@ -111,14 +112,24 @@ impl Parts<'_> {
     /// the program's providers, and `policy`; the catalog and the blobs.
     pub(super) fn files(&self, policy: Arc<dyn ReleasePolicy>) -> Result<Files, Error> {
         let options = self.options;
-        let mut builder = KeyHierarchy::builder(self.store.clone(), self.log.clone())
+        // Every record goes to the log; fallbacks are also kept to show the
+        // operator.
+        let audit = Arc::new(
+            Auditor::new(self.log.clone())
+                .with_sink(Box::new(self.fallbacks.clone()), SinkPolicy::BestEffort),
+        );
+        let mut builder = KeyHierarchy::builder(self.store.clone(), audit.clone())
             .provider(self.service.clone())
             .service_root_key(SERVICE_PROVIDER, ROOT_KEY)
             .availability_key(SERVICE_PROVIDER, AVAILABILITY_KEY)
             .policy(policy)
             .actor(&options.actor);
         for token in &self.config.tokens {
-            builder = builder.provider(open_token(token));
+            let (provider, problem) = open_token(token);
+            if let Some(problem) = problem {
+                self.fallbacks.token_problem(&token.name, problem);
+            }
+            builder = builder.provider(provider);
         }
         for provider in &options.providers {
             builder = builder.provider(provider.clone());
@@ -130,7 +141,7 @@ impl Parts<'_> {
             Arc::new(builder.build()?),
             self.catalog.clone(),
             self.blobs.clone(),
-            self.log.clone(),
+            audit,
         )
         .with_actor(&options.actor))
     }
@@ -139,7 +150,7 @@ impl Parts<'_> {
 /// A configured token, opened with the PIN from its environment variable;
 /// one that cannot be opened is a provider that reports itself unavailable
 /// (so the availability key can serve).
-fn open_token(token: &TokenConfig) -> Arc<dyn RootKeyProvider> {
+fn open_token(token: &TokenConfig) -> (Arc<dyn RootKeyProvider>, Option<String>) {
     let opened = std::env::var(&token.pin_env)
         .map_err(|_| format!("the PIN variable {} is not set", token.pin_env))
         .and_then(|pin| {
@@ -147,11 +158,94 @@ fn open_token(token: &TokenConfig) -> Arc<dyn RootKeyProvider> {
                 .map_err(|e| e.to_string())
         });
     match opened {
-        Ok(keys) => Arc::new(keys),
-        Err(detail) => Arc::new(Unopened {
-            name: token.name.clone(),
-            detail,
-        }),
+        Ok(keys) => (Arc::new(keys), None),
+        Err(detail) => (
+            Arc::new(Unopened {
+                name: token.name.clone(),
+                detail: detail.clone(),
+            }),
+            Some(detail),
+        ),
+    }
+}
+
+/// A use of the availability key because customer keys were unavailable,
+/// as the operator is shown it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Fallback {
+    /// The customer keys that were unavailable (`provider:label`), each
+    /// with why, where known.
+    pub customer_keys: Vec<String>,
+    /// What needed the tenant's key.
+    pub operation: String,
+    /// Whether the availability key then served.
+    pub succeeded: bool,
+}
+
+/// Keeps the fallbacks the key hierarchy audits, and why tokens could not be
+/// opened, for the program to show. Clones share what they keep.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FallbackWatch {
+    seen: Arc<Mutex<Vec<Fallback>>>,
+    token_problems: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl FallbackWatch {
+    fn token_problem(&self, provider: &str, problem: String) {
+        self.token_problems
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((provider.to_owned(), problem));
+    }
+
+    /// The fallbacks seen so far.
+    pub(crate) fn seen(&self) -> Vec<Fallback> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Sink for FallbackWatch {
+    fn name(&self) -> &str {
+        "fallback-watch"
+    }
+
+    fn deliver(&self, _: &Receipt, record: &Record) -> Result<(), String> {
+        let Event::AvailabilityKeyFallback {
+            root_keys,
+            operation,
+        } = &record.event
+        else {
+            return Ok(());
+        };
+        let problems = self
+            .token_problems
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let customer_keys = root_keys
+            .iter()
+            .map(|key| {
+                let name = key.key.as_str();
+                let why = problems
+                    .iter()
+                    .find(|(provider, _)| name.starts_with(&format!("{provider}:")))
+                    .map(|(_, problem)| format!(" ({problem})"))
+                    .unwrap_or_default();
+                format!("{name}{why}")
+            })
+            .collect();
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Fallback {
+                customer_keys,
+                operation: operation.to_string(),
+                succeeded: record.outcome == Outcome::Success,
+            });
+        Ok(())
     }
 }
 
