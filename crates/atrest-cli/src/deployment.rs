@@ -896,7 +896,7 @@ fn named<T, E: Into<atrest::Error>>(
     result.map_err(|error| Error::InTenant {
         name: name.to_owned(),
         id: id.to_string(),
-        source: error.into(),
+        source: Box::new(error.into()),
     })
 }
 

@@ -148,7 +148,7 @@ pub enum Error {
         id: String,
         /// The library's error.
         #[source]
-        source: atrest::Error,
+        source: Box<atrest::Error>,
     },
 }
 
@@ -195,7 +195,8 @@ impl Error {
             Self::Refused { .. } => K::Refused,
             Self::AuditKeyMismatch { .. } => K::Integrity,
             Self::Io { .. } => K::Io,
-            Self::Library(error) | Self::InTenant { source: error, .. } => error.kind(),
+            Self::Library(error) => error.kind(),
+            Self::InTenant { source, .. } => source.kind(),
         }
     }
 }
