@@ -33,6 +33,7 @@ mod policy;
 use std::fs;
 use std::io::{Read, Write};
 use std::ops::Range;
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -188,21 +189,66 @@ impl Deployment {
     /// and the blob store (`blobs_url`, or `DIR/blobs`); then opens it with
     /// `options`.
     ///
+    /// All or nothing: the deployment is built in a new directory beside
+    /// `dir` and renamed into place only once every part was made and
+    /// opened; after a failure (or an interruption) `dir` is as it was.
+    /// `dir` must not exist or be empty.
+    ///
     /// # Errors
     /// [`Error::AlreadyInitialized`] if `dir` holds a deployment;
-    /// [`Error::Io`] if it cannot be written; errors of the parts.
+    /// [`Error::NotEmpty`] if it holds anything else; [`Error::Io`] if it
+    /// cannot be written; errors of the parts (a blob store URL that does
+    /// not work, for example).
     pub fn init(
         dir: &Path,
         blobs_url: Option<&str>,
         audit_witness: Option<&Path>,
         options: Options,
     ) -> Result<Self, Error> {
-        fs::create_dir_all(dir).map_err(io_at(dir))?;
         if dir.join(CONFIG).exists() {
             return Err(Error::AlreadyInitialized {
                 dir: dir.to_path_buf(),
             });
         }
+        let empty = match fs::read_dir(dir) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => return Err(io_at(dir)(e)),
+        };
+        if !empty {
+            return Err(Error::NotEmpty {
+                dir: dir.to_path_buf(),
+            });
+        }
+        // The checks that need no files first.
+        if let Some(url) = blobs_url {
+            let _ = BlobStore::from_url(url)?;
+        }
+        let witness = audit_witness
+            .map(|path| std::path::absolute(path).map_err(io_at(path)))
+            .transpose()?;
+        let staging = staging_dir(dir)?;
+        let built =
+            Self::build(&staging, blobs_url, witness.as_deref(), options.clone()).and_then(|()| {
+                // Renamed over `dir` if it is an empty directory.
+                fs::rename(&staging, dir).map_err(io_at(dir))?;
+                sync_parent(dir)
+            });
+        if let Err(error) = built {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(error);
+        }
+        Self::open(dir, options)
+    }
+
+    /// Makes every part of a deployment in `dir` (a new, private
+    /// directory), and opens it once.
+    fn build(
+        dir: &Path,
+        blobs_url: Option<&str>,
+        audit_witness: Option<&Path>,
+        options: Options,
+    ) -> Result<(), Error> {
         let master = MasterKey::create_file(&dir.join("master.key"))?;
         let service = ServiceKeys::open(SERVICE_PROVIDER, &dir.join("keys.sqlite"), master)?;
         let _ = service.create_key(ROOT_KEY)?;
@@ -210,13 +256,16 @@ impl Deployment {
         drop(service);
         let (signer, pkcs8) = SigningKey::generate("atrest-audit")?;
         write_private(&dir.join(SIGNING_KEY), &pkcs8)?;
-        let witness = audit_witness.map_or_else(|| dir.join(DEFAULT_WITNESS), Path::to_path_buf);
-        let witness = std::path::absolute(&witness).map_err(io_at(&witness))?;
+        // The default witness is named relative to the deployment, so it
+        // moves with it.
+        let witness =
+            audit_witness.map_or_else(|| PathBuf::from(DEFAULT_WITNESS), Path::to_path_buf);
         let audit_verifying_key = signer.verifying_key().to_string();
-        let _ = AuditLog::create(dir.join(AUDIT_DIR), signer, audit_config(Some(&witness)))?;
-        if let Some(url) = blobs_url {
-            let _ = BlobStore::from_url(url)?;
-        }
+        let _ = AuditLog::create(
+            dir.join(AUDIT_DIR),
+            signer,
+            audit_config(Some(&dir.join(&witness))),
+        )?;
         let config = Config {
             version: 1,
             blobs: blobs_url.map(str::to_owned),
@@ -225,7 +274,8 @@ impl Deployment {
             audit_witness: Some(witness),
         };
         config.write(dir)?;
-        Self::open(dir, options)
+        drop(Self::open(dir, options)?);
+        Ok(())
     }
 
     /// Opens the deployment in `dir` for the program described by
@@ -253,7 +303,7 @@ impl Deployment {
         let (log, recovery) = AuditLog::open(
             dir.join(AUDIT_DIR),
             signer,
-            audit_config(config.audit_witness.as_deref()),
+            audit_config(config.audit_witness(dir).as_deref()),
         )?;
         let log = Arc::new(log);
         let catalog = Arc::new(SqliteCatalog::open(&dir.join("catalog.sqlite"))?);
@@ -333,8 +383,8 @@ impl Deployment {
     }
 
     /// The directory the audit log publishes its checkpoints to.
-    pub fn audit_witness(&self) -> Option<&Path> {
-        self.config.audit_witness.as_deref()
+    pub fn audit_witness(&self) -> Option<PathBuf> {
+        self.config.audit_witness(&self.dir)
     }
 
     /// Every use of the availability key since the deployment was opened
@@ -787,7 +837,7 @@ impl Deployment {
         let witness = trusted
             .witness
             .clone()
-            .or_else(|| config.audit_witness.clone());
+            .or_else(|| config.audit_witness(dir));
         let log_dir = dir.join(AUDIT_DIR);
         let (report, witnessed) = match &witness {
             Some(witness) => {
@@ -842,6 +892,41 @@ impl Deployment {
             tenant_names: names,
         })
     }
+}
+
+/// A new, private directory beside `dir` to build a deployment in.
+fn staging_dir(dir: &Path) -> Result<PathBuf, Error> {
+    let parent = match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).map_err(io_at(&parent))?;
+    let name = dir.file_name().ok_or_else(|| Error::NotEmpty {
+        dir: dir.to_path_buf(),
+    })?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut staging_name = std::ffi::OsString::from(".");
+    staging_name.push(name);
+    staging_name.push(format!(".atrest-init-{}-{nanos}", std::process::id()));
+    let staging = parent.join(staging_name);
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
+        .map_err(io_at(&staging))?;
+    Ok(staging)
+}
+
+/// Makes a rename of `path` durable.
+fn sync_parent(path: &Path) -> Result<(), Error> {
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    fs::File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(io_at(parent))
 }
 
 /// The audit log's settings in a deployment: checkpoints published to the

@@ -1234,3 +1234,60 @@ fn names_and_paths_are_checked_and_never_panic() {
     );
     assert_eq!(std::fs::read(&target).unwrap(), b"hello");
 }
+
+#[test]
+fn init_is_all_or_nothing() {
+    let dir = TempDir::new("cli-init");
+    let cli = Cli::new(dir.path());
+    // A blob store URL that does not work: nothing is left behind, and the
+    // next init with a good one works.
+    let output = cli.run(&["init", "--blobs", "nosuchscheme://bucket/prefix"]);
+    assert_ne!(output.status.code(), Some(0));
+    assert!(
+        !cli.data.exists(),
+        "a failed init left {}",
+        cli.data.display()
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // A witness that cannot be written fails half way: the keys and the
+    // log were already made, and go too.
+    let output = cli.run(&["init", "--audit-witness", "/proc/atrest-witness"]);
+    assert_ne!(output.status.code(), Some(0));
+    assert!(!cli.data.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    cli.expect(2, &["ls"]);
+    cli.ok(&["init"]);
+    cli.ok(&["tenant", "create", "contoso"]);
+    cli.ok(&["audit", "verify"]);
+    // An existing deployment, or a directory holding anything else, is
+    // refused and left alone.
+    cli.expect(7, &["init"]);
+    let other = Cli::new(&dir.path().join("other"));
+    std::fs::create_dir_all(&other.data).unwrap();
+    std::fs::write(other.data.join("notes.txt"), b"mine").unwrap();
+    other.expect(7, &["init"]);
+    assert_eq!(
+        std::fs::read(other.data.join("notes.txt")).unwrap(),
+        b"mine"
+    );
+    // An empty directory is fine.
+    let empty = Cli::new(&dir.path().join("empty"));
+    std::fs::create_dir_all(&empty.data).unwrap();
+    empty.ok(&["init"]);
+    empty.ok(&["audit", "verify"]);
+    // The deployment can be moved: its witness is named relative to it.
+    let moved = dir.path().join("moved");
+    std::fs::rename(&empty.data, moved.join("data")).unwrap_or_else(|_| {
+        std::fs::create_dir_all(&moved).unwrap();
+        std::fs::rename(&empty.data, moved.join("data")).unwrap();
+    });
+    Cli::new(&moved).ok(&["audit", "verify"]);
+}

@@ -33,9 +33,17 @@ pub(super) struct Config {
     pub(super) blobs: Option<String>,
     pub(super) tokens: Vec<TokenConfig>,
     pub(super) audit_verifying_key: String,
-    /// The directory the audit log publishes its checkpoints to.
+    /// The directory the audit log publishes its checkpoints to (relative:
+    /// to the deployment directory).
     #[serde(default)]
     pub(super) audit_witness: Option<PathBuf>,
+}
+
+impl Config {
+    /// The audit witness directory of the deployment in `dir`.
+    pub(super) fn audit_witness(&self, dir: &Path) -> Option<PathBuf> {
+        self.audit_witness.as_ref().map(|w| dir.join(w))
+    }
 }
 
 impl Config {

@@ -39,6 +39,14 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The directory given to `init` holds something other than a
+    /// deployment.
+    #[error("{} is not empty; give a new or empty directory", dir.display())]
+    NotEmpty {
+        /// The directory.
+        dir: PathBuf,
+    },
+
     /// The configuration file is not valid JSON of the expected shape.
     #[error("{}: {source}", path.display())]
     Config {
@@ -188,7 +196,9 @@ impl Error {
             | Self::UnknownServiceKey { .. }
             | Self::InvalidName { .. }
             | Self::PinNotSet { .. } => K::Usage,
-            Self::AlreadyInitialized { .. } | Self::ProviderConflict { .. } => K::Conflict,
+            Self::AlreadyInitialized { .. }
+            | Self::NotEmpty { .. }
+            | Self::ProviderConflict { .. } => K::Conflict,
             Self::UnknownTenant { .. }
             | Self::UnknownRootKey { .. }
             | Self::NoSuchTokenKey { .. } => K::NotFound,
