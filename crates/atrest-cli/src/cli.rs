@@ -105,6 +105,19 @@ pub(crate) enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Remove what interrupted uploads left: blobs no file record names,
+    /// staging files of unfinished uploads, and uploads begun longer ago
+    /// than --older-than (their records never written). Uploads still in
+    /// progress are left alone.
+    Gc {
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// An upload begun longer ago than this is abandoned (choose more
+        /// than the longest upload): `24h`, `90min`.
+        #[arg(long, default_value = "24h")]
+        older_than: humantime::Duration,
+    },
     /// Verify or show the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),

@@ -528,6 +528,40 @@ pub(crate) fn purge(data: &Path, out: Output, tenant: &str, yes: bool) -> Result
     Ok(())
 }
 
+/// `atrest gc`.
+pub(crate) fn gc(
+    data: &Path,
+    out: Output,
+    dry_run: bool,
+    older_than: std::time::Duration,
+) -> Result<(), Error> {
+    let deployment = open(data)?;
+    let report = deployment.collect_garbage(older_than, dry_run)?;
+    out.show(&report, || {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        let mut text = format!(
+            "{verb}: {} blobs no record names ({} bytes), {} staging files of unfinished uploads ({} bytes), {} uploads begun more than {} ago",
+            report.orphan_blobs.len(),
+            report.orphan_blobs.iter().map(|b| b.bytes).sum::<u64>(),
+            report.partial_uploads.len(),
+            report.partial_uploads.iter().map(|b| b.bytes).sum::<u64>(),
+            report.abandoned_uploads.len(),
+            humantime::format_duration(older_than),
+        );
+        for blob in &report.orphan_blobs {
+            text.push_str(&format!("\n  blob     {} ({} bytes)", blob.name, blob.bytes));
+        }
+        for upload in &report.partial_uploads {
+            text.push_str(&format!("\n  staging  {} ({} bytes)", upload.name, upload.bytes));
+        }
+        for upload in &report.abandoned_uploads {
+            text.push_str(&format!("\n  upload   {} ({} bytes)", upload.name, upload.bytes));
+        }
+        text
+    });
+    Ok(())
+}
+
 /// `atrest audit …`: read-only, so it works on a damaged log too.
 pub(crate) fn audit(data: &Path, out: Output, command: AuditCommand) -> Result<(), Error> {
     match command {

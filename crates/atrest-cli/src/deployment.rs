@@ -794,6 +794,111 @@ impl Deployment {
         named(tenant, tenant_id, self.files.keys().purge(tenant_id))
     }
 
+    /// Removes what interrupted uploads left behind: uploads begun more than
+    /// `older_than` ago whose records were never written (a process that
+    /// died; choose a cut-off longer than any upload), blobs that no file
+    /// record or upload in progress names, and staging files of unfinished
+    /// uploads to a local store. An upload in progress (begun within the
+    /// cut-off) is never touched: its blob is named by the catalog before a
+    /// byte of it is written, and the blobs are listed before the catalog
+    /// is read. With `dry_run`, only reports. Audited (`garbage_collected`).
+    ///
+    /// # Errors
+    /// Catalog, blob store and audit errors; what was removed before an
+    /// error stays removed (running it again finishes the job).
+    pub fn collect_garbage(
+        &self,
+        older_than: std::time::Duration,
+        dry_run: bool,
+    ) -> Result<GarbageReport, Error> {
+        // The store first, then the catalog: anything listed that an upload
+        // in progress is writing was named in the catalog before it existed.
+        let blobs = self.blobs.list()?;
+        let partial = self.blobs.partial_uploads()?;
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(older_than)
+            .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |at| at.as_secs());
+        let in_progress = self.catalog.seals_in_progress()?;
+        let abandoned: Vec<_> = in_progress
+            .iter()
+            .filter(|seal| seal.started_at < cutoff)
+            .collect();
+        let sizes: std::collections::HashMap<_, _> = blobs.iter().cloned().collect();
+        let mut report = GarbageReport {
+            dry_run,
+            abandoned_uploads: abandoned
+                .iter()
+                .map(|seal| Garbage {
+                    name: seal.ticket.blob.to_string(),
+                    bytes: sizes.get(&seal.ticket.blob).copied().unwrap_or(0),
+                })
+                .collect(),
+            ..GarbageReport::default()
+        };
+        if !dry_run {
+            let _ = self.files.collect_abandoned_seals(older_than)?;
+        }
+        let named: std::collections::HashSet<_> = self.catalog.blob_names()?.into_iter().collect();
+        let still_running: std::collections::HashSet<_> = in_progress
+            .iter()
+            .filter(|seal| seal.started_at >= cutoff)
+            .map(|seal| seal.ticket.blob.clone())
+            .collect();
+        let abandoned: std::collections::HashSet<_> = abandoned
+            .iter()
+            .map(|seal| seal.ticket.blob.clone())
+            .collect();
+        for (blob, bytes) in blobs {
+            if named.contains(&blob) || abandoned.contains(&blob) {
+                continue;
+            }
+            if !dry_run {
+                self.blobs.delete(&blob)?;
+            }
+            report.orphan_blobs.push(Garbage {
+                name: blob.to_string(),
+                bytes,
+            });
+        }
+        for upload in partial {
+            if still_running.contains(&upload.blob) {
+                continue;
+            }
+            if !dry_run {
+                self.blobs.remove_partial_upload(&upload)?;
+            }
+            report.partial_uploads.push(Garbage {
+                name: upload.path.display().to_string(),
+                bytes: upload.bytes,
+            });
+        }
+        if !dry_run {
+            let count = |items: &[Garbage]| Value::Count(items.len() as u64);
+            let bytes =
+                |items: &[Garbage]| Value::Count(items.iter().map(|g| g.bytes).sum::<u64>());
+            let event = Event::Custom {
+                kind: Text::lossy("garbage_collected"),
+                fields: [
+                    (Text::lossy("orphan_blobs"), count(&report.orphan_blobs)),
+                    (Text::lossy("orphan_bytes"), bytes(&report.orphan_blobs)),
+                    (
+                        Text::lossy("partial_uploads"),
+                        count(&report.partial_uploads),
+                    ),
+                    (Text::lossy("partial_bytes"), bytes(&report.partial_uploads)),
+                    (
+                        Text::lossy("abandoned_uploads"),
+                        count(&report.abandoned_uploads),
+                    ),
+                ]
+                .into(),
+            };
+            self.record_event(event, None, None)?;
+        }
+        Ok(report)
+    }
+
     /// Records `event` in the audit trail, by this program, about tenant
     /// `tenant` (by name) and request `request`.
     ///
@@ -892,6 +997,30 @@ impl Deployment {
             tenant_names: names,
         })
     }
+}
+
+/// What [`Deployment::collect_garbage`] removed (or, in a dry run, would
+/// remove).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GarbageReport {
+    /// Whether this was a dry run (nothing removed).
+    pub dry_run: bool,
+    /// Blobs no file record or upload in progress names.
+    pub orphan_blobs: Vec<Garbage>,
+    /// Staging files of uploads that never finished.
+    pub partial_uploads: Vec<Garbage>,
+    /// Uploads begun before the cut-off whose records were never written
+    /// (their blobs, if any, go with them).
+    pub abandoned_uploads: Vec<Garbage>,
+}
+
+/// One thing [`Deployment::collect_garbage`] found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Garbage {
+    /// The blob's name, or the staging file's path.
+    pub name: String,
+    /// Its size in bytes (0 if unknown).
+    pub bytes: u64,
 }
 
 /// A new, private directory beside `dir` to build a deployment in.

@@ -118,6 +118,10 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Rotate(command) => commands::rotate(data, out, command),
         Command::Revoke { tenant, key } => commands::revoke(data, out, &tenant, &key),
         Command::Purge { tenant, yes } => commands::purge(data, out, &tenant, yes),
+        Command::Gc {
+            dry_run,
+            older_than,
+        } => commands::gc(data, out, dry_run, older_than.into()),
         Command::Audit(command) => commands::audit(data, out, command),
         Command::Demo { dir, size_mib } => demo::run(dir, size_mib, out),
     }

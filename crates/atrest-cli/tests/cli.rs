@@ -1291,3 +1291,133 @@ fn init_is_all_or_nothing() {
     });
     Cli::new(&moved).ok(&["audit", "verify"]);
 }
+
+#[test]
+fn gc_removes_what_interrupted_puts_left_and_never_an_upload_in_progress() {
+    use std::io::Write as _;
+
+    let dir = TempDir::new("cli-gc");
+    let cli = Cli::new(dir.path());
+    cli.ok(&["init"]);
+    cli.ok(&["tenant", "create", "contoso"]);
+    let kept = content(300_000, 6);
+    let file = dir.path().join("kept.bin");
+    std::fs::write(&file, &kept).unwrap();
+    cli.ok(&["put", "contoso", file.to_str().unwrap()]);
+    let blobs_dir = cli.data.join("blobs");
+    let entries = || -> Vec<String> {
+        let mut names: Vec<_> = std::fs::read_dir(&blobs_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+
+    // A put interrupted half way: a staging file and a begun upload.
+    let mut killed = Command::new(env!("CARGO_BIN_EXE_atrest"))
+        .arg("--data")
+        .arg(&cli.data)
+        .args(["put", "contoso", "-", "--name", "killed.bin"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = killed.stdin.take().unwrap();
+    stdin.write_all(&content(8 << 20, 7)).unwrap();
+    stdin.flush().unwrap();
+    let started = std::time::Instant::now();
+    while !entries().iter().any(|n| n.contains('#')) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{:?}",
+            entries()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    drop(stdin);
+    // A complete blob that no record names.
+    std::fs::write(
+        blobs_dir.join("0123456789abcdef0123456789abcdef"),
+        b"orphan",
+    )
+    .unwrap();
+
+    // A dry run reports the orphan and changes nothing; the interrupted
+    // upload is younger than the cut-off, so it counts as in progress.
+    let before = entries();
+    let report = cli.json(&["gc", "--dry-run"]);
+    assert_eq!(
+        report["orphan_blobs"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
+    assert_eq!(
+        report["partial_uploads"].as_array().unwrap().len(),
+        0,
+        "{report}"
+    );
+    assert_eq!(entries(), before);
+    let report = cli.json(&["gc"]);
+    assert_eq!(
+        report["orphan_blobs"][0]["name"],
+        "0123456789abcdef0123456789abcdef"
+    );
+    assert!(!blobs_dir.join("0123456789abcdef0123456789abcdef").exists());
+    assert!(entries().iter().any(|n| n.contains('#')));
+
+    // An upload really in progress while gc runs with a cut-off of zero is
+    // abandoned only if it began before gc; one begun after is untouched.
+    let report = cli.json(&["gc", "--older-than", "0s"]);
+    assert_eq!(
+        report["abandoned_uploads"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
+    assert_eq!(
+        report["partial_uploads"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
+    assert!(
+        !entries().iter().any(|n| n.contains('#')),
+        "{:?}",
+        entries()
+    );
+
+    let mut running = Command::new(env!("CARGO_BIN_EXE_atrest"))
+        .arg("--data")
+        .arg(&cli.data)
+        .args(["put", "contoso", "-", "--name", "slow.bin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = running.stdin.take().unwrap();
+    // Enough for the blob store to start its staging file.
+    let slow = content(16 << 20, 8);
+    stdin.write_all(&slow[..12 << 20]).unwrap();
+    stdin.flush().unwrap();
+    let started = std::time::Instant::now();
+    while !entries().iter().any(|n| n.contains('#')) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let report = cli.json(&["gc"]);
+    assert!(
+        report["partial_uploads"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
+    assert!(
+        report["orphan_blobs"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
+    stdin.write_all(&slow[12 << 20..]).unwrap();
+    drop(stdin);
+    assert!(running.wait().unwrap().success());
+    assert!(cli.run(&["get", "contoso", "slow.bin"]).stdout == slow);
+    assert!(cli.run(&["get", "contoso", "kept.bin"]).stdout == kept);
+    cli.ok(&["audit", "verify"]);
+}

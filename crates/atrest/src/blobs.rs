@@ -67,6 +67,22 @@ pub struct BlobStore {
     prefix: Path,
     location: String,
     runtime: Runtime,
+    /// The directory of a [`BlobStore::local`] store.
+    local_dir: Option<std::path::PathBuf>,
+}
+
+/// An upload to a local store that never finished: the staging file of a
+/// blob, left by a writer that stopped (or still writing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartialUpload {
+    /// The blob it was for.
+    pub blob: BlobName,
+    /// The staging file.
+    pub path: std::path::PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// When it was last written.
+    pub modified: std::time::SystemTime,
 }
 
 impl core::fmt::Debug for BlobStore {
@@ -88,6 +104,7 @@ impl BlobStore {
             prefix,
             location,
             runtime,
+            local_dir: None,
         })
     }
 
@@ -104,7 +121,9 @@ impl BlobStore {
         let store = LocalFileSystem::new_with_prefix(dir)
             .map_err(blob_error)?
             .with_fsync(true);
-        Self::with(Arc::new(store), Path::default(), dir.display().to_string())
+        let mut blobs = Self::with(Arc::new(store), Path::default(), dir.display().to_string())?;
+        blobs.local_dir = Some(dir.to_path_buf());
+        Ok(blobs)
     }
 
     /// Blobs at an `object_store` URL (`s3://`, `az://`, `gs://`,
@@ -190,6 +209,56 @@ impl BlobStore {
         self.runtime
             .block_on(self.store.delete(&self.path(name)))
             .map_err(blob_error)
+    }
+
+    /// The staging files of uploads to a local store that have not
+    /// finished (`<blob>#<n>` beside where the blob goes); none for other
+    /// stores, whose unfinished uploads their service expires.
+    ///
+    /// # Errors
+    /// [`Error::Blob`] if the directory cannot be read.
+    pub fn partial_uploads(&self) -> Result<Vec<PartialUpload>, Error> {
+        let Some(dir) = &self.local_dir else {
+            return Ok(Vec::new());
+        };
+        let mut partial = Vec::new();
+        let entries = std::fs::read_dir(dir).map_err(|e| Error::blob(ErrorKind::Io, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::blob(ErrorKind::Io, e))?;
+            let name = entry.file_name();
+            let Some((blob, suffix)) = name.to_str().and_then(|n| n.split_once('#')) else {
+                continue;
+            };
+            let (Ok(blob), false) = (blob.parse::<BlobName>(), suffix.is_empty()) else {
+                continue;
+            };
+            let meta = entry
+                .metadata()
+                .map_err(|e| Error::blob(ErrorKind::Io, e))?;
+            if !meta.is_file() {
+                continue;
+            }
+            partial.push(PartialUpload {
+                blob,
+                path: entry.path(),
+                bytes: meta.len(),
+                modified: meta.modified().map_err(|e| Error::blob(ErrorKind::Io, e))?,
+            });
+        }
+        partial.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(partial)
+    }
+
+    /// Removes the staging file of an unfinished upload.
+    ///
+    /// # Errors
+    /// [`Error::Blob`] if it cannot be removed.
+    pub fn remove_partial_upload(&self, upload: &PartialUpload) -> Result<(), Error> {
+        match std::fs::remove_file(&upload.path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::blob(ErrorKind::Io, e)),
+        }
     }
 
     /// Every blob with its size, by name.
