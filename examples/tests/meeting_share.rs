@@ -32,3 +32,22 @@ fn meeting_share_releases_items_only_to_authenticated_participants() {
         assert_eq!(released, attempt["authenticated"] == true, "{attempt}");
     }
 }
+
+#[test]
+fn without_a_directory_it_leaves_no_deployment_behind() {
+    let tmp = TempDir::new("meeting-tmp");
+    let output = Command::new(env!("CARGO_BIN_EXE_meeting-share"))
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

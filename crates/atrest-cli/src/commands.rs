@@ -259,15 +259,35 @@ pub(crate) fn tenant(data: &Path, out: Output, command: TenantCommand) -> Result
         TenantCommand::Show { name } => {
             let summary = deployment.tenant_summary(&name)?;
             out.show(&summary, || {
-                format!(
-                    "tenant {}\n  id           {}\n  kind         {}\n  state        {}\n  current TIK  {}\n  root keys    {}",
+                let versions: Vec<String> = summary
+                    .tik_versions
+                    .iter()
+                    .map(|v| {
+                        format!(
+                            "{}{}: {} file keys",
+                            v.version,
+                            if v.current { " (current)" } else { " (kept)" },
+                            v.file_keys
+                        )
+                    })
+                    .collect();
+                let mut text = format!(
+                    "tenant {}\n  id           {}\n  kind         {}\n  state        {}\n  current TIK  {}\n  TIK versions {}\n  root keys    {}",
                     summary.name,
                     summary.id,
                     summary.kind,
                     summary.state,
                     summary.current_tik,
+                    versions.join("\n               "),
                     summary.root_keys.join("\n               ")
-                )
+                );
+                if summary.rotation_unfinished {
+                    text.push_str(&format!(
+                        "\n  a rotation has not finished: file keys are still wrapped under older versions; run `atrest rotate tik {}` again",
+                        summary.name
+                    ));
+                }
+                text
             });
         }
     }
@@ -446,8 +466,18 @@ pub(crate) fn ls(data: &Path, out: Output, tenant: Option<&str>) -> Result<(), E
         );
         for l in &listings {
             text.push_str(&format!(
-                "\n{:<16} {:<32} {:>4} {:>14} {:>4}  {}",
-                l.tenant, l.name, l.version, l.bytes, l.tik_version, l.sealed
+                "\n{:<16} {:<32} {:>4} {:>14} {:>4}  {}{}",
+                l.tenant,
+                l.name,
+                l.version,
+                l.bytes,
+                l.tik_version,
+                l.sealed,
+                if l.readable {
+                    ""
+                } else {
+                    "  (purged: unreadable)"
+                }
             ));
         }
         text

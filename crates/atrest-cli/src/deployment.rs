@@ -106,12 +106,15 @@ pub struct Listing {
     pub blob: String,
     /// When it was sealed (RFC 3339).
     pub sealed: String,
+    /// Whether it can still be opened: `false` once its tenant was purged.
+    pub readable: bool,
 }
 
 impl Listing {
-    fn new(tenant: &str, record: &FileRecord) -> Self {
+    fn new(tenant: &str, record: &FileRecord, readable: bool) -> Self {
         let sealed = std::time::UNIX_EPOCH + std::time::Duration::from_secs(record.sealed_at);
         Self {
+            readable,
             tenant: tenant.to_owned(),
             name: record.name.clone(),
             version: u64::from(record.version),
@@ -154,6 +157,23 @@ pub struct TenantSummary {
     /// Its root keys, as `role provider:label@version`, with `(revoked)`
     /// marks.
     pub root_keys: Vec<String>,
+    /// Every TIK version it still has, oldest first, with the number of
+    /// file keys wrapped under each.
+    pub tik_versions: Vec<TikVersionSummary>,
+    /// Whether file keys are still wrapped under versions older than the
+    /// current one: a rotation that has not finished (run it again).
+    pub rotation_unfinished: bool,
+}
+
+/// One TIK version of a tenant.
+#[derive(Debug, Clone, Serialize)]
+pub struct TikVersionSummary {
+    /// The version.
+    pub version: u32,
+    /// Whether new file keys are wrapped under it.
+    pub current: bool,
+    /// File keys wrapped under it.
+    pub file_keys: u64,
 }
 
 /// A deployment directory, opened.
@@ -532,8 +552,31 @@ impl Deployment {
     /// # Errors
     /// [`Error::UnknownTenant`]; key store errors.
     pub fn tenant_summary(&self, name: &str) -> Result<TenantSummary, Error> {
-        let record = self.files.keys().tenant(self.tenant_id(name)?)?;
+        let id = self.tenant_id(name)?;
+        let record = self.files.keys().tenant(id)?;
+        let mut counts = std::collections::BTreeMap::<u32, u64>::new();
+        for file in self.catalog.records(id)? {
+            *counts.entry(u32::from(file.tik_version())).or_default() += 1;
+        }
+        let current = u32::from(record.current_tik);
+        let tik_versions: Vec<_> = self
+            .files
+            .keys()
+            .tik_versions(id)?
+            .into_iter()
+            .map(|version| {
+                let version = u32::from(version);
+                TikVersionSummary {
+                    version,
+                    current: version == current,
+                    file_keys: counts.get(&version).copied().unwrap_or(0),
+                }
+            })
+            .collect();
+        let rotation_unfinished = counts.range(..current).any(|(_, &n)| n > 0);
         Ok(TenantSummary {
+            tik_versions,
+            rotation_unfinished,
             name: name.to_owned(),
             id: record.tenant.to_string(),
             kind: match record.kind {
@@ -707,8 +750,9 @@ impl Deployment {
         };
         let mut listings = Vec::new();
         for (tenant, id) in tenants {
+            let readable = self.files.keys().tenant(id)?.state == TenantState::Active;
             for record in self.catalog.records(id)? {
-                listings.push(Listing::new(&tenant, &record));
+                listings.push(Listing::new(&tenant, &record, readable));
             }
         }
         Ok(listings)

@@ -1421,3 +1421,78 @@ fn gc_removes_what_interrupted_puts_left_and_never_an_upload_in_progress() {
     assert!(cli.run(&["get", "contoso", "kept.bin"]).stdout == kept);
     cli.ok(&["audit", "verify"]);
 }
+
+#[test]
+fn small_things_an_operator_sees() {
+    let dir = TempDir::new("cli-small");
+    let cli = Cli::new(dir.path());
+    cli.ok(&["init"]);
+    cli.ok(&["tenant", "create", "contoso"]);
+    cli.ok(&["tenant", "create", "fabrikam"]);
+    let file = dir.path().join("tiny.txt");
+    std::fs::write(&file, b"tiny").unwrap();
+    // A small file's rate is not "0.00 GB/s".
+    let put = cli.ok(&["put", "fabrikam", file.to_str().unwrap()]);
+    assert!(!put.contains("0.00 GB/s"), "{put}");
+    cli.ok(&["put", "contoso", file.to_str().unwrap()]);
+
+    // A rotation that has not finished, and the versions kept for it.
+    {
+        let deployment = atrest_cli::deployment::Deployment::open(
+            &cli.data,
+            atrest_cli::deployment::Options::new("test"),
+        )
+        .unwrap();
+        let id = deployment.tenant_id("contoso").unwrap();
+        deployment.files().keys().roll_tik(id).unwrap();
+    }
+    let shown = cli.json(&["tenant", "show", "contoso"]);
+    assert_eq!(shown["rotation_unfinished"], true, "{shown}");
+    assert_eq!(
+        shown["tik_versions"].as_array().unwrap().len(),
+        2,
+        "{shown}"
+    );
+    assert_eq!(shown["tik_versions"][0]["file_keys"], 1);
+    let text = cli.ok(&["tenant", "show", "contoso"]);
+    assert!(
+        text.contains("(kept)") && text.contains("rotation has not finished"),
+        "{text}"
+    );
+    cli.ok(&["rotate", "tik", "contoso"]);
+    let shown = cli.json(&["tenant", "show", "contoso"]);
+    assert_eq!(shown["rotation_unfinished"], false, "{shown}");
+
+    // A purged tenant: its files are marked, errors name it by name.
+    cli.ok(&["purge", "fabrikam", "--yes"]);
+    let listing = cli.json(&["ls", "fabrikam"]);
+    assert_eq!(listing[0]["readable"], false);
+    assert!(cli.ok(&["ls", "fabrikam"]).contains("purged"));
+    let id = cli.json(&["tenant", "show", "fabrikam"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let output = cli.run(&["get", "fabrikam", "tiny.txt"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("\"fabrikam\"") && !stderr.contains(&id),
+        "{stderr}"
+    );
+    let contoso = cli.json(&["tenant", "show", "contoso"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let output = cli.run(&["get", "contoso", "no-such-file"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("\"contoso\"") && !stderr.contains(&contoso),
+        "{stderr}"
+    );
+
+    // The audit trail for people is a table, not JSON.
+    let shown = cli.ok(&["audit", "show", "--last", "3"]);
+    assert!(
+        shown.starts_with("TIME") && !shown.contains("{\""),
+        "{shown}"
+    );
+}

@@ -6,8 +6,9 @@
 //! meeting-share [--dir DIR] [--json] FILE...
 //! ```
 //!
-//! Runs one meeting end to end in a deployment directory `DIR` (default: a
-//! new temporary directory) on the embedded defaults, with the meeting's
+//! Runs one meeting end to end in a new deployment directory `DIR` (kept;
+//! default: a temporary directory, removed with its keys when the run ends)
+//! on the embedded defaults, with the meeting's
 //! own release policy: the organizer shares the files
 //! (each sealed with its own file key under the tenant's key hierarchy);
 //! participants are issued access tokens (stored only as SHA-256 hashes);
@@ -118,11 +119,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// A temporary deployment directory (with a master key in it): removed
+/// when the run ends, however it ends.
+struct RemovedOnDrop(PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
-    let dir = args.dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("atrest-meeting-{}", std::process::id()))
-    });
-    std::fs::create_dir_all(&dir)?;
+    let (dir, _temporary) = match &args.dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let dir = std::env::temp_dir().join(format!(
+                "atrest-meeting-{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos())
+            ));
+            (dir.clone(), Some(RemovedOnDrop(dir)))
+        }
+    };
     let items: Vec<(String, Vec<u8>)> = if args.files.is_empty() {
         vec![
             ("slides.pdf".into(), vec![0x25; 200_000]),
