@@ -721,6 +721,25 @@ fn exit_codes_come_from_the_error_kinds() {
             "b.bin",
         ],
     );
+    // I/O (1): a full disk (`/dev/full` is written through as a device),
+    // and a reader that goes away (a closed pipe).
+    cli.expect(1, &["get", "contoso", "a.bin", "-o", "/dev/full"]);
+    let mut reader = Command::new(env!("CARGO_BIN_EXE_atrest"))
+        .arg("--data")
+        .arg(&cli.data)
+        .args(["get", "contoso", "a.bin"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(reader.stdout.take());
+    let closed = reader.wait_with_output().unwrap();
+    assert_eq!(
+        closed.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&closed.stderr)
+    );
     // Unavailable (6): the customer's key service cannot be reached (here:
     // its PIN is not in the environment), so the tenant cannot be created.
     cli.env.retain(|(k, _)| k != "ATREST_PKCS11_PIN");
