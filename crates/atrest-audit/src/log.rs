@@ -310,6 +310,20 @@ pub fn read_origin(dir: impl AsRef<Path>) -> Result<String, Error> {
     Ok(origin_of(&read_meta(dir.as_ref())?))
 }
 
+/// Options to open or create a file of the log: created readable and
+/// writable by its owner only (0600).
+pub(crate) fn private_file() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
+/// Creates `dir` and its missing parents, readable by their owner only
+/// (0700).
+pub(crate) fn private_dirs(dir: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700).create(dir)
+}
+
 /// The origin of the log `log_id` in checkpoints.
 pub(crate) fn origin_of(log_id: &str) -> String {
     format!("{FORMAT}/{log_id}")
@@ -395,7 +409,7 @@ pub(crate) fn open_lock(dir: &Path) -> Result<File, Error> {
     let path = dir.join(LOCK_FILE);
     io(
         &path,
-        OpenOptions::new()
+        private_file()
             .read(true)
             .write(true)
             .create(true)
@@ -471,7 +485,7 @@ impl AuditLog {
         config: LogConfig,
     ) -> Result<Self, Error> {
         let dir = dir.as_ref().to_path_buf();
-        io(&dir, fs::create_dir_all(&dir))?;
+        io(&dir, private_dirs(&dir))?;
         let meta_path = dir.join(META_FILE);
         let mut id = [0u8; 16];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
@@ -491,11 +505,7 @@ impl AuditLog {
         // log, so a concurrent `open` sees either no log or a whole one.
         let lock = open_lock(&dir)?;
         let segment = segment_path(&dir, 1);
-        match OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(&segment)
-        {
+        match private_file().append(true).create_new(true).open(&segment) {
             Ok(file) => drop(file),
             // Left empty by a `create` that stopped before the meta file.
             Err(e)
@@ -510,11 +520,7 @@ impl AuditLog {
             }
             Err(e) => return Err(Error::io(&segment, e)),
         }
-        let mut file = match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&meta_path)
-        {
+        let mut file = match private_file().write(true).create_new(true).open(&meta_path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(Error::NotALog {
@@ -556,10 +562,7 @@ impl AuditLog {
         let origin = origin_of(&log_id);
         let lock = open_lock(&dir)?;
         let first = segment_path(&dir, 1);
-        let file = io(
-            &first,
-            OpenOptions::new().read(true).append(true).open(&first),
-        )?;
+        let file = io(&first, private_file().read(true).append(true).open(&first))?;
         let genesis = genesis_hash(&log_id);
         let expect = match &config.witness {
             Some(witness) => witness.latest(&origin)?.map(|c| (c.size, c.head)),
@@ -932,7 +935,7 @@ impl AuditLog {
         if tail.len >= self.config.max_segment_bytes && tail.len > 0 {
             let index = tail.index + 1;
             let path = segment_path(&self.dir, index);
-            let file = OpenOptions::new()
+            let file = private_file()
                 .read(true)
                 .append(true)
                 .create_new(true)
@@ -986,10 +989,7 @@ impl AuditLog {
             if !has_next {
                 break;
             }
-            tail.file = io(
-                &next,
-                OpenOptions::new().read(true).append(true).open(&next),
-            )?;
+            tail.file = io(&next, private_file().read(true).append(true).open(&next))?;
             tail.index += 1;
             tail.len = 0;
         }
@@ -1157,11 +1157,11 @@ impl AuditLog {
     /// Saves bytes about to be cut off to `recovered/`.
     fn save_cut(&self, index: u32, offset: u64, bytes: &[u8]) -> Result<PathBuf, Error> {
         let dir = self.dir.join(RECOVERED_DIR);
-        io(&dir, fs::create_dir_all(&dir))?;
+        io(&dir, private_dirs(&dir))?;
         let mut path = dir.join(format!("{index:08}-{offset}.partial"));
         let mut attempt = 1;
         let mut file = loop {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
+            match private_file().write(true).create_new(true).open(&path) {
                 Ok(file) => break file,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     attempt += 1;

@@ -14,12 +14,13 @@
 //! share, a directory the service's user can only append to). Implement
 //! [`Witness`] to publish elsewhere (an object store, a transparency log).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::Error;
 use crate::checkpoint::Checkpoint;
+use crate::log::{private_dirs, private_file};
 
 /// A place that keeps a log's checkpoints.
 pub trait Witness: Send + Sync {
@@ -94,9 +95,9 @@ impl Witness for DirectoryWitness {
         line.push(b'\n');
         let new = !path.exists();
         if new {
-            fs::create_dir_all(&self.dir).map_err(fail)?;
+            private_dirs(&self.dir).map_err(fail)?;
         }
-        let mut file = OpenOptions::new()
+        let mut file = private_file()
             .create(true)
             .append(true)
             .open(&path)

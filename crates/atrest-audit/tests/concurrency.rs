@@ -158,3 +158,29 @@ fn a_writer_that_cannot_get_the_lock_fails_in_time_and_writes_nothing() {
     let report = verify(dir.path(), &[], &signer().verifying_key()).unwrap();
     assert!(report.is_ok(), "{:?}", report.problem);
 }
+
+#[test]
+fn the_log_and_its_witness_are_their_owners_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let dir = TempDir::new("modes");
+    let witness_dir = dir.path().join("witness");
+    let log_dir = dir.path().join("log");
+    let config = LogConfig {
+        witness: Some(std::sync::Arc::new(atrest_audit::DirectoryWitness::new(
+            &witness_dir,
+        ))),
+        ..LogConfig::default()
+    };
+    let log = AuditLog::create(&log_dir, signer(), config).unwrap();
+    log.append(&record(1)).unwrap();
+    for directory in [&log_dir, &witness_dir] {
+        let mode = std::fs::metadata(directory).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", directory.display());
+        for entry in std::fs::read_dir(directory).unwrap() {
+            let path = entry.unwrap().path();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", path.display());
+        }
+    }
+}

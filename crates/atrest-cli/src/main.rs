@@ -31,6 +31,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => return usage_error(&error),
     };
+    // Every file and directory this program creates (keys, databases, the
+    // audit log, blobs, outputs) is its owner's only.
+    let _ = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     staging::install_interrupt_cleanup();
     let json = cli.json;
     // Where a JSON error goes: never into plaintext on standard output.

@@ -1515,3 +1515,47 @@ fn small_things_an_operator_sees() {
         "{shown}"
     );
 }
+
+#[test]
+fn every_file_of_a_deployment_is_its_owners_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn walk(path: &Path, found: &mut Vec<(PathBuf, u32, bool)>) {
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        found.push((
+            path.to_path_buf(),
+            meta.permissions().mode() & 0o777,
+            meta.is_dir(),
+        ));
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path).unwrap() {
+                walk(&entry.unwrap().path(), found);
+            }
+        }
+    }
+    let dir = TempDir::new("cli-modes");
+    let cli = Cli::new(dir.path());
+    cli.ok(&["init"]);
+    cli.ok(&["tenant", "create", "contoso"]);
+    let file = dir.path().join("f.bin");
+    std::fs::write(&file, content(100_000, 9)).unwrap();
+    cli.ok(&["put", "contoso", file.to_str().unwrap()]);
+    cli.ok(&[
+        "get",
+        "contoso",
+        "f.bin",
+        "-o",
+        dir.path().join("out.bin").to_str().unwrap(),
+    ]);
+    cli.ok(&["rotate", "tik", "contoso"]);
+    cli.ok(&["gc"]);
+    let mut found = Vec::new();
+    walk(&cli.data, &mut found);
+    assert!(found.len() > 10, "{found:?}");
+    for (path, mode, is_dir) in found {
+        let wanted = if is_dir { 0o700 } else { 0o600 };
+        assert_eq!(mode, wanted, "{} is {mode:o}", path.display());
+    }
+    let out = std::fs::metadata(dir.path().join("out.bin")).unwrap();
+    assert_eq!(out.permissions().mode() & 0o777, 0o600);
+}

@@ -1,6 +1,8 @@
 //! Opening SQLite databases with the settings key metadata needs; the
 //! catalog of the `atrest` crate opens its database the same way.
 
+use std::collections::BTreeSet;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -18,14 +20,30 @@ use crate::Error;
 /// - a busy timeout, so several processes can share the file, and write
 ///   transactions that take the write lock when they begin (`IMMEDIATE`),
 ///   so a transaction that reads and then writes waits for a concurrent
-///   writer instead of failing at once with `SQLITE_BUSY`.
+///   writer instead of failing at once with `SQLITE_BUSY`;
+/// - a new database file is created readable and writable by its owner
+///   only (0600); SQLite gives its `-wal` and `-shm` files the same mode;
+/// - the schema is checked after it is applied: the database may hold
+///   exactly the tables and indexes `schema` creates, and no trigger or
+///   view. Anything else — a trigger planted to copy rows before a purge
+///   deletes them, for example — is refused ([`Error::Corrupt`]).
 ///
 /// # Errors
-/// [`Error::Store`] if the database cannot be opened or the schema applied.
+/// [`Error::Store`] if the database cannot be opened or the schema applied;
+/// [`Error::Corrupt`] for objects `schema` does not create.
 ///
-/// `schema` must be idempotent (`CREATE TABLE IF NOT EXISTS`): several
-/// stores may share one database file.
+/// `schema` must be idempotent (`CREATE TABLE IF NOT EXISTS`).
 pub fn open(path: &Path, schema: &str) -> Result<Connection, Error> {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::Store(Box::new(e))),
+    }
     let mut connection = Connection::open(path)?;
     connection.set_transaction_behavior(TransactionBehavior::Immediate);
     connection.busy_timeout(Duration::from_secs(10))?;
@@ -34,15 +52,60 @@ pub fn open(path: &Path, schema: &str) -> Result<Connection, Error> {
     connection.pragma_update(None, "secure_delete", "ON")?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
     connection.execute_batch(&format!("BEGIN IMMEDIATE;\n{schema}\nCOMMIT;"))?;
+    let expected = objects(&{
+        let reference = Connection::open_in_memory()?;
+        reference.execute_batch(schema)?;
+        reference
+    })?;
+    let found = objects(&connection)?;
+    if let Some((kind, _)) = found.difference(&expected).next() {
+        return Err(Error::Corrupt(match kind.as_str() {
+            "trigger" => "the database holds a trigger the schema does not create",
+            "view" => "the database holds a view the schema does not create",
+            _ => "the database holds a table or index the schema does not create",
+        }));
+    }
     Ok(connection)
+}
+
+/// The (type, name) of every table, index, trigger and view in a database,
+/// SQLite's own objects excepted.
+fn objects(connection: &Connection) -> Result<BTreeSet<(String, String)>, Error> {
+    let mut statement = connection.prepare(
+        "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
+    )?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let mut objects = BTreeSet::new();
+    for row in rows {
+        objects.insert(row?);
+    }
+    Ok(objects)
 }
 
 /// Moves the write-ahead log into the database file and truncates it, so
 /// that rows deleted with `secure_delete` leave no copy in the log.
 ///
+/// A checkpoint cannot finish while another connection reads an older
+/// snapshot; it is retried for a few seconds, then reported.
+///
 /// # Errors
-/// [`Error::Store`] if the checkpoint fails.
+/// [`Error::Store`] if the checkpoint fails or stays blocked by readers
+/// (the deleted rows may then remain in the log until a later checkpoint).
 pub fn checkpoint(connection: &Connection) -> Result<(), Error> {
-    connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-    Ok(())
+    let started = std::time::Instant::now();
+    loop {
+        // (busy, frames in the log, frames checkpointed)
+        let busy: i64 =
+            connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))?;
+        if busy == 0 {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            return Err(Error::Store(
+                "the write-ahead log could not be checkpointed: other connections kept reading"
+                    .into(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -548,3 +548,26 @@ fn bad_input_gets_typed_errors() {
         "p:l@1"
     );
 }
+
+#[test]
+fn databases_are_private_and_refuse_objects_their_schema_does_not_make() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let dir = atrest_test_support::TempDir::new("db-rules");
+    let path = dir.path().join("meta.sqlite");
+    drop(SqliteStore::open(&path).unwrap());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // A trigger planted by someone who can write the file (to copy rows
+    // before a purge deletes them, say): the store refuses to open.
+    {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch(
+            "CREATE TABLE loot (x BLOB);
+             CREATE TRIGGER copy AFTER DELETE ON tik_wraps BEGIN INSERT INTO loot VALUES (old.wrapped); END;",
+        )
+        .unwrap();
+    }
+    let refused = SqliteStore::open(&path);
+    assert!(matches!(refused, Err(Error::Corrupt(_))), "{refused:?}");
+}

@@ -76,11 +76,20 @@ impl Config {
             source,
         })?;
         let tmp = dir.join(format!("{CONFIG}.tmp"));
-        fs::write(&tmp, text + "\n").map_err(io_at(&tmp))?;
-        fs::File::open(&tmp)
-            .and_then(|file| file.sync_all())
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_at(&tmp))?;
+        file.write_all((text + "\n").as_bytes())
+            .and_then(|()| file.sync_all())
             .map_err(io_at(&tmp))?;
         fs::rename(&tmp, &path).map_err(io_at(&path))?;
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_at(dir))?;
         Ok(())
     }
 }
