@@ -2,13 +2,19 @@
 //! service's master key.
 //!
 //! Keys are AES-256 secret keys on the token, created *sensitive* and *not
-//! extractable*, so their value never leaves the token; wrapping and
-//! unwrapping run inside it (`CKM_AES_GCM`).
+//! extractable*, so their value never leaves the token, and usable with
+//! `CKM_AES_GCM` only (`CKA_ALLOWED_MECHANISMS`); wrapping and unwrapping
+//! run inside the token. The service can disable a key
+//! ([`Pkcs11Keys::disable_key`]) but has no way to enable one again: that
+//! is the customer's act.
 //!
 //! # Wrapped form (version 1)
 //!
-//! `0x01` ‖ IV (12 random bytes) ‖ AES-256-GCM ciphertext of the 32-byte
-//! key ‖ 16-byte tag, with associated data `0x01 ‖ aad`: 61 bytes.
+//! `0x01` ‖ IV (12 bytes) ‖ AES-256-GCM ciphertext of the 32-byte key ‖
+//! 16-byte tag, with associated data `0x01 ‖ aad`: 61 bytes. The IV is
+//! random from the operating system, or whatever the token wrote back into
+//! the mechanism parameters (tokens in FIPS mode generate their own): the
+//! IV stored is always the one read back after encryption.
 //!
 //! The random 96-bit IV bounds the number of wraps under one token key to
 //! 2^32 (NIST SP 800-38D). A token key wraps one TIK version per tenant it
@@ -34,8 +40,8 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
@@ -242,6 +248,8 @@ impl Pkcs11Keys {
             Attribute::Decrypt(true),
             Attribute::Wrap(false),
             Attribute::Unwrap(false),
+            // Usable with AES-GCM only: no ECB or CBC to misuse it with.
+            Attribute::AllowedMechanisms(vec![MechanismType::AES_GCM]),
         ]
     }
 
@@ -363,20 +371,42 @@ impl Pkcs11Keys {
         })
     }
 
-    /// Allows or forbids using key `label` to encrypt and decrypt (how a
-    /// token owner can suspend the service's use of a key without destroying
-    /// it).
+    /// Forbids using key `label` to encrypt and decrypt: how a token owner
+    /// suspends the service's use of a key without destroying it. There is
+    /// deliberately no way back through this type: making the key usable
+    /// again is the customer's act, with the customer's own tools, never
+    /// the service's.
     ///
     /// # Errors
     /// As for [`Pkcs11Keys::destroy_key`].
-    pub fn set_key_usable(&self, label: &str, usable: bool) -> Result<(), ProviderError> {
+    pub fn disable_key(&self, label: &str) -> Result<(), ProviderError> {
         let key = self.key_ref(label)?;
         self.with_session(&key, |session| {
             let handle = self.handle(session, &key)?;
             session.update_attributes(
                 handle,
-                &[Attribute::Encrypt(usable), Attribute::Decrypt(usable)],
+                &[Attribute::Encrypt(false), Attribute::Decrypt(false)],
             )
+        })
+    }
+
+    /// The mechanisms key `label` may be used with (`CKA_ALLOWED_MECHANISMS`),
+    /// as the token reports them; empty if it sets no restriction.
+    ///
+    /// # Errors
+    /// As for [`Pkcs11Keys::destroy_key`].
+    pub fn allowed_mechanisms(&self, label: &str) -> Result<Vec<MechanismType>, ProviderError> {
+        let key = self.key_ref(label)?;
+        self.with_session(&key, |session| {
+            let handle = self.handle(session, &key)?;
+            let attributes = session.get_attributes(handle, &[AttributeType::AllowedMechanisms])?;
+            Ok(attributes
+                .into_iter()
+                .find_map(|a| match a {
+                    Attribute::AllowedMechanisms(list) => Some(list),
+                    _ => None,
+                })
+                .unwrap_or_default())
         })
     }
 }
@@ -418,6 +448,7 @@ impl Pkcs11Keys {
                 Attribute::Extractable(false),
                 Attribute::Sign(true),
                 Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::AllowedMechanisms(vec![MechanismType::EDDSA]),
             ];
             session.generate_key_pair(&Mechanism::EccEdwardsKeyPairGen, &public, &private)
         })
@@ -555,6 +586,40 @@ impl core::fmt::Debug for Pkcs11Keys {
     }
 }
 
+/// Runs an AES-GCM encryption with `iv` in its parameters and returns the
+/// IV as the parameters hold it afterwards: a token that generates its own
+/// IV (FIPS-mode HSMs) writes it back there, and only that IV decrypts.
+fn gcm_encrypt<E>(
+    iv: [u8; IV_LEN],
+    encrypt: impl FnOnce(&mut [u8]) -> Result<Vec<u8>, E>,
+) -> Result<([u8; IV_LEN], Vec<u8>), E> {
+    let mut iv = iv;
+    let ciphertext = encrypt(&mut iv)?;
+    Ok((iv, ciphertext))
+}
+
+/// The wrapped form: version, the IV the token used, ciphertext and tag.
+fn assemble_wrapped(
+    key: &RootKeyRef,
+    iv: [u8; IV_LEN],
+    ciphertext: &[u8],
+) -> Result<Vec<u8>, ProviderError> {
+    if ciphertext.len() != KeyMaterial::LEN + TAG_LEN {
+        return Err(ProviderError::Unavailable {
+            key: key.clone(),
+            detail: format!(
+                "token returned {} bytes of AES-GCM output",
+                ciphertext.len()
+            ),
+        });
+    }
+    let mut wrapped = Vec::with_capacity(WRAPPED_LEN);
+    wrapped.push(VERSION);
+    wrapped.extend_from_slice(&iv);
+    wrapped.extend_from_slice(ciphertext);
+    Ok(wrapped)
+}
+
 fn full_aad(aad: &[u8]) -> Vec<u8> {
     let mut full = Vec::with_capacity(1 + aad.len());
     full.push(VERSION);
@@ -583,26 +648,14 @@ impl Pkcs11Keys {
                 detail: "the operating system random number generator failed".into(),
             })?;
         let aad = full_aad(aad);
-        let ciphertext = self.with_session(key, |session| {
+        let (used_iv, ciphertext) = self.with_session(key, |session| {
             let handle = self.handle(session, key)?;
-            let mut iv = iv;
-            let params = GcmParams::new(&mut iv, &aad, TAG_BITS.into())?;
-            session.encrypt(&Mechanism::AesGcm(params), handle, material.expose_secret())
+            gcm_encrypt(iv, |iv| {
+                let params = GcmParams::new(iv, &aad, TAG_BITS.into())?;
+                session.encrypt(&Mechanism::AesGcm(params), handle, material.expose_secret())
+            })
         })?;
-        if ciphertext.len() != KeyMaterial::LEN + TAG_LEN {
-            return Err(ProviderError::Unavailable {
-                key: key.clone(),
-                detail: format!(
-                    "token returned {} bytes of AES-GCM output",
-                    ciphertext.len()
-                ),
-            });
-        }
-        let mut wrapped = Vec::with_capacity(WRAPPED_LEN);
-        wrapped.push(VERSION);
-        wrapped.extend_from_slice(&iv);
-        wrapped.extend_from_slice(&ciphertext);
-        Ok(wrapped)
+        assemble_wrapped(key, used_iv, &ciphertext)
     }
 
     /// Unwraps what [`Self::wrap`] returned: the blocking form of
@@ -708,5 +761,29 @@ fn map_error(key: &RootKeyRef, error: CkError) -> ProviderError {
             key: key.clone(),
             detail: format!("{function}: {rv}"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_iv_a_token_writes_back_is_the_one_stored() {
+        // A token that generates its own IV overwrites the one it was given.
+        let token_iv = [0x5a; IV_LEN];
+        let (iv, ciphertext) = gcm_encrypt([0u8; IV_LEN], |iv| {
+            iv.copy_from_slice(&token_iv);
+            Ok::<_, ()>(vec![7; KeyMaterial::LEN + TAG_LEN])
+        })
+        .unwrap();
+        assert_eq!(iv, token_iv);
+        let key = RootKeyRef::new("hsm", "k", 1).unwrap();
+        let wrapped = assemble_wrapped(&key, iv, &ciphertext).unwrap();
+        assert_eq!(wrapped.get(1..1 + IV_LEN), Some(&token_iv[..]));
+        assert_eq!(wrapped.len(), WRAPPED_LEN);
+        // A token that keeps the IV it was given: that one is stored.
+        let (iv, _) = gcm_encrypt([3u8; IV_LEN], |_| Ok::<_, ()>(Vec::new())).unwrap();
+        assert_eq!(iv, [3u8; IV_LEN]);
     }
 }

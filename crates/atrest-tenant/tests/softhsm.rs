@@ -112,7 +112,7 @@ fn customer_key_tenant_end_to_end() {
         check_all(&hierarchy);
 
         // Revoke: the customer disables key B and destroys key A.
-        hsm_b.set_key_usable("tenant-key-1", false).unwrap();
+        hsm_b.disable_key("tenant-key-1").unwrap();
         hierarchy.flush_cache();
         let (ctx, _) = &files[0];
         let wrapped = store.file_key(ctx).unwrap().unwrap();
@@ -234,6 +234,22 @@ fn token_keys_cannot_be_extracted() {
                 "{label}: value readable"
             );
         }
+        // Each key may be used with AES-GCM only: ECB on it is refused.
+        for label in ["generated", "imported"] {
+            assert_eq!(
+                hsm.allowed_mechanisms(label).unwrap(),
+                [cryptoki::mechanism::MechanismType::AES_GCM],
+                "{label}"
+            );
+            let target = session
+                .find_objects(&[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::Label(label.into()),
+                ])
+                .unwrap()[0];
+            let ecb = session.encrypt(&Mechanism::AesEcb, target, &[0u8; 16]);
+            assert!(ecb.is_err(), "{label} encrypted with ECB");
+        }
         // Creating a key whose label is taken is refused.
         assert!(matches!(
             hsm.generate_key("generated"),
@@ -295,7 +311,7 @@ fn token_errors_are_typed() {
             hsm.unwrap(&missing, &wrapped, b"aad"),
             Err(ProviderError::NotFound { .. })
         ));
-        hsm.set_key_usable("k", false).unwrap();
+        hsm.disable_key("k").unwrap();
         assert!(matches!(
             hsm.unwrap(&key, &wrapped, b"aad"),
             Err(ProviderError::AccessDenied { .. })
