@@ -276,6 +276,13 @@ pub enum Event {
         /// Who was refused.
         principal: Text,
     },
+    /// A write policy refused a principal a new version of a file.
+    WriteDenied {
+        /// The file version it would have been.
+        file: FileRef,
+        /// Who was refused.
+        principal: Text,
+    },
     /// A tenant intermediate key was rolled to a new version.
     TikRolled {
         /// The new version.

@@ -298,9 +298,8 @@ fn customer_key_demo(dir: &Path) -> Result<Vec<(&'static str, String)>, Error> {
         },
     )?;
     let carol = user("carol@northwind");
-    let system = Access::System {
-        operation: "malware scan",
-    };
+    let scan = deployment.system_capability("malware scan");
+    let system = Access::System(&scan);
     let _ = deployment.put("northwind", "ledger.csv", &carol, &b"northwind's data"[..])?;
     let open = |access: &Access<'_>| {
         deployment.get(

@@ -38,14 +38,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use atrest::audit::{
-    Audit as _, AuditLog, DirectoryWitness, Entry, Event, LogConfig, Outcome, Record, Recovery,
-    Report, SigningKey, Text, Value, VerifyingKey,
+    Audit as _, AuditLog, DirectoryWitness, Entry, Event, LogConfig, Record, Recovery, Report,
+    SigningKey, Text, Value, VerifyingKey,
 };
 use atrest::blobs::BlobStore;
-use atrest::filekey::{FileId, FileVersion, KeyVersion, OsRng, TenantId};
+use atrest::filekey::{FileVersion, KeyVersion, OsRng, TenantId};
 use atrest::tenant::{
-    Access, Decision, MasterKey, Pkcs11Keys, ReleasePolicy, RewrapProgress, RewrapReport,
-    RootKeyRef, RootRollReport, ServiceKeys, SqliteStore, TenantKind, TenantState,
+    Access, MasterKey, Pkcs11Keys, ReleasePolicy, RewrapProgress, RewrapReport, RootKeyRef,
+    RootRollReport, ServiceKeys, SqliteStore, TenantKind, TenantState,
 };
 use atrest::{FileRecord, Files, SqliteCatalog};
 use serde::Serialize;
@@ -189,6 +189,7 @@ pub struct Deployment {
     catalog: Arc<SqliteCatalog>,
     policy: Arc<dyn ReleasePolicy>,
     files: Files,
+    administration: atrest::tenant::Administration,
     blobs: Arc<BlobStore>,
 }
 
@@ -345,7 +346,7 @@ impl Deployment {
             log: &log,
             fallbacks: &fallbacks,
         };
-        let files = parts.files(policy.clone())?;
+        let (files, administration) = parts.files(policy.clone())?;
         Ok(Self {
             dir: dir.to_path_buf(),
             config,
@@ -358,6 +359,7 @@ impl Deployment {
             catalog,
             policy,
             files,
+            administration,
             blobs,
         })
     }
@@ -405,6 +407,13 @@ impl Deployment {
     /// The directory the audit log publishes its checkpoints to.
     pub fn audit_witness(&self) -> Option<PathBuf> {
         self.config.audit_witness(&self.dir)
+    }
+
+    /// A capability for the system operation `operation` (see
+    /// [`Access::System`]): for the operator programs that own the
+    /// deployment, never for request handlers.
+    pub fn system_capability(&self, operation: &str) -> atrest::tenant::SystemCapability {
+        self.administration.capability(operation)
     }
 
     /// Every use of the availability key since the deployment was opened
@@ -539,7 +548,7 @@ impl Deployment {
                 log: &self.log,
                 fallbacks: &self.fallbacks,
             };
-            self.files = parts.files(self.policy.clone())?;
+            (self.files, self.administration) = parts.files(self.policy.clone())?;
         }
         let [a, b]: [RootKeyRef; 2] = refs
             .try_into()
@@ -620,8 +629,9 @@ impl Deployment {
     /// `tenant`, for `access`, into a new blob; the catalog allocates the
     /// version (several writers of one name at once each get their own).
     ///
-    /// A version may be written by whoever the release policy would give
-    /// its key to; a refusal is audited (`write_denied`).
+    /// A version may be written by whoever the policy's write decision
+    /// allows (by default: whoever it would give the key to); the library
+    /// audits a refusal (`write_denied`).
     ///
     /// # Errors
     /// [`Error::UnknownTenant`]; [`Error::Refused`]; [`Error::Library`]
@@ -636,21 +646,7 @@ impl Deployment {
     ) -> Result<PutReport, Error> {
         atrest::check_name("file name", name).map_err(atrest::Error::from)?;
         let tenant_id = self.tenant_id(tenant)?;
-        let file = match self.files.record(tenant_id, name, None) {
-            Ok(record) => record.file,
-            Err(error) if error.kind() == atrest::ErrorKind::NotFound => {
-                FileId::random(&mut OsRng)?
-            }
-            Err(error) => return Err(error.into()),
-        };
-        if let Decision::Deny(reason) = self.policy.decide(access, tenant_id, file) {
-            self.audit_write_denied(tenant_id, access, &reason)?;
-            return Err(Error::Refused {
-                principal: access.principal(),
-                tenant: tenant.to_owned(),
-                reason,
-            });
-        }
+        // The library asks the policy for the write and audits a refusal.
         let record = named(
             tenant,
             tenant_id,
@@ -663,29 +659,6 @@ impl Deployment {
             blob: record.blob.to_string(),
             record,
         })
-    }
-
-    fn audit_write_denied(
-        &self,
-        tenant: TenantId,
-        access: &Access<'_>,
-        reason: &str,
-    ) -> Result<(), Error> {
-        let event = Event::Custom {
-            kind: Text::lossy("write_denied"),
-            fields: [(
-                Text::lossy("principal"),
-                Value::Text(Text::lossy(access.principal())),
-            )]
-            .into(),
-        };
-        let record = Record::new(Text::lossy(self.options.actor()), event)
-            .tenant(Text::lossy(tenant.to_string()))
-            .outcome(Outcome::Denied {
-                reason: Text::lossy(reason),
-            });
-        let _ = self.log.record(record)?;
-        Ok(())
     }
 
     /// The record of a file version (the latest if `version` is `None`),

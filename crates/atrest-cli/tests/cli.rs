@@ -608,7 +608,7 @@ fn principals_are_user_at_tenant_exactly() {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|e| e["event"]["kind"] == "write_denied")
+            .filter(|e| e["event"]["type"] == "write_denied")
             .count(),
         7
     );

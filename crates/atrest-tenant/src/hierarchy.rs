@@ -11,6 +11,7 @@ use atrest_filekey::{
 };
 
 use crate::blocking::block_on;
+use crate::policy::{Administration, Issuer, SystemCapability};
 use crate::store::{
     Rewrapped, RootKeySlot, SlotRole, TenantKind, TenantRecord, TenantState, TikWrap,
 };
@@ -150,12 +151,24 @@ impl Builder {
         self
     }
 
-    /// Builds the hierarchy.
+    /// Builds the hierarchy, for code that runs no system operation of its
+    /// own (the hierarchy's re-wrap and root-key roll still run).
+    ///
+    /// # Errors
+    /// As for [`Builder::build_with_administration`].
+    pub fn build(self) -> Result<KeyHierarchy, Error> {
+        self.build_with_administration()
+            .map(|(hierarchy, _)| hierarchy)
+    }
+
+    /// Builds the hierarchy and its [`Administration`], the one source of
+    /// the [`SystemCapability`]s that [`Access::System`] needs: keep it in
+    /// the service's administrative code, away from request handlers.
     ///
     /// # Errors
     /// [`Error::Misuse`] if the service root key or availability key names
     /// a provider that was not registered.
-    pub fn build(self) -> Result<KeyHierarchy, Error> {
+    pub fn build_with_administration(self) -> Result<(KeyHierarchy, Administration), Error> {
         for (provider, _) in self.service_root.iter().chain(&self.availability) {
             if !self.providers.contains_key(provider) {
                 return Err(Error::Misuse(
@@ -163,7 +176,9 @@ impl Builder {
                 ));
             }
         }
-        Ok(KeyHierarchy {
+        let issuer = Arc::new(Issuer);
+        let hierarchy = KeyHierarchy {
+            issuer: issuer.clone(),
             store: self.store,
             audit: self.audit,
             providers: self.providers,
@@ -174,7 +189,8 @@ impl Builder {
             actor: Text::lossy(self.actor),
             tenants: RwLock::default(),
             tiks: RwLock::default(),
-        })
+        };
+        Ok((hierarchy, Administration::new(issuer)))
     }
 }
 
@@ -184,6 +200,8 @@ impl Builder {
 /// Shareable across threads (`&self` everywhere). See the crate
 /// documentation for the model and its rules.
 pub struct KeyHierarchy {
+    /// Whose system capabilities this hierarchy accepts.
+    issuer: Arc<Issuer>,
     store: Arc<dyn MetadataStore>,
     audit: Arc<dyn Audit>,
     providers: HashMap<String, Arc<dyn RootKeyProvider>>,
@@ -524,7 +542,7 @@ impl KeyHierarchy {
         let result = self.unwrap_slot(record, wrap).await.map_err(Error::RootKey);
         let operation = match access {
             Access::User { principal } => format!("user request by {principal}"),
-            Access::System { operation } => format!("system operation {operation}"),
+            Access::System(capability) => format!("system operation {}", capability.operation()),
         };
         let outcome = match &result {
             Ok(_) => Outcome::Success,
@@ -549,6 +567,7 @@ impl KeyHierarchy {
         version: KeyVersion,
         access: &Access<'_>,
     ) -> Result<Arc<Kek>, Error> {
+        self.check_capability(access)?;
         let tenant = entry.record.tenant;
         let now = Instant::now();
         if let Some(cached) = self
@@ -689,13 +708,26 @@ impl KeyHierarchy {
 
     // ----- file keys ---------------------------------------------------
 
+    /// Refuses a system capability that this hierarchy's administration did
+    /// not issue.
+    fn check_capability(&self, access: &Access<'_>) -> Result<(), Error> {
+        match access {
+            Access::System(capability) if !capability.issued_by(&self.issuer) => Err(
+                Error::Misuse("a system capability issued for another key hierarchy"),
+            ),
+            _ => Ok(()),
+        }
+    }
+
     /// Generates the file key of a new file version and wraps it under the
-    /// tenant's current TIK. The caller stores the wrapped key with the
-    /// file's metadata and encrypts with the key, then drops it.
+    /// tenant's current TIK, once the policy allowed `access` to write it
+    /// ([`ReleasePolicy::decide_write`]). The caller stores the wrapped key
+    /// with the file's metadata and encrypts with the key, then drops it.
     ///
-    /// Audited as `file_key_wrapped`.
+    /// Audited as `file_key_wrapped`, or `write_denied`.
     ///
     /// # Errors
+    /// [`Error::Denied`] if the policy refuses the write;
     /// [`Error::UnknownTenant`]; [`Error::Purged`]; [`Error::Revoked`] or
     /// [`Error::RootKey`] if the TIK cannot be unwrapped (see [`Access`]);
     /// [`Error::Audit`] (then no key is returned).
@@ -704,7 +736,22 @@ impl KeyHierarchy {
         access: &Access<'_>,
         context: &FileContext,
     ) -> Result<(FileKey, WrappedFileKey), Error> {
+        self.check_capability(access)?;
         let entry = self.tenant_entry(context.tenant).await?;
+        if let Decision::Deny(reason) =
+            self.policy
+                .decide_write(access, context.tenant, context.file)
+        {
+            let event = Event::WriteDenied {
+                file: Self::file_ref(context),
+                principal: Text::lossy(access.principal()),
+            };
+            let outcome = Outcome::Denied {
+                reason: Text::lossy(&reason),
+            };
+            self.record(&entry, event, outcome)?;
+            return Err(Error::Denied { reason });
+        }
         let version = entry.record.current_tik;
         let result = self.tik(&entry, version, access).await.and_then(|tik| {
             tik.generate_wrapped(context, &mut OsRng)
@@ -744,6 +791,7 @@ impl KeyHierarchy {
         context: &FileContext,
         wrapped: &WrappedFileKey,
     ) -> Result<FileKey, Error> {
+        self.check_capability(access)?;
         let principal = Text::lossy(access.principal());
         let entry = match self.tenant_entry(context.tenant).await {
             Ok(entry) => entry,
@@ -873,9 +921,8 @@ impl KeyHierarchy {
         batch_size: usize,
         progress: &mut dyn FnMut(RewrapProgress),
     ) -> Result<RewrapReport, Error> {
-        let access = Access::System {
-            operation: "rewrap",
-        };
+        let capability = SystemCapability::issued(&self.issuer, "rewrap");
+        let access = Access::System(&capability);
         self.flush_tenant(tenant);
         let entry = self.tenant_entry(tenant).await?;
         let current = entry.record.current_tik;
@@ -1066,9 +1113,8 @@ impl KeyHierarchy {
         {
             return Ok(material);
         }
-        let access = Access::System {
-            operation: "roll root key",
-        };
+        let capability = SystemCapability::issued(&self.issuer, "roll root key");
+        let access = Access::System(&capability);
         Ok(self.unwrap_tik(entry, version, &access).await?.0)
     }
 

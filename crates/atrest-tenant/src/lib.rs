@@ -19,7 +19,7 @@ pub use hierarchy::{
     Builder, DEFAULT_CACHE_TTL, KeyHierarchy, RewrapProgress, RewrapReport, RootRollReport,
 };
 pub use pkcs11::{KeyProtection, Pkcs11Keys, TokenCheckpointSigner};
-pub use policy::{Access, Decision, DenyAll, ReleasePolicy};
+pub use policy::{Access, Administration, Decision, DenyAll, ReleasePolicy, SystemCapability};
 pub use provider::{KeyMaterial, MAX_NAME_LEN, RootKeyProvider, RootKeyRef};
 pub use service::{MasterKey, ServiceKeys};
 pub use store::{

@@ -1,5 +1,7 @@
 //! Who is asking for a key, and whether they may have it.
 
+use std::sync::Arc;
+
 use atrest_filekey::{FileId, TenantId};
 
 /// On whose behalf a key operation runs. It decides the availability-key
@@ -15,17 +17,15 @@ pub enum Access<'a> {
         principal: &'a str,
     },
     /// A system operation the service runs on its own account (re-wrap
-    /// during a rotation, an anti-malware scan, a data move), named by
-    /// `operation`.
+    /// during a rotation, an anti-malware scan, a data move), with the
+    /// capability that names it.
     ///
     /// It may use the availability key whenever the customer's root keys
     /// cannot be used, including after a revocation (until the purge); each
     /// such use is audited. A TIK obtained this way is not cached, so user
-    /// requests never benefit from it.
-    System {
-        /// What the operation is (for the policy and the audit trail).
-        operation: &'a str,
-    },
+    /// requests never benefit from it. Only the holder of the hierarchy's
+    /// [`Administration`] can make the [`SystemCapability`] this needs.
+    System(&'a SystemCapability),
 }
 
 impl Access<'_> {
@@ -34,12 +34,89 @@ impl Access<'_> {
     pub fn principal(&self) -> String {
         match self {
             Self::User { principal } => (*principal).to_owned(),
-            Self::System { operation } => format!("system:{operation}"),
+            Self::System(capability) => format!("system:{}", capability.operation),
         }
     }
 
     pub(crate) fn is_system(&self) -> bool {
-        matches!(self, Self::System { .. })
+        matches!(self, Self::System(_))
+    }
+}
+
+/// Permission to run one system operation: what [`Access::System`] carries.
+///
+/// It cannot be made from outside this crate — not by a literal, not by a
+/// constructor — only by [`Administration::capability`]; it is valid only
+/// with the hierarchy whose administration issued it (another hierarchy
+/// refuses it, so building a hierarchy of one's own mints nothing useful);
+/// and the administration of a hierarchy exists once, returned by
+/// [`Builder::build_with_administration`](crate::hierarchy::Builder::build_with_administration)
+/// to the code that builds the hierarchy. Keep it in the service's
+/// administrative jobs; request handlers get the hierarchy (or the files
+/// API), never it.
+///
+/// ```compile_fail
+/// use atrest_tenant::{Access, SystemCapability};
+/// // A request handler cannot forge one:
+/// let forged = SystemCapability { operation: "rewrap".into() };
+/// let _ = Access::System(&forged);
+/// ```
+#[derive(Debug)]
+pub struct SystemCapability {
+    operation: String,
+    issuer: Arc<Issuer>,
+}
+
+impl PartialEq for SystemCapability {
+    fn eq(&self, other: &Self) -> bool {
+        self.operation == other.operation && Arc::ptr_eq(&self.issuer, &other.issuer)
+    }
+}
+
+impl Eq for SystemCapability {}
+
+/// The identity of one hierarchy's administration (compared by address).
+#[derive(Debug, Default)]
+pub(crate) struct Issuer;
+
+impl SystemCapability {
+    /// A capability issued by `issuer` (the hierarchy's own operations use
+    /// this too: re-wrap, root-key roll).
+    pub(crate) fn issued(issuer: &Arc<Issuer>, operation: &str) -> Self {
+        Self {
+            operation: operation.to_owned(),
+            issuer: issuer.clone(),
+        }
+    }
+
+    /// Whether `issuer` issued it.
+    pub(crate) fn issued_by(&self, issuer: &Arc<Issuer>) -> bool {
+        Arc::ptr_eq(&self.issuer, issuer)
+    }
+
+    /// What the operation is (for the policy and the audit trail).
+    pub fn operation(&self) -> &str {
+        &self.operation
+    }
+}
+
+/// The administrative side of a key hierarchy: the one source of
+/// [`SystemCapability`]s. Not `Clone`; made only by
+/// [`Builder::build_with_administration`](crate::hierarchy::Builder::build_with_administration).
+#[derive(Debug)]
+pub struct Administration {
+    issuer: Arc<Issuer>,
+}
+
+impl Administration {
+    pub(crate) fn new(issuer: Arc<Issuer>) -> Self {
+        Self { issuer }
+    }
+
+    /// A capability to run the system operation `operation` (audited under
+    /// that name) on this administration's hierarchy.
+    pub fn capability(&self, operation: &str) -> SystemCapability {
+        SystemCapability::issued(&self.issuer, operation)
     }
 }
 
@@ -53,13 +130,22 @@ pub enum Decision {
     Deny(String),
 }
 
-/// Decides whether a file key may be released: the service's authorization
-/// check ("may this principal read this file of this tenant?").
+/// Decides whether a file key may be released, and whether a file may be
+/// written: the service's authorization checks ("may this principal read
+/// this file of this tenant?", "… write a new version of it?").
 ///
-/// Closures `Fn(&Access, TenantId, FileId) -> Decision` implement it.
+/// Closures `Fn(&Access, TenantId, FileId) -> Decision` implement it, with
+/// the same answer for both.
 pub trait ReleasePolicy: Send + Sync {
     /// Whether `access` may have the key of `file` of `tenant`.
     fn decide(&self, access: &Access<'_>, tenant: TenantId, file: FileId) -> Decision;
+
+    /// Whether `access` may write a new version of `file` of `tenant` (asked
+    /// before its file key is made). By default, the same as
+    /// [`ReleasePolicy::decide`]: whoever may read a file may write it.
+    fn decide_write(&self, access: &Access<'_>, tenant: TenantId, file: FileId) -> Decision {
+        self.decide(access, tenant, file)
+    }
 }
 
 impl<F> ReleasePolicy for F

@@ -29,7 +29,7 @@ use atrest_tenant::{
     Error, KeyHierarchy, MasterKey, RootKeyProvider, RootKeyRef, ServiceKeys, SqliteStore,
     TenantState,
 };
-use common::{SYSTEM, TempDir, USER, context};
+use common::{TempDir, USER, context, system};
 
 const CHILD_DIR: &str = "ATREST_CRASH_CHILD_DIR";
 const CHILD_OP: &str = "ATREST_CRASH_CHILD_OP";
@@ -37,6 +37,7 @@ const CHILD_TENANT: &str = "ATREST_CRASH_CHILD_TENANT";
 
 struct World {
     hierarchy: KeyHierarchy,
+    admin: atrest_tenant::Administration,
     store: Arc<SqliteStore>,
     log: Arc<AuditLog>,
 }
@@ -78,17 +79,18 @@ fn open_world(dir: &Path) -> World {
         AuditLog::create(&audit_dir, audit_signer(dir), LogConfig::default()).unwrap()
     };
     let log = Arc::new(log);
-    let hierarchy = KeyHierarchy::builder(store.clone(), log.clone())
+    let (hierarchy, admin) = KeyHierarchy::builder(store.clone(), log.clone())
         .provider(service as Arc<dyn RootKeyProvider>)
         .provider(a as Arc<dyn RootKeyProvider>)
         .provider(b as Arc<dyn RootKeyProvider>)
         .service_root_key("service", "root")
         .availability_key("service", "availability")
         .policy(common::policy())
-        .build()
+        .build_with_administration()
         .unwrap();
     World {
         hierarchy,
+        admin,
         store,
         log,
     }
@@ -305,7 +307,8 @@ fn sigkill_during_a_purge_leaves_it_done_or_not_done() {
                 assert!(world.store.tik_versions(victim).unwrap().is_empty());
                 for ctx in files.keys() {
                     let wrapped = world.store.file_key(ctx).unwrap().unwrap();
-                    for access in [USER, SYSTEM] {
+                    let scan = world.admin.capability("scan");
+                    for access in [USER, system(&scan)] {
                         let result = world.hierarchy.release_file_key(&access, ctx, &wrapped);
                         assert!(matches!(result, Err(Error::Purged(_))), "{result:?}");
                     }

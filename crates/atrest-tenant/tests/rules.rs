@@ -19,7 +19,7 @@ use atrest_audit::{Event, Outcome};
 use atrest_filekey::{FileContext, KeyVersion};
 use atrest_tenant::fault::Fault;
 use atrest_tenant::{Access, Error, ProviderError, RewrapProgress, SqliteStore, TenantState};
-use common::{Fixture, SYSTEM, USER, context};
+use common::{Fixture, USER, context, system};
 
 fn is_fallback(event: &Event, outcome: &Outcome) -> bool {
     matches!(event, Event::AvailabilityKeyFallback { .. }) && *outcome == Outcome::Success
@@ -130,8 +130,9 @@ fn access_denied_never_falls_back_for_a_user_request() {
     );
 
     // A marked system operation may use the availability key, audited...
+    let scan = f.admin.capability("scan");
     f.hierarchy
-        .release_file_key(&SYSTEM, &ctx, &wrapped)
+        .release_file_key(&system(&scan), &ctx, &wrapped)
         .unwrap();
     assert_eq!(f.audit.count(is_fallback), 1);
     // ...but what it obtained is not cached for users.
@@ -242,7 +243,8 @@ fn a_purge_is_final_cache_included_and_audited() {
     f.hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
 
     assert_eq!(f.hierarchy.purge(tenant).unwrap(), 2);
-    for access in [USER, SYSTEM] {
+    let scan = f.admin.capability("scan");
+    for access in [USER, system(&scan)] {
         let result = f.hierarchy.release_file_key(&access, &ctx, &wrapped);
         assert!(
             matches!(result, Err(Error::Purged(t)) if t == tenant),
@@ -267,7 +269,7 @@ fn a_purge_is_final_cache_included_and_audited() {
         .unwrap();
 
     // A new hierarchy over the same store, every provider healthy: still purged.
-    let again = Fixture::build(
+    let (again, again_admin) = Fixture::build(
         &f.store,
         &f.audit,
         &f.service,
@@ -275,8 +277,9 @@ fn a_purge_is_final_cache_included_and_audited() {
         &f.customer_b,
         Duration::from_secs(60),
     );
+    let scan = again_admin.capability("scan");
     assert!(matches!(
-        again.release_file_key(&SYSTEM, &ctx, &wrapped),
+        again.release_file_key(&system(&scan), &ctx, &wrapped),
         Err(Error::Purged(_))
     ));
     // Nothing of the tenant's TIKs is left in the store.
@@ -330,7 +333,8 @@ fn a_tenants_keys_never_unwrap_under_another_tenant() {
         .unwrap();
     assert_eq!(copied, 3);
     f.hierarchy.flush_cache();
-    for access in [USER, SYSTEM] {
+    let scan = f.admin.capability("scan");
+    for access in [USER, system(&scan)] {
         let result = f.hierarchy.release_file_key(&access, &ctx_c, &wrapped_c);
         assert!(
             matches!(
@@ -570,4 +574,65 @@ fn databases_are_private_and_refuse_objects_their_schema_does_not_make() {
     }
     let refused = SqliteStore::open(&path);
     assert!(matches!(refused, Err(Error::Corrupt(_))), "{refused:?}");
+}
+
+#[test]
+fn a_system_capability_works_only_with_the_hierarchy_that_issued_it() {
+    let f = Fixture::new("capability");
+    let tenant = f.customer_tenant();
+    let ctx = context(tenant);
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    // A second hierarchy built over the same store, with an administration
+    // of its own: its capabilities mean nothing to the first.
+    let (_, foreign_admin) = Fixture::build(
+        &f.store,
+        &f.audit,
+        &f.service,
+        &f.customer_a,
+        &f.customer_b,
+        Duration::from_secs(60),
+    );
+    let foreign = foreign_admin.capability("rewrap");
+    f.customer_a.set(Fault::AccessDenied);
+    f.customer_b.set(Fault::AccessDenied);
+    f.hierarchy.flush_cache();
+    let result = f
+        .hierarchy
+        .release_file_key(&system(&foreign), &ctx, &wrapped);
+    assert!(matches!(result, Err(Error::Misuse(_))), "{result:?}");
+    assert_eq!(
+        f.audit.count(is_fallback),
+        0,
+        "the availability key was used"
+    );
+    // Its own administration's capability is honoured.
+    let own = f.admin.capability("rewrap");
+    f.hierarchy
+        .release_file_key(&system(&own), &ctx, &wrapped)
+        .unwrap();
+}
+
+#[test]
+fn a_denied_write_makes_no_file_key_and_is_audited() {
+    let f = Fixture::new("write-denied");
+    let tenant = f.service_tenant();
+    let ctx = context(tenant);
+    // The fixture's policy lets only readers (and system operations) in.
+    let stranger = Access::User {
+        principal: "mallory",
+    };
+    let result = f.hierarchy.new_file_key(&stranger, &ctx);
+    assert!(matches!(result, Err(Error::Denied { .. })), "{result:?}");
+    assert_eq!(
+        f.audit
+            .count(|e, o| matches!(e, Event::WriteDenied { .. })
+                && matches!(o, Outcome::Denied { .. })),
+        1
+    );
+    assert_eq!(
+        f.audit
+            .count(|e, _| matches!(e, Event::FileKeyWrapped { .. })),
+        0
+    );
+    f.hierarchy.new_file_key(&USER, &ctx).unwrap();
 }

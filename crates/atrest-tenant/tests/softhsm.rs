@@ -29,7 +29,7 @@ use atrest_tenant::{
     Error, KeyHierarchy, KeyMaterial, MasterKey, Pkcs11Keys, ProviderError, RootKeyProvider,
     ServiceKeys, SqliteStore,
 };
-use common::{Collected, PIN, SYSTEM, USER, context, module, token, with_tokens};
+use common::{Collected, PIN, USER, context, module, system, token, with_tokens};
 
 #[test]
 fn customer_key_tenant_end_to_end() {
@@ -50,7 +50,7 @@ fn customer_key_tenant_end_to_end() {
 
         let store = Arc::new(SqliteStore::open(&dir.join("tenants.sqlite")).unwrap());
         let audit = Arc::new(Collected::default());
-        let hierarchy = KeyHierarchy::builder(store.clone(), audit.clone())
+        let (hierarchy, admin) = KeyHierarchy::builder(store.clone(), audit.clone())
             .provider(service.clone())
             .provider(hsm_a.clone() as Arc<dyn RootKeyProvider>)
             .provider(hsm_b.clone() as Arc<dyn RootKeyProvider>)
@@ -58,8 +58,9 @@ fn customer_key_tenant_end_to_end() {
             .availability_key("service", "availability")
             .policy(common::policy())
             .cache_ttl(Duration::from_secs(60))
-            .build()
+            .build_with_administration()
             .unwrap();
+        let scan = admin.capability("scan");
 
         let tenant = TenantId::random(&mut OsRng).unwrap();
         hierarchy
@@ -128,7 +129,9 @@ fn customer_key_tenant_end_to_end() {
             "{refused:?}"
         );
         // A marked system operation may still use the availability key.
-        hierarchy.release_file_key(&SYSTEM, ctx, &wrapped).unwrap();
+        hierarchy
+            .release_file_key(&system(&scan), ctx, &wrapped)
+            .unwrap();
         hierarchy.revoke_customer_key(tenant, &key_a2).unwrap();
         hierarchy.revoke_customer_key(tenant, &key_b).unwrap();
         assert!(matches!(
@@ -140,7 +143,7 @@ fn customer_key_tenant_end_to_end() {
         assert_eq!(hierarchy.purge(tenant).unwrap(), 2);
         for (ctx, _) in files.iter().filter(|(c, _)| c.tenant == tenant) {
             let wrapped = store.file_key(ctx).unwrap().unwrap();
-            for access in [USER, SYSTEM] {
+            for access in [USER, system(&scan)] {
                 assert!(matches!(
                     hierarchy.release_file_key(&access, ctx, &wrapped),
                     Err(Error::Purged(_))

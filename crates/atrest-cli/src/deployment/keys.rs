@@ -7,8 +7,8 @@ use std::time::Duration;
 use atrest::audit::{AuditLog, Auditor, Event, Outcome, Receipt, Record, Sink, SinkPolicy};
 use atrest::blobs::BlobStore;
 use atrest::tenant::{
-    KeyHierarchy, KeyMaterial, Pkcs11Keys, ProviderError, ReleasePolicy, RootKeyProvider,
-    RootKeyRef, ServiceKeys, SqliteStore,
+    Administration, KeyHierarchy, KeyMaterial, Pkcs11Keys, ProviderError, ReleasePolicy,
+    RootKeyProvider, RootKeyRef, ServiceKeys, SqliteStore,
 };
 use atrest::{Files, SqliteCatalog};
 
@@ -110,7 +110,10 @@ impl Parts<'_> {
     /// Builds the key hierarchy of a deployment and the files API over it:
     /// the service's root and availability keys, every configured token,
     /// the program's providers, and `policy`; the catalog and the blobs.
-    pub(super) fn files(&self, policy: Arc<dyn ReleasePolicy>) -> Result<Files, Error> {
+    pub(super) fn files(
+        &self,
+        policy: Arc<dyn ReleasePolicy>,
+    ) -> Result<(Files, Administration), Error> {
         let options = self.options;
         // Every record goes to the log; fallbacks are also kept to show the
         // operator.
@@ -137,13 +140,15 @@ impl Parts<'_> {
         if let Some(ttl) = options.cache_ttl {
             builder = builder.cache_ttl(ttl);
         }
-        Ok(Files::new(
-            Arc::new(builder.build()?),
+        let (hierarchy, administration) = builder.build_with_administration()?;
+        let files = Files::new(
+            Arc::new(hierarchy),
             self.catalog.clone(),
             self.blobs.clone(),
             audit,
         )
-        .with_actor(&options.actor))
+        .with_actor(&options.actor);
+        Ok((files, administration))
     }
 }
 

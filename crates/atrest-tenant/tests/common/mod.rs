@@ -55,7 +55,11 @@ pub fn policy() -> Arc<dyn ReleasePolicy> {
 pub const USER: Access<'static> = Access::User {
     principal: "reader-1",
 };
-pub const SYSTEM: Access<'static> = Access::System { operation: "test" };
+/// A system operation's access, with `capability` from the hierarchy's
+/// administration.
+pub fn system(capability: &atrest_tenant::SystemCapability) -> Access<'_> {
+    Access::System(capability)
+}
 
 pub fn context(tenant: TenantId) -> FileContext {
     FileContext {
@@ -75,6 +79,7 @@ pub struct Fixture {
     pub store: Arc<SqliteStore>,
     pub audit: Arc<Collected>,
     pub hierarchy: KeyHierarchy,
+    pub admin: atrest_tenant::Administration,
 }
 
 impl Fixture {
@@ -107,7 +112,8 @@ impl Fixture {
         let customer_b = Arc::new(FaultInjector::new(keys_b.clone()));
         let store = Arc::new(SqliteStore::open(&dir.path().join("tenants.sqlite")).unwrap());
         let audit = Arc::new(Collected::default());
-        let hierarchy = Self::build(&store, &audit, &service, &customer_a, &customer_b, ttl);
+        let (hierarchy, admin) =
+            Self::build(&store, &audit, &service, &customer_a, &customer_b, ttl);
         Self {
             dir,
             service,
@@ -118,6 +124,7 @@ impl Fixture {
             store,
             audit,
             hierarchy,
+            admin,
         }
     }
 
@@ -128,7 +135,7 @@ impl Fixture {
         a: &Arc<FaultInjector>,
         b: &Arc<FaultInjector>,
         ttl: Duration,
-    ) -> KeyHierarchy {
+    ) -> (KeyHierarchy, atrest_tenant::Administration) {
         KeyHierarchy::builder(store.clone(), audit.clone())
             .provider(service.clone() as Arc<dyn RootKeyProvider>)
             .provider(a.clone() as Arc<dyn RootKeyProvider>)
@@ -138,7 +145,7 @@ impl Fixture {
             .policy(policy())
             .cache_ttl(ttl)
             .actor("test-service")
-            .build()
+            .build_with_administration()
             .unwrap()
     }
 
