@@ -55,7 +55,7 @@ impl Access<'_> {
 /// administrative jobs; request handlers get the hierarchy (or the files
 /// API), never it.
 ///
-/// ```compile_fail
+/// ```compile_fail,E0451
 /// use atrest_tenant::{Access, SystemCapability};
 /// // A request handler cannot forge one:
 /// let forged = SystemCapability { operation: "rewrap".into() };
