@@ -498,6 +498,20 @@ impl KeyHierarchy {
             return Ok((self.unwrap_slot(record, wrap).await?, true));
         }
 
+        // Every customer slot must have its wrap: a wrap that is missing
+        // (rows deleted from the database) is never taken for an
+        // unavailable key, which would open the way to the availability key.
+        let customer_slots = record
+            .slots
+            .iter()
+            .filter(|slot| slot.role == SlotRole::Customer)
+            .count();
+        if customer_slots == 0 || in_role(SlotRole::Customer).count() != customer_slots {
+            return Err(Error::Corrupt(
+                "a customer-key tenant's TIK version lacks a customer key wrap",
+            ));
+        }
+
         // Customer keys first.
         let mut errors = Vec::new();
         let mut customer_keys = Vec::new();

@@ -636,3 +636,46 @@ fn a_denied_write_makes_no_file_key_and_is_audited() {
     );
     f.hierarchy.new_file_key(&USER, &ctx).unwrap();
 }
+
+#[test]
+fn deleted_customer_wraps_are_a_refusal_never_a_fallback() {
+    let f = Fixture::new("deleted-wraps");
+    let tenant = f.customer_tenant();
+    let ctx = context(tenant);
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    // The customer destroyed both keys...
+    f.customer_a.set(Fault::NotFound);
+    f.customer_b.set(Fault::NotFound);
+    f.hierarchy.flush_cache();
+    assert!(f.hierarchy.release_file_key(&USER, &ctx, &wrapped).is_err());
+    // ...and a writer of the database deletes the customer wraps, one or
+    // both, so that no customer key is even asked.
+    let db = rusqlite::Connection::open(f.dir.path().join("tenants.sqlite")).unwrap();
+    let slots: Vec<i64> = db
+        .prepare(
+            "SELECT slot FROM root_key_slots WHERE tenant = ?1 AND role = 'customer' ORDER BY slot",
+        )
+        .and_then(|mut s| {
+            s.query_map([tenant.as_bytes()], |row| row.get(0))?
+                .collect::<Result<_, _>>()
+        })
+        .unwrap();
+    assert_eq!(slots.len(), 2);
+    for deleted in [&slots[..1], &slots[..]] {
+        for slot in deleted {
+            db.execute(
+                "DELETE FROM tik_wraps WHERE tenant = ?1 AND slot = ?2",
+                rusqlite::params![tenant.as_bytes(), slot],
+            )
+            .unwrap();
+        }
+        f.hierarchy.flush_cache();
+        let result = f.hierarchy.release_file_key(&USER, &ctx, &wrapped);
+        assert!(matches!(result, Err(Error::Corrupt(_))), "{result:?}");
+        assert_eq!(
+            f.audit.count(is_fallback),
+            0,
+            "the availability key was used"
+        );
+    }
+}
