@@ -20,19 +20,33 @@ use crate::{
     RootKeyProvider, RootKeyRef, WrappedKeyIndex,
 };
 
-const TIK_AAD_LABEL: &[u8] = b"atrest/v1 tik";
+const TIK_AAD_LABEL: &[u8] = b"atrest/v2 tik";
 
 /// The default TIK cache lifetime, and so the default bound on revocation
 /// lag: five minutes.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
 
-/// The associated data binding a TIK wrap to its tenant, TIK and root key.
-fn tik_aad(tenant: TenantId, tik_id: KeyId, version: KeyVersion, root: &RootKeyRef) -> Vec<u8> {
+/// The associated data binding a TIK wrap to its tenant and the tenant's
+/// kind, the TIK and its version, and the root-key slot it sits in (index,
+/// role, key): a wrap moved to another slot, a slot relabelled (a customer
+/// key made the availability key, say), or a tenant's kind changed in the
+/// database no longer unwraps.
+fn tik_aad(record: &TenantRecord, version: KeyVersion, slot: u8, root: &RootKeySlot) -> Vec<u8> {
     let mut aad = TIK_AAD_LABEL.to_vec();
-    aad.extend_from_slice(&tenant.encode());
-    aad.extend_from_slice(&tik_id.encode());
+    aad.extend_from_slice(&record.tenant.encode());
+    aad.push(match record.kind {
+        TenantKind::ServiceManaged => 1,
+        TenantKind::CustomerKey => 2,
+    });
+    aad.extend_from_slice(&record.tik_id.encode());
     aad.extend_from_slice(&version.encode());
-    root.encode_into(&mut aad);
+    aad.push(slot);
+    aad.push(match root.role {
+        SlotRole::Service => 1,
+        SlotRole::Customer => 2,
+        SlotRole::Availability => 3,
+    });
+    root.key.encode_into(&mut aad);
     aad
 }
 
@@ -426,7 +440,23 @@ impl KeyHierarchy {
         key: &RootKeyRef,
         material: &KeyMaterial,
     ) -> Result<TikWrap, Error> {
-        let aad = tik_aad(record.tenant, record.tik_id, version, key);
+        let role = record
+            .slots
+            .get(usize::from(slot))
+            .map(|s| s.role)
+            .ok_or(Error::Corrupt(
+                "a TIK wrap names a root key slot the tenant does not have",
+            ))?;
+        let aad = tik_aad(
+            record,
+            version,
+            slot,
+            &RootKeySlot {
+                role,
+                key: key.clone(),
+                revoked: false,
+            },
+        );
         Ok(TikWrap {
             version,
             slot,
@@ -447,7 +477,7 @@ impl KeyHierarchy {
                 detail: "a TIK wrap names a root key slot the tenant does not have".into(),
             }
         })?;
-        let aad = tik_aad(record.tenant, record.tik_id, wrap.version, &slot.key);
+        let aad = tik_aad(record, wrap.version, wrap.slot, slot);
         match self
             .provider(&slot.key)?
             .unwrap(&slot.key, &wrap.wrapped, &aad)

@@ -679,3 +679,48 @@ fn deleted_customer_wraps_are_a_refusal_never_a_fallback() {
         );
     }
 }
+
+#[test]
+fn relabelled_slots_and_kinds_do_not_unwrap() {
+    let f = Fixture::new("relabelled");
+    let tenant = f.customer_tenant();
+    let ctx = context(tenant);
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    // The customer destroyed both keys: users are refused.
+    f.customer_a.set(Fault::NotFound);
+    f.customer_b.set(Fault::NotFound);
+    f.hierarchy.flush_cache();
+    assert!(f.hierarchy.release_file_key(&USER, &ctx, &wrapped).is_err());
+    let db = rusqlite::Connection::open(f.dir.path().join("tenants.sqlite")).unwrap();
+    let reset = |db: &rusqlite::Connection| {
+        db.execute_batch(&format!(
+            "UPDATE tenants SET kind = 'customer' WHERE tenant = x'{id}';
+             UPDATE root_key_slots SET role = 'customer' WHERE tenant = x'{id}' AND slot < 2;
+             UPDATE root_key_slots SET role = 'availability' WHERE tenant = x'{id}' AND slot = 2;",
+            id = hex(tenant.as_bytes())
+        ))
+        .unwrap();
+    };
+    for edit in [
+        // The tenant made service-managed, its availability slot the
+        // service root key's: the service-managed path would unwrap it.
+        "UPDATE tenants SET kind = 'service' WHERE tenant = x'{id}';
+         UPDATE root_key_slots SET role = 'service' WHERE tenant = x'{id}' AND slot = 2;",
+        // The availability slot relabelled as a customer key, a customer
+        // slot as the availability key.
+        "UPDATE root_key_slots SET role = 'customer' WHERE tenant = x'{id}' AND slot = 2;
+         UPDATE root_key_slots SET role = 'availability' WHERE tenant = x'{id}' AND slot = 0;",
+    ] {
+        reset(&db);
+        db.execute_batch(&edit.replace("{id}", &hex(tenant.as_bytes())))
+            .unwrap();
+        f.hierarchy.flush_cache();
+        let result = f.hierarchy.release_file_key(&USER, &ctx, &wrapped);
+        assert!(result.is_err(), "released after: {edit}");
+        assert_eq!(f.audit.count(is_fallback), 0, "{edit}");
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
