@@ -276,6 +276,23 @@ struct SignatureLine {
     blob: Vec<u8>,
 }
 
+impl SignatureLine {
+    /// A signature line from its key name and base64 blob (key id and
+    /// signature).
+    fn parse(name: &str, blob_base64: &str) -> Result<Self, Error> {
+        let blob = STANDARD
+            .decode(blob_base64)
+            .map_err(|_| malformed("checkpoint", "signature is not base64"))?;
+        if !valid_name(name) || blob.len() < 5 {
+            return Err(malformed("checkpoint", "invalid signature line"));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            blob,
+        })
+    }
+}
+
 /// A signed statement of a log's size and head hash.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -343,16 +360,9 @@ impl Checkpoint {
     ) -> Result<Self, Error> {
         let mut checkpoint = Self::unsigned(origin, size, head)?;
         checkpoint.time = Some(time);
-        let blob = STANDARD
-            .decode(blob_base64)
-            .map_err(|_| malformed("checkpoint", "signature is not base64"))?;
-        if !valid_name(name) || blob.len() < 5 {
-            return Err(malformed("checkpoint", "invalid signature line"));
-        }
-        checkpoint.signatures.push(SignatureLine {
-            name: name.to_owned(),
-            blob,
-        });
+        checkpoint
+            .signatures
+            .push(SignatureLine::parse(name, blob_base64)?);
         Ok(checkpoint)
     }
 
@@ -474,16 +484,9 @@ impl Checkpoint {
             let Some((name, blob)) = rest.split_once(' ') else {
                 return Err(malformed("checkpoint", "signature line lacks a signature"));
             };
-            let blob = STANDARD
-                .decode(blob)
-                .map_err(|_| malformed("checkpoint", "signature is not base64"))?;
-            if !valid_name(name) || blob.len() < 5 {
-                return Err(malformed("checkpoint", "invalid signature line"));
-            }
-            checkpoint.signatures.push(SignatureLine {
-                name: name.to_owned(),
-                blob,
-            });
+            checkpoint
+                .signatures
+                .push(SignatureLine::parse(name, blob)?);
         }
         if checkpoint.signatures.is_empty() {
             return Err(malformed("checkpoint", "no signature"));

@@ -29,13 +29,19 @@ impl Cli {
         }
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    /// The program on this deployment, with this environment, to be given
+    /// its arguments.
+    fn command(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_atrest"));
-        command.arg("--data").arg(&self.data).args(args);
+        command.arg("--data").arg(&self.data);
         for (k, v) in &self.env {
             command.env(k, v);
         }
-        command.output().unwrap()
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().unwrap()
     }
 
     /// Runs and expects exit status `code`; returns stdout.
@@ -66,6 +72,18 @@ impl Cli {
         all.extend_from_slice(args);
         serde_json::from_str(&self.ok(&all)).unwrap()
     }
+}
+
+/// A fresh deployment in `dir` with tenant `contoso`, holding `bytes` as
+/// file `name` (also written to `dir/name`, whose path is returned).
+fn deployment_with_file(dir: &Path, name: &str, bytes: &[u8]) -> (Cli, PathBuf) {
+    let cli = Cli::new(dir);
+    cli.ok(&["init"]);
+    cli.ok(&["tenant", "create", "contoso"]);
+    let file = dir.join(name);
+    std::fs::write(&file, bytes).unwrap();
+    cli.ok(&["put", "contoso", file.to_str().unwrap()]);
+    (cli, file)
 }
 
 fn blobs(data: &Path) -> Vec<(String, Vec<u8>)> {
@@ -724,9 +742,8 @@ fn exit_codes_come_from_the_error_kinds() {
     // I/O (1): a full disk (`/dev/full` is written through as a device),
     // and a reader that goes away (a closed pipe).
     cli.expect(1, &["get", "contoso", "a.bin", "-o", "/dev/full"]);
-    let mut reader = Command::new(env!("CARGO_BIN_EXE_atrest"))
-        .arg("--data")
-        .arg(&cli.data)
+    let mut reader = cli
+        .command()
         .args(["get", "contoso", "a.bin"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -781,13 +798,8 @@ fn exit_codes_come_from_the_error_kinds() {
 #[test]
 fn concurrent_commands_on_one_deployment_keep_it_working() {
     let dir = TempDir::new("cli-concurrent");
-    let cli = Cli::new(dir.path());
-    cli.ok(&["init"]);
-    cli.ok(&["tenant", "create", "contoso"]);
     let plain = content(300_000, 11);
-    let file = dir.path().join("shared.bin");
-    std::fs::write(&file, &plain).unwrap();
-    cli.ok(&["put", "contoso", file.to_str().unwrap()]);
+    let (cli, file) = deployment_with_file(dir.path(), "shared.bin", &plain);
     let big = dir.path().join("big.bin");
     std::fs::write(&big, content(64 << 20, 5)).unwrap();
 
@@ -842,9 +854,8 @@ fn concurrent_commands_on_one_deployment_keep_it_working() {
 
     // A put killed with SIGKILL in the middle: the others keep working and
     // the trail still verifies.
-    let mut killed = Command::new(env!("CARGO_BIN_EXE_atrest"))
-        .arg("--data")
-        .arg(&cli.data)
+    let mut killed = cli
+        .command()
         .args(["put", "contoso", big.to_str().unwrap()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -1097,9 +1108,8 @@ fn get_stages_output_privately_and_never_leaves_plaintext_behind() {
     cli.ok(&["put", "contoso", big.to_str().unwrap()]);
     for signal in ["TERM", "INT"] {
         let target = path(&format!("interrupted-{signal}.bin"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_atrest"))
-            .arg("--data")
-            .arg(&cli.data)
+        let mut child = cli
+            .command()
             .args(["get", "contoso", "big.bin", "-o", &target])
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -1132,13 +1142,8 @@ fn get_stages_output_privately_and_never_leaves_plaintext_behind() {
 #[test]
 fn json_reports_never_share_a_stream_with_data() {
     let dir = TempDir::new("cli-json-stdout");
-    let cli = Cli::new(dir.path());
-    cli.ok(&["init"]);
-    cli.ok(&["tenant", "create", "contoso"]);
     let plain = content(100_000, 4);
-    let file = dir.path().join("f.bin");
-    std::fs::write(&file, &plain).unwrap();
-    cli.ok(&["put", "contoso", file.to_str().unwrap()]);
+    let (cli, _) = deployment_with_file(dir.path(), "f.bin", &plain);
     let output = cli.run(&["--json", "get", "contoso", "f.bin"]);
     assert_eq!(output.status.code(), Some(0));
     assert!(output.stdout == plain, "the report was mixed into the data");
@@ -1159,13 +1164,8 @@ fn json_reports_never_share_a_stream_with_data() {
 #[test]
 fn ranges_follow_http_byte_range_rules() {
     let dir = TempDir::new("cli-ranges");
-    let cli = Cli::new(dir.path());
-    cli.ok(&["init"]);
-    cli.ok(&["tenant", "create", "contoso"]);
     let plain = content(3 << 20, 5);
-    let file = dir.path().join("f.bin");
-    std::fs::write(&file, &plain).unwrap();
-    cli.ok(&["put", "contoso", file.to_str().unwrap()]);
+    let (cli, _) = deployment_with_file(dir.path(), "f.bin", &plain);
     let get = |range: &str| cli.run(&["get", "contoso", "f.bin", "--range", range]);
     let len = plain.len();
     for (range, expected) in [
@@ -1222,9 +1222,8 @@ fn names_and_paths_are_checked_and_never_panic() {
     // A file whose name is not UTF-8 is not stored under a mangled name.
     let raw = dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt"));
     std::fs::write(&raw, b"bytes").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_atrest"))
-        .arg("--data")
-        .arg(&cli.data)
+    let output = cli
+        .command()
         .args(["put", "contoso"])
         .arg(&raw)
         .output()
@@ -1238,9 +1237,8 @@ fn names_and_paths_are_checked_and_never_panic() {
     let target = dir
         .path()
         .join(std::ffi::OsStr::from_bytes(b"out-\xff.bin"));
-    let output = Command::new(env!("CARGO_BIN_EXE_atrest"))
-        .arg("--data")
-        .arg(&cli.data)
+    let output = cli
+        .command()
         .args(["--json", "get", "contoso", "reports/2026/f.txt", "-o"])
         .arg(&target)
         .output()
@@ -1316,13 +1314,8 @@ fn gc_removes_what_interrupted_puts_left_and_never_an_upload_in_progress() {
     use std::io::Write as _;
 
     let dir = TempDir::new("cli-gc");
-    let cli = Cli::new(dir.path());
-    cli.ok(&["init"]);
-    cli.ok(&["tenant", "create", "contoso"]);
     let kept = content(300_000, 6);
-    let file = dir.path().join("kept.bin");
-    std::fs::write(&file, &kept).unwrap();
-    cli.ok(&["put", "contoso", file.to_str().unwrap()]);
+    let (cli, _) = deployment_with_file(dir.path(), "kept.bin", &kept);
     let blobs_dir = cli.data.join("blobs");
     let entries = || -> Vec<String> {
         let mut names: Vec<_> = std::fs::read_dir(&blobs_dir)
@@ -1334,9 +1327,8 @@ fn gc_removes_what_interrupted_puts_left_and_never_an_upload_in_progress() {
     };
 
     // A put interrupted half way: a staging file and a begun upload.
-    let mut killed = Command::new(env!("CARGO_BIN_EXE_atrest"))
-        .arg("--data")
-        .arg(&cli.data)
+    let mut killed = cli
+        .command()
         .args(["put", "contoso", "-", "--name", "killed.bin"])
         .stdin(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -1406,9 +1398,8 @@ fn gc_removes_what_interrupted_puts_left_and_never_an_upload_in_progress() {
         entries()
     );
 
-    let mut running = Command::new(env!("CARGO_BIN_EXE_atrest"))
-        .arg("--data")
-        .arg(&cli.data)
+    let mut running = cli
+        .command()
         .args(["put", "contoso", "-", "--name", "slow.bin"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
@@ -1534,12 +1525,7 @@ fn every_file_of_a_deployment_is_its_owners_only() {
         }
     }
     let dir = TempDir::new("cli-modes");
-    let cli = Cli::new(dir.path());
-    cli.ok(&["init"]);
-    cli.ok(&["tenant", "create", "contoso"]);
-    let file = dir.path().join("f.bin");
-    std::fs::write(&file, content(100_000, 9)).unwrap();
-    cli.ok(&["put", "contoso", file.to_str().unwrap()]);
+    let (cli, _) = deployment_with_file(dir.path(), "f.bin", &content(100_000, 9));
     cli.ok(&[
         "get",
         "contoso",
