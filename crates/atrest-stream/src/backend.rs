@@ -91,6 +91,38 @@ mod sealed {
         fn seal(&self, nonce: [u8; 12], aad: &[u8], in_out: &mut [u8]) -> Option<[u8; 16]>;
         /// Decrypts `in_out` in place if `tag` verifies.
         fn open(&self, nonce: [u8; 12], aad: &[u8], in_out: &mut [u8], tag: &[u8; 16]) -> bool;
+
+        /// Encrypts `input` into `out` (the same length); returns the tag.
+        /// Backends without an out-of-place operation copy and seal in
+        /// place.
+        fn seal_to(
+            &self,
+            nonce: [u8; 12],
+            aad: &[u8],
+            input: &[u8],
+            out: &mut [u8],
+        ) -> Option<[u8; 16]> {
+            out.get_mut(..input.len())?.copy_from_slice(input);
+            self.seal(nonce, aad, out)
+        }
+
+        /// Decrypts `input` into `out` (the same length) if `tag` verifies.
+        /// On failure `out` holds no plaintext the caller may use (the
+        /// caller wipes it).
+        fn open_to(
+            &self,
+            nonce: [u8; 12],
+            aad: &[u8],
+            input: &[u8],
+            tag: &[u8; 16],
+            out: &mut [u8],
+        ) -> bool {
+            if input.len() != out.len() {
+                return false;
+            }
+            out.copy_from_slice(input);
+            self.open(nonce, aad, out, tag)
+        }
     }
 }
 use sealed::Aes256GcmKey;
@@ -134,6 +166,40 @@ impl Aes256GcmKey for aws_lc_rs::aead::LessSafeKey {
     fn open(&self, nonce: [u8; 12], aad: &[u8], in_out: &mut [u8], tag: &[u8; 16]) -> bool {
         let nonce = aws_lc_rs::aead::Nonce::assume_unique_for_key(nonce);
         self.open_in_place_separate_tag(nonce, aws_lc_rs::aead::Aad::from(aad), tag, in_out)
+            .is_ok()
+    }
+    // AWS-LC seals and opens from one buffer into another in a single pass,
+    // so the one-call and streaming paths need no copy besides the cipher's.
+    fn seal_to(
+        &self,
+        nonce: [u8; 12],
+        aad: &[u8],
+        input: &[u8],
+        out: &mut [u8],
+    ) -> Option<[u8; 16]> {
+        let nonce = aws_lc_rs::aead::Nonce::assume_unique_for_key(nonce);
+        let mut tag = [0u8; 16];
+        self.seal_out_of_place_scatter(
+            nonce,
+            aws_lc_rs::aead::Aad::from(aad),
+            input,
+            out,
+            &[],
+            &mut tag,
+        )
+        .ok()?;
+        Some(tag)
+    }
+    fn open_to(
+        &self,
+        nonce: [u8; 12],
+        aad: &[u8],
+        input: &[u8],
+        tag: &[u8; 16],
+        out: &mut [u8],
+    ) -> bool {
+        let nonce = aws_lc_rs::aead::Nonce::assume_unique_for_key(nonce);
+        self.open_separate_gather(nonce, aws_lc_rs::aead::Aad::from(aad), input, tag, out)
             .is_ok()
     }
 }
@@ -230,5 +296,30 @@ impl StreamKey {
         tag: &[u8; TAG_LEN],
     ) -> bool {
         dispatch!(self, k => k.open(nonce, aad, in_out, tag))
+    }
+
+    /// Seals `input` into `out` (the same length): one pass where the
+    /// backend can, else a copy and an in-place seal.
+    pub(crate) fn seal_to(
+        &self,
+        nonce: [u8; 12],
+        input: &[u8],
+        out: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], Error> {
+        if input.len() != out.len() {
+            return Err(Error::Misuse("output length differs from input length"));
+        }
+        dispatch!(self, k => k.seal_to(nonce, &[], input, out)).ok_or(Error::TooLong)
+    }
+
+    /// Opens `input` into `out` (the same length) if `tag` verifies.
+    pub(crate) fn open_to(
+        &self,
+        nonce: [u8; 12],
+        input: &[u8],
+        tag: &[u8; TAG_LEN],
+        out: &mut [u8],
+    ) -> bool {
+        input.len() == out.len() && dispatch!(self, k => k.open_to(nonce, &[], input, tag, out))
     }
 }

@@ -94,6 +94,12 @@ impl Encoder {
             self.seal(false)?;
             return Ok(0);
         }
+        if self.filled == 0 && data.len() > self.capacity() {
+            // A whole segment with more data after it (so an inner one):
+            // seal it from the caller's bytes straight into the output
+            // buffer, without copying the plaintext first.
+            return self.seal_from(data);
+        }
         let n = (self.capacity() - self.filled).min(data.len());
         let (Some(dst), Some(src)) = (
             self.buf.get_mut(self.filled..self.filled + n),
@@ -103,6 +109,24 @@ impl Encoder {
         };
         dst.copy_from_slice(src);
         self.filled += n;
+        Ok(n)
+    }
+
+    fn seal_from(&mut self, data: &[u8]) -> Result<usize, Error> {
+        let n = self.capacity();
+        if self.index + 1 >= MAX_SEGMENTS {
+            return Err(Error::TooLong);
+        }
+        let (Some(input), Some((body, rest))) = (
+            data.get(..n),
+            self.buf.get_mut(..n + TAG_LEN).map(|s| s.split_at_mut(n)),
+        ) else {
+            return Err(Error::Misuse("segment buffer"));
+        };
+        rest.copy_from_slice(&self.cipher.seal_to(self.index, false, input, body)?);
+        self.sealed = n + TAG_LEN;
+        self.sent = 0;
+        self.index += 1;
         Ok(n)
     }
 

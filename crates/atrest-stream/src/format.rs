@@ -252,32 +252,58 @@ pub(crate) fn open_stream(
     Ok((parsed.segment_size, cipher))
 }
 
-/// Where segments lie in a stream of a given segment size.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Layout {
-    pub(crate) segment_size: SegmentSize,
+/// Where segments lie in a stream of a given segment size: the geometry
+/// every reader and writer of this crate uses, for callers that plan reads,
+/// size buffers or check stored lengths without decrypting.
+///
+/// Segment `0` holds `S - 56` plaintext bytes, every other full segment
+/// `S - 16`; ciphertext offsets count from the stream's first byte (the
+/// envelope prefix).
+///
+/// ```
+/// use atrest_stream::{Layout, SegmentSize};
+///
+/// let layout = Layout::new(SegmentSize::DEFAULT);
+/// let extent = layout.for_plaintext(1_000_000)?;
+/// assert_eq!(extent.segments, 16);
+/// let stream_len = layout.stream_len(extent);
+/// assert_eq!(layout.for_stream(stream_len)?, extent);
+/// // The segments a read of plaintext bytes 100_000..300_000 decrypts.
+/// let segments = layout.segments_covering(100_000..300_000);
+/// assert_eq!(segments, 1..5);
+/// # Ok::<(), atrest_stream::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    segment_size: SegmentSize,
 }
 
 /// Position and size of a stream's segments once its length is known.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Extent {
+pub struct Extent {
     /// Plaintext length.
-    pub(crate) plaintext_len: u64,
+    pub plaintext_len: u64,
     /// Number of segments (at least 1).
-    pub(crate) segments: u64,
+    pub segments: u64,
 }
 
 impl Layout {
-    pub(crate) const fn new(segment_size: SegmentSize) -> Self {
+    /// The layout of streams with `segment_size`.
+    pub const fn new(segment_size: SegmentSize) -> Self {
         Self { segment_size }
+    }
+
+    /// The segment size.
+    pub const fn segment_size(self) -> SegmentSize {
+        self.segment_size
     }
 
     fn s(self) -> u64 {
         u64::from(self.segment_size.get())
     }
 
-    /// Ciphertext bytes of a full segment `index`.
-    pub(crate) fn full_segment_len(self, index: u64) -> usize {
+    /// Ciphertext bytes of a full segment `index` (tag included).
+    pub fn full_segment_len(self, index: u64) -> usize {
         if index == 0 {
             self.segment_size.get() as usize - TINK_HEADER_LEN
         } else {
@@ -286,7 +312,7 @@ impl Layout {
     }
 
     /// Plaintext offset where segment `index` starts.
-    pub(crate) fn plaintext_start(self, index: u64) -> u64 {
+    pub fn plaintext_start(self, index: u64) -> u64 {
         match index {
             0 => 0,
             i => (self.s() - 56) + (i - 1) * (self.s() - 16),
@@ -294,7 +320,7 @@ impl Layout {
     }
 
     /// Stream offset where segment `index` starts.
-    pub(crate) fn ciphertext_start(self, index: u64) -> u64 {
+    pub fn ciphertext_start(self, index: u64) -> u64 {
         match index {
             0 => HEADER_LEN as u64,
             i => HEADER_LEN as u64 + (self.s() - 40) + (i - 1) * self.s(),
@@ -302,7 +328,7 @@ impl Layout {
     }
 
     /// The segment holding plaintext offset `offset`, and the offset within it.
-    pub(crate) fn locate(self, offset: u64) -> (u64, usize) {
+    pub fn locate(self, offset: u64) -> (u64, usize) {
         let first = self.s() - 56;
         if offset < first {
             return (0, within_segment(offset));
@@ -312,11 +338,20 @@ impl Layout {
         (1 + rest / per, within_segment(rest % per))
     }
 
+    /// The segments a read of the plaintext bytes `range` decrypts (empty
+    /// for an empty range).
+    pub fn segments_covering(self, range: core::ops::Range<u64>) -> core::ops::Range<u64> {
+        if range.start >= range.end {
+            return 0..0;
+        }
+        self.locate(range.start).0..self.locate(range.end - 1).0 + 1
+    }
+
     /// The stream's extent for a plaintext of `plaintext_len` bytes.
     ///
     /// # Errors
     /// [`Error::TooLong`] past 2^32 segments.
-    pub(crate) fn for_plaintext(self, plaintext_len: u64) -> Result<Extent, Error> {
+    pub fn for_plaintext(self, plaintext_len: u64) -> Result<Extent, Error> {
         let first = self.s() - 56;
         let segments = if plaintext_len <= first {
             1
@@ -332,19 +367,20 @@ impl Layout {
         })
     }
 
-    /// Total stream length for an extent.
-    pub(crate) fn stream_len(self, extent: Extent) -> u64 {
+    /// Total stream length (prefix and header included) for an extent.
+    pub fn stream_len(self, extent: Extent) -> u64 {
         HEADER_LEN as u64 + extent.plaintext_len + TAG_LEN as u64 * extent.segments
     }
 
     /// The extent of a stream of `stream_len` bytes, checking that the length
-    /// is one a canonical encoder can produce.
+    /// is one a canonical encoder can produce. The length is not
+    /// authenticated until the final segment verifies.
     ///
     /// # Errors
     /// [`Error::Truncated`] if too short for the header and one tag or if the
     /// last segment is shorter than a tag; [`Error::Malformed`] for an empty
     /// last segment after a full one; [`Error::TooLong`] past 2^32 segments.
-    pub(crate) fn for_stream(self, stream_len: u64) -> Result<Extent, Error> {
+    pub fn for_stream(self, stream_len: u64) -> Result<Extent, Error> {
         let min = (HEADER_LEN + TAG_LEN) as u64;
         if stream_len < min {
             return Err(Error::Truncated);
@@ -375,8 +411,8 @@ impl Layout {
         })
     }
 
-    /// Ciphertext length of segment `index` of `extent`.
-    pub(crate) fn segment_len(self, extent: Extent, index: u64) -> usize {
+    /// Ciphertext length (tag included) of segment `index` of `extent`.
+    pub fn segment_len(self, extent: Extent, index: u64) -> usize {
         if index + 1 < extent.segments {
             return self.full_segment_len(index);
         }

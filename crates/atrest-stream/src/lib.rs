@@ -21,7 +21,7 @@ use atrest_filekey::FileKey;
 pub use backend::Backend;
 pub use error::Error;
 pub use format::{
-    FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_SEGMENTS, Options, PREFIX_LEN, Prefix,
+    Extent, FORMAT_VERSION, HEADER_LEN, Layout, MAGIC, MAX_SEGMENTS, Options, PREFIX_LEN, Prefix,
     SUITE_AES256_GCM_HKDF_SHA256, SegmentSize, TAG_LEN, TINK_HEADER_LEN, parse_prefix,
 };
 pub use pipeline::{decrypt_stream, encrypt_stream};
@@ -48,7 +48,7 @@ pub fn envelope_prefix(key: &FileKey, segment_size: SegmentSize) -> [u8; PREFIX_
 /// # Errors
 /// [`Error::TooLong`] if the plaintext needs more than 2^32 segments.
 pub fn stream_len(plaintext_len: u64, segment_size: SegmentSize) -> Result<u64, Error> {
-    let layout = format::Layout::new(segment_size);
+    let layout = Layout::new(segment_size);
     Ok(layout.stream_len(layout.for_plaintext(plaintext_len)?))
 }
 

@@ -11,7 +11,7 @@ use zeroize::Zeroize;
 
 use crate::Error;
 use crate::format::{Extent, HEADER_LEN, Layout, SegmentSize, TAG_LEN};
-use crate::segment::{LastSegment, SegmentCipher};
+use crate::segment::{SegmentCipher, diagnose_end};
 
 /// The number of threads to use: `0` means one per available core.
 pub(crate) fn thread_count(threads: usize) -> usize {
@@ -153,8 +153,8 @@ fn seal_run(
             .get_mut(offset..offset + len + TAG_LEN)
             .ok_or(Error::Malformed("region"))?;
         let (body, tag) = segment.split_at_mut(len);
-        body.copy_from_slice(chunk);
-        tag.copy_from_slice(&cipher.seal(index, index + 1 == extent.segments, body)?);
+        let last = index + 1 == extent.segments;
+        tag.copy_from_slice(&cipher.seal_to(index, last, chunk, body)?);
         offset += len + TAG_LEN;
     }
     Ok(())
@@ -170,7 +170,7 @@ pub(crate) fn decrypt_to(
     out: &mut [u8],
 ) -> Result<usize, Error> {
     let layout = Layout::new(segment_size);
-    let extent = layout.for_stream(stream.len() as u64)?;
+    let extent = stream_extent(cipher, layout, stream)?;
     let len = index_to_usize(extent.plaintext_len)?;
     let out = out
         .get_mut(..len)
@@ -190,9 +190,38 @@ pub(crate) fn decrypt_to(
     });
     if let Err(error) = result {
         out.zeroize();
-        return Err(error);
+        return Err(match error {
+            Error::AuthenticationFailed if extent.segments > 1 => {
+                // Report what a sequential reader would: if the stream's
+                // real end lies before the apparent last segment, bytes were
+                // appended.
+                diagnose_end(cipher, layout, stream.len() as u64, error, |at, buf| {
+                    read_slice(stream, at, buf)
+                })
+            }
+            other => other,
+        });
     }
     Ok(len)
+}
+
+/// The extent of a whole stream held in memory, with a rejected length
+/// explained as a sequential reader would explain it.
+fn stream_extent(cipher: &SegmentCipher, layout: Layout, stream: &[u8]) -> Result<Extent, Error> {
+    layout.for_stream(stream.len() as u64).map_err(|error| {
+        diagnose_end(cipher, layout, stream.len() as u64, error, |at, buf| {
+            read_slice(stream, at, buf)
+        })
+    })
+}
+
+fn read_slice(stream: &[u8], at: u64, buf: &mut [u8]) -> Result<(), Error> {
+    let start = index_to_usize(at)?;
+    let src = stream
+        .get(start..start + buf.len())
+        .ok_or(Error::Truncated)?;
+    buf.copy_from_slice(src);
+    Ok(())
 }
 
 /// Decrypts a complete stream into a new buffer.
@@ -202,7 +231,7 @@ pub(crate) fn decrypt(
     stream: &[u8],
     threads: usize,
 ) -> Result<Vec<u8>, Error> {
-    let extent = Layout::new(segment_size).for_stream(stream.len() as u64)?;
+    let extent = stream_extent(cipher, Layout::new(segment_size), stream)?;
     let mut out = vec![0u8; index_to_usize(extent.plaintext_len)?];
     decrypt_to(cipher, segment_size, stream, threads, &mut out)?;
     Ok(out)
@@ -226,21 +255,20 @@ fn open_run(
             .get_mut(offset..offset + len - TAG_LEN)
             .ok_or(Error::Malformed("region"))?;
         if index + 1 == extent.segments {
-            // The final segment is told apart from a cut stream on a copy.
-            let mut last = segment.to_vec();
-            let opened = cipher.open_last(index, &mut last, layout.full_segment_len(index));
-            if let Ok(LastSegment::Last(n)) = opened {
-                out.copy_from_slice(last.get(..n).ok_or(Error::Malformed("segment"))?);
-            }
-            last.zeroize();
-            match opened? {
-                LastSegment::Last(_) => {}
-                LastSegment::CutAfter(_) => return Err(Error::Truncated),
+            // The final segment; one that verifies only as an inner segment
+            // means the stream was cut right after it.
+            if cipher.open_to(index, true, segment, out).is_err() {
+                let cut = len == layout.full_segment_len(index)
+                    && cipher.open_to(index, false, segment, out).is_ok();
+                out.zeroize();
+                return Err(if cut {
+                    Error::Truncated
+                } else {
+                    Error::AuthenticationFailed
+                });
             }
         } else {
-            let (body, tag) = segment.split_at(len - TAG_LEN);
-            out.copy_from_slice(body);
-            cipher.open_detached(index, false, out, tag)?;
+            cipher.open_inner_to(index, segment, out)?;
         }
         offset += len - TAG_LEN;
     }

@@ -184,7 +184,7 @@ where
             .map_err(|_| Error::Backend)?;
     }
     let (todo_tx, todo_rx) = sync_channel::<Chunk>(in_flight);
-    let (done_tx, done_rx) = sync_channel::<Result<Chunk, Error>>(in_flight);
+    let (done_tx, done_rx) = sync_channel::<(u64, Result<Chunk, Error>)>(in_flight);
     let todo_rx = Mutex::new(todo_rx);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let fail = |error: Error| {
@@ -227,8 +227,9 @@ where
                         .map_err(|_| ())
                         .and_then(|rx| rx.recv().map_err(|_| ()));
                     let Ok(mut chunk) = next else { break };
+                    let number = chunk.number;
                     let result = work(&mut chunk).map(|()| chunk);
-                    if done_tx.send(result).is_err() {
+                    if done_tx.send((number, result)).is_err() {
                         break;
                     }
                 }
@@ -240,17 +241,19 @@ where
             let mut pending = BTreeMap::new();
             let mut next = 0u64;
             let mut finished = false;
-            while let Ok(result) = done_rx.recv() {
-                match result {
-                    Ok(chunk) => {
-                        pending.insert(chunk.number, chunk);
-                    }
-                    Err(error) => {
-                        fail(error);
-                        break;
-                    }
-                }
-                while let Some(chunk) = pending.remove(&next) {
+            // Results, errors included, are taken in stream order, so the
+            // error reported is the first one in the stream, as with the
+            // sequential reader, whichever worker finishes first.
+            while let Ok((number, result)) = done_rx.recv() {
+                pending.insert(number, result);
+                while let Some(result) = pending.remove(&next) {
+                    let chunk = match result {
+                        Ok(chunk) => chunk,
+                        Err(error) => {
+                            fail(error);
+                            return;
+                        }
+                    };
                     if let Err(error) = consume(&chunk) {
                         fail(error);
                         // Dropping the pool and the results channel (after
@@ -433,6 +436,17 @@ fn open_chunk(cipher: &SegmentCipher, layout: Layout, chunk: &mut Chunk) -> Resu
                 LastSegment::Last(n) => n,
                 LastSegment::CutAfter(_) => return Err(Error::Truncated),
             }
+        } else if chunk.last || i + 1 == count {
+            // In the final chunk and at the end of every chunk, a segment
+            // that fails as an inner one is tried as the last one (bytes
+            // appended after the stream's real end): that needs its
+            // ciphertext intact, so it is opened from a copy. Elsewhere a
+            // segment is opened in place; the real end lies there only when
+            // more than a chunk's remainder was appended.
+            let ciphertext = segment.to_vec();
+            let (body, _) = segment.split_at_mut(len - TAG_LEN);
+            cipher.open_inner_to(index, &ciphertext, body)?;
+            len - TAG_LEN
         } else {
             cipher.open(index, false, segment)?
         };

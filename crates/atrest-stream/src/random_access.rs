@@ -8,7 +8,7 @@ use atrest_filekey::FileKey;
 use zeroize::Zeroize;
 
 use crate::format::{self, Extent, HEADER_LEN, Layout};
-use crate::segment::{LastSegment, SegmentCipher};
+use crate::segment::{LastSegment, SegmentCipher, diagnose_end};
 use crate::{Backend, Error};
 
 /// A source of ciphertext that can be read at any offset without moving a
@@ -171,7 +171,13 @@ impl<S: ReadAt> RandomAccess<S> {
         read_exact_at(&source, &mut header, 0)?;
         let (segment_size, cipher) = format::open_stream(&header, key, associated_data, backend)?;
         let layout = Layout::new(segment_size);
-        let extent = layout.for_stream(source.size()?)?;
+        let stream_len = source.size()?;
+        let diagnose = |error| {
+            diagnose_end(&cipher, layout, stream_len, error, |at, buf| {
+                read_exact_at(&source, buf, at)
+            })
+        };
+        let extent = layout.for_stream(stream_len).map_err(diagnose)?;
         let stream = Self {
             source,
             cipher,
@@ -183,8 +189,17 @@ impl<S: ReadAt> RandomAccess<S> {
             .segment(extent.segments - 1, &mut scratch)
             .map(|_| ());
         scratch.zeroize();
-        result?;
-        Ok(stream)
+        match result {
+            Ok(()) => Ok(stream),
+            Err(error @ Error::AuthenticationFailed) if extent.segments > 1 => Err(diagnose_end(
+                &stream.cipher,
+                layout,
+                stream_len,
+                error,
+                |at, buf| read_exact_at(&stream.source, buf, at),
+            )),
+            Err(error) => Err(error),
+        }
     }
 
     /// The plaintext length (authenticated).
@@ -214,6 +229,8 @@ impl<S: ReadAt> RandomAccess<S> {
                 }
             }
         } else {
+            // The final segment verified when the stream was opened, so an
+            // inner segment that fails was altered, not followed by bytes.
             self.cipher.open(index, false, segment)?
         };
         Ok(segment.get(..plain_len).unwrap_or_default())

@@ -37,6 +37,54 @@ impl SegmentCipher {
         self.key.seal(self.nonce(index, last)?, &[], plaintext)
     }
 
+    /// Encrypts `plaintext` into `out` (the same length) and returns the tag:
+    /// one pass over the bytes where the backend seals out of place.
+    pub(crate) fn seal_to(
+        &self,
+        index: u64,
+        last: bool,
+        plaintext: &[u8],
+        out: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], Error> {
+        self.key.seal_to(self.nonce(index, last)?, plaintext, out)
+    }
+
+    /// Decrypts `segment` (ciphertext followed by the tag) into `out`, which
+    /// is exactly the plaintext's length. On failure `out` is zeroed.
+    pub(crate) fn open_to(
+        &self,
+        index: u64,
+        last: bool,
+        segment: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), Error> {
+        let len = segment.len().checked_sub(TAG_LEN).ok_or(Error::Truncated)?;
+        let (body, tag) = segment.split_at(len);
+        let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| Error::Truncated)?;
+        if !self.key.open_to(self.nonce(index, last)?, body, tag, out) {
+            out.fill(0);
+            return Err(Error::AuthenticationFailed);
+        }
+        Ok(())
+    }
+
+    /// Decrypts inner segment `index` into `out`. A segment that fails as
+    /// an inner one but verifies as the last one is the stream's real end
+    /// with bytes after it: [`Error::TrailingData`].
+    pub(crate) fn open_inner_to(
+        &self,
+        index: u64,
+        segment: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), Error> {
+        let Err(error) = self.open_to(index, false, segment, out) else {
+            return Ok(());
+        };
+        let trailing = self.open_to(index, true, segment, out).is_ok();
+        out.fill(0);
+        Err(if trailing { Error::TrailingData } else { error })
+    }
+
     /// Decrypts `body` in place against a detached `tag`. On failure `body`
     /// is zeroed, so no unauthenticated plaintext survives.
     pub(crate) fn open_detached(
@@ -106,6 +154,69 @@ impl SegmentCipher {
             }
         }
     }
+}
+
+/// The error for a stream whose final segment did not verify, or whose
+/// length [`Layout::for_stream`](crate::Layout::for_stream) rejected
+/// (`error`), as a sequential reader would report it: that reader opens the
+/// segments before the end first, so a segment there that verifies only as
+/// the last one means bytes were appended ([`Error::TrailingData`]).
+///
+/// Walks back from the end over full segments while they verify neither
+/// way (appended garbage) and stops at the first that verifies: the work is
+/// bounded by the number of bytes appended. `read(offset, buf)` reads
+/// ciphertext at a stream offset.
+pub(crate) fn diagnose_end(
+    cipher: &SegmentCipher,
+    layout: crate::Layout,
+    stream_len: u64,
+    error: Error,
+    mut read: impl FnMut(u64, &mut [u8]) -> Result<(), Error>,
+) -> Error {
+    let full = |index| layout.full_segment_len(index) as u64;
+    // Segments that lie wholly before the apparent last one.
+    let mut index = match error {
+        Error::Truncated | Error::Malformed(_) | Error::AuthenticationFailed => {
+            let body = stream_len.saturating_sub(crate::HEADER_LEN as u64);
+            if body <= full(0) {
+                return error;
+            }
+            let rest = body - full(0);
+            // Segments after the first that end before `stream_len`, not
+            // counting one that ends exactly there (it is the apparent last).
+            1 + (rest - 1) / full(1)
+        }
+        _ => return error,
+    };
+    let mut segment = vec![0u8; layout.full_segment_len(0).max(layout.full_segment_len(1))];
+    let mut plain = vec![0u8; segment.len()];
+    let before_last = index;
+    let verdict = loop {
+        if index == 0 {
+            break Error::AuthenticationFailed;
+        }
+        index -= 1;
+        let len = layout.full_segment_len(index);
+        let (Some(segment), Some(out)) = (segment.get_mut(..len), plain.get_mut(..len - TAG_LEN))
+        else {
+            break error;
+        };
+        if let Err(read_error) = read(layout.ciphertext_start(index), segment) {
+            break read_error;
+        }
+        match cipher.open_inner_to(index, segment, out) {
+            // The segment right before the apparent last one is sound: the
+            // end itself is at fault.
+            Ok(()) if index + 1 == before_last => break error,
+            // A sound segment followed by one that verifies neither way.
+            Ok(()) => break Error::AuthenticationFailed,
+            Err(Error::TrailingData) => break Error::TrailingData,
+            // Appended bytes, or an altered segment: keep walking back.
+            Err(_) => {}
+        }
+    };
+    zeroize::Zeroize::zeroize(&mut plain);
+    verdict
 }
 
 #[cfg(test)]

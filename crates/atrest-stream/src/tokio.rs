@@ -183,6 +183,10 @@ impl<R: AsyncRead + Unpin> AsyncRead for AsyncDecryptor<R> {
             }
             let spare = this.decoder.spare();
             if spare.is_empty() {
+                if let Some(n) = this.decoder.decrypt_into(out.initialize_unfilled())? {
+                    out.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
                 this.decoder.decrypt(false)?;
                 continue;
             }
