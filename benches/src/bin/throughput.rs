@@ -27,10 +27,7 @@ use std::time::Instant;
 
 use atrest_benches::one_shot_aes_256_gcm;
 use atrest_filekey::FileKey;
-use atrest_stream::{
-    Backend, Decryptor, Encryptor, Options, decrypt_stream, decrypt_to, encrypt_stream, encrypt_to,
-    stream_len,
-};
+use atrest_stream::{Backend, Layout, Opener, Options, Parallelism, Sealer};
 
 fn seconds(f: &mut impl FnMut()) -> f64 {
     let start = Instant::now();
@@ -74,7 +71,10 @@ fn main() {
     let plaintext: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31)).collect();
     let mut work = plaintext.clone();
     let options = Options::default();
-    let mut stream = vec![0u8; stream_len(len as u64, options.segment_size).unwrap() as usize];
+    let extent = Layout::new(options.segment_size)
+        .for_plaintext(len as u64)
+        .unwrap();
+    let mut stream = vec![0u8; extent.stream_len() as usize];
     let mut decrypted = vec![0u8; len];
     let gb = len as f64 / 1e9;
 
@@ -87,10 +87,13 @@ fn main() {
         "backend", "measurement", "GB/s", "vs baseline"
     );
     for &backend in Backend::ALL {
-        let options = options.backend(backend);
+        let one = options.backend(backend);
+        let all = one.parallelism(Parallelism::threads(cores));
+        let (sealer, opener) = (Sealer::new(&key, ad, one), Opener::new(&key, ad, one));
+        let (sealer_n, opener_n) = (Sealer::new(&key, ad, all), Opener::new(&key, ad, all));
         // Warm everything up once.
         one_shot_aes_256_gcm(backend, &mut work);
-        let n = encrypt_to(&key, ad, &plaintext, options, 1, &mut stream).unwrap();
+        let n = sealer.seal_into(&plaintext, &mut stream).unwrap();
 
         let mut base = || one_shot_aes_256_gcm(backend, &mut work);
         let baseline = gb / median((0..runs).map(|_| seconds(&mut base)).collect());
@@ -113,33 +116,33 @@ fn main() {
             gb / time
         };
 
-        let encrypt_1 = row("encrypt, 1 thread (encrypt_to)", &mut || {
-            encrypt_to(&key, ad, &plaintext, options, 1, &mut stream).unwrap();
+        let encrypt_1 = row("encrypt, 1 thread (seal_into)", &mut || {
+            sealer.seal_into(&plaintext, &mut stream).unwrap();
         });
-        let decrypt_1 = row("decrypt, 1 thread (decrypt_to)", &mut || {
-            decrypt_to(&key, ad, &stream[..n], backend, 1, &mut decrypted).unwrap();
+        let decrypt_1 = row("decrypt, 1 thread (open_into)", &mut || {
+            opener.open_into(&stream[..n], &mut decrypted).unwrap();
         });
         assert_eq!(decrypted, plaintext);
 
         let mut sink = Vec::with_capacity(stream.len());
         row("encrypt, streaming Write", &mut || {
             sink.clear();
-            let mut encryptor = Encryptor::with_options(&mut sink, &key, ad, options).unwrap();
+            let mut encryptor = sealer.writer(&mut sink).unwrap();
             for chunk in plaintext.chunks(1 << 20) {
                 encryptor.write_all(chunk).unwrap();
             }
             encryptor.finish().unwrap();
         });
         row("decrypt, streaming Read", &mut || {
-            let mut decryptor = Decryptor::with_backend(&sink[..], &key, ad, backend).unwrap();
+            let mut decryptor = opener.reader(&sink[..]).unwrap();
             decryptor.read_exact(&mut decrypted).unwrap();
         });
 
         let encrypt_n = row(&format!("encrypt, {cores} threads"), &mut || {
-            encrypt_to(&key, ad, &plaintext, options, cores, &mut stream).unwrap();
+            sealer_n.seal_into(&plaintext, &mut stream).unwrap();
         });
         let decrypt_n = row(&format!("decrypt, {cores} threads"), &mut || {
-            decrypt_to(&key, ad, &stream[..n], backend, cores, &mut decrypted).unwrap();
+            opener_n.open_into(&stream[..n], &mut decrypted).unwrap();
         });
         assert_eq!(decrypted, plaintext);
         let mut pipe_out = Vec::with_capacity(stream.len());
@@ -147,7 +150,7 @@ fn main() {
             &format!("encrypt, Read->Write, {cores} workers"),
             &mut || {
                 pipe_out.clear();
-                encrypt_stream(&plaintext[..], &mut pipe_out, &key, ad, options, cores).unwrap();
+                sealer_n.seal_stream(&plaintext[..], &mut pipe_out).unwrap();
             },
         );
         let mut pipe_back = Vec::with_capacity(len);
@@ -155,7 +158,7 @@ fn main() {
             &format!("decrypt, Read->Write, {cores} workers"),
             &mut || {
                 pipe_back.clear();
-                decrypt_stream(&pipe_out[..], &mut pipe_back, &key, ad, backend, cores).unwrap();
+                opener_n.open_stream(&pipe_out[..], &mut pipe_back).unwrap();
             },
         );
         assert_eq!(pipe_back, plaintext);

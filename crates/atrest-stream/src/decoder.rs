@@ -5,13 +5,13 @@ use zeroize::Zeroize;
 
 use crate::Error;
 use crate::format::{Extent, Layout, SegmentSize, TAG_LEN};
-use crate::segment::SegmentCipher;
+use crate::segment::SegmentOpener;
 
 /// The first read's size: buffers grow from here up to one segment.
 const INITIAL_BUFFER: usize = 16 * 1024;
 
 pub(crate) struct Decoder {
-    pub(crate) cipher: SegmentCipher,
+    pub(crate) cipher: SegmentOpener,
     pub(crate) layout: Layout,
     /// Ciphertext of the current segment, plus one byte of the next one when
     /// the stream's length is not known. It stays intact while the segment
@@ -38,7 +38,7 @@ pub(crate) struct Decoder {
 }
 
 impl Decoder {
-    pub(crate) fn new(cipher: SegmentCipher, segment_size: SegmentSize) -> Self {
+    pub(crate) fn new(cipher: SegmentOpener, segment_size: SegmentSize) -> Self {
         Self {
             cipher,
             layout: Layout::new(segment_size),

@@ -5,11 +5,38 @@ use atrest_filekey::FileKey;
 use zeroize::Zeroize;
 
 use crate::Error;
-use crate::format::{self, HEADER_LEN, Layout, MAX_SEGMENTS, Options, SegmentSize, TAG_LEN};
-use crate::segment::SegmentCipher;
+use crate::Options;
+use crate::format::{HEADER_LEN, Layout, MAX_SEGMENTS, SegmentSize, TAG_LEN};
+use crate::schedule;
+use crate::segment::SegmentSealer;
+
+/// Held by the writers: dropping one that was neither finished nor broken
+/// by an error fails a debug assertion, so a forgotten `finish` (which
+/// leaves a stream every reader rejects) shows up in tests.
+#[derive(Default)]
+pub(crate) struct FinishGuard {
+    released: bool,
+}
+
+impl FinishGuard {
+    /// Dropping is expected from now on: `finish` ran, or a write failed.
+    pub(crate) fn release(&mut self) {
+        self.released = true;
+    }
+}
+
+impl Drop for FinishGuard {
+    fn drop(&mut self) {
+        debug_assert!(
+            self.released || std::thread::panicking(),
+            "an atrest-stream encryptor was dropped without `finish`: the stream it wrote \
+             lacks its final segment and every reader rejects it"
+        );
+    }
+}
 
 pub(crate) struct Encoder {
-    cipher: SegmentCipher,
+    cipher: SegmentSealer,
     layout: Layout,
     header: [u8; HEADER_LEN],
     header_sent: usize,
@@ -29,12 +56,13 @@ impl Encoder {
         associated_data: &[u8],
         options: Options,
     ) -> Result<Self, Error> {
-        let parts = format::new_stream(key, associated_data, options)?;
+        let parts =
+            schedule::new_stream(key, associated_data, options.segment_size, options.backend)?;
         Ok(Self::from_parts(parts, options.segment_size))
     }
 
     fn from_parts(
-        (header, cipher): ([u8; HEADER_LEN], SegmentCipher),
+        (header, cipher): ([u8; HEADER_LEN], SegmentSealer),
         segment_size: SegmentSize,
     ) -> Self {
         Self {
@@ -167,7 +195,7 @@ impl Drop for Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::new_stream_from;
+    use crate::schedule::new_stream_from;
 
     fn unhex(value: &serde_json::Value) -> Vec<u8> {
         hex::decode(value.as_str().unwrap()).unwrap()
@@ -195,10 +223,9 @@ mod tests {
             random[32..].copy_from_slice(&unhex(&v["nonce_prefix"]));
             // Every compiled-in backend gives the same bytes.
             for &backend in crate::Backend::ALL {
-                let options = Options::default()
-                    .segment_size(segment_size)
-                    .backend(backend);
-                let parts = new_stream_from(&key, &unhex(&v["context"]), options, &random).unwrap();
+                let parts =
+                    new_stream_from(&key, &unhex(&v["context"]), segment_size, backend, &random)
+                        .unwrap();
                 let mut encoder = Encoder::from_parts(parts, segment_size);
                 let plaintext = unhex(&v["plaintext"]);
                 let mut input = &plaintext[..];
@@ -224,13 +251,21 @@ mod tests {
                 );
 
                 // The one-call path splits and seals exactly the same way.
-                let parts = new_stream_from(&key, &unhex(&v["context"]), options, &random).unwrap();
+                let parts =
+                    new_stream_from(&key, &unhex(&v["context"]), segment_size, backend, &random)
+                        .unwrap();
                 let one_call =
                     crate::parallel::encrypt(parts, segment_size, &plaintext, 1).unwrap();
                 // And so does the parallel path, on any number of threads.
                 for threads in [2, 3, 8] {
-                    let parts =
-                        new_stream_from(&key, &unhex(&v["context"]), options, &random).unwrap();
+                    let parts = new_stream_from(
+                        &key,
+                        &unhex(&v["context"]),
+                        segment_size,
+                        backend,
+                        &random,
+                    )
+                    .unwrap();
                     let parallel =
                         crate::parallel::encrypt(parts, segment_size, &plaintext, threads).unwrap();
                     assert_eq!(

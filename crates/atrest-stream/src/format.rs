@@ -1,11 +1,10 @@
-//! Format constants, the envelope prefix and Tink header, and the stream
-//! geometry (where each segment lies). See `FORMAT.md` for the specification.
+//! Format constants, the envelope prefix and Tink header bytes, and the
+//! stream geometry (where each segment lies): byte layout only, no keys.
+//! See `FORMAT.md` for the specification.
 
-use atrest_filekey::{FileKey, KeyCommitment, OsRng, SecureRandom};
+use atrest_filekey::KeyCommitment;
 
 use crate::Error;
-use crate::backend::{Backend, DerivedKey, StreamKey};
-use crate::segment::SegmentCipher;
 
 /// The magic bytes that start every atrest stream: `"ATRS"`.
 pub const MAGIC: [u8; 4] = *b"ATRS";
@@ -24,7 +23,7 @@ pub const HEADER_LEN: usize = PREFIX_LEN + TINK_HEADER_LEN;
 pub const TAG_LEN: usize = 16;
 
 /// The Tink header's first byte: its own length.
-const TINK_HEADER_LEN_BYTE: u8 = 40;
+pub(crate) const TINK_HEADER_LEN_BYTE: u8 = 40;
 const _: () = assert!(TINK_HEADER_LEN == TINK_HEADER_LEN_BYTE as usize);
 
 pub(crate) const SALT_LEN: usize = 32;
@@ -78,43 +77,6 @@ impl SegmentSize {
 impl Default for SegmentSize {
     fn default() -> Self {
         Self::DEFAULT
-    }
-}
-
-/// How to encrypt a stream: segment size and backend.
-///
-/// ```
-/// use atrest_stream::{Backend, Options, SegmentSize};
-/// let options = Options::default().segment_size(SegmentSize::new(1 << 20)?).backend(Backend::default());
-/// # Ok::<(), atrest_stream::Error>(())
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Options {
-    /// The segment size (default 64 KiB).
-    pub segment_size: SegmentSize,
-    /// The AES-256-GCM implementation (default: see [`Backend::default`]).
-    pub backend: Backend,
-}
-
-impl Options {
-    /// With this segment size.
-    #[must_use]
-    pub const fn segment_size(mut self, segment_size: SegmentSize) -> Self {
-        self.segment_size = segment_size;
-        self
-    }
-
-    /// With this backend.
-    #[must_use]
-    pub const fn backend(mut self, backend: Backend) -> Self {
-        self.backend = backend;
-        self
-    }
-}
-
-impl From<SegmentSize> for Options {
-    fn from(segment_size: SegmentSize) -> Self {
-        Self::default().segment_size(segment_size)
     }
 }
 
@@ -176,82 +138,6 @@ pub fn parse_prefix(prefix: &[u8; PREFIX_LEN]) -> Result<Prefix, Error> {
     })
 }
 
-fn info(prefix: &[u8; PREFIX_LEN], associated_data: &[u8]) -> Vec<u8> {
-    let mut info = Vec::with_capacity(PREFIX_LEN + associated_data.len());
-    info.extend_from_slice(prefix);
-    info.extend_from_slice(associated_data);
-    info
-}
-
-/// Starts a new stream: draws the salt and nonce prefix, and returns the
-/// encoded prefix and header with the segment cipher.
-pub(crate) fn new_stream(
-    key: &FileKey,
-    associated_data: &[u8],
-    options: Options,
-) -> Result<([u8; HEADER_LEN], SegmentCipher), Error> {
-    let mut random = [0u8; SALT_LEN + NONCE_PREFIX_LEN];
-    OsRng.fill(&mut random).map_err(|_| Error::Rng)?;
-    new_stream_from(key, associated_data, options, &random)
-}
-
-/// [`new_stream`] with the salt and nonce prefix given (`salt || nonce_prefix`).
-pub(crate) fn new_stream_from(
-    key: &FileKey,
-    associated_data: &[u8],
-    options: Options,
-    random: &[u8; SALT_LEN + NONCE_PREFIX_LEN],
-) -> Result<([u8; HEADER_LEN], SegmentCipher), Error> {
-    let prefix = encode_prefix(options.segment_size, &key.commitment());
-    let (salt, nonce_prefix) = random.split_at(SALT_LEN);
-
-    let mut header = [0u8; HEADER_LEN];
-    let (p, rest) = header.split_at_mut(PREFIX_LEN);
-    let (len_byte, rest) = rest.split_at_mut(1);
-    p.copy_from_slice(&prefix);
-    len_byte.copy_from_slice(&[TINK_HEADER_LEN_BYTE]);
-    rest.copy_from_slice(random);
-
-    let derived: DerivedKey = key.derive_stream_key(salt, &info(&prefix, associated_data));
-    let cipher = SegmentCipher::new(
-        StreamKey::new(options.backend, &derived)?,
-        nonce_prefix
-            .try_into()
-            .map_err(|_| Error::Malformed("nonce prefix"))?,
-    );
-    Ok((header, cipher))
-}
-
-/// Opens a stream from its header: parses the prefix, checks the key
-/// commitment in constant time, parses the Tink header and derives the
-/// segment cipher.
-pub(crate) fn open_stream(
-    header: &[u8; HEADER_LEN],
-    key: &FileKey,
-    associated_data: &[u8],
-    backend: Backend,
-) -> Result<(SegmentSize, SegmentCipher), Error> {
-    let (prefix, tink) = header.split_at(PREFIX_LEN);
-    let prefix: &[u8; PREFIX_LEN] = prefix.try_into().map_err(|_| Error::Malformed("prefix"))?;
-    let parsed = parse_prefix(prefix)?;
-    if !parsed.commitment.verify(key) {
-        return Err(Error::CommitmentMismatch);
-    }
-    let (len_byte, rest) = tink.split_at(1);
-    if len_byte != [TINK_HEADER_LEN_BYTE] {
-        return Err(Error::Malformed("header length byte is not 40"));
-    }
-    let (salt, nonce_prefix) = rest.split_at(SALT_LEN);
-    let derived: DerivedKey = key.derive_stream_key(salt, &info(prefix, associated_data));
-    let cipher = SegmentCipher::new(
-        StreamKey::new(backend, &derived)?,
-        nonce_prefix
-            .try_into()
-            .map_err(|_| Error::Malformed("nonce prefix"))?,
-    );
-    Ok((parsed.segment_size, cipher))
-}
-
 /// Where segments lie in a stream of a given segment size: the geometry
 /// every reader and writer of this crate uses, for callers that plan reads,
 /// size buffers or check stored lengths without decrypting.
@@ -266,7 +152,7 @@ pub(crate) fn open_stream(
 /// let layout = Layout::new(SegmentSize::DEFAULT);
 /// let extent = layout.for_plaintext(1_000_000)?;
 /// assert_eq!(extent.segments, 16);
-/// let stream_len = layout.stream_len(extent);
+/// let stream_len = extent.stream_len();
 /// assert_eq!(layout.for_stream(stream_len)?, extent);
 /// // The segments a read of plaintext bytes 100_000..300_000 decrypts.
 /// let segments = layout.segments_covering(100_000..300_000);
@@ -285,6 +171,13 @@ pub struct Extent {
     pub plaintext_len: u64,
     /// Number of segments (at least 1).
     pub segments: u64,
+}
+
+impl Extent {
+    /// Total stream length (prefix and header included).
+    pub const fn stream_len(self) -> u64 {
+        HEADER_LEN as u64 + self.plaintext_len + TAG_LEN as u64 * self.segments
+    }
 }
 
 impl Layout {
@@ -367,11 +260,6 @@ impl Layout {
         })
     }
 
-    /// Total stream length (prefix and header included) for an extent.
-    pub fn stream_len(self, extent: Extent) -> u64 {
-        HEADER_LEN as u64 + extent.plaintext_len + TAG_LEN as u64 * extent.segments
-    }
-
     /// The extent of a stream of `stream_len` bytes, checking that the length
     /// is one a canonical encoder can produce. The length is not
     /// authenticated until the final segment verifies.
@@ -448,7 +336,7 @@ mod tests {
                 p0 + 5 * p + 3,
             ] {
                 let extent = layout.for_plaintext(len).unwrap();
-                let stream_len = layout.stream_len(extent);
+                let stream_len = extent.stream_len();
                 assert_eq!(
                     layout.for_stream(stream_len).unwrap(),
                     extent,

@@ -6,11 +6,13 @@ use std::ops::Range;
 use atrest_filekey::FileKey;
 
 use crate::decoder::Decoder;
-use crate::format::{self, Extent, HEADER_LEN};
+use crate::format::{Extent, HEADER_LEN};
+use crate::schedule;
 use crate::segment::diagnose_end;
 use crate::{Backend, Error};
 
-/// Decrypts a stream read from `R`.
+/// Decrypts a stream read from `R`. Made by
+/// [`Opener::reader`](crate::Opener::reader).
 ///
 /// Plaintext is released one segment at a time, only after that segment's
 /// tag verified; end-of-stream is reported only after the segment sealed as
@@ -24,13 +26,14 @@ use crate::{Backend, Error};
 /// ```
 /// use std::io::{Read, Seek, SeekFrom};
 /// use atrest_filekey::FileKey;
-/// use atrest_stream::{Decryptor, encrypt};
+/// use atrest_stream::{Opener, Options, Sealer};
 ///
 /// let key = FileKey::generate()?;
 /// let plaintext: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
-/// let ciphertext = encrypt(&key, b"context", &plaintext)?;
+/// let ciphertext = Sealer::new(&key, b"context", Options::default()).seal(&plaintext)?;
 ///
-/// let mut decryptor = Decryptor::new(std::io::Cursor::new(ciphertext), &key, b"context")?;
+/// let opener = Opener::new(&key, b"context", Options::default());
+/// let mut decryptor = opener.reader(std::io::Cursor::new(ciphertext))?;
 /// decryptor.seek(SeekFrom::Start(150_000))?;
 /// let mut chunk = [0u8; 10];
 /// decryptor.read_exact(&mut chunk)?;
@@ -52,20 +55,7 @@ pub struct Decryptor<R> {
 impl<R: Read> Decryptor<R> {
     /// Reads and checks the stream's prefix and header, and verifies that
     /// `key` is the key the stream was made with.
-    ///
-    /// # Errors
-    /// [`Error::Truncated`], [`Error::Malformed`], [`Error::UnsupportedVersion`],
-    /// [`Error::UnsupportedSuite`], [`Error::CommitmentMismatch`], or
-    /// [`Error::Io`] from the reader.
-    pub fn new(reader: R, key: &FileKey, associated_data: &[u8]) -> Result<Self, Error> {
-        Self::with_backend(reader, key, associated_data, Backend::default())
-    }
-
-    /// [`Decryptor::new`] with a chosen backend.
-    ///
-    /// # Errors
-    /// As for [`Decryptor::new`].
-    pub fn with_backend(
+    pub(crate) fn new(
         mut reader: R,
         key: &FileKey,
         associated_data: &[u8],
@@ -73,7 +63,7 @@ impl<R: Read> Decryptor<R> {
     ) -> Result<Self, Error> {
         let mut header = [0u8; HEADER_LEN];
         read_full(&mut reader, &mut header)?;
-        let (segment_size, cipher) = format::open_stream(&header, key, associated_data, backend)?;
+        let (segment_size, cipher) = schedule::open_stream(&header, key, associated_data, backend)?;
         Ok(Self {
             inner: reader,
             decoder: Decoder::new(cipher, segment_size),

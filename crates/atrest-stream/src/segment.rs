@@ -1,20 +1,17 @@
-//! Sealing and opening one segment.
+//! Sealing and opening one segment: two types, so code that only opens
+//! streams holds no sealing capability and the other way round.
 
 use crate::Error;
 use crate::backend::StreamKey;
 use crate::format::{NONCE_PREFIX_LEN, TAG_LEN};
 
-/// The stream key and nonce prefix: seals and opens segments by index.
-pub(crate) struct SegmentCipher {
+/// The stream key and nonce prefix, from which segment nonces are made.
+struct SegmentKey {
     key: StreamKey,
     nonce_prefix: [u8; NONCE_PREFIX_LEN],
 }
 
-impl SegmentCipher {
-    pub(crate) fn new(key: StreamKey, nonce_prefix: [u8; NONCE_PREFIX_LEN]) -> Self {
-        Self { key, nonce_prefix }
-    }
-
+impl SegmentKey {
     /// `nonce = prefix (7) || index (u32 BE) || last (1)`.
     fn nonce(&self, index: u64, last: bool) -> Result<[u8; 12], Error> {
         let index = u32::try_from(index).map_err(|_| Error::TooLong)?;
@@ -26,6 +23,15 @@ impl SegmentCipher {
         flag.copy_from_slice(&[u8::from(last)]);
         Ok(nonce)
     }
+}
+
+/// Seals the segments of a new stream by index.
+pub(crate) struct SegmentSealer(SegmentKey);
+
+impl SegmentSealer {
+    pub(crate) fn new(key: StreamKey, nonce_prefix: [u8; NONCE_PREFIX_LEN]) -> Self {
+        Self(SegmentKey { key, nonce_prefix })
+    }
 
     /// Encrypts `plaintext` in place and returns the tag.
     pub(crate) fn seal(
@@ -34,7 +40,7 @@ impl SegmentCipher {
         last: bool,
         plaintext: &mut [u8],
     ) -> Result<[u8; TAG_LEN], Error> {
-        self.key.seal(self.nonce(index, last)?, &[], plaintext)
+        self.0.key.seal(self.0.nonce(index, last)?, &[], plaintext)
     }
 
     /// Encrypts `plaintext` into `out` (the same length) and returns the tag:
@@ -46,7 +52,18 @@ impl SegmentCipher {
         plaintext: &[u8],
         out: &mut [u8],
     ) -> Result<[u8; TAG_LEN], Error> {
-        self.key.seal_to(self.nonce(index, last)?, plaintext, out)
+        self.0
+            .key
+            .seal_to(self.0.nonce(index, last)?, plaintext, out)
+    }
+}
+
+/// Opens the segments of an existing stream by index.
+pub(crate) struct SegmentOpener(SegmentKey);
+
+impl SegmentOpener {
+    pub(crate) fn new(key: StreamKey, nonce_prefix: [u8; NONCE_PREFIX_LEN]) -> Self {
+        Self(SegmentKey { key, nonce_prefix })
     }
 
     /// Decrypts `segment` (ciphertext followed by the tag) into `out`, which
@@ -61,7 +78,11 @@ impl SegmentCipher {
         let len = segment.len().checked_sub(TAG_LEN).ok_or(Error::Truncated)?;
         let (body, tag) = segment.split_at(len);
         let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| Error::Truncated)?;
-        if !self.key.open_to(self.nonce(index, last)?, body, tag, out) {
+        if !self
+            .0
+            .key
+            .open_to(self.0.nonce(index, last)?, body, tag, out)
+        {
             out.fill(0);
             return Err(Error::AuthenticationFailed);
         }
@@ -95,7 +116,7 @@ impl SegmentCipher {
         tag: &[u8],
     ) -> Result<(), Error> {
         let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| Error::Truncated)?;
-        if !self.key.open(self.nonce(index, last)?, &[], body, tag) {
+        if !self.0.key.open(self.0.nonce(index, last)?, &[], body, tag) {
             body.fill(0);
             return Err(Error::AuthenticationFailed);
         }
@@ -123,7 +144,7 @@ pub(crate) enum LastSegment {
     CutAfter(usize),
 }
 
-impl SegmentCipher {
+impl SegmentOpener {
     /// Opens the segment that the stream's length says is the last one.
     ///
     /// If it fails as a last segment but is full-sized, it is tried as an
@@ -167,7 +188,7 @@ impl SegmentCipher {
 /// bounded by the number of bytes appended. `read(offset, buf)` reads
 /// ciphertext at a stream offset.
 pub(crate) fn diagnose_end(
-    cipher: &SegmentCipher,
+    cipher: &SegmentOpener,
     layout: crate::Layout,
     stream_len: u64,
     error: Error,
@@ -286,7 +307,10 @@ mod tests {
             &DerivedKey::from_derived_bytes(&[1; 32]),
         )
         .unwrap();
-        let cipher = SegmentCipher::new(key, [9, 8, 7, 6, 5, 4, 3]);
+        let cipher = SegmentKey {
+            key,
+            nonce_prefix: [9, 8, 7, 6, 5, 4, 3],
+        };
         let nonce = cipher.nonce(0x0102_0304, true).unwrap();
         assert_eq!(nonce, [9, 8, 7, 6, 5, 4, 3, 1, 2, 3, 4, 1]);
         let nonce = cipher.nonce(5, false).unwrap();

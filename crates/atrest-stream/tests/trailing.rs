@@ -14,10 +14,7 @@ mod common;
 
 use std::io::{Cursor, Read, Seek, SeekFrom};
 
-use atrest_stream::{
-    Backend, Decryptor, Error, RandomAccess, decrypt, decrypt_parallel, decrypt_stream, decrypt_to,
-    encrypt_with,
-};
+use atrest_stream::{Backend, Error, Opener, Options, Parallelism, Sealer};
 use atrest_test_support::plaintext;
 use common::{AD, capacities, key, size, stream_read};
 
@@ -28,32 +25,66 @@ fn every_api(stream: &[u8]) -> Vec<(&'static str, Error)> {
     let key = key();
     let backend = Backend::default();
     let mut errors = vec![
-        ("decrypt", decrypt(&key, AD, stream).unwrap_err()),
+        (
+            "decrypt",
+            Opener::new(&key, AD, Options::default())
+                .open(stream)
+                .unwrap_err(),
+        ),
         (
             "decrypt_parallel",
-            decrypt_parallel(&key, AD, stream, backend, 3).unwrap_err(),
+            Opener::new(
+                &key,
+                AD,
+                Options::default()
+                    .backend(backend)
+                    .parallelism(Parallelism::threads(3)),
+            )
+            .open(stream)
+            .unwrap_err(),
         ),
         (
             "decrypt_to",
-            decrypt_to(&key, AD, stream, backend, 1, &mut vec![0; stream.len()]).unwrap_err(),
+            Opener::new(
+                &key,
+                AD,
+                Options::default()
+                    .backend(backend)
+                    .parallelism(Parallelism::threads(1)),
+            )
+            .open_into(stream, &mut vec![0; stream.len()])
+            .unwrap_err(),
         ),
         (
             "RandomAccess",
-            RandomAccess::new(stream, &key, AD).err().unwrap(),
+            Opener::new(&key, AD, Options::default())
+                .random_access(stream)
+                .err()
+                .unwrap(),
         ),
         (
             "decrypt_stream",
-            decrypt_stream(stream, Vec::new(), &key, AD, backend, 2).unwrap_err(),
+            Opener::new(
+                &key,
+                AD,
+                Options::default()
+                    .backend(backend)
+                    .parallelism(Parallelism::threads(2)),
+            )
+            .open_stream(stream, Vec::new())
+            .unwrap_err(),
         ),
         (
             "Decryptor seek",
-            Decryptor::new(Cursor::new(stream), &key, AD)
+            Opener::new(&key, AD, Options::default())
+                .reader(Cursor::new(stream))
                 .and_then(|mut d| d.seek(SeekFrom::End(0)).map_err(Error::from_io))
                 .unwrap_err(),
         ),
         (
             "Decryptor read_to_end",
-            Decryptor::new(stream, &key, AD)
+            Opener::new(&key, AD, Options::default())
+                .reader(stream)
                 .and_then(|mut d| d.read_to_end(&mut Vec::new()).map_err(Error::from_io))
                 .unwrap_err(),
         ),
@@ -65,7 +96,9 @@ fn every_api(stream: &[u8]) -> Vec<(&'static str, Error)> {
                 .unwrap()
                 .block_on(async {
                     use tokio::io::AsyncReadExt;
-                    let mut d = atrest_stream::AsyncDecryptor::new(stream, &key, AD).await?;
+                    let mut d = Opener::new(&key, AD, Options::default())
+                        .async_reader(stream)
+                        .await?;
                     d.read_to_end(&mut Vec::new()).await.map_err(Error::from_io)
                 })
                 .unwrap_err(),
@@ -86,7 +119,9 @@ fn bytes_after_a_full_last_segment_are_trailing_data_everywhere() {
     // Plaintexts whose last segment is full: one, two and five segments.
     for len in [p0, p0 + p, p0 + 4 * p] {
         let data = plaintext(len);
-        let stream = encrypt_with(&key(), AD, &data, size(S)).unwrap();
+        let stream = Sealer::new(&key(), AD, Options::from(size(S)))
+            .seal(&data)
+            .unwrap();
         for extra in [1usize, 15, 16, 17, 255, 256, 257, 3 * 256 + 5] {
             let mut longer = stream.clone();
             longer.extend(std::iter::repeat_n(0xa5, extra));
@@ -100,7 +135,7 @@ fn bytes_after_a_full_last_segment_are_trailing_data_everywhere() {
             let mut cut = stream[..stream.len() - 1].to_vec();
             cut.extend(std::iter::repeat_n(0xa5, extra.min(1)));
             assert!(!matches!(
-                decrypt(&key(), AD, &cut),
+                Opener::new(&key(), AD, Options::default()).open(&cut),
                 Err(Error::TrailingData)
             ));
         }
@@ -113,7 +148,9 @@ fn bytes_after_a_short_last_segment_fail_authentication_everywhere() {
     // tampering with it.
     let (p0, p) = capacities(S);
     let data = plaintext(p0 + 2 * p + 100);
-    let stream = encrypt_with(&key(), AD, &data, size(S)).unwrap();
+    let stream = Sealer::new(&key(), AD, Options::from(size(S)))
+        .seal(&data)
+        .unwrap();
     for extra in [1usize, 16, 100, 140, 156, 157, 172, 173, 500] {
         let mut longer = stream.clone();
         longer.extend(std::iter::repeat_n(0x5a, extra));
