@@ -182,17 +182,11 @@ pub(crate) fn decrypt_to(
     });
     if let Err(error) = result {
         out.zeroize();
-        return Err(match error {
-            Error::AuthenticationFailed if extent.segments > 1 => {
-                // Report what a sequential reader would: if the stream's
-                // real end lies before the apparent last segment, bytes were
-                // appended.
-                diagnose_end(cipher, layout, stream.len() as u64, error, |at, buf| {
-                    read_slice(stream, at, buf)
-                })
-            }
-            other => other,
-        });
+        // Runs report their first failure and are joined in order, so this
+        // is the first failing segment in the stream, classified as a
+        // sequential reader would (an inner one that verifies as the last
+        // is TrailingData).
+        return Err(error);
     }
     Ok(len)
 }

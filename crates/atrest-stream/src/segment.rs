@@ -183,10 +183,12 @@ impl SegmentOpener {
 /// segments before the end first, so a segment there that verifies only as
 /// the last one means bytes were appended ([`Error::TrailingData`]).
 ///
-/// Walks back from the end over full segments while they verify neither
-/// way (appended garbage) and stops at the first that verifies: the work is
-/// bounded by the number of bytes appended. `read(offset, buf)` reads
-/// ciphertext at a stream offset.
+/// Checks the first segment (a stream that fails there, under a wrong
+/// context say, gets that segment's error at once), then walks back from the
+/// end over full segments while they verify neither way (appended garbage)
+/// and stops at the first that verifies: the work is bounded by the number
+/// of bytes appended. `read(offset, buf)` reads ciphertext at a stream
+/// offset.
 pub(crate) fn diagnose_end(
     cipher: &SegmentOpener,
     layout: crate::Layout,
@@ -212,30 +214,49 @@ pub(crate) fn diagnose_end(
     let mut segment = vec![0u8; layout.full_segment_len(0).max(layout.full_segment_len(1))];
     let mut plain = vec![0u8; segment.len()];
     let before_last = index;
-    let verdict = loop {
-        if index == 0 {
-            break Error::AuthenticationFailed;
-        }
-        index -= 1;
-        let len = layout.full_segment_len(index);
-        let (Some(segment), Some(out)) = (segment.get_mut(..len), plain.get_mut(..len - TAG_LEN))
-        else {
-            break error;
-        };
-        if let Err(read_error) = read(layout.ciphertext_start(index), segment) {
-            break read_error;
-        }
-        match cipher.open_inner_to(index, segment, out) {
-            // The segment right before the apparent last one is sound: the
-            // end itself is at fault.
-            Ok(()) if index + 1 == before_last => break error,
-            // A sound segment followed by one that verifies neither way.
-            Ok(()) => break Error::AuthenticationFailed,
-            Err(Error::TrailingData) => break Error::TrailingData,
-            // Appended bytes, or an altered segment: keep walking back.
-            Err(_) => {}
+    // First the stream's first segment: if it fails, a sequential reader
+    // stops there (a wrong context fails every segment; this keeps that case
+    // to one segment's work instead of a walk over the whole stream).
+    let first = {
+        let len = layout.full_segment_len(0);
+        match (segment.get_mut(..len), plain.get_mut(..len - TAG_LEN)) {
+            (Some(segment), Some(out)) => read(layout.ciphertext_start(0), segment)
+                .and_then(|()| cipher.open_inner_to(0, segment, out)),
+            _ => Err(error.clone()),
         }
     };
+    let verdict = match first {
+        Ok(()) if before_last == 1 => Some(error.clone()),
+        Ok(()) => None,
+        Err(first) => Some(first),
+    };
+    let verdict = verdict.unwrap_or_else(|| {
+        loop {
+            if index == 0 {
+                break Error::AuthenticationFailed;
+            }
+            index -= 1;
+            let len = layout.full_segment_len(index);
+            let (Some(segment), Some(out)) =
+                (segment.get_mut(..len), plain.get_mut(..len - TAG_LEN))
+            else {
+                break error;
+            };
+            if let Err(read_error) = read(layout.ciphertext_start(index), segment) {
+                break read_error;
+            }
+            match cipher.open_inner_to(index, segment, out) {
+                // The segment right before the apparent last one is sound: the
+                // end itself is at fault.
+                Ok(()) if index + 1 == before_last => break error,
+                // A sound segment followed by one that verifies neither way.
+                Ok(()) => break Error::AuthenticationFailed,
+                Err(Error::TrailingData) => break Error::TrailingData,
+                // Appended bytes, or an altered segment: keep walking back.
+                Err(_) => {}
+            }
+        }
+    });
     zeroize::Zeroize::zeroize(&mut plain);
     verdict
 }
