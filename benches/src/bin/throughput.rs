@@ -113,7 +113,7 @@ fn main() {
                 gb / time,
                 100.0 * ratio
             );
-            gb / time
+            ratio
         };
 
         let encrypt_1 = row("encrypt, 1 thread (seal_into)", &mut || {
@@ -162,6 +162,8 @@ fn main() {
             },
         );
         assert_eq!(pipe_back, plaintext);
+        // From the ratios to the baseline, each measured alongside it, so the
+        // scaling holds up when the machine's load drifts between rows.
         println!(
             "{:<12} parallel scaling: encrypt {:.2}x, decrypt {:.2}x of one thread (target {:.1}x)",
             backend.name(),
