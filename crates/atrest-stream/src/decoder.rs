@@ -23,7 +23,8 @@ pub(crate) struct Decoder {
     plain_buf: Vec<u8>,
     /// Plaintext in `plain_buf` not yet handed out.
     plain: core::ops::Range<usize>,
-    /// Whether `buf` holds a decrypted segment (`plain` may be empty).
+    /// Whether the current segment was opened into `plain_buf` (`plain` may
+    /// be empty).
     decoded: bool,
     /// Whether the byte after the current segment sits in `buf`.
     lookahead: bool,
