@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::io::Read;
 
 use atrest_filekey::FileKey;
-use atrest_stream::{Decryptor, SegmentSize, encrypt_with};
+use atrest_stream::{Opener, Options, Sealer, SegmentSize};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 
@@ -46,17 +46,25 @@ fn segment_size(c: &mut Criterion) {
             BenchmarkId::new("encrypt", format!("{kib}KiB")),
             &size,
             |b, &size| {
-                b.iter(|| encrypt_with(&key, b"ad", black_box(&plaintext), size).unwrap());
+                b.iter(|| {
+                    Sealer::new(&key, b"ad", Options::from(size))
+                        .seal(black_box(&plaintext))
+                        .unwrap()
+                });
             },
         );
-        let stream = encrypt_with(&key, b"ad", &plaintext, size).unwrap();
+        let stream = Sealer::new(&key, b"ad", Options::from(size))
+            .seal(&plaintext)
+            .unwrap();
         let mut out = vec![0u8; LEN];
         group.bench_with_input(
             BenchmarkId::new("decrypt", format!("{kib}KiB")),
             &stream,
             |b, stream| {
                 b.iter(|| {
-                    let mut decryptor = Decryptor::new(&stream[..], &key, b"ad").unwrap();
+                    let mut decryptor = Opener::new(&key, b"ad", Options::default())
+                        .reader(&stream[..])
+                        .unwrap();
                     decryptor.read_exact(&mut out).unwrap();
                 });
             },

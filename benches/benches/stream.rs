@@ -13,7 +13,7 @@
 
 use atrest_benches::one_shot_aes_256_gcm;
 use atrest_filekey::FileKey;
-use atrest_stream::{Backend, Options, decrypt_to, encrypt_to, stream_len};
+use atrest_stream::{Backend, Extent, Layout, Opener, Options, Parallelism, Sealer};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 fn stream(c: &mut Criterion) {
@@ -21,8 +21,13 @@ fn stream(c: &mut Criterion) {
     for len in [64usize << 10, 1 << 20, 16 << 20] {
         let plaintext = vec![0x5au8; len];
         let mut work = plaintext.clone();
-        let mut out =
-            vec![0u8; stream_len(len as u64, Options::default().segment_size).unwrap() as usize];
+        let mut out = vec![
+            0u8;
+            Layout::new(Options::default().segment_size)
+                .for_plaintext(len as u64)
+                .map(Extent::stream_len)
+                .unwrap() as usize
+        ];
         let mut back = vec![0u8; len];
         let mut group = c.benchmark_group(format!("stream/{}KiB", len >> 10));
         group.throughput(Throughput::Bytes(len as u64));
@@ -32,11 +37,27 @@ fn stream(c: &mut Criterion) {
                 b.iter(|| one_shot_aes_256_gcm(backend, &mut work))
             });
             group.bench_function(BenchmarkId::new("encrypt", backend), |b| {
-                b.iter(|| encrypt_to(&key, b"ad", &plaintext, options, 1, &mut out).unwrap());
+                b.iter(|| {
+                    Sealer::new(&key, b"ad", options.parallelism(Parallelism::threads(1)))
+                        .seal_into(&plaintext, &mut out)
+                        .unwrap()
+                });
             });
-            let n = encrypt_to(&key, b"ad", &plaintext, options, 1, &mut out).unwrap();
+            let n = Sealer::new(&key, b"ad", options.parallelism(Parallelism::threads(1)))
+                .seal_into(&plaintext, &mut out)
+                .unwrap();
             group.bench_function(BenchmarkId::new("decrypt", backend), |b| {
-                b.iter(|| decrypt_to(&key, b"ad", &out[..n], backend, 1, &mut back).unwrap());
+                b.iter(|| {
+                    Opener::new(
+                        &key,
+                        b"ad",
+                        Options::default()
+                            .backend(backend)
+                            .parallelism(Parallelism::threads(1)),
+                    )
+                    .open_into(&out[..n], &mut back)
+                    .unwrap()
+                });
             });
         }
         group.finish();

@@ -6,7 +6,7 @@
 use std::io::{Cursor, Read, Seek, SeekFrom};
 
 use atrest_filekey::FileKey;
-use atrest_stream::{Decryptor, RandomAccess, decrypt};
+use atrest_stream::{Opener, Options};
 use libfuzzer_sys::fuzz_target;
 
 const KEY: [u8; 32] = [0x42; 32];
@@ -21,13 +21,15 @@ fuzz_target!(|data: &[u8]| {
     let len = usize::from(u16::from_le_bytes([range[2], range[3]]));
     let key = FileKey::from_secret_bytes(&KEY);
 
-    let whole = decrypt(&key, CONTEXT, stream).ok();
+    let whole = Opener::new(&key, CONTEXT, Options::default())
+        .open(stream)
+        .ok();
     let expected = whole.as_ref().map(|p| {
         let from = (start as usize).min(p.len());
         p[from..(from + len).min(p.len())].to_vec()
     });
 
-    if let Ok(access) = RandomAccess::new(stream, &key, CONTEXT) {
+    if let Ok(access) = Opener::new(&key, CONTEXT, Options::default()).random_access(stream) {
         let mut buf = vec![0u8; len];
         let got = access.read_at(&mut buf, start).map(|n| buf[..n].to_vec());
         if let Some(expected) = &expected {
@@ -35,7 +37,9 @@ fuzz_target!(|data: &[u8]| {
         }
         let _ = access.copy_range(start..start.saturating_add(len as u64), &mut Vec::new());
     }
-    if let Ok(mut decryptor) = Decryptor::new(Cursor::new(stream), &key, CONTEXT) {
+    if let Ok(mut decryptor) =
+        Opener::new(&key, CONTEXT, Options::default()).reader(Cursor::new(stream))
+    {
         let mut out = Vec::new();
         let got = decryptor
             .seek(SeekFrom::Start(start))

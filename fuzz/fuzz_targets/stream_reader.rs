@@ -8,7 +8,7 @@
 use std::io::Read;
 
 use atrest_filekey::FileKey;
-use atrest_stream::{Backend, Decryptor, decrypt, decrypt_stream};
+use atrest_stream::{Opener, Options};
 use libfuzzer_sys::fuzz_target;
 
 const KEY: [u8; 32] = [0x42; 32];
@@ -19,11 +19,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let key = FileKey::from_secret_bytes(&KEY);
-    let whole = decrypt(&key, CONTEXT, stream);
+    let whole = Opener::new(&key, CONTEXT, Options::default()).open(stream);
 
     let mut released = Vec::new();
     let mut buf = vec![0u8; usize::from(chunk) * 97 + 1];
-    let streamed = Decryptor::new(stream, &key, CONTEXT)
+    let streamed = Opener::new(&key, CONTEXT, Options::default())
+        .reader(stream)
         .map_err(std::io::Error::from)
         .and_then(|mut d| {
             loop {
@@ -34,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         });
-    let piped = decrypt_stream(stream, Vec::new(), &key, CONTEXT, Backend::default(), 1);
+    let piped = Opener::new(&key, CONTEXT, Options::default()).open_stream(stream, Vec::new());
     match (&whole, &piped) {
         (Ok(plaintext), Ok((out, _))) => assert_eq!(plaintext, out),
         (Err(_), Err(_)) => {}

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use atrest_filekey::FileKey;
-use atrest_stream::{Decryptor, Encryptor};
+use atrest_stream::{Opener, Options, Sealer};
 
 /// An endless deterministic plaintext source.
 struct Pattern {
@@ -64,7 +64,8 @@ fn run(gib: u64, dir: PathBuf) -> io::Result<()> {
 
     let started = Instant::now();
     let mut source = Pattern { position: 0 }.take(total);
-    let mut encryptor = Encryptor::new(BufWriter::new(File::create(&path)?), &key, b"memory test")?;
+    let mut encryptor = Sealer::new(&key, b"memory test", Options::default())
+        .writer(BufWriter::new(File::create(&path)?))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut expected = 0u64;
     loop {
@@ -87,7 +88,8 @@ fn run(gib: u64, dir: PathBuf) -> io::Result<()> {
     );
 
     let started = Instant::now();
-    let mut decryptor = Decryptor::new(BufReader::new(File::open(&path)?), &key, b"memory test")?;
+    let mut decryptor = Opener::new(&key, b"memory test", Options::default())
+        .reader(BufReader::new(File::open(&path)?))?;
     let mut actual = 0u64;
     let mut read = 0u64;
     loop {

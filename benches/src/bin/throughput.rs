@@ -1,7 +1,9 @@
 //! Throughput report: for every compiled-in backend, on the same buffer in
 //! one run, one-shot AES-256-GCM of the backend (the baseline) against
 //! atrest-stream's single-core streaming and one-call paths and its parallel
-//! paths, with the median of several runs and the ratios.
+//! paths. Each row is timed alternately with the baseline, run for run, and
+//! its ratio is the median of the per-pair ratios, so load that drifts on a
+//! shared machine hits both sides alike; the GB/s column is the row's median.
 //!
 //! ```text
 //! cargo run --release -p atrest-benches --bin throughput -- [SIZE_MIB] [RUNS]
@@ -25,21 +27,32 @@ use std::time::Instant;
 
 use atrest_benches::one_shot_aes_256_gcm;
 use atrest_filekey::FileKey;
-use atrest_stream::{
-    Backend, Decryptor, Encryptor, Options, decrypt_stream, decrypt_to, encrypt_stream, encrypt_to,
-    stream_len,
-};
+use atrest_stream::{Backend, Layout, Opener, Options, Parallelism, Sealer};
 
-fn median_seconds(runs: usize, mut f: impl FnMut()) -> f64 {
-    let mut times: Vec<f64> = (0..runs)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+fn seconds(f: &mut impl FnMut()) -> f64 {
+    let start = Instant::now();
+    f();
+    start.elapsed().as_secs_f64()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Times `f` and the baseline alternately, `runs` times each, so both see
+/// the same machine (the machines are shared and their load drifts).
+/// Returns the median time of `f` and the median of the per-pair ratios
+/// `baseline time / f time`.
+fn paired(runs: usize, baseline: &mut impl FnMut(), mut f: impl FnMut()) -> (f64, f64) {
+    let (mut times, mut ratios) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    for _ in 0..runs {
+        let base = seconds(baseline);
+        let time = seconds(&mut f);
+        times.push(time);
+        ratios.push(base / time);
+    }
+    (median(times), median(ratios))
 }
 
 fn main() {
@@ -58,7 +71,10 @@ fn main() {
     let plaintext: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31)).collect();
     let mut work = plaintext.clone();
     let options = Options::default();
-    let mut stream = vec![0u8; stream_len(len as u64, options.segment_size).unwrap() as usize];
+    let extent = Layout::new(options.segment_size)
+        .for_plaintext(len as u64)
+        .unwrap();
+    let mut stream = vec![0u8; extent.stream_len() as usize];
     let mut decrypted = vec![0u8; len];
     let gb = len as f64 / 1e9;
 
@@ -71,85 +87,83 @@ fn main() {
         "backend", "measurement", "GB/s", "vs baseline"
     );
     for &backend in Backend::ALL {
-        let options = options.backend(backend);
+        let one = options.backend(backend);
+        let all = one.parallelism(Parallelism::threads(cores));
+        let (sealer, opener) = (Sealer::new(&key, ad, one), Opener::new(&key, ad, one));
+        let (sealer_n, opener_n) = (Sealer::new(&key, ad, all), Opener::new(&key, ad, all));
         // Warm everything up once.
         one_shot_aes_256_gcm(backend, &mut work);
-        let n = encrypt_to(&key, ad, &plaintext, options, 1, &mut stream).unwrap();
+        let n = sealer.seal_into(&plaintext, &mut stream).unwrap();
 
-        let baseline = gb / median_seconds(runs, || one_shot_aes_256_gcm(backend, &mut work));
-        let row = |what: &str, rate: f64| {
+        let mut base = || one_shot_aes_256_gcm(backend, &mut work);
+        let baseline = gb / median((0..runs).map(|_| seconds(&mut base)).collect());
+        println!(
+            "{:<12} {:<34} {:>9.2} {:>13.1}%",
+            backend.name(),
+            "one-shot AES-256-GCM (baseline)",
+            baseline,
+            100.0
+        );
+        let mut row = |what: &str, f: &mut dyn FnMut()| {
+            let (time, ratio) = paired(runs, &mut base, f);
             println!(
                 "{:<12} {:<34} {:>9.2} {:>13.1}%",
                 backend.name(),
                 what,
-                rate,
-                100.0 * rate / baseline
+                gb / time,
+                100.0 * ratio
             );
+            ratio
         };
-        row("one-shot AES-256-GCM (baseline)", baseline);
 
-        let encrypt_1 = gb
-            / median_seconds(runs, || {
-                encrypt_to(&key, ad, &plaintext, options, 1, &mut stream).unwrap();
-            });
-        row("encrypt, 1 thread (encrypt_to)", encrypt_1);
-        let decrypt_1 = gb
-            / median_seconds(runs, || {
-                decrypt_to(&key, ad, &stream[..n], backend, 1, &mut decrypted).unwrap();
-            });
-        row("decrypt, 1 thread (decrypt_to)", decrypt_1);
+        let encrypt_1 = row("encrypt, 1 thread (seal_into)", &mut || {
+            sealer.seal_into(&plaintext, &mut stream).unwrap();
+        });
+        let decrypt_1 = row("decrypt, 1 thread (open_into)", &mut || {
+            opener.open_into(&stream[..n], &mut decrypted).unwrap();
+        });
         assert_eq!(decrypted, plaintext);
 
         let mut sink = Vec::with_capacity(stream.len());
-        let streaming_encrypt = gb
-            / median_seconds(runs, || {
-                sink.clear();
-                let mut encryptor = Encryptor::with_options(&mut sink, &key, ad, options).unwrap();
-                for chunk in plaintext.chunks(1 << 20) {
-                    encryptor.write_all(chunk).unwrap();
-                }
-                encryptor.finish().unwrap();
-            });
-        row("encrypt, streaming Write", streaming_encrypt);
-        let streaming_decrypt = gb
-            / median_seconds(runs, || {
-                let mut decryptor = Decryptor::with_backend(&sink[..], &key, ad, backend).unwrap();
-                decryptor.read_exact(&mut decrypted).unwrap();
-            });
-        row("decrypt, streaming Read", streaming_decrypt);
+        row("encrypt, streaming Write", &mut || {
+            sink.clear();
+            let mut encryptor = sealer.writer(&mut sink).unwrap();
+            for chunk in plaintext.chunks(1 << 20) {
+                encryptor.write_all(chunk).unwrap();
+            }
+            encryptor.finish().unwrap();
+        });
+        row("decrypt, streaming Read", &mut || {
+            let mut decryptor = opener.reader(&sink[..]).unwrap();
+            decryptor.read_exact(&mut decrypted).unwrap();
+        });
 
-        let encrypt_n = gb
-            / median_seconds(runs, || {
-                encrypt_to(&key, ad, &plaintext, options, cores, &mut stream).unwrap();
-            });
-        row(&format!("encrypt, {cores} threads"), encrypt_n);
-        let decrypt_n = gb
-            / median_seconds(runs, || {
-                decrypt_to(&key, ad, &stream[..n], backend, cores, &mut decrypted).unwrap();
-            });
-        row(&format!("decrypt, {cores} threads"), decrypt_n);
+        let encrypt_n = row(&format!("encrypt, {cores} threads"), &mut || {
+            sealer_n.seal_into(&plaintext, &mut stream).unwrap();
+        });
+        let decrypt_n = row(&format!("decrypt, {cores} threads"), &mut || {
+            opener_n.open_into(&stream[..n], &mut decrypted).unwrap();
+        });
         assert_eq!(decrypted, plaintext);
         let mut pipe_out = Vec::with_capacity(stream.len());
-        let pipeline_encrypt = gb
-            / median_seconds(runs, || {
-                pipe_out.clear();
-                encrypt_stream(&plaintext[..], &mut pipe_out, &key, ad, options, cores).unwrap();
-            });
         row(
             &format!("encrypt, Read->Write, {cores} workers"),
-            pipeline_encrypt,
+            &mut || {
+                pipe_out.clear();
+                sealer_n.seal_stream(&plaintext[..], &mut pipe_out).unwrap();
+            },
         );
         let mut pipe_back = Vec::with_capacity(len);
-        let pipeline_decrypt = gb
-            / median_seconds(runs, || {
-                pipe_back.clear();
-                decrypt_stream(&pipe_out[..], &mut pipe_back, &key, ad, backend, cores).unwrap();
-            });
         row(
             &format!("decrypt, Read->Write, {cores} workers"),
-            pipeline_decrypt,
+            &mut || {
+                pipe_back.clear();
+                opener_n.open_stream(&pipe_out[..], &mut pipe_back).unwrap();
+            },
         );
         assert_eq!(pipe_back, plaintext);
+        // From the ratios to the baseline, each measured alongside it, so the
+        // scaling holds up when the machine's load drifts between rows.
         println!(
             "{:<12} parallel scaling: encrypt {:.2}x, decrypt {:.2}x of one thread (target {:.1}x)",
             backend.name(),

@@ -5,21 +5,26 @@ use zeroize::Zeroize;
 
 use crate::Error;
 use crate::format::{Extent, Layout, SegmentSize, TAG_LEN};
-use crate::segment::{LastSegment, SegmentCipher};
+use crate::segment::SegmentOpener;
 
 /// The first read's size: buffers grow from here up to one segment.
 const INITIAL_BUFFER: usize = 16 * 1024;
 
 pub(crate) struct Decoder {
-    pub(crate) cipher: SegmentCipher,
+    pub(crate) cipher: SegmentOpener,
     pub(crate) layout: Layout,
     /// Ciphertext of the current segment, plus one byte of the next one when
-    /// the stream's length is not known; decrypted in place.
+    /// the stream's length is not known. It stays intact while the segment
+    /// is opened, so a failed segment can be tried as the last one.
     buf: Vec<u8>,
     filled: usize,
-    /// Plaintext of the current segment not yet handed out.
+    /// The current segment's plaintext, when it was not opened straight
+    /// into the caller's buffer.
+    plain_buf: Vec<u8>,
+    /// Plaintext in `plain_buf` not yet handed out.
     plain: core::ops::Range<usize>,
-    /// Whether `buf` holds a decrypted segment (`plain` may be empty).
+    /// Whether the current segment was opened into `plain_buf` (`plain` may
+    /// be empty).
     decoded: bool,
     /// Whether the byte after the current segment sits in `buf`.
     lookahead: bool,
@@ -34,12 +39,13 @@ pub(crate) struct Decoder {
 }
 
 impl Decoder {
-    pub(crate) fn new(cipher: SegmentCipher, segment_size: SegmentSize) -> Self {
+    pub(crate) fn new(cipher: SegmentOpener, segment_size: SegmentSize) -> Self {
         Self {
             cipher,
             layout: Layout::new(segment_size),
             buf: Vec::new(),
             filled: 0,
+            plain_buf: Vec::new(),
             plain: 0..0,
             decoded: false,
             lookahead: false,
@@ -59,8 +65,13 @@ impl Decoder {
         }
     }
 
+    /// Stops the stream with `error` (replacing an earlier one).
+    pub(crate) fn fail_with(&mut self, error: Error) -> Error {
+        self.fail(error)
+    }
+
     fn fail(&mut self, error: Error) -> Error {
-        self.buf.as_mut_slice().zeroize();
+        self.plain_buf.as_mut_slice().zeroize();
         self.plain = 0..0;
         self.failed = Some(error.clone());
         error
@@ -76,7 +87,7 @@ impl Decoder {
 
     /// Plaintext ready to be handed out.
     pub(crate) fn plaintext(&self) -> &[u8] {
-        self.buf.get(self.plain.clone()).unwrap_or_default()
+        self.plain_buf.get(self.plain.clone()).unwrap_or_default()
     }
 
     /// Whether the whole stream has been authenticated and handed out.
@@ -100,8 +111,11 @@ impl Decoder {
 
     fn next_segment(&mut self) {
         let len = self.layout.full_segment_len(self.index);
-        if let Some(used) = self.buf.get_mut(..len) {
-            used.zeroize();
+        if self.decoded {
+            // Wipe the plaintext handed out.
+            if let Some(used) = self.plain_buf.get_mut(..self.plain.end) {
+                used.zeroize();
+            }
         }
         if self.lookahead {
             let byte = self.buf.get(len).copied().unwrap_or_default();
@@ -150,6 +164,34 @@ impl Decoder {
         result.map_err(|error| self.fail(error))
     }
 
+    /// Opens the current segment straight into `out` if it is complete, is
+    /// known to be an inner segment and its plaintext fits; returns the
+    /// plaintext length, and moves to the next segment. `None`: use
+    /// [`Self::decrypt`] and [`Self::plaintext`] instead.
+    pub(crate) fn decrypt_into(&mut self, out: &mut [u8]) -> Result<Option<usize>, Error> {
+        self.check()?;
+        if self.decoded || self.last_decoded || !self.plain.is_empty() {
+            return Ok(None);
+        }
+        let full = self.layout.full_segment_len(self.index);
+        let len = match self.extent {
+            Some(extent) if self.index + 1 < extent.segments && self.filled >= full => full,
+            None if self.filled == full + 1 => full,
+            _ => return Ok(None),
+        };
+        let plain_len = len - TAG_LEN;
+        let (Some(segment), Some(out)) = (self.buf.get(..len), out.get_mut(..plain_len)) else {
+            return Ok(None);
+        };
+        if let Err(error) = self.cipher.open_inner_to(self.index, segment, out) {
+            return Err(self.fail(error));
+        }
+        self.lookahead = self.extent.is_none();
+        self.plain = 0..0;
+        self.next_segment();
+        Ok(Some(plain_len))
+    }
+
     fn decrypt_inner(&mut self, eof: bool) -> Result<(), Error> {
         let full = self.layout.full_segment_len(self.index);
         let (len, last) = match self.extent {
@@ -182,28 +224,42 @@ impl Decoder {
         Ok(())
     }
 
-    /// Opens a segment in place. A segment expected to be the last that
-    /// verifies only as an inner one is released, and `Truncated` deferred
-    /// until its plaintext is handed out. Returns the plaintext length and
-    /// whether the segment really is the last.
+    /// Opens segment `index` (`buf[..len]`) into `plain_buf`. A segment
+    /// expected to be the last that verifies only as an inner one is
+    /// released, and `Truncated` deferred until its plaintext is handed out.
+    /// Returns the plaintext length and whether the segment really is the
+    /// last.
     fn open(&mut self, index: u64, last: bool, len: usize) -> Result<(usize, bool), Error> {
         let full = self.layout.full_segment_len(index);
-        let segment = self.buf.get_mut(..len).ok_or(Error::Malformed("segment"))?;
+        let plain_len = len.checked_sub(TAG_LEN).ok_or(Error::Truncated)?;
+        if self.plain_buf.len() < plain_len {
+            self.plain_buf.resize(plain_len, 0);
+        }
+        let segment = self.buf.get(..len).ok_or(Error::Malformed("segment"))?;
+        let out = self
+            .plain_buf
+            .get_mut(..plain_len)
+            .ok_or(Error::Malformed("segment"))?;
         if !last {
-            return Ok((self.cipher.open(index, false, segment)?, false));
+            self.cipher.open_inner_to(index, segment, out)?;
+            return Ok((plain_len, false));
         }
-        match self.cipher.open_last(index, segment, full)? {
-            LastSegment::Last(len) => Ok((len, true)),
-            // Only an inner segment: the stream was cut right after it. When
-            // the length came from the source (a seek), the source itself is
-            // cut short: fail now. When streaming, release the authentic
-            // plaintext first and fail after it.
-            LastSegment::CutAfter(_) if self.extent.is_some() => Err(Error::Truncated),
-            LastSegment::CutAfter(len) => {
-                self.deferred = Some(Error::Truncated);
-                Ok((len, false))
-            }
+        let Err(error) = self.cipher.open_to(index, true, segment, out) else {
+            return Ok((plain_len, true));
+        };
+        if len != full || self.cipher.open_to(index, false, segment, out).is_err() {
+            return Err(error);
         }
+        // Only an inner segment: the stream was cut right after it. When
+        // the length came from the source (a seek), the source itself is cut
+        // short: fail now. When streaming, release the authentic plaintext
+        // first and fail after it.
+        if self.extent.is_some() {
+            out.zeroize();
+            return Err(Error::Truncated);
+        }
+        self.deferred = Some(Error::Truncated);
+        Ok((plain_len, false))
     }
 
     /// Installs a segment decrypted elsewhere (by a seek): the reader is then
@@ -233,7 +289,7 @@ impl Decoder {
     where
         F: FnOnce(&mut [u8]) -> Result<(), Error>,
     {
-        self.buf.as_mut_slice().zeroize();
+        self.plain_buf.as_mut_slice().zeroize();
         self.extent = Some(extent);
         self.index = index;
         self.lookahead = false;
@@ -245,6 +301,7 @@ impl Decoder {
         let segment = self.buf.get_mut(..len).ok_or(Error::Malformed("segment"))?;
         read(segment)?;
         self.filled = len;
+        self.deferred = None;
         let (plain_len, last) = self.open(index, last, len)?;
         self.plain = offset.min(plain_len)..plain_len;
         self.decoded = true;
@@ -255,7 +312,7 @@ impl Decoder {
     /// Positions the decoder past the end of the plaintext (after a seek
     /// there): reads return end-of-stream.
     pub(crate) fn set_at_end(&mut self, extent: Extent) {
-        self.buf.as_mut_slice().zeroize();
+        self.plain_buf.as_mut_slice().zeroize();
         self.extent = Some(extent);
         self.index = extent.segments - 1;
         self.plain = 0..0;
@@ -266,6 +323,6 @@ impl Decoder {
 
 impl Drop for Decoder {
     fn drop(&mut self) {
-        self.buf.zeroize();
+        self.plain_buf.zeroize();
     }
 }

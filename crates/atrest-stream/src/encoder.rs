@@ -5,11 +5,38 @@ use atrest_filekey::FileKey;
 use zeroize::Zeroize;
 
 use crate::Error;
-use crate::format::{self, HEADER_LEN, Layout, MAX_SEGMENTS, Options, SegmentSize, TAG_LEN};
-use crate::segment::SegmentCipher;
+use crate::Options;
+use crate::format::{HEADER_LEN, Layout, MAX_SEGMENTS, SegmentSize, TAG_LEN};
+use crate::schedule;
+use crate::segment::SegmentSealer;
+
+/// Held by the writers: dropping one that was neither finished nor broken
+/// by an error fails a debug assertion, so a forgotten `finish` (which
+/// leaves a stream every reader rejects) shows up in tests.
+#[derive(Default)]
+pub(crate) struct FinishGuard {
+    released: bool,
+}
+
+impl FinishGuard {
+    /// Dropping is expected from now on: `finish` ran, or a write failed.
+    pub(crate) fn release(&mut self) {
+        self.released = true;
+    }
+}
+
+impl Drop for FinishGuard {
+    fn drop(&mut self) {
+        debug_assert!(
+            self.released || std::thread::panicking(),
+            "an atrest-stream encryptor was dropped without `finish`: the stream it wrote \
+             lacks its final segment and every reader rejects it"
+        );
+    }
+}
 
 pub(crate) struct Encoder {
-    cipher: SegmentCipher,
+    cipher: SegmentSealer,
     layout: Layout,
     header: [u8; HEADER_LEN],
     header_sent: usize,
@@ -29,12 +56,13 @@ impl Encoder {
         associated_data: &[u8],
         options: Options,
     ) -> Result<Self, Error> {
-        let parts = format::new_stream(key, associated_data, options)?;
+        let parts =
+            schedule::new_stream(key, associated_data, options.segment_size, options.backend)?;
         Ok(Self::from_parts(parts, options.segment_size))
     }
 
     fn from_parts(
-        (header, cipher): ([u8; HEADER_LEN], SegmentCipher),
+        (header, cipher): ([u8; HEADER_LEN], SegmentSealer),
         segment_size: SegmentSize,
     ) -> Self {
         Self {
@@ -94,6 +122,12 @@ impl Encoder {
             self.seal(false)?;
             return Ok(0);
         }
+        if self.filled == 0 && data.len() > self.capacity() {
+            // A whole segment with more data after it (so an inner one):
+            // seal it from the caller's bytes straight into the output
+            // buffer, without copying the plaintext first.
+            return self.seal_from(data);
+        }
         let n = (self.capacity() - self.filled).min(data.len());
         let (Some(dst), Some(src)) = (
             self.buf.get_mut(self.filled..self.filled + n),
@@ -103,6 +137,24 @@ impl Encoder {
         };
         dst.copy_from_slice(src);
         self.filled += n;
+        Ok(n)
+    }
+
+    fn seal_from(&mut self, data: &[u8]) -> Result<usize, Error> {
+        let n = self.capacity();
+        if self.index + 1 >= MAX_SEGMENTS {
+            return Err(Error::TooLong);
+        }
+        let (Some(input), Some((body, rest))) = (
+            data.get(..n),
+            self.buf.get_mut(..n + TAG_LEN).map(|s| s.split_at_mut(n)),
+        ) else {
+            return Err(Error::Misuse("segment buffer"));
+        };
+        rest.copy_from_slice(&self.cipher.seal_to(self.index, false, input, body)?);
+        self.sealed = n + TAG_LEN;
+        self.sent = 0;
+        self.index += 1;
         Ok(n)
     }
 
@@ -143,7 +195,7 @@ impl Drop for Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::new_stream_from;
+    use crate::schedule::new_stream_from;
 
     fn unhex(value: &serde_json::Value) -> Vec<u8> {
         hex::decode(value.as_str().unwrap()).unwrap()
@@ -171,10 +223,9 @@ mod tests {
             random[32..].copy_from_slice(&unhex(&v["nonce_prefix"]));
             // Every compiled-in backend gives the same bytes.
             for &backend in crate::Backend::ALL {
-                let options = Options::default()
-                    .segment_size(segment_size)
-                    .backend(backend);
-                let parts = new_stream_from(&key, &unhex(&v["context"]), options, &random).unwrap();
+                let parts =
+                    new_stream_from(&key, &unhex(&v["context"]), segment_size, backend, &random)
+                        .unwrap();
                 let mut encoder = Encoder::from_parts(parts, segment_size);
                 let plaintext = unhex(&v["plaintext"]);
                 let mut input = &plaintext[..];
@@ -200,13 +251,21 @@ mod tests {
                 );
 
                 // The one-call path splits and seals exactly the same way.
-                let parts = new_stream_from(&key, &unhex(&v["context"]), options, &random).unwrap();
+                let parts =
+                    new_stream_from(&key, &unhex(&v["context"]), segment_size, backend, &random)
+                        .unwrap();
                 let one_call =
                     crate::parallel::encrypt(parts, segment_size, &plaintext, 1).unwrap();
                 // And so does the parallel path, on any number of threads.
                 for threads in [2, 3, 8] {
-                    let parts =
-                        new_stream_from(&key, &unhex(&v["context"]), options, &random).unwrap();
+                    let parts = new_stream_from(
+                        &key,
+                        &unhex(&v["context"]),
+                        segment_size,
+                        backend,
+                        &random,
+                    )
+                    .unwrap();
                     let parallel =
                         crate::parallel::encrypt(parts, segment_size, &plaintext, threads).unwrap();
                     assert_eq!(

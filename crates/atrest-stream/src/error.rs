@@ -29,6 +29,20 @@ pub enum Error {
     #[error("a segment of the encrypted stream failed to authenticate")]
     AuthenticationFailed,
 
+    /// Bytes follow the segment sealed as the stream's last one: the stream
+    /// is authentic up to its end, and something was appended to it.
+    ///
+    /// Every API reports it the same way when the appended bytes begin at a
+    /// segment boundary (the real last segment is full); the one exception
+    /// is [`Opener::open_stream`](crate::Opener::open_stream) with more appended than
+    /// the rest of its chunk (about 1 MiB) holds, which opens such segments
+    /// in place and reports [`Error::AuthenticationFailed`]. Bytes appended
+    /// after a shorter last segment change that segment's apparent length,
+    /// which is indistinguishable from tampering with it:
+    /// [`Error::AuthenticationFailed`] everywhere.
+    #[error("bytes follow the last segment of the encrypted stream")]
+    TrailingData,
+
     /// The key is not the key this stream was encrypted with (its commitment
     /// differs from the one in the prefix).
     #[error("the key does not match the stream's key commitment")]
@@ -109,6 +123,7 @@ impl Error {
         match self {
             Self::Truncated
             | Self::AuthenticationFailed
+            | Self::TrailingData
             | Self::CommitmentMismatch
             | Self::UnsupportedVersion(_)
             | Self::UnsupportedSuite(_)

@@ -1,11 +1,10 @@
-//! Format constants, the envelope prefix and Tink header, and the stream
-//! geometry (where each segment lies). See `FORMAT.md` for the specification.
+//! Format constants, the envelope prefix and Tink header bytes, and the
+//! stream geometry (where each segment lies): byte layout only, no keys.
+//! See `FORMAT.md` for the specification.
 
-use atrest_filekey::{FileKey, KeyCommitment, OsRng, SecureRandom};
+use atrest_filekey::KeyCommitment;
 
 use crate::Error;
-use crate::backend::{Backend, DerivedKey, StreamKey};
-use crate::segment::SegmentCipher;
 
 /// The magic bytes that start every atrest stream: `"ATRS"`.
 pub const MAGIC: [u8; 4] = *b"ATRS";
@@ -24,7 +23,7 @@ pub const HEADER_LEN: usize = PREFIX_LEN + TINK_HEADER_LEN;
 pub const TAG_LEN: usize = 16;
 
 /// The Tink header's first byte: its own length.
-const TINK_HEADER_LEN_BYTE: u8 = 40;
+pub(crate) const TINK_HEADER_LEN_BYTE: u8 = 40;
 const _: () = assert!(TINK_HEADER_LEN == TINK_HEADER_LEN_BYTE as usize);
 
 pub(crate) const SALT_LEN: usize = 32;
@@ -78,43 +77,6 @@ impl SegmentSize {
 impl Default for SegmentSize {
     fn default() -> Self {
         Self::DEFAULT
-    }
-}
-
-/// How to encrypt a stream: segment size and backend.
-///
-/// ```
-/// use atrest_stream::{Backend, Options, SegmentSize};
-/// let options = Options::default().segment_size(SegmentSize::new(1 << 20)?).backend(Backend::default());
-/// # Ok::<(), atrest_stream::Error>(())
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Options {
-    /// The segment size (default 64 KiB).
-    pub segment_size: SegmentSize,
-    /// The AES-256-GCM implementation (default: see [`Backend::default`]).
-    pub backend: Backend,
-}
-
-impl Options {
-    /// With this segment size.
-    #[must_use]
-    pub const fn segment_size(mut self, segment_size: SegmentSize) -> Self {
-        self.segment_size = segment_size;
-        self
-    }
-
-    /// With this backend.
-    #[must_use]
-    pub const fn backend(mut self, backend: Backend) -> Self {
-        self.backend = backend;
-        self
-    }
-}
-
-impl From<SegmentSize> for Options {
-    fn from(segment_size: SegmentSize) -> Self {
-        Self::default().segment_size(segment_size)
     }
 }
 
@@ -176,108 +138,65 @@ pub fn parse_prefix(prefix: &[u8; PREFIX_LEN]) -> Result<Prefix, Error> {
     })
 }
 
-fn info(prefix: &[u8; PREFIX_LEN], associated_data: &[u8]) -> Vec<u8> {
-    let mut info = Vec::with_capacity(PREFIX_LEN + associated_data.len());
-    info.extend_from_slice(prefix);
-    info.extend_from_slice(associated_data);
-    info
-}
-
-/// Starts a new stream: draws the salt and nonce prefix, and returns the
-/// encoded prefix and header with the segment cipher.
-pub(crate) fn new_stream(
-    key: &FileKey,
-    associated_data: &[u8],
-    options: Options,
-) -> Result<([u8; HEADER_LEN], SegmentCipher), Error> {
-    let mut random = [0u8; SALT_LEN + NONCE_PREFIX_LEN];
-    OsRng.fill(&mut random).map_err(|_| Error::Rng)?;
-    new_stream_from(key, associated_data, options, &random)
-}
-
-/// [`new_stream`] with the salt and nonce prefix given (`salt || nonce_prefix`).
-pub(crate) fn new_stream_from(
-    key: &FileKey,
-    associated_data: &[u8],
-    options: Options,
-    random: &[u8; SALT_LEN + NONCE_PREFIX_LEN],
-) -> Result<([u8; HEADER_LEN], SegmentCipher), Error> {
-    let prefix = encode_prefix(options.segment_size, &key.commitment());
-    let (salt, nonce_prefix) = random.split_at(SALT_LEN);
-
-    let mut header = [0u8; HEADER_LEN];
-    let (p, rest) = header.split_at_mut(PREFIX_LEN);
-    let (len_byte, rest) = rest.split_at_mut(1);
-    p.copy_from_slice(&prefix);
-    len_byte.copy_from_slice(&[TINK_HEADER_LEN_BYTE]);
-    rest.copy_from_slice(random);
-
-    let derived: DerivedKey = key.derive_stream_key(salt, &info(&prefix, associated_data));
-    let cipher = SegmentCipher::new(
-        StreamKey::new(options.backend, &derived)?,
-        nonce_prefix
-            .try_into()
-            .map_err(|_| Error::Malformed("nonce prefix"))?,
-    );
-    Ok((header, cipher))
-}
-
-/// Opens a stream from its header: parses the prefix, checks the key
-/// commitment in constant time, parses the Tink header and derives the
-/// segment cipher.
-pub(crate) fn open_stream(
-    header: &[u8; HEADER_LEN],
-    key: &FileKey,
-    associated_data: &[u8],
-    backend: Backend,
-) -> Result<(SegmentSize, SegmentCipher), Error> {
-    let (prefix, tink) = header.split_at(PREFIX_LEN);
-    let prefix: &[u8; PREFIX_LEN] = prefix.try_into().map_err(|_| Error::Malformed("prefix"))?;
-    let parsed = parse_prefix(prefix)?;
-    if !parsed.commitment.verify(key) {
-        return Err(Error::CommitmentMismatch);
-    }
-    let (len_byte, rest) = tink.split_at(1);
-    if len_byte != [TINK_HEADER_LEN_BYTE] {
-        return Err(Error::Malformed("header length byte is not 40"));
-    }
-    let (salt, nonce_prefix) = rest.split_at(SALT_LEN);
-    let derived: DerivedKey = key.derive_stream_key(salt, &info(prefix, associated_data));
-    let cipher = SegmentCipher::new(
-        StreamKey::new(backend, &derived)?,
-        nonce_prefix
-            .try_into()
-            .map_err(|_| Error::Malformed("nonce prefix"))?,
-    );
-    Ok((parsed.segment_size, cipher))
-}
-
-/// Where segments lie in a stream of a given segment size.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Layout {
-    pub(crate) segment_size: SegmentSize,
+/// Where segments lie in a stream of a given segment size: the geometry
+/// every reader and writer of this crate uses, for callers that plan reads,
+/// size buffers or check stored lengths without decrypting.
+///
+/// Segment `0` holds `S - 56` plaintext bytes, every other full segment
+/// `S - 16`; ciphertext offsets count from the stream's first byte (the
+/// envelope prefix).
+///
+/// ```
+/// use atrest_stream::{Layout, SegmentSize};
+///
+/// let layout = Layout::new(SegmentSize::DEFAULT);
+/// let extent = layout.for_plaintext(1_000_000)?;
+/// assert_eq!(extent.segments, 16);
+/// let stream_len = extent.stream_len();
+/// assert_eq!(layout.for_stream(stream_len)?, extent);
+/// // The segments a read of plaintext bytes 100_000..300_000 decrypts.
+/// let segments = layout.segments_covering(100_000..300_000);
+/// assert_eq!(segments, 1..5);
+/// # Ok::<(), atrest_stream::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    segment_size: SegmentSize,
 }
 
 /// Position and size of a stream's segments once its length is known.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Extent {
+pub struct Extent {
     /// Plaintext length.
-    pub(crate) plaintext_len: u64,
+    pub plaintext_len: u64,
     /// Number of segments (at least 1).
-    pub(crate) segments: u64,
+    pub segments: u64,
+}
+
+impl Extent {
+    /// Total stream length (prefix and header included).
+    pub const fn stream_len(self) -> u64 {
+        HEADER_LEN as u64 + self.plaintext_len + TAG_LEN as u64 * self.segments
+    }
 }
 
 impl Layout {
-    pub(crate) const fn new(segment_size: SegmentSize) -> Self {
+    /// The layout of streams with `segment_size`.
+    pub const fn new(segment_size: SegmentSize) -> Self {
         Self { segment_size }
+    }
+
+    /// The segment size.
+    pub const fn segment_size(self) -> SegmentSize {
+        self.segment_size
     }
 
     fn s(self) -> u64 {
         u64::from(self.segment_size.get())
     }
 
-    /// Ciphertext bytes of a full segment `index`.
-    pub(crate) fn full_segment_len(self, index: u64) -> usize {
+    /// Ciphertext bytes of a full segment `index` (tag included).
+    pub fn full_segment_len(self, index: u64) -> usize {
         if index == 0 {
             self.segment_size.get() as usize - TINK_HEADER_LEN
         } else {
@@ -286,7 +205,7 @@ impl Layout {
     }
 
     /// Plaintext offset where segment `index` starts.
-    pub(crate) fn plaintext_start(self, index: u64) -> u64 {
+    pub fn plaintext_start(self, index: u64) -> u64 {
         match index {
             0 => 0,
             i => (self.s() - 56) + (i - 1) * (self.s() - 16),
@@ -294,7 +213,7 @@ impl Layout {
     }
 
     /// Stream offset where segment `index` starts.
-    pub(crate) fn ciphertext_start(self, index: u64) -> u64 {
+    pub fn ciphertext_start(self, index: u64) -> u64 {
         match index {
             0 => HEADER_LEN as u64,
             i => HEADER_LEN as u64 + (self.s() - 40) + (i - 1) * self.s(),
@@ -302,7 +221,7 @@ impl Layout {
     }
 
     /// The segment holding plaintext offset `offset`, and the offset within it.
-    pub(crate) fn locate(self, offset: u64) -> (u64, usize) {
+    pub fn locate(self, offset: u64) -> (u64, usize) {
         let first = self.s() - 56;
         if offset < first {
             return (0, within_segment(offset));
@@ -312,11 +231,20 @@ impl Layout {
         (1 + rest / per, within_segment(rest % per))
     }
 
+    /// The segments a read of the plaintext bytes `range` decrypts (empty
+    /// for an empty range).
+    pub fn segments_covering(self, range: core::ops::Range<u64>) -> core::ops::Range<u64> {
+        if range.start >= range.end {
+            return 0..0;
+        }
+        self.locate(range.start).0..self.locate(range.end - 1).0 + 1
+    }
+
     /// The stream's extent for a plaintext of `plaintext_len` bytes.
     ///
     /// # Errors
     /// [`Error::TooLong`] past 2^32 segments.
-    pub(crate) fn for_plaintext(self, plaintext_len: u64) -> Result<Extent, Error> {
+    pub fn for_plaintext(self, plaintext_len: u64) -> Result<Extent, Error> {
         let first = self.s() - 56;
         let segments = if plaintext_len <= first {
             1
@@ -332,19 +260,15 @@ impl Layout {
         })
     }
 
-    /// Total stream length for an extent.
-    pub(crate) fn stream_len(self, extent: Extent) -> u64 {
-        HEADER_LEN as u64 + extent.plaintext_len + TAG_LEN as u64 * extent.segments
-    }
-
     /// The extent of a stream of `stream_len` bytes, checking that the length
-    /// is one a canonical encoder can produce.
+    /// is one a canonical encoder can produce. The length is not
+    /// authenticated until the final segment verifies.
     ///
     /// # Errors
     /// [`Error::Truncated`] if too short for the header and one tag or if the
     /// last segment is shorter than a tag; [`Error::Malformed`] for an empty
     /// last segment after a full one; [`Error::TooLong`] past 2^32 segments.
-    pub(crate) fn for_stream(self, stream_len: u64) -> Result<Extent, Error> {
+    pub fn for_stream(self, stream_len: u64) -> Result<Extent, Error> {
         let min = (HEADER_LEN + TAG_LEN) as u64;
         if stream_len < min {
             return Err(Error::Truncated);
@@ -375,8 +299,8 @@ impl Layout {
         })
     }
 
-    /// Ciphertext length of segment `index` of `extent`.
-    pub(crate) fn segment_len(self, extent: Extent, index: u64) -> usize {
+    /// Ciphertext length (tag included) of segment `index` of `extent`.
+    pub fn segment_len(self, extent: Extent, index: u64) -> usize {
         if index + 1 < extent.segments {
             return self.full_segment_len(index);
         }
@@ -412,7 +336,7 @@ mod tests {
                 p0 + 5 * p + 3,
             ] {
                 let extent = layout.for_plaintext(len).unwrap();
-                let stream_len = layout.stream_len(extent);
+                let stream_len = extent.stream_len();
                 assert_eq!(
                     layout.for_stream(stream_len).unwrap(),
                     extent,

@@ -7,24 +7,28 @@ mod decoder;
 mod encoder;
 mod error;
 mod format;
+mod options;
 mod parallel;
 mod pipeline;
 mod random_access;
 mod read;
+mod schedule;
 mod segment;
 #[cfg(feature = "tokio")]
 mod tokio;
 mod write;
+
+use std::io::{Read, Write};
 
 use atrest_filekey::FileKey;
 
 pub use backend::Backend;
 pub use error::Error;
 pub use format::{
-    FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_SEGMENTS, Options, PREFIX_LEN, Prefix,
+    Extent, FORMAT_VERSION, HEADER_LEN, Layout, MAGIC, MAX_SEGMENTS, PREFIX_LEN, Prefix,
     SUITE_AES256_GCM_HKDF_SHA256, SegmentSize, TAG_LEN, TINK_HEADER_LEN, parse_prefix,
 };
-pub use pipeline::{decrypt_stream, encrypt_stream};
+pub use options::{Options, Parallelism};
 pub use random_access::{RandomAccess, ReadAt};
 pub use read::Decryptor;
 #[cfg(feature = "tokio")]
@@ -34,151 +38,302 @@ pub use write::Encryptor;
 #[doc = include_str!("../FORMAT.md")]
 pub mod spec {}
 
-/// The envelope prefix a stream under `key` with `segment_size` starts with.
+/// Seals new streams under one file key and associated data: the one entry
+/// point for encryption, from which every form comes.
 ///
-/// It is deterministic, so it can be put in front of a Tink ciphertext made
-/// with associated data `prefix || ctx`: the result is an atrest stream for
-/// context `ctx` (see [`spec`]).
-pub fn envelope_prefix(key: &FileKey, segment_size: SegmentSize) -> [u8; PREFIX_LEN] {
-    format::encode_prefix(segment_size, &key.commitment())
+/// `associated_data` (in atrest, the file's context: tenant, file id,
+/// version) is bound into the stream key but not written. Each call makes a
+/// new stream with a fresh random salt and nonce prefix.
+///
+/// | form | method |
+/// |------|--------|
+/// | whole buffer, new `Vec` | [`Sealer::seal`] |
+/// | whole buffer, caller's buffer | [`Sealer::seal_into`] |
+/// | `std::io::Write` adapter | [`Sealer::writer`] |
+/// | `Read` to `Write`, pipelined on threads | [`Sealer::seal_stream`] |
+/// | `tokio::io::AsyncWrite` adapter (feature `tokio`) | `Sealer::async_writer` |
+///
+/// [`Options`] choose the segment size, the backend and, for the whole-buffer
+/// and pipelined forms, how many threads; the bytes never depend on the
+/// number of threads.
+///
+/// ```
+/// use atrest_filekey::FileKey;
+/// use atrest_stream::{Opener, Options, Parallelism, Sealer};
+///
+/// let key = FileKey::generate()?;
+/// let options = Options::default().parallelism(Parallelism::AllCores);
+/// let stream = Sealer::new(&key, b"context", options).seal(&[7u8; 1 << 20])?;
+/// let plaintext = Opener::new(&key, b"context", options).open(&stream)?;
+/// assert_eq!(plaintext, [7u8; 1 << 20]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct Sealer<'a> {
+    key: &'a FileKey,
+    associated_data: &'a [u8],
+    options: Options,
 }
 
-/// The length of the stream for a plaintext of `plaintext_len` bytes.
-///
-/// # Errors
-/// [`Error::TooLong`] if the plaintext needs more than 2^32 segments.
-pub fn stream_len(plaintext_len: u64, segment_size: SegmentSize) -> Result<u64, Error> {
-    let layout = format::Layout::new(segment_size);
-    Ok(layout.stream_len(layout.for_plaintext(plaintext_len)?))
+impl<'a> Sealer<'a> {
+    /// Seals streams under `key`, bound to `associated_data`.
+    pub const fn new(key: &'a FileKey, associated_data: &'a [u8], options: Options) -> Self {
+        Self {
+            key,
+            associated_data,
+            options,
+        }
+    }
+
+    /// The options in use.
+    pub const fn options(&self) -> Options {
+        self.options
+    }
+
+    /// The length of the stream for a plaintext of `plaintext_len` bytes.
+    ///
+    /// # Errors
+    /// [`Error::TooLong`] if the plaintext needs more than 2^32 segments.
+    pub fn stream_len(&self, plaintext_len: u64) -> Result<u64, Error> {
+        let layout = Layout::new(self.options.segment_size);
+        Ok(layout.for_plaintext(plaintext_len)?.stream_len())
+    }
+
+    /// The envelope prefix every stream of this sealer starts with.
+    ///
+    /// It is deterministic, so it can be put in front of a Tink ciphertext
+    /// made with associated data `prefix || ctx`: the result is an atrest
+    /// stream for context `ctx` (see [`spec`]).
+    pub fn envelope_prefix(&self) -> [u8; PREFIX_LEN] {
+        format::encode_prefix(self.options.segment_size, &self.key.commitment())
+    }
+
+    /// Encrypts `plaintext` into a new buffer.
+    ///
+    /// # Errors
+    /// [`Error::Rng`] if the operating system's random number generator
+    /// fails, or [`Error::TooLong`].
+    pub fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, Error> {
+        parallel::encrypt(
+            self.start()?,
+            self.options.segment_size,
+            plaintext,
+            self.options.parallelism.get(),
+        )
+    }
+
+    /// Encrypts `plaintext` into the caller's buffer `out` (at least
+    /// [`Sealer::stream_len`] bytes; reuse it across calls to avoid fresh
+    /// allocations). Returns the stream's length.
+    ///
+    /// # Errors
+    /// [`Error::OutputTooSmall`]; otherwise as for [`Sealer::seal`].
+    pub fn seal_into(&self, plaintext: &[u8], out: &mut [u8]) -> Result<usize, Error> {
+        parallel::encrypt_to(
+            self.start()?,
+            self.options.segment_size,
+            plaintext,
+            self.options.parallelism.get(),
+            out,
+        )
+    }
+
+    /// An [`Encryptor`] that encrypts everything written to it into
+    /// `writer`. Call [`Encryptor::finish`] at the end.
+    ///
+    /// # Errors
+    /// [`Error::Rng`] if the operating system's random number generator fails.
+    pub fn writer<W: Write>(&self, writer: W) -> Result<Encryptor<W>, Error> {
+        Encryptor::new(writer, self.key, self.associated_data, self.options)
+    }
+
+    /// Encrypts everything `reader` yields into `writer`, with reading, the
+    /// cipher (on the options' threads) and writing overlapped and memory
+    /// bounded by a fixed pool of chunk buffers (about 12 MiB with the
+    /// default segment size). The output is byte-identical to what an
+    /// [`Encryptor`] writes for the same salt and nonce prefix. Returns the
+    /// writer (flushed) and the plaintext length.
+    ///
+    /// # Errors
+    /// [`Error::Io`] from either side, [`Error::TooLong`], [`Error::Rng`].
+    pub fn seal_stream<R: Read + Send, W: Write + Send>(
+        &self,
+        reader: R,
+        writer: W,
+    ) -> Result<(W, u64), Error> {
+        pipeline::encrypt_stream(reader, writer, self.key, self.associated_data, self.options)
+    }
+
+    /// An [`AsyncEncryptor`] that encrypts everything written to it into
+    /// `writer`. Finish it with [`AsyncEncryptor::finish`] or `shutdown()`.
+    ///
+    /// # Errors
+    /// [`Error::Rng`] if the operating system's random number generator fails.
+    #[cfg(feature = "tokio")]
+    pub fn async_writer<W: ::tokio::io::AsyncWrite + Unpin>(
+        &self,
+        writer: W,
+    ) -> Result<AsyncEncryptor<W>, Error> {
+        AsyncEncryptor::new(writer, self.key, self.associated_data, self.options)
+    }
+
+    fn start(&self) -> Result<([u8; HEADER_LEN], segment::SegmentSealer), Error> {
+        schedule::new_stream(
+            self.key,
+            self.associated_data,
+            self.options.segment_size,
+            self.options.backend,
+        )
+    }
 }
 
-/// Encrypts `plaintext` in one call, with the default segment size.
-///
-/// # Errors
-/// [`Error::Rng`] if the operating system's random number generator fails, or
-/// [`Error::TooLong`].
-pub fn encrypt(key: &FileKey, associated_data: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Error> {
-    encrypt_with(key, associated_data, plaintext, Options::default())
+impl std::fmt::Debug for Sealer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
 }
 
-/// Encrypts `plaintext` in one call, with the given options (a
-/// [`SegmentSize`] converts). Each segment is copied once, into the output,
-/// and sealed there.
+/// Opens streams sealed under one file key and associated data: the one
+/// entry point for decryption, from which every form comes.
 ///
-/// # Errors
-/// As for [`encrypt`].
-pub fn encrypt_with(
-    key: &FileKey,
-    associated_data: &[u8],
-    plaintext: &[u8],
-    options: impl Into<Options>,
-) -> Result<Vec<u8>, Error> {
-    encrypt_parallel(key, associated_data, plaintext, options, 1)
+/// Every form checks the prefix and the key commitment first, releases a
+/// segment's plaintext only after its tag verified, and reports the end of
+/// the stream only after the segment sealed as the last one verified.
+///
+/// | form | method |
+/// |------|--------|
+/// | whole buffer, new `Vec` | [`Opener::open`] |
+/// | whole buffer, caller's buffer | [`Opener::open_into`] |
+/// | `std::io::Read` adapter, `Seek` over `Read + Seek` | [`Opener::reader`] |
+/// | byte ranges from positioned reads, shareable | [`Opener::random_access`] |
+/// | `Read` to `Write`, pipelined on threads | [`Opener::open_stream`] |
+/// | `tokio::io::AsyncRead` adapter (feature `tokio`) | `Opener::async_reader` |
+///
+/// The segment size comes from the stream; [`Options`] choose the backend
+/// and, for the whole-buffer and pipelined forms, how many threads.
+#[derive(Clone, Copy)]
+pub struct Opener<'a> {
+    key: &'a FileKey,
+    associated_data: &'a [u8],
+    options: Options,
 }
 
-/// Encrypts `plaintext` on `threads` threads (`0`: one per core). The output
-/// is byte-identical to single-threaded encryption with the same salt and
-/// nonce prefix.
-///
-/// # Errors
-/// As for [`encrypt`].
-pub fn encrypt_parallel(
-    key: &FileKey,
-    associated_data: &[u8],
-    plaintext: &[u8],
-    options: impl Into<Options>,
-    threads: usize,
-) -> Result<Vec<u8>, Error> {
-    let options = options.into();
-    let stream = format::new_stream(key, associated_data, options)?;
-    parallel::encrypt(stream, options.segment_size, plaintext, threads)
+impl<'a> Opener<'a> {
+    /// Opens streams sealed under `key` and bound to `associated_data`.
+    pub const fn new(key: &'a FileKey, associated_data: &'a [u8], options: Options) -> Self {
+        Self {
+            key,
+            associated_data,
+            options,
+        }
+    }
+
+    /// The options in use.
+    pub const fn options(&self) -> Options {
+        self.options
+    }
+
+    /// Decrypts a whole stream into a new buffer. Returns nothing unless
+    /// the whole stream authenticates; on failure the partial plaintext is
+    /// wiped.
+    ///
+    /// # Errors
+    /// Any decryption error: see [`Error`].
+    pub fn open(&self, stream: &[u8]) -> Result<Vec<u8>, Error> {
+        let (segment_size, cipher) = self.header(stream)?;
+        parallel::decrypt(
+            &cipher,
+            segment_size,
+            stream,
+            self.options.parallelism.get(),
+        )
+    }
+
+    /// Decrypts a whole stream into the caller's buffer `out` (at least the
+    /// plaintext length). Returns the plaintext length; on failure `out` is
+    /// wiped.
+    ///
+    /// # Errors
+    /// [`Error::OutputTooSmall`]; otherwise as for [`Opener::open`].
+    pub fn open_into(&self, stream: &[u8], out: &mut [u8]) -> Result<usize, Error> {
+        let (segment_size, cipher) = self.header(stream)?;
+        parallel::decrypt_to(
+            &cipher,
+            segment_size,
+            stream,
+            self.options.parallelism.get(),
+            out,
+        )
+    }
+
+    /// A [`Decryptor`] over `reader`: reads and checks the prefix and
+    /// header, and verifies the key commitment.
+    ///
+    /// # Errors
+    /// [`Error::Truncated`], [`Error::Malformed`], [`Error::UnsupportedVersion`],
+    /// [`Error::UnsupportedSuite`], [`Error::CommitmentMismatch`], or
+    /// [`Error::Io`] from the reader.
+    pub fn reader<R: Read>(&self, reader: R) -> Result<Decryptor<R>, Error> {
+        Decryptor::new(reader, self.key, self.associated_data, self.options.backend)
+    }
+
+    /// A [`RandomAccess`] over `source`: checks the header and the key
+    /// commitment, and authenticates the final segment.
+    ///
+    /// # Errors
+    /// As for [`Opener::reader`], plus [`Error::Truncated`],
+    /// [`Error::AuthenticationFailed`] or [`Error::TrailingData`] if the end
+    /// of the stream does not verify.
+    pub fn random_access<S: ReadAt>(&self, source: S) -> Result<RandomAccess<S>, Error> {
+        RandomAccess::new(source, self.key, self.associated_data, self.options.backend)
+    }
+
+    /// Decrypts the stream `reader` yields into `writer`, with reading, the
+    /// cipher (on the options' threads) and writing overlapped. Returns the
+    /// writer (flushed) and the plaintext length.
+    ///
+    /// Plaintext reaches `writer` one verified segment at a time, in order,
+    /// as with a [`Decryptor`]; only an `Ok` return means the whole stream,
+    /// end included, was authentic. On an error, discard what was written.
+    ///
+    /// # Errors
+    /// As for reading from a [`Decryptor`].
+    pub fn open_stream<R: Read + Send, W: Write + Send>(
+        &self,
+        reader: R,
+        writer: W,
+    ) -> Result<(W, u64), Error> {
+        pipeline::decrypt_stream(reader, writer, self.key, self.associated_data, self.options)
+    }
+
+    /// An [`AsyncDecryptor`] over `reader`: reads and checks the prefix and
+    /// header, and verifies the key commitment.
+    ///
+    /// # Errors
+    /// As for [`Opener::reader`].
+    #[cfg(feature = "tokio")]
+    pub async fn async_reader<R: ::tokio::io::AsyncRead + Unpin>(
+        &self,
+        reader: R,
+    ) -> Result<AsyncDecryptor<R>, Error> {
+        AsyncDecryptor::new(reader, self.key, self.associated_data, self.options.backend).await
+    }
+
+    fn header(&self, stream: &[u8]) -> Result<(SegmentSize, segment::SegmentOpener), Error> {
+        let header: &[u8; HEADER_LEN] = stream
+            .get(..HEADER_LEN)
+            .and_then(|h| h.try_into().ok())
+            .ok_or(Error::Truncated)?;
+        schedule::open_stream(header, self.key, self.associated_data, self.options.backend)
+    }
 }
 
-/// Encrypts `plaintext` into the caller's buffer `out` (at least
-/// [`stream_len`] bytes; reuse it across calls to avoid fresh allocations) on
-/// `threads` threads (`0`: one per core). Returns the stream's length.
-///
-/// # Errors
-/// [`Error::OutputTooSmall`]; otherwise as for [`encrypt`].
-pub fn encrypt_to(
-    key: &FileKey,
-    associated_data: &[u8],
-    plaintext: &[u8],
-    options: impl Into<Options>,
-    threads: usize,
-    out: &mut [u8],
-) -> Result<usize, Error> {
-    let options = options.into();
-    let stream = format::new_stream(key, associated_data, options)?;
-    parallel::encrypt_to(stream, options.segment_size, plaintext, threads, out)
-}
-
-/// Decrypts a whole stream into the caller's buffer `out` (at least the
-/// plaintext length) on `threads` threads (`0`: one per core). Returns the
-/// plaintext length; on failure `out` is wiped.
-///
-/// # Errors
-/// [`Error::OutputTooSmall`]; otherwise as for [`decrypt`].
-pub fn decrypt_to(
-    key: &FileKey,
-    associated_data: &[u8],
-    stream: &[u8],
-    backend: Backend,
-    threads: usize,
-    out: &mut [u8],
-) -> Result<usize, Error> {
-    let (segment_size, cipher) = open_header(key, associated_data, stream, backend)?;
-    parallel::decrypt_to(&cipher, segment_size, stream, threads, out)
-}
-
-fn open_header(
-    key: &FileKey,
-    associated_data: &[u8],
-    stream: &[u8],
-    backend: Backend,
-) -> Result<(SegmentSize, segment::SegmentCipher), Error> {
-    let header: &[u8; HEADER_LEN] = stream
-        .get(..HEADER_LEN)
-        .and_then(|h| h.try_into().ok())
-        .ok_or(Error::Truncated)?;
-    format::open_stream(header, key, associated_data, backend)
-}
-
-/// Decrypts a whole stream in one call. Returns nothing unless the whole
-/// stream authenticates; on failure the partial plaintext is wiped. Each
-/// segment is copied once, into the output, and opened there.
-///
-/// # Errors
-/// Any decryption error: see [`Error`].
-pub fn decrypt(key: &FileKey, associated_data: &[u8], stream: &[u8]) -> Result<Vec<u8>, Error> {
-    decrypt_parallel(key, associated_data, stream, Backend::default(), 1)
-}
-
-/// [`decrypt`] with a chosen backend.
-///
-/// # Errors
-/// As for [`decrypt`].
-pub fn decrypt_with(
-    key: &FileKey,
-    associated_data: &[u8],
-    stream: &[u8],
-    backend: Backend,
-) -> Result<Vec<u8>, Error> {
-    decrypt_parallel(key, associated_data, stream, backend, 1)
-}
-
-/// [`decrypt`] on `threads` threads (`0`: one per core), with a chosen
-/// backend.
-///
-/// # Errors
-/// As for [`decrypt`].
-pub fn decrypt_parallel(
-    key: &FileKey,
-    associated_data: &[u8],
-    stream: &[u8],
-    backend: Backend,
-    threads: usize,
-) -> Result<Vec<u8>, Error> {
-    let (segment_size, cipher) = open_header(key, associated_data, stream, backend)?;
-    parallel::decrypt(&cipher, segment_size, stream, threads)
+impl std::fmt::Debug for Opener<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opener")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
 }

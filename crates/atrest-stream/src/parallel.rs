@@ -11,15 +11,7 @@ use zeroize::Zeroize;
 
 use crate::Error;
 use crate::format::{Extent, HEADER_LEN, Layout, SegmentSize, TAG_LEN};
-use crate::segment::{LastSegment, SegmentCipher};
-
-/// The number of threads to use: `0` means one per available core.
-pub(crate) fn thread_count(threads: usize) -> usize {
-    match threads {
-        0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-        n => n,
-    }
-}
+use crate::segment::{SegmentOpener, SegmentSealer, diagnose_end};
 
 /// Cuts `segments` into at most `threads` contiguous, nearly equal runs.
 fn runs(segments: u64, threads: usize) -> Vec<Range<u64>> {
@@ -89,7 +81,7 @@ where
 /// Encrypts `plaintext` into `out` as a complete stream (header included);
 /// returns the stream's length.
 pub(crate) fn encrypt_to(
-    (header, cipher): ([u8; HEADER_LEN], SegmentCipher),
+    (header, cipher): ([u8; HEADER_LEN], SegmentSealer),
     segment_size: SegmentSize,
     plaintext: &[u8],
     threads: usize,
@@ -97,14 +89,14 @@ pub(crate) fn encrypt_to(
 ) -> Result<usize, Error> {
     let layout = Layout::new(segment_size);
     let extent = layout.for_plaintext(plaintext.len() as u64)?;
-    let len = index_to_usize(layout.stream_len(extent))?;
+    let len = index_to_usize(extent.stream_len())?;
     let out = out
         .get_mut(..len)
         .ok_or(Error::OutputTooSmall { needed: len as u64 })?;
     let (head, body) = out.split_at_mut(HEADER_LEN);
     head.copy_from_slice(&header);
 
-    let runs = runs(extent.segments, thread_count(threads));
+    let runs = runs(extent.segments, threads);
     let bounds = runs
         .iter()
         .map(|run| {
@@ -121,13 +113,13 @@ pub(crate) fn encrypt_to(
 
 /// Encrypts `plaintext` into a new buffer.
 pub(crate) fn encrypt(
-    stream: ([u8; HEADER_LEN], SegmentCipher),
+    stream: ([u8; HEADER_LEN], SegmentSealer),
     segment_size: SegmentSize,
     plaintext: &[u8],
     threads: usize,
 ) -> Result<Vec<u8>, Error> {
     let layout = Layout::new(segment_size);
-    let len = layout.stream_len(layout.for_plaintext(plaintext.len() as u64)?);
+    let len = layout.for_plaintext(plaintext.len() as u64)?.stream_len();
     let mut out = vec![0u8; index_to_usize(len)?];
     encrypt_to(stream, segment_size, plaintext, threads, &mut out)?;
     Ok(out)
@@ -135,7 +127,7 @@ pub(crate) fn encrypt(
 
 /// Seals segments `run` of `plaintext` into `region` (their ciphertext).
 fn seal_run(
-    cipher: &SegmentCipher,
+    cipher: &SegmentSealer,
     layout: Layout,
     extent: Extent,
     plaintext: &[u8],
@@ -153,8 +145,8 @@ fn seal_run(
             .get_mut(offset..offset + len + TAG_LEN)
             .ok_or(Error::Malformed("region"))?;
         let (body, tag) = segment.split_at_mut(len);
-        body.copy_from_slice(chunk);
-        tag.copy_from_slice(&cipher.seal(index, index + 1 == extent.segments, body)?);
+        let last = index + 1 == extent.segments;
+        tag.copy_from_slice(&cipher.seal_to(index, last, chunk, body)?);
         offset += len + TAG_LEN;
     }
     Ok(())
@@ -163,19 +155,19 @@ fn seal_run(
 /// Decrypts a complete stream whose header was already opened into `out`;
 /// returns the plaintext length. On failure the partial plaintext is wiped.
 pub(crate) fn decrypt_to(
-    cipher: &SegmentCipher,
+    cipher: &SegmentOpener,
     segment_size: SegmentSize,
     stream: &[u8],
     threads: usize,
     out: &mut [u8],
 ) -> Result<usize, Error> {
     let layout = Layout::new(segment_size);
-    let extent = layout.for_stream(stream.len() as u64)?;
+    let extent = stream_extent(cipher, layout, stream)?;
     let len = index_to_usize(extent.plaintext_len)?;
     let out = out
         .get_mut(..len)
         .ok_or(Error::OutputTooSmall { needed: len as u64 })?;
-    let runs = runs(extent.segments, thread_count(threads));
+    let runs = runs(extent.segments, threads);
     let bounds = runs
         .iter()
         .map(|run| {
@@ -190,19 +182,42 @@ pub(crate) fn decrypt_to(
     });
     if let Err(error) = result {
         out.zeroize();
+        // Runs report their first failure and are joined in order, so this
+        // is the first failing segment in the stream, classified as a
+        // sequential reader would (an inner one that verifies as the last
+        // is TrailingData).
         return Err(error);
     }
     Ok(len)
 }
 
+/// The extent of a whole stream held in memory, with a rejected length
+/// explained as a sequential reader would explain it.
+fn stream_extent(cipher: &SegmentOpener, layout: Layout, stream: &[u8]) -> Result<Extent, Error> {
+    layout.for_stream(stream.len() as u64).map_err(|error| {
+        diagnose_end(cipher, layout, stream.len() as u64, error, |at, buf| {
+            read_slice(stream, at, buf)
+        })
+    })
+}
+
+fn read_slice(stream: &[u8], at: u64, buf: &mut [u8]) -> Result<(), Error> {
+    let start = index_to_usize(at)?;
+    let src = stream
+        .get(start..start + buf.len())
+        .ok_or(Error::Truncated)?;
+    buf.copy_from_slice(src);
+    Ok(())
+}
+
 /// Decrypts a complete stream into a new buffer.
 pub(crate) fn decrypt(
-    cipher: &SegmentCipher,
+    cipher: &SegmentOpener,
     segment_size: SegmentSize,
     stream: &[u8],
     threads: usize,
 ) -> Result<Vec<u8>, Error> {
-    let extent = Layout::new(segment_size).for_stream(stream.len() as u64)?;
+    let extent = stream_extent(cipher, Layout::new(segment_size), stream)?;
     let mut out = vec![0u8; index_to_usize(extent.plaintext_len)?];
     decrypt_to(cipher, segment_size, stream, threads, &mut out)?;
     Ok(out)
@@ -210,7 +225,7 @@ pub(crate) fn decrypt(
 
 /// Opens segments `run` of `stream` into `region` (their plaintext).
 fn open_run(
-    cipher: &SegmentCipher,
+    cipher: &SegmentOpener,
     layout: Layout,
     extent: Extent,
     stream: &[u8],
@@ -226,21 +241,20 @@ fn open_run(
             .get_mut(offset..offset + len - TAG_LEN)
             .ok_or(Error::Malformed("region"))?;
         if index + 1 == extent.segments {
-            // The final segment is told apart from a cut stream on a copy.
-            let mut last = segment.to_vec();
-            let opened = cipher.open_last(index, &mut last, layout.full_segment_len(index));
-            if let Ok(LastSegment::Last(n)) = opened {
-                out.copy_from_slice(last.get(..n).ok_or(Error::Malformed("segment"))?);
-            }
-            last.zeroize();
-            match opened? {
-                LastSegment::Last(_) => {}
-                LastSegment::CutAfter(_) => return Err(Error::Truncated),
+            // The final segment; one that verifies only as an inner segment
+            // means the stream was cut right after it.
+            if cipher.open_to(index, true, segment, out).is_err() {
+                let cut = len == layout.full_segment_len(index)
+                    && cipher.open_to(index, false, segment, out).is_ok();
+                out.zeroize();
+                return Err(if cut {
+                    Error::Truncated
+                } else {
+                    Error::AuthenticationFailed
+                });
             }
         } else {
-            let (body, tag) = segment.split_at(len - TAG_LEN);
-            out.copy_from_slice(body);
-            cipher.open_detached(index, false, out, tag)?;
+            cipher.open_inner_to(index, segment, out)?;
         }
         offset += len - TAG_LEN;
     }

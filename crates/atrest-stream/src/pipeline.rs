@@ -21,10 +21,10 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use atrest_filekey::FileKey;
 use zeroize::Zeroizing;
 
-use crate::format::{self, HEADER_LEN, Layout, Options, TAG_LEN};
-use crate::parallel::thread_count;
-use crate::segment::{LastSegment, SegmentCipher};
-use crate::{Backend, Error};
+use crate::format::{HEADER_LEN, Layout, TAG_LEN};
+use crate::schedule;
+use crate::segment::{LastSegment, SegmentOpener, SegmentSealer};
+use crate::{Error, Options};
 
 /// Aim for chunks of about this many bytes.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -175,7 +175,7 @@ where
     F: Fn(&mut Chunk) -> Result<(), Error> + Sync,
     C: FnMut(&Chunk) -> Result<(), Error> + Send,
 {
-    let workers = thread_count(threads);
+    let workers = threads.max(1);
     let in_flight = (2 * workers + 2).min(MAX_IN_FLIGHT);
     let (free_tx, free_rx): (SyncSender<Buffer>, Receiver<Buffer>) = sync_channel(in_flight);
     for _ in 0..in_flight {
@@ -184,7 +184,7 @@ where
             .map_err(|_| Error::Backend)?;
     }
     let (todo_tx, todo_rx) = sync_channel::<Chunk>(in_flight);
-    let (done_tx, done_rx) = sync_channel::<Result<Chunk, Error>>(in_flight);
+    let (done_tx, done_rx) = sync_channel::<(u64, Result<Chunk, Error>)>(in_flight);
     let todo_rx = Mutex::new(todo_rx);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let fail = |error: Error| {
@@ -227,8 +227,9 @@ where
                         .map_err(|_| ())
                         .and_then(|rx| rx.recv().map_err(|_| ()));
                     let Ok(mut chunk) = next else { break };
+                    let number = chunk.number;
                     let result = work(&mut chunk).map(|()| chunk);
-                    if done_tx.send(result).is_err() {
+                    if done_tx.send((number, result)).is_err() {
                         break;
                     }
                 }
@@ -240,17 +241,19 @@ where
             let mut pending = BTreeMap::new();
             let mut next = 0u64;
             let mut finished = false;
-            while let Ok(result) = done_rx.recv() {
-                match result {
-                    Ok(chunk) => {
-                        pending.insert(chunk.number, chunk);
-                    }
-                    Err(error) => {
-                        fail(error);
-                        break;
-                    }
-                }
-                while let Some(chunk) = pending.remove(&next) {
+            // Results, errors included, are taken in stream order, so the
+            // error reported is the first one in the stream, as with the
+            // sequential reader, whichever worker finishes first.
+            while let Ok((number, result)) = done_rx.recv() {
+                pending.insert(number, result);
+                while let Some(result) = pending.remove(&next) {
+                    let chunk = match result {
+                        Ok(chunk) => chunk,
+                        Err(error) => {
+                            fail(error);
+                            return;
+                        }
+                    };
                     if let Err(error) = consume(&chunk) {
                         fail(error);
                         // Dropping the pool and the results channel (after
@@ -293,24 +296,19 @@ fn chunk_segments(segment_size: usize) -> usize {
     (CHUNK_BYTES / segment_size).max(1)
 }
 
-/// Encrypts everything `reader` yields into `writer` on `threads` threads
-/// (`0`: one per core), overlapping reading, encryption and writing. The
-/// output is byte-identical to what [`crate::Encryptor`] writes for the same
-/// salt and nonce prefix. Returns the writer (flushed) and the plaintext
+/// Encrypts everything `reader` yields into `writer`, overlapping reading,
+/// encryption and writing. Returns the writer (flushed) and the plaintext
 /// length.
-///
-/// # Errors
-/// [`Error::Io`] from either side, [`Error::TooLong`], [`Error::Rng`].
-pub fn encrypt_stream<R: Read + Send, W: Write + Send>(
+pub(crate) fn encrypt_stream<R: Read + Send, W: Write + Send>(
     reader: R,
     mut writer: W,
     key: &FileKey,
     associated_data: &[u8],
-    options: impl Into<Options>,
-    threads: usize,
+    options: Options,
 ) -> Result<(W, u64), Error> {
-    let options = options.into();
-    let (header, cipher) = format::new_stream(key, associated_data, options)?;
+    let threads = options.parallelism.get();
+    let (header, cipher) =
+        schedule::new_stream(key, associated_data, options.segment_size, options.backend)?;
     let layout = Layout::new(options.segment_size);
     writer.write_all(&header)?;
     let per_chunk = chunk_segments(options.segment_size.get() as usize);
@@ -343,7 +341,7 @@ pub fn encrypt_stream<R: Read + Send, W: Write + Send>(
     Ok((writer, total))
 }
 
-fn seal_chunk(cipher: &SegmentCipher, chunk: &mut Chunk) -> Result<(), Error> {
+fn seal_chunk(cipher: &SegmentSealer, chunk: &mut Chunk) -> Result<(), Error> {
     let count = chunk.segments.len();
     let (mut start, mut end) = (0usize, 0usize);
     for (i, &(offset, len)) in chunk.segments.iter().enumerate() {
@@ -365,27 +363,21 @@ fn seal_chunk(cipher: &SegmentCipher, chunk: &mut Chunk) -> Result<(), Error> {
     Ok(())
 }
 
-/// Decrypts the stream `reader` yields into `writer` on `threads` threads
-/// (`0`: one per core), overlapping reading, decryption and writing. Returns
-/// the writer (flushed) and the plaintext length.
-///
-/// Plaintext reaches `writer` one verified segment at a time, in order, as
-/// with [`crate::Decryptor`]; only an `Ok` return means the whole stream,
-/// end included, was authentic. On an error, discard what was written.
-///
-/// # Errors
-/// As for [`crate::Decryptor`].
-pub fn decrypt_stream<R: Read + Send, W: Write + Send>(
+/// Decrypts the stream `reader` yields into `writer`, overlapping reading,
+/// decryption and writing. Returns the writer (flushed) and the plaintext
+/// length.
+pub(crate) fn decrypt_stream<R: Read + Send, W: Write + Send>(
     mut reader: R,
     mut writer: W,
     key: &FileKey,
     associated_data: &[u8],
-    backend: Backend,
-    threads: usize,
+    options: Options,
 ) -> Result<(W, u64), Error> {
+    let threads = options.parallelism.get();
     let mut header = [0u8; HEADER_LEN];
     crate::read::read_full(&mut reader, &mut header)?;
-    let (segment_size, cipher) = format::open_stream(&header, key, associated_data, backend)?;
+    let (segment_size, cipher) =
+        schedule::open_stream(&header, key, associated_data, options.backend)?;
     let layout = Layout::new(segment_size);
     let per_chunk = chunk_segments(segment_size.get() as usize);
     let mut chunker = Chunker::new(reader);
@@ -413,7 +405,7 @@ pub fn decrypt_stream<R: Read + Send, W: Write + Send>(
     Ok((writer, total))
 }
 
-fn open_chunk(cipher: &SegmentCipher, layout: Layout, chunk: &mut Chunk) -> Result<(), Error> {
+fn open_chunk(cipher: &SegmentOpener, layout: Layout, chunk: &mut Chunk) -> Result<(), Error> {
     let count = chunk.segments.len();
     let mut output = Vec::with_capacity(count);
     for (i, &(offset, len)) in chunk.segments.iter().enumerate() {
@@ -433,6 +425,17 @@ fn open_chunk(cipher: &SegmentCipher, layout: Layout, chunk: &mut Chunk) -> Resu
                 LastSegment::Last(n) => n,
                 LastSegment::CutAfter(_) => return Err(Error::Truncated),
             }
+        } else if chunk.last || i + 1 == count {
+            // In the final chunk and at the end of every chunk, a segment
+            // that fails as an inner one is tried as the last one (bytes
+            // appended after the stream's real end): that needs its
+            // ciphertext intact, so it is opened from a copy. Elsewhere a
+            // segment is opened in place; the real end lies there only when
+            // more than a chunk's remainder was appended.
+            let ciphertext = segment.to_vec();
+            let (body, _) = segment.split_at_mut(len - TAG_LEN);
+            cipher.open_inner_to(index, &ciphertext, body)?;
+            len - TAG_LEN
         } else {
             cipher.open(index, false, segment)?
         };

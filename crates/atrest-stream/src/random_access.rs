@@ -7,8 +7,9 @@ use std::sync::Arc;
 use atrest_filekey::FileKey;
 use zeroize::Zeroize;
 
-use crate::format::{self, Extent, HEADER_LEN, Layout};
-use crate::segment::{LastSegment, SegmentCipher};
+use crate::format::{Extent, HEADER_LEN, Layout};
+use crate::schedule;
+use crate::segment::{LastSegment, SegmentOpener, diagnose_end};
 use crate::{Backend, Error};
 
 /// A source of ciphertext that can be read at any offset without moving a
@@ -120,20 +121,21 @@ impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
 /// Decrypts any byte range of a stream held in a [`ReadAt`] source, reading
 /// and decrypting only the segments that cover the range.
 ///
-/// Opening checks the header and key commitment and authenticates the final
+/// Made by [`Opener::random_access`](crate::Opener::random_access), which
+/// checks the header and key commitment and authenticates the final
 /// segment, so [`RandomAccess::plaintext_len`] can be trusted. Methods take
 /// `&self`: one `RandomAccess` serves concurrent readers (for example HTTP
 /// range requests).
 ///
 /// ```
 /// use atrest_filekey::FileKey;
-/// use atrest_stream::{RandomAccess, encrypt};
+/// use atrest_stream::{Opener, Options, Sealer};
 ///
 /// let key = FileKey::generate()?;
 /// let plaintext = vec![7u8; 1_000_000];
-/// let ciphertext = encrypt(&key, b"context", &plaintext)?;
+/// let ciphertext = Sealer::new(&key, b"context", Options::default()).seal(&plaintext)?;
 ///
-/// let file = RandomAccess::new(ciphertext, &key, b"context")?;
+/// let file = Opener::new(&key, b"context", Options::default()).random_access(ciphertext)?;
 /// assert_eq!(file.plaintext_len(), 1_000_000);
 /// let mut part = vec![0u8; 1000];
 /// assert_eq!(file.read_at(&mut part, 500_000)?, 1000);
@@ -142,26 +144,15 @@ impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
 /// ```
 pub struct RandomAccess<S> {
     source: S,
-    cipher: SegmentCipher,
+    cipher: SegmentOpener,
     layout: Layout,
     extent: Extent,
 }
 
 impl<S: ReadAt> RandomAccess<S> {
-    /// Opens the stream in `source`.
-    ///
-    /// # Errors
-    /// As for [`crate::Decryptor::new`], plus [`Error::Truncated`] or
-    /// [`Error::AuthenticationFailed`] if the final segment does not verify.
-    pub fn new(source: S, key: &FileKey, associated_data: &[u8]) -> Result<Self, Error> {
-        Self::with_backend(source, key, associated_data, Backend::default())
-    }
-
-    /// [`RandomAccess::new`] with a chosen backend.
-    ///
-    /// # Errors
-    /// As for [`RandomAccess::new`].
-    pub fn with_backend(
+    /// Opens the stream in `source`: checks the header and the key
+    /// commitment, and authenticates the final segment.
+    pub(crate) fn new(
         source: S,
         key: &FileKey,
         associated_data: &[u8],
@@ -169,9 +160,15 @@ impl<S: ReadAt> RandomAccess<S> {
     ) -> Result<Self, Error> {
         let mut header = [0u8; HEADER_LEN];
         read_exact_at(&source, &mut header, 0)?;
-        let (segment_size, cipher) = format::open_stream(&header, key, associated_data, backend)?;
+        let (segment_size, cipher) = schedule::open_stream(&header, key, associated_data, backend)?;
         let layout = Layout::new(segment_size);
-        let extent = layout.for_stream(source.size()?)?;
+        let stream_len = source.size()?;
+        let diagnose = |error| {
+            diagnose_end(&cipher, layout, stream_len, error, |at, buf| {
+                read_exact_at(&source, buf, at)
+            })
+        };
+        let extent = layout.for_stream(stream_len).map_err(diagnose)?;
         let stream = Self {
             source,
             cipher,
@@ -183,8 +180,17 @@ impl<S: ReadAt> RandomAccess<S> {
             .segment(extent.segments - 1, &mut scratch)
             .map(|_| ());
         scratch.zeroize();
-        result?;
-        Ok(stream)
+        match result {
+            Ok(()) => Ok(stream),
+            Err(error @ Error::AuthenticationFailed) if extent.segments > 1 => Err(diagnose_end(
+                &stream.cipher,
+                layout,
+                stream_len,
+                error,
+                |at, buf| read_exact_at(&stream.source, buf, at),
+            )),
+            Err(error) => Err(error),
+        }
     }
 
     /// The plaintext length (authenticated).
@@ -214,6 +220,8 @@ impl<S: ReadAt> RandomAccess<S> {
                 }
             }
         } else {
+            // The final segment verified when the stream was opened, so an
+            // inner segment that fails was altered, not followed by bytes.
             self.cipher.open(index, false, segment)?
         };
         Ok(segment.get(..plain_len).unwrap_or_default())

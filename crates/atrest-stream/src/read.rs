@@ -6,10 +6,13 @@ use std::ops::Range;
 use atrest_filekey::FileKey;
 
 use crate::decoder::Decoder;
-use crate::format::{self, Extent, HEADER_LEN};
+use crate::format::{Extent, HEADER_LEN};
+use crate::schedule;
+use crate::segment::diagnose_end;
 use crate::{Backend, Error};
 
-/// Decrypts a stream read from `R`.
+/// Decrypts a stream read from `R`. Made by
+/// [`Opener::reader`](crate::Opener::reader).
 ///
 /// Plaintext is released one segment at a time, only after that segment's
 /// tag verified; end-of-stream is reported only after the segment sealed as
@@ -23,13 +26,14 @@ use crate::{Backend, Error};
 /// ```
 /// use std::io::{Read, Seek, SeekFrom};
 /// use atrest_filekey::FileKey;
-/// use atrest_stream::{Decryptor, encrypt};
+/// use atrest_stream::{Opener, Options, Sealer};
 ///
 /// let key = FileKey::generate()?;
 /// let plaintext: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
-/// let ciphertext = encrypt(&key, b"context", &plaintext)?;
+/// let ciphertext = Sealer::new(&key, b"context", Options::default()).seal(&plaintext)?;
 ///
-/// let mut decryptor = Decryptor::new(std::io::Cursor::new(ciphertext), &key, b"context")?;
+/// let opener = Opener::new(&key, b"context", Options::default());
+/// let mut decryptor = opener.reader(std::io::Cursor::new(ciphertext))?;
 /// decryptor.seek(SeekFrom::Start(150_000))?;
 /// let mut chunk = [0u8; 10];
 /// decryptor.read_exact(&mut chunk)?;
@@ -51,20 +55,7 @@ pub struct Decryptor<R> {
 impl<R: Read> Decryptor<R> {
     /// Reads and checks the stream's prefix and header, and verifies that
     /// `key` is the key the stream was made with.
-    ///
-    /// # Errors
-    /// [`Error::Truncated`], [`Error::Malformed`], [`Error::UnsupportedVersion`],
-    /// [`Error::UnsupportedSuite`], [`Error::CommitmentMismatch`], or
-    /// [`Error::Io`] from the reader.
-    pub fn new(reader: R, key: &FileKey, associated_data: &[u8]) -> Result<Self, Error> {
-        Self::with_backend(reader, key, associated_data, Backend::default())
-    }
-
-    /// [`Decryptor::new`] with a chosen backend.
-    ///
-    /// # Errors
-    /// As for [`Decryptor::new`].
-    pub fn with_backend(
+    pub(crate) fn new(
         mut reader: R,
         key: &FileKey,
         associated_data: &[u8],
@@ -72,7 +63,7 @@ impl<R: Read> Decryptor<R> {
     ) -> Result<Self, Error> {
         let mut header = [0u8; HEADER_LEN];
         read_full(&mut reader, &mut header)?;
-        let (segment_size, cipher) = format::open_stream(&header, key, associated_data, backend)?;
+        let (segment_size, cipher) = schedule::open_stream(&header, key, associated_data, backend)?;
         Ok(Self {
             inner: reader,
             decoder: Decoder::new(cipher, segment_size),
@@ -92,14 +83,20 @@ impl<R: Read> Decryptor<R> {
         self.inner
     }
 
-    fn fill(&mut self) -> Result<(), Error> {
+    /// Makes plaintext ready in the decoder, or, when a whole inner segment
+    /// is in and its plaintext fits `out`, opens it straight into `out`
+    /// (returning its length) so no plaintext is copied.
+    fn fill(&mut self, out: &mut [u8]) -> Result<Option<usize>, Error> {
         loop {
             self.decoder.check()?;
             if !self.decoder.plaintext().is_empty() || self.decoder.at_end() {
-                return Ok(());
+                return Ok(None);
             }
             let spare = self.decoder.spare();
             if spare.is_empty() {
+                if let Some(n) = self.decoder.decrypt_into(out)? {
+                    return Ok(Some(n));
+                }
                 self.decoder.decrypt(false)?;
                 continue;
             }
@@ -129,7 +126,10 @@ impl<R: Read> Read for Decryptor<R> {
         if out.is_empty() {
             return Ok(0);
         }
-        self.fill()?;
+        if let Some(n) = self.fill(out)? {
+            self.position += n as u64;
+            return Ok(n);
+        }
         let plaintext = self.decoder.plaintext();
         let n = plaintext.len().min(out.len());
         if let (Some(dst), Some(src)) = (out.get_mut(..n), plaintext.get(..n)) {
@@ -161,15 +161,43 @@ impl<R: Read + Seek> Decryptor<R> {
             .ok_or(Error::Misuse("reader moved behind the stream"))?;
         let end = self.inner.seek(SeekFrom::End(0))?;
         let stream_len = end.checked_sub(base).ok_or(Error::Truncated)?;
-        let extent = self.decoder.layout.for_stream(stream_len)?;
+        let layout = self.decoder.layout;
+        let extent = match layout.for_stream(stream_len) {
+            Ok(extent) => extent,
+            Err(error) => return Err(self.diagnose_end(base, stream_len, error)),
+        };
         self.base = Some(base);
         // Authenticate the final segment before trusting the length.
-        self.load(extent, extent.segments - 1, 0)?;
+        match self.load(extent, extent.segments - 1, 0) {
+            Err(error @ Error::AuthenticationFailed) if extent.segments > 1 => {
+                return Err(self.diagnose_end(base, stream_len, error));
+            }
+            other => other?,
+        }
         // The current position's segment is reloaded on the next read.
         let position = self.position;
         self.position = u64::MAX;
         self.seek_to(extent, position)?;
         Ok(extent)
+    }
+
+    /// Explains a rejected length or final segment as a sequential read
+    /// would (see [`Error::TrailingData`]). The decoder has failed already,
+    /// so the error is recorded as the one every later call repeats.
+    fn diagnose_end(&mut self, base: u64, stream_len: u64, error: Error) -> Error {
+        let inner = &mut self.inner;
+        let layout = self.decoder.layout;
+        let error = diagnose_end(
+            &self.decoder.cipher,
+            layout,
+            stream_len,
+            error,
+            |at, buf| {
+                inner.seek(SeekFrom::Start(base + at))?;
+                read_full(inner, buf)
+            },
+        );
+        self.decoder.fail_with(error)
     }
 
     fn load(&mut self, extent: Extent, index: u64, offset: usize) -> Result<(), Error> {

@@ -1,20 +1,17 @@
-//! Sealing and opening one segment.
+//! Sealing and opening one segment: two types, so code that only opens
+//! streams holds no sealing capability and the other way round.
 
 use crate::Error;
 use crate::backend::StreamKey;
 use crate::format::{NONCE_PREFIX_LEN, TAG_LEN};
 
-/// The stream key and nonce prefix: seals and opens segments by index.
-pub(crate) struct SegmentCipher {
+/// The stream key and nonce prefix, from which segment nonces are made.
+struct SegmentKey {
     key: StreamKey,
     nonce_prefix: [u8; NONCE_PREFIX_LEN],
 }
 
-impl SegmentCipher {
-    pub(crate) fn new(key: StreamKey, nonce_prefix: [u8; NONCE_PREFIX_LEN]) -> Self {
-        Self { key, nonce_prefix }
-    }
-
+impl SegmentKey {
     /// `nonce = prefix (7) || index (u32 BE) || last (1)`.
     fn nonce(&self, index: u64, last: bool) -> Result<[u8; 12], Error> {
         let index = u32::try_from(index).map_err(|_| Error::TooLong)?;
@@ -26,6 +23,15 @@ impl SegmentCipher {
         flag.copy_from_slice(&[u8::from(last)]);
         Ok(nonce)
     }
+}
+
+/// Seals the segments of a new stream by index.
+pub(crate) struct SegmentSealer(SegmentKey);
+
+impl SegmentSealer {
+    pub(crate) fn new(key: StreamKey, nonce_prefix: [u8; NONCE_PREFIX_LEN]) -> Self {
+        Self(SegmentKey { key, nonce_prefix })
+    }
 
     /// Encrypts `plaintext` in place and returns the tag.
     pub(crate) fn seal(
@@ -34,7 +40,70 @@ impl SegmentCipher {
         last: bool,
         plaintext: &mut [u8],
     ) -> Result<[u8; TAG_LEN], Error> {
-        self.key.seal(self.nonce(index, last)?, &[], plaintext)
+        self.0.key.seal(self.0.nonce(index, last)?, &[], plaintext)
+    }
+
+    /// Encrypts `plaintext` into `out` (the same length) and returns the tag:
+    /// one pass over the bytes where the backend seals out of place.
+    pub(crate) fn seal_to(
+        &self,
+        index: u64,
+        last: bool,
+        plaintext: &[u8],
+        out: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], Error> {
+        self.0
+            .key
+            .seal_to(self.0.nonce(index, last)?, plaintext, out)
+    }
+}
+
+/// Opens the segments of an existing stream by index.
+pub(crate) struct SegmentOpener(SegmentKey);
+
+impl SegmentOpener {
+    pub(crate) fn new(key: StreamKey, nonce_prefix: [u8; NONCE_PREFIX_LEN]) -> Self {
+        Self(SegmentKey { key, nonce_prefix })
+    }
+
+    /// Decrypts `segment` (ciphertext followed by the tag) into `out`, which
+    /// is exactly the plaintext's length. On failure `out` is zeroed.
+    pub(crate) fn open_to(
+        &self,
+        index: u64,
+        last: bool,
+        segment: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), Error> {
+        let len = segment.len().checked_sub(TAG_LEN).ok_or(Error::Truncated)?;
+        let (body, tag) = segment.split_at(len);
+        let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| Error::Truncated)?;
+        if !self
+            .0
+            .key
+            .open_to(self.0.nonce(index, last)?, body, tag, out)
+        {
+            out.fill(0);
+            return Err(Error::AuthenticationFailed);
+        }
+        Ok(())
+    }
+
+    /// Decrypts inner segment `index` into `out`. A segment that fails as
+    /// an inner one but verifies as the last one is the stream's real end
+    /// with bytes after it: [`Error::TrailingData`].
+    pub(crate) fn open_inner_to(
+        &self,
+        index: u64,
+        segment: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), Error> {
+        let Err(error) = self.open_to(index, false, segment, out) else {
+            return Ok(());
+        };
+        let trailing = self.open_to(index, true, segment, out).is_ok();
+        out.fill(0);
+        Err(if trailing { Error::TrailingData } else { error })
     }
 
     /// Decrypts `body` in place against a detached `tag`. On failure `body`
@@ -47,7 +116,7 @@ impl SegmentCipher {
         tag: &[u8],
     ) -> Result<(), Error> {
         let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| Error::Truncated)?;
-        if !self.key.open(self.nonce(index, last)?, &[], body, tag) {
+        if !self.0.key.open(self.0.nonce(index, last)?, &[], body, tag) {
             body.fill(0);
             return Err(Error::AuthenticationFailed);
         }
@@ -75,7 +144,7 @@ pub(crate) enum LastSegment {
     CutAfter(usize),
 }
 
-impl SegmentCipher {
+impl SegmentOpener {
     /// Opens the segment that the stream's length says is the last one.
     ///
     /// If it fails as a last segment but is full-sized, it is tried as an
@@ -106,6 +175,90 @@ impl SegmentCipher {
             }
         }
     }
+}
+
+/// The error for a stream whose final segment did not verify, or whose
+/// length [`Layout::for_stream`](crate::Layout::for_stream) rejected
+/// (`error`), as a sequential reader would report it: that reader opens the
+/// segments before the end first, so a segment there that verifies only as
+/// the last one means bytes were appended ([`Error::TrailingData`]).
+///
+/// Checks the first segment (a stream that fails there, under a wrong
+/// context say, gets that segment's error at once), then walks back from the
+/// end over full segments while they verify neither way (appended garbage)
+/// and stops at the first that verifies: the work is bounded by the number
+/// of bytes appended. `read(offset, buf)` reads ciphertext at a stream
+/// offset.
+pub(crate) fn diagnose_end(
+    cipher: &SegmentOpener,
+    layout: crate::Layout,
+    stream_len: u64,
+    error: Error,
+    mut read: impl FnMut(u64, &mut [u8]) -> Result<(), Error>,
+) -> Error {
+    let full = |index| layout.full_segment_len(index) as u64;
+    // Segments that lie wholly before the apparent last one.
+    let mut index = match error {
+        Error::Truncated | Error::Malformed(_) | Error::AuthenticationFailed => {
+            let body = stream_len.saturating_sub(crate::HEADER_LEN as u64);
+            if body <= full(0) {
+                return error;
+            }
+            let rest = body - full(0);
+            // Segments after the first that end before `stream_len`, not
+            // counting one that ends exactly there (it is the apparent last).
+            1 + (rest - 1) / full(1)
+        }
+        _ => return error,
+    };
+    let mut segment = vec![0u8; layout.full_segment_len(0).max(layout.full_segment_len(1))];
+    let mut plain = vec![0u8; segment.len()];
+    let before_last = index;
+    // First the stream's first segment: if it fails, a sequential reader
+    // stops there (a wrong context fails every segment; this keeps that case
+    // to one segment's work instead of a walk over the whole stream).
+    let first = {
+        let len = layout.full_segment_len(0);
+        match (segment.get_mut(..len), plain.get_mut(..len - TAG_LEN)) {
+            (Some(segment), Some(out)) => read(layout.ciphertext_start(0), segment)
+                .and_then(|()| cipher.open_inner_to(0, segment, out)),
+            _ => Err(error.clone()),
+        }
+    };
+    let verdict = match first {
+        Ok(()) if before_last == 1 => Some(error.clone()),
+        Ok(()) => None,
+        Err(first) => Some(first),
+    };
+    let verdict = verdict.unwrap_or_else(|| {
+        loop {
+            if index == 0 {
+                break Error::AuthenticationFailed;
+            }
+            index -= 1;
+            let len = layout.full_segment_len(index);
+            let (Some(segment), Some(out)) =
+                (segment.get_mut(..len), plain.get_mut(..len - TAG_LEN))
+            else {
+                break error;
+            };
+            if let Err(read_error) = read(layout.ciphertext_start(index), segment) {
+                break read_error;
+            }
+            match cipher.open_inner_to(index, segment, out) {
+                // The segment right before the apparent last one is sound: the
+                // end itself is at fault.
+                Ok(()) if index + 1 == before_last => break error,
+                // A sound segment followed by one that verifies neither way.
+                Ok(()) => break Error::AuthenticationFailed,
+                Err(Error::TrailingData) => break Error::TrailingData,
+                // Appended bytes, or an altered segment: keep walking back.
+                Err(_) => {}
+            }
+        }
+    });
+    zeroize::Zeroize::zeroize(&mut plain);
+    verdict
 }
 
 #[cfg(test)]
@@ -175,7 +328,10 @@ mod tests {
             &DerivedKey::from_derived_bytes(&[1; 32]),
         )
         .unwrap();
-        let cipher = SegmentCipher::new(key, [9, 8, 7, 6, 5, 4, 3]);
+        let cipher = SegmentKey {
+            key,
+            nonce_prefix: [9, 8, 7, 6, 5, 4, 3],
+        };
         let nonce = cipher.nonce(0x0102_0304, true).unwrap();
         assert_eq!(nonce, [9, 8, 7, 6, 5, 4, 3, 1, 2, 3, 4, 1]);
         let nonce = cipher.nonce(5, false).unwrap();

@@ -11,46 +11,49 @@ use atrest_filekey::FileKey;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use crate::decoder::Decoder;
-use crate::encoder::Encoder;
-use crate::format::{self, HEADER_LEN};
+use crate::encoder::{Encoder, FinishGuard};
+use crate::format::HEADER_LEN;
+use crate::schedule;
 use crate::{Backend, Error, Options};
 
 /// Encrypts everything written to it into `W`, asynchronously.
 ///
+/// Made by [`Sealer::async_writer`](crate::Sealer::async_writer).
+///
 /// Finish the stream with [`AsyncEncryptor::finish`] (which returns the
 /// writer) or with `shutdown()` (which also shuts the writer down). Dropping
-/// it otherwise leaves a truncated stream that every reader rejects.
+/// it otherwise leaves a stream without its final segment that every reader
+/// rejects; as with [`crate::Encryptor`], that fails a debug assertion unless
+/// a write had failed already.
 pub struct AsyncEncryptor<W> {
     inner: W,
     encoder: Encoder,
+    guard: FinishGuard,
 }
 
 impl<W: AsyncWrite + Unpin> AsyncEncryptor<W> {
-    /// An encryptor with the default segment size.
-    ///
-    /// # Errors
-    /// [`Error::Rng`] if the operating system's random number generator fails.
-    pub fn new(writer: W, key: &FileKey, associated_data: &[u8]) -> Result<Self, Error> {
-        Self::with_options(writer, key, associated_data, Options::default())
-    }
-
-    /// An encryptor with the given options (a [`SegmentSize`](crate::SegmentSize) converts).
-    ///
-    /// # Errors
-    /// [`Error::Rng`] if the operating system's random number generator fails.
-    pub fn with_options(
+    pub(crate) fn new(
         writer: W,
         key: &FileKey,
         associated_data: &[u8],
-        options: impl Into<Options>,
+        options: Options,
     ) -> Result<Self, Error> {
         Ok(Self {
             inner: writer,
-            encoder: Encoder::new(key, associated_data, options.into())?,
+            encoder: Encoder::new(key, associated_data, options)?,
+            guard: FinishGuard::default(),
         })
     }
 
     fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = ready!(self.poll_pending_inner(cx));
+        if result.is_err() {
+            self.guard.release();
+        }
+        Poll::Ready(result)
+    }
+
+    fn poll_pending_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             let pending = self.encoder.pending();
             if pending.is_empty() {
@@ -65,6 +68,7 @@ impl<W: AsyncWrite + Unpin> AsyncEncryptor<W> {
     }
 
     fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.guard.release();
         ready!(self.poll_pending(cx))?;
         self.encoder.finish()?;
         ready!(self.poll_pending(cx))?;
@@ -91,7 +95,10 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for AsyncEncryptor<W> {
         let this = self.get_mut();
         loop {
             ready!(this.poll_pending(cx))?;
-            let n = this.encoder.accept(data)?;
+            let n = this
+                .encoder
+                .accept(data)
+                .inspect_err(|_| this.guard.release())?;
             if n > 0 || data.is_empty() {
                 return Poll::Ready(Ok(n));
             }
@@ -112,7 +119,8 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for AsyncEncryptor<W> {
 }
 
 /// Decrypts a stream read from `R`, asynchronously, with the same guarantees
-/// as [`crate::Decryptor`].
+/// as [`crate::Decryptor`]. Made by
+/// [`Opener::async_reader`](crate::Opener::async_reader).
 pub struct AsyncDecryptor<R> {
     inner: R,
     decoder: Decoder,
@@ -121,18 +129,7 @@ pub struct AsyncDecryptor<R> {
 impl<R: AsyncRead + Unpin> AsyncDecryptor<R> {
     /// Reads and checks the stream's prefix and header, and verifies that
     /// `key` is the key the stream was made with.
-    ///
-    /// # Errors
-    /// As for [`crate::Decryptor::new`].
-    pub async fn new(reader: R, key: &FileKey, associated_data: &[u8]) -> Result<Self, Error> {
-        Self::with_backend(reader, key, associated_data, Backend::default()).await
-    }
-
-    /// [`AsyncDecryptor::new`] with a chosen backend.
-    ///
-    /// # Errors
-    /// As for [`crate::Decryptor::new`].
-    pub async fn with_backend(
+    pub(crate) async fn new(
         mut reader: R,
         key: &FileKey,
         associated_data: &[u8],
@@ -146,7 +143,7 @@ impl<R: AsyncRead + Unpin> AsyncDecryptor<R> {
                 io::ErrorKind::UnexpectedEof => Error::Truncated,
                 _ => Error::from(e),
             })?;
-        let (segment_size, cipher) = format::open_stream(&header, key, associated_data, backend)?;
+        let (segment_size, cipher) = schedule::open_stream(&header, key, associated_data, backend)?;
         Ok(Self {
             inner: reader,
             decoder: Decoder::new(cipher, segment_size),
@@ -183,6 +180,10 @@ impl<R: AsyncRead + Unpin> AsyncRead for AsyncDecryptor<R> {
             }
             let spare = this.decoder.spare();
             if spare.is_empty() {
+                if let Some(n) = this.decoder.decrypt_into(out.initialize_unfilled())? {
+                    out.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
                 this.decoder.decrypt(false)?;
                 continue;
             }

@@ -4,64 +4,69 @@ use std::io::{self, Write};
 
 use atrest_filekey::FileKey;
 
-use crate::encoder::Encoder;
+use crate::encoder::{Encoder, FinishGuard};
 use crate::{Error, Options};
 
-/// Encrypts everything written to it into `W`.
+/// Encrypts everything written to it into `W`. Made by
+/// [`Sealer::writer`](crate::Sealer::writer).
 ///
 /// **Call [`Encryptor::finish`]**: it seals the final segment and returns the
-/// writer. Dropping an `Encryptor` without finishing leaves a truncated stream
-/// that every reader rejects.
+/// writer. An `Encryptor` dropped without it has written a stream without
+/// its final segment, which every reader rejects as [`Error::Truncated`]
+/// (never as a shorter file). So that this does not go unnoticed, dropping
+/// an unfinished `Encryptor` fails a debug assertion, unless a write had
+/// already failed (the stream is lost anyway) or the thread is panicking;
+/// release builds drop it silently.
 ///
 /// Plaintext is buffered one segment at a time (the segment size, 64 KiB by
-/// default), so memory use does not depend on the stream's length. `flush`
-/// writes out every complete segment but cannot write a partial one.
+/// default), so memory use does not depend on the stream's length; a write
+/// of more than a segment is sealed straight from the caller's bytes.
+/// `flush` writes out every complete segment but cannot write a partial one.
 ///
 /// ```
 /// use std::io::Write;
 /// use atrest_filekey::FileKey;
-/// use atrest_stream::{Encryptor, decrypt};
+/// use atrest_stream::{Opener, Options, Sealer};
 ///
 /// let key = FileKey::generate()?;
-/// let mut encryptor = Encryptor::new(Vec::new(), &key, b"tenant/file/v1")?;
+/// let sealer = Sealer::new(&key, b"tenant/file/v1", Options::default());
+/// let mut encryptor = sealer.writer(Vec::new())?;
 /// encryptor.write_all(b"hello, ")?;
 /// encryptor.write_all(b"world")?;
 /// let ciphertext = encryptor.finish()?;
-/// assert_eq!(decrypt(&key, b"tenant/file/v1", &ciphertext)?, b"hello, world");
+/// let opener = Opener::new(&key, b"tenant/file/v1", Options::default());
+/// assert_eq!(opener.open(&ciphertext)?, b"hello, world");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Encryptor<W: Write> {
     inner: W,
     encoder: Encoder,
+    guard: FinishGuard,
 }
 
 impl<W: Write> Encryptor<W> {
-    /// An encryptor with the default segment size. `associated_data` is bound
-    /// to the stream but not written.
-    ///
-    /// # Errors
-    /// [`Error::Rng`] if the operating system's random number generator fails.
-    pub fn new(writer: W, key: &FileKey, associated_data: &[u8]) -> Result<Self, Error> {
-        Self::with_options(writer, key, associated_data, Options::default())
-    }
-
-    /// An encryptor with the given options (a [`SegmentSize`](crate::SegmentSize) converts).
-    ///
-    /// # Errors
-    /// [`Error::Rng`] if the operating system's random number generator fails.
-    pub fn with_options(
+    pub(crate) fn new(
         writer: W,
         key: &FileKey,
         associated_data: &[u8],
-        options: impl Into<Options>,
+        options: Options,
     ) -> Result<Self, Error> {
         Ok(Self {
             inner: writer,
-            encoder: Encoder::new(key, associated_data, options.into())?,
+            encoder: Encoder::new(key, associated_data, options)?,
+            guard: FinishGuard::default(),
         })
     }
 
     fn write_pending(&mut self) -> io::Result<()> {
+        let result = self.write_pending_inner();
+        if result.is_err() {
+            self.guard.release();
+        }
+        result
+    }
+
+    fn write_pending_inner(&mut self) -> io::Result<()> {
         loop {
             let pending = self.encoder.pending();
             if pending.is_empty() {
@@ -82,6 +87,7 @@ impl<W: Write> Encryptor<W> {
     /// # Errors
     /// [`Error::Io`] if writing fails.
     pub fn finish(mut self) -> Result<W, Error> {
+        self.guard.release();
         self.write_pending()?;
         self.encoder.finish()?;
         self.write_pending()?;
@@ -99,7 +105,10 @@ impl<W: Write> Write for Encryptor<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         loop {
             self.write_pending()?;
-            let n = self.encoder.accept(data)?;
+            let n = self
+                .encoder
+                .accept(data)
+                .inspect_err(|_| self.guard.release())?;
             if n > 0 || data.is_empty() {
                 return Ok(n);
             }

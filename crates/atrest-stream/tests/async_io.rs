@@ -11,7 +11,7 @@
 
 mod common;
 
-use atrest_stream::{AsyncDecryptor, AsyncEncryptor, Error, decrypt, encrypt_with};
+use atrest_stream::{Error, Opener, Options, Sealer};
 use atrest_test_support::plaintext;
 use common::{AD, boundary_lengths, key, size};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,20 +22,28 @@ async fn async_round_trips_interoperate_with_the_blocking_adapters() {
     for s in [256u32, 4096] {
         for len in boundary_lengths(s) {
             let data = plaintext(len);
-            let mut encryptor =
-                AsyncEncryptor::with_options(Vec::new(), &key, AD, size(s)).unwrap();
+            let mut encryptor = Sealer::new(&key, AD, Options::from(size(s)))
+                .async_writer(Vec::new())
+                .unwrap();
             for piece in data.chunks(77) {
                 encryptor.write_all(piece).await.unwrap();
             }
             let stream = encryptor.finish().await.unwrap();
             assert_eq!(
-                decrypt(&key, AD, &stream).unwrap(),
+                Opener::new(&key, AD, Options::default())
+                    .open(&stream)
+                    .unwrap(),
                 data,
                 "async → blocking, s={s} len={len}"
             );
 
-            let blocking = encrypt_with(&key, AD, &data, size(s)).unwrap();
-            let mut decryptor = AsyncDecryptor::new(&blocking[..], &key, AD).await.unwrap();
+            let blocking = Sealer::new(&key, AD, Options::from(size(s)))
+                .seal(&data)
+                .unwrap();
+            let mut decryptor = Opener::new(&key, AD, Options::default())
+                .async_reader(&blocking[..])
+                .await
+                .unwrap();
             let mut out = Vec::new();
             decryptor.read_to_end(&mut out).await.unwrap();
             assert_eq!(out, data, "blocking → async, s={s} len={len}");
@@ -52,7 +60,9 @@ async fn shutdown_finishes_the_stream() {
         let data = data.clone();
         let key = common::key();
         async move {
-            let mut encryptor = AsyncEncryptor::new(client, &key, AD).unwrap();
+            let mut encryptor = Sealer::new(&key, AD, Options::default())
+                .async_writer(client)
+                .unwrap();
             encryptor.write_all(&data).await.unwrap();
             encryptor.shutdown().await.unwrap();
         }
@@ -60,26 +70,41 @@ async fn shutdown_finishes_the_stream() {
     let mut stream = Vec::new();
     server.read_to_end(&mut stream).await.unwrap();
     writer.await.unwrap();
-    assert_eq!(decrypt(&key, AD, &stream).unwrap(), data);
+    assert_eq!(
+        Opener::new(&key, AD, Options::default())
+            .open(&stream)
+            .unwrap(),
+        data
+    );
 }
 
 #[tokio::test]
 async fn async_tampering_fails_with_typed_errors() {
     let key = key();
     let data = plaintext(5000);
-    let stream = encrypt_with(&key, AD, &data, size(256)).unwrap();
+    let stream = Sealer::new(&key, AD, Options::from(size(256)))
+        .seal(&data)
+        .unwrap();
     let mut tampered = stream.clone();
     tampered[1000] ^= 4;
-    let mut decryptor = AsyncDecryptor::new(&tampered[..], &key, AD).await.unwrap();
+    let mut decryptor = Opener::new(&key, AD, Options::default())
+        .async_reader(&tampered[..])
+        .await
+        .unwrap();
     let error = decryptor.read_to_end(&mut Vec::new()).await.unwrap_err();
     assert!(matches!(Error::from_io(error), Error::AuthenticationFailed));
 
     let cut = &stream[..stream.len() - 1];
-    let mut decryptor = AsyncDecryptor::new(cut, &key, AD).await.unwrap();
+    let mut decryptor = Opener::new(&key, AD, Options::default())
+        .async_reader(cut)
+        .await
+        .unwrap();
     assert!(decryptor.read_to_end(&mut Vec::new()).await.is_err());
 
     assert!(matches!(
-        AsyncDecryptor::new(&stream[..50], &key, AD).await,
+        Opener::new(&key, AD, Options::default())
+            .async_reader(&stream[..50])
+            .await,
         Err(Error::Truncated)
     ));
 }

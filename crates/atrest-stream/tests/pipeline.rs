@@ -15,9 +15,7 @@ mod common;
 
 use std::io::{self, Read, Write};
 
-use atrest_stream::{
-    Backend, Error, Options, decrypt, decrypt_stream, encrypt_stream, encrypt_with, stream_len,
-};
+use atrest_stream::{Backend, Error, Extent, Layout, Opener, Options, Parallelism, Sealer};
 use atrest_test_support::{TempDir, plaintext};
 use common::{AD, boundary_lengths, key, size};
 
@@ -47,15 +45,25 @@ fn round_trips_at_every_boundary_on_any_number_of_threads() {
                     data: &data,
                     max: max_read,
                 };
-                let (stream, n) =
-                    encrypt_stream(reader, Vec::new(), &key, AD, size(s), threads).unwrap();
+                let (stream, n) = Sealer::new(
+                    &key,
+                    AD,
+                    Options::from(size(s)).parallelism(Parallelism::threads(threads)),
+                )
+                .seal_stream(reader, Vec::new())
+                .unwrap();
                 assert_eq!(n, len as u64);
                 assert_eq!(
                     stream.len() as u64,
-                    stream_len(len as u64, size(s)).unwrap()
+                    Layout::new(size(s))
+                        .for_plaintext(len as u64)
+                        .map(Extent::stream_len)
+                        .unwrap()
                 );
                 assert_eq!(
-                    decrypt(&key, AD, &stream).unwrap(),
+                    Opener::new(&key, AD, Options::default())
+                        .open(&stream)
+                        .unwrap(),
                     data,
                     "s={s} len={len} threads={threads}"
                 );
@@ -64,9 +72,15 @@ fn round_trips_at_every_boundary_on_any_number_of_threads() {
                     data: &stream,
                     max: max_read,
                 };
-                let (back, m) =
-                    decrypt_stream(reader, Vec::new(), &key, AD, Backend::default(), threads)
-                        .unwrap();
+                let (back, m) = Opener::new(
+                    &key,
+                    AD,
+                    Options::default()
+                        .backend(Backend::default())
+                        .parallelism(Parallelism::threads(threads)),
+                )
+                .open_stream(reader, Vec::new())
+                .unwrap();
                 assert_eq!(
                     (m, back),
                     (len as u64, data.clone()),
@@ -81,30 +95,65 @@ fn round_trips_at_every_boundary_on_any_number_of_threads() {
 fn tampering_and_truncation_are_rejected() {
     let key = key();
     let data = plaintext(20_000);
-    let stream = encrypt_with(&key, AD, &data, Options::from(size(256))).unwrap();
+    let stream = Sealer::new(&key, AD, Options::from(size(256)))
+        .seal(&data)
+        .unwrap();
     let backend = Backend::default();
     for position in (0..stream.len()).step_by(97) {
         let mut tampered = stream.clone();
         tampered[position] ^= 0x10;
         let (result, _) = (
-            decrypt_stream(&tampered[..], Vec::new(), &key, AD, backend, 2),
+            Opener::new(
+                &key,
+                AD,
+                Options::default()
+                    .backend(backend)
+                    .parallelism(Parallelism::threads(2)),
+            )
+            .open_stream(&tampered[..], Vec::new()),
             position,
         );
         assert!(result.is_err(), "flip at {position} accepted");
     }
     for cut in (0..stream.len()).step_by(61) {
         assert!(
-            decrypt_stream(&stream[..cut], Vec::new(), &key, AD, backend, 2).is_err(),
+            Opener::new(
+                &key,
+                AD,
+                Options::default()
+                    .backend(backend)
+                    .parallelism(Parallelism::threads(2))
+            )
+            .open_stream(&stream[..cut], Vec::new())
+            .is_err(),
             "cut at {cut}"
         );
     }
     // Cut at a segment boundary: reported as truncation.
     let cut = 82 + 216 + 10 * 256;
-    let error = decrypt_stream(&stream[..cut], Vec::new(), &key, AD, backend, 3).unwrap_err();
+    let error = Opener::new(
+        &key,
+        AD,
+        Options::default()
+            .backend(backend)
+            .parallelism(Parallelism::threads(3)),
+    )
+    .open_stream(&stream[..cut], Vec::new())
+    .unwrap_err();
     assert!(matches!(error, Error::Truncated), "{error:?}");
     let mut longer = stream.clone();
     longer.extend([0u8; 17]);
-    assert!(decrypt_stream(&longer[..], Vec::new(), &key, AD, backend, 2).is_err());
+    assert!(
+        Opener::new(
+            &key,
+            AD,
+            Options::default()
+                .backend(backend)
+                .parallelism(Parallelism::threads(2))
+        )
+        .open_stream(&longer[..], Vec::new())
+        .is_err()
+    );
 }
 
 /// A writer that fails after `budget` bytes.
@@ -131,14 +180,12 @@ fn a_failing_writer_or_reader_stops_the_pipeline() {
     let key = key();
     let data = plaintext(5 << 20);
     for threads in [1, 2, 4] {
-        let error = encrypt_stream(
-            &data[..],
-            Failing { budget: 1 << 20 },
+        let error = Sealer::new(
             &key,
             AD,
-            Options::default(),
-            threads,
-        );
+            Options::default().parallelism(Parallelism::threads(threads)),
+        )
+        .seal_stream(&data[..], Failing { budget: 1 << 20 });
         assert!(matches!(error, Err(Error::Io(_))), "{:?}", error.err());
     }
     struct Broken;
@@ -148,7 +195,12 @@ fn a_failing_writer_or_reader_stops_the_pipeline() {
         }
     }
     assert!(matches!(
-        encrypt_stream(Broken, Vec::new(), &key, AD, Options::default(), 2),
+        Sealer::new(
+            &key,
+            AD,
+            Options::default().parallelism(Parallelism::threads(2))
+        )
+        .seal_stream(Broken, Vec::new()),
         Err(Error::Io(_))
     ));
 }
@@ -161,11 +213,25 @@ fn file_to_file() {
     std::fs::write(dir.join("in"), &data).unwrap();
     let input = std::fs::File::open(dir.join("in")).unwrap();
     let output = std::fs::File::create(dir.join("blob")).unwrap();
-    let (output, _) = encrypt_stream(input, output, &key, AD, Options::default(), 0).unwrap();
+    let (output, _) = Sealer::new(
+        &key,
+        AD,
+        Options::default().parallelism(Parallelism::AllCores),
+    )
+    .seal_stream(input, output)
+    .unwrap();
     output.sync_all().unwrap();
     let blob = std::fs::File::open(dir.join("blob")).unwrap();
     let out = std::fs::File::create(dir.join("out")).unwrap();
-    let (out, n) = decrypt_stream(blob, out, &key, AD, Backend::default(), 0).unwrap();
+    let (out, n) = Opener::new(
+        &key,
+        AD,
+        Options::default()
+            .backend(Backend::default())
+            .parallelism(Parallelism::AllCores),
+    )
+    .open_stream(blob, out)
+    .unwrap();
     out.sync_all().unwrap();
     assert_eq!(n, data.len() as u64);
     assert_eq!(std::fs::read(dir.join("out")).unwrap(), data);
@@ -181,14 +247,29 @@ fn large_segments_grow_their_slots_with_the_data() {
             data: &data,
             max: 3000,
         };
-        let (stream, _) = encrypt_stream(reader, Vec::new(), &key, AD, options, 2).unwrap();
-        assert_eq!(decrypt(&key, AD, &stream).unwrap(), data, "len={len}");
+        let (stream, _) = Sealer::new(&key, AD, options.parallelism(Parallelism::threads(2)))
+            .seal_stream(reader, Vec::new())
+            .unwrap();
+        assert_eq!(
+            Opener::new(&key, AD, Options::default())
+                .open(&stream)
+                .unwrap(),
+            data,
+            "len={len}"
+        );
         let reader = Trickle {
             data: &stream,
             max: 5000,
         };
-        let (back, _) =
-            decrypt_stream(reader, Vec::new(), &key, AD, Backend::default(), 2).unwrap();
+        let (back, _) = Opener::new(
+            &key,
+            AD,
+            Options::default()
+                .backend(Backend::default())
+                .parallelism(Parallelism::threads(2)),
+        )
+        .open_stream(reader, Vec::new())
+        .unwrap();
         assert_eq!(back, data, "len={len}");
     }
 }

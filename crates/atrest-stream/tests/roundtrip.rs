@@ -14,9 +14,7 @@ mod common;
 
 use std::io::{Read, Write};
 
-use atrest_stream::{
-    Decryptor, Encryptor, RandomAccess, SegmentSize, decrypt, encrypt, encrypt_with, stream_len,
-};
+use atrest_stream::{Extent, Layout, Opener, Options, Parallelism, Sealer, SegmentSize};
 use atrest_test_support::{TempDir, plaintext};
 use common::{AD, boundary_lengths, key, size, stream_read};
 use proptest::prelude::*;
@@ -29,15 +27,22 @@ fn every_boundary_length_round_trips_through_every_adapter() {
     for s in SIZES {
         for len in boundary_lengths(s) {
             let data = plaintext(len);
-            let stream = encrypt_with(&key, AD, &data, size(s)).unwrap();
+            let stream = Sealer::new(&key, AD, Options::from(size(s)))
+                .seal(&data)
+                .unwrap();
             assert_eq!(
                 stream.len() as u64,
-                stream_len(len as u64, size(s)).unwrap(),
+                Layout::new(size(s))
+                    .for_plaintext(len as u64)
+                    .map(Extent::stream_len)
+                    .unwrap(),
                 "s={s} len={len}"
             );
 
             assert_eq!(
-                decrypt(&key, AD, &stream).unwrap(),
+                Opener::new(&key, AD, Options::default())
+                    .open(&stream)
+                    .unwrap(),
                 data,
                 "one-call, s={s} len={len}"
             );
@@ -46,7 +51,9 @@ fn every_boundary_length_round_trips_through_every_adapter() {
                 assert!(error.is_none(), "s={s} len={len} chunk={chunk}: {error:?}");
                 assert_eq!(out, data, "streaming, s={s} len={len} chunk={chunk}");
             }
-            let access = RandomAccess::new(&stream[..], &key, AD).unwrap();
+            let access = Opener::new(&key, AD, Options::default())
+                .random_access(&stream[..])
+                .unwrap();
             assert_eq!(access.plaintext_len(), len as u64);
             let mut out = vec![0u8; len];
             assert_eq!(access.read_at(&mut out, 0).unwrap(), len);
@@ -62,7 +69,9 @@ fn writes_of_any_size_give_a_valid_stream() {
         for len in boundary_lengths(s) {
             let data = plaintext(len);
             for chunk in [1, 13, 255, 4096] {
-                let mut encryptor = Encryptor::with_options(Vec::new(), &key, AD, size(s)).unwrap();
+                let mut encryptor = Sealer::new(&key, AD, Options::from(size(s)))
+                    .writer(Vec::new())
+                    .unwrap();
                 for piece in data.chunks(chunk) {
                     encryptor.write_all(piece).unwrap();
                     // Flushing mid-stream writes whole segments only.
@@ -71,10 +80,15 @@ fn writes_of_any_size_give_a_valid_stream() {
                 let stream = encryptor.finish().unwrap();
                 assert_eq!(
                     stream.len() as u64,
-                    stream_len(len as u64, size(s)).unwrap()
+                    Layout::new(size(s))
+                        .for_plaintext(len as u64)
+                        .map(Extent::stream_len)
+                        .unwrap()
                 );
                 assert_eq!(
-                    decrypt(&key, AD, &stream).unwrap(),
+                    Opener::new(&key, AD, Options::default())
+                        .open(&stream)
+                        .unwrap(),
                     data,
                     "s={s} len={len} chunk={chunk}"
                 );
@@ -86,8 +100,12 @@ fn writes_of_any_size_give_a_valid_stream() {
 #[test]
 fn streams_are_randomized() {
     let key = key();
-    let a = encrypt(&key, AD, b"same plaintext").unwrap();
-    let b = encrypt(&key, AD, b"same plaintext").unwrap();
+    let a = Sealer::new(&key, AD, Options::default())
+        .seal(b"same plaintext")
+        .unwrap();
+    let b = Sealer::new(&key, AD, Options::default())
+        .seal(b"same plaintext")
+        .unwrap();
     assert_eq!(
         a[..atrest_stream::PREFIX_LEN],
         b[..atrest_stream::PREFIX_LEN],
@@ -104,7 +122,9 @@ fn streams_are_randomized() {
 fn the_associated_data_is_not_stored() {
     let key = key();
     let ad = b"tenant-0f8fad5b file-7c9e6679 name=report.pdf";
-    let stream = encrypt(&key, ad, &plaintext(10_000)).unwrap();
+    let stream = Sealer::new(&key, ad, Options::default())
+        .seal(&plaintext(10_000))
+        .unwrap();
     for window in [&ad[..8], &ad[ad.len() - 8..], &b"report"[..]] {
         assert!(!stream.windows(window.len()).any(|w| w == window));
     }
@@ -126,18 +146,23 @@ fn a_decryptor_over_a_file_streams() {
     let path = dir.join("blob");
     let data = plaintext(300_000);
     let file = std::fs::File::create(&path).unwrap();
-    let mut encryptor = Encryptor::new(std::io::BufWriter::new(file), &key, AD).unwrap();
+    let mut encryptor = Sealer::new(&key, AD, Options::default())
+        .writer(std::io::BufWriter::new(file))
+        .unwrap();
     encryptor.write_all(&data).unwrap();
     let writer = encryptor.finish().unwrap();
     writer.into_inner().unwrap().sync_all().unwrap();
 
     let mut out = Vec::new();
-    Decryptor::new(std::fs::File::open(&path).unwrap(), &key, AD)
+    Opener::new(&key, AD, Options::default())
+        .reader(std::fs::File::open(&path).unwrap())
         .unwrap()
         .read_to_end(&mut out)
         .unwrap();
     assert_eq!(out, data);
-    let access = RandomAccess::new(std::fs::File::open(&path).unwrap(), &key, AD).unwrap();
+    let access = Opener::new(&key, AD, Options::default())
+        .random_access(std::fs::File::open(&path).unwrap())
+        .unwrap();
     assert_eq!(access.plaintext_len(), 300_000);
 }
 
@@ -153,7 +178,7 @@ proptest! {
     ) {
         let key = key();
         let data = plaintext(len);
-        let mut encryptor = Encryptor::with_options(Vec::new(), &key, AD, size(s)).unwrap();
+        let mut encryptor = Sealer::new(&key, AD, Options::from(size(s))).writer(Vec::new()).unwrap();
         for piece in data.chunks(write_chunk) {
             encryptor.write_all(piece).unwrap();
         }
@@ -168,34 +193,99 @@ proptest! {
 fn encrypting_and_decrypting_into_caller_buffers() {
     let key = key();
     let data = plaintext(300_000);
-    let options = atrest_stream::Options::from(size(4096));
-    let needed = stream_len(data.len() as u64, size(4096)).unwrap() as usize;
+    let options = Options::from(size(4096));
+    let needed = Layout::new(size(4096))
+        .for_plaintext(data.len() as u64)
+        .map(Extent::stream_len)
+        .unwrap() as usize;
     let mut out = vec![0u8; needed + 10];
-    for threads in [1, 2, 0] {
-        let n = atrest_stream::encrypt_to(&key, AD, &data, options, threads, &mut out).unwrap();
+    for parallelism in [
+        Parallelism::One,
+        Parallelism::threads(2),
+        Parallelism::AllCores,
+    ] {
+        let n = Sealer::new(&key, AD, options.parallelism(parallelism))
+            .seal_into(&data, &mut out)
+            .unwrap();
         assert_eq!(n, needed);
         let mut back = vec![0u8; data.len()];
         let backend = atrest_stream::Backend::default();
-        let m =
-            atrest_stream::decrypt_to(&key, AD, &out[..n], backend, threads, &mut back).unwrap();
+        let m = Opener::new(
+            &key,
+            AD,
+            Options::default().backend(backend).parallelism(parallelism),
+        )
+        .open_into(&out[..n], &mut back)
+        .unwrap();
         assert_eq!((m, &back), (data.len(), &data));
         // Too small a buffer is a typed error, not a panic or a partial result.
-        let short =
-            atrest_stream::decrypt_to(&key, AD, &out[..n], backend, threads, &mut back[..10]);
+        let short = Opener::new(
+            &key,
+            AD,
+            Options::default().backend(backend).parallelism(parallelism),
+        )
+        .open_into(&out[..n], &mut back[..10]);
         assert!(
             matches!(short, Err(atrest_stream::Error::OutputTooSmall { needed }) if needed == data.len() as u64)
         );
         // A tampered stream leaves the output wiped.
         out[5000] ^= 1;
         assert!(
-            atrest_stream::decrypt_to(&key, AD, &out[..n], backend, threads, &mut back).is_err()
+            Opener::new(
+                &key,
+                AD,
+                Options::default().backend(backend).parallelism(parallelism)
+            )
+            .open_into(&out[..n], &mut back)
+            .is_err()
         );
         assert!(back.iter().all(|&b| b == 0));
         out[5000] ^= 1;
     }
     let mut small = vec![0u8; 100];
     assert!(matches!(
-        atrest_stream::encrypt_to(&key, AD, &data, options, 1, &mut small),
+        Sealer::new(&key, AD, options.parallelism(Parallelism::threads(1)))
+            .seal_into(&data, &mut small),
         Err(atrest_stream::Error::OutputTooSmall { .. })
     ));
+}
+
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "dropped without `finish`")]
+fn an_unfinished_encryptor_does_not_go_unnoticed() {
+    let key = key();
+    let mut encryptor = Sealer::new(&key, AD, Options::default())
+        .writer(Vec::new())
+        .unwrap();
+    encryptor.write_all(b"never finished").unwrap();
+    drop(encryptor);
+}
+
+#[test]
+fn an_encryptor_whose_writer_failed_may_be_dropped() {
+    struct Broken;
+    impl Write for Broken {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let key = key();
+    let mut encryptor = Sealer::new(&key, AD, Options::from(size(256)))
+        .writer(Broken)
+        .unwrap();
+    assert!(encryptor.write_all(&plaintext(10_000)).is_err());
+    drop(encryptor);
+}
+
+#[test]
+fn parallelism_counts_threads() {
+    assert_eq!(Parallelism::threads(0), Parallelism::One);
+    assert_eq!(Parallelism::threads(1), Parallelism::One);
+    assert_eq!(Parallelism::threads(3).get(), 3);
+    assert!(Parallelism::AllCores.get() >= 1);
+    assert_eq!(Options::default().parallelism, Parallelism::One);
 }

@@ -16,7 +16,7 @@ mod common;
 use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use atrest_stream::{Decryptor, Error, RandomAccess, ReadAt, encrypt_with};
+use atrest_stream::{Error, Opener, Options, ReadAt, Sealer};
 use atrest_test_support::plaintext;
 use common::{AD, capacities, key, size};
 use proptest::prelude::*;
@@ -25,7 +25,9 @@ const S: u32 = 300;
 
 fn fixture(len: usize) -> (Vec<u8>, Vec<u8>) {
     let data = plaintext(len);
-    let stream = encrypt_with(&key(), AD, &data, size(S)).unwrap();
+    let stream = Sealer::new(&key(), AD, Options::from(size(S)))
+        .seal(&data)
+        .unwrap();
     (data, stream)
 }
 
@@ -50,7 +52,9 @@ fn boundary_offsets(len: usize) -> Vec<u64> {
 #[test]
 fn seek_then_read_matches_the_plaintext_at_every_boundary() {
     let (data, stream) = fixture(5 * 284 + 17);
-    let mut decryptor = Decryptor::new(Cursor::new(&stream), &key(), AD).unwrap();
+    let mut decryptor = Opener::new(&key(), AD, Options::default())
+        .reader(Cursor::new(&stream))
+        .unwrap();
     assert_eq!(decryptor.plaintext_len().unwrap(), data.len() as u64);
     for start in boundary_offsets(data.len()) {
         for len in [0usize, 1, 2, 283, 284, 285, 1000] {
@@ -71,7 +75,9 @@ fn seek_then_read_matches_the_plaintext_at_every_boundary() {
 #[test]
 fn seek_relative_to_end_and_current() {
     let (data, stream) = fixture(2000);
-    let mut decryptor = Decryptor::new(Cursor::new(&stream), &key(), AD).unwrap();
+    let mut decryptor = Opener::new(&key(), AD, Options::default())
+        .reader(Cursor::new(&stream))
+        .unwrap();
     let mut first = [0u8; 10];
     decryptor.read_exact(&mut first).unwrap();
     assert_eq!(first, data[..10]);
@@ -102,7 +108,9 @@ fn seeking_relative_to_the_end_authenticates_the_final_segment() {
     let mut tampered = stream.clone();
     let last = tampered.len() - 1;
     tampered[last] ^= 1;
-    let mut decryptor = Decryptor::new(Cursor::new(&tampered), &key(), AD).unwrap();
+    let mut decryptor = Opener::new(&key(), AD, Options::default())
+        .reader(Cursor::new(&tampered))
+        .unwrap();
     let error = decryptor.seek(SeekFrom::End(-10)).unwrap_err();
     assert!(matches!(Error::from_io(error), Error::AuthenticationFailed));
 
@@ -110,7 +118,9 @@ fn seeking_relative_to_the_end_authenticates_the_final_segment() {
     let (p0, p) = capacities(S);
     let (_, exact) = fixture(p0 + 3 * p);
     let cut = &exact[..exact.len() - S as usize];
-    let mut decryptor = Decryptor::new(Cursor::new(cut), &key(), AD).unwrap();
+    let mut decryptor = Opener::new(&key(), AD, Options::default())
+        .reader(Cursor::new(cut))
+        .unwrap();
     let error = decryptor.seek(SeekFrom::End(0)).unwrap_err();
     assert!(matches!(Error::from_io(error), Error::Truncated));
 }
@@ -123,7 +133,9 @@ fn a_stream_that_does_not_start_at_offset_zero_seeks_correctly() {
     container.extend_from_slice(&stream);
     let mut cursor = Cursor::new(container);
     cursor.set_position(offset);
-    let mut decryptor = Decryptor::new(cursor, &key(), AD).unwrap();
+    let mut decryptor = Opener::new(&key(), AD, Options::default())
+        .reader(cursor)
+        .unwrap();
     let mut start = [0u8; 700];
     decryptor.read_exact(&mut start).unwrap();
     assert_eq!(start, data[..700]);
@@ -136,8 +148,12 @@ fn a_stream_that_does_not_start_at_offset_zero_seeks_correctly() {
 #[test]
 fn random_access_and_copy_range_match_the_plaintext() {
     let (data, stream) = fixture(5 * 284 + 17);
-    let access = RandomAccess::new(&stream[..], &key(), AD).unwrap();
-    let mut decryptor = Decryptor::new(Cursor::new(&stream), &key(), AD).unwrap();
+    let access = Opener::new(&key(), AD, Options::default())
+        .random_access(&stream[..])
+        .unwrap();
+    let mut decryptor = Opener::new(&key(), AD, Options::default())
+        .reader(Cursor::new(&stream))
+        .unwrap();
     for start in boundary_offsets(data.len()) {
         for len in [0usize, 1, 284, 285, 700] {
             let from = (start as usize).min(data.len());
@@ -205,7 +221,9 @@ fn range_reads_touch_only_the_covering_segments() {
         inner: &stream,
         read: AtomicU64::new(0),
     };
-    let access = RandomAccess::new(&source, &key(), AD).unwrap();
+    let access = Opener::new(&key(), AD, Options::default())
+        .random_access(&source)
+        .unwrap();
     let opened = source.read.swap(0, Ordering::Relaxed);
     // Opening reads the header and the final segment only.
     assert!(opened <= u64::from(82 + S), "opening read {opened} bytes");
@@ -222,7 +240,9 @@ fn range_reads_touch_only_the_covering_segments() {
 #[test]
 fn random_access_is_shareable_across_threads() {
     let (data, stream) = fixture(50_000);
-    let access = RandomAccess::new(std::sync::Arc::new(stream), &key(), AD).unwrap();
+    let access = Opener::new(&key(), AD, Options::default())
+        .random_access(std::sync::Arc::new(stream))
+        .unwrap();
     std::thread::scope(|scope| {
         for t in 0..4u64 {
             let (access, data) = (&access, &data);
@@ -245,14 +265,14 @@ proptest! {
     fn random_ranges(len in 0usize..4000, a in 0u64..4100, b in 0u64..4100) {
         let (data, stream) = fixture(len);
         let (start, end) = (a.min(b), a.max(b));
-        let access = RandomAccess::new(&stream[..], &key(), AD).unwrap();
+        let access = Opener::new(&key(), AD, Options::default()).random_access(&stream[..]).unwrap();
         let mut buf = vec![0u8; (end - start) as usize];
         let n = access.read_at(&mut buf, start).unwrap();
         let from = (start as usize).min(len);
         let to = (end as usize).min(len);
         prop_assert_eq!(&buf[..n], &data[from..to]);
 
-        let mut decryptor = Decryptor::new(Cursor::new(&stream), &key(), AD).unwrap();
+        let mut decryptor = Opener::new(&key(), AD, Options::default()).reader(Cursor::new(&stream)).unwrap();
         decryptor.seek(SeekFrom::Start(start)).unwrap();
         let mut out = Vec::new();
         decryptor.by_ref().take(end - start).read_to_end(&mut out).unwrap();

@@ -16,7 +16,7 @@
 mod common;
 
 use atrest_filekey::FileKey;
-use atrest_stream::{Error, HEADER_LEN, PREFIX_LEN, RandomAccess, decrypt, encrypt_with};
+use atrest_stream::{Error, HEADER_LEN, Opener, Options, PREFIX_LEN, Parallelism, Sealer};
 use atrest_test_support::plaintext;
 use common::{AD, capacities, key, segment_ranges, size, stream_read};
 
@@ -26,7 +26,9 @@ const S: u32 = 256;
 fn fixture() -> (Vec<u8>, Vec<u8>) {
     let (p0, p) = capacities(S);
     let data = plaintext(p0 + 3 * p + 100);
-    let stream = encrypt_with(&key(), AD, &data, size(S)).unwrap();
+    let stream = Sealer::new(&key(), AD, Options::from(size(S)))
+        .seal(&data)
+        .unwrap();
     assert_eq!(segment_ranges(S, stream.len()).len(), 5);
     (data, stream)
 }
@@ -44,16 +46,27 @@ fn assert_rejected(stream: &[u8], data: &[u8], k: usize, what: &str) -> Error {
     for threads in [2, 5] {
         let backend = atrest_stream::Backend::default();
         assert!(
-            atrest_stream::decrypt_parallel(&key, AD, stream, backend, threads).is_err(),
+            Opener::new(
+                &key,
+                AD,
+                Options::default()
+                    .backend(backend)
+                    .parallelism(Parallelism::threads(threads))
+            )
+            .open(stream)
+            .is_err(),
             "{what}: parallel decryption accepted it"
         );
     }
     assert!(
-        decrypt(&key, AD, stream).is_err(),
+        Opener::new(&key, AD, Options::default())
+            .open(stream)
+            .is_err(),
         "{what}: one-call decryption accepted it"
     );
     assert!(
-        RandomAccess::new(stream, &key, AD)
+        Opener::new(&key, AD, Options::default())
+            .random_access(stream)
             .and_then(|r| {
                 let mut all = vec![0u8; r.plaintext_len() as usize];
                 r.read_at(&mut all, 0)
@@ -131,7 +144,7 @@ fn appended_bytes_fail() {
         longer.extend(std::iter::repeat_n(0xa5, extra));
         let error = assert_rejected(&longer, &data, last, &format!("{extra} bytes appended"));
         assert!(
-            matches!(error, Error::AuthenticationFailed | Error::Malformed(_)),
+            matches!(error, Error::AuthenticationFailed),
             "{extra} appended: {error:?}"
         );
         let io = std::io::Error::from(error);
@@ -142,24 +155,22 @@ fn appended_bytes_fail() {
 #[test]
 fn a_tag_sized_tail_after_a_full_segment_is_rejected() {
     // A stream whose plaintext exactly fills two segments, plus 16 bytes that
-    // look like an empty last segment. Readers that know the length reject
-    // the shape before decrypting; the streaming reader finds that the real
-    // last segment is no longer last. (A genuinely encrypted empty final
-    // segment is among the published negative vectors.)
+    // look like an empty last segment. Every reader finds that the real last
+    // segment verifies as the last one and is followed by bytes. (A genuinely
+    // encrypted empty final segment is among the published negative vectors.)
     let (p0, p) = capacities(S);
     let data = plaintext(p0 + p);
-    let mut stream = encrypt_with(&key(), AD, &data, size(S)).unwrap();
+    let mut stream = Sealer::new(&key(), AD, Options::from(size(S)))
+        .seal(&data)
+        .unwrap();
     stream.extend([0u8; 16]);
     assert!(matches!(
-        decrypt(&key(), AD, &stream),
-        Err(Error::Malformed(_))
+        Opener::new(&key(), AD, Options::default()).open(&stream),
+        Err(Error::TrailingData)
     ));
     let (out, error) = stream_read(&key(), AD, &stream, 4096);
     assert_eq!(out.len(), p0);
-    assert!(
-        matches!(error, Some(Error::AuthenticationFailed)),
-        "{error:?}"
-    );
+    assert!(matches!(error, Some(Error::TrailingData)), "{error:?}");
 }
 
 fn reassemble(stream: &[u8], order: &[usize]) -> Vec<u8> {
@@ -198,12 +209,18 @@ fn segments_and_bodies_from_other_streams_fail() {
     let ranges = segment_ranges(S, stream.len());
     let key = key();
     // Same key and context, another stream (another salt): every segment differs.
-    let sibling = encrypt_with(&key, AD, &data, size(S)).unwrap();
+    let sibling = Sealer::new(&key, AD, Options::from(size(S)))
+        .seal(&data)
+        .unwrap();
     // Another context (another file or tenant), same key.
-    let other_ctx = encrypt_with(&key, b"another tenant", &data, size(S)).unwrap();
+    let other_ctx = Sealer::new(&key, b"another tenant", Options::from(size(S)))
+        .seal(&data)
+        .unwrap();
     // Another file's key.
     let other_key = FileKey::from_secret_bytes(&[7; 32]);
-    let other_file = encrypt_with(&other_key, AD, &data, size(S)).unwrap();
+    let other_file = Sealer::new(&other_key, AD, Options::from(size(S)))
+        .seal(&data)
+        .unwrap();
 
     for donor in [&sibling, &other_ctx, &other_file] {
         for (i, &(start, end)) in ranges.iter().enumerate() {
@@ -229,7 +246,7 @@ fn the_wrong_key_is_caught_by_the_commitment() {
     let (_, stream) = fixture();
     let other = FileKey::from_secret_bytes(&[9; 32]);
     assert!(matches!(
-        decrypt(&other, AD, &stream),
+        Opener::new(&other, AD, Options::default()).open(&stream),
         Err(Error::CommitmentMismatch)
     ));
     let (out, error) = stream_read(&other, AD, &stream, 4096);
@@ -240,7 +257,7 @@ fn the_wrong_key_is_caught_by_the_commitment() {
     let mut tampered = stream.clone();
     tampered[PREFIX_LEN - 1] ^= 1;
     assert!(matches!(
-        decrypt(&key(), AD, &tampered),
+        Opener::new(&key(), AD, Options::default()).open(&tampered),
         Err(Error::CommitmentMismatch)
     ));
 }
@@ -251,35 +268,39 @@ fn prefix_fields_are_checked() {
     let mut bad = stream.clone();
     bad[0] = b'X';
     assert!(matches!(
-        decrypt(&key(), AD, &bad),
+        Opener::new(&key(), AD, Options::default()).open(&bad),
         Err(Error::Malformed(_))
     ));
     let mut bad = stream.clone();
     bad[4] = 2;
     assert!(matches!(
-        decrypt(&key(), AD, &bad),
+        Opener::new(&key(), AD, Options::default()).open(&bad),
         Err(Error::UnsupportedVersion(2))
     ));
     let mut bad = stream.clone();
     bad[5] = 9;
     assert!(matches!(
-        decrypt(&key(), AD, &bad),
+        Opener::new(&key(), AD, Options::default()).open(&bad),
         Err(Error::UnsupportedSuite(9))
     ));
     let mut bad = stream.clone();
     bad[6..10].copy_from_slice(&100u32.to_be_bytes());
     assert!(matches!(
-        decrypt(&key(), AD, &bad),
+        Opener::new(&key(), AD, Options::default()).open(&bad),
         Err(Error::Malformed(_))
     ));
     // A valid but different segment size changes the stream key.
     let mut bad = stream.clone();
     bad[6..10].copy_from_slice(&512u32.to_be_bytes());
-    assert!(decrypt(&key(), AD, &bad).is_err());
+    assert!(
+        Opener::new(&key(), AD, Options::default())
+            .open(&bad)
+            .is_err()
+    );
     let mut bad = stream.clone();
     bad[PREFIX_LEN] = 24;
     assert!(matches!(
-        decrypt(&key(), AD, &bad),
+        Opener::new(&key(), AD, Options::default()).open(&bad),
         Err(Error::Malformed(_))
     ));
 }
@@ -290,7 +311,9 @@ fn errors_are_sticky_and_downcastable() {
     let (_, stream) = fixture();
     let mut tampered = stream.clone();
     tampered[HEADER_LEN + 300] ^= 1; // in segment 1
-    let mut decryptor = atrest_stream::Decryptor::new(&tampered[..], &key(), AD).unwrap();
+    let mut decryptor = Opener::new(&key(), AD, Options::default())
+        .reader(&tampered[..])
+        .unwrap();
     let mut out = Vec::new();
     let error = decryptor.read_to_end(&mut out).unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
@@ -313,7 +336,9 @@ fn read_exact_until_eof_over_a_cut_stream_errors() {
     let ranges = segment_ranges(S, stream.len());
     // Cut at a segment boundary: every segment before it is authentic.
     let cut = ranges[ranges.len() - 1].0;
-    let mut reader = atrest_stream::Decryptor::new(&stream[..cut], &key(), AD).unwrap();
+    let mut reader = Opener::new(&key(), AD, Options::default())
+        .reader(&stream[..cut])
+        .unwrap();
     let mut record = [0u8; 100];
     let mut read = Vec::new();
     let outcome = loop {

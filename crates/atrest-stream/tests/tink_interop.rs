@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use atrest_filekey::FileKey;
-use atrest_stream::{PREFIX_LEN, decrypt, encrypt_with, envelope_prefix};
+use atrest_stream::{Extent, Layout, Opener, Options, PREFIX_LEN, Sealer};
 use atrest_test_support::{TempDir, plaintext};
 use common::{boundary_lengths, size};
 
@@ -52,8 +52,12 @@ fn atrest_and_tink_read_each_others_streams() {
             let key = FileKey::from_secret_bytes(&[(i * 16 + j) as u8 + 1; 32]);
             let context = format!("tenant {i} / file {j} / version 1").into_bytes();
             let data = plaintext(len);
-            let stream = encrypt_with(&key, &context, &data, size(s)).unwrap();
-            let mut tink_ad = envelope_prefix(&key, size(s)).to_vec();
+            let stream = Sealer::new(&key, &context, Options::from(size(s)))
+                .seal(&data)
+                .unwrap();
+            let mut tink_ad = Sealer::new(&key, b"", Options::from(size(s)))
+                .envelope_prefix()
+                .to_vec();
             assert_eq!(tink_ad[..], stream[..PREFIX_LEN]);
             tink_ad.extend_from_slice(&context);
 
@@ -96,19 +100,30 @@ fn atrest_and_tink_read_each_others_streams() {
         );
 
         let tink_body = read("tink_body");
-        let mut stream = envelope_prefix(key, size(*s)).to_vec();
+        let mut stream = Sealer::new(key, b"", Options::from(size(*s)))
+            .envelope_prefix()
+            .to_vec();
         stream.extend_from_slice(&tink_body);
         assert_eq!(
-            &decrypt(key, context, &stream).unwrap(),
+            &Opener::new(key, context, Options::default())
+                .open(&stream)
+                .unwrap(),
             data,
             "{name}: atrest's decryption of Tink's stream"
         );
         assert_eq!(
             stream.len() as u64,
-            atrest_stream::stream_len(data.len() as u64, size(*s)).unwrap(),
+            Layout::new(size(*s))
+                .for_plaintext(data.len() as u64)
+                .map(Extent::stream_len)
+                .unwrap(),
             "{name}: Tink and atrest split the plaintext the same way"
         );
         // The wrong context fails for Tink's stream too.
-        assert!(decrypt(key, b"another context", &stream).is_err());
+        assert!(
+            Opener::new(key, b"another context", Options::default())
+                .open(&stream)
+                .is_err()
+        );
     }
 }

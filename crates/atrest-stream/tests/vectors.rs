@@ -15,7 +15,7 @@
 mod common;
 
 use atrest_filekey::FileKey;
-use atrest_stream::{Error, RandomAccess, decrypt};
+use atrest_stream::{Error, Opener, Options};
 use common::stream_read;
 
 fn unhex(value: &serde_json::Value) -> Vec<u8> {
@@ -26,6 +26,7 @@ fn error_name(error: &Error) -> &'static str {
     match error {
         Error::Truncated => "Truncated",
         Error::AuthenticationFailed => "AuthenticationFailed",
+        Error::TrailingData => "TrailingData",
         Error::CommitmentMismatch => "CommitmentMismatch",
         Error::UnsupportedVersion(_) => "UnsupportedVersion",
         Error::UnsupportedSuite(_) => "UnsupportedSuite",
@@ -49,19 +50,25 @@ fn published_vectors() {
         let comment = v["comment"].as_str().unwrap();
         if v["result"] == "valid" {
             assert_eq!(
-                decrypt(&key, &context, &stream).unwrap(),
+                Opener::new(&key, &context, Options::default())
+                    .open(&stream)
+                    .unwrap(),
                 plaintext,
                 "{comment}"
             );
             let (out, error) = stream_read(&key, &context, &stream, 1000);
             assert!(error.is_none(), "{comment}: {error:?}");
             assert_eq!(out, plaintext, "{comment}");
-            let access = RandomAccess::new(&stream[..], &key, &context).unwrap();
+            let access = Opener::new(&key, &context, Options::default())
+                .random_access(&stream[..])
+                .unwrap();
             assert_eq!(access.plaintext_len(), plaintext.len() as u64);
             valid += 1;
         } else {
             let expected = v["error"].as_str().unwrap();
-            let error = decrypt(&key, &context, &stream).unwrap_err();
+            let error = Opener::new(&key, &context, Options::default())
+                .open(&stream)
+                .unwrap_err();
             assert_eq!(error_name(&error), expected, "{comment}: {error:?}");
             let (out, error) = stream_read(&key, &context, &stream, 1000);
             let error = error.unwrap_or_else(|| panic!("{comment}: streaming read accepted it"));

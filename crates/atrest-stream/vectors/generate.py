@@ -97,7 +97,7 @@ full = det("neg/plaintext", 440)
 good = encrypt(key, ctx, full, 256, salt, np_)
 negative = [
     ("empty final segment after a full one", "Malformed", encrypt(key, ctx, full, 256, salt, np_, empty_tail=True)),
-    ("17 trailing bytes", "AuthenticationFailed", good + b"\x00" * 17),
+    ("17 trailing bytes", "TrailingData", good + b"\x00" * 17),
     ("cut after an inner segment", "Truncated", good[:82 + 216]),
     ("cut inside the header", "Truncated", good[:60]),
     ("wrong key commitment", "CommitmentMismatch", good[:10] + bytes(32) + good[42:]),

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use atrest_audit::{Audit, Event, FileRef, Outcome, Record, Text};
 use atrest_filekey::{FileContext, FileKey, FileVersion, KeyVersion, TenantId};
-use atrest_stream::{Backend, FORMAT_VERSION, Options, RandomAccess, SegmentSize};
+use atrest_stream::{Backend, FORMAT_VERSION, Opener, Options, Parallelism, Sealer, SegmentSize};
 use atrest_tenant::blocking::block_on;
 use atrest_tenant::{Access, KeyHierarchy, RewrapProgress, RewrapReport};
 
@@ -23,14 +23,14 @@ pub struct SealOptions {
     pub segment_size: SegmentSize,
     /// AES-256-GCM implementation.
     pub backend: Backend,
-    /// Threads for encryption and decryption (0: one per core). Reading,
-    /// cryptography and writing overlap, each on its own thread.
+    /// Threads for encryption and decryption. Reading, cryptography and
+    /// writing overlap, each on its own thread.
     ///
     /// The default is one per core but one, at least one: the reading and
     /// writing threads need a core of their own when the data comes from and
     /// goes to files (measured with `cli_throughput`: on two cores, one
     /// cryptography thread is 1.4 times faster file to file than two).
-    pub threads: usize,
+    pub parallelism: Parallelism,
 }
 
 impl Default for SealOptions {
@@ -38,9 +38,10 @@ impl Default for SealOptions {
         Self {
             segment_size: SegmentSize::DEFAULT,
             backend: Backend::default(),
-            threads: std::thread::available_parallelism()
-                .map_or(1, |cores| cores.get().saturating_sub(1))
-                .max(1),
+            parallelism: Parallelism::threads(
+                std::thread::available_parallelism()
+                    .map_or(1, |cores| cores.get().saturating_sub(1)),
+            ),
         }
     }
 }
@@ -152,6 +153,7 @@ impl Files {
         Options::default()
             .segment_size(self.options.segment_size)
             .backend(self.options.backend)
+            .parallelism(self.options.parallelism)
     }
 
     /// Seals an upload as a new version of file `name` of `tenant`: the
@@ -234,14 +236,9 @@ impl Files {
             Err(error) => return Err(error),
         }
         let upload = CountingWriter::new(self.blobs.create(&ticket.blob)?);
-        let encrypted = atrest_stream::encrypt_stream(
-            plaintext,
-            upload,
-            &key,
-            &context.encode(),
-            self.stream_options(),
-            self.options.threads,
-        );
+        let associated_data = context.encode();
+        let encrypted = Sealer::new(&key, &associated_data, self.stream_options())
+            .seal_stream(plaintext, upload);
         drop(key);
         let (upload, plaintext_len) = encrypted?;
         let counted = upload.written;
@@ -347,15 +344,10 @@ impl Files {
         let record = self.record(tenant, name, version)?;
         let key = self.release(access, &record)?;
         let result = self.blobs.open(&record.blob).and_then(|blob| {
-            atrest_stream::decrypt_stream(
-                blob,
-                out,
-                &key,
-                &record.context().encode(),
-                self.options.backend,
-                self.options.threads,
-            )
-            .map_err(Error::from)
+            let associated_data = record.context().encode();
+            Opener::new(&key, &associated_data, self.stream_options())
+                .open_stream(blob, out)
+                .map_err(Error::from)
         });
         drop(key);
         let (out, len) = match result {
@@ -397,22 +389,19 @@ impl Files {
         }
         let key = self.release(access, &record)?;
         let result = self.blobs.ranged(&record.blob).and_then(|blob| {
-            RandomAccess::with_backend(
-                &*blob,
-                &key,
-                &record.context().encode(),
-                self.options.backend,
-            )
-            .and_then(|reader| {
-                if reader.plaintext_len() == record.plaintext_len {
-                    reader.copy_range(range.clone(), out)
-                } else {
-                    Err(atrest_stream::Error::Malformed(
-                        "the blob's length does not match its record",
-                    ))
-                }
-            })
-            .map_err(Error::from)
+            let associated_data = record.context().encode();
+            Opener::new(&key, &associated_data, self.stream_options())
+                .random_access(&*blob)
+                .and_then(|reader| {
+                    if reader.plaintext_len() == record.plaintext_len {
+                        reader.copy_range(range.clone(), out)
+                    } else {
+                        Err(atrest_stream::Error::Malformed(
+                            "the blob's length does not match its record",
+                        ))
+                    }
+                })
+                .map_err(Error::from)
         });
         drop(key);
         self.audit_open(access, &record, &result, Some([range.start, range.end]))?;

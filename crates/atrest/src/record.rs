@@ -1,7 +1,7 @@
 //! What a service keeps about each sealed file.
 
 use atrest_filekey::{FileContext, FileId, FileVersion, KeyVersion, TenantId, WrappedFileKey};
-use atrest_stream::{PREFIX_LEN, SegmentSize, TINK_HEADER_LEN};
+use atrest_stream::{Layout, SegmentSize};
 use serde::{Deserialize, Serialize};
 
 use crate::blob::BlobName;
@@ -73,28 +73,24 @@ impl FileRecord {
         }
     }
 
-    /// How many segments the blob has.
+    /// The segment geometry of the blob, from the crate that defines it.
+    fn layout(&self) -> Option<Layout> {
+        SegmentSize::new(self.segment_size).ok().map(Layout::new)
+    }
+
+    /// How many segments the blob has (0 for a record whose segment size or
+    /// length no stream can have).
     pub fn segments(&self) -> u64 {
-        // The Tink header and the first segment together fill one segment.
-        let body = self.blob_len.saturating_sub(PREFIX_LEN as u64);
-        body.div_ceil(u64::from(self.segment_size.max(1)))
+        self.layout()
+            .and_then(|layout| layout.for_stream(self.blob_len).ok())
+            .map_or(0, |extent| extent.segments)
     }
 
     /// How many segments a read of `start..end` decrypts.
     pub(crate) fn segments_in(&self, start: u64, end: u64) -> u64 {
-        if start >= end {
-            return 0;
-        }
-        let size = u64::from(self.segment_size);
-        let first = size.saturating_sub((TINK_HEADER_LEN + atrest_stream::TAG_LEN) as u64);
-        let rest = size.saturating_sub(atrest_stream::TAG_LEN as u64).max(1);
-        let index = |offset: u64| {
-            if offset < first {
-                0
-            } else {
-                1 + (offset - first) / rest
-            }
-        };
-        index(end - 1) - index(start) + 1
+        self.layout().map_or(0, |layout| {
+            let covering = layout.segments_covering(start..end);
+            covering.end - covering.start
+        })
     }
 }

@@ -10,7 +10,7 @@
 )]
 
 use atrest_filekey::FileKey;
-use atrest_stream::{Error, SegmentSize, TAG_LEN, TINK_HEADER_LEN};
+use atrest_stream::{Error, Opener, Options, SegmentSize, TAG_LEN, TINK_HEADER_LEN};
 
 pub const AD: &[u8] = b"tenant 1 / file 7 / version 3";
 
@@ -65,7 +65,7 @@ pub fn stream_read(
 ) -> (Vec<u8>, Option<Error>) {
     use std::io::Read;
     let mut out = Vec::new();
-    let mut decryptor = match atrest_stream::Decryptor::new(stream, key, ad) {
+    let mut decryptor = match Opener::new(key, ad, Options::default()).reader(stream) {
         Ok(d) => d,
         Err(e) => return (out, Some(e)),
     };
