@@ -1381,6 +1381,8 @@ fn gc_removes_what_interrupted_puts_left_and_never_an_upload_in_progress() {
 
     // An upload really in progress while gc runs with a cut-off of zero is
     // abandoned only if it began before gc; one begun after is untouched.
+    // Begin times count in whole seconds.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let report = cli.json(&["gc", "--older-than", "0s"]);
     assert_eq!(
         report["abandoned_uploads"].as_array().unwrap().len(),
