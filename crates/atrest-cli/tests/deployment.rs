@@ -139,5 +139,6 @@ fn typed_errors_name_what_is_missing_or_taken() {
         },
         &b""[..],
     );
-    assert!(matches!(refused, Err(Error::Refused { .. })));
+    let refused = refused.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Refused, "{refused}");
 }
