@@ -67,6 +67,9 @@ pub struct BlobStore {
     prefix: Path,
     location: String,
     runtime: Runtime,
+    /// For a local directory: the same directory without a sync per
+    /// write, for [`Blobs::create_deferred`], and the directory.
+    deferred: Option<(Arc<dyn ObjectStore>, std::path::PathBuf)>,
 }
 
 impl core::fmt::Debug for BlobStore {
@@ -88,6 +91,7 @@ impl BlobStore {
             prefix,
             location,
             runtime,
+            deferred: None,
         })
     }
 
@@ -104,7 +108,10 @@ impl BlobStore {
         let store = LocalFileSystem::new_with_prefix(dir)
             .map_err(blob_error)?
             .with_fsync(true);
-        Self::with(Arc::new(store), Path::default(), dir.display().to_string())
+        let deferred = LocalFileSystem::new_with_prefix(dir).map_err(blob_error)?;
+        let mut blobs = Self::with(Arc::new(store), Path::default(), dir.display().to_string())?;
+        blobs.deferred = Some((Arc::new(deferred), dir.to_path_buf()));
+        Ok(blobs)
     }
 
     /// Blobs at an `object_store` URL (`s3://`, `az://`, `gs://`,
@@ -133,13 +140,17 @@ impl BlobStore {
     /// [`BlobWriter::finish`]; a writer dropped without it aborts the
     /// upload.
     pub fn create(&self, name: &BlobName) -> BlobWriter<'_> {
+        self.writer(&self.store, name)
+    }
+
+    fn writer(&self, store: &Arc<dyn ObjectStore>, name: &BlobName) -> BlobWriter<'_> {
         BlobWriter {
             blobs: self,
             upload: Some(
-                BufWriter::with_capacity(Arc::clone(&self.store), self.path(name), PART_LEN)
+                BufWriter::with_capacity(Arc::clone(store), self.path(name), PART_LEN)
                     .with_max_concurrency(PARTS_IN_FLIGHT),
             ),
-            buffer: Vec::with_capacity(SEND_LEN),
+            buffer: Vec::new(),
             written: 0,
         }
     }
@@ -242,6 +253,33 @@ impl Blobs for BlobStore {
 
     fn location(&self) -> String {
         self.location.clone()
+    }
+
+    /// For a local directory, written without a sync; elsewhere (an
+    /// object store, where a completed upload is durable) as `create`.
+    fn create_deferred(&self, name: &BlobName) -> Result<Box<dyn BlobUpload + '_>, Error> {
+        Ok(Box::new(match &self.deferred {
+            Some((store, _)) => self.writer(store, name),
+            None => BlobStore::create(self, name),
+        }))
+    }
+
+    fn make_durable(&self, name: &BlobName) -> Result<(), Error> {
+        if let Some((_, dir)) = &self.deferred {
+            std::fs::File::open(dir.join(name.as_str()))
+                .and_then(|file| file.sync_all())
+                .map_err(|e| Error::blob(ErrorKind::Io, e))?;
+        }
+        Ok(())
+    }
+
+    fn make_names_durable(&self) -> Result<(), Error> {
+        if let Some((_, dir)) = &self.deferred {
+            std::fs::File::open(dir)
+                .and_then(|file| file.sync_all())
+                .map_err(|e| Error::blob(ErrorKind::Io, e))?;
+        }
+        Ok(())
     }
 }
 

@@ -277,13 +277,12 @@ impl Files {
 
     /// Seals several uploads of `tenant` at once, each as in
     /// [`Files::seal`] but with the durable steps shared: one catalog
-    /// transaction records the seals in progress, one attaches their keys,
-    /// the blobs are written (each durable, `threads` at a time) and one
-    /// transaction commits every version whose blob is durable. Key
-    /// wrapping and the `file_sealed` records are audited per file, from
-    /// `threads` threads at once (so a log with group commit shares its
-    /// syncs among them). Meant for many small files, each read and
-    /// encrypted on one thread.
+    /// transaction records the seals in progress, one attaches their keys
+    /// (made together, their audit records committed together), the blobs
+    /// are written (each durable, `threads` at a time) and one transaction
+    /// commits every version whose blob is durable; the `file_sealed`
+    /// records are committed together. Meant for many small files, each
+    /// read and encrypted on one thread.
     ///
     /// Returns one result per item, in order. An item that fails (reading
     /// it, its blob) is cleaned up like a failed [`Files::seal`] and does
@@ -291,9 +290,12 @@ impl Files {
     /// committed and durable.
     ///
     /// # Errors
-    /// Those of the shared steps ([`Error::Catalog`], [`Error::Audit`]):
-    /// then no item of the batch was committed, and what was begun is
-    /// cleaned up as far as possible.
+    /// Those of the shared steps ([`Error::Catalog`], [`Error::Audit`]).
+    /// If recording or keying the seals failed, nothing was committed and
+    /// what was begun is cleaned up. If the commit failed, the seals are
+    /// left in progress (with SQLite, none was committed), for
+    /// [`Files::collect_abandoned_seals`]; if auditing failed, the versions
+    /// are committed: look them up by their blob names to know.
     pub fn seal_batch<R: Read + Send>(
         &self,
         access: &Access<'_>,
@@ -307,7 +309,7 @@ impl Files {
             .map(|item| (item.name.clone(), item.blob.clone()))
             .collect();
         let tickets = block_on(self.catalog.begin_seals(tenant, &seals))?;
-        let keys = match self.batch_keys(access, &tickets, threads) {
+        let keys = match self.batch_keys(access, &tickets) {
             Ok(keys) => keys,
             Err(error) => {
                 self.abandon_all(&tickets);
@@ -326,18 +328,28 @@ impl Files {
             let key = key?;
             self.write_blob(&key, ticket, plaintext)
         });
+        // The blobs' names (their directory entries) become durable
+        // together, before any record names them.
+        let sealed = match self.blobs.make_names_durable() {
+            Ok(()) => sealed,
+            Err(error) => {
+                let message = error.to_string();
+                sealed
+                    .into_iter()
+                    .map(|s| s.and_then(|_| Err(Error::blob(ErrorKind::Io, message.clone()))))
+                    .collect()
+            }
+        };
         let committed: Vec<(&SealTicket, SealedBlob)> = tickets
             .iter()
             .zip(&sealed)
             .filter_map(|(ticket, sealed)| sealed.as_ref().ok().map(|s| (ticket, *s)))
             .collect();
-        let records = match block_on(self.catalog.commit_seals(&committed)) {
-            Ok(records) => records,
-            Err(error) => {
-                self.abandon_all(&tickets);
-                return Err(error);
-            }
-        };
+        // If the commit fails, some versions may be committed all the same
+        // (a catalog without a batch transaction): the seals in progress
+        // and their blobs are left for `collect_abandoned_seals`, which
+        // never touches a committed version.
+        let records = block_on(self.catalog.commit_seals(&committed))?;
         let mut records = records.into_iter();
         let results: Vec<Result<FileRecord, Error>> = sealed
             .into_iter()
@@ -350,56 +362,63 @@ impl Files {
                 Err(error) => Err(error),
             })
             .collect();
-        let audited = parallel(
-            threads,
-            tickets.iter().zip(&results).collect(),
-            |(ticket, result)| {
-                let context = &ticket.context;
-                match result {
-                    Ok(record) => {
-                        let event = Event::FileSealed {
-                            file: Self::file_ref(context),
-                            bytes: record.plaintext_len,
-                            segments: record.segments(),
-                        };
-                        self.audit(context, event, Outcome::Success)
-                    }
-                    Err(error) => {
-                        let _ = self.blobs.delete(&ticket.blob);
-                        let _ = block_on(self.catalog.abandon_seal(ticket));
-                        let event = Event::FileSealed {
+        let mut records = Vec::with_capacity(results.len());
+        for (ticket, result) in tickets.iter().zip(&results) {
+            let context = &ticket.context;
+            let (event, outcome) = match result {
+                Ok(record) => (
+                    Event::FileSealed {
+                        file: Self::file_ref(context),
+                        bytes: record.plaintext_len,
+                        segments: record.segments(),
+                    },
+                    Outcome::Success,
+                ),
+                Err(error) => {
+                    let _ = self.blobs.delete(&ticket.blob);
+                    let _ = block_on(self.catalog.abandon_seal(ticket));
+                    (
+                        Event::FileSealed {
                             file: Self::file_ref(context),
                             bytes: 0,
                             segments: 0,
-                        };
-                        let outcome = Outcome::Failed {
+                        },
+                        Outcome::Failed {
                             error: Text::lossy(error.to_string()),
-                        };
-                        self.audit(context, event, outcome)
-                    }
+                        },
+                    )
                 }
-            },
-        );
-        audited.into_iter().collect::<Result<(), Error>>()?;
+            };
+            records.push(
+                Record::new(self.actor.clone(), event)
+                    .tenant(Text::lossy(context.tenant.to_string()))
+                    .outcome(outcome),
+            );
+        }
+        let _ = self.audit.record_all(records)?;
         Ok(results)
     }
 
-    /// Makes (in parallel) and attaches (in one transaction) a file key for
-    /// each seal of a batch; the keys of items whose key could not be made
-    /// are errors.
+    /// Makes (audited together) and attaches (in one transaction) a file
+    /// key for each seal of a batch; the keys of items whose key could not
+    /// be made are errors.
     fn batch_keys(
         &self,
         access: &Access<'_>,
         tickets: &[SealTicket],
-        threads: usize,
     ) -> Result<Vec<Result<FileKey, Error>>, Error> {
         let mut retried = false;
         loop {
-            let made = parallel(threads, tickets.iter().collect(), |ticket| {
-                self.keys
-                    .new_file_key(access, &ticket.context)
-                    .map_err(Error::from)
-            });
+            let contexts: Vec<FileContext> = tickets.iter().map(|t| t.context).collect();
+            let Some(tenant) = contexts.first().map(|c| c.tenant) else {
+                return Ok(Vec::new());
+            };
+            let made: Vec<Result<_, Error>> = self
+                .keys
+                .new_file_keys(access, tenant, &contexts)?
+                .into_iter()
+                .map(|made| made.map_err(Error::from))
+                .collect();
             let wraps: Vec<(&SealTicket, &atrest_filekey::WrappedFileKey)> = tickets
                 .iter()
                 .zip(&made)
@@ -426,14 +445,14 @@ impl Files {
     }
 
     /// Encrypts `plaintext` into the ticket's blob on this thread and makes
-    /// it durable.
+    /// its bytes durable (its name is made durable with the batch's).
     fn write_blob<R: Read>(
         &self,
         key: &FileKey,
         ticket: &SealTicket,
         mut plaintext: R,
     ) -> Result<SealedBlob, Error> {
-        let upload = CountingWriter::new(self.blobs.create(&ticket.blob)?);
+        let upload = CountingWriter::new(self.blobs.create_deferred(&ticket.blob)?);
         let mut encryptor =
             Encryptor::with_options(upload, key, &ticket.context.encode(), self.stream_options())?;
         let plaintext_len = std::io::copy(&mut plaintext, &mut encryptor)?;
@@ -446,6 +465,7 @@ impl Files {
                 format!("the blob store kept {blob_len} bytes of {counted}"),
             ));
         }
+        self.blobs.make_durable(&ticket.blob)?;
         Ok(SealedBlob {
             plaintext_len,
             blob_len,

@@ -149,6 +149,11 @@ enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{}: the directory's name is not UTF-8; name the mailbox with --mailbox",
+        path.display()
+    )]
+    MailboxName { path: std::path::PathBuf },
     #[error(transparent)]
     Deployment(#[from] deployment::Error),
     #[error(transparent)]
@@ -182,15 +187,16 @@ struct Ready {
 }
 
 fn run(args: &Args) -> Result<Report, Error> {
-    let mailbox = args
-        .mailbox
-        .clone()
-        .or_else(|| {
-            args.source
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-        })
-        .unwrap_or_else(|| "mailbox".into());
+    let mailbox = match (&args.mailbox, args.source.file_name()) {
+        (Some(name), _) => name.clone(),
+        (None, Some(name)) => name
+            .to_str()
+            .ok_or_else(|| Error::MailboxName {
+                path: args.source.clone(),
+            })?
+            .to_owned(),
+        (None, None) => "mailbox".into(),
+    };
     let prefix = format!("mailbox/{mailbox}/");
     let deployment = Deployment::open(&args.data, Options::new(ACTOR))?;
     // An unknown tenant stops the move before anything is read.
@@ -281,16 +287,19 @@ fn run(args: &Args) -> Result<Report, Error> {
     };
     let outcome: Result<(), Error> = std::thread::scope(|scope| {
         let jobs: Vec<_> = (0..args.jobs).map(|_| scope.spawn(move_batches)).collect();
-        jobs.into_iter()
-            .map(|job| {
-                job.join().unwrap_or_else(|_| {
-                    Err(Error::Source {
-                        path: args.source.clone(),
-                        source: std::io::Error::other("a worker thread failed"),
-                    })
+        let mut outcome = Ok(());
+        for job in jobs {
+            let result = job.join().unwrap_or_else(|_| {
+                Err(Error::Source {
+                    path: args.source.clone(),
+                    source: std::io::Error::other("a worker thread failed"),
                 })
-            })
-            .collect()
+            });
+            if outcome.is_ok() {
+                outcome = result;
+            }
+        }
+        outcome
     });
     bar.finish_and_clear();
     let mut report = report.into_inner().unwrap_or_else(PoisonError::into_inner);
