@@ -30,4 +30,19 @@ pub trait Audit: Send + Sync {
     /// If the record could not be made durable (the operation being audited
     /// should then not proceed), or a required sink failed.
     fn record(&self, record: Record) -> Result<Receipt, Error>;
+
+    /// Records `records` in order; returns once all are durable (the last
+    /// one's receipt, `None` for none). A log commits them in one batch
+    /// (one sync); this default records them one at a time.
+    ///
+    /// # Errors
+    /// As for [`Audit::record`]; records before the failing one may be
+    /// recorded.
+    fn record_all(&self, records: Vec<Record>) -> Result<Option<Receipt>, Error> {
+        let mut last = None;
+        for record in records {
+            last = Some(self.record(record)?);
+        }
+        Ok(last)
+    }
 }

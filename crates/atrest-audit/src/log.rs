@@ -1193,6 +1193,13 @@ impl Audit for AuditLog {
     fn record(&self, record: Record) -> Result<Receipt, Error> {
         self.append(&record)
     }
+
+    fn record_all(&self, records: Vec<Record>) -> Result<Option<Receipt>, Error> {
+        if records.is_empty() {
+            return Ok(None);
+        }
+        self.append_all(&records).map(Some)
+    }
 }
 
 impl std::fmt::Debug for AuditLog {

@@ -355,6 +355,10 @@ pub enum Event {
         bytes: u64,
         /// Items that failed.
         failures: u64,
+        /// Items left alone: already moved by an earlier run, or not
+        /// regular files (records written before this field read as 0).
+        #[serde(default)]
+        skipped: u64,
         /// How long it took, in milliseconds.
         duration_ms: u64,
     },

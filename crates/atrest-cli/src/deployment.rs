@@ -661,6 +661,66 @@ impl Deployment {
         })
     }
 
+    /// Seals several files of tenant `tenant` at once, for `access`, with
+    /// their durable steps shared (see [`atrest::Files::seal_batch`]):
+    /// each `(name, blob, plaintext)` becomes a new version of `name` in
+    /// blob `blob`. Each item is checked as in [`Deployment::put`]; an item
+    /// refused or failed is an `Err` in its place and does not hold the
+    /// others back. Every `Ok` version is durable when this returns.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; [`Error::Library`] if a shared step (the
+    /// catalog, the audit log) failed: then no item was committed.
+    pub fn put_batch<R: Read + Send>(
+        &self,
+        tenant: &str,
+        access: &Access<'_>,
+        items: Vec<atrest::BatchItem<R>>,
+        threads: usize,
+    ) -> Result<Vec<Result<PutReport, Error>>, Error> {
+        let tenant_id = self.tenant_id(tenant)?;
+        let mut results: Vec<Option<Result<PutReport, Error>>> = Vec::with_capacity(items.len());
+        let mut allowed = Vec::with_capacity(items.len());
+        for item in items {
+            match Self::check_write(&item.name) {
+                Ok(()) => {
+                    results.push(None);
+                    allowed.push(item);
+                }
+                Err(error) => results.push(Some(Err(error))),
+            }
+        }
+        let mut sealed = self
+            .files
+            .seal_batch(access, tenant_id, allowed, threads)?
+            .into_iter();
+        Ok(results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| match sealed.next() {
+                    Some(Ok(record)) => Ok(PutReport {
+                        tenant: tenant.to_owned(),
+                        name: record.name.clone(),
+                        version: u64::from(record.version),
+                        blob: record.blob.to_string(),
+                        record,
+                    }),
+                    Some(Err(error)) => Err(error.into()),
+                    None => Err(Error::Library(atrest::Error::Stream(
+                        atrest::stream::Error::Misuse("one result per item"),
+                    ))),
+                })
+            })
+            .collect())
+    }
+
+    /// The check of [`Deployment::put`] before sealing: the name's rule
+    /// (the library asks the policy for the write itself).
+    fn check_write(name: &str) -> Result<(), Error> {
+        atrest::check_name("file name", name).map_err(atrest::Error::from)?;
+        Ok(())
+    }
+
     /// The record of a file version (the latest if `version` is `None`),
     /// from the catalog: its wrapped key as re-wraps left it.
     ///

@@ -1,4 +1,4 @@
-//! The `atrest` and `mailbox-move` programs driven as an operator would: a
+//! The `atrest` program driven as an operator would: a
 //! fresh data directory, commands in sequence, checking output, exit codes
 //! and files.
 
@@ -542,61 +542,6 @@ fn the_demo_runs_on_the_embedded_defaults() {
 }
 
 #[test]
-fn mailbox_move_streams_items_and_audits_the_move() {
-    let dir = TempDir::new("mailbox");
-    let cli = Cli::new(dir.path());
-    cli.ok(&["init"]);
-    cli.ok(&["tenant", "create", "contoso"]);
-    let source = dir.path().join("inbox");
-    std::fs::create_dir_all(source.join("2026")).unwrap();
-    std::fs::write(source.join("a.eml"), b"Subject: hello").unwrap();
-    std::fs::write(source.join("2026/b.eml"), content(150_000, 5)).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_mailbox-move"))
-        .arg("--data")
-        .arg(&cli.data)
-        .args(["--json", "contoso"])
-        .arg(&source)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(
-        (
-            report["items"].as_u64(),
-            report["bytes"].as_u64(),
-            report["failures"].as_u64()
-        ),
-        (Some(2), Some(150_014), Some(0))
-    );
-    let entries = cli.json(&["audit", "show", "--last", "1"]);
-    let event = &entries[0]["event"];
-    assert_eq!(event["type"], "data_move");
-    assert_eq!(
-        (event["items"].as_u64(), event["failures"].as_u64()),
-        (Some(2), Some(0))
-    );
-    assert_eq!(
-        cli.run(&["get", "contoso", "mailbox/inbox/2026/b.eml"])
-            .stdout,
-        content(150_000, 5)
-    );
-    // An unknown tenant: nothing moves, exit status 2.
-    let status = Command::new(env!("CARGO_BIN_EXE_mailbox-move"))
-        .arg("--data")
-        .arg(&cli.data)
-        .arg("nobody")
-        .arg(&source)
-        .output()
-        .unwrap()
-        .status;
-    assert_eq!(status.code(), Some(2));
-}
-
-#[test]
 fn principals_are_user_at_tenant_exactly() {
     let dir = TempDir::new("principals");
     let cli = Cli::new(dir.path());
@@ -641,72 +586,6 @@ fn principals_are_user_at_tenant_exactly() {
     for principal in ["@contoso", "a@a@a", "alice@contoso@contoso", "bob@fabrikam"] {
         cli.expect(4, &["get", "contoso", "memo.txt", "--as", principal]);
     }
-}
-
-#[test]
-fn mailbox_move_skips_links_and_reports_unreadable_directories() {
-    use std::os::unix::fs::PermissionsExt as _;
-
-    let dir = TempDir::new("mailbox-links");
-    let cli = Cli::new(dir.path());
-    cli.ok(&["init"]);
-    cli.ok(&["tenant", "create", "contoso"]);
-    let outside = dir.path().join("outside");
-    std::fs::create_dir_all(&outside).unwrap();
-    std::fs::write(outside.join("secret.txt"), b"not part of the mailbox").unwrap();
-    let source = dir.path().join("inbox");
-    std::fs::create_dir_all(source.join("locked")).unwrap();
-    std::fs::write(source.join("a.eml"), b"Subject: hello").unwrap();
-    std::fs::write(source.join("locked/b.eml"), b"Subject: locked").unwrap();
-    std::os::unix::fs::symlink(outside.join("secret.txt"), source.join("link.eml")).unwrap();
-    std::os::unix::fs::symlink(&outside, source.join("linked-dir")).unwrap();
-    let locked = source.join("locked");
-    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
-    // Privileged users read it anyway; then only the links are checked.
-    let locked_out = std::fs::read_dir(&locked).is_err();
-
-    let output = Command::new(env!("CARGO_BIN_EXE_mailbox-move"))
-        .arg("--data")
-        .arg(&cli.data)
-        .args(["--json", "contoso"])
-        .arg(&source)
-        .output()
-        .unwrap();
-    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let skipped: Vec<_> = report["skipped"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["item"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(skipped, ["link.eml", "linked-dir"], "{report}");
-    let listing = cli.json(&["ls", "contoso"]);
-    let names: Vec<_> = listing
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["name"].as_str().unwrap().to_owned())
-        .collect();
-    assert!(
-        !names
-            .iter()
-            .any(|n| n.contains("secret") || n.contains("link"))
-    );
-    if locked_out {
-        assert_eq!(output.status.code(), Some(1));
-        assert_eq!(report["items"], 1);
-        assert_eq!(report["failures"], 1);
-        assert_eq!(report["failed"][0]["item"], "locked");
-        assert_eq!(names, ["mailbox/inbox/a.eml"]);
-    } else {
-        assert_eq!(output.status.code(), Some(0));
-        assert_eq!(report["items"], 2);
-        assert_eq!(names, ["mailbox/inbox/a.eml", "mailbox/inbox/locked/b.eml"]);
-    }
-    let entries = cli.json(&["audit", "show", "--last", "1"]);
-    assert_eq!(entries[0]["event"]["type"], "data_move");
-    assert_eq!(entries[0]["event"]["items"], report["items"]);
 }
 
 #[test]

@@ -15,8 +15,9 @@ use crate::{Error, Options};
 /// its final segment, which every reader rejects as [`Error::Truncated`]
 /// (never as a shorter file). So that this does not go unnoticed, dropping
 /// an unfinished `Encryptor` fails a debug assertion, unless a write had
-/// already failed (the stream is lost anyway) or the thread is panicking;
-/// release builds drop it silently.
+/// already failed (the stream is lost anyway), it was given up with
+/// [`Encryptor::abandon`] (when the input failed) or the thread is
+/// panicking; release builds drop it silently.
 ///
 /// Plaintext is buffered one segment at a time (the segment size, 64 KiB by
 /// default), so memory use does not depend on the stream's length; a write
@@ -93,6 +94,14 @@ impl<W: Write> Encryptor<W> {
         self.write_pending()?;
         self.inner.flush()?;
         Ok(self.inner)
+    }
+
+    /// Stops without sealing the final segment, for when the input failed:
+    /// returns the writer, whose stream every reader rejects as
+    /// [`Error::Truncated`]. Discard what it holds.
+    pub fn abandon(mut self) -> W {
+        self.guard.release();
+        self.inner
     }
 
     /// The underlying writer.

@@ -1286,6 +1286,91 @@ impl KeyHierarchy {
         block_on(self.new_file_key_async(access, context))
     }
 
+    /// [`KeyHierarchy::new_file_key`] for several files of one tenant at
+    /// once, each under the tenant's current TIK, with their
+    /// `file_key_wrapped` records committed to the audit trail together
+    /// (one sync). Returns one result per context, in order.
+    ///
+    /// # Errors
+    /// As for [`KeyHierarchy::new_file_key`], for the whole batch if the
+    /// tenant's TIK cannot be used or the records cannot be written (then
+    /// no key is returned).
+    pub fn new_file_keys(
+        &self,
+        access: &Access<'_>,
+        tenant: TenantId,
+        contexts: &[FileContext],
+    ) -> Result<Vec<NewFileKey>, Error> {
+        block_on(async {
+            self.check_capability(access)?;
+            let entry = self.tenant_entry(tenant).await?;
+            let version = entry.record.current_tik;
+            let tik = match self.tik(&entry, version, access).await {
+                Ok(tik) => tik,
+                Err(error) => {
+                    let records = contexts
+                        .iter()
+                        .map(|context| {
+                            let event = Event::FileKeyWrapped {
+                                file: Self::file_ref(context),
+                                kek: Self::tik_ref(&entry, version),
+                            };
+                            Record::new(self.actor.clone(), event)
+                                .tenant(entry.tenant_text.clone())
+                                .outcome(Self::failed(&error))
+                        })
+                        .collect();
+                    let _ = self.audit.record_all(records)?;
+                    return Err(error);
+                }
+            };
+            let mut records = Vec::with_capacity(contexts.len());
+            let mut keys = Vec::with_capacity(contexts.len());
+            for context in contexts {
+                let decision = self.policy.decide_write(access, tenant, context.file);
+                if let Decision::Deny(reason) = decision {
+                    records.push(
+                        Record::new(
+                            self.actor.clone(),
+                            Event::WriteDenied {
+                                file: Self::file_ref(context),
+                                principal: Text::lossy(access.principal()),
+                            },
+                        )
+                        .tenant(entry.tenant_text.clone())
+                        .outcome(Outcome::Denied {
+                            reason: Text::lossy(&reason),
+                        }),
+                    );
+                    keys.push(Err(Error::Denied { reason }));
+                    continue;
+                }
+                let made = if context.tenant == tenant {
+                    tik.generate_wrapped(context, &mut OsRng)
+                        .map_err(Error::from)
+                } else {
+                    Err(Error::WrongTenant(context.tenant))
+                };
+                let event = Event::FileKeyWrapped {
+                    file: Self::file_ref(context),
+                    kek: Self::tik_ref(&entry, version),
+                };
+                let outcome = match &made {
+                    Ok(_) => Outcome::Success,
+                    Err(error) => Self::failed(error),
+                };
+                records.push(
+                    Record::new(self.actor.clone(), event)
+                        .tenant(entry.tenant_text.clone())
+                        .outcome(outcome),
+                );
+                keys.push(made);
+            }
+            let _ = self.audit.record_all(records)?;
+            Ok(keys)
+        })
+    }
+
     /// The blocking form of [`KeyHierarchy::release_file_key_async`].
     ///
     /// # Errors
@@ -1388,3 +1473,7 @@ fn operations_are_send(
     send(keys.revoke_customer_key_async(tenant, root));
     send(keys.purge_async(tenant));
 }
+
+/// One result of [`KeyHierarchy::new_file_keys`]: a new file key and its
+/// wrap, or why it could not be made.
+pub type NewFileKey = Result<(FileKey, WrappedFileKey), Error>;

@@ -131,6 +131,38 @@ pub trait Blobs: Send + Sync {
 
     /// Where the blobs are (a directory or a URL), for audit records.
     fn location(&self) -> String;
+
+    /// Starts writing a new blob whose durability may be deferred: once
+    /// [`BlobUpload::finish`] returns it is complete and visible, but it is
+    /// durable only after [`Blobs::make_durable`] for it and then
+    /// [`Blobs::make_names_durable`]. This lets a batch of blobs share
+    /// syncs. By default the same as [`Blobs::create`] (durable at once).
+    ///
+    /// # Errors
+    /// As for [`Blobs::create`].
+    fn create_deferred(&self, name: &BlobName) -> Result<Box<dyn BlobUpload + '_>, Error> {
+        self.create(name)
+    }
+
+    /// Makes the bytes of a blob written with [`Blobs::create_deferred`]
+    /// durable (by default there is nothing to do).
+    ///
+    /// # Errors
+    /// [`Error::Blob`].
+    fn make_durable(&self, name: &BlobName) -> Result<(), Error> {
+        let _ = name;
+        Ok(())
+    }
+
+    /// Makes the names of the blobs written with
+    /// [`Blobs::create_deferred`] (and made durable) durable: after this,
+    /// they survive a crash (by default there is nothing to do).
+    ///
+    /// # Errors
+    /// [`Error::Blob`].
+    fn make_names_durable(&self) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// Blobs in memory: for tests and examples (nothing is durable).

@@ -67,8 +67,9 @@ pub struct BlobStore {
     prefix: Path,
     location: String,
     runtime: Runtime,
-    /// The directory of a [`BlobStore::local`] store.
-    local_dir: Option<std::path::PathBuf>,
+    /// For a local directory: the same directory without a sync per
+    /// write, for [`Blobs::create_deferred`], and the directory.
+    deferred: Option<(Arc<dyn ObjectStore>, std::path::PathBuf)>,
 }
 
 /// An upload to a local store that never finished: the staging file of a
@@ -104,7 +105,7 @@ impl BlobStore {
             prefix,
             location,
             runtime,
-            local_dir: None,
+            deferred: None,
         })
     }
 
@@ -121,8 +122,9 @@ impl BlobStore {
         let store = LocalFileSystem::new_with_prefix(dir)
             .map_err(blob_error)?
             .with_fsync(true);
+        let deferred = LocalFileSystem::new_with_prefix(dir).map_err(blob_error)?;
         let mut blobs = Self::with(Arc::new(store), Path::default(), dir.display().to_string())?;
-        blobs.local_dir = Some(dir.to_path_buf());
+        blobs.deferred = Some((Arc::new(deferred), dir.to_path_buf()));
         Ok(blobs)
     }
 
@@ -152,13 +154,17 @@ impl BlobStore {
     /// [`BlobWriter::finish`]; a writer dropped without it aborts the
     /// upload.
     pub fn create(&self, name: &BlobName) -> BlobWriter<'_> {
+        self.writer(&self.store, name)
+    }
+
+    fn writer(&self, store: &Arc<dyn ObjectStore>, name: &BlobName) -> BlobWriter<'_> {
         BlobWriter {
             blobs: self,
             upload: Some(
-                BufWriter::with_capacity(Arc::clone(&self.store), self.path(name), PART_LEN)
+                BufWriter::with_capacity(Arc::clone(store), self.path(name), PART_LEN)
                     .with_max_concurrency(PARTS_IN_FLIGHT),
             ),
-            buffer: Vec::with_capacity(SEND_LEN),
+            buffer: Vec::new(),
             written: 0,
         }
     }
@@ -218,7 +224,7 @@ impl BlobStore {
     /// # Errors
     /// [`Error::Blob`] if the directory cannot be read.
     pub fn partial_uploads(&self) -> Result<Vec<PartialUpload>, Error> {
-        let Some(dir) = &self.local_dir else {
+        let Some((_, dir)) = &self.deferred else {
             return Ok(Vec::new());
         };
         let mut partial = Vec::new();
@@ -311,6 +317,33 @@ impl Blobs for BlobStore {
 
     fn location(&self) -> String {
         self.location.clone()
+    }
+
+    /// For a local directory, written without a sync; elsewhere (an
+    /// object store, where a completed upload is durable) as `create`.
+    fn create_deferred(&self, name: &BlobName) -> Result<Box<dyn BlobUpload + '_>, Error> {
+        Ok(Box::new(match &self.deferred {
+            Some((store, _)) => self.writer(store, name),
+            None => BlobStore::create(self, name),
+        }))
+    }
+
+    fn make_durable(&self, name: &BlobName) -> Result<(), Error> {
+        if let Some((_, dir)) = &self.deferred {
+            std::fs::File::open(dir.join(name.as_str()))
+                .and_then(|file| file.sync_all())
+                .map_err(|e| Error::blob(ErrorKind::Io, e))?;
+        }
+        Ok(())
+    }
+
+    fn make_names_durable(&self) -> Result<(), Error> {
+        if let Some((_, dir)) = &self.deferred {
+            std::fs::File::open(dir)
+                .and_then(|file| file.sync_all())
+                .map_err(|e| Error::blob(ErrorKind::Io, e))?;
+        }
+        Ok(())
     }
 }
 

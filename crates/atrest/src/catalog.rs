@@ -243,6 +243,64 @@ pub trait Catalog: WrappedKeyIndex + Send + Sync {
     /// # Errors
     /// [`CatalogError::Database`], [`CatalogError::Corrupt`].
     async fn blob_names(&self) -> Result<Vec<BlobName>, Error>;
+
+    /// [`Catalog::begin_seal`] for several files of `tenant` at once, each
+    /// `(name, blob)`; all or none are recorded. An implementation should
+    /// do it in one transaction (this default calls `begin_seal` for each,
+    /// abandoning those begun if one fails).
+    ///
+    /// # Errors
+    /// As for [`Catalog::begin_seal`].
+    async fn begin_seals(
+        &self,
+        tenant: TenantId,
+        seals: &[(String, BlobName)],
+    ) -> Result<Vec<SealTicket>, Error> {
+        let mut tickets = Vec::with_capacity(seals.len());
+        for (name, blob) in seals {
+            match self.begin_seal(tenant, name, blob).await {
+                Ok(ticket) => tickets.push(ticket),
+                Err(error) => {
+                    for ticket in &tickets {
+                        let _ = self.abandon_seal(ticket).await;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(tickets)
+    }
+
+    /// [`Catalog::attach_key`] for several seals in progress at once; all or
+    /// none are stored. An implementation should do it in one transaction
+    /// (this default calls `attach_key` for each).
+    ///
+    /// # Errors
+    /// As for [`Catalog::attach_key`].
+    async fn attach_keys(&self, keys: &[(&SealTicket, &WrappedFileKey)]) -> Result<(), Error> {
+        for (seal, wrapped) in keys {
+            self.attach_key(seal, wrapped).await?;
+        }
+        Ok(())
+    }
+
+    /// [`Catalog::commit_seal`] for several seals at once, once all their
+    /// blobs are durable: one durable commit for the lot. An
+    /// implementation should do it in one transaction (this default calls
+    /// `commit_seal` for each). Returns the records in order.
+    ///
+    /// # Errors
+    /// As for [`Catalog::commit_seal`].
+    async fn commit_seals(
+        &self,
+        seals: &[(&SealTicket, SealedBlob)],
+    ) -> Result<Vec<FileRecord>, Error> {
+        let mut records = Vec::with_capacity(seals.len());
+        for (seal, sealed) in seals {
+            records.push(self.commit_seal(seal, sealed).await?);
+        }
+        Ok(records)
+    }
 }
 
 const SCHEMA: &str = "
@@ -593,6 +651,191 @@ impl SqliteCatalog {
         })
     }
 
+    /// The blocking form of [`Catalog::begin_seals`]: one transaction.
+    ///
+    /// # Errors
+    /// As for [`Catalog::begin_seal`].
+    pub fn begin_seals(
+        &self,
+        tenant: TenantId,
+        seals: &[(String, BlobName)],
+    ) -> Result<Vec<SealTicket>, Error> {
+        for (name, _) in seals {
+            check_name("file name", name)?;
+        }
+        let mut db = self.db();
+        let tx = db.transaction().map_err(CatalogError::from)?;
+        let mut tickets = Vec::with_capacity(seals.len());
+        let started_at = now();
+        for (name, blob) in seals {
+            let new_file = FileId::random(&mut OsRng).map_err(atrest_tenant::Error::from)?;
+            let _ = tx
+                .prepare_cached(
+                    "INSERT INTO catalog_files (tenant, name, file) VALUES (?1, ?2, ?3)
+                     ON CONFLICT DO NOTHING",
+                )
+                .and_then(|mut s| s.execute(params![tenant.as_bytes(), name, new_file.as_bytes()]))
+                .map_err(CatalogError::from)?;
+            let file: Vec<u8> = tx
+                .prepare_cached("SELECT file FROM catalog_files WHERE tenant = ?1 AND name = ?2")
+                .and_then(|mut s| s.query_row(params![tenant.as_bytes(), name], |row| row.get(0)))
+                .map_err(CatalogError::from)?;
+            let latest: u64 = tx
+                .prepare_cached(
+                    "SELECT coalesce(max(version), 0) FROM catalog_versions WHERE file = ?1",
+                )
+                .and_then(|mut s| s.query_row(params![file], |row| row.get(0)))
+                .map_err(CatalogError::from)?;
+            let version = latest
+                .checked_add(1)
+                .and_then(|next| FileVersion::try_from(next).ok())
+                .ok_or(CatalogError::Corrupt("file version"))?;
+            let _ = tx
+                .prepare_cached(
+                    "INSERT INTO catalog_versions (tenant, file, version, state, blob, started_at)
+                     VALUES (?1, ?2, ?3, 'sealing', ?4, ?5)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        tenant.as_bytes(),
+                        file,
+                        u64::from(version),
+                        blob.as_str(),
+                        started_at
+                    ])
+                })
+                .map_err(CatalogError::from)?;
+            tickets.push(SealTicket {
+                context: FileContext::new(tenant, file_id(&file)?, version),
+                name: name.clone(),
+                blob: blob.clone(),
+            });
+        }
+        tx.commit().map_err(CatalogError::from)?;
+        Ok(tickets)
+    }
+
+    /// The blocking form of [`Catalog::attach_keys`]: one transaction.
+    ///
+    /// # Errors
+    /// As for [`Catalog::attach_key`].
+    pub fn attach_keys(&self, keys: &[(&SealTicket, &WrappedFileKey)]) -> Result<(), Error> {
+        let mut db = self.db();
+        let tx = db.transaction().map_err(CatalogError::from)?;
+        for (seal, wrapped) in keys {
+            let context = &seal.context;
+            let retired: bool = tx
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM catalog_retired_tiks
+                     WHERE tenant = ?1 AND tik_version = ?2)",
+                )
+                .and_then(|mut s| {
+                    s.query_row(
+                        params![context.tenant.as_bytes(), u32::from(wrapped.kek_version())],
+                        |row| row.get(0),
+                    )
+                })
+                .map_err(CatalogError::from)?;
+            if retired {
+                return Err(CatalogError::TikRetired {
+                    version: wrapped.kek_version(),
+                }
+                .into());
+            }
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE catalog_versions SET wrapped = ?5, tik_version = ?6
+                     WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND blob = ?4
+                     AND state = 'sealing' AND wrapped IS NULL",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        context.tenant.as_bytes(),
+                        context.file.as_bytes(),
+                        u64::from(context.version),
+                        seal.blob.as_str(),
+                        wrapped.as_ref(),
+                        u32::from(wrapped.kek_version())
+                    ])
+                })
+                .map_err(CatalogError::from)?;
+            if changed == 0 {
+                return Err(CatalogError::SealNotInProgress {
+                    version: context.version,
+                }
+                .into());
+            }
+        }
+        tx.commit().map_err(CatalogError::from)?;
+        Ok(())
+    }
+
+    /// The blocking form of [`Catalog::commit_seals`]: one transaction,
+    /// one durable commit.
+    ///
+    /// # Errors
+    /// As for [`Catalog::commit_seal`].
+    pub fn commit_seals(
+        &self,
+        seals: &[(&SealTicket, SealedBlob)],
+    ) -> Result<Vec<FileRecord>, Error> {
+        let mut db = self.db();
+        let tx = db.transaction().map_err(CatalogError::from)?;
+        let sealed_at = now();
+        let mut records = Vec::with_capacity(seals.len());
+        for (seal, sealed) in seals {
+            let context = &seal.context;
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE catalog_versions
+                     SET state = 'sealed', plaintext_len = ?5, blob_len = ?6, segment_size = ?7,
+                         format = ?8, sealed_at = ?9
+                     WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND blob = ?4
+                     AND state = 'sealing' AND wrapped IS NOT NULL",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        context.tenant.as_bytes(),
+                        context.file.as_bytes(),
+                        u64::from(context.version),
+                        seal.blob.as_str(),
+                        sealed.plaintext_len,
+                        sealed.blob_len,
+                        sealed.segment_size,
+                        sealed.format,
+                        sealed_at
+                    ])
+                })
+                .map_err(CatalogError::from)?;
+            if changed == 0 {
+                return Err(CatalogError::SealNotInProgress {
+                    version: context.version,
+                }
+                .into());
+            }
+            let row = tx
+                .prepare_cached(&format!(
+                    "SELECT {RECORD_COLUMNS} FROM catalog_versions v
+                     JOIN catalog_files f ON f.file = v.file
+                     WHERE v.tenant = ?1 AND v.file = ?2 AND v.version = ?3"
+                ))
+                .and_then(|mut s| {
+                    s.query_row(
+                        params![
+                            context.tenant.as_bytes(),
+                            context.file.as_bytes(),
+                            u64::from(context.version)
+                        ],
+                        record_row,
+                    )
+                })
+                .map_err(CatalogError::from)?;
+            records.push(read_record(row)?);
+        }
+        tx.commit().map_err(CatalogError::from)?;
+        Ok(records)
+    }
+
     /// The blocking form of [`Catalog::attach_key`].
     ///
     /// # Errors
@@ -890,6 +1133,25 @@ impl Catalog for SqliteCatalog {
 
     async fn blob_names(&self) -> Result<Vec<BlobName>, Error> {
         SqliteCatalog::blob_names(self)
+    }
+
+    async fn begin_seals(
+        &self,
+        tenant: TenantId,
+        seals: &[(String, BlobName)],
+    ) -> Result<Vec<SealTicket>, Error> {
+        SqliteCatalog::begin_seals(self, tenant, seals)
+    }
+
+    async fn attach_keys(&self, keys: &[(&SealTicket, &WrappedFileKey)]) -> Result<(), Error> {
+        SqliteCatalog::attach_keys(self, keys)
+    }
+
+    async fn commit_seals(
+        &self,
+        seals: &[(&SealTicket, SealedBlob)],
+    ) -> Result<Vec<FileRecord>, Error> {
+        SqliteCatalog::commit_seals(self, seals)
     }
 }
 

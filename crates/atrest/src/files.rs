@@ -72,6 +72,20 @@ impl core::fmt::Debug for Files {
     }
 }
 
+/// One file of [`Files::seal_batch`]: a new version of file `name` whose
+/// ciphertext goes to blob `blob` (choose it with [`BlobName::random`]; a
+/// caller that records it before the seal can later ask the catalog
+/// whether the version was committed).
+#[derive(Debug)]
+pub struct BatchItem<R> {
+    /// The file's name.
+    pub name: String,
+    /// The blob the ciphertext goes to (a fresh random name).
+    pub blob: BlobName,
+    /// The plaintext.
+    pub plaintext: R,
+}
+
 /// What [`Files::collect_abandoned_seals`] removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CollectReport {
@@ -256,6 +270,223 @@ impl Files {
             format: FORMAT_VERSION,
         };
         block_on(self.catalog.commit_seal(ticket, &sealed))
+    }
+
+    /// Seals several uploads of `tenant` at once, each as in
+    /// [`Files::seal`] but with the durable steps shared: one catalog
+    /// transaction records the seals in progress, one attaches their keys
+    /// (made together, their audit records committed together), the blobs
+    /// are written (each durable, `threads` at a time) and one transaction
+    /// commits every version whose blob is durable; the `file_sealed`
+    /// records are committed together. Meant for many small files, each
+    /// read and encrypted on one thread.
+    ///
+    /// Returns one result per item, in order. An item that fails (reading
+    /// it, its blob) is cleaned up like a failed [`Files::seal`] and does
+    /// not hold the others back; once this returns, every `Ok` version is
+    /// committed and durable.
+    ///
+    /// # Errors
+    /// Those of the shared steps ([`Error::Catalog`], [`Error::Audit`]).
+    /// If recording or keying the seals failed, nothing was committed and
+    /// what was begun is cleaned up. If the commit failed, the seals are
+    /// left in progress (with SQLite, none was committed), for
+    /// [`Files::collect_abandoned_seals`]; if auditing failed, the versions
+    /// are committed: look them up by their blob names to know.
+    pub fn seal_batch<R: Read + Send>(
+        &self,
+        access: &Access<'_>,
+        tenant: TenantId,
+        items: Vec<BatchItem<R>>,
+        threads: usize,
+    ) -> Result<Vec<Result<FileRecord, Error>>, Error> {
+        let threads = threads.max(1);
+        let seals: Vec<(String, BlobName)> = items
+            .iter()
+            .map(|item| (item.name.clone(), item.blob.clone()))
+            .collect();
+        let tickets = block_on(self.catalog.begin_seals(tenant, &seals))?;
+        let keys = match self.batch_keys(access, &tickets) {
+            Ok(keys) => keys,
+            Err(error) => {
+                self.abandon_all(&tickets);
+                return Err(error);
+            }
+        };
+        // Encrypt each item into its blob; the key is dropped (zeroized)
+        // when its item is done.
+        let work: Vec<_> = items
+            .into_iter()
+            .zip(keys)
+            .zip(&tickets)
+            .map(|((item, key), ticket)| (item.plaintext, key, ticket))
+            .collect();
+        let sealed = parallel(threads, work, |(plaintext, key, ticket)| {
+            let key = key?;
+            self.write_blob(&key, ticket, plaintext)
+        });
+        // The blobs' names (their directory entries) become durable
+        // together, before any record names them.
+        let sealed = match self.blobs.make_names_durable() {
+            Ok(()) => sealed,
+            Err(error) => {
+                let message = error.to_string();
+                sealed
+                    .into_iter()
+                    .map(|s| s.and_then(|_| Err(Error::blob(ErrorKind::Io, message.clone()))))
+                    .collect()
+            }
+        };
+        let committed: Vec<(&SealTicket, SealedBlob)> = tickets
+            .iter()
+            .zip(&sealed)
+            .filter_map(|(ticket, sealed)| sealed.as_ref().ok().map(|s| (ticket, *s)))
+            .collect();
+        // If the commit fails, some versions may be committed all the same
+        // (a catalog without a batch transaction): the seals in progress
+        // and their blobs are left for `collect_abandoned_seals`, which
+        // never touches a committed version.
+        let records = block_on(self.catalog.commit_seals(&committed))?;
+        let mut records = records.into_iter();
+        let results: Vec<Result<FileRecord, Error>> = sealed
+            .into_iter()
+            .map(|sealed| match sealed {
+                Ok(_) => records
+                    .next()
+                    .ok_or(Error::Stream(atrest_stream::Error::Misuse(
+                        "one record per committed seal",
+                    ))),
+                Err(error) => Err(error),
+            })
+            .collect();
+        let mut records = Vec::with_capacity(results.len());
+        for (ticket, result) in tickets.iter().zip(&results) {
+            let context = &ticket.context;
+            let (event, outcome) = match result {
+                Ok(record) => (
+                    Event::FileSealed {
+                        file: Self::file_ref(context),
+                        bytes: record.plaintext_len,
+                        segments: record.segments(),
+                    },
+                    Outcome::Success,
+                ),
+                Err(error) => {
+                    let _ = self.blobs.delete(&ticket.blob);
+                    let _ = block_on(self.catalog.abandon_seal(ticket));
+                    (
+                        Event::FileSealed {
+                            file: Self::file_ref(context),
+                            bytes: 0,
+                            segments: 0,
+                        },
+                        Outcome::Failed {
+                            error: Text::lossy(error.to_string()),
+                        },
+                    )
+                }
+            };
+            records.push(
+                Record::new(self.actor.clone(), event)
+                    .tenant(Text::lossy(context.tenant.to_string()))
+                    .outcome(outcome),
+            );
+        }
+        let _ = self.audit.record_all(records)?;
+        Ok(results)
+    }
+
+    /// Makes (audited together) and attaches (in one transaction) a file
+    /// key for each seal of a batch; the keys of items whose key could not
+    /// be made are errors.
+    fn batch_keys(
+        &self,
+        access: &Access<'_>,
+        tickets: &[SealTicket],
+    ) -> Result<Vec<Result<FileKey, Error>>, Error> {
+        let mut retried = false;
+        loop {
+            let contexts: Vec<FileContext> = tickets.iter().map(|t| t.context).collect();
+            let Some(tenant) = contexts.first().map(|c| c.tenant) else {
+                return Ok(Vec::new());
+            };
+            let made: Vec<Result<_, Error>> = self
+                .keys
+                .new_file_keys(access, tenant, &contexts)?
+                .into_iter()
+                .map(|made| made.map_err(Error::from))
+                .collect();
+            let wraps: Vec<(&SealTicket, &atrest_filekey::WrappedFileKey)> = tickets
+                .iter()
+                .zip(&made)
+                .filter_map(|(ticket, made)| made.as_ref().ok().map(|(_, w)| (ticket, w)))
+                .collect();
+            match block_on(self.catalog.attach_keys(&wraps)) {
+                Ok(()) => {}
+                Err(Error::Catalog(CatalogError::TikRetired { .. })) if !retried => {
+                    // As in `seal_into`: another process retired the TIK
+                    // version this one had cached as current.
+                    retried = true;
+                    if let Some(ticket) = tickets.first() {
+                        self.keys.flush_tenant(ticket.context.tenant);
+                    }
+                    continue;
+                }
+                Err(error) => return Err(error),
+            }
+            return Ok(made
+                .into_iter()
+                .map(|made| made.map(|(key, _)| key))
+                .collect());
+        }
+    }
+
+    /// Encrypts `plaintext` into the ticket's blob on this thread and makes
+    /// its bytes durable (its name is made durable with the batch's).
+    fn write_blob<R: Read>(
+        &self,
+        key: &FileKey,
+        ticket: &SealTicket,
+        mut plaintext: R,
+    ) -> Result<SealedBlob, Error> {
+        let upload = CountingWriter::new(self.blobs.create_deferred(&ticket.blob)?);
+        // One thread per item: the batch runs items side by side.
+        let options = self.stream_options().parallelism(Parallelism::One);
+        let mut encryptor =
+            Sealer::new(key, &ticket.context.encode(), options).writer(upload)?;
+        let plaintext_len = match std::io::copy(&mut plaintext, &mut encryptor) {
+            Ok(len) => len,
+            Err(error) => {
+                // The upload is dropped unfinished: nothing is published.
+                drop(encryptor.abandon());
+                return Err(error.into());
+            }
+        };
+        let upload = encryptor.finish()?;
+        let counted = upload.written;
+        let blob_len = upload.inner.finish()?;
+        if blob_len != counted {
+            return Err(Error::blob(
+                ErrorKind::Integrity,
+                format!("the blob store kept {blob_len} bytes of {counted}"),
+            ));
+        }
+        self.blobs.make_durable(&ticket.blob)?;
+        Ok(SealedBlob {
+            plaintext_len,
+            blob_len,
+            segment_size: self.options.segment_size.get(),
+            format: FORMAT_VERSION,
+        })
+    }
+
+    /// Best-effort clean-up of a batch that failed as a whole: blobs first,
+    /// then the seals' rows (a sealed version is left alone).
+    fn abandon_all(&self, tickets: &[SealTicket]) {
+        for ticket in tickets {
+            let _ = self.blobs.delete(&ticket.blob);
+            let _ = block_on(self.catalog.abandon_seal(ticket));
+        }
     }
 
     /// The record of file `name` of `tenant`: version `version`, or the
@@ -510,6 +741,42 @@ impl Files {
         }
         Ok(report)
     }
+}
+
+/// Runs `work` on every input, `threads` at a time, on scoped threads;
+/// returns the results in the inputs' order.
+fn parallel<T: Send, U: Send>(
+    threads: usize,
+    inputs: Vec<T>,
+    work: impl Fn(T) -> U + Sync,
+) -> Vec<U> {
+    let count = inputs.len();
+    let queue = std::sync::Mutex::new(inputs.into_iter().enumerate());
+    let results = std::sync::Mutex::new(Vec::with_capacity(count));
+    let next = || {
+        queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .next()
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..threads.clamp(1, count.max(1)) {
+            let _ = scope.spawn(|| {
+                while let Some((index, input)) = next() {
+                    let output = work(input);
+                    results
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push((index, output));
+                }
+            });
+        }
+    });
+    let mut results = results
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    results.sort_by_key(|(index, _)| *index);
+    results.into_iter().map(|(_, output)| output).collect()
 }
 
 /// Counts what goes through to the blob.

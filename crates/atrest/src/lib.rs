@@ -13,7 +13,7 @@ mod record;
 pub use blob::{BlobName, Blobs, MemoryBlobs};
 pub use catalog::{Catalog, SqliteCatalog, check_name};
 pub use error::{CatalogError, Error, ErrorKind, RecordError};
-pub use files::{CollectReport, Files, SealOptions};
+pub use files::{BatchItem, CollectReport, Files, SealOptions};
 pub use record::FileRecord;
 
 pub use atrest_audit as audit;

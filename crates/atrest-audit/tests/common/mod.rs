@@ -45,6 +45,7 @@ pub fn record(i: u64) -> Record {
             items: i,
             bytes: i * 10,
             failures: 0,
+            skipped: 0,
             duration_ms: 5,
         },
         _ => Event::TikRolled {

@@ -1,17 +1,30 @@
 //! `mailbox-move`: moves a directory of mailbox items into a tenant's
-//! encrypted store, streaming each item, and records the move (items,
-//! bytes, failures, duration) in the audit trail.
+//! encrypted store and records the move (items, bytes, failures, skipped,
+//! duration) in the audit trail.
 //!
 //! ```text
-//! mailbox-move [--data DIR] [--json] TENANT SOURCE_DIR [--mailbox NAME]
+//! mailbox-move [--data DIR] [--json] [--batch N] [--jobs N] TENANT SOURCE_DIR [--mailbox NAME]
 //! ```
 //!
 //! Each regular file under `SOURCE_DIR` becomes the file
 //! `mailbox/NAME/<path>` of `TENANT` in the deployment at `DIR` (see
-//! `atrest init`). Symbolic links are not followed: they are reported as
-//! skipped, as are other special files. An item (or a subdirectory) that
-//! cannot be read is reported as failed and the move goes on. Exit status:
-//! 0 all items moved, 1 some items failed, 2 the move could not run.
+//! `atrest init`). Nothing outside `SOURCE_DIR` is read: symbolic links are
+//! not followed (every directory and item is opened relative to its
+//! parent, refusing links) but reported as skipped, as are other special
+//! files. An item (or a subdirectory) that cannot be read, or whose name is
+//! not UTF-8, is reported as failed, with its path, and the move goes on.
+//!
+//! Items are moved in batches: each batch's file keys, blobs and catalog
+//! records are made together, several batches at once, with one durable
+//! catalog commit per batch; an item is reported moved only once its
+//! version is durable.
+//!
+//! The move can be run again: items moved by an earlier run (even one that
+//! was killed) are skipped, and each item is stored once; see
+//! [`manifest`] for how.
+//!
+//! Exit status: 0 all items moved (or already moved), 1 some items failed,
+//! 2 the move could not run.
 //!
 //! It lives in the `atrest-cli` package, next to `atrest`, because it is an
 //! operator job on the same deployment directory, not an example of
@@ -20,25 +33,35 @@
 
 #![forbid(unsafe_code)]
 
+mod manifest;
 mod walk;
 
-use std::fs;
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::MetadataExt as _;
-use std::path::Path;
 use std::process::ExitCode;
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use atrest::audit::{Event, Text};
 use atrest::tenant::Access;
+use atrest::{BatchItem, BlobName};
 use atrest_cli::deployment::{self, Deployment, Options};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use self::manifest::{Manifest, Origin, Pending};
+use self::walk::RelPath;
+
 /// This program's name in the audit trail.
 const ACTOR: &str = "mailbox-move";
 
 /// Move a directory of mailbox items into a tenant's encrypted store.
+///
+/// Symbolic links are never followed; items that fail are reported with
+/// their paths and the move goes on. Run it again to resume: items already
+/// moved (and durably stored) are skipped, each item is stored once. The
+/// move manifest is `mailbox-move.sqlite` in the deployment directory.
 #[derive(Parser)]
 #[command(name = "mailbox-move", version)]
 struct Args {
@@ -48,6 +71,15 @@ struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Items per batch (one durable catalog commit each).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    batch: u16,
+    /// Batches moved at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: u16,
+    /// Items of a batch written at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
     /// The destination tenant.
     tenant: String,
     /// The directory of mailbox items.
@@ -60,7 +92,8 @@ struct Args {
 /// An item that was not moved, and why.
 #[derive(Debug, Serialize)]
 struct Item {
-    /// Its path under the source directory.
+    /// Its path under the source directory (bytes that are not UTF-8
+    /// written `\xNN`).
     item: String,
     /// Why.
     reason: String,
@@ -77,10 +110,34 @@ struct Report {
     failures: u64,
     /// Each failed item and why.
     failed: Vec<Item>,
+    /// Items an earlier run already moved, skipped.
+    already_moved: u64,
     /// Entries left alone: symbolic links and special files.
     skipped: Vec<Item>,
+    /// Items an interrupted earlier run had left pending: found stored
+    /// (and skipped), or not stored (and moved again).
+    resumed: Resumed,
     /// How long it took, in milliseconds.
     duration_ms: u64,
+}
+
+/// What settling an interrupted run found.
+#[derive(Debug, Default, Serialize)]
+struct Resumed {
+    /// Pending items the catalog had stored.
+    stored: u64,
+    /// Pending items it had not.
+    not_stored: u64,
+}
+
+impl Report {
+    fn fail(&mut self, item: &RelPath, reason: impl ToString) {
+        self.failures += 1;
+        self.failed.push(Item {
+            item: item.display(),
+            reason: reason.to_string(),
+        });
+    }
 }
 
 /// Why the move could not run.
@@ -92,8 +149,15 @@ enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{}: the directory's name is not UTF-8; name the mailbox with --mailbox",
+        path.display()
+    )]
+    MailboxName { path: std::path::PathBuf },
     #[error(transparent)]
     Deployment(#[from] deployment::Error),
+    #[error(transparent)]
+    Manifest(#[from] manifest::Error),
 }
 
 fn main() -> ExitCode {
@@ -114,64 +178,57 @@ fn main() -> ExitCode {
     }
 }
 
-/// The path of `path` under `source`, for names and reports.
-fn relative(source: &Path, path: &Path) -> String {
-    path.strip_prefix(source)
-        .unwrap_or(path)
-        .display()
-        .to_string()
-}
-
-/// Opens a regular file the walk found, refusing it if it has been
-/// replaced (by a symbolic link, say) since.
-fn open_item(path: &Path) -> std::io::Result<fs::File> {
-    let seen = fs::symlink_metadata(path)?;
-    if !seen.file_type().is_file() {
-        return Err(std::io::Error::other("no longer a regular file"));
-    }
-    let file = fs::File::open(path)?;
-    let opened = file.metadata()?;
-    if (opened.dev(), opened.ino()) != (seen.dev(), seen.ino()) {
-        return Err(std::io::Error::other("replaced while being opened"));
-    }
-    Ok(file)
+/// An item ready to move: its destination name, origin and open file.
+struct Ready {
+    path: RelPath,
+    name: String,
+    origin: Origin,
+    file: std::fs::File,
 }
 
 fn run(args: &Args) -> Result<Report, Error> {
-    let mailbox = args
-        .mailbox
-        .clone()
-        .or_else(|| {
-            args.source
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-        })
-        .unwrap_or_else(|| "mailbox".into());
+    let mailbox = match (&args.mailbox, args.source.file_name()) {
+        (Some(name), _) => name.clone(),
+        (None, Some(name)) => name
+            .to_str()
+            .ok_or_else(|| Error::MailboxName {
+                path: args.source.clone(),
+            })?
+            .to_owned(),
+        (None, None) => "mailbox".into(),
+    };
     let prefix = format!("mailbox/{mailbox}/");
     let deployment = Deployment::open(&args.data, Options::new(ACTOR))?;
     // An unknown tenant stops the move before anything is read.
-    let _ = deployment.tenant_id(&args.tenant)?;
+    let tenant_id = deployment.tenant_id(&args.tenant)?;
     let principal = format!("{ACTOR}@{}", args.tenant);
     let access = Access::User {
         principal: &principal,
     };
+    let source_dir = std::path::absolute(&args.source).map_err(|source| Error::Source {
+        path: args.source.clone(),
+        source,
+    })?;
 
     let started = Instant::now();
     let found = walk::walk(&args.source).map_err(|source| Error::Source {
         path: args.source.clone(),
         source,
     })?;
-    let mut report = Report::default();
+    let (manifest, settled) = Manifest::open(&args.data, tenant_id, deployment.files())?;
+    let mut report = Report {
+        resumed: Resumed {
+            stored: settled.stored,
+            not_stored: settled.not_stored,
+        },
+        ..Report::default()
+    };
     for (path, error) in &found.unreadable {
-        report.failures += 1;
-        report.failed.push(Item {
-            item: relative(&args.source, path),
-            reason: error.to_string(),
-        });
+        report.fail(path, error);
     }
     for (path, why) in &found.skipped {
         report.skipped.push(Item {
-            item: relative(&args.source, path),
+            item: path.display(),
             reason: (*why).to_owned(),
         });
     }
@@ -181,33 +238,75 @@ fn run(args: &Args) -> Result<Report, Error> {
     } else {
         ProgressBar::new(found.files.len() as u64)
     };
-    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} {wide_msg}") {
+    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} {wide_msg}") {
         bar.set_style(style);
     }
-    for path in &found.files {
-        let item = relative(&args.source, path);
-        bar.set_message(item.clone());
-        let name = format!("{prefix}{item}");
-        let moved = open_item(path).map_err(|e| e.to_string()).and_then(|file| {
-            deployment
-                .put(&args.tenant, &name, &access, file)
-                .map_err(|e| e.to_string())
-        });
-        match moved {
-            Ok(put) => {
-                report.items += 1;
-                report.bytes += put.record.plaintext_len;
-            }
-            Err(reason) => {
-                report.failures += 1;
-                report.failed.push(Item { item, reason });
+
+    // Items are opened in order on this thread and handed out in batches.
+    let items = Mutex::new(found.files.iter());
+    let report = Mutex::new(report);
+    let next_batch = || -> Vec<Ready> {
+        let mut batch = Vec::with_capacity(usize::from(args.batch));
+        let mut items = items.lock().unwrap_or_else(PoisonError::into_inner);
+        while batch.len() < usize::from(args.batch) {
+            let Some(path) = items.next() else { break };
+            let prepared = prepare(&found.root, &source_dir, &prefix, path, &manifest);
+            let mut report = report.lock().unwrap_or_else(PoisonError::into_inner);
+            match prepared {
+                Ok(Some(ready)) => batch.push(ready),
+                Ok(None) => {
+                    report.already_moved += 1;
+                    bar.inc(1);
+                }
+                Err(reason) => {
+                    report.fail(path, reason);
+                    bar.inc(1);
+                }
             }
         }
-        bar.inc(1);
-    }
+        batch
+    };
+    let move_batches = || -> Result<(), Error> {
+        loop {
+            let batch = next_batch();
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let done = batch.len() as u64;
+            move_batch(
+                &deployment,
+                &manifest,
+                &args.tenant,
+                &access,
+                args,
+                batch,
+                &report,
+            )?;
+            bar.inc(done);
+        }
+    };
+    let outcome: Result<(), Error> = std::thread::scope(|scope| {
+        let jobs: Vec<_> = (0..args.jobs).map(|_| scope.spawn(move_batches)).collect();
+        let mut outcome = Ok(());
+        for job in jobs {
+            let result = job.join().unwrap_or_else(|_| {
+                Err(Error::Source {
+                    path: args.source.clone(),
+                    source: std::io::Error::other("a worker thread failed"),
+                })
+            });
+            if outcome.is_ok() {
+                outcome = result;
+            }
+        }
+        outcome
+    });
     bar.finish_and_clear();
+    let mut report = report.into_inner().unwrap_or_else(PoisonError::into_inner);
+    report.failed.sort_by(|a, b| a.item.cmp(&b.item));
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
 
+    let skipped = report.already_moved + report.skipped.len() as u64;
     let event = Event::DataMove {
         source: Text::lossy(format!("directory {}", args.source.display())),
         destination: Text::lossy(format!(
@@ -218,10 +317,110 @@ fn run(args: &Args) -> Result<Report, Error> {
         items: report.items,
         bytes: report.bytes,
         failures: report.failures,
+        skipped,
         duration_ms: report.duration_ms,
     };
+    // The record of what was done is written even if a batch failed as a
+    // whole; then the run fails.
     deployment.record_event(event, Some(&args.tenant), Some(&principal))?;
+    outcome?;
     Ok(report)
+}
+
+/// Opens an item and decides whether it needs moving (`None`: an earlier
+/// run moved it, unchanged).
+fn prepare(
+    root: &std::os::fd::OwnedFd,
+    source_dir: &std::path::Path,
+    prefix: &str,
+    path: &RelPath,
+    manifest: &Manifest,
+) -> Result<Option<Ready>, String> {
+    let relative = path
+        .to_str()
+        .ok_or("its name is not valid UTF-8 (file names are text)")?;
+    let name = format!("{prefix}{relative}");
+    let file = walk::open_item(root, path).map_err(|e| e.to_string())?;
+    let metadata = file.metadata().map_err(|e| e.to_string())?;
+    let mut source = source_dir.as_os_str().as_bytes().to_vec();
+    source.push(b'/');
+    source.extend_from_slice(&path.to_bytes());
+    let origin = Origin {
+        source,
+        len: metadata.len(),
+        mtime_ns: metadata
+            .mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(metadata.mtime_nsec()),
+    };
+    if manifest.already_moved(&name, &origin) {
+        return Ok(None);
+    }
+    Ok(Some(Ready {
+        path: path.clone(),
+        name,
+        origin,
+        file,
+    }))
+}
+
+/// Moves one batch: pending in the manifest (durably), sealed, then marked.
+fn move_batch(
+    deployment: &Deployment,
+    manifest: &Manifest,
+    tenant: &str,
+    access: &Access<'_>,
+    args: &Args,
+    batch: Vec<Ready>,
+    report: &Mutex<Report>,
+) -> Result<(), Error> {
+    let mut blobs = Vec::with_capacity(batch.len());
+    for _ in &batch {
+        blobs.push(BlobName::random().map_err(deployment::Error::from)?);
+    }
+    let pending: Vec<Pending<'_>> = batch
+        .iter()
+        .zip(&blobs)
+        .map(|(ready, blob)| Pending {
+            name: &ready.name,
+            origin: &ready.origin,
+            blob,
+        })
+        .collect();
+    manifest.begin(&pending)?;
+    drop(pending);
+    let mut paths = Vec::with_capacity(batch.len());
+    let mut names = Vec::with_capacity(batch.len());
+    let mut items = Vec::with_capacity(batch.len());
+    for (ready, blob) in batch.into_iter().zip(blobs) {
+        paths.push(ready.path);
+        names.push(ready.name.clone());
+        items.push(BatchItem {
+            name: ready.name,
+            blob,
+            plaintext: ready.file,
+        });
+    }
+    let results = deployment.put_batch(tenant, access, items, usize::from(args.threads))?;
+    let mut stored = Vec::new();
+    let mut failed = Vec::new();
+    let mut report = report.lock().unwrap_or_else(PoisonError::into_inner);
+    for ((path, name), result) in paths.iter().zip(&names).zip(results) {
+        match result {
+            Ok(put) => {
+                report.items += 1;
+                report.bytes += put.record.plaintext_len;
+                stored.push(name.as_str());
+            }
+            Err(error) => {
+                report.fail(path, error);
+                failed.push(name.as_str());
+            }
+        }
+    }
+    drop(report);
+    manifest.finish(&stored, &failed)?;
+    Ok(())
 }
 
 fn print(args: &Args, report: &Report) {
@@ -233,14 +432,21 @@ fn print(args: &Args, report: &Report) {
         return;
     }
     println!(
-        "moved {} items ({} bytes) into {} in {} ms; {} failed, {} skipped",
+        "moved {} items ({} bytes) into {} in {} ms; {} failed, {} already moved, {} skipped",
         report.items,
         report.bytes,
         args.tenant,
         report.duration_ms,
         report.failures,
+        report.already_moved,
         report.skipped.len()
     );
+    if report.resumed.stored + report.resumed.not_stored > 0 {
+        println!(
+            "  resumed an interrupted move: {} of its pending items were stored, {} moved again",
+            report.resumed.stored, report.resumed.not_stored
+        );
+    }
     for failed in &report.failed {
         println!("  failed: {}: {}", failed.item, failed.reason);
     }

@@ -1,18 +1,94 @@
-//! Finding the items under a source directory, without following links.
+//! Finding and opening the items under a source directory without ever
+//! leaving it.
+//!
+//! Every directory and item is opened relative to its parent's open
+//! directory (`openat`) with `O_NOFOLLOW`, starting from the source
+//! directory opened once: a symbolic link is never followed, and a
+//! directory swapped for a link while the move runs makes its items fail
+//! instead of reading what the link points to.
 
+use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::Path;
+
+use rustix::fs::{FileType, Mode, OFlags};
+
+/// The path of an entry under the source directory, as its components.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct RelPath(Vec<OsString>);
+
+impl RelPath {
+    fn child(&self, name: &OsStr) -> Self {
+        let mut components = self.0.clone();
+        components.push(name.to_owned());
+        Self(components)
+    }
+
+    /// The path as text, `/`-separated, if every component is UTF-8.
+    pub(crate) fn to_str(&self) -> Option<String> {
+        let parts: Option<Vec<&str>> = self.0.iter().map(|c| c.to_str()).collect();
+        parts.map(|parts| parts.join("/"))
+    }
+
+    /// The path as bytes, `/`-separated (for the move manifest).
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for (i, component) in self.0.iter().enumerate() {
+            if i > 0 {
+                bytes.push(b'/');
+            }
+            bytes.extend_from_slice(component.as_bytes());
+        }
+        bytes
+    }
+
+    /// The path for reports: `/`-separated, bytes that are not UTF-8
+    /// escaped as `\xNN`.
+    pub(crate) fn display(&self) -> String {
+        let mut text = String::new();
+        for chunk in self.to_bytes().utf8_chunks() {
+            text.push_str(chunk.valid());
+            for byte in chunk.invalid() {
+                text.push_str(&format!("\\x{byte:02X}"));
+            }
+        }
+        if text.is_empty() { ".".into() } else { text }
+    }
+}
 
 /// What a walk found.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Walk {
+    /// The source directory, open.
+    pub(crate) root: OwnedFd,
     /// Regular files, sorted by path.
-    pub(crate) files: Vec<PathBuf>,
+    pub(crate) files: Vec<RelPath>,
     /// Entries left alone (symbolic links, devices, sockets, pipes), with
     /// why.
-    pub(crate) skipped: Vec<(PathBuf, &'static str)>,
+    pub(crate) skipped: Vec<(RelPath, &'static str)>,
     /// Directories (or entries) that could not be read, with the error.
-    pub(crate) unreadable: Vec<(PathBuf, std::io::Error)>,
+    pub(crate) unreadable: Vec<(RelPath, std::io::Error)>,
+}
+
+fn open_dir_at(parent: &OwnedFd, name: &OsStr) -> std::io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Opens directory `dir` under the source, one component at a time, never
+/// following a link.
+fn open_dir(root: &OwnedFd, dir: &RelPath) -> std::io::Result<OwnedFd> {
+    let mut current = rustix::io::dup(root)?;
+    for component in &dir.0 {
+        current = open_dir_at(&current, component)?;
+    }
+    Ok(current)
 }
 
 /// Lists every regular file under `source`. Symbolic links are not
@@ -21,44 +97,104 @@ pub(crate) struct Walk {
 /// reported and the walk goes on.
 ///
 /// # Errors
-/// If `source` itself cannot be read.
+/// If `source` itself cannot be opened as a directory.
 pub(crate) fn walk(source: &Path) -> std::io::Result<Walk> {
-    let mut found = Walk::default();
-    let mut pending = vec![source.to_path_buf()];
-    let mut first = true;
+    let root: OwnedFd = fs::File::open(source)?.into();
+    if !rustix::fs::fstat(&root)
+        .map(|stat| FileType::from_raw_mode(stat.st_mode) == FileType::Directory)
+        .unwrap_or(false)
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            "not a directory",
+        ));
+    }
+    let mut found = Walk {
+        root,
+        files: Vec::new(),
+        skipped: Vec::new(),
+        unreadable: Vec::new(),
+    };
+    let mut pending = vec![RelPath(Vec::new())];
     while let Some(dir) = pending.pop() {
-        let entries = match fs::read_dir(&dir) {
+        let entries = match open_dir(&found.root, &dir).and_then(|fd| Ok(rustix::fs::Dir::new(fd)?))
+        {
             Ok(entries) => entries,
-            Err(error) if first => return Err(error),
             Err(error) => {
                 found.unreadable.push((dir, error));
                 continue;
             }
         };
-        first = false;
         for entry in entries {
             let entry = match entry {
                 Ok(entry) => entry,
                 Err(error) => {
-                    found.unreadable.push((dir.clone(), error));
-                    continue;
+                    found.unreadable.push((dir.clone(), error.into()));
+                    break;
                 }
             };
-            let path = entry.path();
-            // The entry's own type: a symbolic link is not followed.
-            match entry.file_type() {
-                Ok(kind) if kind.is_symlink() => {
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            if name == "." || name == ".." {
+                continue;
+            }
+            let path = dir.child(name);
+            let kind = match entry.file_type() {
+                FileType::Unknown => open_dir(&found.root, &dir)
+                    .and_then(|fd| {
+                        Ok(rustix::fs::statat(
+                            &fd,
+                            name,
+                            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                        )?)
+                    })
+                    .map(|stat| FileType::from_raw_mode(stat.st_mode)),
+                kind => Ok(kind),
+            };
+            match kind {
+                Ok(FileType::Symlink) => {
                     found.skipped.push((path, "a symbolic link (not followed)"));
                 }
-                Ok(kind) if kind.is_dir() => pending.push(path),
-                Ok(kind) if kind.is_file() => found.files.push(path),
+                Ok(FileType::Directory) => pending.push(path),
+                Ok(FileType::RegularFile) => found.files.push(path),
                 Ok(_) => found.skipped.push((path, "not a regular file")),
                 Err(error) => found.unreadable.push((path, error)),
             }
         }
     }
     found.files.sort();
-    found.skipped.sort();
+    found.skipped.sort_by(|a, b| a.0.cmp(&b.0));
     found.unreadable.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(found)
+}
+
+/// Opens item `item` under the source for reading: every directory on the
+/// way and the item itself are opened without following links, and the
+/// item must (still) be a regular file.
+///
+/// # Errors
+/// If it cannot be opened, is now a link or is no longer a regular file.
+pub(crate) fn open_item(root: &OwnedFd, item: &RelPath) -> std::io::Result<fs::File> {
+    let (name, dirs) = item
+        .0
+        .split_last()
+        .ok_or_else(|| std::io::Error::other("not an item"))?;
+    let dir = open_dir(root, &RelPath(dirs.to_vec()))?;
+    let fd = rustix::fs::openat(
+        &dir,
+        name.as_os_str(),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|errno| {
+        if errno == rustix::io::Errno::LOOP {
+            std::io::Error::other("now a symbolic link (not followed)")
+        } else {
+            errno.into()
+        }
+    })?;
+    let stat = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(std::io::Error::other("no longer a regular file"));
+    }
+    Ok(fs::File::from(fd))
 }
