@@ -634,9 +634,9 @@ impl Deployment {
     /// audits a refusal (`write_denied`).
     ///
     /// # Errors
-    /// [`Error::UnknownTenant`]; [`Error::Refused`]; [`Error::Library`]
-    /// for an invalid name; [`Error::InTenant`]: key, stream, blob and
-    /// catalog errors.
+    /// [`Error::UnknownTenant`]; [`Error::Library`] for an invalid name;
+    /// [`Error::InTenant`]: the write refused (kind `Refused`), key, stream,
+    /// blob and catalog errors.
     pub fn put(
         &self,
         tenant: &str,

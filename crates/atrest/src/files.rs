@@ -452,8 +452,7 @@ impl Files {
         let upload = CountingWriter::new(self.blobs.create_deferred(&ticket.blob)?);
         // One thread per item: the batch runs items side by side.
         let options = self.stream_options().parallelism(Parallelism::One);
-        let mut encryptor =
-            Sealer::new(key, &ticket.context.encode(), options).writer(upload)?;
+        let mut encryptor = Sealer::new(key, &ticket.context.encode(), options).writer(upload)?;
         let plaintext_len = match std::io::copy(&mut plaintext, &mut encryptor) {
             Ok(len) => len,
             Err(error) => {

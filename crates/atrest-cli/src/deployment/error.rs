@@ -121,17 +121,6 @@ pub enum Error {
         variable: String,
     },
 
-    /// The release policy refused a principal the writing of a file.
-    #[error("{principal} may not write files of tenant {tenant:?}: {reason}")]
-    Refused {
-        /// Who asked.
-        principal: String,
-        /// The tenant's name.
-        tenant: String,
-        /// The policy's reason.
-        reason: String,
-    },
-
     /// A file of the deployment could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
@@ -202,7 +191,6 @@ impl Error {
             Self::UnknownTenant { .. }
             | Self::UnknownRootKey { .. }
             | Self::NoSuchTokenKey { .. } => K::NotFound,
-            Self::Refused { .. } => K::Refused,
             Self::AuditKeyMismatch { .. } => K::Integrity,
             Self::Io { .. } => K::Io,
             Self::Library(error) => error.kind(),

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo build --release -p atrest-cli --bin atrest --bin mailbox-move
-//! cargo run --release -p atrest-benches --bin mailbox_move -- [ITEMS] [RUNS] [DIR]
+//! cargo run --release -p atrest-benches --bin mailbox_throughput -- [ITEMS] [RUNS] [DIR]
 //! ```
 //!
 //! Defaults: 2000 items of 4 KiB, 5 runs, `target/mailbox-bench`. Each run
