@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use atrest::FileRecord;
 use atrest::filekey::{FileId, TenantId};
-use atrest::tenant::{Access, Decision};
+use atrest::tenant::{Access, Decision, ReleasePolicy};
 use atrest_cli::deployment::{Deployment, Options, TenantKeys, TrustedAudit};
 use clap::Parser;
 use ring::digest::{SHA256, digest};
@@ -107,6 +107,28 @@ impl Meeting {
     }
 }
 
+/// The meeting's policy: participants who authenticated read; only the
+/// organizer shares (writes).
+struct MeetingPolicy(Arc<Meeting>);
+
+impl ReleasePolicy for MeetingPolicy {
+    fn decide(&self, access: &Access<'_>, _: TenantId, _: FileId) -> Decision {
+        self.0.decide(access)
+    }
+
+    fn decide_write(&self, access: &Access<'_>, _: TenantId, _: FileId) -> Decision {
+        match access {
+            Access::User {
+                principal: ORGANIZER,
+            } => Decision::Allow,
+            _ => Decision::Deny("only the organizer shares content".into()),
+        }
+    }
+}
+
+/// Who shares the meeting's content.
+const ORGANIZER: &str = "organizer";
+
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
@@ -173,10 +195,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
 
     // The service: a deployment directory, opened with the meeting's
     // release policy; the meeting is a service-managed tenant.
-    let policy = {
-        let meeting = Arc::clone(&meeting);
-        move |access: &Access<'_>, _: TenantId, _: FileId| meeting.decide(access)
-    };
+    let policy = MeetingPolicy(Arc::clone(&meeting));
     let options = Options::new("meeting-share").policy(Arc::new(policy));
     let mut deployment = Deployment::init(&dir, None, None, options)?;
     let _ = deployment.create_tenant("meeting", &TenantKeys::ServiceManaged)?;
@@ -185,7 +204,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
 
     // The organizer shares: every item sealed with its own file key.
     let organizer = Access::User {
-        principal: "organizer",
+        principal: ORGANIZER,
     };
     let mut shared: Vec<(String, FileRecord)> = Vec::new();
     for (name, bytes) in &items {
