@@ -13,7 +13,9 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use atrest_audit::record::Entry;
-use atrest_audit::{AuditLog, Checkpoint, LogConfig, SigningKey, VerifyingKey, verify, verify_segments};
+use atrest_audit::{
+    AuditLog, Checkpoint, LogConfig, SigningKey, VerifyingKey, verify, verify_segments,
+};
 use libfuzzer_sys::fuzz_target;
 
 const LOG_ID: &str = "0123456789abcdef0123456789abcdef";
