@@ -601,54 +601,10 @@ impl SqliteCatalog {
         name: &str,
         blob: &BlobName,
     ) -> Result<SealTicket, Error> {
-        check_name("file name", name)?;
-        let new_file = FileId::random(&mut OsRng).map_err(atrest_tenant::Error::from)?;
-        let mut db = self.db();
-        let tx = db.transaction().map_err(CatalogError::from)?;
-        let _ = tx
-            .execute(
-                "INSERT INTO catalog_files (tenant, name, file) VALUES (?1, ?2, ?3)
-                 ON CONFLICT DO NOTHING",
-                params![tenant.as_bytes(), name, new_file.as_bytes()],
-            )
-            .map_err(CatalogError::from)?;
-        let file: Vec<u8> = tx
-            .query_row(
-                "SELECT file FROM catalog_files WHERE tenant = ?1 AND name = ?2",
-                params![tenant.as_bytes(), name],
-                |row| row.get(0),
-            )
-            .map_err(CatalogError::from)?;
-        let latest: u64 = tx
-            .query_row(
-                "SELECT coalesce(max(version), 0) FROM catalog_versions WHERE file = ?1",
-                params![file],
-                |row| row.get(0),
-            )
-            .map_err(CatalogError::from)?;
-        let version = latest
-            .checked_add(1)
-            .and_then(|next| FileVersion::try_from(next).ok())
-            .ok_or(CatalogError::Corrupt("file version"))?;
-        let _ = tx
-            .execute(
-                "INSERT INTO catalog_versions (tenant, file, version, state, blob, started_at)
-                 VALUES (?1, ?2, ?3, 'sealing', ?4, ?5)",
-                params![
-                    tenant.as_bytes(),
-                    file,
-                    u64::from(version),
-                    blob.as_str(),
-                    now()
-                ],
-            )
-            .map_err(CatalogError::from)?;
-        tx.commit().map_err(CatalogError::from)?;
-        Ok(SealTicket {
-            context: FileContext::new(tenant, file_id(&file)?, version),
-            name: name.to_owned(),
-            blob: blob.clone(),
-        })
+        let mut tickets = self.begin_seals(tenant, &[(name.to_owned(), blob.clone())])?;
+        tickets
+            .pop()
+            .ok_or_else(|| CatalogError::Corrupt("no ticket for a seal that was begun").into())
     }
 
     /// The blocking form of [`Catalog::begin_seals`]: one transaction.
@@ -841,46 +797,7 @@ impl SqliteCatalog {
     /// # Errors
     /// As for [`Catalog::attach_key`].
     pub fn attach_key(&self, seal: &SealTicket, wrapped: &WrappedFileKey) -> Result<(), Error> {
-        let context = &seal.context;
-        let mut db = self.db();
-        let tx = db.transaction().map_err(CatalogError::from)?;
-        let retired: bool = tx
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM catalog_retired_tiks
-                 WHERE tenant = ?1 AND tik_version = ?2)",
-                params![context.tenant.as_bytes(), u32::from(wrapped.kek_version())],
-                |row| row.get(0),
-            )
-            .map_err(CatalogError::from)?;
-        if retired {
-            return Err(CatalogError::TikRetired {
-                version: wrapped.kek_version(),
-            }
-            .into());
-        }
-        let changed = tx
-            .execute(
-                "UPDATE catalog_versions SET wrapped = ?5, tik_version = ?6
-                 WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND blob = ?4
-                 AND state = 'sealing' AND wrapped IS NULL",
-                params![
-                    context.tenant.as_bytes(),
-                    context.file.as_bytes(),
-                    u64::from(context.version),
-                    seal.blob.as_str(),
-                    wrapped.as_ref(),
-                    u32::from(wrapped.kek_version())
-                ],
-            )
-            .map_err(CatalogError::from)?;
-        if changed == 0 {
-            return Err(CatalogError::SealNotInProgress {
-                version: context.version,
-            }
-            .into());
-        }
-        tx.commit().map_err(CatalogError::from)?;
-        Ok(())
+        self.attach_keys(&[(seal, wrapped)])
     }
 
     /// The blocking form of [`Catalog::commit_seal`].
@@ -888,35 +805,10 @@ impl SqliteCatalog {
     /// # Errors
     /// As for [`Catalog::commit_seal`].
     pub fn commit_seal(&self, seal: &SealTicket, sealed: &SealedBlob) -> Result<FileRecord, Error> {
-        let context = &seal.context;
-        let changed = self
-            .db()
-            .execute(
-                "UPDATE catalog_versions
-                 SET state = 'sealed', plaintext_len = ?5, blob_len = ?6, segment_size = ?7,
-                     format = ?8, sealed_at = ?9
-                 WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND blob = ?4
-                 AND state = 'sealing' AND wrapped IS NOT NULL",
-                params![
-                    context.tenant.as_bytes(),
-                    context.file.as_bytes(),
-                    u64::from(context.version),
-                    seal.blob.as_str(),
-                    sealed.plaintext_len,
-                    sealed.blob_len,
-                    sealed.segment_size,
-                    sealed.format,
-                    now()
-                ],
-            )
-            .map_err(CatalogError::from)?;
-        if changed == 0 {
-            return Err(CatalogError::SealNotInProgress {
-                version: context.version,
-            }
-            .into());
-        }
-        self.record(context.tenant, &seal.name, Some(context.version))
+        let mut records = self.commit_seals(&[(seal, *sealed)])?;
+        records
+            .pop()
+            .ok_or_else(|| CatalogError::Corrupt("no record for a seal that was committed").into())
     }
 
     /// The blocking form of [`Catalog::abandon_seal`].

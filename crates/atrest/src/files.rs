@@ -255,14 +255,7 @@ impl Files {
             .seal_stream(plaintext, upload);
         drop(key);
         let (upload, plaintext_len) = encrypted?;
-        let counted = upload.written;
-        let blob_len = upload.inner.finish()?;
-        if blob_len != counted {
-            return Err(Error::blob(
-                ErrorKind::Integrity,
-                format!("the blob store kept {blob_len} bytes of {counted}"),
-            ));
-        }
+        let blob_len = upload.finish()?;
         let sealed = SealedBlob {
             plaintext_len,
             blob_len,
@@ -462,14 +455,7 @@ impl Files {
             }
         };
         let upload = encryptor.finish()?;
-        let counted = upload.written;
-        let blob_len = upload.inner.finish()?;
-        if blob_len != counted {
-            return Err(Error::blob(
-                ErrorKind::Integrity,
-                format!("the blob store kept {blob_len} bytes of {counted}"),
-            ));
-        }
+        let blob_len = upload.finish()?;
         self.blobs.make_durable(&ticket.blob)?;
         Ok(SealedBlob {
             plaintext_len,
@@ -787,6 +773,20 @@ struct CountingWriter<W> {
 impl<W> CountingWriter<W> {
     fn new(inner: W) -> Self {
         Self { inner, written: 0 }
+    }
+}
+
+impl CountingWriter<Box<dyn crate::blob::BlobUpload + '_>> {
+    /// Completes the upload; its length must be every byte written.
+    fn finish(self) -> Result<u64, Error> {
+        let blob_len = self.inner.finish()?;
+        if blob_len != self.written {
+            return Err(Error::blob(
+                ErrorKind::Integrity,
+                format!("the blob store kept {blob_len} bytes of {}", self.written),
+            ));
+        }
+        Ok(blob_len)
     }
 }
 
