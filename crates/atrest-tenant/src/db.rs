@@ -34,12 +34,21 @@ use crate::Error;
 ///
 /// `schema` must be idempotent (`CREATE TABLE IF NOT EXISTS`).
 pub fn open(path: &Path, schema: &str) -> Result<Connection, Error> {
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
+    // `:memory:` and `file:` URIs name no file of their own to create.
+    let special = path
+        .to_str()
+        .is_some_and(|p| p == ":memory:" || p.starts_with("file:"));
+    let created = if special {
+        Ok(None)
+    } else {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map(Some)
+    };
+    match created {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Error::Store(Box::new(e))),
