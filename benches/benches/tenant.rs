@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use atrest_filekey::{FileContext, FileId, FileVersion, OsRng, TenantId};
 use atrest_tenant::{
     Access, Decision, KeyHierarchy, MasterKey, Pkcs11Keys, RootKeyProvider, ServiceKeys,
-    SqliteStore,
+    SqliteStore, TenantKeyDir,
 };
 use atrest_test_support::TempDir;
 use atrest_test_support::audit::Counting;
@@ -33,17 +33,20 @@ const USER: Access<'static> = Access::User {
 
 fn hierarchy(dir: &Path, extra: &[Arc<dyn RootKeyProvider>]) -> (KeyHierarchy, Arc<SqliteStore>) {
     let master = MasterKey::create_file(&dir.join("master.key")).unwrap();
+    let tenant_keys =
+        Arc::new(TenantKeyDir::open(&dir.join("tenant-keys"), master.clone()).unwrap());
     let service = Arc::new(ServiceKeys::open("service", &dir.join("keys.sqlite"), master).unwrap());
     service.create_key("root").unwrap();
     service.create_key("availability").unwrap();
     let store = Arc::new(SqliteStore::open(&dir.join("tenants.sqlite")).unwrap());
-    let mut builder = KeyHierarchy::builder(store.clone(), Arc::new(Counting::default()))
-        .provider(service)
-        .service_root_key("service", "root")
-        .availability_key("service", "availability")
-        .policy(Arc::new(|_: &Access<'_>, _: TenantId, _: FileId| {
-            Decision::Allow
-        }));
+    let mut builder =
+        KeyHierarchy::builder(store.clone(), tenant_keys, Arc::new(Counting::default()))
+            .provider(service)
+            .service_root_key("service", "root")
+            .availability_key("service", "availability")
+            .policy(Arc::new(|_: &Access<'_>, _: TenantId, _: FileId| {
+                Decision::Allow
+            }));
     for provider in extra {
         builder = builder.provider(provider.clone());
     }

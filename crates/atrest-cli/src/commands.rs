@@ -399,8 +399,9 @@ pub(crate) fn get(data: &Path, out: Output, args: GetArgs) -> Result<(), Error> 
     let access = Access::User {
         principal: &principal,
     };
-    // One version throughout, even if another is sealed meanwhile.
-    let record = deployment.record(&tenant, &name, version)?;
+    // One version throughout, even if another is sealed meanwhile. The
+    // open authenticates the record.
+    let record = deployment.record_to_open(&tenant, &name, version)?;
     let version = Some(u64::from(record.version));
     let range = range
         .map(|spec| spec.resolve(record.plaintext_len))

@@ -5,6 +5,9 @@
 //! DIR/master.key           the master key (mode 0600) sealing the service's root keys
 //! DIR/keys.sqlite          the service's root keys (`root`, `availability`), sealed
 //! DIR/atrest.sqlite        tenant key metadata (TIK versions and their wraps)
+//! DIR/tenant-keys/         one tenant key per tenant, sealed under the master key;
+//!                          a purge destroys it. Keep it out of database backups:
+//!                          restoring an old copy of it would undo purges
 //! DIR/catalog.sqlite       the catalog: tenant names, file names, versions, and each
 //!                          version's record (wrapped file key, sizes, blob name)
 //! DIR/audit/               the audit log: every batch ends with a signed checkpoint
@@ -45,7 +48,7 @@ use atrest::blobs::BlobStore;
 use atrest::filekey::{FileVersion, KeyVersion, OsRng, TenantId};
 use atrest::tenant::{
     Access, MasterKey, Pkcs11Keys, ReleasePolicy, RewrapProgress, RewrapReport, RootKeyRef,
-    RootRollReport, ServiceKeys, SqliteStore, TenantKind, TenantState,
+    RootRollReport, ServiceKeys, SqliteStore, TenantKeyDir, TenantKind, TenantState,
 };
 use atrest::{FileRecord, Files, SqliteCatalog};
 use serde::Serialize;
@@ -63,6 +66,7 @@ const SIGNING_KEY: &str = "audit-signing.key";
 const AUDIT_DIR: &str = "audit";
 const DEFAULT_WITNESS: &str = "audit-witness";
 const SERVICE_PROVIDER: &str = "service";
+const TENANT_KEYS: &str = "tenant-keys";
 const ROOT_KEY: &str = "root";
 const AVAILABILITY_KEY: &str = "availability";
 
@@ -183,6 +187,7 @@ pub struct Deployment {
     options: Options,
     service: Arc<ServiceKeys>,
     store: Arc<SqliteStore>,
+    tenant_keys: Arc<TenantKeyDir>,
     log: Arc<AuditLog>,
     recovery: Recovery,
     fallbacks: keys::FallbackWatch,
@@ -309,6 +314,7 @@ impl Deployment {
     pub fn open(dir: &Path, options: Options) -> Result<Self, Error> {
         let config = Config::read(dir)?;
         let master = MasterKey::open_file(&dir.join("master.key"))?;
+        let tenant_keys = Arc::new(TenantKeyDir::open(&dir.join(TENANT_KEYS), master.clone())?);
         let service = Arc::new(ServiceKeys::open(
             SERVICE_PROVIDER,
             &dir.join("keys.sqlite"),
@@ -341,6 +347,7 @@ impl Deployment {
             options: &options,
             service: &service,
             store: &store,
+            tenant_keys: &tenant_keys,
             catalog: &catalog,
             blobs: &blobs,
             log: &log,
@@ -353,6 +360,7 @@ impl Deployment {
             options,
             service,
             store,
+            tenant_keys,
             log,
             recovery,
             fallbacks,
@@ -543,6 +551,7 @@ impl Deployment {
                 options: &self.options,
                 service: &self.service,
                 store: &self.store,
+                tenant_keys: &self.tenant_keys,
                 catalog: &self.catalog,
                 blobs: &self.blobs,
                 log: &self.log,
@@ -733,13 +742,39 @@ impl Deployment {
         name: &str,
         version: Option<u64>,
     ) -> Result<FileRecord, Error> {
+        self.lookup(tenant, version, |id, version| {
+            self.files.record(id, name, version)
+        })
+    }
+
+    /// The record of file `name` of tenant `tenant` (version `version`, or
+    /// the newest) as the catalog holds it, *not authenticated*: for
+    /// choosing a version and a range before [`Deployment::get`], which
+    /// authenticates the record it opens (and audits a refusal).
+    ///
+    /// # Errors
+    /// As for [`Deployment::record`].
+    pub fn record_to_open(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: Option<u64>,
+    ) -> Result<FileRecord, Error> {
+        self.lookup(tenant, version, |id, version| {
+            self.catalog.record(id, name, version)
+        })
+    }
+
+    /// Runs `read` with the tenant's id and the version, naming the tenant
+    /// in its error.
+    fn lookup<T>(
+        &self,
+        tenant: &str,
+        version: Option<u64>,
+        read: impl FnOnce(TenantId, Option<FileVersion>) -> Result<T, atrest::Error>,
+    ) -> Result<T, Error> {
         let tenant_id = self.tenant_id(tenant)?;
-        let version = file_version(version)?;
-        named(
-            tenant,
-            tenant_id,
-            self.files.record(tenant_id, name, version),
-        )
+        named(tenant, tenant_id, read(tenant_id, file_version(version)?))
     }
 
     /// Gives `access` file `name` of tenant `tenant` (or bytes `range` of

@@ -110,6 +110,28 @@ pub enum Error {
         reason: String,
     },
 
+    /// The tenant's key metadata fails its authentication: it was edited
+    /// by someone without the tenant key (a writer of the database), and is
+    /// refused rather than obeyed. The refusal is audited.
+    #[error(
+        "tenant {tenant}: the {what} fails its authentication (edited in the database?); refused"
+    )]
+    Tampered {
+        /// The tenant.
+        tenant: TenantId,
+        /// Which record.
+        what: &'static str,
+    },
+
+    /// The tenant's record says it is active, but its tenant key (kept
+    /// outside the database) does not exist: the tenant was purged and the
+    /// database restored from an older copy, or the key was removed. Its
+    /// files cannot be decrypted.
+    #[error(
+        "tenant {0} has no tenant key: it was purged (and its metadata restored from an older copy?) or the key was removed"
+    )]
+    TenantKeyMissing(TenantId),
+
     /// No such tenant.
     #[error("unknown tenant {0}")]
     UnknownTenant(TenantId),
@@ -213,6 +235,6 @@ pub enum KeyFileProblem {
         mode: u32,
     },
     /// It is not a key file of this kind.
-    #[error("not an atrest master key file")]
+    #[error("not an atrest key file of the expected kind")]
     NotAKeyFile,
 }

@@ -13,14 +13,62 @@ use atrest_filekey::{
 use crate::blocking::block_on;
 use crate::policy::{Administration, Issuer, SystemCapability};
 use crate::store::{
-    Rewrapped, RootKeySlot, SlotRole, TenantKind, TenantRecord, TenantState, TikWrap,
+    Rewrapped, RootKeySlot, SlotRole, TagUpdate, TenantKind, TenantRecord, TenantState, TikWrap,
 };
+use crate::tenant_key::{MetadataKey, RecordTag, TenantKeyStore};
 use crate::{
     Access, Decision, DenyAll, Error, KeyMaterial, MetadataStore, ProviderError, ReleasePolicy,
     RootKeyProvider, RootKeyRef, WrappedKeyIndex,
 };
 
 const TIK_AAD_LABEL: &[u8] = b"atrest/v2 tik";
+const TIK_DERIVATION_LABEL: &[u8] = b"atrest/v1 tik";
+/// The label of tenant records' tags under the tenant's metadata key.
+const TENANT_RECORD_LABEL: &[u8] = b"atrest/v1 tenant record";
+
+/// The canonical encoding of what a tenant record's tag covers: everything
+/// in it that decides a release.
+fn record_message(record: &TenantRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + record.slots.len() * 300);
+    out.extend_from_slice(&record.tenant.encode());
+    out.push(match record.kind {
+        TenantKind::ServiceManaged => 1,
+        TenantKind::CustomerKey => 2,
+    });
+    out.push(match record.state {
+        TenantState::Active => 1,
+        TenantState::Purged => 2,
+    });
+    out.extend_from_slice(&record.tik_id.encode());
+    out.extend_from_slice(&record.current_tik.encode());
+    out.push(u8::try_from(record.slots.len()).unwrap_or(u8::MAX));
+    for (slot, index) in record.slots.iter().zip(0u8..) {
+        out.push(index);
+        out.push(role_code(slot.role));
+        out.push(u8::from(slot.revoked));
+        slot.key.encode_into(&mut out);
+    }
+    out
+}
+
+fn role_code(role: SlotRole) -> u8 {
+    match role {
+        SlotRole::Service => 1,
+        SlotRole::Customer => 2,
+        SlotRole::Availability => 3,
+    }
+}
+
+/// What the tenant key turns into a TIK version's key: the seed the root
+/// keys wrap, bound to the tenant, the TIK and the version.
+fn tik_derivation_input(record: &TenantRecord, version: KeyVersion, seed: &KeyMaterial) -> Vec<u8> {
+    let mut input = TIK_DERIVATION_LABEL.to_vec();
+    input.extend_from_slice(&record.tenant.encode());
+    input.extend_from_slice(&record.tik_id.encode());
+    input.extend_from_slice(&version.encode());
+    input.extend_from_slice(seed.expose_secret());
+    input
+}
 
 /// The default TIK cache lifetime, and so the default bound on revocation
 /// lag: five minutes.
@@ -41,11 +89,7 @@ fn tik_aad(record: &TenantRecord, version: KeyVersion, slot: u8, root: &RootKeyS
     aad.extend_from_slice(&record.tik_id.encode());
     aad.extend_from_slice(&version.encode());
     aad.push(slot);
-    aad.push(match root.role {
-        SlotRole::Service => 1,
-        SlotRole::Customer => 2,
-        SlotRole::Availability => 3,
-    });
+    aad.push(role_code(root.role));
     root.key.encode_into(&mut aad);
     aad
 }
@@ -69,9 +113,12 @@ struct Cached<T> {
     expires: Instant,
 }
 
-/// A tenant's metadata as cached, with the texts its audit records use.
+/// A tenant's metadata as cached (its record authenticated), with the
+/// texts its audit records use.
 struct TenantEntry {
     record: TenantRecord,
+    /// The tenant's metadata key; `None` for a purged tenant.
+    metadata: Option<Arc<MetadataKey>>,
     tenant_text: Text,
     tik_text: Text,
 }
@@ -108,6 +155,7 @@ pub struct RootRollReport {
 /// Builds a [`KeyHierarchy`].
 pub struct Builder {
     store: Arc<dyn MetadataStore>,
+    tenant_keys: Arc<dyn TenantKeyStore>,
     audit: Arc<dyn Audit>,
     providers: HashMap<String, Arc<dyn RootKeyProvider>>,
     service_root: Option<(String, String)>,
@@ -194,6 +242,7 @@ impl Builder {
         let hierarchy = KeyHierarchy {
             issuer: issuer.clone(),
             store: self.store,
+            tenant_keys: self.tenant_keys,
             audit: self.audit,
             providers: self.providers,
             service_root: self.service_root,
@@ -217,6 +266,7 @@ pub struct KeyHierarchy {
     /// Whose system capabilities this hierarchy accepts.
     issuer: Arc<Issuer>,
     store: Arc<dyn MetadataStore>,
+    tenant_keys: Arc<dyn TenantKeyStore>,
     audit: Arc<dyn Audit>,
     providers: HashMap<String, Arc<dyn RootKeyProvider>>,
     service_root: Option<(String, String)>,
@@ -238,10 +288,17 @@ impl core::fmt::Debug for KeyHierarchy {
 }
 
 impl KeyHierarchy {
-    /// Starts building a hierarchy over `store`, auditing through `audit`.
-    pub fn builder(store: Arc<dyn MetadataStore>, audit: Arc<dyn Audit>) -> Builder {
+    /// Starts building a hierarchy over the key metadata in `store` and the
+    /// tenant keys in `tenant_keys` (kept outside that database; see
+    /// [`crate::tenant_key`]), auditing through `audit`.
+    pub fn builder(
+        store: Arc<dyn MetadataStore>,
+        tenant_keys: Arc<dyn TenantKeyStore>,
+        audit: Arc<dyn Audit>,
+    ) -> Builder {
         Builder {
             store,
+            tenant_keys,
             audit,
             providers: HashMap::new(),
             service_root: None,
@@ -291,12 +348,78 @@ impl KeyHierarchy {
 
     // ----- tenant metadata cache ---------------------------------------
 
-    fn entry_from(record: TenantRecord) -> TenantEntry {
+    fn entry_from(record: TenantRecord, metadata: Option<Arc<MetadataKey>>) -> TenantEntry {
         TenantEntry {
             tenant_text: Text::lossy(record.tenant.to_string()),
             tik_text: Text::lossy(format!("tik:{}", record.tik_id)),
             record,
+            metadata,
         }
+    }
+
+    /// A tenant's record, fresh from the store, authenticated: an active
+    /// tenant's record must carry the tag its metadata key gives it. A
+    /// record that fails is refused ([`Error::Tampered`]) and the refusal
+    /// audited, as is an active record whose tenant key is gone.
+    async fn load_entry(&self, tenant: TenantId) -> Result<TenantEntry, Error> {
+        let record = self
+            .store
+            .tenant(tenant)
+            .await?
+            .ok_or(Error::UnknownTenant(tenant))?;
+        if record.state == TenantState::Purged {
+            // A purged record only refuses; it needs no authentication.
+            return Ok(Self::entry_from(record, None));
+        }
+        let checked = match MetadataKey::derive(&*self.tenant_keys, tenant, record.tik_id).await {
+            Ok(key) => {
+                let authentic = record.tag.is_some_and(|tag| {
+                    key.verify(TENANT_RECORD_LABEL, &record_message(&record), &tag)
+                });
+                if authentic {
+                    Ok(key)
+                } else {
+                    Err(Error::Tampered {
+                        tenant,
+                        what: "tenant record",
+                    })
+                }
+            }
+            Err(error) => Err(error),
+        };
+        match checked {
+            Ok(key) => Ok(Self::entry_from(record, Some(Arc::new(key)))),
+            Err(error @ (Error::Tampered { .. } | Error::TenantKeyMissing(_))) => {
+                let entry = Self::entry_from(record, None);
+                self.record(
+                    &entry,
+                    Event::Custom {
+                        kind: Text::lossy("metadata_rejected"),
+                        fields: std::collections::BTreeMap::new(),
+                    },
+                    Self::failed(&error),
+                )?;
+                Err(error)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The tag `record` must carry under `entry`'s metadata key.
+    fn tag_for(entry: &TenantEntry, record: &TenantRecord) -> Result<RecordTag, Error> {
+        let key = entry
+            .metadata
+            .as_ref()
+            .ok_or(Error::Purged(entry.record.tenant))?;
+        Ok(key.tag(TENANT_RECORD_LABEL, &record_message(record)))
+    }
+
+    /// The change of tag from `entry`'s record to `next`.
+    fn retag(entry: &TenantEntry, next: &TenantRecord) -> Result<TagUpdate, Error> {
+        Ok(TagUpdate {
+            previous: entry.record.tag.ok_or(Error::Purged(entry.record.tenant))?,
+            next: Self::tag_for(entry, next)?,
+        })
     }
 
     async fn tenant_entry(&self, tenant: TenantId) -> Result<Arc<TenantEntry>, Error> {
@@ -310,12 +433,7 @@ impl KeyHierarchy {
         {
             return Ok(Arc::clone(&cached.value));
         }
-        let record = self
-            .store
-            .tenant(tenant)
-            .await?
-            .ok_or(Error::UnknownTenant(tenant))?;
-        let entry = Arc::new(Self::entry_from(record));
+        let entry = Arc::new(self.load_entry(tenant).await?);
         if !self.ttl.is_zero() {
             let _ = self
                 .tenants
@@ -332,15 +450,24 @@ impl KeyHierarchy {
         Ok(entry)
     }
 
-    /// The tenant's metadata, fresh from the store.
+    /// The tenant's metadata, fresh from the store and authenticated.
     ///
     /// # Errors
-    /// [`Error::UnknownTenant`]; [`Error::Store`].
+    /// [`Error::UnknownTenant`]; [`Error::Tampered`] if the record was
+    /// edited; [`Error::TenantKeyMissing`]; [`Error::Store`].
     pub async fn tenant_async(&self, tenant: TenantId) -> Result<TenantRecord, Error> {
-        self.store
-            .tenant(tenant)
-            .await?
-            .ok_or(Error::UnknownTenant(tenant))
+        Ok(self.load_entry(tenant).await?.record)
+    }
+
+    /// The tenant's metadata key, which authenticates the records kept
+    /// about its files (the `atrest` catalog binds each file record to its
+    /// tenant, name and version with it).
+    ///
+    /// # Errors
+    /// [`Error::Purged`]; as for [`KeyHierarchy::tenant_async`].
+    pub async fn metadata_key_async(&self, tenant: TenantId) -> Result<Arc<MetadataKey>, Error> {
+        let entry = self.tenant_entry(tenant).await?;
+        entry.metadata.clone().ok_or(Error::Purged(tenant))
     }
 
     /// A tenant's TIK versions, oldest first.
@@ -623,7 +750,16 @@ impl KeyHierarchy {
         {
             return Ok(Arc::clone(&cached.value));
         }
-        let (material, cacheable) = self.unwrap_tik(entry, version, access).await?;
+        let (seed, cacheable) = self.unwrap_tik(entry, version, access).await?;
+        let material = self
+            .tenant_keys
+            .derive(
+                tenant,
+                entry.record.tik_id,
+                &tik_derivation_input(&entry.record, version, &seed),
+            )
+            .await?;
+        drop(seed);
         let kek = Arc::new(Kek::from_secret_bytes(
             entry.record.tik_id,
             version,
@@ -652,26 +788,34 @@ impl KeyHierarchy {
         kind: TenantKind,
         slots: Vec<RootKeySlot>,
     ) -> Result<TenantRecord, Error> {
-        let record = TenantRecord {
+        if self.store.tenant(tenant).await?.is_some() {
+            return Err(Error::TenantExists(tenant));
+        }
+        let mut record = TenantRecord {
             tenant,
             kind,
             state: TenantState::Active,
             tik_id: KeyId::random(&mut OsRng)?,
             current_tik: KeyVersion::FIRST,
             slots,
+            tag: None,
         };
-        let material = KeyMaterial::generate()?;
+        // The tenant key first: a creation that stops after this leaves an
+        // unused key of its own (a fresh TIK id), never a tenant without one.
+        self.tenant_keys.create(tenant, record.tik_id).await?;
+        let metadata =
+            Arc::new(MetadataKey::derive(&*self.tenant_keys, tenant, record.tik_id).await?);
+        record.tag = Some(metadata.tag(TENANT_RECORD_LABEL, &record_message(&record)));
+        let seed = KeyMaterial::generate()?;
         let wraps = record
             .slots
             .iter()
             .zip(0u8..)
-            .map(|(slot, index)| {
-                self.wrap_tik(&record, KeyVersion::FIRST, index, &slot.key, &material)
-            })
+            .map(|(slot, index)| self.wrap_tik(&record, KeyVersion::FIRST, index, &slot.key, &seed))
             .collect::<Vec<_>>();
         let wraps = join_all(wraps).await?;
         self.store.create_tenant(&record, &wraps).await?;
-        let entry = Self::entry_from(record.clone());
+        let entry = Self::entry_from(record.clone(), Some(metadata));
         self.record(
             &entry,
             Event::TikRolled {
@@ -907,7 +1051,8 @@ impl KeyHierarchy {
     /// [`Error::Purged`]; [`Error::RootKey`] if a root key cannot wrap;
     /// [`Error::Store`] (also if another roll won the race); [`Error::Audit`].
     pub async fn roll_tik_async(&self, tenant: TenantId) -> Result<KeyVersion, Error> {
-        let record = self.tenant_async(tenant).await?;
+        let entry = self.load_entry(tenant).await?;
+        let record = &entry.record;
         if record.state == TenantState::Purged {
             return Err(Error::Purged(tenant));
         }
@@ -922,17 +1067,23 @@ impl KeyHierarchy {
             .max(previous)
             .next()
             .ok_or(Error::Misuse("the TIK version counter is exhausted"))?;
-        let material = KeyMaterial::generate()?;
+        let seed = KeyMaterial::generate()?;
         let wraps = record
             .slots
             .iter()
             .zip(0u8..)
-            .map(|(slot, index)| self.wrap_tik(&record, next, index, &slot.key, &material))
+            .map(|(slot, index)| self.wrap_tik(record, next, index, &slot.key, &seed))
             .collect::<Vec<_>>();
         let wraps = join_all(wraps).await?;
-        self.store.add_tik_version(tenant, previous, &wraps).await?;
+        let rolled = TenantRecord {
+            current_tik: next,
+            ..record.clone()
+        };
+        let tag = Self::retag(&entry, &rolled)?;
+        self.store
+            .add_tik_version(tenant, previous, &wraps, &tag)
+            .await?;
         self.flush_tenant(tenant);
-        let entry = Self::entry_from(record);
         self.record(
             &entry,
             Event::TikRolled {
@@ -1056,7 +1207,7 @@ impl KeyHierarchy {
         }
         self.store.retire_tik_version(tenant, version).await?;
         self.flush_tenant(tenant);
-        let entry = Self::entry_from(record);
+        let entry = Self::entry_from(record, None);
         let mut fields = std::collections::BTreeMap::new();
         let _ = fields.insert(
             Text::lossy("tik"),
@@ -1097,9 +1248,8 @@ impl KeyHierarchy {
     ) -> Result<RootRollReport, Error> {
         let mut report = RootRollReport::default();
         for tenant in self.store.tenants().await? {
-            let Some(record) = self.store.tenant(tenant).await? else {
-                continue;
-            };
+            let mut entry = self.load_entry(tenant).await?;
+            let record = entry.record.clone();
             if record.state == TenantState::Purged {
                 continue;
             }
@@ -1113,20 +1263,26 @@ impl KeyHierarchy {
             if slots.is_empty() {
                 continue;
             }
-            let entry = Self::entry_from(record);
             let versions = self.store.tik_versions(tenant).await?;
             for slot in slots {
                 let mut wraps = Vec::with_capacity(versions.len());
                 for version in &versions {
-                    let material = self.tik_material(&entry, *version, slot).await?;
+                    let seed = self.tik_material(&entry, *version, slot).await?;
                     wraps.push(
-                        self.wrap_tik(&entry.record, *version, slot, to, &material)
+                        self.wrap_tik(&entry.record, *version, slot, to, &seed)
                             .await?,
                     );
                 }
+                let mut next = entry.record.clone();
+                if let Some(moved) = next.slots.get_mut(usize::from(slot)) {
+                    moved.key = to.clone();
+                }
+                let tag = Self::retag(&entry, &next)?;
                 self.store
-                    .replace_root_key(tenant, slot, to, &wraps)
+                    .replace_root_key(tenant, slot, to, &wraps, &tag)
                     .await?;
+                next.tag = Some(tag.next);
+                entry.record = next;
             }
             self.flush_tenant(tenant);
             report.tenants += 1;
@@ -1143,8 +1299,8 @@ impl KeyHierarchy {
         Ok(report)
     }
 
-    /// A TIK version's material, through slot `slot` first, else by the
-    /// system-operation rules.
+    /// A TIK version's seed (what the root keys wrap), through slot `slot`
+    /// first, else by the system-operation rules.
     async fn tik_material(
         &self,
         entry: &TenantEntry,
@@ -1178,7 +1334,8 @@ impl KeyHierarchy {
         tenant: TenantId,
         key: &RootKeyRef,
     ) -> Result<(), Error> {
-        let record = self.tenant_async(tenant).await?;
+        let entry = self.load_entry(tenant).await?;
+        let record = &entry.record;
         let slot = record
             .slots
             .iter()
@@ -1188,9 +1345,13 @@ impl KeyHierarchy {
             .ok_or(Error::Misuse(
                 "that key is not a customer key of this tenant",
             ))?;
-        self.store.set_revoked(tenant, slot, true).await?;
+        let mut next = record.clone();
+        if let Some(revoked) = next.slots.get_mut(usize::from(slot)) {
+            revoked.revoked = true;
+        }
+        let tag = Self::retag(&entry, &next)?;
+        self.store.set_revoked(tenant, slot, true, &tag).await?;
         self.flush_tenant(tenant);
-        let entry = Self::entry_from(record);
         self.record(
             &entry,
             Event::CustomerKeyRevoked {
@@ -1212,10 +1373,20 @@ impl KeyHierarchy {
     /// # Errors
     /// [`Error::UnknownTenant`]; [`Error::Store`]; [`Error::Audit`].
     pub async fn purge_async(&self, tenant: TenantId) -> Result<u64, Error> {
-        let record = self.tenant_async(tenant).await?;
+        // Not authenticated: a purge only destroys, and must work on a
+        // tenant whose record was tampered with too.
+        let record = self
+            .store
+            .tenant(tenant)
+            .await?
+            .ok_or(Error::UnknownTenant(tenant))?;
+        // The tenant key first: once it is gone the purge is final, even if
+        // the database change below does not happen or is undone by
+        // restoring a backup.
+        let _ = self.tenant_keys.destroy(tenant).await?;
         let destroyed = self.store.purge_tenant(tenant).await?;
         self.flush_tenant(tenant);
-        let entry = Self::entry_from(record);
+        let entry = Self::entry_from(record, None);
         self.record(
             &entry,
             Event::TenantPurged {

@@ -13,6 +13,7 @@ mod provider;
 mod seal;
 pub mod service;
 pub mod store;
+pub mod tenant_key;
 
 pub use error::{Error, KeyFileProblem, ProviderError};
 pub use hierarchy::{
@@ -24,6 +25,7 @@ pub use policy::{Access, Administration, Decision, DenyAll, ReleasePolicy, Syste
 pub use provider::{KeyMaterial, MAX_NAME_LEN, RootKeyProvider, RootKeyRef};
 pub use service::{MasterKey, ServiceKeys};
 pub use store::{
-    MetadataStore, Rewrapped, RootKeySlot, SlotRole, SqliteStore, TenantKind, TenantRecord,
-    TenantState, TikWrap, WrappedKeyIndex,
+    MetadataStore, Rewrapped, RootKeySlot, SlotRole, SqliteStore, TagUpdate, TenantKind,
+    TenantRecord, TenantState, TikWrap, WrappedKeyIndex,
 };
+pub use tenant_key::{MetadataKey, RecordTag, TenantKeyDir, TenantKeyStore};

@@ -37,8 +37,12 @@ CREATE TABLE IF NOT EXISTS service_root_keys (
     PRIMARY KEY (label, version)
 );";
 
-/// The key that seals the service's root keys at rest.
-pub struct MasterKey(Master);
+/// The key that seals the service's root keys (and the tenant keys of a
+/// [`crate::TenantKeyDir`]) at rest.
+///
+/// Cloning shares the key; it is not copied.
+#[derive(Clone)]
+pub struct MasterKey(Arc<Master>);
 
 enum Master {
     File(SealingKey),
@@ -78,7 +82,7 @@ impl MasterKey {
             path: path.to_path_buf(),
             problem: KeyFileProblem::Io(e),
         })?;
-        Ok(Self(Master::File(SealingKey::new(&material))))
+        Ok(Self(Arc::new(Master::File(SealingKey::new(&material)))))
     }
 
     /// Reads the master key file at `path`.
@@ -103,7 +107,7 @@ impl MasterKey {
             .and_then(hex_decode_32);
         text.zeroize();
         let material = material.ok_or_else(|| bad(KeyFileProblem::NotAKeyFile))?;
-        Ok(Self(Master::File(SealingKey::new(&material))))
+        Ok(Self(Arc::new(Master::File(SealingKey::new(&material)))))
     }
 
     /// A master key held in a PKCS#11 token, under `label` (see
@@ -113,16 +117,16 @@ impl MasterKey {
     /// [`ProviderError::Misconfigured`] if `label` is not a valid key label.
     pub fn in_token(keys: Arc<Pkcs11Keys>, label: &str) -> Result<Self, ProviderError> {
         let key = RootKeyRef::new(keys.name(), label, 1)?;
-        Ok(Self(Master::Token { keys, key }))
+        Ok(Self(Arc::new(Master::Token { keys, key })))
     }
 
-    fn seal(
+    pub(crate) fn seal(
         &self,
         material: &KeyMaterial,
         aad: &[u8],
         key: &RootKeyRef,
     ) -> Result<Vec<u8>, ProviderError> {
-        match &self.0 {
+        match &*self.0 {
             Master::File(sealing) => {
                 sealing
                     .seal(material, aad)
@@ -135,13 +139,13 @@ impl MasterKey {
         }
     }
 
-    fn open(
+    pub(crate) fn open(
         &self,
         sealed: &[u8],
         aad: &[u8],
         key: &RootKeyRef,
     ) -> Result<KeyMaterial, ProviderError> {
-        match &self.0 {
+        match &*self.0 {
             Master::File(sealing) => {
                 sealing
                     .open(sealed, aad)
@@ -158,7 +162,7 @@ impl MasterKey {
 
 impl core::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match &self.0 {
+        match &*self.0 {
             Master::File(_) => f.write_str("MasterKey(file)"),
             Master::Token { key, .. } => write!(f, "MasterKey(token key {key})"),
         }

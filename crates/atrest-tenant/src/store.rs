@@ -16,7 +16,7 @@ use atrest_filekey::{
 };
 use rusqlite::{Connection, OptionalExtension as _, Transaction, params};
 
-use crate::{Error, RootKeyRef, db};
+use crate::{Error, RecordTag, RootKeyRef, db};
 
 /// Who holds a tenant's root keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -75,6 +75,22 @@ pub struct TenantRecord {
     pub current_tik: KeyVersion,
     /// Its root keys, by slot number (the index).
     pub slots: Vec<RootKeySlot>,
+    /// The record's authentication tag under the tenant's metadata key
+    /// (see [`crate::tenant_key`]): what the key hierarchy checks before it
+    /// obeys the record. `None` once the tenant is purged.
+    pub tag: Option<RecordTag>,
+}
+
+/// A change of a tenant's record: the tag it must still have (so that of
+/// two concurrent changes made from the same state, the second is refused
+/// as a conflict rather than leaving a record that matches neither tag)
+/// and the tag of the changed record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TagUpdate {
+    /// The tag stored now.
+    pub previous: RecordTag,
+    /// The tag of the record after the change.
+    pub next: RecordTag,
 }
 
 /// One TIK version wrapped under the root key of one slot.
@@ -134,35 +150,49 @@ pub trait MetadataStore: Send + Sync {
     -> Result<Vec<TikWrap>, Error>;
 
     /// Adds a TIK version (all of whose wraps are given) and makes it
-    /// current, if the current version is still `previous`.
+    /// current, if the current version is still `previous` and the tag is
+    /// still `tag.previous`; stores `tag.next`.
     ///
     /// # Errors
-    /// [`Error::Store`], also if another roll happened first.
+    /// [`Error::Conflict`] if another change happened first;
+    /// [`Error::Store`].
     async fn add_tik_version(
         &self,
         tenant: TenantId,
         previous: KeyVersion,
         wraps: &[TikWrap],
+        tag: &TagUpdate,
     ) -> Result<(), Error>;
 
     /// Points slot `slot` at `key` and replaces the wraps of every TIK
-    /// version in that slot with `wraps` (one per version).
+    /// version in that slot with `wraps` (one per version), if the tag is
+    /// still `tag.previous`; stores `tag.next`.
     ///
     /// # Errors
-    /// [`Error::Store`], also if the TIK versions changed meanwhile.
+    /// [`Error::Conflict`] if the TIK versions or the record changed
+    /// meanwhile; [`Error::Store`].
     async fn replace_root_key(
         &self,
         tenant: TenantId,
         slot: u8,
         key: &RootKeyRef,
         wraps: &[TikWrap],
+        tag: &TagUpdate,
     ) -> Result<(), Error>;
 
-    /// Marks slot `slot` revoked (or not).
+    /// Marks slot `slot` revoked (or not), if the tag is still
+    /// `tag.previous`; stores `tag.next`.
     ///
     /// # Errors
+    /// [`Error::Conflict`] if the record changed meanwhile;
     /// [`Error::Store`].
-    async fn set_revoked(&self, tenant: TenantId, slot: u8, revoked: bool) -> Result<(), Error>;
+    async fn set_revoked(
+        &self,
+        tenant: TenantId,
+        slot: u8,
+        revoked: bool,
+        tag: &TagUpdate,
+    ) -> Result<(), Error>;
 
     /// Deletes a TIK version and its wraps.
     ///
@@ -170,8 +200,8 @@ pub trait MetadataStore: Send + Sync {
     /// [`Error::Store`].
     async fn retire_tik_version(&self, tenant: TenantId, version: KeyVersion) -> Result<(), Error>;
 
-    /// Deletes every TIK version and wrap of the tenant and marks it purged;
-    /// returns how many TIK versions were destroyed.
+    /// Deletes every TIK version and wrap of the tenant, removes its tag and
+    /// marks it purged; returns how many TIK versions were destroyed.
     ///
     /// # Errors
     /// [`Error::Store`].
@@ -242,7 +272,8 @@ CREATE TABLE IF NOT EXISTS tenants (
     kind        TEXT    NOT NULL CHECK (kind IN ('service', 'customer')),
     state       TEXT    NOT NULL CHECK (state IN ('active', 'purged')),
     tik_id      BLOB    NOT NULL,
-    current_tik INTEGER NOT NULL CHECK (current_tik > 0)
+    current_tik INTEGER NOT NULL CHECK (current_tik > 0),
+    tag         BLOB    -- NULL once purged
 );
 CREATE TABLE IF NOT EXISTS root_key_slots (
     tenant   BLOB    NOT NULL REFERENCES tenants (tenant),
@@ -322,10 +353,18 @@ impl SqliteStore {
     ///
     /// # Errors
     /// [`Error::Store`] if it cannot be opened.
+    ///
+    /// # Errors
+    /// Also [`Error::Corrupt`] for a store made by an earlier version,
+    /// whose tenant records carry no tag.
     pub fn open(path: &Path) -> Result<Self, Error> {
-        Ok(Self {
-            db: Mutex::new(db::open(path, SCHEMA)?),
-        })
+        let db = db::open(path, SCHEMA)?;
+        if db.prepare("SELECT tag FROM tenants LIMIT 0").is_err() {
+            return Err(corrupt(
+                "schema: the store was made by an earlier version (tenant records without tags)",
+            ));
+        }
+        Ok(Self { db: Mutex::new(db) })
     }
 
     fn db(&self) -> MutexGuard<'_, Connection> {
@@ -482,13 +521,15 @@ impl SqliteStore {
         let mut db = self.db();
         let tx = db.transaction()?;
         let inserted = tx.execute(
-            "INSERT INTO tenants (tenant, kind, state, tik_id, current_tik) VALUES (?1, ?2, 'active', ?3, ?4)
+            "INSERT INTO tenants (tenant, kind, state, tik_id, current_tik, tag)
+             VALUES (?1, ?2, 'active', ?3, ?4, ?5)
              ON CONFLICT DO NOTHING",
             params![
                 record.tenant.as_bytes(),
                 kind_text(record.kind),
                 record.tik_id.as_bytes(),
-                u32::from(record.current_tik)
+                u32::from(record.current_tik),
+                record.tag.as_ref().map(RecordTag::as_bytes)
             ],
         )?;
         if inserted == 0 {
@@ -517,7 +558,7 @@ impl SqliteStore {
         let db = self.db();
         let row = db
             .query_row(
-                "SELECT kind, state, tik_id, current_tik FROM tenants WHERE tenant = ?1",
+                "SELECT kind, state, tik_id, current_tik, tag FROM tenants WHERE tenant = ?1",
                 params![tenant.as_bytes()],
                 |row| {
                     Ok((
@@ -525,11 +566,12 @@ impl SqliteStore {
                         row.get::<_, String>(1)?,
                         row.get::<_, Vec<u8>>(2)?,
                         row.get::<_, u32>(3)?,
+                        row.get::<_, Option<Vec<u8>>>(4)?,
                     ))
                 },
             )
             .optional()?;
-        let Some((kind, state, tik_id, current)) = row else {
+        let Some((kind, state, tik_id, current, tag)) = row else {
             return Ok(None);
         };
         let mut statement = db.prepare_cached(
@@ -569,6 +611,9 @@ impl SqliteStore {
             tik_id: key_id(&tik_id)?,
             current_tik: version(current)?,
             slots,
+            tag: tag
+                .map(|tag| RecordTag::from_slice(&tag).ok_or_else(|| corrupt("tenant record tag")))
+                .transpose()?,
         }))
     }
 
@@ -634,6 +679,7 @@ impl SqliteStore {
         tenant: TenantId,
         previous: KeyVersion,
         wraps: &[TikWrap],
+        tag: &TagUpdate,
     ) -> Result<(), Error> {
         let new = wraps
             .first()
@@ -641,8 +687,9 @@ impl SqliteStore {
             .version;
         let mut db = self.db();
         let tx = db.transaction()?;
+        Self::retag(&tx, tenant, tag)?;
         let changed = tx.execute(
-            "UPDATE tenants SET current_tik = ?3 WHERE tenant = ?1 AND current_tik = ?2 AND state = 'active'",
+            "UPDATE tenants SET current_tik = ?3 WHERE tenant = ?1 AND current_tik = ?2",
             params![tenant.as_bytes(), u32::from(previous), u32::from(new)],
         )?;
         if changed == 0 {
@@ -669,6 +716,7 @@ impl SqliteStore {
         slot: u8,
         key: &RootKeyRef,
         wraps: &[TikWrap],
+        tag: &TagUpdate,
     ) -> Result<(), Error> {
         let mut db = self.db();
         let tx = db.transaction()?;
@@ -682,6 +730,7 @@ impl SqliteStore {
                 "the tenant's TIK versions changed during the root key roll; run it again",
             ));
         }
+        Self::retag(&tx, tenant, tag)?;
         let _ = tx.execute(
             "UPDATE root_key_slots SET key = ?3 WHERE tenant = ?1 AND slot = ?2",
             params![tenant.as_bytes(), slot, key.to_string()],
@@ -709,13 +758,41 @@ impl SqliteStore {
     ///
     /// # Errors
     /// As for [`MetadataStore::set_revoked`].
-    pub fn set_revoked(&self, tenant: TenantId, slot: u8, revoked: bool) -> Result<(), Error> {
-        let changed = self.db().execute(
+    pub fn set_revoked(
+        &self,
+        tenant: TenantId,
+        slot: u8,
+        revoked: bool,
+        tag: &TagUpdate,
+    ) -> Result<(), Error> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        Self::retag(&tx, tenant, tag)?;
+        let changed = tx.execute(
             "UPDATE root_key_slots SET revoked = ?3 WHERE tenant = ?1 AND slot = ?2",
             params![tenant.as_bytes(), slot, revoked],
         )?;
         if changed == 0 {
             return Err(Error::Misuse("no such root key slot"));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Replaces an active tenant's tag `tag.previous` by `tag.next`.
+    fn retag(tx: &Transaction<'_>, tenant: TenantId, tag: &TagUpdate) -> Result<(), Error> {
+        let changed = tx.execute(
+            "UPDATE tenants SET tag = ?3 WHERE tenant = ?1 AND state = 'active' AND tag = ?2",
+            params![
+                tenant.as_bytes(),
+                tag.previous.as_bytes(),
+                tag.next.as_bytes()
+            ],
+        )?;
+        if changed == 0 {
+            return Err(Error::Conflict(
+                "the tenant's record changed meanwhile (another change, or a purge)",
+            ));
         }
         Ok(())
     }
@@ -756,7 +833,7 @@ impl SqliteStore {
             params![tenant.as_bytes()],
         )?;
         let _ = tx.execute(
-            "UPDATE tenants SET state = 'purged' WHERE tenant = ?1",
+            "UPDATE tenants SET state = 'purged', tag = NULL WHERE tenant = ?1",
             params![tenant.as_bytes()],
         )?;
         tx.commit()?;
@@ -792,8 +869,9 @@ impl MetadataStore for SqliteStore {
         tenant: TenantId,
         previous: KeyVersion,
         wraps: &[TikWrap],
+        tag: &TagUpdate,
     ) -> Result<(), Error> {
-        SqliteStore::add_tik_version(self, tenant, previous, wraps)
+        SqliteStore::add_tik_version(self, tenant, previous, wraps, tag)
     }
 
     async fn replace_root_key(
@@ -802,12 +880,19 @@ impl MetadataStore for SqliteStore {
         slot: u8,
         key: &RootKeyRef,
         wraps: &[TikWrap],
+        tag: &TagUpdate,
     ) -> Result<(), Error> {
-        SqliteStore::replace_root_key(self, tenant, slot, key, wraps)
+        SqliteStore::replace_root_key(self, tenant, slot, key, wraps, tag)
     }
 
-    async fn set_revoked(&self, tenant: TenantId, slot: u8, revoked: bool) -> Result<(), Error> {
-        SqliteStore::set_revoked(self, tenant, slot, revoked)
+    async fn set_revoked(
+        &self,
+        tenant: TenantId,
+        slot: u8,
+        revoked: bool,
+        tag: &TagUpdate,
+    ) -> Result<(), Error> {
+        SqliteStore::set_revoked(self, tenant, slot, revoked, tag)
     }
 
     async fn retire_tik_version(&self, tenant: TenantId, tik: KeyVersion) -> Result<(), Error> {

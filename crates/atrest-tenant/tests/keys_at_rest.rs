@@ -48,7 +48,7 @@ fn the_master_key_file_is_private_and_checked() {
     std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
     let refused = MasterKey::open_file(&other).unwrap_err().to_string();
     assert!(
-        refused.contains("not an atrest master key file"),
+        refused.contains("not an atrest key file"),
         "{refused}"
     );
     assert!(matches!(

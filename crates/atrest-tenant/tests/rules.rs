@@ -271,6 +271,7 @@ fn a_purge_is_final_cache_included_and_audited() {
     // A new hierarchy over the same store, every provider healthy: still purged.
     let (again, again_admin) = Fixture::build(
         &f.store,
+        &f.tenant_keys,
         &f.audit,
         &f.service,
         &f.customer_a,
@@ -586,6 +587,7 @@ fn a_system_capability_works_only_with_the_hierarchy_that_issued_it() {
     // of its own: its capabilities mean nothing to the first.
     let (_, foreign_admin) = Fixture::build(
         &f.store,
+        &f.tenant_keys,
         &f.audit,
         &f.service,
         &f.customer_a,

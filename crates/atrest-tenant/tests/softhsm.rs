@@ -27,7 +27,7 @@ use atrest_audit::Event;
 use atrest_filekey::{OsRng, TenantId};
 use atrest_tenant::{
     Error, KeyHierarchy, KeyMaterial, MasterKey, Pkcs11Keys, ProviderError, RootKeyProvider,
-    ServiceKeys, SqliteStore,
+    ServiceKeys, SqliteStore, TenantKeyDir,
 };
 use common::{Collected, PIN, USER, context, module, system, token, with_tokens};
 
@@ -43,6 +43,8 @@ fn customer_key_tenant_end_to_end() {
         let master_token = token("service-master-token", "service-master");
         master_token.generate_key("master").unwrap();
         let master = MasterKey::in_token(master_token, "master").unwrap();
+        let tenant_keys =
+            Arc::new(TenantKeyDir::open(&dir.join("tenant-keys"), master.clone()).unwrap());
         let service =
             Arc::new(ServiceKeys::open("service", &dir.join("keys.sqlite"), master).unwrap());
         service.create_key("root").unwrap();
@@ -50,16 +52,17 @@ fn customer_key_tenant_end_to_end() {
 
         let store = Arc::new(SqliteStore::open(&dir.join("tenants.sqlite")).unwrap());
         let audit = Arc::new(Collected::default());
-        let (hierarchy, admin) = KeyHierarchy::builder(store.clone(), audit.clone())
-            .provider(service.clone())
-            .provider(hsm_a.clone() as Arc<dyn RootKeyProvider>)
-            .provider(hsm_b.clone() as Arc<dyn RootKeyProvider>)
-            .service_root_key("service", "root")
-            .availability_key("service", "availability")
-            .policy(common::policy())
-            .cache_ttl(Duration::from_secs(60))
-            .build_with_administration()
-            .unwrap();
+        let (hierarchy, admin) =
+            KeyHierarchy::builder(store.clone(), tenant_keys.clone(), audit.clone())
+                .provider(service.clone())
+                .provider(hsm_a.clone() as Arc<dyn RootKeyProvider>)
+                .provider(hsm_b.clone() as Arc<dyn RootKeyProvider>)
+                .service_root_key("service", "root")
+                .availability_key("service", "availability")
+                .policy(common::policy())
+                .cache_ttl(Duration::from_secs(60))
+                .build_with_administration()
+                .unwrap();
         let scan = admin.capability("scan");
 
         let tenant = TenantId::random(&mut OsRng).unwrap();

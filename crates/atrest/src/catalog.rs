@@ -43,7 +43,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use atrest_filekey::{
     FileContext, FileId, FileVersion, KeyVersion, OsRng, TenantId, WrappedFileKey,
 };
-use atrest_tenant::{Rewrapped, WrappedKeyIndex};
+use atrest_tenant::{RecordTag, Rewrapped, WrappedKeyIndex};
 use rusqlite::{Connection, OptionalExtension as _, Row, params};
 
 use crate::blob::BlobName;
@@ -122,6 +122,9 @@ pub struct SealedBlob {
     pub segment_size: u32,
     /// The stream format version.
     pub format: u8,
+    /// The tag of the record this seal commits, under the tenant's
+    /// metadata key (see [`FileRecord::tag`]).
+    pub tag: RecordTag,
 }
 
 /// A seal still in progress (or abandoned by a process that died).
@@ -326,10 +329,11 @@ CREATE TABLE IF NOT EXISTS catalog_versions (
     blob_len      INTEGER,
     segment_size  INTEGER,
     format        INTEGER,
+    tag           BLOB,
     started_at    INTEGER NOT NULL,
     sealed_at     INTEGER,
     PRIMARY KEY (tenant, file, version),
-    CHECK (state = 'sealing' OR (wrapped IS NOT NULL AND sealed_at IS NOT NULL))
+    CHECK (state = 'sealing' OR (wrapped IS NOT NULL AND sealed_at IS NOT NULL AND tag IS NOT NULL))
 );
 CREATE INDEX IF NOT EXISTS catalog_versions_by_tik ON catalog_versions (tenant, tik_version);
 CREATE TABLE IF NOT EXISTS catalog_retired_tiks (
@@ -341,7 +345,7 @@ CREATE TABLE IF NOT EXISTS catalog_retired_tiks (
 
 /// The columns a record is read from, in [`read_record`]'s order.
 const RECORD_COLUMNS: &str = "f.tenant, f.name, f.file, v.version, v.blob, v.sealed_at, v.wrapped,
-     v.plaintext_len, v.blob_len, v.segment_size, v.format";
+     v.plaintext_len, v.blob_len, v.segment_size, v.format, v.tag";
 
 /// The embedded catalog: SQLite, opened with the same settings as the key
 /// store (write-ahead log, `synchronous = FULL`, `secure_delete`, a busy
@@ -404,6 +408,7 @@ type RecordRow = (
     u64,
     u32,
     u8,
+    Vec<u8>,
 );
 
 fn record_row(row: &Row<'_>) -> rusqlite::Result<RecordRow> {
@@ -419,6 +424,7 @@ fn record_row(row: &Row<'_>) -> rusqlite::Result<RecordRow> {
         row.get(8)?,
         row.get(9)?,
         row.get(10)?,
+        row.get(11)?,
     ))
 }
 
@@ -435,6 +441,7 @@ fn read_record(row: RecordRow) -> Result<FileRecord, CatalogError> {
         blob_len,
         segment_size,
         format,
+        tag,
     ) = row;
     Ok(FileRecord {
         tenant: tenant_id(&tenant)?,
@@ -448,6 +455,7 @@ fn read_record(row: RecordRow) -> Result<FileRecord, CatalogError> {
         blob_len,
         segment_size,
         format,
+        tag: RecordTag::from_slice(&tag).ok_or(CatalogError::Corrupt("record tag"))?,
     })
 }
 
@@ -467,6 +475,15 @@ impl SqliteCatalog {
             },
             other => Error::Keys(other),
         })?;
+        if db
+            .prepare("SELECT tag FROM catalog_versions LIMIT 0")
+            .is_err()
+        {
+            return Err(CatalogError::Corrupt(
+                "schema: the catalog was made by an earlier version (records without tags)",
+            )
+            .into());
+        }
         Ok(Self { db: Mutex::new(db) })
     }
 
@@ -745,7 +762,7 @@ impl SqliteCatalog {
                 .prepare_cached(
                     "UPDATE catalog_versions
                      SET state = 'sealed', plaintext_len = ?5, blob_len = ?6, segment_size = ?7,
-                         format = ?8, sealed_at = ?9
+                         format = ?8, sealed_at = ?9, tag = ?10
                      WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND blob = ?4
                      AND state = 'sealing' AND wrapped IS NOT NULL",
                 )
@@ -759,7 +776,8 @@ impl SqliteCatalog {
                         sealed.blob_len,
                         sealed.segment_size,
                         sealed.format,
-                        sealed_at
+                        sealed_at,
+                        sealed.tag.as_bytes()
                     ])
                 })
                 .map_err(CatalogError::from)?;

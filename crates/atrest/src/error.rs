@@ -117,6 +117,21 @@ pub enum CatalogError {
     /// The catalog holds a value that is not valid (edited or damaged).
     #[error("the catalog holds an invalid {0}")]
     Corrupt(&'static str),
+    /// A file record fails its authentication: it was edited in the
+    /// database (another file's record put under this name or version,
+    /// a size or segment size changed) by someone without the tenant's
+    /// metadata key, and is refused.
+    #[error(
+        "the record of version {version} of {name:?} (tenant {tenant}) fails its authentication (edited in the database?); refused"
+    )]
+    Tampered {
+        /// The tenant.
+        tenant: TenantId,
+        /// The file name asked for.
+        name: String,
+        /// The version the record claims.
+        version: FileVersion,
+    },
     /// The database failed; `kind` says how (busy, I/O, damaged).
     #[error("catalog database: {source}")]
     Database {
@@ -229,7 +244,7 @@ fn catalog_kind(error: &CatalogError) -> ErrorKind {
         | CatalogError::SealNotInProgress { .. }
         | CatalogError::TikRetired { .. } => ErrorKind::Conflict,
         CatalogError::InvalidName { .. } => ErrorKind::Usage,
-        CatalogError::Corrupt(_) => ErrorKind::Integrity,
+        CatalogError::Corrupt(_) | CatalogError::Tampered { .. } => ErrorKind::Integrity,
         CatalogError::Database { kind, .. } => *kind,
     }
 }
@@ -270,7 +285,11 @@ fn tenant_kind(error: &atrest_tenant::Error) -> ErrorKind {
         E::TenantExists(_) | E::TikInUse { .. } | E::Conflict(_) | E::KeyExists(_) => {
             ErrorKind::Conflict
         }
-        E::WrongTenant(_) | E::FileKey(_) | E::Corrupt(_) => ErrorKind::Integrity,
+        E::WrongTenant(_)
+        | E::FileKey(_)
+        | E::Corrupt(_)
+        | E::Tampered { .. }
+        | E::TenantKeyMissing(_) => ErrorKind::Integrity,
         E::Audit(error) => audit_kind(error),
         E::Store(source) => source
             .downcast_ref::<rusqlite::Error>()

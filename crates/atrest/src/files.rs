@@ -10,10 +10,11 @@ use atrest_audit::{Audit, Event, FileRef, Outcome, Record, Text};
 use atrest_filekey::{FileContext, FileKey, FileVersion, KeyVersion, TenantId};
 use atrest_stream::{Backend, FORMAT_VERSION, Opener, Options, Parallelism, Sealer, SegmentSize};
 use atrest_tenant::blocking::block_on;
-use atrest_tenant::{Access, KeyHierarchy, RewrapProgress, RewrapReport};
+use atrest_tenant::{Access, KeyHierarchy, MetadataKey, RewrapProgress, RewrapReport};
 
 use crate::blob::{BlobName, Blobs};
 use crate::catalog::{Catalog, SealInProgress, SealTicket, SealedBlob};
+use crate::record::TaggedFields;
 use crate::{CatalogError, Error, ErrorKind, FileRecord, RecordError};
 
 /// How files are sealed.
@@ -256,13 +257,39 @@ impl Files {
         drop(key);
         let (upload, plaintext_len) = encrypted?;
         let blob_len = upload.finish()?;
-        let sealed = SealedBlob {
+        let metadata = block_on(self.keys.metadata_key_async(context.tenant))?;
+        let sealed = self.sealed_blob(&metadata, ticket, plaintext_len, blob_len);
+        block_on(self.catalog.commit_seal(ticket, &sealed))
+    }
+
+    /// What a seal commits, with the tag of the record it makes.
+    fn sealed_blob(
+        &self,
+        metadata: &MetadataKey,
+        ticket: &SealTicket,
+        plaintext_len: u64,
+        blob_len: u64,
+    ) -> SealedBlob {
+        let segment_size = self.options.segment_size.get();
+        let tag = TaggedFields {
+            tenant: ticket.context.tenant,
+            name: &ticket.name,
+            file: ticket.context.file,
+            version: ticket.context.version,
+            blob: &ticket.blob,
             plaintext_len,
             blob_len,
-            segment_size: self.options.segment_size.get(),
+            segment_size,
             format: FORMAT_VERSION,
-        };
-        block_on(self.catalog.commit_seal(ticket, &sealed))
+        }
+        .tag(metadata);
+        SealedBlob {
+            plaintext_len,
+            blob_len,
+            segment_size,
+            format: FORMAT_VERSION,
+            tag,
+        }
     }
 
     /// Seals several uploads of `tenant` at once, each as in
@@ -299,8 +326,12 @@ impl Files {
             .map(|item| (item.name.clone(), item.blob.clone()))
             .collect();
         let tickets = block_on(self.catalog.begin_seals(tenant, &seals))?;
-        let keys = match self.batch_keys(access, &tickets) {
-            Ok(keys) => keys,
+        let keyed = self.batch_keys(access, &tickets).and_then(|keys| {
+            let metadata = block_on(self.keys.metadata_key_async(tenant))?;
+            Ok((keys, metadata))
+        });
+        let (keys, metadata) = match keyed {
+            Ok(keyed) => keyed,
             Err(error) => {
                 self.abandon_all(&tickets);
                 return Err(error);
@@ -316,7 +347,7 @@ impl Files {
             .collect();
         let sealed = parallel(threads, work, |(plaintext, key, ticket)| {
             let key = key?;
-            self.write_blob(&key, ticket, plaintext)
+            self.write_blob(&key, &metadata, ticket, plaintext)
         });
         // The blobs' names (their directory entries) become durable
         // together, before any record names them.
@@ -439,6 +470,7 @@ impl Files {
     fn write_blob<R: Read>(
         &self,
         key: &FileKey,
+        metadata: &MetadataKey,
         ticket: &SealTicket,
         mut plaintext: R,
     ) -> Result<SealedBlob, Error> {
@@ -457,12 +489,7 @@ impl Files {
         let upload = encryptor.finish()?;
         let blob_len = upload.finish()?;
         self.blobs.make_durable(&ticket.blob)?;
-        Ok(SealedBlob {
-            plaintext_len,
-            blob_len,
-            segment_size: self.options.segment_size.get(),
-            format: FORMAT_VERSION,
-        })
+        Ok(self.sealed_blob(metadata, ticket, plaintext_len, blob_len))
     }
 
     /// Best-effort clean-up of a batch that failed as a whole: blobs first,
@@ -486,7 +513,40 @@ impl Files {
         name: &str,
         version: Option<FileVersion>,
     ) -> Result<FileRecord, Error> {
-        block_on(self.catalog.record(tenant, name, version))
+        let record = block_on(self.catalog.record(tenant, name, version))?;
+        self.authenticate(&record, name, version)?;
+        Ok(record)
+    }
+
+    /// Checks a record's tag under its tenant's metadata key.
+    fn authenticate(
+        &self,
+        record: &FileRecord,
+        name: &str,
+        version: Option<FileVersion>,
+    ) -> Result<(), Error> {
+        let metadata = block_on(self.keys.metadata_key_async(record.tenant))?;
+        record.authenticate(&metadata, name, version)
+    }
+
+    /// The file key of a record read for `name` and `version`: the key is
+    /// released first (the policy decides, and the hierarchy audits a
+    /// release or a refusal), then the record is authenticated; a record
+    /// that fails is audited as a failed open and its key dropped unused.
+    fn key_for(
+        &self,
+        access: &Access<'_>,
+        record: &FileRecord,
+        name: &str,
+        version: Option<FileVersion>,
+    ) -> Result<FileKey, Error> {
+        let key = self.release(access, record)?;
+        if let Err(error) = self.authenticate(record, name, version) {
+            drop(key);
+            self.audit_open(access, record, Err(&error), None)?;
+            return Err(error);
+        }
+        Ok(key)
     }
 
     fn release(&self, access: &Access<'_>, record: &FileRecord) -> Result<FileKey, Error> {
@@ -503,7 +563,7 @@ impl Files {
         &self,
         access: &Access<'_>,
         record: &FileRecord,
-        result: &Result<u64, Error>,
+        result: Result<u64, &Error>,
         range: Option<[u64; 2]>,
     ) -> Result<(), Error> {
         let context = record.context();
@@ -513,7 +573,7 @@ impl Files {
                     Some([start, end]) => record.segments_in(start, end),
                     None => record.segments(),
                 };
-                (*bytes, segments, Outcome::Success)
+                (bytes, segments, Outcome::Success)
             }
             Err(error) => (
                 0,
@@ -557,8 +617,8 @@ impl Files {
         version: Option<FileVersion>,
         out: W,
     ) -> Result<(FileRecord, W), Error> {
-        let record = self.record(tenant, name, version)?;
-        let key = self.release(access, &record)?;
+        let record = block_on(self.catalog.record(tenant, name, version))?;
+        let key = self.key_for(access, &record, name, version)?;
         let result = self.blobs.open(&record.blob).and_then(|blob| {
             let associated_data = record.context().encode();
             Opener::new(&key, &associated_data, self.stream_options())
@@ -570,7 +630,7 @@ impl Files {
             Ok((out, len)) => (Some(out), record.check_len(len)),
             Err(error) => (None, Err(error)),
         };
-        self.audit_open(access, &record, &len, None)?;
+        self.audit_open(access, &record, len.as_ref().copied(), None)?;
         let _ = len?;
         let out = out.ok_or(atrest_stream::Error::Misuse(
             "a decrypted length comes with its writer",
@@ -595,7 +655,7 @@ impl Files {
         range: Range<u64>,
         out: &mut W,
     ) -> Result<(FileRecord, u64), Error> {
-        let record = self.record(tenant, name, version)?;
+        let record = block_on(self.catalog.record(tenant, name, version))?;
         if range.start > range.end || range.end > record.plaintext_len {
             return Err(Error::InvalidRange {
                 start: range.start,
@@ -603,7 +663,7 @@ impl Files {
                 len: record.plaintext_len,
             });
         }
-        let key = self.release(access, &record)?;
+        let key = self.key_for(access, &record, name, version)?;
         let result = self.blobs.ranged(&record.blob).and_then(|blob| {
             let associated_data = record.context().encode();
             Opener::new(&key, &associated_data, self.stream_options())
@@ -620,7 +680,12 @@ impl Files {
                 .map_err(Error::from)
         });
         drop(key);
-        self.audit_open(access, &record, &result, Some([range.start, range.end]))?;
+        self.audit_open(
+            access,
+            &record,
+            result.as_ref().copied(),
+            Some([range.start, range.end]),
+        )?;
         Ok((record, result?))
     }
 

@@ -2,6 +2,7 @@
 
 use atrest_filekey::{FileContext, FileId, FileVersion, KeyVersion, TenantId, WrappedFileKey};
 use atrest_stream::{Layout, SegmentSize};
+use atrest_tenant::{MetadataKey, RecordTag};
 use serde::{Deserialize, Serialize};
 
 use crate::blob::BlobName;
@@ -41,9 +42,98 @@ pub struct FileRecord {
     pub segment_size: u32,
     /// The stream format version.
     pub format: u8,
+    /// The record's tag under the tenant's metadata key
+    /// ([`atrest_tenant::KeyHierarchy::metadata_key_async`]): binds the
+    /// tenant, name, file id, version, blob and sizes together, so a record
+    /// edited in the database (two files' records swapped, a size changed)
+    /// is refused. The wrapped key is not covered: it is bound to the
+    /// tenant, file id and version by its own authentication, and a
+    /// re-wrap replaces it in place.
+    #[serde(with = "tag_hex")]
+    pub tag: RecordTag,
+}
+
+/// The label of file records' tags under a tenant's metadata key.
+const FILE_RECORD_LABEL: &[u8] = b"atrest/v1 file record";
+
+/// What a file record's tag covers, encoded without ambiguity.
+pub(crate) struct TaggedFields<'a> {
+    pub(crate) tenant: TenantId,
+    pub(crate) name: &'a str,
+    pub(crate) file: FileId,
+    pub(crate) version: FileVersion,
+    pub(crate) blob: &'a BlobName,
+    pub(crate) plaintext_len: u64,
+    pub(crate) blob_len: u64,
+    pub(crate) segment_size: u32,
+    pub(crate) format: u8,
+}
+
+impl TaggedFields<'_> {
+    fn message(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128 + self.name.len());
+        out.extend_from_slice(&self.tenant.encode());
+        for text in [self.name, self.blob.as_str()] {
+            out.extend_from_slice(&(text.len() as u64).to_be_bytes());
+            out.extend_from_slice(text.as_bytes());
+        }
+        out.extend_from_slice(&self.file.encode());
+        out.extend_from_slice(&self.version.encode());
+        out.extend_from_slice(&self.plaintext_len.to_be_bytes());
+        out.extend_from_slice(&self.blob_len.to_be_bytes());
+        out.extend_from_slice(&self.segment_size.to_be_bytes());
+        out.push(self.format);
+        out
+    }
+
+    /// The tag these fields get under `key`.
+    pub(crate) fn tag(&self, key: &MetadataKey) -> RecordTag {
+        key.tag(FILE_RECORD_LABEL, &self.message())
+    }
 }
 
 impl FileRecord {
+    fn tagged_fields(&self) -> TaggedFields<'_> {
+        TaggedFields {
+            tenant: self.tenant,
+            name: &self.name,
+            file: self.file,
+            version: self.version,
+            blob: &self.blob,
+            plaintext_len: self.plaintext_len,
+            blob_len: self.blob_len,
+            segment_size: self.segment_size,
+            format: self.format,
+        }
+    }
+
+    /// Checks the record's tag under its tenant's metadata key, and that it
+    /// is the record of `name` (and `version`, if one was asked for).
+    pub(crate) fn authenticate(
+        &self,
+        key: &MetadataKey,
+        name: &str,
+        version: Option<FileVersion>,
+    ) -> Result<(), Error> {
+        let asked = self.name == name && version.is_none_or(|v| v == self.version);
+        if asked
+            && key.verify(
+                FILE_RECORD_LABEL,
+                &self.tagged_fields().message(),
+                &self.tag,
+            )
+        {
+            Ok(())
+        } else {
+            Err(crate::CatalogError::Tampered {
+                tenant: self.tenant,
+                name: name.to_owned(),
+                version: self.version,
+            }
+            .into())
+        }
+    }
+
     /// The file version's context: bound as associated data to the wrapped
     /// key and to every segment of the blob.
     pub fn context(&self) -> FileContext {
@@ -92,5 +182,42 @@ impl FileRecord {
             let covering = layout.segments_covering(start..end);
             covering.end - covering.start
         })
+    }
+}
+
+/// A record tag in serialized records: 64 lowercase hex digits.
+mod tag_hex {
+    use atrest_tenant::RecordTag;
+    use serde::{Deserialize as _, Deserializer, Serializer, de::Error as _};
+
+    pub(super) fn serialize<S: Serializer>(
+        tag: &RecordTag,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let text: String = tag.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        serializer.serialize_str(&text)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<RecordTag, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let bad = || D::Error::custom("a record tag is 64 hex digits");
+        if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        let bytes: Option<Vec<u8>> = text
+            .as_bytes()
+            .chunks_exact(2)
+            .map(|pair| {
+                core::str::from_utf8(pair)
+                    .ok()
+                    .and_then(|digits| u8::from_str_radix(digits, 16).ok())
+            })
+            .collect();
+        bytes
+            .as_deref()
+            .and_then(RecordTag::from_slice)
+            .ok_or_else(bad)
     }
 }

@@ -21,7 +21,9 @@ use std::sync::{Arc, Barrier, mpsc};
 use atrest::audit::Event;
 use atrest::blobs::BlobStore;
 use atrest::filekey::{FileId, FileVersion, OsRng, TenantId};
-use atrest::tenant::{Access, Decision, KeyHierarchy, MasterKey, ServiceKeys, SqliteStore};
+use atrest::tenant::{
+    Access, Decision, KeyHierarchy, MasterKey, ServiceKeys, SqliteStore, TenantKeyDir,
+};
 use atrest::{
     BlobName, Blobs, CatalogError, Error, ErrorKind, FileRecord, Files, MemoryBlobs, SqliteCatalog,
 };
@@ -68,7 +70,8 @@ fn world_with(dir: &Path, blobs: Arc<dyn Blobs>) -> World {
     } else {
         MasterKey::open_file(&master_path).unwrap()
     };
-    let service = Arc::new(ServiceKeys::open("service", &dir.join("keys.sqlite"), master).unwrap());
+    let service =
+        Arc::new(ServiceKeys::open("service", &dir.join("keys.sqlite"), master.clone()).unwrap());
     if fresh {
         service.create_key("root").unwrap();
     }
@@ -88,8 +91,11 @@ fn world_with(dir: &Path, blobs: Arc<dyn Blobs>) -> World {
             catalog.tenant_named("b").unwrap().unwrap(),
         )
     };
+    let tenant_keys =
+        Arc::new(TenantKeyDir::open(&dir.join("tenant-keys"), master.clone()).unwrap());
     let keys = KeyHierarchy::builder(
         Arc::new(SqliteStore::open(&dir.join("meta.sqlite")).unwrap()),
+        tenant_keys,
         records.clone(),
     )
     .provider(service)
@@ -431,12 +437,24 @@ fn failed_and_abandoned_seals_leave_nothing() {
             blob_len: 1,
             segment_size: 65_536,
             format: 1,
+            tag: atrest::tenant::RecordTag::from_slice(&[0; 32]).unwrap(),
         },
     );
     assert!(matches!(
         committed,
         Err(Error::Catalog(CatalogError::SealNotInProgress { .. }))
     ));
+}
+
+/// Swaps two file names in the catalog database, as a writer of the
+/// metadata database could.
+fn swap_names(dir: &TempDir, a: &str, b: &str) {
+    for (from, to) in [(a, "swap"), (b, a), ("swap", b)] {
+        edit_catalog(
+            dir,
+            &format!("UPDATE catalog_files SET name = '{to}' WHERE name = '{from}'"),
+        );
+    }
 }
 
 /// Edits the catalog database directly, as a writer of the metadata
@@ -514,8 +532,12 @@ fn records_and_blobs_that_do_not_match_are_refused() {
             BlobName::random().unwrap()
         ),
     );
-    let gone = open("one").unwrap_err();
-    assert_eq!(gone.kind(), ErrorKind::NotFound, "{gone}");
+    // The record's tag covers its blob's name.
+    let moved = open("one").unwrap_err();
+    assert!(
+        matches!(moved, Error::Catalog(CatalogError::Tampered { .. })),
+        "{moved}"
+    );
     edit_catalog(
         &dir,
         &format!(
@@ -533,6 +555,46 @@ fn records_and_blobs_that_do_not_match_are_refused() {
         ),
     );
     integrity(open("one"));
+    edit_catalog(
+        &dir,
+        &format!(
+            "UPDATE catalog_versions SET wrapped = x'{}' WHERE {same}",
+            hex(record.wrapped_key.as_ref())
+        ),
+    );
+    assert_eq!(open("one").unwrap(), plain);
+
+    // Two files' records swapped: each name now leads to the other's file
+    // id, blob and key, all authentic for that file. The records' tags
+    // bind each to its name, so both are refused.
+    let plain_two = data(1_000, 2);
+    let _ = files
+        .seal(&ALICE, world.a, "two", plain_two.as_slice())
+        .unwrap();
+    swap_names(&dir, "one", "two");
+    for name in ["one", "two"] {
+        let swapped = open(name).unwrap_err();
+        assert!(
+            matches!(swapped, Error::Catalog(CatalogError::Tampered { .. })),
+            "{swapped}"
+        );
+        assert_eq!(swapped.kind(), ErrorKind::Integrity);
+    }
+    // Asking for version 2 of "one" now finds the second version of the
+    // file once named "two": refused too.
+    let version_two = files
+        .open(
+            &ALICE,
+            world.a,
+            "one",
+            Some(FileVersion::try_from(2u64).unwrap()),
+            Vec::new(),
+        )
+        .unwrap_err();
+    assert_eq!(version_two.kind(), ErrorKind::Integrity, "{version_two}");
+    swap_names(&dir, "one", "two");
+    assert_eq!(open("one").unwrap(), plain);
+    assert_eq!(open("two").unwrap(), plain_two);
 
     // A principal of another tenant; a range outside the file.
     let bob = Access::User { principal: "bob@b" };
@@ -824,6 +886,8 @@ fn every_failure_has_its_kind() {
     use atrest::tenant::fault::{Fault, FaultInjector};
     let dir = TempDir::new("kinds");
     let master = MasterKey::create_file(&dir.path().join("master.key")).unwrap();
+    let tenant_keys =
+        Arc::new(TenantKeyDir::open(&dir.path().join("tenant-keys"), master.clone()).unwrap());
     let service =
         Arc::new(ServiceKeys::open("service", &dir.path().join("keys.sqlite"), master).unwrap());
     service.create_key("root").unwrap();
@@ -831,6 +895,7 @@ fn every_failure_has_its_kind() {
     let records = Arc::new(Records::default());
     let keys = KeyHierarchy::builder(
         Arc::new(SqliteStore::open(&dir.path().join("meta.sqlite")).unwrap()),
+        tenant_keys,
         records.clone(),
     )
     .provider(faulty.clone())

@@ -8,7 +8,7 @@ use atrest::audit::{AuditLog, Auditor, Event, Outcome, Receipt, Record, Sink, Si
 use atrest::blobs::BlobStore;
 use atrest::tenant::{
     Administration, KeyHierarchy, KeyMaterial, Pkcs11Keys, ProviderError, ReleasePolicy,
-    RootKeyProvider, RootKeyRef, ServiceKeys, SqliteStore,
+    RootKeyProvider, RootKeyRef, ServiceKeys, SqliteStore, TenantKeyDir,
 };
 use atrest::{Files, SqliteCatalog};
 
@@ -100,6 +100,7 @@ pub(super) struct Parts<'a> {
     pub(super) options: &'a Options,
     pub(super) service: &'a Arc<ServiceKeys>,
     pub(super) store: &'a Arc<SqliteStore>,
+    pub(super) tenant_keys: &'a Arc<TenantKeyDir>,
     pub(super) catalog: &'a Arc<SqliteCatalog>,
     pub(super) blobs: &'a Arc<BlobStore>,
     pub(super) log: &'a Arc<AuditLog>,
@@ -121,12 +122,13 @@ impl Parts<'_> {
             Auditor::new(self.log.clone())
                 .with_sink(Box::new(self.fallbacks.clone()), SinkPolicy::BestEffort),
         );
-        let mut builder = KeyHierarchy::builder(self.store.clone(), audit.clone())
-            .provider(self.service.clone())
-            .service_root_key(SERVICE_PROVIDER, ROOT_KEY)
-            .availability_key(SERVICE_PROVIDER, AVAILABILITY_KEY)
-            .policy(policy)
-            .actor(&options.actor);
+        let mut builder =
+            KeyHierarchy::builder(self.store.clone(), self.tenant_keys.clone(), audit.clone())
+                .provider(self.service.clone())
+                .service_root_key(SERVICE_PROVIDER, ROOT_KEY)
+                .availability_key(SERVICE_PROVIDER, AVAILABILITY_KEY)
+                .policy(policy)
+                .actor(&options.actor);
         for token in &self.config.tokens {
             let (provider, problem) = open_token(token);
             if let Some(problem) = problem {

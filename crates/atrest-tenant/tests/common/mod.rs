@@ -13,7 +13,7 @@ use atrest_filekey::{FileContext, FileId, FileVersion, OsRng, TenantId};
 use atrest_tenant::fault::FaultInjector;
 use atrest_tenant::{
     Access, Decision, KeyHierarchy, MasterKey, Pkcs11Keys, ReleasePolicy, RootKeyProvider,
-    RootKeyRef, ServiceKeys, SqliteStore,
+    RootKeyRef, ServiceKeys, SqliteStore, TenantKeyDir,
 };
 pub use atrest_test_support::TempDir;
 /// Collects audit records in memory (the real log is tested in
@@ -77,6 +77,7 @@ pub struct Fixture {
     pub keys_a: Arc<ServiceKeys>,
     pub keys_b: Arc<ServiceKeys>,
     pub store: Arc<SqliteStore>,
+    pub tenant_keys: Arc<TenantKeyDir>,
     pub audit: Arc<Collected>,
     pub hierarchy: KeyHierarchy,
     pub admin: atrest_tenant::Administration,
@@ -90,6 +91,8 @@ impl Fixture {
     pub fn with_ttl(name: &str, ttl: Duration) -> Self {
         let dir = TempDir::new(name);
         let master = MasterKey::create_file(&dir.path().join("master.key")).unwrap();
+        let tenant_keys =
+            Arc::new(TenantKeyDir::open(&dir.path().join("tenant-keys"), master.clone()).unwrap());
         let service = Arc::new(
             ServiceKeys::open("service", &dir.path().join("keys.sqlite"), master).unwrap(),
         );
@@ -112,8 +115,15 @@ impl Fixture {
         let customer_b = Arc::new(FaultInjector::new(keys_b.clone()));
         let store = Arc::new(SqliteStore::open(&dir.path().join("tenants.sqlite")).unwrap());
         let audit = Arc::new(Collected::default());
-        let (hierarchy, admin) =
-            Self::build(&store, &audit, &service, &customer_a, &customer_b, ttl);
+        let (hierarchy, admin) = Self::build(
+            &store,
+            &tenant_keys,
+            &audit,
+            &service,
+            &customer_a,
+            &customer_b,
+            ttl,
+        );
         Self {
             dir,
             service,
@@ -122,6 +132,7 @@ impl Fixture {
             keys_a,
             keys_b,
             store,
+            tenant_keys,
             audit,
             hierarchy,
             admin,
@@ -130,13 +141,14 @@ impl Fixture {
 
     pub fn build(
         store: &Arc<SqliteStore>,
+        tenant_keys: &Arc<TenantKeyDir>,
         audit: &Arc<Collected>,
         service: &Arc<ServiceKeys>,
         a: &Arc<FaultInjector>,
         b: &Arc<FaultInjector>,
         ttl: Duration,
     ) -> (KeyHierarchy, atrest_tenant::Administration) {
-        KeyHierarchy::builder(store.clone(), audit.clone())
+        KeyHierarchy::builder(store.clone(), tenant_keys.clone(), audit.clone())
             .provider(service.clone() as Arc<dyn RootKeyProvider>)
             .provider(a.clone() as Arc<dyn RootKeyProvider>)
             .provider(b.clone() as Arc<dyn RootKeyProvider>)
