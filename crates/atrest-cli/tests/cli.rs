@@ -1426,3 +1426,62 @@ fn every_file_of_a_deployment_is_its_owners_only() {
     let out = std::fs::metadata(dir.path().join("out.bin")).unwrap();
     assert_eq!(out.permissions().mode() & 0o777, 0o600);
 }
+
+/// Copies every database file of a deployment (`*.sqlite`, with any
+/// `-wal`/`-shm` beside it) from `from` to `to`, as a backup or a restore.
+fn copy_databases(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(to).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().contains(".sqlite") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let mut copied = 0;
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name.to_string_lossy().contains(".sqlite") {
+            std::fs::copy(entry.path(), to.join(&name)).unwrap();
+            copied += 1;
+        }
+    }
+    assert!(copied >= 3, "the key store, the root keys and the catalog");
+}
+
+#[test]
+fn restoring_a_database_backup_after_a_purge_leaves_the_tenant_unreadable() {
+    let dir = TempDir::new("backup-restore");
+    let (cli, _) = deployment_with_file(dir.path(), "report.txt", b"contoso's report");
+    cli.ok(&["tenant", "create", "fabrikam"]);
+    let other = dir.path().join("plan.txt");
+    std::fs::write(&other, b"fabrikam's plan").unwrap();
+    cli.ok(&["put", "fabrikam", other.to_str().unwrap()]);
+
+    // Last night's backup of every database, then the purge.
+    let backup = dir.path().join("backup");
+    copy_databases(&cli.data, &backup);
+    cli.ok(&["purge", "contoso", "--yes"]);
+    cli.expect(4, &["get", "contoso", "report.txt"]);
+
+    // The backup restored over the purged databases: the records say
+    // contoso is active again, but its tenant key is gone.
+    copy_databases(&backup, &cli.data);
+    let output = cli.run(&["get", "contoso", "report.txt"]);
+    assert_eq!(output.status.code(), Some(5), "{output:?}");
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("has no tenant key"), "{stderr}");
+    let output = cli.run(&["--json", "tenant", "show", "contoso"]);
+    assert_eq!(output.status.code(), Some(5), "{output:?}");
+
+    // Other tenants are unaffected.
+    assert_eq!(
+        cli.ok(&["get", "fabrikam", "plan.txt"]).as_bytes(),
+        b"fabrikam's plan"
+    );
+    // Purging again brings the records in line.
+    cli.ok(&["purge", "contoso", "--yes"]);
+    assert_eq!(cli.json(&["tenant", "show", "contoso"])["state"], "purged");
+    cli.expect(4, &["get", "contoso", "report.txt"]);
+}

@@ -47,10 +47,7 @@ fn the_master_key_file_is_private_and_checked() {
     std::fs::write(&other, "hello\n").unwrap();
     std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
     let refused = MasterKey::open_file(&other).unwrap_err().to_string();
-    assert!(
-        refused.contains("not an atrest key file"),
-        "{refused}"
-    );
+    assert!(refused.contains("not an atrest key file"), "{refused}");
     assert!(matches!(
         MasterKey::open_file(&dir.path().join("missing")),
         Err(Error::KeyFile {

@@ -726,3 +726,135 @@ fn relabelled_slots_and_kinds_do_not_unwrap() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[test]
+fn a_database_backup_restored_after_a_purge_brings_nothing_back() {
+    let f = Fixture::new("backup-restore");
+    let tenant = f.customer_tenant();
+    let other = f.customer_tenant();
+    let service_managed = f.service_tenant();
+    let files: Vec<_> = [tenant, other, service_managed]
+        .into_iter()
+        .map(|t| {
+            let ctx = context(t);
+            let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+            (ctx, wrapped)
+        })
+        .collect();
+
+    // A backup of every database file (the key metadata, the service's
+    // root keys, the customer stand-ins' key stores), taken while
+    // everything is consistent.
+    let databases: Vec<_> = std::fs::read_dir(f.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sqlite"))
+        .collect();
+    assert!(databases.len() >= 4);
+    for db in &databases {
+        let connection = rusqlite::Connection::open(db).unwrap();
+        let _: i64 = connection
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+            .unwrap();
+    }
+    let backup: Vec<_> = databases
+        .iter()
+        .map(|db| (db.clone(), std::fs::read(db).unwrap()))
+        .collect();
+
+    f.hierarchy.purge(tenant).unwrap();
+    f.hierarchy.purge(service_managed).unwrap();
+
+    // Restored over the live files; a new hierarchy over them, every
+    // customer key healthy.
+    for (db, bytes) in &backup {
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        }
+        std::fs::write(db, bytes).unwrap();
+    }
+    let store = std::sync::Arc::new(SqliteStore::open(&f.dir.join("tenants.sqlite")).unwrap());
+    let (again, admin) = Fixture::build(
+        &store,
+        &f.tenant_keys,
+        &f.audit,
+        &f.service,
+        &f.customer_a,
+        &f.customer_b,
+        Duration::from_secs(60),
+    );
+    let scan = admin.capability("scan");
+    for purged in [tenant, service_managed] {
+        assert_eq!(
+            store.tenant(purged).unwrap().unwrap().state,
+            TenantState::Active,
+            "the restored records say the tenant is active"
+        );
+        let (ctx, wrapped) = files.iter().find(|(c, _)| c.tenant == purged).unwrap();
+        for access in [USER, system(&scan)] {
+            let result = again.release_file_key(&access, ctx, wrapped);
+            assert!(
+                matches!(result, Err(Error::TenantKeyMissing(t)) if t == purged),
+                "{result:?}"
+            );
+        }
+    }
+    assert!(
+        f.audit.count(
+            |e, _| matches!(e, Event::Custom { kind, .. } if kind.as_str() == "metadata_rejected")
+        ) >= 2
+    );
+    // The other tenant is unaffected.
+    let (ctx, wrapped) = &files[1];
+    again.release_file_key(&USER, ctx, wrapped).unwrap();
+    // Purging again makes the records agree.
+    again.purge(tenant).unwrap();
+    assert!(matches!(
+        again.release_file_key(&USER, &files[0].0, &files[0].1),
+        Err(Error::Purged(_))
+    ));
+}
+
+#[test]
+fn an_edited_tenant_record_is_refused_and_audited() {
+    let f = Fixture::new("edited-record");
+    let tenant = f.customer_tenant();
+    let ctx = context(tenant);
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    f.hierarchy
+        .revoke_customer_key(tenant, &Fixture::customer_keys()[0])
+        .unwrap();
+    f.hierarchy
+        .revoke_customer_key(tenant, &Fixture::customer_keys()[1])
+        .unwrap();
+    f.hierarchy.flush_cache();
+    assert!(matches!(
+        f.hierarchy.release_file_key(&USER, &ctx, &wrapped),
+        Err(Error::Revoked(_))
+    ));
+    // The database writer clears the revocations.
+    let db = rusqlite::Connection::open(f.dir.join("tenants.sqlite")).unwrap();
+    db.execute("UPDATE root_key_slots SET revoked = 0", [])
+        .unwrap();
+    drop(db);
+    // Read again once the cached record expires (here: at once).
+    f.hierarchy.flush_cache();
+    let result = f.hierarchy.release_file_key(&USER, &ctx, &wrapped);
+    assert!(
+        matches!(result, Err(Error::Tampered { tenant: t, .. }) if t == tenant),
+        "{result:?}"
+    );
+    assert_eq!(
+        f.audit.count(
+            |e, _| matches!(e, Event::Custom { kind, .. } if kind.as_str() == "metadata_rejected")
+        ),
+        1
+    );
+    // Revocation cannot be undone by the service either: a new revocation
+    // attempt sees the edited record and is refused too.
+    assert!(matches!(
+        f.hierarchy
+            .revoke_customer_key(tenant, &Fixture::customer_keys()[0]),
+        Err(Error::Tampered { .. })
+    ));
+}

@@ -22,11 +22,22 @@ impl TempDir {
     #[allow(clippy::expect_used)]
     #[must_use]
     pub fn new(name: &str) -> Self {
+        Self::new_in(&std::env::temp_dir(), name)
+    }
+
+    /// As [`TempDir::new`], under `parent` instead of the system temporary
+    /// directory (`/dev/shm`, say, for scratch files nothing needs to sync).
+    ///
+    /// # Panics
+    /// If the directory cannot be created.
+    #[allow(clippy::expect_used)]
+    #[must_use]
+    pub fn new_in(parent: &Path, name: &str) -> Self {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_nanos());
-        let path = std::env::temp_dir().join(format!(
+        let path = parent.join(format!(
             "atrest-{name}-{}-{}-{nanos:x}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed),
