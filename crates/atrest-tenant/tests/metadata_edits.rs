@@ -96,7 +96,6 @@ fn edits_of(db: &Connection, victim: TenantId) -> Vec<Edit> {
             .unwrap();
         let columns: Vec<String> = statement
             .column_names()
-            .into_iter()
             .skip(1)
             .map(str::to_owned)
             .collect();
