@@ -25,7 +25,12 @@
 //!
 //! # Where tenant keys live
 //!
-//! [`TenantKeyDir`] keeps each tenant key in its own file in a directory
+//! In a PKCS#11 token, when the deployment has one: [`crate::Pkcs11Keys`]
+//! implements [`TenantKeyStore`] with one generic secret per tenant, made
+//! in the token (sensitive, not extractable, usable only for HMAC), which
+//! computes each derivation itself; a purge destroys the token object.
+//!
+//! Otherwise [`TenantKeyDir`] keeps each tenant key in its own file in a directory
 //! (mode 0700; files 0600), sealed under the deployment's [`MasterKey`]
 //! (a key file, or a key in a PKCS#11 token). Purge overwrites the file with
 //! random bytes, syncs it and removes it. The directory must therefore not

@@ -375,3 +375,87 @@ fn audit_checkpoints_signed_by_a_key_that_never_leaves_the_token() {
         },
     );
 }
+
+#[test]
+fn tenant_keys_in_a_token_never_leave_it_and_a_purge_destroys_them_there() {
+    with_tokens(
+        "tenant_keys_in_a_token_never_leave_it_and_a_purge_destroys_them_there",
+        |dir| {
+            // The deployment's token holds the master key and the tenant keys.
+            let deployment_token = token("deployment", "service-master");
+            deployment_token.generate_key("master").unwrap();
+            let master = MasterKey::in_token(deployment_token.clone(), "master").unwrap();
+            let service =
+                Arc::new(ServiceKeys::open("service", &dir.join("keys.sqlite"), master).unwrap());
+            service.create_key("root").unwrap();
+            let db = dir.join("tenants.sqlite");
+            let build = || {
+                KeyHierarchy::builder(
+                    Arc::new(SqliteStore::open(&db).unwrap()),
+                    deployment_token.clone(),
+                    Arc::new(Collected::default()),
+                )
+                .provider(service.clone())
+                .service_root_key("service", "root")
+                .policy(common::policy())
+                .cache_ttl(Duration::ZERO)
+                .build()
+                .unwrap()
+            };
+            let hierarchy = build();
+            let [tenant, other] = [0; 2].map(|_| TenantId::random(&mut OsRng).unwrap());
+            let files: Vec<_> = [tenant, other]
+                .into_iter()
+                .map(|t| {
+                    hierarchy.create_service_tenant(t).unwrap();
+                    let ctx = context(t);
+                    let (key, wrapped) = hierarchy.new_file_key(&USER, &ctx).unwrap();
+                    (ctx, wrapped, *key.expose_secret())
+                })
+                .collect();
+            for (ctx, wrapped, key) in &files {
+                let released = hierarchy.release_file_key(&USER, ctx, wrapped).unwrap();
+                assert_eq!(released.expose_secret(), key);
+            }
+
+            // The tenant key is a token object that cannot be read out.
+            let record = hierarchy.tenant(tenant).unwrap();
+            let label = format!("atrest-tenant-{tenant}-{}", record.tik_id);
+            let protection = deployment_token.protection(&label).unwrap();
+            assert!(protection.sensitive && !protection.extractable);
+            assert!(protection.always_sensitive && protection.never_extractable);
+            assert!(!protection.value_readable);
+            assert!(matches!(
+                deployment_token.create_tenant_key(tenant, record.tik_id),
+                Err(Error::TenantExists(_))
+            ));
+
+            // Back up the database, purge, restore: the token's key is gone.
+            let connection = rusqlite::Connection::open(&db).unwrap();
+            let _: i64 = connection
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+                .unwrap();
+            drop(connection);
+            let backup = std::fs::read(&db).unwrap();
+            hierarchy.purge(tenant).unwrap();
+            drop(hierarchy);
+            assert!(matches!(
+                deployment_token.protection(&label),
+                Err(ProviderError::NotFound { .. })
+            ));
+            for suffix in ["-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+            }
+            std::fs::write(&db, backup).unwrap();
+            let restored = build();
+            let (ctx, wrapped, _) = &files[0];
+            assert!(matches!(
+                restored.release_file_key(&USER, ctx, wrapped),
+                Err(Error::TenantKeyMissing(t)) if t == tenant
+            ));
+            let (ctx, wrapped, key) = &files[1];
+            let released = restored.release_file_key(&USER, ctx, wrapped).unwrap();
+            assert_eq!(released.expose_secret(), key);
+        },
+    );
+}
