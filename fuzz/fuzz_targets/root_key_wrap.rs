@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use atrest_tenant::{MasterKey, ProviderError, RootKeyRef, ServiceKeys};
+use atrest_tenant::{MasterKey, ProviderError, RootKeyRef, ServiceKeys, TikBinding};
 use libfuzzer_sys::fuzz_target;
 
 fn service() -> &'static (ServiceKeys, RootKeyRef) {
@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
     let (keys, root) = service();
     let (aad, wrapped) = data.split_at(data.len().min(8));
     assert!(matches!(
-        keys.unwrap(root, wrapped, aad),
+        keys.unwrap(root, wrapped, &TikBinding::from_bytes(aad.to_vec())),
         Err(ProviderError::AuthenticationFailed { .. })
     ));
 });

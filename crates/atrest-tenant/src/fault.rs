@@ -8,7 +8,7 @@ use std::sync::PoisonError;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::{KeyMaterial, ProviderError, RootKeyProvider, RootKeyRef};
+use crate::{KeyMaterial, ProviderError, RootKeyProvider, RootKeyRef, TikBinding};
 
 /// What [`FaultInjector`] does to each call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -102,19 +102,19 @@ impl RootKeyProvider for FaultInjector {
         &self,
         key: &RootKeyRef,
         material: &KeyMaterial,
-        aad: &[u8],
+        binding: &TikBinding,
     ) -> Result<Vec<u8>, ProviderError> {
         self.inject(key)?;
-        self.inner.wrap(key, material, aad).await
+        self.inner.wrap(key, material, binding).await
     }
 
     async fn unwrap(
         &self,
         key: &RootKeyRef,
         wrapped: &[u8],
-        aad: &[u8],
+        binding: &TikBinding,
     ) -> Result<KeyMaterial, ProviderError> {
         self.inject(key)?;
-        self.inner.unwrap(key, wrapped, aad).await
+        self.inner.unwrap(key, wrapped, binding).await
     }
 }

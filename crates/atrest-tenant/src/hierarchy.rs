@@ -18,7 +18,7 @@ use crate::store::{
 use crate::tenant_key::{MetadataKey, RecordTag, TenantKeyStore};
 use crate::{
     Access, Decision, DenyAll, Error, KeyMaterial, MetadataStore, ProviderError, ReleasePolicy,
-    RootKeyProvider, RootKeyRef, WrappedKeyIndex,
+    RootKeyProvider, RootKeyRef, TikBinding, WrappedKeyIndex,
 };
 
 const TIK_AAD_LABEL: &[u8] = b"atrest/v2 tik";
@@ -79,7 +79,7 @@ pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
 /// role, key): a wrap moved to another slot, a slot relabelled (a customer
 /// key made the availability key, say), or a tenant's kind changed in the
 /// database no longer unwraps.
-fn tik_aad(record: &TenantRecord, version: KeyVersion, slot: u8, root: &RootKeySlot) -> Vec<u8> {
+fn tik_aad(record: &TenantRecord, version: KeyVersion, slot: u8, root: &RootKeySlot) -> TikBinding {
     let mut aad = TIK_AAD_LABEL.to_vec();
     aad.extend_from_slice(&record.tenant.encode());
     aad.push(match record.kind {
@@ -91,7 +91,7 @@ fn tik_aad(record: &TenantRecord, version: KeyVersion, slot: u8, root: &RootKeyS
     aad.push(slot);
     aad.push(role_code(root.role));
     root.key.encode_into(&mut aad);
-    aad
+    TikBinding::from_bytes(aad)
 }
 
 /// Awaits each future in turn (wrapping a TIK under each of a tenant's

@@ -22,10 +22,12 @@ pub use hierarchy::{
 };
 pub use pkcs11::{KeyProtection, Pkcs11Keys, TokenCheckpointSigner};
 pub use policy::{Access, Administration, Decision, DenyAll, ReleasePolicy, SystemCapability};
-pub use provider::{KeyMaterial, MAX_NAME_LEN, RootKeyProvider, RootKeyRef};
+pub use provider::{
+    KeyMaterial, MAX_NAME_LEN, RootKeyMaterial, RootKeyProvider, RootKeyRef, TikBinding,
+};
 pub use service::{MasterKey, ServiceKeys};
 pub use store::{
     MetadataStore, Rewrapped, RootKeySlot, SlotRole, SqliteStore, TagUpdate, TenantKind,
     TenantRecord, TenantState, TikWrap, WrappedKeyIndex,
 };
-pub use tenant_key::{MetadataKey, RecordTag, TenantKeyDir, TenantKeyStore};
+pub use tenant_key::{DerivedKey, MetadataKey, RecordTag, TenantKeyDir, TenantKeyStore};

@@ -50,7 +50,11 @@ use zeroize::Zeroize;
 
 use atrest_filekey::{KeyId, TenantId};
 
-use crate::{KeyMaterial, ProviderError, RootKeyProvider, RootKeyRef, TenantKeyStore};
+use crate::seal::Secret;
+use crate::{
+    DerivedKey, KeyMaterial, ProviderError, RootKeyMaterial, RootKeyProvider, RootKeyRef,
+    TenantKeyStore, TikBinding,
+};
 
 /// The label prefix of tenant keys held in a token.
 const TENANT_KEY_PREFIX: &str = "atrest-tenant-";
@@ -298,7 +302,7 @@ impl Pkcs11Keys {
     pub fn import_key(
         &self,
         label: &str,
-        material: &KeyMaterial,
+        material: &RootKeyMaterial,
     ) -> Result<RootKeyRef, ProviderError> {
         let key = self.key_ref(label)?;
         let guard = self.session(&key)?;
@@ -634,8 +638,8 @@ fn full_aad(aad: &[u8]) -> Vec<u8> {
 
 /// The provider calls, blocking (this provider answers without waiting).
 impl Pkcs11Keys {
-    /// Wraps `material` under root key `key`, binding `aad`: the blocking
-    /// form of [`RootKeyProvider::wrap`].
+    /// Wraps `material` under root key `key`, binding `binding`: the
+    /// blocking form of [`RootKeyProvider::wrap`].
     ///
     /// # Errors
     /// As for [`RootKeyProvider::wrap`].
@@ -643,6 +647,31 @@ impl Pkcs11Keys {
         &self,
         key: &RootKeyRef,
         material: &KeyMaterial,
+        binding: &TikBinding,
+    ) -> Result<Vec<u8>, ProviderError> {
+        self.wrap_secret(key, material, binding.as_bytes())
+    }
+
+    /// Unwraps what [`Self::wrap`] returned: the blocking form of
+    /// [`RootKeyProvider::unwrap`].
+    ///
+    /// # Errors
+    /// As for [`RootKeyProvider::unwrap`].
+    pub fn unwrap(
+        &self,
+        key: &RootKeyRef,
+        wrapped: &[u8],
+        binding: &TikBinding,
+    ) -> Result<KeyMaterial, ProviderError> {
+        self.unwrap_secret(key, wrapped, binding.as_bytes())
+    }
+
+    /// Wraps a 32-byte secret of any role under `key` (AES-GCM in the
+    /// token), binding `aad`.
+    pub(crate) fn wrap_secret(
+        &self,
+        key: &RootKeyRef,
+        secret: &impl Secret,
         aad: &[u8],
     ) -> Result<Vec<u8>, ProviderError> {
         let mut iv = [0u8; IV_LEN];
@@ -657,23 +686,19 @@ impl Pkcs11Keys {
             let handle = self.handle(session, key)?;
             gcm_encrypt(iv, |iv| {
                 let params = GcmParams::new(iv, &aad, TAG_BITS.into())?;
-                session.encrypt(&Mechanism::AesGcm(params), handle, material.expose_secret())
+                session.encrypt(&Mechanism::AesGcm(params), handle, secret.bytes())
             })
         })?;
         assemble_wrapped(key, used_iv, &ciphertext)
     }
 
-    /// Unwraps what [`Self::wrap`] returned: the blocking form of
-    /// [`RootKeyProvider::unwrap`].
-    ///
-    /// # Errors
-    /// As for [`RootKeyProvider::unwrap`].
-    pub fn unwrap(
+    /// Unwraps what [`Self::wrap_secret`] returned.
+    pub(crate) fn unwrap_secret<S: Secret>(
         &self,
         key: &RootKeyRef,
         wrapped: &[u8],
         aad: &[u8],
-    ) -> Result<KeyMaterial, ProviderError> {
+    ) -> Result<S, ProviderError> {
         if wrapped.len() != WRAPPED_LEN || wrapped.first() != Some(&VERSION) {
             return Err(ProviderError::AuthenticationFailed { key: key.clone() });
         }
@@ -695,9 +720,11 @@ impl Pkcs11Keys {
                 other => other,
             }
         })?;
-        let material = KeyMaterial::from_secret_slice(&plain);
+        let secret = <&[u8; 32]>::try_from(plain.as_slice())
+            .ok()
+            .map(S::from_bytes);
         plain.zeroize();
-        material.ok_or_else(|| ProviderError::AuthenticationFailed { key: key.clone() })
+        secret.ok_or_else(|| ProviderError::AuthenticationFailed { key: key.clone() })
     }
 }
 
@@ -711,18 +738,18 @@ impl RootKeyProvider for Pkcs11Keys {
         &self,
         key: &RootKeyRef,
         material: &KeyMaterial,
-        aad: &[u8],
+        binding: &TikBinding,
     ) -> Result<Vec<u8>, ProviderError> {
-        Pkcs11Keys::wrap(self, key, material, aad)
+        Pkcs11Keys::wrap(self, key, material, binding)
     }
 
     async fn unwrap(
         &self,
         key: &RootKeyRef,
         wrapped: &[u8],
-        aad: &[u8],
+        binding: &TikBinding,
     ) -> Result<KeyMaterial, ProviderError> {
-        Pkcs11Keys::unwrap(self, key, wrapped, aad)
+        Pkcs11Keys::unwrap(self, key, wrapped, binding)
     }
 }
 
@@ -788,7 +815,7 @@ impl Pkcs11Keys {
         tenant: TenantId,
         tik_id: KeyId,
         input: &[u8],
-    ) -> Result<KeyMaterial, crate::Error> {
+    ) -> Result<DerivedKey, crate::Error> {
         let key = Self::tenant_key_ref(tenant, tik_id)?;
         let result = self.with_session(&key, |session| {
             let handle = self.handle(session, &key)?;
@@ -796,7 +823,7 @@ impl Pkcs11Keys {
         });
         match result {
             Ok(mut mac) => {
-                let material = KeyMaterial::from_secret_slice(&mac);
+                let material = DerivedKey::from_secret_slice(&mac);
                 mac.zeroize();
                 material.ok_or(crate::Error::Misuse("HMAC-SHA256 gives 32 bytes"))
             }
@@ -845,7 +872,7 @@ impl TenantKeyStore for Pkcs11Keys {
         tenant: TenantId,
         tik_id: KeyId,
         input: &[u8],
-    ) -> Result<KeyMaterial, crate::Error> {
+    ) -> Result<DerivedKey, crate::Error> {
         self.derive_with_tenant_key(tenant, tik_id, input)
     }
 

@@ -2,8 +2,6 @@
 
 use core::fmt;
 
-use zeroize::{Zeroize, ZeroizeOnDrop};
-
 use crate::ProviderError;
 
 /// Longest provider name or key label, in bytes.
@@ -132,61 +130,119 @@ impl core::str::FromStr for RootKeyRef {
     }
 }
 
-/// 32 secret bytes travelling between a provider and the hierarchy: a
-/// tenant intermediate key being wrapped or just unwrapped.
-///
-/// Zeroized on drop, not `Clone`, and its `Debug` shows no bytes.
-pub struct KeyMaterial([u8; 32]);
+/// Defines a 32-byte secret type for one role: zeroized on drop, not
+/// `Clone`, and its `Debug` shows no bytes. One type per role, so a secret
+/// of one role is never passed where another's is expected.
+macro_rules! secret_type {
+    ($(#[$doc:meta])* $vis:vis struct $name:ident;) => {
+        $(#[$doc])*
+        $vis struct $name([u8; 32]);
 
-impl KeyMaterial {
-    /// Length in bytes.
-    pub const LEN: usize = 32;
+        #[allow(dead_code, unreachable_pub)]
+        impl $name {
+            /// Length in bytes.
+            pub const LEN: usize = 32;
 
-    /// Takes ownership of secret bytes; the caller should zeroize its copy.
-    pub fn from_secret_bytes(bytes: &[u8; Self::LEN]) -> Self {
-        Self(*bytes)
+            /// Takes a copy of secret bytes; the caller should zeroize its
+            /// own.
+            pub fn from_secret_bytes(bytes: &[u8; Self::LEN]) -> Self {
+                Self(*bytes)
+            }
+
+            /// From a slice of exactly 32 bytes, or `None` for any other
+            /// length.
+            pub fn from_secret_slice(bytes: &[u8]) -> Option<Self> {
+                let mut secret = Self([0; Self::LEN]);
+                secret.0.copy_from_slice(
+                    bytes
+                        .get(..Self::LEN)
+                        .filter(|_| bytes.len() == Self::LEN)?,
+                );
+                Some(secret)
+            }
+
+            /// Fresh random bytes from the operating system.
+            ///
+            /// # Errors
+            /// [`crate::Error::Rng`] if the generator fails.
+            pub fn generate() -> Result<Self, crate::Error> {
+                let mut secret = Self([0; Self::LEN]);
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret.0)
+                    .map_err(|_| crate::Error::Rng)?;
+                Ok(secret)
+            }
+
+            /// The secret bytes.
+            pub fn expose_secret(&self) -> &[u8; Self::LEN] {
+                &self.0
+            }
+        }
+
+        impl Drop for $name {
+            fn drop(&mut self) {
+                ::zeroize::Zeroize::zeroize(&mut self.0);
+            }
+        }
+
+        impl ::zeroize::ZeroizeOnDrop for $name {}
+
+        impl ::core::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.debug_struct(stringify!($name)).finish_non_exhaustive()
+            }
+        }
+
+        impl crate::seal::Secret for $name {
+            fn bytes(&self) -> &[u8; 32] {
+                &self.0
+            }
+
+            fn from_bytes(bytes: &[u8; 32]) -> Self {
+                Self(*bytes)
+            }
+        }
+    };
+}
+pub(crate) use secret_type;
+
+secret_type! {
+    /// A TIK version's secret as root-key providers wrap it (its seed: the
+    /// TIK itself is derived from it and the tenant key, see
+    /// [`crate::tenant_key`]): what travels between a provider and the
+    /// hierarchy.
+    pub struct KeyMaterial;
+}
+
+secret_type! {
+    /// A root key's own bytes: what a customer who brings their own key
+    /// imports into a token ([`crate::Pkcs11Keys::import_key`]), and what
+    /// the service's key store seals under its master key.
+    pub struct RootKeyMaterial;
+}
+
+/// The associated data a TIK wrap is bound to: the tenant and its kind,
+/// the TIK id and version, and the root-key slot (index, role, key). Made
+/// by the key hierarchy; a provider authenticates [`TikBinding::as_bytes`]
+/// (for example as AES-GCM associated data) and stores nothing of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TikBinding(Vec<u8>);
+
+impl TikBinding {
+    /// A binding of the given bytes. The hierarchy makes its own; this is
+    /// for testing a provider in isolation.
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        Self(bytes)
     }
 
-    /// Builds key material from a slice of exactly 32 bytes (what a provider
-    /// decrypted), or `None` for any other length.
-    pub fn from_secret_slice(bytes: &[u8]) -> Option<Self> {
-        let mut material = Self([0; Self::LEN]);
-        material.0.copy_from_slice(
-            bytes
-                .get(..Self::LEN)
-                .filter(|_| bytes.len() == Self::LEN)?,
-        );
-        Some(material)
-    }
-
-    /// Fresh random material from the operating system.
-    ///
-    /// # Errors
-    /// [`crate::Error::Rng`] if the generator fails.
-    pub fn generate() -> Result<Self, crate::Error> {
-        let mut material = Self([0; Self::LEN]);
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut material.0)
-            .map_err(|_| crate::Error::Rng)?;
-        Ok(material)
-    }
-
-    /// The secret bytes.
-    pub fn expose_secret(&self) -> &[u8; Self::LEN] {
+    /// The bytes to authenticate.
+    pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 }
 
-impl Drop for KeyMaterial {
-    fn drop(&mut self) {
-        self.0.zeroize();
-    }
-}
-
-impl ZeroizeOnDrop for KeyMaterial {}
-
-impl fmt::Debug for KeyMaterial {
+impl fmt::Debug for TikBinding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyMaterial").finish_non_exhaustive()
+        write!(f, "TikBinding({} bytes)", self.0.len())
     }
 }
 
@@ -195,9 +251,9 @@ impl fmt::Debug for KeyMaterial {
 /// own key store ([`crate::ServiceKeys`]), a customer's HSM over PKCS#11
 /// ([`crate::Pkcs11Keys`]), a cloud KMS.
 ///
-/// `aad` binds the wrap to the tenant, the TIK version and the root key; a
-/// provider must authenticate it (for example as AES-GCM associated data) so
-/// that a wrap never unwraps in another context.
+/// A [`TikBinding`] binds each wrap to the tenant, the TIK version and the
+/// root-key slot; a provider must authenticate it (for example as AES-GCM
+/// associated data) so that a wrap never unwraps in another context.
 ///
 /// Errors must tell a refusal ([`ProviderError::AccessDenied`],
 /// [`ProviderError::NotFound`], [`ProviderError::Destroyed`]) from a
@@ -221,7 +277,7 @@ pub trait RootKeyProvider: Send + Sync {
         Ok(1)
     }
 
-    /// Wraps `material` under root key `key`, binding `aad`.
+    /// Wraps `material` under root key `key`, binding `binding`.
     ///
     /// # Errors
     /// A [`ProviderError`] saying why the key could not be used.
@@ -229,20 +285,20 @@ pub trait RootKeyProvider: Send + Sync {
         &self,
         key: &RootKeyRef,
         material: &KeyMaterial,
-        aad: &[u8],
+        binding: &TikBinding,
     ) -> Result<Vec<u8>, ProviderError>;
 
     /// Unwraps what [`RootKeyProvider::wrap`] returned for the same `key`
-    /// and `aad`.
+    /// and `binding`.
     ///
     /// # Errors
     /// A [`ProviderError`] saying why the key could not be used, or
-    /// [`ProviderError::AuthenticationFailed`] if `wrapped` or `aad` differ
-    /// from what was wrapped.
+    /// [`ProviderError::AuthenticationFailed`] if `wrapped` or `binding`
+    /// differ from what was wrapped.
     async fn unwrap(
         &self,
         key: &RootKeyRef,
         wrapped: &[u8],
-        aad: &[u8],
+        binding: &TikBinding,
     ) -> Result<KeyMaterial, ProviderError>;
 }

@@ -20,13 +20,19 @@ use ring::rand::{SecureRandom, SystemRandom};
 use sha2::Sha256;
 use zeroize::Zeroize;
 
-use crate::KeyMaterial;
-
 const VERSION: u8 = 1;
 const SALT_LEN: usize = 32;
 const TAG_LEN: usize = 16;
+const KEY_LEN: usize = 32;
 /// Length of a sealed key.
-pub(crate) const SEALED_LEN: usize = 1 + SALT_LEN + KeyMaterial::LEN + TAG_LEN;
+pub(crate) const SEALED_LEN: usize = 1 + SALT_LEN + KEY_LEN + TAG_LEN;
+
+/// A 32-byte secret of one role (see `provider::secret_type`), as sealing
+/// sees it.
+pub(crate) trait Secret {
+    fn bytes(&self) -> &[u8; KEY_LEN];
+    fn from_bytes(bytes: &[u8; KEY_LEN]) -> Self;
+}
 const EXTRACT_SALT: &[u8] = b"atrest/v1 seal";
 const INFO_LABEL: &[u8] = b"atrest/v1 seal key";
 
@@ -45,8 +51,8 @@ pub(crate) struct SealingKey {
 }
 
 impl SealingKey {
-    pub(crate) fn new(key: &KeyMaterial) -> Self {
-        let (prk, _) = Hkdf::<Sha256>::extract(Some(EXTRACT_SALT), key.expose_secret());
+    pub(crate) fn new(key: &impl Secret) -> Self {
+        let (prk, _) = Hkdf::<Sha256>::extract(Some(EXTRACT_SALT), key.bytes());
         let mut this = Self { prk: [0; 32] };
         this.prk.copy_from_slice(&prk);
         let mut prk = prk;
@@ -75,7 +81,7 @@ impl SealingKey {
         }
     }
 
-    pub(crate) fn seal(&self, material: &KeyMaterial, aad: &[u8]) -> Result<Vec<u8>, crate::Error> {
+    pub(crate) fn seal(&self, secret: &impl Secret, aad: &[u8]) -> Result<Vec<u8>, crate::Error> {
         let mut out = Vec::with_capacity(SEALED_LEN);
         out.push(VERSION);
         let mut salt = [0u8; SALT_LEN];
@@ -83,7 +89,7 @@ impl SealingKey {
             .fill(&mut salt)
             .map_err(|_| crate::Error::Rng)?;
         out.extend_from_slice(&salt);
-        out.extend_from_slice(material.expose_secret());
+        out.extend_from_slice(secret.bytes());
         let mut full_aad = Vec::with_capacity(1 + aad.len());
         full_aad.push(VERSION);
         full_aad.extend_from_slice(aad);
@@ -99,7 +105,7 @@ impl SealingKey {
         Ok(out)
     }
 
-    pub(crate) fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<KeyMaterial, OpenError> {
+    pub(crate) fn open<S: Secret>(&self, sealed: &[u8], aad: &[u8]) -> Result<S, OpenError> {
         if sealed.len() != SEALED_LEN || sealed.first() != Some(&VERSION) {
             return Err(OpenError::Malformed);
         }
@@ -119,7 +125,7 @@ impl SealingKey {
                 &mut buf,
             )
             .ok()
-            .and_then(|plain| KeyMaterial::from_secret_slice(plain));
+            .and_then(|plain| <&[u8; KEY_LEN]>::try_from(&*plain).ok().map(S::from_bytes));
         buf.zeroize();
         opened.ok_or(OpenError::AuthenticationFailed)
     }
@@ -134,6 +140,11 @@ impl Drop for SealingKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::KeyMaterial;
+
+    fn open(key: &SealingKey, sealed: &[u8], aad: &[u8]) -> Result<KeyMaterial, OpenError> {
+        key.open(sealed, aad)
+    }
 
     #[test]
     fn seals_open_only_with_the_same_key_and_aad() {
@@ -143,25 +154,25 @@ mod tests {
         let sealed = key.seal(&secret, b"context").unwrap();
         assert_eq!(sealed.len(), SEALED_LEN);
         assert_eq!(
-            key.open(&sealed, b"context").unwrap().expose_secret(),
+            open(&key, &sealed, b"context").unwrap().expose_secret(),
             &[42; 32]
         );
         assert_eq!(
-            key.open(&sealed, b"contexT").err(),
+            open(&key, &sealed, b"contexT").err(),
             Some(OpenError::AuthenticationFailed)
         );
         assert_eq!(
-            other.open(&sealed, b"context").err(),
+            open(&other, &sealed, b"context").err(),
             Some(OpenError::AuthenticationFailed)
         );
         assert_eq!(
-            key.open(&sealed[1..], b"context").err(),
+            open(&key, &sealed[1..], b"context").err(),
             Some(OpenError::Malformed)
         );
         for i in 0..sealed.len() * 8 {
             let mut bad = sealed.clone();
             bad[i / 8] ^= 1 << (i % 8);
-            assert!(key.open(&bad, b"context").is_err(), "bit {i}");
+            assert!(open(&key, &bad, b"context").is_err(), "bit {i}");
         }
         // A random salt per seal: the same key sealed twice differs.
         assert_ne!(sealed, key.seal(&secret, b"context").unwrap());

@@ -22,10 +22,18 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use rusqlite::{Connection, OptionalExtension as _, params};
 use zeroize::Zeroize;
 
+use crate::provider::secret_type;
+use crate::seal::Secret;
 use crate::seal::{OpenError, SealingKey};
 use crate::{
-    Error, KeyFileProblem, KeyMaterial, Pkcs11Keys, ProviderError, RootKeyProvider, RootKeyRef, db,
+    Error, KeyFileProblem, KeyMaterial, Pkcs11Keys, ProviderError, RootKeyMaterial,
+    RootKeyProvider, RootKeyRef, TikBinding, db,
 };
+
+secret_type! {
+    /// The master key's own bytes (a master key file's content).
+    struct MasterKeyMaterial;
+}
 
 const MASTER_FILE_HEADER: &str = "atrest master key v1\n";
 const ROOT_KEY_AAD_LABEL: &[u8] = b"atrest/v1 service root key";
@@ -59,7 +67,7 @@ impl MasterKey {
     /// # Errors
     /// [`Error::KeyFile`] if the file exists or cannot be written.
     pub fn create_file(path: &Path) -> Result<Self, Error> {
-        let material = KeyMaterial::generate()?;
+        let material = MasterKeyMaterial::generate()?;
         let mut text = format!(
             "{MASTER_FILE_HEADER}{}\n",
             hex_encode(material.expose_secret())
@@ -120,9 +128,11 @@ impl MasterKey {
         Ok(Self(Arc::new(Master::Token { keys, key })))
     }
 
+    /// Seals a secret of any role (a root key, a tenant key), binding
+    /// `aad`.
     pub(crate) fn seal(
         &self,
-        material: &KeyMaterial,
+        material: &impl Secret,
         aad: &[u8],
         key: &RootKeyRef,
     ) -> Result<Vec<u8>, ProviderError> {
@@ -135,16 +145,17 @@ impl MasterKey {
                         detail: e.to_string(),
                     })
             }
-            Master::Token { keys, key: master } => keys.wrap(master, material, aad),
+            Master::Token { keys, key: master } => keys.wrap_secret(master, material, aad),
         }
     }
 
-    pub(crate) fn open(
+    /// Opens what [`MasterKey::seal`] sealed for the same `aad`.
+    pub(crate) fn open<S: Secret>(
         &self,
         sealed: &[u8],
         aad: &[u8],
         key: &RootKeyRef,
-    ) -> Result<KeyMaterial, ProviderError> {
+    ) -> Result<S, ProviderError> {
         match &*self.0 {
             Master::File(sealing) => {
                 sealing
@@ -155,7 +166,7 @@ impl MasterKey {
                             .into(),
                     })
             }
-            Master::Token { keys, key: master } => keys.unwrap(master, sealed, aad),
+            Master::Token { keys, key: master } => keys.unwrap_secret(master, sealed, aad),
         }
     }
 }
@@ -173,7 +184,7 @@ fn hex_encode(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn hex_decode_32(text: &str) -> Option<KeyMaterial> {
+fn hex_decode_32(text: &str) -> Option<MasterKeyMaterial> {
     if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
@@ -182,7 +193,7 @@ fn hex_decode_32(text: &str) -> Option<KeyMaterial> {
         let digits = core::str::from_utf8(pair).ok()?;
         *byte = u8::from_str_radix(digits, 16).ok()?;
     }
-    let material = KeyMaterial::from_secret_bytes(&bytes);
+    let material = MasterKeyMaterial::from_secret_bytes(&bytes);
     bytes.zeroize();
     Some(material)
 }
@@ -227,7 +238,7 @@ impl ServiceKeys {
 
     fn add_version(&self, label: &str, version: u32) -> Result<RootKeyRef, Error> {
         let key = RootKeyRef::new(self.name.clone(), label, version)?;
-        let material = KeyMaterial::generate()?;
+        let material = RootKeyMaterial::generate()?;
         let sealed = self.master.seal(&material, &Self::aad(&key), &key)?;
         let inserted = self.db().execute(
             "INSERT INTO service_root_keys (label, version, sealed) VALUES (?1, ?2, ?3)
@@ -344,7 +355,7 @@ impl ServiceKeys {
             Some(None) => return Err(ProviderError::Destroyed { key: key.clone() }),
             Some(Some(sealed)) => sealed,
         };
-        let material = self.master.open(&sealed, &Self::aad(key), key);
+        let material: Result<RootKeyMaterial, _> = self.master.open(&sealed, &Self::aad(key), key);
         sealed.zeroize();
         let sealing = Arc::new(SealingKey::new(&material?));
         let _ = self
@@ -394,10 +405,10 @@ impl ServiceKeys {
         &self,
         key: &RootKeyRef,
         material: &KeyMaterial,
-        aad: &[u8],
+        binding: &TikBinding,
     ) -> Result<Vec<u8>, ProviderError> {
         self.sealing_key(key)?
-            .seal(material, aad)
+            .seal(material, binding.as_bytes())
             .map_err(|e| ProviderError::Unavailable {
                 key: key.clone(),
                 detail: e.to_string(),
@@ -413,10 +424,10 @@ impl ServiceKeys {
         &self,
         key: &RootKeyRef,
         wrapped: &[u8],
-        aad: &[u8],
+        binding: &TikBinding,
     ) -> Result<KeyMaterial, ProviderError> {
         self.sealing_key(key)?
-            .open(wrapped, aad)
+            .open(wrapped, binding.as_bytes())
             .map_err(|error| match error {
                 OpenError::Malformed | OpenError::AuthenticationFailed => {
                     ProviderError::AuthenticationFailed { key: key.clone() }
@@ -439,17 +450,17 @@ impl RootKeyProvider for ServiceKeys {
         &self,
         key: &RootKeyRef,
         material: &KeyMaterial,
-        aad: &[u8],
+        binding: &TikBinding,
     ) -> Result<Vec<u8>, ProviderError> {
-        ServiceKeys::wrap(self, key, material, aad)
+        ServiceKeys::wrap(self, key, material, binding)
     }
 
     async fn unwrap(
         &self,
         key: &RootKeyRef,
         wrapped: &[u8],
-        aad: &[u8],
+        binding: &TikBinding,
     ) -> Result<KeyMaterial, ProviderError> {
-        ServiceKeys::unwrap(self, key, wrapped, aad)
+        ServiceKeys::unwrap(self, key, wrapped, binding)
     }
 }

@@ -56,7 +56,20 @@ use ring::hmac;
 use ring::rand::{SecureRandom as _, SystemRandom};
 use zeroize::Zeroize as _;
 
-use crate::{Error, KeyFileProblem, KeyMaterial, MasterKey, RootKeyRef};
+use crate::provider::secret_type;
+use crate::{Error, KeyFileProblem, MasterKey, RootKeyRef};
+
+secret_type! {
+    /// 32 bytes derived from a tenant key ([`TenantKeyStore::derive`]): a
+    /// TIK version's key, or a tenant's metadata key.
+    pub struct DerivedKey;
+}
+
+secret_type! {
+    /// A tenant key's own bytes, while a [`TenantKeyDir`] seals or
+    /// unseals it.
+    struct TenantKeyMaterial;
+}
 
 const FILE_HEADER: &[u8] = b"atrest tenant key v1\n";
 const SEAL_AAD_LABEL: &[u8] = b"atrest/v1 tenant key";
@@ -90,7 +103,7 @@ pub trait TenantKeyStore: Send + Sync {
         tenant: TenantId,
         tik_id: KeyId,
         input: &[u8],
-    ) -> Result<KeyMaterial, Error>;
+    ) -> Result<DerivedKey, Error>;
 
     /// Destroys every tenant key of `tenant`; returns how many there were.
     /// Destroying keys that do not exist is not an error.
@@ -271,7 +284,7 @@ impl TenantKeyDir {
     /// As for [`TenantKeyStore::create`].
     pub fn create_blocking(&self, tenant: TenantId, tik_id: KeyId) -> Result<(), Error> {
         let path = self.file(tenant, tik_id);
-        let material = KeyMaterial::generate()?;
+        let material = TenantKeyMaterial::generate()?;
         let sealed = self.master.seal(
             &material,
             &Self::aad(tenant, tik_id),
@@ -322,7 +335,7 @@ impl TenantKeyDir {
         tenant: TenantId,
         tik_id: KeyId,
         input: &[u8],
-    ) -> Result<KeyMaterial, Error> {
+    ) -> Result<DerivedKey, Error> {
         let path = self.file(tenant, tik_id);
         let mut bytes = Vec::with_capacity(FILE_HEADER.len() + 128);
         match fs::File::open(&path).and_then(|file| file.take(4096).read_to_end(&mut bytes)) {
@@ -338,13 +351,13 @@ impl TenantKeyDir {
                 path: path.clone(),
                 problem: KeyFileProblem::NotAKeyFile,
             })?;
-        let material =
+        let material: TenantKeyMaterial =
             self.master
                 .open(sealed, &Self::aad(tenant, tik_id), &Self::key_ref(tenant)?)?;
         let key = hmac::Key::new(hmac::HMAC_SHA256, material.expose_secret());
         drop(material);
         let tag = hmac::sign(&key, input);
-        let out = KeyMaterial::from_secret_slice(tag.as_ref())
+        let out = DerivedKey::from_secret_slice(tag.as_ref())
             .ok_or(Error::Misuse("HMAC-SHA256 gives 32 bytes"))?;
         Ok(out)
     }
@@ -423,7 +436,7 @@ impl TenantKeyStore for TenantKeyDir {
         tenant: TenantId,
         tik_id: KeyId,
         input: &[u8],
-    ) -> Result<KeyMaterial, Error> {
+    ) -> Result<DerivedKey, Error> {
         self.derive_blocking(tenant, tik_id, input)
     }
 

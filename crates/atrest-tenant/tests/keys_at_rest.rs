@@ -67,7 +67,7 @@ fn root_keys_open_only_under_their_master_key() {
         let keys = ServiceKeys::open("service", &db, master).unwrap();
         let root = keys.create_key("root").unwrap();
         assert!(matches!(keys.create_key("root"), Err(Error::KeyExists(_))));
-        let wrapped = keys.wrap(&root, &material, b"aad").unwrap();
+        let wrapped = keys.wrap(&root, &material, &binding(b"aad")).unwrap();
         (root, wrapped)
     };
     // Reopened with the right master key: works.
@@ -78,7 +78,7 @@ fn root_keys_open_only_under_their_master_key() {
     )
     .unwrap();
     assert_eq!(
-        keys.unwrap(&root, &wrapped, b"aad")
+        keys.unwrap(&root, &wrapped, &binding(b"aad"))
             .unwrap()
             .expose_secret(),
         &[5; 32]
@@ -91,7 +91,7 @@ fn root_keys_open_only_under_their_master_key() {
     )
     .unwrap();
     assert!(matches!(
-        keys.unwrap(&root, &wrapped, b"aad"),
+        keys.unwrap(&root, &wrapped, &binding(b"aad")),
         Err(ProviderError::AccessDenied { .. })
     ));
 
@@ -106,18 +106,18 @@ fn root_keys_open_only_under_their_master_key() {
     assert_eq!(keys.current_version("root").unwrap(), 2);
     keys.destroy_version(&root).unwrap();
     assert!(matches!(
-        keys.unwrap(&root, &wrapped, b"aad"),
+        keys.unwrap(&root, &wrapped, &binding(b"aad")),
         Err(ProviderError::Destroyed { .. })
     ));
     assert_eq!(keys.current_version("root").unwrap(), 2);
-    let wrapped_2 = keys.wrap(&v2, &material, b"aad").unwrap();
+    let wrapped_2 = keys.wrap(&v2, &material, &binding(b"aad")).unwrap();
     assert!(matches!(
-        keys.unwrap(&v2, &wrapped_2, b"other"),
+        keys.unwrap(&v2, &wrapped_2, &binding(b"other")),
         Err(ProviderError::AuthenticationFailed { .. })
     ));
     let missing = "service:nothing@1".parse().unwrap();
     assert!(matches!(
-        keys.unwrap(&missing, &wrapped_2, b"aad"),
+        keys.unwrap(&missing, &wrapped_2, &binding(b"aad")),
         Err(ProviderError::NotFound { .. })
     ));
     assert!(matches!(
@@ -164,4 +164,8 @@ fn hex_bytes(hex: &str) -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect()
+}
+
+fn binding(bytes: &[u8]) -> atrest_tenant::TikBinding {
+    atrest_tenant::TikBinding::from_bytes(bytes.to_vec())
 }

@@ -180,8 +180,11 @@ fn token_keys_cannot_be_extracted() {
     with_tokens("token_keys_cannot_be_extracted", |_| {
         let hsm = token("hsm-a", "customer-a");
         hsm.generate_key("generated").unwrap();
-        hsm.import_key("imported", &KeyMaterial::from_secret_bytes(&[9; 32]))
-            .unwrap();
+        hsm.import_key(
+            "imported",
+            &atrest_tenant::RootKeyMaterial::from_secret_bytes(&[9; 32]),
+        )
+        .unwrap();
         for label in ["generated", "imported"] {
             let protection = hsm.protection(label).unwrap();
             assert!(protection.sensitive, "{label}: {protection:?}");
@@ -291,13 +294,15 @@ fn token_errors_are_typed() {
         let hsm = token("hsm-b", "customer-b");
         let key = hsm.generate_key("k").unwrap();
         let material = KeyMaterial::from_secret_bytes(&[1; 32]);
-        let wrapped = hsm.wrap(&key, &material, b"aad").unwrap();
+        let wrapped = hsm.wrap(&key, &material, &binding(b"aad")).unwrap();
         assert_eq!(wrapped.len(), 61);
         assert_eq!(
-            hsm.unwrap(&key, &wrapped, b"aad").unwrap().expose_secret(),
+            hsm.unwrap(&key, &wrapped, &binding(b"aad"))
+                .unwrap()
+                .expose_secret(),
             &[1; 32]
         );
-        let wrong_aad = hsm.unwrap(&key, &wrapped, b"aaD");
+        let wrong_aad = hsm.unwrap(&key, &wrapped, &binding(b"aaD"));
         assert!(
             matches!(wrong_aad, Err(ProviderError::AuthenticationFailed { .. })),
             "{wrong_aad:?}"
@@ -305,21 +310,21 @@ fn token_errors_are_typed() {
         let mut tampered = wrapped.clone();
         tampered[20] ^= 1;
         assert!(matches!(
-            hsm.unwrap(&key, &tampered, b"aad"),
+            hsm.unwrap(&key, &tampered, &binding(b"aad")),
             Err(ProviderError::AuthenticationFailed { .. })
         ));
         assert!(matches!(
-            hsm.unwrap(&key, &wrapped[1..], b"aad"),
+            hsm.unwrap(&key, &wrapped[1..], &binding(b"aad")),
             Err(ProviderError::AuthenticationFailed { .. })
         ));
         let missing = "hsm-b:missing".parse().unwrap();
         assert!(matches!(
-            hsm.unwrap(&missing, &wrapped, b"aad"),
+            hsm.unwrap(&missing, &wrapped, &binding(b"aad")),
             Err(ProviderError::NotFound { .. })
         ));
         hsm.disable_key("k").unwrap();
         assert!(matches!(
-            hsm.unwrap(&key, &wrapped, b"aad"),
+            hsm.unwrap(&key, &wrapped, &binding(b"aad")),
             Err(ProviderError::AccessDenied { .. })
         ));
         assert!(format!("{hsm:?}").contains("customer-b"));
@@ -458,4 +463,8 @@ fn tenant_keys_in_a_token_never_leave_it_and_a_purge_destroys_them_there() {
             assert_eq!(released.expose_secret(), key);
         },
     );
+}
+
+fn binding(bytes: &[u8]) -> atrest_tenant::TikBinding {
+    atrest_tenant::TikBinding::from_bytes(bytes.to_vec())
 }

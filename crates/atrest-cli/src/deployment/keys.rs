@@ -8,7 +8,7 @@ use atrest::audit::{AuditLog, Auditor, Event, Outcome, Receipt, Record, Sink, Si
 use atrest::blobs::BlobStore;
 use atrest::tenant::{
     Administration, KeyHierarchy, KeyMaterial, Pkcs11Keys, ProviderError, ReleasePolicy,
-    RootKeyProvider, RootKeyRef, ServiceKeys, SqliteStore, TenantKeyDir,
+    RootKeyProvider, RootKeyRef, ServiceKeys, SqliteStore, TenantKeyDir, TikBinding,
 };
 use atrest::{Files, SqliteCatalog};
 
@@ -273,7 +273,7 @@ impl RootKeyProvider for Unopened {
         &self,
         key: &RootKeyRef,
         _: &KeyMaterial,
-        _: &[u8],
+        _: &TikBinding,
     ) -> Result<Vec<u8>, ProviderError> {
         Err(ProviderError::Unavailable {
             key: key.clone(),
@@ -285,7 +285,7 @@ impl RootKeyProvider for Unopened {
         &self,
         key: &RootKeyRef,
         _: &[u8],
-        _: &[u8],
+        _: &TikBinding,
     ) -> Result<KeyMaterial, ProviderError> {
         Err(ProviderError::Unavailable {
             key: key.clone(),
