@@ -134,9 +134,32 @@ impl BlobStore {
     /// # Errors
     /// [`Error::Blob`] if the URL is not one `object_store` supports.
     pub fn from_url(url: &str) -> Result<Self, Error> {
+        Self::from_url_with_options(url, std::iter::empty::<(String, String)>())
+    }
+
+    /// As [`BlobStore::from_url`], with `object_store` configuration keys
+    /// given explicitly (for example `azure_storage_account_name`,
+    /// `azure_storage_endpoint`, `azure_allow_http`); they take precedence
+    /// over the environment. Keys are matched without regard to case.
+    ///
+    /// # Errors
+    /// As for [`BlobStore::from_url`], and for an unknown key.
+    pub fn from_url_with_options<K, V>(
+        url: &str,
+        options: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, Error>
+    where
+        K: AsRef<str>,
+        V: Into<String>,
+    {
         let parsed = url::Url::parse(url).map_err(|e| Error::blob(ErrorKind::Usage, e))?;
-        let options = std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v));
-        let (store, prefix) = object_store::parse_url_opts(&parsed, options)
+        let mut merged: std::collections::BTreeMap<String, String> = std::env::vars()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        for (key, value) in options {
+            let _ = merged.insert(key.as_ref().to_ascii_lowercase(), value.into());
+        }
+        let (store, prefix) = object_store::parse_url_opts(&parsed, merged)
             .map_err(|e| Error::blob(ErrorKind::Usage, e))?;
         Self::with(Arc::from(store), prefix, url.to_owned())
     }
