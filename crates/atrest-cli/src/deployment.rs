@@ -322,7 +322,8 @@ impl Deployment {
         )?);
         let store = Arc::new(SqliteStore::open(&dir.join("atrest.sqlite"))?);
         let signing_key = dir.join(SIGNING_KEY);
-        let pkcs8 = fs::read(&signing_key).map_err(io_at(&signing_key))?;
+        // Read at its size in one allocation, and wiped once parsed.
+        let pkcs8 = zeroize::Zeroizing::new(fs::read(&signing_key).map_err(io_at(&signing_key))?);
         let signer = SigningKey::from_pkcs8("atrest-audit", &pkcs8)?;
         if signer.verifying_key().to_string() != config.audit_verifying_key {
             return Err(Error::AuditKeyMismatch { path: signing_key });

@@ -61,8 +61,21 @@ fn role_code(role: SlotRole) -> u8 {
 
 /// What the tenant key turns into a TIK version's key: the seed the root
 /// keys wrap, bound to the tenant, the TIK and the version.
-fn tik_derivation_input(record: &TenantRecord, version: KeyVersion, seed: &KeyMaterial) -> Vec<u8> {
-    let mut input = TIK_DERIVATION_LABEL.to_vec();
+fn tik_derivation_input(
+    record: &TenantRecord,
+    version: KeyVersion,
+    seed: &KeyMaterial,
+) -> zeroize::Zeroizing<Vec<u8>> {
+    // Sized once, so no reallocation leaves a copy of the seed behind;
+    // wiped when dropped.
+    let mut input = zeroize::Zeroizing::new(Vec::with_capacity(
+        TIK_DERIVATION_LABEL.len()
+            + TenantId::ENCODED_LEN
+            + KeyId::ENCODED_LEN
+            + KeyVersion::ENCODED_LEN
+            + KeyMaterial::LEN,
+    ));
+    input.extend_from_slice(TIK_DERIVATION_LABEL);
     input.extend_from_slice(&record.tenant.encode());
     input.extend_from_slice(&record.tik_id.encode());
     input.extend_from_slice(&version.encode());
