@@ -46,11 +46,13 @@ use atrest::audit::{
 };
 use atrest::blobs::BlobStore;
 use atrest::filekey::{FileVersion, KeyVersion, OsRng, TenantId};
+use atrest::tenant::MetadataStore;
+use atrest::tenant::blocking::block_on;
 use atrest::tenant::{
     Access, MasterKey, Pkcs11Keys, ReleasePolicy, RewrapProgress, RewrapReport, RootKeyRef,
     RootRollReport, ServiceKeys, SqliteStore, TenantKeyDir, TenantKind, TenantState,
 };
-use atrest::{FileRecord, Files, SqliteCatalog};
+use atrest::{Catalog, FileRecord, Files, SqliteCatalog};
 use serde::Serialize;
 
 use self::config::{Config, write_private};
@@ -186,12 +188,12 @@ pub struct Deployment {
     config: Config,
     options: Options,
     service: Arc<ServiceKeys>,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn MetadataStore>,
     tenant_keys: Arc<TenantKeyDir>,
     log: Arc<AuditLog>,
     recovery: Recovery,
     fallbacks: keys::FallbackWatch,
-    catalog: Arc<SqliteCatalog>,
+    catalog: Arc<dyn Catalog>,
     policy: Arc<dyn ReleasePolicy>,
     files: Files,
     administration: atrest::tenant::Administration,
@@ -320,7 +322,8 @@ impl Deployment {
             &dir.join("keys.sqlite"),
             master,
         )?);
-        let store = Arc::new(SqliteStore::open(&dir.join("atrest.sqlite"))?);
+        let store: Arc<dyn MetadataStore> =
+            Arc::new(SqliteStore::open(&dir.join("atrest.sqlite"))?);
         let signing_key = dir.join(SIGNING_KEY);
         // Read at its size in one allocation, and wiped once parsed.
         let pkcs8 = zeroize::Zeroizing::new(fs::read(&signing_key).map_err(io_at(&signing_key))?);
@@ -334,7 +337,7 @@ impl Deployment {
             audit_config(config.audit_witness(dir).as_deref()),
         )?;
         let log = Arc::new(log);
-        let catalog = Arc::new(SqliteCatalog::open(&dir.join("catalog.sqlite"))?);
+        let catalog: Arc<dyn Catalog> = Arc::new(SqliteCatalog::open(&dir.join("catalog.sqlite"))?);
         let blobs = Arc::new(match &config.blobs {
             Some(url) => BlobStore::from_url(url)?,
             None => BlobStore::local(&dir.join("blobs"))?,
@@ -394,12 +397,12 @@ impl Deployment {
     }
 
     /// The key store (tenant key metadata).
-    pub fn key_store(&self) -> &Arc<SqliteStore> {
+    pub fn key_store(&self) -> &Arc<dyn MetadataStore> {
         &self.store
     }
 
     /// The catalog (tenant names and file records).
-    pub fn catalog(&self) -> &Arc<SqliteCatalog> {
+    pub fn catalog(&self) -> &Arc<dyn Catalog> {
         &self.catalog
     }
 
@@ -443,11 +446,9 @@ impl Deployment {
     /// # Errors
     /// [`Error::UnknownTenant`]; catalog errors.
     pub fn tenant_id(&self, name: &str) -> Result<TenantId, Error> {
-        self.catalog
-            .tenant_named(name)?
-            .ok_or_else(|| Error::UnknownTenant {
-                name: name.to_owned(),
-            })
+        block_on(self.catalog.tenant_named(name))?.ok_or_else(|| Error::UnknownTenant {
+            name: name.to_owned(),
+        })
     }
 
     /// Creates tenant `name`. The release policy knows it at once;
@@ -471,9 +472,9 @@ impl Deployment {
         let tenant = TenantId::random(&mut OsRng)?;
         // The name first: it is the claim on the name, and a user of the
         // tenant is a member from the moment its keys exist.
-        self.catalog.name_tenant(name, tenant)?;
+        block_on(self.catalog.name_tenant(name, tenant))?;
         if let Err(error) = self.create_tenant_keys(tenant, keys) {
-            let _ = self.catalog.unname_tenant(name);
+            let _ = block_on(self.catalog.unname_tenant(name));
             return Err(error);
         }
         self.tenant_summary(name)
@@ -574,7 +575,7 @@ impl Deployment {
         let id = self.tenant_id(name)?;
         let record = self.files.keys().tenant(id)?;
         let mut counts = std::collections::BTreeMap::<u32, u64>::new();
-        for file in self.catalog.records(id)? {
+        for file in block_on(self.catalog.records(id))? {
             *counts.entry(u32::from(file.tik_version())).or_default() += 1;
         }
         let current = u32::from(record.current_tik);
@@ -628,8 +629,7 @@ impl Deployment {
     /// # Errors
     /// Catalog and key store errors.
     pub fn tenants(&self) -> Result<Vec<TenantSummary>, Error> {
-        self.catalog
-            .tenant_names()?
+        block_on(self.catalog.tenant_names())?
             .into_iter()
             .map(|(name, _)| self.tenant_summary(&name))
             .collect()
@@ -762,7 +762,7 @@ impl Deployment {
         version: Option<u64>,
     ) -> Result<FileRecord, Error> {
         self.lookup(tenant, version, |id, version| {
-            self.catalog.record(id, name, version)
+            block_on(self.catalog.record(id, name, version))
         })
     }
 
@@ -815,12 +815,12 @@ impl Deployment {
     pub fn list(&self, tenant: Option<&str>) -> Result<Vec<Listing>, Error> {
         let tenants = match tenant {
             Some(name) => vec![(name.to_owned(), self.tenant_id(name)?)],
-            None => self.catalog.tenant_names()?,
+            None => block_on(self.catalog.tenant_names())?,
         };
         let mut listings = Vec::new();
         for (tenant, id) in tenants {
             let readable = self.files.keys().tenant(id)?.state == TenantState::Active;
-            for record in self.catalog.records(id)? {
+            for record in block_on(self.catalog.records(id))? {
                 listings.push(Listing::new(&tenant, &record, readable));
             }
         }
@@ -932,7 +932,7 @@ impl Deployment {
             .checked_sub(older_than)
             .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |at| at.as_secs());
-        let in_progress = self.catalog.seals_in_progress()?;
+        let in_progress = block_on(self.catalog.seals_in_progress())?;
         let abandoned: Vec<_> = in_progress
             .iter()
             .filter(|seal| seal.started_at < cutoff)
@@ -952,7 +952,8 @@ impl Deployment {
         if !dry_run {
             let _ = self.files.collect_abandoned_seals(older_than)?;
         }
-        let named: std::collections::HashSet<_> = self.catalog.blob_names()?.into_iter().collect();
+        let named: std::collections::HashSet<_> =
+            block_on(self.catalog.blob_names())?.into_iter().collect();
         let still_running: std::collections::HashSet<_> = in_progress
             .iter()
             .filter(|seal| seal.started_at >= cutoff)

@@ -7,10 +7,10 @@ use std::time::Duration;
 use atrest::audit::{AuditLog, Auditor, Event, Outcome, Receipt, Record, Sink, SinkPolicy};
 use atrest::blobs::BlobStore;
 use atrest::tenant::{
-    Administration, KeyHierarchy, KeyMaterial, Pkcs11Keys, ProviderError, ReleasePolicy,
-    RootKeyProvider, RootKeyRef, ServiceKeys, SqliteStore, TenantKeyDir, TikBinding,
+    Administration, KeyHierarchy, KeyMaterial, MetadataStore, Pkcs11Keys, ProviderError,
+    ReleasePolicy, RootKeyProvider, RootKeyRef, ServiceKeys, TenantKeyDir, TikBinding,
 };
-use atrest::{Files, SqliteCatalog};
+use atrest::{Catalog, Files};
 
 use super::config::{Config, TokenConfig};
 use super::error::Error;
@@ -99,9 +99,9 @@ pub(super) struct Parts<'a> {
     pub(super) config: &'a Config,
     pub(super) options: &'a Options,
     pub(super) service: &'a Arc<ServiceKeys>,
-    pub(super) store: &'a Arc<SqliteStore>,
+    pub(super) store: &'a Arc<dyn MetadataStore>,
     pub(super) tenant_keys: &'a Arc<TenantKeyDir>,
-    pub(super) catalog: &'a Arc<SqliteCatalog>,
+    pub(super) catalog: &'a Arc<dyn Catalog>,
     pub(super) blobs: &'a Arc<BlobStore>,
     pub(super) log: &'a Arc<AuditLog>,
     pub(super) fallbacks: &'a FallbackWatch,

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use atrest::filekey::{FileId, TenantId};
 use atrest::tenant::{Access, Decision, ReleasePolicy};
 
-use atrest::SqliteCatalog as Catalog;
+use atrest::Catalog;
+use atrest::tenant::blocking::block_on;
 
 /// A principal `user@tenant`: a user of a tenant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +36,7 @@ impl<'a> Principal<'a> {
 }
 
 /// Whether `access` may have the keys of `tenant`, by the membership rule.
-fn decide_member(catalog: &Catalog, access: &Access<'_>, tenant: TenantId) -> Decision {
+fn decide_member(catalog: &dyn Catalog, access: &Access<'_>, tenant: TenantId) -> Decision {
     let principal = match access {
         Access::System { .. } => return Decision::Allow,
         Access::User { principal } => *principal,
@@ -45,7 +46,7 @@ fn decide_member(catalog: &Catalog, access: &Access<'_>, tenant: TenantId) -> De
             "{principal:?} is not a principal of the form user@tenant"
         ));
     };
-    match catalog.tenant_name(tenant) {
+    match block_on(catalog.tenant_name(tenant)) {
         Ok(Some(name)) if name == parsed.tenant => Decision::Allow,
         Ok(_) => Decision::Deny(format!("{principal} is not a member of this tenant")),
         Err(error) => Decision::Deny(format!("the tenant's name cannot be read: {error}")),
@@ -53,9 +54,9 @@ fn decide_member(catalog: &Catalog, access: &Access<'_>, tenant: TenantId) -> De
 }
 
 /// The membership policy over `catalog`.
-pub(super) fn members(catalog: Arc<Catalog>) -> Arc<dyn ReleasePolicy> {
+pub(super) fn members(catalog: Arc<dyn Catalog>) -> Arc<dyn ReleasePolicy> {
     Arc::new(move |access: &Access<'_>, tenant: TenantId, _: FileId| {
-        decide_member(&catalog, access, tenant)
+        decide_member(catalog.as_ref(), access, tenant)
     })
 }
 
