@@ -21,7 +21,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use atrest_filekey::FileKey;
 use zeroize::Zeroizing;
 
-use crate::format::{HEADER_LEN, Layout, TAG_LEN};
+use crate::format::{HEADER_LEN, Layout, SegmentSize, TAG_LEN};
 use crate::schedule;
 use crate::segment::{LastSegment, SegmentOpener, SegmentSealer};
 use crate::{Error, Options};
@@ -364,20 +364,22 @@ fn seal_chunk(cipher: &SegmentSealer, chunk: &mut Chunk) -> Result<(), Error> {
 }
 
 /// Decrypts the stream `reader` yields into `writer`, overlapping reading,
-/// decryption and writing. Returns the writer (flushed) and the plaintext
-/// length.
+/// decryption and writing; with `expected`, a stream of another segment size
+/// is refused before anything past the header is read. Returns the writer
+/// (flushed) and the plaintext length.
 pub(crate) fn decrypt_stream<R: Read + Send, W: Write + Send>(
     mut reader: R,
     mut writer: W,
     key: &FileKey,
     associated_data: &[u8],
     options: Options,
+    expected: Option<SegmentSize>,
 ) -> Result<(W, u64), Error> {
     let threads = options.parallelism.get();
     let mut header = [0u8; HEADER_LEN];
     crate::read::read_full(&mut reader, &mut header)?;
     let (segment_size, cipher) =
-        schedule::open_stream(&header, key, associated_data, options.backend)?;
+        schedule::open_stream(&header, key, associated_data, options.backend, expected)?;
     let layout = Layout::new(segment_size);
     let per_chunk = chunk_segments(segment_size.get() as usize);
     let mut chunker = Chunker::new(reader);

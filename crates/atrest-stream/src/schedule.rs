@@ -60,18 +60,27 @@ pub(crate) fn new_stream_from(
     Ok((header, cipher))
 }
 
-/// Opens a stream from its header: parses the prefix, checks the key
-/// commitment in constant time, parses the Tink header and derives the
-/// segment opener.
+/// Opens a stream from its header: parses the prefix, checks the segment
+/// size against `expected` (if any) and the key commitment in constant time,
+/// parses the Tink header and derives the segment opener.
 pub(crate) fn open_stream(
     header: &[u8; HEADER_LEN],
     key: &FileKey,
     associated_data: &[u8],
     backend: Backend,
+    expected: Option<SegmentSize>,
 ) -> Result<(SegmentSize, SegmentOpener), Error> {
     let (prefix, tink) = header.split_at(PREFIX_LEN);
     let prefix: &[u8; PREFIX_LEN] = prefix.try_into().map_err(|_| Error::Malformed("prefix"))?;
     let parsed = parse_prefix(prefix)?;
+    if let Some(expected) = expected
+        && expected != parsed.segment_size
+    {
+        return Err(Error::SegmentSizeMismatch {
+            expected: expected.get(),
+            found: parsed.segment_size.get(),
+        });
+    }
     if !parsed.commitment.verify(key) {
         return Err(Error::CommitmentMismatch);
     }
