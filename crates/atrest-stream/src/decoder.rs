@@ -77,6 +77,12 @@ impl Decoder {
         error
     }
 
+    /// Bytes allocated for the ciphertext and plaintext buffers.
+    #[cfg(test)]
+    pub(crate) fn allocated(&self) -> usize {
+        self.buf.capacity() + self.plain_buf.capacity()
+    }
+
     /// Ciphertext bytes wanted for the current segment (with lookahead).
     fn want(&self) -> usize {
         match self.extent {
@@ -138,14 +144,19 @@ impl Decoder {
         if self.decoded || self.last_decoded || self.failed.is_some() {
             return &mut [];
         }
-        // Grow the buffer with the data actually received (doubling), so a
-        // short stream that claims a large segment size costs little memory.
+        // Grow the buffer with the data actually received: only once what
+        // it holds is full, and then to twice that (from 16 KiB, up to the
+        // segment). A short stream that claims a large segment size so
+        // costs at most about twice what it delivered, however large the
+        // size it claims; the buffer reaches the full segment size only
+        // for a segment that delivered half of it.
         let want = self.want();
-        let target = want.min(self.filled.saturating_mul(2).max(INITIAL_BUFFER));
-        if self.buf.len() < target {
+        if self.filled >= self.buf.len() && self.buf.len() < want {
+            let target = want.min(self.filled.saturating_mul(2).max(INITIAL_BUFFER));
             self.buf.resize(target, 0);
         }
-        self.buf.get_mut(self.filled..target).unwrap_or_default()
+        let end = want.min(self.buf.len());
+        self.buf.get_mut(self.filled..end).unwrap_or_default()
     }
 
     /// Records that `n` bytes were read into [`Self::spare`].

@@ -7,6 +7,8 @@ mod decoder;
 mod encoder;
 mod error;
 mod format;
+#[cfg(test)]
+mod memory_tests;
 mod options;
 mod parallel;
 mod pipeline;

@@ -446,3 +446,49 @@ fn open_chunk(cipher: &SegmentOpener, layout: Layout, chunk: &mut Chunk) -> Resu
     chunk.output = output;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chunk of one 16 MiB slot (what a prefix declaring the largest
+    /// segment size gets) holds about what was read, however little that is.
+    #[test]
+    fn slots_grow_with_the_data_read() {
+        let slot = 16 << 20;
+        for available in [0usize, 1, 1000, 100_000, 300_000] {
+            let data = vec![7u8; available];
+            let mut chunker = Chunker::new(&data[..]);
+            let chunk = chunker
+                .next(Buffer::default(), 1, |_| slot, |_| slot)
+                .unwrap()
+                .unwrap();
+            assert!(chunk.last);
+            assert_eq!(chunk.segments, [(0, available)]);
+            assert_eq!(chunk.buf.get(..available), Some(&data[..]));
+            let capacity = chunk.buf.capacity();
+            assert!(
+                capacity <= 2 * available.max(INITIAL_SLOT),
+                "{available} bytes read, {capacity} allocated"
+            );
+        }
+    }
+
+    /// A reused buffer keeps its allocation; a new one starts empty, so the
+    /// pool costs nothing until data arrives.
+    #[test]
+    fn the_pool_starts_empty_and_buffers_are_reused() {
+        assert_eq!(Buffer::default().capacity(), 0);
+        let data = vec![7u8; 50_000];
+        let mut chunker = Chunker::new(&data[..]);
+        let mut reused = Buffer::default();
+        reused.resize(70_000, 1);
+        let before = reused.as_ptr();
+        let chunk = chunker
+            .next(reused, 1, |_| 65_536, |_| 65_536)
+            .unwrap()
+            .unwrap();
+        assert_eq!(chunk.buf.as_ptr(), before);
+        assert_eq!(chunk.buf.get(..50_000), Some(&data[..]));
+    }
+}

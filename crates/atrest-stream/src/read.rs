@@ -76,6 +76,12 @@ impl<R: Read> Decryptor<R> {
         })
     }
 
+    /// Bytes allocated for the decryptor's buffers.
+    #[cfg(test)]
+    pub(crate) fn allocated(&self) -> usize {
+        self.decoder.allocated()
+    }
+
     /// The underlying reader.
     pub fn get_ref(&self) -> &R {
         &self.inner

@@ -157,6 +157,12 @@ impl<R: AsyncRead + Unpin> AsyncDecryptor<R> {
     pub fn into_inner(self) -> R {
         self.inner
     }
+
+    /// Bytes allocated for the decryptor's buffers.
+    #[cfg(test)]
+    pub(crate) fn allocated(&self) -> usize {
+        self.decoder.allocated()
+    }
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for AsyncDecryptor<R> {
