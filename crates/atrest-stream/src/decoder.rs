@@ -4,6 +4,7 @@
 use zeroize::Zeroize;
 
 use crate::Error;
+use crate::buffer::grow_wiping;
 use crate::format::{Extent, Layout, SegmentSize, TAG_LEN};
 use crate::segment::SegmentOpener;
 
@@ -243,9 +244,7 @@ impl Decoder {
     fn open(&mut self, index: u64, last: bool, len: usize) -> Result<(usize, bool), Error> {
         let full = self.layout.full_segment_len(index);
         let plain_len = len.checked_sub(TAG_LEN).ok_or(Error::Truncated)?;
-        if self.plain_buf.len() < plain_len {
-            self.plain_buf.resize(plain_len, 0);
-        }
+        grow_wiping(&mut self.plain_buf, plain_len);
         let segment = self.buf.get(..len).ok_or(Error::Malformed("segment"))?;
         let out = self
             .plain_buf

@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 mod backend;
+mod buffer;
 mod decoder;
 mod encoder;
 mod error;

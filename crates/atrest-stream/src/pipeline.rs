@@ -21,6 +21,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use atrest_filekey::FileKey;
 use zeroize::Zeroizing;
 
+use crate::buffer::grow_wiping;
 use crate::format::{HEADER_LEN, Layout, SegmentSize, TAG_LEN};
 use crate::schedule;
 use crate::segment::{LastSegment, SegmentOpener, SegmentSealer};
@@ -31,7 +32,10 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// Most chunks in flight at once.
 const MAX_IN_FLIGHT: usize = 12;
 
-/// A chunk buffer. It holds plaintext at times, so it is wiped when dropped.
+/// A chunk buffer. It holds plaintext at times (the plaintext read when
+/// encrypting, the opened segments when decrypting, and what the previous
+/// chunk left when it is reused), so it is wiped when dropped and grows only
+/// through [`grow_wiping`], which wipes the allocation it leaves.
 type Buffer = Zeroizing<Vec<u8>>;
 
 /// The first read into a slot: slots grow with the data actually read, so a
@@ -98,9 +102,7 @@ impl<R: Read> Chunker<R> {
         if want > 0
             && let Some(byte) = self.carry.take()
         {
-            if buf.len() <= offset {
-                buf.resize(offset + 1, 0);
-            }
+            grow_wiping(buf, offset + 1);
             if let Some(first) = buf.get_mut(offset) {
                 *first = byte;
             }
@@ -108,9 +110,7 @@ impl<R: Read> Chunker<R> {
         }
         while got < want {
             let target = want.min(got.saturating_mul(2).max(INITIAL_SLOT));
-            if buf.len() < offset + target {
-                buf.resize(offset + target, 0);
-            }
+            grow_wiping(buf, offset + target);
             let space = buf
                 .get_mut(offset + got..offset + target)
                 .ok_or(Error::Malformed("chunk"))?;
@@ -148,9 +148,7 @@ impl<R: Read> Chunker<R> {
             let got = self.read_slot(&mut buf, offset, want)?;
             // Room for the tag after the data (when encrypting).
             let end = offset + got + (size - want);
-            if buf.len() < end {
-                buf.resize(end, 0);
-            }
+            grow_wiping(&mut buf, end);
             chunk.segments.push((offset, got));
             self.next_segment += 1;
             offset += size;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use atrest_filekey::FileKey;
 use zeroize::Zeroize;
 
+use crate::buffer::grow_wiping;
 use crate::format::{Extent, HEADER_LEN, Layout, SegmentSize};
 use crate::schedule;
 use crate::segment::{LastSegment, SegmentOpener, diagnose_end};
@@ -263,10 +264,9 @@ impl<S: ReadAt> RandomAccess<S> {
             }
             offset = 0;
             index += 1;
-            let next_len = self.layout.segment_len(self.extent, index);
-            if scratch.len() < next_len {
-                scratch.resize(next_len, 0);
-            }
+            // The scratch holds the previous segment's plaintext: grow it
+            // without leaving a copy in freed memory.
+            grow_wiping(&mut scratch, self.layout.segment_len(self.extent, index));
         };
         scratch.zeroize();
         result
