@@ -147,10 +147,11 @@ impl Decoder {
         }
         // Grow the buffer with the data actually received: only once what
         // it holds is full, and then to twice that (from 16 KiB, up to the
-        // segment). A short stream that claims a large segment size so
-        // costs at most about twice what it delivered, however large the
-        // size it claims; the buffer reaches the full segment size only
-        // for a segment that delivered half of it.
+        // segment). However large a segment size a short stream claims, this
+        // buffer holds at most about twice what the stream delivered (and
+        // the plaintext buffer, sized when the segment is opened, as much
+        // as it delivered); it reaches the full segment size only for a
+        // segment that delivered half of it.
         let want = self.want();
         if self.filled >= self.buf.len() && self.buf.len() < want {
             let target = want.min(self.filled.saturating_mul(2).max(INITIAL_BUFFER));
