@@ -2,13 +2,15 @@
 //! and to the reader-to-writer pipeline, under a fixed key and context.
 //! Nothing may panic, and both must agree with the length-aware reader: both accept with the same
 //! plaintext, or both reject; a rejecting streaming reader may have released
-//! only a prefix of what was authentic.
+//! only a prefix of what was authentic. With a segment size required, a
+//! stream that declares another never opens, and one that declares it opens
+//! exactly as without the requirement.
 #![no_main]
 
 use std::io::Read;
 
 use atrest_filekey::FileKey;
-use atrest_stream::{Opener, Options};
+use atrest_stream::{Error, Opener, Options, PREFIX_LEN, SegmentSize, parse_prefix};
 use libfuzzer_sys::fuzz_target;
 
 const KEY: [u8; 32] = [0x42; 32];
@@ -36,6 +38,31 @@ fuzz_target!(|data: &[u8]| {
             }
         });
     let piped = Opener::new(&key, CONTEXT, Options::default()).open_stream(stream, Vec::new());
+    let expected = SegmentSize::MIN;
+    let required = Opener::new(&key, CONTEXT, Options::default())
+        .expect_segment_size(expected)
+        .open(stream);
+    let declared = stream
+        .get(..PREFIX_LEN)
+        .and_then(|prefix| prefix.try_into().ok())
+        .and_then(|prefix| parse_prefix(prefix).ok())
+        .map(|prefix| prefix.segment_size);
+    match declared {
+        // Too short for the header, or refused for the size.
+        Some(size) if size != expected => assert!(
+            matches!(
+                required,
+                Err(Error::SegmentSizeMismatch { .. } | Error::Truncated)
+            ),
+            "opened a stream of segment size {size:?} when {expected:?} was required: {:?}",
+            required.map(|p| p.len())
+        ),
+        _ => assert_eq!(
+            required.as_ref().ok(),
+            whole.as_ref().ok(),
+            "the requirement changed the outcome of a stream that meets it"
+        ),
+    }
     match (&whole, &piped) {
         (Ok(plaintext), Ok((out, _))) => assert_eq!(plaintext, out),
         (Err(_), Err(_)) => {}

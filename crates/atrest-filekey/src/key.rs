@@ -21,10 +21,13 @@ const COMMITMENT_INFO: &[u8] = b"\x00atrest/v1 key commitment";
 ///
 /// - Generated from the operating system's generator ([`FileKey::generate`],
 ///   or [`FileKey::generate_with`] given [`OsRng`]).
-/// - Zeroized on drop; not `Clone`; `Debug` prints no bytes; no `Display` or
-///   `Serialize`. To store it, [wrap](crate::Kek::wrap) it.
+/// - Its bytes live in one heap allocation, so moving a `FileKey` copies
+///   a pointer, not the key, and that allocation is zeroized on drop (see
+///   the crate's "Zeroization" section for what is not).
+/// - Not `Clone`; `Debug` prints no bytes; no `Display` or `Serialize`. To
+///   store it, [wrap](crate::Kek::wrap) it.
 pub struct FileKey {
-    bytes: [u8; Self::LEN],
+    bytes: Box<[u8; Self::LEN]>,
 }
 
 impl FileKey {
@@ -44,17 +47,25 @@ impl FileKey {
     /// # Errors
     /// [`Error::Rng`] if the generator fails.
     pub fn generate_with(rng: &mut impl SecureRandom) -> Result<Self, Error> {
-        let mut key = Self {
-            bytes: [0; Self::LEN],
-        };
-        rng.fill(&mut key.bytes)?;
+        let mut key = Self::zeroed();
+        rng.fill(&mut key.bytes[..])?;
         Ok(key)
     }
 
     /// Builds a key from raw bytes, for keys that come from elsewhere (another
     /// implementation, a test vector). The caller should zeroize its copy.
     pub fn from_secret_bytes(bytes: &[u8; Self::LEN]) -> Self {
-        Self { bytes: *bytes }
+        let mut key = Self::zeroed();
+        key.bytes.copy_from_slice(bytes);
+        key
+    }
+
+    /// An all-zero key, filled in place by the constructors, so the key's
+    /// bytes are written only into its own allocation.
+    fn zeroed() -> Self {
+        Self {
+            bytes: Box::new([0; Self::LEN]),
+        }
     }
 
     /// The raw key bytes. Use only to hand the key to another implementation;
@@ -68,10 +79,11 @@ impl FileKey {
     ///
     /// This is the derivation of Google Tink's AES-GCM-HKDF streaming AEAD
     /// (`salt` is the stream's random salt and `info` its associated data), so
-    /// a stream encrypted here decrypts with Tink given this key. The
-    /// intermediate bytes are zeroized before returning.
+    /// a stream encrypted here decrypts with Tink given this key. The output
+    /// bytes are zeroized once `K` holds them; HKDF's internal state is not
+    /// (see the crate's "Zeroization" section).
     pub fn derive_stream_key<K: FromDerivedBytes>(&self, salt: &[u8], info: &[u8]) -> K {
-        derive_into(&self.bytes, Some(salt), info)
+        derive_into(&self.bytes[..], Some(salt), info)
     }
 
     /// The key commitment: `HKDF-SHA256(ikm = file key,
@@ -81,13 +93,13 @@ impl FileKey {
     /// constant time that it holds *the* key the ciphertext was made with, so
     /// no ciphertext can be crafted to decrypt validly under two keys.
     pub fn commitment(&self) -> KeyCommitment {
-        derive_into(&self.bytes, Some(COMMITMENT_SALT), COMMITMENT_INFO)
+        derive_into(&self.bytes[..], Some(COMMITMENT_SALT), COMMITMENT_INFO)
     }
 }
 
 impl Drop for FileKey {
     fn drop(&mut self) {
-        self.bytes.zeroize();
+        self.bytes[..].zeroize();
     }
 }
 

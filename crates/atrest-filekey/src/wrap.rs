@@ -71,11 +71,13 @@ const TAG_LEN: usize = 16;
 ///
 /// Identified by a [`KeyId`] and a [`KeyVersion`], which every wrapped key
 /// records. Holds only the HKDF pseudorandom key derived from the KEK bytes,
-/// zeroized on drop; not `Clone`; `Debug` shows the id and version only.
+/// in one heap allocation zeroized on drop (see the crate's "Zeroization"
+/// section for the state of a wrap or unwrap, which is not); not `Clone`;
+/// `Debug` shows the id and version only.
 pub struct Kek {
     id: KeyId,
     version: KeyVersion,
-    prk: [u8; 32],
+    prk: Box<[u8; 32]>,
 }
 
 impl Kek {
@@ -86,14 +88,15 @@ impl Kek {
     /// intermediate key just unwrapped from a root key). The caller should
     /// zeroize its copy.
     pub fn from_secret_bytes(id: KeyId, version: KeyVersion, bytes: &[u8; Self::LEN]) -> Self {
-        let (prk, _) = Hkdf::<Sha256>::extract(Some(WRAP_EXTRACT_SALT), bytes);
+        // The `Hkdf` value extract returns holds HMAC state keyed with the
+        // PRK; it has no zeroize support (see the crate's "Zeroization").
+        let (mut prk, _) = Hkdf::<Sha256>::extract(Some(WRAP_EXTRACT_SALT), bytes);
         let mut kek = Self {
             id,
             version,
-            prk: [0; 32],
+            prk: Box::new([0; 32]),
         };
         kek.prk.copy_from_slice(&prk);
-        let mut prk = prk;
         prk.zeroize();
         kek
     }
@@ -131,7 +134,7 @@ impl Kek {
         salt_part.copy_from_slice(salt);
         let mut okm = [0u8; 32];
         // Cannot fail: the PRK is one hash long and 32 bytes of output is in range.
-        let expanded = Hkdf::<Sha256>::from_prk(&self.prk)
+        let expanded = Hkdf::<Sha256>::from_prk(&self.prk[..])
             .map_err(|_| Error::Backend)
             .and_then(|hkdf| hkdf.expand(&info, &mut okm).map_err(|_| Error::Backend));
         let key = expanded.and_then(|()| {
@@ -208,22 +211,26 @@ impl Kek {
         context: &FileContext,
         salt: &[u8; SALT_LEN],
     ) -> Result<WrappedFileKey, Error> {
+        // The cipher first: once the key's bytes are in `out`, nothing may
+        // return early without sealing or wiping them.
+        let cipher = self.cipher(salt)?;
         let mut out = [0u8; WrappedFileKey::LEN];
         let (header, rest) = out.split_at_mut(HEADER_LEN);
         let (salt_out, rest) = rest.split_at_mut(SALT_LEN);
         let (body, tag_out) = rest.split_at_mut(FileKey::LEN);
         write_header(header, self.id, self.version);
         salt_out.copy_from_slice(salt);
-        body.copy_from_slice(key.expose_secret());
         let aad = associated_data(header, context);
-        let tag = self
-            .cipher(salt)?
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key([0; 12]),
-                Aad::from(&aad),
-                body,
-            )
-            .map_err(|_| Error::Backend)?;
+        body.copy_from_slice(key.expose_secret());
+        let sealed = cipher.seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key([0; 12]),
+            Aad::from(&aad),
+            body,
+        );
+        let Ok(tag) = sealed else {
+            body.zeroize();
+            return Err(Error::Backend);
+        };
         tag_out.copy_from_slice(tag.as_ref());
         Ok(WrappedFileKey {
             bytes: out,
@@ -300,7 +307,7 @@ fn associated_data(
 
 impl Drop for Kek {
     fn drop(&mut self) {
-        self.prk.zeroize();
+        self.prk[..].zeroize();
     }
 }
 

@@ -280,18 +280,21 @@ pub(crate) enum StreamKey {
     RustCrypto(Box<aes_gcm::Aes256Gcm>),
 }
 
-/// HKDF output on its way into a [`StreamKey`]; zeroized on drop.
-pub(crate) struct DerivedKey([u8; 32]);
+/// HKDF output on its way into a [`StreamKey`]: in one heap allocation, so
+/// moving it copies no key bytes, and zeroized on drop.
+pub(crate) struct DerivedKey(Box<[u8; 32]>);
 
 impl FromDerivedBytes for DerivedKey {
     fn from_derived_bytes(bytes: &[u8; 32]) -> Self {
-        Self(*bytes)
+        let mut key = Self(Box::new([0; 32]));
+        key.0.copy_from_slice(bytes);
+        key
     }
 }
 
 impl Drop for DerivedKey {
     fn drop(&mut self) {
-        self.0.zeroize();
+        self.0[..].zeroize();
     }
 }
 

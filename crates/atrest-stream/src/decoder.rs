@@ -4,6 +4,7 @@
 use zeroize::Zeroize;
 
 use crate::Error;
+use crate::buffer::grow_wiping;
 use crate::format::{Extent, Layout, SegmentSize, TAG_LEN};
 use crate::segment::SegmentOpener;
 
@@ -77,6 +78,12 @@ impl Decoder {
         error
     }
 
+    /// Bytes allocated for the ciphertext and plaintext buffers.
+    #[cfg(test)]
+    pub(crate) fn allocated(&self) -> usize {
+        self.buf.capacity() + self.plain_buf.capacity()
+    }
+
     /// Ciphertext bytes wanted for the current segment (with lookahead).
     fn want(&self) -> usize {
         match self.extent {
@@ -138,14 +145,20 @@ impl Decoder {
         if self.decoded || self.last_decoded || self.failed.is_some() {
             return &mut [];
         }
-        // Grow the buffer with the data actually received (doubling), so a
-        // short stream that claims a large segment size costs little memory.
+        // Grow the buffer with the data actually received: only once what
+        // it holds is full, and then to twice that (from 16 KiB, up to the
+        // segment). However large a segment size a short stream claims, this
+        // buffer holds at most about twice what the stream delivered (and
+        // the plaintext buffer, sized when the segment is opened, as much
+        // as it delivered); it reaches the full segment size only for a
+        // segment that delivered half of it.
         let want = self.want();
-        let target = want.min(self.filled.saturating_mul(2).max(INITIAL_BUFFER));
-        if self.buf.len() < target {
+        if self.filled >= self.buf.len() && self.buf.len() < want {
+            let target = want.min(self.filled.saturating_mul(2).max(INITIAL_BUFFER));
             self.buf.resize(target, 0);
         }
-        self.buf.get_mut(self.filled..target).unwrap_or_default()
+        let end = want.min(self.buf.len());
+        self.buf.get_mut(self.filled..end).unwrap_or_default()
     }
 
     /// Records that `n` bytes were read into [`Self::spare`].
@@ -232,9 +245,7 @@ impl Decoder {
     fn open(&mut self, index: u64, last: bool, len: usize) -> Result<(usize, bool), Error> {
         let full = self.layout.full_segment_len(index);
         let plain_len = len.checked_sub(TAG_LEN).ok_or(Error::Truncated)?;
-        if self.plain_buf.len() < plain_len {
-            self.plain_buf.resize(plain_len, 0);
-        }
+        grow_wiping(&mut self.plain_buf, plain_len);
         let segment = self.buf.get(..len).ok_or(Error::Malformed("segment"))?;
         let out = self
             .plain_buf

@@ -64,6 +64,20 @@ pub enum Error {
     #[error("the stream would exceed the format's limit of 2^32 segments")]
     TooLong,
 
+    /// The stream's prefix declares a segment size other than the one the
+    /// caller required with
+    /// [`Opener::expect_segment_size`](crate::Opener::expect_segment_size)
+    /// (for example the size a file record says the stream was sealed
+    /// with). Raised when the prefix is read, before the key commitment is
+    /// checked and before any segment is read or decrypted.
+    #[error("the stream's segment size is {found} bytes, not the expected {expected} bytes")]
+    SegmentSizeMismatch {
+        /// The segment size the caller required.
+        expected: u32,
+        /// The segment size the stream's prefix declares.
+        found: u32,
+    },
+
     /// A segment size outside `256..=16 MiB` was requested.
     #[error("segment size {0} is out of range (256 to 16,777,216 bytes)")]
     InvalidSegmentSize(u32),
@@ -128,6 +142,7 @@ impl Error {
             | Self::UnsupportedVersion(_)
             | Self::UnsupportedSuite(_)
             | Self::Malformed(_)
+            | Self::SegmentSizeMismatch { .. }
             | Self::TooLong => io::ErrorKind::InvalidData,
             Self::InvalidSegmentSize(_)
             | Self::InvalidRange { .. }

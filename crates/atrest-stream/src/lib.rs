@@ -3,10 +3,13 @@
 #![deny(missing_docs)]
 
 mod backend;
+mod buffer;
 mod decoder;
 mod encoder;
 mod error;
 mod format;
+#[cfg(test)]
+mod memory_tests;
 mod options;
 mod parallel;
 mod pipeline;
@@ -211,23 +214,73 @@ impl std::fmt::Debug for Sealer<'_> {
 /// | `Read` to `Write`, pipelined on threads | [`Opener::open_stream`] |
 /// | `tokio::io::AsyncRead` adapter (feature `tokio`) | `Opener::async_reader` |
 ///
-/// The segment size comes from the stream; [`Options`] choose the backend
-/// and, for the whole-buffer and pipelined forms, how many threads.
+/// The segment size comes from the stream's prefix; [`Options`] choose the
+/// backend and, for the whole-buffer and pipelined forms, how many threads.
+/// A caller that recorded the segment size a stream was sealed with (a file
+/// record, say) requires it with [`Opener::expect_segment_size`]: every form
+/// then refuses a stream whose prefix declares another size with
+/// [`Error::SegmentSizeMismatch`], before reading past the header.
 #[derive(Clone, Copy)]
 pub struct Opener<'a> {
     key: &'a FileKey,
     associated_data: &'a [u8],
     options: Options,
+    expected_segment_size: Option<SegmentSize>,
 }
 
 impl<'a> Opener<'a> {
-    /// Opens streams sealed under `key` and bound to `associated_data`.
+    /// Opens streams sealed under `key` and bound to `associated_data`,
+    /// whatever segment size their prefix declares.
     pub const fn new(key: &'a FileKey, associated_data: &'a [u8], options: Options) -> Self {
         Self {
             key,
             associated_data,
             options,
+            expected_segment_size: None,
         }
+    }
+
+    /// Requires streams to have been sealed with `segment_size`: every form
+    /// of opening ([`Opener::open`], [`Opener::open_into`],
+    /// [`Opener::reader`], [`Opener::random_access`], [`Opener::open_stream`]
+    /// and `Opener::async_reader`) fails with [`Error::SegmentSizeMismatch`]
+    /// when the stream's prefix declares another size. The check is made as
+    /// soon as the prefix is read, before the key commitment, before any
+    /// segment is read and so before any plaintext is released.
+    ///
+    /// Without it ([`Opener::new`]'s default) the size in the prefix is
+    /// accepted; it is authenticated either way (the prefix is bound into
+    /// the stream key), so this adds no integrity a stream lacks. What it
+    /// adds is agreement with the caller's record, and an early, typed
+    /// refusal of a stream that is not the one the record describes.
+    ///
+    /// ```
+    /// use atrest_filekey::FileKey;
+    /// use atrest_stream::{Error, Opener, Options, Sealer, SegmentSize};
+    ///
+    /// let key = FileKey::generate()?;
+    /// let sealed_with = SegmentSize::new(4096)?;
+    /// let stream = Sealer::new(&key, b"ctx", Options::from(sealed_with)).seal(b"data")?;
+    ///
+    /// let opener = Opener::new(&key, b"ctx", Options::default());
+    /// assert_eq!(opener.expect_segment_size(sealed_with).open(&stream)?, b"data");
+    /// let err = opener.expect_segment_size(SegmentSize::DEFAULT).open(&stream).unwrap_err();
+    /// assert!(matches!(
+    ///     err,
+    ///     Error::SegmentSizeMismatch { expected: 65536, found: 4096 }
+    /// ));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub const fn expect_segment_size(mut self, segment_size: SegmentSize) -> Self {
+        self.expected_segment_size = Some(segment_size);
+        self
+    }
+
+    /// The segment size streams are required to have, if one was set with
+    /// [`Opener::expect_segment_size`].
+    pub const fn expected_segment_size(&self) -> Option<SegmentSize> {
+        self.expected_segment_size
     }
 
     /// The options in use.
@@ -273,10 +326,16 @@ impl<'a> Opener<'a> {
     ///
     /// # Errors
     /// [`Error::Truncated`], [`Error::Malformed`], [`Error::UnsupportedVersion`],
-    /// [`Error::UnsupportedSuite`], [`Error::CommitmentMismatch`], or
-    /// [`Error::Io`] from the reader.
+    /// [`Error::UnsupportedSuite`], [`Error::SegmentSizeMismatch`],
+    /// [`Error::CommitmentMismatch`], or [`Error::Io`] from the reader.
     pub fn reader<R: Read>(&self, reader: R) -> Result<Decryptor<R>, Error> {
-        Decryptor::new(reader, self.key, self.associated_data, self.options.backend)
+        Decryptor::new(
+            reader,
+            self.key,
+            self.associated_data,
+            self.options.backend,
+            self.expected_segment_size,
+        )
     }
 
     /// A [`RandomAccess`] over `source`: checks the header and the key
@@ -287,7 +346,13 @@ impl<'a> Opener<'a> {
     /// [`Error::AuthenticationFailed`] or [`Error::TrailingData`] if the end
     /// of the stream does not verify.
     pub fn random_access<S: ReadAt>(&self, source: S) -> Result<RandomAccess<S>, Error> {
-        RandomAccess::new(source, self.key, self.associated_data, self.options.backend)
+        RandomAccess::new(
+            source,
+            self.key,
+            self.associated_data,
+            self.options.backend,
+            self.expected_segment_size,
+        )
     }
 
     /// Decrypts the stream `reader` yields into `writer`, with reading, the
@@ -305,7 +370,14 @@ impl<'a> Opener<'a> {
         reader: R,
         writer: W,
     ) -> Result<(W, u64), Error> {
-        pipeline::decrypt_stream(reader, writer, self.key, self.associated_data, self.options)
+        pipeline::decrypt_stream(
+            reader,
+            writer,
+            self.key,
+            self.associated_data,
+            self.options,
+            self.expected_segment_size,
+        )
     }
 
     /// An [`AsyncDecryptor`] over `reader`: reads and checks the prefix and
@@ -318,7 +390,14 @@ impl<'a> Opener<'a> {
         &self,
         reader: R,
     ) -> Result<AsyncDecryptor<R>, Error> {
-        AsyncDecryptor::new(reader, self.key, self.associated_data, self.options.backend).await
+        AsyncDecryptor::new(
+            reader,
+            self.key,
+            self.associated_data,
+            self.options.backend,
+            self.expected_segment_size,
+        )
+        .await
     }
 
     fn header(&self, stream: &[u8]) -> Result<(SegmentSize, segment::SegmentOpener), Error> {
@@ -326,7 +405,13 @@ impl<'a> Opener<'a> {
             .get(..HEADER_LEN)
             .and_then(|h| h.try_into().ok())
             .ok_or(Error::Truncated)?;
-        schedule::open_stream(header, self.key, self.associated_data, self.options.backend)
+        schedule::open_stream(
+            header,
+            self.key,
+            self.associated_data,
+            self.options.backend,
+            self.expected_segment_size,
+        )
     }
 }
 
@@ -334,6 +419,7 @@ impl std::fmt::Debug for Opener<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Opener")
             .field("options", &self.options)
+            .field("expected_segment_size", &self.expected_segment_size)
             .finish_non_exhaustive()
     }
 }

@@ -45,7 +45,10 @@ impl Parallelism {
 /// How to seal and open streams: segment size, backend and parallelism.
 ///
 /// Opening reads the segment size from the stream's prefix, so
-/// `segment_size` applies to sealing only.
+/// `segment_size` applies to sealing only. To require a stream to have a
+/// given segment size when opening it (the one a file record says it was
+/// sealed with), use
+/// [`Opener::expect_segment_size`](crate::Opener::expect_segment_size).
 ///
 /// ```
 /// use atrest_stream::{Backend, Options, Parallelism, SegmentSize};

@@ -21,7 +21,8 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use atrest_filekey::FileKey;
 use zeroize::Zeroizing;
 
-use crate::format::{HEADER_LEN, Layout, TAG_LEN};
+use crate::buffer::grow_wiping;
+use crate::format::{HEADER_LEN, Layout, SegmentSize, TAG_LEN};
 use crate::schedule;
 use crate::segment::{LastSegment, SegmentOpener, SegmentSealer};
 use crate::{Error, Options};
@@ -31,7 +32,10 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// Most chunks in flight at once.
 const MAX_IN_FLIGHT: usize = 12;
 
-/// A chunk buffer. It holds plaintext at times, so it is wiped when dropped.
+/// A chunk buffer. It holds plaintext at times (the plaintext read when
+/// encrypting, the opened segments when decrypting, and what the previous
+/// chunk left when it is reused), so it is wiped when dropped and grows only
+/// through [`grow_wiping`], which wipes the allocation it leaves.
 type Buffer = Zeroizing<Vec<u8>>;
 
 /// The first read into a slot: slots grow with the data actually read, so a
@@ -98,9 +102,7 @@ impl<R: Read> Chunker<R> {
         if want > 0
             && let Some(byte) = self.carry.take()
         {
-            if buf.len() <= offset {
-                buf.resize(offset + 1, 0);
-            }
+            grow_wiping(buf, offset + 1);
             if let Some(first) = buf.get_mut(offset) {
                 *first = byte;
             }
@@ -108,9 +110,7 @@ impl<R: Read> Chunker<R> {
         }
         while got < want {
             let target = want.min(got.saturating_mul(2).max(INITIAL_SLOT));
-            if buf.len() < offset + target {
-                buf.resize(offset + target, 0);
-            }
+            grow_wiping(buf, offset + target);
             let space = buf
                 .get_mut(offset + got..offset + target)
                 .ok_or(Error::Malformed("chunk"))?;
@@ -148,9 +148,7 @@ impl<R: Read> Chunker<R> {
             let got = self.read_slot(&mut buf, offset, want)?;
             // Room for the tag after the data (when encrypting).
             let end = offset + got + (size - want);
-            if buf.len() < end {
-                buf.resize(end, 0);
-            }
+            grow_wiping(&mut buf, end);
             chunk.segments.push((offset, got));
             self.next_segment += 1;
             offset += size;
@@ -364,20 +362,22 @@ fn seal_chunk(cipher: &SegmentSealer, chunk: &mut Chunk) -> Result<(), Error> {
 }
 
 /// Decrypts the stream `reader` yields into `writer`, overlapping reading,
-/// decryption and writing. Returns the writer (flushed) and the plaintext
-/// length.
+/// decryption and writing; with `expected`, a stream of another segment size
+/// is refused before anything past the header is read. Returns the writer
+/// (flushed) and the plaintext length.
 pub(crate) fn decrypt_stream<R: Read + Send, W: Write + Send>(
     mut reader: R,
     mut writer: W,
     key: &FileKey,
     associated_data: &[u8],
     options: Options,
+    expected: Option<SegmentSize>,
 ) -> Result<(W, u64), Error> {
     let threads = options.parallelism.get();
     let mut header = [0u8; HEADER_LEN];
     crate::read::read_full(&mut reader, &mut header)?;
     let (segment_size, cipher) =
-        schedule::open_stream(&header, key, associated_data, options.backend)?;
+        schedule::open_stream(&header, key, associated_data, options.backend, expected)?;
     let layout = Layout::new(segment_size);
     let per_chunk = chunk_segments(segment_size.get() as usize);
     let mut chunker = Chunker::new(reader);
@@ -443,4 +443,50 @@ fn open_chunk(cipher: &SegmentOpener, layout: Layout, chunk: &mut Chunk) -> Resu
     }
     chunk.output = output;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chunk of one 16 MiB slot (what a prefix declaring the largest
+    /// segment size gets) holds about what was read, however little that is.
+    #[test]
+    fn slots_grow_with_the_data_read() {
+        let slot = 16 << 20;
+        for available in [0usize, 1, 1000, 100_000, 300_000] {
+            let data = vec![7u8; available];
+            let mut chunker = Chunker::new(&data[..]);
+            let chunk = chunker
+                .next(Buffer::default(), 1, |_| slot, |_| slot)
+                .unwrap()
+                .unwrap();
+            assert!(chunk.last);
+            assert_eq!(chunk.segments, [(0, available)]);
+            assert_eq!(chunk.buf.get(..available), Some(&data[..]));
+            let capacity = chunk.buf.capacity();
+            assert!(
+                capacity <= 2 * available.max(INITIAL_SLOT),
+                "{available} bytes read, {capacity} allocated"
+            );
+        }
+    }
+
+    /// A reused buffer keeps its allocation; a new one starts empty, so the
+    /// pool costs nothing until data arrives.
+    #[test]
+    fn the_pool_starts_empty_and_buffers_are_reused() {
+        assert_eq!(Buffer::default().capacity(), 0);
+        let data = vec![7u8; 50_000];
+        let mut chunker = Chunker::new(&data[..]);
+        let mut reused = Buffer::default();
+        reused.resize(70_000, 1);
+        let before = reused.as_ptr();
+        let chunk = chunker
+            .next(reused, 1, |_| 65_536, |_| 65_536)
+            .unwrap()
+            .unwrap();
+        assert_eq!(chunk.buf.as_ptr(), before);
+        assert_eq!(chunk.buf.get(..50_000), Some(&data[..]));
+    }
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use atrest_filekey::FileKey;
 use zeroize::Zeroize;
 
-use crate::format::{Extent, HEADER_LEN, Layout};
+use crate::buffer::grow_wiping;
+use crate::format::{Extent, HEADER_LEN, Layout, SegmentSize};
 use crate::schedule;
 use crate::segment::{LastSegment, SegmentOpener, diagnose_end};
 use crate::{Backend, Error};
@@ -150,17 +151,20 @@ pub struct RandomAccess<S> {
 }
 
 impl<S: ReadAt> RandomAccess<S> {
-    /// Opens the stream in `source`: checks the header and the key
-    /// commitment, and authenticates the final segment.
+    /// Opens the stream in `source`: checks the header (and the segment size
+    /// against `expected`, if any) and the key commitment, and authenticates
+    /// the final segment.
     pub(crate) fn new(
         source: S,
         key: &FileKey,
         associated_data: &[u8],
         backend: Backend,
+        expected: Option<SegmentSize>,
     ) -> Result<Self, Error> {
         let mut header = [0u8; HEADER_LEN];
         read_exact_at(&source, &mut header, 0)?;
-        let (segment_size, cipher) = schedule::open_stream(&header, key, associated_data, backend)?;
+        let (segment_size, cipher) =
+            schedule::open_stream(&header, key, associated_data, backend, expected)?;
         let layout = Layout::new(segment_size);
         let stream_len = source.size()?;
         let diagnose = |error| {
@@ -260,10 +264,9 @@ impl<S: ReadAt> RandomAccess<S> {
             }
             offset = 0;
             index += 1;
-            let next_len = self.layout.segment_len(self.extent, index);
-            if scratch.len() < next_len {
-                scratch.resize(next_len, 0);
-            }
+            // The scratch holds the previous segment's plaintext: grow it
+            // without leaving a copy in freed memory.
+            grow_wiping(&mut scratch, self.layout.segment_len(self.extent, index));
         };
         scratch.zeroize();
         result

@@ -6,7 +6,7 @@ use std::ops::Range;
 use atrest_filekey::FileKey;
 
 use crate::decoder::Decoder;
-use crate::format::{Extent, HEADER_LEN};
+use crate::format::{Extent, HEADER_LEN, SegmentSize};
 use crate::schedule;
 use crate::segment::diagnose_end;
 use crate::{Backend, Error};
@@ -53,17 +53,20 @@ pub struct Decryptor<R> {
 }
 
 impl<R: Read> Decryptor<R> {
-    /// Reads and checks the stream's prefix and header, and verifies that
-    /// `key` is the key the stream was made with.
+    /// Reads and checks the stream's prefix and header (and the segment size
+    /// against `expected`, if any), and verifies that `key` is the key the
+    /// stream was made with.
     pub(crate) fn new(
         mut reader: R,
         key: &FileKey,
         associated_data: &[u8],
         backend: Backend,
+        expected: Option<SegmentSize>,
     ) -> Result<Self, Error> {
         let mut header = [0u8; HEADER_LEN];
         read_full(&mut reader, &mut header)?;
-        let (segment_size, cipher) = schedule::open_stream(&header, key, associated_data, backend)?;
+        let (segment_size, cipher) =
+            schedule::open_stream(&header, key, associated_data, backend, expected)?;
         Ok(Self {
             inner: reader,
             decoder: Decoder::new(cipher, segment_size),
@@ -71,6 +74,12 @@ impl<R: Read> Decryptor<R> {
             base: None,
             position: 0,
         })
+    }
+
+    /// Bytes allocated for the decryptor's buffers.
+    #[cfg(test)]
+    pub(crate) fn allocated(&self) -> usize {
+        self.decoder.allocated()
     }
 
     /// The underlying reader.

@@ -19,6 +19,18 @@ fn info(prefix: &[u8; PREFIX_LEN], associated_data: &[u8]) -> Vec<u8> {
     info
 }
 
+/// The backend's stream key: HKDF-SHA256 from the file key, salt and
+/// `info`. The derived bytes are wiped as soon as the backend holds the key.
+fn stream_key(
+    key: &FileKey,
+    salt: &[u8],
+    info: &[u8],
+    backend: Backend,
+) -> Result<StreamKey, Error> {
+    let derived: DerivedKey = key.derive_stream_key(salt, info);
+    StreamKey::new(backend, &derived)
+}
+
 /// Starts a new stream: draws the salt and nonce prefix, and returns the
 /// encoded prefix and header with the segment sealer.
 pub(crate) fn new_stream(
@@ -50,9 +62,8 @@ pub(crate) fn new_stream_from(
     len_byte.copy_from_slice(&[TINK_HEADER_LEN_BYTE]);
     rest.copy_from_slice(random);
 
-    let derived: DerivedKey = key.derive_stream_key(salt, &info(&prefix, associated_data));
     let cipher = SegmentSealer::new(
-        StreamKey::new(backend, &derived)?,
+        stream_key(key, salt, &info(&prefix, associated_data), backend)?,
         nonce_prefix
             .try_into()
             .map_err(|_| Error::Malformed("nonce prefix"))?,
@@ -60,18 +71,27 @@ pub(crate) fn new_stream_from(
     Ok((header, cipher))
 }
 
-/// Opens a stream from its header: parses the prefix, checks the key
-/// commitment in constant time, parses the Tink header and derives the
-/// segment opener.
+/// Opens a stream from its header: parses the prefix, checks the segment
+/// size against `expected` (if any) and the key commitment in constant time,
+/// parses the Tink header and derives the segment opener.
 pub(crate) fn open_stream(
     header: &[u8; HEADER_LEN],
     key: &FileKey,
     associated_data: &[u8],
     backend: Backend,
+    expected: Option<SegmentSize>,
 ) -> Result<(SegmentSize, SegmentOpener), Error> {
     let (prefix, tink) = header.split_at(PREFIX_LEN);
     let prefix: &[u8; PREFIX_LEN] = prefix.try_into().map_err(|_| Error::Malformed("prefix"))?;
     let parsed = parse_prefix(prefix)?;
+    if let Some(expected) = expected
+        && expected != parsed.segment_size
+    {
+        return Err(Error::SegmentSizeMismatch {
+            expected: expected.get(),
+            found: parsed.segment_size.get(),
+        });
+    }
     if !parsed.commitment.verify(key) {
         return Err(Error::CommitmentMismatch);
     }
@@ -80,9 +100,8 @@ pub(crate) fn open_stream(
         return Err(Error::Malformed("header length byte is not 40"));
     }
     let (salt, nonce_prefix) = rest.split_at(SALT_LEN);
-    let derived: DerivedKey = key.derive_stream_key(salt, &info(prefix, associated_data));
     let cipher = SegmentOpener::new(
-        StreamKey::new(backend, &derived)?,
+        stream_key(key, salt, &info(prefix, associated_data), backend)?,
         nonce_prefix
             .try_into()
             .map_err(|_| Error::Malformed("nonce prefix"))?,

@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use crate::decoder::Decoder;
 use crate::encoder::{Encoder, FinishGuard};
-use crate::format::HEADER_LEN;
+use crate::format::{HEADER_LEN, SegmentSize};
 use crate::schedule;
 use crate::{Backend, Error, Options};
 
@@ -127,13 +127,15 @@ pub struct AsyncDecryptor<R> {
 }
 
 impl<R: AsyncRead + Unpin> AsyncDecryptor<R> {
-    /// Reads and checks the stream's prefix and header, and verifies that
-    /// `key` is the key the stream was made with.
+    /// Reads and checks the stream's prefix and header (and the segment size
+    /// against `expected`, if any), and verifies that `key` is the key the
+    /// stream was made with.
     pub(crate) async fn new(
         mut reader: R,
         key: &FileKey,
         associated_data: &[u8],
         backend: Backend,
+        expected: Option<SegmentSize>,
     ) -> Result<Self, Error> {
         let mut header = [0u8; HEADER_LEN];
         reader
@@ -143,7 +145,8 @@ impl<R: AsyncRead + Unpin> AsyncDecryptor<R> {
                 io::ErrorKind::UnexpectedEof => Error::Truncated,
                 _ => Error::from(e),
             })?;
-        let (segment_size, cipher) = schedule::open_stream(&header, key, associated_data, backend)?;
+        let (segment_size, cipher) =
+            schedule::open_stream(&header, key, associated_data, backend, expected)?;
         Ok(Self {
             inner: reader,
             decoder: Decoder::new(cipher, segment_size),
@@ -153,6 +156,12 @@ impl<R: AsyncRead + Unpin> AsyncDecryptor<R> {
     /// Returns the underlying reader.
     pub fn into_inner(self) -> R {
         self.inner
+    }
+
+    /// Bytes allocated for the decryptor's buffers.
+    #[cfg(test)]
+    pub(crate) fn allocated(&self) -> usize {
+        self.decoder.allocated()
     }
 }
 
