@@ -619,9 +619,13 @@ impl Files {
     ) -> Result<(FileRecord, W), Error> {
         let record = block_on(self.catalog.record(tenant, name, version))?;
         let key = self.key_for(access, &record, name, version)?;
+        // The blob must have been sealed with the segment size the
+        // (authenticated) record says, whatever its prefix claims.
+        let segment_size = record.segment_size_checked()?;
         let result = self.blobs.open(&record.blob).and_then(|blob| {
             let associated_data = record.context().encode();
             Opener::new(&key, &associated_data, self.stream_options())
+                .expect_segment_size(segment_size)
                 .open_stream(blob, out)
                 .map_err(Error::from)
         });
@@ -664,9 +668,11 @@ impl Files {
             });
         }
         let key = self.key_for(access, &record, name, version)?;
+        let segment_size = record.segment_size_checked()?;
         let result = self.blobs.ranged(&record.blob).and_then(|blob| {
             let associated_data = record.context().encode();
             Opener::new(&key, &associated_data, self.stream_options())
+                .expect_segment_size(segment_size)
                 .random_access(&*blob)
                 .and_then(|reader| {
                     if reader.plaintext_len() == record.plaintext_len {

@@ -497,6 +497,23 @@ fn records_and_blobs_that_do_not_match_are_refused() {
     extended.extend_from_slice(&[0; 16]);
     blobs.replace(&record.blob, extended);
     integrity(open("one"));
+    // A prefix that declares huge segments: refused from the header, before
+    // any segment buffer is sized by it.
+    let mut huge = original.clone();
+    huge[6..10].copy_from_slice(&(16u32 << 20).to_be_bytes());
+    blobs.replace(&record.blob, huge);
+    let refused = open("one").unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            Error::Stream(atrest::stream::Error::SegmentSizeMismatch {
+                expected: 65_536,
+                found: 16_777_216
+            })
+        ),
+        "{refused}"
+    );
+    assert_eq!(refused.kind(), ErrorKind::Integrity);
     blobs.replace(&record.blob, original);
     assert_eq!(open("one").unwrap(), plain);
 
