@@ -2,7 +2,9 @@
 //!
 //! # Construction (format version 1, suite 1)
 //!
-//! A [`Kek`] holds `PRK = HKDF-SHA256-Extract(salt = "atrest/v1 wrap", ikm = KEK)`,
+//! The construction is the crate's one labelled wrap
+//! ([`crate::labelled`]) with the labels [`WrapLabel::FILE_KEY`]. A [`Kek`]
+//! holds `PRK = HKDF-SHA256-Extract(salt = "atrest/v1 wrap", ikm = KEK)`,
 //! computed once when the KEK is loaded. Wrapping a [`FileKey`] for a
 //! [`FileContext`]:
 //!
@@ -46,26 +48,19 @@
 
 use core::fmt;
 
-use hkdf::Hkdf;
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
-use sha2::Sha256;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::Zeroize;
 
 use crate::key::FileKey;
+use crate::labelled::{LabelledWrapKey, SALT_LEN, TAG_LEN, WrapLabel};
 use crate::rng::SecureRandom;
 use crate::{Error, FileContext, KeyId, KeyVersion};
-
-const WRAP_EXTRACT_SALT: &[u8] = b"atrest/v1 wrap";
-const WRAP_INFO_LABEL: &[u8] = b"\x01atrest/v1 wrap key";
 
 const FORMAT_VERSION: u8 = 1;
 const SUITE_HKDF_SHA256_AES_256_GCM: u8 = 1;
 
 const HEADER_LEN: usize = 22;
-const SALT_LEN: usize = 32;
-const TAG_LEN: usize = 16;
 
 /// A key-encryption key: wraps and unwraps [`FileKey`]s.
 ///
@@ -77,7 +72,7 @@ const TAG_LEN: usize = 16;
 pub struct Kek {
     id: KeyId,
     version: KeyVersion,
-    prk: Box<[u8; 32]>,
+    key: LabelledWrapKey,
 }
 
 impl Kek {
@@ -88,17 +83,11 @@ impl Kek {
     /// intermediate key just unwrapped from a root key). The caller should
     /// zeroize its copy.
     pub fn from_secret_bytes(id: KeyId, version: KeyVersion, bytes: &[u8; Self::LEN]) -> Self {
-        // The `Hkdf` value extract returns holds HMAC state keyed with the
-        // PRK; it has no zeroize support (see the crate's "Zeroization").
-        let (mut prk, _) = Hkdf::<Sha256>::extract(Some(WRAP_EXTRACT_SALT), bytes);
-        let mut kek = Self {
+        Self {
             id,
             version,
-            prk: Box::new([0; 32]),
-        };
-        kek.prk.copy_from_slice(&prk);
-        prk.zeroize();
-        kek
+            key: LabelledWrapKey::new(WrapLabel::FILE_KEY, bytes),
+        }
     }
 
     /// A fresh random KEK.
@@ -125,25 +114,6 @@ impl Kek {
     /// The KEK's version.
     pub const fn version(&self) -> KeyVersion {
         self.version
-    }
-
-    fn cipher(&self, salt: &[u8; SALT_LEN]) -> Result<LessSafeKey, Error> {
-        let mut info = [0u8; WRAP_INFO_LABEL.len() + SALT_LEN];
-        let (label, salt_part) = info.split_at_mut(WRAP_INFO_LABEL.len());
-        label.copy_from_slice(WRAP_INFO_LABEL);
-        salt_part.copy_from_slice(salt);
-        let mut okm = [0u8; 32];
-        // Cannot fail: the PRK is one hash long and 32 bytes of output is in range.
-        let expanded = Hkdf::<Sha256>::from_prk(&self.prk[..])
-            .map_err(|_| Error::Backend)
-            .and_then(|hkdf| hkdf.expand(&info, &mut okm).map_err(|_| Error::Backend));
-        let key = expanded.and_then(|()| {
-            UnboundKey::new(&AES_256_GCM, &okm)
-                .map(LessSafeKey::new)
-                .map_err(|_| Error::Backend)
-        });
-        okm.zeroize();
-        key
     }
 
     /// Wraps `key` for `context`, drawing the salt from `rng`.
@@ -211,9 +181,6 @@ impl Kek {
         context: &FileContext,
         salt: &[u8; SALT_LEN],
     ) -> Result<WrappedFileKey, Error> {
-        // The cipher first: once the key's bytes are in `out`, nothing may
-        // return early without sealing or wiping them.
-        let cipher = self.cipher(salt)?;
         let mut out = [0u8; WrappedFileKey::LEN];
         let (header, rest) = out.split_at_mut(HEADER_LEN);
         let (salt_out, rest) = rest.split_at_mut(SALT_LEN);
@@ -221,17 +188,11 @@ impl Kek {
         write_header(header, self.id, self.version);
         salt_out.copy_from_slice(salt);
         let aad = associated_data(header, context);
+        let body: &mut [u8; FileKey::LEN] = body.try_into().map_err(|_| Error::Backend)?;
         body.copy_from_slice(key.expose_secret());
-        let sealed = cipher.seal_in_place_separate_tag(
-            Nonce::assume_unique_for_key([0; 12]),
-            Aad::from(&aad),
-            body,
-        );
-        let Ok(tag) = sealed else {
-            body.zeroize();
-            return Err(Error::Backend);
-        };
-        tag_out.copy_from_slice(tag.as_ref());
+        // Wipes `body` if it fails.
+        let tag = self.key.seal_in_place(salt, &aad, body)?;
+        tag_out.copy_from_slice(&tag);
         Ok(WrappedFileKey {
             bytes: out,
             kek_id: self.id,
@@ -263,24 +224,14 @@ impl Kek {
         let (salt, rest) = rest.split_at(SALT_LEN);
         let (body, tag) = rest.split_at(FileKey::LEN);
         let salt: &[u8; SALT_LEN] = salt.try_into().map_err(|_| Error::Malformed("salt"))?;
-        let tag = Tag::try_from(tag).map_err(|_| Error::Malformed("tag"))?;
+        let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| Error::Malformed("tag"))?;
         let mut plaintext = [0u8; FileKey::LEN];
         plaintext.copy_from_slice(body);
         let aad = associated_data(header, context);
-        let opened = self.cipher(salt)?.open_in_place_separate_tag(
-            Nonce::assume_unique_for_key([0; 12]),
-            Aad::from(&aad),
-            tag,
-            &mut plaintext,
-            0..,
-        );
-        let result = match opened {
-            Ok(bytes) => match <&[u8; FileKey::LEN]>::try_from(&*bytes) {
-                Ok(bytes) => Ok(FileKey::from_secret_bytes(bytes)),
-                Err(_) => Err(Error::AuthenticationFailed),
-            },
-            Err(_) => Err(Error::AuthenticationFailed),
-        };
+        let result = self
+            .key
+            .open_in_place(salt, &aad, &mut plaintext, tag)
+            .map(|()| FileKey::from_secret_bytes(&plaintext));
         plaintext.zeroize();
         result
     }
@@ -305,13 +256,8 @@ fn associated_data(
     aad
 }
 
-impl Drop for Kek {
-    fn drop(&mut self) {
-        self.prk[..].zeroize();
-    }
-}
-
-impl ZeroizeOnDrop for Kek {}
+/// Its wrapping key wipes itself on drop.
+impl zeroize::ZeroizeOnDrop for Kek {}
 
 impl fmt::Debug for Kek {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,31 +1,29 @@
 //! Sealing 32-byte keys under a 32-byte key held in this process: how the
 //! service's root keys wrap TIKs and how the master key file seals root
-//! keys.
+//! and tenant keys.
 //!
 //! # Construction (version 1)
 //!
-//! The same per-wrap-key construction as `atrest-filekey`'s wrapped file
-//! keys, under a different label: `PRK = HKDF-SHA256-Extract(salt =
-//! "atrest/v1 seal", ikm = key)`; for each seal a random 32-byte `salt`,
-//! `seal_key = HKDF-SHA256-Expand(PRK, "atrest/v1 seal key" || salt, 32)`,
-//! and `AES-256-GCM(seal_key, nonce = 0^96, plaintext, aad = 0x01 || aad)`.
+//! `atrest-filekey`'s one labelled wrap ([`atrest_filekey::labelled`]),
+//! the construction file keys are wrapped with, under this use's own
+//! labels: `PRK = HKDF-SHA256-Extract(salt = "atrest/v1 seal", ikm = key)`;
+//! for each seal a random 32-byte `salt`, `seal_key =
+//! HKDF-SHA256-Expand(PRK, "atrest/v1 seal key" || salt, 32)`, and
+//! `AES-256-GCM(seal_key, nonce = 0^96, plaintext, aad = 0x01 || aad)`.
 //! Each seal key encrypts once, so there is no per-key usage limit.
 //!
 //! Sealed form, 81 bytes: `0x01` (version) ‖ salt (32) ‖ ciphertext (32) ‖
 //! tag (16).
 
-use hkdf::Hkdf;
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use atrest_filekey::labelled::{KEY_LEN, LabelledWrapKey, SALT_LEN, TAG_LEN, WrapLabel};
 use ring::rand::{SecureRandom, SystemRandom};
-use sha2::Sha256;
 use zeroize::Zeroize;
 
 const VERSION: u8 = 1;
-const SALT_LEN: usize = 32;
-const TAG_LEN: usize = 16;
-const KEY_LEN: usize = 32;
 /// Length of a sealed key.
 pub(crate) const SEALED_LEN: usize = 1 + SALT_LEN + KEY_LEN + TAG_LEN;
+/// This use's labels.
+const SEAL: WrapLabel = WrapLabel::new(b"atrest/v1 seal", b"atrest/v1 seal key");
 
 /// A 32-byte secret of one role (see `provider::secret_type`), as sealing
 /// sees it.
@@ -33,8 +31,6 @@ pub(crate) trait Secret {
     fn bytes(&self) -> &[u8; KEY_LEN];
     fn from_bytes(bytes: &[u8; KEY_LEN]) -> Self;
 }
-const EXTRACT_SALT: &[u8] = b"atrest/v1 seal";
-const INFO_LABEL: &[u8] = b"atrest/v1 seal key";
 
 /// Why a seal did not open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,63 +41,38 @@ pub(crate) enum OpenError {
     AuthenticationFailed,
 }
 
-/// A key that seals other keys; holds only the HKDF PRK.
+/// A key that seals other keys (its PRK is wiped on drop).
 pub(crate) struct SealingKey {
-    prk: [u8; 32],
+    key: LabelledWrapKey,
+}
+
+fn full_aad(aad: &[u8]) -> Vec<u8> {
+    let mut full = Vec::with_capacity(1 + aad.len());
+    full.push(VERSION);
+    full.extend_from_slice(aad);
+    full
 }
 
 impl SealingKey {
     pub(crate) fn new(key: &impl Secret) -> Self {
-        let (prk, _) = Hkdf::<Sha256>::extract(Some(EXTRACT_SALT), key.bytes());
-        let mut this = Self { prk: [0; 32] };
-        this.prk.copy_from_slice(&prk);
-        let mut prk = prk;
-        prk.zeroize();
-        this
-    }
-
-    fn cipher(&self, salt: &[u8]) -> LessSafeKey {
-        let mut info = Vec::with_capacity(INFO_LABEL.len() + SALT_LEN);
-        info.extend_from_slice(INFO_LABEL);
-        info.extend_from_slice(salt);
-        let mut okm = [0u8; 32];
-        let expanded = Hkdf::<Sha256>::from_prk(&self.prk).and_then(|hkdf| {
-            hkdf.expand(&info, &mut okm)
-                .map_err(|_| hkdf::InvalidPrkLength)
-        });
-        debug_assert!(
-            expanded.is_ok(),
-            "a 32-byte PRK and 32-byte output are valid"
-        );
-        let key = UnboundKey::new(&AES_256_GCM, &okm).map(LessSafeKey::new);
-        okm.zeroize();
-        match key {
-            Ok(key) => key,
-            Err(_) => unreachable!("a 32-byte key is valid for AES-256-GCM"),
+        Self {
+            key: LabelledWrapKey::new(SEAL, key.bytes()),
         }
     }
 
     pub(crate) fn seal(&self, secret: &impl Secret, aad: &[u8]) -> Result<Vec<u8>, crate::Error> {
-        let mut out = Vec::with_capacity(SEALED_LEN);
-        out.push(VERSION);
         let mut salt = [0u8; SALT_LEN];
         SystemRandom::new()
             .fill(&mut salt)
             .map_err(|_| crate::Error::Rng)?;
+        let mut body = *secret.bytes();
+        let tag = self.key.seal_in_place(&salt, &full_aad(aad), &mut body);
+        let tag = tag.map_err(|_| crate::Error::Misuse("AES-GCM refused a 32-byte plaintext"))?;
+        let mut out = Vec::with_capacity(SEALED_LEN);
+        out.push(VERSION);
         out.extend_from_slice(&salt);
-        out.extend_from_slice(secret.bytes());
-        let mut full_aad = Vec::with_capacity(1 + aad.len());
-        full_aad.push(VERSION);
-        full_aad.extend_from_slice(aad);
-        let tag = self
-            .cipher(&salt)
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key([0; 12]),
-                Aad::from(&full_aad),
-                out.get_mut(1 + SALT_LEN..).unwrap_or_default(),
-            )
-            .map_err(|_| crate::Error::Misuse("AES-GCM refused a 32-byte plaintext"))?;
-        out.extend_from_slice(tag.as_ref());
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&tag);
         Ok(out)
     }
 
@@ -109,31 +80,20 @@ impl SealingKey {
         if sealed.len() != SEALED_LEN || sealed.first() != Some(&VERSION) {
             return Err(OpenError::Malformed);
         }
-        let (salt, body) = sealed
-            .get(1..)
-            .ok_or(OpenError::Malformed)?
-            .split_at(SALT_LEN);
-        let mut buf = body.to_vec();
-        let mut full_aad = Vec::with_capacity(1 + aad.len());
-        full_aad.push(VERSION);
-        full_aad.extend_from_slice(aad);
+        let rest = sealed.get(1..).ok_or(OpenError::Malformed)?;
+        let (salt, rest) = rest.split_at(SALT_LEN);
+        let (body, tag) = rest.split_at(KEY_LEN);
+        let salt: &[u8; SALT_LEN] = salt.try_into().map_err(|_| OpenError::Malformed)?;
+        let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| OpenError::Malformed)?;
+        let mut plain = [0u8; KEY_LEN];
+        plain.copy_from_slice(body);
         let opened = self
-            .cipher(salt)
-            .open_in_place(
-                Nonce::assume_unique_for_key([0; 12]),
-                Aad::from(&full_aad),
-                &mut buf,
-            )
-            .ok()
-            .and_then(|plain| <&[u8; KEY_LEN]>::try_from(&*plain).ok().map(S::from_bytes));
-        buf.zeroize();
-        opened.ok_or(OpenError::AuthenticationFailed)
-    }
-}
-
-impl Drop for SealingKey {
-    fn drop(&mut self) {
-        self.prk.zeroize();
+            .key
+            .open_in_place(salt, &full_aad(aad), &mut plain, tag)
+            .map(|()| S::from_bytes(&plain))
+            .map_err(|_| OpenError::AuthenticationFailed);
+        plain.zeroize();
+        opened
     }
 }
 
