@@ -58,7 +58,7 @@ use serde::Serialize;
 use self::config::{Config, write_private};
 use self::error::io_at;
 
-pub use self::config::TokenConfig;
+pub use self::config::{KmsConfig, TokenConfig};
 pub use self::error::Error;
 pub use self::keys::{Fallback, Options};
 pub use self::policy::Principal;
@@ -298,6 +298,7 @@ impl Deployment {
             version: 1,
             blobs: blobs_url.map(str::to_owned),
             tokens: Vec::new(),
+            kms: Vec::new(),
             audit_verifying_key,
             audit_witness: Some(witness),
         };
@@ -544,11 +545,20 @@ impl Deployment {
             }
         }
         if config.tokens != self.config.tokens {
-            config.write(&self.dir)?;
-            self.config = config;
-            // A new provider: the hierarchy's providers are fixed when it is
-            // built.
-            let parts = keys::Parts {
+            self.reconfigure(config)?;
+        }
+        let [a, b]: [RootKeyRef; 2] = refs
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one key per token, two tokens"));
+        Ok([a, b])
+    }
+
+    /// Writes a configuration with a new provider and rebuilds the key
+    /// hierarchy (its providers are fixed when it is built).
+    fn reconfigure(&mut self, config: Config) -> Result<(), Error> {
+        config.write(&self.dir)?;
+        self.config = config;
+        let parts = keys::Parts {
                 config: &self.config,
                 options: &self.options,
                 service: &self.service,
@@ -559,12 +569,54 @@ impl Deployment {
                 log: &self.log,
                 fallbacks: &self.fallbacks,
             };
-            (self.files, self.administration) = parts.files(self.policy.clone())?;
+        (self.files, self.administration) = parts.files(self.policy.clone())?;
+        Ok(())
+    }
+
+    /// Adds a key service (an OpenBao or Vault transit engine) whose keys
+    /// tenants can then name as customer keys (`NAME:KEY@VERSION`). Its
+    /// token must be readable now; the service itself is not asked.
+    ///
+    /// # Errors
+    /// [`Error::ProviderConflict`] if the name is in use;
+    /// [`Error::Library`] for an invalid name or address, or a token that
+    /// cannot be read.
+    pub fn add_kms(&mut self, kms: KmsConfig) -> Result<(), Error> {
+        atrest::check_name("provider name", &kms.name).map_err(atrest::Error::from)?;
+        let taken = kms.name == SERVICE_PROVIDER
+            || self.options.has_provider(&kms.name)
+            || self.config.tokens.iter().any(|t| t.name == kms.name)
+            || self.config.kms.iter().any(|k| k.name == kms.name);
+        if taken {
+            return Err(Error::ProviderConflict { provider: kms.name });
         }
-        let [a, b]: [RootKeyRef; 2] = refs
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("one key per token, two tokens"));
-        Ok([a, b])
+        let _ = keys::transit_keys(&kms)?;
+        let mut config = self.config.clone();
+        config.kms.push(kms);
+        self.reconfigure(config)
+    }
+
+    /// The configured key services.
+    pub fn kms(&self) -> &[KmsConfig] {
+        &self.config.kms
+    }
+
+    /// Creates key `label` (`aes256-gcm96`, not exportable) in configured
+    /// key service `name`, for an operator who runs that service too.
+    ///
+    /// # Errors
+    /// [`Error::UnknownRootKey`] if no key service has that name; the
+    /// service's refusal.
+    pub fn create_kms_key(&self, name: &str, label: &str) -> Result<RootKeyRef, Error> {
+        let kms = self
+            .config
+            .kms
+            .iter()
+            .find(|k| k.name == name)
+            .ok_or_else(|| Error::UnknownKms {
+                name: name.to_owned(),
+            })?;
+        Ok(keys::transit_keys(kms)?.create_key(label)?)
     }
 
     /// A tenant's state.

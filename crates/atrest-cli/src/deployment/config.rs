@@ -24,6 +24,26 @@ pub struct TokenConfig {
     pub pin_env: String,
 }
 
+/// A key service's transit engine (OpenBao or HashiCorp Vault) holding
+/// root keys, as configured in a deployment. Its token is read from the
+/// environment or from a private file, never stored here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KmsConfig {
+    /// The provider name root-key references use (for example `bao`).
+    pub name: String,
+    /// The server's address (`https://…`, or `http://` on loopback).
+    pub address: String,
+    /// Where the transit engine is mounted (for example `transit`).
+    pub mount: String,
+    /// The environment variable holding the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// A file holding the token (mode 0600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
 /// The contents of `DIR/atrest.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +52,9 @@ pub(super) struct Config {
     /// A blob store URL; `None`: `DIR/blobs`.
     pub(super) blobs: Option<String>,
     pub(super) tokens: Vec<TokenConfig>,
+    /// Key services (transit engines) holding root keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) kms: Vec<KmsConfig>,
     pub(super) audit_verifying_key: String,
     /// The directory the audit log publishes its checkpoints to (relative:
     /// to the deployment directory).

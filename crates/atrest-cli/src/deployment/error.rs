@@ -89,6 +89,13 @@ pub enum Error {
         key: String,
     },
 
+    /// No key service of that name is configured.
+    #[error("no key service named {name:?} is configured (atrest kms add)")]
+    UnknownKms {
+        /// The name given.
+        name: String,
+    },
+
     /// The deployment's own root keys are `root` and `availability`.
     #[error("{label:?} is not a service key; the service keys are \"root\" and \"availability\"")]
     UnknownServiceKey {
@@ -190,6 +197,7 @@ impl Error {
             | Self::ProviderConflict { .. } => K::Conflict,
             Self::UnknownTenant { .. }
             | Self::UnknownRootKey { .. }
+            | Self::UnknownKms { .. }
             | Self::NoSuchTokenKey { .. } => K::NotFound,
             Self::AuditKeyMismatch { .. } => K::Integrity,
             Self::Io { .. } => K::Io,

@@ -12,7 +12,9 @@ use atrest::tenant::{
 };
 use atrest::{Catalog, Files};
 
-use super::config::{Config, TokenConfig};
+use atrest_openbao::{Credentials, TransitKeys};
+
+use super::config::{Config, KmsConfig, TokenConfig};
 use super::error::Error;
 use super::{AVAILABILITY_KEY, ROOT_KEY, SERVICE_PROVIDER};
 
@@ -136,6 +138,13 @@ impl Parts<'_> {
             }
             builder = builder.provider(provider);
         }
+        for kms in &self.config.kms {
+            let (provider, problem) = open_kms(kms);
+            if let Some(problem) = problem {
+                self.fallbacks.token_problem(&kms.name, problem);
+            }
+            builder = builder.provider(provider);
+        }
         for provider in &options.providers {
             builder = builder.provider(provider.clone());
         }
@@ -174,6 +183,39 @@ fn open_token(token: &TokenConfig) -> (Arc<dyn RootKeyProvider>, Option<String>)
             Some(detail),
         ),
     }
+}
+
+/// A configured key service; one that cannot be set up (no token) is a
+/// provider that reports itself unavailable.
+pub(super) fn open_kms(kms: &KmsConfig) -> (Arc<dyn RootKeyProvider>, Option<String>) {
+    match transit_keys(kms) {
+        Ok(keys) => (Arc::new(keys), None),
+        Err(error) => {
+            let detail = error.to_string();
+            (
+                Arc::new(Unopened {
+                    name: kms.name.clone(),
+                    detail: detail.clone(),
+                }),
+                Some(detail),
+            )
+        }
+    }
+}
+
+/// The transit provider of a configured key service.
+pub(super) fn transit_keys(kms: &KmsConfig) -> Result<TransitKeys, ProviderError> {
+    let credentials = match (&kms.token_env, &kms.token_file) {
+        (Some(var), None) => Credentials::FromEnv(var.clone()),
+        (None, Some(file)) => Credentials::FromFile(file.clone()),
+        _ => {
+            return Err(ProviderError::Misconfigured {
+                provider: kms.name.clone(),
+                detail: "give exactly one of a token variable and a token file".into(),
+            });
+        }
+    };
+    TransitKeys::builder(&kms.name, &kms.address, &kms.mount, credentials).build()
 }
 
 /// A use of the availability key because customer keys were unavailable,
