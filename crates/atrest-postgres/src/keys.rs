@@ -1,0 +1,565 @@
+//! Tenant key metadata in PostgreSQL: [`PgMetadataStore`].
+
+use std::sync::Arc;
+
+use atrest::ErrorKind;
+use atrest_filekey::{KeyId, KeyVersion, TenantId};
+use atrest_tenant::{
+    Error, MetadataStore, RecordTag, RootKeyRef, RootKeySlot, SlotRole, TagUpdate, TenantKind,
+    TenantRecord, TenantState, TikWrap,
+};
+use tokio_postgres::Transaction;
+
+use crate::db::{BoxFuture, Failure, Mode, PgError, Postgres, Schema, check_objects};
+
+/// The key metadata tables, as [`atrest_tenant::SqliteStore`] has them, with
+/// PostgreSQL's types: integers are `bigint`, so every `u32` fits.
+pub(crate) const SCHEMA: Schema = Schema {
+    component: "keys",
+    migrations: &["
+CREATE TABLE atrest_tenants (
+    tenant      bytea   PRIMARY KEY,
+    kind        text    NOT NULL CHECK (kind IN ('service', 'customer')),
+    state       text    NOT NULL CHECK (state IN ('active', 'purged')),
+    tik_id      bytea   NOT NULL,
+    current_tik bigint  NOT NULL CHECK (current_tik > 0),
+    tag         bytea   -- NULL once purged
+);
+CREATE TABLE atrest_root_key_slots (
+    tenant   bytea   NOT NULL REFERENCES atrest_tenants (tenant),
+    slot     integer NOT NULL,
+    role     text    NOT NULL CHECK (role IN ('service', 'customer', 'availability')),
+    key      text    NOT NULL,
+    revoked  boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (tenant, slot)
+);
+CREATE TABLE atrest_tik_versions (
+    tenant  bytea   NOT NULL REFERENCES atrest_tenants (tenant),
+    version bigint  NOT NULL CHECK (version > 0),
+    PRIMARY KEY (tenant, version)
+);
+CREATE TABLE atrest_tik_wraps (
+    tenant  bytea   NOT NULL,
+    version bigint  NOT NULL,
+    slot    integer NOT NULL,
+    wrapped bytea   NOT NULL,
+    PRIMARY KEY (tenant, version, slot),
+    FOREIGN KEY (tenant, version) REFERENCES atrest_tik_versions (tenant, version)
+);
+"],
+    tables: &[
+        "atrest_tenants",
+        "atrest_root_key_slots",
+        "atrest_tik_versions",
+        "atrest_tik_wraps",
+    ],
+};
+
+/// Tenant key metadata ([`MetadataStore`]) in PostgreSQL: the same tables,
+/// transactions and answers as [`atrest_tenant::SqliteStore`], for a
+/// service whose instances share one database.
+///
+/// Every changing method is one serializable transaction, run again when it
+/// loses a race to another instance's, so two instances changing one
+/// tenant at once behave as if one ran after the other: the second sees
+/// the first's record tag and gets [`Error::Conflict`].
+///
+/// Errors: [`Error::Store`] with a [`PgError`] as its source (its
+/// [`PgError::kind`] says whether the server was unreachable, refused the
+/// request, …); [`Error::Conflict`] for a race still lost after the
+/// retries or a violated unique key; [`Error::Corrupt`] for a stored value
+/// that is not valid.
+#[derive(Debug, Clone)]
+pub struct PgMetadataStore {
+    db: Postgres,
+}
+
+impl PgMetadataStore {
+    /// The key metadata in the database `db` connects to; creates or
+    /// migrates its tables first.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if the server cannot be reached or the schema
+    /// cannot be applied, or if the database was migrated by a newer
+    /// version ([`PgError::is_newer_schema`]); [`Error::Corrupt`] if a key
+    /// table carries a trigger or a rule.
+    pub async fn open(db: &Postgres) -> Result<Self, Error> {
+        db.migrate(&SCHEMA).await.map_err(store_error)?;
+        Ok(Self { db: db.clone() })
+    }
+
+    /// [`PgMetadataStore::open`] from synchronous code.
+    ///
+    /// # Errors
+    /// As for [`PgMetadataStore::open`].
+    pub fn open_blocking(db: &Postgres) -> Result<Self, Error> {
+        atrest_tenant::blocking::block_on(Self::open(db))
+    }
+
+    async fn run<T, F>(&self, mode: Mode, body: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: for<'t> Fn(&'t Transaction<'t>) -> BoxFuture<'t, Result<T, Failure<Error>>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.db
+            .transaction(mode, body)
+            .await
+            .map_err(|failure| match failure {
+                Failure::Db(error) => store_error(error),
+                Failure::Stop(error) => error,
+            })
+    }
+}
+
+/// The tenant crate's error for a database failure.
+pub(crate) fn store_error(error: PgError) -> Error {
+    if error.is_race() || error.is_key_violation() {
+        Error::Conflict(error.what())
+    } else if error.kind() == ErrorKind::Integrity && error.code().is_none() {
+        Error::Corrupt(error.what())
+    } else {
+        Error::Store(Box::new(error))
+    }
+}
+
+fn corrupt(what: &'static str) -> Failure<Error> {
+    Failure::Stop(Error::Corrupt(what))
+}
+
+fn kind_text(kind: TenantKind) -> &'static str {
+    match kind {
+        TenantKind::ServiceManaged => "service",
+        TenantKind::CustomerKey => "customer",
+    }
+}
+
+fn role_text(role: SlotRole) -> &'static str {
+    match role {
+        SlotRole::Service => "service",
+        SlotRole::Customer => "customer",
+        SlotRole::Availability => "availability",
+    }
+}
+
+fn version(value: i64) -> Result<KeyVersion, Failure<Error>> {
+    u32::try_from(value)
+        .ok()
+        .and_then(|value| KeyVersion::try_from(value).ok())
+        .ok_or_else(|| corrupt("TIK version"))
+}
+
+fn number(version: KeyVersion) -> i64 {
+    i64::from(u32::from(version))
+}
+
+fn key_id(bytes: &[u8]) -> Result<KeyId, Failure<Error>> {
+    <[u8; 16]>::try_from(bytes)
+        .ok()
+        .and_then(|bytes| KeyId::from_bytes(bytes).ok())
+        .ok_or_else(|| corrupt("TIK id"))
+}
+
+fn tenant_id(bytes: &[u8]) -> Result<TenantId, Failure<Error>> {
+    <[u8; 16]>::try_from(bytes)
+        .ok()
+        .and_then(|bytes| TenantId::from_bytes(bytes).ok())
+        .ok_or_else(|| corrupt("tenant id"))
+}
+
+async fn insert_wraps(
+    tx: &Transaction<'_>,
+    tenant: &[u8],
+    wraps: &[TikWrap],
+) -> Result<(), Failure<Error>> {
+    let insert = tx
+        .prepare(
+            "INSERT INTO atrest_tik_wraps (tenant, version, slot, wrapped) VALUES ($1, $2, $3, $4)",
+        )
+        .await?;
+    for wrap in wraps {
+        let _ = tx
+            .execute(
+                &insert,
+                &[
+                    &tenant,
+                    &number(wrap.version),
+                    &i32::from(wrap.slot),
+                    &wrap.wrapped,
+                ],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Replaces an active tenant's tag `tag.previous` by `tag.next`.
+async fn retag(tx: &Transaction<'_>, tenant: &[u8], tag: &TagUpdate) -> Result<(), Failure<Error>> {
+    let changed = tx
+        .execute(
+            "UPDATE atrest_tenants SET tag = $3 WHERE tenant = $1 AND state = 'active' AND tag = $2",
+            &[
+                &tenant,
+                &tag.previous.as_bytes().as_slice(),
+                &tag.next.as_bytes().as_slice(),
+            ],
+        )
+        .await?;
+    if changed == 0 {
+        return Err(Failure::Stop(Error::Conflict(
+            "the tenant's record changed meanwhile (another change, or a purge)",
+        )));
+    }
+    Ok(())
+}
+
+async fn read_tenant(
+    tx: &Transaction<'_>,
+    tenant: TenantId,
+) -> Result<Option<TenantRecord>, Failure<Error>> {
+    let id = tenant.as_bytes().as_slice();
+    let Some(row) = tx
+        .query_opt(
+            "SELECT kind, state, tik_id, current_tik, tag FROM atrest_tenants WHERE tenant = $1",
+            &[&id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let kind: String = row.try_get(0)?;
+    let state: String = row.try_get(1)?;
+    let tik_id: Vec<u8> = row.try_get(2)?;
+    let current: i64 = row.try_get(3)?;
+    let tag: Option<Vec<u8>> = row.try_get(4)?;
+    let mut slots = Vec::new();
+    for row in tx
+        .query(
+            "SELECT role, key, revoked FROM atrest_root_key_slots WHERE tenant = $1 ORDER BY slot",
+            &[&id],
+        )
+        .await?
+    {
+        let role: String = row.try_get(0)?;
+        let key: String = row.try_get(1)?;
+        let revoked: bool = row.try_get(2)?;
+        let role = match role.as_str() {
+            "service" => SlotRole::Service,
+            "customer" => SlotRole::Customer,
+            "availability" => SlotRole::Availability,
+            _ => return Err(corrupt("root key role")),
+        };
+        let key: RootKeyRef = key.parse().map_err(|_| corrupt("root key reference"))?;
+        slots.push(RootKeySlot { role, key, revoked });
+    }
+    Ok(Some(TenantRecord {
+        tenant,
+        kind: match kind.as_str() {
+            "service" => TenantKind::ServiceManaged,
+            "customer" => TenantKind::CustomerKey,
+            _ => return Err(corrupt("tenant kind")),
+        },
+        state: match state.as_str() {
+            "active" => TenantState::Active,
+            "purged" => TenantState::Purged,
+            _ => return Err(corrupt("tenant state")),
+        },
+        tik_id: key_id(&tik_id)?,
+        current_tik: version(current)?,
+        slots,
+        tag: tag
+            .map(|tag| RecordTag::from_slice(&tag).ok_or_else(|| corrupt("tenant record tag")))
+            .transpose()?,
+    }))
+}
+
+#[async_trait::async_trait]
+impl MetadataStore for PgMetadataStore {
+    async fn create_tenant(&self, record: &TenantRecord, wraps: &[TikWrap]) -> Result<(), Error> {
+        let input = Arc::new((record.clone(), wraps.to_vec()));
+        self.run(Mode::Write, move |tx| {
+            let input = Arc::clone(&input);
+            Box::pin(async move {
+                let (record, wraps) = &*input;
+                let id = record.tenant.as_bytes().as_slice();
+                let inserted = tx
+                    .execute(
+                        "INSERT INTO atrest_tenants (tenant, kind, state, tik_id, current_tik, tag)
+                         VALUES ($1, $2, 'active', $3, $4, $5)
+                         ON CONFLICT DO NOTHING",
+                        &[
+                            &id,
+                            &kind_text(record.kind),
+                            &record.tik_id.as_bytes().as_slice(),
+                            &number(record.current_tik),
+                            &record.tag.as_ref().map(|tag| tag.as_bytes().as_slice()),
+                        ],
+                    )
+                    .await?;
+                if inserted == 0 {
+                    return Err(Failure::Stop(Error::TenantExists(record.tenant)));
+                }
+                for (slot, root) in record.slots.iter().enumerate() {
+                    let slot = i32::try_from(slot)
+                        .map_err(|_| Failure::Stop(Error::Misuse("too many root key slots")))?;
+                    let _ = tx
+                        .execute(
+                            "INSERT INTO atrest_root_key_slots (tenant, slot, role, key, revoked)
+                             VALUES ($1, $2, $3, $4, $5)",
+                            &[
+                                &id,
+                                &slot,
+                                &role_text(root.role),
+                                &root.key.to_string(),
+                                &root.revoked,
+                            ],
+                        )
+                        .await?;
+                }
+                let _ = tx
+                    .execute(
+                        "INSERT INTO atrest_tik_versions (tenant, version) VALUES ($1, $2)",
+                        &[&id, &number(record.current_tik)],
+                    )
+                    .await?;
+                insert_wraps(tx, id, wraps).await
+            })
+        })
+        .await
+    }
+
+    async fn tenant(&self, tenant: TenantId) -> Result<Option<TenantRecord>, Error> {
+        self.run(Mode::Read, move |tx| Box::pin(read_tenant(tx, tenant)))
+            .await
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantId>, Error> {
+        self.run(Mode::Read, |tx| {
+            Box::pin(async move {
+                let rows = tx
+                    .query("SELECT tenant FROM atrest_tenants ORDER BY tenant", &[])
+                    .await?;
+                rows.iter()
+                    .map(|row| tenant_id(&row.try_get::<_, Vec<u8>>(0)?))
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn tik_versions(&self, tenant: TenantId) -> Result<Vec<KeyVersion>, Error> {
+        self.run(Mode::Read, move |tx| {
+            Box::pin(async move {
+                let rows = tx
+                    .query(
+                        "SELECT version FROM atrest_tik_versions WHERE tenant = $1 ORDER BY version",
+                        &[&tenant.as_bytes().as_slice()],
+                    )
+                    .await?;
+                rows.iter().map(|row| version(row.try_get(0)?)).collect()
+            })
+        })
+        .await
+    }
+
+    async fn tik_wraps(&self, tenant: TenantId, tik: KeyVersion) -> Result<Vec<TikWrap>, Error> {
+        self.run(Mode::Read, move |tx| {
+            Box::pin(async move {
+                let rows = tx
+                    .query(
+                        "SELECT slot, wrapped FROM atrest_tik_wraps
+                         WHERE tenant = $1 AND version = $2 ORDER BY slot",
+                        &[&tenant.as_bytes().as_slice(), &number(tik)],
+                    )
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(TikWrap {
+                            version: tik,
+                            slot: u8::try_from(row.try_get::<_, i32>(0)?)
+                                .map_err(|_| corrupt("root key slot"))?,
+                            wrapped: row.try_get(1)?,
+                        })
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn add_tik_version(
+        &self,
+        tenant: TenantId,
+        previous: KeyVersion,
+        wraps: &[TikWrap],
+        tag: &TagUpdate,
+    ) -> Result<(), Error> {
+        let new = wraps
+            .first()
+            .ok_or(Error::Misuse("a TIK version needs wraps"))?
+            .version;
+        let input = Arc::new((wraps.to_vec(), *tag));
+        self.run(Mode::Write, move |tx| {
+            let input = Arc::clone(&input);
+            Box::pin(async move {
+                let (wraps, tag) = &*input;
+                let id = tenant.as_bytes().as_slice();
+                retag(tx, id, tag).await?;
+                let changed = tx
+                    .execute(
+                        "UPDATE atrest_tenants SET current_tik = $3
+                         WHERE tenant = $1 AND current_tik = $2",
+                        &[&id, &number(previous), &number(new)],
+                    )
+                    .await?;
+                if changed == 0 {
+                    return Err(Failure::Stop(Error::Conflict(
+                        "the tenant's TIK changed meanwhile (another roll, or a purge)",
+                    )));
+                }
+                let _ = tx
+                    .execute(
+                        "INSERT INTO atrest_tik_versions (tenant, version) VALUES ($1, $2)",
+                        &[&id, &number(new)],
+                    )
+                    .await?;
+                insert_wraps(tx, id, wraps).await
+            })
+        })
+        .await
+    }
+
+    async fn replace_root_key(
+        &self,
+        tenant: TenantId,
+        slot: u8,
+        key: &RootKeyRef,
+        wraps: &[TikWrap],
+        tag: &TagUpdate,
+    ) -> Result<(), Error> {
+        let input = Arc::new((key.to_string(), wraps.to_vec(), *tag));
+        self.run(Mode::Write, move |tx| {
+            let input = Arc::clone(&input);
+            Box::pin(async move {
+                let (key, wraps, tag) = &*input;
+                let id = tenant.as_bytes().as_slice();
+                let versions: i64 = tx
+                    .query_one(
+                        "SELECT count(*) FROM atrest_tik_versions WHERE tenant = $1",
+                        &[&id],
+                    )
+                    .await?
+                    .try_get(0)?;
+                if u64::try_from(versions).ok() != Some(wraps.len() as u64)
+                    || wraps.iter().any(|w| w.slot != slot)
+                {
+                    return Err(Failure::Stop(Error::Conflict(
+                        "the tenant's TIK versions changed during the root key roll; run it again",
+                    )));
+                }
+                retag(tx, id, tag).await?;
+                let _ = tx
+                    .execute(
+                        "UPDATE atrest_root_key_slots SET key = $3 WHERE tenant = $1 AND slot = $2",
+                        &[&id, &i32::from(slot), key],
+                    )
+                    .await?;
+                let update = tx
+                    .prepare(
+                        "UPDATE atrest_tik_wraps SET wrapped = $4
+                         WHERE tenant = $1 AND version = $2 AND slot = $3",
+                    )
+                    .await?;
+                for wrap in wraps {
+                    let changed = tx
+                        .execute(
+                            &update,
+                            &[&id, &number(wrap.version), &i32::from(slot), &wrap.wrapped],
+                        )
+                        .await?;
+                    if changed != 1 {
+                        return Err(corrupt("TIK version without a wrap in this slot"));
+                    }
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn set_revoked(
+        &self,
+        tenant: TenantId,
+        slot: u8,
+        revoked: bool,
+        tag: &TagUpdate,
+    ) -> Result<(), Error> {
+        let tag = *tag;
+        self.run(Mode::Write, move |tx| {
+            Box::pin(async move {
+                let id = tenant.as_bytes().as_slice();
+                retag(tx, id, &tag).await?;
+                let changed = tx
+                    .execute(
+                        "UPDATE atrest_root_key_slots SET revoked = $3
+                         WHERE tenant = $1 AND slot = $2",
+                        &[&id, &i32::from(slot), &revoked],
+                    )
+                    .await?;
+                if changed == 0 {
+                    return Err(Failure::Stop(Error::Misuse("no such root key slot")));
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn retire_tik_version(&self, tenant: TenantId, tik: KeyVersion) -> Result<(), Error> {
+        self.run(Mode::Write, move |tx| {
+            Box::pin(async move {
+                let id = tenant.as_bytes().as_slice();
+                let _ = tx
+                    .execute(
+                        "DELETE FROM atrest_tik_wraps WHERE tenant = $1 AND version = $2",
+                        &[&id, &number(tik)],
+                    )
+                    .await?;
+                let _ = tx
+                    .execute(
+                        "DELETE FROM atrest_tik_versions WHERE tenant = $1 AND version = $2",
+                        &[&id, &number(tik)],
+                    )
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn purge_tenant(&self, tenant: TenantId) -> Result<u64, Error> {
+        self.run(Mode::Write, move |tx| {
+            Box::pin(async move {
+                // Nothing may copy the rows this deletes.
+                check_objects(tx, SCHEMA.tables).await?;
+                let id = tenant.as_bytes().as_slice();
+                let _ = tx
+                    .execute("DELETE FROM atrest_tik_wraps WHERE tenant = $1", &[&id])
+                    .await?;
+                let destroyed = tx
+                    .execute("DELETE FROM atrest_tik_versions WHERE tenant = $1", &[&id])
+                    .await?;
+                let _ = tx
+                    .execute(
+                        "UPDATE atrest_tenants SET state = 'purged', tag = NULL WHERE tenant = $1",
+                        &[&id],
+                    )
+                    .await?;
+                Ok(destroyed)
+            })
+        })
+        .await
+    }
+}

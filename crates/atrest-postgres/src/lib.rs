@@ -1,0 +1,13 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod catalog;
+mod db;
+mod keys;
+
+pub use catalog::PgCatalog;
+pub use db::{PgError, PgOptions, Postgres};
+pub use keys::PgMetadataStore;
+
+pub use tokio_postgres;

@@ -1,0 +1,321 @@
+//! Test fixtures: a fresh PostgreSQL database per test on the server
+//! `ATREST_POSTGRES_URL` names, and the stores under test on either
+//! backend.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use atrest::{Catalog, SqliteCatalog};
+use atrest_filekey::{FileId, OsRng, TenantId};
+use atrest_postgres::tokio_postgres::{self, NoTls};
+use atrest_postgres::{PgCatalog, PgMetadataStore, PgOptions, Postgres};
+use atrest_tenant::{MetadataStore, SqliteStore};
+pub use atrest_test_support::TempDir;
+
+/// The environment variable naming the server: an administrator's
+/// connection string (it must be allowed to create databases).
+pub const URL_VAR: &str = "ATREST_POSTGRES_URL";
+
+/// The server's connection string.
+///
+/// # Panics
+/// If [`URL_VAR`] is not set, saying how to set it.
+pub fn admin_url() -> String {
+    std::env::var(URL_VAR).unwrap_or_else(|_| {
+        panic!(
+            "{URL_VAR} is not set: run scripts/test, which starts a private PostgreSQL server, \
+             or set {URL_VAR} to a server where this user may create databases \
+             (postgresql://user@127.0.0.1:5432/postgres)"
+        )
+    })
+}
+
+/// Runs one statement as the administrator.
+pub fn admin(sql: &str) {
+    exec(&admin_url(), sql);
+}
+
+/// Runs `sql` (one or more statements) on the database at `url`.
+pub fn exec(url: &str, sql: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {URL_VAR}: {e}"));
+        let connection = tokio::spawn(connection);
+        client
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        drop(client);
+        let _ = connection.await;
+    });
+}
+
+/// The first value of the first row of `sql`, as text.
+pub fn query_text(url: &str, sql: &str) -> Option<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+        let connection = tokio::spawn(connection);
+        let rows = client.simple_query(sql).await.unwrap();
+        let value = rows.iter().find_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_owned)),
+            _ => None,
+        });
+        drop(client);
+        let _ = connection.await;
+        value.flatten()
+    })
+}
+
+/// A database of its own for one test, dropped with it.
+#[derive(Debug)]
+pub struct TestDatabase {
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    /// Creates database `atrest_<test>_<pid>_<n>`.
+    pub fn new(test: &str) -> Self {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.subsec_nanos());
+        let mut test: String = test
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        test.truncate(30);
+        let name = format!(
+            "atrest_{test}_{}_{}_{nanos:x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        admin(&format!("CREATE DATABASE {name}"));
+        let mut url = url::Url::parse(&admin_url()).unwrap_or_else(|e| {
+            panic!("{URL_VAR} must be a postgresql:// URL: {e}");
+        });
+        url.set_path(&format!("/{name}"));
+        Self {
+            name,
+            url: url.to_string(),
+        }
+    }
+
+    /// Its connection string.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A pool for it.
+    pub fn connect(&self) -> Postgres {
+        Postgres::connect(&self.url, &PgOptions::default()).unwrap()
+    }
+
+    /// Runs `sql` on it, as a writer of the database could.
+    pub fn exec(&self, sql: &str) {
+        exec(&self.url, sql);
+    }
+
+    /// The first value of the first row of `sql`.
+    pub fn query_text(&self, sql: &str) -> Option<String> {
+        query_text(&self.url, sql)
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if std::env::var_os(URL_VAR).is_some() {
+            admin(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+/// Opens the stores under test.
+type Opener = dyn Fn() -> (Arc<dyn MetadataStore>, Arc<dyn Catalog>) + Send + Sync;
+
+/// The stores under test over one backend, and a way to open them again
+/// (another instance of the service over the same database).
+pub struct Backend {
+    /// `sqlite` or `postgres`.
+    pub name: &'static str,
+    open: Box<Opener>,
+    /// What keeps the database alive (a directory, a test database).
+    _keep: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl Backend {
+    /// SQLite files in a temporary directory.
+    pub fn sqlite(test: &str) -> Self {
+        let dir = TempDir::new(test);
+        let (meta, catalog) = (dir.join("meta.sqlite"), dir.join("catalog.sqlite"));
+        Self {
+            name: "sqlite",
+            open: Box::new(move || {
+                (
+                    Arc::new(SqliteStore::open(&meta).unwrap()) as Arc<dyn MetadataStore>,
+                    Arc::new(SqliteCatalog::open(&catalog).unwrap()) as Arc<dyn Catalog>,
+                )
+            }),
+            _keep: Box::new(dir),
+        }
+    }
+
+    /// A fresh PostgreSQL database.
+    pub fn postgres(test: &str) -> Self {
+        let database = TestDatabase::new(test);
+        let url = database.url().to_owned();
+        Self {
+            name: "postgres",
+            open: Box::new(move || {
+                let db = Postgres::connect(&url, &PgOptions::default()).unwrap();
+                (
+                    Arc::new(PgMetadataStore::open_blocking(&db).unwrap())
+                        as Arc<dyn MetadataStore>,
+                    Arc::new(PgCatalog::open_blocking(&db).unwrap()) as Arc<dyn Catalog>,
+                )
+            }),
+            _keep: Box::new(database),
+        }
+    }
+
+    /// The stores, opened again: another instance over the same database.
+    pub fn open(&self) -> (Arc<dyn MetadataStore>, Arc<dyn Catalog>) {
+        (self.open)()
+    }
+
+    /// A key metadata store.
+    pub fn store(&self) -> Arc<dyn MetadataStore> {
+        self.open().0
+    }
+
+    /// A catalog.
+    pub fn catalog(&self) -> Arc<dyn Catalog> {
+        self.open().1
+    }
+}
+
+/// A service over one PostgreSQL database: the key hierarchy over
+/// `PgMetadataStore`, `Files` over `PgCatalog`, the master key, the service
+/// root keys and the tenant keys as files in a directory, and blobs where
+/// given. Tenant `a` (named "a" in the catalog) is a service-managed
+/// tenant; tenant `c` (named "c") a customer-key tenant with two stand-in
+/// customer keys.
+pub struct World {
+    pub files: atrest::Files,
+    pub keys: Arc<atrest_tenant::KeyHierarchy>,
+    pub catalog: Arc<PgCatalog>,
+    pub store: Arc<PgMetadataStore>,
+    pub audit: Arc<atrest_test_support::audit::Collected>,
+    pub a: TenantId,
+    pub c: TenantId,
+}
+
+/// The user every test's policy lets read and write.
+pub const ALICE: atrest_tenant::Access<'static> =
+    atrest_tenant::Access::User { principal: "alice" };
+
+/// The customer keys of tenant `c`.
+pub fn customer_keys() -> [atrest_tenant::RootKeyRef; 2] {
+    [
+        "customer-a:key-1".parse().unwrap(),
+        "customer-b:key-1".parse().unwrap(),
+    ]
+}
+
+impl World {
+    /// Opens the service whose files are in `dir` over the database at
+    /// `url`, creating keys and tenants on first use.
+    pub fn open(dir: &std::path::Path, url: &str, blobs: Arc<dyn atrest::Blobs>) -> Self {
+        use atrest_tenant::{
+            Access, Decision, KeyHierarchy, MasterKey, RootKeyProvider, ServiceKeys, TenantKeyDir,
+        };
+        let provider = |name: &str, label: &str| {
+            let key_file = dir.join(format!("{name}.key"));
+            let fresh = !key_file.exists();
+            let master = if fresh {
+                MasterKey::create_file(&key_file).unwrap()
+            } else {
+                MasterKey::open_file(&key_file).unwrap()
+            };
+            let keys = Arc::new(
+                ServiceKeys::open(name, &dir.join(format!("{name}.sqlite")), master.clone())
+                    .unwrap(),
+            );
+            if fresh {
+                keys.create_key(label).unwrap();
+            }
+            (keys, master, fresh)
+        };
+        let (service, master, fresh) = provider("service", "root");
+        if fresh {
+            service.create_key("availability").unwrap();
+        }
+        let (customer_a, _, _) = provider("customer-a", "key-1");
+        let (customer_b, _, _) = provider("customer-b", "key-1");
+        let tenant_keys = Arc::new(TenantKeyDir::open(&dir.join("tenant-keys"), master).unwrap());
+        let db = Postgres::connect(url, &PgOptions::default()).unwrap();
+        let store = Arc::new(PgMetadataStore::open_blocking(&db).unwrap());
+        let catalog = Arc::new(PgCatalog::open_blocking(&db).unwrap());
+        let audit = Arc::new(atrest_test_support::audit::Collected::default());
+        let keys = Arc::new(
+            KeyHierarchy::builder(store.clone(), tenant_keys, audit.clone())
+                .provider(service as Arc<dyn RootKeyProvider>)
+                .provider(customer_a as Arc<dyn RootKeyProvider>)
+                .provider(customer_b as Arc<dyn RootKeyProvider>)
+                .service_root_key("service", "root")
+                .availability_key("service", "availability")
+                .policy(Arc::new(
+                    |access: &Access<'_>, _: TenantId, _: FileId| match access {
+                        Access::User { principal } if *principal == "alice" => Decision::Allow,
+                        Access::System { .. } => Decision::Allow,
+                        Access::User { .. } => Decision::Deny("not alice".into()),
+                    },
+                ))
+                .build()
+                .unwrap(),
+        );
+        let named = |name: &str| atrest_tenant::blocking::block_on(catalog.tenant_named(name));
+        let (a, c) = if fresh {
+            let a = TenantId::random(&mut OsRng).unwrap();
+            let c = TenantId::random(&mut OsRng).unwrap();
+            atrest_tenant::blocking::block_on(catalog.name_tenant("a", a)).unwrap();
+            atrest_tenant::blocking::block_on(catalog.name_tenant("c", c)).unwrap();
+            let _ = keys.create_service_tenant(a).unwrap();
+            let _ = keys.create_customer_key_tenant(c, customer_keys()).unwrap();
+            (a, c)
+        } else {
+            (named("a").unwrap().unwrap(), named("c").unwrap().unwrap())
+        };
+        let files = atrest::Files::new(keys.clone(), catalog.clone(), blobs, audit.clone());
+        Self {
+            files,
+            keys,
+            catalog,
+            store,
+            audit,
+            a,
+            c,
+        }
+    }
+}
