@@ -37,7 +37,20 @@ pub(crate) enum Command {
         /// it is what shows that records were cut from the log's end.
         #[arg(long, value_name = "DIR")]
         audit_witness: Option<PathBuf>,
+        /// Keep key metadata and the catalog in this PostgreSQL database
+        /// (postgresql://user@host:port/db, without a password) instead of
+        /// SQLite files in DATA.
+        #[arg(long, value_name = "URL", conflicts_with = "metadata_url_env")]
+        metadata: Option<String>,
+        /// As --metadata, with the URL (which may hold a password) read
+        /// from this environment variable each time; only the variable's
+        /// name is stored.
+        #[arg(long, value_name = "VAR")]
+        metadata_url_env: Option<String>,
     },
+    /// Configure key services (OpenBao or Vault transit) holding root keys.
+    #[command(subcommand)]
+    Kms(KmsCommand),
     /// Create and inspect tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -134,6 +147,42 @@ pub(crate) enum Command {
 }
 
 #[derive(Subcommand)]
+pub(crate) enum KmsCommand {
+    /// Add a key service; tenants then name its keys as NAME:KEY@VERSION.
+    Add {
+        /// The provider name its keys are known by (for example `bao`).
+        name: String,
+        /// The server (https://…, or http:// on loopback).
+        #[arg(long)]
+        address: String,
+        /// Where the transit engine is mounted.
+        #[arg(long, default_value = "transit")]
+        mount: String,
+        /// The environment variable holding the token.
+        #[arg(
+            long,
+            value_name = "VAR",
+            required_unless_present = "token_file",
+            conflicts_with = "token_file"
+        )]
+        token_env: Option<String>,
+        /// A file holding the token (mode 600).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+    },
+    /// List the key services.
+    List,
+    /// Create a key (aes256-gcm96, not exportable) in a key service, for an
+    /// operator who runs that service too.
+    CreateKey {
+        /// The key service.
+        name: String,
+        /// The key's name there.
+        key: String,
+    },
+}
+
+#[derive(Subcommand)]
 pub(crate) enum TenantCommand {
     /// Create a tenant: service-managed, or with customer keys in two
     /// PKCS#11 tokens (the token PIN is read from --pin-env).
@@ -170,6 +219,16 @@ pub(crate) enum TenantCommand {
         /// Generate the keys in the tokens (sensitive, not extractable).
         #[arg(long)]
         generate: bool,
+        /// Root keys held by the customer in configured key services (or
+        /// tokens): two references, PROVIDER:KEY@VERSION, comma-separated.
+        #[arg(
+            long,
+            value_name = "REF,REF",
+            value_delimiter = ',',
+            num_args = 2,
+            conflicts_with = "customer_key"
+        )]
+        customer_keys: Vec<String>,
     },
     /// List tenants.
     List,

@@ -6,11 +6,13 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use atrest::tenant::Access;
-use atrest_cli::deployment::{Deployment, Options, TenantKeys, TokenConfig, TrustedAudit};
+use atrest::tenant::{Access, RootKeyRef};
+use atrest_cli::deployment::{
+    Deployment, KmsConfig, Options, Setup, TenantKeys, TokenConfig, TrustedAudit,
+};
 
 use crate::ACTOR;
-use crate::cli::{AuditCommand, RotateCommand, TenantCommand};
+use crate::cli::{AuditCommand, KmsCommand, RotateCommand, TenantCommand};
 use crate::exit::Error;
 use crate::output::{Output, peak_memory_kib, rate};
 use crate::staging::Destination;
@@ -159,14 +161,55 @@ impl RangeSpec {
     }
 }
 
+/// `atrest kms`.
+pub(crate) fn kms(data: &Path, out: Output, command: KmsCommand) -> Result<(), Error> {
+    let mut deployment = open(data)?;
+    match command {
+        KmsCommand::Add {
+            name,
+            address,
+            mount,
+            token_env,
+            token_file,
+        } => {
+            let kms = KmsConfig {
+                name,
+                address,
+                mount,
+                token_env,
+                token_file,
+            };
+            deployment.add_kms(kms.clone())?;
+            out.show(&kms, || {
+                format!(
+                    "added key service {} ({}, mount {}); name its keys as {}:KEY@VERSION",
+                    kms.name, kms.address, kms.mount, kms.name
+                )
+            });
+        }
+        KmsCommand::List => {
+            let all = deployment.kms().to_vec();
+            out.show(&all, || {
+                all.iter()
+                    .map(|k| format!("{}\t{}\t{}", k.name, k.address, k.mount))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        KmsCommand::CreateKey { name, key } => {
+            let created = deployment.create_kms_key(&name, &key)?;
+            let text = created.to_string();
+            out.show(&serde_json::json!({ "key": text }), || {
+                format!("created {text}")
+            });
+        }
+    }
+    Ok(())
+}
+
 /// `atrest init`.
-pub(crate) fn init(
-    data: &Path,
-    out: Output,
-    blobs: Option<&str>,
-    audit_witness: Option<&Path>,
-) -> Result<(), Error> {
-    let deployment = Deployment::init(data, blobs, audit_witness, Options::new(ACTOR))?;
+pub(crate) fn init(data: &Path, out: Output, setup: Setup) -> Result<(), Error> {
+    let deployment = Deployment::init_with(data, &setup, Options::new(ACTOR))?;
     let witness = deployment
         .audit_witness()
         .map(|p| p.display().to_string())
@@ -206,8 +249,17 @@ pub(crate) fn tenant(data: &Path, out: Output, command: TenantCommand) -> Result
             provider_b,
             pin_env,
             generate,
+            customer_keys,
         } => {
-            let keys = if customer_key {
+            let keys = if let [a, b] = customer_keys.as_slice() {
+                let parse = |text: &String| {
+                    text.parse::<RootKeyRef>()
+                        .map_err(|e| Error::usage(format!("--customer-keys: {e}")))
+                };
+                TenantKeys::CustomerKeyAt {
+                    keys: [parse(a)?, parse(b)?],
+                }
+            } else if customer_key {
                 let (Some(module), Some(token_a), Some(token_b), Some(key_a), Some(key_b)) =
                     (module, token_a, token_b, key_a, key_b)
                 else {

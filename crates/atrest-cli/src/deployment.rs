@@ -58,7 +58,7 @@ use serde::Serialize;
 use self::config::{Config, write_private};
 use self::error::io_at;
 
-pub use self::config::{KmsConfig, TokenConfig};
+pub use self::config::{KmsConfig, MetadataConfig, TokenConfig};
 pub use self::error::Error;
 pub use self::keys::{Fallback, Options};
 pub use self::policy::Principal;
@@ -233,6 +233,25 @@ impl Deployment {
         audit_witness: Option<&Path>,
         options: Options,
     ) -> Result<Self, Error> {
+        let setup = Setup {
+            blobs: blobs_url.map(str::to_owned),
+            audit_witness: audit_witness.map(Path::to_path_buf),
+            metadata: MetadataConfig::Sqlite,
+        };
+        Self::init_with(dir, &setup, options)
+    }
+
+    /// As [`Deployment::init`], with every choice in `setup`: where blobs,
+    /// the audit witness and the key metadata and catalog go.
+    ///
+    /// # Errors
+    /// As for [`Deployment::init`]; [`Error::MetadataUrl`] for a
+    /// PostgreSQL URL given with a password (give it through an
+    /// environment variable), [`Error::Postgres`] if the database cannot be
+    /// reached.
+    pub fn init_with(dir: &Path, setup: &Setup, options: Options) -> Result<Self, Error> {
+        let blobs_url = setup.blobs.as_deref();
+        let audit_witness = setup.audit_witness.as_deref();
         if dir.join(CONFIG).exists() {
             return Err(Error::AlreadyInitialized {
                 dir: dir.to_path_buf(),
@@ -252,16 +271,30 @@ impl Deployment {
         if let Some(url) = blobs_url {
             let _ = BlobStore::from_url(url)?;
         }
+        let metadata = match &setup.metadata {
+            MetadataConfig::Sqlite => None,
+            postgres @ MetadataConfig::Postgres { .. } => {
+                // Reachable, and its tables made, before anything is written.
+                drop(open_postgres(postgres)?);
+                Some(postgres.clone())
+            }
+        };
         let witness = audit_witness
             .map(|path| std::path::absolute(path).map_err(io_at(path)))
             .transpose()?;
         let staging = staging_dir(dir)?;
-        let built =
-            Self::build(&staging, blobs_url, witness.as_deref(), options.clone()).and_then(|()| {
-                // Renamed over `dir` if it is an empty directory.
-                fs::rename(&staging, dir).map_err(io_at(dir))?;
-                sync_parent(dir)
-            });
+        let built = Self::build(
+            &staging,
+            blobs_url,
+            witness.as_deref(),
+            metadata,
+            options.clone(),
+        )
+        .and_then(|()| {
+            // Renamed over `dir` if it is an empty directory.
+            fs::rename(&staging, dir).map_err(io_at(dir))?;
+            sync_parent(dir)
+        });
         if let Err(error) = built {
             let _ = fs::remove_dir_all(&staging);
             return Err(error);
@@ -275,6 +308,7 @@ impl Deployment {
         dir: &Path,
         blobs_url: Option<&str>,
         audit_witness: Option<&Path>,
+        metadata: Option<MetadataConfig>,
         options: Options,
     ) -> Result<(), Error> {
         let master = MasterKey::create_file(&dir.join("master.key"))?;
@@ -298,6 +332,7 @@ impl Deployment {
             version: 1,
             blobs: blobs_url.map(str::to_owned),
             tokens: Vec::new(),
+            metadata,
             kms: Vec::new(),
             audit_verifying_key,
             audit_witness: Some(witness),
@@ -323,8 +358,7 @@ impl Deployment {
             &dir.join("keys.sqlite"),
             master,
         )?);
-        let store: Arc<dyn MetadataStore> =
-            Arc::new(SqliteStore::open(&dir.join("atrest.sqlite"))?);
+        let (store, catalog) = open_metadata(dir, &config)?;
         let signing_key = dir.join(SIGNING_KEY);
         // Read at its size in one allocation, and wiped once parsed.
         let pkcs8 = zeroize::Zeroizing::new(fs::read(&signing_key).map_err(io_at(&signing_key))?);
@@ -338,7 +372,6 @@ impl Deployment {
             audit_config(config.audit_witness(dir).as_deref()),
         )?;
         let log = Arc::new(log);
-        let catalog: Arc<dyn Catalog> = Arc::new(SqliteCatalog::open(&dir.join("catalog.sqlite"))?);
         let blobs = Arc::new(match &config.blobs {
             Some(url) => BlobStore::from_url(url)?,
             None => BlobStore::local(&dir.join("blobs"))?,
@@ -559,16 +592,16 @@ impl Deployment {
         config.write(&self.dir)?;
         self.config = config;
         let parts = keys::Parts {
-                config: &self.config,
-                options: &self.options,
-                service: &self.service,
-                store: &self.store,
-                tenant_keys: &self.tenant_keys,
-                catalog: &self.catalog,
-                blobs: &self.blobs,
-                log: &self.log,
-                fallbacks: &self.fallbacks,
-            };
+            config: &self.config,
+            options: &self.options,
+            service: &self.service,
+            store: &self.store,
+            tenant_keys: &self.tenant_keys,
+            catalog: &self.catalog,
+            blobs: &self.blobs,
+            log: &self.log,
+            fallbacks: &self.fallbacks,
+        };
         (self.files, self.administration) = parts.files(self.policy.clone())?;
         Ok(())
     }
@@ -1131,10 +1164,9 @@ impl Deployment {
     /// # Errors
     /// Audit and catalog errors; [`Error::UnknownTenant`].
     pub fn audit_entries(dir: &Path, tenant: Option<&str>) -> Result<AuditEntries, Error> {
-        Config::read(dir)?;
-        let catalog = SqliteCatalog::open(&dir.join("catalog.sqlite"))?;
-        let names: std::collections::HashMap<String, String> = catalog
-            .tenant_names()?
+        let config = Config::read(dir)?;
+        let (_, catalog) = open_metadata(dir, &config)?;
+        let names: std::collections::HashMap<String, String> = block_on(catalog.tenant_names())?
             .into_iter()
             .map(|(name, id)| (id.to_string(), name))
             .collect();
@@ -1283,4 +1315,66 @@ fn named<T, E: Into<atrest::Error>>(
 /// A version number from the command line, as the library's type.
 fn file_version(version: Option<u64>) -> Result<Option<FileVersion>, Error> {
     Ok(version.map(FileVersion::try_from).transpose()?)
+}
+
+/// What a new deployment is made with ([`Deployment::init_with`]).
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// A blob store URL; `None`: `DIR/blobs`.
+    pub blobs: Option<String>,
+    /// Where the audit log publishes its checkpoints; `None`:
+    /// `DIR/audit-witness`.
+    pub audit_witness: Option<PathBuf>,
+    /// Where key metadata and the catalog are kept.
+    pub metadata: MetadataConfig,
+}
+
+/// The key store and catalog of the deployment in `dir`, where its
+/// configuration says they are.
+fn open_metadata(
+    dir: &Path,
+    config: &Config,
+) -> Result<(Arc<dyn MetadataStore>, Arc<dyn Catalog>), Error> {
+    match &config.metadata {
+        None | Some(MetadataConfig::Sqlite) => Ok((
+            Arc::new(SqliteStore::open(&dir.join("atrest.sqlite"))?),
+            Arc::new(SqliteCatalog::open(&dir.join("catalog.sqlite"))?),
+        )),
+        Some(postgres @ MetadataConfig::Postgres { .. }) => open_postgres(postgres),
+    }
+}
+
+/// The PostgreSQL key store and catalog (their tables made or migrated).
+fn open_postgres(
+    metadata: &MetadataConfig,
+) -> Result<(Arc<dyn MetadataStore>, Arc<dyn Catalog>), Error> {
+    let MetadataConfig::Postgres { url, url_env } = metadata else {
+        return Err(Error::MetadataUrl("not a PostgreSQL configuration"));
+    };
+    let url = match (url, url_env) {
+        (Some(url), None) => {
+            let parsed: atrest_postgres::tokio_postgres::Config = url
+                .parse()
+                .map_err(|_| Error::MetadataUrl("the URL does not parse"))?;
+            if parsed.get_password().is_some() {
+                return Err(Error::MetadataUrl(
+                    "the URL holds a password; give the URL in an environment variable instead (--metadata-url-env)",
+                ));
+            }
+            zeroize::Zeroizing::new(url.clone())
+        }
+        (None, Some(var)) => zeroize::Zeroizing::new(
+            std::env::var(var)
+                .map_err(|_| Error::MetadataUrl("the metadata URL variable is not set"))?,
+        ),
+        _ => {
+            return Err(Error::MetadataUrl(
+                "give either the URL or the variable that holds it",
+            ));
+        }
+    };
+    let db = atrest_postgres::Postgres::connect(&url, &atrest_postgres::PgOptions::default())?;
+    let store = atrest_postgres::PgMetadataStore::open_blocking(&db)?;
+    let catalog = atrest_postgres::PgCatalog::open_blocking(&db)?;
+    Ok((Arc::new(store), Arc::new(catalog)))
 }

@@ -18,6 +18,8 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
+use atrest_cli::deployment::{MetadataConfig, Setup};
+
 use crate::cli::{Cli, Command};
 use crate::commands::GetArgs;
 use crate::exit::{Error, exit_code};
@@ -90,7 +92,24 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Init {
             blobs,
             audit_witness,
-        } => commands::init(data, out, blobs.as_deref(), audit_witness.as_deref()),
+            metadata,
+            metadata_url_env,
+        } => {
+            let metadata = match (metadata, metadata_url_env) {
+                (None, None) => MetadataConfig::Sqlite,
+                (url, url_env) => MetadataConfig::Postgres { url, url_env },
+            };
+            commands::init(
+                data,
+                out,
+                Setup {
+                    blobs,
+                    audit_witness,
+                    metadata,
+                },
+            )
+        }
+        Command::Kms(command) => commands::kms(data, out, command),
         Command::Tenant(command) => commands::tenant(data, out, command),
         Command::Put {
             tenant,

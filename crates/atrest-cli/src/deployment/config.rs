@@ -44,6 +44,25 @@ pub struct KmsConfig {
     pub token_file: Option<PathBuf>,
 }
 
+/// Where a deployment keeps its key metadata and its catalog.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MetadataConfig {
+    /// SQLite files in the deployment directory (the embedded default).
+    Sqlite,
+    /// A PostgreSQL database, shared by every instance.
+    Postgres {
+        /// A connection URL without a password
+        /// (`postgresql://user@host:port/db`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
+        /// The environment variable holding the connection URL (which may
+        /// hold a password: it is never written to the configuration).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url_env: Option<String>,
+    },
+}
+
 /// The contents of `DIR/atrest.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,6 +71,9 @@ pub(super) struct Config {
     /// A blob store URL; `None`: `DIR/blobs`.
     pub(super) blobs: Option<String>,
     pub(super) tokens: Vec<TokenConfig>,
+    /// Where key metadata and the catalog are; `None`: SQLite files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) metadata: Option<MetadataConfig>,
     /// Key services (transit engines) holding root keys.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) kms: Vec<KmsConfig>,

@@ -128,6 +128,15 @@ pub enum Error {
         variable: String,
     },
 
+    /// The PostgreSQL database of the deployment's metadata could not be
+    /// used.
+    #[error("metadata database: {0}")]
+    Postgres(#[from] atrest_postgres::PgError),
+
+    /// The metadata database's URL is not usable as configured.
+    #[error("metadata database: {0}")]
+    MetadataUrl(&'static str),
+
     /// A file of the deployment could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
@@ -201,6 +210,8 @@ impl Error {
             | Self::NoSuchTokenKey { .. } => K::NotFound,
             Self::AuditKeyMismatch { .. } => K::Integrity,
             Self::Io { .. } => K::Io,
+            Self::Postgres(error) => error.kind(),
+            Self::MetadataUrl(_) => K::Usage,
             Self::Library(error) => error.kind(),
             Self::InTenant { source, .. } => source.kind(),
         }
