@@ -182,6 +182,8 @@ pub(crate) enum KmsCommand {
     },
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub(crate) enum TenantCommand {
     /// Create a tenant: service-managed, or with customer keys in two
@@ -225,7 +227,6 @@ pub(crate) enum TenantCommand {
             long,
             value_name = "REF,REF",
             value_delimiter = ',',
-            num_args = 2,
             conflicts_with = "customer_key"
         )]
         customer_keys: Vec<String>,

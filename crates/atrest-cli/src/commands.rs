@@ -251,6 +251,11 @@ pub(crate) fn tenant(data: &Path, out: Output, command: TenantCommand) -> Result
             generate,
             customer_keys,
         } => {
+            if !matches!(customer_keys.len(), 0 | 2) {
+                return Err(Error::usage(
+                    "--customer-keys takes two root-key references, PROVIDER:KEY@VERSION, comma-separated",
+                ));
+            }
             let keys = if let [a, b] = customer_keys.as_slice() {
                 let parse = |text: &String| {
                     text.parse::<RootKeyRef>()

@@ -1329,12 +1329,12 @@ pub struct Setup {
     pub metadata: MetadataConfig,
 }
 
+/// A deployment's key store and its catalog.
+type Metadata = (Arc<dyn MetadataStore>, Arc<dyn Catalog>);
+
 /// The key store and catalog of the deployment in `dir`, where its
 /// configuration says they are.
-fn open_metadata(
-    dir: &Path,
-    config: &Config,
-) -> Result<(Arc<dyn MetadataStore>, Arc<dyn Catalog>), Error> {
+fn open_metadata(dir: &Path, config: &Config) -> Result<Metadata, Error> {
     match &config.metadata {
         None | Some(MetadataConfig::Sqlite) => Ok((
             Arc::new(SqliteStore::open(&dir.join("atrest.sqlite"))?),
@@ -1345,9 +1345,7 @@ fn open_metadata(
 }
 
 /// The PostgreSQL key store and catalog (their tables made or migrated).
-fn open_postgres(
-    metadata: &MetadataConfig,
-) -> Result<(Arc<dyn MetadataStore>, Arc<dyn Catalog>), Error> {
+fn open_postgres(metadata: &MetadataConfig) -> Result<Metadata, Error> {
     let MetadataConfig::Postgres { url, url_env } = metadata else {
         return Err(Error::MetadataUrl("not a PostgreSQL configuration"));
     };

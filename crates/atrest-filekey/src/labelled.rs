@@ -89,14 +89,14 @@ impl LabelledWrapKey {
     }
 
     fn cipher(&self, salt: &[u8; SALT_LEN]) -> Result<LessSafeKey, Error> {
-        let mut info = Vec::with_capacity(self.label.expand.len() + SALT_LEN);
-        info.extend_from_slice(self.label.expand);
-        info.extend_from_slice(salt);
         let mut okm = [0u8; KEY_LEN];
         // Cannot fail: the PRK is one hash long and 32 bytes of output is in range.
         let expanded = hkdf::Hkdf::<sha2::Sha256>::from_prk(&self.prk[..])
             .map_err(|_| Error::Backend)
-            .and_then(|hkdf| hkdf.expand(&info, &mut okm).map_err(|_| Error::Backend));
+            .and_then(|hkdf| {
+                hkdf.expand_multi_info(&[self.label.expand, salt], &mut okm)
+                    .map_err(|_| Error::Backend)
+            });
         let key = expanded.and_then(|()| {
             UnboundKey::new(&AES_256_GCM, &okm)
                 .map(LessSafeKey::new)

@@ -1,11 +1,12 @@
 //! Test scaffolding shared by the atrest crates' integration tests and
 //! benchmarks: a self-deleting temporary directory, SoftHSM2 tokens in a
-//! private directory, deterministic content, and (with the `audit` feature)
-//! in-memory audit sinks.
+//! private directory, deterministic content, (with the `audit` feature)
+//! in-memory audit sinks, and (with the `azurite` feature) the Azure storage
+//! emulator.
 //!
 //! Not published. It depends on nothing but std (and `atrest-audit` with
-//! the `audit` feature), so every crate of the workspace can take it as a
-//! dev-dependency. Helpers panic with a message where a failure can only
+//! the `audit` feature, `ring` and `base64` with `azurite`), so every crate
+//! of the workspace can take it as a dev-dependency. Helpers panic with a message where a failure can only
 //! mean a broken test environment, as a test would.
 
 #![forbid(unsafe_code)]
@@ -13,6 +14,8 @@
 
 #[cfg(feature = "audit")]
 pub mod audit;
+#[cfg(feature = "azurite")]
+pub mod azurite;
 mod content;
 pub mod softhsm;
 mod temp;

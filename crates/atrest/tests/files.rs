@@ -13,8 +13,6 @@
     clippy::cast_possible_truncation
 )]
 
-mod azurite;
-
 use std::io::{Read, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -769,11 +767,13 @@ fn every_blob_store_round_trips() {
 /// or a file name.
 #[test]
 fn azure_storage_round_trips_and_learns_no_identifier() {
-    let azurite = azurite::azurite();
+    let azurite = atrest_test_support::azurite::azurite();
     let dir = TempDir::new("azure");
     let container = format!("atrest-{}", BlobName::random().unwrap());
     azurite.create_container(&container);
-    let store: Arc<dyn Blobs> = Arc::new(azurite.store(&container));
+    let store: Arc<dyn Blobs> = Arc::new(
+        BlobStore::from_url_with_options(&format!("az://{container}"), azurite.options()).unwrap(),
+    );
     println!("blobs at {}", store.location());
     let _ = round_trip(&store, &dir.path().join("round-trip"));
 

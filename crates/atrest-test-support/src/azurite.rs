@@ -1,17 +1,19 @@
 //! The Azure storage emulator (Azurite) that `scripts/test` starts: where
-//! it listens, where it keeps its files, and a container per test.
+//! it listens, where it keeps its files, a container per test, and the
+//! `object_store` options that reach it.
 //!
 //! `ATREST_AZURITE_BLOB_ENDPOINT` is the account's blob endpoint
 //! (`http://127.0.0.1:PORT/devstoreaccount1`, path style) and
 //! `ATREST_AZURITE_LOCATION` the directory Azurite stores its database and
 //! blob extents in.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use atrest::blobs::BlobStore;
 use base64::Engine as _;
 use base64::prelude::BASE64_STANDARD;
 
@@ -23,6 +25,8 @@ const ACCOUNT_KEY: &str =
 const API_VERSION: &str = "2021-08-06";
 const HINT: &str = "run scripts/test, which installs Azurite (npm package azurite) and starts it";
 
+/// The running emulator.
+#[derive(Debug)]
 pub struct Azurite {
     endpoint: String,
     host_port: String,
@@ -33,6 +37,7 @@ pub struct Azurite {
 ///
 /// # Panics
 /// If the variables are not set: the test cannot run without Azurite.
+#[must_use]
 pub fn azurite() -> Azurite {
     let var =
         |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: {HINT}"));
@@ -52,6 +57,9 @@ pub fn azurite() -> Azurite {
 impl Azurite {
     /// Creates container `name` (Azure's Create Container call, signed
     /// with the account key).
+    ///
+    /// # Panics
+    /// If the emulator cannot be reached or refuses.
     pub fn create_container(&self, name: &str) {
         let date = http_date(SystemTime::now());
         let string_to_sign = format!(
@@ -81,24 +89,23 @@ impl Azurite {
         );
     }
 
-    /// A blob store in container `container`, through `object_store`'s
-    /// Azure backend, configured explicitly (no emulator shortcut): the
-    /// account, its key, the endpoint, plain HTTP on loopback.
-    pub fn store(&self, container: &str) -> BlobStore {
-        BlobStore::from_url_with_options(
-            &format!("az://{container}"),
-            [
-                ("azure_storage_account_name", ACCOUNT),
-                ("azure_storage_account_key", ACCOUNT_KEY),
-                ("azure_storage_endpoint", self.endpoint.as_str()),
-                ("azure_allow_http", "true"),
-            ],
-        )
-        .unwrap()
+    /// The `object_store` configuration that reaches the emulator through
+    /// the Azure backend, explicitly (no emulator shortcut): the account,
+    /// its key, the endpoint, plain HTTP on loopback. As environment
+    /// variables, the same keys in upper case.
+    #[must_use]
+    pub fn options(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("azure_storage_account_name", ACCOUNT.to_owned()),
+            ("azure_storage_account_key", ACCOUNT_KEY.to_owned()),
+            ("azure_storage_endpoint", self.endpoint.clone()),
+            ("azure_allow_http", "true".to_owned()),
+        ]
     }
 
     /// Every file Azurite keeps (its database and the blob extents), with
     /// its bytes.
+    #[must_use]
     pub fn stored_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
         let mut files = Vec::new();
         walk(&self.location, &mut files);
@@ -151,6 +158,7 @@ fn http_date(time: SystemTime) -> String {
     )
 }
 
+#[cfg(test)]
 #[test]
 fn dates_are_rfc_1123() {
     assert_eq!(
