@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use atrest_postgres::tokio_postgres::{self, NoTls};
+use atrest_test_support::postgres::{admin_url, database_url, run_sql};
 use atrest_test_support::{TempDir, seeded as content};
 
 const HINT: &str = "run scripts/test, which starts PostgreSQL, Azurite and OpenBao";
@@ -32,21 +32,6 @@ fn unique(prefix: &str) -> String {
         .unwrap()
         .as_nanos();
     format!("{prefix}{}{nanos:x}", std::process::id())
-}
-
-/// Runs SQL on the server `ATREST_POSTGRES_URL` names.
-fn postgres(url: &str, sql: &str) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
-        let connection = tokio::spawn(connection);
-        client.batch_execute(sql).await.unwrap();
-        drop(client);
-        let _ = connection.await;
-    });
 }
 
 /// One request to OpenBao with the root token; returns the status line.
@@ -108,11 +93,10 @@ impl Program<'_> {
 #[test]
 fn the_program_runs_on_postgresql_azure_storage_and_openbao() {
     // A database, a container and a transit mount of this test's own.
-    let admin = var("ATREST_POSTGRES_URL");
+    let admin = admin_url();
     let database = unique("atrest_cli_");
-    postgres(&admin, &format!("CREATE DATABASE {database}"));
-    let (server, _) = admin.rsplit_once('/').unwrap();
-    let database_url = format!("{server}/{database}");
+    run_sql(&admin, &format!("CREATE DATABASE {database}"));
+    let database_url = database_url(&admin, &database);
     let azurite = atrest_test_support::azurite::azurite();
     let container = unique("atrest-cli-");
     azurite.create_container(&container);
@@ -207,5 +191,5 @@ fn the_program_runs_on_postgresql_azure_storage_and_openbao() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!stderr.contains("\"succeeded\":true"), "{stderr}");
 
-    postgres(&admin, &format!("DROP DATABASE {database} WITH (FORCE)"));
+    run_sql(&admin, &format!("DROP DATABASE {database} WITH (FORCE)"));
 }

@@ -5,7 +5,8 @@
 //! emulator.
 //!
 //! Not published. It depends on nothing but std (and `atrest-audit` with
-//! the `audit` feature, `ring` and `base64` with `azurite`), so every crate
+//! the `audit` feature, `ring` and `base64` with `azurite`, `tokio-postgres`
+//! with `postgres`), so every crate
 //! of the workspace can take it as a dev-dependency. Helpers panic with a message where a failure can only
 //! mean a broken test environment, as a test would.
 
@@ -17,6 +18,8 @@ pub mod audit;
 #[cfg(feature = "azurite")]
 pub mod azurite;
 mod content;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod softhsm;
 mod temp;
 

@@ -1,0 +1,236 @@
+//! Key release through OpenBao transit, and sealing and opening small files
+//! on the embedded defaults against the servers a multi-instance deployment
+//! uses, side by side in one run.
+//!
+//! ```text
+//! scripts/with-servers cargo run --release -p atrest-benches --bin servers_report -- [FILES] [RELEASES]
+//! ```
+//!
+//! `scripts/with-servers` starts a private PostgreSQL, Azurite and `bao
+//! server -dev` (as `scripts/test` does) and runs the command with their
+//! addresses in the environment. Defaults: 500 files of 4 KiB, 300 cold
+//! releases.
+//!
+//! - **OpenBao**: a customer-key tenant whose two customer keys are transit
+//!   keys. A cold release empties the TIK cache first, so it unwraps the TIK
+//!   through the server (plus the tenant key and the file key): p50 and p99
+//!   latency. A warm release finds the TIK cached: releases per second.
+//! - **4 KiB files**: seal then open `FILES` files through `atrest::Files`,
+//!   every record durable, on SQLite + a local directory and on PostgreSQL +
+//!   Azure storage (Azurite): files per second each way, and the ratio.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_precision_loss,
+    clippy::indexing_slicing,
+    clippy::print_stdout,
+    clippy::panic
+)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atrest::blobs::BlobStore;
+use atrest::filekey::{FileContext, FileId, FileVersion, OsRng, TenantId};
+use atrest::tenant::{
+    Access, Decision, KeyHierarchy, MasterKey, MetadataStore, RootKeyProvider, ServiceKeys,
+    SqliteStore, TenantKeyDir,
+};
+use atrest::{Blobs, Catalog, Files, SqliteCatalog};
+use atrest_openbao::{Credentials, TransitKeys};
+use atrest_postgres::{PgCatalog, PgMetadataStore, PgOptions, Postgres};
+use atrest_test_support::TempDir;
+use atrest_test_support::audit::Counting;
+use atrest_test_support::postgres::{admin_url, database_url, run_sql};
+
+const USER: Access<'static> = Access::User {
+    principal: "reader@bench",
+};
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run this with scripts/with-servers (see the file's docs)")
+    })
+}
+
+/// The `percent`th percentile of sorted latencies (nearest rank).
+fn percentile(sorted: &[Duration], percent: usize) -> Duration {
+    let rank = (sorted.len() * percent).div_ceil(100).max(1);
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+/// A hierarchy over `store`, with the service's keys in `dir` and extra
+/// providers.
+fn hierarchy(
+    dir: &Path,
+    store: Arc<dyn MetadataStore>,
+    extra: &[Arc<dyn RootKeyProvider>],
+) -> KeyHierarchy {
+    let master = MasterKey::create_file(&dir.join("master.key")).unwrap();
+    let tenant_keys =
+        Arc::new(TenantKeyDir::open(&dir.join("tenant-keys"), master.clone()).unwrap());
+    let service = Arc::new(ServiceKeys::open("service", &dir.join("keys.sqlite"), master).unwrap());
+    service.create_key("root").unwrap();
+    service.create_key("availability").unwrap();
+    let mut builder = KeyHierarchy::builder(store, tenant_keys, Arc::new(Counting::default()))
+        .provider(service)
+        .service_root_key("service", "root")
+        .availability_key("service", "availability")
+        .policy(Arc::new(|_: &Access<'_>, _: TenantId, _: FileId| {
+            Decision::Allow
+        }));
+    for provider in extra {
+        builder = builder.provider(provider.clone());
+    }
+    builder.build().unwrap()
+}
+
+fn openbao(releases: usize) {
+    let dir = TempDir::new("bench-openbao");
+    let transit = Arc::new(
+        TransitKeys::builder(
+            "bao",
+            &var("ATREST_OPENBAO_ADDR"),
+            "transit",
+            Credentials::FromEnv("ATREST_OPENBAO_TOKEN".into()),
+        )
+        .build()
+        .unwrap(),
+    );
+    let suffix = format!("{:x}", std::process::id());
+    let keys = [
+        transit.create_key(&format!("bench-a-{suffix}")).unwrap(),
+        transit.create_key(&format!("bench-b-{suffix}")).unwrap(),
+    ];
+    let store = Arc::new(SqliteStore::open(&dir.path().join("tenants.sqlite")).unwrap());
+    let keys_hierarchy = hierarchy(
+        dir.path(),
+        store,
+        &[transit.clone() as Arc<dyn RootKeyProvider>],
+    );
+    let tenant = TenantId::random(&mut OsRng).unwrap();
+    keys_hierarchy
+        .create_customer_key_tenant(tenant, keys)
+        .unwrap();
+    let context = FileContext::new(
+        tenant,
+        FileId::random(&mut OsRng).unwrap(),
+        FileVersion::FIRST,
+    );
+    let (_, wrapped) = keys_hierarchy.new_file_key(&USER, &context).unwrap();
+
+    let mut cold = Vec::with_capacity(releases);
+    for _ in 0..releases {
+        keys_hierarchy.flush_cache();
+        let started = Instant::now();
+        let _ = keys_hierarchy
+            .release_file_key(&USER, &context, &wrapped)
+            .unwrap();
+        cold.push(started.elapsed());
+    }
+    cold.sort();
+    let started = Instant::now();
+    let mut warm = 0u64;
+    while started.elapsed() < Duration::from_secs(2) {
+        let _ = keys_hierarchy
+            .release_file_key(&USER, &context, &wrapped)
+            .unwrap();
+        warm += 1;
+    }
+    let warm_rate = warm as f64 / started.elapsed().as_secs_f64();
+    println!("OpenBao transit (customer keys), {releases} cold releases:");
+    println!(
+        "  cold release (TIK through OpenBao): p50 {:.2} ms, p99 {:.2} ms",
+        percentile(&cold, 50).as_secs_f64() * 1e3,
+        percentile(&cold, 99).as_secs_f64() * 1e3
+    );
+    println!("  warm release (TIK cached): {warm_rate:.0} releases/s");
+}
+
+/// Seals then opens `files` files of 4 KiB; returns (seals/s, opens/s).
+fn small_files(
+    dir: &Path,
+    store: Arc<dyn MetadataStore>,
+    catalog: Arc<dyn Catalog>,
+    blobs: Arc<dyn Blobs>,
+    files: usize,
+) -> (f64, f64) {
+    let keys = Arc::new(hierarchy(dir, store, &[]));
+    let tenant = TenantId::random(&mut OsRng).unwrap();
+    keys.create_service_tenant(tenant).unwrap();
+    let api = Files::new(keys, catalog, blobs, Arc::new(Counting::default()));
+    let body = atrest_test_support::seeded(4096, 3);
+    // Warm up: the tenant's TIK and metadata key in the cache.
+    let _ = api.seal(&USER, tenant, "warm-up", body.as_slice()).unwrap();
+    let started = Instant::now();
+    for i in 0..files {
+        let _ = api
+            .seal(&USER, tenant, &format!("item-{i}"), body.as_slice())
+            .unwrap();
+    }
+    let seal_rate = files as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    for i in 0..files {
+        let (_, out) = api
+            .open(&USER, tenant, &format!("item-{i}"), None, Vec::new())
+            .unwrap();
+        assert_eq!(out.len(), 4096);
+    }
+    let open_rate = files as f64 / started.elapsed().as_secs_f64();
+    (seal_rate, open_rate)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let files: usize = args.next().map_or(500, |a| a.parse().unwrap());
+    let releases: usize = args.next().map_or(300, |a| a.parse().unwrap());
+
+    openbao(releases);
+
+    let local = TempDir::new("bench-local");
+    let embedded = small_files(
+        local.path(),
+        Arc::new(SqliteStore::open(&local.path().join("atrest.sqlite")).unwrap()),
+        Arc::new(SqliteCatalog::open(&local.path().join("catalog.sqlite")).unwrap()),
+        Arc::new(BlobStore::local(&local.path().join("blobs")).unwrap()),
+        files,
+    );
+
+    let servers = TempDir::new("bench-servers");
+    let admin = admin_url();
+    let database = format!("atrest_bench_{:x}", std::process::id());
+    run_sql(&admin, &format!("CREATE DATABASE {database}"));
+    let db = Postgres::connect(&database_url(&admin, &database), &PgOptions::default()).unwrap();
+    let azurite = atrest_test_support::azurite::azurite();
+    let container = format!("atrest-bench-{:x}", std::process::id());
+    azurite.create_container(&container);
+    let remote = small_files(
+        servers.path(),
+        Arc::new(PgMetadataStore::open_blocking(&db).unwrap()),
+        Arc::new(PgCatalog::open_blocking(&db).unwrap()),
+        Arc::new(
+            BlobStore::from_url_with_options(&format!("az://{container}"), azurite.options())
+                .unwrap(),
+        ),
+        files,
+    );
+    drop(db);
+    run_sql(&admin, &format!("DROP DATABASE {database} WITH (FORCE)"));
+
+    println!("{files} files of 4 KiB, sealed then opened, every record durable:");
+    println!(
+        "  SQLite + local directory:     seal {:>7.0} files/s, open {:>7.0} files/s",
+        embedded.0, embedded.1
+    );
+    println!(
+        "  PostgreSQL + Azure (Azurite): seal {:>7.0} files/s, open {:>7.0} files/s",
+        remote.0, remote.1
+    );
+    println!(
+        "  ratio servers / embedded:     seal {:.2}, open {:.2}",
+        remote.0 / embedded.0,
+        remote.1 / embedded.1
+    );
+}
