@@ -56,7 +56,8 @@ const MAX_MESSAGE: usize = 200;
 ///
 /// | failure | error |
 /// |---|---|
-/// | connection refused or broken, timeout, a 5xx, 429 or 412 answer, a redirect, a malformed success | `Unavailable` |
+/// | connection refused or broken, timeout, a 5xx, 429 or 412 answer, a redirect | `Unavailable` |
+/// | a success that is not the expected answer (too large, not JSON, no `data`: a control group or response wrapping waiting for approval, say) | `Misconfigured`: an answer, never an outage |
 /// | 401, 403 (permission denied: the token or its policy) | `AccessDenied` |
 /// | 400 "disallowed by policy (too old)": a version below `min_decryption_version`, or "less than the minimum encryption key version" | `AccessDenied` (version retired by the key owner) |
 /// | 404; 400 "encryption key not found", "no such key version", "higher than the latest key version" | `NotFound` |
@@ -77,9 +78,14 @@ pub(crate) fn map_failure(key: &RootKeyRef, op: Op, failure: Failure<'_>) -> Pro
             };
         }
         Failure::Malformed(what) => {
-            return ProviderError::Unavailable {
-                key: key.clone(),
-                detail: format!("{op}: unexpected answer from the server: {what}"),
+            // The server answered: whatever it meant, it is not an outage,
+            // so it must not open the way to the availability key.
+            return ProviderError::Misconfigured {
+                provider: key.provider().to_owned(),
+                detail: format!(
+                    "{op} {}: unexpected answer from the server: {what}",
+                    key.label()
+                ),
             };
         }
         Failure::Status { status, errors } => (status, errors),
@@ -236,9 +242,12 @@ mod tests {
     }
 
     #[test]
-    fn a_malformed_success_is_unavailable() {
+    fn a_malformed_success_is_a_refusal_not_an_outage() {
         let error = map_failure(&key(), Op::Decrypt, Failure::Malformed("not JSON"));
-        assert!(error.is_unavailable(), "{error:?}");
+        assert!(
+            matches!(error, ProviderError::Misconfigured { .. }),
+            "{error:?}"
+        );
     }
 
     #[test]

@@ -394,21 +394,31 @@ impl Inner {
             .map_err(|e| map_failure(&key, op, transport_failure(&e)))?;
         let status = response.status();
         let mut body = Zeroizing::new(Vec::with_capacity(4096));
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| map_failure(&key, op, transport_failure(&e)))?
-        {
-            if body.len() + chunk.len() > MAX_BODY {
-                return Err(map_failure(
-                    &key,
-                    op,
-                    Failure::Malformed("the answer is too large"),
-                ));
-            }
-            body.extend_from_slice(&chunk);
-            if let Ok(mut owned) = chunk.try_into_mut() {
-                owned[..].zeroize();
+        // An error answer is decided by its status: a large or broken body
+        // after a 403 (a proxy's denial page, say) is still a refusal.
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_BODY {
+                        if status.is_success() {
+                            return Err(map_failure(
+                                &key,
+                                op,
+                                Failure::Malformed("the answer is too large"),
+                            ));
+                        }
+                        break;
+                    }
+                    body.extend_from_slice(&chunk);
+                    if let Ok(mut owned) = chunk.try_into_mut() {
+                        owned[..].zeroize();
+                    }
+                }
+                Ok(None) => break,
+                Err(e) if status.is_success() => {
+                    return Err(map_failure(&key, op, transport_failure(&e)));
+                }
+                Err(_) => break,
             }
         }
         if status.is_success() {
@@ -510,9 +520,19 @@ impl TransitKeys {
     /// mount and nothing else: read each key's versions, encrypt and
     /// decrypt with it. It grants `update`, not `create`, on `encrypt`, so
     /// the server never creates a missing key on an encryption.
-    pub fn service_policy(&self, labels: &[&str]) -> String {
+    ///
+    /// # Errors
+    /// [`ProviderError::Misconfigured`] for a label that is not a transit
+    /// key name (it would be written into the policy's text).
+    pub fn service_policy(&self, labels: &[&str]) -> Result<String, ProviderError> {
         let mut policy = String::new();
         for label in labels {
+            if !check_segment(label) || *label == "." || *label == ".." {
+                return Err(ProviderError::Misconfigured {
+                    provider: self.inner.name.clone(),
+                    detail: format!("{label:?} is not a transit key name"),
+                });
+            }
             for (path, capability) in [
                 ("keys", "read"),
                 ("encrypt", "update"),
@@ -524,7 +544,7 @@ impl TransitKeys {
                 ));
             }
         }
-        policy
+        Ok(policy)
     }
 
     /// Runs a request on the provider's runtime and waits for it from
@@ -979,7 +999,11 @@ mod tests {
             keys.check_key(&other),
             Err(ProviderError::Misconfigured { .. })
         ));
-        let policy = keys.service_policy(&["contoso"]);
+        let policy = keys.service_policy(&["contoso"]).unwrap();
+        assert!(
+            keys.service_policy(&["x\" { capabilities = [\"sudo\"] }"])
+                .is_err()
+        );
         assert!(policy.contains("path \"tenants/contoso/decrypt/contoso\""));
         assert!(policy.contains("[\"update\"]") && !policy.contains("create"));
     }

@@ -242,7 +242,8 @@ impl CustomerWorld {
         let providers = [0, 1].map(|i| {
             let admin = server.root_provider(&format!("contoso-{i}"), &mounts[i]);
             let _ = admin.create_key("contoso").unwrap();
-            let token = server.token_with_policy("atrest", &admin.service_policy(&["contoso"]));
+            let token =
+                server.token_with_policy("atrest", &admin.service_policy(&["contoso"]).unwrap());
             let file = server.token_file(dir.path(), &format!("contoso-{i}"), &token);
             server.provider(&format!("contoso-{i}"), &mounts[i], &file)
         });

@@ -817,8 +817,12 @@ impl WrappedKeyIndex for PgCatalog {
             Box::pin(async move {
                 let update = tx
                     .prepare(
+                        // Never under a version claimed for retirement
+                        // meanwhile: the key would be lost with its wraps.
                         "UPDATE atrest_catalog_versions SET wrapped = $5, tik_version = $6
-                         WHERE tenant = $1 AND file = $2 AND version = $3 AND wrapped = $4",
+                         WHERE tenant = $1 AND file = $2 AND version = $3 AND wrapped = $4
+                         AND NOT EXISTS (SELECT 1 FROM atrest_catalog_retired_tiks
+                                         WHERE tenant = $1 AND tik_version = $6)",
                     )
                     .await?;
                 let mut replaced = 0;

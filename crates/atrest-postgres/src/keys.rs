@@ -460,12 +460,15 @@ impl MetadataStore for PgMetadataStore {
                     )));
                 }
                 retag(tx, id, tag).await?;
-                let _ = tx
+                let changed = tx
                     .execute(
                         "UPDATE atrest_root_key_slots SET key = $3 WHERE tenant = $1 AND slot = $2",
                         &[&id, &i32::from(slot), key],
                     )
                     .await?;
+                if changed != 1 {
+                    return Err(corrupt("root key slot"));
+                }
                 let update = tx
                     .prepare(
                         "UPDATE atrest_tik_wraps SET wrapped = $4

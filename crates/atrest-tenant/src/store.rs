@@ -555,7 +555,11 @@ impl SqliteStore {
     /// # Errors
     /// As for [`MetadataStore::tenant`].
     pub fn tenant(&self, tenant: TenantId) -> Result<Option<TenantRecord>, Error> {
-        let db = self.db();
+        let mut db = self.db();
+        // The row and its slots from one snapshot: a change committed by
+        // another process in between would otherwise give a mixture, which
+        // fails its tag.
+        let db = db.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
         let row = db
             .query_row(
                 "SELECT kind, state, tik_id, current_tik, tag FROM tenants WHERE tenant = ?1",
@@ -731,10 +735,13 @@ impl SqliteStore {
             ));
         }
         Self::retag(&tx, tenant, tag)?;
-        let _ = tx.execute(
+        if tx.execute(
             "UPDATE root_key_slots SET key = ?3 WHERE tenant = ?1 AND slot = ?2",
             params![tenant.as_bytes(), slot, key.to_string()],
-        )?;
+        )? != 1
+        {
+            return Err(Error::Corrupt("root key slot"));
+        }
         let mut update = tx.prepare_cached(
             "UPDATE tik_wraps SET wrapped = ?4 WHERE tenant = ?1 AND version = ?2 AND slot = ?3",
         )?;
@@ -970,8 +977,10 @@ impl SqliteStore {
         let mut replaced = 0;
         {
             let mut update = tx.prepare_cached(
+                // Never under a version claimed for retirement meanwhile.
                 "UPDATE file_keys SET wrapped = ?5, tik_version = ?6
-                 WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND wrapped = ?4",
+                 WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND wrapped = ?4
+                 AND NOT EXISTS (SELECT 1 FROM retired_tiks WHERE tenant = ?1 AND version = ?6)",
             )?;
             for entry in batch {
                 let context = &entry.context;

@@ -1170,8 +1170,12 @@ impl SqliteCatalog {
         let mut replaced = 0;
         {
             let mut update = tx.prepare_cached(
+                // Never under a version claimed for retirement meanwhile: the
+                // key would be lost with the version's wraps.
                 "UPDATE catalog_versions SET wrapped = ?5, tik_version = ?6
-                 WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND wrapped = ?4",
+                 WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND wrapped = ?4
+                 AND NOT EXISTS (SELECT 1 FROM catalog_retired_tiks
+                                 WHERE tenant = ?1 AND tik_version = ?6)",
             )?;
             for entry in batch {
                 let context = &entry.context;

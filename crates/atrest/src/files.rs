@@ -514,7 +514,7 @@ impl Files {
         version: Option<FileVersion>,
     ) -> Result<FileRecord, Error> {
         let record = block_on(self.catalog.record(tenant, name, version))?;
-        self.authenticate(&record, name, version)?;
+        self.authenticate(&record, tenant, name, version)?;
         Ok(record)
     }
 
@@ -522,11 +522,12 @@ impl Files {
     fn authenticate(
         &self,
         record: &FileRecord,
+        tenant: TenantId,
         name: &str,
         version: Option<FileVersion>,
     ) -> Result<(), Error> {
         let metadata = block_on(self.keys.metadata_key_async(record.tenant))?;
-        record.authenticate(&metadata, name, version)
+        record.authenticate(&metadata, tenant, name, version)
     }
 
     /// The file key of a record read for `name` and `version`: the key is
@@ -536,12 +537,23 @@ impl Files {
     fn key_for(
         &self,
         access: &Access<'_>,
+        tenant: TenantId,
         record: &FileRecord,
         name: &str,
         version: Option<FileVersion>,
     ) -> Result<FileKey, Error> {
+        if record.tenant != tenant {
+            // Another tenant's record answered for this one: nothing of it
+            // is released.
+            return Err(CatalogError::Tampered {
+                tenant,
+                name: name.to_owned(),
+                version: record.version,
+            }
+            .into());
+        }
         let key = self.release(access, record)?;
-        if let Err(error) = self.authenticate(record, name, version) {
+        if let Err(error) = self.authenticate(record, tenant, name, version) {
             drop(key);
             self.audit_open(access, record, Err(&error), None)?;
             return Err(error);
@@ -618,7 +630,7 @@ impl Files {
         out: W,
     ) -> Result<(FileRecord, W), Error> {
         let record = block_on(self.catalog.record(tenant, name, version))?;
-        let key = self.key_for(access, &record, name, version)?;
+        let key = self.key_for(access, tenant, &record, name, version)?;
         // The blob must have been sealed with the segment size the
         // (authenticated) record says, whatever its prefix claims.
         let segment_size = record.segment_size_checked()?;
@@ -667,7 +679,7 @@ impl Files {
                 len: record.plaintext_len,
             });
         }
-        let key = self.key_for(access, &record, name, version)?;
+        let key = self.key_for(access, tenant, &record, name, version)?;
         let segment_size = record.segment_size_checked()?;
         let result = self.blobs.ranged(&record.blob).and_then(|blob| {
             let associated_data = record.context().encode();

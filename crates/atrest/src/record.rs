@@ -108,14 +108,17 @@ impl FileRecord {
     }
 
     /// Checks the record's tag under its tenant's metadata key, and that it
-    /// is the record of `name` (and `version`, if one was asked for).
+    /// is the record of `tenant`'s `name` (and `version`, if one was asked
+    /// for).
     pub(crate) fn authenticate(
         &self,
         key: &MetadataKey,
+        tenant: TenantId,
         name: &str,
         version: Option<FileVersion>,
     ) -> Result<(), Error> {
-        let asked = self.name == name && version.is_none_or(|v| v == self.version);
+        let asked =
+            self.tenant == tenant && self.name == name && version.is_none_or(|v| v == self.version);
         if asked
             && key.verify(
                 FILE_RECORD_LABEL,

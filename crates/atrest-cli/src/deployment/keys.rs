@@ -179,14 +179,15 @@ fn open_token(token: &TokenConfig) -> (Arc<dyn RootKeyProvider>, Option<String>)
             Arc::new(Unopened {
                 name: token.name.clone(),
                 detail: detail.clone(),
+                refuse: false,
             }),
             Some(detail),
         ),
     }
 }
 
-/// A configured key service; one that cannot be set up (no token) is a
-/// provider that reports itself unavailable.
+/// A configured key service; one that cannot be set up (no token, a bad
+/// address) is a provider that refuses (see [`Unopened`]).
 pub(super) fn open_kms(kms: &KmsConfig) -> (Arc<dyn RootKeyProvider>, Option<String>) {
     match transit_keys(kms) {
         Ok(keys) => (Arc::new(keys), None),
@@ -196,6 +197,7 @@ pub(super) fn open_kms(kms: &KmsConfig) -> (Arc<dyn RootKeyProvider>, Option<Str
                 Arc::new(Unopened {
                     name: kms.name.clone(),
                     detail: detail.clone(),
+                    refuse: true,
                 }),
                 Some(detail),
             )
@@ -299,10 +301,32 @@ impl Sink for FallbackWatch {
 }
 
 /// A provider that could not be opened (for example a PIN variable that is
-/// not set): every call reports it as unavailable.
+/// A provider that could not be opened. A token whose PIN variable is not
+/// set, or that cannot be reached, reports itself unavailable (so the
+/// availability key can serve, shown to the operator); a key service that
+/// is misconfigured (no token, a token file others can read, a bad
+/// address) refuses instead: nothing was asked of it, and a customer's
+/// revocation there must not be bypassed.
 struct Unopened {
     name: String,
     detail: String,
+    refuse: bool,
+}
+
+impl Unopened {
+    fn error(&self, key: &RootKeyRef) -> ProviderError {
+        if self.refuse {
+            ProviderError::Misconfigured {
+                provider: self.name.clone(),
+                detail: self.detail.clone(),
+            }
+        } else {
+            ProviderError::Unavailable {
+                key: key.clone(),
+                detail: self.detail.clone(),
+            }
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -317,10 +341,7 @@ impl RootKeyProvider for Unopened {
         _: &KeyMaterial,
         _: &TikBinding,
     ) -> Result<Vec<u8>, ProviderError> {
-        Err(ProviderError::Unavailable {
-            key: key.clone(),
-            detail: self.detail.clone(),
-        })
+        Err(self.error(key))
     }
 
     async fn unwrap(
@@ -329,9 +350,6 @@ impl RootKeyProvider for Unopened {
         _: &[u8],
         _: &TikBinding,
     ) -> Result<KeyMaterial, ProviderError> {
-        Err(ProviderError::Unavailable {
-            key: key.clone(),
-            detail: self.detail.clone(),
-        })
+        Err(self.error(key))
     }
 }
