@@ -129,21 +129,6 @@ fn corrupt(what: &'static str) -> Failure<Error> {
     Failure::Stop(Error::Corrupt(what))
 }
 
-fn kind_text(kind: TenantKind) -> &'static str {
-    match kind {
-        TenantKind::ServiceManaged => "service",
-        TenantKind::CustomerKey => "customer",
-    }
-}
-
-fn role_text(role: SlotRole) -> &'static str {
-    match role {
-        SlotRole::Service => "service",
-        SlotRole::Customer => "customer",
-        SlotRole::Availability => "availability",
-    }
-}
-
 fn version(value: i64) -> Result<KeyVersion, Failure<Error>> {
     u32::try_from(value)
         .ok()
@@ -245,27 +230,14 @@ async fn read_tenant(
         let role: String = row.try_get(0)?;
         let key: String = row.try_get(1)?;
         let revoked: bool = row.try_get(2)?;
-        let role = match role.as_str() {
-            "service" => SlotRole::Service,
-            "customer" => SlotRole::Customer,
-            "availability" => SlotRole::Availability,
-            _ => return Err(corrupt("root key role")),
-        };
+        let role = SlotRole::from_stored(&role).ok_or_else(|| corrupt("root key role"))?;
         let key: RootKeyRef = key.parse().map_err(|_| corrupt("root key reference"))?;
         slots.push(RootKeySlot { role, key, revoked });
     }
     Ok(Some(TenantRecord {
         tenant,
-        kind: match kind.as_str() {
-            "service" => TenantKind::ServiceManaged,
-            "customer" => TenantKind::CustomerKey,
-            _ => return Err(corrupt("tenant kind")),
-        },
-        state: match state.as_str() {
-            "active" => TenantState::Active,
-            "purged" => TenantState::Purged,
-            _ => return Err(corrupt("tenant state")),
-        },
+        kind: TenantKind::from_stored(&kind).ok_or_else(|| corrupt("tenant kind"))?,
+        state: TenantState::from_stored(&state).ok_or_else(|| corrupt("tenant state"))?,
         tik_id: key_id(&tik_id)?,
         current_tik: version(current)?,
         slots,
@@ -291,7 +263,7 @@ impl MetadataStore for PgMetadataStore {
                          ON CONFLICT DO NOTHING",
                         &[
                             &id,
-                            &kind_text(record.kind),
+                            &record.kind.as_stored(),
                             &record.tik_id.as_bytes().as_slice(),
                             &number(record.current_tik),
                             &record.tag.as_ref().map(|tag| tag.as_bytes().as_slice()),
@@ -311,7 +283,7 @@ impl MetadataStore for PgMetadataStore {
                             &[
                                 &id,
                                 &slot,
-                                &role_text(root.role),
+                                &root.role.as_stored(),
                                 &root.key.to_string(),
                                 &root.revoked,
                             ],

@@ -325,18 +325,57 @@ impl core::fmt::Debug for SqliteStore {
     }
 }
 
-fn kind_text(kind: TenantKind) -> &'static str {
-    match kind {
-        TenantKind::ServiceManaged => "service",
-        TenantKind::CustomerKey => "customer",
+/// The text a store keeps for each value of the record's enumerations, the
+/// same in every [`MetadataStore`] of this project (SQLite, PostgreSQL).
+impl TenantKind {
+    /// The stored text: `service` or `customer`.
+    pub const fn as_stored(self) -> &'static str {
+        match self {
+            Self::ServiceManaged => "service",
+            Self::CustomerKey => "customer",
+        }
+    }
+
+    /// The kind of a stored text; `None` for anything else.
+    pub fn from_stored(text: &str) -> Option<Self> {
+        [Self::ServiceManaged, Self::CustomerKey]
+            .into_iter()
+            .find(|kind| kind.as_stored() == text)
     }
 }
 
-fn role_text(role: SlotRole) -> &'static str {
-    match role {
-        SlotRole::Service => "service",
-        SlotRole::Customer => "customer",
-        SlotRole::Availability => "availability",
+impl TenantState {
+    /// The stored text: `active` or `purged`.
+    pub const fn as_stored(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Purged => "purged",
+        }
+    }
+
+    /// The state of a stored text; `None` for anything else.
+    pub fn from_stored(text: &str) -> Option<Self> {
+        [Self::Active, Self::Purged]
+            .into_iter()
+            .find(|state| state.as_stored() == text)
+    }
+}
+
+impl SlotRole {
+    /// The stored text: `service`, `customer` or `availability`.
+    pub const fn as_stored(self) -> &'static str {
+        match self {
+            Self::Service => "service",
+            Self::Customer => "customer",
+            Self::Availability => "availability",
+        }
+    }
+
+    /// The role of a stored text; `None` for anything else.
+    pub fn from_stored(text: &str) -> Option<Self> {
+        [Self::Service, Self::Customer, Self::Availability]
+            .into_iter()
+            .find(|role| role.as_stored() == text)
     }
 }
 
@@ -526,7 +565,7 @@ impl SqliteStore {
              ON CONFLICT DO NOTHING",
             params![
                 record.tenant.as_bytes(),
-                kind_text(record.kind),
+                record.kind.as_stored(),
                 record.tik_id.as_bytes(),
                 u32::from(record.current_tik),
                 record.tag.as_ref().map(RecordTag::as_bytes)
@@ -538,7 +577,7 @@ impl SqliteStore {
         for (slot, root) in record.slots.iter().enumerate() {
             let _ = tx.execute(
                 "INSERT INTO root_key_slots (tenant, slot, role, key, revoked) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![record.tenant.as_bytes(), slot, role_text(root.role), root.key.to_string(), root.revoked],
+                params![record.tenant.as_bytes(), slot, root.role.as_stored(), root.key.to_string(), root.revoked],
             )?;
         }
         let _ = tx.execute(
@@ -591,27 +630,14 @@ impl SqliteStore {
         let mut slots = Vec::new();
         for row in rows {
             let (role, key, revoked) = row?;
-            let role = match role.as_str() {
-                "service" => SlotRole::Service,
-                "customer" => SlotRole::Customer,
-                "availability" => SlotRole::Availability,
-                _ => return Err(corrupt("root key role")),
-            };
+            let role = SlotRole::from_stored(&role).ok_or_else(|| corrupt("root key role"))?;
             let key = key.parse().map_err(|_| corrupt("root key reference"))?;
             slots.push(RootKeySlot { role, key, revoked });
         }
         Ok(Some(TenantRecord {
             tenant,
-            kind: match kind.as_str() {
-                "service" => TenantKind::ServiceManaged,
-                "customer" => TenantKind::CustomerKey,
-                _ => return Err(corrupt("tenant kind")),
-            },
-            state: match state.as_str() {
-                "active" => TenantState::Active,
-                "purged" => TenantState::Purged,
-                _ => return Err(corrupt("tenant state")),
-            },
+            kind: TenantKind::from_stored(&kind).ok_or_else(|| corrupt("tenant kind"))?,
+            state: TenantState::from_stored(&state).ok_or_else(|| corrupt("tenant state"))?,
             tik_id: key_id(&tik_id)?,
             current_tik: version(current)?,
             slots,

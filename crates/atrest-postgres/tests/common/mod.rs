@@ -15,47 +15,11 @@ use atrest_postgres::{PgCatalog, PgMetadataStore, PgOptions, Postgres};
 use atrest_tenant::{MetadataStore, SqliteStore};
 pub use atrest_test_support::TempDir;
 
-/// The environment variable naming the server: an administrator's
-/// connection string (it must be allowed to create databases).
-pub const URL_VAR: &str = "ATREST_POSTGRES_URL";
-
-/// The server's connection string.
-///
-/// # Panics
-/// If [`URL_VAR`] is not set, saying how to set it.
-pub fn admin_url() -> String {
-    std::env::var(URL_VAR).unwrap_or_else(|_| {
-        panic!(
-            "{URL_VAR} is not set: run scripts/test, which starts a private PostgreSQL server, \
-             or set {URL_VAR} to a server where this user may create databases \
-             (postgresql://user@127.0.0.1:5432/postgres)"
-        )
-    })
-}
+pub use atrest_test_support::postgres::{URL_VAR, admin_url, run_sql as exec};
 
 /// Runs one statement as the administrator.
 pub fn admin(sql: &str) {
     exec(&admin_url(), sql);
-}
-
-/// Runs `sql` (one or more statements) on the database at `url`.
-pub fn exec(url: &str, sql: &str) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let (client, connection) = tokio_postgres::connect(url, NoTls)
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to {URL_VAR}: {e}"));
-        let connection = tokio::spawn(connection);
-        client
-            .batch_execute(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-        drop(client);
-        let _ = connection.await;
-    });
 }
 
 /// The first value of the first row of `sql`, as text.
