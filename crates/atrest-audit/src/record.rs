@@ -415,14 +415,54 @@ pub struct Record {
     pub event: Event,
 }
 
+std::thread_local! {
+    /// The request id [`in_request`] set on this thread.
+    static REQUEST: std::cell::RefCell<Option<Text>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with `request` as the request id of every [`Record`] made on
+/// this thread meanwhile ([`Record::new`] takes it), and returns what `f`
+/// returns.
+///
+/// This is how a service ties every audit record of one request to it —
+/// the key release the key hierarchy records as much as the seal or open
+/// the files API records — without handing the id to each layer: run the
+/// request's synchronous work (`Files::seal`, `Files::open`, …) inside.
+/// Records made on other threads (a worker pool, an async task) do not
+/// see it; calls nest, and the previous id comes back when `f` returns or
+/// unwinds.
+///
+/// ```
+/// use atrest_audit::{in_request, Event, Record, Text};
+///
+/// let event = Event::Custom { kind: Text::new("ping")?, fields: Default::default() };
+/// let actor = Text::new("service")?;
+/// let record = in_request(Text::new("req-42")?, || Record::new(actor, event));
+/// assert_eq!(record.request.as_ref().map(Text::as_str), Some("req-42"));
+/// # Ok::<(), atrest_audit::Error>(())
+/// ```
+pub fn in_request<T>(request: Text, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<Text>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            REQUEST.with(|current| *current.borrow_mut() = previous);
+        }
+    }
+    let previous = REQUEST.with(|current| current.borrow_mut().replace(request));
+    let _restore = Restore(previous);
+    f()
+}
+
 impl Record {
-    /// A successful event by `actor`, now, with no tenant or request id.
+    /// A successful event by `actor`, now, with no tenant, and the request
+    /// id of the enclosing [`in_request`] if there is one on this thread.
     pub fn new(actor: Text, event: Event) -> Self {
         Self {
             time: Timestamp::now(),
             actor,
             tenant: None,
-            request: None,
+            request: REQUEST.with(|current| current.borrow().clone()),
             outcome: Outcome::Success,
             event,
         }

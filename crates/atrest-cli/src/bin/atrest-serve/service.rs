@@ -1,0 +1,472 @@
+//! The HTTP API.
+//!
+//! # API
+//!
+//! | request | answer |
+//! |---|---|
+//! | `PUT /v1/tenants/{tenant}/files/{name}` | `201` and the new version (JSON); the body is sealed as it arrives |
+//! | `GET /v1/tenants/{tenant}/files/{name}[?version=N]` | `200`, or `206` for a `Range: bytes=…` (only the covering segments are decrypted), `416` for a range past the end |
+//! | `HEAD` of the same | the headers of the `GET` |
+//! | `GET /v1/tenants/{tenant}/files` | the tenant's file versions (JSON) |
+//! | `GET /healthz` | `200` |
+//!
+//! Every request but `/healthz` needs `Authorization: Bearer <token>`; a
+//! token stands for a principal `user@tenant`, who may address their own
+//! tenant only (`403` otherwise) and whom the deployment's release policy
+//! then judges for each key. Library errors map to statuses by their kind:
+//! `400` bad usage (a name the rules refuse), `403` refused (policy,
+//! revoked customer key, purged tenant), `404`, `409` conflict, `503` a key
+//! service or store unavailable, `500` integrity and I/O failures (details
+//! only in the service's log, under the request id).
+//!
+//! Each request has an id: the client's `X-Request-Id` if it is 1–128 of
+//! `A–Z a–z 0–9 . _ : -`, else a random one; it is echoed in the response
+//! and carried by every audit record the request causes (key release,
+//! seal, open), through [`atrest::audit::in_request`].
+//!
+//! An upload is committed only once its body ended as its framing said and
+//! its blob is durable: a client that goes away mid-upload (or an instance
+//! killed mid-upload) leaves no record and no visible file; the abandoned
+//! blob is removed by `atrest gc`.
+
+use std::io;
+use std::sync::Arc;
+
+use atrest::ErrorKind;
+use atrest::audit::{Text, in_request};
+use atrest::tenant::Access;
+use atrest_cli::deployment::{self, Deployment, Principal};
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Extension, Json, Router};
+use futures_util::StreamExt as _;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::bridge::{BodyReader, BodyWriter, CHUNKS_IN_FLIGHT, Chunk};
+use crate::range::{self, Requested};
+use crate::tokens::Tokens;
+
+/// The request id header.
+pub(crate) const REQUEST_ID: &str = "x-request-id";
+
+/// What every request handler shares: the opened deployment and the
+/// tokens.
+#[derive(Debug)]
+pub(crate) struct Service {
+    deployment: Arc<Deployment>,
+    tokens: Tokens,
+}
+
+impl Service {
+    /// The service over `deployment`, accepting `tokens`.
+    pub(crate) fn new(deployment: Deployment, tokens: Tokens) -> Self {
+        Self {
+            deployment: Arc::new(deployment),
+            tokens,
+        }
+    }
+
+    /// The HTTP routes.
+    pub(crate) fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/v1/tenants/{tenant}/files", get(list))
+            .route(
+                "/v1/tenants/{tenant}/files/{*name}",
+                put(upload).get(download).head(head),
+            )
+            .with_state(self)
+            .route("/healthz", get(|| async { "ok\n" }))
+            .layer(middleware::from_fn(request_id))
+    }
+}
+
+/// The id of the request being served.
+#[derive(Clone, Debug)]
+struct RequestId(String);
+
+fn valid_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+fn new_request_id() -> String {
+    let mut bytes = [0_u8; 16];
+    // The OS generator; should it fail, a constant id beats refusing work.
+    match getrandom::fill(&mut bytes) {
+        Ok(()) => hex::encode(bytes),
+        Err(_) => "unidentified".to_owned(),
+    }
+}
+
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| valid_request_id(id))
+        .map_or_else(new_request_id, str::to_owned);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+/// A failed request: its status and what the client is told.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// The answer to a library error, logged with the request id; server
+    /// faults are not described to the client.
+    fn from_deployment(error: &deployment::Error, request: &RequestId) -> Self {
+        let (status, kind) = match error.kind() {
+            ErrorKind::Usage => (StatusCode::BAD_REQUEST, "usage"),
+            ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ErrorKind::Refused => (StatusCode::FORBIDDEN, "refused"),
+            ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
+            ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ErrorKind::Integrity => (StatusCode::INTERNAL_SERVER_ERROR, "integrity"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "failed"),
+        };
+        eprintln!("atrest-serve: request {}: {status}: {error}", request.0);
+        let message = if status.is_server_error() {
+            format!("{kind}: see the service log for request {}", request.0)
+        } else {
+            error.to_string()
+        };
+        Self::new(status, kind, message)
+    }
+
+    fn internal(what: &str, request: &RequestId) -> Self {
+        eprintln!("atrest-serve: request {}: {what}", request.0);
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "failed",
+            format!("failed: see the service log for request {}", request.0),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.message, "kind": self.kind });
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"atrest\""),
+            );
+        }
+        response
+    }
+}
+
+/// The principal a request's bearer token stands for.
+#[derive(Debug)]
+struct Caller {
+    principal: String,
+}
+
+impl Caller {
+    /// Refuses a caller addressing another tenant than their own.
+    fn check_tenant(&self, tenant: &str) -> Result<(), ApiError> {
+        match Principal::parse(&self.principal) {
+            Some(principal) if principal.tenant == tenant => Ok(()),
+            _ => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "refused",
+                format!("{} may not use tenant {tenant:?}", self.principal),
+            )),
+        }
+    }
+
+    fn access(&self) -> Access<'_> {
+        Access::User {
+            principal: &self.principal,
+        }
+    }
+}
+
+impl FromRequestParts<Arc<Service>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        service: &Arc<Service>,
+    ) -> Result<Self, Self::Rejection> {
+        let unauthorized = || {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid bearer token is needed",
+            )
+        };
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .ok_or_else(unauthorized)?;
+        let principal = service.tokens.principal(token).ok_or_else(unauthorized)?;
+        Ok(Self { principal })
+    }
+}
+
+/// Runs synchronous library work on the blocking pool, inside the
+/// request's audit scope.
+async fn blocking<T: Send + 'static>(
+    request: &RequestId,
+    work: impl FnOnce() -> Result<T, deployment::Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    let id = Text::lossy(request.0.clone());
+    match tokio::task::spawn_blocking(move || in_request(id, work)).await {
+        Ok(result) => result.map_err(|error| ApiError::from_deployment(&error, request)),
+        Err(error) => Err(ApiError::internal(
+            &format!("worker failed: {error}"),
+            request,
+        )),
+    }
+}
+
+/// The answer to an upload.
+#[derive(Debug, Serialize)]
+struct Uploaded {
+    tenant: String,
+    name: String,
+    version: u64,
+    bytes: u64,
+}
+
+async fn upload(
+    State(service): State<Arc<Service>>,
+    Extension(request): Extension<RequestId>,
+    caller: Caller,
+    Path((tenant, name)): Path<(String, String)>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    caller.check_tenant(&tenant)?;
+    let (chunks, received) = mpsc::channel(CHUNKS_IN_FLIGHT);
+    let deployment = service.deployment.clone();
+    let sealing = {
+        let id = Text::lossy(request.0.clone());
+        tokio::task::spawn_blocking(move || {
+            in_request(id, || {
+                deployment.put(&tenant, &name, &caller.access(), BodyReader::new(received))
+            })
+        })
+    };
+    let mut frames = body.into_data_stream();
+    loop {
+        let chunk = match frames.next().await {
+            Some(Ok(bytes)) => Chunk::Data(bytes),
+            Some(Err(error)) => Chunk::Failed(format!("the upload's body failed: {error}")),
+            None => Chunk::End,
+        };
+        let last = !matches!(chunk, Chunk::Data(_));
+        // A send fails once the seal stopped reading: it failed, and says why.
+        if chunks.send(chunk).await.is_err() || last {
+            break;
+        }
+    }
+    drop(chunks);
+    let report = match sealing.await {
+        Ok(result) => result.map_err(|error| ApiError::from_deployment(&error, &request))?,
+        Err(error) => {
+            return Err(ApiError::internal(
+                &format!("seal failed: {error}"),
+                &request,
+            ));
+        }
+    };
+    let uploaded = Uploaded {
+        tenant: report.tenant,
+        name: report.name,
+        version: report.version,
+        bytes: report.record.plaintext_len,
+    };
+    Ok((StatusCode::CREATED, Json(uploaded)).into_response())
+}
+
+/// `?version=N`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionQuery {
+    version: Option<u64>,
+}
+
+/// What `GET` and `HEAD` learn before opening: the version and its size.
+struct Target {
+    version: u64,
+    len: u64,
+    etag: String,
+}
+
+async fn target(
+    service: &Arc<Service>,
+    request: &RequestId,
+    tenant: &str,
+    name: &str,
+    version: Option<u64>,
+) -> Result<Target, ApiError> {
+    let deployment = service.deployment.clone();
+    let (tenant, name) = (tenant.to_owned(), name.to_owned());
+    // Not authenticated here: it picks the version and the range, and the
+    // open authenticates the record before a byte is released.
+    let record = blocking(request, move || {
+        deployment.record_to_open(&tenant, &name, version)
+    })
+    .await?;
+    Ok(Target {
+        version: u64::from(record.version),
+        len: record.plaintext_len,
+        etag: format!("\"{}.{}\"", record.file, u64::from(record.version)),
+    })
+}
+
+fn headers_of(target: &Target) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(etag) = HeaderValue::from_str(&target.etag) {
+        headers.insert(header::ETAG, etag);
+    }
+    headers.insert("x-atrest-version", HeaderValue::from(target.version));
+    headers
+}
+
+async fn head(
+    State(service): State<Arc<Service>>,
+    Extension(request): Extension<RequestId>,
+    caller: Caller,
+    Path((tenant, name)): Path<(String, String)>,
+    Query(query): Query<VersionQuery>,
+) -> Result<Response, ApiError> {
+    caller.check_tenant(&tenant)?;
+    let target = target(&service, &request, &tenant, &name, query.version).await?;
+    let mut headers = headers_of(&target);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(target.len));
+    Ok((StatusCode::OK, headers).into_response())
+}
+
+async fn download(
+    State(service): State<Arc<Service>>,
+    Extension(request): Extension<RequestId>,
+    caller: Caller,
+    Path((tenant, name)): Path<(String, String)>,
+    Query(query): Query<VersionQuery>,
+    request_headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    caller.check_tenant(&tenant)?;
+    let target = target(&service, &request, &tenant, &name, query.version).await?;
+    let asked = request_headers
+        .get(header::RANGE)
+        .and_then(|value| value.to_str().ok());
+    let mut headers = headers_of(&target);
+    let (status, range) = match range::requested(asked, target.len) {
+        Requested::Whole => (StatusCode::OK, None),
+        Requested::Part(range) => {
+            let content_range = format!("bytes {}-{}/{}", range.start, range.end - 1, target.len);
+            if let Ok(value) = HeaderValue::from_str(&content_range) {
+                headers.insert(header::CONTENT_RANGE, value);
+            }
+            (StatusCode::PARTIAL_CONTENT, Some(range))
+        }
+        Requested::Unsatisfiable => {
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{}", target.len)) {
+                headers.insert(header::CONTENT_RANGE, value);
+            }
+            let error = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range",
+                format!("the file has {} bytes", target.len),
+            );
+            return Ok((headers, error).into_response());
+        }
+    };
+    let len = range.as_ref().map_or(target.len, |r| r.end - r.start);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+
+    let (chunks, body) = mpsc::channel(CHUNKS_IN_FLIGHT);
+    let (started, start) = oneshot::channel();
+    let deployment = service.deployment.clone();
+    let id = Text::lossy(request.0.clone());
+    let version = Some(target.version);
+    let log_id = request.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut out = BodyWriter::new(chunks, started);
+        let result = in_request(id, || {
+            deployment.get(&tenant, &name, version, &caller.access(), range, &mut out)
+        });
+        out.finish(result.map(|_| ()), |error: &deployment::Error| {
+            eprintln!("atrest-serve: request {}: cut short: {error}", log_id.0);
+            format!("the download failed: {error}")
+        });
+    });
+    match start.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return Err(ApiError::from_deployment(&error, &request)),
+        Err(_) => return Err(ApiError::internal("the open stopped", &request)),
+    }
+    let stream = futures_util::stream::unfold(body, |mut body| async move {
+        body.recv()
+            .await
+            .map(|chunk: io::Result<bytes::Bytes>| (chunk, body))
+    });
+    Ok((status, headers, Body::from_stream(stream)).into_response())
+}
+
+/// One file version in a listing.
+#[derive(Debug, Serialize)]
+struct Listed {
+    name: String,
+    version: u64,
+    bytes: u64,
+    sealed: String,
+    readable: bool,
+}
+
+async fn list(
+    State(service): State<Arc<Service>>,
+    Extension(request): Extension<RequestId>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.check_tenant(&tenant)?;
+    let deployment = service.deployment.clone();
+    let listed = blocking(&request, move || deployment.list(Some(&tenant))).await?;
+    let files: Vec<Listed> = listed
+        .into_iter()
+        .map(|listing| Listed {
+            name: listing.name,
+            version: listing.version,
+            bytes: listing.bytes,
+            sealed: listing.sealed,
+            readable: listing.readable,
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "files": files })).into_response())
+}

@@ -1,0 +1,371 @@
+//! The upload service `atrest-serve` on the embedded defaults, driven over
+//! HTTP as a client would: uploads sealed in the request, downloads and
+//! byte ranges, tokens, statuses, request ids in the audit trail, and
+//! uploads cut short.
+
+#![allow(
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod service_support;
+
+use std::io::Write as _;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use atrest_test_support::{TempDir, seeded as content};
+use serde_json::Value;
+
+use service_support::{Instance, Response, bearer, head, request, token};
+
+fn atrest(data: &Path, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_atrest"))
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "atrest {args:?}: {output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn audit(data: &Path, tenant: &str) -> Vec<Value> {
+    let json = atrest(data, &["--json", "audit", "show", "--tenant", tenant]);
+    serde_json::from_str::<Value>(&json)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn events_of(records: &[Value], request: &str) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r["request"] == request)
+        .map(|r| {
+            format!(
+                "{}:{}",
+                r["event"]["type"].as_str().unwrap(),
+                r["outcome"]["result"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+struct Client<'a> {
+    addr: &'a str,
+    token: String,
+}
+
+impl Client<'_> {
+    fn send(&self, method: &str, path: &str, extra: &[(&str, &str)], body: &[u8]) -> Response {
+        let auth = bearer(&self.token);
+        let mut headers = vec![(auth.0, auth.1.as_str())];
+        headers.extend_from_slice(extra);
+        request(self.addr, method, path, &headers, body)
+    }
+
+    fn get(&self, path: &str, extra: &[(&str, &str)]) -> Response {
+        self.send("GET", path, extra, b"")
+    }
+}
+
+/// Whether `needle` appears in any file under `dir`.
+fn stored_anywhere(dir: &Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|entry| {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            stored_anywhere(&path, needle)
+        } else {
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            bytes.windows(needle.len()).any(|w| w == needle)
+        }
+    })
+}
+
+#[test]
+fn the_service_seals_uploads_and_serves_files_ranges_and_listings() {
+    let dir = TempDir::new("service");
+    let data = dir.path().join("data");
+    atrest(&data, &["init"]);
+    atrest(&data, &["tenant", "create", "acme"]);
+    atrest(&data, &["tenant", "create", "globex"]);
+    let alice_token = token(&data, "alice@acme");
+    let bob_token = token(&data, "bob@globex");
+    let stranger_token = token(&data, "eve@nowhere");
+    let instance = Instance::start(&data, "service-a", &[], &[]);
+    let alice = Client {
+        addr: &instance.addr,
+        token: alice_token.clone(),
+    };
+    let path = "/v1/tenants/acme/files/reports/q3.pdf";
+
+    // Two versions, the first with the client's request id.
+    let first = content(1_000_000, 1);
+    let put = alice.send("PUT", path, &[("X-Request-Id", "upload-1")], &first);
+    assert_eq!(put.status, 201, "{}", put.text());
+    assert_eq!(put.header("x-request-id"), Some("upload-1"));
+    let answer: Value = serde_json::from_slice(&put.body).unwrap();
+    assert_eq!(answer["version"], 1);
+    assert_eq!(answer["bytes"], 1_000_000);
+    let second = content(200_000, 2);
+    let put = alice.send("PUT", path, &[], &second);
+    assert_eq!(put.status, 201, "{}", put.text());
+    assert_eq!(put.header("x-request-id").map(str::len), Some(32));
+    // An empty file is a file.
+    let empty = alice.send("PUT", "/v1/tenants/acme/files/empty", &[], b"");
+    assert_eq!(empty.status, 201, "{}", empty.text());
+
+    // Whole files, by version.
+    let latest = alice.get(path, &[("X-Request-Id", "download-1")]);
+    assert_eq!(latest.status, 200);
+    assert!(latest.body == second);
+    assert_eq!(latest.header("content-length"), Some("200000"));
+    assert_eq!(latest.header("accept-ranges"), Some("bytes"));
+    assert_eq!(latest.header("x-atrest-version"), Some("2"));
+    let older = alice.get(&format!("{path}?version=1"), &[]);
+    assert_eq!(older.status, 200);
+    assert!(older.body == first);
+    let nothing = alice.get("/v1/tenants/acme/files/empty", &[]);
+    assert_eq!((nothing.status, nothing.body.len()), (200, 0));
+
+    // Byte ranges, as RFC 9110 has them.
+    let v1 = format!("{path}?version=1");
+    for (range, expected) in [
+        ("bytes=1000-1999", 1000..2000),
+        ("bytes=999500-", 999_500..1_000_000),
+        ("bytes=-300", 999_700..1_000_000),
+        ("bytes=65530-131080", 65_530..131_081),
+        ("bytes=999999-5000000", 999_999..1_000_000),
+    ] {
+        let part = alice.get(&v1, &[("Range", range)]);
+        assert_eq!(part.status, 206, "{range}: {}", part.text());
+        assert!(part.body == first[expected.clone()], "{range}");
+        let content_range = format!("bytes {}-{}/1000000", expected.start, expected.end - 1);
+        assert_eq!(part.header("content-range"), Some(content_range.as_str()));
+    }
+    for range in ["bytes=1000000-", "bytes=-0"] {
+        let refused = alice.get(&v1, &[("Range", range)]);
+        assert_eq!(refused.status, 416, "{range}");
+        assert_eq!(refused.header("content-range"), Some("bytes */1000000"));
+    }
+    let ignored = alice.get(&v1, &[("Range", "bytes=0-1,5-6")]);
+    assert_eq!(ignored.status, 200);
+    assert!(ignored.body == first);
+
+    // HEAD: the headers of GET, no body.
+    let head_only = alice.send("HEAD", path, &[], b"");
+    assert_eq!(head_only.status, 200);
+    assert_eq!(head_only.header("content-length"), Some("200000"));
+    assert!(head_only.body.is_empty());
+
+    // The listing.
+    let listing = alice.get("/v1/tenants/acme/files", &[]);
+    assert_eq!(listing.status, 200);
+    let listing: Value = serde_json::from_slice(&listing.body).unwrap();
+    let versions: Vec<(String, u64)> = listing["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap().to_owned(),
+                f["version"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(versions.contains(&("reports/q3.pdf".into(), 1)));
+    assert!(versions.contains(&("reports/q3.pdf".into(), 2)));
+
+    // Statuses from the library's error kinds.
+    let no_token = request(&instance.addr, "GET", path, &[], b"");
+    assert_eq!(no_token.status, 401);
+    assert!(no_token.header("www-authenticate").is_some());
+    let forged = Client {
+        addr: &instance.addr,
+        token: format!("{alice_token}x"),
+    };
+    assert_eq!(forged.get(path, &[]).status, 401);
+    let bob = Client {
+        addr: &instance.addr,
+        token: bob_token,
+    };
+    assert_eq!(bob.get(path, &[]).status, 403);
+    assert_eq!(bob.send("PUT", path, &[], b"overwrite").status, 403);
+    assert_eq!(bob.get("/v1/tenants/acme/files", &[]).status, 403);
+    assert_eq!(alice.get("/v1/tenants/acme/files/missing", &[]).status, 404);
+    assert_eq!(alice.get(&format!("{path}?version=9"), &[]).status, 404);
+    let stranger = Client {
+        addr: &instance.addr,
+        token: stranger_token,
+    };
+    assert_eq!(stranger.get("/v1/tenants/nowhere/files/x", &[]).status, 404);
+    let bad_name = alice.send("PUT", "/v1/tenants/acme/files/a/../b", &[], b"x");
+    assert_eq!(bad_name.status, 400, "{}", bad_name.text());
+
+    // Storage holds ciphertext only.
+    assert!(!stored_anywhere(&data.join("blobs"), &first[5000..5064]));
+
+    // Every audit record of a request carries its id.
+    let records = audit(&data, "acme");
+    let upload = events_of(&records, "upload-1");
+    assert_eq!(
+        upload,
+        ["file_key_wrapped:success", "file_sealed:success"],
+        "{upload:?}"
+    );
+    let download = events_of(&records, "download-1");
+    assert_eq!(
+        download,
+        ["file_key_released:success", "file_opened:success"],
+        "{download:?}"
+    );
+
+    // A revoked token stops working within the reload interval.
+    let list = Command::new(env!("CARGO_BIN_EXE_atrest-serve"))
+        .arg("--data")
+        .arg(&data)
+        .args(["token", "list"])
+        .output()
+        .unwrap();
+    let list = String::from_utf8(list.stdout).unwrap();
+    let id = list
+        .lines()
+        .find(|line| line.ends_with("alice@acme"))
+        .unwrap()
+        .split('\t')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        !std::fs::read_to_string(data.join("service-tokens.json"))
+            .unwrap()
+            .contains(&alice_token)
+    );
+    let revoked = Command::new(env!("CARGO_BIN_EXE_atrest-serve"))
+        .arg("--data")
+        .arg(&data)
+        .args(["token", "revoke", &id])
+        .status()
+        .unwrap();
+    assert!(revoked.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alice.get(path, &[]).status != 401 {
+        assert!(Instant::now() < deadline, "the revoked token still works");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn an_upload_cut_short_leaves_no_record_and_no_blob() {
+    let dir = TempDir::new("service-cut");
+    let data = dir.path().join("data");
+    atrest(&data, &["init"]);
+    atrest(&data, &["tenant", "create", "acme"]);
+    let alice = token(&data, "alice@acme");
+    let instance = Instance::start(&data, "service-cut", &[], &[]);
+    let auth = bearer(&alice);
+    let headers = [(auth.0, auth.1.as_str())];
+
+    // A body shorter than its Content-Length, then the client goes away.
+    let mut stream = TcpStream::connect(&instance.addr).unwrap();
+    let start = head(
+        &instance.addr,
+        "PUT",
+        "/v1/tenants/acme/files/cut-length",
+        &[(auth.0, auth.1.as_str()), ("X-Request-Id", "cut-1")],
+        Some(1_000_000),
+    );
+    stream.write_all(start.as_bytes()).unwrap();
+    stream.write_all(&content(300_000, 3)).unwrap();
+    drop(stream);
+
+    // A chunked body whose last chunk never comes.
+    let mut stream = TcpStream::connect(&instance.addr).unwrap();
+    let start = head(
+        &instance.addr,
+        "PUT",
+        "/v1/tenants/acme/files/cut-chunked",
+        &[
+            (auth.0, auth.1.as_str()),
+            ("X-Request-Id", "cut-2"),
+            ("Transfer-Encoding", "chunked"),
+        ],
+        None,
+    );
+    stream.write_all(start.as_bytes()).unwrap();
+    let chunk = content(100_000, 4);
+    for _ in 0..3 {
+        stream
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .unwrap();
+        stream.write_all(&chunk).unwrap();
+        stream.write_all(b"\r\n").unwrap();
+    }
+    drop(stream);
+
+    // Both seals fail (audited as failed, under their request ids) ...
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let records = audit(&data, "acme");
+        let failed = ["cut-1", "cut-2"]
+            .iter()
+            .filter(|id| events_of(&records, id).contains(&"file_sealed:failed".to_owned()))
+            .count();
+        if failed == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cut uploads were not abandoned: {records:?}\n{}",
+            instance.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // ... leaving no file, no blob and no staging file.
+    let listing = request(
+        &instance.addr,
+        "GET",
+        "/v1/tenants/acme/files",
+        &headers,
+        b"",
+    );
+    let listing: Value = serde_json::from_slice(&listing.body).unwrap();
+    assert_eq!(listing["files"], serde_json::json!([]));
+    for name in ["cut-length", "cut-chunked"] {
+        let path = format!("/v1/tenants/acme/files/{name}");
+        assert_eq!(
+            request(&instance.addr, "GET", &path, &headers, b"").status,
+            404
+        );
+    }
+    let blobs: Vec<_> = std::fs::read_dir(data.join("blobs"))
+        .map(|dir| dir.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    assert!(blobs.is_empty(), "left behind: {blobs:?}");
+
+    // The service goes on.
+    let whole = content(50_000, 5);
+    let put = request(
+        &instance.addr,
+        "PUT",
+        "/v1/tenants/acme/files/whole",
+        &headers,
+        &whole,
+    );
+    assert_eq!(put.status, 201);
+    let get = request(
+        &instance.addr,
+        "GET",
+        "/v1/tenants/acme/files/whole",
+        &headers,
+        b"",
+    );
+    assert!(get.body == whole);
+}
