@@ -869,7 +869,7 @@ impl AuditLog {
             batch.push(b'\n');
         };
         if let Some(repair) = repair {
-            let record = Record::new(
+            let record = Record::of_log(
                 Text::lossy(LOG_ACTOR),
                 Event::LogRecovered {
                     cut_bytes: repair.cut_bytes,
@@ -905,7 +905,7 @@ impl AuditLog {
                 hash: chain.head,
             });
         }
-        let mut line = Record::new(
+        let mut line = Record::of_log(
             Text::lossy(LOG_ACTOR),
             Event::Checkpoint {
                 key: Text::lossy(""),

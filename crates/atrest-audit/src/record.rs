@@ -468,6 +468,15 @@ impl Record {
         }
     }
 
+    /// A record the log writes on its own account (a checkpoint, a
+    /// recovery): never a request's, whichever thread commits it.
+    pub(crate) fn of_log(actor: Text, event: Event) -> Self {
+        Self {
+            request: None,
+            ..Self::new(actor, event)
+        }
+    }
+
     /// Sets the tenant.
     #[must_use]
     pub fn tenant(mut self, tenant: Text) -> Self {

@@ -169,3 +169,31 @@ fn lossy_texts_are_always_valid() {
     let json = serde_json::to_string(&Text::lossy("x\ty")).unwrap();
     assert_eq!(serde_json::from_str::<Text>(&json).unwrap().as_str(), "x y");
 }
+
+#[test]
+fn records_made_in_a_request_carry_its_id_and_the_log_still_verifies() {
+    // A record made in the scope (`record` sets an id of its own).
+    let plain = |i| Record::new(text("svc"), record(i).event);
+    let dir = TempDir::new("request-scope");
+    let signer = common::signer();
+    let key = signer.verifying_key();
+    let log = AuditLog::create(dir.path(), signer, LogConfig::default()).unwrap();
+    atrest_audit::in_request(text("req-7"), || {
+        // The log's own checkpoint for this commit is made in the scope
+        // too, and must not carry the id.
+        log.append(&plain(1)).unwrap();
+        atrest_audit::in_request(text("req-8"), || log.append(&plain(2)).unwrap());
+        log.append(&plain(3)).unwrap();
+    });
+    log.append(&plain(4)).unwrap();
+    let requests: Vec<Option<String>> = common::caller_entries(dir.path())
+        .iter()
+        .map(|entry| entry.request.as_ref().map(|r| r.as_str().to_owned()))
+        .collect();
+    assert_eq!(
+        requests,
+        [Some("req-7"), Some("req-8"), Some("req-7"), None].map(|r| r.map(str::to_owned))
+    );
+    let report = atrest_audit::verify(dir.path(), &[], &key).unwrap();
+    assert!(report.problem.is_none(), "{report:?}");
+}

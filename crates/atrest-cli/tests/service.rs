@@ -227,6 +227,9 @@ fn the_service_seals_uploads_and_serves_files_ranges_and_listings() {
         "{download:?}"
     );
 
+    // The trail the requests left verifies.
+    atrest(&data, &["audit", "verify"]);
+
     // A revoked token stops working within the reload interval.
     let list = Command::new(env!("CARGO_BIN_EXE_atrest-serve"))
         .arg("--data")
