@@ -1,5 +1,6 @@
 //! The deployment directory the `atrest` operator program runs on, shared
-//! with the other operator programs (`mailbox-move`, `meeting-share`).
+//! with the other programs (the upload service `atrest-serve`,
+//! `mailbox-move`, `meeting-share`).
 //!
 //! The `atrest` library holds the mechanisms (seal, open, key hierarchies,
 //! blobs, audit); the layout of a deployment directory, its configuration
