@@ -416,8 +416,47 @@ pub struct Record {
 }
 
 std::thread_local! {
-    /// The request id [`in_request`] set on this thread.
-    static REQUEST: std::cell::RefCell<Option<Text>> = const { std::cell::RefCell::new(None) };
+    /// The request ids [`in_request`] and [`in_requests`] set on this
+    /// thread.
+    static REQUEST: std::cell::RefCell<Scope> = const {
+        std::cell::RefCell::new(Scope { request: None, by_file: None })
+    };
+}
+
+/// The request ids in force on a thread.
+#[derive(Clone, Default)]
+struct Scope {
+    /// The id of every record made.
+    request: Option<Text>,
+    /// The id of each record about one of these file versions (by file
+    /// id and version).
+    by_file: Option<std::sync::Arc<BTreeMap<(String, u64), Text>>>,
+}
+
+impl Scope {
+    fn request_of(&self, event: &Event) -> Option<Text> {
+        let by_file = self
+            .by_file
+            .as_ref()
+            .zip(event.file())
+            .and_then(|(by_file, file)| {
+                by_file.get(&(file.file.as_str().to_owned(), file.version))
+            });
+        by_file.or(self.request.as_ref()).cloned()
+    }
+}
+
+fn in_scope<T>(scope: Scope, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<Scope>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take().unwrap_or_default();
+            REQUEST.with(|current| *current.borrow_mut() = previous);
+        }
+    }
+    let previous = REQUEST.with(|current| current.replace(scope));
+    let _restore = Restore(Some(previous));
+    f()
 }
 
 /// Runs `f` with `request` as the request id of every [`Record`] made on
@@ -429,7 +468,7 @@ std::thread_local! {
 /// the files API records — without handing the id to each layer: run the
 /// request's synchronous work (`Files::seal`, `Files::open`, …) inside.
 /// Records made on other threads (a worker pool, an async task) do not
-/// see it; calls nest, and the previous id comes back when `f` returns or
+/// see it; calls nest, and the previous ids come back when `f` returns or
 /// unwinds.
 ///
 /// ```
@@ -442,16 +481,45 @@ std::thread_local! {
 /// # Ok::<(), atrest_audit::Error>(())
 /// ```
 pub fn in_request<T>(request: Text, f: impl FnOnce() -> T) -> T {
-    struct Restore(Option<Text>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let previous = self.0.take();
-            REQUEST.with(|current| *current.borrow_mut() = previous);
+    in_scope(
+        Scope {
+            request: Some(request),
+            by_file: None,
+        },
+        f,
+    )
+}
+
+/// As [`in_request`] for work done for several requests at once (a batch
+/// of uploads sharing their durable steps): a record about a file version
+/// (its [`Event::file`]) whose file id and version are a key of `by_file`
+/// gets that request's id; any other record the id of the enclosing scope,
+/// if any.
+pub fn in_requests<T>(by_file: BTreeMap<(String, u64), Text>, f: impl FnOnce() -> T) -> T {
+    let request = REQUEST.with(|current| current.borrow().request.clone());
+    in_scope(
+        Scope {
+            request,
+            by_file: Some(std::sync::Arc::new(by_file)),
+        },
+        f,
+    )
+}
+
+impl Event {
+    /// The file version the event is about, for the events about one.
+    pub fn file(&self) -> Option<&FileRef> {
+        match self {
+            Self::FileKeyGenerated { file, .. }
+            | Self::FileKeyWrapped { file, .. }
+            | Self::FileKeyReleased { file, .. }
+            | Self::ReleaseDenied { file, .. }
+            | Self::WriteDenied { file, .. }
+            | Self::FileSealed { file, .. }
+            | Self::FileOpened { file, .. } => Some(file),
+            _ => None,
         }
     }
-    let previous = REQUEST.with(|current| current.borrow_mut().replace(request));
-    let _restore = Restore(previous);
-    f()
 }
 
 impl Record {
@@ -462,7 +530,7 @@ impl Record {
             time: Timestamp::now(),
             actor,
             tenant: None,
-            request: REQUEST.with(|current| current.borrow().clone()),
+            request: REQUEST.with(|current| current.borrow().request_of(&event)),
             outcome: Outcome::Success,
             event,
         }

@@ -313,7 +313,20 @@ fn an_upload_cut_short_leaves_no_record_and_no_blob() {
     }
     drop(stream);
 
-    // Both seals fail (audited as failed, under their request ids) ...
+    // A small upload (sealed in a batch once whole) cut short: never begun.
+    let mut stream = TcpStream::connect(&instance.addr).unwrap();
+    let start = head(
+        &instance.addr,
+        "PUT",
+        "/v1/tenants/acme/files/cut-small",
+        &[(auth.0, auth.1.as_str()), ("X-Request-Id", "cut-3")],
+        Some(4096),
+    );
+    stream.write_all(start.as_bytes()).unwrap();
+    stream.write_all(&content(1000, 6)).unwrap();
+    drop(stream);
+
+    // Both streamed seals fail (audited as failed, under their request ids) ...
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let records = audit(&data, "acme");
@@ -341,7 +354,7 @@ fn an_upload_cut_short_leaves_no_record_and_no_blob() {
     );
     let listing: Value = serde_json::from_slice(&listing.body).unwrap();
     assert_eq!(listing["files"], serde_json::json!([]));
-    for name in ["cut-length", "cut-chunked"] {
+    for name in ["cut-length", "cut-chunked", "cut-small"] {
         let path = format!("/v1/tenants/acme/files/{name}");
         assert_eq!(
             request(&instance.addr, "GET", &path, &headers, b"").status,
@@ -371,4 +384,89 @@ fn an_upload_cut_short_leaves_no_record_and_no_blob() {
         b"",
     );
     assert!(get.body == whole);
+}
+
+#[test]
+fn small_uploads_at_once_are_sealed_together_each_under_its_request_id() {
+    let dir = TempDir::new("service-batch");
+    let data = dir.path().join("data");
+    atrest(&data, &["init"]);
+    atrest(&data, &["tenant", "create", "acme"]);
+    atrest(&data, &["tenant", "create", "globex"]);
+    let alice = token(&data, "alice@acme");
+    let bob = token(&data, "bob@globex");
+    let instance = Instance::start(&data, "service-batch", &[], &[]);
+    let addr = instance.addr.clone();
+
+    // 48 small uploads at once, by two principals of two tenants, some to
+    // one name (each its own version), one with a name the rules refuse.
+    let threads: Vec<_> = (0..48_u64)
+        .map(|i| {
+            let (addr, token) = (addr.clone(), if i % 2 == 0 { &alice } else { &bob }.clone());
+            std::thread::spawn(move || {
+                let tenant = if i % 2 == 0 { "acme" } else { "globex" };
+                let name = match i {
+                    7 => "bad/../name".to_owned(),
+                    _ if i % 3 == 0 => "shared".to_owned(),
+                    _ => format!("item-{i}"),
+                };
+                let bytes = content(4096, i);
+                let auth = bearer(&token);
+                let id = format!("small-{i}");
+                let put = request(
+                    &addr,
+                    "PUT",
+                    &format!("/v1/tenants/{tenant}/files/{name}"),
+                    &[(auth.0, auth.1.as_str()), ("X-Request-Id", id.as_str())],
+                    &bytes,
+                );
+                (i, tenant, name, bytes, put)
+            })
+        })
+        .collect();
+    let mut shared_versions = std::collections::BTreeSet::new();
+    let mut stored = Vec::new();
+    for thread in threads {
+        let (i, tenant, name, bytes, put) = thread.join().unwrap();
+        if i == 7 {
+            assert_eq!(put.status, 400, "{}", put.text());
+            continue;
+        }
+        assert_eq!(put.status, 201, "{i}: {}", put.text());
+        let answer: Value = serde_json::from_slice(&put.body).unwrap();
+        let version = answer["version"].as_u64().unwrap();
+        if name == "shared" {
+            assert!(
+                shared_versions.insert((tenant, version)),
+                "one version each"
+            );
+        }
+        stored.push((i, tenant, name, version, bytes));
+    }
+    // Every upload opens to its bytes, through its own version.
+    for (i, tenant, name, version, bytes) in &stored {
+        let token = if *tenant == "acme" { &alice } else { &bob };
+        let got = Client {
+            addr: &addr,
+            token: token.clone(),
+        }
+        .get(
+            &format!("/v1/tenants/{tenant}/files/{name}?version={version}"),
+            &[],
+        );
+        assert_eq!(got.status, 200, "{i}");
+        assert!(got.body == *bytes, "{i}");
+    }
+    // Each keeps its own request id in the audit trail, batched or not.
+    for tenant in ["acme", "globex"] {
+        let records = audit(&data, tenant);
+        for (i, _, _, _, _) in stored.iter().filter(|s| s.1 == tenant) {
+            assert_eq!(
+                events_of(&records, &format!("small-{i}")),
+                ["file_key_wrapped:success", "file_sealed:success"],
+                "upload {i}"
+            );
+        }
+    }
+    atrest(&data, &["audit", "verify"]);
 }

@@ -1,6 +1,7 @@
 //! Sealing and opening files: the composition of the key hierarchy, the
 //! stream format and the audit trail.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::ops::Range;
 use std::sync::Arc;
@@ -85,6 +86,10 @@ pub struct BatchItem<R> {
     pub blob: BlobName,
     /// The plaintext.
     pub plaintext: R,
+    /// The id of the request it comes from, for its audit records (see
+    /// [`atrest_audit::in_requests`]); `None`: the id of the caller's
+    /// scope, if any.
+    pub request: Option<Text>,
 }
 
 /// What [`Files::collect_abandoned_seals`] removed.
@@ -326,14 +331,38 @@ impl Files {
             .map(|item| (item.name.clone(), item.blob.clone()))
             .collect();
         let tickets = block_on(self.catalog.begin_seals(tenant, &seals))?;
-        let keyed = self.batch_keys(access, &tickets).and_then(|keys| {
+        // Each item's audit records carry its own request's id.
+        let by_file: BTreeMap<(String, u64), Text> = tickets
+            .iter()
+            .zip(&items)
+            .filter_map(|(ticket, item)| {
+                let request = item.request.clone()?;
+                let file = ticket.context.file.to_string();
+                Some(((file, u64::from(ticket.context.version)), request))
+            })
+            .collect();
+        atrest_audit::in_requests(by_file, || {
+            self.seal_tickets(access, tenant, items, &tickets, threads)
+        })
+    }
+
+    /// The rest of [`Files::seal_batch`], once its seals are begun.
+    fn seal_tickets<R: Read + Send>(
+        &self,
+        access: &Access<'_>,
+        tenant: TenantId,
+        items: Vec<BatchItem<R>>,
+        tickets: &[SealTicket],
+        threads: usize,
+    ) -> Result<Vec<Result<FileRecord, Error>>, Error> {
+        let keyed = self.batch_keys(access, tickets).and_then(|keys| {
             let metadata = block_on(self.keys.metadata_key_async(tenant))?;
             Ok((keys, metadata))
         });
         let (keys, metadata) = match keyed {
             Ok(keyed) => keyed,
             Err(error) => {
-                self.abandon_all(&tickets);
+                self.abandon_all(tickets);
                 return Err(error);
             }
         };
@@ -342,7 +371,7 @@ impl Files {
         let work: Vec<_> = items
             .into_iter()
             .zip(keys)
-            .zip(&tickets)
+            .zip(tickets)
             .map(|((item, key), ticket)| (item.plaintext, key, ticket))
             .collect();
         let sealed = parallel(threads, work, |(plaintext, key, ticket)| {

@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+mod batch;
 mod bridge;
 mod range;
 mod service;

@@ -47,6 +47,7 @@ use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::batch::{Batcher, Failed, SMALL_UPLOAD};
 use crate::bridge::{BodyReader, BodyWriter, CHUNKS_IN_FLIGHT, Chunk};
 use crate::range::{self, Requested};
 use crate::tokens::Tokens;
@@ -60,13 +61,16 @@ pub(crate) const REQUEST_ID: &str = "x-request-id";
 pub(crate) struct Service {
     deployment: Arc<Deployment>,
     tokens: Tokens,
+    batcher: Arc<Batcher>,
 }
 
 impl Service {
     /// The service over `deployment`, accepting `tokens`.
     pub(crate) fn new(deployment: Deployment, tokens: Tokens) -> Self {
+        let deployment = Arc::new(deployment);
         Self {
-            deployment: Arc::new(deployment),
+            batcher: Arc::new(Batcher::new(deployment.clone())),
+            deployment,
             tokens,
         }
     }
@@ -140,7 +144,12 @@ impl ApiError {
     /// The answer to a library error, logged with the request id; server
     /// faults are not described to the client.
     fn from_deployment(error: &deployment::Error, request: &RequestId) -> Self {
-        let (status, kind) = match error.kind() {
+        Self::from_kind(error.kind(), &error.to_string(), request)
+    }
+
+    /// The answer to a failure of kind `kind` described by `error`.
+    fn from_kind(kind: ErrorKind, error: &str, request: &RequestId) -> Self {
+        let (status, kind) = match kind {
             ErrorKind::Usage => (StatusCode::BAD_REQUEST, "usage"),
             ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ErrorKind::Refused => (StatusCode::FORBIDDEN, "refused"),
@@ -153,7 +162,7 @@ impl ApiError {
         let message = if status.is_server_error() {
             format!("{kind}: see the service log for request {}", request.0)
         } else {
-            error.to_string()
+            error.to_owned()
         };
         Self::new(status, kind, message)
     }
@@ -263,9 +272,17 @@ async fn upload(
     Extension(request): Extension<RequestId>,
     caller: Caller,
     Path((tenant, name)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     caller.check_tenant(&tenant)?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|len| len <= SMALL_UPLOAD) {
+        return upload_small(&service, &request, caller, tenant, name, body).await;
+    }
     let (chunks, received) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let deployment = service.deployment.clone();
     let sealing = {
@@ -299,13 +316,55 @@ async fn upload(
             ));
         }
     };
+    Ok(uploaded(report))
+}
+
+/// A small upload (its `Content-Length` at most [`SMALL_UPLOAD`]): read
+/// whole, then sealed in a batch with the uploads of the same principal
+/// that arrive meanwhile ([`crate::batch`]).
+async fn upload_small(
+    service: &Arc<Service>,
+    request: &RequestId,
+    caller: Caller,
+    tenant: String,
+    name: String,
+    body: Body,
+) -> Result<Response, ApiError> {
+    // The limit holds whatever the header said (hyper also refuses a body
+    // longer than its Content-Length).
+    let limit = usize::try_from(SMALL_UPLOAD).unwrap_or(usize::MAX);
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(body) => body.to_vec(),
+        Err(error) => {
+            // The body did not arrive whole: nothing was begun.
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "usage",
+                format!("the upload's body failed: {error}"),
+            ));
+        }
+    };
+    let id = Text::lossy(request.0.clone());
+    let sealed = service
+        .batcher
+        .put(tenant, caller.principal, name, body, id)
+        .await;
+    match sealed {
+        Some(Ok(report)) => Ok(uploaded(report)),
+        Some(Err(Failed { kind, message })) => Err(ApiError::from_kind(kind, &message, request)),
+        None => Err(ApiError::internal("the batch stopped", request)),
+    }
+}
+
+/// The answer to an upload: `201` and the new version.
+fn uploaded(report: deployment::PutReport) -> Response {
     let uploaded = Uploaded {
         tenant: report.tenant,
         name: report.name,
         version: report.version,
         bytes: report.record.plaintext_len,
     };
-    Ok((StatusCode::CREATED, Json(uploaded)).into_response())
+    (StatusCode::CREATED, Json(uploaded)).into_response()
 }
 
 /// `?version=N`.

@@ -399,6 +399,7 @@ fn move_batch(
             name: ready.name,
             blob,
             plaintext: ready.file,
+            request: None,
         });
     }
     let results = deployment.put_batch(tenant, access, items, usize::from(args.threads))?;
