@@ -12,7 +12,7 @@ use atrest_stream::{Backend, FORMAT_VERSION, Opener, Options, Parallelism, Seale
 use atrest_tenant::blocking::block_on;
 use atrest_tenant::{Access, KeyHierarchy, MetadataKey, RewrapProgress, RewrapReport};
 
-use crate::blob::{BlobName, Blobs};
+use crate::blob::{BlobDigest, BlobHasher, BlobName, Blobs};
 use crate::catalog::{Catalog, SealInProgress, SealTicket, SealedBlob};
 use crate::record::TaggedFields;
 use crate::{CatalogError, Error, ErrorKind, FileRecord, RecordError};
@@ -256,9 +256,9 @@ impl Files {
             .seal_stream(plaintext, upload);
         drop(key);
         let (upload, plaintext_len) = encrypted?;
-        let blob_len = upload.finish()?;
+        let (blob_len, digest) = upload.finish()?;
         let metadata = block_on(self.keys.metadata_key_async(context.tenant))?;
-        let sealed = self.sealed_blob(&metadata, ticket, plaintext_len, blob_len);
+        let sealed = self.sealed_blob(&metadata, ticket, plaintext_len, blob_len, digest);
         block_on(self.catalog.commit_seal(ticket, &sealed))
     }
 
@@ -269,6 +269,7 @@ impl Files {
         ticket: &SealTicket,
         plaintext_len: u64,
         blob_len: u64,
+        digest: BlobDigest,
     ) -> SealedBlob {
         let segment_size = self.options.segment_size.get();
         let tag = TaggedFields {
@@ -279,6 +280,7 @@ impl Files {
             blob: &ticket.blob,
             plaintext_len,
             blob_len,
+            blob_sha256: Some(digest),
             segment_size,
             format: FORMAT_VERSION,
         }
@@ -286,6 +288,7 @@ impl Files {
         SealedBlob {
             plaintext_len,
             blob_len,
+            blob_sha256: Some(digest),
             segment_size,
             format: FORMAT_VERSION,
             tag,
@@ -487,9 +490,9 @@ impl Files {
             }
         };
         let upload = encryptor.finish()?;
-        let blob_len = upload.finish()?;
+        let (blob_len, digest) = upload.finish()?;
         self.blobs.make_durable(&ticket.blob)?;
-        Ok(self.sealed_blob(metadata, ticket, plaintext_len, blob_len))
+        Ok(self.sealed_blob(metadata, ticket, plaintext_len, blob_len, digest))
     }
 
     /// Best-effort clean-up of a batch that failed as a whole: blobs first,
@@ -847,21 +850,27 @@ fn parallel<T: Send, U: Send>(
     results.into_iter().map(|(_, output)| output).collect()
 }
 
-/// Counts what goes through to the blob.
+/// Counts and digests what goes through to the blob.
 struct CountingWriter<W> {
     inner: W,
     written: u64,
+    digest: BlobHasher,
 }
 
 impl<W> CountingWriter<W> {
     fn new(inner: W) -> Self {
-        Self { inner, written: 0 }
+        Self {
+            inner,
+            written: 0,
+            digest: BlobHasher::new(),
+        }
     }
 }
 
 impl CountingWriter<Box<dyn crate::blob::BlobUpload + '_>> {
     /// Completes the upload; its length must be every byte written.
-    fn finish(self) -> Result<u64, Error> {
+    /// Returns the length and the digest of the bytes.
+    fn finish(self) -> Result<(u64, BlobDigest), Error> {
         let blob_len = self.inner.finish()?;
         if blob_len != self.written {
             return Err(Error::blob(
@@ -869,13 +878,14 @@ impl CountingWriter<Box<dyn crate::blob::BlobUpload + '_>> {
                 format!("the blob store kept {blob_len} bytes of {}", self.written),
             ));
         }
-        Ok(blob_len)
+        Ok((blob_len, self.digest.finish()))
     }
 }
 
 impl<W: Write> Write for CountingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
+        self.digest.update(buf.get(..n).unwrap_or_default());
         self.written += n as u64;
         Ok(n)
     }
