@@ -261,6 +261,47 @@ pub trait Blobs: Send + Sync {
         Ok(())
     }
 
+    /// How many locations keep a copy of each blob: 1, unless the store
+    /// is replicated (`blobs::ReplicatedBlobs`).
+    fn locations(&self) -> usize {
+        1
+    }
+
+    /// Reads the copy of a blob kept at location `location` (0 is the
+    /// primary), from the start: how a reader moves to another copy when
+    /// one is missing, unreachable or damaged.
+    ///
+    /// # Errors
+    /// As for [`Blobs::open`]; [`ErrorKind::NotFound`] for a location the
+    /// store does not have.
+    fn open_at(
+        &self,
+        name: &BlobName,
+        location: usize,
+    ) -> Result<Box<dyn Read + Send + '_>, Error> {
+        if location == 0 {
+            self.open(name)
+        } else {
+            Err(no_location(location))
+        }
+    }
+
+    /// Positioned reads of the copy of a blob kept at location `location`.
+    ///
+    /// # Errors
+    /// As for [`Blobs::open_at`].
+    fn ranged_at(
+        &self,
+        name: &BlobName,
+        location: usize,
+    ) -> Result<Box<dyn ReadAt + Send + Sync + '_>, Error> {
+        if location == 0 {
+            self.ranged(name)
+        } else {
+            Err(no_location(location))
+        }
+    }
+
     /// Makes the names of the blobs written with
     /// [`Blobs::create_deferred`] (and made durable) durable: after this,
     /// they survive a crash (by default there is nothing to do).
@@ -270,6 +311,13 @@ pub trait Blobs: Send + Sync {
     fn make_names_durable(&self) -> Result<(), Error> {
         Ok(())
     }
+}
+
+fn no_location(location: usize) -> Error {
+    Error::blob(
+        ErrorKind::NotFound,
+        format!("the blob store has no location {location}"),
+    )
 }
 
 /// Blobs in memory: for tests and examples (nothing is durable).

@@ -608,6 +608,107 @@ impl Files {
         self.audit(&context, event, outcome)
     }
 
+    /// Decrypts the record's whole blob into `out`; returns the plaintext
+    /// length written.
+    ///
+    /// Copies are tried in turn (see [`crate::blobs::ReplicatedBlobs`]): a
+    /// copy is streamed from its start while nothing has been released;
+    /// once some plaintext has been, the read resumes from the next copy
+    /// at the first byte not yet released ([`Files::read_range_copies`]).
+    /// With one copy, this is one attempt.
+    fn read_copies<W: Write + Send>(
+        &self,
+        key: &FileKey,
+        record: &FileRecord,
+        out: &mut Released<W>,
+    ) -> Result<u64, Error> {
+        // The blob must have been sealed with the segment size the
+        // (authenticated) record says, whatever its prefix claims.
+        let segment_size = record.segment_size_checked()?;
+        let associated_data = record.context().encode();
+        let opener = Opener::new(key, &associated_data, self.stream_options())
+            .expect_segment_size(segment_size);
+        let mut first_error = None;
+        let locations = self.blobs.locations().max(1);
+        for location in 0..locations {
+            let attempt = self.blobs.open_at(&record.blob, location).and_then(|blob| {
+                opener
+                    .open_stream(blob, &mut *out)
+                    .map(|_| ())
+                    .map_err(Error::from)
+            });
+            match attempt {
+                Ok(()) => return Ok(out.written),
+                // Another copy cannot help a failing output.
+                Err(error) if out.failed => return Err(error),
+                Err(error) => {
+                    let _ = first_error.get_or_insert(error);
+                }
+            }
+            if out.written > 0 {
+                return self.read_range_copies(
+                    &opener,
+                    record,
+                    0..record.plaintext_len,
+                    out,
+                    location + 1,
+                    first_error,
+                );
+            }
+        }
+        Err(first_error.unwrap_or_else(|| Error::blob(ErrorKind::NotFound, "no copy of the blob")))
+    }
+
+    /// Decrypts plaintext bytes `range` of the record's blob into `out`
+    /// with positioned reads, from copy `from` on; returns the plaintext
+    /// length written (what `out` had already released included).
+    ///
+    /// Each copy tried is authenticated first (header, key commitment and
+    /// last segment), and the read resumes at the first byte of `range`
+    /// not yet released. When a copy is missing, unreachable, cut short or
+    /// fails authentication, the next copy is tried. Only verified segments
+    /// ever reach `out`, so what was released is the file's whichever copy
+    /// it came from. A failure of `out` itself ends the read; if no copy
+    /// serves, `first_error` (or the first error met) is returned.
+    fn read_range_copies<W: Write>(
+        &self,
+        opener: &Opener<'_>,
+        record: &FileRecord,
+        range: Range<u64>,
+        out: &mut Released<W>,
+        from: usize,
+        mut first_error: Option<Error>,
+    ) -> Result<u64, Error> {
+        for location in from..self.blobs.locations().max(1) {
+            let at = range.start.saturating_add(out.written);
+            let attempt = self
+                .blobs
+                .ranged_at(&record.blob, location)
+                .and_then(|blob| {
+                    opener
+                        .random_access(&*blob)
+                        .and_then(|reader| {
+                            if reader.plaintext_len() == record.plaintext_len {
+                                reader.copy_range(at..range.end, &mut *out).map(|_| ())
+                            } else {
+                                Err(atrest_stream::Error::Malformed(
+                                    "the blob's length does not match its record",
+                                ))
+                            }
+                        })
+                        .map_err(Error::from)
+                });
+            match attempt {
+                Ok(()) => return Ok(out.written),
+                Err(error) if out.failed => return Err(error),
+                Err(error) => {
+                    let _ = first_error.get_or_insert(error);
+                }
+            }
+        }
+        Err(first_error.unwrap_or_else(|| Error::blob(ErrorKind::NotFound, "no copy of the blob")))
+    }
+
     /// Opens file `name` of `tenant` (version `version`, or the newest) for
     /// `access`: the record is read from the catalog, the key-release
     /// policy is checked and the file key unwrapped (both audited by the
@@ -636,25 +737,13 @@ impl Files {
         let key = self.key_for(access, tenant, &record, name, version)?;
         // The blob must have been sealed with the segment size the
         // (authenticated) record says, whatever its prefix claims.
-        let segment_size = record.segment_size_checked()?;
-        let result = self.blobs.open(&record.blob).and_then(|blob| {
-            let associated_data = record.context().encode();
-            Opener::new(&key, &associated_data, self.stream_options())
-                .expect_segment_size(segment_size)
-                .open_stream(blob, out)
-                .map_err(Error::from)
-        });
+        let mut out = Released::new(out);
+        let result = self.read_copies(&key, &record, &mut out);
         drop(key);
-        let (out, len) = match result {
-            Ok((out, len)) => (Some(out), record.check_len(len)),
-            Err(error) => (None, Err(error)),
-        };
+        let len = result.and_then(|len| record.check_len(len));
         self.audit_open(access, &record, len.as_ref().copied(), None)?;
         let _ = len?;
-        let out = out.ok_or(atrest_stream::Error::Misuse(
-            "a decrypted length comes with its writer",
-        ))?;
-        Ok((record, out))
+        Ok((record, out.inner))
     }
 
     /// Opens bytes `range` of file `name` of `tenant` (version `version`,
@@ -683,22 +772,18 @@ impl Files {
             });
         }
         let key = self.key_for(access, tenant, &record, name, version)?;
-        let segment_size = record.segment_size_checked()?;
-        let result = self.blobs.ranged(&record.blob).and_then(|blob| {
+        let result = record.segment_size_checked().and_then(|segment_size| {
             let associated_data = record.context().encode();
-            Opener::new(&key, &associated_data, self.stream_options())
-                .expect_segment_size(segment_size)
-                .random_access(&*blob)
-                .and_then(|reader| {
-                    if reader.plaintext_len() == record.plaintext_len {
-                        reader.copy_range(range.clone(), out)
-                    } else {
-                        Err(atrest_stream::Error::Malformed(
-                            "the blob's length does not match its record",
-                        ))
-                    }
-                })
-                .map_err(Error::from)
+            let opener = Opener::new(&key, &associated_data, self.stream_options())
+                .expect_segment_size(segment_size);
+            self.read_range_copies(
+                &opener,
+                &record,
+                range.clone(),
+                &mut Released::new(out),
+                0,
+                None,
+            )
         });
         drop(key);
         self.audit_open(
@@ -848,6 +933,43 @@ fn parallel<T: Send, U: Send>(
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     results.sort_by_key(|(index, _)| *index);
     results.into_iter().map(|(_, output)| output).collect()
+}
+
+/// The output of a read: counts the plaintext released, and notes whether
+/// the output itself failed (then no other copy of the blob can help).
+struct Released<W> {
+    inner: W,
+    written: u64,
+    failed: bool,
+}
+
+impl<W> Released<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            written: 0,
+            failed: false,
+        }
+    }
+}
+
+impl<W: Write> Write for Released<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.inner.write(buf) {
+            Ok(n) => {
+                self.written += n as u64;
+                Ok(n)
+            }
+            Err(error) => {
+                self.failed = true;
+                Err(error)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush().inspect_err(|_| self.failed = true)
+    }
 }
 
 /// Counts and digests what goes through to the blob.
