@@ -32,6 +32,7 @@ mod config;
 mod error;
 mod keys;
 mod policy;
+mod replicas;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -62,6 +63,7 @@ pub use self::config::{KmsConfig, MetadataConfig, TokenConfig};
 pub use self::error::Error;
 pub use self::keys::{Fallback, Options};
 pub use self::policy::Principal;
+pub use self::replicas::{DamagedRecord, ScrubReport};
 
 const CONFIG: &str = "atrest.json";
 const SIGNING_KEY: &str = "audit-signing.key";
@@ -197,7 +199,7 @@ pub struct Deployment {
     policy: Arc<dyn ReleasePolicy>,
     files: Files,
     administration: atrest::tenant::Administration,
-    blobs: Arc<BlobStore>,
+    locations: replicas::Locations,
 }
 
 impl core::fmt::Debug for Deployment {
@@ -237,6 +239,8 @@ impl Deployment {
             blobs: blobs_url.map(str::to_owned),
             audit_witness: audit_witness.map(Path::to_path_buf),
             metadata: MetadataConfig::Sqlite,
+            replicas: Vec::new(),
+            copies: None,
         };
         Self::init_with(dir, &setup, options)
     }
@@ -271,6 +275,24 @@ impl Deployment {
         if let Some(url) = blobs_url {
             let _ = BlobStore::from_url(url)?;
         }
+        let copies = replicas::copies(setup.copies, setup.replicas.len())?;
+        // Replicas in local directories are kept by absolute path; the
+        // directories this makes are removed again if `init` fails.
+        let mut replica_specs = Vec::with_capacity(setup.replicas.len());
+        let mut made_dirs = Vec::new();
+        for spec in &setup.replicas {
+            if replicas::is_local(spec) {
+                let path = std::path::absolute(spec).map_err(io_at(spec))?;
+                if !path.exists() {
+                    made_dirs.push(path.clone());
+                }
+                replica_specs.push(path.display().to_string());
+            } else {
+                let _ = BlobStore::from_url(spec)?;
+                replica_specs.push(spec.clone());
+            }
+        }
+        let replication = (!replica_specs.is_empty()).then_some((replica_specs, copies));
         let metadata = match &setup.metadata {
             MetadataConfig::Sqlite => None,
             postgres @ MetadataConfig::Postgres { .. } => {
@@ -286,6 +308,7 @@ impl Deployment {
         let built = Self::build(
             &staging,
             blobs_url,
+            replication,
             witness.as_deref(),
             metadata,
             options.clone(),
@@ -297,6 +320,10 @@ impl Deployment {
         });
         if let Err(error) = built {
             let _ = fs::remove_dir_all(&staging);
+            // Only if still empty: nothing of anyone else's is removed.
+            for made in made_dirs.iter().rev() {
+                let _ = fs::remove_dir(made);
+            }
             return Err(error);
         }
         Self::open(dir, options)
@@ -307,6 +334,7 @@ impl Deployment {
     fn build(
         dir: &Path,
         blobs_url: Option<&str>,
+        replication: Option<(Vec<String>, usize)>,
         audit_witness: Option<&Path>,
         metadata: Option<MetadataConfig>,
         options: Options,
@@ -328,9 +356,15 @@ impl Deployment {
             signer,
             audit_config(Some(&dir.join(&witness))),
         )?;
+        let (replicas, copies) = match replication {
+            Some((replicas, copies)) => (replicas, Some(copies)),
+            None => (Vec::new(), None),
+        };
         let config = Config {
             version: 1,
             blobs: blobs_url.map(str::to_owned),
+            replicas,
+            copies,
             tokens: Vec::new(),
             metadata,
             kms: Vec::new(),
@@ -372,10 +406,7 @@ impl Deployment {
             audit_config(config.audit_witness(dir).as_deref()),
         )?;
         let log = Arc::new(log);
-        let blobs = Arc::new(match &config.blobs {
-            Some(url) => BlobStore::from_url(url)?,
-            None => BlobStore::local(&dir.join("blobs"))?,
-        });
+        let locations = replicas::Locations::open(dir, &config)?;
         let fallbacks = keys::FallbackWatch::default();
         let policy = options
             .custom_policy()
@@ -387,7 +418,7 @@ impl Deployment {
             store: &store,
             tenant_keys: &tenant_keys,
             catalog: &catalog,
-            blobs: &blobs,
+            blobs: &locations.stored,
             log: &log,
             fallbacks: &fallbacks,
         };
@@ -406,7 +437,7 @@ impl Deployment {
             policy,
             files,
             administration,
-            blobs,
+            locations,
         })
     }
 
@@ -425,9 +456,20 @@ impl Deployment {
         &self.files
     }
 
-    /// The blob store.
+    /// The primary blob store.
     pub fn blobs(&self) -> &Arc<BlobStore> {
-        &self.blobs
+        &self.locations.primary
+    }
+
+    /// The replica blob stores (none unless configured).
+    pub fn replicas(&self) -> &[Arc<BlobStore>] {
+        &self.locations.replicas
+    }
+
+    /// What files are sealed to and opened from: the primary alone, or
+    /// the primary and its replicas.
+    pub fn stored_blobs(&self) -> &Arc<dyn atrest::Blobs> {
+        &self.locations.stored
     }
 
     /// The key store (tenant key metadata).
@@ -598,7 +640,7 @@ impl Deployment {
             store: &self.store,
             tenant_keys: &self.tenant_keys,
             catalog: &self.catalog,
-            blobs: &self.blobs,
+            blobs: &self.locations.stored,
             log: &self.log,
             fallbacks: &self.fallbacks,
         };
@@ -1011,8 +1053,16 @@ impl Deployment {
     ) -> Result<GarbageReport, Error> {
         // The store first, then the catalog: anything listed that an upload
         // in progress is writing was named in the catalog before it existed.
-        let blobs = self.blobs.list()?;
-        let partial = self.blobs.partial_uploads()?;
+        let blobs = self.locations.stored.list()?;
+        let mut partial = Vec::new();
+        for store in self.locations.all() {
+            partial.extend(
+                store
+                    .partial_uploads()?
+                    .into_iter()
+                    .map(|upload| (store.clone(), upload)),
+            );
+        }
         let cutoff = std::time::SystemTime::now()
             .checked_sub(older_than)
             .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
@@ -1053,19 +1103,19 @@ impl Deployment {
                 continue;
             }
             if !dry_run {
-                self.blobs.delete(&blob)?;
+                self.locations.stored.delete(&blob)?;
             }
             report.orphan_blobs.push(Garbage {
                 name: blob.to_string(),
                 bytes,
             });
         }
-        for upload in partial {
+        for (store, upload) in partial {
             if still_running.contains(&upload.blob) {
                 continue;
             }
             if !dry_run {
-                self.blobs.remove_partial_upload(&upload)?;
+                store.remove_partial_upload(&upload)?;
             }
             report.partial_uploads.push(Garbage {
                 name: upload.path.display().to_string(),
@@ -1327,6 +1377,13 @@ pub struct Setup {
     pub audit_witness: Option<PathBuf>,
     /// Where key metadata and the catalog are kept.
     pub metadata: MetadataConfig,
+    /// Replica locations (`object_store` URLs or local directories): every
+    /// blob is written to each of them too. None: blobs are kept at the
+    /// primary only, as always.
+    pub replicas: Vec<String>,
+    /// How many locations must make a blob durable for a write to succeed
+    /// (1 to 1 + replicas); `None`: all of them.
+    pub copies: Option<usize>,
 }
 
 /// A deployment's key store and its catalog.
