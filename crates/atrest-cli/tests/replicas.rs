@@ -193,6 +193,8 @@ fn copies_are_read_around_scrubbed_and_repaired() {
     // The scrubs are in the audit trail.
     let audit = cli.ok(&["audit", "show"]);
     assert!(audit.contains("blobs_scrubbed"), "{audit}");
+    // So are the copies downloads passed over.
+    assert!(audit.contains("blob_copy_passed_over"), "{audit}");
 }
 
 #[test]

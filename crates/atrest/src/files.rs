@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use atrest_audit::{Audit, Event, FileRef, Outcome, Record, Text};
+use atrest_audit::{Audit, Event, FileRef, Outcome, Record, Text, Value};
 use atrest_filekey::{FileContext, FileKey, FileVersion, KeyVersion, TenantId};
 use atrest_stream::{Backend, FORMAT_VERSION, Opener, Options, Parallelism, Sealer, SegmentSize};
 use atrest_tenant::blocking::block_on;
@@ -608,6 +608,44 @@ impl Files {
         self.audit(&context, event, outcome)
     }
 
+    /// Audits each copy of a blob a successful read passed over (missing,
+    /// unreachable or damaged: `blob_copy_passed_over`, with the location
+    /// and the error), so the operator knows to scrub.
+    fn audit_passed_over(
+        &self,
+        record: &FileRecord,
+        passed_over: &[(usize, Error)],
+    ) -> Result<(), Error> {
+        let context = record.context();
+        for (location, error) in passed_over {
+            let event = Event::Custom {
+                kind: Text::lossy("blob_copy_passed_over"),
+                fields: [
+                    (
+                        Text::lossy("file"),
+                        Value::Text(Text::lossy(context.file.to_string())),
+                    ),
+                    (
+                        Text::lossy("version"),
+                        Value::Count(u64::from(context.version)),
+                    ),
+                    (
+                        Text::lossy("blob"),
+                        Value::Text(Text::lossy(record.blob.as_str())),
+                    ),
+                    (Text::lossy("location"), Value::Count(*location as u64)),
+                    (
+                        Text::lossy("error"),
+                        Value::Text(Text::lossy(error.to_string())),
+                    ),
+                ]
+                .into(),
+            };
+            self.audit(&context, event, Outcome::Success)?;
+        }
+        Ok(())
+    }
+
     /// Decrypts the record's whole blob into `out`; returns the plaintext
     /// length written.
     ///
@@ -621,6 +659,7 @@ impl Files {
         key: &FileKey,
         record: &FileRecord,
         out: &mut Released<W>,
+        passed_over: &mut Vec<(usize, Error)>,
     ) -> Result<u64, Error> {
         // The blob must have been sealed with the segment size the
         // (authenticated) record says, whatever its prefix claims.
@@ -628,7 +667,6 @@ impl Files {
         let associated_data = record.context().encode();
         let opener = Opener::new(key, &associated_data, self.stream_options())
             .expect_segment_size(segment_size);
-        let mut first_error = None;
         let locations = self.blobs.locations().max(1);
         for location in 0..locations {
             let attempt = self.blobs.open_at(&record.blob, location).and_then(|blob| {
@@ -641,9 +679,7 @@ impl Files {
                 Ok(()) => return Ok(out.written),
                 // Another copy cannot help a failing output.
                 Err(error) if out.failed => return Err(error),
-                Err(error) => {
-                    let _ = first_error.get_or_insert(error);
-                }
+                Err(error) => passed_over.push((location, error)),
             }
             if out.written > 0 {
                 return self.read_range_copies(
@@ -652,11 +688,11 @@ impl Files {
                     0..record.plaintext_len,
                     out,
                     location + 1,
-                    first_error,
+                    passed_over,
                 );
             }
         }
-        Err(first_error.unwrap_or_else(|| Error::blob(ErrorKind::NotFound, "no copy of the blob")))
+        Err(first_failure(passed_over))
     }
 
     /// Decrypts plaintext bytes `range` of the record's blob into `out`
@@ -668,8 +704,9 @@ impl Files {
     /// not yet released. When a copy is missing, unreachable, cut short or
     /// fails authentication, the next copy is tried. Only verified segments
     /// ever reach `out`, so what was released is the file's whichever copy
-    /// it came from. A failure of `out` itself ends the read; if no copy
-    /// serves, `first_error` (or the first error met) is returned.
+    /// it came from. A failure of `out` itself ends the read. Each copy
+    /// passed over is added to `passed_over`; if no copy serves, the first
+    /// of them is returned.
     fn read_range_copies<W: Write>(
         &self,
         opener: &Opener<'_>,
@@ -677,7 +714,7 @@ impl Files {
         range: Range<u64>,
         out: &mut Released<W>,
         from: usize,
-        mut first_error: Option<Error>,
+        passed_over: &mut Vec<(usize, Error)>,
     ) -> Result<u64, Error> {
         for location in from..self.blobs.locations().max(1) {
             let at = range.start.saturating_add(out.written);
@@ -701,12 +738,10 @@ impl Files {
             match attempt {
                 Ok(()) => return Ok(out.written),
                 Err(error) if out.failed => return Err(error),
-                Err(error) => {
-                    let _ = first_error.get_or_insert(error);
-                }
+                Err(error) => passed_over.push((location, error)),
             }
         }
-        Err(first_error.unwrap_or_else(|| Error::blob(ErrorKind::NotFound, "no copy of the blob")))
+        Err(first_failure(passed_over))
     }
 
     /// Opens file `name` of `tenant` (version `version`, or the newest) for
@@ -738,8 +773,12 @@ impl Files {
         // The blob must have been sealed with the segment size the
         // (authenticated) record says, whatever its prefix claims.
         let mut out = Released::new(out);
-        let result = self.read_copies(&key, &record, &mut out);
+        let mut passed_over = Vec::new();
+        let result = self.read_copies(&key, &record, &mut out, &mut passed_over);
         drop(key);
+        if result.is_ok() {
+            self.audit_passed_over(&record, &passed_over)?;
+        }
         let len = result.and_then(|len| record.check_len(len));
         self.audit_open(access, &record, len.as_ref().copied(), None)?;
         let _ = len?;
@@ -772,6 +811,7 @@ impl Files {
             });
         }
         let key = self.key_for(access, tenant, &record, name, version)?;
+        let mut passed_over = Vec::new();
         let result = record.segment_size_checked().and_then(|segment_size| {
             let associated_data = record.context().encode();
             let opener = Opener::new(&key, &associated_data, self.stream_options())
@@ -782,9 +822,12 @@ impl Files {
                 range.clone(),
                 &mut Released::new(out),
                 0,
-                None,
+                &mut passed_over,
             )
         });
+        if result.is_ok() {
+            self.audit_passed_over(&record, &passed_over)?;
+        }
         drop(key);
         self.audit_open(
             access,
@@ -896,6 +939,15 @@ impl Files {
             report.abandoned_seals.push(seal);
         }
         Ok(report)
+    }
+}
+
+/// The first of the errors of the copies a read tried.
+fn first_failure(passed_over: &mut Vec<(usize, Error)>) -> Error {
+    if passed_over.is_empty() {
+        Error::blob(ErrorKind::NotFound, "no copy of the blob")
+    } else {
+        passed_over.swap_remove(0).1
     }
 }
 
