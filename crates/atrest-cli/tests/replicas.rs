@@ -261,6 +261,69 @@ fn a_replica_down_takes_no_upload_while_copies_allow_and_is_repaired_when_back()
 }
 
 #[test]
+fn a_replica_with_nothing_listening_is_passed_over_and_reported() {
+    let dir = TempDir::new("cli-nothing-listening");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cli = Cli {
+        data: dir.path().join("data"),
+        env: vec![
+            ("AZURE_STORAGE_ACCOUNT_NAME".into(), "devstoreaccount1".into()),
+            // Azurite's published development key: protects nothing.
+            (
+                "AZURE_STORAGE_ACCOUNT_KEY".into(),
+                "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+                    .into(),
+            ),
+            (
+                "AZURE_STORAGE_ENDPOINT".into(),
+                format!("http://127.0.0.1:{port}/devstoreaccount1"),
+            ),
+            ("AZURE_ALLOW_HTTP".into(), "true".into()),
+        ],
+    };
+    let replica = dir.path().join("replica");
+    cli.ok(&[
+        "init",
+        "--replica",
+        "az://down",
+        "--replica",
+        replica.to_str().unwrap(),
+        "--copies",
+        "2",
+    ]);
+    cli.ok(&["tenant", "create", "contoso"]);
+    let bytes = content(300_000, 8);
+    let input = dir.path().join("minutes.txt");
+    std::fs::write(&input, &bytes).unwrap();
+    let put: Value =
+        serde_json::from_str(&cli.ok(&["--json", "put", "contoso", input.to_str().unwrap()]))
+            .unwrap();
+    assert_eq!(put["copy_failures"][0]["location"], "az://down", "{put}");
+    std::fs::remove_file(only_blob(&cli.data.join("blobs"))).unwrap();
+    assert_eq!(cli.get("minutes.txt"), bytes);
+    let found = cli.scrub(5, &[]);
+    assert_eq!(
+        bad_copies(&found),
+        [(0, "missing".to_owned()), (1, "unreachable".to_owned())]
+    );
+    // The primary is repaired; the location that does not answer is left
+    // for later, and the scrub says only an unreachable location is bad.
+    let repaired = cli.scrub(6, &["--repair"]);
+    assert_eq!(
+        repaired["damaged"][0]["copies"][0]["repair"]["outcome"],
+        "repaired"
+    );
+    assert_eq!(
+        bad_copies(&cli.scrub(6, &[])),
+        [(1, "unreachable".to_owned())]
+    );
+}
+
+#[test]
 fn init_checks_copies_and_stays_all_or_nothing() {
     let dir = TempDir::new("cli-replica-init");
     let cli = Cli {

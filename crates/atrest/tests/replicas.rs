@@ -403,6 +403,87 @@ fn a_catalog_from_before_digests_gains_the_column_and_its_records_still_open() {
     assert_eq!(records[0].blob_sha256, None);
 }
 
+/// An Azure location at a port where nothing listens (each request fails
+/// after `object_store`'s retries, about a second and a half).
+fn nothing_listening() -> Arc<dyn Blobs> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    Arc::new(
+        BlobStore::from_url_with_options(
+            "az://down",
+            [
+                ("azure_storage_account_name", "devstoreaccount1".to_owned()),
+                // Azurite's published development key: protects nothing.
+                (
+                    "azure_storage_account_key",
+                    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+                        .to_owned(),
+                ),
+                (
+                    "azure_storage_endpoint",
+                    format!("http://127.0.0.1:{port}/devstoreaccount1"),
+                ),
+                ("azure_allow_http", "true".to_owned()),
+            ],
+        )
+        .unwrap(),
+    )
+}
+
+#[test]
+fn a_location_with_nothing_listening_is_passed_over() {
+    let dir = TempDir::new("nothing-listening");
+    let dirs = local_dirs(dir.path(), 2);
+    let stores: Vec<Arc<dyn Blobs>> = dirs
+        .iter()
+        .map(|d| Arc::new(BlobStore::local(d).unwrap()) as Arc<dyn Blobs>)
+        .collect();
+    let blobs = Arc::new(
+        ReplicatedBlobs::new(
+            stores[0].clone(),
+            vec![nothing_listening(), stores[1].clone()],
+            2,
+        )
+        .unwrap(),
+    );
+    let world = world(&dir.path().join("world"), blobs.clone());
+    let plain = data(500_000, 7);
+    let record = world
+        .files
+        .seal(&ALICE, world.tenant, "f", plain.as_slice())
+        .unwrap();
+    let failures = blobs.take_failures();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].location, 1);
+    assert_eq!(failures[0].error.kind(), ErrorKind::Unavailable);
+    // The primary's copy gone: the read passes over it and the location
+    // that does not answer.
+    std::fs::remove_file(dirs[0].join(record.blob.as_str())).unwrap();
+    assert_eq!(open(&world, "f"), plain);
+    let found = check(&blobs, &record);
+    assert_eq!(found.copies[0].state, CopyState::Missing);
+    assert!(matches!(
+        found.copies[1].state,
+        CopyState::Unreachable { .. }
+    ));
+    assert_eq!(found.copies[2].state, CopyState::Good);
+    let mut repaired = found;
+    blobs.repair(&mut repaired);
+    assert_eq!(
+        repaired.copies[0].repair,
+        Some(RepairOutcome::Repaired { from: 2 })
+    );
+    assert!(matches!(
+        repaired.copies[1].repair,
+        Some(RepairOutcome::Failed { .. })
+    ));
+    let again = check(&blobs, &record);
+    assert!(again.copies[0].state.is_good() && again.copies[2].state.is_good());
+}
+
 /// The Azure storage emulator as one replica, and a second Azure location
 /// that cannot take anything (its container does not exist): writes
 /// succeed with two copies of three, reads come around a deleted and a
