@@ -1,7 +1,8 @@
 //! A whole deployment in one directory: what the operator programs run on.
 //!
 //! ```text
-//! DIR/atrest.json          configuration: blob store, PKCS#11 tokens, audit verifying key
+//! DIR/atrest.json          configuration: blob store and replicas, PKCS#11 tokens,
+//!                          audit verifying key
 //! DIR/master.key           the master key (mode 0600) sealing the service's root keys
 //! DIR/keys.sqlite          the service's root keys (`root`, `availability`), sealed
 //! DIR/atrest.sqlite        tenant key metadata (TIK versions and their wraps)
@@ -9,7 +10,8 @@
 //!                          a purge destroys it. Keep it out of database backups:
 //!                          restoring an old copy of it would undo purges
 //! DIR/catalog.sqlite       the catalog: tenant names, file names, versions, and each
-//!                          version's record (wrapped file key, sizes, blob name)
+//!                          version's record (wrapped file key, sizes, blob name
+//!                          and digest)
 //! DIR/audit/               the audit log: every batch ends with a signed checkpoint
 //! DIR/audit-signing.key    the checkpoint signing key (PKCS#8, mode 0600)
 //! DIR/audit-witness/       where checkpoints are published, unless `init` named
@@ -20,7 +22,9 @@
 //! The catalog ([`atrest::SqliteCatalog`]) is the one home of file records:
 //! it alone maps a tenant and a file name to a blob, and it is the index of
 //! wrapped file keys that rotation re-wraps. Blobs have random names and
-//! hold only ciphertext.
+//! hold only ciphertext. With replicas (`init --replica`), every blob is
+//! written to each replica location too, and [`Deployment::scrub_blobs`]
+//! checks and repairs the copies against the digests in the records.
 //!
 //! A program opens a deployment with its [`Options`]: its name in the
 //! audit trail and, unless it brings its own, the membership release

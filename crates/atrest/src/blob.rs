@@ -203,7 +203,9 @@ pub trait BlobUpload: Write + Send {
 /// the record that names it.
 ///
 /// Implementations: [`MemoryBlobs`], and with the `blobs` feature
-/// `blobs::BlobStore` (the local filesystem or any `object_store` URL).
+/// `blobs::BlobStore` (the local filesystem or any `object_store` URL) and
+/// `blobs::ReplicatedBlobs` (a primary and replicas, each a store; its
+/// copies are reached through [`Blobs::locations`] and [`Blobs::open_at`]).
 pub trait Blobs: Send + Sync {
     /// Starts writing a new blob.
     ///
