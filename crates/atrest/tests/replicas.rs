@@ -484,6 +484,125 @@ fn a_location_with_nothing_listening_is_passed_over() {
     assert!(again.copies[0].state.is_good() && again.copies[2].state.is_good());
 }
 
+/// A location whose uploads fail after `after` bytes (a disk filling up,
+/// a connection dropped in the middle of an upload).
+struct FailsMidway {
+    inner: atrest::MemoryBlobs,
+    after: usize,
+}
+
+struct FailingUpload<'a> {
+    inner: Box<dyn atrest::blob::BlobUpload + 'a>,
+    left: usize,
+}
+
+impl std::io::Write for FailingUpload<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() > self.left {
+            return Err(std::io::Error::other("no space left"));
+        }
+        self.left -= buf.len();
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl atrest::blob::BlobUpload for FailingUpload<'_> {
+    fn finish(self: Box<Self>) -> Result<u64, atrest::Error> {
+        self.inner.finish()
+    }
+}
+
+impl Blobs for FailsMidway {
+    fn create(
+        &self,
+        name: &BlobName,
+    ) -> Result<Box<dyn atrest::blob::BlobUpload + '_>, atrest::Error> {
+        Ok(Box::new(FailingUpload {
+            inner: self.inner.create(name)?,
+            left: self.after,
+        }))
+    }
+
+    fn open(&self, name: &BlobName) -> Result<Box<dyn std::io::Read + Send + '_>, atrest::Error> {
+        self.inner.open(name)
+    }
+
+    fn ranged(
+        &self,
+        name: &BlobName,
+    ) -> Result<Box<dyn atrest::stream::ReadAt + Send + Sync + '_>, atrest::Error> {
+        self.inner.ranged(name)
+    }
+
+    fn delete(&self, name: &BlobName) -> Result<(), atrest::Error> {
+        self.inner.delete(name)
+    }
+
+    fn list(&self) -> Result<Vec<(BlobName, u64)>, atrest::Error> {
+        self.inner.list()
+    }
+
+    fn location(&self) -> String {
+        "fails-midway".into()
+    }
+}
+
+#[test]
+fn a_location_failing_in_the_middle_of_an_upload_is_dropped_from_it() {
+    let dir = TempDir::new("midway");
+    let dirs = local_dirs(dir.path(), 1);
+    let primary: Arc<dyn Blobs> = Arc::new(BlobStore::local(&dirs[0]).unwrap());
+    let failing = Arc::new(FailsMidway {
+        inner: atrest::MemoryBlobs::new(),
+        after: 100_000,
+    });
+    let blobs = Arc::new(
+        ReplicatedBlobs::new(primary.clone(), vec![failing.clone() as Arc<dyn Blobs>], 1).unwrap(),
+    );
+    let world = world(&dir.path().join("world"), blobs.clone());
+    let plain = data(400_000, 8);
+    let record = world
+        .files
+        .seal(&ALICE, world.tenant, "f", plain.as_slice())
+        .unwrap();
+    let failures = blobs.take_failures();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(
+        (failures[0].location, failures[0].place.as_str()),
+        (1, "fails-midway")
+    );
+    // The dropped upload left nothing at that location.
+    assert!(failing.inner.list().unwrap().is_empty());
+    assert_eq!(open(&world, "f"), plain);
+    assert_eq!(
+        states(&check(&blobs, &record)),
+        [CopyState::Good, CopyState::Missing]
+    );
+
+    // With both copies required, the same upload fails and leaves nothing
+    // anywhere, and no record.
+    let strict = Arc::new(
+        ReplicatedBlobs::new(primary, vec![failing.clone() as Arc<dyn Blobs>], 2).unwrap(),
+    );
+    let world = self::world(&dir.path().join("strict"), strict);
+    let error = world
+        .files
+        .seal(&ALICE, world.tenant, "g", plain.as_slice())
+        .unwrap_err();
+    assert_ne!(error.kind(), ErrorKind::Usage, "{error}");
+    assert!(world.catalog.records(world.tenant).unwrap().is_empty());
+    assert!(failing.inner.list().unwrap().is_empty());
+    assert_eq!(
+        std::fs::read_dir(&dirs[0]).unwrap().count(),
+        1,
+        "only the first world's blob"
+    );
+}
+
 /// The Azure storage emulator as one replica, and a second Azure location
 /// that cannot take anything (its container does not exist): writes
 /// succeed with two copies of three, reads come around a deleted and a
