@@ -47,6 +47,17 @@ pub(crate) enum Command {
         /// name is stored.
         #[arg(long, value_name = "VAR")]
         metadata_url_env: Option<String>,
+        /// Keep a copy of every blob at this location too: an
+        /// object_store URL (s3://, az://, gs://, file://) or a local
+        /// directory. Repeat for several replicas. Reads fall back to a
+        /// replica when a copy is missing, unreachable or damaged.
+        #[arg(long = "replica", value_name = "URL|DIR")]
+        replicas: Vec<String>,
+        /// How many locations (the primary and the replicas) must make a
+        /// blob durable for an upload to succeed (default: all); the others
+        /// are left for `atrest blobs scrub --repair`.
+        #[arg(long, value_name = "N", requires = "replicas")]
+        copies: Option<usize>,
     },
     /// Configure key services (OpenBao or Vault transit) holding root keys.
     #[command(subcommand)]
@@ -131,6 +142,9 @@ pub(crate) enum Command {
         #[arg(long, default_value = "24h")]
         older_than: humantime::Duration,
     },
+    /// Check and repair the copies of blobs.
+    #[command(subcommand)]
+    Blobs(BlobsCommand),
     /// Verify or show the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -143,6 +157,21 @@ pub(crate) enum Command {
         /// Size of the demo file, in MiB.
         #[arg(long, default_value_t = 64)]
         size_mib: u64,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum BlobsCommand {
+    /// Check every copy of every file's blob, at the primary and each
+    /// replica, against the length and SHA-256 digest in its record (no key
+    /// is needed), and list the copies that are missing, of the wrong
+    /// length, of the wrong digest or unreachable. Exits 5 if a copy is
+    /// left bad (6 if only unreachable locations are).
+    Scrub {
+        /// Write a good copy over each bad one (complete and durable
+        /// before it replaces anything), and report what was done.
+        #[arg(long)]
+        repair: bool,
     },
 }
 

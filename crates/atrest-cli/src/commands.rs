@@ -12,7 +12,7 @@ use atrest_cli::deployment::{
 };
 
 use crate::ACTOR;
-use crate::cli::{AuditCommand, KmsCommand, RotateCommand, TenantCommand};
+use crate::cli::{AuditCommand, BlobsCommand, KmsCommand, RotateCommand, TenantCommand};
 use crate::exit::Error;
 use crate::output::{Output, peak_memory_kib, rate};
 use crate::staging::Destination;
@@ -214,18 +214,24 @@ pub(crate) fn init(data: &Path, out: Output, setup: Setup) -> Result<(), Error> 
         .audit_witness()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
+    let replicas: Vec<&str> = deployment.replicas().iter().map(|r| r.location()).collect();
     let info = serde_json::json!({
         "data": data,
         "blobs": deployment.blobs().location(),
+        "replicas": replicas,
         "audit_verifying_key": deployment.audit_verifying_key(),
         "audit_witness": witness,
     });
     out.show(&info, || {
+        let mut blobs = deployment.blobs().location().to_owned();
+        for replica in &replicas {
+            blobs.push_str(&format!("\n  replica        {replica}"));
+        }
         format!(
             "created deployment in {}\n  master key     {}/master.key (mode 600)\n  blobs          {}\n  audit key      {}\n  audit witness  {}\nKeep the audit key and the witness directory where the deployment's writers cannot change them;\n`atrest audit verify --key KEY --witness DIR` checks the log against them.",
             data.display(),
             data.display(),
-            deployment.blobs().location(),
+            blobs,
             deployment.audit_verifying_key(),
             witness,
         )
@@ -401,10 +407,12 @@ pub(crate) fn put(
         report
     };
     let fallbacks = show_fallbacks(&deployment);
+    let copy_failures = show_copy_failures(&deployment);
     let report = report?;
     let elapsed = started.elapsed();
     let info = serde_json::json!({
         "fallbacks": fallbacks,
+        "copy_failures": copy_failures,
         "tenant": report.tenant,
         "name": report.name,
         "version": report.version,
@@ -426,6 +434,73 @@ pub(crate) fn put(
         )
     });
     Ok(())
+}
+
+/// Tells the operator (on stderr) about replica locations that did not
+/// keep a copy of what was just written; returns them for JSON output.
+fn show_copy_failures(deployment: &Deployment) -> Vec<serde_json::Value> {
+    deployment
+        .copy_failures()
+        .into_iter()
+        .map(|(blob, location, error)| {
+            eprintln!(
+                "warning: {location} did not keep a copy of blob {blob} ({error}); `atrest blobs scrub --repair` makes it"
+            );
+            serde_json::json!({ "blob": blob, "location": location, "error": error })
+        })
+        .collect()
+}
+
+/// `atrest blobs …`.
+pub(crate) fn blobs(data: &Path, out: Output, command: BlobsCommand) -> Result<(), Error> {
+    let BlobsCommand::Scrub { repair } = command;
+    let deployment = open(data)?;
+    let report = deployment.scrub_blobs(repair)?;
+    out.show(&report, || scrub_text(&report));
+    report.result()?;
+    Ok(())
+}
+
+/// A scrub report for people: one line per bad copy.
+fn scrub_text(report: &atrest_cli::deployment::ScrubReport) -> String {
+    use atrest::blobs::{CopyState, RepairOutcome};
+    let mut text = format!(
+        "checked {} file versions at {} locations ({}): {} bad copies",
+        report.records,
+        report.locations.len(),
+        report.locations.join(", "),
+        report.bad_copies(),
+    );
+    if report.repair {
+        text.push_str(&format!(", {} repaired", report.repaired_copies()));
+    }
+    for record in &report.damaged {
+        for copy in record.check.copies.iter().filter(|c| !c.state.is_good()) {
+            let state = match &copy.state {
+                CopyState::Missing => "missing".to_owned(),
+                CopyState::WrongLength { len } => {
+                    format!("wrong length ({len} bytes, not {})", record.check.len)
+                }
+                CopyState::WrongDigest { .. } => "wrong digest".to_owned(),
+                CopyState::Unreachable { error } => format!("unreachable ({error})"),
+                other => format!("{other:?}"),
+            };
+            let repair = match &copy.repair {
+                None => String::new(),
+                Some(RepairOutcome::Repaired { from }) => format!(
+                    ": repaired from {}",
+                    report.locations.get(*from).map_or("?", String::as_str)
+                ),
+                Some(RepairOutcome::Failed { error }) => format!(": NOT repaired ({error})"),
+                Some(other) => format!(": {other:?}"),
+            };
+            text.push_str(&format!(
+                "\n  {}/{} v{} blob {} at {}: {state}{repair}",
+                record.tenant, record.file, record.version, record.check.blob, copy.place
+            ));
+        }
+    }
+    text
 }
 
 /// What `atrest get` reads.

@@ -1,7 +1,8 @@
 //! A whole deployment in one directory: what the operator programs run on.
 //!
 //! ```text
-//! DIR/atrest.json          configuration: blob store, PKCS#11 tokens, audit verifying key
+//! DIR/atrest.json          configuration: blob store and replicas, PKCS#11 tokens,
+//!                          audit verifying key
 //! DIR/master.key           the master key (mode 0600) sealing the service's root keys
 //! DIR/keys.sqlite          the service's root keys (`root`, `availability`), sealed
 //! DIR/atrest.sqlite        tenant key metadata (TIK versions and their wraps)
@@ -9,7 +10,8 @@
 //!                          a purge destroys it. Keep it out of database backups:
 //!                          restoring an old copy of it would undo purges
 //! DIR/catalog.sqlite       the catalog: tenant names, file names, versions, and each
-//!                          version's record (wrapped file key, sizes, blob name)
+//!                          version's record (wrapped file key, sizes, blob name
+//!                          and digest)
 //! DIR/audit/               the audit log: every batch ends with a signed checkpoint
 //! DIR/audit-signing.key    the checkpoint signing key (PKCS#8, mode 0600)
 //! DIR/audit-witness/       where checkpoints are published, unless `init` named
@@ -20,7 +22,9 @@
 //! The catalog ([`atrest::SqliteCatalog`]) is the one home of file records:
 //! it alone maps a tenant and a file name to a blob, and it is the index of
 //! wrapped file keys that rotation re-wraps. Blobs have random names and
-//! hold only ciphertext.
+//! hold only ciphertext. With replicas (`init --replica`), every blob is
+//! written to each replica location too, and [`Deployment::scrub_blobs`]
+//! checks and repairs the copies against the digests in the records.
 //!
 //! A program opens a deployment with its [`Options`]: its name in the
 //! audit trail and, unless it brings its own, the membership release
@@ -32,6 +36,7 @@ mod config;
 mod error;
 mod keys;
 mod policy;
+mod replicas;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -62,6 +67,7 @@ pub use self::config::{KmsConfig, MetadataConfig, TokenConfig};
 pub use self::error::Error;
 pub use self::keys::{Fallback, Options};
 pub use self::policy::Principal;
+pub use self::replicas::{DamagedRecord, ScrubReport};
 
 const CONFIG: &str = "atrest.json";
 const SIGNING_KEY: &str = "audit-signing.key";
@@ -197,7 +203,7 @@ pub struct Deployment {
     policy: Arc<dyn ReleasePolicy>,
     files: Files,
     administration: atrest::tenant::Administration,
-    blobs: Arc<BlobStore>,
+    locations: replicas::Locations,
 }
 
 impl core::fmt::Debug for Deployment {
@@ -237,6 +243,8 @@ impl Deployment {
             blobs: blobs_url.map(str::to_owned),
             audit_witness: audit_witness.map(Path::to_path_buf),
             metadata: MetadataConfig::Sqlite,
+            replicas: Vec::new(),
+            copies: None,
         };
         Self::init_with(dir, &setup, options)
     }
@@ -271,6 +279,24 @@ impl Deployment {
         if let Some(url) = blobs_url {
             let _ = BlobStore::from_url(url)?;
         }
+        let copies = replicas::copies(setup.copies, setup.replicas.len())?;
+        // Replicas in local directories are kept by absolute path; the
+        // directories this makes are removed again if `init` fails.
+        let mut replica_specs = Vec::with_capacity(setup.replicas.len());
+        let mut made_dirs = Vec::new();
+        for spec in &setup.replicas {
+            if replicas::is_local(spec) {
+                let path = std::path::absolute(spec).map_err(io_at(spec))?;
+                if !path.exists() {
+                    made_dirs.push(path.clone());
+                }
+                replica_specs.push(path.display().to_string());
+            } else {
+                let _ = BlobStore::from_url(spec)?;
+                replica_specs.push(spec.clone());
+            }
+        }
+        let replication = (!replica_specs.is_empty()).then_some((replica_specs, copies));
         let metadata = match &setup.metadata {
             MetadataConfig::Sqlite => None,
             postgres @ MetadataConfig::Postgres { .. } => {
@@ -286,6 +312,7 @@ impl Deployment {
         let built = Self::build(
             &staging,
             blobs_url,
+            replication,
             witness.as_deref(),
             metadata,
             options.clone(),
@@ -297,6 +324,10 @@ impl Deployment {
         });
         if let Err(error) = built {
             let _ = fs::remove_dir_all(&staging);
+            // Only if still empty: nothing of anyone else's is removed.
+            for made in made_dirs.iter().rev() {
+                let _ = fs::remove_dir(made);
+            }
             return Err(error);
         }
         Self::open(dir, options)
@@ -307,6 +338,7 @@ impl Deployment {
     fn build(
         dir: &Path,
         blobs_url: Option<&str>,
+        replication: Option<(Vec<String>, usize)>,
         audit_witness: Option<&Path>,
         metadata: Option<MetadataConfig>,
         options: Options,
@@ -328,9 +360,15 @@ impl Deployment {
             signer,
             audit_config(Some(&dir.join(&witness))),
         )?;
+        let (replicas, copies) = match replication {
+            Some((replicas, copies)) => (replicas, Some(copies)),
+            None => (Vec::new(), None),
+        };
         let config = Config {
             version: 1,
             blobs: blobs_url.map(str::to_owned),
+            replicas,
+            copies,
             tokens: Vec::new(),
             metadata,
             kms: Vec::new(),
@@ -372,10 +410,7 @@ impl Deployment {
             audit_config(config.audit_witness(dir).as_deref()),
         )?;
         let log = Arc::new(log);
-        let blobs = Arc::new(match &config.blobs {
-            Some(url) => BlobStore::from_url(url)?,
-            None => BlobStore::local(&dir.join("blobs"))?,
-        });
+        let locations = replicas::Locations::open(dir, &config)?;
         let fallbacks = keys::FallbackWatch::default();
         let policy = options
             .custom_policy()
@@ -387,7 +422,7 @@ impl Deployment {
             store: &store,
             tenant_keys: &tenant_keys,
             catalog: &catalog,
-            blobs: &blobs,
+            blobs: &locations.stored,
             log: &log,
             fallbacks: &fallbacks,
         };
@@ -406,7 +441,7 @@ impl Deployment {
             policy,
             files,
             administration,
-            blobs,
+            locations,
         })
     }
 
@@ -425,9 +460,20 @@ impl Deployment {
         &self.files
     }
 
-    /// The blob store.
+    /// The primary blob store.
     pub fn blobs(&self) -> &Arc<BlobStore> {
-        &self.blobs
+        &self.locations.primary
+    }
+
+    /// The replica blob stores (none unless configured).
+    pub fn replicas(&self) -> &[Arc<BlobStore>] {
+        &self.locations.replicas
+    }
+
+    /// What files are sealed to and opened from: the primary alone, or
+    /// the primary and its replicas.
+    pub fn stored_blobs(&self) -> &Arc<dyn atrest::Blobs> {
+        &self.locations.stored
     }
 
     /// The key store (tenant key metadata).
@@ -598,7 +644,7 @@ impl Deployment {
             store: &self.store,
             tenant_keys: &self.tenant_keys,
             catalog: &self.catalog,
-            blobs: &self.blobs,
+            blobs: &self.locations.stored,
             log: &self.log,
             fallbacks: &self.fallbacks,
         };
@@ -1011,8 +1057,16 @@ impl Deployment {
     ) -> Result<GarbageReport, Error> {
         // The store first, then the catalog: anything listed that an upload
         // in progress is writing was named in the catalog before it existed.
-        let blobs = self.blobs.list()?;
-        let partial = self.blobs.partial_uploads()?;
+        let blobs = self.locations.stored.list()?;
+        let mut partial = Vec::new();
+        for store in self.locations.all() {
+            partial.extend(
+                store
+                    .partial_uploads()?
+                    .into_iter()
+                    .map(|upload| (store.clone(), upload)),
+            );
+        }
         let cutoff = std::time::SystemTime::now()
             .checked_sub(older_than)
             .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
@@ -1053,19 +1107,19 @@ impl Deployment {
                 continue;
             }
             if !dry_run {
-                self.blobs.delete(&blob)?;
+                self.locations.stored.delete(&blob)?;
             }
             report.orphan_blobs.push(Garbage {
                 name: blob.to_string(),
                 bytes,
             });
         }
-        for upload in partial {
+        for (store, upload) in partial {
             if still_running.contains(&upload.blob) {
                 continue;
             }
             if !dry_run {
-                self.blobs.remove_partial_upload(&upload)?;
+                store.remove_partial_upload(&upload)?;
             }
             report.partial_uploads.push(Garbage {
                 name: upload.path.display().to_string(),
@@ -1327,6 +1381,13 @@ pub struct Setup {
     pub audit_witness: Option<PathBuf>,
     /// Where key metadata and the catalog are kept.
     pub metadata: MetadataConfig,
+    /// Replica locations (`object_store` URLs or local directories): every
+    /// blob is written to each of them too. None: blobs are kept at the
+    /// primary only, as always.
+    pub replicas: Vec<String>,
+    /// How many locations must make a blob durable for a write to succeed
+    /// (1 to 1 + replicas); `None`: all of them.
+    pub copies: Option<usize>,
 }
 
 /// A deployment's key store and its catalog.

@@ -94,6 +94,8 @@ fn run(cli: Cli) -> Result<(), Error> {
             audit_witness,
             metadata,
             metadata_url_env,
+            replicas,
+            copies,
         } => {
             let metadata = match (metadata, metadata_url_env) {
                 (None, None) => MetadataConfig::Sqlite,
@@ -106,6 +108,8 @@ fn run(cli: Cli) -> Result<(), Error> {
                     blobs,
                     audit_witness,
                     metadata,
+                    replicas,
+                    copies,
                 },
             )
         }
@@ -144,6 +148,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             dry_run,
             older_than,
         } => commands::gc(data, out, dry_run, older_than.into()),
+        Command::Blobs(command) => commands::blobs(data, out, command),
         Command::Audit(command) => commands::audit(data, out, command),
         Command::Demo { dir, size_mib } => demo::run(dir, size_mib, out),
     }

@@ -80,10 +80,13 @@ fn the_program_runs_on_postgresql_azure_storage_and_openbao() {
     env.push(("ATREST_TEST_BAO_TOKEN".into(), var("ATREST_OPENBAO_TOKEN")));
     let program = Program { data: &data, env };
 
+    let replica = dir.path().join("replica");
     program.ok(&[
         "init",
         "--blobs",
         &format!("az://{container}"),
+        "--replica",
+        replica.to_str().unwrap(),
         "--metadata-url-env",
         "ATREST_TEST_METADATA_URL",
     ]);
@@ -123,6 +126,22 @@ fn the_program_runs_on_postgresql_azure_storage_and_openbao() {
     assert_eq!(output.status.code(), Some(0));
     assert!(output.stdout == bytes);
     assert!(program.ok(&["ls", "contoso"]).contains("report.pdf"));
+    // The replica in a local directory, checked against the digest the
+    // PostgreSQL catalog keeps; a copy removed there is made again.
+    assert!(program.ok(&["blobs", "scrub"]).contains("0 bad copies"));
+    let copies: Vec<_> = std::fs::read_dir(&replica)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(copies.len(), 1);
+    std::fs::remove_file(&copies[0]).unwrap();
+    let _ = program.expect(5, &["blobs", "scrub"]);
+    assert!(
+        program
+            .ok(&["blobs", "scrub", "--repair"])
+            .contains("1 repaired")
+    );
+    assert!(program.ok(&["blobs", "scrub"]).contains("0 bad copies"));
 
     // Neither the key metadata, nor the catalog, nor a blob stayed in the
     // directory (the service's own root keys, sealed under the master key,

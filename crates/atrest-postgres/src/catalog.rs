@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use atrest::catalog::{SealInProgress, SealTicket, SealedBlob};
-use atrest::{BlobName, Catalog, CatalogError, Error, FileRecord, check_name};
+use atrest::{BlobDigest, BlobName, Catalog, CatalogError, Error, FileRecord, check_name};
 use atrest_filekey::{
     FileContext, FileId, FileVersion, KeyVersion, OsRng, TenantId, WrappedFileKey,
 };
@@ -19,7 +19,8 @@ use crate::keys::store_error;
 /// the database's locale.
 pub(crate) const SCHEMA: Schema = Schema {
     component: "catalog",
-    migrations: &[r#"
+    migrations: &[
+        r#"
 CREATE TABLE atrest_catalog_tenants (
     name   text  COLLATE "C" PRIMARY KEY,
     tenant bytea NOT NULL UNIQUE
@@ -54,7 +55,12 @@ CREATE TABLE atrest_catalog_retired_tiks (
     tik_version bigint NOT NULL,
     PRIMARY KEY (tenant, tik_version)
 );
-"#],
+"#,
+        // 2: the SHA-256 digest of each blob, so copies are checked and
+        // repaired without keys (empty for records committed before).
+        "ALTER TABLE atrest_catalog_versions ADD COLUMN blob_sha256 bytea
+         CHECK (blob_sha256 IS NULL OR octet_length(blob_sha256) = 32);",
+    ],
     tables: &[
         "atrest_catalog_tenants",
         "atrest_catalog_files",
@@ -65,7 +71,7 @@ CREATE TABLE atrest_catalog_retired_tiks (
 
 /// The columns a record is read from, in [`read_record`]'s order.
 const RECORD_COLUMNS: &str = "f.tenant, f.name, f.file, v.version, v.blob, v.sealed_at, v.wrapped,
-     v.plaintext_len, v.blob_len, v.segment_size, v.format, v.tag";
+     v.plaintext_len, v.blob_len, v.segment_size, v.format, v.tag, v.blob_sha256";
 
 /// The catalog ([`Catalog`], and the [`WrappedKeyIndex`] it is) in
 /// PostgreSQL, for a service whose instances share one database: the same
@@ -172,6 +178,10 @@ fn read_record(row: &Row) -> Result<FileRecord, Failure<Error>> {
         wrapped_key: wrapped_key(&row.try_get::<_, Vec<u8>>(6)?)?,
         plaintext_len: unsigned(row.try_get(7)?, "plaintext length")?,
         blob_len: unsigned(row.try_get(8)?, "blob length")?,
+        blob_sha256: row
+            .try_get::<_, Option<Vec<u8>>>(12)?
+            .map(|bytes| BlobDigest::from_slice(&bytes).ok_or_else(|| corrupt("blob digest")))
+            .transpose()?,
         segment_size: unsigned(row.try_get(9)?, "segment size")?,
         format: u8::try_from(row.try_get::<_, i16>(10)?).map_err(|_| corrupt("format"))?,
         tag: RecordTag::from_slice(&row.try_get::<_, Vec<u8>>(11)?)
@@ -374,7 +384,7 @@ async fn commit_in(
             .execute(
                 "UPDATE atrest_catalog_versions
                  SET state = 'sealed', plaintext_len = $5, blob_len = $6, segment_size = $7,
-                     format = $8, sealed_at = $9, tag = $10
+                     format = $8, sealed_at = $9, tag = $10, blob_sha256 = $11
                  WHERE tenant = $1 AND file = $2 AND version = $3 AND blob = $4
                  AND state = 'sealing' AND wrapped IS NOT NULL",
                 &[
@@ -388,6 +398,7 @@ async fn commit_in(
                     &i16::from(sealed.format),
                     &sealed_at,
                     &sealed.tag.as_bytes().as_slice(),
+                    &sealed.blob_sha256.as_ref().map(|d| d.as_bytes().as_slice()),
                 ],
             )
             .await?;

@@ -413,6 +413,7 @@ fn sealed(len: u64, tag_byte: u8) -> SealedBlob {
     SealedBlob {
         plaintext_len: len,
         blob_len: len + 100,
+        blob_sha256: Some(atrest::BlobDigest::from_bytes([tag_byte; 32])),
         segment_size: 65_536,
         format: 1,
         tag: tag(tag_byte),
@@ -478,6 +479,7 @@ fn seals_are_versions_visible_once_committed(backend: &Backend) {
             record.segment_size,
             record.format,
             record.tag,
+            record.blob_sha256,
         ),
         (
             tenant,
@@ -491,6 +493,7 @@ fn seals_are_versions_visible_once_committed(backend: &Backend) {
             65_536,
             1,
             tag(7),
+            Some(atrest::BlobDigest::from_bytes([7; 32])),
         )
     );
     assert_eq!(

@@ -79,6 +79,113 @@ impl core::fmt::Display for BlobName {
     }
 }
 
+/// The SHA-256 digest of a blob's bytes (its ciphertext, prefix included).
+///
+/// A seal computes it while the blob is written and the file record keeps
+/// it, covered by the record's tag. It lets a copy of a blob be checked and
+/// repaired by anyone who can read the catalog, without any key: a copy is
+/// good when its length and digest are the record's.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BlobDigest([u8; 32]);
+
+impl BlobDigest {
+    /// The digest with these bytes.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The digest from a slice of 32 bytes (`None` for any other length).
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        <[u8; 32]>::try_from(bytes).ok().map(Self)
+    }
+
+    /// The digest's bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        let mut hasher = BlobHasher::new();
+        hasher.update(bytes);
+        hasher.finish()
+    }
+}
+
+impl core::fmt::Display for BlobDigest {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl core::fmt::Debug for BlobDigest {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "BlobDigest({self})")
+    }
+}
+
+impl core::str::FromStr for BlobDigest {
+    type Err = InvalidBlobDigest;
+
+    fn from_str(text: &str) -> Result<Self, InvalidBlobDigest> {
+        let bytes = hex::decode(text).map_err(|_| InvalidBlobDigest)?;
+        Self::from_slice(&bytes).ok_or(InvalidBlobDigest)
+    }
+}
+
+/// The text is not a blob digest (64 hex digits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a blob digest is 64 hex digits")]
+pub struct InvalidBlobDigest;
+
+impl Serialize for BlobDigest {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for BlobDigest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Computes a [`BlobDigest`] over bytes given in pieces.
+pub struct BlobHasher(ring::digest::Context);
+
+impl core::fmt::Debug for BlobHasher {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("BlobHasher").finish_non_exhaustive()
+    }
+}
+
+impl Default for BlobHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BlobHasher {
+    /// A hasher that has seen nothing.
+    pub fn new() -> Self {
+        Self(ring::digest::Context::new(&ring::digest::SHA256))
+    }
+
+    /// Adds `bytes`.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The digest of everything added.
+    pub fn finish(self) -> BlobDigest {
+        let digest = self.0.finish();
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(digest.as_ref());
+        BlobDigest(bytes)
+    }
+}
+
 /// A blob being written: nothing is visible under its name until
 /// [`BlobUpload::finish`] returns; dropping it without `finish` aborts the
 /// upload and leaves nothing.
@@ -96,7 +203,9 @@ pub trait BlobUpload: Write + Send {
 /// the record that names it.
 ///
 /// Implementations: [`MemoryBlobs`], and with the `blobs` feature
-/// `blobs::BlobStore` (the local filesystem or any `object_store` URL).
+/// `blobs::BlobStore` (the local filesystem or any `object_store` URL) and
+/// `blobs::ReplicatedBlobs` (a primary and replicas, each a store; its
+/// copies are reached through [`Blobs::locations`] and [`Blobs::open_at`]).
 pub trait Blobs: Send + Sync {
     /// Starts writing a new blob.
     ///
@@ -154,6 +263,47 @@ pub trait Blobs: Send + Sync {
         Ok(())
     }
 
+    /// How many locations keep a copy of each blob: 1, unless the store
+    /// is replicated (`blobs::ReplicatedBlobs`).
+    fn locations(&self) -> usize {
+        1
+    }
+
+    /// Reads the copy of a blob kept at location `location` (0 is the
+    /// primary), from the start: how a reader moves to another copy when
+    /// one is missing, unreachable or damaged.
+    ///
+    /// # Errors
+    /// As for [`Blobs::open`]; [`ErrorKind::NotFound`] for a location the
+    /// store does not have.
+    fn open_at(
+        &self,
+        name: &BlobName,
+        location: usize,
+    ) -> Result<Box<dyn Read + Send + '_>, Error> {
+        if location == 0 {
+            self.open(name)
+        } else {
+            Err(no_location(location))
+        }
+    }
+
+    /// Positioned reads of the copy of a blob kept at location `location`.
+    ///
+    /// # Errors
+    /// As for [`Blobs::open_at`].
+    fn ranged_at(
+        &self,
+        name: &BlobName,
+        location: usize,
+    ) -> Result<Box<dyn ReadAt + Send + Sync + '_>, Error> {
+        if location == 0 {
+            self.ranged(name)
+        } else {
+            Err(no_location(location))
+        }
+    }
+
     /// Makes the names of the blobs written with
     /// [`Blobs::create_deferred`] (and made durable) durable: after this,
     /// they survive a crash (by default there is nothing to do).
@@ -163,6 +313,13 @@ pub trait Blobs: Send + Sync {
     fn make_names_durable(&self) -> Result<(), Error> {
         Ok(())
     }
+}
+
+fn no_location(location: usize) -> Error {
+    Error::blob(
+        ErrorKind::NotFound,
+        format!("the blob store has no location {location}"),
+    )
 }
 
 /// Blobs in memory: for tests and examples (nothing is durable).

@@ -14,6 +14,10 @@
 //! Cloud credentials come from the usual environment variables
 //! (`AWS_ACCESS_KEY_ID`, `AZURE_STORAGE_ACCOUNT_NAME`,
 //! `GOOGLE_SERVICE_ACCOUNT`, …).
+//!
+//! [`ReplicatedBlobs`] keeps every blob in several such stores (a primary
+//! and replicas), checks copies against the digest in their records and
+//! repairs them, without any key.
 
 use std::io::{self, Read, Write};
 use std::path::Path as FsPath;
@@ -31,6 +35,12 @@ use tokio::runtime::Runtime;
 
 use crate::blob::{BlobName, BlobUpload, Blobs};
 use crate::{Error, ErrorKind};
+
+mod replicated;
+
+pub use replicated::{
+    BlobCheck, CopyFailure, CopyReport, CopyState, RepairOutcome, ReplicatedBlobs,
+};
 
 /// How much a [`BlobWriter`] collects before handing it to the upload.
 const SEND_LEN: usize = 1 << 20;

@@ -46,7 +46,7 @@ use atrest_filekey::{
 use atrest_tenant::{RecordTag, Rewrapped, WrappedKeyIndex};
 use rusqlite::{Connection, OptionalExtension as _, Row, params};
 
-use crate::blob::BlobName;
+use crate::blob::{BlobDigest, BlobName};
 use crate::{CatalogError, Error, FileRecord};
 
 /// Longest file or tenant name, in characters.
@@ -118,6 +118,8 @@ pub struct SealedBlob {
     pub plaintext_len: u64,
     /// Blob length in bytes.
     pub blob_len: u64,
+    /// The SHA-256 digest of the blob.
+    pub blob_sha256: Option<BlobDigest>,
     /// The stream's segment size in bytes.
     pub segment_size: u32,
     /// The stream format version.
@@ -327,6 +329,7 @@ CREATE TABLE IF NOT EXISTS catalog_versions (
     wrapped       BLOB,
     plaintext_len INTEGER,
     blob_len      INTEGER,
+    blob_sha256   BLOB,
     segment_size  INTEGER,
     format        INTEGER,
     tag           BLOB,
@@ -345,7 +348,7 @@ CREATE TABLE IF NOT EXISTS catalog_retired_tiks (
 
 /// The columns a record is read from, in [`read_record`]'s order.
 const RECORD_COLUMNS: &str = "f.tenant, f.name, f.file, v.version, v.blob, v.sealed_at, v.wrapped,
-     v.plaintext_len, v.blob_len, v.segment_size, v.format, v.tag";
+     v.plaintext_len, v.blob_len, v.segment_size, v.format, v.tag, v.blob_sha256";
 
 /// The embedded catalog: SQLite, opened with the same settings as the key
 /// store (write-ahead log, `synchronous = FULL`, `secure_delete`, a busy
@@ -409,6 +412,7 @@ type RecordRow = (
     u32,
     u8,
     Vec<u8>,
+    Option<Vec<u8>>,
 );
 
 fn record_row(row: &Row<'_>) -> rusqlite::Result<RecordRow> {
@@ -425,6 +429,7 @@ fn record_row(row: &Row<'_>) -> rusqlite::Result<RecordRow> {
         row.get(9)?,
         row.get(10)?,
         row.get(11)?,
+        row.get(12)?,
     ))
 }
 
@@ -442,6 +447,7 @@ fn read_record(row: RecordRow) -> Result<FileRecord, CatalogError> {
         segment_size,
         format,
         tag,
+        blob_sha256,
     ) = row;
     Ok(FileRecord {
         tenant: tenant_id(&tenant)?,
@@ -453,10 +459,43 @@ fn read_record(row: RecordRow) -> Result<FileRecord, CatalogError> {
         wrapped_key: wrapped_key(&wrapped)?,
         plaintext_len,
         blob_len,
+        blob_sha256: blob_sha256
+            .map(|bytes| BlobDigest::from_slice(&bytes).ok_or(CatalogError::Corrupt("blob digest")))
+            .transpose()?,
         segment_size,
         format,
         tag: RecordTag::from_slice(&tag).ok_or(CatalogError::Corrupt("record tag"))?,
     })
+}
+
+/// Migrates a catalog made before blob digests: its versions get the
+/// `blob_sha256` column (empty for the records already there, whose tags
+/// cover no digest). Checked again inside the write transaction, so several
+/// processes opening one old catalog at once migrate it once.
+fn add_blob_digests(db: &Connection) -> rusqlite::Result<()> {
+    let has_column = |db: &Connection| {
+        db.prepare("SELECT blob_sha256 FROM catalog_versions LIMIT 0")
+            .is_ok()
+    };
+    if has_column(db) {
+        return Ok(());
+    }
+    db.execute_batch("BEGIN IMMEDIATE")?;
+    let altered = if has_column(db) {
+        Ok(0)
+    } else {
+        db.execute(
+            "ALTER TABLE catalog_versions ADD COLUMN blob_sha256 BLOB",
+            [],
+        )
+    };
+    match altered {
+        Ok(_) => db.execute_batch("COMMIT"),
+        Err(error) => {
+            let _ = db.execute_batch("ROLLBACK");
+            Err(error)
+        }
+    }
 }
 
 impl SqliteCatalog {
@@ -484,6 +523,7 @@ impl SqliteCatalog {
             )
             .into());
         }
+        add_blob_digests(&db).map_err(CatalogError::from)?;
         Ok(Self { db: Mutex::new(db) })
     }
 
@@ -762,7 +802,7 @@ impl SqliteCatalog {
                 .prepare_cached(
                     "UPDATE catalog_versions
                      SET state = 'sealed', plaintext_len = ?5, blob_len = ?6, segment_size = ?7,
-                         format = ?8, sealed_at = ?9, tag = ?10
+                         format = ?8, sealed_at = ?9, tag = ?10, blob_sha256 = ?11
                      WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND blob = ?4
                      AND state = 'sealing' AND wrapped IS NOT NULL",
                 )
@@ -777,7 +817,8 @@ impl SqliteCatalog {
                         sealed.segment_size,
                         sealed.format,
                         sealed_at,
-                        sealed.tag.as_bytes()
+                        sealed.tag.as_bytes(),
+                        sealed.blob_sha256.as_ref().map(|d| d.as_bytes().as_slice())
                     ])
                 })
                 .map_err(CatalogError::from)?;

@@ -7,13 +7,13 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use atrest_audit::{Audit, Event, FileRef, Outcome, Record, Text};
+use atrest_audit::{Audit, Event, FileRef, Outcome, Record, Text, Value};
 use atrest_filekey::{FileContext, FileKey, FileVersion, KeyVersion, TenantId};
 use atrest_stream::{Backend, FORMAT_VERSION, Opener, Options, Parallelism, Sealer, SegmentSize};
 use atrest_tenant::blocking::block_on;
 use atrest_tenant::{Access, KeyHierarchy, MetadataKey, RewrapProgress, RewrapReport};
 
-use crate::blob::{BlobName, Blobs};
+use crate::blob::{BlobDigest, BlobHasher, BlobName, Blobs};
 use crate::catalog::{Catalog, SealInProgress, SealTicket, SealedBlob};
 use crate::record::TaggedFields;
 use crate::{CatalogError, Error, ErrorKind, FileRecord, RecordError};
@@ -261,9 +261,9 @@ impl Files {
             .seal_stream(plaintext, upload);
         drop(key);
         let (upload, plaintext_len) = encrypted?;
-        let blob_len = upload.finish()?;
+        let (blob_len, digest) = upload.finish()?;
         let metadata = block_on(self.keys.metadata_key_async(context.tenant))?;
-        let sealed = self.sealed_blob(&metadata, ticket, plaintext_len, blob_len);
+        let sealed = self.sealed_blob(&metadata, ticket, plaintext_len, blob_len, digest);
         block_on(self.catalog.commit_seal(ticket, &sealed))
     }
 
@@ -274,6 +274,7 @@ impl Files {
         ticket: &SealTicket,
         plaintext_len: u64,
         blob_len: u64,
+        digest: BlobDigest,
     ) -> SealedBlob {
         let segment_size = self.options.segment_size.get();
         let tag = TaggedFields {
@@ -284,6 +285,7 @@ impl Files {
             blob: &ticket.blob,
             plaintext_len,
             blob_len,
+            blob_sha256: Some(digest),
             segment_size,
             format: FORMAT_VERSION,
         }
@@ -291,6 +293,7 @@ impl Files {
         SealedBlob {
             plaintext_len,
             blob_len,
+            blob_sha256: Some(digest),
             segment_size,
             format: FORMAT_VERSION,
             tag,
@@ -516,9 +519,9 @@ impl Files {
             }
         };
         let upload = encryptor.finish()?;
-        let blob_len = upload.finish()?;
+        let (blob_len, digest) = upload.finish()?;
         self.blobs.make_durable(&ticket.blob)?;
-        Ok(self.sealed_blob(metadata, ticket, plaintext_len, blob_len))
+        Ok(self.sealed_blob(metadata, ticket, plaintext_len, blob_len, digest))
     }
 
     /// Best-effort clean-up of a batch that failed as a whole: blobs first,
@@ -634,6 +637,142 @@ impl Files {
         self.audit(&context, event, outcome)
     }
 
+    /// Audits each copy of a blob a successful read passed over (missing,
+    /// unreachable or damaged: `blob_copy_passed_over`, with the location
+    /// and the error), so the operator knows to scrub.
+    fn audit_passed_over(
+        &self,
+        record: &FileRecord,
+        passed_over: &[(usize, Error)],
+    ) -> Result<(), Error> {
+        let context = record.context();
+        for (location, error) in passed_over {
+            let event = Event::Custom {
+                kind: Text::lossy("blob_copy_passed_over"),
+                fields: [
+                    (
+                        Text::lossy("file"),
+                        Value::Text(Text::lossy(context.file.to_string())),
+                    ),
+                    (
+                        Text::lossy("version"),
+                        Value::Count(u64::from(context.version)),
+                    ),
+                    (
+                        Text::lossy("blob"),
+                        Value::Text(Text::lossy(record.blob.as_str())),
+                    ),
+                    (Text::lossy("location"), Value::Count(*location as u64)),
+                    (
+                        Text::lossy("error"),
+                        Value::Text(Text::lossy(error.to_string())),
+                    ),
+                ]
+                .into(),
+            };
+            self.audit(&context, event, Outcome::Success)?;
+        }
+        Ok(())
+    }
+
+    /// Decrypts the record's whole blob into `out`; returns the plaintext
+    /// length written.
+    ///
+    /// Copies are tried in turn (see [`crate::blobs::ReplicatedBlobs`]): a
+    /// copy is streamed from its start while nothing has been released;
+    /// once some plaintext has been, the read resumes from the next copy
+    /// at the first byte not yet released ([`Files::read_range_copies`]).
+    /// With one copy, this is one attempt.
+    fn read_copies<W: Write + Send>(
+        &self,
+        key: &FileKey,
+        record: &FileRecord,
+        out: &mut Released<W>,
+        passed_over: &mut Vec<(usize, Error)>,
+    ) -> Result<u64, Error> {
+        // The blob must have been sealed with the segment size the
+        // (authenticated) record says, whatever its prefix claims.
+        let segment_size = record.segment_size_checked()?;
+        let associated_data = record.context().encode();
+        let opener = Opener::new(key, &associated_data, self.stream_options())
+            .expect_segment_size(segment_size);
+        let locations = self.blobs.locations().max(1);
+        for location in 0..locations {
+            let attempt = self.blobs.open_at(&record.blob, location).and_then(|blob| {
+                opener
+                    .open_stream(blob, &mut *out)
+                    .map(|_| ())
+                    .map_err(Error::from)
+            });
+            match attempt {
+                Ok(()) => return Ok(out.written),
+                // Another copy cannot help a failing output.
+                Err(error) if out.failed => return Err(error),
+                Err(error) => passed_over.push((location, error)),
+            }
+            if out.written > 0 {
+                return self.read_range_copies(
+                    &opener,
+                    record,
+                    0..record.plaintext_len,
+                    out,
+                    location + 1,
+                    passed_over,
+                );
+            }
+        }
+        Err(first_failure(passed_over))
+    }
+
+    /// Decrypts plaintext bytes `range` of the record's blob into `out`
+    /// with positioned reads, from copy `from` on; returns the plaintext
+    /// length written (what `out` had already released included).
+    ///
+    /// Each copy tried is authenticated first (header, key commitment and
+    /// last segment), and the read resumes at the first byte of `range`
+    /// not yet released. When a copy is missing, unreachable, cut short or
+    /// fails authentication, the next copy is tried. Only verified segments
+    /// ever reach `out`, so what was released is the file's whichever copy
+    /// it came from. A failure of `out` itself ends the read. Each copy
+    /// passed over is added to `passed_over`; if no copy serves, the first
+    /// of them is returned.
+    fn read_range_copies<W: Write>(
+        &self,
+        opener: &Opener<'_>,
+        record: &FileRecord,
+        range: Range<u64>,
+        out: &mut Released<W>,
+        from: usize,
+        passed_over: &mut Vec<(usize, Error)>,
+    ) -> Result<u64, Error> {
+        for location in from..self.blobs.locations().max(1) {
+            let at = range.start.saturating_add(out.written);
+            let attempt = self
+                .blobs
+                .ranged_at(&record.blob, location)
+                .and_then(|blob| {
+                    opener
+                        .random_access(&*blob)
+                        .and_then(|reader| {
+                            if reader.plaintext_len() == record.plaintext_len {
+                                reader.copy_range(at..range.end, &mut *out).map(|_| ())
+                            } else {
+                                Err(atrest_stream::Error::Malformed(
+                                    "the blob's length does not match its record",
+                                ))
+                            }
+                        })
+                        .map_err(Error::from)
+                });
+            match attempt {
+                Ok(()) => return Ok(out.written),
+                Err(error) if out.failed => return Err(error),
+                Err(error) => passed_over.push((location, error)),
+            }
+        }
+        Err(first_failure(passed_over))
+    }
+
     /// Opens file `name` of `tenant` (version `version`, or the newest) for
     /// `access`: the record is read from the catalog, the key-release
     /// policy is checked and the file key unwrapped (both audited by the
@@ -662,25 +801,17 @@ impl Files {
         let key = self.key_for(access, tenant, &record, name, version)?;
         // The blob must have been sealed with the segment size the
         // (authenticated) record says, whatever its prefix claims.
-        let segment_size = record.segment_size_checked()?;
-        let result = self.blobs.open(&record.blob).and_then(|blob| {
-            let associated_data = record.context().encode();
-            Opener::new(&key, &associated_data, self.stream_options())
-                .expect_segment_size(segment_size)
-                .open_stream(blob, out)
-                .map_err(Error::from)
-        });
+        let mut out = Released::new(out);
+        let mut passed_over = Vec::new();
+        let result = self.read_copies(&key, &record, &mut out, &mut passed_over);
         drop(key);
-        let (out, len) = match result {
-            Ok((out, len)) => (Some(out), record.check_len(len)),
-            Err(error) => (None, Err(error)),
-        };
+        if result.is_ok() {
+            self.audit_passed_over(&record, &passed_over)?;
+        }
+        let len = result.and_then(|len| record.check_len(len));
         self.audit_open(access, &record, len.as_ref().copied(), None)?;
         let _ = len?;
-        let out = out.ok_or(atrest_stream::Error::Misuse(
-            "a decrypted length comes with its writer",
-        ))?;
-        Ok((record, out))
+        Ok((record, out.inner))
     }
 
     /// Opens bytes `range` of file `name` of `tenant` (version `version`,
@@ -709,23 +840,23 @@ impl Files {
             });
         }
         let key = self.key_for(access, tenant, &record, name, version)?;
-        let segment_size = record.segment_size_checked()?;
-        let result = self.blobs.ranged(&record.blob).and_then(|blob| {
+        let mut passed_over = Vec::new();
+        let result = record.segment_size_checked().and_then(|segment_size| {
             let associated_data = record.context().encode();
-            Opener::new(&key, &associated_data, self.stream_options())
-                .expect_segment_size(segment_size)
-                .random_access(&*blob)
-                .and_then(|reader| {
-                    if reader.plaintext_len() == record.plaintext_len {
-                        reader.copy_range(range.clone(), out)
-                    } else {
-                        Err(atrest_stream::Error::Malformed(
-                            "the blob's length does not match its record",
-                        ))
-                    }
-                })
-                .map_err(Error::from)
+            let opener = Opener::new(&key, &associated_data, self.stream_options())
+                .expect_segment_size(segment_size);
+            self.read_range_copies(
+                &opener,
+                &record,
+                range.clone(),
+                &mut Released::new(out),
+                0,
+                &mut passed_over,
+            )
         });
+        if result.is_ok() {
+            self.audit_passed_over(&record, &passed_over)?;
+        }
         drop(key);
         self.audit_open(
             access,
@@ -840,6 +971,15 @@ impl Files {
     }
 }
 
+/// The first of the errors of the copies a read tried.
+fn first_failure(passed_over: &mut Vec<(usize, Error)>) -> Error {
+    if passed_over.is_empty() {
+        Error::blob(ErrorKind::NotFound, "no copy of the blob")
+    } else {
+        passed_over.swap_remove(0).1
+    }
+}
+
 /// Runs `work` on every input, `threads` at a time, on scoped threads;
 /// returns the results in the inputs' order.
 fn parallel<T: Send, U: Send>(
@@ -876,21 +1016,64 @@ fn parallel<T: Send, U: Send>(
     results.into_iter().map(|(_, output)| output).collect()
 }
 
-/// Counts what goes through to the blob.
+/// The output of a read: counts the plaintext released, and notes whether
+/// the output itself failed (then no other copy of the blob can help).
+struct Released<W> {
+    inner: W,
+    written: u64,
+    failed: bool,
+}
+
+impl<W> Released<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            written: 0,
+            failed: false,
+        }
+    }
+}
+
+impl<W: Write> Write for Released<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.inner.write(buf) {
+            Ok(n) => {
+                self.written += n as u64;
+                Ok(n)
+            }
+            Err(error) => {
+                self.failed = true;
+                Err(error)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush().inspect_err(|_| self.failed = true)
+    }
+}
+
+/// Counts and digests what goes through to the blob.
 struct CountingWriter<W> {
     inner: W,
     written: u64,
+    digest: BlobHasher,
 }
 
 impl<W> CountingWriter<W> {
     fn new(inner: W) -> Self {
-        Self { inner, written: 0 }
+        Self {
+            inner,
+            written: 0,
+            digest: BlobHasher::new(),
+        }
     }
 }
 
 impl CountingWriter<Box<dyn crate::blob::BlobUpload + '_>> {
     /// Completes the upload; its length must be every byte written.
-    fn finish(self) -> Result<u64, Error> {
+    /// Returns the length and the digest of the bytes.
+    fn finish(self) -> Result<(u64, BlobDigest), Error> {
         let blob_len = self.inner.finish()?;
         if blob_len != self.written {
             return Err(Error::blob(
@@ -898,13 +1081,14 @@ impl CountingWriter<Box<dyn crate::blob::BlobUpload + '_>> {
                 format!("the blob store kept {blob_len} bytes of {}", self.written),
             ));
         }
-        Ok(blob_len)
+        Ok((blob_len, self.digest.finish()))
     }
 }
 
 impl<W: Write> Write for CountingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
+        self.digest.update(buf.get(..n).unwrap_or_default());
         self.written += n as u64;
         Ok(n)
     }

@@ -10,7 +10,7 @@ mod error;
 mod files;
 mod record;
 
-pub use blob::{BlobName, Blobs, MemoryBlobs};
+pub use blob::{BlobDigest, BlobName, Blobs, MemoryBlobs};
 pub use catalog::{Catalog, SqliteCatalog, check_name};
 pub use error::{CatalogError, Error, ErrorKind, RecordError};
 pub use files::{BatchItem, CollectReport, Files, SealOptions};

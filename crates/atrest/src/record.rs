@@ -5,7 +5,7 @@ use atrest_stream::{Layout, SegmentSize};
 use atrest_tenant::{MetadataKey, RecordTag};
 use serde::{Deserialize, Serialize};
 
-use crate::blob::BlobName;
+use crate::blob::{BlobDigest, BlobName};
 use crate::{Error, RecordError};
 
 /// One sealed file version, as the catalog keeps it: everything needed to
@@ -38,13 +38,18 @@ pub struct FileRecord {
     pub plaintext_len: u64,
     /// Blob length in bytes.
     pub blob_len: u64,
+    /// The SHA-256 digest of the blob (computed while it was written), so
+    /// a copy of it can be checked and repaired without any key; `None`
+    /// for records committed before blobs had digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob_sha256: Option<BlobDigest>,
     /// The stream's segment size in bytes.
     pub segment_size: u32,
     /// The stream format version.
     pub format: u8,
     /// The record's tag under the tenant's metadata key
     /// ([`atrest_tenant::KeyHierarchy::metadata_key_async`]): binds the
-    /// tenant, name, file id, version, blob and sizes together, so a record
+    /// tenant, name, file id, version, blob, sizes and blob digest together, so a record
     /// edited in the database (two files' records swapped, a size changed)
     /// is refused. The wrapped key is not covered: it is bound to the
     /// tenant, file id and version by its own authentication, and a
@@ -65,6 +70,7 @@ pub(crate) struct TaggedFields<'a> {
     pub(crate) blob: &'a BlobName,
     pub(crate) plaintext_len: u64,
     pub(crate) blob_len: u64,
+    pub(crate) blob_sha256: Option<BlobDigest>,
     pub(crate) segment_size: u32,
     pub(crate) format: u8,
 }
@@ -83,6 +89,13 @@ impl TaggedFields<'_> {
         out.extend_from_slice(&self.blob_len.to_be_bytes());
         out.extend_from_slice(&self.segment_size.to_be_bytes());
         out.push(self.format);
+        // Records from before blob digests end here, so their tags still
+        // verify; a digest is appended after a marker, and removing it (or
+        // adding one) changes the message.
+        if let Some(digest) = &self.blob_sha256 {
+            out.push(1);
+            out.extend_from_slice(digest.as_bytes());
+        }
         out
     }
 
@@ -102,6 +115,7 @@ impl FileRecord {
             blob: &self.blob,
             plaintext_len: self.plaintext_len,
             blob_len: self.blob_len,
+            blob_sha256: self.blob_sha256,
             segment_size: self.segment_size,
             format: self.format,
         }

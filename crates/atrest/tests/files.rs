@@ -428,6 +428,7 @@ fn failed_and_abandoned_seals_leave_nothing() {
         &atrest::catalog::SealedBlob {
             plaintext_len: 1,
             blob_len: 1,
+            blob_sha256: None,
             segment_size: 65_536,
             format: 1,
             tag: atrest::tenant::RecordTag::from_slice(&[0; 32]).unwrap(),

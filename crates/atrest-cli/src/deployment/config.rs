@@ -70,6 +70,14 @@ pub(super) struct Config {
     pub(super) version: u32,
     /// A blob store URL; `None`: `DIR/blobs`.
     pub(super) blobs: Option<String>,
+    /// Replica locations, each an `object_store` URL or an absolute local
+    /// directory: every blob is written to each of them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) replicas: Vec<String>,
+    /// How many locations (the primary and the replicas) must make a blob
+    /// durable for a write to succeed; `None`: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) copies: Option<usize>,
     pub(super) tokens: Vec<TokenConfig>,
     /// Where key metadata and the catalog are; `None`: SQLite files.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -133,6 +133,26 @@ pub enum Error {
     #[error("metadata database: {0}")]
     Postgres(#[from] atrest_postgres::PgError),
 
+    /// The number of copies asked for is not one the locations allow.
+    #[error("{copies} copies asked for, with {locations} blob locations: choose 1 to {locations}")]
+    InvalidCopies {
+        /// The copies asked for.
+        copies: usize,
+        /// The primary and the replicas.
+        locations: usize,
+    },
+
+    /// A scrub left copies of blobs bad (the report lists them). Only
+    /// unreachable locations: [`atrest::ErrorKind::Unavailable`]; otherwise
+    /// [`atrest::ErrorKind::Integrity`].
+    #[error("{unrepaired} copies of blobs are missing or damaged and were not repaired")]
+    BlobsDamaged {
+        /// How many copies are still bad.
+        unrepaired: usize,
+        /// Whether every one of them is at a location that did not answer.
+        unreachable_only: bool,
+    },
+
     /// The metadata database's URL is not usable as configured.
     #[error("metadata database: {0}")]
     MetadataUrl(&'static str),
@@ -211,7 +231,12 @@ impl Error {
             Self::AuditKeyMismatch { .. } => K::Integrity,
             Self::Io { .. } => K::Io,
             Self::Postgres(error) => error.kind(),
-            Self::MetadataUrl(_) => K::Usage,
+            Self::MetadataUrl(_) | Self::InvalidCopies { .. } => K::Usage,
+            Self::BlobsDamaged {
+                unreachable_only: true,
+                ..
+            } => K::Unavailable,
+            Self::BlobsDamaged { .. } => K::Integrity,
             Self::Library(error) => error.kind(),
             Self::InTenant { source, .. } => source.kind(),
         }

@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use atrest::audit::{AuditLog, Auditor, Event, Outcome, Receipt, Record, Sink, SinkPolicy};
-use atrest::blobs::BlobStore;
 use atrest::tenant::{
     Administration, KeyHierarchy, KeyMaterial, MetadataStore, Pkcs11Keys, ProviderError,
     ReleasePolicy, RootKeyProvider, RootKeyRef, ServiceKeys, TenantKeyDir, TikBinding,
@@ -104,7 +103,7 @@ pub(super) struct Parts<'a> {
     pub(super) store: &'a Arc<dyn MetadataStore>,
     pub(super) tenant_keys: &'a Arc<TenantKeyDir>,
     pub(super) catalog: &'a Arc<dyn Catalog>,
-    pub(super) blobs: &'a Arc<BlobStore>,
+    pub(super) blobs: &'a Arc<dyn atrest::Blobs>,
     pub(super) log: &'a Arc<AuditLog>,
     pub(super) fallbacks: &'a FallbackWatch,
 }

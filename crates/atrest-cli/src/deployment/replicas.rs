@@ -1,0 +1,302 @@
+//! A deployment's blob locations (the primary and its replicas), and the
+//! scrub that checks and repairs their copies.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use atrest::Blobs;
+use atrest::audit::{Event, Text, Value};
+use atrest::blobs::{BlobCheck, BlobStore, CopyState, RepairOutcome, ReplicatedBlobs};
+use atrest::tenant::blocking::block_on;
+use serde::Serialize;
+
+use super::config::Config;
+use super::{Deployment, Error};
+
+/// The blob stores of a deployment: the primary, its replicas, and what
+/// seals and opens go through (the primary alone when there is no replica,
+/// exactly as without replication).
+pub(super) struct Locations {
+    pub(super) primary: Arc<BlobStore>,
+    pub(super) replicas: Vec<Arc<BlobStore>>,
+    pub(super) replicated: Arc<ReplicatedBlobs>,
+    pub(super) stored: Arc<dyn Blobs>,
+}
+
+/// A blob store at `spec`: an `object_store` URL (`s3://`, `az://`, …) or
+/// a local directory.
+pub(super) fn store_at(spec: &str) -> Result<BlobStore, Error> {
+    Ok(if spec.contains("://") {
+        BlobStore::from_url(spec)?
+    } else {
+        BlobStore::local(Path::new(spec))?
+    })
+}
+
+/// Whether `spec` names a local directory (not a URL).
+pub(super) fn is_local(spec: &str) -> bool {
+    !spec.contains("://")
+}
+
+/// `copies` checked against the number of locations; `None`: all.
+pub(super) fn copies(copies: Option<usize>, replicas: usize) -> Result<usize, Error> {
+    let locations = 1 + replicas;
+    match copies {
+        None => Ok(locations),
+        Some(copies) if (1..=locations).contains(&copies) => Ok(copies),
+        Some(copies) => Err(Error::InvalidCopies { copies, locations }),
+    }
+}
+
+impl Locations {
+    /// The locations the configuration of the deployment in `dir` names.
+    pub(super) fn open(dir: &Path, config: &Config) -> Result<Self, Error> {
+        let primary = Arc::new(match &config.blobs {
+            Some(url) => BlobStore::from_url(url)?,
+            None => BlobStore::local(&dir.join("blobs"))?,
+        });
+        // A replica that cannot be opened (a local directory on a disk
+        // that is gone) does not stop the deployment: it stands as a
+        // location that fails everything, which writes count against
+        // `copies` and scrubs report as unreachable.
+        let mut replicas = Vec::with_capacity(config.replicas.len());
+        let mut locations: Vec<Arc<dyn Blobs>> = Vec::with_capacity(config.replicas.len());
+        for spec in &config.replicas {
+            match store_at(spec) {
+                Ok(store) => {
+                    let store = Arc::new(store);
+                    locations.push(store.clone());
+                    replicas.push(store);
+                }
+                Err(Error::Library(error)) if error.kind() != atrest::ErrorKind::Usage => {
+                    locations.push(Arc::new(Unreachable {
+                        place: spec.clone(),
+                        error: error.to_string(),
+                    }));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        let copies = copies(config.copies, config.replicas.len())?;
+        let replicated = Arc::new(ReplicatedBlobs::new(primary.clone(), locations, copies)?);
+        let stored: Arc<dyn Blobs> = if config.replicas.is_empty() {
+            primary.clone()
+        } else {
+            replicated.clone()
+        };
+        Ok(Self {
+            primary,
+            replicas,
+            replicated,
+            stored,
+        })
+    }
+
+    /// Every location that could be opened, primary first.
+    pub(super) fn all(&self) -> impl Iterator<Item = &Arc<BlobStore>> {
+        std::iter::once(&self.primary).chain(&self.replicas)
+    }
+}
+
+/// A replica location that could not be opened: every operation fails
+/// with [`atrest::ErrorKind::Unavailable`].
+struct Unreachable {
+    place: String,
+    error: String,
+}
+
+impl Unreachable {
+    fn fail<T>(&self) -> Result<T, atrest::Error> {
+        Err(atrest::Error::Blob {
+            kind: atrest::ErrorKind::Unavailable,
+            source: format!("{} could not be opened: {}", self.place, self.error).into(),
+        })
+    }
+}
+
+impl Blobs for Unreachable {
+    fn create(
+        &self,
+        _: &atrest::BlobName,
+    ) -> Result<Box<dyn atrest::blob::BlobUpload + '_>, atrest::Error> {
+        self.fail()
+    }
+
+    fn open(
+        &self,
+        _: &atrest::BlobName,
+    ) -> Result<Box<dyn std::io::Read + Send + '_>, atrest::Error> {
+        self.fail()
+    }
+
+    fn ranged(
+        &self,
+        _: &atrest::BlobName,
+    ) -> Result<Box<dyn atrest::stream::ReadAt + Send + Sync + '_>, atrest::Error> {
+        self.fail()
+    }
+
+    fn delete(&self, _: &atrest::BlobName) -> Result<(), atrest::Error> {
+        self.fail()
+    }
+
+    fn list(&self) -> Result<Vec<(atrest::BlobName, u64)>, atrest::Error> {
+        self.fail()
+    }
+
+    fn location(&self) -> String {
+        self.place.clone()
+    }
+
+    fn make_durable(&self, _: &atrest::BlobName) -> Result<(), atrest::Error> {
+        self.fail()
+    }
+
+    fn make_names_durable(&self) -> Result<(), atrest::Error> {
+        self.fail()
+    }
+}
+
+/// What [`Deployment::scrub_blobs`] found (and, with repair, did).
+#[derive(Clone, Debug, Serialize)]
+pub struct ScrubReport {
+    /// Whether bad copies were repaired.
+    pub repair: bool,
+    /// The locations, primary first.
+    pub locations: Vec<String>,
+    /// How many copies a write must make durable.
+    pub copies: usize,
+    /// How many file records were checked.
+    pub records: u64,
+    /// The records with a bad copy, and every copy of their blobs.
+    pub damaged: Vec<DamagedRecord>,
+}
+
+/// A file record with at least one bad copy.
+#[derive(Clone, Debug, Serialize)]
+pub struct DamagedRecord {
+    /// The tenant's name.
+    pub tenant: String,
+    /// The file's name.
+    pub file: String,
+    /// The file version.
+    pub version: u64,
+    /// The copies of its blob.
+    #[serde(flatten)]
+    pub check: BlobCheck,
+}
+
+impl ScrubReport {
+    /// The copies still bad: found bad and not repaired.
+    pub fn unrepaired(&self) -> impl Iterator<Item = &atrest::blobs::CopyReport> {
+        self.damaged.iter().flat_map(|record| {
+            record.check.copies.iter().filter(|copy| {
+                !copy.state.is_good()
+                    && !matches!(copy.repair, Some(RepairOutcome::Repaired { .. }))
+            })
+        })
+    }
+
+    /// How many bad copies were found.
+    pub fn bad_copies(&self) -> usize {
+        self.damaged
+            .iter()
+            .map(|r| r.check.copies.iter().filter(|c| !c.state.is_good()).count())
+            .sum()
+    }
+
+    /// How many bad copies were repaired.
+    pub fn repaired_copies(&self) -> usize {
+        self.bad_copies() - self.unrepaired().count()
+    }
+
+    /// `Ok` if no copy is left bad; otherwise the error whose kind says
+    /// whether only unreachable locations are left.
+    ///
+    /// # Errors
+    /// [`Error::BlobsDamaged`].
+    pub fn result(&self) -> Result<(), Error> {
+        let unrepaired = self.unrepaired().count();
+        if unrepaired == 0 {
+            return Ok(());
+        }
+        let unreachable_only = self
+            .unrepaired()
+            .all(|copy| matches!(copy.state, CopyState::Unreachable { .. }));
+        Err(Error::BlobsDamaged {
+            unrepaired,
+            unreachable_only,
+        })
+    }
+}
+
+impl Deployment {
+    /// Checks every copy of every file's blob, at the primary and every
+    /// replica, against the length and SHA-256 digest in its record; with
+    /// `repair`, writes a good copy over each bad one (through the
+    /// location's ordinary upload: complete and durable before it replaces
+    /// anything). Needs no key: records are read, not authenticated, and
+    /// only their lengths and digests are used (a record edited to name
+    /// another digest can make a copy look bad, never make a bad copy
+    /// readable: opens authenticate every segment). Audited
+    /// (`blobs_scrubbed`).
+    ///
+    /// # Errors
+    /// Catalog and audit errors. Bad copies are not errors: they are in
+    /// the report ([`ScrubReport::result`]).
+    pub fn scrub_blobs(&self, repair: bool) -> Result<ScrubReport, Error> {
+        let replicated = &self.locations.replicated;
+        let mut report = ScrubReport {
+            repair,
+            locations: replicated.places(),
+            copies: replicated.copies(),
+            records: 0,
+            damaged: Vec::new(),
+        };
+        for (tenant, id) in block_on(self.catalog.tenant_names())? {
+            for record in block_on(self.catalog.records(id))? {
+                report.records += 1;
+                let mut check = replicated.check(&record.blob, record.blob_len, record.blob_sha256);
+                if check.is_clean() {
+                    continue;
+                }
+                if repair {
+                    replicated.repair(&mut check);
+                }
+                report.damaged.push(DamagedRecord {
+                    tenant: tenant.clone(),
+                    file: record.name.clone(),
+                    version: u64::from(record.version),
+                    check,
+                });
+            }
+        }
+        let count = |n: usize| Value::Count(n as u64);
+        let event = Event::Custom {
+            kind: Text::lossy("blobs_scrubbed"),
+            fields: [
+                (Text::lossy("records"), Value::Count(report.records)),
+                (Text::lossy("bad_copies"), count(report.bad_copies())),
+                (
+                    Text::lossy("repaired_copies"),
+                    count(report.repaired_copies()),
+                ),
+            ]
+            .into(),
+        };
+        self.record_event(event, None, None)?;
+        Ok(report)
+    }
+
+    /// The locations that failed to keep a copy of a blob this deployment
+    /// wrote since the last call (enough others kept it): `(blob, location,
+    /// error)`. A scrub with repair makes the copies they lack.
+    pub fn copy_failures(&self) -> Vec<(String, String, String)> {
+        self.locations
+            .replicated
+            .take_failures()
+            .into_iter()
+            .map(|f| (f.blob.to_string(), f.place, f.error.to_string()))
+            .collect()
+    }
+}
