@@ -279,6 +279,7 @@ fn a_location_down_takes_no_write_and_is_repaired_when_back() {
         name: "g".to_owned(),
         blob: BlobName::random().unwrap(),
         plaintext: &plain[..1000],
+        request: None,
     }];
     let batch = world
         .files
