@@ -164,7 +164,10 @@ impl Batcher {
         let access = Access::User {
             principal: principal.as_str(),
         };
-        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        // A thread per upload: sealing 256 KiB is quick, and what each
+        // waits for is its blob's flush to disk, which the file system
+        // merges when they overlap.
+        let threads = items.len().max(1);
         match self.deployment.put_batch(tenant, &access, items, threads) {
             Ok(results) => {
                 for (reply, result) in replies.into_iter().zip(results) {
