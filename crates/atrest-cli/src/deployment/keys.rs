@@ -157,6 +157,12 @@ impl Parts<'_> {
             self.blobs.clone(),
             audit,
         )
+        .with_options(atrest::SealOptions {
+            // Digests let replicas be checked and repaired without a key;
+            // with one location they would only slow every upload down.
+            blob_digests: !self.config.replicas.is_empty(),
+            ..atrest::SealOptions::default()
+        })
         .with_actor(&options.actor);
         Ok((files, administration))
     }
