@@ -192,6 +192,15 @@ fn the_service_seals_uploads_and_serves_files_ranges_and_listings() {
         token: format!("{alice_token}x"),
     };
     assert_eq!(forged.get(path, &[]).status, 401);
+    let lower_case = format!("bearer {alice_token}");
+    let scheme = request(
+        &instance.addr,
+        "GET",
+        path,
+        &[("Authorization", &lower_case)],
+        b"",
+    );
+    assert_eq!(scheme.status, 200, "the scheme's name is case-insensitive");
     let bob = Client {
         addr: &instance.addr,
         token: bob_token,

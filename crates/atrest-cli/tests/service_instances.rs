@@ -195,7 +195,27 @@ fn two_instances_share_files_through_rotation_a_kill_and_a_revocation() {
     );
     stream.write_all(start.as_bytes()).unwrap();
     stream.write_all(&content(2_000_000, 9)).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Killed once the upload is under way: its seal begun in the catalog.
+    let begun = Instant::now();
+    loop {
+        let dry = atrest(
+            &data,
+            &env,
+            &["--json", "gc", "--dry-run", "--older-than", "0s"],
+        );
+        let dry: Value = serde_json::from_str(&dry).unwrap();
+        if dry["abandoned_uploads"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
+            break;
+        }
+        assert!(
+            begun.elapsed() < Duration::from_secs(30),
+            "the upload never began: {dry}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     b.kill();
     drop(stream);
     assert!(!names(&a.addr, &alice).contains(&"killed".to_owned()));

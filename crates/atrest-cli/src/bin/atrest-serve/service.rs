@@ -235,7 +235,10 @@ impl FromRequestParts<Arc<Service>> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
+            .and_then(|value| value.split_once(' '))
+            // The scheme's name is case-insensitive (RFC 9110 §11.1).
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .ok_or_else(unauthorized)?;
         let principal = service.tokens.principal(token).ok_or_else(unauthorized)?;
         Ok(Self { principal })
