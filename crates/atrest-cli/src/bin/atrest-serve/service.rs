@@ -245,20 +245,37 @@ impl FromRequestParts<Arc<Service>> for Caller {
     }
 }
 
-/// Runs synchronous library work on the blocking pool, inside the
-/// request's audit scope.
-async fn blocking<T: Send + 'static>(
+/// Starts synchronous library work on the blocking pool, inside the
+/// request's audit scope (every record it makes carries the request id).
+fn spawn_in_request<T: Send + 'static>(
     request: &RequestId,
-    work: impl FnOnce() -> Result<T, deployment::Error> + Send + 'static,
-) -> Result<T, ApiError> {
+    work: impl FnOnce() -> T + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
     let id = Text::lossy(request.0.clone());
-    match tokio::task::spawn_blocking(move || in_request(id, work)).await {
+    tokio::task::spawn_blocking(move || in_request(id, work))
+}
+
+/// The outcome of library work started by [`spawn_in_request`].
+async fn outcome<T>(
+    request: &RequestId,
+    work: tokio::task::JoinHandle<Result<T, deployment::Error>>,
+) -> Result<T, ApiError> {
+    match work.await {
         Ok(result) => result.map_err(|error| ApiError::from_deployment(&error, request)),
         Err(error) => Err(ApiError::internal(
             &format!("worker failed: {error}"),
             request,
         )),
     }
+}
+
+/// Runs synchronous library work on the blocking pool, inside the
+/// request's audit scope, and waits for it.
+async fn blocking<T: Send + 'static>(
+    request: &RequestId,
+    work: impl FnOnce() -> Result<T, deployment::Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    outcome(request, spawn_in_request(request, work)).await
 }
 
 /// The answer to an upload.
@@ -288,14 +305,9 @@ async fn upload(
     }
     let (chunks, received) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let deployment = service.deployment.clone();
-    let sealing = {
-        let id = Text::lossy(request.0.clone());
-        tokio::task::spawn_blocking(move || {
-            in_request(id, || {
-                deployment.put(&tenant, &name, &caller.access(), BodyReader::new(received))
-            })
-        })
-    };
+    let sealing = spawn_in_request(&request, move || {
+        deployment.put(&tenant, &name, &caller.access(), BodyReader::new(received))
+    });
     let mut frames = body.into_data_stream();
     loop {
         let chunk = match frames.next().await {
@@ -310,15 +322,7 @@ async fn upload(
         }
     }
     drop(chunks);
-    let report = match sealing.await {
-        Ok(result) => result.map_err(|error| ApiError::from_deployment(&error, &request))?,
-        Err(error) => {
-            return Err(ApiError::internal(
-                &format!("seal failed: {error}"),
-                &request,
-            ));
-        }
-    };
+    let report = outcome(&request, sealing).await?;
     Ok(uploaded(report))
 }
 
@@ -384,19 +388,29 @@ struct Target {
     etag: String,
 }
 
+/// Which record [`target`] reads.
+#[derive(Clone, Copy)]
+enum Lookup {
+    /// The authenticated record: what `HEAD` tells the client.
+    Authenticated,
+    /// The record as the catalog holds it: for `GET`, to pick the version
+    /// and the range, as the open authenticates the record before a byte
+    /// is released.
+    ToOpen,
+}
+
 async fn target(
     service: &Arc<Service>,
     request: &RequestId,
-    tenant: &str,
-    name: &str,
+    lookup: Lookup,
+    (tenant, name): (&str, &str),
     version: Option<u64>,
 ) -> Result<Target, ApiError> {
     let deployment = service.deployment.clone();
     let (tenant, name) = (tenant.to_owned(), name.to_owned());
-    // Not authenticated here: it picks the version and the range, and the
-    // open authenticates the record before a byte is released.
-    let record = blocking(request, move || {
-        deployment.record_to_open(&tenant, &name, version)
+    let record = blocking(request, move || match lookup {
+        Lookup::Authenticated => deployment.record(&tenant, &name, version),
+        Lookup::ToOpen => deployment.record_to_open(&tenant, &name, version),
     })
     .await?;
     Ok(Target {
@@ -428,7 +442,14 @@ async fn head(
     Query(query): Query<VersionQuery>,
 ) -> Result<Response, ApiError> {
     caller.check_tenant(&tenant)?;
-    let target = target(&service, &request, &tenant, &name, query.version).await?;
+    let target = target(
+        &service,
+        &request,
+        Lookup::Authenticated,
+        (&tenant, &name),
+        query.version,
+    )
+    .await?;
     let mut headers = headers_of(&target);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(target.len));
     Ok((StatusCode::OK, headers).into_response())
@@ -443,7 +464,14 @@ async fn download(
     request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller.check_tenant(&tenant)?;
-    let target = target(&service, &request, &tenant, &name, query.version).await?;
+    let target = target(
+        &service,
+        &request,
+        Lookup::ToOpen,
+        (&tenant, &name),
+        query.version,
+    )
+    .await?;
     let asked = request_headers
         .get(header::RANGE)
         .and_then(|value| value.to_str().ok());
@@ -475,14 +503,11 @@ async fn download(
     let (chunks, body) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let (started, start) = oneshot::channel();
     let deployment = service.deployment.clone();
-    let id = Text::lossy(request.0.clone());
     let version = Some(target.version);
     let log_id = request.clone();
-    tokio::task::spawn_blocking(move || {
+    spawn_in_request(&request, move || {
         let mut out = BodyWriter::new(chunks, started);
-        let result = in_request(id, || {
-            deployment.get(&tenant, &name, version, &caller.access(), range, &mut out)
-        });
+        let result = deployment.get(&tenant, &name, version, &caller.access(), range, &mut out);
         out.finish(result.map(|_| ()), |error: &deployment::Error| {
             eprintln!("atrest-serve: request {}: cut short: {error}", log_id.0);
             format!("the download failed: {error}")
