@@ -218,7 +218,8 @@ struct Queue {
 struct State {
     queue: Queue,
     next_ticket: u64,
-    results: HashMap<u64, Result<Receipt, Error>>,
+    /// Per finished call: the receipt of each of its records, in order.
+    results: HashMap<u64, Result<Vec<Receipt>, Error>>,
     committing: bool,
     tail: Option<Tail>,
     poisoned: Option<String>,
@@ -702,6 +703,26 @@ impl AuditLog {
     /// # Errors
     /// As for [`AuditLog::append`].
     pub fn append_all(&self, records: &[Record]) -> Result<Receipt, Error> {
+        if records.is_empty() {
+            let (size, hash) = self.lock_state().head;
+            return Ok(Receipt {
+                seq: size.saturating_sub(1),
+                hash,
+            });
+        }
+        let receipts = self.append_each(records)?;
+        receipts.last().copied().ok_or(Error::Poisoned(
+            "a committed batch returned no receipt".into(),
+        ))
+    }
+
+    /// Appends `records` in order, committed in one batch (one sync, shared
+    /// with any other writers' records waiting at the time); returns each
+    /// record's receipt, in order, once all are durable and signed.
+    ///
+    /// # Errors
+    /// As for [`AuditLog::append`].
+    pub fn append_each(&self, records: &[Record]) -> Result<Vec<Receipt>, Error> {
         // Encode outside the lock; only the chain fields depend on the order.
         let mut bodies = Vec::new();
         let mut ends = Vec::with_capacity(records.len());
@@ -721,11 +742,7 @@ impl AuditLog {
             return Err(Error::Poisoned(reason.clone()));
         }
         if records.is_empty() {
-            let (size, hash) = state.head;
-            return Ok(Receipt {
-                seq: size.saturating_sub(1),
-                hash,
-            });
+            return Ok(Vec::new());
         }
         let ticket = state.next_ticket;
         state.next_ticket += 1;
@@ -801,7 +818,7 @@ impl AuditLog {
         queue: &Queue,
     ) -> (
         Option<Tail>,
-        Result<Vec<Result<Receipt, Error>>, (Error, bool)>,
+        Result<Vec<Result<Vec<Receipt>, Error>>, (Error, bool)>,
     ) {
         let Some(mut tail) = tail else {
             return (None, Err((Error::Poisoned("no segment open".into()), true)));
@@ -858,7 +875,7 @@ impl AuditLog {
         batch: &mut Vec<u8>,
         queue: &Queue,
         repair: Option<&Repair>,
-    ) -> Result<Vec<Receipt>, (Error, bool)> {
+    ) -> Result<Vec<Vec<Receipt>>, (Error, bool)> {
         let fatal = |error: Error| (error, true);
         let mut chain = tail.chain;
         let push = |batch: &mut Vec<u8>, chain: &mut ChainState, body: &[u8]| {
@@ -890,6 +907,7 @@ impl AuditLog {
         let mut from = 0;
         let mut record = 0;
         for &(_, count) in &queue.calls {
+            let mut call = Vec::with_capacity(count);
             for _ in 0..count {
                 let end = queue.ends.get(record).copied().unwrap_or(from);
                 push(
@@ -899,11 +917,12 @@ impl AuditLog {
                 );
                 from = end;
                 record += 1;
+                call.push(Receipt {
+                    seq: chain.next_seq.saturating_sub(1),
+                    hash: chain.head,
+                });
             }
-            receipts.push(Receipt {
-                seq: chain.next_seq.saturating_sub(1),
-                hash: chain.head,
-            });
+            receipts.push(call);
         }
         let mut line = Record::of_log(
             Text::lossy(LOG_ACTOR),

@@ -79,12 +79,13 @@ impl Auditor {
     }
 }
 
-impl Audit for Auditor {
-    fn record(&self, record: Record) -> Result<Receipt, Error> {
-        let receipt = self.log.append(&record)?;
+impl Auditor {
+    /// Offers `record`, durable with `receipt`, to every sink under the
+    /// [failure policy](self); returns the first required sink's failure.
+    fn deliver(&self, receipt: &Receipt, record: &Record) -> Option<Error> {
         let mut required_failure = None;
         for (sink, policy) in &self.sinks {
-            if let Err(reason) = sink.deliver(&receipt, &record) {
+            if let Err(reason) = sink.deliver(receipt, record) {
                 match policy {
                     SinkPolicy::Required => {
                         required_failure.get_or_insert(Error::Sink {
@@ -98,9 +99,32 @@ impl Audit for Auditor {
                 }
             }
         }
-        match required_failure {
+        required_failure
+    }
+}
+
+impl Audit for Auditor {
+    fn record(&self, record: Record) -> Result<Receipt, Error> {
+        let receipt = self.log.append(&record)?;
+        match self.deliver(&receipt, &record) {
             Some(error) => Err(error),
             None => Ok(receipt),
+        }
+    }
+
+    /// Commits `records` to the log in one batch (one sync), then offers
+    /// each to the sinks with its own receipt.
+    fn record_all(&self, records: Vec<Record>) -> Result<Option<Receipt>, Error> {
+        let receipts = self.log.append_each(&records)?;
+        let mut required_failure = None;
+        for (receipt, record) in receipts.iter().zip(&records) {
+            if let Some(error) = self.deliver(receipt, record) {
+                required_failure.get_or_insert(error);
+            }
+        }
+        match required_failure {
+            Some(error) => Err(error),
+            None => Ok(receipts.last().copied()),
         }
     }
 }

@@ -158,6 +158,33 @@ fn sink_policy_fails_closed_on_the_log_and_on_required_sinks_only() {
 }
 
 #[test]
+fn an_auditor_commits_a_batch_in_one_sync_and_gives_each_sink_its_own_receipt() {
+    let dir = TempDir::new("auditor-batch");
+    let log =
+        Arc::new(AuditLog::create(dir.path(), common::signer(), LogConfig::default()).unwrap());
+    let memory = Arc::new(MemorySink::default());
+    let auditor =
+        Auditor::new(log.clone()).with_sink(Box::new(memory.clone()), SinkPolicy::Required);
+    let sent: Vec<Record> = (0..5).map(record).collect();
+    let last = auditor.record_all(sent.clone()).unwrap().unwrap();
+    // create: 1 checkpoint line; the batch: 5 records and one checkpoint.
+    assert_eq!(log.head().0, 7, "one commit for the whole batch");
+    let delivered = memory.records();
+    assert_eq!(delivered.len(), 5);
+    // Each line names the hash of the line before it.
+    let entries = atrest_audit::read_entries(dir.path()).unwrap();
+    for (i, (receipt, record)) in delivered.iter().enumerate() {
+        assert_eq!(record, &sent[i]);
+        assert_eq!(receipt.seq, 1 + i as u64);
+        let next = &entries[usize::try_from(receipt.seq).unwrap() + 1];
+        let hash: String = receipt.hash.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(next.prev, hash, "each record's own chain hash");
+    }
+    assert_eq!(delivered.last().map(|(r, _)| *r), Some(last));
+    assert_eq!(auditor.record_all(Vec::new()).unwrap(), None);
+}
+
+#[test]
 fn lossy_texts_are_always_valid() {
     assert_eq!(Text::lossy("plain").as_str(), "plain");
     assert_eq!(Text::lossy("a\nb\u{7}").as_str(), "a b ");
