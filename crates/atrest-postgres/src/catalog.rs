@@ -60,6 +60,9 @@ CREATE TABLE atrest_catalog_retired_tiks (
         // repaired without keys (empty for records committed before).
         "ALTER TABLE atrest_catalog_versions ADD COLUMN blob_sha256 bytea
          CHECK (blob_sha256 IS NULL OR octet_length(blob_sha256) = 32);",
+        // 3: a file's versions by file id (the next version number, the
+        // joins from a name to its versions and the foreign key's checks).
+        "CREATE INDEX atrest_catalog_versions_by_file ON atrest_catalog_versions (file, version);",
     ],
     tables: &[
         "atrest_catalog_tenants",
@@ -272,11 +275,23 @@ impl PgCatalog {
     }
 }
 
+/// Lets this transaction's commit return before its WAL record is flushed
+/// (`synchronous_commit = off`, for this transaction only): the steps that
+/// lead up to a seal's commit, which flushes them with it, as PostgreSQL
+/// flushes its WAL in order. A crash of the server before then loses only
+/// rows of seals never committed (see [`Catalog::begin_seal`]).
+async fn flushed_with_the_commit(tx: &Transaction<'_>) -> Result<(), Failure<Error>> {
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await?;
+    Ok(())
+}
+
 async fn begin_in(
     tx: &Transaction<'_>,
     tenant: TenantId,
     seals: &[(String, BlobName)],
 ) -> Result<Vec<SealTicket>, Failure<Error>> {
+    flushed_with_the_commit(tx).await?;
     let id = tenant.as_bytes().as_slice();
     let started_at = signed(now(), "clock out of range")?;
     let mut tickets = Vec::with_capacity(seals.len());
@@ -329,6 +344,7 @@ async fn attach_in(
     tx: &Transaction<'_>,
     keys: &[(SealTicket, WrappedFileKey)],
 ) -> Result<(), Failure<Error>> {
+    flushed_with_the_commit(tx).await?;
     for (seal, wrapped) in keys {
         let context = &seal.context;
         let tenant = context.tenant.as_bytes().as_slice();

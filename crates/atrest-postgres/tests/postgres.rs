@@ -48,12 +48,15 @@ fn migrations_are_recorded_once_and_newer_schemas_refused() {
         "SELECT string_agg(component || ':' || version, ',' ORDER BY component)
          FROM atrest_schema_migrations",
     );
-    // The catalog's second migration adds blob digests.
-    assert_eq!(versions.as_deref(), Some("catalog:1,catalog:2,keys:1"));
+    // The catalog's second migration adds blob digests, its third an index.
+    assert_eq!(
+        versions.as_deref(),
+        Some("catalog:1,catalog:2,catalog:3,keys:1")
+    );
 
     // A newer build migrated the database further: this one refuses it.
     database
-        .exec("INSERT INTO atrest_schema_migrations (component, version) VALUES ('catalog', 3)");
+        .exec("INSERT INTO atrest_schema_migrations (component, version) VALUES ('catalog', 4)");
     let refused = PgCatalog::open_blocking(&db).unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Usage, "{refused}");
     assert!(pg_error(&refused).is_newer_schema(), "{refused}");
@@ -84,7 +87,7 @@ fn instances_starting_at_once_migrate_once() {
         database
             .query_text("SELECT count(*) FROM atrest_schema_migrations")
             .as_deref(),
-        Some("3")
+        Some("4")
     );
 }
 

@@ -6,6 +6,7 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::Error;
@@ -23,6 +24,11 @@ use crate::Error;
 ///   writer instead of failing at once with `SQLITE_BUSY`;
 /// - a new database file is created readable and writable by its owner
 ///   only (0600); SQLite gives its `-wal` and `-shm` files the same mode;
+/// - the query planner's stability guarantee (`SQLITE_DBCONFIG_ENABLE_QPSG`):
+///   a prepared statement keeps its plan whatever values are bound to it,
+///   rather than being compiled again whenever a parameter compared with
+///   an indexed column changes (which the statistics this build of SQLite
+///   supports would otherwise do, at a cost larger than the query's);
 /// - the schema is checked after it is applied: the database may hold
 ///   exactly the tables and indexes `schema` creates, and no trigger or
 ///   view. Anything else — a trigger planted to copy rows before a purge
@@ -60,6 +66,7 @@ pub fn open(path: &Path, schema: &str) -> Result<Connection, Error> {
     connection.pragma_update(None, "synchronous", "FULL")?;
     connection.pragma_update(None, "secure_delete", "ON")?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
+    let _ = connection.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     connection.execute_batch(&format!("BEGIN IMMEDIATE;\n{schema}\nCOMMIT;"))?;
     let expected = objects(&{
         let reference = Connection::open_in_memory()?;

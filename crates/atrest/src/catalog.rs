@@ -180,6 +180,13 @@ pub trait Catalog: WrappedKeyIndex + Send + Sync {
     /// Records a new seal of file `name` of `tenant` into blob `blob`:
     /// allocates the file id (for a new name) and the next version.
     ///
+    /// This and [`Catalog::attach_key`] must be visible to every other
+    /// user of the catalog once they return, but need not be durable on
+    /// their own: an implementation may leave them to be flushed with the
+    /// next durable commit (the seal's [`Catalog::commit_seal`]), as long
+    /// as no later commit can be durable without them. A crash then loses
+    /// only rows of seals never committed, whose blobs no row names.
+    ///
     /// # Errors
     /// [`CatalogError::InvalidName`]; [`CatalogError::Database`].
     async fn begin_seal(
@@ -339,6 +346,9 @@ CREATE TABLE IF NOT EXISTS catalog_versions (
     CHECK (state = 'sealing' OR (wrapped IS NOT NULL AND sealed_at IS NOT NULL AND tag IS NOT NULL))
 );
 CREATE INDEX IF NOT EXISTS catalog_versions_by_tik ON catalog_versions (tenant, tik_version);
+-- A file's versions by file id: the next version number, the joins from a
+-- name to its versions and the foreign key's checks, without a scan.
+CREATE INDEX IF NOT EXISTS catalog_versions_by_file ON catalog_versions (file, version);
 CREATE TABLE IF NOT EXISTS catalog_retired_tiks (
     tenant      BLOB    NOT NULL,
     tik_version INTEGER NOT NULL,
@@ -353,9 +363,15 @@ const RECORD_COLUMNS: &str = "f.tenant, f.name, f.file, v.version, v.blob, v.sea
 /// The embedded catalog: SQLite, opened with the same settings as the key
 /// store (write-ahead log, `synchronous = FULL`, `secure_delete`, a busy
 /// timeout and write transactions that lock when they begin), so several
-/// threads and processes can share one database file.
+/// threads and processes can share one database file. The steps that only
+/// lead up to a seal's commit go through a second connection whose commits
+/// are flushed with the next durable one (see [`Catalog::begin_seal`]).
 pub struct SqliteCatalog {
     db: Mutex<Connection>,
+    /// A second connection to the same file with `synchronous = NORMAL`,
+    /// for [`SqliteCatalog::unflushed`] (none for an in-memory database,
+    /// which a second connection would not share).
+    unflushed: Option<Mutex<Connection>>,
 }
 
 impl core::fmt::Debug for SqliteCatalog {
@@ -504,16 +520,7 @@ impl SqliteCatalog {
     /// # Errors
     /// [`CatalogError::Database`] if it cannot be opened.
     pub fn open(path: &Path) -> Result<Self, Error> {
-        let db = atrest_tenant::db::open(path, SCHEMA).map_err(|error| match error {
-            atrest_tenant::Error::Store(source) => match source.downcast::<rusqlite::Error>() {
-                Ok(sqlite) => Error::Catalog(CatalogError::from(*sqlite)),
-                Err(other) => Error::Catalog(CatalogError::Database {
-                    kind: crate::ErrorKind::Io,
-                    source: other,
-                }),
-            },
-            other => Error::Keys(other),
-        })?;
+        let db = Self::connect(path)?;
         if db
             .prepare("SELECT tag FROM catalog_versions LIMIT 0")
             .is_err()
@@ -524,11 +531,75 @@ impl SqliteCatalog {
             .into());
         }
         add_blob_digests(&db).map_err(CatalogError::from)?;
-        Ok(Self { db: Mutex::new(db) })
+        let special = path
+            .to_str()
+            .is_some_and(|p| p == ":memory:" || p.starts_with("file:"));
+        let unflushed = if special {
+            None
+        } else {
+            let connection = Self::connect(path)?;
+            connection
+                .pragma_update(None, "synchronous", "NORMAL")
+                .map_err(CatalogError::from)?;
+            Some(Mutex::new(connection))
+        };
+        Ok(Self {
+            db: Mutex::new(db),
+            unflushed,
+        })
+    }
+
+    fn connect(path: &Path) -> Result<Connection, Error> {
+        let connection = atrest_tenant::db::open(path, SCHEMA).map_err(|error| match error {
+            atrest_tenant::Error::Store(source) => match source.downcast::<rusqlite::Error>() {
+                Ok(sqlite) => Error::Catalog(CatalogError::from(*sqlite)),
+                Err(other) => Error::Catalog(CatalogError::Database {
+                    kind: crate::ErrorKind::Io,
+                    source: other,
+                }),
+            },
+            other => Error::Keys(other),
+        })?;
+        // Room for every statement the catalog prepares, so none is
+        // compiled again for want of space.
+        connection.set_prepared_statement_cache_capacity(64);
+        Ok(connection)
     }
 
     fn db(&self) -> MutexGuard<'_, Connection> {
         self.db.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `work` in one write transaction whose commit is not flushed to
+    /// disk on its own: it becomes durable with the next flushed commit of
+    /// any connection, since SQLite's write-ahead log is synced whole and
+    /// in order. Other connections see it at once.
+    ///
+    /// Only for the steps that lead up to a seal's commit (beginning it,
+    /// attaching its key): [`SqliteCatalog::commit_seals`] flushes them with
+    /// the version. A power cut before that loses them, leaving at most a
+    /// blob that no row names: garbage for a collector of unnamed blobs
+    /// (the operator program's `atrest gc`), never a lost file. A process
+    /// that dies keeps them, as the operating system still writes them out.
+    fn unflushed<T>(
+        &self,
+        work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        // This process writes through one connection at a time, so its two
+        // never wait for each other's lock.
+        let mut durable = self.db();
+        let mut unflushed = self
+            .unflushed
+            .as_ref()
+            .map(|db| db.lock().unwrap_or_else(PoisonError::into_inner));
+        let db = match unflushed.as_deref_mut() {
+            Some(db) => db,
+            None => &mut *durable,
+        };
+        let tx = db.transaction().map_err(CatalogError::from)?;
+        let value = work(&tx)?;
+        tx.commit().map_err(CatalogError::from)?;
+        Ok(value)
     }
 
     fn query_records(
@@ -600,12 +671,8 @@ impl SqliteCatalog {
     pub fn tenant_named(&self, name: &str) -> Result<Option<TenantId>, Error> {
         let bytes: Option<Vec<u8>> = self
             .db()
-            .query_row(
-                "SELECT tenant FROM catalog_tenants WHERE name = ?1",
-                params![name],
-                |row| row.get(0),
-            )
-            .optional()
+            .prepare_cached("SELECT tenant FROM catalog_tenants WHERE name = ?1")
+            .and_then(|mut s| s.query_row(params![name], |row| row.get(0)).optional())
             .map_err(CatalogError::from)?;
         Ok(bytes.map(|bytes| tenant_id(&bytes)).transpose()?)
     }
@@ -639,12 +706,11 @@ impl SqliteCatalog {
     pub fn tenant_name(&self, tenant: TenantId) -> Result<Option<String>, Error> {
         Ok(self
             .db()
-            .query_row(
-                "SELECT name FROM catalog_tenants WHERE tenant = ?1",
-                params![tenant.as_bytes()],
-                |row| row.get(0),
-            )
-            .optional()
+            .prepare_cached("SELECT name FROM catalog_tenants WHERE tenant = ?1")
+            .and_then(|mut s| {
+                s.query_row(params![tenant.as_bytes()], |row| row.get(0))
+                    .optional()
+            })
             .map_err(CatalogError::from)?)
     }
 
@@ -676,56 +742,56 @@ impl SqliteCatalog {
         for (name, _) in seals {
             check_name("file name", name)?;
         }
-        let mut db = self.db();
-        let tx = db.transaction().map_err(CatalogError::from)?;
-        let mut tickets = Vec::with_capacity(seals.len());
-        let started_at = now();
-        for (name, blob) in seals {
-            let new_file = FileId::random(&mut OsRng).map_err(atrest_tenant::Error::from)?;
-            let _ = tx
-                .prepare_cached(
-                    "INSERT INTO catalog_files (tenant, name, file) VALUES (?1, ?2, ?3)
-                     ON CONFLICT DO NOTHING",
-                )
-                .and_then(|mut s| s.execute(params![tenant.as_bytes(), name, new_file.as_bytes()]))
-                .map_err(CatalogError::from)?;
-            let file: Vec<u8> = tx
-                .prepare_cached("SELECT file FROM catalog_files WHERE tenant = ?1 AND name = ?2")
-                .and_then(|mut s| s.query_row(params![tenant.as_bytes(), name], |row| row.get(0)))
-                .map_err(CatalogError::from)?;
-            let latest: u64 = tx
-                .prepare_cached(
-                    "SELECT coalesce(max(version), 0) FROM catalog_versions WHERE file = ?1",
-                )
-                .and_then(|mut s| s.query_row(params![file], |row| row.get(0)))
-                .map_err(CatalogError::from)?;
-            let version = latest
-                .checked_add(1)
-                .and_then(|next| FileVersion::try_from(next).ok())
-                .ok_or(CatalogError::Corrupt("file version"))?;
-            let _ = tx
-                .prepare_cached(
-                    "INSERT INTO catalog_versions (tenant, file, version, state, blob, started_at)
-                     VALUES (?1, ?2, ?3, 'sealing', ?4, ?5)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        tenant.as_bytes(),
-                        file,
-                        u64::from(version),
-                        blob.as_str(),
-                        started_at
-                    ])
-                })
-                .map_err(CatalogError::from)?;
-            tickets.push(SealTicket {
-                context: FileContext::new(tenant, file_id(&file)?, version),
-                name: name.clone(),
-                blob: blob.clone(),
-            });
-        }
-        tx.commit().map_err(CatalogError::from)?;
-        Ok(tickets)
+        // Flushed with the seals' commit.
+        self.unflushed(|tx| {
+            let mut tickets = Vec::with_capacity(seals.len());
+            let started_at = now();
+            for (name, blob) in seals {
+                let new_file = FileId::random(&mut OsRng).map_err(atrest_tenant::Error::from)?;
+                let _ = tx
+                    .prepare_cached(
+                        "INSERT INTO catalog_files (tenant, name, file) VALUES (?1, ?2, ?3)
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .and_then(|mut s| s.execute(params![tenant.as_bytes(), name, new_file.as_bytes()]))
+                    .map_err(CatalogError::from)?;
+                let file: Vec<u8> = tx
+                    .prepare_cached("SELECT file FROM catalog_files WHERE tenant = ?1 AND name = ?2")
+                    .and_then(|mut s| s.query_row(params![tenant.as_bytes(), name], |row| row.get(0)))
+                    .map_err(CatalogError::from)?;
+                let latest: u64 = tx
+                    .prepare_cached(
+                        "SELECT coalesce(max(version), 0) FROM catalog_versions WHERE file = ?1",
+                    )
+                    .and_then(|mut s| s.query_row(params![file], |row| row.get(0)))
+                    .map_err(CatalogError::from)?;
+                let version = latest
+                    .checked_add(1)
+                    .and_then(|next| FileVersion::try_from(next).ok())
+                    .ok_or(CatalogError::Corrupt("file version"))?;
+                let _ = tx
+                    .prepare_cached(
+                        "INSERT INTO catalog_versions (tenant, file, version, state, blob, started_at)
+                         VALUES (?1, ?2, ?3, 'sealing', ?4, ?5)",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            tenant.as_bytes(),
+                            file,
+                            u64::from(version),
+                            blob.as_str(),
+                            started_at
+                        ])
+                    })
+                    .map_err(CatalogError::from)?;
+                tickets.push(SealTicket {
+                    context: FileContext::new(tenant, file_id(&file)?, version),
+                    name: name.clone(),
+                    blob: blob.clone(),
+                });
+            }
+            Ok(tickets)
+        })
     }
 
     /// The blocking form of [`Catalog::attach_keys`]: one transaction.
@@ -733,54 +799,54 @@ impl SqliteCatalog {
     /// # Errors
     /// As for [`Catalog::attach_key`].
     pub fn attach_keys(&self, keys: &[(&SealTicket, &WrappedFileKey)]) -> Result<(), Error> {
-        let mut db = self.db();
-        let tx = db.transaction().map_err(CatalogError::from)?;
-        for (seal, wrapped) in keys {
-            let context = &seal.context;
-            let retired: bool = tx
-                .prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM catalog_retired_tiks
-                     WHERE tenant = ?1 AND tik_version = ?2)",
-                )
-                .and_then(|mut s| {
-                    s.query_row(
-                        params![context.tenant.as_bytes(), u32::from(wrapped.kek_version())],
-                        |row| row.get(0),
+        // Flushed with the seals' commit.
+        self.unflushed(|tx| {
+            for (seal, wrapped) in keys {
+                let context = &seal.context;
+                let retired: bool = tx
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM catalog_retired_tiks
+                         WHERE tenant = ?1 AND tik_version = ?2)",
                     )
-                })
-                .map_err(CatalogError::from)?;
-            if retired {
-                return Err(CatalogError::TikRetired {
-                    version: wrapped.kek_version(),
+                    .and_then(|mut s| {
+                        s.query_row(
+                            params![context.tenant.as_bytes(), u32::from(wrapped.kek_version())],
+                            |row| row.get(0),
+                        )
+                    })
+                    .map_err(CatalogError::from)?;
+                if retired {
+                    return Err(CatalogError::TikRetired {
+                        version: wrapped.kek_version(),
+                    }
+                    .into());
                 }
-                .into());
-            }
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE catalog_versions SET wrapped = ?5, tik_version = ?6
-                     WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND blob = ?4
-                     AND state = 'sealing' AND wrapped IS NULL",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        context.tenant.as_bytes(),
-                        context.file.as_bytes(),
-                        u64::from(context.version),
-                        seal.blob.as_str(),
-                        wrapped.as_ref(),
-                        u32::from(wrapped.kek_version())
-                    ])
-                })
-                .map_err(CatalogError::from)?;
-            if changed == 0 {
-                return Err(CatalogError::SealNotInProgress {
-                    version: context.version,
+                let changed = tx
+                    .prepare_cached(
+                        "UPDATE catalog_versions SET wrapped = ?5, tik_version = ?6
+                         WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND blob = ?4
+                         AND state = 'sealing' AND wrapped IS NULL",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            context.tenant.as_bytes(),
+                            context.file.as_bytes(),
+                            u64::from(context.version),
+                            seal.blob.as_str(),
+                            wrapped.as_ref(),
+                            u32::from(wrapped.kek_version())
+                        ])
+                    })
+                    .map_err(CatalogError::from)?;
+                if changed == 0 {
+                    return Err(CatalogError::SealNotInProgress {
+                        version: context.version,
+                    }
+                    .into());
                 }
-                .into());
             }
-        }
-        tx.commit().map_err(CatalogError::from)?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// The blocking form of [`Catalog::commit_seals`]: one transaction,
@@ -961,18 +1027,17 @@ impl SqliteCatalog {
         let version_number = version.map(u64::from);
         let row = self
             .db()
-            .query_row(
-                &format!(
-                    "SELECT {RECORD_COLUMNS} FROM catalog_versions v
-                     JOIN catalog_files f ON f.file = v.file
-                     WHERE f.tenant = ?1 AND f.name = ?2 AND v.state = 'sealed'
-                     AND (?3 IS NULL OR v.version = ?3)
-                     ORDER BY v.version DESC LIMIT 1"
-                ),
-                params![tenant.as_bytes(), name, version_number],
-                record_row,
-            )
-            .optional()
+            .prepare_cached(&format!(
+                "SELECT {RECORD_COLUMNS} FROM catalog_versions v
+                 JOIN catalog_files f ON f.file = v.file
+                 WHERE f.tenant = ?1 AND f.name = ?2 AND v.state = 'sealed'
+                 AND (?3 IS NULL OR v.version = ?3)
+                 ORDER BY v.version DESC LIMIT 1"
+            ))
+            .and_then(|mut s| {
+                s.query_row(params![tenant.as_bytes(), name, version_number], record_row)
+                    .optional()
+            })
             .map_err(CatalogError::from)?;
         match (row, version) {
             (Some(row), _) => Ok(read_record(row)?),
