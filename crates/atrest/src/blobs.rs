@@ -77,9 +77,9 @@ pub struct BlobStore {
     prefix: Path,
     location: String,
     runtime: Runtime,
-    /// For a local directory: the same directory without a sync per
-    /// write, for [`Blobs::create_deferred`], and the directory.
-    deferred: Option<(Arc<dyn ObjectStore>, std::path::PathBuf)>,
+    /// For a local directory: the directory, which
+    /// [`Blobs::create_deferred`] writes into directly.
+    local_dir: Option<std::path::PathBuf>,
 }
 
 /// An upload to a local store that never finished: the staging file of a
@@ -115,13 +115,14 @@ impl BlobStore {
             prefix,
             location,
             runtime,
-            deferred: None,
+            local_dir: None,
         })
     }
 
     /// Blobs as files in directory `dir` (created if missing), each written
     /// to a staging file and renamed into place once complete and flushed
-    /// to disk.
+    /// to disk; the blobs of a batch are written in place instead (see
+    /// [`Blobs::create_deferred`]).
     ///
     /// # Errors
     /// [`Error::Blob`] if the directory cannot be created or used.
@@ -132,9 +133,8 @@ impl BlobStore {
         let store = LocalFileSystem::new_with_prefix(dir)
             .map_err(blob_error)?
             .with_fsync(true);
-        let deferred = LocalFileSystem::new_with_prefix(dir).map_err(blob_error)?;
         let mut blobs = Self::with(Arc::new(store), Path::default(), dir.display().to_string())?;
-        blobs.deferred = Some((Arc::new(deferred), dir.to_path_buf()));
+        blobs.local_dir = Some(dir.to_path_buf());
         Ok(blobs)
     }
 
@@ -257,7 +257,7 @@ impl BlobStore {
     /// # Errors
     /// [`Error::Blob`] if the directory cannot be read.
     pub fn partial_uploads(&self) -> Result<Vec<PartialUpload>, Error> {
-        let Some((_, dir)) = &self.deferred else {
+        let Some(dir) = &self.local_dir else {
             return Ok(Vec::new());
         };
         let mut partial = Vec::new();
@@ -352,26 +352,27 @@ impl Blobs for BlobStore {
         self.location.clone()
     }
 
-    /// For a local directory, written without a sync; elsewhere (an
-    /// object store, where a completed upload is durable) as `create`.
+    /// For a local directory, the blob's own file, created (never
+    /// replaced) and written in place with no staging file to rename: its
+    /// bytes are flushed by `finish`, its name by
+    /// [`Blobs::make_names_durable`]. Until `finish` it holds part of the
+    /// blob, which nothing reads, as no record names it yet; a writer
+    /// dropped unfinished removes it. Elsewhere (an object store, where a
+    /// completed upload is durable) as `create`.
     fn create_deferred(&self, name: &BlobName) -> Result<Box<dyn BlobUpload + '_>, Error> {
-        Ok(Box::new(match &self.deferred {
-            Some((store, _)) => self.writer(store, name),
-            None => BlobStore::create(self, name),
-        }))
+        match &self.local_dir {
+            Some(dir) => Ok(Box::new(LocalUpload::create(dir.join(name.as_str()))?)),
+            None => Ok(Box::new(BlobStore::create(self, name))),
+        }
     }
 
-    fn make_durable(&self, name: &BlobName) -> Result<(), Error> {
-        if let Some((_, dir)) = &self.deferred {
-            std::fs::File::open(dir.join(name.as_str()))
-                .and_then(|file| file.sync_all())
-                .map_err(|e| Error::blob(ErrorKind::Io, e))?;
-        }
+    /// Nothing left to do: a local blob's `finish` flushed its bytes.
+    fn make_durable(&self, _: &BlobName) -> Result<(), Error> {
         Ok(())
     }
 
     fn make_names_durable(&self) -> Result<(), Error> {
-        if let Some((_, dir)) = &self.deferred {
+        if let Some(dir) = &self.local_dir {
             std::fs::File::open(dir)
                 .and_then(|file| file.sync_all())
                 .map_err(|e| Error::blob(ErrorKind::Io, e))?;
@@ -383,6 +384,74 @@ impl Blobs for BlobStore {
 impl BlobUpload for BlobWriter<'_> {
     fn finish(self: Box<Self>) -> Result<u64, Error> {
         BlobWriter::finish(*self)
+    }
+}
+
+/// A blob written straight into its file in a local directory; see
+/// [`Blobs::create_deferred`] for [`BlobStore`].
+struct LocalUpload {
+    /// `None` once finished.
+    file: Option<std::fs::File>,
+    path: std::path::PathBuf,
+    written: u64,
+}
+
+impl LocalUpload {
+    fn create(path: std::path::PathBuf) -> Result<Self, Error> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::blob(ErrorKind::Io, e))?;
+        Ok(Self {
+            file: Some(file),
+            path,
+            written: 0,
+        })
+    }
+
+    fn file(&mut self) -> io::Result<&mut std::fs::File> {
+        self.file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("blob already finished"))
+    }
+}
+
+impl Write for LocalUpload {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.file()?.write(buf)?;
+        self.written += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file()?.flush()
+    }
+}
+
+impl BlobUpload for LocalUpload {
+    /// Flushes the blob's bytes to disk (its name is flushed with the
+    /// batch's, by [`Blobs::make_names_durable`]).
+    fn finish(mut self: Box<Self>) -> Result<u64, Error> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| Error::blob(ErrorKind::Io, "blob already finished"))?;
+        if let Err(error) = file.sync_data() {
+            drop(file);
+            let _ = std::fs::remove_file(&self.path);
+            return Err(Error::blob(ErrorKind::Io, error));
+        }
+        Ok(self.written)
+    }
+}
+
+impl Drop for LocalUpload {
+    /// An upload dropped unfinished leaves no file behind.
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
