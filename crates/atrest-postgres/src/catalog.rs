@@ -330,7 +330,8 @@ async fn begin_in(
                  VALUES ($1, $2, $3, 'sealing', $4, $5)",
                 &[&id, &file, &number(version)?, &blob.as_str(), &started_at],
             )
-            .await?;
+            .await
+            .map_err(|e| PgError::lost_race(e, "atrest_catalog_versions_pkey"))?;
         tickets.push(SealTicket {
             context: FileContext::new(tenant, file_id(&file)?, version),
             name: name.clone(),

@@ -64,6 +64,9 @@ pub struct PgError {
     what: &'static str,
     code: Option<SqlState>,
     newer_schema: bool,
+    /// A key violation the transaction's own reads led to (see
+    /// [`PgError::lost_race`]): retried like a serialization failure.
+    lost_race: bool,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
@@ -112,8 +115,24 @@ impl PgError {
 
     /// Whether this is a lost race: a serialization failure or a deadlock.
     pub(crate) fn is_race(&self) -> bool {
-        self.code == Some(SqlState::T_R_SERIALIZATION_FAILURE)
+        self.lost_race
+            || self.code == Some(SqlState::T_R_SERIALIZATION_FAILURE)
             || self.code == Some(SqlState::T_R_DEADLOCK_DETECTED)
+    }
+
+    /// `error`, where a unique violation of `constraint` means a concurrent
+    /// transaction took the key this one computed from what it read (the
+    /// next version of a file): a lost race, retried. PostgreSQL reports
+    /// such a race as a serialization failure only when both transactions
+    /// went through the violated index.
+    pub(crate) fn lost_race(error: tokio_postgres::Error, constraint: &str) -> Self {
+        let violated = error.as_db_error().is_some_and(|db| {
+            *db.code() == SqlState::UNIQUE_VIOLATION && db.constraint() == Some(constraint)
+        });
+        Self {
+            lost_race: violated,
+            ..Self::from(error)
+        }
     }
 
     /// Whether a unique or foreign key was violated (a concurrent change).
@@ -132,6 +151,7 @@ impl PgError {
             what,
             code: None,
             newer_schema: false,
+            lost_race: false,
             source: None,
         }
     }
@@ -162,6 +182,7 @@ impl From<tokio_postgres::Error> for PgError {
             what,
             code,
             newer_schema: false,
+            lost_race: false,
             source: Some(Box::new(error)),
         }
     }
