@@ -6,6 +6,7 @@ use zeroize::Zeroize;
 
 use crate::Error;
 use crate::Options;
+use crate::buffer::grow_wiping;
 use crate::format::{HEADER_LEN, Layout, MAX_SEGMENTS, SegmentSize, TAG_LEN};
 use crate::schedule;
 use crate::segment::SegmentSealer;
@@ -70,7 +71,9 @@ impl Encoder {
             layout: Layout::new(segment_size),
             header,
             header_sent: 0,
-            buf: vec![0; segment_size.get() as usize],
+            // Grown as plaintext arrives, up to one segment: a small file
+            // never allocates (nor wipes) a whole segment.
+            buf: Vec::new(),
             filled: 0,
             sealed: 0,
             sent: 0,
@@ -129,6 +132,7 @@ impl Encoder {
             return self.seal_from(data);
         }
         let n = (self.capacity() - self.filled).min(data.len());
+        grow_wiping(&mut self.buf, self.filled + n);
         let (Some(dst), Some(src)) = (
             self.buf.get_mut(self.filled..self.filled + n),
             data.get(..n),
@@ -145,6 +149,7 @@ impl Encoder {
         if self.index + 1 >= MAX_SEGMENTS {
             return Err(Error::TooLong);
         }
+        grow_wiping(&mut self.buf, n + TAG_LEN);
         let (Some(input), Some((body, rest))) = (
             data.get(..n),
             self.buf.get_mut(..n + TAG_LEN).map(|s| s.split_at_mut(n)),
@@ -162,6 +167,7 @@ impl Encoder {
         if !last && self.index + 1 >= MAX_SEGMENTS {
             return Err(Error::TooLong);
         }
+        grow_wiping(&mut self.buf, self.filled + TAG_LEN);
         let (plaintext, rest) = self.buf.split_at_mut(self.filled);
         let tag = self.cipher.seal(self.index, last, plaintext)?;
         rest.get_mut(..TAG_LEN)
