@@ -79,7 +79,7 @@ pub struct BlobStore {
     runtime: Runtime,
     /// For a local directory: the directory, which
     /// [`Blobs::create_deferred`] writes into directly.
-    local_dir: Option<std::path::PathBuf>,
+    local_dir: Option<LocalDir>,
 }
 
 /// An upload to a local store that never finished: the staging file of a
@@ -134,7 +134,7 @@ impl BlobStore {
             .map_err(blob_error)?
             .with_fsync(true);
         let mut blobs = Self::with(Arc::new(store), Path::default(), dir.display().to_string())?;
-        blobs.local_dir = Some(dir.to_path_buf());
+        blobs.local_dir = Some(LocalDir::open(dir)?);
         Ok(blobs)
     }
 
@@ -257,7 +257,7 @@ impl BlobStore {
     /// # Errors
     /// [`Error::Blob`] if the directory cannot be read.
     pub fn partial_uploads(&self) -> Result<Vec<PartialUpload>, Error> {
-        let Some(dir) = &self.local_dir else {
+        let Some(LocalDir { path: dir, .. }) = &self.local_dir else {
             return Ok(Vec::new());
         };
         let mut partial = Vec::new();
@@ -353,37 +353,99 @@ impl Blobs for BlobStore {
     }
 
     /// For a local directory, the blob's own file, created (never
-    /// replaced) and written in place with no staging file to rename: its
-    /// bytes are flushed by `finish`, its name by
+    /// replaced) and written in place with no staging file to rename: it
+    /// is flushed with the rest of the batch by
     /// [`Blobs::make_names_durable`]. Until `finish` it holds part of the
     /// blob, which nothing reads, as no record names it yet; a writer
     /// dropped unfinished removes it. Elsewhere (an object store, where a
     /// completed upload is durable) as `create`.
     fn create_deferred(&self, name: &BlobName) -> Result<Box<dyn BlobUpload + '_>, Error> {
         match &self.local_dir {
-            Some(dir) => Ok(Box::new(LocalUpload::create(dir.join(name.as_str()))?)),
+            Some(dir) => Ok(Box::new(LocalUpload::create(
+                dir.path.join(name.as_str()),
+                !LocalDir::FLUSHES_ALL,
+            )?)),
             None => Ok(Box::new(BlobStore::create(self, name))),
         }
     }
 
-    /// Nothing left to do: a local blob's `finish` flushed its bytes.
+    /// Nothing to do: a local batch is flushed whole by
+    /// [`Blobs::make_names_durable`].
     fn make_durable(&self, _: &BlobName) -> Result<(), Error> {
         Ok(())
     }
 
+    /// For a local directory, flushes the batch's blobs, bytes and names
+    /// (see [`LocalDir::flush`]).
     fn make_names_durable(&self) -> Result<(), Error> {
-        if let Some(dir) = &self.local_dir {
-            std::fs::File::open(dir)
-                .and_then(|file| file.sync_all())
-                .map_err(|e| Error::blob(ErrorKind::Io, e))?;
+        match &self.local_dir {
+            Some(dir) => dir.flush(),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
 impl BlobUpload for BlobWriter<'_> {
     fn finish(self: Box<Self>) -> Result<u64, Error> {
         BlobWriter::finish(*self)
+    }
+}
+
+/// A local directory of blobs, and how the blobs of a batch written into
+/// it are made durable.
+struct LocalDir {
+    path: std::path::PathBuf,
+    /// Open since the store was made. On Linux, `syncfs` through it
+    /// flushes the whole file system — every blob of the batch, bytes and
+    /// names, with one flush of the disk's cache instead of one per blob —
+    /// and reports each writeback error of the file system since it was
+    /// opened, once (Linux 5.8 and later).
+    #[cfg(target_os = "linux")]
+    handle: std::fs::File,
+    /// Serializes the flushes and remembers a failed one: a writeback
+    /// error is reported to the first flush after it, and the batches
+    /// flushed at the same time cannot tell whether their blobs were hit,
+    /// so from then on no batch is called durable (fail closed).
+    failed: std::sync::Mutex<Option<String>>,
+}
+
+impl LocalDir {
+    /// Whether [`LocalDir::flush`] flushes the blobs' bytes too (else each
+    /// blob flushes its own as it finishes).
+    const FLUSHES_ALL: bool = cfg!(target_os = "linux");
+
+    fn open(path: &FsPath) -> Result<Self, Error> {
+        Ok(Self {
+            path: path.to_path_buf(),
+            #[cfg(target_os = "linux")]
+            handle: std::fs::File::open(path).map_err(|e| Error::blob(ErrorKind::Io, e))?,
+            failed: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Makes every blob finished in the directory so far durable, with its
+    /// name.
+    fn flush(&self) -> Result<(), Error> {
+        let mut failed = self
+            .failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(reason) = failed.as_ref() {
+            return Err(Error::blob(
+                ErrorKind::Io,
+                format!(
+                    "an earlier flush of the blob directory failed ({reason}): blobs written since may not be durable"
+                ),
+            ));
+        }
+        #[cfg(target_os = "linux")]
+        let flushed = rustix::fs::syncfs(&self.handle).map_err(io::Error::from);
+        #[cfg(not(target_os = "linux"))]
+        let flushed = std::fs::File::open(&self.path).and_then(|dir| dir.sync_all());
+        flushed.map_err(|error| {
+            *failed = Some(error.to_string());
+            Error::blob(ErrorKind::Io, error)
+        })
     }
 }
 
@@ -394,10 +456,13 @@ struct LocalUpload {
     file: Option<std::fs::File>,
     path: std::path::PathBuf,
     written: u64,
+    /// Whether `finish` flushes the bytes (when the directory's flush
+    /// does not).
+    flush: bool,
 }
 
 impl LocalUpload {
-    fn create(path: std::path::PathBuf) -> Result<Self, Error> {
+    fn create(path: std::path::PathBuf, flush: bool) -> Result<Self, Error> {
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -407,6 +472,7 @@ impl LocalUpload {
             file: Some(file),
             path,
             written: 0,
+            flush,
         })
     }
 
@@ -430,14 +496,14 @@ impl Write for LocalUpload {
 }
 
 impl BlobUpload for LocalUpload {
-    /// Flushes the blob's bytes to disk (its name is flushed with the
-    /// batch's, by [`Blobs::make_names_durable`]).
+    /// Closes the blob (flushing its bytes where the directory's flush
+    /// does not); it is durable once [`Blobs::make_names_durable`] returns.
     fn finish(mut self: Box<Self>) -> Result<u64, Error> {
         let file = self
             .file
             .take()
             .ok_or_else(|| Error::blob(ErrorKind::Io, "blob already finished"))?;
-        if let Err(error) = file.sync_data() {
+        if let Err(error) = if self.flush { file.sync_data() } else { Ok(()) } {
             drop(file);
             let _ = std::fs::remove_file(&self.path);
             return Err(Error::blob(ErrorKind::Io, error));
