@@ -3,7 +3,7 @@
 //! duration) in the audit trail.
 //!
 //! ```text
-//! mailbox-move [--data DIR] [--json] [--batch N] [--jobs N] TENANT SOURCE_DIR [--mailbox NAME]
+//! mailbox-move [--data DIR] [--json] [--batch N] [--jobs N] [--threads N] TENANT SOURCE_DIR [--mailbox NAME]
 //! ```
 //!
 //! Each regular file under `SOURCE_DIR` becomes the file
@@ -14,10 +14,11 @@
 //! files. An item (or a subdirectory) that cannot be read, or whose name is
 //! not UTF-8, is reported as failed, with its path, and the move goes on.
 //!
-//! Items are moved in batches: each batch's file keys, blobs and catalog
-//! records are made together, several batches at once, with one durable
-//! catalog commit per batch; an item is reported moved only once its
-//! version is durable.
+//! Items are moved in batches (512 items, two batches at once, by
+//! default): each batch's file keys, blobs and catalog records are made
+//! together, its blobs are flushed to disk together, with one durable
+//! catalog commit and one audit commit per batch; an item is reported
+//! moved only once its version is durable.
 //!
 //! The move can be run again: items moved by an earlier run (even one that
 //! was killed) are skipped, and each item is stored once; see
@@ -72,13 +73,13 @@ struct Args {
     #[arg(long)]
     json: bool,
     /// Items per batch (one durable catalog commit each).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u16).range(1..))]
     batch: u16,
     /// Batches moved at once.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     jobs: u16,
     /// Items of a batch written at once.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
     /// The destination tenant.
     tenant: String,
