@@ -375,8 +375,10 @@ impl Blobs for BlobStore {
         Ok(())
     }
 
-    /// For a local directory, flushes the batch's blobs, bytes and names
-    /// (see [`LocalDir::flush`]).
+    /// For a local directory, flushes the batch's blobs, bytes and names:
+    /// on Linux with one `syncfs` of the file system (each writeback error
+    /// is reported once, after which no later batch is called durable),
+    /// elsewhere with a sync of the directory.
     fn make_names_durable(&self) -> Result<(), Error> {
         match &self.local_dir {
             Some(dir) => dir.flush(),
