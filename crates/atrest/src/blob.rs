@@ -313,6 +313,17 @@ pub trait Blobs: Send + Sync {
     fn make_names_durable(&self) -> Result<(), Error> {
         Ok(())
     }
+
+    /// Whether writing a blob with [`Blobs::create_deferred`] waits on the
+    /// store — a network round trip, a flush of its own — rather than only
+    /// handing its bytes to the operating system, as a local directory
+    /// flushed once per batch does. A caller sealing a batch of in-memory
+    /// files uses it to choose its writers: one per blob when writes wait,
+    /// else one per core, since more would only contend for the CPU and
+    /// the directory. By default `true`.
+    fn deferred_writes_wait(&self) -> bool {
+        true
+    }
 }
 
 fn no_location(location: usize) -> Error {
@@ -425,5 +436,9 @@ impl Blobs for MemoryBlobs {
 
     fn location(&self) -> String {
         "memory".into()
+    }
+
+    fn deferred_writes_wait(&self) -> bool {
+        false
     }
 }

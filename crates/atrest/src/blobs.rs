@@ -385,6 +385,13 @@ impl Blobs for BlobStore {
             None => Ok(()),
         }
     }
+
+    /// Not for a local directory on Linux, whose batch is flushed whole by
+    /// [`Blobs::make_names_durable`]; elsewhere (an object store, or a
+    /// local blob flushed as it finishes) a write waits.
+    fn deferred_writes_wait(&self) -> bool {
+        !(self.local_dir.is_some() && LocalDir::FLUSHES_ALL)
+    }
 }
 
 impl BlobUpload for BlobWriter<'_> {

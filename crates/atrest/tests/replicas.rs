@@ -674,3 +674,27 @@ fn azure_replica_with_a_location_down() {
     assert!(again.copies[0].state.is_good() && again.copies[1].state.is_good());
     azure.delete(&record.blob).unwrap();
 }
+
+/// A batch's writers follow whether a write waits on the store: a local
+/// directory flushed once per batch (Linux) does not; an object store at a
+/// URL does, and so does a set of copies with such a location among them.
+#[test]
+fn whether_writes_wait_follows_the_locations() {
+    let dir = TempDir::new("writes-wait");
+    let dirs = local_dirs(dir.path(), 2);
+    let local: Vec<Arc<dyn Blobs>> = dirs
+        .iter()
+        .map(|d| Arc::new(BlobStore::local(d).unwrap()) as Arc<dyn Blobs>)
+        .collect();
+    let flushed_per_batch = cfg!(target_os = "linux");
+    assert_eq!(local[0].deferred_writes_wait(), !flushed_per_batch);
+    assert!(!atrest::MemoryBlobs::new().deferred_writes_wait());
+    assert!(nothing_listening().deferred_writes_wait());
+    let copies = |replica: Arc<dyn Blobs>| {
+        ReplicatedBlobs::new(local[0].clone(), vec![replica], 2)
+            .unwrap()
+            .deferred_writes_wait()
+    };
+    assert_eq!(copies(local[1].clone()), !flushed_per_batch);
+    assert!(copies(nothing_listening()));
+}

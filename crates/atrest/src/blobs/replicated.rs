@@ -631,6 +631,14 @@ impl Blobs for ReplicatedBlobs {
         self.at_enough("names made durable", |store| store.make_names_durable())
     }
 
+    /// Each write goes to every location, so it waits if any location's
+    /// does.
+    fn deferred_writes_wait(&self) -> bool {
+        self.locations
+            .iter()
+            .any(|location| location.deferred_writes_wait())
+    }
+
     fn locations(&self) -> usize {
         self.locations.len()
     }

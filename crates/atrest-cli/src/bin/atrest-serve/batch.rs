@@ -60,6 +60,8 @@ struct Queue {
 pub(crate) struct Batcher {
     deployment: Arc<Deployment>,
     queues: Mutex<HashMap<(String, String), Queue>>,
+    /// Blobs written at once in a batch: see [`Batcher::writers`].
+    writers: usize,
 }
 
 impl core::fmt::Debug for Batcher {
@@ -70,9 +72,25 @@ impl core::fmt::Debug for Batcher {
 
 impl Batcher {
     pub(crate) fn new(deployment: Arc<Deployment>) -> Self {
+        let writers = Self::writers(deployment.stored_blobs().deferred_writes_wait());
         Self {
             deployment,
             queues: Mutex::new(HashMap::new()),
+            writers,
+        }
+    }
+
+    /// How many blobs of a batch to write at once. The bodies are in
+    /// memory, so when a blob's write waits on the store (an object
+    /// store, replicas, a flush per blob), every blob of the batch is
+    /// written at once; when it does not (a local directory flushed once
+    /// per batch), one writer per core, since more only contend for the
+    /// CPU and the directory.
+    fn writers(writes_wait: bool) -> usize {
+        if writes_wait {
+            MAX_BATCH
+        } else {
+            std::thread::available_parallelism().map_or(1, usize::from)
         }
     }
 
@@ -164,10 +182,7 @@ impl Batcher {
         let access = Access::User {
             principal: principal.as_str(),
         };
-        // A thread per upload: sealing 256 KiB is quick, and what each
-        // waits for is its blob's flush to disk, which the file system
-        // merges when they overlap.
-        let threads = items.len().max(1);
+        let threads = self.writers.min(items.len()).max(1);
         match self.deployment.put_batch(tenant, &access, items, threads) {
             Ok(results) => {
                 for (reply, result) in replies.into_iter().zip(results) {
