@@ -237,6 +237,53 @@ id_type!(
     0x02
 );
 
+impl FileId {
+    /// A fresh id that sorts by creation time: the first six bytes are
+    /// `unix_millis` (milliseconds since the Unix epoch, big-endian, taken
+    /// modulo 2^48), the other ten come from `rng`.
+    ///
+    /// Ids made this way land next to each other in the ordered indexes of
+    /// a catalog, so a batch of new files changes a few index pages rather
+    /// than one page per file. The time in the id is no secret: the
+    /// catalog records when each version was sealed anyway. Eighty random
+    /// bits keep two ids of the same millisecond apart (a collision among
+    /// a million ids of one millisecond has a probability below 2^-40).
+    ///
+    /// # Errors
+    /// [`Error::Rng`] if the generator fails.
+    pub fn time_ordered(unix_millis: u64, rng: &mut impl SecureRandom) -> Result<Self, Error> {
+        loop {
+            let mut bytes = [0u8; 16];
+            let (time, random) = bytes.split_at_mut(6);
+            for (to, from) in time
+                .iter_mut()
+                .zip(unix_millis.to_be_bytes().iter().skip(2))
+            {
+                *to = *from;
+            }
+            rng.fill(random)?;
+            // All zero only if the time is zero too; draw again, as `random` does.
+            if let Ok(id) = Self::from_bytes(bytes) {
+                return Ok(id);
+            }
+        }
+    }
+
+    /// [`FileId::time_ordered`] at the system clock's current time (a clock
+    /// set before 1970 counts as 0).
+    ///
+    /// # Errors
+    /// [`Error::Rng`] if the generator fails.
+    pub fn time_ordered_now(rng: &mut impl SecureRandom) -> Result<Self, Error> {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            });
+        Self::time_ordered(millis, rng)
+    }
+}
+
 id_type!(
     /// Identifies a key-encryption key (for example one tenant intermediate key,
     /// across all its versions).

@@ -124,3 +124,29 @@ fn canonical_encodings_are_length_prefixed_and_distinct() {
         assert!(seen.insert(ctx.encode()));
     }
 }
+
+#[test]
+fn time_ordered_file_ids_sort_by_time_and_stay_apart_within_a_millisecond() {
+    let at = 0x0123_4567_89ab_u64;
+    let earlier = FileId::time_ordered(at, &mut OsRng).unwrap();
+    let later = FileId::time_ordered(at + 1, &mut OsRng).unwrap();
+    assert_eq!(
+        earlier.as_bytes()[..6],
+        [0x01, 0x23, 0x45, 0x67, 0x89, 0xab]
+    );
+    assert!(earlier < later, "a later millisecond sorts after");
+    // Only the low 48 bits of the time are kept.
+    let wrapped = FileId::time_ordered(at | (0xffff << 48), &mut OsRng).unwrap();
+    assert_eq!(wrapped.as_bytes()[..6], earlier.as_bytes()[..6]);
+    // The same millisecond: the random part keeps them apart.
+    let same: HashSet<FileId> = (0..1000)
+        .map(|_| FileId::time_ordered(at, &mut OsRng).unwrap())
+        .collect();
+    assert_eq!(same.len(), 1000);
+    assert!(
+        same.iter()
+            .all(|id| id.as_bytes()[..6] == earlier.as_bytes()[..6])
+    );
+    // Time zero still never gives the nil id.
+    assert!(FileId::time_ordered(0, &mut OsRng).is_ok());
+}

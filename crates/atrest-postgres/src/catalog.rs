@@ -296,8 +296,8 @@ async fn begin_in(
     let started_at = signed(now(), "clock out of range")?;
     let mut tickets = Vec::with_capacity(seals.len());
     for (name, blob) in seals {
-        let new_file =
-            FileId::random(&mut OsRng).map_err(|e| stop(atrest_tenant::Error::from(e)))?;
+        let new_file = FileId::time_ordered_now(&mut OsRng)
+            .map_err(|e| stop(atrest_tenant::Error::from(e)))?;
         let _ = tx
             .execute(
                 "INSERT INTO atrest_catalog_files (tenant, name, file) VALUES ($1, $2, $3)

@@ -747,7 +747,8 @@ impl SqliteCatalog {
             let mut tickets = Vec::with_capacity(seals.len());
             let started_at = now();
             for (name, blob) in seals {
-                let new_file = FileId::random(&mut OsRng).map_err(atrest_tenant::Error::from)?;
+                let new_file = FileId::time_ordered_now(&mut OsRng)
+                    .map_err(atrest_tenant::Error::from)?;
                 let _ = tx
                     .prepare_cached(
                         "INSERT INTO catalog_files (tenant, name, file) VALUES (?1, ?2, ?3)
