@@ -51,6 +51,7 @@ use atrest::audit::{
 };
 use atrest::blobs::BlobStore;
 use atrest::filekey::{FileVersion, KeyVersion, OsRng, TenantId};
+use atrest::stream::{PlaintextSink, WriteSink};
 use atrest::tenant::MetadataStore;
 use atrest::tenant::blocking::block_on;
 use atrest::tenant::{
@@ -924,17 +925,35 @@ impl Deployment {
         range: Option<Range<u64>>,
         out: &mut (impl Write + Send),
     ) -> Result<u64, Error> {
+        self.get_into(tenant, name, version, access, range, &mut WriteSink(out))
+    }
+
+    /// As [`Deployment::get`], into a [`PlaintextSink`], which takes the
+    /// plaintext of a whole-file read in buffers of its own
+    /// ([`atrest::stream::PlaintextChunk`]) rather than copies.
+    ///
+    /// # Errors
+    /// As for [`Deployment::get`].
+    pub fn get_into(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: Option<u64>,
+        access: &Access<'_>,
+        range: Option<Range<u64>>,
+        sink: &mut (impl PlaintextSink + Send),
+    ) -> Result<u64, Error> {
         let tenant_id = self.tenant_id(tenant)?;
         let version = file_version(version)?;
         let bytes = match range {
             Some(range) => self
                 .files
-                .open_range(access, tenant_id, name, version, range, out)
+                .open_range_into(access, tenant_id, name, version, range, sink)
                 .map(|(_, bytes)| bytes),
             None => self
                 .files
-                .open(access, tenant_id, name, version, out)
-                .map(|(record, _)| record.plaintext_len),
+                .open_into(access, tenant_id, name, version, sink)
+                .map(|record| record.plaintext_len),
         };
         named(tenant, tenant_id, bytes)
     }

@@ -165,6 +165,28 @@ mod sealed {
             out.copy_from_slice(input);
             self.open(nonce, aad, out, tag)
         }
+
+        /// Decrypts the ciphertext at `in_out[src..]` into the start of
+        /// `in_out` (the plaintext ends `src` bytes before the ciphertext
+        /// did) if `tag` verifies. Backends without such an operation move
+        /// the ciphertext first and open it in place. On failure the
+        /// caller wipes `in_out`.
+        fn open_shifted(
+            &self,
+            nonce: [u8; 12],
+            aad: &[u8],
+            in_out: &mut [u8],
+            src: usize,
+            tag: &[u8; 16],
+        ) -> bool {
+            let Some(len) = in_out.len().checked_sub(src) else {
+                return false;
+            };
+            in_out.copy_within(src.., 0);
+            in_out
+                .get_mut(..len)
+                .is_some_and(|body| self.open(nonce, aad, body, tag))
+        }
     }
 }
 use sealed::Aes256GcmKey;
@@ -188,6 +210,23 @@ impl Aes256GcmKey for ring::aead::LessSafeKey {
         let tag = ring::aead::Tag::from(*tag);
         self.open_in_place_separate_tag(nonce, ring::aead::Aad::from(aad), tag, in_out, 0..)
             .is_ok()
+    }
+    // `ring` decrypts from one place in the buffer to an earlier one in a
+    // single pass.
+    fn open_shifted(
+        &self,
+        nonce: [u8; 12],
+        aad: &[u8],
+        in_out: &mut [u8],
+        src: usize,
+        tag: &[u8; 16],
+    ) -> bool {
+        let nonce = ring::aead::Nonce::assume_unique_for_key(nonce);
+        let tag = ring::aead::Tag::from(*tag);
+        src <= in_out.len()
+            && self
+                .open_in_place_separate_tag(nonce, ring::aead::Aad::from(aad), tag, in_out, src..)
+                .is_ok()
     }
 }
 
@@ -355,6 +394,18 @@ impl StreamKey {
             return Err(Error::Misuse("output length differs from input length"));
         }
         dispatch!(self, k => k.seal_to(nonce, &[], input, out)).ok_or(Error::TooLong)
+    }
+
+    /// Opens the ciphertext at `in_out[src..]` into the start of `in_out`
+    /// if `tag` verifies.
+    pub(crate) fn open_shifted(
+        &self,
+        nonce: [u8; 12],
+        in_out: &mut [u8],
+        src: usize,
+        tag: &[u8; TAG_LEN],
+    ) -> bool {
+        dispatch!(self, k => k.open_shifted(nonce, &[], in_out, src, tag))
     }
 
     /// Opens `input` into `out` (the same length) if `tag` verifies.

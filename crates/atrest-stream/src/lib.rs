@@ -17,6 +17,7 @@ mod random_access;
 mod read;
 mod schedule;
 mod segment;
+mod sink;
 #[cfg(feature = "tokio")]
 mod tokio;
 mod write;
@@ -34,6 +35,7 @@ pub use format::{
 pub use options::{Options, Parallelism};
 pub use random_access::{RandomAccess, ReadAt};
 pub use read::Decryptor;
+pub use sink::{PlaintextChunk, PlaintextSink, WriteSink};
 #[cfg(feature = "tokio")]
 pub use tokio::{AsyncDecryptor, AsyncEncryptor};
 pub use write::Encryptor;
@@ -212,6 +214,7 @@ impl std::fmt::Debug for Sealer<'_> {
 /// | `std::io::Read` adapter, `Seek` over `Read + Seek` | [`Opener::reader`] |
 /// | byte ranges from positioned reads, shareable | [`Opener::random_access`] |
 /// | `Read` to `Write`, pipelined on threads | [`Opener::open_stream`] |
+/// | `Read` to a [`PlaintextSink`] that takes each run of segments in its own buffer, pipelined | [`Opener::open_stream_into`] |
 /// | `tokio::io::AsyncRead` adapter (feature `tokio`) | `Opener::async_reader` |
 ///
 /// The segment size comes from the stream's prefix; [`Options`] choose the
@@ -359,9 +362,10 @@ impl<'a> Opener<'a> {
     /// cipher (on the options' threads) and writing overlapped. Returns the
     /// writer (flushed) and the plaintext length.
     ///
-    /// Plaintext reaches `writer` one verified segment at a time, in order,
-    /// as with a [`Decryptor`]; only an `Ok` return means the whole stream,
-    /// end included, was authentic. On an error, discard what was written.
+    /// Plaintext reaches `writer` only once verified, in order, a run of
+    /// segments (about 1 MiB) at a time; only an `Ok` return means the
+    /// whole stream, end included, was authentic. On an error, discard what
+    /// was written.
     ///
     /// # Errors
     /// As for reading from a [`Decryptor`].
@@ -370,9 +374,26 @@ impl<'a> Opener<'a> {
         reader: R,
         writer: W,
     ) -> Result<(W, u64), Error> {
+        let mut sink = WriteSink(writer);
+        let len = self.open_stream_into(reader, &mut sink)?;
+        Ok((sink.0, len))
+    }
+
+    /// As [`Opener::open_stream`], into a [`PlaintextSink`]: each run of
+    /// verified segments is handed over in a buffer of its own
+    /// ([`PlaintextChunk`]), so a sink that passes the plaintext on (to an
+    /// HTTP body, say) need not copy it. Returns the plaintext length.
+    ///
+    /// # Errors
+    /// As for [`Opener::open_stream`].
+    pub fn open_stream_into<R: Read + Send, S: PlaintextSink + Send>(
+        &self,
+        reader: R,
+        sink: &mut S,
+    ) -> Result<u64, Error> {
         pipeline::decrypt_stream(
             reader,
-            writer,
+            sink,
             self.key,
             self.associated_data,
             self.options,

@@ -19,12 +19,12 @@ use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use atrest_filekey::FileKey;
-use zeroize::Zeroizing;
 
 use crate::buffer::grow_wiping;
 use crate::format::{HEADER_LEN, Layout, SegmentSize, TAG_LEN};
 use crate::schedule;
 use crate::segment::{LastSegment, SegmentOpener, SegmentSealer};
+use crate::sink::{Buffer, PlaintextChunk, PlaintextSink, Pool};
 use crate::{Error, Options};
 
 /// Aim for chunks of about this many bytes.
@@ -32,11 +32,10 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// Most chunks in flight at once.
 const MAX_IN_FLIGHT: usize = 12;
 
-/// A chunk buffer. It holds plaintext at times (the plaintext read when
-/// encrypting, the opened segments when decrypting, and what the previous
-/// chunk left when it is reused), so it is wiped when dropped and grows only
-/// through [`grow_wiping`], which wipes the allocation it leaves.
-type Buffer = Zeroizing<Vec<u8>>;
+// A chunk buffer ([`Buffer`]) holds plaintext at times (the plaintext read
+// when encrypting, the opened segments when decrypting, and what the
+// previous chunk left when it is reused), so it is wiped when dropped and
+// grows only through [`grow_wiping`], which wipes the allocation it leaves.
 
 /// The first read into a slot: slots grow with the data actually read, so a
 /// short stream that claims a large segment size costs little memory.
@@ -54,8 +53,10 @@ struct Chunk {
     segments: Vec<(usize, usize)>,
     /// Whether the chunk ends with the stream's last segment.
     last: bool,
-    /// After the work: the byte ranges of `buf` to write, in order.
-    output: Vec<Range<usize>>,
+    /// After the work: the bytes of `buf` to write (ciphertext when
+    /// encrypting; when decrypting, the plaintext of every segment, moved
+    /// together at the start).
+    output: Range<usize>,
 }
 
 /// Reads until `buf` is full or the source ends; returns the bytes read.
@@ -139,7 +140,7 @@ impl<R: Read> Chunker<R> {
             first_segment: self.next_segment,
             segments: Vec::with_capacity(per_chunk),
             last: false,
-            output: Vec::new(),
+            output: 0..0,
         };
         let mut offset = 0usize;
         for _ in 0..per_chunk {
@@ -166,12 +167,14 @@ impl<R: Read> Chunker<R> {
     }
 }
 
-/// Runs the read → work → ordered write pipeline.
+/// Runs the read → work → ordered write pipeline. `consume` gets each
+/// chunk in order and gives its buffer back to the pool, at once or (when
+/// it hands the buffer on) when it is done with it.
 fn run<P, F, C>(threads: usize, produce: P, work: F, mut consume: C) -> Result<(), Error>
 where
     P: FnMut(Buffer) -> Result<Option<Chunk>, Error> + Send,
     F: Fn(&mut Chunk) -> Result<(), Error> + Sync,
-    C: FnMut(&Chunk) -> Result<(), Error> + Send,
+    C: FnMut(Chunk, &Pool) -> Result<(), Error> + Send,
 {
     let workers = threads.max(1);
     let in_flight = (2 * workers + 2).min(MAX_IN_FLIGHT);
@@ -181,6 +184,7 @@ where
             .send(Buffer::default())
             .map_err(|_| Error::Backend)?;
     }
+    let pool = Pool::new(free_tx);
     let (todo_tx, todo_rx) = sync_channel::<Chunk>(in_flight);
     let (done_tx, done_rx) = sync_channel::<(u64, Result<Chunk, Error>)>(in_flight);
     let todo_rx = Mutex::new(todo_rx);
@@ -191,7 +195,7 @@ where
         }
     };
 
-    let (fail, todo_rx, work) = (&fail, &todo_rx, &work);
+    let (fail, todo_rx, work, pool) = (&fail, &todo_rx, &work, &pool);
     std::thread::scope(move |scope| {
         // Reader. It holds a free buffer before producing a chunk, and there
         // are as many buffers as places in each channel, so no send blocks
@@ -252,16 +256,15 @@ where
                             return;
                         }
                     };
-                    if let Err(error) = consume(&chunk) {
+                    finished = chunk.last;
+                    if let Err(error) = consume(chunk, pool) {
                         fail(error);
-                        // Dropping the pool and the results channel (after
-                        // this returns) stops the reader and the workers.
+                        // Closing the pool and dropping the results channel
+                        // (after this returns) stops the reader and the
+                        // workers.
                         return;
                     }
                     next += 1;
-                    finished = chunk.last;
-                    // The reader may have stopped already; the buffer is then dropped.
-                    let _ = free_tx.try_send(chunk.buf);
                 }
                 if finished {
                     break;
@@ -272,8 +275,9 @@ where
             }
         };
         write();
-        // Unblock the reader and workers if the writer stopped early.
-        drop(free_tx);
+        // Unblock the reader and workers if the writer stopped early; a
+        // buffer given back from now on is wiped and freed.
+        pool.close();
         drop(done_rx);
         // Join each thread rather than leave it to the scope: a joined
         // thread has also run its thread-local destructors, so nothing of
@@ -323,15 +327,14 @@ pub(crate) fn encrypt_stream<R: Read + Send, W: Write + Send>(
             )
         },
         |chunk| seal_chunk(&cipher, chunk),
-        |chunk| {
-            for range in &chunk.output {
-                writer.write_all(chunk.buf.get(range.clone()).unwrap_or_default())?;
-            }
+        |chunk, pool| {
+            writer.write_all(chunk.buf.get(chunk.output.clone()).unwrap_or_default())?;
             total += chunk
                 .segments
                 .iter()
                 .map(|&(_, len)| len as u64)
                 .sum::<u64>();
+            pool.give_back(chunk.buf);
             Ok(())
         },
     )?;
@@ -357,22 +360,23 @@ fn seal_chunk(cipher: &SegmentSealer, chunk: &mut Chunk) -> Result<(), Error> {
     }
     // Every segment but the stream's last fills its slot, so the chunk's
     // ciphertext is contiguous.
-    chunk.output = std::iter::once(start..end).collect();
+    chunk.output = start..end;
     Ok(())
 }
 
-/// Decrypts the stream `reader` yields into `writer`, overlapping reading,
+/// Decrypts the stream `reader` yields into `sink`, overlapping reading,
 /// decryption and writing; with `expected`, a stream of another segment size
-/// is refused before anything past the header is read. Returns the writer
-/// (flushed) and the plaintext length.
-pub(crate) fn decrypt_stream<R: Read + Send, W: Write + Send>(
+/// is refused before anything past the header is read. Each chunk's
+/// plaintext is handed to the sink in its own buffer. Returns the plaintext
+/// length.
+pub(crate) fn decrypt_stream<R: Read + Send, S: PlaintextSink + Send>(
     mut reader: R,
-    mut writer: W,
+    sink: &mut S,
     key: &FileKey,
     associated_data: &[u8],
     options: Options,
     expected: Option<SegmentSize>,
-) -> Result<(W, u64), Error> {
+) -> Result<u64, Error> {
     let threads = options.parallelism.get();
     let mut header = [0u8; HEADER_LEN];
     crate::read::read_full(&mut reader, &mut header)?;
@@ -393,27 +397,24 @@ pub(crate) fn decrypt_stream<R: Read + Send, W: Write + Send>(
             )
         },
         |chunk| open_chunk(&cipher, layout, chunk),
-        |chunk| {
-            for range in &chunk.output {
-                writer.write_all(chunk.buf.get(range.clone()).unwrap_or_default())?;
-                total += range.len() as u64;
-            }
+        |chunk, pool| {
+            total += chunk.output.len() as u64;
+            sink.take_chunk(PlaintextChunk::new(chunk.buf, chunk.output, pool.clone()))?;
             Ok(())
         },
     )?;
-    writer.flush()?;
-    Ok((writer, total))
+    sink.finish_plaintext()?;
+    Ok(total)
 }
 
 fn open_chunk(cipher: &SegmentOpener, layout: Layout, chunk: &mut Chunk) -> Result<(), Error> {
     let count = chunk.segments.len();
-    let mut output = Vec::with_capacity(count);
+    // Each segment's plaintext goes right after the previous one's, so the
+    // chunk's plaintext ends up contiguous at the start of the buffer (each
+    // lies no later than its own ciphertext, which it replaces).
+    let mut out = 0usize;
     for (i, &(offset, len)) in chunk.segments.iter().enumerate() {
         let index = chunk.first_segment + i as u64;
-        let segment = chunk
-            .buf
-            .get_mut(offset..offset + len)
-            .ok_or(Error::Malformed("chunk"))?;
         let plain = if chunk.last && i + 1 == count {
             if len < TAG_LEN {
                 return Err(Error::Truncated);
@@ -421,10 +422,16 @@ fn open_chunk(cipher: &SegmentOpener, layout: Layout, chunk: &mut Chunk) -> Resu
             if index > 0 && len == TAG_LEN {
                 return Err(Error::Malformed("empty final segment after a full segment"));
             }
-            match cipher.open_last(index, segment, layout.full_segment_len(index))? {
+            let segment = chunk
+                .buf
+                .get_mut(offset..offset + len)
+                .ok_or(Error::Malformed("chunk"))?;
+            let plain = match cipher.open_last(index, segment, layout.full_segment_len(index))? {
                 LastSegment::Last(n) => n,
                 LastSegment::CutAfter(_) => return Err(Error::Truncated),
-            }
+            };
+            chunk.buf.copy_within(offset..offset + plain, out);
+            plain
         } else if chunk.last || i + 1 == count {
             // In the final chunk and at the end of every chunk, a segment
             // that fails as an inner one is tried as the last one (bytes
@@ -432,16 +439,29 @@ fn open_chunk(cipher: &SegmentOpener, layout: Layout, chunk: &mut Chunk) -> Resu
             // ciphertext intact, so it is opened from a copy. Elsewhere a
             // segment is opened in place; the real end lies there only when
             // more than a chunk's remainder was appended.
-            let ciphertext = segment.to_vec();
-            let (body, _) = segment.split_at_mut(len - TAG_LEN);
-            cipher.open_inner_to(index, &ciphertext, body)?;
-            len - TAG_LEN
+            let ciphertext = chunk
+                .buf
+                .get(offset..offset + len)
+                .ok_or(Error::Malformed("chunk"))?
+                .to_vec();
+            let plain = len.checked_sub(TAG_LEN).ok_or(Error::Truncated)?;
+            let to = chunk
+                .buf
+                .get_mut(out..out + plain)
+                .ok_or(Error::Malformed("chunk"))?;
+            cipher.open_inner_to(index, &ciphertext, to)?;
+            plain
         } else {
-            cipher.open(index, false, segment)?
+            let region = chunk
+                .buf
+                .get_mut(out..offset + len)
+                .ok_or(Error::Malformed("chunk"))?;
+            let src = offset.checked_sub(out).ok_or(Error::Malformed("chunk"))?;
+            cipher.open_shifted(index, false, region, src)?
         };
-        output.push(offset..offset + plain);
+        out += plain;
     }
-    chunk.output = output;
+    chunk.output = 0..out;
     Ok(())
 }
 

@@ -125,6 +125,34 @@ impl SegmentOpener {
 
     /// Decrypts `segment` (ciphertext followed by the tag) in place and
     /// returns the plaintext length. On failure the buffer is zeroed.
+    /// Opens the segment (ciphertext and tag) at `buf[src..]`, writing
+    /// its plaintext to the start of `buf`; returns the plaintext length.
+    /// On failure `buf` is wiped of whatever was decrypted.
+    pub(crate) fn open_shifted(
+        &self,
+        index: u64,
+        last: bool,
+        buf: &mut [u8],
+        src: usize,
+    ) -> Result<usize, Error> {
+        let end = buf
+            .len()
+            .checked_sub(TAG_LEN)
+            .filter(|&end| end >= src)
+            .ok_or(Error::Truncated)?;
+        let (body, tag) = buf.split_at_mut(end);
+        let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| Error::Truncated)?;
+        if !self
+            .0
+            .key
+            .open_shifted(self.0.nonce(index, last)?, body, src, tag)
+        {
+            body.fill(0);
+            return Err(Error::AuthenticationFailed);
+        }
+        Ok(end - src)
+    }
+
     pub(crate) fn open(&self, index: u64, last: bool, segment: &mut [u8]) -> Result<usize, Error> {
         let len = segment.len().checked_sub(TAG_LEN).ok_or(Error::Truncated)?;
         let (body, tag) = segment.split_at_mut(len);

@@ -9,7 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use atrest_audit::{Audit, Event, FileRef, Outcome, Record, Text, Value};
 use atrest_filekey::{FileContext, FileKey, FileVersion, KeyVersion, TenantId};
-use atrest_stream::{Backend, FORMAT_VERSION, Opener, Options, Parallelism, Sealer, SegmentSize};
+use atrest_stream::{
+    Backend, FORMAT_VERSION, Opener, Options, Parallelism, PlaintextChunk, PlaintextSink, Sealer,
+    SegmentSize, WriteSink,
+};
 use atrest_tenant::blocking::block_on;
 use atrest_tenant::{Access, KeyHierarchy, MetadataKey, RewrapProgress, RewrapReport};
 
@@ -696,11 +699,11 @@ impl Files {
     /// once some plaintext has been, the read resumes from the next copy
     /// at the first byte not yet released ([`Files::read_range_copies`]).
     /// With one copy, this is one attempt.
-    fn read_copies<W: Write + Send>(
+    fn read_copies<S: PlaintextSink + Send>(
         &self,
         key: &FileKey,
         record: &FileRecord,
-        out: &mut Released<W>,
+        out: &mut Released<S>,
         passed_over: &mut Vec<(usize, Error)>,
     ) -> Result<u64, Error> {
         // The blob must have been sealed with the segment size the
@@ -713,7 +716,7 @@ impl Files {
         for location in 0..locations {
             let attempt = self.blobs.open_at(&record.blob, location).and_then(|blob| {
                 opener
-                    .open_stream(blob, &mut *out)
+                    .open_stream_into(blob, out)
                     .map(|_| ())
                     .map_err(Error::from)
             });
@@ -749,12 +752,12 @@ impl Files {
     /// it came from. A failure of `out` itself ends the read. Each copy
     /// passed over is added to `passed_over`; if no copy serves, the first
     /// of them is returned.
-    fn read_range_copies<W: Write>(
+    fn read_range_copies<S: PlaintextSink>(
         &self,
         opener: &Opener<'_>,
         record: &FileRecord,
         range: Range<u64>,
-        out: &mut Released<W>,
+        out: &mut Released<S>,
         from: usize,
         passed_over: &mut Vec<(usize, Error)>,
     ) -> Result<u64, Error> {
@@ -792,9 +795,9 @@ impl Files {
     /// hierarchy), then every byte of the blob is decrypted into `out`, and
     /// the read is audited. Returns the record and the writer.
     ///
-    /// Plaintext reaches `out` one verified segment at a time; only an `Ok`
-    /// return means the whole file, end included, was authentic. On an
-    /// error, discard what was written.
+    /// Plaintext reaches `out` only once verified, a run of segments at a
+    /// time; only an `Ok` return means the whole file, end included, was
+    /// authentic. On an error, discard what was written.
     ///
     /// # Errors
     /// [`Error::Catalog`] if there is no such file or version;
@@ -810,11 +813,30 @@ impl Files {
         version: Option<FileVersion>,
         out: W,
     ) -> Result<(FileRecord, W), Error> {
+        let mut sink = WriteSink(out);
+        let record = self.open_into(access, tenant, name, version, &mut sink)?;
+        Ok((record, sink.0))
+    }
+
+    /// As [`Files::open`], into a [`PlaintextSink`]: each run of verified
+    /// segments is handed over in a buffer of its own
+    /// ([`PlaintextChunk`]), which a sink that passes the plaintext on (an
+    /// HTTP response body, say) can keep instead of copying. Returns the
+    /// record.
+    ///
+    /// # Errors
+    /// As for [`Files::open`].
+    pub fn open_into<S: PlaintextSink + Send>(
+        &self,
+        access: &Access<'_>,
+        tenant: TenantId,
+        name: &str,
+        version: Option<FileVersion>,
+        sink: &mut S,
+    ) -> Result<FileRecord, Error> {
         let record = block_on(self.catalog.record(tenant, name, version))?;
         let key = self.key_for(access, tenant, &record, name, version)?;
-        // The blob must have been sealed with the segment size the
-        // (authenticated) record says, whatever its prefix claims.
-        let mut out = Released::new(out);
+        let mut out = Released::new(sink);
         let mut passed_over = Vec::new();
         let result = self.read_copies(&key, &record, &mut out, &mut passed_over);
         drop(key);
@@ -824,7 +846,7 @@ impl Files {
         let len = result.and_then(|len| record.check_len(len));
         self.audit_open(access, &record, len.as_ref().copied(), None)?;
         let _ = len?;
-        Ok((record, out.inner))
+        Ok(record)
     }
 
     /// Opens bytes `range` of file `name` of `tenant` (version `version`,
@@ -844,6 +866,22 @@ impl Files {
         range: Range<u64>,
         out: &mut W,
     ) -> Result<(FileRecord, u64), Error> {
+        self.open_range_into(access, tenant, name, version, range, &mut WriteSink(out))
+    }
+
+    /// As [`Files::open_range`], into a [`PlaintextSink`].
+    ///
+    /// # Errors
+    /// As for [`Files::open_range`].
+    pub fn open_range_into<S: PlaintextSink>(
+        &self,
+        access: &Access<'_>,
+        tenant: TenantId,
+        name: &str,
+        version: Option<FileVersion>,
+        range: Range<u64>,
+        sink: &mut S,
+    ) -> Result<(FileRecord, u64), Error> {
         let record = block_on(self.catalog.record(tenant, name, version))?;
         if range.start > range.end || range.end > record.plaintext_len {
             return Err(Error::InvalidRange {
@@ -862,7 +900,7 @@ impl Files {
                 &opener,
                 &record,
                 range.clone(),
-                &mut Released::new(out),
+                &mut Released::new(sink),
                 0,
                 &mut passed_over,
             )
@@ -1031,28 +1069,27 @@ fn parallel<T: Send, U: Send>(
 
 /// The output of a read: counts the plaintext released, and notes whether
 /// the output itself failed (then no other copy of the blob can help).
-struct Released<W> {
-    inner: W,
+/// Range reads write through it as a [`Write`].
+struct Released<S> {
+    inner: S,
     written: u64,
     failed: bool,
 }
 
-impl<W> Released<W> {
-    fn new(inner: W) -> Self {
+impl<S> Released<S> {
+    fn new(inner: S) -> Self {
         Self {
             inner,
             written: 0,
             failed: false,
         }
     }
-}
 
-impl<W: Write> Write for Released<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self.inner.write(buf) {
-            Ok(n) => {
-                self.written += n as u64;
-                Ok(n)
+    fn count(&mut self, len: usize, result: std::io::Result<()>) -> std::io::Result<()> {
+        match result {
+            Ok(()) => {
+                self.written += len as u64;
+                Ok(())
             }
             Err(error) => {
                 self.failed = true;
@@ -1060,9 +1097,34 @@ impl<W: Write> Write for Released<W> {
             }
         }
     }
+}
+
+impl<S: PlaintextSink> PlaintextSink for Released<S> {
+    fn write_plaintext(&mut self, plaintext: &[u8]) -> std::io::Result<()> {
+        let result = self.inner.write_plaintext(plaintext);
+        self.count(plaintext.len(), result)
+    }
+
+    fn take_chunk(&mut self, chunk: PlaintextChunk) -> std::io::Result<()> {
+        let len = chunk.len();
+        let result = self.inner.take_chunk(chunk);
+        self.count(len, result)
+    }
+
+    fn finish_plaintext(&mut self) -> std::io::Result<()> {
+        self.inner
+            .finish_plaintext()
+            .inspect_err(|_| self.failed = true)
+    }
+}
+
+impl<S: PlaintextSink> Write for Released<S> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_plaintext(buf).map(|()| buf.len())
+    }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush().inspect_err(|_| self.failed = true)
+        self.finish_plaintext()
     }
 }
 

@@ -1,9 +1,11 @@
 //! Between the async HTTP bodies and the synchronous files API: an upload's
-//! body as a [`Read`] and a download's plaintext as a [`Write`], each over a
-//! small bounded channel, so a request holds a few chunks in memory
+//! body as a [`Read`] and a download's plaintext as a [`PlaintextSink`], each
+//! over a small bounded channel, so a request holds a few chunks in memory
 //! whatever the file's size and a slow side slows the other down.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
+
+use atrest::stream::{PlaintextChunk, PlaintextSink};
 
 use bytes::{Buf as _, Bytes};
 use tokio::sync::{mpsc, oneshot};
@@ -75,9 +77,11 @@ impl Read for BodyReader {
     }
 }
 
-/// A download's plaintext, as the files API writes it: the first write
-/// tells the HTTP side that the open got past its checks (so the status
-/// line can be sent), then each write becomes a body chunk.
+/// A download's plaintext, as the files API hands it over: the first
+/// plaintext tells the HTTP side that the open got past its checks (so the
+/// status line can be sent), then each run of plaintext becomes a body
+/// chunk — a whole-file read's chunks without a copy, their buffers going
+/// back to the decryption once sent.
 pub(crate) struct BodyWriter<E> {
     chunks: mpsc::Sender<io::Result<Bytes>>,
     started: Option<oneshot::Sender<Result<(), E>>>,
@@ -92,6 +96,18 @@ impl<E> BodyWriter<E> {
             chunks,
             started: Some(started),
         }
+    }
+
+    fn send(&mut self, bytes: Bytes) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if let Some(started) = self.started.take() {
+            let _ = started.send(Ok(()));
+        }
+        self.chunks
+            .blocking_send(Ok(bytes))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client stopped reading"))
     }
 
     /// Reports how the open ended: before any byte, as the answer to the
@@ -112,21 +128,12 @@ impl<E> BodyWriter<E> {
     }
 }
 
-impl<E> Write for BodyWriter<E> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        if let Some(started) = self.started.take() {
-            let _ = started.send(Ok(()));
-        }
-        self.chunks
-            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client stopped reading"))?;
-        Ok(buf.len())
+impl<E> PlaintextSink for BodyWriter<E> {
+    fn write_plaintext(&mut self, plaintext: &[u8]) -> io::Result<()> {
+        self.send(Bytes::copy_from_slice(plaintext))
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+    fn take_chunk(&mut self, chunk: PlaintextChunk) -> io::Result<()> {
+        self.send(Bytes::from_owner(chunk))
     }
 }

@@ -507,7 +507,8 @@ async fn download(
     let log_id = request.clone();
     spawn_in_request(&request, move || {
         let mut out = BodyWriter::new(chunks, started);
-        let result = deployment.get(&tenant, &name, version, &caller.access(), range, &mut out);
+        let result =
+            deployment.get_into(&tenant, &name, version, &caller.access(), range, &mut out);
         out.finish(result.map(|_| ()), |error: &deployment::Error| {
             eprintln!("atrest-serve: request {}: cut short: {error}", log_id.0);
             format!("the download failed: {error}")
