@@ -1485,6 +1485,31 @@ impl KeyHierarchy {
         tenant: TenantId,
         contexts: &[FileContext],
     ) -> Result<Vec<NewFileKey>, Error> {
+        let (keys, records) = self.new_file_keys_records_pending(access, tenant, contexts)?;
+        records.commit()?;
+        Ok(keys)
+    }
+
+    /// As [`KeyHierarchy::new_file_keys`], but the keys' records (made
+    /// here, each with its request id) are committed to the audit trail by
+    /// the caller, with [`PendingKeyRecords::commit`]: so a batch can
+    /// commit them while it writes what the keys protect, rather than
+    /// before. Denials and a TIK that cannot be used are recorded here, as
+    /// by `new_file_keys`.
+    ///
+    /// The caller must commit the records, and see the commit succeed,
+    /// before it publishes anything the keys protect (a file record, say);
+    /// if the commit fails it must publish nothing. `atrest`'s `Files`
+    /// does so for its batches.
+    ///
+    /// # Errors
+    /// As for [`KeyHierarchy::new_file_keys`].
+    pub fn new_file_keys_records_pending(
+        &self,
+        access: &Access<'_>,
+        tenant: TenantId,
+        contexts: &[FileContext],
+    ) -> Result<(Vec<NewFileKey>, PendingKeyRecords), Error> {
         block_on(async {
             self.check_capability(access)?;
             let entry = self.tenant_entry(tenant).await?;
@@ -1550,8 +1575,13 @@ impl KeyHierarchy {
                 );
                 keys.push(made);
             }
-            let _ = self.audit.record_all(records)?;
-            Ok(keys)
+            Ok((
+                keys,
+                PendingKeyRecords {
+                    audit: Arc::clone(&self.audit),
+                    records,
+                },
+            ))
         })
     }
 
@@ -1661,3 +1691,32 @@ fn operations_are_send(
 /// One result of [`KeyHierarchy::new_file_keys`]: a new file key and its
 /// wrap, or why it could not be made.
 pub type NewFileKey = Result<(FileKey, WrappedFileKey), Error>;
+
+/// The `file_key_wrapped` records of keys made by
+/// [`KeyHierarchy::new_file_keys_records_pending`], not yet in the audit
+/// trail. Dropping them uncommitted loses them: commit them before
+/// publishing anything the keys protect.
+#[must_use = "the keys' records must be committed before anything the keys protect is published"]
+pub struct PendingKeyRecords {
+    audit: Arc<dyn Audit>,
+    records: Vec<Record>,
+}
+
+impl PendingKeyRecords {
+    /// Commits the records to the audit trail (one sync).
+    ///
+    /// # Errors
+    /// [`Error::Audit`] if they could not be committed.
+    pub fn commit(self) -> Result<(), Error> {
+        let _ = self.audit.record_all(self.records)?;
+        Ok(())
+    }
+}
+
+impl core::fmt::Debug for PendingKeyRecords {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PendingKeyRecords")
+            .field("records", &self.records.len())
+            .finish_non_exhaustive()
+    }
+}

@@ -17,8 +17,8 @@ pub mod tenant_key;
 
 pub use error::{Error, KeyFileProblem, ProviderError};
 pub use hierarchy::{
-    Builder, DEFAULT_CACHE_TTL, KeyHierarchy, NewFileKey, RewrapProgress, RewrapReport,
-    RootRollReport,
+    Builder, DEFAULT_CACHE_TTL, KeyHierarchy, NewFileKey, PendingKeyRecords, RewrapProgress,
+    RewrapReport, RootRollReport,
 };
 pub use pkcs11::{KeyProtection, Pkcs11Keys, TokenCheckpointSigner};
 pub use policy::{Access, Administration, Decision, DenyAll, ReleasePolicy, SystemCapability};

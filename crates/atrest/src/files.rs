@@ -316,11 +316,11 @@ impl Files {
     /// Seals several uploads of `tenant` at once, each as in
     /// [`Files::seal`] but with the durable steps shared: one catalog
     /// transaction records the seals in progress, one attaches their keys
-    /// (made together, their audit records committed together), the blobs
-    /// are written (each durable, `threads` at a time) and one transaction
-    /// commits every version whose blob is durable; the `file_sealed`
-    /// records are committed together. Meant for many small files, each
-    /// read and encrypted on one thread.
+    /// (made together), the blobs are written (`threads` at a time) and
+    /// made durable while the keys' audit records are committed together,
+    /// and once both are done one transaction commits every version whose
+    /// blob is durable; the `file_sealed` records are committed together.
+    /// Meant for many small files, each read and encrypted on one thread.
     ///
     /// Returns one result per item, in order. An item that fails (reading
     /// it, its blob) is cleaned up like a failed [`Files::seal`] and does
@@ -329,8 +329,9 @@ impl Files {
     ///
     /// # Errors
     /// Those of the shared steps ([`Error::Catalog`], [`Error::Audit`]).
-    /// If recording or keying the seals failed, nothing was committed and
-    /// what was begun is cleaned up. If the commit failed, the seals are
+    /// If recording or keying the seals, or committing the keys' audit
+    /// records, failed, nothing was committed and what was begun (blobs
+    /// included) is cleaned up. If the commit failed, the seals are
     /// left in progress (with SQLite, none was committed), for
     /// [`Files::collect_abandoned_seals`]; if auditing failed, the versions
     /// are committed: look them up by their blob names to know.
@@ -371,11 +372,13 @@ impl Files {
         tickets: &[SealTicket],
         threads: usize,
     ) -> Result<Vec<Result<FileRecord, Error>>, Error> {
-        let keyed = self.batch_keys(access, tickets).and_then(|keys| {
-            let metadata = block_on(self.keys.metadata_key_async(tenant))?;
-            Ok((keys, metadata))
-        });
-        let (keys, metadata) = match keyed {
+        let keyed = self
+            .batch_keys(access, tickets)
+            .and_then(|(keys, records)| {
+                let metadata = block_on(self.keys.metadata_key_async(tenant))?;
+                Ok((keys, records, metadata))
+            });
+        let (keys, records, metadata) = match keyed {
             Ok(keyed) => keyed,
             Err(error) => {
                 self.abandon_all(tickets);
@@ -390,22 +393,40 @@ impl Files {
             .zip(tickets)
             .map(|((item, key), ticket)| (item.plaintext, key, ticket))
             .collect();
-        let sealed = parallel(threads, work, |(plaintext, key, ticket)| {
-            let key = key?;
-            self.write_blob(&key, &metadata, ticket, plaintext)
+        // The keys' records are committed to the audit trail while the
+        // blobs are written and flushed; both must be done before any
+        // record of the batch is committed to the catalog.
+        let (sealed, recorded) = std::thread::scope(|scope| {
+            let recording = records.map(|records| scope.spawn(move || records.commit()));
+            let sealed = parallel(threads, work, |(plaintext, key, ticket)| {
+                let key = key?;
+                self.write_blob(&key, &metadata, ticket, plaintext)
+            });
+            // The blobs' names (their directory entries) become durable
+            // together, before any record names them.
+            let sealed = match self.blobs.make_names_durable() {
+                Ok(()) => sealed,
+                Err(error) => {
+                    let message = error.to_string();
+                    sealed
+                        .into_iter()
+                        .map(|s| s.and_then(|_| Err(Error::blob(ErrorKind::Io, message.clone()))))
+                        .collect()
+                }
+            };
+            let recorded = recording.map_or(Ok(()), |recording| {
+                recording
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            });
+            (sealed, recorded)
         });
-        // The blobs' names (their directory entries) become durable
-        // together, before any record names them.
-        let sealed = match self.blobs.make_names_durable() {
-            Ok(()) => sealed,
-            Err(error) => {
-                let message = error.to_string();
-                sealed
-                    .into_iter()
-                    .map(|s| s.and_then(|_| Err(Error::blob(ErrorKind::Io, message.clone()))))
-                    .collect()
-            }
-        };
+        if let Err(error) = recorded {
+            // Keys whose making is not in the audit trail protect nothing
+            // that is published.
+            self.abandon_all(tickets);
+            return Err(error.into());
+        }
         let committed: Vec<(&SealTicket, SealedBlob)> = tickets
             .iter()
             .zip(&sealed)
@@ -465,23 +486,21 @@ impl Files {
         Ok(results)
     }
 
-    /// Makes (audited together) and attaches (in one transaction) a file
-    /// key for each seal of a batch; the keys of items whose key could not
-    /// be made are errors.
-    fn batch_keys(
-        &self,
-        access: &Access<'_>,
-        tickets: &[SealTicket],
-    ) -> Result<Vec<Result<FileKey, Error>>, Error> {
+    /// Makes and attaches (in one transaction) a file key for each seal of
+    /// a batch; the keys of items whose key could not be made are errors.
+    /// The keys' `file_key_wrapped` records are returned for the caller to
+    /// commit before it commits any record of the batch.
+    fn batch_keys(&self, access: &Access<'_>, tickets: &[SealTicket]) -> Result<BatchKeys, Error> {
         let mut retried = false;
         loop {
             let contexts: Vec<FileContext> = tickets.iter().map(|t| t.context).collect();
             let Some(tenant) = contexts.first().map(|c| c.tenant) else {
-                return Ok(Vec::new());
+                return Ok((Vec::new(), None));
             };
-            let made: Vec<Result<_, Error>> = self
+            let (made, records) = self
                 .keys
-                .new_file_keys(access, tenant, &contexts)?
+                .new_file_keys_records_pending(access, tenant, &contexts)?;
+            let made: Vec<Result<_, Error>> = made
                 .into_iter()
                 .map(|made| made.map_err(Error::from))
                 .collect();
@@ -492,21 +511,29 @@ impl Files {
                 .collect();
             match block_on(self.catalog.attach_keys(&wraps)) {
                 Ok(()) => {}
-                Err(Error::Catalog(CatalogError::TikRetired { .. })) if !retried => {
-                    // As in `seal_into`: another process retired the TIK
-                    // version this one had cached as current.
-                    retried = true;
-                    if let Some(ticket) = tickets.first() {
-                        self.keys.flush_tenant(ticket.context.tenant);
+                Err(error) => {
+                    // The keys were made: their records go to the audit
+                    // trail even though nothing will use them.
+                    records.commit()?;
+                    match error {
+                        Error::Catalog(CatalogError::TikRetired { .. }) if !retried => {
+                            // As in `seal_into`: another process retired the
+                            // TIK version this one had cached as current.
+                            retried = true;
+                            if let Some(ticket) = tickets.first() {
+                                self.keys.flush_tenant(ticket.context.tenant);
+                            }
+                            continue;
+                        }
+                        error => return Err(error),
                     }
-                    continue;
                 }
-                Err(error) => return Err(error),
             }
-            return Ok(made
+            let keys = made
                 .into_iter()
                 .map(|made| made.map(|(key, _)| key))
-                .collect());
+                .collect();
+            return Ok((keys, Some(records)));
         }
     }
 
@@ -1066,6 +1093,13 @@ fn parallel<T: Send, U: Send>(
     results.sort_by_key(|(index, _)| *index);
     results.into_iter().map(|(_, output)| output).collect()
 }
+
+/// A batch's file keys (or why each could not be made), with their
+/// records still to commit (none for an empty batch).
+type BatchKeys = (
+    Vec<Result<FileKey, Error>>,
+    Option<atrest_tenant::PendingKeyRecords>,
+);
 
 /// The output of a read: counts the plaintext released, and notes whether
 /// the output itself failed (then no other copy of the blob can help).

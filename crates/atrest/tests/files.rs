@@ -30,13 +30,22 @@ use atrest::{
 use atrest_test_support::TempDir;
 
 #[derive(Default)]
-struct Records(std::sync::Mutex<Vec<atrest::audit::Record>>);
+struct Records(
+    std::sync::Mutex<Vec<atrest::audit::Record>>,
+    /// While set, records of wrapped file keys fail.
+    std::sync::atomic::AtomicBool,
+);
 
 impl atrest::audit::Audit for Records {
     fn record(
         &self,
         record: atrest::audit::Record,
     ) -> Result<atrest::audit::Receipt, atrest::audit::Error> {
+        if self.1.load(std::sync::atomic::Ordering::SeqCst)
+            && matches!(record.event, Event::FileKeyWrapped { .. })
+        {
+            return Err(atrest::audit::Error::Poisoned("the disk is gone".into()));
+        }
         let mut all = self.0.lock().unwrap();
         all.push(record);
         Ok(atrest::audit::Receipt {
@@ -1028,4 +1037,50 @@ fn every_failure_has_its_kind() {
     assert_eq!(kind(open()), ErrorKind::Refused);
     let error = files.seal(&ALICE, a, "g", &b""[..]).unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Refused, "{error}");
+}
+
+/// A batch whose keys' records cannot be committed publishes nothing: no
+/// record in the catalog and no blob, though its blobs were written while
+/// the records were being committed.
+#[test]
+fn a_batch_whose_key_records_fail_publishes_nothing() {
+    let dir = TempDir::new("batch-audit-fails");
+    let (world, blobs) = world(&dir);
+    let items = |names: &[&str]| -> Vec<atrest::BatchItem<&'static [u8]>> {
+        names
+            .iter()
+            .map(|name| atrest::BatchItem {
+                name: (*name).to_owned(),
+                blob: BlobName::random().unwrap(),
+                plaintext: &b"small file"[..],
+                request: None,
+            })
+            .collect()
+    };
+    world
+        .records
+        .1
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let error = world
+        .files
+        .seal_batch(&ALICE, world.a, items(&["x", "y", "z"]), 2)
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Io, "{error}");
+    for name in ["x", "y", "z"] {
+        let missing = world.files.record(world.a, name, None).unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::NotFound);
+    }
+    assert!(blobs.list().unwrap().is_empty(), "no blob is left");
+    assert!(world.catalog.seals_in_progress().unwrap().is_empty());
+    // Once the audit trail works again, the same batch goes through.
+    world
+        .records
+        .1
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let sealed = world
+        .files
+        .seal_batch(&ALICE, world.a, items(&["x", "y", "z"]), 2)
+        .unwrap();
+    assert!(sealed.iter().all(Result::is_ok));
+    assert_eq!(blobs.list().unwrap().len(), 3);
 }
