@@ -3,8 +3,8 @@
 //!
 //! | feature | backend | notes |
 //! |---------|---------|-------|
-//! | `ring` (default) | [`Backend::Ring`] | BoringSSL-derived assembly, VAES/AVX2; seals and opens in place only |
-//! | `aws-lc-rs` (default) | [`Backend::AwsLc`] | AWS-LC: the fastest on VAES/AVX-512 CPUs, seals and opens out of place; its `fips` build is FIPS 140-3 validated |
+//! | `ring` (default) | [`Backend::Ring`] | BoringSSL-derived assembly, VAES/AVX2; seals and opens in place only, and opens a segment to an earlier place in its buffer in one pass (the pipelined open packs each chunk's plaintext that way) |
+//! | `aws-lc-rs` (default) | [`Backend::AwsLc`] | AWS-LC: the fastest on VAES/AVX-512 CPUs, seals and opens out of place (but the pipelined open moves each segment's ciphertext before opening it); its `fips` build is FIPS 140-3 validated |
 //! | `rustcrypto` | [`Backend::RustCrypto`] | the pure-Rust `aes-gcm` crate (AES-NI and CLMUL intrinsics) |
 //!
 //! All backends produce identical bytes: the format does not depend on the

@@ -3,12 +3,17 @@
 //!
 //! One thread reads runs of segments ("chunks", about 1 MiB) into buffers
 //! laid out like the ciphertext: plaintext is read straight into each
-//! segment's slot, with room left for its tag, so workers seal (or open) in
-//! place and nothing is copied besides the read itself. Workers take chunks
+//! segment's slot, with room left for its tag, so workers seal in place.
+//! When opening, each segment's plaintext is written just after the
+//! previous one's, so a chunk's plaintext leaves in one piece: `ring` does
+//! that in the same pass as the cipher, the other backends move the
+//! ciphertext first (one `memmove` per segment), and the last segment of
+//! each chunk is opened from a copy (see `open_chunk`). Workers take chunks
 //! in any order; one writer puts them back in order. A fixed pool of chunk
 //! buffers bounds memory: at most `min(2 × workers + 2, 12)` chunks are in
-//! flight, each about 1 MiB (one segment when segments are larger), so with
-//! the default 64 KiB segments never more than about 12 MiB. Slots grow with
+//! flight (in the pipeline or held by the sink), each about 1 MiB (one
+//! segment when segments are larger), so with the default 64 KiB segments
+//! never more than about 12 MiB. Slots grow with
 //! the data actually read, so a short stream that claims a large segment
 //! size costs little.
 
