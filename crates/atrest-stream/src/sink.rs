@@ -63,9 +63,15 @@ impl<S: PlaintextSink + ?Sized> PlaintextSink for &mut S {
 }
 
 /// A [`Write`] as a [`PlaintextSink`]: every chunk is written with
-/// `write_all`, and the writer is flushed at the end.
-#[derive(Debug)]
+/// `write_all`, and the writer is flushed at the end. `Debug` does not show
+/// the writer (an in-memory one would print the plaintext).
 pub struct WriteSink<W>(pub W);
+
+impl<W> core::fmt::Debug for WriteSink<W> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("WriteSink").finish_non_exhaustive()
+    }
+}
 
 impl<W: Write> PlaintextSink for WriteSink<W> {
     fn write_plaintext(&mut self, plaintext: &[u8]) -> io::Result<()> {

@@ -384,3 +384,24 @@ fn every_backend_hands_plaintext_over_in_chunks() {
         }
     }
 }
+
+/// The sinks' `Debug` never shows plaintext.
+#[test]
+fn sinks_do_not_show_plaintext_in_debug() {
+    let sink = atrest_stream::WriteSink(b"secret plaintext".to_vec());
+    let shown = format!("{sink:?}");
+    assert!(!shown.contains("115"), "{shown}"); // b's' as a number
+    assert!(!shown.contains("secret"), "{shown}");
+    let key = key();
+    let options = Options::from(size(4096));
+    let (stream, _) = Sealer::new(&key, AD, options)
+        .seal_stream(&b"secret plaintext"[..], Vec::new())
+        .unwrap();
+    let mut kept = KeepingSink::new(1);
+    Opener::new(&key, AD, options)
+        .open_stream_into(&stream[..], &mut kept)
+        .unwrap();
+    let chunk = kept.kept.pop_front().unwrap();
+    let shown = format!("{chunk:?}");
+    assert_eq!(shown, "PlaintextChunk { len: 16, .. }");
+}
