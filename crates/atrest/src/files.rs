@@ -998,7 +998,8 @@ impl Files {
 
     /// Retires every TIK version of `tenant` but the current one that
     /// nothing in the catalog uses (records and seals in flight); versions
-    /// still in use are kept. Returns those retired.
+    /// still in use are kept, and one another process retires meanwhile is
+    /// passed over. Returns those this call retired.
     ///
     /// # Errors
     /// As for [`Files::retire_tik`], except that a version in use is kept,
@@ -1013,6 +1014,11 @@ impl Files {
             match self.retire_tik(tenant, version) {
                 Ok(()) => retired.push(version),
                 Err(Error::Keys(atrest_tenant::Error::TikInUse { .. })) => {}
+                // Another process retired it since the versions were
+                // listed: what this call is for is done.
+                Err(Error::Keys(atrest_tenant::Error::UnknownTikVersion {
+                    version: gone, ..
+                })) if gone == version => {}
                 Err(error) => return Err(error),
             }
         }
