@@ -32,22 +32,25 @@ impl From<BlobName> for String {
     }
 }
 
+/// `N` bytes from the operating system's generator.
+pub(crate) fn os_random<const N: usize>() -> Result<[u8; N], Error> {
+    let mut bytes = [0_u8; N];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).map_err(|_| {
+        Error::blob(
+            ErrorKind::Unavailable,
+            "the operating system random number generator failed",
+        )
+    })?;
+    Ok(bytes)
+}
+
 impl BlobName {
     /// A fresh random name (128 bits from the operating system).
     ///
     /// # Errors
     /// [`Error::Blob`] ([`ErrorKind::Unavailable`]) if the generator fails.
     pub fn random() -> Result<Self, Error> {
-        let mut bytes = [0u8; 16];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).map_err(
-            |_| {
-                Error::blob(
-                    ErrorKind::Unavailable,
-                    "the operating system random number generator failed",
-                )
-            },
-        )?;
-        Ok(Self(hex::encode(bytes)))
+        Ok(Self(hex::encode(os_random::<16>()?)))
     }
 
     /// The name as text.

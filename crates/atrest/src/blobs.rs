@@ -186,20 +186,29 @@ impl BlobStore {
     /// Starts writing a new blob. Nothing is visible under `name` until
     /// [`BlobWriter::finish`]; a writer dropped without it aborts the
     /// upload.
-    pub fn create(&self, name: &BlobName) -> BlobWriter<'_> {
-        self.writer(&self.store, name)
-    }
-
-    fn writer(&self, store: &Arc<dyn ObjectStore>, name: &BlobName) -> BlobWriter<'_> {
-        BlobWriter {
-            blobs: self,
-            upload: Some(
-                BufWriter::with_capacity(Arc::clone(store), self.path(name), PART_LEN)
-                    .with_max_concurrency(PARTS_IN_FLIGHT),
-            ),
-            buffer: Vec::new(),
-            written: 0,
-        }
+    ///
+    /// In a local directory the bytes go straight into a staging file
+    /// beside the blob (`<blob>#<random number>`), which `finish` flushes
+    /// to disk and renames to the blob's name (replacing a blob there
+    /// whole) before flushing the directory. Elsewhere they go to an
+    /// `object_store` upload (multipart for a large blob).
+    ///
+    /// # Errors
+    /// [`Error::Blob`] if the staging file cannot be created.
+    pub fn create(&self, name: &BlobName) -> Result<BlobWriter<'_>, Error> {
+        let target = match &self.local_dir {
+            Some(dir) => Target::Local(LocalUpload::staged(dir, name)?),
+            None => Target::Object(ObjectUpload {
+                blobs: self,
+                upload: Some(
+                    BufWriter::with_capacity(Arc::clone(&self.store), self.path(name), PART_LEN)
+                        .with_max_concurrency(PARTS_IN_FLIGHT),
+                ),
+                buffer: Vec::new(),
+                written: 0,
+            }),
+        };
+        Ok(BlobWriter(target))
     }
 
     /// Reads a blob from the start.
@@ -323,7 +332,7 @@ impl BlobStore {
 
 impl Blobs for BlobStore {
     fn create(&self, name: &BlobName) -> Result<Box<dyn BlobUpload + '_>, Error> {
-        Ok(Box::new(BlobStore::create(self, name)))
+        Ok(Box::new(BlobStore::create(self, name)?))
     }
 
     fn open(&self, name: &BlobName) -> Result<Box<dyn Read + Send + '_>, Error> {
@@ -361,11 +370,8 @@ impl Blobs for BlobStore {
     /// completed upload is durable) as `create`.
     fn create_deferred(&self, name: &BlobName) -> Result<Box<dyn BlobUpload + '_>, Error> {
         match &self.local_dir {
-            Some(dir) => Ok(Box::new(LocalUpload::create(
-                dir.path.join(name.as_str()),
-                !LocalDir::FLUSHES_ALL,
-            )?)),
-            None => Ok(Box::new(BlobStore::create(self, name))),
+            Some(dir) => Ok(Box::new(LocalUpload::in_place(dir, name)?)),
+            None => Ok(Box::new(BlobStore::create(self, name)?)),
         }
     }
 
@@ -391,12 +397,6 @@ impl Blobs for BlobStore {
     /// local blob flushed as it finishes) a write waits.
     fn deferred_writes_wait(&self) -> bool {
         !(self.local_dir.is_some() && LocalDir::FLUSHES_ALL)
-    }
-}
-
-impl BlobUpload for BlobWriter<'_> {
-    fn finish(self: Box<Self>) -> Result<u64, Error> {
-        BlobWriter::finish(*self)
     }
 }
 
@@ -432,6 +432,15 @@ impl LocalDir {
         })
     }
 
+    /// Makes the names in the directory durable (not the bytes of blobs
+    /// written in place, which [`LocalDir::flush`] does).
+    fn sync_names(&self) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        return self.handle.sync_all();
+        #[cfg(not(target_os = "linux"))]
+        return std::fs::File::open(&self.path).and_then(|dir| dir.sync_all());
+    }
+
     /// Makes every blob finished in the directory so far durable, with its
     /// name.
     fn flush(&self) -> Result<(), Error> {
@@ -458,30 +467,52 @@ impl LocalDir {
     }
 }
 
-/// A blob written straight into its file in a local directory; see
-/// [`Blobs::create_deferred`] for [`BlobStore`].
-struct LocalUpload {
+/// A blob written into a file of a local directory: either in place, for a
+/// batch (see [`Blobs::create_deferred`] for [`BlobStore`]), or into a
+/// staging file published under the blob's name once durable (see
+/// [`BlobStore::create`]).
+struct LocalUpload<'a> {
     /// `None` once finished.
     file: Option<std::fs::File>,
+    /// The file being written.
     path: std::path::PathBuf,
     written: u64,
-    /// Whether `finish` flushes the bytes (when the directory's flush
-    /// does not).
+    /// Whether `finish` flushes the bytes (always for a staged blob; for
+    /// one written in place, when the directory's flush does not).
     flush: bool,
+    /// For a staged blob: the directory, and the blob's path in it, where
+    /// `finish` publishes it.
+    publish: Option<(&'a LocalDir, std::path::PathBuf)>,
 }
 
-impl LocalUpload {
-    fn create(path: std::path::PathBuf, flush: bool) -> Result<Self, Error> {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::blob(ErrorKind::Io, e))?;
+impl<'a> LocalUpload<'a> {
+    /// The blob's own file, created (never replaced) and written in place.
+    fn in_place(dir: &'a LocalDir, name: &BlobName) -> Result<Self, Error> {
+        let path = dir.path.join(name.as_str());
         Ok(Self {
-            file: Some(file),
+            file: Some(create_new(&path)?),
             path,
             written: 0,
-            flush,
+            flush: !LocalDir::FLUSHES_ALL,
+            publish: None,
+        })
+    }
+
+    /// A new staging file beside where the blob goes, `<blob>#<n>` with
+    /// `n` 64 random bits in decimal: the form `object_store` leaves out
+    /// of listings, and [`BlobStore::partial_uploads`] finds if the writer
+    /// never finishes.
+    fn staged(dir: &'a LocalDir, name: &BlobName) -> Result<Self, Error> {
+        let suffix = crate::blob::os_random::<8>()?;
+        let path = dir
+            .path
+            .join(format!("{}#{}", name.as_str(), u64::from_le_bytes(suffix)));
+        Ok(Self {
+            file: Some(create_new(&path)?),
+            path,
+            written: 0,
+            flush: true,
+            publish: Some((dir, dir.path.join(name.as_str()))),
         })
     }
 
@@ -490,9 +521,45 @@ impl LocalUpload {
             .as_mut()
             .ok_or_else(|| io::Error::other("blob already finished"))
     }
+
+    /// Flushes the bytes if asked to, and publishes a staged blob: renames
+    /// it to its name (a blob there, such as a damaged copy being
+    /// repaired, is replaced whole) and flushes the directory.
+    fn complete(&self, file: std::fs::File) -> io::Result<()> {
+        if self.flush {
+            file.sync_data()?;
+        }
+        drop(file);
+        match &self.publish {
+            Some((dir, blob)) => {
+                std::fs::rename(&self.path, blob)?;
+                dir.sync_names()
+            }
+            None => Ok(()),
+        }
+    }
 }
 
-impl Write for LocalUpload {
+/// Creates a file that must not exist yet.
+fn create_new(path: &FsPath) -> Result<std::fs::File, Error> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(local_error)
+}
+
+/// A local file system's error, with a file that exists already as a
+/// conflict.
+fn local_error(error: io::Error) -> Error {
+    let kind = match error.kind() {
+        io::ErrorKind::AlreadyExists => ErrorKind::Conflict,
+        _ => ErrorKind::Io,
+    };
+    Error::blob(kind, error)
+}
+
+impl Write for LocalUpload<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let written = self.file()?.write(buf)?;
         self.written += written as u64;
@@ -504,24 +571,30 @@ impl Write for LocalUpload {
     }
 }
 
-impl BlobUpload for LocalUpload {
-    /// Closes the blob (flushing its bytes where the directory's flush
-    /// does not); it is durable once [`Blobs::make_names_durable`] returns.
-    fn finish(mut self: Box<Self>) -> Result<u64, Error> {
+impl LocalUpload<'_> {
+    /// Closes the blob. A staged blob is durable, under its name, once this
+    /// returns; one written in place once [`Blobs::make_names_durable`]
+    /// returns. On failure no staging file is left behind.
+    fn finish(mut self) -> Result<u64, Error> {
         let file = self
             .file
             .take()
             .ok_or_else(|| Error::blob(ErrorKind::Io, "blob already finished"))?;
-        if let Err(error) = if self.flush { file.sync_data() } else { Ok(()) } {
-            drop(file);
+        if let Err(error) = self.complete(file) {
             let _ = std::fs::remove_file(&self.path);
-            return Err(Error::blob(ErrorKind::Io, error));
+            return Err(local_error(error));
         }
         Ok(self.written)
     }
 }
 
-impl Drop for LocalUpload {
+impl BlobUpload for LocalUpload<'_> {
+    fn finish(self: Box<Self>) -> Result<u64, Error> {
+        LocalUpload::finish(*self)
+    }
+}
+
+impl Drop for LocalUpload<'_> {
     /// An upload dropped unfinished leaves no file behind.
     fn drop(&mut self) {
         if self.file.take().is_some() {
@@ -531,14 +604,59 @@ impl Drop for LocalUpload {
 }
 
 /// Writes one blob; see [`BlobStore::create`].
-pub struct BlobWriter<'a> {
+pub struct BlobWriter<'a>(Target<'a>);
+
+enum Target<'a> {
+    Local(LocalUpload<'a>),
+    Object(ObjectUpload<'a>),
+}
+
+impl BlobWriter<'_> {
+    /// Completes the upload; returns the blob's length.
+    ///
+    /// # Errors
+    /// [`Error::Blob`] if the blob cannot be flushed or published, or the
+    /// store refuses it.
+    pub fn finish(self) -> Result<u64, Error> {
+        match self.0 {
+            Target::Local(upload) => upload.finish(),
+            Target::Object(upload) => upload.finish(),
+        }
+    }
+}
+
+impl Write for BlobWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.0 {
+            Target::Local(upload) => upload.write(buf),
+            Target::Object(upload) => upload.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.0 {
+            Target::Local(upload) => upload.flush(),
+            Target::Object(upload) => upload.flush(),
+        }
+    }
+}
+
+impl BlobUpload for BlobWriter<'_> {
+    fn finish(self: Box<Self>) -> Result<u64, Error> {
+        BlobWriter::finish(*self)
+    }
+}
+
+/// A blob sent to an `object_store` upload, a part at a time; aborted if
+/// dropped unfinished.
+struct ObjectUpload<'a> {
     blobs: &'a BlobStore,
     upload: Option<BufWriter>,
     buffer: Vec<u8>,
     written: u64,
 }
 
-impl BlobWriter<'_> {
+impl ObjectUpload<'_> {
     fn send(&mut self) -> io::Result<()> {
         if self.buffer.is_empty() {
             return Ok(());
@@ -557,11 +675,7 @@ impl BlobWriter<'_> {
             .map_err(io_error)
     }
 
-    /// Completes the upload; returns the blob's length.
-    ///
-    /// # Errors
-    /// [`Error::Blob`] if the store refuses it.
-    pub fn finish(mut self) -> Result<u64, Error> {
+    fn finish(mut self) -> Result<u64, Error> {
         self.send()?;
         let mut upload = self
             .upload
@@ -575,7 +689,7 @@ impl BlobWriter<'_> {
     }
 }
 
-impl Write for BlobWriter<'_> {
+impl Write for ObjectUpload<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let room = SEND_LEN - self.buffer.len();
         let n = room.min(buf.len());
@@ -593,7 +707,7 @@ impl Write for BlobWriter<'_> {
     }
 }
 
-impl Drop for BlobWriter<'_> {
+impl Drop for ObjectUpload<'_> {
     fn drop(&mut self) {
         if let Some(mut upload) = self.upload.take() {
             let _ = self.blobs.runtime.block_on(upload.abort());

@@ -1084,3 +1084,72 @@ fn a_batch_whose_key_records_fail_publishes_nothing() {
     assert!(sealed.iter().all(Result::is_ok));
     assert_eq!(blobs.list().unwrap().len(), 3);
 }
+
+fn read_back(store: &BlobStore, name: &BlobName) -> Vec<u8> {
+    let mut read = Vec::new();
+    Blobs::open(store, name)
+        .unwrap()
+        .read_to_end(&mut read)
+        .unwrap();
+    read
+}
+
+/// A blob of a local store is written into a staging file, which only a
+/// finished, flushed upload turns into the blob (replacing one whole, as a
+/// repair does).
+#[test]
+fn a_local_blob_appears_only_whole() {
+    let dir = TempDir::new("local-blobs");
+    let path = dir.path().join("blobs");
+    let store = BlobStore::local(&path).unwrap();
+    let entries = || {
+        let mut names: Vec<String> = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let name = BlobName::random().unwrap();
+    let first = atrest_test_support::seeded(3 << 20, 1);
+    let mut upload = Blobs::create(&store, &name).unwrap();
+    upload.write_all(&first).unwrap();
+    // Half written: only a staging file, which neither the listing nor a
+    // read sees, and which counts as an unfinished upload.
+    let staging = entries();
+    assert_eq!(staging.len(), 1, "{staging:?}");
+    let (blob, suffix) = staging[0].split_once('#').unwrap();
+    assert_eq!(blob, name.as_str());
+    assert!(suffix.bytes().all(|b| b.is_ascii_digit()), "{suffix}");
+    assert!(Blobs::list(&store).unwrap().is_empty());
+    assert_eq!(
+        Blobs::open(&store, &name).err().unwrap().kind(),
+        ErrorKind::NotFound
+    );
+    let partial = store.partial_uploads().unwrap();
+    assert_eq!(partial.len(), 1);
+    assert_eq!(partial[0].blob, name);
+    assert_eq!(partial[0].bytes, first.len() as u64);
+
+    assert_eq!(upload.finish().unwrap(), first.len() as u64);
+    assert_eq!(entries(), vec![name.as_str().to_owned()]);
+    assert!(store.partial_uploads().unwrap().is_empty());
+    assert!(read_back(&store, &name) == first);
+
+    // A second upload under the same name leaves the first as it was
+    // until it finishes, then replaces it whole, with no staging file left.
+    let second = atrest_test_support::seeded(2 << 20, 2);
+    let mut again = Blobs::create(&store, &name).unwrap();
+    again.write_all(&second).unwrap();
+    assert!(read_back(&store, &name) == first);
+    assert_eq!(again.finish().unwrap(), second.len() as u64);
+    assert_eq!(entries(), vec![name.as_str().to_owned()]);
+    assert!(read_back(&store, &name) == second);
+
+    // One dropped half way leaves nothing.
+    let other = BlobName::random().unwrap();
+    let mut dropped = Blobs::create(&store, &other).unwrap();
+    dropped.write_all(&first[..1000]).unwrap();
+    drop(dropped);
+    assert_eq!(entries(), vec![name.as_str().to_owned()]);
+}
