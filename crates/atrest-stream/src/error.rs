@@ -35,7 +35,7 @@ pub enum Error {
     /// Every API reports it the same way when the appended bytes begin at a
     /// segment boundary (the real last segment is full); the one exception
     /// is [`Opener::open_stream`](crate::Opener::open_stream) with more appended than
-    /// the rest of its chunk (about 1 MiB) holds, which opens such segments
+    /// the rest of its chunk (about 256 KiB) holds, which opens such segments
     /// in place and reports [`Error::AuthenticationFailed`]. Bytes appended
     /// after a shorter last segment change that segment's apparent length,
     /// which is indistinguishable from tampering with it:

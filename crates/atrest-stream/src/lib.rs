@@ -154,7 +154,7 @@ impl<'a> Sealer<'a> {
 
     /// Encrypts everything `reader` yields into `writer`, with reading, the
     /// cipher (on the options' threads) and writing overlapped and memory
-    /// bounded by a fixed pool of chunk buffers (about 12 MiB with the
+    /// bounded by a fixed pool of chunk buffers (about 3 MiB with the
     /// default segment size). The output is byte-identical to what an
     /// [`Encryptor`] writes for the same salt and nonce prefix. Returns the
     /// writer (flushed) and the plaintext length.
@@ -363,7 +363,7 @@ impl<'a> Opener<'a> {
     /// writer (flushed) and the plaintext length.
     ///
     /// Plaintext reaches `writer` only once verified, in order, a run of
-    /// segments (about 1 MiB) at a time; only an `Ok` return means the
+    /// segments (about 256 KiB) at a time; only an `Ok` return means the
     /// whole stream, end included, was authentic. On an error, discard what
     /// was written.
     ///

@@ -1,7 +1,7 @@
 //! Reader-to-writer encryption and decryption on several threads, with
 //! reading, the cipher and writing overlapped.
 //!
-//! One thread reads runs of segments ("chunks", about 1 MiB) into buffers
+//! One thread reads runs of segments ("chunks", about 256 KiB) into buffers
 //! laid out like the ciphertext: plaintext is read straight into each
 //! segment's slot, with room left for its tag, so workers seal in place.
 //! When opening, each segment's plaintext is written just after the
@@ -11,9 +11,9 @@
 //! each chunk is opened from a copy (see `open_chunk`). Workers take chunks
 //! in any order; one writer puts them back in order. A fixed pool of chunk
 //! buffers bounds memory: at most `min(2 × workers + 2, 12)` chunks are in
-//! flight (in the pipeline or held by the sink), each about 1 MiB (one
+//! flight (in the pipeline or held by the sink), each about 256 KiB (one
 //! segment when segments are larger), so with the default 64 KiB segments
-//! never more than about 12 MiB. Slots grow with
+//! never more than about 3 MiB. Slots grow with
 //! the data actually read, so a short stream that claims a large segment
 //! size costs little.
 
@@ -33,7 +33,7 @@ use crate::sink::{Buffer, PlaintextChunk, PlaintextSink, Pool};
 use crate::{Error, Options};
 
 /// Aim for chunks of about this many bytes.
-const CHUNK_BYTES: usize = 1 << 20;
+const CHUNK_BYTES: usize = 256 << 10;
 /// Most chunks in flight at once.
 const MAX_IN_FLIGHT: usize = 12;
 

@@ -31,7 +31,7 @@ pub trait PlaintextSink {
     /// The buffer goes back to the decryption's fixed pool when the chunk
     /// is dropped: a sink may keep a few chunks while it hands them on,
     /// but one that keeps every chunk stalls the stream once the pool is
-    /// empty (a handful of buffers of about 1 MiB).
+    /// empty (a handful of buffers of about 256 KiB).
     ///
     /// # Errors
     /// As for [`PlaintextSink::write_plaintext`].
