@@ -365,7 +365,10 @@ pub(crate) fn segments(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     Ok(indices.into_iter().map(|i| segment_path(dir, i)).collect())
 }
 
-/// Takes `lock` exclusively (or shared), retrying until `timeout`.
+/// Takes `lock` exclusively (or shared), retrying until `timeout`: after
+/// 200 µs, then pauses doubling up to 2 ms, since another process holds the
+/// lock only for an append or a batch (a few milliseconds with its flush),
+/// and a longer pause would leave it unused.
 pub(crate) fn take_lock<'a>(
     lock: &'a File,
     path: &Path,
@@ -388,7 +391,7 @@ pub(crate) fn take_lock<'a>(
                     return Err(Error::Busy { waited });
                 }
                 std::thread::sleep(pause.min(timeout.saturating_sub(waited)));
-                pause = (pause * 2).min(Duration::from_millis(20));
+                pause = (pause * 2).min(Duration::from_millis(2));
             }
             Err(fs::TryLockError::Error(e)) => return Err(Error::io(path, e)),
         }

@@ -11,6 +11,42 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use crate::Error;
 
+/// How long a connection waits for a lock another connection holds.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// The longest pause between two tries for a lock.
+const LOCK_PAUSE: Duration = Duration::from_millis(1);
+
+/// SQLite's busy handler, called before each new try for a lock held
+/// elsewhere (`attempts` tries so far): pauses as [`lock_pause`] says, or
+/// gives up (`SQLITE_BUSY`).
+fn wait_for_lock(attempts: i32) -> bool {
+    match lock_pause(u32::try_from(attempts).unwrap_or(0)) {
+        Some(pause) => {
+            std::thread::sleep(pause);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The pause before try `attempts + 1` for a lock: 100 µs, doubling up to
+/// [`LOCK_PAUSE`], and none (give up) once the pauses add up to about
+/// [`LOCK_WAIT`]. SQLite's own timeout pauses up to 100 ms between tries,
+/// so when processes share a database a lock held for a millisecond or
+/// two would go unused for tens of milliseconds.
+fn lock_pause(attempts: u32) -> Option<Duration> {
+    // Every pause after the first five is LOCK_PAUSE, so counting them
+    // bounds the wait from below, however long the sleeps really took.
+    if LOCK_PAUSE.saturating_mul(attempts) >= LOCK_WAIT {
+        return None;
+    }
+    Some(
+        Duration::from_micros(100)
+            .saturating_mul(1 << attempts.min(4))
+            .min(LOCK_PAUSE),
+    )
+}
+
 /// Opens (creating if needed) a database with the settings every key store
 /// here relies on:
 ///
@@ -18,10 +54,11 @@ use crate::Error;
 ///   survives a crash or power loss, an uncommitted one leaves no trace;
 /// - `secure_delete = ON`: deleted key material is overwritten with zeros
 ///   in the database file rather than left in free pages;
-/// - a busy timeout, so several processes can share the file, and write
-///   transactions that take the write lock when they begin (`IMMEDIATE`),
-///   so a transaction that reads and then writes waits for a concurrent
-///   writer instead of failing at once with `SQLITE_BUSY`;
+/// - a wait of about 10 s for another connection's lock
+///   (see `wait_for_lock`), so several processes can share the file, and
+///   write transactions that take the write lock when they begin
+///   (`IMMEDIATE`), so a transaction that reads and then writes waits for
+///   a concurrent writer instead of failing at once with `SQLITE_BUSY`;
 /// - a new database file is created readable and writable by its owner
 ///   only (0600); SQLite gives its `-wal` and `-shm` files the same mode;
 /// - the query planner's stability guarantee (`SQLITE_DBCONFIG_ENABLE_QPSG`):
@@ -61,7 +98,7 @@ pub fn open(path: &Path, schema: &str) -> Result<Connection, Error> {
     }
     let mut connection = Connection::open(path)?;
     connection.set_transaction_behavior(TransactionBehavior::Immediate);
-    connection.busy_timeout(Duration::from_secs(10))?;
+    connection.busy_handler(Some(wait_for_lock))?;
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", "FULL")?;
     connection.pragma_update(None, "secure_delete", "ON")?;
@@ -123,5 +160,29 @@ pub fn checkpoint(connection: &Connection) -> Result<(), Error> {
             ));
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tries for a lock come at most a millisecond apart, for about ten
+    /// seconds in all, and then stop.
+    #[test]
+    fn lock_waits_pause_briefly_and_end() {
+        let mut total = Duration::ZERO;
+        let mut attempts = 0;
+        while let Some(pause) = lock_pause(attempts) {
+            assert!(pause <= LOCK_PAUSE, "{pause:?} before try {attempts}");
+            assert!(pause >= Duration::from_micros(100));
+            total += pause;
+            attempts += 1;
+        }
+        assert!(total >= LOCK_WAIT - 5 * LOCK_PAUSE, "{total:?}");
+        assert!(total <= LOCK_WAIT + LOCK_PAUSE, "{total:?}");
+        assert!(lock_pause(u32::MAX).is_none());
+        assert!(!wait_for_lock(i32::MAX));
+        assert!(wait_for_lock(-1), "a negative count is a first try");
     }
 }
