@@ -181,13 +181,29 @@ fn copies_are_read_around_scrubbed_and_repaired() {
     assert_eq!(cli.get("report.pdf"), bytes);
 
     // Every copy damaged: nothing to repair from, and the download fails
-    // as an integrity failure without a byte of output.
+    // as an integrity failure. To a file, without a byte of output; to
+    // standard output, which is written as segments verify, with no more
+    // than the verified segments before the damaged one.
     for copy in [&primary, &copy1, &copy2] {
         std::fs::write(copy, &flipped).unwrap();
     }
+    let target = dir.path().join("copy.pdf");
+    let output = cli.run(&[
+        "get",
+        "contoso",
+        "report.pdf",
+        "-o",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(5));
+    assert!(!target.exists());
     let output = cli.run(&["get", "contoso", "report.pdf"]);
     assert_eq!(output.status.code(), Some(5));
-    assert!(output.stdout.is_empty());
+    // The damaged byte is in the seventh segment (of 64 KiB, the first
+    // shortened by the 40-byte header).
+    let released = output.stdout.len();
+    assert!(released <= 6 * (64 * 1024 - 16) - 40, "{released} released");
+    assert!(bytes.starts_with(&output.stdout));
     let _ = cli.scrub(5, &["--repair"]);
 
     // The scrubs are in the audit trail.
