@@ -28,7 +28,7 @@ fn open(data: &Path) -> Result<Deployment, Error> {
 /// log records it too.
 fn report_recovery(recovery: &atrest::audit::Recovery) {
     if recovery.cut_bytes > 0 {
-        eprintln!(
+        atrest_cli::errln!(
             "atrest: warning: the audit log ended in a batch that was never acknowledged (a writer died in the middle of it): cut {} bytes ({} complete lines), saved to {}; recorded in the log",
             recovery.cut_bytes,
             recovery.cut_lines,
@@ -39,7 +39,7 @@ fn report_recovery(recovery: &atrest::audit::Recovery) {
         );
     }
     if recovery.newline_restored {
-        eprintln!(
+        atrest_cli::errln!(
             "atrest: warning: the audit log's last signed batch had lost its final newline; restored, nothing cut; recorded in the log"
         );
     }
@@ -50,7 +50,7 @@ fn report_recovery(recovery: &atrest::audit::Recovery) {
 fn show_fallbacks(deployment: &Deployment) -> Vec<atrest_cli::deployment::Fallback> {
     let fallbacks = deployment.fallbacks();
     for fallback in &fallbacks {
-        eprintln!(
+        atrest_cli::errln!(
             "atrest: warning: the customer's keys were unavailable ({}); {} the availability key for {}",
             fallback.customer_keys.join(", "),
             if fallback.succeeded {
@@ -443,7 +443,7 @@ fn show_copy_failures(deployment: &Deployment) -> Vec<serde_json::Value> {
         .copy_failures()
         .into_iter()
         .map(|(blob, location, error)| {
-            eprintln!(
+            atrest_cli::errln!(
                 "warning: {location} did not keep a copy of blob {blob} ({error}); `atrest blobs scrub --repair` makes it"
             );
             serde_json::json!({ "blob": blob, "location": location, "error": error })

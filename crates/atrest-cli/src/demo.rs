@@ -56,12 +56,12 @@ pub(crate) fn run(dir: Option<PathBuf>, size_mib: u64, out: Output) -> Result<()
     let mut lines: Vec<(String, String)> = Vec::new();
     let mut say = |what: &str, detail: String| {
         if !json {
-            println!("  {what:<14} {detail}");
+            atrest_cli::outln!("  {what:<14} {detail}");
         }
         lines.push((what.to_owned(), detail));
     };
     if !json {
-        println!("atrest demo in {}", dir.display());
+        atrest_cli::outln!("atrest demo in {}", dir.display());
     }
 
     let mut deployment = Deployment::init(&dir, None, None, Options::new(ACTOR))?;

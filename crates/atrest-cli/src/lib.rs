@@ -14,3 +14,4 @@
 #![deny(missing_docs)]
 
 pub mod deployment;
+pub mod print;

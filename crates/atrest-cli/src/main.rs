@@ -45,16 +45,18 @@ fn main() -> ExitCode {
             if output.as_ref().is_none_or(|o| o.as_os_str() == "-")
     );
     match run(cli) {
+        // Standard output was closed or failed (a message said why).
+        Ok(()) if atrest_cli::print::stdout_failed() => ExitCode::from(1),
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let code = exit_code(&error);
-            eprintln!("atrest: {error}");
+            atrest_cli::errln!("atrest: {error}");
             if json {
                 let report = serde_json::json!({ "error": error.to_string(), "exit": code });
                 if data_on_stdout {
-                    eprintln!("{report}");
+                    atrest_cli::errln!("{report}");
                 } else {
-                    println!("{report}");
+                    atrest_cli::outln!("{report}");
                 }
             }
             ExitCode::from(code)
@@ -80,7 +82,7 @@ fn usage_error(error: &clap::Error) -> ExitCode {
         let message = error.render().to_string();
         let first = message.lines().next().unwrap_or_default();
         let first = first.strip_prefix("error: ").unwrap_or(first);
-        println!("{}", serde_json::json!({ "error": first, "exit": 2 }));
+        atrest_cli::outln!("{}", serde_json::json!({ "error": first, "exit": 2 }));
     }
     ExitCode::from(2)
 }

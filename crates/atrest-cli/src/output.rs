@@ -17,11 +17,11 @@ impl Output {
     pub(crate) fn show<T: Serialize + ?Sized>(self, value: &T, text: impl FnOnce() -> String) {
         if self.json {
             match serde_json::to_string_pretty(value) {
-                Ok(out) => println!("{out}"),
-                Err(error) => eprintln!("atrest: cannot print JSON: {error}"),
+                Ok(out) => atrest_cli::outln!("{out}"),
+                Err(error) => atrest_cli::errln!("atrest: cannot print JSON: {error}"),
             }
         } else {
-            println!("{}", text());
+            atrest_cli::outln!("{}", text());
         }
     }
 
@@ -29,8 +29,8 @@ impl Output {
     /// on standard output).
     pub(crate) fn show_on_stderr<T: Serialize + ?Sized>(self, value: &T) {
         match serde_json::to_string_pretty(value) {
-            Ok(out) => eprintln!("{out}"),
-            Err(error) => eprintln!("atrest: cannot print JSON: {error}"),
+            Ok(out) => atrest_cli::errln!("{out}"),
+            Err(error) => atrest_cli::errln!("atrest: cannot print JSON: {error}"),
         }
     }
 

@@ -28,7 +28,7 @@ pub(crate) fn install_interrupt_cleanup() {
         std::process::exit(130);
     });
     if let Err(error) = installed {
-        eprintln!("atrest: warning: cannot watch for interruptions: {error}");
+        atrest_cli::errln!("atrest: warning: cannot watch for interruptions: {error}");
     }
 }
 

@@ -1485,3 +1485,60 @@ fn restoring_a_database_backup_after_a_purge_leaves_the_tenant_unreadable() {
     assert_eq!(cli.json(&["tenant", "show", "contoso"])["state"], "purged");
     cli.expect(4, &["get", "contoso", "report.txt"]);
 }
+
+/// Output to a reader that went away (`atrest init | head -0`) ends
+/// quietly: the command still does its work, with no panic and nothing on
+/// standard error, and exits 1 as for any output that could not be written
+/// (or with its own error's code).
+#[test]
+fn output_to_a_reader_that_went_away_ends_quietly() {
+    let dir = TempDir::new("cli-closed-pipe");
+    let cli = Cli::new(dir.path());
+    let runs: [(&[&str], i32); 5] = [
+        (&["init"], 1),
+        (&["tenant", "create", "contoso"], 1),
+        (&["tenant", "list"], 1),
+        (&["--json", "tenant", "show", "contoso"], 1),
+        (&["--json", "tenant", "show", "nobody"], 3),
+    ];
+    for (args, code) in runs {
+        let mut child = cli
+            .command()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The only reader of its standard output is gone before it writes.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "atrest {args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "atrest {args:?}: {stderr}");
+        if code == 1 {
+            assert!(stderr.is_empty(), "atrest {args:?}: {stderr}");
+        }
+    }
+    assert!(cli.ok(&["tenant", "list"]).contains("contoso"));
+    // Standard output that fails otherwise is reported.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let output = cli
+        .command()
+        .args(["tenant", "list"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("atrest: cannot write to standard output"),
+        "{stderr}"
+    );
+}

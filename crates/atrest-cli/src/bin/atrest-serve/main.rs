@@ -110,9 +110,12 @@ fn main() -> ExitCode {
         } => serve(&cli.data, &token_path, listen, init, &actor, cache_ttl),
     };
     match result {
+        // Standard output was closed or failed (such as a new token that
+        // was never shown).
+        Ok(()) if atrest_cli::print::stdout_failed() => ExitCode::FAILURE,
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("atrest-serve: {error}");
+            atrest_cli::errln!("atrest-serve: {error}");
             ExitCode::FAILURE
         }
     }
@@ -124,22 +127,24 @@ fn token_command(file: &TokenFile, command: TokenCommand) -> Result<(), Failure>
     match command {
         TokenCommand::Add { principal } => {
             let token = file.add(&principal)?;
-            eprintln!(
+            atrest_cli::errln!(
                 "atrest-serve: token {} for {} (shown only now)",
-                token.id, token.principal
+                token.id,
+                token.principal
             );
-            println!("{}", token.expose_secret());
+            atrest_cli::outln!("{}", token.expose_secret());
         }
         TokenCommand::List => {
             for entry in file.list()? {
-                println!("{}\t{}", entry.id, entry.principal);
+                atrest_cli::outln!("{}\t{}", entry.id, entry.principal);
             }
         }
         TokenCommand::Revoke { id } => {
             let entry = file.revoke(&id)?;
-            eprintln!(
+            atrest_cli::errln!(
                 "atrest-serve: revoked token {} of {}",
-                entry.id, entry.principal
+                entry.id,
+                entry.principal
             );
         }
     }
@@ -173,7 +178,7 @@ fn serve(
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let address = listener.local_addr()?;
         // The first line of output, for scripts and tests.
-        println!("atrest-serve: listening on http://{address}");
+        atrest_cli::outln!("atrest-serve: listening on http://{address}");
         axum::serve(listener, service.router())
             .with_graceful_shutdown(shutdown())
             .await?;
@@ -195,5 +200,5 @@ async fn shutdown() {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
-    eprintln!("atrest-serve: stopping once requests in flight finish");
+    atrest_cli::errln!("atrest-serve: stopping once requests in flight finish");
 }

@@ -158,7 +158,7 @@ impl ApiError {
             ErrorKind::Integrity => (StatusCode::INTERNAL_SERVER_ERROR, "integrity"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "failed"),
         };
-        eprintln!("atrest-serve: request {}: {status}: {error}", request.0);
+        atrest_cli::errln!("atrest-serve: request {}: {status}: {error}", request.0);
         let message = if status.is_server_error() {
             format!("{kind}: see the service log for request {}", request.0)
         } else {
@@ -168,7 +168,7 @@ impl ApiError {
     }
 
     fn internal(what: &str, request: &RequestId) -> Self {
-        eprintln!("atrest-serve: request {}: {what}", request.0);
+        atrest_cli::errln!("atrest-serve: request {}: {what}", request.0);
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "failed",
@@ -510,7 +510,7 @@ async fn download(
         let result =
             deployment.get_into(&tenant, &name, version, &caller.access(), range, &mut out);
         out.finish(result.map(|_| ()), |error: &deployment::Error| {
-            eprintln!("atrest-serve: request {}: cut short: {error}", log_id.0);
+            atrest_cli::errln!("atrest-serve: request {}: cut short: {error}", log_id.0);
             format!("the download failed: {error}")
         });
     });

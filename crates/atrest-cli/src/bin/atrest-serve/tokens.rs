@@ -373,7 +373,7 @@ impl Tokens {
         let unchanged = known.principals.is_some() && current == Some(known.stamp);
         drop(known);
         if !unchanged && let Err(error) = self.reload() {
-            eprintln!("atrest-serve: tokens refused until fixed: {error}");
+            atrest_cli::errln!("atrest-serve: tokens refused until fixed: {error}");
         }
     }
 

@@ -166,14 +166,14 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(report) => {
             print(&args, &report);
-            if report.failures == 0 {
+            if report.failures == 0 && !atrest_cli::print::stdout_failed() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
             }
         }
         Err(error) => {
-            eprintln!("mailbox-move: {error}");
+            atrest_cli::errln!("mailbox-move: {error}");
             ExitCode::from(2)
         }
     }
@@ -428,12 +428,12 @@ fn move_batch(
 fn print(args: &Args, report: &Report) {
     if args.json {
         match serde_json::to_string_pretty(report) {
-            Ok(json) => println!("{json}"),
-            Err(error) => eprintln!("mailbox-move: {error}"),
+            Ok(json) => atrest_cli::outln!("{json}"),
+            Err(error) => atrest_cli::errln!("mailbox-move: {error}"),
         }
         return;
     }
-    println!(
+    atrest_cli::outln!(
         "moved {} items ({} bytes) into {} in {} ms; {} failed, {} already moved, {} skipped",
         report.items,
         report.bytes,
@@ -444,15 +444,16 @@ fn print(args: &Args, report: &Report) {
         report.skipped.len()
     );
     if report.resumed.stored + report.resumed.not_stored > 0 {
-        println!(
+        atrest_cli::outln!(
             "  resumed an interrupted move: {} of its pending items were stored, {} moved again",
-            report.resumed.stored, report.resumed.not_stored
+            report.resumed.stored,
+            report.resumed.not_stored
         );
     }
     for failed in &report.failed {
-        println!("  failed: {}: {}", failed.item, failed.reason);
+        atrest_cli::outln!("  failed: {}: {}", failed.item, failed.reason);
     }
     for skipped in &report.skipped {
-        println!("  skipped: {}: {}", skipped.item, skipped.reason);
+        atrest_cli::outln!("  skipped: {}: {}", skipped.item, skipped.reason);
     }
 }
