@@ -459,7 +459,7 @@ impl LocalDir {
         #[cfg(target_os = "linux")]
         let flushed = rustix::fs::syncfs(&self.handle).map_err(io::Error::from);
         #[cfg(not(target_os = "linux"))]
-        let flushed = std::fs::File::open(&self.path).and_then(|dir| dir.sync_all());
+        let flushed = self.sync_names();
         flushed.map_err(|error| {
             *failed = Some(error.to_string());
             Error::blob(ErrorKind::Io, error)
@@ -477,9 +477,6 @@ struct LocalUpload<'a> {
     /// The file being written.
     path: std::path::PathBuf,
     written: u64,
-    /// Whether `finish` flushes the bytes (always for a staged blob; for
-    /// one written in place, when the directory's flush does not).
-    flush: bool,
     /// For a staged blob: the directory, and the blob's path in it, where
     /// `finish` publishes it.
     publish: Option<(&'a LocalDir, std::path::PathBuf)>,
@@ -493,7 +490,6 @@ impl<'a> LocalUpload<'a> {
             file: Some(create_new(&path)?),
             path,
             written: 0,
-            flush: !LocalDir::FLUSHES_ALL,
             publish: None,
         })
     }
@@ -511,7 +507,6 @@ impl<'a> LocalUpload<'a> {
             file: Some(create_new(&path)?),
             path,
             written: 0,
-            flush: true,
             publish: Some((dir, dir.path.join(name.as_str()))),
         })
     }
@@ -522,11 +517,13 @@ impl<'a> LocalUpload<'a> {
             .ok_or_else(|| io::Error::other("blob already finished"))
     }
 
-    /// Flushes the bytes if asked to, and publishes a staged blob: renames
+    /// Flushes the bytes unless the directory's flush will, and publishes a staged blob: renames
     /// it to its name (a blob there, such as a damaged copy being
     /// repaired, is replaced whole) and flushes the directory.
     fn complete(&self, file: std::fs::File) -> io::Result<()> {
-        if self.flush {
+        // A staged blob is durable once published; one written in place
+        // waits for the directory's flush where that covers the bytes.
+        if self.publish.is_some() || !LocalDir::FLUSHES_ALL {
             file.sync_data()?;
         }
         drop(file);
