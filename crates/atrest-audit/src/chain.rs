@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::record::SCHEMA_VERSION;
+use crate::record::{OLDEST_SCHEMA_VERSION, SCHEMA_VERSION};
 
 /// The chain fields of a line; everything else is skipped, not parsed.
 #[derive(Deserialize)]
@@ -113,7 +113,7 @@ pub(crate) fn link(state: &mut ChainState, line: &[u8]) -> Result<(), LinkError>
             },
         ));
     };
-    if v != SCHEMA_VERSION {
+    if !(OLDEST_SCHEMA_VERSION..=SCHEMA_VERSION).contains(&v) {
         return Err(LinkError::Version(v));
     }
     if seq != state.next_seq {

@@ -4,6 +4,8 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use atrest_core::ErrorKind;
+
 /// Errors of the audit log, records and checkpoints.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -52,12 +54,13 @@ pub enum Error {
     BadSignature,
 
     /// A required sink failed; the record is durable in the log itself.
-    #[error("audit sink {sink} failed: {reason}")]
+    #[error("audit sink {sink} failed: {source}")]
     Sink {
         /// The sink's name.
         sink: String,
         /// What it reported.
-        reason: String,
+        #[source]
+        source: SinkError,
     },
 
     /// Other writers held the log's lock for longer than the configured
@@ -73,6 +76,10 @@ pub enum Error {
     Witness {
         /// The witness (its location).
         witness: String,
+        /// How it failed: [`ErrorKind::Unavailable`] if it could not be
+        /// reached, read or written; [`ErrorKind::Integrity`] if it holds
+        /// something that is not a checkpoint of this log.
+        kind: ErrorKind,
         /// What went wrong.
         reason: String,
     },
@@ -108,10 +115,67 @@ pub enum Error {
 }
 
 impl Error {
+    /// What kind of failure this is: a log, checkpoint or signature that
+    /// does not verify or parse is [`ErrorKind::Integrity`]; a log whose
+    /// lock other writers hold, a signer, witness or sink that cannot be
+    /// reached is [`ErrorKind::Unavailable`] (a retry may succeed); a
+    /// failed write is [`ErrorKind::Io`].
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InvalidText(_) | Self::Reserved => ErrorKind::Usage,
+            Self::NotALog { .. }
+            | Self::Corrupt { .. }
+            | Self::Malformed { .. }
+            | Self::BadSignature => ErrorKind::Integrity,
+            Self::Poisoned(_) | Self::Io { .. } => ErrorKind::Io,
+            Self::Sink { source, .. } => source.kind(),
+            Self::Witness { kind, .. } => *kind,
+            Self::Busy { .. } | Self::Signer { .. } | Self::Rng => ErrorKind::Unavailable,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         Self::Io {
             path: path.into(),
             source: Arc::new(source),
         }
+    }
+}
+
+/// Why a [`Sink`](crate::Sink) could not take a record: its kind and what
+/// it reported.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reason}")]
+pub struct SinkError {
+    kind: ErrorKind,
+    reason: String,
+    #[source]
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl SinkError {
+    /// A failure of kind `kind` (a destination that cannot be reached is
+    /// [`ErrorKind::Unavailable`]), described by `reason`.
+    pub fn new(kind: ErrorKind, reason: impl Into<String>) -> Self {
+        Self {
+            kind,
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// A failure to write the record to an I/O destination, classified by
+    /// [`ErrorKind::of_io`].
+    pub fn io(error: io::Error) -> Self {
+        Self {
+            kind: ErrorKind::of_io(&error),
+            reason: error.to_string(),
+            source: Some(Arc::new(error)),
+        }
+    }
+
+    /// What kind of failure it is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
     }
 }

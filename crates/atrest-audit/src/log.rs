@@ -210,7 +210,8 @@ struct Tail {
 #[derive(Default)]
 struct Queue {
     bodies: Vec<u8>,
-    ends: Vec<usize>,
+    /// Where each record's body ends in `bodies`, and its schema version.
+    ends: Vec<(usize, u32)>,
     /// (ticket, number of records) per append call, in order.
     calls: Vec<(u64, usize)>,
 }
@@ -256,12 +257,13 @@ fn io<T>(path: &Path, result: std::io::Result<T>) -> Result<T, Error> {
     result.map_err(|e| Error::io(path, e))
 }
 
-/// Writes the canonical line of record `seq` after `prev`: the chain fields,
-/// then the fields of the record's own JSON object `body` (same order as
+/// Writes the canonical line of record `seq` after `prev`: the chain fields
+/// (`version` being the schema version of the record's event), then the
+/// fields of the record's own JSON object `body` (same order as
 /// [`Entry`](crate::record::Entry), so the line is exactly its JSON).
-fn write_line(out: &mut Vec<u8>, seq: u64, prev: &[u8; 32], body: &[u8]) {
+fn write_line(out: &mut Vec<u8>, version: u32, seq: u64, prev: &[u8; 32], body: &[u8]) {
     out.extend_from_slice(br#"{"v":"#);
-    out.extend_from_slice(crate::record::SCHEMA_VERSION.to_string().as_bytes());
+    out.extend_from_slice(version.to_string().as_bytes());
     out.extend_from_slice(br#","seq":"#);
     out.extend_from_slice(seq.to_string().as_bytes());
     out.extend_from_slice(br#","prev":""#);
@@ -448,6 +450,7 @@ pub(crate) fn checkpoint_of_line(origin: &str, line: &[u8]) -> Result<Checkpoint
         return Err("not a checkpoint line".into());
     };
     let fixed = entry.actor.as_str() == LOG_ACTOR
+        && entry.v == entry.event.schema_version()
         && entry.tenant.is_none()
         && entry.request.is_none()
         && entry.outcome == crate::record::Outcome::Success;
@@ -737,7 +740,7 @@ impl AuditLog {
             }
             serde_json::to_writer(&mut bodies, record)
                 .map_err(|e| Error::Poisoned(format!("cannot encode a record: {e}")))?;
-            ends.push(bodies.len());
+            ends.push((bodies.len(), record.event.schema_version()));
         }
         let mut state = self.lock_state();
         if let Some(reason) = &state.poisoned {
@@ -750,7 +753,10 @@ impl AuditLog {
         state.next_ticket += 1;
         let base = state.queue.bodies.len();
         state.queue.bodies.extend_from_slice(&bodies);
-        state.queue.ends.extend(ends.iter().map(|end| base + end));
+        state
+            .queue
+            .ends
+            .extend(ends.iter().map(|&(end, version)| (base + end, version)));
         state.queue.calls.push((ticket, records.len()));
         loop {
             if let Some(result) = state.results.remove(&ticket) {
@@ -880,9 +886,9 @@ impl AuditLog {
     ) -> Result<Vec<Vec<Receipt>>, (Error, bool)> {
         let fatal = |error: Error| (error, true);
         let mut chain = tail.chain;
-        let push = |batch: &mut Vec<u8>, chain: &mut ChainState, body: &[u8]| {
+        let push = |batch: &mut Vec<u8>, chain: &mut ChainState, version: u32, body: &[u8]| {
             let from = batch.len();
-            write_line(batch, chain.next_seq, &chain.head, body);
+            write_line(batch, version, chain.next_seq, &chain.head, body);
             chain.head = chain::hash_line(batch.get(from..).unwrap_or_default());
             chain.next_seq += 1;
             batch.push(b'\n');
@@ -903,7 +909,7 @@ impl AuditLog {
             );
             let body = serde_json::to_vec(&record)
                 .map_err(|e| fatal(Error::Poisoned(format!("cannot encode a record: {e}"))))?;
-            push(batch, &mut chain, &body);
+            push(batch, &mut chain, record.event.schema_version(), &body);
         }
         let mut receipts = Vec::with_capacity(queue.calls.len());
         let mut from = 0;
@@ -911,10 +917,11 @@ impl AuditLog {
         for &(_, count) in &queue.calls {
             let mut call = Vec::with_capacity(count);
             for _ in 0..count {
-                let end = queue.ends.get(record).copied().unwrap_or(from);
+                let (end, version) = queue.ends.get(record).copied().unwrap_or((from, 0));
                 push(
                     batch,
                     &mut chain,
+                    version,
                     queue.bodies.get(from..end).unwrap_or_default(),
                 );
                 from = end;
@@ -950,7 +957,7 @@ impl AuditLog {
         };
         let body = serde_json::to_vec(&line)
             .map_err(|e| fatal(Error::Poisoned(format!("cannot encode a record: {e}"))))?;
-        push(batch, &mut chain, &body);
+        push(batch, &mut chain, line.event.schema_version(), &body);
 
         // Roll over to a new segment first if the current one is full.
         if tail.len >= self.config.max_segment_bytes && tail.len > 0 {
@@ -1251,6 +1258,7 @@ mod tests {
         let mut line = Vec::new();
         write_line(
             &mut line,
+            record.event.schema_version(),
             12_345,
             &prev,
             &serde_json::to_vec(&record).unwrap(),

@@ -1,13 +1,13 @@
 //! Audit records: what happened, to what, by whom, with what outcome.
 //!
-//! # Schema (version 1)
+//! # Schema (version 3)
 //!
 //! A record is stored as one line of JSON (see [`crate::log`]), whose fields
 //! appear in this order:
 //!
 //! | field | type | meaning |
 //! |-------|------|---------|
-//! | `v` | `2` | schema version |
+//! | `v` | `2` or `3` | the schema version that defined the line's event |
 //! | `seq` | integer | position in the log, from 0, consecutive |
 //! | `prev` | 64 hex digits | SHA-256 of the previous record's line (for `seq` 0: of the genesis string) |
 //! | `time` | RFC 3339, UTC, nanoseconds | when the record was made |
@@ -20,7 +20,17 @@
 //! New event types or fields are added under a new schema version; readers
 //! reject versions they do not know and fields they do not expect. Version 2
 //! added the two events the log writes itself, [`Event::Checkpoint`] (the
-//! last line of every commit batch) and [`Event::LogRecovered`].
+//! last line of every commit batch) and [`Event::LogRecovered`]. Version 3
+//! added the events the atrest libraries used to write as
+//! [`Event::Custom`]: [`Event::MetadataRejected`], [`Event::TikRetired`],
+//! [`Event::BlobCopyPassedOver`], [`Event::GarbageCollected`] and
+//! [`Event::BlobsScrubbed`].
+//!
+//! A line's `v` is the version that defined its event ([`Event::schema_version`]),
+//! not the version of the build that wrote it: a line means the same to every
+//! reader that knows its event, a log written before version 3 stays valid as
+//! it is, and `v` is fixed by the rest of the line (a reader refuses a line
+//! whose `v` is not its event's).
 //!
 //! # No key material
 //!
@@ -37,8 +47,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::Error;
 
-/// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 2;
+/// The newest schema version this build writes and reads.
+pub const SCHEMA_VERSION: u32 = 3;
+
+/// The oldest schema version this build reads (every version from it to
+/// [`SCHEMA_VERSION`]).
+pub const OLDEST_SCHEMA_VERSION: u32 = 2;
 
 /// Longest [`Text`] value, in bytes.
 pub const MAX_TEXT_LEN: usize = 1024;
@@ -388,6 +402,53 @@ pub enum Event {
         /// and was restored.
         newline_restored: bool,
     },
+    /// A tenant's key metadata failed its authentication (it was edited in
+    /// the database by someone without the tenant key), or its tenant key
+    /// is missing, and it was refused rather than obeyed. The outcome says
+    /// why. (Schema version 3.)
+    MetadataRejected {},
+    /// A TIK version nothing referred to any more was retired (destroyed).
+    /// (Schema version 3.)
+    TikRetired {
+        /// The TIK, at the retired version.
+        tik: KeyRef,
+    },
+    /// A read of a file version passed over a copy of its blob (missing,
+    /// unreachable or damaged) and was served from another: the copy needs
+    /// a scrub. (Schema version 3.)
+    BlobCopyPassedOver {
+        /// The file version.
+        file: FileRef,
+        /// The blob.
+        blob: Text,
+        /// The location of the copy passed over (0 is the primary).
+        location: u64,
+        /// What was wrong with it.
+        error: Text,
+    },
+    /// Blobs and uploads nothing refers to were removed. (Schema version 3.)
+    GarbageCollected {
+        /// Blobs no record names.
+        orphan_blobs: u64,
+        /// Their bytes.
+        orphan_bytes: u64,
+        /// Partial uploads (staging files) left by uploads that stopped.
+        partial_uploads: u64,
+        /// Their bytes.
+        partial_bytes: u64,
+        /// Seals in progress abandoned by processes that stopped.
+        abandoned_uploads: u64,
+    },
+    /// The copies of every blob were checked against their records (and
+    /// repaired, if asked). (Schema version 3.)
+    BlobsScrubbed {
+        /// Records checked.
+        records: u64,
+        /// Copies found missing or damaged.
+        bad_copies: u64,
+        /// Copies repaired.
+        repaired_copies: u64,
+    },
     /// A service-defined event.
     Custom {
         /// The event's kind, named by the service.
@@ -516,8 +577,51 @@ impl Event {
             | Self::ReleaseDenied { file, .. }
             | Self::WriteDenied { file, .. }
             | Self::FileSealed { file, .. }
-            | Self::FileOpened { file, .. } => Some(file),
-            _ => None,
+            | Self::FileOpened { file, .. }
+            | Self::BlobCopyPassedOver { file, .. } => Some(file),
+            Self::TikRolled { .. }
+            | Self::FileKeysRewrapped { .. }
+            | Self::RootKeyRolled { .. }
+            | Self::AvailabilityKeyFallback { .. }
+            | Self::CustomerKeyRevoked { .. }
+            | Self::TenantPurged { .. }
+            | Self::DataMove { .. }
+            | Self::Checkpoint { .. }
+            | Self::LogRecovered { .. }
+            | Self::MetadataRejected {}
+            | Self::TikRetired { .. }
+            | Self::GarbageCollected { .. }
+            | Self::BlobsScrubbed { .. }
+            | Self::Custom { .. } => None,
+        }
+    }
+
+    /// The schema version that introduced this event: the `v` of every
+    /// line that holds it.
+    pub fn schema_version(&self) -> u32 {
+        match self {
+            Self::MetadataRejected {}
+            | Self::TikRetired { .. }
+            | Self::BlobCopyPassedOver { .. }
+            | Self::GarbageCollected { .. }
+            | Self::BlobsScrubbed { .. } => 3,
+            Self::FileKeyGenerated { .. }
+            | Self::FileKeyWrapped { .. }
+            | Self::FileKeyReleased { .. }
+            | Self::ReleaseDenied { .. }
+            | Self::WriteDenied { .. }
+            | Self::TikRolled { .. }
+            | Self::FileKeysRewrapped { .. }
+            | Self::RootKeyRolled { .. }
+            | Self::AvailabilityKeyFallback { .. }
+            | Self::CustomerKeyRevoked { .. }
+            | Self::TenantPurged { .. }
+            | Self::FileSealed { .. }
+            | Self::FileOpened { .. }
+            | Self::DataMove { .. }
+            | Self::Checkpoint { .. }
+            | Self::LogRecovered { .. }
+            | Self::Custom { .. } => 2,
         }
     }
 }
@@ -572,7 +676,7 @@ impl Record {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Entry {
-    /// Schema version (1).
+    /// Schema version (see [`SCHEMA_VERSION`]).
     pub v: u32,
     /// Position in the log, from 0.
     pub seq: u64,
@@ -596,7 +700,7 @@ impl Entry {
     #[cfg(test)]
     pub(crate) fn new(seq: u64, prev: &[u8; 32], record: &Record) -> Self {
         Self {
-            v: SCHEMA_VERSION,
+            v: record.event.schema_version(),
             seq,
             prev: hex::encode(prev),
             time: record.time,

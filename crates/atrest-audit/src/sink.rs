@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::log::{AuditLog, Receipt};
 use crate::record::Record;
-use crate::{Audit, Error};
+use crate::{Audit, Error, SinkError};
 
 /// A destination for audit records besides the log (a service's logging
 /// pipeline, a SIEM, a message queue).
@@ -30,8 +30,8 @@ pub trait Sink: Send + Sync {
     /// Delivers one record, already durable in the log with `receipt`.
     ///
     /// # Errors
-    /// A description of the failure.
-    fn deliver(&self, receipt: &Receipt, record: &Record) -> Result<(), String>;
+    /// Why the record could not be delivered, with its kind.
+    fn deliver(&self, receipt: &Receipt, record: &Record) -> Result<(), SinkError>;
 }
 
 /// What a sink's failure means for the operation being audited.
@@ -85,12 +85,12 @@ impl Auditor {
     fn deliver(&self, receipt: &Receipt, record: &Record) -> Option<Error> {
         let mut required_failure = None;
         for (sink, policy) in &self.sinks {
-            if let Err(reason) = sink.deliver(receipt, record) {
+            if let Err(source) = sink.deliver(receipt, record) {
                 match policy {
                     SinkPolicy::Required => {
                         required_failure.get_or_insert(Error::Sink {
                             sink: sink.name().to_owned(),
-                            reason,
+                            source,
                         });
                     }
                     SinkPolicy::BestEffort => {
@@ -147,10 +147,10 @@ impl Sink for MemorySink {
         "memory"
     }
 
-    fn deliver(&self, receipt: &Receipt, record: &Record) -> Result<(), String> {
+    fn deliver(&self, receipt: &Receipt, record: &Record) -> Result<(), SinkError> {
         self.records
             .lock()
-            .map_err(|_| "poisoned".to_owned())?
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push((*receipt, record.clone()));
         Ok(())
     }
@@ -161,7 +161,7 @@ impl Sink for Arc<MemorySink> {
         "memory"
     }
 
-    fn deliver(&self, receipt: &Receipt, record: &Record) -> Result<(), String> {
+    fn deliver(&self, receipt: &Receipt, record: &Record) -> Result<(), SinkError> {
         self.as_ref().deliver(receipt, record)
     }
 }
@@ -188,12 +188,15 @@ impl<W: std::io::Write + Send> Sink for JsonLinesSink<W> {
         &self.name
     }
 
-    fn deliver(&self, receipt: &Receipt, record: &Record) -> Result<(), String> {
+    fn deliver(&self, receipt: &Receipt, record: &Record) -> Result<(), SinkError> {
         let mut line =
             serde_json::to_vec(&serde_json::json!({ "seq": receipt.seq, "record": record }))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| SinkError::io(e.into()))?;
         line.push(b'\n');
-        let mut writer = self.writer.lock().map_err(|_| "poisoned".to_owned())?;
-        writer.write_all(&line).map_err(|e| e.to_string())
+        let mut writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        writer.write_all(&line).map_err(SinkError::io)
     }
 }

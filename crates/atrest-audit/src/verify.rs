@@ -341,11 +341,19 @@ pub fn read_entries(dir: impl AsRef<Path>) -> Result<Vec<Entry>, Error> {
             if line.is_empty() {
                 continue;
             }
-            let entry: Entry = serde_json::from_slice(line).map_err(|e| Error::Corrupt {
+            let corrupt = |reason: String| Error::Corrupt {
                 path: path.clone(),
                 line: index as u64 + 1,
-                reason: e.to_string(),
-            })?;
+                reason,
+            };
+            let entry: Entry = serde_json::from_slice(line).map_err(|e| corrupt(e.to_string()))?;
+            if entry.v != entry.event.schema_version() {
+                return Err(corrupt(format!(
+                    "a line of schema version {} holds an event of version {}",
+                    entry.v,
+                    entry.event.schema_version()
+                )));
+            }
             entries.push(entry);
         }
     }

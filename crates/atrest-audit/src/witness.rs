@@ -18,6 +18,8 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use atrest_core::ErrorKind;
+
 use crate::Error;
 use crate::checkpoint::Checkpoint;
 use crate::log::{private_dirs, private_file};
@@ -70,15 +72,26 @@ impl DirectoryWitness {
         let id = origin
             .strip_prefix("atrest-audit/")
             .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| self.error(format!("{origin:?} is not an atrest audit log origin")))?;
+            .ok_or_else(|| {
+                self.error(
+                    ErrorKind::Integrity,
+                    format!("{origin:?} is not an atrest audit log origin"),
+                )
+            })?;
         Ok(self.dir.join(format!("{id}.checkpoints")))
     }
 
-    fn error(&self, reason: String) -> Error {
+    fn error(&self, kind: ErrorKind, reason: String) -> Error {
         Error::Witness {
             witness: self.describe(),
+            kind,
             reason,
         }
+    }
+
+    /// A failure to read or write the witness's file `path`.
+    fn unavailable(&self, path: &Path) -> impl Fn(std::io::Error) -> Error + Copy {
+        move |e| self.error(ErrorKind::Unavailable, format!("{}: {e}", path.display()))
     }
 }
 
@@ -89,9 +102,13 @@ impl Witness for DirectoryWitness {
 
     fn publish(&self, checkpoint: &Checkpoint) -> Result<(), Error> {
         let path = self.file(&checkpoint.origin)?;
-        let fail = |e: std::io::Error| self.error(format!("{}: {e}", path.display()));
-        let mut line = serde_json::to_vec(&checkpoint.to_text())
-            .map_err(|e| self.error(format!("cannot encode a checkpoint: {e}")))?;
+        let fail = self.unavailable(&path);
+        let mut line = serde_json::to_vec(&checkpoint.to_text()).map_err(|e| {
+            self.error(
+                ErrorKind::Unavailable,
+                format!("cannot encode a checkpoint: {e}"),
+            )
+        })?;
         line.push(b'\n');
         let new = !path.exists();
         if new {
@@ -114,7 +131,7 @@ impl Witness for DirectoryWitness {
 
     fn latest(&self, origin: &str) -> Result<Option<Checkpoint>, Error> {
         let path = self.file(origin)?;
-        let fail = |e: std::io::Error| self.error(format!("{}: {e}", path.display()));
+        let fail = self.unavailable(&path);
         let mut file = match File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -130,7 +147,12 @@ impl Witness for DirectoryWitness {
         let complete = match tail.iter().rposition(|&b| b == b'\n') {
             Some(end) => tail.get(..end).unwrap_or_default(),
             None if start == 0 => return Ok(None),
-            None => return Err(self.error("the last checkpoint line is too long".into())),
+            None => {
+                return Err(self.error(
+                    ErrorKind::Integrity,
+                    "the last checkpoint line is too long".into(),
+                ));
+            }
         };
         let Some(line) = complete.rsplit(|&b| b == b'\n').next() else {
             return Ok(None);
@@ -138,15 +160,22 @@ impl Witness for DirectoryWitness {
         if line.is_empty() {
             return Ok(None);
         }
-        let text: String = serde_json::from_slice(line)
-            .map_err(|e| self.error(format!("{}: not a checkpoint line: {e}", path.display())))?;
+        let text: String = serde_json::from_slice(line).map_err(|e| {
+            self.error(
+                ErrorKind::Integrity,
+                format!("{}: not a checkpoint line: {e}", path.display()),
+            )
+        })?;
         let checkpoint = Checkpoint::parse(&text)?;
         if checkpoint.origin != origin {
-            return Err(self.error(format!(
-                "{} holds a checkpoint of another log ({})",
-                path.display(),
-                checkpoint.origin
-            )));
+            return Err(self.error(
+                ErrorKind::Integrity,
+                format!(
+                    "{} holds a checkpoint of another log ({})",
+                    path.display(),
+                    checkpoint.origin
+                ),
+            ));
         }
         Ok(Some(checkpoint))
     }

@@ -15,9 +15,10 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use atrest_audit::{
-    Audit, AuditLog, Auditor, Error, Event, LogConfig, MemorySink, Receipt, Record, Sink,
-    SinkPolicy, Text,
+    Audit, AuditLog, Auditor, Error, Event, FileRef, KeyRef, LogConfig, MemorySink, Receipt,
+    Record, SCHEMA_VERSION, Sink, SinkError, SinkPolicy, Text,
 };
+use atrest_core::ErrorKind;
 use atrest_test_support::TempDir;
 use common::{record, text};
 
@@ -98,14 +99,104 @@ fn records_round_trip_through_json() {
     assert!(serde_json::from_str::<Record>(&extra).is_err());
 }
 
+/// The events the libraries record about themselves are typed: each has
+/// its own `type`, round-trips, is written under schema version 3, and is
+/// refused in a line that claims an older version.
+#[test]
+fn the_libraries_events_are_typed_and_versioned() {
+    let events = [
+        (
+            Event::MetadataRejected {},
+            r#"{"type":"metadata_rejected"}"#,
+        ),
+        (
+            Event::TikRetired {
+                tik: KeyRef {
+                    key: text("tik:1"),
+                    version: Some(2),
+                },
+            },
+            r#"{"type":"tik_retired","tik":{"key":"tik:1","version":2}}"#,
+        ),
+        (
+            Event::BlobCopyPassedOver {
+                file: FileRef {
+                    file: text("f"),
+                    version: 3,
+                },
+                blob: text("b"),
+                location: 1,
+                error: text("missing"),
+            },
+            r#"{"type":"blob_copy_passed_over","file":{"file":"f","version":3},"blob":"b","location":1,"error":"missing"}"#,
+        ),
+        (
+            Event::GarbageCollected {
+                orphan_blobs: 1,
+                orphan_bytes: 2,
+                partial_uploads: 3,
+                partial_bytes: 4,
+                abandoned_uploads: 5,
+            },
+            r#"{"type":"garbage_collected","orphan_blobs":1,"orphan_bytes":2,"partial_uploads":3,"partial_bytes":4,"abandoned_uploads":5}"#,
+        ),
+        (
+            Event::BlobsScrubbed {
+                records: 1,
+                bad_copies: 2,
+                repaired_copies: 3,
+            },
+            r#"{"type":"blobs_scrubbed","records":1,"bad_copies":2,"repaired_copies":3}"#,
+        ),
+    ];
+    let dir = TempDir::new("typed-events");
+    let log = AuditLog::create(dir.path(), common::signer(), LogConfig::default()).unwrap();
+    for (event, json) in &events {
+        assert_eq!(serde_json::to_string(event).unwrap(), *json);
+        assert_eq!(&serde_json::from_str::<Event>(json).unwrap(), event);
+        assert_eq!(event.schema_version(), 3);
+        let _ = log
+            .append(&Record::new(text("svc"), event.clone()))
+            .unwrap();
+    }
+    drop(log);
+    let entries = atrest_audit::read_entries(dir.path()).unwrap();
+    let typed: Vec<_> = entries
+        .iter()
+        .filter(|entry| events.iter().any(|(event, _)| *event == entry.event))
+        .collect();
+    assert_eq!(typed.len(), events.len());
+    assert!(typed.iter().all(|entry| entry.v == SCHEMA_VERSION));
+    // The other lines keep the version that defined their events.
+    assert!(
+        entries
+            .iter()
+            .filter(|entry| !typed.contains(entry))
+            .all(|entry| entry.v == 2)
+    );
+    let key = common::signer().verifying_key();
+    assert!(atrest_audit::verify(dir.path(), &[], &key).unwrap().is_ok());
+
+    // A line whose version is not its event's is refused when read.
+    let segment = dir.path().join("00000001.log");
+    let bytes = std::fs::read_to_string(&segment).unwrap();
+    let downgraded = bytes.replacen(r#"{"v":3,"seq":1,"#, r#"{"v":2,"seq":1,"#, 1);
+    assert_ne!(bytes, downgraded);
+    std::fs::write(&segment, downgraded).unwrap();
+    assert!(matches!(
+        atrest_audit::read_entries(dir.path()),
+        Err(Error::Corrupt { line: 2, .. })
+    ));
+}
+
 struct Failing;
 
 impl Sink for Failing {
     fn name(&self) -> &str {
         "failing"
     }
-    fn deliver(&self, _: &Receipt, _: &Record) -> Result<(), String> {
-        Err("unreachable SIEM".into())
+    fn deliver(&self, _: &Receipt, _: &Record) -> Result<(), SinkError> {
+        Err(SinkError::new(ErrorKind::Unavailable, "unreachable SIEM"))
     }
 }
 
@@ -152,6 +243,7 @@ fn sink_policy_fails_closed_on_the_log_and_on_required_sinks_only() {
     let required = Auditor::new(log.clone()).with_sink(Box::new(Failing), SinkPolicy::Required);
     let error = required.record(record(1)).unwrap_err();
     assert!(matches!(error, Error::Sink { ref sink, .. } if sink == "failing"));
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "the sink's kind");
     // The record is durable in the log regardless.
     // create: 1 checkpoint line; each append: the record and a checkpoint.
     assert_eq!(log.head().0, 5);

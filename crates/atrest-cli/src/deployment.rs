@@ -47,7 +47,7 @@ use std::sync::Arc;
 
 use atrest::audit::{
     Audit as _, AuditLog, DirectoryWitness, Entry, Event, LogConfig, Record, Recovery, Report,
-    SigningKey, Text, Value, VerifyingKey,
+    SigningKey, Text, VerifyingKey,
 };
 use atrest::blobs::BlobStore;
 use atrest::filekey::{FileVersion, KeyVersion, OsRng, TenantId};
@@ -832,25 +832,28 @@ impl Deployment {
                 Err(error) => results.push(Some(Err(error))),
             }
         }
-        let mut sealed = self
-            .files
-            .seal_batch(access, tenant_id, allowed, threads)?
-            .into_iter();
+        // One result per item allowed, in order (`seal_batch`'s contract):
+        // each fills the next place the name check left empty.
+        let sealed = self.files.seal_batch(access, tenant_id, allowed, threads)?;
+        let mut places = results.iter_mut().filter(|result| result.is_none());
+        for result in sealed {
+            if let Some(place) = places.next() {
+                *place = Some(result.map_err(Error::from).map(|record| PutReport {
+                    tenant: tenant.to_owned(),
+                    name: record.name.clone(),
+                    version: u64::from(record.version),
+                    blob: record.blob.to_string(),
+                    record,
+                }));
+            }
+        }
         Ok(results
             .into_iter()
             .map(|result| {
-                result.unwrap_or_else(|| match sealed.next() {
-                    Some(Ok(record)) => Ok(PutReport {
-                        tenant: tenant.to_owned(),
-                        name: record.name.clone(),
-                        version: u64::from(record.version),
-                        blob: record.blob.to_string(),
-                        record,
-                    }),
-                    Some(Err(error)) => Err(error.into()),
-                    None => Err(Error::Library(atrest::Error::Stream(
-                        atrest::stream::Error::Misuse("one result per item"),
-                    ))),
+                result.unwrap_or_else(|| {
+                    Err(Error::Library(atrest::Error::Catalog(
+                        atrest::CatalogError::Contract("a batch gave fewer results than items"),
+                    )))
                 })
             })
             .collect())
@@ -1146,25 +1149,14 @@ impl Deployment {
             });
         }
         if !dry_run {
-            let count = |items: &[Garbage]| Value::Count(items.len() as u64);
-            let bytes =
-                |items: &[Garbage]| Value::Count(items.iter().map(|g| g.bytes).sum::<u64>());
-            let event = Event::Custom {
-                kind: Text::lossy("garbage_collected"),
-                fields: [
-                    (Text::lossy("orphan_blobs"), count(&report.orphan_blobs)),
-                    (Text::lossy("orphan_bytes"), bytes(&report.orphan_blobs)),
-                    (
-                        Text::lossy("partial_uploads"),
-                        count(&report.partial_uploads),
-                    ),
-                    (Text::lossy("partial_bytes"), bytes(&report.partial_uploads)),
-                    (
-                        Text::lossy("abandoned_uploads"),
-                        count(&report.abandoned_uploads),
-                    ),
-                ]
-                .into(),
+            let count = |items: &[Garbage]| items.len() as u64;
+            let bytes = |items: &[Garbage]| items.iter().map(|g| g.bytes).sum::<u64>();
+            let event = Event::GarbageCollected {
+                orphan_blobs: count(&report.orphan_blobs),
+                orphan_bytes: bytes(&report.orphan_blobs),
+                partial_uploads: count(&report.partial_uploads),
+                partial_bytes: bytes(&report.partial_uploads),
+                abandoned_uploads: count(&report.abandoned_uploads),
             };
             self.record_event(event, None, None)?;
         }

@@ -125,6 +125,6 @@ fn kind_code(kind: ErrorKind) -> u8 {
         ErrorKind::Conflict => CONFLICT,
         ErrorKind::Unavailable => UNAVAILABLE,
         ErrorKind::Usage => USAGE,
-        _ => FAILED,
+        ErrorKind::Io => FAILED,
     }
 }

@@ -1,5 +1,7 @@
 //! The error type of this crate.
 
+use atrest_core::ErrorKind;
+
 use crate::{KeyId, KeyVersion};
 
 /// Everything that can go wrong in `atrest-filekey`.
@@ -72,4 +74,23 @@ pub enum Error {
     /// The operating system's random number generator failed.
     #[error("the operating system random number generator failed")]
     Rng,
+}
+
+impl Error {
+    /// What kind of failure this is: a wrapped key that does not
+    /// authenticate or parse is [`ErrorKind::Integrity`], an identifier
+    /// that fails validation [`ErrorKind::Usage`], a failed generator or
+    /// backend [`ErrorKind::Unavailable`].
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::AuthenticationFailed
+            | Self::KekMismatch { .. }
+            | Self::InvalidLength { .. }
+            | Self::UnsupportedVersion(_)
+            | Self::UnsupportedSuite(_)
+            | Self::Malformed(_) => ErrorKind::Integrity,
+            Self::InvalidId { .. } => ErrorKind::Usage,
+            Self::Backend | Self::Rng => ErrorKind::Unavailable,
+        }
+    }
 }

@@ -250,7 +250,7 @@ impl PgCatalog {
                     atrest_tenant::Error::Corrupt(what)
                 }
                 Failure::Stop(Error::Keys(error)) => error,
-                Failure::Stop(other) => atrest_tenant::Error::Store(Box::new(other)),
+                Failure::Stop(other) => atrest_tenant::Error::store(other.kind(), other),
             })
     }
 

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use atrest::ErrorKind;
+use atrest_core::ErrorKind;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::runtime::Runtime;
 use tokio_postgres::config::{Host, SslMode};

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use atrest::ErrorKind;
+use atrest_core::ErrorKind;
 use atrest_filekey::{KeyId, KeyVersion, TenantId};
 use atrest_tenant::{
     Error, MetadataStore, RecordTag, RootKeyRef, RootKeySlot, SlotRole, TagUpdate, TenantKind,
@@ -121,7 +121,7 @@ pub(crate) fn store_error(error: PgError) -> Error {
     } else if error.kind() == ErrorKind::Integrity && error.code().is_none() {
         Error::Corrupt(error.what())
     } else {
-        Error::Store(Box::new(error))
+        Error::store(error.kind(), error)
     }
 }
 

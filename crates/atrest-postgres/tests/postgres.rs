@@ -60,10 +60,10 @@ fn migrations_are_recorded_once_and_newer_schemas_refused() {
     let refused = PgCatalog::open_blocking(&db).unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Usage, "{refused}");
     assert!(pg_error(&refused).is_newer_schema(), "{refused}");
-    assert!(refused.to_string().contains("newer"), "{refused}");
     database.exec("INSERT INTO atrest_schema_migrations (component, version) VALUES ('keys', 7)");
     let refused = PgMetadataStore::open_blocking(&db).unwrap_err();
-    assert!(matches!(refused, Error::Store(_)), "{refused}");
+    assert!(matches!(refused, Error::Store { .. }), "{refused}");
+    assert_eq!(refused.kind(), ErrorKind::Usage, "{refused}");
     assert!(pg_error(&refused).is_newer_schema(), "{refused}");
 }
 
@@ -183,7 +183,8 @@ fn failures_are_classified() {
     let refused = PgCatalog::open_blocking(&nowhere).unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Unavailable, "{refused}");
     let refused = PgMetadataStore::open_blocking(&nowhere).unwrap_err();
-    assert!(matches!(refused, Error::Store(_)), "{refused}");
+    assert!(matches!(refused, Error::Store { .. }), "{refused}");
+    assert_eq!(refused.kind(), ErrorKind::Unavailable, "{refused}");
     assert_eq!(pg_error(&refused).kind(), ErrorKind::Unavailable);
     assert!(started.elapsed() < Duration::from_secs(20));
 

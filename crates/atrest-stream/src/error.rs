@@ -3,6 +3,8 @@
 use std::io;
 use std::sync::Arc;
 
+use atrest_core::ErrorKind;
+
 /// Everything that can go wrong encrypting or decrypting a stream.
 ///
 /// Through the `Read`/`Write`/`Seek` adapters an `Error` arrives wrapped in an
@@ -129,6 +131,32 @@ impl Error {
         {
             Some(typed) => typed.clone(),
             None => Self::Io(Arc::new(error)),
+        }
+    }
+
+    /// What kind of failure this is: a stream that is cut short, not
+    /// authentic or not canonical is [`ErrorKind::Integrity`]; a request
+    /// the API does not allow (a range outside the plaintext, a segment
+    /// size out of range, a plaintext longer than the format allows) is
+    /// [`ErrorKind::Usage`]; a failure of the underlying reader or writer
+    /// is [`ErrorKind::Io`].
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Truncated
+            | Self::AuthenticationFailed
+            | Self::TrailingData
+            | Self::CommitmentMismatch
+            | Self::UnsupportedVersion(_)
+            | Self::UnsupportedSuite(_)
+            | Self::Malformed(_)
+            | Self::SegmentSizeMismatch { .. } => ErrorKind::Integrity,
+            Self::TooLong
+            | Self::InvalidSegmentSize(_)
+            | Self::InvalidRange { .. }
+            | Self::OutputTooSmall { .. }
+            | Self::Misuse(_) => ErrorKind::Usage,
+            Self::Backend | Self::Rng => ErrorKind::Unavailable,
+            Self::Io(_) => ErrorKind::Io,
         }
     }
 

@@ -6,10 +6,38 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::time::Duration;
 
+use atrest_core::ErrorKind;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::Error;
+
+/// How a SQLite failure is classified: a lock held too long is
+/// [`ErrorKind::Unavailable`], a violated constraint
+/// [`ErrorKind::Conflict`], a damaged database or a value of the wrong type
+/// [`ErrorKind::Integrity`], a database that cannot be opened or written
+/// for want of permission [`ErrorKind::Usage`], anything else
+/// [`ErrorKind::Io`].
+pub fn sqlite_kind(error: &rusqlite::Error) -> ErrorKind {
+    use rusqlite::ErrorCode as Code;
+    match error.sqlite_error_code() {
+        Some(Code::DatabaseBusy | Code::DatabaseLocked) => ErrorKind::Unavailable,
+        Some(Code::ConstraintViolation) => ErrorKind::Conflict,
+        Some(Code::DatabaseCorrupt | Code::NotADatabase | Code::SchemaChanged) => {
+            ErrorKind::Integrity
+        }
+        Some(
+            Code::ReadOnly | Code::PermissionDenied | Code::CannotOpen | Code::NoLargeFileSupport,
+        ) => ErrorKind::Usage,
+        Some(_) => ErrorKind::Io,
+        None => match error {
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::InvalidColumnType(..) => ErrorKind::Integrity,
+            _ => ErrorKind::Io,
+        },
+    }
+}
 
 /// How long a connection waits for a lock another connection holds.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -94,7 +122,7 @@ pub fn open(path: &Path, schema: &str) -> Result<Connection, Error> {
     match created {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(Error::Store(Box::new(e))),
+        Err(e) => return Err(Error::store(ErrorKind::of_io(&e), e)),
     }
     let mut connection = Connection::open(path)?;
     connection.set_transaction_behavior(TransactionBehavior::Immediate);
@@ -154,9 +182,9 @@ pub fn checkpoint(connection: &Connection) -> Result<(), Error> {
             return Ok(());
         }
         if started.elapsed() > Duration::from_secs(10) {
-            return Err(Error::Store(
-                "the write-ahead log could not be checkpointed: other connections kept reading"
-                    .into(),
+            return Err(Error::store(
+                ErrorKind::Unavailable,
+                "the write-ahead log could not be checkpointed: other connections kept reading",
             ));
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -1,5 +1,6 @@
 //! Errors of the tenant key hierarchy and of root-key providers.
 
+use atrest_core::ErrorKind;
 use atrest_filekey::{KeyVersion, TenantId};
 
 use crate::RootKeyRef;
@@ -66,6 +67,22 @@ impl ProviderError {
     /// availability key.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Unavailable { .. })
+    }
+
+    /// What kind of failure this is: a refusal, a missing or destroyed key
+    /// is [`ErrorKind::Refused`]; a wrap that does not authenticate
+    /// [`ErrorKind::Integrity`]; a provider that cannot be reached
+    /// [`ErrorKind::Unavailable`]; one configured wrongly
+    /// [`ErrorKind::Usage`].
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::AccessDenied { .. } | Self::NotFound { .. } | Self::Destroyed { .. } => {
+                ErrorKind::Refused
+            }
+            Self::AuthenticationFailed { .. } => ErrorKind::Integrity,
+            Self::Unavailable { .. } => ErrorKind::Unavailable,
+            Self::Misconfigured { .. } => ErrorKind::Usage,
+        }
     }
 
     /// How decisive the error is when several keys failed: an explicit
@@ -178,9 +195,17 @@ pub enum Error {
     Audit(#[from] atrest_audit::Error),
 
     /// The key metadata store failed (the database could not be opened,
-    /// read or written); the source is the database's own error.
-    #[error("key store: {0}")]
-    Store(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// read or written); `kind` says how, as the store classified it (a
+    /// server that cannot be reached is [`ErrorKind::Unavailable`]); the
+    /// source is the database's own error.
+    #[error("key store: {source}")]
+    Store {
+        /// How it failed.
+        kind: ErrorKind,
+        /// The database's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
 
     /// The key metadata store holds a value that is not valid (edited or
     /// damaged): refused rather than guessed at.
@@ -215,9 +240,49 @@ pub enum Error {
     Rng,
 }
 
+impl Error {
+    /// A failure of the key metadata store, of kind `kind`.
+    pub fn store(
+        kind: ErrorKind,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Self::Store {
+            kind,
+            source: source.into(),
+        }
+    }
+
+    /// What kind of failure this is, decided where it arose: a refusal
+    /// (policy, revocation, purge, a root key that refuses) is
+    /// [`ErrorKind::Refused`]; metadata or a wrapped key that does not
+    /// authenticate [`ErrorKind::Integrity`]; a store or provider that
+    /// cannot be reached [`ErrorKind::Unavailable`]; and so on.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::RootKey(error) => error.kind(),
+            Self::Purged(_) | Self::Revoked(_) | Self::Denied { .. } => ErrorKind::Refused,
+            Self::Tampered { .. }
+            | Self::TenantKeyMissing(_)
+            | Self::WrongTenant(_)
+            | Self::Corrupt(_) => ErrorKind::Integrity,
+            Self::UnknownTenant(_) | Self::UnknownTikVersion { .. } => ErrorKind::NotFound,
+            Self::TenantExists(_)
+            | Self::TikInUse { .. }
+            | Self::Conflict(_)
+            | Self::KeyExists(_) => ErrorKind::Conflict,
+            Self::FileKey(error) => error.kind(),
+            Self::Audit(error) => error.kind(),
+            Self::Store { kind, .. } => *kind,
+            Self::KeyFile { problem, .. } => problem.kind(),
+            Self::Misuse(_) => ErrorKind::Usage,
+            Self::Rng => ErrorKind::Unavailable,
+        }
+    }
+}
+
 impl From<rusqlite::Error> for Error {
     fn from(error: rusqlite::Error) -> Self {
-        Self::Store(Box::new(error))
+        Self::store(crate::db::sqlite_kind(&error), error)
     }
 }
 
@@ -237,4 +302,17 @@ pub enum KeyFileProblem {
     /// It is not a key file of this kind.
     #[error("not an atrest key file of the expected kind")]
     NotAKeyFile,
+}
+
+impl KeyFileProblem {
+    /// What kind of failure this is: a file that is missing
+    /// [`ErrorKind::NotFound`], one that exists already
+    /// [`ErrorKind::Conflict`], other I/O failures [`ErrorKind::Io`]; a
+    /// file readable by others or of another kind [`ErrorKind::Usage`].
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Io(error) => ErrorKind::of_io(error),
+            Self::Permissions { .. } | Self::NotAKeyFile => ErrorKind::Usage,
+        }
+    }
 }

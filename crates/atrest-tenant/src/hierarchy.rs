@@ -404,14 +404,7 @@ impl KeyHierarchy {
             Ok(key) => Ok(Self::entry_from(record, Some(Arc::new(key)))),
             Err(error @ (Error::Tampered { .. } | Error::TenantKeyMissing(_))) => {
                 let entry = Self::entry_from(record, None);
-                self.record(
-                    &entry,
-                    Event::Custom {
-                        kind: Text::lossy("metadata_rejected"),
-                        fields: std::collections::BTreeMap::new(),
-                    },
-                    Self::failed(&error),
-                )?;
+                self.record(&entry, Event::MetadataRejected {}, Self::failed(&error))?;
                 Err(error)
             }
             Err(error) => Err(error),
@@ -1221,20 +1214,10 @@ impl KeyHierarchy {
         self.store.retire_tik_version(tenant, version).await?;
         self.flush_tenant(tenant);
         let entry = Self::entry_from(record, None);
-        let mut fields = std::collections::BTreeMap::new();
-        let _ = fields.insert(
-            Text::lossy("tik"),
-            atrest_audit::Value::Text(entry.tik_text.clone()),
-        );
-        let _ = fields.insert(
-            Text::lossy("version"),
-            atrest_audit::Value::Count(u64::from(u32::from(version))),
-        );
         self.record(
             &entry,
-            Event::Custom {
-                kind: Text::lossy("tik_retired"),
-                fields,
+            Event::TikRetired {
+                tik: Self::tik_ref(&entry, version),
             },
             Outcome::Success,
         )

@@ -551,13 +551,9 @@ impl SqliteCatalog {
 
     fn connect(path: &Path) -> Result<Connection, Error> {
         let connection = atrest_tenant::db::open(path, SCHEMA).map_err(|error| match error {
-            atrest_tenant::Error::Store(source) => match source.downcast::<rusqlite::Error>() {
-                Ok(sqlite) => Error::Catalog(CatalogError::from(*sqlite)),
-                Err(other) => Error::Catalog(CatalogError::Database {
-                    kind: crate::ErrorKind::Io,
-                    source: other,
-                }),
-            },
+            atrest_tenant::Error::Store { kind, source } => {
+                Error::Catalog(CatalogError::Database { kind, source })
+            }
             other => Error::Keys(other),
         })?;
         // Room for every statement the catalog prepares, so none is
@@ -1175,8 +1171,8 @@ impl Catalog for SqliteCatalog {
 fn index_corrupt(error: CatalogError) -> atrest_tenant::Error {
     match error {
         CatalogError::Corrupt(what) => atrest_tenant::Error::Corrupt(what),
-        CatalogError::Database { source, .. } => atrest_tenant::Error::Store(source),
-        other => atrest_tenant::Error::Store(Box::new(other)),
+        CatalogError::Database { kind, source } => atrest_tenant::Error::Store { kind, source },
+        other => atrest_tenant::Error::store(other.kind(), other),
     }
 }
 

@@ -1,38 +1,7 @@
-//! The error type of `atrest`, and the one classification of every failure
-//! of the workspace's crates.
+//! The error types of `atrest`.
 
+pub use atrest_core::ErrorKind;
 use atrest_filekey::{FileVersion, KeyVersion, TenantId};
-
-/// What kind of failure an [`Error`] is: the one classification a program
-/// maps to its exit codes and a service to its HTTP statuses, without
-/// matching the nested errors of the lower crates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// Something named does not exist: a tenant, a file, a version, a
-    /// blob (HTTP 404).
-    NotFound,
-    /// Refused: the release or write policy said no, the customer revoked
-    /// or destroyed their keys, the tenant was purged (HTTP 403).
-    Refused,
-    /// Data or metadata failed to authenticate or is not well-formed: a
-    /// tampered, truncated or swapped blob, a damaged record, an audit log
-    /// that does not verify. Never retried blindly (HTTP 500, alert).
-    Integrity,
-    /// A concurrent change won, or the thing already exists; running the
-    /// operation again sees the new state (HTTP 409).
-    Conflict,
-    /// A service the operation needs (a key service, a database, a blob
-    /// store) could not be reached or timed out; a retry may succeed
-    /// (HTTP 503).
-    Unavailable,
-    /// Reading or writing local data failed (a full disk, a broken pipe,
-    /// a directory where a file was expected) (HTTP 500).
-    Io,
-    /// The API or the program was used wrongly: an invalid name, range or
-    /// configuration (HTTP 400).
-    Usage,
-}
 
 /// A file record that does not describe a blob this build can open, or
 /// does not match its blob.
@@ -53,6 +22,19 @@ pub enum RecordError {
         /// What the blob held.
         blob: u64,
     },
+}
+
+impl RecordError {
+    /// What kind of failure this is: always [`ErrorKind::Integrity`] (the
+    /// record and its blob disagree, or the record names a format this
+    /// build cannot open).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::UnsupportedFormat(_)
+            | Self::InvalidSegmentSize(_)
+            | Self::LengthMismatch { .. } => ErrorKind::Integrity,
+        }
+    }
 }
 
 /// What the catalog (the home of file records) reports.
@@ -132,6 +114,11 @@ pub enum CatalogError {
         /// The version the record claims.
         version: FileVersion,
     },
+    /// The catalog broke the contract of its trait (it answered a batch
+    /// with another number of records than it was given, say): its answers
+    /// cannot be trusted.
+    #[error("the catalog broke its contract: {0}")]
+    Contract(&'static str),
     /// The database failed; `kind` says how (busy, I/O, damaged).
     #[error("catalog database: {source}")]
     Database {
@@ -143,10 +130,32 @@ pub enum CatalogError {
     },
 }
 
+impl CatalogError {
+    /// What kind of failure this is: no such tenant, file or version is
+    /// [`ErrorKind::NotFound`]; a name taken, a seal no longer in progress
+    /// or a TIK version retired meanwhile [`ErrorKind::Conflict`]; an
+    /// invalid name [`ErrorKind::Usage`]; a damaged or edited record
+    /// [`ErrorKind::Integrity`]; a database failure what the backend
+    /// decided.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::UnknownTenantName { .. }
+            | Self::UnknownFile { .. }
+            | Self::UnknownVersion { .. } => ErrorKind::NotFound,
+            Self::TenantNameTaken { .. }
+            | Self::SealNotInProgress { .. }
+            | Self::TikRetired { .. } => ErrorKind::Conflict,
+            Self::InvalidName { .. } => ErrorKind::Usage,
+            Self::Corrupt(_) | Self::Tampered { .. } | Self::Contract(_) => ErrorKind::Integrity,
+            Self::Database { kind, .. } => *kind,
+        }
+    }
+}
+
 impl From<rusqlite::Error> for CatalogError {
     fn from(error: rusqlite::Error) -> Self {
         Self::Database {
-            kind: sqlite_kind(&error),
+            kind: atrest_tenant::db::sqlite_kind(&error),
             source: Box::new(error),
         }
     }
@@ -210,14 +219,14 @@ pub enum Error {
 }
 
 impl Error {
-    /// What kind of failure this is.
+    /// What kind of failure this is, as the crate where it arose decided.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Keys(error) => tenant_kind(error),
-            Self::Stream(error) => stream_kind(error),
-            Self::Audit(error) => audit_kind(error),
-            Self::Catalog(error) => catalog_kind(error),
-            Self::Record(_) => ErrorKind::Integrity,
+            Self::Keys(error) => error.kind(),
+            Self::Stream(error) => error.kind(),
+            Self::Audit(error) => error.kind(),
+            Self::Catalog(error) => error.kind(),
+            Self::Record(error) => error.kind(),
             Self::InvalidRange { .. } => ErrorKind::Usage,
             Self::Blob { kind, .. } => *kind,
             Self::Io(_) => ErrorKind::Io,
@@ -232,104 +241,5 @@ impl Error {
             kind,
             source: source.into(),
         }
-    }
-}
-
-fn catalog_kind(error: &CatalogError) -> ErrorKind {
-    match error {
-        CatalogError::UnknownTenantName { .. }
-        | CatalogError::UnknownFile { .. }
-        | CatalogError::UnknownVersion { .. } => ErrorKind::NotFound,
-        CatalogError::TenantNameTaken { .. }
-        | CatalogError::SealNotInProgress { .. }
-        | CatalogError::TikRetired { .. } => ErrorKind::Conflict,
-        CatalogError::InvalidName { .. } => ErrorKind::Usage,
-        CatalogError::Corrupt(_) | CatalogError::Tampered { .. } => ErrorKind::Integrity,
-        CatalogError::Database { kind, .. } => *kind,
-    }
-}
-
-/// How a SQLite failure is classified.
-pub(crate) fn sqlite_kind(error: &rusqlite::Error) -> ErrorKind {
-    use rusqlite::ErrorCode as Code;
-    match error.sqlite_error_code() {
-        Some(Code::DatabaseBusy | Code::DatabaseLocked) => ErrorKind::Unavailable,
-        Some(Code::ConstraintViolation) => ErrorKind::Conflict,
-        Some(Code::DatabaseCorrupt | Code::NotADatabase | Code::SchemaChanged) => {
-            ErrorKind::Integrity
-        }
-        Some(
-            Code::ReadOnly | Code::PermissionDenied | Code::CannotOpen | Code::NoLargeFileSupport,
-        ) => ErrorKind::Usage,
-        Some(_) => ErrorKind::Io,
-        None => match error {
-            rusqlite::Error::FromSqlConversionFailure(..)
-            | rusqlite::Error::IntegralValueOutOfRange(..)
-            | rusqlite::Error::InvalidColumnType(..) => ErrorKind::Integrity,
-            _ => ErrorKind::Io,
-        },
-    }
-}
-
-fn tenant_kind(error: &atrest_tenant::Error) -> ErrorKind {
-    use atrest_tenant::{Error as E, KeyFileProblem, ProviderError as P};
-    match error {
-        E::RootKey(provider) => match provider {
-            P::AccessDenied { .. } | P::Destroyed { .. } | P::NotFound { .. } => ErrorKind::Refused,
-            P::Unavailable { .. } => ErrorKind::Unavailable,
-            P::AuthenticationFailed { .. } => ErrorKind::Integrity,
-            _ => ErrorKind::Usage,
-        },
-        E::Purged(_) | E::Revoked(_) | E::Denied { .. } => ErrorKind::Refused,
-        E::UnknownTenant(_) | E::UnknownTikVersion { .. } => ErrorKind::NotFound,
-        E::TenantExists(_) | E::TikInUse { .. } | E::Conflict(_) | E::KeyExists(_) => {
-            ErrorKind::Conflict
-        }
-        E::WrongTenant(_)
-        | E::FileKey(_)
-        | E::Corrupt(_)
-        | E::Tampered { .. }
-        | E::TenantKeyMissing(_) => ErrorKind::Integrity,
-        E::Audit(error) => audit_kind(error),
-        E::Store(source) => source
-            .downcast_ref::<rusqlite::Error>()
-            .map_or(ErrorKind::Io, sqlite_kind),
-        E::KeyFile { problem, .. } => match problem {
-            KeyFileProblem::Io(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                ErrorKind::NotFound
-            }
-            KeyFileProblem::Io(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-                ErrorKind::Conflict
-            }
-            KeyFileProblem::Io(_) => ErrorKind::Io,
-            _ => ErrorKind::Usage,
-        },
-        E::Rng => ErrorKind::Unavailable,
-        _ => ErrorKind::Usage,
-    }
-}
-
-fn stream_kind(error: &atrest_stream::Error) -> ErrorKind {
-    use atrest_stream::Error as E;
-    match error {
-        E::Io(_) => ErrorKind::Io,
-        E::InvalidRange { .. } | E::OutputTooSmall { .. } | E::Misuse(_) => ErrorKind::Usage,
-        E::Backend | E::Rng => ErrorKind::Unavailable,
-        _ => ErrorKind::Integrity,
-    }
-}
-
-fn audit_kind(error: &atrest_audit::Error) -> ErrorKind {
-    use atrest_audit::Error as E;
-    match error {
-        E::Corrupt { .. } | E::Malformed { .. } | E::BadSignature | E::NotALog { .. } => {
-            ErrorKind::Integrity
-        }
-        E::Io { .. } | E::Poisoned(_) => ErrorKind::Io,
-        // Retry later: another writer holds the log, or a service is down.
-        E::Busy { .. } | E::Witness { .. } | E::Signer { .. } | E::Sink { .. } | E::Rng => {
-            ErrorKind::Unavailable
-        }
-        _ => ErrorKind::Usage,
     }
 }

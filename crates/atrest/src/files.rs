@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use atrest_audit::{Audit, Event, FileRef, Outcome, Record, Text, Value};
+use atrest_audit::{Audit, Event, FileRef, Outcome, Record, Text};
 use atrest_filekey::{FileContext, FileKey, FileVersion, KeyVersion, TenantId};
 use atrest_stream::{
     Backend, FORMAT_VERSION, Opener, Options, Parallelism, PlaintextChunk, PlaintextSink, Sealer,
@@ -441,11 +441,9 @@ impl Files {
         let results: Vec<Result<FileRecord, Error>> = sealed
             .into_iter()
             .map(|sealed| match sealed {
-                Ok(_) => records
-                    .next()
-                    .ok_or(Error::Stream(atrest_stream::Error::Misuse(
-                        "one record per committed seal",
-                    ))),
+                Ok(_) => records.next().ok_or(Error::Catalog(CatalogError::Contract(
+                    "commit_seals gave fewer records than seals",
+                ))),
                 Err(error) => Err(error),
             })
             .collect();
@@ -690,28 +688,11 @@ impl Files {
     ) -> Result<(), Error> {
         let context = record.context();
         for (location, error) in passed_over {
-            let event = Event::Custom {
-                kind: Text::lossy("blob_copy_passed_over"),
-                fields: [
-                    (
-                        Text::lossy("file"),
-                        Value::Text(Text::lossy(context.file.to_string())),
-                    ),
-                    (
-                        Text::lossy("version"),
-                        Value::Count(u64::from(context.version)),
-                    ),
-                    (
-                        Text::lossy("blob"),
-                        Value::Text(Text::lossy(record.blob.as_str())),
-                    ),
-                    (Text::lossy("location"), Value::Count(*location as u64)),
-                    (
-                        Text::lossy("error"),
-                        Value::Text(Text::lossy(error.to_string())),
-                    ),
-                ]
-                .into(),
+            let event = Event::BlobCopyPassedOver {
+                file: Self::file_ref(&context),
+                blob: Text::lossy(record.blob.as_str()),
+                location: *location as u64,
+                error: Text::lossy(error.to_string()),
             };
             self.audit(&context, event, Outcome::Success)?;
         }

@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use atrest::audit::{AuditLog, Auditor, Event, Outcome, Receipt, Record, Sink, SinkPolicy};
+use atrest::audit::{
+    AuditLog, Auditor, Event, Outcome, Receipt, Record, Sink, SinkError, SinkPolicy,
+};
 use atrest::tenant::{
     Administration, KeyHierarchy, KeyMaterial, MetadataStore, Pkcs11Keys, ProviderError,
     ReleasePolicy, RootKeyProvider, RootKeyRef, ServiceKeys, TenantKeyDir, TikBinding,
@@ -268,7 +270,7 @@ impl Sink for FallbackWatch {
         "fallback-watch"
     }
 
-    fn deliver(&self, _: &Receipt, record: &Record) -> Result<(), String> {
+    fn deliver(&self, _: &Receipt, record: &Record) -> Result<(), SinkError> {
         let Event::AvailabilityKeyFallback {
             root_keys,
             operation,

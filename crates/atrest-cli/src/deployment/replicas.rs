@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use atrest::Blobs;
-use atrest::audit::{Event, Text, Value};
+use atrest::audit::Event;
 use atrest::blobs::{BlobCheck, BlobStore, CopyState, RepairOutcome, ReplicatedBlobs};
 use atrest::tenant::blocking::block_on;
 use serde::Serialize;
@@ -271,18 +271,10 @@ impl Deployment {
                 });
             }
         }
-        let count = |n: usize| Value::Count(n as u64);
-        let event = Event::Custom {
-            kind: Text::lossy("blobs_scrubbed"),
-            fields: [
-                (Text::lossy("records"), Value::Count(report.records)),
-                (Text::lossy("bad_copies"), count(report.bad_copies())),
-                (
-                    Text::lossy("repaired_copies"),
-                    count(report.repaired_copies()),
-                ),
-            ]
-            .into(),
+        let event = Event::BlobsScrubbed {
+            records: report.records,
+            bad_copies: report.bad_copies() as u64,
+            repaired_copies: report.repaired_copies() as u64,
         };
         self.record_event(event, None, None)?;
         Ok(report)

@@ -156,7 +156,7 @@ impl ApiError {
             ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
             ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ErrorKind::Integrity => (StatusCode::INTERNAL_SERVER_ERROR, "integrity"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "failed"),
+            ErrorKind::Io => (StatusCode::INTERNAL_SERVER_ERROR, "failed"),
         };
         atrest_cli::errln!("atrest-serve: request {}: {status}: {error}", request.0);
         let message = if status.is_server_error() {
