@@ -1,6 +1,7 @@
 //! Test scaffolding shared by the atrest crates' integration tests and
 //! benchmarks: a self-deleting temporary directory, SoftHSM2 tokens in a
-//! private directory, deterministic content, (with the `audit` feature)
+//! private directory, deterministic content, a TCP proxy that cuts the
+//! connection to a server on demand, (with the `audit` feature)
 //! in-memory audit sinks, and (with the `azurite` feature) the Azure storage
 //! emulator.
 //!
@@ -20,6 +21,7 @@ pub mod azurite;
 mod content;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod proxy;
 pub mod softhsm;
 mod temp;
 

@@ -211,6 +211,19 @@ impl World {
     /// Opens the service whose files are in `dir` over the database at
     /// `url`, creating keys and tenants on first use.
     pub fn open(dir: &std::path::Path, url: &str, blobs: Arc<dyn atrest::Blobs>) -> Self {
+        Self::open_split(dir, url, url, blobs, atrest_tenant::DEFAULT_CACHE_TTL)
+    }
+
+    /// As [`World::open`], with the key metadata store reached at
+    /// `store_url` and the catalog at `catalog_url` (the same database, one
+    /// of them through a proxy, say), and keys cached for `cache_ttl`.
+    pub fn open_split(
+        dir: &std::path::Path,
+        store_url: &str,
+        catalog_url: &str,
+        blobs: Arc<dyn atrest::Blobs>,
+        cache_ttl: std::time::Duration,
+    ) -> Self {
         use atrest_tenant::{
             Access, Decision, KeyHierarchy, MasterKey, RootKeyProvider, ServiceKeys, TenantKeyDir,
         };
@@ -238,9 +251,10 @@ impl World {
         let (customer_a, _, _) = provider("customer-a", "key-1");
         let (customer_b, _, _) = provider("customer-b", "key-1");
         let tenant_keys = Arc::new(TenantKeyDir::open(&dir.join("tenant-keys"), master).unwrap());
-        let db = Postgres::connect(url, &PgOptions::default()).unwrap();
-        let store = Arc::new(PgMetadataStore::open_blocking(&db).unwrap());
-        let catalog = Arc::new(PgCatalog::open_blocking(&db).unwrap());
+        let store_db = Postgres::connect(store_url, &PgOptions::default()).unwrap();
+        let store = Arc::new(PgMetadataStore::open_blocking(&store_db).unwrap());
+        let catalog_db = Postgres::connect(catalog_url, &PgOptions::default()).unwrap();
+        let catalog = Arc::new(PgCatalog::open_blocking(&catalog_db).unwrap());
         let audit = Arc::new(atrest_test_support::audit::Collected::default());
         let keys = Arc::new(
             KeyHierarchy::builder(store.clone(), tenant_keys, audit.clone())
@@ -249,6 +263,7 @@ impl World {
                 .provider(customer_b as Arc<dyn RootKeyProvider>)
                 .service_root_key("service", "root")
                 .availability_key("service", "availability")
+                .cache_ttl(cache_ttl)
                 .policy(Arc::new(
                     |access: &Access<'_>, _: TenantId, _: FileId| match access {
                         Access::User { principal } if *principal == "alice" => Decision::Allow,

@@ -1,0 +1,168 @@
+//! A TCP proxy that can cut the connection to a real server: how a test
+//! makes a database or a key service go down while the server itself keeps
+//! running (for the other tests that share it).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+
+/// Forwards every connection made to [`Proxy::addr`] to the target, until
+/// [`Proxy::cut`]: then every connection through it is closed, and new ones
+/// are closed as soon as they are accepted (to the client, the server went
+/// down), until [`Proxy::restore`]. Stops when dropped.
+#[derive(Debug)]
+pub struct Proxy {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    cut: AtomicBool,
+    stopped: AtomicBool,
+    /// Both ends of every connection forwarded so far.
+    streams: Mutex<Vec<TcpStream>>,
+}
+
+impl Shared {
+    fn close_all(&self) {
+        for stream in self
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Proxy {
+    /// A proxy on a free loopback port to `target`.
+    ///
+    /// # Panics
+    /// If no port can be bound or `target` does not resolve.
+    pub fn start(target: impl ToSocketAddrs) -> Self {
+        let target = target
+            .to_socket_addrs()
+            .unwrap()
+            .next()
+            .expect("the proxy's target resolves");
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared::default());
+        let accepting = Arc::clone(&shared);
+        let _ = thread::spawn(move || {
+            for client in listener.incoming() {
+                if accepting.stopped.load(Ordering::Acquire) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                if accepting.cut.load(Ordering::Acquire) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let _ = forward(client, target, &accepting);
+            }
+        });
+        Self { addr, shared }
+    }
+
+    /// Where clients connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Closes every connection through the proxy and refuses new ones.
+    pub fn cut(&self) {
+        self.shared.cut.store(true, Ordering::Release);
+        self.shared.close_all();
+    }
+
+    /// Forwards new connections again.
+    pub fn restore(&self) {
+        self.shared.cut.store(false, Ordering::Release);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::Release);
+        self.shared.close_all();
+        // Wake the accepting thread so it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+/// Connects to `target` and copies both ways on two threads.
+fn forward(client: TcpStream, target: SocketAddr, shared: &Shared) -> io::Result<()> {
+    let server = match TcpStream::connect(target) {
+        Ok(server) => server,
+        Err(error) => {
+            let _ = client.shutdown(Shutdown::Both);
+            return Err(error);
+        }
+    };
+    {
+        let mut streams = shared
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        streams.push(client.try_clone()?);
+        streams.push(server.try_clone()?);
+    }
+    for (mut from, mut to) in [(client.try_clone()?, server.try_clone()?), (server, client)] {
+        let _ = thread::spawn(move || {
+            let _ = io::copy(&mut from, &mut to);
+            let _ = to.shutdown(Shutdown::Write);
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    #[test]
+    fn forwards_until_cut_and_again_once_restored() {
+        let server = TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = server.local_addr().unwrap();
+        let _ = thread::spawn(move || {
+            for stream in server.incoming() {
+                let mut stream = stream.unwrap();
+                let _ = thread::spawn(move || {
+                    let mut byte = [0u8; 1];
+                    while stream.read_exact(&mut byte).is_ok() {
+                        stream.write_all(&byte).unwrap();
+                    }
+                });
+            }
+        });
+        let proxy = Proxy::start(target);
+        let echo = |stream: &mut TcpStream| {
+            stream.write_all(b"x")?;
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte)?;
+            Ok::<_, io::Error>(byte)
+        };
+        let mut open = TcpStream::connect(proxy.addr()).unwrap();
+        assert_eq!(echo(&mut open).unwrap(), *b"x");
+        proxy.cut();
+        assert!(
+            echo(&mut open).is_err(),
+            "a connection open at the cut is closed"
+        );
+        let mut refused = TcpStream::connect(proxy.addr()).unwrap();
+        assert!(echo(&mut refused).is_err(), "a new connection is closed");
+        proxy.restore();
+        let mut again = TcpStream::connect(proxy.addr()).unwrap();
+        assert_eq!(echo(&mut again).unwrap(), *b"x");
+    }
+}
