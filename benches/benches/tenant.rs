@@ -17,10 +17,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use atrest::{BlobName, Catalog as _};
 use atrest_filekey::{FileContext, FileId, FileVersion, OsRng, TenantId};
+use atrest_sqlite::{SqliteCatalog, SqliteSealedKeys, SqliteStore};
+use atrest_tenant::blocking::block_on;
 use atrest_tenant::{
     Access, Decision, KeyHierarchy, MasterKey, Pkcs11Keys, RootKeyProvider, ServiceKeys,
-    SqliteStore, TenantKeyDir,
+    TenantKeyDir,
 };
 use atrest_test_support::TempDir;
 use atrest_test_support::audit::Counting;
@@ -35,10 +38,11 @@ fn hierarchy(dir: &Path, extra: &[Arc<dyn RootKeyProvider>]) -> (KeyHierarchy, A
     let master = MasterKey::create_file(&dir.join("master.key")).unwrap();
     let tenant_keys =
         Arc::new(TenantKeyDir::open(&dir.join("tenant-keys"), master.clone()).unwrap());
-    let service = Arc::new(ServiceKeys::open("service", &dir.join("keys.sqlite"), master).unwrap());
-    service.create_key("root").unwrap();
-    service.create_key("availability").unwrap();
-    let store = Arc::new(SqliteStore::open(&dir.join("tenants.sqlite")).unwrap());
+    let sealed = block_on(SqliteSealedKeys::open(&dir.join("keys.sqlite"))).unwrap();
+    let service = Arc::new(ServiceKeys::new("service", Arc::new(sealed), master).unwrap());
+    block_on(service.create_key("root")).unwrap();
+    block_on(service.create_key("availability")).unwrap();
+    let store = Arc::new(block_on(SqliteStore::open(&dir.join("tenants.sqlite"))).unwrap());
     let mut builder =
         KeyHierarchy::builder(store.clone(), tenant_keys, Arc::new(Counting::default()))
             .provider(service)
@@ -91,14 +95,24 @@ fn warm(c: &mut Criterion) {
 fn rewrap(c: &mut Criterion) {
     const KEYS: u64 = 5_000;
     let dir = TempDir::new("bench-rewrap");
-    let (hierarchy, store) = hierarchy(dir.path(), &[]);
+    let (hierarchy, _) = hierarchy(dir.path(), &[]);
     let tenant = TenantId::random(&mut OsRng).unwrap();
     hierarchy.create_service_tenant(tenant).unwrap();
-    for _ in 0..KEYS {
-        let ctx = context(tenant);
-        let (_, wrapped) = hierarchy.new_file_key(&USER, &ctx).unwrap();
-        store.put_file_key(&ctx, &wrapped).unwrap();
-    }
+    // The catalog, the index of wrapped keys a re-wrap updates: seals in
+    // progress with their keys attached, as uploads leave them.
+    let catalog = block_on(SqliteCatalog::open(&dir.path().join("catalog.sqlite"))).unwrap();
+    let seals: Vec<(String, BlobName)> = (0..KEYS)
+        .map(|i| (format!("file-{i}"), BlobName::random().unwrap()))
+        .collect();
+    let tickets = block_on(catalog.begin_seals(tenant, &seals)).unwrap();
+    let contexts: Vec<FileContext> = tickets.iter().map(|ticket| ticket.context).collect();
+    let made = hierarchy.new_file_keys(&USER, tenant, &contexts).unwrap();
+    let wraps: Vec<_> = tickets
+        .iter()
+        .zip(&made)
+        .map(|(ticket, made)| (ticket, &made.as_ref().unwrap().1))
+        .collect();
+    block_on(catalog.attach_keys(&wraps)).unwrap();
     let mut group = c.benchmark_group("tenant/tik-roll");
     group.sample_size(10);
     group.throughput(Throughput::Elements(KEYS));
@@ -109,7 +123,7 @@ fn rewrap(c: &mut Criterion) {
                 let start = Instant::now();
                 hierarchy.roll_tik(tenant).unwrap();
                 let report = hierarchy
-                    .rewrap_file_keys(tenant, store.as_ref(), 1000, &mut |_| {})
+                    .rewrap_file_keys(tenant, &catalog, 1000, &mut |_| {})
                     .unwrap();
                 total += start.elapsed();
                 assert_eq!(report.rewrapped, KEYS);

@@ -6,7 +6,11 @@
 
 use std::sync::OnceLock;
 
-use atrest_tenant::{MasterKey, ProviderError, RootKeyRef, ServiceKeys, TikBinding};
+use atrest_sqlite::SqliteSealedKeys;
+use atrest_tenant::blocking::block_on;
+use atrest_tenant::{
+    MasterKey, ProviderError, RootKeyProvider as _, RootKeyRef, ServiceKeys, TikBinding,
+};
 use libfuzzer_sys::fuzz_target;
 
 fn service() -> &'static (ServiceKeys, RootKeyRef) {
@@ -17,8 +21,9 @@ fn service() -> &'static (ServiceKeys, RootKeyRef) {
         let _ = std::fs::remove_file(&file);
         let master = MasterKey::create_file(&file).unwrap();
         let _ = std::fs::remove_file(&file);
-        let keys = ServiceKeys::open("service", std::path::Path::new(":memory:"), master).unwrap();
-        let root = keys.create_key("root").unwrap();
+        let store = block_on(SqliteSealedKeys::open(std::path::Path::new(":memory:"))).unwrap();
+        let keys = ServiceKeys::new("service", std::sync::Arc::new(store), master).unwrap();
+        let root = block_on(keys.create_key("root")).unwrap();
         (keys, root)
     })
 }
@@ -32,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
     let (keys, root) = service();
     let (aad, wrapped) = data.split_at(data.len().min(8));
     assert!(matches!(
-        keys.unwrap(root, wrapped, &TikBinding::from_bytes(aad.to_vec())),
+        block_on(keys.unwrap(root, wrapped, &TikBinding::from_bytes(aad.to_vec()))),
         Err(ProviderError::AuthenticationFailed { .. })
     ));
 });

@@ -34,13 +34,15 @@ use std::time::{Duration, Instant};
 
 use atrest::blobs::BlobStore;
 use atrest::filekey::{FileContext, FileId, FileVersion, OsRng, TenantId};
+use atrest::tenant::blocking::block_on;
 use atrest::tenant::{
     Access, Decision, KeyHierarchy, MasterKey, MetadataStore, RootKeyProvider, ServiceKeys,
-    SqliteStore, TenantKeyDir,
+    TenantKeyDir,
 };
-use atrest::{Blobs, Catalog, Files, SqliteCatalog};
+use atrest::{Blobs, Catalog, Files};
 use atrest_openbao::{Credentials, TransitKeys};
 use atrest_postgres::{PgCatalog, PgMetadataStore, PgOptions, Postgres};
+use atrest_sqlite::{SqliteCatalog, SqliteSealedKeys, SqliteStore};
 use atrest_test_support::TempDir;
 use atrest_test_support::audit::Counting;
 use atrest_test_support::postgres::{admin_url, database_url, run_sql};
@@ -71,9 +73,10 @@ fn hierarchy(
     let master = MasterKey::create_file(&dir.join("master.key")).unwrap();
     let tenant_keys =
         Arc::new(TenantKeyDir::open(&dir.join("tenant-keys"), master.clone()).unwrap());
-    let service = Arc::new(ServiceKeys::open("service", &dir.join("keys.sqlite"), master).unwrap());
-    service.create_key("root").unwrap();
-    service.create_key("availability").unwrap();
+    let sealed = block_on(SqliteSealedKeys::open(&dir.join("keys.sqlite"))).unwrap();
+    let service = Arc::new(ServiceKeys::new("service", Arc::new(sealed), master).unwrap());
+    block_on(service.create_key("root")).unwrap();
+    block_on(service.create_key("availability")).unwrap();
     let mut builder = KeyHierarchy::builder(store, tenant_keys, Arc::new(Counting::default()))
         .provider(service)
         .service_root_key("service", "root")
@@ -104,7 +107,7 @@ fn openbao(releases: usize) {
         transit.create_key(&format!("bench-a-{suffix}")).unwrap(),
         transit.create_key(&format!("bench-b-{suffix}")).unwrap(),
     ];
-    let store = Arc::new(SqliteStore::open(&dir.path().join("tenants.sqlite")).unwrap());
+    let store = Arc::new(block_on(SqliteStore::open(&dir.path().join("tenants.sqlite"))).unwrap());
     let keys_hierarchy = hierarchy(
         dir.path(),
         store,
@@ -192,8 +195,8 @@ fn main() {
     let local = TempDir::new("bench-local");
     let embedded = small_files(
         local.path(),
-        Arc::new(SqliteStore::open(&local.path().join("atrest.sqlite")).unwrap()),
-        Arc::new(SqliteCatalog::open(&local.path().join("catalog.sqlite")).unwrap()),
+        Arc::new(block_on(SqliteStore::open(&local.path().join("atrest.sqlite"))).unwrap()),
+        Arc::new(block_on(SqliteCatalog::open(&local.path().join("catalog.sqlite"))).unwrap()),
         Arc::new(BlobStore::local(&local.path().join("blobs")).unwrap()),
         files,
     );

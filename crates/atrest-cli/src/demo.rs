@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use atrest::tenant::blocking::block_on;
 use atrest::tenant::fault::{Fault, FaultInjector};
 use atrest::tenant::{Access, MasterKey, RootKeyRef, ServiceKeys};
 use atrest_cli::deployment::{self, Deployment, Options, TenantKeys, TrustedAudit};
+use atrest_sqlite::SqliteSealedKeys;
 
 use crate::ACTOR;
 use crate::exit::Error;
@@ -274,8 +276,9 @@ fn stand_in_key_store(
     label: &str,
 ) -> Result<(Arc<FaultInjector>, RootKeyRef), deployment::Error> {
     let master = MasterKey::create_file(&dir.join(format!("{name}.key")))?;
-    let keys = ServiceKeys::open(name, &dir.join(format!("{name}.sqlite")), master)?;
-    let key = keys.create_key(label)?;
+    let store = block_on(SqliteSealedKeys::open(&dir.join(format!("{name}.sqlite"))))?;
+    let keys = ServiceKeys::new(name, Arc::new(store), master)?;
+    let key = block_on(keys.create_key(label))?;
     Ok((Arc::new(FaultInjector::new(Arc::new(keys))), key))
 }
 

@@ -19,7 +19,7 @@
 //! DIR/blobs/               the blobs, unless a blob store URL was given
 //! ```
 //!
-//! The catalog ([`atrest::SqliteCatalog`]) is the one home of file records:
+//! The catalog ([`atrest_sqlite::SqliteCatalog`], or PostgreSQL's) is the one home of file records:
 //! it alone maps a tenant and a file name to a blob, and it is the index of
 //! wrapped file keys that rotation re-wraps. Blobs have random names and
 //! hold only ciphertext. With replicas (`init --replica`), every blob is
@@ -55,10 +55,11 @@ use atrest::stream::{PlaintextSink, WriteSink};
 use atrest::tenant::MetadataStore;
 use atrest::tenant::blocking::block_on;
 use atrest::tenant::{
-    Access, MasterKey, Pkcs11Keys, ReleasePolicy, RewrapProgress, RewrapReport, RootKeyRef,
-    RootRollReport, ServiceKeys, SqliteStore, TenantKeyDir, TenantKind, TenantState,
+    Access, MasterKey, Pkcs11Keys, ReleasePolicy, RewrapProgress, RewrapReport, RootKeyProvider,
+    RootKeyRef, RootRollReport, ServiceKeys, TenantKeyDir, TenantKind, TenantState,
 };
-use atrest::{Catalog, FileRecord, Files, SqliteCatalog};
+use atrest::{Catalog, FileRecord, Files};
+use atrest_sqlite::{SqliteCatalog, SqliteSealedKeys, SqliteStore};
 use serde::Serialize;
 
 use self::config::{Config, write_private};
@@ -345,9 +346,9 @@ impl Deployment {
         options: Options,
     ) -> Result<(), Error> {
         let master = MasterKey::create_file(&dir.join("master.key"))?;
-        let service = ServiceKeys::open(SERVICE_PROVIDER, &dir.join("keys.sqlite"), master)?;
-        let _ = service.create_key(ROOT_KEY)?;
-        let _ = service.create_key(AVAILABILITY_KEY)?;
+        let service = service_keys(dir, master)?;
+        let _ = block_on(service.create_key(ROOT_KEY))?;
+        let _ = block_on(service.create_key(AVAILABILITY_KEY))?;
         drop(service);
         let (signer, pkcs8) = SigningKey::generate("atrest-audit")?;
         write_private(&dir.join(SIGNING_KEY), &pkcs8)?;
@@ -392,11 +393,7 @@ impl Deployment {
         let config = Config::read(dir)?;
         let master = MasterKey::open_file(&dir.join("master.key"))?;
         let tenant_keys = Arc::new(TenantKeyDir::open(&dir.join(TENANT_KEYS), master.clone())?);
-        let service = Arc::new(ServiceKeys::open(
-            SERVICE_PROVIDER,
-            &dir.join("keys.sqlite"),
-            master,
-        )?);
+        let service = Arc::new(service_keys(dir, master)?);
         let (store, catalog) = open_metadata(dir, &config)?;
         let signing_key = dir.join(SIGNING_KEY);
         // Read at its size in one allocation, and wiped once parsed.
@@ -1015,11 +1012,11 @@ impl Deployment {
                 label: label.to_owned(),
             });
         }
-        let version = self.service.current_version(label)?;
+        let version = block_on(RootKeyProvider::current_version(&*self.service, label))?;
         let old = RootKeyRef::new(SERVICE_PROVIDER, label, version)?;
-        let new = self.service.roll_key(label)?;
+        let new = block_on(self.service.roll_key(label))?;
         let report = self.files.keys().roll_root_key(&old, &new)?;
-        self.service.destroy_version(&old)?;
+        block_on(self.service.destroy_version(&old))?;
         Ok((new, report))
     }
 
@@ -1401,6 +1398,13 @@ pub struct Setup {
     pub copies: Option<usize>,
 }
 
+/// The service's root keys of the deployment in `dir`, sealed under
+/// `master` in its key store (`keys.sqlite`).
+fn service_keys(dir: &Path, master: MasterKey) -> Result<ServiceKeys, Error> {
+    let store = block_on(SqliteSealedKeys::open(&dir.join("keys.sqlite")))?;
+    Ok(ServiceKeys::new(SERVICE_PROVIDER, Arc::new(store), master)?)
+}
+
 /// A deployment's key store and its catalog.
 type Metadata = (Arc<dyn MetadataStore>, Arc<dyn Catalog>);
 
@@ -1409,8 +1413,8 @@ type Metadata = (Arc<dyn MetadataStore>, Arc<dyn Catalog>);
 fn open_metadata(dir: &Path, config: &Config) -> Result<Metadata, Error> {
     match &config.metadata {
         None | Some(MetadataConfig::Sqlite) => Ok((
-            Arc::new(SqliteStore::open(&dir.join("atrest.sqlite"))?),
-            Arc::new(SqliteCatalog::open(&dir.join("catalog.sqlite"))?),
+            Arc::new(block_on(SqliteStore::open(&dir.join("atrest.sqlite")))?),
+            Arc::new(block_on(SqliteCatalog::open(&dir.join("catalog.sqlite")))?),
         )),
         Some(postgres @ MetadataConfig::Postgres { .. }) => open_postgres(postgres),
     }

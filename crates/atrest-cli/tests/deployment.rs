@@ -12,9 +12,11 @@
 use std::sync::Arc;
 
 use atrest::ErrorKind;
+use atrest::tenant::blocking::block_on;
 use atrest::tenant::fault::{Fault, FaultInjector};
 use atrest::tenant::{Access, MasterKey, ServiceKeys};
 use atrest_cli::deployment::{Deployment, Error, Options, TenantKeys};
+use atrest_sqlite::SqliteSealedKeys;
 use atrest_test_support::TempDir;
 
 fn read(
@@ -33,16 +35,18 @@ fn read(
 fn creating_a_tenant_keeps_the_hierarchy_and_its_cache() {
     let dir = TempDir::new("cache");
     // A customer's key store that can be made to refuse.
-    let master = MasterKey::create_file(&dir.path().join("hsm.key")).unwrap();
-    let hsm = ServiceKeys::open("hsm", &dir.path().join("hsm.sqlite"), master).unwrap();
-    let key = hsm.create_key("northwind").unwrap();
-    let hsm = Arc::new(FaultInjector::new(Arc::new(hsm)));
-    let second = {
-        let master = MasterKey::create_file(&dir.path().join("hsm2.key")).unwrap();
-        let keys = ServiceKeys::open("hsm2", &dir.path().join("hsm2.sqlite"), master).unwrap();
-        let key = keys.create_key("northwind").unwrap();
+    let stand_in = |name: &str| {
+        let master = MasterKey::create_file(&dir.path().join(format!("{name}.key"))).unwrap();
+        let store = block_on(SqliteSealedKeys::open(
+            &dir.path().join(format!("{name}.sqlite")),
+        ))
+        .unwrap();
+        let keys = ServiceKeys::new(name, Arc::new(store), master).unwrap();
+        let key = block_on(keys.create_key("northwind")).unwrap();
         (Arc::new(FaultInjector::new(Arc::new(keys))), key)
     };
+    let (hsm, key) = stand_in("hsm");
+    let second = stand_in("hsm2");
     let options = Options::new("deployment-test")
         .provider(hsm.clone())
         .provider(second.0.clone());

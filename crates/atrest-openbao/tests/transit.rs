@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atrest_audit::{Event, Outcome};
-use atrest_filekey::{OsRng, TenantId};
+use atrest_filekey::{FileContext, OsRng, TenantId, WrappedFileKey};
 use atrest_openbao::{Credentials, TransitKeys};
 use atrest_tenant::{Error, KeyHierarchy, KeyMaterial, ProviderError, RootKeyProvider, TikBinding};
 use common::{Collected, Deployment, Server, TempDir, USER, context};
@@ -490,8 +490,15 @@ fn fresh_process_is_refused(dir: &std::path::Path) {
         Duration::from_secs(60),
         &audit,
     );
-    let tenant = deployment.store.tenants().unwrap()[0];
-    let (ctx, wrapped) = deployment.store.file_keys(tenant).unwrap().remove(0);
+    // The file the first process wrapped a key for, as it wrote it down.
+    let file = std::fs::read_to_string(dir.join("file")).unwrap();
+    let fields: Vec<&str> = file.split_whitespace().collect();
+    let ctx = FileContext::new(
+        fields[0].parse().unwrap(),
+        fields[1].parse().unwrap(),
+        fields[2].parse::<u64>().unwrap().try_into().unwrap(),
+    );
+    let wrapped = WrappedFileKey::from_bytes(&hex::decode(fields[3]).unwrap()).unwrap();
     let refused = hierarchy.release_file_key(&USER, &ctx, &wrapped);
     assert!(
         matches!(
@@ -515,7 +522,17 @@ fn revocation_lag_is_bounded_by_each_process_cache_ttl() {
     let hierarchy = &world.hierarchy;
     let ctx = context(world.tenant);
     let (key, wrapped) = hierarchy.new_file_key(&USER, &ctx).unwrap();
-    world.deployment.store.put_file_key(&ctx, &wrapped).unwrap();
+    std::fs::write(
+        world.dir.path().join("file"),
+        format!(
+            "{} {} {} {}",
+            ctx.tenant,
+            ctx.file,
+            u64::from(ctx.version),
+            hex::encode(wrapped.as_ref())
+        ),
+    )
+    .unwrap();
 
     // Process A caches the tenant's TIK.
     hierarchy.flush_cache();

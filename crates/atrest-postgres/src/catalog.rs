@@ -3,18 +3,19 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use atrest::catalog::stored::{self, StoredRecord};
 use atrest::catalog::{SealInProgress, SealTicket, SealedBlob};
-use atrest::{BlobDigest, BlobName, Catalog, CatalogError, Error, FileRecord, check_name};
+use atrest::{BlobName, Catalog, CatalogError, Error, FileRecord, check_name};
 use atrest_filekey::{
     FileContext, FileId, FileVersion, KeyVersion, OsRng, TenantId, WrappedFileKey,
 };
-use atrest_tenant::{RecordTag, Rewrapped, WrappedKeyIndex};
+use atrest_tenant::{Rewrapped, WrappedKeyIndex};
 use tokio_postgres::{Row, Transaction};
 
 use crate::db::{BoxFuture, Failure, Mode, PgError, Postgres, Schema};
 use crate::keys::store_error;
 
-/// The catalog's tables, as [`atrest::SqliteCatalog`] has them. Names and
+/// The catalog's tables, as `atrest_sqlite::SqliteCatalog` has them. Names and
 /// blob names compare byte by byte (`COLLATE "C"`), as in SQLite, whatever
 /// the database's locale.
 pub(crate) const SCHEMA: Schema = Schema {
@@ -78,7 +79,7 @@ const RECORD_COLUMNS: &str = "f.tenant, f.name, f.file, v.version, v.blob, v.sea
 
 /// The catalog ([`Catalog`], and the [`WrappedKeyIndex`] it is) in
 /// PostgreSQL, for a service whose instances share one database: the same
-/// tables, transactions and answers as [`atrest::SqliteCatalog`].
+/// tables, transactions and answers as `atrest_sqlite::SqliteCatalog`.
 ///
 /// Every changing method is one serializable transaction, run again when it
 /// loses a race to another instance's: two seals of one name get two
@@ -118,35 +119,24 @@ fn stop(error: impl Into<Error>) -> Failure<Error> {
     Failure::Stop(error.into())
 }
 
-fn id16(bytes: &[u8]) -> Option<[u8; 16]> {
-    <[u8; 16]>::try_from(bytes).ok()
-}
-
 fn tenant_id(bytes: &[u8]) -> Result<TenantId, Failure<Error>> {
-    id16(bytes)
-        .and_then(|bytes| TenantId::from_bytes(bytes).ok())
-        .ok_or_else(|| corrupt("tenant id"))
+    stored::tenant_id(bytes).map_err(stop)
 }
 
 fn file_id(bytes: &[u8]) -> Result<FileId, Failure<Error>> {
-    id16(bytes)
-        .and_then(|bytes| FileId::from_bytes(bytes).ok())
-        .ok_or_else(|| corrupt("file id"))
+    stored::file_id(bytes).map_err(stop)
 }
 
 fn file_version(value: i64) -> Result<FileVersion, Failure<Error>> {
-    u64::try_from(value)
-        .ok()
-        .and_then(|value| FileVersion::try_from(value).ok())
-        .ok_or_else(|| corrupt("file version"))
+    stored::file_version(value).map_err(stop)
 }
 
 fn blob_name(text: &str) -> Result<BlobName, Failure<Error>> {
-    text.parse().map_err(|_| corrupt("blob name"))
+    stored::blob_name(text).map_err(stop)
 }
 
 fn wrapped_key(bytes: &[u8]) -> Result<WrappedFileKey, Failure<Error>> {
-    WrappedFileKey::from_bytes(bytes).map_err(|_| corrupt("wrapped file key"))
+    stored::wrapped_key(bytes).map_err(stop)
 }
 
 fn unsigned<T: TryFrom<i64>>(value: i64, what: &'static str) -> Result<T, Failure<Error>> {
@@ -171,25 +161,23 @@ fn tik_number(version: KeyVersion) -> i64 {
 }
 
 fn read_record(row: &Row) -> Result<FileRecord, Failure<Error>> {
-    Ok(FileRecord {
-        tenant: tenant_id(&row.try_get::<_, Vec<u8>>(0)?)?,
+    StoredRecord {
+        tenant: row.try_get(0)?,
         name: row.try_get(1)?,
-        file: file_id(&row.try_get::<_, Vec<u8>>(2)?)?,
-        version: file_version(row.try_get(3)?)?,
-        blob: blob_name(row.try_get(4)?)?,
-        sealed_at: unsigned(row.try_get(5)?, "seal time")?,
-        wrapped_key: wrapped_key(&row.try_get::<_, Vec<u8>>(6)?)?,
-        plaintext_len: unsigned(row.try_get(7)?, "plaintext length")?,
-        blob_len: unsigned(row.try_get(8)?, "blob length")?,
-        blob_sha256: row
-            .try_get::<_, Option<Vec<u8>>>(12)?
-            .map(|bytes| BlobDigest::from_slice(&bytes).ok_or_else(|| corrupt("blob digest")))
-            .transpose()?,
-        segment_size: unsigned(row.try_get(9)?, "segment size")?,
-        format: u8::try_from(row.try_get::<_, i16>(10)?).map_err(|_| corrupt("format"))?,
-        tag: RecordTag::from_slice(&row.try_get::<_, Vec<u8>>(11)?)
-            .ok_or_else(|| corrupt("record tag"))?,
-    })
+        file: row.try_get(2)?,
+        version: row.try_get(3)?,
+        blob: row.try_get(4)?,
+        sealed_at: row.try_get(5)?,
+        wrapped_key: row.try_get(6)?,
+        plaintext_len: row.try_get(7)?,
+        blob_len: row.try_get(8)?,
+        segment_size: row.try_get(9)?,
+        format: i64::from(row.try_get::<_, i16>(10)?),
+        tag: row.try_get(11)?,
+        blob_sha256: row.try_get(12)?,
+    }
+    .decode()
+    .map_err(stop)
 }
 
 impl PgCatalog {

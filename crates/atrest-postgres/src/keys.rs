@@ -3,16 +3,16 @@
 use std::sync::Arc;
 
 use atrest_core::ErrorKind;
-use atrest_filekey::{KeyId, KeyVersion, TenantId};
+use atrest_filekey::{KeyVersion, TenantId};
+use atrest_tenant::store::stored;
 use atrest_tenant::{
-    Error, MetadataStore, RecordTag, RootKeyRef, RootKeySlot, SlotRole, TagUpdate, TenantKind,
-    TenantRecord, TenantState, TikWrap,
+    Error, MetadataStore, RootKeyRef, StoredSlot, StoredTenant, TagUpdate, TenantRecord, TikWrap,
 };
 use tokio_postgres::Transaction;
 
 use crate::db::{BoxFuture, Failure, Mode, PgError, Postgres, Schema, check_objects};
 
-/// The key metadata tables, as [`atrest_tenant::SqliteStore`] has them, with
+/// The key metadata tables, as `atrest_sqlite::SqliteStore` has them, with
 /// PostgreSQL's types: integers are `bigint`, so every `u32` fits.
 pub(crate) const SCHEMA: Schema = Schema {
     component: "keys",
@@ -56,7 +56,7 @@ CREATE TABLE atrest_tik_wraps (
 };
 
 /// Tenant key metadata ([`MetadataStore`]) in PostgreSQL: the same tables,
-/// transactions and answers as [`atrest_tenant::SqliteStore`], for a
+/// transactions and answers as `atrest_sqlite::SqliteStore`, for a
 /// service whose instances share one database.
 ///
 /// Every changing method is one serializable transaction, run again when it
@@ -130,28 +130,15 @@ fn corrupt(what: &'static str) -> Failure<Error> {
 }
 
 fn version(value: i64) -> Result<KeyVersion, Failure<Error>> {
-    u32::try_from(value)
-        .ok()
-        .and_then(|value| KeyVersion::try_from(value).ok())
-        .ok_or_else(|| corrupt("TIK version"))
+    stored::tik_version(value).map_err(Failure::Stop)
 }
 
 fn number(version: KeyVersion) -> i64 {
     i64::from(u32::from(version))
 }
 
-fn key_id(bytes: &[u8]) -> Result<KeyId, Failure<Error>> {
-    <[u8; 16]>::try_from(bytes)
-        .ok()
-        .and_then(|bytes| KeyId::from_bytes(bytes).ok())
-        .ok_or_else(|| corrupt("TIK id"))
-}
-
 fn tenant_id(bytes: &[u8]) -> Result<TenantId, Failure<Error>> {
-    <[u8; 16]>::try_from(bytes)
-        .ok()
-        .and_then(|bytes| TenantId::from_bytes(bytes).ok())
-        .ok_or_else(|| corrupt("tenant id"))
+    stored::tenant_id(bytes).map_err(Failure::Stop)
 }
 
 async fn insert_wraps(
@@ -214,12 +201,15 @@ async fn read_tenant(
     else {
         return Ok(None);
     };
-    let kind: String = row.try_get(0)?;
-    let state: String = row.try_get(1)?;
-    let tik_id: Vec<u8> = row.try_get(2)?;
-    let current: i64 = row.try_get(3)?;
-    let tag: Option<Vec<u8>> = row.try_get(4)?;
-    let mut slots = Vec::new();
+    let mut stored = StoredTenant {
+        tenant,
+        kind: row.try_get(0)?,
+        state: row.try_get(1)?,
+        tik_id: row.try_get(2)?,
+        current_tik: row.try_get(3)?,
+        tag: row.try_get(4)?,
+        slots: Vec::new(),
+    };
     for row in tx
         .query(
             "SELECT role, key, revoked FROM atrest_root_key_slots WHERE tenant = $1 ORDER BY slot",
@@ -227,24 +217,13 @@ async fn read_tenant(
         )
         .await?
     {
-        let role: String = row.try_get(0)?;
-        let key: String = row.try_get(1)?;
-        let revoked: bool = row.try_get(2)?;
-        let role = SlotRole::from_stored(&role).ok_or_else(|| corrupt("root key role"))?;
-        let key: RootKeyRef = key.parse().map_err(|_| corrupt("root key reference"))?;
-        slots.push(RootKeySlot { role, key, revoked });
+        stored.slots.push(StoredSlot {
+            role: row.try_get(0)?,
+            key: row.try_get(1)?,
+            revoked: row.try_get(2)?,
+        });
     }
-    Ok(Some(TenantRecord {
-        tenant,
-        kind: TenantKind::from_stored(&kind).ok_or_else(|| corrupt("tenant kind"))?,
-        state: TenantState::from_stored(&state).ok_or_else(|| corrupt("tenant state"))?,
-        tik_id: key_id(&tik_id)?,
-        current_tik: version(current)?,
-        slots,
-        tag: tag
-            .map(|tag| RecordTag::from_slice(&tag).ok_or_else(|| corrupt("tenant record tag")))
-            .transpose()?,
-    }))
+    Ok(Some(stored.decode().map_err(Failure::Stop)?))
 }
 
 #[async_trait::async_trait]

@@ -280,12 +280,6 @@ impl Error {
     }
 }
 
-impl From<rusqlite::Error> for Error {
-    fn from(error: rusqlite::Error) -> Self {
-        Self::store(crate::db::sqlite_kind(&error), error)
-    }
-}
-
 /// What is wrong with a key file.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

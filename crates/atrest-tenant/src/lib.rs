@@ -3,7 +3,6 @@
 #![deny(missing_docs)]
 
 pub mod blocking;
-pub mod db;
 mod error;
 pub mod fault;
 mod hierarchy;
@@ -25,9 +24,9 @@ pub use policy::{Access, Administration, Decision, DenyAll, ReleasePolicy, Syste
 pub use provider::{
     KeyMaterial, MAX_NAME_LEN, RootKeyMaterial, RootKeyProvider, RootKeyRef, TikBinding,
 };
-pub use service::{MasterKey, ServiceKeys};
+pub use service::{MasterKey, SealedKey, SealedKeyStore, ServiceKeys};
 pub use store::{
-    MetadataStore, Rewrapped, RootKeySlot, SlotRole, SqliteStore, TagUpdate, TenantKind,
-    TenantRecord, TenantState, TikWrap, WrappedKeyIndex,
+    MetadataStore, Rewrapped, RootKeySlot, SlotRole, StoredSlot, StoredTenant, TagUpdate,
+    TenantKind, TenantRecord, TenantState, TikWrap, WrappedKeyIndex,
 };
 pub use tenant_key::{DerivedKey, MetadataKey, RecordTag, TenantKeyDir, TenantKeyStore};

@@ -1,6 +1,7 @@
 //! Service-managed root keys: the service's own root keys and the
-//! availability key, stored in an embedded SQLite key store, each sealed
-//! under a master key the operator supplies.
+//! availability key, each sealed under a master key the operator supplies
+//! and kept, sealed, in a [`SealedKeyStore`] (the embedded default is
+//! `atrest-sqlite`'s `SqliteSealedKeys`).
 //!
 //! The master key is either a key file ([`MasterKey::create_file`], created
 //! with mode 0600 and refused if anyone but its owner can read it) or a key
@@ -17,9 +18,8 @@ use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
-use rusqlite::{Connection, OptionalExtension as _, params};
 use zeroize::Zeroize;
 
 use crate::provider::secret_type;
@@ -27,7 +27,7 @@ use crate::seal::Secret;
 use crate::seal::{OpenError, SealingKey};
 use crate::{
     Error, KeyFileProblem, KeyMaterial, Pkcs11Keys, ProviderError, RootKeyMaterial,
-    RootKeyProvider, RootKeyRef, TikBinding, db,
+    RootKeyProvider, RootKeyRef, TikBinding,
 };
 
 secret_type! {
@@ -37,13 +37,68 @@ secret_type! {
 
 const MASTER_FILE_HEADER: &str = "atrest master key v1\n";
 const ROOT_KEY_AAD_LABEL: &[u8] = b"atrest/v1 service root key";
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS service_root_keys (
-    label   TEXT    NOT NULL,
-    version INTEGER NOT NULL CHECK (version > 0),
-    sealed  BLOB,               -- NULL once destroyed
-    PRIMARY KEY (label, version)
-);";
+
+/// One version of a root key, as a [`SealedKeyStore`] holds it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SealedKey {
+    /// Its bytes, sealed under the master key.
+    Sealed(Vec<u8>),
+    /// It was destroyed.
+    Destroyed,
+}
+
+impl core::fmt::Debug for SealedKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Sealed(bytes) => write!(f, "Sealed({} bytes)", bytes.len()),
+            Self::Destroyed => f.write_str("Destroyed"),
+        }
+    }
+}
+
+/// Where [`ServiceKeys`] keeps the service's root keys: each version sealed
+/// under the [`MasterKey`] (and bound to its label and version), so the
+/// store holds ciphertext only, and a sealed key moved to another label or
+/// version does not open.
+///
+/// Implementations must make each change atomic and durable, and
+/// [`SealedKeyStore::destroy`] must leave no copy of the sealed bytes
+/// where the store keeps its data (overwrite them, not only unlink them).
+#[async_trait::async_trait]
+pub trait SealedKeyStore: Send + Sync {
+    /// Adds version `version` of key `label`; `false` (and nothing
+    /// changed) if that version exists.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    async fn add(&self, label: &str, version: u32, sealed: &[u8]) -> Result<bool, Error>;
+
+    /// Version `version` of key `label`, if the store has it.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    async fn get(&self, label: &str, version: u32) -> Result<Option<SealedKey>, Error>;
+
+    /// The newest version of key `label` that was not destroyed.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    async fn newest(&self, label: &str) -> Result<Option<u32>, Error>;
+
+    /// Destroys version `version` of key `label`; `false` if the store has
+    /// no such version.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    async fn destroy(&self, label: &str, version: u32) -> Result<bool, Error>;
+
+    /// Every version of every key, by label and version, and whether it
+    /// was destroyed.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    async fn versions(&self) -> Result<Vec<(String, u32, bool)>, Error>;
+}
 
 /// The key that seals the service's root keys (and the tenant keys of a
 /// [`crate::TenantKeyDir`]) at rest.
@@ -199,35 +254,32 @@ fn hex_decode_32(text: &str) -> Option<MasterKeyMaterial> {
 }
 
 /// The service's root keys (including the availability key), sealed under
-/// a [`MasterKey`] in a SQLite key store.
+/// a [`MasterKey`] in a [`SealedKeyStore`].
 pub struct ServiceKeys {
     name: String,
     master: MasterKey,
-    db: Mutex<Connection>,
+    store: Arc<dyn SealedKeyStore>,
     unsealed: RwLock<HashMap<(String, u32), Arc<SealingKey>>>,
 }
 
 impl ServiceKeys {
-    /// Opens (creating if needed) the key store at `path`; `name` is the
+    /// The root keys in `store`, sealed under `master`; `name` is the
     /// provider name in [`RootKeyRef`]s (for example `service`).
     ///
     /// # Errors
-    /// [`Error::Store`] if the database cannot be
-    /// opened or is not a service key store; [`Error::RootKey`] if `name`
-    /// is invalid.
-    pub fn open(name: &str, path: &Path, master: MasterKey) -> Result<Self, Error> {
+    /// [`Error::RootKey`] if `name` is invalid.
+    pub fn new(
+        name: &str,
+        store: Arc<dyn SealedKeyStore>,
+        master: MasterKey,
+    ) -> Result<Self, Error> {
         let _ = RootKeyRef::new(name, "-", 1)?;
-        let db = db::open(path, SCHEMA)?;
         Ok(Self {
             name: name.to_owned(),
             master,
-            db: Mutex::new(db),
+            store,
             unsealed: RwLock::default(),
         })
-    }
-
-    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.db.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn aad(key: &RootKeyRef) -> Vec<u8> {
@@ -236,16 +288,11 @@ impl ServiceKeys {
         aad
     }
 
-    fn add_version(&self, label: &str, version: u32) -> Result<RootKeyRef, Error> {
+    async fn add_version(&self, label: &str, version: u32) -> Result<RootKeyRef, Error> {
         let key = RootKeyRef::new(self.name.clone(), label, version)?;
         let material = RootKeyMaterial::generate()?;
         let sealed = self.master.seal(&material, &Self::aad(&key), &key)?;
-        let inserted = self.db().execute(
-            "INSERT INTO service_root_keys (label, version, sealed) VALUES (?1, ?2, ?3)
-             ON CONFLICT DO NOTHING",
-            params![label, version, sealed],
-        )?;
-        if inserted == 0 {
+        if !self.store.add(label, version, &sealed).await? {
             return Err(Error::KeyExists(key));
         }
         Ok(key)
@@ -256,8 +303,8 @@ impl ServiceKeys {
     /// # Errors
     /// [`Error::KeyExists`] if it exists; [`Error::RootKey`] if the master key
     /// cannot seal it; [`Error::Store`] if the store fails.
-    pub fn create_key(&self, label: &str) -> Result<RootKeyRef, Error> {
-        self.add_version(label, 1)
+    pub async fn create_key(&self, label: &str) -> Result<RootKeyRef, Error> {
+        self.add_version(label, 1).await
     }
 
     /// Adds a new version of root key `label`, which new wraps then use.
@@ -267,9 +314,9 @@ impl ServiceKeys {
     /// # Errors
     /// As for [`ServiceKeys::create_key`], and [`Error::RootKey`] with
     /// [`ProviderError::NotFound`] if there is no such key.
-    pub fn roll_key(&self, label: &str) -> Result<RootKeyRef, Error> {
-        let current = self.current_version(label)?;
-        self.add_version(label, current.saturating_add(1))
+    pub async fn roll_key(&self, label: &str) -> Result<RootKeyRef, Error> {
+        let current = RootKeyProvider::current_version(self, label).await?;
+        self.add_version(label, current.saturating_add(1)).await
     }
 
     /// Destroys one version of a root key: its sealed bytes are overwritten
@@ -278,17 +325,10 @@ impl ServiceKeys {
     /// # Errors
     /// [`Error::Store`] if the store fails; [`Error::RootKey`] with
     /// [`ProviderError::NotFound`] if there is no such version.
-    pub fn destroy_version(&self, key: &RootKeyRef) -> Result<(), Error> {
-        let db = self.db();
-        let changed = db.execute(
-            "UPDATE service_root_keys SET sealed = NULL WHERE label = ?1 AND version = ?2",
-            params![key.label(), key.version()],
-        )?;
-        if changed == 0 {
+    pub async fn destroy_version(&self, key: &RootKeyRef) -> Result<(), Error> {
+        if !self.store.destroy(key.label(), key.version()).await? {
             return Err(ProviderError::NotFound { key: key.clone() }.into());
         }
-        db::checkpoint(&db)?;
-        drop(db);
         let _ = self
             .unsealed
             .write()
@@ -301,21 +341,9 @@ impl ServiceKeys {
     ///
     /// # Errors
     /// [`Error::Store`] if the store fails.
-    pub fn keys(&self) -> Result<Vec<(RootKeyRef, bool)>, Error> {
-        let db = self.db();
-        let mut statement = db.prepare(
-            "SELECT label, version, sealed IS NULL FROM service_root_keys ORDER BY label, version",
-        )?;
-        let rows = statement.query_map([], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, u32>(1)?,
-                row.get::<_, bool>(2)?,
-            ))
-        })?;
+    pub async fn keys(&self) -> Result<Vec<(RootKeyRef, bool)>, Error> {
         let mut keys = Vec::new();
-        for row in rows {
-            let (label, version, destroyed) = row?;
+        for (label, version, destroyed) in self.store.versions().await? {
             keys.push((
                 RootKeyRef::new(self.name.clone(), label, version)?,
                 destroyed,
@@ -324,14 +352,16 @@ impl ServiceKeys {
         Ok(keys)
     }
 
-    fn unavailable(key: &RootKeyRef, error: &rusqlite::Error) -> ProviderError {
+    /// A failure of the store, for the provider's answer: the key cannot
+    /// be used now, which says nothing about the key itself.
+    fn unavailable(key: &RootKeyRef, error: &Error) -> ProviderError {
         ProviderError::Unavailable {
             key: key.clone(),
             detail: format!("service key store: {error}"),
         }
     }
 
-    fn sealing_key(&self, key: &RootKeyRef) -> Result<Arc<SealingKey>, ProviderError> {
+    async fn sealing_key(&self, key: &RootKeyRef) -> Result<Arc<SealingKey>, ProviderError> {
         let cache_key = (key.label().to_owned(), key.version());
         if let Some(found) = self
             .unsealed
@@ -341,19 +371,17 @@ impl ServiceKeys {
         {
             return Ok(Arc::clone(found));
         }
-        let row: Option<Option<Vec<u8>>> = self
-            .db()
-            .query_row(
-                "SELECT sealed FROM service_root_keys WHERE label = ?1 AND version = ?2",
-                params![key.label(), key.version()],
-                |row| row.get(0),
-            )
-            .optional()
+        let found = self
+            .store
+            .get(key.label(), key.version())
+            .await
             .map_err(|e| Self::unavailable(key, &e))?;
-        let mut sealed = match row {
+        let mut sealed = match found {
             None => return Err(ProviderError::NotFound { key: key.clone() }),
-            Some(None) => return Err(ProviderError::Destroyed { key: key.clone() }),
-            Some(Some(sealed)) => sealed,
+            Some(SealedKey::Destroyed) => {
+                return Err(ProviderError::Destroyed { key: key.clone() });
+            }
+            Some(SealedKey::Sealed(sealed)) => sealed,
         };
         let material: Result<RootKeyMaterial, _> = self.master.open(&sealed, &Self::aad(key), key);
         sealed.zeroize();
@@ -376,66 +404,6 @@ impl core::fmt::Debug for ServiceKeys {
     }
 }
 
-/// The provider calls, blocking (this provider answers without waiting).
-impl ServiceKeys {
-    /// The newest version of key `label`: the blocking form of
-    /// [`RootKeyProvider::current_version`].
-    ///
-    /// # Errors
-    /// As for [`RootKeyProvider::current_version`].
-    pub fn current_version(&self, label: &str) -> Result<u32, ProviderError> {
-        let key = RootKeyRef::new(self.name.clone(), label, 1)?;
-        let version: Option<u32> = self
-            .db()
-            .query_row(
-                "SELECT max(version) FROM service_root_keys WHERE label = ?1 AND sealed IS NOT NULL",
-                params![label],
-                |row| row.get(0),
-            )
-            .map_err(|e| Self::unavailable(&key, &e))?;
-        version.ok_or(ProviderError::NotFound { key })
-    }
-
-    /// Wraps `material` under root key `key`, binding `aad`: the blocking
-    /// form of [`RootKeyProvider::wrap`].
-    ///
-    /// # Errors
-    /// As for [`RootKeyProvider::wrap`].
-    pub fn wrap(
-        &self,
-        key: &RootKeyRef,
-        material: &KeyMaterial,
-        binding: &TikBinding,
-    ) -> Result<Vec<u8>, ProviderError> {
-        self.sealing_key(key)?
-            .seal(material, binding.as_bytes())
-            .map_err(|e| ProviderError::Unavailable {
-                key: key.clone(),
-                detail: e.to_string(),
-            })
-    }
-
-    /// Unwraps what [`Self::wrap`] returned: the blocking form of
-    /// [`RootKeyProvider::unwrap`].
-    ///
-    /// # Errors
-    /// As for [`RootKeyProvider::unwrap`].
-    pub fn unwrap(
-        &self,
-        key: &RootKeyRef,
-        wrapped: &[u8],
-        binding: &TikBinding,
-    ) -> Result<KeyMaterial, ProviderError> {
-        self.sealing_key(key)?
-            .open(wrapped, binding.as_bytes())
-            .map_err(|error| match error {
-                OpenError::Malformed | OpenError::AuthenticationFailed => {
-                    ProviderError::AuthenticationFailed { key: key.clone() }
-                }
-            })
-    }
-}
-
 #[async_trait::async_trait]
 impl RootKeyProvider for ServiceKeys {
     fn name(&self) -> &str {
@@ -443,7 +411,12 @@ impl RootKeyProvider for ServiceKeys {
     }
 
     async fn current_version(&self, label: &str) -> Result<u32, ProviderError> {
-        ServiceKeys::current_version(self, label)
+        let key = RootKeyRef::new(self.name.clone(), label, 1)?;
+        self.store
+            .newest(label)
+            .await
+            .map_err(|e| Self::unavailable(&key, &e))?
+            .ok_or(ProviderError::NotFound { key })
     }
 
     async fn wrap(
@@ -452,7 +425,13 @@ impl RootKeyProvider for ServiceKeys {
         material: &KeyMaterial,
         binding: &TikBinding,
     ) -> Result<Vec<u8>, ProviderError> {
-        ServiceKeys::wrap(self, key, material, binding)
+        self.sealing_key(key)
+            .await?
+            .seal(material, binding.as_bytes())
+            .map_err(|e| ProviderError::Unavailable {
+                key: key.clone(),
+                detail: e.to_string(),
+            })
     }
 
     async fn unwrap(
@@ -461,6 +440,13 @@ impl RootKeyProvider for ServiceKeys {
         wrapped: &[u8],
         binding: &TikBinding,
     ) -> Result<KeyMaterial, ProviderError> {
-        ServiceKeys::unwrap(self, key, wrapped, binding)
+        self.sealing_key(key)
+            .await?
+            .open(wrapped, binding.as_bytes())
+            .map_err(|error| match error {
+                OpenError::Malformed | OpenError::AuthenticationFailed => {
+                    ProviderError::AuthenticationFailed { key: key.clone() }
+                }
+            })
     }
 }

@@ -1,22 +1,14 @@
-//! Persistence of tenant key metadata, and of the wrapped file keys a
-//! service keeps, with SQLite as the embedded default.
+//! Where tenant key metadata is kept ([`MetadataStore`]), what it holds
+//! ([`TenantRecord`], [`TikWrap`]), the index of wrapped file keys that
+//! rotation asks ([`WrappedKeyIndex`]), and the one decoding of a stored
+//! tenant row ([`StoredTenant`]) every backend shares.
 //!
-//! Every method that changes state is one transaction: a crash in the middle
-//! of a rotation or a purge leaves either the state before it or the state
-//! after it, never a mixture (SQLite's write-ahead log with `synchronous =
-//! FULL`). Deleted key material is overwritten in the database file
-//! (`secure_delete`), and a purge checkpoints the write-ahead log so no copy
-//! remains there either.
+//! The backends live in crates of their own: `atrest-sqlite` (the embedded
+//! default) and `atrest-postgres`.
 
-use std::path::Path;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use atrest_filekey::{FileContext, KeyId, KeyVersion, TenantId, WrappedFileKey};
 
-use atrest_filekey::{
-    FileContext, FileId, FileVersion, KeyId, KeyVersion, TenantId, WrappedFileKey,
-};
-use rusqlite::{Connection, OptionalExtension as _, Transaction, params};
-
-use crate::{Error, RecordTag, RootKeyRef, db};
+use crate::{Error, RecordTag, RootKeyRef};
 
 /// Who holds a tenant's root keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -115,7 +107,10 @@ impl core::fmt::Debug for TikWrap {
 }
 
 /// Where tenant key metadata is kept. Implementations must make each
-/// changing method atomic and durable.
+/// changing method atomic and durable: a crash in the middle of a rotation
+/// or a purge leaves either the state before it or the state after it,
+/// never a mixture. A purge must leave no copy of the destroyed wraps
+/// where the store keeps its data (overwrite them, not only unlink them).
 #[async_trait::async_trait]
 pub trait MetadataStore: Send + Sync {
     /// Stores a new tenant with its first TIK version's wraps.
@@ -266,65 +261,6 @@ pub trait WrappedKeyIndex: Send + Sync {
     async fn replace(&self, batch: &[Rewrapped]) -> Result<u64, Error>;
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS tenants (
-    tenant      BLOB    PRIMARY KEY,
-    kind        TEXT    NOT NULL CHECK (kind IN ('service', 'customer')),
-    state       TEXT    NOT NULL CHECK (state IN ('active', 'purged')),
-    tik_id      BLOB    NOT NULL,
-    current_tik INTEGER NOT NULL CHECK (current_tik > 0),
-    tag         BLOB    -- NULL once purged
-);
-CREATE TABLE IF NOT EXISTS root_key_slots (
-    tenant   BLOB    NOT NULL REFERENCES tenants (tenant),
-    slot     INTEGER NOT NULL,
-    role     TEXT    NOT NULL CHECK (role IN ('service', 'customer', 'availability')),
-    key      TEXT    NOT NULL,
-    revoked  INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (tenant, slot)
-);
-CREATE TABLE IF NOT EXISTS tik_versions (
-    tenant  BLOB    NOT NULL REFERENCES tenants (tenant),
-    version INTEGER NOT NULL CHECK (version > 0),
-    PRIMARY KEY (tenant, version)
-);
-CREATE TABLE IF NOT EXISTS tik_wraps (
-    tenant  BLOB    NOT NULL,
-    version INTEGER NOT NULL,
-    slot    INTEGER NOT NULL,
-    wrapped BLOB    NOT NULL,
-    PRIMARY KEY (tenant, version, slot),
-    FOREIGN KEY (tenant, version) REFERENCES tik_versions (tenant, version)
-);
-CREATE TABLE IF NOT EXISTS file_keys (
-    tenant      BLOB    NOT NULL,
-    file        BLOB    NOT NULL,
-    version     INTEGER NOT NULL,
-    tik_version INTEGER NOT NULL,
-    wrapped     BLOB    NOT NULL,
-    PRIMARY KEY (tenant, file, version)
-);
-CREATE INDEX IF NOT EXISTS file_keys_by_tik ON file_keys (tenant, tik_version);
-CREATE TABLE IF NOT EXISTS retired_tiks (
-    tenant  BLOB    NOT NULL,
-    version INTEGER NOT NULL,
-    PRIMARY KEY (tenant, version)
-);
-";
-
-/// The embedded key store: tenant key metadata ([`MetadataStore`]) and,
-/// for services that want it, their wrapped file keys
-/// ([`WrappedKeyIndex`] plus `put`/`get`), in one SQLite database.
-pub struct SqliteStore {
-    db: Mutex<Connection>,
-}
-
-impl core::fmt::Debug for SqliteStore {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("SqliteStore").finish_non_exhaustive()
-    }
-}
-
 /// The text a store keeps for each value of the record's enumerations, the
 /// same in every [`MetadataStore`] of this project (SQLite, PostgreSQL).
 impl TenantKind {
@@ -379,672 +315,120 @@ impl SlotRole {
     }
 }
 
-fn corrupt(what: &'static str) -> Error {
-    Error::Corrupt(what)
+/// A tenant's row as a [`MetadataStore`] keeps it, column by column, before
+/// it is checked: what every backend reads, decoded once by
+/// [`StoredTenant::decode`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTenant {
+    /// The tenant the row was read for.
+    pub tenant: TenantId,
+    /// [`TenantKind::as_stored`].
+    pub kind: String,
+    /// [`TenantState::as_stored`].
+    pub state: String,
+    /// The TIK id's 16 bytes.
+    pub tik_id: Vec<u8>,
+    /// The current TIK version.
+    pub current_tik: i64,
+    /// The record's tag, if any.
+    pub tag: Option<Vec<u8>>,
+    /// Its root-key slots, by slot number.
+    pub slots: Vec<StoredSlot>,
 }
 
-fn version(value: u32) -> Result<KeyVersion, Error> {
-    KeyVersion::try_from(value).map_err(|_| corrupt("TIK version"))
+/// One root-key slot of a [`StoredTenant`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSlot {
+    /// [`SlotRole::as_stored`].
+    pub role: String,
+    /// The root key, as [`RootKeyRef`] displays it.
+    pub key: String,
+    /// Whether the customer revoked it.
+    pub revoked: bool,
 }
 
-impl SqliteStore {
-    /// Opens (creating if needed) the store at `path`.
+impl StoredTenant {
+    /// The record the row holds. Its tag is not checked here: the key
+    /// hierarchy authenticates the record before it obeys it.
     ///
     /// # Errors
-    /// [`Error::Store`] if it cannot be opened.
-    ///
-    /// # Errors
-    /// Also [`Error::Corrupt`] for a store made by an earlier version,
-    /// whose tenant records carry no tag.
-    pub fn open(path: &Path) -> Result<Self, Error> {
-        let db = db::open(path, SCHEMA)?;
-        if db.prepare("SELECT tag FROM tenants LIMIT 0").is_err() {
-            return Err(corrupt(
-                "schema: the store was made by an earlier version (tenant records without tags)",
-            ));
-        }
-        Ok(Self { db: Mutex::new(db) })
-    }
-
-    fn db(&self) -> MutexGuard<'_, Connection> {
-        self.db.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn insert_wraps(
-        tx: &Transaction<'_>,
-        tenant: TenantId,
-        wraps: &[TikWrap],
-    ) -> Result<(), Error> {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO tik_wraps (tenant, version, slot, wrapped) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        for wrap in wraps {
-            let _ = insert.execute(params![
-                tenant.as_bytes(),
-                u32::from(wrap.version),
-                wrap.slot,
-                wrap.wrapped
-            ])?;
-        }
-        Ok(())
-    }
-
-    /// Stores (or replaces) the wrapped key of a file version.
-    ///
-    /// # Errors
-    /// [`Error::Conflict`] if its TIK version was retired meanwhile (make
-    /// the key again: the hierarchy's metadata was stale);
-    /// [`Error::Store`].
-    pub fn put_file_key(
-        &self,
-        context: &FileContext,
-        wrapped: &WrappedFileKey,
-    ) -> Result<(), Error> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        let retired: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM retired_tiks WHERE tenant = ?1 AND version = ?2)",
-            params![context.tenant.as_bytes(), u32::from(wrapped.kek_version())],
-            |row| row.get(0),
-        )?;
-        if retired {
-            return Err(Error::Conflict(
-                "the file key is wrapped under a TIK version retired meanwhile",
-            ));
-        }
-        let _ = tx.execute(
-            "INSERT OR REPLACE INTO file_keys (tenant, file, version, tik_version, wrapped)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                context.tenant.as_bytes(),
-                context.file.as_bytes(),
-                u64::from(context.version),
-                u32::from(wrapped.kek_version()),
-                wrapped.as_ref()
-            ],
-        )?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// The wrapped key of a file version, if stored.
-    ///
-    /// # Errors
-    /// [`Error::Store`], also if the stored key is malformed.
-    pub fn file_key(&self, context: &FileContext) -> Result<Option<WrappedFileKey>, Error> {
-        let bytes: Option<Vec<u8>> = self
-            .db()
-            .query_row(
-                "SELECT wrapped FROM file_keys WHERE tenant = ?1 AND file = ?2 AND version = ?3",
-                params![
-                    context.tenant.as_bytes(),
-                    context.file.as_bytes(),
-                    u64::from(context.version)
-                ],
-                |row| row.get(0),
-            )
-            .optional()?;
-        bytes
-            .map(|bytes| {
-                WrappedFileKey::from_bytes(&bytes).map_err(|_| corrupt("wrapped file key"))
+    /// [`Error::Corrupt`] naming the first value that is not valid.
+    pub fn decode(self) -> Result<TenantRecord, Error> {
+        let slots = self
+            .slots
+            .into_iter()
+            .map(|slot| {
+                Ok(RootKeySlot {
+                    role: SlotRole::from_stored(&slot.role)
+                        .ok_or(Error::Corrupt("root key role"))?,
+                    key: slot
+                        .key
+                        .parse()
+                        .map_err(|_| Error::Corrupt("root key reference"))?,
+                    revoked: slot.revoked,
+                })
             })
-            .transpose()
-    }
-
-    /// Every stored file version of a tenant with its wrapped key.
-    ///
-    /// # Errors
-    /// [`Error::Store`].
-    pub fn file_keys(&self, tenant: TenantId) -> Result<Vec<(FileContext, WrappedFileKey)>, Error> {
-        self.select_file_keys(
-            "SELECT file, version, wrapped FROM file_keys WHERE tenant = ?1 ORDER BY file, version",
-            tenant,
-            &[],
-        )
-    }
-
-    fn select_file_keys(
-        &self,
-        sql: &str,
-        tenant: TenantId,
-        extra: &[&dyn rusqlite::ToSql],
-    ) -> Result<Vec<(FileContext, WrappedFileKey)>, Error> {
-        let db = self.db();
-        let mut statement = db.prepare_cached(sql)?;
-        let tenant_bytes = tenant.as_bytes().to_vec();
-        let mut all: Vec<&dyn rusqlite::ToSql> = vec![&tenant_bytes];
-        all.extend_from_slice(extra);
-        let rows = statement.query_map(all.as_slice(), |row| {
-            Ok((
-                row.get::<_, Vec<u8>>(0)?,
-                row.get::<_, u64>(1)?,
-                row.get::<_, Vec<u8>>(2)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (file, file_version, wrapped) = row?;
-            let file = <[u8; 16]>::try_from(file.as_slice())
-                .ok()
-                .and_then(|bytes| FileId::from_bytes(bytes).ok())
-                .ok_or_else(|| corrupt("file id"))?;
-            let context = FileContext {
-                tenant,
-                file,
-                version: FileVersion::try_from(file_version)
-                    .map_err(|_| corrupt("file version"))?,
-            };
-            let wrapped =
-                WrappedFileKey::from_bytes(&wrapped).map_err(|_| corrupt("wrapped file key"))?;
-            out.push((context, wrapped));
-        }
-        Ok(out)
-    }
-}
-
-fn key_id(bytes: &[u8]) -> Result<KeyId, Error> {
-    <[u8; 16]>::try_from(bytes)
-        .ok()
-        .and_then(|bytes| KeyId::from_bytes(bytes).ok())
-        .ok_or_else(|| corrupt("TIK id"))
-}
-
-/// The [`MetadataStore`] calls, blocking: SQLite answers without an async
-/// runtime.
-impl SqliteStore {
-    /// The blocking form of [`MetadataStore::create_tenant`].
-    ///
-    /// # Errors
-    /// As for [`MetadataStore::create_tenant`].
-    pub fn create_tenant(&self, record: &TenantRecord, wraps: &[TikWrap]) -> Result<(), Error> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        let inserted = tx.execute(
-            "INSERT INTO tenants (tenant, kind, state, tik_id, current_tik, tag)
-             VALUES (?1, ?2, 'active', ?3, ?4, ?5)
-             ON CONFLICT DO NOTHING",
-            params![
-                record.tenant.as_bytes(),
-                record.kind.as_stored(),
-                record.tik_id.as_bytes(),
-                u32::from(record.current_tik),
-                record.tag.as_ref().map(RecordTag::as_bytes)
-            ],
-        )?;
-        if inserted == 0 {
-            return Err(Error::TenantExists(record.tenant));
-        }
-        for (slot, root) in record.slots.iter().enumerate() {
-            let _ = tx.execute(
-                "INSERT INTO root_key_slots (tenant, slot, role, key, revoked) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![record.tenant.as_bytes(), slot, root.role.as_stored(), root.key.to_string(), root.revoked],
-            )?;
-        }
-        let _ = tx.execute(
-            "INSERT INTO tik_versions (tenant, version) VALUES (?1, ?2)",
-            params![record.tenant.as_bytes(), u32::from(record.current_tik)],
-        )?;
-        Self::insert_wraps(&tx, record.tenant, wraps)?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// The blocking form of [`MetadataStore::tenant`].
-    ///
-    /// # Errors
-    /// As for [`MetadataStore::tenant`].
-    pub fn tenant(&self, tenant: TenantId) -> Result<Option<TenantRecord>, Error> {
-        let mut db = self.db();
-        // The row and its slots from one snapshot: a change committed by
-        // another process in between would otherwise give a mixture, which
-        // fails its tag.
-        let db = db.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
-        let row = db
-            .query_row(
-                "SELECT kind, state, tik_id, current_tik, tag FROM tenants WHERE tenant = ?1",
-                params![tenant.as_bytes()],
-                |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, Vec<u8>>(2)?,
-                        row.get::<_, u32>(3)?,
-                        row.get::<_, Option<Vec<u8>>>(4)?,
-                    ))
-                },
-            )
-            .optional()?;
-        let Some((kind, state, tik_id, current, tag)) = row else {
-            return Ok(None);
-        };
-        let mut statement = db.prepare_cached(
-            "SELECT role, key, revoked FROM root_key_slots WHERE tenant = ?1 ORDER BY slot",
-        )?;
-        let rows = statement.query_map(params![tenant.as_bytes()], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, bool>(2)?,
-            ))
-        })?;
-        let mut slots = Vec::new();
-        for row in rows {
-            let (role, key, revoked) = row?;
-            let role = SlotRole::from_stored(&role).ok_or_else(|| corrupt("root key role"))?;
-            let key = key.parse().map_err(|_| corrupt("root key reference"))?;
-            slots.push(RootKeySlot { role, key, revoked });
-        }
-        Ok(Some(TenantRecord {
-            tenant,
-            kind: TenantKind::from_stored(&kind).ok_or_else(|| corrupt("tenant kind"))?,
-            state: TenantState::from_stored(&state).ok_or_else(|| corrupt("tenant state"))?,
-            tik_id: key_id(&tik_id)?,
-            current_tik: version(current)?,
+            .collect::<Result<_, Error>>()?;
+        Ok(TenantRecord {
+            tenant: self.tenant,
+            kind: TenantKind::from_stored(&self.kind).ok_or(Error::Corrupt("tenant kind"))?,
+            state: TenantState::from_stored(&self.state).ok_or(Error::Corrupt("tenant state"))?,
+            tik_id: stored::key_id(&self.tik_id)?,
+            current_tik: stored::tik_version(self.current_tik)?,
             slots,
-            tag: tag
-                .map(|tag| RecordTag::from_slice(&tag).ok_or_else(|| corrupt("tenant record tag")))
+            tag: self
+                .tag
+                .map(|tag| RecordTag::from_slice(&tag).ok_or(Error::Corrupt("tenant record tag")))
                 .transpose()?,
-        }))
-    }
-
-    /// The blocking form of [`MetadataStore::tenants`].
-    ///
-    /// # Errors
-    /// As for [`MetadataStore::tenants`].
-    pub fn tenants(&self) -> Result<Vec<TenantId>, Error> {
-        let db = self.db();
-        let mut statement = db.prepare("SELECT tenant FROM tenants ORDER BY tenant")?;
-        let rows = statement.query_map([], |row| row.get::<_, Vec<u8>>(0))?;
-        let mut tenants = Vec::new();
-        for row in rows {
-            let bytes = row?;
-            tenants.push(
-                <[u8; 16]>::try_from(bytes.as_slice())
-                    .ok()
-                    .and_then(|bytes| TenantId::from_bytes(bytes).ok())
-                    .ok_or_else(|| corrupt("tenant id"))?,
-            );
-        }
-        Ok(tenants)
-    }
-
-    /// The blocking form of [`MetadataStore::tik_versions`].
-    ///
-    /// # Errors
-    /// As for [`MetadataStore::tik_versions`].
-    pub fn tik_versions(&self, tenant: TenantId) -> Result<Vec<KeyVersion>, Error> {
-        let db = self.db();
-        let mut statement = db.prepare_cached(
-            "SELECT version FROM tik_versions WHERE tenant = ?1 ORDER BY version",
-        )?;
-        let rows = statement.query_map(params![tenant.as_bytes()], |row| row.get::<_, u32>(0))?;
-        rows.map(|row| version(row?)).collect()
-    }
-
-    /// The blocking form of [`MetadataStore::tik_wraps`].
-    ///
-    /// # Errors
-    /// As for [`MetadataStore::tik_wraps`].
-    pub fn tik_wraps(&self, tenant: TenantId, tik: KeyVersion) -> Result<Vec<TikWrap>, Error> {
-        let db = self.db();
-        let mut statement = db.prepare_cached(
-            "SELECT slot, wrapped FROM tik_wraps WHERE tenant = ?1 AND version = ?2 ORDER BY slot",
-        )?;
-        let rows = statement.query_map(params![tenant.as_bytes(), u32::from(tik)], |row| {
-            Ok(TikWrap {
-                version: tik,
-                slot: row.get(0)?,
-                wrapped: row.get(1)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// The blocking form of [`MetadataStore::add_tik_version`].
-    ///
-    /// # Errors
-    /// As for [`MetadataStore::add_tik_version`].
-    pub fn add_tik_version(
-        &self,
-        tenant: TenantId,
-        previous: KeyVersion,
-        wraps: &[TikWrap],
-        tag: &TagUpdate,
-    ) -> Result<(), Error> {
-        let new = wraps
-            .first()
-            .ok_or(Error::Misuse("a TIK version needs wraps"))?
-            .version;
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        Self::retag(&tx, tenant, tag)?;
-        let changed = tx.execute(
-            "UPDATE tenants SET current_tik = ?3 WHERE tenant = ?1 AND current_tik = ?2",
-            params![tenant.as_bytes(), u32::from(previous), u32::from(new)],
-        )?;
-        if changed == 0 {
-            return Err(Error::Conflict(
-                "the tenant's TIK changed meanwhile (another roll, or a purge)",
-            ));
-        }
-        let _ = tx.execute(
-            "INSERT INTO tik_versions (tenant, version) VALUES (?1, ?2)",
-            params![tenant.as_bytes(), u32::from(new)],
-        )?;
-        Self::insert_wraps(&tx, tenant, wraps)?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// The blocking form of [`MetadataStore::replace_root_key`].
-    ///
-    /// # Errors
-    /// As for [`MetadataStore::replace_root_key`].
-    pub fn replace_root_key(
-        &self,
-        tenant: TenantId,
-        slot: u8,
-        key: &RootKeyRef,
-        wraps: &[TikWrap],
-        tag: &TagUpdate,
-    ) -> Result<(), Error> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        let versions: u64 = tx.query_row(
-            "SELECT count(*) FROM tik_versions WHERE tenant = ?1",
-            params![tenant.as_bytes()],
-            |row| row.get(0),
-        )?;
-        if versions != wraps.len() as u64 || wraps.iter().any(|w| w.slot != slot) {
-            return Err(Error::Conflict(
-                "the tenant's TIK versions changed during the root key roll; run it again",
-            ));
-        }
-        Self::retag(&tx, tenant, tag)?;
-        if tx.execute(
-            "UPDATE root_key_slots SET key = ?3 WHERE tenant = ?1 AND slot = ?2",
-            params![tenant.as_bytes(), slot, key.to_string()],
-        )? != 1
-        {
-            return Err(Error::Corrupt("root key slot"));
-        }
-        let mut update = tx.prepare_cached(
-            "UPDATE tik_wraps SET wrapped = ?4 WHERE tenant = ?1 AND version = ?2 AND slot = ?3",
-        )?;
-        for wrap in wraps {
-            if update.execute(params![
-                tenant.as_bytes(),
-                u32::from(wrap.version),
-                slot,
-                wrap.wrapped
-            ])? != 1
-            {
-                return Err(Error::Corrupt("TIK version without a wrap in this slot"));
-            }
-        }
-        drop(update);
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// The blocking form of [`MetadataStore::set_revoked`].
-    ///
-    /// # Errors
-    /// As for [`MetadataStore::set_revoked`].
-    pub fn set_revoked(
-        &self,
-        tenant: TenantId,
-        slot: u8,
-        revoked: bool,
-        tag: &TagUpdate,
-    ) -> Result<(), Error> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        Self::retag(&tx, tenant, tag)?;
-        let changed = tx.execute(
-            "UPDATE root_key_slots SET revoked = ?3 WHERE tenant = ?1 AND slot = ?2",
-            params![tenant.as_bytes(), slot, revoked],
-        )?;
-        if changed == 0 {
-            return Err(Error::Misuse("no such root key slot"));
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Replaces an active tenant's tag `tag.previous` by `tag.next`.
-    fn retag(tx: &Transaction<'_>, tenant: TenantId, tag: &TagUpdate) -> Result<(), Error> {
-        let changed = tx.execute(
-            "UPDATE tenants SET tag = ?3 WHERE tenant = ?1 AND state = 'active' AND tag = ?2",
-            params![
-                tenant.as_bytes(),
-                tag.previous.as_bytes(),
-                tag.next.as_bytes()
-            ],
-        )?;
-        if changed == 0 {
-            return Err(Error::Conflict(
-                "the tenant's record changed meanwhile (another change, or a purge)",
-            ));
-        }
-        Ok(())
-    }
-
-    /// The blocking form of [`MetadataStore::retire_tik_version`].
-    ///
-    /// # Errors
-    /// As for [`MetadataStore::retire_tik_version`].
-    pub fn retire_tik_version(&self, tenant: TenantId, tik: KeyVersion) -> Result<(), Error> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        let _ = tx.execute(
-            "DELETE FROM tik_wraps WHERE tenant = ?1 AND version = ?2",
-            params![tenant.as_bytes(), u32::from(tik)],
-        )?;
-        let _ = tx.execute(
-            "DELETE FROM tik_versions WHERE tenant = ?1 AND version = ?2",
-            params![tenant.as_bytes(), u32::from(tik)],
-        )?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// The blocking form of [`MetadataStore::purge_tenant`].
-    ///
-    /// # Errors
-    /// As for [`MetadataStore::purge_tenant`].
-    pub fn purge_tenant(&self, tenant: TenantId) -> Result<u64, Error> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        let versions = tx.execute(
-            "DELETE FROM tik_wraps WHERE tenant = ?1",
-            params![tenant.as_bytes()],
-        )?;
-        let _ = versions;
-        let destroyed = tx.execute(
-            "DELETE FROM tik_versions WHERE tenant = ?1",
-            params![tenant.as_bytes()],
-        )?;
-        let _ = tx.execute(
-            "UPDATE tenants SET state = 'purged', tag = NULL WHERE tenant = ?1",
-            params![tenant.as_bytes()],
-        )?;
-        tx.commit()?;
-        db::checkpoint(&db)?;
-        Ok(destroyed as u64)
+        })
     }
 }
 
-#[async_trait::async_trait]
-impl MetadataStore for SqliteStore {
-    async fn create_tenant(&self, record: &TenantRecord, wraps: &[TikWrap]) -> Result<(), Error> {
-        SqliteStore::create_tenant(self, record, wraps)
-    }
+/// Decoders of single stored values, shared by every [`MetadataStore`]:
+/// a value that is not valid is [`Error::Corrupt`].
+pub mod stored {
+    use atrest_filekey::{KeyId, KeyVersion, TenantId};
 
-    async fn tenant(&self, tenant: TenantId) -> Result<Option<TenantRecord>, Error> {
-        SqliteStore::tenant(self, tenant)
-    }
+    use crate::Error;
 
-    async fn tenants(&self) -> Result<Vec<TenantId>, Error> {
-        SqliteStore::tenants(self)
-    }
-
-    async fn tik_versions(&self, tenant: TenantId) -> Result<Vec<KeyVersion>, Error> {
-        SqliteStore::tik_versions(self, tenant)
-    }
-
-    async fn tik_wraps(&self, tenant: TenantId, tik: KeyVersion) -> Result<Vec<TikWrap>, Error> {
-        SqliteStore::tik_wraps(self, tenant, tik)
-    }
-
-    async fn add_tik_version(
-        &self,
-        tenant: TenantId,
-        previous: KeyVersion,
-        wraps: &[TikWrap],
-        tag: &TagUpdate,
-    ) -> Result<(), Error> {
-        SqliteStore::add_tik_version(self, tenant, previous, wraps, tag)
-    }
-
-    async fn replace_root_key(
-        &self,
-        tenant: TenantId,
-        slot: u8,
-        key: &RootKeyRef,
-        wraps: &[TikWrap],
-        tag: &TagUpdate,
-    ) -> Result<(), Error> {
-        SqliteStore::replace_root_key(self, tenant, slot, key, wraps, tag)
-    }
-
-    async fn set_revoked(
-        &self,
-        tenant: TenantId,
-        slot: u8,
-        revoked: bool,
-        tag: &TagUpdate,
-    ) -> Result<(), Error> {
-        SqliteStore::set_revoked(self, tenant, slot, revoked, tag)
-    }
-
-    async fn retire_tik_version(&self, tenant: TenantId, tik: KeyVersion) -> Result<(), Error> {
-        SqliteStore::retire_tik_version(self, tenant, tik)
-    }
-
-    async fn purge_tenant(&self, tenant: TenantId) -> Result<u64, Error> {
-        SqliteStore::purge_tenant(self, tenant)
-    }
-}
-
-/// The [`WrappedKeyIndex`] calls, blocking: SQLite answers without an async
-/// runtime.
-impl SqliteStore {
-    /// The blocking form of [`WrappedKeyIndex::older_than`].
+    /// A tenant id from its 16 bytes.
     ///
     /// # Errors
-    /// As for [`WrappedKeyIndex::older_than`].
-    pub fn older_than(
-        &self,
-        tenant: TenantId,
-        tik: KeyVersion,
-        limit: usize,
-    ) -> Result<Vec<(FileContext, WrappedFileKey)>, Error> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.select_file_keys(
-            "SELECT file, version, wrapped FROM file_keys WHERE tenant = ?1 AND tik_version < ?2
-             ORDER BY file, version LIMIT ?3",
-            tenant,
-            &[&u32::from(tik), &limit],
-        )
+    /// [`Error::Corrupt`] for any other value.
+    pub fn tenant_id(bytes: &[u8]) -> Result<TenantId, Error> {
+        <[u8; 16]>::try_from(bytes)
+            .ok()
+            .and_then(|bytes| TenantId::from_bytes(bytes).ok())
+            .ok_or(Error::Corrupt("tenant id"))
     }
 
-    /// The blocking form of [`WrappedKeyIndex::count_older_than`].
+    /// A TIK id from its 16 bytes.
     ///
     /// # Errors
-    /// As for [`WrappedKeyIndex::count_older_than`].
-    pub fn count_older_than(&self, tenant: TenantId, tik: KeyVersion) -> Result<u64, Error> {
-        Ok(self.db().query_row(
-            "SELECT count(*) FROM file_keys WHERE tenant = ?1 AND tik_version < ?2",
-            params![tenant.as_bytes(), u32::from(tik)],
-            |row| row.get(0),
-        )?)
+    /// [`Error::Corrupt`] for any other value.
+    pub fn key_id(bytes: &[u8]) -> Result<KeyId, Error> {
+        <[u8; 16]>::try_from(bytes)
+            .ok()
+            .and_then(|bytes| KeyId::from_bytes(bytes).ok())
+            .ok_or(Error::Corrupt("TIK id"))
     }
 
-    /// The blocking form of [`WrappedKeyIndex::claim_retirement`].
+    /// A TIK version.
     ///
     /// # Errors
-    /// As for [`WrappedKeyIndex::claim_retirement`].
-    pub fn claim_retirement(&self, tenant: TenantId, tik: KeyVersion) -> Result<u64, Error> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        let references: u64 = tx.query_row(
-            "SELECT count(*) FROM file_keys WHERE tenant = ?1 AND tik_version = ?2",
-            params![tenant.as_bytes(), u32::from(tik)],
-            |row| row.get(0),
-        )?;
-        if references == 0 {
-            let _ = tx.execute(
-                "INSERT OR IGNORE INTO retired_tiks (tenant, version) VALUES (?1, ?2)",
-                params![tenant.as_bytes(), u32::from(tik)],
-            )?;
-        }
-        tx.commit()?;
-        Ok(references)
+    /// [`Error::Corrupt`] for 0, a negative number or one past `u32`.
+    pub fn tik_version(value: i64) -> Result<KeyVersion, Error> {
+        u32::try_from(value)
+            .ok()
+            .and_then(|value| KeyVersion::try_from(value).ok())
+            .ok_or(Error::Corrupt("TIK version"))
     }
 
-    /// The blocking form of [`WrappedKeyIndex::replace`].
+    /// A root-key slot number.
     ///
     /// # Errors
-    /// As for [`WrappedKeyIndex::replace`].
-    pub fn replace(&self, batch: &[Rewrapped]) -> Result<u64, Error> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        let mut replaced = 0;
-        {
-            let mut update = tx.prepare_cached(
-                // Never under a version claimed for retirement meanwhile.
-                "UPDATE file_keys SET wrapped = ?5, tik_version = ?6
-                 WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND wrapped = ?4
-                 AND NOT EXISTS (SELECT 1 FROM retired_tiks WHERE tenant = ?1 AND version = ?6)",
-            )?;
-            for entry in batch {
-                let context = &entry.context;
-                replaced += update.execute(params![
-                    context.tenant.as_bytes(),
-                    context.file.as_bytes(),
-                    u64::from(context.version),
-                    entry.old.as_ref(),
-                    entry.new.as_ref(),
-                    u32::from(entry.new.kek_version())
-                ])? as u64;
-            }
-        }
-        tx.commit()?;
-        Ok(replaced)
-    }
-}
-
-#[async_trait::async_trait]
-impl WrappedKeyIndex for SqliteStore {
-    async fn older_than(
-        &self,
-        tenant: TenantId,
-        tik: KeyVersion,
-        limit: usize,
-    ) -> Result<Vec<(FileContext, WrappedFileKey)>, Error> {
-        SqliteStore::older_than(self, tenant, tik, limit)
-    }
-
-    async fn count_older_than(&self, tenant: TenantId, tik: KeyVersion) -> Result<u64, Error> {
-        SqliteStore::count_older_than(self, tenant, tik)
-    }
-
-    async fn claim_retirement(&self, tenant: TenantId, tik: KeyVersion) -> Result<u64, Error> {
-        SqliteStore::claim_retirement(self, tenant, tik)
-    }
-
-    async fn replace(&self, batch: &[Rewrapped]) -> Result<u64, Error> {
-        SqliteStore::replace(self, batch)
+    /// [`Error::Corrupt`] for a number outside `0..=255`.
+    pub fn slot(value: i64) -> Result<u8, Error> {
+        u8::try_from(value).map_err(|_| Error::Corrupt("root key slot"))
     }
 }

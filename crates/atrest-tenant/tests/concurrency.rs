@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use atrest_filekey::FileContext;
-use common::{Fixture, USER, context};
+use common::{Fixture, USER};
 
 #[test]
 fn wraps_and_unwraps_during_rotation_never_fail() {
@@ -30,16 +30,14 @@ fn wraps_and_unwraps_during_rotation_never_fail() {
                 let mut i = 0usize;
                 while !done.load(Ordering::Relaxed) || i < 50 {
                     let tenant = tenants[(worker + i) % 2];
-                    let ctx = context(tenant);
-                    let (key, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
-                    f.store.put_file_key(&ctx, &wrapped).unwrap();
+                    let (ctx, key, wrapped) = f.file_keys.new_file(&f.hierarchy, &USER, tenant);
                     let released = f.hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
                     assert_eq!(released.expose_secret(), key.expose_secret());
                     // An older file, whose wrapped key a re-wrap may be
                     // replacing right now.
                     let older = files.lock().unwrap().get(i * 7 % (i + 1)).copied();
                     if let Some((old_ctx, old_key)) = older {
-                        let wrapped = f.store.file_key(&old_ctx).unwrap().unwrap();
+                        let wrapped = f.file_keys.wrapped(&old_ctx);
                         let released = f
                             .hierarchy
                             .release_file_key(&USER, &old_ctx, &wrapped)
@@ -57,7 +55,7 @@ fn wraps_and_unwraps_during_rotation_never_fail() {
             for tenant in tenants {
                 f.hierarchy.roll_tik(tenant).unwrap();
                 f.hierarchy
-                    .rewrap_file_keys(tenant, f.store.as_ref(), 16, &mut |_| {})
+                    .rewrap_file_keys(tenant, f.file_keys.index(), 16, &mut |_| {})
                     .unwrap();
                 rolls += 1;
             }
@@ -70,14 +68,14 @@ fn wraps_and_unwraps_during_rotation_never_fail() {
     // version; one more re-wrap moves them, and everything unwraps.
     for tenant in tenants {
         f.hierarchy
-            .rewrap_file_keys(tenant, f.store.as_ref(), 64, &mut |_| {})
+            .rewrap_file_keys(tenant, f.file_keys.index(), 64, &mut |_| {})
             .unwrap();
     }
     f.hierarchy.flush_cache();
     let files = files.into_inner().unwrap();
     assert!(files.len() >= 200);
     for (ctx, key) in &files {
-        let wrapped = f.store.file_key(ctx).unwrap().unwrap();
+        let wrapped = f.file_keys.wrapped(ctx);
         assert_eq!(u32::from(wrapped.kek_version()), 11);
         assert_eq!(
             f.hierarchy

@@ -25,11 +25,12 @@ use std::time::Duration;
 
 use atrest_audit::{AuditLog, LogConfig, SigningKey, verify};
 use atrest_filekey::{FileContext, OsRng, TenantId};
+use atrest_sqlite::SqliteStore;
 use atrest_tenant::{
-    Error, KeyHierarchy, MasterKey, RootKeyProvider, RootKeyRef, ServiceKeys, SqliteStore,
+    Error, KeyHierarchy, MasterKey, MetadataStore as _, RootKeyProvider, RootKeyRef, ServiceKeys,
     TenantKeyDir, TenantState,
 };
-use common::{TempDir, USER, context, system};
+use common::{FileKeys, TempDir, USER, block_on, service_keys, system};
 
 const CHILD_DIR: &str = "ATREST_CRASH_CHILD_DIR";
 const CHILD_OP: &str = "ATREST_CRASH_CHILD_OP";
@@ -39,6 +40,7 @@ struct World {
     hierarchy: KeyHierarchy,
     admin: atrest_tenant::Administration,
     store: Arc<SqliteStore>,
+    file_keys: FileKeys,
     log: Arc<AuditLog>,
 }
 
@@ -51,25 +53,24 @@ fn open_world(dir: &Path) -> World {
         } else {
             MasterKey::create_file(&key_file).unwrap()
         };
-        let keys =
-            Arc::new(ServiceKeys::open(name, &dir.join(format!("{name}.sqlite")), master).unwrap());
-        if keys.keys().unwrap().is_empty() {
-            keys.create_key(label).unwrap();
+        let keys = service_keys(name, &dir.join(format!("{name}.sqlite")), master);
+        if block_on(keys.keys()).unwrap().is_empty() {
+            block_on(keys.create_key(label)).unwrap();
         }
         keys
     };
     let service = provider("service", "root");
-    if !service
-        .keys()
+    if !block_on(service.keys())
         .unwrap()
         .iter()
         .any(|(k, _)| k.label() == "availability")
     {
-        service.create_key("availability").unwrap();
+        block_on(service.create_key("availability")).unwrap();
     }
     let a = provider("customer-a", "key-1");
     let b = provider("customer-b", "key-1");
-    let store = Arc::new(SqliteStore::open(&dir.join("tenants.sqlite")).unwrap());
+    let store = Arc::new(block_on(SqliteStore::open(&dir.join("tenants.sqlite"))).unwrap());
+    let file_keys = FileKeys::open(&dir.join("catalog.sqlite"));
     let audit_dir = dir.join("audit");
     let log = if audit_dir.exists() {
         AuditLog::open(&audit_dir, audit_signer(dir), LogConfig::default())
@@ -99,6 +100,7 @@ fn open_world(dir: &Path) -> World {
         hierarchy,
         admin,
         store,
+        file_keys,
         log,
     }
 }
@@ -131,14 +133,14 @@ fn child(dir: &Path, op: &str, tenant: TenantId) {
 fn rewrap_and_retire(world: &World, tenant: TenantId, batch: usize) {
     world
         .hierarchy
-        .rewrap_file_keys(tenant, world.store.as_ref(), batch, &mut |_| {})
+        .rewrap_file_keys(tenant, world.file_keys.index(), batch, &mut |_| {})
         .unwrap();
     let current = world.hierarchy.tenant(tenant).unwrap().current_tik;
-    for version in world.store.tik_versions(tenant).unwrap() {
+    for version in block_on(world.store.tik_versions(tenant)).unwrap() {
         if version != current {
             world
                 .hierarchy
-                .retire_tik(tenant, version, world.store.as_ref())
+                .retire_tik(tenant, version, world.file_keys.index())
                 .unwrap();
         }
     }
@@ -185,9 +187,7 @@ fn random_delay(min: u64, max: u64) -> Duration {
 fn files_for(world: &World, tenant: TenantId, n: usize) -> HashMap<FileContext, [u8; 32]> {
     (0..n)
         .map(|_| {
-            let ctx = context(tenant);
-            let (key, wrapped) = world.hierarchy.new_file_key(&USER, &ctx).unwrap();
-            world.store.put_file_key(&ctx, &wrapped).unwrap();
+            let (ctx, key, _) = world.file_keys.new_file(&world.hierarchy, &USER, tenant);
             (ctx, *key.expose_secret())
         })
         .collect()
@@ -195,7 +195,7 @@ fn files_for(world: &World, tenant: TenantId, n: usize) -> HashMap<FileContext, 
 
 fn assert_all_unwrap(world: &World, files: &HashMap<FileContext, [u8; 32]>) {
     for (ctx, key) in files {
-        let wrapped = world.store.file_key(ctx).unwrap().unwrap();
+        let wrapped = world.file_keys.wrapped(ctx);
         let released = world
             .hierarchy
             .release_file_key(&USER, ctx, &wrapped)
@@ -266,7 +266,10 @@ fn sigkill_during_tik_roll_and_rewrap_loses_no_key() {
     let world = open_world(dir.path());
     rewrap_and_retire(&world, tenant, 50);
     let current = world.hierarchy.tenant(tenant).unwrap().current_tik;
-    assert_eq!(world.store.tik_versions(tenant).unwrap(), vec![current]);
+    assert_eq!(
+        block_on(world.store.tik_versions(tenant)).unwrap(),
+        vec![current]
+    );
     assert_all_unwrap(&world, &files);
 }
 
@@ -310,7 +313,7 @@ fn sigkill_during_a_purge_leaves_it_done_or_not_done() {
             Ok(record) => record.state,
             Err(Error::TenantKeyMissing(tenant)) if tenant == victim => {
                 for ctx in files.keys() {
-                    let wrapped = world.store.file_key(ctx).unwrap().unwrap();
+                    let wrapped = world.file_keys.wrapped(ctx);
                     let result = world.hierarchy.release_file_key(&USER, ctx, &wrapped);
                     assert!(
                         matches!(result, Err(Error::TenantKeyMissing(_))),
@@ -326,13 +329,17 @@ fn sigkill_during_a_purge_leaves_it_done_or_not_done() {
             TenantState::Active => {
                 intact += 1;
                 assert_all_unwrap(&world, &files);
-                assert_eq!(world.store.tik_versions(victim).unwrap().len(), 2);
+                assert_eq!(block_on(world.store.tik_versions(victim)).unwrap().len(), 2);
             }
             TenantState::Purged => {
                 purged += 1;
-                assert!(world.store.tik_versions(victim).unwrap().is_empty());
+                assert!(
+                    block_on(world.store.tik_versions(victim))
+                        .unwrap()
+                        .is_empty()
+                );
                 for ctx in files.keys() {
-                    let wrapped = world.store.file_key(ctx).unwrap().unwrap();
+                    let wrapped = world.file_keys.wrapped(ctx);
                     let scan = world.admin.capability("scan");
                     for access in [USER, system(&scan)] {
                         let result = world.hierarchy.release_file_key(&access, ctx, &wrapped);

@@ -14,8 +14,10 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt as _;
 
-use atrest_tenant::{Error, KeyFileProblem, KeyMaterial, MasterKey, ProviderError, ServiceKeys};
-use common::TempDir;
+use atrest_tenant::{
+    Error, KeyFileProblem, KeyMaterial, MasterKey, ProviderError, RootKeyProvider as _,
+};
+use common::{TempDir, block_on, service_keys};
 
 #[test]
 fn the_master_key_file_is_private_and_checked() {
@@ -64,67 +66,67 @@ fn root_keys_open_only_under_their_master_key() {
     let material = KeyMaterial::from_secret_bytes(&[5; 32]);
     let (root, wrapped) = {
         let master = MasterKey::create_file(&dir.path().join("a.key")).unwrap();
-        let keys = ServiceKeys::open("service", &db, master).unwrap();
-        let root = keys.create_key("root").unwrap();
-        assert!(matches!(keys.create_key("root"), Err(Error::KeyExists(_))));
-        let wrapped = keys.wrap(&root, &material, &binding(b"aad")).unwrap();
+        let keys = service_keys("service", &db, master);
+        let root = block_on(keys.create_key("root")).unwrap();
+        assert!(matches!(
+            block_on(keys.create_key("root")),
+            Err(Error::KeyExists(_))
+        ));
+        let wrapped = block_on(keys.wrap(&root, &material, &binding(b"aad"))).unwrap();
         (root, wrapped)
     };
     // Reopened with the right master key: works.
-    let keys = ServiceKeys::open(
+    let keys = service_keys(
         "service",
         &db,
         MasterKey::open_file(&dir.path().join("a.key")).unwrap(),
-    )
-    .unwrap();
+    );
     assert_eq!(
-        keys.unwrap(&root, &wrapped, &binding(b"aad"))
+        block_on(keys.unwrap(&root, &wrapped, &binding(b"aad")))
             .unwrap()
             .expose_secret(),
         &[5; 32]
     );
     // With another master key, the root key does not open.
-    let keys = ServiceKeys::open(
+    let keys = service_keys(
         "service",
         &db,
         MasterKey::create_file(&dir.path().join("b.key")).unwrap(),
-    )
-    .unwrap();
+    );
     assert!(matches!(
-        keys.unwrap(&root, &wrapped, &binding(b"aad")),
+        block_on(keys.unwrap(&root, &wrapped, &binding(b"aad"))),
         Err(ProviderError::AccessDenied { .. })
     ));
 
     // Versions: roll, destroy, and typed errors for each state.
-    let keys = ServiceKeys::open(
+    let keys = service_keys(
         "service",
         &db,
         MasterKey::open_file(&dir.path().join("a.key")).unwrap(),
-    )
-    .unwrap();
-    let v2 = keys.roll_key("root").unwrap();
-    assert_eq!(keys.current_version("root").unwrap(), 2);
-    keys.destroy_version(&root).unwrap();
+    );
+    let v2 = block_on(keys.roll_key("root")).unwrap();
+    assert_eq!(block_on(keys.current_version("root")).unwrap(), 2);
+    block_on(keys.destroy_version(&root)).unwrap();
     assert!(matches!(
-        keys.unwrap(&root, &wrapped, &binding(b"aad")),
+        block_on(keys.unwrap(&root, &wrapped, &binding(b"aad"))),
         Err(ProviderError::Destroyed { .. })
     ));
-    assert_eq!(keys.current_version("root").unwrap(), 2);
-    let wrapped_2 = keys.wrap(&v2, &material, &binding(b"aad")).unwrap();
+    assert_eq!(block_on(keys.current_version("root")).unwrap(), 2);
+    let wrapped_2 = block_on(keys.wrap(&v2, &material, &binding(b"aad"))).unwrap();
     assert!(matches!(
-        keys.unwrap(&v2, &wrapped_2, &binding(b"other")),
+        block_on(keys.unwrap(&v2, &wrapped_2, &binding(b"other"))),
         Err(ProviderError::AuthenticationFailed { .. })
     ));
     let missing = "service:nothing@1".parse().unwrap();
     assert!(matches!(
-        keys.unwrap(&missing, &wrapped_2, &binding(b"aad")),
+        block_on(keys.unwrap(&missing, &wrapped_2, &binding(b"aad"))),
         Err(ProviderError::NotFound { .. })
     ));
     assert!(matches!(
-        keys.roll_key("nothing"),
+        block_on(keys.roll_key("nothing")),
         Err(Error::RootKey(ProviderError::NotFound { .. }))
     ));
-    assert_eq!(keys.keys().unwrap().len(), 2);
+    assert_eq!(block_on(keys.keys()).unwrap().len(), 2);
 }
 
 #[test]
@@ -132,8 +134,8 @@ fn key_types_never_print_their_bytes() {
     let dir = TempDir::new("debug");
     let material = KeyMaterial::from_secret_bytes(&[0xAB; 32]);
     let master = MasterKey::create_file(&dir.path().join("m.key")).unwrap();
-    let keys = ServiceKeys::open("service", &dir.path().join("k.sqlite"), master).unwrap();
-    let root = keys.create_key("root").unwrap();
+    let keys = service_keys("service", &dir.path().join("k.sqlite"), master);
+    let root = block_on(keys.create_key("root")).unwrap();
     let key_file = std::fs::read_to_string(dir.path().join("m.key")).unwrap();
     let master_hex = key_file.lines().nth(1).unwrap().to_owned();
     let printed = [

@@ -30,11 +30,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atrest_filekey::{OsRng, TenantId};
+use atrest_sqlite::SqliteStore;
 use atrest_tenant::{
-    Administration, KeyHierarchy, MasterKey, RootKeyProvider, ServiceKeys, SqliteStore,
-    TenantKeyDir,
+    Administration, KeyHierarchy, MasterKey, RootKeyProvider, ServiceKeys, TenantKeyDir,
 };
-use common::{USER, context, system, token, with_tokens};
+use atrest_test_support::sqlite as rusqlite;
+use common::{USER, block_on, context, service_keys, system, token, with_tokens};
 use rusqlite::Connection;
 use rusqlite::types::Value;
 
@@ -149,7 +150,7 @@ struct Keys {
 
 impl Keys {
     fn hierarchy(&self, db: &Path) -> (KeyHierarchy, Administration) {
-        let store = Arc::new(SqliteStore::open(db).unwrap());
+        let store = Arc::new(block_on(SqliteStore::open(db)).unwrap());
         let mut builder = KeyHierarchy::builder(store, self.tenant_keys.clone(), {
             Arc::new(common::Collected::default())
         })
@@ -177,13 +178,11 @@ fn no_edit_or_pair_of_edits_to_the_metadata_releases_a_destroyed_customers_key()
                 tenant_keys: Arc::new(
                     TenantKeyDir::open(&dir.join("tenant-keys"), master.clone()).unwrap(),
                 ),
-                service: Arc::new(
-                    ServiceKeys::open("service", &dir.join("keys.sqlite"), master).unwrap(),
-                ),
+                service: service_keys("service", &dir.join("keys.sqlite"), master),
                 tokens: vec![hsm_a.clone(), hsm_b.clone()],
             };
-            keys.service.create_key("root").unwrap();
-            keys.service.create_key("availability").unwrap();
+            block_on(keys.service.create_key("root")).unwrap();
+            block_on(keys.service.create_key("availability")).unwrap();
             let db = dir.join("tenants.sqlite");
             let (hierarchy, _) = keys.hierarchy(&db);
             let new_tenant = || TenantId::random(&mut OsRng).unwrap();

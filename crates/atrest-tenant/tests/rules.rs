@@ -18,8 +18,11 @@ use std::time::Duration;
 use atrest_audit::{Event, Outcome};
 use atrest_filekey::{FileContext, KeyVersion};
 use atrest_tenant::fault::Fault;
-use atrest_tenant::{Access, Error, ProviderError, RewrapProgress, SqliteStore, TenantState};
-use common::{Fixture, USER, context, system};
+use atrest_tenant::{
+    Access, Error, MetadataStore as _, ProviderError, RewrapProgress, TenantState,
+};
+use atrest_test_support::sqlite as rusqlite;
+use common::{Fixture, USER, block_on, context, system};
 
 fn is_fallback(event: &Event, outcome: &Outcome) -> bool {
     matches!(event, Event::AvailabilityKeyFallback { .. }) && *outcome == Outcome::Success
@@ -148,7 +151,8 @@ fn a_destroyed_customer_key_is_reported_as_destroyed_and_never_falls_back() {
     let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
     f.hierarchy.flush_cache();
     for keys in [&f.keys_a, &f.keys_b] {
-        keys.destroy_version(&keys.keys().unwrap()[0].0).unwrap();
+        let versions = block_on(keys.keys()).unwrap();
+        block_on(keys.destroy_version(&versions[0].0)).unwrap();
     }
     let result = f.hierarchy.release_file_key(&USER, &ctx, &wrapped);
     assert!(
@@ -284,10 +288,9 @@ fn a_purge_is_final_cache_included_and_audited() {
         Err(Error::Purged(_))
     ));
     // Nothing of the tenant's TIKs is left in the store.
-    assert!(f.store.tik_versions(tenant).unwrap().is_empty());
+    assert!(block_on(f.store.tik_versions(tenant)).unwrap().is_empty());
     assert!(
-        f.store
-            .tik_wraps(tenant, KeyVersion::FIRST)
+        block_on(f.store.tik_wraps(tenant, KeyVersion::FIRST))
             .unwrap()
             .is_empty()
     );
@@ -352,12 +355,10 @@ fn a_tenants_keys_never_unwrap_under_another_tenant() {
 fn tik_rotation_rewrap_and_retirement() {
     let f = Fixture::new("rotate");
     let tenant = f.customer_tenant();
-    let index: &SqliteStore = &f.store;
+    let index = f.file_keys.index();
     let mut keys = Vec::new();
     for _ in 0..25 {
-        let ctx = context(tenant);
-        let (key, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
-        index.put_file_key(&ctx, &wrapped).unwrap();
+        let (ctx, key, _) = f.file_keys.new_file(&f.hierarchy, &USER, tenant);
         keys.push((ctx, *key.expose_secret()));
     }
     let v2 = f.hierarchy.roll_tik(tenant).unwrap();
@@ -386,7 +387,7 @@ fn tik_rotation_rewrap_and_retirement() {
         })
     );
     for (ctx, key) in &keys {
-        let wrapped = index.file_key(ctx).unwrap().unwrap();
+        let wrapped = f.file_keys.wrapped(ctx);
         assert_eq!(wrapped.kek_version(), v2);
         assert_eq!(
             f.hierarchy
@@ -438,26 +439,24 @@ fn rolling_a_root_key_rewraps_tik_versions_only() {
     }
     // The service root key and the availability key get new versions.
     for label in ["root", "availability"] {
-        let old = f
-            .service
-            .keys()
+        let old = block_on(f.service.keys())
             .unwrap()
             .into_iter()
             .find(|(k, _)| k.label() == label)
             .unwrap()
             .0;
-        let new = f.service.roll_key(label).unwrap();
+        let new = block_on(f.service.roll_key(label)).unwrap();
         assert_eq!(new.version(), 2);
         let report = f.hierarchy.roll_root_key(&old, &new).unwrap();
         assert_eq!((report.tenants, report.tik_versions), (1, 2));
         // The old version can go: nothing is wrapped under it any more.
-        f.service.destroy_version(&old).unwrap();
+        block_on(f.service.destroy_version(&old)).unwrap();
     }
     // A customer key is replaced by a new one.
     let old_a: atrest_tenant::RootKeyRef = "customer-a:key-1".parse().unwrap();
-    let new_a = f.keys_a.create_key("key-2").unwrap();
+    let new_a = block_on(f.keys_a.create_key("key-2")).unwrap();
     f.hierarchy.roll_root_key(&old_a, &new_a).unwrap();
-    f.keys_a.destroy_version(&old_a).unwrap();
+    block_on(f.keys_a.destroy_version(&old_a)).unwrap();
 
     f.hierarchy.flush_cache();
     f.customer_b.set(Fault::Unavailable);
@@ -553,29 +552,6 @@ fn bad_input_gets_typed_errors() {
             .to_string(),
         "p:l@1"
     );
-}
-
-#[test]
-fn databases_are_private_and_refuse_objects_their_schema_does_not_make() {
-    use std::os::unix::fs::PermissionsExt as _;
-
-    let dir = atrest_test_support::TempDir::new("db-rules");
-    let path = dir.path().join("meta.sqlite");
-    drop(SqliteStore::open(&path).unwrap());
-    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600);
-    // A trigger planted by someone who can write the file (to copy rows
-    // before a purge deletes them, say): the store refuses to open.
-    {
-        let db = rusqlite::Connection::open(&path).unwrap();
-        db.execute_batch(
-            "CREATE TABLE loot (x BLOB);
-             CREATE TRIGGER copy AFTER DELETE ON tik_wraps BEGIN INSERT INTO loot VALUES (old.wrapped); END;",
-        )
-        .unwrap();
-    }
-    let refused = SqliteStore::open(&path);
-    assert!(matches!(refused, Err(Error::Corrupt(_))), "{refused:?}");
 }
 
 #[test]
@@ -774,7 +750,12 @@ fn a_database_backup_restored_after_a_purge_brings_nothing_back() {
         }
         std::fs::write(db, bytes).unwrap();
     }
-    let store = std::sync::Arc::new(SqliteStore::open(&f.dir.join("tenants.sqlite")).unwrap());
+    let store = std::sync::Arc::new(
+        block_on(atrest_sqlite::SqliteStore::open(
+            &f.dir.join("tenants.sqlite"),
+        ))
+        .unwrap(),
+    );
     let (again, admin) = Fixture::build(
         &store,
         &f.tenant_keys,
@@ -787,7 +768,7 @@ fn a_database_backup_restored_after_a_purge_brings_nothing_back() {
     let scan = admin.capability("scan");
     for purged in [tenant, service_managed] {
         assert_eq!(
-            store.tenant(purged).unwrap().unwrap().state,
+            block_on(store.tenant(purged)).unwrap().unwrap().state,
             TenantState::Active,
             "the restored records say the tenant is active"
         );

@@ -25,11 +25,16 @@ use std::time::Duration;
 
 use atrest_audit::Event;
 use atrest_filekey::{OsRng, TenantId};
+use atrest_sqlite::SqliteStore;
 use atrest_tenant::{
     Error, KeyHierarchy, KeyMaterial, MasterKey, Pkcs11Keys, ProviderError, RootKeyProvider,
-    ServiceKeys, SqliteStore, TenantKeyDir,
+    TenantKeyDir,
 };
-use common::{Collected, PIN, USER, context, module, system, token, with_tokens};
+use atrest_test_support::sqlite as rusqlite;
+use common::{
+    Collected, FileKeys, PIN, USER, block_on, context, module, service_keys, system, token,
+    with_tokens,
+};
 
 #[test]
 fn customer_key_tenant_end_to_end() {
@@ -45,12 +50,12 @@ fn customer_key_tenant_end_to_end() {
         let master = MasterKey::in_token(master_token, "master").unwrap();
         let tenant_keys =
             Arc::new(TenantKeyDir::open(&dir.join("tenant-keys"), master.clone()).unwrap());
-        let service =
-            Arc::new(ServiceKeys::open("service", &dir.join("keys.sqlite"), master).unwrap());
-        service.create_key("root").unwrap();
-        service.create_key("availability").unwrap();
+        let service = service_keys("service", &dir.join("keys.sqlite"), master);
+        block_on(service.create_key("root")).unwrap();
+        block_on(service.create_key("availability")).unwrap();
 
-        let store = Arc::new(SqliteStore::open(&dir.join("tenants.sqlite")).unwrap());
+        let store = Arc::new(block_on(SqliteStore::open(&dir.join("tenants.sqlite"))).unwrap());
+        let file_keys = FileKeys::open(&dir.join("catalog.sqlite"));
         let audit = Arc::new(Collected::default());
         let (hierarchy, admin) =
             KeyHierarchy::builder(store.clone(), tenant_keys.clone(), audit.clone())
@@ -76,16 +81,14 @@ fn customer_key_tenant_end_to_end() {
         let mut files = Vec::new();
         for t in [tenant, service_tenant] {
             for _ in 0..5 {
-                let ctx = context(t);
-                let (key, wrapped) = hierarchy.new_file_key(&USER, &ctx).unwrap();
-                store.put_file_key(&ctx, &wrapped).unwrap();
+                let (ctx, key, _) = file_keys.new_file(&hierarchy, &USER, t);
                 files.push((ctx, *key.expose_secret()));
             }
         }
         let check_all = |hierarchy: &KeyHierarchy| {
             hierarchy.flush_cache();
             for (ctx, key) in &files {
-                let wrapped = store.file_key(ctx).unwrap().unwrap();
+                let wrapped = file_keys.wrapped(ctx);
                 assert_eq!(
                     hierarchy
                         .release_file_key(&USER, ctx, &wrapped)
@@ -100,7 +103,7 @@ fn customer_key_tenant_end_to_end() {
         // Rotate: the TIK (with re-wrap), then customer key A to a new key.
         hierarchy.roll_tik(tenant).unwrap();
         let report = hierarchy
-            .rewrap_file_keys(tenant, store.as_ref(), 2, &mut |_| {})
+            .rewrap_file_keys(tenant, file_keys.index(), 2, &mut |_| {})
             .unwrap();
         assert_eq!(report.rewrapped, 5);
         let key_a2 = hsm_a.generate_key("tenant-key-2").unwrap();
@@ -109,7 +112,7 @@ fn customer_key_tenant_end_to_end() {
         hsm_a.destroy_key("tenant-key-1").unwrap();
         check_all(&hierarchy);
         // The service root key too (sealed under the token master key).
-        let root_2 = service.roll_key("root").unwrap();
+        let root_2 = block_on(service.roll_key("root")).unwrap();
         hierarchy
             .roll_root_key(&"service:root@1".parse().unwrap(), &root_2)
             .unwrap();
@@ -119,7 +122,7 @@ fn customer_key_tenant_end_to_end() {
         hsm_b.disable_key("tenant-key-1").unwrap();
         hierarchy.flush_cache();
         let (ctx, _) = &files[0];
-        let wrapped = store.file_key(ctx).unwrap().unwrap();
+        let wrapped = file_keys.wrapped(ctx);
         hierarchy.release_file_key(&USER, ctx, &wrapped).unwrap(); // key A2 still answers
         hsm_a.destroy_key("tenant-key-2").unwrap();
         hierarchy.flush_cache();
@@ -145,7 +148,7 @@ fn customer_key_tenant_end_to_end() {
         // Purge: nothing recovers any key of the tenant any more.
         assert_eq!(hierarchy.purge(tenant).unwrap(), 2);
         for (ctx, _) in files.iter().filter(|(c, _)| c.tenant == tenant) {
-            let wrapped = store.file_key(ctx).unwrap().unwrap();
+            let wrapped = file_keys.wrapped(ctx);
             for access in [USER, system(&scan)] {
                 assert!(matches!(
                     hierarchy.release_file_key(&access, ctx, &wrapped),
@@ -155,7 +158,7 @@ fn customer_key_tenant_end_to_end() {
         }
         // The service-managed tenant is unaffected.
         for (ctx, key) in files.iter().filter(|(c, _)| c.tenant == service_tenant) {
-            let wrapped = store.file_key(ctx).unwrap().unwrap();
+            let wrapped = file_keys.wrapped(ctx);
             assert_eq!(
                 hierarchy
                     .release_file_key(&USER, ctx, &wrapped)
@@ -390,13 +393,12 @@ fn tenant_keys_in_a_token_never_leave_it_and_a_purge_destroys_them_there() {
             let deployment_token = token("deployment", "service-master");
             deployment_token.generate_key("master").unwrap();
             let master = MasterKey::in_token(deployment_token.clone(), "master").unwrap();
-            let service =
-                Arc::new(ServiceKeys::open("service", &dir.join("keys.sqlite"), master).unwrap());
-            service.create_key("root").unwrap();
+            let service = service_keys("service", &dir.join("keys.sqlite"), master);
+            block_on(service.create_key("root")).unwrap();
             let db = dir.join("tenants.sqlite");
             let build = || {
                 KeyHierarchy::builder(
-                    Arc::new(SqliteStore::open(&db).unwrap()),
+                    Arc::new(block_on(SqliteStore::open(&db)).unwrap()),
                     deployment_token.clone(),
                     Arc::new(Collected::default()),
                 )

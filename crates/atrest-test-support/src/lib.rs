@@ -19,10 +19,19 @@ pub mod audit;
 #[cfg(feature = "azurite")]
 pub mod azurite;
 mod content;
+#[cfg(feature = "contract")]
+pub mod contract;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod proxy;
 pub mod softhsm;
+/// A writer of the SQLite databases of the embedded stores, as the tests
+/// play one (someone who can edit the database, without any key):
+/// `rusqlite`, re-exported.
+#[cfg(feature = "sqlite")]
+pub mod sqlite {
+    pub use rusqlite::*;
+}
 mod temp;
 
 pub use content::{plaintext, seeded};

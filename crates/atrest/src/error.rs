@@ -152,15 +152,6 @@ impl CatalogError {
     }
 }
 
-impl From<rusqlite::Error> for CatalogError {
-    fn from(error: rusqlite::Error) -> Self {
-        Self::Database {
-            kind: atrest_tenant::db::sqlite_kind(&error),
-            source: Box::new(error),
-        }
-    }
-}
-
 /// Everything that can go wrong sealing, opening or cataloguing a file.
 ///
 /// [`Error::kind`] classifies it.

@@ -11,7 +11,7 @@ mod files;
 mod record;
 
 pub use blob::{BlobDigest, BlobName, Blobs, MemoryBlobs};
-pub use catalog::{Catalog, SqliteCatalog, check_name};
+pub use catalog::{Catalog, check_name};
 pub use error::{CatalogError, Error, ErrorKind, RecordError};
 pub use files::{BatchItem, CollectReport, Files, SealOptions};
 pub use record::FileRecord;

@@ -21,13 +21,19 @@ use std::sync::{Arc, Barrier, mpsc};
 use atrest::audit::Event;
 use atrest::blobs::BlobStore;
 use atrest::filekey::{FileId, FileVersion, OsRng, TenantId};
-use atrest::tenant::{
-    Access, Decision, KeyHierarchy, MasterKey, ServiceKeys, SqliteStore, TenantKeyDir,
-};
+use atrest::tenant::blocking::block_on;
+use atrest::tenant::{Access, Decision, KeyHierarchy, MasterKey, ServiceKeys, TenantKeyDir};
 use atrest::{
-    BlobName, Blobs, CatalogError, Error, ErrorKind, FileRecord, Files, MemoryBlobs, SqliteCatalog,
+    BlobName, Blobs, Catalog as _, CatalogError, Error, ErrorKind, FileRecord, Files, MemoryBlobs,
 };
+use atrest_sqlite::{SqliteCatalog, SqliteSealedKeys, SqliteStore};
 use atrest_test_support::TempDir;
+
+/// The service's root keys in `path`, sealed under `master`.
+fn service_keys(path: &Path, master: MasterKey) -> Arc<ServiceKeys> {
+    let sealed = block_on(SqliteSealedKeys::open(path)).unwrap();
+    Arc::new(ServiceKeys::new("service", Arc::new(sealed), master).unwrap())
+}
 
 #[derive(Default)]
 struct Records(
@@ -78,31 +84,30 @@ fn world_with(dir: &Path, blobs: Arc<dyn Blobs>) -> World {
     } else {
         MasterKey::open_file(&master_path).unwrap()
     };
-    let service =
-        Arc::new(ServiceKeys::open("service", &dir.join("keys.sqlite"), master.clone()).unwrap());
+    let service = service_keys(&dir.join("keys.sqlite"), master.clone());
     if fresh {
-        service.create_key("root").unwrap();
+        block_on(service.create_key("root")).unwrap();
     }
     let records = Arc::new(Records::default());
-    let catalog = Arc::new(SqliteCatalog::open(&dir.join("catalog.sqlite")).unwrap());
+    let catalog = Arc::new(block_on(SqliteCatalog::open(&dir.join("catalog.sqlite"))).unwrap());
     let (a, b) = if fresh {
         let ids = (
             TenantId::random(&mut OsRng).unwrap(),
             TenantId::random(&mut OsRng).unwrap(),
         );
-        catalog.name_tenant("a", ids.0).unwrap();
-        catalog.name_tenant("b", ids.1).unwrap();
+        block_on(catalog.name_tenant("a", ids.0)).unwrap();
+        block_on(catalog.name_tenant("b", ids.1)).unwrap();
         ids
     } else {
         (
-            catalog.tenant_named("a").unwrap().unwrap(),
-            catalog.tenant_named("b").unwrap().unwrap(),
+            block_on(catalog.tenant_named("a")).unwrap().unwrap(),
+            block_on(catalog.tenant_named("b")).unwrap().unwrap(),
         )
     };
     let tenant_keys =
         Arc::new(TenantKeyDir::open(&dir.join("tenant-keys"), master.clone()).unwrap());
     let keys = KeyHierarchy::builder(
-        Arc::new(SqliteStore::open(&dir.join("meta.sqlite")).unwrap()),
+        Arc::new(block_on(SqliteStore::open(&dir.join("meta.sqlite"))).unwrap()),
         tenant_keys,
         records.clone(),
     )
@@ -205,8 +210,8 @@ fn seal_open_and_ranges_round_trip_and_are_audited() {
             );
         }
     }
-    assert_eq!(world.catalog.records(world.a).unwrap().len(), 5);
-    assert!(world.catalog.records(world.b).unwrap().is_empty());
+    assert_eq!(block_on(world.catalog.records(world.a)).unwrap().len(), 5);
+    assert!(block_on(world.catalog.records(world.b)).unwrap().is_empty());
     let all = world.records.0.lock().unwrap();
     let count = |f: fn(&Event) -> bool| all.iter().filter(|r| f(&r.event)).count();
     assert_eq!(count(|e| matches!(e, Event::FileSealed { .. })), 5);
@@ -224,7 +229,7 @@ fn each_seal_of_a_name_is_a_new_version() {
             .unwrap();
         assert_eq!(u64::from(record.version), u64::from(v));
     }
-    let records = world.catalog.records(world.a).unwrap();
+    let records = block_on(world.catalog.records(world.a)).unwrap();
     assert_eq!(records.len(), 3);
     // One file id for every version; one blob each.
     assert!(records.iter().all(|r| r.file == records[0].file));
@@ -375,9 +380,9 @@ fn a_seal_choosing_its_key_blocks_every_retire() {
     // A seal that has begun but has no key yet could wrap under any
     // version: nothing is retired meanwhile.
     let blob = BlobName::random().unwrap();
-    let ticket = world.catalog.begin_seal(world.a, "y", &blob).unwrap();
+    let ticket = block_on(world.catalog.begin_seal(world.a, "y", &blob)).unwrap();
     assert!(files.retire_unused_tiks(world.a).unwrap().is_empty());
-    world.catalog.abandon_seal(&ticket).unwrap();
+    block_on(world.catalog.abandon_seal(&ticket)).unwrap();
     assert_eq!(files.retire_unused_tiks(world.a).unwrap(), vec![first]);
 }
 
@@ -404,13 +409,17 @@ fn failed_and_abandoned_seals_leave_nothing() {
         .seal(&ALICE, world.a, "broken", Failing(500_000))
         .unwrap_err();
     assert_eq!(failed.kind(), ErrorKind::Io, "{failed}");
-    assert!(world.catalog.seals_in_progress().unwrap().is_empty());
+    assert!(
+        block_on(world.catalog.seals_in_progress())
+            .unwrap()
+            .is_empty()
+    );
     assert!(blobs.list().unwrap().is_empty());
     assert!(files.record(world.a, "broken", None).is_err());
 
     // A seal whose process died: left in progress until collected.
     let blob = BlobName::random().unwrap();
-    let ticket = world.catalog.begin_seal(world.a, "died", &blob).unwrap();
+    let ticket = block_on(world.catalog.begin_seal(world.a, "died", &blob)).unwrap();
     let mut upload = blobs.create(&blob).unwrap();
     upload.write_all(b"half a blob").unwrap();
     upload.finish().unwrap();
@@ -429,10 +438,14 @@ fn failed_and_abandoned_seals_leave_nothing() {
             .unwrap();
         assert_eq!(report.abandoned_seals.len(), 1);
     }
-    assert!(world.catalog.seals_in_progress().unwrap().is_empty());
+    assert!(
+        block_on(world.catalog.seals_in_progress())
+            .unwrap()
+            .is_empty()
+    );
     assert!(blobs.list().unwrap().is_empty());
     // Its commit now fails instead of publishing a half blob.
-    let committed = world.catalog.commit_seal(
+    let committed = block_on(world.catalog.commit_seal(
         &ticket,
         &atrest::catalog::SealedBlob {
             plaintext_len: 1,
@@ -442,7 +455,7 @@ fn failed_and_abandoned_seals_leave_nothing() {
             format: 1,
             tag: atrest::tenant::RecordTag::from_slice(&[0; 32]).unwrap(),
         },
-    );
+    ));
     assert!(matches!(
         committed,
         Err(Error::Catalog(CatalogError::SealNotInProgress { .. }))
@@ -463,7 +476,8 @@ fn swap_names(dir: &TempDir, a: &str, b: &str) {
 /// Edits the catalog database directly, as a writer of the metadata
 /// database could.
 fn edit_catalog(dir: &TempDir, sql: &str) {
-    let db = rusqlite::Connection::open(dir.path().join("catalog.sqlite")).unwrap();
+    let db =
+        atrest_test_support::sqlite::Connection::open(dir.path().join("catalog.sqlite")).unwrap();
     db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
     assert!(db.execute(sql, []).unwrap() > 0, "{sql}");
 }
@@ -675,10 +689,12 @@ fn names_follow_one_rule() {
         .files
         .seal(&ALICE, world.a, "reports/2026/q1.pdf", &b"x"[..])
         .unwrap();
-    let taken = world
-        .catalog
-        .name_tenant("a", TenantId::random(&mut OsRng).unwrap())
-        .unwrap_err();
+    let taken = block_on(
+        world
+            .catalog
+            .name_tenant("a", TenantId::random(&mut OsRng).unwrap()),
+    )
+    .unwrap_err();
     assert_eq!(taken.kind(), ErrorKind::Conflict);
 }
 
@@ -928,7 +944,7 @@ fn two_processes_sealing_one_name_get_two_versions() {
         );
     }
     // 20 seals, 20 versions, each opening to the bytes of one writer.
-    let records = world.catalog.records(world.a).unwrap();
+    let records = block_on(world.catalog.records(world.a)).unwrap();
     let versions: Vec<u64> = records.iter().map(|r| u64::from(r.version)).collect();
     assert_eq!(versions, (1..=20).collect::<Vec<_>>());
     let mut by_seed = [0; 5];
@@ -989,13 +1005,12 @@ fn every_failure_has_its_kind() {
     let master = MasterKey::create_file(&dir.path().join("master.key")).unwrap();
     let tenant_keys =
         Arc::new(TenantKeyDir::open(&dir.path().join("tenant-keys"), master.clone()).unwrap());
-    let service =
-        Arc::new(ServiceKeys::open("service", &dir.path().join("keys.sqlite"), master).unwrap());
-    service.create_key("root").unwrap();
+    let service = service_keys(&dir.path().join("keys.sqlite"), master);
+    block_on(service.create_key("root")).unwrap();
     let faulty = Arc::new(FaultInjector::new(service));
     let records = Arc::new(Records::default());
     let keys = KeyHierarchy::builder(
-        Arc::new(SqliteStore::open(&dir.path().join("meta.sqlite")).unwrap()),
+        Arc::new(block_on(SqliteStore::open(&dir.path().join("meta.sqlite"))).unwrap()),
         tenant_keys,
         records.clone(),
     )
@@ -1009,7 +1024,8 @@ fn every_failure_has_its_kind() {
     ))
     .build()
     .unwrap();
-    let catalog = Arc::new(SqliteCatalog::open(&dir.path().join("catalog.sqlite")).unwrap());
+    let catalog =
+        Arc::new(block_on(SqliteCatalog::open(&dir.path().join("catalog.sqlite"))).unwrap());
     let files = Files::new(
         Arc::new(keys),
         catalog,
@@ -1071,7 +1087,11 @@ fn a_batch_whose_key_records_fail_publishes_nothing() {
         assert_eq!(missing.kind(), ErrorKind::NotFound);
     }
     assert!(blobs.list().unwrap().is_empty(), "no blob is left");
-    assert!(world.catalog.seals_in_progress().unwrap().is_empty());
+    assert!(
+        block_on(world.catalog.seals_in_progress())
+            .unwrap()
+            .is_empty()
+    );
     // Once the audit trail works again, the same batch goes through.
     world
         .records

@@ -20,10 +20,10 @@ use std::sync::Arc;
 
 use atrest::blobs::{BlobCheck, BlobStore, CopyState, RepairOutcome, ReplicatedBlobs};
 use atrest::filekey::{OsRng, TenantId};
-use atrest::tenant::{
-    Access, Decision, KeyHierarchy, MasterKey, ServiceKeys, SqliteStore, TenantKeyDir,
-};
-use atrest::{BlobDigest, BlobName, Blobs, ErrorKind, FileRecord, Files, SqliteCatalog};
+use atrest::tenant::blocking::block_on;
+use atrest::tenant::{Access, Decision, KeyHierarchy, MasterKey, ServiceKeys, TenantKeyDir};
+use atrest::{BlobDigest, BlobName, Blobs, Catalog as _, ErrorKind, FileRecord, Files};
+use atrest_sqlite::{SqliteCatalog, SqliteSealedKeys, SqliteStore};
 use atrest_test_support::TempDir;
 
 const ALICE: Access<'static> = Access::User {
@@ -31,6 +31,12 @@ const ALICE: Access<'static> = Access::User {
 };
 
 /// Audit records are not what these tests look at.
+/// The service's root keys in `path`, sealed under `master`.
+fn service_keys(path: &Path, master: MasterKey) -> Arc<ServiceKeys> {
+    let sealed = block_on(SqliteSealedKeys::open(path)).unwrap();
+    Arc::new(ServiceKeys::new("service", Arc::new(sealed), master).unwrap())
+}
+
 struct Discard;
 
 impl atrest::audit::Audit for Discard {
@@ -55,15 +61,14 @@ struct World {
 fn world(dir: &Path, blobs: Arc<dyn Blobs>) -> World {
     std::fs::create_dir_all(dir).unwrap();
     let master = MasterKey::create_file(&dir.join("master.key")).unwrap();
-    let service =
-        Arc::new(ServiceKeys::open("service", &dir.join("keys.sqlite"), master.clone()).unwrap());
-    service.create_key("root").unwrap();
-    let catalog = Arc::new(SqliteCatalog::open(&dir.join("catalog.sqlite")).unwrap());
+    let service = service_keys(&dir.join("keys.sqlite"), master.clone());
+    block_on(service.create_key("root")).unwrap();
+    let catalog = Arc::new(block_on(SqliteCatalog::open(&dir.join("catalog.sqlite"))).unwrap());
     let tenant = TenantId::random(&mut OsRng).unwrap();
-    catalog.name_tenant("a", tenant).unwrap();
+    block_on(catalog.name_tenant("a", tenant)).unwrap();
     let audit = Arc::new(Discard);
     let keys = KeyHierarchy::builder(
-        Arc::new(SqliteStore::open(&dir.join("meta.sqlite")).unwrap()),
+        Arc::new(block_on(SqliteStore::open(&dir.join("meta.sqlite"))).unwrap()),
         Arc::new(TenantKeyDir::open(&dir.join("tenant-keys"), master).unwrap()),
         audit.clone(),
     )
@@ -325,10 +330,16 @@ fn more_copies_than_working_locations_fails_the_seal_and_leaves_no_record() {
         .unwrap_err();
     assert_ne!(error.kind(), ErrorKind::Usage, "{error}");
     assert!(
-        world.catalog.records(world.tenant).unwrap().is_empty(),
+        block_on(world.catalog.records(world.tenant))
+            .unwrap()
+            .is_empty(),
         "no record"
     );
-    assert!(world.catalog.seals_in_progress().unwrap().is_empty());
+    assert!(
+        block_on(world.catalog.seals_in_progress())
+            .unwrap()
+            .is_empty()
+    );
     assert!(
         std::fs::read_dir(&dirs[0]).unwrap().next().is_none(),
         "no blob"
@@ -378,7 +389,7 @@ fn rusqlite_path(dir: &Path) -> PathBuf {
 }
 
 fn edit(db: &Path, sql: &str) {
-    let connection = rusqlite::Connection::open(db).unwrap();
+    let connection = atrest_test_support::sqlite::Connection::open(db).unwrap();
     connection.execute_batch(sql).unwrap();
 }
 
@@ -396,10 +407,9 @@ fn a_catalog_from_before_digests_gains_the_column_and_its_records_still_open() {
     drop(world);
     let db = rusqlite_path(&world_dir);
     edit(&db, "ALTER TABLE catalog_versions DROP COLUMN blob_sha256");
-    let catalog = SqliteCatalog::open(&db).unwrap();
-    let records = catalog
-        .records(catalog.tenant_named("a").unwrap().unwrap())
-        .unwrap();
+    let catalog = block_on(SqliteCatalog::open(&db)).unwrap();
+    let tenant = block_on(catalog.tenant_named("a")).unwrap().unwrap();
+    let records = block_on(catalog.records(tenant)).unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].blob_sha256, None);
 }
@@ -595,7 +605,11 @@ fn a_location_failing_in_the_middle_of_an_upload_is_dropped_from_it() {
         .seal(&ALICE, world.tenant, "g", plain.as_slice())
         .unwrap_err();
     assert_ne!(error.kind(), ErrorKind::Usage, "{error}");
-    assert!(world.catalog.records(world.tenant).unwrap().is_empty());
+    assert!(
+        block_on(world.catalog.records(world.tenant))
+            .unwrap()
+            .is_empty()
+    );
     assert!(failing.inner.list().unwrap().is_empty());
     assert_eq!(
         std::fs::read_dir(&dirs[0]).unwrap().count(),

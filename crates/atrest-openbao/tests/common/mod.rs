@@ -14,9 +14,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use atrest_filekey::{FileContext, FileId, FileVersion, OsRng, TenantId};
 use atrest_openbao::{Credentials, TransitKeys};
+use atrest_sqlite::{SqliteSealedKeys, SqliteStore};
+use atrest_tenant::blocking::block_on;
 use atrest_tenant::{
     Access, Administration, Decision, KeyHierarchy, MasterKey, ReleasePolicy, RootKeyProvider,
-    ServiceKeys, SqliteStore, TenantKeyDir,
+    ServiceKeys, TenantKeyDir,
 };
 pub use atrest_test_support::TempDir;
 pub use atrest_test_support::audit::Collected;
@@ -245,13 +247,13 @@ impl Deployment {
         };
         let tenant_keys =
             Arc::new(TenantKeyDir::open(&dir.join("tenant-keys"), master.clone()).unwrap());
-        let service =
-            Arc::new(ServiceKeys::open("service", &dir.join("keys.sqlite"), master).unwrap());
-        if service.keys().unwrap().is_empty() {
-            service.create_key("root").unwrap();
-            service.create_key("availability").unwrap();
+        let sealed = block_on(SqliteSealedKeys::open(&dir.join("keys.sqlite"))).unwrap();
+        let service = Arc::new(ServiceKeys::new("service", Arc::new(sealed), master).unwrap());
+        if block_on(service.keys()).unwrap().is_empty() {
+            block_on(service.create_key("root")).unwrap();
+            block_on(service.create_key("availability")).unwrap();
         }
-        let store = Arc::new(SqliteStore::open(&dir.join("tenants.sqlite")).unwrap());
+        let store = Arc::new(block_on(SqliteStore::open(&dir.join("tenants.sqlite"))).unwrap());
         Self {
             store,
             tenant_keys,

@@ -1,6 +1,5 @@
 //! Test fixtures: a fresh PostgreSQL database per test on the server
-//! `ATREST_POSTGRES_URL` names, and the stores under test on either
-//! backend.
+//! `ATREST_POSTGRES_URL` names, and a service over it.
 
 #![allow(dead_code)]
 
@@ -8,11 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use atrest::{Catalog, SqliteCatalog};
+use atrest::Catalog as _;
 use atrest_filekey::{FileId, OsRng, TenantId};
 use atrest_postgres::tokio_postgres::{self, NoTls};
 use atrest_postgres::{PgCatalog, PgMetadataStore, PgOptions, Postgres};
-use atrest_tenant::{MetadataStore, SqliteStore};
+use atrest_sqlite::SqliteSealedKeys;
+use atrest_tenant::blocking::block_on;
+#[allow(unused_imports)]
 pub use atrest_test_support::TempDir;
 
 pub use atrest_test_support::postgres::{URL_VAR, admin_url, run_sql as exec};
@@ -115,70 +116,6 @@ impl Drop for TestDatabase {
     }
 }
 
-/// Opens the stores under test.
-type Opener = dyn Fn() -> (Arc<dyn MetadataStore>, Arc<dyn Catalog>) + Send + Sync;
-
-/// The stores under test over one backend, and a way to open them again
-/// (another instance of the service over the same database).
-pub struct Backend {
-    /// `sqlite` or `postgres`.
-    pub name: &'static str,
-    open: Box<Opener>,
-    /// What keeps the database alive (a directory, a test database).
-    _keep: Box<dyn std::any::Any + Send + Sync>,
-}
-
-impl Backend {
-    /// SQLite files in a temporary directory.
-    pub fn sqlite(test: &str) -> Self {
-        let dir = TempDir::new(test);
-        let (meta, catalog) = (dir.join("meta.sqlite"), dir.join("catalog.sqlite"));
-        Self {
-            name: "sqlite",
-            open: Box::new(move || {
-                (
-                    Arc::new(SqliteStore::open(&meta).unwrap()) as Arc<dyn MetadataStore>,
-                    Arc::new(SqliteCatalog::open(&catalog).unwrap()) as Arc<dyn Catalog>,
-                )
-            }),
-            _keep: Box::new(dir),
-        }
-    }
-
-    /// A fresh PostgreSQL database.
-    pub fn postgres(test: &str) -> Self {
-        let database = TestDatabase::new(test);
-        let url = database.url().to_owned();
-        Self {
-            name: "postgres",
-            open: Box::new(move || {
-                let db = Postgres::connect(&url, &PgOptions::default()).unwrap();
-                (
-                    Arc::new(PgMetadataStore::open_blocking(&db).unwrap())
-                        as Arc<dyn MetadataStore>,
-                    Arc::new(PgCatalog::open_blocking(&db).unwrap()) as Arc<dyn Catalog>,
-                )
-            }),
-            _keep: Box::new(database),
-        }
-    }
-
-    /// The stores, opened again: another instance over the same database.
-    pub fn open(&self) -> (Arc<dyn MetadataStore>, Arc<dyn Catalog>) {
-        (self.open)()
-    }
-
-    /// A key metadata store.
-    pub fn store(&self) -> Arc<dyn MetadataStore> {
-        self.open().0
-    }
-
-    /// A catalog.
-    pub fn catalog(&self) -> Arc<dyn Catalog> {
-        self.open().1
-    }
-}
-
 /// A service over one PostgreSQL database: the key hierarchy over
 /// `PgMetadataStore`, `Files` over `PgCatalog`, the master key, the service
 /// root keys and the tenant keys as files in a directory, and blobs where
@@ -235,18 +172,17 @@ impl World {
             } else {
                 MasterKey::open_file(&key_file).unwrap()
             };
-            let keys = Arc::new(
-                ServiceKeys::open(name, &dir.join(format!("{name}.sqlite")), master.clone())
-                    .unwrap(),
-            );
+            let sealed =
+                block_on(SqliteSealedKeys::open(&dir.join(format!("{name}.sqlite")))).unwrap();
+            let keys = Arc::new(ServiceKeys::new(name, Arc::new(sealed), master.clone()).unwrap());
             if fresh {
-                keys.create_key(label).unwrap();
+                block_on(keys.create_key(label)).unwrap();
             }
             (keys, master, fresh)
         };
         let (service, master, fresh) = provider("service", "root");
         if fresh {
-            service.create_key("availability").unwrap();
+            block_on(service.create_key("availability")).unwrap();
         }
         let (customer_a, _, _) = provider("customer-a", "key-1");
         let (customer_b, _, _) = provider("customer-b", "key-1");
@@ -274,12 +210,12 @@ impl World {
                 .build()
                 .unwrap(),
         );
-        let named = |name: &str| atrest_tenant::blocking::block_on(catalog.tenant_named(name));
+        let named = |name: &str| block_on(catalog.tenant_named(name));
         let (a, c) = if fresh {
             let a = TenantId::random(&mut OsRng).unwrap();
             let c = TenantId::random(&mut OsRng).unwrap();
-            atrest_tenant::blocking::block_on(catalog.name_tenant("a", a)).unwrap();
-            atrest_tenant::blocking::block_on(catalog.name_tenant("c", c)).unwrap();
+            block_on(catalog.name_tenant("a", a)).unwrap();
+            block_on(catalog.name_tenant("c", c)).unwrap();
             let _ = keys.create_service_tenant(a).unwrap();
             let _ = keys.create_customer_key_tenant(c, customer_keys()).unwrap();
             (a, c)

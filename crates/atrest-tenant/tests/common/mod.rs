@@ -9,11 +9,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use atrest_filekey::{FileContext, FileId, FileVersion, OsRng, TenantId};
+use atrest::catalog::{SealTicket, SealedBlob};
+use atrest::{BlobName, Catalog};
+use atrest_filekey::{FileContext, FileId, FileKey, FileVersion, OsRng, TenantId, WrappedFileKey};
+use atrest_sqlite::{SqliteCatalog, SqliteSealedKeys, SqliteStore};
+pub use atrest_tenant::blocking::block_on;
 use atrest_tenant::fault::FaultInjector;
 use atrest_tenant::{
-    Access, Decision, KeyHierarchy, MasterKey, Pkcs11Keys, ReleasePolicy, RootKeyProvider,
-    RootKeyRef, ServiceKeys, SqliteStore, TenantKeyDir,
+    Access, Decision, KeyHierarchy, MasterKey, Pkcs11Keys, RecordTag, ReleasePolicy,
+    RootKeyProvider, RootKeyRef, ServiceKeys, TenantKeyDir, WrappedKeyIndex,
 };
 pub use atrest_test_support::TempDir;
 /// Collects audit records in memory (the real log is tested in
@@ -61,6 +65,69 @@ pub fn system(capability: &atrest_tenant::SystemCapability) -> Access<'_> {
     Access::System(capability)
 }
 
+/// The service's own root keys (or a stand-in customer key store) named
+/// `name`, in `path`, sealed under `master`.
+pub fn service_keys(name: &str, path: &Path, master: MasterKey) -> Arc<ServiceKeys> {
+    let store = block_on(SqliteSealedKeys::open(path)).unwrap();
+    Arc::new(ServiceKeys::new(name, Arc::new(store), master).unwrap())
+}
+
+/// Where the tests keep wrapped file keys: a catalog, as a service does
+/// (the one home of wrapped keys, and the index re-wraps update).
+pub struct FileKeys {
+    pub catalog: Arc<SqliteCatalog>,
+}
+
+impl FileKeys {
+    /// The catalog in `path`.
+    pub fn open(path: &Path) -> Self {
+        Self {
+            catalog: Arc::new(block_on(SqliteCatalog::open(path)).unwrap()),
+        }
+    }
+
+    /// The index re-wraps and retirements go through.
+    pub fn index(&self) -> &dyn WrappedKeyIndex {
+        self.catalog.as_ref()
+    }
+
+    /// A new file of `tenant` with its key, as a seal makes it: a seal
+    /// begun in the catalog, the file key made for `access` under the
+    /// tenant's current TIK and attached, the seal committed.
+    pub fn new_file(
+        &self,
+        hierarchy: &KeyHierarchy,
+        access: &Access<'_>,
+        tenant: TenantId,
+    ) -> (FileContext, FileKey, WrappedFileKey) {
+        let name = format!("file-{}", FileId::random(&mut OsRng).unwrap());
+        let blob = BlobName::random().unwrap();
+        let ticket: SealTicket = block_on(self.catalog.begin_seal(tenant, &name, &blob)).unwrap();
+        let (key, wrapped) = hierarchy.new_file_key(access, &ticket.context).unwrap();
+        block_on(self.catalog.attach_key(&ticket, &wrapped)).unwrap();
+        let sealed = SealedBlob {
+            plaintext_len: 0,
+            blob_len: 0,
+            blob_sha256: None,
+            segment_size: 65_536,
+            format: 1,
+            tag: RecordTag::from_slice(&[0; 32]).unwrap(),
+        };
+        let _ = block_on(self.catalog.commit_seal(&ticket, &sealed)).unwrap();
+        (ticket.context, key, wrapped)
+    }
+
+    /// The wrapped key of a file version as the catalog holds it now.
+    pub fn wrapped(&self, context: &FileContext) -> WrappedFileKey {
+        block_on(self.catalog.records(context.tenant))
+            .unwrap()
+            .into_iter()
+            .find(|record| record.file == context.file && record.version == context.version)
+            .map(|record| record.wrapped_key)
+            .unwrap()
+    }
+}
+
 pub fn context(tenant: TenantId) -> FileContext {
     FileContext {
         tenant,
@@ -77,6 +144,7 @@ pub struct Fixture {
     pub keys_a: Arc<ServiceKeys>,
     pub keys_b: Arc<ServiceKeys>,
     pub store: Arc<SqliteStore>,
+    pub file_keys: FileKeys,
     pub tenant_keys: Arc<TenantKeyDir>,
     pub audit: Arc<Collected>,
     pub hierarchy: KeyHierarchy,
@@ -93,27 +161,24 @@ impl Fixture {
         let master = MasterKey::create_file(&dir.path().join("master.key")).unwrap();
         let tenant_keys =
             Arc::new(TenantKeyDir::open(&dir.path().join("tenant-keys"), master.clone()).unwrap());
-        let service = Arc::new(
-            ServiceKeys::open("service", &dir.path().join("keys.sqlite"), master).unwrap(),
-        );
-        service.create_key("root").unwrap();
-        service.create_key("availability").unwrap();
+        let service = service_keys("service", &dir.path().join("keys.sqlite"), master);
+        block_on(service.create_key("root")).unwrap();
+        block_on(service.create_key("availability")).unwrap();
         // Stand-ins for two customer HSMs (the PKCS#11 provider is tested
         // against SoftHSM2 in tests/softhsm.rs).
         let customer = |name: &str| {
             let master = MasterKey::create_file(&dir.path().join(format!("{name}.key"))).unwrap();
-            let keys = Arc::new(
-                ServiceKeys::open(name, &dir.path().join(format!("{name}.sqlite")), master)
-                    .unwrap(),
-            );
-            keys.create_key("key-1").unwrap();
+            let keys = service_keys(name, &dir.path().join(format!("{name}.sqlite")), master);
+            block_on(keys.create_key("key-1")).unwrap();
             keys
         };
         let keys_a = customer("customer-a");
         let keys_b = customer("customer-b");
         let customer_a = Arc::new(FaultInjector::new(keys_a.clone()));
         let customer_b = Arc::new(FaultInjector::new(keys_b.clone()));
-        let store = Arc::new(SqliteStore::open(&dir.path().join("tenants.sqlite")).unwrap());
+        let store =
+            Arc::new(block_on(SqliteStore::open(&dir.path().join("tenants.sqlite"))).unwrap());
+        let file_keys = FileKeys::open(&dir.path().join("catalog.sqlite"));
         let audit = Arc::new(Collected::default());
         let (hierarchy, admin) = Self::build(
             &store,
@@ -132,6 +197,7 @@ impl Fixture {
             keys_a,
             keys_b,
             store,
+            file_keys,
             tenant_keys,
             audit,
             hierarchy,

@@ -40,7 +40,7 @@ use std::sync::{Mutex, PoisonError};
 
 use atrest::BlobName;
 use atrest::filekey::TenantId;
-use rusqlite::{Connection, params};
+use atrest_sqlite::rusqlite::{self, Connection, params};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS moved_items (
@@ -167,7 +167,7 @@ impl Manifest {
                 path: lock_path,
                 source,
             })?;
-        let db = atrest::tenant::db::open(&dir.join(FILE), SCHEMA)?;
+        let db = atrest_sqlite::open_database(&dir.join(FILE), SCHEMA)?;
         let mut manifest = Self {
             db: Mutex::new(db),
             tenant,

@@ -1,16 +1,81 @@
-//! Opening SQLite databases with the settings key metadata needs; the
-//! catalog of the `atrest` crate opens its database the same way.
+//! What every store here shares: opening a database with the settings key
+//! material needs, the classification of SQLite's errors, and running
+//! statements on the async runtime's blocking pool.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use atrest::CatalogError;
 use atrest_core::ErrorKind;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, TransactionBehavior};
 
-use crate::Error;
+/// How a connection waits for a lock another connection holds.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// The longest pause between two tries for a lock.
+const LOCK_PAUSE: Duration = Duration::from_millis(1);
+
+/// Why a statement of a store stopped: SQLite failed, or the store's own
+/// check refused (an error of the trait it implements). Converted to the
+/// trait's error where the store answers.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// SQLite failed.
+    Sqlite(rusqlite::Error),
+    /// A key metadata check refused.
+    Keys(atrest_tenant::Error),
+    /// A catalog check refused.
+    Catalog(CatalogError),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(error: rusqlite::Error) -> Self {
+        Self::Sqlite(error)
+    }
+}
+
+impl From<atrest_tenant::Error> for Failure {
+    fn from(error: atrest_tenant::Error) -> Self {
+        Self::Keys(error)
+    }
+}
+
+impl From<CatalogError> for Failure {
+    fn from(error: CatalogError) -> Self {
+        Self::Catalog(error)
+    }
+}
+
+impl Failure {
+    /// As the key metadata traits report it.
+    pub(crate) fn into_keys(self) -> atrest_tenant::Error {
+        match self {
+            Self::Sqlite(error) => atrest_tenant::Error::store(sqlite_kind(&error), error),
+            Self::Keys(error) => error,
+            Self::Catalog(CatalogError::Corrupt(what)) => atrest_tenant::Error::Corrupt(what),
+            Self::Catalog(CatalogError::Database { kind, source }) => {
+                atrest_tenant::Error::Store { kind, source }
+            }
+            Self::Catalog(error) => atrest_tenant::Error::store(error.kind(), error),
+        }
+    }
+
+    /// As the catalog trait reports it.
+    pub(crate) fn into_catalog(self) -> atrest::Error {
+        match self {
+            Self::Sqlite(error) => CatalogError::Database {
+                kind: sqlite_kind(&error),
+                source: Box::new(error),
+            }
+            .into(),
+            Self::Keys(error) => error.into(),
+            Self::Catalog(error) => error.into(),
+        }
+    }
+}
 
 /// How a SQLite failure is classified: a lock held too long is
 /// [`ErrorKind::Unavailable`], a violated constraint
@@ -18,7 +83,7 @@ use crate::Error;
 /// [`ErrorKind::Integrity`], a database that cannot be opened or written
 /// for want of permission [`ErrorKind::Usage`], anything else
 /// [`ErrorKind::Io`].
-pub fn sqlite_kind(error: &rusqlite::Error) -> ErrorKind {
+pub(crate) fn sqlite_kind(error: &rusqlite::Error) -> ErrorKind {
     use rusqlite::ErrorCode as Code;
     match error.sqlite_error_code() {
         Some(Code::DatabaseBusy | Code::DatabaseLocked) => ErrorKind::Unavailable,
@@ -39,10 +104,52 @@ pub fn sqlite_kind(error: &rusqlite::Error) -> ErrorKind {
     }
 }
 
-/// How long a connection waits for a lock another connection holds.
-const LOCK_WAIT: Duration = Duration::from_secs(10);
-/// The longest pause between two tries for a lock.
-const LOCK_PAUSE: Duration = Duration::from_millis(1);
+/// A connection, or the connections of one store, shared by every task of
+/// the process: each call takes them on the runtime's blocking pool
+/// ([`atrest_core::blocking::run`]), one call at a time.
+#[derive(Debug)]
+pub(crate) struct Shared<C>(Arc<Mutex<C>>);
+
+impl<C> Clone for Shared<C> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<C: Send + 'static> Shared<C> {
+    pub(crate) fn new(connections: C) -> Self {
+        Self(Arc::new(Mutex::new(connections)))
+    }
+
+    /// Runs `work` with the connections, on the blocking pool.
+    ///
+    /// # Errors
+    /// What `work` returns.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut C) -> Result<T, Failure> + Send + 'static,
+    ) -> Result<T, Failure> {
+        let shared = Arc::clone(&self.0);
+        atrest_core::blocking::run(move || {
+            let mut connections = shared.lock().unwrap_or_else(PoisonError::into_inner);
+            work(&mut connections)
+        })
+        .await
+    }
+}
+
+impl Shared<Connection> {
+    /// Opens `path` as [`open`] does, on the blocking pool.
+    pub(crate) async fn open(
+        path: &Path,
+        schema: &'static str,
+        migrate: fn(&Connection) -> Result<(), Failure>,
+    ) -> Result<Self, Failure> {
+        let path = path.to_owned();
+        let connection = atrest_core::blocking::run(move || open(&path, schema, migrate)).await?;
+        Ok(Self::new(connection))
+    }
+}
 
 /// SQLite's busy handler, called before each new try for a lock held
 /// elsewhere (`attempts` tries so far): pauses as [`lock_pause`] says, or
@@ -75,7 +182,13 @@ fn lock_pause(attempts: u32) -> Option<Duration> {
     )
 }
 
-/// Opens (creating if needed) a database with the settings every key store
+/// Whether `path` names an in-memory or URI database rather than a file.
+pub(crate) fn is_special(path: &Path) -> bool {
+    path.to_str()
+        .is_some_and(|p| p == ":memory:" || p.starts_with("file:"))
+}
+
+/// Opens (creating if needed) a database with the settings every store
 /// here relies on:
 ///
 /// - `journal_mode = WAL` and `synchronous = FULL`: a committed transaction
@@ -94,35 +207,36 @@ fn lock_pause(attempts: u32) -> Option<Duration> {
 ///   rather than being compiled again whenever a parameter compared with
 ///   an indexed column changes (which the statistics this build of SQLite
 ///   supports would otherwise do, at a cost larger than the query's);
-/// - the schema is checked after it is applied: the database may hold
-///   exactly the tables and indexes `schema` creates, and no trigger or
-///   view. Anything else — a trigger planted to copy rows before a purge
-///   deletes them, for example — is refused ([`Error::Corrupt`]).
-///
-/// # Errors
-/// [`Error::Store`] if the database cannot be opened or the schema applied;
-/// [`Error::Corrupt`] for objects `schema` does not create.
+/// - the schema is checked after it is applied (and `migrate` has run,
+///   inside the same write transaction): the database may hold exactly the
+///   tables and indexes `schema` creates, and no trigger or view. Anything
+///   else — a trigger planted to copy rows before a purge deletes them, for
+///   example — is refused ([`CatalogError::Corrupt`], as a failure of the
+///   store that opens it).
 ///
 /// `schema` must be idempotent (`CREATE TABLE IF NOT EXISTS`).
-pub fn open(path: &Path, schema: &str) -> Result<Connection, Error> {
+pub(crate) fn open(
+    path: &Path,
+    schema: &str,
+    migrate: impl FnOnce(&Connection) -> Result<(), Failure>,
+) -> Result<Connection, Failure> {
     // `:memory:` and `file:` URIs name no file of their own to create.
-    let special = path
-        .to_str()
-        .is_some_and(|p| p == ":memory:" || p.starts_with("file:"));
-    let created = if special {
-        Ok(None)
-    } else {
-        std::fs::OpenOptions::new()
+    if !is_special(path) {
+        let created = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(path)
-            .map(Some)
-    };
-    match created {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(Error::store(ErrorKind::of_io(&e), e)),
+            .open(path);
+        match created {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(Failure::Keys(atrest_tenant::Error::store(
+                    ErrorKind::of_io(&e),
+                    e,
+                )));
+            }
+        }
     }
     let mut connection = Connection::open(path)?;
     connection.set_transaction_behavior(TransactionBehavior::Immediate);
@@ -132,7 +246,18 @@ pub fn open(path: &Path, schema: &str) -> Result<Connection, Error> {
     connection.pragma_update(None, "secure_delete", "ON")?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
     let _ = connection.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
-    connection.execute_batch(&format!("BEGIN IMMEDIATE;\n{schema}\nCOMMIT;"))?;
+    connection.execute_batch("BEGIN IMMEDIATE")?;
+    let applied = connection
+        .execute_batch(schema)
+        .map_err(Failure::from)
+        .and_then(|()| migrate(&connection));
+    match applied {
+        Ok(()) => connection.execute_batch("COMMIT")?,
+        Err(error) => {
+            let _ = connection.execute_batch("ROLLBACK");
+            return Err(error);
+        }
+    }
     let expected = objects(&{
         let reference = Connection::open_in_memory()?;
         reference.execute_batch(schema)?;
@@ -140,18 +265,20 @@ pub fn open(path: &Path, schema: &str) -> Result<Connection, Error> {
     })?;
     let found = objects(&connection)?;
     if let Some((kind, _)) = found.difference(&expected).next() {
-        return Err(Error::Corrupt(match kind.as_str() {
-            "trigger" => "the database holds a trigger the schema does not create",
-            "view" => "the database holds a view the schema does not create",
-            _ => "the database holds a table or index the schema does not create",
-        }));
+        return Err(Failure::Catalog(CatalogError::Corrupt(
+            match kind.as_str() {
+                "trigger" => "the database holds a trigger the schema does not create",
+                "view" => "the database holds a view the schema does not create",
+                _ => "the database holds a table or index the schema does not create",
+            },
+        )));
     }
     Ok(connection)
 }
 
 /// The (type, name) of every table, index, trigger and view in a database,
 /// SQLite's own objects excepted.
-fn objects(connection: &Connection) -> Result<BTreeSet<(String, String)>, Error> {
+fn objects(connection: &Connection) -> rusqlite::Result<BTreeSet<(String, String)>> {
     let mut statement = connection.prepare(
         "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
     )?;
@@ -163,16 +290,23 @@ fn objects(connection: &Connection) -> Result<BTreeSet<(String, String)>, Error>
     Ok(objects)
 }
 
+/// Whether the database holds a table named `name`.
+pub(crate) fn has_table(connection: &Connection, name: &str) -> rusqlite::Result<bool> {
+    connection.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+        [name],
+        |row| row.get(0),
+    )
+}
+
 /// Moves the write-ahead log into the database file and truncates it, so
 /// that rows deleted with `secure_delete` leave no copy in the log.
 ///
 /// A checkpoint cannot finish while another connection reads an older
-/// snapshot; it is retried for a few seconds, then reported.
-///
-/// # Errors
-/// [`Error::Store`] if the checkpoint fails or stays blocked by readers
-/// (the deleted rows may then remain in the log until a later checkpoint).
-pub fn checkpoint(connection: &Connection) -> Result<(), Error> {
+/// snapshot; it is retried for a few seconds, then reported
+/// ([`ErrorKind::Unavailable`]: the deleted rows may then remain in the log
+/// until a later checkpoint).
+pub(crate) fn checkpoint(connection: &Connection) -> Result<(), Failure> {
     let started = std::time::Instant::now();
     loop {
         // (busy, frames in the log, frames checkpointed)
@@ -182,10 +316,10 @@ pub fn checkpoint(connection: &Connection) -> Result<(), Error> {
             return Ok(());
         }
         if started.elapsed() > Duration::from_secs(10) {
-            return Err(Error::store(
+            return Err(Failure::Keys(atrest_tenant::Error::store(
                 ErrorKind::Unavailable,
                 "the write-ahead log could not be checkpointed: other connections kept reading",
-            ));
+            )));
         }
         std::thread::sleep(Duration::from_millis(20));
     }

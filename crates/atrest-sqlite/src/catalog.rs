@@ -1,0 +1,799 @@
+//! The catalog of file records in SQLite: [`SqliteCatalog`].
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use atrest::catalog::stored::{self, StoredRecord};
+use atrest::catalog::{SealInProgress, SealTicket, SealedBlob};
+use atrest::{BlobName, Catalog, CatalogError, Error, FileRecord, check_name};
+use atrest_filekey::{
+    FileContext, FileId, FileVersion, KeyVersion, OsRng, TenantId, WrappedFileKey,
+};
+use atrest_tenant::{Rewrapped, WrappedKeyIndex};
+use rusqlite::{Connection, OptionalExtension as _, Row, params};
+
+use crate::db::{self, Failure, Shared};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS catalog_tenants (
+    name   TEXT PRIMARY KEY,
+    tenant BLOB NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS catalog_files (
+    tenant BLOB NOT NULL,
+    name   TEXT NOT NULL,
+    file   BLOB NOT NULL UNIQUE,
+    PRIMARY KEY (tenant, name)
+);
+CREATE TABLE IF NOT EXISTS catalog_versions (
+    tenant        BLOB    NOT NULL,
+    file          BLOB    NOT NULL REFERENCES catalog_files (file),
+    version       INTEGER NOT NULL CHECK (version > 0),
+    state         TEXT    NOT NULL CHECK (state IN ('sealing', 'sealed')),
+    blob          TEXT    NOT NULL UNIQUE,
+    tik_version   INTEGER,
+    wrapped       BLOB,
+    plaintext_len INTEGER,
+    blob_len      INTEGER,
+    blob_sha256   BLOB,
+    segment_size  INTEGER,
+    format        INTEGER,
+    tag           BLOB,
+    started_at    INTEGER NOT NULL,
+    sealed_at     INTEGER,
+    PRIMARY KEY (tenant, file, version),
+    CHECK (state = 'sealing' OR (wrapped IS NOT NULL AND sealed_at IS NOT NULL AND tag IS NOT NULL))
+);
+CREATE INDEX IF NOT EXISTS catalog_versions_by_tik ON catalog_versions (tenant, tik_version);
+-- A file's versions by file id: the next version number, the joins from a
+-- name to its versions and the foreign key's checks, without a scan.
+CREATE INDEX IF NOT EXISTS catalog_versions_by_file ON catalog_versions (file, version);
+CREATE TABLE IF NOT EXISTS catalog_retired_tiks (
+    tenant      BLOB    NOT NULL,
+    tik_version INTEGER NOT NULL,
+    PRIMARY KEY (tenant, tik_version)
+);
+";
+
+/// The columns a record is read from, in [`stored_record`]'s order.
+const RECORD_COLUMNS: &str = "f.tenant, f.name, f.file, v.version, v.blob, v.sealed_at, v.wrapped,
+     v.plaintext_len, v.blob_len, v.segment_size, v.format, v.tag, v.blob_sha256";
+
+/// The catalog ([`Catalog`], and the [`WrappedKeyIndex`] it is) in one
+/// SQLite database: the embedded default.
+///
+/// Opened with the same settings as the key store (write-ahead log,
+/// `synchronous = FULL`, `secure_delete`, a busy timeout and write
+/// transactions that lock when they begin), so several threads and
+/// processes can share one database file. The steps that only lead up to a
+/// seal's commit go through a second connection whose commits are flushed
+/// with the next durable one (see [`Catalog::begin_seal`]). Each call runs
+/// on the async runtime's blocking pool.
+#[derive(Clone)]
+pub struct SqliteCatalog {
+    db: Shared<Connections>,
+}
+
+/// The catalog's connections to its database.
+struct Connections {
+    /// Every durable commit, and every read.
+    durable: Connection,
+    /// A second connection to the same file with `synchronous = NORMAL`,
+    /// for [`Connections::unflushed`] (none for an in-memory database,
+    /// which a second connection would not share).
+    unflushed: Option<Connection>,
+}
+
+impl core::fmt::Debug for SqliteCatalog {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SqliteCatalog").finish_non_exhaustive()
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+fn stored_record(row: &Row<'_>) -> rusqlite::Result<StoredRecord> {
+    Ok(StoredRecord {
+        tenant: row.get(0)?,
+        name: row.get(1)?,
+        file: row.get(2)?,
+        version: row.get(3)?,
+        blob: row.get(4)?,
+        sealed_at: row.get(5)?,
+        wrapped_key: row.get(6)?,
+        plaintext_len: row.get(7)?,
+        blob_len: row.get(8)?,
+        segment_size: row.get(9)?,
+        format: row.get(10)?,
+        tag: row.get(11)?,
+        blob_sha256: row.get(12)?,
+    })
+}
+
+/// Refuses a catalog of a version before tagged records, and gives one
+/// made before blob digests their column (empty for the records already
+/// there, whose tags cover no digest). Runs inside the write transaction
+/// that applies the schema, so several processes opening one old catalog
+/// at once migrate it once.
+fn migrate(connection: &Connection) -> Result<(), Failure> {
+    let has = |column: &str| {
+        connection
+            .prepare(&format!("SELECT {column} FROM catalog_versions LIMIT 0"))
+            .is_ok()
+    };
+    if !has("tag") {
+        return Err(Failure::Catalog(CatalogError::Corrupt(
+            "schema: the catalog was made by an earlier version (records without tags)",
+        )));
+    }
+    if !has("blob_sha256") {
+        let _ = connection.execute(
+            "ALTER TABLE catalog_versions ADD COLUMN blob_sha256 BLOB",
+            [],
+        )?;
+    }
+    Ok(())
+}
+
+fn connect(path: &Path) -> Result<Connection, Failure> {
+    let connection = db::open(path, SCHEMA, migrate)?;
+    // Room for every statement the catalog prepares, so none is compiled
+    // again for want of space.
+    connection.set_prepared_statement_cache_capacity(64);
+    Ok(connection)
+}
+
+impl SqliteCatalog {
+    /// Opens (creating if needed) the catalog database at `path` (a file,
+    /// or `:memory:`).
+    ///
+    /// # Errors
+    /// [`CatalogError::Database`] if it cannot be opened;
+    /// [`CatalogError::Corrupt`] for a catalog made by a version before
+    /// record tags, and for a database holding objects the schema does not
+    /// create.
+    pub async fn open(path: &Path) -> Result<Self, Error> {
+        let path = path.to_owned();
+        let connections = atrest_core::blocking::run(move || {
+            let durable = connect(&path)?;
+            let unflushed = if db::is_special(&path) {
+                None
+            } else {
+                let connection = connect(&path)?;
+                connection.pragma_update(None, "synchronous", "NORMAL")?;
+                Some(connection)
+            };
+            Ok(Connections { durable, unflushed })
+        })
+        .await
+        .map_err(Failure::into_catalog)?;
+        Ok(Self {
+            db: Shared::new(connections),
+        })
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connections) -> Result<T, Failure> + Send + 'static,
+    ) -> Result<T, Error> {
+        self.db.run(work).await.map_err(Failure::into_catalog)
+    }
+
+    async fn run_index<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connections) -> Result<T, Failure> + Send + 'static,
+    ) -> Result<T, atrest_tenant::Error> {
+        self.db.run(work).await.map_err(Failure::into_keys)
+    }
+}
+
+impl Connections {
+    /// Runs `work` in one write transaction whose commit is not flushed to
+    /// disk on its own: it becomes durable with the next flushed commit of
+    /// any connection, since SQLite's write-ahead log is synced whole and
+    /// in order. Other connections see it at once.
+    ///
+    /// Only for the steps that lead up to a seal's commit (beginning it,
+    /// attaching its key): [`commit_seals`] flushes them with the version.
+    /// A power cut before that loses them, leaving at most a blob that no
+    /// row names: garbage for a collector of unnamed blobs (the operator
+    /// program's `atrest gc`), never a lost file. A process that dies keeps
+    /// them, as the operating system still writes them out.
+    fn unflushed<T>(
+        &mut self,
+        work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let db = self.unflushed.as_mut().unwrap_or(&mut self.durable);
+        let tx = db.transaction()?;
+        let value = work(&tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+}
+
+fn query_records(
+    db: &Connection,
+    condition: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<FileRecord>, Failure> {
+    let mut statement = db.prepare_cached(&format!(
+        "SELECT {RECORD_COLUMNS} FROM catalog_versions v
+         JOIN catalog_files f ON f.file = v.file
+         WHERE v.state = 'sealed' AND {condition}
+         ORDER BY f.name, v.version"
+    ))?;
+    let rows = statement.query_map(params, stored_record)?;
+    let mut records = Vec::new();
+    for row in rows {
+        records.push(row?.decode()?);
+    }
+    Ok(records)
+}
+
+fn name_tenant(db: &Connection, name: &str, tenant: TenantId) -> Result<(), Failure> {
+    check_name("tenant name", name)?;
+    let inserted = db.execute(
+        "INSERT INTO catalog_tenants (name, tenant) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        params![name, tenant.as_bytes()],
+    )?;
+    if inserted == 0 {
+        return Err(Failure::Catalog(CatalogError::TenantNameTaken {
+            name: name.to_owned(),
+        }));
+    }
+    Ok(())
+}
+
+fn tenant_named(db: &Connection, name: &str) -> Result<Option<TenantId>, Failure> {
+    let bytes: Option<Vec<u8>> = db
+        .prepare_cached("SELECT tenant FROM catalog_tenants WHERE name = ?1")?
+        .query_row(params![name], |row| row.get(0))
+        .optional()?;
+    Ok(bytes.map(|bytes| stored::tenant_id(&bytes)).transpose()?)
+}
+
+fn tenant_names(db: &Connection) -> Result<Vec<(String, TenantId)>, Failure> {
+    let mut statement =
+        db.prepare_cached("SELECT name, tenant FROM catalog_tenants ORDER BY name")?;
+    let rows = statement.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
+    })?;
+    let mut names = Vec::new();
+    for row in rows {
+        let (name, tenant) = row?;
+        names.push((name, stored::tenant_id(&tenant)?));
+    }
+    Ok(names)
+}
+
+fn tenant_name(db: &Connection, tenant: TenantId) -> Result<Option<String>, Failure> {
+    Ok(db
+        .prepare_cached("SELECT name FROM catalog_tenants WHERE tenant = ?1")?
+        .query_row(params![tenant.as_bytes()], |row| row.get(0))
+        .optional()?)
+}
+
+/// Begins every seal of `seals` in one transaction (flushed with their
+/// commit).
+fn begin_seals(
+    db: &mut Connections,
+    tenant: TenantId,
+    seals: &[(String, BlobName)],
+) -> Result<Vec<SealTicket>, Failure> {
+    for (name, _) in seals {
+        check_name("file name", name)?;
+    }
+    db.unflushed(|tx| {
+        let mut tickets = Vec::with_capacity(seals.len());
+        let started_at = now();
+        for (name, blob) in seals {
+            let new_file =
+                FileId::time_ordered_now(&mut OsRng).map_err(atrest_tenant::Error::from)?;
+            let _ = tx
+                .prepare_cached(
+                    "INSERT INTO catalog_files (tenant, name, file) VALUES (?1, ?2, ?3)
+                     ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![tenant.as_bytes(), name, new_file.as_bytes()])?;
+            let file: Vec<u8> = tx
+                .prepare_cached("SELECT file FROM catalog_files WHERE tenant = ?1 AND name = ?2")?
+                .query_row(params![tenant.as_bytes(), name], |row| row.get(0))?;
+            let latest: i64 = tx
+                .prepare_cached(
+                    "SELECT coalesce(max(version), 0) FROM catalog_versions WHERE file = ?1",
+                )?
+                .query_row(params![file], |row| row.get(0))?;
+            let version = stored::file_version(latest.saturating_add(1))?;
+            let _ = tx
+                .prepare_cached(
+                    "INSERT INTO catalog_versions (tenant, file, version, state, blob, started_at)
+                     VALUES (?1, ?2, ?3, 'sealing', ?4, ?5)",
+                )?
+                .execute(params![
+                    tenant.as_bytes(),
+                    file,
+                    u64::from(version),
+                    blob.as_str(),
+                    started_at
+                ])?;
+            tickets.push(SealTicket {
+                context: FileContext::new(tenant, stored::file_id(&file)?, version),
+                name: name.clone(),
+                blob: blob.clone(),
+            });
+        }
+        Ok(tickets)
+    })
+}
+
+/// Attaches every key of `keys` in one transaction (flushed with their
+/// seals' commit).
+fn attach_keys(db: &mut Connections, keys: &[(SealTicket, WrappedFileKey)]) -> Result<(), Failure> {
+    db.unflushed(|tx| {
+        for (seal, wrapped) in keys {
+            let context = &seal.context;
+            let retired: bool = tx
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM catalog_retired_tiks
+                     WHERE tenant = ?1 AND tik_version = ?2)",
+                )?
+                .query_row(
+                    params![context.tenant.as_bytes(), u32::from(wrapped.kek_version())],
+                    |row| row.get(0),
+                )?;
+            if retired {
+                return Err(Failure::Catalog(CatalogError::TikRetired {
+                    version: wrapped.kek_version(),
+                }));
+            }
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE catalog_versions SET wrapped = ?5, tik_version = ?6
+                     WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND blob = ?4
+                     AND state = 'sealing' AND wrapped IS NULL",
+                )?
+                .execute(params![
+                    context.tenant.as_bytes(),
+                    context.file.as_bytes(),
+                    u64::from(context.version),
+                    seal.blob.as_str(),
+                    wrapped.as_ref(),
+                    u32::from(wrapped.kek_version())
+                ])?;
+            if changed == 0 {
+                return Err(Failure::Catalog(CatalogError::SealNotInProgress {
+                    version: context.version,
+                }));
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Commits every seal of `seals` in one transaction: one durable commit.
+fn commit_seals(
+    db: &mut Connection,
+    seals: &[(SealTicket, SealedBlob)],
+) -> Result<Vec<FileRecord>, Failure> {
+    let tx = db.transaction()?;
+    let sealed_at = now();
+    let mut records = Vec::with_capacity(seals.len());
+    for (seal, sealed) in seals {
+        let context = &seal.context;
+        let changed = tx
+            .prepare_cached(
+                "UPDATE catalog_versions
+                 SET state = 'sealed', plaintext_len = ?5, blob_len = ?6, segment_size = ?7,
+                     format = ?8, sealed_at = ?9, tag = ?10, blob_sha256 = ?11
+                 WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND blob = ?4
+                 AND state = 'sealing' AND wrapped IS NOT NULL",
+            )?
+            .execute(params![
+                context.tenant.as_bytes(),
+                context.file.as_bytes(),
+                u64::from(context.version),
+                seal.blob.as_str(),
+                sealed.plaintext_len,
+                sealed.blob_len,
+                sealed.segment_size,
+                sealed.format,
+                sealed_at,
+                sealed.tag.as_bytes(),
+                sealed.blob_sha256.as_ref().map(|d| d.as_bytes().as_slice())
+            ])?;
+        if changed == 0 {
+            return Err(Failure::Catalog(CatalogError::SealNotInProgress {
+                version: context.version,
+            }));
+        }
+        let row = tx
+            .prepare_cached(&format!(
+                "SELECT {RECORD_COLUMNS} FROM catalog_versions v
+                 JOIN catalog_files f ON f.file = v.file
+                 WHERE v.tenant = ?1 AND v.file = ?2 AND v.version = ?3"
+            ))?
+            .query_row(
+                params![
+                    context.tenant.as_bytes(),
+                    context.file.as_bytes(),
+                    u64::from(context.version)
+                ],
+                stored_record,
+            )?;
+        records.push(row.decode()?);
+    }
+    tx.commit()?;
+    Ok(records)
+}
+
+fn abandon_seal(db: &mut Connection, seal: &SealTicket) -> Result<(), Failure> {
+    let context = &seal.context;
+    let tx = db.transaction()?;
+    let _ = tx.execute(
+        "DELETE FROM catalog_versions
+         WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND blob = ?4
+         AND state = 'sealing'",
+        params![
+            context.tenant.as_bytes(),
+            context.file.as_bytes(),
+            u64::from(context.version),
+            seal.blob.as_str()
+        ],
+    )?;
+    // A name whose first seal failed leaves no trace.
+    let _ = tx.execute(
+        "DELETE FROM catalog_files WHERE file = ?1
+         AND NOT EXISTS (SELECT 1 FROM catalog_versions WHERE file = ?1)",
+        params![context.file.as_bytes()],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn seals_in_progress(db: &Connection) -> Result<Vec<SealInProgress>, Failure> {
+    let mut statement = db.prepare_cached(
+        "SELECT f.tenant, f.name, f.file, v.version, v.blob, v.started_at
+         FROM catalog_versions v JOIN catalog_files f ON f.file = v.file
+         WHERE v.state = 'sealing' ORDER BY v.started_at, v.blob",
+    )?;
+    let rows = statement.query_map([], |row| {
+        Ok((
+            row.get::<_, Vec<u8>>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, Vec<u8>>(2)?,
+            row.get::<_, i64>(3)?,
+            row.get::<_, String>(4)?,
+            row.get::<_, i64>(5)?,
+        ))
+    })?;
+    let mut seals = Vec::new();
+    for row in rows {
+        let (tenant, name, file, version, blob, started_at) = row?;
+        seals.push(SealInProgress {
+            ticket: SealTicket {
+                context: FileContext::new(
+                    stored::tenant_id(&tenant)?,
+                    stored::file_id(&file)?,
+                    stored::file_version(version)?,
+                ),
+                name,
+                blob: stored::blob_name(&blob)?,
+            },
+            started_at: u64::try_from(started_at)
+                .map_err(|_| CatalogError::Corrupt("seal start time"))?,
+        });
+    }
+    Ok(seals)
+}
+
+fn record(
+    db: &Connection,
+    tenant: TenantId,
+    name: &str,
+    version: Option<FileVersion>,
+) -> Result<FileRecord, Failure> {
+    let row = db
+        .prepare_cached(&format!(
+            "SELECT {RECORD_COLUMNS} FROM catalog_versions v
+             JOIN catalog_files f ON f.file = v.file
+             WHERE f.tenant = ?1 AND f.name = ?2 AND v.state = 'sealed'
+             AND (?3 IS NULL OR v.version = ?3)
+             ORDER BY v.version DESC LIMIT 1"
+        ))?
+        .query_row(
+            params![tenant.as_bytes(), name, version.map(u64::from)],
+            stored_record,
+        )
+        .optional()?;
+    match (row, version) {
+        (Some(row), _) => Ok(row.decode()?),
+        (None, None) => Err(Failure::Catalog(CatalogError::UnknownFile {
+            tenant,
+            name: name.to_owned(),
+        })),
+        (None, Some(version)) => Err(Failure::Catalog(CatalogError::UnknownVersion {
+            tenant,
+            name: name.to_owned(),
+            version,
+        })),
+    }
+}
+
+fn blob_names(db: &Connection) -> Result<Vec<BlobName>, Failure> {
+    let mut statement = db.prepare_cached("SELECT blob FROM catalog_versions ORDER BY blob")?;
+    let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+    let mut names = Vec::new();
+    for row in rows {
+        names.push(stored::blob_name(&row?)?);
+    }
+    Ok(names)
+}
+
+#[async_trait::async_trait]
+impl Catalog for SqliteCatalog {
+    async fn name_tenant(&self, name: &str, tenant: TenantId) -> Result<(), Error> {
+        let name = name.to_owned();
+        self.run(move |db| name_tenant(&db.durable, &name, tenant))
+            .await
+    }
+
+    async fn unname_tenant(&self, name: &str) -> Result<(), Error> {
+        let name = name.to_owned();
+        self.run(move |db| {
+            let _ = db
+                .durable
+                .execute("DELETE FROM catalog_tenants WHERE name = ?1", params![name])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn tenant_named(&self, name: &str) -> Result<Option<TenantId>, Error> {
+        let name = name.to_owned();
+        self.run(move |db| tenant_named(&db.durable, &name)).await
+    }
+
+    async fn tenant_names(&self) -> Result<Vec<(String, TenantId)>, Error> {
+        self.run(|db| tenant_names(&db.durable)).await
+    }
+
+    async fn tenant_name(&self, tenant: TenantId) -> Result<Option<String>, Error> {
+        self.run(move |db| tenant_name(&db.durable, tenant)).await
+    }
+
+    async fn begin_seal(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        blob: &BlobName,
+    ) -> Result<SealTicket, Error> {
+        let seals = vec![(name.to_owned(), blob.clone())];
+        let mut tickets = self.run(move |db| begin_seals(db, tenant, &seals)).await?;
+        tickets
+            .pop()
+            .ok_or_else(|| CatalogError::Contract("no ticket for a seal that was begun").into())
+    }
+
+    async fn attach_key(&self, seal: &SealTicket, wrapped: &WrappedFileKey) -> Result<(), Error> {
+        let keys = vec![(seal.clone(), *wrapped)];
+        self.run(move |db| attach_keys(db, &keys)).await
+    }
+
+    async fn commit_seal(
+        &self,
+        seal: &SealTicket,
+        sealed: &SealedBlob,
+    ) -> Result<FileRecord, Error> {
+        let seals = vec![(seal.clone(), *sealed)];
+        let mut records = self
+            .run(move |db| commit_seals(&mut db.durable, &seals))
+            .await?;
+        records
+            .pop()
+            .ok_or_else(|| CatalogError::Contract("no record for a seal that was committed").into())
+    }
+
+    async fn abandon_seal(&self, seal: &SealTicket) -> Result<(), Error> {
+        let seal = seal.clone();
+        self.run(move |db| abandon_seal(&mut db.durable, &seal))
+            .await
+    }
+
+    async fn seals_in_progress(&self) -> Result<Vec<SealInProgress>, Error> {
+        self.run(|db| seals_in_progress(&db.durable)).await
+    }
+
+    async fn record(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        version: Option<FileVersion>,
+    ) -> Result<FileRecord, Error> {
+        let name = name.to_owned();
+        self.run(move |db| record(&db.durable, tenant, &name, version))
+            .await
+    }
+
+    async fn records(&self, tenant: TenantId) -> Result<Vec<FileRecord>, Error> {
+        self.run(move |db| {
+            query_records(
+                &db.durable,
+                "f.tenant = ?1",
+                &[&tenant.as_bytes().as_slice()],
+            )
+        })
+        .await
+    }
+
+    async fn blob_names(&self) -> Result<Vec<BlobName>, Error> {
+        self.run(|db| blob_names(&db.durable)).await
+    }
+
+    async fn begin_seals(
+        &self,
+        tenant: TenantId,
+        seals: &[(String, BlobName)],
+    ) -> Result<Vec<SealTicket>, Error> {
+        let seals = seals.to_vec();
+        self.run(move |db| begin_seals(db, tenant, &seals)).await
+    }
+
+    async fn attach_keys(&self, keys: &[(&SealTicket, &WrappedFileKey)]) -> Result<(), Error> {
+        let keys: Vec<_> = keys
+            .iter()
+            .map(|(seal, wrapped)| ((*seal).clone(), **wrapped))
+            .collect();
+        self.run(move |db| attach_keys(db, &keys)).await
+    }
+
+    async fn commit_seals(
+        &self,
+        seals: &[(&SealTicket, SealedBlob)],
+    ) -> Result<Vec<FileRecord>, Error> {
+        let seals: Vec<_> = seals
+            .iter()
+            .map(|(seal, sealed)| ((*seal).clone(), *sealed))
+            .collect();
+        self.run(move |db| commit_seals(&mut db.durable, &seals))
+            .await
+    }
+}
+
+fn older_than(
+    db: &Connection,
+    tenant: TenantId,
+    version: KeyVersion,
+    limit: usize,
+) -> Result<Vec<(FileContext, WrappedFileKey)>, Failure> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut statement = db.prepare_cached(
+        "SELECT file, version, wrapped FROM catalog_versions
+         WHERE tenant = ?1 AND tik_version < ?2 AND wrapped IS NOT NULL
+         ORDER BY file, version LIMIT ?3",
+    )?;
+    let rows = statement.query_map(
+        params![tenant.as_bytes(), u32::from(version), limit],
+        |row| {
+            Ok((
+                row.get::<_, Vec<u8>>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, Vec<u8>>(2)?,
+            ))
+        },
+    )?;
+    let mut keys = Vec::new();
+    for row in rows {
+        let (file, file_version, wrapped) = row?;
+        let context = FileContext::new(
+            tenant,
+            stored::file_id(&file)?,
+            stored::file_version(file_version)?,
+        );
+        keys.push((context, stored::wrapped_key(&wrapped)?));
+    }
+    Ok(keys)
+}
+
+fn claim_retirement(
+    db: &mut Connection,
+    tenant: TenantId,
+    version: KeyVersion,
+) -> Result<u64, Failure> {
+    let tx = db.transaction()?;
+    let references: i64 = tx.query_row(
+        "SELECT count(*) FROM catalog_versions
+         WHERE tenant = ?1 AND (tik_version = ?2 OR wrapped IS NULL)",
+        params![tenant.as_bytes(), u32::from(version)],
+        |row| row.get(0),
+    )?;
+    if references == 0 {
+        let _ = tx.execute(
+            "INSERT OR IGNORE INTO catalog_retired_tiks (tenant, tik_version) VALUES (?1, ?2)",
+            params![tenant.as_bytes(), u32::from(version)],
+        )?;
+    }
+    tx.commit()?;
+    Ok(u64::try_from(references).unwrap_or(0))
+}
+
+fn replace(db: &mut Connection, batch: &[Rewrapped]) -> Result<u64, Failure> {
+    let tx = db.transaction()?;
+    let mut replaced = 0;
+    {
+        let mut update = tx.prepare_cached(
+            // Never under a version claimed for retirement meanwhile: the
+            // key would be lost with the version's wraps.
+            "UPDATE catalog_versions SET wrapped = ?5, tik_version = ?6
+             WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND wrapped = ?4
+             AND NOT EXISTS (SELECT 1 FROM catalog_retired_tiks
+                             WHERE tenant = ?1 AND tik_version = ?6)",
+        )?;
+        for entry in batch {
+            let context = &entry.context;
+            replaced += update.execute(params![
+                context.tenant.as_bytes(),
+                context.file.as_bytes(),
+                u64::from(context.version),
+                entry.old.as_ref(),
+                entry.new.as_ref(),
+                u32::from(entry.new.kek_version())
+            ])? as u64;
+        }
+    }
+    tx.commit()?;
+    Ok(replaced)
+}
+
+#[async_trait::async_trait]
+impl WrappedKeyIndex for SqliteCatalog {
+    async fn older_than(
+        &self,
+        tenant: TenantId,
+        version: KeyVersion,
+        limit: usize,
+    ) -> Result<Vec<(FileContext, WrappedFileKey)>, atrest_tenant::Error> {
+        self.run_index(move |db| older_than(&db.durable, tenant, version, limit))
+            .await
+    }
+
+    async fn count_older_than(
+        &self,
+        tenant: TenantId,
+        version: KeyVersion,
+    ) -> Result<u64, atrest_tenant::Error> {
+        self.run_index(move |db| {
+            let count: i64 = db.durable.query_row(
+                "SELECT count(*) FROM catalog_versions
+                 WHERE tenant = ?1 AND tik_version < ?2 AND wrapped IS NOT NULL",
+                params![tenant.as_bytes(), u32::from(version)],
+                |row| row.get(0),
+            )?;
+            Ok(u64::try_from(count).unwrap_or(0))
+        })
+        .await
+    }
+
+    /// Counts sealed records and seals in progress under `version`, plus
+    /// every seal of the tenant still choosing its key (it may be about to
+    /// wrap under any version); with none, marks the version retired in the
+    /// same transaction, after which [`Catalog::attach_key`] refuses keys
+    /// under it.
+    async fn claim_retirement(
+        &self,
+        tenant: TenantId,
+        version: KeyVersion,
+    ) -> Result<u64, atrest_tenant::Error> {
+        self.run_index(move |db| claim_retirement(&mut db.durable, tenant, version))
+            .await
+    }
+
+    async fn replace(&self, batch: &[Rewrapped]) -> Result<u64, atrest_tenant::Error> {
+        let batch = batch.to_vec();
+        self.run_index(move |db| replace(&mut db.durable, &batch))
+            .await
+    }
+}
