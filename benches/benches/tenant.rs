@@ -69,23 +69,18 @@ fn warm(c: &mut Criterion) {
     let dir = TempDir::new("bench-warm");
     let (hierarchy, _) = hierarchy(dir.path(), &[]);
     let tenant = TenantId::random(&mut OsRng).unwrap();
-    hierarchy.create_service_tenant(tenant).unwrap();
+    block_on(hierarchy.create_service_tenant(tenant)).unwrap();
     let ctx = context(tenant);
-    let (_, wrapped) = hierarchy.new_file_key(&USER, &ctx).unwrap();
+    let (_, wrapped) = block_on(hierarchy.new_file_key(&USER, &ctx)).unwrap();
 
     let mut group = c.benchmark_group("tenant/warm-cache");
     group.throughput(Throughput::Elements(1));
     group.bench_function("generate+wrap", |b| {
-        b.iter(|| {
-            hierarchy
-                .new_file_key(&USER, std::hint::black_box(&ctx))
-                .unwrap()
-        });
+        b.iter(|| block_on(hierarchy.new_file_key(&USER, std::hint::black_box(&ctx))).unwrap());
     });
     group.bench_function("release (policy + unwrap)", |b| {
         b.iter(|| {
-            hierarchy
-                .release_file_key(&USER, &ctx, std::hint::black_box(&wrapped))
+            block_on(hierarchy.release_file_key(&USER, &ctx, std::hint::black_box(&wrapped)))
                 .unwrap()
         });
     });
@@ -97,7 +92,7 @@ fn rewrap(c: &mut Criterion) {
     let dir = TempDir::new("bench-rewrap");
     let (hierarchy, _) = hierarchy(dir.path(), &[]);
     let tenant = TenantId::random(&mut OsRng).unwrap();
-    hierarchy.create_service_tenant(tenant).unwrap();
+    block_on(hierarchy.create_service_tenant(tenant)).unwrap();
     // The catalog, the index of wrapped keys a re-wrap updates: seals in
     // progress with their keys attached, as uploads leave them.
     let catalog = block_on(SqliteCatalog::open(&dir.path().join("catalog.sqlite"))).unwrap();
@@ -106,7 +101,7 @@ fn rewrap(c: &mut Criterion) {
         .collect();
     let tickets = block_on(catalog.begin_seals(tenant, &seals)).unwrap();
     let contexts: Vec<FileContext> = tickets.iter().map(|ticket| ticket.context).collect();
-    let made = hierarchy.new_file_keys(&USER, tenant, &contexts).unwrap();
+    let made = block_on(hierarchy.new_file_keys(&USER, tenant, &contexts)).unwrap();
     let wraps: Vec<_> = tickets
         .iter()
         .zip(&made)
@@ -121,10 +116,10 @@ fn rewrap(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let start = Instant::now();
-                hierarchy.roll_tik(tenant).unwrap();
-                let report = hierarchy
-                    .rewrap_file_keys(tenant, &catalog, 1000, &mut |_| {})
-                    .unwrap();
+                block_on(hierarchy.roll_tik(tenant)).unwrap();
+                let report =
+                    block_on(hierarchy.rewrap_file_keys(tenant, &catalog, 1000, &mut |_| {}))
+                        .unwrap();
                 total += start.elapsed();
                 assert_eq!(report.rewrapped, KEYS);
             }
@@ -158,28 +153,42 @@ fn cold_softhsm(c: &mut Criterion) {
         return;
     };
     let dir = PathBuf::from(dir);
-    let hsm_a =
-        Arc::new(Pkcs11Keys::open("hsm-a", &module, "customer-a", softhsm::USER_PIN).unwrap());
-    let hsm_b =
-        Arc::new(Pkcs11Keys::open("hsm-b", &module, "customer-b", softhsm::USER_PIN).unwrap());
+    let hsm_a = Arc::new(
+        block_on(Pkcs11Keys::open(
+            "hsm-a",
+            &module,
+            "customer-a",
+            softhsm::USER_PIN,
+        ))
+        .unwrap(),
+    );
+    let hsm_b = Arc::new(
+        block_on(Pkcs11Keys::open(
+            "hsm-b",
+            &module,
+            "customer-b",
+            softhsm::USER_PIN,
+        ))
+        .unwrap(),
+    );
     let keys = [
-        hsm_a.generate_key("k").unwrap(),
-        hsm_b.generate_key("k").unwrap(),
+        block_on(hsm_a.generate_key("k")).unwrap(),
+        block_on(hsm_b.generate_key("k")).unwrap(),
     ];
     let state = dir.join("state");
     std::fs::create_dir_all(&state).unwrap();
     let (hierarchy, _) = hierarchy(&state, &[hsm_a, hsm_b]);
     let tenant = TenantId::random(&mut OsRng).unwrap();
-    hierarchy.create_customer_key_tenant(tenant, keys).unwrap();
+    block_on(hierarchy.create_customer_key_tenant(tenant, keys)).unwrap();
     let ctx = context(tenant);
-    let (_, wrapped) = hierarchy.new_file_key(&USER, &ctx).unwrap();
+    let (_, wrapped) = block_on(hierarchy.new_file_key(&USER, &ctx)).unwrap();
 
     let mut group = c.benchmark_group("tenant/cold-cache-softhsm2");
     group.throughput(Throughput::Elements(1));
     group.bench_function("release (TIK unwrap in the token + file key unwrap)", |b| {
         b.iter(|| {
             hierarchy.flush_cache();
-            hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap()
+            block_on(hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap()
         });
     });
     group.finish();

@@ -114,32 +114,26 @@ fn openbao(releases: usize) {
         &[transit.clone() as Arc<dyn RootKeyProvider>],
     );
     let tenant = TenantId::random(&mut OsRng).unwrap();
-    keys_hierarchy
-        .create_customer_key_tenant(tenant, keys)
-        .unwrap();
+    block_on(keys_hierarchy.create_customer_key_tenant(tenant, keys)).unwrap();
     let context = FileContext::new(
         tenant,
         FileId::random(&mut OsRng).unwrap(),
         FileVersion::FIRST,
     );
-    let (_, wrapped) = keys_hierarchy.new_file_key(&USER, &context).unwrap();
+    let (_, wrapped) = block_on(keys_hierarchy.new_file_key(&USER, &context)).unwrap();
 
     let mut cold = Vec::with_capacity(releases);
     for _ in 0..releases {
         keys_hierarchy.flush_cache();
         let started = Instant::now();
-        let _ = keys_hierarchy
-            .release_file_key(&USER, &context, &wrapped)
-            .unwrap();
+        let _ = block_on(keys_hierarchy.release_file_key(&USER, &context, &wrapped)).unwrap();
         cold.push(started.elapsed());
     }
     cold.sort();
     let started = Instant::now();
     let mut warm = 0u64;
     while started.elapsed() < Duration::from_secs(2) {
-        let _ = keys_hierarchy
-            .release_file_key(&USER, &context, &wrapped)
-            .unwrap();
+        let _ = block_on(keys_hierarchy.release_file_key(&USER, &context, &wrapped)).unwrap();
         warm += 1;
     }
     let warm_rate = warm as f64 / started.elapsed().as_secs_f64();
@@ -162,7 +156,7 @@ fn small_files(
 ) -> (f64, f64) {
     let keys = Arc::new(hierarchy(dir, store, &[]));
     let tenant = TenantId::random(&mut OsRng).unwrap();
-    keys.create_service_tenant(tenant).unwrap();
+    block_on(keys.create_service_tenant(tenant)).unwrap();
     let api = Files::new(keys, catalog, blobs, Arc::new(Counting::default()));
     let body = atrest_test_support::seeded(4096, 3);
     // Warm up: the tenant's TIK and metadata key in the cache.

@@ -5,6 +5,8 @@
 mod chain;
 pub mod checkpoint;
 mod error;
+mod fs;
+mod line;
 pub mod log;
 pub mod record;
 pub mod sink;
@@ -24,13 +26,19 @@ pub use witness::{DirectoryWitness, Witness};
 
 /// Anything that records audit events durably: the [`AuditLog`] itself, or
 /// an [`Auditor`] that also feeds other sinks.
+///
+/// Async, as the other traits in front of storage are: the log's write and
+/// sync run on the async runtime's blocking pool, so an operation waiting
+/// for its record holds a task, not a worker thread. Synchronous programs
+/// append with [`AuditLog::append`].
+#[async_trait::async_trait]
 pub trait Audit: Send + Sync {
     /// Records `record`; returns once it is durable.
     ///
     /// # Errors
     /// If the record could not be made durable (the operation being audited
     /// should then not proceed), or a required sink failed.
-    fn record(&self, record: Record) -> Result<Receipt, Error>;
+    async fn record(&self, record: Record) -> Result<Receipt, Error>;
 
     /// Records `records` in order; returns once all are durable (the last
     /// one's receipt, `None` for none). A log commits them in one batch
@@ -39,10 +47,10 @@ pub trait Audit: Send + Sync {
     /// # Errors
     /// As for [`Audit::record`]; records before the failing one may be
     /// recorded.
-    fn record_all(&self, records: Vec<Record>) -> Result<Option<Receipt>, Error> {
+    async fn record_all(&self, records: Vec<Record>) -> Result<Option<Receipt>, Error> {
         let mut last = None;
         for record in records {
-            last = Some(self.record(record)?);
+            last = Some(self.record(record).await?);
         }
         Ok(last)
     }

@@ -45,10 +45,14 @@ pub enum SinkPolicy {
 
 /// The log plus any number of sinks, with the policy in the [module
 /// documentation](self).
+///
+/// Cloning is cheap: the clones share the log, the sinks and the failure
+/// count.
+#[derive(Clone)]
 pub struct Auditor {
     log: Arc<AuditLog>,
-    sinks: Vec<(Box<dyn Sink>, SinkPolicy)>,
-    failures: AtomicU64,
+    sinks: Arc<[(Arc<dyn Sink>, SinkPolicy)]>,
+    failures: Arc<AtomicU64>,
 }
 
 impl Auditor {
@@ -56,15 +60,17 @@ impl Auditor {
     pub fn new(log: Arc<AuditLog>) -> Self {
         Self {
             log,
-            sinks: Vec::new(),
-            failures: AtomicU64::new(0),
+            sinks: Arc::new([]),
+            failures: Arc::new(AtomicU64::new(0)),
         }
     }
 
     /// Adds a sink.
     #[must_use]
     pub fn with_sink(mut self, sink: Box<dyn Sink>, policy: SinkPolicy) -> Self {
-        self.sinks.push((sink, policy));
+        let mut sinks = self.sinks.to_vec();
+        sinks.push((Arc::from(sink), policy));
+        self.sinks = sinks.into();
         self
     }
 
@@ -84,7 +90,7 @@ impl Auditor {
     /// [failure policy](self); returns the first required sink's failure.
     fn deliver(&self, receipt: &Receipt, record: &Record) -> Option<Error> {
         let mut required_failure = None;
-        for (sink, policy) in &self.sinks {
+        for (sink, policy) in self.sinks.iter() {
             if let Err(source) = sink.deliver(receipt, record) {
                 match policy {
                     SinkPolicy::Required => {
@@ -101,23 +107,13 @@ impl Auditor {
         }
         required_failure
     }
-}
-
-impl Audit for Auditor {
-    fn record(&self, record: Record) -> Result<Receipt, Error> {
-        let receipt = self.log.append(&record)?;
-        match self.deliver(&receipt, &record) {
-            Some(error) => Err(error),
-            None => Ok(receipt),
-        }
-    }
 
     /// Commits `records` to the log in one batch (one sync), then offers
     /// each to the sinks with its own receipt.
-    fn record_all(&self, records: Vec<Record>) -> Result<Option<Receipt>, Error> {
-        let receipts = self.log.append_each(&records)?;
+    fn append_and_deliver(&self, records: &[Record]) -> Result<Option<Receipt>, Error> {
+        let receipts = self.log.append_each(records)?;
         let mut required_failure = None;
-        for (receipt, record) in receipts.iter().zip(&records) {
+        for (receipt, record) in receipts.iter().zip(records) {
             if let Some(error) = self.deliver(receipt, record) {
                 required_failure.get_or_insert(error);
             }
@@ -126,6 +122,28 @@ impl Audit for Auditor {
             Some(error) => Err(error),
             None => Ok(receipts.last().copied()),
         }
+    }
+}
+
+/// Each call appends and delivers on the async runtime's blocking pool
+/// (the log's sync and the sinks' own writes wait there).
+#[async_trait::async_trait]
+impl Audit for Auditor {
+    async fn record(&self, record: Record) -> Result<Receipt, Error> {
+        let auditor = self.clone();
+        atrest_core::blocking::run(move || {
+            let receipt = auditor.log.append(&record)?;
+            match auditor.deliver(&receipt, &record) {
+                Some(error) => Err(error),
+                None => Ok(receipt),
+            }
+        })
+        .await
+    }
+
+    async fn record_all(&self, records: Vec<Record>) -> Result<Option<Receipt>, Error> {
+        let auditor = self.clone();
+        atrest_core::blocking::run(move || auditor.append_and_deliver(&records)).await
     }
 }
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 use crate::Error;
 use crate::chain::{self, ChainState};
 use crate::checkpoint::{Checkpoint, VerifyingKey, genesis_hash};
-use crate::log::{checkpoint_of_line, is_checkpoint_line, origin_of, read_meta, segments};
+use crate::fs::{origin_of, read_meta, segments};
+use crate::line::{checkpoint_of_line, is_checkpoint_line};
 use crate::record::Entry;
 
 /// How long a reader waits for writers to finish their batch.
@@ -375,7 +376,7 @@ fn read_log(dir: &Path) -> Result<(String, Vec<Segment>), Error> {
     };
     let _guard = lock
         .as_ref()
-        .map(|lock| crate::log::take_lock(lock, &lock_path, true, READ_LOCK_TIMEOUT))
+        .map(|lock| crate::fs::take_lock(lock, &lock_path, true, READ_LOCK_TIMEOUT))
         .transpose()?;
     let paths = segments(dir)?;
     let mut contents = Vec::with_capacity(paths.len());

@@ -22,7 +22,7 @@ use atrest_core::ErrorKind;
 
 use crate::Error;
 use crate::checkpoint::Checkpoint;
-use crate::log::{private_dirs, private_file};
+use crate::fs::{private_dirs, private_file};
 
 /// A place that keeps a log's checkpoints.
 pub trait Witness: Send + Sync {

@@ -226,8 +226,8 @@ fn only_the_log_writes_checkpoint_and_recovery_lines() {
     assert_eq!(log.head().0, 1, "nothing was written");
 }
 
-#[test]
-fn sink_policy_fails_closed_on_the_log_and_on_required_sinks_only() {
+#[tokio::test]
+async fn sink_policy_fails_closed_on_the_log_and_on_required_sinks_only() {
     let dir = TempDir::new("sinks");
     let log =
         Arc::new(AuditLog::create(dir.path(), common::signer(), LogConfig::default()).unwrap());
@@ -236,12 +236,12 @@ fn sink_policy_fails_closed_on_the_log_and_on_required_sinks_only() {
         .with_sink(Box::new(memory.clone()), SinkPolicy::Required)
         .with_sink(Box::new(Failing), SinkPolicy::BestEffort);
     let sent = record(0);
-    let receipt = best_effort.record(sent.clone()).unwrap();
+    let receipt = best_effort.record(sent.clone()).await.unwrap();
     assert_eq!(best_effort.sink_failures(), 1);
     assert_eq!(memory.records(), vec![(receipt, sent)]);
 
     let required = Auditor::new(log.clone()).with_sink(Box::new(Failing), SinkPolicy::Required);
-    let error = required.record(record(1)).unwrap_err();
+    let error = required.record(record(1)).await.unwrap_err();
     assert!(matches!(error, Error::Sink { ref sink, .. } if sink == "failing"));
     assert_eq!(error.kind(), ErrorKind::Unavailable, "the sink's kind");
     // The record is durable in the log regardless.
@@ -249,8 +249,8 @@ fn sink_policy_fails_closed_on_the_log_and_on_required_sinks_only() {
     assert_eq!(log.head().0, 5);
 }
 
-#[test]
-fn an_auditor_commits_a_batch_in_one_sync_and_gives_each_sink_its_own_receipt() {
+#[tokio::test]
+async fn an_auditor_commits_a_batch_in_one_sync_and_gives_each_sink_its_own_receipt() {
     let dir = TempDir::new("auditor-batch");
     let log =
         Arc::new(AuditLog::create(dir.path(), common::signer(), LogConfig::default()).unwrap());
@@ -258,7 +258,7 @@ fn an_auditor_commits_a_batch_in_one_sync_and_gives_each_sink_its_own_receipt() 
     let auditor =
         Auditor::new(log.clone()).with_sink(Box::new(memory.clone()), SinkPolicy::Required);
     let sent: Vec<Record> = (0..5).map(record).collect();
-    let last = auditor.record_all(sent.clone()).unwrap().unwrap();
+    let last = auditor.record_all(sent.clone()).await.unwrap().unwrap();
     // create: 1 checkpoint line; the batch: 5 records and one checkpoint.
     assert_eq!(log.head().0, 7, "one commit for the whole batch");
     let delivered = memory.records();
@@ -273,7 +273,7 @@ fn an_auditor_commits_a_batch_in_one_sync_and_gives_each_sink_its_own_receipt() 
         assert_eq!(next.prev, hash, "each record's own chain hash");
     }
     assert_eq!(delivered.last().map(|(r, _)| *r), Some(last));
-    assert_eq!(auditor.record_all(Vec::new()).unwrap(), None);
+    assert_eq!(auditor.record_all(Vec::new()).await.unwrap(), None);
 }
 
 #[test]

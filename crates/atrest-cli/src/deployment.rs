@@ -561,17 +561,17 @@ impl Deployment {
     fn create_tenant_keys(&mut self, tenant: TenantId, keys: &TenantKeys) -> Result<(), Error> {
         let customer_keys = match keys {
             TenantKeys::ServiceManaged => {
-                let _ = self.files.keys().create_service_tenant(tenant)?;
+                let _ = block_on(self.files.keys().create_service_tenant(tenant))?;
                 return Ok(());
             }
             TenantKeys::CustomerKeyAt { keys } => keys.clone(),
             TenantKeys::CustomerKey { keys, generate } => self.configure_tokens(keys, *generate)?,
         };
-        match self
-            .files
-            .keys()
-            .create_customer_key_tenant(tenant, customer_keys)
-        {
+        match block_on(
+            self.files
+                .keys()
+                .create_customer_key_tenant(tenant, customer_keys),
+        ) {
             Ok(_) => Ok(()),
             // A key the token does not hold: nothing to refuse yet, the
             // operator named a key that is not there.
@@ -615,8 +615,13 @@ impl Deployment {
                 let pin = std::env::var(&token.pin_env).map_err(|_| Error::PinNotSet {
                     variable: token.pin_env.clone(),
                 })?;
-                let opened = Pkcs11Keys::open(&token.name, &token.module, &token.token, &pin)?;
-                refs.push(opened.generate_key(label)?);
+                let opened = block_on(Pkcs11Keys::open(
+                    &token.name,
+                    &token.module,
+                    &token.token,
+                    &pin,
+                ))?;
+                refs.push(block_on(opened.generate_key(label))?);
             } else {
                 refs.push(RootKeyRef::new(token.name.clone(), label.clone(), 1)?);
             }
@@ -702,16 +707,13 @@ impl Deployment {
     /// [`Error::UnknownTenant`]; key store errors.
     pub fn tenant_summary(&self, name: &str) -> Result<TenantSummary, Error> {
         let id = self.tenant_id(name)?;
-        let record = self.files.keys().tenant(id)?;
+        let record = block_on(self.files.keys().tenant(id))?;
         let mut counts = std::collections::BTreeMap::<u32, u64>::new();
         for file in block_on(self.catalog.records(id))? {
             *counts.entry(u32::from(file.tik_version())).or_default() += 1;
         }
         let current = u32::from(record.current_tik);
-        let tik_versions: Vec<_> = self
-            .files
-            .keys()
-            .tik_versions(id)?
+        let tik_versions: Vec<_> = block_on(self.files.keys().tik_versions(id))?
             .into_iter()
             .map(|version| {
                 let version = u32::from(version);
@@ -969,7 +971,7 @@ impl Deployment {
         };
         let mut listings = Vec::new();
         for (tenant, id) in tenants {
-            let readable = self.files.keys().tenant(id)?.state == TenantState::Active;
+            let readable = block_on(self.files.keys().tenant(id))?.state == TenantState::Active;
             for record in block_on(self.catalog.records(id))? {
                 listings.push(Listing::new(&tenant, &record, readable));
             }
@@ -1015,7 +1017,7 @@ impl Deployment {
         let version = block_on(RootKeyProvider::current_version(&*self.service, label))?;
         let old = RootKeyRef::new(SERVICE_PROVIDER, label, version)?;
         let new = block_on(self.service.roll_key(label))?;
-        let report = self.files.keys().roll_root_key(&old, &new)?;
+        let report = block_on(self.files.keys().roll_root_key(&old, &new))?;
         block_on(self.service.destroy_version(&old))?;
         Ok((new, report))
     }
@@ -1028,7 +1030,7 @@ impl Deployment {
     /// keys; key errors (it is not a customer key).
     pub fn revoke(&self, tenant: &str, key: &str) -> Result<(), Error> {
         let tenant_id = self.tenant_id(tenant)?;
-        let record = self.files.keys().tenant(tenant_id)?;
+        let record = block_on(self.files.keys().tenant(tenant_id))?;
         let wanted: RootKeyRef = key.parse()?;
         let found = record
             .slots
@@ -1042,7 +1044,7 @@ impl Deployment {
         named(
             tenant,
             tenant_id,
-            self.files.keys().revoke_customer_key(tenant_id, found),
+            block_on(self.files.keys().revoke_customer_key(tenant_id, found)),
         )
     }
 
@@ -1054,7 +1056,11 @@ impl Deployment {
     /// [`Error::UnknownTenant`]; key and store errors.
     pub fn purge(&self, tenant: &str) -> Result<u64, Error> {
         let tenant_id = self.tenant_id(tenant)?;
-        named(tenant, tenant_id, self.files.keys().purge(tenant_id))
+        named(
+            tenant,
+            tenant_id,
+            block_on(self.files.keys().purge(tenant_id)),
+        )
     }
 
     /// Removes what interrupted uploads left behind: uploads begun more than
@@ -1178,7 +1184,7 @@ impl Deployment {
         if let Some(request) = request {
             record = record.request(Text::lossy(request));
         }
-        let _ = self.log.record(record)?;
+        let _ = block_on(self.log.record(record))?;
         Ok(())
     }
 

@@ -1335,7 +1335,7 @@ fn small_things_an_operator_sees() {
         )
         .unwrap();
         let id = deployment.tenant_id("contoso").unwrap();
-        deployment.files().keys().roll_tik(id).unwrap();
+        atrest::tenant::blocking::block_on(deployment.files().keys().roll_tik(id)).unwrap();
     }
     let shown = cli.json(&["tenant", "show", "contoso"]);
     assert_eq!(shown["rotation_unfinished"], true, "{shown}");

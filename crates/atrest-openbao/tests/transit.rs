@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use atrest_audit::{Event, Outcome};
 use atrest_filekey::{FileContext, OsRng, TenantId, WrappedFileKey};
 use atrest_openbao::{Credentials, TransitKeys};
+use atrest_tenant::blocking::block_on;
 use atrest_tenant::{Error, KeyHierarchy, KeyMaterial, ProviderError, RootKeyProvider, TikBinding};
 use common::{Collected, Deployment, Server, TempDir, USER, context};
 
@@ -167,18 +168,18 @@ fn the_service_root_key_in_transit_rotates_and_old_versions_retire() {
     );
 
     let tenant = TenantId::random(&mut OsRng).unwrap();
-    let record = hierarchy.create_service_tenant(tenant).unwrap();
+    let record = block_on(hierarchy.create_service_tenant(tenant)).unwrap();
     assert_eq!(record.slots[0].key, v1);
     let mut files = Vec::new();
     for _ in 0..3 {
         let ctx = context(tenant);
-        let (key, wrapped) = hierarchy.new_file_key(&USER, &ctx).unwrap();
+        let (key, wrapped) = block_on(hierarchy.new_file_key(&USER, &ctx)).unwrap();
         files.push((ctx, wrapped, *key.expose_secret()));
     }
     let check = |hierarchy: &KeyHierarchy| {
         hierarchy.flush_cache();
         for (ctx, wrapped, key) in &files {
-            let released = hierarchy.release_file_key(&USER, ctx, wrapped).unwrap();
+            let released = block_on(hierarchy.release_file_key(&USER, ctx, wrapped)).unwrap();
             assert_eq!(released.expose_secret(), key);
         }
     };
@@ -191,14 +192,17 @@ fn the_service_root_key_in_transit_rotates_and_old_versions_retire() {
     let v2 = kms.rotate_key("service-root").unwrap();
     assert_eq!(v2.version(), 2);
     assert_eq!(kms.current_version("service-root").unwrap(), 2);
-    let rolled = hierarchy.roll_root_key(&v1, &v2).unwrap();
+    let rolled = block_on(hierarchy.roll_root_key(&v1, &v2)).unwrap();
     assert_eq!((rolled.tenants, rolled.tik_versions), (1, 1));
-    assert_eq!(hierarchy.tenant(tenant).unwrap().slots[0].key, v2);
+    assert_eq!(block_on(hierarchy.tenant(tenant)).unwrap().slots[0].key, v2);
     check(&hierarchy);
     // New tenants use the new version.
     let other = TenantId::random(&mut OsRng).unwrap();
     assert_eq!(
-        hierarchy.create_service_tenant(other).unwrap().slots[0].key,
+        block_on(hierarchy.create_service_tenant(other))
+            .unwrap()
+            .slots[0]
+            .key,
         v2
     );
 
@@ -252,7 +256,7 @@ impl CustomerWorld {
         let (hierarchy, admin) = deployment.hierarchy(&providers, ("service", "root"), ttl, &audit);
         let tenant = TenantId::random(&mut OsRng).unwrap();
         let keys = [0, 1].map(|i| providers[i].key_ref("contoso", 1).unwrap());
-        let _ = hierarchy.create_customer_key_tenant(tenant, keys).unwrap();
+        let _ = block_on(hierarchy.create_customer_key_tenant(tenant, keys)).unwrap();
         Self {
             server,
             mounts,
@@ -284,10 +288,10 @@ fn customer_keys_in_transit_refusals_never_reach_the_availability_key() {
     let world = CustomerWorld::new("customer", Duration::from_secs(60));
     let hierarchy = &world.hierarchy;
     let ctx = context(world.tenant);
-    let (key, wrapped) = hierarchy.new_file_key(&USER, &ctx).unwrap();
+    let (key, wrapped) = block_on(hierarchy.new_file_key(&USER, &ctx)).unwrap();
     let release = || {
         hierarchy.flush_cache();
-        hierarchy.release_file_key(&USER, &ctx, &wrapped)
+        block_on(hierarchy.release_file_key(&USER, &ctx, &wrapped))
     };
     assert_eq!(release().unwrap().expose_secret(), key.expose_secret());
 
@@ -315,10 +319,10 @@ fn customer_keys_in_transit_refusals_never_reach_the_availability_key() {
     let scan = world.admin.capability("scan");
     let system = atrest_tenant::Access::System(&scan);
     hierarchy.flush_cache();
-    assert!(hierarchy.release_file_key(&system, &ctx, &wrapped).is_ok());
+    assert!(block_on(hierarchy.release_file_key(&system, &ctx, &wrapped)).is_ok());
     assert_eq!(fallbacks(&world.audit), 1);
     // And that did not warm the cache for users.
-    assert!(hierarchy.release_file_key(&USER, &ctx, &wrapped).is_err());
+    assert!(block_on(hierarchy.release_file_key(&USER, &ctx, &wrapped)).is_err());
     assert_eq!(user_fallbacks(&world.audit), 0);
 }
 
@@ -326,7 +330,7 @@ fn customer_keys_in_transit_refusals_never_reach_the_availability_key() {
 fn an_unreachable_or_silent_server_falls_back_to_the_availability_key() {
     let world = CustomerWorld::new("unreachable", Duration::from_secs(60));
     let ctx = context(world.tenant);
-    let (key, wrapped) = world.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    let (key, wrapped) = block_on(world.hierarchy.new_file_key(&USER, &ctx)).unwrap();
     let token_file = world.dir.path().join("contoso-0.token");
 
     // A closed port: connection refused.
@@ -378,7 +382,7 @@ fn an_unreachable_or_silent_server_falls_back_to_the_availability_key() {
     // Through the hierarchy: both unavailable, so the availability key
     // serves the user, and the fallback is audited.
     let (hierarchy, audit) = world.with_providers(&down);
-    let released = hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
+    let released = block_on(hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
     assert_eq!(released.expose_secret(), key.expose_secret());
     assert_eq!(user_fallbacks(&audit), 1);
     drop(silent);
@@ -388,7 +392,7 @@ fn an_unreachable_or_silent_server_falls_back_to_the_availability_key() {
 fn a_token_whose_policy_lacks_decrypt_is_refused() {
     let world = CustomerWorld::new("no-decrypt", Duration::from_secs(60));
     let ctx = context(world.tenant);
-    let (_, wrapped) = world.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    let (_, wrapped) = block_on(world.hierarchy.new_file_key(&USER, &ctx)).unwrap();
 
     // Both customers replace the service's token by one that may read and
     // encrypt, but not decrypt.
@@ -410,7 +414,7 @@ fn a_token_whose_policy_lacks_decrypt_is_refused() {
         "{denied:?}"
     );
     let (hierarchy, audit) = world.with_providers(&providers);
-    let refused = hierarchy.release_file_key(&USER, &ctx, &wrapped);
+    let refused = block_on(hierarchy.release_file_key(&USER, &ctx, &wrapped));
     assert!(
         matches!(
             refused,
@@ -499,7 +503,7 @@ fn fresh_process_is_refused(dir: &std::path::Path) {
         fields[2].parse::<u64>().unwrap().try_into().unwrap(),
     );
     let wrapped = WrappedFileKey::from_bytes(&hex::decode(fields[3]).unwrap()).unwrap();
-    let refused = hierarchy.release_file_key(&USER, &ctx, &wrapped);
+    let refused = block_on(hierarchy.release_file_key(&USER, &ctx, &wrapped));
     assert!(
         matches!(
             refused,
@@ -521,7 +525,7 @@ fn revocation_lag_is_bounded_by_each_process_cache_ttl() {
     std::fs::write(world.dir.path().join("mounts"), world.mounts.join("\n")).unwrap();
     let hierarchy = &world.hierarchy;
     let ctx = context(world.tenant);
-    let (key, wrapped) = hierarchy.new_file_key(&USER, &ctx).unwrap();
+    let (key, wrapped) = block_on(hierarchy.new_file_key(&USER, &ctx)).unwrap();
     std::fs::write(
         world.dir.path().join("file"),
         format!(
@@ -537,7 +541,7 @@ fn revocation_lag_is_bounded_by_each_process_cache_ttl() {
     // Process A caches the tenant's TIK.
     hierarchy.flush_cache();
     let cached_at = Instant::now();
-    assert!(hierarchy.release_file_key(&USER, &ctx, &wrapped).is_ok());
+    assert!(block_on(hierarchy.release_file_key(&USER, &ctx, &wrapped)).is_ok());
 
     // The customer revokes at OpenBao: both keys' version 1 retired.
     for mount in &world.mounts {
@@ -547,7 +551,7 @@ fn revocation_lag_is_bounded_by_each_process_cache_ttl() {
         world.server.set_min_decryption_version(mount, "contoso", 2);
     }
     // A still serves from its cache.
-    let served = hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
+    let served = block_on(hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
     assert_eq!(served.expose_secret(), key.expose_secret());
     assert!(
         cached_at.elapsed() < ttl,
@@ -574,7 +578,7 @@ fn revocation_lag_is_bounded_by_each_process_cache_ttl() {
 
     // Once its TTL expired, A is refused too, never by the availability key.
     std::thread::sleep(ttl.saturating_sub(cached_at.elapsed()) + Duration::from_millis(100));
-    let refused = hierarchy.release_file_key(&USER, &ctx, &wrapped);
+    let refused = block_on(hierarchy.release_file_key(&USER, &ctx, &wrapped));
     assert!(
         matches!(
             refused,

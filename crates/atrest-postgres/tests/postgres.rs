@@ -256,14 +256,14 @@ fn the_key_hierarchy_runs_end_to_end_and_refuses_edited_rows() {
     }
     // Roll, re-wrap, retire: every file still opens, under the new version.
     for tenant in [world.a, world.c] {
-        let first = keys.tenant(tenant).unwrap().current_tik;
-        let second = keys.roll_tik(tenant).unwrap();
+        let first = block_on(keys.tenant(tenant)).unwrap().current_tik;
+        let second = block_on(keys.roll_tik(tenant)).unwrap();
         let refused = files.retire_tik(tenant, first).unwrap_err();
         assert_eq!(refused.kind(), ErrorKind::Conflict, "in use: {refused}");
         let report = files.rewrap(tenant, 2, &mut |_| {}).unwrap();
         assert_eq!(report.rewrapped, 3);
         assert_eq!(files.retire_unused_tiks(tenant).unwrap(), vec![first]);
-        assert_eq!(keys.tik_versions(tenant).unwrap(), vec![second]);
+        assert_eq!(block_on(keys.tik_versions(tenant)).unwrap(), vec![second]);
         for i in 0..3u8 {
             let (record, out) = files
                 .open(&ALICE, tenant, &format!("doc-{i}"), None, Vec::new())
@@ -282,14 +282,14 @@ fn the_key_hierarchy_runs_end_to_end_and_refuses_edited_rows() {
     // Revocation: one customer key revoked, the other still releases; both
     // revoked, user requests are refused.
     let [key_a, key_b] = customer_keys();
-    keys.revoke_customer_key(world.c, &key_a).unwrap();
+    block_on(keys.revoke_customer_key(world.c, &key_a)).unwrap();
     keys.flush_cache();
     assert!(
         files
             .open(&ALICE, world.c, "doc-0", None, Vec::new())
             .is_ok()
     );
-    keys.revoke_customer_key(world.c, &key_b).unwrap();
+    block_on(keys.revoke_customer_key(world.c, &key_b)).unwrap();
     keys.flush_cache();
     let refused = files
         .open(&ALICE, world.c, "doc-0", None, Vec::new())
@@ -303,7 +303,7 @@ fn the_key_hierarchy_runs_end_to_end_and_refuses_edited_rows() {
     // longer matches its tag, and is refused.
     database.exec("UPDATE atrest_root_key_slots SET revoked = false");
     keys.flush_cache();
-    let tampered = keys.tenant(world.c).unwrap_err();
+    let tampered = block_on(keys.tenant(world.c)).unwrap_err();
     assert!(
         matches!(tampered, Error::Tampered { tenant, .. } if tenant == world.c),
         "{tampered}"
@@ -329,7 +329,7 @@ fn the_key_hierarchy_runs_end_to_end_and_refuses_edited_rows() {
 
     // Purge: every wrap of the tenant is gone from the database, and none
     // of its files opens.
-    let destroyed = keys.purge(world.a).unwrap();
+    let destroyed = block_on(keys.purge(world.a)).unwrap();
     assert_eq!(destroyed, 1);
     let hex_a: String = world
         .a

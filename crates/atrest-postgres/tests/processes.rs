@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use atrest::ErrorKind;
 use atrest::blobs::BlobStore;
+use atrest_tenant::blocking::block_on;
 use common::{ALICE, TempDir, TestDatabase, World};
 
 const CHILD_DIR: &str = "ATREST_PG_CHILD_DIR";
@@ -88,7 +89,10 @@ fn rotation_child() {
         }
         let tenant = if round % 2 == 0 { world.a } else { world.c };
         match (child + round) % 3 {
-            0 => allow_conflict(world.keys.roll_tik(tenant).map_err(Into::into), "roll"),
+            0 => allow_conflict(
+                block_on(world.keys.roll_tik(tenant)).map_err(Into::into),
+                "roll",
+            ),
             1 => allow_conflict(world.files.rewrap(tenant, 4, &mut |_| {}), "rewrap"),
             _ => allow_conflict(world.files.retire_unused_tiks(tenant), "retire"),
         }
@@ -140,13 +144,16 @@ fn processes_rotating_and_sealing_at_once_lose_nothing() {
     println!("rotation steps: {done} done, {lost} lost a race");
     world.keys.flush_cache();
     for tenant in [world.a, world.c] {
-        assert!(u32::from(world.keys.tenant(tenant).unwrap().current_tik) > 1);
+        assert!(u32::from(block_on(world.keys.tenant(tenant)).unwrap().current_tik) > 1);
     }
 
     // Finish the rotation, then check every record.
     for tenant in [world.a, world.c] {
         let (current, _, _) = world.files.rotate_tik(tenant, 50, &mut |_| {}).unwrap();
-        assert_eq!(world.keys.tik_versions(tenant).unwrap(), vec![current]);
+        assert_eq!(
+            block_on(world.keys.tik_versions(tenant)).unwrap(),
+            vec![current]
+        );
         for record in block_on_records(&world, tenant) {
             assert_eq!(record.tik_version(), current, "{}", record.name);
         }
@@ -203,13 +210,11 @@ fn processes_rotating_and_sealing_at_once_lose_nothing() {
 }
 
 fn block_on_records(world: &World, tenant: atrest_filekey::TenantId) -> Vec<atrest::FileRecord> {
-    atrest_tenant::blocking::block_on(atrest::Catalog::records(world.catalog.as_ref(), tenant))
-        .unwrap()
+    block_on(atrest::Catalog::records(world.catalog.as_ref(), tenant)).unwrap()
 }
 
 fn block_on_in_progress(world: &World) -> Vec<atrest::catalog::SealInProgress> {
-    atrest_tenant::blocking::block_on(atrest::Catalog::seals_in_progress(world.catalog.as_ref()))
-        .unwrap()
+    block_on(atrest::Catalog::seals_in_progress(world.catalog.as_ref())).unwrap()
 }
 
 /// `child-<c>/round-<r>`.

@@ -10,7 +10,6 @@ use atrest_filekey::{
     FileContext, FileKey, Kek, KeyId, KeyVersion, OsRng, TenantId, WrappedFileKey,
 };
 
-use crate::blocking::block_on;
 use crate::policy::{Administration, Issuer, SystemCapability};
 use crate::store::{
     Rewrapped, RootKeySlot, SlotRole, TagUpdate, TenantKind, TenantRecord, TenantState, TikWrap,
@@ -324,11 +323,16 @@ impl KeyHierarchy {
 
     // ----- audit -------------------------------------------------------
 
-    fn record(&self, entry: &TenantEntry, event: Event, outcome: Outcome) -> Result<(), Error> {
+    async fn record(
+        &self,
+        entry: &TenantEntry,
+        event: Event,
+        outcome: Outcome,
+    ) -> Result<(), Error> {
         let record = Record::new(self.actor.clone(), event)
             .tenant(entry.tenant_text.clone())
             .outcome(outcome);
-        let _ = self.audit.record(record)?;
+        let _ = self.audit.record(record).await?;
         Ok(())
     }
 
@@ -404,7 +408,8 @@ impl KeyHierarchy {
             Ok(key) => Ok(Self::entry_from(record, Some(Arc::new(key)))),
             Err(error @ (Error::Tampered { .. } | Error::TenantKeyMissing(_))) => {
                 let entry = Self::entry_from(record, None);
-                self.record(&entry, Event::MetadataRejected {}, Self::failed(&error))?;
+                self.record(&entry, Event::MetadataRejected {}, Self::failed(&error))
+                    .await?;
                 Err(error)
             }
             Err(error) => Err(error),
@@ -461,7 +466,7 @@ impl KeyHierarchy {
     /// # Errors
     /// [`Error::UnknownTenant`]; [`Error::Tampered`] if the record was
     /// edited; [`Error::TenantKeyMissing`]; [`Error::Store`].
-    pub async fn tenant_async(&self, tenant: TenantId) -> Result<TenantRecord, Error> {
+    pub async fn tenant(&self, tenant: TenantId) -> Result<TenantRecord, Error> {
         Ok(self.load_entry(tenant).await?.record)
     }
 
@@ -470,8 +475,8 @@ impl KeyHierarchy {
     /// tenant, name and version with it).
     ///
     /// # Errors
-    /// [`Error::Purged`]; as for [`KeyHierarchy::tenant_async`].
-    pub async fn metadata_key_async(&self, tenant: TenantId) -> Result<Arc<MetadataKey>, Error> {
+    /// [`Error::Purged`]; as for [`KeyHierarchy::tenant`].
+    pub async fn metadata_key(&self, tenant: TenantId) -> Result<Arc<MetadataKey>, Error> {
         let entry = self.tenant_entry(tenant).await?;
         entry.metadata.clone().ok_or(Error::Purged(tenant))
     }
@@ -480,7 +485,7 @@ impl KeyHierarchy {
     ///
     /// # Errors
     /// [`Error::Store`].
-    pub async fn tik_versions_async(&self, tenant: TenantId) -> Result<Vec<KeyVersion>, Error> {
+    pub async fn tik_versions(&self, tenant: TenantId) -> Result<Vec<KeyVersion>, Error> {
         self.store.tik_versions(tenant).await
     }
 
@@ -488,7 +493,7 @@ impl KeyHierarchy {
     ///
     /// # Errors
     /// [`Error::Store`].
-    pub async fn tenants_async(&self) -> Result<Vec<TenantId>, Error> {
+    pub async fn tenants(&self) -> Result<Vec<TenantId>, Error> {
         self.store.tenants().await
     }
 
@@ -732,7 +737,8 @@ impl KeyHierarchy {
                 operation: Text::lossy(operation),
             },
             outcome,
-        )?;
+        )
+        .await?;
         // Cache only what user requests may use too.
         Ok((result?, all_unavailable))
     }
@@ -829,7 +835,8 @@ impl KeyHierarchy {
                 previous_version: None,
             },
             Outcome::Success,
-        )?;
+        )
+        .await?;
         Ok(record)
     }
 
@@ -840,10 +847,7 @@ impl KeyHierarchy {
     /// [`Error::TenantExists`]; [`Error::Misuse`] if no service root key is
     /// configured; [`Error::RootKey`] if it cannot wrap; [`Error::Store`];
     /// [`Error::Audit`].
-    pub async fn create_service_tenant_async(
-        &self,
-        tenant: TenantId,
-    ) -> Result<TenantRecord, Error> {
+    pub async fn create_service_tenant(&self, tenant: TenantId) -> Result<TenantRecord, Error> {
         let key = self
             .current_key(
                 self.service_root.as_ref(),
@@ -866,7 +870,7 @@ impl KeyHierarchy {
     /// As for [`KeyHierarchy::create_service_tenant`]; [`Error::Misuse`] if
     /// the two customer keys are the same or no availability key is
     /// configured.
-    pub async fn create_customer_key_tenant_async(
+    pub async fn create_customer_key_tenant(
         &self,
         tenant: TenantId,
         customer_keys: [RootKeyRef; 2],
@@ -925,7 +929,7 @@ impl KeyHierarchy {
     /// [`Error::UnknownTenant`]; [`Error::Purged`]; [`Error::Revoked`] or
     /// [`Error::RootKey`] if the TIK cannot be unwrapped (see [`Access`]);
     /// [`Error::Audit`] (then no key is returned).
-    pub async fn new_file_key_async(
+    pub async fn new_file_key(
         &self,
         access: &Access<'_>,
         context: &FileContext,
@@ -943,7 +947,7 @@ impl KeyHierarchy {
             let outcome = Outcome::Denied {
                 reason: Text::lossy(&reason),
             };
-            self.record(&entry, event, outcome)?;
+            self.record(&entry, event, outcome).await?;
             return Err(Error::Denied { reason });
         }
         let version = entry.record.current_tik;
@@ -957,11 +961,11 @@ impl KeyHierarchy {
         };
         match result {
             Ok(pair) => {
-                self.record(&entry, event, Outcome::Success)?;
+                self.record(&entry, event, Outcome::Success).await?;
                 Ok(pair)
             }
             Err(error) => {
-                self.record(&entry, event, Self::failed(&error))?;
+                self.record(&entry, event, Self::failed(&error)).await?;
                 Err(error)
             }
         }
@@ -979,7 +983,7 @@ impl KeyHierarchy {
     /// unwrapped; [`Error::FileKey`] if the wrapped key does not
     /// authenticate for `context`; [`Error::UnknownTenant`],
     /// [`Error::UnknownTikVersion`], [`Error::Store`], [`Error::Audit`].
-    pub async fn release_file_key_async(
+    pub async fn release_file_key(
         &self,
         access: &Access<'_>,
         context: &FileContext,
@@ -1000,7 +1004,7 @@ impl KeyHierarchy {
                 )
                 .tenant(Text::lossy(context.tenant.to_string()))
                 .outcome(Self::failed(&error));
-                let _ = self.audit.record(record)?;
+                let _ = self.audit.record(record).await?;
                 return Err(error);
             }
         };
@@ -1027,7 +1031,7 @@ impl KeyHierarchy {
                     kek: Self::tik_ref(&entry, wrapped.kek_version()),
                     principal,
                 };
-                self.record(&entry, event, Outcome::Success)?;
+                self.record(&entry, event, Outcome::Success).await?;
                 Ok(key)
             }
             Err(Error::Denied { reason }) => {
@@ -1035,422 +1039,15 @@ impl KeyHierarchy {
                 let outcome = Outcome::Denied {
                     reason: Text::lossy(reason.as_str()),
                 };
-                self.record(&entry, event, outcome)?;
+                self.record(&entry, event, outcome).await?;
                 Err(Error::Denied { reason })
             }
             Err(error) => {
                 let event = Event::ReleaseDenied { file, principal };
-                self.record(&entry, event, Self::failed(&error))?;
+                self.record(&entry, event, Self::failed(&error)).await?;
                 Err(error)
             }
         }
-    }
-
-    // ----- rotation ----------------------------------------------------
-
-    /// Rolls the tenant's TIK: a new version, wrapped under every root key
-    /// of the tenant, becomes current. New file keys are wrapped under it;
-    /// existing wrapped file keys keep working under their version until
-    /// [`KeyHierarchy::rewrap_file_keys`] moves them.
-    ///
-    /// # Errors
-    /// [`Error::Purged`]; [`Error::RootKey`] if a root key cannot wrap;
-    /// [`Error::Store`] (also if another roll won the race); [`Error::Audit`].
-    pub async fn roll_tik_async(&self, tenant: TenantId) -> Result<KeyVersion, Error> {
-        let entry = self.load_entry(tenant).await?;
-        let record = &entry.record;
-        if record.state == TenantState::Purged {
-            return Err(Error::Purged(tenant));
-        }
-        let previous = record.current_tik;
-        let next = self
-            .store
-            .tik_versions(tenant)
-            .await?
-            .into_iter()
-            .max()
-            .unwrap_or(previous)
-            .max(previous)
-            .next()
-            .ok_or(Error::Misuse("the TIK version counter is exhausted"))?;
-        let seed = KeyMaterial::generate()?;
-        let wraps = record
-            .slots
-            .iter()
-            .zip(0u8..)
-            .map(|(slot, index)| self.wrap_tik(record, next, index, &slot.key, &seed))
-            .collect::<Vec<_>>();
-        let wraps = join_all(wraps).await?;
-        let rolled = TenantRecord {
-            current_tik: next,
-            ..record.clone()
-        };
-        let tag = Self::retag(&entry, &rolled)?;
-        self.store
-            .add_tik_version(tenant, previous, &wraps, &tag)
-            .await?;
-        self.flush_tenant(tenant);
-        self.record(
-            &entry,
-            Event::TikRolled {
-                tik: Self::tik_ref(&entry, next),
-                previous_version: Some(u32::from(previous)),
-            },
-            Outcome::Success,
-        )?;
-        Ok(next)
-    }
-
-    /// Re-wraps every wrapped file key of `tenant` that is under an older
-    /// TIK version so it is under the current one, `batch_size` keys per
-    /// transaction of `index`, calling `progress` after each batch.
-    ///
-    /// Resumable: each batch commits on its own, and a re-wrap that stopped
-    /// (crash, error) picks up what is still under older versions when run
-    /// again. Keys changed concurrently are left alone by
-    /// [`WrappedKeyIndex::replace`]. Each batch is audited as
-    /// `file_keys_rewrapped`. Runs as a system operation.
-    ///
-    /// # Errors
-    /// Those of [`KeyHierarchy::release_file_key`] for any key that cannot
-    /// be unwrapped (the batch is then not written); [`Error::Store`];
-    /// [`Error::Audit`].
-    pub async fn rewrap_file_keys_async(
-        &self,
-        tenant: TenantId,
-        index: &dyn WrappedKeyIndex,
-        batch_size: usize,
-        progress: &mut dyn FnMut(RewrapProgress),
-    ) -> Result<RewrapReport, Error> {
-        let capability = SystemCapability::issued(&self.issuer, "rewrap");
-        let access = Access::System(&capability);
-        self.flush_tenant(tenant);
-        let entry = self.tenant_entry(tenant).await?;
-        let current = entry.record.current_tik;
-        let total = index.count_older_than(tenant, current).await?;
-        let current_tik = self.tik(&entry, current, &access).await?;
-        let mut report = RewrapReport {
-            tik_version: current,
-            rewrapped: 0,
-            batches: 0,
-        };
-        progress(RewrapProgress { done: 0, total });
-        loop {
-            let batch = index.older_than(tenant, current, batch_size.max(1)).await?;
-            if batch.is_empty() {
-                return Ok(report);
-            }
-            let mut rewrapped = Vec::with_capacity(batch.len());
-            for (context, old) in batch {
-                if context.tenant != tenant || old.kek_id() != entry.record.tik_id {
-                    return Err(Error::WrongTenant(tenant));
-                }
-                let key = self
-                    .tik(&entry, old.kek_version(), &access)
-                    .await?
-                    .unwrap(&old, &context)?;
-                let new = current_tik.wrap(&key, &context, &mut OsRng)?;
-                rewrapped.push(Rewrapped { context, old, new });
-            }
-            let replaced = index.replace(&rewrapped).await?;
-            if replaced == 0 {
-                return Err(Error::Conflict(
-                    "re-wrap made no progress: the index replaced no key of a batch",
-                ));
-            }
-            report.rewrapped += replaced;
-            report.batches += 1;
-            self.record(
-                &entry,
-                Event::FileKeysRewrapped {
-                    tik: Self::tik_ref(&entry, current),
-                    count: replaced,
-                },
-                Outcome::Success,
-            )?;
-            progress(RewrapProgress {
-                done: report.rewrapped,
-                total: total.max(report.rewrapped),
-            });
-        }
-    }
-
-    /// Retires (destroys) an old TIK version once no wrapped file key in
-    /// `index` refers to it and it is not the current version.
-    ///
-    /// The index is asked to claim the version first
-    /// ([`WrappedKeyIndex::claim_retirement`]), atomically with the keys it
-    /// stores: a file key that another process, whose cached metadata still
-    /// names this version as current, wraps under it afterwards is refused
-    /// by the index rather than left under a destroyed version.
-    ///
-    /// # Errors
-    /// [`Error::TikInUse`]; [`Error::UnknownTikVersion`];
-    /// [`Error::Store`]; [`Error::Audit`].
-    pub async fn retire_tik_async(
-        &self,
-        tenant: TenantId,
-        version: KeyVersion,
-        index: &dyn WrappedKeyIndex,
-    ) -> Result<(), Error> {
-        let record = self.tenant_async(tenant).await?;
-        if !self.store.tik_versions(tenant).await?.contains(&version) {
-            return Err(Error::UnknownTikVersion { tenant, version });
-        }
-        let is_current = record.current_tik == version;
-        let references = if is_current {
-            0
-        } else {
-            index.claim_retirement(tenant, version).await?
-        };
-        if references > 0 || is_current {
-            return Err(Error::TikInUse {
-                tenant,
-                version,
-                references,
-                is_current,
-            });
-        }
-        self.store.retire_tik_version(tenant, version).await?;
-        self.flush_tenant(tenant);
-        let entry = Self::entry_from(record, None);
-        self.record(
-            &entry,
-            Event::TikRetired {
-                tik: Self::tik_ref(&entry, version),
-            },
-            Outcome::Success,
-        )
-    }
-
-    /// Rolls a root key: every TIK version wrapped under `from` (in any
-    /// tenant) is re-wrapped under `to`, one transaction per tenant. No file
-    /// key and no data is touched. For the service's keys, make `to` with
-    /// `ServiceKeys::roll_key` first; for a customer key, the customer makes
-    /// the new key in their HSM.
-    ///
-    /// The TIK material is recovered through `from` (or, failing that,
-    /// under the system-operation rules). Each tenant is audited as
-    /// `root_key_rolled`.
-    ///
-    /// # Errors
-    /// [`Error::RootKey`] if the TIK cannot be recovered or `to` cannot
-    /// wrap; [`Error::Store`]; [`Error::Audit`]. Tenants already done stay
-    /// done; running it again finishes the rest.
-    pub async fn roll_root_key_async(
-        &self,
-        from: &RootKeyRef,
-        to: &RootKeyRef,
-    ) -> Result<RootRollReport, Error> {
-        let mut report = RootRollReport::default();
-        for tenant in self.store.tenants().await? {
-            let mut entry = self.load_entry(tenant).await?;
-            let record = entry.record.clone();
-            if record.state == TenantState::Purged {
-                continue;
-            }
-            let slots: Vec<u8> = record
-                .slots
-                .iter()
-                .zip(0u8..)
-                .filter(|(slot, _)| slot.key == *from)
-                .map(|(_, index)| index)
-                .collect();
-            if slots.is_empty() {
-                continue;
-            }
-            let versions = self.store.tik_versions(tenant).await?;
-            for slot in slots {
-                let mut wraps = Vec::with_capacity(versions.len());
-                for version in &versions {
-                    let seed = self.tik_material(&entry, *version, slot).await?;
-                    wraps.push(
-                        self.wrap_tik(&entry.record, *version, slot, to, &seed)
-                            .await?,
-                    );
-                }
-                let mut next = entry.record.clone();
-                if let Some(moved) = next.slots.get_mut(usize::from(slot)) {
-                    moved.key = to.clone();
-                }
-                let tag = Self::retag(&entry, &next)?;
-                self.store
-                    .replace_root_key(tenant, slot, to, &wraps, &tag)
-                    .await?;
-                next.tag = Some(tag.next);
-                entry.record = next;
-            }
-            self.flush_tenant(tenant);
-            report.tenants += 1;
-            report.tik_versions += versions.len() as u64;
-            self.record(
-                &entry,
-                Event::RootKeyRolled {
-                    root_key: Self::root_ref(to),
-                    tik_versions: versions.len() as u64,
-                },
-                Outcome::Success,
-            )?;
-        }
-        Ok(report)
-    }
-
-    /// A TIK version's seed (what the root keys wrap), through slot `slot`
-    /// first, else by the system-operation rules.
-    async fn tik_material(
-        &self,
-        entry: &TenantEntry,
-        version: KeyVersion,
-        slot: u8,
-    ) -> Result<KeyMaterial, Error> {
-        let wraps = self.store.tik_wraps(entry.record.tenant, version).await?;
-        if let Some(wrap) = wraps.iter().find(|wrap| wrap.slot == slot)
-            && let Ok(material) = self.unwrap_slot(&entry.record, wrap).await
-        {
-            return Ok(material);
-        }
-        let capability = SystemCapability::issued(&self.issuer, "roll root key");
-        let access = Access::System(&capability);
-        Ok(self.unwrap_tik(entry, version, &access).await?.0)
-    }
-
-    // ----- revocation and purge ----------------------------------------
-
-    /// Records that the customer revoked the service's use of one of the
-    /// tenant's customer keys, and drops the tenant's cached TIKs so the
-    /// revocation applies at once in this process. User requests then use
-    /// only the tenant's other customer key; with both revoked they fail
-    /// with [`Error::Revoked`]. Audited as `customer_key_revoked`.
-    ///
-    /// # Errors
-    /// [`Error::Misuse`] if `key` is not a customer key of the tenant;
-    /// [`Error::Store`]; [`Error::Audit`].
-    pub async fn revoke_customer_key_async(
-        &self,
-        tenant: TenantId,
-        key: &RootKeyRef,
-    ) -> Result<(), Error> {
-        let entry = self.load_entry(tenant).await?;
-        let record = &entry.record;
-        let slot = record
-            .slots
-            .iter()
-            .zip(0u8..)
-            .find(|(slot, _)| slot.role == SlotRole::Customer && slot.key == *key)
-            .map(|(_, index)| index)
-            .ok_or(Error::Misuse(
-                "that key is not a customer key of this tenant",
-            ))?;
-        let mut next = record.clone();
-        if let Some(revoked) = next.slots.get_mut(usize::from(slot)) {
-            revoked.revoked = true;
-        }
-        let tag = Self::retag(&entry, &next)?;
-        self.store.set_revoked(tenant, slot, true, &tag).await?;
-        self.flush_tenant(tenant);
-        self.record(
-            &entry,
-            Event::CustomerKeyRevoked {
-                root_key: Self::root_ref(key),
-            },
-            Outcome::Success,
-        )
-    }
-
-    /// Purges a tenant (crypto-shredding): destroys every TIK version and
-    /// every wrap of it, the availability key's included, and drops the
-    /// tenant from the cache. From then on every file key of the tenant is
-    /// unrecoverable, and every attempt fails with [`Error::Purged`] and is
-    /// audited. Final: there is no undo. Audited as `tenant_purged`.
-    ///
-    /// Other processes sharing the store stop using their cached TIKs of
-    /// the tenant within the cache TTL.
-    ///
-    /// # Errors
-    /// [`Error::UnknownTenant`]; [`Error::Store`]; [`Error::Audit`].
-    pub async fn purge_async(&self, tenant: TenantId) -> Result<u64, Error> {
-        // Not authenticated: a purge only destroys, and must work on a
-        // tenant whose record was tampered with too.
-        let record = self
-            .store
-            .tenant(tenant)
-            .await?
-            .ok_or(Error::UnknownTenant(tenant))?;
-        // The tenant key first: once it is gone the purge is final, even if
-        // the database change below does not happen or is undone by
-        // restoring a backup.
-        let _ = self.tenant_keys.destroy(tenant).await?;
-        let destroyed = self.store.purge_tenant(tenant).await?;
-        self.flush_tenant(tenant);
-        let entry = Self::entry_from(record, None);
-        self.record(
-            &entry,
-            Event::TenantPurged {
-                tik_versions: destroyed,
-            },
-            Outcome::Success,
-        )?;
-        Ok(destroyed)
-    }
-}
-
-/// The blocking forms of the hierarchy's operations, for synchronous
-/// callers (see [`crate::blocking`]).
-impl KeyHierarchy {
-    /// The blocking form of [`KeyHierarchy::tenant_async`].
-    ///
-    /// # Errors
-    /// As for [`KeyHierarchy::tenant_async`].
-    pub fn tenant(&self, tenant: TenantId) -> Result<TenantRecord, Error> {
-        block_on(self.tenant_async(tenant))
-    }
-
-    /// The blocking form of [`KeyHierarchy::tik_versions_async`].
-    ///
-    /// # Errors
-    /// As for [`KeyHierarchy::tik_versions_async`].
-    pub fn tik_versions(&self, tenant: TenantId) -> Result<Vec<KeyVersion>, Error> {
-        block_on(self.tik_versions_async(tenant))
-    }
-
-    /// The blocking form of [`KeyHierarchy::tenants_async`].
-    ///
-    /// # Errors
-    /// As for [`KeyHierarchy::tenants_async`].
-    pub fn tenants(&self) -> Result<Vec<TenantId>, Error> {
-        block_on(self.tenants_async())
-    }
-
-    /// The blocking form of [`KeyHierarchy::create_service_tenant_async`].
-    ///
-    /// # Errors
-    /// As for [`KeyHierarchy::create_service_tenant_async`].
-    pub fn create_service_tenant(&self, tenant: TenantId) -> Result<TenantRecord, Error> {
-        block_on(self.create_service_tenant_async(tenant))
-    }
-
-    /// The blocking form of [`KeyHierarchy::create_customer_key_tenant_async`].
-    ///
-    /// # Errors
-    /// As for [`KeyHierarchy::create_customer_key_tenant_async`].
-    pub fn create_customer_key_tenant(
-        &self,
-        tenant: TenantId,
-        customer_keys: [RootKeyRef; 2],
-    ) -> Result<TenantRecord, Error> {
-        block_on(self.create_customer_key_tenant_async(tenant, customer_keys))
-    }
-
-    /// The blocking form of [`KeyHierarchy::new_file_key_async`].
-    ///
-    /// # Errors
-    /// As for [`KeyHierarchy::new_file_key_async`].
-    pub fn new_file_key(
-        &self,
-        access: &Access<'_>,
-        context: &FileContext,
-    ) -> Result<(FileKey, WrappedFileKey), Error> {
-        block_on(self.new_file_key_async(access, context))
     }
 
     /// [`KeyHierarchy::new_file_key`] for several files of one tenant at
@@ -1462,14 +1059,16 @@ impl KeyHierarchy {
     /// As for [`KeyHierarchy::new_file_key`], for the whole batch if the
     /// tenant's TIK cannot be used or the records cannot be written (then
     /// no key is returned).
-    pub fn new_file_keys(
+    pub async fn new_file_keys(
         &self,
         access: &Access<'_>,
         tenant: TenantId,
         contexts: &[FileContext],
     ) -> Result<Vec<NewFileKey>, Error> {
-        let (keys, records) = self.new_file_keys_records_pending(access, tenant, contexts)?;
-        records.commit()?;
+        let (keys, records) = self
+            .new_file_keys_records_pending(access, tenant, contexts)
+            .await?;
+        records.commit().await?;
         Ok(keys)
     }
 
@@ -1487,13 +1086,13 @@ impl KeyHierarchy {
     ///
     /// # Errors
     /// As for [`KeyHierarchy::new_file_keys`].
-    pub fn new_file_keys_records_pending(
+    pub async fn new_file_keys_records_pending(
         &self,
         access: &Access<'_>,
         tenant: TenantId,
         contexts: &[FileContext],
     ) -> Result<(Vec<NewFileKey>, PendingKeyRecords), Error> {
-        block_on(async {
+        {
             self.check_capability(access)?;
             let entry = self.tenant_entry(tenant).await?;
             let version = entry.record.current_tik;
@@ -1512,7 +1111,7 @@ impl KeyHierarchy {
                                 .outcome(Self::failed(&error))
                         })
                         .collect();
-                    let _ = self.audit.record_all(records)?;
+                    let _ = self.audit.record_all(records).await?;
                     return Err(error);
                 }
             };
@@ -1565,83 +1164,360 @@ impl KeyHierarchy {
                     records,
                 },
             ))
-        })
+        }
     }
 
-    /// The blocking form of [`KeyHierarchy::release_file_key_async`].
+    // ----- rotation ----------------------------------------------------
+
+    /// Rolls the tenant's TIK: a new version, wrapped under every root key
+    /// of the tenant, becomes current. New file keys are wrapped under it;
+    /// existing wrapped file keys keep working under their version until
+    /// [`KeyHierarchy::rewrap_file_keys`] moves them.
     ///
     /// # Errors
-    /// As for [`KeyHierarchy::release_file_key_async`].
-    pub fn release_file_key(
-        &self,
-        access: &Access<'_>,
-        context: &FileContext,
-        wrapped: &WrappedFileKey,
-    ) -> Result<FileKey, Error> {
-        block_on(self.release_file_key_async(access, context, wrapped))
+    /// [`Error::Purged`]; [`Error::RootKey`] if a root key cannot wrap;
+    /// [`Error::Store`] (also if another roll won the race); [`Error::Audit`].
+    pub async fn roll_tik(&self, tenant: TenantId) -> Result<KeyVersion, Error> {
+        let entry = self.load_entry(tenant).await?;
+        let record = &entry.record;
+        if record.state == TenantState::Purged {
+            return Err(Error::Purged(tenant));
+        }
+        let previous = record.current_tik;
+        let next = self
+            .store
+            .tik_versions(tenant)
+            .await?
+            .into_iter()
+            .max()
+            .unwrap_or(previous)
+            .max(previous)
+            .next()
+            .ok_or(Error::Misuse("the TIK version counter is exhausted"))?;
+        let seed = KeyMaterial::generate()?;
+        let wraps = record
+            .slots
+            .iter()
+            .zip(0u8..)
+            .map(|(slot, index)| self.wrap_tik(record, next, index, &slot.key, &seed))
+            .collect::<Vec<_>>();
+        let wraps = join_all(wraps).await?;
+        let rolled = TenantRecord {
+            current_tik: next,
+            ..record.clone()
+        };
+        let tag = Self::retag(&entry, &rolled)?;
+        self.store
+            .add_tik_version(tenant, previous, &wraps, &tag)
+            .await?;
+        self.flush_tenant(tenant);
+        self.record(
+            &entry,
+            Event::TikRolled {
+                tik: Self::tik_ref(&entry, next),
+                previous_version: Some(u32::from(previous)),
+            },
+            Outcome::Success,
+        )
+        .await?;
+        Ok(next)
     }
 
-    /// The blocking form of [`KeyHierarchy::roll_tik_async`].
+    /// Re-wraps every wrapped file key of `tenant` that is under an older
+    /// TIK version so it is under the current one, `batch_size` keys per
+    /// transaction of `index`, calling `progress` after each batch.
+    ///
+    /// Resumable: each batch commits on its own, and a re-wrap that stopped
+    /// (crash, error) picks up what is still under older versions when run
+    /// again. Keys changed concurrently are left alone by
+    /// [`WrappedKeyIndex::replace`]. Each batch is audited as
+    /// `file_keys_rewrapped`. Runs as a system operation.
     ///
     /// # Errors
-    /// As for [`KeyHierarchy::roll_tik_async`].
-    pub fn roll_tik(&self, tenant: TenantId) -> Result<KeyVersion, Error> {
-        block_on(self.roll_tik_async(tenant))
-    }
-
-    /// The blocking form of [`KeyHierarchy::rewrap_file_keys_async`].
-    ///
-    /// # Errors
-    /// As for [`KeyHierarchy::rewrap_file_keys_async`].
-    pub fn rewrap_file_keys(
+    /// Those of [`KeyHierarchy::release_file_key`] for any key that cannot
+    /// be unwrapped (the batch is then not written); [`Error::Store`];
+    /// [`Error::Audit`].
+    pub async fn rewrap_file_keys(
         &self,
         tenant: TenantId,
         index: &dyn WrappedKeyIndex,
         batch_size: usize,
         progress: &mut dyn FnMut(RewrapProgress),
     ) -> Result<RewrapReport, Error> {
-        block_on(self.rewrap_file_keys_async(tenant, index, batch_size, progress))
+        let capability = SystemCapability::issued(&self.issuer, "rewrap");
+        let access = Access::System(&capability);
+        self.flush_tenant(tenant);
+        let entry = self.tenant_entry(tenant).await?;
+        let current = entry.record.current_tik;
+        let total = index.count_older_than(tenant, current).await?;
+        let current_tik = self.tik(&entry, current, &access).await?;
+        let mut report = RewrapReport {
+            tik_version: current,
+            rewrapped: 0,
+            batches: 0,
+        };
+        progress(RewrapProgress { done: 0, total });
+        loop {
+            let batch = index.older_than(tenant, current, batch_size.max(1)).await?;
+            if batch.is_empty() {
+                return Ok(report);
+            }
+            let mut rewrapped = Vec::with_capacity(batch.len());
+            for (context, old) in batch {
+                if context.tenant != tenant || old.kek_id() != entry.record.tik_id {
+                    return Err(Error::WrongTenant(tenant));
+                }
+                let key = self
+                    .tik(&entry, old.kek_version(), &access)
+                    .await?
+                    .unwrap(&old, &context)?;
+                let new = current_tik.wrap(&key, &context, &mut OsRng)?;
+                rewrapped.push(Rewrapped { context, old, new });
+            }
+            let replaced = index.replace(&rewrapped).await?;
+            if replaced == 0 {
+                return Err(Error::Conflict(
+                    "re-wrap made no progress: the index replaced no key of a batch",
+                ));
+            }
+            report.rewrapped += replaced;
+            report.batches += 1;
+            self.record(
+                &entry,
+                Event::FileKeysRewrapped {
+                    tik: Self::tik_ref(&entry, current),
+                    count: replaced,
+                },
+                Outcome::Success,
+            )
+            .await?;
+            progress(RewrapProgress {
+                done: report.rewrapped,
+                total: total.max(report.rewrapped),
+            });
+        }
     }
 
-    /// The blocking form of [`KeyHierarchy::retire_tik_async`].
+    /// Retires (destroys) an old TIK version once no wrapped file key in
+    /// `index` refers to it and it is not the current version.
+    ///
+    /// The index is asked to claim the version first
+    /// ([`WrappedKeyIndex::claim_retirement`]), atomically with the keys it
+    /// stores: a file key that another process, whose cached metadata still
+    /// names this version as current, wraps under it afterwards is refused
+    /// by the index rather than left under a destroyed version.
     ///
     /// # Errors
-    /// As for [`KeyHierarchy::retire_tik_async`].
-    pub fn retire_tik(
+    /// [`Error::TikInUse`]; [`Error::UnknownTikVersion`];
+    /// [`Error::Store`]; [`Error::Audit`].
+    pub async fn retire_tik(
         &self,
         tenant: TenantId,
         version: KeyVersion,
         index: &dyn WrappedKeyIndex,
     ) -> Result<(), Error> {
-        block_on(self.retire_tik_async(tenant, version, index))
+        let record = self.tenant(tenant).await?;
+        if !self.store.tik_versions(tenant).await?.contains(&version) {
+            return Err(Error::UnknownTikVersion { tenant, version });
+        }
+        let is_current = record.current_tik == version;
+        let references = if is_current {
+            0
+        } else {
+            index.claim_retirement(tenant, version).await?
+        };
+        if references > 0 || is_current {
+            return Err(Error::TikInUse {
+                tenant,
+                version,
+                references,
+                is_current,
+            });
+        }
+        self.store.retire_tik_version(tenant, version).await?;
+        self.flush_tenant(tenant);
+        let entry = Self::entry_from(record, None);
+        self.record(
+            &entry,
+            Event::TikRetired {
+                tik: Self::tik_ref(&entry, version),
+            },
+            Outcome::Success,
+        )
+        .await
     }
 
-    /// The blocking form of [`KeyHierarchy::roll_root_key_async`].
+    /// Rolls a root key: every TIK version wrapped under `from` (in any
+    /// tenant) is re-wrapped under `to`, one transaction per tenant. No file
+    /// key and no data is touched. For the service's keys, make `to` with
+    /// `ServiceKeys::roll_key` first; for a customer key, the customer makes
+    /// the new key in their HSM.
+    ///
+    /// The TIK material is recovered through `from` (or, failing that,
+    /// under the system-operation rules). Each tenant is audited as
+    /// `root_key_rolled`.
     ///
     /// # Errors
-    /// As for [`KeyHierarchy::roll_root_key_async`].
-    pub fn roll_root_key(
+    /// [`Error::RootKey`] if the TIK cannot be recovered or `to` cannot
+    /// wrap; [`Error::Store`]; [`Error::Audit`]. Tenants already done stay
+    /// done; running it again finishes the rest.
+    pub async fn roll_root_key(
         &self,
         from: &RootKeyRef,
         to: &RootKeyRef,
     ) -> Result<RootRollReport, Error> {
-        block_on(self.roll_root_key_async(from, to))
+        let mut report = RootRollReport::default();
+        for tenant in self.store.tenants().await? {
+            let mut entry = self.load_entry(tenant).await?;
+            let record = entry.record.clone();
+            if record.state == TenantState::Purged {
+                continue;
+            }
+            let slots: Vec<u8> = record
+                .slots
+                .iter()
+                .zip(0u8..)
+                .filter(|(slot, _)| slot.key == *from)
+                .map(|(_, index)| index)
+                .collect();
+            if slots.is_empty() {
+                continue;
+            }
+            let versions = self.store.tik_versions(tenant).await?;
+            for slot in slots {
+                let mut wraps = Vec::with_capacity(versions.len());
+                for version in &versions {
+                    let seed = self.tik_material(&entry, *version, slot).await?;
+                    wraps.push(
+                        self.wrap_tik(&entry.record, *version, slot, to, &seed)
+                            .await?,
+                    );
+                }
+                let mut next = entry.record.clone();
+                if let Some(moved) = next.slots.get_mut(usize::from(slot)) {
+                    moved.key = to.clone();
+                }
+                let tag = Self::retag(&entry, &next)?;
+                self.store
+                    .replace_root_key(tenant, slot, to, &wraps, &tag)
+                    .await?;
+                next.tag = Some(tag.next);
+                entry.record = next;
+            }
+            self.flush_tenant(tenant);
+            report.tenants += 1;
+            report.tik_versions += versions.len() as u64;
+            self.record(
+                &entry,
+                Event::RootKeyRolled {
+                    root_key: Self::root_ref(to),
+                    tik_versions: versions.len() as u64,
+                },
+                Outcome::Success,
+            )
+            .await?;
+        }
+        Ok(report)
     }
 
-    /// The blocking form of [`KeyHierarchy::revoke_customer_key_async`].
-    ///
-    /// # Errors
-    /// As for [`KeyHierarchy::revoke_customer_key_async`].
-    pub fn revoke_customer_key(&self, tenant: TenantId, key: &RootKeyRef) -> Result<(), Error> {
-        block_on(self.revoke_customer_key_async(tenant, key))
+    /// A TIK version's seed (what the root keys wrap), through slot `slot`
+    /// first, else by the system-operation rules.
+    async fn tik_material(
+        &self,
+        entry: &TenantEntry,
+        version: KeyVersion,
+        slot: u8,
+    ) -> Result<KeyMaterial, Error> {
+        let wraps = self.store.tik_wraps(entry.record.tenant, version).await?;
+        if let Some(wrap) = wraps.iter().find(|wrap| wrap.slot == slot)
+            && let Ok(material) = self.unwrap_slot(&entry.record, wrap).await
+        {
+            return Ok(material);
+        }
+        let capability = SystemCapability::issued(&self.issuer, "roll root key");
+        let access = Access::System(&capability);
+        Ok(self.unwrap_tik(entry, version, &access).await?.0)
     }
 
-    /// The blocking form of [`KeyHierarchy::purge_async`].
+    // ----- revocation and purge ----------------------------------------
+
+    /// Records that the customer revoked the service's use of one of the
+    /// tenant's customer keys, and drops the tenant's cached TIKs so the
+    /// revocation applies at once in this process. User requests then use
+    /// only the tenant's other customer key; with both revoked they fail
+    /// with [`Error::Revoked`]. Audited as `customer_key_revoked`.
     ///
     /// # Errors
-    /// As for [`KeyHierarchy::purge_async`].
-    pub fn purge(&self, tenant: TenantId) -> Result<u64, Error> {
-        block_on(self.purge_async(tenant))
+    /// [`Error::Misuse`] if `key` is not a customer key of the tenant;
+    /// [`Error::Store`]; [`Error::Audit`].
+    pub async fn revoke_customer_key(
+        &self,
+        tenant: TenantId,
+        key: &RootKeyRef,
+    ) -> Result<(), Error> {
+        let entry = self.load_entry(tenant).await?;
+        let record = &entry.record;
+        let slot = record
+            .slots
+            .iter()
+            .zip(0u8..)
+            .find(|(slot, _)| slot.role == SlotRole::Customer && slot.key == *key)
+            .map(|(_, index)| index)
+            .ok_or(Error::Misuse(
+                "that key is not a customer key of this tenant",
+            ))?;
+        let mut next = record.clone();
+        if let Some(revoked) = next.slots.get_mut(usize::from(slot)) {
+            revoked.revoked = true;
+        }
+        let tag = Self::retag(&entry, &next)?;
+        self.store.set_revoked(tenant, slot, true, &tag).await?;
+        self.flush_tenant(tenant);
+        self.record(
+            &entry,
+            Event::CustomerKeyRevoked {
+                root_key: Self::root_ref(key),
+            },
+            Outcome::Success,
+        )
+        .await
+    }
+
+    /// Purges a tenant (crypto-shredding): destroys every TIK version and
+    /// every wrap of it, the availability key's included, and drops the
+    /// tenant from the cache. From then on every file key of the tenant is
+    /// unrecoverable, and every attempt fails with [`Error::Purged`] and is
+    /// audited. Final: there is no undo. Audited as `tenant_purged`.
+    ///
+    /// Other processes sharing the store stop using their cached TIKs of
+    /// the tenant within the cache TTL.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; [`Error::Store`]; [`Error::Audit`].
+    pub async fn purge(&self, tenant: TenantId) -> Result<u64, Error> {
+        // Not authenticated: a purge only destroys, and must work on a
+        // tenant whose record was tampered with too.
+        let record = self
+            .store
+            .tenant(tenant)
+            .await?
+            .ok_or(Error::UnknownTenant(tenant))?;
+        // The tenant key first: once it is gone the purge is final, even if
+        // the database change below does not happen or is undone by
+        // restoring a backup.
+        let _ = self.tenant_keys.destroy(tenant).await?;
+        let destroyed = self.store.purge_tenant(tenant).await?;
+        self.flush_tenant(tenant);
+        let entry = Self::entry_from(record, None);
+        self.record(
+            &entry,
+            Event::TenantPurged {
+                tik_versions: destroyed,
+            },
+            Outcome::Success,
+        )
+        .await?;
+        Ok(destroyed)
     }
 }
 
@@ -1659,16 +1535,16 @@ fn operations_are_send(
 ) {
     fn send<T: Send>(_: T) {}
     let tenant = context.tenant;
-    send(keys.tenant_async(tenant));
-    send(keys.create_service_tenant_async(tenant));
-    send(keys.create_customer_key_tenant_async(tenant, [root.clone(), root.clone()]));
-    send(keys.new_file_key_async(access, context));
-    send(keys.release_file_key_async(access, context, wrapped));
-    send(keys.roll_tik_async(tenant));
-    send(keys.retire_tik_async(tenant, KeyVersion::FIRST, index));
-    send(keys.roll_root_key_async(root, root));
-    send(keys.revoke_customer_key_async(tenant, root));
-    send(keys.purge_async(tenant));
+    send(keys.tenant(tenant));
+    send(keys.create_service_tenant(tenant));
+    send(keys.create_customer_key_tenant(tenant, [root.clone(), root.clone()]));
+    send(keys.new_file_key(access, context));
+    send(keys.release_file_key(access, context, wrapped));
+    send(keys.roll_tik(tenant));
+    send(keys.retire_tik(tenant, KeyVersion::FIRST, index));
+    send(keys.roll_root_key(root, root));
+    send(keys.revoke_customer_key(tenant, root));
+    send(keys.purge(tenant));
 }
 
 /// One result of [`KeyHierarchy::new_file_keys`]: a new file key and its
@@ -1690,8 +1566,8 @@ impl PendingKeyRecords {
     ///
     /// # Errors
     /// [`Error::Audit`] if they could not be committed.
-    pub fn commit(self) -> Result<(), Error> {
-        let _ = self.audit.record_all(self.records)?;
+    pub async fn commit(self) -> Result<(), Error> {
+        let _ = self.audit.record_all(self.records).await?;
         Ok(())
     }
 }

@@ -184,7 +184,8 @@ impl MasterKey {
     }
 
     /// Seals a secret of any role (a root key, a tenant key), binding
-    /// `aad`.
+    /// `aad`. A master key in a token blocks on the token: call it on the
+    /// blocking pool.
     pub(crate) fn seal(
         &self,
         material: &impl Secret,
@@ -200,11 +201,12 @@ impl MasterKey {
                         detail: e.to_string(),
                     })
             }
-            Master::Token { keys, key: master } => keys.wrap_secret(master, material, aad),
+            Master::Token { keys, key: master } => keys.token().wrap_secret(master, material, aad),
         }
     }
 
-    /// Opens what [`MasterKey::seal`] sealed for the same `aad`.
+    /// Opens what [`MasterKey::seal`] sealed for the same `aad` (on the
+    /// blocking pool, as [`MasterKey::seal`]).
     pub(crate) fn open<S: Secret>(
         &self,
         sealed: &[u8],
@@ -221,7 +223,7 @@ impl MasterKey {
                             .into(),
                     })
             }
-            Master::Token { keys, key: master } => keys.unwrap_secret(master, sealed, aad),
+            Master::Token { keys, key: master } => keys.token().unwrap_secret(master, sealed, aad),
         }
     }
 }
@@ -291,7 +293,11 @@ impl ServiceKeys {
     async fn add_version(&self, label: &str, version: u32) -> Result<RootKeyRef, Error> {
         let key = RootKeyRef::new(self.name.clone(), label, version)?;
         let material = RootKeyMaterial::generate()?;
-        let sealed = self.master.seal(&material, &Self::aad(&key), &key)?;
+        let (master, sealing_for) = (self.master.clone(), key.clone());
+        let sealed = atrest_core::blocking::run(move || {
+            master.seal(&material, &Self::aad(&sealing_for), &sealing_for)
+        })
+        .await?;
         if !self.store.add(label, version, &sealed).await? {
             return Err(Error::KeyExists(key));
         }
@@ -376,16 +382,23 @@ impl ServiceKeys {
             .get(key.label(), key.version())
             .await
             .map_err(|e| Self::unavailable(key, &e))?;
-        let mut sealed = match found {
+        let sealed = match found {
             None => return Err(ProviderError::NotFound { key: key.clone() }),
             Some(SealedKey::Destroyed) => {
                 return Err(ProviderError::Destroyed { key: key.clone() });
             }
             Some(SealedKey::Sealed(sealed)) => sealed,
         };
-        let material: Result<RootKeyMaterial, _> = self.master.open(&sealed, &Self::aad(key), key);
-        sealed.zeroize();
-        let sealing = Arc::new(SealingKey::new(&material?));
+        let (master, opening) = (self.master.clone(), key.clone());
+        let sealing = atrest_core::blocking::run(move || {
+            let mut sealed = sealed;
+            let material: Result<RootKeyMaterial, _> =
+                master.open(&sealed, &Self::aad(&opening), &opening);
+            sealed.zeroize();
+            material.map(|material| SealingKey::new(&material))
+        })
+        .await?;
+        let sealing = Arc::new(sealing);
         let _ = self
             .unsealed
             .write()

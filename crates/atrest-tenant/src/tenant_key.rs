@@ -204,7 +204,11 @@ impl core::fmt::Debug for MetadataKey {
 }
 
 /// Tenant keys in files of one directory, each sealed under a
-/// [`MasterKey`] (see the [module documentation](self)).
+/// [`MasterKey`] (see the [module documentation](self)). Its calls read,
+/// write and sync files: they run on the async runtime's blocking pool.
+///
+/// Cloning is cheap: the clones use the same directory and master key.
+#[derive(Clone)]
 pub struct TenantKeyDir {
     dir: PathBuf,
     master: MasterKey,
@@ -278,11 +282,8 @@ impl TenantKeyDir {
         }
     }
 
-    /// The blocking form of [`TenantKeyStore::create`].
-    ///
-    /// # Errors
-    /// As for [`TenantKeyStore::create`].
-    pub fn create_blocking(&self, tenant: TenantId, tik_id: KeyId) -> Result<(), Error> {
+    /// [`TenantKeyStore::create`], on the calling thread.
+    fn create_blocking(&self, tenant: TenantId, tik_id: KeyId) -> Result<(), Error> {
         let path = self.file(tenant, tik_id);
         let material = TenantKeyMaterial::generate()?;
         let sealed = self.master.seal(
@@ -326,11 +327,8 @@ impl TenantKeyDir {
         sync_dir(&self.dir).map_err(|e| Self::key_file_error(&self.dir, e))
     }
 
-    /// The blocking form of [`TenantKeyStore::derive`].
-    ///
-    /// # Errors
-    /// As for [`TenantKeyStore::derive`].
-    pub fn derive_blocking(
+    /// [`TenantKeyStore::derive`], on the calling thread.
+    fn derive_blocking(
         &self,
         tenant: TenantId,
         tik_id: KeyId,
@@ -362,13 +360,10 @@ impl TenantKeyDir {
         Ok(out)
     }
 
-    /// The blocking form of [`TenantKeyStore::destroy`]: each key file is
+    /// [`TenantKeyStore::destroy`], on the calling thread: each key file is
     /// overwritten with random bytes, synced, and removed, then the
     /// directory is synced.
-    ///
-    /// # Errors
-    /// As for [`TenantKeyStore::destroy`].
-    pub fn destroy_blocking(&self, tenant: TenantId) -> Result<u64, Error> {
+    fn destroy_blocking(&self, tenant: TenantId) -> Result<u64, Error> {
         let prefix = format!("{tenant}.");
         let staging_prefix = format!(".{tenant}.");
         let mut destroyed = 0;
@@ -428,7 +423,8 @@ fn sync_parent(path: &Path) -> std::io::Result<()> {
 #[async_trait::async_trait]
 impl TenantKeyStore for TenantKeyDir {
     async fn create(&self, tenant: TenantId, tik_id: KeyId) -> Result<(), Error> {
-        self.create_blocking(tenant, tik_id)
+        let keys = self.clone();
+        atrest_core::blocking::run(move || keys.create_blocking(tenant, tik_id)).await
     }
 
     async fn derive(
@@ -437,11 +433,15 @@ impl TenantKeyStore for TenantKeyDir {
         tik_id: KeyId,
         input: &[u8],
     ) -> Result<DerivedKey, Error> {
-        self.derive_blocking(tenant, tik_id, input)
+        let keys = self.clone();
+        // Wiped when dropped: it holds the TIK's seed.
+        let input = zeroize::Zeroizing::new(input.to_vec());
+        atrest_core::blocking::run(move || keys.derive_blocking(tenant, tik_id, &input)).await
     }
 
     async fn destroy(&self, tenant: TenantId) -> Result<u64, Error> {
-        self.destroy_blocking(tenant)
+        let keys = self.clone();
+        atrest_core::blocking::run(move || keys.destroy_blocking(tenant)).await
     }
 }
 

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use atrest_filekey::FileContext;
-use common::{Fixture, USER};
+use common::{Fixture, USER, block_on};
 
 #[test]
 fn wraps_and_unwraps_during_rotation_never_fail() {
@@ -31,17 +31,17 @@ fn wraps_and_unwraps_during_rotation_never_fail() {
                 while !done.load(Ordering::Relaxed) || i < 50 {
                     let tenant = tenants[(worker + i) % 2];
                     let (ctx, key, wrapped) = f.file_keys.new_file(&f.hierarchy, &USER, tenant);
-                    let released = f.hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
+                    let released =
+                        block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
                     assert_eq!(released.expose_secret(), key.expose_secret());
                     // An older file, whose wrapped key a re-wrap may be
                     // replacing right now.
                     let older = files.lock().unwrap().get(i * 7 % (i + 1)).copied();
                     if let Some((old_ctx, old_key)) = older {
                         let wrapped = f.file_keys.wrapped(&old_ctx);
-                        let released = f
-                            .hierarchy
-                            .release_file_key(&USER, &old_ctx, &wrapped)
-                            .unwrap();
+                        let released =
+                            block_on(f.hierarchy.release_file_key(&USER, &old_ctx, &wrapped))
+                                .unwrap();
                         assert_eq!(released.expose_secret(), &old_key);
                     }
                     files.lock().unwrap().push((ctx, *key.expose_secret()));
@@ -53,10 +53,14 @@ fn wraps_and_unwraps_during_rotation_never_fail() {
         for _ in 0..10 {
             std::thread::sleep(std::time::Duration::from_millis(5));
             for tenant in tenants {
-                f.hierarchy.roll_tik(tenant).unwrap();
-                f.hierarchy
-                    .rewrap_file_keys(tenant, f.file_keys.index(), 16, &mut |_| {})
-                    .unwrap();
+                block_on(f.hierarchy.roll_tik(tenant)).unwrap();
+                block_on(f.hierarchy.rewrap_file_keys(
+                    tenant,
+                    f.file_keys.index(),
+                    16,
+                    &mut |_| {},
+                ))
+                .unwrap();
                 rolls += 1;
             }
         }
@@ -67,9 +71,11 @@ fn wraps_and_unwraps_during_rotation_never_fail() {
     // Keys wrapped while a roll was under way may still be under an older
     // version; one more re-wrap moves them, and everything unwraps.
     for tenant in tenants {
-        f.hierarchy
-            .rewrap_file_keys(tenant, f.file_keys.index(), 64, &mut |_| {})
-            .unwrap();
+        block_on(
+            f.hierarchy
+                .rewrap_file_keys(tenant, f.file_keys.index(), 64, &mut |_| {}),
+        )
+        .unwrap();
     }
     f.hierarchy.flush_cache();
     let files = files.into_inner().unwrap();
@@ -78,8 +84,7 @@ fn wraps_and_unwraps_during_rotation_never_fail() {
         let wrapped = f.file_keys.wrapped(ctx);
         assert_eq!(u32::from(wrapped.kek_version()), 11);
         assert_eq!(
-            f.hierarchy
-                .release_file_key(&USER, ctx, &wrapped)
+            block_on(f.hierarchy.release_file_key(&USER, ctx, &wrapped))
                 .unwrap()
                 .expose_secret(),
             key

@@ -117,11 +117,11 @@ fn child(dir: &Path, op: &str, tenant: TenantId) {
     let world = open_world(dir);
     match op {
         "rotate" => loop {
-            world.hierarchy.roll_tik(tenant).unwrap();
+            block_on(world.hierarchy.roll_tik(tenant)).unwrap();
             rewrap_and_retire(&world, tenant, 7);
         },
         "purge" => {
-            world.hierarchy.purge(tenant).unwrap();
+            block_on(world.hierarchy.purge(tenant)).unwrap();
             std::thread::sleep(Duration::from_secs(60));
         }
         _ => unreachable!(),
@@ -131,17 +131,23 @@ fn child(dir: &Path, op: &str, tenant: TenantId) {
 /// Moves every wrapped file key to the current TIK version, then retires
 /// the older versions.
 fn rewrap_and_retire(world: &World, tenant: TenantId, batch: usize) {
-    world
-        .hierarchy
-        .rewrap_file_keys(tenant, world.file_keys.index(), batch, &mut |_| {})
-        .unwrap();
-    let current = world.hierarchy.tenant(tenant).unwrap().current_tik;
+    block_on(
+        world
+            .hierarchy
+            .rewrap_file_keys(tenant, world.file_keys.index(), batch, &mut |_| {}),
+    )
+    .unwrap();
+    let current = block_on(world.hierarchy.tenant(tenant))
+        .unwrap()
+        .current_tik;
     for version in block_on(world.store.tik_versions(tenant)).unwrap() {
         if version != current {
-            world
-                .hierarchy
-                .retire_tik(tenant, version, world.file_keys.index())
-                .unwrap();
+            block_on(
+                world
+                    .hierarchy
+                    .retire_tik(tenant, version, world.file_keys.index()),
+            )
+            .unwrap();
         }
     }
 }
@@ -196,10 +202,7 @@ fn files_for(world: &World, tenant: TenantId, n: usize) -> HashMap<FileContext, 
 fn assert_all_unwrap(world: &World, files: &HashMap<FileContext, [u8; 32]>) {
     for (ctx, key) in files {
         let wrapped = world.file_keys.wrapped(ctx);
-        let released = world
-            .hierarchy
-            .release_file_key(&USER, ctx, &wrapped)
-            .unwrap();
+        let released = block_on(world.hierarchy.release_file_key(&USER, ctx, &wrapped)).unwrap();
         assert_eq!(released.expose_secret(), key);
     }
 }
@@ -231,10 +234,12 @@ fn sigkill_during_tik_roll_and_rewrap_loses_no_key() {
     let (tenant, files) = {
         let world = open_world(dir.path());
         let tenant = TenantId::random(&mut OsRng).unwrap();
-        world
-            .hierarchy
-            .create_customer_key_tenant(tenant, customer_keys())
-            .unwrap();
+        block_on(
+            world
+                .hierarchy
+                .create_customer_key_tenant(tenant, customer_keys()),
+        )
+        .unwrap();
         let files = files_for(&world, tenant, 150);
         (tenant, files)
     };
@@ -250,7 +255,11 @@ fn sigkill_during_tik_roll_and_rewrap_loses_no_key() {
         let world = open_world(dir.path());
         assert_all_unwrap(&world, &files);
         assert_log_verifies(&world, dir.path());
-        let current = u32::from(world.hierarchy.tenant(tenant).unwrap().current_tik);
+        let current = u32::from(
+            block_on(world.hierarchy.tenant(tenant))
+                .unwrap()
+                .current_tik,
+        );
         assert!(
             current >= versions_seen,
             "round {round}: the current TIK went backwards"
@@ -265,7 +274,9 @@ fn sigkill_during_tik_roll_and_rewrap_loses_no_key() {
     // version, and the older versions can go.
     let world = open_world(dir.path());
     rewrap_and_retire(&world, tenant, 50);
-    let current = world.hierarchy.tenant(tenant).unwrap().current_tik;
+    let current = block_on(world.hierarchy.tenant(tenant))
+        .unwrap()
+        .current_tik;
     assert_eq!(
         block_on(world.store.tik_versions(tenant)).unwrap(),
         vec![current]
@@ -282,7 +293,7 @@ fn sigkill_during_a_purge_leaves_it_done_or_not_done() {
     let (bystander, bystander_files) = {
         let world = open_world(dir.path());
         let tenant = TenantId::random(&mut OsRng).unwrap();
-        world.hierarchy.create_service_tenant(tenant).unwrap();
+        block_on(world.hierarchy.create_service_tenant(tenant)).unwrap();
         let files = files_for(&world, tenant, 20);
         (tenant, files)
     };
@@ -291,11 +302,13 @@ fn sigkill_during_a_purge_leaves_it_done_or_not_done() {
         let (victim, files) = {
             let world = open_world(dir.path());
             let tenant = TenantId::random(&mut OsRng).unwrap();
-            world
-                .hierarchy
-                .create_customer_key_tenant(tenant, customer_keys())
-                .unwrap();
-            world.hierarchy.roll_tik(tenant).unwrap();
+            block_on(
+                world
+                    .hierarchy
+                    .create_customer_key_tenant(tenant, customer_keys()),
+            )
+            .unwrap();
+            block_on(world.hierarchy.roll_tik(tenant)).unwrap();
             (tenant, files_for(&world, tenant, 20))
         };
         run_and_kill(
@@ -309,19 +322,19 @@ fn sigkill_during_a_purge_leaves_it_done_or_not_done() {
         // Killed after the tenant key was destroyed but before the database
         // said so: the purge is already final (nothing unwraps), and
         // running it again finishes it.
-        let state = match world.hierarchy.tenant(victim) {
+        let state = match block_on(world.hierarchy.tenant(victim)) {
             Ok(record) => record.state,
             Err(Error::TenantKeyMissing(tenant)) if tenant == victim => {
                 for ctx in files.keys() {
                     let wrapped = world.file_keys.wrapped(ctx);
-                    let result = world.hierarchy.release_file_key(&USER, ctx, &wrapped);
+                    let result = block_on(world.hierarchy.release_file_key(&USER, ctx, &wrapped));
                     assert!(
                         matches!(result, Err(Error::TenantKeyMissing(_))),
                         "{result:?}"
                     );
                 }
-                world.hierarchy.purge(victim).unwrap();
-                world.hierarchy.tenant(victim).unwrap().state
+                block_on(world.hierarchy.purge(victim)).unwrap();
+                block_on(world.hierarchy.tenant(victim)).unwrap().state
             }
             Err(error) => panic!("{error}"),
         };
@@ -342,7 +355,8 @@ fn sigkill_during_a_purge_leaves_it_done_or_not_done() {
                     let wrapped = world.file_keys.wrapped(ctx);
                     let scan = world.admin.capability("scan");
                     for access in [USER, system(&scan)] {
-                        let result = world.hierarchy.release_file_key(&access, ctx, &wrapped);
+                        let result =
+                            block_on(world.hierarchy.release_file_key(&access, ctx, &wrapped));
                         assert!(matches!(result, Err(Error::Purged(_))), "{result:?}");
                     }
                 }

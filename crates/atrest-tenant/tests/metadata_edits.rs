@@ -190,38 +190,32 @@ fn no_edit_or_pair_of_edits_to_the_metadata_releases_a_destroyed_customers_key()
             // The victim, and a file of it.
             let victim = new_tenant();
             let victim_keys = [
-                hsm_a.generate_key("victim").unwrap(),
-                hsm_b.generate_key("victim").unwrap(),
+                block_on(hsm_a.generate_key("victim")).unwrap(),
+                block_on(hsm_b.generate_key("victim")).unwrap(),
             ];
-            hierarchy
-                .create_customer_key_tenant(victim, victim_keys)
-                .unwrap();
+            block_on(hierarchy.create_customer_key_tenant(victim, victim_keys)).unwrap();
             let file = context(victim);
-            let (_, wrapped) = hierarchy.new_file_key(&USER, &file).unwrap();
+            let (_, wrapped) = block_on(hierarchy.new_file_key(&USER, &file)).unwrap();
 
             // Bystanders of every shape.
             let healthy = new_tenant();
             let healthy_keys = [
-                hsm_a.generate_key("healthy").unwrap(),
-                hsm_b.generate_key("healthy").unwrap(),
+                block_on(hsm_a.generate_key("healthy")).unwrap(),
+                block_on(hsm_b.generate_key("healthy")).unwrap(),
             ];
-            hierarchy
-                .create_customer_key_tenant(healthy, healthy_keys.clone())
-                .unwrap();
-            let _ = hierarchy.roll_tik(healthy).unwrap();
-            hierarchy
-                .revoke_customer_key(healthy, &healthy_keys[1])
-                .unwrap();
+            block_on(hierarchy.create_customer_key_tenant(healthy, healthy_keys.clone())).unwrap();
+            let _ = block_on(hierarchy.roll_tik(healthy)).unwrap();
+            block_on(hierarchy.revoke_customer_key(healthy, &healthy_keys[1])).unwrap();
             let service_managed = new_tenant();
-            hierarchy.create_service_tenant(service_managed).unwrap();
+            block_on(hierarchy.create_service_tenant(service_managed)).unwrap();
             let purged = new_tenant();
-            hierarchy.create_service_tenant(purged).unwrap();
-            let _ = hierarchy.purge(purged).unwrap();
+            block_on(hierarchy.create_service_tenant(purged)).unwrap();
+            let _ = block_on(hierarchy.purge(purged)).unwrap();
             drop(hierarchy);
 
             // The customer destroys both keys.
-            hsm_a.destroy_key("victim").unwrap();
-            hsm_b.destroy_key("victim").unwrap();
+            block_on(hsm_a.destroy_key("victim")).unwrap();
+            block_on(hsm_b.destroy_key("victim")).unwrap();
 
             // The database as the writer finds it: one file.
             let pristine = {
@@ -262,15 +256,13 @@ fn no_edit_or_pair_of_edits_to_the_metadata_releases_a_destroyed_customers_key()
                     }
                 }
                 let (hierarchy, admin) = keys.hierarchy(&work);
-                let user = hierarchy.release_file_key(&USER, &file, &wrapped).map(drop);
+                let user = block_on(hierarchy.release_file_key(&USER, &file, &wrapped)).map(drop);
                 if edits.is_empty() {
                     // Unedited: the availability key does wrap the TIK (a
                     // system operation gets the key), so a user release
                     // is a real possibility the edits must not open.
                     let scan = admin.capability("scan");
-                    hierarchy
-                        .release_file_key(&system(&scan), &file, &wrapped)
-                        .unwrap();
+                    block_on(hierarchy.release_file_key(&system(&scan), &file, &wrapped)).unwrap();
                 }
                 Some(user)
             };

@@ -33,14 +33,14 @@ fn service_tenant_round_trip_and_every_release_and_denial_is_audited() {
     let f = Fixture::new("service");
     let tenant = f.service_tenant();
     let ctx = context(tenant);
-    let (key, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
-    let released = f.hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
+    let (key, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
+    let released = block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
     assert_eq!(key.expose_secret(), released.expose_secret());
 
     let intruder = Access::User {
         principal: "mallory",
     };
-    let denied = f.hierarchy.release_file_key(&intruder, &ctx, &wrapped);
+    let denied = block_on(f.hierarchy.release_file_key(&intruder, &ctx, &wrapped));
     assert!(
         matches!(&denied, Err(Error::Denied { reason }) if reason == "not a reader"),
         "{denied:?}"
@@ -68,10 +68,10 @@ fn customer_keys_are_tried_first_and_one_is_enough() {
     let f = Fixture::new("first");
     let tenant = f.customer_tenant();
     let ctx = context(tenant);
-    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
     f.hierarchy.flush_cache();
     f.customer_a.set(Fault::Unavailable);
-    f.hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
+    block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
     // Customer key B answered: no fallback.
     assert_eq!(f.audit.count(is_fallback), 0);
 }
@@ -81,11 +81,11 @@ fn the_availability_key_is_used_when_customer_keys_are_unavailable_and_audited()
     let f = Fixture::new("fallback");
     let tenant = f.customer_tenant();
     let ctx = context(tenant);
-    let (key, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    let (key, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
     f.hierarchy.flush_cache();
     f.customer_a.set(Fault::Unavailable);
     f.customer_b.set(Fault::Unavailable);
-    let released = f.hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
+    let released = block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
     assert_eq!(key.expose_secret(), released.expose_secret());
     assert_eq!(f.audit.count(is_fallback), 1);
     let fallback = f
@@ -110,12 +110,12 @@ fn access_denied_never_falls_back_for_a_user_request() {
     let f = Fixture::new("denied");
     let tenant = f.customer_tenant();
     let ctx = context(tenant);
-    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
     f.hierarchy.flush_cache();
     // One key refuses and the other is down: a refusal is an answer.
     f.customer_a.set(Fault::AccessDenied);
     f.customer_b.set(Fault::Unavailable);
-    let result = f.hierarchy.release_file_key(&USER, &ctx, &wrapped);
+    let result = block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped));
     assert!(
         matches!(
             result,
@@ -124,8 +124,8 @@ fn access_denied_never_falls_back_for_a_user_request() {
         "{result:?}"
     );
     f.customer_b.set(Fault::AccessDenied);
-    assert!(f.hierarchy.release_file_key(&USER, &ctx, &wrapped).is_err());
-    assert!(f.hierarchy.new_file_key(&USER, &context(tenant)).is_err());
+    assert!(block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).is_err());
+    assert!(block_on(f.hierarchy.new_file_key(&USER, &context(tenant))).is_err());
     assert_eq!(
         f.audit
             .count(|e, _| matches!(e, Event::AvailabilityKeyFallback { .. })),
@@ -134,12 +134,10 @@ fn access_denied_never_falls_back_for_a_user_request() {
 
     // A marked system operation may use the availability key, audited...
     let scan = f.admin.capability("scan");
-    f.hierarchy
-        .release_file_key(&system(&scan), &ctx, &wrapped)
-        .unwrap();
+    block_on(f.hierarchy.release_file_key(&system(&scan), &ctx, &wrapped)).unwrap();
     assert_eq!(f.audit.count(is_fallback), 1);
     // ...but what it obtained is not cached for users.
-    assert!(f.hierarchy.release_file_key(&USER, &ctx, &wrapped).is_err());
+    assert!(block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).is_err());
     assert_eq!(f.hierarchy.cached_tiks(), 0);
 }
 
@@ -148,13 +146,13 @@ fn a_destroyed_customer_key_is_reported_as_destroyed_and_never_falls_back() {
     let f = Fixture::new("destroyed");
     let tenant = f.customer_tenant();
     let ctx = context(tenant);
-    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
     f.hierarchy.flush_cache();
     for keys in [&f.keys_a, &f.keys_b] {
         let versions = block_on(keys.keys()).unwrap();
         block_on(keys.destroy_version(&versions[0].0)).unwrap();
     }
-    let result = f.hierarchy.release_file_key(&USER, &ctx, &wrapped);
+    let result = block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped));
     assert!(
         matches!(result, Err(Error::RootKey(ProviderError::Destroyed { .. }))),
         "{result:?}"
@@ -168,18 +166,18 @@ fn revocation_takes_effect_within_the_cache_ttl() {
     let f = Fixture::with_ttl("ttl", ttl);
     let tenant = f.customer_tenant();
     let ctx = context(tenant);
-    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
-    f.hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
+    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
+    block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
     // The customer removes the service's access at their HSMs.
     f.customer_a.set(Fault::AccessDenied);
     f.customer_b.set(Fault::AccessDenied);
     let calls = f.customer_a.calls();
     // Within the TTL the cached TIK still serves (the documented lag)...
-    f.hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
+    block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
     assert_eq!(f.customer_a.calls(), calls, "served from the cache");
     // ...and once it expires, user requests fail.
     std::thread::sleep(ttl + Duration::from_millis(100));
-    let result = f.hierarchy.release_file_key(&USER, &ctx, &wrapped);
+    let result = block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped));
     assert!(
         matches!(
             result,
@@ -194,14 +192,14 @@ fn revocation_takes_effect_at_once_after_a_flush() {
     let f = Fixture::new("flush");
     let tenant = f.customer_tenant();
     let ctx = context(tenant);
-    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
-    f.hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
+    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
+    block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
     assert!(f.hierarchy.cached_tiks() > 0);
     f.customer_a.set(Fault::AccessDenied);
     f.customer_b.set(Fault::AccessDenied);
     f.hierarchy.flush_cache();
     assert_eq!(f.hierarchy.cached_tiks(), 0);
-    assert!(f.hierarchy.release_file_key(&USER, &ctx, &wrapped).is_err());
+    assert!(block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).is_err());
 }
 
 #[test]
@@ -209,14 +207,14 @@ fn recorded_revocation_stops_user_requests_at_once() {
     let f = Fixture::new("revoke");
     let tenant = f.customer_tenant();
     let ctx = context(tenant);
-    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
-    f.hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
+    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
+    block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
     let [a, b] = Fixture::customer_keys();
-    f.hierarchy.revoke_customer_key(tenant, &a).unwrap();
+    block_on(f.hierarchy.revoke_customer_key(tenant, &a)).unwrap();
     // Key B still answers.
-    f.hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
-    f.hierarchy.revoke_customer_key(tenant, &b).unwrap();
-    let result = f.hierarchy.release_file_key(&USER, &ctx, &wrapped);
+    block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
+    block_on(f.hierarchy.revoke_customer_key(tenant, &b)).unwrap();
+    let result = block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped));
     assert!(
         matches!(result, Err(Error::Revoked(t)) if t == tenant),
         "{result:?}"
@@ -228,8 +226,10 @@ fn recorded_revocation_stops_user_requests_at_once() {
     );
     // Not a customer key of this tenant.
     assert!(matches!(
-        f.hierarchy
-            .revoke_customer_key(tenant, &"service:root".parse().unwrap()),
+        block_on(
+            f.hierarchy
+                .revoke_customer_key(tenant, &"service:root".parse().unwrap())
+        ),
         Err(Error::Misuse(_))
     ));
 }
@@ -241,36 +241,38 @@ fn a_purge_is_final_cache_included_and_audited() {
     let other = f.customer_tenant();
     let ctx = context(tenant);
     let other_ctx = context(other);
-    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
-    let (_, other_wrapped) = f.hierarchy.new_file_key(&USER, &other_ctx).unwrap();
-    f.hierarchy.roll_tik(tenant).unwrap();
-    f.hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
+    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
+    let (_, other_wrapped) = block_on(f.hierarchy.new_file_key(&USER, &other_ctx)).unwrap();
+    block_on(f.hierarchy.roll_tik(tenant)).unwrap();
+    block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
 
-    assert_eq!(f.hierarchy.purge(tenant).unwrap(), 2);
+    assert_eq!(block_on(f.hierarchy.purge(tenant)).unwrap(), 2);
     let scan = f.admin.capability("scan");
     for access in [USER, system(&scan)] {
-        let result = f.hierarchy.release_file_key(&access, &ctx, &wrapped);
+        let result = block_on(f.hierarchy.release_file_key(&access, &ctx, &wrapped));
         assert!(
             matches!(result, Err(Error::Purged(t)) if t == tenant),
             "{result:?}"
         );
     }
     assert!(matches!(
-        f.hierarchy.new_file_key(&USER, &context(tenant)),
+        block_on(f.hierarchy.new_file_key(&USER, &context(tenant))),
         Err(Error::Purged(_))
     ));
     assert!(matches!(
-        f.hierarchy.roll_tik(tenant),
+        block_on(f.hierarchy.roll_tik(tenant)),
         Err(Error::Purged(_))
     ));
     assert_eq!(
-        f.hierarchy.tenant(tenant).unwrap().state,
+        block_on(f.hierarchy.tenant(tenant)).unwrap().state,
         TenantState::Purged
     );
     // The other tenant is unaffected.
-    f.hierarchy
-        .release_file_key(&USER, &other_ctx, &other_wrapped)
-        .unwrap();
+    block_on(
+        f.hierarchy
+            .release_file_key(&USER, &other_ctx, &other_wrapped),
+    )
+    .unwrap();
 
     // A new hierarchy over the same store, every provider healthy: still purged.
     let (again, again_admin) = Fixture::build(
@@ -284,7 +286,7 @@ fn a_purge_is_final_cache_included_and_audited() {
     );
     let scan = again_admin.capability("scan");
     assert!(matches!(
-        again.release_file_key(&system(&scan), &ctx, &wrapped),
+        block_on(again.release_file_key(&system(&scan), &ctx, &wrapped)),
         Err(Error::Purged(_))
     ));
     // Nothing of the tenant's TIKs is left in the store.
@@ -314,10 +316,10 @@ fn a_tenants_keys_never_unwrap_under_another_tenant() {
     let a = f.customer_tenant();
     let b = f.service_tenant();
     let ctx_a = context(a);
-    let (_, wrapped_a) = f.hierarchy.new_file_key(&USER, &ctx_a).unwrap();
+    let (_, wrapped_a) = block_on(f.hierarchy.new_file_key(&USER, &ctx_a)).unwrap();
     // Tenant A's wrapped key presented for tenant B (same file id).
     let as_b = FileContext { tenant: b, ..ctx_a };
-    let result = f.hierarchy.release_file_key(&USER, &as_b, &wrapped_a);
+    let result = block_on(f.hierarchy.release_file_key(&USER, &as_b, &wrapped_a));
     assert!(
         matches!(result, Err(Error::WrongTenant(t)) if t == b),
         "{result:?}"
@@ -327,7 +329,7 @@ fn a_tenants_keys_never_unwrap_under_another_tenant() {
     // B, because each wrap binds its tenant, TIK id and version.
     let c = f.customer_tenant();
     let ctx_c = context(c);
-    let (_, wrapped_c) = f.hierarchy.new_file_key(&USER, &ctx_c).unwrap();
+    let (_, wrapped_c) = block_on(f.hierarchy.new_file_key(&USER, &ctx_c)).unwrap();
     let db = rusqlite::Connection::open(f.dir.path().join("tenants.sqlite")).unwrap();
     let copied = db
         .execute(
@@ -340,7 +342,7 @@ fn a_tenants_keys_never_unwrap_under_another_tenant() {
     f.hierarchy.flush_cache();
     let scan = f.admin.capability("scan");
     for access in [USER, system(&scan)] {
-        let result = f.hierarchy.release_file_key(&access, &ctx_c, &wrapped_c);
+        let result = block_on(f.hierarchy.release_file_key(&access, &ctx_c, &wrapped_c));
         assert!(
             matches!(
                 result,
@@ -361,21 +363,23 @@ fn tik_rotation_rewrap_and_retirement() {
         let (ctx, key, _) = f.file_keys.new_file(&f.hierarchy, &USER, tenant);
         keys.push((ctx, *key.expose_secret()));
     }
-    let v2 = f.hierarchy.roll_tik(tenant).unwrap();
+    let v2 = block_on(f.hierarchy.roll_tik(tenant)).unwrap();
     assert_eq!(u32::from(v2), 2);
     // New files use the new version; old ones keep working.
-    let (_, new_wrapped) = f.hierarchy.new_file_key(&USER, &context(tenant)).unwrap();
+    let (_, new_wrapped) = block_on(f.hierarchy.new_file_key(&USER, &context(tenant))).unwrap();
     assert_eq!(new_wrapped.kek_version(), v2);
-    let retire = f.hierarchy.retire_tik(tenant, KeyVersion::FIRST, index);
+    let retire = block_on(f.hierarchy.retire_tik(tenant, KeyVersion::FIRST, index));
     assert!(
         matches!(retire, Err(Error::TikInUse { references: 25, .. })),
         "{retire:?}"
     );
 
     let mut seen = Vec::new();
-    let report = f
-        .hierarchy
-        .rewrap_file_keys(tenant, index, 10, &mut |p: RewrapProgress| seen.push(p))
+    let report =
+        block_on(
+            f.hierarchy
+                .rewrap_file_keys(tenant, index, 10, &mut |p: RewrapProgress| seen.push(p)),
+        )
         .unwrap();
     assert_eq!((report.rewrapped, report.batches), (25, 3));
     assert_eq!(seen.first(), Some(&RewrapProgress { done: 0, total: 25 }));
@@ -390,8 +394,7 @@ fn tik_rotation_rewrap_and_retirement() {
         let wrapped = f.file_keys.wrapped(ctx);
         assert_eq!(wrapped.kek_version(), v2);
         assert_eq!(
-            f.hierarchy
-                .release_file_key(&USER, ctx, &wrapped)
+            block_on(f.hierarchy.release_file_key(&USER, ctx, &wrapped))
                 .unwrap()
                 .expose_secret(),
             key
@@ -399,24 +402,19 @@ fn tik_rotation_rewrap_and_retirement() {
     }
     // Nothing refers to version 1 any more; the current version stays.
     assert!(matches!(
-        f.hierarchy.retire_tik(tenant, v2, index),
+        block_on(f.hierarchy.retire_tik(tenant, v2, index)),
         Err(Error::TikInUse {
             is_current: true,
             ..
         })
     ));
-    f.hierarchy
-        .retire_tik(tenant, KeyVersion::FIRST, index)
-        .unwrap();
+    block_on(f.hierarchy.retire_tik(tenant, KeyVersion::FIRST, index)).unwrap();
     assert!(matches!(
-        f.hierarchy.retire_tik(tenant, KeyVersion::FIRST, index),
+        block_on(f.hierarchy.retire_tik(tenant, KeyVersion::FIRST, index)),
         Err(Error::UnknownTikVersion { .. })
     ));
     // A re-wrap with nothing to do is a no-op.
-    let report = f
-        .hierarchy
-        .rewrap_file_keys(tenant, index, 10, &mut |_| {})
-        .unwrap();
+    let report = block_on(f.hierarchy.rewrap_file_keys(tenant, index, 10, &mut |_| {})).unwrap();
     assert_eq!(report.rewrapped, 0);
     assert_eq!(
         f.audit
@@ -432,9 +430,9 @@ fn rolling_a_root_key_rewraps_tik_versions_only() {
     let customer_tenant = f.customer_tenant();
     let mut files = Vec::new();
     for tenant in [service_tenant, customer_tenant] {
-        f.hierarchy.roll_tik(tenant).unwrap();
+        block_on(f.hierarchy.roll_tik(tenant)).unwrap();
         let ctx = context(tenant);
-        let (key, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+        let (key, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
         files.push((ctx, wrapped, *key.expose_secret()));
     }
     // The service root key and the availability key get new versions.
@@ -447,7 +445,7 @@ fn rolling_a_root_key_rewraps_tik_versions_only() {
             .0;
         let new = block_on(f.service.roll_key(label)).unwrap();
         assert_eq!(new.version(), 2);
-        let report = f.hierarchy.roll_root_key(&old, &new).unwrap();
+        let report = block_on(f.hierarchy.roll_root_key(&old, &new)).unwrap();
         assert_eq!((report.tenants, report.tik_versions), (1, 2));
         // The old version can go: nothing is wrapped under it any more.
         block_on(f.service.destroy_version(&old)).unwrap();
@@ -455,13 +453,13 @@ fn rolling_a_root_key_rewraps_tik_versions_only() {
     // A customer key is replaced by a new one.
     let old_a: atrest_tenant::RootKeyRef = "customer-a:key-1".parse().unwrap();
     let new_a = block_on(f.keys_a.create_key("key-2")).unwrap();
-    f.hierarchy.roll_root_key(&old_a, &new_a).unwrap();
+    block_on(f.hierarchy.roll_root_key(&old_a, &new_a)).unwrap();
     block_on(f.keys_a.destroy_version(&old_a)).unwrap();
 
     f.hierarchy.flush_cache();
     f.customer_b.set(Fault::Unavailable);
     for (ctx, wrapped, key) in &files {
-        let released = f.hierarchy.release_file_key(&USER, ctx, wrapped).unwrap();
+        let released = block_on(f.hierarchy.release_file_key(&USER, ctx, wrapped)).unwrap();
         assert_eq!(released.expose_secret(), key);
     }
     // Customer key B still has its original wraps, and the availability key
@@ -469,14 +467,18 @@ fn rolling_a_root_key_rewraps_tik_versions_only() {
     f.customer_a.set(Fault::Unavailable);
     f.customer_b.set(Fault::None);
     f.hierarchy.flush_cache();
-    f.hierarchy
-        .release_file_key(&USER, &files[1].0, &files[1].1)
-        .unwrap();
+    block_on(
+        f.hierarchy
+            .release_file_key(&USER, &files[1].0, &files[1].1),
+    )
+    .unwrap();
     f.customer_b.set(Fault::Unavailable);
     f.hierarchy.flush_cache();
-    f.hierarchy
-        .release_file_key(&USER, &files[1].0, &files[1].1)
-        .unwrap();
+    block_on(
+        f.hierarchy
+            .release_file_key(&USER, &files[1].0, &files[1].1),
+    )
+    .unwrap();
     assert_eq!(
         f.audit
             .count(|e, _| matches!(e, Event::RootKeyRolled { .. })),
@@ -489,15 +491,15 @@ fn slow_providers_only_cost_the_first_unwrap() {
     let f = Fixture::new("slow");
     let tenant = f.customer_tenant();
     let ctx = context(tenant);
-    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
     f.hierarchy.flush_cache();
     f.customer_a.set(Fault::Slow(Duration::from_millis(200)));
     let start = std::time::Instant::now();
-    f.hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
+    block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
     assert!(start.elapsed() >= Duration::from_millis(200));
     let calls = f.customer_a.calls();
     for _ in 0..100 {
-        f.hierarchy.release_file_key(&USER, &ctx, &wrapped).unwrap();
+        block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
     }
     assert_eq!(f.customer_a.calls(), calls);
 }
@@ -507,17 +509,17 @@ fn bad_input_gets_typed_errors() {
     let f = Fixture::new("bad");
     let tenant = f.service_tenant();
     assert!(
-        matches!(f.hierarchy.create_service_tenant(tenant), Err(Error::TenantExists(t)) if t == tenant)
+        matches!(block_on(f.hierarchy.create_service_tenant(tenant)), Err(Error::TenantExists(t)) if t == tenant)
     );
     let unknown = context(atrest_filekey::TenantId::random(&mut atrest_filekey::OsRng).unwrap());
     assert!(matches!(
-        f.hierarchy.new_file_key(&USER, &unknown),
+        block_on(f.hierarchy.new_file_key(&USER, &unknown)),
         Err(Error::UnknownTenant(_))
     ));
     f.audit.clear();
-    let (_, some_key) = f.hierarchy.new_file_key(&USER, &context(tenant)).unwrap();
+    let (_, some_key) = block_on(f.hierarchy.new_file_key(&USER, &context(tenant))).unwrap();
     assert!(matches!(
-        f.hierarchy.release_file_key(&USER, &unknown, &some_key),
+        block_on(f.hierarchy.release_file_key(&USER, &unknown, &some_key)),
         Err(Error::UnknownTenant(_))
     ));
     assert_eq!(
@@ -530,16 +532,18 @@ fn bad_input_gets_typed_errors() {
     let same: atrest_tenant::RootKeyRef = "customer-a:key-1".parse().unwrap();
     let t2 = atrest_filekey::TenantId::random(&mut atrest_filekey::OsRng).unwrap();
     assert!(matches!(
-        f.hierarchy
-            .create_customer_key_tenant(t2, [same.clone(), same]),
+        block_on(
+            f.hierarchy
+                .create_customer_key_tenant(t2, [same.clone(), same])
+        ),
         Err(Error::Misuse(_))
     ));
     // A wrapped key released under the wrong file fails authentication.
     let ctx = context(tenant);
-    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
     let other_file = context(tenant);
     assert!(matches!(
-        f.hierarchy.release_file_key(&USER, &other_file, &wrapped),
+        block_on(f.hierarchy.release_file_key(&USER, &other_file, &wrapped)),
         Err(Error::FileKey(atrest_filekey::Error::AuthenticationFailed))
     ));
     for text in ["", "no-colon", "a:b@0", "a:b@x", ":b", "a@b:c"] {
@@ -559,7 +563,7 @@ fn a_system_capability_works_only_with_the_hierarchy_that_issued_it() {
     let f = Fixture::new("capability");
     let tenant = f.customer_tenant();
     let ctx = context(tenant);
-    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
     // A second hierarchy built over the same store, with an administration
     // of its own: its capabilities mean nothing to the first.
     let (_, foreign_admin) = Fixture::build(
@@ -575,9 +579,10 @@ fn a_system_capability_works_only_with_the_hierarchy_that_issued_it() {
     f.customer_a.set(Fault::AccessDenied);
     f.customer_b.set(Fault::AccessDenied);
     f.hierarchy.flush_cache();
-    let result = f
-        .hierarchy
-        .release_file_key(&system(&foreign), &ctx, &wrapped);
+    let result = block_on(
+        f.hierarchy
+            .release_file_key(&system(&foreign), &ctx, &wrapped),
+    );
     assert!(matches!(result, Err(Error::Misuse(_))), "{result:?}");
     assert_eq!(
         f.audit.count(is_fallback),
@@ -586,9 +591,7 @@ fn a_system_capability_works_only_with_the_hierarchy_that_issued_it() {
     );
     // Its own administration's capability is honoured.
     let own = f.admin.capability("rewrap");
-    f.hierarchy
-        .release_file_key(&system(&own), &ctx, &wrapped)
-        .unwrap();
+    block_on(f.hierarchy.release_file_key(&system(&own), &ctx, &wrapped)).unwrap();
 }
 
 #[test]
@@ -600,7 +603,7 @@ fn a_denied_write_makes_no_file_key_and_is_audited() {
     let stranger = Access::User {
         principal: "mallory",
     };
-    let result = f.hierarchy.new_file_key(&stranger, &ctx);
+    let result = block_on(f.hierarchy.new_file_key(&stranger, &ctx));
     assert!(matches!(result, Err(Error::Denied { .. })), "{result:?}");
     assert_eq!(
         f.audit
@@ -613,7 +616,7 @@ fn a_denied_write_makes_no_file_key_and_is_audited() {
             .count(|e, _| matches!(e, Event::FileKeyWrapped { .. })),
         0
     );
-    f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
 }
 
 #[test]
@@ -621,12 +624,12 @@ fn deleted_customer_wraps_are_a_refusal_never_a_fallback() {
     let f = Fixture::new("deleted-wraps");
     let tenant = f.customer_tenant();
     let ctx = context(tenant);
-    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
     // The customer destroyed both keys...
     f.customer_a.set(Fault::NotFound);
     f.customer_b.set(Fault::NotFound);
     f.hierarchy.flush_cache();
-    assert!(f.hierarchy.release_file_key(&USER, &ctx, &wrapped).is_err());
+    assert!(block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).is_err());
     // ...and a writer of the database deletes the customer wraps, one or
     // both, so that no customer key is even asked.
     let db = rusqlite::Connection::open(f.dir.path().join("tenants.sqlite")).unwrap();
@@ -649,7 +652,7 @@ fn deleted_customer_wraps_are_a_refusal_never_a_fallback() {
             .unwrap();
         }
         f.hierarchy.flush_cache();
-        let result = f.hierarchy.release_file_key(&USER, &ctx, &wrapped);
+        let result = block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped));
         assert!(matches!(result, Err(Error::Corrupt(_))), "{result:?}");
         assert_eq!(
             f.audit.count(is_fallback),
@@ -664,12 +667,12 @@ fn relabelled_slots_and_kinds_do_not_unwrap() {
     let f = Fixture::new("relabelled");
     let tenant = f.customer_tenant();
     let ctx = context(tenant);
-    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
     // The customer destroyed both keys: users are refused.
     f.customer_a.set(Fault::NotFound);
     f.customer_b.set(Fault::NotFound);
     f.hierarchy.flush_cache();
-    assert!(f.hierarchy.release_file_key(&USER, &ctx, &wrapped).is_err());
+    assert!(block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).is_err());
     let db = rusqlite::Connection::open(f.dir.path().join("tenants.sqlite")).unwrap();
     let reset = |db: &rusqlite::Connection| {
         db.execute_batch(&format!(
@@ -694,7 +697,7 @@ fn relabelled_slots_and_kinds_do_not_unwrap() {
         db.execute_batch(&edit.replace("{id}", &hex(tenant.as_bytes())))
             .unwrap();
         f.hierarchy.flush_cache();
-        let result = f.hierarchy.release_file_key(&USER, &ctx, &wrapped);
+        let result = block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped));
         assert!(result.is_err(), "released after: {edit}");
         assert_eq!(f.audit.count(is_fallback), 0, "{edit}");
     }
@@ -714,7 +717,7 @@ fn a_database_backup_restored_after_a_purge_brings_nothing_back() {
         .into_iter()
         .map(|t| {
             let ctx = context(t);
-            let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
+            let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
             (ctx, wrapped)
         })
         .collect();
@@ -739,8 +742,8 @@ fn a_database_backup_restored_after_a_purge_brings_nothing_back() {
         .map(|db| (db.clone(), std::fs::read(db).unwrap()))
         .collect();
 
-    f.hierarchy.purge(tenant).unwrap();
-    f.hierarchy.purge(service_managed).unwrap();
+    block_on(f.hierarchy.purge(tenant)).unwrap();
+    block_on(f.hierarchy.purge(service_managed)).unwrap();
 
     // Restored over the live files; a new hierarchy over them, every
     // customer key healthy.
@@ -774,7 +777,7 @@ fn a_database_backup_restored_after_a_purge_brings_nothing_back() {
         );
         let (ctx, wrapped) = files.iter().find(|(c, _)| c.tenant == purged).unwrap();
         for access in [USER, system(&scan)] {
-            let result = again.release_file_key(&access, ctx, wrapped);
+            let result = block_on(again.release_file_key(&access, ctx, wrapped));
             assert!(
                 matches!(result, Err(Error::TenantKeyMissing(t)) if t == purged),
                 "{result:?}"
@@ -788,11 +791,11 @@ fn a_database_backup_restored_after_a_purge_brings_nothing_back() {
     );
     // The other tenant is unaffected.
     let (ctx, wrapped) = &files[1];
-    again.release_file_key(&USER, ctx, wrapped).unwrap();
+    block_on(again.release_file_key(&USER, ctx, wrapped)).unwrap();
     // Purging again makes the records agree.
-    again.purge(tenant).unwrap();
+    block_on(again.purge(tenant)).unwrap();
     assert!(matches!(
-        again.release_file_key(&USER, &files[0].0, &files[0].1),
+        block_on(again.release_file_key(&USER, &files[0].0, &files[0].1)),
         Err(Error::Purged(_))
     ));
 }
@@ -802,16 +805,20 @@ fn an_edited_tenant_record_is_refused_and_audited() {
     let f = Fixture::new("edited-record");
     let tenant = f.customer_tenant();
     let ctx = context(tenant);
-    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).unwrap();
-    f.hierarchy
-        .revoke_customer_key(tenant, &Fixture::customer_keys()[0])
-        .unwrap();
-    f.hierarchy
-        .revoke_customer_key(tenant, &Fixture::customer_keys()[1])
-        .unwrap();
+    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
+    block_on(
+        f.hierarchy
+            .revoke_customer_key(tenant, &Fixture::customer_keys()[0]),
+    )
+    .unwrap();
+    block_on(
+        f.hierarchy
+            .revoke_customer_key(tenant, &Fixture::customer_keys()[1]),
+    )
+    .unwrap();
     f.hierarchy.flush_cache();
     assert!(matches!(
-        f.hierarchy.release_file_key(&USER, &ctx, &wrapped),
+        block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)),
         Err(Error::Revoked(_))
     ));
     // The database writer clears the revocations.
@@ -821,7 +828,7 @@ fn an_edited_tenant_record_is_refused_and_audited() {
     drop(db);
     // Read again once the cached record expires (here: at once).
     f.hierarchy.flush_cache();
-    let result = f.hierarchy.release_file_key(&USER, &ctx, &wrapped);
+    let result = block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped));
     assert!(
         matches!(result, Err(Error::Tampered { tenant: t, .. }) if t == tenant),
         "{result:?}"
@@ -834,8 +841,10 @@ fn an_edited_tenant_record_is_refused_and_audited() {
     // Revocation cannot be undone by the service either: a new revocation
     // attempt sees the edited record and is refused too.
     assert!(matches!(
-        f.hierarchy
-            .revoke_customer_key(tenant, &Fixture::customer_keys()[0]),
+        block_on(
+            f.hierarchy
+                .revoke_customer_key(tenant, &Fixture::customer_keys()[0])
+        ),
         Err(Error::Tampered { .. })
     ));
 }

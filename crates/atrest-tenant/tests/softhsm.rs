@@ -28,7 +28,7 @@ use atrest_filekey::{OsRng, TenantId};
 use atrest_sqlite::SqliteStore;
 use atrest_tenant::{
     Error, KeyHierarchy, KeyMaterial, MasterKey, Pkcs11Keys, ProviderError, RootKeyProvider,
-    TenantKeyDir,
+    TenantKeyDir, TenantKeyStore,
 };
 use atrest_test_support::sqlite as rusqlite;
 use common::{
@@ -41,12 +41,12 @@ fn customer_key_tenant_end_to_end() {
     with_tokens("customer_key_tenant_end_to_end", |dir| {
         let hsm_a = token("hsm-a", "customer-a");
         let hsm_b = token("hsm-b", "customer-b");
-        let key_a = hsm_a.generate_key("tenant-key-1").unwrap();
-        let key_b = hsm_b.generate_key("tenant-key-1").unwrap();
+        let key_a = block_on(hsm_a.generate_key("tenant-key-1")).unwrap();
+        let key_b = block_on(hsm_b.generate_key("tenant-key-1")).unwrap();
 
         // The service's root keys, sealed under a master key in a token.
         let master_token = token("service-master-token", "service-master");
-        master_token.generate_key("master").unwrap();
+        block_on(master_token.generate_key("master")).unwrap();
         let master = MasterKey::in_token(master_token, "master").unwrap();
         let tenant_keys =
             Arc::new(TenantKeyDir::open(&dir.join("tenant-keys"), master.clone()).unwrap());
@@ -71,11 +71,10 @@ fn customer_key_tenant_end_to_end() {
         let scan = admin.capability("scan");
 
         let tenant = TenantId::random(&mut OsRng).unwrap();
-        hierarchy
-            .create_customer_key_tenant(tenant, [key_a.clone(), key_b.clone()])
+        block_on(hierarchy.create_customer_key_tenant(tenant, [key_a.clone(), key_b.clone()]))
             .unwrap();
         let service_tenant = TenantId::random(&mut OsRng).unwrap();
-        hierarchy.create_service_tenant(service_tenant).unwrap();
+        block_on(hierarchy.create_service_tenant(service_tenant)).unwrap();
 
         // Wrap and release, through the tokens (cache flushed) and the cache.
         let mut files = Vec::new();
@@ -90,8 +89,7 @@ fn customer_key_tenant_end_to_end() {
             for (ctx, key) in &files {
                 let wrapped = file_keys.wrapped(ctx);
                 assert_eq!(
-                    hierarchy
-                        .release_file_key(&USER, ctx, &wrapped)
+                    block_on(hierarchy.release_file_key(&USER, ctx, &wrapped))
                         .unwrap()
                         .expose_secret(),
                     key
@@ -101,32 +99,30 @@ fn customer_key_tenant_end_to_end() {
         check_all(&hierarchy);
 
         // Rotate: the TIK (with re-wrap), then customer key A to a new key.
-        hierarchy.roll_tik(tenant).unwrap();
-        let report = hierarchy
-            .rewrap_file_keys(tenant, file_keys.index(), 2, &mut |_| {})
-            .unwrap();
+        block_on(hierarchy.roll_tik(tenant)).unwrap();
+        let report =
+            block_on(hierarchy.rewrap_file_keys(tenant, file_keys.index(), 2, &mut |_| {}))
+                .unwrap();
         assert_eq!(report.rewrapped, 5);
-        let key_a2 = hsm_a.generate_key("tenant-key-2").unwrap();
-        let rolled = hierarchy.roll_root_key(&key_a, &key_a2).unwrap();
+        let key_a2 = block_on(hsm_a.generate_key("tenant-key-2")).unwrap();
+        let rolled = block_on(hierarchy.roll_root_key(&key_a, &key_a2)).unwrap();
         assert_eq!((rolled.tenants, rolled.tik_versions), (1, 2));
-        hsm_a.destroy_key("tenant-key-1").unwrap();
+        block_on(hsm_a.destroy_key("tenant-key-1")).unwrap();
         check_all(&hierarchy);
         // The service root key too (sealed under the token master key).
         let root_2 = block_on(service.roll_key("root")).unwrap();
-        hierarchy
-            .roll_root_key(&"service:root@1".parse().unwrap(), &root_2)
-            .unwrap();
+        block_on(hierarchy.roll_root_key(&"service:root@1".parse().unwrap(), &root_2)).unwrap();
         check_all(&hierarchy);
 
         // Revoke: the customer disables key B and destroys key A.
-        hsm_b.disable_key("tenant-key-1").unwrap();
+        block_on(hsm_b.disable_key("tenant-key-1")).unwrap();
         hierarchy.flush_cache();
         let (ctx, _) = &files[0];
         let wrapped = file_keys.wrapped(ctx);
-        hierarchy.release_file_key(&USER, ctx, &wrapped).unwrap(); // key A2 still answers
-        hsm_a.destroy_key("tenant-key-2").unwrap();
+        block_on(hierarchy.release_file_key(&USER, ctx, &wrapped)).unwrap(); // key A2 still answers
+        block_on(hsm_a.destroy_key("tenant-key-2")).unwrap();
         hierarchy.flush_cache();
-        let refused = hierarchy.release_file_key(&USER, ctx, &wrapped);
+        let refused = block_on(hierarchy.release_file_key(&USER, ctx, &wrapped));
         assert!(
             matches!(
                 refused,
@@ -135,23 +131,21 @@ fn customer_key_tenant_end_to_end() {
             "{refused:?}"
         );
         // A marked system operation may still use the availability key.
-        hierarchy
-            .release_file_key(&system(&scan), ctx, &wrapped)
-            .unwrap();
-        hierarchy.revoke_customer_key(tenant, &key_a2).unwrap();
-        hierarchy.revoke_customer_key(tenant, &key_b).unwrap();
+        block_on(hierarchy.release_file_key(&system(&scan), ctx, &wrapped)).unwrap();
+        block_on(hierarchy.revoke_customer_key(tenant, &key_a2)).unwrap();
+        block_on(hierarchy.revoke_customer_key(tenant, &key_b)).unwrap();
         assert!(matches!(
-            hierarchy.release_file_key(&USER, ctx, &wrapped),
+            block_on(hierarchy.release_file_key(&USER, ctx, &wrapped)),
             Err(Error::Revoked(_))
         ));
 
         // Purge: nothing recovers any key of the tenant any more.
-        assert_eq!(hierarchy.purge(tenant).unwrap(), 2);
+        assert_eq!(block_on(hierarchy.purge(tenant)).unwrap(), 2);
         for (ctx, _) in files.iter().filter(|(c, _)| c.tenant == tenant) {
             let wrapped = file_keys.wrapped(ctx);
             for access in [USER, system(&scan)] {
                 assert!(matches!(
-                    hierarchy.release_file_key(&access, ctx, &wrapped),
+                    block_on(hierarchy.release_file_key(&access, ctx, &wrapped)),
                     Err(Error::Purged(_))
                 ));
             }
@@ -160,8 +154,7 @@ fn customer_key_tenant_end_to_end() {
         for (ctx, key) in files.iter().filter(|(c, _)| c.tenant == service_tenant) {
             let wrapped = file_keys.wrapped(ctx);
             assert_eq!(
-                hierarchy
-                    .release_file_key(&USER, ctx, &wrapped)
+                block_on(hierarchy.release_file_key(&USER, ctx, &wrapped))
                     .unwrap()
                     .expose_secret(),
                 key
@@ -182,20 +175,20 @@ fn customer_key_tenant_end_to_end() {
 fn token_keys_cannot_be_extracted() {
     with_tokens("token_keys_cannot_be_extracted", |_| {
         let hsm = token("hsm-a", "customer-a");
-        hsm.generate_key("generated").unwrap();
-        hsm.import_key(
+        block_on(hsm.generate_key("generated")).unwrap();
+        block_on(hsm.import_key(
             "imported",
             &atrest_tenant::RootKeyMaterial::from_secret_bytes(&[9; 32]),
-        )
+        ))
         .unwrap();
         for label in ["generated", "imported"] {
-            let protection = hsm.protection(label).unwrap();
+            let protection = block_on(hsm.protection(label)).unwrap();
             assert!(protection.sensitive, "{label}: {protection:?}");
             assert!(!protection.extractable, "{label}: {protection:?}");
             assert!(!protection.value_readable, "{label}: {protection:?}");
         }
         // Generated inside the token, it was never anywhere else.
-        let generated = hsm.protection("generated").unwrap();
+        let generated = block_on(hsm.protection("generated")).unwrap();
         assert!(
             generated.always_sensitive && generated.never_extractable,
             "{generated:?}"
@@ -249,7 +242,7 @@ fn token_keys_cannot_be_extracted() {
         // Each key may be used with AES-GCM only: ECB on it is refused.
         for label in ["generated", "imported"] {
             assert_eq!(
-                hsm.allowed_mechanisms(label).unwrap(),
+                block_on(hsm.allowed_mechanisms(label)).unwrap(),
                 [cryptoki::mechanism::MechanismType::AES_GCM],
                 "{label}"
             );
@@ -264,7 +257,7 @@ fn token_keys_cannot_be_extracted() {
         }
         // Creating a key whose label is taken is refused.
         assert!(matches!(
-            hsm.generate_key("generated"),
+            block_on(hsm.generate_key("generated")),
             Err(ProviderError::Misconfigured { .. })
         ));
     });
@@ -273,39 +266,39 @@ fn token_keys_cannot_be_extracted() {
 #[test]
 fn token_errors_are_typed() {
     with_tokens("token_errors_are_typed", |_| {
-        let wrong_pin = Pkcs11Keys::open("hsm", &module(), "customer-a", "0000");
+        let wrong_pin = block_on(Pkcs11Keys::open("hsm", &module(), "customer-a", "0000"));
         assert!(
             matches!(wrong_pin, Err(ProviderError::AccessDenied { .. })),
             "{wrong_pin:?}"
         );
-        let no_token = Pkcs11Keys::open("hsm", &module(), "no-such-token", PIN);
+        let no_token = block_on(Pkcs11Keys::open("hsm", &module(), "no-such-token", PIN));
         assert!(
             matches!(no_token, Err(ProviderError::Unavailable { .. })),
             "{no_token:?}"
         );
-        let no_module = Pkcs11Keys::open(
+        let no_module = block_on(Pkcs11Keys::open(
             "hsm",
             std::path::Path::new("/nonexistent/module.so"),
             "x",
             PIN,
-        );
+        ));
         assert!(
             matches!(no_module, Err(ProviderError::Misconfigured { .. })),
             "{no_module:?}"
         );
 
         let hsm = token("hsm-b", "customer-b");
-        let key = hsm.generate_key("k").unwrap();
+        let key = block_on(hsm.generate_key("k")).unwrap();
         let material = KeyMaterial::from_secret_bytes(&[1; 32]);
-        let wrapped = hsm.wrap(&key, &material, &binding(b"aad")).unwrap();
+        let wrapped = block_on(hsm.wrap(&key, &material, &binding(b"aad"))).unwrap();
         assert_eq!(wrapped.len(), 61);
         assert_eq!(
-            hsm.unwrap(&key, &wrapped, &binding(b"aad"))
+            block_on(hsm.unwrap(&key, &wrapped, &binding(b"aad")))
                 .unwrap()
                 .expose_secret(),
             &[1; 32]
         );
-        let wrong_aad = hsm.unwrap(&key, &wrapped, &binding(b"aaD"));
+        let wrong_aad = block_on(hsm.unwrap(&key, &wrapped, &binding(b"aaD")));
         assert!(
             matches!(wrong_aad, Err(ProviderError::AuthenticationFailed { .. })),
             "{wrong_aad:?}"
@@ -313,21 +306,21 @@ fn token_errors_are_typed() {
         let mut tampered = wrapped.clone();
         tampered[20] ^= 1;
         assert!(matches!(
-            hsm.unwrap(&key, &tampered, &binding(b"aad")),
+            block_on(hsm.unwrap(&key, &tampered, &binding(b"aad"))),
             Err(ProviderError::AuthenticationFailed { .. })
         ));
         assert!(matches!(
-            hsm.unwrap(&key, &wrapped[1..], &binding(b"aad")),
+            block_on(hsm.unwrap(&key, &wrapped[1..], &binding(b"aad"))),
             Err(ProviderError::AuthenticationFailed { .. })
         ));
         let missing = "hsm-b:missing".parse().unwrap();
         assert!(matches!(
-            hsm.unwrap(&missing, &wrapped, &binding(b"aad")),
+            block_on(hsm.unwrap(&missing, &wrapped, &binding(b"aad"))),
             Err(ProviderError::NotFound { .. })
         ));
-        hsm.disable_key("k").unwrap();
+        block_on(hsm.disable_key("k")).unwrap();
         assert!(matches!(
-            hsm.unwrap(&key, &wrapped, &binding(b"aad")),
+            block_on(hsm.unwrap(&key, &wrapped, &binding(b"aad"))),
             Err(ProviderError::AccessDenied { .. })
         ));
         assert!(format!("{hsm:?}").contains("customer-b"));
@@ -342,11 +335,11 @@ fn audit_checkpoints_signed_by_a_key_that_never_leaves_the_token() {
         "audit_checkpoints_signed_by_a_key_that_never_leaves_the_token",
         |dir| {
             let hsm = token("audit-hsm", "customer-a");
-            let signer = hsm.generate_checkpoint_signer("audit-2026").unwrap();
+            let signer = block_on(hsm.generate_checkpoint_signer("audit-2026")).unwrap();
             let trusted = signer.verifying_key();
             // A second key pair under the same label is refused.
             assert!(matches!(
-                hsm.generate_checkpoint_signer("audit-2026"),
+                block_on(hsm.generate_checkpoint_signer("audit-2026")),
                 Err(ProviderError::Misconfigured { .. })
             ));
             let log_dir = dir.join("audit");
@@ -364,7 +357,7 @@ fn audit_checkpoints_signed_by_a_key_that_never_leaves_the_token() {
             assert_eq!(report.signed, Some(report.records - 1));
 
             // Reopened with the token's key found by its label.
-            let again = hsm.checkpoint_signer("audit-2026").unwrap();
+            let again = block_on(hsm.checkpoint_signer("audit-2026")).unwrap();
             assert_eq!(again.verifying_key(), trusted);
             let (log, _) = AuditLog::open(&log_dir, again, LogConfig::default()).unwrap();
             log.append(&Record::new(
@@ -375,7 +368,7 @@ fn audit_checkpoints_signed_by_a_key_that_never_leaves_the_token() {
             assert!(verify(&log_dir, &[], &trusted).unwrap().is_ok());
 
             // A label with no key pair.
-            let missing = hsm.checkpoint_signer("no-such-key");
+            let missing = block_on(hsm.checkpoint_signer("no-such-key"));
             assert!(
                 matches!(missing, Err(ProviderError::NotFound { .. })),
                 "{missing:?}"
@@ -391,7 +384,7 @@ fn tenant_keys_in_a_token_never_leave_it_and_a_purge_destroys_them_there() {
         |dir| {
             // The deployment's token holds the master key and the tenant keys.
             let deployment_token = token("deployment", "service-master");
-            deployment_token.generate_key("master").unwrap();
+            block_on(deployment_token.generate_key("master")).unwrap();
             let master = MasterKey::in_token(deployment_token.clone(), "master").unwrap();
             let service = service_keys("service", &dir.join("keys.sqlite"), master);
             block_on(service.create_key("root")).unwrap();
@@ -414,26 +407,30 @@ fn tenant_keys_in_a_token_never_leave_it_and_a_purge_destroys_them_there() {
             let files: Vec<_> = [tenant, other]
                 .into_iter()
                 .map(|t| {
-                    hierarchy.create_service_tenant(t).unwrap();
+                    block_on(hierarchy.create_service_tenant(t)).unwrap();
                     let ctx = context(t);
-                    let (key, wrapped) = hierarchy.new_file_key(&USER, &ctx).unwrap();
+                    let (key, wrapped) = block_on(hierarchy.new_file_key(&USER, &ctx)).unwrap();
                     (ctx, wrapped, *key.expose_secret())
                 })
                 .collect();
             for (ctx, wrapped, key) in &files {
-                let released = hierarchy.release_file_key(&USER, ctx, wrapped).unwrap();
+                let released = block_on(hierarchy.release_file_key(&USER, ctx, wrapped)).unwrap();
                 assert_eq!(released.expose_secret(), key);
             }
 
             // The tenant key is a token object that cannot be read out.
-            let record = hierarchy.tenant(tenant).unwrap();
+            let record = block_on(hierarchy.tenant(tenant)).unwrap();
             let label = format!("atrest-tenant-{tenant}-{}", record.tik_id);
-            let protection = deployment_token.protection(&label).unwrap();
+            let protection = block_on(deployment_token.protection(&label)).unwrap();
             assert!(protection.sensitive && !protection.extractable);
             assert!(protection.always_sensitive && protection.never_extractable);
             assert!(!protection.value_readable);
             assert!(matches!(
-                deployment_token.create_tenant_key(tenant, record.tik_id),
+                block_on(TenantKeyStore::create(
+                    &*deployment_token,
+                    tenant,
+                    record.tik_id
+                )),
                 Err(Error::TenantExists(_))
             ));
 
@@ -444,10 +441,10 @@ fn tenant_keys_in_a_token_never_leave_it_and_a_purge_destroys_them_there() {
                 .unwrap();
             drop(connection);
             let backup = std::fs::read(&db).unwrap();
-            hierarchy.purge(tenant).unwrap();
+            block_on(hierarchy.purge(tenant)).unwrap();
             drop(hierarchy);
             assert!(matches!(
-                deployment_token.protection(&label),
+                block_on(deployment_token.protection(&label)),
                 Err(ProviderError::NotFound { .. })
             ));
             for suffix in ["-wal", "-shm"] {
@@ -457,11 +454,11 @@ fn tenant_keys_in_a_token_never_leave_it_and_a_purge_destroys_them_there() {
             let restored = build();
             let (ctx, wrapped, _) = &files[0];
             assert!(matches!(
-                restored.release_file_key(&USER, ctx, wrapped),
+                block_on(restored.release_file_key(&USER, ctx, wrapped)),
                 Err(Error::TenantKeyMissing(t)) if t == tenant
             ));
             let (ctx, wrapped, key) = &files[1];
-            let released = restored.release_file_key(&USER, ctx, wrapped).unwrap();
+            let released = block_on(restored.release_file_key(&USER, ctx, wrapped)).unwrap();
             assert_eq!(released.expose_secret(), key);
         },
     );

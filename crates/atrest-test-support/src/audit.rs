@@ -47,8 +47,9 @@ impl Collected {
     }
 }
 
+#[async_trait::async_trait]
 impl Audit for Collected {
-    fn record(&self, record: Record) -> Result<Receipt, atrest_audit::Error> {
+    async fn record(&self, record: Record) -> Result<Receipt, atrest_audit::Error> {
         let mut records = self.lock();
         let seq = records.len() as u64;
         records.push(record);
@@ -69,8 +70,9 @@ impl Counting {
     }
 }
 
+#[async_trait::async_trait]
 impl Audit for Counting {
-    fn record(&self, record: Record) -> Result<Receipt, atrest_audit::Error> {
+    async fn record(&self, record: Record) -> Result<Receipt, atrest_audit::Error> {
         drop(std::hint::black_box(record));
         let seq = self.0.fetch_add(1, Ordering::Relaxed);
         Ok(Receipt { seq, hash: [0; 32] })

@@ -170,7 +170,7 @@ impl Files {
         let record = Record::new(self.actor.clone(), event)
             .tenant(Text::lossy(context.tenant.to_string()))
             .outcome(outcome);
-        let _ = self.audit.record(record)?;
+        let _ = block_on(self.audit.record(record))?;
         Ok(())
     }
 
@@ -253,7 +253,7 @@ impl Files {
         plaintext: R,
     ) -> Result<FileRecord, Error> {
         let context = &ticket.context;
-        let (mut key, wrapped_key) = self.keys.new_file_key(access, context)?;
+        let (mut key, wrapped_key) = block_on(self.keys.new_file_key(access, context))?;
         match block_on(self.catalog.attach_key(ticket, &wrapped_key)) {
             Ok(()) => {}
             Err(Error::Catalog(CatalogError::TikRetired { .. })) => {
@@ -261,7 +261,7 @@ impl Files {
                 // this process still had cached as current: make the key
                 // again under the current version.
                 self.keys.flush_tenant(context.tenant);
-                let (fresh, wrapped_key) = self.keys.new_file_key(access, context)?;
+                let (fresh, wrapped_key) = block_on(self.keys.new_file_key(access, context))?;
                 key = fresh;
                 block_on(self.catalog.attach_key(ticket, &wrapped_key))?;
             }
@@ -275,7 +275,7 @@ impl Files {
         drop(key);
         let (upload, plaintext_len) = encrypted?;
         let (blob_len, digest) = upload.finish()?;
-        let metadata = block_on(self.keys.metadata_key_async(context.tenant))?;
+        let metadata = block_on(self.keys.metadata_key(context.tenant))?;
         let sealed = self.sealed_blob(&metadata, ticket, plaintext_len, blob_len, digest);
         block_on(self.catalog.commit_seal(ticket, &sealed))
     }
@@ -375,7 +375,7 @@ impl Files {
         let keyed = self
             .batch_keys(access, tickets)
             .and_then(|(keys, records)| {
-                let metadata = block_on(self.keys.metadata_key_async(tenant))?;
+                let metadata = block_on(self.keys.metadata_key(tenant))?;
                 Ok((keys, records, metadata))
             });
         let (keys, records, metadata) = match keyed {
@@ -397,7 +397,7 @@ impl Files {
         // blobs are written and flushed; both must be done before any
         // record of the batch is committed to the catalog.
         let (sealed, recorded) = std::thread::scope(|scope| {
-            let recording = records.map(|records| scope.spawn(move || records.commit()));
+            let recording = records.map(|records| scope.spawn(move || block_on(records.commit())));
             let sealed = parallel(threads, work, |(plaintext, key, ticket)| {
                 let key = key?;
                 self.write_blob(&key, &metadata, ticket, plaintext)
@@ -480,7 +480,7 @@ impl Files {
                     .outcome(outcome),
             );
         }
-        let _ = self.audit.record_all(records)?;
+        let _ = block_on(self.audit.record_all(records))?;
         Ok(results)
     }
 
@@ -495,9 +495,10 @@ impl Files {
             let Some(tenant) = contexts.first().map(|c| c.tenant) else {
                 return Ok((Vec::new(), None));
             };
-            let (made, records) = self
-                .keys
-                .new_file_keys_records_pending(access, tenant, &contexts)?;
+            let (made, records) = block_on(
+                self.keys
+                    .new_file_keys_records_pending(access, tenant, &contexts),
+            )?;
             let made: Vec<Result<_, Error>> = made
                 .into_iter()
                 .map(|made| made.map_err(Error::from))
@@ -512,7 +513,7 @@ impl Files {
                 Err(error) => {
                     // The keys were made: their records go to the audit
                     // trail even though nothing will use them.
-                    records.commit()?;
+                    block_on(records.commit())?;
                     match error {
                         Error::Catalog(CatalogError::TikRetired { .. }) if !retried => {
                             // As in `seal_into`: another process retired the
@@ -599,7 +600,7 @@ impl Files {
         name: &str,
         version: Option<FileVersion>,
     ) -> Result<(), Error> {
-        let metadata = block_on(self.keys.metadata_key_async(record.tenant))?;
+        let metadata = block_on(self.keys.metadata_key(record.tenant))?;
         record.authenticate(&metadata, tenant, name, version)
     }
 
@@ -639,9 +640,11 @@ impl Files {
             return Err(RecordError::UnsupportedFormat(record.format).into());
         }
         let _ = record.segment_size_checked()?;
-        Ok(self
-            .keys
-            .release_file_key(access, &record.context(), &record.wrapped_key)?)
+        Ok(block_on(self.keys.release_file_key(
+            access,
+            &record.context(),
+            &record.wrapped_key,
+        ))?)
     }
 
     fn audit_open(
@@ -943,7 +946,7 @@ impl Files {
         batch_size: usize,
         progress: &mut dyn FnMut(RewrapProgress),
     ) -> Result<(KeyVersion, RewrapReport, Vec<KeyVersion>), Error> {
-        let version = self.keys.roll_tik(tenant)?;
+        let version = block_on(self.keys.roll_tik(tenant))?;
         let report = self.rewrap(tenant, batch_size, progress)?;
         let retired = self.retire_unused_tiks(tenant)?;
         Ok((version, report, retired))
@@ -960,9 +963,12 @@ impl Files {
         batch_size: usize,
         progress: &mut dyn FnMut(RewrapProgress),
     ) -> Result<RewrapReport, Error> {
-        Ok(self
-            .keys
-            .rewrap_file_keys(tenant, self.catalog.as_ref(), batch_size, progress)?)
+        Ok(block_on(self.keys.rewrap_file_keys(
+            tenant,
+            self.catalog.as_ref(),
+            batch_size,
+            progress,
+        ))?)
     }
 
     /// Retires (destroys) TIK version `version` of `tenant`, if no record
@@ -972,9 +978,11 @@ impl Files {
     /// [`atrest_tenant::Error::TikInUse`] (as [`Error::Keys`]) if something
     /// still uses it; as for [`KeyHierarchy::retire_tik`].
     pub fn retire_tik(&self, tenant: TenantId, version: KeyVersion) -> Result<(), Error> {
-        Ok(self
-            .keys
-            .retire_tik(tenant, version, self.catalog.as_ref())?)
+        Ok(block_on(self.keys.retire_tik(
+            tenant,
+            version,
+            self.catalog.as_ref(),
+        ))?)
     }
 
     /// Retires every TIK version of `tenant` but the current one that
@@ -986,9 +994,9 @@ impl Files {
     /// As for [`Files::retire_tik`], except that a version in use is kept,
     /// not an error.
     pub fn retire_unused_tiks(&self, tenant: TenantId) -> Result<Vec<KeyVersion>, Error> {
-        let current = self.keys.tenant(tenant)?.current_tik;
+        let current = block_on(self.keys.tenant(tenant))?.current_tik;
         let mut retired = Vec::new();
-        for version in self.keys.tik_versions(tenant)? {
+        for version in block_on(self.keys.tik_versions(tenant))? {
             if version == current {
                 continue;
             }

@@ -48,7 +48,7 @@ pub struct FileRecord {
     /// The stream format version.
     pub format: u8,
     /// The record's tag under the tenant's metadata key
-    /// ([`atrest_tenant::KeyHierarchy::metadata_key_async`]): binds the
+    /// ([`atrest_tenant::KeyHierarchy::metadata_key`]): binds the
     /// tenant, name, file id, version, blob, sizes and blob digest together, so a record
     /// edited in the database (two files' records swapped, a size changed)
     /// is refused. The wrapped key is not covered: it is bound to the

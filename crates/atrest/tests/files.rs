@@ -42,8 +42,9 @@ struct Records(
     std::sync::atomic::AtomicBool,
 );
 
+#[async_trait::async_trait]
 impl atrest::audit::Audit for Records {
-    fn record(
+    async fn record(
         &self,
         record: atrest::audit::Record,
     ) -> Result<atrest::audit::Receipt, atrest::audit::Error> {
@@ -128,8 +129,8 @@ fn world_with(dir: &Path, blobs: Arc<dyn Blobs>) -> World {
     .build()
     .unwrap();
     if fresh {
-        keys.create_service_tenant(a).unwrap();
-        keys.create_service_tenant(b).unwrap();
+        block_on(keys.create_service_tenant(a)).unwrap();
+        block_on(keys.create_service_tenant(b)).unwrap();
     }
     let files = Files::new(Arc::new(keys), catalog.clone(), blobs, records.clone());
     World {
@@ -308,7 +309,7 @@ fn rotation_with_a_seal_in_flight_loses_no_file() {
             .seal(&ALICE, world.a, &format!("doc-{i}"), plain.as_slice())
             .unwrap();
     }
-    let first = keys.tenant(world.a).unwrap().current_tik;
+    let first = block_on(keys.tenant(world.a)).unwrap().current_tik;
 
     // A seal that has its key (under the first TIK version) and has
     // written part of its blob when the rotation starts.
@@ -327,7 +328,7 @@ fn rotation_with_a_seal_in_flight_loses_no_file() {
 
         // While it is paused: roll, re-wrap (the seal in flight included),
         // retire the old version.
-        let second = keys.roll_tik(world.a).unwrap();
+        let second = block_on(keys.roll_tik(world.a)).unwrap();
         assert_ne!(first, second);
         // Before the re-wrap, the old version is in use, by the sealed
         // records and by the seal in flight.
@@ -336,7 +337,7 @@ fn rotation_with_a_seal_in_flight_loses_no_file() {
         let report = files.rewrap(world.a, 2, &mut |_| {}).unwrap();
         assert_eq!(report.rewrapped, 6, "5 records and the seal in flight");
         assert_eq!(files.retire_unused_tiks(world.a).unwrap(), vec![first]);
-        assert_eq!(keys.tik_versions(world.a).unwrap(), vec![second]);
+        assert_eq!(block_on(keys.tik_versions(world.a)).unwrap(), vec![second]);
 
         resume_tx.send(()).unwrap();
         let record = sealing.join().unwrap().unwrap();
@@ -351,7 +352,7 @@ fn rotation_with_a_seal_in_flight_loses_no_file() {
         assert_eq!(&out, plain);
         assert_eq!(
             record.tik_version(),
-            keys.tenant(world.a).unwrap().current_tik
+            block_on(keys.tenant(world.a)).unwrap().current_tik
         );
     }
     assert_eq!(open_all(&world, &ALICE, "in-flight", 1).unwrap(), in_flight);
@@ -374,8 +375,8 @@ fn a_seal_choosing_its_key_blocks_every_retire() {
     let (world, _) = world(&dir);
     let files = &world.files;
     let _ = files.seal(&ALICE, world.a, "x", &b"x"[..]).unwrap();
-    let first = files.keys().tenant(world.a).unwrap().current_tik;
-    let _ = files.keys().roll_tik(world.a).unwrap();
+    let first = block_on(files.keys().tenant(world.a)).unwrap().current_tik;
+    let _ = block_on(files.keys().roll_tik(world.a)).unwrap();
     let _ = files.rewrap(world.a, 10, &mut |_| {}).unwrap();
     // A seal that has begun but has no key yet could wrap under any
     // version: nothing is retired meanwhile.
@@ -978,7 +979,9 @@ fn a_stale_cache_in_another_process_never_wraps_under_a_retired_version() {
         .files
         .seal(&ALICE, second.a, "warm", &b"caches the current TIK"[..])
         .unwrap();
-    let old = first.files.keys().tenant(first.a).unwrap().current_tik;
+    let old = block_on(first.files.keys().tenant(first.a))
+        .unwrap()
+        .current_tik;
 
     // The first rotates and retires the old version; the second still has
     // it cached as current.
@@ -1033,7 +1036,7 @@ fn every_failure_has_its_kind() {
         records,
     );
     let a = TenantId::random(&mut OsRng).unwrap();
-    files.keys().create_service_tenant(a).unwrap();
+    block_on(files.keys().create_service_tenant(a)).unwrap();
     let _ = files.seal(&ALICE, a, "f", &b"bytes"[..]).unwrap();
     let kind = |result: Result<(FileRecord, Vec<u8>), Error>| result.unwrap_err().kind();
     let open = || files.open(&ALICE, a, "f", None, Vec::new());
@@ -1049,7 +1052,7 @@ fn every_failure_has_its_kind() {
     let unknown = TenantId::random(&mut OsRng).unwrap();
     let error = files.seal(&ALICE, unknown, "f", &b""[..]).unwrap_err();
     assert_eq!(error.kind(), ErrorKind::NotFound, "{error}");
-    let _ = files.keys().purge(a).unwrap();
+    let _ = block_on(files.keys().purge(a)).unwrap();
     assert_eq!(kind(open()), ErrorKind::Refused);
     let error = files.seal(&ALICE, a, "g", &b""[..]).unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Refused, "{error}");

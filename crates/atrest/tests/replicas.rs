@@ -39,8 +39,9 @@ fn service_keys(path: &Path, master: MasterKey) -> Arc<ServiceKeys> {
 
 struct Discard;
 
+#[async_trait::async_trait]
 impl atrest::audit::Audit for Discard {
-    fn record(
+    async fn record(
         &self,
         _: atrest::audit::Record,
     ) -> Result<atrest::audit::Receipt, atrest::audit::Error> {
@@ -77,7 +78,7 @@ fn world(dir: &Path, blobs: Arc<dyn Blobs>) -> World {
     .policy(Arc::new(|_: &Access<'_>, _, _| Decision::Allow))
     .build()
     .unwrap();
-    keys.create_service_tenant(tenant).unwrap();
+    block_on(keys.create_service_tenant(tenant)).unwrap();
     World {
         files: Files::new(Arc::new(keys), catalog.clone(), blobs, audit),
         tenant,

@@ -13,6 +13,7 @@ use atrest::tenant::{
 };
 use atrest::{Catalog, Files};
 
+use atrest::tenant::blocking::block_on;
 use atrest_openbao::{Credentials, TransitKeys};
 
 use super::config::{Config, KmsConfig, TokenConfig};
@@ -177,8 +178,13 @@ fn open_token(token: &TokenConfig) -> (Arc<dyn RootKeyProvider>, Option<String>)
     let opened = std::env::var(&token.pin_env)
         .map_err(|_| format!("the PIN variable {} is not set", token.pin_env))
         .and_then(|pin| {
-            Pkcs11Keys::open(&token.name, &token.module, &token.token, &pin)
-                .map_err(|e| e.to_string())
+            block_on(Pkcs11Keys::open(
+                &token.name,
+                &token.module,
+                &token.token,
+                &pin,
+            ))
+            .map_err(|e| e.to_string())
         });
     match opened {
         Ok(keys) => (Arc::new(keys), None),

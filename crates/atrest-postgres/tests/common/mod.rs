@@ -216,8 +216,8 @@ impl World {
             let c = TenantId::random(&mut OsRng).unwrap();
             block_on(catalog.name_tenant("a", a)).unwrap();
             block_on(catalog.name_tenant("c", c)).unwrap();
-            let _ = keys.create_service_tenant(a).unwrap();
-            let _ = keys.create_customer_key_tenant(c, customer_keys()).unwrap();
+            let _ = block_on(keys.create_service_tenant(a)).unwrap();
+            let _ = block_on(keys.create_customer_key_tenant(c, customer_keys())).unwrap();
             (a, c)
         } else {
             (named("a").unwrap().unwrap(), named("c").unwrap().unwrap())

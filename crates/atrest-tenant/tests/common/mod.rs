@@ -44,7 +44,7 @@ pub fn with_tokens(test: &str, body: impl FnOnce(&Path)) {
 
 /// A provider for the token labelled `label`, logged in with [`PIN`].
 pub fn token(name: &str, label: &str) -> Arc<Pkcs11Keys> {
-    Arc::new(Pkcs11Keys::open(name, &module(), label, PIN).unwrap())
+    Arc::new(block_on(Pkcs11Keys::open(name, &module(), label, PIN)).unwrap())
 }
 
 /// Allows users named `reader*` and every system operation.
@@ -103,7 +103,7 @@ impl FileKeys {
         let name = format!("file-{}", FileId::random(&mut OsRng).unwrap());
         let blob = BlobName::random().unwrap();
         let ticket: SealTicket = block_on(self.catalog.begin_seal(tenant, &name, &blob)).unwrap();
-        let (key, wrapped) = hierarchy.new_file_key(access, &ticket.context).unwrap();
+        let (key, wrapped) = block_on(hierarchy.new_file_key(access, &ticket.context)).unwrap();
         block_on(self.catalog.attach_key(&ticket, &wrapped)).unwrap();
         let sealed = SealedBlob {
             plaintext_len: 0,
@@ -236,15 +236,17 @@ impl Fixture {
 
     pub fn customer_tenant(&self) -> TenantId {
         let tenant = TenantId::random(&mut OsRng).unwrap();
-        self.hierarchy
-            .create_customer_key_tenant(tenant, Self::customer_keys())
-            .unwrap();
+        block_on(
+            self.hierarchy
+                .create_customer_key_tenant(tenant, Self::customer_keys()),
+        )
+        .unwrap();
         tenant
     }
 
     pub fn service_tenant(&self) -> TenantId {
         let tenant = TenantId::random(&mut OsRng).unwrap();
-        self.hierarchy.create_service_tenant(tenant).unwrap();
+        block_on(self.hierarchy.create_service_tenant(tenant)).unwrap();
         tenant
     }
 }

@@ -1,38 +1,6 @@
-//! Root keys in a PKCS#11 token (an HSM, or SoftHSM2): customer keys, or the
-//! service's master key.
-//!
-//! Keys are AES-256 secret keys on the token, created *sensitive* and *not
-//! extractable*, so their value never leaves the token, and usable with
-//! `CKM_AES_GCM` only (`CKA_ALLOWED_MECHANISMS`); wrapping and unwrapping
-//! run inside the token. The service can disable a key
-//! ([`Pkcs11Keys::disable_key`]) but has no way to enable one again: that
-//! is the customer's act.
-//!
-//! # Wrapped form (version 1)
-//!
-//! `0x01` ‖ IV (12 bytes) ‖ AES-256-GCM ciphertext of the 32-byte key ‖
-//! 16-byte tag, with associated data `0x01 ‖ aad`: 61 bytes. The IV is
-//! random from the operating system, or whatever the token wrote back into
-//! the mechanism parameters (tokens in FIPS mode generate their own): the
-//! IV stored is always the one read back after encryption.
-//!
-//! The random 96-bit IV bounds the number of wraps under one token key to
-//! 2^32 (NIST SP 800-38D). A token key wraps one TIK version per tenant it
-//! protects and per roll, which stays many orders of magnitude below that.
-//!
-//! # Errors
-//!
-//! Return values are mapped onto [`ProviderError`]: a wrong PIN, a locked
-//! PIN, a key whose use was disabled or a user who is not logged in is
-//! [`ProviderError::AccessDenied`]; a missing key is
-//! [`ProviderError::NotFound`] (PKCS#11 cannot tell a destroyed key from
-//! one that never existed; the hierarchy reports a key that once wrapped a
-//! TIK as destroyed); a wrap that does not authenticate is
-//! [`ProviderError::AuthenticationFailed`] (including the general failure
-//! SoftHSM2 reports for a GCM tag mismatch, when the session is otherwise
-//! healthy); anything else (device errors, a
-//! removed token, a closed session) is [`ProviderError::Unavailable`]. A
-//! session that went away is reopened once before giving up.
+//! The token itself: the PKCS#11 module's context, the logged-in session,
+//! finding keys, and the calls the provider, the tenant keys and the
+//! checkpoint signer make, each blocking on the token.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -48,16 +16,12 @@ use cryptoki::types::AuthPin;
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroize;
 
-use atrest_filekey::{KeyId, TenantId};
-
+use super::KeyProtection;
 use crate::seal::Secret;
-use crate::{
-    DerivedKey, KeyMaterial, ProviderError, RootKeyMaterial, RootKeyProvider, RootKeyRef,
-    TenantKeyStore, TikBinding,
-};
+use crate::{KeyMaterial, ProviderError, RootKeyMaterial, RootKeyRef};
 
 /// The label prefix of tenant keys held in a token.
-const TENANT_KEY_PREFIX: &str = "atrest-tenant-";
+pub(crate) const TENANT_KEY_PREFIX: &str = "atrest-tenant-";
 
 const VERSION: u8 = 1;
 const IV_LEN: usize = 12;
@@ -65,30 +29,15 @@ const TAG_LEN: usize = 16;
 const TAG_BITS: u64 = 128;
 const WRAPPED_LEN: usize = 1 + IV_LEN + KeyMaterial::LEN + TAG_LEN;
 
-/// How a token protects a key: what [`Pkcs11Keys::protection`] reads back
-/// from the token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeyProtection {
-    /// `CKA_SENSITIVE`: the value cannot be read in the clear.
-    pub sensitive: bool,
-    /// `CKA_EXTRACTABLE`: the key can be wrapped out of the token.
-    pub extractable: bool,
-    /// `CKA_ALWAYS_SENSITIVE`: it has been sensitive since it was made.
-    pub always_sensitive: bool,
-    /// `CKA_NEVER_EXTRACTABLE`: it has never been extractable.
-    pub never_extractable: bool,
-    /// Whether reading `CKA_VALUE` was refused by the token.
-    pub value_readable: bool,
-}
-
-/// Root keys held in one PKCS#11 token.
+/// One PKCS#11 token, logged in: what [`Pkcs11Keys`](super::Pkcs11Keys)
+/// handles share. Its calls block on the token.
 ///
 /// One session, logged in as the user, serialized behind a mutex: the
 /// hierarchy caches unwrapped TIKs, so token calls are rare.
-pub struct Pkcs11Keys {
-    name: String,
+pub(crate) struct Token {
+    pub(crate) name: String,
     context: Pkcs11,
-    token_label: String,
+    pub(crate) token_label: String,
     pin: AuthPin,
     session: Mutex<Option<Session>>,
 }
@@ -113,7 +62,7 @@ fn context_for(module: &Path) -> Result<Pkcs11, CkError> {
     Ok(context)
 }
 
-impl Pkcs11Keys {
+impl Token {
     /// Opens the token labelled `token_label` through the PKCS#11 module at
     /// `module` and logs in as the user with `user_pin`. `name` is the
     /// provider name used in [`RootKeyRef`]s (for example `customer-hsm-a`).
@@ -122,7 +71,7 @@ impl Pkcs11Keys {
     /// [`ProviderError::Misconfigured`] if the module cannot be loaded or
     /// `name` is invalid; [`ProviderError::Unavailable`] if no token has that
     /// label; [`ProviderError::AccessDenied`] if the PIN is refused.
-    pub fn open(
+    pub(crate) fn open(
         name: &str,
         module: &Path,
         token_label: &str,
@@ -145,17 +94,17 @@ impl Pkcs11Keys {
         Ok(keys)
     }
 
-    fn token_ref(&self) -> RootKeyRef {
+    pub(crate) fn token_ref(&self) -> RootKeyRef {
         RootKeyRef::new(self.name.clone(), format!("token {}", self.token_label), 1)
             .or_else(|_| RootKeyRef::new(self.name.clone(), "token", 1))
             .unwrap_or_else(|_| unreachable!("the provider name was validated in open"))
     }
 
-    fn key_ref(&self, label: &str) -> Result<RootKeyRef, ProviderError> {
+    pub(crate) fn key_ref(&self, label: &str) -> Result<RootKeyRef, ProviderError> {
         RootKeyRef::new(self.name.clone(), label, 1)
     }
 
-    fn open_session(&self, key: &RootKeyRef) -> Result<Session, ProviderError> {
+    pub(crate) fn open_session(&self, key: &RootKeyRef) -> Result<Session, ProviderError> {
         let slot = self
             .context
             .get_slots_with_token()
@@ -181,7 +130,10 @@ impl Pkcs11Keys {
     }
 
     /// The logged-in session, opened if needed.
-    fn session(&self, key: &RootKeyRef) -> Result<MutexGuard<'_, Option<Session>>, ProviderError> {
+    pub(crate) fn session(
+        &self,
+        key: &RootKeyRef,
+    ) -> Result<MutexGuard<'_, Option<Session>>, ProviderError> {
         let mut guard = self
             .session
             .lock()
@@ -193,7 +145,7 @@ impl Pkcs11Keys {
     }
 
     /// Runs `op` on the session; reopens the session once if it went away.
-    fn with_session<T>(
+    pub(crate) fn with_session<T>(
         &self,
         key: &RootKeyRef,
         op: impl Fn(&Session) -> Result<T, CkError>,
@@ -221,7 +173,7 @@ impl Pkcs11Keys {
         }
     }
 
-    fn find(session: &Session, label: &str) -> Result<Option<ObjectHandle>, CkError> {
+    pub(crate) fn find(session: &Session, label: &str) -> Result<Option<ObjectHandle>, CkError> {
         let found = session.find_objects(&[
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::Label(label.as_bytes().to_vec()),
@@ -237,14 +189,18 @@ impl Pkcs11Keys {
         }
     }
 
-    fn handle(&self, session: &Session, key: &RootKeyRef) -> Result<ObjectHandle, CkError> {
+    pub(crate) fn handle(
+        &self,
+        session: &Session,
+        key: &RootKeyRef,
+    ) -> Result<ObjectHandle, CkError> {
         Self::find(session, key.label())?.ok_or(CkError::Pkcs11(
             RvError::KeyHandleInvalid,
             cryptoki::context::Function::FindObjects,
         ))
     }
 
-    fn key_template(label: &str) -> Vec<Attribute> {
+    pub(crate) fn key_template(label: &str) -> Vec<Attribute> {
         vec![
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::AES),
@@ -262,7 +218,11 @@ impl Pkcs11Keys {
         ]
     }
 
-    fn refuse_existing(&self, session: &Session, key: &RootKeyRef) -> Result<(), ProviderError> {
+    pub(crate) fn refuse_existing(
+        &self,
+        session: &Session,
+        key: &RootKeyRef,
+    ) -> Result<(), ProviderError> {
         match Self::find(session, key.label()) {
             Ok(None) => Ok(()),
             Ok(Some(_)) => Err(ProviderError::Misconfigured {
@@ -280,7 +240,7 @@ impl Pkcs11Keys {
     /// # Errors
     /// [`ProviderError::Misconfigured`] if the token already has a key with
     /// that label; otherwise as for any token call.
-    pub fn generate_key(&self, label: &str) -> Result<RootKeyRef, ProviderError> {
+    pub(crate) fn generate_key(&self, label: &str) -> Result<RootKeyRef, ProviderError> {
         let key = self.key_ref(label)?;
         let guard = self.session(&key)?;
         let session = guard.as_ref().unwrap_or_else(|| unreachable!("opened"));
@@ -299,7 +259,7 @@ impl Pkcs11Keys {
     ///
     /// # Errors
     /// As for [`Pkcs11Keys::generate_key`].
-    pub fn import_key(
+    pub(crate) fn import_key(
         &self,
         label: &str,
         material: &RootKeyMaterial,
@@ -328,7 +288,7 @@ impl Pkcs11Keys {
     /// # Errors
     /// [`ProviderError::NotFound`] if there is no such key; otherwise as for
     /// any token call.
-    pub fn protection(&self, label: &str) -> Result<KeyProtection, ProviderError> {
+    pub(crate) fn protection(&self, label: &str) -> Result<KeyProtection, ProviderError> {
         let key = self.key_ref(label)?;
         self.with_session(&key, |session| {
             let handle = self.handle(session, &key)?;
@@ -372,7 +332,7 @@ impl Pkcs11Keys {
     /// # Errors
     /// [`ProviderError::NotFound`] if there is no such key; otherwise as for
     /// any token call.
-    pub fn destroy_key(&self, label: &str) -> Result<(), ProviderError> {
+    pub(crate) fn destroy_key(&self, label: &str) -> Result<(), ProviderError> {
         let key = self.key_ref(label)?;
         self.with_session(&key, |session| {
             let handle = self.handle(session, &key)?;
@@ -388,7 +348,7 @@ impl Pkcs11Keys {
     ///
     /// # Errors
     /// As for [`Pkcs11Keys::destroy_key`].
-    pub fn disable_key(&self, label: &str) -> Result<(), ProviderError> {
+    pub(crate) fn disable_key(&self, label: &str) -> Result<(), ProviderError> {
         let key = self.key_ref(label)?;
         self.with_session(&key, |session| {
             let handle = self.handle(session, &key)?;
@@ -404,7 +364,10 @@ impl Pkcs11Keys {
     ///
     /// # Errors
     /// As for [`Pkcs11Keys::destroy_key`].
-    pub fn allowed_mechanisms(&self, label: &str) -> Result<Vec<MechanismType>, ProviderError> {
+    pub(crate) fn allowed_mechanisms(
+        &self,
+        label: &str,
+    ) -> Result<Vec<MechanismType>, ProviderError> {
         let key = self.key_ref(label)?;
         self.with_session(&key, |session| {
             let handle = self.handle(session, &key)?;
@@ -417,181 +380,6 @@ impl Pkcs11Keys {
                 })
                 .unwrap_or_default())
         })
-    }
-}
-
-/// Ed25519 keys for signing audit checkpoints, kept in the token.
-impl Pkcs11Keys {
-    /// Generates an Ed25519 key pair labelled `label` in the token (private
-    /// half sensitive, not extractable, usable only to sign) and returns a
-    /// signer over it.
-    ///
-    /// # Errors
-    /// [`ProviderError::Misconfigured`] if the token already has an object
-    /// with that label or no Ed25519 support; otherwise as for any token
-    /// call.
-    pub fn generate_checkpoint_signer(
-        self: &std::sync::Arc<Self>,
-        label: &str,
-    ) -> Result<TokenCheckpointSigner, ProviderError> {
-        let key = self.key_ref(label)?;
-        self.with_session(&key, |session| {
-            let existing = session.find_objects(&[Attribute::Label(label.as_bytes().to_vec())])?;
-            if !existing.is_empty() {
-                return Err(CkError::Pkcs11(
-                    RvError::TemplateInconsistent,
-                    cryptoki::context::Function::FindObjects,
-                ));
-            }
-            let public = [
-                Attribute::Token(true),
-                Attribute::Private(false),
-                Attribute::Verify(true),
-                Attribute::Label(label.as_bytes().to_vec()),
-                Attribute::EcParams(ED25519_OID.to_vec()),
-            ];
-            let private = [
-                Attribute::Token(true),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::Sign(true),
-                Attribute::Label(label.as_bytes().to_vec()),
-                Attribute::AllowedMechanisms(vec![MechanismType::EDDSA]),
-            ];
-            session.generate_key_pair(&Mechanism::EccEdwardsKeyPairGen, &public, &private)
-        })
-        .map_err(|error| match error {
-            ProviderError::Misconfigured { .. } => ProviderError::Misconfigured {
-                provider: self.name.clone(),
-                detail: format!("token already holds an object labelled {label:?}"),
-            },
-            other => other,
-        })?;
-        self.checkpoint_signer(label)
-    }
-
-    /// A signer over the Ed25519 key pair labelled `label` in the token.
-    /// The verifying key is named `label` too.
-    ///
-    /// # Errors
-    /// [`ProviderError::NotFound`] if there is no such key pair;
-    /// [`ProviderError::Misconfigured`] if its public key is not Ed25519;
-    /// otherwise as for any token call.
-    pub fn checkpoint_signer(
-        self: &std::sync::Arc<Self>,
-        label: &str,
-    ) -> Result<TokenCheckpointSigner, ProviderError> {
-        let key = self.key_ref(label)?;
-        let point = self.with_session(&key, |session| {
-            let found = session.find_objects(&[
-                Attribute::Class(ObjectClass::PUBLIC_KEY),
-                Attribute::KeyType(KeyType::EC_EDWARDS),
-                Attribute::Label(label.as_bytes().to_vec()),
-            ])?;
-            let [handle] = found.as_slice() else {
-                return Err(CkError::Pkcs11(
-                    RvError::KeyHandleInvalid,
-                    cryptoki::context::Function::FindObjects,
-                ));
-            };
-            let attributes = session.get_attributes(*handle, &[AttributeType::EcPoint])?;
-            Ok(attributes.into_iter().find_map(|a| match a {
-                Attribute::EcPoint(point) => Some(point),
-                _ => None,
-            }))
-        })?;
-        let misconfigured = |detail: &str| ProviderError::Misconfigured {
-            provider: self.name.clone(),
-            detail: format!("{label}: {detail}"),
-        };
-        let point = point.ok_or_else(|| misconfigured("the public key has no CKA_EC_POINT"))?;
-        // An OCTET STRING holding the 32-byte key (some tokens give it bare).
-        let raw = match point.as_slice() {
-            [0x04, 0x20, rest @ ..] if rest.len() == 32 => rest,
-            bare if bare.len() == 32 => bare,
-            _ => return Err(misconfigured("the public key is not an Ed25519 point")),
-        };
-        let public: [u8; 32] = raw
-            .try_into()
-            .map_err(|_| misconfigured("the public key is not 32 bytes"))?;
-        let verifying = atrest_audit::VerifyingKey::from_public_key(label, public)
-            .map_err(|e| misconfigured(&e.to_string()))?;
-        Ok(TokenCheckpointSigner {
-            keys: self.clone(),
-            key,
-            verifying,
-        })
-    }
-}
-
-/// DER of the Ed25519 curve's object identifier, 1.3.101.112.
-const ED25519_OID: [u8; 5] = [0x06, 0x03, 0x2b, 0x65, 0x70];
-
-/// Signs audit checkpoints with an Ed25519 key that never leaves a PKCS#11
-/// token (`CKM_EDDSA`): give it to
-/// [`AuditLog::create`](atrest_audit::AuditLog::create) and
-/// [`AuditLog::open`](atrest_audit::AuditLog::open) in place of a
-/// [`SigningKey`](atrest_audit::SigningKey) file. Made by
-/// [`Pkcs11Keys::generate_checkpoint_signer`] or
-/// [`Pkcs11Keys::checkpoint_signer`].
-pub struct TokenCheckpointSigner {
-    keys: std::sync::Arc<Pkcs11Keys>,
-    key: RootKeyRef,
-    verifying: atrest_audit::VerifyingKey,
-}
-
-impl atrest_audit::Signer for TokenCheckpointSigner {
-    fn verifying_key(&self) -> atrest_audit::VerifyingKey {
-        self.verifying.clone()
-    }
-
-    fn sign_message(&self, message: &[u8]) -> Result<[u8; 64], atrest_audit::Error> {
-        let unavailable = |detail: String| atrest_audit::Error::Signer {
-            signer: self.key.to_string(),
-            reason: detail,
-        };
-        let signature = self
-            .keys
-            .with_session(&self.key, |session| {
-                let found = session.find_objects(&[
-                    Attribute::Class(ObjectClass::PRIVATE_KEY),
-                    Attribute::KeyType(KeyType::EC_EDWARDS),
-                    Attribute::Label(self.key.label().as_bytes().to_vec()),
-                ])?;
-                let [handle] = found.as_slice() else {
-                    return Err(CkError::Pkcs11(
-                        RvError::KeyHandleInvalid,
-                        cryptoki::context::Function::FindObjects,
-                    ));
-                };
-                let mechanism = Mechanism::Eddsa(cryptoki::mechanism::eddsa::EddsaParams::new(
-                    cryptoki::mechanism::eddsa::EddsaSignatureScheme::Pure,
-                ));
-                session.sign(&mechanism, *handle, message)
-            })
-            .map_err(|e| unavailable(e.to_string()))?;
-        signature
-            .as_slice()
-            .try_into()
-            .map_err(|_| unavailable(format!("a signature of {} bytes", signature.len())))
-    }
-}
-
-impl core::fmt::Debug for TokenCheckpointSigner {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("TokenCheckpointSigner")
-            .field("key", &self.key)
-            .finish_non_exhaustive()
-    }
-}
-
-impl core::fmt::Debug for Pkcs11Keys {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Pkcs11Keys")
-            .field("name", &self.name)
-            .field("token", &self.token_label)
-            .finish_non_exhaustive()
     }
 }
 
@@ -636,36 +424,7 @@ fn full_aad(aad: &[u8]) -> Vec<u8> {
     full
 }
 
-/// The provider calls, blocking (this provider answers without waiting).
-impl Pkcs11Keys {
-    /// Wraps `material` under root key `key`, binding `binding`: the
-    /// blocking form of [`RootKeyProvider::wrap`].
-    ///
-    /// # Errors
-    /// As for [`RootKeyProvider::wrap`].
-    pub fn wrap(
-        &self,
-        key: &RootKeyRef,
-        material: &KeyMaterial,
-        binding: &TikBinding,
-    ) -> Result<Vec<u8>, ProviderError> {
-        self.wrap_secret(key, material, binding.as_bytes())
-    }
-
-    /// Unwraps what [`Self::wrap`] returned: the blocking form of
-    /// [`RootKeyProvider::unwrap`].
-    ///
-    /// # Errors
-    /// As for [`RootKeyProvider::unwrap`].
-    pub fn unwrap(
-        &self,
-        key: &RootKeyRef,
-        wrapped: &[u8],
-        binding: &TikBinding,
-    ) -> Result<KeyMaterial, ProviderError> {
-        self.unwrap_secret(key, wrapped, binding.as_bytes())
-    }
-
+impl Token {
     /// Wraps a 32-byte secret of any role under `key` (AES-GCM in the
     /// token), binding `aad`.
     pub(crate) fn wrap_secret(
@@ -728,161 +487,8 @@ impl Pkcs11Keys {
     }
 }
 
-#[async_trait::async_trait]
-impl RootKeyProvider for Pkcs11Keys {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn wrap(
-        &self,
-        key: &RootKeyRef,
-        material: &KeyMaterial,
-        binding: &TikBinding,
-    ) -> Result<Vec<u8>, ProviderError> {
-        Pkcs11Keys::wrap(self, key, material, binding)
-    }
-
-    async fn unwrap(
-        &self,
-        key: &RootKeyRef,
-        wrapped: &[u8],
-        binding: &TikBinding,
-    ) -> Result<KeyMaterial, ProviderError> {
-        Pkcs11Keys::unwrap(self, key, wrapped, binding)
-    }
-}
-
-/// Tenant keys held in the token (see [`crate::tenant_key`]): one
-/// generic secret per tenant, made inside the token (sensitive, not
-/// extractable, usable only for `CKM_SHA256_HMAC` signing), so the key
-/// never exists outside it and a purge destroys it there. Its label is
-/// `atrest-tenant-<tenant>-<TIK id>`.
-impl Pkcs11Keys {
-    fn tenant_key_ref(tenant: TenantId, tik_id: KeyId) -> Result<RootKeyRef, crate::Error> {
-        Ok(RootKeyRef::new(
-            "tenant-keys",
-            format!("{TENANT_KEY_PREFIX}{tenant}-{tik_id}"),
-            1,
-        )?)
-    }
-
-    /// The blocking form of [`TenantKeyStore::create`].
-    ///
-    /// # Errors
-    /// As for [`TenantKeyStore::create`].
-    pub fn create_tenant_key(&self, tenant: TenantId, tik_id: KeyId) -> Result<(), crate::Error> {
-        let key = Self::tenant_key_ref(tenant, tik_id)?;
-        let guard = self.session(&key)?;
-        let session = guard.as_ref().unwrap_or_else(|| unreachable!("opened"));
-        if Self::find(session, key.label())
-            .map_err(|e| map_error(&key, e))?
-            .is_some()
-        {
-            return Err(crate::Error::TenantExists(tenant));
-        }
-        let template = vec![
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::GENERIC_SECRET),
-            Attribute::Label(key.label().as_bytes().to_vec()),
-            Attribute::ValueLen(32.into()),
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Sign(true),
-            Attribute::Verify(false),
-            Attribute::Encrypt(false),
-            Attribute::Decrypt(false),
-            Attribute::Wrap(false),
-            Attribute::Unwrap(false),
-            Attribute::Derive(false),
-            Attribute::AllowedMechanisms(vec![MechanismType::SHA256_HMAC]),
-        ];
-        let _ = session
-            .generate_key(&Mechanism::GenericSecretKeyGen, &template)
-            .map_err(|e| map_error(&key, e))?;
-        Ok(())
-    }
-
-    /// The blocking form of [`TenantKeyStore::derive`]: the token computes
-    /// the HMAC.
-    ///
-    /// # Errors
-    /// As for [`TenantKeyStore::derive`].
-    pub fn derive_with_tenant_key(
-        &self,
-        tenant: TenantId,
-        tik_id: KeyId,
-        input: &[u8],
-    ) -> Result<DerivedKey, crate::Error> {
-        let key = Self::tenant_key_ref(tenant, tik_id)?;
-        let result = self.with_session(&key, |session| {
-            let handle = self.handle(session, &key)?;
-            session.sign(&Mechanism::Sha256Hmac, handle, input)
-        });
-        match result {
-            Ok(mut mac) => {
-                let material = DerivedKey::from_secret_slice(&mac);
-                mac.zeroize();
-                material.ok_or(crate::Error::Misuse("HMAC-SHA256 gives 32 bytes"))
-            }
-            Err(ProviderError::NotFound { .. }) => Err(crate::Error::TenantKeyMissing(tenant)),
-            Err(error) => Err(error.into()),
-        }
-    }
-
-    /// The blocking form of [`TenantKeyStore::destroy`].
-    ///
-    /// # Errors
-    /// As for [`TenantKeyStore::destroy`].
-    pub fn destroy_tenant_keys(&self, tenant: TenantId) -> Result<u64, crate::Error> {
-        let prefix = format!("{TENANT_KEY_PREFIX}{tenant}-");
-        let key = RootKeyRef::new("tenant-keys", prefix.clone(), 1)?;
-        let destroyed = self.with_session(&key, |session| {
-            let mut destroyed = 0;
-            let candidates = session.find_objects(&[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::GENERIC_SECRET),
-            ])?;
-            for handle in candidates {
-                let label = session.get_attributes(handle, &[AttributeType::Label])?;
-                let ours = label.iter().any(|attribute| {
-                    matches!(attribute, Attribute::Label(label) if label.starts_with(prefix.as_bytes()))
-                });
-                if ours {
-                    session.destroy_object(handle)?;
-                    destroyed += 1;
-                }
-            }
-            Ok(destroyed)
-        })?;
-        Ok(destroyed)
-    }
-}
-
-#[async_trait::async_trait]
-impl TenantKeyStore for Pkcs11Keys {
-    async fn create(&self, tenant: TenantId, tik_id: KeyId) -> Result<(), crate::Error> {
-        self.create_tenant_key(tenant, tik_id)
-    }
-
-    async fn derive(
-        &self,
-        tenant: TenantId,
-        tik_id: KeyId,
-        input: &[u8],
-    ) -> Result<DerivedKey, crate::Error> {
-        self.derive_with_tenant_key(tenant, tik_id, input)
-    }
-
-    async fn destroy(&self, tenant: TenantId) -> Result<u64, crate::Error> {
-        self.destroy_tenant_keys(tenant)
-    }
-}
-
 /// Maps a PKCS#11 failure onto what it means for the hierarchy.
-fn map_error(key: &RootKeyRef, error: CkError) -> ProviderError {
+pub(crate) fn map_error(key: &RootKeyRef, error: CkError) -> ProviderError {
     let CkError::Pkcs11(rv, function) = &error else {
         return ProviderError::Unavailable {
             key: key.clone(),
