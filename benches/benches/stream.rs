@@ -13,7 +13,8 @@
 
 use atrest_benches::one_shot_aes_256_gcm;
 use atrest_filekey::FileKey;
-use atrest_stream::{Backend, Extent, Layout, Opener, Options, Parallelism, Sealer};
+use atrest_stream::format::{Extent, Layout};
+use atrest_stream::{Backend, Opener, Options, Parallelism, Sealer};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 fn stream(c: &mut Criterion) {

@@ -1,7 +1,8 @@
-//! Feeds arbitrary bytes to the streaming reader (in reads of a fuzzed size)
-//! and to the reader-to-writer pipeline, under a fixed key and context.
-//! Nothing may panic, and both must agree with the length-aware reader: both accept with the same
-//! plaintext, or both reject; a rejecting streaming reader may have released
+//! Feeds arbitrary bytes to the streaming reader (in reads of a fuzzed size),
+//! to the reader-to-writer pipeline and to the run-at-a-time opener (runs
+//! read in order, the end found by the source running out), under a fixed
+//! key and context. Nothing may panic, and each must agree with the
+//! length-aware reader: both accept with the same plaintext, or both reject; a rejecting streaming reader may have released
 //! only a prefix of what was authentic. With a segment size required, a
 //! stream that declares another never opens, and one that declares it opens
 //! exactly as without the requirement.
@@ -10,7 +11,8 @@
 use std::io::Read;
 
 use atrest_filekey::FileKey;
-use atrest_stream::{Error, Opener, Options, PREFIX_LEN, SegmentSize, parse_prefix};
+use atrest_stream::{Error, Opener, Options, SegmentSize};
+use atrest_stream::format::{HEADER_LEN, PREFIX_LEN, parse_prefix};
 use libfuzzer_sys::fuzz_target;
 
 const KEY: [u8; 32] = [0x42; 32];
@@ -37,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         });
+    let by_runs = open_by_runs(&key, stream);
     let piped = Opener::new(&key, CONTEXT, Options::default()).open_stream(stream, Vec::new());
     let expected = SegmentSize::MIN;
     let required = Opener::new(&key, CONTEXT, Options::default())
@@ -63,6 +66,15 @@ fuzz_target!(|data: &[u8]| {
             "the requirement changed the outcome of a stream that meets it"
         ),
     }
+    match (&whole, &by_runs) {
+        (Ok(plaintext), Ok(out)) => assert_eq!(plaintext, out),
+        (Err(_), Err(_)) => {}
+        _ => panic!(
+            "runs disagree: whole {:?}, runs {:?}",
+            whole.as_ref().map(Vec::len),
+            by_runs.as_ref().map(Vec::len)
+        ),
+    }
     match (&whole, &piped) {
         (Ok(plaintext), Ok((out, _))) => assert_eq!(plaintext, out),
         (Err(_), Err(_)) => {}
@@ -82,3 +94,27 @@ fuzz_target!(|data: &[u8]| {
         ),
     }
 });
+
+/// Opens `stream` a run at a time, as an async reader would: a full run is
+/// the last one only if nothing follows it.
+fn open_by_runs(key: &FileKey, stream: &[u8]) -> Result<Vec<u8>, Error> {
+    let header: &[u8; HEADER_LEN] = stream
+        .get(..HEADER_LEN)
+        .and_then(|header| header.try_into().ok())
+        .ok_or(Error::Truncated)?;
+    let runs = Opener::new(key, CONTEXT, Options::default()).runs(header)?;
+    let mut rest = stream.get(HEADER_LEN..).unwrap_or_default();
+    let mut segment = 0;
+    let mut opened = Vec::new();
+    loop {
+        let len = runs.run_len(segment).min(rest.len());
+        let (run, after) = rest.split_at(len);
+        let last = after.is_empty();
+        opened.extend_from_slice(&runs.open(segment, run.to_vec(), last)?);
+        if last {
+            return Ok(opened);
+        }
+        rest = after;
+        segment += runs.segments_per_run();
+    }
+}

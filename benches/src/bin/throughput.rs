@@ -27,7 +27,8 @@ use std::time::Instant;
 
 use atrest_benches::one_shot_aes_256_gcm;
 use atrest_filekey::FileKey;
-use atrest_stream::{Backend, Layout, Opener, Options, Parallelism, Sealer};
+use atrest_stream::format::Layout;
+use atrest_stream::{Backend, Opener, Options, Parallelism, Sealer};
 
 fn seconds(f: &mut impl FnMut()) -> f64 {
     let start = Instant::now();

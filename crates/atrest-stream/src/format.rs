@@ -1,6 +1,8 @@
-//! Format constants, the envelope prefix and Tink header bytes, and the
-//! stream geometry (where each segment lies): byte layout only, no keys.
-//! See `FORMAT.md` for the specification.
+//! The stream format's byte layout, for callers that plan reads, size
+//! buffers or check stored lengths without decrypting: the constants, the
+//! envelope prefix ([`parse_prefix`]) and the geometry of segments
+//! ([`Layout`], [`Extent`]). No keys here; [`crate::spec`] is the
+//! specification.
 
 use atrest_filekey::KeyCommitment;
 
@@ -147,7 +149,8 @@ pub fn parse_prefix(prefix: &[u8; PREFIX_LEN]) -> Result<Prefix, Error> {
 /// envelope prefix).
 ///
 /// ```
-/// use atrest_stream::{Layout, SegmentSize};
+/// use atrest_stream::SegmentSize;
+/// use atrest_stream::format::Layout;
 ///
 /// let layout = Layout::new(SegmentSize::DEFAULT);
 /// let extent = layout.for_plaintext(1_000_000)?;

@@ -4,10 +4,11 @@
 
 mod backend;
 mod buffer;
+mod chunk;
 mod decoder;
 mod encoder;
 mod error;
-mod format;
+pub mod format;
 #[cfg(test)]
 mod memory_tests;
 mod options;
@@ -15,6 +16,7 @@ mod parallel;
 mod pipeline;
 mod random_access;
 mod read;
+pub mod runs;
 mod schedule;
 mod segment;
 mod sink;
@@ -28,13 +30,12 @@ use atrest_filekey::FileKey;
 
 pub use backend::Backend;
 pub use error::Error;
-pub use format::{
-    Extent, FORMAT_VERSION, HEADER_LEN, Layout, MAGIC, MAX_SEGMENTS, PREFIX_LEN, Prefix,
-    SUITE_AES256_GCM_HKDF_SHA256, SegmentSize, TAG_LEN, TINK_HEADER_LEN, parse_prefix,
-};
+pub use format::SegmentSize;
+use format::{HEADER_LEN, Layout, PREFIX_LEN};
 pub use options::{Options, Parallelism};
 pub use random_access::{RandomAccess, ReadAt};
 pub use read::Decryptor;
+pub use runs::{PlaintextRun, RunOpener, RunSealer, SealedRun};
 pub use sink::{PlaintextChunk, PlaintextSink, WriteSink};
 #[cfg(feature = "tokio")]
 pub use tokio::{AsyncDecryptor, AsyncEncryptor};
@@ -57,6 +58,7 @@ pub mod spec {}
 /// | `std::io::Write` adapter | [`Sealer::writer`] |
 /// | `Read` to `Write`, pipelined on threads | [`Sealer::seal_stream`] |
 /// | `tokio::io::AsyncWrite` adapter (feature `tokio`) | `Sealer::async_writer` |
+/// | a run of segments at a time, no I/O, the caller moving the bytes | [`Sealer::runs`] |
 ///
 /// [`Options`] choose the segment size, the backend and, for the whole-buffer
 /// and pipelined forms, how many threads; the bytes never depend on the
@@ -216,6 +218,7 @@ impl std::fmt::Debug for Sealer<'_> {
 /// | `Read` to `Write`, pipelined on threads | [`Opener::open_stream`] |
 /// | `Read` to a [`PlaintextSink`] that takes each run of segments in its own buffer, pipelined | [`Opener::open_stream_into`] |
 /// | `tokio::io::AsyncRead` adapter (feature `tokio`) | `Opener::async_reader` |
+/// | runs of segments from any segment on, no I/O, the caller fetching the bytes | [`Opener::runs`] |
 ///
 /// The segment size comes from the stream's prefix; [`Options`] choose the
 /// backend and, for the whole-buffer and pipelined forms, how many threads.
@@ -426,6 +429,13 @@ impl<'a> Opener<'a> {
             .get(..HEADER_LEN)
             .and_then(|h| h.try_into().ok())
             .ok_or(Error::Truncated)?;
+        self.open_header(header)
+    }
+
+    fn open_header(
+        &self,
+        header: &[u8; HEADER_LEN],
+    ) -> Result<(SegmentSize, segment::SegmentOpener), Error> {
         schedule::open_stream(
             header,
             self.key,

@@ -19,21 +19,18 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use atrest_filekey::FileKey;
 
 use crate::buffer::grow_wiping;
+use crate::chunk::{Chunk, open_chunk, seal_chunk};
 use crate::format::{HEADER_LEN, Layout, SegmentSize, TAG_LEN};
 use crate::schedule;
-use crate::segment::{LastSegment, SegmentOpener, SegmentSealer};
 use crate::sink::{Buffer, PlaintextChunk, PlaintextSink, Pool};
 use crate::{Error, Options};
 
-/// Aim for chunks of about this many bytes.
-const CHUNK_BYTES: usize = 256 << 10;
 /// Most chunks in flight at once.
 const MAX_IN_FLIGHT: usize = 12;
 
@@ -45,24 +42,6 @@ const MAX_IN_FLIGHT: usize = 12;
 /// The first read into a slot: slots grow with the data actually read, so a
 /// short stream that claims a large segment size costs little memory.
 const INITIAL_SLOT: usize = 16 * 1024;
-
-/// A run of consecutive segments in one buffer.
-struct Chunk {
-    /// Position in the stream, from 0.
-    number: u64,
-    buf: Buffer,
-    /// Index of the first segment.
-    first_segment: u64,
-    /// Each segment's slot in `buf` and its data length (plaintext when
-    /// encrypting, ciphertext when decrypting).
-    segments: Vec<(usize, usize)>,
-    /// Whether the chunk ends with the stream's last segment.
-    last: bool,
-    /// After the work: the bytes of `buf` to write (ciphertext when
-    /// encrypting; when decrypting, the plaintext of every segment, moved
-    /// together at the start).
-    output: Range<usize>,
-}
 
 /// Reads until `buf` is full or the source ends; returns the bytes read.
 fn fill(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -299,10 +278,6 @@ where
     }
 }
 
-fn chunk_segments(segment_size: usize) -> usize {
-    (CHUNK_BYTES / segment_size).max(1)
-}
-
 /// Encrypts everything `reader` yields into `writer`, overlapping reading,
 /// encryption and writing. Returns the writer (flushed) and the plaintext
 /// length.
@@ -318,7 +293,7 @@ pub(crate) fn encrypt_stream<R: Read + Send, W: Write + Send>(
         schedule::new_stream(key, associated_data, options.segment_size, options.backend)?;
     let layout = Layout::new(options.segment_size);
     writer.write_all(&header)?;
-    let per_chunk = chunk_segments(options.segment_size.get() as usize);
+    let per_chunk = crate::chunk::segments_per_chunk(options.segment_size.get() as usize);
     let mut chunker = Chunker::new(reader);
     let mut total = 0u64;
     run(
@@ -347,28 +322,6 @@ pub(crate) fn encrypt_stream<R: Read + Send, W: Write + Send>(
     Ok((writer, total))
 }
 
-fn seal_chunk(cipher: &SegmentSealer, chunk: &mut Chunk) -> Result<(), Error> {
-    let count = chunk.segments.len();
-    let (mut start, mut end) = (0usize, 0usize);
-    for (i, &(offset, len)) in chunk.segments.iter().enumerate() {
-        let last = chunk.last && i + 1 == count;
-        let slot = chunk
-            .buf
-            .get_mut(offset..offset + len + TAG_LEN)
-            .ok_or(Error::Malformed("chunk"))?;
-        let (body, tag) = slot.split_at_mut(len);
-        tag.copy_from_slice(&cipher.seal(chunk.first_segment + i as u64, last, body)?);
-        if i == 0 {
-            start = offset;
-        }
-        end = offset + len + TAG_LEN;
-    }
-    // Every segment but the stream's last fills its slot, so the chunk's
-    // ciphertext is contiguous.
-    chunk.output = start..end;
-    Ok(())
-}
-
 /// Decrypts the stream `reader` yields into `sink`, overlapping reading,
 /// decryption and writing; with `expected`, a stream of another segment size
 /// is refused before anything past the header is read. Each chunk's
@@ -388,7 +341,7 @@ pub(crate) fn decrypt_stream<R: Read + Send, S: PlaintextSink + Send>(
     let (segment_size, cipher) =
         schedule::open_stream(&header, key, associated_data, options.backend, expected)?;
     let layout = Layout::new(segment_size);
-    let per_chunk = chunk_segments(segment_size.get() as usize);
+    let per_chunk = crate::chunk::segments_per_chunk(segment_size.get() as usize);
     let mut chunker = Chunker::new(reader);
     let mut total = 0u64;
     run(
@@ -410,64 +363,6 @@ pub(crate) fn decrypt_stream<R: Read + Send, S: PlaintextSink + Send>(
     )?;
     sink.finish_plaintext()?;
     Ok(total)
-}
-
-fn open_chunk(cipher: &SegmentOpener, layout: Layout, chunk: &mut Chunk) -> Result<(), Error> {
-    let count = chunk.segments.len();
-    // Each segment's plaintext goes right after the previous one's, so the
-    // chunk's plaintext ends up contiguous at the start of the buffer (each
-    // lies no later than its own ciphertext, which it replaces).
-    let mut out = 0usize;
-    for (i, &(offset, len)) in chunk.segments.iter().enumerate() {
-        let index = chunk.first_segment + i as u64;
-        let plain = if chunk.last && i + 1 == count {
-            if len < TAG_LEN {
-                return Err(Error::Truncated);
-            }
-            if index > 0 && len == TAG_LEN {
-                return Err(Error::Malformed("empty final segment after a full segment"));
-            }
-            let segment = chunk
-                .buf
-                .get_mut(offset..offset + len)
-                .ok_or(Error::Malformed("chunk"))?;
-            let plain = match cipher.open_last(index, segment, layout.full_segment_len(index))? {
-                LastSegment::Last(n) => n,
-                LastSegment::CutAfter(_) => return Err(Error::Truncated),
-            };
-            chunk.buf.copy_within(offset..offset + plain, out);
-            plain
-        } else if chunk.last || i + 1 == count {
-            // In the final chunk and at the end of every chunk, a segment
-            // that fails as an inner one is tried as the last one (bytes
-            // appended after the stream's real end): that needs its
-            // ciphertext intact, so it is opened from a copy. Elsewhere a
-            // segment is opened in place; the real end lies there only when
-            // more than a chunk's remainder was appended.
-            let ciphertext = chunk
-                .buf
-                .get(offset..offset + len)
-                .ok_or(Error::Malformed("chunk"))?
-                .to_vec();
-            let plain = len.checked_sub(TAG_LEN).ok_or(Error::Truncated)?;
-            let to = chunk
-                .buf
-                .get_mut(out..out + plain)
-                .ok_or(Error::Malformed("chunk"))?;
-            cipher.open_inner_to(index, &ciphertext, to)?;
-            plain
-        } else {
-            let region = chunk
-                .buf
-                .get_mut(out..offset + len)
-                .ok_or(Error::Malformed("chunk"))?;
-            let src = offset.checked_sub(out).ok_or(Error::Malformed("chunk"))?;
-            cipher.open_shifted(index, false, region, src)?
-        };
-        out += plain;
-    }
-    chunk.output = 0..out;
-    Ok(())
 }
 
 #[cfg(test)]

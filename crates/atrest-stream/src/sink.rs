@@ -104,6 +104,27 @@ impl PlaintextChunk {
         }
     }
 
+    /// A chunk that owns its buffer: wiped and freed when dropped.
+    pub(crate) fn owned(buf: Buffer, plaintext: Range<usize>) -> Self {
+        Self {
+            buf,
+            plaintext,
+            pool: None,
+        }
+    }
+
+    /// The same chunk, narrowed to bytes `range` of its plaintext
+    /// (clamped to it): for a reader that opened whole segments and
+    /// releases only the part of them a request asked for.
+    #[must_use]
+    pub fn narrow(mut self, range: Range<usize>) -> Self {
+        let len = self.plaintext.len();
+        let (start, end) = (range.start.min(len), range.end.min(len));
+        let base = self.plaintext.start;
+        self.plaintext = base + start..base + end.max(start);
+        self
+    }
+
     /// The plaintext.
     pub fn as_slice(&self) -> &[u8] {
         self.buf.get(self.plaintext.clone()).unwrap_or_default()

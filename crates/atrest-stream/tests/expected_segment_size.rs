@@ -188,7 +188,7 @@ fn the_mismatch_is_found_from_the_header_alone() {
     let stream = stream();
     let key = key();
     let opener = Opener::new(&key, AD, Options::default()).expect_segment_size(size(OTHER));
-    let header = &stream[..atrest_stream::HEADER_LEN];
+    let header = &stream[..atrest_stream::format::HEADER_LEN];
     assert_mismatch(&opener.reader(header).err().unwrap(), "reader, header only");
     assert_mismatch(&opener.open(header).unwrap_err(), "open, header only");
     let mut garbage = header.to_vec();

@@ -15,7 +15,8 @@ mod common;
 
 use std::io::{self, Read, Write};
 
-use atrest_stream::{Backend, Error, Extent, Layout, Opener, Options, Parallelism, Sealer};
+use atrest_stream::format::{Extent, Layout};
+use atrest_stream::{Backend, Error, Opener, Options, Parallelism, Sealer};
 use atrest_test_support::{TempDir, plaintext};
 use common::{AD, boundary_lengths, key, size};
 

@@ -14,7 +14,8 @@ mod common;
 
 use std::io::{Read, Write};
 
-use atrest_stream::{Extent, Layout, Opener, Options, Parallelism, Sealer, SegmentSize};
+use atrest_stream::format::{Extent, Layout};
+use atrest_stream::{Opener, Options, Parallelism, Sealer, SegmentSize};
 use atrest_test_support::{TempDir, plaintext};
 use common::{AD, boundary_lengths, key, size, stream_read};
 use proptest::prelude::*;
@@ -107,13 +108,13 @@ fn streams_are_randomized() {
         .seal(b"same plaintext")
         .unwrap();
     assert_eq!(
-        a[..atrest_stream::PREFIX_LEN],
-        b[..atrest_stream::PREFIX_LEN],
+        a[..atrest_stream::format::PREFIX_LEN],
+        b[..atrest_stream::format::PREFIX_LEN],
         "the prefix is deterministic"
     );
     assert_ne!(
-        a[atrest_stream::PREFIX_LEN..],
-        b[atrest_stream::PREFIX_LEN..],
+        a[atrest_stream::format::PREFIX_LEN..],
+        b[atrest_stream::format::PREFIX_LEN..],
         "salt and nonce prefix are random"
     );
 }

@@ -16,7 +16,8 @@
 mod common;
 
 use atrest_filekey::FileKey;
-use atrest_stream::{Error, HEADER_LEN, Opener, Options, PREFIX_LEN, Parallelism, Sealer};
+use atrest_stream::format::{HEADER_LEN, PREFIX_LEN};
+use atrest_stream::{Error, Opener, Options, Parallelism, Sealer};
 use atrest_test_support::plaintext;
 use common::{AD, capacities, key, segment_ranges, size, stream_read};
 

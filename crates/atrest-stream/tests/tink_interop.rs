@@ -22,7 +22,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use atrest_filekey::FileKey;
-use atrest_stream::{Extent, Layout, Opener, Options, PREFIX_LEN, Sealer};
+use atrest_stream::format::{Extent, Layout, PREFIX_LEN};
+use atrest_stream::{Opener, Options, Sealer};
 use atrest_test_support::{TempDir, plaintext};
 use common::{boundary_lengths, size};
 

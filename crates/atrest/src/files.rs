@@ -9,9 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use atrest_audit::{Audit, Event, FileRef, Outcome, Record, Text};
 use atrest_filekey::{FileContext, FileKey, FileVersion, KeyVersion, TenantId};
+use atrest_stream::format::FORMAT_VERSION;
 use atrest_stream::{
-    Backend, FORMAT_VERSION, Opener, Options, Parallelism, PlaintextChunk, PlaintextSink, Sealer,
-    SegmentSize, WriteSink,
+    Backend, Opener, Options, Parallelism, PlaintextChunk, PlaintextSink, Sealer, SegmentSize,
+    WriteSink,
 };
 use atrest_tenant::blocking::block_on;
 use atrest_tenant::{Access, KeyHierarchy, MetadataKey, RewrapProgress, RewrapReport};

@@ -1,7 +1,8 @@
 //! What a service keeps about each sealed file.
 
 use atrest_filekey::{FileContext, FileId, FileVersion, KeyVersion, TenantId, WrappedFileKey};
-use atrest_stream::{Layout, SegmentSize};
+use atrest_stream::SegmentSize;
+use atrest_stream::format::Layout;
 use atrest_tenant::{MetadataKey, RecordTag};
 use serde::{Deserialize, Serialize};
 

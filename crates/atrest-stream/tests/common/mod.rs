@@ -10,7 +10,8 @@
 )]
 
 use atrest_filekey::FileKey;
-use atrest_stream::{Error, Opener, Options, SegmentSize, TAG_LEN, TINK_HEADER_LEN};
+use atrest_stream::format::{TAG_LEN, TINK_HEADER_LEN};
+use atrest_stream::{Error, Opener, Options, SegmentSize};
 
 pub const AD: &[u8] = b"tenant 1 / file 7 / version 3";
 
@@ -44,7 +45,7 @@ pub fn boundary_lengths(s: u32) -> Vec<usize> {
 /// Byte ranges `[start, end)` of each segment within a stream of `stream_len` bytes.
 pub fn segment_ranges(s: u32, stream_len: usize) -> Vec<(usize, usize)> {
     let mut ranges = Vec::new();
-    let mut start = atrest_stream::HEADER_LEN;
+    let mut start = atrest_stream::format::HEADER_LEN;
     let mut len = s as usize - TINK_HEADER_LEN;
     while start < stream_len {
         let end = (start + len).min(stream_len);
