@@ -195,21 +195,9 @@ impl PgCatalog {
         Ok(Self { db: db.clone() })
     }
 
-    /// [`PgCatalog::open`] from synchronous code.
-    ///
-    /// # Errors
-    /// As for [`PgCatalog::open`].
-    pub fn open_blocking(db: &Postgres) -> Result<Self, Error> {
-        atrest_tenant::blocking::block_on(Self::open(db))
-    }
-
     async fn run<T, F>(&self, mode: Mode, body: F) -> Result<T, Error>
     where
-        T: Send + 'static,
-        F: for<'t> Fn(&'t Transaction<'t>) -> BoxFuture<'t, Result<T, Failure<Error>>>
-            + Send
-            + Sync
-            + 'static,
+        F: for<'t> Fn(&'t Transaction<'t>) -> BoxFuture<'t, Result<T, Failure<Error>>>,
     {
         self.db
             .transaction(mode, body)
@@ -223,11 +211,7 @@ impl PgCatalog {
     /// As `run`, for the [`WrappedKeyIndex`] methods.
     async fn run_index<T, F>(&self, mode: Mode, body: F) -> Result<T, atrest_tenant::Error>
     where
-        T: Send + 'static,
-        F: for<'t> Fn(&'t Transaction<'t>) -> BoxFuture<'t, Result<T, Failure<Error>>>
-            + Send
-            + Sync
-            + 'static,
+        F: for<'t> Fn(&'t Transaction<'t>) -> BoxFuture<'t, Result<T, Failure<Error>>>,
     {
         self.db
             .transaction(mode, body)

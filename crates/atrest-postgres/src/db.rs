@@ -1,5 +1,5 @@
-//! The connection pool, the runtime it runs on, transactions with retries,
-//! the classification of PostgreSQL errors, and versioned migrations.
+//! The connection pool, transactions with retries, the classification of
+//! PostgreSQL errors, and versioned migrations.
 
 use std::future::Future;
 use std::hash::{BuildHasher as _, Hasher as _};
@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use atrest_core::ErrorKind;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio::runtime::Runtime;
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{IsolationLevel, NoTls, Transaction};
@@ -266,8 +265,14 @@ pub(crate) enum Mode {
     Write,
 }
 
-/// A connection pool to one PostgreSQL database, with the runtime its
-/// connections run on.
+/// A connection pool to one PostgreSQL database.
+///
+/// It runs on the caller's tokio runtime: each operation's future does its
+/// I/O in the task that awaits it, and the connections it opens run as
+/// tasks spawned on that runtime, which must have I/O and time enabled.
+/// Use one `Postgres` from one runtime: its connections are tasks of the
+/// runtime that opened them, and end with it. Dropping it never blocks and
+/// needs no runtime: the connections close once no operation uses them.
 ///
 /// Cheap to clone: clones share the pool. [`crate::PgMetadataStore`] and
 /// [`crate::PgCatalog`] may share one.
@@ -277,23 +282,10 @@ pub struct Postgres {
 }
 
 struct Inner {
-    /// `None` only while dropping.
-    runtime: Option<Runtime>,
     pool: Pool,
     retries: u32,
     /// Host, port and database name, for `Debug` (never the password).
     target: String,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // Dropping a runtime blocks until its tasks stop, which panics
-        // inside another runtime; shutting it down in the background does
-        // not, so a store may be dropped from async code too.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
 }
 
 impl core::fmt::Debug for Postgres {
@@ -309,8 +301,10 @@ impl Postgres {
     /// (`postgresql://user@host:port/dbname?connect_timeout=5` or
     /// `host=… port=… user=… dbname=…`), with `options`.
     ///
-    /// No connection is opened yet: the first operation opens one (opening
-    /// a store runs its migrations, so it reports an unreachable server).
+    /// No connection is opened yet, and no runtime is needed to make the
+    /// pool: connections are opened lazily, on the runtime of the first
+    /// operations that need them (opening a store runs its migrations, so
+    /// it reports an unreachable server).
     ///
     /// Connections are not encrypted (`NoTls`): use it over loopback or a
     /// private network only. A connection string that requires TLS
@@ -318,7 +312,7 @@ impl Postgres {
     ///
     /// # Errors
     /// [`ErrorKind::Usage`] for a connection string that does not parse or
-    /// requires TLS; [`ErrorKind::Io`] if the runtime cannot be started.
+    /// requires TLS.
     pub fn connect(url: &str, options: &PgOptions) -> Result<Self, PgError> {
         let config: tokio_postgres::Config = url
             .parse()
@@ -379,15 +373,8 @@ impl Postgres {
             .recycle_timeout(Some(options.connect_timeout))
             .build()
             .map_err(|e| PgError::with_source(ErrorKind::Usage, "cannot build the pool", e))?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("atrest-postgres")
-            .enable_all()
-            .build()
-            .map_err(|e| PgError::with_source(ErrorKind::Io, "cannot start a runtime", e))?;
         Ok(Self {
             inner: Arc::new(Inner {
-                runtime: Some(runtime),
                 pool,
                 retries: options.retries,
                 target,
@@ -395,47 +382,37 @@ impl Postgres {
         })
     }
 
-    /// Runs `body` in one transaction on this pool's runtime, and runs it
-    /// again (in a new transaction, after a short random pause) when it
-    /// lost a race to a concurrent transaction, up to the configured number
-    /// of retries. The returned future can be awaited on any executor.
+    /// Runs `body` in one transaction, and runs it again (in a new
+    /// transaction, after a short random pause) when it lost a race to a
+    /// concurrent transaction, up to the configured number of retries.
     pub(crate) async fn transaction<T, E, F>(&self, mode: Mode, body: F) -> Result<T, Failure<E>>
     where
-        T: Send + 'static,
-        E: Send + 'static,
-        F: for<'t> Fn(&'t Transaction<'t>) -> BoxFuture<'t, Result<T, Failure<E>>>
-            + Send
-            + Sync
-            + 'static,
+        F: for<'t> Fn(&'t Transaction<'t>) -> BoxFuture<'t, Result<T, Failure<E>>>,
     {
-        let pool = self.inner.pool.clone();
-        let retries = self.inner.retries;
-        let Some(runtime) = &self.inner.runtime else {
-            return Err(Failure::Db(PgError::new(
-                ErrorKind::Unavailable,
-                "the pool is shutting down",
-            )));
-        };
-        let task = runtime.spawn(async move {
-            let mut client = pool.get().await.map_err(pool_error)?;
-            let mut attempt = 0;
-            loop {
-                match once(&mut client, mode, &body).await {
-                    Err(Failure::Db(error)) if error.is_race() && attempt < retries => {
-                        attempt += 1;
-                        tokio::time::sleep(backoff(attempt)).await;
-                    }
-                    outcome => return outcome,
+        let mut client = self.client().await?;
+        let mut attempt = 0;
+        loop {
+            match once(&mut client, mode, &body).await {
+                Err(Failure::Db(error)) if error.is_race() && attempt < self.inner.retries => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt)).await;
                 }
+                outcome => return outcome,
             }
-        });
-        task.await.map_err(|e| {
-            Failure::Db(PgError::with_source(
-                ErrorKind::Io,
-                "the database task failed",
-                e,
-            ))
-        })?
+        }
+    }
+
+    /// A pooled connection, opened on the current runtime if none is free.
+    async fn client(&self) -> Result<deadpool_postgres::Object, PgError> {
+        // The pool's timeouts and its connections' tasks need a tokio
+        // runtime: without one, say so rather than let tokio panic.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(PgError::new(
+                ErrorKind::Usage,
+                "called outside a tokio runtime; the PostgreSQL stores run on the caller's",
+            ));
+        }
+        self.inner.pool.get().await.map_err(pool_error)
     }
 }
 
@@ -522,74 +499,63 @@ impl Postgres {
     /// them. Refuses a database migrated further than this build knows, and
     /// one whose tables carry triggers or rules.
     pub(crate) async fn migrate(&self, schema: &'static Schema) -> Result<(), PgError> {
-        let pool = self.inner.pool.clone();
-        let Some(runtime) = &self.inner.runtime else {
-            return Err(PgError::new(
-                ErrorKind::Unavailable,
-                "the pool is shutting down",
-            ));
-        };
-        let task = runtime.spawn(async move {
-            let mut client = pool.get().await.map_err(pool_error)?;
-            // Read committed: each statement after the lock sees what the
-            // process that held it before committed.
-            let tx = client
-                .build_transaction()
-                .isolation_level(IsolationLevel::ReadCommitted)
-                .start()
-                .await?;
-            let _ = tx
-                .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-                .await?;
-            tx.batch_execute(
-                "CREATE TABLE IF NOT EXISTS atrest_schema_migrations (
-                    component  text        NOT NULL,
-                    version    integer     NOT NULL CHECK (version > 0),
-                    applied_at timestamptz NOT NULL DEFAULT now(),
-                    PRIMARY KEY (component, version)
-                )",
-            )
+        let mut client = self.client().await?;
+        // Read committed: each statement after the lock sees what the
+        // process that held it before committed.
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::ReadCommitted)
+            .start()
             .await?;
-            let current: i32 = tx
-                .query_one(
-                    "SELECT coalesce(max(version), 0) FROM atrest_schema_migrations
-                     WHERE component = $1",
-                    &[&schema.component],
+        let _ = tx
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS atrest_schema_migrations (
+                component  text        NOT NULL,
+                version    integer     NOT NULL CHECK (version > 0),
+                applied_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (component, version)
+            )",
+        )
+        .await?;
+        let current: i32 = tx
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM atrest_schema_migrations
+                 WHERE component = $1",
+                &[&schema.component],
+            )
+            .await?
+            .try_get(0)?;
+        let known = i32::try_from(schema.migrations.len()).unwrap_or(i32::MAX);
+        if current > known {
+            return Err(PgError {
+                newer_schema: true,
+                ..PgError::with_source(
+                    ErrorKind::Usage,
+                    "the database schema is newer than this build knows; upgrade the program",
+                    format!(
+                        "{} schema version {current} (this build knows up to {known})",
+                        schema.component
+                    ),
                 )
-                .await?
-                .try_get(0)?;
-            let known = i32::try_from(schema.migrations.len()).unwrap_or(i32::MAX);
-            if current > known {
-                return Err(PgError {
-                    newer_schema: true,
-                    ..PgError::with_source(
-                        ErrorKind::Usage,
-                        "the database schema is newer than this build knows; upgrade the program",
-                        format!(
-                            "{} schema version {current} (this build knows up to {known})",
-                            schema.component
-                        ),
-                    )
-                });
+            });
+        }
+        for (version, sql) in (1..).zip(schema.migrations.iter()) {
+            if version <= current {
+                continue;
             }
-            for (version, sql) in (1..).zip(schema.migrations.iter()) {
-                if version <= current {
-                    continue;
-                }
-                tx.batch_execute(sql).await?;
-                let _ = tx
-                    .execute(
-                        "INSERT INTO atrest_schema_migrations (component, version) VALUES ($1, $2)",
-                        &[&schema.component, &version],
-                    )
-                    .await?;
-            }
-            check_objects(&tx, schema.tables).await?;
-            tx.commit().await?;
-            Ok(())
-        });
-        task.await
-            .map_err(|e| PgError::with_source(ErrorKind::Io, "the database task failed", e))?
+            tx.batch_execute(sql).await?;
+            let _ = tx
+                .execute(
+                    "INSERT INTO atrest_schema_migrations (component, version) VALUES ($1, $2)",
+                    &[&schema.component, &version],
+                )
+                .await?;
+        }
+        check_objects(&tx, schema.tables).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 

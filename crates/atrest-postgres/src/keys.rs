@@ -88,21 +88,9 @@ impl PgMetadataStore {
         Ok(Self { db: db.clone() })
     }
 
-    /// [`PgMetadataStore::open`] from synchronous code.
-    ///
-    /// # Errors
-    /// As for [`PgMetadataStore::open`].
-    pub fn open_blocking(db: &Postgres) -> Result<Self, Error> {
-        atrest_tenant::blocking::block_on(Self::open(db))
-    }
-
     async fn run<T, F>(&self, mode: Mode, body: F) -> Result<T, Error>
     where
-        T: Send + 'static,
-        F: for<'t> Fn(&'t Transaction<'t>) -> BoxFuture<'t, Result<T, Failure<Error>>>
-            + Send
-            + Sync
-            + 'static,
+        F: for<'t> Fn(&'t Transaction<'t>) -> BoxFuture<'t, Result<T, Failure<Error>>>,
     {
         self.db
             .transaction(mode, body)

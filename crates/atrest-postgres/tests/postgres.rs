@@ -1,8 +1,8 @@
 //! What only the PostgreSQL stores have: versioned migrations under a lock,
-//! refusal of newer schemas and of triggers, their runtime (calls from any
-//! executor), timeouts and the classification of failures; and the key
-//! hierarchy and `Files` end to end over them, a database writer's edits
-//! included.
+//! refusal of newer schemas and of triggers, the caller's runtime (stores
+//! made, used and dropped inside a task; refused outside a runtime),
+//! timeouts and the classification of failures; and the key hierarchy and
+//! `Files` end to end over them, a database writer's edits included.
 
 #![allow(
     unreachable_pub,
@@ -14,15 +14,18 @@
 
 mod common;
 
-use std::sync::{Arc, Barrier};
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use atrest::{CatalogError, Error as FilesError, ErrorKind, MemoryBlobs};
 use atrest_filekey::{OsRng, TenantId};
 use atrest_postgres::{PgCatalog, PgError, PgMetadataStore, PgOptions, Postgres};
-use atrest_tenant::blocking::block_on;
 use atrest_tenant::{Error, MetadataStore, TenantState};
-use common::{ALICE, TempDir, TestDatabase, World, customer_keys};
+use common::{ALICE, TempDir, TestDatabase, World, blocking, customer_keys};
+use tokio::sync::Barrier;
 
 fn pg_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> &'a PgError {
     let mut cause = Some(error);
@@ -35,19 +38,21 @@ fn pg_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> &'a PgError {
     panic!("no PgError in {error}")
 }
 
-#[test]
-fn migrations_are_recorded_once_and_newer_schemas_refused() {
+#[tokio::test]
+async fn migrations_are_recorded_once_and_newer_schemas_refused() {
     let database = TestDatabase::new("migrations");
     let db = database.connect();
-    let _ = PgMetadataStore::open_blocking(&db).unwrap();
-    let _ = PgCatalog::open_blocking(&db).unwrap();
+    let _ = PgMetadataStore::open(&db).await.unwrap();
+    let _ = PgCatalog::open(&db).await.unwrap();
     // Opening again applies nothing twice.
-    let _ = PgMetadataStore::open_blocking(&db).unwrap();
-    let _ = PgCatalog::open_blocking(&db).unwrap();
-    let versions = database.query_text(
-        "SELECT string_agg(component || ':' || version, ',' ORDER BY component)
-         FROM atrest_schema_migrations",
-    );
+    let _ = PgMetadataStore::open(&db).await.unwrap();
+    let _ = PgCatalog::open(&db).await.unwrap();
+    let versions = database
+        .query_text(
+            "SELECT string_agg(component || ':' || version, ',' ORDER BY component)
+             FROM atrest_schema_migrations",
+        )
+        .await;
     // The catalog's second migration adds blob digests, its third an index.
     assert_eq!(
         versions.as_deref(),
@@ -56,133 +61,195 @@ fn migrations_are_recorded_once_and_newer_schemas_refused() {
 
     // A newer build migrated the database further: this one refuses it.
     database
-        .exec("INSERT INTO atrest_schema_migrations (component, version) VALUES ('catalog', 4)");
-    let refused = PgCatalog::open_blocking(&db).unwrap_err();
+        .exec("INSERT INTO atrest_schema_migrations (component, version) VALUES ('catalog', 4)")
+        .await;
+    let refused = PgCatalog::open(&db).await.unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Usage, "{refused}");
     assert!(pg_error(&refused).is_newer_schema(), "{refused}");
-    database.exec("INSERT INTO atrest_schema_migrations (component, version) VALUES ('keys', 7)");
-    let refused = PgMetadataStore::open_blocking(&db).unwrap_err();
+    database
+        .exec("INSERT INTO atrest_schema_migrations (component, version) VALUES ('keys', 7)")
+        .await;
+    let refused = PgMetadataStore::open(&db).await.unwrap_err();
     assert!(matches!(refused, Error::Store { .. }), "{refused}");
     assert_eq!(refused.kind(), ErrorKind::Usage, "{refused}");
     assert!(pg_error(&refused).is_newer_schema(), "{refused}");
 }
 
-#[test]
-fn instances_starting_at_once_migrate_once() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_starting_at_once_migrate_once() {
     let database = TestDatabase::new("startup");
     const INSTANCES: usize = 8;
-    let barrier = Barrier::new(INSTANCES);
-    std::thread::scope(|scope| {
-        for _ in 0..INSTANCES {
-            let (barrier, url) = (&barrier, database.url());
-            let _ = scope.spawn(move || {
-                let db = Postgres::connect(url, &PgOptions::default()).unwrap();
-                barrier.wait();
-                let _ = PgCatalog::open_blocking(&db).unwrap();
-                let _ = PgMetadataStore::open_blocking(&db).unwrap();
-            });
-        }
-    });
+    let barrier = Arc::new(Barrier::new(INSTANCES));
+    let instances: Vec<_> = (0..INSTANCES)
+        .map(|_| {
+            let (barrier, url) = (barrier.clone(), database.url().to_owned());
+            tokio::spawn(async move {
+                // Each instance has a pool, and so connections, of its own.
+                let db = Postgres::connect(&url, &PgOptions::default()).unwrap();
+                let _ = barrier.wait().await;
+                let _ = PgCatalog::open(&db).await.unwrap();
+                let _ = PgMetadataStore::open(&db).await.unwrap();
+            })
+        })
+        .collect();
+    for instance in instances {
+        instance.await.unwrap();
+    }
     assert_eq!(
         database
             .query_text("SELECT count(*) FROM atrest_schema_migrations")
+            .await
             .as_deref(),
         Some("4")
     );
 }
 
-#[test]
-fn triggers_and_rules_on_the_tables_are_refused() {
+#[tokio::test]
+async fn triggers_and_rules_on_the_tables_are_refused() {
     let database = TestDatabase::new("triggers");
     let db = database.connect();
-    let store = PgMetadataStore::open_blocking(&db).unwrap();
-    let _ = PgCatalog::open_blocking(&db).unwrap();
+    let store = PgMetadataStore::open(&db).await.unwrap();
+    let _ = PgCatalog::open(&db).await.unwrap();
     let (world_dir, blobs) = (TempDir::new("triggers"), Arc::new(MemoryBlobs::new()));
-    let world = World::open(world_dir.path(), database.url(), blobs);
+    let world = World::open(world_dir.path(), database.url(), blobs).await;
     // A writer of the database plants a trigger that keeps a copy of every
     // wrap a purge deletes.
-    database.exec(
-        "CREATE TABLE kept (tenant bytea, wrapped bytea);
-         CREATE FUNCTION keep() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN INSERT INTO kept VALUES (OLD.tenant, OLD.wrapped); RETURN OLD; END $$;
-         CREATE TRIGGER keep BEFORE DELETE ON atrest_tik_wraps
-         FOR EACH ROW EXECUTE FUNCTION keep();",
-    );
-    let refused = PgMetadataStore::open_blocking(&db).unwrap_err();
+    database
+        .exec(
+            "CREATE TABLE kept (tenant bytea, wrapped bytea);
+             CREATE FUNCTION keep() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO kept VALUES (OLD.tenant, OLD.wrapped); RETURN OLD; END $$;
+             CREATE TRIGGER keep BEFORE DELETE ON atrest_tik_wraps
+             FOR EACH ROW EXECUTE FUNCTION keep();",
+        )
+        .await;
+    let refused = PgMetadataStore::open(&db).await.unwrap_err();
     assert!(matches!(refused, Error::Corrupt(_)), "{refused}");
     // A store opened before refuses to purge, and deletes nothing.
-    let purge = block_on(store.purge_tenant(world.a)).unwrap_err();
+    let purge = store.purge_tenant(world.a).await.unwrap_err();
     assert!(matches!(purge, Error::Corrupt(_)), "{purge}");
     assert_eq!(
-        block_on(store.tenant(world.a)).unwrap().unwrap().state,
+        store.tenant(world.a).await.unwrap().unwrap().state,
         TenantState::Active
     );
     assert_eq!(
-        database.query_text("SELECT count(*) FROM kept").as_deref(),
+        database
+            .query_text("SELECT count(*) FROM kept")
+            .await
+            .as_deref(),
         Some("0")
     );
-    database.exec("DROP TRIGGER keep ON atrest_tik_wraps");
-    let _ = PgMetadataStore::open_blocking(&db).unwrap();
+    database.exec("DROP TRIGGER keep ON atrest_tik_wraps").await;
+    let _ = PgMetadataStore::open(&db).await.unwrap();
 
-    database.exec("CREATE RULE hide AS ON DELETE TO atrest_catalog_versions DO INSTEAD NOTHING");
-    let refused = PgCatalog::open_blocking(&db).unwrap_err();
+    database
+        .exec("CREATE RULE hide AS ON DELETE TO atrest_catalog_versions DO INSTEAD NOTHING")
+        .await;
+    let refused = PgCatalog::open(&db).await.unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Integrity, "{refused}");
 }
 
-#[test]
-fn calls_work_from_block_on_and_from_inside_a_tokio_runtime() {
-    let database = TestDatabase::new("runtimes");
-    let db = database.connect();
-    let store = Arc::new(PgMetadataStore::open_blocking(&db).unwrap());
-    let catalog = Arc::new(PgCatalog::open_blocking(&db).unwrap());
-    let tenant = TenantId::random(&mut OsRng).unwrap();
-    block_on(atrest::Catalog::name_tenant(catalog.as_ref(), "t", tenant)).unwrap();
-    for runtime in [
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap(),
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap(),
-    ] {
-        let (store, catalog, url) = (store.clone(), catalog.clone(), database.url().to_owned());
-        runtime.block_on(async move {
-            assert!(store.tenants().await.unwrap().is_empty());
-            assert_eq!(
-                atrest::Catalog::tenant_named(catalog.as_ref(), "t")
-                    .await
-                    .unwrap(),
-                Some(tenant)
-            );
-            // A store opened and dropped inside the runtime.
-            let inner = Postgres::connect(&url, &PgOptions::default()).unwrap();
-            let other = PgCatalog::open(&inner).await.unwrap();
-            assert_eq!(
-                atrest::Catalog::tenant_name(&other, tenant)
-                    .await
-                    .unwrap()
-                    .as_deref(),
-                Some("t")
-            );
-            drop(other);
-            drop(inner);
-        });
-    }
+/// Makes a pool and both stores inside a task, uses them and drops them
+/// there: they run on the task's runtime and own none, so nothing blocks or
+/// panics on drop.
+async fn made_used_and_dropped_inside_a_task(url: String) {
+    let task = tokio::spawn(async move {
+        let db = Postgres::connect(&url, &PgOptions::default()).unwrap();
+        let store = PgMetadataStore::open(&db).await.unwrap();
+        let catalog = PgCatalog::open(&db).await.unwrap();
+        let tenant = TenantId::random(&mut OsRng).unwrap();
+        atrest::Catalog::name_tenant(&catalog, "t", tenant)
+            .await
+            .unwrap();
+        assert!(store.tenants().await.unwrap().is_empty());
+        // Another instance over the same database, dropped at once.
+        let other = PgCatalog::open(&Postgres::connect(&url, &PgOptions::default()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            atrest::Catalog::tenant_name(&other, tenant)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("t")
+        );
+        drop(other);
+        atrest::Catalog::unname_tenant(&catalog, "t").await.unwrap();
+        drop((store, catalog, db));
+    });
+    task.await.unwrap();
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn stores_are_made_and_dropped_inside_a_task_on_one_thread() {
+    let database = TestDatabase::new("one_thread");
+    made_used_and_dropped_inside_a_task(database.url().to_owned()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_are_made_and_dropped_inside_a_task_on_several_threads() {
+    let database = TestDatabase::new("threads");
+    made_used_and_dropped_inside_a_task(database.url().to_owned()).await;
+}
+
+/// A store outlives the runtime that ran its connections: dropping it
+/// afterwards, outside any runtime, neither blocks nor panics.
 #[test]
-fn failures_are_classified() {
+fn a_store_is_dropped_after_its_runtime_shut_down() {
+    let database = TestDatabase::new("shut_down");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = database.connect();
+    let catalog = runtime.block_on(async {
+        let catalog = PgCatalog::open(&db).await.unwrap();
+        assert!(
+            atrest::Catalog::tenant_names(&catalog)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        catalog
+    });
+    drop(runtime);
+    drop(catalog);
+    drop(db);
+}
+
+/// Outside a tokio runtime a call is refused with a usage error, not a
+/// panic: polled once (with a waker that does nothing), it is ready.
+#[test]
+fn a_call_outside_a_tokio_runtime_is_refused() {
+    fn poll_once<F: Future>(future: F) -> Poll<F::Output> {
+        pin!(future).poll(&mut Context::from_waker(Waker::noop()))
+    }
+    let db = Postgres::connect(
+        "postgresql://atrest@127.0.0.1:1/atrest",
+        &PgOptions::default(),
+    )
+    .unwrap();
+    let Poll::Ready(Err(refused)) = poll_once(PgCatalog::open(&db)) else {
+        panic!("the catalog opened, or waits, outside a runtime");
+    };
+    assert_eq!(refused.kind(), ErrorKind::Usage, "{refused}");
+    assert!(refused.to_string().contains("tokio runtime"), "{refused}");
+    let Poll::Ready(Err(refused)) = poll_once(PgMetadataStore::open(&db)) else {
+        panic!("the store opened, or waits, outside a runtime");
+    };
+    assert_eq!(refused.kind(), ErrorKind::Usage, "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_classified() {
     // Nothing listens on port 1.
     let mut options = PgOptions::default();
     options.connect_timeout = Duration::from_secs(3);
     let nowhere = Postgres::connect("postgresql://atrest@127.0.0.1:1/atrest", &options).unwrap();
     let started = Instant::now();
-    let refused = PgCatalog::open_blocking(&nowhere).unwrap_err();
+    let refused = PgCatalog::open(&nowhere).await.unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Unavailable, "{refused}");
-    let refused = PgMetadataStore::open_blocking(&nowhere).unwrap_err();
+    let refused = PgMetadataStore::open(&nowhere).await.unwrap_err();
     assert!(matches!(refused, Error::Store { .. }), "{refused}");
     assert_eq!(refused.kind(), ErrorKind::Unavailable, "{refused}");
     assert_eq!(pg_error(&refused).kind(), ErrorKind::Unavailable);
@@ -193,7 +260,7 @@ fn failures_are_classified() {
     let mut url = url::Url::parse(database.url()).unwrap();
     url.set_path("/atrest_no_such_database");
     let missing = Postgres::connect(url.as_str(), &options).unwrap();
-    let refused = PgCatalog::open_blocking(&missing).unwrap_err();
+    let refused = PgCatalog::open(&missing).await.unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Usage, "{refused}");
 
     // TLS is required but not supported: refused, not downgraded.
@@ -206,24 +273,23 @@ fn failures_are_classified() {
     let mut short = PgOptions::default();
     short.statement_timeout = Duration::from_millis(300);
     let db = Postgres::connect(database.url(), &short).unwrap();
-    let catalog = PgCatalog::open_blocking(&db).unwrap();
-    let timed_out = block_on(async {
-        let holder = std::thread::spawn({
-            let url = database.url().to_owned();
-            move || {
-                common::exec(
-                    &url,
-                    "BEGIN; LOCK TABLE atrest_catalog_tenants IN ACCESS EXCLUSIVE MODE;
-                     SELECT pg_sleep(2); COMMIT;",
-                );
-            }
-        });
-        std::thread::sleep(Duration::from_millis(300));
-        let outcome = atrest::Catalog::tenant_named(&catalog, "slow").await;
-        holder.join().unwrap();
-        outcome
-    })
-    .unwrap_err();
+    let catalog = PgCatalog::open(&db).await.unwrap();
+    let holder = tokio::spawn({
+        let url = database.url().to_owned();
+        async move {
+            common::exec(
+                &url,
+                "BEGIN; LOCK TABLE atrest_catalog_tenants IN ACCESS EXCLUSIVE MODE;
+                 SELECT pg_sleep(2); COMMIT;",
+            )
+            .await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let timed_out = atrest::Catalog::tenant_named(&catalog, "slow")
+        .await
+        .unwrap_err();
+    holder.await.unwrap();
     assert_eq!(timed_out.kind(), ErrorKind::Unavailable, "{timed_out}");
     assert_eq!(pg_error(&timed_out).code(), Some("57014"));
 }
@@ -240,60 +306,59 @@ fn debug_output_holds_no_password() {
     assert!(shown.contains("127.0.0.1:5/atrest"), "{shown}");
 }
 
-#[test]
-fn the_key_hierarchy_runs_end_to_end_and_refuses_edited_rows() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_hierarchy_runs_end_to_end_and_refuses_edited_rows() {
     let database = TestDatabase::new("hierarchy");
     let dir = TempDir::new("pg-hierarchy");
     let blobs = Arc::new(MemoryBlobs::new());
-    let world = World::open(dir.path(), database.url(), blobs.clone());
+    let world = World::open(dir.path(), database.url(), blobs.clone()).await;
     let (files, keys) = (&world.files, &world.keys);
     for tenant in [world.a, world.c] {
         for i in 0..3u8 {
-            let _ = files
-                .seal(&ALICE, tenant, &format!("doc-{i}"), &[i; 1000][..])
+            let _ = blocking(|| files.seal(&ALICE, tenant, &format!("doc-{i}"), &[i; 1000][..]))
                 .unwrap();
         }
     }
     // Roll, re-wrap, retire: every file still opens, under the new version.
     for tenant in [world.a, world.c] {
-        let first = block_on(keys.tenant(tenant)).unwrap().current_tik;
-        let second = block_on(keys.roll_tik(tenant)).unwrap();
-        let refused = files.retire_tik(tenant, first).unwrap_err();
+        let first = keys.tenant(tenant).await.unwrap().current_tik;
+        let second = keys.roll_tik(tenant).await.unwrap();
+        let refused = blocking(|| files.retire_tik(tenant, first)).unwrap_err();
         assert_eq!(refused.kind(), ErrorKind::Conflict, "in use: {refused}");
-        let report = files.rewrap(tenant, 2, &mut |_| {}).unwrap();
+        let report = blocking(|| files.rewrap(tenant, 2, &mut |_| {})).unwrap();
         assert_eq!(report.rewrapped, 3);
-        assert_eq!(files.retire_unused_tiks(tenant).unwrap(), vec![first]);
-        assert_eq!(block_on(keys.tik_versions(tenant)).unwrap(), vec![second]);
+        assert_eq!(
+            blocking(|| files.retire_unused_tiks(tenant)).unwrap(),
+            vec![first]
+        );
+        assert_eq!(keys.tik_versions(tenant).await.unwrap(), vec![second]);
         for i in 0..3u8 {
-            let (record, out) = files
-                .open(&ALICE, tenant, &format!("doc-{i}"), None, Vec::new())
-                .unwrap();
+            let (record, out) =
+                blocking(|| files.open(&ALICE, tenant, &format!("doc-{i}"), None, Vec::new()))
+                    .unwrap();
             assert_eq!((out, record.tik_version()), (vec![i; 1000], second));
         }
     }
     // Another instance over the same database opens the same files.
-    let second_dir_world = World::open(dir.path(), database.url(), blobs.clone());
-    let (_, out) = second_dir_world
-        .files
-        .open(&ALICE, world.c, "doc-1", None, Vec::new())
-        .unwrap();
+    let second_dir_world = World::open(dir.path(), database.url(), blobs.clone()).await;
+    let (_, out) = blocking(|| {
+        second_dir_world
+            .files
+            .open(&ALICE, world.c, "doc-1", None, Vec::new())
+    })
+    .unwrap();
     assert_eq!(out, vec![1; 1000]);
 
     // Revocation: one customer key revoked, the other still releases; both
     // revoked, user requests are refused.
+    let open_doc_0 = |tenant| blocking(|| files.open(&ALICE, tenant, "doc-0", None, Vec::new()));
     let [key_a, key_b] = customer_keys();
-    block_on(keys.revoke_customer_key(world.c, &key_a)).unwrap();
+    keys.revoke_customer_key(world.c, &key_a).await.unwrap();
     keys.flush_cache();
-    assert!(
-        files
-            .open(&ALICE, world.c, "doc-0", None, Vec::new())
-            .is_ok()
-    );
-    block_on(keys.revoke_customer_key(world.c, &key_b)).unwrap();
+    assert!(open_doc_0(world.c).is_ok());
+    keys.revoke_customer_key(world.c, &key_b).await.unwrap();
     keys.flush_cache();
-    let refused = files
-        .open(&ALICE, world.c, "doc-0", None, Vec::new())
-        .unwrap_err();
+    let refused = open_doc_0(world.c).unwrap_err();
     assert!(
         matches!(refused, FilesError::Keys(Error::Revoked(t)) if t == world.c),
         "{refused}"
@@ -301,27 +366,27 @@ fn the_key_hierarchy_runs_end_to_end_and_refuses_edited_rows() {
 
     // A writer of the database clears the revocations: the record no
     // longer matches its tag, and is refused.
-    database.exec("UPDATE atrest_root_key_slots SET revoked = false");
+    database
+        .exec("UPDATE atrest_root_key_slots SET revoked = false")
+        .await;
     keys.flush_cache();
-    let tampered = block_on(keys.tenant(world.c)).unwrap_err();
+    let tampered = keys.tenant(world.c).await.unwrap_err();
     assert!(
         matches!(tampered, Error::Tampered { tenant, .. } if tenant == world.c),
         "{tampered}"
     );
-    let refused = files
-        .open(&ALICE, world.c, "doc-0", None, Vec::new())
-        .unwrap_err();
+    let refused = open_doc_0(world.c).unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Integrity, "{refused}");
     // So is a file record put under another name.
     for (from, to) in [("doc-0", "swap"), ("doc-1", "doc-0"), ("swap", "doc-1")] {
-        database.exec(&format!(
-            "UPDATE atrest_catalog_files SET name = '{to}' WHERE name = '{from}'
-             AND tenant = (SELECT tenant FROM atrest_catalog_tenants WHERE name = 'a')"
-        ));
+        database
+            .exec(&format!(
+                "UPDATE atrest_catalog_files SET name = '{to}' WHERE name = '{from}'
+                 AND tenant = (SELECT tenant FROM atrest_catalog_tenants WHERE name = 'a')"
+            ))
+            .await;
     }
-    let swapped = files
-        .open(&ALICE, world.a, "doc-0", None, Vec::new())
-        .unwrap_err();
+    let swapped = open_doc_0(world.a).unwrap_err();
     assert!(
         matches!(swapped, FilesError::Catalog(CatalogError::Tampered { .. })),
         "{swapped}"
@@ -329,7 +394,7 @@ fn the_key_hierarchy_runs_end_to_end_and_refuses_edited_rows() {
 
     // Purge: every wrap of the tenant is gone from the database, and none
     // of its files opens.
-    let destroyed = block_on(keys.purge(world.a)).unwrap();
+    let destroyed = keys.purge(world.a).await.unwrap();
     assert_eq!(destroyed, 1);
     let hex_a: String = world
         .a
@@ -342,24 +407,22 @@ fn the_key_hierarchy_runs_end_to_end_and_refuses_edited_rows() {
             .query_text(&format!(
                 "SELECT count(*) FROM atrest_tik_wraps WHERE tenant = '\\x{hex_a}'"
             ))
+            .await
             .as_deref(),
         Some("0")
     );
-    let record = block_on(world.store.tenant(world.a)).unwrap().unwrap();
+    let record = world.store.tenant(world.a).await.unwrap().unwrap();
     assert_eq!((record.state, record.tag), (TenantState::Purged, None));
-    let refused = files
-        .open(&ALICE, world.a, "doc-2", None, Vec::new())
-        .unwrap_err();
+    let open_doc_2 = || blocking(|| files.open(&ALICE, world.a, "doc-2", None, Vec::new()));
+    let refused = open_doc_2().unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Refused, "{refused}");
     // A purged tenant's record, restored by the writer, releases nothing:
     // its tenant key is gone.
-    database.exec(&format!(
-        "UPDATE atrest_tenants SET state = 'active' WHERE tenant = '\\x{hex_a}'"
-    ));
+    database
+        .exec(&format!(
+            "UPDATE atrest_tenants SET state = 'active' WHERE tenant = '\\x{hex_a}'"
+        ))
+        .await;
     keys.flush_cache();
-    assert!(
-        files
-            .open(&ALICE, world.a, "doc-2", None, Vec::new())
-            .is_err()
-    );
+    assert!(open_doc_2().is_err());
 }

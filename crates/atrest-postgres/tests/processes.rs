@@ -22,8 +22,7 @@ use std::sync::Arc;
 
 use atrest::ErrorKind;
 use atrest::blobs::BlobStore;
-use atrest_tenant::blocking::block_on;
-use common::{ALICE, TempDir, TestDatabase, World};
+use common::{ALICE, TempDir, TestDatabase, World, blocking};
 
 const CHILD_DIR: &str = "ATREST_PG_CHILD_DIR";
 const CHILD_URL: &str = "ATREST_PG_CHILD_URL";
@@ -40,12 +39,19 @@ fn content(child: u8, round: u8) -> Vec<u8> {
         .collect()
 }
 
-fn world(dir: &Path, url: &str) -> World {
+async fn world(dir: &Path, url: &str) -> World {
     World::open(
         dir,
         url,
         Arc::new(BlobStore::local(&dir.join("blobs")).unwrap()),
     )
+    .await
+}
+
+/// Drops `world` where blocking is allowed: its `BlobStore` drives a
+/// runtime of its own, which must not be dropped by a task.
+fn close(world: World) {
+    blocking(|| drop(world));
 }
 
 /// Tolerates what a lost race reports: a conflict.
@@ -60,8 +66,8 @@ fn allow_conflict<T>(outcome: Result<T, atrest::Error>, what: &str) {
 }
 
 /// The child half of [`processes_rotating_and_sealing_at_once_lose_nothing`].
-#[test]
-fn rotation_child() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_child() {
     let (Ok(dir), Ok(url), Ok(id)) = (
         std::env::var(CHILD_DIR),
         std::env::var(CHILD_URL),
@@ -71,9 +77,9 @@ fn rotation_child() {
     };
     let dir = PathBuf::from(dir);
     let child: u8 = id.parse().unwrap();
-    let world = world(&dir, &url);
+    let world = world(&dir, &url).await;
     while !dir.join("start").exists() {
-        std::thread::sleep(std::time::Duration::from_millis(2));
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     for round in 0..ROUNDS {
         for (tenant, name) in [
@@ -81,30 +87,39 @@ fn rotation_child() {
             (world.a, "shared".to_owned()),
             (world.c, format!("child-{child}/round-{round}")),
         ] {
-            let record = world
-                .files
-                .seal(&ALICE, tenant, &name, content(child, round).as_slice())
-                .unwrap();
+            let record = blocking(|| {
+                world
+                    .files
+                    .seal(&ALICE, tenant, &name, content(child, round).as_slice())
+            })
+            .unwrap();
             println!("sealed {name} version {}", u64::from(record.version));
         }
         let tenant = if round % 2 == 0 { world.a } else { world.c };
         match (child + round) % 3 {
             0 => allow_conflict(
-                block_on(world.keys.roll_tik(tenant)).map_err(Into::into),
+                world.keys.roll_tik(tenant).await.map_err(Into::into),
                 "roll",
             ),
-            1 => allow_conflict(world.files.rewrap(tenant, 4, &mut |_| {}), "rewrap"),
-            _ => allow_conflict(world.files.retire_unused_tiks(tenant), "retire"),
+            1 => allow_conflict(
+                blocking(|| world.files.rewrap(tenant, 4, &mut |_| {})),
+                "rewrap",
+            ),
+            _ => allow_conflict(
+                blocking(|| world.files.retire_unused_tiks(tenant)),
+                "retire",
+            ),
         }
     }
+    close(world);
 }
 
-#[test]
-fn processes_rotating_and_sealing_at_once_lose_nothing() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_rotating_and_sealing_at_once_lose_nothing() {
     let database = TestDatabase::new("processes");
     let dir = TempDir::new("pg-processes");
     // Creates the keys and both tenants before the children start.
-    let world = world(dir.path(), database.url());
+    let world = world(dir.path(), database.url()).await;
     let children: Vec<_> = (0..CHILDREN)
         .map(|child| {
             Command::new(std::env::current_exe().unwrap())
@@ -126,7 +141,7 @@ fn processes_rotating_and_sealing_at_once_lose_nothing() {
     std::fs::write(dir.path().join("start"), b"").unwrap();
     let (mut done, mut lost) = (0, 0);
     for child in children {
-        let output = child.wait_with_output().unwrap();
+        let output = blocking(|| child.wait_with_output()).unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
             output.status.success() && stdout.contains("1 passed"),
@@ -144,33 +159,33 @@ fn processes_rotating_and_sealing_at_once_lose_nothing() {
     println!("rotation steps: {done} done, {lost} lost a race");
     world.keys.flush_cache();
     for tenant in [world.a, world.c] {
-        assert!(u32::from(block_on(world.keys.tenant(tenant)).unwrap().current_tik) > 1);
+        assert!(u32::from(world.keys.tenant(tenant).await.unwrap().current_tik) > 1);
     }
 
     // Finish the rotation, then check every record.
     for tenant in [world.a, world.c] {
-        let (current, _, _) = world.files.rotate_tik(tenant, 50, &mut |_| {}).unwrap();
+        let (current, _, _) = blocking(|| world.files.rotate_tik(tenant, 50, &mut |_| {})).unwrap();
         assert_eq!(
-            block_on(world.keys.tik_versions(tenant)).unwrap(),
+            world.keys.tik_versions(tenant).await.unwrap(),
             vec![current]
         );
-        for record in block_on_records(&world, tenant) {
+        for record in records(&world, tenant).await {
             assert_eq!(record.tik_version(), current, "{}", record.name);
         }
     }
     for tenant in [world.a, world.c] {
         let mut own = BTreeMap::new();
-        for record in block_on_records(&world, tenant) {
-            let (_, out) = world
-                .files
-                .open(
+        for record in records(&world, tenant).await {
+            let (_, out) = blocking(|| {
+                world.files.open(
                     &ALICE,
                     tenant,
                     &record.name,
                     Some(record.version),
                     Vec::new(),
                 )
-                .unwrap();
+            })
+            .unwrap();
             if record.name == "shared" {
                 continue;
             }
@@ -182,7 +197,8 @@ fn processes_rotating_and_sealing_at_once_lose_nothing() {
         assert_eq!(own.len(), usize::from(CHILDREN) * usize::from(ROUNDS));
     }
     // The shared name: one version per seal, each one child's bytes.
-    let shared: Vec<_> = block_on_records(&world, world.a)
+    let shared: Vec<_> = records(&world, world.a)
+        .await
         .into_iter()
         .filter(|r| r.name == "shared")
         .collect();
@@ -196,25 +212,31 @@ fn processes_rotating_and_sealing_at_once_lose_nothing() {
     );
     let mut seen = BTreeMap::new();
     for record in &shared {
-        let (_, out) = world
-            .files
-            .open(&ALICE, world.a, "shared", Some(record.version), Vec::new())
-            .unwrap();
+        let (_, out) = blocking(|| {
+            world
+                .files
+                .open(&ALICE, world.a, "shared", Some(record.version), Vec::new())
+        })
+        .unwrap();
         let found = (0..CHILDREN)
             .flat_map(|child| (0..ROUNDS).map(move |round| (child, round)))
             .find(|&(child, round)| out == content(child, round))
             .expect("each version holds one seal's bytes");
         assert!(seen.insert(found, ()).is_none(), "{found:?} recorded twice");
     }
-    assert!(block_on_in_progress(&world).is_empty());
+    assert!(
+        atrest::Catalog::seals_in_progress(world.catalog.as_ref())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    close(world);
 }
 
-fn block_on_records(world: &World, tenant: atrest_filekey::TenantId) -> Vec<atrest::FileRecord> {
-    block_on(atrest::Catalog::records(world.catalog.as_ref(), tenant)).unwrap()
-}
-
-fn block_on_in_progress(world: &World) -> Vec<atrest::catalog::SealInProgress> {
-    block_on(atrest::Catalog::seals_in_progress(world.catalog.as_ref())).unwrap()
+async fn records(world: &World, tenant: atrest_filekey::TenantId) -> Vec<atrest::FileRecord> {
+    atrest::Catalog::records(world.catalog.as_ref(), tenant)
+        .await
+        .unwrap()
 }
 
 /// `child-<c>/round-<r>`.

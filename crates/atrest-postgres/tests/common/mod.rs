@@ -12,35 +12,64 @@ use atrest_filekey::{FileId, OsRng, TenantId};
 use atrest_postgres::tokio_postgres::{self, NoTls};
 use atrest_postgres::{PgCatalog, PgMetadataStore, PgOptions, Postgres};
 use atrest_sqlite::SqliteSealedKeys;
-use atrest_tenant::blocking::block_on;
 #[allow(unused_imports)]
 pub use atrest_test_support::TempDir;
 
-pub use atrest_test_support::postgres::{URL_VAR, admin_url, run_sql as exec};
+pub use atrest_test_support::postgres::{URL_VAR, admin_url};
+
+/// Runs `sql` on `url` as a statement of set-up or clean-up, on a thread of
+/// its own: it works from a test's task and from outside any runtime (a
+/// test database is made before the contract suite's runtime starts, and
+/// dropped inside a test's task or after it).
+fn exec_apart(url: &str, sql: &str) {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| atrest_test_support::postgres::run_sql(url, sql))
+            .join()
+    })
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+}
 
 /// Runs one statement as the administrator.
 pub fn admin(sql: &str) {
-    exec(&admin_url(), sql);
+    exec_apart(&admin_url(), sql);
+}
+
+/// Runs `sql` (one or more statements) on `url`, on a connection of its
+/// own on the caller's runtime.
+pub async fn exec(url: &str, sql: &str) {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {URL_VAR}: {e}"));
+    let connection = tokio::spawn(connection);
+    client
+        .batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    drop(client);
+    let _ = connection.await;
 }
 
 /// The first value of the first row of `sql`, as text.
-pub fn query_text(url: &str, sql: &str) -> Option<String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
-        let connection = tokio::spawn(connection);
-        let rows = client.simple_query(sql).await.unwrap();
-        let value = rows.iter().find_map(|message| match message {
-            tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_owned)),
-            _ => None,
-        });
-        drop(client);
-        let _ = connection.await;
-        value.flatten()
-    })
+pub async fn query_text(url: &str, sql: &str) -> Option<String> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let rows = client.simple_query(sql).await.unwrap();
+    let value = rows.iter().find_map(|message| match message {
+        tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_owned)),
+        _ => None,
+    });
+    drop(client);
+    let _ = connection.await;
+    value.flatten()
+}
+
+/// Runs `calls` (blocking calls into `atrest::Files`, which waits for the
+/// stores on its own thread) from a test's task on a multi-threaded
+/// runtime: the thread stays in the runtime, so the stores' I/O runs on it,
+/// while the runtime's other tasks move to another worker.
+pub fn blocking<T>(calls: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(calls)
 }
 
 /// A database of its own for one test, dropped with it.
@@ -89,19 +118,19 @@ impl TestDatabase {
         &self.url
     }
 
-    /// A pool for it.
+    /// A pool for it. No connection is opened until it is used.
     pub fn connect(&self) -> Postgres {
         Postgres::connect(&self.url, &PgOptions::default()).unwrap()
     }
 
     /// Runs `sql` on it, as a writer of the database could.
-    pub fn exec(&self, sql: &str) {
-        exec(&self.url, sql);
+    pub async fn exec(&self, sql: &str) {
+        exec(&self.url, sql).await;
     }
 
     /// The first value of the first row of `sql`.
-    pub fn query_text(&self, sql: &str) -> Option<String> {
-        query_text(&self.url, sql)
+    pub async fn query_text(&self, sql: &str) -> Option<String> {
+        query_text(&self.url, sql).await
     }
 }
 
@@ -147,14 +176,14 @@ pub fn customer_keys() -> [atrest_tenant::RootKeyRef; 2] {
 impl World {
     /// Opens the service whose files are in `dir` over the database at
     /// `url`, creating keys and tenants on first use.
-    pub fn open(dir: &std::path::Path, url: &str, blobs: Arc<dyn atrest::Blobs>) -> Self {
-        Self::open_split(dir, url, url, blobs, atrest_tenant::DEFAULT_CACHE_TTL)
+    pub async fn open(dir: &std::path::Path, url: &str, blobs: Arc<dyn atrest::Blobs>) -> Self {
+        Self::open_split(dir, url, url, blobs, atrest_tenant::DEFAULT_CACHE_TTL).await
     }
 
     /// As [`World::open`], with the key metadata store reached at
     /// `store_url` and the catalog at `catalog_url` (the same database, one
     /// of them through a proxy, say), and keys cached for `cache_ttl`.
-    pub fn open_split(
+    pub async fn open_split(
         dir: &std::path::Path,
         store_url: &str,
         catalog_url: &str,
@@ -164,7 +193,7 @@ impl World {
         use atrest_tenant::{
             Access, Decision, KeyHierarchy, MasterKey, RootKeyProvider, ServiceKeys, TenantKeyDir,
         };
-        let provider = |name: &str, label: &str| {
+        let provider = async |name: &str, label: &str| {
             let key_file = dir.join(format!("{name}.key"));
             let fresh = !key_file.exists();
             let master = if fresh {
@@ -172,25 +201,26 @@ impl World {
             } else {
                 MasterKey::open_file(&key_file).unwrap()
             };
-            let sealed =
-                block_on(SqliteSealedKeys::open(&dir.join(format!("{name}.sqlite")))).unwrap();
+            let sealed = SqliteSealedKeys::open(&dir.join(format!("{name}.sqlite")))
+                .await
+                .unwrap();
             let keys = Arc::new(ServiceKeys::new(name, Arc::new(sealed), master.clone()).unwrap());
             if fresh {
-                block_on(keys.create_key(label)).unwrap();
+                keys.create_key(label).await.unwrap();
             }
             (keys, master, fresh)
         };
-        let (service, master, fresh) = provider("service", "root");
+        let (service, master, fresh) = provider("service", "root").await;
         if fresh {
-            block_on(service.create_key("availability")).unwrap();
+            service.create_key("availability").await.unwrap();
         }
-        let (customer_a, _, _) = provider("customer-a", "key-1");
-        let (customer_b, _, _) = provider("customer-b", "key-1");
+        let (customer_a, _, _) = provider("customer-a", "key-1").await;
+        let (customer_b, _, _) = provider("customer-b", "key-1").await;
         let tenant_keys = Arc::new(TenantKeyDir::open(&dir.join("tenant-keys"), master).unwrap());
         let store_db = Postgres::connect(store_url, &PgOptions::default()).unwrap();
-        let store = Arc::new(PgMetadataStore::open_blocking(&store_db).unwrap());
+        let store = Arc::new(PgMetadataStore::open(&store_db).await.unwrap());
         let catalog_db = Postgres::connect(catalog_url, &PgOptions::default()).unwrap();
-        let catalog = Arc::new(PgCatalog::open_blocking(&catalog_db).unwrap());
+        let catalog = Arc::new(PgCatalog::open(&catalog_db).await.unwrap());
         let audit = Arc::new(atrest_test_support::audit::Collected::default());
         let keys = Arc::new(
             KeyHierarchy::builder(store.clone(), tenant_keys, audit.clone())
@@ -210,17 +240,22 @@ impl World {
                 .build()
                 .unwrap(),
         );
-        let named = |name: &str| block_on(catalog.tenant_named(name));
         let (a, c) = if fresh {
             let a = TenantId::random(&mut OsRng).unwrap();
             let c = TenantId::random(&mut OsRng).unwrap();
-            block_on(catalog.name_tenant("a", a)).unwrap();
-            block_on(catalog.name_tenant("c", c)).unwrap();
-            let _ = block_on(keys.create_service_tenant(a)).unwrap();
-            let _ = block_on(keys.create_customer_key_tenant(c, customer_keys())).unwrap();
+            catalog.name_tenant("a", a).await.unwrap();
+            catalog.name_tenant("c", c).await.unwrap();
+            let _ = keys.create_service_tenant(a).await.unwrap();
+            let _ = keys
+                .create_customer_key_tenant(c, customer_keys())
+                .await
+                .unwrap();
             (a, c)
         } else {
-            (named("a").unwrap().unwrap(), named("c").unwrap().unwrap())
+            (
+                catalog.tenant_named("a").await.unwrap().unwrap(),
+                catalog.tenant_named("c").await.unwrap().unwrap(),
+            )
         };
         let files = atrest::Files::new(keys.clone(), catalog.clone(), blobs, audit.clone());
         Self {
