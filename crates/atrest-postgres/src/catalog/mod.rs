@@ -1,4 +1,9 @@
-//! The catalog of file records in PostgreSQL: [`PgCatalog`].
+//! The catalog of file records in PostgreSQL: [`PgCatalog`], its tables and
+//! its reads; the seals' transactions are in `seals`, the index of wrapped
+//! keys in `index`.
+
+mod index;
+mod seals;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -6,14 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use atrest::catalog::stored::{self, StoredRecord};
 use atrest::catalog::{SealInProgress, SealTicket, SealedBlob};
 use atrest::{BlobName, Catalog, CatalogError, Error, FileRecord, check_name};
-use atrest_filekey::{
-    FileContext, FileId, FileVersion, KeyVersion, OsRng, TenantId, WrappedFileKey,
-};
-use atrest_tenant::{Rewrapped, WrappedKeyIndex};
+use atrest_filekey::{FileContext, FileId, FileVersion, KeyVersion, TenantId, WrappedFileKey};
 use tokio_postgres::{Row, Transaction};
 
 use crate::db::{BoxFuture, Failure, Mode, PgError, Postgres, Schema};
-use crate::keys::store_error;
 
 /// The catalog's tables, as `atrest_sqlite::SqliteCatalog` has them. Names and
 /// blob names compare byte by byte (`COLLATE "C"`), as in SQLite, whatever
@@ -77,7 +78,7 @@ CREATE TABLE atrest_catalog_retired_tiks (
 const RECORD_COLUMNS: &str = "f.tenant, f.name, f.file, v.version, v.blob, v.sealed_at, v.wrapped,
      v.plaintext_len, v.blob_len, v.segment_size, v.format, v.tag, v.blob_sha256";
 
-/// The catalog ([`Catalog`], and the [`WrappedKeyIndex`] it is) in
+/// The catalog ([`Catalog`], and the [`WrappedKeyIndex`](atrest_tenant::WrappedKeyIndex) it is) in
 /// PostgreSQL, for a service whose instances share one database: the same
 /// tables, transactions and answers as `atrest_sqlite::SqliteCatalog`.
 ///
@@ -88,7 +89,7 @@ const RECORD_COLUMNS: &str = "f.tenant, f.name, f.file, v.version, v.blob, v.sea
 /// is still the one read.
 ///
 /// Database failures are [`CatalogError::Database`] whose `kind` is the
-/// [`PgError::kind`] of its source (the [`WrappedKeyIndex`] methods report
+/// [`PgError::kind`] of its source (the [`WrappedKeyIndex`](atrest_tenant::WrappedKeyIndex) methods report
 /// them as [`atrest_tenant::Error::Store`], or
 /// [`atrest_tenant::Error::Conflict`] for a race still lost after the
 /// retries).
@@ -208,24 +209,6 @@ impl PgCatalog {
             })
     }
 
-    /// As `run`, for the [`WrappedKeyIndex`] methods.
-    async fn run_index<T, F>(&self, mode: Mode, body: F) -> Result<T, atrest_tenant::Error>
-    where
-        F: for<'t> Fn(&'t Transaction<'t>) -> BoxFuture<'t, Result<T, Failure<Error>>>,
-    {
-        self.db
-            .transaction(mode, body)
-            .await
-            .map_err(|failure| match failure {
-                Failure::Db(error) => store_error(error),
-                Failure::Stop(Error::Catalog(CatalogError::Corrupt(what))) => {
-                    atrest_tenant::Error::Corrupt(what)
-                }
-                Failure::Stop(Error::Keys(error)) => error,
-                Failure::Stop(other) => atrest_tenant::Error::store(other.kind(), other),
-            })
-    }
-
     async fn query_records(&self, tenant: TenantId) -> Result<Vec<FileRecord>, Error> {
         self.run(Mode::Read, move |tx| {
             Box::pin(async move {
@@ -245,170 +228,6 @@ impl PgCatalog {
         })
         .await
     }
-}
-
-/// Lets this transaction's commit return before its WAL record is flushed
-/// (`synchronous_commit = off`, for this transaction only): the steps that
-/// lead up to a seal's commit, which flushes them with it, as PostgreSQL
-/// flushes its WAL in order. A crash of the server before then loses only
-/// rows of seals never committed (see [`Catalog::begin_seal`]).
-async fn flushed_with_the_commit(tx: &Transaction<'_>) -> Result<(), Failure<Error>> {
-    tx.batch_execute("SET LOCAL synchronous_commit = off")
-        .await?;
-    Ok(())
-}
-
-async fn begin_in(
-    tx: &Transaction<'_>,
-    tenant: TenantId,
-    seals: &[(String, BlobName)],
-) -> Result<Vec<SealTicket>, Failure<Error>> {
-    flushed_with_the_commit(tx).await?;
-    let id = tenant.as_bytes().as_slice();
-    let started_at = signed(now(), "clock out of range")?;
-    let mut tickets = Vec::with_capacity(seals.len());
-    for (name, blob) in seals {
-        let new_file = FileId::time_ordered_now(&mut OsRng)
-            .map_err(|e| stop(atrest_tenant::Error::from(e)))?;
-        let _ = tx
-            .execute(
-                "INSERT INTO atrest_catalog_files (tenant, name, file) VALUES ($1, $2, $3)
-                 ON CONFLICT DO NOTHING",
-                &[&id, name, &new_file.as_bytes().as_slice()],
-            )
-            .await?;
-        let file: Vec<u8> = tx
-            .query_one(
-                "SELECT file FROM atrest_catalog_files WHERE tenant = $1 AND name = $2",
-                &[&id, name],
-            )
-            .await?
-            .try_get(0)?;
-        let latest: i64 = tx
-            .query_one(
-                "SELECT coalesce(max(version), 0) FROM atrest_catalog_versions WHERE file = $1",
-                &[&file],
-            )
-            .await?
-            .try_get(0)?;
-        let version = u64::try_from(latest)
-            .ok()
-            .and_then(|latest| latest.checked_add(1))
-            .and_then(|next| FileVersion::try_from(next).ok())
-            .ok_or_else(|| corrupt("file version"))?;
-        let _ = tx
-            .execute(
-                "INSERT INTO atrest_catalog_versions (tenant, file, version, state, blob, started_at)
-                 VALUES ($1, $2, $3, 'sealing', $4, $5)",
-                &[&id, &file, &number(version)?, &blob.as_str(), &started_at],
-            )
-            .await
-            .map_err(|e| PgError::lost_race(e, "atrest_catalog_versions_pkey"))?;
-        tickets.push(SealTicket {
-            context: FileContext::new(tenant, file_id(&file)?, version),
-            name: name.clone(),
-            blob: blob.clone(),
-        });
-    }
-    Ok(tickets)
-}
-
-async fn attach_in(
-    tx: &Transaction<'_>,
-    keys: &[(SealTicket, WrappedFileKey)],
-) -> Result<(), Failure<Error>> {
-    flushed_with_the_commit(tx).await?;
-    for (seal, wrapped) in keys {
-        let context = &seal.context;
-        let tenant = context.tenant.as_bytes().as_slice();
-        let retired: bool = tx
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM atrest_catalog_retired_tiks
-                 WHERE tenant = $1 AND tik_version = $2)",
-                &[&tenant, &tik_number(wrapped.kek_version())],
-            )
-            .await?
-            .try_get(0)?;
-        if retired {
-            return Err(stop(CatalogError::TikRetired {
-                version: wrapped.kek_version(),
-            }));
-        }
-        let changed = tx
-            .execute(
-                "UPDATE atrest_catalog_versions SET wrapped = $5, tik_version = $6
-                 WHERE tenant = $1 AND file = $2 AND version = $3 AND blob = $4
-                 AND state = 'sealing' AND wrapped IS NULL",
-                &[
-                    &tenant,
-                    &context.file.as_bytes().as_slice(),
-                    &number(context.version)?,
-                    &seal.blob.as_str(),
-                    &key_bytes(wrapped),
-                    &tik_number(wrapped.kek_version()),
-                ],
-            )
-            .await?;
-        if changed == 0 {
-            return Err(stop(CatalogError::SealNotInProgress {
-                version: context.version,
-            }));
-        }
-    }
-    Ok(())
-}
-
-async fn commit_in(
-    tx: &Transaction<'_>,
-    seals: &[(SealTicket, SealedBlob)],
-) -> Result<Vec<FileRecord>, Failure<Error>> {
-    let sealed_at = signed(now(), "clock out of range")?;
-    let mut records = Vec::with_capacity(seals.len());
-    for (seal, sealed) in seals {
-        let context = &seal.context;
-        let tenant = context.tenant.as_bytes().as_slice();
-        let file = context.file.as_bytes().as_slice();
-        let version = number(context.version)?;
-        let changed = tx
-            .execute(
-                "UPDATE atrest_catalog_versions
-                 SET state = 'sealed', plaintext_len = $5, blob_len = $6, segment_size = $7,
-                     format = $8, sealed_at = $9, tag = $10, blob_sha256 = $11
-                 WHERE tenant = $1 AND file = $2 AND version = $3 AND blob = $4
-                 AND state = 'sealing' AND wrapped IS NOT NULL",
-                &[
-                    &tenant,
-                    &file,
-                    &version,
-                    &seal.blob.as_str(),
-                    &signed(sealed.plaintext_len, "plaintext length out of range")?,
-                    &signed(sealed.blob_len, "blob length out of range")?,
-                    &i64::from(sealed.segment_size),
-                    &i16::from(sealed.format),
-                    &sealed_at,
-                    &sealed.tag.as_bytes().as_slice(),
-                    &sealed.blob_sha256.as_ref().map(|d| d.as_bytes().as_slice()),
-                ],
-            )
-            .await?;
-        if changed == 0 {
-            return Err(stop(CatalogError::SealNotInProgress {
-                version: context.version,
-            }));
-        }
-        let row = tx
-            .query_one(
-                &format!(
-                    "SELECT {RECORD_COLUMNS} FROM atrest_catalog_versions v
-                     JOIN atrest_catalog_files f ON f.file = v.file
-                     WHERE v.tenant = $1 AND v.file = $2 AND v.version = $3"
-                ),
-                &[&tenant, &file, &version],
-            )
-            .await?;
-        records.push(read_record(&row)?);
-    }
-    Ok(records)
 }
 
 #[async_trait::async_trait]
@@ -534,37 +353,7 @@ impl Catalog for PgCatalog {
     }
 
     async fn abandon_seal(&self, seal: &SealTicket) -> Result<(), Error> {
-        let seal = Arc::new(seal.clone());
-        self.run(Mode::Write, move |tx| {
-            let seal = Arc::clone(&seal);
-            Box::pin(async move {
-                let context = &seal.context;
-                let file = context.file.as_bytes().as_slice();
-                let _ = tx
-                    .execute(
-                        "DELETE FROM atrest_catalog_versions
-                         WHERE tenant = $1 AND file = $2 AND version = $3 AND blob = $4
-                         AND state = 'sealing'",
-                        &[
-                            &context.tenant.as_bytes().as_slice(),
-                            &file,
-                            &number(context.version)?,
-                            &seal.blob.as_str(),
-                        ],
-                    )
-                    .await?;
-                // A name whose first seal failed leaves no trace.
-                let _ = tx
-                    .execute(
-                        "DELETE FROM atrest_catalog_files WHERE file = $1
-                         AND NOT EXISTS (SELECT 1 FROM atrest_catalog_versions WHERE file = $1)",
-                        &[&file],
-                    )
-                    .await?;
-                Ok(())
-            })
-        })
-        .await
+        self.abandon(seal).await
     }
 
     async fn seals_in_progress(&self) -> Result<Vec<SealInProgress>, Error> {
@@ -675,29 +464,12 @@ impl Catalog for PgCatalog {
         tenant: TenantId,
         seals: &[(String, BlobName)],
     ) -> Result<Vec<SealTicket>, Error> {
-        for (name, _) in seals {
-            check_name("file name", name)?;
-        }
-        let seals = Arc::new(seals.to_vec());
-        self.run(Mode::Write, move |tx| {
-            let seals = Arc::clone(&seals);
-            Box::pin(async move { begin_in(tx, tenant, &seals).await })
-        })
-        .await
+        self.begin(tenant, seals).await
     }
 
     /// One transaction: every key is stored, or none.
     async fn attach_keys(&self, keys: &[(&SealTicket, &WrappedFileKey)]) -> Result<(), Error> {
-        let keys: Arc<Vec<(SealTicket, WrappedFileKey)>> = Arc::new(
-            keys.iter()
-                .map(|(seal, wrapped)| ((*seal).clone(), **wrapped))
-                .collect(),
-        );
-        self.run(Mode::Write, move |tx| {
-            let keys = Arc::clone(&keys);
-            Box::pin(async move { attach_in(tx, &keys).await })
-        })
-        .await
+        self.attach(keys).await
     }
 
     /// One transaction, one durable commit.
@@ -705,146 +477,6 @@ impl Catalog for PgCatalog {
         &self,
         seals: &[(&SealTicket, SealedBlob)],
     ) -> Result<Vec<FileRecord>, Error> {
-        let seals: Arc<Vec<(SealTicket, SealedBlob)>> = Arc::new(
-            seals
-                .iter()
-                .map(|(seal, sealed)| ((*seal).clone(), *sealed))
-                .collect(),
-        );
-        self.run(Mode::Write, move |tx| {
-            let seals = Arc::clone(&seals);
-            Box::pin(async move { commit_in(tx, &seals).await })
-        })
-        .await
-    }
-}
-
-#[async_trait::async_trait]
-impl WrappedKeyIndex for PgCatalog {
-    async fn older_than(
-        &self,
-        tenant: TenantId,
-        version: KeyVersion,
-        limit: usize,
-    ) -> Result<Vec<(FileContext, WrappedFileKey)>, atrest_tenant::Error> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.run_index(Mode::Read, move |tx| {
-            Box::pin(async move {
-                let rows = tx
-                    .query(
-                        "SELECT file, version, wrapped FROM atrest_catalog_versions
-                         WHERE tenant = $1 AND tik_version < $2 AND wrapped IS NOT NULL
-                         ORDER BY file, version LIMIT $3",
-                        &[&tenant.as_bytes().as_slice(), &tik_number(version), &limit],
-                    )
-                    .await?;
-                rows.iter()
-                    .map(|row| {
-                        let context = FileContext::new(
-                            tenant,
-                            file_id(&row.try_get::<_, Vec<u8>>(0)?)?,
-                            file_version(row.try_get(1)?)?,
-                        );
-                        Ok((context, wrapped_key(&row.try_get::<_, Vec<u8>>(2)?)?))
-                    })
-                    .collect()
-            })
-        })
-        .await
-    }
-
-    async fn count_older_than(
-        &self,
-        tenant: TenantId,
-        version: KeyVersion,
-    ) -> Result<u64, atrest_tenant::Error> {
-        self.run_index(Mode::Read, move |tx| {
-            Box::pin(async move {
-                let count: i64 = tx
-                    .query_one(
-                        "SELECT count(*) FROM atrest_catalog_versions
-                         WHERE tenant = $1 AND tik_version < $2 AND wrapped IS NOT NULL",
-                        &[&tenant.as_bytes().as_slice(), &tik_number(version)],
-                    )
-                    .await?
-                    .try_get(0)?;
-                unsigned(count, "count")
-            })
-        })
-        .await
-    }
-
-    /// Counts sealed records and seals in progress under `version`, plus
-    /// every seal of the tenant still choosing its key (it may be about to
-    /// wrap under any version); with none, marks the version retired in the
-    /// same serializable transaction, after which [`Catalog::attach_key`]
-    /// refuses keys under it.
-    async fn claim_retirement(
-        &self,
-        tenant: TenantId,
-        version: KeyVersion,
-    ) -> Result<u64, atrest_tenant::Error> {
-        self.run_index(Mode::Write, move |tx| {
-            Box::pin(async move {
-                let id = tenant.as_bytes().as_slice();
-                let references: i64 = tx
-                    .query_one(
-                        "SELECT count(*) FROM atrest_catalog_versions
-                         WHERE tenant = $1 AND (tik_version = $2 OR wrapped IS NULL)",
-                        &[&id, &tik_number(version)],
-                    )
-                    .await?
-                    .try_get(0)?;
-                if references == 0 {
-                    let _ = tx
-                        .execute(
-                            "INSERT INTO atrest_catalog_retired_tiks (tenant, tik_version)
-                             VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                            &[&id, &tik_number(version)],
-                        )
-                        .await?;
-                }
-                unsigned(references, "count")
-            })
-        })
-        .await
-    }
-
-    async fn replace(&self, batch: &[Rewrapped]) -> Result<u64, atrest_tenant::Error> {
-        let batch = Arc::new(batch.to_vec());
-        self.run_index(Mode::Write, move |tx| {
-            let batch = Arc::clone(&batch);
-            Box::pin(async move {
-                let update = tx
-                    .prepare(
-                        // Never under a version claimed for retirement
-                        // meanwhile: the key would be lost with its wraps.
-                        "UPDATE atrest_catalog_versions SET wrapped = $5, tik_version = $6
-                         WHERE tenant = $1 AND file = $2 AND version = $3 AND wrapped = $4
-                         AND NOT EXISTS (SELECT 1 FROM atrest_catalog_retired_tiks
-                                         WHERE tenant = $1 AND tik_version = $6)",
-                    )
-                    .await?;
-                let mut replaced = 0;
-                for entry in batch.iter() {
-                    let context = &entry.context;
-                    replaced += tx
-                        .execute(
-                            &update,
-                            &[
-                                &context.tenant.as_bytes().as_slice(),
-                                &context.file.as_bytes().as_slice(),
-                                &number(context.version)?,
-                                &key_bytes(&entry.old),
-                                &key_bytes(&entry.new),
-                                &tik_number(entry.new.kek_version()),
-                            ],
-                        )
-                        .await?;
-                }
-                Ok(replaced)
-            })
-        })
-        .await
+        self.commit(seals).await
     }
 }
