@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use atrest_audit::{Event, Outcome};
 use atrest_filekey::{FileContext, OsRng, TenantId, WrappedFileKey};
 use atrest_openbao::{Credentials, TransitKeys};
-use atrest_tenant::blocking::block_on;
 use atrest_tenant::{Error, KeyHierarchy, KeyMaterial, ProviderError, RootKeyProvider, TikBinding};
 use common::{Collected, Deployment, Server, TempDir, USER, context};
 
@@ -45,30 +44,36 @@ fn fallbacks(audit: &Collected) -> usize {
     audit.count(|event, _| matches!(event, Event::AvailabilityKeyFallback { .. }))
 }
 
-#[test]
-fn wraps_round_trip_and_refuse_another_binding_or_a_tampered_value() {
+#[tokio::test]
+async fn wraps_round_trip_and_refuse_another_binding_or_a_tampered_value() {
     let server = Server::from_env();
     let mount = server.transit_mount("round-trip");
     let kms = server.root_provider("kms", &mount);
-    let key = kms.create_key("root").unwrap();
+    let key = kms.create_key("root").await.unwrap();
     assert_eq!(key.to_string(), "kms:root@1");
-    assert_eq!(kms.current_version("root").unwrap(), 1);
-    let info = kms.key_info("root").unwrap();
+    assert_eq!(kms.current_version("root").await.unwrap(), 1);
+    let info = kms.key_info("root").await.unwrap();
     assert_eq!(info.key_type, "aes256-gcm96");
     assert!(!info.exportable && !info.allow_plaintext_backup);
     assert!(matches!(
-        kms.create_key("root"),
+        kms.create_key("root").await,
         Err(ProviderError::Misconfigured { .. })
     ));
 
     let material = KeyMaterial::from_secret_bytes(&[7; 32]);
-    let wrapped = kms.wrap(&key, &material, &binding(b"tenant 1")).unwrap();
+    let wrapped = kms
+        .wrap(&key, &material, &binding(b"tenant 1"))
+        .await
+        .unwrap();
     assert!(wrapped.starts_with(b"vault:v1:"), "{wrapped:?}");
-    let unwrapped = kms.unwrap(&key, &wrapped, &binding(b"tenant 1")).unwrap();
+    let unwrapped = kms
+        .unwrap(&key, &wrapped, &binding(b"tenant 1"))
+        .await
+        .unwrap();
     assert_eq!(unwrapped.expose_secret(), &[7; 32]);
 
     // Another binding, a flipped bit, a cut value, another version prefix.
-    let other = kms.unwrap(&key, &wrapped, &binding(b"tenant 2"));
+    let other = kms.unwrap(&key, &wrapped, &binding(b"tenant 2")).await;
     assert!(
         matches!(other, Err(ProviderError::AuthenticationFailed { .. })),
         "{other:?}"
@@ -77,7 +82,7 @@ fn wraps_round_trip_and_refuse_another_binding_or_a_tampered_value() {
     for at in [prefix, prefix + 10, wrapped.len() - 3] {
         let mut tampered = wrapped.clone();
         tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
-        let result = kms.unwrap(&key, &tampered, &binding(b"tenant 1"));
+        let result = kms.unwrap(&key, &tampered, &binding(b"tenant 1")).await;
         assert!(
             matches!(result, Err(ProviderError::AuthenticationFailed { .. })),
             "byte {at}: {result:?}"
@@ -88,7 +93,7 @@ fn wraps_round_trip_and_refuse_another_binding_or_a_tampered_value() {
         [b"vault:v2:", &wrapped[prefix..]].concat(),
         wrapped[prefix..].to_vec(),
     ] {
-        let result = kms.unwrap(&key, &bad, &binding(b"tenant 1"));
+        let result = kms.unwrap(&key, &bad, &binding(b"tenant 1")).await;
         assert!(
             matches!(result, Err(ProviderError::AuthenticationFailed { .. })),
             "{result:?}"
@@ -98,21 +103,21 @@ fn wraps_round_trip_and_refuse_another_binding_or_a_tampered_value() {
     // A missing key is reported, never created by an encryption.
     let missing = kms.key_ref("missing", 1).unwrap();
     assert!(matches!(
-        kms.wrap(&missing, &material, &binding(b"x")),
+        kms.wrap(&missing, &material, &binding(b"x")).await,
         Err(ProviderError::NotFound { .. })
     ));
     assert!(matches!(
-        kms.key_info("missing"),
+        kms.key_info("missing").await,
         Err(ProviderError::NotFound { .. })
     ));
     assert!(matches!(
-        kms.unwrap(&missing, b"vault:v1:AAAA", &binding(b"x")),
+        kms.unwrap(&missing, b"vault:v1:AAAA", &binding(b"x")).await,
         Err(ProviderError::NotFound { .. })
     ));
     // A version that does not exist yet.
     let future = kms.key_ref("root", 2).unwrap();
     assert!(matches!(
-        kms.wrap(&future, &material, &binding(b"x")),
+        kms.wrap(&future, &material, &binding(b"x")).await,
         Err(ProviderError::NotFound { .. })
     ));
     // An exportable key (made by someone else) does not wrap.
@@ -123,27 +128,26 @@ fn wraps_round_trip_and_refuse_another_binding_or_a_tampered_value() {
     );
     let exportable = kms.key_ref("exportable", 1).unwrap();
     assert!(matches!(
-        kms.wrap(&exportable, &material, &binding(b"x")),
+        kms.wrap(&exportable, &material, &binding(b"x")).await,
         Err(ProviderError::Misconfigured { .. })
     ));
 
-    // From inside a caller's tokio runtime, through the async trait.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let kms_in_runtime = kms.clone();
-    let released = runtime.block_on(async move {
-        let provider: &dyn RootKeyProvider = &*kms_in_runtime;
-        let material = provider
-            .unwrap(&key, &wrapped, &binding(b"tenant 1"))
-            .await
-            .unwrap();
-        // Dropping the provider inside the runtime does not panic.
-        drop(kms_in_runtime);
-        material
+    // Made, used and dropped inside a task of this one-thread runtime: it
+    // owns no runtime, so dropping it there neither blocks nor panics.
+    let task = tokio::spawn({
+        let (server, mount) = (server.clone(), mount.clone());
+        async move {
+            let inner = server.root_provider("kms", &mount);
+            let provider: &dyn RootKeyProvider = &*inner;
+            let material = provider
+                .unwrap(&key, &wrapped, &binding(b"tenant 1"))
+                .await
+                .unwrap();
+            drop(inner);
+            material
+        }
     });
-    assert_eq!(released.expose_secret(), &[7; 32]);
+    assert_eq!(task.await.unwrap().expose_secret(), &[7; 32]);
 
     // The token never shows.
     let debug = format!("{kms:?}");
@@ -151,14 +155,14 @@ fn wraps_round_trip_and_refuse_another_binding_or_a_tampered_value() {
     assert!(!debug.contains(&std::env::var(common::TOKEN_VAR).unwrap()));
 }
 
-#[test]
-fn the_service_root_key_in_transit_rotates_and_old_versions_retire() {
+#[tokio::test]
+async fn the_service_root_key_in_transit_rotates_and_old_versions_retire() {
     let server = Server::from_env();
     let mount = server.transit_mount("service-root");
     let kms = server.root_provider("kms", &mount);
-    let v1 = kms.create_key("service-root").unwrap();
+    let v1 = kms.create_key("service-root").await.unwrap();
     let dir = TempDir::new("openbao-service-root");
-    let deployment = Deployment::open(dir.path());
+    let deployment = Deployment::open(dir.path()).await;
     let audit = Arc::new(Collected::default());
     let (hierarchy, _admin) = deployment.hierarchy(
         std::slice::from_ref(&kms),
@@ -168,48 +172,48 @@ fn the_service_root_key_in_transit_rotates_and_old_versions_retire() {
     );
 
     let tenant = TenantId::random(&mut OsRng).unwrap();
-    let record = block_on(hierarchy.create_service_tenant(tenant)).unwrap();
+    let record = hierarchy.create_service_tenant(tenant).await.unwrap();
     assert_eq!(record.slots[0].key, v1);
     let mut files = Vec::new();
     for _ in 0..3 {
         let ctx = context(tenant);
-        let (key, wrapped) = block_on(hierarchy.new_file_key(&USER, &ctx)).unwrap();
+        let (key, wrapped) = hierarchy.new_file_key(&USER, &ctx).await.unwrap();
         files.push((ctx, wrapped, *key.expose_secret()));
     }
-    let check = |hierarchy: &KeyHierarchy| {
+    let check = async |hierarchy: &KeyHierarchy| {
         hierarchy.flush_cache();
         for (ctx, wrapped, key) in &files {
-            let released = block_on(hierarchy.release_file_key(&USER, ctx, wrapped)).unwrap();
+            let released = hierarchy
+                .release_file_key(&USER, ctx, wrapped)
+                .await
+                .unwrap();
             assert_eq!(released.expose_secret(), key);
         }
     };
-    check(&hierarchy);
+    check(&hierarchy).await;
     // What version 1 wrapped, for the provider-level check below.
     let material = KeyMaterial::from_secret_bytes(&[3; 32]);
-    let old_wrap = kms.wrap(&v1, &material, &binding(b"old")).unwrap();
+    let old_wrap = kms.wrap(&v1, &material, &binding(b"old")).await.unwrap();
 
     // Rotate in transit, then move every TIK wrap to the new version.
-    let v2 = kms.rotate_key("service-root").unwrap();
+    let v2 = kms.rotate_key("service-root").await.unwrap();
     assert_eq!(v2.version(), 2);
-    assert_eq!(kms.current_version("service-root").unwrap(), 2);
-    let rolled = block_on(hierarchy.roll_root_key(&v1, &v2)).unwrap();
+    assert_eq!(kms.current_version("service-root").await.unwrap(), 2);
+    let rolled = hierarchy.roll_root_key(&v1, &v2).await.unwrap();
     assert_eq!((rolled.tenants, rolled.tik_versions), (1, 1));
-    assert_eq!(block_on(hierarchy.tenant(tenant)).unwrap().slots[0].key, v2);
-    check(&hierarchy);
+    assert_eq!(hierarchy.tenant(tenant).await.unwrap().slots[0].key, v2);
+    check(&hierarchy).await;
     // New tenants use the new version.
     let other = TenantId::random(&mut OsRng).unwrap();
     assert_eq!(
-        block_on(hierarchy.create_service_tenant(other))
-            .unwrap()
-            .slots[0]
-            .key,
+        hierarchy.create_service_tenant(other).await.unwrap().slots[0].key,
         v2
     );
 
     // Version 1 still decrypts until the key owner retires it.
-    assert!(kms.unwrap(&v1, &old_wrap, &binding(b"old")).is_ok());
+    assert!(kms.unwrap(&v1, &old_wrap, &binding(b"old")).await.is_ok());
     server.set_min_decryption_version(&mount, "service-root", 2);
-    let retired = kms.unwrap(&v1, &old_wrap, &binding(b"old"));
+    let retired = kms.unwrap(&v1, &old_wrap, &binding(b"old")).await;
     assert!(
         matches!(&retired, Err(ProviderError::AccessDenied { detail, .. })
             if detail.contains("retired by the key owner")),
@@ -217,11 +221,11 @@ fn the_service_root_key_in_transit_rotates_and_old_versions_retire() {
     );
     // Version 1 no longer wraps either.
     assert!(matches!(
-        kms.wrap(&v1, &material, &binding(b"old")),
+        kms.wrap(&v1, &material, &binding(b"old")).await,
         Err(ProviderError::NotFound { .. } | ProviderError::AccessDenied { .. })
     ));
     // The hierarchy moved on: nothing depends on version 1 any more.
-    check(&hierarchy);
+    check(&hierarchy).await;
     assert_eq!(fallbacks(&audit), 0);
 }
 
@@ -239,24 +243,28 @@ struct CustomerWorld {
 }
 
 impl CustomerWorld {
-    fn new(test: &str, ttl: Duration) -> Self {
+    async fn new(test: &str, ttl: Duration) -> Self {
         let server = Server::from_env();
         let dir = TempDir::new(&format!("openbao-{test}"));
         let mounts = [0, 1].map(|i| server.transit_mount(&format!("{test}-{i}")));
-        let providers = [0, 1].map(|i| {
-            let admin = server.root_provider(&format!("contoso-{i}"), &mounts[i]);
-            let _ = admin.create_key("contoso").unwrap();
+        let mut providers = Vec::new();
+        for (i, mount) in mounts.iter().enumerate() {
+            let admin = server.root_provider(&format!("contoso-{i}"), mount);
+            let _ = admin.create_key("contoso").await.unwrap();
             let token =
                 server.token_with_policy("atrest", &admin.service_policy(&["contoso"]).unwrap());
             let file = server.token_file(dir.path(), &format!("contoso-{i}"), &token);
-            server.provider(&format!("contoso-{i}"), &mounts[i], &file)
-        });
-        let deployment = Deployment::open(dir.path());
+            providers.push(server.provider(&format!("contoso-{i}"), mount, &file));
+        }
+        let deployment = Deployment::open(dir.path()).await;
         let audit = Arc::new(Collected::default());
         let (hierarchy, admin) = deployment.hierarchy(&providers, ("service", "root"), ttl, &audit);
         let tenant = TenantId::random(&mut OsRng).unwrap();
         let keys = [0, 1].map(|i| providers[i].key_ref("contoso", 1).unwrap());
-        let _ = block_on(hierarchy.create_customer_key_tenant(tenant, keys)).unwrap();
+        let _ = hierarchy
+            .create_customer_key_tenant(tenant, keys)
+            .await
+            .unwrap();
         Self {
             server,
             mounts,
@@ -283,17 +291,20 @@ impl CustomerWorld {
     }
 }
 
-#[test]
-fn customer_keys_in_transit_refusals_never_reach_the_availability_key() {
-    let world = CustomerWorld::new("customer", Duration::from_secs(60));
+#[tokio::test]
+async fn customer_keys_in_transit_refusals_never_reach_the_availability_key() {
+    let world = CustomerWorld::new("customer", Duration::from_secs(60)).await;
     let hierarchy = &world.hierarchy;
     let ctx = context(world.tenant);
-    let (key, wrapped) = block_on(hierarchy.new_file_key(&USER, &ctx)).unwrap();
-    let release = || {
+    let (key, wrapped) = hierarchy.new_file_key(&USER, &ctx).await.unwrap();
+    let release = async || {
         hierarchy.flush_cache();
-        block_on(hierarchy.release_file_key(&USER, &ctx, &wrapped))
+        hierarchy.release_file_key(&USER, &ctx, &wrapped).await
     };
-    assert_eq!(release().unwrap().expose_secret(), key.expose_secret());
+    assert_eq!(
+        release().await.unwrap().expose_secret(),
+        key.expose_secret()
+    );
 
     // Customer A retires the version the service uses: key B still answers.
     let _ = world.server.ok(
@@ -304,11 +315,14 @@ fn customer_keys_in_transit_refusals_never_reach_the_availability_key() {
     world
         .server
         .set_min_decryption_version(&world.mounts[0], "contoso", 2);
-    assert_eq!(release().unwrap().expose_secret(), key.expose_secret());
+    assert_eq!(
+        release().await.unwrap().expose_secret(),
+        key.expose_secret()
+    );
 
     // Customer B deletes its key: both refuse, so the user is refused.
     world.server.delete_key(&world.mounts[1], "contoso");
-    let refused = release();
+    let refused = release().await;
     assert!(
         matches!(&refused, Err(Error::RootKey(ProviderError::AccessDenied { detail, .. }))
             if detail.contains("retired by the key owner")),
@@ -319,18 +333,28 @@ fn customer_keys_in_transit_refusals_never_reach_the_availability_key() {
     let scan = world.admin.capability("scan");
     let system = atrest_tenant::Access::System(&scan);
     hierarchy.flush_cache();
-    assert!(block_on(hierarchy.release_file_key(&system, &ctx, &wrapped)).is_ok());
+    assert!(
+        hierarchy
+            .release_file_key(&system, &ctx, &wrapped)
+            .await
+            .is_ok()
+    );
     assert_eq!(fallbacks(&world.audit), 1);
     // And that did not warm the cache for users.
-    assert!(block_on(hierarchy.release_file_key(&USER, &ctx, &wrapped)).is_err());
+    assert!(
+        hierarchy
+            .release_file_key(&USER, &ctx, &wrapped)
+            .await
+            .is_err()
+    );
     assert_eq!(user_fallbacks(&world.audit), 0);
 }
 
-#[test]
-fn an_unreachable_or_silent_server_falls_back_to_the_availability_key() {
-    let world = CustomerWorld::new("unreachable", Duration::from_secs(60));
+#[tokio::test]
+async fn an_unreachable_or_silent_server_falls_back_to_the_availability_key() {
+    let world = CustomerWorld::new("unreachable", Duration::from_secs(60)).await;
     let ctx = context(world.tenant);
-    let (key, wrapped) = block_on(world.hierarchy.new_file_key(&USER, &ctx)).unwrap();
+    let (key, wrapped) = world.hierarchy.new_file_key(&USER, &ctx).await.unwrap();
     let token_file = world.dir.path().join("contoso-0.token");
 
     // A closed port: connection refused.
@@ -363,7 +387,9 @@ fn an_unreachable_or_silent_server_falls_back_to_the_availability_key() {
     // Each provider alone: unavailable, the silent one after its timeout.
     let key_ref = down[1].key_ref("contoso", 1).unwrap();
     let started = Instant::now();
-    let timed_out = down[1].unwrap(&key_ref, b"vault:v1:AAAA", &binding(b"x"));
+    let timed_out = down[1]
+        .unwrap(&key_ref, b"vault:v1:AAAA", &binding(b"x"))
+        .await;
     let waited = started.elapsed();
     assert!(
         matches!(&timed_out, Err(ProviderError::Unavailable { detail, .. }) if detail.contains("timed out")),
@@ -373,7 +399,7 @@ fn an_unreachable_or_silent_server_falls_back_to_the_availability_key() {
         waited >= Duration::from_millis(700) && waited < Duration::from_secs(5),
         "{waited:?}"
     );
-    let refused = down[0].current_version("contoso");
+    let refused = down[0].current_version("contoso").await;
     assert!(
         matches!(&refused, Err(ProviderError::Unavailable { detail, .. }) if detail.contains("connect")),
         "{refused:?}"
@@ -382,17 +408,20 @@ fn an_unreachable_or_silent_server_falls_back_to_the_availability_key() {
     // Through the hierarchy: both unavailable, so the availability key
     // serves the user, and the fallback is audited.
     let (hierarchy, audit) = world.with_providers(&down);
-    let released = block_on(hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
+    let released = hierarchy
+        .release_file_key(&USER, &ctx, &wrapped)
+        .await
+        .unwrap();
     assert_eq!(released.expose_secret(), key.expose_secret());
     assert_eq!(user_fallbacks(&audit), 1);
     drop(silent);
 }
 
-#[test]
-fn a_token_whose_policy_lacks_decrypt_is_refused() {
-    let world = CustomerWorld::new("no-decrypt", Duration::from_secs(60));
+#[tokio::test]
+async fn a_token_whose_policy_lacks_decrypt_is_refused() {
+    let world = CustomerWorld::new("no-decrypt", Duration::from_secs(60)).await;
     let ctx = context(world.tenant);
-    let (_, wrapped) = block_on(world.hierarchy.new_file_key(&USER, &ctx)).unwrap();
+    let (_, wrapped) = world.hierarchy.new_file_key(&USER, &ctx).await.unwrap();
 
     // Both customers replace the service's token by one that may read and
     // encrypt, but not decrypt.
@@ -408,13 +437,15 @@ fn a_token_whose_policy_lacks_decrypt_is_refused() {
         world.server.provider(&format!("contoso-{i}"), mount, &file)
     });
     let key = providers[0].key_ref("contoso", 1).unwrap();
-    let denied = providers[0].unwrap(&key, b"vault:v1:AAAA", &binding(b"x"));
+    let denied = providers[0]
+        .unwrap(&key, b"vault:v1:AAAA", &binding(b"x"))
+        .await;
     assert!(
         matches!(&denied, Err(ProviderError::AccessDenied { detail, .. }) if detail.contains("403")),
         "{denied:?}"
     );
     let (hierarchy, audit) = world.with_providers(&providers);
-    let refused = block_on(hierarchy.release_file_key(&USER, &ctx, &wrapped));
+    let refused = hierarchy.release_file_key(&USER, &ctx, &wrapped).await;
     assert!(
         matches!(
             refused,
@@ -425,8 +456,8 @@ fn a_token_whose_policy_lacks_decrypt_is_refused() {
     assert_eq!(fallbacks(&audit), 0);
 }
 
-#[test]
-fn credentials_come_from_the_environment_or_a_private_file() {
+#[tokio::test]
+async fn credentials_come_from_the_environment_or_a_private_file() {
     let server = Server::from_env();
     let mount = server.transit_mount("credentials");
     let dir = TempDir::new("openbao-credentials");
@@ -434,7 +465,7 @@ fn credentials_come_from_the_environment_or_a_private_file() {
         |credentials| TransitKeys::builder("kms", &server.addr, &mount, credentials).build();
 
     let from_env = build(Credentials::FromEnv(common::TOKEN_VAR.into())).unwrap();
-    let _ = from_env.create_key("k").unwrap();
+    let _ = from_env.create_key("k").await.unwrap();
     assert!(matches!(
         build(Credentials::FromEnv("ATREST_OPENBAO_UNSET_VARIABLE".into())),
         Err(ProviderError::Misconfigured { .. })
@@ -453,19 +484,19 @@ fn credentials_come_from_the_environment_or_a_private_file() {
     assert!(!format!("{open:?}").contains(&token));
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let from_file = build(Credentials::FromFile(file.clone())).unwrap();
-    assert_eq!(from_file.current_version("k").unwrap(), 1);
+    assert_eq!(from_file.current_version("k").await.unwrap(), 1);
 
     // A wrong token is refused by the server; reloading a good one fixes it.
     std::fs::write(&file, "not-a-token\n").unwrap();
     from_file.reload_credentials().unwrap();
-    let denied = from_file.current_version("k");
+    let denied = from_file.current_version("k").await;
     assert!(
         matches!(denied, Err(ProviderError::AccessDenied { .. })),
         "{denied:?}"
     );
     std::fs::write(&file, format!("{token}\n")).unwrap();
     from_file.reload_credentials().unwrap();
-    assert_eq!(from_file.current_version("k").unwrap(), 1);
+    assert_eq!(from_file.current_version("k").await.unwrap(), 1);
     assert!(!format!("{from_file:?}").contains(&token));
 }
 
@@ -473,7 +504,7 @@ const CHILD_DIR: &str = "ATREST_OPENBAO_CHILD_DIR";
 
 /// Process B of the revocation-lag test: a fresh process on the same
 /// deployment, with nothing cached.
-fn fresh_process_is_refused(dir: &std::path::Path) {
+async fn fresh_process_is_refused(dir: &std::path::Path) {
     let server = Server::from_env();
     let mounts: Vec<String> = std::fs::read_to_string(dir.join("mounts"))
         .unwrap()
@@ -486,7 +517,7 @@ fn fresh_process_is_refused(dir: &std::path::Path) {
             server.provider(&format!("contoso-{i}"), &mounts[i], &file)
         })
         .collect();
-    let deployment = Deployment::open(dir);
+    let deployment = Deployment::open(dir).await;
     let audit = Arc::new(Collected::default());
     let (hierarchy, _) = deployment.hierarchy(
         &providers,
@@ -503,7 +534,7 @@ fn fresh_process_is_refused(dir: &std::path::Path) {
         fields[2].parse::<u64>().unwrap().try_into().unwrap(),
     );
     let wrapped = WrappedFileKey::from_bytes(&hex::decode(fields[3]).unwrap()).unwrap();
-    let refused = block_on(hierarchy.release_file_key(&USER, &ctx, &wrapped));
+    let refused = hierarchy.release_file_key(&USER, &ctx, &wrapped).await;
     assert!(
         matches!(
             refused,
@@ -514,18 +545,18 @@ fn fresh_process_is_refused(dir: &std::path::Path) {
     assert_eq!(fallbacks(&audit), 0);
 }
 
-#[test]
-fn revocation_lag_is_bounded_by_each_process_cache_ttl() {
+#[tokio::test]
+async fn revocation_lag_is_bounded_by_each_process_cache_ttl() {
     if let Some(dir) = std::env::var_os(CHILD_DIR) {
-        fresh_process_is_refused(std::path::Path::new(&dir));
+        fresh_process_is_refused(std::path::Path::new(&dir)).await;
         return;
     }
     let ttl = Duration::from_secs(2);
-    let world = CustomerWorld::new("lag", ttl);
+    let world = CustomerWorld::new("lag", ttl).await;
     std::fs::write(world.dir.path().join("mounts"), world.mounts.join("\n")).unwrap();
     let hierarchy = &world.hierarchy;
     let ctx = context(world.tenant);
-    let (key, wrapped) = block_on(hierarchy.new_file_key(&USER, &ctx)).unwrap();
+    let (key, wrapped) = hierarchy.new_file_key(&USER, &ctx).await.unwrap();
     std::fs::write(
         world.dir.path().join("file"),
         format!(
@@ -541,7 +572,12 @@ fn revocation_lag_is_bounded_by_each_process_cache_ttl() {
     // Process A caches the tenant's TIK.
     hierarchy.flush_cache();
     let cached_at = Instant::now();
-    assert!(block_on(hierarchy.release_file_key(&USER, &ctx, &wrapped)).is_ok());
+    assert!(
+        hierarchy
+            .release_file_key(&USER, &ctx, &wrapped)
+            .await
+            .is_ok()
+    );
 
     // The customer revokes at OpenBao: both keys' version 1 retired.
     for mount in &world.mounts {
@@ -551,7 +587,10 @@ fn revocation_lag_is_bounded_by_each_process_cache_ttl() {
         world.server.set_min_decryption_version(mount, "contoso", 2);
     }
     // A still serves from its cache.
-    let served = block_on(hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
+    let served = hierarchy
+        .release_file_key(&USER, &ctx, &wrapped)
+        .await
+        .unwrap();
     assert_eq!(served.expose_secret(), key.expose_secret());
     assert!(
         cached_at.elapsed() < ttl,
@@ -577,8 +616,8 @@ fn revocation_lag_is_bounded_by_each_process_cache_ttl() {
     );
 
     // Once its TTL expired, A is refused too, never by the availability key.
-    std::thread::sleep(ttl.saturating_sub(cached_at.elapsed()) + Duration::from_millis(100));
-    let refused = block_on(hierarchy.release_file_key(&USER, &ctx, &wrapped));
+    tokio::time::sleep(ttl.saturating_sub(cached_at.elapsed()) + Duration::from_millis(100)).await;
+    let refused = hierarchy.release_file_key(&USER, &ctx, &wrapped).await;
     assert!(
         matches!(
             refused,

@@ -15,7 +15,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use atrest_filekey::{FileContext, FileId, FileVersion, OsRng, TenantId};
 use atrest_openbao::{Credentials, TransitKeys};
 use atrest_sqlite::{SqliteSealedKeys, SqliteStore};
-use atrest_tenant::blocking::block_on;
 use atrest_tenant::{
     Access, Administration, Decision, KeyHierarchy, MasterKey, ReleasePolicy, RootKeyProvider,
     ServiceKeys, TenantKeyDir,
@@ -238,7 +237,7 @@ pub struct Deployment {
 }
 
 impl Deployment {
-    pub fn open(dir: &Path) -> Self {
+    pub async fn open(dir: &Path) -> Self {
         let key_file = dir.join("master.key");
         let master = if key_file.exists() {
             MasterKey::open_file(&key_file).unwrap()
@@ -247,13 +246,19 @@ impl Deployment {
         };
         let tenant_keys =
             Arc::new(TenantKeyDir::open(&dir.join("tenant-keys"), master.clone()).unwrap());
-        let sealed = block_on(SqliteSealedKeys::open(&dir.join("keys.sqlite"))).unwrap();
+        let sealed = SqliteSealedKeys::open(&dir.join("keys.sqlite"))
+            .await
+            .unwrap();
         let service = Arc::new(ServiceKeys::new("service", Arc::new(sealed), master).unwrap());
-        if block_on(service.keys()).unwrap().is_empty() {
-            block_on(service.create_key("root")).unwrap();
-            block_on(service.create_key("availability")).unwrap();
+        if service.keys().await.unwrap().is_empty() {
+            service.create_key("root").await.unwrap();
+            service.create_key("availability").await.unwrap();
         }
-        let store = Arc::new(block_on(SqliteStore::open(&dir.join("tenants.sqlite"))).unwrap());
+        let store = Arc::new(
+            SqliteStore::open(&dir.join("tenants.sqlite"))
+                .await
+                .unwrap(),
+        );
         Self {
             store,
             tenant_keys,
