@@ -22,7 +22,9 @@ pub enum Fault {
     AccessDenied,
     /// Fails every call with [`ProviderError::NotFound`].
     NotFound,
-    /// Sleeps this long, then passes the call through.
+    /// Waits this long on the runtime's blocking pool, then passes the
+    /// call through: the call waits, as on a slow key service, and the
+    /// runtime's worker threads go on serving other tasks.
     Slow(Duration),
 }
 
@@ -54,13 +56,13 @@ impl FaultInjector {
         self.calls.load(Ordering::Relaxed)
     }
 
-    fn inject(&self, key: &RootKeyRef) -> Result<(), ProviderError> {
+    async fn inject(&self, key: &RootKeyRef) -> Result<(), ProviderError> {
         let _ = self.calls.fetch_add(1, Ordering::Relaxed);
         let fault = *self.fault.lock().unwrap_or_else(PoisonError::into_inner);
         match fault {
             Fault::None => Ok(()),
             Fault::Slow(delay) => {
-                std::thread::sleep(delay);
+                atrest_core::blocking::run(move || std::thread::sleep(delay)).await;
                 Ok(())
             }
             Fault::Unavailable => Err(ProviderError::Unavailable {
@@ -104,7 +106,7 @@ impl RootKeyProvider for FaultInjector {
         material: &KeyMaterial,
         binding: &TikBinding,
     ) -> Result<Vec<u8>, ProviderError> {
-        self.inject(key)?;
+        self.inject(key).await?;
         self.inner.wrap(key, material, binding).await
     }
 
@@ -114,7 +116,7 @@ impl RootKeyProvider for FaultInjector {
         wrapped: &[u8],
         binding: &TikBinding,
     ) -> Result<KeyMaterial, ProviderError> {
-        self.inject(key)?;
+        self.inject(key).await?;
         self.inner.unwrap(key, wrapped, binding).await
     }
 }

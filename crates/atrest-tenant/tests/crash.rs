@@ -30,7 +30,7 @@ use atrest_tenant::{
     Error, KeyHierarchy, MasterKey, MetadataStore as _, RootKeyProvider, RootKeyRef, ServiceKeys,
     TenantKeyDir, TenantState,
 };
-use common::{FileKeys, TempDir, USER, block_on, service_keys, system};
+use common::{FileKeys, TempDir, USER, service_keys, system};
 
 const CHILD_DIR: &str = "ATREST_CRASH_CHILD_DIR";
 const CHILD_OP: &str = "ATREST_CRASH_CHILD_OP";
@@ -45,32 +45,38 @@ struct World {
 }
 
 /// Opens (creating on first use) every store of a deployment in `dir`.
-fn open_world(dir: &Path) -> World {
-    let provider = |name: &str, label: &str| -> Arc<ServiceKeys> {
+async fn open_world(dir: &Path) -> World {
+    let provider = async |name: &str, label: &str| -> Arc<ServiceKeys> {
         let key_file = dir.join(format!("{name}.key"));
         let master = if key_file.exists() {
             MasterKey::open_file(&key_file).unwrap()
         } else {
             MasterKey::create_file(&key_file).unwrap()
         };
-        let keys = service_keys(name, &dir.join(format!("{name}.sqlite")), master);
-        if block_on(keys.keys()).unwrap().is_empty() {
-            block_on(keys.create_key(label)).unwrap();
+        let keys = service_keys(name, &dir.join(format!("{name}.sqlite")), master).await;
+        if keys.keys().await.unwrap().is_empty() {
+            keys.create_key(label).await.unwrap();
         }
         keys
     };
-    let service = provider("service", "root");
-    if !block_on(service.keys())
+    let service = provider("service", "root").await;
+    if !service
+        .keys()
+        .await
         .unwrap()
         .iter()
         .any(|(k, _)| k.label() == "availability")
     {
-        block_on(service.create_key("availability")).unwrap();
+        service.create_key("availability").await.unwrap();
     }
-    let a = provider("customer-a", "key-1");
-    let b = provider("customer-b", "key-1");
-    let store = Arc::new(block_on(SqliteStore::open(&dir.join("tenants.sqlite"))).unwrap());
-    let file_keys = FileKeys::open(&dir.join("catalog.sqlite"));
+    let a = provider("customer-a", "key-1").await;
+    let b = provider("customer-b", "key-1").await;
+    let store = Arc::new(
+        SqliteStore::open(&dir.join("tenants.sqlite"))
+            .await
+            .unwrap(),
+    );
+    let file_keys = FileKeys::open(&dir.join("catalog.sqlite")).await;
     let audit_dir = dir.join("audit");
     let log = if audit_dir.exists() {
         AuditLog::open(&audit_dir, audit_signer(dir), LogConfig::default())
@@ -113,16 +119,16 @@ fn customer_keys() -> [RootKeyRef; 2] {
 }
 
 /// The child's work, until it is killed.
-fn child(dir: &Path, op: &str, tenant: TenantId) {
-    let world = open_world(dir);
+async fn child(dir: &Path, op: &str, tenant: TenantId) {
+    let world = open_world(dir).await;
     match op {
         "rotate" => loop {
-            block_on(world.hierarchy.roll_tik(tenant)).unwrap();
-            rewrap_and_retire(&world, tenant, 7);
+            world.hierarchy.roll_tik(tenant).await.unwrap();
+            rewrap_and_retire(&world, tenant, 7).await;
         },
         "purge" => {
-            block_on(world.hierarchy.purge(tenant)).unwrap();
-            std::thread::sleep(Duration::from_secs(60));
+            world.hierarchy.purge(tenant).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(60)).await;
         }
         _ => unreachable!(),
     }
@@ -130,30 +136,26 @@ fn child(dir: &Path, op: &str, tenant: TenantId) {
 
 /// Moves every wrapped file key to the current TIK version, then retires
 /// the older versions.
-fn rewrap_and_retire(world: &World, tenant: TenantId, batch: usize) {
-    block_on(
-        world
-            .hierarchy
-            .rewrap_file_keys(tenant, world.file_keys.index(), batch, &mut |_| {}),
-    )
-    .unwrap();
-    let current = block_on(world.hierarchy.tenant(tenant))
-        .unwrap()
-        .current_tik;
-    for version in block_on(world.store.tik_versions(tenant)).unwrap() {
+async fn rewrap_and_retire(world: &World, tenant: TenantId, batch: usize) {
+    world
+        .hierarchy
+        .rewrap_file_keys(tenant, world.file_keys.index(), batch, &mut |_| {})
+        .await
+        .unwrap();
+    let current = world.hierarchy.tenant(tenant).await.unwrap().current_tik;
+    for version in world.store.tik_versions(tenant).await.unwrap() {
         if version != current {
-            block_on(
-                world
-                    .hierarchy
-                    .retire_tik(tenant, version, world.file_keys.index()),
-            )
-            .unwrap();
+            world
+                .hierarchy
+                .retire_tik(tenant, version, world.file_keys.index())
+                .await
+                .unwrap();
         }
     }
 }
 
 /// Runs the child for `op` on `tenant` and kills it after `delay`.
-fn run_and_kill(test: &str, dir: &Path, op: &str, tenant: TenantId, delay: Duration) {
+async fn run_and_kill(test: &str, dir: &Path, op: &str, tenant: TenantId, delay: Duration) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR, dir)
@@ -163,7 +165,7 @@ fn run_and_kill(test: &str, dir: &Path, op: &str, tenant: TenantId, delay: Durat
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(delay);
+    tokio::time::sleep(delay).await;
     if let Ok(Some(status)) = child.try_wait() {
         let mut stderr = String::new();
         std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
@@ -173,13 +175,13 @@ fn run_and_kill(test: &str, dir: &Path, op: &str, tenant: TenantId, delay: Durat
     let _ = child.wait().unwrap();
 }
 
-fn run_child_if_asked() -> bool {
+async fn run_child_if_asked() -> bool {
     let Some(dir) = std::env::var_os(CHILD_DIR) else {
         return false;
     };
     let op = std::env::var(CHILD_OP).unwrap();
     let tenant = std::env::var(CHILD_TENANT).unwrap().parse().unwrap();
-    child(Path::new(&dir), &op, tenant);
+    child(Path::new(&dir), &op, tenant).await;
     true
 }
 
@@ -190,19 +192,26 @@ fn random_delay(min: u64, max: u64) -> Duration {
     Duration::from_millis(min + u64::from_le_bytes(bytes) % (max - min))
 }
 
-fn files_for(world: &World, tenant: TenantId, n: usize) -> HashMap<FileContext, [u8; 32]> {
-    (0..n)
-        .map(|_| {
-            let (ctx, key, _) = world.file_keys.new_file(&world.hierarchy, &USER, tenant);
-            (ctx, *key.expose_secret())
-        })
-        .collect()
+async fn files_for(world: &World, tenant: TenantId, n: usize) -> HashMap<FileContext, [u8; 32]> {
+    let mut files = HashMap::with_capacity(n);
+    for _ in 0..n {
+        let (ctx, key, _) = world
+            .file_keys
+            .new_file(&world.hierarchy, &USER, tenant)
+            .await;
+        let _ = files.insert(ctx, *key.expose_secret());
+    }
+    files
 }
 
-fn assert_all_unwrap(world: &World, files: &HashMap<FileContext, [u8; 32]>) {
+async fn assert_all_unwrap(world: &World, files: &HashMap<FileContext, [u8; 32]>) {
     for (ctx, key) in files {
-        let wrapped = world.file_keys.wrapped(ctx);
-        let released = block_on(world.hierarchy.release_file_key(&USER, ctx, &wrapped)).unwrap();
+        let wrapped = world.file_keys.wrapped(ctx).await;
+        let released = world
+            .hierarchy
+            .release_file_key(&USER, ctx, &wrapped)
+            .await
+            .unwrap();
         assert_eq!(released.expose_secret(), key);
     }
 }
@@ -225,22 +234,21 @@ fn assert_log_verifies(world: &World, dir: &Path) {
     assert!(report.is_ok(), "{:?}", report.problem);
 }
 
-#[test]
-fn sigkill_during_tik_roll_and_rewrap_loses_no_key() {
-    if run_child_if_asked() {
+#[tokio::test]
+async fn sigkill_during_tik_roll_and_rewrap_loses_no_key() {
+    if run_child_if_asked().await {
         return;
     }
     let dir = TempDir::new("crash-roll");
     let (tenant, files) = {
-        let world = open_world(dir.path());
+        let world = open_world(dir.path()).await;
         let tenant = TenantId::random(&mut OsRng).unwrap();
-        block_on(
-            world
-                .hierarchy
-                .create_customer_key_tenant(tenant, customer_keys()),
-        )
-        .unwrap();
-        let files = files_for(&world, tenant, 150);
+        world
+            .hierarchy
+            .create_customer_key_tenant(tenant, customer_keys())
+            .await
+            .unwrap();
+        let files = files_for(&world, tenant, 150).await;
         (tenant, files)
     };
     let mut versions_seen = 0;
@@ -251,15 +259,12 @@ fn sigkill_during_tik_roll_and_rewrap_loses_no_key() {
             "rotate",
             tenant,
             random_delay(150, 900),
-        );
-        let world = open_world(dir.path());
-        assert_all_unwrap(&world, &files);
+        )
+        .await;
+        let world = open_world(dir.path()).await;
+        assert_all_unwrap(&world, &files).await;
         assert_log_verifies(&world, dir.path());
-        let current = u32::from(
-            block_on(world.hierarchy.tenant(tenant))
-                .unwrap()
-                .current_tik,
-        );
+        let current = u32::from(world.hierarchy.tenant(tenant).await.unwrap().current_tik);
         assert!(
             current >= versions_seen,
             "round {round}: the current TIK went backwards"
@@ -272,44 +277,41 @@ fn sigkill_during_tik_roll_and_rewrap_loses_no_key() {
     );
     // Finishing the interrupted work leaves everything under the current
     // version, and the older versions can go.
-    let world = open_world(dir.path());
-    rewrap_and_retire(&world, tenant, 50);
-    let current = block_on(world.hierarchy.tenant(tenant))
-        .unwrap()
-        .current_tik;
+    let world = open_world(dir.path()).await;
+    rewrap_and_retire(&world, tenant, 50).await;
+    let current = world.hierarchy.tenant(tenant).await.unwrap().current_tik;
     assert_eq!(
-        block_on(world.store.tik_versions(tenant)).unwrap(),
+        world.store.tik_versions(tenant).await.unwrap(),
         vec![current]
     );
-    assert_all_unwrap(&world, &files);
+    assert_all_unwrap(&world, &files).await;
 }
 
-#[test]
-fn sigkill_during_a_purge_leaves_it_done_or_not_done() {
-    if run_child_if_asked() {
+#[tokio::test]
+async fn sigkill_during_a_purge_leaves_it_done_or_not_done() {
+    if run_child_if_asked().await {
         return;
     }
     let dir = TempDir::new("crash-purge");
     let (bystander, bystander_files) = {
-        let world = open_world(dir.path());
+        let world = open_world(dir.path()).await;
         let tenant = TenantId::random(&mut OsRng).unwrap();
-        block_on(world.hierarchy.create_service_tenant(tenant)).unwrap();
-        let files = files_for(&world, tenant, 20);
+        world.hierarchy.create_service_tenant(tenant).await.unwrap();
+        let files = files_for(&world, tenant, 20).await;
         (tenant, files)
     };
     let (mut purged, mut intact) = (0, 0);
     for _ in 0..10 {
         let (victim, files) = {
-            let world = open_world(dir.path());
+            let world = open_world(dir.path()).await;
             let tenant = TenantId::random(&mut OsRng).unwrap();
-            block_on(
-                world
-                    .hierarchy
-                    .create_customer_key_tenant(tenant, customer_keys()),
-            )
-            .unwrap();
-            block_on(world.hierarchy.roll_tik(tenant)).unwrap();
-            (tenant, files_for(&world, tenant, 20))
+            world
+                .hierarchy
+                .create_customer_key_tenant(tenant, customer_keys())
+                .await
+                .unwrap();
+            world.hierarchy.roll_tik(tenant).await.unwrap();
+            (tenant, files_for(&world, tenant, 20).await)
         };
         run_and_kill(
             "sigkill_during_a_purge_leaves_it_done_or_not_done",
@@ -317,52 +319,51 @@ fn sigkill_during_a_purge_leaves_it_done_or_not_done() {
             "purge",
             victim,
             random_delay(1, 40),
-        );
-        let world = open_world(dir.path());
+        )
+        .await;
+        let world = open_world(dir.path()).await;
         // Killed after the tenant key was destroyed but before the database
         // said so: the purge is already final (nothing unwraps), and
         // running it again finishes it.
-        let state = match block_on(world.hierarchy.tenant(victim)) {
+        let state = match world.hierarchy.tenant(victim).await {
             Ok(record) => record.state,
             Err(Error::TenantKeyMissing(tenant)) if tenant == victim => {
                 for ctx in files.keys() {
-                    let wrapped = world.file_keys.wrapped(ctx);
-                    let result = block_on(world.hierarchy.release_file_key(&USER, ctx, &wrapped));
+                    let wrapped = world.file_keys.wrapped(ctx).await;
+                    let result = world.hierarchy.release_file_key(&USER, ctx, &wrapped).await;
                     assert!(
                         matches!(result, Err(Error::TenantKeyMissing(_))),
                         "{result:?}"
                     );
                 }
-                block_on(world.hierarchy.purge(victim)).unwrap();
-                block_on(world.hierarchy.tenant(victim)).unwrap().state
+                world.hierarchy.purge(victim).await.unwrap();
+                world.hierarchy.tenant(victim).await.unwrap().state
             }
             Err(error) => panic!("{error}"),
         };
         match state {
             TenantState::Active => {
                 intact += 1;
-                assert_all_unwrap(&world, &files);
-                assert_eq!(block_on(world.store.tik_versions(victim)).unwrap().len(), 2);
+                assert_all_unwrap(&world, &files).await;
+                assert_eq!(world.store.tik_versions(victim).await.unwrap().len(), 2);
             }
             TenantState::Purged => {
                 purged += 1;
-                assert!(
-                    block_on(world.store.tik_versions(victim))
-                        .unwrap()
-                        .is_empty()
-                );
+                assert!(world.store.tik_versions(victim).await.unwrap().is_empty());
                 for ctx in files.keys() {
-                    let wrapped = world.file_keys.wrapped(ctx);
+                    let wrapped = world.file_keys.wrapped(ctx).await;
                     let scan = world.admin.capability("scan");
                     for access in [USER, system(&scan)] {
-                        let result =
-                            block_on(world.hierarchy.release_file_key(&access, ctx, &wrapped));
+                        let result = world
+                            .hierarchy
+                            .release_file_key(&access, ctx, &wrapped)
+                            .await;
                         assert!(matches!(result, Err(Error::Purged(_))), "{result:?}");
                     }
                 }
             }
         }
-        assert_all_unwrap(&world, &bystander_files);
+        assert_all_unwrap(&world, &bystander_files).await;
         assert_log_verifies(&world, dir.path());
         let _ = bystander;
     }

@@ -17,10 +17,10 @@ use std::os::unix::fs::PermissionsExt as _;
 use atrest_tenant::{
     Error, KeyFileProblem, KeyMaterial, MasterKey, ProviderError, RootKeyProvider as _,
 };
-use common::{TempDir, block_on, service_keys};
+use common::{TempDir, service_keys};
 
-#[test]
-fn the_master_key_file_is_private_and_checked() {
+#[tokio::test]
+async fn the_master_key_file_is_private_and_checked() {
     let dir = TempDir::new("master");
     let path = dir.path().join("master.key");
     MasterKey::create_file(&path).unwrap();
@@ -59,20 +59,20 @@ fn the_master_key_file_is_private_and_checked() {
     ));
 }
 
-#[test]
-fn root_keys_open_only_under_their_master_key() {
+#[tokio::test]
+async fn root_keys_open_only_under_their_master_key() {
     let dir = TempDir::new("wrong-master");
     let db = dir.path().join("keys.sqlite");
     let material = KeyMaterial::from_secret_bytes(&[5; 32]);
     let (root, wrapped) = {
         let master = MasterKey::create_file(&dir.path().join("a.key")).unwrap();
-        let keys = service_keys("service", &db, master);
-        let root = block_on(keys.create_key("root")).unwrap();
+        let keys = service_keys("service", &db, master).await;
+        let root = keys.create_key("root").await.unwrap();
         assert!(matches!(
-            block_on(keys.create_key("root")),
+            keys.create_key("root").await,
             Err(Error::KeyExists(_))
         ));
-        let wrapped = block_on(keys.wrap(&root, &material, &binding(b"aad"))).unwrap();
+        let wrapped = keys.wrap(&root, &material, &binding(b"aad")).await.unwrap();
         (root, wrapped)
     };
     // Reopened with the right master key: works.
@@ -80,9 +80,11 @@ fn root_keys_open_only_under_their_master_key() {
         "service",
         &db,
         MasterKey::open_file(&dir.path().join("a.key")).unwrap(),
-    );
+    )
+    .await;
     assert_eq!(
-        block_on(keys.unwrap(&root, &wrapped, &binding(b"aad")))
+        keys.unwrap(&root, &wrapped, &binding(b"aad"))
+            .await
             .unwrap()
             .expose_secret(),
         &[5; 32]
@@ -92,9 +94,10 @@ fn root_keys_open_only_under_their_master_key() {
         "service",
         &db,
         MasterKey::create_file(&dir.path().join("b.key")).unwrap(),
-    );
+    )
+    .await;
     assert!(matches!(
-        block_on(keys.unwrap(&root, &wrapped, &binding(b"aad"))),
+        keys.unwrap(&root, &wrapped, &binding(b"aad")).await,
         Err(ProviderError::AccessDenied { .. })
     ));
 
@@ -103,39 +106,40 @@ fn root_keys_open_only_under_their_master_key() {
         "service",
         &db,
         MasterKey::open_file(&dir.path().join("a.key")).unwrap(),
-    );
-    let v2 = block_on(keys.roll_key("root")).unwrap();
-    assert_eq!(block_on(keys.current_version("root")).unwrap(), 2);
-    block_on(keys.destroy_version(&root)).unwrap();
+    )
+    .await;
+    let v2 = keys.roll_key("root").await.unwrap();
+    assert_eq!(keys.current_version("root").await.unwrap(), 2);
+    keys.destroy_version(&root).await.unwrap();
     assert!(matches!(
-        block_on(keys.unwrap(&root, &wrapped, &binding(b"aad"))),
+        keys.unwrap(&root, &wrapped, &binding(b"aad")).await,
         Err(ProviderError::Destroyed { .. })
     ));
-    assert_eq!(block_on(keys.current_version("root")).unwrap(), 2);
-    let wrapped_2 = block_on(keys.wrap(&v2, &material, &binding(b"aad"))).unwrap();
+    assert_eq!(keys.current_version("root").await.unwrap(), 2);
+    let wrapped_2 = keys.wrap(&v2, &material, &binding(b"aad")).await.unwrap();
     assert!(matches!(
-        block_on(keys.unwrap(&v2, &wrapped_2, &binding(b"other"))),
+        keys.unwrap(&v2, &wrapped_2, &binding(b"other")).await,
         Err(ProviderError::AuthenticationFailed { .. })
     ));
     let missing = "service:nothing@1".parse().unwrap();
     assert!(matches!(
-        block_on(keys.unwrap(&missing, &wrapped_2, &binding(b"aad"))),
+        keys.unwrap(&missing, &wrapped_2, &binding(b"aad")).await,
         Err(ProviderError::NotFound { .. })
     ));
     assert!(matches!(
-        block_on(keys.roll_key("nothing")),
+        keys.roll_key("nothing").await,
         Err(Error::RootKey(ProviderError::NotFound { .. }))
     ));
-    assert_eq!(block_on(keys.keys()).unwrap().len(), 2);
+    assert_eq!(keys.keys().await.unwrap().len(), 2);
 }
 
-#[test]
-fn key_types_never_print_their_bytes() {
+#[tokio::test]
+async fn key_types_never_print_their_bytes() {
     let dir = TempDir::new("debug");
     let material = KeyMaterial::from_secret_bytes(&[0xAB; 32]);
     let master = MasterKey::create_file(&dir.path().join("m.key")).unwrap();
-    let keys = service_keys("service", &dir.path().join("k.sqlite"), master);
-    let root = block_on(keys.create_key("root")).unwrap();
+    let keys = service_keys("service", &dir.path().join("k.sqlite"), master).await;
+    let root = keys.create_key("root").await.unwrap();
     let key_file = std::fs::read_to_string(dir.path().join("m.key")).unwrap();
     let master_hex = key_file.lines().nth(1).unwrap().to_owned();
     let printed = [

@@ -35,7 +35,7 @@ use atrest_tenant::{
     Administration, KeyHierarchy, MasterKey, RootKeyProvider, ServiceKeys, TenantKeyDir,
 };
 use atrest_test_support::sqlite as rusqlite;
-use common::{USER, block_on, context, service_keys, system, token, with_tokens};
+use common::{USER, context, service_keys, system, token, with_tokens};
 use rusqlite::Connection;
 use rusqlite::types::Value;
 
@@ -149,8 +149,8 @@ struct Keys {
 }
 
 impl Keys {
-    fn hierarchy(&self, db: &Path) -> (KeyHierarchy, Administration) {
-        let store = Arc::new(block_on(SqliteStore::open(db)).unwrap());
+    async fn hierarchy(&self, db: &Path) -> (KeyHierarchy, Administration) {
+        let store = Arc::new(SqliteStore::open(db).await.unwrap());
         let mut builder = KeyHierarchy::builder(store, self.tenant_keys.clone(), {
             Arc::new(common::Collected::default())
         })
@@ -166,56 +166,56 @@ impl Keys {
     }
 }
 
-#[test]
-fn no_edit_or_pair_of_edits_to_the_metadata_releases_a_destroyed_customers_key() {
+#[tokio::test]
+async fn no_edit_or_pair_of_edits_to_the_metadata_releases_a_destroyed_customers_key() {
     with_tokens(
         "no_edit_or_pair_of_edits_to_the_metadata_releases_a_destroyed_customers_key",
-        |dir| {
-            let hsm_a = token("hsm-a", "customer-a");
-            let hsm_b = token("hsm-b", "customer-b");
+        async |dir| {
+            let hsm_a = token("hsm-a", "customer-a").await;
+            let hsm_b = token("hsm-b", "customer-b").await;
             let master = MasterKey::create_file(&dir.join("master.key")).unwrap();
             let keys = Keys {
                 tenant_keys: Arc::new(
                     TenantKeyDir::open(&dir.join("tenant-keys"), master.clone()).unwrap(),
                 ),
-                service: service_keys("service", &dir.join("keys.sqlite"), master),
+                service: service_keys("service", &dir.join("keys.sqlite"), master).await,
                 tokens: vec![hsm_a.clone(), hsm_b.clone()],
             };
-            block_on(keys.service.create_key("root")).unwrap();
-            block_on(keys.service.create_key("availability")).unwrap();
+            keys.service.create_key("root").await.unwrap();
+            keys.service.create_key("availability").await.unwrap();
             let db = dir.join("tenants.sqlite");
-            let (hierarchy, _) = keys.hierarchy(&db);
+            let (hierarchy, _) = keys.hierarchy(&db).await;
             let new_tenant = || TenantId::random(&mut OsRng).unwrap();
 
             // The victim, and a file of it.
             let victim = new_tenant();
             let victim_keys = [
-                block_on(hsm_a.generate_key("victim")).unwrap(),
-                block_on(hsm_b.generate_key("victim")).unwrap(),
+                hsm_a.generate_key("victim").await.unwrap(),
+                hsm_b.generate_key("victim").await.unwrap(),
             ];
-            block_on(hierarchy.create_customer_key_tenant(victim, victim_keys)).unwrap();
+            hierarchy.create_customer_key_tenant(victim, victim_keys).await.unwrap();
             let file = context(victim);
-            let (_, wrapped) = block_on(hierarchy.new_file_key(&USER, &file)).unwrap();
+            let (_, wrapped) = hierarchy.new_file_key(&USER, &file).await.unwrap();
 
             // Bystanders of every shape.
             let healthy = new_tenant();
             let healthy_keys = [
-                block_on(hsm_a.generate_key("healthy")).unwrap(),
-                block_on(hsm_b.generate_key("healthy")).unwrap(),
+                hsm_a.generate_key("healthy").await.unwrap(),
+                hsm_b.generate_key("healthy").await.unwrap(),
             ];
-            block_on(hierarchy.create_customer_key_tenant(healthy, healthy_keys.clone())).unwrap();
-            let _ = block_on(hierarchy.roll_tik(healthy)).unwrap();
-            block_on(hierarchy.revoke_customer_key(healthy, &healthy_keys[1])).unwrap();
+            hierarchy.create_customer_key_tenant(healthy, healthy_keys.clone()).await.unwrap();
+            let _ = hierarchy.roll_tik(healthy).await.unwrap();
+            hierarchy.revoke_customer_key(healthy, &healthy_keys[1]).await.unwrap();
             let service_managed = new_tenant();
-            block_on(hierarchy.create_service_tenant(service_managed)).unwrap();
+            hierarchy.create_service_tenant(service_managed).await.unwrap();
             let purged = new_tenant();
-            block_on(hierarchy.create_service_tenant(purged)).unwrap();
-            let _ = block_on(hierarchy.purge(purged)).unwrap();
+            hierarchy.create_service_tenant(purged).await.unwrap();
+            let _ = hierarchy.purge(purged).await.unwrap();
             drop(hierarchy);
 
             // The customer destroys both keys.
-            block_on(hsm_a.destroy_key("victim")).unwrap();
-            block_on(hsm_b.destroy_key("victim")).unwrap();
+            hsm_a.destroy_key("victim").await.unwrap();
+            hsm_b.destroy_key("victim").await.unwrap();
 
             // The database as the writer finds it: one file.
             let pristine = {
@@ -235,7 +235,7 @@ fn no_edit_or_pair_of_edits_to_the_metadata_releases_a_destroyed_customers_key()
                 .as_ref()
                 .map_or_else(|| dir.to_path_buf(), |d| d.path().to_path_buf())
                 .join("edited.sqlite");
-            let attempt = |edits: &[&Edit]| -> Option<Result<(), atrest_tenant::Error>> {
+            let attempt = async |edits: &[&Edit]| -> Option<Result<(), atrest_tenant::Error>> {
                 for suffix in ["", "-wal", "-shm"] {
                     let _ = std::fs::remove_file(format!("{}{suffix}", work.display()));
                 }
@@ -255,19 +255,19 @@ fn no_edit_or_pair_of_edits_to_the_metadata_releases_a_destroyed_customers_key()
                         }
                     }
                 }
-                let (hierarchy, admin) = keys.hierarchy(&work);
-                let user = block_on(hierarchy.release_file_key(&USER, &file, &wrapped)).map(drop);
+                let (hierarchy, admin) = keys.hierarchy(&work).await;
+                let user = hierarchy.release_file_key(&USER, &file, &wrapped).await.map(drop);
                 if edits.is_empty() {
                     // Unedited: the availability key does wrap the TIK (a
                     // system operation gets the key), so a user release
                     // is a real possibility the edits must not open.
                     let scan = admin.capability("scan");
-                    block_on(hierarchy.release_file_key(&system(&scan), &file, &wrapped)).unwrap();
+                    hierarchy.release_file_key(&system(&scan), &file, &wrapped).await.unwrap();
                 }
                 Some(user)
             };
 
-            let baseline = attempt(&[]).unwrap();
+            let baseline = attempt(&[]).await.unwrap();
             assert!(baseline.is_err(), "unedited: {baseline:?}");
 
             let edits = {
@@ -276,8 +276,8 @@ fn no_edit_or_pair_of_edits_to_the_metadata_releases_a_destroyed_customers_key()
             };
             let mut tried = 0;
             let mut kinds = BTreeSet::new();
-            let mut check = |set: &[&Edit]| -> usize {
-                let Some(result) = attempt(set) else {
+            let mut check = async |set: &[&Edit]| -> usize {
+                let Some(result) = attempt(set).await else {
                     return 0;
                 };
                 match result {
@@ -290,7 +290,7 @@ fn no_edit_or_pair_of_edits_to_the_metadata_releases_a_destroyed_customers_key()
                 1
             };
             for edit in &edits {
-                tried += check(&[edit]);
+                tried += check(&[edit]).await;
             }
             let singles = tried;
             for (i, first) in edits.iter().enumerate() {
@@ -299,7 +299,7 @@ fn no_edit_or_pair_of_edits_to_the_metadata_releases_a_destroyed_customers_key()
                     if a.0 == b.0 && a.1 == b.1 && (a.2 == b.2 || a.2.is_none() || b.2.is_none()) {
                         continue; // the same cell, or a row and one of its cells
                     }
-                    tried += check(&[first, second]);
+                    tried += check(&[first, second]).await;
                 }
             }
             eprintln!(
@@ -309,5 +309,5 @@ fn no_edit_or_pair_of_edits_to_the_metadata_releases_a_destroyed_customers_key()
             assert!(singles > 60, "only {singles} single edits were tried");
             assert!(tried > singles * 20, "only {tried} attempts");
         },
-    );
+    ).await;
 }

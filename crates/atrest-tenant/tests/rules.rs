@@ -22,25 +22,32 @@ use atrest_tenant::{
     Access, Error, MetadataStore as _, ProviderError, RewrapProgress, TenantState,
 };
 use atrest_test_support::sqlite as rusqlite;
-use common::{Fixture, USER, block_on, context, system};
+use common::{Fixture, USER, context, system};
 
 fn is_fallback(event: &Event, outcome: &Outcome) -> bool {
     matches!(event, Event::AvailabilityKeyFallback { .. }) && *outcome == Outcome::Success
 }
 
-#[test]
-fn service_tenant_round_trip_and_every_release_and_denial_is_audited() {
-    let f = Fixture::new("service");
-    let tenant = f.service_tenant();
+#[tokio::test]
+async fn service_tenant_round_trip_and_every_release_and_denial_is_audited() {
+    let f = Fixture::new("service").await;
+    let tenant = f.service_tenant().await;
     let ctx = context(tenant);
-    let (key, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
-    let released = block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
+    let (key, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).await.unwrap();
+    let released = f
+        .hierarchy
+        .release_file_key(&USER, &ctx, &wrapped)
+        .await
+        .unwrap();
     assert_eq!(key.expose_secret(), released.expose_secret());
 
     let intruder = Access::User {
         principal: "mallory",
     };
-    let denied = block_on(f.hierarchy.release_file_key(&intruder, &ctx, &wrapped));
+    let denied = f
+        .hierarchy
+        .release_file_key(&intruder, &ctx, &wrapped)
+        .await;
     assert!(
         matches!(&denied, Err(Error::Denied { reason }) if reason == "not a reader"),
         "{denied:?}"
@@ -63,29 +70,36 @@ fn service_tenant_round_trip_and_every_release_and_denial_is_audited() {
     );
 }
 
-#[test]
-fn customer_keys_are_tried_first_and_one_is_enough() {
-    let f = Fixture::new("first");
-    let tenant = f.customer_tenant();
+#[tokio::test]
+async fn customer_keys_are_tried_first_and_one_is_enough() {
+    let f = Fixture::new("first").await;
+    let tenant = f.customer_tenant().await;
     let ctx = context(tenant);
-    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).await.unwrap();
     f.hierarchy.flush_cache();
     f.customer_a.set(Fault::Unavailable);
-    block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
+    f.hierarchy
+        .release_file_key(&USER, &ctx, &wrapped)
+        .await
+        .unwrap();
     // Customer key B answered: no fallback.
     assert_eq!(f.audit.count(is_fallback), 0);
 }
 
-#[test]
-fn the_availability_key_is_used_when_customer_keys_are_unavailable_and_audited() {
-    let f = Fixture::new("fallback");
-    let tenant = f.customer_tenant();
+#[tokio::test]
+async fn the_availability_key_is_used_when_customer_keys_are_unavailable_and_audited() {
+    let f = Fixture::new("fallback").await;
+    let tenant = f.customer_tenant().await;
     let ctx = context(tenant);
-    let (key, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
+    let (key, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).await.unwrap();
     f.hierarchy.flush_cache();
     f.customer_a.set(Fault::Unavailable);
     f.customer_b.set(Fault::Unavailable);
-    let released = block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
+    let released = f
+        .hierarchy
+        .release_file_key(&USER, &ctx, &wrapped)
+        .await
+        .unwrap();
     assert_eq!(key.expose_secret(), released.expose_secret());
     assert_eq!(f.audit.count(is_fallback), 1);
     let fallback = f
@@ -105,17 +119,17 @@ fn the_availability_key_is_used_when_customer_keys_are_unavailable_and_audited()
     assert!(operation.as_str().contains("reader-1"));
 }
 
-#[test]
-fn access_denied_never_falls_back_for_a_user_request() {
-    let f = Fixture::new("denied");
-    let tenant = f.customer_tenant();
+#[tokio::test]
+async fn access_denied_never_falls_back_for_a_user_request() {
+    let f = Fixture::new("denied").await;
+    let tenant = f.customer_tenant().await;
     let ctx = context(tenant);
-    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).await.unwrap();
     f.hierarchy.flush_cache();
     // One key refuses and the other is down: a refusal is an answer.
     f.customer_a.set(Fault::AccessDenied);
     f.customer_b.set(Fault::Unavailable);
-    let result = block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped));
+    let result = f.hierarchy.release_file_key(&USER, &ctx, &wrapped).await;
     assert!(
         matches!(
             result,
@@ -124,8 +138,18 @@ fn access_denied_never_falls_back_for_a_user_request() {
         "{result:?}"
     );
     f.customer_b.set(Fault::AccessDenied);
-    assert!(block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).is_err());
-    assert!(block_on(f.hierarchy.new_file_key(&USER, &context(tenant))).is_err());
+    assert!(
+        f.hierarchy
+            .release_file_key(&USER, &ctx, &wrapped)
+            .await
+            .is_err()
+    );
+    assert!(
+        f.hierarchy
+            .new_file_key(&USER, &context(tenant))
+            .await
+            .is_err()
+    );
     assert_eq!(
         f.audit
             .count(|e, _| matches!(e, Event::AvailabilityKeyFallback { .. })),
@@ -134,25 +158,33 @@ fn access_denied_never_falls_back_for_a_user_request() {
 
     // A marked system operation may use the availability key, audited...
     let scan = f.admin.capability("scan");
-    block_on(f.hierarchy.release_file_key(&system(&scan), &ctx, &wrapped)).unwrap();
+    f.hierarchy
+        .release_file_key(&system(&scan), &ctx, &wrapped)
+        .await
+        .unwrap();
     assert_eq!(f.audit.count(is_fallback), 1);
     // ...but what it obtained is not cached for users.
-    assert!(block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).is_err());
+    assert!(
+        f.hierarchy
+            .release_file_key(&USER, &ctx, &wrapped)
+            .await
+            .is_err()
+    );
     assert_eq!(f.hierarchy.cached_tiks(), 0);
 }
 
-#[test]
-fn a_destroyed_customer_key_is_reported_as_destroyed_and_never_falls_back() {
-    let f = Fixture::new("destroyed");
-    let tenant = f.customer_tenant();
+#[tokio::test]
+async fn a_destroyed_customer_key_is_reported_as_destroyed_and_never_falls_back() {
+    let f = Fixture::new("destroyed").await;
+    let tenant = f.customer_tenant().await;
     let ctx = context(tenant);
-    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).await.unwrap();
     f.hierarchy.flush_cache();
     for keys in [&f.keys_a, &f.keys_b] {
-        let versions = block_on(keys.keys()).unwrap();
-        block_on(keys.destroy_version(&versions[0].0)).unwrap();
+        let versions = keys.keys().await.unwrap();
+        keys.destroy_version(&versions[0].0).await.unwrap();
     }
-    let result = block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped));
+    let result = f.hierarchy.release_file_key(&USER, &ctx, &wrapped).await;
     assert!(
         matches!(result, Err(Error::RootKey(ProviderError::Destroyed { .. }))),
         "{result:?}"
@@ -160,24 +192,30 @@ fn a_destroyed_customer_key_is_reported_as_destroyed_and_never_falls_back() {
     assert_eq!(f.audit.count(is_fallback), 0);
 }
 
-#[test]
-fn revocation_takes_effect_within_the_cache_ttl() {
+#[tokio::test]
+async fn revocation_takes_effect_within_the_cache_ttl() {
     let ttl = Duration::from_millis(300);
-    let f = Fixture::with_ttl("ttl", ttl);
-    let tenant = f.customer_tenant();
+    let f = Fixture::with_ttl("ttl", ttl).await;
+    let tenant = f.customer_tenant().await;
     let ctx = context(tenant);
-    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
-    block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).await.unwrap();
+    f.hierarchy
+        .release_file_key(&USER, &ctx, &wrapped)
+        .await
+        .unwrap();
     // The customer removes the service's access at their HSMs.
     f.customer_a.set(Fault::AccessDenied);
     f.customer_b.set(Fault::AccessDenied);
     let calls = f.customer_a.calls();
     // Within the TTL the cached TIK still serves (the documented lag)...
-    block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
+    f.hierarchy
+        .release_file_key(&USER, &ctx, &wrapped)
+        .await
+        .unwrap();
     assert_eq!(f.customer_a.calls(), calls, "served from the cache");
     // ...and once it expires, user requests fail.
-    std::thread::sleep(ttl + Duration::from_millis(100));
-    let result = block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped));
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    let result = f.hierarchy.release_file_key(&USER, &ctx, &wrapped).await;
     assert!(
         matches!(
             result,
@@ -187,34 +225,48 @@ fn revocation_takes_effect_within_the_cache_ttl() {
     );
 }
 
-#[test]
-fn revocation_takes_effect_at_once_after_a_flush() {
-    let f = Fixture::new("flush");
-    let tenant = f.customer_tenant();
+#[tokio::test]
+async fn revocation_takes_effect_at_once_after_a_flush() {
+    let f = Fixture::new("flush").await;
+    let tenant = f.customer_tenant().await;
     let ctx = context(tenant);
-    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
-    block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).await.unwrap();
+    f.hierarchy
+        .release_file_key(&USER, &ctx, &wrapped)
+        .await
+        .unwrap();
     assert!(f.hierarchy.cached_tiks() > 0);
     f.customer_a.set(Fault::AccessDenied);
     f.customer_b.set(Fault::AccessDenied);
     f.hierarchy.flush_cache();
     assert_eq!(f.hierarchy.cached_tiks(), 0);
-    assert!(block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).is_err());
+    assert!(
+        f.hierarchy
+            .release_file_key(&USER, &ctx, &wrapped)
+            .await
+            .is_err()
+    );
 }
 
-#[test]
-fn recorded_revocation_stops_user_requests_at_once() {
-    let f = Fixture::new("revoke");
-    let tenant = f.customer_tenant();
+#[tokio::test]
+async fn recorded_revocation_stops_user_requests_at_once() {
+    let f = Fixture::new("revoke").await;
+    let tenant = f.customer_tenant().await;
     let ctx = context(tenant);
-    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
-    block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).await.unwrap();
+    f.hierarchy
+        .release_file_key(&USER, &ctx, &wrapped)
+        .await
+        .unwrap();
     let [a, b] = Fixture::customer_keys();
-    block_on(f.hierarchy.revoke_customer_key(tenant, &a)).unwrap();
+    f.hierarchy.revoke_customer_key(tenant, &a).await.unwrap();
     // Key B still answers.
-    block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
-    block_on(f.hierarchy.revoke_customer_key(tenant, &b)).unwrap();
-    let result = block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped));
+    f.hierarchy
+        .release_file_key(&USER, &ctx, &wrapped)
+        .await
+        .unwrap();
+    f.hierarchy.revoke_customer_key(tenant, &b).await.unwrap();
+    let result = f.hierarchy.release_file_key(&USER, &ctx, &wrapped).await;
     assert!(
         matches!(result, Err(Error::Revoked(t)) if t == tenant),
         "{result:?}"
@@ -226,53 +278,54 @@ fn recorded_revocation_stops_user_requests_at_once() {
     );
     // Not a customer key of this tenant.
     assert!(matches!(
-        block_on(
-            f.hierarchy
-                .revoke_customer_key(tenant, &"service:root".parse().unwrap())
-        ),
+        f.hierarchy
+            .revoke_customer_key(tenant, &"service:root".parse().unwrap())
+            .await,
         Err(Error::Misuse(_))
     ));
 }
 
-#[test]
-fn a_purge_is_final_cache_included_and_audited() {
-    let f = Fixture::new("purge");
-    let tenant = f.customer_tenant();
-    let other = f.customer_tenant();
+#[tokio::test]
+async fn a_purge_is_final_cache_included_and_audited() {
+    let f = Fixture::new("purge").await;
+    let tenant = f.customer_tenant().await;
+    let other = f.customer_tenant().await;
     let ctx = context(tenant);
     let other_ctx = context(other);
-    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
-    let (_, other_wrapped) = block_on(f.hierarchy.new_file_key(&USER, &other_ctx)).unwrap();
-    block_on(f.hierarchy.roll_tik(tenant)).unwrap();
-    block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).await.unwrap();
+    let (_, other_wrapped) = f.hierarchy.new_file_key(&USER, &other_ctx).await.unwrap();
+    f.hierarchy.roll_tik(tenant).await.unwrap();
+    f.hierarchy
+        .release_file_key(&USER, &ctx, &wrapped)
+        .await
+        .unwrap();
 
-    assert_eq!(block_on(f.hierarchy.purge(tenant)).unwrap(), 2);
+    assert_eq!(f.hierarchy.purge(tenant).await.unwrap(), 2);
     let scan = f.admin.capability("scan");
     for access in [USER, system(&scan)] {
-        let result = block_on(f.hierarchy.release_file_key(&access, &ctx, &wrapped));
+        let result = f.hierarchy.release_file_key(&access, &ctx, &wrapped).await;
         assert!(
             matches!(result, Err(Error::Purged(t)) if t == tenant),
             "{result:?}"
         );
     }
     assert!(matches!(
-        block_on(f.hierarchy.new_file_key(&USER, &context(tenant))),
+        f.hierarchy.new_file_key(&USER, &context(tenant)).await,
         Err(Error::Purged(_))
     ));
     assert!(matches!(
-        block_on(f.hierarchy.roll_tik(tenant)),
+        f.hierarchy.roll_tik(tenant).await,
         Err(Error::Purged(_))
     ));
     assert_eq!(
-        block_on(f.hierarchy.tenant(tenant)).unwrap().state,
+        f.hierarchy.tenant(tenant).await.unwrap().state,
         TenantState::Purged
     );
     // The other tenant is unaffected.
-    block_on(
-        f.hierarchy
-            .release_file_key(&USER, &other_ctx, &other_wrapped),
-    )
-    .unwrap();
+    f.hierarchy
+        .release_file_key(&USER, &other_ctx, &other_wrapped)
+        .await
+        .unwrap();
 
     // A new hierarchy over the same store, every provider healthy: still purged.
     let (again, again_admin) = Fixture::build(
@@ -286,13 +339,15 @@ fn a_purge_is_final_cache_included_and_audited() {
     );
     let scan = again_admin.capability("scan");
     assert!(matches!(
-        block_on(again.release_file_key(&system(&scan), &ctx, &wrapped)),
+        again.release_file_key(&system(&scan), &ctx, &wrapped).await,
         Err(Error::Purged(_))
     ));
     // Nothing of the tenant's TIKs is left in the store.
-    assert!(block_on(f.store.tik_versions(tenant)).unwrap().is_empty());
+    assert!(f.store.tik_versions(tenant).await.unwrap().is_empty());
     assert!(
-        block_on(f.store.tik_wraps(tenant, KeyVersion::FIRST))
+        f.store
+            .tik_wraps(tenant, KeyVersion::FIRST)
+            .await
             .unwrap()
             .is_empty()
     );
@@ -310,16 +365,16 @@ fn a_purge_is_final_cache_included_and_audited() {
     assert_eq!(failed_after_purge, 3);
 }
 
-#[test]
-fn a_tenants_keys_never_unwrap_under_another_tenant() {
-    let f = Fixture::new("isolation");
-    let a = f.customer_tenant();
-    let b = f.service_tenant();
+#[tokio::test]
+async fn a_tenants_keys_never_unwrap_under_another_tenant() {
+    let f = Fixture::new("isolation").await;
+    let a = f.customer_tenant().await;
+    let b = f.service_tenant().await;
     let ctx_a = context(a);
-    let (_, wrapped_a) = block_on(f.hierarchy.new_file_key(&USER, &ctx_a)).unwrap();
+    let (_, wrapped_a) = f.hierarchy.new_file_key(&USER, &ctx_a).await.unwrap();
     // Tenant A's wrapped key presented for tenant B (same file id).
     let as_b = FileContext { tenant: b, ..ctx_a };
-    let result = block_on(f.hierarchy.release_file_key(&USER, &as_b, &wrapped_a));
+    let result = f.hierarchy.release_file_key(&USER, &as_b, &wrapped_a).await;
     assert!(
         matches!(result, Err(Error::WrongTenant(t)) if t == b),
         "{result:?}"
@@ -327,9 +382,9 @@ fn a_tenants_keys_never_unwrap_under_another_tenant() {
 
     // Tenant A's TIK wraps copied over tenant B's: they do not unwrap for
     // B, because each wrap binds its tenant, TIK id and version.
-    let c = f.customer_tenant();
+    let c = f.customer_tenant().await;
     let ctx_c = context(c);
-    let (_, wrapped_c) = block_on(f.hierarchy.new_file_key(&USER, &ctx_c)).unwrap();
+    let (_, wrapped_c) = f.hierarchy.new_file_key(&USER, &ctx_c).await.unwrap();
     let db = rusqlite::Connection::open(f.dir.path().join("tenants.sqlite")).unwrap();
     let copied = db
         .execute(
@@ -342,7 +397,10 @@ fn a_tenants_keys_never_unwrap_under_another_tenant() {
     f.hierarchy.flush_cache();
     let scan = f.admin.capability("scan");
     for access in [USER, system(&scan)] {
-        let result = block_on(f.hierarchy.release_file_key(&access, &ctx_c, &wrapped_c));
+        let result = f
+            .hierarchy
+            .release_file_key(&access, &ctx_c, &wrapped_c)
+            .await;
         assert!(
             matches!(
                 result,
@@ -353,33 +411,39 @@ fn a_tenants_keys_never_unwrap_under_another_tenant() {
     }
 }
 
-#[test]
-fn tik_rotation_rewrap_and_retirement() {
-    let f = Fixture::new("rotate");
-    let tenant = f.customer_tenant();
+#[tokio::test]
+async fn tik_rotation_rewrap_and_retirement() {
+    let f = Fixture::new("rotate").await;
+    let tenant = f.customer_tenant().await;
     let index = f.file_keys.index();
     let mut keys = Vec::new();
     for _ in 0..25 {
-        let (ctx, key, _) = f.file_keys.new_file(&f.hierarchy, &USER, tenant);
+        let (ctx, key, _) = f.file_keys.new_file(&f.hierarchy, &USER, tenant).await;
         keys.push((ctx, *key.expose_secret()));
     }
-    let v2 = block_on(f.hierarchy.roll_tik(tenant)).unwrap();
+    let v2 = f.hierarchy.roll_tik(tenant).await.unwrap();
     assert_eq!(u32::from(v2), 2);
     // New files use the new version; old ones keep working.
-    let (_, new_wrapped) = block_on(f.hierarchy.new_file_key(&USER, &context(tenant))).unwrap();
+    let (_, new_wrapped) = f
+        .hierarchy
+        .new_file_key(&USER, &context(tenant))
+        .await
+        .unwrap();
     assert_eq!(new_wrapped.kek_version(), v2);
-    let retire = block_on(f.hierarchy.retire_tik(tenant, KeyVersion::FIRST, index));
+    let retire = f
+        .hierarchy
+        .retire_tik(tenant, KeyVersion::FIRST, index)
+        .await;
     assert!(
         matches!(retire, Err(Error::TikInUse { references: 25, .. })),
         "{retire:?}"
     );
 
     let mut seen = Vec::new();
-    let report =
-        block_on(
-            f.hierarchy
-                .rewrap_file_keys(tenant, index, 10, &mut |p: RewrapProgress| seen.push(p)),
-        )
+    let report = f
+        .hierarchy
+        .rewrap_file_keys(tenant, index, 10, &mut |p: RewrapProgress| seen.push(p))
+        .await
         .unwrap();
     assert_eq!((report.rewrapped, report.batches), (25, 3));
     assert_eq!(seen.first(), Some(&RewrapProgress { done: 0, total: 25 }));
@@ -391,10 +455,12 @@ fn tik_rotation_rewrap_and_retirement() {
         })
     );
     for (ctx, key) in &keys {
-        let wrapped = f.file_keys.wrapped(ctx);
+        let wrapped = f.file_keys.wrapped(ctx).await;
         assert_eq!(wrapped.kek_version(), v2);
         assert_eq!(
-            block_on(f.hierarchy.release_file_key(&USER, ctx, &wrapped))
+            f.hierarchy
+                .release_file_key(&USER, ctx, &wrapped)
+                .await
                 .unwrap()
                 .expose_secret(),
             key
@@ -402,19 +468,28 @@ fn tik_rotation_rewrap_and_retirement() {
     }
     // Nothing refers to version 1 any more; the current version stays.
     assert!(matches!(
-        block_on(f.hierarchy.retire_tik(tenant, v2, index)),
+        f.hierarchy.retire_tik(tenant, v2, index).await,
         Err(Error::TikInUse {
             is_current: true,
             ..
         })
     ));
-    block_on(f.hierarchy.retire_tik(tenant, KeyVersion::FIRST, index)).unwrap();
+    f.hierarchy
+        .retire_tik(tenant, KeyVersion::FIRST, index)
+        .await
+        .unwrap();
     assert!(matches!(
-        block_on(f.hierarchy.retire_tik(tenant, KeyVersion::FIRST, index)),
+        f.hierarchy
+            .retire_tik(tenant, KeyVersion::FIRST, index)
+            .await,
         Err(Error::UnknownTikVersion { .. })
     ));
     // A re-wrap with nothing to do is a no-op.
-    let report = block_on(f.hierarchy.rewrap_file_keys(tenant, index, 10, &mut |_| {})).unwrap();
+    let report = f
+        .hierarchy
+        .rewrap_file_keys(tenant, index, 10, &mut |_| {})
+        .await
+        .unwrap();
     assert_eq!(report.rewrapped, 0);
     assert_eq!(
         f.audit
@@ -423,43 +498,50 @@ fn tik_rotation_rewrap_and_retirement() {
     );
 }
 
-#[test]
-fn rolling_a_root_key_rewraps_tik_versions_only() {
-    let f = Fixture::new("root-roll");
-    let service_tenant = f.service_tenant();
-    let customer_tenant = f.customer_tenant();
+#[tokio::test]
+async fn rolling_a_root_key_rewraps_tik_versions_only() {
+    let f = Fixture::new("root-roll").await;
+    let service_tenant = f.service_tenant().await;
+    let customer_tenant = f.customer_tenant().await;
     let mut files = Vec::new();
     for tenant in [service_tenant, customer_tenant] {
-        block_on(f.hierarchy.roll_tik(tenant)).unwrap();
+        f.hierarchy.roll_tik(tenant).await.unwrap();
         let ctx = context(tenant);
-        let (key, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
+        let (key, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).await.unwrap();
         files.push((ctx, wrapped, *key.expose_secret()));
     }
     // The service root key and the availability key get new versions.
     for label in ["root", "availability"] {
-        let old = block_on(f.service.keys())
+        let old = f
+            .service
+            .keys()
+            .await
             .unwrap()
             .into_iter()
             .find(|(k, _)| k.label() == label)
             .unwrap()
             .0;
-        let new = block_on(f.service.roll_key(label)).unwrap();
+        let new = f.service.roll_key(label).await.unwrap();
         assert_eq!(new.version(), 2);
-        let report = block_on(f.hierarchy.roll_root_key(&old, &new)).unwrap();
+        let report = f.hierarchy.roll_root_key(&old, &new).await.unwrap();
         assert_eq!((report.tenants, report.tik_versions), (1, 2));
         // The old version can go: nothing is wrapped under it any more.
-        block_on(f.service.destroy_version(&old)).unwrap();
+        f.service.destroy_version(&old).await.unwrap();
     }
     // A customer key is replaced by a new one.
     let old_a: atrest_tenant::RootKeyRef = "customer-a:key-1".parse().unwrap();
-    let new_a = block_on(f.keys_a.create_key("key-2")).unwrap();
-    block_on(f.hierarchy.roll_root_key(&old_a, &new_a)).unwrap();
-    block_on(f.keys_a.destroy_version(&old_a)).unwrap();
+    let new_a = f.keys_a.create_key("key-2").await.unwrap();
+    f.hierarchy.roll_root_key(&old_a, &new_a).await.unwrap();
+    f.keys_a.destroy_version(&old_a).await.unwrap();
 
     f.hierarchy.flush_cache();
     f.customer_b.set(Fault::Unavailable);
     for (ctx, wrapped, key) in &files {
-        let released = block_on(f.hierarchy.release_file_key(&USER, ctx, wrapped)).unwrap();
+        let released = f
+            .hierarchy
+            .release_file_key(&USER, ctx, wrapped)
+            .await
+            .unwrap();
         assert_eq!(released.expose_secret(), key);
     }
     // Customer key B still has its original wraps, and the availability key
@@ -467,18 +549,16 @@ fn rolling_a_root_key_rewraps_tik_versions_only() {
     f.customer_a.set(Fault::Unavailable);
     f.customer_b.set(Fault::None);
     f.hierarchy.flush_cache();
-    block_on(
-        f.hierarchy
-            .release_file_key(&USER, &files[1].0, &files[1].1),
-    )
-    .unwrap();
+    f.hierarchy
+        .release_file_key(&USER, &files[1].0, &files[1].1)
+        .await
+        .unwrap();
     f.customer_b.set(Fault::Unavailable);
     f.hierarchy.flush_cache();
-    block_on(
-        f.hierarchy
-            .release_file_key(&USER, &files[1].0, &files[1].1),
-    )
-    .unwrap();
+    f.hierarchy
+        .release_file_key(&USER, &files[1].0, &files[1].1)
+        .await
+        .unwrap();
     assert_eq!(
         f.audit
             .count(|e, _| matches!(e, Event::RootKeyRolled { .. })),
@@ -486,40 +566,52 @@ fn rolling_a_root_key_rewraps_tik_versions_only() {
     );
 }
 
-#[test]
-fn slow_providers_only_cost_the_first_unwrap() {
-    let f = Fixture::new("slow");
-    let tenant = f.customer_tenant();
+#[tokio::test]
+async fn slow_providers_only_cost_the_first_unwrap() {
+    let f = Fixture::new("slow").await;
+    let tenant = f.customer_tenant().await;
     let ctx = context(tenant);
-    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).await.unwrap();
     f.hierarchy.flush_cache();
     f.customer_a.set(Fault::Slow(Duration::from_millis(200)));
     let start = std::time::Instant::now();
-    block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
+    f.hierarchy
+        .release_file_key(&USER, &ctx, &wrapped)
+        .await
+        .unwrap();
     assert!(start.elapsed() >= Duration::from_millis(200));
     let calls = f.customer_a.calls();
     for _ in 0..100 {
-        block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).unwrap();
+        f.hierarchy
+            .release_file_key(&USER, &ctx, &wrapped)
+            .await
+            .unwrap();
     }
     assert_eq!(f.customer_a.calls(), calls);
 }
 
-#[test]
-fn bad_input_gets_typed_errors() {
-    let f = Fixture::new("bad");
-    let tenant = f.service_tenant();
+#[tokio::test]
+async fn bad_input_gets_typed_errors() {
+    let f = Fixture::new("bad").await;
+    let tenant = f.service_tenant().await;
     assert!(
-        matches!(block_on(f.hierarchy.create_service_tenant(tenant)), Err(Error::TenantExists(t)) if t == tenant)
+        matches!(f.hierarchy.create_service_tenant(tenant).await, Err(Error::TenantExists(t)) if t == tenant)
     );
     let unknown = context(atrest_filekey::TenantId::random(&mut atrest_filekey::OsRng).unwrap());
     assert!(matches!(
-        block_on(f.hierarchy.new_file_key(&USER, &unknown)),
+        f.hierarchy.new_file_key(&USER, &unknown).await,
         Err(Error::UnknownTenant(_))
     ));
     f.audit.clear();
-    let (_, some_key) = block_on(f.hierarchy.new_file_key(&USER, &context(tenant))).unwrap();
+    let (_, some_key) = f
+        .hierarchy
+        .new_file_key(&USER, &context(tenant))
+        .await
+        .unwrap();
     assert!(matches!(
-        block_on(f.hierarchy.release_file_key(&USER, &unknown, &some_key)),
+        f.hierarchy
+            .release_file_key(&USER, &unknown, &some_key)
+            .await,
         Err(Error::UnknownTenant(_))
     ));
     assert_eq!(
@@ -532,18 +624,19 @@ fn bad_input_gets_typed_errors() {
     let same: atrest_tenant::RootKeyRef = "customer-a:key-1".parse().unwrap();
     let t2 = atrest_filekey::TenantId::random(&mut atrest_filekey::OsRng).unwrap();
     assert!(matches!(
-        block_on(
-            f.hierarchy
-                .create_customer_key_tenant(t2, [same.clone(), same])
-        ),
+        f.hierarchy
+            .create_customer_key_tenant(t2, [same.clone(), same])
+            .await,
         Err(Error::Misuse(_))
     ));
     // A wrapped key released under the wrong file fails authentication.
     let ctx = context(tenant);
-    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).await.unwrap();
     let other_file = context(tenant);
     assert!(matches!(
-        block_on(f.hierarchy.release_file_key(&USER, &other_file, &wrapped)),
+        f.hierarchy
+            .release_file_key(&USER, &other_file, &wrapped)
+            .await,
         Err(Error::FileKey(atrest_filekey::Error::AuthenticationFailed))
     ));
     for text in ["", "no-colon", "a:b@0", "a:b@x", ":b", "a@b:c"] {
@@ -558,12 +651,12 @@ fn bad_input_gets_typed_errors() {
     );
 }
 
-#[test]
-fn a_system_capability_works_only_with_the_hierarchy_that_issued_it() {
-    let f = Fixture::new("capability");
-    let tenant = f.customer_tenant();
+#[tokio::test]
+async fn a_system_capability_works_only_with_the_hierarchy_that_issued_it() {
+    let f = Fixture::new("capability").await;
+    let tenant = f.customer_tenant().await;
     let ctx = context(tenant);
-    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).await.unwrap();
     // A second hierarchy built over the same store, with an administration
     // of its own: its capabilities mean nothing to the first.
     let (_, foreign_admin) = Fixture::build(
@@ -579,10 +672,10 @@ fn a_system_capability_works_only_with_the_hierarchy_that_issued_it() {
     f.customer_a.set(Fault::AccessDenied);
     f.customer_b.set(Fault::AccessDenied);
     f.hierarchy.flush_cache();
-    let result = block_on(
-        f.hierarchy
-            .release_file_key(&system(&foreign), &ctx, &wrapped),
-    );
+    let result = f
+        .hierarchy
+        .release_file_key(&system(&foreign), &ctx, &wrapped)
+        .await;
     assert!(matches!(result, Err(Error::Misuse(_))), "{result:?}");
     assert_eq!(
         f.audit.count(is_fallback),
@@ -591,19 +684,22 @@ fn a_system_capability_works_only_with_the_hierarchy_that_issued_it() {
     );
     // Its own administration's capability is honoured.
     let own = f.admin.capability("rewrap");
-    block_on(f.hierarchy.release_file_key(&system(&own), &ctx, &wrapped)).unwrap();
+    f.hierarchy
+        .release_file_key(&system(&own), &ctx, &wrapped)
+        .await
+        .unwrap();
 }
 
-#[test]
-fn a_denied_write_makes_no_file_key_and_is_audited() {
-    let f = Fixture::new("write-denied");
-    let tenant = f.service_tenant();
+#[tokio::test]
+async fn a_denied_write_makes_no_file_key_and_is_audited() {
+    let f = Fixture::new("write-denied").await;
+    let tenant = f.service_tenant().await;
     let ctx = context(tenant);
     // The fixture's policy lets only readers (and system operations) in.
     let stranger = Access::User {
         principal: "mallory",
     };
-    let result = block_on(f.hierarchy.new_file_key(&stranger, &ctx));
+    let result = f.hierarchy.new_file_key(&stranger, &ctx).await;
     assert!(matches!(result, Err(Error::Denied { .. })), "{result:?}");
     assert_eq!(
         f.audit
@@ -616,20 +712,25 @@ fn a_denied_write_makes_no_file_key_and_is_audited() {
             .count(|e, _| matches!(e, Event::FileKeyWrapped { .. })),
         0
     );
-    block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
+    f.hierarchy.new_file_key(&USER, &ctx).await.unwrap();
 }
 
-#[test]
-fn deleted_customer_wraps_are_a_refusal_never_a_fallback() {
-    let f = Fixture::new("deleted-wraps");
-    let tenant = f.customer_tenant();
+#[tokio::test]
+async fn deleted_customer_wraps_are_a_refusal_never_a_fallback() {
+    let f = Fixture::new("deleted-wraps").await;
+    let tenant = f.customer_tenant().await;
     let ctx = context(tenant);
-    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).await.unwrap();
     // The customer destroyed both keys...
     f.customer_a.set(Fault::NotFound);
     f.customer_b.set(Fault::NotFound);
     f.hierarchy.flush_cache();
-    assert!(block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).is_err());
+    assert!(
+        f.hierarchy
+            .release_file_key(&USER, &ctx, &wrapped)
+            .await
+            .is_err()
+    );
     // ...and a writer of the database deletes the customer wraps, one or
     // both, so that no customer key is even asked.
     let db = rusqlite::Connection::open(f.dir.path().join("tenants.sqlite")).unwrap();
@@ -652,7 +753,7 @@ fn deleted_customer_wraps_are_a_refusal_never_a_fallback() {
             .unwrap();
         }
         f.hierarchy.flush_cache();
-        let result = block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped));
+        let result = f.hierarchy.release_file_key(&USER, &ctx, &wrapped).await;
         assert!(matches!(result, Err(Error::Corrupt(_))), "{result:?}");
         assert_eq!(
             f.audit.count(is_fallback),
@@ -662,17 +763,22 @@ fn deleted_customer_wraps_are_a_refusal_never_a_fallback() {
     }
 }
 
-#[test]
-fn relabelled_slots_and_kinds_do_not_unwrap() {
-    let f = Fixture::new("relabelled");
-    let tenant = f.customer_tenant();
+#[tokio::test]
+async fn relabelled_slots_and_kinds_do_not_unwrap() {
+    let f = Fixture::new("relabelled").await;
+    let tenant = f.customer_tenant().await;
     let ctx = context(tenant);
-    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).await.unwrap();
     // The customer destroyed both keys: users are refused.
     f.customer_a.set(Fault::NotFound);
     f.customer_b.set(Fault::NotFound);
     f.hierarchy.flush_cache();
-    assert!(block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)).is_err());
+    assert!(
+        f.hierarchy
+            .release_file_key(&USER, &ctx, &wrapped)
+            .await
+            .is_err()
+    );
     let db = rusqlite::Connection::open(f.dir.path().join("tenants.sqlite")).unwrap();
     let reset = |db: &rusqlite::Connection| {
         db.execute_batch(&format!(
@@ -697,7 +803,7 @@ fn relabelled_slots_and_kinds_do_not_unwrap() {
         db.execute_batch(&edit.replace("{id}", &hex(tenant.as_bytes())))
             .unwrap();
         f.hierarchy.flush_cache();
-        let result = block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped));
+        let result = f.hierarchy.release_file_key(&USER, &ctx, &wrapped).await;
         assert!(result.is_err(), "released after: {edit}");
         assert_eq!(f.audit.count(is_fallback), 0, "{edit}");
     }
@@ -707,20 +813,18 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[test]
-fn a_database_backup_restored_after_a_purge_brings_nothing_back() {
-    let f = Fixture::new("backup-restore");
-    let tenant = f.customer_tenant();
-    let other = f.customer_tenant();
-    let service_managed = f.service_tenant();
-    let files: Vec<_> = [tenant, other, service_managed]
-        .into_iter()
-        .map(|t| {
-            let ctx = context(t);
-            let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
-            (ctx, wrapped)
-        })
-        .collect();
+#[tokio::test]
+async fn a_database_backup_restored_after_a_purge_brings_nothing_back() {
+    let f = Fixture::new("backup-restore").await;
+    let tenant = f.customer_tenant().await;
+    let other = f.customer_tenant().await;
+    let service_managed = f.service_tenant().await;
+    let mut files = Vec::new();
+    for t in [tenant, other, service_managed] {
+        let ctx = context(t);
+        let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).await.unwrap();
+        files.push((ctx, wrapped));
+    }
 
     // A backup of every database file (the key metadata, the service's
     // root keys, the customer stand-ins' key stores), taken while
@@ -742,8 +846,8 @@ fn a_database_backup_restored_after_a_purge_brings_nothing_back() {
         .map(|db| (db.clone(), std::fs::read(db).unwrap()))
         .collect();
 
-    block_on(f.hierarchy.purge(tenant)).unwrap();
-    block_on(f.hierarchy.purge(service_managed)).unwrap();
+    f.hierarchy.purge(tenant).await.unwrap();
+    f.hierarchy.purge(service_managed).await.unwrap();
 
     // Restored over the live files; a new hierarchy over them, every
     // customer key healthy.
@@ -754,10 +858,9 @@ fn a_database_backup_restored_after_a_purge_brings_nothing_back() {
         std::fs::write(db, bytes).unwrap();
     }
     let store = std::sync::Arc::new(
-        block_on(atrest_sqlite::SqliteStore::open(
-            &f.dir.join("tenants.sqlite"),
-        ))
-        .unwrap(),
+        atrest_sqlite::SqliteStore::open(&f.dir.join("tenants.sqlite"))
+            .await
+            .unwrap(),
     );
     let (again, admin) = Fixture::build(
         &store,
@@ -771,13 +874,13 @@ fn a_database_backup_restored_after_a_purge_brings_nothing_back() {
     let scan = admin.capability("scan");
     for purged in [tenant, service_managed] {
         assert_eq!(
-            block_on(store.tenant(purged)).unwrap().unwrap().state,
+            store.tenant(purged).await.unwrap().unwrap().state,
             TenantState::Active,
             "the restored records say the tenant is active"
         );
         let (ctx, wrapped) = files.iter().find(|(c, _)| c.tenant == purged).unwrap();
         for access in [USER, system(&scan)] {
-            let result = block_on(again.release_file_key(&access, ctx, wrapped));
+            let result = again.release_file_key(&access, ctx, wrapped).await;
             assert!(
                 matches!(result, Err(Error::TenantKeyMissing(t)) if t == purged),
                 "{result:?}"
@@ -791,34 +894,34 @@ fn a_database_backup_restored_after_a_purge_brings_nothing_back() {
     );
     // The other tenant is unaffected.
     let (ctx, wrapped) = &files[1];
-    block_on(again.release_file_key(&USER, ctx, wrapped)).unwrap();
+    again.release_file_key(&USER, ctx, wrapped).await.unwrap();
     // Purging again makes the records agree.
-    block_on(again.purge(tenant)).unwrap();
+    again.purge(tenant).await.unwrap();
     assert!(matches!(
-        block_on(again.release_file_key(&USER, &files[0].0, &files[0].1)),
+        again
+            .release_file_key(&USER, &files[0].0, &files[0].1)
+            .await,
         Err(Error::Purged(_))
     ));
 }
 
-#[test]
-fn an_edited_tenant_record_is_refused_and_audited() {
-    let f = Fixture::new("edited-record");
-    let tenant = f.customer_tenant();
+#[tokio::test]
+async fn an_edited_tenant_record_is_refused_and_audited() {
+    let f = Fixture::new("edited-record").await;
+    let tenant = f.customer_tenant().await;
     let ctx = context(tenant);
-    let (_, wrapped) = block_on(f.hierarchy.new_file_key(&USER, &ctx)).unwrap();
-    block_on(
-        f.hierarchy
-            .revoke_customer_key(tenant, &Fixture::customer_keys()[0]),
-    )
-    .unwrap();
-    block_on(
-        f.hierarchy
-            .revoke_customer_key(tenant, &Fixture::customer_keys()[1]),
-    )
-    .unwrap();
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).await.unwrap();
+    f.hierarchy
+        .revoke_customer_key(tenant, &Fixture::customer_keys()[0])
+        .await
+        .unwrap();
+    f.hierarchy
+        .revoke_customer_key(tenant, &Fixture::customer_keys()[1])
+        .await
+        .unwrap();
     f.hierarchy.flush_cache();
     assert!(matches!(
-        block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped)),
+        f.hierarchy.release_file_key(&USER, &ctx, &wrapped).await,
         Err(Error::Revoked(_))
     ));
     // The database writer clears the revocations.
@@ -828,7 +931,7 @@ fn an_edited_tenant_record_is_refused_and_audited() {
     drop(db);
     // Read again once the cached record expires (here: at once).
     f.hierarchy.flush_cache();
-    let result = block_on(f.hierarchy.release_file_key(&USER, &ctx, &wrapped));
+    let result = f.hierarchy.release_file_key(&USER, &ctx, &wrapped).await;
     assert!(
         matches!(result, Err(Error::Tampered { tenant: t, .. }) if t == tenant),
         "{result:?}"
@@ -841,10 +944,9 @@ fn an_edited_tenant_record_is_refused_and_audited() {
     // Revocation cannot be undone by the service either: a new revocation
     // attempt sees the edited record and is refused too.
     assert!(matches!(
-        block_on(
-            f.hierarchy
-                .revoke_customer_key(tenant, &Fixture::customer_keys()[0])
-        ),
+        f.hierarchy
+            .revoke_customer_key(tenant, &Fixture::customer_keys()[0])
+            .await,
         Err(Error::Tampered { .. })
     ));
 }

@@ -32,30 +32,33 @@ use atrest_tenant::{
 };
 use atrest_test_support::sqlite as rusqlite;
 use common::{
-    Collected, FileKeys, PIN, USER, block_on, context, module, service_keys, system, token,
-    with_tokens,
+    Collected, FileKeys, PIN, USER, context, module, service_keys, system, token, with_tokens,
 };
 
-#[test]
-fn customer_key_tenant_end_to_end() {
-    with_tokens("customer_key_tenant_end_to_end", |dir| {
-        let hsm_a = token("hsm-a", "customer-a");
-        let hsm_b = token("hsm-b", "customer-b");
-        let key_a = block_on(hsm_a.generate_key("tenant-key-1")).unwrap();
-        let key_b = block_on(hsm_b.generate_key("tenant-key-1")).unwrap();
+#[tokio::test]
+async fn customer_key_tenant_end_to_end() {
+    with_tokens("customer_key_tenant_end_to_end", async |dir| {
+        let hsm_a = token("hsm-a", "customer-a").await;
+        let hsm_b = token("hsm-b", "customer-b").await;
+        let key_a = hsm_a.generate_key("tenant-key-1").await.unwrap();
+        let key_b = hsm_b.generate_key("tenant-key-1").await.unwrap();
 
         // The service's root keys, sealed under a master key in a token.
-        let master_token = token("service-master-token", "service-master");
-        block_on(master_token.generate_key("master")).unwrap();
+        let master_token = token("service-master-token", "service-master").await;
+        master_token.generate_key("master").await.unwrap();
         let master = MasterKey::in_token(master_token, "master").unwrap();
         let tenant_keys =
             Arc::new(TenantKeyDir::open(&dir.join("tenant-keys"), master.clone()).unwrap());
-        let service = service_keys("service", &dir.join("keys.sqlite"), master);
-        block_on(service.create_key("root")).unwrap();
-        block_on(service.create_key("availability")).unwrap();
+        let service = service_keys("service", &dir.join("keys.sqlite"), master).await;
+        service.create_key("root").await.unwrap();
+        service.create_key("availability").await.unwrap();
 
-        let store = Arc::new(block_on(SqliteStore::open(&dir.join("tenants.sqlite"))).unwrap());
-        let file_keys = FileKeys::open(&dir.join("catalog.sqlite"));
+        let store = Arc::new(
+            SqliteStore::open(&dir.join("tenants.sqlite"))
+                .await
+                .unwrap(),
+        );
+        let file_keys = FileKeys::open(&dir.join("catalog.sqlite")).await;
         let audit = Arc::new(Collected::default());
         let (hierarchy, admin) =
             KeyHierarchy::builder(store.clone(), tenant_keys.clone(), audit.clone())
@@ -71,58 +74,72 @@ fn customer_key_tenant_end_to_end() {
         let scan = admin.capability("scan");
 
         let tenant = TenantId::random(&mut OsRng).unwrap();
-        block_on(hierarchy.create_customer_key_tenant(tenant, [key_a.clone(), key_b.clone()]))
+        hierarchy
+            .create_customer_key_tenant(tenant, [key_a.clone(), key_b.clone()])
+            .await
             .unwrap();
         let service_tenant = TenantId::random(&mut OsRng).unwrap();
-        block_on(hierarchy.create_service_tenant(service_tenant)).unwrap();
+        hierarchy
+            .create_service_tenant(service_tenant)
+            .await
+            .unwrap();
 
         // Wrap and release, through the tokens (cache flushed) and the cache.
         let mut files = Vec::new();
         for t in [tenant, service_tenant] {
             for _ in 0..5 {
-                let (ctx, key, _) = file_keys.new_file(&hierarchy, &USER, t);
+                let (ctx, key, _) = file_keys.new_file(&hierarchy, &USER, t).await;
                 files.push((ctx, *key.expose_secret()));
             }
         }
-        let check_all = |hierarchy: &KeyHierarchy| {
+        let check_all = async |hierarchy: &KeyHierarchy| {
             hierarchy.flush_cache();
             for (ctx, key) in &files {
-                let wrapped = file_keys.wrapped(ctx);
+                let wrapped = file_keys.wrapped(ctx).await;
                 assert_eq!(
-                    block_on(hierarchy.release_file_key(&USER, ctx, &wrapped))
+                    hierarchy
+                        .release_file_key(&USER, ctx, &wrapped)
+                        .await
                         .unwrap()
                         .expose_secret(),
                     key
                 );
             }
         };
-        check_all(&hierarchy);
+        check_all(&hierarchy).await;
 
         // Rotate: the TIK (with re-wrap), then customer key A to a new key.
-        block_on(hierarchy.roll_tik(tenant)).unwrap();
-        let report =
-            block_on(hierarchy.rewrap_file_keys(tenant, file_keys.index(), 2, &mut |_| {}))
-                .unwrap();
+        hierarchy.roll_tik(tenant).await.unwrap();
+        let report = hierarchy
+            .rewrap_file_keys(tenant, file_keys.index(), 2, &mut |_| {})
+            .await
+            .unwrap();
         assert_eq!(report.rewrapped, 5);
-        let key_a2 = block_on(hsm_a.generate_key("tenant-key-2")).unwrap();
-        let rolled = block_on(hierarchy.roll_root_key(&key_a, &key_a2)).unwrap();
+        let key_a2 = hsm_a.generate_key("tenant-key-2").await.unwrap();
+        let rolled = hierarchy.roll_root_key(&key_a, &key_a2).await.unwrap();
         assert_eq!((rolled.tenants, rolled.tik_versions), (1, 2));
-        block_on(hsm_a.destroy_key("tenant-key-1")).unwrap();
-        check_all(&hierarchy);
+        hsm_a.destroy_key("tenant-key-1").await.unwrap();
+        check_all(&hierarchy).await;
         // The service root key too (sealed under the token master key).
-        let root_2 = block_on(service.roll_key("root")).unwrap();
-        block_on(hierarchy.roll_root_key(&"service:root@1".parse().unwrap(), &root_2)).unwrap();
-        check_all(&hierarchy);
+        let root_2 = service.roll_key("root").await.unwrap();
+        hierarchy
+            .roll_root_key(&"service:root@1".parse().unwrap(), &root_2)
+            .await
+            .unwrap();
+        check_all(&hierarchy).await;
 
         // Revoke: the customer disables key B and destroys key A.
-        block_on(hsm_b.disable_key("tenant-key-1")).unwrap();
+        hsm_b.disable_key("tenant-key-1").await.unwrap();
         hierarchy.flush_cache();
         let (ctx, _) = &files[0];
-        let wrapped = file_keys.wrapped(ctx);
-        block_on(hierarchy.release_file_key(&USER, ctx, &wrapped)).unwrap(); // key A2 still answers
-        block_on(hsm_a.destroy_key("tenant-key-2")).unwrap();
+        let wrapped = file_keys.wrapped(ctx).await;
+        hierarchy
+            .release_file_key(&USER, ctx, &wrapped)
+            .await
+            .unwrap(); // key A2 still answers
+        hsm_a.destroy_key("tenant-key-2").await.unwrap();
         hierarchy.flush_cache();
-        let refused = block_on(hierarchy.release_file_key(&USER, ctx, &wrapped));
+        let refused = hierarchy.release_file_key(&USER, ctx, &wrapped).await;
         assert!(
             matches!(
                 refused,
@@ -131,30 +148,38 @@ fn customer_key_tenant_end_to_end() {
             "{refused:?}"
         );
         // A marked system operation may still use the availability key.
-        block_on(hierarchy.release_file_key(&system(&scan), ctx, &wrapped)).unwrap();
-        block_on(hierarchy.revoke_customer_key(tenant, &key_a2)).unwrap();
-        block_on(hierarchy.revoke_customer_key(tenant, &key_b)).unwrap();
+        hierarchy
+            .release_file_key(&system(&scan), ctx, &wrapped)
+            .await
+            .unwrap();
+        hierarchy
+            .revoke_customer_key(tenant, &key_a2)
+            .await
+            .unwrap();
+        hierarchy.revoke_customer_key(tenant, &key_b).await.unwrap();
         assert!(matches!(
-            block_on(hierarchy.release_file_key(&USER, ctx, &wrapped)),
+            hierarchy.release_file_key(&USER, ctx, &wrapped).await,
             Err(Error::Revoked(_))
         ));
 
         // Purge: nothing recovers any key of the tenant any more.
-        assert_eq!(block_on(hierarchy.purge(tenant)).unwrap(), 2);
+        assert_eq!(hierarchy.purge(tenant).await.unwrap(), 2);
         for (ctx, _) in files.iter().filter(|(c, _)| c.tenant == tenant) {
-            let wrapped = file_keys.wrapped(ctx);
+            let wrapped = file_keys.wrapped(ctx).await;
             for access in [USER, system(&scan)] {
                 assert!(matches!(
-                    block_on(hierarchy.release_file_key(&access, ctx, &wrapped)),
+                    hierarchy.release_file_key(&access, ctx, &wrapped).await,
                     Err(Error::Purged(_))
                 ));
             }
         }
         // The service-managed tenant is unaffected.
         for (ctx, key) in files.iter().filter(|(c, _)| c.tenant == service_tenant) {
-            let wrapped = file_keys.wrapped(ctx);
+            let wrapped = file_keys.wrapped(ctx).await;
             assert_eq!(
-                block_on(hierarchy.release_file_key(&USER, ctx, &wrapped))
+                hierarchy
+                    .release_file_key(&USER, ctx, &wrapped)
+                    .await
                     .unwrap()
                     .expose_secret(),
                 key
@@ -168,27 +193,29 @@ fn customer_key_tenant_end_to_end() {
             audit.count(|e, _| matches!(e, Event::TenantPurged { .. })),
             1
         );
-    });
+    })
+    .await;
 }
 
-#[test]
-fn token_keys_cannot_be_extracted() {
-    with_tokens("token_keys_cannot_be_extracted", |_| {
-        let hsm = token("hsm-a", "customer-a");
-        block_on(hsm.generate_key("generated")).unwrap();
-        block_on(hsm.import_key(
+#[tokio::test]
+async fn token_keys_cannot_be_extracted() {
+    with_tokens("token_keys_cannot_be_extracted", async |_| {
+        let hsm = token("hsm-a", "customer-a").await;
+        hsm.generate_key("generated").await.unwrap();
+        hsm.import_key(
             "imported",
             &atrest_tenant::RootKeyMaterial::from_secret_bytes(&[9; 32]),
-        ))
+        )
+        .await
         .unwrap();
         for label in ["generated", "imported"] {
-            let protection = block_on(hsm.protection(label)).unwrap();
+            let protection = hsm.protection(label).await.unwrap();
             assert!(protection.sensitive, "{label}: {protection:?}");
             assert!(!protection.extractable, "{label}: {protection:?}");
             assert!(!protection.value_readable, "{label}: {protection:?}");
         }
         // Generated inside the token, it was never anywhere else.
-        let generated = block_on(hsm.protection("generated")).unwrap();
+        let generated = hsm.protection("generated").await.unwrap();
         assert!(
             generated.always_sensitive && generated.never_extractable,
             "{generated:?}"
@@ -242,7 +269,7 @@ fn token_keys_cannot_be_extracted() {
         // Each key may be used with AES-GCM only: ECB on it is refused.
         for label in ["generated", "imported"] {
             assert_eq!(
-                block_on(hsm.allowed_mechanisms(label)).unwrap(),
+                hsm.allowed_mechanisms(label).await.unwrap(),
                 [cryptoki::mechanism::MechanismType::AES_GCM],
                 "{label}"
             );
@@ -257,48 +284,51 @@ fn token_keys_cannot_be_extracted() {
         }
         // Creating a key whose label is taken is refused.
         assert!(matches!(
-            block_on(hsm.generate_key("generated")),
+            hsm.generate_key("generated").await,
             Err(ProviderError::Misconfigured { .. })
         ));
-    });
+    })
+    .await;
 }
 
-#[test]
-fn token_errors_are_typed() {
-    with_tokens("token_errors_are_typed", |_| {
-        let wrong_pin = block_on(Pkcs11Keys::open("hsm", &module(), "customer-a", "0000"));
+#[tokio::test]
+async fn token_errors_are_typed() {
+    with_tokens("token_errors_are_typed", async |_| {
+        let wrong_pin = Pkcs11Keys::open("hsm", &module(), "customer-a", "0000").await;
         assert!(
             matches!(wrong_pin, Err(ProviderError::AccessDenied { .. })),
             "{wrong_pin:?}"
         );
-        let no_token = block_on(Pkcs11Keys::open("hsm", &module(), "no-such-token", PIN));
+        let no_token = Pkcs11Keys::open("hsm", &module(), "no-such-token", PIN).await;
         assert!(
             matches!(no_token, Err(ProviderError::Unavailable { .. })),
             "{no_token:?}"
         );
-        let no_module = block_on(Pkcs11Keys::open(
+        let no_module = Pkcs11Keys::open(
             "hsm",
             std::path::Path::new("/nonexistent/module.so"),
             "x",
             PIN,
-        ));
+        )
+        .await;
         assert!(
             matches!(no_module, Err(ProviderError::Misconfigured { .. })),
             "{no_module:?}"
         );
 
-        let hsm = token("hsm-b", "customer-b");
-        let key = block_on(hsm.generate_key("k")).unwrap();
+        let hsm = token("hsm-b", "customer-b").await;
+        let key = hsm.generate_key("k").await.unwrap();
         let material = KeyMaterial::from_secret_bytes(&[1; 32]);
-        let wrapped = block_on(hsm.wrap(&key, &material, &binding(b"aad"))).unwrap();
+        let wrapped = hsm.wrap(&key, &material, &binding(b"aad")).await.unwrap();
         assert_eq!(wrapped.len(), 61);
         assert_eq!(
-            block_on(hsm.unwrap(&key, &wrapped, &binding(b"aad")))
+            hsm.unwrap(&key, &wrapped, &binding(b"aad"))
+                .await
                 .unwrap()
                 .expose_secret(),
             &[1; 32]
         );
-        let wrong_aad = block_on(hsm.unwrap(&key, &wrapped, &binding(b"aaD")));
+        let wrong_aad = hsm.unwrap(&key, &wrapped, &binding(b"aaD")).await;
         assert!(
             matches!(wrong_aad, Err(ProviderError::AuthenticationFailed { .. })),
             "{wrong_aad:?}"
@@ -306,40 +336,41 @@ fn token_errors_are_typed() {
         let mut tampered = wrapped.clone();
         tampered[20] ^= 1;
         assert!(matches!(
-            block_on(hsm.unwrap(&key, &tampered, &binding(b"aad"))),
+            hsm.unwrap(&key, &tampered, &binding(b"aad")).await,
             Err(ProviderError::AuthenticationFailed { .. })
         ));
         assert!(matches!(
-            block_on(hsm.unwrap(&key, &wrapped[1..], &binding(b"aad"))),
+            hsm.unwrap(&key, &wrapped[1..], &binding(b"aad")).await,
             Err(ProviderError::AuthenticationFailed { .. })
         ));
         let missing = "hsm-b:missing".parse().unwrap();
         assert!(matches!(
-            block_on(hsm.unwrap(&missing, &wrapped, &binding(b"aad"))),
+            hsm.unwrap(&missing, &wrapped, &binding(b"aad")).await,
             Err(ProviderError::NotFound { .. })
         ));
-        block_on(hsm.disable_key("k")).unwrap();
+        hsm.disable_key("k").await.unwrap();
         assert!(matches!(
-            block_on(hsm.unwrap(&key, &wrapped, &binding(b"aad"))),
+            hsm.unwrap(&key, &wrapped, &binding(b"aad")).await,
             Err(ProviderError::AccessDenied { .. })
         ));
         assert!(format!("{hsm:?}").contains("customer-b"));
-    });
+    })
+    .await;
 }
 
-#[test]
-fn audit_checkpoints_signed_by_a_key_that_never_leaves_the_token() {
+#[tokio::test]
+async fn audit_checkpoints_signed_by_a_key_that_never_leaves_the_token() {
     use atrest_audit::{AuditLog, LogConfig, Record, Signer as _, Text, verify};
 
     with_tokens(
         "audit_checkpoints_signed_by_a_key_that_never_leaves_the_token",
-        |dir| {
-            let hsm = token("audit-hsm", "customer-a");
-            let signer = block_on(hsm.generate_checkpoint_signer("audit-2026")).unwrap();
+        async |dir| {
+            let hsm = token("audit-hsm", "customer-a").await;
+            let signer = hsm.generate_checkpoint_signer("audit-2026").await.unwrap();
             let trusted = signer.verifying_key();
             // A second key pair under the same label is refused.
             assert!(matches!(
-                block_on(hsm.generate_checkpoint_signer("audit-2026")),
+                hsm.generate_checkpoint_signer("audit-2026").await,
                 Err(ProviderError::Misconfigured { .. })
             ));
             let log_dir = dir.join("audit");
@@ -357,7 +388,7 @@ fn audit_checkpoints_signed_by_a_key_that_never_leaves_the_token() {
             assert_eq!(report.signed, Some(report.records - 1));
 
             // Reopened with the token's key found by its label.
-            let again = block_on(hsm.checkpoint_signer("audit-2026")).unwrap();
+            let again = hsm.checkpoint_signer("audit-2026").await.unwrap();
             assert_eq!(again.verifying_key(), trusted);
             let (log, _) = AuditLog::open(&log_dir, again, LogConfig::default()).unwrap();
             log.append(&Record::new(
@@ -368,30 +399,31 @@ fn audit_checkpoints_signed_by_a_key_that_never_leaves_the_token() {
             assert!(verify(&log_dir, &[], &trusted).unwrap().is_ok());
 
             // A label with no key pair.
-            let missing = block_on(hsm.checkpoint_signer("no-such-key"));
+            let missing = hsm.checkpoint_signer("no-such-key").await;
             assert!(
                 matches!(missing, Err(ProviderError::NotFound { .. })),
                 "{missing:?}"
             );
         },
-    );
+    )
+    .await;
 }
 
-#[test]
-fn tenant_keys_in_a_token_never_leave_it_and_a_purge_destroys_them_there() {
+#[tokio::test]
+async fn tenant_keys_in_a_token_never_leave_it_and_a_purge_destroys_them_there() {
     with_tokens(
         "tenant_keys_in_a_token_never_leave_it_and_a_purge_destroys_them_there",
-        |dir| {
+        async |dir| {
             // The deployment's token holds the master key and the tenant keys.
-            let deployment_token = token("deployment", "service-master");
-            block_on(deployment_token.generate_key("master")).unwrap();
+            let deployment_token = token("deployment", "service-master").await;
+            deployment_token.generate_key("master").await.unwrap();
             let master = MasterKey::in_token(deployment_token.clone(), "master").unwrap();
-            let service = service_keys("service", &dir.join("keys.sqlite"), master);
-            block_on(service.create_key("root")).unwrap();
+            let service = service_keys("service", &dir.join("keys.sqlite"), master).await;
+            service.create_key("root").await.unwrap();
             let db = dir.join("tenants.sqlite");
-            let build = || {
+            let build = async || {
                 KeyHierarchy::builder(
-                    Arc::new(block_on(SqliteStore::open(&db)).unwrap()),
+                    Arc::new(SqliteStore::open(&db).await.unwrap()),
                     deployment_token.clone(),
                     Arc::new(Collected::default()),
                 )
@@ -402,35 +434,32 @@ fn tenant_keys_in_a_token_never_leave_it_and_a_purge_destroys_them_there() {
                 .build()
                 .unwrap()
             };
-            let hierarchy = build();
+            let hierarchy = build().await;
             let [tenant, other] = [0; 2].map(|_| TenantId::random(&mut OsRng).unwrap());
-            let files: Vec<_> = [tenant, other]
-                .into_iter()
-                .map(|t| {
-                    block_on(hierarchy.create_service_tenant(t)).unwrap();
-                    let ctx = context(t);
-                    let (key, wrapped) = block_on(hierarchy.new_file_key(&USER, &ctx)).unwrap();
-                    (ctx, wrapped, *key.expose_secret())
-                })
-                .collect();
+            let mut files = Vec::new();
+            for t in [tenant, other] {
+                hierarchy.create_service_tenant(t).await.unwrap();
+                let ctx = context(t);
+                let (key, wrapped) = hierarchy.new_file_key(&USER, &ctx).await.unwrap();
+                files.push((ctx, wrapped, *key.expose_secret()));
+            }
             for (ctx, wrapped, key) in &files {
-                let released = block_on(hierarchy.release_file_key(&USER, ctx, wrapped)).unwrap();
+                let released = hierarchy
+                    .release_file_key(&USER, ctx, wrapped)
+                    .await
+                    .unwrap();
                 assert_eq!(released.expose_secret(), key);
             }
 
             // The tenant key is a token object that cannot be read out.
-            let record = block_on(hierarchy.tenant(tenant)).unwrap();
+            let record = hierarchy.tenant(tenant).await.unwrap();
             let label = format!("atrest-tenant-{tenant}-{}", record.tik_id);
-            let protection = block_on(deployment_token.protection(&label)).unwrap();
+            let protection = deployment_token.protection(&label).await.unwrap();
             assert!(protection.sensitive && !protection.extractable);
             assert!(protection.always_sensitive && protection.never_extractable);
             assert!(!protection.value_readable);
             assert!(matches!(
-                block_on(TenantKeyStore::create(
-                    &*deployment_token,
-                    tenant,
-                    record.tik_id
-                )),
+                TenantKeyStore::create(&*deployment_token, tenant, record.tik_id).await,
                 Err(Error::TenantExists(_))
             ));
 
@@ -441,27 +470,31 @@ fn tenant_keys_in_a_token_never_leave_it_and_a_purge_destroys_them_there() {
                 .unwrap();
             drop(connection);
             let backup = std::fs::read(&db).unwrap();
-            block_on(hierarchy.purge(tenant)).unwrap();
+            hierarchy.purge(tenant).await.unwrap();
             drop(hierarchy);
             assert!(matches!(
-                block_on(deployment_token.protection(&label)),
+                deployment_token.protection(&label).await,
                 Err(ProviderError::NotFound { .. })
             ));
             for suffix in ["-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
             }
             std::fs::write(&db, backup).unwrap();
-            let restored = build();
+            let restored = build().await;
             let (ctx, wrapped, _) = &files[0];
             assert!(matches!(
-                block_on(restored.release_file_key(&USER, ctx, wrapped)),
+                restored.release_file_key(&USER, ctx, wrapped).await,
                 Err(Error::TenantKeyMissing(t)) if t == tenant
             ));
             let (ctx, wrapped, key) = &files[1];
-            let released = block_on(restored.release_file_key(&USER, ctx, wrapped)).unwrap();
+            let released = restored
+                .release_file_key(&USER, ctx, wrapped)
+                .await
+                .unwrap();
             assert_eq!(released.expose_secret(), key);
         },
-    );
+    )
+    .await;
 }
 
 fn binding(bytes: &[u8]) -> atrest_tenant::TikBinding {

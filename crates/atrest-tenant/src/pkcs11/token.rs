@@ -258,7 +258,7 @@ impl Token {
     /// from then on.
     ///
     /// # Errors
-    /// As for [`Pkcs11Keys::generate_key`].
+    /// As for [`Pkcs11Keys::generate_key`](super::Pkcs11Keys::generate_key).
     pub(crate) fn import_key(
         &self,
         label: &str,
@@ -347,7 +347,7 @@ impl Token {
     /// the service's.
     ///
     /// # Errors
-    /// As for [`Pkcs11Keys::destroy_key`].
+    /// As for [`Pkcs11Keys::destroy_key`](super::Pkcs11Keys::destroy_key).
     pub(crate) fn disable_key(&self, label: &str) -> Result<(), ProviderError> {
         let key = self.key_ref(label)?;
         self.with_session(&key, |session| {
@@ -363,7 +363,7 @@ impl Token {
     /// as the token reports them; empty if it sets no restriction.
     ///
     /// # Errors
-    /// As for [`Pkcs11Keys::destroy_key`].
+    /// As for [`Pkcs11Keys::destroy_key`](super::Pkcs11Keys::destroy_key).
     pub(crate) fn allowed_mechanisms(
         &self,
         label: &str,

@@ -13,7 +13,6 @@ use atrest::catalog::{SealTicket, SealedBlob};
 use atrest::{BlobName, Catalog};
 use atrest_filekey::{FileContext, FileId, FileKey, FileVersion, OsRng, TenantId, WrappedFileKey};
 use atrest_sqlite::{SqliteCatalog, SqliteSealedKeys, SqliteStore};
-pub use atrest_tenant::blocking::block_on;
 use atrest_tenant::fault::FaultInjector;
 use atrest_tenant::{
     Access, Decision, KeyHierarchy, MasterKey, Pkcs11Keys, RecordTag, ReleasePolicy,
@@ -38,13 +37,24 @@ pub fn module() -> PathBuf {
 /// Runs `body` in a child process whose SoftHSM2 has the tokens of
 /// [`TOKENS`] freshly initialized in a temporary directory (SoftHSM2 reads
 /// its configuration once per process); `body` gets that directory.
-pub fn with_tokens(test: &str, body: impl FnOnce(&Path)) {
-    softhsm::with_tokens(test, &TOKENS, body);
+///
+/// `test` is the calling test's name: in the test process this initializes
+/// the tokens and runs that test again in a child process, waiting for it
+/// on the blocking pool; in the child it awaits `body`.
+pub async fn with_tokens(test: &str, body: impl AsyncFnOnce(&Path)) {
+    if let Some(dir) = std::env::var_os(softhsm::CHILD_VAR) {
+        body(Path::new(&dir)).await;
+        return;
+    }
+    let test = test.to_owned();
+    // In the test process `softhsm::with_tokens` only starts the child and
+    // checks that its test passed; the child comes back here, above.
+    atrest_core::blocking::run(move || softhsm::with_tokens(&test, &TOKENS, |_| {})).await;
 }
 
 /// A provider for the token labelled `label`, logged in with [`PIN`].
-pub fn token(name: &str, label: &str) -> Arc<Pkcs11Keys> {
-    Arc::new(block_on(Pkcs11Keys::open(name, &module(), label, PIN)).unwrap())
+pub async fn token(name: &str, label: &str) -> Arc<Pkcs11Keys> {
+    Arc::new(Pkcs11Keys::open(name, &module(), label, PIN).await.unwrap())
 }
 
 /// Allows users named `reader*` and every system operation.
@@ -67,8 +77,8 @@ pub fn system(capability: &atrest_tenant::SystemCapability) -> Access<'_> {
 
 /// The service's own root keys (or a stand-in customer key store) named
 /// `name`, in `path`, sealed under `master`.
-pub fn service_keys(name: &str, path: &Path, master: MasterKey) -> Arc<ServiceKeys> {
-    let store = block_on(SqliteSealedKeys::open(path)).unwrap();
+pub async fn service_keys(name: &str, path: &Path, master: MasterKey) -> Arc<ServiceKeys> {
+    let store = SqliteSealedKeys::open(path).await.unwrap();
     Arc::new(ServiceKeys::new(name, Arc::new(store), master).unwrap())
 }
 
@@ -80,9 +90,9 @@ pub struct FileKeys {
 
 impl FileKeys {
     /// The catalog in `path`.
-    pub fn open(path: &Path) -> Self {
+    pub async fn open(path: &Path) -> Self {
         Self {
-            catalog: Arc::new(block_on(SqliteCatalog::open(path)).unwrap()),
+            catalog: Arc::new(SqliteCatalog::open(path).await.unwrap()),
         }
     }
 
@@ -94,7 +104,7 @@ impl FileKeys {
     /// A new file of `tenant` with its key, as a seal makes it: a seal
     /// begun in the catalog, the file key made for `access` under the
     /// tenant's current TIK and attached, the seal committed.
-    pub fn new_file(
+    pub async fn new_file(
         &self,
         hierarchy: &KeyHierarchy,
         access: &Access<'_>,
@@ -102,9 +112,12 @@ impl FileKeys {
     ) -> (FileContext, FileKey, WrappedFileKey) {
         let name = format!("file-{}", FileId::random(&mut OsRng).unwrap());
         let blob = BlobName::random().unwrap();
-        let ticket: SealTicket = block_on(self.catalog.begin_seal(tenant, &name, &blob)).unwrap();
-        let (key, wrapped) = block_on(hierarchy.new_file_key(access, &ticket.context)).unwrap();
-        block_on(self.catalog.attach_key(&ticket, &wrapped)).unwrap();
+        let ticket: SealTicket = self.catalog.begin_seal(tenant, &name, &blob).await.unwrap();
+        let (key, wrapped) = hierarchy
+            .new_file_key(access, &ticket.context)
+            .await
+            .unwrap();
+        self.catalog.attach_key(&ticket, &wrapped).await.unwrap();
         let sealed = SealedBlob {
             plaintext_len: 0,
             blob_len: 0,
@@ -113,13 +126,15 @@ impl FileKeys {
             format: 1,
             tag: RecordTag::from_slice(&[0; 32]).unwrap(),
         };
-        let _ = block_on(self.catalog.commit_seal(&ticket, &sealed)).unwrap();
+        let _ = self.catalog.commit_seal(&ticket, &sealed).await.unwrap();
         (ticket.context, key, wrapped)
     }
 
     /// The wrapped key of a file version as the catalog holds it now.
-    pub fn wrapped(&self, context: &FileContext) -> WrappedFileKey {
-        block_on(self.catalog.records(context.tenant))
+    pub async fn wrapped(&self, context: &FileContext) -> WrappedFileKey {
+        self.catalog
+            .records(context.tenant)
+            .await
             .unwrap()
             .into_iter()
             .find(|record| record.file == context.file && record.version == context.version)
@@ -152,33 +167,36 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    pub fn new(name: &str) -> Self {
-        Self::with_ttl(name, Duration::from_secs(300))
+    pub async fn new(name: &str) -> Self {
+        Self::with_ttl(name, Duration::from_secs(300)).await
     }
 
-    pub fn with_ttl(name: &str, ttl: Duration) -> Self {
+    pub async fn with_ttl(name: &str, ttl: Duration) -> Self {
         let dir = TempDir::new(name);
         let master = MasterKey::create_file(&dir.path().join("master.key")).unwrap();
         let tenant_keys =
             Arc::new(TenantKeyDir::open(&dir.path().join("tenant-keys"), master.clone()).unwrap());
-        let service = service_keys("service", &dir.path().join("keys.sqlite"), master);
-        block_on(service.create_key("root")).unwrap();
-        block_on(service.create_key("availability")).unwrap();
+        let service = service_keys("service", &dir.path().join("keys.sqlite"), master).await;
+        service.create_key("root").await.unwrap();
+        service.create_key("availability").await.unwrap();
         // Stand-ins for two customer HSMs (the PKCS#11 provider is tested
         // against SoftHSM2 in tests/softhsm.rs).
-        let customer = |name: &str| {
+        let customer = async |name: &str| {
             let master = MasterKey::create_file(&dir.path().join(format!("{name}.key"))).unwrap();
-            let keys = service_keys(name, &dir.path().join(format!("{name}.sqlite")), master);
-            block_on(keys.create_key("key-1")).unwrap();
+            let keys = service_keys(name, &dir.path().join(format!("{name}.sqlite")), master).await;
+            keys.create_key("key-1").await.unwrap();
             keys
         };
-        let keys_a = customer("customer-a");
-        let keys_b = customer("customer-b");
+        let keys_a = customer("customer-a").await;
+        let keys_b = customer("customer-b").await;
         let customer_a = Arc::new(FaultInjector::new(keys_a.clone()));
         let customer_b = Arc::new(FaultInjector::new(keys_b.clone()));
-        let store =
-            Arc::new(block_on(SqliteStore::open(&dir.path().join("tenants.sqlite"))).unwrap());
-        let file_keys = FileKeys::open(&dir.path().join("catalog.sqlite"));
+        let store = Arc::new(
+            SqliteStore::open(&dir.path().join("tenants.sqlite"))
+                .await
+                .unwrap(),
+        );
+        let file_keys = FileKeys::open(&dir.path().join("catalog.sqlite")).await;
         let audit = Arc::new(Collected::default());
         let (hierarchy, admin) = Self::build(
             &store,
@@ -234,19 +252,18 @@ impl Fixture {
         ]
     }
 
-    pub fn customer_tenant(&self) -> TenantId {
+    pub async fn customer_tenant(&self) -> TenantId {
         let tenant = TenantId::random(&mut OsRng).unwrap();
-        block_on(
-            self.hierarchy
-                .create_customer_key_tenant(tenant, Self::customer_keys()),
-        )
-        .unwrap();
+        self.hierarchy
+            .create_customer_key_tenant(tenant, Self::customer_keys())
+            .await
+            .unwrap();
         tenant
     }
 
-    pub fn service_tenant(&self) -> TenantId {
+    pub async fn service_tenant(&self) -> TenantId {
         let tenant = TenantId::random(&mut OsRng).unwrap();
-        block_on(self.hierarchy.create_service_tenant(tenant)).unwrap();
+        self.hierarchy.create_service_tenant(tenant).await.unwrap();
         tenant
     }
 }

@@ -1,0 +1,299 @@
+//! File keys: made for a new file version under the tenant's current TIK,
+//! and released for an existing one, each once the policy allows it and
+//! each audited; for a batch, with its records committed together.
+
+use std::sync::Arc;
+
+use atrest_audit::{Audit, Event, Outcome, Record, Text};
+use atrest_filekey::{FileContext, FileKey, OsRng, TenantId, WrappedFileKey};
+
+use super::{KeyHierarchy, TenantEntry};
+use crate::store::TenantState;
+use crate::{Access, Decision, Error};
+
+impl KeyHierarchy {
+    /// Generates the file key of a new file version and wraps it under the
+    /// tenant's current TIK, once the policy allowed `access` to write it
+    /// ([`ReleasePolicy::decide_write`]). The caller stores the wrapped key
+    /// with the file's metadata and encrypts with the key, then drops it.
+    ///
+    /// Audited as `file_key_wrapped`, or `write_denied`.
+    ///
+    /// # Errors
+    /// [`Error::Denied`] if the policy refuses the write;
+    /// [`Error::UnknownTenant`]; [`Error::Purged`]; [`Error::Revoked`] or
+    /// [`Error::RootKey`] if the TIK cannot be unwrapped (see [`Access`]);
+    /// [`Error::Audit`] (then no key is returned).
+    ///
+    /// [`ReleasePolicy::decide_write`]: crate::ReleasePolicy::decide_write
+    pub async fn new_file_key(
+        &self,
+        access: &Access<'_>,
+        context: &FileContext,
+    ) -> Result<(FileKey, WrappedFileKey), Error> {
+        self.check_capability(access)?;
+        let entry = self.tenant_entry(context.tenant).await?;
+        if let Decision::Deny(reason) =
+            self.policy
+                .decide_write(access, context.tenant, context.file)
+        {
+            let event = Event::WriteDenied {
+                file: Self::file_ref(context),
+                principal: Text::lossy(access.principal()),
+            };
+            let outcome = Outcome::Denied {
+                reason: Text::lossy(&reason),
+            };
+            self.record(&entry, event, outcome).await?;
+            return Err(Error::Denied { reason });
+        }
+        let version = entry.record.current_tik;
+        let result = self.tik(&entry, version, access).await.and_then(|tik| {
+            tik.generate_wrapped(context, &mut OsRng)
+                .map_err(Error::from)
+        });
+        let event = Event::FileKeyWrapped {
+            file: Self::file_ref(context),
+            kek: Self::tik_ref(&entry, version),
+        };
+        match result {
+            Ok(pair) => {
+                self.record(&entry, event, Outcome::Success).await?;
+                Ok(pair)
+            }
+            Err(error) => {
+                self.record(&entry, event, Self::failed(&error)).await?;
+                Err(error)
+            }
+        }
+    }
+
+    /// Releases the file key of a file version to `access`: checks the
+    /// key-release policy, then unwraps under the TIK version the wrapped
+    /// key names. Every release and every refusal is audited; if the record
+    /// cannot be written, no key is released.
+    ///
+    /// # Errors
+    /// [`Error::Denied`] if the policy refuses; [`Error::Purged`];
+    /// [`Error::WrongTenant`] if the wrapped key is another tenant's;
+    /// [`Error::Revoked`] or [`Error::RootKey`] if the TIK cannot be
+    /// unwrapped; [`Error::FileKey`] if the wrapped key does not
+    /// authenticate for `context`; [`Error::UnknownTenant`],
+    /// [`Error::UnknownTikVersion`], [`Error::Store`], [`Error::Audit`].
+    pub async fn release_file_key(
+        &self,
+        access: &Access<'_>,
+        context: &FileContext,
+        wrapped: &WrappedFileKey,
+    ) -> Result<FileKey, Error> {
+        self.check_capability(access)?;
+        let principal = Text::lossy(access.principal());
+        let entry = match self.tenant_entry(context.tenant).await {
+            Ok(entry) => entry,
+            Err(error) => {
+                // No such tenant (or the store failed): refused, and recorded.
+                let record = Record::new(
+                    self.actor.clone(),
+                    Event::ReleaseDenied {
+                        file: Self::file_ref(context),
+                        principal,
+                    },
+                )
+                .tenant(Text::lossy(context.tenant.to_string()))
+                .outcome(Self::failed(&error));
+                let _ = self.audit.record(record).await?;
+                return Err(error);
+            }
+        };
+        let released = async |entry: &TenantEntry| {
+            if entry.record.state == TenantState::Purged {
+                return Err(Error::Purged(context.tenant));
+            }
+            if let Decision::Deny(reason) = self.policy.decide(access, context.tenant, context.file)
+            {
+                return Err(Error::Denied { reason });
+            }
+            if wrapped.kek_id() != entry.record.tik_id {
+                return Err(Error::WrongTenant(context.tenant));
+            }
+            let tik = self.tik(entry, wrapped.kek_version(), access).await?;
+            Ok(tik.unwrap(wrapped, context)?)
+        };
+        let result = released(&entry).await;
+        let file = Self::file_ref(context);
+        match result {
+            Ok(key) => {
+                let event = Event::FileKeyReleased {
+                    file,
+                    kek: Self::tik_ref(&entry, wrapped.kek_version()),
+                    principal,
+                };
+                self.record(&entry, event, Outcome::Success).await?;
+                Ok(key)
+            }
+            Err(Error::Denied { reason }) => {
+                let event = Event::ReleaseDenied { file, principal };
+                let outcome = Outcome::Denied {
+                    reason: Text::lossy(reason.as_str()),
+                };
+                self.record(&entry, event, outcome).await?;
+                Err(Error::Denied { reason })
+            }
+            Err(error) => {
+                let event = Event::ReleaseDenied { file, principal };
+                self.record(&entry, event, Self::failed(&error)).await?;
+                Err(error)
+            }
+        }
+    }
+
+    /// [`KeyHierarchy::new_file_key`] for several files of one tenant at
+    /// once, each under the tenant's current TIK, with their
+    /// `file_key_wrapped` records committed to the audit trail together
+    /// (one sync). Returns one result per context, in order.
+    ///
+    /// # Errors
+    /// As for [`KeyHierarchy::new_file_key`], for the whole batch if the
+    /// tenant's TIK cannot be used or the records cannot be written (then
+    /// no key is returned).
+    pub async fn new_file_keys(
+        &self,
+        access: &Access<'_>,
+        tenant: TenantId,
+        contexts: &[FileContext],
+    ) -> Result<Vec<NewFileKey>, Error> {
+        let (keys, records) = self
+            .new_file_keys_records_pending(access, tenant, contexts)
+            .await?;
+        records.commit().await?;
+        Ok(keys)
+    }
+
+    /// As [`KeyHierarchy::new_file_keys`], but the keys' records (made
+    /// here, each with its request id) are committed to the audit trail by
+    /// the caller, with [`PendingKeyRecords::commit`]: so a batch can
+    /// commit them while it writes what the keys protect, rather than
+    /// before. Denials and a TIK that cannot be used are recorded here, as
+    /// by `new_file_keys`.
+    ///
+    /// The caller must commit the records, and see the commit succeed,
+    /// before it publishes anything the keys protect (a file record, say);
+    /// if the commit fails it must publish nothing. `atrest`'s `Files`
+    /// does so for its batches.
+    ///
+    /// # Errors
+    /// As for [`KeyHierarchy::new_file_keys`].
+    pub async fn new_file_keys_records_pending(
+        &self,
+        access: &Access<'_>,
+        tenant: TenantId,
+        contexts: &[FileContext],
+    ) -> Result<(Vec<NewFileKey>, PendingKeyRecords), Error> {
+        {
+            self.check_capability(access)?;
+            let entry = self.tenant_entry(tenant).await?;
+            let version = entry.record.current_tik;
+            let tik = match self.tik(&entry, version, access).await {
+                Ok(tik) => tik,
+                Err(error) => {
+                    let records = contexts
+                        .iter()
+                        .map(|context| {
+                            let event = Event::FileKeyWrapped {
+                                file: Self::file_ref(context),
+                                kek: Self::tik_ref(&entry, version),
+                            };
+                            Record::new(self.actor.clone(), event)
+                                .tenant(entry.tenant_text.clone())
+                                .outcome(Self::failed(&error))
+                        })
+                        .collect();
+                    let _ = self.audit.record_all(records).await?;
+                    return Err(error);
+                }
+            };
+            let mut records = Vec::with_capacity(contexts.len());
+            let mut keys = Vec::with_capacity(contexts.len());
+            for context in contexts {
+                let decision = self.policy.decide_write(access, tenant, context.file);
+                if let Decision::Deny(reason) = decision {
+                    records.push(
+                        Record::new(
+                            self.actor.clone(),
+                            Event::WriteDenied {
+                                file: Self::file_ref(context),
+                                principal: Text::lossy(access.principal()),
+                            },
+                        )
+                        .tenant(entry.tenant_text.clone())
+                        .outcome(Outcome::Denied {
+                            reason: Text::lossy(&reason),
+                        }),
+                    );
+                    keys.push(Err(Error::Denied { reason }));
+                    continue;
+                }
+                let made = if context.tenant == tenant {
+                    tik.generate_wrapped(context, &mut OsRng)
+                        .map_err(Error::from)
+                } else {
+                    Err(Error::WrongTenant(context.tenant))
+                };
+                let event = Event::FileKeyWrapped {
+                    file: Self::file_ref(context),
+                    kek: Self::tik_ref(&entry, version),
+                };
+                let outcome = match &made {
+                    Ok(_) => Outcome::Success,
+                    Err(error) => Self::failed(error),
+                };
+                records.push(
+                    Record::new(self.actor.clone(), event)
+                        .tenant(entry.tenant_text.clone())
+                        .outcome(outcome),
+                );
+                keys.push(made);
+            }
+            Ok((
+                keys,
+                PendingKeyRecords {
+                    audit: Arc::clone(&self.audit),
+                    records,
+                },
+            ))
+        }
+    }
+}
+
+/// One result of [`KeyHierarchy::new_file_keys`]: a new file key and its
+/// wrap, or why it could not be made.
+pub type NewFileKey = Result<(FileKey, WrappedFileKey), Error>;
+
+/// The `file_key_wrapped` records of keys made by
+/// [`KeyHierarchy::new_file_keys_records_pending`], not yet in the audit
+/// trail. Dropping them uncommitted loses them: commit them before
+/// publishing anything the keys protect.
+#[must_use = "the keys' records must be committed before anything the keys protect is published"]
+pub struct PendingKeyRecords {
+    audit: Arc<dyn Audit>,
+    records: Vec<Record>,
+}
+
+impl PendingKeyRecords {
+    /// Commits the records to the audit trail (one sync).
+    ///
+    /// # Errors
+    /// [`Error::Audit`] if they could not be committed.
+    pub async fn commit(self) -> Result<(), Error> {
+        let _ = self.audit.record_all(self.records).await?;
+        Ok(())
+    }
+}
+
+impl core::fmt::Debug for PendingKeyRecords {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PendingKeyRecords")
+            .field("records", &self.records.len())
+            .finish_non_exhaustive()
+    }
+}

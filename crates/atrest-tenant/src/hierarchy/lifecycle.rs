@@ -1,0 +1,204 @@
+//! A tenant's life: created with its tenant key, first TIK version and
+//! root-key slots; customer keys revoked; purged for good.
+
+use std::sync::Arc;
+
+use atrest_audit::{Event, Outcome};
+use atrest_filekey::{KeyId, KeyVersion, OsRng, TenantId};
+
+use super::binding::record_tag;
+use super::{KeyHierarchy, join_all};
+use crate::store::{RootKeySlot, SlotRole, TenantKind, TenantRecord, TenantState};
+use crate::tenant_key::MetadataKey;
+use crate::{Error, KeyMaterial, RootKeyRef};
+
+impl KeyHierarchy {
+    async fn create(
+        &self,
+        tenant: TenantId,
+        kind: TenantKind,
+        slots: Vec<RootKeySlot>,
+    ) -> Result<TenantRecord, Error> {
+        if self.store.tenant(tenant).await?.is_some() {
+            return Err(Error::TenantExists(tenant));
+        }
+        let mut record = TenantRecord {
+            tenant,
+            kind,
+            state: TenantState::Active,
+            tik_id: KeyId::random(&mut OsRng)?,
+            current_tik: KeyVersion::FIRST,
+            slots,
+            tag: None,
+        };
+        // The tenant key first: a creation that stops after this leaves an
+        // unused key of its own (a fresh TIK id), never a tenant without one.
+        self.tenant_keys.create(tenant, record.tik_id).await?;
+        let metadata =
+            Arc::new(MetadataKey::derive(&*self.tenant_keys, tenant, record.tik_id).await?);
+        record.tag = Some(record_tag(&metadata, &record));
+        let seed = KeyMaterial::generate()?;
+        let wraps = record
+            .slots
+            .iter()
+            .zip(0u8..)
+            .map(|(slot, index)| self.wrap_tik(&record, KeyVersion::FIRST, index, &slot.key, &seed))
+            .collect::<Vec<_>>();
+        let wraps = join_all(wraps).await?;
+        self.store.create_tenant(&record, &wraps).await?;
+        let entry = Self::entry_from(record.clone(), Some(metadata));
+        self.record(
+            &entry,
+            Event::TikRolled {
+                tik: Self::tik_ref(&entry, KeyVersion::FIRST),
+                previous_version: None,
+            },
+            Outcome::Success,
+        )
+        .await?;
+        Ok(record)
+    }
+
+    /// Creates a service-managed tenant: a first TIK version, wrapped under
+    /// the current version of the configured service root key.
+    ///
+    /// # Errors
+    /// [`Error::TenantExists`]; [`Error::Misuse`] if no service root key is
+    /// configured; [`Error::RootKey`] if it cannot wrap; [`Error::Store`];
+    /// [`Error::Audit`].
+    pub async fn create_service_tenant(&self, tenant: TenantId) -> Result<TenantRecord, Error> {
+        let key = self
+            .current_key(
+                self.service_root.as_ref(),
+                "no service root key is configured",
+            )
+            .await?;
+        let slots = vec![RootKeySlot {
+            role: SlotRole::Service,
+            key,
+            revoked: false,
+        }];
+        self.create(tenant, TenantKind::ServiceManaged, slots).await
+    }
+
+    /// Creates a customer-key tenant: a first TIK version wrapped under each
+    /// of the customer's two root keys and under the availability key. All
+    /// three must be usable now.
+    ///
+    /// # Errors
+    /// As for [`KeyHierarchy::create_service_tenant`]; [`Error::Misuse`] if
+    /// the two customer keys are the same or no availability key is
+    /// configured.
+    pub async fn create_customer_key_tenant(
+        &self,
+        tenant: TenantId,
+        customer_keys: [RootKeyRef; 2],
+    ) -> Result<TenantRecord, Error> {
+        let [first, second] = customer_keys;
+        if first == second {
+            return Err(Error::Misuse(
+                "a customer-key tenant needs two different customer keys",
+            ));
+        }
+        let availability = self
+            .current_key(
+                self.availability.as_ref(),
+                "no availability key is configured",
+            )
+            .await?;
+        let customer = |key| RootKeySlot {
+            role: SlotRole::Customer,
+            key,
+            revoked: false,
+        };
+        let slots = vec![
+            customer(first),
+            customer(second),
+            RootKeySlot {
+                role: SlotRole::Availability,
+                key: availability,
+                revoked: false,
+            },
+        ];
+        self.create(tenant, TenantKind::CustomerKey, slots).await
+    }
+
+    /// Records that the customer revoked the service's use of one of the
+    /// tenant's customer keys, and drops the tenant's cached TIKs so the
+    /// revocation applies at once in this process. User requests then use
+    /// only the tenant's other customer key; with both revoked they fail
+    /// with [`Error::Revoked`]. Audited as `customer_key_revoked`.
+    ///
+    /// # Errors
+    /// [`Error::Misuse`] if `key` is not a customer key of the tenant;
+    /// [`Error::Store`]; [`Error::Audit`].
+    pub async fn revoke_customer_key(
+        &self,
+        tenant: TenantId,
+        key: &RootKeyRef,
+    ) -> Result<(), Error> {
+        let entry = self.load_entry(tenant).await?;
+        let record = &entry.record;
+        let slot = record
+            .slots
+            .iter()
+            .zip(0u8..)
+            .find(|(slot, _)| slot.role == SlotRole::Customer && slot.key == *key)
+            .map(|(_, index)| index)
+            .ok_or(Error::Misuse(
+                "that key is not a customer key of this tenant",
+            ))?;
+        let mut next = record.clone();
+        if let Some(revoked) = next.slots.get_mut(usize::from(slot)) {
+            revoked.revoked = true;
+        }
+        let tag = Self::retag(&entry, &next)?;
+        self.store.set_revoked(tenant, slot, true, &tag).await?;
+        self.flush_tenant(tenant);
+        self.record(
+            &entry,
+            Event::CustomerKeyRevoked {
+                root_key: Self::root_ref(key),
+            },
+            Outcome::Success,
+        )
+        .await
+    }
+
+    /// Purges a tenant (crypto-shredding): destroys every TIK version and
+    /// every wrap of it, the availability key's included, and drops the
+    /// tenant from the cache. From then on every file key of the tenant is
+    /// unrecoverable, and every attempt fails with [`Error::Purged`] and is
+    /// audited. Final: there is no undo. Audited as `tenant_purged`.
+    ///
+    /// Other processes sharing the store stop using their cached TIKs of
+    /// the tenant within the cache TTL.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; [`Error::Store`]; [`Error::Audit`].
+    pub async fn purge(&self, tenant: TenantId) -> Result<u64, Error> {
+        // Not authenticated: a purge only destroys, and must work on a
+        // tenant whose record was tampered with too.
+        let record = self
+            .store
+            .tenant(tenant)
+            .await?
+            .ok_or(Error::UnknownTenant(tenant))?;
+        // The tenant key first: once it is gone the purge is final, even if
+        // the database change below does not happen or is undone by
+        // restoring a backup.
+        let _ = self.tenant_keys.destroy(tenant).await?;
+        let destroyed = self.store.purge_tenant(tenant).await?;
+        self.flush_tenant(tenant);
+        let entry = Self::entry_from(record, None);
+        self.record(
+            &entry,
+            Event::TenantPurged {
+                tik_versions: destroyed,
+            },
+            Outcome::Success,
+        )
+        .await?;
+        Ok(destroyed)
+    }
+}
