@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use atrest::{BlobName, Catalog as _};
 use atrest_filekey::{FileContext, FileId, FileVersion, OsRng, TenantId};
 use atrest_sqlite::{SqliteCatalog, SqliteSealedKeys, SqliteStore};
-use atrest_tenant::blocking::block_on;
 use atrest_tenant::{
     Access, Decision, KeyHierarchy, MasterKey, Pkcs11Keys, RootKeyProvider, ServiceKeys,
     TenantKeyDir,
@@ -33,6 +32,20 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 const USER: Access<'static> = Access::User {
     principal: "reader",
 };
+
+std::thread_local! {
+    /// The runtime the benchmarks drive the async API on (one per thread,
+    /// current-thread: the least a call costs to wait for).
+    static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+}
+
+/// Runs `future` to its end on this thread's runtime.
+fn block_on<F: Future>(future: F) -> F::Output {
+    RUNTIME.with(|runtime| runtime.block_on(future))
+}
 
 fn hierarchy(dir: &Path, extra: &[Arc<dyn RootKeyProvider>]) -> (KeyHierarchy, Arc<SqliteStore>) {
     let master = MasterKey::create_file(&dir.join("master.key")).unwrap();

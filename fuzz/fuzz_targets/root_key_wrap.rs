@@ -7,10 +7,22 @@
 use std::sync::OnceLock;
 
 use atrest_sqlite::SqliteSealedKeys;
-use atrest_tenant::blocking::block_on;
 use atrest_tenant::{
     MasterKey, ProviderError, RootKeyProvider as _, RootKeyRef, ServiceKeys, TikBinding,
 };
+
+std::thread_local! {
+    /// The runtime the target drives the async provider on.
+    static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+}
+
+/// Runs `future` to its end on this thread's runtime.
+fn block_on<F: Future>(future: F) -> F::Output {
+    RUNTIME.with(|runtime| runtime.block_on(future))
+}
 use libfuzzer_sys::fuzz_target;
 
 fn service() -> &'static (ServiceKeys, RootKeyRef) {

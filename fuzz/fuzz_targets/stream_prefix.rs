@@ -2,7 +2,9 @@
 //! prefix that parses re-encodes to the same bytes.
 #![no_main]
 
-use atrest_stream::format::{FORMAT_VERSION, MAGIC, PREFIX_LEN, SUITE_AES256_GCM_HKDF_SHA256, parse_prefix};
+use atrest_stream::format::{
+    FORMAT_VERSION, MAGIC, PREFIX_LEN, SUITE_AES256_GCM_HKDF_SHA256, parse_prefix,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

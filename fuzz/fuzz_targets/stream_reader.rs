@@ -11,8 +11,8 @@
 use std::io::Read;
 
 use atrest_filekey::FileKey;
-use atrest_stream::{Error, Opener, Options, SegmentSize};
 use atrest_stream::format::{HEADER_LEN, PREFIX_LEN, parse_prefix};
+use atrest_stream::{Error, Opener, Options, SegmentSize};
 use libfuzzer_sys::fuzz_target;
 
 const KEY: [u8; 32] = [0x42; 32];

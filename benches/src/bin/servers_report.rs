@@ -34,12 +34,12 @@ use std::time::{Duration, Instant};
 
 use atrest::blobs::BlobStore;
 use atrest::filekey::{FileContext, FileId, FileVersion, OsRng, TenantId};
-use atrest::tenant::blocking::block_on;
+
 use atrest::tenant::{
     Access, Decision, KeyHierarchy, MasterKey, MetadataStore, RootKeyProvider, ServiceKeys,
     TenantKeyDir,
 };
-use atrest::{Blobs, Catalog, Files};
+use atrest::{Blobs, Catalog, FileSelector, Files};
 use atrest_openbao::{Credentials, TransitKeys};
 use atrest_postgres::{PgCatalog, PgMetadataStore, PgOptions, Postgres};
 use atrest_sqlite::{SqliteCatalog, SqliteSealedKeys, SqliteStore};
@@ -65,7 +65,7 @@ fn percentile(sorted: &[Duration], percent: usize) -> Duration {
 
 /// A hierarchy over `store`, with the service's keys in `dir` and extra
 /// providers.
-fn hierarchy(
+async fn hierarchy(
     dir: &Path,
     store: Arc<dyn MetadataStore>,
     extra: &[Arc<dyn RootKeyProvider>],
@@ -73,10 +73,12 @@ fn hierarchy(
     let master = MasterKey::create_file(&dir.join("master.key")).unwrap();
     let tenant_keys =
         Arc::new(TenantKeyDir::open(&dir.join("tenant-keys"), master.clone()).unwrap());
-    let sealed = block_on(SqliteSealedKeys::open(&dir.join("keys.sqlite"))).unwrap();
+    let sealed = SqliteSealedKeys::open(&dir.join("keys.sqlite"))
+        .await
+        .unwrap();
     let service = Arc::new(ServiceKeys::new("service", Arc::new(sealed), master).unwrap());
-    block_on(service.create_key("root")).unwrap();
-    block_on(service.create_key("availability")).unwrap();
+    service.create_key("root").await.unwrap();
+    service.create_key("availability").await.unwrap();
     let mut builder = KeyHierarchy::builder(store, tenant_keys, Arc::new(Counting::default()))
         .provider(service)
         .service_root_key("service", "root")
@@ -90,7 +92,7 @@ fn hierarchy(
     builder.build().unwrap()
 }
 
-fn openbao(releases: usize) {
+async fn openbao(releases: usize) {
     let dir = TempDir::new("bench-openbao");
     let transit = Arc::new(
         TransitKeys::builder(
@@ -104,36 +106,56 @@ fn openbao(releases: usize) {
     );
     let suffix = format!("{:x}", std::process::id());
     let keys = [
-        transit.create_key(&format!("bench-a-{suffix}")).unwrap(),
-        transit.create_key(&format!("bench-b-{suffix}")).unwrap(),
+        transit
+            .create_key(&format!("bench-a-{suffix}"))
+            .await
+            .unwrap(),
+        transit
+            .create_key(&format!("bench-b-{suffix}"))
+            .await
+            .unwrap(),
     ];
-    let store = Arc::new(block_on(SqliteStore::open(&dir.path().join("tenants.sqlite"))).unwrap());
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("tenants.sqlite"))
+            .await
+            .unwrap(),
+    );
     let keys_hierarchy = hierarchy(
         dir.path(),
         store,
         &[transit.clone() as Arc<dyn RootKeyProvider>],
-    );
+    )
+    .await;
     let tenant = TenantId::random(&mut OsRng).unwrap();
-    block_on(keys_hierarchy.create_customer_key_tenant(tenant, keys)).unwrap();
+    keys_hierarchy
+        .create_customer_key_tenant(tenant, keys)
+        .await
+        .unwrap();
     let context = FileContext::new(
         tenant,
         FileId::random(&mut OsRng).unwrap(),
         FileVersion::FIRST,
     );
-    let (_, wrapped) = block_on(keys_hierarchy.new_file_key(&USER, &context)).unwrap();
+    let (_, wrapped) = keys_hierarchy.new_file_key(&USER, &context).await.unwrap();
 
     let mut cold = Vec::with_capacity(releases);
     for _ in 0..releases {
         keys_hierarchy.flush_cache();
         let started = Instant::now();
-        let _ = block_on(keys_hierarchy.release_file_key(&USER, &context, &wrapped)).unwrap();
+        let _ = keys_hierarchy
+            .release_file_key(&USER, &context, &wrapped)
+            .await
+            .unwrap();
         cold.push(started.elapsed());
     }
     cold.sort();
     let started = Instant::now();
     let mut warm = 0u64;
     while started.elapsed() < Duration::from_secs(2) {
-        let _ = block_on(keys_hierarchy.release_file_key(&USER, &context, &wrapped)).unwrap();
+        let _ = keys_hierarchy
+            .release_file_key(&USER, &context, &wrapped)
+            .await
+            .unwrap();
         warm += 1;
     }
     let warm_rate = warm as f64 / started.elapsed().as_secs_f64();
@@ -147,53 +169,70 @@ fn openbao(releases: usize) {
 }
 
 /// Seals then opens `files` files of 4 KiB; returns (seals/s, opens/s).
-fn small_files(
+async fn small_files(
     dir: &Path,
     store: Arc<dyn MetadataStore>,
     catalog: Arc<dyn Catalog>,
     blobs: Arc<dyn Blobs>,
     files: usize,
 ) -> (f64, f64) {
-    let keys = Arc::new(hierarchy(dir, store, &[]));
+    let keys = Arc::new(hierarchy(dir, store, &[]).await);
     let tenant = TenantId::random(&mut OsRng).unwrap();
-    block_on(keys.create_service_tenant(tenant)).unwrap();
+    keys.create_service_tenant(tenant).await.unwrap();
     let api = Files::new(keys, catalog, blobs, Arc::new(Counting::default()));
     let body = atrest_test_support::seeded(4096, 3);
     // Warm up: the tenant's TIK and metadata key in the cache.
-    let _ = api.seal(&USER, tenant, "warm-up", body.as_slice()).unwrap();
+    let _ = api
+        .seal(&USER, tenant, "warm-up", body.as_slice())
+        .await
+        .unwrap();
     let started = Instant::now();
     for i in 0..files {
         let _ = api
             .seal(&USER, tenant, &format!("item-{i}"), body.as_slice())
+            .await
             .unwrap();
     }
     let seal_rate = files as f64 / started.elapsed().as_secs_f64();
     let started = Instant::now();
     for i in 0..files {
-        let (_, out) = api
-            .open(&USER, tenant, &format!("item-{i}"), None, Vec::new())
+        let name = format!("item-{i}");
+        let mut out = atrest::WriterSink(Vec::new());
+        let _ = api
+            .open(&USER, &FileSelector::newest(tenant, &name), None, &mut out)
+            .await
             .unwrap();
-        assert_eq!(out.len(), 4096);
+        assert_eq!(out.0.len(), 4096);
     }
     let open_rate = files as f64 / started.elapsed().as_secs_f64();
     (seal_rate, open_rate)
 }
 
-fn main() {
+#[tokio::main]
+async fn main() {
     let mut args = std::env::args().skip(1);
     let files: usize = args.next().map_or(500, |a| a.parse().unwrap());
     let releases: usize = args.next().map_or(300, |a| a.parse().unwrap());
 
-    openbao(releases);
+    openbao(releases).await;
 
     let local = TempDir::new("bench-local");
     let embedded = small_files(
         local.path(),
-        Arc::new(block_on(SqliteStore::open(&local.path().join("atrest.sqlite"))).unwrap()),
-        Arc::new(block_on(SqliteCatalog::open(&local.path().join("catalog.sqlite"))).unwrap()),
+        Arc::new(
+            SqliteStore::open(&local.path().join("atrest.sqlite"))
+                .await
+                .unwrap(),
+        ),
+        Arc::new(
+            SqliteCatalog::open(&local.path().join("catalog.sqlite"))
+                .await
+                .unwrap(),
+        ),
         Arc::new(BlobStore::local(&local.path().join("blobs")).unwrap()),
         files,
-    );
+    )
+    .await;
 
     let servers = TempDir::new("bench-servers");
     let admin = admin_url();
@@ -205,14 +244,15 @@ fn main() {
     azurite.create_container(&container);
     let remote = small_files(
         servers.path(),
-        Arc::new(PgMetadataStore::open_blocking(&db).unwrap()),
-        Arc::new(PgCatalog::open_blocking(&db).unwrap()),
+        Arc::new(PgMetadataStore::open(&db).await.unwrap()),
+        Arc::new(PgCatalog::open(&db).await.unwrap()),
         Arc::new(
             BlobStore::from_url_with_options(&format!("az://{container}"), azurite.options())
                 .unwrap(),
         ),
         files,
-    );
+    )
+    .await;
     drop(db);
     run_sql(&admin, &format!("DROP DATABASE {database} WITH (FORCE)"));
 

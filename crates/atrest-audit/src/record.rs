@@ -476,15 +476,13 @@ pub struct Record {
     pub event: Event,
 }
 
-std::thread_local! {
-    /// The request ids [`in_request`] and [`in_requests`] set on this
-    /// thread.
-    static REQUEST: std::cell::RefCell<Scope> = const {
-        std::cell::RefCell::new(Scope { request: None, by_file: None })
-    };
+tokio::task_local! {
+    /// The request ids [`in_request`] and [`in_requests`] set for the
+    /// task running them.
+    static REQUEST: Scope;
 }
 
-/// The request ids in force on a thread.
+/// The request ids in force in a task.
 #[derive(Clone, Default)]
 struct Scope {
     /// The id of every record made.
@@ -505,50 +503,42 @@ impl Scope {
             });
         by_file.or(self.request.as_ref()).cloned()
     }
-}
 
-fn in_scope<T>(scope: Scope, f: impl FnOnce() -> T) -> T {
-    struct Restore(Option<Scope>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let previous = self.0.take().unwrap_or_default();
-            REQUEST.with(|current| *current.borrow_mut() = previous);
-        }
+    /// The scope of the running task, if it has one.
+    fn current() -> Option<Self> {
+        REQUEST.try_with(Self::clone).ok()
     }
-    let previous = REQUEST.with(|current| current.replace(scope));
-    let _restore = Restore(Some(previous));
-    f()
 }
 
-/// Runs `f` with `request` as the request id of every [`Record`] made on
-/// this thread meanwhile ([`Record::new`] takes it), and returns what `f`
-/// returns.
+/// Runs `work` with `request` as the request id of every [`Record`] made
+/// in it ([`Record::new`] takes it), and returns its output.
 ///
 /// This is how a service ties every audit record of one request to it —
 /// the key release the key hierarchy records as much as the seal or open
-/// the files API records — without handing the id to each layer: run the
-/// request's synchronous work (`Files::seal`, `Files::open`, …) inside.
-/// Records made on other threads (a worker pool, an async task) do not
-/// see it; calls nest, and the previous ids come back when `f` returns or
-/// unwinds.
+/// the files API records — without handing the id to each layer: await the
+/// request's work (`Files::seal`, `Files::open`, …) inside. The id belongs
+/// to the future, wherever the runtime polls it; a task it spawns does not
+/// inherit it (wrap that task's future too), and neither does a closure
+/// run on the blocking pool. Scopes nest: the inner one wins inside it.
 ///
 /// ```
 /// use atrest_audit::{in_request, Event, Record, Text};
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), atrest_audit::Error> {
 /// let event = Event::Custom { kind: Text::new("ping")?, fields: Default::default() };
 /// let actor = Text::new("service")?;
-/// let record = in_request(Text::new("req-42")?, || Record::new(actor, event));
+/// let record = in_request(Text::new("req-42")?, async { Record::new(actor, event) }).await;
 /// assert_eq!(record.request.as_ref().map(Text::as_str), Some("req-42"));
-/// # Ok::<(), atrest_audit::Error>(())
+/// # Ok(())
+/// # }
 /// ```
-pub fn in_request<T>(request: Text, f: impl FnOnce() -> T) -> T {
-    in_scope(
-        Scope {
-            request: Some(request),
-            by_file: None,
-        },
-        f,
-    )
+pub async fn in_request<F: Future>(request: Text, work: F) -> F::Output {
+    let scope = Scope {
+        request: Some(request),
+        by_file: None,
+    };
+    REQUEST.scope(scope, work).await
 }
 
 /// As [`in_request`] for work done for several requests at once (a batch
@@ -556,15 +546,12 @@ pub fn in_request<T>(request: Text, f: impl FnOnce() -> T) -> T {
 /// (its [`Event::file`]) whose file id and version are a key of `by_file`
 /// gets that request's id; any other record the id of the enclosing scope,
 /// if any.
-pub fn in_requests<T>(by_file: BTreeMap<(String, u64), Text>, f: impl FnOnce() -> T) -> T {
-    let request = REQUEST.with(|current| current.borrow().request.clone());
-    in_scope(
-        Scope {
-            request,
-            by_file: Some(std::sync::Arc::new(by_file)),
-        },
-        f,
-    )
+pub async fn in_requests<F: Future>(by_file: BTreeMap<(String, u64), Text>, work: F) -> F::Output {
+    let scope = Scope {
+        request: Scope::current().and_then(|scope| scope.request),
+        by_file: Some(std::sync::Arc::new(by_file)),
+    };
+    REQUEST.scope(scope, work).await
 }
 
 impl Event {
@@ -628,13 +615,13 @@ impl Event {
 
 impl Record {
     /// A successful event by `actor`, now, with no tenant, and the request
-    /// id of the enclosing [`in_request`] if there is one on this thread.
+    /// id of the enclosing [`in_request`] if the running task has one.
     pub fn new(actor: Text, event: Event) -> Self {
         Self {
             time: Timestamp::now(),
             actor,
             tenant: None,
-            request: REQUEST.with(|current| current.borrow().request_of(&event)),
+            request: Scope::current().and_then(|scope| scope.request_of(&event)),
             outcome: Outcome::Success,
             event,
         }

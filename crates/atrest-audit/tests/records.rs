@@ -289,21 +289,22 @@ fn lossy_texts_are_always_valid() {
     assert_eq!(serde_json::from_str::<Text>(&json).unwrap().as_str(), "x y");
 }
 
-#[test]
-fn records_made_in_a_request_carry_its_id_and_the_log_still_verifies() {
+#[tokio::test]
+async fn records_made_in_a_request_carry_its_id_and_the_log_still_verifies() {
     // A record made in the scope (`record` sets an id of its own).
     let plain = |i| Record::new(text("svc"), record(i).event);
     let dir = TempDir::new("request-scope");
     let signer = common::signer();
     let key = signer.verifying_key();
     let log = AuditLog::create(dir.path(), signer, LogConfig::default()).unwrap();
-    atrest_audit::in_request(text("req-7"), || {
+    atrest_audit::in_request(text("req-7"), async {
         // The log's own checkpoint for this commit is made in the scope
         // too, and must not carry the id.
         log.append(&plain(1)).unwrap();
-        atrest_audit::in_request(text("req-8"), || log.append(&plain(2)).unwrap());
+        atrest_audit::in_request(text("req-8"), async { log.append(&plain(2)).unwrap() }).await;
         log.append(&plain(3)).unwrap();
-    });
+    })
+    .await;
     log.append(&plain(4)).unwrap();
     let requests: Vec<Option<String>> = common::caller_entries(dir.path())
         .iter()

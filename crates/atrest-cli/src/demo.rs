@@ -2,15 +2,16 @@
 //! deployment directory, with a short report.
 
 use std::fs;
-use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atrest::tenant::blocking::block_on;
 use atrest::tenant::fault::{Fault, FaultInjector};
 use atrest::tenant::{Access, MasterKey, RootKeyRef, ServiceKeys};
-use atrest_cli::deployment::{self, Deployment, Options, TenantKeys, TrustedAudit};
+use atrest::{Blobs as _, FileRecord, WriterSink};
+use atrest_deployment::{
+    self as deployment, Deployment, FileName, Options, TenantKeys, TrustedAudit,
+};
 use atrest_sqlite::SqliteSealedKeys;
 
 use crate::ACTOR;
@@ -31,7 +32,7 @@ fn demo_bytes(len: usize) -> Vec<u8> {
 }
 
 /// How a request the demo expects to be refused ended.
-fn outcome(result: &Result<u64, deployment::Error>) -> String {
+fn outcome(result: &Result<FileRecord, deployment::Error>) -> String {
     match result {
         Ok(_) => "ALLOWED".into(),
         Err(error) => format!("refused ({error})"),
@@ -42,8 +43,33 @@ fn user(principal: &str) -> Access<'_> {
     Access::User { principal }
 }
 
+/// Gets the newest version of `name` of `tenant` for `access`, whole or
+/// bytes `range`, into memory.
+async fn get(
+    deployment: &Deployment,
+    access: &Access<'_>,
+    tenant: &str,
+    name: &str,
+    range: Option<std::ops::Range<u64>>,
+) -> Result<(FileRecord, Vec<u8>), deployment::Error> {
+    let mut out = WriterSink(Vec::new());
+    let record = deployment
+        .get(access, &FileName::newest(tenant, name), range, &mut out)
+        .await?;
+    Ok((record, out.0))
+}
+
+/// The outcome of getting a file the demo expects to be refused.
+async fn attempt(deployment: &Deployment, access: &Access<'_>, tenant: &str, name: &str) -> String {
+    outcome(
+        &get(deployment, access, tenant, name, None)
+            .await
+            .map(|(record, _)| record),
+    )
+}
+
 /// `atrest demo`.
-pub(crate) fn run(dir: Option<PathBuf>, size_mib: u64, out: Output) -> Result<(), Error> {
+pub(crate) async fn run(dir: Option<PathBuf>, size_mib: u64, out: Output) -> Result<(), Error> {
     let json = out.json;
     let dir = match dir {
         Some(dir) => dir,
@@ -66,14 +92,18 @@ pub(crate) fn run(dir: Option<PathBuf>, size_mib: u64, out: Output) -> Result<()
         atrest_cli::outln!("atrest demo in {}", dir.display());
     }
 
-    let mut deployment = Deployment::init(&dir, None, None, Options::new(ACTOR))?;
+    let mut deployment = Deployment::init(&dir, None, None, Options::new(ACTOR)).await?;
     say(
         "deployment",
         "master key file (mode 600), SQLite key store and catalog, audit log, local blob store"
             .into(),
     );
-    let _ = deployment.create_tenant("contoso", &TenantKeys::ServiceManaged)?;
-    let _ = deployment.create_tenant("fabrikam", &TenantKeys::ServiceManaged)?;
+    let _ = deployment
+        .create_tenant("contoso", &TenantKeys::ServiceManaged)
+        .await?;
+    let _ = deployment
+        .create_tenant("fabrikam", &TenantKeys::ServiceManaged)
+        .await?;
     say(
         "tenants",
         "contoso and fabrikam, service-managed: one TIK each under the service root key".into(),
@@ -85,15 +115,21 @@ pub(crate) fn run(dir: Option<PathBuf>, size_mib: u64, out: Output) -> Result<()
         usize::try_from(size_mib << 20).map_err(|_| Error::usage("--size-mib is too large"))?;
     let data = demo_bytes(len);
     let started = Instant::now();
-    let put = deployment.put("contoso", "report.bin", &alice, data.as_slice())?;
+    let put = deployment
+        .put(&alice, "contoso", "report.bin", data.as_slice())
+        .await?;
     let put_time = started.elapsed();
-    let _ = deployment.put(
-        "contoso",
-        "notes.txt",
-        &alice,
-        &b"meeting notes: nothing secret here"[..],
-    )?;
-    let _ = deployment.put("fabrikam", "plans.txt", &bob, &b"fabrikam's plans"[..])?;
+    let _ = deployment
+        .put(
+            &alice,
+            "contoso",
+            "notes.txt",
+            &b"meeting notes: nothing secret here"[..],
+        )
+        .await?;
+    let _ = deployment
+        .put(&bob, "fabrikam", "plans.txt", &b"fabrikam's plans"[..])
+        .await?;
     say(
         "put",
         format!(
@@ -111,27 +147,34 @@ pub(crate) fn run(dir: Option<PathBuf>, size_mib: u64, out: Output) -> Result<()
         b"report.bin".to_vec(),
         b"fabrikam".to_vec(),
     ];
-    for tenant in deployment.tenants()? {
+    for tenant in deployment.tenants().await? {
         needles.push(tenant.id.into_bytes());
     }
-    for listing in deployment.list(None)? {
-        let record = deployment.record(&listing.tenant, &listing.name, Some(listing.version))?;
+    for listing in deployment.list(None).await? {
+        let record = deployment
+            .record(&FileName {
+                tenant: &listing.tenant,
+                name: &listing.name,
+                version: Some(listing.version),
+            })
+            .await?;
         needles.push(record.file.as_bytes().to_vec());
         needles.push(record.file.to_string().into_bytes());
         needles.push(record.tenant.as_bytes().to_vec());
     }
-    let blobs = deployment.blobs().list().map_err(deployment::Error::from)?;
-    for (blob, _) in &blobs {
-        let mut bytes = Vec::new();
-        let _ = deployment
+    let blobs = deployment
+        .blobs()
+        .list()
+        .await
+        .map_err(deployment::Error::from)?;
+    for (blob, len) in &blobs {
+        let whole = usize::try_from(*len).unwrap_or(usize::MAX);
+        let mut reader = deployment
             .blobs()
             .open(blob)
-            .map_err(deployment::Error::from)?
-            .read_to_end(&mut bytes)
-            .map_err(|source| Error::Io {
-                what: format!("blob {blob}"),
-                source,
-            })?;
+            .await
+            .map_err(deployment::Error::from)?;
+        let bytes = reader.read(whole).await.map_err(deployment::Error::from)?;
         if needles
             .iter()
             .any(|n| bytes.windows(n.len()).any(|w| w == n.as_slice()))
@@ -150,8 +193,7 @@ pub(crate) fn run(dir: Option<PathBuf>, size_mib: u64, out: Output) -> Result<()
     );
 
     let started = Instant::now();
-    let mut back = Vec::with_capacity(len);
-    let _ = deployment.get("contoso", "report.bin", None, &alice, None, &mut back)?;
+    let (_, back) = get(&deployment, &alice, "contoso", "report.bin", None).await?;
     let get_time = started.elapsed();
     if back != data {
         return Err(Error::Demo {
@@ -167,15 +209,14 @@ pub(crate) fn run(dir: Option<PathBuf>, size_mib: u64, out: Output) -> Result<()
     );
 
     let range = (len as u64 / 4)..(len as u64 / 2);
-    let mut part = Vec::new();
-    let _ = deployment.get(
+    let (_, part) = get(
+        &deployment,
+        &alice,
         "contoso",
         "report.bin",
-        None,
-        &alice,
         Some(range.clone()),
-        &mut part,
-    )?;
+    )
+    .await?;
     if part != data.get(len / 4..len / 2).unwrap_or_default() {
         return Err(Error::Demo {
             what: "the range came back different",
@@ -192,10 +233,10 @@ pub(crate) fn run(dir: Option<PathBuf>, size_mib: u64, out: Output) -> Result<()
         ),
     );
 
-    let refused = deployment.get("contoso", "report.bin", None, &bob, None, &mut io::sink());
+    let refused = attempt(&deployment, &bob, "contoso", "report.bin").await;
     say(
         "cross-tenant",
-        format!("bob@fabrikam reading contoso's file: {}", outcome(&refused)),
+        format!("bob@fabrikam reading contoso's file: {refused}"),
     );
 
     // One flipped bit in the stored blob.
@@ -210,20 +251,16 @@ pub(crate) fn run(dir: Option<PathBuf>, size_mib: u64, out: Output) -> Result<()
         *byte ^= 1;
     }
     fs::write(&blob_path, &stored).map_err(io_error)?;
-    let tampered = deployment.get("contoso", "report.bin", None, &alice, None, &mut io::sink());
-    say(
-        "tamper",
-        format!("one flipped bit in the blob: {}", outcome(&tampered)),
-    );
+    let tampered = attempt(&deployment, &alice, "contoso", "report.bin").await;
+    say("tamper", format!("one flipped bit in the blob: {tampered}"));
     if let Some(byte) = stored.get_mut(middle) {
         *byte ^= 1;
     }
     fs::write(&blob_path, &stored).map_err(io_error)?;
 
-    let (version, report, _) = deployment.rotate_tik("contoso", &mut |_| {})?;
-    let (root, roll) = deployment.rotate_service_key("root")?;
-    let mut again = Vec::new();
-    let _ = deployment.get("contoso", "notes.txt", None, &alice, None, &mut again)?;
+    let (version, report, _) = deployment.rotate_tik("contoso", &mut |_| {}).await?;
+    let (root, roll) = deployment.rotate_service_key("root").await?;
+    let _ = get(&deployment, &alice, "contoso", "notes.txt", None).await?;
     say(
         "rotation",
         format!(
@@ -232,23 +269,21 @@ pub(crate) fn run(dir: Option<PathBuf>, size_mib: u64, out: Output) -> Result<()
         ),
     );
 
-    for (what, detail) in customer_key_demo(&dir.join("customer-key"))? {
+    for (what, detail) in customer_key_demo(&dir.join("customer-key")).await? {
         say(what, detail);
     }
 
-    let _ = deployment.purge("fabrikam")?;
-    let purged = deployment.get("fabrikam", "plans.txt", None, &bob, None, &mut io::sink());
-    let mut still = Vec::new();
-    let _ = deployment.get("contoso", "notes.txt", None, &alice, None, &mut still)?;
+    let _ = deployment.purge("fabrikam").await?;
+    let purged = attempt(&deployment, &bob, "fabrikam", "plans.txt").await;
+    let _ = get(&deployment, &alice, "contoso", "notes.txt", None).await?;
     say(
         "purge",
-        format!(
-            "fabrikam purged: its file {}; contoso unaffected",
-            outcome(&purged)
-        ),
+        format!("fabrikam purged: its file {purged}; contoso unaffected"),
     );
 
-    let audit = Deployment::verify_audit(deployment.dir(), &TrustedAudit::default())?.report;
+    let audit = Deployment::verify_audit(deployment.dir(), &TrustedAudit::default())
+        .await?
+        .report;
     say(
         "audit",
         format!(
@@ -270,49 +305,49 @@ pub(crate) fn run(dir: Option<PathBuf>, size_mib: u64, out: Output) -> Result<()
 
 /// A stand-in for a customer's key store, whose availability can be
 /// switched, holding one key `label`.
-fn stand_in_key_store(
+async fn stand_in_key_store(
     dir: &Path,
     name: &str,
     label: &str,
 ) -> Result<(Arc<FaultInjector>, RootKeyRef), deployment::Error> {
     let master = MasterKey::create_file(&dir.join(format!("{name}.key")))?;
-    let store = block_on(SqliteSealedKeys::open(&dir.join(format!("{name}.sqlite"))))?;
+    let store = SqliteSealedKeys::open(&dir.join(format!("{name}.sqlite"))).await?;
     let keys = ServiceKeys::new(name, Arc::new(store), master)?;
-    let key = block_on(keys.create_key(label))?;
+    let key = keys.create_key(label).await?;
     Ok((Arc::new(FaultInjector::new(Arc::new(keys))), key))
 }
 
 /// The customer-key rules, in a second deployment whose customer keys are
 /// in two stand-in key stores (real tenants use PKCS#11 tokens:
 /// `atrest tenant create --customer-key`).
-fn customer_key_demo(dir: &Path) -> Result<Vec<(&'static str, String)>, Error> {
+async fn customer_key_demo(dir: &Path) -> Result<Vec<(&'static str, String)>, Error> {
     fs::create_dir_all(dir).map_err(Error::at(dir))?;
-    let (hsm_a, key_a) = stand_in_key_store(dir, "hsm-a", "northwind-1")?;
-    let (hsm_b, key_b) = stand_in_key_store(dir, "hsm-b", "northwind-1")?;
+    let (hsm_a, key_a) = stand_in_key_store(dir, "hsm-a", "northwind-1").await?;
+    let (hsm_b, key_b) = stand_in_key_store(dir, "hsm-b", "northwind-1").await?;
     let options = Options::new(ACTOR)
         .provider(hsm_a.clone())
         .provider(hsm_b.clone())
         .cache_ttl(Duration::from_millis(200));
-    let mut deployment = Deployment::init(&dir.join("deployment"), None, None, options)?;
-    let _ = deployment.create_tenant(
-        "northwind",
-        &TenantKeys::CustomerKeyAt {
-            keys: [key_a, key_b],
-        },
-    )?;
+    let mut deployment = Deployment::init(&dir.join("deployment"), None, None, options).await?;
+    let _ = deployment
+        .create_tenant(
+            "northwind",
+            &TenantKeys::CustomerKeyAt {
+                keys: [key_a, key_b],
+            },
+        )
+        .await?;
     let carol = user("carol@northwind");
     let scan = deployment.system_capability("malware scan");
     let system = Access::System(&scan);
-    let _ = deployment.put("northwind", "ledger.csv", &carol, &b"northwind's data"[..])?;
-    let open = |access: &Access<'_>| {
-        deployment.get(
-            "northwind",
-            "ledger.csv",
-            None,
-            access,
-            None,
-            &mut io::sink(),
-        )
+    let _ = deployment
+        .put(&carol, "northwind", "ledger.csv", &b"northwind's data"[..])
+        .await?;
+    let deployment = &deployment;
+    let open = async |access: &Access<'_>| {
+        get(deployment, access, "northwind", "ledger.csv", None)
+            .await
+            .map(|(record, _)| record)
     };
     let keys = deployment.files().keys();
     let mut lines = vec![(
@@ -326,7 +361,7 @@ fn customer_key_demo(dir: &Path) -> Result<Vec<(&'static str, String)>, Error> {
         "",
         format!(
             "both HSMs unavailable → availability key used, audited: {}",
-            outcome(&open(&carol))
+            outcome(&open(&carol).await)
         ),
     ));
     keys.flush_cache();
@@ -335,24 +370,24 @@ fn customer_key_demo(dir: &Path) -> Result<Vec<(&'static str, String)>, Error> {
         "",
         format!(
             "HSM A refuses, HSM B down → user request {}",
-            outcome(&open(&carol))
+            outcome(&open(&carol).await)
         ),
     ));
     lines.push((
         "",
         format!(
             "  … a marked system operation: {} (audited)",
-            outcome(&open(&system))
+            outcome(&open(&system).await)
         ),
     ));
     hsm_a.set(Fault::None);
     hsm_b.set(Fault::None);
-    let _ = open(&carol)?;
+    let _ = open(&carol).await?;
     hsm_a.set(Fault::AccessDenied);
     hsm_b.set(Fault::AccessDenied);
-    let cached = open(&carol);
-    std::thread::sleep(Duration::from_millis(250));
-    let expired = open(&carol);
+    let cached = open(&carol).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let expired = open(&carol).await;
     lines.push((
         "revocation",
         format!(

@@ -4,7 +4,7 @@ use std::io;
 use std::path::PathBuf;
 
 use atrest::ErrorKind;
-use atrest_cli::deployment;
+use atrest_deployment as deployment;
 
 /// The exit codes, as `--help` shows them.
 pub(crate) const EXIT_CODES: &str = "\

@@ -1,7 +1,7 @@
 //! `atrest`: seal and open tenant files from the command line.
 //!
 //! A thin program over a deployment directory
-//! ([`atrest_cli::deployment`]): argument parsing and output only.
+//! ([`atrest_deployment`]): argument parsing and output only.
 //! `atrest --help` lists the commands; `atrest demo` runs the whole model
 //! on the embedded defaults in a fresh directory and prints a short report.
 
@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
-use atrest_cli::deployment::{MetadataConfig, Setup};
+use atrest_deployment::{MetadataConfig, Setup};
 
 use crate::cli::{Cli, Command};
 use crate::commands::GetArgs;
@@ -44,7 +44,15 @@ fn main() -> ExitCode {
         Command::Get { output, .. }
             if output.as_ref().is_none_or(|o| o.as_os_str() == "-")
     );
-    match run(cli) {
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io {
+            what: "the async runtime".into(),
+            source,
+        })
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    match result {
         // Standard output was closed or failed (a message said why).
         Ok(()) if atrest_cli::print::stdout_failed() => ExitCode::from(1),
         Ok(()) => ExitCode::SUCCESS,
@@ -87,7 +95,7 @@ fn usage_error(error: &clap::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn run(cli: Cli) -> Result<(), Error> {
+async fn run(cli: Cli) -> Result<(), Error> {
     let out = Output { json: cli.json };
     let data = cli.data.as_path();
     match cli.command {
@@ -114,15 +122,16 @@ fn run(cli: Cli) -> Result<(), Error> {
                     copies,
                 },
             )
+            .await
         }
-        Command::Kms(command) => commands::kms(data, out, command),
-        Command::Tenant(command) => commands::tenant(data, out, command),
+        Command::Kms(command) => commands::kms(data, out, command).await,
+        Command::Tenant(command) => commands::tenant(data, out, command).await,
         Command::Put {
             tenant,
             file,
             name,
             principal,
-        } => commands::put(data, out, &tenant, &file, name, principal),
+        } => commands::put(data, out, &tenant, &file, name, principal).await,
         Command::Get {
             tenant,
             name,
@@ -130,28 +139,31 @@ fn run(cli: Cli) -> Result<(), Error> {
             range,
             version,
             principal,
-        } => commands::get(
-            data,
-            out,
-            GetArgs {
-                tenant,
-                name,
-                output,
-                range,
-                version,
-                principal,
-            },
-        ),
-        Command::Ls { tenant } => commands::ls(data, out, tenant.as_deref()),
-        Command::Rotate(command) => commands::rotate(data, out, command),
-        Command::Revoke { tenant, key } => commands::revoke(data, out, &tenant, &key),
-        Command::Purge { tenant, yes } => commands::purge(data, out, &tenant, yes),
+        } => {
+            commands::get(
+                data,
+                out,
+                GetArgs {
+                    tenant,
+                    name,
+                    output,
+                    range,
+                    version,
+                    principal,
+                },
+            )
+            .await
+        }
+        Command::Ls { tenant } => commands::ls(data, out, tenant.as_deref()).await,
+        Command::Rotate(command) => commands::rotate(data, out, command).await,
+        Command::Revoke { tenant, key } => commands::revoke(data, out, &tenant, &key).await,
+        Command::Purge { tenant, yes } => commands::purge(data, out, &tenant, yes).await,
         Command::Gc {
             dry_run,
             older_than,
-        } => commands::gc(data, out, dry_run, older_than.into()),
-        Command::Blobs(command) => commands::blobs(data, out, command),
-        Command::Audit(command) => commands::audit(data, out, command),
-        Command::Demo { dir, size_mib } => demo::run(dir, size_mib, out),
+        } => commands::gc(data, out, dry_run, older_than.into()).await,
+        Command::Blobs(command) => commands::blobs(data, out, command).await,
+        Command::Audit(command) => commands::audit(data, out, command).await,
+        Command::Demo { dir, size_mib } => demo::run(dir, size_mib, out).await,
     }
 }

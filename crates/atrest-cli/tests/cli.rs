@@ -1313,8 +1313,8 @@ fn gc_removes_what_interrupted_puts_left_and_never_an_upload_in_progress() {
     cli.ok(&["audit", "verify"]);
 }
 
-#[test]
-fn small_things_an_operator_sees() {
+#[tokio::test]
+async fn small_things_an_operator_sees() {
     let dir = TempDir::new("cli-small");
     let cli = Cli::new(dir.path());
     cli.ok(&["init"]);
@@ -1329,13 +1329,12 @@ fn small_things_an_operator_sees() {
 
     // A rotation that has not finished, and the versions kept for it.
     {
-        let deployment = atrest_cli::deployment::Deployment::open(
-            &cli.data,
-            atrest_cli::deployment::Options::new("test"),
-        )
-        .unwrap();
-        let id = deployment.tenant_id("contoso").unwrap();
-        atrest::tenant::blocking::block_on(deployment.files().keys().roll_tik(id)).unwrap();
+        let deployment =
+            atrest_deployment::Deployment::open(&cli.data, atrest_deployment::Options::new("test"))
+                .await
+                .unwrap();
+        let id = deployment.tenant_id("contoso").await.unwrap();
+        deployment.files().keys().roll_tik(id).await.unwrap();
     }
     let shown = cli.json(&["tenant", "show", "contoso"]);
     assert_eq!(shown["rotation_unfinished"], true, "{shown}");

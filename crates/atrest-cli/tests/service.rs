@@ -22,18 +22,7 @@ use std::time::{Duration, Instant};
 use atrest_test_support::{TempDir, seeded as content};
 use serde_json::Value;
 
-use service_support::{Instance, Response, bearer, head, request, token};
-
-fn atrest(data: &Path, args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_atrest"))
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "atrest {args:?}: {output:?}");
-    String::from_utf8(output.stdout).unwrap()
-}
+use service_support::{Instance, Response, atrest, bearer, head, request, token};
 
 fn audit(data: &Path, tenant: &str) -> Vec<Value> {
     let json = atrest(data, &["--json", "audit", "show", "--tenant", tenant]);

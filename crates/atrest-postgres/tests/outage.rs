@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atrest::{ErrorKind, MemoryBlobs};
+use atrest_test_support::files::read;
 use atrest_test_support::proxy::Proxy;
 use common::{ALICE, TempDir, TestDatabase, World};
 
@@ -29,16 +30,17 @@ fn through(proxy: &Proxy, url: &str) -> String {
     url.to_string()
 }
 
-#[test]
-fn a_metadata_store_or_catalog_that_is_down_is_unavailable_through_files() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_store_or_catalog_that_is_down_is_unavailable_through_files() {
     let database = TestDatabase::new("outage");
     let dir = TempDir::new("pg-outage");
     let blobs = Arc::new(MemoryBlobs::new());
     {
-        let world = World::open(dir.path(), database.url(), blobs.clone());
+        let world = World::open(dir.path(), database.url(), blobs.clone()).await;
         let _ = world
             .files
             .seal(&ALICE, world.a, "kept.txt", &b"kept"[..])
+            .await
             .unwrap();
     }
     let url = url::Url::parse(database.url()).unwrap();
@@ -60,31 +62,30 @@ fn a_metadata_store_or_catalog_that_is_down_is_unavailable_through_files() {
             catalog_url,
             blobs.clone(),
             Duration::ZERO,
-        );
-        let (_, read) = world
-            .files
-            .open(&ALICE, world.a, "kept.txt", None, Vec::new())
+        )
+        .await;
+        let (_, kept) = read(&world.files, &ALICE, world.a, "kept.txt", None, None)
+            .await
             .unwrap();
-        assert_eq!(read, b"kept");
+        assert_eq!(kept, b"kept");
 
         proxy.cut();
         let sealed = world
             .files
             .seal(&ALICE, world.a, "new.txt", &b"new"[..])
+            .await
             .unwrap_err();
         assert_eq!(sealed.kind(), ErrorKind::Unavailable, "{down}: {sealed}");
-        let opened = world
-            .files
-            .open(&ALICE, world.a, "kept.txt", None, Vec::new())
+        let opened = read(&world.files, &ALICE, world.a, "kept.txt", None, None)
+            .await
             .unwrap_err();
         assert_eq!(opened.kind(), ErrorKind::Unavailable, "{down}: {opened}");
 
         // Back up: served again, nothing lost.
         proxy.restore();
-        let (_, read) = world
-            .files
-            .open(&ALICE, world.a, "kept.txt", None, Vec::new())
+        let (_, kept) = read(&world.files, &ALICE, world.a, "kept.txt", None, None)
+            .await
             .unwrap();
-        assert_eq!(read, b"kept", "{down}");
+        assert_eq!(kept, b"kept", "{down}");
     }
 }

@@ -24,7 +24,8 @@ use atrest::{CatalogError, Error as FilesError, ErrorKind, MemoryBlobs};
 use atrest_filekey::{OsRng, TenantId};
 use atrest_postgres::{PgCatalog, PgError, PgMetadataStore, PgOptions, Postgres};
 use atrest_tenant::{Error, MetadataStore, TenantState};
-use common::{ALICE, TempDir, TestDatabase, World, blocking, customer_keys};
+use atrest_test_support::files::read;
+use common::{ALICE, TempDir, TestDatabase, World, customer_keys};
 use tokio::sync::Barrier;
 
 fn pg_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> &'a PgError {
@@ -315,7 +316,9 @@ async fn the_key_hierarchy_runs_end_to_end_and_refuses_edited_rows() {
     let (files, keys) = (&world.files, &world.keys);
     for tenant in [world.a, world.c] {
         for i in 0..3u8 {
-            let _ = blocking(|| files.seal(&ALICE, tenant, &format!("doc-{i}"), &[i; 1000][..]))
+            let _ = files
+                .seal(&ALICE, tenant, &format!("doc-{i}"), &[i; 1000][..])
+                .await
                 .unwrap();
         }
     }
@@ -323,42 +326,43 @@ async fn the_key_hierarchy_runs_end_to_end_and_refuses_edited_rows() {
     for tenant in [world.a, world.c] {
         let first = keys.tenant(tenant).await.unwrap().current_tik;
         let second = keys.roll_tik(tenant).await.unwrap();
-        let refused = blocking(|| files.retire_tik(tenant, first)).unwrap_err();
+        let refused = files.retire_tik(tenant, first).await.unwrap_err();
         assert_eq!(refused.kind(), ErrorKind::Conflict, "in use: {refused}");
-        let report = blocking(|| files.rewrap(tenant, 2, &mut |_| {})).unwrap();
+        let report = files.rewrap(tenant, 2, &mut |_| {}).await.unwrap();
         assert_eq!(report.rewrapped, 3);
-        assert_eq!(
-            blocking(|| files.retire_unused_tiks(tenant)).unwrap(),
-            vec![first]
-        );
+        assert_eq!(files.retire_unused_tiks(tenant).await.unwrap(), vec![first]);
         assert_eq!(keys.tik_versions(tenant).await.unwrap(), vec![second]);
         for i in 0..3u8 {
-            let (record, out) =
-                blocking(|| files.open(&ALICE, tenant, &format!("doc-{i}"), None, Vec::new()))
-                    .unwrap();
+            let (record, out) = read(files, &ALICE, tenant, &format!("doc-{i}"), None, None)
+                .await
+                .unwrap();
             assert_eq!((out, record.tik_version()), (vec![i; 1000], second));
         }
     }
     // Another instance over the same database opens the same files.
     let second_dir_world = World::open(dir.path(), database.url(), blobs.clone()).await;
-    let (_, out) = blocking(|| {
-        second_dir_world
-            .files
-            .open(&ALICE, world.c, "doc-1", None, Vec::new())
-    })
+    let (_, out) = read(
+        &second_dir_world.files,
+        &ALICE,
+        world.c,
+        "doc-1",
+        None,
+        None,
+    )
+    .await
     .unwrap();
     assert_eq!(out, vec![1; 1000]);
 
     // Revocation: one customer key revoked, the other still releases; both
     // revoked, user requests are refused.
-    let open_doc_0 = |tenant| blocking(|| files.open(&ALICE, tenant, "doc-0", None, Vec::new()));
+    let open_doc_0 = |tenant| read(files, &ALICE, tenant, "doc-0", None, None);
     let [key_a, key_b] = customer_keys();
     keys.revoke_customer_key(world.c, &key_a).await.unwrap();
     keys.flush_cache();
-    assert!(open_doc_0(world.c).is_ok());
+    assert!(open_doc_0(world.c).await.is_ok());
     keys.revoke_customer_key(world.c, &key_b).await.unwrap();
     keys.flush_cache();
-    let refused = open_doc_0(world.c).unwrap_err();
+    let refused = open_doc_0(world.c).await.unwrap_err();
     assert!(
         matches!(refused, FilesError::Keys(Error::Revoked(t)) if t == world.c),
         "{refused}"
@@ -375,7 +379,7 @@ async fn the_key_hierarchy_runs_end_to_end_and_refuses_edited_rows() {
         matches!(tampered, Error::Tampered { tenant, .. } if tenant == world.c),
         "{tampered}"
     );
-    let refused = open_doc_0(world.c).unwrap_err();
+    let refused = open_doc_0(world.c).await.unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Integrity, "{refused}");
     // So is a file record put under another name.
     for (from, to) in [("doc-0", "swap"), ("doc-1", "doc-0"), ("swap", "doc-1")] {
@@ -386,7 +390,7 @@ async fn the_key_hierarchy_runs_end_to_end_and_refuses_edited_rows() {
             ))
             .await;
     }
-    let swapped = open_doc_0(world.a).unwrap_err();
+    let swapped = open_doc_0(world.a).await.unwrap_err();
     assert!(
         matches!(swapped, FilesError::Catalog(CatalogError::Tampered { .. })),
         "{swapped}"
@@ -413,8 +417,8 @@ async fn the_key_hierarchy_runs_end_to_end_and_refuses_edited_rows() {
     );
     let record = world.store.tenant(world.a).await.unwrap().unwrap();
     assert_eq!((record.state, record.tag), (TenantState::Purged, None));
-    let open_doc_2 = || blocking(|| files.open(&ALICE, world.a, "doc-2", None, Vec::new()));
-    let refused = open_doc_2().unwrap_err();
+    let open_doc_2 = || read(files, &ALICE, world.a, "doc-2", None, None);
+    let refused = open_doc_2().await.unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Refused, "{refused}");
     // A purged tenant's record, restored by the writer, releases nothing:
     // its tenant key is gone.
@@ -424,5 +428,5 @@ async fn the_key_hierarchy_runs_end_to_end_and_refuses_edited_rows() {
         ))
         .await;
     keys.flush_cache();
-    assert!(open_doc_2().is_err());
+    assert!(open_doc_2().await.is_err());
 }

@@ -22,7 +22,8 @@ use std::sync::Arc;
 
 use atrest::ErrorKind;
 use atrest::blobs::BlobStore;
-use common::{ALICE, TempDir, TestDatabase, World, blocking};
+use atrest_test_support::files::read;
+use common::{ALICE, TempDir, TestDatabase, World};
 
 const CHILD_DIR: &str = "ATREST_PG_CHILD_DIR";
 const CHILD_URL: &str = "ATREST_PG_CHILD_URL";
@@ -46,12 +47,6 @@ async fn world(dir: &Path, url: &str) -> World {
         Arc::new(BlobStore::local(&dir.join("blobs")).unwrap()),
     )
     .await
-}
-
-/// Drops `world` where blocking is allowed: its `BlobStore` drives a
-/// runtime of its own, which must not be dropped by a task.
-fn close(world: World) {
-    blocking(|| drop(world));
 }
 
 /// Tolerates what a lost race reports: a conflict.
@@ -87,12 +82,11 @@ async fn rotation_child() {
             (world.a, "shared".to_owned()),
             (world.c, format!("child-{child}/round-{round}")),
         ] {
-            let record = blocking(|| {
-                world
-                    .files
-                    .seal(&ALICE, tenant, &name, content(child, round).as_slice())
-            })
-            .unwrap();
+            let record = world
+                .files
+                .seal(&ALICE, tenant, &name, content(child, round).as_slice())
+                .await
+                .unwrap();
             println!("sealed {name} version {}", u64::from(record.version));
         }
         let tenant = if round % 2 == 0 { world.a } else { world.c };
@@ -101,17 +95,11 @@ async fn rotation_child() {
                 world.keys.roll_tik(tenant).await.map_err(Into::into),
                 "roll",
             ),
-            1 => allow_conflict(
-                blocking(|| world.files.rewrap(tenant, 4, &mut |_| {})),
-                "rewrap",
-            ),
-            _ => allow_conflict(
-                blocking(|| world.files.retire_unused_tiks(tenant)),
-                "retire",
-            ),
+            1 => allow_conflict(world.files.rewrap(tenant, 4, &mut |_| {}).await, "rewrap"),
+            _ => allow_conflict(world.files.retire_unused_tiks(tenant).await, "retire"),
         }
     }
-    close(world);
+    drop(world);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,7 +129,10 @@ async fn processes_rotating_and_sealing_at_once_lose_nothing() {
     std::fs::write(dir.path().join("start"), b"").unwrap();
     let (mut done, mut lost) = (0, 0);
     for child in children {
-        let output = blocking(|| child.wait_with_output()).unwrap();
+        let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
             output.status.success() && stdout.contains("1 passed"),
@@ -164,7 +155,11 @@ async fn processes_rotating_and_sealing_at_once_lose_nothing() {
 
     // Finish the rotation, then check every record.
     for tenant in [world.a, world.c] {
-        let (current, _, _) = blocking(|| world.files.rotate_tik(tenant, 50, &mut |_| {})).unwrap();
+        let (current, _, _) = world
+            .files
+            .rotate_tik(tenant, 50, &mut |_| {})
+            .await
+            .unwrap();
         assert_eq!(
             world.keys.tik_versions(tenant).await.unwrap(),
             vec![current]
@@ -176,15 +171,15 @@ async fn processes_rotating_and_sealing_at_once_lose_nothing() {
     for tenant in [world.a, world.c] {
         let mut own = BTreeMap::new();
         for record in records(&world, tenant).await {
-            let (_, out) = blocking(|| {
-                world.files.open(
-                    &ALICE,
-                    tenant,
-                    &record.name,
-                    Some(record.version),
-                    Vec::new(),
-                )
-            })
+            let (_, out) = read(
+                &world.files,
+                &ALICE,
+                tenant,
+                &record.name,
+                Some(record.version),
+                None,
+            )
+            .await
             .unwrap();
             if record.name == "shared" {
                 continue;
@@ -212,11 +207,15 @@ async fn processes_rotating_and_sealing_at_once_lose_nothing() {
     );
     let mut seen = BTreeMap::new();
     for record in &shared {
-        let (_, out) = blocking(|| {
-            world
-                .files
-                .open(&ALICE, world.a, "shared", Some(record.version), Vec::new())
-        })
+        let (_, out) = read(
+            &world.files,
+            &ALICE,
+            world.a,
+            "shared",
+            Some(record.version),
+            None,
+        )
+        .await
         .unwrap();
         let found = (0..CHILDREN)
             .flat_map(|child| (0..ROUNDS).map(move |round| (child, round)))
@@ -230,7 +229,7 @@ async fn processes_rotating_and_sealing_at_once_lose_nothing() {
             .unwrap()
             .is_empty()
     );
-    close(world);
+    drop(world);
 }
 
 async fn records(world: &World, tenant: atrest_filekey::TenantId) -> Vec<atrest::FileRecord> {

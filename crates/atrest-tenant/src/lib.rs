@@ -2,7 +2,6 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod blocking;
 mod error;
 pub mod fault;
 mod hierarchy;

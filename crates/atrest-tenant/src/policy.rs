@@ -134,25 +134,29 @@ pub enum Decision {
 /// written: the service's authorization checks ("may this principal read
 /// this file of this tenant?", "… write a new version of it?").
 ///
+/// Async, as a policy may ask a store or a service (a catalog of tenant
+/// members, an authorization server) while the request waits.
 /// Closures `Fn(&Access, TenantId, FileId) -> Decision` implement it, with
 /// the same answer for both.
+#[async_trait::async_trait]
 pub trait ReleasePolicy: Send + Sync {
     /// Whether `access` may have the key of `file` of `tenant`.
-    fn decide(&self, access: &Access<'_>, tenant: TenantId, file: FileId) -> Decision;
+    async fn decide(&self, access: &Access<'_>, tenant: TenantId, file: FileId) -> Decision;
 
     /// Whether `access` may write a new version of `file` of `tenant` (asked
     /// before its file key is made). By default, the same as
     /// [`ReleasePolicy::decide`]: whoever may read a file may write it.
-    fn decide_write(&self, access: &Access<'_>, tenant: TenantId, file: FileId) -> Decision {
-        self.decide(access, tenant, file)
+    async fn decide_write(&self, access: &Access<'_>, tenant: TenantId, file: FileId) -> Decision {
+        self.decide(access, tenant, file).await
     }
 }
 
+#[async_trait::async_trait]
 impl<F> ReleasePolicy for F
 where
     F: Fn(&Access<'_>, TenantId, FileId) -> Decision + Send + Sync,
 {
-    fn decide(&self, access: &Access<'_>, tenant: TenantId, file: FileId) -> Decision {
+    async fn decide(&self, access: &Access<'_>, tenant: TenantId, file: FileId) -> Decision {
         self(access, tenant, file)
     }
 }
@@ -162,8 +166,9 @@ where
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DenyAll;
 
+#[async_trait::async_trait]
 impl ReleasePolicy for DenyAll {
-    fn decide(&self, _: &Access<'_>, _: TenantId, _: FileId) -> Decision {
+    async fn decide(&self, _: &Access<'_>, _: TenantId, _: FileId) -> Decision {
         Decision::Deny("no key-release policy is configured".into())
     }
 }

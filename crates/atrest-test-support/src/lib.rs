@@ -21,6 +21,8 @@ pub mod azurite;
 mod content;
 #[cfg(feature = "contract")]
 pub mod contract;
+#[cfg(feature = "files")]
+pub mod files;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod proxy;

@@ -5,10 +5,10 @@
 //! neither the tenant, nor the file, nor its name.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
+use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use atrest_stream::ReadAt;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, ErrorKind};
@@ -192,54 +192,86 @@ impl BlobHasher {
 /// A blob being written: nothing is visible under its name until
 /// [`BlobUpload::finish`] returns; dropping it without `finish` aborts the
 /// upload and leaves nothing.
-pub trait BlobUpload: Write + Send {
+#[async_trait::async_trait]
+pub trait BlobUpload: Send {
+    /// Appends `bytes` to the blob.
+    ///
+    /// # Errors
+    /// [`Error::Blob`] if the store refuses them; the upload is then
+    /// broken: drop it.
+    async fn write(&mut self, bytes: Bytes) -> Result<(), Error>;
+
     /// Completes the upload: the blob is durable and visible once this
     /// returns. Returns its length.
     ///
     /// # Errors
     /// [`Error::Blob`] if the store refuses it; then nothing is visible.
-    fn finish(self: Box<Self>) -> Result<u64, Error>;
+    async fn finish(self: Box<Self>) -> Result<u64, Error>;
+}
+
+/// Reads one blob from its start.
+#[async_trait::async_trait]
+pub trait BlobReader: Send {
+    /// The blob's next bytes, `max` of them, fewer only where the blob
+    /// ends (none once it has).
+    ///
+    /// # Errors
+    /// [`Error::Blob`] if the store fails while the blob is read.
+    async fn read(&mut self, max: usize) -> Result<Vec<u8>, Error>;
 }
 
 /// Where sealed blobs are stored. The catalog holds the only reference to
 /// each blob; [`crate::Files`] writes a blob completely before it commits
 /// the record that names it.
 ///
+/// Async, as the stores behind it are (an object store's requests, a
+/// local directory's calls on the runtime's blocking pool): a blob being
+/// written or read holds a task, not a thread.
+///
 /// Implementations: [`MemoryBlobs`], and with the `blobs` feature
 /// `blobs::BlobStore` (the local filesystem or any `object_store` URL) and
 /// `blobs::ReplicatedBlobs` (a primary and replicas, each a store; its
-/// copies are reached through [`Blobs::locations`] and [`Blobs::open_at`]).
+/// copies are reached through [`Blobs::locations`] and the `*_at`
+/// methods).
+#[async_trait::async_trait]
 pub trait Blobs: Send + Sync {
     /// Starts writing a new blob.
     ///
     /// # Errors
     /// [`Error::Blob`].
-    fn create(&self, name: &BlobName) -> Result<Box<dyn BlobUpload + '_>, Error>;
+    async fn create(&self, name: &BlobName) -> Result<Box<dyn BlobUpload>, Error>;
 
     /// Reads a blob from the start.
     ///
     /// # Errors
     /// [`Error::Blob`] ([`ErrorKind::NotFound`] if there is no such blob).
-    fn open(&self, name: &BlobName) -> Result<Box<dyn Read + Send + '_>, Error>;
+    async fn open(&self, name: &BlobName) -> Result<Box<dyn BlobReader>, Error>;
 
-    /// Positioned reads of a blob, for range reads that fetch only the
-    /// segments they need.
+    /// The bytes of a blob in `range`, fewer only where the blob ends: a
+    /// positioned read, for range reads that fetch only the segments they
+    /// need.
     ///
     /// # Errors
     /// As for [`Blobs::open`].
-    fn ranged(&self, name: &BlobName) -> Result<Box<dyn ReadAt + Send + Sync + '_>, Error>;
+    async fn read_range(&self, name: &BlobName, range: Range<u64>) -> Result<Vec<u8>, Error>;
+
+    /// The length of a blob.
+    ///
+    /// # Errors
+    /// As for [`Blobs::open`].
+    async fn len(&self, name: &BlobName) -> Result<u64, Error>;
 
     /// Deletes a blob (deleting a missing blob is not an error).
     ///
     /// # Errors
     /// [`Error::Blob`].
-    fn delete(&self, name: &BlobName) -> Result<(), Error>;
+    async fn delete(&self, name: &BlobName) -> Result<(), Error>;
 
     /// Every blob with its size, by name.
     ///
     /// # Errors
     /// [`Error::Blob`].
-    fn list(&self) -> Result<Vec<(BlobName, u64)>, Error>;
+    async fn list(&self) -> Result<Vec<(BlobName, u64)>, Error>;
 
     /// Where the blobs are (a directory or a URL), for audit records.
     fn location(&self) -> String;
@@ -252,8 +284,8 @@ pub trait Blobs: Send + Sync {
     ///
     /// # Errors
     /// As for [`Blobs::create`].
-    fn create_deferred(&self, name: &BlobName) -> Result<Box<dyn BlobUpload + '_>, Error> {
-        self.create(name)
+    async fn create_deferred(&self, name: &BlobName) -> Result<Box<dyn BlobUpload>, Error> {
+        self.create(name).await
     }
 
     /// Makes the bytes of a blob written with [`Blobs::create_deferred`]
@@ -261,8 +293,18 @@ pub trait Blobs: Send + Sync {
     ///
     /// # Errors
     /// [`Error::Blob`].
-    fn make_durable(&self, name: &BlobName) -> Result<(), Error> {
+    async fn make_durable(&self, name: &BlobName) -> Result<(), Error> {
         let _ = name;
+        Ok(())
+    }
+
+    /// Makes the names of the blobs written with
+    /// [`Blobs::create_deferred`] (and made durable) durable: after this,
+    /// they survive a crash (by default there is nothing to do).
+    ///
+    /// # Errors
+    /// [`Error::Blob`].
+    async fn make_names_durable(&self) -> Result<(), Error> {
         Ok(())
     }
 
@@ -279,61 +321,76 @@ pub trait Blobs: Send + Sync {
     /// # Errors
     /// As for [`Blobs::open`]; [`ErrorKind::NotFound`] for a location the
     /// store does not have.
-    fn open_at(
+    async fn open_at(
         &self,
         name: &BlobName,
         location: usize,
-    ) -> Result<Box<dyn Read + Send + '_>, Error> {
-        if location == 0 {
-            self.open(name)
-        } else {
-            Err(no_location(location))
-        }
+    ) -> Result<Box<dyn BlobReader>, Error> {
+        only_location(location)?;
+        self.open(name).await
     }
 
-    /// Positioned reads of the copy of a blob kept at location `location`.
+    /// As [`Blobs::read_range`], from the copy kept at `location`.
     ///
     /// # Errors
     /// As for [`Blobs::open_at`].
-    fn ranged_at(
+    async fn read_range_at(
         &self,
         name: &BlobName,
         location: usize,
-    ) -> Result<Box<dyn ReadAt + Send + Sync + '_>, Error> {
-        if location == 0 {
-            self.ranged(name)
-        } else {
-            Err(no_location(location))
-        }
+        range: Range<u64>,
+    ) -> Result<Vec<u8>, Error> {
+        only_location(location)?;
+        self.read_range(name, range).await
     }
 
-    /// Makes the names of the blobs written with
-    /// [`Blobs::create_deferred`] (and made durable) durable: after this,
-    /// they survive a crash (by default there is nothing to do).
+    /// As [`Blobs::len`], of the copy kept at `location`.
     ///
     /// # Errors
-    /// [`Error::Blob`].
-    fn make_names_durable(&self) -> Result<(), Error> {
-        Ok(())
+    /// As for [`Blobs::open_at`].
+    async fn len_at(&self, name: &BlobName, location: usize) -> Result<u64, Error> {
+        only_location(location)?;
+        self.len(name).await
     }
 
     /// Whether writing a blob with [`Blobs::create_deferred`] waits on the
     /// store — a network round trip, a flush of its own — rather than only
     /// handing its bytes to the operating system, as a local directory
     /// flushed once per batch does. A caller sealing a batch of in-memory
-    /// files uses it to choose its writers: one per blob when writes wait,
-    /// else one per core, since more would only contend for the CPU and
-    /// the directory. By default `true`.
+    /// files uses it to choose how many to write at once: many when writes
+    /// wait, else about one per core, since more would only contend for
+    /// the CPU and the directory. By default `true`.
     fn deferred_writes_wait(&self) -> bool {
         true
     }
 }
 
-fn no_location(location: usize) -> Error {
-    Error::blob(
-        ErrorKind::NotFound,
-        format!("the blob store has no location {location}"),
-    )
+/// Refuses any location but the primary, for a store with one.
+fn only_location(location: usize) -> Result<(), Error> {
+    if location == 0 {
+        Ok(())
+    } else {
+        Err(Error::blob(
+            ErrorKind::NotFound,
+            format!("the blob store has no location {location}"),
+        ))
+    }
+}
+
+/// Reads `max` bytes or up to the end of a slice of a blob held in memory.
+struct MemoryReader {
+    bytes: Arc<Vec<u8>>,
+    at: usize,
+}
+
+#[async_trait::async_trait]
+impl BlobReader for MemoryReader {
+    async fn read(&mut self, max: usize) -> Result<Vec<u8>, Error> {
+        let end = self.at.saturating_add(max).min(self.bytes.len());
+        let bytes = self.bytes.get(self.at..end).unwrap_or_default().to_vec();
+        self.at = end.max(self.at);
+        Ok(bytes)
+    }
 }
 
 /// Blobs in memory: for tests and examples (nothing is durable).
@@ -378,19 +435,14 @@ struct MemoryUpload {
     bytes: Vec<u8>,
 }
 
-impl Write for MemoryUpload {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.bytes.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
+#[async_trait::async_trait]
+impl BlobUpload for MemoryUpload {
+    async fn write(&mut self, bytes: Bytes) -> Result<(), Error> {
+        self.bytes.extend_from_slice(&bytes);
         Ok(())
     }
-}
 
-impl BlobUpload for MemoryUpload {
-    fn finish(self: Box<Self>) -> Result<u64, Error> {
+    async fn finish(self: Box<Self>) -> Result<u64, Error> {
         let len = self.bytes.len() as u64;
         let _ = self
             .blobs
@@ -401,8 +453,9 @@ impl BlobUpload for MemoryUpload {
     }
 }
 
+#[async_trait::async_trait]
 impl Blobs for MemoryBlobs {
-    fn create(&self, name: &BlobName) -> Result<Box<dyn BlobUpload + '_>, Error> {
+    async fn create(&self, name: &BlobName) -> Result<Box<dyn BlobUpload>, Error> {
         Ok(Box::new(MemoryUpload {
             blobs: Arc::clone(&self.blobs),
             name: name.clone(),
@@ -410,15 +463,28 @@ impl Blobs for MemoryBlobs {
         }))
     }
 
-    fn open(&self, name: &BlobName) -> Result<Box<dyn Read + Send + '_>, Error> {
-        Ok(Box::new(io::Cursor::new(self.get(name)?.as_ref().clone())))
+    async fn open(&self, name: &BlobName) -> Result<Box<dyn BlobReader>, Error> {
+        Ok(Box::new(MemoryReader {
+            bytes: self.get(name)?,
+            at: 0,
+        }))
     }
 
-    fn ranged(&self, name: &BlobName) -> Result<Box<dyn ReadAt + Send + Sync + '_>, Error> {
-        Ok(Box::new(self.get(name)?))
+    async fn read_range(&self, name: &BlobName, range: Range<u64>) -> Result<Vec<u8>, Error> {
+        let bytes = self.get(name)?;
+        let clamp = |at: u64| usize::try_from(at).unwrap_or(usize::MAX).min(bytes.len());
+        let (start, end) = (clamp(range.start), clamp(range.end));
+        Ok(bytes
+            .get(start..end.max(start))
+            .unwrap_or_default()
+            .to_vec())
     }
 
-    fn delete(&self, name: &BlobName) -> Result<(), Error> {
+    async fn len(&self, name: &BlobName) -> Result<u64, Error> {
+        Ok(self.get(name)?.len() as u64)
+    }
+
+    async fn delete(&self, name: &BlobName) -> Result<(), Error> {
         let _ = self
             .blobs
             .lock()
@@ -427,7 +493,7 @@ impl Blobs for MemoryBlobs {
         Ok(())
     }
 
-    fn list(&self) -> Result<Vec<(BlobName, u64)>, Error> {
+    async fn list(&self) -> Result<Vec<(BlobName, u64)>, Error> {
         Ok(self
             .blobs
             .lock()

@@ -10,10 +10,10 @@ mod error;
 mod files;
 mod record;
 
-pub use blob::{BlobDigest, BlobName, Blobs, MemoryBlobs};
+pub use blob::{BlobDigest, BlobName, BlobReader, BlobUpload, Blobs, MemoryBlobs};
 pub use catalog::{Catalog, check_name};
 pub use error::{CatalogError, Error, ErrorKind, RecordError};
-pub use files::{BatchItem, CollectReport, Files, SealOptions};
+pub use files::{BatchItem, CollectReport, FileSelector, Files, OpenSink, SealOptions, WriterSink};
 pub use record::FileRecord;
 
 pub use atrest_audit as audit;

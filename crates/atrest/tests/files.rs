@@ -13,25 +13,26 @@
     clippy::cast_possible_truncation
 )]
 
-use std::io::{Read, Write as _};
+use bytes::Bytes;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Barrier, mpsc};
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt as _;
 
 use atrest::audit::Event;
 use atrest::blobs::BlobStore;
 use atrest::filekey::{FileId, FileVersion, OsRng, TenantId};
-use atrest::tenant::blocking::block_on;
 use atrest::tenant::{Access, Decision, KeyHierarchy, MasterKey, ServiceKeys, TenantKeyDir};
 use atrest::{
     BlobName, Blobs, Catalog as _, CatalogError, Error, ErrorKind, FileRecord, Files, MemoryBlobs,
 };
 use atrest_sqlite::{SqliteCatalog, SqliteSealedKeys, SqliteStore};
 use atrest_test_support::TempDir;
+use atrest_test_support::files::{read, read_range};
 
 /// The service's root keys in `path`, sealed under `master`.
-fn service_keys(path: &Path, master: MasterKey) -> Arc<ServiceKeys> {
-    let sealed = block_on(SqliteSealedKeys::open(path)).unwrap();
+async fn service_keys(path: &Path, master: MasterKey) -> Arc<ServiceKeys> {
+    let sealed = SqliteSealedKeys::open(path).await.unwrap();
     Arc::new(ServiceKeys::new("service", Arc::new(sealed), master).unwrap())
 }
 
@@ -77,7 +78,7 @@ struct World {
 /// A hierarchy over the key files and databases in `dir` (created on first
 /// use, reopened after), with tenants `a` and `b` whose ids are kept in
 /// `dir/tenants`, and blobs in `blobs`.
-fn world_with(dir: &Path, blobs: Arc<dyn Blobs>) -> World {
+async fn world_with(dir: &Path, blobs: Arc<dyn Blobs>) -> World {
     let master_path = dir.join("master.key");
     let fresh = !master_path.exists();
     let master = if fresh {
@@ -85,30 +86,34 @@ fn world_with(dir: &Path, blobs: Arc<dyn Blobs>) -> World {
     } else {
         MasterKey::open_file(&master_path).unwrap()
     };
-    let service = service_keys(&dir.join("keys.sqlite"), master.clone());
+    let service = service_keys(&dir.join("keys.sqlite"), master.clone()).await;
     if fresh {
-        block_on(service.create_key("root")).unwrap();
+        service.create_key("root").await.unwrap();
     }
     let records = Arc::new(Records::default());
-    let catalog = Arc::new(block_on(SqliteCatalog::open(&dir.join("catalog.sqlite"))).unwrap());
+    let catalog = Arc::new(
+        SqliteCatalog::open(&dir.join("catalog.sqlite"))
+            .await
+            .unwrap(),
+    );
     let (a, b) = if fresh {
         let ids = (
             TenantId::random(&mut OsRng).unwrap(),
             TenantId::random(&mut OsRng).unwrap(),
         );
-        block_on(catalog.name_tenant("a", ids.0)).unwrap();
-        block_on(catalog.name_tenant("b", ids.1)).unwrap();
+        catalog.name_tenant("a", ids.0).await.unwrap();
+        catalog.name_tenant("b", ids.1).await.unwrap();
         ids
     } else {
         (
-            block_on(catalog.tenant_named("a")).unwrap().unwrap(),
-            block_on(catalog.tenant_named("b")).unwrap().unwrap(),
+            catalog.tenant_named("a").await.unwrap().unwrap(),
+            catalog.tenant_named("b").await.unwrap().unwrap(),
         )
     };
     let tenant_keys =
         Arc::new(TenantKeyDir::open(&dir.join("tenant-keys"), master.clone()).unwrap());
     let keys = KeyHierarchy::builder(
-        Arc::new(block_on(SqliteStore::open(&dir.join("meta.sqlite"))).unwrap()),
+        Arc::new(SqliteStore::open(&dir.join("meta.sqlite")).await.unwrap()),
         tenant_keys,
         records.clone(),
     )
@@ -129,8 +134,8 @@ fn world_with(dir: &Path, blobs: Arc<dyn Blobs>) -> World {
     .build()
     .unwrap();
     if fresh {
-        block_on(keys.create_service_tenant(a)).unwrap();
-        block_on(keys.create_service_tenant(b)).unwrap();
+        keys.create_service_tenant(a).await.unwrap();
+        keys.create_service_tenant(b).await.unwrap();
     }
     let files = Files::new(Arc::new(keys), catalog.clone(), blobs, records.clone());
     World {
@@ -142,9 +147,9 @@ fn world_with(dir: &Path, blobs: Arc<dyn Blobs>) -> World {
     }
 }
 
-fn world(dir: &TempDir) -> (World, Arc<MemoryBlobs>) {
+async fn world(dir: &TempDir) -> (World, Arc<MemoryBlobs>) {
     let blobs = Arc::new(MemoryBlobs::new());
-    (world_with(dir.path(), blobs.clone()), blobs)
+    (world_with(dir.path(), blobs.clone()).await, blobs)
 }
 
 fn data(len: usize, seed: u8) -> Vec<u8> {
@@ -153,23 +158,22 @@ fn data(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn open_all(
+async fn open_all(
     world: &World,
     access: &Access<'_>,
     name: &str,
     version: u64,
 ) -> Result<Vec<u8>, Error> {
     let version = FileVersion::try_from(version).unwrap();
-    world
-        .files
-        .open(access, world.a, name, Some(version), Vec::new())
+    read(&world.files, access, world.a, name, Some(version), None)
+        .await
         .map(|(_, out)| out)
 }
 
-#[test]
-fn seal_open_and_ranges_round_trip_and_are_audited() {
+#[tokio::test]
+async fn seal_open_and_ranges_round_trip_and_are_audited() {
     let dir = TempDir::new("round");
-    let (world, _) = world(&dir);
+    let (world, _) = world(&dir).await;
     let files = &world.files;
     for (i, len) in [0, 1, 65_535 - 56, 65_536, 1_000_000]
         .into_iter()
@@ -179,6 +183,7 @@ fn seal_open_and_ranges_round_trip_and_are_audited() {
         let name = format!("file {i}");
         let record = files
             .seal(&ALICE, world.a, &name, plain.as_slice())
+            .await
             .unwrap();
         assert_eq!(record.plaintext_len, len as u64);
         assert_eq!(
@@ -186,51 +191,116 @@ fn seal_open_and_ranges_round_trip_and_are_audited() {
             (world.a, name.as_str())
         );
         assert_eq!(record.version, FileVersion::FIRST);
-        assert_eq!(files.record(world.a, &name, None).unwrap(), record);
+        assert_eq!(files.record(world.a, &name, None).await.unwrap(), record);
         let json = serde_json::to_string(&record).unwrap();
         assert_eq!(serde_json::from_str::<FileRecord>(&json).unwrap(), record);
-        let (opened, out) = files
-            .open(&ALICE, world.a, &name, None, Vec::new())
+        let (opened, out) = read(files, &ALICE, world.a, &name, None, None)
+            .await
             .unwrap();
         assert_eq!((opened, out), (record.clone(), plain.clone()));
         for (start, end) in [(0, len), (len / 3, len / 2), (len, len)] {
             let mut part = Vec::new();
-            let (_, n) = files
-                .open_range(
-                    &ALICE,
-                    world.a,
-                    &name,
-                    None,
-                    start as u64..end as u64,
-                    &mut part,
-                )
-                .unwrap();
+            let (_, n) = read_range(
+                files,
+                &ALICE,
+                world.a,
+                &name,
+                None,
+                start as u64..end as u64,
+                &mut part,
+            )
+            .await
+            .unwrap();
             assert_eq!(
                 (part.as_slice(), n),
                 (&plain[start..end], (end - start) as u64)
             );
         }
     }
-    assert_eq!(block_on(world.catalog.records(world.a)).unwrap().len(), 5);
-    assert!(block_on(world.catalog.records(world.b)).unwrap().is_empty());
+    assert_eq!(world.catalog.records(world.a).await.unwrap().len(), 5);
+    assert!(world.catalog.records(world.b).await.unwrap().is_empty());
     let all = world.records.0.lock().unwrap();
     let count = |f: fn(&Event) -> bool| all.iter().filter(|r| f(&r.event)).count();
     assert_eq!(count(|e| matches!(e, Event::FileSealed { .. })), 5);
     assert_eq!(count(|e| matches!(e, Event::FileOpened { .. })), 20);
 }
 
-#[test]
-fn each_seal_of_a_name_is_a_new_version() {
+/// With several threads asked for, runs are sealed and opened on the
+/// blocking pool, several at once: the files are the same, ranges and
+/// tampering included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_sealed_and_opened_on_the_blocking_pool_make_the_same_files() {
+    let dir = TempDir::new("parallel");
+    let (world, blobs) = world(&dir).await;
+    let options = atrest::SealOptions {
+        stream: atrest::stream::Options::default()
+            .parallelism(atrest::stream::Parallelism::threads(4)),
+        blob_digests: true,
+    };
+    let World {
+        files, records, a, ..
+    } = world;
+    let files = files.with_options(options);
+    let plain = data(5_000_000, 9);
+    let record = files
+        .seal(&ALICE, a, "parallel", plain.as_slice())
+        .await
+        .unwrap();
+    assert_eq!(record.plaintext_len, plain.len() as u64);
+    let (_, out) = read(&files, &ALICE, a, "parallel", None, None)
+        .await
+        .unwrap();
+    assert!(out == plain);
+    let (_, part) = read(
+        &files,
+        &ALICE,
+        a,
+        "parallel",
+        None,
+        Some(1_234_567..3_456_789),
+    )
+    .await
+    .unwrap();
+    assert!(part == plain[1_234_567..3_456_789]);
+    // The same bytes as a blob sealed a run at a time in the task.
+    let sealed = blobs.bytes(&record.blob).unwrap();
+    let key = files
+        .keys()
+        .release_file_key(&ALICE, &record.context(), &record.wrapped_key)
+        .await
+        .unwrap();
+    let opened = atrest::stream::Opener::new(
+        &key,
+        &record.context().encode(),
+        atrest::stream::Options::default(),
+    )
+    .open(&sealed)
+    .unwrap();
+    assert!(opened == plain);
+    // A flipped byte in the middle is found, whichever thread opens it.
+    let mut tampered = sealed;
+    tampered[2_500_000] ^= 1;
+    blobs.replace(&record.blob, tampered);
+    let refused = read(&files, &ALICE, a, "parallel", None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Integrity, "{refused}");
+    drop(records);
+}
+
+#[tokio::test]
+async fn each_seal_of_a_name_is_a_new_version() {
     let dir = TempDir::new("versions");
-    let (world, _) = world(&dir);
+    let (world, _) = world(&dir).await;
     let files = &world.files;
     for v in 1..=3u8 {
         let record = files
             .seal(&ALICE, world.a, "notes.txt", data(1000, v).as_slice())
+            .await
             .unwrap();
         assert_eq!(u64::from(record.version), u64::from(v));
     }
-    let records = block_on(world.catalog.records(world.a)).unwrap();
+    let records = world.catalog.records(world.a).await.unwrap();
     assert_eq!(records.len(), 3);
     // One file id for every version; one blob each.
     assert!(records.iter().all(|r| r.file == records[0].file));
@@ -239,28 +309,33 @@ fn each_seal_of_a_name_is_a_new_version() {
     assert_eq!(blobs.len(), 3);
     for v in 1..=3u8 {
         assert_eq!(
-            open_all(&world, &ALICE, "notes.txt", v.into()).unwrap(),
+            open_all(&world, &ALICE, "notes.txt", v.into())
+                .await
+                .unwrap(),
             data(1000, v)
         );
     }
-    let (newest, _) = files
-        .open(&ALICE, world.a, "notes.txt", None, Vec::new())
+    let (newest, _) = read(files, &ALICE, world.a, "notes.txt", None, None)
+        .await
         .unwrap();
     assert_eq!(u64::from(newest.version), 3);
     // The same name in another tenant is another file.
     let bob = Access::User { principal: "bob@b" };
-    let other = files.seal(&bob, world.b, "notes.txt", &b"b"[..]).unwrap();
+    let other = files
+        .seal(&bob, world.b, "notes.txt", &b"b"[..])
+        .await
+        .unwrap();
     assert_eq!(other.version, FileVersion::FIRST);
     assert_ne!(other.file, records[0].file);
     // No such version, no such file.
-    let missing = open_all(&world, &ALICE, "notes.txt", 4).unwrap_err();
+    let missing = open_all(&world, &ALICE, "notes.txt", 4).await.unwrap_err();
     assert!(matches!(
         missing,
         Error::Catalog(CatalogError::UnknownVersion { .. })
     ));
     assert_eq!(missing.kind(), ErrorKind::NotFound);
-    let missing = files
-        .open(&ALICE, world.a, "nope", None, Vec::new())
+    let missing = read(files, &ALICE, world.a, "nope", None, None)
+        .await
         .unwrap_err();
     assert!(matches!(
         missing,
@@ -268,185 +343,176 @@ fn each_seal_of_a_name_is_a_new_version() {
     ));
 }
 
-/// A reader that hands out `first` bytes, then signals and waits before
-/// the rest: a seal paused in flight.
-struct PausedReader {
-    data: Vec<u8>,
-    at: usize,
-    pause_at: usize,
-    paused: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>,
-}
-
-impl Read for PausedReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.at >= self.pause_at
-            && let Some((reached, resume)) = self.paused.take()
-        {
-            reached.send(()).unwrap();
-            resume.recv().unwrap();
-        }
-        let end = if self.paused.is_some() {
-            self.pause_at
-        } else {
-            self.data.len()
-        };
-        let n = buf.len().min(end - self.at);
-        buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
-}
-
-#[test]
-fn rotation_with_a_seal_in_flight_loses_no_file() {
+#[tokio::test]
+async fn rotation_with_a_seal_in_flight_loses_no_file() {
     let dir = TempDir::new("rotate");
-    let (world, _) = world(&dir);
+    let (world, _) = world(&dir).await;
     let files = &world.files;
     let keys = files.keys();
     let originals: Vec<Vec<u8>> = (0..5).map(|i| data(200_000 + i * 1000, i as u8)).collect();
     for (i, plain) in originals.iter().enumerate() {
         let _ = files
             .seal(&ALICE, world.a, &format!("doc-{i}"), plain.as_slice())
+            .await
             .unwrap();
     }
-    let first = block_on(keys.tenant(world.a)).unwrap().current_tik;
+    let first = keys.tenant(world.a).await.unwrap().current_tik;
 
     // A seal that has its key (under the first TIK version) and has
-    // written part of its blob when the rotation starts.
+    // written part of its blob when the rotation starts: its source pauses
+    // after the first megabyte.
     let in_flight = data(3_000_000, 99);
-    let (reached_tx, reached_rx) = mpsc::channel();
-    let (resume_tx, resume_rx) = mpsc::channel();
-    let reader = PausedReader {
-        data: in_flight.clone(),
-        at: 0,
-        pause_at: 1_000_000,
-        paused: Some((reached_tx, resume_rx)),
+    let (mut source, reader) = tokio::io::duplex(1 << 16);
+    let (reached, reached_rx) = tokio::sync::oneshot::channel();
+    let (resume, resume_rx) = tokio::sync::oneshot::channel::<()>();
+    let feeding = async {
+        source.write_all(&in_flight[..1_000_000]).await.unwrap();
+        reached.send(()).unwrap();
+        resume_rx.await.unwrap();
+        source.write_all(&in_flight[1_000_000..]).await.unwrap();
+        drop(source);
     };
-    std::thread::scope(|scope| {
-        let sealing = scope.spawn(|| files.seal(&ALICE, world.a, "in-flight", reader));
-        reached_rx.recv().unwrap();
-
+    let sealing = files.seal(&ALICE, world.a, "in-flight", reader);
+    let rotating = async {
+        reached_rx.await.unwrap();
         // While it is paused: roll, re-wrap (the seal in flight included),
         // retire the old version.
-        let second = block_on(keys.roll_tik(world.a)).unwrap();
+        let second = keys.roll_tik(world.a).await.unwrap();
         assert_ne!(first, second);
         // Before the re-wrap, the old version is in use, by the sealed
         // records and by the seal in flight.
-        let refused = files.retire_tik(world.a, first).unwrap_err();
+        let refused = files.retire_tik(world.a, first).await.unwrap_err();
         assert_eq!(refused.kind(), ErrorKind::Conflict);
-        let report = files.rewrap(world.a, 2, &mut |_| {}).unwrap();
+        let report = files.rewrap(world.a, 2, &mut |_| {}).await.unwrap();
         assert_eq!(report.rewrapped, 6, "5 records and the seal in flight");
-        assert_eq!(files.retire_unused_tiks(world.a).unwrap(), vec![first]);
-        assert_eq!(block_on(keys.tik_versions(world.a)).unwrap(), vec![second]);
-
-        resume_tx.send(()).unwrap();
-        let record = sealing.join().unwrap().unwrap();
-        assert_eq!(record.tik_version(), second);
-    });
+        assert_eq!(
+            files.retire_unused_tiks(world.a).await.unwrap(),
+            vec![first]
+        );
+        assert_eq!(keys.tik_versions(world.a).await.unwrap(), vec![second]);
+        resume.send(()).unwrap();
+        second
+    };
+    let ((), sealed, second) = tokio::join!(feeding, sealing, rotating);
+    assert_eq!(sealed.unwrap().tik_version(), second);
 
     // Every file opens, the one sealed during the rotation included.
     for (i, plain) in originals.iter().enumerate() {
-        let (record, out) = files
-            .open(&ALICE, world.a, &format!("doc-{i}"), None, Vec::new())
+        let (record, out) = read(files, &ALICE, world.a, &format!("doc-{i}"), None, None)
+            .await
             .unwrap();
         assert_eq!(&out, plain);
         assert_eq!(
             record.tik_version(),
-            block_on(keys.tenant(world.a)).unwrap().current_tik
+            keys.tenant(world.a).await.unwrap().current_tik
         );
     }
-    assert_eq!(open_all(&world, &ALICE, "in-flight", 1).unwrap(), in_flight);
+    assert_eq!(
+        open_all(&world, &ALICE, "in-flight", 1).await.unwrap(),
+        in_flight
+    );
 
     // And again, all in one call.
-    let (third, report, retired) = files.rotate_tik(world.a, 1000, &mut |_| {}).unwrap();
+    let (third, report, retired) = files.rotate_tik(world.a, 1000, &mut |_| {}).await.unwrap();
     assert_eq!(report.rewrapped, 6);
     assert_eq!(retired.len(), 1);
     for i in 0..5 {
-        let (record, _) = files
-            .open(&ALICE, world.a, &format!("doc-{i}"), None, Vec::new())
+        let (record, _) = read(files, &ALICE, world.a, &format!("doc-{i}"), None, None)
+            .await
             .unwrap();
         assert_eq!(record.tik_version(), third);
     }
 }
 
-#[test]
-fn a_seal_choosing_its_key_blocks_every_retire() {
+#[tokio::test]
+async fn a_seal_choosing_its_key_blocks_every_retire() {
     let dir = TempDir::new("choosing");
-    let (world, _) = world(&dir);
+    let (world, _) = world(&dir).await;
     let files = &world.files;
-    let _ = files.seal(&ALICE, world.a, "x", &b"x"[..]).unwrap();
-    let first = block_on(files.keys().tenant(world.a)).unwrap().current_tik;
-    let _ = block_on(files.keys().roll_tik(world.a)).unwrap();
-    let _ = files.rewrap(world.a, 10, &mut |_| {}).unwrap();
+    let _ = files.seal(&ALICE, world.a, "x", &b"x"[..]).await.unwrap();
+    let first = files.keys().tenant(world.a).await.unwrap().current_tik;
+    let _ = files.keys().roll_tik(world.a).await.unwrap();
+    let _ = files.rewrap(world.a, 10, &mut |_| {}).await.unwrap();
     // A seal that has begun but has no key yet could wrap under any
     // version: nothing is retired meanwhile.
     let blob = BlobName::random().unwrap();
-    let ticket = block_on(world.catalog.begin_seal(world.a, "y", &blob)).unwrap();
-    assert!(files.retire_unused_tiks(world.a).unwrap().is_empty());
-    block_on(world.catalog.abandon_seal(&ticket)).unwrap();
-    assert_eq!(files.retire_unused_tiks(world.a).unwrap(), vec![first]);
+    let ticket = world.catalog.begin_seal(world.a, "y", &blob).await.unwrap();
+    assert!(files.retire_unused_tiks(world.a).await.unwrap().is_empty());
+    world.catalog.abandon_seal(&ticket).await.unwrap();
+    assert_eq!(
+        files.retire_unused_tiks(world.a).await.unwrap(),
+        vec![first]
+    );
 }
 
-#[test]
-fn failed_and_abandoned_seals_leave_nothing() {
+#[tokio::test]
+async fn failed_and_abandoned_seals_leave_nothing() {
     let dir = TempDir::new("abandon");
-    let (world, blobs) = world(&dir);
+    let (world, blobs) = world(&dir).await;
     let files = &world.files;
 
     // A reader that fails halfway: no record, no blob, no seal in progress.
     struct Failing(usize);
-    impl Read for Failing {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+    impl tokio::io::AsyncRead for Failing {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
             if self.0 == 0 {
-                return Err(std::io::Error::other("the client went away"));
+                return std::task::Poll::Ready(Err(std::io::Error::other("the client went away")));
             }
-            let n = buf.len().min(self.0);
-            buf[..n].fill(1);
+            let n = buf.remaining().min(self.0);
+            buf.initialize_unfilled_to(n).fill(1);
+            buf.advance(n);
             self.0 -= n;
-            Ok(n)
+            std::task::Poll::Ready(Ok(()))
         }
     }
     let failed = files
         .seal(&ALICE, world.a, "broken", Failing(500_000))
+        .await
         .unwrap_err();
     assert_eq!(failed.kind(), ErrorKind::Io, "{failed}");
-    assert!(
-        block_on(world.catalog.seals_in_progress())
-            .unwrap()
-            .is_empty()
-    );
-    assert!(blobs.list().unwrap().is_empty());
-    assert!(files.record(world.a, "broken", None).is_err());
+    assert!(world.catalog.seals_in_progress().await.unwrap().is_empty());
+    assert!(blobs.list().await.unwrap().is_empty());
+    assert!(files.record(world.a, "broken", None).await.is_err());
 
     // A seal whose process died: left in progress until collected.
     let blob = BlobName::random().unwrap();
-    let ticket = block_on(world.catalog.begin_seal(world.a, "died", &blob)).unwrap();
-    let mut upload = blobs.create(&blob).unwrap();
-    upload.write_all(b"half a blob").unwrap();
-    upload.finish().unwrap();
+    let ticket = world
+        .catalog
+        .begin_seal(world.a, "died", &blob)
+        .await
+        .unwrap();
+    let mut upload = blobs.create(&blob).await.unwrap();
+    upload
+        .write(Bytes::from_static(b"half a blob"))
+        .await
+        .unwrap();
+    upload.finish().await.unwrap();
     let report = files
         .collect_abandoned_seals(std::time::Duration::from_secs(3600))
+        .await
         .unwrap();
     assert!(report.abandoned_seals.is_empty(), "too recent to collect");
     let report = files
         .collect_abandoned_seals(std::time::Duration::ZERO)
+        .await
         .unwrap();
     // Started this second: collected once the cut-off has passed it.
     if report.abandoned_seals.is_empty() {
         std::thread::sleep(std::time::Duration::from_millis(1100));
         let report = files
             .collect_abandoned_seals(std::time::Duration::ZERO)
+            .await
             .unwrap();
         assert_eq!(report.abandoned_seals.len(), 1);
     }
-    assert!(
-        block_on(world.catalog.seals_in_progress())
-            .unwrap()
-            .is_empty()
-    );
-    assert!(blobs.list().unwrap().is_empty());
+    assert!(world.catalog.seals_in_progress().await.unwrap().is_empty());
+    assert!(blobs.list().await.unwrap().is_empty());
     // Its commit now fails instead of publishing a half blob.
-    let committed = block_on(world.catalog.commit_seal(
+    let committed = (world.catalog.commit_seal(
         &ticket,
         &atrest::catalog::SealedBlob {
             plaintext_len: 1,
@@ -456,7 +522,8 @@ fn failed_and_abandoned_seals_leave_nothing() {
             format: 1,
             tag: atrest::tenant::RecordTag::from_slice(&[0; 32]).unwrap(),
         },
-    ));
+    ))
+    .await;
     assert!(matches!(
         committed,
         Err(Error::Catalog(CatalogError::SealNotInProgress { .. }))
@@ -483,21 +550,23 @@ fn edit_catalog(dir: &TempDir, sql: &str) {
     assert!(db.execute(sql, []).unwrap() > 0, "{sql}");
 }
 
-#[test]
-fn records_and_blobs_that_do_not_match_are_refused() {
+#[tokio::test]
+async fn records_and_blobs_that_do_not_match_are_refused() {
     let dir = TempDir::new("mismatch");
-    let (world, blobs) = world(&dir);
+    let (world, blobs) = world(&dir).await;
     let files = &world.files;
     let plain = data(300_000, 1);
     let record = files
         .seal(&ALICE, world.a, "one", plain.as_slice())
+        .await
         .unwrap();
     let other = files
         .seal(&ALICE, world.a, "two", plain.as_slice())
+        .await
         .unwrap();
-    let open = |name: &str| {
-        files
-            .open(&ALICE, world.a, name, None, Vec::new())
+    let open = |name: &'static str| async move {
+        read(files, &ALICE, world.a, name, None, None)
+            .await
             .map(|(_, out)| out)
     };
     let integrity = |result: Result<Vec<u8>, Error>| {
@@ -508,24 +577,24 @@ fn records_and_blobs_that_do_not_match_are_refused() {
 
     // Another file's blob under this record.
     blobs.replace(&record.blob, blobs.bytes(&other.blob).unwrap());
-    integrity(open("one"));
+    integrity(open("one").await);
     // A tampered, a truncated and an extended blob.
     let mut tampered = original.clone();
     tampered[150_000] ^= 1;
     blobs.replace(&record.blob, tampered);
-    integrity(open("one"));
+    integrity(open("one").await);
     blobs.replace(&record.blob, original[..original.len() - 1].to_vec());
-    integrity(open("one"));
+    integrity(open("one").await);
     let mut extended = original.clone();
     extended.extend_from_slice(&[0; 16]);
     blobs.replace(&record.blob, extended);
-    integrity(open("one"));
+    integrity(open("one").await);
     // A prefix that declares huge segments: refused from the header, before
     // any segment buffer is sized by it.
     let mut huge = original.clone();
     huge[6..10].copy_from_slice(&(16u32 << 20).to_be_bytes());
     blobs.replace(&record.blob, huge);
-    let refused = open("one").unwrap_err();
+    let refused = open("one").await.unwrap_err();
     assert!(
         matches!(
             refused,
@@ -538,7 +607,7 @@ fn records_and_blobs_that_do_not_match_are_refused() {
     );
     assert_eq!(refused.kind(), ErrorKind::Integrity);
     blobs.replace(&record.blob, original);
-    assert_eq!(open("one").unwrap(), plain);
+    assert_eq!(open("one").await.unwrap(), plain);
 
     // Records edited in the database: a lying length, format or segment
     // size, another file's blob or wrapped key.
@@ -548,7 +617,7 @@ fn records_and_blobs_that_do_not_match_are_refused() {
             &dir,
             &format!("UPDATE catalog_versions SET {edit} WHERE {same}"),
         );
-        integrity(open("one"));
+        integrity(open("one").await);
         let undo = match edit {
             "plaintext_len = 1" => "plaintext_len = 300000".to_owned(),
             "format = 9" => "format = 1".to_owned(),
@@ -558,7 +627,7 @@ fn records_and_blobs_that_do_not_match_are_refused() {
             &dir,
             &format!("UPDATE catalog_versions SET {undo} WHERE {same}"),
         );
-        assert_eq!(open("one").unwrap(), plain);
+        assert_eq!(open("one").await.unwrap(), plain);
     }
     edit_catalog(
         &dir,
@@ -568,7 +637,7 @@ fn records_and_blobs_that_do_not_match_are_refused() {
         ),
     );
     // The record's tag covers its blob's name.
-    let moved = open("one").unwrap_err();
+    let moved = open("one").await.unwrap_err();
     assert!(
         matches!(moved, Error::Catalog(CatalogError::Tampered { .. })),
         "{moved}"
@@ -580,7 +649,7 @@ fn records_and_blobs_that_do_not_match_are_refused() {
             record.blob
         ),
     );
-    assert_eq!(open("one").unwrap(), plain);
+    assert_eq!(open("one").await.unwrap(), plain);
     edit_catalog(
         &dir,
         &format!(
@@ -589,7 +658,7 @@ fn records_and_blobs_that_do_not_match_are_refused() {
             hex(other.file.as_bytes())
         ),
     );
-    integrity(open("one"));
+    integrity(open("one").await);
     edit_catalog(
         &dir,
         &format!(
@@ -597,7 +666,7 @@ fn records_and_blobs_that_do_not_match_are_refused() {
             hex(record.wrapped_key.as_ref())
         ),
     );
-    assert_eq!(open("one").unwrap(), plain);
+    assert_eq!(open("one").await.unwrap(), plain);
 
     // Two files' records swapped: each name now leads to the other's file
     // id, blob and key, all authentic for that file. The records' tags
@@ -605,10 +674,11 @@ fn records_and_blobs_that_do_not_match_are_refused() {
     let plain_two = data(1_000, 2);
     let _ = files
         .seal(&ALICE, world.a, "two", plain_two.as_slice())
+        .await
         .unwrap();
     swap_names(&dir, "one", "two");
     for name in ["one", "two"] {
-        let swapped = open(name).unwrap_err();
+        let swapped = open(name).await.unwrap_err();
         assert!(
             matches!(swapped, Error::Catalog(CatalogError::Tampered { .. })),
             "{swapped}"
@@ -617,24 +687,25 @@ fn records_and_blobs_that_do_not_match_are_refused() {
     }
     // Asking for version 2 of "one" now finds the second version of the
     // file once named "two": refused too.
-    let version_two = files
-        .open(
-            &ALICE,
-            world.a,
-            "one",
-            Some(FileVersion::try_from(2u64).unwrap()),
-            Vec::new(),
-        )
-        .unwrap_err();
+    let version_two = read(
+        files,
+        &ALICE,
+        world.a,
+        "one",
+        Some(FileVersion::try_from(2u64).unwrap()),
+        None,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(version_two.kind(), ErrorKind::Integrity, "{version_two}");
     swap_names(&dir, "one", "two");
-    assert_eq!(open("one").unwrap(), plain);
-    assert_eq!(open("two").unwrap(), plain_two);
+    assert_eq!(open("one").await.unwrap(), plain);
+    assert_eq!(open("two").await.unwrap(), plain_two);
 
     // A principal of another tenant; a range outside the file.
     let bob = Access::User { principal: "bob@b" };
-    let refused = files
-        .open(&bob, world.a, "two", None, Vec::new())
+    let refused = read(files, &bob, world.a, "two", None, None)
+        .await
         .unwrap_err();
     assert!(matches!(
         refused,
@@ -642,8 +713,8 @@ fn records_and_blobs_that_do_not_match_are_refused() {
     ));
     assert_eq!(refused.kind(), ErrorKind::Refused);
     let mut sink = Vec::new();
-    let range = files
-        .open_range(&ALICE, world.a, "two", None, 0..300_001, &mut sink)
+    let range = read_range(files, &ALICE, world.a, "two", None, 0..300_001, &mut sink)
+        .await
         .unwrap_err();
     assert!(matches!(range, Error::InvalidRange { .. }));
     assert_eq!(range.kind(), ErrorKind::Usage);
@@ -653,10 +724,10 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[test]
-fn names_follow_one_rule() {
+#[tokio::test]
+async fn names_follow_one_rule() {
     let dir = TempDir::new("names");
-    let (world, _) = world(&dir);
+    let (world, _) = world(&dir).await;
     for bad in [
         "",
         " lead",
@@ -674,6 +745,7 @@ fn names_follow_one_rule() {
         let error = world
             .files
             .seal(&ALICE, world.a, bad, &b"x"[..])
+            .await
             .unwrap_err();
         assert!(
             matches!(error, Error::Catalog(CatalogError::InvalidName { .. })),
@@ -684,28 +756,33 @@ fn names_follow_one_rule() {
     // 256 characters of three bytes each are fine: the limit counts
     // characters.
     let long = "\u{20AC}".repeat(256);
-    let _ = world.files.seal(&ALICE, world.a, &long, &b"x"[..]).unwrap();
+    let _ = world
+        .files
+        .seal(&ALICE, world.a, &long, &b"x"[..])
+        .await
+        .unwrap();
     // Names may read as paths.
     let _ = world
         .files
         .seal(&ALICE, world.a, "reports/2026/q1.pdf", &b"x"[..])
+        .await
         .unwrap();
-    let taken = block_on(
-        world
-            .catalog
-            .name_tenant("a", TenantId::random(&mut OsRng).unwrap()),
-    )
-    .unwrap_err();
+    let taken = world
+        .catalog
+        .name_tenant("a", TenantId::random(&mut OsRng).unwrap())
+        .await
+        .unwrap_err();
     assert_eq!(taken.kind(), ErrorKind::Conflict);
 }
 
-#[test]
-fn the_blob_holds_no_identifiers() {
+#[tokio::test]
+async fn the_blob_holds_no_identifiers() {
     let dir = TempDir::new("opaque");
-    let (world, blobs) = world(&dir);
+    let (world, blobs) = world(&dir).await;
     let record = world
         .files
         .seal(&ALICE, world.a, "secret-name.txt", &[0u8; 100_000][..])
+        .await
         .unwrap();
     let blob = blobs.bytes(&record.blob).unwrap();
     for needle in [
@@ -725,52 +802,56 @@ fn the_blob_holds_no_identifiers() {
 /// whole and by a range, checks an upload dropped before `finish` leaves
 /// nothing, and deletes the blob (twice: deleting is idempotent). Returns
 /// the sealed record.
-fn round_trip(store: &Arc<dyn Blobs>, dir: &Path) -> FileRecord {
+async fn round_trip(store: &Arc<dyn Blobs>, dir: &Path) -> FileRecord {
     let plain = data(20 << 20, 5);
     std::fs::create_dir_all(dir).unwrap();
-    let world = world_with(dir, store.clone());
+    let world = world_with(dir, store.clone()).await;
     let record = world
         .files
         .seal(&ALICE, world.a, "big", plain.as_slice())
+        .await
         .unwrap();
     assert_eq!(
-        store.list().unwrap(),
+        store.list().await.unwrap(),
         vec![(record.blob.clone(), record.blob_len)]
     );
-    let (_, out) = world
-        .files
-        .open(&ALICE, world.a, "big", None, Vec::new())
+    let (_, out) = read(&world.files, &ALICE, world.a, "big", None, None)
+        .await
         .unwrap();
     assert!(out == plain, "{}", store.location());
     let mut part = Vec::new();
-    let _ = world
-        .files
-        .open_range(
-            &ALICE,
-            world.a,
-            "big",
-            None,
-            9_000_000..9_100_000,
-            &mut part,
-        )
-        .unwrap();
+    let _ = read_range(
+        &world.files,
+        &ALICE,
+        world.a,
+        "big",
+        None,
+        9_000_000..9_100_000,
+        &mut part,
+    )
+    .await
+    .unwrap();
     assert_eq!(part, plain[9_000_000..9_100_000]);
     // An upload dropped before finish leaves nothing behind.
     let abandoned = BlobName::random().unwrap();
-    let mut upload = store.create(&abandoned).unwrap();
-    upload.write_all(&[1; 100]).unwrap();
+    let mut upload = store.create(&abandoned).await.unwrap();
+    for _ in 0..3 {
+        upload.write(Bytes::from(vec![1; 1 << 20])).await.unwrap();
+    }
     drop(upload);
-    let missing = store.open(&abandoned).err().unwrap();
+    // An object store's abort runs in a task of its own.
+    tokio::task::yield_now().await;
+    let missing = store.open(&abandoned).await.err().unwrap();
     assert_eq!(missing.kind(), ErrorKind::NotFound);
-    assert_eq!(store.list().unwrap().len(), 1);
-    store.delete(&record.blob).unwrap();
-    store.delete(&record.blob).unwrap();
-    assert!(store.list().unwrap().is_empty());
+    assert_eq!(store.list().await.unwrap().len(), 1);
+    store.delete(&record.blob).await.unwrap();
+    store.delete(&record.blob).await.unwrap();
+    assert!(store.list().await.unwrap().is_empty());
     record
 }
 
-#[test]
-fn every_blob_store_round_trips() {
+#[tokio::test]
+async fn every_blob_store_round_trips() {
     let dir = TempDir::new("blobs");
     let stores: Vec<Arc<dyn Blobs>> = vec![
         Arc::new(BlobStore::local(&dir.path().join("local")).unwrap()),
@@ -781,7 +862,7 @@ fn every_blob_store_round_trips() {
         Arc::new(MemoryBlobs::new()),
     ];
     for (i, store) in stores.iter().enumerate() {
-        let _ = round_trip(store, &dir.path().join(format!("world-{i}")));
+        let _ = round_trip(store, &dir.path().join(format!("world-{i}"))).await;
     }
     let bad = BlobStore::from_url("nope://x").unwrap_err();
     assert_eq!(bad.kind(), ErrorKind::Usage, "{bad}");
@@ -792,8 +873,8 @@ fn every_blob_store_round_trips() {
 /// Azure backend): the same round trip, and nothing Azurite keeps — blob
 /// names, bytes, metadata, its own database — holds a tenant id, a file id
 /// or a file name.
-#[test]
-fn azure_storage_round_trips_and_learns_no_identifier() {
+#[tokio::test]
+async fn azure_storage_round_trips_and_learns_no_identifier() {
     let azurite = atrest_test_support::azurite::azurite();
     let dir = TempDir::new("azure");
     let container = format!("atrest-{}", BlobName::random().unwrap());
@@ -802,19 +883,19 @@ fn azure_storage_round_trips_and_learns_no_identifier() {
         BlobStore::from_url_with_options(&format!("az://{container}"), azurite.options()).unwrap(),
     );
     println!("blobs at {}", store.location());
-    let _ = round_trip(&store, &dir.path().join("round-trip"));
+    let _ = round_trip(&store, &dir.path().join("round-trip")).await;
 
     // A file kept, with a name worth looking for.
     std::fs::create_dir_all(dir.path().join("kept")).unwrap();
-    let world = world_with(&dir.path().join("kept"), store.clone());
+    let world = world_with(&dir.path().join("kept"), store.clone()).await;
     let name = "board-minutes-confidential.txt";
     let record = world
         .files
         .seal(&ALICE, world.a, name, data(3 << 20, 9).as_slice())
+        .await
         .unwrap();
-    let (_, out) = world
-        .files
-        .open(&ALICE, world.a, name, None, Vec::new())
+    let (_, out) = read(&world.files, &ALICE, world.a, name, None, None)
+        .await
         .unwrap();
     assert_eq!(out, data(3 << 20, 9));
     let needles: Vec<(&str, Vec<u8>)> = vec![
@@ -854,7 +935,7 @@ fn azure_storage_round_trips_and_learns_no_identifier() {
             );
         }
     }
-    store.delete(&record.blob).unwrap();
+    store.delete(&record.blob).await.unwrap();
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -864,8 +945,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// The child half of [`two_processes_sealing_one_name_get_two_versions`]:
 /// seals `SEAL_NAME` with the content of seed `SEAL_SEED` in the world at
 /// `SEAL_DIR`, after waiting for the start file.
-#[test]
-fn seal_child() {
+#[tokio::test]
+async fn seal_child() {
     let (Ok(dir), Ok(seed)) = (std::env::var("SEAL_DIR"), std::env::var("SEAL_SEED")) else {
         return; // run only as a child of the test below
     };
@@ -874,7 +955,8 @@ fn seal_child() {
     let world = world_with(
         &dir,
         Arc::new(BlobStore::local(&dir.join("blobs")).unwrap()),
-    );
+    )
+    .await;
     while !dir.join("start").exists() {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
@@ -887,18 +969,20 @@ fn seal_child() {
                 "shared.bin",
                 data(150_000, seed).as_slice(),
             )
+            .await
             .unwrap();
         println!("sealed version {}", u64::from(record.version));
     }
 }
 
-#[test]
-fn two_processes_sealing_one_name_get_two_versions() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_sealing_one_name_get_two_versions() {
     let dir = TempDir::new("procs");
     let world = world_with(
         dir.path(),
         Arc::new(BlobStore::local(&dir.path().join("blobs")).unwrap()),
-    );
+    )
+    .await;
     let children: Vec<_> = [1u8, 2]
         .into_iter()
         .map(|seed| {
@@ -911,14 +995,18 @@ fn two_processes_sealing_one_name_get_two_versions() {
                 .unwrap()
         })
         .collect();
-    // Threads of this process seal the same name at the same time.
-    let barrier = Barrier::new(2);
-    std::thread::scope(|scope| {
-        for seed in [3u8, 4] {
-            let (world, barrier, dir) = (&world, &barrier, &dir);
-            let _ = scope.spawn(move || {
-                barrier.wait();
-                std::fs::write(dir.path().join("start"), b"").unwrap();
+    // Tasks of this process seal the same name at the same time, on the
+    // runtime's threads.
+    let world = Arc::new(world);
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let start = dir.path().join("start");
+    let sealers: Vec<_> = [3u8, 4]
+        .into_iter()
+        .map(|seed| {
+            let (world, barrier, start) = (world.clone(), barrier.clone(), start.clone());
+            tokio::spawn(async move {
+                let _ = barrier.wait().await;
+                std::fs::write(&start, b"").unwrap();
                 for _ in 0..5 {
                     let _ = world
                         .files
@@ -928,11 +1016,15 @@ fn two_processes_sealing_one_name_get_two_versions() {
                             "shared.bin",
                             data(150_000, seed).as_slice(),
                         )
+                        .await
                         .unwrap();
                 }
-            });
-        }
-    });
+            })
+        })
+        .collect();
+    for sealer in sealers {
+        sealer.await.unwrap();
+    }
     for child in children {
         let output = child.wait_with_output().unwrap();
         assert!(output.status.success(), "{output:?}");
@@ -945,21 +1037,21 @@ fn two_processes_sealing_one_name_get_two_versions() {
         );
     }
     // 20 seals, 20 versions, each opening to the bytes of one writer.
-    let records = block_on(world.catalog.records(world.a)).unwrap();
+    let records = world.catalog.records(world.a).await.unwrap();
     let versions: Vec<u64> = records.iter().map(|r| u64::from(r.version)).collect();
     assert_eq!(versions, (1..=20).collect::<Vec<_>>());
     let mut by_seed = [0; 5];
     for record in &records {
-        let (_, out) = world
-            .files
-            .open(
-                &ALICE,
-                world.a,
-                "shared.bin",
-                Some(record.version),
-                Vec::new(),
-            )
-            .unwrap();
+        let (_, out) = read(
+            &world.files,
+            &ALICE,
+            world.a,
+            "shared.bin",
+            Some(record.version),
+            None,
+        )
+        .await
+        .unwrap();
         let seed = (1..=4u8)
             .find(|&seed| out == data(150_000, seed))
             .expect("each version holds one writer's bytes");
@@ -968,52 +1060,65 @@ fn two_processes_sealing_one_name_get_two_versions() {
     assert_eq!(by_seed, [0, 5, 5, 5, 5]);
 }
 
-#[test]
-fn a_stale_cache_in_another_process_never_wraps_under_a_retired_version() {
+#[tokio::test]
+async fn a_stale_cache_in_another_process_never_wraps_under_a_retired_version() {
     let dir = TempDir::new("stale");
     let blobs: Arc<dyn Blobs> = Arc::new(MemoryBlobs::new());
     // Two services over the same databases, each with its own caches.
-    let first = world_with(dir.path(), blobs.clone());
-    let second = world_with(dir.path(), blobs);
+    let first = world_with(dir.path(), blobs.clone()).await;
+    let second = world_with(dir.path(), blobs).await;
     let _ = second
         .files
         .seal(&ALICE, second.a, "warm", &b"caches the current TIK"[..])
+        .await
         .unwrap();
-    let old = block_on(first.files.keys().tenant(first.a))
+    let old = first
+        .files
+        .keys()
+        .tenant(first.a)
+        .await
         .unwrap()
         .current_tik;
 
     // The first rotates and retires the old version; the second still has
     // it cached as current.
-    let (new, _, retired) = first.files.rotate_tik(first.a, 100, &mut |_| {}).unwrap();
+    let (new, _, retired) = first
+        .files
+        .rotate_tik(first.a, 100, &mut |_| {})
+        .await
+        .unwrap();
     assert_eq!(retired, vec![old]);
     let record = second
         .files
         .seal(&ALICE, second.a, "after", &b"sealed with a stale cache"[..])
+        .await
         .unwrap();
     assert_eq!(record.tik_version(), new);
     for world in [&first, &second] {
-        let (_, out) = world
-            .files
-            .open(&ALICE, world.a, "after", None, Vec::new())
+        let (_, out) = read(&world.files, &ALICE, world.a, "after", None, None)
+            .await
             .unwrap();
         assert_eq!(out, b"sealed with a stale cache");
     }
 }
 
-#[test]
-fn every_failure_has_its_kind() {
+#[tokio::test]
+async fn every_failure_has_its_kind() {
     use atrest::tenant::fault::{Fault, FaultInjector};
     let dir = TempDir::new("kinds");
     let master = MasterKey::create_file(&dir.path().join("master.key")).unwrap();
     let tenant_keys =
         Arc::new(TenantKeyDir::open(&dir.path().join("tenant-keys"), master.clone()).unwrap());
-    let service = service_keys(&dir.path().join("keys.sqlite"), master);
-    block_on(service.create_key("root")).unwrap();
+    let service = service_keys(&dir.path().join("keys.sqlite"), master).await;
+    service.create_key("root").await.unwrap();
     let faulty = Arc::new(FaultInjector::new(service));
     let records = Arc::new(Records::default());
     let keys = KeyHierarchy::builder(
-        Arc::new(block_on(SqliteStore::open(&dir.path().join("meta.sqlite"))).unwrap()),
+        Arc::new(
+            SqliteStore::open(&dir.path().join("meta.sqlite"))
+                .await
+                .unwrap(),
+        ),
         tenant_keys,
         records.clone(),
     )
@@ -1027,8 +1132,11 @@ fn every_failure_has_its_kind() {
     ))
     .build()
     .unwrap();
-    let catalog =
-        Arc::new(block_on(SqliteCatalog::open(&dir.path().join("catalog.sqlite"))).unwrap());
+    let catalog = Arc::new(
+        SqliteCatalog::open(&dir.path().join("catalog.sqlite"))
+            .await
+            .unwrap(),
+    );
     let files = Files::new(
         Arc::new(keys),
         catalog,
@@ -1036,35 +1144,38 @@ fn every_failure_has_its_kind() {
         records,
     );
     let a = TenantId::random(&mut OsRng).unwrap();
-    block_on(files.keys().create_service_tenant(a)).unwrap();
-    let _ = files.seal(&ALICE, a, "f", &b"bytes"[..]).unwrap();
+    files.keys().create_service_tenant(a).await.unwrap();
+    let _ = files.seal(&ALICE, a, "f", &b"bytes"[..]).await.unwrap();
     let kind = |result: Result<(FileRecord, Vec<u8>), Error>| result.unwrap_err().kind();
-    let open = || files.open(&ALICE, a, "f", None, Vec::new());
+    let open = || read(&files, &ALICE, a, "f", None, None);
 
     files.keys().flush_cache();
     faulty.set(Fault::Unavailable);
-    assert_eq!(kind(open()), ErrorKind::Unavailable);
+    assert_eq!(kind(open().await), ErrorKind::Unavailable);
     faulty.set(Fault::AccessDenied);
     files.keys().flush_cache();
-    assert_eq!(kind(open()), ErrorKind::Refused);
+    assert_eq!(kind(open().await), ErrorKind::Refused);
     faulty.set(Fault::None);
-    assert!(open().is_ok());
+    assert!(open().await.is_ok());
     let unknown = TenantId::random(&mut OsRng).unwrap();
-    let error = files.seal(&ALICE, unknown, "f", &b""[..]).unwrap_err();
+    let error = files
+        .seal(&ALICE, unknown, "f", &b""[..])
+        .await
+        .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::NotFound, "{error}");
-    let _ = block_on(files.keys().purge(a)).unwrap();
-    assert_eq!(kind(open()), ErrorKind::Refused);
-    let error = files.seal(&ALICE, a, "g", &b""[..]).unwrap_err();
+    let _ = files.keys().purge(a).await.unwrap();
+    assert_eq!(kind(open().await), ErrorKind::Refused);
+    let error = files.seal(&ALICE, a, "g", &b""[..]).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Refused, "{error}");
 }
 
 /// A batch whose keys' records cannot be committed publishes nothing: no
 /// record in the catalog and no blob, though its blobs were written while
 /// the records were being committed.
-#[test]
-fn a_batch_whose_key_records_fail_publishes_nothing() {
+#[tokio::test]
+async fn a_batch_whose_key_records_fail_publishes_nothing() {
     let dir = TempDir::new("batch-audit-fails");
-    let (world, blobs) = world(&dir);
+    let (world, blobs) = world(&dir).await;
     let items = |names: &[&str]| -> Vec<atrest::BatchItem<&'static [u8]>> {
         names
             .iter()
@@ -1083,18 +1194,15 @@ fn a_batch_whose_key_records_fail_publishes_nothing() {
     let error = world
         .files
         .seal_batch(&ALICE, world.a, items(&["x", "y", "z"]), 2)
+        .await
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Io, "{error}");
     for name in ["x", "y", "z"] {
-        let missing = world.files.record(world.a, name, None).unwrap_err();
+        let missing = world.files.record(world.a, name, None).await.unwrap_err();
         assert_eq!(missing.kind(), ErrorKind::NotFound);
     }
-    assert!(blobs.list().unwrap().is_empty(), "no blob is left");
-    assert!(
-        block_on(world.catalog.seals_in_progress())
-            .unwrap()
-            .is_empty()
-    );
+    assert!(blobs.list().await.unwrap().is_empty(), "no blob is left");
+    assert!(world.catalog.seals_in_progress().await.unwrap().is_empty());
     // Once the audit trail works again, the same batch goes through.
     world
         .records
@@ -1103,25 +1211,29 @@ fn a_batch_whose_key_records_fail_publishes_nothing() {
     let sealed = world
         .files
         .seal_batch(&ALICE, world.a, items(&["x", "y", "z"]), 2)
+        .await
         .unwrap();
     assert!(sealed.iter().all(Result::is_ok));
-    assert_eq!(blobs.list().unwrap().len(), 3);
+    assert_eq!(blobs.list().await.unwrap().len(), 3);
 }
 
-fn read_back(store: &BlobStore, name: &BlobName) -> Vec<u8> {
+async fn read_back(store: &BlobStore, name: &BlobName) -> Vec<u8> {
+    let mut reader = Blobs::open(store, name).await.unwrap();
     let mut read = Vec::new();
-    Blobs::open(store, name)
-        .unwrap()
-        .read_to_end(&mut read)
-        .unwrap();
-    read
+    loop {
+        let chunk = reader.read(1 << 20).await.unwrap();
+        if chunk.is_empty() {
+            return read;
+        }
+        read.extend_from_slice(&chunk);
+    }
 }
 
 /// A blob of a local store is written into a staging file, which only a
 /// finished, flushed upload turns into the blob (replacing one whole, as a
 /// repair does).
-#[test]
-fn a_local_blob_appears_only_whole() {
+#[tokio::test]
+async fn a_local_blob_appears_only_whole() {
     let dir = TempDir::new("local-blobs");
     let path = dir.path().join("blobs");
     let store = BlobStore::local(&path).unwrap();
@@ -1135,8 +1247,8 @@ fn a_local_blob_appears_only_whole() {
     };
     let name = BlobName::random().unwrap();
     let first = atrest_test_support::seeded(3 << 20, 1);
-    let mut upload = Blobs::create(&store, &name).unwrap();
-    upload.write_all(&first).unwrap();
+    let mut upload = Blobs::create(&store, &name).await.unwrap();
+    upload.write(Bytes::from(first.clone())).await.unwrap();
     // Half written: only a staging file, which neither the listing nor a
     // read sees, and which counts as an unfinished upload.
     let staging = entries();
@@ -1144,35 +1256,59 @@ fn a_local_blob_appears_only_whole() {
     let (blob, suffix) = staging[0].split_once('#').unwrap();
     assert_eq!(blob, name.as_str());
     assert!(suffix.bytes().all(|b| b.is_ascii_digit()), "{suffix}");
-    assert!(Blobs::list(&store).unwrap().is_empty());
+    assert!(Blobs::list(&store).await.unwrap().is_empty());
     assert_eq!(
-        Blobs::open(&store, &name).err().unwrap().kind(),
+        Blobs::open(&store, &name).await.err().unwrap().kind(),
         ErrorKind::NotFound
     );
-    let partial = store.partial_uploads().unwrap();
+    let partial = store.partial_uploads().await.unwrap();
     assert_eq!(partial.len(), 1);
     assert_eq!(partial[0].blob, name);
     assert_eq!(partial[0].bytes, first.len() as u64);
 
-    assert_eq!(upload.finish().unwrap(), first.len() as u64);
+    assert_eq!(upload.finish().await.unwrap(), first.len() as u64);
     assert_eq!(entries(), vec![name.as_str().to_owned()]);
-    assert!(store.partial_uploads().unwrap().is_empty());
-    assert!(read_back(&store, &name) == first);
+    assert!(store.partial_uploads().await.unwrap().is_empty());
+    assert!(read_back(&store, &name).await == first);
 
     // A second upload under the same name leaves the first as it was
     // until it finishes, then replaces it whole, with no staging file left.
     let second = atrest_test_support::seeded(2 << 20, 2);
-    let mut again = Blobs::create(&store, &name).unwrap();
-    again.write_all(&second).unwrap();
-    assert!(read_back(&store, &name) == first);
-    assert_eq!(again.finish().unwrap(), second.len() as u64);
+    let mut again = Blobs::create(&store, &name).await.unwrap();
+    again.write(Bytes::from(second.clone())).await.unwrap();
+    assert!(read_back(&store, &name).await == first);
+    assert_eq!(again.finish().await.unwrap(), second.len() as u64);
     assert_eq!(entries(), vec![name.as_str().to_owned()]);
-    assert!(read_back(&store, &name) == second);
+    assert!(read_back(&store, &name).await == second);
 
-    // One dropped half way leaves nothing.
-    let other = BlobName::random().unwrap();
-    let mut dropped = Blobs::create(&store, &other).unwrap();
-    dropped.write_all(&first[..1000]).unwrap();
-    drop(dropped);
+    // One dropped half way leaves nothing, whether its bytes were still in
+    // memory or already in its staging file.
+    for len in [1000, 3 << 20] {
+        let other = BlobName::random().unwrap();
+        let mut dropped = Blobs::create(&store, &other).await.unwrap();
+        dropped
+            .write(Bytes::from(first[..len].to_vec()))
+            .await
+            .unwrap();
+        drop(dropped);
+        assert_eq!(entries(), vec![name.as_str().to_owned()]);
+    }
+
+    // A small blob is written whole when it finishes, in place for a batch:
+    // nothing of it is visible before.
+    let small = BlobName::random().unwrap();
+    let mut upload = store.create_deferred(&small).await.unwrap();
+    upload.write(Bytes::from_static(b"small")).await.unwrap();
     assert_eq!(entries(), vec![name.as_str().to_owned()]);
+    assert_eq!(upload.finish().await.unwrap(), 5);
+    store.make_names_durable().await.unwrap();
+    assert_eq!(read_back(&store, &small).await, b"small");
+    // One in the way of a batch's blob is never replaced nor removed.
+    let mut clash = store.create_deferred(&small).await.unwrap();
+    clash.write(Bytes::from_static(b"other")).await.unwrap();
+    assert_eq!(
+        clash.finish().await.unwrap_err().kind(),
+        ErrorKind::Conflict
+    );
+    assert_eq!(read_back(&store, &small).await, b"small");
 }

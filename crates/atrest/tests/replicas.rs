@@ -20,11 +20,14 @@ use std::sync::Arc;
 
 use atrest::blobs::{BlobCheck, BlobStore, CopyState, RepairOutcome, ReplicatedBlobs};
 use atrest::filekey::{OsRng, TenantId};
-use atrest::tenant::blocking::block_on;
 use atrest::tenant::{Access, Decision, KeyHierarchy, MasterKey, ServiceKeys, TenantKeyDir};
-use atrest::{BlobDigest, BlobName, Blobs, Catalog as _, ErrorKind, FileRecord, Files};
+use atrest::{
+    BlobDigest, BlobName, BlobReader, BlobUpload, Blobs, Catalog as _, ErrorKind, FileRecord, Files,
+};
 use atrest_sqlite::{SqliteCatalog, SqliteSealedKeys, SqliteStore};
 use atrest_test_support::TempDir;
+use atrest_test_support::files::{read, read_range};
+use bytes::Bytes;
 
 const ALICE: Access<'static> = Access::User {
     principal: "alice@a",
@@ -32,8 +35,8 @@ const ALICE: Access<'static> = Access::User {
 
 /// Audit records are not what these tests look at.
 /// The service's root keys in `path`, sealed under `master`.
-fn service_keys(path: &Path, master: MasterKey) -> Arc<ServiceKeys> {
-    let sealed = block_on(SqliteSealedKeys::open(path)).unwrap();
+async fn service_keys(path: &Path, master: MasterKey) -> Arc<ServiceKeys> {
+    let sealed = SqliteSealedKeys::open(path).await.unwrap();
     Arc::new(ServiceKeys::new("service", Arc::new(sealed), master).unwrap())
 }
 
@@ -59,17 +62,21 @@ struct World {
 }
 
 /// Keys, a catalog and tenant `a` in `dir`, with blobs in `blobs`.
-fn world(dir: &Path, blobs: Arc<dyn Blobs>) -> World {
+async fn world(dir: &Path, blobs: Arc<dyn Blobs>) -> World {
     std::fs::create_dir_all(dir).unwrap();
     let master = MasterKey::create_file(&dir.join("master.key")).unwrap();
-    let service = service_keys(&dir.join("keys.sqlite"), master.clone());
-    block_on(service.create_key("root")).unwrap();
-    let catalog = Arc::new(block_on(SqliteCatalog::open(&dir.join("catalog.sqlite"))).unwrap());
+    let service = service_keys(&dir.join("keys.sqlite"), master.clone()).await;
+    service.create_key("root").await.unwrap();
+    let catalog = Arc::new(
+        SqliteCatalog::open(&dir.join("catalog.sqlite"))
+            .await
+            .unwrap(),
+    );
     let tenant = TenantId::random(&mut OsRng).unwrap();
-    block_on(catalog.name_tenant("a", tenant)).unwrap();
+    catalog.name_tenant("a", tenant).await.unwrap();
     let audit = Arc::new(Discard);
     let keys = KeyHierarchy::builder(
-        Arc::new(block_on(SqliteStore::open(&dir.join("meta.sqlite"))).unwrap()),
+        Arc::new(SqliteStore::open(&dir.join("meta.sqlite")).await.unwrap()),
         Arc::new(TenantKeyDir::open(&dir.join("tenant-keys"), master).unwrap()),
         audit.clone(),
     )
@@ -78,7 +85,7 @@ fn world(dir: &Path, blobs: Arc<dyn Blobs>) -> World {
     .policy(Arc::new(|_: &Access<'_>, _, _| Decision::Allow))
     .build()
     .unwrap();
-    block_on(keys.create_service_tenant(tenant)).unwrap();
+    keys.create_service_tenant(tenant).await.unwrap();
     World {
         files: Files::new(Arc::new(keys), catalog.clone(), blobs, audit),
         tenant,
@@ -107,25 +114,33 @@ fn replicated(dirs: &[PathBuf], copies: usize) -> Arc<ReplicatedBlobs> {
     Arc::new(ReplicatedBlobs::new(primary, stores.collect(), copies).unwrap())
 }
 
-fn open(world: &World, name: &str) -> Vec<u8> {
-    world
-        .files
-        .open(&ALICE, world.tenant, name, None, Vec::new())
+async fn open(world: &World, name: &str) -> Vec<u8> {
+    read(&world.files, &ALICE, world.tenant, name, None, None)
+        .await
         .unwrap()
         .1
 }
 
-fn open_range(world: &World, name: &str, range: std::ops::Range<u64>) -> Vec<u8> {
+async fn open_range(world: &World, name: &str, range: std::ops::Range<u64>) -> Vec<u8> {
     let mut out = Vec::new();
-    let _ = world
-        .files
-        .open_range(&ALICE, world.tenant, name, None, range, &mut out)
-        .unwrap();
+    let _ = read_range(
+        &world.files,
+        &ALICE,
+        world.tenant,
+        name,
+        None,
+        range,
+        &mut out,
+    )
+    .await
+    .unwrap();
     out
 }
 
-fn check(blobs: &ReplicatedBlobs, record: &FileRecord) -> BlobCheck {
-    blobs.check(&record.blob, record.blob_len, record.blob_sha256)
+async fn check(blobs: &ReplicatedBlobs, record: &FileRecord) -> BlobCheck {
+    blobs
+        .check(&record.blob, record.blob_len, record.blob_sha256)
+        .await
 }
 
 fn states(check: &BlobCheck) -> Vec<CopyState> {
@@ -134,23 +149,24 @@ fn states(check: &BlobCheck) -> Vec<CopyState> {
 
 /// Repairs what `check` found, asserts every bad copy was repaired, and
 /// that a second check is clean.
-fn repair_and_recheck(blobs: &ReplicatedBlobs, record: &FileRecord, mut found: BlobCheck) {
-    blobs.repair(&mut found);
+async fn repair_and_recheck(blobs: &ReplicatedBlobs, record: &FileRecord, mut found: BlobCheck) {
+    blobs.repair(&mut found).await;
     assert!(found.is_repaired(), "{found:#?}");
-    let again = check(blobs, record);
+    let again = check(blobs, record).await;
     assert!(again.is_clean(), "{again:#?}");
 }
 
-#[test]
-fn the_record_keeps_the_digest_of_its_blob() {
+#[tokio::test]
+async fn the_record_keeps_the_digest_of_its_blob() {
     let dir = TempDir::new("digest");
     let dirs = local_dirs(dir.path(), 2);
     let blobs = replicated(&dirs, 2);
-    let world = world(&dir.path().join("world"), blobs.clone());
+    let world = world(&dir.path().join("world"), blobs.clone()).await;
     let plain = data(300_000, 1);
     let record = world
         .files
         .seal(&ALICE, world.tenant, "f", plain.as_slice())
+        .await
         .unwrap();
     let bytes = std::fs::read(dirs[0].join(record.blob.as_str())).unwrap();
     assert_eq!(record.blob_sha256, Some(BlobDigest::of(&bytes)));
@@ -160,49 +176,54 @@ fn the_record_keeps_the_digest_of_its_blob() {
         bytes
     );
     assert!(blobs.take_failures().is_empty());
-    assert!(check(&blobs, &record).is_clean());
-    assert_eq!(open(&world, "f"), plain);
+    assert!(check(&blobs, &record).await.is_clean());
+    assert_eq!(open(&world, "f").await, plain);
 }
 
-#[test]
-fn a_deleted_copy_is_read_around_reported_and_repaired() {
+#[tokio::test]
+async fn a_deleted_copy_is_read_around_reported_and_repaired() {
     let dir = TempDir::new("deleted");
     let dirs = local_dirs(dir.path(), 3);
     let blobs = replicated(&dirs, 3);
-    let world = world(&dir.path().join("world"), blobs.clone());
+    let world = world(&dir.path().join("world"), blobs.clone()).await;
     let plain = data(1 << 20, 2);
     let record = world
         .files
         .seal(&ALICE, world.tenant, "f", plain.as_slice())
+        .await
         .unwrap();
     // The primary's copy and one replica's are gone.
     std::fs::remove_file(dirs[0].join(record.blob.as_str())).unwrap();
     std::fs::remove_file(dirs[2].join(record.blob.as_str())).unwrap();
-    assert_eq!(open(&world, "f"), plain);
-    assert_eq!(open_range(&world, "f", 1000..70_000), plain[1000..70_000]);
-    let found = check(&blobs, &record);
+    assert_eq!(open(&world, "f").await, plain);
+    assert_eq!(
+        open_range(&world, "f", 1000..70_000).await,
+        plain[1000..70_000]
+    );
+    let found = check(&blobs, &record).await;
     assert_eq!(
         states(&found),
         [CopyState::Missing, CopyState::Good, CopyState::Missing]
     );
-    repair_and_recheck(&blobs, &record, found);
+    repair_and_recheck(&blobs, &record, found).await;
     assert_eq!(
         std::fs::read(dirs[0].join(record.blob.as_str())).unwrap(),
         std::fs::read(dirs[1].join(record.blob.as_str())).unwrap()
     );
-    assert_eq!(open(&world, "f"), plain);
+    assert_eq!(open(&world, "f").await, plain);
 }
 
-#[test]
-fn a_corrupted_copy_is_read_around_reported_and_repaired() {
+#[tokio::test]
+async fn a_corrupted_copy_is_read_around_reported_and_repaired() {
     let dir = TempDir::new("corrupted");
     let dirs = local_dirs(dir.path(), 3);
     let blobs = replicated(&dirs, 2);
-    let world = world(&dir.path().join("world"), blobs.clone());
+    let world = world(&dir.path().join("world"), blobs.clone()).await;
     let plain = data(1 << 20, 3);
     let record = world
         .files
         .seal(&ALICE, world.tenant, "f", plain.as_slice())
+        .await
         .unwrap();
     // A flipped byte in the middle of the primary's copy: the segments
     // before it are released from the primary, the rest from a replica.
@@ -215,12 +236,12 @@ fn a_corrupted_copy_is_read_around_reported_and_repaired() {
     let cut = std::fs::read(&replica).unwrap();
     std::fs::write(&replica, &cut[..cut.len() - 5000]).unwrap();
 
-    assert_eq!(open(&world, "f"), plain);
+    assert_eq!(open(&world, "f").await, plain);
     assert_eq!(
-        open_range(&world, "f", 500_000..900_000),
+        open_range(&world, "f", 500_000..900_000).await,
         plain[500_000..900_000]
     );
-    let found = check(&blobs, &record);
+    let found = check(&blobs, &record).await;
     assert!(matches!(
         found.copies[0].state,
         CopyState::WrongDigest { .. }
@@ -232,20 +253,19 @@ fn a_corrupted_copy_is_read_around_reported_and_repaired() {
         }
     );
     assert_eq!(found.copies[2].state, CopyState::Good);
-    repair_and_recheck(&blobs, &record, found);
-    assert_eq!(open(&world, "f"), plain);
+    repair_and_recheck(&blobs, &record, found).await;
+    assert_eq!(open(&world, "f").await, plain);
 
     // With every copy damaged, the open fails and says so.
     for d in &dirs {
         std::fs::write(d.join(record.blob.as_str()), &bytes).unwrap();
     }
-    let error = world
-        .files
-        .open(&ALICE, world.tenant, "f", None, Vec::new())
+    let error = read(&world.files, &ALICE, world.tenant, "f", None, None)
+        .await
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Integrity);
-    let mut none = check(&blobs, &record);
-    blobs.repair(&mut none);
+    let mut none = check(&blobs, &record).await;
+    blobs.repair(&mut none).await;
     assert!(!none.is_repaired());
     assert!(matches!(
         none.copies[0].repair,
@@ -264,17 +284,18 @@ fn bring_back(dir: &Path) {
     std::fs::rename(dir.with_extension("away"), dir).unwrap();
 }
 
-#[test]
-fn a_location_down_takes_no_write_and_is_repaired_when_back() {
+#[tokio::test]
+async fn a_location_down_takes_no_write_and_is_repaired_when_back() {
     let dir = TempDir::new("down");
     let dirs = local_dirs(dir.path(), 3);
     let blobs = replicated(&dirs, 2);
-    let world = world(&dir.path().join("world"), blobs.clone());
+    let world = world(&dir.path().join("world"), blobs.clone()).await;
     take_down(&dirs[1]);
     let plain = data(700_000, 4);
     let record = world
         .files
         .seal(&ALICE, world.tenant, "f", plain.as_slice())
+        .await
         .unwrap();
     let failures = blobs.take_failures();
     assert_eq!(failures.len(), 1, "{failures:?}");
@@ -290,15 +311,16 @@ fn a_location_down_takes_no_write_and_is_repaired_when_back() {
     let batch = world
         .files
         .seal_batch(&ALICE, world.tenant, items, 1)
+        .await
         .unwrap();
     let batched = batch.into_iter().next().unwrap().unwrap();
-    assert_eq!(open(&world, "f"), plain);
-    assert_eq!(open(&world, "g"), plain[..1000]);
+    assert_eq!(open(&world, "f").await, plain);
+    assert_eq!(open(&world, "g").await, plain[..1000]);
     // The primary goes down too: reads come from the last copy.
     take_down(&dirs[0]);
-    assert_eq!(open(&world, "f"), plain);
-    assert_eq!(open_range(&world, "f", 5..600_000), plain[5..600_000]);
-    let found = check(&blobs, &record);
+    assert_eq!(open(&world, "f").await, plain);
+    assert_eq!(open_range(&world, "f", 5..600_000).await, plain[5..600_000]);
+    let found = check(&blobs, &record).await;
     assert!(
         matches!(
             found.copies[0].state,
@@ -309,38 +331,38 @@ fn a_location_down_takes_no_write_and_is_repaired_when_back() {
     bring_back(&dirs[0]);
     bring_back(&dirs[1]);
     for record in [&record, &batched] {
-        let found = check(&blobs, record);
+        let found = check(&blobs, record).await;
         assert_eq!(
             states(&found),
             [CopyState::Good, CopyState::Missing, CopyState::Good]
         );
-        repair_and_recheck(&blobs, record, found);
+        repair_and_recheck(&blobs, record, found).await;
     }
 }
 
-#[test]
-fn more_copies_than_working_locations_fails_the_seal_and_leaves_no_record() {
+#[tokio::test]
+async fn more_copies_than_working_locations_fails_the_seal_and_leaves_no_record() {
     let dir = TempDir::new("too-few");
     let dirs = local_dirs(dir.path(), 2);
     let blobs = replicated(&dirs, 2);
-    let world = world(&dir.path().join("world"), blobs.clone());
+    let world = world(&dir.path().join("world"), blobs.clone()).await;
     take_down(&dirs[1]);
     let error = world
         .files
         .seal(&ALICE, world.tenant, "f", data(200_000, 5).as_slice())
+        .await
         .unwrap_err();
     assert_ne!(error.kind(), ErrorKind::Usage, "{error}");
     assert!(
-        block_on(world.catalog.records(world.tenant))
+        world
+            .catalog
+            .records(world.tenant)
+            .await
             .unwrap()
             .is_empty(),
         "no record"
     );
-    assert!(
-        block_on(world.catalog.seals_in_progress())
-            .unwrap()
-            .is_empty()
-    );
+    assert!(world.catalog.seals_in_progress().await.unwrap().is_empty());
     assert!(
         std::fs::read_dir(&dirs[0]).unwrap().next().is_none(),
         "no blob"
@@ -353,15 +375,16 @@ fn more_copies_than_working_locations_fails_the_seal_and_leaves_no_record() {
     }
 }
 
-#[test]
-fn the_digest_is_covered_by_the_record_tag() {
+#[tokio::test]
+async fn the_digest_is_covered_by_the_record_tag() {
     let dir = TempDir::new("tag");
     let dirs = local_dirs(dir.path(), 1);
     let blobs = replicated(&dirs, 1);
-    let world = world(&dir.path().join("world"), blobs);
+    let world = world(&dir.path().join("world"), blobs).await;
     let record = world
         .files
         .seal(&ALICE, world.tenant, "f", &b"hello"[..])
+        .await
         .unwrap();
     let db = rusqlite_path(&dir.path().join("world"));
     for sql in [
@@ -369,9 +392,8 @@ fn the_digest_is_covered_by_the_record_tag() {
         "UPDATE catalog_versions SET blob_sha256 = zeroblob(32)",
     ] {
         edit(&db, sql);
-        let error = world
-            .files
-            .open(&ALICE, world.tenant, "f", None, Vec::new())
+        let error = read(&world.files, &ALICE, world.tenant, "f", None, None)
+            .await
             .unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Integrity, "{sql}");
         edit(
@@ -382,7 +404,7 @@ fn the_digest_is_covered_by_the_record_tag() {
             ),
         );
     }
-    assert_eq!(open(&world, "f"), b"hello");
+    assert_eq!(open(&world, "f").await, b"hello");
 }
 
 fn rusqlite_path(dir: &Path) -> PathBuf {
@@ -394,23 +416,24 @@ fn edit(db: &Path, sql: &str) {
     connection.execute_batch(sql).unwrap();
 }
 
-#[test]
-fn a_catalog_from_before_digests_gains_the_column_and_its_records_still_open() {
+#[tokio::test]
+async fn a_catalog_from_before_digests_gains_the_column_and_its_records_still_open() {
     let dir = TempDir::new("migrate");
     let dirs = local_dirs(dir.path(), 1);
     let blobs = replicated(&dirs, 1);
     let world_dir = dir.path().join("world");
-    let world = world(&world_dir, blobs);
+    let world = world(&world_dir, blobs).await;
     let _ = world
         .files
         .seal(&ALICE, world.tenant, "f", &b"hello"[..])
+        .await
         .unwrap();
     drop(world);
     let db = rusqlite_path(&world_dir);
     edit(&db, "ALTER TABLE catalog_versions DROP COLUMN blob_sha256");
-    let catalog = block_on(SqliteCatalog::open(&db)).unwrap();
-    let tenant = block_on(catalog.tenant_named("a")).unwrap().unwrap();
-    let records = block_on(catalog.records(tenant)).unwrap();
+    let catalog = SqliteCatalog::open(&db).await.unwrap();
+    let tenant = catalog.tenant_named("a").await.unwrap().unwrap();
+    let records = catalog.records(tenant).await.unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].blob_sha256, None);
 }
@@ -445,8 +468,8 @@ fn nothing_listening() -> Arc<dyn Blobs> {
     )
 }
 
-#[test]
-fn a_location_with_nothing_listening_is_passed_over() {
+#[tokio::test]
+async fn a_location_with_nothing_listening_is_passed_over() {
     let dir = TempDir::new("nothing-listening");
     let dirs = local_dirs(dir.path(), 2);
     let stores: Vec<Arc<dyn Blobs>> = dirs
@@ -461,11 +484,12 @@ fn a_location_with_nothing_listening_is_passed_over() {
         )
         .unwrap(),
     );
-    let world = world(&dir.path().join("world"), blobs.clone());
+    let world = world(&dir.path().join("world"), blobs.clone()).await;
     let plain = data(500_000, 7);
     let record = world
         .files
         .seal(&ALICE, world.tenant, "f", plain.as_slice())
+        .await
         .unwrap();
     let failures = blobs.take_failures();
     assert_eq!(failures.len(), 1, "{failures:?}");
@@ -474,8 +498,8 @@ fn a_location_with_nothing_listening_is_passed_over() {
     // The primary's copy gone: the read passes over it and the location
     // that does not answer.
     std::fs::remove_file(dirs[0].join(record.blob.as_str())).unwrap();
-    assert_eq!(open(&world, "f"), plain);
-    let found = check(&blobs, &record);
+    assert_eq!(open(&world, "f").await, plain);
+    let found = check(&blobs, &record).await;
     assert_eq!(found.copies[0].state, CopyState::Missing);
     assert!(matches!(
         found.copies[1].state,
@@ -483,7 +507,7 @@ fn a_location_with_nothing_listening_is_passed_over() {
     ));
     assert_eq!(found.copies[2].state, CopyState::Good);
     let mut repaired = found;
-    blobs.repair(&mut repaired);
+    blobs.repair(&mut repaired).await;
     assert_eq!(
         repaired.copies[0].repair,
         Some(RepairOutcome::Repaired { from: 2 })
@@ -492,7 +516,7 @@ fn a_location_with_nothing_listening_is_passed_over() {
         repaired.copies[1].repair,
         Some(RepairOutcome::Failed { .. })
     ));
-    let again = check(&blobs, &record);
+    let again = check(&blobs, &record).await;
     assert!(again.copies[0].state.is_good() && again.copies[2].state.is_good());
 }
 
@@ -503,59 +527,57 @@ struct FailsMidway {
     after: usize,
 }
 
-struct FailingUpload<'a> {
-    inner: Box<dyn atrest::blob::BlobUpload + 'a>,
+struct FailingUpload {
+    inner: Box<dyn BlobUpload>,
     left: usize,
 }
 
-impl std::io::Write for FailingUpload<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if buf.len() > self.left {
-            return Err(std::io::Error::other("no space left"));
+#[async_trait::async_trait]
+impl BlobUpload for FailingUpload {
+    async fn write(&mut self, bytes: Bytes) -> Result<(), atrest::Error> {
+        if bytes.len() > self.left {
+            return Err(atrest::Error::Io(std::io::Error::other("no space left")));
         }
-        self.left -= buf.len();
-        self.inner.write(buf)
+        self.left -= bytes.len();
+        self.inner.write(bytes).await
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl atrest::blob::BlobUpload for FailingUpload<'_> {
-    fn finish(self: Box<Self>) -> Result<u64, atrest::Error> {
-        self.inner.finish()
+    async fn finish(self: Box<Self>) -> Result<u64, atrest::Error> {
+        self.inner.finish().await
     }
 }
 
+#[async_trait::async_trait]
 impl Blobs for FailsMidway {
-    fn create(
-        &self,
-        name: &BlobName,
-    ) -> Result<Box<dyn atrest::blob::BlobUpload + '_>, atrest::Error> {
+    async fn create(&self, name: &BlobName) -> Result<Box<dyn BlobUpload>, atrest::Error> {
         Ok(Box::new(FailingUpload {
-            inner: self.inner.create(name)?,
+            inner: self.inner.create(name).await?,
             left: self.after,
         }))
     }
 
-    fn open(&self, name: &BlobName) -> Result<Box<dyn std::io::Read + Send + '_>, atrest::Error> {
-        self.inner.open(name)
+    async fn open(&self, name: &BlobName) -> Result<Box<dyn BlobReader>, atrest::Error> {
+        self.inner.open(name).await
     }
 
-    fn ranged(
+    async fn read_range(
         &self,
         name: &BlobName,
-    ) -> Result<Box<dyn atrest::stream::ReadAt + Send + Sync + '_>, atrest::Error> {
-        self.inner.ranged(name)
+        range: std::ops::Range<u64>,
+    ) -> Result<Vec<u8>, atrest::Error> {
+        self.inner.read_range(name, range).await
     }
 
-    fn delete(&self, name: &BlobName) -> Result<(), atrest::Error> {
-        self.inner.delete(name)
+    async fn len(&self, name: &BlobName) -> Result<u64, atrest::Error> {
+        self.inner.len(name).await
     }
 
-    fn list(&self) -> Result<Vec<(BlobName, u64)>, atrest::Error> {
-        self.inner.list()
+    async fn delete(&self, name: &BlobName) -> Result<(), atrest::Error> {
+        self.inner.delete(name).await
+    }
+
+    async fn list(&self) -> Result<Vec<(BlobName, u64)>, atrest::Error> {
+        self.inner.list().await
     }
 
     fn location(&self) -> String {
@@ -563,8 +585,8 @@ impl Blobs for FailsMidway {
     }
 }
 
-#[test]
-fn a_location_failing_in_the_middle_of_an_upload_is_dropped_from_it() {
+#[tokio::test]
+async fn a_location_failing_in_the_middle_of_an_upload_is_dropped_from_it() {
     let dir = TempDir::new("midway");
     let dirs = local_dirs(dir.path(), 1);
     let primary: Arc<dyn Blobs> = Arc::new(BlobStore::local(&dirs[0]).unwrap());
@@ -575,11 +597,12 @@ fn a_location_failing_in_the_middle_of_an_upload_is_dropped_from_it() {
     let blobs = Arc::new(
         ReplicatedBlobs::new(primary.clone(), vec![failing.clone() as Arc<dyn Blobs>], 1).unwrap(),
     );
-    let world = world(&dir.path().join("world"), blobs.clone());
+    let world = world(&dir.path().join("world"), blobs.clone()).await;
     let plain = data(400_000, 8);
     let record = world
         .files
         .seal(&ALICE, world.tenant, "f", plain.as_slice())
+        .await
         .unwrap();
     let failures = blobs.take_failures();
     assert_eq!(failures.len(), 1, "{failures:?}");
@@ -588,10 +611,10 @@ fn a_location_failing_in_the_middle_of_an_upload_is_dropped_from_it() {
         (1, "fails-midway")
     );
     // The dropped upload left nothing at that location.
-    assert!(failing.inner.list().unwrap().is_empty());
-    assert_eq!(open(&world, "f"), plain);
+    assert!(failing.inner.list().await.unwrap().is_empty());
+    assert_eq!(open(&world, "f").await, plain);
     assert_eq!(
-        states(&check(&blobs, &record)),
+        states(&check(&blobs, &record).await),
         [CopyState::Good, CopyState::Missing]
     );
 
@@ -600,18 +623,22 @@ fn a_location_failing_in_the_middle_of_an_upload_is_dropped_from_it() {
     let strict = Arc::new(
         ReplicatedBlobs::new(primary, vec![failing.clone() as Arc<dyn Blobs>], 2).unwrap(),
     );
-    let world = self::world(&dir.path().join("strict"), strict);
+    let world = self::world(&dir.path().join("strict"), strict).await;
     let error = world
         .files
         .seal(&ALICE, world.tenant, "g", plain.as_slice())
+        .await
         .unwrap_err();
     assert_ne!(error.kind(), ErrorKind::Usage, "{error}");
     assert!(
-        block_on(world.catalog.records(world.tenant))
+        world
+            .catalog
+            .records(world.tenant)
+            .await
             .unwrap()
             .is_empty()
     );
-    assert!(failing.inner.list().unwrap().is_empty());
+    assert!(failing.inner.list().await.unwrap().is_empty());
     assert_eq!(
         std::fs::read_dir(&dirs[0]).unwrap().count(),
         1,
@@ -623,8 +650,8 @@ fn a_location_failing_in_the_middle_of_an_upload_is_dropped_from_it() {
 /// that cannot take anything (its container does not exist): writes
 /// succeed with two copies of three, reads come around a deleted and a
 /// corrupted copy, and the repair fixes both.
-#[test]
-fn azure_replica_with_a_location_down() {
+#[tokio::test]
+async fn azure_replica_with_a_location_down() {
     let azurite = atrest_test_support::azurite::azurite();
     let dir = TempDir::new("azure-replica");
     let container = format!("atrest-{}", BlobName::random().unwrap());
@@ -638,11 +665,12 @@ fn azure_replica_with_a_location_down() {
         BlobStore::from_url_with_options(&format!("az://{missing}"), azurite.options()).unwrap(),
     );
     let blobs = Arc::new(ReplicatedBlobs::new(primary, vec![azure.clone(), down], 2).unwrap());
-    let world = world(&dir.path().join("world"), blobs.clone());
+    let world = world(&dir.path().join("world"), blobs.clone()).await;
     let plain = data(3 << 20, 6);
     let record = world
         .files
         .seal(&ALICE, world.tenant, "f", plain.as_slice())
+        .await
         .unwrap();
     let failures = blobs.take_failures();
     assert_eq!(failures.len(), 1, "{failures:?}");
@@ -650,13 +678,13 @@ fn azure_replica_with_a_location_down() {
 
     // The primary's copy is deleted: read from Azure.
     std::fs::remove_file(dir.path().join("primary").join(record.blob.as_str())).unwrap();
-    assert_eq!(open(&world, "f"), plain);
-    let found = check(&blobs, &record);
+    assert_eq!(open(&world, "f").await, plain);
+    let found = check(&blobs, &record).await;
     assert_eq!(found.copies[0].state, CopyState::Missing);
     assert_eq!(found.copies[1].state, CopyState::Good);
     assert!(!found.copies[2].state.is_good());
     let mut repaired = found;
-    blobs.repair(&mut repaired);
+    blobs.repair(&mut repaired).await;
     assert!(matches!(
         repaired.copies[0].repair,
         Some(RepairOutcome::Repaired { from: 1 })
@@ -670,24 +698,24 @@ fn azure_replica_with_a_location_down() {
     // Azure's from it.
     let mut bytes = std::fs::read(dir.path().join("primary").join(record.blob.as_str())).unwrap();
     bytes[2_000_000] ^= 0x80;
-    let mut upload = azure.create(&record.blob).unwrap();
-    std::io::Write::write_all(&mut upload, &bytes).unwrap();
-    let _ = upload.finish().unwrap();
-    assert_eq!(open(&world, "f"), plain);
-    let found = check(&blobs, &record);
+    let mut upload = azure.create(&record.blob).await.unwrap();
+    upload.write(Bytes::from(bytes)).await.unwrap();
+    let _ = upload.finish().await.unwrap();
+    assert_eq!(open(&world, "f").await, plain);
+    let found = check(&blobs, &record).await;
     assert!(matches!(
         found.copies[1].state,
         CopyState::WrongDigest { .. }
     ));
     let mut repaired = found;
-    blobs.repair(&mut repaired);
+    blobs.repair(&mut repaired).await;
     assert!(matches!(
         repaired.copies[1].repair,
         Some(RepairOutcome::Repaired { from: 0 })
     ));
-    let again = check(&blobs, &record);
+    let again = check(&blobs, &record).await;
     assert!(again.copies[0].state.is_good() && again.copies[1].state.is_good());
-    azure.delete(&record.blob).unwrap();
+    azure.delete(&record.blob).await.unwrap();
 }
 
 /// A batch's writers follow whether a write waits on the store: a local

@@ -22,10 +22,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use atrest::FileRecord;
 use atrest::filekey::{FileId, TenantId};
 use atrest::tenant::{Access, Decision, ReleasePolicy};
-use atrest_cli::deployment::{Deployment, Options, TenantKeys, TrustedAudit};
+use atrest::{FileRecord, FileSelector, WriterSink};
+use atrest_deployment::{Deployment, Options, TenantKeys, TrustedAudit};
 use clap::Parser;
 use ring::digest::{SHA256, digest};
 use ring::rand::{SecureRandom as _, SystemRandom};
@@ -111,12 +111,13 @@ impl Meeting {
 /// organizer shares (writes).
 struct MeetingPolicy(Arc<Meeting>);
 
+#[async_trait::async_trait]
 impl ReleasePolicy for MeetingPolicy {
-    fn decide(&self, access: &Access<'_>, _: TenantId, _: FileId) -> Decision {
+    async fn decide(&self, access: &Access<'_>, _: TenantId, _: FileId) -> Decision {
         self.0.decide(access)
     }
 
-    fn decide_write(&self, access: &Access<'_>, _: TenantId, _: FileId) -> Decision {
+    async fn decide_write(&self, access: &Access<'_>, _: TenantId, _: FileId) -> Decision {
         match access {
             Access::User {
                 principal: ORGANIZER,
@@ -129,9 +130,10 @@ impl ReleasePolicy for MeetingPolicy {
 /// Who shares the meeting's content.
 const ORGANIZER: &str = "organizer";
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
+    match run(&args).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(error) => {
@@ -151,7 +153,7 @@ impl Drop for RemovedOnDrop {
     }
 }
 
-fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
+async fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     let (dir, _temporary) = match &args.dir {
         Some(dir) => (dir.clone(), None),
         None => {
@@ -197,9 +199,11 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     // release policy; the meeting is a service-managed tenant.
     let policy = MeetingPolicy(Arc::clone(&meeting));
     let options = Options::new("meeting-share").policy(Arc::new(policy));
-    let mut deployment = Deployment::init(&dir, None, None, options)?;
-    let _ = deployment.create_tenant("meeting", &TenantKeys::ServiceManaged)?;
-    let tenant = deployment.tenant_id("meeting")?;
+    let mut deployment = Deployment::init(&dir, None, None, options).await?;
+    let _ = deployment
+        .create_tenant("meeting", &TenantKeys::ServiceManaged)
+        .await?;
+    let tenant = deployment.tenant_id("meeting").await?;
     let files = deployment.files();
 
     // The organizer shares: every item sealed with its own file key.
@@ -208,7 +212,9 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     };
     let mut shared: Vec<(String, FileRecord)> = Vec::new();
     for (name, bytes) in &items {
-        let record = files.seal(&organizer, tenant, name, bytes.as_slice())?;
+        let record = files
+            .seal(&organizer, tenant, name, bytes.as_slice())
+            .await?;
         shared.push((name.clone(), record));
     }
 
@@ -235,8 +241,10 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
             principal: participant,
         };
         for ((name, record), (_, original)) in shared.iter().zip(&items) {
-            let result = files.open(&access, tenant, name, Some(record.version), Vec::new());
-            let got = matches!(&result, Ok((_, plain)) if plain == original);
+            let item = FileSelector::version(tenant, name, record.version);
+            let mut plain = WriterSink(Vec::new());
+            let result = files.open(&access, &item, None, &mut plain).await;
+            let got = result.is_ok() && &plain.0 == original;
             as_expected &= got == should_get;
             let outcome = match &result {
                 Ok(_) => "released".to_owned(),
@@ -254,7 +262,9 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         }
     }
 
-    let audit = Deployment::verify_audit(deployment.dir(), &TrustedAudit::default())?.report;
+    let audit = Deployment::verify_audit(deployment.dir(), &TrustedAudit::default())
+        .await?
+        .report;
     let distinct_keys = shared
         .iter()
         .map(|(_, record)| record.wrapped_key.as_bytes().to_vec())

@@ -52,6 +52,16 @@ impl Instance {
         Self { child, addr, log }
     }
 
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for it to exit.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
     /// SIGKILL, and wait for it to go.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -167,6 +177,19 @@ fn parse(raw: &[u8], head_only: bool) -> Response {
 /// `Authorization: Bearer TOKEN`.
 pub fn bearer(token: &str) -> (&'static str, String) {
     ("Authorization", format!("Bearer {token}"))
+}
+
+/// Runs the operator program on deployment `data`; returns its standard
+/// output.
+pub fn atrest(data: &Path, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_atrest"))
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "atrest {args:?}: {output:?}");
+    String::from_utf8(output.stdout).unwrap()
 }
 
 /// Makes a token for `principal` with `atrest-serve token add`.

@@ -64,14 +64,6 @@ pub async fn query_text(url: &str, sql: &str) -> Option<String> {
     value.flatten()
 }
 
-/// Runs `calls` (blocking calls into `atrest::Files`, which waits for the
-/// stores on its own thread) from a test's task on a multi-threaded
-/// runtime: the thread stays in the runtime, so the stores' I/O runs on it,
-/// while the runtime's other tasks move to another worker.
-pub fn blocking<T>(calls: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(calls)
-}
-
 /// A database of its own for one test, dropped with it.
 #[derive(Debug)]
 pub struct TestDatabase {

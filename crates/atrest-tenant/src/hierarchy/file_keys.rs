@@ -33,9 +33,10 @@ impl KeyHierarchy {
     ) -> Result<(FileKey, WrappedFileKey), Error> {
         self.check_capability(access)?;
         let entry = self.tenant_entry(context.tenant).await?;
-        if let Decision::Deny(reason) =
-            self.policy
-                .decide_write(access, context.tenant, context.file)
+        if let Decision::Deny(reason) = self
+            .policy
+            .decide_write(access, context.tenant, context.file)
+            .await
         {
             let event = Event::WriteDenied {
                 file: Self::file_ref(context),
@@ -109,7 +110,10 @@ impl KeyHierarchy {
             if entry.record.state == TenantState::Purged {
                 return Err(Error::Purged(context.tenant));
             }
-            if let Decision::Deny(reason) = self.policy.decide(access, context.tenant, context.file)
+            if let Decision::Deny(reason) = self
+                .policy
+                .decide(access, context.tenant, context.file)
+                .await
             {
                 return Err(Error::Denied { reason });
             }
@@ -215,7 +219,7 @@ impl KeyHierarchy {
             let mut records = Vec::with_capacity(contexts.len());
             let mut keys = Vec::with_capacity(contexts.len());
             for context in contexts {
-                let decision = self.policy.decide_write(access, tenant, context.file);
+                let decision = self.policy.decide_write(access, tenant, context.file).await;
                 if let Decision::Deny(reason) = decision {
                     records.push(
                         Record::new(

@@ -114,7 +114,7 @@ impl KeyHierarchy {
         tenant: TenantId,
         index: &dyn WrappedKeyIndex,
         batch_size: usize,
-        progress: &mut dyn FnMut(RewrapProgress),
+        progress: &mut (dyn FnMut(RewrapProgress) + Send),
     ) -> Result<RewrapReport, Error> {
         let capability = SystemCapability::issued(&self.issuer, "rewrap");
         let access = Access::System(&capability);

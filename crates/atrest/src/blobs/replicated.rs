@@ -1,13 +1,17 @@
 //! Blobs kept in several locations: [`ReplicatedBlobs`].
 
-use std::io::{self, Read, Write};
+use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use atrest_stream::ReadAt;
+use bytes::Bytes;
+use futures_util::future::join_all;
 use serde::Serialize;
 
-use crate::blob::{BlobDigest, BlobHasher, BlobName, BlobUpload, Blobs};
+use crate::blob::{BlobDigest, BlobHasher, BlobName, BlobReader, BlobUpload, Blobs};
 use crate::{Error, ErrorKind};
+
+/// The future an `async_trait` method returns.
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// How many write failures [`ReplicatedBlobs`] keeps for
 /// [`ReplicatedBlobs::take_failures`]; older ones are dropped (a scrub
@@ -31,14 +35,14 @@ const CHUNK_LEN: usize = 1 << 16;
 /// If fewer than `copies` locations can take the blob, the write fails and
 /// the copies already made are deleted, so a failed seal leaves nothing.
 ///
-/// **Reads** through [`Blobs::open`] and [`Blobs::ranged`] take the first
-/// location, primary first, that has the blob and answers. A copy that is
-/// present but damaged cannot be told from a good one without reading it
-/// all, so [`crate::Files::open`] and [`crate::Files::open_range`] go
-/// further: they read a copy through [`Blobs::open_at`] and, when it turns
+/// **Reads** through [`Blobs::open`], [`Blobs::read_range`] and
+/// [`Blobs::len`] take the first location, primary first, that has the
+/// blob and answers. A copy that is present but damaged cannot be told
+/// from a good one without reading it all, so [`crate::Files::open`] goes
+/// further: it reads a copy through [`Blobs::open_at`] and, when it turns
 /// out missing, unreachable, cut short or not authentic (the stream layer
-/// authenticates every segment, the prefix and the end of the stream), they
-/// resume from the next copy at the first byte of plaintext not yet
+/// authenticates every segment, the prefix and the end of the stream), it
+/// resumes from the next copy at the first byte of plaintext not yet
 /// released, with positioned reads that authenticate the new copy's header,
 /// key commitment and last segment first. Plaintext already released came
 /// from segments whose tags verified, so it is the file's, whichever copy
@@ -52,6 +56,11 @@ const CHUNK_LEN: usize = 1 << 16;
 /// a directory; a single atomic upload for an object store), checking the
 /// length and digest of what it copied before it completes.
 pub struct ReplicatedBlobs {
+    shared: Arc<Shared>,
+}
+
+/// What a [`ReplicatedBlobs`] and its uploads share.
+struct Shared {
     locations: Vec<Arc<dyn Blobs>>,
     copies: usize,
     failures: Mutex<Vec<CopyFailure>>,
@@ -61,7 +70,7 @@ impl core::fmt::Debug for ReplicatedBlobs {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("ReplicatedBlobs")
             .field("locations", &self.places())
-            .field("copies", &self.copies)
+            .field("copies", &self.shared.copies)
             .finish_non_exhaustive()
     }
 }
@@ -200,32 +209,217 @@ impl ReplicatedBlobs {
             ));
         }
         Ok(Self {
-            locations,
-            copies,
-            failures: Mutex::new(Vec::new()),
+            shared: Arc::new(Shared {
+                locations,
+                copies,
+                failures: Mutex::new(Vec::new()),
+            }),
         })
     }
 
     /// How many locations must make a blob durable for a write to succeed.
     pub fn copies(&self) -> usize {
-        self.copies
+        self.shared.copies
     }
 
     /// The locations, primary first.
     pub fn stores(&self) -> &[Arc<dyn Blobs>] {
-        &self.locations
+        &self.shared.locations
     }
 
     /// Where each location is, primary first.
     pub fn places(&self) -> Vec<String> {
-        self.locations.iter().map(|l| l.location()).collect()
+        self.shared.locations.iter().map(|l| l.location()).collect()
     }
 
     /// The locations that failed to keep a copy of a blob whose write
     /// succeeded (enough others kept it), since the last call; at most
     /// the last 1024 are kept.
     pub fn take_failures(&self) -> Vec<CopyFailure> {
-        std::mem::take(&mut *self.failures.lock().unwrap_or_else(PoisonError::into_inner))
+        std::mem::take(
+            &mut *self
+                .shared
+                .failures
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    fn store(&self, location: usize) -> Result<&Arc<dyn Blobs>, Error> {
+        self.shared.locations.get(location).ok_or_else(|| {
+            Error::blob(
+                ErrorKind::NotFound,
+                format!("the blob store has no location {location}"),
+            )
+        })
+    }
+
+    /// Starts an upload at every location with `start`; succeeds if at
+    /// least `copies` started.
+    async fn upload<'a, F>(
+        &'a self,
+        name: &BlobName,
+        start: F,
+    ) -> Result<Box<dyn BlobUpload>, Error>
+    where
+        F: Fn(&'a Arc<dyn Blobs>) -> BoxFuture<'a, Result<Box<dyn BlobUpload>, Error>>,
+    {
+        let started = join_all(self.shared.locations.iter().map(start)).await;
+        let mut upload = ReplicatedUpload {
+            shared: Arc::clone(&self.shared),
+            name: name.clone(),
+            live: Vec::with_capacity(started.len()),
+            failed: Vec::new(),
+        };
+        for (location, result) in started.into_iter().enumerate() {
+            match result {
+                Ok(started) => upload.live.push((location, started)),
+                Err(error) => upload.failed.push((location, error)),
+            }
+        }
+        upload.check_enough()?;
+        Ok(Box::new(upload))
+    }
+
+    /// Runs `step` at every location at once; succeeds if at least
+    /// `copies` did.
+    async fn at_enough<'a, F>(&'a self, what: &str, step: F) -> Result<(), Error>
+    where
+        F: Fn(&'a Arc<dyn Blobs>) -> BoxFuture<'a, Result<(), Error>>,
+    {
+        let results = join_all(self.shared.locations.iter().map(step)).await;
+        let mut done = 0;
+        let mut failed = Vec::new();
+        for (location, result) in results.into_iter().enumerate() {
+            match result {
+                Ok(()) => done += 1,
+                Err(error) => failed.push((location, error)),
+            }
+        }
+        if done >= self.shared.copies {
+            Ok(())
+        } else {
+            Err(self.shared.too_few(what, done, &failed))
+        }
+    }
+
+    /// Checks every copy of blob `blob` against the length and digest its
+    /// record gives (`digest` `None`: the length only). Reads each copy
+    /// whole, the locations at once; needs no key.
+    pub async fn check(&self, blob: &BlobName, len: u64, digest: Option<BlobDigest>) -> BlobCheck {
+        let states = join_all(
+            self.shared
+                .locations
+                .iter()
+                .map(|store| check_copy(store.as_ref(), blob, len, digest)),
+        )
+        .await;
+        let copies = self
+            .shared
+            .locations
+            .iter()
+            .zip(states)
+            .enumerate()
+            .map(|(location, (store, state))| CopyReport {
+                location,
+                place: store.location(),
+                state,
+                repair: None,
+            })
+            .collect();
+        BlobCheck {
+            blob: blob.clone(),
+            len,
+            digest,
+            copies,
+        }
+    }
+
+    /// Writes a good copy over every bad copy of `check` (as
+    /// [`ReplicatedBlobs::check`] found them), and records what it did in
+    /// each bad copy's [`CopyReport::repair`]. A copy is written through the
+    /// location's ordinary upload, so it replaces the bad one only once it
+    /// is complete and durable, and only if what was copied has the
+    /// record's length and digest.
+    pub async fn repair(&self, check: &mut BlobCheck) {
+        let source = check
+            .copies
+            .iter()
+            .find(|copy| copy.state.is_good())
+            .map(|copy| copy.location);
+        for copy in &mut check.copies {
+            if copy.state.is_good() {
+                continue;
+            }
+            let outcome = match source {
+                None => RepairOutcome::Failed {
+                    error: "no good copy to repair from".into(),
+                },
+                Some(from) => {
+                    let copied = self
+                        .copy_over(&check.blob, from, copy.location, check.len, check.digest)
+                        .await;
+                    match copied {
+                        Ok(()) => RepairOutcome::Repaired { from },
+                        Err(error) => RepairOutcome::Failed {
+                            error: error.to_string(),
+                        },
+                    }
+                }
+            };
+            copy.repair = Some(outcome);
+        }
+    }
+
+    /// Copies blob `blob` from location `from` to location `to`, checking
+    /// what was copied before the upload completes.
+    async fn copy_over(
+        &self,
+        blob: &BlobName,
+        from: usize,
+        to: usize,
+        len: u64,
+        digest: Option<BlobDigest>,
+    ) -> Result<(), Error> {
+        let mut reader = self.store(from)?.open(blob).await?;
+        let mut upload = self.store(to)?.create(blob).await?;
+        let mut hasher = BlobHasher::new();
+        let mut copied = 0u64;
+        loop {
+            let chunk = reader.read(CHUNK_LEN).await?;
+            if chunk.is_empty() {
+                break;
+            }
+            hasher.update(&chunk);
+            copied += chunk.len() as u64;
+            if copied > len {
+                break;
+            }
+            upload.write(Bytes::from(chunk)).await?;
+        }
+        // Dropping the upload unfinished leaves the bad copy as it was.
+        if copied != len || digest.is_some_and(|d| d != hasher.finish()) {
+            return Err(Error::blob(
+                ErrorKind::Integrity,
+                "the good copy changed while it was copied; nothing was written",
+            ));
+        }
+        let written = upload.finish().await?;
+        if written != len {
+            return Err(Error::blob(
+                ErrorKind::Integrity,
+                format!("the location kept {written} bytes of {len}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn place(&self, location: usize) -> String {
+        self.locations
+            .get(location)
+            .map_or_else(String::new, |l| l.location())
     }
 
     fn remember(&self, blob: &BlobName, failed: Vec<(usize, Error)>) {
@@ -243,63 +437,6 @@ impl ReplicatedBlobs {
         }
         let excess = failures.len().saturating_sub(KEPT_FAILURES);
         drop(failures.drain(..excess));
-    }
-
-    fn place(&self, location: usize) -> String {
-        self.locations
-            .get(location)
-            .map_or_else(String::new, |l| l.location())
-    }
-
-    fn store(&self, location: usize) -> Result<&Arc<dyn Blobs>, Error> {
-        self.locations.get(location).ok_or_else(|| {
-            Error::blob(
-                ErrorKind::NotFound,
-                format!("the blob store has no location {location}"),
-            )
-        })
-    }
-
-    fn upload<'a>(
-        &'a self,
-        name: &BlobName,
-        start: impl Fn(&'a dyn Blobs) -> Result<Box<dyn BlobUpload + 'a>, Error>,
-    ) -> Result<Box<dyn BlobUpload + 'a>, Error> {
-        let mut upload = ReplicatedUpload {
-            blobs: self,
-            name: name.clone(),
-            live: Vec::with_capacity(self.locations.len()),
-            failed: Vec::new(),
-        };
-        for (location, store) in self.locations.iter().enumerate() {
-            match start(store.as_ref()) {
-                Ok(started) => upload.live.push((location, started)),
-                Err(error) => upload.failed.push((location, error)),
-            }
-        }
-        upload.check_enough()?;
-        Ok(Box::new(upload))
-    }
-
-    /// Runs `step` at every location; succeeds if at least `copies` did.
-    fn at_enough(
-        &self,
-        what: &str,
-        step: impl Fn(&dyn Blobs) -> Result<(), Error>,
-    ) -> Result<(), Error> {
-        let mut done = 0;
-        let mut failed = Vec::new();
-        for (location, store) in self.locations.iter().enumerate() {
-            match step(store.as_ref()) {
-                Ok(()) => done += 1,
-                Err(error) => failed.push((location, error)),
-            }
-        }
-        if done >= self.copies {
-            Ok(())
-        } else {
-            Err(self.too_few(what, done, &failed))
-        }
     }
 
     fn too_few(&self, what: &str, done: usize, failed: &[(usize, Error)]) -> Error {
@@ -320,122 +457,16 @@ impl ReplicatedBlobs {
             ),
         )
     }
-
-    /// Checks every copy of blob `blob` against the length and digest its
-    /// record gives (`digest` `None`: the length only). Reads each copy
-    /// whole; needs no key.
-    pub fn check(&self, blob: &BlobName, len: u64, digest: Option<BlobDigest>) -> BlobCheck {
-        let copies = self
-            .locations
-            .iter()
-            .enumerate()
-            .map(|(location, store)| CopyReport {
-                location,
-                place: store.location(),
-                state: check_copy(store.as_ref(), blob, len, digest),
-                repair: None,
-            })
-            .collect();
-        BlobCheck {
-            blob: blob.clone(),
-            len,
-            digest,
-            copies,
-        }
-    }
-
-    /// Writes a good copy over every bad copy of `check` (as
-    /// [`ReplicatedBlobs::check`] found them), and records what it did in
-    /// each bad copy's [`CopyReport::repair`]. A copy is written through the
-    /// location's ordinary upload, so it replaces the bad one only once it
-    /// is complete and durable, and only if what was copied has the
-    /// record's length and digest.
-    pub fn repair(&self, check: &mut BlobCheck) {
-        let source = check
-            .copies
-            .iter()
-            .find(|copy| copy.state.is_good())
-            .map(|copy| copy.location);
-        for copy in &mut check.copies {
-            if copy.state.is_good() {
-                continue;
-            }
-            let outcome = match source {
-                None => RepairOutcome::Failed {
-                    error: "no good copy to repair from".into(),
-                },
-                Some(from) => {
-                    match self.copy_over(&check.blob, from, copy.location, check.len, check.digest)
-                    {
-                        Ok(()) => RepairOutcome::Repaired { from },
-                        Err(error) => RepairOutcome::Failed {
-                            error: error.to_string(),
-                        },
-                    }
-                }
-            };
-            copy.repair = Some(outcome);
-        }
-    }
-
-    /// Copies blob `blob` from location `from` to location `to`, checking
-    /// what was copied before the upload completes.
-    fn copy_over(
-        &self,
-        blob: &BlobName,
-        from: usize,
-        to: usize,
-        len: u64,
-        digest: Option<BlobDigest>,
-    ) -> Result<(), Error> {
-        let mut reader = self.store(from)?.open(blob)?;
-        let mut upload = self.store(to)?.create(blob)?;
-        let mut hasher = BlobHasher::new();
-        let mut copied = 0u64;
-        let mut buf = vec![0u8; CHUNK_LEN];
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::blob(ErrorKind::Unavailable, e)),
-            };
-            let chunk = buf.get(..n).unwrap_or_default();
-            hasher.update(chunk);
-            copied += n as u64;
-            if copied > len {
-                break;
-            }
-            upload
-                .write_all(chunk)
-                .map_err(|e| Error::blob(ErrorKind::Unavailable, e))?;
-        }
-        // Dropping the upload unfinished leaves the bad copy as it was.
-        if copied != len || digest.is_some_and(|d| d != hasher.finish()) {
-            return Err(Error::blob(
-                ErrorKind::Integrity,
-                "the good copy changed while it was copied; nothing was written",
-            ));
-        }
-        let written = upload.finish()?;
-        if written != len {
-            return Err(Error::blob(
-                ErrorKind::Integrity,
-                format!("the location kept {written} bytes of {len}"),
-            ));
-        }
-        Ok(())
-    }
 }
 
 /// Reads one copy whole and compares it with the record.
-fn check_copy(
+async fn check_copy(
     store: &dyn Blobs,
     blob: &BlobName,
     len: u64,
     digest: Option<BlobDigest>,
 ) -> CopyState {
-    let mut reader = match store.open(blob) {
+    let mut reader = match store.open(blob).await {
         Ok(reader) => reader,
         Err(error) if error.kind() == ErrorKind::NotFound => return CopyState::Missing,
         Err(error) => {
@@ -446,19 +477,17 @@ fn check_copy(
     };
     let mut hasher = BlobHasher::new();
     let mut read = 0u64;
-    let mut buf = vec![0u8; CHUNK_LEN];
     loop {
-        match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                hasher.update(buf.get(..n).unwrap_or_default());
-                read += n as u64;
+        match reader.read(CHUNK_LEN).await {
+            Ok(chunk) if chunk.is_empty() => break,
+            Ok(chunk) => {
+                hasher.update(&chunk);
+                read += chunk.len() as u64;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return CopyState::Missing,
-            Err(e) => {
+            Err(error) if error.kind() == ErrorKind::NotFound => return CopyState::Missing,
+            Err(error) => {
                 return CopyState::Unreachable {
-                    error: e.to_string(),
+                    error: error.to_string(),
                 };
             }
         }
@@ -474,57 +503,60 @@ fn check_copy(
 }
 
 /// One blob being written to every location.
-struct ReplicatedUpload<'a> {
-    blobs: &'a ReplicatedBlobs,
+struct ReplicatedUpload {
+    shared: Arc<Shared>,
     name: BlobName,
     /// The locations still taking the blob.
-    live: Vec<(usize, Box<dyn BlobUpload + 'a>)>,
+    live: Vec<(usize, Box<dyn BlobUpload>)>,
     /// The locations that failed (their uploads dropped: aborted).
     failed: Vec<(usize, Error)>,
 }
 
-impl ReplicatedUpload<'_> {
+impl ReplicatedUpload {
     fn check_enough(&self) -> Result<(), Error> {
-        if self.live.len() >= self.blobs.copies {
+        if self.live.len() >= self.shared.copies {
             Ok(())
         } else {
             Err(self
-                .blobs
+                .shared
                 .too_few("blob written", self.live.len(), &self.failed))
         }
     }
 }
 
-impl Write for ReplicatedUpload<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        for (location, mut upload) in std::mem::take(&mut self.live) {
-            match upload.write_all(buf) {
+#[async_trait::async_trait]
+impl BlobUpload for ReplicatedUpload {
+    /// Writes `bytes` to every location still taking the blob, at once; a
+    /// location that fails is dropped from the upload.
+    async fn write(&mut self, bytes: Bytes) -> Result<(), Error> {
+        let results = join_all(
+            self.live
+                .iter_mut()
+                .map(|(_, upload)| upload.write(bytes.clone())),
+        )
+        .await;
+        let live = std::mem::take(&mut self.live);
+        for ((location, upload), result) in live.into_iter().zip(results) {
+            match result {
                 Ok(()) => self.live.push((location, upload)),
-                Err(error) => self
-                    .failed
-                    .push((location, Error::blob(ErrorKind::Unavailable, error))),
+                Err(error) => self.failed.push((location, error)),
             }
         }
-        self.check_enough().map_err(io::Error::other)?;
-        Ok(buf.len())
+        self.check_enough()
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl BlobUpload for ReplicatedUpload<'_> {
-    fn finish(self: Box<Self>) -> Result<u64, Error> {
+    async fn finish(self: Box<Self>) -> Result<u64, Error> {
         let Self {
-            blobs,
+            shared,
             name,
             live,
             mut failed,
         } = *self;
-        let mut done: Vec<(usize, u64)> = Vec::with_capacity(live.len());
-        for (location, upload) in live {
-            match upload.finish() {
+        let (locations, uploads): (Vec<usize>, Vec<_>) = live.into_iter().unzip();
+        let finished = join_all(uploads.into_iter().map(BlobUpload::finish)).await;
+        let mut done: Vec<(usize, u64)> = Vec::with_capacity(locations.len());
+        for (location, result) in locations.into_iter().zip(finished) {
+            match result {
                 Ok(len) => done.push((location, len)),
                 Err(error) => failed.push((location, error)),
             }
@@ -546,58 +578,89 @@ impl BlobUpload for ReplicatedUpload<'_> {
             same
         });
         match len {
-            Some(len) if done.len() >= blobs.copies => {
-                blobs.remember(&name, failed);
+            Some(len) if done.len() >= shared.copies => {
+                shared.remember(&name, failed);
                 Ok(len)
             }
             _ => {
                 // Too few copies: the write fails and leaves nothing.
                 for (location, _) in &done {
-                    if let Some(store) = blobs.locations.get(*location) {
-                        let _ = store.delete(&name);
+                    if let Some(store) = shared.locations.get(*location) {
+                        let _ = store.delete(&name).await;
                     }
                 }
-                Err(blobs.too_few("blob written", done.len(), &failed))
+                Err(shared.too_few("blob written", done.len(), &failed))
             }
         }
     }
 }
 
+#[async_trait::async_trait]
 impl Blobs for ReplicatedBlobs {
-    fn create(&self, name: &BlobName) -> Result<Box<dyn BlobUpload + '_>, Error> {
-        self.upload(name, |store| store.create(name))
+    async fn create(&self, name: &BlobName) -> Result<Box<dyn BlobUpload>, Error> {
+        self.upload(name, |store| store.create(name)).await
     }
 
     /// The first location, primary first, that has the blob and answers.
-    fn open(&self, name: &BlobName) -> Result<Box<dyn Read + Send + '_>, Error> {
-        first_answer(&self.locations, |store| store.open(name))
-    }
-
-    /// The first location, primary first, that has the blob and answers.
-    fn ranged(&self, name: &BlobName) -> Result<Box<dyn ReadAt + Send + Sync + '_>, Error> {
-        first_answer(&self.locations, |store| store.ranged(name))
-    }
-
-    /// Deletes the blob at every location (all are tried; the first error
-    /// is returned).
-    fn delete(&self, name: &BlobName) -> Result<(), Error> {
-        let mut first = None;
-        for store in &self.locations {
-            if let Err(error) = store.delete(name) {
-                let _ = first.get_or_insert(error);
+    async fn open(&self, name: &BlobName) -> Result<Box<dyn BlobReader>, Error> {
+        let mut first_error = None;
+        for store in &self.shared.locations {
+            match store.open(name).await {
+                Ok(reader) => return Ok(reader),
+                Err(error) => {
+                    let _ = first_error.get_or_insert(error);
+                }
             }
         }
-        first.map_or(Ok(()), Err)
+        Err(first_error.unwrap_or_else(|| Error::blob(ErrorKind::NotFound, "no location")))
+    }
+
+    /// From the first location, primary first, that has the blob and
+    /// answers.
+    async fn read_range(&self, name: &BlobName, range: Range<u64>) -> Result<Vec<u8>, Error> {
+        let mut first_error = None;
+        for store in &self.shared.locations {
+            match store.read_range(name, range.clone()).await {
+                Ok(bytes) => return Ok(bytes),
+                Err(error) => {
+                    let _ = first_error.get_or_insert(error);
+                }
+            }
+        }
+        Err(first_error.unwrap_or_else(|| Error::blob(ErrorKind::NotFound, "no location")))
+    }
+
+    /// At the first location, primary first, that has the blob and
+    /// answers.
+    async fn len(&self, name: &BlobName) -> Result<u64, Error> {
+        let mut first_error = None;
+        for store in &self.shared.locations {
+            match store.len(name).await {
+                Ok(len) => return Ok(len),
+                Err(error) => {
+                    let _ = first_error.get_or_insert(error);
+                }
+            }
+        }
+        Err(first_error.unwrap_or_else(|| Error::blob(ErrorKind::NotFound, "no location")))
+    }
+
+    /// Deletes the blob at every location (all are tried, at once; the
+    /// first error is returned).
+    async fn delete(&self, name: &BlobName) -> Result<(), Error> {
+        let results = join_all(self.shared.locations.iter().map(|store| store.delete(name))).await;
+        results.into_iter().collect()
     }
 
     /// Every blob any reachable location has, with its size at the first
     /// location that has it.
-    fn list(&self) -> Result<Vec<(BlobName, u64)>, Error> {
+    async fn list(&self) -> Result<Vec<(BlobName, u64)>, Error> {
+        let listings = join_all(self.shared.locations.iter().map(|store| store.list())).await;
         let mut all = std::collections::BTreeMap::new();
         let mut listed = 0;
         let mut first_error = None;
-        for store in &self.locations {
-            match store.list() {
+        for listing in listings {
+            match listing {
                 Ok(blobs) => {
                     listed += 1;
                     for (name, size) in blobs {
@@ -619,61 +682,51 @@ impl Blobs for ReplicatedBlobs {
         self.places().join(" + ")
     }
 
-    fn create_deferred(&self, name: &BlobName) -> Result<Box<dyn BlobUpload + '_>, Error> {
-        self.upload(name, |store| store.create_deferred(name))
+    async fn create_deferred(&self, name: &BlobName) -> Result<Box<dyn BlobUpload>, Error> {
+        self.upload(name, |store| store.create_deferred(name)).await
     }
 
-    fn make_durable(&self, name: &BlobName) -> Result<(), Error> {
+    async fn make_durable(&self, name: &BlobName) -> Result<(), Error> {
         self.at_enough("blob made durable", |store| store.make_durable(name))
+            .await
     }
 
-    fn make_names_durable(&self) -> Result<(), Error> {
+    async fn make_names_durable(&self) -> Result<(), Error> {
         self.at_enough("names made durable", |store| store.make_names_durable())
+            .await
     }
 
     /// Each write goes to every location, so it waits if any location's
     /// does.
     fn deferred_writes_wait(&self) -> bool {
-        self.locations
+        self.shared
+            .locations
             .iter()
             .any(|location| location.deferred_writes_wait())
     }
 
     fn locations(&self) -> usize {
-        self.locations.len()
+        self.shared.locations.len()
     }
 
-    fn open_at(
+    async fn open_at(
         &self,
         name: &BlobName,
         location: usize,
-    ) -> Result<Box<dyn Read + Send + '_>, Error> {
-        self.store(location)?.open(name)
+    ) -> Result<Box<dyn BlobReader>, Error> {
+        self.store(location)?.open(name).await
     }
 
-    fn ranged_at(
+    async fn read_range_at(
         &self,
         name: &BlobName,
         location: usize,
-    ) -> Result<Box<dyn ReadAt + Send + Sync + '_>, Error> {
-        self.store(location)?.ranged(name)
+        range: Range<u64>,
+    ) -> Result<Vec<u8>, Error> {
+        self.store(location)?.read_range(name, range).await
     }
-}
 
-/// `attempt` at each location in turn; the first success, or the first
-/// error if none succeeds.
-fn first_answer<'a, T>(
-    locations: &'a [Arc<dyn Blobs>],
-    attempt: impl Fn(&'a dyn Blobs) -> Result<T, Error>,
-) -> Result<T, Error> {
-    let mut first_error = None;
-    for store in locations {
-        match attempt(store.as_ref()) {
-            Ok(found) => return Ok(found),
-            Err(error) => {
-                let _ = first_error.get_or_insert(error);
-            }
-        }
+    async fn len_at(&self, name: &BlobName, location: usize) -> Result<u64, Error> {
+        self.store(location)?.len(name).await
     }
-    Err(first_error.unwrap_or_else(|| Error::blob(ErrorKind::NotFound, "no location")))
 }

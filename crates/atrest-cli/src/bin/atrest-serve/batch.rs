@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use atrest::audit::Text;
 use atrest::tenant::Access;
 use atrest::{BatchItem, BlobName, ErrorKind};
-use atrest_cli::deployment::{Deployment, PutReport};
+use atrest_deployment::{Deployment, PutReport};
 use tokio::sync::oneshot;
 
 /// Bodies up to this size (with a `Content-Length`) are read whole and
@@ -33,7 +33,7 @@ pub(crate) struct Failed {
 }
 
 impl Failed {
-    fn of(error: &atrest_cli::deployment::Error) -> Self {
+    fn of(error: &atrest_deployment::Error) -> Self {
         Self {
             kind: error.kind(),
             message: error.to_string(),
@@ -51,7 +51,7 @@ struct Pending {
 #[derive(Default)]
 struct Queue {
     waiting: Vec<Pending>,
-    /// Whether a batch of this queue is being made (its thread takes the
+    /// Whether a batch of this queue is being made (its task takes the
     /// waiting uploads when it is done).
     running: bool,
 }
@@ -96,7 +96,7 @@ impl Batcher {
 
     /// Seals `body` as a new version of `name` of `tenant` for
     /// `principal`, in the next batch; resolves once it is durable (or
-    /// failed). `None` if the batch's thread went away.
+    /// failed). `None` if the batch's task went away.
     pub(crate) async fn put(
         self: &Arc<Self>,
         tenant: String,
@@ -120,15 +120,15 @@ impl Batcher {
         };
         if start {
             let batcher = self.clone();
-            tokio::task::spawn_blocking(move || batcher.run(&key));
+            drop(tokio::spawn(async move { batcher.run(&key).await }));
         }
         answer.await.ok()
     }
 
     /// Makes batches of `key`'s queue until it is empty.
-    fn run(&self, key: &(String, String)) {
+    async fn run(&self, key: &(String, String)) {
         /// Should a batch panic, its queue is dropped (its uploads answer
-        /// with an error) rather than left waiting for a thread that is
+        /// with an error) rather than left waiting for a task that is
         /// gone.
         struct OnUnwind<'a>(&'a Batcher, &'a (String, String));
         impl Drop for OnUnwind<'_> {
@@ -153,11 +153,11 @@ impl Batcher {
                 let take = queue.waiting.len().min(MAX_BATCH);
                 queue.waiting.drain(..take).collect()
             };
-            self.seal(key, batch);
+            self.seal(key, batch).await;
         }
     }
 
-    fn seal(&self, (tenant, principal): &(String, String), batch: Vec<Pending>) {
+    async fn seal(&self, (tenant, principal): &(String, String), batch: Vec<Pending>) {
         let mut items = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         for pending in batch {
@@ -182,8 +182,12 @@ impl Batcher {
         let access = Access::User {
             principal: principal.as_str(),
         };
-        let threads = self.writers.min(items.len()).max(1);
-        match self.deployment.put_batch(tenant, &access, items, threads) {
+        let writers = self.writers.min(items.len()).max(1);
+        match self
+            .deployment
+            .put_batch(&access, tenant, items, writers)
+            .await
+        {
             Ok(results) => {
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(result.map_err(|error| Failed::of(&error)));

@@ -3,13 +3,19 @@
 //! way out — and the commands that manage its bearer tokens.
 //!
 //! A thin program over a deployment directory
-//! ([`atrest_cli::deployment::Deployment`], made by `atrest init`): every
+//! ([`atrest_deployment::Deployment`], made by `atrest init`): every
 //! decision — names, the release policy, keys, the catalog, blobs, the
 //! audit trail — is the library's. The service adds HTTP ([`service`]),
 //! bearer tokens ([`tokens`]) and request ids. It keeps no state of its
 //! own: instances that share a deployment's catalog, blobs and key
 //! services (PostgreSQL, an object store, OpenBao or PKCS#11 tokens) serve
 //! the same files.
+//!
+//! It enters its async runtime once, in `main`. SIGINT or SIGTERM stops
+//! it: it stops accepting connections, lets the requests in flight finish
+//! for up to `--shutdown-timeout` (default 10 s), cuts the rest, and exits
+//! with 0. An address it cannot listen on is an error at once (exit 1),
+//! before the deployment is opened.
 
 #![forbid(unsafe_code)]
 
@@ -29,7 +35,8 @@ use clap::{Parser, Subcommand};
 
 use crate::service::Service;
 use crate::tokens::{TOKEN_FILE, TokenFile, Tokens};
-use atrest_cli::deployment::{Deployment, Options};
+use atrest_deployment::{Deployment, Options};
+use tokio::net::TcpListener;
 
 /// Seals HTTP uploads in the request and opens downloads on the way out.
 #[derive(Debug, Parser)]
@@ -69,6 +76,10 @@ enum Command {
         /// customer key revocation takes to stop this instance.
         #[arg(long, value_parser = humantime::parse_duration)]
         cache_ttl: Option<Duration>,
+        /// At SIGINT or SIGTERM, how long requests in flight may take to
+        /// finish before they are cut.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+        shutdown_timeout: Duration,
     },
     /// Manages bearer tokens (stored as hashes only).
     #[command(subcommand)]
@@ -107,7 +118,19 @@ fn main() -> ExitCode {
             init,
             actor,
             cache_ttl,
-        } => serve(&cli.data, &token_path, listen, init, &actor, cache_ttl),
+            shutdown_timeout,
+        } => {
+            let settings = Settings {
+                dir: cli.data,
+                token_path,
+                listen,
+                init,
+                actor,
+                cache_ttl,
+                shutdown_timeout,
+            };
+            serve(settings)
+        }
     };
     match result {
         // Standard output was closed or failed (such as a new token that
@@ -151,54 +174,114 @@ fn token_command(file: &TokenFile, command: TokenCommand) -> Result<(), Failure>
     Ok(())
 }
 
-fn serve(
-    dir: &std::path::Path,
-    token_path: &std::path::Path,
+/// What `serve` runs with.
+struct Settings {
+    dir: PathBuf,
+    token_path: PathBuf,
     listen: SocketAddr,
     init: bool,
-    actor: &str,
+    actor: String,
     cache_ttl: Option<Duration>,
-) -> Result<(), Failure> {
-    let mut options = Options::new(actor);
-    if let Some(ttl) = cache_ttl {
-        options = options.cache_ttl(ttl);
-    }
-    let deployment = match Deployment::open(dir, options.clone()) {
-        Err(atrest_cli::deployment::Error::NoDeployment { .. }) if init => {
-            Deployment::init(dir, None, None, options)?
-        }
-        other => other?,
-    };
-    let tokens = Tokens::load(token_path)?;
-    let service = Arc::new(Service::new(deployment, tokens));
+    shutdown_timeout: Duration,
+}
+
+/// Runs the service on a runtime of its own until SIGINT or SIGTERM.
+fn serve(settings: Settings) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen).await?;
-        let address = listener.local_addr()?;
-        // The first line of output, for scripts and tests.
-        atrest_cli::outln!("atrest-serve: listening on http://{address}");
-        axum::serve(listener, service.router())
-            .with_graceful_shutdown(shutdown())
-            .await?;
-        Ok::<(), Failure>(())
-    })
+    let served = runtime.block_on(run(settings));
+    // Whatever was cut at the deadline is not waited for either.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    served
 }
 
-/// Resolves at SIGINT or SIGTERM.
-async fn shutdown() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        // Without handlers, the default actions stop the process.
-        return std::future::pending().await;
+async fn run(settings: Settings) -> Result<(), Failure> {
+    let signals = Signals::watch();
+    raise_open_files_limit();
+    // The address first: one that is taken fails at once, before anything
+    // of the deployment is touched.
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|error| format!("cannot listen on {}: {error}", settings.listen))?;
+    let mut options = Options::new(&settings.actor);
+    if let Some(ttl) = settings.cache_ttl {
+        options = options.cache_ttl(ttl);
+    }
+    let deployment = match Deployment::open(&settings.dir, options.clone()).await {
+        Err(atrest_deployment::Error::NoDeployment { .. }) if settings.init => {
+            Deployment::init(&settings.dir, None, None, options).await?
+        }
+        other => other?,
+    };
+    let tokens = Tokens::load(&settings.token_path)?;
+    let service = Arc::new(Service::new(deployment, tokens));
+    let address = listener.local_addr()?;
+    // The first line of output, for scripts and tests.
+    atrest_cli::outln!("atrest-serve: listening on http://{address}");
+    let (stopping, stop) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, service.router()).with_graceful_shutdown(async move {
+        signals.received().await;
+        let _ = stopping.send(true);
+    });
+    let deadline = async move {
+        let mut stop = stop;
+        let _ = stop.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(settings.shutdown_timeout).await;
     };
     tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
+        served = server => served?,
+        () = deadline => atrest_cli::errln!(
+            "atrest-serve: requests still in flight after {}: cut",
+            humantime::format_duration(settings.shutdown_timeout)
+        ),
     }
-    atrest_cli::errln!("atrest-serve: stopping once requests in flight finish");
+    atrest_cli::errln!("atrest-serve: stopped");
+    Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one: every client
+/// holds a socket, and a few hundred slow clients must not exhaust the
+/// default soft limit (often 1024) while the system allows more.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        // Left as it is if the system refuses (an unlimited maximum).
+        let _ = setrlimit(Resource::Nofile, raised);
+    }
+}
+
+/// SIGINT and SIGTERM, watched from when the service starts (so one that
+/// arrives while the deployment opens stops it too, cleanly).
+struct Signals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn watch() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Self {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    /// Resolves at SIGINT or SIGTERM.
+    async fn received(mut self) {
+        let (Some(interrupt), Some(terminate)) = (&mut self.interrupt, &mut self.terminate) else {
+            // Without handlers, the default actions stop the process.
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        atrest_cli::errln!("atrest-serve: stopping once requests in flight finish");
+    }
 }

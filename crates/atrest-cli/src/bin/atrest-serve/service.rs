@@ -24,6 +24,11 @@
 //! and carried by every audit record the request causes (key release,
 //! seal, open), through [`atrest::audit::in_request`].
 //!
+//! Handlers await the files API directly: an upload is sealed as its body
+//! arrives and a download decrypted as the client reads it, each holding a
+//! task, not a thread, so slow or stalled clients hold nothing another
+//! client needs.
+//!
 //! An upload is committed only once its body ended as its framing said and
 //! its blob is durable: a client that goes away mid-upload (or an instance
 //! killed mid-upload) leaves no record and no visible file; the abandoned
@@ -35,7 +40,7 @@ use std::sync::Arc;
 use atrest::ErrorKind;
 use atrest::audit::{Text, in_request};
 use atrest::tenant::Access;
-use atrest_cli::deployment::{self, Deployment, Principal};
+use atrest_deployment::{self as deployment, Deployment, FileName, Principal};
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
@@ -43,12 +48,11 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Extension, Json, Router};
-use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::batch::{Batcher, Failed, SMALL_UPLOAD};
-use crate::bridge::{BodyReader, BodyWriter, CHUNKS_IN_FLIGHT, Chunk};
+use crate::bridge::{BodyWriter, CHUNKS_IN_FLIGHT, body_reader};
 use crate::range::{self, Requested};
 use crate::tokens::Tokens;
 
@@ -117,7 +121,8 @@ async fn request_id(mut request: Request, next: Next) -> Response {
         .filter(|id| valid_request_id(id))
         .map_or_else(new_request_id, str::to_owned);
     request.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.run(request).await;
+    // Every audit record the handler's work makes carries the id.
+    let mut response = in_request(Text::lossy(id.clone()), next.run(request)).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
@@ -245,37 +250,9 @@ impl FromRequestParts<Arc<Service>> for Caller {
     }
 }
 
-/// Starts synchronous library work on the blocking pool, inside the
-/// request's audit scope (every record it makes carries the request id).
-fn spawn_in_request<T: Send + 'static>(
-    request: &RequestId,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> tokio::task::JoinHandle<T> {
-    let id = Text::lossy(request.0.clone());
-    tokio::task::spawn_blocking(move || in_request(id, work))
-}
-
-/// The outcome of library work started by [`spawn_in_request`].
-async fn outcome<T>(
-    request: &RequestId,
-    work: tokio::task::JoinHandle<Result<T, deployment::Error>>,
-) -> Result<T, ApiError> {
-    match work.await {
-        Ok(result) => result.map_err(|error| ApiError::from_deployment(&error, request)),
-        Err(error) => Err(ApiError::internal(
-            &format!("worker failed: {error}"),
-            request,
-        )),
-    }
-}
-
-/// Runs synchronous library work on the blocking pool, inside the
-/// request's audit scope, and waits for it.
-async fn blocking<T: Send + 'static>(
-    request: &RequestId,
-    work: impl FnOnce() -> Result<T, deployment::Error> + Send + 'static,
-) -> Result<T, ApiError> {
-    outcome(request, spawn_in_request(request, work)).await
+/// The answer to a library error.
+fn api_error<T>(result: Result<T, deployment::Error>, request: &RequestId) -> Result<T, ApiError> {
+    result.map_err(|error| ApiError::from_deployment(&error, request))
 }
 
 /// The answer to an upload.
@@ -303,27 +280,11 @@ async fn upload(
     if declared.is_some_and(|len| len <= SMALL_UPLOAD) {
         return upload_small(&service, &request, caller, tenant, name, body).await;
     }
-    let (chunks, received) = mpsc::channel(CHUNKS_IN_FLIGHT);
-    let deployment = service.deployment.clone();
-    let sealing = spawn_in_request(&request, move || {
-        deployment.put(&tenant, &name, &caller.access(), BodyReader::new(received))
-    });
-    let mut frames = body.into_data_stream();
-    loop {
-        let chunk = match frames.next().await {
-            Some(Ok(bytes)) => Chunk::Data(bytes),
-            Some(Err(error)) => Chunk::Failed(format!("the upload's body failed: {error}")),
-            None => Chunk::End,
-        };
-        let last = !matches!(chunk, Chunk::Data(_));
-        // A send fails once the seal stopped reading: it failed, and says why.
-        if chunks.send(chunk).await.is_err() || last {
-            break;
-        }
-    }
-    drop(chunks);
-    let report = outcome(&request, sealing).await?;
-    Ok(uploaded(report))
+    let sealed = service
+        .deployment
+        .put(&caller.access(), &tenant, &name, body_reader(body))
+        .await;
+    Ok(uploaded(api_error(sealed, &request)?))
 }
 
 /// A small upload (its `Content-Length` at most [`SMALL_UPLOAD`]): read
@@ -406,13 +367,16 @@ async fn target(
     (tenant, name): (&str, &str),
     version: Option<u64>,
 ) -> Result<Target, ApiError> {
-    let deployment = service.deployment.clone();
-    let (tenant, name) = (tenant.to_owned(), name.to_owned());
-    let record = blocking(request, move || match lookup {
-        Lookup::Authenticated => deployment.record(&tenant, &name, version),
-        Lookup::ToOpen => deployment.record_to_open(&tenant, &name, version),
-    })
-    .await?;
+    let file = FileName {
+        tenant,
+        name,
+        version,
+    };
+    let record = match lookup {
+        Lookup::Authenticated => service.deployment.record(&file).await,
+        Lookup::ToOpen => service.deployment.record_to_open(&file).await,
+    };
+    let record = api_error(record, request)?;
     Ok(Target {
         version: u64::from(record.version),
         len: record.plaintext_len,
@@ -500,20 +464,33 @@ async fn download(
     let len = range.as_ref().map_or(target.len, |r| r.end - r.start);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
 
+    // The open runs in a task of its own, which the response body drains;
+    // the first plaintext (or the failure before it) decides the status.
     let (chunks, body) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let (started, start) = oneshot::channel();
     let deployment = service.deployment.clone();
     let version = Some(target.version);
     let log_id = request.clone();
-    spawn_in_request(&request, move || {
+    let opening = async move {
         let mut out = BodyWriter::new(chunks, started);
-        let result =
-            deployment.get_into(&tenant, &name, version, &caller.access(), range, &mut out);
+        let file = FileName {
+            tenant: &tenant,
+            name: &name,
+            version,
+        };
+        let result = deployment
+            .get(&caller.access(), &file, range, &mut out)
+            .await;
         out.finish(result.map(|_| ()), |error: &deployment::Error| {
             atrest_cli::errln!("atrest-serve: request {}: cut short: {error}", log_id.0);
             format!("the download failed: {error}")
-        });
-    });
+        })
+        .await;
+    };
+    drop(tokio::spawn(in_request(
+        Text::lossy(request.0.clone()),
+        opening,
+    )));
     match start.await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => return Err(ApiError::from_deployment(&error, &request)),
@@ -544,8 +521,7 @@ async fn list(
     Path(tenant): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.check_tenant(&tenant)?;
-    let deployment = service.deployment.clone();
-    let listed = blocking(&request, move || deployment.list(Some(&tenant))).await?;
+    let listed = api_error(service.deployment.list(Some(&tenant)).await, &request)?;
     let files: Vec<Listed> = listed
         .into_iter()
         .map(|listing| Listed {

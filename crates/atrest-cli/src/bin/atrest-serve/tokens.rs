@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
-use atrest_cli::deployment::Principal;
+use atrest_deployment::Principal;
 
 /// The token file's name in a deployment directory.
 pub(crate) const TOKEN_FILE: &str = "service-tokens.json";

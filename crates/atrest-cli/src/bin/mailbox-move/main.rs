@@ -29,14 +29,17 @@
 //!
 //! It lives in the `atrest-cli` package, next to `atrest`, because it is an
 //! operator job on the same deployment directory, not an example of
-//! composing the libraries: it shares the deployment module, and its
-//! directory walking stays out of the libraries.
+//! composing the libraries: it runs on `atrest-deployment`, and its
+//! directory walking stays out of the libraries. It enters its async
+//! runtime once, in `main`; walking, opening items and its manifest are
+//! blocking calls, made where the runtime allows them.
 
 #![forbid(unsafe_code)]
 
 mod manifest;
 mod walk;
 
+use std::io::Read as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::process::ExitCode;
@@ -46,16 +49,22 @@ use std::time::Instant;
 use atrest::audit::{Event, Text};
 use atrest::tenant::Access;
 use atrest::{BatchItem, BlobName};
-use atrest_cli::deployment::{self, Deployment, Options};
+use atrest_deployment::{self as deployment, Deployment, Options};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
+use tokio::io::AsyncRead;
+use tokio::task::block_in_place;
 
 use self::manifest::{Manifest, Origin, Pending};
 use self::walk::RelPath;
 
 /// This program's name in the audit trail.
 const ACTOR: &str = "mailbox-move";
+
+/// Items up to this size are read whole when their batch is prepared;
+/// larger ones are read as they are sealed.
+const READ_WHOLE: u64 = 64 << 10;
 
 /// Move a directory of mailbox items into a tenant's encrypted store.
 ///
@@ -163,7 +172,15 @@ enum Error {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Source {
+            path: "(the async runtime)".into(),
+            source,
+        })
+        .and_then(|runtime| runtime.block_on(run(&args)));
+    match result {
         Ok(report) => {
             print(&args, &report);
             if report.failures == 0 && !atrest_cli::print::stdout_failed() {
@@ -179,15 +196,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// An item ready to move: its destination name, origin and open file.
+/// An item's plaintext: in memory, or its file read as it is sealed.
+type Plaintext = Box<dyn AsyncRead + Send + Unpin>;
+
+/// An item ready to move: its destination name, origin and plaintext.
 struct Ready {
     path: RelPath,
     name: String,
     origin: Origin,
-    file: std::fs::File,
+    plaintext: Plaintext,
 }
 
-fn run(args: &Args) -> Result<Report, Error> {
+async fn run(args: &Args) -> Result<Report, Error> {
     let mailbox = match (&args.mailbox, args.source.file_name()) {
         (Some(name), _) => name.clone(),
         (None, Some(name)) => name
@@ -199,9 +219,9 @@ fn run(args: &Args) -> Result<Report, Error> {
         (None, None) => "mailbox".into(),
     };
     let prefix = format!("mailbox/{mailbox}/");
-    let deployment = Deployment::open(&args.data, Options::new(ACTOR))?;
+    let deployment = Deployment::open(&args.data, Options::new(ACTOR)).await?;
     // An unknown tenant stops the move before anything is read.
-    let tenant_id = deployment.tenant_id(&args.tenant)?;
+    let tenant_id = deployment.tenant_id(&args.tenant).await?;
     let principal = format!("{ACTOR}@{}", args.tenant);
     let access = Access::User {
         principal: &principal,
@@ -212,11 +232,11 @@ fn run(args: &Args) -> Result<Report, Error> {
     })?;
 
     let started = Instant::now();
-    let found = walk::walk(&args.source).map_err(|source| Error::Source {
+    let found = block_in_place(|| walk::walk(&args.source)).map_err(|source| Error::Source {
         path: args.source.clone(),
         source,
     })?;
-    let (manifest, settled) = Manifest::open(&args.data, tenant_id, deployment.files())?;
+    let (manifest, settled) = Manifest::open(&args.data, tenant_id, deployment.files()).await?;
     let mut report = Report {
         resumed: Resumed {
             stored: settled.stored,
@@ -243,7 +263,8 @@ fn run(args: &Args) -> Result<Report, Error> {
         bar.set_style(style);
     }
 
-    // Items are opened in order on this thread and handed out in batches.
+    // Items are opened in order and handed out in batches, `jobs` batches
+    // moved at once.
     let items = Mutex::new(found.files.iter());
     let report = Mutex::new(report);
     let next_batch = || -> Vec<Ready> {
@@ -267,9 +288,10 @@ fn run(args: &Args) -> Result<Report, Error> {
         }
         batch
     };
-    let move_batches = || -> Result<(), Error> {
+    let move_batches = async || -> Result<(), Error> {
         loop {
-            let batch = next_batch();
+            // Opening and reading items are file calls.
+            let batch = block_in_place(next_batch);
             if batch.is_empty() {
                 return Ok(());
             }
@@ -282,26 +304,13 @@ fn run(args: &Args) -> Result<Report, Error> {
                 args,
                 batch,
                 &report,
-            )?;
+            )
+            .await?;
             bar.inc(done);
         }
     };
-    let outcome: Result<(), Error> = std::thread::scope(|scope| {
-        let jobs: Vec<_> = (0..args.jobs).map(|_| scope.spawn(move_batches)).collect();
-        let mut outcome = Ok(());
-        for job in jobs {
-            let result = job.join().unwrap_or_else(|_| {
-                Err(Error::Source {
-                    path: args.source.clone(),
-                    source: std::io::Error::other("a worker thread failed"),
-                })
-            });
-            if outcome.is_ok() {
-                outcome = result;
-            }
-        }
-        outcome
-    });
+    let outcomes = futures_util::future::join_all((0..args.jobs).map(|_| move_batches())).await;
+    let outcome = outcomes.into_iter().collect::<Result<(), Error>>();
     bar.finish_and_clear();
     let mut report = report.into_inner().unwrap_or_else(PoisonError::into_inner);
     report.failed.sort_by(|a, b| a.item.cmp(&b.item));
@@ -323,13 +332,16 @@ fn run(args: &Args) -> Result<Report, Error> {
     };
     // The record of what was done is written even if a batch failed as a
     // whole; then the run fails.
-    deployment.record_event(event, Some(&args.tenant), Some(&principal))?;
+    deployment
+        .record_event(event, Some(&args.tenant), Some(&principal))
+        .await?;
     outcome?;
     Ok(report)
 }
 
 /// Opens an item and decides whether it needs moving (`None`: an earlier
-/// run moved it, unchanged).
+/// run moved it, unchanged); an item that does is read whole if it is
+/// small. Blocks.
 fn prepare(
     root: &std::os::fd::OwnedFd,
     source_dir: &std::path::Path,
@@ -357,16 +369,26 @@ fn prepare(
     if manifest.already_moved(&name, &origin) {
         return Ok(None);
     }
+    let plaintext: Plaintext = if origin.len <= READ_WHOLE {
+        let mut bytes = Vec::with_capacity(usize::try_from(origin.len).unwrap_or(0));
+        let _ = (&file)
+            .take(READ_WHOLE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| e.to_string())?;
+        Box::new(std::io::Cursor::new(bytes))
+    } else {
+        Box::new(tokio::fs::File::from_std(file))
+    };
     Ok(Some(Ready {
         path: path.clone(),
         name,
         origin,
-        file,
+        plaintext,
     }))
 }
 
 /// Moves one batch: pending in the manifest (durably), sealed, then marked.
-fn move_batch(
+async fn move_batch(
     deployment: &Deployment,
     manifest: &Manifest,
     tenant: &str,
@@ -388,7 +410,7 @@ fn move_batch(
             blob,
         })
         .collect();
-    manifest.begin(&pending)?;
+    block_in_place(|| manifest.begin(&pending))?;
     drop(pending);
     let mut paths = Vec::with_capacity(batch.len());
     let mut names = Vec::with_capacity(batch.len());
@@ -399,11 +421,13 @@ fn move_batch(
         items.push(BatchItem {
             name: ready.name,
             blob,
-            plaintext: ready.file,
+            plaintext: ready.plaintext,
             request: None,
         });
     }
-    let results = deployment.put_batch(tenant, access, items, usize::from(args.threads))?;
+    let results = deployment
+        .put_batch(access, tenant, items, usize::from(args.threads))
+        .await?;
     let mut stored = Vec::new();
     let mut failed = Vec::new();
     let mut report = report.lock().unwrap_or_else(PoisonError::into_inner);
@@ -421,7 +445,7 @@ fn move_batch(
         }
     }
     drop(report);
-    manifest.finish(&stored, &failed)?;
+    block_in_place(|| manifest.finish(&stored, &failed))?;
     Ok(())
 }
 

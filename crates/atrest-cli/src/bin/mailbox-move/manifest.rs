@@ -41,6 +41,7 @@ use std::sync::{Mutex, PoisonError};
 use atrest::BlobName;
 use atrest::filekey::TenantId;
 use atrest_sqlite::rusqlite::{self, Connection, params};
+use tokio::task::block_in_place;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS moved_items (
@@ -126,16 +127,19 @@ struct Stored {
 }
 
 impl Stored {
-    fn read(files: &atrest::Files) -> Result<Self, Error> {
+    async fn read(files: &atrest::Files) -> Result<Self, Error> {
         let catalog = files.catalog();
         // In progress first: a seal that commits in between is then seen
         // as sealed, never as absent.
-        let in_progress: HashMap<_, _> =
-            atrest::tenant::blocking::block_on(catalog.seals_in_progress())?
-                .into_iter()
-                .map(|seal| (seal.ticket.blob.clone(), seal.ticket))
-                .collect();
-        let sealed = atrest::tenant::blocking::block_on(catalog.blob_names())?
+        let in_progress: HashMap<_, _> = catalog
+            .seals_in_progress()
+            .await?
+            .into_iter()
+            .map(|seal| (seal.ticket.blob.clone(), seal.ticket))
+            .collect();
+        let sealed = catalog
+            .blob_names()
+            .await?
             .into_iter()
             .filter(|blob| !in_progress.contains_key(blob))
             .collect();
@@ -150,31 +154,36 @@ impl Manifest {
     /// Opens (creating) the manifest of deployment `dir`, waits for the
     /// lock, settles what an interrupted run left pending, and reads what
     /// tenant `tenant` already has moved. Returns the manifest and how many
-    /// pending items were found stored and not stored.
-    pub(crate) fn open(
+    /// pending items were found stored and not stored. Its file calls
+    /// (waiting for the lock among them) are made in place on the
+    /// multi-threaded runtime (`tokio::task::block_in_place`).
+    pub(crate) async fn open(
         dir: &Path,
         tenant: TenantId,
         files: &atrest::Files,
     ) -> Result<(Self, Settled), Error> {
-        let lock_path = dir.join(LOCK);
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .and_then(|file| file.lock().map(|()| file))
-            .map_err(|source| Error::Lock {
-                path: lock_path,
-                source,
-            })?;
-        let db = atrest_sqlite::open_database(&dir.join(FILE), SCHEMA)?;
+        let (lock, db) = block_in_place(|| {
+            let lock_path = dir.join(LOCK);
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .and_then(|file| file.lock().map(|()| file))
+                .map_err(|source| Error::Lock {
+                    path: lock_path,
+                    source,
+                })?;
+            let db = atrest_sqlite::open_database(&dir.join(FILE), SCHEMA)?;
+            Ok::<_, Error>((lock, db))
+        })?;
         let mut manifest = Self {
             db: Mutex::new(db),
             tenant,
             moved: HashMap::new(),
             _lock: lock,
         };
-        let settled = manifest.settle(files)?;
+        let settled = manifest.settle(files).await?;
         Ok((manifest, settled))
     }
 
@@ -184,44 +193,38 @@ impl Manifest {
 
     /// Settles pending rows (of every tenant: this run holds the lock, so
     /// whoever wrote them is gone) and loads this tenant's moved items.
-    fn settle(&mut self, files: &atrest::Files) -> Result<Settled, Error> {
+    async fn settle(&mut self, files: &atrest::Files) -> Result<Settled, Error> {
         let mut settled = Settled::default();
-        let rows = self.rows()?;
+        let rows = block_in_place(|| self.rows())?;
         if rows.is_empty() {
             return Ok(settled);
         }
-        let stored = Stored::read(files)?;
-        let db = self.db.get_mut().unwrap_or_else(PoisonError::into_inner);
-        let tx = db.transaction()?;
+        let stored = Stored::read(files).await?;
+        // What each row becomes: marked moved, forgotten, or kept.
+        let mut mark = Vec::new();
+        let mut forget = Vec::new();
         for row in rows {
             let Ok(blob) = row.blob.parse::<BlobName>() else {
                 // Not a name this program wrote: forget the row.
-                let _ = tx.execute(
-                    "DELETE FROM moved_items WHERE tenant = ?1 AND name = ?2",
-                    params![row.tenant, row.name],
-                )?;
+                forget.push((row.tenant, row.name));
                 continue;
             };
             let is_stored = stored.sealed.contains(&blob);
             if row.pending {
                 if is_stored {
                     settled.stored += 1;
-                    let _ = tx.execute(
-                        "UPDATE moved_items SET state = 'moved' WHERE tenant = ?1 AND name = ?2",
-                        params![row.tenant, row.name],
-                    )?;
+                    mark.push((row.tenant.clone(), row.name.clone()));
                 } else {
                     settled.not_stored += 1;
                     // The seal never committed: its row in progress and its
-                    // blob are this program's leftovers.
+                    // blob are this program's leftovers, removed before the
+                    // row is forgotten (a run killed in between settles it
+                    // again).
                     if let Some(ticket) = stored.in_progress.get(&blob) {
-                        atrest::tenant::blocking::block_on(files.catalog().abandon_seal(ticket))?;
+                        files.catalog().abandon_seal(ticket).await?;
                     }
-                    let _ = files.blobs().delete(&blob);
-                    let _ = tx.execute(
-                        "DELETE FROM moved_items WHERE tenant = ?1 AND name = ?2",
-                        params![row.tenant, row.name],
-                    )?;
+                    let _ = files.blobs().delete(&blob).await;
+                    forget.push((row.tenant, row.name));
                     continue;
                 }
             }
@@ -229,8 +232,32 @@ impl Manifest {
                 let _ = self.moved.insert(row.name, row.origin);
             }
         }
-        tx.commit()?;
+        let db = self.db.get_mut().unwrap_or_else(PoisonError::into_inner);
+        block_in_place(|| Self::apply(db, &mark, &forget))?;
         Ok(settled)
+    }
+
+    /// Marks rows moved and forgets others, in one transaction.
+    fn apply(
+        db: &mut Connection,
+        mark: &[(Vec<u8>, String)],
+        forget: &[(Vec<u8>, String)],
+    ) -> Result<(), Error> {
+        let tx = db.transaction()?;
+        for (tenant, name) in mark {
+            let _ = tx.execute(
+                "UPDATE moved_items SET state = 'moved' WHERE tenant = ?1 AND name = ?2",
+                params![tenant, name],
+            )?;
+        }
+        for (tenant, name) in forget {
+            let _ = tx.execute(
+                "DELETE FROM moved_items WHERE tenant = ?1 AND name = ?2",
+                params![tenant, name],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn rows(&self) -> Result<Vec<Row>, Error> {

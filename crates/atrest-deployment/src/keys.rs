@@ -13,7 +13,6 @@ use atrest::tenant::{
 };
 use atrest::{Catalog, Files};
 
-use atrest::tenant::blocking::block_on;
 use atrest_openbao::{Credentials, TransitKeys};
 
 use super::config::{Config, KmsConfig, TokenConfig};
@@ -115,7 +114,7 @@ impl Parts<'_> {
     /// Builds the key hierarchy of a deployment and the files API over it:
     /// the service's root and availability keys, every configured token,
     /// the program's providers, and `policy`; the catalog and the blobs.
-    pub(super) fn files(
+    pub(super) async fn files(
         &self,
         policy: Arc<dyn ReleasePolicy>,
     ) -> Result<(Files, Administration), Error> {
@@ -134,7 +133,7 @@ impl Parts<'_> {
                 .policy(policy)
                 .actor(&options.actor);
         for token in &self.config.tokens {
-            let (provider, problem) = open_token(token);
+            let (provider, problem) = open_token(token).await;
             if let Some(problem) = problem {
                 self.fallbacks.token_problem(&token.name, problem);
             }
@@ -174,18 +173,13 @@ impl Parts<'_> {
 /// A configured token, opened with the PIN from its environment variable;
 /// one that cannot be opened is a provider that reports itself unavailable
 /// (so the availability key can serve).
-fn open_token(token: &TokenConfig) -> (Arc<dyn RootKeyProvider>, Option<String>) {
-    let opened = std::env::var(&token.pin_env)
-        .map_err(|_| format!("the PIN variable {} is not set", token.pin_env))
-        .and_then(|pin| {
-            block_on(Pkcs11Keys::open(
-                &token.name,
-                &token.module,
-                &token.token,
-                &pin,
-            ))
-            .map_err(|e| e.to_string())
-        });
+async fn open_token(token: &TokenConfig) -> (Arc<dyn RootKeyProvider>, Option<String>) {
+    let opened = match std::env::var(&token.pin_env) {
+        Ok(pin) => Pkcs11Keys::open(&token.name, &token.module, &token.token, &pin)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(_) => Err(format!("the PIN variable {} is not set", token.pin_env)),
+    };
     match opened {
         Ok(keys) => (Arc::new(keys), None),
         Err(detail) => (
@@ -313,7 +307,6 @@ impl Sink for FallbackWatch {
     }
 }
 
-/// A provider that could not be opened (for example a PIN variable that is
 /// A provider that could not be opened. A token whose PIN variable is not
 /// set, or that cannot be reached, reports itself unavailable (so the
 /// availability key can serve, shown to the operator); a key service that

@@ -11,7 +11,6 @@ use atrest::filekey::{FileId, TenantId};
 use atrest::tenant::{Access, Decision, ReleasePolicy};
 
 use atrest::Catalog;
-use atrest::tenant::blocking::block_on;
 
 /// A principal `user@tenant`: a user of a tenant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,8 +34,21 @@ impl<'a> Principal<'a> {
     }
 }
 
+/// The membership policy: a user may have the keys of the tenant the
+/// catalog names as theirs.
+struct Members {
+    catalog: Arc<dyn Catalog>,
+}
+
+#[async_trait::async_trait]
+impl ReleasePolicy for Members {
+    async fn decide(&self, access: &Access<'_>, tenant: TenantId, _: FileId) -> Decision {
+        decide_member(self.catalog.as_ref(), access, tenant).await
+    }
+}
+
 /// Whether `access` may have the keys of `tenant`, by the membership rule.
-fn decide_member(catalog: &dyn Catalog, access: &Access<'_>, tenant: TenantId) -> Decision {
+async fn decide_member(catalog: &dyn Catalog, access: &Access<'_>, tenant: TenantId) -> Decision {
     let principal = match access {
         Access::System { .. } => return Decision::Allow,
         Access::User { principal } => *principal,
@@ -46,7 +58,7 @@ fn decide_member(catalog: &dyn Catalog, access: &Access<'_>, tenant: TenantId) -
             "{principal:?} is not a principal of the form user@tenant"
         ));
     };
-    match block_on(catalog.tenant_name(tenant)) {
+    match catalog.tenant_name(tenant).await {
         Ok(Some(name)) if name == parsed.tenant => Decision::Allow,
         Ok(_) => Decision::Deny(format!("{principal} is not a member of this tenant")),
         Err(error) => Decision::Deny(format!("the tenant's name cannot be read: {error}")),
@@ -55,9 +67,7 @@ fn decide_member(catalog: &dyn Catalog, access: &Access<'_>, tenant: TenantId) -
 
 /// The membership policy over `catalog`.
 pub(super) fn members(catalog: Arc<dyn Catalog>) -> Arc<dyn ReleasePolicy> {
-    Arc::new(move |access: &Access<'_>, tenant: TenantId, _: FileId| {
-        decide_member(catalog.as_ref(), access, tenant)
-    })
+    Arc::new(Members { catalog })
 }
 
 #[cfg(test)]

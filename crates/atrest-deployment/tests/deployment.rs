@@ -1,4 +1,4 @@
-//! The deployment module through its public API, in one process: what the
+//! The deployment through its public API, in one process: what the
 //! command line cannot show.
 
 #![allow(
@@ -12,45 +12,47 @@
 use std::sync::Arc;
 
 use atrest::ErrorKind;
-use atrest::tenant::blocking::block_on;
 use atrest::tenant::fault::{Fault, FaultInjector};
 use atrest::tenant::{Access, MasterKey, ServiceKeys};
-use atrest_cli::deployment::{Deployment, Error, Options, TenantKeys};
+use atrest_deployment::{Deployment, Error, FileName, Options, TenantKeys};
 use atrest_sqlite::SqliteSealedKeys;
 use atrest_test_support::TempDir;
 
-fn read(
+async fn read(
     deployment: &Deployment,
     tenant: &str,
     name: &str,
     principal: &str,
 ) -> Result<Vec<u8>, Error> {
-    let mut out = Vec::new();
+    let mut out = atrest::WriterSink(Vec::new());
     let access = Access::User { principal };
-    deployment.get(tenant, name, None, &access, None, &mut out)?;
-    Ok(out)
+    deployment
+        .get(&access, &FileName::newest(tenant, name), None, &mut out)
+        .await?;
+    Ok(out.0)
 }
 
-#[test]
-fn creating_a_tenant_keeps_the_hierarchy_and_its_cache() {
+#[tokio::test]
+async fn creating_a_tenant_keeps_the_hierarchy_and_its_cache() {
     let dir = TempDir::new("cache");
     // A customer's key store that can be made to refuse.
-    let stand_in = |name: &str| {
+    let stand_in = async |name: &str| {
         let master = MasterKey::create_file(&dir.path().join(format!("{name}.key"))).unwrap();
-        let store = block_on(SqliteSealedKeys::open(
-            &dir.path().join(format!("{name}.sqlite")),
-        ))
-        .unwrap();
+        let store = SqliteSealedKeys::open(&dir.path().join(format!("{name}.sqlite")))
+            .await
+            .unwrap();
         let keys = ServiceKeys::new(name, Arc::new(store), master).unwrap();
-        let key = block_on(keys.create_key("northwind")).unwrap();
+        let key = keys.create_key("northwind").await.unwrap();
         (Arc::new(FaultInjector::new(Arc::new(keys))), key)
     };
-    let (hsm, key) = stand_in("hsm");
-    let second = stand_in("hsm2");
+    let (hsm, key) = stand_in("hsm").await;
+    let second = stand_in("hsm2").await;
     let options = Options::new("deployment-test")
         .provider(hsm.clone())
         .provider(second.0.clone());
-    let mut deployment = Deployment::init(&dir.path().join("data"), None, None, options).unwrap();
+    let mut deployment = Deployment::init(&dir.path().join("data"), None, None, options)
+        .await
+        .unwrap();
     deployment
         .create_tenant(
             "northwind",
@@ -58,16 +60,20 @@ fn creating_a_tenant_keeps_the_hierarchy_and_its_cache() {
                 keys: [key, second.1],
             },
         )
+        .await
         .unwrap();
     let carol = Access::User {
         principal: "carol@northwind",
     };
     deployment
-        .put("northwind", "ledger.csv", &carol, &b"ledger"[..])
+        .put(&carol, "northwind", "ledger.csv", &b"ledger"[..])
+        .await
         .unwrap();
     // The TIK is cached now; the customer then refuses the service.
     assert_eq!(
-        read(&deployment, "northwind", "ledger.csv", "carol@northwind").unwrap(),
+        read(&deployment, "northwind", "ledger.csv", "carol@northwind")
+            .await
+            .unwrap(),
         b"ledger"
     );
     hsm.set(Fault::AccessDenied);
@@ -76,73 +82,94 @@ fn creating_a_tenant_keeps_the_hierarchy_and_its_cache() {
     // A new tenant: its users are members at once…
     deployment
         .create_tenant("contoso", &TenantKeys::ServiceManaged)
+        .await
         .unwrap();
     let alice = Access::User {
         principal: "alice@contoso",
     };
     deployment
-        .put("contoso", "memo.txt", &alice, &b"memo"[..])
+        .put(&alice, "contoso", "memo.txt", &b"memo"[..])
+        .await
         .unwrap();
     assert_eq!(
-        read(&deployment, "contoso", "memo.txt", "alice@contoso").unwrap(),
+        read(&deployment, "contoso", "memo.txt", "alice@contoso")
+            .await
+            .unwrap(),
         b"memo"
     );
-    let refused = read(&deployment, "contoso", "memo.txt", "carol@northwind").unwrap_err();
+    let refused = read(&deployment, "contoso", "memo.txt", "carol@northwind")
+        .await
+        .unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Refused, "{refused}");
     // … and the hierarchy, with its cached TIK, is the same one: the
     // refusing key stores are not asked again within the cache lifetime.
     let calls = hsm.calls() + second.0.calls();
     assert_eq!(
-        read(&deployment, "northwind", "ledger.csv", "carol@northwind").unwrap(),
+        read(&deployment, "northwind", "ledger.csv", "carol@northwind")
+            .await
+            .unwrap(),
         b"ledger"
     );
     assert_eq!(hsm.calls() + second.0.calls(), calls);
 
     // Once the cache is dropped, the refusal counts.
     deployment.files().keys().flush_cache();
-    assert!(read(&deployment, "northwind", "ledger.csv", "carol@northwind").is_err());
+    assert!(
+        read(&deployment, "northwind", "ledger.csv", "carol@northwind")
+            .await
+            .is_err()
+    );
 }
 
-#[test]
-fn typed_errors_name_what_is_missing_or_taken() {
+#[tokio::test]
+async fn typed_errors_name_what_is_missing_or_taken() {
     let dir = TempDir::new("errors");
     let data = dir.path().join("data");
     assert!(matches!(
-        Deployment::open(&data, Options::new("t")),
+        Deployment::open(&data, Options::new("t")).await,
         Err(Error::NoDeployment { .. })
     ));
-    let mut deployment = Deployment::init(&data, None, None, Options::new("t")).unwrap();
+    let mut deployment = Deployment::init(&data, None, None, Options::new("t"))
+        .await
+        .unwrap();
     assert!(matches!(
-        Deployment::init(&data, None, None, Options::new("t")),
+        Deployment::init(&data, None, None, Options::new("t")).await,
         Err(Error::AlreadyInitialized { .. })
     ));
     deployment
         .create_tenant("contoso", &TenantKeys::ServiceManaged)
+        .await
         .unwrap();
     let taken = deployment
         .create_tenant("contoso", &TenantKeys::ServiceManaged)
+        .await
         .unwrap_err();
     assert_eq!(taken.kind(), ErrorKind::Conflict, "{taken}");
     for bad in ["", " lead", "a@b", "tab\there", "zero\u{200B}width"] {
         let error = deployment
             .create_tenant(bad, &TenantKeys::ServiceManaged)
+            .await
             .unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Usage, "{bad:?}: {error}");
     }
     assert!(matches!(
-        read(&deployment, "nobody", "x", "a@nobody"),
+        read(&deployment, "nobody", "x", "a@nobody").await,
         Err(Error::UnknownTenant { .. })
     ));
-    let missing = read(&deployment, "contoso", "x", "a@contoso").unwrap_err();
+    let missing = read(&deployment, "contoso", "x", "a@contoso")
+        .await
+        .unwrap_err();
     assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing}");
-    let refused = deployment.put(
-        "contoso",
-        "x",
-        &Access::User {
-            principal: "a@contoso@contoso",
-        },
-        &b""[..],
-    );
+    let refused = deployment
+        .put(
+            &Access::User {
+                principal: "a@contoso@contoso",
+            },
+            "contoso",
+            "x",
+            &b""[..],
+        )
+        .await;
     let refused = refused.unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Refused, "{refused}");
 }

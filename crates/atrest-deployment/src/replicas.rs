@@ -7,7 +7,6 @@ use std::sync::Arc;
 use atrest::Blobs;
 use atrest::audit::Event;
 use atrest::blobs::{BlobCheck, BlobStore, CopyState, RepairOutcome, ReplicatedBlobs};
-use atrest::tenant::blocking::block_on;
 use serde::Serialize;
 
 use super::config::Config;
@@ -114,33 +113,39 @@ impl Unreachable {
     }
 }
 
+#[async_trait::async_trait]
 impl Blobs for Unreachable {
-    fn create(
+    async fn create(
         &self,
         _: &atrest::BlobName,
-    ) -> Result<Box<dyn atrest::blob::BlobUpload + '_>, atrest::Error> {
+    ) -> Result<Box<dyn atrest::BlobUpload>, atrest::Error> {
         self.fail()
     }
 
-    fn open(
+    async fn open(
         &self,
         _: &atrest::BlobName,
-    ) -> Result<Box<dyn std::io::Read + Send + '_>, atrest::Error> {
+    ) -> Result<Box<dyn atrest::BlobReader>, atrest::Error> {
         self.fail()
     }
 
-    fn ranged(
+    async fn read_range(
         &self,
         _: &atrest::BlobName,
-    ) -> Result<Box<dyn atrest::stream::ReadAt + Send + Sync + '_>, atrest::Error> {
+        _: std::ops::Range<u64>,
+    ) -> Result<Vec<u8>, atrest::Error> {
         self.fail()
     }
 
-    fn delete(&self, _: &atrest::BlobName) -> Result<(), atrest::Error> {
+    async fn len(&self, _: &atrest::BlobName) -> Result<u64, atrest::Error> {
         self.fail()
     }
 
-    fn list(&self) -> Result<Vec<(atrest::BlobName, u64)>, atrest::Error> {
+    async fn delete(&self, _: &atrest::BlobName) -> Result<(), atrest::Error> {
+        self.fail()
+    }
+
+    async fn list(&self) -> Result<Vec<(atrest::BlobName, u64)>, atrest::Error> {
         self.fail()
     }
 
@@ -148,11 +153,11 @@ impl Blobs for Unreachable {
         self.place.clone()
     }
 
-    fn make_durable(&self, _: &atrest::BlobName) -> Result<(), atrest::Error> {
+    async fn make_durable(&self, _: &atrest::BlobName) -> Result<(), atrest::Error> {
         self.fail()
     }
 
-    fn make_names_durable(&self) -> Result<(), atrest::Error> {
+    async fn make_names_durable(&self) -> Result<(), atrest::Error> {
         self.fail()
     }
 }
@@ -244,7 +249,7 @@ impl Deployment {
     /// # Errors
     /// Catalog and audit errors. Bad copies are not errors: they are in
     /// the report ([`ScrubReport::result`]).
-    pub fn scrub_blobs(&self, repair: bool) -> Result<ScrubReport, Error> {
+    pub async fn scrub_blobs(&self, repair: bool) -> Result<ScrubReport, Error> {
         let replicated = &self.locations.replicated;
         let mut report = ScrubReport {
             repair,
@@ -253,15 +258,17 @@ impl Deployment {
             records: 0,
             damaged: Vec::new(),
         };
-        for (tenant, id) in block_on(self.catalog.tenant_names())? {
-            for record in block_on(self.catalog.records(id))? {
+        for (tenant, id) in self.catalog.tenant_names().await? {
+            for record in self.catalog.records(id).await? {
                 report.records += 1;
-                let mut check = replicated.check(&record.blob, record.blob_len, record.blob_sha256);
+                let mut check = replicated
+                    .check(&record.blob, record.blob_len, record.blob_sha256)
+                    .await;
                 if check.is_clean() {
                     continue;
                 }
                 if repair {
-                    replicated.repair(&mut check);
+                    replicated.repair(&mut check).await;
                 }
                 report.damaged.push(DamagedRecord {
                     tenant: tenant.clone(),
@@ -276,7 +283,7 @@ impl Deployment {
             bad_copies: report.bad_copies() as u64,
             repaired_copies: report.repaired_copies() as u64,
         };
-        self.record_event(event, None, None)?;
+        self.record_event(event, None, None).await?;
         Ok(report)
     }
 

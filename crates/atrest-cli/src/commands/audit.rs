@@ -1,0 +1,207 @@
+//! `atrest audit`: verifying the audit log and reading it.
+
+use std::io::{self, Write as _};
+use std::path::Path;
+
+use atrest_deployment::{Deployment, TrustedAudit};
+
+use crate::cli::AuditCommand;
+use crate::exit::Error;
+use crate::output::Output;
+
+/// `atrest audit …`: read-only, so it works on a damaged log too.
+pub(crate) async fn audit(data: &Path, out: Output, command: AuditCommand) -> Result<(), Error> {
+    match command {
+        AuditCommand::Verify { key, witness } => {
+            let trusted = TrustedAudit {
+                verifying_key: key,
+                witness,
+            };
+            let verification = Deployment::verify_audit(data, &trusted).await?;
+            let report = &verification.report;
+            let info = serde_json::json!({
+                "records": report.records,
+                "signed_through": report.signed,
+                "key_from_operator": verification.key_from_operator,
+                "witness": verification.witness,
+                "witnessed_size": verification.witnessed_size,
+                "witness_checkpoints_verified": report.checkpoints_verified,
+                "problem": report.problem.as_ref().map(ToString::to_string),
+            });
+            out.show(&info, || {
+                let key = if verification.key_from_operator {
+                    "the key given"
+                } else {
+                    "the key in the deployment's configuration (pass --key to trust your own copy)"
+                };
+                let witness = match (&verification.witness, verification.witnessed_size) {
+                    (None, _) => "no witness configured".to_owned(),
+                    (Some(dir), None) => format!("witness {} has no checkpoint yet", dir.display()),
+                    (Some(dir), Some(size)) => format!(
+                        "matches the witness {} (its newest checkpoint covers {size} lines)",
+                        dir.display()
+                    ),
+                };
+                match &report.problem {
+                    None => format!(
+                        "audit log verified: {} lines, every one signed with {key}; {witness}",
+                        report.records
+                    ),
+                    Some(problem) => format!("audit log does NOT verify: {problem}"),
+                }
+            });
+            if report.problem.is_some() {
+                return Err(Error::AuditDoesNotVerify);
+            }
+        }
+        AuditCommand::Show {
+            checkpoints,
+            tenant,
+            last,
+        } => {
+            let audit = Deployment::audit_entries(data, tenant.as_deref()).await?;
+            let mut entries = audit.entries;
+            if !checkpoints {
+                entries.retain(|e| !matches!(e.event, atrest::audit::Event::Checkpoint { .. }));
+            }
+            if let Some(last) = last {
+                entries = entries.split_off(entries.len().saturating_sub(last));
+            }
+            if out.json {
+                out.show(&entries, String::new);
+            } else {
+                let table = audit_table(&entries, &audit.tenant_names);
+                io::stdout()
+                    .lock()
+                    .write_all(table.as_bytes())
+                    .map_err(Error::stdout)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The audit records as a table for people: time, actor, principal, tenant
+/// name, event (its type and objects), outcome, request id.
+fn audit_table(
+    entries: &[atrest::audit::Entry],
+    tenant_names: &std::collections::HashMap<String, String>,
+) -> String {
+    use atrest::audit::Outcome;
+    const HEADER: [&str; 7] = [
+        "TIME",
+        "ACTOR",
+        "PRINCIPAL",
+        "TENANT",
+        "OUTCOME",
+        "REQUEST",
+        "EVENT",
+    ];
+    let rows: Vec<[String; 7]> = entries
+        .iter()
+        .map(|entry| {
+            let event = serde_json::to_value(&entry.event).unwrap_or_default();
+            let principal = event
+                .get("principal")
+                .or_else(|| event.get("fields").and_then(|f| f.get("principal")))
+                .and_then(|p| p.as_str())
+                .unwrap_or("-")
+                .to_owned();
+            let tenant = entry.tenant.as_ref().map_or_else(
+                || "-".to_owned(),
+                |id| {
+                    tenant_names
+                        .get(id.as_str())
+                        .cloned()
+                        .unwrap_or_else(|| format!("({})", id.as_str()))
+                },
+            );
+            let outcome = match &entry.outcome {
+                Outcome::Success => "success".to_owned(),
+                Outcome::Denied { reason } => format!("denied: {reason}"),
+                Outcome::Failed { error } => format!("failed: {error}"),
+            };
+            let time = entry.time.to_string();
+            let time = time.get(..19).map_or(time.clone(), |t| format!("{t}Z"));
+            [
+                time,
+                entry.actor.to_string(),
+                principal,
+                tenant,
+                outcome,
+                entry
+                    .request
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), ToString::to_string),
+                describe_event(&event),
+            ]
+        })
+        .collect();
+    let mut widths = HEADER.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut table = String::new();
+    let mut line = |cells: [&str; 7]| {
+        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                table.push_str(cell);
+            } else {
+                table.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        table.push('\n');
+    };
+    line(HEADER);
+    for row in &rows {
+        line(row.each_ref().map(String::as_str));
+    }
+    table
+}
+
+/// An event in one line: its type, then its fields (a file or key
+/// reference as `id v2`), the principal left out (it has its own column).
+fn describe_event(event: &serde_json::Value) -> String {
+    fn value(v: &serde_json::Value) -> String {
+        match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Object(map) => {
+                let id = map.get("file").or_else(|| map.get("key"));
+                match (id.and_then(|i| i.as_str()), map.get("version")) {
+                    (Some(id), Some(serde_json::Value::Number(n))) => format!("{id} v{n}"),
+                    (Some(id), _) => id.to_owned(),
+                    _ => v.to_string(),
+                }
+            }
+            serde_json::Value::Array(items) => {
+                items.iter().map(value).collect::<Vec<_>>().join(",")
+            }
+            other => other.to_string(),
+        }
+    }
+    let Some(map) = event.as_object() else {
+        return event.to_string();
+    };
+    let mut text = map
+        .get("type")
+        .and_then(|t| t.as_str())
+        .unwrap_or("?")
+        .to_owned();
+    for (key, field) in map {
+        if key == "type" || key == "principal" || field.is_null() {
+            continue;
+        }
+        if key == "fields"
+            && let Some(fields) = field.as_object()
+        {
+            for (k, v) in fields.iter().filter(|(k, _)| *k != "principal") {
+                text.push_str(&format!(" {k}={}", value(v)));
+            }
+            continue;
+        }
+        text.push_str(&format!(" {key}={}", value(field)));
+    }
+    text
+}

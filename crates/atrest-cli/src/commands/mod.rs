@@ -1,0 +1,403 @@
+//! One function per command: call the deployment, print the result.
+
+use std::path::Path;
+
+use atrest::tenant::RootKeyRef;
+use atrest_deployment::{Deployment, KmsConfig, Options, Setup, TenantKeys, TokenConfig};
+
+use crate::ACTOR;
+use crate::cli::{KmsCommand, RotateCommand, TenantCommand};
+use crate::exit::Error;
+use crate::output::Output;
+
+mod audit;
+mod files;
+
+pub(crate) use audit::audit;
+pub(crate) use files::{GetArgs, blobs, get, put};
+
+/// Opens the deployment in `data` as this program.
+pub(super) async fn open(data: &Path) -> Result<Deployment, Error> {
+    let deployment = Deployment::open(data, Options::new(ACTOR)).await?;
+    report_recovery(deployment.audit_recovery());
+    Ok(deployment)
+}
+
+/// Tells the operator (on stderr) what opening the audit log repaired; the
+/// log records it too.
+fn report_recovery(recovery: &atrest::audit::Recovery) {
+    if recovery.cut_bytes > 0 {
+        atrest_cli::errln!(
+            "atrest: warning: the audit log ended in a batch that was never acknowledged (a writer died in the middle of it): cut {} bytes ({} complete lines), saved to {}; recorded in the log",
+            recovery.cut_bytes,
+            recovery.cut_lines,
+            recovery
+                .saved_as
+                .as_ref()
+                .map_or_else(|| "(nowhere)".into(), |p| p.display().to_string())
+        );
+    }
+    if recovery.newline_restored {
+        atrest_cli::errln!(
+            "atrest: warning: the audit log's last signed batch had lost its final newline; restored, nothing cut; recorded in the log"
+        );
+    }
+}
+
+/// Tells the operator (on stderr) about every use of the availability key
+/// because customer keys were unavailable; returns them for a JSON report.
+pub(super) fn show_fallbacks(deployment: &Deployment) -> Vec<atrest_deployment::Fallback> {
+    let fallbacks = deployment.fallbacks();
+    for fallback in &fallbacks {
+        atrest_cli::errln!(
+            "atrest: warning: the customer's keys were unavailable ({}); {} the availability key for {}",
+            fallback.customer_keys.join(", "),
+            if fallback.succeeded {
+                "used"
+            } else {
+                "could not use"
+            },
+            fallback.operation
+        );
+    }
+    fallbacks
+}
+
+/// The principal a command acts as: `--as`, or `cli@TENANT`.
+pub(super) fn principal(given: Option<String>, tenant: &str) -> String {
+    given.unwrap_or_else(|| format!("cli@{tenant}"))
+}
+
+/// `atrest kms`.
+pub(crate) async fn kms(data: &Path, out: Output, command: KmsCommand) -> Result<(), Error> {
+    let mut deployment = open(data).await?;
+    match command {
+        KmsCommand::Add {
+            name,
+            address,
+            mount,
+            token_env,
+            token_file,
+        } => {
+            let kms = KmsConfig {
+                name,
+                address,
+                mount,
+                token_env,
+                token_file,
+            };
+            deployment.add_kms(kms.clone()).await?;
+            out.show(&kms, || {
+                format!(
+                    "added key service {} ({}, mount {}); name its keys as {}:KEY@VERSION",
+                    kms.name, kms.address, kms.mount, kms.name
+                )
+            });
+        }
+        KmsCommand::List => {
+            let all = deployment.kms().to_vec();
+            out.show(&all, || {
+                all.iter()
+                    .map(|k| format!("{}\t{}\t{}", k.name, k.address, k.mount))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        KmsCommand::CreateKey { name, key } => {
+            let created = deployment.create_kms_key(&name, &key).await?;
+            let text = created.to_string();
+            out.show(&serde_json::json!({ "key": text }), || {
+                format!("created {text}")
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `atrest init`.
+pub(crate) async fn init(data: &Path, out: Output, setup: Setup) -> Result<(), Error> {
+    let deployment = Deployment::init_with(data, &setup, Options::new(ACTOR)).await?;
+    let witness = deployment
+        .audit_witness()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let replicas: Vec<&str> = deployment.replicas().iter().map(|r| r.location()).collect();
+    let info = serde_json::json!({
+        "data": data,
+        "blobs": deployment.blobs().location(),
+        "replicas": replicas,
+        "audit_verifying_key": deployment.audit_verifying_key(),
+        "audit_witness": witness,
+    });
+    out.show(&info, || {
+        let mut blobs = deployment.blobs().location().to_owned();
+        for replica in &replicas {
+            blobs.push_str(&format!("\n  replica        {replica}"));
+        }
+        format!(
+            "created deployment in {}\n  master key     {}/master.key (mode 600)\n  blobs          {}\n  audit key      {}\n  audit witness  {}\nKeep the audit key and the witness directory where the deployment's writers cannot change them;\n`atrest audit verify --key KEY --witness DIR` checks the log against them.",
+            data.display(),
+            data.display(),
+            blobs,
+            deployment.audit_verifying_key(),
+            witness,
+        )
+    });
+    Ok(())
+}
+
+/// `atrest tenant …`.
+pub(crate) async fn tenant(data: &Path, out: Output, command: TenantCommand) -> Result<(), Error> {
+    let mut deployment = open(data).await?;
+    match command {
+        TenantCommand::Create {
+            name,
+            customer_key,
+            module,
+            token_a,
+            token_b,
+            key_a,
+            key_b,
+            provider_a,
+            provider_b,
+            pin_env,
+            generate,
+            customer_keys,
+        } => {
+            if !matches!(customer_keys.len(), 0 | 2) {
+                return Err(Error::usage(
+                    "--customer-keys takes two root-key references, PROVIDER:KEY@VERSION, comma-separated",
+                ));
+            }
+            let keys = if let [a, b] = customer_keys.as_slice() {
+                let parse = |text: &String| {
+                    text.parse::<RootKeyRef>()
+                        .map_err(|e| Error::usage(format!("--customer-keys: {e}")))
+                };
+                TenantKeys::CustomerKeyAt {
+                    keys: [parse(a)?, parse(b)?],
+                }
+            } else if customer_key {
+                let (Some(module), Some(token_a), Some(token_b), Some(key_a), Some(key_b)) =
+                    (module, token_a, token_b, key_a, key_b)
+                else {
+                    return Err(Error::usage(
+                        "--customer-key needs --module, --token-a, --token-b, --key-a and --key-b",
+                    ));
+                };
+                let token = |name: String, token: String| TokenConfig {
+                    name,
+                    module: module.clone(),
+                    token,
+                    pin_env: pin_env.clone(),
+                };
+                TenantKeys::CustomerKey {
+                    keys: Box::new([
+                        (token(provider_a, token_a), key_a),
+                        (token(provider_b, token_b), key_b),
+                    ]),
+                    generate,
+                }
+            } else {
+                TenantKeys::ServiceManaged
+            };
+            let summary = deployment.create_tenant(&name, &keys).await?;
+            out.show(&summary, || {
+                format!(
+                    "created tenant {} ({}), root keys: {}",
+                    summary.name,
+                    summary.kind,
+                    summary.root_keys.join(", ")
+                )
+            });
+        }
+        TenantCommand::List => {
+            let tenants = deployment.tenants().await?;
+            out.show(&tenants, || {
+                tenants
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "{:<16} {:<16} {:<7} TIK {}",
+                            t.name, t.kind, t.state, t.current_tik
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        TenantCommand::Show { name } => {
+            let summary = deployment.tenant_summary(&name).await?;
+            out.show(&summary, || {
+                let versions: Vec<String> = summary
+                    .tik_versions
+                    .iter()
+                    .map(|v| {
+                        format!(
+                            "{}{}: {} file keys",
+                            v.version,
+                            if v.current { " (current)" } else { " (kept)" },
+                            v.file_keys
+                        )
+                    })
+                    .collect();
+                let mut text = format!(
+                    "tenant {}\n  id           {}\n  kind         {}\n  state        {}\n  current TIK  {}\n  TIK versions {}\n  root keys    {}",
+                    summary.name,
+                    summary.id,
+                    summary.kind,
+                    summary.state,
+                    summary.current_tik,
+                    versions.join("\n               "),
+                    summary.root_keys.join("\n               ")
+                );
+                if summary.rotation_unfinished {
+                    text.push_str(&format!(
+                        "\n  a rotation has not finished: file keys are still wrapped under older versions; run `atrest rotate tik {}` again",
+                        summary.name
+                    ));
+                }
+                text
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `atrest ls`.
+pub(crate) async fn ls(data: &Path, out: Output, tenant: Option<&str>) -> Result<(), Error> {
+    let listings = open(data).await?.list(tenant).await?;
+    out.show(&listings, || {
+        let mut text = format!(
+            "{:<16} {:<32} {:>4} {:>14} {:>4}  {}",
+            "TENANT", "NAME", "VER", "BYTES", "TIK", "SEALED"
+        );
+        for l in &listings {
+            text.push_str(&format!(
+                "\n{:<16} {:<32} {:>4} {:>14} {:>4}  {}{}",
+                l.tenant,
+                l.name,
+                l.version,
+                l.bytes,
+                l.tik_version,
+                l.sealed,
+                if l.readable {
+                    ""
+                } else {
+                    "  (purged: unreadable)"
+                }
+            ));
+        }
+        text
+    });
+    Ok(())
+}
+
+/// `atrest rotate …`.
+pub(crate) async fn rotate(data: &Path, out: Output, command: RotateCommand) -> Result<(), Error> {
+    let deployment = open(data).await?;
+    match command {
+        RotateCommand::Tik { tenant } => {
+            let bar = out.bytes_bar(0);
+            let rotated = deployment
+                .rotate_tik(&tenant, &mut |progress| {
+                    bar.set_length(progress.total);
+                    bar.set_position(progress.done);
+                })
+                .await;
+            bar.finish_and_clear();
+            let (version, report, retired) = rotated?;
+            let retired: Vec<u32> = retired.into_iter().map(u32::from).collect();
+            let info = serde_json::json!({
+                "tenant": tenant,
+                "tik_version": u32::from(version),
+                "rewrapped": report.rewrapped,
+                "batches": report.batches,
+                "retired": retired,
+            });
+            out.show(&info, || {
+                format!(
+                    "{tenant}: TIK version {version} is current; {} file keys re-wrapped in {} batches; versions {retired:?} retired",
+                    report.rewrapped, report.batches
+                )
+            });
+        }
+        RotateCommand::RootKey { availability } => {
+            let label = if availability { "availability" } else { "root" };
+            let (key, report) = deployment.rotate_service_key(label).await?;
+            let info = serde_json::json!({
+                "root_key": key.to_string(),
+                "tenants": report.tenants,
+                "tik_versions": report.tik_versions,
+            });
+            out.show(&info, || {
+                format!(
+                    "rolled to {key}: {} TIK versions of {} tenants re-wrapped; the old version is destroyed",
+                    report.tik_versions, report.tenants
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `atrest revoke`.
+pub(crate) async fn revoke(data: &Path, out: Output, tenant: &str, key: &str) -> Result<(), Error> {
+    open(data).await?.revoke(tenant, key).await?;
+    let info = serde_json::json!({ "tenant": tenant, "revoked": key });
+    out.show(&info, || {
+        format!("{tenant}: {key} recorded as revoked; cached keys dropped")
+    });
+    Ok(())
+}
+
+/// `atrest purge`.
+pub(crate) async fn purge(data: &Path, out: Output, tenant: &str, yes: bool) -> Result<(), Error> {
+    if !yes {
+        return Err(Error::usage(format!(
+            "purging destroys every key of {tenant:?} and cannot be undone: add --yes"
+        )));
+    }
+    let destroyed = open(data).await?.purge(tenant).await?;
+    let info = serde_json::json!({ "tenant": tenant, "tik_versions_destroyed": destroyed });
+    out.show(&info, || {
+        format!(
+            "{tenant}: purged; {destroyed} TIK versions destroyed, every file of the tenant is unreadable"
+        )
+    });
+    Ok(())
+}
+
+/// `atrest gc`.
+pub(crate) async fn gc(
+    data: &Path,
+    out: Output,
+    dry_run: bool,
+    older_than: std::time::Duration,
+) -> Result<(), Error> {
+    let deployment = open(data).await?;
+    let report = deployment.collect_garbage(older_than, dry_run).await?;
+    out.show(&report, || {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        let mut text = format!(
+            "{verb}: {} blobs no record names ({} bytes), {} staging files of unfinished uploads ({} bytes), {} uploads begun more than {} ago",
+            report.orphan_blobs.len(),
+            report.orphan_blobs.iter().map(|b| b.bytes).sum::<u64>(),
+            report.partial_uploads.len(),
+            report.partial_uploads.iter().map(|b| b.bytes).sum::<u64>(),
+            report.abandoned_uploads.len(),
+            humantime::format_duration(older_than),
+        );
+        for blob in &report.orphan_blobs {
+            text.push_str(&format!("\n  blob     {} ({} bytes)", blob.name, blob.bytes));
+        }
+        for upload in &report.partial_uploads {
+            text.push_str(&format!("\n  staging  {} ({} bytes)", upload.name, upload.bytes));
+        }
+        for upload in &report.abandoned_uploads {
+            text.push_str(&format!("\n  upload   {} ({} bytes)", upload.name, upload.bytes));
+        }
+        text
+    });
+    Ok(())
+}

@@ -1,0 +1,307 @@
+//! The service's life as an operator and its clients see it: it stops
+//! cleanly (exit 0) at SIGTERM and SIGINT, letting requests in flight
+//! finish and cutting those still running at the deadline; an address in
+//! use is a clear error; and clients that stall — a thousand uploads that
+//! stop sending, hundreds of downloads nobody reads — hold tasks, not
+//! threads, so another principal is served at once.
+
+#![allow(
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod service_support;
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use atrest_test_support::{TempDir, seeded as content};
+use rustix::process::{Resource, Signal};
+
+use service_support::{Instance, atrest, bearer, head, request, token};
+
+/// A deployment with tenants `acme` and `globex`, and a token for a user
+/// of each.
+fn deployment(dir: &TempDir) -> (std::path::PathBuf, String, String) {
+    let data = dir.path().join("data");
+    let _ = atrest(&data, &["init"]);
+    let _ = atrest(&data, &["tenant", "create", "acme"]);
+    let _ = atrest(&data, &["tenant", "create", "globex"]);
+    let alice = token(&data, "alice@acme");
+    let bob = token(&data, "bob@globex");
+    (data, alice, bob)
+}
+
+/// Starts an upload of `len` bytes to `path` and sends `sent` of them.
+fn start_upload(addr: &str, token: &str, path: &str, len: usize, sent: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let auth = bearer(token);
+    let head = head(addr, "PUT", path, &[(auth.0, auth.1.as_str())], Some(len));
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(sent).unwrap();
+    stream
+}
+
+/// Reads the response on `stream` to its end: the status and the body.
+fn finish_response(stream: &mut TcpStream) -> (u16, Vec<u8>) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let status = String::from_utf8_lossy(&raw[..end])
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    (status, raw[end + 4..].to_vec())
+}
+
+/// Sends `signal` to the instance and waits for it to exit; returns the
+/// exit code and how long it took.
+fn stop(instance: &mut Instance, signal: Signal) -> (Option<i32>, Duration) {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(instance.id()).unwrap()).unwrap();
+    let started = Instant::now();
+    rustix::process::kill_process(pid, signal).unwrap();
+    let status = instance.wait();
+    (status.code(), started.elapsed())
+}
+
+#[test]
+fn sigterm_and_sigint_stop_the_service_with_exit_0_after_requests_in_flight() {
+    let dir = TempDir::new("service-stop");
+    let (data, alice, _) = deployment(&dir);
+    let body = content(2_000_000, 7);
+    for signal in [Signal::TERM, Signal::INT] {
+        let mut instance = Instance::start(&data, "stopping", &[], &["--shutdown-timeout", "20s"]);
+        // An upload in flight when the signal comes: half its body sent.
+        let mut upload = start_upload(
+            &instance.addr,
+            &alice,
+            "/v1/tenants/acme/files/in-flight",
+            body.len(),
+            &body[..1_000_000],
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let pid = rustix::process::Pid::from_raw(i32::try_from(instance.id()).unwrap()).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        // New connections are refused once it stops accepting.
+        assert!(
+            TcpStream::connect(&instance.addr).is_err(),
+            "{signal:?}: still accepting"
+        );
+        // The request in flight finishes, and is answered.
+        upload.write_all(&body[1_000_000..]).unwrap();
+        let (status, answer) = finish_response(&mut upload);
+        assert_eq!(
+            status,
+            201,
+            "{signal:?}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        let status = instance.wait();
+        assert_eq!(status.code(), Some(0), "{signal:?}: {}", instance.log());
+        let log = instance.log();
+        assert!(
+            log.contains("stopping once requests in flight finish") && log.contains("stopped"),
+            "{log}"
+        );
+        assert!(!log.contains("panicked"), "{log}");
+    }
+    // Both uploads were committed, whole.
+    let instance = Instance::start(&data, "after", &[], &[]);
+    let auth = bearer(&alice);
+    let got = request(
+        &instance.addr,
+        "GET",
+        "/v1/tenants/acme/files/in-flight?version=2",
+        &[(auth.0, auth.1.as_str())],
+        b"",
+    );
+    assert_eq!(got.status, 200);
+    assert!(got.body == body);
+}
+
+#[test]
+fn requests_still_running_at_the_deadline_are_cut_and_it_still_exits_0() {
+    let dir = TempDir::new("service-deadline");
+    let (data, alice, _) = deployment(&dir);
+    let mut instance = Instance::start(&data, "deadline", &[], &["--shutdown-timeout", "1s"]);
+    // An upload that never finishes.
+    let _stalled = start_upload(
+        &instance.addr,
+        &alice,
+        "/v1/tenants/acme/files/never",
+        10_000_000,
+        &content(500_000, 1),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, took) = stop(&mut instance, Signal::TERM);
+    assert_eq!(code, Some(0), "{}", instance.log());
+    assert!(took >= Duration::from_secs(1), "{took:?}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    let log = instance.log();
+    assert!(log.contains("still in flight after 1s: cut"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn an_address_in_use_is_a_clear_error_before_anything_is_opened() {
+    let dir = TempDir::new("service-in-use");
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    // Not even a deployment: the address is checked first.
+    let data = dir.path().join("none");
+    let output = Command::new(env!("CARGO_BIN_EXE_atrest-serve"))
+        .arg("--data")
+        .arg(&data)
+        .args(["serve", "--listen", &addr])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")) && stderr.contains("in use"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(output.stdout.is_empty(), "{output:?}");
+    assert!(!data.exists());
+}
+
+/// Counts the seals in progress that have their file key: uploads that got
+/// as far as reading their body.
+fn uploads_reading(data: &Path) -> i64 {
+    let db = atrest_test_support::sqlite::Connection::open(data.join("catalog.sqlite")).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    db.query_row(
+        "SELECT count(*) FROM catalog_versions WHERE state = 'sealing' AND wrapped IS NOT NULL",
+        [],
+        |row| row.get(0),
+    )
+    .unwrap()
+}
+
+#[test]
+fn stalled_uploads_and_unread_downloads_hold_nothing_another_principal_needs() {
+    const STALLED_UPLOADS: usize = 1000;
+    const UNREAD_DOWNLOADS: usize = 300;
+    // Two sockets per connection (ours and the service's), and files.
+    let hard = rustix::process::getrlimit(Resource::Nofile).maximum;
+    let wanted = u64::try_from(4 * (STALLED_UPLOADS + UNREAD_DOWNLOADS) + 1024).unwrap();
+    assert!(
+        hard.is_none_or(|hard| hard >= wanted),
+        "the open files limit ({hard:?}) is below {wanted}"
+    );
+    rustix::process::setrlimit(
+        Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(wanted),
+            maximum: hard,
+        },
+    )
+    .unwrap();
+
+    let dir = TempDir::new("service-stalled");
+    let (data, alice, bob) = deployment(&dir);
+    let instance = Instance::start(&data, "stalled", &[], &[]);
+    let auth = bearer(&alice);
+    let alice_auth = [(auth.0, auth.1.as_str())];
+    let big = content(16 << 20, 3);
+    let put = request(
+        &instance.addr,
+        "PUT",
+        "/v1/tenants/acme/files/big.bin",
+        &alice_auth,
+        &big,
+    );
+    assert_eq!(put.status, 201, "{}", put.text());
+
+    // Downloads nobody reads: each gets its status line, then its client
+    // stops reading with the body far from sent.
+    let mut downloads = Vec::with_capacity(UNREAD_DOWNLOADS);
+    for _ in 0..UNREAD_DOWNLOADS {
+        let mut stream = TcpStream::connect(&instance.addr).unwrap();
+        let head = head(
+            &instance.addr,
+            "GET",
+            "/v1/tenants/acme/files/big.bin",
+            &alice_auth,
+            None,
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut reader = BufReader::with_capacity(64, stream);
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        downloads.push(reader);
+    }
+    // Uploads that send part of their body and stop.
+    let part = content(64 << 10, 4);
+    let uploads: Vec<TcpStream> = (0..STALLED_UPLOADS)
+        .map(|i| {
+            start_upload(
+                &instance.addr,
+                &alice,
+                &format!("/v1/tenants/acme/files/stalled-{i}"),
+                8 << 20,
+                &part,
+            )
+        })
+        .collect();
+    // Wait until every upload is in the service, keyed and waiting for
+    // the rest of its body.
+    let waiting = Instant::now();
+    while uploads_reading(&data) < i64::try_from(STALLED_UPLOADS).unwrap() {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(120),
+            "only {} uploads reached their body; log: {}",
+            uploads_reading(&data),
+            instance.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Another principal is served at once, uploads and downloads alike.
+    let auth = bearer(&bob);
+    let bob_auth = [(auth.0, auth.1.as_str())];
+    for (i, len) in [(0, 4096), (1, 3 << 20)] {
+        let body = content(len, 10 + i);
+        let path = format!("/v1/tenants/globex/files/while-stalled-{i}");
+        let started = Instant::now();
+        let put = request(&instance.addr, "PUT", &path, &bob_auth, &body);
+        let put_took = started.elapsed();
+        assert_eq!(put.status, 201, "{}", put.text());
+        let started = Instant::now();
+        let got = request(&instance.addr, "GET", &path, &bob_auth, b"");
+        let get_took = started.elapsed();
+        assert_eq!(got.status, 200);
+        assert!(got.body == body);
+        assert!(
+            put_took < Duration::from_secs(1) && get_took < Duration::from_secs(1),
+            "{len} bytes: PUT took {put_took:?}, GET {get_took:?}"
+        );
+    }
+    // The stalled clients are all still connected: nothing was cut to
+    // make room.
+    for stream in &uploads {
+        assert!(stream.peer_addr().is_ok());
+    }
+    let mut first = [0u8; 1];
+    downloads[0].read_exact(&mut first).unwrap();
+    drop(uploads);
+    drop(downloads);
+}

@@ -1,0 +1,276 @@
+//! Files of a deployment, by tenant and file name: put (one or a batch),
+//! get (whole or a byte range), records and listings.
+
+use std::ops::Range;
+
+use atrest::filekey::{FileVersion, TenantId};
+use atrest::tenant::{Access, TenantState};
+use atrest::{BatchItem, FileRecord, FileSelector, OpenSink};
+use serde::Serialize;
+use tokio::io::AsyncRead;
+
+use crate::{Deployment, Error};
+
+/// Which file version [`Deployment::get`] gives: file `name` of the
+/// tenant named `tenant`, version `version` or the newest. The
+/// deployment's form of [`atrest::FileSelector`], with the tenant by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileName<'a> {
+    /// The tenant's name.
+    pub tenant: &'a str,
+    /// The file's name.
+    pub name: &'a str,
+    /// The version, or `None` for the newest.
+    pub version: Option<u64>,
+}
+
+impl<'a> FileName<'a> {
+    /// The newest version of file `name` of tenant `tenant`.
+    pub const fn newest(tenant: &'a str, name: &'a str) -> Self {
+        Self {
+            tenant,
+            name,
+            version: None,
+        }
+    }
+}
+
+/// One file version in the catalog.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Listing {
+    /// The tenant's name.
+    pub tenant: String,
+    /// The file's name.
+    pub name: String,
+    /// The file version.
+    pub version: u64,
+    /// Plaintext bytes.
+    pub bytes: u64,
+    /// The TIK version its key is wrapped under.
+    pub tik_version: u32,
+    /// The blob's name.
+    pub blob: String,
+    /// When it was sealed (RFC 3339).
+    pub sealed: String,
+    /// Whether it can still be opened: `false` once its tenant was purged.
+    pub readable: bool,
+}
+
+impl Listing {
+    fn new(tenant: &str, record: &FileRecord, readable: bool) -> Self {
+        let sealed = std::time::UNIX_EPOCH + std::time::Duration::from_secs(record.sealed_at);
+        Self {
+            readable,
+            tenant: tenant.to_owned(),
+            name: record.name.clone(),
+            version: u64::from(record.version),
+            bytes: record.plaintext_len,
+            tik_version: u32::from(record.tik_version()),
+            blob: record.blob.to_string(),
+            sealed: atrest::audit::Timestamp::from(sealed).to_string(),
+        }
+    }
+}
+
+/// What [`Deployment::put`] did.
+#[derive(Clone, Debug, Serialize)]
+pub struct PutReport {
+    /// The tenant's name.
+    pub tenant: String,
+    /// The file's name.
+    pub name: String,
+    /// The new version.
+    pub version: u64,
+    /// The file record kept in the catalog.
+    pub record: FileRecord,
+    /// The blob's name.
+    pub blob: String,
+}
+
+impl PutReport {
+    fn new(tenant: &str, record: FileRecord) -> Self {
+        Self {
+            tenant: tenant.to_owned(),
+            name: record.name.clone(),
+            version: u64::from(record.version),
+            blob: record.blob.to_string(),
+            record,
+        }
+    }
+}
+
+impl Deployment {
+    /// Seals `plaintext` (any async source) as a new version of file
+    /// `name` of tenant `tenant`, for `access`, into a new blob; the
+    /// catalog allocates the version (several writers of one name at once
+    /// each get their own).
+    ///
+    /// A version may be written by whoever the policy's write decision
+    /// allows (by default: whoever it would give the key to); the library
+    /// audits a refusal (`write_denied`).
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; [`Error::Library`] for an invalid name;
+    /// [`Error::InTenant`]: the write refused (kind `Refused`), key, stream,
+    /// blob and catalog errors.
+    pub async fn put(
+        &self,
+        access: &Access<'_>,
+        tenant: &str,
+        name: &str,
+        plaintext: impl AsyncRead + Send + Unpin,
+    ) -> Result<PutReport, Error> {
+        atrest::check_name("file name", name).map_err(atrest::Error::from)?;
+        let tenant_id = self.tenant_id(tenant).await?;
+        // The library asks the policy for the write and audits a refusal.
+        let sealed = self.files.seal(access, tenant_id, name, plaintext).await;
+        let record = named(tenant, tenant_id, sealed)?;
+        Ok(PutReport::new(tenant, record))
+    }
+
+    /// Seals several files of tenant `tenant` at once, for `access`, with
+    /// their durable steps shared (see [`atrest::Files::seal_batch`]):
+    /// each item becomes a new version of its name in its blob,
+    /// `concurrency` written at a time. Each item is checked as in
+    /// [`Deployment::put`]; an item refused or failed is an `Err` in its
+    /// place and does not hold the others back. Every `Ok` version is
+    /// durable when this returns.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; [`Error::Library`] if a shared step (the
+    /// catalog, the audit log) failed: then no item was committed.
+    pub async fn put_batch<R: AsyncRead + Send + Unpin>(
+        &self,
+        access: &Access<'_>,
+        tenant: &str,
+        items: Vec<BatchItem<R>>,
+        concurrency: usize,
+    ) -> Result<Vec<Result<PutReport, Error>>, Error> {
+        let tenant_id = self.tenant_id(tenant).await?;
+        let mut results: Vec<Option<Result<PutReport, Error>>> = Vec::with_capacity(items.len());
+        let mut allowed = Vec::with_capacity(items.len());
+        for item in items {
+            match atrest::check_name("file name", &item.name) {
+                Ok(()) => {
+                    results.push(None);
+                    allowed.push(item);
+                }
+                Err(error) => results.push(Some(Err(atrest::Error::from(error).into()))),
+            }
+        }
+        // One result per item allowed, in order (`seal_batch`'s contract):
+        // each fills the next place the name check left empty.
+        let sealed = self
+            .files
+            .seal_batch(access, tenant_id, allowed, concurrency)
+            .await?;
+        let mut places = results.iter_mut().filter(|result| result.is_none());
+        for result in sealed {
+            if let Some(place) = places.next() {
+                *place = Some(
+                    result
+                        .map_err(Error::from)
+                        .map(|record| PutReport::new(tenant, record)),
+                );
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| {
+                    Err(Error::Library(atrest::Error::Catalog(
+                        atrest::CatalogError::Contract("a batch gave fewer results than items"),
+                    )))
+                })
+            })
+            .collect())
+    }
+
+    /// The record of a file version (the newest if `file.version` is
+    /// `None`), from the catalog, authenticated: its wrapped key as
+    /// re-wraps left it.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; [`Error::InTenant`] (not found: no such
+    /// file or version).
+    pub async fn record(&self, file: &FileName<'_>) -> Result<FileRecord, Error> {
+        let (tenant, version) = self.select(file).await?;
+        let record = self.files.record(tenant, file.name, version).await;
+        named(file.tenant, tenant, record)
+    }
+
+    /// The record of a file version as the catalog holds it, *not
+    /// authenticated*: for choosing a version and a range before
+    /// [`Deployment::get`], which authenticates the record it opens (and
+    /// audits a refusal).
+    ///
+    /// # Errors
+    /// As for [`Deployment::record`].
+    pub async fn record_to_open(&self, file: &FileName<'_>) -> Result<FileRecord, Error> {
+        let (tenant, version) = self.select(file).await?;
+        let record = self.catalog.record(tenant, file.name, version).await;
+        named(file.tenant, tenant, record)
+    }
+
+    /// The tenant's id and the version of `file`.
+    async fn select(&self, file: &FileName<'_>) -> Result<(TenantId, Option<FileVersion>), Error> {
+        let tenant = self.tenant_id(file.tenant).await?;
+        let version = file.version.map(FileVersion::try_from).transpose()?;
+        Ok((tenant, version))
+    }
+
+    /// Gives `access` file `file` (or bytes `range` of it) into `sink`, as
+    /// [`atrest::Files::open`] does; returns its record.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; [`Error::InTenant`]: no such file, the
+    /// release refused, a blob that is not authentic, blob and I/O errors.
+    pub async fn get(
+        &self,
+        access: &Access<'_>,
+        file: &FileName<'_>,
+        range: Option<Range<u64>>,
+        sink: &mut dyn OpenSink,
+    ) -> Result<FileRecord, Error> {
+        let (tenant, version) = self.select(file).await?;
+        let selector = FileSelector {
+            tenant,
+            name: file.name,
+            version,
+        };
+        let opened = self.files.open(access, &selector, range, sink).await;
+        named(file.tenant, tenant, opened)
+    }
+
+    /// Every file version of `tenant` (or of every tenant), by name.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; catalog errors.
+    pub async fn list(&self, tenant: Option<&str>) -> Result<Vec<Listing>, Error> {
+        let tenants = match tenant {
+            Some(name) => vec![(name.to_owned(), self.tenant_id(name).await?)],
+            None => self.catalog.tenant_names().await?,
+        };
+        let mut listings = Vec::new();
+        for (tenant, id) in tenants {
+            let readable = self.files.keys().tenant(id).await?.state == TenantState::Active;
+            for record in self.catalog.records(id).await? {
+                listings.push(Listing::new(&tenant, &record, readable));
+            }
+        }
+        Ok(listings)
+    }
+}
+
+/// `result`, its error speaking of tenant `id` by its name `name`.
+pub(crate) fn named<T, E: Into<atrest::Error>>(
+    name: &str,
+    id: TenantId,
+    result: Result<T, E>,
+) -> Result<T, Error> {
+    result.map_err(|error| Error::InTenant {
+        name: name.to_owned(),
+        id: id.to_string(),
+        source: Box::new(error.into()),
+    })
+}

@@ -1,0 +1,317 @@
+//! A whole deployment in one directory: what the operator program
+//! `atrest`, the upload service `atrest-serve` and `mailbox-move` run on,
+//! and what a program of one's own links to run on the same directory.
+//!
+//! The `atrest` library holds the mechanisms (seal, open, key hierarchies,
+//! blobs, audit); the layout of a deployment directory, its configuration
+//! file, the backends it names and the `user@tenant` release policy are
+//! application choices, and live here.
+//!
+//! ```text
+//! DIR/atrest.json          configuration: blob store and replicas, PKCS#11 tokens,
+//!                          audit verifying key
+//! DIR/master.key           the master key (mode 0600) sealing the service's root keys
+//! DIR/keys.sqlite          the service's root keys (`root`, `availability`), sealed
+//! DIR/atrest.sqlite        tenant key metadata (TIK versions and their wraps)
+//! DIR/tenant-keys/         one tenant key per tenant, sealed under the master key;
+//!                          a purge destroys it. Keep it out of database backups:
+//!                          restoring an old copy of it would undo purges
+//! DIR/catalog.sqlite       the catalog: tenant names, file names, versions, and each
+//!                          version's record (wrapped file key, sizes, blob name
+//!                          and digest)
+//! DIR/audit/               the audit log: every batch ends with a signed checkpoint
+//! DIR/audit-signing.key    the checkpoint signing key (PKCS#8, mode 0600)
+//! DIR/audit-witness/       where checkpoints are published, unless `init` named
+//!                          another directory (keep it on other storage)
+//! DIR/blobs/               the blobs, unless a blob store URL was given
+//! ```
+//!
+//! The catalog ([`atrest_sqlite::SqliteCatalog`], or PostgreSQL's) is the one home of file records:
+//! it alone maps a tenant and a file name to a blob, and it is the index of
+//! wrapped file keys that rotation re-wraps. Blobs have random names and
+//! hold only ciphertext. With replicas (`init --replica`), every blob is
+//! written to each replica location too, and [`Deployment::scrub_blobs`]
+//! checks and repairs the copies against the digests in the records.
+//!
+//! A program opens a deployment with its [`Options`]: its name in the
+//! audit trail and, unless it brings its own, the membership release
+//! policy: principals are written `user@tenant` ([`Principal`]) and a user
+//! reads and writes the files of their own tenant only; system operations
+//! (re-wrap) are allowed.
+//!
+//! Async, as the library is: a program enters its runtime once (in
+//! `main`) and awaits the deployment's operations; files being put or got
+//! hold a task, not a thread.
+//!
+//! ```no_run
+//! use atrest::tenant::Access;
+//! use atrest_deployment::{Deployment, FileName, Options, TenantKeys};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), atrest_deployment::Error> {
+//! let dir = std::path::Path::new("atrest-data");
+//! let mut deployment = Deployment::init(dir, None, None, Options::new("example")).await?;
+//! deployment.create_tenant("contoso", &TenantKeys::ServiceManaged).await?;
+//! let alice = Access::User { principal: "alice@contoso" };
+//! let report = deployment.put(&alice, "contoso", "notes.txt", &b"hello"[..]).await?;
+//! let mut out = atrest::WriterSink(Vec::new());
+//! let file = FileName::newest("contoso", "notes.txt");
+//! deployment.get(&alice, &file, None, &mut out).await?;
+//! assert_eq!(out.0, b"hello");
+//! # drop(report);
+//! # Ok(())
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod audit;
+mod config;
+mod error;
+mod files;
+mod garbage;
+mod init;
+mod keys;
+mod metadata;
+mod policy;
+mod replicas;
+mod tenants;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use atrest::audit::{AuditLog, Recovery, SigningKey};
+use atrest::blobs::BlobStore;
+use atrest::tenant::{MasterKey, MetadataStore, ReleasePolicy, ServiceKeys, TenantKeyDir};
+use atrest::{Catalog, Files};
+use atrest_core::blocking;
+
+use self::config::Config;
+use self::error::io_at;
+
+pub use self::audit::{AuditEntries, AuditVerification, TrustedAudit};
+pub use self::config::{KmsConfig, MetadataConfig, TokenConfig};
+pub use self::error::Error;
+pub use self::files::{FileName, Listing, PutReport};
+pub use self::garbage::{Garbage, GarbageReport};
+pub use self::init::Setup;
+pub use self::keys::{Fallback, Options};
+pub use self::policy::Principal;
+pub use self::replicas::{DamagedRecord, ScrubReport};
+pub use self::tenants::{TenantKeys, TenantSummary, TikVersionSummary};
+
+const CONFIG: &str = "atrest.json";
+const SIGNING_KEY: &str = "audit-signing.key";
+const AUDIT_DIR: &str = "audit";
+const DEFAULT_WITNESS: &str = "audit-witness";
+const SERVICE_PROVIDER: &str = "service";
+const TENANT_KEYS: &str = "tenant-keys";
+const ROOT_KEY: &str = "root";
+const AVAILABILITY_KEY: &str = "availability";
+
+/// A deployment directory, opened.
+pub struct Deployment {
+    dir: PathBuf,
+    config: Config,
+    options: Options,
+    service: Arc<ServiceKeys>,
+    store: Arc<dyn MetadataStore>,
+    tenant_keys: Arc<TenantKeyDir>,
+    log: Arc<AuditLog>,
+    recovery: Recovery,
+    fallbacks: keys::FallbackWatch,
+    catalog: Arc<dyn Catalog>,
+    policy: Arc<dyn ReleasePolicy>,
+    files: Files,
+    administration: atrest::tenant::Administration,
+    locations: replicas::Locations,
+}
+
+impl core::fmt::Debug for Deployment {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Deployment")
+            .field("dir", &self.dir)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a deployment keeps in local files: read on the blocking pool when
+/// it is opened.
+struct LocalParts {
+    config: Config,
+    master: MasterKey,
+    tenant_keys: TenantKeyDir,
+    log: AuditLog,
+    recovery: Recovery,
+    locations: replicas::Locations,
+}
+
+impl LocalParts {
+    /// Reads them from `dir`. Blocks (file reads, the audit log's
+    /// recovery).
+    fn read(dir: &Path) -> Result<Self, Error> {
+        let config = Config::read(dir)?;
+        let master = MasterKey::open_file(&dir.join("master.key"))?;
+        let tenant_keys = TenantKeyDir::open(&dir.join(TENANT_KEYS), master.clone())?;
+        let signing_key = dir.join(SIGNING_KEY);
+        // Read at its size in one allocation, and wiped once parsed.
+        let pkcs8 =
+            zeroize::Zeroizing::new(std::fs::read(&signing_key).map_err(io_at(&signing_key))?);
+        let signer = SigningKey::from_pkcs8("atrest-audit", &pkcs8)?;
+        if signer.verifying_key().to_string() != config.audit_verifying_key {
+            return Err(Error::AuditKeyMismatch { path: signing_key });
+        }
+        let (log, recovery) = AuditLog::open(
+            dir.join(AUDIT_DIR),
+            signer,
+            audit::config(config.audit_witness(dir).as_deref()),
+        )?;
+        let locations = replicas::Locations::open(dir, &config)?;
+        Ok(Self {
+            config,
+            master,
+            tenant_keys,
+            log,
+            recovery,
+            locations,
+        })
+    }
+}
+
+impl Deployment {
+    /// Opens the deployment in `dir` for the program described by
+    /// `options`.
+    ///
+    /// # Errors
+    /// [`Error::NoDeployment`] if `dir` holds no deployment (run `init`);
+    /// [`Error::Config`] or [`Error::UnsupportedVersion`] for an unusable
+    /// configuration file; errors of the parts.
+    pub async fn open(dir: &Path, options: Options) -> Result<Self, Error> {
+        let local = {
+            let dir = dir.to_path_buf();
+            blocking::run(move || LocalParts::read(&dir)).await?
+        };
+        let LocalParts {
+            config,
+            master,
+            tenant_keys,
+            log,
+            recovery,
+            locations,
+        } = local;
+        let tenant_keys = Arc::new(tenant_keys);
+        let service = Arc::new(metadata::service_keys(dir, master).await?);
+        let (store, catalog) = metadata::open(dir, &config).await?;
+        let log = Arc::new(log);
+        let fallbacks = keys::FallbackWatch::default();
+        let policy = options
+            .custom_policy()
+            .unwrap_or_else(|| policy::members(catalog.clone()));
+        let parts = keys::Parts {
+            config: &config,
+            options: &options,
+            service: &service,
+            store: &store,
+            tenant_keys: &tenant_keys,
+            catalog: &catalog,
+            blobs: &locations.stored,
+            log: &log,
+            fallbacks: &fallbacks,
+        };
+        let (files, administration) = parts.files(policy.clone()).await?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config,
+            options,
+            service,
+            store,
+            tenant_keys,
+            log,
+            recovery,
+            fallbacks,
+            catalog,
+            policy,
+            files,
+            administration,
+            locations,
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// The files API (seal, open) over this deployment's keys and log.
+    pub fn files(&self) -> &Files {
+        &self.files
+    }
+
+    /// The primary blob store.
+    pub fn blobs(&self) -> &Arc<BlobStore> {
+        &self.locations.primary
+    }
+
+    /// The replica blob stores (none unless configured).
+    pub fn replicas(&self) -> &[Arc<BlobStore>] {
+        &self.locations.replicas
+    }
+
+    /// What files are sealed to and opened from: the primary alone, or
+    /// the primary and its replicas.
+    pub fn stored_blobs(&self) -> &Arc<dyn atrest::Blobs> {
+        &self.locations.stored
+    }
+
+    /// The key store (tenant key metadata).
+    pub fn key_store(&self) -> &Arc<dyn MetadataStore> {
+        &self.store
+    }
+
+    /// The catalog (tenant names and file records).
+    pub fn catalog(&self) -> &Arc<dyn Catalog> {
+        &self.catalog
+    }
+
+    /// The service's root keys.
+    pub fn service_keys(&self) -> &Arc<ServiceKeys> {
+        &self.service
+    }
+
+    /// The audit log's checkpoint verifying key (text form).
+    pub fn audit_verifying_key(&self) -> &str {
+        &self.config.audit_verifying_key
+    }
+
+    /// The directory the audit log publishes its checkpoints to.
+    pub fn audit_witness(&self) -> Option<PathBuf> {
+        self.config.audit_witness(&self.dir)
+    }
+
+    /// A capability for the system operation `operation` (see
+    /// [`atrest::tenant::Access::System`]): for the operator programs that
+    /// own the deployment, never for request handlers.
+    pub fn system_capability(&self, operation: &str) -> atrest::tenant::SystemCapability {
+        self.administration.capability(operation)
+    }
+
+    /// Every use of the availability key since the deployment was opened
+    /// because customer keys were unavailable: show them to the operator
+    /// (they are in the audit trail too).
+    pub fn fallbacks(&self) -> Vec<Fallback> {
+        self.fallbacks.seen()
+    }
+
+    /// What opening the audit log found and repaired: show it to the
+    /// operator when [`Recovery::repaired`].
+    pub fn audit_recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+}

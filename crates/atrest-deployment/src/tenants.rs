@@ -1,0 +1,424 @@
+//! Tenants and their keys: creating them (service-managed or with customer
+//! keys in tokens or key services), what they look like, rotation,
+//! revocation and purge; the service's own root keys.
+
+use std::sync::Arc;
+
+use atrest::filekey::{KeyVersion, OsRng, TenantId};
+use atrest::tenant::{
+    Pkcs11Keys, RewrapProgress, RewrapReport, RootKeyProvider, RootKeyRef, RootRollReport,
+    TenantKind, TenantState,
+};
+use serde::Serialize;
+
+use crate::config::{Config, KmsConfig, TokenConfig};
+use crate::files::named;
+use crate::{AVAILABILITY_KEY, Deployment, Error, ROOT_KEY, SERVICE_PROVIDER, keys};
+
+/// How a new tenant's root keys are held.
+#[derive(Clone, Debug)]
+pub enum TenantKeys {
+    /// By the service.
+    ServiceManaged,
+    /// By the customer: one key in each of two PKCS#11 tokens (plus the
+    /// service's availability key). The tokens are added to the
+    /// deployment's configuration.
+    CustomerKey {
+        /// The tokens, with the label of the key in each.
+        keys: Box<[(TokenConfig, String); 2]>,
+        /// Generate the keys in the tokens (sensitive, not extractable)
+        /// rather than use existing ones.
+        generate: bool,
+    },
+    /// By the customer: two keys at providers the program registered with
+    /// [`crate::Options::provider`] (plus the service's availability key).
+    CustomerKeyAt {
+        /// The two keys.
+        keys: [RootKeyRef; 2],
+    },
+}
+
+/// A tenant's state, for display.
+#[derive(Clone, Debug, Serialize)]
+pub struct TenantSummary {
+    /// The tenant's name.
+    pub name: String,
+    /// Its id.
+    pub id: String,
+    /// `service-managed` or `customer-key`.
+    pub kind: String,
+    /// `active` or `purged`.
+    pub state: String,
+    /// The current TIK version.
+    pub current_tik: u32,
+    /// Its root keys, as `role provider:label@version`, with `(revoked)`
+    /// marks.
+    pub root_keys: Vec<String>,
+    /// Every TIK version it still has, oldest first, with the number of
+    /// file keys wrapped under each.
+    pub tik_versions: Vec<TikVersionSummary>,
+    /// Whether file keys are still wrapped under versions older than the
+    /// current one: a rotation that has not finished (run it again).
+    pub rotation_unfinished: bool,
+}
+
+/// One TIK version of a tenant.
+#[derive(Debug, Clone, Serialize)]
+pub struct TikVersionSummary {
+    /// The version.
+    pub version: u32,
+    /// Whether new file keys are wrapped under it.
+    pub current: bool,
+    /// File keys wrapped under it.
+    pub file_keys: u64,
+}
+
+impl Deployment {
+    /// The id of the tenant named `name`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; catalog errors.
+    pub async fn tenant_id(&self, name: &str) -> Result<TenantId, Error> {
+        self.catalog
+            .tenant_named(name)
+            .await?
+            .ok_or_else(|| Error::UnknownTenant {
+                name: name.to_owned(),
+            })
+    }
+
+    /// Creates tenant `name`. The release policy knows it at once;
+    /// the key hierarchy (and its TIK cache) is rebuilt only if the tenant
+    /// brings a PKCS#11 token the deployment did not use yet.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] (a name with `@`); [`Error::Library`] for a
+    /// name that breaks the naming rule or is taken (a conflict);
+    /// [`Error::ProviderConflict`] if a token's provider name is in use for
+    /// another token; [`Error::PinNotSet`]; key errors.
+    pub async fn create_tenant(
+        &mut self,
+        name: &str,
+        keys: &TenantKeys,
+    ) -> Result<TenantSummary, Error> {
+        atrest::check_name("tenant name", name).map_err(atrest::Error::from)?;
+        if name.contains('@') {
+            return Err(Error::InvalidName {
+                what: "tenant name",
+                name: name.to_owned(),
+                rule: "a tenant name cannot contain '@'",
+            });
+        }
+        let tenant = TenantId::random(&mut OsRng)?;
+        // The name first: it is the claim on the name, and a user of the
+        // tenant is a member from the moment its keys exist.
+        self.catalog.name_tenant(name, tenant).await?;
+        if let Err(error) = self.create_tenant_keys(tenant, keys).await {
+            let _ = self.catalog.unname_tenant(name).await;
+            return Err(error);
+        }
+        self.tenant_summary(name).await
+    }
+
+    async fn create_tenant_keys(
+        &mut self,
+        tenant: TenantId,
+        keys: &TenantKeys,
+    ) -> Result<(), Error> {
+        let customer_keys = match keys {
+            TenantKeys::ServiceManaged => {
+                let _ = self.files.keys().create_service_tenant(tenant).await?;
+                return Ok(());
+            }
+            TenantKeys::CustomerKeyAt { keys } => keys.clone(),
+            TenantKeys::CustomerKey { keys, generate } => {
+                self.configure_tokens(keys, *generate).await?
+            }
+        };
+        let created = self
+            .files
+            .keys()
+            .create_customer_key_tenant(tenant, customer_keys)
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            // A key the token does not hold: nothing to refuse yet, the
+            // operator named a key that is not there.
+            Err(atrest::tenant::Error::RootKey(atrest::tenant::ProviderError::NotFound {
+                key,
+            })) => Err(Error::NoSuchTokenKey {
+                key: key.to_string(),
+            }),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Adds the tokens to the configuration (rebuilding the key hierarchy
+    /// if one is new), generating the keys in them if asked; returns the
+    /// keys' references.
+    async fn configure_tokens(
+        &mut self,
+        keys: &[(TokenConfig, String); 2],
+        generate: bool,
+    ) -> Result<[RootKeyRef; 2], Error> {
+        let mut config = self.config.clone();
+        let mut refs = Vec::with_capacity(2);
+        for (token, label) in keys {
+            atrest::check_name("provider name", &token.name).map_err(atrest::Error::from)?;
+            let taken = token.name == SERVICE_PROVIDER || self.options.has_provider(&token.name);
+            match config.tokens.iter().find(|t| t.name == token.name) {
+                Some(known) if known != token => {
+                    return Err(Error::ProviderConflict {
+                        provider: token.name.clone(),
+                    });
+                }
+                Some(_) => {}
+                None if taken => {
+                    return Err(Error::ProviderConflict {
+                        provider: token.name.clone(),
+                    });
+                }
+                None => config.tokens.push(token.clone()),
+            }
+            if generate {
+                let pin = std::env::var(&token.pin_env).map_err(|_| Error::PinNotSet {
+                    variable: token.pin_env.clone(),
+                })?;
+                let opened =
+                    Pkcs11Keys::open(&token.name, &token.module, &token.token, &pin).await?;
+                refs.push(opened.generate_key(label).await?);
+            } else {
+                refs.push(RootKeyRef::new(token.name.clone(), label.clone(), 1)?);
+            }
+        }
+        if config.tokens != self.config.tokens {
+            self.reconfigure(config).await?;
+        }
+        let [a, b]: [RootKeyRef; 2] = refs
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one key per token, two tokens"));
+        Ok([a, b])
+    }
+
+    /// Writes a configuration with a new provider and rebuilds the key
+    /// hierarchy (its providers are fixed when it is built).
+    async fn reconfigure(&mut self, config: Config) -> Result<(), Error> {
+        {
+            let (config, dir) = (config.clone(), self.dir.clone());
+            atrest_core::blocking::run(move || config.write(&dir)).await?;
+        }
+        self.config = config;
+        let parts = keys::Parts {
+            config: &self.config,
+            options: &self.options,
+            service: &self.service,
+            store: &self.store,
+            tenant_keys: &self.tenant_keys,
+            catalog: &self.catalog,
+            blobs: &self.locations.stored,
+            log: &self.log,
+            fallbacks: &self.fallbacks,
+        };
+        (self.files, self.administration) = parts.files(self.policy.clone()).await?;
+        Ok(())
+    }
+
+    /// Adds a key service (an OpenBao or Vault transit engine) whose keys
+    /// tenants can then name as customer keys (`NAME:KEY@VERSION`). Its
+    /// token must be readable now; the service itself is not asked.
+    ///
+    /// # Errors
+    /// [`Error::ProviderConflict`] if the name is in use;
+    /// [`Error::Library`] for an invalid name or address, or a token that
+    /// cannot be read.
+    pub async fn add_kms(&mut self, kms: KmsConfig) -> Result<(), Error> {
+        atrest::check_name("provider name", &kms.name).map_err(atrest::Error::from)?;
+        let taken = kms.name == SERVICE_PROVIDER
+            || self.options.has_provider(&kms.name)
+            || self.config.tokens.iter().any(|t| t.name == kms.name)
+            || self.config.kms.iter().any(|k| k.name == kms.name);
+        if taken {
+            return Err(Error::ProviderConflict { provider: kms.name });
+        }
+        let _ = keys::transit_keys(&kms)?;
+        let mut config = self.config.clone();
+        config.kms.push(kms);
+        self.reconfigure(config).await
+    }
+
+    /// The configured key services.
+    pub fn kms(&self) -> &[KmsConfig] {
+        &self.config.kms
+    }
+
+    /// Creates key `label` (`aes256-gcm96`, not exportable) in configured
+    /// key service `name`, for an operator who runs that service too.
+    ///
+    /// # Errors
+    /// [`Error::UnknownKms`] if no key service has that name; the
+    /// service's refusal.
+    pub async fn create_kms_key(&self, name: &str, label: &str) -> Result<RootKeyRef, Error> {
+        let kms = self
+            .config
+            .kms
+            .iter()
+            .find(|k| k.name == name)
+            .ok_or_else(|| Error::UnknownKms {
+                name: name.to_owned(),
+            })?;
+        Ok(keys::transit_keys(kms)?.create_key(label).await?)
+    }
+
+    /// A tenant's state.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; key store errors.
+    pub async fn tenant_summary(&self, name: &str) -> Result<TenantSummary, Error> {
+        let id = self.tenant_id(name).await?;
+        let record = self.files.keys().tenant(id).await?;
+        let mut counts = std::collections::BTreeMap::<u32, u64>::new();
+        for file in self.catalog.records(id).await? {
+            *counts.entry(u32::from(file.tik_version())).or_default() += 1;
+        }
+        let current = u32::from(record.current_tik);
+        let tik_versions: Vec<_> = self
+            .files
+            .keys()
+            .tik_versions(id)
+            .await?
+            .into_iter()
+            .map(|version| {
+                let version = u32::from(version);
+                TikVersionSummary {
+                    version,
+                    current: version == current,
+                    file_keys: counts.get(&version).copied().unwrap_or(0),
+                }
+            })
+            .collect();
+        let rotation_unfinished = counts.range(..current).any(|(_, &n)| n > 0);
+        Ok(TenantSummary {
+            tik_versions,
+            rotation_unfinished,
+            name: name.to_owned(),
+            id: record.tenant.to_string(),
+            kind: match record.kind {
+                TenantKind::ServiceManaged => "service-managed".into(),
+                TenantKind::CustomerKey => "customer-key".into(),
+            },
+            state: match record.state {
+                TenantState::Active => "active".into(),
+                TenantState::Purged => "purged".into(),
+            },
+            current_tik: u32::from(record.current_tik),
+            root_keys: record
+                .slots
+                .iter()
+                .map(|slot| {
+                    let role = match slot.role {
+                        atrest::tenant::SlotRole::Service => "service",
+                        atrest::tenant::SlotRole::Customer => "customer",
+                        atrest::tenant::SlotRole::Availability => "availability",
+                    };
+                    let revoked = if slot.revoked { " (revoked)" } else { "" };
+                    format!("{role} {}{revoked}", slot.key)
+                })
+                .collect(),
+        })
+    }
+
+    /// Every tenant's state.
+    ///
+    /// # Errors
+    /// Catalog and key store errors.
+    pub async fn tenants(&self) -> Result<Vec<TenantSummary>, Error> {
+        let mut summaries = Vec::new();
+        for (name, _) in self.catalog.tenant_names().await? {
+            summaries.push(self.tenant_summary(&name).await?);
+        }
+        Ok(summaries)
+    }
+
+    /// Rolls the tenant's TIK and re-wraps every wrapped file key in the
+    /// catalog under the new version, reporting progress after each batch;
+    /// then retires the versions nothing (no record, no upload in flight)
+    /// refers to any more. Returns the new version, the re-wrap report and
+    /// the versions retired.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; key and catalog errors; a re-wrap that
+    /// stopped can be run again.
+    pub async fn rotate_tik(
+        &self,
+        tenant: &str,
+        progress: &mut (dyn FnMut(RewrapProgress) + Send),
+    ) -> Result<(KeyVersion, RewrapReport, Vec<KeyVersion>), Error> {
+        let tenant_id = self.tenant_id(tenant).await?;
+        let rotated = self.files.rotate_tik(tenant_id, 1000, progress).await;
+        named(tenant, tenant_id, rotated)
+    }
+
+    /// Rolls one of the service's root keys (`root` or `availability`):
+    /// a new version wraps every TIK version it protected, and the old
+    /// version is destroyed.
+    ///
+    /// # Errors
+    /// [`Error::UnknownServiceKey`] for another label; key and store
+    /// errors.
+    pub async fn rotate_service_key(
+        &self,
+        label: &str,
+    ) -> Result<(RootKeyRef, RootRollReport), Error> {
+        if label != ROOT_KEY && label != AVAILABILITY_KEY {
+            return Err(Error::UnknownServiceKey {
+                label: label.to_owned(),
+            });
+        }
+        let service: &Arc<atrest::tenant::ServiceKeys> = &self.service;
+        let version = RootKeyProvider::current_version(service.as_ref(), label).await?;
+        let old = RootKeyRef::new(SERVICE_PROVIDER, label, version)?;
+        let new = service.roll_key(label).await?;
+        let report = self.files.keys().roll_root_key(&old, &new).await?;
+        service.destroy_version(&old).await?;
+        Ok((new, report))
+    }
+
+    /// Records that the customer revoked the service's use of `key` (a
+    /// `provider:label` reference) for tenant `tenant`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownRootKey`] if it is not one of the tenant's root
+    /// keys; key errors (it is not a customer key).
+    pub async fn revoke(&self, tenant: &str, key: &str) -> Result<(), Error> {
+        let tenant_id = self.tenant_id(tenant).await?;
+        let record = self.files.keys().tenant(tenant_id).await?;
+        let wanted: RootKeyRef = key.parse()?;
+        let found = record
+            .slots
+            .iter()
+            .map(|slot| &slot.key)
+            .find(|k| k.provider() == wanted.provider() && k.label() == wanted.label())
+            .ok_or_else(|| Error::UnknownRootKey {
+                tenant: tenant.to_owned(),
+                key: key.to_owned(),
+            })?;
+        let revoked = self
+            .files
+            .keys()
+            .revoke_customer_key(tenant_id, found)
+            .await;
+        named(tenant, tenant_id, revoked)
+    }
+
+    /// Purges tenant `tenant`: destroys all its key material. Its blobs
+    /// stay, unreadable by anyone. Returns the number of TIK versions
+    /// destroyed.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; key and store errors.
+    pub async fn purge(&self, tenant: &str) -> Result<u64, Error> {
+        let tenant_id = self.tenant_id(tenant).await?;
+        let purged = self.files.keys().purge(tenant_id).await;
+        named(tenant, tenant_id, purged)
+    }
+}

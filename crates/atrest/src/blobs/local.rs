@@ -1,0 +1,391 @@
+//! Blobs as files of a local directory: uploads written to a staging file
+//! and renamed into place once durable, or in place for a batch whose
+//! flush is shared; reads and positioned reads on the runtime's blocking
+//! pool.
+
+use std::io::{self, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use atrest_core::blocking;
+use bytes::Bytes;
+
+use crate::blob::{BlobName, BlobReader, BlobUpload};
+use crate::{Error, ErrorKind};
+
+/// How much an upload keeps in memory before it creates its file: a small
+/// blob is then written in one call on the blocking pool, when it
+/// finishes.
+const BUFFERED: usize = 1 << 20;
+
+/// A local directory of blobs, and how the blobs of a batch written into
+/// it are made durable.
+pub(super) struct LocalDir {
+    pub(super) path: PathBuf,
+    /// Open since the store was made. On Linux, `syncfs` through it
+    /// flushes the whole file system — every blob of the batch, bytes and
+    /// names, with one flush of the disk's cache instead of one per blob —
+    /// and reports each writeback error of the file system since it was
+    /// opened, once (Linux 5.8 and later).
+    #[cfg(target_os = "linux")]
+    handle: std::fs::File,
+    /// Serializes the flushes and remembers a failed one: a writeback
+    /// error is reported to the first flush after it, and the batches
+    /// flushed at the same time cannot tell whether their blobs were hit,
+    /// so from then on no batch is called durable (fail closed).
+    failed: Mutex<Option<String>>,
+}
+
+impl LocalDir {
+    /// Whether [`LocalDir::flush`] flushes the blobs' bytes too (else each
+    /// blob flushes its own as it finishes).
+    pub(super) const FLUSHES_ALL: bool = cfg!(target_os = "linux");
+
+    pub(super) fn open(path: &Path) -> Result<Self, Error> {
+        Ok(Self {
+            path: path.to_path_buf(),
+            #[cfg(target_os = "linux")]
+            handle: std::fs::File::open(path).map_err(local_error)?,
+            failed: Mutex::new(None),
+        })
+    }
+
+    pub(super) fn blob_path(&self, name: &BlobName) -> PathBuf {
+        self.path.join(name.as_str())
+    }
+
+    /// Makes the names in the directory durable (not the bytes of blobs
+    /// written in place, which [`LocalDir::flush`] does).
+    fn sync_names(&self) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        return self.handle.sync_all();
+        #[cfg(not(target_os = "linux"))]
+        return std::fs::File::open(&self.path).and_then(|dir| dir.sync_all());
+    }
+
+    /// Makes every blob finished in the directory so far durable, with its
+    /// name. Blocks: call it on the blocking pool.
+    pub(super) fn flush(&self) -> Result<(), Error> {
+        let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(reason) = failed.as_ref() {
+            return Err(Error::blob(
+                ErrorKind::Io,
+                format!(
+                    "an earlier flush of the blob directory failed ({reason}): blobs written since may not be durable"
+                ),
+            ));
+        }
+        #[cfg(target_os = "linux")]
+        let flushed = rustix::fs::syncfs(&self.handle).map_err(io::Error::from);
+        #[cfg(not(target_os = "linux"))]
+        let flushed = self.sync_names();
+        flushed.map_err(|error| {
+            *failed = Some(error.to_string());
+            Error::blob(ErrorKind::Io, error)
+        })
+    }
+}
+
+/// A local file system's error, with a file that exists already as a
+/// conflict and a missing one as not found.
+pub(super) fn local_error(error: io::Error) -> Error {
+    let kind = match error.kind() {
+        io::ErrorKind::AlreadyExists => ErrorKind::Conflict,
+        io::ErrorKind::NotFound => ErrorKind::NotFound,
+        _ => ErrorKind::Io,
+    };
+    Error::blob(kind, error)
+}
+
+/// Creates a file that must not exist yet.
+fn create_new(path: &Path) -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+}
+
+/// A blob written into a file of a local directory: either in place, for a
+/// batch (see `Blobs::create_deferred` for `BlobStore`), or into a staging
+/// file published under the blob's name once durable (see
+/// `BlobStore::create`). Its first mebibyte stays in memory, so a small
+/// blob costs one call on the blocking pool.
+pub(super) struct LocalUpload {
+    dir: Arc<LocalDir>,
+    /// The file being written.
+    path: PathBuf,
+    /// The bytes not written to the file yet, and how many.
+    buffered: Vec<Bytes>,
+    buffered_len: usize,
+    /// The file, once made.
+    file: Option<Arc<std::fs::File>>,
+    /// Whether this upload made the file at `path` and still owns it (so
+    /// dropping the upload removes it): from its creation until `finish`.
+    owns_file: bool,
+    /// A write failed or `finish` ran: nothing more may be written.
+    closed: bool,
+    written: u64,
+    /// For a staged blob: the blob's path, where `finish` publishes it.
+    publish: Option<PathBuf>,
+}
+
+impl LocalUpload {
+    fn new(dir: &Arc<LocalDir>, path: PathBuf, publish: Option<PathBuf>) -> Self {
+        Self {
+            dir: Arc::clone(dir),
+            path,
+            buffered: Vec::new(),
+            buffered_len: 0,
+            file: None,
+            owns_file: false,
+            closed: false,
+            written: 0,
+            publish,
+        }
+    }
+
+    /// The blob's own file, created (never replaced) and written in place.
+    pub(super) fn in_place(dir: &Arc<LocalDir>, name: &BlobName) -> Self {
+        Self::new(dir, dir.blob_path(name), None)
+    }
+
+    /// A new staging file beside where the blob goes, `<blob>#<n>` with
+    /// `n` 64 random bits in decimal: the form `object_store` leaves out
+    /// of listings, and `BlobStore::partial_uploads` finds if the writer
+    /// never finishes.
+    pub(super) fn staged(dir: &Arc<LocalDir>, name: &BlobName) -> Result<Self, Error> {
+        let suffix = crate::blob::os_random::<8>()?;
+        let path = dir
+            .path
+            .join(format!("{}#{}", name.as_str(), u64::from_le_bytes(suffix)));
+        Ok(Self::new(dir, path, Some(dir.blob_path(name))))
+    }
+
+    /// Writes `pieces` to `file`, or to a new file at `path` (which must
+    /// not exist). Returns the file if there is one, with how the writing
+    /// went. Blocks.
+    fn write_out(
+        path: &Path,
+        file: Option<Arc<std::fs::File>>,
+        pieces: &[Bytes],
+    ) -> (Option<Arc<std::fs::File>>, io::Result<()>) {
+        let file = match file {
+            Some(file) => file,
+            None => match create_new(path) {
+                Ok(file) => Arc::new(file),
+                Err(error) => return (None, Err(error)),
+            },
+        };
+        let written = pieces
+            .iter()
+            .try_for_each(|piece| (&*file).write_all(piece));
+        (Some(file), written)
+    }
+
+    /// Flushes the bytes unless the directory's flush will, and publishes
+    /// a staged blob: renames it to its name (a blob there, such as a
+    /// damaged copy being repaired, is replaced whole) and flushes the
+    /// directory. Blocks.
+    fn complete(
+        dir: &LocalDir,
+        path: &Path,
+        file: &std::fs::File,
+        publish: Option<&Path>,
+    ) -> io::Result<()> {
+        // A staged blob is durable once published; one written in place
+        // waits for the directory's flush where that covers the bytes.
+        if publish.is_some() || !LocalDir::FLUSHES_ALL {
+            file.sync_data()?;
+        }
+        match publish {
+            Some(blob) => {
+                std::fs::rename(path, blob)?;
+                dir.sync_names()
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn refuse_closed(&self) -> Result<(), Error> {
+        if self.closed {
+            Err(Error::blob(
+                ErrorKind::Usage,
+                "the upload failed or was finished",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobUpload for LocalUpload {
+    async fn write(&mut self, bytes: Bytes) -> Result<(), Error> {
+        self.refuse_closed()?;
+        self.written += bytes.len() as u64;
+        if self.file.is_none() && self.buffered_len + bytes.len() <= BUFFERED {
+            self.buffered_len += bytes.len();
+            self.buffered.push(bytes);
+            return Ok(());
+        }
+        let mut pieces = std::mem::take(&mut self.buffered);
+        self.buffered_len = 0;
+        pieces.push(bytes);
+        let (path, file) = (self.path.clone(), self.file.take());
+        let made = file.is_none();
+        let (file, written) = blocking::run(move || Self::write_out(&path, file, &pieces)).await;
+        self.owns_file |= made && file.is_some();
+        self.file = file;
+        // A failed upload is broken; dropping it removes its file.
+        self.closed = written.is_err();
+        written.map_err(local_error)
+    }
+
+    /// Closes the blob. A staged blob is durable, under its name, once this
+    /// returns; one written in place once `make_names_durable` returns. On
+    /// failure no file is left behind.
+    async fn finish(mut self: Box<Self>) -> Result<u64, Error> {
+        self.refuse_closed()?;
+        self.closed = true;
+        // From here the blocking call owns the file: it publishes it, or
+        // removes it on failure.
+        let owned = std::mem::take(&mut self.owns_file) || self.file.is_none();
+        let pieces = std::mem::take(&mut self.buffered);
+        let (dir, path, file, publish) = (
+            Arc::clone(&self.dir),
+            self.path.clone(),
+            self.file.take(),
+            self.publish.clone(),
+        );
+        blocking::run(move || {
+            let (file, written) = Self::write_out(&path, file, &pieces);
+            let Some(file) = file else {
+                // Not made (a file is in the way): nothing of ours to remove.
+                return written;
+            };
+            let result =
+                written.and_then(|()| Self::complete(&dir, &path, &file, publish.as_deref()));
+            if result.is_err() && owned {
+                let _ = std::fs::remove_file(&path);
+            }
+            result
+        })
+        .await
+        .map_err(local_error)?;
+        Ok(self.written)
+    }
+}
+
+impl Drop for LocalUpload {
+    /// An upload dropped unfinished leaves no file behind (an unlink, which
+    /// does not wait on the disk).
+    fn drop(&mut self) {
+        if self.owns_file {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Reads a local blob from its start, on the blocking pool.
+pub(super) struct LocalReader {
+    file: Arc<std::fs::File>,
+}
+
+impl LocalReader {
+    pub(super) fn new(file: std::fs::File) -> Self {
+        Self {
+            file: Arc::new(file),
+        }
+    }
+
+    pub(super) async fn open(path: PathBuf) -> Result<Self, Error> {
+        let file = blocking::run(move || std::fs::File::open(path))
+            .await
+            .map_err(local_error)?;
+        Ok(Self::new(file))
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobReader for LocalReader {
+    async fn read(&mut self, max: usize) -> Result<Vec<u8>, Error> {
+        let file = Arc::clone(&self.file);
+        blocking::run(move || {
+            let mut bytes = Vec::with_capacity(max);
+            (&*file).take(max as u64).read_to_end(&mut bytes)?;
+            Ok(bytes)
+        })
+        .await
+        .map_err(local_error)
+    }
+}
+
+/// Reads `range` of the file at `path`: fewer bytes only where it ends.
+/// Blocks.
+pub(super) fn read_range(path: &Path, range: std::ops::Range<u64>) -> io::Result<Vec<u8>> {
+    use std::io::Seek as _;
+    let mut file = std::fs::File::open(path)?;
+    let _ = file.seek(io::SeekFrom::Start(range.start))?;
+    let len = range.end.saturating_sub(range.start);
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(64 << 20));
+    let _ = file.take(len).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// An upload to a local store that never finished: the staging file of a
+/// blob, left by a writer that stopped (or still writing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartialUpload {
+    /// The blob it was for.
+    pub blob: BlobName,
+    /// The staging file.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// When it was last written.
+    pub modified: std::time::SystemTime,
+}
+
+/// The staging files in `dir` (`<blob>#<n>`). Blocks.
+pub(super) fn partial_uploads(dir: &Path) -> io::Result<Vec<PartialUpload>> {
+    let mut partial = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some((blob, suffix)) = name.to_str().and_then(|n| n.split_once('#')) else {
+            continue;
+        };
+        let (Ok(blob), false) = (blob.parse::<BlobName>(), suffix.is_empty()) else {
+            continue;
+        };
+        let meta = entry.metadata()?;
+        if !meta.is_file() {
+            continue;
+        }
+        partial.push(PartialUpload {
+            blob,
+            path: entry.path(),
+            bytes: meta.len(),
+            modified: meta.modified()?,
+        });
+    }
+    partial.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(partial)
+}
+
+/// Every blob in `dir` with its size. Blocks.
+pub(super) fn list(dir: &Path) -> io::Result<Vec<(BlobName, u64)>> {
+    let mut blobs = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let Some(Ok(name)) = entry.file_name().to_str().map(str::parse::<BlobName>) else {
+            continue;
+        };
+        let meta = entry.metadata()?;
+        if meta.is_file() {
+            blobs.push((name, meta.len()));
+        }
+    }
+    blobs.sort();
+    Ok(blobs)
+}

@@ -1,0 +1,552 @@
+//! Sealing: an upload read from an async source, encrypted a run of
+//! segments at a time into a new blob, and committed to the catalog once
+//! the blob is durable; and batches of small uploads that share their
+//! durable steps.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use atrest_audit::{Event, Outcome, Text};
+use atrest_filekey::{FileContext, FileKey, TenantId, WrappedFileKey};
+use atrest_stream::{PlaintextRun, SealedRun, Sealer};
+use atrest_tenant::{Access, PendingKeyRecords};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use tokio::io::{AsyncRead, AsyncReadExt as _};
+
+use super::Files;
+use crate::blob::{BlobDigest, BlobHasher, BlobName, BlobUpload};
+use crate::catalog::{SealTicket, SealedBlob};
+use crate::{CatalogError, Error, ErrorKind, FileRecord};
+
+/// Sealed runs waiting for the blob store: with the runs being sealed,
+/// bounds an upload's memory (about 256 KiB a run).
+const RUNS_IN_FLIGHT: usize = 2;
+
+/// One file of [`Files::seal_batch`]: a new version of file `name` whose
+/// ciphertext goes to blob `blob` (choose it with [`BlobName::random`]; a
+/// caller that records it before the seal can later ask the catalog
+/// whether the version was committed).
+#[derive(Debug)]
+pub struct BatchItem<R> {
+    /// The file's name.
+    pub name: String,
+    /// The blob the ciphertext goes to (a fresh random name).
+    pub blob: BlobName,
+    /// The plaintext: any async source (`&[u8]` for bytes in memory).
+    pub plaintext: R,
+    /// The id of the request it comes from, for its audit records (see
+    /// [`atrest_audit::in_requests`]); `None`: the id of the caller's
+    /// scope, if any.
+    pub request: Option<Text>,
+}
+
+/// A blob written whole: what its record says about it.
+pub(super) struct WrittenBlob {
+    pub(super) plaintext_len: u64,
+    pub(super) blob_len: u64,
+    pub(super) digest: Option<BlobDigest>,
+}
+
+/// A batch's file keys (or why each could not be made), with their
+/// records still to commit (none for an empty batch).
+type BatchKeys = (Vec<Result<FileKey, Error>>, Option<PendingKeyRecords>);
+
+impl Files {
+    /// Seals an upload as a new version of file `name` of `tenant`: the
+    /// catalog allocates the version, a fresh file key is wrapped under the
+    /// tenant's current TIK, everything `plaintext` yields is encrypted
+    /// into a new blob with a random name (the tenant, file and version
+    /// bound as associated data, not stored), and once the blob is durable
+    /// the record is committed to the catalog. Audited.
+    ///
+    /// Reading, the cipher and the blob store's writes overlap; memory is
+    /// bounded (a few runs of about 256 KiB) whatever the file's size, and
+    /// a source that stalls holds only this task.
+    ///
+    /// Several seals of one name at once (tasks, processes) each get their
+    /// own version. The key is dropped (zeroized) before this returns. If
+    /// it fails, or the future is dropped, the blob's upload is aborted;
+    /// if it fails, the catalog's row of the seal in progress is removed
+    /// too (a process that dies, or a future dropped, leaves it for
+    /// [`Files::collect_abandoned_seals`]).
+    ///
+    /// # Errors
+    /// [`Error::Catalog`] for an invalid name; [`Error::Keys`] if the
+    /// tenant's keys cannot be used; [`Error::Io`] if reading `plaintext`
+    /// fails; [`Error::Stream`]; [`Error::Blob`]; [`Error::Audit`].
+    pub async fn seal<R: AsyncRead + Send + Unpin>(
+        &self,
+        access: &Access<'_>,
+        tenant: TenantId,
+        name: &str,
+        plaintext: R,
+    ) -> Result<FileRecord, Error> {
+        let blob = BlobName::random()?;
+        let ticket = self.catalog.begin_seal(tenant, name, &blob).await?;
+        let result = self.seal_ticket(access, &ticket, plaintext).await;
+        let context = &ticket.context;
+        match result {
+            Ok(record) => {
+                let event = Event::FileSealed {
+                    file: Self::file_ref(context),
+                    bytes: record.plaintext_len,
+                    segments: record.segments(),
+                };
+                self.audit(context, event, Outcome::Success).await?;
+                Ok(record)
+            }
+            Err(error) => {
+                // Best effort, blob first: if this process dies in between,
+                // the seal's row still names the blob, and
+                // `collect_abandoned_seals` removes both.
+                let _ = self.blobs.delete(&ticket.blob).await;
+                let _ = self.catalog.abandon_seal(&ticket).await;
+                let event = Event::FileSealed {
+                    file: Self::file_ref(context),
+                    bytes: 0,
+                    segments: 0,
+                };
+                let outcome = Outcome::Failed {
+                    error: Text::lossy(error.to_string()),
+                };
+                self.audit(context, event, outcome).await?;
+                Err(error)
+            }
+        }
+    }
+
+    async fn seal_ticket<R: AsyncRead + Send + Unpin>(
+        &self,
+        access: &Access<'_>,
+        ticket: &SealTicket,
+        plaintext: R,
+    ) -> Result<FileRecord, Error> {
+        let context = &ticket.context;
+        let (mut key, wrapped_key) = self.keys.new_file_key(access, context).await?;
+        match self.catalog.attach_key(ticket, &wrapped_key).await {
+            Ok(()) => {}
+            Err(Error::Catalog(CatalogError::TikRetired { .. })) => {
+                // Another process rolled the TIK and retired the version
+                // this process still had cached as current: make the key
+                // again under the current version.
+                self.keys.flush_tenant(context.tenant);
+                let (fresh, wrapped_key) = self.keys.new_file_key(access, context).await?;
+                key = fresh;
+                self.catalog.attach_key(ticket, &wrapped_key).await?;
+            }
+            Err(error) => return Err(error),
+        }
+        let upload = self.blobs.create(&ticket.blob).await?;
+        let written = self
+            .write_blob(&key, context, plaintext, upload, self.threads())
+            .await;
+        drop(key);
+        let written = written?;
+        let metadata = self.keys.metadata_key(context.tenant).await?;
+        let sealed = self.sealed_blob(&metadata, ticket, &written);
+        self.catalog.commit_seal(ticket, &sealed).await
+    }
+
+    /// Encrypts everything `plaintext` yields into `upload` and completes
+    /// it: reading and sealing in one stage, the upload's writes in
+    /// another, both in this task, `threads` runs sealed at once (on the
+    /// blocking pool when more than one). The upload is aborted (dropped)
+    /// on any failure.
+    pub(super) async fn write_blob<R: AsyncRead + Send + Unpin>(
+        &self,
+        key: &FileKey,
+        context: &FileContext,
+        mut plaintext: R,
+        mut upload: Box<dyn BlobUpload>,
+        threads: usize,
+    ) -> Result<WrittenBlob, Error> {
+        let associated_data = context.encode();
+        let mut runs = Sealer::new(key, &associated_data, self.options.stream).runs()?;
+        let (sealed_runs, mut to_store) = tokio::sync::mpsc::channel::<Bytes>(RUNS_IN_FLIGHT);
+        let sealing = async move {
+            let mut plaintext_len = 0u64;
+            let mut pending = Sealing::new(threads);
+            let mut run = runs.next_run();
+            loop {
+                // A run is the last one only once the source has ended:
+                // a full run waits for the next byte.
+                let ended = fill(&mut plaintext, &mut run).await?;
+                let next = if ended {
+                    None
+                } else {
+                    let mut next = runs.next_run();
+                    let n = plaintext.read(next.spare()).await?;
+                    next.advance(n);
+                    (n > 0).then_some(next)
+                };
+                for sealed in pending.push(run, next.is_none()).await? {
+                    plaintext_len += sealed.plaintext_len() as u64;
+                    send(&sealed_runs, sealed).await?;
+                }
+                match next {
+                    Some(next) => run = next,
+                    None => break,
+                }
+            }
+            for sealed in pending.finish().await? {
+                plaintext_len += sealed.plaintext_len() as u64;
+                send(&sealed_runs, sealed).await?;
+            }
+            Ok::<u64, Error>(plaintext_len)
+        };
+        let digests = self.options.blob_digests;
+        let storing = async move {
+            let mut hasher = digests.then(BlobHasher::new);
+            let mut written = 0u64;
+            while let Some(ciphertext) = to_store.recv().await {
+                if let Some(hasher) = &mut hasher {
+                    hasher.update(&ciphertext);
+                }
+                written += ciphertext.len() as u64;
+                upload.write(ciphertext).await?;
+            }
+            Ok::<_, Error>((upload, written, hasher))
+        };
+        // Either failing stops the other (and drops the upload: aborted).
+        let (plaintext_len, (upload, written, hasher)) = tokio::try_join!(sealing, storing)?;
+        let blob_len = upload.finish().await?;
+        if blob_len != written {
+            return Err(Error::blob(
+                ErrorKind::Integrity,
+                format!("the blob store kept {blob_len} bytes of {written}"),
+            ));
+        }
+        Ok(WrittenBlob {
+            plaintext_len,
+            blob_len,
+            digest: hasher.map(BlobHasher::finish),
+        })
+    }
+
+    /// Seals several uploads of `tenant` at once, each as in
+    /// [`Files::seal`] but with the durable steps shared: one catalog
+    /// transaction records the seals in progress, one attaches their keys
+    /// (made together), the blobs are written (`concurrency` at a time)
+    /// and made durable while the keys' audit records are committed
+    /// together, and once both are done one transaction commits every
+    /// version whose blob is durable; the `file_sealed` records are
+    /// committed together. Meant for many small files, each sealed in this
+    /// task, a run at a time.
+    ///
+    /// Returns one result per item, in order. An item that fails (reading
+    /// it, its blob) is cleaned up like a failed [`Files::seal`] and does
+    /// not hold the others back; once this returns, every `Ok` version is
+    /// committed and durable.
+    ///
+    /// # Errors
+    /// Those of the shared steps ([`Error::Catalog`], [`Error::Audit`]).
+    /// If recording or keying the seals, or committing the keys' audit
+    /// records, failed, nothing was committed and what was begun (blobs
+    /// included) is cleaned up. If the commit failed, the seals are
+    /// left in progress (with SQLite, none was committed), for
+    /// [`Files::collect_abandoned_seals`]; if auditing failed, the versions
+    /// are committed: look them up by their blob names to know.
+    pub async fn seal_batch<R: AsyncRead + Send + Unpin>(
+        &self,
+        access: &Access<'_>,
+        tenant: TenantId,
+        items: Vec<BatchItem<R>>,
+        concurrency: usize,
+    ) -> Result<Vec<Result<FileRecord, Error>>, Error> {
+        let seals: Vec<(String, BlobName)> = items
+            .iter()
+            .map(|item| (item.name.clone(), item.blob.clone()))
+            .collect();
+        let tickets = self.catalog.begin_seals(tenant, &seals).await?;
+        // Each item's audit records carry its own request's id.
+        let by_file: BTreeMap<(String, u64), Text> = tickets
+            .iter()
+            .zip(&items)
+            .filter_map(|(ticket, item)| {
+                let request = item.request.clone()?;
+                let file = ticket.context.file.to_string();
+                Some(((file, u64::from(ticket.context.version)), request))
+            })
+            .collect();
+        let sealing = self.seal_tickets(access, tenant, items, &tickets, concurrency.max(1));
+        atrest_audit::in_requests(by_file, sealing).await
+    }
+
+    /// The rest of [`Files::seal_batch`], once its seals are begun.
+    async fn seal_tickets<R: AsyncRead + Send + Unpin>(
+        &self,
+        access: &Access<'_>,
+        tenant: TenantId,
+        items: Vec<BatchItem<R>>,
+        tickets: &[SealTicket],
+        concurrency: usize,
+    ) -> Result<Vec<Result<FileRecord, Error>>, Error> {
+        let keyed = match self.batch_keys(access, tickets).await {
+            Ok((keys, records)) => match self.keys.metadata_key(tenant).await {
+                Ok(metadata) => Ok((keys, records, metadata)),
+                Err(error) => Err(error.into()),
+            },
+            Err(error) => Err(error),
+        };
+        let (keys, records, metadata) = match keyed {
+            Ok(keyed) => keyed,
+            Err(error) => {
+                self.abandon_all(tickets).await;
+                return Err(error);
+            }
+        };
+        // Encrypt each item into its blob; the key is dropped (zeroized)
+        // when its item is done.
+        let writes: Vec<_> = items
+            .into_iter()
+            .zip(keys)
+            .zip(tickets)
+            .map(|((item, key), ticket)| {
+                self.write_batch_blob(key, &metadata, ticket, item.plaintext)
+            })
+            .collect();
+        let writing = futures_util::stream::iter(writes)
+            .buffered(concurrency)
+            .collect::<Vec<_>>();
+        // The keys' records are committed to the audit trail while the
+        // blobs are written and flushed; both must be done before any
+        // record of the batch is committed to the catalog.
+        let recording = async {
+            match records {
+                Some(records) => records.commit().await,
+                None => Ok(()),
+            }
+        };
+        let flushed = async {
+            let sealed = writing.await;
+            // The blobs' names (their directory entries) become durable
+            // together, before any record names them.
+            match self.blobs.make_names_durable().await {
+                Ok(()) => sealed,
+                Err(error) => {
+                    let message = error.to_string();
+                    sealed
+                        .into_iter()
+                        .map(|s| s.and_then(|_| Err(Error::blob(ErrorKind::Io, message.clone()))))
+                        .collect()
+                }
+            }
+        };
+        let (recorded, sealed) = tokio::join!(recording, flushed);
+        if let Err(error) = recorded {
+            // Keys whose making is not in the audit trail protect nothing
+            // that is published.
+            self.abandon_all(tickets).await;
+            return Err(error.into());
+        }
+        let committed: Vec<(&SealTicket, SealedBlob)> = tickets
+            .iter()
+            .zip(&sealed)
+            .filter_map(|(ticket, sealed)| sealed.as_ref().ok().map(|s| (ticket, *s)))
+            .collect();
+        // If the commit fails, some versions may be committed all the same
+        // (a catalog without a batch transaction): the seals in progress
+        // and their blobs are left for `collect_abandoned_seals`, which
+        // never touches a committed version.
+        let records = self.catalog.commit_seals(&committed).await?;
+        let mut records = records.into_iter();
+        let results: Vec<Result<FileRecord, Error>> = sealed
+            .into_iter()
+            .map(|sealed| match sealed {
+                Ok(_) => records.next().ok_or(Error::Catalog(CatalogError::Contract(
+                    "commit_seals gave fewer records than seals",
+                ))),
+                Err(error) => Err(error),
+            })
+            .collect();
+        let mut audit = Vec::with_capacity(results.len());
+        for (ticket, result) in tickets.iter().zip(&results) {
+            let context = &ticket.context;
+            let (event, outcome) = match result {
+                Ok(record) => (
+                    Event::FileSealed {
+                        file: Self::file_ref(context),
+                        bytes: record.plaintext_len,
+                        segments: record.segments(),
+                    },
+                    Outcome::Success,
+                ),
+                Err(error) => {
+                    let _ = self.blobs.delete(&ticket.blob).await;
+                    let _ = self.catalog.abandon_seal(ticket).await;
+                    (
+                        Event::FileSealed {
+                            file: Self::file_ref(context),
+                            bytes: 0,
+                            segments: 0,
+                        },
+                        Outcome::Failed {
+                            error: Text::lossy(error.to_string()),
+                        },
+                    )
+                }
+            };
+            audit.push(self.record_of(context, event, outcome));
+        }
+        let _ = self.audit.record_all(audit).await?;
+        Ok(results)
+    }
+
+    /// Makes and attaches (in one transaction) a file key for each seal of
+    /// a batch; the keys of items whose key could not be made are errors.
+    /// The keys' `file_key_wrapped` records are returned for the caller to
+    /// commit before it commits any record of the batch.
+    async fn batch_keys(
+        &self,
+        access: &Access<'_>,
+        tickets: &[SealTicket],
+    ) -> Result<BatchKeys, Error> {
+        let mut retried = false;
+        loop {
+            let contexts: Vec<FileContext> = tickets.iter().map(|t| t.context).collect();
+            let Some(tenant) = contexts.first().map(|c| c.tenant) else {
+                return Ok((Vec::new(), None));
+            };
+            let (made, records) = self
+                .keys
+                .new_file_keys_records_pending(access, tenant, &contexts)
+                .await?;
+            let made: Vec<Result<_, Error>> = made
+                .into_iter()
+                .map(|made| made.map_err(Error::from))
+                .collect();
+            let wraps: Vec<(&SealTicket, &WrappedFileKey)> = tickets
+                .iter()
+                .zip(&made)
+                .filter_map(|(ticket, made)| made.as_ref().ok().map(|(_, w)| (ticket, w)))
+                .collect();
+            if let Err(error) = self.catalog.attach_keys(&wraps).await {
+                // The keys were made: their records go to the audit
+                // trail even though nothing will use them.
+                records.commit().await?;
+                match error {
+                    Error::Catalog(CatalogError::TikRetired { .. }) if !retried => {
+                        // As in `seal_ticket`: another process retired the
+                        // TIK version this one had cached as current.
+                        retried = true;
+                        self.keys.flush_tenant(tenant);
+                        continue;
+                    }
+                    error => return Err(error),
+                }
+            }
+            let keys = made
+                .into_iter()
+                .map(|made| made.map(|(key, _)| key))
+                .collect();
+            return Ok((keys, Some(records)));
+        }
+    }
+
+    /// Encrypts one item of a batch into its blob, in this task, and makes
+    /// its bytes durable (its name is made durable with the batch's).
+    async fn write_batch_blob<R: AsyncRead + Send + Unpin>(
+        &self,
+        key: Result<FileKey, Error>,
+        metadata: &atrest_tenant::MetadataKey,
+        ticket: &SealTicket,
+        plaintext: R,
+    ) -> Result<SealedBlob, Error> {
+        let key = key?;
+        let upload = self.blobs.create_deferred(&ticket.blob).await?;
+        let written = self
+            .write_blob(&key, &ticket.context, plaintext, upload, 1)
+            .await?;
+        drop(key);
+        self.blobs.make_durable(&ticket.blob).await?;
+        Ok(self.sealed_blob(metadata, ticket, &written))
+    }
+
+    /// Best-effort clean-up of a batch that failed as a whole: blobs first,
+    /// then the seals' rows (a sealed version is left alone).
+    async fn abandon_all(&self, tickets: &[SealTicket]) {
+        for ticket in tickets {
+            let _ = self.blobs.delete(&ticket.blob).await;
+            let _ = self.catalog.abandon_seal(ticket).await;
+        }
+    }
+}
+
+/// Reads from `source` into `run` until it is full or the source ends;
+/// returns whether it ended.
+async fn fill<R: AsyncRead + Unpin>(source: &mut R, run: &mut PlaintextRun) -> Result<bool, Error> {
+    while !run.is_full() {
+        let n = source.read(run.spare()).await?;
+        if n == 0 {
+            return Ok(true);
+        }
+        run.advance(n);
+    }
+    Ok(false)
+}
+
+/// Hands a sealed run to the stage that stores it; fails if that stage
+/// stopped (its error is the one reported).
+async fn send(to: &tokio::sync::mpsc::Sender<Bytes>, sealed: SealedRun) -> Result<(), Error> {
+    to.send(Bytes::from(sealed.into_vec()))
+        .await
+        .map_err(|_| Error::blob(ErrorKind::Io, "the blob's upload stopped"))
+}
+
+/// Runs being sealed, in order: in the task with one thread, else up to
+/// `threads` at once on the blocking pool.
+struct Sealing {
+    threads: usize,
+    in_flight: VecDeque<tokio::task::JoinHandle<Result<SealedRun, atrest_stream::Error>>>,
+}
+
+impl Sealing {
+    fn new(threads: usize) -> Self {
+        Self {
+            threads: threads.max(1),
+            in_flight: VecDeque::new(),
+        }
+    }
+
+    /// Seals `run`; returns the runs sealed by now, in order.
+    async fn push(&mut self, run: PlaintextRun, last: bool) -> Result<Vec<SealedRun>, Error> {
+        if self.threads == 1 {
+            return Ok(vec![run.seal(last)?]);
+        }
+        self.in_flight
+            .push_back(tokio::task::spawn_blocking(move || run.seal(last)));
+        let mut sealed = Vec::new();
+        while self.in_flight.len() >= self.threads {
+            if let Some(task) = self.in_flight.pop_front() {
+                sealed.push(joined(task).await?);
+            }
+        }
+        Ok(sealed)
+    }
+
+    /// The runs still being sealed, in order.
+    async fn finish(mut self) -> Result<Vec<SealedRun>, Error> {
+        let mut sealed = Vec::with_capacity(self.in_flight.len());
+        while let Some(task) = self.in_flight.pop_front() {
+            sealed.push(joined(task).await?);
+        }
+        Ok(sealed)
+    }
+}
+
+/// The outcome of cipher work on the blocking pool (a panic there is
+/// resumed here).
+pub(super) async fn joined<T>(
+    task: tokio::task::JoinHandle<Result<T, atrest_stream::Error>>,
+) -> Result<T, Error> {
+    match task.await {
+        Ok(done) => Ok(done?),
+        Err(error) => match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "the runtime shut down",
+            ))),
+        },
+    }
+}
