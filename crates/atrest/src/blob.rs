@@ -247,9 +247,10 @@ pub trait Blobs: Send + Sync {
     /// [`Error::Blob`] ([`ErrorKind::NotFound`] if there is no such blob).
     async fn open(&self, name: &BlobName) -> Result<Box<dyn BlobReader>, Error>;
 
-    /// The bytes of a blob in `range`, fewer only where the blob ends: a
-    /// positioned read, for range reads that fetch only the segments they
-    /// need.
+    /// The bytes of a blob in `range`: a positioned read, for range reads
+    /// that fetch only the segments they need. A range that runs past the
+    /// blob's end gives fewer bytes, or an error, as the store answers:
+    /// a caller that needs them all checks the length ([`Blobs::len`]).
     ///
     /// # Errors
     /// As for [`Blobs::open`].

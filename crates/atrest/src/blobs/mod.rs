@@ -224,15 +224,12 @@ impl Blobs for BlobStore {
                 .await
                 .map_err(local_error);
         }
-        let path = self.path(name);
-        let size = self.store.head(&path).await.map_err(blob_error)?.size;
-        let range = range.start.min(size)..range.end.min(size);
         if range.is_empty() {
             return Ok(Vec::new());
         }
         let bytes = self
             .store
-            .get_range(&path, range)
+            .get_range(&self.path(name), range)
             .await
             .map_err(blob_error)?;
         Ok(bytes.to_vec())
