@@ -1,17 +1,19 @@
-//! The catalog of file records in SQLite: [`SqliteCatalog`].
+//! The catalog of file records in SQLite: [`SqliteCatalog`], its schema,
+//! its connections and its reads; the seals' transactions are in `seals`,
+//! the index of wrapped keys in `index`.
+
+mod index;
+mod seals;
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use atrest::catalog::stored::{self, StoredRecord};
 use atrest::catalog::{SealInProgress, SealTicket, SealedBlob};
 use atrest::{BlobName, Catalog, CatalogError, Error, FileRecord, check_name};
-use atrest_filekey::{
-    FileContext, FileId, FileVersion, KeyVersion, OsRng, TenantId, WrappedFileKey,
-};
-use atrest_tenant::{Rewrapped, WrappedKeyIndex};
+use atrest_filekey::{FileContext, FileVersion, TenantId, WrappedFileKey};
 use rusqlite::{Connection, OptionalExtension as _, Row, params};
 
+use self::seals::{abandon_seal, attach_keys, begin_seals, commit_seals};
 use crate::db::{self, Failure, Shared};
 
 const SCHEMA: &str = "
@@ -59,7 +61,8 @@ CREATE TABLE IF NOT EXISTS catalog_retired_tiks (
 const RECORD_COLUMNS: &str = "f.tenant, f.name, f.file, v.version, v.blob, v.sealed_at, v.wrapped,
      v.plaintext_len, v.blob_len, v.segment_size, v.format, v.tag, v.blob_sha256";
 
-/// The catalog ([`Catalog`], and the [`WrappedKeyIndex`] it is) in one
+/// The catalog ([`Catalog`], and the
+/// [`WrappedKeyIndex`](atrest_tenant::WrappedKeyIndex) it is) in one
 /// SQLite database: the embedded default.
 ///
 /// Opened with the same settings as the key store (write-ahead log,
@@ -88,12 +91,6 @@ impl core::fmt::Debug for SqliteCatalog {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("SqliteCatalog").finish_non_exhaustive()
     }
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 fn stored_record(row: &Row<'_>) -> rusqlite::Result<StoredRecord> {
@@ -182,37 +179,6 @@ impl SqliteCatalog {
     ) -> Result<T, Error> {
         self.db.run(work).await.map_err(Failure::into_catalog)
     }
-
-    async fn run_index<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&mut Connections) -> Result<T, Failure> + Send + 'static,
-    ) -> Result<T, atrest_tenant::Error> {
-        self.db.run(work).await.map_err(Failure::into_keys)
-    }
-}
-
-impl Connections {
-    /// Runs `work` in one write transaction whose commit is not flushed to
-    /// disk on its own: it becomes durable with the next flushed commit of
-    /// any connection, since SQLite's write-ahead log is synced whole and
-    /// in order. Other connections see it at once.
-    ///
-    /// Only for the steps that lead up to a seal's commit (beginning it,
-    /// attaching its key): [`commit_seals`] flushes them with the version.
-    /// A power cut before that loses them, leaving at most a blob that no
-    /// row names: garbage for a collector of unnamed blobs (the operator
-    /// program's `atrest gc`), never a lost file. A process that dies keeps
-    /// them, as the operating system still writes them out.
-    fn unflushed<T>(
-        &mut self,
-        work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, Failure>,
-    ) -> Result<T, Failure> {
-        let db = self.unflushed.as_mut().unwrap_or(&mut self.durable);
-        let tx = db.transaction()?;
-        let value = work(&tx)?;
-        tx.commit()?;
-        Ok(value)
-    }
 }
 
 fn query_records(
@@ -275,183 +241,6 @@ fn tenant_name(db: &Connection, tenant: TenantId) -> Result<Option<String>, Fail
         .prepare_cached("SELECT name FROM catalog_tenants WHERE tenant = ?1")?
         .query_row(params![tenant.as_bytes()], |row| row.get(0))
         .optional()?)
-}
-
-/// Begins every seal of `seals` in one transaction (flushed with their
-/// commit).
-fn begin_seals(
-    db: &mut Connections,
-    tenant: TenantId,
-    seals: &[(String, BlobName)],
-) -> Result<Vec<SealTicket>, Failure> {
-    for (name, _) in seals {
-        check_name("file name", name)?;
-    }
-    db.unflushed(|tx| {
-        let mut tickets = Vec::with_capacity(seals.len());
-        let started_at = now();
-        for (name, blob) in seals {
-            let new_file =
-                FileId::time_ordered_now(&mut OsRng).map_err(atrest_tenant::Error::from)?;
-            let _ = tx
-                .prepare_cached(
-                    "INSERT INTO catalog_files (tenant, name, file) VALUES (?1, ?2, ?3)
-                     ON CONFLICT DO NOTHING",
-                )?
-                .execute(params![tenant.as_bytes(), name, new_file.as_bytes()])?;
-            let file: Vec<u8> = tx
-                .prepare_cached("SELECT file FROM catalog_files WHERE tenant = ?1 AND name = ?2")?
-                .query_row(params![tenant.as_bytes(), name], |row| row.get(0))?;
-            let latest: i64 = tx
-                .prepare_cached(
-                    "SELECT coalesce(max(version), 0) FROM catalog_versions WHERE file = ?1",
-                )?
-                .query_row(params![file], |row| row.get(0))?;
-            let version = stored::file_version(latest.saturating_add(1))?;
-            let _ = tx
-                .prepare_cached(
-                    "INSERT INTO catalog_versions (tenant, file, version, state, blob, started_at)
-                     VALUES (?1, ?2, ?3, 'sealing', ?4, ?5)",
-                )?
-                .execute(params![
-                    tenant.as_bytes(),
-                    file,
-                    u64::from(version),
-                    blob.as_str(),
-                    started_at
-                ])?;
-            tickets.push(SealTicket {
-                context: FileContext::new(tenant, stored::file_id(&file)?, version),
-                name: name.clone(),
-                blob: blob.clone(),
-            });
-        }
-        Ok(tickets)
-    })
-}
-
-/// Attaches every key of `keys` in one transaction (flushed with their
-/// seals' commit).
-fn attach_keys(db: &mut Connections, keys: &[(SealTicket, WrappedFileKey)]) -> Result<(), Failure> {
-    db.unflushed(|tx| {
-        for (seal, wrapped) in keys {
-            let context = &seal.context;
-            let retired: bool = tx
-                .prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM catalog_retired_tiks
-                     WHERE tenant = ?1 AND tik_version = ?2)",
-                )?
-                .query_row(
-                    params![context.tenant.as_bytes(), u32::from(wrapped.kek_version())],
-                    |row| row.get(0),
-                )?;
-            if retired {
-                return Err(Failure::Catalog(CatalogError::TikRetired {
-                    version: wrapped.kek_version(),
-                }));
-            }
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE catalog_versions SET wrapped = ?5, tik_version = ?6
-                     WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND blob = ?4
-                     AND state = 'sealing' AND wrapped IS NULL",
-                )?
-                .execute(params![
-                    context.tenant.as_bytes(),
-                    context.file.as_bytes(),
-                    u64::from(context.version),
-                    seal.blob.as_str(),
-                    wrapped.as_ref(),
-                    u32::from(wrapped.kek_version())
-                ])?;
-            if changed == 0 {
-                return Err(Failure::Catalog(CatalogError::SealNotInProgress {
-                    version: context.version,
-                }));
-            }
-        }
-        Ok(())
-    })
-}
-
-/// Commits every seal of `seals` in one transaction: one durable commit.
-fn commit_seals(
-    db: &mut Connection,
-    seals: &[(SealTicket, SealedBlob)],
-) -> Result<Vec<FileRecord>, Failure> {
-    let tx = db.transaction()?;
-    let sealed_at = now();
-    let mut records = Vec::with_capacity(seals.len());
-    for (seal, sealed) in seals {
-        let context = &seal.context;
-        let changed = tx
-            .prepare_cached(
-                "UPDATE catalog_versions
-                 SET state = 'sealed', plaintext_len = ?5, blob_len = ?6, segment_size = ?7,
-                     format = ?8, sealed_at = ?9, tag = ?10, blob_sha256 = ?11
-                 WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND blob = ?4
-                 AND state = 'sealing' AND wrapped IS NOT NULL",
-            )?
-            .execute(params![
-                context.tenant.as_bytes(),
-                context.file.as_bytes(),
-                u64::from(context.version),
-                seal.blob.as_str(),
-                sealed.plaintext_len,
-                sealed.blob_len,
-                sealed.segment_size,
-                sealed.format,
-                sealed_at,
-                sealed.tag.as_bytes(),
-                sealed.blob_sha256.as_ref().map(|d| d.as_bytes().as_slice())
-            ])?;
-        if changed == 0 {
-            return Err(Failure::Catalog(CatalogError::SealNotInProgress {
-                version: context.version,
-            }));
-        }
-        let row = tx
-            .prepare_cached(&format!(
-                "SELECT {RECORD_COLUMNS} FROM catalog_versions v
-                 JOIN catalog_files f ON f.file = v.file
-                 WHERE v.tenant = ?1 AND v.file = ?2 AND v.version = ?3"
-            ))?
-            .query_row(
-                params![
-                    context.tenant.as_bytes(),
-                    context.file.as_bytes(),
-                    u64::from(context.version)
-                ],
-                stored_record,
-            )?;
-        records.push(row.decode()?);
-    }
-    tx.commit()?;
-    Ok(records)
-}
-
-fn abandon_seal(db: &mut Connection, seal: &SealTicket) -> Result<(), Failure> {
-    let context = &seal.context;
-    let tx = db.transaction()?;
-    let _ = tx.execute(
-        "DELETE FROM catalog_versions
-         WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND blob = ?4
-         AND state = 'sealing'",
-        params![
-            context.tenant.as_bytes(),
-            context.file.as_bytes(),
-            u64::from(context.version),
-            seal.blob.as_str()
-        ],
-    )?;
-    // A name whose first seal failed leaves no trace.
-    let _ = tx.execute(
-        "DELETE FROM catalog_files WHERE file = ?1
-         AND NOT EXISTS (SELECT 1 FROM catalog_versions WHERE file = ?1)",
-        params![context.file.as_bytes()],
-    )?;
-    tx.commit()?;
-    Ok(())
 }
 
 fn seals_in_progress(db: &Connection) -> Result<Vec<SealInProgress>, Failure> {
@@ -659,141 +448,6 @@ impl Catalog for SqliteCatalog {
             .map(|(seal, sealed)| ((*seal).clone(), *sealed))
             .collect();
         self.run(move |db| commit_seals(&mut db.durable, &seals))
-            .await
-    }
-}
-
-fn older_than(
-    db: &Connection,
-    tenant: TenantId,
-    version: KeyVersion,
-    limit: usize,
-) -> Result<Vec<(FileContext, WrappedFileKey)>, Failure> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut statement = db.prepare_cached(
-        "SELECT file, version, wrapped FROM catalog_versions
-         WHERE tenant = ?1 AND tik_version < ?2 AND wrapped IS NOT NULL
-         ORDER BY file, version LIMIT ?3",
-    )?;
-    let rows = statement.query_map(
-        params![tenant.as_bytes(), u32::from(version), limit],
-        |row| {
-            Ok((
-                row.get::<_, Vec<u8>>(0)?,
-                row.get::<_, i64>(1)?,
-                row.get::<_, Vec<u8>>(2)?,
-            ))
-        },
-    )?;
-    let mut keys = Vec::new();
-    for row in rows {
-        let (file, file_version, wrapped) = row?;
-        let context = FileContext::new(
-            tenant,
-            stored::file_id(&file)?,
-            stored::file_version(file_version)?,
-        );
-        keys.push((context, stored::wrapped_key(&wrapped)?));
-    }
-    Ok(keys)
-}
-
-fn claim_retirement(
-    db: &mut Connection,
-    tenant: TenantId,
-    version: KeyVersion,
-) -> Result<u64, Failure> {
-    let tx = db.transaction()?;
-    let references: i64 = tx.query_row(
-        "SELECT count(*) FROM catalog_versions
-         WHERE tenant = ?1 AND (tik_version = ?2 OR wrapped IS NULL)",
-        params![tenant.as_bytes(), u32::from(version)],
-        |row| row.get(0),
-    )?;
-    if references == 0 {
-        let _ = tx.execute(
-            "INSERT OR IGNORE INTO catalog_retired_tiks (tenant, tik_version) VALUES (?1, ?2)",
-            params![tenant.as_bytes(), u32::from(version)],
-        )?;
-    }
-    tx.commit()?;
-    Ok(u64::try_from(references).unwrap_or(0))
-}
-
-fn replace(db: &mut Connection, batch: &[Rewrapped]) -> Result<u64, Failure> {
-    let tx = db.transaction()?;
-    let mut replaced = 0;
-    {
-        let mut update = tx.prepare_cached(
-            // Never under a version claimed for retirement meanwhile: the
-            // key would be lost with the version's wraps.
-            "UPDATE catalog_versions SET wrapped = ?5, tik_version = ?6
-             WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND wrapped = ?4
-             AND NOT EXISTS (SELECT 1 FROM catalog_retired_tiks
-                             WHERE tenant = ?1 AND tik_version = ?6)",
-        )?;
-        for entry in batch {
-            let context = &entry.context;
-            replaced += update.execute(params![
-                context.tenant.as_bytes(),
-                context.file.as_bytes(),
-                u64::from(context.version),
-                entry.old.as_ref(),
-                entry.new.as_ref(),
-                u32::from(entry.new.kek_version())
-            ])? as u64;
-        }
-    }
-    tx.commit()?;
-    Ok(replaced)
-}
-
-#[async_trait::async_trait]
-impl WrappedKeyIndex for SqliteCatalog {
-    async fn older_than(
-        &self,
-        tenant: TenantId,
-        version: KeyVersion,
-        limit: usize,
-    ) -> Result<Vec<(FileContext, WrappedFileKey)>, atrest_tenant::Error> {
-        self.run_index(move |db| older_than(&db.durable, tenant, version, limit))
-            .await
-    }
-
-    async fn count_older_than(
-        &self,
-        tenant: TenantId,
-        version: KeyVersion,
-    ) -> Result<u64, atrest_tenant::Error> {
-        self.run_index(move |db| {
-            let count: i64 = db.durable.query_row(
-                "SELECT count(*) FROM catalog_versions
-                 WHERE tenant = ?1 AND tik_version < ?2 AND wrapped IS NOT NULL",
-                params![tenant.as_bytes(), u32::from(version)],
-                |row| row.get(0),
-            )?;
-            Ok(u64::try_from(count).unwrap_or(0))
-        })
-        .await
-    }
-
-    /// Counts sealed records and seals in progress under `version`, plus
-    /// every seal of the tenant still choosing its key (it may be about to
-    /// wrap under any version); with none, marks the version retired in the
-    /// same transaction, after which [`Catalog::attach_key`] refuses keys
-    /// under it.
-    async fn claim_retirement(
-        &self,
-        tenant: TenantId,
-        version: KeyVersion,
-    ) -> Result<u64, atrest_tenant::Error> {
-        self.run_index(move |db| claim_retirement(&mut db.durable, tenant, version))
-            .await
-    }
-
-    async fn replace(&self, batch: &[Rewrapped]) -> Result<u64, atrest_tenant::Error> {
-        let batch = batch.to_vec();
-        self.run_index(move |db| replace(&mut db.durable, &batch))
             .await
     }
 }

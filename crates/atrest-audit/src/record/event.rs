@@ -1,0 +1,300 @@
+//! What a record says happened: the [`Event`]s, the file and key
+//! references they carry, and the schema version that defined each.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::Text;
+
+/// A file version a record is about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRef {
+    /// The file id.
+    pub file: Text,
+    /// The file version.
+    pub version: u64,
+}
+
+/// A key (and version) a record is about, by id: never the key itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRef {
+    /// The key's id (a key id, or a provider's key label or URI).
+    pub key: Text,
+    /// The key's version, where it has one.
+    pub version: Option<u32>,
+}
+
+/// A value in a service-defined event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    /// A boolean.
+    Bool(bool),
+    /// A non-negative integer.
+    Count(u64),
+    /// A text.
+    Text(Text),
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum Event {
+    /// A file key was generated for a file version.
+    FileKeyGenerated {
+        /// The file version.
+        file: FileRef,
+    },
+    /// A file key was wrapped under a key-encryption key.
+    FileKeyWrapped {
+        /// The file version.
+        file: FileRef,
+        /// The key-encryption key.
+        kek: KeyRef,
+    },
+    /// A file key was unwrapped and released to a principal.
+    FileKeyReleased {
+        /// The file version.
+        file: FileRef,
+        /// The key-encryption key it was unwrapped with.
+        kek: KeyRef,
+        /// Who received it.
+        principal: Text,
+    },
+    /// A key-release policy refused a principal a file key.
+    ReleaseDenied {
+        /// The file version.
+        file: FileRef,
+        /// Who was refused.
+        principal: Text,
+    },
+    /// A write policy refused a principal a new version of a file.
+    WriteDenied {
+        /// The file version it would have been.
+        file: FileRef,
+        /// Who was refused.
+        principal: Text,
+    },
+    /// A tenant intermediate key was rolled to a new version.
+    TikRolled {
+        /// The new version.
+        tik: KeyRef,
+        /// The version it replaces as current, if any.
+        previous_version: Option<u32>,
+    },
+    /// Wrapped file keys were re-wrapped under a newer TIK version.
+    FileKeysRewrapped {
+        /// The TIK version they are now under.
+        tik: KeyRef,
+        /// How many were re-wrapped in this batch.
+        count: u64,
+    },
+    /// A root key was rolled: TIK versions re-wrapped under its new version.
+    RootKeyRolled {
+        /// The root key, at its new version.
+        root_key: KeyRef,
+        /// How many TIK versions were re-wrapped.
+        tik_versions: u64,
+    },
+    /// Customer keys were unavailable and the availability key was used.
+    AvailabilityKeyFallback {
+        /// The customer root keys that were unavailable.
+        root_keys: Vec<KeyRef>,
+        /// The operation that needed the TIK.
+        operation: Text,
+    },
+    /// The service's access to a customer root key was revoked.
+    CustomerKeyRevoked {
+        /// The revoked root key.
+        root_key: KeyRef,
+    },
+    /// All key material of a tenant was destroyed (crypto-shredding).
+    TenantPurged {
+        /// How many TIK versions were destroyed.
+        tik_versions: u64,
+    },
+    /// A file version was encrypted and stored.
+    FileSealed {
+        /// The file version.
+        file: FileRef,
+        /// Plaintext bytes.
+        bytes: u64,
+        /// Segments written.
+        segments: u64,
+    },
+    /// A file version (or a range of it) was decrypted for a principal.
+    FileOpened {
+        /// The file version.
+        file: FileRef,
+        /// Who read it.
+        principal: Text,
+        /// Plaintext bytes returned.
+        bytes: u64,
+        /// Segments decrypted.
+        segments: u64,
+        /// The byte range, if not the whole file.
+        range: Option<[u64; 2]>,
+    },
+    /// Data moved from one store to another (for example a mailbox move).
+    DataMove {
+        /// Where it came from.
+        source: Text,
+        /// Where it went.
+        destination: Text,
+        /// Items moved.
+        items: u64,
+        /// Bytes moved.
+        bytes: u64,
+        /// Items that failed.
+        failures: u64,
+        /// Items left alone: already moved by an earlier run, or not
+        /// regular files (records written before this field read as 0).
+        #[serde(default)]
+        skipped: u64,
+        /// How long it took, in milliseconds.
+        duration_ms: u64,
+    },
+    /// A signed checkpoint of every line before this one, written by the log
+    /// as the last line of each commit batch (see [`crate::log`]). The line's
+    /// `seq` is the checkpoint's size and its `prev` the checkpoint's head.
+    /// Only the log writes it: [`AuditLog::append`](crate::AuditLog::append)
+    /// refuses it.
+    Checkpoint {
+        /// The signing key's name.
+        key: Text,
+        /// The signature blob of the checkpoint's signature line, base64: the
+        /// 4-byte key id, then the 64-byte Ed25519 signature.
+        signature: Text,
+    },
+    /// The log cut off or repaired the end of its last segment after a crash
+    /// (written by the log; refused from callers like [`Event::Checkpoint`]).
+    LogRecovered {
+        /// Bytes cut off: a batch that was never acknowledged.
+        cut_bytes: u64,
+        /// Complete lines among them (records of that batch).
+        cut_lines: u64,
+        /// The file the cut bytes were saved to, relative to the log's
+        /// directory.
+        saved_as: Option<Text>,
+        /// Whether the final newline of a complete, signed batch was missing
+        /// and was restored.
+        newline_restored: bool,
+    },
+    /// A tenant's key metadata failed its authentication (it was edited in
+    /// the database by someone without the tenant key), or its tenant key
+    /// is missing, and it was refused rather than obeyed. The outcome says
+    /// why. (Schema version 3.)
+    MetadataRejected {},
+    /// A TIK version nothing referred to any more was retired (destroyed).
+    /// (Schema version 3.)
+    TikRetired {
+        /// The TIK, at the retired version.
+        tik: KeyRef,
+    },
+    /// A read of a file version passed over a copy of its blob (missing,
+    /// unreachable or damaged) and was served from another: the copy needs
+    /// a scrub. (Schema version 3.)
+    BlobCopyPassedOver {
+        /// The file version.
+        file: FileRef,
+        /// The blob.
+        blob: Text,
+        /// The location of the copy passed over (0 is the primary).
+        location: u64,
+        /// What was wrong with it.
+        error: Text,
+    },
+    /// Blobs and uploads nothing refers to were removed. (Schema version 3.)
+    GarbageCollected {
+        /// Blobs no record names.
+        orphan_blobs: u64,
+        /// Their bytes.
+        orphan_bytes: u64,
+        /// Partial uploads (staging files) left by uploads that stopped.
+        partial_uploads: u64,
+        /// Their bytes.
+        partial_bytes: u64,
+        /// Seals in progress abandoned by processes that stopped.
+        abandoned_uploads: u64,
+    },
+    /// The copies of every blob were checked against their records (and
+    /// repaired, if asked). (Schema version 3.)
+    BlobsScrubbed {
+        /// Records checked.
+        records: u64,
+        /// Copies found missing or damaged.
+        bad_copies: u64,
+        /// Copies repaired.
+        repaired_copies: u64,
+    },
+    /// A service-defined event.
+    Custom {
+        /// The event's kind, named by the service.
+        kind: Text,
+        /// Its fields, in canonical (sorted) order.
+        fields: BTreeMap<Text, Value>,
+    },
+}
+
+impl Event {
+    /// The file version the event is about, for the events about one.
+    pub fn file(&self) -> Option<&FileRef> {
+        match self {
+            Self::FileKeyGenerated { file, .. }
+            | Self::FileKeyWrapped { file, .. }
+            | Self::FileKeyReleased { file, .. }
+            | Self::ReleaseDenied { file, .. }
+            | Self::WriteDenied { file, .. }
+            | Self::FileSealed { file, .. }
+            | Self::FileOpened { file, .. }
+            | Self::BlobCopyPassedOver { file, .. } => Some(file),
+            Self::TikRolled { .. }
+            | Self::FileKeysRewrapped { .. }
+            | Self::RootKeyRolled { .. }
+            | Self::AvailabilityKeyFallback { .. }
+            | Self::CustomerKeyRevoked { .. }
+            | Self::TenantPurged { .. }
+            | Self::DataMove { .. }
+            | Self::Checkpoint { .. }
+            | Self::LogRecovered { .. }
+            | Self::MetadataRejected {}
+            | Self::TikRetired { .. }
+            | Self::GarbageCollected { .. }
+            | Self::BlobsScrubbed { .. }
+            | Self::Custom { .. } => None,
+        }
+    }
+
+    /// The schema version that introduced this event: the `v` of every
+    /// line that holds it.
+    pub fn schema_version(&self) -> u32 {
+        match self {
+            Self::MetadataRejected {}
+            | Self::TikRetired { .. }
+            | Self::BlobCopyPassedOver { .. }
+            | Self::GarbageCollected { .. }
+            | Self::BlobsScrubbed { .. } => 3,
+            Self::FileKeyGenerated { .. }
+            | Self::FileKeyWrapped { .. }
+            | Self::FileKeyReleased { .. }
+            | Self::ReleaseDenied { .. }
+            | Self::WriteDenied { .. }
+            | Self::TikRolled { .. }
+            | Self::FileKeysRewrapped { .. }
+            | Self::RootKeyRolled { .. }
+            | Self::AvailabilityKeyFallback { .. }
+            | Self::CustomerKeyRevoked { .. }
+            | Self::TenantPurged { .. }
+            | Self::FileSealed { .. }
+            | Self::FileOpened { .. }
+            | Self::DataMove { .. }
+            | Self::Checkpoint { .. }
+            | Self::LogRecovered { .. }
+            | Self::Custom { .. } => 2,
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Seals: begun and given their keys in commits flushed with the next
+//! durable one, committed in one durable transaction, or abandoned.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use atrest::catalog::stored;
+use atrest::catalog::{SealTicket, SealedBlob};
+use atrest::{BlobName, CatalogError, FileRecord, check_name};
+use atrest_filekey::{FileContext, FileId, OsRng, TenantId, WrappedFileKey};
+use rusqlite::{Connection, params};
+
+use super::{Connections, RECORD_COLUMNS, stored_record};
+use crate::db::Failure;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+impl Connections {
+    /// Runs `work` in one write transaction whose commit is not flushed to
+    /// disk on its own: it becomes durable with the next flushed commit of
+    /// any connection, since SQLite's write-ahead log is synced whole and
+    /// in order. Other connections see it at once.
+    ///
+    /// Only for the steps that lead up to a seal's commit (beginning it,
+    /// attaching its key): [`commit_seals`] flushes them with the version.
+    /// A power cut before that loses them, leaving at most a blob that no
+    /// row names: garbage for a collector of unnamed blobs (the operator
+    /// program's `atrest gc`), never a lost file. A process that dies keeps
+    /// them, as the operating system still writes them out.
+    fn unflushed<T>(
+        &mut self,
+        work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let db = self.unflushed.as_mut().unwrap_or(&mut self.durable);
+        let tx = db.transaction()?;
+        let value = work(&tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+}
+
+/// Begins every seal of `seals` in one transaction (flushed with their
+/// commit).
+pub(super) fn begin_seals(
+    db: &mut Connections,
+    tenant: TenantId,
+    seals: &[(String, BlobName)],
+) -> Result<Vec<SealTicket>, Failure> {
+    for (name, _) in seals {
+        check_name("file name", name)?;
+    }
+    db.unflushed(|tx| {
+        let mut tickets = Vec::with_capacity(seals.len());
+        let started_at = now();
+        for (name, blob) in seals {
+            let new_file =
+                FileId::time_ordered_now(&mut OsRng).map_err(atrest_tenant::Error::from)?;
+            let _ = tx
+                .prepare_cached(
+                    "INSERT INTO catalog_files (tenant, name, file) VALUES (?1, ?2, ?3)
+                     ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![tenant.as_bytes(), name, new_file.as_bytes()])?;
+            let file: Vec<u8> = tx
+                .prepare_cached("SELECT file FROM catalog_files WHERE tenant = ?1 AND name = ?2")?
+                .query_row(params![tenant.as_bytes(), name], |row| row.get(0))?;
+            let latest: i64 = tx
+                .prepare_cached(
+                    "SELECT coalesce(max(version), 0) FROM catalog_versions WHERE file = ?1",
+                )?
+                .query_row(params![file], |row| row.get(0))?;
+            let version = stored::file_version(latest.saturating_add(1))?;
+            let _ = tx
+                .prepare_cached(
+                    "INSERT INTO catalog_versions (tenant, file, version, state, blob, started_at)
+                     VALUES (?1, ?2, ?3, 'sealing', ?4, ?5)",
+                )?
+                .execute(params![
+                    tenant.as_bytes(),
+                    file,
+                    u64::from(version),
+                    blob.as_str(),
+                    started_at
+                ])?;
+            tickets.push(SealTicket {
+                context: FileContext::new(tenant, stored::file_id(&file)?, version),
+                name: name.clone(),
+                blob: blob.clone(),
+            });
+        }
+        Ok(tickets)
+    })
+}
+
+/// Attaches every key of `keys` in one transaction (flushed with their
+/// seals' commit).
+pub(super) fn attach_keys(
+    db: &mut Connections,
+    keys: &[(SealTicket, WrappedFileKey)],
+) -> Result<(), Failure> {
+    db.unflushed(|tx| {
+        for (seal, wrapped) in keys {
+            let context = &seal.context;
+            let retired: bool = tx
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM catalog_retired_tiks
+                     WHERE tenant = ?1 AND tik_version = ?2)",
+                )?
+                .query_row(
+                    params![context.tenant.as_bytes(), u32::from(wrapped.kek_version())],
+                    |row| row.get(0),
+                )?;
+            if retired {
+                return Err(Failure::Catalog(CatalogError::TikRetired {
+                    version: wrapped.kek_version(),
+                }));
+            }
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE catalog_versions SET wrapped = ?5, tik_version = ?6
+                     WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND blob = ?4
+                     AND state = 'sealing' AND wrapped IS NULL",
+                )?
+                .execute(params![
+                    context.tenant.as_bytes(),
+                    context.file.as_bytes(),
+                    u64::from(context.version),
+                    seal.blob.as_str(),
+                    wrapped.as_ref(),
+                    u32::from(wrapped.kek_version())
+                ])?;
+            if changed == 0 {
+                return Err(Failure::Catalog(CatalogError::SealNotInProgress {
+                    version: context.version,
+                }));
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Commits every seal of `seals` in one transaction: one durable commit.
+pub(super) fn commit_seals(
+    db: &mut Connection,
+    seals: &[(SealTicket, SealedBlob)],
+) -> Result<Vec<FileRecord>, Failure> {
+    let tx = db.transaction()?;
+    let sealed_at = now();
+    let mut records = Vec::with_capacity(seals.len());
+    for (seal, sealed) in seals {
+        let context = &seal.context;
+        let changed = tx
+            .prepare_cached(
+                "UPDATE catalog_versions
+                 SET state = 'sealed', plaintext_len = ?5, blob_len = ?6, segment_size = ?7,
+                     format = ?8, sealed_at = ?9, tag = ?10, blob_sha256 = ?11
+                 WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND blob = ?4
+                 AND state = 'sealing' AND wrapped IS NOT NULL",
+            )?
+            .execute(params![
+                context.tenant.as_bytes(),
+                context.file.as_bytes(),
+                u64::from(context.version),
+                seal.blob.as_str(),
+                sealed.plaintext_len,
+                sealed.blob_len,
+                sealed.segment_size,
+                sealed.format,
+                sealed_at,
+                sealed.tag.as_bytes(),
+                sealed.blob_sha256.as_ref().map(|d| d.as_bytes().as_slice())
+            ])?;
+        if changed == 0 {
+            return Err(Failure::Catalog(CatalogError::SealNotInProgress {
+                version: context.version,
+            }));
+        }
+        let row = tx
+            .prepare_cached(&format!(
+                "SELECT {RECORD_COLUMNS} FROM catalog_versions v
+                 JOIN catalog_files f ON f.file = v.file
+                 WHERE v.tenant = ?1 AND v.file = ?2 AND v.version = ?3"
+            ))?
+            .query_row(
+                params![
+                    context.tenant.as_bytes(),
+                    context.file.as_bytes(),
+                    u64::from(context.version)
+                ],
+                stored_record,
+            )?;
+        records.push(row.decode()?);
+    }
+    tx.commit()?;
+    Ok(records)
+}
+
+pub(super) fn abandon_seal(db: &mut Connection, seal: &SealTicket) -> Result<(), Failure> {
+    let context = &seal.context;
+    let tx = db.transaction()?;
+    let _ = tx.execute(
+        "DELETE FROM catalog_versions
+         WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND blob = ?4
+         AND state = 'sealing'",
+        params![
+            context.tenant.as_bytes(),
+            context.file.as_bytes(),
+            u64::from(context.version),
+            seal.blob.as_str()
+        ],
+    )?;
+    // A name whose first seal failed leaves no trace.
+    let _ = tx.execute(
+        "DELETE FROM catalog_files WHERE file = ?1
+         AND NOT EXISTS (SELECT 1 FROM catalog_versions WHERE file = ?1)",
+        params![context.file.as_bytes()],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
