@@ -48,7 +48,7 @@ fn assert_mismatch(error: &Error, form: &str) {
     );
 }
 
-/// Every blocking form, with `threads` threads where the form has any.
+/// Every synchronous form, with `threads` threads where the form has any.
 /// Returns, per form, what it released and the error it stopped with.
 fn every_form(
     expected: Option<SegmentSize>,
