@@ -110,7 +110,9 @@ fn open_by_runs(key: &FileKey, stream: &[u8]) -> Result<Vec<u8>, Error> {
         let len = runs.run_len(segment).min(rest.len());
         let (run, after) = rest.split_at(len);
         let last = after.is_empty();
-        opened.extend_from_slice(&runs.open(segment, run.to_vec(), last)?);
+        let mut ciphertext = runs.buffer();
+        ciphertext.extend_from_slice(run);
+        opened.extend_from_slice(&runs.open(segment, ciphertext, last)?);
         if last {
             return Ok(opened);
         }

@@ -174,7 +174,11 @@ pub(crate) async fn run(dir: Option<PathBuf>, size_mib: u64, out: Output) -> Res
             .open(blob)
             .await
             .map_err(deployment::Error::from)?;
-        let bytes = reader.read(whole).await.map_err(deployment::Error::from)?;
+        let mut bytes = atrest::stream::RunBuffer::new();
+        let _ = reader
+            .read(&mut bytes, whole)
+            .await
+            .map_err(deployment::Error::from)?;
         if needles
             .iter()
             .any(|n| bytes.windows(n.len()).any(|w| w == n.as_slice()))

@@ -7,7 +7,7 @@ use atrest::filekey::{FileVersion, TenantId};
 use atrest::tenant::{Access, TenantState};
 use atrest::{BatchItem, FileRecord, FileSelector, OpenSink};
 use serde::Serialize;
-use tokio::io::AsyncRead;
+use tokio::io::AsyncBufRead;
 
 use crate::{Deployment, Error};
 
@@ -100,7 +100,7 @@ impl PutReport {
 }
 
 impl Deployment {
-    /// Seals `plaintext` (any async source) as a new version of file
+    /// Seals `plaintext` (any buffered async source) as a new version of file
     /// `name` of tenant `tenant`, for `access`, into a new blob; the
     /// catalog allocates the version (several writers of one name at once
     /// each get their own).
@@ -118,7 +118,7 @@ impl Deployment {
         access: &Access<'_>,
         tenant: &str,
         name: &str,
-        plaintext: impl AsyncRead + Send + Unpin,
+        plaintext: impl AsyncBufRead + Send + Unpin,
     ) -> Result<PutReport, Error> {
         atrest::check_name("file name", name).map_err(atrest::Error::from)?;
         let tenant_id = self.tenant_id(tenant).await?;
@@ -139,7 +139,7 @@ impl Deployment {
     /// # Errors
     /// [`Error::UnknownTenant`]; [`Error::Library`] if a shared step (the
     /// catalog, the audit log) failed: then no item was committed.
-    pub async fn put_batch<R: AsyncRead + Send + Unpin>(
+    pub async fn put_batch<R: AsyncBufRead + Send + Unpin>(
         &self,
         access: &Access<'_>,
         tenant: &str,

@@ -29,6 +29,7 @@ use std::io::{Read, Write};
 use atrest_filekey::FileKey;
 
 pub use backend::Backend;
+pub use buffer::RunBuffer;
 pub use error::Error;
 pub use format::SegmentSize;
 use format::{HEADER_LEN, Layout, PREFIX_LEN};

@@ -69,7 +69,9 @@
 //! while at < stream.len() {
 //!     let len = runs.run_len(segment).min(stream.len() - at);
 //!     let last = at + len == stream.len();
-//!     let chunk = runs.open(segment, stream[at..at + len].to_vec(), last)?;
+//!     let mut ciphertext = runs.buffer();
+//!     ciphertext.extend_from_slice(&stream[at..at + len]);
+//!     let chunk = runs.open(segment, ciphertext, last)?;
 //!     opened.extend_from_slice(&chunk);
 //!     segment += runs.segments_per_run();
 //!     at += len;
@@ -80,18 +82,23 @@
 
 use std::sync::Arc;
 
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroize;
 
-use crate::buffer::grow_wiping;
-use crate::chunk::{Chunk, open_chunk, seal_chunk, segments_per_chunk};
+use crate::buffer::{RunBuffer, grow_wiping};
+use crate::chunk::{Chunk, open_chunk, segments_per_chunk};
 use crate::format::{HEADER_LEN, Layout, MAX_SEGMENTS, SegmentSize, TAG_LEN};
 use crate::segment::{SegmentOpener, SegmentSealer};
-use crate::sink::PlaintextChunk;
+use crate::sink::{Buffer, PlaintextChunk, Pool};
 use crate::{Error, Opener, Sealer};
 
 /// The first growth of a slot: slots grow with the plaintext that arrives,
 /// so a small file does not cost a whole segment.
 const INITIAL_SLOT: usize = 16 * 1024;
+
+/// Buffers a stream's runs share: a run sealed (or a chunk opened) gives
+/// its buffer back, and a later run takes it, so a stream reuses a few
+/// buffers however long it is.
+const POOLED: usize = 8;
 
 /// Seals one new stream a run at a time; see the [module](self) docs.
 /// Made by [`Sealer::runs`].
@@ -101,6 +108,8 @@ pub struct RunSealer {
     header: [u8; HEADER_LEN],
     per_run: usize,
     next_segment: u64,
+    /// The buffers of runs sealed and written, for the next runs.
+    pool: Pool,
 }
 
 impl core::fmt::Debug for RunSealer {
@@ -130,6 +139,7 @@ impl Sealer<'_> {
             header,
             per_run: segments_per_chunk(segment_size.get() as usize),
             next_segment: 0,
+            pool: Pool::list(POOLED),
         })
     }
 }
@@ -142,15 +152,25 @@ impl RunSealer {
 
     /// The next run, for the segments after those of the runs given so
     /// far; the first run starts with the stream's header. Every run but
-    /// the last must be sealed full.
+    /// the last must be sealed full. Its buffer is one a sealed run gave
+    /// back once written, if there is one.
     pub fn next_run(&mut self) -> PlaintextRun {
         let first_segment = self.next_segment;
         self.next_segment = self.next_segment.saturating_add(self.per_run as u64);
-        let mut buf = Zeroizing::new(Vec::new());
+        let mut buf = self.pool.take();
         let start = if first_segment == 0 {
-            buf.extend_from_slice(&self.header);
+            grow_wiping(&mut buf, HEADER_LEN);
+            if let Some(header) = buf.get_mut(..HEADER_LEN) {
+                header.copy_from_slice(&self.header);
+            }
             HEADER_LEN
         } else {
+            // Past the first run the stream is long: room for a whole run
+            // at once, rather than growing slot by slot.
+            let whole: usize = (0..self.per_run as u64)
+                .map(|i| self.layout.full_segment_len(first_segment + i))
+                .sum();
+            grow_wiping(&mut buf, whole);
             0
         };
         PlaintextRun {
@@ -162,7 +182,10 @@ impl RunSealer {
             slot: 0,
             slot_start: start,
             got: 0,
+            spare_end: start,
             plaintext_len: 0,
+            sealed: Vec::new(),
+            pool: self.pool.clone(),
         }
     }
 }
@@ -173,8 +196,9 @@ impl RunSealer {
 pub struct PlaintextRun {
     cipher: Arc<SegmentSealer>,
     layout: Layout,
-    /// The header (first run only), then the segments' slots.
-    buf: Zeroizing<Vec<u8>>,
+    /// The header (first run only), then the segments' slots; what lies
+    /// past the plaintext is ciphertext of an earlier run, or zeros.
+    buf: Buffer,
     first_segment: u64,
     per_run: usize,
     /// The slot being filled (0-based within the run), where it starts in
@@ -182,7 +206,14 @@ pub struct PlaintextRun {
     slot: usize,
     slot_start: usize,
     got: usize,
+    /// Where the room [`PlaintextRun::spare`] last gave ends: plaintext
+    /// may have been written up to there.
+    spare_end: usize,
     plaintext_len: usize,
+    /// The slots [`PlaintextRun::fill`] sealed as it filled them (whole
+    /// segments given with more plaintext after them: inner segments).
+    sealed: Vec<usize>,
+    pool: Pool,
 }
 
 impl core::fmt::Debug for PlaintextRun {
@@ -239,27 +270,43 @@ impl PlaintextRun {
             self.got = 0;
         }
         let capacity = self.slot_capacity(self.segment());
-        let want = capacity.min(self.got.saturating_mul(2).max(INITIAL_SLOT));
         let from = self.slot_start + self.got;
+        // A buffer with room already gives the rest of the slot; a new one
+        // grows with the plaintext.
+        let grown = self.buf.len().saturating_sub(self.slot_start);
+        let want = capacity.min(self.got.saturating_mul(2).max(INITIAL_SLOT).max(grown));
         let to = self.slot_start + want.max(self.got);
         grow_wiping(&mut self.buf, to);
+        self.spare_end = self.spare_end.max(to);
         self.buf.get_mut(from..to).unwrap_or_default()
     }
 
     /// Records that the first `n` bytes of [`PlaintextRun::spare`] hold
     /// plaintext (at most the spare's length).
     pub fn advance(&mut self, n: usize) {
-        let room = self.buf.len().saturating_sub(self.slot_start + self.got);
+        let room = self
+            .slot_capacity(self.segment())
+            .saturating_sub(self.got)
+            .min(self.buf.len().saturating_sub(self.slot_start + self.got));
         let n = n.min(room);
         self.got += n;
         self.plaintext_len += n;
     }
 
-    /// Copies as much of `plaintext` as the run has room for; returns how
+    /// Takes as much of `plaintext` as the run has room for; returns how
     /// many bytes it took (fewer than given only once the run is full).
+    ///
+    /// A whole segment given with more plaintext after it is an inner
+    /// segment: it is sealed at once, from `plaintext` into the run, in
+    /// one pass over the bytes where the backend seals out of place
+    /// (aws-lc-rs); the rest is copied in, and sealed with the run.
     pub fn fill(&mut self, plaintext: &[u8]) -> usize {
         let mut taken = 0;
         while let Some(rest) = plaintext.get(taken..).filter(|rest| !rest.is_empty()) {
+            if self.seal_inner(rest) {
+                taken += self.got;
+                continue;
+            }
             let spare = self.spare();
             let n = spare.len().min(rest.len());
             if n == 0 {
@@ -272,6 +319,36 @@ impl PlaintextRun {
             taken += n;
         }
         taken
+    }
+
+    /// Seals the next slot from the start of `rest` if it is empty and
+    /// `rest` holds all its plaintext and more: then it is an inner
+    /// segment. Returns whether it did.
+    fn seal_inner(&mut self, rest: &[u8]) -> bool {
+        let _ = self.spare();
+        let index = self.segment();
+        let capacity = self.slot_capacity(index);
+        if self.got != 0 || rest.len() <= capacity || index + 1 >= MAX_SEGMENTS {
+            return false;
+        }
+        let start = self.slot_start;
+        grow_wiping(&mut self.buf, start + capacity + TAG_LEN);
+        let (Some(input), Some((body, tag))) = (
+            rest.get(..capacity),
+            self.buf
+                .get_mut(start..start + capacity + TAG_LEN)
+                .map(|slot| slot.split_at_mut(capacity)),
+        ) else {
+            return false;
+        };
+        match self.cipher.seal_to(index, false, input, body) {
+            Ok(sealed_tag) => tag.copy_from_slice(&sealed_tag),
+            Err(_) => return false,
+        }
+        self.got = capacity;
+        self.plaintext_len += capacity;
+        self.sealed.push(self.slot);
+        true
     }
 
     /// Seals the run in place: `last` says whether the stream ends with it
@@ -288,8 +365,8 @@ impl PlaintextRun {
                 "a run with more plaintext after it must be full",
             ));
         }
-        // The slots holding plaintext; a stream's first segment may be
-        // empty, no other.
+        // The slots holding plaintext, by slot and with their data's place
+        // and length; a stream's first segment may be empty, no other.
         let mut segments = Vec::with_capacity(self.slot + 1);
         let mut offset = if self.first_segment == 0 {
             HEADER_LEN
@@ -298,11 +375,11 @@ impl PlaintextRun {
         };
         for i in 0..self.slot {
             let index = self.first_segment + i as u64;
-            segments.push((offset, self.slot_capacity(index)));
+            segments.push((i, offset, self.slot_capacity(index)));
             offset += self.layout.full_segment_len(index);
         }
         if self.got > 0 || segments.is_empty() {
-            segments.push((self.slot_start, self.got));
+            segments.push((self.slot, self.slot_start, self.got));
         }
         if self.plaintext_len == 0 && self.first_segment > 0 {
             return Err(Error::Misuse(
@@ -313,44 +390,58 @@ impl PlaintextRun {
         if end_segment > MAX_SEGMENTS || (!last && end_segment == MAX_SEGMENTS) {
             return Err(Error::TooLong);
         }
-        let (tail_offset, tail_len) = segments.last().copied().unwrap_or((offset, 0));
+        let (tail_slot, tail_offset, tail_len) = segments.last().copied().unwrap_or((0, offset, 0));
+        if last && self.sealed.contains(&tail_slot) {
+            return Err(Error::Misuse(
+                "plaintext was given after what was to be the stream's last segment",
+            ));
+        }
         let end = tail_offset + tail_len + TAG_LEN;
-        // Plaintext written past what was advanced is not sealed: wipe it.
-        if let Some(unsealed) = self.buf.get_mut(tail_offset + tail_len..) {
+        // Plaintext written past the run's data is not sealed: wipe it.
+        if let Some(unsealed) = self.buf.get_mut(end..self.spare_end) {
             unsealed.zeroize();
         }
         grow_wiping(&mut self.buf, end);
-        let mut chunk = Chunk {
-            number: 0,
-            buf: core::mem::take(&mut self.buf),
-            first_segment: self.first_segment,
-            segments,
-            last,
-            output: 0..0,
-        };
-        seal_chunk(&self.cipher, &mut chunk)?;
-        // Everything up to `end` is now the header and ciphertext: nothing
-        // secret is left in the buffer.
-        let mut ciphertext = core::mem::take(&mut *chunk.buf);
-        ciphertext.truncate(end);
+        for &(slot, offset, len) in &segments {
+            if self.sealed.contains(&slot) {
+                continue;
+            }
+            let index = self.first_segment + slot as u64;
+            let is_last = last && slot == tail_slot;
+            let (body, tag) = self
+                .buf
+                .get_mut(offset..offset + len + TAG_LEN)
+                .ok_or(Error::Malformed("run"))?
+                .split_at_mut(len);
+            tag.copy_from_slice(&self.cipher.seal(index, is_last, body)?);
+        }
+        // Everything up to `end` is now the header and ciphertext, and past
+        // it lies ciphertext of an earlier run or zeros: nothing secret is
+        // left in the buffer.
         Ok(SealedRun {
-            ciphertext,
+            buf: core::mem::take(&mut self.buf),
+            end,
             plaintext_len: self.plaintext_len,
+            pool: self.pool.clone(),
         })
     }
 }
 
 /// The ciphertext of a sealed run (the stream's header in front for the
-/// first run). `Debug` shows lengths only.
+/// first run). Its buffer goes back to the stream's sealer for a later run
+/// when it is dropped: keep it only as long as writing it takes. `Debug`
+/// shows lengths only.
 pub struct SealedRun {
-    ciphertext: Vec<u8>,
+    buf: Buffer,
+    end: usize,
     plaintext_len: usize,
+    pool: Pool,
 }
 
 impl core::fmt::Debug for SealedRun {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("SealedRun")
-            .field("len", &self.ciphertext.len())
+            .field("len", &self.end)
             .field("plaintext_len", &self.plaintext_len)
             .finish()
     }
@@ -359,17 +450,24 @@ impl core::fmt::Debug for SealedRun {
 impl SealedRun {
     /// The ciphertext.
     pub fn as_slice(&self) -> &[u8] {
-        &self.ciphertext
+        self.buf.get(..self.end).unwrap_or_default()
     }
 
     /// The plaintext bytes it holds.
     pub fn plaintext_len(&self) -> usize {
         self.plaintext_len
     }
+}
 
-    /// The ciphertext, as a buffer of its own.
-    pub fn into_vec(self) -> Vec<u8> {
-        self.ciphertext
+impl AsRef<[u8]> for SealedRun {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl Drop for SealedRun {
+    fn drop(&mut self) {
+        self.pool.give_back(core::mem::take(&mut self.buf));
     }
 }
 
@@ -381,6 +479,8 @@ pub struct RunOpener {
     cipher: Arc<SegmentOpener>,
     layout: Layout,
     per_run: usize,
+    /// The buffers of chunks of plaintext dropped, for the next runs.
+    pool: Pool,
 }
 
 impl core::fmt::Debug for RunOpener {
@@ -407,6 +507,7 @@ impl Opener<'_> {
             cipher: Arc::new(cipher),
             layout: Layout::new(segment_size),
             per_run: segments_per_chunk(segment_size.get() as usize),
+            pool: Pool::list(POOLED),
         })
     }
 }
@@ -430,10 +531,19 @@ impl RunOpener {
             .sum()
     }
 
+    /// A buffer to read a run's ciphertext into: one a chunk of plaintext
+    /// gave back when it was dropped, if there is one (so a stream reuses
+    /// a few buffers however long it is), else a new one.
+    pub fn buffer(&self) -> RunBuffer {
+        RunBuffer::reused(self.pool.take())
+    }
+
     /// Opens `ciphertext`, the segments from `first_segment` on, in place:
     /// whole segments, of which the last may be short only if `last` (the
-    /// stream ends with it). Returns their plaintext, which owns the
-    /// buffer and wipes it when dropped; on an error it is wiped too.
+    /// stream ends with it). Returns their plaintext, in the same buffer,
+    /// which goes back to this opener for a later run when the chunk is
+    /// dropped (and is wiped once nothing uses it); on an error it is
+    /// wiped.
     ///
     /// A run that is not the stream's last and whose final segment
     /// verifies only as a last segment reports [`Error::TrailingData`]
@@ -448,16 +558,16 @@ impl RunOpener {
     pub fn open(
         &self,
         first_segment: u64,
-        ciphertext: Vec<u8>,
+        ciphertext: RunBuffer,
         last: bool,
     ) -> Result<PlaintextChunk, Error> {
-        let buf = Zeroizing::new(ciphertext);
+        let RunBuffer { buf, len: data } = ciphertext;
         let mut segments = Vec::with_capacity(self.per_run);
         let mut offset = 0usize;
         let mut index = first_segment;
-        while offset < buf.len() {
+        while offset < data {
             let full = self.layout.full_segment_len(index);
-            let len = full.min(buf.len() - offset);
+            let len = full.min(data - offset);
             if len < full && !last {
                 return Err(Error::Misuse(
                     "a run with more of the stream after it ends within a segment",
@@ -486,7 +596,11 @@ impl RunOpener {
             output: 0..0,
         };
         open_chunk(&self.cipher, self.layout, &mut chunk)?;
-        Ok(PlaintextChunk::owned(chunk.buf, chunk.output))
+        Ok(PlaintextChunk::new(
+            chunk.buf,
+            chunk.output,
+            self.pool.clone(),
+        ))
     }
 }
 
@@ -582,7 +696,9 @@ mod tests {
             let at = layout.ciphertext_start(segment) as usize;
             let end = (at + runs.run_len(segment)).min(stream.len());
             let last = end == stream.len();
-            let chunk = runs.open(segment, stream[at..end].to_vec(), last).unwrap();
+            let chunk = runs
+                .open(segment, stream[at..end].to_vec().into(), last)
+                .unwrap();
             opened.extend_from_slice(&chunk);
             segment += runs.segments_per_run();
         }
@@ -592,28 +708,33 @@ mod tests {
             layout.ciphertext_start(5) as usize,
             layout.ciphertext_start(8) as usize,
         );
-        let chunk = runs.open(5, stream[from..to].to_vec(), false).unwrap();
+        let chunk = runs
+            .open(5, stream[from..to].to_vec().into(), false)
+            .unwrap();
         let start = layout.plaintext_start(5) as usize;
         assert_eq!(&chunk[..], &plaintext[start..start + chunk.len()]);
         // The wrong index, or an inner run called the last, fails.
         assert!(matches!(
-            runs.open(6, stream[from..to].to_vec(), false),
+            runs.open(6, stream[from..to].to_vec().into(), false),
             Err(Error::AuthenticationFailed)
         ));
-        assert!(runs.open(5, stream[from..to].to_vec(), true).is_err());
+        assert!(
+            runs.open(5, stream[from..to].to_vec().into(), true)
+                .is_err()
+        );
         // A run cut within a segment is the caller's mistake unless last.
         assert!(matches!(
-            runs.open(5, stream[from..to - 1].to_vec(), false),
+            runs.open(5, stream[from..to - 1].to_vec().into(), false),
             Err(Error::Misuse(_))
         ));
         assert!(matches!(
-            runs.open(extent.segments, Vec::new(), true),
+            runs.open(extent.segments, RunBuffer::new(), true),
             Err(Error::Truncated)
         ));
         // The final segment, alone.
         let last = extent.segments - 1;
         let at = layout.ciphertext_start(last) as usize;
-        let chunk = runs.open(last, stream[at..].to_vec(), true).unwrap();
+        let chunk = runs.open(last, stream[at..].to_vec().into(), true).unwrap();
         assert_eq!(
             &chunk[..],
             &plaintext[layout.plaintext_start(last) as usize..]
@@ -621,7 +742,7 @@ mod tests {
         // The final segment followed by more bytes, read as an inner run.
         let mut longer = stream[at..].to_vec();
         longer.extend_from_slice(&[0; 4096]);
-        assert!(runs.open(last, longer, false).is_err());
+        assert!(runs.open(last, longer.into(), false).is_err());
     }
 
     #[test]
@@ -633,6 +754,16 @@ mod tests {
         assert!(matches!(first.seal(false), Err(Error::Misuse(_))));
         let empty = runs.next_run();
         assert!(matches!(empty.seal(true), Err(Error::Misuse(_))));
+        // Plaintext given after a full run's last segment makes it an inner
+        // segment: the run cannot end the stream.
+        let mut runs = Sealer::new(&key, b"ctx", Options::default())
+            .runs()
+            .unwrap();
+        let mut run = runs.next_run();
+        let more = vec![5u8; run.capacity() + 1];
+        assert_eq!(run.fill(&more), run.capacity());
+        assert!(run.is_full());
+        assert!(matches!(run.seal(true), Err(Error::Misuse(_))));
         // The header is refused for another key or segment size.
         let stream = Sealer::new(&key, b"ctx", options(256)).seal(b"x").unwrap();
         let header: &[u8; HEADER_LEN] = stream[..HEADER_LEN].try_into().unwrap();

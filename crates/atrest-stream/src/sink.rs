@@ -104,15 +104,6 @@ impl PlaintextChunk {
         }
     }
 
-    /// A chunk that owns its buffer: wiped and freed when dropped.
-    pub(crate) fn owned(buf: Buffer, plaintext: Range<usize>) -> Self {
-        Self {
-            buf,
-            plaintext,
-            pool: None,
-        }
-    }
-
     /// The same chunk, narrowed to bytes `range` of its plaintext
     /// (clamped to it): for a reader that opened whole segments and
     /// releases only the part of them a request asked for.
@@ -161,27 +152,63 @@ impl Drop for PlaintextChunk {
     }
 }
 
-/// The free buffers of one pipeline run, shared with the chunks it hands
-/// out. Closing it (when the run ends) lets a reader waiting for a buffer
-/// go, and from then on a buffer given back is wiped and freed.
+/// Free buffers, shared with the chunks handed out: either the fixed pool
+/// of one pipeline run, which its reader waits on (closing it, when the
+/// run ends, lets a waiting reader go, and from then on a buffer given
+/// back is wiped and freed), or a free list that runs opened one at a
+/// time take from and give back to, a few buffers at most (the rest wiped
+/// and freed), so a stream reuses a handful of buffers however long it
+/// is. A buffer in the pool may hold plaintext of an earlier run until it
+/// is reused; it is wiped when dropped.
 #[derive(Clone)]
-pub(crate) struct Pool(Arc<Mutex<Option<SyncSender<Buffer>>>>);
+pub(crate) struct Pool(Arc<Mutex<Free>>);
+
+enum Free {
+    Closed,
+    Channel(SyncSender<Buffer>),
+    List { buffers: Vec<Buffer>, max: usize },
+}
 
 impl Pool {
     pub(crate) fn new(free: SyncSender<Buffer>) -> Self {
-        Self(Arc::new(Mutex::new(Some(free))))
+        Self(Arc::new(Mutex::new(Free::Channel(free))))
+    }
+
+    /// A free list keeping at most `max` buffers.
+    pub(crate) fn list(max: usize) -> Self {
+        Self(Arc::new(Mutex::new(Free::List {
+            buffers: Vec::new(),
+            max,
+        })))
     }
 
     /// Returns `buf` to the pool; if the pool is closed or full, it is
     /// dropped (which wipes it).
     pub(crate) fn give_back(&self, buf: Buffer) {
-        let free = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(free) = free.as_ref() {
-            let _ = free.try_send(buf);
+        let mut free = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match &mut *free {
+            Free::Closed => {}
+            Free::Channel(free) => {
+                let _ = free.try_send(buf);
+            }
+            Free::List { buffers, max } => {
+                if buffers.len() < *max {
+                    buffers.push(buf);
+                }
+            }
+        }
+    }
+
+    /// A buffer from a free list, or a new, empty one.
+    pub(crate) fn take(&self) -> Buffer {
+        let mut free = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match &mut *free {
+            Free::List { buffers, .. } => buffers.pop().unwrap_or_default(),
+            Free::Closed | Free::Channel(_) => Buffer::default(),
         }
     }
 
     pub(crate) fn close(&self) {
-        let _ = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Free::Closed;
     }
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use atrest_stream::RunBuffer;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -212,12 +213,14 @@ pub trait BlobUpload: Send {
 /// Reads one blob from its start.
 #[async_trait::async_trait]
 pub trait BlobReader: Send {
-    /// The blob's next bytes, `max` of them, fewer only where the blob
-    /// ends (none once it has).
+    /// Appends the blob's next bytes to `buf`, `max` of them, fewer only
+    /// where the blob ends (none once it has); returns how many. The
+    /// buffer is wiped when dropped, as one a run of plaintext gave back
+    /// may be read into.
     ///
     /// # Errors
     /// [`Error::Blob`] if the store fails while the blob is read.
-    async fn read(&mut self, max: usize) -> Result<Vec<u8>, Error>;
+    async fn read(&mut self, buf: &mut RunBuffer, max: usize) -> Result<usize, Error>;
 }
 
 /// Where sealed blobs are stored. The catalog holds the only reference to
@@ -378,7 +381,7 @@ fn only_location(location: usize) -> Result<(), Error> {
     }
 }
 
-/// Reads `max` bytes or up to the end of a slice of a blob held in memory.
+/// Reads a blob held in memory from its start.
 struct MemoryReader {
     bytes: Arc<Vec<u8>>,
     at: usize,
@@ -386,11 +389,12 @@ struct MemoryReader {
 
 #[async_trait::async_trait]
 impl BlobReader for MemoryReader {
-    async fn read(&mut self, max: usize) -> Result<Vec<u8>, Error> {
+    async fn read(&mut self, buf: &mut RunBuffer, max: usize) -> Result<usize, Error> {
         let end = self.at.saturating_add(max).min(self.bytes.len());
-        let bytes = self.bytes.get(self.at..end).unwrap_or_default().to_vec();
+        let bytes = self.bytes.get(self.at..end).unwrap_or_default();
+        buf.extend_from_slice(bytes);
         self.at = end.max(self.at);
-        Ok(bytes)
+        Ok(bytes.len())
     }
 }
 

@@ -372,7 +372,12 @@ async fn rotation_with_a_seal_in_flight_loses_no_file() {
         source.write_all(&in_flight[1_000_000..]).await.unwrap();
         drop(source);
     };
-    let sealing = files.seal(&ALICE, world.a, "in-flight", reader);
+    let sealing = files.seal(
+        &ALICE,
+        world.a,
+        "in-flight",
+        tokio::io::BufReader::new(reader),
+    );
     let rotating = async {
         reached_rx.await.unwrap();
         // While it is paused: roll, re-wrap (the seal in flight included),
@@ -470,7 +475,12 @@ async fn failed_and_abandoned_seals_leave_nothing() {
         }
     }
     let failed = files
-        .seal(&ALICE, world.a, "broken", Failing(500_000))
+        .seal(
+            &ALICE,
+            world.a,
+            "broken",
+            tokio::io::BufReader::new(Failing(500_000)),
+        )
         .await
         .unwrap_err();
     assert_eq!(failed.kind(), ErrorKind::Io, "{failed}");
@@ -1219,14 +1229,9 @@ async fn a_batch_whose_key_records_fail_publishes_nothing() {
 
 async fn read_back(store: &BlobStore, name: &BlobName) -> Vec<u8> {
     let mut reader = Blobs::open(store, name).await.unwrap();
-    let mut read = Vec::new();
-    loop {
-        let chunk = reader.read(1 << 20).await.unwrap();
-        if chunk.is_empty() {
-            return read;
-        }
-        read.extend_from_slice(&chunk);
-    }
+    let mut read = atrest::stream::RunBuffer::new();
+    while reader.read(&mut read, 1 << 20).await.unwrap() > 0 {}
+    read.to_vec()
 }
 
 /// A blob of a local store is written into a staging file, which only a

@@ -322,13 +322,14 @@ pub(crate) async fn get(data: &Path, out: Output, args: GetArgs) -> Result<(), E
         .await;
     bar.finish_and_clear();
     let fallbacks = show_fallbacks(&deployment);
-    // On an error the staging file goes with the destination.
+    // The writing thread is joined whatever happened: on an error the
+    // destination, and its staging file, go now.
+    let written = sink.close().await;
     let _ = result?;
-    let destination = sink
-        .into_inner()
-        .ok_or(Error::Io {
+    let destination = written
+        .map_err(|source| Error::Io {
             what: "the output".into(),
-            source: std::io::Error::other("the output was not finished"),
+            source,
         })?
         .inner;
     destination.finish()?;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use atrest_core::blocking;
+use atrest_stream::RunBuffer;
 use bytes::Bytes;
 
 use crate::blob::{BlobName, BlobReader, BlobUpload};
@@ -223,7 +224,7 @@ impl BlobUpload for LocalUpload {
     async fn write(&mut self, bytes: Bytes) -> Result<(), Error> {
         self.refuse_closed()?;
         self.written += bytes.len() as u64;
-        if self.file.is_none() && self.buffered_len + bytes.len() <= BUFFERED {
+        if self.buffered_len + bytes.len() <= BUFFERED {
             self.buffered_len += bytes.len();
             self.buffered.push(bytes);
             return Ok(());
@@ -308,16 +309,37 @@ impl LocalReader {
 
 #[async_trait::async_trait]
 impl BlobReader for LocalReader {
-    async fn read(&mut self, max: usize) -> Result<Vec<u8>, Error> {
+    async fn read(&mut self, buf: &mut RunBuffer, max: usize) -> Result<usize, Error> {
         let file = Arc::clone(&self.file);
-        blocking::run(move || {
-            let mut bytes = Vec::with_capacity(max);
-            (&*file).take(max as u64).read_to_end(&mut bytes)?;
-            Ok(bytes)
+        // The buffer goes to the blocking pool and back; if this future is
+        // dropped meanwhile, it is wiped there.
+        let mut owned = std::mem::take(buf);
+        let (owned, read) = blocking::run(move || {
+            let read = read_up_to(&file, owned.spare(max));
+            if let Ok(n) = read {
+                owned.advance(n);
+            }
+            (owned, read)
         })
-        .await
-        .map_err(local_error)
+        .await;
+        *buf = owned;
+        read.map_err(local_error)
     }
+}
+
+/// Fills `into` from `file`, fewer bytes only where it ends; returns how
+/// many.
+fn read_up_to(mut file: &std::fs::File, into: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while let Some(rest) = into.get_mut(filled..).filter(|rest| !rest.is_empty()) {
+        match file.read(rest) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Reads `range` of the file at `path`: fewer bytes only where it ends.

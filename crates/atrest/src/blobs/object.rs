@@ -2,6 +2,7 @@
 //! multipart upload for a large blob), aborted when dropped unfinished;
 //! reads streamed as the store sends them.
 
+use atrest_stream::RunBuffer;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use futures_util::stream::BoxStream;
@@ -86,18 +87,19 @@ impl ObjectReader {
 
 #[async_trait::async_trait]
 impl BlobReader for ObjectReader {
-    async fn read(&mut self, max: usize) -> Result<Vec<u8>, Error> {
-        let mut bytes = Vec::with_capacity(max.min(16 << 20));
-        while bytes.len() < max {
+    async fn read(&mut self, buf: &mut RunBuffer, max: usize) -> Result<usize, Error> {
+        let mut read = 0;
+        while read < max {
             if self.pending.is_empty() {
                 match self.stream.next().await {
                     Some(chunk) => self.pending = chunk.map_err(blob_error)?,
                     None => break,
                 }
             }
-            let n = self.pending.len().min(max - bytes.len());
-            bytes.extend_from_slice(&self.pending.split_to(n));
+            let n = self.pending.len().min(max - read);
+            buf.extend_from_slice(&self.pending.split_to(n));
+            read += n;
         }
-        Ok(bytes)
+        Ok(read)
     }
 }

@@ -9,7 +9,7 @@ use std::ops::Range;
 use atrest_audit::{Event, Outcome, Text};
 use atrest_filekey::{FileKey, FileVersion, TenantId};
 use atrest_stream::format::HEADER_LEN;
-use atrest_stream::{Opener, PlaintextChunk, RunOpener};
+use atrest_stream::{Opener, PlaintextChunk, RunBuffer, RunOpener};
 use atrest_tenant::Access;
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 
@@ -17,7 +17,11 @@ use super::Files;
 use crate::{Error, ErrorKind, FileRecord};
 
 /// Ciphertext runs read ahead of the cipher.
-const RUNS_READ_AHEAD: usize = 2;
+const RUNS_READ_AHEAD: usize = 4;
+
+/// Runs read (and opened) together from a copy read whole, each read a
+/// call of its own on a local store's blocking pool.
+const RUNS_PER_READ: u64 = 2;
 
 /// Which file version [`Files::open`] opens: file `name` of `tenant`,
 /// version `version` or the newest.
@@ -257,34 +261,39 @@ impl Files {
         out: &mut Released<'_>,
     ) -> Result<(), Error> {
         let mut reader = self.blobs.open_at(&record.blob, location).await?;
-        let header = reader.read(HEADER_LEN).await?;
+        let mut header = RunBuffer::new();
+        let _ = reader.read(&mut header, HEADER_LEN).await?;
         let runs = opener.runs(header_of(&header)?)?;
         let blob_len = record.blob_len;
         let per_run = runs.segments_per_run();
         let (ciphertext, mut to_open) =
-            tokio::sync::mpsc::channel::<(u64, Vec<u8>, bool)>(RUNS_READ_AHEAD);
+            tokio::sync::mpsc::channel::<(u64, RunBuffer, bool)>(RUNS_READ_AHEAD);
         let reading = {
             let runs = runs.clone();
             async move {
                 let mut at = HEADER_LEN as u64;
                 let mut segment = 0u64;
                 loop {
-                    let len = (runs.run_len(segment) as u64).min(blob_len.saturating_sub(at));
-                    let bytes = reader
-                        .read(usize::try_from(len).unwrap_or(usize::MAX))
+                    let whole: u64 = (0..RUNS_PER_READ)
+                        .map(|k| runs.run_len(segment + k * per_run) as u64)
+                        .sum();
+                    let len = whole.min(blob_len.saturating_sub(at));
+                    let mut bytes = runs.buffer();
+                    let read = reader
+                        .read(&mut bytes, usize::try_from(len).unwrap_or(usize::MAX))
                         .await?;
-                    if (bytes.len() as u64) < len {
+                    if (read as u64) < len {
                         return Err(atrest_stream::Error::Truncated.into());
                     }
                     at += len;
                     let last = at >= blob_len;
-                    if last && !reader.read(1).await?.is_empty() {
+                    if last && reader.read(&mut RunBuffer::new(), 1).await? > 0 {
                         return Err(atrest_stream::Error::TrailingData.into());
                     }
                     if ciphertext.send((segment, bytes, last)).await.is_err() || last {
                         return Ok::<(), Error>(());
                     }
-                    segment += per_run;
+                    segment += RUNS_PER_READ * per_run;
                 }
             }
         };
@@ -378,7 +387,7 @@ impl Files {
                 layout.ciphertext_start(final_segment)..blob_len,
             )
             .await?;
-        drop(runs.open(final_segment, end, true)?);
+        drop(runs.open(final_segment, end.into(), true)?);
         let resume = range.start + out.written;
         let covering = layout.segments_covering(resume..range.end);
         let mut segment = covering.start;
@@ -397,7 +406,7 @@ impl Files {
                     layout.ciphertext_start(segment)..ciphertext_end,
                 )
                 .await?;
-            let plaintext = runs.open(segment, ciphertext, last)?;
+            let plaintext = runs.open(segment, ciphertext.into(), last)?;
             let starts_at = layout.plaintext_start(segment);
             let at = range.start + out.written;
             let from = usize::try_from(at.saturating_sub(starts_at)).unwrap_or(usize::MAX);
@@ -517,7 +526,7 @@ impl Opening {
     async fn push(
         &mut self,
         segment: u64,
-        ciphertext: Vec<u8>,
+        ciphertext: RunBuffer,
         last: bool,
     ) -> Result<Vec<PlaintextChunk>, Error> {
         if self.threads == 1 {

@@ -11,7 +11,7 @@ use atrest_stream::{PlaintextRun, SealedRun, Sealer};
 use atrest_tenant::{Access, PendingKeyRecords};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use tokio::io::{AsyncRead, AsyncReadExt as _};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt as _};
 
 use super::Files;
 use crate::blob::{BlobDigest, BlobHasher, BlobName, BlobUpload};
@@ -20,7 +20,7 @@ use crate::{CatalogError, Error, ErrorKind, FileRecord};
 
 /// Sealed runs waiting for the blob store: with the runs being sealed,
 /// bounds an upload's memory (about 256 KiB a run).
-const RUNS_IN_FLIGHT: usize = 2;
+const RUNS_IN_FLIGHT: usize = 8;
 
 /// One file of [`Files::seal_batch`]: a new version of file `name` whose
 /// ciphertext goes to blob `blob` (choose it with [`BlobName::random`]; a
@@ -32,7 +32,8 @@ pub struct BatchItem<R> {
     pub name: String,
     /// The blob the ciphertext goes to (a fresh random name).
     pub blob: BlobName,
-    /// The plaintext: any async source (`&[u8]` for bytes in memory).
+    /// The plaintext: any buffered async source (`&[u8]` or a
+    /// `std::io::Cursor` for bytes in memory).
     pub plaintext: R,
     /// The id of the request it comes from, for its audit records (see
     /// [`atrest_audit::in_requests`]); `None`: the id of the caller's
@@ -54,7 +55,9 @@ type BatchKeys = (Vec<Result<FileKey, Error>>, Option<PendingKeyRecords>);
 impl Files {
     /// Seals an upload as a new version of file `name` of `tenant`: the
     /// catalog allocates the version, a fresh file key is wrapped under the
-    /// tenant's current TIK, everything `plaintext` yields is encrypted
+    /// tenant's current TIK, everything `plaintext` yields (any buffered
+    /// async source: a `tokio::io::BufReader` around an `AsyncRead`, a
+    /// `tokio_util::io::StreamReader` around a stream of `Bytes`) is encrypted
     /// into a new blob with a random name (the tenant, file and version
     /// bound as associated data, not stored), and once the blob is durable
     /// the record is committed to the catalog. Audited.
@@ -74,7 +77,7 @@ impl Files {
     /// [`Error::Catalog`] for an invalid name; [`Error::Keys`] if the
     /// tenant's keys cannot be used; [`Error::Io`] if reading `plaintext`
     /// fails; [`Error::Stream`]; [`Error::Blob`]; [`Error::Audit`].
-    pub async fn seal<R: AsyncRead + Send + Unpin>(
+    pub async fn seal<R: AsyncBufRead + Send + Unpin>(
         &self,
         access: &Access<'_>,
         tenant: TenantId,
@@ -115,7 +118,7 @@ impl Files {
         }
     }
 
-    async fn seal_ticket<R: AsyncRead + Send + Unpin>(
+    async fn seal_ticket<R: AsyncBufRead + Send + Unpin>(
         &self,
         access: &Access<'_>,
         ticket: &SealTicket,
@@ -152,7 +155,7 @@ impl Files {
     /// another, both in this task, `threads` runs sealed at once (on the
     /// blocking pool when more than one). The upload is aborted (dropped)
     /// on any failure.
-    pub(super) async fn write_blob<R: AsyncRead + Send + Unpin>(
+    pub(super) async fn write_blob<R: AsyncBufRead + Send + Unpin>(
         &self,
         key: &FileKey,
         context: &FileContext,
@@ -167,26 +170,35 @@ impl Files {
             let mut plaintext_len = 0u64;
             let mut pending = Sealing::new(threads);
             let mut run = runs.next_run();
-            loop {
-                // A run is the last one only once the source has ended:
-                // a full run waits for the next byte.
-                let ended = fill(&mut plaintext, &mut run).await?;
-                let next = if ended {
-                    None
-                } else {
-                    let mut next = runs.next_run();
-                    let n = plaintext.read(next.spare()).await?;
-                    next.advance(n);
-                    (n > 0).then_some(next)
+            let last = loop {
+                // A run is the last one only once the source has ended; a
+                // full run waits for the next byte.
+                let (ended, taken) = {
+                    let available = plaintext.fill_buf().await?;
+                    if available.is_empty() {
+                        (true, 0)
+                    } else if run.is_full() {
+                        (false, 0)
+                    } else {
+                        (false, run.fill(available))
+                    }
                 };
-                for sealed in pending.push(run, next.is_none()).await? {
+                if ended {
+                    break run;
+                }
+                if taken > 0 {
+                    plaintext.consume(taken);
+                    continue;
+                }
+                let full = std::mem::replace(&mut run, runs.next_run());
+                for sealed in pending.push(full, false).await? {
                     plaintext_len += sealed.plaintext_len() as u64;
                     send(&sealed_runs, sealed).await?;
                 }
-                match next {
-                    Some(next) => run = next,
-                    None => break,
-                }
+            };
+            for sealed in pending.push(last, true).await? {
+                plaintext_len += sealed.plaintext_len() as u64;
+                send(&sealed_runs, sealed).await?;
             }
             for sealed in pending.finish().await? {
                 plaintext_len += sealed.plaintext_len() as u64;
@@ -246,7 +258,7 @@ impl Files {
     /// left in progress (with SQLite, none was committed), for
     /// [`Files::collect_abandoned_seals`]; if auditing failed, the versions
     /// are committed: look them up by their blob names to know.
-    pub async fn seal_batch<R: AsyncRead + Send + Unpin>(
+    pub async fn seal_batch<R: AsyncBufRead + Send + Unpin>(
         &self,
         access: &Access<'_>,
         tenant: TenantId,
@@ -273,7 +285,7 @@ impl Files {
     }
 
     /// The rest of [`Files::seal_batch`], once its seals are begun.
-    async fn seal_tickets<R: AsyncRead + Send + Unpin>(
+    async fn seal_tickets<R: AsyncBufRead + Send + Unpin>(
         &self,
         access: &Access<'_>,
         tenant: TenantId,
@@ -445,7 +457,7 @@ impl Files {
 
     /// Encrypts one item of a batch into its blob, in this task, and makes
     /// its bytes durable (its name is made durable with the batch's).
-    async fn write_batch_blob<R: AsyncRead + Send + Unpin>(
+    async fn write_batch_blob<R: AsyncBufRead + Send + Unpin>(
         &self,
         key: Result<FileKey, Error>,
         metadata: &atrest_tenant::MetadataKey,
@@ -472,23 +484,10 @@ impl Files {
     }
 }
 
-/// Reads from `source` into `run` until it is full or the source ends;
-/// returns whether it ended.
-async fn fill<R: AsyncRead + Unpin>(source: &mut R, run: &mut PlaintextRun) -> Result<bool, Error> {
-    while !run.is_full() {
-        let n = source.read(run.spare()).await?;
-        if n == 0 {
-            return Ok(true);
-        }
-        run.advance(n);
-    }
-    Ok(false)
-}
-
 /// Hands a sealed run to the stage that stores it; fails if that stage
 /// stopped (its error is the one reported).
 async fn send(to: &tokio::sync::mpsc::Sender<Bytes>, sealed: SealedRun) -> Result<(), Error> {
-    to.send(Bytes::from(sealed.into_vec()))
+    to.send(Bytes::from_owner(sealed))
         .await
         .map_err(|_| Error::blob(ErrorKind::Io, "the blob's upload stopped"))
 }

@@ -1,5 +1,5 @@
 //! Between the HTTP bodies and the files API: an upload's body as the
-//! [`AsyncRead`] a seal reads, and a download's sink that hands each run
+//! [`AsyncBufRead`] a seal reads, and a download's sink that hands each run
 //! of verified plaintext to the response body without a copy. Each holds a
 //! few chunks at most, whatever the file's size, and a slow side slows the
 //! other down: a stalled client holds a task, not a thread.
@@ -11,7 +11,7 @@ use atrest::stream::PlaintextChunk;
 use axum::body::Body;
 use bytes::Bytes;
 use futures_util::TryStreamExt as _;
-use tokio::io::AsyncRead;
+use tokio::io::AsyncBufRead;
 use tokio::sync::{mpsc, oneshot};
 
 /// Runs of plaintext in flight between a download and its client.
@@ -21,7 +21,7 @@ pub(crate) const CHUNKS_IN_FLIGHT: usize = 2;
 /// framing says (`Content-Length` or the last chunk): a connection that
 /// drops first is an error, and the seal is abandoned rather than
 /// committing a truncated file.
-pub(crate) fn body_reader(body: Body) -> impl AsyncRead + Send + Unpin {
+pub(crate) fn body_reader(body: Body) -> impl AsyncBufRead + Send + Unpin {
     let frames = body
         .into_data_stream()
         .map_err(|error| io::Error::new(io::ErrorKind::ConnectionAborted, error));

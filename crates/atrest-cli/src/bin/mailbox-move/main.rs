@@ -53,7 +53,7 @@ use atrest_deployment::{self as deployment, Deployment, Options};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use tokio::io::AsyncRead;
+use tokio::io::AsyncBufRead;
 use tokio::task::block_in_place;
 
 use self::manifest::{Manifest, Origin, Pending};
@@ -197,7 +197,7 @@ fn main() -> ExitCode {
 }
 
 /// An item's plaintext: in memory, or its file read as it is sealed.
-type Plaintext = Box<dyn AsyncRead + Send + Unpin>;
+type Plaintext = Box<dyn AsyncBufRead + Send + Unpin>;
 
 /// An item ready to move: its destination name, origin and plaintext.
 struct Ready {
@@ -377,7 +377,10 @@ fn prepare(
             .map_err(|e| e.to_string())?;
         Box::new(std::io::Cursor::new(bytes))
     } else {
-        Box::new(tokio::fs::File::from_std(file))
+        Box::new(tokio::io::BufReader::with_capacity(
+            1 << 20,
+            tokio::fs::File::from_std(file),
+        ))
     };
     Ok(Some(Ready {
         path: path.clone(),

@@ -1,6 +1,7 @@
 //! Checking every copy of a blob against the length and digest its record
 //! gives, and repairing the bad ones from a good one; neither needs a key.
 
+use atrest_stream::RunBuffer;
 use bytes::Bytes;
 use futures_util::future::join_all;
 use serde::Serialize;
@@ -189,9 +190,10 @@ impl ReplicatedBlobs {
         let mut upload = self.store(to)?.create(blob).await?;
         let mut hasher = BlobHasher::new();
         let mut copied = 0u64;
+        let mut chunk = RunBuffer::new();
         loop {
-            let chunk = reader.read(CHUNK_LEN).await?;
-            if chunk.is_empty() {
+            chunk.clear();
+            if reader.read(&mut chunk, CHUNK_LEN).await? == 0 {
                 break;
             }
             hasher.update(&chunk);
@@ -199,7 +201,7 @@ impl ReplicatedBlobs {
             if copied > len {
                 break;
             }
-            upload.write(Bytes::from(chunk)).await?;
+            upload.write(Bytes::copy_from_slice(&chunk)).await?;
         }
         // Dropping the upload unfinished leaves the bad copy as it was.
         if copied != len || digest.is_some_and(|d| d != hasher.finish()) {
@@ -237,12 +239,14 @@ async fn check_copy(
     };
     let mut hasher = BlobHasher::new();
     let mut read = 0u64;
+    let mut chunk = RunBuffer::new();
     loop {
-        match reader.read(CHUNK_LEN).await {
-            Ok(chunk) if chunk.is_empty() => break,
-            Ok(chunk) => {
+        chunk.clear();
+        match reader.read(&mut chunk, CHUNK_LEN).await {
+            Ok(0) => break,
+            Ok(n) => {
                 hasher.update(&chunk);
-                read += chunk.len() as u64;
+                read += n as u64;
             }
             Err(error) if error.kind() == ErrorKind::NotFound => return CopyState::Missing,
             Err(error) => {
