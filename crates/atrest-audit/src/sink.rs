@@ -125,13 +125,14 @@ impl Auditor {
     }
 }
 
-/// Each call appends and delivers on the async runtime's blocking pool
-/// (the log's sync and the sinks' own writes wait there).
+/// Each call appends and delivers off the async workers
+/// ([`atrest_core::blocking::run_short`]: the log's sync and the sinks'
+/// own writes wait there).
 #[async_trait::async_trait]
 impl Audit for Auditor {
     async fn record(&self, record: Record) -> Result<Receipt, Error> {
         let auditor = self.clone();
-        atrest_core::blocking::run(move || {
+        atrest_core::blocking::run_short(move || {
             let receipt = auditor.log.append(&record)?;
             match auditor.deliver(&receipt, &record) {
                 Some(error) => Err(error),
@@ -143,7 +144,7 @@ impl Audit for Auditor {
 
     async fn record_all(&self, records: Vec<Record>) -> Result<Option<Receipt>, Error> {
         let auditor = self.clone();
-        atrest_core::blocking::run(move || auditor.append_and_deliver(&records)).await
+        atrest_core::blocking::run_short(move || auditor.append_and_deliver(&records)).await
     }
 }
 

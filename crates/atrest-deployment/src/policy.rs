@@ -45,6 +45,20 @@ impl ReleasePolicy for Members {
     async fn decide(&self, access: &Access<'_>, tenant: TenantId, _: FileId) -> Decision {
         decide_member(self.catalog.as_ref(), access, tenant).await
     }
+
+    /// Membership does not depend on the file: one look-up for the batch.
+    async fn decide_writes(
+        &self,
+        access: &Access<'_>,
+        tenant: TenantId,
+        files: &[FileId],
+    ) -> Vec<Decision> {
+        if files.is_empty() {
+            return Vec::new();
+        }
+        let decision = decide_member(self.catalog.as_ref(), access, tenant).await;
+        vec![decision; files.len()]
+    }
 }
 
 /// Whether `access` may have the keys of `tenant`, by the membership rule.

@@ -105,8 +105,9 @@ pub(crate) fn sqlite_kind(error: &rusqlite::Error) -> ErrorKind {
 }
 
 /// A connection, or the connections of one store, shared by every task of
-/// the process: each call takes them on the runtime's blocking pool
-/// ([`atrest_core::blocking::run`]), one call at a time.
+/// the process: each call takes them off the async workers
+/// ([`atrest_core::blocking::run_short`]: a statement is short), one call
+/// at a time.
 #[derive(Debug)]
 pub(crate) struct Shared<C>(Arc<Mutex<C>>);
 
@@ -121,7 +122,7 @@ impl<C: Send + 'static> Shared<C> {
         Self(Arc::new(Mutex::new(connections)))
     }
 
-    /// Runs `work` with the connections, on the blocking pool.
+    /// Runs `work` with the connections, off the async workers.
     ///
     /// # Errors
     /// What `work` returns.
@@ -130,7 +131,7 @@ impl<C: Send + 'static> Shared<C> {
         work: impl FnOnce(&mut C) -> Result<T, Failure> + Send + 'static,
     ) -> Result<T, Failure> {
         let shared = Arc::clone(&self.0);
-        atrest_core::blocking::run(move || {
+        atrest_core::blocking::run_short(move || {
             let mut connections = shared.lock().unwrap_or_else(PoisonError::into_inner);
             work(&mut connections)
         })

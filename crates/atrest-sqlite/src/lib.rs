@@ -23,7 +23,8 @@ pub use rusqlite;
 /// creates.
 ///
 /// The connection is blocking: from async code, run its statements on the
-/// runtime's blocking pool (`atrest_core::blocking::run`).
+/// runtime's blocking pool (`atrest_core::blocking::run`, or `run_short`
+/// for short ones).
 ///
 /// # Errors
 /// [`atrest_tenant::Error::Store`] if it cannot be opened or the schema

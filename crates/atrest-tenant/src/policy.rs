@@ -149,6 +149,23 @@ pub trait ReleasePolicy: Send + Sync {
     async fn decide_write(&self, access: &Access<'_>, tenant: TenantId, file: FileId) -> Decision {
         self.decide(access, tenant, file).await
     }
+
+    /// [`ReleasePolicy::decide_write`] for several files of `tenant` at
+    /// once (a batch of uploads): one decision per file, in order. By
+    /// default one `decide_write` each; a policy that asks a store
+    /// overrides it to ask once for the batch.
+    async fn decide_writes(
+        &self,
+        access: &Access<'_>,
+        tenant: TenantId,
+        files: &[FileId],
+    ) -> Vec<Decision> {
+        let mut decisions = Vec::with_capacity(files.len());
+        for file in files {
+            decisions.push(self.decide_write(access, tenant, *file).await);
+        }
+        decisions
+    }
 }
 
 #[async_trait::async_trait]

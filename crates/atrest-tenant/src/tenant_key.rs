@@ -436,7 +436,7 @@ impl TenantKeyStore for TenantKeyDir {
         let keys = self.clone();
         // Wiped when dropped: it holds the TIK's seed.
         let input = zeroize::Zeroizing::new(input.to_vec());
-        atrest_core::blocking::run(move || keys.derive_blocking(tenant, tik_id, &input)).await
+        atrest_core::blocking::run_short(move || keys.derive_blocking(tenant, tik_id, &input)).await
     }
 
     async fn destroy(&self, tenant: TenantId) -> Result<u64, Error> {

@@ -292,6 +292,24 @@ pub trait Blobs: Send + Sync {
         self.create(name).await
     }
 
+    /// Writes whole blobs held in memory (each given as its pieces, in
+    /// order) as [`Blobs::create_deferred`], their writes,
+    /// [`BlobUpload::finish`] and [`Blobs::make_durable`] would, up to
+    /// `concurrency` at once: they are durable once
+    /// [`Blobs::make_names_durable`] returns. Returns one result per blob,
+    /// in order: its length, or why it failed (the caller deletes a blob
+    /// that failed, which may be partly written). A batch of small files costs one call; a store that
+    /// can write many blobs more cheaply together than one by one (a
+    /// local directory: one call on the blocking pool per `concurrency`
+    /// share) overrides it.
+    async fn write_deferred(
+        &self,
+        blobs: Vec<(BlobName, Vec<Bytes>)>,
+        concurrency: usize,
+    ) -> Vec<Result<u64, Error>> {
+        write_deferred_each(self, blobs, concurrency).await
+    }
+
     /// Makes the bytes of a blob written with [`Blobs::create_deferred`]
     /// durable (by default there is nothing to do).
     ///
@@ -367,6 +385,42 @@ pub trait Blobs: Send + Sync {
     fn deferred_writes_wait(&self) -> bool {
         true
     }
+}
+
+/// [`Blobs::write_deferred`] one blob at a time, `concurrency` at once:
+/// the default, for stores with nothing cheaper.
+pub(crate) async fn write_deferred_each<B: Blobs + ?Sized>(
+    store: &B,
+    blobs: Vec<(BlobName, Vec<Bytes>)>,
+    concurrency: usize,
+) -> Vec<Result<u64, Error>> {
+    use futures_util::StreamExt as _;
+    let writes = blobs.into_iter().map(|(name, pieces)| async move {
+        let mut upload = store.create_deferred(&name).await?;
+        for piece in pieces {
+            upload.write(piece).await?;
+        }
+        let len = upload.finish().await?;
+        store.make_durable(&name).await?;
+        Ok(len)
+    });
+    futures_util::stream::iter(writes)
+        .buffered(concurrency.max(1))
+        .collect()
+        .await
+}
+
+/// The results of a group of blob writes once the step that makes them
+/// durable failed with `error`: each write that succeeded fails with it.
+pub(crate) fn fail_written<T>(
+    written: Vec<Result<T, Error>>,
+    error: &Error,
+) -> Vec<Result<T, Error>> {
+    let message = error.to_string();
+    written
+        .into_iter()
+        .map(|w| w.and_then(|_| Err(Error::blob(ErrorKind::Io, message.clone()))))
+        .collect()
 }
 
 /// Refuses any location but the primary, for a store with one.

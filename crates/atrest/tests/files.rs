@@ -1317,3 +1317,69 @@ async fn a_local_blob_appears_only_whole() {
     );
     assert_eq!(read_back(&store, &small).await, b"small");
 }
+
+/// Whole blobs written together (a batch of small files): each lands whole
+/// under its name, a name in the way is a conflict for that blob alone and
+/// leaves the blob there untouched, and the results come in order — with
+/// the local directory's shares (one call, or several when the batch is
+/// large), on both kinds of runtime, and with the default of other stores.
+async fn whole_blobs_are_written_together(store: &BlobStore, extra: &dyn Blobs) {
+    let taken = BlobName::random().unwrap();
+    let mut first = store.create_deferred(&taken).await.unwrap();
+    first.write(Bytes::from_static(b"kept")).await.unwrap();
+    first.finish().await.unwrap();
+    for sizes in [vec![5usize, 4096, 0], vec![700 << 10, 900 << 10, 3]] {
+        for (target, local) in [(store as &dyn Blobs, true), (extra, false)] {
+            let names: Vec<BlobName> = sizes.iter().map(|_| BlobName::random().unwrap()).collect();
+            let mut blobs: Vec<(BlobName, Vec<Bytes>)> = names
+                .iter()
+                .zip(&sizes)
+                .map(|(name, &len)| {
+                    let bytes = atrest_test_support::seeded(len, len as u64);
+                    let (a, b) = bytes.split_at(len / 2);
+                    (
+                        name.clone(),
+                        vec![Bytes::from(a.to_vec()), Bytes::from(b.to_vec())],
+                    )
+                })
+                .collect();
+            if local {
+                blobs.insert(1, (taken.clone(), vec![Bytes::from_static(b"other")]));
+            }
+            let results = target.write_deferred(blobs, 2).await;
+            target.make_names_durable().await.unwrap();
+            let mut results = results.into_iter();
+            for (name, &len) in names.iter().zip(&sizes) {
+                assert_eq!(results.next().unwrap().unwrap(), len as u64);
+                if local {
+                    assert!(
+                        read_back(store, name).await
+                            == atrest_test_support::seeded(len, len as u64)
+                    );
+                    if name == &names[0] {
+                        let clash = results.next().unwrap().unwrap_err();
+                        assert_eq!(clash.kind(), ErrorKind::Conflict);
+                    }
+                } else {
+                    assert_eq!(target.len(name).await.unwrap(), len as u64);
+                }
+            }
+            assert!(results.next().is_none());
+        }
+    }
+    assert_eq!(read_back(store, &taken).await, b"kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_blobs_are_written_together_on_worker_threads() {
+    let dir = TempDir::new("whole-blobs-mt");
+    let store = BlobStore::local(&dir.path().join("blobs")).unwrap();
+    whole_blobs_are_written_together(&store, &MemoryBlobs::new()).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn whole_blobs_are_written_together_on_one_thread() {
+    let dir = TempDir::new("whole-blobs-st");
+    let store = BlobStore::local(&dir.path().join("blobs")).unwrap();
+    whole_blobs_are_written_together(&store, &MemoryBlobs::new()).await;
+}

@@ -301,14 +301,14 @@ impl AuditLog {
     }
 }
 
-/// Each call runs its append on the async runtime's blocking pool
-/// ([`atrest_core::blocking::run`]), where it waits for its batch's write
-/// and sync; the records of concurrent calls share batches.
+/// Each call runs its append off the async workers
+/// ([`atrest_core::blocking::run_short`]), where it waits for its batch's
+/// write and sync; the records of concurrent calls share batches.
 #[async_trait::async_trait]
 impl Audit for AuditLog {
     async fn record(&self, record: Record) -> Result<Receipt, Error> {
         let log = self.clone();
-        atrest_core::blocking::run(move || log.append(&record)).await
+        atrest_core::blocking::run_short(move || log.append(&record)).await
     }
 
     async fn record_all(&self, records: Vec<Record>) -> Result<Option<Receipt>, Error> {
@@ -316,7 +316,7 @@ impl Audit for AuditLog {
             return Ok(None);
         }
         let log = self.clone();
-        atrest_core::blocking::run(move || log.append_all(&records).map(Some)).await
+        atrest_core::blocking::run_short(move || log.append_all(&records).map(Some)).await
     }
 }
 

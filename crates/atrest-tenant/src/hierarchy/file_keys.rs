@@ -218,8 +218,16 @@ impl KeyHierarchy {
             };
             let mut records = Vec::with_capacity(contexts.len());
             let mut keys = Vec::with_capacity(contexts.len());
+            let files: Vec<_> = contexts.iter().map(|context| context.file).collect();
+            let mut decisions = self
+                .policy
+                .decide_writes(access, tenant, &files)
+                .await
+                .into_iter();
             for context in contexts {
-                let decision = self.policy.decide_write(access, tenant, context.file).await;
+                let decision = decisions.next().unwrap_or_else(|| {
+                    Decision::Deny("the policy gave fewer decisions than files".into())
+                });
                 if let Decision::Deny(reason) = decision {
                     records.push(
                         Record::new(

@@ -5,6 +5,7 @@
 
 use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use atrest_core::blocking;
@@ -35,6 +36,13 @@ pub(super) struct LocalDir {
     /// flushed at the same time cannot tell whether their blobs were hit,
     /// so from then on no batch is called durable (fail closed).
     failed: Mutex<Option<String>>,
+    /// Blobs written in place so far, counted once their bytes are
+    /// written; and how many of them the last flush covered (the count
+    /// when it began), unless a flush failed. A batch whose blobs a flush
+    /// covered needs no flush of its own.
+    written_in_place: AtomicU64,
+    flushed_in_place: AtomicU64,
+    flush_failed: AtomicBool,
 }
 
 impl LocalDir {
@@ -48,6 +56,9 @@ impl LocalDir {
             #[cfg(target_os = "linux")]
             handle: std::fs::File::open(path).map_err(local_error)?,
             failed: Mutex::new(None),
+            written_in_place: AtomicU64::new(0),
+            flushed_in_place: AtomicU64::new(0),
+            flush_failed: AtomicBool::new(false),
         })
     }
 
@@ -64,8 +75,25 @@ impl LocalDir {
         return std::fs::File::open(&self.path).and_then(|dir| dir.sync_all());
     }
 
+    /// Counts a blob written in place (its bytes written): the next
+    /// flush covers it.
+    fn note_written_in_place(&self) {
+        let _ = self.written_in_place.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Whether every blob written in place so far is durable: a flush that
+    /// began after the last of them succeeded (and none failed). Does
+    /// not block.
+    pub(super) fn is_flushed(&self) -> bool {
+        !self.flush_failed.load(Ordering::SeqCst)
+            && self.flushed_in_place.load(Ordering::SeqCst)
+                >= self.written_in_place.load(Ordering::SeqCst)
+    }
+
     /// Makes every blob finished in the directory so far durable, with its
-    /// name. Blocks: call it on the blocking pool.
+    /// name; nothing to do if a flush that began after the last blob was
+    /// written, such as one a concurrent batch waited on, covered them.
+    /// Blocks: call it on the blocking pool.
     pub(super) fn flush(&self) -> Result<(), Error> {
         let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(reason) = failed.as_ref() {
@@ -76,14 +104,25 @@ impl LocalDir {
                 ),
             ));
         }
+        let covers = self.written_in_place.load(Ordering::SeqCst);
+        if self.flushed_in_place.load(Ordering::SeqCst) >= covers && covers > 0 {
+            return Ok(());
+        }
         #[cfg(target_os = "linux")]
         let flushed = rustix::fs::syncfs(&self.handle).map_err(io::Error::from);
         #[cfg(not(target_os = "linux"))]
         let flushed = self.sync_names();
-        flushed.map_err(|error| {
-            *failed = Some(error.to_string());
-            Error::blob(ErrorKind::Io, error)
-        })
+        match flushed {
+            Ok(()) => {
+                let _ = self.flushed_in_place.fetch_max(covers, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(error) => {
+                self.flush_failed.store(true, Ordering::SeqCst);
+                *failed = Some(error.to_string());
+                Err(Error::blob(ErrorKind::Io, error))
+            }
+        }
     }
 }
 
@@ -129,6 +168,10 @@ pub(super) struct LocalUpload {
     /// For a staged blob: the blob's path, where `finish` publishes it.
     publish: Option<PathBuf>,
 }
+
+/// Bytes of a batch's blobs one call on the blocking pool writes: small
+/// batches cost one call, large ones use the cores.
+const SHARE: usize = 1 << 20;
 
 impl LocalUpload {
     fn new(dir: &Arc<LocalDir>, path: PathBuf, publish: Option<PathBuf>) -> Self {
@@ -203,8 +246,86 @@ impl LocalUpload {
                 std::fs::rename(path, blob)?;
                 dir.sync_names()
             }
-            None => Ok(()),
+            None => {
+                dir.note_written_in_place();
+                Ok(())
+            }
         }
+    }
+
+    /// Writes whole blobs, each in place into its own new file, and
+    /// flushes them: see `Blobs::write_deferred` for `BlobStore`. The
+    /// blobs go in shares of about [`SHARE`] bytes, `concurrency` at most,
+    /// each share one call on the blocking pool that writes its blobs and
+    /// then flushes the directory (once for concurrent shares and batches
+    /// whose blobs one flush covers), so that the batch's
+    /// `make_names_durable` has nothing left to do. A blob that fails
+    /// leaves no file behind.
+    pub(super) async fn write_all_in_place(
+        dir: &Arc<LocalDir>,
+        blobs: Vec<(BlobName, Vec<Bytes>)>,
+        concurrency: usize,
+    ) -> Vec<Result<u64, Error>> {
+        let bytes: usize = blobs
+            .iter()
+            .flat_map(|(_, pieces)| pieces.iter().map(Bytes::len))
+            .sum();
+        let shares = bytes.div_ceil(SHARE).clamp(1, concurrency.max(1));
+        if shares == 1 {
+            let dir = Arc::clone(dir);
+            return blocking::run_short(move || Self::write_share(&dir, &blobs)).await;
+        }
+        let per_share = blobs.len().div_ceil(shares).max(1);
+        let mut blobs = blobs.into_iter();
+        let mut writes = Vec::new();
+        loop {
+            let share: Vec<(BlobName, Vec<Bytes>)> = blobs.by_ref().take(per_share).collect();
+            if share.is_empty() {
+                break;
+            }
+            let dir = Arc::clone(dir);
+            writes.push(blocking::run(move || Self::write_share(&dir, &share)));
+        }
+        futures_util::future::join_all(writes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Writes a share of a batch's blobs, then flushes the directory.
+    /// Blocks.
+    fn write_share(dir: &LocalDir, share: &[(BlobName, Vec<Bytes>)]) -> Vec<Result<u64, Error>> {
+        let written: Vec<Result<u64, Error>> = share
+            .iter()
+            .map(|(name, pieces)| Self::write_whole(dir, &dir.blob_path(name), pieces))
+            .collect();
+        if written.iter().all(Result::is_err) {
+            return written;
+        }
+        match dir.flush() {
+            Ok(()) => written,
+            Err(error) => crate::blob::fail_written(written, &error),
+        }
+    }
+
+    /// Writes one whole blob into a new file at `path`, flushed unless the
+    /// directory's flush covers it; removes the file if that fails.
+    /// Blocks.
+    fn write_whole(dir: &LocalDir, path: &Path, pieces: &[Bytes]) -> Result<u64, Error> {
+        let (file, written) = Self::write_out(path, None, pieces);
+        let Some(file) = file else {
+            // Not made (a file is in the way): nothing of ours to remove.
+            return Err(local_error(written.err().unwrap_or_else(|| {
+                io::Error::other("the blob's file was not made")
+            })));
+        };
+        let result = written.and_then(|()| Self::complete(dir, path, &file, None));
+        if let Err(error) = result {
+            let _ = std::fs::remove_file(path);
+            return Err(local_error(error));
+        }
+        Ok(pieces.iter().map(|piece| piece.len() as u64).sum())
     }
 
     fn refuse_closed(&self) -> Result<(), Error> {
@@ -258,7 +379,7 @@ impl BlobUpload for LocalUpload {
             self.file.take(),
             self.publish.clone(),
         );
-        blocking::run(move || {
+        blocking::run_short(move || {
             let (file, written) = Self::write_out(&path, file, &pieces);
             let Some(file) = file else {
                 // Not made (a file is in the way): nothing of ours to remove.
@@ -300,7 +421,7 @@ impl LocalReader {
     }
 
     pub(super) async fn open(path: PathBuf) -> Result<Self, Error> {
-        let file = blocking::run(move || std::fs::File::open(path))
+        let file = blocking::run_short(move || std::fs::File::open(path))
             .await
             .map_err(local_error)?;
         Ok(Self::new(file))

@@ -23,6 +23,7 @@ use std::path::Path as FsPath;
 use std::sync::Arc;
 
 use atrest_core::blocking;
+use bytes::Bytes;
 use futures_util::StreamExt as _;
 use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
@@ -181,7 +182,7 @@ impl BlobStore {
     /// [`Error::Blob`] if it cannot be removed.
     pub async fn remove_partial_upload(&self, upload: &PartialUpload) -> Result<(), Error> {
         let path = upload.path.clone();
-        match blocking::run(move || std::fs::remove_file(path)).await {
+        match blocking::run_short(move || std::fs::remove_file(path)).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(local_error(e)),
@@ -238,7 +239,7 @@ impl Blobs for BlobStore {
     async fn len(&self, name: &BlobName) -> Result<u64, Error> {
         if let Some(dir) = &self.local_dir {
             let path = dir.blob_path(name);
-            return blocking::run(move || std::fs::metadata(path).map(|meta| meta.len()))
+            return blocking::run_short(move || std::fs::metadata(path).map(|meta| meta.len()))
                 .await
                 .map_err(local_error);
         }
@@ -300,15 +301,33 @@ impl Blobs for BlobStore {
         }
     }
 
+    /// For a local directory, the blobs are written in place, in
+    /// `concurrency` shares of one call on the blocking pool each (each
+    /// blob flushed too where the directory's flush does not cover it);
+    /// elsewhere one at a time, `concurrency` at once.
+    async fn write_deferred(
+        &self,
+        blobs: Vec<(BlobName, Vec<Bytes>)>,
+        concurrency: usize,
+    ) -> Vec<Result<u64, Error>> {
+        match &self.local_dir {
+            Some(dir) => LocalUpload::write_all_in_place(dir, blobs, concurrency).await,
+            None => crate::blob::write_deferred_each(self, blobs, concurrency).await,
+        }
+    }
+
     /// For a local directory, flushes the batch's blobs, bytes and names:
     /// on Linux with one `syncfs` of the file system (each writeback error
     /// is reported once, after which no later batch is called durable),
     /// elsewhere with a sync of the directory.
     async fn make_names_durable(&self) -> Result<(), Error> {
         match &self.local_dir {
+            // Nothing to do when a flush since covered every blob written
+            // in place (`write_deferred` flushes its own).
+            Some(dir) if dir.is_flushed() => Ok(()),
             Some(dir) => {
                 let dir = Arc::clone(dir);
-                blocking::run(move || dir.flush()).await
+                blocking::run_short(move || dir.flush()).await
             }
             None => Ok(()),
         }

@@ -10,7 +10,6 @@ use atrest_filekey::{FileContext, FileKey, TenantId, WrappedFileKey};
 use atrest_stream::{PlaintextRun, SealedRun, Sealer};
 use atrest_tenant::{Access, PendingKeyRecords};
 use bytes::Bytes;
-use futures_util::StreamExt as _;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt as _};
 
 use super::Files;
@@ -21,6 +20,29 @@ use crate::{CatalogError, Error, ErrorKind, FileRecord};
 /// Sealed runs waiting for the blob store: with the runs being sealed,
 /// bounds an upload's memory (about 256 KiB a run).
 const RUNS_IN_FLIGHT: usize = 8;
+
+/// Ciphertext of a batch sealed into memory before it is written: bounds
+/// a batch's memory beyond its bodies.
+const BATCH_GROUP: u64 = 8 << 20;
+
+/// An upload kept in memory: a blob of a batch, sealed before the batch's
+/// blobs are written together.
+#[derive(Default)]
+struct InMemory {
+    pieces: Vec<Bytes>,
+}
+
+#[async_trait::async_trait]
+impl BlobUpload for InMemory {
+    async fn write(&mut self, bytes: Bytes) -> Result<(), Error> {
+        self.pieces.push(bytes);
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<u64, Error> {
+        Ok(self.pieces.iter().map(|piece| piece.len() as u64).sum())
+    }
+}
 
 /// One file of [`Files::seal_batch`]: a new version of file `name` whose
 /// ciphertext goes to blob `blob` (choose it with [`BlobName::random`]; a
@@ -159,10 +181,38 @@ impl Files {
         &self,
         key: &FileKey,
         context: &FileContext,
-        mut plaintext: R,
+        plaintext: R,
         mut upload: Box<dyn BlobUpload>,
         threads: usize,
     ) -> Result<WrittenBlob, Error> {
+        let (plaintext_len, written, hasher) = self
+            .seal_into(key, context, plaintext, upload.as_mut(), threads)
+            .await?;
+        let blob_len = upload.finish().await?;
+        if blob_len != written {
+            return Err(Error::blob(
+                ErrorKind::Integrity,
+                format!("the blob store kept {blob_len} bytes of {written}"),
+            ));
+        }
+        Ok(WrittenBlob {
+            plaintext_len,
+            blob_len,
+            digest: hasher.map(BlobHasher::finish),
+        })
+    }
+
+    /// The stages of [`Files::write_blob`] up to the upload's completion:
+    /// returns the plaintext's length, the bytes written and their digest
+    /// so far.
+    async fn seal_into<R: AsyncBufRead + Send + Unpin>(
+        &self,
+        key: &FileKey,
+        context: &FileContext,
+        mut plaintext: R,
+        upload: &mut dyn BlobUpload,
+        threads: usize,
+    ) -> Result<(u64, u64, Option<BlobHasher>), Error> {
         let associated_data = context.encode();
         let mut runs = Sealer::new(key, &associated_data, self.options.stream).runs()?;
         let (sealed_runs, mut to_store) = tokio::sync::mpsc::channel::<Bytes>(RUNS_IN_FLIGHT);
@@ -217,33 +267,25 @@ impl Files {
                 written += ciphertext.len() as u64;
                 upload.write(ciphertext).await?;
             }
-            Ok::<_, Error>((upload, written, hasher))
+            Ok::<_, Error>((written, hasher))
         };
-        // Either failing stops the other (and drops the upload: aborted).
-        let (plaintext_len, (upload, written, hasher)) = tokio::try_join!(sealing, storing)?;
-        let blob_len = upload.finish().await?;
-        if blob_len != written {
-            return Err(Error::blob(
-                ErrorKind::Integrity,
-                format!("the blob store kept {blob_len} bytes of {written}"),
-            ));
-        }
-        Ok(WrittenBlob {
-            plaintext_len,
-            blob_len,
-            digest: hasher.map(BlobHasher::finish),
-        })
+        // Either failing stops the other (the caller then drops the
+        // upload: aborted).
+        let (plaintext_len, (written, hasher)) = tokio::try_join!(sealing, storing)?;
+        Ok((plaintext_len, written, hasher))
     }
 
     /// Seals several uploads of `tenant` at once, each as in
     /// [`Files::seal`] but with the durable steps shared: one catalog
     /// transaction records the seals in progress, one attaches their keys
-    /// (made together), the blobs are written (`concurrency` at a time)
-    /// and made durable while the keys' audit records are committed
+    /// (made together, the policy asked once: `decide_writes`), the items
+    /// are sealed in this task into memory and their blobs written
+    /// together ([`crate::Blobs::write_deferred`], `concurrency` at a
+    /// time) and made durable while the keys' audit records are committed
     /// together, and once both are done one transaction commits every
     /// version whose blob is durable; the `file_sealed` records are
-    /// committed together. Meant for many small files, each sealed in this
-    /// task, a run at a time.
+    /// committed together. Meant for many small files (a batch holds its
+    /// ciphertext in memory, a few mebibytes at a time).
     ///
     /// Returns one result per item, in order. An item that fails (reading
     /// it, its blob) is cleaned up like a failed [`Files::seal`] and does
@@ -307,19 +349,7 @@ impl Files {
                 return Err(error);
             }
         };
-        // Encrypt each item into its blob; the key is dropped (zeroized)
-        // when its item is done.
-        let writes: Vec<_> = items
-            .into_iter()
-            .zip(keys)
-            .zip(tickets)
-            .map(|((item, key), ticket)| {
-                self.write_batch_blob(key, &metadata, ticket, item.plaintext)
-            })
-            .collect();
-        let writing = futures_util::stream::iter(writes)
-            .buffered(concurrency)
-            .collect::<Vec<_>>();
+        let writing = self.write_batch_blobs(items, keys, &metadata, tickets, concurrency);
         // The keys' records are committed to the audit trail while the
         // blobs are written and flushed; both must be done before any
         // record of the batch is committed to the catalog.
@@ -335,13 +365,7 @@ impl Files {
             // together, before any record names them.
             match self.blobs.make_names_durable().await {
                 Ok(()) => sealed,
-                Err(error) => {
-                    let message = error.to_string();
-                    sealed
-                        .into_iter()
-                        .map(|s| s.and_then(|_| Err(Error::blob(ErrorKind::Io, message.clone()))))
-                        .collect()
-                }
+                Err(error) => crate::blob::fail_written(sealed, &error),
             }
         };
         let (recorded, sealed) = tokio::join!(recording, flushed);
@@ -455,23 +479,124 @@ impl Files {
         }
     }
 
-    /// Encrypts one item of a batch into its blob, in this task, and makes
-    /// its bytes durable (its name is made durable with the batch's).
-    async fn write_batch_blob<R: AsyncBufRead + Send + Unpin>(
+    /// Encrypts the items of a batch into their blobs, in this task, one
+    /// after the other into memory, and writes them together
+    /// ([`crate::Blobs::write_deferred`], `concurrency` at once) a group of
+    /// about [`BATCH_GROUP`] bytes at a time; each blob's bytes are
+    /// durable once written (its name is made durable with the batch's).
+    /// Each key is dropped (zeroized) once its item is sealed. One result
+    /// per item, in order.
+    async fn write_batch_blobs<R: AsyncBufRead + Send + Unpin>(
         &self,
-        key: Result<FileKey, Error>,
+        items: Vec<BatchItem<R>>,
+        keys: Vec<Result<FileKey, Error>>,
         metadata: &atrest_tenant::MetadataKey,
-        ticket: &SealTicket,
+        tickets: &[SealTicket],
+        concurrency: usize,
+    ) -> Vec<Result<SealedBlob, Error>> {
+        let mut results: Vec<Result<SealedBlob, Error>> = Vec::with_capacity(tickets.len());
+        // The sealed blobs of the group not written yet: their place in
+        // `results`, their bytes, and what their records will say.
+        let mut group: Vec<(usize, Vec<Bytes>, WrittenBlob)> = Vec::new();
+        let mut group_len = 0u64;
+        let sealing = items.into_iter().zip(keys).zip(tickets).enumerate();
+        for (place, ((item, key), ticket)) in sealing {
+            // A placeholder, replaced once the group is written.
+            results.push(Err(Error::blob(ErrorKind::Io, "the blob was not written")));
+            let sealed = match key {
+                Ok(key) => {
+                    self.seal_in_memory(&key, &ticket.context, item.plaintext)
+                        .await
+                }
+                Err(error) => Err(error),
+            };
+            match sealed {
+                Ok((pieces, written)) => {
+                    group_len = group_len.saturating_add(written.blob_len);
+                    group.push((place, pieces, written));
+                }
+                Err(error) => {
+                    if let Some(result) = results.get_mut(place) {
+                        *result = Err(error);
+                    }
+                }
+            }
+            if group_len >= BATCH_GROUP {
+                self.write_group(
+                    std::mem::take(&mut group),
+                    &mut results,
+                    metadata,
+                    tickets,
+                    concurrency,
+                )
+                .await;
+                group_len = 0;
+            }
+            // Sealing in memory never waits: let other tasks run between
+            // items.
+            tokio::task::consume_budget().await;
+        }
+        self.write_group(group, &mut results, metadata, tickets, concurrency)
+            .await;
+        results
+    }
+
+    /// Encrypts everything `plaintext` yields into memory, as
+    /// [`Files::write_blob`] would into a blob.
+    async fn seal_in_memory<R: AsyncBufRead + Send + Unpin>(
+        &self,
+        key: &FileKey,
+        context: &FileContext,
         plaintext: R,
-    ) -> Result<SealedBlob, Error> {
-        let key = key?;
-        let upload = self.blobs.create_deferred(&ticket.blob).await?;
-        let written = self
-            .write_blob(&key, &ticket.context, plaintext, upload, 1)
+    ) -> Result<(Vec<Bytes>, WrittenBlob), Error> {
+        let mut kept = InMemory::default();
+        let (plaintext_len, blob_len, hasher) = self
+            .seal_into(key, context, plaintext, &mut kept, 1)
             .await?;
-        drop(key);
-        self.blobs.make_durable(&ticket.blob).await?;
-        Ok(self.sealed_blob(metadata, ticket, &written))
+        let written = WrittenBlob {
+            plaintext_len,
+            blob_len,
+            digest: hasher.map(BlobHasher::finish),
+        };
+        Ok((kept.pieces, written))
+    }
+
+    /// Writes a group of sealed blobs of a batch and sets their results.
+    async fn write_group(
+        &self,
+        group: Vec<(usize, Vec<Bytes>, WrittenBlob)>,
+        results: &mut [Result<SealedBlob, Error>],
+        metadata: &atrest_tenant::MetadataKey,
+        tickets: &[SealTicket],
+        concurrency: usize,
+    ) {
+        if group.is_empty() {
+            return;
+        }
+        let mut blobs = Vec::with_capacity(group.len());
+        let mut written = Vec::with_capacity(group.len());
+        for (place, pieces, blob) in group {
+            if let Some(ticket) = tickets.get(place) {
+                blobs.push((ticket.blob.clone(), pieces));
+                written.push((place, ticket, blob));
+            }
+        }
+        let stored = self.blobs.write_deferred(blobs, concurrency).await;
+        for ((place, ticket, blob), stored) in written.into_iter().zip(stored) {
+            let result = stored.and_then(|len| {
+                if len == blob.blob_len {
+                    Ok(self.sealed_blob(metadata, ticket, &blob))
+                } else {
+                    Err(Error::blob(
+                        ErrorKind::Integrity,
+                        format!("the blob store kept {len} bytes of {}", blob.blob_len),
+                    ))
+                }
+            });
+            if let Some(slot) = results.get_mut(place) {
+                *slot = result;
+            }
+        }
     }
 
     /// Best-effort clean-up of a batch that failed as a whole: blobs first,
