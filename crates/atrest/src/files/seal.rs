@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use atrest_audit::{Event, Outcome, Text};
 use atrest_filekey::{FileContext, FileKey, TenantId, WrappedFileKey};
-use atrest_stream::{PlaintextRun, SealedRun, Sealer};
+use atrest_stream::{Parallelism, PlaintextRun, SealedRun, Sealer};
 use atrest_tenant::{Access, PendingKeyRecords};
 use bytes::Bytes;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt as _};
@@ -24,6 +24,9 @@ const RUNS_IN_FLIGHT: usize = 8;
 /// Ciphertext of a batch sealed into memory before it is written: bounds
 /// a batch's memory beyond its bodies.
 const BATCH_GROUP: u64 = 8 << 20;
+
+/// An item of a batch up to this size is sealed in one call.
+const ONE_CALL: usize = 256 << 10;
 
 /// An upload kept in memory: a blob of a batch, sealed before the batch's
 /// blobs are written together.
@@ -542,17 +545,49 @@ impl Files {
     }
 
     /// Encrypts everything `plaintext` yields into memory, as
-    /// [`Files::write_blob`] would into a blob.
+    /// [`Files::write_blob`] would into a blob: a source that ends within
+    /// [`ONE_CALL`] bytes (the usual item of a batch) is read whole and
+    /// sealed in one call into a buffer of the stream's size; a longer one
+    /// a run at a time.
     async fn seal_in_memory<R: AsyncBufRead + Send + Unpin>(
         &self,
         key: &FileKey,
         context: &FileContext,
-        plaintext: R,
+        mut plaintext: R,
     ) -> Result<(Vec<Bytes>, WrittenBlob), Error> {
+        // Wiped when dropped: it holds plaintext.
+        let mut head = zeroize::Zeroizing::new(Vec::new());
+        let whole = loop {
+            let available = plaintext.fill_buf().await?;
+            if available.is_empty() {
+                break true;
+            }
+            if head.len() + available.len() > ONE_CALL {
+                break false;
+            }
+            extend_wiping(&mut head, available);
+            let taken = available.len();
+            plaintext.consume(taken);
+        };
+        if whole {
+            let options = self.options.stream.parallelism(Parallelism::threads(1));
+            let stream = Sealer::new(key, &context.encode(), options).seal(&head)?;
+            let digest = self.options.blob_digests.then(|| {
+                let mut hasher = BlobHasher::new();
+                hasher.update(&stream);
+                hasher.finish()
+            });
+            let written = WrittenBlob {
+                plaintext_len: head.len() as u64,
+                blob_len: stream.len() as u64,
+                digest,
+            };
+            return Ok((vec![Bytes::from(stream)], written));
+        }
+        let rest = tokio::io::AsyncReadExt::chain(&head[..], plaintext);
         let mut kept = InMemory::default();
-        let (plaintext_len, blob_len, hasher) = self
-            .seal_into(key, context, plaintext, &mut kept, 1)
-            .await?;
+        let (plaintext_len, blob_len, hasher) =
+            self.seal_into(key, context, rest, &mut kept, 1).await?;
         let written = WrittenBlob {
             plaintext_len,
             blob_len,
@@ -607,6 +642,19 @@ impl Files {
             let _ = self.catalog.abandon_seal(ticket).await;
         }
     }
+}
+
+/// Appends `more` to `head`, wiping the memory a growth leaves behind (it
+/// holds plaintext).
+fn extend_wiping(head: &mut zeroize::Zeroizing<Vec<u8>>, more: &[u8]) {
+    let needed = head.len().saturating_add(more.len());
+    if needed > head.capacity() {
+        let mut grown = Vec::with_capacity(needed.max(head.capacity().saturating_mul(2)));
+        grown.extend_from_slice(head);
+        // The old buffer is wiped as it is dropped.
+        *head = zeroize::Zeroizing::new(grown);
+    }
+    head.extend_from_slice(more);
 }
 
 /// Hands a sealed run to the stage that stores it; fails if that stage
