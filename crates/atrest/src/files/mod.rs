@@ -20,13 +20,14 @@ use crate::catalog::{Catalog, SealTicket, SealedBlob};
 use crate::record::TaggedFields;
 use crate::{CatalogError, Error, FileRecord, RecordError};
 
+mod batch;
 mod open;
 mod rotation;
 mod seal;
 
+pub use batch::BatchItem;
 pub use open::{FileSelector, OpenSink, WriterSink};
 pub use rotation::CollectReport;
-pub use seal::BatchItem;
 
 /// How files are sealed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
