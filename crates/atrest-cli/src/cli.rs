@@ -85,8 +85,10 @@ pub(crate) enum Command {
         /// The file's name.
         name: String,
         /// Write here instead of stdout (`-`). A regular file is written
-        /// to a new file beside it (mode 0600, or the mode of the file it
-        /// replaces) and renamed over it only once every byte verified; a
+        /// to a new file beside it (mode 0600 while written; the mode of
+        /// the file it replaces once complete) and renamed over it only
+        /// once every byte verified; the next get into the same file
+        /// removes such a partial output left by a get that was killed. A
         /// FIFO or device is written directly.
         #[arg(short, long)]
         output: Option<PathBuf>,

@@ -3,10 +3,18 @@
 //! FIFO or a device.
 //!
 //! A staging file is created exclusively (never reusing or following
-//! anything already there) in the target's directory, with mode 0600 — or
-//! the mode of the file it replaces — before any plaintext is written. It
-//! is removed when the command fails, and when the program is interrupted
-//! (SIGINT, SIGTERM, SIGHUP): [`install_interrupt_cleanup`].
+//! anything already there) in the target's directory, with mode 0600,
+//! before any plaintext is written, and keeps that mode until it is
+//! complete: the mode of a file it replaces is given to it just before the
+//! rename. It is removed when the command fails, and when the program is
+//! interrupted (SIGINT, SIGTERM, SIGHUP): [`install_interrupt_cleanup`].
+//!
+//! A process killed outright (SIGKILL, a crash, a power cut) cannot remove
+//! its staging file, so each one is locked (`flock`) by its writer for as
+//! long as it lives: the next `get` into the same target removes the
+//! staging files of that target that no process holds and that nothing
+//! wrote to for [`STALE_AFTER`] (which covers the instant between a
+//! staging file's creation and its lock), and says so.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -19,6 +27,13 @@ use crate::exit::Error;
 
 /// Staging files to remove if the program is interrupted.
 static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// How long a staging file no process holds must have been left alone
+/// before another `get` removes it.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What ends a staging file's name.
+const PARTIAL_SUFFIX: &str = ".atrest-partial";
 
 /// Removes every pending staging file and exits with 130 when the program
 /// is interrupted. Call once, early.
@@ -60,9 +75,12 @@ pub(crate) enum Destination {
 
 /// A staging file and the path it will replace.
 pub(crate) struct Staged {
+    /// Locked for as long as this process writes it.
     file: File,
     staging: PathBuf,
     target: PathBuf,
+    /// The mode the target gets: that of the file it replaces, or 0600.
+    mode: u32,
     done: bool,
 }
 
@@ -119,6 +137,7 @@ impl Destination {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        remove_stale_partials(&dir, name);
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         loop {
             let unique = format!(
@@ -131,7 +150,7 @@ impl Destination {
             );
             let mut staging_name = std::ffi::OsString::from(".");
             staging_name.push(name);
-            staging_name.push(format!(".{unique}.atrest-partial"));
+            staging_name.push(format!(".{unique}{PARTIAL_SUFFIX}"));
             let staging = dir.join(staging_name);
             // Registered before it exists, so an interruption in between
             // leaves nothing behind either.
@@ -146,16 +165,18 @@ impl Destination {
                 .open(&staging)
             {
                 Ok(file) => {
-                    // Exactly the mode wanted, whatever the umask.
-                    if let Err(e) = file.set_permissions(fs::Permissions::from_mode(mode)) {
+                    // Locked before any plaintext is written, so that no
+                    // other `get` takes it for one left by a dead process.
+                    if let Err(e) = file.try_lock() {
                         forget(&staging);
                         let _ = fs::remove_file(&staging);
-                        return Err(Error::at(&staging)(e));
+                        return Err(Error::at(&staging)(io::Error::other(e.to_string())));
                     }
                     return Ok(Self::Staged(Staged {
                         file,
                         staging,
                         target,
+                        mode,
                         done: false,
                     }));
                 }
@@ -186,6 +207,12 @@ impl Destination {
                 source: e,
             }),
             Self::Staged(mut staged) => {
+                // Exactly the mode wanted, whatever the umask, now that
+                // every byte is written and verified.
+                staged
+                    .file
+                    .set_permissions(fs::Permissions::from_mode(staged.mode))
+                    .map_err(Error::at(&staged.staging))?;
                 staged.file.sync_all().map_err(Error::at(&staged.staging))?;
                 fs::rename(&staged.staging, &staged.target).map_err(Error::at(&staged.target))?;
                 staged.done = true;
@@ -199,6 +226,67 @@ impl Destination {
             }
         }
     }
+}
+
+/// Removes the staging files of target `name` in `dir` that an earlier
+/// `get` left when it was killed: those no process holds locked and that
+/// were not written to for [`STALE_AFTER`]. Reports each on standard
+/// error; one that cannot be removed is left for the next run.
+fn remove_stale_partials(dir: &Path, name: &std::ffi::OsStr) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        if !is_partial_of(&file_name, name) {
+            continue;
+        }
+        let path = entry.path();
+        // Only a regular file this process can lock: never what a link
+        // points to.
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let left_alone = meta
+            .modified()
+            .ok()
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|idle| idle >= STALE_AFTER);
+        if !meta.file_type().is_file() || !left_alone {
+            continue;
+        }
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        // Its writer holds the lock while it lives; a lock taken here means
+        // the writer is gone.
+        if file.try_lock().is_ok() && fs::remove_file(&path).is_ok() {
+            atrest_cli::errln!(
+                "atrest: removed {}, the partial output of an earlier get that was killed",
+                path.display()
+            );
+        }
+    }
+}
+
+/// Whether `file_name` is a staging file of target `name`:
+/// `.NAME.PID.NANOS.N.atrest-partial`, the three numbers in decimal.
+fn is_partial_of(file_name: &std::ffi::OsStr, name: &std::ffi::OsStr) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let (file_name, name) = (file_name.as_bytes(), name.as_bytes());
+    let Some(rest) = file_name
+        .strip_prefix(b".")
+        .and_then(|rest| rest.strip_prefix(name))
+        .and_then(|rest| rest.strip_prefix(b"."))
+        .and_then(|rest| rest.strip_suffix(PARTIAL_SUFFIX.as_bytes()))
+    else {
+        return false;
+    };
+    let numbers: Vec<&[u8]> = rest.split(|&b| b == b'.').collect();
+    numbers.len() == 3
+        && numbers
+            .iter()
+            .all(|n| !n.is_empty() && n.iter().all(u8::is_ascii_digit))
 }
 
 impl Write for Destination {
@@ -224,6 +312,36 @@ impl Drop for Staged {
         if !self.done {
             let _ = fs::remove_file(&self.staging);
             forget(&self.staging);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::is_partial_of;
+
+    #[test]
+    fn only_the_staging_files_of_the_same_target_match() {
+        let name = OsStr::new("report.pdf");
+        assert!(is_partial_of(
+            OsStr::new(".report.pdf.41.7.0.atrest-partial"),
+            name
+        ));
+        for other in [
+            ".report.pdf.atrest-partial",
+            ".report.pdf.41.7.atrest-partial",
+            ".report.pdf.41.7.0.1.atrest-partial",
+            ".report.pdf.41.x.0.atrest-partial",
+            ".report.pdf..7.0.atrest-partial",
+            ".report.pdf.41.7.0.atrest-partial.bak",
+            ".report.pdf2.41.7.0.atrest-partial",
+            "report.pdf.41.7.0.atrest-partial",
+            ".other.pdf.41.7.0.atrest-partial",
+            "report.pdf",
+        ] {
+            assert!(!is_partial_of(OsStr::new(other), name), "{other}");
         }
     }
 }

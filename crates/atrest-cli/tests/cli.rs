@@ -1018,6 +1018,95 @@ fn get_stages_output_privately_and_never_leaves_plaintext_behind() {
     assert!(partials(&out).is_empty());
 }
 
+/// A get killed outright (SIGKILL) cannot clean up: its partial output
+/// stays private (0600, even when it replaces a file others may read), and
+/// the next get into the same target removes it — but never one a live
+/// process still holds.
+#[test]
+fn a_killed_get_leaves_a_private_partial_that_the_next_get_removes() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let dir = TempDir::new("cli-killed-get");
+    let cli = Cli::new(dir.path());
+    cli.ok(&["init"]);
+    cli.ok(&["tenant", "create", "contoso"]);
+    let big = dir.path().join("big.bin");
+    let bytes = content(96 << 20, 4);
+    std::fs::write(&big, &bytes).unwrap();
+    cli.ok(&["put", "contoso", big.to_str().unwrap()]);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let target = out.join("shared.bin");
+    std::fs::write(&target, b"an older copy, readable by all").unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+
+    let mut child = cli
+        .command()
+        .args(["get", "contoso", "big.bin", "-o", target.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while partials(&out).is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no staging file"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    let _ = child.wait().unwrap();
+    let left = partials(&out);
+    assert_eq!(left.len(), 1, "{left:?}");
+    let partial = out.join(&left[0]);
+    assert_eq!(mode(&partial), 0o600, "a partial output is private");
+
+    // Another staging file of the same target, held by a live process.
+    let held_path = out.join(format!(
+        ".shared.bin.{}.1.0.atrest-partial",
+        std::process::id()
+    ));
+    let held = std::fs::File::create(&held_path).unwrap();
+    held.lock().unwrap();
+    // Both left alone long enough.
+    let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    for path in [&partial, &held_path] {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+    }
+
+    let output = cli
+        .command()
+        .args(["get", "contoso", "big.bin", "-o", target.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("partial output of an earlier get"),
+        "{output:?}"
+    );
+    assert!(
+        !partial.exists(),
+        "the killed get's partial output was removed"
+    );
+    assert!(
+        held_path.exists(),
+        "a staging file a live process holds stays"
+    );
+    assert!(std::fs::read(&target).unwrap() == bytes);
+    assert_eq!(mode(&target), 0o644, "the replaced file's mode is kept");
+
+    // Once its process lets go, it goes too.
+    drop(held);
+    cli.ok(&["get", "contoso", "big.bin", "-o", target.to_str().unwrap()]);
+    assert!(partials(&out).is_empty(), "{:?}", partials(&out));
+}
+
 #[test]
 fn json_reports_never_share_a_stream_with_data() {
     let dir = TempDir::new("cli-json-stdout");
