@@ -896,6 +896,27 @@ fn partials(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Starts `get contoso NAME -o TARGET` and returns once its staging file
+/// is there (it is writing).
+fn get_until_staged(cli: &Cli, name: &str, target: &Path) -> std::process::Child {
+    let child = cli
+        .command()
+        .args(["get", "contoso", name, "-o", target.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let dir = target.parent().unwrap();
+    let started = std::time::Instant::now();
+    while partials(dir).is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no staging file"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child
+}
+
 #[test]
 fn get_stages_output_privately_and_never_leaves_plaintext_behind() {
     use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
@@ -987,20 +1008,7 @@ fn get_stages_output_privately_and_never_leaves_plaintext_behind() {
     cli.ok(&["put", "contoso", big.to_str().unwrap()]);
     for signal in ["TERM", "INT"] {
         let target = path(&format!("interrupted-{signal}.bin"));
-        let mut child = cli
-            .command()
-            .args(["get", "contoso", "big.bin", "-o", &target])
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let started = std::time::Instant::now();
-        while partials(&out).is_empty() {
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(30),
-                "no staging file"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
+        let mut child = get_until_staged(&cli, "big.bin", Path::new(&target));
         let killed = Command::new("kill")
             .args([format!("-{signal}"), child.id().to_string()])
             .status()
@@ -1041,20 +1049,7 @@ fn a_killed_get_leaves_a_private_partial_that_the_next_get_removes() {
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
 
-    let mut child = cli
-        .command()
-        .args(["get", "contoso", "big.bin", "-o", target.to_str().unwrap()])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    while partials(&out).is_empty() {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(30),
-            "no staging file"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    let mut child = get_until_staged(&cli, "big.bin", &target);
     child.kill().unwrap();
     let _ = child.wait().unwrap();
     let left = partials(&out);
