@@ -16,6 +16,7 @@ use atrest::audit::Text;
 use atrest::tenant::Access;
 use atrest::{BatchItem, BlobName, ErrorKind};
 use atrest_deployment::{Deployment, PutReport};
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 /// Bodies up to this size (with a `Content-Length`) are read whole and
@@ -43,7 +44,7 @@ impl Failed {
 
 struct Pending {
     name: String,
-    body: Vec<u8>,
+    body: Bytes,
     request: Text,
     reply: oneshot::Sender<Result<PutReport, Failed>>,
 }
@@ -102,7 +103,7 @@ impl Batcher {
         tenant: String,
         principal: String,
         name: String,
-        body: Vec<u8>,
+        body: Bytes,
         request: Text,
     ) -> Option<Result<PutReport, Failed>> {
         let (reply, answer) = oneshot::channel();

@@ -302,7 +302,7 @@ async fn upload_small(
     // longer than its Content-Length).
     let limit = usize::try_from(SMALL_UPLOAD).unwrap_or(usize::MAX);
     let body = match axum::body::to_bytes(body, limit).await {
-        Ok(body) => body.to_vec(),
+        Ok(body) => body,
         Err(error) => {
             // The body did not arrive whole: nothing was begun.
             return Err(ApiError::new(
