@@ -131,16 +131,22 @@ pub(crate) enum Command {
         #[arg(long)]
         yes: bool,
     },
-    /// Remove what interrupted uploads left: blobs no file record names,
-    /// staging files of unfinished uploads, and uploads begun longer ago
-    /// than --older-than (their records never written). Uploads still in
-    /// progress are left alone.
+    /// Remove what interrupted uploads left: uploads whose process died
+    /// (records never written) with their blobs, staging files of
+    /// unfinished uploads, and blobs no file record names. An upload that a
+    /// running process may still be writing is left alone and reported:
+    /// every process that opens the deployment holds a lease on it
+    /// (DATA/leases), and a staging file is locked by its writer. Also
+    /// removes the partial outputs of `get -o` runs that were killed
+    /// (noted in DATA/outputs), unless a get still writes them.
     Gc {
         /// Only report what would be removed.
         #[arg(long)]
         dry_run: bool,
-        /// An upload begun longer ago than this is abandoned (choose more
-        /// than the longest upload): `24h`, `90min`.
+        /// With PostgreSQL metadata, shared by processes on other machines
+        /// that this one cannot see: an upload is abandoned only once begun
+        /// longer ago than this (choose more than the longest upload):
+        /// `24h`, `90min`. Not needed with SQLite metadata.
         #[arg(long, default_value = "24h")]
         older_than: humantime::Duration,
     },

@@ -14,7 +14,10 @@
 //! long as it lives: the next `get` into the same target removes the
 //! staging files of that target that no process holds and that nothing
 //! wrote to for [`STALE_AFTER`] (which covers the instant between a
-//! staging file's creation and its lock), and says so.
+//! staging file's creation and its lock), and says so. Each staging file is
+//! also noted in the deployment directory (`DATA/outputs`, once locked),
+//! so that `atrest gc` finds those that no later `get` into the same target
+//! came to remove: [`collect_partial_outputs`].
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -34,6 +37,10 @@ const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What ends a staging file's name.
 const PARTIAL_SUFFIX: &str = ".atrest-partial";
+
+/// Where staging files are noted, in the deployment directory: one file
+/// each, holding the staging file's absolute path.
+pub(crate) const OUTPUTS: &str = "outputs";
 
 /// Removes every pending staging file and exits with 130 when the program
 /// is interrupted. Call once, early.
@@ -81,16 +88,19 @@ pub(crate) struct Staged {
     target: PathBuf,
     /// The mode the target gets: that of the file it replaces, or 0600.
     mode: u32,
+    /// Its note in `DATA/outputs`, if one could be made.
+    note: Option<PathBuf>,
     done: bool,
 }
 
 impl Destination {
-    /// The destination for `path` (`-`: standard output).
+    /// The destination for `path` (`-`: standard output); a staging file
+    /// is noted in `data`'s `outputs` directory.
     ///
     /// # Errors
     /// A usage error for a directory or a path without a file name; I/O
     /// errors.
-    pub(crate) fn open(path: &Path) -> Result<Self, Error> {
+    pub(crate) fn open(path: &Path, data: &Path) -> Result<Self, Error> {
         if path.as_os_str() == "-" {
             return Ok(Self::Stdout(io::stdout()));
         }
@@ -172,11 +182,13 @@ impl Destination {
                         let _ = fs::remove_file(&staging);
                         return Err(Error::at(&staging)(io::Error::other(e.to_string())));
                     }
+                    let note = note(data, &staging, &unique);
                     return Ok(Self::Staged(Staged {
                         file,
                         staging,
                         target,
                         mode,
+                        note,
                         done: false,
                     }));
                 }
@@ -217,6 +229,9 @@ impl Destination {
                 fs::rename(&staged.staging, &staged.target).map_err(Error::at(&staged.target))?;
                 staged.done = true;
                 forget(&staged.staging);
+                if let Some(note) = staged.note.take() {
+                    let _ = fs::remove_file(note);
+                }
                 if let Some(dir) = staged.target.parent().filter(|d| !d.as_os_str().is_empty()) {
                     File::open(dir)
                         .and_then(|d| d.sync_all())
@@ -313,14 +328,140 @@ impl Drop for Staged {
             let _ = fs::remove_file(&self.staging);
             forget(&self.staging);
         }
+        if let Some(note) = &self.note {
+            let _ = fs::remove_file(note);
+        }
     }
+}
+
+/// Notes `staging` in `data`'s `outputs` directory; `None` if that cannot
+/// be done (only `gc` would miss it).
+fn note(data: &Path, staging: &Path, unique: &str) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let staging = std::path::absolute(staging).ok()?;
+    let dir = data.join(OUTPUTS);
+    fs::create_dir_all(&dir).ok()?;
+    // Written whole under a name `gc` passes over, then renamed.
+    let new = dir.join(format!(".{unique}.new"));
+    let note = dir.join(unique);
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&new)
+        .and_then(|mut file| file.write_all(staging.as_os_str().as_bytes()))
+        .and_then(|()| fs::rename(&new, &note));
+    match written {
+        Ok(()) => Some(note),
+        Err(_) => {
+            let _ = fs::remove_file(&new);
+            None
+        }
+    }
+}
+
+/// A partial output `gc` found.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct PartialOutput {
+    /// The staging file.
+    pub(crate) path: PathBuf,
+    /// Its size in bytes.
+    pub(crate) bytes: u64,
+    /// Whether a running `get` still writes it (then it is left alone).
+    pub(crate) in_use: bool,
+}
+
+/// The staging files noted in `data`'s `outputs` directory that still
+/// exist: those no process holds are removed (unless `dry_run`), with their
+/// notes; a note whose file is gone is removed. Only a regular file whose
+/// name has the staging form is ever removed, whatever a note says.
+pub(crate) fn collect_partial_outputs(
+    data: &Path,
+    dry_run: bool,
+) -> io::Result<Vec<PartialOutput>> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let entries = match fs::read_dir(data.join(OUTPUTS)) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let note = entry?.path();
+        // A note being written (its get is alive; one a get killed while
+        // writing it left is removed after a minute), or not a note.
+        if note
+            .file_name()
+            .is_none_or(|name| name.as_bytes().starts_with(b"."))
+        {
+            let abandoned = fs::symlink_metadata(&note)
+                .ok()
+                .and_then(|meta| meta.modified().ok())
+                .and_then(|at| at.elapsed().ok())
+                .is_some_and(|idle| idle >= std::time::Duration::from_secs(60));
+            if abandoned && !dry_run {
+                let _ = fs::remove_file(&note);
+            }
+            continue;
+        }
+        let Ok(bytes) = fs::read(&note) else { continue };
+        let path = PathBuf::from(std::ffi::OsStr::from_bytes(&bytes));
+        let staging_form = path
+            .file_name()
+            .is_some_and(|name| name.as_bytes().starts_with(b".") && is_partial(name));
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_file() && staging_form => meta,
+            // Renamed into place or removed since (or not a staging file).
+            _ => {
+                if !dry_run {
+                    let _ = fs::remove_file(&note);
+                }
+                continue;
+            }
+        };
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        let in_use = file.try_lock().is_err();
+        if !in_use && !dry_run {
+            fs::remove_file(&path)?;
+            let _ = fs::remove_file(&note);
+        }
+        found.push(PartialOutput {
+            path,
+            bytes: meta.len(),
+            in_use,
+        });
+    }
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(found)
+}
+
+/// Whether `file_name` has the form of a staging file of any target.
+fn is_partial(file_name: &std::ffi::OsStr) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let bytes = file_name.as_bytes();
+    // `.NAME.PID.NANOS.N.atrest-partial`: NAME is what precedes the last
+    // three numbers.
+    let Some(rest) = bytes
+        .strip_prefix(b".")
+        .and_then(|rest| rest.strip_suffix(PARTIAL_SUFFIX.as_bytes()))
+    else {
+        return false;
+    };
+    let mut parts = rest.rsplitn(4, |&b| b == b'.');
+    let numbers: Vec<&[u8]> = parts.by_ref().take(3).collect();
+    let Some(name) = parts.next().filter(|name| !name.is_empty()) else {
+        return false;
+    };
+    numbers.len() == 3 && is_partial_of(file_name, std::ffi::OsStr::from_bytes(name))
 }
 
 #[cfg(test)]
 mod tests {
     use std::ffi::OsStr;
 
-    use super::is_partial_of;
+    use super::{is_partial, is_partial_of};
 
     #[test]
     fn only_the_staging_files_of_the_same_target_match() {
@@ -342,6 +483,17 @@ mod tests {
             "report.pdf",
         ] {
             assert!(!is_partial_of(OsStr::new(other), name), "{other}");
+        }
+        assert!(is_partial(OsStr::new(".report.pdf.41.7.0.atrest-partial")));
+        assert!(is_partial(OsStr::new(".a.b.41.7.0.atrest-partial")));
+        for other in [
+            ".41.7.0.atrest-partial",
+            "..41.7.0.atrest-partial",
+            ".report.pdf.41.7.atrest-partial",
+            "report.pdf.41.7.0.atrest-partial",
+            "/etc/passwd",
+        ] {
+            assert!(!is_partial(OsStr::new(other)), "{other}");
         }
     }
 }

@@ -1273,7 +1273,7 @@ fn init_is_all_or_nothing() {
 }
 
 #[test]
-fn gc_removes_what_interrupted_puts_left_and_never_an_upload_in_progress() {
+fn gc_removes_what_killed_processes_left_and_never_what_a_living_one_writes() {
     use std::io::Write as _;
 
     let dir = TempDir::new("cli-gc");
@@ -1288,27 +1288,36 @@ fn gc_removes_what_interrupted_puts_left_and_never_an_upload_in_progress() {
         names.sort();
         names
     };
+    let staging = || entries().into_iter().filter(|n| n.contains('#')).count();
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let started = std::time::Instant::now();
+        while !done() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "{what}: {:?}",
+                entries()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    };
+    let put_from_stdin = |name: &str| {
+        cli.command()
+            .args(["put", "contoso", "-", "--name", name])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let len = |report: &serde_json::Value, key: &str| report[key].as_array().unwrap().len();
 
-    // A put interrupted half way: a staging file and a begun upload.
-    let mut killed = cli
-        .command()
-        .args(["put", "contoso", "-", "--name", "killed.bin"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    // A put killed half way: a staging file and a begun upload, seconds
+    // old. Its process is gone, so gc needs no age to know it is garbage.
+    let mut killed = put_from_stdin("killed.bin");
     let mut stdin = killed.stdin.take().unwrap();
     stdin.write_all(&content(8 << 20, 7)).unwrap();
     stdin.flush().unwrap();
-    let started = std::time::Instant::now();
-    while !entries().iter().any(|n| n.contains('#')) {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(30),
-            "{:?}",
-            entries()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_for("the killed put's staging file", &|| staging() == 1);
     killed.kill().unwrap();
     killed.wait().unwrap();
     drop(stdin);
@@ -1318,82 +1327,116 @@ fn gc_removes_what_interrupted_puts_left_and_never_an_upload_in_progress() {
         b"orphan",
     )
     .unwrap();
+    // A get killed half way, into a file outside the deployment.
+    let big = content(64 << 20, 9);
+    let big_path = dir.path().join("big.bin");
+    std::fs::write(&big_path, &big).unwrap();
+    cli.ok(&["put", "contoso", big_path.to_str().unwrap()]);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let mut get = get_until_staged(&cli, "big.bin", &out.join("big.bin"));
+    // Killed once its staging file is noted for gc.
+    let outputs = cli.data.join("outputs");
+    wait_for("the get's note", &|| {
+        std::fs::read_dir(&outputs).is_ok_and(|notes| {
+            notes
+                .flatten()
+                .any(|note| !note.file_name().to_string_lossy().starts_with('.'))
+        })
+    });
+    get.kill().unwrap();
+    get.wait().unwrap();
+    assert_eq!(partials(&out).len(), 1);
 
-    // A dry run reports the orphan and changes nothing; the interrupted
-    // upload is younger than the cut-off, so it counts as in progress.
+    // A dry run reports all of it, with the default cut-off of a day, and
+    // changes nothing.
     let before = entries();
     let report = cli.json(&["gc", "--dry-run"]);
-    assert_eq!(
-        report["orphan_blobs"].as_array().unwrap().len(),
-        1,
-        "{report}"
-    );
-    assert_eq!(
-        report["partial_uploads"].as_array().unwrap().len(),
-        0,
-        "{report}"
-    );
+    assert_eq!(len(&report, "orphan_blobs"), 1, "{report}");
+    assert_eq!(len(&report, "abandoned_uploads"), 1, "{report}");
+    assert_eq!(len(&report, "partial_uploads"), 1, "{report}");
+    assert_eq!(len(&report, "partial_outputs"), 1, "{report}");
+    assert_eq!(len(&report, "skipped"), 0, "{report}");
     assert_eq!(entries(), before);
-    let report = cli.json(&["gc"]);
-    assert_eq!(
-        report["orphan_blobs"][0]["name"],
-        "0123456789abcdef0123456789abcdef"
+    assert_eq!(partials(&out).len(), 1);
+    let text = cli.ok(&["gc", "--dry-run"]);
+    assert!(
+        text.contains("1 uploads whose process died") && text.contains("left alone: 0"),
+        "{text}"
     );
-    assert!(!blobs_dir.join("0123456789abcdef0123456789abcdef").exists());
-    assert!(entries().iter().any(|n| n.contains('#')));
 
-    // An upload really in progress while gc runs with a cut-off of zero is
-    // abandoned only if it began before gc; one begun after is untouched.
-    // Begin times count in whole seconds.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // Uploads of living processes, with a cut-off of zero: a large one
+    // writing its staging file, a small one still reading its input (no
+    // staging file yet), and a get writing its output.
+    let mut large = put_from_stdin("large.bin");
+    let mut large_in = large.stdin.take().unwrap();
+    let large_bytes = content(16 << 20, 8);
+    large_in.write_all(&large_bytes[..12 << 20]).unwrap();
+    large_in.flush().unwrap();
+    wait_for("the running put's staging file", &|| staging() == 2);
+    let mut small = put_from_stdin("small.bin");
+    let mut small_in = small.stdin.take().unwrap();
+    small_in.write_all(&kept[..1000]).unwrap();
+    small_in.flush().unwrap();
+    // Its seal begins once the deployment is open.
+    wait_for("the small put's seal", &|| {
+        len(
+            &cli.json(&["gc", "--dry-run", "--older-than", "0s"]),
+            "skipped",
+        ) == 3
+    });
+    let running_get = get_until_staged(&cli, "big.bin", &dir.path().join("running.bin"));
+
     let report = cli.json(&["gc", "--older-than", "0s"]);
-    assert_eq!(
-        report["abandoned_uploads"].as_array().unwrap().len(),
-        1,
-        "{report}"
-    );
-    assert_eq!(
-        report["partial_uploads"].as_array().unwrap().len(),
-        1,
-        "{report}"
-    );
+    assert_eq!(len(&report, "orphan_blobs"), 1, "{report}");
+    assert_eq!(len(&report, "abandoned_uploads"), 1, "{report}");
+    assert_eq!(len(&report, "partial_uploads"), 1, "{report}");
+    // Two uploads and the large one's staging file.
+    assert_eq!(len(&report, "skipped"), 3, "{report}");
     assert!(
-        !entries().iter().any(|n| n.contains('#')),
-        "{:?}",
-        entries()
+        report["skipped"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| !s["reason"].as_str().unwrap().is_empty()),
+        "{report}"
     );
+    assert!(len(&report, "running") >= 3, "{report}");
+    let outputs = report["partial_outputs"].as_array().unwrap();
+    assert_eq!(outputs.len(), 2, "{report}");
+    assert_eq!(
+        outputs.iter().filter(|o| o["in_use"] == true).count(),
+        1,
+        "{report}"
+    );
+    assert!(partials(&out).is_empty(), "{:?}", partials(&out));
+    assert!(!blobs_dir.join("0123456789abcdef0123456789abcdef").exists());
+    assert_eq!(staging(), 1, "only the running put's staging file is left");
 
-    let mut running = cli
-        .command()
-        .args(["put", "contoso", "-", "--name", "slow.bin"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = running.stdin.take().unwrap();
-    // Enough for the blob store to start its staging file.
-    let slow = content(16 << 20, 8);
-    stdin.write_all(&slow[..12 << 20]).unwrap();
-    stdin.flush().unwrap();
-    let started = std::time::Instant::now();
-    while !entries().iter().any(|n| n.contains('#')) {
-        assert!(started.elapsed() < std::time::Duration::from_secs(30));
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let report = cli.json(&["gc"]);
-    assert!(
-        report["partial_uploads"].as_array().unwrap().is_empty(),
-        "{report}"
-    );
-    assert!(
-        report["orphan_blobs"].as_array().unwrap().is_empty(),
-        "{report}"
-    );
-    stdin.write_all(&slow[12 << 20..]).unwrap();
-    drop(stdin);
-    assert!(running.wait().unwrap().success());
-    assert!(cli.run(&["get", "contoso", "slow.bin"]).stdout == slow);
+    // Every living process finishes its work.
+    large_in.write_all(&large_bytes[12 << 20..]).unwrap();
+    drop(large_in);
+    small_in.write_all(&kept[1000..2000]).unwrap();
+    drop(small_in);
+    assert!(large.wait().unwrap().success());
+    assert!(small.wait().unwrap().success());
+    let got = running_get.wait_with_output().unwrap();
+    assert!(got.status.success(), "{got:?}");
+    assert!(std::fs::read(dir.path().join("running.bin")).unwrap() == big);
+    assert!(cli.run(&["get", "contoso", "large.bin"]).stdout == large_bytes);
+    assert!(cli.run(&["get", "contoso", "small.bin"]).stdout == kept[..2000]);
     assert!(cli.run(&["get", "contoso", "kept.bin"]).stdout == kept);
+    // Nothing is left to collect, and the killed put's name never existed.
+    let report = cli.json(&["gc", "--older-than", "0s"]);
+    for key in [
+        "orphan_blobs",
+        "abandoned_uploads",
+        "partial_uploads",
+        "skipped",
+    ] {
+        assert_eq!(len(&report, key), 0, "{key}: {report}");
+    }
+    cli.expect(3, &["get", "contoso", "killed.bin"]);
     cli.ok(&["audit", "verify"]);
 }
 

@@ -136,7 +136,7 @@ impl Deployment {
             let dir = dir.to_path_buf();
             blocking::run(move || Config::read(&dir)).await?
         };
-        let (_, catalog) = metadata::open(dir, &config).await?;
+        let (_, catalog) = metadata::open(dir, &config, None).await?;
         let names: HashMap<String, String> = catalog
             .tenant_names()
             .await?

@@ -2,13 +2,17 @@
 
 use std::collections::{HashMap, HashSet};
 
+use atrest::BlobName;
 use atrest::audit::Event;
+use atrest_core::blocking;
 use serde::Serialize;
 
+use crate::error::io_at;
+use crate::lease::{self, Holder};
 use crate::{Deployment, Error};
 
 /// What [`Deployment::collect_garbage`] removed (or, in a dry run, would
-/// remove).
+/// remove), and what it left alone.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct GarbageReport {
     /// Whether this was a dry run (nothing removed).
@@ -17,9 +21,14 @@ pub struct GarbageReport {
     pub orphan_blobs: Vec<Garbage>,
     /// Staging files of uploads that never finished.
     pub partial_uploads: Vec<Garbage>,
-    /// Uploads begun before the cut-off whose records were never written
+    /// Uploads whose process died before their records were written
     /// (their blobs, if any, go with them).
     pub abandoned_uploads: Vec<Garbage>,
+    /// What was left alone, and why: uploads that a living process may
+    /// still be writing.
+    pub skipped: Vec<Skipped>,
+    /// The other processes that have the deployment open on this machine.
+    pub running: Vec<Holder>,
 }
 
 /// One thing [`Deployment::collect_garbage`] found.
@@ -31,15 +40,38 @@ pub struct Garbage {
     pub bytes: u64,
 }
 
+/// One thing [`Deployment::collect_garbage`] left alone.
+#[derive(Clone, Debug, Serialize)]
+pub struct Skipped {
+    /// The blob's name, or the staging file's path.
+    pub name: String,
+    /// Its size in bytes (0 if unknown).
+    pub bytes: u64,
+    /// Why it was left alone.
+    pub reason: String,
+}
+
 impl Deployment {
-    /// Removes what interrupted uploads left behind: uploads begun more than
-    /// `older_than` ago whose records were never written (a process that
-    /// died; choose a cut-off longer than any upload), blobs that no file
-    /// record or upload in progress names, and staging files of unfinished
-    /// uploads to a local store. An upload in progress (begun within the
-    /// cut-off) is never touched: its blob is named by the catalog before a
-    /// byte of it is written, and the blobs are listed before the catalog
-    /// is read. With `dry_run`, only reports. Audited (`garbage_collected`).
+    /// Removes what interrupted uploads left behind, and nothing a living
+    /// process is still writing:
+    ///
+    /// - **Uploads whose process died** (records never written), with
+    ///   their blobs: every seal is marked with the lease of the process
+    ///   that began it (see `DIR/leases`), and one whose lease is no longer
+    ///   held is abandoned, whatever its age. A seal this directory's
+    ///   leases cannot tell about — begun by an instance with its own
+    ///   directory, sharing PostgreSQL metadata, or before leases — is
+    ///   abandoned only once begun more than `older_than` ago (choose more
+    ///   than the longest upload).
+    /// - **Staging files** of unfinished uploads to a local store, unless
+    ///   their writer still holds them (locked) or their upload is left
+    ///   alone as above.
+    /// - **Blobs no file record or seal in progress names.** The blobs are
+    ///   listed before the catalog is read, and an upload names its blob in
+    ///   the catalog before a byte of it is written.
+    ///
+    /// What is left alone is reported, with the reason. With `dry_run`,
+    /// only reports. Audited (`garbage_collected`).
     ///
     /// # Errors
     /// Catalog, blob store and audit errors; what was removed before an
@@ -58,42 +90,73 @@ impl Deployment {
                 partial.push((store.clone(), upload));
             }
         }
+        let leases = {
+            let dir = self.dir.clone();
+            let own = self.lease.as_ref().map(|lease| lease.path().to_path_buf());
+            blocking::run(move || lease::scan(&dir, own.as_deref()))
+                .await
+                .map_err(io_at(self.dir.join(lease::LEASES)))?
+        };
         let cutoff = std::time::SystemTime::now()
             .checked_sub(older_than)
             .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |at| at.as_secs());
         let in_progress = self.catalog.seals_in_progress().await?;
-        let abandoned: Vec<_> = in_progress
-            .iter()
-            .filter(|seal| seal.started_at < cutoff)
-            .collect();
         let sizes: HashMap<_, _> = blobs.iter().cloned().collect();
+        let size = |blob: &BlobName| sizes.get(blob).copied().unwrap_or(0);
         let mut report = GarbageReport {
             dry_run,
-            abandoned_uploads: abandoned
-                .iter()
-                .map(|seal| Garbage {
-                    name: seal.ticket.blob.to_string(),
-                    bytes: sizes.get(&seal.ticket.blob).copied().unwrap_or(0),
-                })
-                .collect(),
+            running: leases.living.iter().map(|(_, h)| h.clone()).collect(),
             ..GarbageReport::default()
         };
+        let mut abandoned = Vec::new();
+        let mut alive = HashSet::new();
+        for seal in in_progress {
+            let blob = seal.ticket.blob.clone();
+            let reason = match leases.holder_of(seal.owner.as_deref()) {
+                // Begun by a process of this directory: running if and
+                // only if it holds its lease.
+                Some(Some(holder)) => Some(format!(
+                    "an upload {} (pid {}) is running",
+                    holder.program, holder.pid
+                )),
+                Some(None) => None,
+                // Begun elsewhere (or before leases): only its age tells.
+                None if seal.started_at >= cutoff => Some(format!(
+                    "an upload begun within the last {} s (--older-than) by a process \
+                     this machine cannot ask (another instance's, with shared metadata)",
+                    older_than.as_secs()
+                )),
+                None => None,
+            };
+            match reason {
+                Some(reason) => {
+                    report.skipped.push(Skipped {
+                        name: blob.to_string(),
+                        bytes: size(&blob),
+                        reason,
+                    });
+                    alive.insert(blob);
+                }
+                None => {
+                    report.abandoned_uploads.push(Garbage {
+                        name: blob.to_string(),
+                        bytes: size(&blob),
+                    });
+                    abandoned.push(seal);
+                }
+            }
+        }
+        let abandoned_blobs: HashSet<_> = abandoned
+            .iter()
+            .map(|seal| seal.ticket.blob.clone())
+            .collect();
         if !dry_run {
-            let _ = self.files.collect_abandoned_seals(older_than).await?;
+            let _ = self.files.abandon_seals(abandoned).await?;
         }
         let named: HashSet<_> = self.catalog.blob_names().await?.into_iter().collect();
-        let still_running: HashSet<_> = in_progress
-            .iter()
-            .filter(|seal| seal.started_at >= cutoff)
-            .map(|seal| seal.ticket.blob.clone())
-            .collect();
-        let abandoned: HashSet<_> = abandoned
-            .iter()
-            .map(|seal| seal.ticket.blob.clone())
-            .collect();
         for (blob, bytes) in blobs {
-            if named.contains(&blob) || abandoned.contains(&blob) {
+            if named.contains(&blob) || abandoned_blobs.contains(&blob) {
                 continue;
             }
             if !dry_run {
@@ -105,18 +168,36 @@ impl Deployment {
             });
         }
         for (store, upload) in partial {
-            if still_running.contains(&upload.blob) {
+            let name = upload.path.display().to_string();
+            if upload.in_use || alive.contains(&upload.blob) {
+                report.skipped.push(Skipped {
+                    name,
+                    bytes: upload.bytes,
+                    reason: if upload.in_use {
+                        "a staging file its writer still holds (locked)".into()
+                    } else {
+                        "the staging file of an upload left alone".into()
+                    },
+                });
                 continue;
             }
             if !dry_run {
                 store.remove_partial_upload(&upload).await?;
             }
             report.partial_uploads.push(Garbage {
-                name: upload.path.display().to_string(),
+                name,
                 bytes: upload.bytes,
             });
         }
         if !dry_run {
+            // The leases of processes that died say nothing any more.
+            let dead = leases.dead;
+            blocking::run(move || {
+                for path in dead {
+                    let _ = std::fs::remove_file(path);
+                }
+            })
+            .await;
             let count = |items: &[Garbage]| items.len() as u64;
             let bytes = |items: &[Garbage]| items.iter().map(|g| g.bytes).sum::<u64>();
             let event = Event::GarbageCollected {

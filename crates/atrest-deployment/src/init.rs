@@ -88,7 +88,7 @@ impl Deployment {
             MetadataConfig::Sqlite => None,
             postgres @ MetadataConfig::Postgres { .. } => {
                 // Reachable, and its tables made, before anything is written.
-                match metadata::open_postgres(postgres).await {
+                match metadata::open_postgres(postgres, None).await {
                     Ok(opened) => drop(opened),
                     Err(error) => {
                         plan.abandon().await;

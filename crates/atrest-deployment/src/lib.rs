@@ -9,6 +9,7 @@ mod files;
 mod garbage;
 mod init;
 mod keys;
+mod lease;
 mod metadata;
 mod policy;
 mod replicas;
@@ -30,9 +31,10 @@ pub use self::audit::{AuditEntries, AuditVerification, TrustedAudit};
 pub use self::config::{KmsConfig, MetadataConfig, TokenConfig};
 pub use self::error::Error;
 pub use self::files::{FileName, Listing, PutReport};
-pub use self::garbage::{Garbage, GarbageReport};
+pub use self::garbage::{Garbage, GarbageReport, Skipped};
 pub use self::init::Setup;
 pub use self::keys::{Fallback, Options};
+pub use self::lease::Holder;
 pub use self::policy::Principal;
 pub use self::replicas::{DamagedRecord, ScrubReport};
 pub use self::tenants::{TenantKeys, TenantSummary, TikVersionSummary};
@@ -62,6 +64,10 @@ pub struct Deployment {
     files: Files,
     administration: atrest::tenant::Administration,
     locations: replicas::Locations,
+    /// This process's lease on the deployment (`None` if it could not be
+    /// taken, on a full or read-only disk: then garbage collection in
+    /// another process may abandon this one's uploads, which fail).
+    lease: Option<lease::Lease>,
 }
 
 impl core::fmt::Debug for Deployment {
@@ -82,13 +88,15 @@ struct LocalParts {
     log: AuditLog,
     recovery: Recovery,
     locations: replicas::Locations,
+    lease: Option<lease::Lease>,
 }
 
 impl LocalParts {
     /// Reads them from `dir`. Blocks (file reads, the audit log's
     /// recovery).
-    fn read(dir: &Path) -> Result<Self, Error> {
+    fn read(dir: &Path, program: &str) -> Result<Self, Error> {
         let config = Config::read(dir)?;
+        let lease = lease::Lease::take(dir, program).ok();
         let master = MasterKey::open_file(&dir.join("master.key"))?;
         let tenant_keys = TenantKeyDir::open(&dir.join(TENANT_KEYS), master.clone())?;
         let signing_key = dir.join(SIGNING_KEY);
@@ -112,6 +120,7 @@ impl LocalParts {
             log,
             recovery,
             locations,
+            lease,
         })
     }
 }
@@ -127,7 +136,8 @@ impl Deployment {
     pub async fn open(dir: &Path, options: Options) -> Result<Self, Error> {
         let local = {
             let dir = dir.to_path_buf();
-            blocking::run(move || LocalParts::read(&dir)).await?
+            let program = options.actor().to_owned();
+            blocking::run(move || LocalParts::read(&dir, &program)).await?
         };
         let LocalParts {
             config,
@@ -136,10 +146,12 @@ impl Deployment {
             log,
             recovery,
             locations,
+            lease,
         } = local;
         let tenant_keys = Arc::new(tenant_keys);
         let service = Arc::new(metadata::service_keys(dir, master).await?);
-        let (store, catalog) = metadata::open(dir, &config).await?;
+        let (store, catalog) =
+            metadata::open(dir, &config, lease.as_ref().map(lease::Lease::id)).await?;
         let log = Arc::new(log);
         let fallbacks = keys::FallbackWatch::default();
         let policy = options
@@ -172,6 +184,7 @@ impl Deployment {
             files,
             administration,
             locations,
+            lease,
         })
     }
 

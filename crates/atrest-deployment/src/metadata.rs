@@ -22,19 +22,33 @@ pub(crate) async fn service_keys(dir: &Path, master: MasterKey) -> Result<Servic
 }
 
 /// The key store and catalog of the deployment in `dir`, where its
-/// configuration says they are.
-pub(crate) async fn open(dir: &Path, config: &Config) -> Result<Metadata, Error> {
+/// configuration says they are; the seals the catalog begins are marked
+/// with `owner` (this process's lease).
+pub(crate) async fn open(
+    dir: &Path,
+    config: &Config,
+    owner: Option<&str>,
+) -> Result<Metadata, Error> {
     match &config.metadata {
-        None | Some(MetadataConfig::Sqlite) => Ok((
-            Arc::new(SqliteStore::open(&dir.join("atrest.sqlite")).await?),
-            Arc::new(SqliteCatalog::open(&dir.join("catalog.sqlite")).await?),
-        )),
-        Some(postgres @ MetadataConfig::Postgres { .. }) => open_postgres(postgres).await,
+        None | Some(MetadataConfig::Sqlite) => {
+            let mut catalog = SqliteCatalog::open(&dir.join("catalog.sqlite")).await?;
+            if let Some(owner) = owner {
+                catalog = catalog.owned_by(owner);
+            }
+            Ok((
+                Arc::new(SqliteStore::open(&dir.join("atrest.sqlite")).await?),
+                Arc::new(catalog),
+            ))
+        }
+        Some(postgres @ MetadataConfig::Postgres { .. }) => open_postgres(postgres, owner).await,
     }
 }
 
 /// The PostgreSQL key store and catalog (their tables made or migrated).
-pub(crate) async fn open_postgres(metadata: &MetadataConfig) -> Result<Metadata, Error> {
+pub(crate) async fn open_postgres(
+    metadata: &MetadataConfig,
+    owner: Option<&str>,
+) -> Result<Metadata, Error> {
     let MetadataConfig::Postgres { url, url_env } = metadata else {
         return Err(Error::MetadataUrl("not a PostgreSQL configuration"));
     };
@@ -62,6 +76,9 @@ pub(crate) async fn open_postgres(metadata: &MetadataConfig) -> Result<Metadata,
     };
     let db = atrest_postgres::Postgres::connect(&url, &atrest_postgres::PgOptions::default())?;
     let store = atrest_postgres::PgMetadataStore::open(&db).await?;
-    let catalog = atrest_postgres::PgCatalog::open(&db).await?;
+    let mut catalog = atrest_postgres::PgCatalog::open(&db).await?;
+    if let Some(owner) = owner {
+        catalog = catalog.owned_by(owner);
+    }
     Ok((Arc::new(store), Arc::new(catalog)))
 }

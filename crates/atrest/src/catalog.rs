@@ -133,6 +133,12 @@ pub struct SealInProgress {
     pub ticket: SealTicket,
     /// When it began, in seconds since the Unix epoch.
     pub started_at: u64,
+    /// Who began it, if the catalog handle that did was given an owner
+    /// (the lease of the process, in a deployment): what tells a seal
+    /// still running from one whose process died. Not authenticated: a
+    /// writer of the catalog can change it, which can only make a seal
+    /// collected early (its upload then fails at its commit) or late.
+    pub owner: Option<String>,
 }
 
 /// The home of file records; see the [module documentation](self).

@@ -302,7 +302,7 @@ pub(crate) async fn get(data: &Path, out: Output, args: GetArgs) -> Result<(), E
         .map(|spec| spec.resolve(record.plaintext_len))
         .transpose()?;
     let started = Instant::now();
-    let destination = Destination::open(output.as_deref().unwrap_or(Path::new("-")))?;
+    let destination = Destination::open(output.as_deref().unwrap_or(Path::new("-")), data)?;
     let to_stdout = destination.is_stdout();
     let bytes = range
         .as_ref()

@@ -377,17 +377,60 @@ pub(crate) async fn gc(
 ) -> Result<(), Error> {
     let deployment = open(data).await?;
     let report = deployment.collect_garbage(older_than, dry_run).await?;
-    out.show(&report, || {
+    let outputs = data.to_path_buf();
+    let partial_outputs =
+        tokio::task::block_in_place(|| crate::staging::collect_partial_outputs(&outputs, dry_run))
+            .map_err(|source| Error::Io {
+                what: format!("{}", outputs.join(crate::staging::OUTPUTS).display()),
+                source,
+            })?;
+    #[derive(serde::Serialize)]
+    struct Collected<'a> {
+        #[serde(flatten)]
+        report: &'a atrest_deployment::GarbageReport,
+        /// Staging files of `get -o` runs that were killed.
+        partial_outputs: &'a [crate::staging::PartialOutput],
+    }
+    let collected = Collected {
+        report: &report,
+        partial_outputs: &partial_outputs,
+    };
+    out.show(&collected, || {
         let verb = if dry_run { "would remove" } else { "removed" };
+        let sum = |items: &[atrest_deployment::Garbage]| items.iter().map(|g| g.bytes).sum::<u64>();
         let mut text = format!(
-            "{verb}: {} blobs no record names ({} bytes), {} staging files of unfinished uploads ({} bytes), {} uploads begun more than {} ago",
+            "{verb}: {} blobs no record names ({} bytes), {} staging files of unfinished uploads ({} bytes), {} uploads whose process died ({} bytes); left alone: {}",
             report.orphan_blobs.len(),
-            report.orphan_blobs.iter().map(|b| b.bytes).sum::<u64>(),
+            sum(&report.orphan_blobs),
             report.partial_uploads.len(),
-            report.partial_uploads.iter().map(|b| b.bytes).sum::<u64>(),
+            sum(&report.partial_uploads),
             report.abandoned_uploads.len(),
-            humantime::format_duration(older_than),
+            sum(&report.abandoned_uploads),
+            report.skipped.len() + partial_outputs.iter().filter(|p| p.in_use).count(),
         );
+        let removed_outputs: Vec<_> = partial_outputs.iter().filter(|p| !p.in_use).collect();
+        if !removed_outputs.is_empty() {
+            text.push_str(&format!(
+                "\n{verb} {} partial outputs of gets that were killed ({} bytes)",
+                removed_outputs.len(),
+                removed_outputs.iter().map(|p| p.bytes).sum::<u64>()
+            ));
+        }
+        for output in &partial_outputs {
+            if output.in_use {
+                text.push_str(&format!(
+                    "\n  left     {} ({} bytes): the output of a get still running",
+                    output.path.display(),
+                    output.bytes
+                ));
+            } else {
+                text.push_str(&format!(
+                    "\n  output   {} ({} bytes)",
+                    output.path.display(),
+                    output.bytes
+                ));
+            }
+        }
         for blob in &report.orphan_blobs {
             text.push_str(&format!("\n  blob     {} ({} bytes)", blob.name, blob.bytes));
         }
@@ -396,6 +439,23 @@ pub(crate) async fn gc(
         }
         for upload in &report.abandoned_uploads {
             text.push_str(&format!("\n  upload   {} ({} bytes)", upload.name, upload.bytes));
+        }
+        for skipped in &report.skipped {
+            text.push_str(&format!(
+                "\n  left     {} ({} bytes): {}",
+                skipped.name, skipped.bytes, skipped.reason
+            ));
+        }
+        if !report.running.is_empty() {
+            let running: Vec<String> = report
+                .running
+                .iter()
+                .map(|holder| format!("{} (pid {})", holder.program, holder.pid))
+                .collect();
+            text.push_str(&format!(
+                "\nrunning on this deployment: {}",
+                running.join(", ")
+            ));
         }
         text
     });

@@ -65,6 +65,9 @@ CREATE TABLE atrest_catalog_retired_tiks (
         // 3: a file's versions by file id (the next version number, the
         // joins from a name to its versions and the foreign key's checks).
         "CREATE INDEX atrest_catalog_versions_by_file ON atrest_catalog_versions (file, version);",
+        // 4: who began a seal (a process's lease), so that one still
+        // running is told from one whose process died.
+        "ALTER TABLE atrest_catalog_versions ADD COLUMN owner text;",
     ],
     tables: &[
         "atrest_catalog_tenants",
@@ -96,6 +99,9 @@ const RECORD_COLUMNS: &str = "f.tenant, f.name, f.file, v.version, v.blob, v.sea
 #[derive(Debug, Clone)]
 pub struct PgCatalog {
     db: Postgres,
+    /// What seals begun through this handle are marked with (see
+    /// [`PgCatalog::owned_by`]).
+    owner: Option<Arc<str>>,
 }
 
 fn now() -> u64 {
@@ -193,7 +199,19 @@ impl PgCatalog {
     /// a catalog table carries a trigger or a rule.
     pub async fn open(db: &Postgres) -> Result<Self, Error> {
         db.migrate(&SCHEMA).await.map_err(database)?;
-        Ok(Self { db: db.clone() })
+        Ok(Self {
+            db: db.clone(),
+            owner: None,
+        })
+    }
+
+    /// Marks every seal begun through this handle (and its clones) with
+    /// `owner`, which [`Catalog::seals_in_progress`] reports: who to ask
+    /// whether the seal is still running (a lease, say).
+    #[must_use]
+    pub fn owned_by(mut self, owner: &str) -> Self {
+        self.owner = Some(owner.into());
+        self
     }
 
     async fn run<T, F>(&self, mode: Mode, body: F) -> Result<T, Error>
@@ -361,7 +379,8 @@ impl Catalog for PgCatalog {
             Box::pin(async move {
                 let rows = tx
                     .query(
-                        "SELECT f.tenant, f.name, f.file, v.version, v.blob, v.started_at
+                        "SELECT f.tenant, f.name, f.file, v.version, v.blob, v.started_at,
+                                v.owner
                          FROM atrest_catalog_versions v
                          JOIN atrest_catalog_files f ON f.file = v.file
                          WHERE v.state = 'sealing' ORDER BY v.started_at, v.blob",
@@ -381,6 +400,7 @@ impl Catalog for PgCatalog {
                                 blob: blob_name(row.try_get(4)?)?,
                             },
                             started_at: unsigned(row.try_get(5)?, "seal start time")?,
+                            owner: row.try_get(6)?,
                         })
                     })
                     .collect()

@@ -25,9 +25,11 @@ impl PgCatalog {
             check_name("file name", name)?;
         }
         let seals = Arc::new(seals.to_vec());
+        let owner = self.owner.clone();
         self.run(Mode::Write, move |tx| {
             let seals = Arc::clone(&seals);
-            Box::pin(async move { begin_in(tx, tenant, &seals).await })
+            let owner = owner.clone();
+            Box::pin(async move { begin_in(tx, tenant, &seals, owner.as_deref()).await })
         })
         .await
     }
@@ -118,6 +120,7 @@ async fn begin_in(
     tx: &Transaction<'_>,
     tenant: TenantId,
     seals: &[(String, BlobName)],
+    owner: Option<&str>,
 ) -> Result<Vec<SealTicket>, Failure<Error>> {
     flushed_with_the_commit(tx).await?;
     let id = tenant.as_bytes().as_slice();
@@ -154,9 +157,17 @@ async fn begin_in(
             .ok_or_else(|| corrupt("file version"))?;
         let _ = tx
             .execute(
-                "INSERT INTO atrest_catalog_versions (tenant, file, version, state, blob, started_at)
-                 VALUES ($1, $2, $3, 'sealing', $4, $5)",
-                &[&id, &file, &number(version)?, &blob.as_str(), &started_at],
+                "INSERT INTO atrest_catalog_versions
+                 (tenant, file, version, state, blob, started_at, owner)
+                 VALUES ($1, $2, $3, 'sealing', $4, $5, $6)",
+                &[
+                    &id,
+                    &file,
+                    &number(version)?,
+                    &blob.as_str(),
+                    &started_at,
+                    &owner,
+                ],
             )
             .await
             .map_err(|e| PgError::lost_race(e, "atrest_catalog_versions_pkey"))?;

@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS catalog_versions (
     format        INTEGER,
     tag           BLOB,
     started_at    INTEGER NOT NULL,
+    owner         TEXT,
     sealed_at     INTEGER,
     PRIMARY KEY (tenant, file, version),
     CHECK (state = 'sealing' OR (wrapped IS NOT NULL AND sealed_at IS NOT NULL AND tag IS NOT NULL))
@@ -75,6 +76,9 @@ const RECORD_COLUMNS: &str = "f.tenant, f.name, f.file, v.version, v.blob, v.sea
 #[derive(Clone)]
 pub struct SqliteCatalog {
     db: Shared<Connections>,
+    /// What seals begun through this handle are marked with (see
+    /// [`SqliteCatalog::owned_by`]).
+    owner: Option<std::sync::Arc<str>>,
 }
 
 /// The catalog's connections to its database.
@@ -133,6 +137,9 @@ fn migrate(connection: &Connection) -> Result<(), Failure> {
             [],
         )?;
     }
+    if !has("owner") {
+        let _ = connection.execute("ALTER TABLE catalog_versions ADD COLUMN owner TEXT", [])?;
+    }
     Ok(())
 }
 
@@ -170,7 +177,17 @@ impl SqliteCatalog {
         .map_err(Failure::into_catalog)?;
         Ok(Self {
             db: Shared::new(connections),
+            owner: None,
         })
+    }
+
+    /// Marks every seal begun through this handle (and its clones) with
+    /// `owner`, which [`Catalog::seals_in_progress`] reports: who to ask
+    /// whether the seal is still running (a lease, say).
+    #[must_use]
+    pub fn owned_by(mut self, owner: &str) -> Self {
+        self.owner = Some(owner.into());
+        self
     }
 
     async fn run<T: Send + 'static>(
@@ -245,7 +262,7 @@ fn tenant_name(db: &Connection, tenant: TenantId) -> Result<Option<String>, Fail
 
 fn seals_in_progress(db: &Connection) -> Result<Vec<SealInProgress>, Failure> {
     let mut statement = db.prepare_cached(
-        "SELECT f.tenant, f.name, f.file, v.version, v.blob, v.started_at
+        "SELECT f.tenant, f.name, f.file, v.version, v.blob, v.started_at, v.owner
          FROM catalog_versions v JOIN catalog_files f ON f.file = v.file
          WHERE v.state = 'sealing' ORDER BY v.started_at, v.blob",
     )?;
@@ -257,11 +274,12 @@ fn seals_in_progress(db: &Connection) -> Result<Vec<SealInProgress>, Failure> {
             row.get::<_, i64>(3)?,
             row.get::<_, String>(4)?,
             row.get::<_, i64>(5)?,
+            row.get::<_, Option<String>>(6)?,
         ))
     })?;
     let mut seals = Vec::new();
     for row in rows {
-        let (tenant, name, file, version, blob, started_at) = row?;
+        let (tenant, name, file, version, blob, started_at, owner) = row?;
         seals.push(SealInProgress {
             ticket: SealTicket {
                 context: FileContext::new(
@@ -274,6 +292,7 @@ fn seals_in_progress(db: &Connection) -> Result<Vec<SealInProgress>, Failure> {
             },
             started_at: u64::try_from(started_at)
                 .map_err(|_| CatalogError::Corrupt("seal start time"))?,
+            owner,
         });
     }
     Ok(seals)
@@ -361,7 +380,10 @@ impl Catalog for SqliteCatalog {
         blob: &BlobName,
     ) -> Result<SealTicket, Error> {
         let seals = vec![(name.to_owned(), blob.clone())];
-        let mut tickets = self.run(move |db| begin_seals(db, tenant, &seals)).await?;
+        let owner = self.owner.clone();
+        let mut tickets = self
+            .run(move |db| begin_seals(db, tenant, &seals, owner.as_deref()))
+            .await?;
         tickets
             .pop()
             .ok_or_else(|| CatalogError::Contract("no ticket for a seal that was begun").into())
@@ -428,7 +450,9 @@ impl Catalog for SqliteCatalog {
         seals: &[(String, BlobName)],
     ) -> Result<Vec<SealTicket>, Error> {
         let seals = seals.to_vec();
-        self.run(move |db| begin_seals(db, tenant, &seals)).await
+        let owner = self.owner.clone();
+        self.run(move |db| begin_seals(db, tenant, &seals, owner.as_deref()))
+            .await
     }
 
     async fn attach_keys(&self, keys: &[(&SealTicket, &WrappedFileKey)]) -> Result<(), Error> {

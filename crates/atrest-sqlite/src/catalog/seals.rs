@@ -48,6 +48,7 @@ pub(super) fn begin_seals(
     db: &mut Connections,
     tenant: TenantId,
     seals: &[(String, BlobName)],
+    owner: Option<&str>,
 ) -> Result<Vec<SealTicket>, Failure> {
     for (name, _) in seals {
         check_name("file name", name)?;
@@ -75,15 +76,17 @@ pub(super) fn begin_seals(
             let version = stored::file_version(latest.saturating_add(1))?;
             let _ = tx
                 .prepare_cached(
-                    "INSERT INTO catalog_versions (tenant, file, version, state, blob, started_at)
-                     VALUES (?1, ?2, ?3, 'sealing', ?4, ?5)",
+                    "INSERT INTO catalog_versions
+                     (tenant, file, version, state, blob, started_at, owner)
+                     VALUES (?1, ?2, ?3, 'sealing', ?4, ?5, ?6)",
                 )?
                 .execute(params![
                     tenant.as_bytes(),
                     file,
                     u64::from(version),
                     blob.as_str(),
-                    started_at
+                    started_at,
+                    owner
                 ])?;
             tickets.push(SealTicket {
                 context: FileContext::new(tenant, stored::file_id(&file)?, version),

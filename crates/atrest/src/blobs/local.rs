@@ -206,17 +206,26 @@ impl LocalUpload {
     }
 
     /// Writes `pieces` to `file`, or to a new file at `path` (which must
-    /// not exist). Returns the file if there is one, with how the writing
-    /// went. Blocks.
+    /// not exist; a staging file, `staged`, is locked from then on, which
+    /// tells `partial_uploads` that its writer is alive). Returns the file
+    /// if there is one, with how the writing went. Blocks.
     fn write_out(
         path: &Path,
         file: Option<Arc<std::fs::File>>,
         pieces: &[Bytes],
+        staged: bool,
     ) -> (Option<Arc<std::fs::File>>, io::Result<()>) {
         let file = match file {
             Some(file) => file,
             None => match create_new(path) {
-                Ok(file) => Arc::new(file),
+                Ok(file) => {
+                    // A lock on a file just made cannot be held by another.
+                    if staged && let Err(error) = file.lock() {
+                        let _ = std::fs::remove_file(path);
+                        return (None, Err(error));
+                    }
+                    Arc::new(file)
+                }
                 Err(error) => return (None, Err(error)),
             },
         };
@@ -313,7 +322,7 @@ impl LocalUpload {
     /// directory's flush covers it; removes the file if that fails.
     /// Blocks.
     fn write_whole(dir: &LocalDir, path: &Path, pieces: &[Bytes]) -> Result<u64, Error> {
-        let (file, written) = Self::write_out(path, None, pieces);
+        let (file, written) = Self::write_out(path, None, pieces, false);
         let Some(file) = file else {
             // Not made (a file is in the way): nothing of ours to remove.
             return Err(local_error(written.err().unwrap_or_else(|| {
@@ -353,9 +362,10 @@ impl BlobUpload for LocalUpload {
         let mut pieces = std::mem::take(&mut self.buffered);
         self.buffered_len = 0;
         pieces.push(bytes);
-        let (path, file) = (self.path.clone(), self.file.take());
+        let (path, file, staged) = (self.path.clone(), self.file.take(), self.publish.is_some());
         let made = file.is_none();
-        let (file, written) = blocking::run(move || Self::write_out(&path, file, &pieces)).await;
+        let (file, written) =
+            blocking::run(move || Self::write_out(&path, file, &pieces, staged)).await;
         self.owns_file |= made && file.is_some();
         self.file = file;
         // A failed upload is broken; dropping it removes its file.
@@ -380,7 +390,7 @@ impl BlobUpload for LocalUpload {
             self.publish.clone(),
         );
         blocking::run_short(move || {
-            let (file, written) = Self::write_out(&path, file, &pieces);
+            let (file, written) = Self::write_out(&path, file, &pieces, publish.is_some());
             let Some(file) = file else {
                 // Not made (a file is in the way): nothing of ours to remove.
                 return written;
@@ -487,6 +497,9 @@ pub struct PartialUpload {
     pub bytes: u64,
     /// When it was last written.
     pub modified: std::time::SystemTime,
+    /// Whether its writer is alive: it keeps the file locked while it
+    /// writes (`flock`).
+    pub in_use: bool,
 }
 
 /// The staging files in `dir` (`<blob>#<n>`). Blocks.
@@ -505,11 +518,21 @@ pub(super) fn partial_uploads(dir: &Path) -> io::Result<Vec<PartialUpload>> {
         if !meta.is_file() {
             continue;
         }
+        let in_use = match std::fs::File::open(entry.path()) {
+            Ok(file) => matches!(
+                file.try_lock_shared(),
+                Err(std::fs::TryLockError::WouldBlock)
+            ),
+            // Published or removed since the listing.
+            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(error),
+        };
         partial.push(PartialUpload {
             blob,
             path: entry.path(),
             bytes: meta.len(),
             modified: meta.modified()?,
+            in_use,
         });
     }
     partial.sort_by(|a, b| a.path.cmp(&b.path));

@@ -8,8 +8,8 @@ use atrest_filekey::{KeyVersion, TenantId};
 use atrest_tenant::{RewrapProgress, RewrapReport};
 
 use super::Files;
-use crate::Error;
 use crate::catalog::SealInProgress;
+use crate::{CatalogError, Error};
 
 /// What [`Files::collect_abandoned_seals`] removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -120,16 +120,47 @@ impl Files {
             .checked_sub(older_than)
             .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |at| at.as_secs());
+        let abandoned = self
+            .catalog
+            .seals_in_progress()
+            .await?
+            .into_iter()
+            .filter(|seal| seal.started_at < cutoff)
+            .collect();
+        self.abandon_seals(abandoned).await
+    }
+
+    /// Forgets the seals in progress `seals` (as
+    /// [`Catalog::seals_in_progress`](crate::Catalog::seals_in_progress)
+    /// listed them), which the caller knows no living process is running,
+    /// and deletes their blobs. A seal committed or forgotten since it was
+    /// listed is passed over.
+    ///
+    /// # Errors
+    /// [`Error::Catalog`]; [`Error::Blob`].
+    pub async fn abandon_seals(&self, seals: Vec<SealInProgress>) -> Result<CollectReport, Error> {
         let mut report = CollectReport::default();
-        for seal in self.catalog.seals_in_progress().await? {
-            if seal.started_at >= cutoff {
-                continue;
-            }
-            // The row goes first: an upload still running past the cut-off
-            // then fails at its commit instead of publishing a record whose
+        for seal in seals {
+            // The row goes first: an upload still running after all then
+            // fails at its commit instead of publishing a record whose
             // blob is gone. A crash between the two leaves only a blob no
             // record names, which is garbage, never a lost file.
             self.catalog.abandon_seal(&seal.ticket).await?;
+            // Committed since it was listed (the row was not removed): its
+            // blob is a file's now.
+            let context = &seal.ticket.context;
+            match self
+                .catalog
+                .record(context.tenant, &seal.ticket.name, Some(context.version))
+                .await
+            {
+                Ok(record) if record.blob == seal.ticket.blob => continue,
+                Ok(_)
+                | Err(Error::Catalog(
+                    CatalogError::UnknownFile { .. } | CatalogError::UnknownVersion { .. },
+                )) => {}
+                Err(error) => return Err(error),
+            }
             self.blobs.delete(&seal.ticket.blob).await?;
             report.abandoned_seals.push(seal);
         }
