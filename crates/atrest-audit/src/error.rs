@@ -35,6 +35,11 @@ pub enum Error {
         reason: String,
     },
 
+    /// [`restart`](crate::log::restart::restart) of a log that verifies:
+    /// there is nothing to set aside.
+    #[error("the audit log verifies: there is nothing to recover")]
+    Intact,
+
     /// An earlier write or fsync failed, so what is on disk is unknown; no
     /// further appends are accepted. Reopen the log to recover.
     #[error("the audit log stopped after a failed write: {0}")]
@@ -122,7 +127,7 @@ impl Error {
     /// failed write is [`ErrorKind::Io`].
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::InvalidText(_) | Self::Reserved => ErrorKind::Usage,
+            Self::InvalidText(_) | Self::Reserved | Self::Intact => ErrorKind::Usage,
             Self::NotALog { .. }
             | Self::Corrupt { .. }
             | Self::Malformed { .. }

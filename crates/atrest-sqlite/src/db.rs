@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -29,6 +29,8 @@ pub(crate) enum Failure {
     Keys(atrest_tenant::Error),
     /// A catalog check refused.
     Catalog(CatalogError),
+    /// The disk holding the database (this file) is full.
+    Full(PathBuf),
 }
 
 impl From<rusqlite::Error> for Failure {
@@ -60,6 +62,7 @@ impl Failure {
                 atrest_tenant::Error::Store { kind, source }
             }
             Self::Catalog(error) => atrest_tenant::Error::store(error.kind(), error),
+            Self::Full(path) => atrest_tenant::Error::store(ErrorKind::Io, out_of_space(&path)),
         }
     }
 
@@ -73,7 +76,48 @@ impl Failure {
             .into(),
             Self::Keys(error) => error.into(),
             Self::Catalog(error) => error.into(),
+            Self::Full(path) => CatalogError::Database {
+                kind: ErrorKind::Io,
+                source: Box::new(out_of_space(&path)),
+            }
+            .into(),
         }
+    }
+}
+
+/// The error of a database whose disk is full.
+fn out_of_space(path: &Path) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::StorageFull,
+        format!(
+            "out of space: the disk holding {} is full (what only reads still works); free some \
+             and run again",
+            path.display()
+        ),
+    )
+}
+
+/// Whether the file system holding the database `path` has no room left
+/// for its user (less than 64 KiB).
+pub(crate) fn disk_full(path: &Path) -> bool {
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    rustix::fs::statvfs(dir).is_ok_and(|fs| fs.f_bavail.saturating_mul(fs.f_frsize) < 64 * 1024)
+}
+
+/// Whether `failure` is SQLite failing to write or create its files (as it
+/// does on a full disk), or the database file failing to be made.
+fn is_write_failure(failure: &Failure) -> bool {
+    use rusqlite::ErrorCode as Code;
+    match failure {
+        Failure::Sqlite(error) => matches!(
+            error.sqlite_error_code(),
+            Some(Code::SystemIoFailure | Code::DiskFull | Code::CannotOpen | Code::ReadOnly)
+        ),
+        Failure::Keys(atrest_tenant::Error::Store { kind, .. }) => *kind == ErrorKind::Io,
+        _ => false,
     }
 }
 
@@ -109,31 +153,49 @@ pub(crate) fn sqlite_kind(error: &rusqlite::Error) -> ErrorKind {
 /// ([`atrest_core::blocking::run_short`]: a statement is short), one call
 /// at a time.
 #[derive(Debug)]
-pub(crate) struct Shared<C>(Arc<Mutex<C>>);
+pub(crate) struct Shared<C> {
+    connections: Arc<Mutex<C>>,
+    /// The database file, if it is one: a write that fails while its disk
+    /// is full says so.
+    path: Option<Arc<Path>>,
+}
 
 impl<C> Clone for Shared<C> {
     fn clone(&self) -> Self {
-        Self(Arc::clone(&self.0))
+        Self {
+            connections: Arc::clone(&self.connections),
+            path: self.path.clone(),
+        }
     }
 }
 
 impl<C: Send + 'static> Shared<C> {
-    pub(crate) fn new(connections: C) -> Self {
-        Self(Arc::new(Mutex::new(connections)))
+    pub(crate) fn new(connections: C, path: &Path) -> Self {
+        Self {
+            connections: Arc::new(Mutex::new(connections)),
+            path: (!is_special(path)).then(|| Arc::from(path)),
+        }
     }
 
     /// Runs `work` with the connections, off the async workers.
     ///
     /// # Errors
-    /// What `work` returns.
+    /// What `work` returns; [`Failure::Full`] for a write that failed
+    /// while the disk is full.
     pub(crate) async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut C) -> Result<T, Failure> + Send + 'static,
     ) -> Result<T, Failure> {
-        let shared = Arc::clone(&self.0);
+        let shared = Arc::clone(&self.connections);
+        let path = self.path.clone();
         atrest_core::blocking::run_short(move || {
             let mut connections = shared.lock().unwrap_or_else(PoisonError::into_inner);
-            work(&mut connections)
+            work(&mut connections).map_err(|failure| match path {
+                Some(path) if is_write_failure(&failure) && disk_full(&path) => {
+                    Failure::Full(path.to_path_buf())
+                }
+                _ => failure,
+            })
         })
         .await
     }
@@ -146,9 +208,9 @@ impl Shared<Connection> {
         schema: &'static str,
         migrate: fn(&Connection) -> Result<(), Failure>,
     ) -> Result<Self, Failure> {
-        let path = path.to_owned();
-        let connection = atrest_core::blocking::run(move || open(&path, schema, migrate)).await?;
-        Ok(Self::new(connection))
+        let owned = path.to_owned();
+        let connection = atrest_core::blocking::run(move || open(&owned, schema, migrate)).await?;
+        Ok(Self::new(connection, path))
     }
 }
 
@@ -216,7 +278,60 @@ pub(crate) fn is_special(path: &Path) -> bool {
 ///   store that opens it).
 ///
 /// `schema` must be idempotent (`CREATE TABLE IF NOT EXISTS`).
+///
+/// On a full disk, where SQLite cannot make the files it writes beside the
+/// database (nor the schema's transaction), a database that has nothing
+/// waiting in its write-ahead log is opened read-only instead (`immutable`:
+/// what is in its file is all there is), so that what only reads still
+/// works; a write then fails with [`Failure::Full`]. A database whose
+/// schema needs changing is not (it fails with [`Failure::Full`]).
 pub(crate) fn open(
+    path: &Path,
+    schema: &str,
+    migrate: impl FnOnce(&Connection) -> Result<(), Failure>,
+) -> Result<Connection, Failure> {
+    match open_for_writing(path, schema, migrate) {
+        Err(failure) if !is_special(path) && is_write_failure(&failure) && disk_full(path) => {
+            open_immutable(path, schema).ok_or_else(|| Failure::Full(path.to_path_buf()))
+        }
+        other => other,
+    }
+}
+
+/// Opens `path` read-only as the file holds it, if nothing waits in its
+/// write-ahead log and it holds exactly `schema`; `None` otherwise.
+fn open_immutable(path: &Path, schema: &str) -> Option<Connection> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    if std::fs::metadata(&wal).is_ok_and(|meta| meta.len() > 0) {
+        return None;
+    }
+    // A URI: the few characters it gives a meaning to are escaped.
+    let mut uri = String::from("file:");
+    for &byte in path.as_os_str().as_bytes() {
+        match byte {
+            b'%' | b'?' | b'#' => uri.push_str(&format!("%{byte:02X}")),
+            _ if byte.is_ascii() => uri.push(char::from(byte)),
+            _ => uri.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    uri.push_str("?immutable=1");
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+        | rusqlite::OpenFlags::SQLITE_OPEN_URI
+        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection = Connection::open_with_flags(uri, flags).ok()?;
+    let expected = objects(&{
+        let reference = Connection::open_in_memory().ok()?;
+        reference.execute_batch(schema).ok()?;
+        reference
+    })
+    .ok()?;
+    (objects(&connection).ok()? == expected).then_some(connection)
+}
+
+/// [`open`], for writing.
+fn open_for_writing(
     path: &Path,
     schema: &str,
     migrate: impl FnOnce(&Connection) -> Result<(), Failure>,

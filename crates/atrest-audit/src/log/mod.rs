@@ -80,6 +80,7 @@
 //! evidence, for [`crate::verify`] to report.
 
 mod recovery;
+pub mod restart;
 mod writer;
 
 use std::path::{Path, PathBuf};

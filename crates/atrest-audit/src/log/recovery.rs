@@ -234,7 +234,13 @@ impl Writer {
                 Err(e) => return Err(Error::io(&path, e)),
             }
         };
-        io(&path, file.write_all(bytes).and_then(|()| file.sync_all()))?;
+        if let Err(error) = file.write_all(bytes).and_then(|()| file.sync_all()) {
+            // Not saved (the disk is full, say): no empty or partial copy
+            // is left to mislead.
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            return Err(Error::io(&path, error));
+        }
         sync_dir(&dir)?;
         Ok(path)
     }

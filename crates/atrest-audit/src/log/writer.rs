@@ -279,16 +279,32 @@ impl Writer {
 
     /// As [`AuditLog::append_each`](super::AuditLog::append_each).
     pub(super) fn append_each(&self, records: &[Record]) -> Result<Vec<Receipt>, Error> {
+        if records.iter().any(|record| {
+            matches!(
+                record.event,
+                Event::Checkpoint { .. } | Event::LogRecovered { .. } | Event::LogRestarted { .. }
+            )
+        }) {
+            return Err(Error::Reserved);
+        }
+        self.append_unchecked(records)
+    }
+
+    /// Appends a line only the log writes (not a checkpoint: every batch
+    /// ends with one).
+    pub(super) fn append_log_record(&self, record: &Record) -> Result<Receipt, Error> {
+        let receipts = self.append_unchecked(std::slice::from_ref(record))?;
+        receipts
+            .last()
+            .copied()
+            .ok_or_else(|| Error::Poisoned("a batch gave no receipt".into()))
+    }
+
+    fn append_unchecked(&self, records: &[Record]) -> Result<Vec<Receipt>, Error> {
         // Encode outside the lock; only the chain fields depend on the order.
         let mut bodies = Vec::new();
         let mut ends = Vec::with_capacity(records.len());
         for record in records {
-            if matches!(
-                record.event,
-                Event::Checkpoint { .. } | Event::LogRecovered { .. }
-            ) {
-                return Err(Error::Reserved);
-            }
             serde_json::to_writer(&mut bodies, record)
                 .map_err(|e| Error::Poisoned(format!("cannot encode a record: {e}")))?;
             ends.push((bodies.len(), record.event.schema_version()));
@@ -526,9 +542,19 @@ impl Writer {
             tail.len = 0;
         }
         let path = segment_path(&self.dir, tail.index);
+        if let Err(error) = tail.file.write_all(batch) {
+            // Part of a batch no append acknowledged (the disk filled, say):
+            // cut it off at once, which needs no room, so the log stays
+            // whole for every reader and the next writer. If that fails
+            // too, the next writer's recovery does it.
+            let _ = tail
+                .file
+                .set_len(tail.len)
+                .and_then(|()| tail.file.sync_data());
+            return Err(fatal(Error::io(&path, error)));
+        }
         tail.file
-            .write_all(batch)
-            .and_then(|()| tail.file.sync_data())
+            .sync_data()
             .map_err(|e| fatal(Error::io(&path, e)))?;
         tail.len += batch.len() as u64;
         tail.chain = chain;

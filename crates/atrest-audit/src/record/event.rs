@@ -184,6 +184,33 @@ pub enum Event {
         /// and was restored.
         newline_restored: bool,
     },
+    /// The log was begun anew because the log before it was damaged (see
+    /// [`crate::log::restart`]): that log was set aside whole, as evidence,
+    /// and this line, the first record of the new log, says where and what
+    /// was found. Written by the log; refused from callers like
+    /// [`Event::Checkpoint`]. (Schema version 4.)
+    LogRestarted {
+        /// The id of the log set aside.
+        previous_log: Text,
+        /// Where it was set aside, relative to the parent of the log's
+        /// directory.
+        set_aside: Text,
+        /// Its lines whose chain verified, from its start, before the
+        /// damage.
+        lines_verified: u64,
+        /// The chain head after them (hex).
+        verified_head: Text,
+        /// The damage found.
+        damage: Text,
+        /// Its segment files, their bytes, and the SHA-256 (hex) of their
+        /// contents in order, each preceded by its name and length: what
+        /// shows it was set aside intact.
+        segments: u64,
+        /// Bytes in its segment files.
+        bytes: u64,
+        /// The digest.
+        sha256: Text,
+    },
     /// A tenant's key metadata failed its authentication (it was edited in
     /// the database by someone without the tenant key), or its tenant key
     /// is missing, and it was refused rather than obeyed. The outcome says
@@ -261,6 +288,7 @@ impl Event {
             | Self::DataMove { .. }
             | Self::Checkpoint { .. }
             | Self::LogRecovered { .. }
+            | Self::LogRestarted { .. }
             | Self::MetadataRejected {}
             | Self::TikRetired { .. }
             | Self::GarbageCollected { .. }
@@ -273,6 +301,7 @@ impl Event {
     /// line that holds it.
     pub fn schema_version(&self) -> u32 {
         match self {
+            Self::LogRestarted { .. } => 4,
             Self::MetadataRejected {}
             | Self::TikRetired { .. }
             | Self::BlobCopyPassedOver { .. }

@@ -24,7 +24,8 @@
 //! added the events the atrest libraries used to write as
 //! [`Event::Custom`]: [`Event::MetadataRejected`], [`Event::TikRetired`],
 //! [`Event::BlobCopyPassedOver`], [`Event::GarbageCollected`] and
-//! [`Event::BlobsScrubbed`].
+//! [`Event::BlobsScrubbed`]. Version 4 added [`Event::LogRestarted`], the
+//! first line of a log begun after a damaged one was set aside.
 //!
 //! A line's `v` is the version that defined its event ([`Event::schema_version`]),
 //! not the version of the build that wrote it: a line means the same to every
@@ -53,7 +54,7 @@ pub use self::scope::{in_request, in_requests};
 use crate::Error;
 
 /// The newest schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The oldest schema version this build reads (every version from it to
 /// [`SCHEMA_VERSION`]).

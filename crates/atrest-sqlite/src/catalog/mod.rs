@@ -161,13 +161,13 @@ impl SqliteCatalog {
     /// record tags, and for a database holding objects the schema does not
     /// create.
     pub async fn open(path: &Path) -> Result<Self, Error> {
-        let path = path.to_owned();
+        let owned = path.to_owned();
         let connections = atrest_core::blocking::run(move || {
-            let durable = connect(&path)?;
-            let unflushed = if db::is_special(&path) {
+            let durable = connect(&owned)?;
+            let unflushed = if db::is_special(&owned) {
                 None
             } else {
-                let connection = connect(&path)?;
+                let connection = connect(&owned)?;
                 connection.pragma_update(None, "synchronous", "NORMAL")?;
                 Some(connection)
             };
@@ -176,7 +176,7 @@ impl SqliteCatalog {
         .await
         .map_err(Failure::into_catalog)?;
         Ok(Self {
-            db: Shared::new(connections),
+            db: Shared::new(connections, path),
             owner: None,
         })
     }
