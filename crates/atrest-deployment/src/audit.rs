@@ -35,6 +35,41 @@ pub struct AuditVerification {
     pub witness: Option<PathBuf>,
     /// The size of the witness's newest checkpoint, if it had one.
     pub witnessed_size: Option<u64>,
+    /// If the log was begun anew after a damaged one was set aside
+    /// ([`Deployment::recover_audit`]): when, and where that one is.
+    pub restarted: Option<(String, String)>,
+}
+
+/// When and to where the log in `log_dir` set aside the log before it, if
+/// it began so: its first record (after the opening checkpoint).
+fn restarted(log_dir: &Path) -> Option<(String, String)> {
+    use std::io::BufRead as _;
+    let file = std::fs::File::open(log_dir.join("00000001.log")).ok()?;
+    std::io::BufReader::new(file)
+        .lines()
+        .take(2)
+        .map_while(Result::ok)
+        .filter_map(|line| serde_json::from_str::<Entry>(&line).ok())
+        .find_map(|entry| match entry.event {
+            Event::LogRestarted { set_aside, .. } => {
+                Some((entry.time.to_string(), set_aside.as_str().to_owned()))
+            }
+            _ => None,
+        })
+}
+
+/// What [`Deployment::recover_audit`] did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AuditRecovery {
+    /// Where the damaged log was set aside, whole (`None` if this only
+    /// finished an interrupted recovery).
+    pub set_aside: Option<PathBuf>,
+    /// The id of the log set aside.
+    pub previous_log: Option<String>,
+    /// Its lines whose chain verified, from its start, before the damage.
+    pub lines_verified: Option<u64>,
+    /// The damage found.
+    pub damage: Option<String>,
 }
 
 /// Audit records with the names of the tenants they are about.
@@ -79,6 +114,69 @@ impl Deployment {
         Ok(())
     }
 
+    /// Recovers the deployment in `dir` from a damaged audit log, which
+    /// stops every command that writes to it: sets the log aside whole,
+    /// as evidence (`DIR/audit.set-aside/<time>-<log id>`), and begins a
+    /// new log whose first record, signed and published to the witness,
+    /// says where the old one went, how much of it verified and what was
+    /// wrong (see [`atrest::audit::log::restart`]). `verifying_key` is the
+    /// operator's copy of the audit verifying key, as `init` printed it: it
+    /// must be the deployment's. No other process may have the deployment
+    /// open (they would go on writing to the log set aside). Running it
+    /// again after an interruption finishes the job.
+    ///
+    /// # Errors
+    /// [`Error::BadArgument`] for a key that does not parse or is not the
+    /// deployment's; [`Error::InUse`] while other processes have the
+    /// deployment open; [`Error::Library`] with a usage kind if the log
+    /// verifies (nothing to recover); configuration and I/O errors.
+    pub async fn recover_audit(dir: &Path, verifying_key: &str) -> Result<AuditRecovery, Error> {
+        let (dir, verifying_key) = (dir.to_path_buf(), verifying_key.to_owned());
+        blocking::run(move || {
+            let config = Config::read(&dir)?;
+            let key = VerifyingKey::parse(&verifying_key).map_err(|error| Error::BadArgument {
+                what: "the verifying key given",
+                detail: format!("{error}; give the key `atrest init` printed"),
+            })?;
+            if key != VerifyingKey::parse(&config.audit_verifying_key)? {
+                return Err(Error::BadArgument {
+                    what: "the verifying key given",
+                    detail: "it is not this deployment's audit key".into(),
+                });
+            }
+            let running = crate::lease::scan(&dir, None)
+                .map_err(crate::error::io_at(dir.join(crate::lease::LEASES)))?
+                .living;
+            if !running.is_empty() {
+                return Err(Error::InUse {
+                    holders: running
+                        .iter()
+                        .map(|(_, holder)| format!("{} (pid {})", holder.program, holder.pid))
+                        .collect(),
+                });
+            }
+            let signer = crate::read_signing_key(&dir, &config)?;
+            let log_config = self::config(config.audit_witness(&dir).as_deref());
+            let restarted = atrest::audit::log::restart::restart(
+                dir.join(AUDIT_DIR),
+                signer,
+                log_config,
+                &key,
+            )?;
+            Ok(AuditRecovery {
+                set_aside: restarted.set_aside,
+                previous_log: restarted.previous_log,
+                lines_verified: restarted.report.as_ref().map(|r| r.records),
+                damage: restarted
+                    .report
+                    .as_ref()
+                    .and_then(|r| r.problem.as_ref())
+                    .map(ToString::to_string),
+            })
+        })
+        .await
+    }
+
     /// Verifies the audit log of the deployment in `dir` without opening
     /// it for writing (so it works on a damaged log too): the chain, the
     /// signature of its last checkpoint line, and the newest checkpoint of
@@ -97,11 +195,24 @@ impl Deployment {
         let (dir, trusted) = (dir.to_path_buf(), trusted.clone());
         blocking::run(move || {
             let config = Config::read(&dir)?;
-            let key_text = trusted
-                .verifying_key
-                .as_deref()
-                .unwrap_or(&config.audit_verifying_key);
-            let key = VerifyingKey::parse(key_text)?;
+            // What the operator gives is checked as an argument: a key that
+            // does not parse, or a witness that is not there, is a mistake
+            // in the command, not evidence about the log.
+            let key = match &trusted.verifying_key {
+                Some(text) => VerifyingKey::parse(text).map_err(|error| Error::BadArgument {
+                    what: "the verifying key given",
+                    detail: format!("{error}; give the key `atrest init` printed"),
+                })?,
+                None => VerifyingKey::parse(&config.audit_verifying_key)?,
+            };
+            if let Some(witness) = &trusted.witness
+                && !witness.is_dir()
+            {
+                return Err(Error::BadArgument {
+                    what: "the witness given",
+                    detail: format!("{} is not a directory", witness.display()),
+                });
+            }
             let witness = trusted
                 .witness
                 .clone()
@@ -116,6 +227,7 @@ impl Deployment {
                 None => (atrest::audit::verify(&log_dir, &[], &key)?, None),
             };
             Ok(AuditVerification {
+                restarted: restarted(&log_dir),
                 report,
                 key_from_operator: trusted.verifying_key.is_some(),
                 witness,

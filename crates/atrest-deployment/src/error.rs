@@ -67,7 +67,10 @@ pub enum Error {
     },
 
     /// No tenant has this name.
-    #[error("no tenant named {name:?}")]
+    #[error(
+        "no tenant named {name:?}{}",
+        if name.chars().any(char::is_uppercase) { " (tenant names are lower case)" } else { "" }
+    )]
     UnknownTenant {
         /// The name asked for.
         name: String,
@@ -104,7 +107,10 @@ pub enum Error {
     },
 
     /// A provider name is configured already, with another token or module.
-    #[error("provider {provider} is already configured with another token or module")]
+    #[error(
+        "provider {provider} is already configured with another token or module; name this \
+         tenant's tokens with providers of their own (--provider-a, --provider-b)"
+    )]
     ProviderConflict {
         /// The provider's name.
         provider: String,
@@ -119,6 +125,26 @@ pub enum Error {
         name: String,
         /// The rule it breaks.
         rule: &'static str,
+    },
+
+    /// Other processes have the deployment open, and what was asked needs
+    /// it to themselves.
+    #[error(
+        "other processes have the deployment open: {}; stop them first",
+        holders.join(", ")
+    )]
+    InUse {
+        /// Each, as `program (pid N)`.
+        holders: Vec<String>,
+    },
+
+    /// Something the operator gave (an argument) is not usable.
+    #[error("{what}: {detail}")]
+    BadArgument {
+        /// What was given (`the verifying key given`, …).
+        what: &'static str,
+        /// What is wrong with it.
+        detail: String,
     },
 
     /// The environment variable that should hold a token's PIN is not set.
@@ -220,8 +246,10 @@ impl Error {
             | Self::UnsupportedVersion { .. }
             | Self::UnknownServiceKey { .. }
             | Self::InvalidName { .. }
+            | Self::BadArgument { .. }
             | Self::PinNotSet { .. } => K::Usage,
             Self::AlreadyInitialized { .. }
+            | Self::InUse { .. }
             | Self::NotEmpty { .. }
             | Self::ProviderConflict { .. } => K::Conflict,
             Self::UnknownTenant { .. }

@@ -67,7 +67,7 @@ impl Listing {
             bytes: record.plaintext_len,
             tik_version: u32::from(record.tik_version()),
             blob: record.blob.to_string(),
-            sealed: atrest::audit::Timestamp::from(sealed).to_string(),
+            sealed: humantime::format_rfc3339_seconds(sealed).to_string(),
         }
     }
 }
@@ -120,10 +120,11 @@ impl Deployment {
         name: &str,
         plaintext: impl AsyncBufRead + Send + Unpin,
     ) -> Result<PutReport, Error> {
-        atrest::check_name("file name", name).map_err(atrest::Error::from)?;
+        let name = atrest::normalize_name(name);
+        atrest::check_name("file name", &name).map_err(atrest::Error::from)?;
         let tenant_id = self.tenant_id(tenant).await?;
         // The library asks the policy for the write and audits a refusal.
-        let sealed = self.files.seal(access, tenant_id, name, plaintext).await;
+        let sealed = self.files.seal(access, tenant_id, &name, plaintext).await;
         let record = named(tenant, tenant_id, sealed)?;
         Ok(PutReport::new(tenant, record))
     }
@@ -149,7 +150,10 @@ impl Deployment {
         let tenant_id = self.tenant_id(tenant).await?;
         let mut results: Vec<Option<Result<PutReport, Error>>> = Vec::with_capacity(items.len());
         let mut allowed = Vec::with_capacity(items.len());
-        for item in items {
+        for mut item in items {
+            if let std::borrow::Cow::Owned(name) = atrest::normalize_name(&item.name) {
+                item.name = name;
+            }
             match atrest::check_name("file name", &item.name) {
                 Ok(()) => {
                     results.push(None);
@@ -163,14 +167,13 @@ impl Deployment {
         let sealed = self
             .files
             .seal_batch(access, tenant_id, allowed, concurrency)
-            .await?;
+            .await;
+        let sealed = named(tenant, tenant_id, sealed)?;
         let mut places = results.iter_mut().filter(|result| result.is_none());
         for result in sealed {
             if let Some(place) = places.next() {
                 *place = Some(
-                    result
-                        .map_err(Error::from)
-                        .map(|record| PutReport::new(tenant, record)),
+                    named(tenant, tenant_id, result).map(|record| PutReport::new(tenant, record)),
                 );
             }
         }
@@ -194,8 +197,8 @@ impl Deployment {
     /// [`Error::UnknownTenant`]; [`Error::InTenant`] (not found: no such
     /// file or version).
     pub async fn record(&self, file: &FileName<'_>) -> Result<FileRecord, Error> {
-        let (tenant, version) = self.select(file).await?;
-        let record = self.files.record(tenant, file.name, version).await;
+        let (tenant, version, name) = self.select(file).await?;
+        let record = self.files.record(tenant, &name, version).await;
         named(file.tenant, tenant, record)
     }
 
@@ -207,16 +210,20 @@ impl Deployment {
     /// # Errors
     /// As for [`Deployment::record`].
     pub async fn record_to_open(&self, file: &FileName<'_>) -> Result<FileRecord, Error> {
-        let (tenant, version) = self.select(file).await?;
-        let record = self.catalog.record(tenant, file.name, version).await;
+        let (tenant, version, name) = self.select(file).await?;
+        let record = self.catalog.record(tenant, &name, version).await;
         named(file.tenant, tenant, record)
     }
 
-    /// The tenant's id and the version of `file`.
-    async fn select(&self, file: &FileName<'_>) -> Result<(TenantId, Option<FileVersion>), Error> {
+    /// The tenant's id, the version and the name (composed, NFC) of
+    /// `file`.
+    async fn select<'a>(
+        &self,
+        file: &FileName<'a>,
+    ) -> Result<(TenantId, Option<FileVersion>, std::borrow::Cow<'a, str>), Error> {
         let tenant = self.tenant_id(file.tenant).await?;
         let version = file.version.map(FileVersion::try_from).transpose()?;
-        Ok((tenant, version))
+        Ok((tenant, version, atrest::normalize_name(file.name)))
     }
 
     /// Gives `access` file `file` (or bytes `range` of it) into `sink`, as
@@ -232,10 +239,10 @@ impl Deployment {
         range: Option<Range<u64>>,
         sink: &mut dyn OpenSink,
     ) -> Result<FileRecord, Error> {
-        let (tenant, version) = self.select(file).await?;
+        let (tenant, version, name) = self.select(file).await?;
         let selector = FileSelector {
             tenant,
-            name: file.name,
+            name: &name,
             version,
         };
         let opened = self.files.open(access, &selector, range, sink).await;

@@ -27,7 +27,7 @@ use atrest_core::blocking;
 use self::config::Config;
 use self::error::io_at;
 
-pub use self::audit::{AuditEntries, AuditVerification, TrustedAudit};
+pub use self::audit::{AuditEntries, AuditRecovery, AuditVerification, TrustedAudit};
 pub use self::config::{KmsConfig, MetadataConfig, TokenConfig};
 pub use self::error::Error;
 pub use self::files::{FileName, Listing, PutReport};
@@ -37,7 +37,9 @@ pub use self::keys::{Fallback, Options};
 pub use self::lease::Holder;
 pub use self::policy::Principal;
 pub use self::replicas::{DamagedRecord, ScrubReport};
-pub use self::tenants::{TenantKeys, TenantSummary, TikVersionSummary};
+pub use self::tenants::{
+    TENANT_NAME_RULE, TenantKeys, TenantSummary, TikVersionSummary, check_tenant_name,
+};
 
 const CONFIG: &str = "atrest.json";
 const SIGNING_KEY: &str = "audit-signing.key";
@@ -99,14 +101,10 @@ impl LocalParts {
         let lease = lease::Lease::take(dir, program).ok();
         let master = MasterKey::open_file(&dir.join("master.key"))?;
         let tenant_keys = TenantKeyDir::open(&dir.join(TENANT_KEYS), master.clone())?;
-        let signing_key = dir.join(SIGNING_KEY);
-        // Read at its size in one allocation, and wiped once parsed.
-        let pkcs8 =
-            zeroize::Zeroizing::new(std::fs::read(&signing_key).map_err(io_at(&signing_key))?);
-        let signer = SigningKey::from_pkcs8("atrest-audit", &pkcs8)?;
-        if signer.verifying_key().to_string() != config.audit_verifying_key {
-            return Err(Error::AuditKeyMismatch { path: signing_key });
-        }
+        let signer = read_signing_key(dir, &config)?;
+        // A recovery of the log interrupted between its two renames is
+        // finished first.
+        let _ = atrest::audit::log::restart::finish_restart(dir.join(AUDIT_DIR))?;
         let (log, recovery) = AuditLog::open(
             dir.join(AUDIT_DIR),
             signer,
@@ -123,6 +121,19 @@ impl LocalParts {
             lease,
         })
     }
+}
+
+/// The audit signing key of the deployment in `dir`, checked against the
+/// verifying key its configuration names. Blocks.
+pub(crate) fn read_signing_key(dir: &Path, config: &Config) -> Result<SigningKey, Error> {
+    let signing_key = dir.join(SIGNING_KEY);
+    // Read at its size in one allocation, and wiped once parsed.
+    let pkcs8 = zeroize::Zeroizing::new(std::fs::read(&signing_key).map_err(io_at(&signing_key))?);
+    let signer = SigningKey::from_pkcs8("atrest-audit", &pkcs8)?;
+    if signer.verifying_key().to_string() != config.audit_verifying_key {
+        return Err(Error::AuditKeyMismatch { path: signing_key });
+    }
+    Ok(signer)
 }
 
 impl Deployment {
@@ -242,6 +253,30 @@ impl Deployment {
     /// The directory the audit log publishes its checkpoints to.
     pub fn audit_witness(&self) -> Option<PathBuf> {
         self.config.audit_witness(&self.dir)
+    }
+
+    /// What is wrong with where the audit log's witness is, if anything:
+    /// none at all, or inside the deployment directory, where whoever can
+    /// rewrite the log can rewrite its witness too.
+    pub fn audit_witness_warning(&self) -> Option<String> {
+        let Some(witness) = self.audit_witness() else {
+            return Some(
+                "the audit log has no witness: records cut from its end cannot be told; \
+                 give --audit-witness DIR on other storage"
+                    .into(),
+            );
+        };
+        let resolve =
+            |path: &Path| std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        if resolve(&witness).starts_with(resolve(&self.dir)) {
+            return Some(format!(
+                "the audit witness {} is inside the deployment directory: whoever can rewrite \
+                 the log can rewrite its witness too; give --audit-witness DIR on other storage \
+                 (another disk, volume or machine)",
+                witness.display()
+            ));
+        }
+        None
     }
 
     /// A capability for the system operation `operation` (see

@@ -47,8 +47,12 @@ pub struct TenantSummary {
     pub id: String,
     /// `service-managed` or `customer-key`.
     pub kind: String,
-    /// `active` or `purged`.
+    /// `active`, `purged`, or (for a customer-key tenant) what the
+    /// revocations of its customer keys leave: `active: 1 of 2 customer
+    /// keys revoked, …` or `revoked: every customer key is revoked, …`.
     pub state: String,
+    /// The customer keys recorded as revoked.
+    pub revoked_keys: Vec<String>,
     /// The current TIK version.
     pub current_tik: u32,
     /// Its root keys, as `role provider:label@version`, with `(revoked)`
@@ -92,8 +96,8 @@ impl Deployment {
     /// brings a PKCS#11 token the deployment did not use yet.
     ///
     /// # Errors
-    /// [`Error::InvalidName`] (a name with `@`); [`Error::Library`] for a
-    /// name that breaks the naming rule or is taken (a conflict);
+    /// [`Error::InvalidName`] for a name that breaks [`TENANT_NAME_RULE`];
+    /// [`Error::Library`] for a name that is taken (a conflict);
     /// [`Error::ProviderConflict`] if a token's provider name is in use for
     /// another token; [`Error::PinNotSet`]; key errors.
     pub async fn create_tenant(
@@ -101,14 +105,7 @@ impl Deployment {
         name: &str,
         keys: &TenantKeys,
     ) -> Result<TenantSummary, Error> {
-        atrest::check_name("tenant name", name).map_err(atrest::Error::from)?;
-        if name.contains('@') {
-            return Err(Error::InvalidName {
-                what: "tenant name",
-                name: name.to_owned(),
-                rule: "a tenant name cannot contain '@'",
-            });
-        }
+        check_tenant_name(name)?;
         let tenant = TenantId::random(&mut OsRng)?;
         // The name first: it is the claim on the name, and a user of the
         // tenant is a member from the moment its keys exist.
@@ -307,9 +304,33 @@ impl Deployment {
                 TenantKind::CustomerKey => "customer-key".into(),
             },
             state: match record.state {
-                TenantState::Active => "active".into(),
                 TenantState::Purged => "purged".into(),
+                TenantState::Active => {
+                    let customer: Vec<_> = record
+                        .slots
+                        .iter()
+                        .filter(|slot| slot.role == atrest::tenant::SlotRole::Customer)
+                        .collect();
+                    let revoked = customer.iter().filter(|slot| slot.revoked).count();
+                    if revoked == 0 {
+                        "active".into()
+                    } else if revoked == customer.len() {
+                        "revoked: every customer key is revoked, the files are unreadable".into()
+                    } else {
+                        format!(
+                            "active: {revoked} of {} customer keys revoked, the files stay \
+                             readable through the others",
+                            customer.len()
+                        )
+                    }
+                }
             },
+            revoked_keys: record
+                .slots
+                .iter()
+                .filter(|slot| slot.revoked)
+                .map(|slot| slot.key.to_string())
+                .collect(),
             current_tik: u32::from(record.current_tik),
             root_keys: record
                 .slots
@@ -420,5 +441,59 @@ impl Deployment {
         let tenant_id = self.tenant_id(tenant).await?;
         let purged = self.files.keys().purge(tenant_id).await;
         named(tenant, tenant_id, purged)
+    }
+}
+
+/// What a tenant name may be. Tenant names appear in principals
+/// (`user@tenant`), URLs and reports: one spelling per tenant, nothing
+/// that needs quoting.
+pub const TENANT_NAME_RULE: &str = "a tenant name is 1 to 63 characters of lower-case ASCII \
+     letters, digits, '-', '_' and '.', beginning with a letter or digit";
+
+/// Checks `name` against [`TENANT_NAME_RULE`].
+///
+/// # Errors
+/// [`Error::InvalidName`], saying what is wrong.
+pub fn check_tenant_name(name: &str) -> Result<(), Error> {
+    let invalid = |rule: &'static str| Error::InvalidName {
+        what: "tenant name",
+        name: name.chars().take(64).collect(),
+        rule,
+    };
+    let first_ok = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if name.is_empty() || name.len() > 63 {
+        return Err(invalid(TENANT_NAME_RULE));
+    }
+    if name.chars().any(char::is_uppercase) {
+        return Err(invalid(
+            "tenant names are lower case (one spelling per tenant): use the lower-case form",
+        ));
+    }
+    let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b);
+    if !first_ok || !name.bytes().all(allowed) {
+        return Err(invalid(TENANT_NAME_RULE));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_tenant_name;
+
+    #[test]
+    fn tenant_names_have_one_spelling_and_need_no_quoting() {
+        for good in ["contoso", "a", "fabrikam-eu.2", "0day", "x_y"] {
+            assert!(check_tenant_name(good).is_ok(), "{good}");
+        }
+        let long = "a".repeat(64);
+        for bad in [
+            "", "Contoso", "CONTOSO", "con toso", "con/toso", "bob@x", "-x", ".x", "_x", "café",
+            &long,
+        ] {
+            assert!(check_tenant_name(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -79,6 +79,13 @@ pub fn check_name(what: &'static str, name: &str) -> Result<(), CatalogError> {
     if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
         return Err(invalid("it starts or ends with white space"));
     }
+    // Two names that print alike are one name: only the composed form
+    // (NFC) is kept; see [`normalize_name`].
+    if !unicode_normalization::is_nfc(name) {
+        return Err(invalid(
+            "it is not in Unicode normalization form C (compose it first)",
+        ));
+    }
     if name
         .split('/')
         .any(|part| part.is_empty() || part == "." || part == "..")
@@ -86,6 +93,20 @@ pub fn check_name(what: &'static str, name: &str) -> Result<(), CatalogError> {
         return Err(invalid("a '/'-separated part of it is empty, '.' or '..'"));
     }
     Ok(())
+}
+
+/// `name` in Unicode normalization form C (composed: "café" written with
+/// an accent combined onto the "e" becomes the one character "é"), the
+/// only form [`check_name`] accepts: names that print alike are the same
+/// name. Borrowed when it is in that form already.
+pub fn normalize_name(name: &str) -> std::borrow::Cow<'_, str> {
+    use unicode_normalization::UnicodeNormalization as _;
+    if unicode_normalization::is_nfc_quick(name.chars()) == unicode_normalization::IsNormalized::Yes
+    {
+        std::borrow::Cow::Borrowed(name)
+    } else {
+        std::borrow::Cow::Owned(name.nfc().collect())
+    }
 }
 
 /// Format characters that render as nothing (Unicode general category Cf

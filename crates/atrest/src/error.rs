@@ -194,6 +194,20 @@ pub enum Error {
         len: u64,
     },
 
+    /// A file's record names a blob that no copy of the blob store holds:
+    /// it was removed or lost. The record is intact; the file's bytes are
+    /// gone unless a copy is restored.
+    #[error(
+        "the file's blob {blob} is missing from the blob store ({locations} location(s) tried): \
+         it was removed or lost"
+    )]
+    BlobMissing {
+        /// The blob's name.
+        blob: crate::BlobName,
+        /// How many locations (the primary and replicas) were tried.
+        locations: usize,
+    },
+
     /// The blob store failed; `kind` says how.
     #[error("blob store: {source}")]
     Blob {
@@ -219,6 +233,7 @@ impl Error {
             Self::Catalog(error) => error.kind(),
             Self::Record(error) => error.kind(),
             Self::InvalidRange { .. } => ErrorKind::Usage,
+            Self::BlobMissing { .. } => ErrorKind::Integrity,
             Self::Blob { kind, .. } => *kind,
             Self::Io(_) => ErrorKind::Io,
         }

@@ -14,7 +14,7 @@ use atrest_tenant::Access;
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 
 use super::Files;
-use crate::{Error, ErrorKind, FileRecord};
+use crate::{BlobName, Error, ErrorKind, FileRecord};
 
 /// Ciphertext runs read ahead of the cipher.
 const RUNS_READ_AHEAD: usize = 4;
@@ -245,7 +245,7 @@ impl Files {
                     .await;
             }
         }
-        Err(first_failure(passed_over))
+        Err(first_failure(&record.blob, passed_over))
     }
 
     /// Decrypts the copy of the record's blob at `location` from its
@@ -350,7 +350,7 @@ impl Files {
                 Err(error) => passed_over.push((location, error)),
             }
         }
-        Err(first_failure(passed_over))
+        Err(first_failure(&record.blob, passed_over))
     }
 
     /// [`Files::read_range`] from the copy at `location`.
@@ -420,7 +420,7 @@ impl Files {
     /// Bytes `range` of the copy of `blob` at `location`, all of them.
     async fn fetch(
         &self,
-        blob: &crate::BlobName,
+        blob: &BlobName,
         location: usize,
         range: Range<u64>,
     ) -> Result<Vec<u8>, Error> {
@@ -496,13 +496,25 @@ fn header_of(bytes: &[u8]) -> Result<&[u8; HEADER_LEN], Error> {
         .map_err(|_| atrest_stream::Error::Truncated.into())
 }
 
-/// The first of the errors of the copies a read tried.
-fn first_failure(passed_over: &mut Vec<(usize, Error)>) -> Error {
-    if passed_over.is_empty() {
-        Error::blob(ErrorKind::NotFound, "no copy of the blob")
-    } else {
-        passed_over.swap_remove(0).1
+/// The first of the errors of the copies a read tried; if every copy was
+/// missing, that the blob is.
+fn first_failure(blob: &BlobName, passed_over: &mut Vec<(usize, Error)>) -> Error {
+    let missing = |error: &Error| {
+        matches!(
+            error,
+            Error::Blob {
+                kind: ErrorKind::NotFound,
+                ..
+            }
+        )
+    };
+    if passed_over.iter().all(|(_, error)| missing(error)) {
+        return Error::BlobMissing {
+            blob: blob.clone(),
+            locations: passed_over.len(),
+        };
     }
+    passed_over.swap_remove(0).1
 }
 
 /// Runs being opened, in order: in the task with one thread, else up to
