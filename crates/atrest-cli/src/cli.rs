@@ -106,10 +106,20 @@ pub(crate) enum Command {
         #[arg(long = "as")]
         principal: Option<String>,
     },
-    /// List file versions (of one tenant, or all).
+    /// List files: the newest version of each (of one tenant, or all),
+    /// or every version of one file, or with --versions of all.
     Ls {
         /// The tenant.
         tenant: Option<String>,
+        /// Only this file: every version of it.
+        #[arg(requires = "tenant")]
+        name: Option<String>,
+        /// Only files whose names begin with this (`reports/2026/`).
+        #[arg(long, conflicts_with = "name")]
+        prefix: Option<String>,
+        /// Every version, not only the newest of each file.
+        #[arg(long)]
+        versions: bool,
     },
     /// Rotate keys: a tenant's TIK (re-wrapping its file keys), or a
     /// service root key.
@@ -156,12 +166,26 @@ pub(crate) enum Command {
     /// Verify or show the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Print a completion script for a shell (bash, zsh, fish, elvish,
+    /// powershell), from the command line's own definition:
+    /// `atrest completions bash > /etc/bash_completion.d/atrest`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), from the command line's own
+    /// definition: `atrest man | man -l -`.
+    Man,
     /// Run the whole model on the embedded defaults in a fresh directory
     /// and print a short report.
     Demo {
-        /// The directory (default: a new one under the temporary directory).
+        /// The directory, new or empty, kept afterwards (default: a new one
+        /// under the temporary directory, removed once the demo succeeded).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Keep the demo's own directory (its path is printed).
+        #[arg(long, conflicts_with = "dir")]
+        keep: bool,
         /// Size of the demo file, in MiB.
         #[arg(long, default_value_t = 64)]
         size_mib: u64,
@@ -305,6 +329,18 @@ pub(crate) enum AuditCommand {
         /// The witness directory (default: the one in DATA/atrest.json).
         #[arg(long, value_name = "DIR")]
         witness: Option<PathBuf>,
+    },
+    /// Recover from a damaged audit log, which stops every command that
+    /// writes to it (`atrest audit verify` says where it is damaged): set
+    /// it aside whole, as evidence (DATA/audit.set-aside/TIME-LOGID), and
+    /// begin a new log whose first record, signed and witnessed, says where
+    /// the old one went and what was wrong. Stop every other process using
+    /// the deployment first.
+    Recover {
+        /// The verifying key `init` printed, from where you keep it: it
+        /// must be the deployment's.
+        #[arg(long)]
+        key: String,
     },
     /// Print audit records as a table (with --json: the raw records).
     Show {

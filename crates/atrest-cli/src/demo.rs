@@ -69,18 +69,36 @@ async fn attempt(deployment: &Deployment, access: &Access<'_>, tenant: &str, nam
 }
 
 /// `atrest demo`.
-pub(crate) async fn run(dir: Option<PathBuf>, size_mib: u64, out: Output) -> Result<(), Error> {
-    let json = out.json;
-    let dir = match dir {
-        Some(dir) => dir,
-        None => std::env::temp_dir().join(format!(
+pub(crate) async fn run(
+    dir: Option<PathBuf>,
+    keep: bool,
+    size_mib: u64,
+    out: Output,
+) -> Result<(), Error> {
+    let Some(dir) = dir else {
+        // A directory of its own, removed once the demo succeeded unless
+        // asked to keep it; kept (and named) if it failed, to look into.
+        let dir = std::env::temp_dir().join(format!(
             "atrest-demo-{}-{}",
             std::process::id(),
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-        )),
+                .map_or(0, |d| d.as_nanos())
+        ));
+        let result = run_in(&dir, size_mib, out).await;
+        if result.is_err() || keep {
+            atrest_cli::errln!("atrest: the demo's directory is kept: {}", dir.display());
+        } else {
+            fs::remove_dir_all(&dir).map_err(Error::at(&dir))?;
+        }
+        return result;
     };
+    run_in(&dir, size_mib, out).await
+}
+
+/// The demo, in `dir` (which must be new or empty).
+async fn run_in(dir: &Path, size_mib: u64, out: Output) -> Result<(), Error> {
+    let json = out.json;
     let mut lines: Vec<(String, String)> = Vec::new();
     let mut say = |what: &str, detail: String| {
         if !json {
@@ -92,7 +110,7 @@ pub(crate) async fn run(dir: Option<PathBuf>, size_mib: u64, out: Output) -> Res
         atrest_cli::outln!("atrest demo in {}", dir.display());
     }
 
-    let mut deployment = Deployment::init(&dir, None, None, Options::new(ACTOR)).await?;
+    let mut deployment = Deployment::init(dir, None, None, Options::new(ACTOR)).await?;
     say(
         "deployment",
         "master key file (mode 600), SQLite key store and catalog, audit log, local blob store"

@@ -3,21 +3,9 @@
 use std::io;
 use std::path::PathBuf;
 
-use atrest::ErrorKind;
+pub(crate) use atrest_cli::outcome::EXIT_CODES;
+use atrest_cli::outcome::{FAILED, INTEGRITY, NOT_FOUND, USAGE, kind_code};
 use atrest_deployment as deployment;
-
-/// The exit codes, as `--help` shows them.
-pub(crate) const EXIT_CODES: &str = "\
-Exit status:
-  0  done
-  1  failed: an I/O or storage error (a directory given as a file, a full disk, a closed pipe)
-  2  bad usage or configuration (including no deployment: run `atrest init`)
-  3  not found (tenant, file, version, key)
-  4  refused: release policy, revoked or destroyed customer key, purged tenant
-  5  integrity: a blob, record or catalog entry that does not authenticate or parse, or an
-     audit log that does not verify
-  6  unavailable: a key service or store could not be reached
-  7  conflict: it exists already (deployment, tenant, file version), or is still in use";
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +14,14 @@ pub(crate) enum Error {
     #[error("{message}")]
     Usage {
         /// What is wrong, and what to do instead.
+        message: String,
+    },
+
+    /// What the command names does not exist (beyond what the deployment
+    /// reports itself).
+    #[error("{message}")]
+    NotFound {
+        /// What was not found.
         message: String,
     },
 
@@ -63,6 +59,15 @@ pub(crate) enum Error {
     /// The deployment failed.
     #[error(transparent)]
     Deployment(#[from] deployment::Error),
+
+    /// The deployment failed, and there is something the operator can do.
+    #[error("{source}\n{hint}")]
+    Hinted {
+        /// The failure.
+        source: deployment::Error,
+        /// What to do.
+        hint: &'static str,
+    },
 }
 
 impl Error {
@@ -73,7 +78,7 @@ impl Error {
     }
 
     /// `map_err` helper for a file named on the command line: "no such
-    /// file" is a usage error, anything else an I/O error.
+    /// file" is said so, anything else as it is; both are I/O failures.
     pub(crate) fn at(path: &std::path::Path) -> impl FnOnce(io::Error) -> Self {
         let path = path.to_path_buf();
         move |source| {
@@ -97,34 +102,14 @@ impl Error {
     }
 }
 
-const FAILED: u8 = 1;
-const USAGE: u8 = 2;
-const NOT_FOUND: u8 = 3;
-const REFUSED: u8 = 4;
-const INTEGRITY: u8 = 5;
-const UNAVAILABLE: u8 = 6;
-const CONFLICT: u8 = 7;
-
 /// The exit code for `error` (see [`EXIT_CODES`]): the program's own
-/// errors, then every library error by its [`ErrorKind`].
+/// errors, then every library error by its [`atrest::ErrorKind`].
 pub(crate) fn exit_code(error: &Error) -> u8 {
     match error {
-        Error::Usage { .. } | Error::NoSuchFile { .. } => USAGE,
-        Error::Io { .. } => FAILED,
+        Error::Usage { .. } => USAGE,
+        Error::NotFound { .. } => NOT_FOUND,
+        Error::NoSuchFile { .. } | Error::Io { .. } => FAILED,
         Error::AuditDoesNotVerify | Error::Demo { .. } => INTEGRITY,
-        Error::Deployment(error) => kind_code(error.kind()),
-    }
-}
-
-/// The exit code of a kind of failure.
-fn kind_code(kind: ErrorKind) -> u8 {
-    match kind {
-        ErrorKind::NotFound => NOT_FOUND,
-        ErrorKind::Refused => REFUSED,
-        ErrorKind::Integrity => INTEGRITY,
-        ErrorKind::Conflict => CONFLICT,
-        ErrorKind::Unavailable => UNAVAILABLE,
-        ErrorKind::Usage => USAGE,
-        ErrorKind::Io => FAILED,
+        Error::Deployment(error) | Error::Hinted { source: error, .. } => kind_code(error.kind()),
     }
 }

@@ -16,6 +16,7 @@ mod staging;
 
 use std::process::ExitCode;
 
+use atrest_cli::outcome::{self, Json};
 use clap::Parser as _;
 
 use atrest_deployment::{MetadataConfig, Setup};
@@ -54,45 +55,25 @@ fn main() -> ExitCode {
         .and_then(|runtime| runtime.block_on(run(cli)));
     match result {
         // Standard output was closed or failed (a message said why).
-        Ok(()) if atrest_cli::print::stdout_failed() => ExitCode::from(1),
+        Ok(()) if atrest_cli::print::stdout_failed() => ExitCode::from(outcome::FAILED),
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let code = exit_code(&error);
-            atrest_cli::errln!("atrest: {error}");
-            if json {
-                let report = serde_json::json!({ "error": error.to_string(), "exit": code });
-                if data_on_stdout {
-                    atrest_cli::errln!("{report}");
-                } else {
-                    atrest_cli::outln!("{report}");
-                }
-            }
+            let to = match (json, data_on_stdout) {
+                (false, _) => Json::Off,
+                (true, false) => Json::Stdout,
+                (true, true) => Json::Stderr,
+            };
+            outcome::report("atrest", &error.to_string(), code, to);
             ExitCode::from(code)
         }
     }
 }
 
-/// Reports a command line clap could not parse (help and version are not
-/// errors), as JSON on standard output too when `--json` was given.
+/// Reports a command line clap could not parse, as every failure is
+/// reported.
 fn usage_error(error: &clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    if matches!(
-        error.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    ) {
-        let _ = error.print();
-        return ExitCode::from(if error.use_stderr() { 2 } else { 0 });
-    }
-    let _ = error.print();
-    if std::env::args_os().any(|arg| arg == "--json") {
-        let message = error.render().to_string();
-        let first = message.lines().next().unwrap_or_default();
-        let first = first.strip_prefix("error: ").unwrap_or(first);
-        atrest_cli::outln!("{}", serde_json::json!({ "error": first, "exit": 2 }));
-    }
-    ExitCode::from(2)
+    ExitCode::from(outcome::report_usage("atrest", error))
 }
 
 async fn run(cli: Cli) -> Result<(), Error> {
@@ -154,7 +135,20 @@ async fn run(cli: Cli) -> Result<(), Error> {
             )
             .await
         }
-        Command::Ls { tenant } => commands::ls(data, out, tenant.as_deref()).await,
+        Command::Ls {
+            tenant,
+            name,
+            prefix,
+            versions,
+        } => {
+            let select = commands::Select {
+                tenant: tenant.as_deref(),
+                name: name.as_deref(),
+                prefix: prefix.as_deref(),
+                versions,
+            };
+            commands::ls(data, out, &select).await
+        }
         Command::Rotate(command) => commands::rotate(data, out, command).await,
         Command::Revoke { tenant, key } => commands::revoke(data, out, &tenant, &key).await,
         Command::Purge { tenant, yes } => commands::purge(data, out, &tenant, yes).await,
@@ -164,6 +158,34 @@ async fn run(cli: Cli) -> Result<(), Error> {
         } => commands::gc(data, out, dry_run, older_than.into()).await,
         Command::Blobs(command) => commands::blobs(data, out, command).await,
         Command::Audit(command) => commands::audit(data, out, command).await,
-        Command::Demo { dir, size_mib } => demo::run(dir, size_mib, out).await,
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "atrest", &mut script);
+            write_stdout(&script)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut page)
+                .map_err(Error::stdout)?;
+            write_stdout(&page)
+        }
+        Command::Demo {
+            dir,
+            keep,
+            size_mib,
+        } => demo::run(dir, keep, size_mib, out).await,
+    }
+}
+
+/// Writes `bytes` to standard output (a reader that went away ends it
+/// quietly, as every other output does).
+fn write_stdout(bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.map_err(Error::stdout),
     }
 }

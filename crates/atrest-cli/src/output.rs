@@ -49,6 +49,23 @@ impl Output {
     }
 }
 
+impl Output {
+    /// A progress bar over `len` things that are not bytes (`unit`: `keys`),
+    /// hidden with `--json`.
+    pub(crate) fn count_bar(self, len: u64, unit: &str) -> ProgressBar {
+        if self.json {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(len);
+        if let Ok(style) =
+            ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {unit} {{eta}}"))
+        {
+            bar.set_style(style);
+        }
+        bar
+    }
+}
+
 /// This process's peak resident memory (Linux), in KiB.
 pub(crate) fn peak_memory_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -199,6 +199,9 @@ fn the_service_seals_uploads_and_serves_files_ranges_and_listings() {
     assert_eq!(bob.get("/v1/tenants/acme/files", &[]).status, 403);
     assert_eq!(alice.get("/v1/tenants/acme/files/missing", &[]).status, 404);
     assert_eq!(alice.get(&format!("{path}?version=9"), &[]).status, 404);
+    // Version 0 is a malformed request, not damage (400, never 500).
+    let zero = alice.get(&format!("{path}?version=0"), &[]);
+    assert_eq!(zero.status, 400, "{}", String::from_utf8_lossy(&zero.body));
     let stranger = Client {
         addr: &instance.addr,
         token: stranger_token,

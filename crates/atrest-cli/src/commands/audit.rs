@@ -27,6 +27,9 @@ pub(crate) async fn audit(data: &Path, out: Output, command: AuditCommand) -> Re
                 "witnessed_size": verification.witnessed_size,
                 "witness_checkpoints_verified": report.checkpoints_verified,
                 "problem": report.problem.as_ref().map(ToString::to_string),
+                "restarted": verification.restarted.as_ref().map(|(at, set_aside)| {
+                    serde_json::json!({ "at": at, "set_aside": set_aside })
+                }),
             });
             out.show(&info, || {
                 let key = if verification.key_from_operator {
@@ -42,17 +45,41 @@ pub(crate) async fn audit(data: &Path, out: Output, command: AuditCommand) -> Re
                         dir.display()
                     ),
                 };
+                let restarted = match &verification.restarted {
+                    Some((at, set_aside)) => format!(
+                        "\nthis log was begun on {at} after a damaged one, set aside in {set_aside} (see `atrest audit recover`)"
+                    ),
+                    None => String::new(),
+                };
                 match &report.problem {
                     None => format!(
-                        "audit log verified: {} lines, every one signed with {key}; {witness}",
+                        "audit log verified: {} lines, every one signed with {key}; {witness}{restarted}",
                         report.records
                     ),
-                    Some(problem) => format!("audit log does NOT verify: {problem}"),
+                    Some(problem) => format!(
+                        "audit log does NOT verify: {problem}{restarted}\n\
+                         Keep it as evidence; `atrest audit recover --key KEY` sets it aside whole and begins a new one."
+                    ),
                 }
             });
             if report.problem.is_some() {
                 return Err(Error::AuditDoesNotVerify);
             }
+        }
+        AuditCommand::Recover { key } => {
+            let recovery = Deployment::recover_audit(data, &key).await?;
+            out.show(&recovery, || match &recovery.set_aside {
+                Some(set_aside) => format!(
+                    "audit log recovered: the damaged log {} ({} lines verified before: {}) is set aside whole in {};\n\
+                     a new log begins with a signed record of that. The deployment works again.",
+                    recovery.previous_log.as_deref().unwrap_or("?"),
+                    recovery.lines_verified.unwrap_or(0),
+                    recovery.damage.as_deref().unwrap_or("damaged"),
+                    set_aside.display()
+                ),
+                None => "audit log recovered: an interrupted recovery was finished; the deployment works again."
+                    .into(),
+            });
         }
         AuditCommand::Show {
             checkpoints,

@@ -18,7 +18,23 @@ pub(crate) use files::{GetArgs, blobs, get, put};
 
 /// Opens the deployment in `data` as this program.
 pub(super) async fn open(data: &Path) -> Result<Deployment, Error> {
-    let deployment = Deployment::open(data, Options::new(ACTOR)).await?;
+    let deployment = match Deployment::open(data, Options::new(ACTOR)).await {
+        Ok(deployment) => deployment,
+        // A damaged log stops the deployment (it fails closed): say what
+        // the way out is.
+        Err(
+            error @ atrest_deployment::Error::Library(atrest::Error::Audit(
+                atrest::audit::Error::Corrupt { .. },
+            )),
+        ) => {
+            return Err(Error::Hinted {
+                source: error,
+                hint: "`atrest audit verify` shows the damage; `atrest audit recover --key KEY` \
+                       sets the log aside whole and begins a new one",
+            });
+        }
+        Err(error) => return Err(error.into()),
+    };
     report_recovery(deployment.audit_recovery());
     Ok(deployment)
 }
@@ -122,12 +138,17 @@ pub(crate) async fn init(data: &Path, out: Output, setup: Setup) -> Result<(), E
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     let replicas: Vec<&str> = deployment.replicas().iter().map(|r| r.location()).collect();
+    let warning = deployment.audit_witness_warning();
+    if let Some(warning) = &warning {
+        atrest_cli::errln!("atrest: warning: {warning}");
+    }
     let info = serde_json::json!({
         "data": data,
         "blobs": deployment.blobs().location(),
         "replicas": replicas,
         "audit_verifying_key": deployment.audit_verifying_key(),
         "audit_witness": witness,
+        "warnings": warning.into_iter().collect::<Vec<_>>(),
     });
     out.show(&info, || {
         let mut blobs = deployment.blobs().location().to_owned();
@@ -265,32 +286,96 @@ pub(crate) async fn tenant(data: &Path, out: Output, command: TenantCommand) -> 
 }
 
 /// `atrest ls`.
-pub(crate) async fn ls(data: &Path, out: Output, tenant: Option<&str>) -> Result<(), Error> {
-    let listings = open(data).await?.list(tenant).await?;
-    out.show(&listings, || {
-        let mut text = format!(
-            "{:<16} {:<32} {:>4} {:>14} {:>4}  {}",
-            "TENANT", "NAME", "VER", "BYTES", "TIK", "SEALED"
-        );
-        for l in &listings {
-            text.push_str(&format!(
-                "\n{:<16} {:<32} {:>4} {:>14} {:>4}  {}{}",
-                l.tenant,
-                l.name,
-                l.version,
-                l.bytes,
-                l.tik_version,
-                l.sealed,
-                if l.readable {
-                    ""
-                } else {
-                    "  (purged: unreadable)"
-                }
-            ));
-        }
-        text
+/// What `atrest ls` lists.
+pub(crate) struct Select<'a> {
+    pub(crate) tenant: Option<&'a str>,
+    /// One file: every version of it.
+    pub(crate) name: Option<&'a str>,
+    pub(crate) prefix: Option<&'a str>,
+    /// Every version of every file listed.
+    pub(crate) versions: bool,
+}
+
+/// `atrest ls`.
+pub(crate) async fn ls(data: &Path, out: Output, select: &Select<'_>) -> Result<(), Error> {
+    let mut listings = open(data).await?.list(select.tenant).await?;
+    // Names are kept composed (NFC): so is what they are compared with.
+    let name = select.name.map(atrest::normalize_name);
+    let prefix = select.prefix.map(atrest::normalize_name);
+    listings.retain(|l| {
+        name.as_deref().is_none_or(|name| l.name == name)
+            && prefix
+                .as_deref()
+                .is_none_or(|prefix| l.name.starts_with(prefix))
     });
+    if let (Some(name), Some(tenant), true) = (&name, select.tenant, listings.is_empty()) {
+        return Err(Error::NotFound {
+            message: format!("tenant {tenant:?} has no file named {name:?}"),
+        });
+    }
+    if !select.versions && name.is_none() {
+        // Listed by name, then version: the newest is the last of its name.
+        let mut newest: Vec<atrest_deployment::Listing> = Vec::with_capacity(listings.len());
+        for listing in listings {
+            match newest.last_mut() {
+                Some(last) if last.tenant == listing.tenant && last.name == listing.name => {
+                    *last = listing;
+                }
+                _ => newest.push(listing),
+            }
+        }
+        listings = newest;
+    }
+    out.show(&listings, || ls_table(&listings));
     Ok(())
+}
+
+/// `listings` as a table whose columns line up however wide the names'
+/// characters are.
+fn ls_table(listings: &[atrest_deployment::Listing]) -> String {
+    use unicode_width::UnicodeWidthStr as _;
+    let pad = |text: &str, width: usize| {
+        let mut cell = text.to_owned();
+        cell.push_str(&" ".repeat(width.saturating_sub(text.width())));
+        cell
+    };
+    let tenant_width = listings
+        .iter()
+        .map(|l| l.tenant.width())
+        .chain([6])
+        .max()
+        .unwrap_or(6);
+    let name_width = listings
+        .iter()
+        .map(|l| l.name.width())
+        .chain([4])
+        .max()
+        .unwrap_or(4);
+    let mut text = format!(
+        "{} {} {:>4} {:>14} {:>4}  SEALED",
+        pad("TENANT", tenant_width),
+        pad("NAME", name_width),
+        "VER",
+        "BYTES",
+        "TIK"
+    );
+    for l in listings {
+        text.push_str(&format!(
+            "\n{} {} {:>4} {:>14} {:>4}  {}{}",
+            pad(&l.tenant, tenant_width),
+            pad(&l.name, name_width),
+            l.version,
+            l.bytes,
+            l.tik_version,
+            l.sealed,
+            if l.readable {
+                ""
+            } else {
+                "  (purged: unreadable)"
+            }
+        ));
+    }
+    text
 }
 
 /// `atrest rotate …`.
@@ -298,7 +383,7 @@ pub(crate) async fn rotate(data: &Path, out: Output, command: RotateCommand) -> 
     let deployment = open(data).await?;
     match command {
         RotateCommand::Tik { tenant } => {
-            let bar = out.bytes_bar(0);
+            let bar = out.count_bar(0, "file keys re-wrapped");
             let rotated = deployment
                 .rotate_tik(&tenant, &mut |progress| {
                     bar.set_length(progress.total);
@@ -314,11 +399,14 @@ pub(crate) async fn rotate(data: &Path, out: Output, command: RotateCommand) -> 
                 "rewrapped": report.rewrapped,
                 "batches": report.batches,
                 "retired": retired,
+                "running_instances_follow_within_s": CACHE_TTL_NOTE_SECS,
             });
             out.show(&info, || {
                 format!(
-                    "{tenant}: TIK version {version} is current; {} file keys re-wrapped in {} batches; versions {retired:?} retired",
-                    report.rewrapped, report.batches
+                    "{tenant}: TIK version {version} is current; {} file keys re-wrapped in {} batches; versions {retired:?} retired.\n{}",
+                    report.rewrapped,
+                    report.batches,
+                    running_instances_note()
                 )
             });
         }
@@ -343,12 +431,37 @@ pub(crate) async fn rotate(data: &Path, out: Output, command: RotateCommand) -> 
 
 /// `atrest revoke`.
 pub(crate) async fn revoke(data: &Path, out: Output, tenant: &str, key: &str) -> Result<(), Error> {
-    open(data).await?.revoke(tenant, key).await?;
-    let info = serde_json::json!({ "tenant": tenant, "revoked": key });
+    let deployment = open(data).await?;
+    deployment.revoke(tenant, key).await?;
+    let summary = deployment.tenant_summary(tenant).await?;
+    let info = serde_json::json!({
+        "tenant": tenant,
+        "revoked": key,
+        "state": summary.state,
+        "revoked_keys": summary.revoked_keys,
+        "running_instances_stop_within_s": CACHE_TTL_NOTE_SECS,
+    });
     out.show(&info, || {
-        format!("{tenant}: {key} recorded as revoked; cached keys dropped")
+        format!(
+            "{tenant}: {key} recorded as revoked; the tenant is now {}.\n{}",
+            summary.state,
+            running_instances_note()
+        )
     });
     Ok(())
+}
+
+/// How long a running instance (`atrest-serve`) may keep a key it cached
+/// before this command, by default: its key cache's lifetime.
+const CACHE_TTL_NOTE_SECS: u64 = atrest::tenant::DEFAULT_CACHE_TTL.as_secs();
+
+/// What a key change made here means for instances already running.
+fn running_instances_note() -> String {
+    format!(
+        "Running instances (atrest-serve) keep the keys they cached until their cache expires: \
+         within {} s by default (their --cache-ttl).",
+        CACHE_TTL_NOTE_SECS
+    )
 }
 
 /// `atrest purge`.

@@ -15,7 +15,9 @@
 //! it: it stops accepting connections, lets the requests in flight finish
 //! for up to `--shutdown-timeout` (default 10 s), cuts the rest, and exits
 //! with 0. An address it cannot listen on is an error at once (exit 1),
-//! before the deployment is opened.
+//! before the deployment is opened. Its exit codes and `--json` error
+//! reports are those of every program of the package
+//! ([`atrest_cli::outcome`]).
 
 #![forbid(unsafe_code)]
 
@@ -31,6 +33,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use atrest_cli::outcome::{self, Json};
 use clap::{Parser, Subcommand};
 
 use crate::service::Service;
@@ -40,7 +43,7 @@ use tokio::net::TcpListener;
 
 /// Seals HTTP uploads in the request and opens downloads on the way out.
 #[derive(Debug, Parser)]
-#[command(name = "atrest-serve", version)]
+#[command(name = "atrest-serve", version, after_help = outcome::EXIT_CODES)]
 struct Cli {
     /// The deployment directory (made by `atrest init`).
     #[arg(
@@ -53,6 +56,10 @@ struct Cli {
     /// The token file (default: `DATA/service-tokens.json`).
     #[arg(long, global = true)]
     tokens: Option<PathBuf>,
+    /// Print one JSON document on stdout instead of text (the token
+    /// commands, and the error report of any command).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -104,15 +111,19 @@ enum TokenCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return ExitCode::from(outcome::report_usage("atrest-serve", &error)),
+    };
     // Every file this program creates is its owner's only.
     let _ = rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
     let token_path = cli
         .tokens
         .clone()
         .unwrap_or_else(|| cli.data.join(TOKEN_FILE));
+    let json = cli.json;
     let result = match cli.command {
-        Command::Token(command) => token_command(&TokenFile::new(token_path), command),
+        Command::Token(command) => token_command(&TokenFile::new(token_path), command, json),
         Command::Serve {
             listen,
             init,
@@ -135,40 +146,112 @@ fn main() -> ExitCode {
     match result {
         // Standard output was closed or failed (such as a new token that
         // was never shown).
-        Ok(()) if atrest_cli::print::stdout_failed() => ExitCode::FAILURE,
+        Ok(()) if atrest_cli::print::stdout_failed() => ExitCode::from(outcome::FAILED),
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            atrest_cli::errln!("atrest-serve: {error}");
-            ExitCode::FAILURE
+            let code = error.exit_code();
+            let to = if json { Json::Stdout } else { Json::Off };
+            outcome::report("atrest-serve", &error.to_string(), code, to);
+            ExitCode::from(code)
         }
     }
 }
 
-type Failure = Box<dyn std::error::Error>;
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// The address cannot be listened on.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The runtime or a socket failed.
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tokens(#[from] tokens::TokenError),
+    #[error(transparent)]
+    Deployment(#[from] atrest_deployment::Error),
+}
 
-fn token_command(file: &TokenFile, command: TokenCommand) -> Result<(), Failure> {
+impl Failure {
+    /// Its exit code, by the convention of every program of the package.
+    fn exit_code(&self) -> u8 {
+        use tokens::TokenError;
+        match self {
+            Self::Listen { .. } | Self::Io { .. } => outcome::FAILED,
+            Self::Tokens(error) => match error {
+                TokenError::Io { .. } | TokenError::Random(_) => outcome::FAILED,
+                TokenError::BadPrincipal(_) => outcome::USAGE,
+                TokenError::UnknownId(_) => outcome::NOT_FOUND,
+                TokenError::Malformed { .. } => outcome::INTEGRITY,
+            },
+            Self::Deployment(error) => outcome::kind_code(error.kind()),
+        }
+    }
+}
+
+fn token_command(file: &TokenFile, command: TokenCommand, json: bool) -> Result<(), Failure> {
     match command {
         TokenCommand::Add { principal } => {
             let token = file.add(&principal)?;
-            atrest_cli::errln!(
-                "atrest-serve: token {} for {} (shown only now)",
-                token.id,
-                token.principal
-            );
-            atrest_cli::outln!("{}", token.expose_secret());
+            if json {
+                let document = serde_json::json!({
+                    "id": token.id,
+                    "principal": token.principal,
+                    "token": token.expose_secret(),
+                });
+                atrest_cli::outln!("{document}");
+            } else {
+                atrest_cli::errln!(
+                    "atrest-serve: token {} for {} (shown only now)",
+                    token.id,
+                    token.principal
+                );
+                atrest_cli::outln!("{}", token.expose_secret());
+            }
         }
         TokenCommand::List => {
-            for entry in file.list()? {
-                atrest_cli::outln!("{}\t{}", entry.id, entry.principal);
+            let entries = file.list()?;
+            if json {
+                let list: Vec<_> = entries
+                    .iter()
+                    .map(|entry| {
+                        serde_json::json!({
+                            "id": entry.id,
+                            "principal": entry.principal,
+                            "created": entry.created,
+                        })
+                    })
+                    .collect();
+                atrest_cli::outln!("{}", serde_json::Value::Array(list));
+            } else {
+                for entry in entries {
+                    atrest_cli::outln!("{}\t{}", entry.id, entry.principal);
+                }
             }
         }
         TokenCommand::Revoke { id } => {
             let entry = file.revoke(&id)?;
-            atrest_cli::errln!(
-                "atrest-serve: revoked token {} of {}",
-                entry.id,
-                entry.principal
-            );
+            if json {
+                let document = serde_json::json!({
+                    "revoked": entry.id,
+                    "principal": entry.principal,
+                });
+                atrest_cli::outln!("{document}");
+            } else {
+                atrest_cli::errln!(
+                    "atrest-serve: revoked token {} of {}",
+                    entry.id,
+                    entry.principal
+                );
+            }
         }
     }
     Ok(())
@@ -189,7 +272,11 @@ struct Settings {
 fn serve(settings: Settings) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
+        .build()
+        .map_err(|source| Failure::Io {
+            what: "the async runtime",
+            source,
+        })?;
     let served = runtime.block_on(run(settings));
     // Whatever was cut at the deadline is not waited for either.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -203,20 +290,38 @@ async fn run(settings: Settings) -> Result<(), Failure> {
     // of the deployment is touched.
     let listener = TcpListener::bind(settings.listen)
         .await
-        .map_err(|error| format!("cannot listen on {}: {error}", settings.listen))?;
+        .map_err(|source| Failure::Listen {
+            address: settings.listen,
+            source,
+        })?;
     let mut options = Options::new(&settings.actor);
     if let Some(ttl) = settings.cache_ttl {
         options = options.cache_ttl(ttl);
     }
     let deployment = match Deployment::open(&settings.dir, options.clone()).await {
         Err(atrest_deployment::Error::NoDeployment { .. }) if settings.init => {
-            Deployment::init(&settings.dir, None, None, options).await?
+            let deployment = Deployment::init(&settings.dir, None, None, options).await?;
+            // As `atrest init` says it: the key to keep elsewhere.
+            atrest_cli::errln!(
+                "atrest-serve: created a deployment in {}; its audit verifying key is {}\n\
+                 atrest-serve: keep the key where the deployment's writers cannot change it; \
+                 `atrest audit verify --key KEY` checks the log against it",
+                settings.dir.display(),
+                deployment.audit_verifying_key()
+            );
+            if let Some(warning) = deployment.audit_witness_warning() {
+                atrest_cli::errln!("atrest-serve: warning: {warning}");
+            }
+            deployment
         }
         other => other?,
     };
     let tokens = Tokens::load(&settings.token_path)?;
     let service = Arc::new(Service::new(deployment, tokens));
-    let address = listener.local_addr()?;
+    let address = listener.local_addr().map_err(|source| Failure::Io {
+        what: "the listening socket",
+        source,
+    })?;
     // The first line of output, for scripts and tests.
     atrest_cli::outln!("atrest-serve: listening on http://{address}");
     let (stopping, stop) = tokio::sync::watch::channel(false);
@@ -230,7 +335,7 @@ async fn run(settings: Settings) -> Result<(), Failure> {
         tokio::time::sleep(settings.shutdown_timeout).await;
     };
     tokio::select! {
-        served = server => served?,
+        served = server => served.map_err(|source| Failure::Io { what: "serving", source })?,
         () = deadline => atrest_cli::errln!(
             "atrest-serve: requests still in flight after {}: cut",
             humantime::format_duration(settings.shutdown_timeout)

@@ -8,7 +8,8 @@
 //!
 //! Each regular file under `SOURCE_DIR` becomes the file
 //! `mailbox/NAME/<path>` of `TENANT` in the deployment at `DIR` (see
-//! `atrest init`). Nothing outside `SOURCE_DIR` is read: symbolic links are
+//! `atrest init`): the prefix keeps mailboxes apart in one tenant, and the
+//! report names it. Nothing outside `SOURCE_DIR` is read: symbolic links are
 //! not followed (every directory and item is opened relative to its
 //! parent, refusing links) but reported as skipped, as are other special
 //! files. An item (or a subdirectory) that cannot be read, or whose name is
@@ -24,8 +25,21 @@
 //! was killed) are skipped, and each item is stored once; see
 //! [`manifest`] for how.
 //!
-//! Exit status: 0 all items moved (or already moved), 1 some items failed,
-//! 2 the move could not run.
+//! An item is read while it is sealed; its size, modification and change
+//! times are taken before and checked after, and an item that changed in
+//! between is not stored (a copy half of one version and half of another)
+//! but reported as failed, to move again once it is still. A small item
+//! read whole is read again, up to three times, before that.
+//!
+//! With `--remove-source`, each item whose version is durable, and that is
+//! still what was read, is then removed from the source (directories stay):
+//! a move rather than a copy.
+//!
+//! Exit status: 0 all items moved (or already moved), 1 some items failed;
+//! a move that could not run exits as every program of the package does
+//! ([`atrest_cli::outcome`]: 2 usage, 3 unknown tenant, 4 refused or purged
+//! tenant, 6 unavailable, …), with a JSON report of the error with
+//! `--json`.
 //!
 //! It lives in the `atrest-cli` package, next to `atrest`, because it is an
 //! operator job on the same deployment directory, not an example of
@@ -49,6 +63,7 @@ use std::time::Instant;
 use atrest::audit::{Event, Text};
 use atrest::tenant::Access;
 use atrest::{BatchItem, BlobName};
+use atrest_cli::outcome::{self, Json};
 use atrest_deployment::{self as deployment, Deployment, Options};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -68,12 +83,14 @@ const READ_WHOLE: u64 = 64 << 10;
 
 /// Move a directory of mailbox items into a tenant's encrypted store.
 ///
-/// Symbolic links are never followed; items that fail are reported with
-/// their paths and the move goes on. Run it again to resume: items already
-/// moved (and durably stored) are skipped, each item is stored once. The
-/// move manifest is `mailbox-move.sqlite` in the deployment directory.
+/// Each item becomes the file `mailbox/MAILBOX/<its path>` of the tenant.
+/// Symbolic links are never followed; items that fail (or change while
+/// they are read) are reported with their paths and the move goes on. Run
+/// it again to resume: items already moved (and durably stored) are
+/// skipped, each item is stored once. The move manifest is
+/// `mailbox-move.sqlite` in the deployment directory.
 #[derive(Parser)]
-#[command(name = "mailbox-move", version)]
+#[command(name = "mailbox-move", version, after_help = outcome::EXIT_CODES)]
 struct Args {
     /// The deployment directory.
     #[arg(long, env = "ATREST_DATA", default_value = "atrest-data")]
@@ -94,9 +111,15 @@ struct Args {
     tenant: String,
     /// The directory of mailbox items.
     source: std::path::PathBuf,
-    /// The mailbox's name (default: the source directory's name).
+    /// The mailbox's name (default: the source directory's name): items
+    /// are named `mailbox/MAILBOX/<path>` in the tenant.
     #[arg(long)]
     mailbox: Option<String>,
+    /// Remove each item from the source once its version is durable (if it
+    /// is still what was read): a move rather than a copy. Directories
+    /// stay.
+    #[arg(long)]
+    remove_source: bool,
 }
 
 /// An item that was not moved, and why.
@@ -112,6 +135,10 @@ struct Item {
 /// What the move did (also, in numbers, in its audit record).
 #[derive(Debug, Default, Serialize)]
 struct Report {
+    /// The destination tenant.
+    tenant: String,
+    /// What each item's name begins with in the tenant.
+    prefix: String,
     /// Items moved.
     items: u64,
     /// Plaintext bytes moved.
@@ -127,6 +154,8 @@ struct Report {
     /// Items an interrupted earlier run had left pending: found stored
     /// (and skipped), or not stored (and moved again).
     resumed: Resumed,
+    /// Items removed from the source (`--remove-source`).
+    removed: u64,
     /// How long it took, in milliseconds.
     duration_ms: u64,
 }
@@ -170,8 +199,23 @@ enum Error {
     Manifest(#[from] manifest::Error),
 }
 
+impl Error {
+    /// Its exit code, by the convention of every program of the package.
+    fn exit_code(&self) -> u8 {
+        match self {
+            Self::Source { .. } => outcome::FAILED,
+            Self::MailboxName { .. } => outcome::USAGE,
+            Self::Deployment(error) => outcome::kind_code(error.kind()),
+            Self::Manifest(error) => error.exit_code(),
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(error) => return ExitCode::from(outcome::report_usage("mailbox-move", &error)),
+    };
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -190,8 +234,10 @@ fn main() -> ExitCode {
             }
         }
         Err(error) => {
-            atrest_cli::errln!("mailbox-move: {error}");
-            ExitCode::from(2)
+            let code = error.exit_code();
+            let json = if args.json { Json::Stdout } else { Json::Off };
+            outcome::report("mailbox-move", &error.to_string(), code, json);
+            ExitCode::from(code)
         }
     }
 }
@@ -204,7 +250,95 @@ struct Ready {
     path: RelPath,
     name: String,
     origin: Origin,
+    /// What the item was when it was read.
+    seen: Seen,
     plaintext: Plaintext,
+}
+
+/// Why an item that changed while it was read is not stored.
+const CHANGED: &str = "it changed while it was read (not stored; move it again once it is still)";
+
+/// How many times a small item is read whole before it counts as changing.
+const READ_TRIES: u32 = 3;
+
+/// What tells that a file changed: its inode, size, and modification and
+/// change times (the change time moves on every write and cannot be set
+/// back).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Seen {
+    ino: u64,
+    len: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+}
+
+impl Seen {
+    /// Whether `stat` (of the item, by its path) is still this.
+    fn matches(&self, stat: &rustix::fs::Stat) -> bool {
+        let ns = |secs: i64, nanos: u64| {
+            secs.saturating_mul(1_000_000_000)
+                .saturating_add(i64::try_from(nanos).unwrap_or(0))
+        };
+        *self
+            == Self {
+                ino: stat.st_ino,
+                len: u64::try_from(stat.st_size).unwrap_or(u64::MAX),
+                mtime_ns: ns(stat.st_mtime, stat.st_mtime_nsec),
+                ctime_ns: ns(stat.st_ctime, stat.st_ctime_nsec),
+            }
+    }
+
+    fn of(file: &std::fs::File) -> std::io::Result<Self> {
+        let meta = file.metadata()?;
+        let ns = |secs: i64, nanos: i64| secs.saturating_mul(1_000_000_000).saturating_add(nanos);
+        Ok(Self {
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+        })
+    }
+}
+
+/// A large item's file, read as it is sealed: at its end it must still be
+/// what it was when it was opened, or the read fails, and so does the
+/// item's seal (nothing is stored).
+struct Unchanged {
+    file: tokio::fs::File,
+    /// The same file, for `fstat`.
+    probe: std::fs::File,
+    seen: Seen,
+}
+
+impl Unchanged {
+    fn new(file: std::fs::File, seen: Seen) -> std::io::Result<Self> {
+        Ok(Self {
+            probe: file.try_clone()?,
+            file: tokio::fs::File::from_std(file),
+            seen,
+        })
+    }
+}
+
+impl tokio::io::AsyncRead for Unchanged {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let asked = buf.remaining() > 0;
+        let read = std::pin::Pin::new(&mut self.file).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = &read
+            && asked
+            && buf.filled().len() == before
+            && Seen::of(&self.probe)? != self.seen
+        {
+            // The end: one `fstat`, which does not wait on the disk.
+            return std::task::Poll::Ready(Err(std::io::Error::other(CHANGED)));
+        }
+        read
+    }
 }
 
 async fn run(args: &Args) -> Result<Report, Error> {
@@ -238,6 +372,8 @@ async fn run(args: &Args) -> Result<Report, Error> {
     })?;
     let (manifest, settled) = Manifest::open(&args.data, tenant_id, deployment.files()).await?;
     let mut report = Report {
+        tenant: args.tenant.clone(),
+        prefix: prefix.clone(),
         resumed: Resumed {
             stored: settled.stored,
             not_stored: settled.not_stored,
@@ -259,7 +395,7 @@ async fn run(args: &Args) -> Result<Report, Error> {
     } else {
         ProgressBar::new(found.files.len() as u64)
     };
-    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} {wide_msg}") {
+    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} items {eta} {wide_msg}") {
         bar.set_style(style);
     }
 
@@ -299,7 +435,7 @@ async fn run(args: &Args) -> Result<Report, Error> {
             move_batch(
                 &deployment,
                 &manifest,
-                &args.tenant,
+                &found.root,
                 &access,
                 args,
                 batch,
@@ -354,38 +490,56 @@ fn prepare(
         .ok_or("its name is not valid UTF-8 (file names are text)")?;
     let name = format!("{prefix}{relative}");
     let file = walk::open_item(root, path).map_err(|e| e.to_string())?;
-    let metadata = file.metadata().map_err(|e| e.to_string())?;
+    let mut seen = Seen::of(&file).map_err(|e| e.to_string())?;
     let mut source = source_dir.as_os_str().as_bytes().to_vec();
     source.push(b'/');
     source.extend_from_slice(&path.to_bytes());
     let origin = Origin {
         source,
-        len: metadata.len(),
-        mtime_ns: metadata
-            .mtime()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(metadata.mtime_nsec()),
+        len: seen.len,
+        mtime_ns: seen.mtime_ns,
     };
     if manifest.already_moved(&name, &origin) {
         return Ok(None);
     }
     let plaintext: Plaintext = if origin.len <= READ_WHOLE {
-        let mut bytes = Vec::with_capacity(usize::try_from(origin.len).unwrap_or(0));
-        let _ = (&file)
-            .take(READ_WHOLE + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| e.to_string())?;
+        // Read whole, from its start, until it reads the same before and
+        // after (a few tries).
+        let mut tries = 0;
+        let bytes = loop {
+            let mut bytes = Vec::with_capacity(usize::try_from(seen.len).unwrap_or(0));
+            let _ = (&file)
+                .take(READ_WHOLE + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| e.to_string())?;
+            let after = Seen::of(&file).map_err(|e| e.to_string())?;
+            if after == seen && bytes.len() as u64 == seen.len {
+                break bytes;
+            }
+            tries += 1;
+            if tries == READ_TRIES || after.len > READ_WHOLE {
+                return Err(CHANGED.to_owned());
+            }
+            seen = after;
+            std::io::Seek::rewind(&mut &file).map_err(|e| e.to_string())?;
+        };
         Box::new(std::io::Cursor::new(bytes))
     } else {
         Box::new(tokio::io::BufReader::with_capacity(
             1 << 20,
-            tokio::fs::File::from_std(file),
+            Unchanged::new(file, seen).map_err(|e| e.to_string())?,
         ))
+    };
+    let origin = Origin {
+        len: seen.len,
+        mtime_ns: seen.mtime_ns,
+        ..origin
     };
     Ok(Some(Ready {
         path: path.clone(),
         name,
         origin,
+        seen,
         plaintext,
     }))
 }
@@ -394,7 +548,7 @@ fn prepare(
 async fn move_batch(
     deployment: &Deployment,
     manifest: &Manifest,
-    tenant: &str,
+    root: &std::os::fd::OwnedFd,
     access: &Access<'_>,
     args: &Args,
     batch: Vec<Ready>,
@@ -419,7 +573,7 @@ async fn move_batch(
     let mut names = Vec::with_capacity(batch.len());
     let mut items = Vec::with_capacity(batch.len());
     for (ready, blob) in batch.into_iter().zip(blobs) {
-        paths.push(ready.path);
+        paths.push((ready.path, ready.seen));
         names.push(ready.name.clone());
         items.push(BatchItem {
             name: ready.name,
@@ -429,26 +583,52 @@ async fn move_batch(
         });
     }
     let results = deployment
-        .put_batch(access, tenant, items, usize::from(args.threads))
+        .put_batch(access, &args.tenant, items, usize::from(args.threads))
         .await?;
     let mut stored = Vec::new();
+    let mut stored_paths = Vec::new();
     let mut failed = Vec::new();
-    let mut report = report.lock().unwrap_or_else(PoisonError::into_inner);
-    for ((path, name), result) in paths.iter().zip(&names).zip(results) {
+    let mut tally = report.lock().unwrap_or_else(PoisonError::into_inner);
+    for (((path, seen), name), result) in paths.iter().zip(&names).zip(results) {
         match result {
             Ok(put) => {
-                report.items += 1;
-                report.bytes += put.record.plaintext_len;
+                tally.items += 1;
+                tally.bytes += put.record.plaintext_len;
                 stored.push(name.as_str());
+                stored_paths.push((path, seen));
             }
             Err(error) => {
-                report.fail(path, error);
+                tally.fail(path, error);
                 failed.push(name.as_str());
             }
         }
     }
-    drop(report);
+    drop(tally);
     block_in_place(|| manifest.finish(&stored, &failed))?;
+    if args.remove_source {
+        // Durable and recorded: the source copy can go, if it is still
+        // what was read.
+        let removed = block_in_place(|| {
+            let mut removed = 0;
+            let mut kept = Vec::new();
+            for (path, seen) in stored_paths {
+                match walk::remove_item(root, path, |stat| seen.matches(stat)) {
+                    Ok(true) => removed += 1,
+                    Ok(false) => kept.push((path, "changed since it was moved: kept".to_owned())),
+                    Err(error) => kept.push((path, format!("cannot be removed: {error}"))),
+                }
+            }
+            (removed, kept)
+        });
+        let mut report = report.lock().unwrap_or_else(PoisonError::into_inner);
+        report.removed += removed.0;
+        for (path, why) in removed.1 {
+            report.skipped.push(Item {
+                item: path.display(),
+                reason: format!("moved, but left in the source: it {why}"),
+            });
+        }
+    }
     Ok(())
 }
 
@@ -461,15 +641,19 @@ fn print(args: &Args, report: &Report) {
         return;
     }
     atrest_cli::outln!(
-        "moved {} items ({} bytes) into {} in {} ms; {} failed, {} already moved, {} skipped",
+        "moved {} items ({} bytes) into tenant {}, named {}<path>, in {} ms; {} failed, {} already moved, {} skipped",
         report.items,
         report.bytes,
-        args.tenant,
+        report.tenant,
+        report.prefix,
         report.duration_ms,
         report.failures,
         report.already_moved,
         report.skipped.len()
     );
+    if args.remove_source {
+        atrest_cli::outln!("  removed {} items from the source", report.removed);
+    }
     if report.resumed.stored + report.resumed.not_stored > 0 {
         atrest_cli::outln!(
             "  resumed an interrupted move: {} of its pending items were stored, {} moved again",

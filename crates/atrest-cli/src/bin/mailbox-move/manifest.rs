@@ -82,6 +82,18 @@ pub(crate) enum Error {
     Catalog(#[from] atrest::Error),
 }
 
+impl Error {
+    /// Its exit code, by the convention of every program of the package.
+    pub(crate) fn exit_code(&self) -> u8 {
+        use atrest_cli::outcome;
+        match self {
+            Self::Database(_) | Self::Lock { .. } => outcome::FAILED,
+            Self::Open(error) => outcome::kind_code(error.kind()),
+            Self::Catalog(error) => outcome::kind_code(error.kind()),
+        }
+    }
+}
+
 /// Where an item came from: what decides that it has not changed since it
 /// was moved.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -174,11 +174,7 @@ pub(crate) fn walk(source: &Path) -> std::io::Result<Walk> {
 /// # Errors
 /// If it cannot be opened, is now a link or is no longer a regular file.
 pub(crate) fn open_item(root: &OwnedFd, item: &RelPath) -> std::io::Result<fs::File> {
-    let (name, dirs) = item
-        .0
-        .split_last()
-        .ok_or_else(|| std::io::Error::other("not an item"))?;
-    let dir = open_dir(root, &RelPath(dirs.to_vec()))?;
+    let (dir, name) = open_parent(root, item)?;
     let fd = rustix::fs::openat(
         &dir,
         name.as_os_str(),
@@ -197,4 +193,38 @@ pub(crate) fn open_item(root: &OwnedFd, item: &RelPath) -> std::io::Result<fs::F
         return Err(std::io::Error::other("no longer a regular file"));
     }
     Ok(fs::File::from(fd))
+}
+
+/// Removes item `item` under the source if `still` says its status
+/// (`lstat`, through its directory opened without following links) is
+/// still what was read; `Ok(false)` if it is not (then it stays).
+///
+/// # Errors
+/// If its directory cannot be opened or it cannot be removed.
+pub(crate) fn remove_item(
+    root: &OwnedFd,
+    item: &RelPath,
+    still: impl FnOnce(&rustix::fs::Stat) -> bool,
+) -> std::io::Result<bool> {
+    let (dir, name) = open_parent(root, item)?;
+    let stat = rustix::fs::statat(
+        &dir,
+        name.as_os_str(),
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile || !still(&stat) {
+        return Ok(false);
+    }
+    rustix::fs::unlinkat(&dir, name.as_os_str(), rustix::fs::AtFlags::empty())?;
+    Ok(true)
+}
+
+/// The directory holding `item`, opened as [`open_dir`] does, and the
+/// item's name in it.
+fn open_parent<'a>(root: &OwnedFd, item: &'a RelPath) -> std::io::Result<(OwnedFd, &'a OsString)> {
+    let (name, dirs) = item
+        .0
+        .split_last()
+        .ok_or_else(|| std::io::Error::other("not an item"))?;
+    Ok((open_dir(root, &RelPath(dirs.to_vec()))?, name))
 }
