@@ -17,7 +17,9 @@ pub(crate) struct Cli {
         default_value = "atrest-data"
     )]
     pub(crate) data: PathBuf,
-    /// Print one JSON document on stdout instead of text.
+    /// Print one JSON document on stdout instead of text (a report, or
+    /// {"error", "kind", "exit"}); on stderr when stdout carries a file's
+    /// bytes (`get` without -o).
     #[arg(long, global = true)]
     pub(crate) json: bool,
     #[command(subcommand)]
@@ -87,9 +89,9 @@ pub(crate) enum Command {
         /// Write here instead of stdout (`-`). A regular file is written
         /// to a new file beside it (mode 0600 while written; the mode of
         /// the file it replaces once complete) and renamed over it only
-        /// once every byte verified; the next get into the same file
-        /// removes such a partial output left by a get that was killed. A
-        /// FIFO or device is written directly.
+        /// once every byte verified; the next get into the same file, and
+        /// `atrest gc`, remove such a partial output left by a get that
+        /// was killed. A FIFO or device is written directly.
         #[arg(short, long)]
         output: Option<PathBuf>,
         /// Only some bytes: START..END (END exclusive), START.. (to the

@@ -294,6 +294,22 @@ async fn run(settings: Settings) -> Result<(), Failure> {
             address: settings.listen,
             source,
         })?;
+    // On a full disk the deployment's databases open read-only, for
+    // commands that only read; a service that writes waits for room.
+    if let Ok(fs) = rustix::fs::statvfs(&settings.dir)
+        && fs.f_bavail.saturating_mul(fs.f_frsize) < 1 << 20
+    {
+        return Err(Failure::Io {
+            what: "the deployment directory",
+            source: std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!(
+                    "out of space: the disk holding {} is full; free some before starting the service",
+                    settings.dir.display()
+                ),
+            ),
+        });
+    }
     let mut options = Options::new(&settings.actor);
     if let Some(ttl) = settings.cache_ttl {
         options = options.cache_ttl(ttl);
