@@ -235,6 +235,7 @@ fn main() {
         let mut command = Command::new(bin("atrest-serve"));
         command.arg("--data").arg(&data).args([
             "serve",
+            "--plain-http",
             "--listen",
             "127.0.0.1:0",
             "--actor",

@@ -255,7 +255,7 @@ fn every_program_fails_by_one_convention() {
     fails(
         "atrest-serve",
         &data,
-        &["serve", "--listen", &address],
+        &["serve", "--plain-http", "--listen", &address],
         1,
         "cannot listen",
         false,
@@ -346,7 +346,7 @@ fn what_the_operator_needs_to_know_is_said() {
     let mut serve = Command::new(env!("CARGO_BIN_EXE_atrest-serve"))
         .arg("--data")
         .arg(&data)
-        .args(["serve", "--init", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--init", "--plain-http", "--listen", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

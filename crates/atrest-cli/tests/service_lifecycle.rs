@@ -164,7 +164,7 @@ fn an_address_in_use_is_a_clear_error_before_anything_is_opened() {
     let output = Command::new(env!("CARGO_BIN_EXE_atrest-serve"))
         .arg("--data")
         .arg(&data)
-        .args(["serve", "--listen", &addr])
+        .args(["serve", "--plain-http", "--listen", &addr])
         .stdin(Stdio::null())
         .output()
         .unwrap();

@@ -20,7 +20,8 @@ pub struct Instance {
 
 impl Instance {
     /// Starts `atrest-serve serve` on deployment `data` on a free port,
-    /// with `env` and `args`, once it listens.
+    /// with `env` and `args` (plain HTTP unless they give a certificate),
+    /// once it listens.
     pub fn start(data: &Path, name: &str, env: &[(String, String)], args: &[&str]) -> Self {
         let log = data.with_file_name(format!("{name}.log"));
         let mut command = Command::new(env!("CARGO_BIN_EXE_atrest-serve"));
@@ -28,7 +29,11 @@ impl Instance {
             .arg("--data")
             .arg(data)
             .args(["serve", "--listen", "127.0.0.1:0", "--actor", name])
-            .args(args)
+            .args(args);
+        if !args.contains(&"--tls-cert") {
+            command.arg("--plain-http");
+        }
+        command
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap());
         for (k, v) in env {
@@ -42,6 +47,10 @@ impl Instance {
         let addr = line
             .trim()
             .strip_prefix("atrest-serve: listening on http://")
+            .or_else(|| {
+                line.trim()
+                    .strip_prefix("atrest-serve: listening on https://")
+            })
             .unwrap_or_else(|| {
                 panic!(
                     "{name} did not start: {line:?}\n{}",

@@ -17,6 +17,78 @@ use tokio::sync::{mpsc, oneshot};
 /// Runs of plaintext in flight between a download and its client.
 pub(crate) const CHUNKS_IN_FLIGHT: usize = 2;
 
+/// What an upload's body may do: how long it may send nothing, and how
+/// large it may be.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BodyLimits {
+    /// The longest pause between two pieces of the body.
+    pub(crate) idle: std::time::Duration,
+    /// The most bytes a body may hold.
+    pub(crate) max_bytes: u64,
+}
+
+/// `body` with `limits` enforced as it is read: a pause longer than
+/// `limits.idle` ends it with an error of kind `TimedOut`, a byte past
+/// `limits.max_bytes` with one of kind `FileTooLarge` (so a client that
+/// trickles or never ends its upload holds nothing for long).
+pub(crate) fn paced(body: Body, limits: BodyLimits) -> Body {
+    use futures_util::StreamExt as _;
+    let frames = body.into_data_stream();
+    let stream = futures_util::stream::unfold(Some((frames, 0u64)), move |state| async move {
+        let (mut frames, seen) = state?;
+        match tokio::time::timeout(limits.idle, frames.next()).await {
+            Ok(Some(Ok(bytes))) => {
+                let seen = seen.saturating_add(bytes.len() as u64);
+                if seen > limits.max_bytes {
+                    let error = io::Error::new(
+                        io::ErrorKind::FileTooLarge,
+                        format!("the upload is larger than {} bytes", limits.max_bytes),
+                    );
+                    return Some((Err(error), None));
+                }
+                Some((Ok(bytes), Some((frames, seen))))
+            }
+            Ok(Some(Err(error))) => Some((
+                Err(io::Error::new(io::ErrorKind::ConnectionAborted, error)),
+                None,
+            )),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the client sent nothing of its upload for {} s",
+                        limits.idle.as_secs()
+                    ),
+                )),
+                None,
+            )),
+        }
+    });
+    Body::from_stream(stream)
+}
+
+/// The status for a body that [`paced`] ended, if `error` (or what caused
+/// it) is one: `408` for a client too slow, `413` for one too large.
+pub(crate) fn body_status(
+    error: &(dyn std::error::Error + 'static),
+) -> Option<axum::http::StatusCode> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(io) = error.downcast_ref::<io::Error>() {
+            match io.kind() {
+                io::ErrorKind::TimedOut => return Some(axum::http::StatusCode::REQUEST_TIMEOUT),
+                io::ErrorKind::FileTooLarge => {
+                    return Some(axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+                }
+                _ => {}
+            }
+        }
+        next = error.source();
+    }
+    None
+}
+
 /// An upload's body, as the seal reads it. The body ends only as its
 /// framing says (`Content-Length` or the last chunk): a connection that
 /// drops first is an error, and the seal is abandoned rather than
@@ -34,16 +106,20 @@ pub(crate) fn body_reader(body: Body) -> impl AsyncBufRead + Send + Unpin {
 pub(crate) struct BodyWriter<E> {
     chunks: mpsc::Sender<io::Result<Bytes>>,
     started: Option<oneshot::Sender<Result<(), E>>>,
+    /// How long the client may take to take the next chunk.
+    write_timeout: std::time::Duration,
 }
 
 impl<E: Send> BodyWriter<E> {
     pub(crate) fn new(
         chunks: mpsc::Sender<io::Result<Bytes>>,
         started: oneshot::Sender<Result<(), E>>,
+        write_timeout: std::time::Duration,
     ) -> Self {
         Self {
             chunks,
             started: Some(started),
+            write_timeout,
         }
     }
 
@@ -79,9 +155,26 @@ impl<E: Send> OpenSink for BodyWriter<E> {
         if let Some(started) = self.started.take() {
             let _ = started.send(Ok(()));
         }
-        self.chunks
-            .send(Ok(Bytes::from_owner(plaintext)))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client stopped reading"))
+        // A client that stops reading is dropped after the write timeout:
+        // the download's task and its buffers go with it.
+        match tokio::time::timeout(
+            self.write_timeout,
+            self.chunks.send(Ok(Bytes::from_owner(plaintext))),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the client stopped reading",
+            )),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the client read nothing for {} s",
+                    self.write_timeout.as_secs()
+                ),
+            )),
+        }
     }
 }

@@ -11,6 +11,12 @@
 //! services (PostgreSQL, an object store, OpenBao or PKCS#11 tokens) serve
 //! the same files.
 //!
+//! It speaks HTTPS (TLS 1.3 and 1.2, HTTP/2 and HTTP/1.1; [`listen`]) with
+//! the certificate given, read again on SIGHUP, or plain HTTP only when
+//! asked for (`--plain-http`), and bounds what a client may hold: the time
+//! to send headers and body, to read a download, the size of an upload,
+//! the connections served at once.
+//!
 //! It enters its async runtime once, in `main`. SIGINT or SIGTERM stops
 //! it: it stops accepting connections, lets the requests in flight finish
 //! for up to `--shutdown-timeout` (default 10 s), cuts the rest, and exits
@@ -23,6 +29,7 @@
 
 mod batch;
 mod bridge;
+mod listen;
 mod range;
 mod service;
 mod tokens;
@@ -87,6 +94,37 @@ enum Command {
         /// finish before they are cut.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
         shutdown_timeout: Duration,
+        /// Serve HTTPS with this certificate chain (PEM, leaf first); read
+        /// again with the key on SIGHUP.
+        #[arg(long, value_name = "PEM", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Serve plain HTTP instead: only on loopback, or behind a proxy
+        /// that terminates TLS (tokens would cross the network in clear).
+        #[arg(long, conflicts_with = "tls_cert")]
+        plain_http: bool,
+        /// How long a client may take for its TLS handshake, and for each
+        /// request's headers (or to send the next request on a kept-alive
+        /// connection) before it is disconnected.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+        header_timeout: Duration,
+        /// Connections served at once (more wait to be accepted).
+        #[arg(long, default_value_t = 10_000)]
+        max_connections: usize,
+        /// How long an upload's body may pause before the upload is
+        /// refused (408) and nothing of it is kept.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+        body_timeout: Duration,
+        /// How long a download's client may read nothing before it is
+        /// disconnected.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+        write_timeout: Duration,
+        /// The largest upload, in bytes (413 beyond it; K, M, G, T allowed:
+        /// `10G`).
+        #[arg(long, value_parser = parse_size, default_value = "1T")]
+        max_upload: u64,
     },
     /// Manages bearer tokens (stored as hashes only).
     #[command(subcommand)]
@@ -130,7 +168,29 @@ fn main() -> ExitCode {
             actor,
             cache_ttl,
             shutdown_timeout,
+            tls_cert,
+            tls_key,
+            plain_http,
+            header_timeout,
+            max_connections,
+            body_timeout,
+            write_timeout,
+            max_upload,
         } => {
+            let tls = match (tls_cert, tls_key, plain_http) {
+                (Some(cert), Some(key), false) => Some((cert, key)),
+                (None, None, true) => None,
+                _ => {
+                    return ExitCode::from(outcome::report_usage(
+                        "atrest-serve",
+                        &clap::Error::raw(
+                            clap::error::ErrorKind::MissingRequiredArgument,
+                            "give --tls-cert and --tls-key to serve HTTPS, or --plain-http to serve \
+                             plain HTTP (on loopback, or behind a proxy that terminates TLS)\n",
+                        ),
+                    ));
+                }
+            };
             let settings = Settings {
                 dir: cli.data,
                 token_path,
@@ -139,6 +199,18 @@ fn main() -> ExitCode {
                 actor,
                 cache_ttl,
                 shutdown_timeout,
+                tls,
+                limits: listen::Limits {
+                    header_timeout,
+                    max_connections,
+                },
+                requests: service::Limits {
+                    body: bridge::BodyLimits {
+                        idle: body_timeout,
+                        max_bytes: max_upload,
+                    },
+                    write_timeout,
+                },
             };
             serve(settings)
         }
@@ -177,6 +249,8 @@ enum Failure {
     #[error(transparent)]
     Tokens(#[from] tokens::TokenError),
     #[error(transparent)]
+    Tls(#[from] listen::TlsError),
+    #[error(transparent)]
     Deployment(#[from] atrest_deployment::Error),
 }
 
@@ -186,6 +260,8 @@ impl Failure {
         use tokens::TokenError;
         match self {
             Self::Listen { .. } | Self::Io { .. } => outcome::FAILED,
+            Self::Tls(listen::TlsError::File { .. }) => outcome::USAGE,
+            Self::Tls(listen::TlsError::Rustls(_)) => outcome::USAGE,
             Self::Tokens(error) => match error {
                 TokenError::Io { .. } | TokenError::Random(_) => outcome::FAILED,
                 TokenError::BadPrincipal(_) => outcome::USAGE,
@@ -266,6 +342,28 @@ struct Settings {
     actor: String,
     cache_ttl: Option<Duration>,
     shutdown_timeout: Duration,
+    /// The certificate chain and key (PEM files); `None`: plain HTTP.
+    tls: Option<(PathBuf, PathBuf)>,
+    limits: listen::Limits,
+    requests: service::Limits,
+}
+
+/// A size in bytes: digits, optionally followed by K, M, G or T (powers of
+/// 1024).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let (digits, shift) = match text.trim().as_bytes().last() {
+        Some(b'K' | b'k') => (&text.trim()[..text.trim().len() - 1], 10),
+        Some(b'M' | b'm') => (&text.trim()[..text.trim().len() - 1], 20),
+        Some(b'G' | b'g') => (&text.trim()[..text.trim().len() - 1], 30),
+        Some(b'T' | b't') => (&text.trim()[..text.trim().len() - 1], 40),
+        _ => (text.trim(), 0),
+    };
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (bytes, or with K, M, G or T)"))?;
+    value
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// Runs the service on a runtime of its own until SIGINT or SIGTERM.
@@ -294,6 +392,17 @@ async fn run(settings: Settings) -> Result<(), Failure> {
             address: settings.listen,
             source,
         })?;
+    // The certificates next: a bad file fails at once too.
+    let certificates = settings
+        .tls
+        .as_ref()
+        .map(|(cert, key)| listen::Certificates::load(cert, key).map(Arc::new))
+        .transpose()?;
+    let acceptor = certificates
+        .as_ref()
+        .map(|certificates| certificates.server_config().map(Arc::new))
+        .transpose()?
+        .map(tokio_rustls::TlsAcceptor::from);
     // On a full disk the deployment's databases open read-only, for
     // commands that only read; a service that writes waits for room.
     if let Ok(fs) = rustix::fs::statvfs(&settings.dir)
@@ -333,18 +442,28 @@ async fn run(settings: Settings) -> Result<(), Failure> {
         other => other?,
     };
     let tokens = Tokens::load(&settings.token_path)?;
-    let service = Arc::new(Service::new(deployment, tokens));
+    let service = Arc::new(Service::new(deployment, tokens, settings.requests));
     let address = listener.local_addr().map_err(|source| Failure::Io {
         what: "the listening socket",
         source,
     })?;
     // The first line of output, for scripts and tests.
-    atrest_cli::outln!("atrest-serve: listening on http://{address}");
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    atrest_cli::outln!("atrest-serve: listening on {scheme}://{address}");
+    if let Some(certificates) = certificates {
+        reload_on_sighup(certificates);
+    }
     let (stopping, stop) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, service.router()).with_graceful_shutdown(async move {
-        signals.received().await;
-        let _ = stopping.send(true);
-    });
+    let server = listen::serve(
+        listener,
+        service.router(),
+        acceptor,
+        settings.limits,
+        async move {
+            signals.received().await;
+            let _ = stopping.send(true);
+        },
+    );
     let deadline = async move {
         let mut stop = stop;
         let _ = stop.wait_for(|stopping| *stopping).await;
@@ -359,6 +478,28 @@ async fn run(settings: Settings) -> Result<(), Failure> {
     }
     atrest_cli::errln!("atrest-serve: stopped");
     Ok(())
+}
+
+/// Reads the certificate chain and key again at each SIGHUP; a reload that
+/// fails keeps the old ones and says why.
+fn reload_on_sighup(certificates: Arc<listen::Certificates>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        atrest_cli::errln!(
+            "atrest-serve: warning: cannot watch for SIGHUP; certificates are not reloaded"
+        );
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match certificates.reload() {
+                Ok(()) => atrest_cli::errln!("atrest-serve: certificates reloaded"),
+                Err(error) => atrest_cli::errln!(
+                    "atrest-serve: certificates not reloaded (the old ones stay): {error}"
+                ),
+            }
+        }
+    });
 }
 
 /// Raises the soft limit on open files to the hard one: every client

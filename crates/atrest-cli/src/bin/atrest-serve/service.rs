@@ -52,7 +52,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::batch::{Batcher, Failed, SMALL_UPLOAD};
-use crate::bridge::{BodyWriter, CHUNKS_IN_FLIGHT, body_reader};
+use crate::bridge::{BodyLimits, BodyWriter, CHUNKS_IN_FLIGHT, body_reader, body_status, paced};
 use crate::range::{self, Requested};
 use crate::tokens::Tokens;
 
@@ -66,16 +66,27 @@ pub(crate) struct Service {
     deployment: Arc<Deployment>,
     tokens: Tokens,
     batcher: Arc<Batcher>,
+    limits: Limits,
+}
+
+/// What the service allows a request.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// What an upload's body may do.
+    pub(crate) body: BodyLimits,
+    /// How long a download's client may take to take the next chunk.
+    pub(crate) write_timeout: std::time::Duration,
 }
 
 impl Service {
-    /// The service over `deployment`, accepting `tokens`.
-    pub(crate) fn new(deployment: Deployment, tokens: Tokens) -> Self {
+    /// The service over `deployment`, accepting `tokens`, within `limits`.
+    pub(crate) fn new(deployment: Deployment, tokens: Tokens, limits: Limits) -> Self {
         let deployment = Arc::new(deployment);
         Self {
             batcher: Arc::new(Batcher::new(deployment.clone())),
             deployment,
             tokens,
+            limits,
         }
     }
 
@@ -277,6 +288,15 @@ async fn upload(
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
+    let limits = service.limits.body;
+    if declared.is_some_and(|len| len > limits.max_bytes) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "usage",
+            format!("the upload is larger than {} bytes", limits.max_bytes),
+        ));
+    }
+    let body = paced(body, limits);
     if declared.is_some_and(|len| len <= SMALL_UPLOAD) {
         return upload_small(&service, &request, caller, tenant, name, body).await;
     }
@@ -284,7 +304,13 @@ async fn upload(
         .deployment
         .put(&caller.access(), &tenant, &name, body_reader(body))
         .await;
-    Ok(uploaded(api_error(sealed, &request)?))
+    match sealed {
+        Err(error) if body_status(&error).is_some() => {
+            let status = body_status(&error).unwrap_or(StatusCode::BAD_REQUEST);
+            Err(ApiError::new(status, "usage", error.to_string()))
+        }
+        sealed => Ok(uploaded(api_error(sealed, &request)?)),
+    }
 }
 
 /// A small upload (its `Content-Length` at most [`SMALL_UPLOAD`]): read
@@ -306,7 +332,7 @@ async fn upload_small(
         Err(error) => {
             // The body did not arrive whole: nothing was begun.
             return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
+                body_status(&error).unwrap_or(StatusCode::BAD_REQUEST),
                 "usage",
                 format!("the upload's body failed: {error}"),
             ));
@@ -470,9 +496,10 @@ async fn download(
     let (started, start) = oneshot::channel();
     let deployment = service.deployment.clone();
     let version = Some(target.version);
+    let write_timeout = service.limits.write_timeout;
     let log_id = request.clone();
     let opening = async move {
-        let mut out = BodyWriter::new(chunks, started);
+        let mut out = BodyWriter::new(chunks, started, write_timeout);
         let file = FileName {
             tenant: &tenant,
             name: &name,
