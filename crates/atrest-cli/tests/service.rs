@@ -471,3 +471,84 @@ fn small_uploads_at_once_are_sealed_together_each_under_its_request_id() {
     }
     atrest(&data, &["audit", "verify"]);
 }
+
+/// Conditional requests (RFC 9110 §13): a stale `If-Range` gets the whole
+/// current version (never a range of another version grafted onto the
+/// client's copy), `If-None-Match` gets `304`, every version says when it
+/// was sealed; an HTTP/1.1 upload without framing is `411`, not an empty
+/// version.
+#[test]
+fn conditional_requests_never_mix_versions() {
+    let dir = TempDir::new("service-conditional");
+    let data = dir.join("data");
+    atrest(&data, &["init"]);
+    atrest(&data, &["tenant", "create", "acme"]);
+    let alice_token = token(&data, "alice@acme");
+    let instance = Instance::start(&data, "service-conditional", &[], &[]);
+    let alice = Client {
+        addr: &instance.addr,
+        token: alice_token,
+    };
+    let path = "/v1/tenants/acme/files/report.bin";
+    let (v1, v2) = (content(100_000, 1), content(100_000, 2));
+    assert_eq!(alice.send("PUT", path, &[], &v1).status, 201);
+    let first = alice.get(path, &[]);
+    let etag1 = first.header("etag").unwrap().to_owned();
+    assert!(first.header("last-modified").is_some());
+
+    // The client's copy is current: 304, no body.
+    let current = alice.get(path, &[("If-None-Match", &etag1)]);
+    assert_eq!(current.status, 304);
+    assert!(current.body.is_empty());
+    assert_eq!(current.header("etag"), Some(etag1.as_str()));
+
+    assert_eq!(alice.send("PUT", path, &[], &v2).status, 201);
+    let second = alice.get(path, &[]);
+    let etag2 = second.header("etag").unwrap().to_owned();
+    let modified2 = second.header("last-modified").unwrap().to_owned();
+    assert_ne!(etag1, etag2);
+    assert_eq!(alice.get(path, &[("If-None-Match", &etag1)]).status, 200);
+
+    // A resumed download of version 1 after version 2 was sealed: the
+    // whole of version 2, not its bytes 50,000.. after version 1's first.
+    let stale = alice.get(path, &[("Range", "bytes=50000-"), ("If-Range", &etag1)]);
+    assert_eq!(stale.status, 200);
+    assert!(stale.body == v2);
+    let fresh = alice.get(path, &[("Range", "bytes=50000-"), ("If-Range", &etag2)]);
+    assert_eq!(fresh.status, 206);
+    assert!(fresh.body == v2[50_000..]);
+    let dated = alice.get(path, &[("Range", "bytes=0-9"), ("If-Range", &modified2)]);
+    assert_eq!(dated.status, 206);
+    let weak = format!("W/{etag2}");
+    assert_eq!(
+        alice
+            .get(path, &[("Range", "bytes=0-9"), ("If-Range", &weak)])
+            .status,
+        200
+    );
+    assert_eq!(
+        alice
+            .send("HEAD", path, &[("If-None-Match", &etag2)], b"")
+            .status,
+        304
+    );
+
+    // No framing on HTTP/1.1: 411, and no version.
+    let auth = bearer(&alice.token);
+    let mut stream = TcpStream::connect(&instance.addr).unwrap();
+    let raw = head(
+        &instance.addr,
+        "PUT",
+        "/v1/tenants/acme/files/unframed.bin",
+        &[(auth.0, auth.1.as_str())],
+        None,
+    );
+    stream.write_all(raw.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut stream, &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 411"), "{answer}");
+    assert_eq!(
+        alice.get("/v1/tenants/acme/files/unframed.bin", &[]).status,
+        404
+    );
+}

@@ -29,6 +29,7 @@
 
 mod batch;
 mod bridge;
+mod conditional;
 mod listen;
 mod range;
 mod service;

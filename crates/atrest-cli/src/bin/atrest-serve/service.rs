@@ -53,6 +53,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::batch::{Batcher, Failed, SMALL_UPLOAD};
 use crate::bridge::{BodyLimits, BodyWriter, CHUNKS_IN_FLIGHT, body_reader, body_status, paced};
+use crate::conditional;
 use crate::range::{self, Requested};
 use crate::tokens::Tokens;
 
@@ -280,10 +281,23 @@ async fn upload(
     Extension(request): Extension<RequestId>,
     caller: Caller,
     Path((tenant, name)): Path<(String, String)>,
+    version: axum::http::Version,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     caller.check_tenant(&tenant)?;
+    // HTTP/1 without Content-Length or chunked framing has no body to
+    // read: refused, rather than an empty version.
+    if version < axum::http::Version::HTTP_2
+        && !headers.contains_key(header::CONTENT_LENGTH)
+        && !headers.contains_key(header::TRANSFER_ENCODING)
+    {
+        return Err(ApiError::new(
+            StatusCode::LENGTH_REQUIRED,
+            "usage",
+            "an upload needs Content-Length or chunked Transfer-Encoding",
+        ));
+    }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
@@ -372,7 +386,24 @@ struct VersionQuery {
 struct Target {
     version: u64,
     len: u64,
+    /// Strong: a version never changes.
     etag: String,
+    /// When the version was sealed (`Last-Modified`).
+    sealed: std::time::SystemTime,
+}
+
+/// `304 Not Modified` if the request's `If-None-Match` lists the version's
+/// tag: the client's copy is current.
+fn not_modified(request_headers: &HeaderMap, target: &Target) -> Option<Response> {
+    let listed = request_headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())?;
+    if !conditional::none_match(listed, &target.etag) {
+        return None;
+    }
+    let mut headers = headers_of(target);
+    headers.remove(header::CONTENT_TYPE);
+    Some((StatusCode::NOT_MODIFIED, headers).into_response())
 }
 
 /// Which record [`target`] reads.
@@ -407,6 +438,7 @@ async fn target(
         version: u64::from(record.version),
         len: record.plaintext_len,
         etag: format!("\"{}.{}\"", record.file, u64::from(record.version)),
+        sealed: std::time::UNIX_EPOCH + std::time::Duration::from_secs(record.sealed_at),
     })
 }
 
@@ -420,6 +452,9 @@ fn headers_of(target: &Target) -> HeaderMap {
     if let Ok(etag) = HeaderValue::from_str(&target.etag) {
         headers.insert(header::ETAG, etag);
     }
+    if let Ok(date) = HeaderValue::from_str(&conditional::http_date(target.sealed)) {
+        headers.insert(header::LAST_MODIFIED, date);
+    }
     headers.insert("x-atrest-version", HeaderValue::from(target.version));
     headers
 }
@@ -430,6 +465,7 @@ async fn head(
     caller: Caller,
     Path((tenant, name)): Path<(String, String)>,
     Query(query): Query<VersionQuery>,
+    request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller.check_tenant(&tenant)?;
     let target = target(
@@ -440,6 +476,9 @@ async fn head(
         query.version,
     )
     .await?;
+    if let Some(response) = not_modified(&request_headers, &target) {
+        return Ok(response);
+    }
     let mut headers = headers_of(&target);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(target.len));
     Ok((StatusCode::OK, headers).into_response())
@@ -462,9 +501,19 @@ async fn download(
         query.version,
     )
     .await?;
+    if let Some(response) = not_modified(&request_headers, &target) {
+        return Ok(response);
+    }
+    // A range of the version the client holds: with an `If-Range` for
+    // another version, the whole current one (never half of each).
+    let same_version = request_headers
+        .get(header::IF_RANGE)
+        .and_then(|value| value.to_str().ok())
+        .is_none_or(|validator| conditional::range_applies(validator, &target.etag, target.sealed));
     let asked = request_headers
         .get(header::RANGE)
-        .and_then(|value| value.to_str().ok());
+        .and_then(|value| value.to_str().ok())
+        .filter(|_| same_version);
     let mut headers = headers_of(&target);
     let (status, range) = match range::requested(asked, target.len) {
         Requested::Whole => (StatusCode::OK, None),
