@@ -214,7 +214,14 @@ fn stalled_uploads_and_unread_downloads_hold_nothing_another_principal_needs() {
 
     let dir = TempDir::new("service-stalled");
     let (data, alice, bob) = deployment(&dir);
-    let instance = Instance::start(&data, "stalled", &[], &[]);
+    // One principal's many requests: here what is measured is that each
+    // holds a task, not a thread, so its in-flight limit is raised.
+    let instance = Instance::start(
+        &data,
+        "stalled",
+        &[],
+        &["--max-requests-per-principal", "2000"],
+    );
     let auth = bearer(&alice);
     let alice_auth = [(auth.0, auth.1.as_str())];
     let big = content(16 << 20, 3);
@@ -304,4 +311,86 @@ fn stalled_uploads_and_unread_downloads_hold_nothing_another_principal_needs() {
     downloads[0].read_exact(&mut first).unwrap();
     drop(uploads);
     drop(downloads);
+}
+
+/// One principal cannot take what the others need: past its in-flight
+/// limit its requests get `429` with `Retry-After`, while another
+/// principal's are served; once its requests end, it is served again.
+#[test]
+fn one_principal_past_its_limit_waits_and_the_others_are_served() {
+    let dir = TempDir::new("service-per-principal");
+    let (data, alice, bob) = deployment(&dir);
+    let instance = Instance::start(
+        &data,
+        "per-principal",
+        &[],
+        &["--max-requests-per-principal", "2"],
+    );
+    let stalled: Vec<TcpStream> = (0..2)
+        .map(|i| {
+            start_upload(
+                &instance.addr,
+                &alice,
+                &format!("/v1/tenants/acme/files/s{i}"),
+                1000,
+                b"x",
+            )
+        })
+        .collect();
+    let auth = bearer(&alice);
+    let started = Instant::now();
+    let refused = loop {
+        let answer = request(
+            &instance.addr,
+            "GET",
+            "/v1/tenants/acme/files",
+            &[(auth.0, auth.1.as_str())],
+            b"",
+        );
+        // The stalled uploads are counted once their headers are read.
+        if answer.status == 429 || started.elapsed() > Duration::from_secs(10) {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if refused.status != 429 {
+        let mut stalled = stalled;
+        stalled[0]
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let mut seen = Vec::new();
+        let _ = stalled[0].read_to_end(&mut seen);
+        panic!("{}: {}", refused.status, String::from_utf8_lossy(&seen));
+    }
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    let bob_auth = bearer(&bob);
+    let other = request(
+        &instance.addr,
+        "PUT",
+        "/v1/tenants/globex/files/b.txt",
+        &[(bob_auth.0, bob_auth.1.as_str())],
+        b"bob's",
+    );
+    assert_eq!(other.status, 201, "{}", other.text());
+    drop(stalled);
+    let started = Instant::now();
+    loop {
+        let answer = request(
+            &instance.addr,
+            "GET",
+            "/v1/tenants/acme/files",
+            &[(auth.0, auth.1.as_str())],
+            b"",
+        );
+        if answer.status == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            answer.status
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -126,6 +126,13 @@ enum Command {
         /// `10G`).
         #[arg(long, value_parser = parse_size, default_value = "1T")]
         max_upload: u64,
+        /// Requests of one principal in flight at once (more get 429 with
+        /// Retry-After), so that one cannot take what the others need.
+        #[arg(long, default_value_t = 64)]
+        max_requests_per_principal: usize,
+        /// Requests in flight at once in all (more get 429).
+        #[arg(long, default_value_t = 4096)]
+        max_requests: usize,
     },
     /// Manages bearer tokens (stored as hashes only).
     #[command(subcommand)]
@@ -177,6 +184,8 @@ fn main() -> ExitCode {
             body_timeout,
             write_timeout,
             max_upload,
+            max_requests_per_principal,
+            max_requests,
         } => {
             let tls = match (tls_cert, tls_key, plain_http) {
                 (Some(cert), Some(key), false) => Some((cert, key)),
@@ -211,6 +220,8 @@ fn main() -> ExitCode {
                         max_bytes: max_upload,
                     },
                     write_timeout,
+                    requests_per_principal: max_requests_per_principal,
+                    requests: max_requests,
                 },
             };
             serve(settings)

@@ -68,6 +68,7 @@ pub(crate) struct Service {
     tokens: Tokens,
     batcher: Arc<Batcher>,
     limits: Limits,
+    in_flight: Arc<InFlight>,
 }
 
 /// What the service allows a request.
@@ -77,6 +78,10 @@ pub(crate) struct Limits {
     pub(crate) body: BodyLimits,
     /// How long a download's client may take to take the next chunk.
     pub(crate) write_timeout: std::time::Duration,
+    /// Requests of one principal in flight at once (more: `429`).
+    pub(crate) requests_per_principal: usize,
+    /// Requests in flight at once in all (more: `429`).
+    pub(crate) requests: usize,
 }
 
 impl Service {
@@ -88,6 +93,7 @@ impl Service {
             deployment,
             tokens,
             limits,
+            in_flight: Arc::new(InFlight::default()),
         }
     }
 
@@ -204,14 +210,85 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer realm=\"atrest\""),
             );
         }
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }
 
-/// The principal a request's bearer token stands for.
+/// The principal a request's bearer token stands for, holding its place
+/// among the requests in flight for as long as it lives.
 #[derive(Debug)]
 struct Caller {
     principal: String,
+    _slot: Slot,
+}
+
+/// Requests in flight, per principal and in all.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    per_principal: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// One request's place in [`InFlight`], given back when dropped.
+#[derive(Debug)]
+struct Slot {
+    flights: Arc<InFlight>,
+    principal: String,
+}
+
+impl InFlight {
+    /// A place for a request of `principal`, if fewer than `per_principal`
+    /// of theirs and fewer than `total` in all are in flight; `429`
+    /// otherwise, so that one principal cannot take what others need.
+    fn enter(
+        self: &Arc<Self>,
+        principal: &str,
+        per_principal: usize,
+        total: usize,
+    ) -> Result<Slot, ApiError> {
+        let mut counts = self
+            .per_principal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let all: usize = counts.values().sum();
+        let theirs = counts.get(principal).copied().unwrap_or(0);
+        if theirs >= per_principal || all >= total {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "busy",
+                if theirs >= per_principal {
+                    format!("{principal} has {theirs} requests in flight already")
+                } else {
+                    "the service has as many requests in flight as it takes".to_owned()
+                },
+            ));
+        }
+        *counts.entry(principal.to_owned()).or_default() += 1;
+        Ok(Slot {
+            flights: Arc::clone(self),
+            principal: principal.to_owned(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .flights
+            .per_principal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.principal) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.principal);
+            }
+        }
+    }
 }
 
 impl Caller {
@@ -258,7 +335,15 @@ impl FromRequestParts<Arc<Service>> for Caller {
             .map(|(_, token)| token.trim())
             .ok_or_else(unauthorized)?;
         let principal = service.tokens.principal(token).ok_or_else(unauthorized)?;
-        Ok(Self { principal })
+        let slot = service.in_flight.enter(
+            &principal,
+            service.limits.requests_per_principal,
+            service.limits.requests,
+        )?;
+        Ok(Self {
+            principal,
+            _slot: slot,
+        })
     }
 }
 
