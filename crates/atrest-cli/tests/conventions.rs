@@ -232,6 +232,14 @@ fn every_program_fails_by_one_convention() {
     fails(
         "atrest-serve",
         &data,
+        &["token", "add", "alice@nowhere"],
+        3,
+        "no tenant named \"nowhere\"",
+        false,
+    );
+    fails(
+        "atrest-serve",
+        &data,
         &["token", "revoke", "deadbeef"],
         3,
         "no token",

@@ -23,7 +23,7 @@ use atrest_test_support::postgres::{admin_url, database_url, run_sql};
 use atrest_test_support::proxy::Proxy;
 
 use servers_support::unique;
-use service_support::{Instance, bearer, request, token};
+use service_support::{Instance, bearer, request, token_in};
 
 const URL_VAR: &str = "ATREST_TEST_METADATA_URL";
 
@@ -97,7 +97,7 @@ fn a_database_that_is_down_is_exit_6_and_503() {
     expect(&get(&data), 0, "get");
 
     let env = [(URL_VAR.to_owned(), url.clone())];
-    let token = token(&data, "alice@contoso");
+    let token = token_in(&data, &env, "alice@contoso");
     let service = Instance::start(&data, "outage", &env, &[]);
     let auth = bearer(&token);
     let path = "/v1/tenants/contoso/files/minutes.txt";

@@ -87,7 +87,14 @@ fn the_service_seals_uploads_and_serves_files_ranges_and_listings() {
     atrest(&data, &["tenant", "create", "globex"]);
     let alice_token = token(&data, "alice@acme");
     let bob_token = token(&data, "bob@globex");
-    let stranger_token = token(&data, "eve@nowhere");
+    // A token stands for a member of a tenant that exists.
+    let stranger = Command::new(env!("CARGO_BIN_EXE_atrest-serve"))
+        .arg("--data")
+        .arg(&data)
+        .args(["token", "add", "eve@nowhere"])
+        .output()
+        .unwrap();
+    assert_eq!(stranger.status.code(), Some(3), "{stranger:?}");
     let instance = Instance::start(&data, "service-a", &[], &[]);
     let alice = Client {
         addr: &instance.addr,
@@ -202,11 +209,7 @@ fn the_service_seals_uploads_and_serves_files_ranges_and_listings() {
     // Version 0 is a malformed request, not damage (400, never 500).
     let zero = alice.get(&format!("{path}?version=0"), &[]);
     assert_eq!(zero.status, 400, "{}", String::from_utf8_lossy(&zero.body));
-    let stranger = Client {
-        addr: &instance.addr,
-        token: stranger_token,
-    };
-    assert_eq!(stranger.get("/v1/tenants/nowhere/files/x", &[]).status, 404);
+    assert_eq!(alice.get("/v1/tenants/nowhere/files/x", &[]).status, 403);
     let bad_name = alice.send("PUT", "/v1/tenants/acme/files/a/../b", &[], b"x");
     assert_eq!(bad_name.status, 400, "{}", bad_name.text());
 
@@ -532,6 +535,13 @@ fn conditional_requests_never_mix_versions() {
             .status,
         304
     );
+
+    // A token made while the service runs works at once.
+    let carol = Client {
+        addr: &instance.addr,
+        token: token(&data, "carol@acme"),
+    };
+    assert_eq!(carol.get(path, &[]).status, 200);
 
     // No framing on HTTP/1.1: 411, and no version.
     let auth = bearer(&alice.token);

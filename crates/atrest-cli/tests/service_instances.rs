@@ -28,7 +28,7 @@ use atrest_test_support::{TempDir, seeded as content};
 use serde_json::Value;
 
 use servers_support::{openbao, unique, var};
-use service_support::{Instance, Response, bearer, head, request, token};
+use service_support::{Instance, Response, bearer, head, request, token_in};
 
 /// The cache lifetime the instances run with.
 const TTL: Duration = Duration::from_secs(2);
@@ -130,7 +130,7 @@ fn two_instances_share_files_through_rotation_a_kill_and_a_revocation() {
             "bao:contoso-a@1,bao:contoso-b@1",
         ],
     );
-    let alice = token(&data, "alice@contoso");
+    let alice = token_in(&data, &env, "alice@contoso");
     let ttl = format!("{}s", TTL.as_secs());
     let a = Instance::start(&data, "service-a", &env, &["--cache-ttl", &ttl]);
     let mut b = Instance::start(&data, "service-b", &env, &["--cache-ttl", &ttl]);

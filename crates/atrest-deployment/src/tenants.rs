@@ -2,6 +2,7 @@
 //! keys in tokens or key services), what they look like, rotation,
 //! revocation and purge; the service's own root keys.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use atrest::filekey::{KeyVersion, OsRng, TenantId};
@@ -78,6 +79,26 @@ pub struct TikVersionSummary {
 }
 
 impl Deployment {
+    /// The id of tenant `name` of the deployment in `dir`, read from its
+    /// catalog alone (the deployment is not opened: no keys, blobs or
+    /// audit log are touched).
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; configuration and catalog errors.
+    pub async fn tenant_id_in(dir: &Path, name: &str) -> Result<TenantId, Error> {
+        let config = {
+            let dir = dir.to_path_buf();
+            atrest_core::blocking::run(move || Config::read(&dir)).await?
+        };
+        let (_, catalog) = crate::metadata::open(dir, &config, None).await?;
+        catalog
+            .tenant_named(name)
+            .await?
+            .ok_or_else(|| Error::UnknownTenant {
+                name: name.to_owned(),
+            })
+    }
+
     /// The id of the tenant named `name`.
     ///
     /// # Errors

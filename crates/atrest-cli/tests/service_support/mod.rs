@@ -203,7 +203,16 @@ pub fn atrest(data: &Path, args: &[&str]) -> String {
 
 /// Makes a token for `principal` with `atrest-serve token add`.
 pub fn token(data: &Path, principal: &str) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_atrest-serve"))
+    token_in(data, &[], principal)
+}
+
+/// [`token`] with `env` (what opening the deployment's catalog needs).
+pub fn token_in(data: &Path, env: &[(String, String)], principal: &str) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_atrest-serve"));
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = command
         .arg("--data")
         .arg(data)
         .args(["token", "add", principal])

@@ -169,7 +169,9 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| cli.data.join(TOKEN_FILE));
     let json = cli.json;
     let result = match cli.command {
-        Command::Token(command) => token_command(&TokenFile::new(token_path), command, json),
+        Command::Token(command) => {
+            token_command(&cli.data, &TokenFile::new(token_path), command, json)
+        }
         Command::Serve {
             listen,
             init,
@@ -285,9 +287,18 @@ impl Failure {
     }
 }
 
-fn token_command(file: &TokenFile, command: TokenCommand, json: bool) -> Result<(), Failure> {
+fn token_command(
+    data: &std::path::Path,
+    file: &TokenFile,
+    command: TokenCommand,
+    json: bool,
+) -> Result<(), Failure> {
     match command {
         TokenCommand::Add { principal } => {
+            // A token stands for a member of a tenant that exists.
+            let parsed = atrest_deployment::Principal::parse(&principal)
+                .ok_or_else(|| tokens::TokenError::BadPrincipal(principal.clone()))?;
+            tenant_exists(data, parsed.tenant)?;
             let token = file.add(&principal)?;
             if json {
                 let document = serde_json::json!({
@@ -343,6 +354,21 @@ fn token_command(file: &TokenFile, command: TokenCommand, json: bool) -> Result<
         }
     }
     Ok(())
+}
+
+/// Fails unless the deployment in `data` has a tenant named `tenant`.
+fn tenant_exists(data: &std::path::Path, tenant: &str) -> Result<(), Failure> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Failure::Io {
+            what: "the async runtime",
+            source,
+        })?;
+    runtime.block_on(async {
+        let _ = Deployment::tenant_id_in(data, tenant).await?;
+        Ok(())
+    })
 }
 
 /// What `serve` runs with.

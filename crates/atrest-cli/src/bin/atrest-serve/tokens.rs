@@ -384,13 +384,38 @@ impl Tokens {
         }
         self.refresh();
         let hash = digest(token);
+        let found = self.lookup(&hash);
+        if found.is_some() {
+            return found;
+        }
+        // Not known: a token added since the last read works at once if
+        // the file changed (one `stat` per unknown token, a read only when
+        // it changed).
+        let current = stamp(&self.path).ok();
+        let changed = {
+            let known = self
+                .state
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            current != Some(known.stamp)
+        };
+        if changed {
+            if let Err(error) = self.reload() {
+                atrest_cli::errln!("atrest-serve: tokens refused until fixed: {error}");
+            }
+            return self.lookup(&hash);
+        }
+        None
+    }
+
+    fn lookup(&self, hash: &[u8; 32]) -> Option<String> {
         let state = self
             .state
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // A lookup by the token's SHA-256: what its timing could tell is
         // about the hash of a 256-bit secret, not the secret.
-        state.principals.as_ref()?.get(&hash).cloned()
+        state.principals.as_ref()?.get(hash).cloned()
     }
 }
 
