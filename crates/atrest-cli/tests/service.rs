@@ -161,8 +161,8 @@ fn the_service_seals_uploads_and_serves_files_ranges_and_listings() {
     assert_eq!(head_only.header("content-length"), Some("200000"));
     assert!(head_only.body.is_empty());
 
-    // The listing.
-    let listing = alice.get("/v1/tenants/acme/files", &[]);
+    // The listing, every version.
+    let listing = alice.get("/v1/tenants/acme/files?versions=all", &[]);
     assert_eq!(listing.status, 200);
     let listing: Value = serde_json::from_slice(&listing.body).unwrap();
     let versions: Vec<(String, u64)> = listing["files"]
@@ -561,4 +561,78 @@ fn conditional_requests_never_mix_versions() {
         alice.get("/v1/tenants/acme/files/unframed.bin", &[]).status,
         404
     );
+}
+
+/// Listings come in pages: the newest version of each file by default,
+/// every version on request, a prefix, a limit and an opaque cursor; each
+/// file once across the pages, none missing.
+#[test]
+fn listings_come_in_pages() {
+    let dir = TempDir::new("service-pages");
+    let data = dir.join("data");
+    atrest(&data, &["init"]);
+    atrest(&data, &["tenant", "create", "acme"]);
+    // 2,500 items, through mailbox-move (quicker than 2,500 PUTs).
+    let source = dir.join("box");
+    for i in 0..2500 {
+        let folder = source.join(format!("f{}", i / 500));
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join(format!("{i:05}.eml")), format!("item {i}")).unwrap();
+    }
+    let moved = Command::new(env!("CARGO_BIN_EXE_mailbox-move"))
+        .arg("--data")
+        .arg(&data)
+        .arg("acme")
+        .arg(&source)
+        .output()
+        .unwrap();
+    assert!(moved.status.success(), "{moved:?}");
+    let alice_token = token(&data, "alice@acme");
+    let instance = Instance::start(&data, "service-pages", &[], &[]);
+    let alice = Client {
+        addr: &instance.addr,
+        token: alice_token,
+    };
+    let path = "/v1/tenants/acme/files/mailbox/box/f0/00000.eml";
+    assert_eq!(alice.send("PUT", path, &[], b"second").status, 201);
+
+    let page = |query: &str| -> Value {
+        let answer = alice.get(&format!("/v1/tenants/acme/files?{query}"), &[]);
+        assert_eq!(answer.status, 200, "{query}: {}", answer.text());
+        serde_json::from_slice(&answer.body).unwrap()
+    };
+    let mut names = Vec::new();
+    let mut query = "limit=1000".to_owned();
+    loop {
+        let listing = page(&query);
+        for file in listing["files"].as_array().unwrap() {
+            names.push(file["name"].as_str().unwrap().to_owned());
+        }
+        match listing["next"].as_str() {
+            Some(next) => query = format!("limit=1000&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(names.len(), 2500);
+    let mut sorted = names.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, names, "in order, each once");
+    // Every version on request; a prefix.
+    let all = page("versions=all&limit=10000");
+    assert_eq!(all["files"].as_array().unwrap().len(), 2501);
+    assert!(all["next"].is_null());
+    let folder = page("prefix=mailbox/box/f3/&limit=10000");
+    assert_eq!(folder["files"].as_array().unwrap().len(), 500);
+    // Mistakes are said.
+    for bad in [
+        "limit=0",
+        "limit=100000",
+        "cursor=zz",
+        "versions=some",
+        "unknown=1",
+    ] {
+        let answer = alice.get(&format!("/v1/tenants/acme/files?{bad}"), &[]);
+        assert_eq!(answer.status, 400, "{bad}: {}", answer.text());
+    }
 }

@@ -7,7 +7,7 @@
 //! | `PUT /v1/tenants/{tenant}/files/{name}` | `201` and the new version (JSON); the body is sealed as it arrives |
 //! | `GET /v1/tenants/{tenant}/files/{name}[?version=N]` | `200`, or `206` for a `Range: bytes=…` (only the covering segments are decrypted), `416` for a range past the end |
 //! | `HEAD` of the same | the headers of the `GET` |
-//! | `GET /v1/tenants/{tenant}/files` | the tenant's file versions (JSON) |
+//! | `GET /v1/tenants/{tenant}/files[?prefix=P&limit=N&cursor=C&versions=all]` | a page of the tenant's files, the newest version of each (JSON, with `next`) |
 //! | `GET /healthz` | `200` |
 //!
 //! Every request but `/healthz` needs `Authorization: Bearer <token>`; a
@@ -675,23 +675,105 @@ struct Listed {
     readable: bool,
 }
 
+/// `GET …/files` query: which part of the listing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Only names that begin with this.
+    prefix: Option<String>,
+    /// Entries per page (default [`LIST_PAGE`], at most [`LIST_PAGE_MAX`]).
+    limit: Option<usize>,
+    /// Where the previous page ended (its `next`).
+    cursor: Option<String>,
+    /// `all` for every version; the newest of each file otherwise.
+    versions: Option<String>,
+}
+
+/// Entries of a listing page by default, and at most.
+const LIST_PAGE: usize = 1000;
+const LIST_PAGE_MAX: usize = 10_000;
+
+/// A cursor: where a page ended (a name and a version), hex-encoded so it
+/// is one opaque token in a URL.
+fn cursor_of(name: &str, version: u64) -> String {
+    hex::encode(format!("{version}:{name}"))
+}
+
+fn position_of(cursor: &str) -> Option<(String, u64)> {
+    let text = String::from_utf8(hex::decode(cursor).ok()?).ok()?;
+    let (version, name) = text.split_once(':')?;
+    Some((name.to_owned(), version.parse().ok()?))
+}
+
 async fn list(
     State(service): State<Arc<Service>>,
     Extension(request): Extension<RequestId>,
     caller: Caller,
     Path(tenant): Path<String>,
+    Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     caller.check_tenant(&tenant)?;
+    let all_versions = match query.versions.as_deref() {
+        None | Some("latest") => false,
+        Some("all") => true,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "usage",
+                format!("versions={other:?}: give all or latest"),
+            ));
+        }
+    };
+    let limit = query.limit.unwrap_or(LIST_PAGE);
+    if !(1..=LIST_PAGE_MAX).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "usage",
+            format!("limit={limit}: give 1 to {LIST_PAGE_MAX}"),
+        ));
+    }
+    let after = match query.cursor.as_deref() {
+        None => None,
+        Some(cursor) => Some(position_of(cursor).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "usage",
+                "cursor: not one this service gave",
+            )
+        })?),
+    };
+    let prefix = query.prefix.as_deref().map(atrest::normalize_name);
     let listed = api_error(service.deployment.list(Some(&tenant)).await, &request)?;
-    let files: Vec<Listed> = listed
+    // Listed by name, then version: the newest is the last of its name.
+    let mut selected: Vec<deployment::Listing> = Vec::new();
+    for listing in listed {
+        if prefix
+            .as_deref()
+            .is_some_and(|prefix| !listing.name.starts_with(prefix))
+        {
+            continue;
+        }
+        match selected.last_mut() {
+            Some(last) if !all_versions && last.name == listing.name => *last = listing,
+            _ => selected.push(listing),
+        }
+    }
+    let start = after.map_or(0, |(name, version)| {
+        selected.partition_point(|l| (l.name.as_str(), l.version) <= (name.as_str(), version))
+    });
+    let page: Vec<_> = selected.iter().skip(start).take(limit).collect();
+    let next = (start + page.len() < selected.len())
+        .then(|| page.last().map(|l| cursor_of(&l.name, l.version)))
+        .flatten();
+    let files: Vec<Listed> = page
         .into_iter()
         .map(|listing| Listed {
-            name: listing.name,
+            name: listing.name.clone(),
             version: listing.version,
             bytes: listing.bytes,
-            sealed: listing.sealed,
+            sealed: listing.sealed.clone(),
             readable: listing.readable,
         })
         .collect();
-    Ok(Json(serde_json::json!({ "files": files })).into_response())
+    Ok(Json(serde_json::json!({ "files": files, "next": next })).into_response())
 }
