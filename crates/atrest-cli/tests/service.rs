@@ -636,3 +636,58 @@ fn listings_come_in_pages() {
         assert_eq!(answer.status, 400, "{bad}: {}", answer.text());
     }
 }
+
+/// Every error answer is one problem document (RFC 9457) with the request
+/// id, whoever made it: a handler, the router or an extractor.
+#[test]
+fn every_error_is_a_problem_document() {
+    let dir = TempDir::new("service-problems");
+    let data = dir.join("data");
+    atrest(&data, &["init"]);
+    atrest(&data, &["tenant", "create", "acme"]);
+    let alice_token = token(&data, "alice@acme");
+    let instance = Instance::start(&data, "service-problems", &[], &[]);
+    let alice = Client {
+        addr: &instance.addr,
+        token: alice_token,
+    };
+    let path = "/v1/tenants/acme/files/a.txt";
+    assert_eq!(alice.send("PUT", path, &[], b"hello").status, 201);
+    let cases = [
+        (
+            alice.get("/v1/tenants/acme/files/missing", &[]),
+            404,
+            "not_found",
+        ),
+        (alice.get(&format!("{path}?version=x"), &[]), 400, "usage"),
+        (alice.get(&format!("{path}?colour=red"), &[]), 400, "usage"),
+        (alice.send("DELETE", path, &[], b""), 405, "usage"),
+        (alice.get(path, &[("Range", "bytes=100-")]), 416, "range"),
+        (
+            request(&instance.addr, "GET", path, &[], b""),
+            401,
+            "unauthorized",
+        ),
+        (alice.get("/v1/tenants/globex/files", &[]), 403, "refused"),
+    ];
+    for (answer, status, kind) in cases {
+        assert_eq!(answer.status, status, "{}", answer.text());
+        assert_eq!(
+            answer.header("content-type"),
+            Some("application/problem+json"),
+            "{status}"
+        );
+        let problem: Value = serde_json::from_slice(&answer.body).unwrap();
+        assert_eq!(problem["status"], status, "{problem}");
+        assert_eq!(problem["kind"], kind, "{problem}");
+        assert!(
+            problem["title"].is_string() && problem["detail"].is_string(),
+            "{problem}"
+        );
+        assert_eq!(
+            problem["request_id"].as_str(),
+            answer.header("x-request-id"),
+            "{problem}"
+        );
+    }
+}

@@ -140,11 +140,71 @@ async fn request_id(mut request: Request, next: Next) -> Response {
         .map_or_else(new_request_id, str::to_owned);
     request.extensions_mut().insert(RequestId(id.clone()));
     // Every audit record the handler's work makes carries the id.
-    let mut response = in_request(Text::lossy(id.clone()), next.run(request)).await;
+    let response = in_request(Text::lossy(id.clone()), next.run(request)).await;
+    let mut response = if response.status().is_client_error() || response.status().is_server_error()
+    {
+        problem(response, &id).await
+    } else {
+        response
+    };
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     response
+}
+
+/// Every error answer in one form, a problem document (RFC 9457), whoever
+/// made it — a handler ([`ApiError`]), the router (405) or an extractor (a
+/// query that does not parse): `type`, `title`, `status`, `detail`, the
+/// library's `kind` and the `request_id`.
+async fn problem(response: Response, request_id: &str) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let said = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .unwrap_or_default();
+    let from_handler = serde_json::from_slice::<serde_json::Value>(&said).ok();
+    let field = |name: &str| {
+        from_handler
+            .as_ref()
+            .and_then(|value| value.get(name))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    let status = parts.status;
+    let kind = field("kind").unwrap_or_else(|| {
+        match status {
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::FORBIDDEN => "refused",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            status if status.is_server_error() => "failed",
+            _ => "usage",
+        }
+        .to_owned()
+    });
+    let detail = field("error").unwrap_or_else(|| {
+        let text = String::from_utf8_lossy(&said).trim().to_owned();
+        if text.is_empty() {
+            status.canonical_reason().unwrap_or("error").to_owned()
+        } else {
+            text
+        }
+    });
+    let document = serde_json::json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+        "kind": kind,
+        "request_id": request_id,
+    });
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    Response::from_parts(parts, Body::from(document.to_string()))
 }
 
 /// A failed request: its status and what the client is told.
