@@ -395,3 +395,96 @@ fn one_principal_past_its_limit_waits_and_the_others_are_served() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `/readyz` says when the service cannot work — here a full disk (a small
+/// tmpfs the test mounts, as root; elsewhere the test says it is skipped)
+/// — and the service works again by itself once there is room: no
+/// restart. `/healthz` answers throughout.
+#[test]
+fn ready_only_with_room_and_working_again_once_there_is_some() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    struct Mounted(std::path::PathBuf);
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let dir = TempDir::new("service-full-disk");
+    let disk = dir.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+        .arg(&disk)
+        .status()
+        .is_ok_and(|status| status.success());
+    if !mounted {
+        eprintln!("skipped: this machine does not let root mount a tmpfs");
+        return;
+    }
+    let _mounted = Mounted(disk.clone());
+    let data = disk.join("data");
+    let _ = atrest(&data, &["init"]);
+    let _ = atrest(&data, &["tenant", "create", "acme"]);
+    let alice = token(&data, "alice@acme");
+    let instance = Instance::start(&data, "full-disk", &[], &[]);
+    let auth = bearer(&alice);
+    let with_token = [(auth.0, auth.1.as_str())];
+    let ready = || request(&instance.addr, "GET", "/readyz", &[], b"");
+    assert_eq!(ready().status, 200, "{}", ready().text());
+    let put = |name: &str, body: &[u8]| {
+        request(
+            &instance.addr,
+            "PUT",
+            &format!("/v1/tenants/acme/files/{name}"),
+            &with_token,
+            body,
+        )
+    };
+    assert_eq!(put("before.txt", b"before").status, 201);
+
+    let filler = disk.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    while file.write_all(&chunk).is_ok() {}
+    drop(file);
+    let refused = put("during.bin", &content(300_000, 1));
+    assert!(
+        refused.status >= 500,
+        "{}: {}",
+        refused.status,
+        refused.text()
+    );
+    let not_ready = ready();
+    assert_eq!(not_ready.status, 503, "{}", not_ready.text());
+    assert!(not_ready.text().contains("disk"), "{}", not_ready.text());
+    let healthy = request(&instance.addr, "GET", "/healthz", &[], b"");
+    assert_eq!(healthy.status, 200);
+
+    // Room again: ready, and uploads and downloads work, unrestarted.
+    std::fs::remove_file(&filler).unwrap();
+    let started = Instant::now();
+    while ready().status != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            ready().text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(put("after.bin", &content(300_000, 2)).status, 201);
+    assert_eq!(put("small.txt", b"small").status, 201);
+    let got = request(
+        &instance.addr,
+        "GET",
+        "/v1/tenants/acme/files/after.bin",
+        &with_token,
+        b"",
+    );
+    assert!(got.status == 200 && got.body == content(300_000, 2));
+    drop(instance);
+    let verified = atrest(&data, &["audit", "verify"]);
+    assert!(verified.contains("verified"), "{verified}");
+}

@@ -255,6 +255,42 @@ impl Deployment {
         self.config.audit_witness(&self.dir)
     }
 
+    /// Whether the deployment can serve requests now: each part that
+    /// cannot, and why (empty: ready). Asks the catalog and the key store
+    /// for something small, and looks at the audit log, the blob stores
+    /// and the room left on the deployment directory's disk.
+    pub async fn readiness(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if let Err(error) = self.catalog.tenant_names().await {
+            problems.push(("catalog", error.to_string()));
+        }
+        if let Err(error) = self.store.tenants().await {
+            problems.push(("key store", error.to_string()));
+        }
+        if let Some(reason) = self.log.stopped() {
+            problems.push(("audit log", format!("stopped: {reason}")));
+        }
+        for store in self.locations.all() {
+            if let Some(reason) = store.stopped() {
+                problems.push(("blob store", format!("{}: {reason}", store.location())));
+            }
+        }
+        let dir = self.dir.clone();
+        let room = blocking::run(move || {
+            rustix::fs::statvfs(&dir).map(|fs| fs.f_bavail.saturating_mul(fs.f_frsize))
+        })
+        .await;
+        if let Ok(room) = room
+            && room < 1 << 20
+        {
+            problems.push((
+                "disk",
+                format!("out of space: {room} bytes left where the deployment is"),
+            ));
+        }
+        problems
+    }
+
     /// What is wrong with where the audit log's witness is, if anything:
     /// none at all, or inside the deployment directory, where whoever can
     /// rewrite the log can rewrite its witness too.

@@ -58,9 +58,11 @@
 //! appends from many threads are bounded by how fast the machine wakes
 //! blocked threads. See `cargo bench -p atrest-benches --bench audit`.
 //!
-//! If a write or sync fails, this [`AuditLog`] stops accepting appends
-//! ([`Error::Poisoned`]): after a failed `fsync` the state of the file is
-//! unknown. Reopening recovers it.
+//! If a batch cannot be written whole (a full disk), what it wrote is cut
+//! off at once and the log goes on with the next batch. If a sync fails
+//! (or that cut does), this [`AuditLog`] stops accepting appends
+//! ([`Error::Poisoned`], [`AuditLog::stopped`]): after a failed `fsync` the
+//! state of the file is unknown. Reopening recovers it.
 //!
 //! # Crash recovery
 //!
@@ -286,6 +288,12 @@ impl AuditLog {
     /// As for [`AuditLog::append`].
     pub fn append_each(&self, records: &[Record]) -> Result<Vec<Receipt>, Error> {
         self.writer.append_each(records)
+    }
+
+    /// Why this log accepts no more appends, if it stopped: a write whose
+    /// effect on disk is unknown (a failed sync). Reopening recovers it.
+    pub fn stopped(&self) -> Option<String> {
+        self.writer.stopped()
     }
 
     /// The number of lines in the log and the chain head after them, as of

@@ -545,13 +545,16 @@ impl Writer {
         if let Err(error) = tail.file.write_all(batch) {
             // Part of a batch no append acknowledged (the disk filled, say):
             // cut it off at once, which needs no room, so the log stays
-            // whole for every reader and the next writer. If that fails
-            // too, the next writer's recovery does it.
-            let _ = tail
+            // whole for every reader and the next writer. Once cut, the log
+            // is as it was before the batch, and the next batch may be
+            // written (once there is room); if the cut fails too, what is
+            // on disk is unknown and this log stops (the next writer's
+            // recovery cuts it).
+            let cut = tail
                 .file
                 .set_len(tail.len)
                 .and_then(|()| tail.file.sync_data());
-            return Err(fatal(Error::io(&path, error)));
+            return Err((Error::io(&path, error), cut.is_err()));
         }
         tail.file
             .sync_data()
@@ -560,6 +563,11 @@ impl Writer {
         tail.chain = chain;
         tail.checkpoint = Some(checkpoint);
         Ok(receipts)
+    }
+
+    /// As [`AuditLog::stopped`](super::AuditLog::stopped).
+    pub(super) fn stopped(&self) -> Option<String> {
+        self.lock_state().poisoned.clone()
     }
 
     /// As [`AuditLog::head`](super::AuditLog::head).

@@ -81,6 +81,15 @@ impl LocalDir {
         let _ = self.written_in_place.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Why no blob written in place can be called durable any more, if a
+    /// flush of the directory failed.
+    pub(super) fn stopped(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Whether every blob written in place so far is durable: a flush that
     /// began after the last of them succeeded (and none failed). Does
     /// not block.

@@ -160,6 +160,13 @@ impl BlobStore {
         self.prefix.clone().join(name.as_str())
     }
 
+    /// Why this store calls no batch durable any more, if a flush of its
+    /// local directory failed (the process must be restarted: it cannot
+    /// tell which blobs the failure hit); `None` otherwise.
+    pub fn stopped(&self) -> Option<String> {
+        self.local_dir.as_ref().and_then(|dir| dir.stopped())
+    }
+
     /// The staging files of uploads to a local store that have not
     /// finished (`<blob>#<n>` beside where the blob goes); none for other
     /// stores, whose unfinished uploads their service expires.

@@ -7,10 +7,12 @@
 //! | `PUT /v1/tenants/{tenant}/files/{name}` | `201` and the new version (JSON); the body is sealed as it arrives |
 //! | `GET /v1/tenants/{tenant}/files/{name}[?version=N]` | `200`, or `206` for a `Range: bytes=…` (only the covering segments are decrypted), `416` for a range past the end |
 //! | `HEAD` of the same | the headers of the `GET` |
+//! | `GET /readyz` | `200` if the catalog, key store, audit log, blob stores and disk work, else `503` saying which do not |
 //! | `GET /v1/tenants/{tenant}/files[?prefix=P&limit=N&cursor=C&versions=all]` | a page of the tenant's files, the newest version of each (JSON, with `next`) |
 //! | `GET /healthz` | `200` |
 //!
-//! Every request but `/healthz` needs `Authorization: Bearer <token>`; a
+//! Every request but `/healthz` and `/readyz` needs `Authorization:
+//! Bearer <token>`; a
 //! token stands for a principal `user@tenant`, who may address their own
 //! tenant only (`403` otherwise) and whom the deployment's release policy
 //! then judges for each key. Library errors map to statuses by their kind:
@@ -105,10 +107,34 @@ impl Service {
                 "/v1/tenants/{tenant}/files/{*name}",
                 put(upload).get(download).head(head),
             )
+            .route("/readyz", get(ready))
             .with_state(self)
             .route("/healthz", get(|| async { "ok\n" }))
             .layer(middleware::from_fn(request_id))
     }
+}
+
+/// `/readyz`: `200` when every part the service needs works — catalog, key
+/// store, audit log, blob stores, room on the disk — else `503` naming
+/// those that do not. (`/healthz` only says the process answers.)
+async fn ready(State(service): State<Arc<Service>>) -> Response {
+    let problems = service.deployment.readiness().await;
+    if problems.is_empty() {
+        return Json(serde_json::json!({ "ready": true })).into_response();
+    }
+    // Unauthenticated: the parts only; why, in the service's log.
+    let parts: Vec<&str> = problems.iter().map(|(part, _)| *part).collect();
+    for (part, why) in &problems {
+        atrest_cli::errln!("atrest-serve: not ready: {part}: {why}");
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(serde_json::json!({
+            "error": format!("not ready: {}", parts.join(", ")),
+            "kind": "unavailable",
+        })),
+    )
+        .into_response()
 }
 
 /// The id of the request being served.
