@@ -75,7 +75,7 @@ async fn decide_member(catalog: &dyn Catalog, access: &Access<'_>, tenant: Tenan
     match catalog.tenant_name(tenant).await {
         Ok(Some(name)) if name == parsed.tenant => Decision::Allow,
         Ok(_) => Decision::Deny(format!("{principal} is not a member of this tenant")),
-        Err(error) => Decision::Deny(format!("the tenant's name cannot be read: {error}")),
+        Err(error) => Decision::Unavailable(format!("the tenant's name cannot be read: {error}")),
     }
 }
 

@@ -127,6 +127,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// The key-release policy could not decide (what it asks could not
+    /// answer): nothing was released or written.
+    #[error("the key-release policy could not decide: {reason}")]
+    PolicyUnavailable {
+        /// Why.
+        reason: String,
+    },
+
     /// The tenant's key metadata fails its authentication: it was edited
     /// by someone without the tenant key (a writer of the database), and is
     /// refused rather than obeyed. The refusal is audited.
@@ -275,7 +283,7 @@ impl Error {
             Self::Store { kind, .. } => *kind,
             Self::KeyFile { problem, .. } => problem.kind(),
             Self::Misuse(_) => ErrorKind::Usage,
-            Self::Rng => ErrorKind::Unavailable,
+            Self::Rng | Self::PolicyUnavailable { .. } => ErrorKind::Unavailable,
         }
     }
 }

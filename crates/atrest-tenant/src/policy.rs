@@ -128,6 +128,11 @@ pub enum Decision {
     /// Refuse, for this reason (recorded in the audit trail and returned in
     /// [`crate::Error::Denied`]).
     Deny(String),
+    /// The policy could not decide: what it asks (a store, a service)
+    /// could not answer. Nothing is released or written; the request fails
+    /// as unavailable ([`crate::Error::PolicyUnavailable`]), not as a
+    /// refusal, so that an outage is not mistaken for a decision.
+    Unavailable(String),
 }
 
 /// Decides whether a file key may be released, and whether a file may be

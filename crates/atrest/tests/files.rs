@@ -1137,6 +1137,10 @@ async fn every_failure_has_its_kind() {
     .policy(Arc::new(
         |access: &Access<'_>, _: TenantId, _: FileId| match access {
             Access::User { principal } if principal.ends_with("@a") => Decision::Allow,
+            // A policy whose member list cannot be read: it cannot decide.
+            Access::User { principal } if principal.ends_with("@down") => {
+                Decision::Unavailable("the member list cannot be read".into())
+            }
             _ => Decision::Deny("not a member".into()),
         },
     ))
@@ -1151,7 +1155,7 @@ async fn every_failure_has_its_kind() {
         Arc::new(keys),
         catalog,
         Arc::new(MemoryBlobs::new()),
-        records,
+        records.clone(),
     );
     let a = TenantId::random(&mut OsRng).unwrap();
     files.keys().create_service_tenant(a).await.unwrap();
@@ -1167,6 +1171,46 @@ async fn every_failure_has_its_kind() {
     assert_eq!(kind(open().await), ErrorKind::Refused);
     faulty.set(Fault::None);
     assert!(open().await.is_ok());
+    // A policy that cannot decide is an outage, not a refusal: for a read,
+    // a write and a batch, and so it is audited (failed, not denied).
+    let down = Access::User {
+        principal: "carol@down",
+    };
+    let unsure = read(&files, &down, a, "f", None, None).await;
+    assert_eq!(kind(unsure), ErrorKind::Unavailable);
+    let error = files.seal(&down, a, "g", &b"x"[..]).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+    let batch = files
+        .seal_batch(
+            &down,
+            a,
+            vec![atrest::BatchItem {
+                name: "h".to_owned(),
+                blob: BlobName::random().unwrap(),
+                plaintext: &b"x"[..],
+                request: None,
+            }],
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        batch[0].as_ref().map_err(Error::kind).unwrap_err(),
+        ErrorKind::Unavailable
+    );
+    let unsure_records = records
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|record| {
+            matches!(
+                record.event,
+                Event::ReleaseDenied { .. } | Event::WriteDenied { .. }
+            ) && matches!(record.outcome, atrest::audit::Outcome::Failed { .. })
+        })
+        .count();
+    assert!(unsure_records >= 3, "{unsure_records}");
     let unknown = TenantId::random(&mut OsRng).unwrap();
     let error = files
         .seal(&ALICE, unknown, "f", &b""[..])

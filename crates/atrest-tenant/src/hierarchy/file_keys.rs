@@ -33,20 +33,17 @@ impl KeyHierarchy {
     ) -> Result<(FileKey, WrappedFileKey), Error> {
         self.check_capability(access)?;
         let entry = self.tenant_entry(context.tenant).await?;
-        if let Decision::Deny(reason) = self
+        let decision = self
             .policy
             .decide_write(access, context.tenant, context.file)
-            .await
-        {
+            .await;
+        if let Some((outcome, error)) = Self::refusal(decision) {
             let event = Event::WriteDenied {
                 file: Self::file_ref(context),
                 principal: Text::lossy(access.principal()),
             };
-            let outcome = Outcome::Denied {
-                reason: Text::lossy(&reason),
-            };
             self.record(&entry, event, outcome).await?;
-            return Err(Error::Denied { reason });
+            return Err(error);
         }
         let version = entry.record.current_tik;
         let result = self.tik(&entry, version, access).await.and_then(|tik| {
@@ -110,12 +107,12 @@ impl KeyHierarchy {
             if entry.record.state == TenantState::Purged {
                 return Err(Error::Purged(context.tenant));
             }
-            if let Decision::Deny(reason) = self
+            let decision = self
                 .policy
                 .decide(access, context.tenant, context.file)
-                .await
-            {
-                return Err(Error::Denied { reason });
+                .await;
+            if let Some((_, error)) = Self::refusal(decision) {
+                return Err(error);
             }
             if wrapped.kek_id() != entry.record.tik_id {
                 return Err(Error::WrongTenant(context.tenant));
@@ -228,7 +225,7 @@ impl KeyHierarchy {
                 let decision = decisions.next().unwrap_or_else(|| {
                     Decision::Deny("the policy gave fewer decisions than files".into())
                 });
-                if let Decision::Deny(reason) = decision {
+                if let Some((outcome, error)) = Self::refusal(decision) {
                     records.push(
                         Record::new(
                             self.actor.clone(),
@@ -238,11 +235,9 @@ impl KeyHierarchy {
                             },
                         )
                         .tenant(entry.tenant_text.clone())
-                        .outcome(Outcome::Denied {
-                            reason: Text::lossy(&reason),
-                        }),
+                        .outcome(outcome),
                     );
-                    keys.push(Err(Error::Denied { reason }));
+                    keys.push(Err(error));
                     continue;
                 }
                 let made = if context.tenant == tenant {

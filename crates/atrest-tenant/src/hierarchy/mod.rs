@@ -253,6 +253,29 @@ impl KeyHierarchy {
         }
     }
 
+    /// The audit outcome and the error of a decision that does not allow:
+    /// a refusal is denied; a policy that could not decide is a failure
+    /// (unavailable), never a refusal. `None` for [`crate::Decision::Allow`].
+    fn refusal(decision: crate::Decision) -> Option<(Outcome, Error)> {
+        match decision {
+            crate::Decision::Allow => None,
+            crate::Decision::Deny(reason) => Some((
+                Outcome::Denied {
+                    reason: Text::lossy(&reason),
+                },
+                Error::Denied { reason },
+            )),
+            crate::Decision::Unavailable(reason) => Some((
+                Outcome::Failed {
+                    error: Text::lossy(format!(
+                        "the key-release policy could not decide: {reason}"
+                    )),
+                },
+                Error::PolicyUnavailable { reason },
+            )),
+        }
+    }
+
     fn file_ref(context: &FileContext) -> FileRef {
         FileRef {
             file: Text::lossy(context.file.to_string()),
