@@ -690,4 +690,22 @@ fn every_error_is_a_problem_document() {
             "{problem}"
         );
     }
+    // A refusal from the keys says its kind, not the words of the key
+    // service or store behind it (those are in the service's log).
+    // (An instance started after the purge: one running keeps its cached
+    // keys for its cache lifetime.)
+    atrest(&data, &["purge", "acme", "--yes"]);
+    let after = Instance::start(&data, "service-problems-after", &[], &[]);
+    let alice = Client {
+        addr: &after.addr,
+        token: alice.token.clone(),
+    };
+    let refused = alice.get(path, &[]);
+    assert_eq!(refused.status, 403);
+    let problem: Value = serde_json::from_slice(&refused.body).unwrap();
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("refused: see the service log"),
+        "{detail}"
+    );
 }

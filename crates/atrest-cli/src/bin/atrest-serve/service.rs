@@ -268,7 +268,10 @@ impl ApiError {
             ErrorKind::Io => (StatusCode::INTERNAL_SERVER_ERROR, "failed"),
         };
         atrest_cli::errln!("atrest-serve: request {}: {status}: {error}", request.0);
-        let message = if status.is_server_error() {
+        // A refusal or an outage may come from a customer's key service or
+        // a store, whose words are for the operator: the client gets the
+        // kind, the log the details.
+        let message = if status.is_server_error() || status == StatusCode::FORBIDDEN {
             format!("{kind}: see the service log for request {}", request.0)
         } else {
             error.to_owned()
