@@ -127,7 +127,27 @@ fn digest(token: &str) -> [u8; 32] {
 }
 
 fn read_contents(path: &Path) -> Result<FileContents, TokenError> {
-    let bytes = match fs::read(path) {
+    // Opened without following a link, and refused if anyone but its owner
+    // may write it: whoever can edit it can make a token for anyone.
+    let opened = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits().cast_signed())
+        .open(path);
+    let bytes = match opened.and_then(|mut file| {
+        let meta = file.metadata()?;
+        if meta.mode() & 0o022 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "others may write it (mode {:o}): make it its owner's only (chmod 600)",
+                    meta.mode() & 0o777
+                ),
+            ));
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        io::Read::read_to_end(&mut file, &mut bytes)?;
+        Ok(bytes)
+    }) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
             return Ok(FileContents {
@@ -259,11 +279,13 @@ impl TokenFile {
         staging.push(format!(".{}.tmp", std::process::id()));
         let staging = PathBuf::from(staging);
         let written = (|| {
+            // A file of our own, made now: never one in the way (a link).
+            let _ = fs::remove_file(&staging);
             let mut file = fs::OpenOptions::new()
-                .create(true)
-                .truncate(true)
+                .create_new(true)
                 .write(true)
                 .mode(0o600)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits().cast_signed())
                 .open(&staging)?;
             let text = serde_json::to_vec_pretty(&contents).map_err(io::Error::other)?;
             file.write_all(&text)?;
@@ -455,6 +477,17 @@ mod tests {
             file.add("a@b@c"),
             Err(TokenError::BadPrincipal(_))
         ));
+        // A file others may write, or a link, is refused (no token works).
+        let mut permissions = fs::metadata(&path).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o622);
+        fs::set_permissions(&path, permissions.clone()).unwrap();
+        assert!(Tokens::load(&path).is_err());
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o600);
+        fs::set_permissions(&path, permissions.clone()).unwrap();
+        let link = dir.join("linked.json");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(Tokens::load(&link).is_err());
+        assert!(Tokens::load(&path).is_ok());
         fs::write(&path, b"{").unwrap();
         *tokens.checked.lock().unwrap() = Instant::now() - RELOAD_INTERVAL;
         assert_eq!(
