@@ -1935,29 +1935,11 @@ fn a_damaged_audit_log_is_set_aside_and_the_deployment_works_again() {
 /// elsewhere the test says it is skipped.
 #[test]
 fn a_full_disk_is_out_of_space_and_what_only_reads_still_works() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: mounting a tmpfs needs root");
-        return;
-    }
-    struct Mounted(PathBuf);
-    impl Drop for Mounted {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
     let dir = TempDir::new("cli-full-disk");
     let disk = dir.path().join("disk");
-    std::fs::create_dir(&disk).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=48m", "tmpfs"])
-        .arg(&disk)
-        .status()
-        .is_ok_and(|status| status.success());
-    if !mounted {
-        eprintln!("skipped: this machine does not let root mount a tmpfs");
+    let Some(_mounted) = atrest_test_support::tmpfs::Tmpfs::mount(&disk, 48) else {
         return;
-    }
-    let _mounted = Mounted(disk.clone());
+    };
     let cli = Cli {
         data: disk.join("data"),
         env: Vec::new(),

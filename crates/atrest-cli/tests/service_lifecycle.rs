@@ -402,29 +402,11 @@ fn one_principal_past_its_limit_waits_and_the_others_are_served() {
 /// restart. `/healthz` answers throughout.
 #[test]
 fn ready_only_with_room_and_working_again_once_there_is_some() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: mounting a tmpfs needs root");
-        return;
-    }
-    struct Mounted(std::path::PathBuf);
-    impl Drop for Mounted {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
     let dir = TempDir::new("service-full-disk");
     let disk = dir.path().join("disk");
-    std::fs::create_dir(&disk).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
-        .arg(&disk)
-        .status()
-        .is_ok_and(|status| status.success());
-    if !mounted {
-        eprintln!("skipped: this machine does not let root mount a tmpfs");
+    let Some(_mounted) = atrest_test_support::tmpfs::Tmpfs::mount(&disk, 64) else {
         return;
-    }
-    let _mounted = Mounted(disk.clone());
+    };
     let data = disk.join("data");
     let _ = atrest(&data, &["init"]);
     let _ = atrest(&data, &["tenant", "create", "acme"]);

@@ -72,6 +72,21 @@ impl Listing {
     }
 }
 
+/// The newest version of each file of `listings` (as [`Deployment::list`]
+/// gives them: by tenant, name, then version), in the same order.
+pub fn newest_of_each(listings: Vec<Listing>) -> Vec<Listing> {
+    let mut newest: Vec<Listing> = Vec::with_capacity(listings.len());
+    for listing in listings {
+        match newest.last_mut() {
+            Some(last) if last.tenant == listing.tenant && last.name == listing.name => {
+                *last = listing;
+            }
+            _ => newest.push(listing),
+        }
+    }
+    newest
+}
+
 /// What [`Deployment::put`] did.
 #[derive(Clone, Debug, Serialize)]
 pub struct PutReport {

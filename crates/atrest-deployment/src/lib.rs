@@ -30,7 +30,7 @@ use self::error::io_at;
 pub use self::audit::{AuditEntries, AuditRecovery, AuditVerification, TrustedAudit};
 pub use self::config::{KmsConfig, MetadataConfig, TokenConfig};
 pub use self::error::Error;
-pub use self::files::{FileName, Listing, PutReport};
+pub use self::files::{FileName, Listing, PutReport, newest_of_each};
 pub use self::garbage::{Garbage, GarbageReport, Skipped};
 pub use self::init::Setup;
 pub use self::keys::{Fallback, Options};
@@ -121,6 +121,20 @@ impl LocalParts {
             lease,
         })
     }
+}
+
+/// Below this much room on its disk, a deployment is not ready to serve
+/// ([`Deployment::readiness`]), nor a service to start.
+pub const MIN_ROOM: u64 = 1 << 20;
+
+/// The room left for this process's user on the disk holding `dir`, in
+/// bytes. Blocks (one `statvfs`).
+///
+/// # Errors
+/// If the file system cannot be asked.
+pub fn room_left(dir: &Path) -> std::io::Result<u64> {
+    let fs = rustix::fs::statvfs(dir)?;
+    Ok(fs.f_bavail.saturating_mul(fs.f_frsize))
 }
 
 /// The audit signing key of the deployment in `dir`, checked against the
@@ -276,12 +290,9 @@ impl Deployment {
             }
         }
         let dir = self.dir.clone();
-        let room = blocking::run(move || {
-            rustix::fs::statvfs(&dir).map(|fs| fs.f_bavail.saturating_mul(fs.f_frsize))
-        })
-        .await;
+        let room = blocking::run(move || room_left(&dir)).await;
         if let Ok(room) = room
-            && room < 1 << 20
+            && room < MIN_ROOM
         {
             problems.push((
                 "disk",

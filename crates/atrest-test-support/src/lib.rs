@@ -1,7 +1,7 @@
 //! Test scaffolding shared by the atrest crates' integration tests and
 //! benchmarks: a self-deleting temporary directory, SoftHSM2 tokens in a
 //! private directory, deterministic content, a TCP proxy that cuts the
-//! connection to a server on demand, (with the `audit` feature)
+//! connection to a server on demand, a small tmpfs that fills for real, (with the `audit` feature)
 //! in-memory audit sinks, and (with the `azurite` feature) the Azure storage
 //! emulator.
 //!
@@ -35,6 +35,7 @@ pub mod sqlite {
     pub use rusqlite::*;
 }
 mod temp;
+pub mod tmpfs;
 
 pub use content::{plaintext, seeded};
 pub use temp::TempDir;

@@ -314,17 +314,7 @@ pub(crate) async fn ls(data: &Path, out: Output, select: &Select<'_>) -> Result<
         });
     }
     if !select.versions && name.is_none() {
-        // Listed by name, then version: the newest is the last of its name.
-        let mut newest: Vec<atrest_deployment::Listing> = Vec::with_capacity(listings.len());
-        for listing in listings {
-            match newest.last_mut() {
-                Some(last) if last.tenant == listing.tenant && last.name == listing.name => {
-                    *last = listing;
-                }
-                _ => newest.push(listing),
-            }
-        }
-        listings = newest;
+        listings = atrest_deployment::newest_of_each(listings);
     }
     out.show(&listings, || ls_table(&listings));
     Ok(())

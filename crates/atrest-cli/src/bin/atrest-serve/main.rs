@@ -443,8 +443,8 @@ async fn run(settings: Settings) -> Result<(), Failure> {
         .map(tokio_rustls::TlsAcceptor::from);
     // On a full disk the deployment's databases open read-only, for
     // commands that only read; a service that writes waits for room.
-    if let Ok(fs) = rustix::fs::statvfs(&settings.dir)
-        && fs.f_bavail.saturating_mul(fs.f_frsize) < 1 << 20
+    if atrest_deployment::room_left(&settings.dir)
+        .is_ok_and(|room| room < atrest_deployment::MIN_ROOM)
     {
         return Err(Failure::Io {
             what: "the deployment directory",

@@ -41,11 +41,10 @@ use std::sync::Arc;
 
 use atrest::ErrorKind;
 use atrest::audit::{Text, in_request};
-use atrest::tenant::Access;
-use atrest_deployment::{self as deployment, Deployment, FileName, Principal};
+use atrest_deployment::{self as deployment, Deployment, FileName};
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
@@ -58,6 +57,11 @@ use crate::bridge::{BodyLimits, BodyWriter, CHUNKS_IN_FLIGHT, body_reader, body_
 use crate::conditional;
 use crate::range::{self, Requested};
 use crate::tokens::Tokens;
+
+mod caller;
+mod listing;
+
+use self::caller::{Caller, InFlight};
 
 /// The request id header.
 pub(crate) const REQUEST_ID: &str = "x-request-id";
@@ -102,7 +106,7 @@ impl Service {
     /// The HTTP routes.
     pub(crate) fn router(self: Arc<Self>) -> Router {
         Router::new()
-            .route("/v1/tenants/{tenant}/files", get(list))
+            .route("/v1/tenants/{tenant}/files", get(listing::list))
             .route(
                 "/v1/tenants/{tenant}/files/{*name}",
                 put(upload).get(download).head(head),
@@ -305,134 +309,6 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
-    }
-}
-
-/// The principal a request's bearer token stands for, holding its place
-/// among the requests in flight for as long as it lives.
-#[derive(Debug)]
-struct Caller {
-    principal: String,
-    _slot: Slot,
-}
-
-/// Requests in flight, per principal and in all.
-#[derive(Debug, Default)]
-pub(crate) struct InFlight {
-    per_principal: std::sync::Mutex<std::collections::HashMap<String, usize>>,
-}
-
-/// One request's place in [`InFlight`], given back when dropped.
-#[derive(Debug)]
-struct Slot {
-    flights: Arc<InFlight>,
-    principal: String,
-}
-
-impl InFlight {
-    /// A place for a request of `principal`, if fewer than `per_principal`
-    /// of theirs and fewer than `total` in all are in flight; `429`
-    /// otherwise, so that one principal cannot take what others need.
-    fn enter(
-        self: &Arc<Self>,
-        principal: &str,
-        per_principal: usize,
-        total: usize,
-    ) -> Result<Slot, ApiError> {
-        let mut counts = self
-            .per_principal
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let all: usize = counts.values().sum();
-        let theirs = counts.get(principal).copied().unwrap_or(0);
-        if theirs >= per_principal || all >= total {
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "busy",
-                if theirs >= per_principal {
-                    format!("{principal} has {theirs} requests in flight already")
-                } else {
-                    "the service has as many requests in flight as it takes".to_owned()
-                },
-            ));
-        }
-        *counts.entry(principal.to_owned()).or_default() += 1;
-        Ok(Slot {
-            flights: Arc::clone(self),
-            principal: principal.to_owned(),
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut counts = self
-            .flights
-            .per_principal
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(count) = counts.get_mut(&self.principal) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                counts.remove(&self.principal);
-            }
-        }
-    }
-}
-
-impl Caller {
-    /// Refuses a caller addressing another tenant than their own.
-    fn check_tenant(&self, tenant: &str) -> Result<(), ApiError> {
-        match Principal::parse(&self.principal) {
-            Some(principal) if principal.tenant == tenant => Ok(()),
-            _ => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "refused",
-                format!("{} may not use tenant {tenant:?}", self.principal),
-            )),
-        }
-    }
-
-    fn access(&self) -> Access<'_> {
-        Access::User {
-            principal: &self.principal,
-        }
-    }
-}
-
-impl FromRequestParts<Arc<Service>> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        service: &Arc<Service>,
-    ) -> Result<Self, Self::Rejection> {
-        let unauthorized = || {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "a valid bearer token is needed",
-            )
-        };
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split_once(' '))
-            // The scheme's name is case-insensitive (RFC 9110 §11.1).
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .ok_or_else(unauthorized)?;
-        let principal = service.tokens.principal(token).ok_or_else(unauthorized)?;
-        let slot = service.in_flight.enter(
-            &principal,
-            service.limits.requests_per_principal,
-            service.limits.requests,
-        )?;
-        Ok(Self {
-            principal,
-            _slot: slot,
-        })
     }
 }
 
@@ -752,117 +628,4 @@ async fn download(
             .map(|chunk: io::Result<bytes::Bytes>| (chunk, body))
     });
     Ok((status, headers, Body::from_stream(stream)).into_response())
-}
-
-/// One file version in a listing.
-#[derive(Debug, Serialize)]
-struct Listed {
-    name: String,
-    version: u64,
-    bytes: u64,
-    sealed: String,
-    readable: bool,
-}
-
-/// `GET …/files` query: which part of the listing.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    /// Only names that begin with this.
-    prefix: Option<String>,
-    /// Entries per page (default [`LIST_PAGE`], at most [`LIST_PAGE_MAX`]).
-    limit: Option<usize>,
-    /// Where the previous page ended (its `next`).
-    cursor: Option<String>,
-    /// `all` for every version; the newest of each file otherwise.
-    versions: Option<String>,
-}
-
-/// Entries of a listing page by default, and at most.
-const LIST_PAGE: usize = 1000;
-const LIST_PAGE_MAX: usize = 10_000;
-
-/// A cursor: where a page ended (a name and a version), hex-encoded so it
-/// is one opaque token in a URL.
-fn cursor_of(name: &str, version: u64) -> String {
-    hex::encode(format!("{version}:{name}"))
-}
-
-fn position_of(cursor: &str) -> Option<(String, u64)> {
-    let text = String::from_utf8(hex::decode(cursor).ok()?).ok()?;
-    let (version, name) = text.split_once(':')?;
-    Some((name.to_owned(), version.parse().ok()?))
-}
-
-async fn list(
-    State(service): State<Arc<Service>>,
-    Extension(request): Extension<RequestId>,
-    caller: Caller,
-    Path(tenant): Path<String>,
-    Query(query): Query<ListQuery>,
-) -> Result<Response, ApiError> {
-    caller.check_tenant(&tenant)?;
-    let all_versions = match query.versions.as_deref() {
-        None | Some("latest") => false,
-        Some("all") => true,
-        Some(other) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "usage",
-                format!("versions={other:?}: give all or latest"),
-            ));
-        }
-    };
-    let limit = query.limit.unwrap_or(LIST_PAGE);
-    if !(1..=LIST_PAGE_MAX).contains(&limit) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "usage",
-            format!("limit={limit}: give 1 to {LIST_PAGE_MAX}"),
-        ));
-    }
-    let after = match query.cursor.as_deref() {
-        None => None,
-        Some(cursor) => Some(position_of(cursor).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "usage",
-                "cursor: not one this service gave",
-            )
-        })?),
-    };
-    let prefix = query.prefix.as_deref().map(atrest::normalize_name);
-    let listed = api_error(service.deployment.list(Some(&tenant)).await, &request)?;
-    // Listed by name, then version: the newest is the last of its name.
-    let mut selected: Vec<deployment::Listing> = Vec::new();
-    for listing in listed {
-        if prefix
-            .as_deref()
-            .is_some_and(|prefix| !listing.name.starts_with(prefix))
-        {
-            continue;
-        }
-        match selected.last_mut() {
-            Some(last) if !all_versions && last.name == listing.name => *last = listing,
-            _ => selected.push(listing),
-        }
-    }
-    let start = after.map_or(0, |(name, version)| {
-        selected.partition_point(|l| (l.name.as_str(), l.version) <= (name.as_str(), version))
-    });
-    let page: Vec<_> = selected.iter().skip(start).take(limit).collect();
-    let next = (start + page.len() < selected.len())
-        .then(|| page.last().map(|l| cursor_of(&l.name, l.version)))
-        .flatten();
-    let files: Vec<Listed> = page
-        .into_iter()
-        .map(|listing| Listed {
-            name: listing.name.clone(),
-            version: listing.version,
-            bytes: listing.bytes,
-            sealed: listing.sealed.clone(),
-            readable: listing.readable,
-        })
-        .collect();
-    Ok(Json(serde_json::json!({ "files": files, "next": next })).into_response())
 }

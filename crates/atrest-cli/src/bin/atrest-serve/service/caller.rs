@@ -1,0 +1,138 @@
+//! Who a request is for, and its place among the requests in flight.
+
+use std::sync::Arc;
+
+use atrest::tenant::Access;
+use atrest_deployment::Principal;
+use axum::extract::FromRequestParts;
+use axum::http::{StatusCode, header, request::Parts};
+
+use super::{ApiError, Service};
+
+/// The principal a request's bearer token stands for, holding its place
+/// among the requests in flight for as long as it lives.
+#[derive(Debug)]
+pub(super) struct Caller {
+    pub(super) principal: String,
+    _slot: Slot,
+}
+
+/// Requests in flight, per principal and in all.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    per_principal: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// One request's place in [`InFlight`], given back when dropped.
+#[derive(Debug)]
+struct Slot {
+    flights: Arc<InFlight>,
+    principal: String,
+}
+
+impl InFlight {
+    /// A place for a request of `principal`, if fewer than `per_principal`
+    /// of theirs and fewer than `total` in all are in flight; `429`
+    /// otherwise, so that one principal cannot take what others need.
+    fn enter(
+        self: &Arc<Self>,
+        principal: &str,
+        per_principal: usize,
+        total: usize,
+    ) -> Result<Slot, ApiError> {
+        let mut counts = self
+            .per_principal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let all: usize = counts.values().sum();
+        let theirs = counts.get(principal).copied().unwrap_or(0);
+        if theirs >= per_principal || all >= total {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "busy",
+                if theirs >= per_principal {
+                    format!("{principal} has {theirs} requests in flight already")
+                } else {
+                    "the service has as many requests in flight as it takes".to_owned()
+                },
+            ));
+        }
+        *counts.entry(principal.to_owned()).or_default() += 1;
+        Ok(Slot {
+            flights: Arc::clone(self),
+            principal: principal.to_owned(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .flights
+            .per_principal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.principal) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.principal);
+            }
+        }
+    }
+}
+
+impl Caller {
+    /// Refuses a caller addressing another tenant than their own.
+    pub(super) fn check_tenant(&self, tenant: &str) -> Result<(), ApiError> {
+        match Principal::parse(&self.principal) {
+            Some(principal) if principal.tenant == tenant => Ok(()),
+            _ => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "refused",
+                format!("{} may not use tenant {tenant:?}", self.principal),
+            )),
+        }
+    }
+
+    pub(super) fn access(&self) -> Access<'_> {
+        Access::User {
+            principal: &self.principal,
+        }
+    }
+}
+
+impl FromRequestParts<Arc<Service>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        service: &Arc<Service>,
+    ) -> Result<Self, Self::Rejection> {
+        let unauthorized = || {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid bearer token is needed",
+            )
+        };
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split_once(' '))
+            // The scheme's name is case-insensitive (RFC 9110 §11.1).
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .ok_or_else(unauthorized)?;
+        let principal = service.tokens.principal(token).ok_or_else(unauthorized)?;
+        let slot = service.in_flight.enter(
+            &principal,
+            service.limits.requests_per_principal,
+            service.limits.requests,
+        )?;
+        Ok(Self {
+            principal,
+            _slot: slot,
+        })
+    }
+}
