@@ -1,7 +1,8 @@
 # Starts the servers the tests and the server benchmarks run against, each
 # on a free loopback port and stopped when the sourcing script exits:
 # Azurite (the Azure storage emulator), OpenBao (`bao server -dev`, with the
-# transit engine at `transit`) and a private PostgreSQL, unless the
+# transit engine at `transit`), an OpenID provider (scripts/oidc-provider.mjs)
+# and a private PostgreSQL, unless the
 # environment already names one (ATREST_AZURITE_BLOB_ENDPOINT,
 # ATREST_POSTGRES_URL). Sourced by scripts/test and scripts/with-servers,
 # from the repository's root; installs what is missing.
@@ -91,6 +92,31 @@ VAULT_ADDR="$ATREST_OPENBAO_ADDR" VAULT_TOKEN="$ATREST_OPENBAO_TOKEN" \
     "$openbao_venv/bin/bao" secrets enable transit >/dev/null
 echo "scripts/test: OpenBao $("$openbao_venv/bin/bao" version | awk '{print $2}') at $ATREST_OPENBAO_ADDR"
 # ---- end OpenBao -----------------------------------------------------------
+
+# ---- OpenID provider ------------------------------------------------------
+# The npm package oidc-provider behind scripts/oidc-provider.mjs: two
+# issuers on free loopback ports, the second signing with the first's keys
+# (see the script), for atrest-serve's sign-in tests.
+OIDC_PROVIDER_VERSION=8.8.1
+oidc_dir=target/oidc-provider-$OIDC_PROVIDER_VERSION
+if [ ! -f "$oidc_dir/node_modules/oidc-provider/package.json" ]; then
+    echo "scripts/test: installing oidc-provider@$OIDC_PROVIDER_VERSION into $oidc_dir"
+    mkdir -p "$oidc_dir"
+    npm install --prefix "$oidc_dir" --no-audit --no-fund --silent "oidc-provider@$OIDC_PROVIDER_VERSION" >/dev/null
+fi
+oidc_port=$(free_port)
+oidc_rogue_port=$(free_port)
+while [ "$oidc_rogue_port" = "$oidc_port" ]; do oidc_rogue_port=$(free_port); done
+node scripts/oidc-provider.mjs "$oidc_dir/node_modules" "$oidc_port" "$oidc_rogue_port" \
+    >target/oidc-provider.log 2>&1 &
+oidc_pid=$!
+cleanup+=("kill $oidc_pid; wait $oidc_pid 2>/dev/null")
+wait_for_port "$oidc_port" || { cat target/oidc-provider.log; exit 1; }
+wait_for_port "$oidc_rogue_port" || { cat target/oidc-provider.log; exit 1; }
+export ATREST_OIDC_ISSUER="http://127.0.0.1:$oidc_port"
+export ATREST_OIDC_ROGUE_ISSUER="http://127.0.0.1:$oidc_rogue_port"
+echo "scripts/test: OpenID provider (oidc-provider $OIDC_PROVIDER_VERSION) at $ATREST_OIDC_ISSUER"
+# ---- end OpenID provider --------------------------------------------------
 
 # A private PostgreSQL server for the run: in a temporary directory, on a
 # free loopback port, trust authentication (loopback only, thrown away at

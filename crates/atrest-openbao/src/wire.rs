@@ -1,8 +1,55 @@
-//! The JSON bodies of the transit API calls this crate makes.
+//! The JSON bodies of the transit API calls this crate makes, and the
+//! checks of what the server answers: pure functions of its bytes (the
+//! `key_server_answers` fuzz target runs them).
 
 use std::borrow::Cow;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize as _, Zeroizing};
+
+/// Longest wrapped value accepted, in bytes (a wrap is about 80).
+pub(crate) const MAX_WRAPPED: usize = 1024;
+
+/// The ciphertext of an encryption's answer.
+pub(crate) fn encrypted(answer: &[u8]) -> Option<String> {
+    serde_json::from_slice::<Answer<Encrypted>>(answer)
+        .ok()
+        .map(|answer| answer.data.ciphertext)
+}
+
+/// The plaintext of a decryption's answer: `Err` if the answer has none,
+/// `Ok(None)` if it is not base64. Every copy of it is wiped.
+pub(crate) fn decrypted(answer: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>, ()> {
+    let decrypted = serde_json::from_slice::<Answer<Decrypted<'_>>>(answer)
+        .map_err(|_| ())?
+        .data
+        .plaintext;
+    let mut plain = Zeroizing::new(Vec::with_capacity(64));
+    let decoded = STANDARD.decode_vec(decrypted.as_bytes(), &mut plain);
+    if let Cow::Owned(mut owned) = decrypted {
+        owned.zeroize();
+    }
+    Ok(decoded.ok().map(|()| plain))
+}
+
+/// `wrapped`, if it is a transit ciphertext of key version `version`:
+/// `vault:v<version>:<base64>`, at most [`MAX_WRAPPED`] bytes.
+pub(crate) fn transit_ciphertext(wrapped: &[u8], version: u32) -> Option<&str> {
+    if wrapped.len() > MAX_WRAPPED {
+        return None;
+    }
+    let text = core::str::from_utf8(wrapped).ok()?;
+    let rest = text.strip_prefix("vault:v")?;
+    let (digits, payload) = rest.split_once(':')?;
+    let canonical = !digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit());
+    let valid_payload = !payload.is_empty()
+        && payload
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
+    (canonical && digits.parse::<u32>().ok()? == version && valid_payload).then_some(text)
+}
 
 /// The `data` member of an answer.
 #[derive(Deserialize)]

@@ -2,21 +2,16 @@
 //! wrapped and unwrapped by the server with their binding as associated
 //! data.
 
-use std::borrow::Cow;
-
 use atrest_tenant::{KeyMaterial, ProviderError, RootKeyProvider, RootKeyRef, TikBinding};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use reqwest::Method;
-use zeroize::{Zeroize as _, Zeroizing};
+use zeroize::Zeroizing;
 
 use super::TransitKeys;
 use crate::error::{Failure, Op, map_failure};
 use crate::wire;
-
-/// Longest wrapped value accepted, in bytes (a wrap is about 80).
-const MAX_WRAPPED: usize = 1024;
 
 #[async_trait::async_trait]
 impl RootKeyProvider for TransitKeys {
@@ -68,10 +63,8 @@ impl RootKeyProvider for TransitKeys {
                 Some(Bytes::from_owner(body)),
             )
             .await?;
-        let ciphertext = serde_json::from_slice::<wire::Answer<wire::Encrypted>>(&answer)
-            .map_err(|_| map_failure(key, Op::Encrypt, Failure::Malformed("no ciphertext")))?
-            .data
-            .ciphertext;
+        let ciphertext = wire::encrypted(&answer)
+            .ok_or_else(|| map_failure(key, Op::Encrypt, Failure::Malformed("no ciphertext")))?;
         if check_wrapped(key, ciphertext.as_bytes()).is_none() {
             return Err(map_failure(
                 key,
@@ -106,20 +99,13 @@ impl RootKeyProvider for TransitKeys {
                 Some(body.into()),
             )
             .await?;
-        let decrypted = serde_json::from_slice::<wire::Answer<wire::Decrypted<'_>>>(&answer)
-            .map_err(|_| map_failure(key, Op::Decrypt, Failure::Malformed("no plaintext")))?
-            .data
-            .plaintext;
-        let mut plain = Zeroizing::new(Vec::with_capacity(64));
-        let decoded = STANDARD.decode_vec(decrypted.as_bytes(), &mut plain);
-        if let Cow::Owned(mut owned) = decrypted {
-            owned.zeroize();
-        }
+        let plain = wire::decrypted(&answer)
+            .map_err(|()| map_failure(key, Op::Decrypt, Failure::Malformed("no plaintext")))?;
         // Anything but 32 bytes was not wrapped here.
-        decoded
-            .ok()
-            .and_then(|()| KeyMaterial::from_secret_slice(&plain))
-            .filter(|_| plain.len() == KeyMaterial::LEN)
+        plain
+            .and_then(|plain| {
+                KeyMaterial::from_secret_slice(&plain).filter(|_| plain.len() == KeyMaterial::LEN)
+            })
             .ok_or_else(|| ProviderError::AuthenticationFailed { key: key.clone() })
     }
 }
@@ -127,18 +113,7 @@ impl RootKeyProvider for TransitKeys {
 /// The ciphertext of a wrapped value, if it is a transit ciphertext of
 /// `key`'s version: `vault:v<version>:<base64>`.
 fn check_wrapped<'a>(key: &RootKeyRef, wrapped: &'a [u8]) -> Option<&'a str> {
-    if wrapped.len() > MAX_WRAPPED {
-        return None;
-    }
-    let text = core::str::from_utf8(wrapped).ok()?;
-    let rest = text.strip_prefix("vault:v")?;
-    let (version, payload) = rest.split_once(':')?;
-    let canonical = !version.starts_with('0') && version.bytes().all(|b| b.is_ascii_digit());
-    let valid_payload = !payload.is_empty()
-        && payload
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
-    (canonical && version.parse::<u32>().ok()? == key.version() && valid_payload).then_some(text)
+    wire::transit_ciphertext(wrapped, key.version())
 }
 
 #[cfg(test)]
@@ -165,7 +140,7 @@ mod tests {
         ] {
             assert!(check_wrapped(&key(3), bad).is_none(), "{bad:?}");
         }
-        let long = format!("vault:v3:{}", "A".repeat(MAX_WRAPPED));
+        let long = format!("vault:v3:{}", "A".repeat(wire::MAX_WRAPPED));
         assert!(check_wrapped(&key(3), long.as_bytes()).is_none());
     }
 }

@@ -15,7 +15,8 @@
 //! the certificate given, read again on SIGHUP, or plain HTTP only when
 //! asked for (`--plain-http`), and bounds what a client may hold: the time
 //! to send headers and body, to read a download, the size of an upload,
-//! the connections served at once.
+//! the connections served at once. Besides its own tokens it accepts the
+//! access tokens of an OpenID Connect provider (`--oidc-issuer`; [`oidc`]).
 //!
 //! It enters its async runtime once, in `main`. SIGINT or SIGTERM stops
 //! it: it stops accepting connections, lets the requests in flight finish
@@ -31,6 +32,7 @@ mod batch;
 mod bridge;
 mod conditional;
 mod listen;
+mod oidc;
 mod range;
 mod service;
 mod tokens;
@@ -72,6 +74,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the size of the `serve` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serves the HTTP API until SIGINT or SIGTERM (requests in flight
@@ -133,10 +137,55 @@ enum Command {
         /// Requests in flight at once in all (more get 429).
         #[arg(long, default_value_t = 4096)]
         max_requests: usize,
+        #[command(flatten)]
+        oidc: OidcArgs,
     },
     /// Manages bearer tokens (stored as hashes only).
     #[command(subcommand)]
     Token(TokenCommand),
+}
+
+/// Sign-in through an OpenID Connect provider (besides the token file).
+#[derive(Debug, clap::Args)]
+struct OidcArgs {
+    /// Accept the JWT access tokens of this OpenID provider (its issuer
+    /// URL: HTTPS, or plain HTTP on loopback).
+    #[arg(long, value_name = "URL", requires = "oidc_audience")]
+    oidc_issuer: Option<String>,
+    /// The audience (`aud`) the tokens must be for: this service.
+    #[arg(long, value_name = "AUD", requires = "oidc_issuer")]
+    oidc_audience: Option<String>,
+    /// The claim holding the caller's tenant id.
+    #[arg(long, value_name = "CLAIM", default_value = "tenant_id")]
+    oidc_tenant_claim: String,
+    /// The claim naming the caller within the tenant (the user of the
+    /// principal `user@tenant`).
+    #[arg(long, value_name = "CLAIM", default_value = "sub")]
+    oidc_subject_claim: String,
+    /// The signature algorithms accepted (asymmetric only).
+    #[arg(long, value_name = "LIST", default_value = "RS256,PS256,ES256,EdDSA", value_parser = oidc::Algorithms::parse)]
+    oidc_algorithms: oidc::Algorithms,
+    /// The clock difference tolerated on a token's `exp` and `nbf`.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "60s")]
+    oidc_leeway: Duration,
+    /// Trust only this CA certificate (PEM) for the provider's HTTPS,
+    /// instead of the system's roots.
+    #[arg(long, value_name = "PEM")]
+    oidc_ca: Option<PathBuf>,
+}
+
+impl OidcArgs {
+    fn settings(self) -> Option<oidc::Settings> {
+        Some(oidc::Settings {
+            issuer: self.oidc_issuer?,
+            audience: self.oidc_audience?,
+            tenant_claim: self.oidc_tenant_claim,
+            subject_claim: self.oidc_subject_claim,
+            algorithms: self.oidc_algorithms.0,
+            leeway: self.oidc_leeway,
+            ca: self.oidc_ca,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,6 +237,7 @@ fn main() -> ExitCode {
             max_upload,
             max_requests_per_principal,
             max_requests,
+            oidc,
         } => {
             let tls = match (tls_cert, tls_key, plain_http) {
                 (Some(cert), Some(key), false) => Some((cert, key)),
@@ -225,6 +275,7 @@ fn main() -> ExitCode {
                     requests_per_principal: max_requests_per_principal,
                     requests: max_requests,
                 },
+                oidc: oidc.settings(),
             };
             serve(settings)
         }
@@ -265,6 +316,8 @@ enum Failure {
     #[error(transparent)]
     Tls(#[from] listen::TlsError),
     #[error(transparent)]
+    Provider(#[from] oidc::ProviderError),
+    #[error(transparent)]
     Deployment(#[from] atrest_deployment::Error),
 }
 
@@ -276,6 +329,8 @@ impl Failure {
             Self::Listen { .. } | Self::Io { .. } => outcome::FAILED,
             Self::Tls(listen::TlsError::File { .. }) => outcome::USAGE,
             Self::Tls(listen::TlsError::Rustls(_)) => outcome::USAGE,
+            Self::Provider(oidc::ProviderError::Settings(_)) => outcome::USAGE,
+            Self::Provider(oidc::ProviderError::Unreachable { .. }) => outcome::UNAVAILABLE,
             Self::Tokens(error) => match error {
                 TokenError::Io { .. } | TokenError::Random(_) => outcome::FAILED,
                 TokenError::BadPrincipal(_) => outcome::USAGE,
@@ -384,6 +439,8 @@ struct Settings {
     tls: Option<(PathBuf, PathBuf)>,
     limits: listen::Limits,
     requests: service::Limits,
+    /// The OpenID provider whose access tokens are accepted.
+    oidc: Option<oidc::Settings>,
 }
 
 /// A size in bytes: digits, optionally followed by K, M, G or T (powers of
@@ -480,7 +537,25 @@ async fn run(settings: Settings) -> Result<(), Failure> {
         other => other?,
     };
     let tokens = Tokens::load(&settings.token_path)?;
-    let service = Arc::new(Service::new(deployment, tokens, settings.requests));
+    let provider = match &settings.oidc {
+        Some(oidc) => {
+            let provider = oidc::Provider::connect(oidc).await?;
+            atrest_cli::errln!(
+                "atrest-serve: accepting access tokens of {} for {} ({} signing keys)",
+                oidc.issuer,
+                oidc.audience,
+                provider.key_count().await
+            );
+            Some(provider)
+        }
+        None => None,
+    };
+    let service = Arc::new(Service::new(
+        deployment,
+        tokens,
+        provider,
+        settings.requests,
+    ));
     let address = listener.local_addr().map_err(|source| Failure::Io {
         what: "the listening socket",
         source,

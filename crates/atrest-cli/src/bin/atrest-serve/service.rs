@@ -12,10 +12,11 @@
 //! | `GET /healthz` | `200` |
 //!
 //! Every request but `/healthz` and `/readyz` needs `Authorization:
-//! Bearer <token>`; a
-//! token stands for a principal `user@tenant`, who may address their own
-//! tenant only (`403` otherwise) and whom the deployment's release policy
-//! then judges for each key. Library errors map to statuses by their kind:
+//! Bearer <token>`: one of the token file's, which stands for a principal
+//! `user@tenant`, or an OpenID provider's JWT access token
+//! ([`crate::oidc`]), whose claims give the tenant's id and the user. The
+//! principal may address their own tenant only (`403` otherwise); the
+//! deployment's release policy then judges them for each key. Library errors map to statuses by their kind:
 //! `400` bad usage (a name the rules refuse), `403` refused (policy,
 //! revoked customer key, purged tenant), `404`, `409` conflict, `503` a key
 //! service or store unavailable, `500` integrity and I/O failures (details
@@ -55,6 +56,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::batch::{Batcher, Failed, SMALL_UPLOAD};
 use crate::bridge::{BodyLimits, BodyWriter, CHUNKS_IN_FLIGHT, body_reader, body_status, paced};
 use crate::conditional;
+use crate::oidc::Provider;
 use crate::range::{self, Requested};
 use crate::tokens::Tokens;
 
@@ -72,6 +74,8 @@ pub(crate) const REQUEST_ID: &str = "x-request-id";
 pub(crate) struct Service {
     deployment: Arc<Deployment>,
     tokens: Tokens,
+    /// The OpenID provider whose access tokens are accepted too.
+    provider: Option<Provider>,
     batcher: Arc<Batcher>,
     limits: Limits,
     in_flight: Arc<InFlight>,
@@ -91,13 +95,20 @@ pub(crate) struct Limits {
 }
 
 impl Service {
-    /// The service over `deployment`, accepting `tokens`, within `limits`.
-    pub(crate) fn new(deployment: Deployment, tokens: Tokens, limits: Limits) -> Self {
+    /// The service over `deployment`, accepting `tokens` and the access
+    /// tokens of `provider`, within `limits`.
+    pub(crate) fn new(
+        deployment: Deployment,
+        tokens: Tokens,
+        provider: Option<Provider>,
+        limits: Limits,
+    ) -> Self {
         let deployment = Arc::new(deployment);
         Self {
             batcher: Arc::new(Batcher::new(deployment.clone())),
             deployment,
             tokens,
+            provider,
             limits,
             in_flight: Arc::new(InFlight::default()),
         }

@@ -23,11 +23,15 @@ use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
 use atrest_deployment::Principal;
+
+mod format;
+
+pub(crate) use self::format::TokenEntry;
+use self::format::{FORMAT_VERSION, FileContents};
 
 /// The token file's name in a deployment directory.
 pub(crate) const TOKEN_FILE: &str = "service-tokens.json";
@@ -36,7 +40,6 @@ pub(crate) const TOKEN_FILE: &str = "service-tokens.json";
 pub(crate) const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 const PREFIX: &str = "atrest_";
-const FORMAT_VERSION: u32 = 1;
 
 /// What went wrong with the token file.
 #[derive(Debug, thiserror::Error)]
@@ -67,27 +70,6 @@ pub(crate) enum TokenError {
     /// The OS random generator failed.
     #[error("the OS random generator failed: {0}")]
     Random(getrandom::Error),
-}
-
-/// One token, as the file keeps it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct TokenEntry {
-    /// Its id (8 hex digits), also the token's visible prefix.
-    pub id: String,
-    /// The principal it stands for.
-    pub principal: String,
-    /// SHA-256 of the token, in hex.
-    pub sha256: String,
-    /// When it was made (seconds since the Unix epoch).
-    pub created: u64,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileContents {
-    version: u32,
-    tokens: Vec<TokenEntry>,
 }
 
 /// A new token: shown once, never stored.
@@ -157,25 +139,12 @@ fn read_contents(path: &Path) -> Result<FileContents, TokenError> {
         }
         Err(error) => return Err(io_at(path)(error)),
     };
-    let malformed = |reason: String| TokenError::Malformed {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let contents: FileContents =
-        serde_json::from_slice(&bytes).map_err(|e| malformed(e.to_string()))?;
-    if contents.version != FORMAT_VERSION {
-        return Err(malformed(format!("version {} is not 1", contents.version)));
-    }
-    for entry in &contents.tokens {
-        if Principal::parse(&entry.principal).is_none() {
-            return Err(malformed(format!("bad principal {:?}", entry.principal)));
+    format::parse(&bytes, |principal| Principal::parse(principal).is_some()).map_err(|reason| {
+        TokenError::Malformed {
+            path: path.to_path_buf(),
+            reason,
         }
-        let hash_ok = entry.sha256.len() == 64 && hex::decode(&entry.sha256).is_ok();
-        if !hash_ok {
-            return Err(malformed(format!("bad hash for token {:?}", entry.id)));
-        }
-    }
-    Ok(contents)
+    })
 }
 
 /// The token file of a deployment, for the commands that change it.

@@ -7,7 +7,8 @@ use atrest_deployment::Principal;
 use axum::extract::FromRequestParts;
 use axum::http::{StatusCode, header, request::Parts};
 
-use super::{ApiError, Service};
+use super::{ApiError, RequestId, Service};
+use crate::oidc::{Provider, SignInError};
 
 /// The principal a request's bearer token stands for, holding its place
 /// among the requests in flight for as long as it lives.
@@ -124,7 +125,16 @@ impl FromRequestParts<Arc<Service>> for Caller {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim())
             .ok_or_else(unauthorized)?;
-        let principal = service.tokens.principal(token).ok_or_else(unauthorized)?;
+        let principal = match &service.provider {
+            Some(provider) if looks_like_jwt(token) => {
+                let request = parts
+                    .extensions
+                    .get::<RequestId>()
+                    .map_or("-", |id| id.0.as_str());
+                signed_in(service, provider, token, request).await?
+            }
+            _ => service.tokens.principal(token).ok_or_else(unauthorized)?,
+        };
         let slot = service.in_flight.enter(
             &principal,
             service.limits.requests_per_principal,
@@ -134,5 +144,67 @@ impl FromRequestParts<Arc<Service>> for Caller {
             principal,
             _slot: slot,
         })
+    }
+}
+
+/// Whether a bearer token is a compact JWS (three parts, two dots), for
+/// the OpenID provider, rather than one of the service's own tokens.
+fn looks_like_jwt(token: &str) -> bool {
+    token.bytes().filter(|b| *b == b'.').count() == 2
+}
+
+/// The principal a provider's access token stands for: its subject
+/// claim in the tenant whose id its tenant claim holds.
+async fn signed_in(
+    service: &Service,
+    provider: &Provider,
+    token: &str,
+    request: &str,
+) -> Result<String, ApiError> {
+    let identity = match provider.identity(token).await {
+        Ok(identity) => identity,
+        Err(SignInError::Rejected(why)) => {
+            atrest_cli::errln!("atrest-serve: request {request}: access token refused: {why}");
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the access token is not valid",
+            ));
+        }
+        Err(SignInError::Unavailable(why)) => {
+            atrest_cli::errln!("atrest-serve: request {request}: {why}");
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!(
+                    "unavailable: the identity provider's keys cannot be had; see the service log for request {request}"
+                ),
+            ));
+        }
+    };
+    match service
+        .deployment
+        .catalog()
+        .tenant_name(identity.tenant)
+        .await
+    {
+        Ok(Some(tenant)) => Ok(format!("{}@{tenant}", identity.subject)),
+        Ok(None) => {
+            atrest_cli::errln!(
+                "atrest-serve: request {request}: access token of {} for tenant {}, which this deployment does not have",
+                identity.subject,
+                identity.tenant
+            );
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "refused",
+                "the access token's tenant is not served here",
+            ))
+        }
+        Err(error) => Err(ApiError::from_kind(
+            error.kind(),
+            &format!("the name of the access token's tenant: {error}"),
+            &RequestId(request.to_owned()),
+        )),
     }
 }
