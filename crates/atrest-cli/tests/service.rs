@@ -563,6 +563,145 @@ fn conditional_requests_never_mix_versions() {
     );
 }
 
+/// Optimistic concurrency on uploads: `If-None-Match: *` creates only,
+/// `If-Match` replaces only the version the client read (`412` otherwise,
+/// with nothing stored), and of clients racing on one version exactly one
+/// wins. The upload's `Content-Type` is kept (small uploads, sealed in
+/// batches, and large ones) and served with `nosniff`; one that is not a
+/// media type is `400`.
+#[test]
+fn uploads_keep_their_media_type_and_honour_their_preconditions() {
+    let dir = TempDir::new("service-preconditions");
+    let data = dir.join("data");
+    atrest(&data, &["init"]);
+    atrest(&data, &["tenant", "create", "acme"]);
+    let instance = Instance::start(&data, "service-preconditions", &[], &[]);
+    let alice = Client {
+        addr: &instance.addr,
+        token: token(&data, "alice@acme"),
+    };
+    let path = "/v1/tenants/acme/files/notes.txt";
+
+    // Create only: once.
+    let created = alice.send(
+        "PUT",
+        path,
+        &[
+            ("If-None-Match", "*"),
+            ("Content-Type", "text/plain; charset=utf-8"),
+        ],
+        b"first",
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    let etag1 = created.header("etag").unwrap().to_owned();
+    let again = alice.send("PUT", path, &[("If-None-Match", "*")], b"second");
+    assert_eq!(again.status, 412, "{}", again.text());
+    assert_eq!(
+        again.header("content-type"),
+        Some("application/problem+json")
+    );
+    let got = alice.get(path, &[]);
+    assert_eq!(got.text(), "first");
+    assert_eq!(
+        got.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(got.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(got.header("etag"), Some(etag1.as_str()));
+    let head = alice.send("HEAD", path, &[], b"");
+    assert_eq!(
+        head.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+
+    // Replace what was read: If-Match with its tag; a stale, weak or
+    // foreign tag, or If-Match on a file that does not exist, is 412.
+    let replaced = alice.send("PUT", path, &[("If-Match", &etag1)], b"second");
+    assert_eq!(replaced.status, 201, "{}", replaced.text());
+    let etag2 = replaced.header("etag").unwrap().to_owned();
+    for (stale, target) in [
+        (etag1.clone(), path),
+        (format!("W/{etag2}"), path),
+        (
+            "\"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b.2\"".to_owned(),
+            path,
+        ),
+        (etag2.clone(), "/v1/tenants/acme/files/absent.txt"),
+        ("*".to_owned(), "/v1/tenants/acme/files/absent.txt"),
+    ] {
+        let refused = alice.send("PUT", target, &[("If-Match", &stale)], b"lost");
+        assert_eq!(
+            refused.status,
+            412,
+            "{stale} on {target}: {}",
+            refused.text()
+        );
+    }
+    assert_eq!(
+        alice.get("/v1/tenants/acme/files/absent.txt", &[]).status,
+        404
+    );
+    // Untyped uploads are served as bytes.
+    let untyped = alice.get(path, &[]);
+    assert_eq!(untyped.text(), "second");
+    assert_eq!(
+        untyped.header("content-type"),
+        Some("application/octet-stream")
+    );
+    // Headers that cannot be honoured are 400, not ignored.
+    for bad in [
+        vec![("If-None-Match", etag2.as_str())],
+        vec![("If-Match", "*"), ("If-None-Match", "*")],
+        vec![("If-Match", "no tags")],
+        vec![("Content-Type", "not a media type")],
+    ] {
+        assert_eq!(alice.send("PUT", path, &bad, b"x").status, 400, "{bad:?}");
+    }
+
+    // Eight clients read version 2 and each replace it at once: one wins.
+    let answers: Vec<u16> = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..8)
+            .map(|i| {
+                let (alice, etag2) = (&alice, &etag2);
+                scope.spawn(move || {
+                    let body = content(300_000 + i, 10 + i as u64);
+                    alice
+                        .send("PUT", path, &[("If-Match", etag2)], &body)
+                        .status
+                })
+            })
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(
+        answers.iter().filter(|s| **s == 201).count(),
+        1,
+        "{answers:?}"
+    );
+    assert_eq!(
+        answers.iter().filter(|s| **s == 412).count(),
+        7,
+        "{answers:?}"
+    );
+    let listing: Value =
+        serde_json::from_slice(&alice.get("/v1/tenants/acme/files?versions=all", &[]).body)
+            .unwrap();
+    assert_eq!(listing["files"].as_array().unwrap().len(), 3, "{listing}");
+
+    // A large upload keeps its type too; a small batched one as well.
+    let large = content(1_000_000, 7);
+    let put = alice.send(
+        "PUT",
+        "/v1/tenants/acme/files/photo.jpg",
+        &[("Content-Type", "image/jpeg")],
+        &large,
+    );
+    assert_eq!(put.status, 201);
+    let got = alice.get("/v1/tenants/acme/files/photo.jpg", &[]);
+    assert_eq!(got.header("content-type"), Some("image/jpeg"));
+    assert!(got.body == large);
+}
+
 /// Listings come in pages: the newest version of each file by default,
 /// every version on request, a prefix, a limit and an opaque cursor; each
 /// file once across the pages, none missing.

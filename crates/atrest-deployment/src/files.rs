@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use atrest::filekey::{FileVersion, TenantId};
 use atrest::tenant::{Access, TenantState};
-use atrest::{BatchItem, FileRecord, FileSelector, OpenSink};
+use atrest::{BatchItem, FileRecord, FileSelector, NewVersion, OpenSink};
 use serde::Serialize;
 use tokio::io::AsyncBufRead;
 
@@ -135,11 +135,34 @@ impl Deployment {
         name: &str,
         plaintext: impl AsyncBufRead + Send + Unpin,
     ) -> Result<PutReport, Error> {
+        self.put_version(access, tenant, name, plaintext, &NewVersion::default())
+            .await
+    }
+
+    /// [`Deployment::put`] with a media type kept in the version's record
+    /// and a precondition on the file's newest version (see
+    /// [`atrest::Files::seal_version`]).
+    ///
+    /// # Errors
+    /// As [`Deployment::put`]; a precondition that does not hold is an
+    /// [`Error::InTenant`] of kind `Conflict`
+    /// ([`atrest::CatalogError::PreconditionFailed`]).
+    pub async fn put_version(
+        &self,
+        access: &Access<'_>,
+        tenant: &str,
+        name: &str,
+        plaintext: impl AsyncBufRead + Send + Unpin,
+        version: &NewVersion,
+    ) -> Result<PutReport, Error> {
         let name = atrest::normalize_name(name);
         atrest::check_name("file name", &name).map_err(atrest::Error::from)?;
         let tenant_id = self.tenant_id(tenant).await?;
         // The library asks the policy for the write and audits a refusal.
-        let sealed = self.files.seal(access, tenant_id, &name, plaintext).await;
+        let sealed = self
+            .files
+            .seal_version(access, tenant_id, &name, plaintext, version)
+            .await;
         let record = named(tenant, tenant_id, sealed)?;
         Ok(PutReport::new(tenant, record))
     }

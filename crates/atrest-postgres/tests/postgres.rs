@@ -55,15 +55,15 @@ async fn migrations_are_recorded_once_and_newer_schemas_refused() {
         )
         .await;
     // The catalog's second migration adds blob digests, its third an index,
-    // its fourth the owners of seals.
+    // its fourth the owners of seals, its fifth media types.
     assert_eq!(
         versions.as_deref(),
-        Some("catalog:1,catalog:2,catalog:3,catalog:4,keys:1")
+        Some("catalog:1,catalog:2,catalog:3,catalog:4,catalog:5,keys:1")
     );
 
     // A newer build migrated the database further: this one refuses it.
     database
-        .exec("INSERT INTO atrest_schema_migrations (component, version) VALUES ('catalog', 5)")
+        .exec("INSERT INTO atrest_schema_migrations (component, version) VALUES ('catalog', 6)")
         .await;
     let refused = PgCatalog::open(&db).await.unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Usage, "{refused}");
@@ -102,7 +102,7 @@ async fn instances_starting_at_once_migrate_once() {
             .query_text("SELECT count(*) FROM atrest_schema_migrations")
             .await
             .as_deref(),
-        Some("5")
+        Some("6")
     );
 }
 

@@ -129,8 +129,111 @@ pub struct SealTicket {
     pub blob: BlobName,
 }
 
-/// What a completed seal wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The condition on a file's newest sealed version under which a new
+/// version may be committed: optimistic concurrency, checked by
+/// [`Catalog::commit_seal`] in the commit's own transaction (and by
+/// [`crate::Files`] before the upload begins, to refuse early).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Precondition {
+    /// Commit whatever the file holds.
+    #[default]
+    Any,
+    /// Only if the file has no sealed version yet (HTTP's
+    /// `If-None-Match: *`): a create that never replaces.
+    Absent,
+    /// Only if the file has a sealed version (HTTP's `If-Match: *`).
+    Present,
+    /// Only if the file's newest sealed version is one of these (HTTP's
+    /// `If-Match` with entity tags): a replace of what the writer read.
+    NewestAmong(Vec<FileVersion>),
+}
+
+impl Precondition {
+    /// Whether it holds for a file whose newest sealed version is
+    /// `newest` (`None`: no sealed version).
+    pub fn holds(&self, newest: Option<FileVersion>) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Absent => newest.is_none(),
+            Self::Present => newest.is_some(),
+            Self::NewestAmong(versions) => newest.is_some_and(|newest| versions.contains(&newest)),
+        }
+    }
+}
+
+/// A media type (`type/subtype`, with parameters), as HTTP's
+/// `Content-Type` gives it: what a file version is served with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MediaType(String);
+
+/// The rule [`MediaType::new`] applies.
+pub const MEDIA_TYPE_RULE: &str = "a media type is type/subtype (letters, digits and !#$&^_.+-), \
+    optionally followed by ;-separated parameters, at most 255 printable ASCII characters";
+
+impl MediaType {
+    /// `text` if it is a media type by [`MEDIA_TYPE_RULE`] (leading and
+    /// trailing blanks removed).
+    ///
+    /// # Errors
+    /// [`CatalogError::InvalidName`] (what: `media type`).
+    pub fn new(text: &str) -> Result<Self, CatalogError> {
+        let text = text.trim_matches([' ', '\t']);
+        if Self::valid(text) {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(CatalogError::InvalidName {
+                what: "media type",
+                name: text.to_owned(),
+                rule: MEDIA_TYPE_RULE,
+            })
+        }
+    }
+
+    fn valid(text: &str) -> bool {
+        let token = |part: &str| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+        };
+        let (essence, parameters) = text.split_once(';').unwrap_or((text, ""));
+        let essence_ok = essence
+            .trim_end_matches([' ', '\t'])
+            .split_once('/')
+            .is_some_and(|(kind, subtype)| token(kind) && token(subtype));
+        // Parameters: printable ASCII, blanks and tabs (quoted strings
+        // included), nothing that could end a header line.
+        let parameters_ok = parameters
+            .bytes()
+            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+        text.len() <= 255 && essence_ok && parameters_ok
+    }
+
+    /// The media type's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for MediaType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a new version is sealed with besides its bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewVersion {
+    /// The media type it is served with (kept in its authenticated
+    /// record); `None`: none given.
+    pub media_type: Option<MediaType>,
+    /// The condition on the file's newest version under which it is
+    /// committed.
+    pub precondition: Precondition,
+}
+
+/// What a completed seal wrote, and the condition of its commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedBlob {
     /// Plaintext length in bytes.
     pub plaintext_len: u64,
@@ -142,9 +245,14 @@ pub struct SealedBlob {
     pub segment_size: u32,
     /// The stream format version.
     pub format: u8,
+    /// The version's media type, if one was given.
+    pub media_type: Option<MediaType>,
     /// The tag of the record this seal commits, under the tenant's
     /// metadata key (see [`FileRecord::tag`]).
     pub tag: RecordTag,
+    /// The condition on the file's newest sealed version under which the
+    /// commit may happen; checked in the commit's transaction.
+    pub precondition: Precondition,
 }
 
 /// A seal still in progress (or abandoned by a process that died).
@@ -228,12 +336,16 @@ pub trait Catalog: WrappedKeyIndex + Send + Sync {
     /// [`CatalogError::Database`].
     async fn attach_key(&self, seal: &SealTicket, wrapped: &WrappedFileKey) -> Result<(), Error>;
 
-    /// Marks a seal in progress sealed, once its blob is durable; returns
-    /// its record (with the wrapped key as stored now).
+    /// Marks a seal in progress sealed, once its blob is durable, if
+    /// `sealed.precondition` holds for the file's newest sealed version
+    /// (checked in the same transaction, so that of two commits that each
+    /// expect the version the other replaces, one fails); returns its
+    /// record (with the wrapped key as stored now).
     ///
     /// # Errors
     /// [`CatalogError::SealNotInProgress`] (it was collected as abandoned,
-    /// or has no key); [`CatalogError::Database`].
+    /// or has no key); [`CatalogError::PreconditionFailed`] (the seal is
+    /// left in progress: abandon it); [`CatalogError::Database`].
     async fn commit_seal(
         &self,
         seal: &SealTicket,
@@ -323,7 +435,10 @@ pub trait Catalog: WrappedKeyIndex + Send + Sync {
     /// [`Catalog::commit_seal`] for several seals at once, once all their
     /// blobs are durable: one durable commit for the lot. An
     /// implementation should do it in one transaction (this default calls
-    /// `commit_seal` for each). Returns the records in order.
+    /// `commit_seal` for each). Returns the records in order. Each seal's
+    /// precondition is checked against the versions committed before it
+    /// (earlier seals of the call included); one that fails fails the call
+    /// (so `Files::seal_batch` gives its items none).
     ///
     /// # Errors
     /// As for [`Catalog::commit_seal`].
@@ -379,6 +494,8 @@ pub mod stored {
         pub format: i64,
         /// The record's tag.
         pub tag: Vec<u8>,
+        /// The media type, if the version has one.
+        pub media_type: Option<String>,
     }
 
     impl StoredRecord {
@@ -408,6 +525,14 @@ pub mod stored {
                 segment_size: unsigned(self.segment_size, "segment size")?,
                 format: unsigned(self.format, "format")?,
                 tag: RecordTag::from_slice(&self.tag).ok_or(CatalogError::Corrupt("record tag"))?,
+                media_type: self
+                    .media_type
+                    .map(|text| {
+                        crate::catalog::MediaType::new(&text)
+                            .map(|_| text)
+                            .map_err(|_| CatalogError::Corrupt("media type"))
+                    })
+                    .transpose()?,
             })
         }
     }
@@ -462,5 +587,52 @@ pub mod stored {
     /// [`CatalogError::Corrupt`] for bytes that are not one.
     pub fn wrapped_key(bytes: &[u8]) -> Result<WrappedFileKey, CatalogError> {
         WrappedFileKey::from_bytes(bytes).map_err(|_| CatalogError::Corrupt("wrapped file key"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FileVersion, MediaType, Precondition};
+
+    #[test]
+    fn media_types_are_type_slash_subtype_with_printable_parameters() {
+        for good in [
+            "text/plain",
+            "text/plain; charset=utf-8",
+            " image/svg+xml ",
+            "application/vnd.ms-excel",
+            "multipart/form-data; boundary=\"a b\"",
+        ] {
+            let parsed = MediaType::new(good).unwrap();
+            assert_eq!(parsed.as_str(), good.trim());
+        }
+        for bad in [
+            "",
+            "text",
+            "/plain",
+            "text/",
+            "text/plain\r\nSet-Cookie: a=b",
+            "text/pl ain",
+            "tëxt/plain",
+            "text/plain; x=\u{7f}",
+            &format!("text/{}", "a".repeat(300)),
+        ] {
+            assert!(MediaType::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn preconditions_hold_by_the_newest_version() {
+        let (v1, v2) = (FileVersion::FIRST, FileVersion::try_from(2).unwrap());
+        assert!(Precondition::Any.holds(None));
+        assert!(Precondition::Absent.holds(None));
+        assert!(!Precondition::Absent.holds(Some(v1)));
+        assert!(!Precondition::Present.holds(None));
+        assert!(Precondition::Present.holds(Some(v2)));
+        let among = Precondition::NewestAmong(vec![v1]);
+        assert!(among.holds(Some(v1)));
+        assert!(!among.holds(Some(v2)));
+        assert!(!among.holds(None));
+        assert!(!Precondition::NewestAmong(Vec::new()).holds(Some(v1)));
     }
 }

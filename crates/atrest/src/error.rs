@@ -96,6 +96,21 @@ pub enum CatalogError {
         /// The retired version.
         version: KeyVersion,
     },
+    /// A new version's precondition (see [`crate::catalog::Precondition`])
+    /// does not hold for the file's newest version: another writer got
+    /// there first.
+    #[error(
+        "the precondition of the upload of {name:?} (tenant {tenant}) does not hold: its newest version is {}",
+        newest.map_or_else(|| "none".to_owned(), |v| v.to_string())
+    )]
+    PreconditionFailed {
+        /// The tenant.
+        tenant: TenantId,
+        /// The file name.
+        name: String,
+        /// The file's newest sealed version (`None`: it has none).
+        newest: Option<FileVersion>,
+    },
     /// The catalog holds a value that is not valid (edited or damaged).
     #[error("the catalog holds an invalid {0}")]
     Corrupt(&'static str),
@@ -132,8 +147,9 @@ pub enum CatalogError {
 
 impl CatalogError {
     /// What kind of failure this is: no such tenant, file or version is
-    /// [`ErrorKind::NotFound`]; a name taken, a seal no longer in progress
-    /// or a TIK version retired meanwhile [`ErrorKind::Conflict`]; an
+    /// [`ErrorKind::NotFound`]; a name taken, a seal no longer in progress,
+    /// a TIK version retired meanwhile or a precondition that does not
+    /// hold [`ErrorKind::Conflict`]; an
     /// invalid name [`ErrorKind::Usage`]; a damaged or edited record
     /// [`ErrorKind::Integrity`]; a database failure what the backend
     /// decided.
@@ -144,7 +160,8 @@ impl CatalogError {
             | Self::UnknownVersion { .. } => ErrorKind::NotFound,
             Self::TenantNameTaken { .. }
             | Self::SealNotInProgress { .. }
-            | Self::TikRetired { .. } => ErrorKind::Conflict,
+            | Self::TikRetired { .. }
+            | Self::PreconditionFailed { .. } => ErrorKind::Conflict,
             Self::InvalidName { .. } => ErrorKind::Usage,
             Self::Corrupt(_) | Self::Tampered { .. } | Self::Contract(_) => ErrorKind::Integrity,
             Self::Database { kind, .. } => *kind,

@@ -11,7 +11,7 @@ mod files;
 mod record;
 
 pub use blob::{BlobDigest, BlobName, BlobReader, BlobUpload, Blobs, MemoryBlobs};
-pub use catalog::{Catalog, check_name, normalize_name};
+pub use catalog::{Catalog, MediaType, NewVersion, Precondition, check_name, normalize_name};
 pub use error::{CatalogError, Error, ErrorKind, RecordError};
 pub use files::{BatchItem, CollectReport, FileSelector, Files, OpenSink, SealOptions, WriterSink};
 pub use record::FileRecord;

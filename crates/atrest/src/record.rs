@@ -48,9 +48,14 @@ pub struct FileRecord {
     pub segment_size: u32,
     /// The stream format version.
     pub format: u8,
+    /// The media type the version was uploaded with, if one was given
+    /// (HTTP's `Content-Type`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
     /// The record's tag under the tenant's metadata key
     /// ([`atrest_tenant::KeyHierarchy::metadata_key`]): binds the
-    /// tenant, name, file id, version, blob, sizes and blob digest together, so a record
+    /// tenant, name, file id, version, blob, sizes, blob digest and media
+    /// type together, so a record
     /// edited in the database (two files' records swapped, a size changed)
     /// is refused. The wrapped key is not covered: it is bound to the
     /// tenant, file id and version by its own authentication, and a
@@ -74,6 +79,7 @@ pub(crate) struct TaggedFields<'a> {
     pub(crate) blob_sha256: Option<BlobDigest>,
     pub(crate) segment_size: u32,
     pub(crate) format: u8,
+    pub(crate) media_type: Option<&'a str>,
 }
 
 impl TaggedFields<'_> {
@@ -97,6 +103,12 @@ impl TaggedFields<'_> {
             out.push(1);
             out.extend_from_slice(digest.as_bytes());
         }
+        // Likewise a media type, after a marker of its own.
+        if let Some(media_type) = self.media_type {
+            out.push(2);
+            out.extend_from_slice(&(media_type.len() as u64).to_be_bytes());
+            out.extend_from_slice(media_type.as_bytes());
+        }
         out
     }
 
@@ -119,6 +131,7 @@ impl FileRecord {
             blob_sha256: self.blob_sha256,
             segment_size: self.segment_size,
             format: self.format,
+            media_type: self.media_type.as_deref(),
         }
     }
 

@@ -530,7 +530,9 @@ async fn failed_and_abandoned_seals_leave_nothing() {
             blob_sha256: None,
             segment_size: 65_536,
             format: 1,
+            media_type: None,
             tag: atrest::tenant::RecordTag::from_slice(&[0; 32]).unwrap(),
+            precondition: atrest::Precondition::Any,
         },
     ))
     .await;
@@ -622,7 +624,14 @@ async fn records_and_blobs_that_do_not_match_are_refused() {
     // Records edited in the database: a lying length, format or segment
     // size, another file's blob or wrapped key.
     let same = format!("file = x'{}'", hex(record.file.as_bytes()));
-    for edit in ["plaintext_len = 1", "format = 9", "segment_size = 7"] {
+    // A media type given to a version that had none (text/html, to have
+    // a browser run the file) is an edit like any other.
+    for edit in [
+        "plaintext_len = 1",
+        "format = 9",
+        "segment_size = 7",
+        "media_type = 'text/html'",
+    ] {
         edit_catalog(
             &dir,
             &format!("UPDATE catalog_versions SET {edit} WHERE {same}"),
@@ -631,6 +640,7 @@ async fn records_and_blobs_that_do_not_match_are_refused() {
         let undo = match edit {
             "plaintext_len = 1" => "plaintext_len = 300000".to_owned(),
             "format = 9" => "format = 1".to_owned(),
+            "media_type = 'text/html'" => "media_type = NULL".to_owned(),
             _ => "segment_size = 65536".to_owned(),
         };
         edit_catalog(
@@ -1189,6 +1199,7 @@ async fn every_failure_has_its_kind() {
                 blob: BlobName::random().unwrap(),
                 plaintext: &b"x"[..],
                 request: None,
+                media_type: None,
             }],
             1,
         )
@@ -1238,6 +1249,7 @@ async fn a_batch_whose_key_records_fail_publishes_nothing() {
                 blob: BlobName::random().unwrap(),
                 plaintext: &b"small file"[..],
                 request: None,
+                media_type: None,
             })
             .collect()
     };

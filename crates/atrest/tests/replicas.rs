@@ -307,6 +307,7 @@ async fn a_location_down_takes_no_write_and_is_repaired_when_back() {
         blob: BlobName::random().unwrap(),
         plaintext: &plain[..1000],
         request: None,
+        media_type: None,
     }];
     let batch = world
         .files

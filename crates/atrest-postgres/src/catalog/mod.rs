@@ -68,6 +68,9 @@ CREATE TABLE atrest_catalog_retired_tiks (
         // 4: who began a seal (a process's lease), so that one still
         // running is told from one whose process died.
         "ALTER TABLE atrest_catalog_versions ADD COLUMN owner text;",
+        // 5: the media type a version was uploaded with (covered by its
+        // record's tag when present).
+        "ALTER TABLE atrest_catalog_versions ADD COLUMN media_type text;",
     ],
     tables: &[
         "atrest_catalog_tenants",
@@ -79,7 +82,7 @@ CREATE TABLE atrest_catalog_retired_tiks (
 
 /// The columns a record is read from, in [`read_record`]'s order.
 const RECORD_COLUMNS: &str = "f.tenant, f.name, f.file, v.version, v.blob, v.sealed_at, v.wrapped,
-     v.plaintext_len, v.blob_len, v.segment_size, v.format, v.tag, v.blob_sha256";
+     v.plaintext_len, v.blob_len, v.segment_size, v.format, v.tag, v.blob_sha256, v.media_type";
 
 /// The catalog ([`Catalog`], and the [`WrappedKeyIndex`](atrest_tenant::WrappedKeyIndex) it is) in
 /// PostgreSQL, for a service whose instances share one database: the same
@@ -182,6 +185,7 @@ fn read_record(row: &Row) -> Result<FileRecord, Failure<Error>> {
         format: i64::from(row.try_get::<_, i16>(10)?),
         tag: row.try_get(11)?,
         blob_sha256: row.try_get(12)?,
+        media_type: row.try_get(13)?,
     }
     .decode()
     .map_err(stop)
@@ -364,7 +368,7 @@ impl Catalog for PgCatalog {
         seal: &SealTicket,
         sealed: &SealedBlob,
     ) -> Result<FileRecord, Error> {
-        let mut records = self.commit_seals(&[(seal, *sealed)]).await?;
+        let mut records = self.commit_seals(&[(seal, sealed.clone())]).await?;
         records
             .pop()
             .ok_or_else(|| CatalogError::Corrupt("no record for a seal that was committed").into())

@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
-use atrest::catalog::{SealTicket, SealedBlob};
+use atrest::catalog::{Precondition, SealTicket, SealedBlob};
 use atrest::{BlobName, CatalogError, Error, FileRecord, check_name};
 use atrest_filekey::{FileContext, FileId, FileVersion, OsRng, TenantId, WrappedFileKey};
 use tokio_postgres::Transaction;
 
 use super::{
-    PgCatalog, RECORD_COLUMNS, corrupt, file_id, key_bytes, now, number, read_record, signed, stop,
-    tik_number,
+    PgCatalog, RECORD_COLUMNS, corrupt, file_id, file_version, key_bytes, now, number, read_record,
+    signed, stop, tik_number,
 };
 use crate::db::{Failure, Mode, PgError};
 
@@ -59,7 +59,7 @@ impl PgCatalog {
         let seals: Arc<Vec<(SealTicket, SealedBlob)>> = Arc::new(
             seals
                 .iter()
-                .map(|(seal, sealed)| ((*seal).clone(), *sealed))
+                .map(|(seal, sealed)| ((*seal).clone(), sealed.clone()))
                 .collect(),
         );
         self.run(Mode::Write, move |tx| {
@@ -236,11 +236,32 @@ async fn commit_in(
         let tenant = context.tenant.as_bytes().as_slice();
         let file = context.file.as_bytes().as_slice();
         let version = number(context.version)?;
+        if sealed.precondition != Precondition::Any {
+            // A serializable transaction: two commits that each read the
+            // newest version the other replaces cannot both succeed (one
+            // is run again, and then sees the other's version).
+            let newest: Option<i64> = tx
+                .query_one(
+                    "SELECT max(version) FROM atrest_catalog_versions
+                     WHERE file = $1 AND state = 'sealed'",
+                    &[&file],
+                )
+                .await?
+                .try_get(0)?;
+            let newest = newest.map(file_version).transpose()?;
+            if !sealed.precondition.holds(newest) {
+                return Err(stop(CatalogError::PreconditionFailed {
+                    tenant: context.tenant,
+                    name: seal.name.clone(),
+                    newest,
+                }));
+            }
+        }
         let changed = tx
             .execute(
                 "UPDATE atrest_catalog_versions
                  SET state = 'sealed', plaintext_len = $5, blob_len = $6, segment_size = $7,
-                     format = $8, sealed_at = $9, tag = $10, blob_sha256 = $11
+                     format = $8, sealed_at = $9, tag = $10, blob_sha256 = $11, media_type = $12
                  WHERE tenant = $1 AND file = $2 AND version = $3 AND blob = $4
                  AND state = 'sealing' AND wrapped IS NOT NULL",
                 &[
@@ -255,6 +276,7 @@ async fn commit_in(
                     &sealed_at,
                     &sealed.tag.as_bytes().as_slice(),
                     &sealed.blob_sha256.as_ref().map(|d| d.as_bytes().as_slice()),
+                    &sealed.media_type.as_ref().map(|m| m.as_str()),
                 ],
             )
             .await?;

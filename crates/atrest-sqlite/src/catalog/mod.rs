@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS catalog_versions (
     started_at    INTEGER NOT NULL,
     owner         TEXT,
     sealed_at     INTEGER,
+    media_type    TEXT,
     PRIMARY KEY (tenant, file, version),
     CHECK (state = 'sealing' OR (wrapped IS NOT NULL AND sealed_at IS NOT NULL AND tag IS NOT NULL))
 );
@@ -60,7 +61,7 @@ CREATE TABLE IF NOT EXISTS catalog_retired_tiks (
 
 /// The columns a record is read from, in [`stored_record`]'s order.
 const RECORD_COLUMNS: &str = "f.tenant, f.name, f.file, v.version, v.blob, v.sealed_at, v.wrapped,
-     v.plaintext_len, v.blob_len, v.segment_size, v.format, v.tag, v.blob_sha256";
+     v.plaintext_len, v.blob_len, v.segment_size, v.format, v.tag, v.blob_sha256, v.media_type";
 
 /// The catalog ([`Catalog`], and the
 /// [`WrappedKeyIndex`](atrest_tenant::WrappedKeyIndex) it is) in one
@@ -112,12 +113,13 @@ fn stored_record(row: &Row<'_>) -> rusqlite::Result<StoredRecord> {
         format: row.get(10)?,
         tag: row.get(11)?,
         blob_sha256: row.get(12)?,
+        media_type: row.get(13)?,
     })
 }
 
 /// Refuses a catalog of a version before tagged records, and gives one
-/// made before blob digests their column (empty for the records already
-/// there, whose tags cover no digest). Runs inside the write transaction
+/// made before blob digests, seal owners or media types their columns
+/// (empty for the records already there, whose tags cover neither). Runs inside the write transaction
 /// that applies the schema, so several processes opening one old catalog
 /// at once migrate it once.
 fn migrate(connection: &Connection) -> Result<(), Failure> {
@@ -139,6 +141,12 @@ fn migrate(connection: &Connection) -> Result<(), Failure> {
     }
     if !has("owner") {
         let _ = connection.execute("ALTER TABLE catalog_versions ADD COLUMN owner TEXT", [])?;
+    }
+    if !has("media_type") {
+        let _ = connection.execute(
+            "ALTER TABLE catalog_versions ADD COLUMN media_type TEXT",
+            [],
+        )?;
     }
     Ok(())
 }
@@ -399,7 +407,7 @@ impl Catalog for SqliteCatalog {
         seal: &SealTicket,
         sealed: &SealedBlob,
     ) -> Result<FileRecord, Error> {
-        let seals = vec![(seal.clone(), *sealed)];
+        let seals = vec![(seal.clone(), sealed.clone())];
         let mut records = self
             .run(move |db| commit_seals(&mut db.durable, &seals))
             .await?;
@@ -469,7 +477,7 @@ impl Catalog for SqliteCatalog {
     ) -> Result<Vec<FileRecord>, Error> {
         let seals: Vec<_> = seals
             .iter()
-            .map(|(seal, sealed)| ((*seal).clone(), *sealed))
+            .map(|(seal, sealed)| ((*seal).clone(), sealed.clone()))
             .collect();
         self.run(move |db| commit_seals(&mut db.durable, &seals))
             .await

@@ -4,9 +4,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use atrest::catalog::stored;
-use atrest::catalog::{SealTicket, SealedBlob};
+use atrest::catalog::{Precondition, SealTicket, SealedBlob};
 use atrest::{BlobName, CatalogError, FileRecord, check_name};
-use atrest_filekey::{FileContext, FileId, OsRng, TenantId, WrappedFileKey};
+use atrest_filekey::{FileContext, FileId, FileVersion, OsRng, TenantId, WrappedFileKey};
 use rusqlite::{Connection, params};
 
 use super::{Connections, RECORD_COLUMNS, stored_record};
@@ -155,11 +155,33 @@ pub(super) fn commit_seals(
     let mut records = Vec::with_capacity(seals.len());
     for (seal, sealed) in seals {
         let context = &seal.context;
+        if sealed.precondition != Precondition::Any {
+            // In the transaction, which holds the write lock from its
+            // start: no other commit comes between the check and this one.
+            let newest: Option<u64> = tx
+                .prepare_cached(
+                    "SELECT max(version) FROM catalog_versions
+                     WHERE file = ?1 AND state = 'sealed'",
+                )?
+                .query_row(params![context.file.as_bytes()], |row| row.get(0))?;
+            let newest = newest
+                .map(|v| {
+                    FileVersion::try_from(v).map_err(|_| CatalogError::Corrupt("file version"))
+                })
+                .transpose()?;
+            if !sealed.precondition.holds(newest) {
+                return Err(Failure::Catalog(CatalogError::PreconditionFailed {
+                    tenant: context.tenant,
+                    name: seal.name.clone(),
+                    newest,
+                }));
+            }
+        }
         let changed = tx
             .prepare_cached(
                 "UPDATE catalog_versions
                  SET state = 'sealed', plaintext_len = ?5, blob_len = ?6, segment_size = ?7,
-                     format = ?8, sealed_at = ?9, tag = ?10, blob_sha256 = ?11
+                     format = ?8, sealed_at = ?9, tag = ?10, blob_sha256 = ?11, media_type = ?12
                  WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND blob = ?4
                  AND state = 'sealing' AND wrapped IS NOT NULL",
             )?
@@ -174,7 +196,8 @@ pub(super) fn commit_seals(
                 sealed.format,
                 sealed_at,
                 sealed.tag.as_bytes(),
-                sealed.blob_sha256.as_ref().map(|d| d.as_bytes().as_slice())
+                sealed.blob_sha256.as_ref().map(|d| d.as_bytes().as_slice()),
+                sealed.media_type.as_ref().map(|m| m.as_str())
             ])?;
         if changed == 0 {
             return Err(Failure::Catalog(CatalogError::SealNotInProgress {

@@ -124,7 +124,9 @@ impl FileKeys {
             blob_sha256: None,
             segment_size: 65_536,
             format: 1,
+            media_type: None,
             tag: RecordTag::from_slice(&[0; 32]).unwrap(),
+            precondition: atrest::catalog::Precondition::Any,
         };
         let _ = self.catalog.commit_seal(&ticket, &sealed).await.unwrap();
         (ticket.context, key, wrapped)

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use atrest::catalog::{SealTicket, SealedBlob};
+use atrest::catalog::{MediaType, Precondition, SealTicket, SealedBlob};
 use atrest::{BlobName, CatalogError, Error as FilesError, ErrorKind};
 use atrest_filekey::{FileContext, FileVersion, Kek, KeyId, OsRng, TenantId, WrappedFileKey};
 use atrest_tenant::Rewrapped;
@@ -65,7 +65,9 @@ fn sealed(len: u64, tag_byte: u8) -> SealedBlob {
         blob_sha256: Some(atrest::BlobDigest::from_bytes([tag_byte; 32])),
         segment_size: 65_536,
         format: 1,
+        media_type: None,
         tag: tag(tag_byte),
+        precondition: Precondition::Any,
     }
 }
 
@@ -433,4 +435,111 @@ pub async fn concurrent_seals_of_one_name_get_distinct_versions(backend: &dyn Ba
     let records = first.unwrap().records(tenant).await.unwrap();
     assert_eq!(records.len(), INSTANCES * SEALS);
     assert!(records.iter().all(|r| r.file == records[0].file));
+}
+
+/// Begins a seal of `name` with a key attached: ready to commit.
+async fn ready(catalog: &dyn atrest::Catalog, tenant: TenantId, name: &str) -> SealTicket {
+    let ticket = catalog.begin_seal(tenant, name, &blob()).await.unwrap();
+    catalog
+        .attach_key(&ticket, &key_for(&ticket, &kek(1)))
+        .await
+        .unwrap();
+    ticket
+}
+
+pub async fn commits_hold_to_their_precondition_and_keep_the_media_type(backend: &dyn Backend) {
+    let catalog = backend.catalog().await;
+    let tenant = TenantId::random(&mut OsRng).unwrap();
+    let with = |precondition: Precondition| SealedBlob {
+        precondition,
+        ..sealed(1, 3)
+    };
+    let precondition_failed = |error: FilesError, expected: Option<u64>| match error {
+        FilesError::Catalog(CatalogError::PreconditionFailed { newest, .. }) => {
+            assert_eq!(newest.map(u64::from), expected);
+        }
+        other => panic!("not a failed precondition: {other}"),
+    };
+
+    // Present, or one of given versions: not for a file without one.
+    for precondition in [
+        Precondition::Present,
+        Precondition::NewestAmong(vec![FileVersion::FIRST]),
+    ] {
+        let ticket = ready(catalog.as_ref(), tenant, "doc").await;
+        let refused = catalog
+            .commit_seal(&ticket, &with(precondition))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Conflict);
+        precondition_failed(refused, None);
+        // The seal is still in progress: its caller abandons it.
+        catalog.abandon_seal(&ticket).await.unwrap();
+    }
+    // Absent: the first version, with its media type kept.
+    let ticket = ready(catalog.as_ref(), tenant, "doc").await;
+    let first = SealedBlob {
+        media_type: Some(MediaType::new("text/plain; charset=utf-8").unwrap()),
+        ..with(Precondition::Absent)
+    };
+    let record = catalog.commit_seal(&ticket, &first).await.unwrap();
+    assert_eq!(
+        record.media_type.as_deref(),
+        Some("text/plain; charset=utf-8")
+    );
+    let read = catalog.record(tenant, "doc", None).await.unwrap();
+    assert_eq!(
+        read.media_type.as_deref(),
+        Some("text/plain; charset=utf-8")
+    );
+    let v1 = record.version;
+    // Absent again: refused, naming the newest version.
+    let ticket = ready(catalog.as_ref(), tenant, "doc").await;
+    precondition_failed(
+        catalog
+            .commit_seal(&ticket, &with(Precondition::Absent))
+            .await
+            .unwrap_err(),
+        Some(u64::from(v1)),
+    );
+    catalog.abandon_seal(&ticket).await.unwrap();
+
+    // Two writers that both read version 1 and replace it: one wins,
+    // whichever of their versions was begun first.
+    let (a, b) = (
+        ready(catalog.as_ref(), tenant, "doc").await,
+        ready(catalog.as_ref(), tenant, "doc").await,
+    );
+    let other = backend.catalog().await;
+    let replace = with(Precondition::NewestAmong(vec![v1]));
+    let (won, lost) = tokio::join!(
+        other.commit_seal(&b, &replace),
+        catalog.commit_seal(&a, &replace)
+    );
+    let (winner, loser) = match (won, lost) {
+        (Ok(record), Err(error)) => (record, (error, &a)),
+        (Err(error), Ok(record)) => (record, (error, &b)),
+        (won, lost) => panic!("both or neither committed: {won:?} {lost:?}"),
+    };
+    precondition_failed(loser.0, Some(u64::from(winner.version)));
+    catalog.abandon_seal(loser.1).await.unwrap();
+    assert_eq!(
+        catalog.record(tenant, "doc", None).await.unwrap().version,
+        winner.version
+    );
+    // The newest version among several, and Present: both hold now.
+    let ticket = ready(catalog.as_ref(), tenant, "doc").await;
+    catalog
+        .commit_seal(
+            &ticket,
+            &with(Precondition::NewestAmong(vec![v1, winner.version])),
+        )
+        .await
+        .unwrap();
+    let ticket = ready(catalog.as_ref(), tenant, "doc").await;
+    catalog
+        .commit_seal(&ticket, &with(Precondition::Present))
+        .await
+        .unwrap();
+    assert_eq!(catalog.records(tenant).await.unwrap().len(), 4);
 }

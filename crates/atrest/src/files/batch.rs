@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt as _};
 use super::Files;
 use super::seal::WrittenBlob;
 use crate::blob::{BlobHasher, BlobName, BlobUpload};
-use crate::catalog::{SealTicket, SealedBlob};
+use crate::catalog::{MediaType, NewVersion, SealTicket, SealedBlob};
 use crate::{CatalogError, Error, ErrorKind, FileRecord};
 
 /// Ciphertext of a batch sealed into memory before it is written: bounds
@@ -61,6 +61,9 @@ pub struct BatchItem<R> {
     /// [`atrest_audit::in_requests`]); `None`: the id of the caller's
     /// scope, if any.
     pub request: Option<Text>,
+    /// The media type kept in its record, if any. (Batches take no
+    /// precondition: seal such an upload with [`Files::seal_version`].)
+    pub media_type: Option<MediaType>,
 }
 
 /// A batch's file keys (or why each could not be made), with their
@@ -171,7 +174,7 @@ impl Files {
         let committed: Vec<(&SealTicket, SealedBlob)> = tickets
             .iter()
             .zip(&sealed)
-            .filter_map(|(ticket, sealed)| sealed.as_ref().ok().map(|s| (ticket, *s)))
+            .filter_map(|(ticket, sealed)| sealed.as_ref().ok().map(|s| (ticket, s.clone())))
             .collect();
         // If the commit fails, some versions may be committed all the same
         // (a catalog without a batch transaction): the seals in progress
@@ -290,12 +293,16 @@ impl Files {
         let mut results: Vec<Result<SealedBlob, Error>> = Vec::with_capacity(tickets.len());
         // The sealed blobs of the group not written yet: their place in
         // `results`, their bytes, and what their records will say.
-        let mut group: Vec<(usize, Vec<Bytes>, WrittenBlob)> = Vec::new();
+        let mut group: Vec<(usize, Vec<Bytes>, WrittenBlob, NewVersion)> = Vec::new();
         let mut group_len = 0u64;
         let sealing = items.into_iter().zip(keys).zip(tickets).enumerate();
         for (place, ((item, key), ticket)) in sealing {
             // A placeholder, replaced once the group is written.
             results.push(Err(Error::blob(ErrorKind::Io, "the blob was not written")));
+            let version = NewVersion {
+                media_type: item.media_type,
+                ..NewVersion::default()
+            };
             let sealed = match key {
                 Ok(key) => {
                     self.seal_in_memory(&key, &ticket.context, item.plaintext)
@@ -306,7 +313,7 @@ impl Files {
             match sealed {
                 Ok((pieces, written)) => {
                     group_len = group_len.saturating_add(written.blob_len);
-                    group.push((place, pieces, written));
+                    group.push((place, pieces, written, version));
                 }
                 Err(error) => {
                     if let Some(result) = results.get_mut(place) {
@@ -389,7 +396,7 @@ impl Files {
     /// Writes a group of sealed blobs of a batch and sets their results.
     async fn write_group(
         &self,
-        group: Vec<(usize, Vec<Bytes>, WrittenBlob)>,
+        group: Vec<(usize, Vec<Bytes>, WrittenBlob, NewVersion)>,
         results: &mut [Result<SealedBlob, Error>],
         metadata: &atrest_tenant::MetadataKey,
         tickets: &[SealTicket],
@@ -400,17 +407,17 @@ impl Files {
         }
         let mut blobs = Vec::with_capacity(group.len());
         let mut written = Vec::with_capacity(group.len());
-        for (place, pieces, blob) in group {
+        for (place, pieces, blob, version) in group {
             if let Some(ticket) = tickets.get(place) {
                 blobs.push((ticket.blob.clone(), pieces));
-                written.push((place, ticket, blob));
+                written.push((place, ticket, blob, version));
             }
         }
         let stored = self.blobs.write_deferred(blobs, concurrency).await;
-        for ((place, ticket, blob), stored) in written.into_iter().zip(stored) {
+        for ((place, ticket, blob, version), stored) in written.into_iter().zip(stored) {
             let result = stored.and_then(|len| {
                 if len == blob.blob_len {
-                    Ok(self.sealed_blob(metadata, ticket, &blob))
+                    Ok(self.sealed_blob(metadata, ticket, &blob, &version))
                 } else {
                     Err(Error::blob(
                         ErrorKind::Integrity,

@@ -16,7 +16,7 @@ use atrest_stream::{Options, Parallelism};
 use atrest_tenant::{Access, KeyHierarchy, MetadataKey};
 
 use crate::blob::Blobs;
-use crate::catalog::{Catalog, SealTicket, SealedBlob};
+use crate::catalog::{Catalog, MediaType, NewVersion, SealTicket, SealedBlob};
 use crate::record::TaggedFields;
 use crate::{CatalogError, Error, FileRecord, RecordError};
 
@@ -182,6 +182,7 @@ impl Files {
         metadata: &MetadataKey,
         ticket: &SealTicket,
         written: &seal::WrittenBlob,
+        version: &NewVersion,
     ) -> SealedBlob {
         let segment_size = self.options.stream.segment_size.get();
         let tag = TaggedFields {
@@ -195,6 +196,7 @@ impl Files {
             blob_sha256: written.digest,
             segment_size,
             format: FORMAT_VERSION,
+            media_type: version.media_type.as_ref().map(MediaType::as_str),
         }
         .tag(metadata);
         SealedBlob {
@@ -203,7 +205,9 @@ impl Files {
             blob_sha256: written.digest,
             segment_size,
             format: FORMAT_VERSION,
+            media_type: version.media_type.clone(),
             tag,
+            precondition: version.precondition.clone(),
         }
     }
 

@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt as _};
 
 use super::Files;
 use crate::blob::{BlobDigest, BlobHasher, BlobName, BlobUpload};
-use crate::catalog::SealTicket;
+use crate::catalog::{NewVersion, Precondition, SealTicket};
 use crate::{CatalogError, Error, ErrorKind, FileRecord};
 
 /// Sealed runs waiting for the blob store: with the runs being sealed,
@@ -59,9 +59,35 @@ impl Files {
         name: &str,
         plaintext: R,
     ) -> Result<FileRecord, Error> {
+        self.seal_version(access, tenant, name, plaintext, &NewVersion::default())
+            .await
+    }
+
+    /// [`Files::seal`] with a media type kept in the version's record and
+    /// a precondition on the file's newest version (optimistic
+    /// concurrency): checked before anything is written, so that an
+    /// upload bound to fail is refused at once, and again in the commit's
+    /// transaction, so that of two uploads that each replace the version
+    /// they read, one fails.
+    ///
+    /// # Errors
+    /// As [`Files::seal`]; [`CatalogError::PreconditionFailed`] (a
+    /// conflict) if the precondition does not hold.
+    pub async fn seal_version<R: AsyncBufRead + Send + Unpin>(
+        &self,
+        access: &Access<'_>,
+        tenant: TenantId,
+        name: &str,
+        plaintext: R,
+        version: &NewVersion,
+    ) -> Result<FileRecord, Error> {
+        if version.precondition != Precondition::Any {
+            self.check_precondition(tenant, name, &version.precondition)
+                .await?;
+        }
         let blob = BlobName::random()?;
         let ticket = self.catalog.begin_seal(tenant, name, &blob).await?;
-        let result = self.seal_ticket(access, &ticket, plaintext).await;
+        let result = self.seal_ticket(access, &ticket, plaintext, version).await;
         let context = &ticket.context;
         match result {
             Ok(record) => {
@@ -93,11 +119,37 @@ impl Files {
         }
     }
 
+    /// Fails unless `precondition` holds for the newest version the
+    /// catalog has of `name` now.
+    async fn check_precondition(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        precondition: &Precondition,
+    ) -> Result<(), Error> {
+        let newest = match self.catalog.record(tenant, name, None).await {
+            Ok(record) => Some(record.version),
+            Err(Error::Catalog(CatalogError::UnknownFile { .. })) => None,
+            Err(error) => return Err(error),
+        };
+        if precondition.holds(newest) {
+            Ok(())
+        } else {
+            Err(CatalogError::PreconditionFailed {
+                tenant,
+                name: name.to_owned(),
+                newest,
+            }
+            .into())
+        }
+    }
+
     async fn seal_ticket<R: AsyncBufRead + Send + Unpin>(
         &self,
         access: &Access<'_>,
         ticket: &SealTicket,
         plaintext: R,
+        version: &NewVersion,
     ) -> Result<FileRecord, Error> {
         let context = &ticket.context;
         let (mut key, wrapped_key) = self.keys.new_file_key(access, context).await?;
@@ -121,7 +173,7 @@ impl Files {
         drop(key);
         let written = written?;
         let metadata = self.keys.metadata_key(context.tenant).await?;
-        let sealed = self.sealed_blob(&metadata, ticket, &written);
+        let sealed = self.sealed_blob(&metadata, ticket, &written, version);
         self.catalog.commit_seal(ticket, &sealed).await
     }
 

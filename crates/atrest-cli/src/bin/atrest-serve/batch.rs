@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use atrest::audit::Text;
 use atrest::tenant::Access;
-use atrest::{BatchItem, BlobName, ErrorKind};
+use atrest::{BatchItem, BlobName, ErrorKind, MediaType};
 use atrest_deployment::{Deployment, PutReport};
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -44,6 +44,7 @@ impl Failed {
 
 struct Pending {
     name: String,
+    media_type: Option<MediaType>,
     body: Bytes,
     request: Text,
     reply: oneshot::Sender<Result<PutReport, Failed>>,
@@ -95,14 +96,14 @@ impl Batcher {
         }
     }
 
-    /// Seals `body` as a new version of `name` of `tenant` for
-    /// `principal`, in the next batch; resolves once it is durable (or
-    /// failed). `None` if the batch's task went away.
+    /// Seals `body` as a new version of `name` (with its media type) of
+    /// `tenant` for `principal`, in the next batch; resolves once it is
+    /// durable (or failed). `None` if the batch's task went away.
     pub(crate) async fn put(
         self: &Arc<Self>,
         tenant: String,
         principal: String,
-        name: String,
+        (name, media_type): (String, Option<MediaType>),
         body: Bytes,
         request: Text,
     ) -> Option<Result<PutReport, Failed>> {
@@ -113,6 +114,7 @@ impl Batcher {
             let queue = queues.entry(key.clone()).or_default();
             queue.waiting.push(Pending {
                 name,
+                media_type,
                 body,
                 request,
                 reply,
@@ -169,6 +171,7 @@ impl Batcher {
                         blob,
                         plaintext: Cursor::new(pending.body),
                         request: Some(pending.request),
+                        media_type: pending.media_type,
                     });
                     replies.push(pending.reply);
                 }

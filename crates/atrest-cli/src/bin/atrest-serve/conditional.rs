@@ -1,6 +1,8 @@
 //! Conditional requests (RFC 9110 §13) on a file version: `If-None-Match`
-//! (a client's copy is current: `304`) and `If-Range` (a range of the
-//! version the client holds, or else the whole current version).
+//! (a client's copy is current: `304`), `If-Range` (a range of the
+//! version the client holds, or else the whole current version), and an
+//! upload's `If-Match` and `If-None-Match: *` (replace only what the
+//! client read, or create only: else `412`).
 //!
 //! A version never changes once sealed, so its entity tag (file id and
 //! version) is strong, and so is its `Last-Modified` (the second it was
@@ -32,6 +34,46 @@ pub(crate) fn range_applies(header: &str, etag: &str, sealed: SystemTime) -> boo
         return false;
     }
     httpdate::parse_http_date(header).is_ok_and(|date| date == whole_seconds(sealed))
+}
+
+/// The preconditions of an upload (`PUT`): `If-None-Match: *` (create
+/// only) or `If-Match` (`*`, or the entity tags of the versions it may
+/// replace). `Err` says why the headers cannot be honoured.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum WriteCondition<'a> {
+    /// Neither header.
+    None,
+    /// `If-None-Match: *`.
+    Absent,
+    /// `If-Match: *`.
+    Present,
+    /// `If-Match` with these strong entity tags (weak ones never match).
+    Tags(Vec<&'a str>),
+}
+
+/// Reads an upload's `If-Match` and `If-None-Match` headers.
+pub(crate) fn write_condition<'a>(
+    if_match: Option<&'a str>,
+    if_none_match: Option<&'a str>,
+) -> Result<WriteCondition<'a>, &'static str> {
+    match (if_match.map(str::trim), if_none_match.map(str::trim)) {
+        (None, None) => Ok(WriteCondition::None),
+        (Some(_), Some(_)) => Err("give If-Match or If-None-Match, not both"),
+        (None, Some("*")) => Ok(WriteCondition::Absent),
+        (None, Some(_)) => Err("on an upload, If-None-Match may only be *"),
+        (Some("*"), None) => Ok(WriteCondition::Present),
+        (Some(list), None) => {
+            let all: Vec<&str> = tags(list).collect();
+            if all.is_empty() {
+                return Err("If-Match is not * or a list of entity tags");
+            }
+            Ok(WriteCondition::Tags(
+                all.into_iter()
+                    .filter(|tag| !tag.starts_with("W/"))
+                    .collect(),
+            ))
+        }
+    }
 }
 
 /// `time` as an HTTP date (`Last-Modified`).
@@ -80,6 +122,26 @@ mod tests {
         assert!(none_match("\"a,b\", \"01a2.3\"", TAG));
         assert!(!none_match("", TAG));
         assert!(!none_match("garbage", TAG));
+    }
+
+    #[test]
+    fn uploads_take_one_condition() {
+        assert_eq!(write_condition(None, None), Ok(WriteCondition::None));
+        assert_eq!(
+            write_condition(None, Some(" * ")),
+            Ok(WriteCondition::Absent)
+        );
+        assert_eq!(
+            write_condition(Some("*"), None),
+            Ok(WriteCondition::Present)
+        );
+        assert_eq!(
+            write_condition(Some("\"a.1\", W/\"a.2\", \"a.3\""), None),
+            Ok(WriteCondition::Tags(vec!["\"a.1\"", "\"a.3\""]))
+        );
+        assert!(write_condition(None, Some(TAG)).is_err());
+        assert!(write_condition(Some("*"), Some("*")).is_err());
+        assert!(write_condition(Some("garbage"), None).is_err());
     }
 
     #[test]

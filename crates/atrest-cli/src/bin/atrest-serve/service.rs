@@ -4,7 +4,7 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `PUT /v1/tenants/{tenant}/files/{name}` | `201` and the new version (JSON); the body is sealed as it arrives |
+//! | `PUT /v1/tenants/{tenant}/files/{name}` | `201`, the new version (JSON) and its `ETag`; the body is sealed as it arrives, its `Content-Type` kept; `412` if `If-Match` or `If-None-Match: *` does not hold; `411` without framing, `413` too large |
 //! | `GET /v1/tenants/{tenant}/files/{name}[?version=N]` | `200`, or `206` for a `Range: bytes=…` (only the covering segments are decrypted), `416` for a range past the end |
 //! | `HEAD` of the same | the headers of the `GET` |
 //! | `GET /readyz` | `200` if the catalog, key store, audit log, blob stores and disk work, else `503` saying which do not |
@@ -40,8 +40,10 @@
 use std::io;
 use std::sync::Arc;
 
-use atrest::ErrorKind;
 use atrest::audit::{Text, in_request};
+use atrest::catalog::MEDIA_TYPE_RULE;
+use atrest::filekey::FileVersion;
+use atrest::{ErrorKind, MediaType, NewVersion, Precondition};
 use atrest_deployment::{self as deployment, Deployment, FileName};
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
@@ -55,7 +57,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::batch::{Batcher, Failed, SMALL_UPLOAD};
 use crate::bridge::{BodyLimits, BodyWriter, CHUNKS_IN_FLIGHT, body_reader, body_status, paced};
-use crate::conditional;
+use crate::conditional::{self, WriteCondition};
 use crate::oidc::Provider;
 use crate::range::{self, Requested};
 use crate::tokens::Tokens;
@@ -371,21 +373,106 @@ async fn upload(
             format!("the upload is larger than {} bytes", limits.max_bytes),
         ));
     }
+    let media_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|value| {
+            value
+                .to_str()
+                .ok()
+                .and_then(|text| MediaType::new(text).ok())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "usage",
+                        format!("Content-Type: {MEDIA_TYPE_RULE}"),
+                    )
+                })
+        })
+        .transpose()?;
+    let precondition = write_precondition(&service, &request, (&tenant, &name), &headers).await?;
     let body = paced(body, limits);
-    if declared.is_some_and(|len| len <= SMALL_UPLOAD) {
-        return upload_small(&service, &request, caller, tenant, name, body).await;
+    // Conditional uploads go one by one: a batch commits all or nothing.
+    if declared.is_some_and(|len| len <= SMALL_UPLOAD) && precondition == Precondition::Any {
+        return upload_small(&service, &request, caller, (tenant, name), media_type, body).await;
     }
+    let version = NewVersion {
+        media_type,
+        precondition,
+    };
     let sealed = service
         .deployment
-        .put(&caller.access(), &tenant, &name, body_reader(body))
+        .put_version(
+            &caller.access(),
+            &tenant,
+            &name,
+            body_reader(body),
+            &version,
+        )
         .await;
     match sealed {
         Err(error) if body_status(&error).is_some() => {
             let status = body_status(&error).unwrap_or(StatusCode::BAD_REQUEST);
             Err(ApiError::new(status, "usage", error.to_string()))
         }
+        Err(error) if precondition_failed(&error) => Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition",
+            error.to_string(),
+        )),
         sealed => Ok(uploaded(api_error(sealed, &request)?)),
     }
+}
+
+/// The precondition an upload's `If-Match` or `If-None-Match` sets on the
+/// file's newest version. Entity tags name a version of this file (its
+/// id and number); those of another file, or weak ones, never match.
+async fn write_precondition(
+    service: &Arc<Service>,
+    request: &RequestId,
+    (tenant, name): (&str, &str),
+    headers: &HeaderMap,
+) -> Result<Precondition, ApiError> {
+    let text = |name| headers.get(name).and_then(|value| value.to_str().ok());
+    let condition =
+        conditional::write_condition(text(header::IF_MATCH), text(header::IF_NONE_MATCH))
+            .map_err(|why| ApiError::new(StatusCode::BAD_REQUEST, "usage", why))?;
+    let tags = match condition {
+        WriteCondition::None => return Ok(Precondition::Any),
+        WriteCondition::Absent => return Ok(Precondition::Absent),
+        WriteCondition::Present => return Ok(Precondition::Present),
+        WriteCondition::Tags(tags) => tags,
+    };
+    let file = FileName {
+        tenant,
+        name,
+        version: None,
+    };
+    let current = match service.deployment.record_to_open(&file).await {
+        Ok(record) => Some(record.file.to_string()),
+        Err(error) if error.kind() == ErrorKind::NotFound => None,
+        Err(error) => return Err(ApiError::from_deployment(&error, request)),
+    };
+    let versions = tags
+        .iter()
+        .filter_map(|tag| tag.strip_prefix('"')?.strip_suffix('"')?.rsplit_once('.'))
+        .filter(|(file, _)| current.as_deref() == Some(*file))
+        .filter_map(|(_, version)| version.parse::<u64>().ok())
+        .filter_map(|version| FileVersion::try_from(version).ok())
+        .collect();
+    Ok(Precondition::NewestAmong(versions))
+}
+
+/// Whether `error` is an upload's precondition that did not hold.
+fn precondition_failed(error: &deployment::Error) -> bool {
+    let library = match error {
+        deployment::Error::Library(error) => error,
+        deployment::Error::InTenant { source, .. } => source.as_ref(),
+        _ => return false,
+    };
+    matches!(
+        library,
+        atrest::Error::Catalog(atrest::CatalogError::PreconditionFailed { .. })
+    )
 }
 
 /// A small upload (its `Content-Length` at most [`SMALL_UPLOAD`]): read
@@ -395,8 +482,8 @@ async fn upload_small(
     service: &Arc<Service>,
     request: &RequestId,
     caller: Caller,
-    tenant: String,
-    name: String,
+    (tenant, name): (String, String),
+    media_type: Option<MediaType>,
     body: Body,
 ) -> Result<Response, ApiError> {
     // The limit holds whatever the header said (hyper also refuses a body
@@ -416,7 +503,7 @@ async fn upload_small(
     let id = Text::lossy(request.0.clone());
     let sealed = service
         .batcher
-        .put(tenant, caller.principal, name, body, id)
+        .put(tenant, caller.principal, (name, media_type), body, id)
         .await;
     match sealed {
         Some(Ok(report)) => Ok(uploaded(report)),
@@ -425,15 +512,27 @@ async fn upload_small(
     }
 }
 
-/// The answer to an upload: `201` and the new version.
+/// The answer to an upload: `201`, the new version and its `ETag` (for a
+/// later `If-Match`).
 fn uploaded(report: deployment::PutReport) -> Response {
+    let etag = entity_tag(&report.record);
     let uploaded = Uploaded {
         tenant: report.tenant,
         name: report.name,
         version: report.version,
         bytes: report.record.plaintext_len,
     };
-    (StatusCode::CREATED, Json(uploaded)).into_response()
+    let mut response = (StatusCode::CREATED, Json(uploaded)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+/// A version's strong entity tag: its file id and version (a version
+/// never changes).
+fn entity_tag(record: &atrest::FileRecord) -> String {
+    format!("\"{}.{}\"", record.file, u64::from(record.version))
 }
 
 /// `?version=N`.
@@ -451,6 +550,8 @@ struct Target {
     etag: String,
     /// When the version was sealed (`Last-Modified`).
     sealed: std::time::SystemTime,
+    /// The media type it was uploaded with, if any.
+    media_type: Option<String>,
 }
 
 /// `304 Not Modified` if the request's `If-None-Match` lists the version's
@@ -498,16 +599,24 @@ async fn target(
     Ok(Target {
         version: u64::from(record.version),
         len: record.plaintext_len,
-        etag: format!("\"{}.{}\"", record.file, u64::from(record.version)),
+        etag: entity_tag(&record),
         sealed: std::time::UNIX_EPOCH + std::time::Duration::from_secs(record.sealed_at),
+        media_type: record.media_type,
     })
 }
 
 fn headers_of(target: &Target) -> HeaderMap {
     let mut headers = HeaderMap::new();
+    let media_type = target
+        .media_type
+        .as_deref()
+        .and_then(|text| HeaderValue::from_str(text).ok())
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    headers.insert(header::CONTENT_TYPE, media_type);
+    // The type the uploader gave, never one a browser guesses.
     headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
     );
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if let Ok(etag) = HeaderValue::from_str(&target.etag) {

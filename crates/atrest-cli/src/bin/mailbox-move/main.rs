@@ -580,6 +580,7 @@ async fn move_batch(
             blob,
             plaintext: ready.plaintext,
             request: None,
+            media_type: None,
         });
     }
     let results = deployment
