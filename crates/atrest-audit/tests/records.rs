@@ -153,6 +153,8 @@ fn the_libraries_events_are_typed_and_versioned() {
     let log = AuditLog::create(dir.path(), common::signer(), LogConfig::default()).unwrap();
     for (event, json) in &events {
         assert_eq!(serde_json::to_string(event).unwrap(), *json);
+        // The name metrics count it by is its `type`.
+        assert!(json.starts_with(&format!(r#"{{"type":"{}""#, event.type_name())));
         assert_eq!(&serde_json::from_str::<Event>(json).unwrap(), event);
         assert_eq!(event.schema_version(), 3);
         let _ = log

@@ -702,6 +702,104 @@ fn uploads_keep_their_media_type_and_honour_their_preconditions() {
     assert!(got.body == large);
 }
 
+/// `/metrics` counts requests, body bytes, audited key releases, the TIK
+/// cache, batches, audit commits and blob operations, with no tenant,
+/// file or principal in any label; `--log-format json` logs one JSON
+/// object per line, a failed request's with its id.
+#[test]
+fn metrics_and_json_logs_say_what_happened_and_nothing_private() {
+    let dir = TempDir::new("service-metrics");
+    let data = dir.join("data");
+    atrest(&data, &["init"]);
+    atrest(&data, &["tenant", "create", "acme"]);
+    let instance = Instance::start(&data, "service-metrics", &[], &["--log-format", "json"]);
+    let alice = Client {
+        addr: &instance.addr,
+        token: token(&data, "alice@acme"),
+    };
+    let path = "/v1/tenants/acme/files/secret-plans.txt";
+    let body = content(10_000, 3);
+    assert_eq!(alice.send("PUT", path, &[], &body).status, 201);
+    for _ in 0..3 {
+        assert_eq!(alice.get(path, &[]).status, 200);
+    }
+    let missing = alice.get(
+        "/v1/tenants/acme/files/none",
+        &[("X-Request-Id", "find-me-in-the-log")],
+    );
+    assert_eq!(missing.status, 404);
+
+    let scraped = request(&instance.addr, "GET", "/metrics", &[], b"");
+    assert_eq!(scraped.status, 200);
+    assert!(
+        scraped
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = scraped.text();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    let files = "route=\"/v1/tenants/{tenant}/files/{name}\"";
+    assert_eq!(
+        value(&format!(
+            "atrest_http_requests_total{{{files},method=\"PUT\",status=\"201\"}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        value(&format!(
+            "atrest_http_requests_total{{{files},method=\"GET\",status=\"200\"}}"
+        )),
+        3.0
+    );
+    assert!(value("atrest_http_received_bytes_total") >= 10_000.0);
+    assert!(value("atrest_http_sent_bytes_total") >= 30_000.0);
+    assert!(
+        value("atrest_audit_events_total{event=\"file_key_released\",outcome=\"success\"}") >= 3.0
+    );
+    assert_eq!(
+        value("atrest_audit_events_total{event=\"file_sealed\",outcome=\"success\"}"),
+        1.0
+    );
+    assert!(value("atrest_tik_cache_lookups_total{result=\"hit\"}") >= 2.0);
+    assert!(value("atrest_tik_cache_lookups_total{result=\"miss\"}") >= 1.0);
+    assert_eq!(value("atrest_upload_batch_items_count"), 1.0);
+    assert!(value("atrest_audit_commit_duration_seconds_count") >= 1.0);
+    assert!(
+        value("atrest_blob_operation_duration_seconds_count{operation=\"open\",result=\"ok\"}")
+            >= 3.0
+    );
+    for private in ["acme", "alice", "secret-plans"] {
+        assert!(!text.contains(private), "{private} in the metrics:\n{text}");
+    }
+
+    // The log: JSON lines; the failed request's carries its id.
+    let log = instance.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let failed = lines
+        .iter()
+        .find(|line| line["request_id"] == "find-me-in-the-log")
+        .unwrap_or_else(|| panic!("no line for the request in\n{log}"));
+    assert_eq!(failed["status"], 404);
+    assert!(
+        failed["message"].as_str().unwrap().contains("none"),
+        "{failed}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|line| line["level"].is_string() && line["timestamp"].is_string())
+    );
+    assert!(!log.contains(&alice.token));
+}
+
 /// Listings come in pages: the newest version of each file by default,
 /// every version on request, a prefix, a limit and an opaque cursor; each
 /// file once across the pages, none missing.

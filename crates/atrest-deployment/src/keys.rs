@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use atrest::audit::{
-    AuditLog, Auditor, Event, Outcome, Receipt, Record, Sink, SinkError, SinkPolicy,
+    Audit, AuditLog, Auditor, Event, Outcome, Receipt, Record, Sink, SinkError, SinkPolicy,
 };
 use atrest::tenant::{
     Administration, KeyHierarchy, KeyMaterial, MetadataStore, Pkcs11Keys, ProviderError,
@@ -17,6 +17,7 @@ use atrest_openbao::{Credentials, TransitKeys};
 
 use super::config::{Config, KmsConfig, TokenConfig};
 use super::error::Error;
+use super::observe::{AuditedSink, Observer, TimedAudit, TimedBlobs};
 use super::{AVAILABILITY_KEY, ROOT_KEY, SERVICE_PROVIDER};
 
 /// What the program running on a deployment brings to it: its name in the
@@ -28,6 +29,7 @@ pub struct Options {
     policy: Option<Arc<dyn ReleasePolicy>>,
     providers: Vec<Arc<dyn RootKeyProvider>>,
     cache_ttl: Option<Duration>,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl core::fmt::Debug for Options {
@@ -40,6 +42,7 @@ impl core::fmt::Debug for Options {
                 &self.providers.iter().map(|p| p.name()).collect::<Vec<_>>(),
             )
             .field("cache_ttl", &self.cache_ttl)
+            .field("observer", &self.observer)
             .finish()
     }
 }
@@ -55,7 +58,16 @@ impl Options {
             policy: None,
             providers: Vec::new(),
             cache_ttl: None,
+            observer: None,
         }
+    }
+
+    /// Tells `observer` of the deployment's work (audit records, audit
+    /// commits and blob operations, timed), for a program's metrics.
+    #[must_use]
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Decides key releases (and writes, see [`super::Deployment::put`])
@@ -121,10 +133,27 @@ impl Parts<'_> {
         let options = self.options;
         // Every record goes to the log; fallbacks are also kept to show the
         // operator.
-        let audit = Arc::new(
-            Auditor::new(self.log.clone())
-                .with_sink(Box::new(self.fallbacks.clone()), SinkPolicy::BestEffort),
-        );
+        let mut auditor = Auditor::new(self.log.clone())
+            .with_sink(Box::new(self.fallbacks.clone()), SinkPolicy::BestEffort);
+        let mut blobs = self.blobs.clone();
+        let audit: Arc<dyn Audit> = match &options.observer {
+            None => Arc::new(auditor),
+            Some(observer) => {
+                // What is counted is what the log made durable.
+                auditor = auditor.with_sink(
+                    Box::new(AuditedSink(observer.clone())),
+                    SinkPolicy::BestEffort,
+                );
+                blobs = Arc::new(TimedBlobs {
+                    inner: blobs,
+                    observer: observer.clone(),
+                });
+                Arc::new(TimedAudit {
+                    inner: Arc::new(auditor),
+                    observer: observer.clone(),
+                })
+            }
+        };
         let mut builder =
             KeyHierarchy::builder(self.store.clone(), self.tenant_keys.clone(), audit.clone())
                 .provider(self.service.clone())
@@ -153,19 +182,14 @@ impl Parts<'_> {
             builder = builder.cache_ttl(ttl);
         }
         let (hierarchy, administration) = builder.build_with_administration()?;
-        let files = Files::new(
-            Arc::new(hierarchy),
-            self.catalog.clone(),
-            self.blobs.clone(),
-            audit,
-        )
-        .with_options(atrest::SealOptions {
-            // Digests let replicas be checked and repaired without a key;
-            // with one location they would only slow every upload down.
-            blob_digests: !self.config.replicas.is_empty(),
-            ..atrest::SealOptions::default()
-        })
-        .with_actor(&options.actor);
+        let files = Files::new(Arc::new(hierarchy), self.catalog.clone(), blobs, audit)
+            .with_options(atrest::SealOptions {
+                // Digests let replicas be checked and repaired without a key;
+                // with one location they would only slow every upload down.
+                blob_digests: !self.config.replicas.is_empty(),
+                ..atrest::SealOptions::default()
+            })
+            .with_actor(&options.actor);
         Ok((files, administration))
     }
 }

@@ -11,6 +11,7 @@ mod init;
 mod keys;
 mod lease;
 mod metadata;
+pub mod observe;
 mod policy;
 mod replicas;
 mod tenants;
@@ -236,6 +237,12 @@ impl Deployment {
     /// The replica blob stores (none unless configured).
     pub fn replicas(&self) -> &[Arc<BlobStore>] {
         &self.locations.replicas
+    }
+
+    /// How often the key hierarchy found TIKs cached and how often it
+    /// unwrapped them, since the deployment was opened.
+    pub fn tik_cache_counts(&self) -> atrest::tenant::TikCacheCounts {
+        self.files.keys().tik_cache_counts()
     }
 
     /// What files are sealed to and opened from: the primary alone, or

@@ -16,7 +16,7 @@ pub mod tenant_key;
 pub use error::{Error, KeyFileProblem, ProviderError};
 pub use hierarchy::{
     Builder, DEFAULT_CACHE_TTL, KeyHierarchy, NewFileKey, PendingKeyRecords, RewrapProgress,
-    RewrapReport, RootRollReport,
+    RewrapReport, RootRollReport, TikCacheCounts,
 };
 pub use pkcs11::{KeyProtection, Pkcs11Keys, TokenCheckpointSigner};
 pub use policy::{Access, Administration, Decision, DenyAll, ReleasePolicy, SystemCapability};

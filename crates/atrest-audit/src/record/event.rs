@@ -268,6 +268,36 @@ pub enum Event {
 }
 
 impl Event {
+    /// The event's type as the log writes it (its `type` member):
+    /// `file_key_released`, `availability_key_fallback`, ….
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::FileKeyGenerated { .. } => "file_key_generated",
+            Self::FileKeyWrapped { .. } => "file_key_wrapped",
+            Self::FileKeyReleased { .. } => "file_key_released",
+            Self::ReleaseDenied { .. } => "release_denied",
+            Self::WriteDenied { .. } => "write_denied",
+            Self::TikRolled { .. } => "tik_rolled",
+            Self::FileKeysRewrapped { .. } => "file_keys_rewrapped",
+            Self::RootKeyRolled { .. } => "root_key_rolled",
+            Self::AvailabilityKeyFallback { .. } => "availability_key_fallback",
+            Self::CustomerKeyRevoked { .. } => "customer_key_revoked",
+            Self::TenantPurged { .. } => "tenant_purged",
+            Self::FileSealed { .. } => "file_sealed",
+            Self::FileOpened { .. } => "file_opened",
+            Self::DataMove { .. } => "data_move",
+            Self::Checkpoint { .. } => "checkpoint",
+            Self::LogRecovered { .. } => "log_recovered",
+            Self::LogRestarted { .. } => "log_restarted",
+            Self::MetadataRejected { .. } => "metadata_rejected",
+            Self::TikRetired { .. } => "tik_retired",
+            Self::BlobCopyPassedOver { .. } => "blob_copy_passed_over",
+            Self::GarbageCollected { .. } => "garbage_collected",
+            Self::BlobsScrubbed { .. } => "blobs_scrubbed",
+            Self::Custom { .. } => "custom",
+        }
+    }
+
     /// The file version the event is about, for the events about one.
     pub fn file(&self) -> Option<&FileRef> {
         match self {

@@ -231,6 +231,18 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// The outcome's name as the log writes it (its `result` member):
+    /// `success`, `denied` or `failed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Denied { .. } => "denied",
+            Self::Failed { .. } => "failed",
+        }
+    }
+}
+
 /// An audit record, before the log gives it a sequence number and chains it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

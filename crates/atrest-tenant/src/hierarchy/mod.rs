@@ -167,6 +167,7 @@ impl Builder {
             actor: Text::lossy(self.actor),
             tenants: RwLock::default(),
             tiks: RwLock::default(),
+            tik_lookups: TikCacheCounts::default().into(),
         };
         Ok((hierarchy, Administration::new(issuer)))
     }
@@ -191,6 +192,33 @@ pub struct KeyHierarchy {
     actor: Text,
     tenants: RwLock<HashMap<TenantId, Cached<Arc<TenantEntry>>>>,
     tiks: RwLock<TikCache>,
+    tik_lookups: TikLookups,
+}
+
+/// How often a TIK was found in the cache, and how often it had to be
+/// unwrapped (through its root keys) since the hierarchy was built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TikCacheCounts {
+    /// Found cached.
+    pub hits: u64,
+    /// Unwrapped (not cached, expired, or flushed).
+    pub misses: u64,
+}
+
+/// [`TikCacheCounts`], counted as they happen.
+#[derive(Debug, Default)]
+pub(super) struct TikLookups {
+    pub(super) hits: std::sync::atomic::AtomicU64,
+    pub(super) misses: std::sync::atomic::AtomicU64,
+}
+
+impl From<TikCacheCounts> for TikLookups {
+    fn from(counts: TikCacheCounts) -> Self {
+        Self {
+            hits: counts.hits.into(),
+            misses: counts.misses.into(),
+        }
+    }
 }
 
 impl core::fmt::Debug for KeyHierarchy {
@@ -405,6 +433,16 @@ impl KeyHierarchy {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|_, cached| cached.expires > now);
+    }
+
+    /// How often TIKs were found in the cache and how often unwrapped,
+    /// for a program's metrics.
+    pub fn tik_cache_counts(&self) -> TikCacheCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        TikCacheCounts {
+            hits: self.tik_lookups.hits.load(Relaxed),
+            misses: self.tik_lookups.misses.load(Relaxed),
+        }
     }
 
     /// How many TIKs are cached (expired ones included until evicted).

@@ -4,6 +4,7 @@
 //! operation, and audited), and turned with the tenant key into the KEK
 //! that file keys are wrapped under, cached for the TTL.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
@@ -227,8 +228,10 @@ impl KeyHierarchy {
             .get(&(tenant, version))
             .filter(|cached| cached.expires > now)
         {
+            let _ = self.tik_lookups.hits.fetch_add(1, Relaxed);
             return Ok(Arc::clone(&cached.value));
         }
+        let _ = self.tik_lookups.misses.fetch_add(1, Relaxed);
         let (seed, cacheable) = self.unwrap_tik(entry, version, access).await?;
         let material = self
             .tenant_keys

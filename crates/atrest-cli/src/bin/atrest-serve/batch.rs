@@ -19,6 +19,8 @@ use atrest_deployment::{Deployment, PutReport};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use crate::metrics::Metrics;
+
 /// Bodies up to this size (with a `Content-Length`) are read whole and
 /// sealed in batches; larger ones stream.
 pub(crate) const SMALL_UPLOAD: u64 = 256 * 1024;
@@ -61,6 +63,7 @@ struct Queue {
 /// The queues of waiting small uploads, by tenant and principal.
 pub(crate) struct Batcher {
     deployment: Arc<Deployment>,
+    metrics: Arc<Metrics>,
     queues: Mutex<HashMap<(String, String), Queue>>,
     /// Blobs written at once in a batch: see [`Batcher::writers`].
     writers: usize,
@@ -73,10 +76,11 @@ impl core::fmt::Debug for Batcher {
 }
 
 impl Batcher {
-    pub(crate) fn new(deployment: Arc<Deployment>) -> Self {
+    pub(crate) fn new(deployment: Arc<Deployment>, metrics: Arc<Metrics>) -> Self {
         let writers = Self::writers(deployment.stored_blobs().deferred_writes_wait());
         Self {
             deployment,
+            metrics,
             queues: Mutex::new(HashMap::new()),
             writers,
         }
@@ -186,6 +190,7 @@ impl Batcher {
         let access = Access::User {
             principal: principal.as_str(),
         };
+        self.metrics.batch(items.len());
         let writers = self.writers.min(items.len()).max(1);
         match self
             .deployment

@@ -32,6 +32,7 @@ mod batch;
 mod bridge;
 mod conditional;
 mod listen;
+mod metrics;
 mod oidc;
 mod range;
 mod service;
@@ -139,10 +140,42 @@ enum Command {
         max_requests: usize,
         #[command(flatten)]
         oidc: OidcArgs,
+        /// The log's format on standard error: `text`, or `json` (one
+        /// object per line, for a log pipeline).
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
     },
     /// Manages bearer tokens (stored as hashes only).
     #[command(subcommand)]
     Token(TokenCommand),
+}
+
+/// How the service's log is written.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    /// One line of text per event.
+    Text,
+    /// One JSON object per event (time, level, message, fields such as
+    /// `request_id`).
+    Json,
+}
+
+/// Sends the service's log (through `tracing`) to standard error: its
+/// notices, and each failed request with its id. Never a key or a token.
+fn init_logging(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .with_target(false)
+        .with_ansi(false)
+        // A log that cannot be written (a full disk) must not take the
+        // request down with it: its lines are lost, the work goes on.
+        .log_internal_errors(false);
+    // Only fails if a subscriber is set already: then that one logs.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }
 
 /// Sign-in through an OpenID Connect provider (besides the token file).
@@ -238,7 +271,9 @@ fn main() -> ExitCode {
             max_requests_per_principal,
             max_requests,
             oidc,
+            log_format,
         } => {
+            init_logging(log_format);
             let tls = match (tls_cert, tls_key, plain_http) {
                 (Some(cert), Some(key), false) => Some((cert, key)),
                 (None, None, true) => None,
@@ -514,7 +549,8 @@ async fn run(settings: Settings) -> Result<(), Failure> {
             ),
         });
     }
-    let mut options = Options::new(&settings.actor);
+    let metrics = Arc::new(metrics::Metrics::new());
+    let mut options = Options::new(&settings.actor).observer(metrics.clone());
     if let Some(ttl) = settings.cache_ttl {
         options = options.cache_ttl(ttl);
     }
@@ -522,15 +558,15 @@ async fn run(settings: Settings) -> Result<(), Failure> {
         Err(atrest_deployment::Error::NoDeployment { .. }) if settings.init => {
             let deployment = Deployment::init(&settings.dir, None, None, options).await?;
             // As `atrest init` says it: the key to keep elsewhere.
-            atrest_cli::errln!(
-                "atrest-serve: created a deployment in {}; its audit verifying key is {}\n\
-                 atrest-serve: keep the key where the deployment's writers cannot change it; \
+            tracing::warn!(
+                "created a deployment in {}; its audit verifying key is {}: \
+                 keep the key where the deployment's writers cannot change it; \
                  `atrest audit verify --key KEY` checks the log against it",
                 settings.dir.display(),
                 deployment.audit_verifying_key()
             );
             if let Some(warning) = deployment.audit_witness_warning() {
-                atrest_cli::errln!("atrest-serve: warning: {warning}");
+                tracing::warn!("{warning}");
             }
             deployment
         }
@@ -540,8 +576,8 @@ async fn run(settings: Settings) -> Result<(), Failure> {
     let provider = match &settings.oidc {
         Some(oidc) => {
             let provider = oidc::Provider::connect(oidc).await?;
-            atrest_cli::errln!(
-                "atrest-serve: accepting access tokens of {} for {} ({} signing keys)",
+            tracing::info!(
+                "accepting access tokens of {} for {} ({} signing keys)",
                 oidc.issuer,
                 oidc.audience,
                 provider.key_count().await
@@ -552,8 +588,8 @@ async fn run(settings: Settings) -> Result<(), Failure> {
     };
     let service = Arc::new(Service::new(
         deployment,
-        tokens,
-        provider,
+        (tokens, provider),
+        metrics,
         settings.requests,
     ));
     let address = listener.local_addr().map_err(|source| Failure::Io {
@@ -584,12 +620,12 @@ async fn run(settings: Settings) -> Result<(), Failure> {
     };
     tokio::select! {
         served = server => served.map_err(|source| Failure::Io { what: "serving", source })?,
-        () = deadline => atrest_cli::errln!(
-            "atrest-serve: requests still in flight after {}: cut",
+        () = deadline => tracing::warn!(
+            "requests still in flight after {}: cut",
             humantime::format_duration(settings.shutdown_timeout)
         ),
     }
-    atrest_cli::errln!("atrest-serve: stopped");
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -598,18 +634,16 @@ async fn run(settings: Settings) -> Result<(), Failure> {
 fn reload_on_sighup(certificates: Arc<listen::Certificates>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        atrest_cli::errln!(
-            "atrest-serve: warning: cannot watch for SIGHUP; certificates are not reloaded"
-        );
+        tracing::warn!("cannot watch for SIGHUP; certificates are not reloaded");
         return;
     };
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             match certificates.reload() {
-                Ok(()) => atrest_cli::errln!("atrest-serve: certificates reloaded"),
-                Err(error) => atrest_cli::errln!(
-                    "atrest-serve: certificates not reloaded (the old ones stay): {error}"
-                ),
+                Ok(()) => tracing::info!("certificates reloaded"),
+                Err(error) => {
+                    tracing::error!("certificates not reloaded (the old ones stay): {error}");
+                }
             }
         }
     });
@@ -657,6 +691,6 @@ impl Signals {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
-        atrest_cli::errln!("atrest-serve: stopping once requests in flight finish");
+        tracing::info!("stopping once requests in flight finish");
     }
 }

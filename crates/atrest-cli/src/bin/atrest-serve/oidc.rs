@@ -160,9 +160,7 @@ impl Provider {
         match provider.refresh().await {
             Ok(_) => Ok(provider),
             Err(error @ ProviderError::Unreachable { .. }) => {
-                atrest_cli::errln!(
-                    "atrest-serve: warning: {error}; tried again at the first token"
-                );
+                tracing::warn!("{error}; tried again at the first token");
                 Ok(provider)
             }
             Err(error) => Err(error),
@@ -186,7 +184,7 @@ impl Provider {
         let stale = cached.fetched.is_none_or(|at| at.elapsed() >= KEYS_MAX_AGE);
         if stale || !cached.keys.knows(header.kid.as_deref()) {
             if let Err(error) = self.refresh().await {
-                atrest_cli::errln!("atrest-serve: {error}");
+                tracing::warn!("{error}");
             }
             cached = self.cached.read().await.clone();
             if cached.keys.is_empty() {

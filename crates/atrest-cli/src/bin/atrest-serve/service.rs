@@ -10,8 +10,9 @@
 //! | `GET /readyz` | `200` if the catalog, key store, audit log, blob stores and disk work, else `503` saying which do not |
 //! | `GET /v1/tenants/{tenant}/files[?prefix=P&limit=N&cursor=C&versions=all]` | a page of the tenant's files, the newest version of each (JSON, with `next`) |
 //! | `GET /healthz` | `200` |
+//! | `GET /metrics` | the service's metrics, Prometheus text format ([`crate::metrics`]) |
 //!
-//! Every request but `/healthz` and `/readyz` needs `Authorization:
+//! Every request but `/healthz`, `/readyz` and `/metrics` needs `Authorization:
 //! Bearer <token>`: one of the token file's, which stands for a principal
 //! `user@tenant`, or an OpenID provider's JWT access token
 //! ([`crate::oidc`]), whose claims give the tenant's id and the user. The
@@ -58,6 +59,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::batch::{Batcher, Failed, SMALL_UPLOAD};
 use crate::bridge::{BodyLimits, BodyWriter, CHUNKS_IN_FLIGHT, body_reader, body_status, paced};
 use crate::conditional::{self, WriteCondition};
+use crate::metrics::Metrics;
 use crate::oidc::Provider;
 use crate::range::{self, Requested};
 use crate::tokens::Tokens;
@@ -78,6 +80,7 @@ pub(crate) struct Service {
     tokens: Tokens,
     /// The OpenID provider whose access tokens are accepted too.
     provider: Option<Provider>,
+    metrics: Arc<Metrics>,
     batcher: Arc<Batcher>,
     limits: Limits,
     in_flight: Arc<InFlight>,
@@ -98,19 +101,21 @@ pub(crate) struct Limits {
 
 impl Service {
     /// The service over `deployment`, accepting `tokens` and the access
-    /// tokens of `provider`, within `limits`.
+    /// tokens of `provider`, counting into `metrics`, within `limits`.
     pub(crate) fn new(
         deployment: Deployment,
-        tokens: Tokens,
-        provider: Option<Provider>,
+        (tokens, provider): (Tokens, Option<Provider>),
+        metrics: Arc<Metrics>,
         limits: Limits,
     ) -> Self {
         let deployment = Arc::new(deployment);
+        metrics.watch(deployment.clone());
         Self {
-            batcher: Arc::new(Batcher::new(deployment.clone())),
+            batcher: Arc::new(Batcher::new(deployment.clone(), metrics.clone())),
             deployment,
             tokens,
             provider,
+            metrics,
             limits,
             in_flight: Arc::new(InFlight::default()),
         }
@@ -125,9 +130,10 @@ impl Service {
                 put(upload).get(download).head(head),
             )
             .route("/readyz", get(ready))
-            .with_state(self)
+            .route("/metrics", get(metrics))
+            .with_state(self.clone())
             .route("/healthz", get(|| async { "ok\n" }))
-            .layer(middleware::from_fn(request_id))
+            .layer(middleware::from_fn_with_state(self, request_id))
     }
 }
 
@@ -142,7 +148,7 @@ async fn ready(State(service): State<Arc<Service>>) -> Response {
     // Unauthenticated: the parts only; why, in the service's log.
     let parts: Vec<&str> = problems.iter().map(|(part, _)| *part).collect();
     for (part, why) in &problems {
-        atrest_cli::errln!("atrest-serve: not ready: {part}: {why}");
+        tracing::warn!(part, "not ready: {part}: {why}");
     }
     (
         StatusCode::SERVICE_UNAVAILABLE,
@@ -174,7 +180,26 @@ fn new_request_id() -> String {
     }
 }
 
-async fn request_id(mut request: Request, next: Next) -> Response {
+/// `/metrics`: the Prometheus text format ([`crate::metrics`]).
+async fn metrics(State(service): State<Arc<Service>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        service.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Gives each request its id, counts it and its body bytes, and makes
+/// every error answer a problem document.
+async fn request_id(
+    State(service): State<Arc<Service>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let started = std::time::Instant::now();
     let id = request
         .headers()
         .get(REQUEST_ID)
@@ -182,8 +207,19 @@ async fn request_id(mut request: Request, next: Next) -> Response {
         .filter(|id| valid_request_id(id))
         .map_or_else(new_request_id, str::to_owned);
     request.extensions_mut().insert(RequestId(id.clone()));
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let received = service.metrics.received().clone();
+    let request = request.map(|body| Body::new(counted(body, received)));
     // Every audit record the handler's work makes carries the id.
     let response = in_request(Text::lossy(id.clone()), next.run(request)).await;
+    service.metrics.request(
+        method.as_str(),
+        &path,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    let sent = service.metrics.sent().clone();
+    let response = response.map(|body| Body::new(counted(body, sent)));
     let mut response = if response.status().is_client_error() || response.status().is_server_error()
     {
         problem(response, &id).await
@@ -194,6 +230,47 @@ async fn request_id(mut request: Request, next: Next) -> Response {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     response
+}
+
+/// `body`, its data bytes added to `counter` as they pass (its size hint
+/// kept, so a known length is still sent as `Content-Length`).
+fn counted(body: Body, counter: prometheus_client::metrics::counter::Counter) -> Counted {
+    Counted {
+        inner: body,
+        counter,
+    }
+}
+
+/// A body whose data bytes are counted.
+struct Counted {
+    inner: Body,
+    counter: prometheus_client::metrics::counter::Counter,
+}
+
+impl http_body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            let _ = self.counter.inc_by(data.len() as u64);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Every error answer in one form, a problem document (RFC 9457), whoever
@@ -284,7 +361,11 @@ impl ApiError {
             ErrorKind::Integrity => (StatusCode::INTERNAL_SERVER_ERROR, "integrity"),
             ErrorKind::Io => (StatusCode::INTERNAL_SERVER_ERROR, "failed"),
         };
-        atrest_cli::errln!("atrest-serve: request {}: {status}: {error}", request.0);
+        if status.is_server_error() {
+            tracing::error!(request_id = %request.0, status = status.as_u16(), "{error}");
+        } else {
+            tracing::info!(request_id = %request.0, status = status.as_u16(), "{error}");
+        }
         // A refusal or an outage may come from a customer's key service or
         // a store, whose words are for the operator: the client gets the
         // kind, the log the details.
@@ -297,7 +378,7 @@ impl ApiError {
     }
 
     fn internal(what: &str, request: &RequestId) -> Self {
-        atrest_cli::errln!("atrest-serve: request {}: {what}", request.0);
+        tracing::error!(request_id = %request.0, "{what}");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "failed",
@@ -728,7 +809,7 @@ async fn download(
             .get(&caller.access(), &file, range, &mut out)
             .await;
         out.finish(result.map(|_| ()), |error: &deployment::Error| {
-            atrest_cli::errln!("atrest-serve: request {}: cut short: {error}", log_id.0);
+            tracing::error!(request_id = %log_id.0, "cut short: {error}");
             format!("the download failed: {error}")
         })
         .await;

@@ -364,7 +364,7 @@ impl Tokens {
         let unchanged = known.principals.is_some() && current == Some(known.stamp);
         drop(known);
         if !unchanged && let Err(error) = self.reload() {
-            atrest_cli::errln!("atrest-serve: tokens refused until fixed: {error}");
+            tracing::error!("tokens refused until fixed: {error}");
         }
     }
 
@@ -392,7 +392,7 @@ impl Tokens {
         };
         if changed {
             if let Err(error) = self.reload() {
-                atrest_cli::errln!("atrest-serve: tokens refused until fixed: {error}");
+                tracing::error!("tokens refused until fixed: {error}");
             }
             return self.lookup(&hash);
         }

@@ -164,7 +164,7 @@ async fn signed_in(
     let identity = match provider.identity(token).await {
         Ok(identity) => identity,
         Err(SignInError::Rejected(why)) => {
-            atrest_cli::errln!("atrest-serve: request {request}: access token refused: {why}");
+            tracing::info!(request_id = request, "access token refused: {why}");
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -172,7 +172,7 @@ async fn signed_in(
             ));
         }
         Err(SignInError::Unavailable(why)) => {
-            atrest_cli::errln!("atrest-serve: request {request}: {why}");
+            tracing::error!(request_id = request, "{why}");
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -190,8 +190,9 @@ async fn signed_in(
     {
         Ok(Some(tenant)) => Ok(format!("{}@{tenant}", identity.subject)),
         Ok(None) => {
-            atrest_cli::errln!(
-                "atrest-serve: request {request}: access token of {} for tenant {}, which this deployment does not have",
+            tracing::info!(
+                request_id = request,
+                "access token of {} for tenant {}, which this deployment does not have",
                 identity.subject,
                 identity.tenant
             );
