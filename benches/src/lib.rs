@@ -3,6 +3,8 @@
 
 use atrest_stream::Backend;
 
+pub mod load;
+
 /// The baseline of every stream measurement: one-shot AES-256-GCM of the
 /// whole `buffer`, in place, with `backend`'s own API and a fixed key and
 /// nonce.

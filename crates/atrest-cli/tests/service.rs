@@ -800,6 +800,101 @@ fn metrics_and_json_logs_say_what_happened_and_nothing_private() {
     assert!(!log.contains(&alice.token));
 }
 
+/// Pages over 20,000 versions (10,000 files, two versions each): every
+/// version exactly once, in order, across pages of at most the limit,
+/// each a small document; the newest of each file likewise; a prefix
+/// narrows both.
+#[test]
+fn pagination_over_twenty_thousand_versions() {
+    let dir = TempDir::new("service-pages");
+    let data = dir.join("data");
+    atrest(&data, &["init"]);
+    atrest(&data, &["tenant", "create", "acme"]);
+    const FILES: usize = 10_000;
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let deployment = atrest_deployment::Deployment::open(
+            &data,
+            atrest_deployment::Options::new("pages-test"),
+        )
+        .await
+        .unwrap();
+        let access = atrest::tenant::Access::User {
+            principal: "alice@acme",
+        };
+        for round in 0..2_u8 {
+            for chunk in (0..FILES).collect::<Vec<_>>().chunks(500) {
+                let items = chunk
+                    .iter()
+                    .map(|i| atrest::BatchItem {
+                        name: format!("box/{:02}/item-{i:05}", i % 7),
+                        blob: atrest::BlobName::random().unwrap(),
+                        plaintext: std::io::Cursor::new(vec![round; 16]),
+                        request: None,
+                        media_type: None,
+                    })
+                    .collect();
+                let results = deployment
+                    .put_batch(&access, "acme", items, 8)
+                    .await
+                    .unwrap();
+                assert!(results.iter().all(Result::is_ok));
+            }
+        }
+    });
+    let instance = Instance::start(&data, "service-pages", &[], &[]);
+    let alice = Client {
+        addr: &instance.addr,
+        token: token(&data, "alice@acme"),
+    };
+    let pages = |query: &str, limit: usize| {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut count = 0;
+        loop {
+            let mut url = format!("/v1/tenants/acme/files?limit={limit}{query}");
+            if let Some(cursor) = &cursor {
+                url.push_str(&format!("&cursor={cursor}"));
+            }
+            let page = alice.get(&url, &[]);
+            assert_eq!(page.status, 200, "{}", page.text());
+            assert!(page.body.len() < 200 * limit, "{} bytes", page.body.len());
+            let page: Value = serde_json::from_slice(&page.body).unwrap();
+            let files = page["files"].as_array().unwrap();
+            assert!(files.len() <= limit);
+            for file in files {
+                seen.push((
+                    file["name"].as_str().unwrap().to_owned(),
+                    file["version"].as_u64().unwrap(),
+                ));
+            }
+            count += 1;
+            match page["next"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        (seen, count)
+    };
+    let mut expected: Vec<(String, u64)> = (0..FILES)
+        .flat_map(|i| [1, 2].map(|v| (format!("box/{:02}/item-{i:05}", i % 7), v)))
+        .collect();
+    expected.sort();
+    let (all, count) = pages("&versions=all", 1000);
+    assert_eq!(count, 20);
+    assert!(all == expected, "every version once, in order");
+    let (newest, count) = pages("", 3000);
+    assert_eq!(count, 4);
+    let newest_expected: Vec<_> = expected.iter().filter(|(_, v)| *v == 2).cloned().collect();
+    assert!(newest == newest_expected);
+    let (boxed, _) = pages("&versions=all&prefix=box/03/", 500);
+    let boxed_expected: Vec<_> = expected
+        .iter()
+        .filter(|(name, _)| name.starts_with("box/03/"))
+        .cloned()
+        .collect();
+    assert!(!boxed.is_empty() && boxed == boxed_expected);
+}
+
 /// Listings come in pages: the newest version of each file by default,
 /// every version on request, a prefix, a limit and an opaque cursor; each
 /// file once across the pages, none missing.

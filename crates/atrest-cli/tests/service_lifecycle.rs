@@ -470,3 +470,100 @@ fn ready_only_with_room_and_working_again_once_there_is_some() {
     let verified = atrest(&data, &["audit", "verify"]);
     assert!(verified.contains("verified"), "{verified}");
 }
+
+/// Reads from `stream` until the server closes it (at most 20 s): what it
+/// sent, and how long that took.
+fn read_until_closed(stream: &mut TcpStream) -> (Vec<u8>, Duration) {
+    let started = Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    (got, started.elapsed())
+}
+
+/// Connections with no request in flight are closed after `--idle-timeout`,
+/// an HTTP/1.1 keep-alive and an HTTP/2 connection alike (the HTTP/2 one
+/// with a `GOAWAY`, though it would answer pings), while a download that
+/// takes longer than the idle timeout is not cut.
+#[test]
+fn idle_connections_are_closed_and_busy_ones_are_not() {
+    let dir = TempDir::new("service-idle");
+    let (data, alice, _) = deployment(&dir);
+    let instance = Instance::start(&data, "idle", &[], &["--idle-timeout", "1s"]);
+    let auth = bearer(&alice);
+
+    // HTTP/1.1: one request kept alive, then nothing.
+    let mut stream = TcpStream::connect(&instance.addr).unwrap();
+    let keep = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", instance.addr);
+    stream.write_all(keep.as_bytes()).unwrap();
+    let (got, took) = read_until_closed(&mut stream);
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    // HTTP/2 with prior knowledge: the preface and empty settings, then
+    // nothing; the server says GOAWAY (frame type 7) and closes.
+    let mut stream = TcpStream::connect(&instance.addr).unwrap();
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .unwrap();
+    stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap();
+    let (got, took) = read_until_closed(&mut stream);
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    // This client does not acknowledge the GOAWAY's ping: dropped after
+    // a grace of 2 s.
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    let mut frames = Vec::new();
+    let mut rest = got.as_slice();
+    while rest.len() >= 9 {
+        let len = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+        frames.push(rest[3]);
+        rest = &rest[(9 + len).min(rest.len())..];
+    }
+    assert!(frames.contains(&7), "frame types {frames:?}");
+
+    // A download read slowly, over more than the idle timeout: whole.
+    let body = content(8 << 20, 5);
+    let put = request(
+        &instance.addr,
+        "PUT",
+        "/v1/tenants/acme/files/big",
+        &[(auth.0, auth.1.as_str())],
+        &body,
+    );
+    assert_eq!(put.status, 201);
+    let mut stream = TcpStream::connect(&instance.addr).unwrap();
+    let get = head(
+        &instance.addr,
+        "GET",
+        "/v1/tenants/acme/files/big",
+        &[(auth.0, auth.1.as_str())],
+        None,
+    );
+    stream.write_all(get.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256 << 10];
+    let started = Instant::now();
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+        if started.elapsed() < Duration::from_millis(2_500) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(
+        got.ends_with(&body[body.len() - 1000..]),
+        "cut at {} bytes",
+        got.len()
+    );
+}

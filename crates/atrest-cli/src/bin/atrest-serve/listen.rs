@@ -1,7 +1,9 @@
 //! Accepting clients: TLS 1.2 and 1.3 (rustls), or plain HTTP only when
 //! asked for; HTTP/1.1 and HTTP/2 (ALPN `h2`, `http/1.1`); a bound on
-//! connections and on how long a client may take to say what it wants; and
-//! a stop that lets the requests in flight finish.
+//! connections, on how long a client may take to say what it wants and on
+//! how long a connection may sit idle (no request in flight: HTTP/2
+//! clients that answer pings included); and a stop that lets the requests
+//! in flight finish.
 //!
 //! The certificate chain and key are read from PEM files at start and read
 //! again on SIGHUP ([`Certificates::reload`]): new handshakes get the new
@@ -15,10 +17,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject as _;
@@ -34,6 +35,9 @@ pub(crate) struct Limits {
     pub(crate) header_timeout: Duration,
     /// Connections served at once; more wait in the kernel's queue.
     pub(crate) max_connections: usize,
+    /// How long a connection may go without a request in flight before it
+    /// is closed (gracefully: an HTTP/2 `GOAWAY`, or HTTP/1.1's close).
+    pub(crate) idle_timeout: Duration,
 }
 
 /// Why the certificates cannot be used.
@@ -143,9 +147,9 @@ impl ResolvesServerCert for Certificates {
 }
 
 /// Serves `router` to the clients `listener` accepts — over TLS with
-/// `tls`, else plain — until `stop` resolves; then accepts no more and
-/// returns once the requests in flight have finished (the caller bounds
-/// that).
+/// `tls`, else plain — until `stop` resolves; then accepts no more, asks
+/// every connection to finish (its requests in flight go on) and returns
+/// once they have (the caller bounds that).
 ///
 /// # Errors
 /// If the listening socket fails for good.
@@ -156,8 +160,9 @@ pub(crate) async fn serve(
     limits: Limits,
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let connections = limits.max_connections.max(1);
+    let slots = Arc::new(tokio::sync::Semaphore::new(connections));
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
     let mut stop = std::pin::pin!(stop);
     loop {
         let slot = tokio::select! {
@@ -179,14 +184,18 @@ pub(crate) async fn serve(
             }
             Err(error) => return Err(error),
         };
-        let (router, tls, watcher) = (router.clone(), tls.clone(), graceful.watcher());
+        let (router, tls, stopped) = (router.clone(), tls.clone(), stopped.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            connection(stream, peer, router, tls, limits, watcher).await;
+            connection(stream, peer, router, tls, limits, stopped).await;
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = stopping.send(true);
+    // Every connection holds a slot until it is done.
+    let _all = slots
+        .acquire_many(u32::try_from(connections).unwrap_or(u32::MAX))
+        .await;
     Ok(())
 }
 
@@ -198,10 +207,37 @@ async fn connection(
     router: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: Limits,
-    watcher: hyper_util::server::graceful::Watcher,
+    stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let service = TowerToHyperService::new(router);
+    let served = match tls {
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
+            match handshake.await {
+                Ok(Ok(stream)) => drive(TokioIo::new(stream), router, limits, stopped).await,
+                // Not TLS, a handshake refused (an old version, no shared
+                // cipher) or too slow: nothing to answer.
+                Ok(Err(_)) | Err(_) => return,
+            }
+        }
+        None => drive(TokioIo::new(stream), router, limits, stopped).await,
+    };
+    // A client that went away or broke the protocol: its business only.
+    let _ = (served, peer);
+}
+
+/// Runs HTTP over `io` until the client is done, the connection has been
+/// idle for the idle timeout, or the service stops (then the requests in
+/// flight finish first).
+async fn drive<I>(
+    io: I,
+    router: Router,
+    limits: Limits,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -212,25 +248,146 @@ async fn connection(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(limits.header_timeout))
         .keep_alive_timeout(limits.header_timeout);
-    let served = match tls {
-        Some(acceptor) => {
-            let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
-            let stream = match handshake.await {
-                Ok(Ok(stream)) => stream,
-                // Not TLS, a handshake refused (an old version, no shared
-                // cipher) or too slow: nothing to answer.
-                Ok(Err(_)) | Err(_) => return,
-            };
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            watcher.watch(connection.into_owned()).await
-        }
-        None => {
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            watcher.watch(connection.into_owned()).await
-        }
+    let activity = Arc::new(Activity::new());
+    let service = {
+        let activity = Arc::clone(&activity);
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let busy = Busy::begin(&activity);
+            let mut router = router.clone();
+            async move {
+                let response =
+                    tower_service::Service::call(&mut router, request.map(Body::new)).await?;
+                // The request is in flight until its body is sent.
+                Ok::<_, std::convert::Infallible>(response.map(|body| {
+                    Body::new(Held {
+                        inner: body,
+                        _busy: busy,
+                    })
+                }))
+            }
+        })
     };
-    // A client that went away or broke the protocol: its business only.
-    let _ = (served, peer);
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    let mut connection = std::pin::pin!(connection);
+    let mut closing = false;
+    // An idle connection asked to close that is still open after this
+    // (an HTTP/2 client that does not acknowledge the GOAWAY's ping) and
+    // still idle is dropped.
+    let mut drop_at: Option<tokio::time::Instant> = None;
+    loop {
+        let idle_until = activity.idle_until(limits.idle_timeout);
+        let drop_deadline = drop_at.unwrap_or_else(|| idle_until + IDLE_GRACE);
+        tokio::select! {
+            served = connection.as_mut() => return served,
+            _ = stopped.wait_for(|stopped| *stopped), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = tokio::time::sleep_until(idle_until), if !closing => {
+                if activity.idle_for() >= limits.idle_timeout {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                    drop_at = Some(tokio::time::Instant::now() + IDLE_GRACE);
+                }
+            }
+            () = tokio::time::sleep_until(drop_deadline), if drop_at.is_some() => {
+                if activity.idle_for() >= IDLE_GRACE {
+                    return Ok(());
+                }
+                drop_at = Some(tokio::time::Instant::now() + IDLE_GRACE);
+            }
+        }
+    }
+}
+
+/// How long an idle connection asked to close may take to do so.
+const IDLE_GRACE: Duration = Duration::from_secs(2);
+
+/// A connection's requests: how many are in flight, and since when none.
+#[derive(Debug)]
+struct Activity {
+    state: std::sync::Mutex<(usize, tokio::time::Instant)>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            state: std::sync::Mutex::new((0, tokio::time::Instant::now())),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, (usize, tokio::time::Instant)> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How long no request has been in flight (zero while one is).
+    fn idle_for(&self) -> Duration {
+        let (in_flight, since) = *self.state();
+        if in_flight > 0 {
+            Duration::ZERO
+        } else {
+            since.elapsed()
+        }
+    }
+
+    /// When the connection will have been idle for `timeout`, if nothing
+    /// starts meanwhile (checked again then).
+    fn idle_until(&self, timeout: Duration) -> tokio::time::Instant {
+        let (in_flight, since) = *self.state();
+        let now = tokio::time::Instant::now();
+        if in_flight > 0 {
+            now + timeout
+        } else {
+            since + timeout
+        }
+    }
+}
+
+/// A request in flight on a connection, until dropped.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn begin(activity: &Arc<Activity>) -> Self {
+        activity.state().0 += 1;
+        Self(Arc::clone(activity))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut state = self.0.state();
+        state.0 = state.0.saturating_sub(1);
+        state.1 = tokio::time::Instant::now();
+    }
+}
+
+/// A response body that keeps its request in flight until it is sent (or
+/// dropped).
+struct Held {
+    inner: Body,
+    _busy: Busy,
+}
+
+impl http_body::Body for Held {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Whether an `accept` error concerns one connection or a passing lack of

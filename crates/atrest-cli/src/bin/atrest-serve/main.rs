@@ -119,6 +119,10 @@ enum Command {
         /// Connections served at once (more wait to be accepted).
         #[arg(long, default_value_t = 10_000)]
         max_connections: usize,
+        /// How long a connection may go without a request in flight (an
+        /// HTTP/2 client that only answers pings, say) before it is closed.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+        idle_timeout: Duration,
         /// How long an upload's body may pause before the upload is
         /// refused (408) and nothing of it is kept.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
@@ -265,6 +269,7 @@ fn main() -> ExitCode {
             plain_http,
             header_timeout,
             max_connections,
+            idle_timeout,
             body_timeout,
             write_timeout,
             max_upload,
@@ -300,6 +305,7 @@ fn main() -> ExitCode {
                 limits: listen::Limits {
                     header_timeout,
                     max_connections,
+                    idle_timeout,
                 },
                 requests: service::Limits {
                     body: bridge::BodyLimits {

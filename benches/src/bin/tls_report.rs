@@ -1,0 +1,489 @@
+//! The upload service over TLS beside nginx, the server a user would pick
+//! to serve files: both with the same certificate (a private CA made here
+//! with OpenSSL's command), TLS 1.3, on the same machine, loaded by the
+//! same `wrk` (Debian packages `nginx` and `wrk`). nginx takes WebDAV
+//! `PUT`s (`dav_methods PUT`) and serves `GET`s from its files with
+//! `sendfile`; `atrest-serve` seals each upload in the request and opens
+//! each download on the way out, on its embedded defaults.
+//!
+//! ```text
+//! cargo build --release -p atrest-cli --bin atrest --bin atrest-serve \
+//!     -p atrest-benches --bin tls_report
+//! target/release/tls_report [SECONDS] [SOAK_SECONDS] [DISK_DIR]
+//! ```
+//!
+//! Defaults: 10 s per row, a 60 s soak, and the disk rows in a directory
+//! under `target/`. Each row runs twice, files on a tmpfs (`/dev/shm`) and
+//! on disk. On disk, `atrest-serve` flushes every blob and record before
+//! its `201` (fsync, syncfs for a batch); nginx flushes nothing (a `201`
+//! from nginx means the bytes are in the page cache).
+//!
+//! Rows: 256 MiB PUT and GET (one connection), 4 KiB PUTs at 16 and 64
+//! connections with p50 and p99, each with its ratio to nginx measured in
+//! the same run; then a soak of 64 connections of 4 KiB PUTs against
+//! `atrest-serve` with its errors counted, and both servers' peak resident
+//! memory.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_precision_loss,
+    clippy::indexing_slicing,
+    clippy::print_stdout,
+    clippy::panic
+)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use atrest_benches::load::{Load, Server, bin, run, script, wrk};
+
+const LARGE: usize = 256 << 20;
+const SMALL: usize = 4 << 10;
+
+fn openssl(dir: &Path, args: &[&str]) {
+    run(Command::new("openssl").current_dir(dir).args(args));
+}
+
+/// A private CA and a certificate for 127.0.0.1 it issued, in `dir`:
+/// `(chain.pem, key.pem)`.
+fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        dir,
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=report CA",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "key.pem",
+                "-out",
+                "leaf.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+        ],
+    );
+    let chain = [
+        std::fs::read_to_string(dir.join("leaf.pem")).unwrap(),
+        std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(dir.join("chain.pem"), chain).unwrap();
+    (dir.join("chain.pem"), dir.join("key.pem"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// nginx in the foreground with a configuration of its own under `dir`.
+struct Nginx {
+    child: Child,
+    url: String,
+}
+
+impl Nginx {
+    fn start(dir: &Path, (chain, key): (&Path, &Path)) -> Self {
+        for sub in ["www/files/small", "body", "logs"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let port = free_port();
+        let conf = format!(
+            "user root;
+worker_processes auto;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/logs/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    client_max_body_size 0;
+    client_body_buffer_size 1m;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/body;
+    fastcgi_temp_path {dir}/body;
+    uwsgi_temp_path {dir}/body;
+    scgi_temp_path {dir}/body;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {chain};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        root {dir}/www;
+        location /files/ {{
+            dav_methods PUT;
+            create_full_put_path on;
+            dav_access user:rw;
+        }}
+    }}
+}}
+",
+            dir = dir.display(),
+            chain = chain.display(),
+            key = key.display(),
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&path)
+            .spawn()
+            .expect("nginx (apt-get install nginx)");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "nginx did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            url: format!("https://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Peak resident memory of the master and its workers, in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let master = self.child.id();
+        let mut pids = vec![master];
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // The parent's pid is the field after the command's closing ')'.
+            let parent = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if parent == Some(master) {
+                pids.push(pid);
+            }
+        }
+        pids.iter()
+            .map(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .unwrap_or_default()
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            })
+            .sum::<f64>()
+            / 1024.0
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One row: its name, nginx's value, atrest-serve's, and for the small
+/// rows both latencies.
+type Row = (String, f64, f64, Option<(Load, Load)>);
+
+/// One place the files go: what both servers measured there.
+struct Place {
+    name: &'static str,
+    rows: Vec<Row>,
+    soak: Option<Load>,
+    rss: (f64, f64),
+}
+
+fn measure(
+    name: &'static str,
+    dir: &Path,
+    tls: (&Path, &Path),
+    bodies: (&Path, &Path),
+    (seconds, soak): (u64, u64),
+) -> Place {
+    std::fs::create_dir_all(dir).unwrap();
+    let data = dir.join("data");
+    let atrest = |args: &[&str]| {
+        run(Command::new(bin("atrest"))
+            .arg("--data")
+            .arg(&data)
+            .args(args))
+    };
+    atrest(&["init"]);
+    atrest(&["tenant", "create", "bench"]);
+    let token = run(Command::new(bin("atrest-serve"))
+        .arg("--data")
+        .arg(&data)
+        .args(["token", "add", "load@bench"]))
+    .trim()
+    .to_owned();
+    let service = {
+        let mut command = Command::new(bin("atrest-serve"));
+        command
+            .arg("--data")
+            .arg(&data)
+            .args(["serve", "--listen", "127.0.0.1:0"]);
+        command
+            .arg("--tls-cert")
+            .arg(tls.0)
+            .arg("--tls-key")
+            .arg(tls.1);
+        Server::start(command, &dir.join("atrest-serve.log"))
+    };
+    let nginx = Nginx::start(&dir.join("nginx"), tls);
+    let (large, small) = bodies;
+    // The files the GET rows read, put by each server's own PUT.
+    let files = "/v1/tenants/bench/files/";
+    for (url, auth) in [
+        (
+            format!("{}{files}large", service.url),
+            format!("Authorization: Bearer {token}"),
+        ),
+        (
+            format!("{}/files/large", nginx.url),
+            "X-None: none".to_owned(),
+        ),
+    ] {
+        run(Command::new("curl")
+            .args(["-skf", "-X", "PUT", "-H", &auth, "--data-binary"])
+            .arg(format!("@{}", large.display()))
+            .arg(url));
+    }
+    let scripts = dir.join("scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    let pair = |label: &str, method: &str, path: &str, body: Option<&Path>| {
+        (
+            script(
+                &scripts,
+                &format!("nginx-{label}.lua"),
+                method,
+                &format!("/files/{path}"),
+                "",
+                body,
+            ),
+            script(
+                &scripts,
+                &format!("atrest-{label}.lua"),
+                method,
+                &format!("{files}{path}"),
+                &token,
+                body,
+            ),
+        )
+    };
+    let rows = [
+        (
+            "256 MiB PUT (MiB/s)",
+            pair("put-large", "PUT", "large-put", Some(large)),
+            1,
+            true,
+        ),
+        (
+            "256 MiB GET (MiB/s)",
+            pair("get-large", "GET", "large", None),
+            1,
+            true,
+        ),
+        (
+            "4 KiB PUT, 16 connections (req/s)",
+            pair("put-small", "PUT", "small/", Some(small)),
+            16,
+            false,
+        ),
+        (
+            "4 KiB PUT, 64 connections (req/s)",
+            pair("put-small", "PUT", "small/", Some(small)),
+            64,
+            false,
+        ),
+    ];
+    let mut measured = Vec::new();
+    for (row, (nginx_script, atrest_script), connections, large_row) in rows {
+        let of_nginx = wrk(
+            std::slice::from_ref(&nginx.url),
+            &nginx_script,
+            connections,
+            seconds,
+        );
+        let of_atrest = wrk(
+            std::slice::from_ref(&service.url),
+            &atrest_script,
+            connections,
+            seconds,
+        );
+        assert_eq!(of_nginx.errors, 0, "{name} {row} nginx: {of_nginx:?}");
+        assert_eq!(
+            of_atrest.errors, 0,
+            "{name} {row} atrest-serve: {of_atrest:?}"
+        );
+        let value = |load: Load| {
+            if large_row {
+                load.requests_per_s * (LARGE as f64) / f64::from(1 << 20)
+            } else {
+                load.requests_per_s
+            }
+        };
+        measured.push((
+            row.to_owned(),
+            value(of_nginx),
+            value(of_atrest),
+            (!large_row).then_some((of_nginx, of_atrest)),
+        ));
+    }
+    let soaked = (soak > 0).then(|| {
+        let (_, atrest_script) = pair("soak", "PUT", "soak/", Some(small));
+        wrk(std::slice::from_ref(&service.url), &atrest_script, 64, soak)
+    });
+    let rss = (nginx.peak_rss_mib(), service.peak_rss_mib());
+    drop((service, nginx));
+    Place {
+        name,
+        rows: measured,
+        soak: soaked,
+        rss,
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let seconds: u64 = args.next().map_or(10, |a| a.parse().unwrap());
+    let soak: u64 = args.next().map_or(60, |a| a.parse().unwrap());
+    let disk_dir = args.next().map_or_else(
+        || {
+            let exe = std::env::current_exe().unwrap();
+            exe.parent()
+                .unwrap()
+                .join(format!("tls-report-{}", std::process::id()))
+        },
+        PathBuf::from,
+    );
+    let tmpfs_dir = PathBuf::from(format!("/dev/shm/atrest-tls-report-{}", std::process::id()));
+    let common = std::env::temp_dir().join(format!("atrest-tls-report-{}", std::process::id()));
+    std::fs::create_dir_all(&common).unwrap();
+    let (chain, key) = certificate(&common);
+    let large = common.join("large.bin");
+    let small = common.join("small.bin");
+    std::fs::write(&large, atrest_test_support::seeded(LARGE, 1)).unwrap();
+    std::fs::write(&small, atrest_test_support::seeded(SMALL, 2)).unwrap();
+    let tls = (chain.as_path(), key.as_path());
+    let bodies = (large.as_path(), small.as_path());
+
+    let places = [
+        measure("tmpfs", &tmpfs_dir, tls, bodies, (seconds, soak)),
+        measure("disk", &disk_dir, tls, bodies, (seconds, 0)),
+    ];
+    let _ = std::fs::remove_dir_all(&tmpfs_dir);
+    let _ = std::fs::remove_dir_all(&disk_dir);
+    let _ = std::fs::remove_dir_all(&common);
+
+    println!("# atrest-serve beside nginx over TLS ({seconds} s per row)");
+    println!();
+    println!(
+        "| row | files on | nginx | atrest-serve | ratio | nginx p50 / p99 ms | atrest-serve p50 / p99 ms |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for place in &places {
+        for (row, of_nginx, of_atrest, latency) in &place.rows {
+            let latency = latency.map_or_else(
+                || ("".to_owned(), "".to_owned()),
+                |(n, a)| {
+                    (
+                        format!("{:.2} / {:.2}", n.p50_ms, n.p99_ms),
+                        format!("{:.2} / {:.2}", a.p50_ms, a.p99_ms),
+                    )
+                },
+            );
+            println!(
+                "| {row} | {} | {of_nginx:.0} | {of_atrest:.0} | {:.2} | {} | {} |",
+                place.name,
+                of_atrest / of_nginx,
+                latency.0,
+                latency.1
+            );
+        }
+    }
+    println!();
+    for place in &places {
+        println!(
+            "Peak RSS ({}): nginx {:.1} MiB (master and workers), atrest-serve {:.1} MiB",
+            place.name, place.rss.0, place.rss.1
+        );
+        if let Some(soaked) = place.soak {
+            println!(
+                "Soak ({}): 64 connections of 4 KiB PUTs for {soak} s against atrest-serve: {} requests, {:.0} req/s, {} errors, p50 {:.2} ms, p99 {:.2} ms",
+                place.name,
+                soaked.requests,
+                soaked.requests_per_s,
+                soaked.errors,
+                soaked.p50_ms,
+                soaked.p99_ms
+            );
+        }
+    }
+    println!();
+    println!(
+        "On disk, atrest-serve flushes each blob and record before it answers; nginx flushes nothing."
+    );
+}
