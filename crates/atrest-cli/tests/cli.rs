@@ -373,6 +373,52 @@ fn a_session_from_init_to_purge() {
             "{wanted} missing from {types:?}"
         );
     }
+    // gc forgets the purged tenant: its records and blobs go, its name is
+    // free for a new tenant (another id, nothing of the old one's).
+    let blobs_in = |data: &Path| {
+        let mut count = 0;
+        let mut dirs = vec![data.join("blobs")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    count += 1;
+                }
+            }
+        }
+        count
+    };
+    let old_id = cli.json(&["tenant", "show", "fabrikam"])["id"].clone();
+    let before = blobs_in(&cli.data);
+    let dry = cli.json(&["gc", "--dry-run"]);
+    assert_eq!(dry["released_tenants"][0]["name"], "fabrikam", "{dry}");
+    assert_eq!(blobs_in(&cli.data), before);
+    let collected = cli.json(&["gc"]);
+    let released = &collected["released_tenants"][0];
+    assert_eq!(released["name"], "fabrikam", "{collected}");
+    assert_eq!(released["id"], old_id);
+    let freed = collected["orphan_blobs"].as_array().unwrap().len();
+    assert!(
+        freed >= 1 && u64::try_from(freed).unwrap() <= released["file_versions"].as_u64().unwrap()
+    );
+    assert_eq!(blobs_in(&cli.data), before - freed);
+    cli.expect(3, &["ls", "fabrikam"]);
+    cli.ok(&["tenant", "create", "fabrikam"]);
+    let reborn = cli.json(&["tenant", "show", "fabrikam"]);
+    assert_ne!(reborn["id"], old_id);
+    assert_eq!(reborn["state"], "active");
+    assert_eq!(cli.json(&["ls", "fabrikam"]), serde_json::json!([]));
+    cli.expect(3, &["get", "fabrikam", "notes.txt"]);
+    assert!(cli.json(&["audit", "verify"])["problem"].is_null());
+    assert!(
+        cli.json(&["gc"])["released_tenants"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
     // A tampered audit log does not verify.
     let segment = std::fs::read_dir(cli.data.join("audit"))
         .unwrap()

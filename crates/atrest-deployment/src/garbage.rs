@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use atrest::BlobName;
 use atrest::audit::Event;
+use atrest::tenant::TenantState;
 use atrest_core::blocking;
 use serde::Serialize;
 
@@ -24,6 +25,9 @@ pub struct GarbageReport {
     /// Uploads whose process died before their records were written
     /// (their blobs, if any, go with them).
     pub abandoned_uploads: Vec<Garbage>,
+    /// Purged tenants forgotten: their records and names removed (their
+    /// blobs are among the orphans), their names free for new tenants.
+    pub released_tenants: Vec<ReleasedTenant>,
     /// What was left alone, and why: uploads that a living process may
     /// still be writing.
     pub skipped: Vec<Skipped>,
@@ -38,6 +42,17 @@ pub struct Garbage {
     pub name: String,
     /// Its size in bytes (0 if unknown).
     pub bytes: u64,
+}
+
+/// A purged tenant [`Deployment::collect_garbage`] forgot.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReleasedTenant {
+    /// The name it had (now free).
+    pub name: String,
+    /// Its id (still in the audit trail).
+    pub id: String,
+    /// How many file versions it had in the catalog.
+    pub file_versions: u64,
 }
 
 /// One thing [`Deployment::collect_garbage`] left alone.
@@ -66,6 +81,10 @@ impl Deployment {
     /// - **Staging files** of unfinished uploads to a local store, unless
     ///   their writer still holds them (locked) or their upload is left
     ///   alone as above.
+    /// - **Purged tenants**: a tenant whose keys a purge destroyed can
+    ///   never be read again; its records and seals in progress are
+    ///   removed from the catalog with its name (free for a new tenant),
+    ///   which leaves its blobs to the next step.
     /// - **Blobs no file record or seal in progress names.** The blobs are
     ///   listed before the catalog is read, and an upload names its blob in
     ///   the catalog before a byte of it is written.
@@ -81,6 +100,22 @@ impl Deployment {
         older_than: std::time::Duration,
         dry_run: bool,
     ) -> Result<GarbageReport, Error> {
+        let mut released = Vec::new();
+        for (name, id) in self.catalog.tenant_names().await? {
+            if self.files.keys().tenant(id).await?.state != TenantState::Purged {
+                continue;
+            }
+            let file_versions = if dry_run {
+                self.catalog.records(id).await?.len() as u64
+            } else {
+                self.catalog.forget_tenant(id).await?
+            };
+            released.push(ReleasedTenant {
+                name,
+                id: id.to_string(),
+                file_versions,
+            });
+        }
         // The store first, then the catalog: anything listed that an upload
         // in progress is writing was named in the catalog before it existed.
         let blobs = self.locations.stored.list().await?;
@@ -106,6 +141,7 @@ impl Deployment {
         let size = |blob: &BlobName| sizes.get(blob).copied().unwrap_or(0);
         let mut report = GarbageReport {
             dry_run,
+            released_tenants: released,
             running: leases.living.iter().map(|(_, h)| h.clone()).collect(),
             ..GarbageReport::default()
         };

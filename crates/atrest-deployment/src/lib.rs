@@ -32,7 +32,7 @@ pub use self::audit::{AuditEntries, AuditRecovery, AuditVerification, TrustedAud
 pub use self::config::{KmsConfig, MetadataConfig, TokenConfig};
 pub use self::error::Error;
 pub use self::files::{FileName, Listing, PutReport, newest_of_each};
-pub use self::garbage::{Garbage, GarbageReport, Skipped};
+pub use self::garbage::{Garbage, GarbageReport, ReleasedTenant, Skipped};
 pub use self::init::Setup;
 pub use self::keys::{Fallback, Options};
 pub use self::lease::Holder;

@@ -309,6 +309,17 @@ pub trait Catalog: WrappedKeyIndex + Send + Sync {
     /// [`CatalogError::Database`].
     async fn tenant_name(&self, tenant: TenantId) -> Result<Option<String>, Error>;
 
+    /// Forgets a tenant whose keys are gone (a purged tenant): removes
+    /// every record and seal in progress of its files and its name, in one
+    /// transaction, so that the name can be given to a new tenant and the
+    /// blobs (which no record names any more) can be removed. Returns how
+    /// many file versions were forgotten. Forgetting a tenant the catalog
+    /// does not know is no error.
+    ///
+    /// # Errors
+    /// [`CatalogError::Database`].
+    async fn forget_tenant(&self, tenant: TenantId) -> Result<u64, Error>;
+
     /// Records a new seal of file `name` of `tenant` into blob `blob`:
     /// allocates the file id (for a new name) and the next version.
     ///

@@ -534,6 +534,17 @@ pub(crate) async fn gc(
                 ));
             }
         }
+        for tenant in &report.released_tenants {
+            let blobs = if dry_run {
+                "its blobs then go too"
+            } else {
+                "its blobs are among those removed"
+            };
+            text.push_str(&format!(
+                "\n  tenant   {} ({}, purged): {} file versions forgotten, the name free again; {blobs}",
+                tenant.name, tenant.id, tenant.file_versions
+            ));
+        }
         for blob in &report.orphan_blobs {
             text.push_str(&format!("\n  blob     {} ({} bytes)", blob.name, blob.bytes));
         }

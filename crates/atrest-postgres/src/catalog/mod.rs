@@ -345,6 +345,31 @@ impl Catalog for PgCatalog {
         .await
     }
 
+    async fn forget_tenant(&self, tenant: TenantId) -> Result<u64, Error> {
+        self.run(Mode::Write, move |tx| {
+            Box::pin(async move {
+                let id = tenant.as_bytes().as_slice();
+                let versions = tx
+                    .execute(
+                        "DELETE FROM atrest_catalog_versions WHERE tenant = $1",
+                        &[&id],
+                    )
+                    .await?;
+                let _ = tx
+                    .execute("DELETE FROM atrest_catalog_files WHERE tenant = $1", &[&id])
+                    .await?;
+                let _ = tx
+                    .execute(
+                        "DELETE FROM atrest_catalog_tenants WHERE tenant = $1",
+                        &[&id],
+                    )
+                    .await?;
+                Ok(versions)
+            })
+        })
+        .await
+    }
+
     async fn begin_seal(
         &self,
         tenant: TenantId,

@@ -368,6 +368,22 @@ impl Catalog for SqliteCatalog {
         .await
     }
 
+    async fn forget_tenant(&self, tenant: TenantId) -> Result<u64, Error> {
+        self.run(move |db| {
+            let tx = db.durable.transaction()?;
+            let id = tenant.as_bytes().as_slice();
+            let versions = tx.execute(
+                "DELETE FROM catalog_versions WHERE tenant = ?1",
+                params![id],
+            )?;
+            let _ = tx.execute("DELETE FROM catalog_files WHERE tenant = ?1", params![id])?;
+            let _ = tx.execute("DELETE FROM catalog_tenants WHERE tenant = ?1", params![id])?;
+            tx.commit()?;
+            Ok(versions as u64)
+        })
+        .await
+    }
+
     async fn tenant_named(&self, name: &str) -> Result<Option<TenantId>, Error> {
         let name = name.to_owned();
         self.run(move |db| tenant_named(&db.durable, &name)).await

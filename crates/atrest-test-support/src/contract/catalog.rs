@@ -543,3 +543,37 @@ pub async fn commits_hold_to_their_precondition_and_keep_the_media_type(backend:
         .unwrap();
     assert_eq!(catalog.records(tenant).await.unwrap().len(), 4);
 }
+
+pub async fn a_forgotten_tenant_leaves_no_record_and_frees_its_name(backend: &dyn Backend) {
+    let catalog = backend.catalog().await;
+    let (gone, kept) = (
+        TenantId::random(&mut OsRng).unwrap(),
+        TenantId::random(&mut OsRng).unwrap(),
+    );
+    catalog.name_tenant("gone", gone).await.unwrap();
+    catalog.name_tenant("kept", kept).await.unwrap();
+    let mut blobs = Vec::new();
+    for tenant in [gone, kept] {
+        for name in ["a", "b"] {
+            let ticket = ready(catalog.as_ref(), tenant, name).await;
+            blobs.push((tenant, ticket.blob.clone()));
+            catalog.commit_seal(&ticket, &sealed(1, 4)).await.unwrap();
+        }
+    }
+    // One seal of the tenant still in progress: forgotten too.
+    let _in_progress = ready(catalog.as_ref(), gone, "c").await;
+    assert_eq!(catalog.forget_tenant(gone).await.unwrap(), 3);
+    assert!(catalog.records(gone).await.unwrap().is_empty());
+    assert_eq!(catalog.records(kept).await.unwrap().len(), 2);
+    assert_eq!(catalog.tenant_named("gone").await.unwrap(), None);
+    assert!(catalog.seals_in_progress().await.unwrap().is_empty());
+    let named = catalog.blob_names().await.unwrap();
+    for (tenant, blob) in &blobs {
+        assert_eq!(named.contains(blob), *tenant == kept);
+    }
+    // The name is free; forgetting again is no error.
+    let reborn = TenantId::random(&mut OsRng).unwrap();
+    catalog.name_tenant("gone", reborn).await.unwrap();
+    assert_eq!(catalog.forget_tenant(gone).await.unwrap(), 0);
+    assert_eq!(catalog.tenant_named("gone").await.unwrap(), Some(reborn));
+}

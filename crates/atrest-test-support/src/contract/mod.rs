@@ -31,7 +31,8 @@ use atrest_filekey::KeyVersion;
 use atrest_tenant::{MetadataStore, RecordTag};
 
 pub use self::catalog::{
-    batches_are_all_or_nothing, commits_hold_to_their_precondition_and_keep_the_media_type,
+    a_forgotten_tenant_leaves_no_record_and_frees_its_name, batches_are_all_or_nothing,
+    commits_hold_to_their_precondition_and_keep_the_media_type,
     concurrent_seals_of_one_name_get_distinct_versions, retirement_claims_race_attached_keys,
     rewraps_replace_only_unchanged_keys, seals_are_versions_visible_once_committed,
     tenant_names_are_unique_both_ways,
@@ -83,6 +84,7 @@ macro_rules! contract_suite {
             rewraps_replace_only_unchanged_keys,
             concurrent_seals_of_one_name_get_distinct_versions,
             commits_hold_to_their_precondition_and_keep_the_media_type,
+            a_forgotten_tenant_leaves_no_record_and_frees_its_name,
         );
     };
     (@each $make:expr; $($test:ident),* $(,)?) => {
