@@ -713,6 +713,32 @@ async fn a_denied_write_makes_no_file_key_and_is_audited() {
         0
     );
     f.hierarchy.new_file_key(&USER, &ctx).await.unwrap();
+
+    // A batch of refused writes gets no TIK unwrapped for it: the decision
+    // comes first (no call reaches the customer's key service).
+    let customer = f.customer_tenant().await;
+    f.hierarchy.flush_cache();
+    let calls = f.customer_a.calls();
+    let contexts: Vec<_> = (0..3).map(|_| context(customer)).collect();
+    let (made, records) = f
+        .hierarchy
+        .new_file_keys_records_pending(&stranger, customer, &contexts)
+        .await
+        .unwrap();
+    records.commit().await.unwrap();
+    assert!(made.iter().all(|m| matches!(m, Err(Error::Denied { .. }))));
+    assert_eq!(f.customer_a.calls(), calls, "no unwrap for refused writes");
+    assert_eq!(
+        f.audit
+            .count(|e, o| matches!(e, Event::WriteDenied { .. })
+                && matches!(o, Outcome::Denied { .. })),
+        4
+    );
+    assert_eq!(
+        f.audit
+            .count(|e, _| matches!(e, Event::FileKeyWrapped { .. })),
+        1
+    );
 }
 
 #[tokio::test]

@@ -194,71 +194,82 @@ impl KeyHierarchy {
             self.check_capability(access)?;
             let entry = self.tenant_entry(tenant).await?;
             let version = entry.record.current_tik;
-            let tik = match self.tik(&entry, version, access).await {
-                Ok(tik) => tik,
-                Err(error) => {
-                    let records = contexts
-                        .iter()
-                        .map(|context| {
-                            let event = Event::FileKeyWrapped {
-                                file: Self::file_ref(context),
-                                kek: Self::tik_ref(&entry, version),
-                            };
-                            Record::new(self.actor.clone(), event)
-                                .tenant(entry.tenant_text.clone())
-                                .outcome(Self::failed(&error))
-                        })
-                        .collect();
-                    let _ = self.audit.record_all(records).await?;
-                    return Err(error);
-                }
-            };
-            let mut records = Vec::with_capacity(contexts.len());
-            let mut keys = Vec::with_capacity(contexts.len());
+            // The write decision first, as for one file: writes refused
+            // never get the TIK unwrapped for them.
             let files: Vec<_> = contexts.iter().map(|context| context.file).collect();
             let mut decisions = self
                 .policy
                 .decide_writes(access, tenant, &files)
                 .await
                 .into_iter();
-            for context in contexts {
-                let decision = decisions.next().unwrap_or_else(|| {
-                    Decision::Deny("the policy gave fewer decisions than files".into())
-                });
-                if let Some((outcome, error)) = Self::refusal(decision) {
-                    records.push(
-                        Record::new(
-                            self.actor.clone(),
-                            Event::WriteDenied {
-                                file: Self::file_ref(context),
-                                principal: Text::lossy(access.principal()),
-                            },
-                        )
-                        .tenant(entry.tenant_text.clone())
-                        .outcome(outcome),
-                    );
+            let refusals: Vec<Option<(Outcome, Error)>> = contexts
+                .iter()
+                .map(|_| {
+                    Self::refusal(decisions.next().unwrap_or_else(|| {
+                        Decision::Deny("the policy gave fewer decisions than files".into())
+                    }))
+                })
+                .collect();
+            let denied = |context: &FileContext, outcome: Outcome| {
+                Record::new(
+                    self.actor.clone(),
+                    Event::WriteDenied {
+                        file: Self::file_ref(context),
+                        principal: Text::lossy(access.principal()),
+                    },
+                )
+                .tenant(entry.tenant_text.clone())
+                .outcome(outcome)
+            };
+            let wrapped = |context: &FileContext, outcome: Outcome| {
+                Record::new(
+                    self.actor.clone(),
+                    Event::FileKeyWrapped {
+                        file: Self::file_ref(context),
+                        kek: Self::tik_ref(&entry, version),
+                    },
+                )
+                .tenant(entry.tenant_text.clone())
+                .outcome(outcome)
+            };
+            let tik = if refusals.iter().any(Option::is_none) {
+                match self.tik(&entry, version, access).await {
+                    Ok(tik) => Some(tik),
+                    Err(error) => {
+                        let records = contexts
+                            .iter()
+                            .zip(refusals)
+                            .map(|(context, refusal)| match refusal {
+                                Some((outcome, _)) => denied(context, outcome),
+                                None => wrapped(context, Self::failed(&error)),
+                            })
+                            .collect();
+                        let _ = self.audit.record_all(records).await?;
+                        return Err(error);
+                    }
+                }
+            } else {
+                None
+            };
+            let mut records = Vec::with_capacity(contexts.len());
+            let mut keys = Vec::with_capacity(contexts.len());
+            for (context, refusal) in contexts.iter().zip(refusals) {
+                if let Some((outcome, error)) = refusal {
+                    records.push(denied(context, outcome));
                     keys.push(Err(error));
                     continue;
                 }
-                let made = if context.tenant == tenant {
-                    tik.generate_wrapped(context, &mut OsRng)
-                        .map_err(Error::from)
-                } else {
-                    Err(Error::WrongTenant(context.tenant))
-                };
-                let event = Event::FileKeyWrapped {
-                    file: Self::file_ref(context),
-                    kek: Self::tik_ref(&entry, version),
+                let made = match &tik {
+                    Some(tik) if context.tenant == tenant => tik
+                        .generate_wrapped(context, &mut OsRng)
+                        .map_err(Error::from),
+                    _ => Err(Error::WrongTenant(context.tenant)),
                 };
                 let outcome = match &made {
                     Ok(_) => Outcome::Success,
                     Err(error) => Self::failed(error),
                 };
-                records.push(
-                    Record::new(self.actor.clone(), event)
-                        .tenant(entry.tenant_text.clone())
-                        .outcome(outcome),
-                );
+                records.push(wrapped(context, outcome));
                 keys.push(made);
             }
             Ok((
