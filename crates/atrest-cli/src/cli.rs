@@ -123,6 +123,32 @@ pub(crate) enum Command {
         #[arg(long)]
         versions: bool,
     },
+    /// Delete a file's version (or every version of it), then erase its
+    /// key for good: a crypto-erasure no database backup undoes.
+    Rm {
+        /// The tenant.
+        tenant: String,
+        /// The file's name.
+        name: String,
+        /// Only this version (default: every version of the file).
+        #[arg(long)]
+        version: Option<u64>,
+        /// Who is deleting, as user@tenant (default: cli@TENANT).
+        #[arg(long = "as")]
+        principal: Option<String>,
+        /// Delete only; leave the erasure to a later `atrest erase` (one
+        /// erasure for many deletions: it re-wraps every key of the
+        /// tenant).
+        #[arg(long)]
+        later: bool,
+    },
+    /// Make a tenant's deletions final: roll its TIK, re-wrap every file
+    /// key under the new version, and retire (destroy) the older versions
+    /// with their keys.
+    Erase {
+        /// The tenant.
+        tenant: String,
+    },
     /// Rotate keys: a tenant's TIK (re-wrapping its file keys), or a
     /// service root key.
     #[command(subcommand)]

@@ -152,6 +152,14 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Rotate(command) => commands::rotate(data, out, command).await,
         Command::Revoke { tenant, key } => commands::revoke(data, out, &tenant, &key).await,
         Command::Purge { tenant, yes } => commands::purge(data, out, &tenant, yes).await,
+        Command::Rm {
+            tenant,
+            name,
+            version,
+            principal,
+            later,
+        } => commands::rm(data, out, (&tenant, &name, version), principal, later).await,
+        Command::Erase { tenant } => commands::erase(data, out, &tenant).await,
         Command::Gc {
             dry_run,
             older_than,

@@ -2039,3 +2039,124 @@ fn a_full_disk_is_out_of_space_and_what_only_reads_still_works() {
     assert!(std::fs::read(&out).unwrap() == bytes);
     cli.ok(&["audit", "verify"]);
 }
+
+/// Copies directory `from` to `to` (files only, recursively, modes kept).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    std::fs::set_permissions(to, std::fs::metadata(from).unwrap().permissions()).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// `atrest rm` deletes a version (or a file) and erases its key: a
+/// deployment whose databases and blobs are restored from a backup taken
+/// before — the tenant keys as they are now, which no database holds —
+/// cannot read it. Other files stay readable in the live deployment; a
+/// refused principal deletes nothing; `--later` leaves the erasure to
+/// `atrest erase`.
+#[test]
+fn rm_erases_for_good_even_from_a_restored_backup() {
+    let dir = TempDir::new("rm");
+    let cli = Cli::new(dir.path());
+    cli.ok(&["init"]);
+    cli.ok(&["tenant", "create", "contoso"]);
+    cli.ok(&["tenant", "create", "fabrikam"]);
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.display().to_string()
+    };
+    let v1 = write("minutes-1", b"first minutes, to be deleted");
+    let v2 = write("minutes-2", b"second minutes, kept");
+    let other = write("budget", b"the budget, kept");
+    cli.ok(&["put", "contoso", &v1, "--name", "minutes.txt"]);
+    cli.ok(&["put", "contoso", &v2, "--name", "minutes.txt"]);
+    cli.ok(&["put", "contoso", &other, "--name", "budget.txt"]);
+    // A backup of everything but the tenant keys (no process running).
+    let backup = dir.path().join("backup");
+    copy_tree(&cli.data, &backup);
+    std::fs::remove_dir_all(backup.join("tenant-keys")).unwrap();
+    std::fs::remove_dir_all(backup.join("leases")).unwrap();
+
+    // Another tenant's user may not delete.
+    cli.expect(
+        4,
+        &[
+            "rm",
+            "contoso",
+            "minutes.txt",
+            "--version",
+            "1",
+            "--as",
+            "eve@fabrikam",
+        ],
+    );
+    cli.expect(3, &["rm", "contoso", "minutes.txt", "--version", "9"]);
+    cli.expect(3, &["rm", "contoso", "nothing.txt"]);
+    let removed = cli.json(&["rm", "contoso", "minutes.txt", "--version", "1"]);
+    assert_eq!(
+        removed["deleted_versions"],
+        serde_json::json!([1]),
+        "{removed}"
+    );
+    assert_eq!(removed["erasure"]["complete"], true, "{removed}");
+    assert_eq!(
+        removed["erasure"]["retired_tik_versions"],
+        serde_json::json!([1])
+    );
+    cli.expect(3, &["get", "contoso", "minutes.txt", "--version", "1"]);
+    let listed = cli.json(&["ls", "contoso", "minutes.txt"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(
+        cli.run(&["get", "contoso", "minutes.txt"]).stdout,
+        b"second minutes, kept"
+    );
+    assert_eq!(
+        cli.run(&["get", "contoso", "budget.txt"]).stdout,
+        b"the budget, kept"
+    );
+    let audit = cli.json(&["audit", "show", "--tenant", "contoso"]);
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"]["type"] == "file_deleted"
+                && e["event"]["principal"] == "cli@contoso"),
+        "{audit}"
+    );
+
+    // The backup's databases and blobs, today's tenant keys: the deleted
+    // version's record and wrapped key are back, its key is not.
+    let restored = dir.path().join("restored");
+    copy_tree(&backup, &restored);
+    copy_tree(&cli.data.join("tenant-keys"), &restored.join("tenant-keys"));
+    let restored_cli = Cli {
+        data: restored,
+        env: Vec::new(),
+    };
+    let listed = restored_cli.json(&["ls", "contoso", "minutes.txt"]);
+    assert_eq!(listed.as_array().unwrap().len(), 2, "the backup lists it");
+    let output = restored_cli.run(&["get", "contoso", "minutes.txt", "--version", "1"]);
+    // The wrap opens under no key there is: an integrity failure.
+    assert_eq!(output.status.code(), Some(5), "{output:?}");
+    assert!(output.stdout.is_empty(), "{output:?}");
+
+    // Deleting now and erasing later: every version of a file.
+    cli.ok(&["rm", "contoso", "budget.txt", "--later"]);
+    cli.expect(3, &["get", "contoso", "budget.txt"]);
+    let erased = cli.json(&["erase", "contoso"]);
+    assert_eq!(erased["complete"], true, "{erased}");
+    assert_eq!(
+        cli.run(&["get", "contoso", "minutes.txt"]).stdout,
+        b"second minutes, kept"
+    );
+    assert!(cli.json(&["audit", "verify"])["problem"].is_null());
+}

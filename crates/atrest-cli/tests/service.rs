@@ -895,6 +895,92 @@ fn pagination_over_twenty_thousand_versions() {
     assert!(!boxed.is_empty() && boxed == boxed_expected);
 }
 
+/// `DELETE` removes a version (or every version) for the tenant's own
+/// users only; listings and reads no longer see it; the service erases the
+/// keys by itself shortly after (the tenant left with one TIK version, the
+/// older ones destroyed with their keys), and the other files still open.
+#[test]
+fn delete_removes_versions_and_the_service_erases_their_keys() {
+    let dir = TempDir::new("service-delete");
+    let data = dir.join("data");
+    atrest(&data, &["init"]);
+    atrest(&data, &["tenant", "create", "acme"]);
+    atrest(&data, &["tenant", "create", "globex"]);
+    let instance = Instance::start(&data, "service-delete", &[], &[]);
+    let alice = Client {
+        addr: &instance.addr,
+        token: token(&data, "alice@acme"),
+    };
+    let bob = Client {
+        addr: &instance.addr,
+        token: token(&data, "bob@globex"),
+    };
+    let path = "/v1/tenants/acme/files/plans.txt";
+    for body in [&b"first"[..], b"second"] {
+        assert_eq!(alice.send("PUT", path, &[], body).status, 201);
+    }
+    assert_eq!(
+        alice
+            .send("PUT", "/v1/tenants/acme/files/kept.txt", &[], b"kept")
+            .status,
+        201
+    );
+    let etag = alice.get(path, &[]).header("etag").unwrap().to_owned();
+
+    assert_eq!(
+        bob.send("DELETE", &format!("{path}?version=1"), &[], b"")
+            .status,
+        403
+    );
+    let deleted = alice.send("DELETE", &format!("{path}?version=1"), &[], b"");
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    let answer: Value = serde_json::from_slice(&deleted.body).unwrap();
+    assert_eq!(answer["deleted_versions"], serde_json::json!([1]));
+    assert_eq!(alice.get(&format!("{path}?version=1"), &[]).status, 404);
+    assert_eq!(alice.get(path, &[]).text(), "second");
+    assert_eq!(
+        alice
+            .send("DELETE", &format!("{path}?version=1"), &[], b"")
+            .status,
+        404
+    );
+
+    // The keys erased by the service: one TIK version left, a newer one.
+    let started = Instant::now();
+    loop {
+        let shown: Value =
+            serde_json::from_str(&atrest(&data, &["--json", "tenant", "show", "acme"])).unwrap();
+        let versions = shown["tik_versions"].as_array().unwrap().clone();
+        if versions.len() == 1 && versions[0]["version"].as_u64() > Some(1) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{shown}\n{}",
+            instance.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(alice.get(path, &[]).text(), "second");
+    assert_eq!(
+        alice.get("/v1/tenants/acme/files/kept.txt", &[]).text(),
+        "kept"
+    );
+
+    // Every version: the file is gone; made again, it is another file.
+    let deleted = alice.send("DELETE", path, &[], b"");
+    assert_eq!(deleted.status, 200);
+    assert_eq!(alice.get(path, &[]).status, 404);
+    let listing: Value =
+        serde_json::from_slice(&alice.get("/v1/tenants/acme/files?versions=all", &[]).body)
+            .unwrap();
+    assert_eq!(listing["files"].as_array().unwrap().len(), 1, "{listing}");
+    assert_eq!(alice.send("PUT", path, &[], b"anew").status, 201);
+    assert_ne!(alice.get(path, &[]).header("etag"), Some(etag.as_str()));
+    let audit = atrest(&data, &["--json", "audit", "show", "--tenant", "acme"]);
+    assert_eq!(audit.matches("\"file_deleted\"").count(), 2, "{audit}");
+}
+
 /// Listings come in pages: the newest version of each file by default,
 /// every version on request, a prefix, a limit and an opaque cursor; each
 /// file once across the pages, none missing.
@@ -993,7 +1079,7 @@ fn every_error_is_a_problem_document() {
         ),
         (alice.get(&format!("{path}?version=x"), &[]), 400, "usage"),
         (alice.get(&format!("{path}?colour=red"), &[]), 400, "usage"),
-        (alice.send("DELETE", path, &[], b""), 405, "usage"),
+        (alice.send("POST", path, &[], b""), 405, "usage"),
         (alice.get(path, &[("Range", "bytes=100-")]), 416, "range"),
         (
             request(&instance.addr, "GET", path, &[], b""),

@@ -167,6 +167,41 @@ impl Deployment {
         Ok(PutReport::new(tenant, record))
     }
 
+    /// Deletes version `version` of file `name` of tenant `tenant` (`None`:
+    /// every version), for `access` (see [`atrest::Files::delete`]); the
+    /// keys are erased for good by [`Deployment::erase_deleted`]. Returns
+    /// the versions deleted.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; [`Error::InTenant`]: not found, refused,
+    /// catalog and audit errors.
+    pub async fn delete(
+        &self,
+        access: &Access<'_>,
+        file: &FileName<'_>,
+    ) -> Result<Vec<FileRecord>, Error> {
+        let (tenant_id, version, name) = self.select(file).await?;
+        let deleted = self.files.delete(access, tenant_id, &name, version).await;
+        named(file.tenant, tenant_id, deleted)
+    }
+
+    /// Makes the deletions of tenant `tenant` final: a crypto-erasure
+    /// (see [`atrest::Files::erase_deleted`]), `progress` called after
+    /// each batch of re-wrapped keys.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; key and catalog errors (running it again
+    /// finishes the job).
+    pub async fn erase_deleted(
+        &self,
+        tenant: &str,
+        progress: &mut (dyn FnMut(atrest::tenant::RewrapProgress) + Send),
+    ) -> Result<atrest::EraseReport, Error> {
+        let tenant_id = self.tenant_id(tenant).await?;
+        let erased = self.files.erase_deleted(tenant_id, 1000, progress).await;
+        named(tenant, tenant_id, erased)
+    }
+
     /// Seals several files of tenant `tenant` at once, for `access`, with
     /// their durable steps shared (see [`atrest::Files::seal_batch`]):
     /// each item becomes a new version of its name in its blob,

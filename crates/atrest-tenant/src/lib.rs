@@ -28,4 +28,6 @@ pub use store::{
     MetadataStore, Rewrapped, RootKeySlot, SlotRole, StoredSlot, StoredTenant, TagUpdate,
     TenantKind, TenantRecord, TenantState, TikWrap, WrappedKeyIndex,
 };
-pub use tenant_key::{DerivedKey, MetadataKey, RecordTag, TenantKeyDir, TenantKeyStore};
+pub use tenant_key::{
+    DerivedKey, MetadataKey, RecordTag, TenantKeyDir, TenantKeyStore, version_key_id,
+};

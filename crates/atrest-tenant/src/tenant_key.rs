@@ -12,16 +12,22 @@
 //! the tenant and kept in a [`TenantKeyStore`], never in the metadata
 //! database:
 //!
-//! - A TIK version's key is `HMAC-SHA256(tenant key, "atrest/v1 tik" ‖
-//!   tenant ‖ TIK id ‖ version ‖ seed)`, where the 32-byte `seed` is what
-//!   the root keys wrap. Without the tenant key, the seeds are useless.
+//! - A TIK version's key is `HMAC-SHA256(version key, HMAC-SHA256(tenant
+//!   key, "atrest/v1 tik" ‖ tenant ‖ TIK id ‖ version ‖ seed))`, where the
+//!   32-byte `seed` is what the root keys wrap and the **version key** is
+//!   the version's own key in the same store ([`version_key_id`]; a version
+//!   made before version keys derives from the tenant key alone). Without
+//!   the tenant key, the seeds are useless; without a version's key, that
+//!   version is: retiring a version destroys its key, which erases every
+//!   file key ever wrapped under it, backups included.
 //! - The tenant's metadata key, `HMAC-SHA256(tenant key, "atrest/v1
 //!   metadata key" ‖ tenant ‖ TIK id)`, authenticates the tenant's record
 //!   (kind, root-key slots, revocations, current TIK version) and the file
 //!   records of the `atrest` catalog (see [`MetadataKey`]).
 //!
-//! Purging a tenant destroys its tenant key first. Restoring the database
-//! afterwards gives back wraps and records that nothing can use.
+//! Purging a tenant destroys its tenant key (and its version keys) first.
+//! Restoring the database afterwards gives back wraps and records that
+//! nothing can use.
 //!
 //! # Where tenant keys live
 //!
@@ -74,6 +80,7 @@ secret_type! {
 const FILE_HEADER: &[u8] = b"atrest tenant key v1\n";
 const SEAL_AAD_LABEL: &[u8] = b"atrest/v1 tenant key";
 const METADATA_KEY_LABEL: &[u8] = b"atrest/v1 metadata key";
+const VERSION_KEY_LABEL: &[u8] = b"atrest/v1 tik version key";
 
 /// Where each tenant's tenant key is kept (see the [module
 /// documentation](self)): outside the metadata database, so that
@@ -111,6 +118,40 @@ pub trait TenantKeyStore: Send + Sync {
     /// # Errors
     /// [`Error::KeyFile`] if a key could not be destroyed.
     async fn destroy(&self, tenant: TenantId) -> Result<u64, Error>;
+
+    /// Destroys the one key `key` of `tenant` (a TIK version's key, see
+    /// [`version_key_id`]); returns whether it existed. Destroying a key
+    /// that does not exist is not an error.
+    ///
+    /// # Errors
+    /// [`Error::KeyFile`] if the key could not be destroyed.
+    async fn destroy_key(&self, tenant: TenantId, key: KeyId) -> Result<bool, Error>;
+}
+
+/// The id of the key a TIK version has of its own in the tenant key store
+/// (its **version key**): derived from the TIK id and the version, so no
+/// database holds it.
+///
+/// A TIK version made with a version key derives its TIK from both keys,
+/// `HMAC-SHA256(version key, HMAC-SHA256(tenant key, …))`; retiring the
+/// version destroys the version key. The file keys wrapped under that
+/// version are then gone for good: a database backup restored afterwards
+/// brings back their wraps, which nothing can open — what makes deleting a
+/// file (its version's TIK retired once every other file key moved to a
+/// newer version) a crypto-erasure, as a purge is for a whole tenant.
+pub fn version_key_id(tik_id: KeyId, version: atrest_filekey::KeyVersion) -> KeyId {
+    let mut input = VERSION_KEY_LABEL.to_vec();
+    input.extend_from_slice(&tik_id.encode());
+    input.extend_from_slice(&version.encode());
+    let digest = ring::digest::digest(&ring::digest::SHA256, &input);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(digest.as_ref().get(..16).unwrap_or(&[1u8; 16]));
+    // The nil id is refused; a digest starting with 16 zero bytes is not
+    // going to happen, but the id must never be nil.
+    if id == [0u8; 16] {
+        id[15] = 1;
+    }
+    KeyId::from_bytes(id).unwrap_or(tik_id)
 }
 
 /// A tenant's metadata key: authenticates the records that decide key
@@ -372,25 +413,41 @@ impl TenantKeyDir {
             let entry = entry.map_err(|e| Self::key_file_error(&self.dir, e))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let is_key = name.starts_with(&prefix);
-            if !is_key && !name.starts_with(&staging_prefix) {
-                continue;
-            }
-            let mut path = entry.path();
-            if is_key {
-                // Out of the way first, in one step: from here on the key
-                // is missing, even if the process stops before it is
-                // overwritten (a later purge overwrites what is left).
-                let doomed = self.dir.join(format!(".{name}.destroyed"));
-                fs::rename(&path, &doomed).map_err(|e| Self::key_file_error(&path, e))?;
-                sync_dir(&self.dir).map_err(|e| Self::key_file_error(&self.dir, e))?;
-                path = doomed;
+            if name.starts_with(&prefix) {
+                self.destroy_file(name)?;
                 destroyed += 1;
+            } else if name.starts_with(&staging_prefix) {
+                let path = entry.path();
+                shred(&path).map_err(|e| Self::key_file_error(&path, e))?;
             }
-            shred(&path).map_err(|e| Self::key_file_error(&path, e))?;
         }
         sync_dir(&self.dir).map_err(|e| Self::key_file_error(&self.dir, e))?;
         Ok(destroyed)
+    }
+
+    /// [`TenantKeyStore::destroy_key`], on the calling thread.
+    fn destroy_key_blocking(&self, tenant: TenantId, key: KeyId) -> Result<bool, Error> {
+        let name = format!("{tenant}.{key}");
+        match fs::symlink_metadata(self.dir.join(&name)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Self::key_file_error(&self.dir.join(&name), e)),
+        }
+        self.destroy_file(&name)?;
+        sync_dir(&self.dir).map_err(|e| Self::key_file_error(&self.dir, e))?;
+        Ok(true)
+    }
+
+    /// Destroys key file `name`: out of the way first, in one step (from
+    /// there on the key is missing, even if the process stops before it is
+    /// overwritten: a later destroy overwrites what is left), then
+    /// overwritten, synced and removed.
+    fn destroy_file(&self, name: &str) -> Result<(), Error> {
+        let path = self.dir.join(name);
+        let doomed = self.dir.join(format!(".{name}.destroyed"));
+        fs::rename(&path, &doomed).map_err(|e| Self::key_file_error(&path, e))?;
+        sync_dir(&self.dir).map_err(|e| Self::key_file_error(&self.dir, e))?;
+        shred(&doomed).map_err(|e| Self::key_file_error(&doomed, e))
     }
 }
 
@@ -442,6 +499,11 @@ impl TenantKeyStore for TenantKeyDir {
     async fn destroy(&self, tenant: TenantId) -> Result<u64, Error> {
         let keys = self.clone();
         atrest_core::blocking::run(move || keys.destroy_blocking(tenant)).await
+    }
+
+    async fn destroy_key(&self, tenant: TenantId, key: KeyId) -> Result<bool, Error> {
+        let keys = self.clone();
+        atrest_core::blocking::run(move || keys.destroy_key_blocking(tenant, key)).await
     }
 }
 

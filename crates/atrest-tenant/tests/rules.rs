@@ -498,6 +498,86 @@ async fn tik_rotation_rewrap_and_retirement() {
     );
 }
 
+/// A retired TIK version's own key is destroyed with it: the file keys
+/// ever wrapped under it are gone for good, even with every database
+/// restored from a backup taken before (what makes deleting a file a
+/// crypto-erasure once the other files moved to a newer version).
+#[tokio::test]
+async fn a_retired_versions_file_keys_stay_gone_after_a_backup_is_restored() {
+    for customer_key in [false, true] {
+        let f = Fixture::new("retired-restored").await;
+        let index = f.file_keys.index();
+        let tenant = if customer_key {
+            f.customer_tenant().await
+        } else {
+            f.service_tenant().await
+        };
+        let (ctx, key, old_wrap) = f.file_keys.new_file(&f.hierarchy, &USER, tenant).await;
+        let backup = backup_databases(f.dir.path());
+
+        let v2 = f.hierarchy.roll_tik(tenant).await.unwrap();
+        let _ = f
+            .hierarchy
+            .rewrap_file_keys(tenant, index, 100, &mut |_| {})
+            .await
+            .unwrap();
+        f.hierarchy
+            .retire_tik(tenant, KeyVersion::FIRST, index)
+            .await
+            .unwrap();
+        // The key moved to version 2 opens; its version-1 wrap never again.
+        let moved = f.file_keys.wrapped(&ctx).await;
+        assert_eq!(moved.kek_version(), v2);
+        assert_eq!(
+            f.hierarchy
+                .release_file_key(&USER, &ctx, &moved)
+                .await
+                .unwrap()
+                .expose_secret(),
+            key.expose_secret()
+        );
+        f.hierarchy.flush_cache();
+        assert!(
+            f.hierarchy
+                .release_file_key(&USER, &ctx, &old_wrap)
+                .await
+                .is_err()
+        );
+
+        // The key metadata as the backup has it (restored beside the live
+        // files, which this process still has open): version 1 current
+        // again, its wraps there; its key is not.
+        let restored_dir = f.dir.join("restored");
+        std::fs::create_dir_all(&restored_dir).unwrap();
+        for (db, bytes) in &backup {
+            std::fs::write(restored_dir.join(db.file_name().unwrap()), bytes).unwrap();
+        }
+        let store = std::sync::Arc::new(
+            atrest_sqlite::SqliteStore::open(&restored_dir.join("tenants.sqlite"))
+                .await
+                .unwrap(),
+        );
+        let (restored, admin) = Fixture::build(
+            &store,
+            &f.tenant_keys,
+            &f.audit,
+            &f.service,
+            &f.customer_a,
+            &f.customer_b,
+            Duration::from_secs(60),
+        );
+        assert_eq!(
+            store.tenant(tenant).await.unwrap().unwrap().current_tik,
+            KeyVersion::FIRST
+        );
+        let scan = admin.capability("scan");
+        for access in [USER, system(&scan)] {
+            let released = restored.release_file_key(&access, &ctx, &old_wrap).await;
+            assert!(released.is_err(), "{released:?}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn rolling_a_root_key_rewraps_tik_versions_only() {
     let f = Fixture::new("root-roll").await;
@@ -835,6 +915,27 @@ async fn relabelled_slots_and_kinds_do_not_unwrap() {
     }
 }
 
+/// A backup of every database file in `dir` (the key metadata, the
+/// service's root keys, the customer stand-ins' key stores), taken while
+/// everything is consistent: each file and its bytes.
+fn backup_databases(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let databases: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sqlite"))
+        .collect();
+    for db in &databases {
+        let connection = rusqlite::Connection::open(db).unwrap();
+        let _: i64 = connection
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+            .unwrap();
+    }
+    databases
+        .iter()
+        .map(|db| (db.clone(), std::fs::read(db).unwrap()))
+        .collect()
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -855,22 +956,8 @@ async fn a_database_backup_restored_after_a_purge_brings_nothing_back() {
     // A backup of every database file (the key metadata, the service's
     // root keys, the customer stand-ins' key stores), taken while
     // everything is consistent.
-    let databases: Vec<_> = std::fs::read_dir(f.dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "sqlite"))
-        .collect();
-    assert!(databases.len() >= 4);
-    for db in &databases {
-        let connection = rusqlite::Connection::open(db).unwrap();
-        let _: i64 = connection
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
-            .unwrap();
-    }
-    let backup: Vec<_> = databases
-        .iter()
-        .map(|db| (db.clone(), std::fs::read(db).unwrap()))
-        .collect();
+    let backup = backup_databases(f.dir.path());
+    assert!(backup.len() >= 4);
 
     f.hierarchy.purge(tenant).await.unwrap();
     f.hierarchy.purge(service_managed).await.unwrap();

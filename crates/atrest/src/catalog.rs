@@ -309,6 +309,22 @@ pub trait Catalog: WrappedKeyIndex + Send + Sync {
     /// [`CatalogError::Database`].
     async fn tenant_name(&self, tenant: TenantId) -> Result<Option<String>, Error>;
 
+    /// Removes the sealed version `version` of file `name` of `tenant`, or
+    /// every sealed version of it (`None`), in one transaction; returns
+    /// the records removed (their blobs are no longer named). A name left
+    /// with no version (sealed or in progress) is removed too: a file made
+    /// again under it gets a new id. Seals in progress are left alone.
+    ///
+    /// # Errors
+    /// [`CatalogError::UnknownFile`], [`CatalogError::UnknownVersion`];
+    /// [`CatalogError::Database`], [`CatalogError::Corrupt`].
+    async fn remove_versions(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        version: Option<FileVersion>,
+    ) -> Result<Vec<FileRecord>, Error>;
+
     /// Forgets a tenant whose keys are gone (a purged tenant): removes
     /// every record and seal in progress of its files and its name, in one
     /// transaction, so that the name can be given to a new tenant and the

@@ -13,7 +13,9 @@ mod record;
 pub use blob::{BlobDigest, BlobName, BlobReader, BlobUpload, Blobs, MemoryBlobs};
 pub use catalog::{Catalog, MediaType, NewVersion, Precondition, check_name, normalize_name};
 pub use error::{CatalogError, Error, ErrorKind, RecordError};
-pub use files::{BatchItem, CollectReport, FileSelector, Files, OpenSink, SealOptions, WriterSink};
+pub use files::{
+    BatchItem, CollectReport, EraseReport, FileSelector, Files, OpenSink, SealOptions, WriterSink,
+};
 pub use record::FileRecord;
 
 pub use atrest_audit as audit;

@@ -126,6 +126,15 @@ pub enum Event {
         /// Segments written.
         segments: u64,
     },
+    /// A file version was deleted: its record (and with it its wrapped
+    /// key) removed from the catalog, for a principal. Its key is erased
+    /// for good once its TIK version is retired (`tik_retired`).
+    FileDeleted {
+        /// The file version.
+        file: FileRef,
+        /// Who deleted it.
+        principal: Text,
+    },
     /// A file version (or a range of it) was decrypted for a principal.
     FileOpened {
         /// The file version.
@@ -285,6 +294,7 @@ impl Event {
             Self::TenantPurged { .. } => "tenant_purged",
             Self::FileSealed { .. } => "file_sealed",
             Self::FileOpened { .. } => "file_opened",
+            Self::FileDeleted { .. } => "file_deleted",
             Self::DataMove { .. } => "data_move",
             Self::Checkpoint { .. } => "checkpoint",
             Self::LogRecovered { .. } => "log_recovered",
@@ -308,6 +318,7 @@ impl Event {
             | Self::WriteDenied { file, .. }
             | Self::FileSealed { file, .. }
             | Self::FileOpened { file, .. }
+            | Self::FileDeleted { file, .. }
             | Self::BlobCopyPassedOver { file, .. } => Some(file),
             Self::TikRolled { .. }
             | Self::FileKeysRewrapped { .. }
@@ -331,6 +342,7 @@ impl Event {
     /// line that holds it.
     pub fn schema_version(&self) -> u32 {
         match self {
+            Self::FileDeleted { .. } => 5,
             Self::LogRestarted { .. } => 4,
             Self::MetadataRejected {}
             | Self::TikRetired { .. }

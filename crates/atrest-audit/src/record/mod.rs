@@ -54,7 +54,7 @@ pub use self::scope::{in_request, in_requests};
 use crate::Error;
 
 /// The newest schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// The oldest schema version this build reads (every version from it to
 /// [`SCHEMA_VERSION`]).

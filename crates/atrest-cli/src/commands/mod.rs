@@ -471,6 +471,107 @@ pub(crate) async fn purge(data: &Path, out: Output, tenant: &str, yes: bool) -> 
     Ok(())
 }
 
+/// `atrest rm`.
+pub(crate) async fn rm(
+    data: &Path,
+    out: Output,
+    (tenant, name, version): (&str, &str, Option<u64>),
+    principal: Option<String>,
+    later: bool,
+) -> Result<(), Error> {
+    let deployment = open(data).await?;
+    let principal = self::principal(principal, tenant);
+    let access = atrest::tenant::Access::User {
+        principal: &principal,
+    };
+    let file = atrest_deployment::FileName {
+        tenant,
+        name,
+        version,
+    };
+    let deleted = deployment.delete(&access, &file).await?;
+    let versions: Vec<u64> = deleted.iter().map(|r| u64::from(r.version)).collect();
+    let erased = if later {
+        None
+    } else {
+        Some(erase_with_progress(&deployment, &out, tenant).await?)
+    };
+    let info = serde_json::json!({
+        "tenant": tenant,
+        "name": name,
+        "deleted_versions": versions,
+        "erasure": erased.as_ref().map(erase_info),
+    });
+    out.show(&info, || {
+        let listed: Vec<String> = versions.iter().map(u64::to_string).collect();
+        let mut text = format!("{tenant}: deleted {name:?} (version {})", listed.join(", "));
+        match &erased {
+            None => text.push_str(
+                "; its key is erased once `atrest erase` runs (until then a database \
+                 backup still holds it)",
+            ),
+            Some(report) => text.push_str(&format!("; {}", erase_text(report))),
+        }
+        text
+    });
+    Ok(())
+}
+
+/// `atrest erase`.
+pub(crate) async fn erase(data: &Path, out: Output, tenant: &str) -> Result<(), Error> {
+    let deployment = open(data).await?;
+    let report = erase_with_progress(&deployment, &out, tenant).await?;
+    let mut info = erase_info(&report);
+    if let Some(fields) = info.as_object_mut() {
+        let _ = fields.insert("tenant".to_owned(), serde_json::json!(tenant));
+    }
+    out.show(&info, || format!("{tenant}: {}", erase_text(&report)));
+    Ok(())
+}
+
+async fn erase_with_progress(
+    deployment: &Deployment,
+    out: &Output,
+    tenant: &str,
+) -> Result<atrest::EraseReport, Error> {
+    let bar = out.count_bar(0, "file keys re-wrapped");
+    let mut progress = |p: atrest::tenant::RewrapProgress| {
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+    };
+    let report = deployment.erase_deleted(tenant, &mut progress).await;
+    bar.finish_and_clear();
+    Ok(report?)
+}
+
+fn erase_info(report: &atrest::EraseReport) -> serde_json::Value {
+    serde_json::json!({
+        "tik_version": u32::from(report.version),
+        "rewrapped_file_keys": report.rewrap.rewrapped,
+        "retired_tik_versions": report.retired.iter().map(|v| u32::from(*v)).collect::<Vec<_>>(),
+        "pending_tik_versions": report.pending.iter().map(|v| u32::from(*v)).collect::<Vec<_>>(),
+        "complete": report.pending.is_empty(),
+    })
+}
+
+fn erase_text(report: &atrest::EraseReport) -> String {
+    let retired: Vec<String> = report.retired.iter().map(|v| v.to_string()).collect();
+    let mut text = format!(
+        "erased: {} file keys re-wrapped under TIK version {}, versions [{}] retired with their keys",
+        report.rewrap.rewrapped,
+        report.version,
+        retired.join(", ")
+    );
+    if !report.pending.is_empty() {
+        let pending: Vec<String> = report.pending.iter().map(|v| v.to_string()).collect();
+        text.push_str(&format!(
+            "; versions [{}] are still used by uploads in flight: run `atrest erase` again once they are done",
+            pending.join(", ")
+        ));
+    }
+    text
+}
+
 /// `atrest gc`.
 pub(crate) async fn gc(
     data: &Path,

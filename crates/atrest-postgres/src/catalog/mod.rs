@@ -345,6 +345,72 @@ impl Catalog for PgCatalog {
         .await
     }
 
+    async fn remove_versions(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        version: Option<FileVersion>,
+    ) -> Result<Vec<FileRecord>, Error> {
+        let shared_name = Arc::<str>::from(name);
+        let asked = version.map(number).transpose().map_err(|_| {
+            Error::from(CatalogError::Corrupt("a version beyond what can be stored"))
+        })?;
+        self.run(Mode::Write, move |tx| {
+            let name = Arc::clone(&shared_name);
+            Box::pin(async move {
+                let id = tenant.as_bytes().as_slice();
+                let rows = tx
+                    .query(
+                        &format!(
+                            "SELECT {RECORD_COLUMNS} FROM atrest_catalog_versions v
+                             JOIN atrest_catalog_files f ON f.file = v.file
+                             WHERE f.tenant = $1 AND f.name = $2 AND v.state = 'sealed'
+                             AND ($3::bigint IS NULL OR v.version = $3)
+                             ORDER BY v.version"
+                        ),
+                        &[&id, &&*name, &asked],
+                    )
+                    .await?;
+                let removed = rows.iter().map(read_record).collect::<Result<Vec<_>, _>>()?;
+                if removed.is_empty() {
+                    return Err(stop(match version {
+                        None => CatalogError::UnknownFile {
+                            tenant,
+                            name: name.to_string(),
+                        },
+                        Some(version) => CatalogError::UnknownVersion {
+                            tenant,
+                            name: name.to_string(),
+                            version,
+                        },
+                    }));
+                }
+                for record in &removed {
+                    let _ = tx
+                        .execute(
+                            "DELETE FROM atrest_catalog_versions
+                             WHERE tenant = $1 AND file = $2 AND version = $3 AND state = 'sealed'",
+                            &[
+                                &id,
+                                &record.file.as_bytes().as_slice(),
+                                &number(record.version)?,
+                            ],
+                        )
+                        .await?;
+                }
+                let _ = tx
+                    .execute(
+                        "DELETE FROM atrest_catalog_files f WHERE f.tenant = $1 AND f.name = $2
+                         AND NOT EXISTS (SELECT 1 FROM atrest_catalog_versions v WHERE v.file = f.file)",
+                        &[&id, &&*name],
+                    )
+                    .await?;
+                Ok(removed)
+            })
+        })
+        .await
+    }
+
     async fn forget_tenant(&self, tenant: TenantId) -> Result<u64, Error> {
         self.run(Mode::Write, move |tx| {
             Box::pin(async move {

@@ -368,6 +368,60 @@ impl Catalog for SqliteCatalog {
         .await
     }
 
+    async fn remove_versions(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        version: Option<FileVersion>,
+    ) -> Result<Vec<FileRecord>, Error> {
+        let name = name.to_owned();
+        self.run(move |db| {
+            let tx = db.durable.transaction()?;
+            let id = tenant.as_bytes().as_slice();
+            let number = version.map(u64::from);
+            let removed: Vec<FileRecord> = {
+                let mut statement = tx.prepare(&format!(
+                    "SELECT {RECORD_COLUMNS} FROM catalog_versions v
+                     JOIN catalog_files f ON f.file = v.file
+                     WHERE f.tenant = ?1 AND f.name = ?2 AND v.state = 'sealed'
+                     AND (?3 IS NULL OR v.version = ?3)
+                     ORDER BY v.version"
+                ))?;
+                let rows = statement.query_map(params![id, name, number], stored_record)?;
+                let mut removed = Vec::new();
+                for row in rows {
+                    removed.push(row?.decode()?);
+                }
+                removed
+            };
+            if removed.is_empty() {
+                return Err(Failure::Catalog(match version {
+                    None => CatalogError::UnknownFile { tenant, name },
+                    Some(version) => CatalogError::UnknownVersion {
+                        tenant,
+                        name,
+                        version,
+                    },
+                }));
+            }
+            for record in &removed {
+                let _ = tx.execute(
+                    "DELETE FROM catalog_versions
+                     WHERE tenant = ?1 AND file = ?2 AND version = ?3 AND state = 'sealed'",
+                    params![id, record.file.as_bytes(), u64::from(record.version)],
+                )?;
+            }
+            let _ = tx.execute(
+                "DELETE FROM catalog_files WHERE tenant = ?1 AND name = ?2
+                 AND NOT EXISTS (SELECT 1 FROM catalog_versions v WHERE v.file = catalog_files.file)",
+                params![id, name],
+            )?;
+            tx.commit()?;
+            Ok(removed)
+        })
+        .await
+    }
+
     async fn forget_tenant(&self, tenant: TenantId) -> Result<u64, Error> {
         self.run(move |db| {
             let tx = db.durable.transaction()?;

@@ -31,20 +31,8 @@ impl KeyHierarchy {
         access: &Access<'_>,
         context: &FileContext,
     ) -> Result<(FileKey, WrappedFileKey), Error> {
-        self.check_capability(access)?;
+        self.authorize_write(access, context).await?;
         let entry = self.tenant_entry(context.tenant).await?;
-        let decision = self
-            .policy
-            .decide_write(access, context.tenant, context.file)
-            .await;
-        if let Some((outcome, error)) = Self::refusal(decision) {
-            let event = Event::WriteDenied {
-                file: Self::file_ref(context),
-                principal: Text::lossy(access.principal()),
-            };
-            self.record(&entry, event, outcome).await?;
-            return Err(error);
-        }
         let version = entry.record.current_tik;
         let result = self.tik(&entry, version, access).await.and_then(|tik| {
             tik.generate_wrapped(context, &mut OsRng)
@@ -64,6 +52,35 @@ impl KeyHierarchy {
                 Err(error)
             }
         }
+    }
+
+    /// Asks the write decision for the file version `context` (as a seal
+    /// does, for a change such as a deletion); a refusal is audited
+    /// (`write_denied`) and returned. The tenant must be active.
+    ///
+    /// # Errors
+    /// [`Error::Denied`]; [`Error::PolicyUnavailable`]; [`Error::Purged`];
+    /// [`Error::UnknownTenant`]; [`Error::Audit`].
+    pub async fn authorize_write(
+        &self,
+        access: &Access<'_>,
+        context: &FileContext,
+    ) -> Result<(), Error> {
+        self.check_capability(access)?;
+        let entry = self.tenant_entry(context.tenant).await?;
+        let decision = self
+            .policy
+            .decide_write(access, context.tenant, context.file)
+            .await;
+        if let Some((outcome, error)) = Self::refusal(decision) {
+            let event = Event::WriteDenied {
+                file: Self::file_ref(context),
+                principal: Text::lossy(access.principal()),
+            };
+            self.record(&entry, event, outcome).await?;
+            return Err(error);
+        }
+        Ok(())
     }
 
     /// Releases the file key of a file version to `access`: checks the

@@ -34,6 +34,8 @@ impl KeyHierarchy {
         // The tenant key first: a creation that stops after this leaves an
         // unused key of its own (a fresh TIK id), never a tenant without one.
         self.tenant_keys.create(tenant, record.tik_id).await?;
+        self.create_version_key(tenant, record.tik_id, KeyVersion::FIRST)
+            .await?;
         let metadata =
             Arc::new(MetadataKey::derive(&*self.tenant_keys, tenant, record.tik_id).await?);
         record.tag = Some(record_tag(&metadata, &record));

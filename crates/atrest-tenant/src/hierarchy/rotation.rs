@@ -9,6 +9,7 @@ use atrest_filekey::{KeyVersion, OsRng, TenantId};
 use super::{KeyHierarchy, join_all};
 use crate::policy::SystemCapability;
 use crate::store::{Rewrapped, TenantRecord, TenantState};
+use crate::tenant_key::version_key_id;
 use crate::{Access, Error, KeyMaterial, RootKeyRef, WrappedKeyIndex};
 
 /// Progress of a re-wrap, reported after each batch.
@@ -41,6 +42,24 @@ pub struct RootRollReport {
 }
 
 impl KeyHierarchy {
+    /// Creates TIK version `version`'s own key in the tenant key store;
+    /// one left by an earlier attempt that stopped is used as it is.
+    pub(super) async fn create_version_key(
+        &self,
+        tenant: TenantId,
+        tik_id: atrest_filekey::KeyId,
+        version: KeyVersion,
+    ) -> Result<(), Error> {
+        match self
+            .tenant_keys
+            .create(tenant, version_key_id(tik_id, version))
+            .await
+        {
+            Ok(()) | Err(Error::TenantExists(_)) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Rolls the tenant's TIK: a new version, wrapped under every root key
     /// of the tenant, becomes current. New file keys are wrapped under it;
     /// existing wrapped file keys keep working under their version until
@@ -66,6 +85,9 @@ impl KeyHierarchy {
             .max(previous)
             .next()
             .ok_or(Error::Misuse("the TIK version counter is exhausted"))?;
+        // The version's own key before the version: a roll that stops in
+        // between leaves a key no version uses (a purge destroys it).
+        self.create_version_key(tenant, record.tik_id, next).await?;
         let seed = KeyMaterial::generate()?;
         let wraps = record
             .slots
@@ -171,7 +193,8 @@ impl KeyHierarchy {
     }
 
     /// Retires (destroys) an old TIK version once no wrapped file key in
-    /// `index` refers to it and it is not the current version.
+    /// `index` refers to it and it is not the current version: its version
+    /// key first (see [`crate::version_key_id`]), then its wraps.
     ///
     /// The index is asked to claim the version first
     /// ([`WrappedKeyIndex::claim_retirement`]), atomically with the keys it
@@ -206,6 +229,13 @@ impl KeyHierarchy {
                 is_current,
             });
         }
+        // The version's own key first: once it is gone, the file keys ever
+        // wrapped under this version are gone too, whatever a database
+        // backup keeps of their wraps.
+        let _ = self
+            .tenant_keys
+            .destroy_key(tenant, version_key_id(record.tik_id, version))
+            .await?;
         self.store.retire_tik_version(tenant, version).await?;
         self.flush_tenant(tenant);
         let entry = Self::entry_from(record, None);

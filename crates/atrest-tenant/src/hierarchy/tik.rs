@@ -15,6 +15,7 @@ use super::binding::{tik_aad, tik_derivation_input};
 use super::{Cached, KeyHierarchy, TenantEntry};
 use crate::policy::SystemCapability;
 use crate::store::{RootKeySlot, SlotRole, TenantKind, TenantRecord, TenantState, TikWrap};
+use crate::tenant_key::version_key_id;
 use crate::{Access, Error, KeyMaterial, ProviderError, RootKeyProvider, RootKeyRef};
 
 impl KeyHierarchy {
@@ -242,6 +243,20 @@ impl KeyHierarchy {
             )
             .await?;
         drop(seed);
+        // Through the version's own key, if it has one (see
+        // `version_key_id`). A version without (made before version keys,
+        // or erased since) keeps the first derivation: for an erased one
+        // that is not its TIK, and no file key opens under it.
+        let version_key = version_key_id(entry.record.tik_id, version);
+        let material = match self
+            .tenant_keys
+            .derive(tenant, version_key, material.expose_secret())
+            .await
+        {
+            Ok(scoped) => scoped,
+            Err(Error::TenantKeyMissing(_)) => material,
+            Err(error) => return Err(error),
+        };
         let kek = Arc::new(Kek::from_secret_bytes(
             entry.record.tik_id,
             version,

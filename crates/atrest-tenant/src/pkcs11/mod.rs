@@ -303,4 +303,9 @@ impl TenantKeyStore for Pkcs11Keys {
         self.blocking(move |token| token.destroy_tenant_keys(tenant))
             .await
     }
+
+    async fn destroy_key(&self, tenant: TenantId, key: KeyId) -> Result<bool, crate::Error> {
+        self.blocking(move |token| token.destroy_tenant_key(tenant, key))
+            .await
+    }
 }

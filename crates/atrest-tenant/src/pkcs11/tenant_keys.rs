@@ -87,6 +87,28 @@ impl Token {
         }
     }
 
+    /// [`TenantKeyStore::destroy_key`](crate::TenantKeyStore::destroy_key),
+    /// on the calling thread.
+    pub(crate) fn destroy_tenant_key(
+        &self,
+        tenant: TenantId,
+        tik_id: KeyId,
+    ) -> Result<bool, crate::Error> {
+        let key = Self::tenant_key_ref(tenant, tik_id)?;
+        let destroyed = self.with_session(&key, |session| {
+            let mut destroyed = false;
+            for handle in session.find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Label(key.label().as_bytes().to_vec()),
+            ])? {
+                session.destroy_object(handle)?;
+                destroyed = true;
+            }
+            Ok(destroyed)
+        })?;
+        Ok(destroyed)
+    }
+
     /// [`TenantKeyStore::destroy`](crate::TenantKeyStore::destroy), on the
     /// calling thread.
     pub(crate) fn destroy_tenant_keys(&self, tenant: TenantId) -> Result<u64, crate::Error> {

@@ -577,3 +577,77 @@ pub async fn a_forgotten_tenant_leaves_no_record_and_frees_its_name(backend: &dy
     assert_eq!(catalog.forget_tenant(gone).await.unwrap(), 0);
     assert_eq!(catalog.tenant_named("gone").await.unwrap(), Some(reborn));
 }
+
+pub async fn removed_versions_leave_listings_and_their_names_go_with_the_last(
+    backend: &dyn Backend,
+) {
+    let catalog = backend.catalog().await;
+    let tenant = TenantId::random(&mut OsRng).unwrap();
+    let mut versions = Vec::new();
+    for _ in 0..3 {
+        let ticket = ready(catalog.as_ref(), tenant, "doc").await;
+        versions.push(catalog.commit_seal(&ticket, &sealed(1, 5)).await.unwrap());
+    }
+    let other = ready(catalog.as_ref(), tenant, "other").await;
+    let other = catalog.commit_seal(&other, &sealed(1, 6)).await.unwrap();
+    let file = versions[0].file;
+
+    // One version: gone from records and blob names, the rest kept.
+    let removed = catalog
+        .remove_versions(tenant, "doc", Some(versions[1].version))
+        .await
+        .unwrap();
+    assert_eq!(removed, vec![versions[1].clone()]);
+    let left: Vec<u64> = catalog
+        .records(tenant)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.name == "doc")
+        .map(|r| u64::from(r.version))
+        .collect();
+    assert_eq!(left, vec![1, 3]);
+    assert!(
+        !catalog
+            .blob_names()
+            .await
+            .unwrap()
+            .contains(&versions[1].blob)
+    );
+    let again = catalog
+        .remove_versions(tenant, "doc", Some(versions[1].version))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        again,
+        FilesError::Catalog(CatalogError::UnknownVersion { .. })
+    ));
+    assert!(matches!(
+        catalog
+            .remove_versions(tenant, "none", None)
+            .await
+            .unwrap_err(),
+        FilesError::Catalog(CatalogError::UnknownFile { .. })
+    ));
+
+    // Every version, while a seal of the name is in progress: the name
+    // stays (the seal still needs its id).
+    let in_progress = ready(catalog.as_ref(), tenant, "doc").await;
+    let removed = catalog.remove_versions(tenant, "doc", None).await.unwrap();
+    assert_eq!(removed.len(), 2);
+    let committed = catalog
+        .commit_seal(&in_progress, &sealed(1, 7))
+        .await
+        .unwrap();
+    assert_eq!(committed.file, file);
+    // Then the last one: the name goes, and comes back with a new id.
+    let _ = catalog.remove_versions(tenant, "doc", None).await.unwrap();
+    assert!(matches!(
+        catalog.record(tenant, "doc", None).await.unwrap_err(),
+        FilesError::Catalog(CatalogError::UnknownFile { .. })
+    ));
+    let reborn = ready(catalog.as_ref(), tenant, "doc").await;
+    assert_ne!(reborn.context.file, file);
+    assert_eq!(reborn.context.version, FileVersion::FIRST);
+    assert_eq!(catalog.records(tenant).await.unwrap(), vec![other]);
+}

@@ -33,9 +33,10 @@ use atrest_tenant::{MetadataStore, RecordTag};
 pub use self::catalog::{
     a_forgotten_tenant_leaves_no_record_and_frees_its_name, batches_are_all_or_nothing,
     commits_hold_to_their_precondition_and_keep_the_media_type,
-    concurrent_seals_of_one_name_get_distinct_versions, retirement_claims_race_attached_keys,
-    rewraps_replace_only_unchanged_keys, seals_are_versions_visible_once_committed,
-    tenant_names_are_unique_both_ways,
+    concurrent_seals_of_one_name_get_distinct_versions,
+    removed_versions_leave_listings_and_their_names_go_with_the_last,
+    retirement_claims_race_attached_keys, rewraps_replace_only_unchanged_keys,
+    seals_are_versions_visible_once_committed, tenant_names_are_unique_both_ways,
 };
 pub use self::store::{
     changes_apply_only_from_the_tag_they_were_made_from,
@@ -85,6 +86,7 @@ macro_rules! contract_suite {
             concurrent_seals_of_one_name_get_distinct_versions,
             commits_hold_to_their_precondition_and_keep_the_media_type,
             a_forgotten_tenant_leaves_no_record_and_frees_its_name,
+            removed_versions_leave_listings_and_their_names_go_with_the_last,
         );
     };
     (@each $make:expr; $($test:ident),* $(,)?) => {

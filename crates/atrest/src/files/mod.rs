@@ -21,11 +21,13 @@ use crate::record::TaggedFields;
 use crate::{CatalogError, Error, FileRecord, RecordError};
 
 mod batch;
+mod delete;
 mod open;
 mod rotation;
 mod seal;
 
 pub use batch::BatchItem;
+pub use delete::EraseReport;
 pub use open::{FileSelector, OpenSink, WriterSink};
 pub use rotation::CollectReport;
 
@@ -260,7 +262,44 @@ impl Files {
             }
             .into());
         }
-        let key = self.release(access, record).await?;
+        let key = match self.release(access, record).await {
+            Ok(key) => key,
+            // The key may have been moved to a newer TIK version since the
+            // record was read, and the version it was under retired (a
+            // rotation or an erasure in another process): with the record
+            // as it is now, once.
+            Err(
+                error @ Error::Keys(
+                    atrest_tenant::Error::UnknownTikVersion { .. }
+                    | atrest_tenant::Error::FileKey(_),
+                ),
+            ) => {
+                match self
+                    .catalog
+                    .record(record.tenant, &record.name, Some(record.version))
+                    .await
+                {
+                    Ok(fresh) if fresh.wrapped_key != record.wrapped_key => {
+                        let key = self.release(access, &fresh).await?;
+                        return self.authenticated(key, &fresh, access, file).await;
+                    }
+                    _ => return Err(error),
+                }
+            }
+            Err(error) => return Err(error),
+        };
+        self.authenticated(key, record, access, file).await
+    }
+
+    /// `key` if `record` authenticates as `file`'s; otherwise the key is
+    /// dropped unused and the open audited as failed.
+    async fn authenticated(
+        &self,
+        key: FileKey,
+        record: &FileRecord,
+        access: &Access<'_>,
+        file: &FileSelector<'_>,
+    ) -> Result<FileKey, Error> {
         if let Err(error) = self
             .authenticate(record, file.tenant, file.name, file.version)
             .await

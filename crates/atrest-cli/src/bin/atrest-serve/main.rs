@@ -31,6 +31,7 @@
 mod batch;
 mod bridge;
 mod conditional;
+mod eraser;
 mod listen;
 mod metrics;
 mod oidc;
@@ -611,7 +612,7 @@ async fn run(settings: Settings) -> Result<(), Failure> {
     let (stopping, stop) = tokio::sync::watch::channel(false);
     let server = listen::serve(
         listener,
-        service.router(),
+        Arc::clone(&service).router(),
         acceptor,
         settings.limits,
         async move {
@@ -630,6 +631,11 @@ async fn run(settings: Settings) -> Result<(), Failure> {
             "requests still in flight after {}: cut",
             humantime::format_duration(settings.shutdown_timeout)
         ),
+    }
+    for tenant in service.erasures_pending() {
+        tracing::warn!(
+            "the deletions of tenant {tenant} are not erased yet: run `atrest erase {tenant}`"
+        );
     }
     tracing::info!("stopped");
     Ok(())

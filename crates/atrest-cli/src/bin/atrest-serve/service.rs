@@ -7,6 +7,7 @@
 //! | `PUT /v1/tenants/{tenant}/files/{name}` | `201`, the new version (JSON) and its `ETag`; the body is sealed as it arrives, its `Content-Type` kept; `412` if `If-Match` or `If-None-Match: *` does not hold; `411` without framing, `413` too large |
 //! | `GET /v1/tenants/{tenant}/files/{name}[?version=N]` | `200`, or `206` for a `Range: bytes=…` (only the covering segments are decrypted), `416` for a range past the end |
 //! | `HEAD` of the same | the headers of the `GET` |
+//! | `DELETE` of the same `[?version=N]` | `200` and the versions deleted (JSON; every version without `?version`); the keys are erased for good shortly after ([`crate::eraser`]); `404` if there is none |
 //! | `GET /readyz` | `200` if the catalog, key store, audit log, blob stores and disk work, else `503` saying which do not |
 //! | `GET /v1/tenants/{tenant}/files[?prefix=P&limit=N&cursor=C&versions=all]` | a page of the tenant's files, the newest version of each (JSON, with `next`) |
 //! | `GET /healthz` | `200` |
@@ -59,6 +60,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::batch::{Batcher, Failed, SMALL_UPLOAD};
 use crate::bridge::{BodyLimits, BodyWriter, CHUNKS_IN_FLIGHT, body_reader, body_status, paced};
 use crate::conditional::{self, WriteCondition};
+use crate::eraser::Eraser;
 use crate::metrics::Metrics;
 use crate::oidc::Provider;
 use crate::range::{self, Requested};
@@ -82,6 +84,7 @@ pub(crate) struct Service {
     provider: Option<Provider>,
     metrics: Arc<Metrics>,
     batcher: Arc<Batcher>,
+    eraser: Arc<Eraser>,
     limits: Limits,
     in_flight: Arc<InFlight>,
 }
@@ -112,6 +115,7 @@ impl Service {
         metrics.watch(deployment.clone());
         Self {
             batcher: Arc::new(Batcher::new(deployment.clone(), metrics.clone())),
+            eraser: Arc::new(Eraser::new(deployment.clone())),
             deployment,
             tokens,
             provider,
@@ -121,13 +125,18 @@ impl Service {
         }
     }
 
+    /// The tenants whose deletions are not erased yet.
+    pub(crate) fn erasures_pending(&self) -> Vec<String> {
+        self.eraser.busy()
+    }
+
     /// The HTTP routes.
     pub(crate) fn router(self: Arc<Self>) -> Router {
         Router::new()
             .route("/v1/tenants/{tenant}/files", get(listing::list))
             .route(
                 "/v1/tenants/{tenant}/files/{*name}",
-                put(upload).get(download).head(head),
+                put(upload).get(download).head(head).delete(remove),
             )
             .route("/readyz", get(ready))
             .route("/metrics", get(metrics))
@@ -829,4 +838,34 @@ async fn download(
             .map(|chunk: io::Result<bytes::Bytes>| (chunk, body))
     });
     Ok((status, headers, Body::from_stream(stream)).into_response())
+}
+
+/// `DELETE`: the version (or every version) of a file, for a caller the
+/// write decision allows; its key erased for good shortly after.
+async fn remove(
+    State(service): State<Arc<Service>>,
+    Extension(request): Extension<RequestId>,
+    caller: Caller,
+    Path((tenant, name)): Path<(String, String)>,
+    Query(query): Query<VersionQuery>,
+) -> Result<Response, ApiError> {
+    caller.check_tenant(&tenant)?;
+    let file = FileName {
+        tenant: &tenant,
+        name: &name,
+        version: query.version,
+    };
+    let deleted = api_error(
+        service.deployment.delete(&caller.access(), &file).await,
+        &request,
+    )?;
+    service.eraser.erase_soon(&tenant);
+    let versions: Vec<u64> = deleted.iter().map(|r| u64::from(r.version)).collect();
+    let answer = serde_json::json!({
+        "tenant": tenant,
+        "name": name,
+        "deleted_versions": versions,
+        "erasure": "scheduled",
+    });
+    Ok((StatusCode::OK, Json(answer)).into_response())
 }

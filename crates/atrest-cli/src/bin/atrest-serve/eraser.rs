@@ -1,0 +1,116 @@
+//! Erasure after deletions: a `DELETE` removes a version's record at once
+//! and its key for good shortly after, once the tenant's deletions are
+//! made final (`Deployment::erase_deleted`: the TIK rolled, every other
+//! file key re-wrapped, the older versions retired with their keys).
+//! Deletions that arrive while a tenant's erasure runs are made final by
+//! one more erasure after it: one per burst of deletions, not one per
+//! deletion (each re-wraps every key of the tenant). An erasure that fails
+//! (another instance erasing the same tenant at once, a key service
+//! unavailable) is tried again a few times; one still undone when the
+//! service stops is finished by `atrest erase`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use atrest_deployment::Deployment;
+
+/// How long an erasure waits for more deletions of its tenant.
+const GATHER: Duration = Duration::from_millis(500);
+
+/// Tries before an erasure is left to the operator.
+const TRIES: u32 = 4;
+
+/// The tenants whose deletions are being made final.
+#[derive(Debug)]
+pub(crate) struct Eraser {
+    deployment: Arc<Deployment>,
+    /// By tenant: whether more deletions arrived since its erasure began.
+    running: Mutex<HashMap<String, bool>>,
+}
+
+impl Eraser {
+    pub(crate) fn new(deployment: Arc<Deployment>) -> Self {
+        Self {
+            deployment,
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Makes `tenant`'s deletions final soon (see the module docs).
+    pub(crate) fn erase_soon(self: &Arc<Self>, tenant: &str) {
+        let start = {
+            let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+            match running.get_mut(tenant) {
+                Some(again) => {
+                    *again = true;
+                    false
+                }
+                None => {
+                    running.insert(tenant.to_owned(), false);
+                    true
+                }
+            }
+        };
+        if start {
+            let (eraser, tenant) = (Arc::clone(self), tenant.to_owned());
+            drop(tokio::spawn(async move { eraser.run(&tenant).await }));
+        }
+    }
+
+    /// The tenants whose erasure is running or waiting.
+    pub(crate) fn busy(&self) -> Vec<String> {
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    async fn run(&self, tenant: &str) {
+        loop {
+            tokio::time::sleep(GATHER).await;
+            {
+                let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(again) = running.get_mut(tenant) {
+                    *again = false;
+                }
+            }
+            self.erase(tenant).await;
+            let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+            if running.get(tenant).copied() != Some(true) {
+                running.remove(tenant);
+                return;
+            }
+        }
+    }
+
+    async fn erase(&self, tenant: &str) {
+        for attempt in 1..=TRIES {
+            match self.deployment.erase_deleted(tenant, &mut |_| {}).await {
+                Ok(report) if report.pending.is_empty() => {
+                    tracing::info!(
+                        tenant,
+                        "deletions erased: {} file keys re-wrapped under TIK version {}, {} versions retired",
+                        report.rewrap.rewrapped,
+                        report.version,
+                        report.retired.len()
+                    );
+                    return;
+                }
+                Ok(report) => tracing::warn!(
+                    tenant,
+                    "deletions not all erased: TIK versions {:?} still used by uploads in flight",
+                    report.pending
+                ),
+                Err(error) => tracing::warn!(tenant, attempt, "erasing deletions failed: {error}"),
+            }
+            tokio::time::sleep(GATHER * 2_u32.pow(attempt)).await;
+        }
+        tracing::error!(
+            tenant,
+            "deletions not erased after {TRIES} tries: run `atrest erase {tenant}`"
+        );
+    }
+}
