@@ -391,6 +391,31 @@ fn a_session_from_init_to_purge() {
         count
     };
     let old_id = cli.json(&["tenant", "show", "fabrikam"])["id"].clone();
+    // A row edited to say a live tenant is purged loses it nothing: its
+    // keys are still there.
+    let contoso_id = cli.json(&["tenant", "show", "contoso"])["id"]
+        .as_str()
+        .unwrap()
+        .replace('-', "");
+    let edit = |sql: &str| {
+        let db =
+            atrest_test_support::sqlite::Connection::open(cli.data.join("atrest.sqlite")).unwrap();
+        let _ = db.execute(sql, []).unwrap();
+    };
+    edit(&format!(
+        "UPDATE tenants SET state = 'purged' WHERE tenant = x'{contoso_id}'"
+    ));
+    let kept = cli.json(&["gc", "--dry-run"]);
+    let released: Vec<_> = kept["released_tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(released, vec!["fabrikam".to_owned()], "{kept}");
+    edit(&format!(
+        "UPDATE tenants SET state = 'active' WHERE tenant = x'{contoso_id}'"
+    ));
     let before = blobs_in(&cli.data);
     let dry = cli.json(&["gc", "--dry-run"]);
     assert_eq!(dry["released_tenants"][0]["name"], "fabrikam", "{dry}");

@@ -126,6 +126,13 @@ pub trait TenantKeyStore: Send + Sync {
     /// # Errors
     /// [`Error::KeyFile`] if the key could not be destroyed.
     async fn destroy_key(&self, tenant: TenantId, key: KeyId) -> Result<bool, Error>;
+
+    /// Whether the store holds any key of `tenant`: a purged tenant's are
+    /// all gone, which no edit of a database can fake.
+    ///
+    /// # Errors
+    /// [`Error::KeyFile`] if the store cannot be read.
+    async fn holds_keys_of(&self, tenant: TenantId) -> Result<bool, Error>;
 }
 
 /// The id of the key a TIK version has of its own in the tenant key store
@@ -504,6 +511,27 @@ impl TenantKeyStore for TenantKeyDir {
     async fn destroy_key(&self, tenant: TenantId, key: KeyId) -> Result<bool, Error> {
         let keys = self.clone();
         atrest_core::blocking::run(move || keys.destroy_key_blocking(tenant, key)).await
+    }
+
+    async fn holds_keys_of(&self, tenant: TenantId) -> Result<bool, Error> {
+        let keys = self.clone();
+        atrest_core::blocking::run(move || {
+            let prefix = format!("{tenant}.");
+            let entries =
+                fs::read_dir(&keys.dir).map_err(|e| Self::key_file_error(&keys.dir, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| Self::key_file_error(&keys.dir, e))?;
+                if entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|name| name.starts_with(&prefix))
+                {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })
+        .await
     }
 }
 

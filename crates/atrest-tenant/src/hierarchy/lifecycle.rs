@@ -167,6 +167,22 @@ impl KeyHierarchy {
         .await
     }
 
+    /// Whether `tenant` is purged for good: its record says so and the
+    /// tenant key store holds no key of it (which an edit of the database
+    /// cannot fake), so that what only a purged tenant may lose (its
+    /// records and blobs, see `atrest gc`) is never lost to an edited row.
+    ///
+    /// # Errors
+    /// [`Error::Store`]; [`Error::KeyFile`].
+    pub async fn purged_for_good(&self, tenant: TenantId) -> Result<bool, Error> {
+        let marked = self
+            .store
+            .tenant(tenant)
+            .await?
+            .is_some_and(|record| record.state == TenantState::Purged);
+        Ok(marked && !self.tenant_keys.holds_keys_of(tenant).await?)
+    }
+
     /// Purges a tenant (crypto-shredding): destroys every TIK version and
     /// every wrap of it, the availability key's included, and drops the
     /// tenant from the cache. From then on every file key of the tenant is
@@ -188,7 +204,11 @@ impl KeyHierarchy {
             .ok_or(Error::UnknownTenant(tenant))?;
         // The tenant key first: once it is gone the purge is final, even if
         // the database change below does not happen or is undone by
-        // restoring a backup.
+        // restoring a backup. Alone first, then the versions' keys with
+        // whatever else the store holds of the tenant, so that a purge cut
+        // short never leaves a tenant whose key is there and some of whose
+        // versions' keys are not.
+        let _ = self.tenant_keys.destroy_key(tenant, record.tik_id).await?;
         let _ = self.tenant_keys.destroy(tenant).await?;
         let destroyed = self.store.purge_tenant(tenant).await?;
         self.flush_tenant(tenant);

@@ -308,4 +308,9 @@ impl TenantKeyStore for Pkcs11Keys {
         self.blocking(move |token| token.destroy_tenant_key(tenant, key))
             .await
     }
+
+    async fn holds_keys_of(&self, tenant: TenantId) -> Result<bool, crate::Error> {
+        self.blocking(move |token| token.holds_tenant_keys(tenant))
+            .await
+    }
 }

@@ -109,6 +109,27 @@ impl Token {
         Ok(destroyed)
     }
 
+    /// [`TenantKeyStore::holds_keys_of`](crate::TenantKeyStore::holds_keys_of),
+    /// on the calling thread.
+    pub(crate) fn holds_tenant_keys(&self, tenant: TenantId) -> Result<bool, crate::Error> {
+        let prefix = format!("{TENANT_KEY_PREFIX}{tenant}-");
+        let key = RootKeyRef::new("tenant-keys", prefix.clone(), 1)?;
+        Ok(self.with_session(&key, |session| {
+            for handle in session.find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::GENERIC_SECRET),
+            ])? {
+                let label = session.get_attributes(handle, &[AttributeType::Label])?;
+                if label.iter().any(|attribute| {
+                    matches!(attribute, Attribute::Label(label) if label.starts_with(prefix.as_bytes()))
+                }) {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })?)
+    }
+
     /// [`TenantKeyStore::destroy`](crate::TenantKeyStore::destroy), on the
     /// calling thread.
     pub(crate) fn destroy_tenant_keys(&self, tenant: TenantId) -> Result<u64, crate::Error> {

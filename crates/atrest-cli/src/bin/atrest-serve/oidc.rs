@@ -157,7 +157,8 @@ impl Provider {
             cached: RwLock::new(Arc::new(Cached::default())),
             fetching: Mutex::new(Fetching::default()),
         };
-        match provider.refresh().await {
+        let refreshed = provider.refresh(&mut *provider.fetching.lock().await).await;
+        match refreshed {
             Ok(_) => Ok(provider),
             Err(error @ ProviderError::Unreachable { .. }) => {
                 tracing::warn!("{error}; tried again at the first token");
@@ -181,11 +182,13 @@ impl Provider {
     pub(crate) async fn identity(&self, token: &str) -> Result<Identity, SignInError> {
         let header = token::header(token, &self.rules)?;
         let mut cached = self.cached.read().await.clone();
-        let stale = cached.fetched.is_none_or(|at| at.elapsed() >= KEYS_MAX_AGE);
-        if stale || !cached.keys.knows(header.kid.as_deref()) {
-            if let Err(error) = self.refresh().await {
+        if !cached.keys.knows(header.kid.as_deref()) {
+            // A key not seen yet: this request waits for the fetch.
+            let mut fetching = self.fetching.lock().await;
+            if let Err(error) = self.refresh(&mut fetching).await {
                 tracing::warn!("{error}");
             }
+            drop(fetching);
             cached = self.cached.read().await.clone();
             if cached.keys.is_empty() {
                 return Err(SignInError::Unavailable(ProviderError::Unreachable {
@@ -193,15 +196,25 @@ impl Provider {
                     why: "no signing key could be fetched yet".to_owned(),
                 }));
             }
+        } else if cached.fetched.is_none_or(|at| at.elapsed() >= KEYS_MAX_AGE) {
+            // Known but old keys: fetched again by one request; the others
+            // go on with the keys they have rather than wait for it.
+            if let Ok(mut fetching) = self.fetching.try_lock() {
+                if let Err(error) = self.refresh(&mut fetching).await {
+                    tracing::warn!("{error}");
+                }
+                drop(fetching);
+                cached = self.cached.read().await.clone();
+            }
         }
         Ok(token::verify(token, &cached.keys, &self.rules)?)
     }
 
     /// Fetches the discovery document (once) and the keys, unless they
-    /// were tried less than [`REFRESH_INTERVAL`] ago (then `Ok(false)`).
-    /// Keys that cannot be fetched leave the cached ones in place.
-    async fn refresh(&self) -> Result<bool, ProviderError> {
-        let mut fetching = self.fetching.lock().await;
+    /// were tried less than [`REFRESH_INTERVAL`] ago (then `Ok(false)`),
+    /// with `fetching` held. Keys that cannot be fetched leave the cached
+    /// ones in place.
+    async fn refresh(&self, fetching: &mut Fetching) -> Result<bool, ProviderError> {
         if fetching
             .tried
             .is_some_and(|at| at.elapsed() < REFRESH_INTERVAL)
