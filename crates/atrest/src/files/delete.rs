@@ -44,8 +44,7 @@ impl Files {
     /// at the next garbage collection). Each version removed is audited
     /// (`file_deleted`). Returns the records removed.
     ///
-    /// The file keys are erased for good by [`Files::erase_deleted`] (see
-    /// the [module documentation](self)).
+    /// The file keys are erased for good by [`Files::erase_deleted`].
     ///
     /// # Errors
     /// [`crate::CatalogError::UnknownFile`] or
@@ -87,12 +86,16 @@ impl Files {
         Ok(removed)
     }
 
-    /// Makes the deletions of `tenant` final (see the [module
-    /// documentation](self)): rolls its TIK, re-wraps every file key in
-    /// the catalog under the new version (`batch_size` at a time, calling
-    /// `progress`), and retires every older version, destroying its key.
-    /// Resumable: run it again after an interruption. A version still
-    /// used by an upload in flight is reported `pending`.
+    /// Makes the deletions of `tenant` final, a crypto-erasure: rolls its
+    /// TIK, re-wraps every file key in the catalog under the new version
+    /// (`batch_size` at a time, calling `progress`), and retires every
+    /// older version, destroying its own key in the tenant key store (see
+    /// [`atrest_tenant::version_key_id`]). The wraps a database backup
+    /// keeps of a deleted version's key then open under nothing: a
+    /// restored backup brings no deleted file back (nor, for this tenant,
+    /// the files it holds under the retired versions). Resumable: run it
+    /// again after an interruption. A version still used by an upload in
+    /// flight is reported `pending`.
     ///
     /// # Errors
     /// As for [`Files::rotate_tik`].
