@@ -39,90 +39,16 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use atrest_benches::load::{Load, Server, bin, run, script, wrk};
+use atrest_test_support::pki::{issue, make_ca};
 
 const LARGE: usize = 256 << 20;
 const SMALL: usize = 4 << 10;
 
-fn openssl(dir: &Path, args: &[&str]) {
-    run(Command::new("openssl").current_dir(dir).args(args));
-}
-
 /// A private CA and a certificate for 127.0.0.1 it issued, in `dir`:
 /// `(chain.pem, key.pem)`.
 fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    openssl(
-        dir,
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=report CA",
-            ],
-        ]
-        .concat(),
-    );
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                "key.pem",
-                "-out",
-                "leaf.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        ]
-        .concat(),
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "leaf.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "leaf.ext",
-        ],
-    );
-    let chain = [
-        std::fs::read_to_string(dir.join("leaf.pem")).unwrap(),
-        std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
-    ]
-    .concat();
-    std::fs::write(dir.join("chain.pem"), chain).unwrap();
-    (dir.join("chain.pem"), dir.join("key.pem"))
+    make_ca(dir);
+    issue(dir, "server", "127.0.0.1")
 }
 
 fn free_port() -> u16 {

@@ -23,6 +23,7 @@ mod content;
 pub mod contract;
 #[cfg(feature = "files")]
 pub mod files;
+pub mod pki;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod proxy;

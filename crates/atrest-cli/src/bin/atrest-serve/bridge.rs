@@ -178,3 +178,43 @@ impl<E: Send> OpenSink for BodyWriter<E> {
         }
     }
 }
+
+/// `body`, each data frame's length shown to `watch` as it passes
+/// (counted, say), and whatever `watch` holds kept until the body is sent
+/// or dropped. Its size hint is kept, so a known length is still sent as
+/// `Content-Length`.
+pub(crate) fn watched(body: Body, watch: impl FnMut(usize) + Send + Unpin + 'static) -> Body {
+    Body::new(Watched { inner: body, watch })
+}
+
+struct Watched<F> {
+    inner: Body,
+    watch: F,
+}
+
+impl<F: FnMut(usize) + Send + Unpin + 'static> http_body::Body for Watched<F> {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            (this.watch)(data.len());
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+
+use crate::bridge::watched;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -258,12 +260,9 @@ where
                 let response =
                     tower_service::Service::call(&mut router, request.map(Body::new)).await?;
                 // The request is in flight until its body is sent.
-                Ok::<_, std::convert::Infallible>(response.map(|body| {
-                    Body::new(Held {
-                        inner: body,
-                        _busy: busy,
-                    })
-                }))
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| watched(body, move |_| busy.still())),
+                )
             }
         })
     };
@@ -353,6 +352,9 @@ impl Busy {
         activity.state().0 += 1;
         Self(Arc::clone(activity))
     }
+
+    /// Nothing: the request is still in flight while its body is sent.
+    fn still(&self) {}
 }
 
 impl Drop for Busy {
@@ -360,33 +362,6 @@ impl Drop for Busy {
         let mut state = self.0.state();
         state.0 = state.0.saturating_sub(1);
         state.1 = tokio::time::Instant::now();
-    }
-}
-
-/// A response body that keeps its request in flight until it is sent (or
-/// dropped).
-struct Held {
-    inner: Body,
-    _busy: Busy,
-}
-
-impl http_body::Body for Held {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }
 

@@ -33,6 +33,7 @@ mod bridge;
 mod conditional;
 mod eraser;
 mod listen;
+mod logging;
 mod metrics;
 mod oidc;
 mod range;
@@ -144,86 +145,15 @@ enum Command {
         #[arg(long, default_value_t = 4096)]
         max_requests: usize,
         #[command(flatten)]
-        oidc: OidcArgs,
+        oidc: oidc::Args,
         /// The log's format on standard error: `text`, or `json` (one
         /// object per line, for a log pipeline).
         #[arg(long, value_enum, default_value = "text")]
-        log_format: LogFormat,
+        log_format: logging::LogFormat,
     },
     /// Manages bearer tokens (stored as hashes only).
     #[command(subcommand)]
     Token(TokenCommand),
-}
-
-/// How the service's log is written.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum LogFormat {
-    /// One line of text per event.
-    Text,
-    /// One JSON object per event (time, level, message, fields such as
-    /// `request_id`).
-    Json,
-}
-
-/// Sends the service's log (through `tracing`) to standard error: its
-/// notices, and each failed request with its id. Never a key or a token.
-fn init_logging(format: LogFormat) {
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(tracing::Level::INFO)
-        .with_target(false)
-        .with_ansi(false)
-        // A log that cannot be written (a full disk) must not take the
-        // request down with it: its lines are lost, the work goes on.
-        .log_internal_errors(false);
-    // Only fails if a subscriber is set already: then that one logs.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
-}
-
-/// Sign-in through an OpenID Connect provider (besides the token file).
-#[derive(Debug, clap::Args)]
-struct OidcArgs {
-    /// Accept the JWT access tokens of this OpenID provider (its issuer
-    /// URL: HTTPS, or plain HTTP on loopback).
-    #[arg(long, value_name = "URL", requires = "oidc_audience")]
-    oidc_issuer: Option<String>,
-    /// The audience (`aud`) the tokens must be for: this service.
-    #[arg(long, value_name = "AUD", requires = "oidc_issuer")]
-    oidc_audience: Option<String>,
-    /// The claim holding the caller's tenant id.
-    #[arg(long, value_name = "CLAIM", default_value = "tenant_id")]
-    oidc_tenant_claim: String,
-    /// The claim naming the caller within the tenant (the user of the
-    /// principal `user@tenant`).
-    #[arg(long, value_name = "CLAIM", default_value = "sub")]
-    oidc_subject_claim: String,
-    /// The signature algorithms accepted (asymmetric only).
-    #[arg(long, value_name = "LIST", default_value = "RS256,PS256,ES256,EdDSA", value_parser = oidc::Algorithms::parse)]
-    oidc_algorithms: oidc::Algorithms,
-    /// The clock difference tolerated on a token's `exp` and `nbf`.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "60s")]
-    oidc_leeway: Duration,
-    /// Trust only this CA certificate (PEM) for the provider's HTTPS,
-    /// instead of the system's roots.
-    #[arg(long, value_name = "PEM")]
-    oidc_ca: Option<PathBuf>,
-}
-
-impl OidcArgs {
-    fn settings(self) -> Option<oidc::Settings> {
-        Some(oidc::Settings {
-            issuer: self.oidc_issuer?,
-            audience: self.oidc_audience?,
-            tenant_claim: self.oidc_tenant_claim,
-            subject_claim: self.oidc_subject_claim,
-            algorithms: self.oidc_algorithms.0,
-            leeway: self.oidc_leeway,
-            ca: self.oidc_ca,
-        })
-    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -279,7 +209,7 @@ fn main() -> ExitCode {
             oidc,
             log_format,
         } => {
-            init_logging(log_format);
+            logging::init(log_format);
             let tls = match (tls_cert, tls_key, plain_http) {
                 (Some(cert), Some(key), false) => Some((cert, key)),
                 (None, None, true) => None,

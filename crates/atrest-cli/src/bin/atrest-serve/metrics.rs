@@ -192,12 +192,16 @@ impl Metrics {
 /// The API route a path is a request to (bounded: a pattern, never a
 /// name from the request).
 fn route(path: &str) -> &'static str {
-    match path.split('/').collect::<Vec<_>>().as_slice() {
-        ["", "healthz"] => "/healthz",
-        ["", "readyz"] => "/readyz",
-        ["", "metrics"] => "/metrics",
-        ["", "v1", "tenants", _, "files"] => "/v1/tenants/{tenant}/files",
-        ["", "v1", "tenants", _, "files", _, ..] => "/v1/tenants/{tenant}/files/{name}",
+    let mut parts = path.split('/').skip(1);
+    let mut next = || parts.next();
+    match (next(), next(), next(), next(), next()) {
+        (Some("healthz"), None, ..) => "/healthz",
+        (Some("readyz"), None, ..) => "/readyz",
+        (Some("metrics"), None, ..) => "/metrics",
+        (Some("v1"), Some("tenants"), Some(_), Some("files"), None) => "/v1/tenants/{tenant}/files",
+        (Some("v1"), Some("tenants"), Some(_), Some("files"), Some(_)) => {
+            "/v1/tenants/{tenant}/files/{name}"
+        }
         _ => "other",
     }
 }

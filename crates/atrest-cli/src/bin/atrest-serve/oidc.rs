@@ -31,6 +31,10 @@ pub(crate) const REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 /// Keys older than this are fetched again at the next token.
 pub(crate) const KEYS_MAX_AGE: Duration = Duration::from_secs(3600);
 
+/// How long a token naming an unknown key waits for another request's
+/// fetch of the keys before it is judged with the keys there are.
+const FETCH_WAIT: Duration = Duration::from_secs(2);
+
 /// The largest discovery or JWKS document read.
 const MAX_DOCUMENT: usize = 1 << 20;
 
@@ -183,12 +187,15 @@ impl Provider {
         let header = token::header(token, &self.rules)?;
         let mut cached = self.cached.read().await.clone();
         if !cached.keys.knows(header.kid.as_deref()) {
-            // A key not seen yet: this request waits for the fetch.
-            let mut fetching = self.fetching.lock().await;
-            if let Err(error) = self.refresh(&mut fetching).await {
-                tracing::warn!("{error}");
+            // A key not seen yet: this request waits for the fetch, but not
+            // for long behind another's (tokens with made-up key ids must not
+            // hold their connections for a slow provider's whole timeout).
+            if let Ok(mut fetching) = tokio::time::timeout(FETCH_WAIT, self.fetching.lock()).await {
+                if let Err(error) = self.refresh(&mut fetching).await {
+                    tracing::warn!("{error}");
+                }
+                drop(fetching);
             }
-            drop(fetching);
             cached = self.cached.read().await.clone();
             if cached.keys.is_empty() {
                 return Err(SignInError::Unavailable(ProviderError::Unreachable {
@@ -207,7 +214,7 @@ impl Provider {
                 cached = self.cached.read().await.clone();
             }
         }
-        Ok(token::verify(token, &cached.keys, &self.rules)?)
+        Ok(token::verify(token, &header, &cached.keys, &self.rules)?)
     }
 
     /// Fetches the discovery document (once) and the keys, unless they
@@ -346,5 +353,49 @@ impl Algorithms {
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Self)
+    }
+}
+
+/// Sign-in through an OpenID Connect provider (besides the token file).
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Accept the JWT access tokens of this OpenID provider (its issuer
+    /// URL: HTTPS, or plain HTTP on loopback).
+    #[arg(long, value_name = "URL", requires = "oidc_audience")]
+    oidc_issuer: Option<String>,
+    /// The audience (`aud`) the tokens must be for: this service.
+    #[arg(long, value_name = "AUD", requires = "oidc_issuer")]
+    oidc_audience: Option<String>,
+    /// The claim holding the caller's tenant id.
+    #[arg(long, value_name = "CLAIM", default_value = "tenant_id")]
+    oidc_tenant_claim: String,
+    /// The claim naming the caller within the tenant (the user of the
+    /// principal `user@tenant`).
+    #[arg(long, value_name = "CLAIM", default_value = "sub")]
+    oidc_subject_claim: String,
+    /// The signature algorithms accepted (asymmetric only).
+    #[arg(long, value_name = "LIST", default_value = "RS256,PS256,ES256,EdDSA", value_parser = Algorithms::parse)]
+    oidc_algorithms: Algorithms,
+    /// The clock difference tolerated on a token's `exp` and `nbf`.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "60s")]
+    oidc_leeway: Duration,
+    /// Trust only this CA certificate (PEM) for the provider's HTTPS,
+    /// instead of the system's roots.
+    #[arg(long, value_name = "PEM")]
+    oidc_ca: Option<PathBuf>,
+}
+
+impl Args {
+    /// The settings, if an issuer was given.
+    pub(crate) fn settings(self) -> Option<Settings> {
+        Some(Settings {
+            issuer: self.oidc_issuer?,
+            audience: self.oidc_audience?,
+            tenant_claim: self.oidc_tenant_claim,
+            subject_claim: self.oidc_subject_claim,
+            algorithms: self.oidc_algorithms.0,
+            leeway: self.oidc_leeway,
+            ca: self.oidc_ca,
+        })
     }
 }

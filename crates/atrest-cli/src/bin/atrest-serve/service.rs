@@ -42,10 +42,8 @@
 use std::io;
 use std::sync::Arc;
 
+use atrest::ErrorKind;
 use atrest::audit::{Text, in_request};
-use atrest::catalog::MEDIA_TYPE_RULE;
-use atrest::filekey::FileVersion;
-use atrest::{ErrorKind, MediaType, NewVersion, Precondition};
 use atrest_deployment::{self as deployment, Deployment, FileName};
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
@@ -54,12 +52,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Extension, Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::batch::{Batcher, Failed, SMALL_UPLOAD};
-use crate::bridge::{BodyLimits, BodyWriter, CHUNKS_IN_FLIGHT, body_reader, body_status, paced};
-use crate::conditional::{self, WriteCondition};
+use crate::batch::Batcher;
+use crate::bridge::{BodyLimits, BodyWriter, CHUNKS_IN_FLIGHT, watched};
+use crate::conditional;
 use crate::eraser::Eraser;
 use crate::metrics::Metrics;
 use crate::oidc::Provider;
@@ -68,8 +66,10 @@ use crate::tokens::Tokens;
 
 mod caller;
 mod listing;
+mod upload;
 
 use self::caller::{Caller, InFlight};
+use self::upload::{entity_tag, upload};
 
 /// The request id header.
 pub(crate) const REQUEST_ID: &str = "x-request-id";
@@ -218,7 +218,11 @@ async fn request_id(
     request.extensions_mut().insert(RequestId(id.clone()));
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     let received = service.metrics.received().clone();
-    let request = request.map(|body| Body::new(counted(body, received)));
+    let request = request.map(|body| {
+        watched(body, move |bytes| {
+            let _ = received.inc_by(bytes as u64);
+        })
+    });
     // Every audit record the handler's work makes carries the id.
     let response = in_request(Text::lossy(id.clone()), next.run(request)).await;
     service.metrics.request(
@@ -228,7 +232,11 @@ async fn request_id(
         started.elapsed(),
     );
     let sent = service.metrics.sent().clone();
-    let response = response.map(|body| Body::new(counted(body, sent)));
+    let response = response.map(|body| {
+        watched(body, move |bytes| {
+            let _ = sent.inc_by(bytes as u64);
+        })
+    });
     let mut response = if response.status().is_client_error() || response.status().is_server_error()
     {
         problem(response, &id).await
@@ -239,47 +247,6 @@ async fn request_id(
         response.headers_mut().insert(REQUEST_ID, value);
     }
     response
-}
-
-/// `body`, its data bytes added to `counter` as they pass (its size hint
-/// kept, so a known length is still sent as `Content-Length`).
-fn counted(body: Body, counter: prometheus_client::metrics::counter::Counter) -> Counted {
-    Counted {
-        inner: body,
-        counter,
-    }
-}
-
-/// A body whose data bytes are counted.
-struct Counted {
-    inner: Body,
-    counter: prometheus_client::metrics::counter::Counter,
-}
-
-impl http_body::Body for Counted {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            let _ = self.counter.inc_by(data.len() as u64);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 /// Every error answer in one form, a problem document (RFC 9457), whoever
@@ -418,211 +385,6 @@ impl IntoResponse for ApiError {
 /// The answer to a library error.
 fn api_error<T>(result: Result<T, deployment::Error>, request: &RequestId) -> Result<T, ApiError> {
     result.map_err(|error| ApiError::from_deployment(&error, request))
-}
-
-/// The answer to an upload.
-#[derive(Debug, Serialize)]
-struct Uploaded {
-    tenant: String,
-    name: String,
-    version: u64,
-    bytes: u64,
-}
-
-async fn upload(
-    State(service): State<Arc<Service>>,
-    Extension(request): Extension<RequestId>,
-    caller: Caller,
-    Path((tenant, name)): Path<(String, String)>,
-    version: axum::http::Version,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    caller.check_tenant(&tenant)?;
-    // HTTP/1 without Content-Length or chunked framing has no body to
-    // read: refused, rather than an empty version.
-    if version < axum::http::Version::HTTP_2
-        && !headers.contains_key(header::CONTENT_LENGTH)
-        && !headers.contains_key(header::TRANSFER_ENCODING)
-    {
-        return Err(ApiError::new(
-            StatusCode::LENGTH_REQUIRED,
-            "usage",
-            "an upload needs Content-Length or chunked Transfer-Encoding",
-        ));
-    }
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    let limits = service.limits.body;
-    if declared.is_some_and(|len| len > limits.max_bytes) {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "usage",
-            format!("the upload is larger than {} bytes", limits.max_bytes),
-        ));
-    }
-    let media_type = headers
-        .get(header::CONTENT_TYPE)
-        .map(|value| {
-            value
-                .to_str()
-                .ok()
-                .and_then(|text| MediaType::new(text).ok())
-                .ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "usage",
-                        format!("Content-Type: {MEDIA_TYPE_RULE}"),
-                    )
-                })
-        })
-        .transpose()?;
-    let precondition = write_precondition(&service, &request, (&tenant, &name), &headers).await?;
-    let body = paced(body, limits);
-    // Conditional uploads go one by one: a batch commits all or nothing.
-    if declared.is_some_and(|len| len <= SMALL_UPLOAD) && precondition == Precondition::Any {
-        return upload_small(&service, &request, caller, (tenant, name), media_type, body).await;
-    }
-    let version = NewVersion {
-        media_type,
-        precondition,
-    };
-    let sealed = service
-        .deployment
-        .put_version(
-            &caller.access(),
-            &tenant,
-            &name,
-            body_reader(body),
-            &version,
-        )
-        .await;
-    match sealed {
-        Err(error) if body_status(&error).is_some() => {
-            let status = body_status(&error).unwrap_or(StatusCode::BAD_REQUEST);
-            Err(ApiError::new(status, "usage", error.to_string()))
-        }
-        Err(error) if precondition_failed(&error) => Err(ApiError::new(
-            StatusCode::PRECONDITION_FAILED,
-            "precondition",
-            error.to_string(),
-        )),
-        sealed => Ok(uploaded(api_error(sealed, &request)?)),
-    }
-}
-
-/// The precondition an upload's `If-Match` or `If-None-Match` sets on the
-/// file's newest version. Entity tags name a version of this file (its
-/// id and number); those of another file, or weak ones, never match.
-async fn write_precondition(
-    service: &Arc<Service>,
-    request: &RequestId,
-    (tenant, name): (&str, &str),
-    headers: &HeaderMap,
-) -> Result<Precondition, ApiError> {
-    let text = |name| headers.get(name).and_then(|value| value.to_str().ok());
-    let condition =
-        conditional::write_condition(text(header::IF_MATCH), text(header::IF_NONE_MATCH))
-            .map_err(|why| ApiError::new(StatusCode::BAD_REQUEST, "usage", why))?;
-    let tags = match condition {
-        WriteCondition::None => return Ok(Precondition::Any),
-        WriteCondition::Absent => return Ok(Precondition::Absent),
-        WriteCondition::Present => return Ok(Precondition::Present),
-        WriteCondition::Tags(tags) => tags,
-    };
-    let file = FileName {
-        tenant,
-        name,
-        version: None,
-    };
-    let current = match service.deployment.record_to_open(&file).await {
-        Ok(record) => Some(record.file.to_string()),
-        Err(error) if error.kind() == ErrorKind::NotFound => None,
-        Err(error) => return Err(ApiError::from_deployment(&error, request)),
-    };
-    let versions = tags
-        .iter()
-        .filter_map(|tag| tag.strip_prefix('"')?.strip_suffix('"')?.rsplit_once('.'))
-        .filter(|(file, _)| current.as_deref() == Some(*file))
-        .filter_map(|(_, version)| version.parse::<u64>().ok())
-        .filter_map(|version| FileVersion::try_from(version).ok())
-        .collect();
-    Ok(Precondition::NewestAmong(versions))
-}
-
-/// Whether `error` is an upload's precondition that did not hold.
-fn precondition_failed(error: &deployment::Error) -> bool {
-    let library = match error {
-        deployment::Error::Library(error) => error,
-        deployment::Error::InTenant { source, .. } => source.as_ref(),
-        _ => return false,
-    };
-    matches!(
-        library,
-        atrest::Error::Catalog(atrest::CatalogError::PreconditionFailed { .. })
-    )
-}
-
-/// A small upload (its `Content-Length` at most [`SMALL_UPLOAD`]): read
-/// whole, then sealed in a batch with the uploads of the same principal
-/// that arrive meanwhile ([`crate::batch`]).
-async fn upload_small(
-    service: &Arc<Service>,
-    request: &RequestId,
-    caller: Caller,
-    (tenant, name): (String, String),
-    media_type: Option<MediaType>,
-    body: Body,
-) -> Result<Response, ApiError> {
-    // The limit holds whatever the header said (hyper also refuses a body
-    // longer than its Content-Length).
-    let limit = usize::try_from(SMALL_UPLOAD).unwrap_or(usize::MAX);
-    let body = match axum::body::to_bytes(body, limit).await {
-        Ok(body) => body,
-        Err(error) => {
-            // The body did not arrive whole: nothing was begun.
-            return Err(ApiError::new(
-                body_status(&error).unwrap_or(StatusCode::BAD_REQUEST),
-                "usage",
-                format!("the upload's body failed: {error}"),
-            ));
-        }
-    };
-    let id = Text::lossy(request.0.clone());
-    let sealed = service
-        .batcher
-        .put(tenant, caller.principal, (name, media_type), body, id)
-        .await;
-    match sealed {
-        Some(Ok(report)) => Ok(uploaded(report)),
-        Some(Err(Failed { kind, message })) => Err(ApiError::from_kind(kind, &message, request)),
-        None => Err(ApiError::internal("the batch stopped", request)),
-    }
-}
-
-/// The answer to an upload: `201`, the new version and its `ETag` (for a
-/// later `If-Match`).
-fn uploaded(report: deployment::PutReport) -> Response {
-    let etag = entity_tag(&report.record);
-    let uploaded = Uploaded {
-        tenant: report.tenant,
-        name: report.name,
-        version: report.version,
-        bytes: report.record.plaintext_len,
-    };
-    let mut response = (StatusCode::CREATED, Json(uploaded)).into_response();
-    if let Ok(value) = HeaderValue::from_str(&etag) {
-        response.headers_mut().insert(header::ETAG, value);
-    }
-    response
-}
-
-/// A version's strong entity tag: its file id and version (a version
-/// never changes).
-fn entity_tag(record: &atrest::FileRecord) -> String {
-    format!("\"{}.{}\"", record.file, u64::from(record.version))
 }
 
 /// `?version=N`.

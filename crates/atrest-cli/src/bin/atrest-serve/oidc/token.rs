@@ -286,16 +286,21 @@ fn key_algorithm(named: KeyAlgorithm) -> Option<Algorithm> {
     })
 }
 
-/// Checks `token` against the provider's `keys` and `rules`.
+/// Checks `token`, whose header [`header`] read, against the provider's
+/// `keys` and `rules`.
 ///
 /// # Errors
 /// [`Rejected`], saying why.
-pub(crate) fn verify(token: &str, keys: &Keys, rules: &Rules) -> Result<Identity, Rejected> {
-    let header = header(token, rules)?;
+pub(crate) fn verify(
+    token: &str,
+    header: &Header,
+    keys: &Keys,
+    rules: &Rules,
+) -> Result<Identity, Rejected> {
     let candidates = keys.candidates(header.kid.as_deref());
     if candidates.is_empty() {
         return Err(Rejected::UnknownKey(
-            header.kid.unwrap_or_else(|| "no kid".to_owned()),
+            header.kid.clone().unwrap_or_else(|| "no kid".to_owned()),
         ));
     }
     let mut last = Rejected::Invalid("no key verifies the signature".to_owned());
