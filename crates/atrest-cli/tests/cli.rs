@@ -320,7 +320,7 @@ fn a_session_from_init_to_purge() {
     let rotated = cli.json(&["rotate", "tik", "contoso"]);
     assert_eq!(rotated["tik_version"], 2);
     assert_eq!(rotated["rewrapped"], 2);
-    assert_eq!(rotated["running_instances_follow_within_s"], 300);
+    assert_eq!(rotated["running_instances_follow_within_s"], 2);
     cli.ok(&["rotate", "root-key"]);
     cli.ok(&["rotate", "root-key", "--availability"]);
     assert!(

@@ -19,8 +19,6 @@ mod service_support;
 
 use std::io::Write as _;
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use atrest_test_support::postgres::{admin_url, database_url, run_sql};
@@ -28,27 +26,10 @@ use atrest_test_support::{TempDir, seeded as content};
 use serde_json::Value;
 
 use servers_support::{openbao, unique, var};
-use service_support::{Instance, Response, bearer, head, request, token_in};
+use service_support::{Instance, atrest_in as atrest, bearer, head, send, token_in};
 
 /// The cache lifetime the instances run with.
 const TTL: Duration = Duration::from_secs(2);
-
-fn atrest(data: &Path, env: &[(String, String)], args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_atrest"))
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "atrest {args:?}: {output:?}");
-    String::from_utf8(output.stdout).unwrap()
-}
-
-fn send(addr: &str, token: &str, method: &str, path: &str, body: &[u8]) -> Response {
-    let auth = bearer(token);
-    request(addr, method, path, &[(auth.0, auth.1.as_str())], body)
-}
 
 fn names(addr: &str, token: &str) -> Vec<String> {
     let listing = send(addr, token, "GET", "/v1/tenants/contoso/files", b"");

@@ -6,7 +6,8 @@ use atrest_core::ErrorKind;
 use atrest_filekey::{KeyVersion, TenantId};
 use atrest_tenant::store::stored;
 use atrest_tenant::{
-    Error, MetadataStore, RootKeyRef, StoredSlot, StoredTenant, TagUpdate, TenantRecord, TikWrap,
+    CHANGE_LOG_KEPT, Error, KeyChanges, MetadataStore, RootKeyRef, StoredSlot, StoredTenant,
+    TagUpdate, TenantRecord, TikWrap,
 };
 use tokio_postgres::Transaction;
 
@@ -16,7 +17,8 @@ use crate::db::{BoxFuture, Failure, Mode, PgError, Postgres, Schema, check_objec
 /// PostgreSQL's types: integers are `bigint`, so every `u32` fits.
 pub(crate) const SCHEMA: Schema = Schema {
     component: "keys",
-    migrations: &["
+    migrations: &[
+        "
 CREATE TABLE atrest_tenants (
     tenant      bytea   PRIMARY KEY,
     kind        text    NOT NULL CHECK (kind IN ('service', 'customer')),
@@ -46,12 +48,29 @@ CREATE TABLE atrest_tik_wraps (
     PRIMARY KEY (tenant, version, slot),
     FOREIGN KEY (tenant, version) REFERENCES atrest_tik_versions (tenant, version)
 );
-"],
+",
+        "
+-- The change log (see `MetadataStore::changes_since`). Each changing
+-- transaction takes the next value of the one counter row, which
+-- serializes them, so the log's order is their commit order.
+CREATE TABLE atrest_key_change_counter (
+    one     boolean PRIMARY KEY DEFAULT true CHECK (one),
+    counter bigint  NOT NULL CHECK (counter >= 0)
+);
+INSERT INTO atrest_key_change_counter (counter) VALUES (0);
+CREATE TABLE atrest_key_changes (
+    counter bigint PRIMARY KEY CHECK (counter > 0),
+    tenant  bytea  NOT NULL
+);
+",
+    ],
     tables: &[
         "atrest_tenants",
         "atrest_root_key_slots",
         "atrest_tik_versions",
         "atrest_tik_wraps",
+        "atrest_key_change_counter",
+        "atrest_key_changes",
     ],
 };
 
@@ -152,6 +171,32 @@ async fn insert_wraps(
             )
             .await?;
     }
+    Ok(())
+}
+
+/// Adds `tenant` to the change log, in the changing transaction, and
+/// forgets entries beyond the ones kept.
+async fn note_change(tx: &Transaction<'_>, tenant: &[u8]) -> Result<(), Failure<Error>> {
+    let counter: i64 = tx
+        .query_one(
+            "UPDATE atrest_key_change_counter SET counter = counter + 1 RETURNING counter",
+            &[],
+        )
+        .await?
+        .try_get(0)?;
+    let _ = tx
+        .execute(
+            "INSERT INTO atrest_key_changes (counter, tenant) VALUES ($1, $2)",
+            &[&counter, &tenant],
+        )
+        .await?;
+    let kept = i64::try_from(CHANGE_LOG_KEPT).unwrap_or(i64::MAX);
+    let _ = tx
+        .execute(
+            "DELETE FROM atrest_key_changes WHERE counter <= $1",
+            &[&counter.saturating_sub(kept)],
+        )
+        .await?;
     Ok(())
 }
 
@@ -263,7 +308,8 @@ impl MetadataStore for PgMetadataStore {
                         &[&id, &number(record.current_tik)],
                     )
                     .await?;
-                insert_wraps(tx, id, wraps).await
+                insert_wraps(tx, id, wraps).await?;
+                note_change(tx, id).await
             })
         })
         .await
@@ -364,7 +410,8 @@ impl MetadataStore for PgMetadataStore {
                         &[&id, &number(new)],
                     )
                     .await?;
-                insert_wraps(tx, id, wraps).await
+                insert_wraps(tx, id, wraps).await?;
+                note_change(tx, id).await
             })
         })
         .await
@@ -425,7 +472,7 @@ impl MetadataStore for PgMetadataStore {
                         return Err(corrupt("TIK version without a wrap in this slot"));
                     }
                 }
-                Ok(())
+                note_change(tx, id).await
             })
         })
         .await
@@ -453,7 +500,7 @@ impl MetadataStore for PgMetadataStore {
                 if changed == 0 {
                     return Err(Failure::Stop(Error::Misuse("no such root key slot")));
                 }
-                Ok(())
+                note_change(tx, id).await
             })
         })
         .await
@@ -475,7 +522,7 @@ impl MetadataStore for PgMetadataStore {
                         &[&id, &number(tik)],
                     )
                     .await?;
-                Ok(())
+                note_change(tx, id).await
             })
         })
         .await
@@ -499,7 +546,50 @@ impl MetadataStore for PgMetadataStore {
                         &[&id],
                     )
                     .await?;
+                note_change(tx, id).await?;
                 Ok(destroyed)
+            })
+        })
+        .await
+    }
+
+    async fn changes_since(&self, after: u64) -> Result<KeyChanges, Error> {
+        let number = |value: i64| u64::try_from(value).map_err(|_| corrupt("change log counter"));
+        self.run(Mode::Read, move |tx| {
+            Box::pin(async move {
+                let row = tx
+                    .query_one(
+                        "SELECT (SELECT counter FROM atrest_key_change_counter),
+                                (SELECT min(counter) FROM atrest_key_changes)",
+                        &[],
+                    )
+                    .await?;
+                let counter: Option<i64> = row.try_get(0)?;
+                let counter =
+                    counter.ok_or_else(|| corrupt("the change counter row is missing"))?;
+                let oldest: Option<i64> = row.try_get(1)?;
+                let rows = tx
+                    .query(
+                        "SELECT counter, tenant FROM atrest_key_changes
+                         WHERE counter > $1 ORDER BY counter",
+                        &[&i64::try_from(after).unwrap_or(i64::MAX)],
+                    )
+                    .await?;
+                let entries = rows
+                    .iter()
+                    .map(|row| {
+                        Ok((
+                            number(row.try_get(0)?)?,
+                            tenant_id(&row.try_get::<_, Vec<u8>>(1)?)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, Failure<Error>>>()?;
+                Ok(KeyChanges::from_log(
+                    after,
+                    number(counter)?,
+                    oldest.map(number).transpose()?,
+                    entries,
+                ))
             })
         })
         .await

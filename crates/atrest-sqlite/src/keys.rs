@@ -5,8 +5,8 @@ use std::path::Path;
 use atrest_filekey::{KeyVersion, TenantId};
 use atrest_tenant::store::stored;
 use atrest_tenant::{
-    Error, MetadataStore, RecordTag, RootKeyRef, StoredSlot, StoredTenant, TagUpdate, TenantRecord,
-    TikWrap,
+    CHANGE_LOG_KEPT, Error, KeyChanges, MetadataStore, RecordTag, RootKeyRef, StoredSlot,
+    StoredTenant, TagUpdate, TenantRecord, TikWrap,
 };
 use rusqlite::{Connection, OptionalExtension as _, Transaction, params};
 
@@ -41,6 +41,12 @@ CREATE TABLE IF NOT EXISTS tik_wraps (
     wrapped BLOB    NOT NULL,
     PRIMARY KEY (tenant, version, slot),
     FOREIGN KEY (tenant, version) REFERENCES tik_versions (tenant, version)
+);
+-- The change log (see `MetadataStore::changes_since`): one entry per
+-- changing transaction, numbered in commit order (SQLite has one writer).
+CREATE TABLE IF NOT EXISTS key_changes (
+    counter INTEGER PRIMARY KEY CHECK (counter > 0),
+    tenant  BLOB    NOT NULL
 );
 ";
 
@@ -139,6 +145,53 @@ fn insert_wraps(tx: &Transaction<'_>, tenant: TenantId, wraps: &[TikWrap]) -> Re
     Ok(())
 }
 
+/// Adds `tenant` to the change log, in the changing transaction, and
+/// forgets entries beyond the ones kept.
+fn note_change(tx: &Transaction<'_>, tenant: TenantId) -> Result<(), Failure> {
+    let counter: i64 = tx.query_row(
+        "INSERT INTO key_changes (counter, tenant)
+         SELECT coalesce(max(counter), 0) + 1, ?1 FROM key_changes
+         RETURNING counter",
+        params![tenant.as_bytes()],
+        |row| row.get(0),
+    )?;
+    let _ = tx.execute(
+        "DELETE FROM key_changes WHERE counter <= ?1",
+        params![counter.saturating_sub(i64::try_from(CHANGE_LOG_KEPT).unwrap_or(i64::MAX))],
+    )?;
+    Ok(())
+}
+
+fn changes_since(db: &mut Connection, after: u64) -> Result<KeyChanges, Failure> {
+    let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
+    let (counter, oldest): (i64, Option<i64>) = tx.query_row(
+        "SELECT coalesce(max(counter), 0), min(counter) FROM key_changes",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    let number = |value: i64| {
+        u64::try_from(value).map_err(|_| Failure::Keys(Error::Corrupt("change log counter")))
+    };
+    let mut entries = Vec::new();
+    {
+        let mut select = tx.prepare_cached(
+            "SELECT counter, tenant FROM key_changes WHERE counter > ?1 ORDER BY counter",
+        )?;
+        let mut rows = select.query(params![i64::try_from(after).unwrap_or(i64::MAX)])?;
+        while let Some(row) = rows.next()? {
+            let tenant: Vec<u8> = row.get(1)?;
+            entries.push((number(row.get(0)?)?, stored::tenant_id(&tenant)?));
+        }
+    }
+    tx.finish()?;
+    Ok(KeyChanges::from_log(
+        after,
+        number(counter)?,
+        oldest.map(number).transpose()?,
+        entries,
+    ))
+}
+
 /// Replaces an active tenant's tag `tag.previous` by `tag.next`.
 fn retag(tx: &Transaction<'_>, tenant: TenantId, tag: &TagUpdate) -> Result<(), Failure> {
     let changed = tx.execute(
@@ -196,6 +249,7 @@ fn create_tenant(
         params![record.tenant.as_bytes(), u32::from(record.current_tik)],
     )?;
     insert_wraps(&tx, record.tenant, wraps)?;
+    note_change(&tx, record.tenant)?;
     tx.commit()?;
     Ok(())
 }
@@ -312,6 +366,7 @@ fn add_tik_version(
         params![tenant.as_bytes(), u32::from(new)],
     )?;
     insert_wraps(&tx, tenant, wraps)?;
+    note_change(&tx, tenant)?;
     tx.commit()?;
     Ok(())
 }
@@ -363,6 +418,7 @@ fn replace_root_key(
             }
         }
     }
+    note_change(&tx, tenant)?;
     tx.commit()?;
     Ok(())
 }
@@ -383,6 +439,7 @@ fn set_revoked(
     if changed == 0 {
         return Err(Failure::Keys(Error::Misuse("no such root key slot")));
     }
+    note_change(&tx, tenant)?;
     tx.commit()?;
     Ok(())
 }
@@ -401,6 +458,7 @@ fn retire_tik_version(
         "DELETE FROM tik_versions WHERE tenant = ?1 AND version = ?2",
         params![tenant.as_bytes(), u32::from(tik)],
     )?;
+    note_change(&tx, tenant)?;
     tx.commit()?;
     Ok(())
 }
@@ -419,6 +477,7 @@ fn purge_tenant(db: &mut Connection, tenant: TenantId) -> Result<u64, Failure> {
         "UPDATE tenants SET state = 'purged', tag = NULL WHERE tenant = ?1",
         params![tenant.as_bytes()],
     )?;
+    note_change(&tx, tenant)?;
     tx.commit()?;
     db::checkpoint(db)?;
     Ok(destroyed as u64)
@@ -491,5 +550,9 @@ impl MetadataStore for SqliteStore {
 
     async fn purge_tenant(&self, tenant: TenantId) -> Result<u64, Error> {
         self.run(move |db| purge_tenant(db, tenant)).await
+    }
+
+    async fn changes_since(&self, after: u64) -> Result<KeyChanges, Error> {
+        self.run(move |db| changes_since(db, after)).await
     }
 }

@@ -96,6 +96,51 @@ pub struct TikWrap {
     pub wrapped: Vec<u8>,
 }
 
+/// What changed in a key metadata store after a point in its change log
+/// ([`MetadataStore::changes_since`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyChanges {
+    /// The store's change counter now: pass it to the next
+    /// [`MetadataStore::changes_since`].
+    pub counter: u64,
+    /// The tenants changed after the point asked about, or `None` when the
+    /// store cannot tell (its log no longer reaches back that far, or the
+    /// counter went backwards, as after a restore): treat every tenant as
+    /// changed.
+    pub tenants: Option<Vec<TenantId>>,
+}
+
+/// How many entries a store keeps in its change log: a reader that falls
+/// further behind is told that every tenant changed.
+pub const CHANGE_LOG_KEPT: u64 = 1024;
+
+impl KeyChanges {
+    /// The answer of a store whose log holds `entries` (counter and tenant,
+    /// ascending, all after `after`) and whose counter and oldest kept
+    /// entry are `counter` and `oldest`: the one reading every backend
+    /// shares.
+    #[must_use]
+    pub fn from_log(
+        after: u64,
+        counter: u64,
+        oldest: Option<u64>,
+        entries: Vec<(u64, TenantId)>,
+    ) -> Self {
+        let complete = counter >= after
+            && (counter == after || oldest.is_some_and(|oldest| oldest <= after.saturating_add(1)));
+        Self {
+            counter,
+            tenants: complete.then(|| {
+                let mut tenants: Vec<TenantId> =
+                    entries.into_iter().map(|(_, tenant)| tenant).collect();
+                tenants.sort_unstable();
+                tenants.dedup();
+                tenants
+            }),
+        }
+    }
+}
+
 impl core::fmt::Debug for TikWrap {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("TikWrap")
@@ -201,6 +246,18 @@ pub trait MetadataStore: Send + Sync {
     /// # Errors
     /// [`Error::Store`].
     async fn purge_tenant(&self, tenant: TenantId) -> Result<u64, Error>;
+
+    /// The change counter and the tenants whose records, TIK versions or
+    /// wraps changed after counter value `after` (0: since the store was
+    /// made). Every changing method above adds its tenant to the store's
+    /// change log, in its own transaction, with a counter that increases
+    /// in the order the changes commit; the log keeps the last
+    /// [`CHANGE_LOG_KEPT`] entries. This is how a key hierarchy learns that
+    /// another process rotated, revoked or purged.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    async fn changes_since(&self, after: u64) -> Result<KeyChanges, Error>;
 }
 
 /// A wrapped file key moved to a newer TIK version.

@@ -389,7 +389,7 @@ pub(crate) async fn rotate(data: &Path, out: Output, command: RotateCommand) -> 
                 "rewrapped": report.rewrapped,
                 "batches": report.batches,
                 "retired": retired,
-                "running_instances_follow_within_s": CACHE_TTL_NOTE_SECS,
+                "running_instances_follow_within_s": CHANGE_NOTE_SECS,
             });
             out.show(&info, || {
                 format!(
@@ -429,7 +429,7 @@ pub(crate) async fn revoke(data: &Path, out: Output, tenant: &str, key: &str) ->
         "revoked": key,
         "state": summary.state,
         "revoked_keys": summary.revoked_keys,
-        "running_instances_stop_within_s": CACHE_TTL_NOTE_SECS,
+        "running_instances_stop_within_s": CHANGE_NOTE_SECS,
     });
     out.show(&info, || {
         format!(
@@ -441,16 +441,16 @@ pub(crate) async fn revoke(data: &Path, out: Output, tenant: &str, key: &str) ->
     Ok(())
 }
 
-/// How long a running instance (`atrest-serve`) may keep a key it cached
-/// before this command, by default: its key cache's lifetime.
-const CACHE_TTL_NOTE_SECS: u64 = atrest::tenant::DEFAULT_CACHE_TTL.as_secs();
+/// How long a running instance (`atrest-serve`) takes to see a key change
+/// made here, at most: the interval between its looks at the store's
+/// change log (one second), and the look's own time, well below another.
+const CHANGE_NOTE_SECS: u64 = 2 * atrest::tenant::DEFAULT_CHANGE_POLL.as_secs();
 
 /// What a key change made here means for instances already running.
 fn running_instances_note() -> String {
     format!(
-        "Running instances (atrest-serve) keep the keys they cached until their cache expires: \
-         within {} s by default (their --cache-ttl).",
-        CACHE_TTL_NOTE_SECS
+        "Running instances (atrest-serve) follow this change within {CHANGE_NOTE_SECS} s \
+         (they look at the key metadata's change log every second)."
     )
 }
 

@@ -188,13 +188,25 @@ pub fn bearer(token: &str) -> (&'static str, String) {
     ("Authorization", format!("Bearer {token}"))
 }
 
+/// `method path` with `token` as the bearer, and `body`.
+pub fn send(addr: &str, token: &str, method: &str, path: &str, body: &[u8]) -> Response {
+    let auth = bearer(token);
+    request(addr, method, path, &[(auth.0, auth.1.as_str())], body)
+}
+
 /// Runs the operator program on deployment `data`; returns its standard
 /// output.
 pub fn atrest(data: &Path, args: &[&str]) -> String {
+    atrest_in(data, &[], args)
+}
+
+/// [`atrest`] with `env` (what opening the deployment's servers needs).
+pub fn atrest_in(data: &Path, env: &[(String, String)], args: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_atrest"))
         .arg("--data")
         .arg(data)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap();
     assert!(output.status.success(), "atrest {args:?}: {output:?}");

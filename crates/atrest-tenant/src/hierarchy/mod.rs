@@ -13,18 +13,21 @@
 //! - `lifecycle`: creating tenants, revoking customer keys, purging.
 
 mod binding;
+mod changes;
 mod file_keys;
 mod lifecycle;
 mod rotation;
 mod tik;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use atrest_audit::{Audit, Event, FileRef, KeyRef, Outcome, Record, Text};
 use atrest_filekey::{FileContext, Kek, KeyVersion, TenantId};
 
+pub use self::changes::DEFAULT_CHANGE_POLL;
 pub use self::file_keys::{NewFileKey, PendingKeyRecords};
 pub use self::rotation::{RewrapProgress, RewrapReport, RootRollReport};
 use crate::policy::{Administration, Issuer};
@@ -75,6 +78,7 @@ pub struct Builder {
     availability: Option<(String, String)>,
     policy: Arc<dyn ReleasePolicy>,
     ttl: Duration,
+    change_poll: Duration,
     actor: String,
 }
 
@@ -116,6 +120,18 @@ impl Builder {
     #[must_use]
     pub fn cache_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
+        self
+    }
+
+    /// The longest time between two looks at the store's change log
+    /// ([`MetadataStore::changes_since`]) before a cached tenant record or
+    /// TIK is used: how soon a purge, a revocation or a TIK roll made by
+    /// another process (the operator program, another instance) takes
+    /// effect here. Default [`DEFAULT_CHANGE_POLL`]; zero looks before
+    /// every use of the cache.
+    #[must_use]
+    pub fn change_poll(mut self, interval: Duration) -> Self {
+        self.change_poll = interval;
         self
     }
 
@@ -164,10 +180,13 @@ impl Builder {
             availability: self.availability,
             policy: self.policy,
             ttl: self.ttl,
+            change_poll: self.change_poll,
             actor: Text::lossy(self.actor),
             tenants: RwLock::default(),
             tiks: RwLock::default(),
             tik_lookups: TikCacheCounts::default().into(),
+            watch: changes::Watch::default(),
+            flushes: AtomicU64::new(0),
         };
         Ok((hierarchy, Administration::new(issuer)))
     }
@@ -189,10 +208,16 @@ pub struct KeyHierarchy {
     availability: Option<(String, String)>,
     policy: Arc<dyn ReleasePolicy>,
     ttl: Duration,
+    change_poll: Duration,
     actor: Text,
+    /// Cached tenant entries. Lock order: `tenants` before `tiks`.
     tenants: RwLock<HashMap<TenantId, Cached<Arc<TenantEntry>>>>,
+    /// Cached TIKs, each only while its tenant's entry is cached.
     tiks: RwLock<TikCache>,
     tik_lookups: TikLookups,
+    watch: changes::Watch,
+    /// How many flushes happened: a value loaded across one is not cached.
+    flushes: AtomicU64,
 }
 
 /// How often a TIK was found in the cache, and how often it had to be
@@ -208,8 +233,8 @@ pub struct TikCacheCounts {
 /// [`TikCacheCounts`], counted as they happen.
 #[derive(Debug, Default)]
 pub(super) struct TikLookups {
-    pub(super) hits: std::sync::atomic::AtomicU64,
-    pub(super) misses: std::sync::atomic::AtomicU64,
+    pub(super) hits: AtomicU64,
+    pub(super) misses: AtomicU64,
 }
 
 impl From<TikCacheCounts> for TikLookups {
@@ -226,6 +251,7 @@ impl core::fmt::Debug for KeyHierarchy {
         f.debug_struct("KeyHierarchy")
             .field("providers", &self.providers.keys().collect::<Vec<_>>())
             .field("cache_ttl", &self.ttl)
+            .field("change_poll", &self.change_poll)
             .finish_non_exhaustive()
     }
 }
@@ -248,6 +274,7 @@ impl KeyHierarchy {
             availability: None,
             policy: Arc::new(DenyAll),
             ttl: DEFAULT_CACHE_TTL,
+            change_poll: DEFAULT_CHANGE_POLL,
             actor: "atrest".into(),
         }
     }
@@ -328,7 +355,10 @@ impl KeyHierarchy {
         }
     }
 
+    /// The tenant's entry, from the cache (once the store's change log was
+    /// looked at, see [`Builder::change_poll`]) or loaded.
     async fn tenant_entry(&self, tenant: TenantId) -> Result<Arc<TenantEntry>, Error> {
+        self.catch_up().await?;
         let now = Instant::now();
         if let Some(cached) = self
             .tenants
@@ -339,19 +369,26 @@ impl KeyHierarchy {
         {
             return Ok(Arc::clone(&cached.value));
         }
+        let epoch = self.epoch();
         let entry = Arc::new(self.load_entry(tenant).await?);
         if !self.ttl.is_zero() {
-            let _ = self
-                .tenants
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(
+            let mut tenants = self.tenants.write().unwrap_or_else(PoisonError::into_inner);
+            // Loaded across a flush: perhaps from before the change that
+            // caused it.
+            if self.epoch() == epoch {
+                // TIKs cached beside the entry this one replaces go with it.
+                self.tiks
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .retain(|(t, _), _| *t != tenant);
+                let _ = tenants.insert(
                     tenant,
                     Cached {
                         value: Arc::clone(&entry),
                         expires: now + self.ttl,
                     },
                 );
+            }
         }
         Ok(entry)
     }
@@ -397,27 +434,20 @@ impl KeyHierarchy {
     /// root keys again. Makes a revocation at the customer's HSM take effect
     /// at once.
     pub fn flush_cache(&self) {
-        self.tenants
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-        self.tiks
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        self.next_epoch();
+        let mut tenants = self.tenants.write().unwrap_or_else(PoisonError::into_inner);
+        let mut tiks = self.tiks.write().unwrap_or_else(PoisonError::into_inner);
+        tenants.clear();
+        tiks.clear();
     }
 
     /// Drops one tenant's cached TIKs and metadata.
     pub fn flush_tenant(&self, tenant: TenantId) {
-        let _ = self
-            .tenants
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&tenant);
-        self.tiks
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|(t, _), _| *t != tenant);
+        self.next_epoch();
+        let mut tenants = self.tenants.write().unwrap_or_else(PoisonError::into_inner);
+        let mut tiks = self.tiks.write().unwrap_or_else(PoisonError::into_inner);
+        let _ = tenants.remove(&tenant);
+        tiks.retain(|(t, _), _| *t != tenant);
     }
 
     /// Drops expired cache entries now (they are otherwise dropped when the
@@ -425,14 +455,10 @@ impl KeyHierarchy {
     /// key material does not stay in memory.
     pub fn evict_expired(&self) {
         let now = Instant::now();
-        self.tenants
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|_, cached| cached.expires > now);
-        self.tiks
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|_, cached| cached.expires > now);
+        let mut tenants = self.tenants.write().unwrap_or_else(PoisonError::into_inner);
+        let mut tiks = self.tiks.write().unwrap_or_else(PoisonError::into_inner);
+        tenants.retain(|_, cached| cached.expires > now);
+        tiks.retain(|_, cached| cached.expires > now);
     }
 
     /// How often TIKs were found in the cache and how often unwrapped,

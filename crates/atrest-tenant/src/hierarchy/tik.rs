@@ -264,8 +264,17 @@ impl KeyHierarchy {
         ));
         drop(material);
         if cacheable && !self.ttl.is_zero() {
+            // Only beside the entry it was unwrapped by: an entry flushed
+            // meanwhile (another process changed the tenant) may be stale.
+            let tenants = self.tenants.read().unwrap_or_else(PoisonError::into_inner);
+            let current = tenants
+                .get(&tenant)
+                .is_some_and(|cached| std::ptr::eq(Arc::as_ptr(&cached.value), entry));
             let mut tiks = self.tiks.write().unwrap_or_else(PoisonError::into_inner);
             tiks.retain(|_, cached| cached.expires > now);
+            if !current {
+                return Ok(kek);
+            }
             let _ = tiks.insert(
                 (tenant, version),
                 Cached {

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use atrest_filekey::{KeyId, OsRng, TenantId};
 use atrest_tenant::{
-    Error, RootKeySlot, SlotRole, TagUpdate, TenantKind, TenantRecord, TenantState, TikWrap,
+    CHANGE_LOG_KEPT, Error, RootKeySlot, SlotRole, TagUpdate, TenantKind, TenantRecord,
+    TenantState, TikWrap,
 };
 use tokio::sync::Barrier;
 
@@ -337,4 +338,120 @@ pub async fn of_concurrent_changes_from_one_state_exactly_one_wins(backend: &dyn
         assert_eq!(now.current_tik, version(1));
         assert!(now.slots[0].revoked);
     }
+}
+
+pub async fn every_change_is_in_the_change_log_in_commit_order(backend: &dyn Backend) {
+    let store = backend.store().await;
+    let start = store.changes_since(0).await.unwrap();
+    assert!(start.tenants.is_some(), "a new store's log is complete");
+    let at = start.counter;
+    let nothing = store.changes_since(at).await.unwrap();
+    assert_eq!((nothing.counter, nothing.tenants), (at, Some(Vec::new())));
+
+    // Each changing method is one entry.
+    let (record, wraps) = customer_record();
+    let tenant = record.tenant;
+    store.create_tenant(&record, &wraps).await.unwrap();
+    let (other, other_wraps) = customer_record();
+    store.create_tenant(&other, &other_wraps).await.unwrap();
+    let v2 = [wrap(2, 0, 30), wrap(2, 1, 31), wrap(2, 2, 32)];
+    store
+        .add_tik_version(tenant, version(1), &v2, &update(1, 2))
+        .await
+        .unwrap();
+    store
+        .set_revoked(tenant, 0, true, &update(2, 3))
+        .await
+        .unwrap();
+    let rolled = "customer-a:key-2".parse().unwrap();
+    store
+        .replace_root_key(
+            tenant,
+            1,
+            &rolled,
+            &[wrap(1, 1, 50), wrap(2, 1, 51)],
+            &update(3, 4),
+        )
+        .await
+        .unwrap();
+    store.retire_tik_version(tenant, version(1)).await.unwrap();
+    let _ = store.purge_tenant(tenant).await.unwrap();
+    let changes = store.changes_since(at).await.unwrap();
+    assert_eq!(changes.counter, at + 7);
+    let mut both = vec![tenant, other.tenant];
+    both.sort_unstable();
+    assert_eq!(changes.tenants, Some(both));
+    // From any point, only what came after it.
+    let last = store.changes_since(at + 6).await.unwrap();
+    assert_eq!(last.tenants, Some(vec![tenant]));
+    let second = store.changes_since(at + 1).await.unwrap();
+    assert_eq!(
+        second.tenants.map(|t| t.contains(&other.tenant)),
+        Some(true)
+    );
+    // A change refused (a conflict) leaves no entry.
+    let refused = store
+        .set_revoked(other.tenant, 0, true, &update(9, 10))
+        .await;
+    assert!(is_conflict(&refused.unwrap_err()));
+    assert_eq!(store.changes_since(at).await.unwrap().counter, at + 7);
+    // A counter from the future (a store restored from a backup): the
+    // reader must treat everything as changed.
+    let ahead = store.changes_since(at + 1_000).await.unwrap();
+    assert_eq!((ahead.counter, ahead.tenants), (at + 7, None));
+
+    // Concurrent changes from several instances: one entry each, counters
+    // distinct and without gaps.
+    const RACERS: u8 = 6;
+    let mut racers = Vec::new();
+    let barrier = Arc::new(Barrier::new(usize::from(RACERS)));
+    for _ in 0..RACERS {
+        let store = backend.store().await;
+        let barrier = Arc::clone(&barrier);
+        racers.push(tokio::spawn(async move {
+            let (record, wraps) = customer_record();
+            let _ = barrier.wait().await;
+            store.create_tenant(&record, &wraps).await.unwrap();
+            record.tenant
+        }));
+    }
+    let mut made = Vec::new();
+    for racer in racers {
+        made.push(racer.await.unwrap());
+    }
+    made.sort_unstable();
+    let raced = store.changes_since(at + 7).await.unwrap();
+    assert_eq!(raced.counter, at + 7 + u64::from(RACERS));
+    assert_eq!(raced.tenants, Some(made));
+}
+
+pub async fn the_change_log_keeps_its_last_entries_and_says_when_it_lost_some(
+    backend: &dyn Backend,
+) {
+    let store = backend.store().await;
+    let (record, wraps) = customer_record();
+    let tenant = record.tenant;
+    store.create_tenant(&record, &wraps).await.unwrap();
+    let at = store.changes_since(0).await.unwrap().counter;
+    // More changes than the log keeps: revoke and restore, over and over.
+    let rounds = u8::try_from(CHANGE_LOG_KEPT / 200 + 1).unwrap();
+    let mut tag_now = 1u8;
+    for _ in 0..rounds {
+        for revoked in [true, false].into_iter().cycle().take(200) {
+            let next = tag_now.wrapping_add(1);
+            store
+                .set_revoked(tenant, 0, revoked, &update(tag_now, next))
+                .await
+                .unwrap();
+            tag_now = next;
+        }
+    }
+    let counter = at + u64::from(rounds) * 200;
+    let lost = store.changes_since(at).await.unwrap();
+    assert_eq!((lost.counter, lost.tenants), (counter, None));
+    let kept = store
+        .changes_since(counter - CHANGE_LOG_KEPT)
+        .await
+        .unwrap();
+    assert_eq!(kept.tenants, Some(vec![tenant]));
 }

@@ -221,6 +221,11 @@ impl Files {
             audit.push(self.record_of(context, event, outcome));
         }
         let _ = self.audit.record_all(audit).await?;
+        // As for a single seal: nothing acknowledged once a purge of the
+        // tenant completed.
+        if results.iter().any(Result::is_ok) {
+            self.keys.confirm_not_purged(tenant).await?;
+        }
         Ok(results)
     }
 

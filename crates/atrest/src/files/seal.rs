@@ -97,6 +97,9 @@ impl Files {
                     segments: record.segments(),
                 };
                 self.audit(context, event, Outcome::Success).await?;
+                // A purge that completed meanwhile (here or on another
+                // instance) made the version unreadable: not acknowledged.
+                self.keys.confirm_not_purged(tenant).await?;
                 Ok(record)
             }
             Err(error) => {
