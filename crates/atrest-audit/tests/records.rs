@@ -168,9 +168,9 @@ fn the_libraries_events_are_typed_and_versioned() {
         .filter(|entry| events.iter().any(|(event, _)| *event == entry.event))
         .collect();
     assert_eq!(typed.len(), events.len());
-    // Version 3 defined them (4 the log's restart line, 5, the newest,
-    // file deletions).
-    assert_eq!(SCHEMA_VERSION, 5);
+    // Version 3 defined them (4 the log's restart line, 5 file deletions,
+    // 6, the newest, fallback policies).
+    assert_eq!(SCHEMA_VERSION, 6);
     assert!(typed.iter().all(|entry| entry.v == 3));
     // The other lines keep the version that defined their events.
     assert!(

@@ -258,6 +258,14 @@ pub(crate) enum KmsCommand {
         /// A file holding the token (mode 600).
         #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,
+        /// A PEM file of the CA that issued the server's certificate (a
+        /// private CA), trusted besides the system's.
+        #[arg(long, value_name = "PEM")]
+        ca_file: Option<PathBuf>,
+        /// How long one request may take before the service counts as
+        /// unavailable (for example 2s; 5s by default).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
     },
     /// List the key services.
     List,
@@ -327,6 +335,50 @@ pub(crate) enum TenantCommand {
         /// The tenant.
         name: String,
     },
+    /// Set when a customer-key tenant's users may be served through the
+    /// availability key while its customer keys are unavailable (never
+    /// when they refuse): `automatic` (on any outage), `declared` (only
+    /// during an outage window declared with `tenant outage`), `never`.
+    Fallback {
+        /// The tenant.
+        name: String,
+        /// The policy.
+        #[arg(value_enum)]
+        policy: FallbackArg,
+    },
+    /// Declare an outage window of a tenant's customer keys (its policy
+    /// must be `declared`), during which its users are served through the
+    /// availability key; or end it.
+    Outage {
+        /// The tenant.
+        name: String,
+        /// How long the window lasts (for example 2h).
+        #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration,
+              required_unless_present = "end", conflicts_with = "end")]
+        duration: Option<std::time::Duration>,
+        /// When it begins (RFC 3339, for example 2026-12-07T10:00:00Z); now
+        /// by default.
+        #[arg(long, value_name = "TIME", value_parser = humantime::parse_rfc3339_weak,
+              conflicts_with = "end")]
+        from: Option<std::time::SystemTime>,
+        /// Why (kept in the tenant's record and the audit trail).
+        #[arg(long, required_unless_present = "end", conflicts_with = "end")]
+        reason: Option<String>,
+        /// End the declared window now.
+        #[arg(long)]
+        end: bool,
+    },
+}
+
+/// A fallback policy, as `atrest tenant fallback` takes it.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(crate) enum FallbackArg {
+    /// On any outage of the customer keys.
+    Automatic,
+    /// Only during a declared outage window.
+    Declared,
+    /// Never.
+    Never,
 }
 
 #[derive(Subcommand)]

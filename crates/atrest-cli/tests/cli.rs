@@ -466,6 +466,8 @@ fn customer_key_tenant_in_softhsm_tokens() {
     let hsm = SoftHsm::init("cli-tokens", &["northwind-a", "northwind-b"]).unwrap();
     let module = hsm.module().display().to_string();
     let conf = hsm.conf().to_path_buf();
+    let empty = SoftHsm::init("cli-no-tokens", &[]).unwrap();
+    let empty_conf = empty.conf().to_path_buf();
     let mut cli = Cli::new(dir.path());
     cli.env
         .push(("SOFTHSM2_CONF".into(), conf.display().to_string()));
@@ -550,45 +552,92 @@ fn customer_key_tenant_in_softhsm_tokens() {
         plain[1024..2048]
     );
 
-    // Without the PIN, or with a wrong one, the tokens are unavailable: the
-    // availability key serves (audited), and the operator is told.
+    // Without the PIN, with a wrong one (as after the customer changed it
+    // on both tokens), or with tokens not where the configuration says,
+    // the customer's keys refuse: exit 4 and the reason, never the
+    // availability key, whatever the tenant's fallback policy.
     let mut no_pin = Cli::new(dir.path());
     no_pin
         .env
         .push(("SOFTHSM2_CONF".into(), conf.display().to_string()));
-    let output = no_pin.run(&["get", "northwind", "ledger.csv"]);
-    assert_eq!(output.stdout, plain);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("availability key") && stderr.contains("ATREST_PKCS11_PIN is not set"),
-        "{stderr}"
-    );
-    let copy = dir.path().join("copy.csv");
-    let report = no_pin.json(&[
-        "get",
-        "northwind",
-        "ledger.csv",
-        "-o",
-        copy.to_str().unwrap(),
-    ]);
-    assert_eq!(report["fallbacks"][0]["succeeded"], true, "{report}");
-    assert_eq!(
-        report["fallbacks"][0]["customer_keys"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
     let mut wrong_pin = Cli::new(dir.path());
     wrong_pin.env = vec![
         ("SOFTHSM2_CONF".into(), conf.display().to_string()),
         ("ATREST_PKCS11_PIN".into(), "0000".into()),
     ];
-    let output = wrong_pin.run(&["put", "northwind", file.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("availability key"));
+    let mut no_tokens = Cli::new(dir.path());
+    no_tokens.env = vec![
+        // A SoftHSM2 configuration whose token directory holds no token.
+        ("SOFTHSM2_CONF".into(), empty_conf.display().to_string()),
+        ("ATREST_PKCS11_PIN".into(), "5678".into()),
+    ];
+    let fallbacks = |cli: &Cli| {
+        cli.json(&["audit", "show", "--tenant", "northwind"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e["event"]["type"] == "availability_key_fallback"
+                    && e["outcome"]["result"] == "success"
+            })
+            .count()
+    };
+    let served = fallbacks(&cli);
+    for policy in [
+        &["fallback", "northwind", "automatic"][..],
+        &["fallback", "northwind", "declared"],
+        &[
+            "outage",
+            "northwind",
+            "--for",
+            "1h",
+            "--reason",
+            "the customer's tokens are down",
+        ],
+        &["fallback", "northwind", "never"],
+    ] {
+        let mut args = vec!["tenant"];
+        args.extend_from_slice(policy);
+        cli.ok(&args);
+        // (Tokens not where the configuration says are a configuration to
+        // mend: exit 2.)
+        for (who, refused, code, why) in [
+            (&no_pin, "get", 4, "ATREST_PKCS11_PIN is not set"),
+            (&wrong_pin, "get", 4, "PIN"),
+            (&wrong_pin, "put", 4, "PIN"),
+            (&no_tokens, "get", 2, "no token labelled"),
+        ] {
+            let output = if refused == "get" {
+                who.run(&["get", "northwind", "ledger.csv", "-o", "/dev/null"])
+            } else {
+                who.run(&[
+                    "put",
+                    "northwind",
+                    file.to_str().unwrap(),
+                    "--name",
+                    "refused.csv",
+                ])
+            };
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(
+                output.status.code(),
+                Some(code),
+                "{policy:?} {refused}: {stderr}"
+            );
+            assert!(stderr.contains(why), "{policy:?}: {stderr}");
+        }
+    }
+    assert_eq!(
+        fallbacks(&cli),
+        served,
+        "a refusal was served through the availability key"
+    );
+    let shown = cli.json(&["tenant", "show", "northwind"]);
+    assert_eq!(shown["fallback"], "never", "{shown}");
+    cli.ok(&["tenant", "fallback", "northwind", "automatic"]);
     // With the right PIN nothing is said.
     let output = cli.run(&["get", "northwind", "ledger.csv"]);
+    assert_eq!(output.stdout, plain);
     assert!(!String::from_utf8_lossy(&output.stderr).contains("availability key"));
 
     // A key the token does not hold is "not found".
@@ -611,14 +660,8 @@ fn customer_key_tenant_in_softhsm_tokens() {
             "k1",
         ],
     );
-    let entries = cli.json(&["audit", "show", "--tenant", "northwind"]);
-    assert!(
-        entries
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["event"]["type"] == "availability_key_fallback")
-    );
+    // Nothing of all that was served through the availability key.
+    assert_eq!(fallbacks(&cli), served);
 
     // The customer revokes one key: the files stay readable through the
     // other, and every report says so (and when running instances follow).
@@ -772,26 +815,27 @@ fn exit_codes_come_from_the_error_kinds() {
         "{}",
         String::from_utf8_lossy(&closed.stderr)
     );
-    // Unavailable (6): the customer's key service cannot be reached (here:
-    // its PIN is not in the environment), so the tenant cannot be created.
-    cli.env.retain(|(k, _)| k != "ATREST_PKCS11_PIN");
+    // Unavailable (6): the customer's key service cannot be reached
+    // (nothing listens at its address), so the tenant cannot be created.
+    cli.env
+        .push(("ATREST_TEST_BAO_TOKEN".into(), "unused".into()));
+    cli.ok(&[
+        "kms",
+        "add",
+        "bao",
+        "--address",
+        "http://127.0.0.1:9",
+        "--token-env",
+        "ATREST_TEST_BAO_TOKEN",
+    ]);
     cli.expect(
         6,
         &[
             "tenant",
             "create",
             "northwind",
-            "--customer-key",
-            "--module",
-            "/nonexistent.so",
-            "--token-a",
-            "a",
-            "--token-b",
-            "b",
-            "--key-a",
-            "k1",
-            "--key-b",
-            "k1",
+            "--customer-keys",
+            "bao:a@1,bao:b@1",
         ],
     );
     // Integrity (5): a blob changed in storage.

@@ -42,6 +42,15 @@ pub struct KmsConfig {
     /// A file holding the token (mode 0600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// A PEM file of the CA certificate(s) that issued the server's
+    /// certificate, trusted besides the system's (a private CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// How long one request may take, in milliseconds (connecting
+    /// included), before the server counts as unavailable; the provider's
+    /// defaults otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 /// Where a deployment keeps its key metadata and its catalog.

@@ -2,7 +2,7 @@
 //! from the deployment's parts and the program's [`Options`].
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use atrest::audit::{
     Audit, AuditLog, Auditor, Event, Outcome, Receipt, Record, Sink, SinkError, SinkPolicy,
@@ -194,26 +194,151 @@ impl Parts<'_> {
     }
 }
 
-/// A configured token, opened with the PIN from its environment variable;
-/// one that cannot be opened is a provider that reports itself unavailable
-/// (so the availability key can serve).
+/// A configured token, opened with the PIN from its environment variable.
+/// One that cannot be opened is a provider that answers every call with
+/// why: a refusal (a PIN variable not set, a PIN the token refuses, no
+/// token with that label, a module that does not load) refuses for good,
+/// and is never tried again (a wrong PIN tried over and over would lock
+/// the token); a device that fails is unavailable, and opened again on a
+/// later call.
 async fn open_token(token: &TokenConfig) -> (Arc<dyn RootKeyProvider>, Option<String>) {
-    let opened = match std::env::var(&token.pin_env) {
-        Ok(pin) => Pkcs11Keys::open(&token.name, &token.module, &token.token, &pin)
-            .await
-            .map_err(|e| e.to_string()),
-        Err(_) => Err(format!("the PIN variable {} is not set", token.pin_env)),
+    let provider = TokenProvider {
+        config: token.clone(),
+        state: Mutex::new(TokenState::Failed {
+            error: ProviderError::Unavailable {
+                key: token_ref(token),
+                detail: "not opened yet".into(),
+            },
+            at: None,
+        }),
     };
-    match opened {
-        Ok(keys) => (Arc::new(keys), None),
-        Err(detail) => (
-            Arc::new(Unopened {
-                name: token.name.clone(),
-                detail: detail.clone(),
-                refuse: false,
+    let problem = provider.open().await.err().map(|error| error.to_string());
+    (Arc::new(provider), problem)
+}
+
+/// How often a token whose device failed is opened again, at most.
+const REOPEN_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The reference errors about a token as a whole name (its name was
+/// checked when it was configured; a label of its own otherwise).
+fn token_ref(token: &TokenConfig) -> RootKeyRef {
+    RootKeyRef::new(token.name.clone(), format!("token {}", token.token), 1)
+        .or_else(|_| RootKeyRef::new(token.name.clone(), "token", 1))
+        .or_else(|_| RootKeyRef::new("pkcs11", "token", 1))
+        .unwrap_or_else(|_| unreachable!("a fixed, valid reference"))
+}
+
+/// A configured PKCS#11 token (see [`open_token`]).
+struct TokenProvider {
+    config: TokenConfig,
+    state: Mutex<TokenState>,
+}
+
+enum TokenState {
+    Open(Arc<Pkcs11Keys>),
+    /// Why it could not be opened, and when that was last tried (`None`:
+    /// never).
+    Failed {
+        error: ProviderError,
+        at: Option<Instant>,
+    },
+}
+
+impl TokenProvider {
+    fn state(&self) -> std::sync::MutexGuard<'_, TokenState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Opens the token now; remembers the outcome.
+    async fn open(&self) -> Result<Arc<Pkcs11Keys>, ProviderError> {
+        let token = &self.config;
+        let opened = match std::env::var(&token.pin_env) {
+            Ok(pin) => {
+                let pin = zeroize::Zeroizing::new(pin);
+                Pkcs11Keys::open(&token.name, &token.module, &token.token, &pin).await
+            }
+            // No PIN where the configuration says: a refusal.
+            Err(_) => Err(ProviderError::AccessDenied {
+                key: token_ref(token),
+                detail: format!("the PIN variable {} is not set", token.pin_env),
             }),
-            Some(detail),
-        ),
+        };
+        let mut state = self.state();
+        match opened {
+            Ok(keys) => {
+                let keys = Arc::new(keys);
+                *state = TokenState::Open(Arc::clone(&keys));
+                Ok(keys)
+            }
+            Err(error) => {
+                *state = TokenState::Failed {
+                    error: error.clone(),
+                    at: Some(Instant::now()),
+                };
+                Err(error)
+            }
+        }
+    }
+
+    /// The open token; opened again if its device failed long enough ago.
+    async fn keys(&self, key: &RootKeyRef) -> Result<Arc<Pkcs11Keys>, ProviderError> {
+        if let TokenState::Open(keys) = &*self.state() {
+            return Ok(Arc::clone(keys));
+        }
+        if let TokenState::Failed { error, at } = &*self.state() {
+            let due = at.is_none_or(|at| at.elapsed() >= REOPEN_INTERVAL);
+            if !error.is_unavailable() || !due {
+                return Err(about(error, key));
+            }
+        }
+        self.open().await.map_err(|error| about(&error, key))
+    }
+}
+
+/// `error` about the token as a whole, told about `key`.
+fn about(error: &ProviderError, key: &RootKeyRef) -> ProviderError {
+    match error {
+        ProviderError::Unavailable { detail, .. } => ProviderError::Unavailable {
+            key: key.clone(),
+            detail: detail.clone(),
+        },
+        ProviderError::AccessDenied { detail, .. } => ProviderError::AccessDenied {
+            key: key.clone(),
+            detail: detail.clone(),
+        },
+        other => other.clone(),
+    }
+}
+
+#[async_trait::async_trait]
+impl RootKeyProvider for TokenProvider {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    async fn current_version(&self, label: &str) -> Result<u32, ProviderError> {
+        let key = RootKeyRef::new(self.config.name.clone(), label, 1)?;
+        self.keys(&key).await?.current_version(label).await
+    }
+
+    async fn wrap(
+        &self,
+        key: &RootKeyRef,
+        material: &KeyMaterial,
+        binding: &TikBinding,
+    ) -> Result<Vec<u8>, ProviderError> {
+        self.keys(key).await?.wrap(key, material, binding).await
+    }
+
+    async fn unwrap(
+        &self,
+        key: &RootKeyRef,
+        wrapped: &[u8],
+        binding: &TikBinding,
+    ) -> Result<KeyMaterial, ProviderError> {
+        self.keys(key).await?.unwrap(key, wrapped, binding).await
     }
 }
 
@@ -228,7 +353,6 @@ pub(super) fn open_kms(kms: &KmsConfig) -> (Arc<dyn RootKeyProvider>, Option<Str
                 Arc::new(Unopened {
                     name: kms.name.clone(),
                     detail: detail.clone(),
-                    refuse: true,
                 }),
                 Some(detail),
             )
@@ -248,7 +372,20 @@ pub(super) fn transit_keys(kms: &KmsConfig) -> Result<TransitKeys, ProviderError
             });
         }
     };
-    TransitKeys::builder(&kms.name, &kms.address, &kms.mount, credentials).build()
+    let mut builder = TransitKeys::builder(&kms.name, &kms.address, &kms.mount, credentials);
+    if let Some(ca_file) = &kms.ca_file {
+        let pem = std::fs::read(ca_file).map_err(|error| ProviderError::Misconfigured {
+            provider: kms.name.clone(),
+            detail: format!("cannot read the CA file {}: {error}", ca_file.display()),
+        })?;
+        builder = builder.ca_certificate_pem(&pem);
+    }
+    if let Some(timeout) = kms.timeout_ms.map(Duration::from_millis) {
+        builder = builder
+            .timeout(timeout)
+            .connect_timeout(timeout.min(atrest_openbao::DEFAULT_CONNECT_TIMEOUT));
+    }
+    builder.build()
 }
 
 /// A use of the availability key because customer keys were unavailable,
@@ -331,30 +468,19 @@ impl Sink for FallbackWatch {
     }
 }
 
-/// A provider that could not be opened. A token whose PIN variable is not
-/// set, or that cannot be reached, reports itself unavailable (so the
-/// availability key can serve, shown to the operator); a key service that
-/// is misconfigured (no token, a token file others can read, a bad
-/// address) refuses instead: nothing was asked of it, and a customer's
-/// revocation there must not be bypassed.
+/// A key service that could not be set up (no token, a token file others
+/// can read, a bad address): it refuses every call, since nothing was asked
+/// of it and a customer's revocation there must not be bypassed.
 struct Unopened {
     name: String,
     detail: String,
-    refuse: bool,
 }
 
 impl Unopened {
-    fn error(&self, key: &RootKeyRef) -> ProviderError {
-        if self.refuse {
-            ProviderError::Misconfigured {
-                provider: self.name.clone(),
-                detail: self.detail.clone(),
-            }
-        } else {
-            ProviderError::Unavailable {
-                key: key.clone(),
-                detail: self.detail.clone(),
-            }
+    fn error(&self, _: &RootKeyRef) -> ProviderError {
+        ProviderError::Misconfigured {
+            provider: self.name.clone(),
+            detail: self.detail.clone(),
         }
     }
 }

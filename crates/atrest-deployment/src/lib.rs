@@ -39,7 +39,8 @@ pub use self::lease::Holder;
 pub use self::policy::Principal;
 pub use self::replicas::{DamagedRecord, ScrubReport};
 pub use self::tenants::{
-    TENANT_NAME_RULE, TenantKeys, TenantSummary, TikVersionSummary, check_tenant_name,
+    OutageSummary, TENANT_NAME_RULE, TenantKeys, TenantSummary, TikVersionSummary,
+    check_tenant_name,
 };
 
 const CONFIG: &str = "atrest.json";

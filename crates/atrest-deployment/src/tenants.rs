@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use atrest::filekey::{KeyVersion, OsRng, TenantId};
 use atrest::tenant::{
-    Pkcs11Keys, RewrapProgress, RewrapReport, RootKeyProvider, RootKeyRef, RootRollReport,
-    TenantKind, TenantState,
+    FallbackPolicy, Pkcs11Keys, RewrapProgress, RewrapReport, RootKeyProvider, RootKeyRef,
+    RootRollReport, TenantKind, TenantState,
 };
 use serde::Serialize;
 
@@ -65,6 +65,26 @@ pub struct TenantSummary {
     /// Whether file keys are still wrapped under versions older than the
     /// current one: a rotation that has not finished (run it again).
     pub rotation_unfinished: bool,
+    /// For a customer-key tenant, when user requests may use the
+    /// availability key: `automatic`, `declared` or `never`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    /// The outage window declared under `declared`, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outage: Option<OutageSummary>,
+}
+
+/// A declared outage window, as shown to the operator.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutageSummary {
+    /// When it begins, in seconds since the Unix epoch.
+    pub start: u64,
+    /// When it ends.
+    pub end: u64,
+    /// Why it was declared.
+    pub reason: String,
+    /// Whether it is open now.
+    pub open: bool,
 }
 
 /// One TIK version of a tenant.
@@ -315,9 +335,21 @@ impl Deployment {
             })
             .collect();
         let rotation_unfinished = counts.range(..current).any(|(_, &n)| n > 0);
+        let customer_key = record.kind == TenantKind::CustomerKey;
+        let outage = match &record.fallback {
+            FallbackPolicy::Declared(Some(window)) => Some(OutageSummary {
+                start: window.start,
+                end: window.end,
+                reason: window.reason.clone(),
+                open: window.contains(std::time::SystemTime::now()),
+            }),
+            _ => None,
+        };
         Ok(TenantSummary {
             tik_versions,
             rotation_unfinished,
+            fallback: customer_key.then(|| record.fallback.name().to_owned()),
+            outage,
             name: name.to_owned(),
             id: record.tenant.to_string(),
             kind: match record.kind {
@@ -450,6 +482,30 @@ impl Deployment {
             .revoke_customer_key(tenant_id, found)
             .await;
         named(tenant, tenant_id, revoked)
+    }
+
+    /// Sets customer-key tenant `tenant`'s fallback policy
+    /// ([`FallbackPolicy`]): when its users may be served through the
+    /// availability key while its customer keys are unavailable. Under
+    /// `declared`, the window (if any) is the outage the operator declares;
+    /// `Declared(None)` ends one. Audited; running instances follow within
+    /// two seconds.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; key errors (a service-managed tenant, a
+    /// window that is not valid).
+    pub async fn set_fallback_policy(
+        &self,
+        tenant: &str,
+        policy: FallbackPolicy,
+    ) -> Result<(), Error> {
+        let tenant_id = self.tenant_id(tenant).await?;
+        let set = self
+            .files
+            .keys()
+            .set_fallback_policy(tenant_id, policy)
+            .await;
+        named(tenant, tenant_id, set)
     }
 
     /// Purges tenant `tenant`: destroys all its key material. Its blobs

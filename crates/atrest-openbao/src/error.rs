@@ -47,6 +47,10 @@ pub(crate) enum Failure<'a> {
     },
     /// A success whose body is not what the API documents.
     Malformed(&'static str),
+    /// The server could not be authenticated: TLS refused its certificate
+    /// (an unknown issuer, another host name, expired) or the handshake was
+    /// refused. Not an outage: whoever answered is not the key service.
+    Untrusted(String),
 }
 
 /// Longest server message kept in an error's detail, in characters.
@@ -56,7 +60,9 @@ const MAX_MESSAGE: usize = 200;
 ///
 /// | failure | error |
 /// |---|---|
-/// | connection refused or broken, timeout, a 5xx, 429 or 412 answer, a redirect | `Unavailable` |
+/// | connection refused or broken, timeout, a 5xx (other than below), 429 or 412 answer, a redirect | `Unavailable` |
+/// | a TLS certificate or host name the client refuses, a handshake the server refuses | `AccessDenied`: whoever answered is not the key service |
+/// | 503 "… is sealed", 501 or 503 "… not initialized": the key service locked by its owner | `AccessDenied` |
 /// | a success that is not the expected answer (too large, not JSON, no `data`: a control group or response wrapping waiting for approval, say) | `Misconfigured`: an answer, never an outage |
 /// | 401, 403 (permission denied: the token or its policy) | `AccessDenied` |
 /// | 400 "disallowed by policy (too old)": a version below `min_decryption_version`, or "less than the minimum encryption key version" | `AccessDenied` (version retired by the key owner) |
@@ -75,6 +81,12 @@ pub(crate) fn map_failure(key: &RootKeyRef, op: Op, failure: Failure<'_>) -> Pro
             return ProviderError::Unavailable {
                 key: key.clone(),
                 detail: format!("{op}: {detail}"),
+            };
+        }
+        Failure::Untrusted(detail) => {
+            return ProviderError::AccessDenied {
+                key: key.clone(),
+                detail: format!("{op}: the server could not be authenticated: {detail}"),
             };
         }
         Failure::Malformed(what) => {
@@ -106,6 +118,12 @@ pub(crate) fn map_failure(key: &RootKeyRef, op: Op, failure: Failure<'_>) -> Pro
     let lower = message.to_ascii_lowercase();
     let said = |phrase: &str| lower.contains(phrase);
     match status {
+        // Sealed or never initialised: the key service's owner locked it,
+        // which refuses as a revocation does.
+        501 | 503 if said("is sealed") || said("not initialized") => ProviderError::AccessDenied {
+            key: key.clone(),
+            detail: format!("the key service is sealed or not initialised: {detail}"),
+        },
         429 | 412 | 500..=599 => ProviderError::Unavailable {
             key: key.clone(),
             detail,
@@ -160,6 +178,9 @@ pub(crate) fn transport_failure(error: &reqwest::Error) -> Failure<'static> {
     if error.is_builder() {
         return Failure::Request(error.to_string());
     }
+    if let Some(refused) = tls_refusal(error) {
+        return Failure::Untrusted(refused);
+    }
     let what = if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {
@@ -175,6 +196,37 @@ pub(crate) fn transport_failure(error: &reqwest::Error) -> Failure<'static> {
         source = cause.source();
     }
     Failure::Transport(detail)
+}
+
+/// What TLS refused, if a TLS refusal of the server (or by it) is among
+/// the error's causes: a certificate or name the client does not accept,
+/// or a handshake alert. The transport wraps TLS errors in I/O errors,
+/// whose own `source` skips the error they wrap, so both are looked into.
+fn tls_refusal(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let refusal = |tls: &rustls::Error| {
+        matches!(
+            tls,
+            rustls::Error::InvalidCertificate(_)
+                | rustls::Error::NoCertificatesPresented
+                | rustls::Error::UnsupportedNameType
+                | rustls::Error::AlertReceived(_)
+                | rustls::Error::PeerIncompatible(_)
+        )
+        .then(|| tls.to_string())
+    };
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return refusal(tls);
+        }
+        cause = match current.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => current.source(),
+        };
+    }
+    None
 }
 
 #[cfg(test)]
@@ -222,7 +274,7 @@ mod tests {
         for (code, message) in [
             (500, "internal error"),
             (502, ""),
-            (503, "Vault is sealed"),
+            (503, "no active node"),
             (504, ""),
             (429, "request rate limit exceeded"),
             (412, "required index state not present"),
@@ -230,6 +282,53 @@ mod tests {
             let error = status(Op::Decrypt, code, message);
             assert!(error.is_unavailable(), "{code}: {error:?}");
         }
+    }
+
+    #[test]
+    fn a_sealed_or_uninitialised_server_refuses() {
+        for (code, message) in [
+            (503, "Vault is sealed"),
+            (503, "OpenBao is sealed"),
+            (501, "Vault is not initialized"),
+            (503, "Vault is not initialized"),
+        ] {
+            let error = status(Op::Decrypt, code, message);
+            assert!(
+                matches!(&error, ProviderError::AccessDenied { detail, .. } if detail.contains("sealed")),
+                "{code} {message}: {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_server_tls_refuses_is_a_refusal() {
+        let certificate =
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let wrapped = std::io::Error::new(std::io::ErrorKind::InvalidData, certificate);
+        let outer = std::io::Error::other(wrapped);
+        assert!(
+            tls_refusal(&outer)
+                .is_some_and(|why| why.contains("UnknownIssuer") || why.contains("unknown issuer"))
+        );
+        let name = rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName);
+        assert!(tls_refusal(&name).is_some());
+        // A connection that failed, or bytes that are not TLS: an outage.
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(tls_refusal(&refused).is_none());
+        let garbage = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+        );
+        assert!(tls_refusal(&garbage).is_none());
+        let error = map_failure(
+            &key(),
+            Op::Decrypt,
+            Failure::Untrusted("unknown issuer".into()),
+        );
+        assert!(
+            matches!(error, ProviderError::AccessDenied { .. }),
+            "{error:?}"
+        );
     }
 
     #[test]

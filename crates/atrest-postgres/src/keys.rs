@@ -6,8 +6,8 @@ use atrest_core::ErrorKind;
 use atrest_filekey::{KeyVersion, TenantId};
 use atrest_tenant::store::stored;
 use atrest_tenant::{
-    CHANGE_LOG_KEPT, Error, KeyChanges, MetadataStore, RootKeyRef, StoredSlot, StoredTenant,
-    TagUpdate, TenantRecord, TikWrap,
+    CHANGE_LOG_KEPT, Error, FallbackPolicy, KeyChanges, MetadataStore, RootKeyRef, StoredFallback,
+    StoredSlot, StoredTenant, TagUpdate, TenantRecord, TikWrap,
 };
 use tokio_postgres::Transaction;
 
@@ -62,6 +62,15 @@ CREATE TABLE atrest_key_changes (
     counter bigint PRIMARY KEY CHECK (counter > 0),
     tenant  bytea  NOT NULL
 );
+",
+        "
+-- The tenant's fallback policy and declared outage window (see
+-- `FallbackPolicy`), covered by the record's tag.
+ALTER TABLE atrest_tenants
+    ADD COLUMN fallback      text   NOT NULL DEFAULT 'automatic',
+    ADD COLUMN outage_start  bigint,
+    ADD COLUMN outage_end    bigint,
+    ADD COLUMN outage_reason text;
 ",
     ],
     tables: &[
@@ -227,7 +236,9 @@ async fn read_tenant(
     let id = tenant.as_bytes().as_slice();
     let Some(row) = tx
         .query_opt(
-            "SELECT kind, state, tik_id, current_tik, tag FROM atrest_tenants WHERE tenant = $1",
+            "SELECT kind, state, tik_id, current_tik, tag,
+                    fallback, outage_start, outage_end, outage_reason
+             FROM atrest_tenants WHERE tenant = $1",
             &[&id],
         )
         .await?
@@ -242,6 +253,12 @@ async fn read_tenant(
         current_tik: row.try_get(3)?,
         tag: row.try_get(4)?,
         slots: Vec::new(),
+        fallback: StoredFallback {
+            policy: row.try_get(5)?,
+            start: row.try_get(6)?,
+            end: row.try_get(7)?,
+            reason: row.try_get(8)?,
+        },
     };
     for row in tx
         .query(
@@ -268,10 +285,12 @@ impl MetadataStore for PgMetadataStore {
             Box::pin(async move {
                 let (record, wraps) = &*input;
                 let id = record.tenant.as_bytes().as_slice();
+                let fallback = StoredFallback::from_policy(&record.fallback);
                 let inserted = tx
                     .execute(
-                        "INSERT INTO atrest_tenants (tenant, kind, state, tik_id, current_tik, tag)
-                         VALUES ($1, $2, 'active', $3, $4, $5)
+                        "INSERT INTO atrest_tenants (tenant, kind, state, tik_id, current_tik, tag,
+                                                    fallback, outage_start, outage_end, outage_reason)
+                         VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $8, $9)
                          ON CONFLICT DO NOTHING",
                         &[
                             &id,
@@ -279,6 +298,10 @@ impl MetadataStore for PgMetadataStore {
                             &record.tik_id.as_bytes().as_slice(),
                             &number(record.current_tik),
                             &record.tag.as_ref().map(|tag| tag.as_bytes().as_slice()),
+                            &fallback.policy,
+                            &fallback.start,
+                            &fallback.end,
+                            &fallback.reason,
                         ],
                     )
                     .await?;
@@ -500,6 +523,39 @@ impl MetadataStore for PgMetadataStore {
                 if changed == 0 {
                     return Err(Failure::Stop(Error::Misuse("no such root key slot")));
                 }
+                note_change(tx, id).await
+            })
+        })
+        .await
+    }
+
+    async fn set_fallback(
+        &self,
+        tenant: TenantId,
+        policy: &FallbackPolicy,
+        tag: &TagUpdate,
+    ) -> Result<(), Error> {
+        let input = Arc::new((StoredFallback::from_policy(policy), *tag));
+        self.run(Mode::Write, move |tx| {
+            let input = Arc::clone(&input);
+            Box::pin(async move {
+                let (stored, tag) = &*input;
+                let id = tenant.as_bytes().as_slice();
+                retag(tx, id, tag).await?;
+                let _ = tx
+                    .execute(
+                        "UPDATE atrest_tenants
+                         SET fallback = $2, outage_start = $3, outage_end = $4, outage_reason = $5
+                         WHERE tenant = $1",
+                        &[
+                            &id,
+                            &stored.policy,
+                            &stored.start,
+                            &stored.end,
+                            &stored.reason,
+                        ],
+                    )
+                    .await?;
                 note_change(tx, id).await
             })
         })

@@ -50,15 +50,16 @@ async fn migrations_are_recorded_once_and_newer_schemas_refused() {
     let _ = PgCatalog::open(&db).await.unwrap();
     let versions = database
         .query_text(
-            "SELECT string_agg(component || ':' || version, ',' ORDER BY component)
+            "SELECT string_agg(component || ':' || version, ',' ORDER BY component, version)
              FROM atrest_schema_migrations",
         )
         .await;
     // The catalog's second migration adds blob digests, its third an index,
-    // its fourth the owners of seals, its fifth media types.
+    // its fourth the owners of seals, its fifth media types; the key
+    // store's second its change log, its third fallback policies.
     assert_eq!(
         versions.as_deref(),
-        Some("catalog:1,catalog:2,catalog:3,catalog:4,catalog:5,keys:1")
+        Some("catalog:1,catalog:2,catalog:3,catalog:4,catalog:5,keys:1,keys:2,keys:3")
     );
 
     // A newer build migrated the database further: this one refuses it.
@@ -102,7 +103,7 @@ async fn instances_starting_at_once_migrate_once() {
             .query_text("SELECT count(*) FROM atrest_schema_migrations")
             .await
             .as_deref(),
-        Some("6")
+        Some("8")
     );
 }
 

@@ -5,8 +5,8 @@ use std::path::Path;
 use atrest_filekey::{KeyVersion, TenantId};
 use atrest_tenant::store::stored;
 use atrest_tenant::{
-    CHANGE_LOG_KEPT, Error, KeyChanges, MetadataStore, RecordTag, RootKeyRef, StoredSlot,
-    StoredTenant, TagUpdate, TenantRecord, TikWrap,
+    CHANGE_LOG_KEPT, Error, FallbackPolicy, KeyChanges, MetadataStore, RecordTag, RootKeyRef,
+    StoredFallback, StoredSlot, StoredTenant, TagUpdate, TenantRecord, TikWrap,
 };
 use rusqlite::{Connection, OptionalExtension as _, Transaction, params};
 
@@ -19,7 +19,11 @@ CREATE TABLE IF NOT EXISTS tenants (
     state       TEXT    NOT NULL CHECK (state IN ('active', 'purged')),
     tik_id      BLOB    NOT NULL,
     current_tik INTEGER NOT NULL CHECK (current_tik > 0),
-    tag         BLOB    -- NULL once purged
+    tag         BLOB,   -- NULL once purged
+    fallback    TEXT    NOT NULL DEFAULT 'automatic',
+    outage_start  INTEGER,
+    outage_end    INTEGER,
+    outage_reason TEXT
 );
 CREATE TABLE IF NOT EXISTS root_key_slots (
     tenant   BLOB    NOT NULL REFERENCES tenants (tenant),
@@ -111,6 +115,19 @@ fn migrate(connection: &Connection) -> Result<(), Failure> {
         return Err(Failure::Keys(Error::Corrupt(
             "schema: the store was made by an earlier version (tenant records without tags)",
         )));
+    }
+    // The fallback policy's columns, added to a store made before them
+    // (every tenant `automatic`, as it was).
+    if connection
+        .prepare("SELECT fallback FROM tenants LIMIT 0")
+        .is_err()
+    {
+        connection.execute_batch(
+            "ALTER TABLE tenants ADD COLUMN fallback TEXT NOT NULL DEFAULT 'automatic';
+             ALTER TABLE tenants ADD COLUMN outage_start INTEGER;
+             ALTER TABLE tenants ADD COLUMN outage_end INTEGER;
+             ALTER TABLE tenants ADD COLUMN outage_reason TEXT;",
+        )?;
     }
     for table in RETIRED_TABLES {
         if !db::has_table(connection, table)? {
@@ -216,16 +233,22 @@ fn create_tenant(
     wraps: &[TikWrap],
 ) -> Result<(), Failure> {
     let tx = db.transaction()?;
+    let fallback = StoredFallback::from_policy(&record.fallback);
     let inserted = tx.execute(
-        "INSERT INTO tenants (tenant, kind, state, tik_id, current_tik, tag)
-         VALUES (?1, ?2, 'active', ?3, ?4, ?5)
+        "INSERT INTO tenants (tenant, kind, state, tik_id, current_tik, tag,
+                              fallback, outage_start, outage_end, outage_reason)
+         VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT DO NOTHING",
         params![
             record.tenant.as_bytes(),
             record.kind.as_stored(),
             record.tik_id.as_bytes(),
             u32::from(record.current_tik),
-            record.tag.as_ref().map(RecordTag::as_bytes)
+            record.tag.as_ref().map(RecordTag::as_bytes),
+            fallback.policy,
+            fallback.start,
+            fallback.end,
+            fallback.reason,
         ],
     )?;
     if inserted == 0 {
@@ -261,7 +284,9 @@ fn read_tenant(db: &mut Connection, tenant: TenantId) -> Result<Option<TenantRec
     let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
     let row = tx
         .query_row(
-            "SELECT kind, state, tik_id, current_tik, tag FROM tenants WHERE tenant = ?1",
+            "SELECT kind, state, tik_id, current_tik, tag,
+                    fallback, outage_start, outage_end, outage_reason
+             FROM tenants WHERE tenant = ?1",
             params![tenant.as_bytes()],
             |row| {
                 Ok(StoredTenant {
@@ -272,6 +297,12 @@ fn read_tenant(db: &mut Connection, tenant: TenantId) -> Result<Option<TenantRec
                     current_tik: row.get(3)?,
                     tag: row.get(4)?,
                     slots: Vec::new(),
+                    fallback: StoredFallback {
+                        policy: row.get(5)?,
+                        start: row.get(6)?,
+                        end: row.get(7)?,
+                        reason: row.get(8)?,
+                    },
                 })
             },
         )
@@ -444,6 +475,31 @@ fn set_revoked(
     Ok(())
 }
 
+fn set_fallback(
+    db: &mut Connection,
+    tenant: TenantId,
+    policy: &FallbackPolicy,
+    tag: &TagUpdate,
+) -> Result<(), Failure> {
+    let stored = StoredFallback::from_policy(policy);
+    let tx = db.transaction()?;
+    retag(&tx, tenant, tag)?;
+    let _ = tx.execute(
+        "UPDATE tenants SET fallback = ?2, outage_start = ?3, outage_end = ?4, outage_reason = ?5
+         WHERE tenant = ?1",
+        params![
+            tenant.as_bytes(),
+            stored.policy,
+            stored.start,
+            stored.end,
+            stored.reason
+        ],
+    )?;
+    note_change(&tx, tenant)?;
+    tx.commit()?;
+    Ok(())
+}
+
 fn retire_tik_version(
     db: &mut Connection,
     tenant: TenantId,
@@ -540,6 +596,17 @@ impl MetadataStore for SqliteStore {
     ) -> Result<(), Error> {
         let tag = *tag;
         self.run(move |db| set_revoked(db, tenant, slot, revoked, &tag))
+            .await
+    }
+
+    async fn set_fallback(
+        &self,
+        tenant: TenantId,
+        policy: &FallbackPolicy,
+        tag: &TagUpdate,
+    ) -> Result<(), Error> {
+        let (policy, tag) = (policy.clone(), *tag);
+        self.run(move |db| set_fallback(db, tenant, &policy, &tag))
             .await
     }
 

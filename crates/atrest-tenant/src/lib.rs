@@ -15,8 +15,8 @@ pub mod tenant_key;
 
 pub use error::{Error, KeyFileProblem, ProviderError};
 pub use hierarchy::{
-    Builder, DEFAULT_CACHE_TTL, DEFAULT_CHANGE_POLL, KeyHierarchy, NewFileKey, PendingKeyRecords,
-    RewrapProgress, RewrapReport, RootRollReport, TikCacheCounts,
+    Builder, DEFAULT_CACHE_TTL, DEFAULT_CHANGE_POLL, FALLBACK_CACHE_TTL, KeyHierarchy, NewFileKey,
+    PendingKeyRecords, RewrapProgress, RewrapReport, RootRollReport, TikCacheCounts,
 };
 pub use pkcs11::{KeyProtection, Pkcs11Keys, TokenCheckpointSigner};
 pub use policy::{Access, Administration, Decision, DenyAll, ReleasePolicy, SystemCapability};
@@ -25,8 +25,9 @@ pub use provider::{
 };
 pub use service::{MasterKey, SealedKey, SealedKeyStore, ServiceKeys};
 pub use store::{
-    CHANGE_LOG_KEPT, KeyChanges, MetadataStore, Rewrapped, RootKeySlot, SlotRole, StoredSlot,
-    StoredTenant, TagUpdate, TenantKind, TenantRecord, TenantState, TikWrap, WrappedKeyIndex,
+    CHANGE_LOG_KEPT, FallbackPolicy, KeyChanges, MetadataStore, OutageWindow, Rewrapped,
+    RootKeySlot, SlotRole, StoredFallback, StoredSlot, StoredTenant, TagUpdate, TenantKind,
+    TenantRecord, TenantState, TikWrap, WrappedKeyIndex,
 };
 pub use tenant_key::{
     DerivedKey, MetadataKey, RecordTag, TenantKeyDir, TenantKeyStore, version_key_id,

@@ -29,6 +29,94 @@ pub enum TenantState {
     Purged,
 }
 
+/// When a user request of a customer-key tenant may be served through the
+/// availability key while every customer key is unavailable (an outage,
+/// never a refusal: a refusal is never served that way). Set by the
+/// operator, kept in the tenant's record and covered by its tag, so a
+/// writer of the database cannot change it. System operations (re-wraps,
+/// root-key rolls) may use the availability key under every policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum FallbackPolicy {
+    /// On any outage of the customer keys (Microsoft 365's behaviour, and
+    /// the default).
+    #[default]
+    Automatic,
+    /// Only during an outage window the operator declared (and only while
+    /// the customer keys are unavailable); none outside it.
+    Declared(Option<OutageWindow>),
+    /// Never: an outage of the customer keys is an outage of the tenant.
+    Never,
+}
+
+impl FallbackPolicy {
+    /// The policy's name: `automatic`, `declared` or `never`.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::Automatic => "automatic",
+            Self::Declared(_) => "declared",
+            Self::Never => "never",
+        }
+    }
+
+    /// Whether a user request may use the availability key at `now`.
+    pub fn allows_users_at(&self, now: std::time::SystemTime) -> bool {
+        match self {
+            Self::Automatic => true,
+            Self::Declared(window) => window.as_ref().is_some_and(|w| w.contains(now)),
+            Self::Never => false,
+        }
+    }
+}
+
+/// An outage of a tenant's customer keys declared by the operator: from
+/// `start` to `end` (seconds since the Unix epoch), and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutageWindow {
+    /// When it begins.
+    pub start: u64,
+    /// When it ends (after `start`).
+    pub end: u64,
+    /// Why (shown in the audit trail and to the operator).
+    pub reason: String,
+}
+
+impl OutageWindow {
+    /// The longest reason kept, in bytes.
+    pub const MAX_REASON: usize = 500;
+
+    /// Whether `now` is within the window (start included, end excluded).
+    pub fn contains(&self, now: std::time::SystemTime) -> bool {
+        now.duration_since(std::time::UNIX_EPOCH)
+            .is_ok_and(|since| (self.start..self.end).contains(&since.as_secs()))
+    }
+
+    /// Checks the window: it ends after it begins, and its reason is
+    /// given, not too long and free of control characters.
+    ///
+    /// # Errors
+    /// [`Error::Misuse`] naming what is wrong.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.end <= self.start {
+            return Err(Error::Misuse("an outage window must end after it begins"));
+        }
+        if i64::try_from(self.end).is_err() {
+            return Err(Error::Misuse("an outage window's end is out of range"));
+        }
+        let reason = self.reason.trim();
+        if reason.is_empty() || self.reason.len() > Self::MAX_REASON {
+            return Err(Error::Misuse(
+                "an outage window needs a reason of at most 500 bytes",
+            ));
+        }
+        if self.reason.chars().any(char::is_control) {
+            return Err(Error::Misuse(
+                "an outage window's reason must not hold control characters",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What a root key is for, in one tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SlotRole {
@@ -67,6 +155,10 @@ pub struct TenantRecord {
     pub current_tik: KeyVersion,
     /// Its root keys, by slot number (the index).
     pub slots: Vec<RootKeySlot>,
+    /// When user requests may use the availability key (customer-key
+    /// tenants; [`FallbackPolicy::Automatic`] for the others, where it
+    /// means nothing).
+    pub fallback: FallbackPolicy,
     /// The record's authentication tag under the tenant's metadata key
     /// (see [`crate::tenant_key`]): what the key hierarchy checks before it
     /// obeys the record. `None` once the tenant is purged.
@@ -234,6 +326,20 @@ pub trait MetadataStore: Send + Sync {
         tag: &TagUpdate,
     ) -> Result<(), Error>;
 
+    /// Stores the tenant's fallback policy (with its declared outage
+    /// window, if any), if the tag is still `tag.previous`; stores
+    /// `tag.next`.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] if the record changed meanwhile;
+    /// [`Error::Store`].
+    async fn set_fallback(
+        &self,
+        tenant: TenantId,
+        policy: &FallbackPolicy,
+        tag: &TagUpdate,
+    ) -> Result<(), Error>;
+
     /// Deletes a TIK version and its wraps.
     ///
     /// # Errors
@@ -391,6 +497,67 @@ pub struct StoredTenant {
     pub tag: Option<Vec<u8>>,
     /// Its root-key slots, by slot number.
     pub slots: Vec<StoredSlot>,
+    /// Its fallback policy, as [`StoredFallback::from_policy`] stores it.
+    pub fallback: StoredFallback,
+}
+
+/// A [`FallbackPolicy`] as a [`MetadataStore`] keeps it: its name, and
+/// the declared window's start, end and reason (all `None` without one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredFallback {
+    /// [`FallbackPolicy::name`].
+    pub policy: String,
+    /// The window's start (seconds since the Unix epoch).
+    pub start: Option<i64>,
+    /// The window's end.
+    pub end: Option<i64>,
+    /// Why it was declared.
+    pub reason: Option<String>,
+}
+
+impl StoredFallback {
+    /// What a store keeps of `policy`.
+    pub fn from_policy(policy: &FallbackPolicy) -> Self {
+        let window = match policy {
+            FallbackPolicy::Declared(Some(window)) => Some(window),
+            _ => None,
+        };
+        let number = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        Self {
+            policy: policy.name().to_owned(),
+            start: window.map(|w| number(w.start)),
+            end: window.map(|w| number(w.end)),
+            reason: window.map(|w| w.reason.clone()),
+        }
+    }
+
+    /// The policy stored.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for an unknown policy, a window beside a policy
+    /// other than `declared`, or a window that is not valid.
+    pub fn decode(self) -> Result<FallbackPolicy, Error> {
+        let corrupt = || Error::Corrupt("tenant fallback policy");
+        let window = match (self.start, self.end, self.reason) {
+            (None, None, None) => None,
+            (Some(start), Some(end), Some(reason)) => {
+                let window = OutageWindow {
+                    start: u64::try_from(start).map_err(|_| corrupt())?,
+                    end: u64::try_from(end).map_err(|_| corrupt())?,
+                    reason,
+                };
+                window.check().map_err(|_| corrupt())?;
+                Some(window)
+            }
+            _ => return Err(corrupt()),
+        };
+        match (self.policy.as_str(), window) {
+            ("automatic", None) => Ok(FallbackPolicy::Automatic),
+            ("never", None) => Ok(FallbackPolicy::Never),
+            ("declared", window) => Ok(FallbackPolicy::Declared(window)),
+            _ => Err(corrupt()),
+        }
+    }
 }
 
 /// One root-key slot of a [`StoredTenant`].
@@ -433,6 +600,7 @@ impl StoredTenant {
             tik_id: stored::key_id(&self.tik_id)?,
             current_tik: stored::tik_version(self.current_tik)?,
             slots,
+            fallback: self.fallback.decode()?,
             tag: self
                 .tag
                 .map(|tag| RecordTag::from_slice(&tag).ok_or(Error::Corrupt("tenant record tag")))

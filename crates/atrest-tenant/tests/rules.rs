@@ -19,7 +19,8 @@ use atrest_audit::{Event, Outcome};
 use atrest_filekey::{FileContext, KeyVersion};
 use atrest_tenant::fault::Fault;
 use atrest_tenant::{
-    Access, Error, MetadataStore as _, ProviderError, RewrapProgress, TenantState,
+    Access, Error, FallbackPolicy, MetadataStore as _, OutageWindow, ProviderError, RewrapProgress,
+    TenantState,
 };
 use atrest_test_support::sqlite as rusqlite;
 use common::{Fixture, USER, context, system};
@@ -1062,4 +1063,158 @@ async fn an_edited_tenant_record_is_refused_and_audited() {
             .await,
         Err(Error::Tampered { .. })
     ));
+}
+
+fn fallback_refused(event: &Event, outcome: &Outcome) -> bool {
+    matches!(event, Event::AvailabilityKeyFallback { .. })
+        && matches!(outcome, Outcome::Denied { .. })
+}
+
+#[tokio::test]
+async fn the_fallback_policy_decides_when_users_get_the_availability_key() {
+    let f = Fixture::new("fallback-policy").await;
+    let tenant = f.customer_tenant().await;
+    let ctx = context(tenant);
+    let (key, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).await.unwrap();
+    f.customer_a.set(Fault::Unavailable);
+    f.customer_b.set(Fault::Unavailable);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let window = |start: u64, end: u64| OutageWindow {
+        start,
+        end,
+        reason: "region a of the customer's key service is down".into(),
+    };
+    let release = async || {
+        f.hierarchy.flush_cache();
+        f.hierarchy.release_file_key(&USER, &ctx, &wrapped).await
+    };
+
+    // `never`: an outage is an outage for users; system operations go on.
+    f.hierarchy
+        .set_fallback_policy(tenant, FallbackPolicy::Never)
+        .await
+        .unwrap();
+    let refused = release().await.unwrap_err();
+    assert!(
+        matches!(&refused, Error::RootKey(p) if p.is_unavailable()),
+        "{refused}"
+    );
+    assert_eq!(refused.kind(), atrest_core::ErrorKind::Unavailable);
+    assert_eq!(f.audit.count(fallback_refused), 1);
+    assert_eq!(f.audit.count(is_fallback), 0);
+    let capability = f.admin.capability("re-wrap");
+    let system_access = system(&capability);
+    f.hierarchy.flush_cache();
+    let _ = f
+        .hierarchy
+        .release_file_key(&system_access, &ctx, &wrapped)
+        .await
+        .unwrap();
+
+    // `declared`, with no window, with one past and one to come: refused;
+    // with one open now: served, and audited.
+    for policy in [
+        FallbackPolicy::Declared(None),
+        FallbackPolicy::Declared(Some(window(now - 7200, now - 3600))),
+        FallbackPolicy::Declared(Some(window(now + 3600, now + 7200))),
+    ] {
+        f.hierarchy
+            .set_fallback_policy(tenant, policy.clone())
+            .await
+            .unwrap();
+        assert!(release().await.is_err(), "{policy:?}");
+    }
+    f.hierarchy
+        .set_fallback_policy(
+            tenant,
+            FallbackPolicy::Declared(Some(window(now - 60, now + 3600))),
+        )
+        .await
+        .unwrap();
+    let served = release().await.unwrap();
+    assert_eq!(served.expose_secret(), key.expose_secret());
+    let set = f
+        .audit
+        .events()
+        .into_iter()
+        .filter(|(e, _)| matches!(e, Event::FallbackPolicySet { .. }))
+        .count();
+    assert_eq!(set, 5);
+
+    // `automatic`: served on any outage; but never on a refusal.
+    f.hierarchy
+        .set_fallback_policy(tenant, FallbackPolicy::Automatic)
+        .await
+        .unwrap();
+    let _ = release().await.unwrap();
+    f.customer_a.set(Fault::AccessDenied);
+    assert!(release().await.is_err());
+
+    // A window that is not valid, and a service-managed tenant: misuse.
+    let bad = f
+        .hierarchy
+        .set_fallback_policy(tenant, FallbackPolicy::Declared(Some(window(now, now))))
+        .await;
+    assert!(matches!(bad, Err(Error::Misuse(_))));
+    let service = f.service_tenant().await;
+    let bad = f
+        .hierarchy
+        .set_fallback_policy(service, FallbackPolicy::Never)
+        .await;
+    assert!(matches!(bad, Err(Error::Misuse(_))));
+}
+
+#[tokio::test]
+async fn a_tik_served_through_the_availability_key_is_cached_briefly() {
+    let f = Fixture::new("fallback-cache").await;
+    let tenant = f.customer_tenant().await;
+    let ctx = context(tenant);
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).await.unwrap();
+    f.hierarchy.flush_cache();
+    f.customer_a.set(Fault::Unavailable);
+    f.customer_b.set(Fault::Unavailable);
+    let _ = f
+        .hierarchy
+        .release_file_key(&USER, &ctx, &wrapped)
+        .await
+        .unwrap();
+    // The fixture caches for five minutes; the fallback's TIK is kept for
+    // FALLBACK_CACHE_TTL only. The cache's contents are not observable
+    // directly; a declared window that ends in two seconds bounds it
+    // further, and a release after it must ask the keys again.
+    f.hierarchy.flush_cache();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    f.hierarchy
+        .set_fallback_policy(
+            tenant,
+            FallbackPolicy::Declared(Some(OutageWindow {
+                start: now - 10,
+                end: now + 2,
+                reason: "a short outage".into(),
+            })),
+        )
+        .await
+        .unwrap();
+    let _ = f
+        .hierarchy
+        .release_file_key(&USER, &ctx, &wrapped)
+        .await
+        .unwrap();
+    let served = f.audit.count(is_fallback);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The window is over and the cached TIK expired with it: refused.
+    assert!(
+        f.hierarchy
+            .release_file_key(&USER, &ctx, &wrapped)
+            .await
+            .is_err()
+    );
+    assert_eq!(f.audit.count(is_fallback), served);
+    assert!(atrest_tenant::FALLBACK_CACHE_TTL <= Duration::from_secs(30));
 }

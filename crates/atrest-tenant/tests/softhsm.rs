@@ -299,9 +299,10 @@ async fn token_errors_are_typed() {
             matches!(wrong_pin, Err(ProviderError::AccessDenied { .. })),
             "{wrong_pin:?}"
         );
+        // Not where the configuration says: a refusal, never an outage.
         let no_token = Pkcs11Keys::open("hsm", &module(), "no-such-token", PIN).await;
         assert!(
-            matches!(no_token, Err(ProviderError::Unavailable { .. })),
+            matches!(no_token, Err(ProviderError::Misconfigured { .. })),
             "{no_token:?}"
         );
         let no_module = Pkcs11Keys::open(
@@ -499,4 +500,51 @@ async fn tenant_keys_in_a_token_never_leave_it_and_a_purge_destroys_them_there()
 
 fn binding(bytes: &[u8]) -> atrest_tenant::TikBinding {
     atrest_tenant::TikBinding::from_bytes(bytes.to_vec())
+}
+
+/// The customer changes the user PIN of both tokens: a service that opens
+/// them with the PIN it was given is refused (never served through the
+/// availability key), and the error says so.
+#[tokio::test]
+async fn a_pin_the_customer_changed_is_refused() {
+    with_tokens("a_pin_the_customer_changed_is_refused", async |_| {
+        use cryptoki::session::UserType;
+        use cryptoki::types::AuthPin;
+        let pkcs11 = cryptoki::context::Pkcs11::new(module()).unwrap();
+        pkcs11
+            .initialize(cryptoki::context::CInitializeArgs::new(
+                cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
+            ))
+            .unwrap();
+        for label in ["customer-a", "customer-b"] {
+            let slot = pkcs11
+                .get_slots_with_token()
+                .unwrap()
+                .into_iter()
+                .find(|slot| pkcs11.get_token_info(*slot).unwrap().label() == label)
+                .unwrap();
+            let session = pkcs11.open_rw_session(slot).unwrap();
+            let (old, new) = (
+                AuthPin::from(PIN.to_owned()),
+                AuthPin::from("8765".to_owned()),
+            );
+            session.login(UserType::User, Some(&old)).unwrap();
+            session.set_pin(&old, &new).unwrap();
+        }
+        for label in ["customer-a", "customer-b"] {
+            let opened = Pkcs11Keys::open("hsm", &module(), label, PIN).await;
+            let Err(error) = opened else {
+                panic!("{label} opened with the old PIN");
+            };
+            assert!(
+                matches!(error, ProviderError::AccessDenied { .. }),
+                "{error:?}"
+            );
+            assert!(!error.is_unavailable());
+            assert_eq!(error.kind(), atrest_core::ErrorKind::Refused);
+        }
+        let opened = Pkcs11Keys::open("hsm", &module(), "customer-a", "8765").await;
+        assert!(opened.is_ok(), "the new PIN opens the token");
+    })
+    .await;
 }

@@ -1,6 +1,7 @@
-//! A TCP proxy that can cut the connection to a real server: how a test
-//! makes a database or a key service go down while the server itself keeps
-//! running (for the other tests that share it).
+//! A TCP proxy that can cut the connection to a real server, or swallow it:
+//! how a test makes a database or a key service go down (connections reset)
+//! or fall silent (a network that drops every packet) while the server
+//! itself keeps running (for the other tests that share it).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -13,7 +14,9 @@ use std::thread;
 /// Forwards every connection made to [`Proxy::addr`] to the target, until
 /// [`Proxy::cut`]: then every connection through it is closed, and new ones
 /// are closed as soon as they are accepted (to the client, the server went
-/// down), until [`Proxy::restore`]. Stops when dropped.
+/// down), until [`Proxy::restore`]. [`Proxy::blackhole`] instead keeps new
+/// connections open and never answers (to the client, the network drops
+/// everything). Stops when dropped.
 #[derive(Debug)]
 pub struct Proxy {
     addr: SocketAddr,
@@ -23,6 +26,9 @@ pub struct Proxy {
 #[derive(Debug, Default)]
 struct Shared {
     cut: AtomicBool,
+    silent: AtomicBool,
+    /// Connections accepted while silent, held open unanswered.
+    held: Mutex<Vec<TcpStream>>,
     stopped: AtomicBool,
     /// Both ends of every connection forwarded so far.
     streams: Mutex<Vec<TcpStream>>,
@@ -66,6 +72,14 @@ impl Proxy {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 }
+                if accepting.silent.load(Ordering::Acquire) {
+                    accepting
+                        .held
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(client);
+                    continue;
+                }
                 let _ = forward(client, target, &accepting);
             }
         });
@@ -83,9 +97,26 @@ impl Proxy {
         self.shared.close_all();
     }
 
-    /// Forwards new connections again.
+    /// Closes every connection through the proxy, then accepts new ones
+    /// and never answers them (nor closes them) until [`Proxy::restore`].
+    pub fn blackhole(&self) {
+        self.shared.silent.store(true, Ordering::Release);
+        self.shared.close_all();
+    }
+
+    /// Forwards new connections again (and closes the ones held silent).
     pub fn restore(&self) {
         self.shared.cut.store(false, Ordering::Release);
+        self.shared.silent.store(false, Ordering::Release);
+        for held in self
+            .shared
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            let _ = held.shutdown(Shutdown::Both);
+        }
     }
 }
 
@@ -161,6 +192,25 @@ mod tests {
         );
         let mut refused = TcpStream::connect(proxy.addr()).unwrap();
         assert!(echo(&mut refused).is_err(), "a new connection is closed");
+        proxy.restore();
+        let mut again = TcpStream::connect(proxy.addr()).unwrap();
+        assert_eq!(echo(&mut again).unwrap(), *b"x");
+        // Silent: connected, never answered, never closed.
+        proxy.blackhole();
+        let mut silent = TcpStream::connect(proxy.addr()).unwrap();
+        silent
+            .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+            .unwrap();
+        silent.write_all(b"x").unwrap();
+        let mut byte = [0u8; 1];
+        let waited = silent.read(&mut byte).unwrap_err();
+        assert!(
+            matches!(
+                waited.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+            "{waited}"
+        );
         proxy.restore();
         let mut again = TcpStream::connect(proxy.addr()).unwrap();
         assert_eq!(echo(&mut again).unwrap(), *b"x");

@@ -135,6 +135,19 @@ pub enum Event {
         /// Who deleted it.
         principal: Text,
     },
+    /// The operator set a customer-key tenant's fallback policy (when user
+    /// requests may use the availability key during an outage of the
+    /// customer keys), or declared or ended an outage window under the
+    /// `declared` policy. (Schema version 6.)
+    FallbackPolicySet {
+        /// `automatic`, `declared` or `never`.
+        policy: Text,
+        /// The declared window, if any: its start and end, in seconds since
+        /// the Unix epoch.
+        window: Option<[u64; 2]>,
+        /// Why the window was declared.
+        reason: Option<Text>,
+    },
     /// A file version (or a range of it) was decrypted for a principal.
     FileOpened {
         /// The file version.
@@ -295,6 +308,7 @@ impl Event {
             Self::FileSealed { .. } => "file_sealed",
             Self::FileOpened { .. } => "file_opened",
             Self::FileDeleted { .. } => "file_deleted",
+            Self::FallbackPolicySet { .. } => "fallback_policy_set",
             Self::DataMove { .. } => "data_move",
             Self::Checkpoint { .. } => "checkpoint",
             Self::LogRecovered { .. } => "log_recovered",
@@ -325,6 +339,7 @@ impl Event {
             | Self::RootKeyRolled { .. }
             | Self::AvailabilityKeyFallback { .. }
             | Self::CustomerKeyRevoked { .. }
+            | Self::FallbackPolicySet { .. }
             | Self::TenantPurged { .. }
             | Self::DataMove { .. }
             | Self::Checkpoint { .. }
@@ -342,6 +357,7 @@ impl Event {
     /// line that holds it.
     pub fn schema_version(&self) -> u32 {
         match self {
+            Self::FallbackPolicySet { .. } => 6,
             Self::FileDeleted { .. } => 5,
             Self::LogRestarted { .. } => 4,
             Self::MetadataRejected {}

@@ -1,13 +1,13 @@
 //! Audit records: what happened, to what, by whom, with what outcome.
 //!
-//! # Schema (version 3)
+//! # Schema (version 6)
 //!
 //! A record is stored as one line of JSON (see [`crate::log`]), whose fields
 //! appear in this order:
 //!
 //! | field | type | meaning |
 //! |-------|------|---------|
-//! | `v` | `2` or `3` | the schema version that defined the line's event |
+//! | `v` | `2` to `6` | the schema version that defined the line's event |
 //! | `seq` | integer | position in the log, from 0, consecutive |
 //! | `prev` | 64 hex digits | SHA-256 of the previous record's line (for `seq` 0: of the genesis string) |
 //! | `time` | RFC 3339, UTC, nanoseconds | when the record was made |
@@ -25,7 +25,8 @@
 //! [`Event::Custom`]: [`Event::MetadataRejected`], [`Event::TikRetired`],
 //! [`Event::BlobCopyPassedOver`], [`Event::GarbageCollected`] and
 //! [`Event::BlobsScrubbed`]. Version 4 added [`Event::LogRestarted`], the
-//! first line of a log begun after a damaged one was set aside.
+//! first line of a log begun after a damaged one was set aside; version 5
+//! [`Event::FileDeleted`]; version 6 [`Event::FallbackPolicySet`].
 //!
 //! A line's `v` is the version that defined its event ([`Event::schema_version`]),
 //! not the version of the build that wrote it: a line means the same to every
@@ -54,7 +55,7 @@ pub use self::scope::{in_request, in_requests};
 use crate::Error;
 
 /// The newest schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// The oldest schema version this build reads (every version from it to
 /// [`SCHEMA_VERSION`]).

@@ -2,11 +2,11 @@
 
 use std::path::Path;
 
-use atrest::tenant::RootKeyRef;
+use atrest::tenant::{FallbackPolicy, OutageWindow, RootKeyRef};
 use atrest_deployment::{Deployment, KmsConfig, Options, Setup, TenantKeys, TokenConfig};
 
 use crate::ACTOR;
-use crate::cli::{KmsCommand, RotateCommand, TenantCommand};
+use crate::cli::{FallbackArg, KmsCommand, RotateCommand, TenantCommand};
 use crate::exit::Error;
 use crate::output::Output;
 
@@ -94,13 +94,23 @@ pub(crate) async fn kms(data: &Path, out: Output, command: KmsCommand) -> Result
             mount,
             token_env,
             token_file,
+            ca_file,
+            timeout,
         } => {
+            let timeout_ms =
+                timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1));
+            let ca_file = ca_file
+                .map(|file| std::path::absolute(&file))
+                .transpose()
+                .map_err(|e| Error::usage(format!("--ca-file: {e}")))?;
             let kms = KmsConfig {
                 name,
                 address,
                 mount,
                 token_env,
                 token_file,
+                ca_file,
+                timeout_ms,
             };
             deployment.add_kms(kms.clone()).await?;
             out.show(&kms, || {
@@ -247,6 +257,86 @@ pub(crate) async fn tenant(data: &Path, out: Output, command: TenantCommand) -> 
                     .join("\n")
             });
         }
+        TenantCommand::Fallback { name, policy } => {
+            let policy = match policy {
+                FallbackArg::Automatic => FallbackPolicy::Automatic,
+                FallbackArg::Declared => FallbackPolicy::Declared(None),
+                FallbackArg::Never => FallbackPolicy::Never,
+            };
+            deployment
+                .set_fallback_policy(&name, policy.clone())
+                .await?;
+            let info = serde_json::json!({ "tenant": name, "fallback": policy.name() });
+            out.show(&info, || {
+                format!(
+                    "{name}: fallback policy {}.\n{}",
+                    policy.name(),
+                    running_instances_note()
+                )
+            });
+        }
+        TenantCommand::Outage {
+            name,
+            duration,
+            from,
+            reason,
+            end,
+        } => {
+            let summary = deployment.tenant_summary(&name).await?;
+            if summary.fallback.as_deref() != Some("declared") {
+                return Err(Error::usage(format!(
+                    "{name}'s fallback policy is {}: outage windows are for the `declared` \
+                     policy (atrest tenant fallback {name} declared)",
+                    summary
+                        .fallback
+                        .as_deref()
+                        .unwrap_or("none (service-managed)")
+                )));
+            }
+            let window = match (end, duration, reason) {
+                (true, _, _) => None,
+                (false, Some(duration), Some(reason)) => {
+                    let start = from.unwrap_or_else(std::time::SystemTime::now);
+                    let seconds = |time: std::time::SystemTime| {
+                        time.duration_since(std::time::UNIX_EPOCH)
+                            .map(|since| since.as_secs())
+                            .map_err(|_| Error::usage("the window begins before 1970"))
+                    };
+                    let start = seconds(start)?;
+                    Some(OutageWindow {
+                        start,
+                        end: start.saturating_add(duration.as_secs().max(1)),
+                        reason,
+                    })
+                }
+                _ => return Err(Error::usage("give --for and --reason, or --end")),
+            };
+            deployment
+                .set_fallback_policy(&name, FallbackPolicy::Declared(window.clone()))
+                .await?;
+            let info = serde_json::json!({
+                "tenant": name,
+                "outage": window.as_ref().map(|w| serde_json::json!({
+                    "start": w.start, "end": w.end, "reason": w.reason,
+                })),
+            });
+            out.show(&info, || match &window {
+                Some(w) => format!(
+                    "{name}: outage declared from {} to {} ({}); its users are served \
+                     through the availability key meanwhile, while its customer keys are \
+                     unavailable.\n{}",
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(w.start)
+                    ),
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(w.end)
+                    ),
+                    w.reason,
+                    running_instances_note()
+                ),
+                None => format!("{name}: outage window ended.\n{}", running_instances_note()),
+            });
+        }
         TenantCommand::Show { name } => {
             let summary = deployment.tenant_summary(&name).await?;
             out.show(&summary, || {
@@ -272,6 +362,22 @@ pub(crate) async fn tenant(data: &Path, out: Output, command: TenantCommand) -> 
                     versions.join("\n               "),
                     summary.root_keys.join("\n               ")
                 );
+                if let Some(fallback) = &summary.fallback {
+                    text.push_str(&format!("\n  fallback     {fallback}"));
+                    if let Some(outage) = &summary.outage {
+                        text.push_str(&format!(
+                            " (outage {} to {}, {}: {})",
+                            humantime::format_rfc3339_seconds(
+                                std::time::UNIX_EPOCH + std::time::Duration::from_secs(outage.start)
+                            ),
+                            humantime::format_rfc3339_seconds(
+                                std::time::UNIX_EPOCH + std::time::Duration::from_secs(outage.end)
+                            ),
+                            if outage.open { "open now" } else { "not open now" },
+                            outage.reason
+                        ));
+                    }
+                }
                 if summary.rotation_unfinished {
                     text.push_str(&format!(
                         "\n  a rotation has not finished: file keys are still wrapped under older versions; run `atrest rotate tik {}` again",

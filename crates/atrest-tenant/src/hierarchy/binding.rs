@@ -11,7 +11,9 @@ use atrest_audit::Event;
 use atrest_filekey::{KeyId, KeyVersion, TenantId};
 
 use super::{KeyHierarchy, TenantEntry};
-use crate::store::{RootKeySlot, SlotRole, TagUpdate, TenantKind, TenantRecord, TenantState};
+use crate::store::{
+    FallbackPolicy, RootKeySlot, SlotRole, TagUpdate, TenantKind, TenantRecord, TenantState,
+};
 use crate::tenant_key::{MetadataKey, RecordTag};
 use crate::{Error, KeyMaterial, TikBinding};
 
@@ -42,8 +44,32 @@ fn record_message(record: &TenantRecord) -> Vec<u8> {
         out.push(u8::from(slot.revoked));
         slot.key.encode_into(&mut out);
     }
+    // The fallback policy, after the slots (whose count comes first, so
+    // the end of the slots is known). `automatic` adds nothing: records
+    // tagged before policies existed keep their tags, and any other
+    // policy changes the message, so none can be edited into `automatic`.
+    match &record.fallback {
+        FallbackPolicy::Automatic => {}
+        FallbackPolicy::Never => out.extend_from_slice(&[FALLBACK_MARK, 1]),
+        FallbackPolicy::Declared(None) => out.extend_from_slice(&[FALLBACK_MARK, 2]),
+        FallbackPolicy::Declared(Some(window)) => {
+            out.extend_from_slice(&[FALLBACK_MARK, 3]);
+            out.extend_from_slice(&window.start.to_be_bytes());
+            out.extend_from_slice(&window.end.to_be_bytes());
+            let reason = window.reason.as_bytes();
+            out.extend_from_slice(
+                &u32::try_from(reason.len())
+                    .unwrap_or(u32::MAX)
+                    .to_be_bytes(),
+            );
+            out.extend_from_slice(reason);
+        }
+    }
     out
 }
+
+/// Begins the fallback policy in a record's tagged message.
+const FALLBACK_MARK: u8 = 0xf0;
 
 /// The tag a tenant's record carries under the tenant's metadata key.
 pub(super) fn record_tag(key: &MetadataKey, record: &TenantRecord) -> RecordTag {

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use atrest_audit::{Event, Outcome};
+use atrest_audit::{Event, Outcome, Text};
 use atrest_filekey::{KeyId, KeyVersion, OsRng, TenantId};
 
 use super::binding::record_tag;
 use super::{KeyHierarchy, join_all};
-use crate::store::{RootKeySlot, SlotRole, TenantKind, TenantRecord, TenantState};
+use crate::store::{FallbackPolicy, RootKeySlot, SlotRole, TenantKind, TenantRecord, TenantState};
 use crate::tenant_key::MetadataKey;
 use crate::{Error, KeyMaterial, RootKeyRef};
 
@@ -29,6 +29,7 @@ impl KeyHierarchy {
             tik_id: KeyId::random(&mut OsRng)?,
             current_tik: KeyVersion::FIRST,
             slots,
+            fallback: FallbackPolicy::Automatic,
             tag: None,
         };
         // The tenant key first: a creation that stops after this leaves an
@@ -167,6 +168,56 @@ impl KeyHierarchy {
         .await
     }
 
+    /// Sets a customer-key tenant's fallback policy: when user requests may
+    /// be served through the availability key while its customer keys are
+    /// unavailable ([`FallbackPolicy`]); under `declared`, with the outage
+    /// window the operator declares (or none, to end one). The policy is
+    /// part of the tenant's authenticated record; other processes follow
+    /// within their change-poll interval. Audited as
+    /// `fallback_policy_set`.
+    ///
+    /// # Errors
+    /// [`Error::Misuse`] for a service-managed tenant or a window that is
+    /// not valid ([`crate::OutageWindow::check`]); [`Error::Conflict`] if
+    /// the record changed meanwhile; as for [`KeyHierarchy::tenant`];
+    /// [`Error::Audit`].
+    pub async fn set_fallback_policy(
+        &self,
+        tenant: TenantId,
+        policy: FallbackPolicy,
+    ) -> Result<(), Error> {
+        if let FallbackPolicy::Declared(Some(window)) = &policy {
+            window.check()?;
+        }
+        let entry = self.load_entry(tenant).await?;
+        if entry.record.kind != TenantKind::CustomerKey {
+            return Err(Error::Misuse(
+                "a fallback policy is for customer-key tenants (others have no availability key)",
+            ));
+        }
+        let next = TenantRecord {
+            fallback: policy.clone(),
+            ..entry.record.clone()
+        };
+        let tag = Self::retag(&entry, &next)?;
+        self.store.set_fallback(tenant, &policy, &tag).await?;
+        self.flush_tenant(tenant);
+        let window = match &policy {
+            FallbackPolicy::Declared(Some(window)) => Some(window),
+            _ => None,
+        };
+        self.record(
+            &entry,
+            Event::FallbackPolicySet {
+                policy: Text::lossy(policy.name()),
+                window: window.map(|w| [w.start, w.end]),
+                reason: window.map(|w| Text::lossy(&w.reason)),
+            },
+            Outcome::Success,
+        )
+        .await
+    }
+
     /// Whether `tenant` is purged for good: its record says so and the
     /// tenant key store holds no key of it (which an edit of the database
     /// cannot fake), so that what only a purged tenant may lose (its
@@ -190,7 +241,8 @@ impl KeyHierarchy {
     /// audited. Final: there is no undo. Audited as `tenant_purged`.
     ///
     /// Other processes sharing the store stop using their cached TIKs of
-    /// the tenant within the cache TTL.
+    /// the tenant within their change-poll interval
+    /// ([`crate::Builder::change_poll`]).
     ///
     /// # Errors
     /// [`Error::UnknownTenant`]; [`Error::Store`]; [`Error::Audit`].

@@ -30,6 +30,7 @@ use atrest_filekey::{FileContext, Kek, KeyVersion, TenantId};
 pub use self::changes::DEFAULT_CHANGE_POLL;
 pub use self::file_keys::{NewFileKey, PendingKeyRecords};
 pub use self::rotation::{RewrapProgress, RewrapReport, RootRollReport};
+pub use self::tik::FALLBACK_CACHE_TTL;
 use crate::policy::{Administration, Issuer};
 use crate::store::TenantRecord;
 use crate::tenant_key::{MetadataKey, TenantKeyStore};

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use atrest_audit::{Event, Outcome, Text};
 use atrest_filekey::{Kek, KeyVersion};
@@ -14,9 +14,28 @@ use atrest_filekey::{Kek, KeyVersion};
 use super::binding::{tik_aad, tik_derivation_input};
 use super::{Cached, KeyHierarchy, TenantEntry};
 use crate::policy::SystemCapability;
-use crate::store::{RootKeySlot, SlotRole, TenantKind, TenantRecord, TenantState, TikWrap};
+use crate::store::{
+    FallbackPolicy, RootKeySlot, SlotRole, TenantKind, TenantRecord, TenantState, TikWrap,
+};
 use crate::tenant_key::version_key_id;
 use crate::{Access, Error, KeyMaterial, ProviderError, RootKeyProvider, RootKeyRef};
+
+/// How long a TIK unwrapped through the availability key for a user
+/// request (the customer keys unavailable) stays cached, at most: the
+/// customer keys are asked again after it.
+pub const FALLBACK_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// How long an unwrapped TIK may be cached for user requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Caching {
+    /// For the cache lifetime: unwrapped by a key the request may use.
+    Full,
+    /// For this long at most: unwrapped through the availability key
+    /// during an outage the tenant's policy allows users through.
+    For(Duration),
+    /// Not at all: unwrapped for a system operation only.
+    Not,
+}
 
 impl KeyHierarchy {
     fn provider(&self, key: &RootKeyRef) -> Result<&Arc<dyn RootKeyProvider>, ProviderError> {
@@ -96,13 +115,13 @@ impl KeyHierarchy {
     }
 
     /// Recovers a TIK version's key material following the model's rules;
-    /// returns it and whether it may be cached for user requests.
+    /// returns it and how long it may be cached for user requests.
     async fn unwrap_tik(
         &self,
         entry: &TenantEntry,
         version: KeyVersion,
         access: &Access<'_>,
-    ) -> Result<(KeyMaterial, bool), Error> {
+    ) -> Result<(KeyMaterial, Caching), Error> {
         let record = &entry.record;
         if record.state == TenantState::Purged {
             return Err(Error::Purged(record.tenant));
@@ -132,7 +151,7 @@ impl KeyHierarchy {
             let wrap = in_role(SlotRole::Service).next().ok_or(Error::Corrupt(
                 "service-managed tenant without a service root key wrap",
             ))?;
-            return Ok((self.unwrap_slot(record, wrap).await?, true));
+            return Ok((self.unwrap_slot(record, wrap).await?, Caching::Full));
         }
 
         // Every customer slot must have its wrap: a wrap that is missing
@@ -165,11 +184,40 @@ impl KeyHierarchy {
                 continue;
             }
             match self.unwrap_slot(record, wrap).await {
-                Ok(material) => return Ok((material, true)),
+                Ok(material) => return Ok((material, Caching::Full)),
                 Err(error) => errors.push(error),
             }
         }
         let all_unavailable = errors.iter().all(ProviderError::is_unavailable);
+        let operation = match access {
+            Access::User { principal } => format!("user request by {principal}"),
+            Access::System(capability) => format!("system operation {}", capability.operation()),
+        };
+        let now = SystemTime::now();
+        if all_unavailable && !access.is_system() && !record.fallback.allows_users_at(now) {
+            // An outage, but the tenant's policy keeps users off the
+            // availability key now: refused, audited, and told as the
+            // outage it is.
+            let reason = match &record.fallback {
+                FallbackPolicy::Declared(_) => {
+                    "the tenant's fallback policy is `declared` and no outage window is open"
+                }
+                _ => "the tenant's fallback policy is `never`",
+            };
+            self.record(
+                entry,
+                Event::AvailabilityKeyFallback {
+                    root_keys: customer_keys,
+                    operation: Text::lossy(operation),
+                },
+                Outcome::Denied {
+                    reason: Text::lossy(reason),
+                },
+            )
+            .await?;
+            let outage = errors.into_iter().next();
+            return Err(outage.map_or(Error::Revoked(record.tenant), Error::RootKey));
+        }
         if !all_unavailable && !access.is_system() {
             let all_revoked = record
                 .slots
@@ -191,10 +239,6 @@ impl KeyHierarchy {
                 "customer-key tenant without an availability key wrap",
             ))?;
         let result = self.unwrap_slot(record, wrap).await.map_err(Error::RootKey);
-        let operation = match access {
-            Access::User { principal } => format!("user request by {principal}"),
-            Access::System(capability) => format!("system operation {}", capability.operation()),
-        };
         let outcome = match &result {
             Ok(_) => Outcome::Success,
             Err(error) => Self::failed(error),
@@ -208,8 +252,21 @@ impl KeyHierarchy {
             outcome,
         )
         .await?;
-        // Cache only what user requests may use too.
-        Ok((result?, all_unavailable))
+        // Cache only what user requests may use too, and that briefly: the
+        // customer keys are asked again soon, and never past the end of a
+        // declared window.
+        let caching = if all_unavailable {
+            let until = match &record.fallback {
+                FallbackPolicy::Declared(Some(window)) => UNIX_EPOCH
+                    .checked_add(Duration::from_secs(window.end))
+                    .and_then(|end| end.duration_since(now).ok()),
+                _ => None,
+            };
+            Caching::For(until.map_or(FALLBACK_CACHE_TTL, |left| left.min(FALLBACK_CACHE_TTL)))
+        } else {
+            Caching::Not
+        };
+        Ok((result?, caching))
     }
 
     /// The KEK of a TIK version, from the cache or unwrapped.
@@ -263,7 +320,12 @@ impl KeyHierarchy {
             material.expose_secret(),
         ));
         drop(material);
-        if cacheable && !self.ttl.is_zero() {
+        let lifetime = match cacheable {
+            Caching::Full => self.ttl,
+            Caching::For(lifetime) => lifetime.min(self.ttl),
+            Caching::Not => Duration::ZERO,
+        };
+        if !lifetime.is_zero() {
             // Only beside the entry it was unwrapped by: an entry flushed
             // meanwhile (another process changed the tenant) may be stale.
             let tenants = self.tenants.read().unwrap_or_else(PoisonError::into_inner);
@@ -279,7 +341,7 @@ impl KeyHierarchy {
                 (tenant, version),
                 Cached {
                     value: Arc::clone(&kek),
-                    expires: now + self.ttl,
+                    expires: now + lifetime,
                 },
             );
         }

@@ -30,8 +30,10 @@
 //! TIK as destroyed); a wrap that does not authenticate is
 //! [`ProviderError::AuthenticationFailed`] (including the general failure
 //! SoftHSM2 reports for a GCM tag mismatch, when the session is otherwise
-//! healthy); anything else (device errors, a
-//! removed token, a closed session) is [`ProviderError::Unavailable`]. A
+//! healthy); no token with the configured label among the tokens present is
+//! [`ProviderError::Misconfigured`] (a refusal: the key is not where the
+//! configuration says); anything else (device errors, a token reported
+//! removed, a closed session) is [`ProviderError::Unavailable`]. A
 //! session that went away is reopened once before giving up.
 
 mod signer;
@@ -101,9 +103,10 @@ impl Pkcs11Keys {
     /// provider name used in [`RootKeyRef`]s (for example `customer-hsm-a`).
     ///
     /// # Errors
-    /// [`ProviderError::Misconfigured`] if the module cannot be loaded or
-    /// `name` is invalid; [`ProviderError::Unavailable`] if no token has that
-    /// label; [`ProviderError::AccessDenied`] if the PIN is refused.
+    /// [`ProviderError::Misconfigured`] if the module cannot be loaded,
+    /// `name` is invalid or no token has that label;
+    /// [`ProviderError::AccessDenied`] if the PIN is refused;
+    /// [`ProviderError::Unavailable`] if the device fails.
     pub async fn open(
         name: &str,
         module: &Path,

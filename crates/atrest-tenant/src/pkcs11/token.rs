@@ -68,9 +68,10 @@ impl Token {
     /// provider name used in [`RootKeyRef`]s (for example `customer-hsm-a`).
     ///
     /// # Errors
-    /// [`ProviderError::Misconfigured`] if the module cannot be loaded or
-    /// `name` is invalid; [`ProviderError::Unavailable`] if no token has that
-    /// label; [`ProviderError::AccessDenied`] if the PIN is refused.
+    /// [`ProviderError::Misconfigured`] if the module cannot be loaded,
+    /// `name` is invalid or no token has that label;
+    /// [`ProviderError::AccessDenied`] if the PIN is refused;
+    /// [`ProviderError::Unavailable`] if the device fails.
     pub(crate) fn open(
         name: &str,
         module: &Path,
@@ -115,8 +116,10 @@ impl Token {
                     .get_token_info(*slot)
                     .is_ok_and(|info| info.label() == self.token_label)
             })
-            .ok_or_else(|| ProviderError::Unavailable {
-                key: key.clone(),
+            // Not where the configuration says: a refusal, never taken for
+            // an outage (which would open the way to the availability key).
+            .ok_or_else(|| ProviderError::Misconfigured {
+                provider: self.name.clone(),
                 detail: format!("no token labelled {:?} is present", self.token_label),
             })?;
         let session = self

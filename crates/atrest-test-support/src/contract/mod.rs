@@ -41,6 +41,7 @@ pub use self::catalog::{
 pub use self::store::{
     changes_apply_only_from_the_tag_they_were_made_from,
     every_change_is_in_the_change_log_in_commit_order,
+    fallback_policies_are_stored_with_the_record,
     of_concurrent_changes_from_one_state_exactly_one_wins, retire_and_purge_leave_no_wrap,
     root_key_rolls_replace_every_wrap_of_a_slot, tenants_are_stored_and_read_back,
     the_change_log_keeps_its_last_entries_and_says_when_it_lost_some,
@@ -81,6 +82,7 @@ macro_rules! contract_suite {
             retire_and_purge_leave_no_wrap,
             of_concurrent_changes_from_one_state_exactly_one_wins,
             every_change_is_in_the_change_log_in_commit_order,
+            fallback_policies_are_stored_with_the_record,
             the_change_log_keeps_its_last_entries_and_says_when_it_lost_some,
             tenant_names_are_unique_both_ways,
             seals_are_versions_visible_once_committed,

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use atrest_filekey::{KeyId, OsRng, TenantId};
 use atrest_tenant::{
-    CHANGE_LOG_KEPT, Error, RootKeySlot, SlotRole, TagUpdate, TenantKind, TenantRecord,
-    TenantState, TikWrap,
+    CHANGE_LOG_KEPT, Error, FallbackPolicy, OutageWindow, RootKeySlot, SlotRole, TagUpdate,
+    TenantKind, TenantRecord, TenantState, TikWrap,
 };
 use tokio::sync::Barrier;
 
@@ -41,6 +41,7 @@ fn customer_record() -> (TenantRecord, Vec<TikWrap>) {
             slot(SlotRole::Customer, "customer-b:key-1"),
             slot(SlotRole::Availability, "service:availability"),
         ],
+        fallback: FallbackPolicy::Automatic,
         tag: Some(tag(1)),
     };
     (record, vec![wrap(1, 0, 10), wrap(1, 1, 11), wrap(1, 2, 12)])
@@ -423,6 +424,18 @@ pub async fn every_change_is_in_the_change_log_in_commit_order(backend: &dyn Bac
     let raced = store.changes_since(at + 7).await.unwrap();
     assert_eq!(raced.counter, at + 7 + u64::from(RACERS));
     assert_eq!(raced.tenants, Some(made));
+
+    // A fallback policy set is a change too.
+    let at = raced.counter;
+    store
+        .set_fallback(other.tenant, &FallbackPolicy::Never, &update(1, 2))
+        .await
+        .unwrap();
+    let set = store.changes_since(at).await.unwrap();
+    assert_eq!(
+        (set.counter, set.tenants),
+        (at + 1, Some(vec![other.tenant]))
+    );
 }
 
 pub async fn the_change_log_keeps_its_last_entries_and_says_when_it_lost_some(
@@ -454,4 +467,53 @@ pub async fn the_change_log_keeps_its_last_entries_and_says_when_it_lost_some(
         .await
         .unwrap();
     assert_eq!(kept.tenants, Some(vec![tenant]));
+}
+
+pub async fn fallback_policies_are_stored_with_the_record(backend: &dyn Backend) {
+    let store = backend.store().await;
+    let (record, wraps) = customer_record();
+    let tenant = record.tenant;
+    store.create_tenant(&record, &wraps).await.unwrap();
+    assert_eq!(
+        store.tenant(tenant).await.unwrap().unwrap().fallback,
+        FallbackPolicy::Automatic
+    );
+    let window = OutageWindow {
+        start: 1_800_000_000,
+        end: 1_800_003_600,
+        reason: "the customer's key service is down in region a; ticket 4711".into(),
+    };
+    let policies = [
+        FallbackPolicy::Never,
+        FallbackPolicy::Declared(None),
+        FallbackPolicy::Declared(Some(window)),
+        FallbackPolicy::Automatic,
+    ];
+    for (policy, n) in policies.into_iter().zip(1u8..) {
+        // Only from the tag the change was made from.
+        let stale = store
+            .set_fallback(tenant, &policy, &update(n + 1, n + 2))
+            .await;
+        assert!(is_conflict(&stale.unwrap_err()));
+        store
+            .set_fallback(tenant, &policy, &update(n, n + 1))
+            .await
+            .unwrap();
+        let now = store.tenant(tenant).await.unwrap().unwrap();
+        assert_eq!((now.fallback, now.tag), (policy, Some(tag(n + 1))));
+        assert_eq!(now.slots, record.slots, "the slots are untouched");
+    }
+    // A tenant created with a policy keeps it.
+    let (mut declared, wraps) = customer_record();
+    declared.fallback = FallbackPolicy::Declared(None);
+    store.create_tenant(&declared, &wraps).await.unwrap();
+    assert_eq!(
+        store
+            .tenant(declared.tenant)
+            .await
+            .unwrap()
+            .unwrap()
+            .fallback,
+        FallbackPolicy::Declared(None)
+    );
 }
