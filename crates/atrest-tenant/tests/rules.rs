@@ -1218,3 +1218,59 @@ async fn a_tik_served_through_the_availability_key_is_cached_briefly() {
     assert_eq!(f.audit.count(is_fallback), served);
     assert!(atrest_tenant::FALLBACK_CACHE_TTL <= Duration::from_secs(30));
 }
+
+/// A writer of the database edits a tenant's fallback policy (or its
+/// declared window) to let users through during an outage: the record no
+/// longer authenticates, and nothing is released.
+#[tokio::test]
+async fn an_edited_fallback_policy_is_refused() {
+    let f = Fixture::new("fallback-edit").await;
+    let tenant = f.customer_tenant().await;
+    let ctx = context(tenant);
+    let (_, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let db = rusqlite::Connection::open(f.dir.path().join("tenants.sqlite")).unwrap();
+    let edits = [
+        (
+            FallbackPolicy::Never,
+            "UPDATE tenants SET fallback = 'automatic'",
+        ),
+        (
+            FallbackPolicy::Declared(None),
+            "UPDATE tenants SET fallback = 'automatic'",
+        ),
+        (
+            FallbackPolicy::Declared(Some(OutageWindow {
+                start: now + 3600,
+                end: now + 7200,
+                reason: "planned".into(),
+            })),
+            "UPDATE tenants SET outage_start = outage_start - 7200",
+        ),
+    ];
+    f.customer_a.set(Fault::Unavailable);
+    f.customer_b.set(Fault::Unavailable);
+    for (policy, edit) in edits {
+        f.hierarchy
+            .set_fallback_policy(tenant, policy.clone())
+            .await
+            .unwrap();
+        let _ = db.execute(edit, []).unwrap();
+        f.hierarchy.flush_cache();
+        let result = f.hierarchy.release_file_key(&USER, &ctx, &wrapped).await;
+        assert!(
+            matches!(result, Err(Error::Tampered { .. })),
+            "{policy:?} edited by {edit:?}: {result:?}"
+        );
+        // Put back as it was, for the next round.
+        let back = match &policy {
+            FallbackPolicy::Never => "UPDATE tenants SET fallback = 'never'",
+            FallbackPolicy::Declared(None) => "UPDATE tenants SET fallback = 'declared'",
+            _ => "UPDATE tenants SET outage_start = outage_start + 7200",
+        };
+        let _ = db.execute(back, []).unwrap();
+    }
+}
