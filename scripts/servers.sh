@@ -1,7 +1,7 @@
 # Starts the servers the tests and the server benchmarks run against, each
 # on a free loopback port and stopped when the sourcing script exits:
 # Azurite (the Azure storage emulator), OpenBao (`bao server -dev`, with the
-# transit engine at `transit`), an OpenID provider (scripts/oidc-provider.mjs)
+# transit engine at `transit`; a second one over TLS), an OpenID provider (scripts/oidc-provider.mjs)
 # and a private PostgreSQL, unless the
 # environment already names one (ATREST_AZURITE_BLOB_ENDPOINT,
 # ATREST_POSTGRES_URL). Sourced by scripts/test and scripts/with-servers,
@@ -91,6 +91,29 @@ done
 VAULT_ADDR="$ATREST_OPENBAO_ADDR" VAULT_TOKEN="$ATREST_OPENBAO_TOKEN" \
     "$openbao_venv/bin/bao" secrets enable transit >/dev/null
 echo "scripts/test: OpenBao $("$openbao_venv/bin/bao" version | awk '{print $2}') at $ATREST_OPENBAO_ADDR"
+
+# A second dev server over TLS (`-dev-tls`: a private CA and a certificate
+# for localhost and 127.0.0.1 it makes at start), for the tests of TLS to a
+# key service; its CA, and that certificate, also serve PostgreSQL below.
+openbao_tls_port=$(free_port)
+while [ "$openbao_tls_port" = "$openbao_port" ]; do openbao_tls_port=$(free_port); done
+openbao_tls_dir=$(mktemp -d "${TMPDIR:-/tmp}/atrest-openbao-tls.XXXXXX")
+"$openbao_venv/bin/bao" server -dev -dev-tls -dev-tls-cert-dir="$openbao_tls_dir" -dev-no-store-token \
+    -dev-listen-address="127.0.0.1:$openbao_tls_port" \
+    -dev-root-token-id="$ATREST_OPENBAO_TOKEN" >target/openbao-dev-tls.log 2>&1 &
+openbao_tls_pid=$!
+cleanup+=("kill $openbao_tls_pid; wait $openbao_tls_pid 2>/dev/null; rm -rf '$openbao_tls_dir'")
+export ATREST_OPENBAO_TLS_ADDR="https://127.0.0.1:$openbao_tls_port"
+export ATREST_TEST_CA="$openbao_tls_dir/vault-ca.pem"
+for _ in $(seq 50); do
+    VAULT_ADDR="$ATREST_OPENBAO_TLS_ADDR" VAULT_CACERT="$ATREST_TEST_CA" \
+        "$openbao_venv/bin/bao" status >/dev/null 2>&1 && break
+    kill -0 "$openbao_tls_pid" 2>/dev/null || { cat target/openbao-dev-tls.log; exit 1; }
+    sleep 0.2
+done
+VAULT_ADDR="$ATREST_OPENBAO_TLS_ADDR" VAULT_CACERT="$ATREST_TEST_CA" VAULT_TOKEN="$ATREST_OPENBAO_TOKEN" \
+    "$openbao_venv/bin/bao" secrets enable transit >/dev/null
+echo "scripts/test: OpenBao over TLS at $ATREST_OPENBAO_TLS_ADDR (CA $ATREST_TEST_CA)"
 # ---- end OpenBao -----------------------------------------------------------
 
 # ---- OpenID provider ------------------------------------------------------
@@ -120,7 +143,8 @@ echo "scripts/test: OpenID provider (oidc-provider $OIDC_PROVIDER_VERSION) at $A
 
 # A private PostgreSQL server for the run: in a temporary directory, on a
 # free loopback port, trust authentication (loopback only, thrown away at
-# exit).
+# exit), TLS on with the certificate of the TLS OpenBao's private CA
+# (ATREST_TEST_CA): the tests connect both ways.
 if [ -z "${ATREST_POSTGRES_URL:-}" ]; then
     pg_bin=$(pg_config --bindir 2>/dev/null || true)
     if [ ! -x "$pg_bin/initdb" ]; then
@@ -147,11 +171,18 @@ if [ -z "${ATREST_POSTGRES_URL:-}" ]; then
     pg_port=$(free_port)
     "${as_pg[@]}" "$pg_bin/initdb" -D "$pg_dir/data" -U postgres -A trust -E UTF8 --no-sync \
         >"$pg_dir/initdb.log" 2>&1 || { cat "$pg_dir/initdb.log"; exit 1; }
+    # The server reads its key only if no one else may.
+    cp "$openbao_tls_dir/vault-cert.pem" "$pg_dir/server.crt"
+    cp "$openbao_tls_dir/vault-key.pem" "$pg_dir/server.key"
+    chmod 600 "$pg_dir/server.key"
+    if [ "$(id -u)" -eq 0 ]; then chown nobody "$pg_dir/server.crt" "$pg_dir/server.key"; fi
     # No fsync: the data is thrown away after the run.
     "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -o \
-        "-c listen_addresses=127.0.0.1 -p $pg_port -k $pg_dir -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+        "-c listen_addresses=127.0.0.1 -p $pg_port -k $pg_dir -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c ssl=on -c ssl_cert_file=$pg_dir/server.crt -c ssl_key_file=$pg_dir/server.key" \
         start >/dev/null || { cat "$pg_dir/server.log"; exit 1; }
     export ATREST_POSTGRES_URL="postgresql://postgres@127.0.0.1:$pg_port/postgres"
+    # The CA of the server's certificate (for localhost and 127.0.0.1).
+    export ATREST_POSTGRES_TLS_CA="$ATREST_TEST_CA"
     echo "scripts/test: PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}') at 127.0.0.1:$pg_port"
 else
     echo "scripts/test: PostgreSQL at ATREST_POSTGRES_URL (set by the caller)"

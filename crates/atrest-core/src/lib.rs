@@ -5,5 +5,7 @@
 #[cfg(feature = "blocking")]
 pub mod blocking;
 mod kind;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use kind::ErrorKind;

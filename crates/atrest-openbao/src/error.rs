@@ -178,7 +178,7 @@ pub(crate) fn transport_failure(error: &reqwest::Error) -> Failure<'static> {
     if error.is_builder() {
         return Failure::Request(error.to_string());
     }
-    if let Some(refused) = tls_refusal(error) {
+    if let Some(refused) = atrest_core::tls::refusal(error) {
         return Failure::Untrusted(refused);
     }
     let what = if error.is_timeout() {
@@ -196,37 +196,6 @@ pub(crate) fn transport_failure(error: &reqwest::Error) -> Failure<'static> {
         source = cause.source();
     }
     Failure::Transport(detail)
-}
-
-/// What TLS refused, if a TLS refusal of the server (or by it) is among
-/// the error's causes: a certificate or name the client does not accept,
-/// or a handshake alert. The transport wraps TLS errors in I/O errors,
-/// whose own `source` skips the error they wrap, so both are looked into.
-fn tls_refusal(error: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let refusal = |tls: &rustls::Error| {
-        matches!(
-            tls,
-            rustls::Error::InvalidCertificate(_)
-                | rustls::Error::NoCertificatesPresented
-                | rustls::Error::UnsupportedNameType
-                | rustls::Error::AlertReceived(_)
-                | rustls::Error::PeerIncompatible(_)
-        )
-        .then(|| tls.to_string())
-    };
-    let mut cause = Some(error);
-    while let Some(current) = cause {
-        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
-            return refusal(tls);
-        }
-        cause = match current.downcast_ref::<std::io::Error>() {
-            Some(io) => io
-                .get_ref()
-                .map(|inner| inner as &(dyn std::error::Error + 'static)),
-            None => current.source(),
-        };
-    }
-    None
 }
 
 #[cfg(test)]
@@ -301,25 +270,7 @@ mod tests {
     }
 
     #[test]
-    fn a_server_tls_refuses_is_a_refusal() {
-        let certificate =
-            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
-        let wrapped = std::io::Error::new(std::io::ErrorKind::InvalidData, certificate);
-        let outer = std::io::Error::other(wrapped);
-        assert!(
-            tls_refusal(&outer)
-                .is_some_and(|why| why.contains("UnknownIssuer") || why.contains("unknown issuer"))
-        );
-        let name = rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName);
-        assert!(tls_refusal(&name).is_some());
-        // A connection that failed, or bytes that are not TLS: an outage.
-        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        assert!(tls_refusal(&refused).is_none());
-        let garbage = std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
-        );
-        assert!(tls_refusal(&garbage).is_none());
+    fn a_certificate_refused_is_a_refusal() {
         let error = map_failure(
             &key(),
             Op::Decrypt,

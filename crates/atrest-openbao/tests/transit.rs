@@ -627,3 +627,84 @@ async fn revocation_lag_is_bounded_by_each_process_cache_ttl() {
     );
     assert_eq!(fallbacks(&world.audit), 0);
 }
+
+/// Against the dev server over TLS that `scripts/test` starts (its private
+/// CA in `ATREST_TEST_CA`, its certificate for localhost and 127.0.0.1):
+/// with that CA the provider works; without it, with another CA, or under
+/// a name its certificate does not hold, every call is refused — never an
+/// outage that would let users through the availability key.
+#[tokio::test]
+async fn over_tls_a_certificate_or_name_that_does_not_verify_is_a_refusal() {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run scripts/test"))
+    };
+    let address = var("ATREST_OPENBAO_TLS_ADDR");
+    let ca = std::fs::read(var("ATREST_TEST_CA")).unwrap();
+    let mount = format!("transit-tls-{}", common::unique());
+    let with = |address: &str, ca: Option<&[u8]>| {
+        let mut builder = TransitKeys::builder(
+            "kms",
+            address,
+            &mount,
+            Credentials::FromEnv("ATREST_OPENBAO_TOKEN".into()),
+        )
+        .timeout(Duration::from_secs(5));
+        if let Some(ca) = ca {
+            builder = builder.ca_certificate_pem(ca);
+        }
+        builder.build().unwrap()
+    };
+    // The mount, made over TLS with the right CA.
+    let trusted = with(&address, Some(&ca));
+    let client = reqwest::Client::builder()
+        .tls_certs_merge(reqwest::Certificate::from_pem_bundle(&ca).unwrap())
+        .build()
+        .unwrap();
+    let made = client
+        .post(format!("{address}/v1/sys/mounts/{mount}"))
+        .header("X-Vault-Token", var("ATREST_OPENBAO_TOKEN"))
+        .body(r#"{"type":"transit"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(made.status().is_success(), "{made:?}");
+    let key = trusted.create_key("root").await.unwrap();
+    let material = KeyMaterial::from_secret_bytes(&[7; 32]);
+    let wrapped = trusted.wrap(&key, &material, &binding(b"t")).await.unwrap();
+    let unwrapped = trusted
+        .unwrap(&key, &wrapped, &binding(b"t"))
+        .await
+        .unwrap();
+    assert_eq!(unwrapped.expose_secret(), &[7; 32]);
+
+    // Another CA, made here.
+    let dir = TempDir::new("openbao-tls");
+    atrest_test_support::pki::make_ca(dir.path());
+    let other_ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+    // 127.0.0.2 reaches the same server, under an address its certificate
+    // does not name.
+    let port = address.rsplit(':').next().unwrap().to_owned();
+    let proxy =
+        atrest_test_support::proxy::Proxy::start_on("127.0.0.2", format!("127.0.0.1:{port}"));
+    let renamed = format!("https://{}", proxy.addr());
+    for (keys, what) in [
+        (with(&address, None), "no CA"),
+        (with(&address, Some(&other_ca)), "another CA"),
+        (with(&renamed, Some(&ca)), "another name"),
+    ] {
+        let error = keys
+            .unwrap(&key, &wrapped, &binding(b"t"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, ProviderError::AccessDenied { detail, .. } if detail.contains("authenticated")),
+            "{what}: {error:?}"
+        );
+        assert!(!error.is_unavailable(), "{what}");
+        let error = keys
+            .wrap(&key, &material, &binding(b"t"))
+            .await
+            .unwrap_err();
+        assert!(!error.is_unavailable(), "{what}: {error:?}");
+    }
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use atrest_core::ErrorKind;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{IsolationLevel, NoTls, Transaction};
 
@@ -38,6 +38,10 @@ pub struct PgOptions {
     /// failure or a deadlock) is run again before the conflict is
     /// reported. Default 10.
     pub retries: u32,
+    /// The PEM file of the CA(s) that issued the server's certificate, for
+    /// TLS (`sslmode=verify-full`) when the connection string names no
+    /// `sslrootcert`; the system's roots otherwise. Default none.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for PgOptions {
@@ -48,6 +52,7 @@ impl Default for PgOptions {
             wait_timeout: Duration::from_secs(30),
             max_connections: 8,
             retries: 10,
+            ca_file: None,
         }
     }
 }
@@ -155,7 +160,7 @@ impl PgError {
         }
     }
 
-    fn with_source(
+    pub(crate) fn with_source(
         kind: ErrorKind,
         what: &'static str,
         source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
@@ -226,6 +231,14 @@ fn classify(error: &tokio_postgres::Error) -> (ErrorKind, &'static str) {
         return (
             ErrorKind::Integrity,
             "a stored value is not of the schema's type",
+        );
+    }
+    // A server whose certificate or host name does not verify is not the
+    // database: refused, not unavailable.
+    if atrest_core::tls::refusal(error).is_some() {
+        return (
+            ErrorKind::Refused,
+            "the server's TLS certificate or host name was refused",
         );
     }
     // Everything else the client reports is about the connection: refused,
@@ -306,34 +319,51 @@ impl Postgres {
     /// operations that need them (opening a store runs its migrations, so
     /// it reports an unreachable server).
     ///
-    /// Connections are not encrypted (`NoTls`): use it over loopback or a
-    /// private network only. A connection string that requires TLS
-    /// (`sslmode=require`) is refused rather than silently downgraded.
+    /// Connections to any host but a loopback address or a Unix socket go
+    /// over TLS through rustls, the server's certificate and host name
+    /// verified (libpq's `sslmode=verify-full`, the default there); the CA
+    /// is the system's, or the PEM file `sslrootcert=FILE` or
+    /// [`PgOptions::ca_file`] names. `sslmode=disable` is for loopback and
+    /// Unix sockets only (their default); `prefer`, `allow`, `require` and
+    /// `verify-ca` are refused (a fallback to plaintext, or a certificate
+    /// for another host). A certificate or host name that does not verify
+    /// fails the connection with [`ErrorKind::Refused`].
     ///
     /// # Errors
-    /// [`ErrorKind::Usage`] for a connection string that does not parse or
-    /// requires TLS.
+    /// [`ErrorKind::Usage`] for a connection string that does not parse,
+    /// asks for a TLS mode refused above or plaintext to another host, or
+    /// names a CA file that cannot be read.
     pub fn connect(url: &str, options: &PgOptions) -> Result<Self, PgError> {
+        let (url, request) = crate::tls::take_tls_parameters(url)?;
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| PgError::with_source(ErrorKind::Usage, "invalid connection string", e))?;
-        Self::with_config(config, options)
+        Self::with_tls(config, &request, options)
     }
 
-    /// As [`Postgres::connect`], from a parsed configuration.
+    /// As [`Postgres::connect`], from a parsed configuration (its
+    /// `sslmode`, by the same rules; the CA from
+    /// [`PgOptions::ca_file`]).
     ///
     /// # Errors
     /// As for [`Postgres::connect`].
     pub fn with_config(
-        mut config: tokio_postgres::Config,
+        config: tokio_postgres::Config,
         options: &PgOptions,
     ) -> Result<Self, PgError> {
-        if config.get_ssl_mode() == SslMode::Require {
-            return Err(PgError::new(
-                ErrorKind::Usage,
-                "the connection string requires TLS (sslmode=require), which is not supported yet",
-            ));
-        }
+        let request = crate::tls::TlsRequest {
+            mode: None,
+            root_cert: None,
+        };
+        Self::with_tls(config, &request, options)
+    }
+
+    fn with_tls(
+        mut config: tokio_postgres::Config,
+        request: &crate::tls::TlsRequest,
+        options: &PgOptions,
+    ) -> Result<Self, PgError> {
+        let tls = crate::tls::decide(&mut config, request, options.ca_file.as_deref())?;
         if config.get_connect_timeout().is_none() {
             let _ = config.connect_timeout(options.connect_timeout);
         }
@@ -358,13 +388,13 @@ impl Postgres {
         let _ = config.options(server_options);
         let _ = config.keepalives(true);
         let target = describe(&config);
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls {
+            crate::tls::Decision::Plain => Manager::from_config(config, NoTls, manager_config),
+            crate::tls::Decision::Tls(tls) => Manager::from_config(config, tls, manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(options.max_connections.max(1))
             .runtime(deadpool_postgres::Runtime::Tokio1)

@@ -5,6 +5,7 @@
 mod catalog;
 mod db;
 mod keys;
+mod tls;
 
 pub use catalog::PgCatalog;
 pub use db::{PgError, PgOptions, Postgres};

@@ -432,3 +432,82 @@ async fn the_key_hierarchy_runs_end_to_end_and_refuses_edited_rows() {
     keys.flush_cache();
     assert!(open_doc_2().await.is_err());
 }
+
+/// TLS to the server `scripts/test` starts with `ssl=on` and a certificate
+/// from a private CA (`ATREST_POSTGRES_TLS_CA`) for localhost and
+/// 127.0.0.1: `verify-full` with that CA connects and the session is
+/// encrypted; another CA, or a host name the certificate does not hold,
+/// is refused; plaintext to a host that is not loopback, and the modes
+/// that fall back or skip the host name, are refused before connecting.
+#[tokio::test]
+async fn tls_verifies_the_certificate_and_the_host_name() {
+    let ca = std::env::var("ATREST_POSTGRES_TLS_CA")
+        .expect("ATREST_POSTGRES_TLS_CA is not set: run scripts/test");
+    let database = TestDatabase::new("tls");
+    let plain = url::Url::parse(database.url()).unwrap();
+    let with = |host: &str, query: &str| {
+        let mut url = plain.clone();
+        url.set_host(Some(host)).unwrap();
+        url.set_query(Some(query));
+        url.to_string()
+    };
+    let verified = with(
+        "127.0.0.1",
+        &format!("sslmode=verify-full&sslrootcert={ca}"),
+    );
+    let db = Postgres::connect(&verified, &PgOptions::default()).unwrap();
+    let store = PgMetadataStore::open(&db).await.unwrap();
+    assert!(store.tenants().await.unwrap().is_empty());
+    // The session the server sees is encrypted (pg_stat_ssl of a
+    // connection opened the same way, by name `localhost` this time).
+    let by_name = with(
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={ca}"),
+    );
+    let db = Postgres::connect(&by_name, &PgOptions::default()).unwrap();
+    let _ = PgCatalog::open(&db).await.unwrap();
+    let encrypted = database
+        .query_text(
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)
+             WHERE ssl AND application_name = 'atrest'",
+        )
+        .await;
+    assert_ne!(encrypted.as_deref(), Some("0"), "no encrypted session");
+
+    // Another CA, made here.
+    let dir = TempDir::new("pg-tls");
+    atrest_test_support::pki::make_ca(dir.path());
+    let other = dir.path().join("ca.pem");
+    let other_ca = with(
+        "127.0.0.1",
+        &format!("sslmode=verify-full&sslrootcert={}", other.display()),
+    );
+    // A name the certificate does not hold, for the same address.
+    let port = plain.port().unwrap();
+    let mut renamed = url::Url::parse(&verified).unwrap();
+    renamed.set_host(Some("db.example")).unwrap();
+    renamed.set_port(Some(port)).unwrap();
+    renamed.set_query(Some(&format!(
+        "hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={ca}"
+    )));
+    for (url, what) in [
+        (other_ca, "another CA"),
+        (renamed.to_string(), "another name"),
+    ] {
+        let db = Postgres::connect(&url, &PgOptions::default()).unwrap();
+        let refused = PgMetadataStore::open(&db).await.unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Refused, "{what}: {refused}");
+    }
+
+    for (url, what) in [
+        (
+            with("db.example", "sslmode=disable"),
+            "plaintext to another host",
+        ),
+        (with("127.0.0.1", "sslmode=prefer"), "prefer"),
+        (with("127.0.0.1", "sslmode=require"), "require"),
+    ] {
+        let refused = Postgres::connect(&url, &PgOptions::default()).unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Usage, "{what}: {refused}");
+    }
+}

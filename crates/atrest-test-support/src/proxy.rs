@@ -53,12 +53,22 @@ impl Proxy {
     /// # Panics
     /// If no port can be bound or `target` does not resolve.
     pub fn start(target: impl ToSocketAddrs) -> Self {
+        Self::start_on("127.0.0.1", target)
+    }
+
+    /// A proxy on a free port of loopback address `ip` (say `127.0.0.2`,
+    /// to reach a server under an address its certificate does not name)
+    /// to `target`.
+    ///
+    /// # Panics
+    /// If no port can be bound or `target` does not resolve.
+    pub fn start_on(ip: &str, target: impl ToSocketAddrs) -> Self {
         let target = target
             .to_socket_addrs()
             .unwrap()
             .next()
             .expect("the proxy's target resolves");
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = TcpListener::bind((ip, 0)).unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared::default());
         let accepting = Arc::clone(&shared);
