@@ -223,13 +223,19 @@ pub(crate) enum Command {
 #[derive(Subcommand)]
 pub(crate) enum BlobsCommand {
     /// Check every copy of every file's blob, at the primary and each
-    /// replica, against the length and SHA-256 digest in its record (no key
-    /// is needed), and list the copies that are missing, of the wrong
-    /// length, of the wrong digest or unreachable. Exits 5 if a copy is
-    /// left bad (6 if only unreachable locations are).
+    /// replica, against the length in its record and its SHA-256 digest
+    /// when the record has one (seals record digests when the deployment
+    /// has replicas; the report counts the records without), and list the
+    /// copies that are missing, of the wrong length, of the wrong digest
+    /// or unreachable. No key is needed to check. Exits 5 if a copy is left
+    /// bad (6 if only unreachable locations are).
     Scrub {
-        /// Write a good copy over each bad one (complete and durable
-        /// before it replaces anything), and report what was done.
+        /// Repair: authenticate each damaged record's tag, then a good
+        /// copy whole (its file key released to the operation, audited),
+        /// write it over each bad one (complete and durable before it
+        /// replaces anything) and authenticate what was written; report
+        /// what was done. A record or copy that does not authenticate
+        /// writes nothing.
         #[arg(long)]
         repair: bool,
     },

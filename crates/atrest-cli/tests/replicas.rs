@@ -408,6 +408,11 @@ fn a_deployment_without_replicas_is_scrubbed_too() {
     cli.ok(&["put", "contoso", input.to_str().unwrap()]);
     let clean = cli.scrub(0, &[]);
     assert_eq!(clean["locations"].as_array().unwrap().len(), 1);
+    // Seals record no digest without replicas: the report says the copies
+    // were checked by length only.
+    assert_eq!(clean["records_without_digest"], 1);
+    let text = cli.ok(&["blobs", "scrub"]);
+    assert!(text.contains("checked by length only"), "{text}");
     std::fs::remove_file(only_blob(&cli.data.join("blobs"))).unwrap();
     let found = cli.scrub(5, &["--repair"]);
     assert_eq!(bad_copies(&found), [(0, "missing".to_owned())]);
@@ -474,4 +479,94 @@ fn an_azure_replica_and_a_location_down() {
     assert_eq!(bad_copies(&again).len(), 1);
     assert_eq!(bad_copies(&again)[0].0, 2);
     assert_eq!(cli.get("big.bin"), bytes);
+}
+
+/// A writer of one replica damages its copy, and a writer of the database
+/// sets the record's digest to the damaged copy's, so that the good copies
+/// look bad and the damaged one good: the repair authenticates the record
+/// first and writes nothing, and the good copies stay as they were.
+#[test]
+fn a_repair_never_trusts_a_forged_digest() {
+    use sha2::Digest as _;
+    let dir = TempDir::new("cli-replicas-forged");
+    let cli = Cli {
+        data: dir.path().join("data"),
+        env: Vec::new(),
+    };
+    let r1 = dir.path().join("replica-1");
+    cli.ok(&["init", "--replica", r1.to_str().unwrap(), "--copies", "2"]);
+    cli.ok(&["tenant", "create", "contoso"]);
+    let bytes = content(300_000, 5);
+    let input = dir.path().join("report.pdf");
+    std::fs::write(&input, &bytes).unwrap();
+    cli.ok(&["put", "contoso", input.to_str().unwrap()]);
+    let primary = only_blob(&cli.data.join("blobs"));
+    let replica = only_blob(&r1);
+    let sealed = std::fs::read(&primary).unwrap();
+
+    let mut damaged = sealed.clone();
+    damaged[200_000] ^= 1;
+    std::fs::write(&replica, &damaged).unwrap();
+    let forged = sha2::Sha256::digest(&damaged).to_vec();
+    let db =
+        atrest_test_support::sqlite::Connection::open(cli.data.join("catalog.sqlite")).unwrap();
+    assert_eq!(
+        db.execute("UPDATE catalog_versions SET blob_sha256 = ?1", [&forged])
+            .unwrap(),
+        1
+    );
+    drop(db);
+
+    // The check, keyless, sees the primary as the bad copy...
+    let found = cli.scrub(5, &[]);
+    assert_eq!(bad_copies(&found), [(0, "wrong_digest".to_owned())]);
+    // ... and the repair refuses the record: nothing is written.
+    let refused = cli.scrub(5, &["--repair"]);
+    let outcome = &refused["damaged"][0]["copies"][0]["repair"];
+    assert_eq!(outcome["outcome"], "failed", "{refused}");
+    assert!(
+        outcome["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not authenticate"),
+        "{refused}"
+    );
+    assert_eq!(std::fs::read(&primary).unwrap(), sealed);
+    assert_eq!(std::fs::read(&replica).unwrap(), damaged);
+    // The download refuses the edited record too; nothing of the damaged
+    // copy is ever released.
+    let output = cli.run(&["get", "contoso", "report.pdf"]);
+    assert_eq!(output.status.code(), Some(5), "{output:?}");
+}
+
+/// A record with its true digest, and a copy of the right digest: the
+/// repair authenticates that copy whole before writing it, and checks what
+/// it wrote; the file opens from every copy afterwards.
+#[test]
+fn a_repair_authenticates_its_source_and_what_it_wrote() {
+    let dir = TempDir::new("cli-replicas-verified");
+    let cli = Cli {
+        data: dir.path().join("data"),
+        env: Vec::new(),
+    };
+    let r1 = dir.path().join("replica-1");
+    cli.ok(&["init", "--replica", r1.to_str().unwrap(), "--copies", "2"]);
+    cli.ok(&["tenant", "create", "contoso"]);
+    let bytes = content(300_000, 6);
+    let input = dir.path().join("report.pdf");
+    std::fs::write(&input, &bytes).unwrap();
+    cli.ok(&["put", "contoso", input.to_str().unwrap()]);
+    let primary = only_blob(&cli.data.join("blobs"));
+    std::fs::remove_file(&primary).unwrap();
+    let repaired = cli.scrub(0, &["--repair"]);
+    assert_eq!(
+        repaired["damaged"][0]["copies"][0]["repair"]["outcome"], "repaired",
+        "{repaired}"
+    );
+    assert_eq!(repaired["records_without_digest"], 0);
+    // The key the repair used was released to the operation, audited.
+    let audit = cli.ok(&["audit", "show"]);
+    assert!(audit.contains("blobs repair"), "{audit}");
+    std::fs::remove_file(only_blob(&r1)).unwrap();
+    assert_eq!(cli.get("report.pdf"), bytes);
 }

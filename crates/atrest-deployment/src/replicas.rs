@@ -173,6 +173,9 @@ pub struct ScrubReport {
     pub copies: usize,
     /// How many file records were checked.
     pub records: u64,
+    /// How many of them carry no blob digest (made without replicas, whose
+    /// seals record none): their copies were checked by length only.
+    pub records_without_digest: u64,
     /// The records with a bad copy, and every copy of their blobs.
     pub damaged: Vec<DamagedRecord>,
 }
@@ -237,14 +240,22 @@ impl ScrubReport {
 
 impl Deployment {
     /// Checks every copy of every file's blob, at the primary and every
-    /// replica, against the length and SHA-256 digest in its record; with
-    /// `repair`, writes a good copy over each bad one (through the
-    /// location's ordinary upload: complete and durable before it replaces
-    /// anything). Needs no key: records are read, not authenticated, and
-    /// only their lengths and digests are used (a record edited to name
-    /// another digest can make a copy look bad, never make a bad copy
-    /// readable: opens authenticate every segment). Audited
-    /// (`blobs_scrubbed`).
+    /// replica, against the length in its record and the SHA-256 digest
+    /// when the record has one (seals record digests when there are
+    /// replicas). The check needs no key: records are read, not
+    /// authenticated (a record edited to name another digest can make a
+    /// copy look bad, never make a bad copy readable: opens authenticate
+    /// every segment).
+    ///
+    /// With `repair`, each damaged record is authenticated first (its tag
+    /// under its tenant's metadata key), and a copy that looks good is
+    /// then authenticated whole (its file key released to the system
+    /// operation `blobs repair`, audited; header, key commitment and every
+    /// segment decrypted) before it is written over each bad one, through
+    /// the location's ordinary upload (complete and durable before it
+    /// replaces anything); each copy written is authenticated again. A
+    /// record that fails, or no copy that authenticates, writes nothing.
+    /// Audited (`blobs_scrubbed`).
     ///
     /// # Errors
     /// Catalog and audit errors. Bad copies are not errors: they are in
@@ -256,11 +267,15 @@ impl Deployment {
             locations: replicated.places(),
             copies: replicated.copies(),
             records: 0,
+            records_without_digest: 0,
             damaged: Vec::new(),
         };
         for (tenant, id) in self.catalog.tenant_names().await? {
             for record in self.catalog.records(id).await? {
                 report.records += 1;
+                if record.blob_sha256.is_none() {
+                    report.records_without_digest += 1;
+                }
                 let mut check = replicated
                     .check(&record.blob, record.blob_len, record.blob_sha256)
                     .await;
@@ -268,7 +283,7 @@ impl Deployment {
                     continue;
                 }
                 if repair {
-                    replicated.repair(&mut check).await;
+                    self.repair_copies(&record, &mut check).await;
                 }
                 report.damaged.push(DamagedRecord {
                     tenant: tenant.clone(),
@@ -285,6 +300,54 @@ impl Deployment {
         };
         self.record_event(event, None, None).await?;
         Ok(report)
+    }
+
+    /// Repairs the bad copies of `record`'s blob from a copy that
+    /// authenticates (see [`Deployment::scrub_blobs`]); records in `check`
+    /// what was done.
+    async fn repair_copies(&self, record: &atrest::FileRecord, check: &mut BlobCheck) {
+        let capability = self.administration.capability("blobs repair");
+        let access = atrest::tenant::Access::System(&capability);
+        let candidates: Vec<usize> = check
+            .copies
+            .iter()
+            .filter(|copy| copy.state.is_good())
+            .map(|copy| copy.location)
+            .collect();
+        let mut source = None;
+        let mut why = "no copy has the record's length and digest".to_owned();
+        for location in candidates {
+            match self.files.verify_copy(&access, record, location).await {
+                Ok(()) => {
+                    source = Some(location);
+                    break;
+                }
+                Err(error @ atrest::Error::Catalog(_)) => {
+                    why =
+                        format!("the record does not authenticate ({error}); nothing was written");
+                    break;
+                }
+                Err(error) => {
+                    why = format!("copy {location} does not authenticate: {error}");
+                }
+            }
+        }
+        let Some(from) = source else {
+            for copy in check.copies.iter_mut().filter(|c| !c.state.is_good()) {
+                copy.repair = Some(RepairOutcome::Failed { error: why.clone() });
+            }
+            return;
+        };
+        self.locations.replicated.repair_from(check, from).await;
+        for copy in &mut check.copies {
+            if matches!(copy.repair, Some(RepairOutcome::Repaired { .. }))
+                && let Err(error) = self.files.verify_copy(&access, record, copy.location).await
+            {
+                copy.repair = Some(RepairOutcome::Failed {
+                    error: format!("the copy written does not authenticate: {error}"),
+                });
+            }
+        }
     }
 
     /// The locations that failed to keep a copy of a blob this deployment

@@ -227,6 +227,12 @@ fn scrub_text(report: &atrest_deployment::ScrubReport) -> String {
     if report.repair {
         text.push_str(&format!(", {} repaired", report.repaired_copies()));
     }
+    if report.records_without_digest > 0 {
+        text.push_str(&format!(
+            "\n  {} of them record no blob digest (sealed without replicas): checked by length only",
+            report.records_without_digest
+        ));
+    }
     for record in &report.damaged {
         for copy in record.check.copies.iter().filter(|c| !c.state.is_good()) {
             let state = match &copy.state {

@@ -104,6 +104,18 @@ impl<W: AsyncWrite + Send + Unpin> OpenSink for WriterSink<W> {
     }
 }
 
+/// A sink that drops what it takes (the plaintext buffers are wiped as
+/// they are dropped): for checking a copy without using it.
+struct Discard;
+
+#[async_trait::async_trait]
+impl OpenSink for Discard {
+    async fn take(&mut self, plaintext: PlaintextChunk) -> io::Result<()> {
+        drop(plaintext);
+        Ok(())
+    }
+}
+
 /// The sink of one open: counts the plaintext released, and notes whether
 /// the sink itself failed (then no other copy of the blob can help).
 struct Released<'a> {
@@ -208,6 +220,46 @@ impl Files {
             .await?;
         let _ = result?;
         Ok(record)
+    }
+
+    /// Checks that the copy of `record`'s blob at blob location `location`
+    /// is the file's: the record's tag first (under its tenant's metadata
+    /// key, for the tenant, name and version it names), then the copy
+    /// decrypted whole with the file key released for `access` — header,
+    /// key commitment, every segment and the length the record gives — and
+    /// the plaintext discarded as it comes. What a repair asks of a copy
+    /// before it writes it anywhere, and of what it wrote. The key's
+    /// release is audited by the hierarchy; nothing else is.
+    ///
+    /// # Errors
+    /// [`Error::Catalog`] if the record does not authenticate;
+    /// [`Error::Keys`] if the key is not released; [`Error::Stream`] if the
+    /// copy is not authentic for the record; [`Error::Blob`] if the copy
+    /// cannot be read; [`Error::Record`].
+    pub async fn verify_copy(
+        &self,
+        access: &Access<'_>,
+        record: &FileRecord,
+        location: usize,
+    ) -> Result<(), Error> {
+        self.authenticate(record, record.tenant, &record.name, Some(record.version))
+            .await?;
+        let key = self.release(access, record).await?;
+        let segment_size = record.segment_size_checked()?;
+        let associated_data = record.context().encode();
+        let opener = Opener::new(&key, &associated_data, self.options.stream)
+            .expect_segment_size(segment_size);
+        let mut discard = Discard;
+        let mut out = Released {
+            sink: &mut discard,
+            written: 0,
+            failed: false,
+        };
+        self.read_copy(&opener, record, location, &mut out).await?;
+        if out.written != record.plaintext_len {
+            return Err(atrest_stream::Error::Truncated.into());
+        }
+        Ok(())
     }
 
     /// Decrypts the record's blob, or `range` of its plaintext, into `out`.

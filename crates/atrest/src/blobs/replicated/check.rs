@@ -140,18 +140,34 @@ impl ReplicatedBlobs {
         }
     }
 
-    /// Writes a good copy over every bad copy of `check` (as
-    /// [`ReplicatedBlobs::check`] found them), and records what it did in
-    /// each bad copy's [`CopyReport::repair`]. A copy is written through the
-    /// location's ordinary upload, so it replaces the bad one only once it
-    /// is complete and durable, and only if what was copied has the
-    /// record's length and digest.
+    /// Writes the first good copy of `check` (as [`ReplicatedBlobs::check`]
+    /// found them) over every bad one: [`ReplicatedBlobs::repair_from`]
+    /// that copy.
+    ///
+    /// This trusts the length and digest `check` was made with: give it
+    /// those of an authenticated record, and prefer `repair_from` a copy
+    /// the caller authenticated (`Files::verify_copy`), as `atrest blobs
+    /// scrub --repair` does: a record edited to name a damaged copy's
+    /// digest would otherwise have that copy written over the good ones.
     pub async fn repair(&self, check: &mut BlobCheck) {
         let source = check
             .copies
             .iter()
             .find(|copy| copy.state.is_good())
             .map(|copy| copy.location);
+        self.repair_with(check, source).await;
+    }
+
+    /// Writes the copy at location `from` over every bad copy of `check`,
+    /// and records what it did in each bad copy's [`CopyReport::repair`].
+    /// A copy is written through the location's ordinary upload, so it
+    /// replaces the bad one only once it is complete and durable, and only
+    /// if what was copied has the length and digest of `check`.
+    pub async fn repair_from(&self, check: &mut BlobCheck, from: usize) {
+        self.repair_with(check, Some(from)).await;
+    }
+
+    async fn repair_with(&self, check: &mut BlobCheck, source: Option<usize>) {
         for copy in &mut check.copies {
             if copy.state.is_good() {
                 continue;
