@@ -358,7 +358,12 @@ impl Deployment {
             .replicated
             .take_failures()
             .into_iter()
-            .map(|f| (f.blob.to_string(), f.place, f.error.to_string()))
+            .map(|f| {
+                let blob = f
+                    .blob
+                    .map_or_else(|| "(a batch's flush)".to_owned(), |blob| blob.to_string());
+                (blob, f.place, f.error.to_string())
+            })
             .collect()
     }
 }

@@ -1439,3 +1439,70 @@ async fn whole_blobs_are_written_together_on_one_thread() {
     let store = BlobStore::local(&dir.path().join("blobs")).unwrap();
     whole_blobs_are_written_together(&store, &MemoryBlobs::new()).await;
 }
+
+/// Unmounts what a test mounted, however the test ends.
+struct Unmount(Option<PathBuf>);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = Command::new("umount").arg(&path).status();
+        }
+    }
+}
+
+/// The blob directory's path comes to name another directory after the
+/// store opened it — a file system mounted over it (as root, where mounts
+/// are allowed), or else the directory renamed and another made in its
+/// place: nothing more is written, by a single upload or by a batch, nor
+/// read, and the error says why.
+#[tokio::test]
+async fn a_blob_directory_replaced_after_start_takes_no_more_blobs() {
+    let dir = TempDir::new("replaced-blobs");
+    let path = dir.path().join("blobs");
+    let store = BlobStore::local(&path).unwrap();
+    let before = BlobName::random().unwrap();
+    let mut upload = Blobs::create(&store, &before).await.unwrap();
+    upload.write(Bytes::from_static(b"before")).await.unwrap();
+    let _ = upload.finish().await.unwrap();
+
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&path)
+        .status()
+        .is_ok_and(|status| status.success());
+    let _unmount = Unmount(mounted.then(|| path.clone()));
+    if !mounted {
+        std::fs::rename(&path, dir.path().join("blobs.moved")).unwrap();
+        std::fs::create_dir(&path).unwrap();
+    }
+    let refused = async {
+        let name = BlobName::random().unwrap();
+        let mut upload = Blobs::create(&store, &name).await?;
+        upload.write(Bytes::from_static(b"after")).await?;
+        upload.finish().await
+    }
+    .await
+    .unwrap_err();
+    assert!(
+        refused.to_string().contains("no longer the one opened"),
+        "{refused}"
+    );
+    let batch = store
+        .write_deferred(
+            vec![(BlobName::random().unwrap(), vec![Bytes::from_static(b"x")])],
+            1,
+        )
+        .await;
+    assert!(batch[0].is_err(), "{batch:?}");
+    assert_eq!(
+        std::fs::read_dir(&path).unwrap().count(),
+        0,
+        "nothing was written into the directory now at the path"
+    );
+    let unread = Blobs::open(&store, &before).await.err().unwrap();
+    assert!(
+        unread.to_string().contains("no longer the one opened"),
+        "{unread}"
+    );
+}

@@ -300,7 +300,7 @@ async fn a_location_down_takes_no_write_and_is_repaired_when_back() {
     let failures = blobs.take_failures();
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert_eq!(failures[0].location, 1);
-    assert_eq!(failures[0].blob, record.blob);
+    assert_eq!(failures[0].blob, Some(record.blob.clone()));
     // A batch too.
     let items = vec![atrest::BatchItem {
         name: "g".to_owned(),

@@ -20,17 +20,65 @@ use crate::{Error, ErrorKind};
 /// finishes.
 const BUFFERED: usize = 1 << 20;
 
+/// How the blobs of a batch written in place are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FlushRule {
+    /// One `syncfs` of the directory's file system flushes every blob of
+    /// the batch, bytes and names, with one flush of the disk's cache
+    /// instead of one per blob, and reports each writeback error of the
+    /// file system since the handle was opened: only on Linux 5.8 and
+    /// later (before, `syncfs` reports no writeback error) and on a file
+    /// system known to honour it (ext2/3/4, XFS, Btrfs, F2FS, tmpfs).
+    SyncFs,
+    /// Elsewhere (another kernel, a FUSE or network file system, another
+    /// system): each blob's bytes are flushed (`fdatasync`) as it
+    /// finishes, and the flush makes the names durable.
+    EachFile,
+}
+
+/// The rule for the file system under `handle`.
+fn flush_rule(handle: &std::fs::File) -> FlushRule {
+    #[cfg(target_os = "linux")]
+    {
+        // f_type values of statfs(2) for the file systems known to report
+        // writeback errors through syncfs.
+        const HONOURS_SYNCFS: [u64; 5] = [
+            0xEF53,      // ext2, ext3, ext4
+            0x5846_5342, // XFS
+            0x9123_683E, // Btrfs
+            0xF2F5_2010, // F2FS
+            0x0102_1994, // tmpfs (nothing to write back)
+        ];
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut numbers = kernel
+            .trim()
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|part| part.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+        let reports_errors = (major, minor) >= (5, 8);
+        let known = rustix::fs::fstatfs(handle)
+            .is_ok_and(|fs| HONOURS_SYNCFS.contains(&fs.f_type.cast_unsigned()));
+        if reports_errors && known {
+            return FlushRule::SyncFs;
+        }
+    }
+    let _ = handle;
+    FlushRule::EachFile
+}
+
 /// A local directory of blobs, and how the blobs of a batch written into
 /// it are made durable.
 pub(super) struct LocalDir {
     pub(super) path: PathBuf,
-    /// Open since the store was made. On Linux, `syncfs` through it
-    /// flushes the whole file system — every blob of the batch, bytes and
-    /// names, with one flush of the disk's cache instead of one per blob —
-    /// and reports each writeback error of the file system since it was
-    /// opened, once (Linux 5.8 and later).
-    #[cfg(target_os = "linux")]
+    /// The directory, open since the store was made: blobs are created,
+    /// published and removed relative to it (`openat`, `renameat`), so a
+    /// path that comes to name another directory (a mount over it, a
+    /// rename) never receives them, and [`LocalDir::check_still_there`]
+    /// refuses to write once it does. `syncfs` goes through it.
     handle: std::fs::File,
+    /// The directory's device and inode when it was opened.
+    identity: (u64, u64),
+    flush_rule: FlushRule,
     /// Serializes the flushes and remembers a failed one: a writeback
     /// error is reported to the first flush after it, and the batches
     /// flushed at the same time cannot tell whether their blobs were hit,
@@ -48,13 +96,18 @@ pub(super) struct LocalDir {
 impl LocalDir {
     /// Whether [`LocalDir::flush`] flushes the blobs' bytes too (else each
     /// blob flushes its own as it finishes).
-    pub(super) const FLUSHES_ALL: bool = cfg!(target_os = "linux");
+    pub(super) fn flushes_all(&self) -> bool {
+        self.flush_rule == FlushRule::SyncFs
+    }
 
     pub(super) fn open(path: &Path) -> Result<Self, Error> {
+        let handle = std::fs::File::open(path).map_err(local_error)?;
+        let stat = rustix::fs::fstat(&handle).map_err(|e| local_error(e.into()))?;
         Ok(Self {
             path: path.to_path_buf(),
-            #[cfg(target_os = "linux")]
-            handle: std::fs::File::open(path).map_err(local_error)?,
+            identity: (stat.st_dev as u64, stat.st_ino as u64),
+            flush_rule: flush_rule(&handle),
+            handle,
             failed: Mutex::new(None),
             written_in_place: AtomicU64::new(0),
             flushed_in_place: AtomicU64::new(0),
@@ -62,17 +115,67 @@ impl LocalDir {
         })
     }
 
-    pub(super) fn blob_path(&self, name: &BlobName) -> PathBuf {
-        self.path.join(name.as_str())
+    /// Refuses to read or write once the directory's path names another
+    /// directory than the one opened (a file system mounted over it, or it
+    /// renamed and another put in its place): what other processes find
+    /// there is no longer what this store holds, so the location counts
+    /// as failed.
+    fn check_still_there(&self) -> io::Result<()> {
+        let now = rustix::fs::stat(&self.path).map_err(io::Error::from)?;
+        if (now.st_dev as u64, now.st_ino as u64) == self.identity {
+            return Ok(());
+        }
+        Err(io::Error::other(format!(
+            "the blob directory {} is no longer the one opened at start (a file system \
+             mounted over it, or another directory in its place): nothing is read or written",
+            self.path.display()
+        )))
+    }
+
+    /// Creates file `name` in the directory, which must not exist yet.
+    fn create_new(&self, name: &str) -> io::Result<std::fs::File> {
+        use rustix::fs::{Mode, OFlags};
+        self.check_still_there()?;
+        let fd = rustix::fs::openat(
+            &self.handle,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        Ok(std::fs::File::from(fd))
+    }
+
+    /// Opens blob `name` of the directory to read it.
+    pub(super) fn open_blob(&self, name: &BlobName) -> io::Result<std::fs::File> {
+        use rustix::fs::{Mode, OFlags};
+        self.check_still_there()?;
+        let fd = rustix::fs::openat(
+            &self.handle,
+            name.as_str(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(std::fs::File::from(fd))
+    }
+
+    /// Removes file `name` from the directory.
+    fn remove(&self, name: &str) -> io::Result<()> {
+        Ok(rustix::fs::unlinkat(
+            &self.handle,
+            name,
+            rustix::fs::AtFlags::empty(),
+        )?)
+    }
+
+    /// Renames file `from` to `to` in the directory (replacing `to`).
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        Ok(rustix::fs::renameat(&self.handle, from, &self.handle, to)?)
     }
 
     /// Makes the names in the directory durable (not the bytes of blobs
     /// written in place, which [`LocalDir::flush`] does).
     fn sync_names(&self) -> io::Result<()> {
-        #[cfg(target_os = "linux")]
-        return self.handle.sync_all();
-        #[cfg(not(target_os = "linux"))]
-        return std::fs::File::open(&self.path).and_then(|dir| dir.sync_all());
+        self.handle.sync_all()
     }
 
     /// Counts a blob written in place (its bytes written): the next
@@ -117,10 +220,12 @@ impl LocalDir {
         if self.flushed_in_place.load(Ordering::SeqCst) >= covers && covers > 0 {
             return Ok(());
         }
-        #[cfg(target_os = "linux")]
-        let flushed = rustix::fs::syncfs(&self.handle).map_err(io::Error::from);
-        #[cfg(not(target_os = "linux"))]
-        let flushed = self.sync_names();
+        let flushed = match self.flush_rule {
+            #[cfg(target_os = "linux")]
+            FlushRule::SyncFs => rustix::fs::syncfs(&self.handle).map_err(io::Error::from),
+            // The bytes were flushed blob by blob.
+            _ => self.sync_names(),
+        };
         match flushed {
             Ok(()) => {
                 let _ = self.flushed_in_place.fetch_max(covers, Ordering::SeqCst);
@@ -146,14 +251,6 @@ pub(super) fn local_error(error: io::Error) -> Error {
     Error::blob(kind, error)
 }
 
-/// Creates a file that must not exist yet.
-fn create_new(path: &Path) -> io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-}
-
 /// A blob written into a file of a local directory: either in place, for a
 /// batch (see `Blobs::create_deferred` for `BlobStore`), or into a staging
 /// file published under the blob's name once durable (see
@@ -161,8 +258,8 @@ fn create_new(path: &Path) -> io::Result<std::fs::File> {
 /// blob costs one call on the blocking pool.
 pub(super) struct LocalUpload {
     dir: Arc<LocalDir>,
-    /// The file being written.
-    path: PathBuf,
+    /// The file being written, by its name in the directory.
+    name: String,
     /// The bytes not written to the file yet, and how many.
     buffered: Vec<Bytes>,
     buffered_len: usize,
@@ -174,8 +271,9 @@ pub(super) struct LocalUpload {
     /// A write failed or `finish` ran: nothing more may be written.
     closed: bool,
     written: u64,
-    /// For a staged blob: the blob's path, where `finish` publishes it.
-    publish: Option<PathBuf>,
+    /// For a staged blob: the blob's name, which `finish` publishes it
+    /// under.
+    publish: Option<String>,
 }
 
 /// Bytes of a batch's blobs one call on the blocking pool writes: small
@@ -183,10 +281,10 @@ pub(super) struct LocalUpload {
 const SHARE: usize = 1 << 20;
 
 impl LocalUpload {
-    fn new(dir: &Arc<LocalDir>, path: PathBuf, publish: Option<PathBuf>) -> Self {
+    fn new(dir: &Arc<LocalDir>, name: String, publish: Option<String>) -> Self {
         Self {
             dir: Arc::clone(dir),
-            path,
+            name,
             buffered: Vec::new(),
             buffered_len: 0,
             file: None,
@@ -199,7 +297,7 @@ impl LocalUpload {
 
     /// The blob's own file, created (never replaced) and written in place.
     pub(super) fn in_place(dir: &Arc<LocalDir>, name: &BlobName) -> Self {
-        Self::new(dir, dir.blob_path(name), None)
+        Self::new(dir, name.as_str().to_owned(), None)
     }
 
     /// A new staging file beside where the blob goes, `<blob>#<n>` with
@@ -208,29 +306,28 @@ impl LocalUpload {
     /// never finishes.
     pub(super) fn staged(dir: &Arc<LocalDir>, name: &BlobName) -> Result<Self, Error> {
         let suffix = crate::blob::os_random::<8>()?;
-        let path = dir
-            .path
-            .join(format!("{}#{}", name.as_str(), u64::from_le_bytes(suffix)));
-        Ok(Self::new(dir, path, Some(dir.blob_path(name))))
+        let staging = format!("{}#{}", name.as_str(), u64::from_le_bytes(suffix));
+        Ok(Self::new(dir, staging, Some(name.as_str().to_owned())))
     }
 
-    /// Writes `pieces` to `file`, or to a new file at `path` (which must
-    /// not exist; a staging file, `staged`, is locked from then on, which
-    /// tells `partial_uploads` that its writer is alive). Returns the file
-    /// if there is one, with how the writing went. Blocks.
+    /// Writes `pieces` to `file`, or to a new file `name` of the directory
+    /// (which must not exist; a staging file, `staged`, is locked from then
+    /// on, which tells `partial_uploads` that its writer is alive). Returns
+    /// the file if there is one, with how the writing went. Blocks.
     fn write_out(
-        path: &Path,
+        dir: &LocalDir,
+        name: &str,
         file: Option<Arc<std::fs::File>>,
         pieces: &[Bytes],
         staged: bool,
     ) -> (Option<Arc<std::fs::File>>, io::Result<()>) {
         let file = match file {
             Some(file) => file,
-            None => match create_new(path) {
+            None => match dir.create_new(name) {
                 Ok(file) => {
                     // A lock on a file just made cannot be held by another.
                     if staged && let Err(error) = file.lock() {
-                        let _ = std::fs::remove_file(path);
+                        let _ = dir.remove(name);
                         return (None, Err(error));
                     }
                     Arc::new(file)
@@ -250,18 +347,19 @@ impl LocalUpload {
     /// directory. Blocks.
     fn complete(
         dir: &LocalDir,
-        path: &Path,
+        name: &str,
         file: &std::fs::File,
-        publish: Option<&Path>,
+        publish: Option<&str>,
     ) -> io::Result<()> {
         // A staged blob is durable once published; one written in place
         // waits for the directory's flush where that covers the bytes.
-        if publish.is_some() || !LocalDir::FLUSHES_ALL {
+        if publish.is_some() || !dir.flushes_all() {
             file.sync_data()?;
         }
         match publish {
             Some(blob) => {
-                std::fs::rename(path, blob)?;
+                dir.check_still_there()?;
+                dir.rename(name, blob)?;
                 dir.sync_names()
             }
             None => {
@@ -316,7 +414,7 @@ impl LocalUpload {
     fn write_share(dir: &LocalDir, share: &[(BlobName, Vec<Bytes>)]) -> Vec<Result<u64, Error>> {
         let written: Vec<Result<u64, Error>> = share
             .iter()
-            .map(|(name, pieces)| Self::write_whole(dir, &dir.blob_path(name), pieces))
+            .map(|(name, pieces)| Self::write_whole(dir, name.as_str(), pieces))
             .collect();
         if written.iter().all(Result::is_err) {
             return written;
@@ -327,20 +425,20 @@ impl LocalUpload {
         }
     }
 
-    /// Writes one whole blob into a new file at `path`, flushed unless the
+    /// Writes one whole blob into a new file `name`, flushed unless the
     /// directory's flush covers it; removes the file if that fails.
     /// Blocks.
-    fn write_whole(dir: &LocalDir, path: &Path, pieces: &[Bytes]) -> Result<u64, Error> {
-        let (file, written) = Self::write_out(path, None, pieces, false);
+    fn write_whole(dir: &LocalDir, name: &str, pieces: &[Bytes]) -> Result<u64, Error> {
+        let (file, written) = Self::write_out(dir, name, None, pieces, false);
         let Some(file) = file else {
             // Not made (a file is in the way): nothing of ours to remove.
             return Err(local_error(written.err().unwrap_or_else(|| {
                 io::Error::other("the blob's file was not made")
             })));
         };
-        let result = written.and_then(|()| Self::complete(dir, path, &file, None));
+        let result = written.and_then(|()| Self::complete(dir, name, &file, None));
         if let Err(error) = result {
-            let _ = std::fs::remove_file(path);
+            let _ = dir.remove(name);
             return Err(local_error(error));
         }
         Ok(pieces.iter().map(|piece| piece.len() as u64).sum())
@@ -371,10 +469,15 @@ impl BlobUpload for LocalUpload {
         let mut pieces = std::mem::take(&mut self.buffered);
         self.buffered_len = 0;
         pieces.push(bytes);
-        let (path, file, staged) = (self.path.clone(), self.file.take(), self.publish.is_some());
+        let (dir, name, file, staged) = (
+            Arc::clone(&self.dir),
+            self.name.clone(),
+            self.file.take(),
+            self.publish.is_some(),
+        );
         let made = file.is_none();
         let (file, written) =
-            blocking::run(move || Self::write_out(&path, file, &pieces, staged)).await;
+            blocking::run(move || Self::write_out(&dir, &name, file, &pieces, staged)).await;
         self.owns_file |= made && file.is_some();
         self.file = file;
         // A failed upload is broken; dropping it removes its file.
@@ -392,22 +495,22 @@ impl BlobUpload for LocalUpload {
         // removes it on failure.
         let owned = std::mem::take(&mut self.owns_file) || self.file.is_none();
         let pieces = std::mem::take(&mut self.buffered);
-        let (dir, path, file, publish) = (
+        let (dir, name, file, publish) = (
             Arc::clone(&self.dir),
-            self.path.clone(),
+            self.name.clone(),
             self.file.take(),
             self.publish.clone(),
         );
         blocking::run_short(move || {
-            let (file, written) = Self::write_out(&path, file, &pieces, publish.is_some());
+            let (file, written) = Self::write_out(&dir, &name, file, &pieces, publish.is_some());
             let Some(file) = file else {
                 // Not made (a file is in the way): nothing of ours to remove.
                 return written;
             };
             let result =
-                written.and_then(|()| Self::complete(&dir, &path, &file, publish.as_deref()));
+                written.and_then(|()| Self::complete(&dir, &name, &file, publish.as_deref()));
             if result.is_err() && owned {
-                let _ = std::fs::remove_file(&path);
+                let _ = dir.remove(&name);
             }
             result
         })
@@ -422,7 +525,7 @@ impl Drop for LocalUpload {
     /// does not wait on the disk).
     fn drop(&mut self) {
         if self.owns_file {
-            let _ = std::fs::remove_file(&self.path);
+            let _ = self.dir.remove(&self.name);
         }
     }
 }
@@ -439,8 +542,9 @@ impl LocalReader {
         }
     }
 
-    pub(super) async fn open(path: PathBuf) -> Result<Self, Error> {
-        let file = blocking::run_short(move || std::fs::File::open(path))
+    pub(super) async fn open(dir: &Arc<LocalDir>, name: &BlobName) -> Result<Self, Error> {
+        let (dir, name) = (Arc::clone(dir), name.clone());
+        let file = blocking::run_short(move || dir.open_blob(&name))
             .await
             .map_err(local_error)?;
         Ok(Self::new(file))
@@ -482,11 +586,12 @@ fn read_up_to(mut file: &std::fs::File, into: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// Reads `range` of the file at `path`: fewer bytes only where it ends.
-/// Blocks.
-pub(super) fn read_range(path: &Path, range: std::ops::Range<u64>) -> io::Result<Vec<u8>> {
+/// Reads `range` of `file`: fewer bytes only where it ends. Blocks.
+pub(super) fn read_range(
+    mut file: &std::fs::File,
+    range: std::ops::Range<u64>,
+) -> io::Result<Vec<u8>> {
     use std::io::Seek as _;
-    let mut file = std::fs::File::open(path)?;
     let _ = file.seek(io::SeekFrom::Start(range.start))?;
     let len = range.end.saturating_sub(range.start);
     let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(64 << 20));

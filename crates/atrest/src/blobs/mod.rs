@@ -216,7 +216,7 @@ impl Blobs for BlobStore {
 
     async fn open(&self, name: &BlobName) -> Result<Box<dyn BlobReader>, Error> {
         if let Some(dir) = &self.local_dir {
-            return Ok(Box::new(LocalReader::open(dir.blob_path(name)).await?));
+            return Ok(Box::new(LocalReader::open(dir, name).await?));
         }
         let result = self.store.get(&self.path(name)).await.map_err(blob_error)?;
         Ok(match result.payload {
@@ -227,8 +227,8 @@ impl Blobs for BlobStore {
 
     async fn read_range(&self, name: &BlobName, range: Range<u64>) -> Result<Vec<u8>, Error> {
         if let Some(dir) = &self.local_dir {
-            let path = dir.blob_path(name);
-            return blocking::run(move || local::read_range(&path, range))
+            let (dir, name) = (Arc::clone(dir), name.clone());
+            return blocking::run(move || local::read_range(&dir.open_blob(&name)?, range))
                 .await
                 .map_err(local_error);
         }
@@ -245,8 +245,8 @@ impl Blobs for BlobStore {
 
     async fn len(&self, name: &BlobName) -> Result<u64, Error> {
         if let Some(dir) = &self.local_dir {
-            let path = dir.blob_path(name);
-            return blocking::run_short(move || std::fs::metadata(path).map(|meta| meta.len()))
+            let (dir, name) = (Arc::clone(dir), name.clone());
+            return blocking::run_short(move || dir.open_blob(&name)?.metadata().map(|m| m.len()))
                 .await
                 .map_err(local_error);
         }
@@ -344,6 +344,6 @@ impl Blobs for BlobStore {
     /// [`Blobs::make_names_durable`]; elsewhere (an object store, or a
     /// local blob flushed as it finishes) a write waits.
     fn deferred_writes_wait(&self) -> bool {
-        !(self.local_dir.is_some() && LocalDir::FLUSHES_ALL)
+        !self.local_dir.as_ref().is_some_and(|dir| dir.flushes_all())
     }
 }

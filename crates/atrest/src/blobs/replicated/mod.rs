@@ -69,11 +69,14 @@ impl core::fmt::Debug for ReplicatedBlobs {
 }
 
 /// A location that did not keep a copy of a blob that was written
-/// all the same (enough other locations did).
+/// all the same (enough other locations did), or failed to make a batch's
+/// blobs durable while enough others did.
 #[derive(Debug)]
 pub struct CopyFailure {
-    /// The blob.
-    pub blob: BlobName,
+    /// The blob; `None` for the flush of a batch's names and bytes (every
+    /// blob of the batches written there since its last flush may lack its
+    /// copy: a scrub finds which).
+    pub blob: Option<BlobName>,
     /// The location's index (0 is the primary).
     pub location: usize,
     /// Where the location is.
@@ -246,13 +249,17 @@ impl Blobs for ReplicatedBlobs {
     }
 
     async fn make_durable(&self, name: &BlobName) -> Result<(), Error> {
-        self.at_enough("blob made durable", |store| store.make_durable(name))
-            .await
+        self.at_enough("blob made durable", Some(name), |store| {
+            store.make_durable(name)
+        })
+        .await
     }
 
     async fn make_names_durable(&self) -> Result<(), Error> {
-        self.at_enough("names made durable", |store| store.make_names_durable())
-            .await
+        self.at_enough("names made durable", None, |store| {
+            store.make_names_durable()
+        })
+        .await
     }
 
     /// Each write goes to every location, so it waits if any location's

@@ -48,8 +48,14 @@ impl ReplicatedBlobs {
     }
 
     /// Runs `step` at every location at once; succeeds if at least
-    /// `copies` did.
-    pub(super) async fn at_enough<'a, F>(&'a self, what: &str, step: F) -> Result<(), Error>
+    /// `copies` did, keeping the failures of the others (about `blob`, or
+    /// a batch) for [`ReplicatedBlobs::take_failures`].
+    pub(super) async fn at_enough<'a, F>(
+        &'a self,
+        what: &str,
+        blob: Option<&BlobName>,
+        step: F,
+    ) -> Result<(), Error>
     where
         F: Fn(&'a Arc<dyn Blobs>) -> BoxFuture<'a, Result<(), Error>>,
     {
@@ -63,6 +69,7 @@ impl ReplicatedBlobs {
             }
         }
         if done >= self.shared.copies {
+            self.shared.remember(blob, failed);
             Ok(())
         } else {
             Err(self.shared.too_few(what, done, &failed))
@@ -77,14 +84,14 @@ impl Shared {
             .map_or_else(String::new, |l| l.location())
     }
 
-    fn remember(&self, blob: &BlobName, failed: Vec<(usize, Error)>) {
+    fn remember(&self, blob: Option<&BlobName>, failed: Vec<(usize, Error)>) {
         if failed.is_empty() {
             return;
         }
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         for (location, error) in failed {
             failures.push(CopyFailure {
-                blob: blob.clone(),
+                blob: blob.cloned(),
                 location,
                 place: self.place(location),
                 error,
@@ -191,7 +198,7 @@ impl BlobUpload for ReplicatedUpload {
         });
         match len {
             Some(len) if done.len() >= shared.copies => {
-                shared.remember(&name, failed);
+                shared.remember(Some(&name), failed);
                 Ok(len)
             }
             _ => {
