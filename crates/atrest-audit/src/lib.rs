@@ -18,7 +18,7 @@ pub use error::{Error, SinkError};
 pub use log::{AuditLog, LOG_ACTOR, LogConfig, Receipt, Recovery, read_origin};
 pub use record::{
     Entry, Event, FileRef, IdLike, KeyRef, MAX_TEXT_LEN, OLDEST_SCHEMA_VERSION, Outcome, Record,
-    SCHEMA_VERSION, Text, Timestamp, Value, in_request, in_requests,
+    RequestId, SCHEMA_VERSION, Text, Timestamp, Value, in_request, in_requests,
 };
 pub use sink::{Auditor, JsonLinesSink, MemorySink, Sink, SinkPolicy};
 pub use verify::{Problem, Report, read_entries, verify, verify_segments, verify_witnessed};

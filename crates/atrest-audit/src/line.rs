@@ -47,7 +47,7 @@ pub(crate) fn checkpoint_of_line(origin: &str, line: &[u8]) -> Result<Checkpoint
         return Err("not a checkpoint line".into());
     };
     let fixed = entry.actor.as_str() == LOG_ACTOR
-        && entry.v == entry.event.schema_version()
+        && entry.v == entry.schema_version()
         && entry.tenant.is_none()
         && entry.request.is_none()
         && entry.outcome == crate::record::Outcome::Success;
@@ -87,7 +87,7 @@ mod tests {
         let mut line = Vec::new();
         write_line(
             &mut line,
-            record.event.schema_version(),
+            record.schema_version(),
             12_345,
             &prev,
             &serde_json::to_vec(&record).unwrap(),

@@ -348,11 +348,11 @@ pub fn read_entries(dir: impl AsRef<Path>) -> Result<Vec<Entry>, Error> {
                 reason,
             };
             let entry: Entry = serde_json::from_slice(line).map_err(|e| corrupt(e.to_string()))?;
-            if entry.v != entry.event.schema_version() {
+            if entry.v != entry.schema_version() {
                 return Err(corrupt(format!(
-                    "a line of schema version {} holds an event of version {}",
+                    "a line of schema version {} holds what version {} defines",
                     entry.v,
-                    entry.event.schema_version()
+                    entry.schema_version()
                 )));
             }
             entries.push(entry);

@@ -169,8 +169,8 @@ fn the_libraries_events_are_typed_and_versioned() {
         .collect();
     assert_eq!(typed.len(), events.len());
     // Version 3 defined them (4 the log's restart line, 5 file deletions,
-    // 6, the newest, fallback policies).
-    assert_eq!(SCHEMA_VERSION, 6);
+    // 6 fallback policies, 7, the newest, the client's request id).
+    assert_eq!(SCHEMA_VERSION, 7);
     assert!(typed.iter().all(|entry| entry.v == 3));
     // The other lines keep the version that defined their events.
     assert!(
@@ -321,4 +321,62 @@ async fn records_made_in_a_request_carry_its_id_and_the_log_still_verifies() {
     );
     let report = atrest_audit::verify(dir.path(), &[], &key).unwrap();
     assert!(report.problem.is_none(), "{report:?}");
+}
+
+/// A client's own request id is kept beside the service's (schema version
+/// 7 for a line whose event is older); a line that claims an older version
+/// while holding one is refused, and lines without it are as before.
+#[tokio::test]
+async fn a_clients_request_id_is_kept_beside_the_services() {
+    let plain = |i| Record::new(text("svc"), record(i).event);
+    let dir = TempDir::new("client-request");
+    let signer = common::signer();
+    let key = signer.verifying_key();
+    let log = AuditLog::create(dir.path(), signer, LogConfig::default()).unwrap();
+    let ids = atrest_audit::RequestId {
+        id: text("d41d8cd98f00b204e9800998ecf8427e"),
+        client: Some(text("my-own-id")),
+    };
+    atrest_audit::in_request(ids, async { log.append(&plain(1)).unwrap() }).await;
+    atrest_audit::in_request(text("service-only"), async {
+        log.append(&plain(2)).unwrap()
+    })
+    .await;
+    let entries = common::caller_entries(dir.path());
+    assert_eq!(
+        entries[0].client_request.as_ref().map(Text::as_str),
+        Some("my-own-id")
+    );
+    assert_eq!(
+        entries[0].request.as_ref().map(Text::as_str),
+        Some("d41d8cd98f00b204e9800998ecf8427e")
+    );
+    assert_eq!(entries[0].v, 7);
+    assert!(entries[1].client_request.is_none());
+    assert_eq!(entries[1].v, entries[1].event.schema_version());
+    let report = atrest_audit::verify(dir.path(), &[], &key).unwrap();
+    assert!(report.problem.is_none(), "{report:?}");
+
+    // The same line, claiming its event's older version: refused.
+    let segment = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+        .unwrap();
+    let content = std::fs::read_to_string(&segment).unwrap();
+    let forged = content.replacen(
+        "{\"v\":7,",
+        &format!("{{\"v\":{},", entries[0].event.schema_version()),
+        1,
+    );
+    assert_ne!(forged, content);
+    std::fs::write(&segment, forged).unwrap();
+    let refused = match atrest_audit::verify(dir.path(), &[], &key) {
+        Err(_) => true,
+        Ok(report) => report.problem.is_some(),
+    };
+    assert!(
+        refused,
+        "a line with a client's id under an older version verified"
+    );
 }

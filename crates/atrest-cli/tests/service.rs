@@ -33,10 +33,12 @@ fn audit(data: &Path, tenant: &str) -> Vec<Value> {
         .clone()
 }
 
+/// The events of the request the client sent as `request` (its own id,
+/// which the trail keeps beside the service's), or whose service id it is.
 fn events_of(records: &[Value], request: &str) -> Vec<String> {
     records
         .iter()
-        .filter(|r| r["request"] == request)
+        .filter(|r| r["client_request"] == request || r["request"] == request)
         .map(|r| {
             format!(
                 "{}:{}",
@@ -106,7 +108,9 @@ fn the_service_seals_uploads_and_serves_files_ranges_and_listings() {
     let first = content(1_000_000, 1);
     let put = alice.send("PUT", path, &[("X-Request-Id", "upload-1")], &first);
     assert_eq!(put.status, 201, "{}", put.text());
-    assert_eq!(put.header("x-request-id"), Some("upload-1"));
+    // The service makes the request's id; the client's is kept beside it.
+    let upload_1 = put.header("x-request-id").unwrap().to_owned();
+    assert_eq!(upload_1.len(), 32, "{upload_1}");
     let answer: Value = serde_json::from_slice(&put.body).unwrap();
     assert_eq!(answer["version"], 1);
     assert_eq!(answer["bytes"], 1_000_000);
@@ -216,13 +220,22 @@ fn the_service_seals_uploads_and_serves_files_ranges_and_listings() {
     // Storage holds ciphertext only.
     assert!(!stored_anywhere(&data.join("blobs"), &first[5000..5064]));
 
-    // Every audit record of a request carries its id.
+    // Every audit record of a request carries its id, the service's, and
+    // the client's own beside it.
     let records = audit(&data, "acme");
     let upload = events_of(&records, "upload-1");
     assert_eq!(
         upload,
         ["file_key_wrapped:success", "file_sealed:success"],
         "{upload:?}"
+    );
+    assert_eq!(events_of(&records, &upload_1), upload);
+    assert!(
+        records
+            .iter()
+            .filter(|r| r["client_request"] == "upload-1")
+            .all(|r| r["request"] == upload_1.as_str()),
+        "a client's id never stands in for the service's"
     );
     let download = events_of(&records, "download-1");
     assert_eq!(
@@ -785,9 +798,14 @@ fn metrics_and_json_logs_say_what_happened_and_nothing_private() {
         .collect();
     let failed = lines
         .iter()
-        .find(|line| line["request_id"] == "find-me-in-the-log")
+        .find(|line| line["client_request_id"] == "find-me-in-the-log")
         .unwrap_or_else(|| panic!("no line for the request in\n{log}"));
     assert_eq!(failed["status"], 404);
+    assert_eq!(
+        failed["request_id"].as_str(),
+        missing.header("x-request-id"),
+        "{failed}"
+    );
     assert!(
         failed["message"].as_str().unwrap().contains("none"),
         "{failed}"

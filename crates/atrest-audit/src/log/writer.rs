@@ -307,7 +307,7 @@ impl Writer {
         for record in records {
             serde_json::to_writer(&mut bodies, record)
                 .map_err(|e| Error::Poisoned(format!("cannot encode a record: {e}")))?;
-            ends.push((bodies.len(), record.event.schema_version()));
+            ends.push((bodies.len(), record.schema_version()));
         }
         let mut state = self.lock_state();
         if let Some(reason) = &state.poisoned {
@@ -476,7 +476,7 @@ impl Writer {
             );
             let body = serde_json::to_vec(&record)
                 .map_err(|e| fatal(Error::Poisoned(format!("cannot encode a record: {e}"))))?;
-            push(batch, &mut chain, record.event.schema_version(), &body);
+            push(batch, &mut chain, record.schema_version(), &body);
         }
         let mut receipts = Vec::with_capacity(queue.calls.len());
         let mut from = 0;
@@ -524,7 +524,7 @@ impl Writer {
         };
         let body = serde_json::to_vec(&line)
             .map_err(|e| fatal(Error::Poisoned(format!("cannot encode a record: {e}"))))?;
-        push(batch, &mut chain, line.event.schema_version(), &body);
+        push(batch, &mut chain, line.schema_version(), &body);
 
         // Roll over to a new segment first if the current one is full.
         if tail.len >= self.config.max_segment_bytes && tail.len > 0 {

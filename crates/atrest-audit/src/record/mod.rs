@@ -1,19 +1,20 @@
 //! Audit records: what happened, to what, by whom, with what outcome.
 //!
-//! # Schema (version 6)
+//! # Schema (version 7)
 //!
 //! A record is stored as one line of JSON (see [`crate::log`]), whose fields
 //! appear in this order:
 //!
 //! | field | type | meaning |
 //! |-------|------|---------|
-//! | `v` | `2` to `6` | the schema version that defined the line's event |
+//! | `v` | `2` to `7` | the schema version that defined the line's event (7 for a line with `client_request` whose event is older) |
 //! | `seq` | integer | position in the log, from 0, consecutive |
 //! | `prev` | 64 hex digits | SHA-256 of the previous record's line (for `seq` 0: of the genesis string) |
 //! | `time` | RFC 3339, UTC, nanoseconds | when the record was made |
 //! | `actor` | [`Text`] | who performed the operation (service identity, user, job) |
 //! | `tenant` | [`Text`] or `null` | the tenant concerned |
-//! | `request` | [`Text`] or `null` | the request id, to correlate with service logs |
+//! | `request` | [`Text`] or `null` | the request id the service made, to correlate with service logs |
+//! | `client_request` | [`Text`], absent if none | the client's own id of the request (version 7) |
 //! | `outcome` | [`Outcome`] | `{"result":"success"}`, `{"result":"denied","reason":…}` or `{"result":"failed","error":…}` |
 //! | `event` | [`Event`] | `{"type":…, …}`: the operation and its object ids |
 //!
@@ -26,7 +27,8 @@
 //! [`Event::BlobCopyPassedOver`], [`Event::GarbageCollected`] and
 //! [`Event::BlobsScrubbed`]. Version 4 added [`Event::LogRestarted`], the
 //! first line of a log begun after a damaged one was set aside; version 5
-//! [`Event::FileDeleted`]; version 6 [`Event::FallbackPolicySet`].
+//! [`Event::FileDeleted`]; version 6 [`Event::FallbackPolicySet`]; version
+//! 7 the record field `client_request`.
 //!
 //! A line's `v` is the version that defined its event ([`Event::schema_version`]),
 //! not the version of the build that wrote it: a line means the same to every
@@ -51,11 +53,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use self::event::{Event, FileRef, KeyRef, Value};
 use self::scope::Scope;
-pub use self::scope::{in_request, in_requests};
+pub use self::scope::{RequestId, in_request, in_requests};
 use crate::Error;
 
 /// The newest schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// The oldest schema version this build reads (every version from it to
 /// [`SCHEMA_VERSION`]).
@@ -254,23 +256,55 @@ pub struct Record {
     pub actor: Text,
     /// The tenant concerned.
     pub tenant: Option<Text>,
-    /// The request id, to correlate with other logs.
+    /// The request id, to correlate with other logs: the service's.
     pub request: Option<Text>,
+    /// The client's own id of the request, if it sent one (schema version
+    /// 7; absent from the line otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_request: Option<Text>,
     /// How it ended.
     pub outcome: Outcome,
     /// What happened.
     pub event: Event,
 }
 
+/// The schema version that added [`Record::client_request`]: a line that
+/// holds one is of at least this version.
+const CLIENT_REQUEST_VERSION: u32 = 7;
+
+/// The schema version of a line holding `event` and, or not, a client's
+/// request id.
+fn line_version(event: &Event, client_request: bool) -> u32 {
+    let of_event = event.schema_version();
+    if client_request {
+        of_event.max(CLIENT_REQUEST_VERSION)
+    } else {
+        of_event
+    }
+}
+
 impl Record {
+    /// The schema version of the line that holds this record: its event's
+    /// ([`Event::schema_version`]), or 7 if that is older and the record
+    /// carries a client's request id.
+    pub fn schema_version(&self) -> u32 {
+        line_version(&self.event, self.client_request.is_some())
+    }
+
     /// A successful event by `actor`, now, with no tenant, and the request
     /// id of the enclosing [`in_request`] if the running task has one.
     pub fn new(actor: Text, event: Event) -> Self {
+        let request = Scope::current().and_then(|scope| scope.request_of(&event));
+        let (request, client_request) = match request {
+            Some(ids) => (Some(ids.id), ids.client),
+            None => (None, None),
+        };
         Self {
             time: Timestamp::now(),
             actor,
             tenant: None,
-            request: Scope::current().and_then(|scope| scope.request_of(&event)),
+            request,
+            client_request,
             outcome: Outcome::Success,
             event,
         }
@@ -281,6 +315,7 @@ impl Record {
     pub(crate) fn of_log(actor: Text, event: Event) -> Self {
         Self {
             request: None,
+            client_request: None,
             ..Self::new(actor, event)
         }
     }
@@ -326,6 +361,9 @@ pub struct Entry {
     pub tenant: Option<Text>,
     /// The request id.
     pub request: Option<Text>,
+    /// The client's own id of the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_request: Option<Text>,
     /// How it ended.
     pub outcome: Outcome,
     /// What happened.
@@ -333,16 +371,23 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The schema version its fields call for (see
+    /// [`Record::schema_version`]): a line whose `v` is another is refused.
+    pub fn schema_version(&self) -> u32 {
+        line_version(&self.event, self.client_request.is_some())
+    }
+
     #[cfg(test)]
     pub(crate) fn new(seq: u64, prev: &[u8; 32], record: &Record) -> Self {
         Self {
-            v: record.event.schema_version(),
+            v: record.schema_version(),
             seq,
             prev: hex::encode(prev),
             time: record.time,
             actor: record.actor.clone(),
             tenant: record.tenant.clone(),
             request: record.request.clone(),
+            client_request: record.client_request.clone(),
             outcome: record.outcome.clone(),
             event: record.event.clone(),
         }
@@ -355,6 +400,7 @@ impl Entry {
             actor: self.actor,
             tenant: self.tenant,
             request: self.request,
+            client_request: self.client_request,
             outcome: self.outcome,
             event: self.event,
         }

@@ -12,18 +12,36 @@ tokio::task_local! {
     static REQUEST: Scope;
 }
 
+/// A request's ids, as its audit records carry them: the one the service
+/// made (`request`), and the one the client sent, if any (`client_request`,
+/// recorded beside it, never in its place: a client cannot choose the id
+/// the trail files its request under).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestId {
+    /// The service's id of the request.
+    pub id: Text,
+    /// The client's own id of it, if it sent one.
+    pub client: Option<Text>,
+}
+
+impl From<Text> for RequestId {
+    fn from(id: Text) -> Self {
+        Self { id, client: None }
+    }
+}
+
 /// The request ids in force in a task.
 #[derive(Clone, Default)]
 pub(super) struct Scope {
-    /// The id of every record made.
-    request: Option<Text>,
-    /// The id of each record about one of these file versions (by file
+    /// The ids of every record made.
+    request: Option<RequestId>,
+    /// The ids of each record about one of these file versions (by file
     /// id and version).
-    by_file: Option<std::sync::Arc<BTreeMap<(String, u64), Text>>>,
+    by_file: Option<std::sync::Arc<BTreeMap<(String, u64), RequestId>>>,
 }
 
 impl Scope {
-    pub(super) fn request_of(&self, event: &Event) -> Option<Text> {
+    pub(super) fn request_of(&self, event: &Event) -> Option<RequestId> {
         let by_file = self
             .by_file
             .as_ref()
@@ -43,6 +61,8 @@ impl Scope {
 /// Runs `work` with `request` as the request id of every
 /// [`Record`](super::Record) made in it
 /// ([`Record::new`](super::Record::new) takes it), and returns its output.
+/// `request` is a [`Text`] (the service's id) or a [`RequestId`] (with the
+/// client's own id beside it).
 ///
 /// This is how a service ties every audit record of one request to it —
 /// the key release the key hierarchy records as much as the seal or open
@@ -64,9 +84,9 @@ impl Scope {
 /// # Ok(())
 /// # }
 /// ```
-pub async fn in_request<F: Future>(request: Text, work: F) -> F::Output {
+pub async fn in_request<F: Future>(request: impl Into<RequestId>, work: F) -> F::Output {
     let scope = Scope {
-        request: Some(request),
+        request: Some(request.into()),
         by_file: None,
     };
     REQUEST.scope(scope, work).await
@@ -77,7 +97,10 @@ pub async fn in_request<F: Future>(request: Text, work: F) -> F::Output {
 /// (its [`Event::file`]) whose file id and version are a key of `by_file`
 /// gets that request's id; any other record the id of the enclosing scope,
 /// if any.
-pub async fn in_requests<F: Future>(by_file: BTreeMap<(String, u64), Text>, work: F) -> F::Output {
+pub async fn in_requests<F: Future>(
+    by_file: BTreeMap<(String, u64), RequestId>,
+    work: F,
+) -> F::Output {
     let scope = Scope {
         request: Scope::current().and_then(|scope| scope.request),
         by_file: Some(std::sync::Arc::new(by_file)),

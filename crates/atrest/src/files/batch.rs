@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use atrest_audit::{Event, Outcome, Text};
+use atrest_audit::{Event, Outcome, RequestId, Text};
 use atrest_filekey::{FileContext, FileKey, TenantId, WrappedFileKey};
 use atrest_stream::{Parallelism, Sealer};
 use atrest_tenant::{Access, PendingKeyRecords};
@@ -57,10 +57,10 @@ pub struct BatchItem<R> {
     /// The plaintext: any buffered async source (`&[u8]` or a
     /// `std::io::Cursor` for bytes in memory).
     pub plaintext: R,
-    /// The id of the request it comes from, for its audit records (see
-    /// [`atrest_audit::in_requests`]); `None`: the id of the caller's
+    /// The ids of the request it comes from, for its audit records (see
+    /// [`atrest_audit::in_requests`]); `None`: those of the caller's
     /// scope, if any.
-    pub request: Option<Text>,
+    pub request: Option<RequestId>,
     /// The media type kept in its record, if any. (Batches take no
     /// precondition: seal such an upload with [`Files::seal_version`].)
     pub media_type: Option<MediaType>,
@@ -109,7 +109,7 @@ impl Files {
             .collect();
         let tickets = self.catalog.begin_seals(tenant, &seals).await?;
         // Each item's audit records carry its own request's id.
-        let by_file: BTreeMap<(String, u64), Text> = tickets
+        let by_file: BTreeMap<(String, u64), RequestId> = tickets
             .iter()
             .zip(&items)
             .filter_map(|(ticket, item)| {

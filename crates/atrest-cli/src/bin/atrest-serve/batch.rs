@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use atrest::audit::Text;
+use atrest::audit::RequestId;
 use atrest::tenant::Access;
 use atrest::{BatchItem, BlobName, ErrorKind, MediaType};
 use atrest_deployment::{Deployment, PutReport};
@@ -48,7 +48,7 @@ struct Pending {
     name: String,
     media_type: Option<MediaType>,
     body: Bytes,
-    request: Text,
+    request: RequestId,
     reply: oneshot::Sender<Result<PutReport, Failed>>,
 }
 
@@ -109,7 +109,7 @@ impl Batcher {
         principal: String,
         (name, media_type): (String, Option<MediaType>),
         body: Bytes,
-        request: Text,
+        request: RequestId,
     ) -> Option<Result<PutReport, Failed>> {
         let (reply, answer) = oneshot::channel();
         let key = (tenant, principal);

@@ -169,9 +169,26 @@ async fn ready(State(service): State<Arc<Service>>) -> Response {
         .into_response()
 }
 
-/// The id of the request being served.
+/// The id of the request being served, made by the service; and the
+/// client's own (`X-Request-Id`), if it sent a valid one, kept beside it in
+/// the audit trail and the log, never in its place.
 #[derive(Clone, Debug)]
-struct RequestId(String);
+struct RequestId(String, Option<String>);
+
+impl RequestId {
+    /// The ids as audit records carry them.
+    fn for_audit(&self) -> atrest::audit::RequestId {
+        atrest::audit::RequestId {
+            id: Text::lossy(&self.0),
+            client: self.1.as_deref().map(Text::lossy),
+        }
+    }
+
+    /// The client's id, for a log line (`-` if none).
+    fn client(&self) -> &str {
+        self.1.as_deref().unwrap_or("-")
+    }
+}
 
 fn valid_request_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
@@ -209,13 +226,15 @@ async fn request_id(
     next: Next,
 ) -> Response {
     let started = std::time::Instant::now();
-    let id = request
+    let client = request
         .headers()
         .get(REQUEST_ID)
         .and_then(|value| value.to_str().ok())
         .filter(|id| valid_request_id(id))
-        .map_or_else(new_request_id, str::to_owned);
-    request.extensions_mut().insert(RequestId(id.clone()));
+        .map(str::to_owned);
+    let id = new_request_id();
+    let ids = RequestId(id.clone(), client);
+    request.extensions_mut().insert(ids.clone());
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     let received = service.metrics.received().clone();
     let request = request.map(|body| {
@@ -223,8 +242,8 @@ async fn request_id(
             let _ = received.inc_by(bytes as u64);
         })
     });
-    // Every audit record the handler's work makes carries the id.
-    let response = in_request(Text::lossy(id.clone()), next.run(request)).await;
+    // Every audit record the handler's work makes carries the ids.
+    let response = in_request(ids.for_audit(), next.run(request)).await;
     service.metrics.request(
         method.as_str(),
         &path,
@@ -338,9 +357,19 @@ impl ApiError {
             ErrorKind::Io => (StatusCode::INTERNAL_SERVER_ERROR, "failed"),
         };
         if status.is_server_error() {
-            tracing::error!(request_id = %request.0, status = status.as_u16(), "{error}");
+            tracing::error!(
+                request_id = %request.0,
+                client_request_id = %request.client(),
+                status = status.as_u16(),
+                "{error}"
+            );
         } else {
-            tracing::info!(request_id = %request.0, status = status.as_u16(), "{error}");
+            tracing::info!(
+                request_id = %request.0,
+                client_request_id = %request.client(),
+                status = status.as_u16(),
+                "{error}"
+            );
         }
         // A refusal or an outage may come from a customer's key service or
         // a store, whose words are for the operator: the client gets the
@@ -354,7 +383,11 @@ impl ApiError {
     }
 
     fn internal(what: &str, request: &RequestId) -> Self {
-        tracing::error!(request_id = %request.0, "{what}");
+        tracing::error!(
+            request_id = %request.0,
+            client_request_id = %request.client(),
+            "{what}"
+        );
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "failed",
@@ -585,10 +618,7 @@ async fn download(
         })
         .await;
     };
-    drop(tokio::spawn(in_request(
-        Text::lossy(request.0.clone()),
-        opening,
-    )));
+    drop(tokio::spawn(in_request(request.for_audit(), opening)));
     match start.await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => return Err(ApiError::from_deployment(&error, &request)),

@@ -205,7 +205,7 @@ async fn signed_in(
         Err(error) => Err(ApiError::from_kind(
             error.kind(),
             &format!("the name of the access token's tenant: {error}"),
-            &RequestId(request.to_owned()),
+            &RequestId(request.to_owned(), None),
         )),
     }
 }

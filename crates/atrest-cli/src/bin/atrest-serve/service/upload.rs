@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use atrest::audit::Text;
 use atrest::catalog::MEDIA_TYPE_RULE;
 use atrest::filekey::FileVersion;
 use atrest::{ErrorKind, MediaType, NewVersion, Precondition};
@@ -191,7 +190,7 @@ async fn upload_small(
             ));
         }
     };
-    let id = Text::lossy(request.0.clone());
+    let id = request.for_audit();
     let sealed = service
         .batcher
         .put(tenant, caller.principal, (name, media_type), body, id)
