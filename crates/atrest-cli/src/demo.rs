@@ -360,7 +360,7 @@ async fn customer_key_demo(dir: &Path) -> Result<Vec<(&'static str, String)>, Er
         )
         .await?;
     let carol = user("carol@northwind");
-    let scan = deployment.system_capability("malware scan");
+    let scan = deployment.system_capability("malware scan")?;
     let system = Access::System(&scan);
     let _ = deployment
         .put(&carol, "northwind", "ledger.csv", &b"northwind's data"[..])

@@ -147,6 +147,14 @@ pub enum Error {
         detail: String,
     },
 
+    /// A system operation was asked of a deployment that gave up issuing
+    /// system capabilities ([`crate::Deployment::give_up_administration`]):
+    /// a service whose request handlers hold it.
+    #[error(
+        "this deployment issues no system capabilities (it serves requests); run the operation with `atrest`"
+    )]
+    NoAdministration,
+
     /// The environment variable that should hold a token's PIN is not set.
     #[error("set the token PIN in the environment variable {variable}")]
     PinNotSet {
@@ -247,6 +255,7 @@ impl Error {
             | Self::UnknownServiceKey { .. }
             | Self::InvalidName { .. }
             | Self::BadArgument { .. }
+            | Self::NoAdministration
             | Self::PinNotSet { .. } => K::Usage,
             Self::AlreadyInitialized { .. }
             | Self::InUse { .. }

@@ -66,7 +66,8 @@ pub struct Deployment {
     catalog: Arc<dyn Catalog>,
     policy: Arc<dyn ReleasePolicy>,
     files: Files,
-    administration: atrest::tenant::Administration,
+    /// `None` once given up ([`Deployment::give_up_administration`]).
+    administration: Option<atrest::tenant::Administration>,
     locations: replicas::Locations,
     /// This process's lease on the deployment (`None` if it could not be
     /// taken, on a full or read-only disk: then garbage collection in
@@ -209,7 +210,7 @@ impl Deployment {
             catalog,
             policy,
             files,
-            administration,
+            administration: Some(administration),
             locations,
             lease,
         })
@@ -337,8 +338,27 @@ impl Deployment {
     /// A capability for the system operation `operation` (see
     /// [`atrest::tenant::Access::System`]): for the operator programs that
     /// own the deployment, never for request handlers.
-    pub fn system_capability(&self, operation: &str) -> atrest::tenant::SystemCapability {
-        self.administration.capability(operation)
+    ///
+    /// # Errors
+    /// [`Error::NoAdministration`] once the deployment gave it up.
+    pub fn system_capability(
+        &self,
+        operation: &str,
+    ) -> Result<atrest::tenant::SystemCapability, Error> {
+        self.administration
+            .as_ref()
+            .map(|administration| administration.capability(operation))
+            .ok_or(Error::NoAdministration)
+    }
+
+    /// Gives up issuing system capabilities, for good: for a program that
+    /// hands the deployment to request handlers (the upload service), so
+    /// that no handler can obtain one ([`Deployment::system_capability`]
+    /// and the operations that need one fail with
+    /// [`Error::NoAdministration`] from then on). The key hierarchy's own
+    /// system operations (re-wraps, retirements) are not affected.
+    pub fn give_up_administration(&mut self) {
+        self.administration = None;
     }
 
     /// Every use of the availability key since the deployment was opened

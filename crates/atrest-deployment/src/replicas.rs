@@ -306,7 +306,17 @@ impl Deployment {
     /// authenticates (see [`Deployment::scrub_blobs`]); records in `check`
     /// what was done.
     async fn repair_copies(&self, record: &atrest::FileRecord, check: &mut BlobCheck) {
-        let capability = self.administration.capability("blobs repair");
+        let capability = match self.system_capability("blobs repair") {
+            Ok(capability) => capability,
+            Err(error) => {
+                for copy in check.copies.iter_mut().filter(|c| !c.state.is_good()) {
+                    copy.repair = Some(RepairOutcome::Failed {
+                        error: error.to_string(),
+                    });
+                }
+                return;
+            }
+        };
         let access = atrest::tenant::Access::System(&capability);
         let candidates: Vec<usize> = check
             .copies

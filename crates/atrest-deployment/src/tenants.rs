@@ -257,7 +257,12 @@ impl Deployment {
             log: &self.log,
             fallbacks: &self.fallbacks,
         };
-        (self.files, self.administration) = parts.files(self.policy.clone()).await?;
+        let (files, administration) = parts.files(self.policy.clone()).await?;
+        self.files = files;
+        // A deployment that gave its administration up keeps it given up.
+        if self.administration.is_some() {
+            self.administration = Some(administration);
+        }
         Ok(())
     }
 

@@ -173,3 +173,29 @@ async fn typed_errors_name_what_is_missing_or_taken() {
     let refused = refused.unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Refused, "{refused}");
 }
+
+/// A deployment handed to request handlers gives up its administration:
+/// no system capability comes out of it any more, not even after its
+/// configuration changes.
+#[tokio::test]
+async fn a_deployment_that_gave_up_its_administration_issues_no_capability() {
+    let dir = TempDir::new("no-administration");
+    let data = dir.path().join("data");
+    let mut deployment = Deployment::init(&data, None, None, Options::new("t"))
+        .await
+        .unwrap();
+    assert!(deployment.system_capability("scan").is_ok());
+    deployment.give_up_administration();
+    let refused = deployment.system_capability("scan").unwrap_err();
+    assert!(matches!(
+        refused,
+        atrest_deployment::Error::NoAdministration
+    ));
+    assert_eq!(refused.kind(), atrest::ErrorKind::Usage);
+    // A reconfiguration rebuilds the hierarchy: still none.
+    deployment
+        .create_tenant("contoso", &atrest_deployment::TenantKeys::ServiceManaged)
+        .await
+        .unwrap();
+    assert!(deployment.system_capability("scan").is_err());
+}

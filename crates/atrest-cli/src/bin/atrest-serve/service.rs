@@ -111,6 +111,10 @@ impl Service {
         metrics: Arc<Metrics>,
         limits: Limits,
     ) -> Self {
+        let mut deployment = deployment;
+        // The handlers hold the deployment: none of them may obtain a
+        // system capability from it.
+        deployment.give_up_administration();
         let deployment = Arc::new(deployment);
         metrics.watch(deployment.clone());
         Self {
