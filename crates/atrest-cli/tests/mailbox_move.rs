@@ -525,3 +525,87 @@ fn an_item_that_changes_while_read_is_not_stored_torn() {
     let got = cli.run(&["get", "contoso", "mailbox/box/busy.eml"]);
     assert!(got.stdout == now, "stored whole, as it was when still");
 }
+
+/// A hard link to a file outside the mailbox, and a file system mounted
+/// on a folder inside it (as root, where mounts are allowed): both are left
+/// alone and reported as skipped; nothing of them is stored.
+#[test]
+fn mailbox_move_stays_beneath_its_directory_through_hard_links_and_mounts() {
+    let dir = TempDir::new("mailbox-beneath");
+    let cli = deployment(&dir);
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.txt"), b"not part of the mailbox").unwrap();
+    let source = dir.path().join("inbox");
+    std::fs::create_dir_all(source.join("mounted")).unwrap();
+    std::fs::write(source.join("a.eml"), b"Subject: hello").unwrap();
+    std::fs::hard_link(outside.join("secret.txt"), source.join("hard.eml")).unwrap();
+    let mount_point = source.join("mounted");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mount_point)
+        .status()
+        .is_ok_and(|status| status.success());
+    struct Unmount(Option<PathBuf>);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            if let Some(path) = self.0.take() {
+                let _ = Command::new("umount").arg(&path).status();
+            }
+        }
+    }
+    let _unmount = Unmount(mounted.then(|| mount_point.clone()));
+    if mounted {
+        std::fs::write(mount_point.join("other.eml"), b"on another file system").unwrap();
+    }
+
+    let output = Command::new(env!("CARGO_BIN_EXE_mailbox-move"))
+        .arg("--data")
+        .arg(&cli.data)
+        .args(["--json", "contoso"])
+        .arg(&source)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let skipped: Vec<(String, String)> = report["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["item"].as_str().unwrap().to_owned(),
+                s["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let mut expected = vec!["hard.eml"];
+    if mounted {
+        expected.push("mounted");
+    }
+    assert_eq!(
+        skipped
+            .iter()
+            .map(|(item, _)| item.as_str())
+            .collect::<Vec<_>>(),
+        expected,
+        "{report}"
+    );
+    assert!(skipped[0].1.contains("hard links"), "{report}");
+    if mounted {
+        assert!(skipped[1].1.contains("another file system"), "{report}");
+    }
+    let names: Vec<String> = cli
+        .json(&["ls", "contoso"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["mailbox/inbox/a.eml"]);
+    // The file outside is untouched.
+    assert_eq!(
+        std::fs::read(outside.join("secret.txt")).unwrap(),
+        b"not part of the mailbox"
+    );
+}

@@ -12,7 +12,8 @@
 //! report names it. Nothing outside `SOURCE_DIR` is read: symbolic links are
 //! not followed (every directory and item is opened relative to its
 //! parent, refusing links) but reported as skipped, as are other special
-//! files. An item (or a subdirectory) that cannot be read, or whose name is
+//! files, directories on another file system (mount points) and files
+//! with other hard links (whose other names may be outside it). An item (or a subdirectory) that cannot be read, or whose name is
 //! not UTF-8, is reported as failed, with its path, and the move goes on.
 //!
 //! Items are moved in batches (512 items, two batches at once, by

@@ -5,7 +5,12 @@
 //! directory (`openat`) with `O_NOFOLLOW`, starting from the source
 //! directory opened once: a symbolic link is never followed, and a
 //! directory swapped for a link while the move runs makes its items fail
-//! instead of reading what the link points to.
+//! instead of reading what the link points to. Nothing on another file
+//! system than the source directory's is entered or read (a mount point
+//! inside it, a file bind-mounted there), and a file with other hard links
+//! is left alone (its other name may be outside the directory): both are
+//! reported as skipped when the walk finds them, and refused if they
+//! appear afterwards.
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
@@ -63,6 +68,8 @@ impl RelPath {
 pub(crate) struct Walk {
     /// The source directory, open.
     pub(crate) root: OwnedFd,
+    /// Its device: nothing on another is entered or read.
+    pub(crate) device: u64,
     /// Regular files, sorted by path.
     pub(crate) files: Vec<RelPath>,
     /// Entries left alone (symbolic links, devices, sockets, pipes), with
@@ -72,21 +79,45 @@ pub(crate) struct Walk {
     pub(crate) unreadable: Vec<(RelPath, std::io::Error)>,
 }
 
-fn open_dir_at(parent: &OwnedFd, name: &OsStr) -> std::io::Result<OwnedFd> {
-    Ok(rustix::fs::openat(
+/// The device of an open file or directory.
+fn device_of(fd: &OwnedFd) -> std::io::Result<u64> {
+    Ok(rustix::fs::fstat(fd)?.st_dev)
+}
+
+/// Why an entry with status `stat` is left alone although it is a
+/// regular file or a directory, if it is: on another file system than
+/// `device`, or (a file) with other hard links.
+fn out_of_bounds(stat: &rustix::fs::Stat, device: u64) -> Option<&'static str> {
+    if stat.st_dev != device {
+        return Some("on another file system (a mount point; not entered)");
+    }
+    let file = FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile;
+    (file && stat.st_nlink > 1)
+        .then_some("a file with other hard links (its other names may be outside the directory)")
+}
+
+fn open_dir_at(parent: &OwnedFd, name: &OsStr, device: u64) -> std::io::Result<OwnedFd> {
+    let fd = rustix::fs::openat(
         parent,
         name,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
-    )?)
+    )?;
+    if device_of(&fd)? != device {
+        return Err(std::io::Error::other(
+            "now on another file system (a mount point; not entered)",
+        ));
+    }
+    Ok(fd)
 }
 
 /// Opens directory `dir` under the source, one component at a time, never
-/// following a link.
+/// following a link nor entering another file system.
 fn open_dir(root: &OwnedFd, dir: &RelPath) -> std::io::Result<OwnedFd> {
+    let device = device_of(root)?;
     let mut current = rustix::io::dup(root)?;
     for component in &dir.0 {
-        current = open_dir_at(&current, component)?;
+        current = open_dir_at(&current, component, device)?;
     }
     Ok(current)
 }
@@ -109,8 +140,10 @@ pub(crate) fn walk(source: &Path) -> std::io::Result<Walk> {
             "not a directory",
         ));
     }
+    let device = device_of(&root)?;
     let mut found = Walk {
         root,
+        device,
         files: Vec::new(),
         skipped: Vec::new(),
         unreadable: Vec::new(),
@@ -138,26 +171,32 @@ pub(crate) fn walk(source: &Path) -> std::io::Result<Walk> {
                 continue;
             }
             let path = dir.child(name);
-            let kind = match entry.file_type() {
-                FileType::Unknown => open_dir(&found.root, &dir)
-                    .and_then(|fd| {
-                        Ok(rustix::fs::statat(
-                            &fd,
-                            name,
-                            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-                        )?)
-                    })
-                    .map(|stat| FileType::from_raw_mode(stat.st_mode)),
-                kind => Ok(kind),
+            let stat = open_dir(&found.root, &dir).and_then(|fd| {
+                Ok(rustix::fs::statat(
+                    &fd,
+                    name,
+                    rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                )?)
+            });
+            let stat = match stat {
+                Ok(stat) => stat,
+                Err(error) => {
+                    found.unreadable.push((path, error));
+                    continue;
+                }
             };
-            match kind {
-                Ok(FileType::Symlink) => {
+            match FileType::from_raw_mode(stat.st_mode) {
+                FileType::Symlink => {
                     found.skipped.push((path, "a symbolic link (not followed)"));
                 }
-                Ok(FileType::Directory) => pending.push(path),
-                Ok(FileType::RegularFile) => found.files.push(path),
-                Ok(_) => found.skipped.push((path, "not a regular file")),
-                Err(error) => found.unreadable.push((path, error)),
+                FileType::Directory | FileType::RegularFile
+                    if let Some(why) = out_of_bounds(&stat, found.device) =>
+                {
+                    found.skipped.push((path, why));
+                }
+                FileType::Directory => pending.push(path),
+                FileType::RegularFile => found.files.push(path),
+                _ => found.skipped.push((path, "not a regular file")),
             }
         }
     }
@@ -191,6 +230,9 @@ pub(crate) fn open_item(root: &OwnedFd, item: &RelPath) -> std::io::Result<fs::F
     let stat = rustix::fs::fstat(&fd)?;
     if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
         return Err(std::io::Error::other("no longer a regular file"));
+    }
+    if let Some(why) = out_of_bounds(&stat, device_of(root)?) {
+        return Err(std::io::Error::other(format!("now {why}")));
     }
     Ok(fs::File::from(fd))
 }
