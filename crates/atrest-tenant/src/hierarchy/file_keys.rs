@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use atrest_audit::{Audit, Event, Outcome, Record, Text};
-use atrest_filekey::{FileContext, FileKey, OsRng, TenantId, WrappedFileKey};
+use atrest_filekey::{FileContext, FileKey, Kek, KeyVersion, OsRng, TenantId, WrappedFileKey};
 
 use super::{KeyHierarchy, TenantEntry};
 use crate::store::TenantState;
@@ -32,9 +32,8 @@ impl KeyHierarchy {
         context: &FileContext,
     ) -> Result<(FileKey, WrappedFileKey), Error> {
         self.authorize_write(access, context).await?;
-        let entry = self.tenant_entry(context.tenant).await?;
-        let version = entry.record.current_tik;
-        let result = self.tik(&entry, version, access).await.and_then(|tik| {
+        let (entry, version, tik) = self.current_tik(context.tenant, access).await?;
+        let result = tik.and_then(|tik| {
             tik.generate_wrapped(context, &mut OsRng)
                 .map_err(Error::from)
         });
@@ -51,6 +50,30 @@ impl KeyHierarchy {
                 self.record(&entry, event, Self::failed(&error)).await?;
                 Err(error)
             }
+        }
+    }
+
+    /// The tenant's entry, its current TIK version and that version's KEK
+    /// (or why it cannot be had). If the entry names a current version
+    /// that no longer exists — another process rolled the TIK and retired
+    /// the version since the entry was cached — the entry is read afresh
+    /// and its current version used, once.
+    pub(super) async fn current_tik(
+        &self,
+        tenant: TenantId,
+        access: &Access<'_>,
+    ) -> Result<(Arc<TenantEntry>, KeyVersion, Result<Arc<Kek>, Error>), Error> {
+        let entry = self.tenant_entry(tenant).await?;
+        let version = entry.record.current_tik;
+        match self.tik(&entry, version, access).await {
+            Err(Error::UnknownTikVersion { .. }) => {
+                self.flush_tenant(tenant);
+                let entry = self.tenant_entry(tenant).await?;
+                let version = entry.record.current_tik;
+                let tik = self.tik(&entry, version, access).await;
+                Ok((entry, version, tik))
+            }
+            tik => Ok((entry, version, tik)),
         }
     }
 
@@ -210,7 +233,6 @@ impl KeyHierarchy {
         {
             self.check_capability(access)?;
             let entry = self.tenant_entry(tenant).await?;
-            let version = entry.record.current_tik;
             // The write decision first, as for one file: writes refused
             // never get the TIK unwrapped for them.
             let files: Vec<_> = contexts.iter().map(|context| context.file).collect();
@@ -227,6 +249,14 @@ impl KeyHierarchy {
                     }))
                 })
                 .collect();
+            // The TIK, if any write is allowed (the entry as it was used).
+            let (entry, version, tik) = if refusals.iter().any(Option::is_none) {
+                let (entry, version, tik) = self.current_tik(tenant, access).await?;
+                (entry, version, Some(tik))
+            } else {
+                let version = entry.record.current_tik;
+                (entry, version, None)
+            };
             let denied = |context: &FileContext, outcome: Outcome| {
                 Record::new(
                     self.actor.clone(),
@@ -249,24 +279,21 @@ impl KeyHierarchy {
                 .tenant(entry.tenant_text.clone())
                 .outcome(outcome)
             };
-            let tik = if refusals.iter().any(Option::is_none) {
-                match self.tik(&entry, version, access).await {
-                    Ok(tik) => Some(tik),
-                    Err(error) => {
-                        let records = contexts
-                            .iter()
-                            .zip(refusals)
-                            .map(|(context, refusal)| match refusal {
-                                Some((outcome, _)) => denied(context, outcome),
-                                None => wrapped(context, Self::failed(&error)),
-                            })
-                            .collect();
-                        let _ = self.audit.record_all(records).await?;
-                        return Err(error);
-                    }
+            let tik = match tik {
+                None => None,
+                Some(Ok(tik)) => Some(tik),
+                Some(Err(error)) => {
+                    let records = contexts
+                        .iter()
+                        .zip(refusals)
+                        .map(|(context, refusal)| match refusal {
+                            Some((outcome, _)) => denied(context, outcome),
+                            None => wrapped(context, Self::failed(&error)),
+                        })
+                        .collect();
+                    let _ = self.audit.record_all(records).await?;
+                    return Err(error);
                 }
-            } else {
-                None
             };
             let mut records = Vec::with_capacity(contexts.len());
             let mut keys = Vec::with_capacity(contexts.len());
