@@ -15,6 +15,8 @@
 //!   keys. A cold release empties the TIK cache first, so it unwraps the TIK
 //!   through the server (plus the tenant key and the file key): p50 and p99
 //!   latency. A warm release finds the TIK cached: releases per second.
+//!   Over plain HTTP to the loopback dev server, then over TLS to the
+//!   `-dev-tls` one (verified against its private CA), in the same run.
 //! - **4 KiB files**: seal then open `FILES` files through `atrest::Files`,
 //!   every record durable, on SQLite + a local directory and on PostgreSQL +
 //!   Azure storage (Azurite): files per second each way, and the ratio.
@@ -92,18 +94,20 @@ async fn hierarchy(
     builder.build().unwrap()
 }
 
-async fn openbao(releases: usize) {
+/// Cold and warm releases through the OpenBao at `address` (trusting the
+/// CA in PEM file `ca`, for https).
+async fn openbao(releases: usize, label: &str, address: &str, ca: Option<&str>) {
     let dir = TempDir::new("bench-openbao");
-    let transit = Arc::new(
-        TransitKeys::builder(
-            "bao",
-            &var("ATREST_OPENBAO_ADDR"),
-            "transit",
-            Credentials::FromEnv("ATREST_OPENBAO_TOKEN".into()),
-        )
-        .build()
-        .unwrap(),
+    let mut builder = TransitKeys::builder(
+        "bao",
+        address,
+        "transit",
+        Credentials::FromEnv("ATREST_OPENBAO_TOKEN".into()),
     );
+    if let Some(ca) = ca {
+        builder = builder.ca_certificate_pem(&std::fs::read(ca).unwrap());
+    }
+    let transit = Arc::new(builder.build().unwrap());
     let suffix = format!("{:x}", std::process::id());
     let keys = [
         transit
@@ -159,7 +163,7 @@ async fn openbao(releases: usize) {
         warm += 1;
     }
     let warm_rate = warm as f64 / started.elapsed().as_secs_f64();
-    println!("OpenBao transit (customer keys), {releases} cold releases:");
+    println!("OpenBao transit {label} (customer keys), {releases} cold releases:");
     println!(
         "  cold release (TIK through OpenBao): p50 {:.2} ms, p99 {:.2} ms",
         percentile(&cold, 50).as_secs_f64() * 1e3,
@@ -214,7 +218,17 @@ async fn main() {
     let files: usize = args.next().map_or(500, |a| a.parse().unwrap());
     let releases: usize = args.next().map_or(300, |a| a.parse().unwrap());
 
-    openbao(releases).await;
+    openbao(
+        releases,
+        "over plain HTTP (loopback)",
+        &var("ATREST_OPENBAO_ADDR"),
+        None,
+    )
+    .await;
+    if let Ok(address) = std::env::var("ATREST_OPENBAO_TLS_ADDR") {
+        let ca = var("ATREST_TEST_CA");
+        openbao(releases, "over TLS", &address, Some(&ca)).await;
+    }
 
     let local = TempDir::new("bench-local");
     let embedded = small_files(
