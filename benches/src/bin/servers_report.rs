@@ -251,7 +251,12 @@ async fn main() {
     let servers = TempDir::new("bench-servers");
     let admin = admin_url();
     let database = format!("atrest_bench_{:x}", std::process::id());
-    run_sql(&admin, &format!("CREATE DATABASE {database}"));
+    // The statements run on a runtime of their own, off this one's worker.
+    let sql = |statement: String| {
+        let admin = admin.clone();
+        tokio::task::spawn_blocking(move || run_sql(&admin, &statement))
+    };
+    sql(format!("CREATE DATABASE {database}")).await.unwrap();
     let db = Postgres::connect(&database_url(&admin, &database), &PgOptions::default()).unwrap();
     let azurite = atrest_test_support::azurite::azurite();
     let container = format!("atrest-bench-{:x}", std::process::id());
@@ -268,7 +273,9 @@ async fn main() {
     )
     .await;
     drop(db);
-    run_sql(&admin, &format!("DROP DATABASE {database} WITH (FORCE)"));
+    sql(format!("DROP DATABASE {database} WITH (FORCE)"))
+        .await
+        .unwrap();
 
     println!("{files} files of 4 KiB, sealed then opened, every record durable:");
     println!(
