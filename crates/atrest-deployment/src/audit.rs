@@ -11,7 +11,7 @@ use atrest::audit::{
 use atrest_core::blocking;
 
 use crate::config::Config;
-use crate::{AUDIT_DIR, Deployment, Error, metadata};
+use crate::{AUDIT_DIR, Deployment, Error};
 
 /// What the operator trusts for [`Deployment::verify_audit`], instead of
 /// what the deployment directory says.
@@ -237,24 +237,27 @@ impl Deployment {
         .await
     }
 
-    /// The audit log's records in the deployment in `dir` (read without
-    /// opening the deployment for writing), optionally only those about
-    /// tenant `tenant`, with the names of the tenants they name.
+    /// The audit log's records in the deployment in `dir`, optionally only
+    /// those about tenant `tenant`, with the names of the tenants they name:
+    /// only names that authenticate, which takes the deployment's keys (a
+    /// name that fails is audited and left out; if the deployment cannot
+    /// be opened here, tenants are shown by id alone).
     ///
     /// # Errors
-    /// Audit and catalog errors; [`Error::UnknownTenant`].
+    /// Audit and catalog errors; [`Error::NoDeployment`];
+    /// [`Error::UnknownTenant`].
     pub async fn audit_entries(dir: &Path, tenant: Option<&str>) -> Result<AuditEntries, Error> {
-        let config = {
-            let dir = dir.to_path_buf();
-            blocking::run(move || Config::read(&dir)).await?
-        };
-        let (_, catalog) = metadata::open(dir, &config, None).await?;
-        let names: HashMap<String, String> = catalog
-            .tenant_names()
-            .await?
-            .into_iter()
-            .map(|(name, id)| (id.to_string(), name))
-            .collect();
+        let names: HashMap<String, String> =
+            match Deployment::open(dir, crate::Options::new("atrest")).await {
+                Ok(deployment) => deployment
+                    .tenant_names()
+                    .await?
+                    .into_iter()
+                    .map(|(name, id)| (id.to_string(), name))
+                    .collect(),
+                Err(error @ Error::NoDeployment { .. }) => return Err(error),
+                Err(_) => HashMap::new(),
+            };
         let wanted = match tenant {
             None => None,
             Some(name) => Some(

@@ -329,7 +329,7 @@ impl Deployment {
     pub async fn list(&self, tenant: Option<&str>) -> Result<Vec<Listing>, Error> {
         let tenants = match tenant {
             Some(name) => vec![(name.to_owned(), self.tenant_id(name).await?)],
-            None => self.catalog.tenant_names().await?,
+            None => self.tenant_names().await?,
         };
         let mut listings = Vec::new();
         for (tenant, id) in tenants {

@@ -100,7 +100,10 @@ impl Deployment {
         dry_run: bool,
     ) -> Result<GarbageReport, Error> {
         let mut released = Vec::new();
-        for (name, id) in self.catalog.tenant_names().await? {
+        // By the stored names as they are: what decides is each tenant's
+        // id, checked in the key store, never the name.
+        for named in self.catalog.tenant_names().await? {
+            let (name, id) = (named.name, named.tenant);
             // Purged by its record and by its keys: a row edited to say
             // "purged" loses nothing.
             if !self.files.keys().purged_for_good(id).await? {

@@ -65,6 +65,9 @@ pub struct Deployment {
     fallbacks: keys::FallbackWatch,
     catalog: Arc<dyn Catalog>,
     policy: Arc<dyn ReleasePolicy>,
+    /// Where the membership policy finds the hierarchy it authenticates
+    /// names with.
+    names: Arc<policy::NameCheck>,
     files: Files,
     /// `None` once given up ([`Deployment::give_up_administration`]).
     administration: Option<atrest::tenant::Administration>,
@@ -182,9 +185,10 @@ impl Deployment {
             metadata::open(dir, &config, lease.as_ref().map(lease::Lease::id)).await?;
         let log = Arc::new(log);
         let fallbacks = keys::FallbackWatch::default();
+        let names = Arc::new(policy::NameCheck::default());
         let policy = options
             .custom_policy()
-            .unwrap_or_else(|| policy::members(catalog.clone()));
+            .unwrap_or_else(|| policy::members(catalog.clone(), names.clone()));
         let parts = keys::Parts {
             config: &config,
             options: &options,
@@ -197,6 +201,7 @@ impl Deployment {
             fallbacks: &fallbacks,
         };
         let (files, administration) = parts.files(policy.clone()).await?;
+        names.set(files.keys());
         Ok(Self {
             dir: dir.to_path_buf(),
             config,
@@ -209,6 +214,7 @@ impl Deployment {
             fallbacks,
             catalog,
             policy,
+            names,
             files,
             administration: Some(administration),
             locations,

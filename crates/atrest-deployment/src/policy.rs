@@ -3,14 +3,39 @@
 //! tenant only. System operations (re-wrap, a data move) are allowed.
 //!
 //! Tenant names are looked up in the catalog at each decision, so a tenant
-//! created after the policy was built is known to it at once.
+//! created after the policy was built is known to it at once, and each is
+//! authenticated (its tag under the tenant's metadata key) before it is
+//! compared: a writer of the database who swaps names between tenants
+//! gets every user of them refused, never let into another tenant.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 
 use atrest::filekey::{FileId, TenantId};
-use atrest::tenant::{Access, Decision, ReleasePolicy};
+use atrest::tenant::{Access, Decision, KeyHierarchy, ReleasePolicy};
 
-use atrest::Catalog;
+use atrest::{Catalog, CatalogError};
+
+/// The key hierarchy the membership policy authenticates names with: the
+/// one the deployment's files use, set once it is built (and again when
+/// it is rebuilt). The policy is made before it, hence the handle.
+#[derive(Debug, Default)]
+pub(crate) struct NameCheck {
+    keys: RwLock<Weak<KeyHierarchy>>,
+}
+
+impl NameCheck {
+    /// Authenticates names with `keys` from now on.
+    pub(crate) fn set(&self, keys: &Arc<KeyHierarchy>) {
+        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::downgrade(keys);
+    }
+
+    fn keys(&self) -> Option<Arc<KeyHierarchy>> {
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .upgrade()
+    }
+}
 
 /// A principal `user@tenant`: a user of a tenant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,12 +63,13 @@ impl<'a> Principal<'a> {
 /// catalog names as theirs.
 struct Members {
     catalog: Arc<dyn Catalog>,
+    names: Arc<NameCheck>,
 }
 
 #[async_trait::async_trait]
 impl ReleasePolicy for Members {
     async fn decide(&self, access: &Access<'_>, tenant: TenantId, _: FileId) -> Decision {
-        decide_member(self.catalog.as_ref(), access, tenant).await
+        decide_member(self, access, tenant).await
     }
 
     /// Membership does not depend on the file: one look-up for the batch.
@@ -56,13 +82,13 @@ impl ReleasePolicy for Members {
         if files.is_empty() {
             return Vec::new();
         }
-        let decision = decide_member(self.catalog.as_ref(), access, tenant).await;
+        let decision = decide_member(self, access, tenant).await;
         vec![decision; files.len()]
     }
 }
 
 /// Whether `access` may have the keys of `tenant`, by the membership rule.
-async fn decide_member(catalog: &dyn Catalog, access: &Access<'_>, tenant: TenantId) -> Decision {
+async fn decide_member(members: &Members, access: &Access<'_>, tenant: TenantId) -> Decision {
     let principal = match access {
         Access::System { .. } => return Decision::Allow,
         Access::User { principal } => *principal,
@@ -72,16 +98,32 @@ async fn decide_member(catalog: &dyn Catalog, access: &Access<'_>, tenant: Tenan
             "{principal:?} is not a principal of the form user@tenant"
         ));
     };
-    match catalog.tenant_name(tenant).await {
-        Ok(Some(name)) if name == parsed.tenant => Decision::Allow,
-        Ok(_) => Decision::Deny(format!("{principal} is not a member of this tenant")),
-        Err(error) => Decision::Unavailable(format!("the tenant's name cannot be read: {error}")),
+    let named = match members.catalog.tenant_name(tenant).await {
+        Ok(Some(named)) if named.name == parsed.tenant => named,
+        Ok(_) => return Decision::Deny(format!("{principal} is not a member of this tenant")),
+        Err(error) => {
+            return Decision::Unavailable(format!("the tenant's name cannot be read: {error}"));
+        }
+    };
+    let Some(keys) = members.names.keys() else {
+        return Decision::Unavailable("the key hierarchy is not ready".into());
+    };
+    match atrest::authenticate_tenant_name(&keys, &named).await {
+        Ok(()) => Decision::Allow,
+        Err(error @ atrest::Error::Catalog(CatalogError::NameTampered { .. })) => Decision::Deny(
+            format!("{principal} is not a member of this tenant: {error}"),
+        ),
+        Err(error) if error.kind() == atrest::ErrorKind::Unavailable => {
+            Decision::Unavailable(format!("the tenant's name cannot be checked: {error}"))
+        }
+        Err(error) => Decision::Deny(format!("the tenant's name cannot be checked: {error}")),
     }
 }
 
-/// The membership policy over `catalog`.
-pub(super) fn members(catalog: Arc<dyn Catalog>) -> Arc<dyn ReleasePolicy> {
-    Arc::new(Members { catalog })
+/// The membership policy over `catalog`, authenticating names with the
+/// hierarchy `names` is set to.
+pub(super) fn members(catalog: Arc<dyn Catalog>, names: Arc<NameCheck>) -> Arc<dyn ReleasePolicy> {
+    Arc::new(Members { catalog, names })
 }
 
 #[cfg(test)]

@@ -270,7 +270,14 @@ impl Deployment {
             records_without_digest: 0,
             damaged: Vec::new(),
         };
-        for (tenant, id) in self.catalog.tenant_names().await? {
+        // Every tenant's records are checked; a tenant is shown by its
+        // name only if the name authenticates.
+        for named in self.catalog.tenant_names().await? {
+            let id = named.tenant;
+            let tenant = match self.authentic(&named).await {
+                Ok(_) => named.name,
+                Err(_) => format!("tenant {id}"),
+            };
             for record in self.catalog.records(id).await? {
                 report.records += 1;
                 if record.blob_sha256.is_none() {

@@ -2,9 +2,10 @@
 //! keys in tokens or key services), what they look like, rotation,
 //! revocation and purge; the service's own root keys.
 
-use std::path::Path;
 use std::sync::Arc;
 
+use atrest::TenantName;
+use atrest::audit::{Audit as _, Event, Outcome, Record, Text};
 use atrest::filekey::{KeyVersion, OsRng, TenantId};
 use atrest::tenant::{
     FallbackPolicy, Pkcs11Keys, RewrapProgress, RewrapReport, RootKeyProvider, RootKeyRef,
@@ -99,37 +100,77 @@ pub struct TikVersionSummary {
 }
 
 impl Deployment {
-    /// The id of tenant `name` of the deployment in `dir`, read from its
-    /// catalog alone (the deployment is not opened: no keys, blobs or
-    /// audit log are touched).
+    /// The id of the tenant named `name`, once the name is authenticated
+    /// (its tag under the tenant's metadata key; see
+    /// [`Deployment::authentic`]).
     ///
     /// # Errors
-    /// [`Error::UnknownTenant`]; configuration and catalog errors.
-    pub async fn tenant_id_in(dir: &Path, name: &str) -> Result<TenantId, Error> {
-        let config = {
-            let dir = dir.to_path_buf();
-            atrest_core::blocking::run(move || Config::read(&dir)).await?
-        };
-        let (_, catalog) = crate::metadata::open(dir, &config, None).await?;
-        catalog
+    /// [`Error::UnknownTenant`]; [`atrest::CatalogError::NameTampered`]
+    /// (audited) if the name fails; catalog and key errors.
+    pub async fn tenant_id(&self, name: &str) -> Result<TenantId, Error> {
+        let named = self
+            .catalog
             .tenant_named(name)
             .await?
             .ok_or_else(|| Error::UnknownTenant {
                 name: name.to_owned(),
-            })
+            })?;
+        self.authentic(&named).await
     }
 
-    /// The id of the tenant named `name`.
+    /// The tenant a stored name maps to, if the name authenticates: its
+    /// tag binds it to the tenant under the tenant's metadata key, which
+    /// only the tenant key gives. The name of a tenant whose tenant key is
+    /// gone (purged, or its metadata restored from before a purge) cannot
+    /// be checked and is taken as it is: nothing of that tenant can be
+    /// read or written any more, and a purge of it destroys nothing that
+    /// could be recovered. A name that fails is refused and audited
+    /// (`metadata_rejected`, naming the tenant the row claims).
     ///
     /// # Errors
-    /// [`Error::UnknownTenant`]; catalog errors.
-    pub async fn tenant_id(&self, name: &str) -> Result<TenantId, Error> {
-        self.catalog
-            .tenant_named(name)
-            .await?
-            .ok_or_else(|| Error::UnknownTenant {
-                name: name.to_owned(),
-            })
+    /// [`atrest::CatalogError::NameTampered`]; key errors.
+    pub async fn authentic(&self, named: &TenantName) -> Result<TenantId, Error> {
+        match self.files.authenticate_name(named).await {
+            Ok(())
+            | Err(atrest::Error::Keys(
+                atrest::tenant::Error::Purged(_) | atrest::tenant::Error::TenantKeyMissing(_),
+            )) => Ok(named.tenant),
+            Err(error) => {
+                if matches!(
+                    error,
+                    atrest::Error::Catalog(atrest::CatalogError::NameTampered { .. })
+                ) {
+                    let outcome = Outcome::Failed {
+                        error: Text::lossy(error.to_string()),
+                    };
+                    let record = Record::new(
+                        Text::lossy(self.options.actor()),
+                        Event::MetadataRejected {},
+                    )
+                    .tenant(Text::lossy(named.tenant.to_string()))
+                    .outcome(outcome);
+                    self.log.record(record).await?;
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Every tenant name that authenticates ([`Deployment::authentic`]),
+    /// by name, with its tenant; the others are left out (and audited).
+    ///
+    /// # Errors
+    /// Catalog errors; audit errors.
+    pub async fn tenant_names(&self) -> Result<Vec<(String, TenantId)>, Error> {
+        let mut names = Vec::new();
+        for named in self.catalog.tenant_names().await? {
+            match self.authentic(&named).await {
+                Ok(tenant) => names.push((named.name, tenant)),
+                Err(Error::Library(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(names)
     }
 
     /// Creates tenant `name`. The release policy knows it at once;
@@ -147,13 +188,25 @@ impl Deployment {
         keys: &TenantKeys,
     ) -> Result<TenantSummary, Error> {
         check_tenant_name(name)?;
+        if self.catalog.tenant_named(name).await?.is_some() {
+            return Err(atrest::Error::from(atrest::CatalogError::TenantNameTaken {
+                name: name.to_owned(),
+            })
+            .into());
+        }
         let tenant = TenantId::random(&mut OsRng)?;
-        // The name first: it is the claim on the name, and a user of the
-        // tenant is a member from the moment its keys exist.
-        self.catalog.name_tenant(name, tenant).await?;
-        if let Err(error) = self.create_tenant_keys(tenant, keys).await {
-            let _ = self.catalog.unname_tenant(name).await;
-            return Err(error);
+        // The keys first: the name's tag is made under the tenant's
+        // metadata key. A name taken meanwhile by another process leaves
+        // the keys of a tenant no name reaches, which the purge destroys.
+        self.create_tenant_keys(tenant, keys).await?;
+        let named = async {
+            let tag = self.files.name_tag(tenant, name).await?;
+            self.catalog.name_tenant(name, tenant, &tag).await
+        }
+        .await;
+        if let Err(error) = named {
+            let _ = self.files.keys().purge(tenant).await;
+            return Err(error.into());
         }
         self.tenant_summary(name).await
     }
@@ -258,6 +311,7 @@ impl Deployment {
             fallbacks: &self.fallbacks,
         };
         let (files, administration) = parts.files(self.policy.clone()).await?;
+        self.names.set(files.keys());
         self.files = files;
         // A deployment that gave its administration up keeps it given up.
         if self.administration.is_some() {
@@ -412,7 +466,7 @@ impl Deployment {
     /// Catalog and key store errors.
     pub async fn tenants(&self) -> Result<Vec<TenantSummary>, Error> {
         let mut summaries = Vec::new();
-        for (name, _) in self.catalog.tenant_names().await? {
+        for (name, _) in self.tenant_names().await? {
             summaries.push(self.tenant_summary(&name).await?);
         }
         Ok(summaries)

@@ -187,14 +187,11 @@ async fn a_deployment_that_gave_up_its_administration_issues_no_capability() {
     assert!(deployment.system_capability("scan").is_ok());
     deployment.give_up_administration();
     let refused = deployment.system_capability("scan").unwrap_err();
-    assert!(matches!(
-        refused,
-        atrest_deployment::Error::NoAdministration
-    ));
-    assert_eq!(refused.kind(), atrest::ErrorKind::Usage);
+    assert!(matches!(refused, Error::NoAdministration));
+    assert_eq!(refused.kind(), ErrorKind::Usage);
     // A reconfiguration rebuilds the hierarchy: still none.
     deployment
-        .create_tenant("contoso", &atrest_deployment::TenantKeys::ServiceManaged)
+        .create_tenant("contoso", &TenantKeys::ServiceManaged)
         .await
         .unwrap();
     assert!(deployment.system_capability("scan").is_err());

@@ -59,12 +59,12 @@ async fn migrations_are_recorded_once_and_newer_schemas_refused() {
     // store's second its change log, its third fallback policies.
     assert_eq!(
         versions.as_deref(),
-        Some("catalog:1,catalog:2,catalog:3,catalog:4,catalog:5,keys:1,keys:2,keys:3")
+        Some("catalog:1,catalog:2,catalog:3,catalog:4,catalog:5,catalog:6,keys:1,keys:2,keys:3")
     );
 
     // A newer build migrated the database further: this one refuses it.
     database
-        .exec("INSERT INTO atrest_schema_migrations (component, version) VALUES ('catalog', 6)")
+        .exec("INSERT INTO atrest_schema_migrations (component, version) VALUES ('catalog', 7)")
         .await;
     let refused = PgCatalog::open(&db).await.unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Usage, "{refused}");
@@ -103,7 +103,7 @@ async fn instances_starting_at_once_migrate_once() {
             .query_text("SELECT count(*) FROM atrest_schema_migrations")
             .await
             .as_deref(),
-        Some("8")
+        Some("9")
     );
 }
 
@@ -161,7 +161,8 @@ async fn made_used_and_dropped_inside_a_task(url: String) {
         let store = PgMetadataStore::open(&db).await.unwrap();
         let catalog = PgCatalog::open(&db).await.unwrap();
         let tenant = TenantId::random(&mut OsRng).unwrap();
-        atrest::Catalog::name_tenant(&catalog, "t", tenant)
+        let tag = atrest_tenant::RecordTag::from_slice(&[0; 32]).unwrap();
+        atrest::Catalog::name_tenant(&catalog, "t", tenant, &tag)
             .await
             .unwrap();
         assert!(store.tenants().await.unwrap().is_empty());
@@ -173,6 +174,7 @@ async fn made_used_and_dropped_inside_a_task(url: String) {
             atrest::Catalog::tenant_name(&other, tenant)
                 .await
                 .unwrap()
+                .map(|named| named.name)
                 .as_deref(),
             Some("t")
         );

@@ -270,6 +270,21 @@ pub struct SealInProgress {
     pub owner: Option<String>,
 }
 
+/// A tenant's name as a [`Catalog`] keeps it: the name, the tenant, and the
+/// tag that binds them under the tenant's metadata key (`None` for a name
+/// given before names were tagged). Nothing may use the mapping before
+/// [`crate::Files::authenticate_name`] has checked the tag: a writer of the
+/// database can swap names between tenants, but not tags it cannot make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantName {
+    /// The name.
+    pub name: String,
+    /// The tenant it names.
+    pub tenant: TenantId,
+    /// Its tag.
+    pub tag: Option<RecordTag>,
+}
+
 /// The home of file records; see the [module documentation](self).
 ///
 /// Every method is atomic; implementations must behave correctly with
@@ -277,12 +292,14 @@ pub struct SealInProgress {
 /// transaction, update wrapped keys only if unchanged since read).
 #[async_trait::async_trait]
 pub trait Catalog: WrappedKeyIndex + Send + Sync {
-    /// Gives tenant `tenant` the display name `name`.
+    /// Gives tenant `tenant` the name `name`, with its tag
+    /// ([`crate::Files::name_tag`]).
     ///
     /// # Errors
     /// [`CatalogError::TenantNameTaken`]; [`CatalogError::InvalidName`];
     /// [`CatalogError::Database`].
-    async fn name_tenant(&self, name: &str, tenant: TenantId) -> Result<(), Error>;
+    async fn name_tenant(&self, name: &str, tenant: TenantId, tag: &RecordTag)
+    -> Result<(), Error>;
 
     /// Removes a tenant name (for example after its tenant could not be
     /// created).
@@ -291,23 +308,24 @@ pub trait Catalog: WrappedKeyIndex + Send + Sync {
     /// [`CatalogError::Database`].
     async fn unname_tenant(&self, name: &str) -> Result<(), Error>;
 
-    /// The tenant named `name`, if any.
+    /// The tenant named `name`, if any, as stored (authenticate it before
+    /// use).
     ///
     /// # Errors
     /// [`CatalogError::Database`], [`CatalogError::Corrupt`].
-    async fn tenant_named(&self, name: &str) -> Result<Option<TenantId>, Error>;
+    async fn tenant_named(&self, name: &str) -> Result<Option<TenantName>, Error>;
 
-    /// Every tenant name, by name.
+    /// Every tenant name, by name, as stored.
     ///
     /// # Errors
     /// [`CatalogError::Database`], [`CatalogError::Corrupt`].
-    async fn tenant_names(&self) -> Result<Vec<(String, TenantId)>, Error>;
+    async fn tenant_names(&self) -> Result<Vec<TenantName>, Error>;
 
-    /// The name of tenant `tenant`, if it has one.
+    /// The name of tenant `tenant`, if it has one, as stored.
     ///
     /// # Errors
-    /// [`CatalogError::Database`].
-    async fn tenant_name(&self, tenant: TenantId) -> Result<Option<String>, Error>;
+    /// [`CatalogError::Database`], [`CatalogError::Corrupt`].
+    async fn tenant_name(&self, tenant: TenantId) -> Result<Option<TenantName>, Error>;
 
     /// Removes the sealed version `version` of file `name` of `tenant`, or
     /// every sealed version of it (`None`), in one transaction; returns

@@ -129,6 +129,18 @@ pub enum CatalogError {
         /// The version the record claims.
         version: FileVersion,
     },
+    /// A tenant's name fails its authentication: the mapping of the name
+    /// to its tenant was edited (or made) by someone without the tenant's
+    /// key, or the name was given before names were tagged. Refused.
+    #[error(
+        "the name {name:?} of tenant {tenant} fails its authentication (edited in the database?); refused"
+    )]
+    NameTampered {
+        /// The name.
+        name: String,
+        /// The tenant the catalog says it names.
+        tenant: TenantId,
+    },
     /// The catalog broke the contract of its trait (it answered a batch
     /// with another number of records than it was given, say): its answers
     /// cannot be trusted.
@@ -163,7 +175,10 @@ impl CatalogError {
             | Self::TikRetired { .. }
             | Self::PreconditionFailed { .. } => ErrorKind::Conflict,
             Self::InvalidName { .. } => ErrorKind::Usage,
-            Self::Corrupt(_) | Self::Tampered { .. } | Self::Contract(_) => ErrorKind::Integrity,
+            Self::Corrupt(_)
+            | Self::Tampered { .. }
+            | Self::NameTampered { .. }
+            | Self::Contract(_) => ErrorKind::Integrity,
             Self::Database { kind, .. } => *kind,
         }
     }

@@ -11,10 +11,13 @@ mod files;
 mod record;
 
 pub use blob::{BlobDigest, BlobName, BlobReader, BlobUpload, Blobs, MemoryBlobs};
-pub use catalog::{Catalog, MediaType, NewVersion, Precondition, check_name, normalize_name};
+pub use catalog::{
+    Catalog, MediaType, NewVersion, Precondition, TenantName, check_name, normalize_name,
+};
 pub use error::{CatalogError, Error, ErrorKind, RecordError};
 pub use files::{
     BatchItem, CollectReport, EraseReport, FileSelector, Files, OpenSink, SealOptions, WriterSink,
+    authenticate_tenant_name,
 };
 pub use record::FileRecord;
 

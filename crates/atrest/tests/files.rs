@@ -101,13 +101,16 @@ async fn world_with(dir: &Path, blobs: Arc<dyn Blobs>) -> World {
             TenantId::random(&mut OsRng).unwrap(),
             TenantId::random(&mut OsRng).unwrap(),
         );
-        catalog.name_tenant("a", ids.0).await.unwrap();
-        catalog.name_tenant("b", ids.1).await.unwrap();
+        // Names for the tests' own look-ups (the catalog alone: not
+        // checked).
+        let tag = atrest::tenant::RecordTag::from_slice(&[0; 32]).unwrap();
+        catalog.name_tenant("a", ids.0, &tag).await.unwrap();
+        catalog.name_tenant("b", ids.1, &tag).await.unwrap();
         ids
     } else {
         (
-            catalog.tenant_named("a").await.unwrap().unwrap(),
-            catalog.tenant_named("b").await.unwrap().unwrap(),
+            catalog.tenant_named("a").await.unwrap().unwrap().tenant,
+            catalog.tenant_named("b").await.unwrap().unwrap().tenant,
         )
     };
     let tenant_keys =
@@ -789,7 +792,11 @@ async fn names_follow_one_rule() {
         .unwrap();
     let taken = world
         .catalog
-        .name_tenant("a", TenantId::random(&mut OsRng).unwrap())
+        .name_tenant(
+            "a",
+            TenantId::random(&mut OsRng).unwrap(),
+            &atrest::tenant::RecordTag::from_slice(&[0; 32]).unwrap(),
+        )
         .await
         .unwrap_err();
     assert_eq!(taken.kind(), ErrorKind::Conflict);

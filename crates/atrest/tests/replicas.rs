@@ -73,7 +73,9 @@ async fn world(dir: &Path, blobs: Arc<dyn Blobs>) -> World {
             .unwrap(),
     );
     let tenant = TenantId::random(&mut OsRng).unwrap();
-    catalog.name_tenant("a", tenant).await.unwrap();
+    // A name for the test's own look-up (the catalog alone: not checked).
+    let tag = atrest::tenant::RecordTag::from_slice(&[0; 32]).unwrap();
+    catalog.name_tenant("a", tenant, &tag).await.unwrap();
     let audit = Arc::new(Discard);
     let keys = KeyHierarchy::builder(
         Arc::new(SqliteStore::open(&dir.join("meta.sqlite")).await.unwrap()),
@@ -433,7 +435,7 @@ async fn a_catalog_from_before_digests_gains_the_column_and_its_records_still_op
     let db = rusqlite_path(&world_dir);
     edit(&db, "ALTER TABLE catalog_versions DROP COLUMN blob_sha256");
     let catalog = SqliteCatalog::open(&db).await.unwrap();
-    let tenant = catalog.tenant_named("a").await.unwrap().unwrap();
+    let tenant = catalog.tenant_named("a").await.unwrap().unwrap().tenant;
     let records = catalog.records(tenant).await.unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].blob_sha256, None);

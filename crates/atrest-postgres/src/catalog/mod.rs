@@ -10,7 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use atrest::catalog::stored::{self, StoredRecord};
 use atrest::catalog::{SealInProgress, SealTicket, SealedBlob};
-use atrest::{BlobName, Catalog, CatalogError, Error, FileRecord, check_name};
+use atrest::tenant::RecordTag;
+use atrest::{BlobName, Catalog, CatalogError, Error, FileRecord, TenantName, check_name};
 use atrest_filekey::{FileContext, FileId, FileVersion, KeyVersion, TenantId, WrappedFileKey};
 use tokio_postgres::{Row, Transaction};
 
@@ -71,6 +72,9 @@ CREATE TABLE atrest_catalog_retired_tiks (
         // 5: the media type a version was uploaded with (covered by its
         // record's tag when present).
         "ALTER TABLE atrest_catalog_versions ADD COLUMN media_type text;",
+        // 6: the tag that binds each tenant name to its tenant (NULL for a
+        // name given before).
+        "ALTER TABLE atrest_catalog_tenants ADD COLUMN tag bytea;",
     ],
     tables: &[
         "atrest_catalog_tenants",
@@ -131,6 +135,18 @@ fn stop(error: impl Into<Error>) -> Failure<Error> {
 
 fn tenant_id(bytes: &[u8]) -> Result<TenantId, Failure<Error>> {
     stored::tenant_id(bytes).map_err(stop)
+}
+
+/// An `atrest_catalog_tenants` row (name, tenant, tag).
+fn tenant_name_of(row: &Row) -> Result<TenantName, Failure<Error>> {
+    let tag: Option<Vec<u8>> = row.try_get(2)?;
+    Ok(TenantName {
+        name: row.try_get(0)?,
+        tenant: tenant_id(&row.try_get::<_, Vec<u8>>(1)?)?,
+        tag: tag
+            .map(|tag| RecordTag::from_slice(&tag).ok_or_else(|| corrupt("tenant name tag")))
+            .transpose()?,
+    })
 }
 
 fn file_id(bytes: &[u8]) -> Result<FileId, Failure<Error>> {
@@ -254,17 +270,27 @@ impl PgCatalog {
 
 #[async_trait::async_trait]
 impl Catalog for PgCatalog {
-    async fn name_tenant(&self, name: &str, tenant: TenantId) -> Result<(), Error> {
+    async fn name_tenant(
+        &self,
+        name: &str,
+        tenant: TenantId,
+        tag: &RecordTag,
+    ) -> Result<(), Error> {
         check_name("tenant name", name)?;
         let name = Arc::<str>::from(name);
+        let tag = *tag;
         self.run(Mode::Write, move |tx| {
             let name = Arc::clone(&name);
             Box::pin(async move {
                 let inserted = tx
                     .execute(
-                        "INSERT INTO atrest_catalog_tenants (name, tenant) VALUES ($1, $2)
+                        "INSERT INTO atrest_catalog_tenants (name, tenant, tag) VALUES ($1, $2, $3)
                          ON CONFLICT DO NOTHING",
-                        &[&&*name, &tenant.as_bytes().as_slice()],
+                        &[
+                            &&*name,
+                            &tenant.as_bytes().as_slice(),
+                            &tag.as_bytes().as_slice(),
+                        ],
                     )
                     .await?;
                 if inserted == 0 {
@@ -295,51 +321,48 @@ impl Catalog for PgCatalog {
         .await
     }
 
-    async fn tenant_named(&self, name: &str) -> Result<Option<TenantId>, Error> {
+    async fn tenant_named(&self, name: &str) -> Result<Option<TenantName>, Error> {
         let name = Arc::<str>::from(name);
         self.run(Mode::Read, move |tx| {
             let name = Arc::clone(&name);
             Box::pin(async move {
                 let row = tx
                     .query_opt(
-                        "SELECT tenant FROM atrest_catalog_tenants WHERE name = $1",
+                        "SELECT name, tenant, tag FROM atrest_catalog_tenants WHERE name = $1",
                         &[&&*name],
                     )
                     .await?;
-                row.map(|row| tenant_id(&row.try_get::<_, Vec<u8>>(0)?))
-                    .transpose()
+                row.as_ref().map(tenant_name_of).transpose()
             })
         })
         .await
     }
 
-    async fn tenant_names(&self) -> Result<Vec<(String, TenantId)>, Error> {
+    async fn tenant_names(&self) -> Result<Vec<TenantName>, Error> {
         self.run(Mode::Read, |tx| {
             Box::pin(async move {
                 let rows = tx
                     .query(
-                        "SELECT name, tenant FROM atrest_catalog_tenants ORDER BY name",
+                        "SELECT name, tenant, tag FROM atrest_catalog_tenants ORDER BY name",
                         &[],
                     )
                     .await?;
-                rows.iter()
-                    .map(|row| Ok((row.try_get(0)?, tenant_id(&row.try_get::<_, Vec<u8>>(1)?)?)))
-                    .collect()
+                rows.iter().map(tenant_name_of).collect()
             })
         })
         .await
     }
 
-    async fn tenant_name(&self, tenant: TenantId) -> Result<Option<String>, Error> {
+    async fn tenant_name(&self, tenant: TenantId) -> Result<Option<TenantName>, Error> {
         self.run(Mode::Read, move |tx| {
             Box::pin(async move {
                 let row = tx
                     .query_opt(
-                        "SELECT name FROM atrest_catalog_tenants WHERE tenant = $1",
+                        "SELECT name, tenant, tag FROM atrest_catalog_tenants WHERE tenant = $1",
                         &[&tenant.as_bytes().as_slice()],
                     )
                     .await?;
-                Ok(row.map(|row| row.try_get(0)).transpose()?)
+                row.as_ref().map(tenant_name_of).transpose()
             })
         })
         .await

@@ -235,8 +235,11 @@ impl World {
         let (a, c) = if fresh {
             let a = TenantId::random(&mut OsRng).unwrap();
             let c = TenantId::random(&mut OsRng).unwrap();
-            catalog.name_tenant("a", a).await.unwrap();
-            catalog.name_tenant("c", c).await.unwrap();
+            // Names for the tests' own look-ups (the catalog alone: their
+            // tags are not checked here).
+            let tag = atrest_tenant::RecordTag::from_slice(&[0; 32]).unwrap();
+            catalog.name_tenant("a", a, &tag).await.unwrap();
+            catalog.name_tenant("c", c, &tag).await.unwrap();
             let _ = keys.create_service_tenant(a).await.unwrap();
             let _ = keys
                 .create_customer_key_tenant(c, customer_keys())
@@ -245,8 +248,8 @@ impl World {
             (a, c)
         } else {
             (
-                catalog.tenant_named("a").await.unwrap().unwrap(),
-                catalog.tenant_named("c").await.unwrap().unwrap(),
+                catalog.tenant_named("a").await.unwrap().unwrap().tenant,
+                catalog.tenant_named("c").await.unwrap().unwrap().tenant,
             )
         };
         let files = atrest::Files::new(keys.clone(), catalog.clone(), blobs, audit.clone());

@@ -9,7 +9,8 @@ use std::path::Path;
 
 use atrest::catalog::stored::{self, StoredRecord};
 use atrest::catalog::{SealInProgress, SealTicket, SealedBlob};
-use atrest::{BlobName, Catalog, CatalogError, Error, FileRecord, check_name};
+use atrest::tenant::RecordTag;
+use atrest::{BlobName, Catalog, CatalogError, Error, FileRecord, TenantName, check_name};
 use atrest_filekey::{FileContext, FileVersion, TenantId, WrappedFileKey};
 use rusqlite::{Connection, OptionalExtension as _, Row, params};
 
@@ -19,7 +20,8 @@ use crate::db::{self, Failure, Shared};
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS catalog_tenants (
     name   TEXT PRIMARY KEY,
-    tenant BLOB NOT NULL UNIQUE
+    tenant BLOB NOT NULL UNIQUE,
+    tag    BLOB  -- binds the name to the tenant; NULL for an untagged name
 );
 CREATE TABLE IF NOT EXISTS catalog_files (
     tenant BLOB NOT NULL,
@@ -142,6 +144,12 @@ fn migrate(connection: &Connection) -> Result<(), Failure> {
     if !has("owner") {
         let _ = connection.execute("ALTER TABLE catalog_versions ADD COLUMN owner TEXT", [])?;
     }
+    if connection
+        .prepare("SELECT tag FROM catalog_tenants LIMIT 0")
+        .is_err()
+    {
+        let _ = connection.execute("ALTER TABLE catalog_tenants ADD COLUMN tag BLOB", [])?;
+    }
     if !has("media_type") {
         let _ = connection.execute(
             "ALTER TABLE catalog_versions ADD COLUMN media_type TEXT",
@@ -225,11 +233,16 @@ fn query_records(
     Ok(records)
 }
 
-fn name_tenant(db: &Connection, name: &str, tenant: TenantId) -> Result<(), Failure> {
+fn name_tenant(
+    db: &Connection,
+    name: &str,
+    tenant: TenantId,
+    tag: &RecordTag,
+) -> Result<(), Failure> {
     check_name("tenant name", name)?;
     let inserted = db.execute(
-        "INSERT INTO catalog_tenants (name, tenant) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-        params![name, tenant.as_bytes()],
+        "INSERT INTO catalog_tenants (name, tenant, tag) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        params![name, tenant.as_bytes(), tag.as_bytes()],
     )?;
     if inserted == 0 {
         return Err(Failure::Catalog(CatalogError::TenantNameTaken {
@@ -239,33 +252,51 @@ fn name_tenant(db: &Connection, name: &str, tenant: TenantId) -> Result<(), Fail
     Ok(())
 }
 
-fn tenant_named(db: &Connection, name: &str) -> Result<Option<TenantId>, Failure> {
-    let bytes: Option<Vec<u8>> = db
-        .prepare_cached("SELECT tenant FROM catalog_tenants WHERE name = ?1")?
-        .query_row(params![name], |row| row.get(0))
-        .optional()?;
-    Ok(bytes.map(|bytes| stored::tenant_id(&bytes)).transpose()?)
+/// A `catalog_tenants` row: name, tenant, tag.
+fn tenant_name_of(row: &Row<'_>) -> rusqlite::Result<(String, Vec<u8>, Option<Vec<u8>>)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
 }
 
-fn tenant_names(db: &Connection) -> Result<Vec<(String, TenantId)>, Failure> {
+fn decode_tenant_name(
+    (name, tenant, tag): (String, Vec<u8>, Option<Vec<u8>>),
+) -> Result<TenantName, Failure> {
+    Ok(TenantName {
+        name,
+        tenant: stored::tenant_id(&tenant)?,
+        tag: tag
+            .map(|tag| {
+                RecordTag::from_slice(&tag)
+                    .ok_or(Failure::Catalog(CatalogError::Corrupt("tenant name tag")))
+            })
+            .transpose()?,
+    })
+}
+
+fn tenant_named(db: &Connection, name: &str) -> Result<Option<TenantName>, Failure> {
+    db.prepare_cached("SELECT name, tenant, tag FROM catalog_tenants WHERE name = ?1")?
+        .query_row(params![name], tenant_name_of)
+        .optional()?
+        .map(decode_tenant_name)
+        .transpose()
+}
+
+fn tenant_names(db: &Connection) -> Result<Vec<TenantName>, Failure> {
     let mut statement =
-        db.prepare_cached("SELECT name, tenant FROM catalog_tenants ORDER BY name")?;
-    let rows = statement.query_map([], |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
-    })?;
+        db.prepare_cached("SELECT name, tenant, tag FROM catalog_tenants ORDER BY name")?;
+    let rows = statement.query_map([], tenant_name_of)?;
     let mut names = Vec::new();
     for row in rows {
-        let (name, tenant) = row?;
-        names.push((name, stored::tenant_id(&tenant)?));
+        names.push(decode_tenant_name(row?)?);
     }
     Ok(names)
 }
 
-fn tenant_name(db: &Connection, tenant: TenantId) -> Result<Option<String>, Failure> {
-    Ok(db
-        .prepare_cached("SELECT name FROM catalog_tenants WHERE tenant = ?1")?
-        .query_row(params![tenant.as_bytes()], |row| row.get(0))
-        .optional()?)
+fn tenant_name(db: &Connection, tenant: TenantId) -> Result<Option<TenantName>, Failure> {
+    db.prepare_cached("SELECT name, tenant, tag FROM catalog_tenants WHERE tenant = ?1")?
+        .query_row(params![tenant.as_bytes()], tenant_name_of)
+        .optional()?
+        .map(decode_tenant_name)
+        .transpose()
 }
 
 fn seals_in_progress(db: &Connection) -> Result<Vec<SealInProgress>, Failure> {
@@ -351,9 +382,14 @@ fn blob_names(db: &Connection) -> Result<Vec<BlobName>, Failure> {
 
 #[async_trait::async_trait]
 impl Catalog for SqliteCatalog {
-    async fn name_tenant(&self, name: &str, tenant: TenantId) -> Result<(), Error> {
-        let name = name.to_owned();
-        self.run(move |db| name_tenant(&db.durable, &name, tenant))
+    async fn name_tenant(
+        &self,
+        name: &str,
+        tenant: TenantId,
+        tag: &RecordTag,
+    ) -> Result<(), Error> {
+        let (name, tag) = (name.to_owned(), *tag);
+        self.run(move |db| name_tenant(&db.durable, &name, tenant, &tag))
             .await
     }
 
@@ -438,16 +474,16 @@ impl Catalog for SqliteCatalog {
         .await
     }
 
-    async fn tenant_named(&self, name: &str) -> Result<Option<TenantId>, Error> {
+    async fn tenant_named(&self, name: &str) -> Result<Option<TenantName>, Error> {
         let name = name.to_owned();
         self.run(move |db| tenant_named(&db.durable, &name)).await
     }
 
-    async fn tenant_names(&self) -> Result<Vec<(String, TenantId)>, Error> {
+    async fn tenant_names(&self) -> Result<Vec<TenantName>, Error> {
         self.run(|db| tenant_names(&db.durable)).await
     }
 
-    async fn tenant_name(&self, tenant: TenantId) -> Result<Option<String>, Error> {
+    async fn tenant_name(&self, tenant: TenantId) -> Result<Option<TenantName>, Error> {
         self.run(move |db| tenant_name(&db.durable, tenant)).await
     }
 

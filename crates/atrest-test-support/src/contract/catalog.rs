@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use atrest::catalog::{MediaType, Precondition, SealTicket, SealedBlob};
-use atrest::{BlobName, CatalogError, Error as FilesError, ErrorKind};
+use atrest::{BlobName, CatalogError, Error as FilesError, ErrorKind, TenantName};
 use atrest_filekey::{FileContext, FileVersion, Kek, KeyId, OsRng, TenantId, WrappedFileKey};
 use atrest_tenant::Rewrapped;
 use tokio::sync::Barrier;
@@ -18,35 +18,47 @@ pub async fn tenant_names_are_unique_both_ways(backend: &dyn Backend) {
         TenantId::random(&mut OsRng).unwrap(),
         TenantId::random(&mut OsRng).unwrap(),
     );
-    catalog.name_tenant("zeta", a).await.unwrap();
-    catalog.name_tenant("Alpha", b).await.unwrap();
-    let taken = catalog.name_tenant("zeta", b).await.unwrap_err();
+    catalog.name_tenant("zeta", a, &tag(9)).await.unwrap();
+    catalog.name_tenant("Alpha", b, &tag(9)).await.unwrap();
+    let taken = catalog.name_tenant("zeta", b, &tag(9)).await.unwrap_err();
     assert!(matches!(
         taken,
         FilesError::Catalog(CatalogError::TenantNameTaken { .. })
     ));
     assert_eq!(taken.kind(), ErrorKind::Conflict);
     // A tenant has one name.
-    let second = catalog.name_tenant("other", a).await.unwrap_err();
+    let second = catalog.name_tenant("other", a, &tag(9)).await.unwrap_err();
     assert_eq!(second.kind(), ErrorKind::Conflict, "{second}");
-    let invalid = catalog.name_tenant(" padded", a).await.unwrap_err();
+    let invalid = catalog
+        .name_tenant(" padded", a, &tag(9))
+        .await
+        .unwrap_err();
     assert_eq!(invalid.kind(), ErrorKind::Usage);
 
-    assert_eq!(catalog.tenant_named("zeta").await.unwrap(), Some(a));
+    // Each name comes back with its tenant and its tag.
+    let named = |name: &str, tenant, byte| TenantName {
+        name: name.to_owned(),
+        tenant,
+        tag: Some(tag(byte)),
+    };
+    assert_eq!(
+        catalog.tenant_named("zeta").await.unwrap(),
+        Some(named("zeta", a, 9))
+    );
     assert_eq!(catalog.tenant_named("nope").await.unwrap(), None);
     assert_eq!(
-        catalog.tenant_name(b).await.unwrap().as_deref(),
-        Some("Alpha")
+        catalog.tenant_name(b).await.unwrap(),
+        Some(named("Alpha", b, 9))
     );
     // By name, byte by byte: upper case first.
     assert_eq!(
         catalog.tenant_names().await.unwrap(),
-        vec![("Alpha".to_owned(), b), ("zeta".to_owned(), a)]
+        vec![named("Alpha", b, 9), named("zeta", a, 9)]
     );
     catalog.unname_tenant("zeta").await.unwrap();
     catalog.unname_tenant("zeta").await.unwrap();
     assert_eq!(catalog.tenant_name(a).await.unwrap(), None);
-    catalog.name_tenant("other", a).await.unwrap();
+    catalog.name_tenant("other", a, &tag(9)).await.unwrap();
 }
 
 /// A KEK standing in for a TIK version.
@@ -550,8 +562,8 @@ pub async fn a_forgotten_tenant_leaves_no_record_and_frees_its_name(backend: &dy
         TenantId::random(&mut OsRng).unwrap(),
         TenantId::random(&mut OsRng).unwrap(),
     );
-    catalog.name_tenant("gone", gone).await.unwrap();
-    catalog.name_tenant("kept", kept).await.unwrap();
+    catalog.name_tenant("gone", gone, &tag(9)).await.unwrap();
+    catalog.name_tenant("kept", kept, &tag(9)).await.unwrap();
     let mut blobs = Vec::new();
     for tenant in [gone, kept] {
         for name in ["a", "b"] {
@@ -573,9 +585,16 @@ pub async fn a_forgotten_tenant_leaves_no_record_and_frees_its_name(backend: &dy
     }
     // The name is free; forgetting again is no error.
     let reborn = TenantId::random(&mut OsRng).unwrap();
-    catalog.name_tenant("gone", reborn).await.unwrap();
+    catalog.name_tenant("gone", reborn, &tag(9)).await.unwrap();
     assert_eq!(catalog.forget_tenant(gone).await.unwrap(), 0);
-    assert_eq!(catalog.tenant_named("gone").await.unwrap(), Some(reborn));
+    assert_eq!(
+        catalog
+            .tenant_named("gone")
+            .await
+            .unwrap()
+            .map(|n| n.tenant),
+        Some(reborn)
+    );
 }
 
 pub async fn removed_versions_leave_listings_and_their_names_go_with_the_last(

@@ -13,10 +13,10 @@ use atrest_audit::{Audit, Event, FileRef, Outcome, Record, Text};
 use atrest_filekey::{FileContext, FileKey, FileVersion, TenantId};
 use atrest_stream::format::FORMAT_VERSION;
 use atrest_stream::{Options, Parallelism};
-use atrest_tenant::{Access, KeyHierarchy, MetadataKey};
+use atrest_tenant::{Access, KeyHierarchy, MetadataKey, RecordTag};
 
 use crate::blob::Blobs;
-use crate::catalog::{Catalog, MediaType, NewVersion, SealTicket, SealedBlob};
+use crate::catalog::{Catalog, MediaType, NewVersion, SealTicket, SealedBlob, TenantName};
 use crate::record::TaggedFields;
 use crate::{CatalogError, Error, FileRecord, RecordError};
 
@@ -230,6 +230,28 @@ impl Files {
         Ok(record)
     }
 
+    /// The tag that binds name `name` to `tenant`, under the tenant's
+    /// metadata key: what [`Catalog::name_tenant`] stores with the name.
+    ///
+    /// # Errors
+    /// [`Error::Keys`] if the tenant's metadata key cannot be had (no such
+    /// tenant, purged).
+    pub async fn name_tag(&self, tenant: TenantId, name: &str) -> Result<RecordTag, Error> {
+        let metadata = self.keys.metadata_key(tenant).await?;
+        Ok(metadata.tag(TENANT_NAME_LABEL, &tenant_name_message(tenant, name)))
+    }
+
+    /// Checks a stored tenant name's tag: the only way a name is to be
+    /// mapped to its tenant (or a tenant shown under a name).
+    ///
+    /// # Errors
+    /// [`CatalogError::NameTampered`] if the tag is missing or does not
+    /// bind the name to the tenant; [`Error::Keys`] if the tenant's metadata
+    /// key cannot be had (a purged tenant: [`atrest_tenant::Error::Purged`]).
+    pub async fn authenticate_name(&self, named: &TenantName) -> Result<(), Error> {
+        authenticate_tenant_name(&self.keys, named).await
+    }
+
     /// Checks a record's tag under its tenant's metadata key.
     async fn authenticate(
         &self,
@@ -321,4 +343,39 @@ impl Files {
             .release_file_key(access, &record.context(), &record.wrapped_key)
             .await?)
     }
+}
+
+/// [`Files::authenticate_name`], for code that holds the key hierarchy
+/// alone (a release policy that compares a tenant's name).
+///
+/// # Errors
+/// As for [`Files::authenticate_name`].
+pub async fn authenticate_tenant_name(
+    keys: &KeyHierarchy,
+    named: &TenantName,
+) -> Result<(), Error> {
+    let metadata = keys.metadata_key(named.tenant).await?;
+    let message = tenant_name_message(named.tenant, &named.name);
+    if named
+        .tag
+        .is_some_and(|tag| metadata.verify(TENANT_NAME_LABEL, &message, &tag))
+    {
+        Ok(())
+    } else {
+        Err(CatalogError::NameTampered {
+            name: named.name.clone(),
+            tenant: named.tenant,
+        }
+        .into())
+    }
+}
+
+/// The label of tenant names' tags under the tenant's metadata key.
+const TENANT_NAME_LABEL: &[u8] = b"atrest/v1 tenant name";
+
+/// What a tenant name's tag covers: the tenant and the name.
+fn tenant_name_message(tenant: TenantId, name: &str) -> Vec<u8> {
+    let mut message = tenant.encode().to_vec();
+    message.extend_from_slice(name.as_bytes());
+    message
 }

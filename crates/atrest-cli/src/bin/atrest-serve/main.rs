@@ -383,7 +383,8 @@ fn token_command(
     Ok(())
 }
 
-/// Fails unless the deployment in `data` has a tenant named `tenant`.
+/// Fails unless the deployment in `data` has a tenant named `tenant`, its
+/// name authentic.
 fn tenant_exists(data: &std::path::Path, tenant: &str) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -393,7 +394,9 @@ fn tenant_exists(data: &std::path::Path, tenant: &str) -> Result<(), Failure> {
             source,
         })?;
     runtime.block_on(async {
-        let _ = Deployment::tenant_id_in(data, tenant).await?;
+        // The name is authenticated, which takes the deployment's keys.
+        let deployment = Deployment::open(data, Options::new("atrest-serve")).await?;
+        let _ = deployment.tenant_id(tenant).await?;
         Ok(())
     })
 }

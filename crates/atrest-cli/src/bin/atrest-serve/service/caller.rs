@@ -182,12 +182,23 @@ async fn signed_in(
             ));
         }
     };
-    match service
+    let named = match service
         .deployment
         .catalog()
         .tenant_name(identity.tenant)
         .await
     {
+        // Only a name that authenticates as the tenant's.
+        Ok(Some(named)) => service
+            .deployment
+            .authentic(&named)
+            .await
+            .map(|_| Some(named.name))
+            .map_err(|error| (error.kind(), error.to_string())),
+        Ok(None) => Ok(None),
+        Err(error) => Err((error.kind(), error.to_string())),
+    };
+    match named {
         Ok(Some(tenant)) => Ok(format!("{}@{tenant}", identity.subject)),
         Ok(None) => {
             tracing::info!(
@@ -202,8 +213,8 @@ async fn signed_in(
                 "the access token's tenant is not served here",
             ))
         }
-        Err(error) => Err(ApiError::from_kind(
-            error.kind(),
+        Err((kind, error)) => Err(ApiError::from_kind(
+            kind,
             &format!("the name of the access token's tenant: {error}"),
             &RequestId(request.to_owned(), None),
         )),
