@@ -75,3 +75,36 @@ fn swapped_tenant_names_keep_the_service_tenants_apart() {
     let audit = atrest(&data, &["audit", "show"]);
     assert!(audit.contains("metadata_rejected"), "{audit}");
 }
+
+/// A service token is bound to the tenant its name named when the token
+/// was made: once that tenant is purged and forgotten, a tenant made again
+/// under the same name is another tenant, which the old token does not
+/// reach.
+#[test]
+fn a_token_reaches_only_the_tenant_it_was_made_for() {
+    let dir = TempDir::new("service-token-binding");
+    let data = dir.path().join("data");
+    atrest(&data, &["init"]);
+    atrest(&data, &["tenant", "create", "fabrikam"]);
+    let old = token(&data, "bob@fabrikam");
+    atrest(&data, &["purge", "fabrikam", "--yes"]);
+    atrest(&data, &["gc"]);
+    atrest(&data, &["tenant", "create", "fabrikam"]);
+    let new = token(&data, "bob@fabrikam");
+    let instance = Instance::start(&data, "service", &[], &[]);
+    let path = "/v1/tenants/fabrikam/files/plan.txt";
+    let put = send(&instance.addr, &old, "PUT", path, b"old token");
+    assert_eq!(put.status, 403, "{}", put.text());
+    let listed = send(
+        &instance.addr,
+        &old,
+        "GET",
+        "/v1/tenants/fabrikam/files",
+        b"",
+    );
+    assert_eq!(listed.status, 403, "{}", listed.text());
+    let put = send(&instance.addr, &new, "PUT", path, b"new token");
+    assert_eq!(put.status, 201, "{}", put.text());
+    let got = send(&instance.addr, &old, "GET", path, b"");
+    assert_eq!(got.status, 403, "{}", got.text());
+}

@@ -325,8 +325,9 @@ fn token_command(
             // A token stands for a member of a tenant that exists.
             let parsed = atrest_deployment::Principal::parse(&principal)
                 .ok_or_else(|| tokens::TokenError::BadPrincipal(principal.clone()))?;
-            tenant_exists(data, parsed.tenant)?;
-            let token = file.add(&principal)?;
+            // Bound to the tenant the name names now (authenticated).
+            let tenant = tenant_exists(data, parsed.tenant)?;
+            let token = file.add(&principal, tenant)?;
             if json {
                 let document = serde_json::json!({
                     "id": token.id,
@@ -383,9 +384,12 @@ fn token_command(
     Ok(())
 }
 
-/// Fails unless the deployment in `data` has a tenant named `tenant`, its
-/// name authentic.
-fn tenant_exists(data: &std::path::Path, tenant: &str) -> Result<(), Failure> {
+/// The id of the tenant named `tenant` of the deployment in `data`, its
+/// name authentic; fails if there is none.
+fn tenant_exists(
+    data: &std::path::Path,
+    tenant: &str,
+) -> Result<atrest::filekey::TenantId, Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -396,8 +400,7 @@ fn tenant_exists(data: &std::path::Path, tenant: &str) -> Result<(), Failure> {
     runtime.block_on(async {
         // The name is authenticated, which takes the deployment's keys.
         let deployment = Deployment::open(data, Options::new("atrest-serve")).await?;
-        let _ = deployment.tenant_id(tenant).await?;
-        Ok(())
+        Ok(deployment.tenant_id(tenant).await?)
     })
 }
 

@@ -526,7 +526,7 @@ async fn head(
     Query(query): Query<VersionQuery>,
     request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    caller.check_tenant(&tenant)?;
+    caller.check_tenant(&service, &tenant, &request).await?;
     let target = target(
         &service,
         &request,
@@ -551,7 +551,7 @@ async fn download(
     Query(query): Query<VersionQuery>,
     request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    caller.check_tenant(&tenant)?;
+    caller.check_tenant(&service, &tenant, &request).await?;
     let target = target(
         &service,
         &request,
@@ -645,7 +645,7 @@ async fn remove(
     Path((tenant, name)): Path<(String, String)>,
     Query(query): Query<VersionQuery>,
 ) -> Result<Response, ApiError> {
-    caller.check_tenant(&tenant)?;
+    caller.check_tenant(&service, &tenant, &request).await?;
     let file = FileName {
         tenant: &tenant,
         name: &name,

@@ -26,6 +26,7 @@ use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
+use atrest::filekey::TenantId;
 use atrest_deployment::Principal;
 
 mod format;
@@ -167,11 +168,12 @@ impl TokenFile {
         Ok(read_contents(&self.path)?.tokens)
     }
 
-    /// Makes a token for `principal` and records its hash.
+    /// Makes a token for `principal`, bound to tenant `tenant` (the id its
+    /// tenant name names now), and records its hash.
     ///
     /// # Errors
     /// [`TokenError::BadPrincipal`]; file errors; [`TokenError::Random`].
-    pub(crate) fn add(&self, principal: &str) -> Result<NewToken, TokenError> {
+    pub(crate) fn add(&self, principal: &str, tenant: TenantId) -> Result<NewToken, TokenError> {
         if Principal::parse(principal).is_none() {
             return Err(TokenError::BadPrincipal(principal.to_owned()));
         }
@@ -187,6 +189,7 @@ impl TokenFile {
         let entry = TokenEntry {
             id: id.clone(),
             principal: principal.to_owned(),
+            tenant: Some(tenant.to_string()),
             sha256: hex::encode(digest(&token)),
             created: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -282,8 +285,17 @@ pub(crate) struct Tokens {
 struct Loaded {
     /// Modification time, size and inode of the file read (`None`: absent).
     stamp: Option<(SystemTime, u64, u64)>,
-    /// Principal by token hash; `None` if the file could not be read.
-    principals: Option<HashMap<[u8; 32], String>>,
+    /// Who each token (by its hash) stands for; `None` if the file could
+    /// not be read.
+    principals: Option<HashMap<[u8; 32], Bearer>>,
+}
+
+/// Who a token stands for: its principal, and the tenant it was made for
+/// (`None` for a token made before tokens were bound).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Bearer {
+    pub(crate) principal: String,
+    pub(crate) tenant: Option<TenantId>,
 }
 
 fn stamp(path: &Path) -> io::Result<Option<(SystemTime, u64, u64)>> {
@@ -323,7 +335,14 @@ impl Tokens {
                 for entry in contents.tokens {
                     let mut hash = [0_u8; 32];
                     if hex::decode_to_slice(&entry.sha256, &mut hash).is_ok() {
-                        principals.insert(hash, entry.principal);
+                        let tenant = entry.tenant.as_deref().and_then(|id| id.parse().ok());
+                        principals.insert(
+                            hash,
+                            Bearer {
+                                principal: entry.principal,
+                                tenant,
+                            },
+                        );
                     }
                 }
                 *state = Loaded {
@@ -368,8 +387,8 @@ impl Tokens {
         }
     }
 
-    /// The principal `token` stands for, if it is a current token.
-    pub(crate) fn principal(&self, token: &str) -> Option<String> {
+    /// Who `token` stands for, if it is a current token.
+    pub(crate) fn bearer(&self, token: &str) -> Option<Bearer> {
         if !token.starts_with(PREFIX) || token.len() > 128 {
             return None;
         }
@@ -399,7 +418,7 @@ impl Tokens {
         None
     }
 
-    fn lookup(&self, hash: &[u8; 32]) -> Option<String> {
+    fn lookup(&self, hash: &[u8; 32]) -> Option<Bearer> {
         let state = self
             .state
             .read()
@@ -422,8 +441,9 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join(TOKEN_FILE);
         let file = TokenFile::new(&path);
-        let alice = file.add("alice@acme").unwrap();
-        let bob = file.add("bob@globex").unwrap();
+        let acme = TenantId::random(&mut atrest::filekey::OsRng).unwrap();
+        let alice = file.add("alice@acme", acme).unwrap();
+        let bob = file.add("bob@globex", acme).unwrap();
         let text = fs::read_to_string(&path).unwrap();
         assert!(!text.contains(alice.expose_secret()));
         assert!(!format!("{alice:?}").contains(alice.expose_secret()));
@@ -434,16 +454,19 @@ mod tests {
         );
         let tokens = Tokens::load(&path).unwrap();
         assert_eq!(
-            tokens.principal(alice.expose_secret()).as_deref(),
-            Some("alice@acme")
+            tokens.bearer(alice.expose_secret()),
+            Some(Bearer {
+                principal: "alice@acme".into(),
+                tenant: Some(acme)
+            })
         );
-        assert_eq!(tokens.principal("atrest_00000000_nope"), None);
-        assert_eq!(tokens.principal(""), None);
+        assert_eq!(tokens.bearer("atrest_00000000_nope"), None);
+        assert_eq!(tokens.bearer(""), None);
         file.revoke(&bob.id).unwrap();
         *tokens.checked.lock().unwrap() = Instant::now() - RELOAD_INTERVAL;
-        assert_eq!(tokens.principal(bob.expose_secret()), None);
+        assert_eq!(tokens.bearer(bob.expose_secret()), None);
         assert!(matches!(
-            file.add("a@b@c"),
+            file.add("a@b@c", acme),
             Err(TokenError::BadPrincipal(_))
         ));
         // A file others may write, or a link, is refused (no token works).
@@ -460,7 +483,7 @@ mod tests {
         fs::write(&path, b"{").unwrap();
         *tokens.checked.lock().unwrap() = Instant::now() - RELOAD_INTERVAL;
         assert_eq!(
-            tokens.principal(alice.expose_secret()),
+            tokens.bearer(alice.expose_secret()),
             None,
             "an unreadable file lets no one in"
         );

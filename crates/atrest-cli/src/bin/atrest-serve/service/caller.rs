@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use atrest::filekey::TenantId;
 use atrest::tenant::Access;
 use atrest_deployment::Principal;
 use axum::extract::FromRequestParts;
@@ -15,6 +16,10 @@ use crate::oidc::{Provider, SignInError};
 #[derive(Debug)]
 pub(super) struct Caller {
     pub(super) principal: String,
+    /// The tenant the token was made for (an access token's tenant claim,
+    /// a service token's tenant when it was added); `None` for a service
+    /// token made before tokens were bound.
+    tenant: Option<TenantId>,
     _slot: Slot,
 }
 
@@ -83,14 +88,38 @@ impl Drop for Slot {
 }
 
 impl Caller {
-    /// Refuses a caller addressing another tenant than their own.
-    pub(super) fn check_tenant(&self, tenant: &str) -> Result<(), ApiError> {
-        match Principal::parse(&self.principal) {
-            Some(principal) if principal.tenant == tenant => Ok(()),
-            _ => Err(ApiError::new(
+    /// Refuses a caller addressing another tenant than their own: by the
+    /// principal's tenant name, and by the tenant the token was made for,
+    /// which the name must (still) name, authentically — a tenant made
+    /// again under the name of one purged, or a name a writer of the
+    /// catalog pointed elsewhere, is another tenant.
+    pub(super) async fn check_tenant(
+        &self,
+        service: &Service,
+        tenant: &str,
+        request: &RequestId,
+    ) -> Result<(), ApiError> {
+        let refused = || {
+            ApiError::new(
                 StatusCode::FORBIDDEN,
                 "refused",
                 format!("{} may not use tenant {tenant:?}", self.principal),
+            )
+        };
+        match Principal::parse(&self.principal) {
+            Some(principal) if principal.tenant == tenant => {}
+            _ => return Err(refused()),
+        }
+        let Some(bound) = self.tenant else {
+            return Ok(());
+        };
+        match service.deployment.tenant_id(tenant).await {
+            Ok(id) if id == bound => Ok(()),
+            Ok(_) => Err(refused()),
+            Err(error) => Err(ApiError::from_kind(
+                error.kind(),
+                &format!("the tenant {tenant:?}: {error}"),
+                request,
             )),
         }
     }
@@ -125,7 +154,7 @@ impl FromRequestParts<Arc<Service>> for Caller {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim())
             .ok_or_else(unauthorized)?;
-        let principal = match &service.provider {
+        let (principal, tenant) = match &service.provider {
             Some(provider) if looks_like_jwt(token) => {
                 let request = parts
                     .extensions
@@ -133,7 +162,10 @@ impl FromRequestParts<Arc<Service>> for Caller {
                     .map_or("-", |id| id.0.as_str());
                 signed_in(service, provider, token, request).await?
             }
-            _ => service.tokens.principal(token).ok_or_else(unauthorized)?,
+            _ => {
+                let bearer = service.tokens.bearer(token).ok_or_else(unauthorized)?;
+                (bearer.principal, bearer.tenant)
+            }
         };
         let slot = service.in_flight.enter(
             &principal,
@@ -142,6 +174,7 @@ impl FromRequestParts<Arc<Service>> for Caller {
         )?;
         Ok(Self {
             principal,
+            tenant,
             _slot: slot,
         })
     }
@@ -153,14 +186,15 @@ fn looks_like_jwt(token: &str) -> bool {
     token.bytes().filter(|b| *b == b'.').count() == 2
 }
 
-/// The principal a provider's access token stands for: its subject
-/// claim in the tenant whose id its tenant claim holds.
+/// The principal a provider's access token stands for — its subject claim
+/// in the tenant whose id its tenant claim holds, by that tenant's name —
+/// and that tenant.
 async fn signed_in(
     service: &Service,
     provider: &Provider,
     token: &str,
     request: &str,
-) -> Result<String, ApiError> {
+) -> Result<(String, Option<TenantId>), ApiError> {
     let identity = match provider.identity(token).await {
         Ok(identity) => identity,
         Err(SignInError::Rejected(why)) => {
@@ -199,7 +233,10 @@ async fn signed_in(
         Err(error) => Err((error.kind(), error.to_string())),
     };
     match named {
-        Ok(Some(tenant)) => Ok(format!("{}@{tenant}", identity.subject)),
+        Ok(Some(tenant)) => Ok((
+            format!("{}@{tenant}", identity.subject),
+            Some(identity.tenant),
+        )),
         Ok(None) => {
             tracing::info!(
                 request_id = request,

@@ -59,7 +59,7 @@ pub(super) async fn list(
     Path(tenant): Path<String>,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    caller.check_tenant(&tenant)?;
+    caller.check_tenant(&service, &tenant, &request).await?;
     let all_versions = match query.versions.as_deref() {
         None | Some("latest") => false,
         Some("all") => true,

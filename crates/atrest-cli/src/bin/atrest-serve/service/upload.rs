@@ -38,7 +38,7 @@ pub(super) async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    caller.check_tenant(&tenant)?;
+    caller.check_tenant(&service, &tenant, &request).await?;
     // HTTP/1 without Content-Length or chunked framing has no body to
     // read: refused, rather than an empty version.
     if version < axum::http::Version::HTTP_2

@@ -15,6 +15,11 @@ pub(crate) struct TokenEntry {
     pub id: String,
     /// The principal it stands for.
     pub principal: String,
+    /// The id of the tenant it was made for (the one the principal's
+    /// tenant name named then): it works only while that name still names
+    /// that tenant. Absent in tokens made before tokens were bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// SHA-256 of the token, in hex.
     pub sha256: String,
     /// When it was made (seconds since the Unix epoch).
@@ -46,6 +51,11 @@ pub(crate) fn parse(
     for entry in &contents.tokens {
         if !valid_principal(&entry.principal) {
             return Err(format!("bad principal {:?}", entry.principal));
+        }
+        if let Some(tenant) = &entry.tenant
+            && tenant.parse::<atrest::filekey::TenantId>().is_err()
+        {
+            return Err(format!("bad tenant id for token {:?}", entry.id));
         }
         let hash_ok =
             entry.sha256.len() == 64 && entry.sha256.bytes().all(|b| b.is_ascii_hexdigit());
