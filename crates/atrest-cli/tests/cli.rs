@@ -10,11 +10,14 @@
     clippy::panic
 )]
 
+mod name_edits;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use atrest_test_support::softhsm::SoftHsm;
 use atrest_test_support::{TempDir, seeded as content};
+use name_edits::NameEdits;
 
 struct Cli {
     data: PathBuf,
@@ -2230,37 +2233,6 @@ fn rm_erases_for_good_even_from_a_restored_backup() {
     assert!(cli.json(&["audit", "verify"])["problem"].is_null());
 }
 
-/// One edit a writer of the catalog makes to the table of tenant names.
-#[derive(Clone, Debug)]
-enum NameEdit {
-    Set {
-        row: &'static str,
-        column: &'static str,
-        value: atrest_test_support::sqlite::types::Value,
-    },
-    Delete(&'static str),
-}
-
-impl NameEdit {
-    /// Applies it; `false` if the database refused it (a unique key).
-    fn apply(&self, db: &atrest_test_support::sqlite::Connection) -> bool {
-        match self {
-            Self::Set { row, column, value } => db
-                .execute(
-                    &format!("UPDATE catalog_tenants SET {column} = ?1 WHERE rowid = (SELECT rowid FROM catalog_tenants_at_start WHERE name = ?2)"),
-                    atrest_test_support::sqlite::params![value, row],
-                )
-                .is_ok(),
-            Self::Delete(row) => db
-                .execute(
-                    "DELETE FROM catalog_tenants WHERE rowid = (SELECT rowid FROM catalog_tenants_at_start WHERE name = ?1)",
-                    [row],
-                )
-                .is_ok(),
-        }
-    }
-}
-
 /// A writer of the catalog (no key) edits the table that maps tenant
 /// names to tenants — every single edit of each row's name, tenant and
 /// tag to each value seen in its column or a fresh one, each deletion, and
@@ -2271,7 +2243,6 @@ impl NameEdit {
 /// way.
 #[test]
 fn every_edit_of_the_tenant_names_keeps_tenants_apart() {
-    use atrest_test_support::sqlite::types::Value;
     let dir = TempDir::new("name-edits");
     let (cli, _) = deployment_with_file(dir.path(), "minutes.txt", b"contoso's minutes");
     cli.ok(&["tenant", "create", "fabrikam"]);
@@ -2287,55 +2258,7 @@ fn every_edit_of_the_tenant_names_keeps_tenants_apart() {
         .to_owned();
 
     let catalog = cli.data.join("catalog.sqlite");
-    let db = atrest_test_support::sqlite::Connection::open(&catalog).unwrap();
-    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-    // The rows as they are, and a copy to restore them from: the table
-    // (a regular one of the catalog's schema) is put back after each case.
-    db.execute_batch(
-        "CREATE TEMP TABLE catalog_tenants_at_start AS SELECT rowid, * FROM catalog_tenants",
-    )
-    .unwrap();
-    let column = |name: &str| -> Vec<Value> {
-        let mut statement = db
-            .prepare(&format!("SELECT DISTINCT {name} FROM catalog_tenants"))
-            .unwrap();
-        statement
-            .query_map([], |row| row.get::<_, Value>(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    };
-    let mut edits = Vec::new();
-    for row in ["contoso", "fabrikam"] {
-        let fresh = |column: &str| match column {
-            "name" => Value::Text("northwind".into()),
-            _ => Value::Blob(vec![0x5a; if column == "tag" { 32 } else { 16 }]),
-        };
-        for name in ["name", "tenant", "tag"] {
-            let mut values = column(name);
-            values.push(fresh(name));
-            if name == "tag" {
-                values.push(Value::Null);
-            }
-            for value in values {
-                edits.push(NameEdit::Set {
-                    row,
-                    column: name,
-                    value,
-                });
-            }
-        }
-        edits.push(NameEdit::Delete(row));
-    }
-    let restore = || {
-        db.execute_batch(
-            "DELETE FROM catalog_tenants;
-             INSERT INTO catalog_tenants (rowid, name, tenant, tag)
-                 SELECT rowid, name, tenant, tag FROM catalog_tenants_at_start;",
-        )
-        .unwrap();
-    };
-    let mut cases = 0;
+    let edits = NameEdits::of(&catalog);
     let mut uploads = 0;
     let check = |label: &str, uploads: &mut u32| {
         let read = cli.run(&["get", "fabrikam", "minutes.txt", "--as", "bob@fabrikam"]);
@@ -2369,22 +2292,7 @@ fn every_edit_of_the_tenant_names_keeps_tenants_apart() {
             .unwrap();
         assert_eq!(into_contoso, 0, "{label}: bob@fabrikam wrote into contoso");
     };
-    for (i, first) in edits.iter().enumerate() {
-        for second in std::iter::once(None).chain(edits.iter().skip(i + 1).map(Some)) {
-            restore();
-            if !first.apply(&db) {
-                continue;
-            }
-            if let Some(second) = second
-                && !second.apply(&db)
-            {
-                continue;
-            }
-            cases += 1;
-            check(&format!("{first:?} then {second:?}"), &mut uploads);
-        }
-    }
-    restore();
+    let cases = edits.each(|label| check(label, &mut uploads));
     assert!(cases > 40, "{cases} cases");
     // Unedited, both read their own; the refusals were audited.
     assert_eq!(

@@ -1,6 +1,8 @@
-//! A writer of the catalog swaps two tenants' names under a running
-//! `atrest-serve`: the users of either are refused, never served the
-//! other tenant's files nor let to write into it.
+//! A writer of the catalog edits the names of tenants under a running
+//! `atrest-serve` — every edit and pair of edits of the names table, and a
+//! plain swap: the users of either tenant are refused, never served the
+//! other tenant's files nor let to write into it; and a service token
+//! reaches only the tenant it was made for.
 
 #![allow(
     unreachable_pub,
@@ -10,15 +12,23 @@
     clippy::panic
 )]
 
+mod name_edits;
 mod service_support;
 
 use atrest_test_support::TempDir;
+use name_edits::NameEdits;
 
 use service_support::{Instance, atrest, send, token};
 
-#[test]
-fn swapped_tenant_names_keep_the_service_tenants_apart() {
-    let dir = TempDir::new("service-names");
+/// The path of a tenant's minutes.
+fn path(tenant: &str) -> String {
+    format!("/v1/tenants/{tenant}/files/minutes.txt")
+}
+
+/// A deployment in `dir` with tenants contoso (user alice) and fabrikam
+/// (user bob), a service over it, and each tenant's minutes uploaded:
+/// `(data, alice's token, bob's token, the service)`.
+fn two_tenants(dir: &TempDir) -> (std::path::PathBuf, String, String, Instance) {
     let data = dir.path().join("data");
     atrest(&data, &["init"]);
     for tenant in ["contoso", "fabrikam"] {
@@ -27,7 +37,6 @@ fn swapped_tenant_names_keep_the_service_tenants_apart() {
     let alice = token(&data, "alice@contoso");
     let bob = token(&data, "bob@fabrikam");
     let instance = Instance::start(&data, "service", &[], &[]);
-    let path = |tenant: &str| format!("/v1/tenants/{tenant}/files/minutes.txt");
     for (who, tenant, body) in [
         (&alice, "contoso", &b"contoso's minutes"[..]),
         (&bob, "fabrikam", &b"fabrikam's minutes"[..]),
@@ -35,6 +44,13 @@ fn swapped_tenant_names_keep_the_service_tenants_apart() {
         let put = send(&instance.addr, who, "PUT", &path(tenant), body);
         assert_eq!(put.status, 201, "{}", put.text());
     }
+    (data, alice, bob, instance)
+}
+
+#[test]
+fn swapped_tenant_names_keep_the_service_tenants_apart() {
+    let dir = TempDir::new("service-names");
+    let (data, alice, bob, instance) = two_tenants(&dir);
 
     let db = atrest_test_support::sqlite::Connection::open(data.join("catalog.sqlite")).unwrap();
     db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
@@ -107,4 +123,53 @@ fn a_token_reaches_only_the_tenant_it_was_made_for() {
     assert_eq!(put.status, 201, "{}", put.text());
     let got = send(&instance.addr, &old, "GET", path, b"");
     assert_eq!(got.status, 403, "{}", got.text());
+}
+
+#[test]
+fn every_edit_of_the_tenant_names_keeps_the_service_tenants_apart() {
+    let dir = TempDir::new("service-name-edits");
+    let (data, alice, bob, instance) = two_tenants(&dir);
+    let shown: serde_json::Value =
+        serde_json::from_str(&atrest(&data, &["--json", "tenant", "show", "contoso"])).unwrap();
+    let contoso_id = shown["id"]
+        .as_str()
+        .unwrap()
+        .replace('-', "")
+        .to_uppercase();
+    let catalog = data.join("catalog.sqlite");
+    let edits = NameEdits::of(&catalog);
+    let mut uploads = 0;
+    let cases = edits.each(|label| {
+        for (who, tenant, other) in [
+            (&bob, "fabrikam", "contoso's"),
+            (&alice, "contoso", "fabrikam's"),
+        ] {
+            let got = send(&instance.addr, who, "GET", &path(tenant), b"");
+            assert!(
+                got.status != 200 || !got.text().contains(other),
+                "{label}: {tenant}'s user read {other} file"
+            );
+        }
+        uploads += 1;
+        let name = format!("upload-{uploads}");
+        let _ = send(
+            &instance.addr,
+            &bob,
+            "PUT",
+            &format!("/v1/tenants/fabrikam/files/{name}"),
+            b"bob's upload",
+        );
+        let into_contoso: i64 = atrest_test_support::sqlite::Connection::open(&catalog)
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM catalog_files WHERE name = ?1 AND hex(tenant) = ?2",
+                [name.as_str(), contoso_id.as_str()],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(into_contoso, 0, "{label}: bob@fabrikam wrote into contoso");
+    });
+    assert!(cases > 40, "{cases} cases");
+    let got = send(&instance.addr, &bob, "GET", &path("fabrikam"), b"");
+    assert!(got.status == 200 && got.body == b"fabrikam's minutes");
 }
