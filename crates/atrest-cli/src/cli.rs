@@ -341,6 +341,11 @@ pub(crate) enum TenantCommand {
         /// The tenant.
         name: String,
     },
+    /// Tag the tenant names of a deployment made before names were tagged
+    /// (each under its tenant's key), so that they are used again. Run it
+    /// once after upgrading, on a database known to be untouched: it
+    /// trusts each untagged name as it is.
+    TagNames,
     /// Set when a customer-key tenant's users may be served through the
     /// availability key while its customer keys are unavailable (never
     /// when they refuse): `automatic` (on any outage), `declared` (only

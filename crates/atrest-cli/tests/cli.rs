@@ -2309,3 +2309,44 @@ fn every_edit_of_the_tenant_names_keeps_tenants_apart() {
         .count();
     assert!(rejected > 0);
 }
+
+/// A deployment whose tenant names were made before names were tagged:
+/// its names are refused until `atrest tenant tag-names` tags them, once;
+/// a name that has a tag is left as it is.
+#[test]
+fn untagged_names_of_an_earlier_version_are_refused_until_tagged() {
+    let dir = TempDir::new("untagged-names");
+    let (cli, _) = deployment_with_file(dir.path(), "minutes.txt", b"contoso's minutes");
+    cli.ok(&["tenant", "create", "fabrikam"]);
+    let db =
+        atrest_test_support::sqlite::Connection::open(cli.data.join("catalog.sqlite")).unwrap();
+    let tag_of = |name: &str| -> Option<Vec<u8>> {
+        db.query_row(
+            "SELECT tag FROM catalog_tenants WHERE name = ?1",
+            [name],
+            |row| row.get(0),
+        )
+        .unwrap()
+    };
+    let fabrikam_tag = tag_of("fabrikam");
+    // As an earlier version left it: contoso's name has no tag.
+    db.execute(
+        "UPDATE catalog_tenants SET tag = NULL WHERE name = 'contoso'",
+        [],
+    )
+    .unwrap();
+    cli.expect(5, &["get", "contoso", "minutes.txt"]);
+    let tagged = cli.json(&["tenant", "tag-names"]);
+    assert_eq!(tagged["tagged"], serde_json::json!(["contoso"]), "{tagged}");
+    assert_eq!(
+        cli.ok(&["get", "contoso", "minutes.txt"]),
+        "contoso's minutes"
+    );
+    assert_eq!(
+        tag_of("fabrikam"),
+        fabrikam_tag,
+        "a tagged name is left alone"
+    );
+    let again = cli.json(&["tenant", "tag-names"]);
+    assert_eq!(again["tagged"], serde_json::json!([]), "{again}");
+}

@@ -156,6 +156,52 @@ impl Deployment {
         }
     }
 
+    /// Tags the names made before names were tagged (a deployment made by
+    /// an earlier version), each under its tenant's metadata key; returns
+    /// the names tagged. Run it once after upgrading, on a database known
+    /// to be untouched: it trusts each untagged name as it is. Names with
+    /// a tag, and tenants whose key is gone, are left alone. Audited
+    /// (`custom` event `tenant_names_tagged`).
+    ///
+    /// # Errors
+    /// Catalog, key and audit errors.
+    pub async fn tag_untagged_names(&self) -> Result<Vec<String>, Error> {
+        let mut tagged = Vec::new();
+        for named in self.catalog.tenant_names().await? {
+            if named.tag.is_some() {
+                continue;
+            }
+            let tag = match self.files.name_tag(named.tenant, &named.name).await {
+                Ok(tag) => tag,
+                Err(atrest::Error::Keys(
+                    atrest::tenant::Error::Purged(_) | atrest::tenant::Error::TenantKeyMissing(_),
+                )) => continue,
+                Err(error) => return Err(error.into()),
+            };
+            if self
+                .catalog
+                .tag_tenant_name(&named.name, named.tenant, &tag)
+                .await?
+            {
+                tagged.push(named.name);
+            }
+        }
+        let mut fields = std::collections::BTreeMap::new();
+        let _ = fields.insert(
+            Text::lossy("names"),
+            atrest::audit::Value::Count(tagged.len() as u64),
+        );
+        let record = Record::new(
+            Text::lossy(self.options.actor()),
+            Event::Custom {
+                kind: Text::lossy("tenant_names_tagged"),
+                fields,
+            },
+        );
+        let _ = self.log.record(record).await?;
+        Ok(tagged)
+    }
+
     /// Every tenant name that authenticates ([`Deployment::authentic`]),
     /// by name, with its tenant; the others are left out (and audited).
     ///

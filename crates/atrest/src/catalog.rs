@@ -301,6 +301,19 @@ pub trait Catalog: WrappedKeyIndex + Send + Sync {
     async fn name_tenant(&self, name: &str, tenant: TenantId, tag: &RecordTag)
     -> Result<(), Error>;
 
+    /// Gives the untagged name `name` of `tenant` its tag: for names made
+    /// before names were tagged. A name that has a tag, or names another
+    /// tenant, is left as it is; returns whether the tag was set.
+    ///
+    /// # Errors
+    /// [`CatalogError::Database`].
+    async fn tag_tenant_name(
+        &self,
+        name: &str,
+        tenant: TenantId,
+        tag: &RecordTag,
+    ) -> Result<bool, Error>;
+
     /// Removes a tenant name (for example after its tenant could not be
     /// created).
     ///

@@ -257,6 +257,21 @@ pub(crate) async fn tenant(data: &Path, out: Output, command: TenantCommand) -> 
                     .join("\n")
             });
         }
+        TenantCommand::TagNames => {
+            let tagged = deployment.tag_untagged_names().await?;
+            let info = serde_json::json!({ "tagged": tagged });
+            out.show(&info, || {
+                if tagged.is_empty() {
+                    "every tenant name has its tag".to_owned()
+                } else {
+                    format!(
+                        "tagged {} tenant names: {}",
+                        tagged.len(),
+                        tagged.join(", ")
+                    )
+                }
+            });
+        }
         TenantCommand::Fallback { name, policy } => {
             let policy = match policy {
                 FallbackArg::Automatic => FallbackPolicy::Automatic,

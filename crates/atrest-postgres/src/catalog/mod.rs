@@ -304,6 +304,34 @@ impl Catalog for PgCatalog {
         .await
     }
 
+    async fn tag_tenant_name(
+        &self,
+        name: &str,
+        tenant: TenantId,
+        tag: &RecordTag,
+    ) -> Result<bool, Error> {
+        let name = Arc::<str>::from(name);
+        let tag = *tag;
+        self.run(Mode::Write, move |tx| {
+            let name = Arc::clone(&name);
+            Box::pin(async move {
+                let changed = tx
+                    .execute(
+                        "UPDATE atrest_catalog_tenants SET tag = $3
+                         WHERE name = $1 AND tenant = $2 AND tag IS NULL",
+                        &[
+                            &&*name,
+                            &tenant.as_bytes().as_slice(),
+                            &tag.as_bytes().as_slice(),
+                        ],
+                    )
+                    .await?;
+                Ok(changed == 1)
+            })
+        })
+        .await
+    }
+
     async fn unname_tenant(&self, name: &str) -> Result<(), Error> {
         let name = Arc::<str>::from(name);
         self.run(Mode::Write, move |tx| {

@@ -393,6 +393,22 @@ impl Catalog for SqliteCatalog {
             .await
     }
 
+    async fn tag_tenant_name(
+        &self,
+        name: &str,
+        tenant: TenantId,
+        tag: &RecordTag,
+    ) -> Result<bool, Error> {
+        let (name, tag) = (name.to_owned(), *tag);
+        self.run(move |db| {
+            Ok(db.durable.execute(
+                "UPDATE catalog_tenants SET tag = ?3 WHERE name = ?1 AND tenant = ?2 AND tag IS NULL",
+                params![name, tenant.as_bytes(), tag.as_bytes()],
+            )? == 1)
+        })
+        .await
+    }
+
     async fn unname_tenant(&self, name: &str) -> Result<(), Error> {
         let name = name.to_owned();
         self.run(move |db| {

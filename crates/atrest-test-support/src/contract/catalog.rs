@@ -55,6 +55,14 @@ pub async fn tenant_names_are_unique_both_ways(backend: &dyn Backend) {
         catalog.tenant_names().await.unwrap(),
         vec![named("Alpha", b, 9), named("zeta", a, 9)]
     );
+    // A name that has its tag keeps it; one of another tenant is not
+    // tagged for this one.
+    assert!(!catalog.tag_tenant_name("zeta", a, &tag(3)).await.unwrap());
+    assert!(!catalog.tag_tenant_name("zeta", b, &tag(3)).await.unwrap());
+    assert_eq!(
+        catalog.tenant_named("zeta").await.unwrap(),
+        Some(named("zeta", a, 9))
+    );
     catalog.unname_tenant("zeta").await.unwrap();
     catalog.unname_tenant("zeta").await.unwrap();
     assert_eq!(catalog.tenant_name(a).await.unwrap(), None);
