@@ -203,16 +203,18 @@ impl Deployment {
     }
 
     /// Every tenant name that authenticates ([`Deployment::authentic`]),
-    /// by name, with its tenant; the others are left out (and audited).
+    /// by name, with its tenant; those that fail their authentication are
+    /// left out (and audited).
     ///
     /// # Errors
-    /// Catalog errors; audit errors.
+    /// Catalog, key and audit errors (a key store that cannot be read is
+    /// an error, not a shorter list).
     pub async fn tenant_names(&self) -> Result<Vec<(String, TenantId)>, Error> {
         let mut names = Vec::new();
         for named in self.catalog.tenant_names().await? {
             match self.authentic(&named).await {
                 Ok(tenant) => names.push((named.name, tenant)),
-                Err(Error::Library(_)) => {}
+                Err(error) if error.kind() == atrest::ErrorKind::Integrity => {}
                 Err(error) => return Err(error),
             }
         }
