@@ -2350,3 +2350,48 @@ fn untagged_names_of_an_earlier_version_are_refused_until_tagged() {
     let again = cli.json(&["tenant", "tag-names"]);
     assert_eq!(again["tagged"], serde_json::json!([]), "{again}");
 }
+
+/// A writer of the databases edits contoso's record so that its tenant key
+/// is not found, and points the name "fabrikam" at contoso: `atrest purge
+/// fabrikam` refuses, and contoso's keys stay (its file reads again once
+/// the databases are put back).
+#[test]
+fn a_name_pointed_at_a_tenant_whose_key_seems_gone_purges_nothing() {
+    let dir = TempDir::new("purge-edited");
+    let (cli, _) = deployment_with_file(dir.path(), "minutes.txt", b"contoso's minutes");
+    cli.ok(&["tenant", "create", "fabrikam"]);
+    let contoso = cli.json(&["tenant", "show", "contoso"])["id"]
+        .as_str()
+        .unwrap()
+        .replace('-', "");
+    let backup = dir.path().join("backup");
+    copy_databases(&cli.data, &backup);
+    let keys =
+        atrest_test_support::sqlite::Connection::open(cli.data.join("atrest.sqlite")).unwrap();
+    assert_eq!(
+        keys.execute(
+            &format!(
+                "UPDATE tenants SET tik_id = randomblob(16) WHERE hex(tenant) = upper('{contoso}')"
+            ),
+            [],
+        )
+        .unwrap(),
+        1
+    );
+    let catalog =
+        atrest_test_support::sqlite::Connection::open(cli.data.join("catalog.sqlite")).unwrap();
+    catalog
+        .execute_batch(&format!(
+            "UPDATE catalog_tenants SET tenant = randomblob(16) WHERE name = 'contoso';
+             UPDATE catalog_tenants SET tenant = X'{contoso}' WHERE name = 'fabrikam';"
+        ))
+        .unwrap();
+    drop((keys, catalog));
+    let output = cli.run(&["purge", "fabrikam", "--yes"]);
+    assert_ne!(output.status.code(), Some(0), "{output:?}");
+    copy_databases(&backup, &cli.data);
+    assert_eq!(
+        cli.ok(&["get", "contoso", "minutes.txt"]),
+        "contoso's minutes"
+    );
+}

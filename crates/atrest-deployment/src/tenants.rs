@@ -120,21 +120,33 @@ impl Deployment {
 
     /// The tenant a stored name maps to, if the name authenticates: its
     /// tag binds it to the tenant under the tenant's metadata key, which
-    /// only the tenant key gives. The name of a tenant whose tenant key is
-    /// gone (purged, or its metadata restored from before a purge) cannot
-    /// be checked and is taken as it is: nothing of that tenant can be
-    /// read or written any more, and a purge of it destroys nothing that
-    /// could be recovered. A name that fails is refused and audited
-    /// (`metadata_rejected`, naming the tenant the row claims).
+    /// only the tenant key gives. The name of a tenant the tenant key store
+    /// holds no key of (purged, its metadata perhaps restored from before
+    /// the purge) cannot be checked and is taken as it is: nothing of that
+    /// tenant can be read or written any more, and a purge of it destroys
+    /// nothing. The key store decides that, not the database: a tenant
+    /// whose record was edited so that its key is not found is refused
+    /// like any other name that fails — else a name pointed at it would
+    /// have `atrest purge` destroy the wrong tenant's keys. A name that
+    /// fails is refused and audited (`metadata_rejected`, naming the
+    /// tenant the row claims).
     ///
     /// # Errors
     /// [`atrest::CatalogError::NameTampered`]; key errors.
     pub async fn authentic(&self, named: &TenantName) -> Result<TenantId, Error> {
         match self.files.authenticate_name(named).await {
-            Ok(())
-            | Err(atrest::Error::Keys(
-                atrest::tenant::Error::Purged(_) | atrest::tenant::Error::TenantKeyMissing(_),
-            )) => Ok(named.tenant),
+            Ok(()) => Ok(named.tenant),
+            Err(
+                error @ atrest::Error::Keys(
+                    atrest::tenant::Error::Purged(_) | atrest::tenant::Error::TenantKeyMissing(_),
+                ),
+            ) => {
+                if self.files.keys().keys_gone(named.tenant).await? {
+                    Ok(named.tenant)
+                } else {
+                    Err(error.into())
+                }
+            }
             Err(error) => {
                 if matches!(
                     error,

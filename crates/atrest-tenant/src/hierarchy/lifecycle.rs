@@ -218,6 +218,16 @@ impl KeyHierarchy {
         .await
     }
 
+    /// Whether the tenant key store holds no key of `tenant` at all (its
+    /// tenant key and every version key gone, as after a purge): what no
+    /// edit of a database can fake, unlike the record's state.
+    ///
+    /// # Errors
+    /// [`Error::KeyFile`] if the store cannot be read.
+    pub async fn keys_gone(&self, tenant: TenantId) -> Result<bool, Error> {
+        Ok(!self.tenant_keys.holds_keys_of(tenant).await?)
+    }
+
     /// Whether `tenant` is purged for good: its record says so and the
     /// tenant key store holds no key of it (which an edit of the database
     /// cannot fake), so that what only a purged tenant may lose (its
@@ -231,7 +241,7 @@ impl KeyHierarchy {
             .tenant(tenant)
             .await?
             .is_some_and(|record| record.state == TenantState::Purged);
-        Ok(marked && !self.tenant_keys.holds_keys_of(tenant).await?)
+        Ok(marked && self.keys_gone(tenant).await?)
     }
 
     /// Purges a tenant (crypto-shredding): destroys every TIK version and
