@@ -626,25 +626,19 @@ impl MetadataStore for PgMetadataStore {
                 let oldest: Option<i64> = row.try_get(1)?;
                 let rows = tx
                     .query(
-                        "SELECT counter, tenant FROM atrest_key_changes
-                         WHERE counter > $1 ORDER BY counter",
+                        "SELECT DISTINCT tenant FROM atrest_key_changes WHERE counter > $1",
                         &[&i64::try_from(after).unwrap_or(i64::MAX)],
                     )
                     .await?;
-                let entries = rows
+                let changed = rows
                     .iter()
-                    .map(|row| {
-                        Ok((
-                            number(row.try_get(0)?)?,
-                            tenant_id(&row.try_get::<_, Vec<u8>>(1)?)?,
-                        ))
-                    })
+                    .map(|row| tenant_id(&row.try_get::<_, Vec<u8>>(0)?))
                     .collect::<Result<Vec<_>, Failure<Error>>>()?;
                 Ok(KeyChanges::from_log(
                     after,
                     number(counter)?,
                     oldest.map(number).transpose()?,
-                    entries,
+                    changed,
                 ))
             })
         })

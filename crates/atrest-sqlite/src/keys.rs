@@ -189,15 +189,14 @@ fn changes_since(db: &mut Connection, after: u64) -> Result<KeyChanges, Failure>
     let number = |value: i64| {
         u64::try_from(value).map_err(|_| Failure::Keys(Error::Corrupt("change log counter")))
     };
-    let mut entries = Vec::new();
+    let mut changed = Vec::new();
     {
-        let mut select = tx.prepare_cached(
-            "SELECT counter, tenant FROM key_changes WHERE counter > ?1 ORDER BY counter",
-        )?;
+        let mut select =
+            tx.prepare_cached("SELECT DISTINCT tenant FROM key_changes WHERE counter > ?1")?;
         let mut rows = select.query(params![i64::try_from(after).unwrap_or(i64::MAX)])?;
         while let Some(row) = rows.next()? {
-            let tenant: Vec<u8> = row.get(1)?;
-            entries.push((number(row.get(0)?)?, stored::tenant_id(&tenant)?));
+            let tenant: Vec<u8> = row.get(0)?;
+            changed.push(stored::tenant_id(&tenant)?);
         }
     }
     tx.finish()?;
@@ -205,7 +204,7 @@ fn changes_since(db: &mut Connection, after: u64) -> Result<KeyChanges, Failure>
         after,
         number(counter)?,
         oldest.map(number).transpose()?,
-        entries,
+        changed,
     ))
 }
 

@@ -207,27 +207,25 @@ pub struct KeyChanges {
 pub const CHANGE_LOG_KEPT: u64 = 1024;
 
 impl KeyChanges {
-    /// The answer of a store whose log holds `entries` (counter and tenant,
-    /// ascending, all after `after`) and whose counter and oldest kept
-    /// entry are `counter` and `oldest`: the one reading every backend
-    /// shares.
+    /// The answer of a store whose log's entries after `after` name
+    /// `changed` (in any order, repeats allowed) and whose counter and
+    /// oldest kept entry are `counter` and `oldest`: the one reading every
+    /// backend shares.
     #[must_use]
     pub fn from_log(
         after: u64,
         counter: u64,
         oldest: Option<u64>,
-        entries: Vec<(u64, TenantId)>,
+        mut changed: Vec<TenantId>,
     ) -> Self {
         let complete = counter >= after
             && (counter == after || oldest.is_some_and(|oldest| oldest <= after.saturating_add(1)));
         Self {
             counter,
             tenants: complete.then(|| {
-                let mut tenants: Vec<TenantId> =
-                    entries.into_iter().map(|(_, tenant)| tenant).collect();
-                tenants.sort_unstable();
-                tenants.dedup();
-                tenants
+                changed.sort_unstable();
+                changed.dedup();
+                changed
             }),
         }
     }
