@@ -481,6 +481,26 @@ fn an_azure_replica_and_a_location_down() {
     assert_eq!(cli.get("big.bin"), bytes);
 }
 
+/// A deployment in `dir` with one replica and two copies, and one file of
+/// contoso (`report.pdf`, content `seed`): `(cli, its bytes, the primary's
+/// blob file, the replica's)`.
+fn one_replicated_file(dir: &TempDir, seed: u64) -> (Cli, Vec<u8>, PathBuf, PathBuf) {
+    let cli = Cli {
+        data: dir.path().join("data"),
+        env: Vec::new(),
+    };
+    let r1 = dir.path().join("replica-1");
+    cli.ok(&["init", "--replica", r1.to_str().unwrap(), "--copies", "2"]);
+    cli.ok(&["tenant", "create", "contoso"]);
+    let bytes = content(300_000, seed);
+    let input = dir.path().join("report.pdf");
+    std::fs::write(&input, &bytes).unwrap();
+    cli.ok(&["put", "contoso", input.to_str().unwrap()]);
+    let primary = only_blob(&cli.data.join("blobs"));
+    let replica = only_blob(&r1);
+    (cli, bytes, primary, replica)
+}
+
 /// A writer of one replica damages its copy, and a writer of the database
 /// sets the record's digest to the damaged copy's, so that the good copies
 /// look bad and the damaged one good: the repair authenticates the record
@@ -489,19 +509,7 @@ fn an_azure_replica_and_a_location_down() {
 fn a_repair_never_trusts_a_forged_digest() {
     use sha2::Digest as _;
     let dir = TempDir::new("cli-replicas-forged");
-    let cli = Cli {
-        data: dir.path().join("data"),
-        env: Vec::new(),
-    };
-    let r1 = dir.path().join("replica-1");
-    cli.ok(&["init", "--replica", r1.to_str().unwrap(), "--copies", "2"]);
-    cli.ok(&["tenant", "create", "contoso"]);
-    let bytes = content(300_000, 5);
-    let input = dir.path().join("report.pdf");
-    std::fs::write(&input, &bytes).unwrap();
-    cli.ok(&["put", "contoso", input.to_str().unwrap()]);
-    let primary = only_blob(&cli.data.join("blobs"));
-    let replica = only_blob(&r1);
+    let (cli, _, primary, replica) = one_replicated_file(&dir, 5);
     let sealed = std::fs::read(&primary).unwrap();
 
     let mut damaged = sealed.clone();
@@ -545,18 +553,7 @@ fn a_repair_never_trusts_a_forged_digest() {
 #[test]
 fn a_repair_authenticates_its_source_and_what_it_wrote() {
     let dir = TempDir::new("cli-replicas-verified");
-    let cli = Cli {
-        data: dir.path().join("data"),
-        env: Vec::new(),
-    };
-    let r1 = dir.path().join("replica-1");
-    cli.ok(&["init", "--replica", r1.to_str().unwrap(), "--copies", "2"]);
-    cli.ok(&["tenant", "create", "contoso"]);
-    let bytes = content(300_000, 6);
-    let input = dir.path().join("report.pdf");
-    std::fs::write(&input, &bytes).unwrap();
-    cli.ok(&["put", "contoso", input.to_str().unwrap()]);
-    let primary = only_blob(&cli.data.join("blobs"));
+    let (cli, bytes, primary, replica) = one_replicated_file(&dir, 6);
     std::fs::remove_file(&primary).unwrap();
     let repaired = cli.scrub(0, &["--repair"]);
     assert_eq!(
@@ -567,6 +564,6 @@ fn a_repair_authenticates_its_source_and_what_it_wrote() {
     // The key the repair used was released to the operation, audited.
     let audit = cli.ok(&["audit", "show"]);
     assert!(audit.contains("blobs repair"), "{audit}");
-    std::fs::remove_file(only_blob(&r1)).unwrap();
+    std::fs::remove_file(replica).unwrap();
     assert_eq!(cli.get("report.pdf"), bytes);
 }

@@ -27,7 +27,7 @@ use atrest_test_support::postgres::{admin_url, database_url, run_sql};
 use serde_json::Value;
 
 use servers_support::{openbao, unique, var};
-use service_support::{Instance, atrest_in as atrest, send, token_in};
+use service_support::{Instance, atrest_in as atrest, contoso_in_bao, send, token_in};
 
 /// What the service promises.
 const WITHIN: Duration = Duration::from_secs(2);
@@ -65,35 +65,7 @@ fn changes_reach_running_instances(data: &Path, env: &[(String, String)], init_a
         &format!("sys/mounts/{mount}"),
         r#"{"type":"transit"}"#,
     );
-    atrest(
-        data,
-        env,
-        &[
-            "kms",
-            "add",
-            "bao",
-            "--address",
-            &var("ATREST_OPENBAO_ADDR"),
-            "--mount",
-            &mount,
-            "--token-env",
-            "ATREST_TEST_BAO_TOKEN",
-        ],
-    );
-    for key in ["contoso-a", "contoso-b"] {
-        atrest(data, env, &["kms", "create-key", "bao", key]);
-    }
-    atrest(
-        data,
-        env,
-        &[
-            "tenant",
-            "create",
-            "contoso",
-            "--customer-keys",
-            "bao:contoso-a@1,bao:contoso-b@1",
-        ],
-    );
+    contoso_in_bao(data, env, &var("ATREST_OPENBAO_ADDR"), &mount, &[]);
     atrest(data, env, &["tenant", "create", "tailspin"]);
     let alice = token_in(data, env, "alice@contoso");
     let bob = token_in(data, env, "bob@tailspin");

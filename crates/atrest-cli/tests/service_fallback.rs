@@ -30,7 +30,7 @@ use atrest_test_support::softhsm::SoftHsm;
 use serde_json::Value;
 
 use servers_support::{openbao, unique, var};
-use service_support::{Instance, atrest_in as atrest, send, token_in};
+use service_support::{Instance, atrest_in as atrest, contoso_in_bao, send, token_in};
 
 /// The policies the tests go through, as `atrest tenant` arguments, and
 /// whether users are served through the availability key under each.
@@ -104,37 +104,13 @@ fn an_unreachable_key_service_serves_users_only_as_the_policy_allows() {
     let data = dir.path().join("data");
     let env = vec![("ATREST_TEST_BAO_TOKEN".into(), var("ATREST_OPENBAO_TOKEN"))];
     atrest(&data, &env, &["init"]);
-    atrest(
+    // A network that answers nothing costs the timeout per key.
+    contoso_in_bao(
         &data,
         &env,
-        &[
-            "kms",
-            "add",
-            "bao",
-            "--address",
-            &format!("http://{}", proxy.addr()),
-            "--mount",
-            &mount,
-            "--token-env",
-            "ATREST_TEST_BAO_TOKEN",
-            // A network that answers nothing costs this much per key.
-            "--timeout",
-            "500ms",
-        ],
-    );
-    for key in ["contoso-a", "contoso-b"] {
-        atrest(&data, &env, &["kms", "create-key", "bao", key]);
-    }
-    atrest(
-        &data,
-        &env,
-        &[
-            "tenant",
-            "create",
-            "contoso",
-            "--customer-keys",
-            "bao:contoso-a@1,bao:contoso-b@1",
-        ],
+        &format!("http://{}", proxy.addr()),
+        &mount,
+        &["--timeout", "500ms"],
     );
     let alice = token_in(&data, &env, "alice@contoso");
     // A short cache, so that every request soon asks the keys again.

@@ -26,7 +26,9 @@ use atrest_test_support::{TempDir, seeded as content};
 use serde_json::Value;
 
 use servers_support::{openbao, unique, var};
-use service_support::{Instance, atrest_in as atrest, bearer, head, send, token_in};
+use service_support::{
+    Instance, atrest_in as atrest, bearer, contoso_in_bao, head, send, token_in,
+};
 
 /// The cache lifetime the instances run with.
 const TTL: Duration = Duration::from_secs(2);
@@ -82,35 +84,7 @@ fn two_instances_share_files_through_rotation_a_kill_and_a_revocation() {
             "ATREST_TEST_METADATA_URL",
         ],
     );
-    atrest(
-        &data,
-        &env,
-        &[
-            "kms",
-            "add",
-            "bao",
-            "--address",
-            &var("ATREST_OPENBAO_ADDR"),
-            "--mount",
-            &mount,
-            "--token-env",
-            "ATREST_TEST_BAO_TOKEN",
-        ],
-    );
-    for key in ["contoso-a", "contoso-b"] {
-        atrest(&data, &env, &["kms", "create-key", "bao", key]);
-    }
-    atrest(
-        &data,
-        &env,
-        &[
-            "tenant",
-            "create",
-            "contoso",
-            "--customer-keys",
-            "bao:contoso-a@1,bao:contoso-b@1",
-        ],
-    );
+    contoso_in_bao(&data, &env, &var("ATREST_OPENBAO_ADDR"), &mount, &[]);
     let alice = token_in(&data, &env, "alice@contoso");
     let ttl = format!("{}s", TTL.as_secs());
     let a = Instance::start(&data, "service-a", &env, &["--cache-ttl", &ttl]);

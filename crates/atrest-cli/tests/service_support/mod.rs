@@ -233,3 +233,43 @@ pub fn token_in(data: &Path, env: &[(String, String)], principal: &str) -> Strin
     assert!(output.status.success(), "{output:?}");
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
+
+/// Adds the key service `bao` at `address` (transit mount `mount`, its token
+/// in `ATREST_TEST_BAO_TOKEN`, with `extra` arguments) to the deployment in
+/// `data`, makes keys `contoso-a` and `contoso-b` there, and tenant
+/// `contoso` with them as its customer keys.
+pub fn contoso_in_bao(
+    data: &Path,
+    env: &[(String, String)],
+    address: &str,
+    mount: &str,
+    extra: &[&str],
+) {
+    let mut add = vec![
+        "kms",
+        "add",
+        "bao",
+        "--address",
+        address,
+        "--mount",
+        mount,
+        "--token-env",
+        "ATREST_TEST_BAO_TOKEN",
+    ];
+    add.extend_from_slice(extra);
+    atrest_in(data, env, &add);
+    for key in ["contoso-a", "contoso-b"] {
+        atrest_in(data, env, &["kms", "create-key", "bao", key]);
+    }
+    atrest_in(
+        data,
+        env,
+        &[
+            "tenant",
+            "create",
+            "contoso",
+            "--customer-keys",
+            "bao:contoso-a@1,bao:contoso-b@1",
+        ],
+    );
+}
