@@ -1,7 +1,8 @@
 # Starts the servers the tests and the server benchmarks run against, each
 # on a free loopback port and stopped when the sourcing script exits:
 # Azurite (the Azure storage emulator), OpenBao (`bao server -dev`, with the
-# transit engine at `transit`; a second one over TLS), an OpenID provider (scripts/oidc-provider.mjs)
+# transit engine at `transit`; a second one over TLS), an AWS KMS emulator
+# (moto's server, plain and over TLS), an OpenID provider (scripts/oidc-provider.mjs)
 # and a private PostgreSQL, unless the
 # environment already names one (ATREST_AZURITE_BLOB_ENDPOINT,
 # ATREST_POSTGRES_URL). Sourced by scripts/test and scripts/with-servers,
@@ -115,6 +116,37 @@ VAULT_ADDR="$ATREST_OPENBAO_TLS_ADDR" VAULT_CACERT="$ATREST_TEST_CA" VAULT_TOKEN
     "$openbao_venv/bin/bao" secrets enable transit >/dev/null
 echo "scripts/test: OpenBao over TLS at $ATREST_OPENBAO_TLS_ADDR (CA $ATREST_TEST_CA)"
 # ---- end OpenBao -----------------------------------------------------------
+
+# ---- AWS KMS emulator -------------------------------------------------------
+# moto's server (PyPI package moto, with its KMS backend and the web server
+# it needs), for atrest-awskms's tests: one over plain HTTP on loopback and
+# one over TLS with the certificate of the TLS OpenBao's private CA
+# (ATREST_TEST_CA). Each test makes its own keys; any access key signs.
+MOTO_VERSION=5.2.6
+moto_venv=target/moto-venv
+if ! "$moto_venv/bin/python" -c "import moto, flask, flask_cors; assert moto.__version__ == '$MOTO_VERSION'" 2>/dev/null; then
+    echo "scripts/test: installing moto[kms]==$MOTO_VERSION into $moto_venv"
+    rm -rf "$moto_venv"
+    python3 -m venv "$moto_venv"
+    "$moto_venv/bin/pip" install --quiet --disable-pip-version-check \
+        "moto[kms]==$MOTO_VERSION" "flask<4" "flask-cors<7"
+fi
+moto_port=$(free_port)
+"$moto_venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >target/moto.log 2>&1 &
+moto_pid=$!
+cleanup+=("kill $moto_pid; wait $moto_pid 2>/dev/null")
+moto_tls_port=$(free_port)
+while [ "$moto_tls_port" = "$moto_port" ]; do moto_tls_port=$(free_port); done
+"$moto_venv/bin/moto_server" -H 127.0.0.1 -p "$moto_tls_port" \
+    -c "$openbao_tls_dir/vault-cert.pem" -k "$openbao_tls_dir/vault-key.pem" >target/moto-tls.log 2>&1 &
+moto_tls_pid=$!
+cleanup+=("kill $moto_tls_pid; wait $moto_tls_pid 2>/dev/null")
+wait_for_port "$moto_port" || { cat target/moto.log; exit 1; }
+wait_for_port "$moto_tls_port" || { cat target/moto-tls.log; exit 1; }
+export ATREST_AWS_KMS_ENDPOINT="http://127.0.0.1:$moto_port"
+export ATREST_AWS_KMS_TLS_ENDPOINT="https://127.0.0.1:$moto_tls_port"
+echo "scripts/test: AWS KMS emulator (moto $MOTO_VERSION) at $ATREST_AWS_KMS_ENDPOINT, over TLS at $ATREST_AWS_KMS_TLS_ENDPOINT"
+# ---- end AWS KMS emulator ---------------------------------------------------
 
 # ---- OpenID provider ------------------------------------------------------
 # The npm package oidc-provider behind scripts/oidc-provider.mjs: two

@@ -708,3 +708,17 @@ async fn over_tls_a_certificate_or_name_that_does_not_verify_is_a_refusal() {
         assert!(!error.is_unavailable(), "{what}: {error:?}");
     }
 }
+
+/// The provider contract every root-key provider passes.
+#[tokio::test]
+async fn transit_keys_pass_the_provider_contract() {
+    let server = Server::from_env();
+    let mount = server.transit_mount("contract");
+    let kms = server.root_provider("kms", &mount);
+    let keys = [
+        kms.create_key("contract-a").await.unwrap(),
+        kms.create_key("contract-b").await.unwrap(),
+    ];
+    let missing = kms.key_ref("no-such-key", 1).unwrap();
+    atrest_test_support::provider_contract::check(kms, keys, missing).await;
+}

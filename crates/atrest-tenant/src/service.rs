@@ -368,6 +368,14 @@ impl ServiceKeys {
     }
 
     async fn sealing_key(&self, key: &RootKeyRef) -> Result<Arc<SealingKey>, ProviderError> {
+        // A key of the same label here is not the key another provider's
+        // reference names.
+        if key.provider() != self.name {
+            return Err(ProviderError::Misconfigured {
+                provider: self.name.clone(),
+                detail: format!("root key {key} belongs to another provider"),
+            });
+        }
         let cache_key = (key.label().to_owned(), key.version());
         if let Some(found) = self
             .unsealed

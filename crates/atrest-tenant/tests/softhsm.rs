@@ -548,3 +548,32 @@ async fn a_pin_the_customer_changed_is_refused() {
     })
     .await;
 }
+
+/// The provider contract every root-key provider passes, against a
+/// SoftHSM2 token, and against the service's own key store (sealed under a
+/// master key file).
+#[tokio::test]
+async fn token_and_service_keys_pass_the_provider_contract() {
+    with_tokens(
+        "token_and_service_keys_pass_the_provider_contract",
+        async |dir| {
+            let hsm = token("hsm-contract", "customer-a").await;
+            let keys = [
+                hsm.generate_key("contract-a").await.unwrap(),
+                hsm.generate_key("contract-b").await.unwrap(),
+            ];
+            let missing = atrest_tenant::RootKeyRef::new("hsm-contract", "no-such-key", 1).unwrap();
+            atrest_test_support::provider_contract::check(hsm, keys, missing).await;
+
+            let master = MasterKey::create_file(&dir.join("master.key")).unwrap();
+            let service = service_keys("service", &dir.join("keys.sqlite"), master).await;
+            let keys = [
+                service.create_key("root").await.unwrap(),
+                service.create_key("availability").await.unwrap(),
+            ];
+            let missing = atrest_tenant::RootKeyRef::new("service", "no-such-key", 1).unwrap();
+            atrest_test_support::provider_contract::check(service, keys, missing).await;
+        },
+    )
+    .await;
+}

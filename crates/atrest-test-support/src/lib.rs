@@ -26,6 +26,8 @@ pub mod files;
 pub mod pki;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "provider-contract")]
+pub mod provider_contract;
 pub mod proxy;
 pub mod softhsm;
 /// A writer of the SQLite databases of the embedded stores, as the tests

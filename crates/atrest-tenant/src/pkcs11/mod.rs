@@ -249,6 +249,21 @@ impl core::fmt::Debug for Pkcs11Keys {
     }
 }
 
+impl Pkcs11Keys {
+    /// Refuses a reference of another provider: a key of the same label in
+    /// this token is not the key it names.
+    fn check_provider(&self, key: &RootKeyRef) -> Result<(), ProviderError> {
+        if key.provider() == self.token.name {
+            Ok(())
+        } else {
+            Err(ProviderError::Misconfigured {
+                provider: self.token.name.clone(),
+                detail: format!("root key {key} belongs to another provider"),
+            })
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl RootKeyProvider for Pkcs11Keys {
     fn name(&self) -> &str {
@@ -261,6 +276,7 @@ impl RootKeyProvider for Pkcs11Keys {
         material: &KeyMaterial,
         binding: &TikBinding,
     ) -> Result<Vec<u8>, ProviderError> {
+        self.check_provider(key)?;
         let (key, binding) = (key.clone(), binding.clone());
         let material = KeyMaterial::from_secret_bytes(material.expose_secret());
         self.blocking(move |token| token.wrap_secret(&key, &material, binding.as_bytes()))
@@ -273,6 +289,7 @@ impl RootKeyProvider for Pkcs11Keys {
         wrapped: &[u8],
         binding: &TikBinding,
     ) -> Result<KeyMaterial, ProviderError> {
+        self.check_provider(key)?;
         let (key, wrapped, binding) = (key.clone(), wrapped.to_vec(), binding.clone());
         self.blocking(move |token| token.unwrap_secret(&key, &wrapped, binding.as_bytes()))
             .await
