@@ -27,28 +27,16 @@ use atrest_tenant::{
 };
 use atrest_test_support::TempDir;
 use atrest_test_support::audit::Collected;
+use atrest_test_support::kms_emulator::{self, ACCESS_KEY, Owner, endpoint, missing_arn};
 use atrest_test_support::proxy::Proxy;
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
-use aws_sdk_kms::config::{BehaviorVersion, Region};
 
-const HINT: &str =
-    "run scripts/test, which installs moto (PyPI) and starts its server for these tests";
-
-fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: {HINT}"))
-}
-
-/// The emulator over plain HTTP.
-fn endpoint() -> String {
-    var("ATREST_AWS_KMS_ENDPOINT")
-}
-
-/// Credentials the emulator takes (it checks the signature's form only).
+/// Credentials the emulator takes.
 fn credentials() -> AwsCredentials {
     AwsCredentials::Provider(SharedCredentialsProvider::new(Credentials::new(
-        "AKIDATRESTTEST",
-        "atrest-test-secret",
+        ACCESS_KEY.0,
+        ACCESS_KEY.1,
         None,
         None,
         "test",
@@ -69,66 +57,8 @@ fn provider(name: &str, endpoint: &str) -> Arc<AwsKmsKeys> {
 
 /// The key owner's own client for `region` (what a customer does with
 /// their own tools).
-fn owner(endpoint: &str, region: &str) -> aws_sdk_kms::Client {
-    owner_trusting(endpoint, region, None)
-}
-
-/// The owner's client, trusting `ca` for https.
-fn owner_trusting(endpoint: &str, region: &str, ca: Option<&[u8]>) -> aws_sdk_kms::Client {
-    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
-    let mut trust = TrustStore::empty();
-    if let Some(ca) = ca {
-        trust = trust.with_pem_certificate(ca.to_vec());
-    }
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::AwsLc,
-        ))
-        .tls_context(
-            TlsContext::builder()
-                .with_trust_store(trust)
-                .build()
-                .unwrap(),
-        )
-        .build_https();
-    let config = aws_sdk_kms::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(region.to_owned()))
-        .credentials_provider(Credentials::new(
-            "AKIDOWNER",
-            "owner-secret",
-            None,
-            None,
-            "test",
-        ))
-        .endpoint_url(endpoint)
-        .http_client(http)
-        .build();
-    aws_sdk_kms::Client::from_conf(config)
-}
-
-/// A new symmetric encryption key in `region`: its ARN.
-async fn new_key(owner: &aws_sdk_kms::Client) -> String {
-    let made = owner
-        .create_key()
-        .key_spec(aws_sdk_kms::types::KeySpec::SymmetricDefault)
-        .key_usage(aws_sdk_kms::types::KeyUsageType::EncryptDecrypt)
-        .description("atrest test key")
-        .send()
-        .await
-        .unwrap();
-    made.key_metadata().unwrap().arn().unwrap().to_owned()
-}
-
-/// The key id of an ARN, as the owner's tools name it.
-fn key_id(arn: &str) -> &str {
-    arn.rsplit_once('/').unwrap().1
-}
-
-/// An ARN of this account and region that names no key.
-fn missing_arn(arn: &str) -> String {
-    let (prefix, _) = arn.rsplit_once('/').unwrap();
-    format!("{prefix}/00000000-0000-4000-8000-000000000000")
+fn owner(region: &str) -> Owner {
+    kms_emulator::owner(&endpoint(), region, None)
 }
 
 fn binding(bytes: &[u8]) -> TikBinding {
@@ -138,10 +68,10 @@ fn binding(bytes: &[u8]) -> TikBinding {
 #[tokio::test]
 async fn kms_keys_pass_the_provider_contract() {
     let kms = provider("aws", &endpoint());
-    let east = owner(&endpoint(), "us-east-1");
+    let east = owner("us-east-1");
     let keys = [
-        kms.key_ref(&new_key(&east).await).unwrap(),
-        kms.key_ref(&new_key(&east).await).unwrap(),
+        kms.key_ref(&east.create_key().await).unwrap(),
+        kms.key_ref(&east.create_key().await).unwrap(),
     ];
     let missing = kms.key_ref(&missing_arn(keys[0].label())).unwrap();
     atrest_test_support::provider_contract::check(kms, keys, missing).await;
@@ -157,8 +87,8 @@ async fn one_provider_serves_keys_in_two_regions() {
         .endpoint(&endpoint())
         .build()
         .unwrap();
-    let east = new_key(&owner(&endpoint(), "us-east-1")).await;
-    let west = new_key(&owner(&endpoint(), "eu-west-1")).await;
+    let east = owner("us-east-1").create_key().await;
+    let west = owner("eu-west-1").create_key().await;
     assert!(east.contains(":us-east-1:") && west.contains(":eu-west-1:"));
     let material = KeyMaterial::generate().unwrap();
     for arn in [&east, &west] {
@@ -200,8 +130,8 @@ fn credentials_file(dir: &Path) -> std::path::PathBuf {
 #[tokio::test]
 async fn a_disabled_key_or_one_scheduled_for_deletion_is_refused() {
     let kms = provider("aws", &endpoint());
-    let owner = owner(&endpoint(), "us-east-1");
-    let arn = new_key(&owner).await;
+    let owner = owner("us-east-1");
+    let arn = owner.create_key().await;
     let key = kms.key_ref(&arn).unwrap();
     let material = KeyMaterial::generate().unwrap();
     let wrapped = kms.wrap(&key, &material, &binding(b"t")).await.unwrap();
@@ -220,42 +150,16 @@ async fn a_disabled_key_or_one_scheduled_for_deletion_is_refused() {
         }
     };
 
-    owner
-        .disable_key()
-        .key_id(key_id(&arn))
-        .send()
-        .await
-        .unwrap();
+    owner.disable(&arn).await;
     all_refused("disabled").await;
-    owner
-        .enable_key()
-        .key_id(key_id(&arn))
-        .send()
-        .await
-        .unwrap();
+    owner.enable(&arn).await;
     assert!(kms.unwrap(&key, &wrapped, &binding(b"t")).await.is_ok());
 
-    owner
-        .schedule_key_deletion()
-        .key_id(key_id(&arn))
-        .pending_window_in_days(7)
-        .send()
-        .await
-        .unwrap();
+    owner.schedule_deletion(&arn).await;
     all_refused("scheduled for deletion").await;
-    owner
-        .cancel_key_deletion()
-        .key_id(key_id(&arn))
-        .send()
-        .await
-        .unwrap();
+    owner.cancel_deletion(&arn).await;
     // Cancelling leaves the key disabled, as KMS does; the owner enables it.
-    owner
-        .enable_key()
-        .key_id(key_id(&arn))
-        .send()
-        .await
-        .unwrap();
+    owner.enable(&arn).await;
     let unwrapped = kms.unwrap(&key, &wrapped, &binding(b"t")).await.unwrap();
     assert_eq!(unwrapped.expose_secret(), material.expose_secret());
 }
@@ -266,8 +170,8 @@ async fn a_disabled_key_or_one_scheduled_for_deletion_is_refused() {
 #[tokio::test]
 async fn the_binding_is_the_encryption_context() {
     let kms = provider("aws", &endpoint());
-    let owner = owner(&endpoint(), "us-east-1");
-    let arn = new_key(&owner).await;
+    let owner = owner("us-east-1");
+    let arn = owner.create_key().await;
     let key = kms.key_ref(&arn).unwrap();
     let material = KeyMaterial::generate().unwrap();
     let wrapped = kms
@@ -280,13 +184,14 @@ async fn the_binding_is_the_encryption_context() {
         "{wrong:?}"
     );
     let blob = aws_sdk_kms::primitives::Blob::new(wrapped.clone());
-    let without = owner.decrypt().ciphertext_blob(blob.clone()).send().await;
+    let without = owner.0.decrypt().ciphertext_blob(blob.clone()).send().await;
     assert_eq!(
         aws_sdk_kms::error::ProvideErrorMetadata::code(&without.unwrap_err()),
         Some("InvalidCiphertextException")
     );
     // With the context the provider sends, the owner decrypts it too.
     let with = owner
+        .0
         .decrypt()
         .ciphertext_blob(blob)
         .encryption_context(ENCRYPTION_CONTEXT_KEY, "dGVuYW50LWE")
@@ -303,8 +208,8 @@ async fn the_binding_is_the_encryption_context() {
 /// and never answered. Both are outages, the silent one after the timeout.
 #[tokio::test]
 async fn a_stopped_or_silent_emulator_is_an_outage() {
-    let owner = owner(&endpoint(), "us-east-1");
-    let arn = new_key(&owner).await;
+    let owner = owner("us-east-1");
+    let arn = owner.create_key().await;
     let target = endpoint().trim_start_matches("http://").to_owned();
     let proxy = Proxy::start(target.as_str());
     let kms = provider("aws", &format!("http://{}", proxy.addr()));
@@ -337,8 +242,10 @@ async fn a_stopped_or_silent_emulator_is_an_outage() {
 /// does not hold, every call is refused, never an outage.
 #[tokio::test]
 async fn over_tls_a_certificate_or_name_that_does_not_verify_is_a_refusal() {
-    let address = var("ATREST_AWS_KMS_TLS_ENDPOINT");
-    let ca = std::fs::read(var("ATREST_TEST_CA")).unwrap();
+    let address = kms_emulator::tls_endpoint();
+    let ca =
+        std::fs::read(std::env::var("ATREST_TEST_CA").expect("ATREST_TEST_CA: run scripts/test"))
+            .unwrap();
     let with = |address: &str, ca: Option<&[u8]>| {
         let mut builder = AwsKmsKeys::builder("aws", credentials())
             .endpoint(address)
@@ -350,8 +257,8 @@ async fn over_tls_a_certificate_or_name_that_does_not_verify_is_a_refusal() {
     };
     // The key, made on the TLS emulator by the owner's client trusting the CA.
     let trusted = with(&address, Some(&ca));
-    let owner = owner_trusting(&address, "us-east-1", Some(&ca));
-    let arn = new_key(&owner).await;
+    let owner = kms_emulator::owner(&address, "us-east-1", Some(&ca));
+    let arn = owner.create_key().await;
     let key = trusted.key_ref(&arn).unwrap();
     let material = KeyMaterial::generate().unwrap();
     let wrapped = trusted.wrap(&key, &material, &binding(b"t")).await.unwrap();
@@ -460,18 +367,15 @@ async fn customer_keys_in_two_regions_use_the_availability_key_only_in_an_outage
     let target = endpoint().trim_start_matches("http://").to_owned();
     let proxy = Proxy::start(target.as_str());
     let kms = provider("contoso-aws", &format!("http://{}", proxy.addr()));
-    let owners = [
-        owner(&endpoint(), "us-east-1"),
-        owner(&endpoint(), "eu-west-1"),
-    ];
+    let owners = [owner("us-east-1"), owner("eu-west-1")];
     let keys = [
-        kms.key_ref(&new_key(&owners[0]).await).unwrap(),
-        kms.key_ref(&new_key(&owners[1]).await).unwrap(),
+        kms.key_ref(&owners[0].create_key().await).unwrap(),
+        kms.key_ref(&owners[1].create_key().await).unwrap(),
     ];
     let audit = Arc::new(Collected::default());
     // A throwaway service root key: customer-key tenants do not use it.
-    let service_root_owner = owner(&endpoint(), "us-east-1");
-    let service_root = new_key(&service_root_owner).await;
+    let service_root_owner = owner("us-east-1");
+    let service_root = service_root_owner.create_key().await;
     let (keys_hierarchy, _) = hierarchy(
         dir.path(),
         std::slice::from_ref(&kms),
@@ -506,24 +410,13 @@ async fn customer_keys_in_two_regions_use_the_availability_key_only_in_an_outage
     proxy.restore();
 
     // The owner disables one key: the other serves.
-    owners[0]
-        .disable_key()
-        .key_id(key_id(keys[0].label()))
-        .send()
-        .await
-        .unwrap();
+    owners[0].disable(keys[0].label()).await;
     assert_eq!(
         release().await.unwrap().expose_secret(),
         key.expose_secret()
     );
     // And schedules the other's deletion: refused, never the availability key.
-    owners[1]
-        .schedule_key_deletion()
-        .key_id(key_id(keys[1].label()))
-        .pending_window_in_days(7)
-        .send()
-        .await
-        .unwrap();
+    owners[1].schedule_deletion(keys[1].label()).await;
     let refused = release().await;
     assert!(
         matches!(
@@ -541,7 +434,7 @@ async fn customer_keys_in_two_regions_use_the_availability_key_only_in_an_outage
 async fn the_service_root_key_in_kms() {
     let dir = TempDir::new("awskms-service-root");
     let kms = provider("aws", &endpoint());
-    let arn = new_key(&owner(&endpoint(), "eu-central-1")).await;
+    let arn = owner("eu-central-1").create_key().await;
     let audit = Arc::new(Collected::default());
     let (first, _) = hierarchy(
         dir.path(),

@@ -243,27 +243,43 @@ pub(crate) enum BlobsCommand {
 
 #[derive(Subcommand)]
 pub(crate) enum KmsCommand {
-    /// Add a key service; tenants then name its keys as NAME:KEY@VERSION.
+    /// Add a key service; tenants then name its keys as NAME:KEY@VERSION
+    /// (an OpenBao or Vault transit engine), or NAME:KEY-ARN (AWS KMS,
+    /// with --aws).
     Add {
         /// The provider name its keys are known by (for example `bao`).
         name: String,
+        /// The key service is AWS KMS: keys are named by their ARN, in any
+        /// region; credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+        /// (and AWS_SESSION_TOKEN), or --credentials-file.
+        #[arg(long, conflicts_with_all = ["address", "mount", "token_env", "token_file"])]
+        aws: bool,
         /// The server (https://…, or http:// on loopback).
+        #[arg(long, required_unless_present = "aws")]
+        address: Option<String>,
+        /// Where the transit engine is mounted (default: transit).
         #[arg(long)]
-        address: String,
-        /// Where the transit engine is mounted.
-        #[arg(long, default_value = "transit")]
-        mount: String,
+        mount: Option<String>,
         /// The environment variable holding the token.
         #[arg(
             long,
             value_name = "VAR",
-            required_unless_present = "token_file",
+            required_unless_present_any = ["token_file", "aws"],
             conflicts_with = "token_file"
         )]
         token_env: Option<String>,
         /// A file holding the token (mode 600).
         #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,
+        /// AWS KMS: send every region's requests here (an emulator, or one
+        /// region's VPC endpoint) instead of kms.REGION.amazonaws.com.
+        #[arg(long, value_name = "URL", requires = "aws")]
+        endpoint: Option<String>,
+        /// AWS KMS: a file holding the credentials (mode 600), one profile
+        /// in the AWS credentials format (aws_access_key_id = …,
+        /// aws_secret_access_key = …).
+        #[arg(long, value_name = "FILE", requires = "aws")]
+        credentials_file: Option<PathBuf>,
         /// A PEM file of the CA that issued the server's certificate (a
         /// private CA), trusted besides the system's.
         #[arg(long, value_name = "PEM")]

@@ -53,6 +53,35 @@ pub struct KmsConfig {
     pub timeout_ms: Option<u64>,
 }
 
+/// Root keys in AWS KMS, as configured in a deployment: tenants name its
+/// keys by their ARN (`NAME:arn:aws:kms:REGION:ACCOUNT:key/ID`). Its
+/// credentials are read from the AWS environment variables or a private
+/// file, never stored here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsKmsConfig {
+    /// The provider name root-key references use (for example `aws`).
+    pub name: String,
+    /// Where every region's requests go instead of AWS's regional
+    /// endpoints: an emulator, or one region's VPC endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// A file holding the credentials (mode 0600): one profile in the AWS
+    /// shared credentials format. Without it, `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<PathBuf>,
+    /// A PEM file of the CA certificate(s) that issued the endpoint's
+    /// certificate, trusted besides the system's (a private CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// How long one call may take, in milliseconds (connecting and one
+    /// retry included), before KMS counts as unavailable; the provider's
+    /// defaults otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
 /// Where a deployment keeps its key metadata and its catalog.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -94,6 +123,9 @@ pub(super) struct Config {
     /// Key services (transit engines) holding root keys.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) kms: Vec<KmsConfig>,
+    /// AWS KMS providers holding root keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) aws_kms: Vec<AwsKmsConfig>,
     pub(super) audit_verifying_key: String,
     /// The directory the audit log publishes its checkpoints to (relative:
     /// to the deployment directory).

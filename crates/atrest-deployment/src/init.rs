@@ -164,6 +164,7 @@ impl Deployment {
                 tokens: Vec::new(),
                 metadata,
                 kms: Vec::new(),
+                aws_kms: Vec::new(),
                 audit_verifying_key,
                 audit_witness: Some(witness),
             };

@@ -1,6 +1,7 @@
 //! The key hierarchy and files API of a deployment: built in one place,
 //! from the deployment's parts and the program's [`Options`].
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,9 +14,10 @@ use atrest::tenant::{
 };
 use atrest::{Catalog, Files};
 
+use atrest_awskms::{AwsCredentials, AwsKmsKeys};
 use atrest_openbao::{Credentials, TransitKeys};
 
-use super::config::{Config, KmsConfig, TokenConfig};
+use super::config::{AwsKmsConfig, Config, KmsConfig, TokenConfig};
 use super::error::Error;
 use super::observe::{AuditedSink, Observer, TimedAudit, TimedBlobs};
 use super::{AVAILABILITY_KEY, ROOT_KEY, SERVICE_PROVIDER};
@@ -168,10 +170,18 @@ impl Parts<'_> {
             }
             builder = builder.provider(provider);
         }
-        for kms in &self.config.kms {
-            let (provider, problem) = open_kms(kms);
+        let transit = self.config.kms.iter().map(|kms| {
+            let made = transit_keys(kms).map(|keys| Arc::new(keys) as Arc<dyn RootKeyProvider>);
+            (&kms.name, made)
+        });
+        let aws = self.config.aws_kms.iter().map(|kms| {
+            let made = aws_kms_keys(kms).map(|keys| Arc::new(keys) as Arc<dyn RootKeyProvider>);
+            (&kms.name, made)
+        });
+        for (name, made) in transit.chain(aws) {
+            let (provider, problem) = open_kms(name, made);
             if let Some(problem) = problem {
-                self.fallbacks.token_problem(&kms.name, problem);
+                self.fallbacks.token_problem(name, problem);
             }
             builder = builder.provider(provider);
         }
@@ -344,20 +354,31 @@ impl RootKeyProvider for TokenProvider {
 
 /// A configured key service; one that cannot be set up (no token, a bad
 /// address) is a provider that refuses (see [`Unopened`]).
-pub(super) fn open_kms(kms: &KmsConfig) -> (Arc<dyn RootKeyProvider>, Option<String>) {
-    match transit_keys(kms) {
-        Ok(keys) => (Arc::new(keys), None),
+pub(super) fn open_kms(
+    name: &str,
+    made: Result<Arc<dyn RootKeyProvider>, ProviderError>,
+) -> (Arc<dyn RootKeyProvider>, Option<String>) {
+    match made {
+        Ok(keys) => (keys, None),
         Err(error) => {
             let detail = error.to_string();
             (
                 Arc::new(Unopened {
-                    name: kms.name.clone(),
+                    name: name.to_owned(),
                     detail: detail.clone(),
                 }),
                 Some(detail),
             )
         }
     }
+}
+
+/// The PEM text of a configured CA file.
+fn read_ca_file(provider: &str, ca_file: &Path) -> Result<Vec<u8>, ProviderError> {
+    std::fs::read(ca_file).map_err(|error| ProviderError::Misconfigured {
+        provider: provider.to_owned(),
+        detail: format!("cannot read the CA file {}: {error}", ca_file.display()),
+    })
 }
 
 /// The transit provider of a configured key service.
@@ -374,16 +395,33 @@ pub(super) fn transit_keys(kms: &KmsConfig) -> Result<TransitKeys, ProviderError
     };
     let mut builder = TransitKeys::builder(&kms.name, &kms.address, &kms.mount, credentials);
     if let Some(ca_file) = &kms.ca_file {
-        let pem = std::fs::read(ca_file).map_err(|error| ProviderError::Misconfigured {
-            provider: kms.name.clone(),
-            detail: format!("cannot read the CA file {}: {error}", ca_file.display()),
-        })?;
-        builder = builder.ca_certificate_pem(&pem);
+        builder = builder.ca_certificate_pem(&read_ca_file(&kms.name, ca_file)?);
     }
     if let Some(timeout) = kms.timeout_ms.map(Duration::from_millis) {
         builder = builder
             .timeout(timeout)
             .connect_timeout(timeout.min(atrest_openbao::DEFAULT_CONNECT_TIMEOUT));
+    }
+    builder.build()
+}
+
+/// The provider of configured AWS KMS keys.
+pub(super) fn aws_kms_keys(kms: &AwsKmsConfig) -> Result<AwsKmsKeys, ProviderError> {
+    let credentials = match &kms.credentials_file {
+        Some(file) => AwsCredentials::FromFile(file.clone()),
+        None => AwsCredentials::FromEnv,
+    };
+    let mut builder = AwsKmsKeys::builder(&kms.name, credentials);
+    if let Some(endpoint) = &kms.endpoint {
+        builder = builder.endpoint(endpoint);
+    }
+    if let Some(ca_file) = &kms.ca_file {
+        builder = builder.ca_certificate_pem(&read_ca_file(&kms.name, ca_file)?);
+    }
+    if let Some(timeout) = kms.timeout_ms.map(Duration::from_millis) {
+        builder = builder
+            .timeout(timeout)
+            .connect_timeout(timeout.min(atrest_awskms::DEFAULT_CONNECT_TIMEOUT));
     }
     builder.build()
 }

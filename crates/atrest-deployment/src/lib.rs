@@ -29,7 +29,7 @@ use self::config::Config;
 use self::error::io_at;
 
 pub use self::audit::{AuditEntries, AuditRecovery, AuditVerification, TrustedAudit};
-pub use self::config::{KmsConfig, MetadataConfig, TokenConfig};
+pub use self::config::{AwsKmsConfig, KmsConfig, MetadataConfig, TokenConfig};
 pub use self::error::Error;
 pub use self::files::{FileName, Listing, PutReport, newest_of_each};
 pub use self::garbage::{Garbage, GarbageReport, ReleasedTenant, Skipped};

@@ -13,7 +13,7 @@ use atrest::tenant::{
 };
 use serde::Serialize;
 
-use crate::config::{Config, KmsConfig, TokenConfig};
+use crate::config::{AwsKmsConfig, Config, KmsConfig, TokenConfig};
 use crate::files::named;
 use crate::{AVAILABILITY_KEY, Deployment, Error, ROOT_KEY, SERVICE_PROVIDER, keys};
 
@@ -389,23 +389,53 @@ impl Deployment {
     /// [`Error::Library`] for an invalid name or address, or a token that
     /// cannot be read.
     pub async fn add_kms(&mut self, kms: KmsConfig) -> Result<(), Error> {
-        atrest::check_name("provider name", &kms.name).map_err(atrest::Error::from)?;
-        let taken = kms.name == SERVICE_PROVIDER
-            || self.options.has_provider(&kms.name)
-            || self.config.tokens.iter().any(|t| t.name == kms.name)
-            || self.config.kms.iter().any(|k| k.name == kms.name);
-        if taken {
-            return Err(Error::ProviderConflict { provider: kms.name });
-        }
+        self.check_new_provider(&kms.name)?;
         let _ = keys::transit_keys(&kms)?;
         let mut config = self.config.clone();
         config.kms.push(kms);
         self.reconfigure(config).await
     }
 
-    /// The configured key services.
+    /// Adds AWS KMS as a provider whose keys tenants can then name as
+    /// customer keys (`NAME:KEY-ARN`). Its credentials must be readable
+    /// now; KMS itself is not asked.
+    ///
+    /// # Errors
+    /// [`Error::ProviderConflict`] if the name is in use;
+    /// [`Error::Library`] for an invalid name or endpoint, or credentials
+    /// that cannot be read.
+    pub async fn add_aws_kms(&mut self, kms: AwsKmsConfig) -> Result<(), Error> {
+        self.check_new_provider(&kms.name)?;
+        let _ = keys::aws_kms_keys(&kms)?;
+        let mut config = self.config.clone();
+        config.aws_kms.push(kms);
+        self.reconfigure(config).await
+    }
+
+    /// Refuses a provider name that is invalid or already names one.
+    fn check_new_provider(&self, name: &str) -> Result<(), Error> {
+        atrest::check_name("provider name", name).map_err(atrest::Error::from)?;
+        let taken = name == SERVICE_PROVIDER
+            || self.options.has_provider(name)
+            || self.config.tokens.iter().any(|t| t.name == name)
+            || self.config.kms.iter().any(|k| k.name == name)
+            || self.config.aws_kms.iter().any(|k| k.name == name);
+        if taken {
+            return Err(Error::ProviderConflict {
+                provider: name.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The configured key services (transit engines).
     pub fn kms(&self) -> &[KmsConfig] {
         &self.config.kms
+    }
+
+    /// The configured AWS KMS providers.
+    pub fn aws_kms(&self) -> &[AwsKmsConfig] {
+        &self.config.aws_kms
     }
 
     /// Creates key `label` (`aes256-gcm96`, not exportable) in configured
@@ -420,8 +450,19 @@ impl Deployment {
             .kms
             .iter()
             .find(|k| k.name == name)
-            .ok_or_else(|| Error::UnknownKms {
-                name: name.to_owned(),
+            .ok_or_else(|| {
+                if self.config.aws_kms.iter().any(|k| k.name == name) {
+                    Error::BadArgument {
+                        what: "the key service",
+                        detail: format!(
+                            "{name} is AWS KMS: create the key there (aws kms create-key) and name it by its ARN"
+                        ),
+                    }
+                } else {
+                    Error::UnknownKms {
+                        name: name.to_owned(),
+                    }
+                }
             })?;
         Ok(keys::transit_keys(kms)?.create_key(label).await?)
     }

@@ -23,6 +23,8 @@ mod content;
 pub mod contract;
 #[cfg(feature = "files")]
 pub mod files;
+#[cfg(feature = "kms-emulator")]
+pub mod kms_emulator;
 pub mod pki;
 #[cfg(feature = "postgres")]
 pub mod postgres;

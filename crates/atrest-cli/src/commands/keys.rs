@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use atrest::tenant::{FallbackPolicy, OutageWindow, RootKeyRef};
-use atrest_deployment::{KmsConfig, TenantKeys, TokenConfig};
+use atrest_deployment::{AwsKmsConfig, KmsConfig, TenantKeys, TokenConfig};
 
 use super::open;
 use crate::cli::{FallbackArg, KmsCommand, RotateCommand, TenantCommand};
@@ -18,19 +18,47 @@ pub(crate) async fn kms(data: &Path, out: Output, command: KmsCommand) -> Result
     match command {
         KmsCommand::Add {
             name,
+            aws,
             address,
             mount,
             token_env,
             token_file,
+            endpoint,
+            credentials_file,
             ca_file,
             timeout,
         } => {
             let timeout_ms =
                 timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1));
-            let ca_file = ca_file
-                .map(|file| std::path::absolute(&file))
-                .transpose()
-                .map_err(|e| Error::usage(format!("--ca-file: {e}")))?;
+            let absolute = |file: Option<std::path::PathBuf>, flag: &str| {
+                file.map(|file| std::path::absolute(&file))
+                    .transpose()
+                    .map_err(|e| Error::usage(format!("{flag}: {e}")))
+            };
+            let ca_file = absolute(ca_file, "--ca-file")?;
+            if aws {
+                let kms = AwsKmsConfig {
+                    name,
+                    endpoint,
+                    credentials_file: absolute(credentials_file, "--credentials-file")?,
+                    ca_file,
+                    timeout_ms,
+                };
+                deployment.add_aws_kms(kms.clone()).await?;
+                out.show(&kms, || {
+                    format!(
+                        "added AWS KMS as {} ({}); name its keys as {}:arn:aws:kms:REGION:ACCOUNT:key/KEY-ID",
+                        kms.name,
+                        kms.endpoint.as_deref().unwrap_or("the regional endpoints"),
+                        kms.name
+                    )
+                });
+                return Ok(());
+            }
+            let (Some(address), mount) = (address, mount.unwrap_or_else(|| "transit".into()))
+            else {
+                return Err(Error::usage("--address is required (or --aws)"));
+            };
             let kms = KmsConfig {
                 name,
                 address,
@@ -49,13 +77,24 @@ pub(crate) async fn kms(data: &Path, out: Output, command: KmsCommand) -> Result
             });
         }
         KmsCommand::List => {
-            let all = deployment.kms().to_vec();
-            out.show(&all, || {
-                all.iter()
-                    .map(|k| format!("{}\t{}\t{}", k.name, k.address, k.mount))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            });
+            let transit = deployment.kms().to_vec();
+            let aws = deployment.aws_kms().to_vec();
+            out.show(
+                &serde_json::json!({ "transit": transit, "aws": aws }),
+                || {
+                    let transit = transit
+                        .iter()
+                        .map(|k| format!("{}\ttransit\t{}\t{}", k.name, k.address, k.mount));
+                    let aws = aws.iter().map(|k| {
+                        format!(
+                            "{}\taws-kms\t{}",
+                            k.name,
+                            k.endpoint.as_deref().unwrap_or("regional endpoints")
+                        )
+                    });
+                    transit.chain(aws).collect::<Vec<_>>().join("\n")
+                },
+            );
         }
         KmsCommand::CreateKey { name, key } => {
             let created = deployment.create_kms_key(&name, &key).await?;
