@@ -1,4 +1,4 @@
-//! Key release through OpenBao transit, and sealing and opening small files
+//! Key release through OpenBao transit and AWS KMS, and sealing and opening small files
 //! on the embedded defaults against the servers a multi-instance deployment
 //! uses, side by side in one run.
 //!
@@ -6,10 +6,10 @@
 //! scripts/with-servers cargo run --release -p atrest-benches --bin servers_report -- [FILES] [RELEASES]
 //! ```
 //!
-//! `scripts/with-servers` starts a private PostgreSQL, Azurite and `bao
-//! server -dev` (as `scripts/test` does) and runs the command with their
-//! addresses in the environment. Defaults: 500 files of 4 KiB, 300 cold
-//! releases.
+//! `scripts/with-servers` starts a private PostgreSQL, Azurite, `bao
+//! server -dev` and moto's AWS KMS emulator (as `scripts/test` does) and
+//! runs the command with their addresses in the environment. Defaults: 500
+//! files of 4 KiB, 300 cold releases.
 //!
 //! - **OpenBao**: a customer-key tenant whose two customer keys are transit
 //!   keys. A cold release empties the TIK cache first, so it unwraps the TIK
@@ -17,6 +17,9 @@
 //!   latency. A warm release finds the TIK cached: releases per second.
 //!   Over plain HTTP to the loopback dev server, then over TLS to the
 //!   `-dev-tls` one (verified against its private CA), in the same run.
+//! - **AWS KMS**: the same, the two customer keys in two regions of moto's
+//!   KMS emulator (plain HTTP on loopback): what the provider adds over
+//!   OpenBao (a `DescribeKey` beside each `Decrypt`, SigV4 signing).
 //! - **4 KiB files**: seal then open `FILES` files through `atrest::Files`,
 //!   every record durable, on SQLite + a local directory and on PostgreSQL +
 //!   Azure storage (Azurite): files per second each way, and the ratio.
@@ -38,16 +41,19 @@ use atrest::blobs::BlobStore;
 use atrest::filekey::{FileContext, FileId, FileVersion, OsRng, TenantId};
 
 use atrest::tenant::{
-    Access, Decision, KeyHierarchy, MasterKey, MetadataStore, RootKeyProvider, ServiceKeys,
-    TenantKeyDir,
+    Access, Decision, KeyHierarchy, MasterKey, MetadataStore, RootKeyProvider, RootKeyRef,
+    ServiceKeys, TenantKeyDir,
 };
 use atrest::{Blobs, Catalog, FileSelector, Files};
+use atrest_awskms::{AwsCredentials, AwsKmsKeys};
 use atrest_openbao::{Credentials, TransitKeys};
 use atrest_postgres::{PgCatalog, PgMetadataStore, PgOptions, Postgres};
 use atrest_sqlite::{SqliteCatalog, SqliteSealedKeys, SqliteStore};
 use atrest_test_support::TempDir;
 use atrest_test_support::audit::Counting;
+use atrest_test_support::kms_emulator;
 use atrest_test_support::postgres::{admin_url, database_url, run_sql};
+use aws_credential_types::provider::SharedCredentialsProvider;
 
 const USER: Access<'static> = Access::User {
     principal: "reader@bench",
@@ -97,7 +103,6 @@ async fn hierarchy(
 /// Cold and warm releases through the OpenBao at `address` (trusting the
 /// CA in PEM file `ca`, for https).
 async fn openbao(releases: usize, label: &str, address: &str, ca: Option<&str>) {
-    let dir = TempDir::new("bench-openbao");
     let mut builder = TransitKeys::builder(
         "bao",
         address,
@@ -119,17 +124,93 @@ async fn openbao(releases: usize, label: &str, address: &str, ca: Option<&str>) 
             .await
             .unwrap(),
     ];
+    cold_and_warm(
+        &format!("OpenBao transit {label}"),
+        "OpenBao",
+        releases,
+        transit,
+        keys,
+    )
+    .await;
+}
+
+/// Cold and warm releases through the AWS KMS emulator, its two keys in two
+/// regions.
+async fn aws_kms(releases: usize) {
+    let endpoint = kms_emulator::endpoint();
+    let credentials = aws_credential_types::Credentials::new(
+        kms_emulator::ACCESS_KEY.0,
+        kms_emulator::ACCESS_KEY.1,
+        None,
+        None,
+        "bench",
+    );
+    let kms = Arc::new(
+        AwsKmsKeys::builder(
+            "aws",
+            AwsCredentials::Provider(SharedCredentialsProvider::new(credentials)),
+        )
+        .endpoint(&endpoint)
+        .build()
+        .unwrap(),
+    );
+    let mut keys = Vec::new();
+    for region in ["us-east-1", "eu-west-1"] {
+        let arn = kms_emulator::owner(&endpoint, region, None)
+            .create_key()
+            .await;
+        keys.push(kms.key_ref(&arn).unwrap());
+    }
+    let keys: [RootKeyRef; 2] = keys.try_into().unwrap();
+    cold_and_warm(
+        "AWS KMS (moto's emulator, plain HTTP on loopback)",
+        "KMS",
+        releases,
+        kms,
+        keys.clone(),
+    )
+    .await;
+    // The emulator's own time for one call, through the SDK alone: the
+    // floor under a cold release.
+    let owner = kms_emulator::owner(&endpoint, "us-east-1", None);
+    let mut calls = Vec::with_capacity(releases);
+    for _ in 0..releases {
+        let started = Instant::now();
+        let _ = owner
+            .0
+            .describe_key()
+            .key_id(keys[0].label())
+            .send()
+            .await
+            .unwrap();
+        calls.push(started.elapsed());
+    }
+    calls.sort();
+    println!(
+        "  one DescribeKey through the SDK alone (the emulator's floor): p50 {:.2} ms, p99 {:.2} ms",
+        percentile(&calls, 50).as_secs_f64() * 1e3,
+        percentile(&calls, 99).as_secs_f64() * 1e3
+    );
+}
+
+/// A customer-key tenant whose customer keys are `keys` at `provider`:
+/// `releases` cold releases (the TIK cache emptied first, so the TIK is
+/// unwrapped through the provider), p50 and p99; then warm releases for
+/// two seconds.
+async fn cold_and_warm(
+    what: &str,
+    through: &str,
+    releases: usize,
+    provider: Arc<dyn RootKeyProvider>,
+    keys: [RootKeyRef; 2],
+) {
+    let dir = TempDir::new("bench-release");
     let store = Arc::new(
         SqliteStore::open(&dir.path().join("tenants.sqlite"))
             .await
             .unwrap(),
     );
-    let keys_hierarchy = hierarchy(
-        dir.path(),
-        store,
-        &[transit.clone() as Arc<dyn RootKeyProvider>],
-    )
-    .await;
+    let keys_hierarchy = hierarchy(dir.path(), store, &[provider]).await;
     let tenant = TenantId::random(&mut OsRng).unwrap();
     keys_hierarchy
         .create_customer_key_tenant(tenant, keys)
@@ -163,9 +244,9 @@ async fn openbao(releases: usize, label: &str, address: &str, ca: Option<&str>) 
         warm += 1;
     }
     let warm_rate = warm as f64 / started.elapsed().as_secs_f64();
-    println!("OpenBao transit {label} (customer keys), {releases} cold releases:");
+    println!("{what} (customer keys), {releases} cold releases:");
     println!(
-        "  cold release (TIK through OpenBao): p50 {:.2} ms, p99 {:.2} ms",
+        "  cold release (TIK through {through}): p50 {:.2} ms, p99 {:.2} ms",
         percentile(&cold, 50).as_secs_f64() * 1e3,
         percentile(&cold, 99).as_secs_f64() * 1e3
     );
@@ -229,6 +310,7 @@ async fn main() {
         let ca = var("ATREST_TEST_CA");
         openbao(releases, "over TLS", &address, Some(&ca)).await;
     }
+    aws_kms(releases).await;
 
     let local = TempDir::new("bench-local");
     let embedded = small_files(
