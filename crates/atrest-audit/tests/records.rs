@@ -169,8 +169,9 @@ fn the_libraries_events_are_typed_and_versioned() {
         .collect();
     assert_eq!(typed.len(), events.len());
     // Version 3 defined them (4 the log's restart line, 5 file deletions,
-    // 6 fallback policies, 7, the newest, the client's request id).
-    assert_eq!(SCHEMA_VERSION, 7);
+    // 6 fallback policies, 7 the client's request id, 8, the newest, keys
+    // delivered to a client).
+    assert_eq!(SCHEMA_VERSION, 8);
     assert!(typed.iter().all(|entry| entry.v == 3));
     // The other lines keep the version that defined their events.
     assert!(
@@ -379,4 +380,32 @@ async fn a_clients_request_id_is_kept_beside_the_services() {
         refused,
         "a line with a client's id under an older version verified"
     );
+}
+
+/// A key handed to a client is its own event, of version 8: it names the
+/// file version and the recipient, never the key.
+#[test]
+fn a_key_delivered_to_a_client_is_a_version_8_line() {
+    let event = Event::FileKeyDelivered {
+        file: FileRef {
+            file: text("f-1"),
+            version: 3,
+        },
+        recipient: text("bob@contoso"),
+    };
+    assert_eq!(
+        serde_json::to_string(&event).unwrap(),
+        r#"{"type":"file_key_delivered","file":{"file":"f-1","version":3},"recipient":"bob@contoso"}"#
+    );
+    assert_eq!(event.schema_version(), 8);
+    assert_eq!(event.file().map(|f| f.version), Some(3));
+    let dir = TempDir::new("delivered");
+    let log = AuditLog::create(dir.path(), common::signer(), LogConfig::default()).unwrap();
+    let _ = log
+        .append(&Record::new(text("svc"), event.clone()))
+        .unwrap();
+    drop(log);
+    let entries = atrest_audit::read_entries(dir.path()).unwrap();
+    let line = entries.iter().find(|e| e.event == event).unwrap();
+    assert_eq!(line.v, 8);
 }

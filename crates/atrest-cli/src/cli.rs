@@ -191,6 +191,10 @@ pub(crate) enum Command {
     /// Check and repair the copies of blobs.
     #[command(subcommand)]
     Blobs(BlobsCommand),
+    /// A meeting participant's client of `atrest-serve`: content shared in
+    /// a meeting, decrypted on this machine.
+    #[command(subcommand)]
+    Meeting(MeetingCommand),
     /// Verify or show the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -217,6 +221,47 @@ pub(crate) enum Command {
         /// Size of the demo file, in MiB.
         #[arg(long, default_value_t = 64)]
         size_mib: u64,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum MeetingCommand {
+    /// Fetch an item of a meeting and decrypt it here: the service
+    /// delivers the item's key to you (a participant; the delivery is
+    /// audited), then its ciphertext, and every segment is authenticated on
+    /// this machine before a byte is written. Exits 4 if you are not (or no
+    /// longer) a participant, 3 if the meeting or item is gone, 5 if the
+    /// ciphertext does not authenticate.
+    Fetch {
+        /// The service: https://HOST[:PORT] (http:// to a loopback address
+        /// only).
+        #[arg(long, value_name = "URL", env = "ATREST_SERVICE")]
+        service: String,
+        /// A file holding your bearer token (mode 600).
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "token_env",
+            conflicts_with = "token_env"
+        )]
+        token_file: Option<PathBuf>,
+        /// The environment variable holding your bearer token.
+        #[arg(long, value_name = "VAR")]
+        token_env: Option<String>,
+        /// A PEM file of the CA that issued the service's certificate (a
+        /// private CA), trusted besides the system's.
+        #[arg(long, value_name = "PEM")]
+        ca_file: Option<PathBuf>,
+        /// The meeting's tenant.
+        tenant: String,
+        /// The meeting's id.
+        meeting: String,
+        /// The item's name in the meeting.
+        item: String,
+        /// Write here instead of stdout (`-`): a new file beside it, renamed
+        /// over it once every byte verified.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
 }
 

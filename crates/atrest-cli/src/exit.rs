@@ -60,6 +60,19 @@ pub(crate) enum Error {
     #[error(transparent)]
     Deployment(#[from] deployment::Error),
 
+    /// A library call on this machine failed.
+    #[error(transparent)]
+    Library(#[from] atrest::Error),
+
+    /// A service answered with an error of this kind.
+    #[error("{message}")]
+    Remote {
+        /// What kind of failure the service reported.
+        kind: atrest::ErrorKind,
+        /// What it said, and what was asked.
+        message: String,
+    },
+
     /// The deployment failed, and there is something the operator can do.
     #[error("{source}\n{hint}")]
     Hinted {
@@ -111,5 +124,7 @@ pub(crate) fn exit_code(error: &Error) -> u8 {
         Error::NoSuchFile { .. } | Error::Io { .. } => FAILED,
         Error::AuditDoesNotVerify | Error::Demo { .. } => INTEGRITY,
         Error::Deployment(error) | Error::Hinted { source: error, .. } => kind_code(error.kind()),
+        Error::Library(error) => kind_code(error.kind()),
+        Error::Remote { kind, .. } => kind_code(*kind),
     }
 }

@@ -43,6 +43,7 @@ fn main() -> ExitCode {
     let data_on_stdout = matches!(
         &cli.command,
         Command::Get { output, .. }
+            | Command::Meeting(cli::MeetingCommand::Fetch { output, .. })
             if output.as_ref().is_none_or(|o| o.as_os_str() == "-")
     );
     let result = tokio::runtime::Builder::new_multi_thread()
@@ -165,6 +166,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             older_than,
         } => commands::gc(data, out, dry_run, older_than.into()).await,
         Command::Blobs(command) => commands::blobs(data, out, command).await,
+        Command::Meeting(command) => commands::meeting(data, out, command).await,
         Command::Audit(command) => commands::audit(data, out, command).await,
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use atrest::audit::{
-    Audit as _, DirectoryWitness, Entry, Event, LogConfig, Record, Report, Text, VerifyingKey,
+    Audit as _, DirectoryWitness, Entry, Event, LogConfig, Outcome, Record, Report, Text,
+    VerifyingKey,
 };
 use atrest_core::blocking;
 
@@ -103,7 +104,23 @@ impl Deployment {
         tenant: Option<&str>,
         request: Option<&str>,
     ) -> Result<(), Error> {
-        let mut record = Record::new(Text::lossy(self.options.actor()), event);
+        self.record_outcome(event, Outcome::Success, tenant, request)
+            .await
+    }
+
+    /// [`Deployment::record_event`] with its outcome: a refusal
+    /// ([`Outcome::Denied`]) or a failure the program decided itself.
+    ///
+    /// # Errors
+    /// As for [`Deployment::record_event`].
+    pub async fn record_outcome(
+        &self,
+        event: Event,
+        outcome: Outcome,
+        tenant: Option<&str>,
+        request: Option<&str>,
+    ) -> Result<(), Error> {
+        let mut record = Record::new(Text::lossy(self.options.actor()), event).outcome(outcome);
         if let Some(tenant) = tenant {
             record = record.tenant(Text::lossy(self.tenant_id(tenant).await?.to_string()));
         }

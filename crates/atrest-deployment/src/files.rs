@@ -322,6 +322,49 @@ impl Deployment {
         named(file.tenant, tenant, opened)
     }
 
+    /// Releases the key of a file version to `access` for decryption on
+    /// the recipient's side (see [`atrest::Files::deliver_key`]): audited
+    /// as a release and as a delivery to them.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; [`Error::InTenant`]: not found, refused,
+    /// a record that does not authenticate, audit errors.
+    pub async fn deliver_key(
+        &self,
+        access: &Access<'_>,
+        file: &FileName<'_>,
+    ) -> Result<(FileRecord, atrest::DeliveredKey), Error> {
+        let (tenant, version, name) = self.select(file).await?;
+        let selector = FileSelector {
+            tenant,
+            name: &name,
+            version,
+        };
+        let delivered = self.files.deliver_key(access, &selector).await;
+        named(file.tenant, tenant, delivered)
+    }
+
+    /// The ciphertext of a file version as stored, for a client that
+    /// holds its delivered key (see [`atrest::Files::ciphertext`]). No key
+    /// is released.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; [`Error::InTenant`]: not found, a record
+    /// that does not authenticate, a blob that cannot be opened.
+    pub async fn ciphertext(
+        &self,
+        file: &FileName<'_>,
+    ) -> Result<(FileRecord, atrest::Ciphertext), Error> {
+        let (tenant, version, name) = self.select(file).await?;
+        let selector = FileSelector {
+            tenant,
+            name: &name,
+            version,
+        };
+        let opened = self.files.ciphertext(&selector).await;
+        named(file.tenant, tenant, opened)
+    }
+
     /// Every file version of `tenant` (or of every tenant), by name.
     ///
     /// # Errors

@@ -253,6 +253,11 @@ pub enum Error {
     /// Reading the plaintext or writing the output failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+
+    /// A delivered key's wire form is not one
+    /// ([`crate::DeliveredKey::from_wire`]); never holds the key.
+    #[error("delivered key: {0}")]
+    DeliveredKey(String),
 }
 
 impl Error {
@@ -268,6 +273,7 @@ impl Error {
             Self::BlobMissing { .. } => ErrorKind::Integrity,
             Self::Blob { kind, .. } => *kind,
             Self::Io(_) => ErrorKind::Io,
+            Self::DeliveredKey(_) => ErrorKind::Usage,
         }
     }
 

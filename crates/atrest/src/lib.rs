@@ -16,8 +16,8 @@ pub use catalog::{
 };
 pub use error::{CatalogError, Error, ErrorKind, RecordError};
 pub use files::{
-    BatchItem, CollectReport, EraseReport, FileSelector, Files, OpenSink, SealOptions, WriterSink,
-    authenticate_tenant_name,
+    BatchItem, Ciphertext, CollectReport, DELIVERED_KEY_FORMAT, DeliveredKey, EraseReport,
+    FileSelector, Files, OpenSink, SealOptions, WriterSink, authenticate_tenant_name,
 };
 pub use record::FileRecord;
 

@@ -24,7 +24,8 @@ use atrest::blobs::BlobStore;
 use atrest::filekey::{FileId, FileVersion, OsRng, TenantId};
 use atrest::tenant::{Access, Decision, KeyHierarchy, MasterKey, ServiceKeys, TenantKeyDir};
 use atrest::{
-    BlobName, Blobs, Catalog as _, CatalogError, Error, ErrorKind, FileRecord, Files, MemoryBlobs,
+    BlobName, Blobs, Catalog as _, CatalogError, DeliveredKey, Error, ErrorKind, FileRecord,
+    FileSelector, Files, MemoryBlobs, WriterSink,
 };
 use atrest_sqlite::{SqliteCatalog, SqliteSealedKeys, SqliteStore};
 use atrest_test_support::TempDir;
@@ -1512,4 +1513,82 @@ async fn a_blob_directory_replaced_after_start_takes_no_more_blobs() {
         unread.to_string().contains("no longer the one opened"),
         "{unread}"
     );
+}
+
+/// The ciphertext of a version, read whole through [`Files::ciphertext`].
+async fn ciphertext_of(world: &World, name: &str, version: u64) -> Vec<u8> {
+    let selector = FileSelector::version(world.a, name, FileVersion::try_from(version).unwrap());
+    let (_, mut reader) = world.files.ciphertext(&selector).await.unwrap();
+    let mut all = Vec::new();
+    while let Some(chunk) = reader.next_chunk().await.unwrap() {
+        all.extend_from_slice(&chunk);
+    }
+    all
+}
+
+/// A key delivered to a recipient decrypts its version's ciphertext on
+/// their side, and nothing else: not the ciphertext changed anywhere, cut
+/// short or extended, nor another version's; a member of another tenant
+/// gets no key; each delivery is audited with its recipient.
+#[tokio::test]
+async fn a_delivered_key_opens_its_version_on_the_recipients_side_only() {
+    let dir = TempDir::new("delivered");
+    let (world, _) = world(&dir).await;
+    let first = data(300_000, 1);
+    let second = data(70_000, 2);
+    for body in [&first, &second] {
+        let _ = world
+            .files
+            .seal(&ALICE, world.a, "slides.pdf", body.as_slice())
+            .await
+            .unwrap();
+    }
+    let v1 = FileSelector::version(world.a, "slides.pdf", FileVersion::FIRST);
+    let (record, key) = world.files.deliver_key(&ALICE, &v1).await.unwrap();
+    assert_eq!(u64::from(record.version), 1);
+    // What the client receives, over the wire.
+    let key = DeliveredKey::from_wire(&key.expose_to_wire()).unwrap();
+    let ciphertext = ciphertext_of(&world, "slides.pdf", 1).await;
+    assert_eq!(ciphertext.len() as u64, key.ciphertext_len());
+    let mut out = WriterSink(Vec::new());
+    let len = key.open(ciphertext.as_slice(), &mut out).await.unwrap();
+    assert_eq!(len, first.len() as u64);
+    assert_eq!(out.0, first);
+
+    let mut damaged = Vec::new();
+    for at in [0, 40, ciphertext.len() / 2, ciphertext.len() - 1] {
+        let mut changed = ciphertext.clone();
+        changed[at] ^= 1;
+        damaged.push(changed);
+    }
+    damaged.push(ciphertext[..ciphertext.len() - 1].to_vec());
+    damaged.push(ciphertext[..ciphertext.len() / 2].to_vec());
+    let mut longer = ciphertext.clone();
+    longer.push(0);
+    damaged.push(longer);
+    damaged.push(ciphertext_of(&world, "slides.pdf", 2).await);
+    for bytes in damaged {
+        let outcome = key
+            .open(bytes.as_slice(), &mut WriterSink(Vec::new()))
+            .await;
+        assert!(
+            matches!(outcome, Err(Error::Stream(_) | Error::Record(_))),
+            "{outcome:?}"
+        );
+    }
+
+    let bob = Access::User { principal: "bob@b" };
+    assert!(world.files.deliver_key(&bob, &v1).await.is_err());
+    let delivered: Vec<_> = world
+        .records
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::FileKeyDelivered { recipient, .. } => Some(recipient.as_str().to_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, ["alice@a"]);
 }

@@ -148,6 +148,16 @@ pub enum Event {
         /// Why the window was declared.
         reason: Option<Text>,
     },
+    /// A file version's key was handed out of the service to a principal,
+    /// to decrypt the version on their side (a meeting participant's
+    /// client): from then on they hold what decrypts that version, whatever
+    /// is revoked later. (Schema version 8.)
+    FileKeyDelivered {
+        /// The file version.
+        file: FileRef,
+        /// Who received the key.
+        recipient: Text,
+    },
     /// A file version (or a range of it) was decrypted for a principal.
     FileOpened {
         /// The file version.
@@ -307,6 +317,7 @@ impl Event {
             Self::TenantPurged { .. } => "tenant_purged",
             Self::FileSealed { .. } => "file_sealed",
             Self::FileOpened { .. } => "file_opened",
+            Self::FileKeyDelivered { .. } => "file_key_delivered",
             Self::FileDeleted { .. } => "file_deleted",
             Self::FallbackPolicySet { .. } => "fallback_policy_set",
             Self::DataMove { .. } => "data_move",
@@ -333,6 +344,7 @@ impl Event {
             | Self::FileSealed { file, .. }
             | Self::FileOpened { file, .. }
             | Self::FileDeleted { file, .. }
+            | Self::FileKeyDelivered { file, .. }
             | Self::BlobCopyPassedOver { file, .. } => Some(file),
             Self::TikRolled { .. }
             | Self::FileKeysRewrapped { .. }
@@ -357,6 +369,7 @@ impl Event {
     /// line that holds it.
     pub fn schema_version(&self) -> u32 {
         match self {
+            Self::FileKeyDelivered { .. } => 8,
             Self::FallbackPolicySet { .. } => 6,
             Self::FileDeleted { .. } => 5,
             Self::LogRestarted { .. } => 4,

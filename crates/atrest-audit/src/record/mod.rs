@@ -28,7 +28,8 @@
 //! [`Event::BlobsScrubbed`]. Version 4 added [`Event::LogRestarted`], the
 //! first line of a log begun after a damaged one was set aside; version 5
 //! [`Event::FileDeleted`]; version 6 [`Event::FallbackPolicySet`]; version
-//! 7 the record field `client_request`.
+//! 7 the record field `client_request`; version 8
+//! [`Event::FileKeyDelivered`].
 //!
 //! A line's `v` is the version that defined its event ([`Event::schema_version`]),
 //! not the version of the build that wrote it: a line means the same to every
@@ -57,7 +58,7 @@ pub use self::scope::{RequestId, in_request, in_requests};
 use crate::Error;
 
 /// The newest schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 7;
+pub const SCHEMA_VERSION: u32 = 8;
 
 /// The oldest schema version this build reads (every version from it to
 /// [`SCHEMA_VERSION`]).

@@ -11,10 +11,12 @@ use crate::output::Output;
 mod audit;
 mod files;
 mod keys;
+mod meeting;
 
 pub(crate) use audit::audit;
 pub(crate) use files::{GetArgs, blobs, get, put};
 pub(crate) use keys::{kms, purge, revoke, rotate, tenant};
+pub(crate) use meeting::meeting;
 
 /// Opens the deployment in `data` as this program.
 pub(super) async fn open(data: &Path) -> Result<Deployment, Error> {

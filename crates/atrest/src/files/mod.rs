@@ -22,12 +22,14 @@ use crate::{CatalogError, Error, FileRecord, RecordError};
 
 mod batch;
 mod delete;
+mod deliver;
 mod open;
 mod rotation;
 mod seal;
 
 pub use batch::BatchItem;
 pub use delete::EraseReport;
+pub use deliver::{Ciphertext, DELIVERED_KEY_FORMAT, DeliveredKey};
 pub use open::{FileSelector, OpenSink, WriterSink};
 pub use rotation::CollectReport;
 

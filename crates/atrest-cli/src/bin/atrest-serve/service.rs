@@ -50,7 +50,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
@@ -66,9 +66,11 @@ use crate::tokens::Tokens;
 
 mod caller;
 mod listing;
+mod meetings;
 mod upload;
 
 use self::caller::{Caller, InFlight};
+use self::meetings::refuse_reserved;
 use self::upload::{entity_tag, upload};
 
 /// The request id header.
@@ -141,6 +143,23 @@ impl Service {
             .route(
                 "/v1/tenants/{tenant}/files/{*name}",
                 put(upload).get(download).head(head).delete(remove),
+            )
+            .route("/v1/tenants/{tenant}/meetings", post(meetings::create))
+            .route(
+                "/v1/tenants/{tenant}/meetings/{id}",
+                get(meetings::show).delete(meetings::end),
+            )
+            .route(
+                "/v1/tenants/{tenant}/meetings/{id}/participants/{participant}",
+                put(meetings::add_participant).delete(meetings::remove_participant),
+            )
+            .route(
+                "/v1/tenants/{tenant}/meetings/{id}/items/{*name}",
+                put(meetings::upload_item).get(meetings::ciphertext),
+            )
+            .route(
+                "/v1/tenants/{tenant}/meetings/{id}/keys/{*name}",
+                get(meetings::key),
             )
             .route("/readyz", get(ready))
             .route("/metrics", get(metrics))
@@ -527,6 +546,7 @@ async fn head(
     request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller.check_tenant(&service, &tenant, &request).await?;
+    refuse_reserved(&name)?;
     let target = target(
         &service,
         &request,
@@ -552,6 +572,7 @@ async fn download(
     request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller.check_tenant(&service, &tenant, &request).await?;
+    refuse_reserved(&name)?;
     let target = target(
         &service,
         &request,
@@ -646,6 +667,7 @@ async fn remove(
     Query(query): Query<VersionQuery>,
 ) -> Result<Response, ApiError> {
     caller.check_tenant(&service, &tenant, &request).await?;
+    refuse_reserved(&name)?;
     let file = FileName {
         tenant: &tenant,
         name: &name,

@@ -97,6 +97,8 @@ pub(super) async fn list(
             prefix
                 .as_deref()
                 .is_none_or(|prefix| listing.name.starts_with(prefix))
+                // The meetings' files are theirs alone.
+                && !super::meetings::is_reserved(&listing.name)
         })
         .collect();
     if !all_versions {

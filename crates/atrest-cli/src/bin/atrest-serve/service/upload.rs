@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use super::meetings::refuse_reserved;
 use super::{ApiError, Caller, RequestId, Service, api_error};
 use crate::batch::{Failed, SMALL_UPLOAD};
 use crate::bridge::{body_reader, body_status, paced};
@@ -39,6 +40,31 @@ pub(super) async fn upload(
     body: Body,
 ) -> Result<Response, ApiError> {
     caller.check_tenant(&service, &tenant, &request).await?;
+    refuse_reserved(&name)?;
+    store(
+        &service,
+        &request,
+        caller,
+        (tenant, name),
+        version,
+        &headers,
+        body,
+    )
+    .await
+}
+
+/// Seals an upload's body as a new version of file `name` of `tenant`, for
+/// a caller whose tenant was checked: the `PUT` of a file, and of a
+/// meeting's item.
+pub(super) async fn store(
+    service: &Arc<Service>,
+    request: &RequestId,
+    caller: Caller,
+    (tenant, name): (String, String),
+    version: axum::http::Version,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     // HTTP/1 without Content-Length or chunked framing has no body to
     // read: refused, rather than an empty version.
     if version < axum::http::Version::HTTP_2
@@ -79,11 +105,11 @@ pub(super) async fn upload(
                 })
         })
         .transpose()?;
-    let precondition = write_precondition(&service, &request, (&tenant, &name), &headers).await?;
+    let precondition = write_precondition(service, request, (&tenant, &name), headers).await?;
     let body = paced(body, limits);
     // Conditional uploads go one by one: a batch commits all or nothing.
     if declared.is_some_and(|len| len <= SMALL_UPLOAD) && precondition == Precondition::Any {
-        return upload_small(&service, &request, caller, (tenant, name), media_type, body).await;
+        return upload_small(service, request, caller, (tenant, name), media_type, body).await;
     }
     let version = NewVersion {
         media_type,
@@ -109,7 +135,7 @@ pub(super) async fn upload(
             "precondition",
             error.to_string(),
         )),
-        sealed => Ok(uploaded(api_error(sealed, &request)?)),
+        sealed => Ok(uploaded(api_error(sealed, request)?)),
     }
 }
 

@@ -1,0 +1,707 @@
+//! Meetings: users of a tenant share content in a meeting, each item
+//! sealed under its own random 256-bit file key; a participant's client
+//! asks for an item's key, fetches its ciphertext, and decrypts it on its
+//! side (`atrest meeting fetch`, or [`atrest::DeliveredKey::open`]).
+//!
+//! | request | who | answer |
+//! |---|---|---|
+//! | `POST /v1/tenants/{tenant}/meetings` with `{"participants": ["user@tenant", …]}` | a user of the tenant, who becomes the organiser | `201`, the meeting (`id`, `organiser`, `participants`) |
+//! | `GET /v1/tenants/{tenant}/meetings/{id}` | the organiser, a participant | `200`, the meeting and its `items` |
+//! | `PUT …/meetings/{id}/participants/{user@tenant}` | the organiser | `200`, the meeting |
+//! | `DELETE …/meetings/{id}/participants/{user@tenant}` | the organiser | `200`, the meeting; no key is delivered to them afterwards |
+//! | `PUT …/meetings/{id}/items/{name}` | the organiser, a participant | `201`: sealed as a file upload is |
+//! | `GET …/meetings/{id}/keys/{name}[?version=N]` | the organiser, a participant | `200`, the item's delivered key ([`atrest::DeliveredKey`]'s wire form, `Cache-Control: no-store`) |
+//! | `GET …/meetings/{id}/items/{name}?version=N` | the organiser, a participant | `200`, the item's ciphertext as stored |
+//! | `DELETE /v1/tenants/{tenant}/meetings/{id}` | the organiser | `200`: the meeting ended, its items deleted and their keys erased shortly after |
+//!
+//! Participants are users of the meeting's tenant (`user@tenant`). A
+//! meeting is kept as files of its tenant under `.atrest-meetings/{id}/`:
+//! its membership (organiser and participants) in one sealed file, written
+//! only with a precondition on its newest version, and read again for
+//! every request, so a removal holds on every instance at once. The file
+//! routes refuse names under `.atrest-meetings/` and listings leave them
+//! out: other users of the tenant cannot reach a meeting's items.
+//!
+//! Each delivery is audited twice, as a key release and as a delivery to
+//! the participant (`file_key_delivered`); a refused one as
+//! `release_denied`. The key is never logged. Ending a meeting deletes its
+//! items and makes the deletions final (the tenant's TIK rolled, its other
+//! keys re-wrapped, the old version retired): its content is unreadable for
+//! everyone, the service included. A participant who received an item's
+//! key holds what decrypts that item's ciphertext: they could keep the key
+//! and a copy of the ciphertext, or the plaintext itself. Ending the
+//! meeting or removing them stops further deliveries, not what was
+//! delivered.
+
+use std::sync::Arc;
+
+use atrest::audit::{Event, FileRef, Outcome, Text};
+use atrest::{MediaType, NewVersion, Precondition, WriterSink};
+use atrest_deployment::{FileName, Principal};
+use axum::Extension;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::upload::store;
+use super::{ApiError, Caller, RequestId, Service, VersionQuery, api_error};
+
+/// Where a tenant's meetings are kept: the first part of their files'
+/// names, which the file routes refuse.
+pub(crate) const MEETINGS: &str = ".atrest-meetings";
+
+/// Most participants in one meeting.
+const MAX_PARTICIPANTS: usize = 1000;
+
+/// Tries of a membership change that lost a race with another.
+const TRIES: usize = 8;
+
+/// Whether `name` is one the file routes leave to the meetings.
+pub(crate) fn is_reserved(name: &str) -> bool {
+    let name = atrest::normalize_name(name);
+    name.split('/').next() == Some(MEETINGS)
+}
+
+/// Refuses a name under [`MEETINGS`] on the file routes.
+pub(crate) fn refuse_reserved(name: &str) -> Result<(), ApiError> {
+    if is_reserved(name) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "usage",
+            format!("names under {MEETINGS}/ are the meetings'; use the meeting routes"),
+        ));
+    }
+    Ok(())
+}
+
+/// A meeting's membership, as its sealed file holds it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Membership {
+    organiser: String,
+    participants: Vec<String>,
+    /// When it was created, in seconds since the Unix epoch.
+    created: u64,
+}
+
+impl Membership {
+    fn admits(&self, principal: &str) -> bool {
+        self.organiser == principal || self.participants.iter().any(|p| p == principal)
+    }
+}
+
+/// A meeting id: 32 lower-case hex digits (128 random bits).
+fn check_id(id: &str) -> Result<(), ApiError> {
+    if id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such meeting",
+        ))
+    }
+}
+
+fn new_id() -> Result<String, ApiError> {
+    let mut bytes = [0_u8; 16];
+    getrandom::fill(&mut bytes).map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the random generator failed",
+        )
+    })?;
+    Ok(hex::encode(bytes))
+}
+
+fn membership_name(id: &str) -> String {
+    format!("{MEETINGS}/{id}/membership")
+}
+
+fn items_prefix(id: &str) -> String {
+    format!("{MEETINGS}/{id}/items/")
+}
+
+/// A participant: `user@tenant` of the meeting's tenant.
+fn check_participant(tenant: &str, principal: &str) -> Result<(), ApiError> {
+    let usage = |why: String| ApiError::new(StatusCode::BAD_REQUEST, "usage", why);
+    match Principal::parse(principal) {
+        Some(parsed) if parsed.tenant == tenant => {}
+        _ => {
+            return Err(usage(format!(
+                "participants are users of tenant {tenant:?}, written user@{tenant}"
+            )));
+        }
+    }
+    if principal.len() > 256
+        || principal
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(usage(
+            "a participant's name is at most 256 characters, without spaces or control characters"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The meeting `id` of `tenant` and its membership version, read for
+/// `caller` (a user of the tenant: the membership policy lets them read
+/// it; who may do what is decided here).
+async fn load(
+    service: &Service,
+    request: &RequestId,
+    caller: &Caller,
+    (tenant, id): (&str, &str),
+) -> Result<(Membership, u64), ApiError> {
+    check_id(id)?;
+    let name = membership_name(id);
+    let file = FileName {
+        tenant,
+        name: &name,
+        version: None,
+    };
+    let mut sink = WriterSink(Vec::new());
+    let record = match service
+        .deployment
+        .get(&caller.access(), &file, None, &mut sink)
+        .await
+    {
+        Ok(record) => record,
+        Err(error) if error.kind() == atrest::ErrorKind::NotFound => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such meeting",
+            ));
+        }
+        Err(error) => return Err(ApiError::from_deployment(&error, request)),
+    };
+    let membership = serde_json::from_slice(&sink.0)
+        .map_err(|e| ApiError::internal(&format!("meeting {id}: its membership: {e}"), request))?;
+    Ok((membership, u64::from(record.version)))
+}
+
+/// Writes the membership of meeting `id`: a new version if `after` is the
+/// newest one (`None`: only if there is none yet).
+async fn save(
+    service: &Service,
+    request: &RequestId,
+    caller: &Caller,
+    (tenant, id): (&str, &str),
+    membership: &Membership,
+    after: Option<u64>,
+) -> Result<bool, ApiError> {
+    let bytes = serde_json::to_vec(membership)
+        .map_err(|e| ApiError::internal(&format!("meeting {id}: {e}"), request))?;
+    let precondition = match after {
+        None => Precondition::Absent,
+        Some(version) => Precondition::NewestAmong(
+            atrest::filekey::FileVersion::try_from(version)
+                .ok()
+                .into_iter()
+                .collect(),
+        ),
+    };
+    let version = NewVersion {
+        media_type: MediaType::new("application/json").ok(),
+        precondition,
+    };
+    let saved = service
+        .deployment
+        .put_version(
+            &caller.access(),
+            tenant,
+            &membership_name(id),
+            bytes.as_slice(),
+            &version,
+        )
+        .await;
+    match saved {
+        Ok(_) => Ok(true),
+        Err(error) if error.kind() == atrest::ErrorKind::Conflict => Ok(false),
+        Err(error) => Err(ApiError::from_deployment(&error, request)),
+    }
+}
+
+/// The meeting as its organiser and participants see it.
+fn shown(id: &str, membership: &Membership, items: Option<Vec<Item>>) -> serde_json::Value {
+    let mut shown = serde_json::json!({
+        "id": id,
+        "organiser": membership.organiser,
+        "participants": membership.participants,
+        "created": membership.created,
+    });
+    if let (Some(items), Some(object)) = (items, shown.as_object_mut()) {
+        object.insert("items".into(), serde_json::json!(items));
+    }
+    shown
+}
+
+/// One item of a meeting.
+#[derive(Debug, Serialize)]
+struct Item {
+    name: String,
+    version: u64,
+    bytes: u64,
+}
+
+/// `POST /v1/tenants/{tenant}/meetings`: a new meeting, its organiser the
+/// caller.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewMeeting {
+    #[serde(default)]
+    participants: Vec<String>,
+}
+
+pub(super) async fn create(
+    State(service): State<Arc<Service>>,
+    Extension(request): Extension<RequestId>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    Json(asked): Json<NewMeeting>,
+) -> Result<Response, ApiError> {
+    caller.check_tenant(&service, &tenant, &request).await?;
+    let mut participants = Vec::new();
+    for participant in asked.participants {
+        check_participant(&tenant, &participant)?;
+        if participant != caller.principal && !participants.contains(&participant) {
+            participants.push(participant);
+        }
+    }
+    if participants.len() > MAX_PARTICIPANTS {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "usage",
+            format!("at most {MAX_PARTICIPANTS} participants"),
+        ));
+    }
+    let membership = Membership {
+        organiser: caller.principal.clone(),
+        participants,
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    let id = new_id()?;
+    if !save(
+        &service,
+        &request,
+        &caller,
+        (&tenant, &id),
+        &membership,
+        None,
+    )
+    .await?
+    {
+        return Err(ApiError::internal("a new meeting's id was taken", &request));
+    }
+    Ok((StatusCode::CREATED, Json(shown(&id, &membership, None))).into_response())
+}
+
+/// Refuses a caller who is not the organiser.
+fn organiser_only(membership: &Membership, caller: &Caller) -> Result<(), ApiError> {
+    if membership.organiser == caller.principal {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "refused",
+            "only the meeting's organiser may do that",
+        ))
+    }
+}
+
+/// Refuses a caller who is neither the organiser nor a participant.
+fn members_only(membership: &Membership, caller: &Caller) -> Result<(), ApiError> {
+    if membership.admits(&caller.principal) {
+        Ok(())
+    } else {
+        Err(not_a_participant())
+    }
+}
+
+fn not_a_participant() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "refused",
+        "not a participant of this meeting",
+    )
+}
+
+/// The items of meeting `id`: the newest version of each.
+async fn items(
+    service: &Service,
+    request: &RequestId,
+    (tenant, id): (&str, &str),
+) -> Result<Vec<Item>, ApiError> {
+    let prefix = items_prefix(id);
+    let listed = api_error(service.deployment.list(Some(tenant)).await, request)?;
+    let listed = listed
+        .into_iter()
+        .filter(|listing| listing.name.starts_with(&prefix))
+        .collect();
+    Ok(atrest_deployment::newest_of_each(listed)
+        .into_iter()
+        .map(|listing| Item {
+            name: listing
+                .name
+                .get(prefix.len()..)
+                .unwrap_or_default()
+                .to_owned(),
+            version: listing.version,
+            bytes: listing.bytes,
+        })
+        .collect())
+}
+
+/// `GET /v1/tenants/{tenant}/meetings/{id}`.
+pub(super) async fn show(
+    State(service): State<Arc<Service>>,
+    Extension(request): Extension<RequestId>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    caller.check_tenant(&service, &tenant, &request).await?;
+    let (membership, _) = load(&service, &request, &caller, (&tenant, &id)).await?;
+    members_only(&membership, &caller)?;
+    let items = items(&service, &request, (&tenant, &id)).await?;
+    Ok(Json(shown(&id, &membership, Some(items))).into_response())
+}
+
+/// `PUT` and `DELETE …/participants/{principal}`: the organiser adds or
+/// removes a participant, retried while other changes win the race.
+async fn change_participant(
+    service: &Arc<Service>,
+    request: &RequestId,
+    caller: &Caller,
+    (tenant, id, participant): (&str, &str, &str),
+    add: bool,
+) -> Result<Response, ApiError> {
+    caller.check_tenant(service, tenant, request).await?;
+    check_participant(tenant, participant)?;
+    for _ in 0..TRIES {
+        let (mut membership, version) = load(service, request, caller, (tenant, id)).await?;
+        organiser_only(&membership, caller)?;
+        let present = membership.participants.iter().any(|p| p == participant);
+        if add == present || (add && participant == membership.organiser) {
+            return Ok(Json(shown(id, &membership, None)).into_response());
+        }
+        if add {
+            if membership.participants.len() >= MAX_PARTICIPANTS {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    format!("the meeting has {MAX_PARTICIPANTS} participants already"),
+                ));
+            }
+            membership.participants.push(participant.to_owned());
+        } else {
+            membership.participants.retain(|p| p != participant);
+        }
+        if save(
+            service,
+            request,
+            caller,
+            (tenant, id),
+            &membership,
+            Some(version),
+        )
+        .await?
+        {
+            return Ok(Json(shown(id, &membership, None)).into_response());
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "conflict",
+        "the meeting's membership kept changing; try again",
+    ))
+}
+
+pub(super) async fn add_participant(
+    State(service): State<Arc<Service>>,
+    Extension(request): Extension<RequestId>,
+    caller: Caller,
+    Path((tenant, id, participant)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    change_participant(
+        &service,
+        &request,
+        &caller,
+        (&tenant, &id, &participant),
+        true,
+    )
+    .await
+}
+
+pub(super) async fn remove_participant(
+    State(service): State<Arc<Service>>,
+    Extension(request): Extension<RequestId>,
+    caller: Caller,
+    Path((tenant, id, participant)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    change_participant(
+        &service,
+        &request,
+        &caller,
+        (&tenant, &id, &participant),
+        false,
+    )
+    .await
+}
+
+/// `PUT …/items/{name}`: an item, sealed under a fresh file key as any
+/// upload is.
+pub(super) async fn upload_item(
+    State(service): State<Arc<Service>>,
+    Extension(request): Extension<RequestId>,
+    caller: Caller,
+    Path((tenant, id, item)): Path<(String, String, String)>,
+    version: axum::http::Version,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    caller.check_tenant(&service, &tenant, &request).await?;
+    let (membership, _) = load(&service, &request, &caller, (&tenant, &id)).await?;
+    members_only(&membership, &caller)?;
+    let name = format!("{}{item}", items_prefix(&id));
+    store(
+        &service,
+        &request,
+        caller,
+        (tenant, name),
+        version,
+        &headers,
+        body,
+    )
+    .await
+}
+
+/// Audits a refused key request of a caller who is not (or no longer) in
+/// the meeting, naming the item if there is one.
+async fn audit_refusal(
+    service: &Service,
+    request: &RequestId,
+    caller: &Caller,
+    tenant: &str,
+    (name, version): (&str, Option<u64>),
+) -> Result<(), ApiError> {
+    let file = FileName {
+        tenant,
+        name,
+        version,
+    };
+    let file = match service.deployment.record_to_open(&file).await {
+        Ok(record) => FileRef {
+            file: Text::lossy(record.file.to_string()),
+            version: u64::from(record.version),
+        },
+        Err(_) => FileRef {
+            file: Text::lossy(name),
+            version: version.unwrap_or(0),
+        },
+    };
+    let event = Event::ReleaseDenied {
+        file,
+        principal: Text::lossy(&caller.principal),
+    };
+    let outcome = Outcome::Denied {
+        reason: Text::lossy("not a participant of the meeting"),
+    };
+    api_error(
+        service
+            .deployment
+            .record_outcome(event, outcome, Some(tenant), None)
+            .await,
+        request,
+    )
+}
+
+/// `GET …/keys/{name}`: the item's key, delivered to a participant.
+pub(super) async fn key(
+    State(service): State<Arc<Service>>,
+    Extension(request): Extension<RequestId>,
+    caller: Caller,
+    Path((tenant, id, item)): Path<(String, String, String)>,
+    Query(query): Query<VersionQuery>,
+) -> Result<Response, ApiError> {
+    caller.check_tenant(&service, &tenant, &request).await?;
+    let (membership, _) = load(&service, &request, &caller, (&tenant, &id)).await?;
+    let name = format!("{}{item}", items_prefix(&id));
+    if !membership.admits(&caller.principal) {
+        audit_refusal(&service, &request, &caller, &tenant, (&name, query.version)).await?;
+        return Err(not_a_participant());
+    }
+    let file = FileName {
+        tenant: &tenant,
+        name: &name,
+        version: query.version,
+    };
+    let (record, delivered) = api_error(
+        service
+            .deployment
+            .deliver_key(&caller.access(), &file)
+            .await,
+        &request,
+    )?;
+    let mut wire = delivered.expose_to_wire();
+    drop(delivered);
+    let body = bytes::Bytes::from_owner(zeroize::Zeroizing::new(
+        std::mem::take(&mut *wire).into_bytes(),
+    ));
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    // A key: never kept by a cache on the way.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        "x-atrest-version",
+        HeaderValue::from(u64::from(record.version)),
+    );
+    Ok((StatusCode::OK, headers, Body::from(body)).into_response())
+}
+
+/// `GET …/items/{name}?version=N`: the item's ciphertext, as stored.
+pub(super) async fn ciphertext(
+    State(service): State<Arc<Service>>,
+    Extension(request): Extension<RequestId>,
+    caller: Caller,
+    Path((tenant, id, item)): Path<(String, String, String)>,
+    Query(query): Query<VersionQuery>,
+) -> Result<Response, ApiError> {
+    caller.check_tenant(&service, &tenant, &request).await?;
+    let (membership, _) = load(&service, &request, &caller, (&tenant, &id)).await?;
+    members_only(&membership, &caller)?;
+    let name = format!("{}{item}", items_prefix(&id));
+    let file = FileName {
+        tenant: &tenant,
+        name: &name,
+        version: query.version,
+    };
+    let (record, reader) = api_error(service.deployment.ciphertext(&file).await, &request)?;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(record.blob_len));
+    headers.insert(
+        "x-atrest-version",
+        HeaderValue::from(u64::from(record.version)),
+    );
+    let log_id = request.0.clone();
+    let stream = futures_util::stream::unfold(Some(reader), move |reader| {
+        let log_id = log_id.clone();
+        async move {
+            let mut reader = reader?;
+            match reader.next_chunk().await {
+                Ok(Some(bytes)) => Some((Ok(bytes), Some(reader))),
+                Ok(None) => None,
+                Err(error) => {
+                    tracing::error!(request_id = %log_id, "ciphertext cut short: {error}");
+                    Some((Err(std::io::Error::other(error.to_string())), None))
+                }
+            }
+        }
+    });
+    Ok((StatusCode::OK, headers, Body::from_stream(stream)).into_response())
+}
+
+/// `DELETE /v1/tenants/{tenant}/meetings/{id}`: the organiser ends the
+/// meeting. Its items and membership are deleted, and the deletions made
+/// final shortly after (a crypto-erasure of the tenant's deleted keys).
+pub(super) async fn end(
+    State(service): State<Arc<Service>>,
+    Extension(request): Extension<RequestId>,
+    caller: Caller,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    caller.check_tenant(&service, &tenant, &request).await?;
+    let (membership, _) = load(&service, &request, &caller, (&tenant, &id)).await?;
+    organiser_only(&membership, &caller)?;
+    // The membership first: from then on no key is delivered, on any
+    // instance.
+    let name = membership_name(&id);
+    let file = FileName {
+        tenant: &tenant,
+        name: &name,
+        version: None,
+    };
+    let _ = api_error(
+        service.deployment.delete(&caller.access(), &file).await,
+        &request,
+    )?;
+    let mut deleted = 0_usize;
+    let prefix = items_prefix(&id);
+    let listed = api_error(service.deployment.list(Some(&tenant)).await, &request)?;
+    let items: Vec<_> = listed
+        .into_iter()
+        .filter(|listing| listing.name.starts_with(&prefix))
+        .collect();
+    for item in atrest_deployment::newest_of_each(items) {
+        let name = &item.name;
+        let file = FileName {
+            tenant: &tenant,
+            name,
+            version: None,
+        };
+        match service.deployment.delete(&caller.access(), &file).await {
+            Ok(versions) => deleted += versions.len(),
+            // Deleted meanwhile (the meeting ended twice at once).
+            Err(error) if error.kind() == atrest::ErrorKind::NotFound => {}
+            Err(error) => return Err(ApiError::from_deployment(&error, &request)),
+        }
+    }
+    service.eraser.erase_soon(&tenant);
+    let answer = serde_json::json!({
+        "ended": id,
+        "deleted_versions": deleted,
+        "erasure": "scheduled",
+    });
+    Ok((StatusCode::OK, Json(answer)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meeting_names_are_reserved_in_every_spelling() {
+        assert!(is_reserved(".atrest-meetings/0123/items/a"));
+        assert!(is_reserved(".atrest-meetings"));
+        assert!(!is_reserved("atrest-meetings/x"));
+        assert!(!is_reserved("notes/.atrest-meetings/x"));
+        assert!(!is_reserved(".atrest-meetingsx/y"));
+    }
+
+    #[test]
+    fn participants_are_users_of_the_tenant() {
+        assert!(check_participant("contoso", "bob@contoso").is_ok());
+        for bad in [
+            "bob@fabrikam",
+            "bob",
+            "@contoso",
+            "bob@contoso@x",
+            "b ob@contoso",
+        ] {
+            assert!(check_participant("contoso", bad).is_err(), "{bad}");
+        }
+        assert!(check_id(&"a".repeat(32)).is_ok());
+        for bad in ["", "A".repeat(32).as_str(), "a".repeat(31).as_str(), "../x"] {
+            assert!(check_id(bad).is_err(), "{bad}");
+        }
+    }
+}
