@@ -12,6 +12,7 @@
 //! | `GET /v1/tenants/{tenant}/files[?prefix=P&limit=N&cursor=C&versions=all]` | a page of the tenant's files, the newest version of each (JSON, with `next`) |
 //! | `GET /healthz` | `200` |
 //! | `GET /metrics` | the service's metrics, Prometheus text format ([`crate::metrics`]) |
+//! | `/v1/tenants/{tenant}/meetings…` | meetings: their members, their items, each item's key delivered to a participant who decrypts it on their side ([`meetings`]) |
 //!
 //! Every request but `/healthz`, `/readyz` and `/metrics` needs `Authorization:
 //! Bearer <token>`: one of the token file's, which stands for a principal
