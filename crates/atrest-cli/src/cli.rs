@@ -494,6 +494,30 @@ pub(crate) enum AuditCommand {
         #[arg(long)]
         key: String,
     },
+    /// Check a mailbox move through the service (`mailbox-move --to`)
+    /// against the source's journal, item by item: every item the journal
+    /// says is stored was sealed once by this deployment for the move (same
+    /// file, version and size), every seal made for the move is in the
+    /// journal, and the move's records on both sides agree. Both trails are
+    /// verified first. Exits 5 if they disagree.
+    CheckMove {
+        /// The source's journal directory (a copy of it will do).
+        #[arg(long, value_name = "DIR")]
+        journal: PathBuf,
+        /// The journal's verifying key, as `mailbox-move` printed it when it
+        /// made the journal (default: the key kept in the journal's
+        /// directory, which whoever could rewrite the journal could have
+        /// replaced).
+        #[arg(long, value_name = "KEY")]
+        journal_key: Option<String>,
+        /// This deployment's verifying key, as `init` printed it (default:
+        /// the one in DATA/atrest.json).
+        #[arg(long)]
+        key: Option<String>,
+        /// The move (default: the journal's last complete move).
+        #[arg(long = "move", value_name = "ID")]
+        move_id: Option<String>,
+    },
     /// Print audit records as a table (with --json: the raw records).
     Show {
         /// Include the log's own checkpoint lines (one ends every commit

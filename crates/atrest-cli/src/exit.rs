@@ -49,6 +49,11 @@ pub(crate) enum Error {
     #[error("the audit log does not verify")]
     AuditDoesNotVerify,
 
+    /// A move's journal and the service's trail disagree (the report says
+    /// how).
+    #[error("the move's trails disagree")]
+    MoveTrailsDisagree,
+
     /// The demo saw something the model rules out.
     #[error("demo: {what}")]
     Demo {
@@ -122,7 +127,7 @@ pub(crate) fn exit_code(error: &Error) -> u8 {
         Error::Usage { .. } => USAGE,
         Error::NotFound { .. } => NOT_FOUND,
         Error::NoSuchFile { .. } | Error::Io { .. } => FAILED,
-        Error::AuditDoesNotVerify | Error::Demo { .. } => INTEGRITY,
+        Error::AuditDoesNotVerify | Error::MoveTrailsDisagree | Error::Demo { .. } => INTEGRITY,
         Error::Deployment(error) | Error::Hinted { source: error, .. } => kind_code(error.kind()),
         Error::Library(error) => kind_code(error.kind()),
         Error::Remote { kind, .. } => kind_code(*kind),

@@ -158,6 +158,31 @@ pub enum Event {
         /// Who received the key.
         recipient: Text,
     },
+    /// A move of mailbox items through the upload service, complete, as one
+    /// side records it: the source machine in its own journal, and the
+    /// service in its trail. Both name the move; each names the other
+    /// side. (Schema version 8.)
+    MailboxMove {
+        /// The move's id, the same on both sides.
+        move_id: Text,
+        /// Who wrote the record: `source` or `service`.
+        side: Text,
+        /// The other side: the service's address (on the source), the
+        /// source as it named itself (on the service).
+        peer: Text,
+        /// Items stored.
+        items: u64,
+        /// Plaintext bytes stored.
+        bytes: u64,
+        /// Items that failed in the run that completed the move.
+        failures: u64,
+        /// Entries left alone (links, special files, other file systems).
+        skipped: u64,
+        /// From the move's start to its end, in milliseconds.
+        duration_ms: u64,
+        /// Plaintext bytes per second over that time.
+        bytes_per_second: u64,
+    },
     /// A file version (or a range of it) was decrypted for a principal.
     FileOpened {
         /// The file version.
@@ -318,6 +343,7 @@ impl Event {
             Self::FileSealed { .. } => "file_sealed",
             Self::FileOpened { .. } => "file_opened",
             Self::FileKeyDelivered { .. } => "file_key_delivered",
+            Self::MailboxMove { .. } => "mailbox_move",
             Self::FileDeleted { .. } => "file_deleted",
             Self::FallbackPolicySet { .. } => "fallback_policy_set",
             Self::DataMove { .. } => "data_move",
@@ -354,6 +380,7 @@ impl Event {
             | Self::FallbackPolicySet { .. }
             | Self::TenantPurged { .. }
             | Self::DataMove { .. }
+            | Self::MailboxMove { .. }
             | Self::Checkpoint { .. }
             | Self::LogRecovered { .. }
             | Self::LogRestarted { .. }
@@ -369,7 +396,7 @@ impl Event {
     /// line that holds it.
     pub fn schema_version(&self) -> u32 {
         match self {
-            Self::FileKeyDelivered { .. } => 8,
+            Self::FileKeyDelivered { .. } | Self::MailboxMove { .. } => 8,
             Self::FallbackPolicySet { .. } => 6,
             Self::FileDeleted { .. } => 5,
             Self::LogRestarted { .. } => 4,

@@ -29,7 +29,7 @@
 //! first line of a log begun after a damaged one was set aside; version 5
 //! [`Event::FileDeleted`]; version 6 [`Event::FallbackPolicySet`]; version
 //! 7 the record field `client_request`; version 8
-//! [`Event::FileKeyDelivered`].
+//! [`Event::FileKeyDelivered`] and [`Event::MailboxMove`].
 //!
 //! A line's `v` is the version that defined its event ([`Event::schema_version`]),
 //! not the version of the build that wrote it: a line means the same to every

@@ -81,6 +81,12 @@ pub(crate) async fn audit(data: &Path, out: Output, command: AuditCommand) -> Re
                     .into(),
             });
         }
+        AuditCommand::CheckMove {
+            journal,
+            journal_key,
+            key,
+            move_id,
+        } => check_move(data, out, &journal, journal_key.as_deref(), key, move_id).await?,
         AuditCommand::Show {
             checkpoints,
             tenant,
@@ -106,6 +112,114 @@ pub(crate) async fn audit(data: &Path, out: Output, command: AuditCommand) -> Re
         }
     }
     Ok(())
+}
+
+/// `atrest audit check-move`: both trails verified, then compared.
+async fn check_move(
+    data: &Path,
+    out: Output,
+    journal: &Path,
+    journal_key: Option<&str>,
+    key: Option<String>,
+    move_id: Option<String>,
+) -> Result<(), Error> {
+    use atrest_cli::moves::{self, Journal};
+    let journal_error = |error: moves::JournalError| Error::Io {
+        what: format!("the journal {}", journal.display()),
+        source: io::Error::other(error.to_string()),
+    };
+    let (journal_report, key_from_journal) = {
+        let (dir, key) = (journal.to_path_buf(), journal_key.map(str::to_owned));
+        atrest_core::blocking::run(move || Journal::verify(&dir, key.as_deref()))
+            .await
+            .map_err(journal_error)?
+    };
+    if let Some(problem) = &journal_report.problem {
+        atrest_cli::errln!("atrest: the journal does NOT verify: {problem}");
+        return Err(Error::AuditDoesNotVerify);
+    }
+    let trusted = TrustedAudit {
+        verifying_key: key,
+        witness: None,
+    };
+    let verification = Deployment::verify_audit(data, &trusted).await?;
+    if let Some(problem) = &verification.report.problem {
+        atrest_cli::errln!("atrest: this deployment's audit log does NOT verify: {problem}");
+        return Err(Error::AuditDoesNotVerify);
+    }
+    let entries = {
+        let dir = journal.to_path_buf();
+        atrest_core::blocking::run(move || Journal::entries(&dir))
+            .await
+            .map_err(journal_error)?
+    };
+    let all = moves::journal_moves(&entries);
+    let chosen = match &move_id {
+        Some(id) => all.iter().find(|(m, _)| m == id),
+        None => all.iter().rev().find(|(_, m)| m.finished.is_some()),
+    };
+    let Some((move_id, journal_move)) = chosen else {
+        return Err(Error::NotFound {
+            message: match move_id {
+                Some(id) => format!("the journal has no move {id}"),
+                None => "the journal has no complete move".into(),
+            },
+        });
+    };
+    let tenant = journal_move
+        .start
+        .as_ref()
+        .map(|s| s.tenant.clone())
+        .unwrap_or_default();
+    let service = Deployment::audit_entries(data, Some(&tenant)).await?;
+    let mut report = moves::check(move_id, journal_move, &service.entries);
+    // Versions whose seal record a crash lost: the catalog says whether
+    // they are there (authenticated records only).
+    let deployment = super::open(data).await?;
+    for item in std::mem::take(&mut report.to_confirm) {
+        let file = atrest_deployment::FileName {
+            tenant: &tenant,
+            name: &item.0,
+            version: Some(item.2),
+        };
+        let found = match deployment.record(&file).await {
+            Ok(record) => Some((record.file.to_string(), record.plaintext_len)),
+            Err(error) if error.kind() == atrest::ErrorKind::NotFound => None,
+            Err(error) => return Err(error.into()),
+        };
+        report.confirm(&item, found);
+    }
+    let info = serde_json::json!({
+        "report": &report,
+        "tenant": tenant,
+        "journal_key_from_journal": key_from_journal,
+        "service_key_from_operator": verification.key_from_operator,
+    });
+    out.show(&info, || {
+        let mut text = if report.agrees() {
+            format!(
+                "move {move_id}: the journal and this deployment's trail agree: {} items, each sealed once for the move; statistics equal ({} items, {} bytes)",
+                report.matched,
+                report.journal_stats.map_or(0, |s| s.items),
+                report.journal_stats.map_or(0, |s| s.bytes)
+            )
+        } else {
+            format!(
+                "move {move_id}: the trails DISAGREE ({} problems):\n  {}",
+                report.problems.len(),
+                report.problems.join("\n  ")
+            )
+        };
+        if key_from_journal {
+            text.push_str("\n(the journal was verified with the key kept beside it: pass --journal-key to trust your own copy)");
+        }
+        text
+    });
+    if report.agrees() {
+        Ok(())
+    } else {
+        Err(Error::MoveTrailsDisagree)
+    }
 }
 
 /// The audit records as a table for people: time, actor, principal, tenant

@@ -12,6 +12,7 @@
 //! | `GET /v1/tenants/{tenant}/files[?prefix=P&limit=N&cursor=C&versions=all]` | a page of the tenant's files, the newest version of each (JSON, with `next`) |
 //! | `GET /healthz` | `200` |
 //! | `GET /metrics` | the service's metrics, Prometheus text format ([`crate::metrics`]) |
+//! | `POST /v1/tenants/{tenant}/moves/{move}` | `201`: the end of a mailbox move, with its statistics, recorded in the audit trail as the source reports it ([`moves`]) |
 //! | `/v1/tenants/{tenant}/meetings…` | meetings: their members, their items, each item's key delivered to a participant who decrypts it on their side ([`meetings`]) |
 //!
 //! Every request but `/healthz`, `/readyz` and `/metrics` needs `Authorization:
@@ -68,6 +69,7 @@ use crate::tokens::Tokens;
 mod caller;
 mod listing;
 mod meetings;
+mod moves;
 mod upload;
 
 use self::caller::{Caller, InFlight};
@@ -145,6 +147,7 @@ impl Service {
                 "/v1/tenants/{tenant}/files/{*name}",
                 put(upload).get(download).head(head).delete(remove),
             )
+            .route("/v1/tenants/{tenant}/moves/{move}", post(moves::finish))
             .route("/v1/tenants/{tenant}/meetings", post(meetings::create))
             .route(
                 "/v1/tenants/{tenant}/meetings/{id}",

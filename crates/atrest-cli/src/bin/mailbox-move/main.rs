@@ -52,6 +52,7 @@
 #![forbid(unsafe_code)]
 
 mod manifest;
+mod remote;
 mod walk;
 
 use std::io::Read as _;
@@ -121,6 +122,41 @@ struct Args {
     /// stay.
     #[arg(long)]
     remove_source: bool,
+    /// Move through the upload service at this address (https://HOST[:PORT],
+    /// http:// to a loopback address only) instead of into a deployment
+    /// directory: each item is uploaded as the principal of the bearer
+    /// token given, and the source keeps its own journal (--journal).
+    #[arg(long, value_name = "URL")]
+    to: Option<String>,
+    /// With --to: a file holding the bearer token (mode 600) of a service
+    /// principal of the tenant (`atrest-serve token add mailbox-move@TENANT`).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "to",
+        conflicts_with = "token_env"
+    )]
+    token_file: Option<std::path::PathBuf>,
+    /// With --to: the environment variable holding the bearer token.
+    #[arg(long, value_name = "VAR", requires = "to")]
+    token_env: Option<String>,
+    /// With --to: a PEM file of the CA that issued the service's
+    /// certificate (a private CA), trusted besides the system's.
+    #[arg(long, value_name = "PEM", requires = "to")]
+    ca_file: Option<std::path::PathBuf>,
+    /// With --to: the source's journal of moves, a signed, hash-chained log
+    /// of each item sent and each move's statistics (made on first use; it
+    /// prints its verifying key then). Outside the source directory.
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "to",
+        default_value = "mailbox-move-journal"
+    )]
+    journal: std::path::PathBuf,
+    /// With --to: uploads in flight at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    uploads: u16,
 }
 
 /// An item that was not moved, and why.
@@ -159,6 +195,17 @@ struct Report {
     removed: u64,
     /// How long it took, in milliseconds.
     duration_ms: u64,
+    /// With --to: items not sent because the service stopped answering
+    /// (counted among the failures; the next run sends them).
+    #[serde(skip_serializing_if = "is_zero")]
+    not_sent: u64,
+    /// With --to: the move's id (the same in the service's trail).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    move_id: Option<String>,
+    /// With --to: the statistics of the move, once complete (recorded on
+    /// both sides).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    move_stats: Option<atrest_cli::moves::MoveStats>,
 }
 
 /// What settling an interrupted run found.
@@ -168,6 +215,10 @@ struct Resumed {
     stored: u64,
     /// Pending items it had not.
     not_stored: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Report {
@@ -198,6 +249,15 @@ enum Error {
     Deployment(#[from] deployment::Error),
     #[error(transparent)]
     Manifest(#[from] manifest::Error),
+    #[error("{message}")]
+    Usage { message: String },
+    #[error(transparent)]
+    Journal(#[from] atrest_cli::moves::JournalError),
+    #[error("{message}")]
+    Service {
+        kind: atrest::ErrorKind,
+        message: String,
+    },
 }
 
 impl Error {
@@ -208,6 +268,9 @@ impl Error {
             Self::MailboxName { .. } => outcome::USAGE,
             Self::Deployment(error) => outcome::kind_code(error.kind()),
             Self::Manifest(error) => error.exit_code(),
+            Self::Usage { .. } => outcome::USAGE,
+            Self::Journal(_) => outcome::FAILED,
+            Self::Service { kind, .. } => outcome::kind_code(*kind),
         }
     }
 }
@@ -354,6 +417,26 @@ async fn run(args: &Args) -> Result<Report, Error> {
         (None, None) => "mailbox".into(),
     };
     let prefix = format!("mailbox/{mailbox}/");
+    if let Some(url) = &args.to {
+        let journal = std::path::absolute(&args.journal).map_err(|source| Error::Source {
+            path: args.journal.clone(),
+            source,
+        })?;
+        let source = std::path::absolute(&args.source).map_err(|source| Error::Source {
+            path: args.source.clone(),
+            source,
+        })?;
+        if journal.starts_with(&source) {
+            return Err(Error::Usage {
+                message: format!(
+                    "the journal {} is inside the source directory: give --journal elsewhere",
+                    journal.display()
+                ),
+            });
+        }
+        let service = remote::Service::new(args, url)?;
+        return remote::run(args, &service, &prefix, &journal).await;
+    }
     let deployment = Deployment::open(&args.data, Options::new(ACTOR)).await?;
     // An unknown tenant stops the move before anything is read.
     let tenant_id = deployment.tenant_id(&args.tenant).await?;
@@ -504,26 +587,8 @@ fn prepare(
         return Ok(None);
     }
     let plaintext: Plaintext = if origin.len <= READ_WHOLE {
-        // Read whole, from its start, until it reads the same before and
-        // after (a few tries).
-        let mut tries = 0;
-        let bytes = loop {
-            let mut bytes = Vec::with_capacity(usize::try_from(seen.len).unwrap_or(0));
-            let _ = (&file)
-                .take(READ_WHOLE + 1)
-                .read_to_end(&mut bytes)
-                .map_err(|e| e.to_string())?;
-            let after = Seen::of(&file).map_err(|e| e.to_string())?;
-            if after == seen && bytes.len() as u64 == seen.len {
-                break bytes;
-            }
-            tries += 1;
-            if tries == READ_TRIES || after.len > READ_WHOLE {
-                return Err(CHANGED.to_owned());
-            }
-            seen = after;
-            std::io::Seek::rewind(&mut &file).map_err(|e| e.to_string())?;
-        };
+        let (bytes, now) = read_whole(&file, seen)?;
+        seen = now;
         Box::new(std::io::Cursor::new(bytes))
     } else {
         Box::new(tokio::io::BufReader::with_capacity(
@@ -543,6 +608,29 @@ fn prepare(
         seen,
         plaintext,
     }))
+}
+
+/// A small item read whole, from its start, until it reads the same before
+/// and after (a few tries): its bytes and what it was. Blocks.
+fn read_whole(file: &std::fs::File, mut seen: Seen) -> Result<(Vec<u8>, Seen), String> {
+    let mut tries = 0;
+    loop {
+        let mut bytes = Vec::with_capacity(usize::try_from(seen.len).unwrap_or(0));
+        let _ = file
+            .take(READ_WHOLE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| e.to_string())?;
+        let after = Seen::of(file).map_err(|e| e.to_string())?;
+        if after == seen && bytes.len() as u64 == seen.len {
+            return Ok((bytes, seen));
+        }
+        tries += 1;
+        if tries == READ_TRIES || after.len > READ_WHOLE {
+            return Err(CHANGED.to_owned());
+        }
+        seen = after;
+        std::io::Seek::rewind(&mut &*file).map_err(|e| e.to_string())?;
+    }
 }
 
 /// Moves one batch: pending in the manifest (durably), sealed, then marked.
@@ -668,5 +756,25 @@ fn print(args: &Args, report: &Report) {
     }
     for skipped in &report.skipped {
         atrest_cli::outln!("  skipped: {}: {}", skipped.item, skipped.reason);
+    }
+    if report.not_sent > 0 {
+        atrest_cli::outln!(
+            "  {} items not sent: the service stopped answering (run the same command again to resume)",
+            report.not_sent
+        );
+    }
+    if let Some(id) = &report.move_id {
+        match &report.move_stats {
+            Some(stats) => atrest_cli::outln!(
+                "  move {id} complete: {} items, {} bytes in {} ms ({} bytes/s), recorded in the journal and by the service",
+                stats.items,
+                stats.bytes,
+                stats.duration_ms,
+                stats.bytes_per_second()
+            ),
+            None => atrest_cli::outln!(
+                "  move {id} not complete: run the same command again to resume it"
+            ),
+        }
     }
 }
