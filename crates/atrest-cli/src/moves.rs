@@ -18,8 +18,8 @@
 //! the service's trail keeps beside each seal (`client_request`); the
 //! service records the move's statistics as `mailbox_move` (side
 //! `service`) when the source reports them. [`check`] compares the two
-//! trails item by item: the service's [`crate::moves`] half is read from
-//! its deployment's audit log.
+//! trails item by item (`atrest audit check-move` reads the service's
+//! from its deployment's audit log).
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::OpenOptionsExt as _;

@@ -4,7 +4,14 @@
 //!
 //! ```text
 //! mailbox-move [--data DIR] [--json] [--batch N] [--jobs N] [--threads N] TENANT SOURCE_DIR [--mailbox NAME]
+//! mailbox-move --to https://SERVICE --token-file FILE [--ca-file PEM] [--journal DIR] [--uploads N] TENANT SOURCE_DIR
 //! ```
+//!
+//! With `--to`, the items go through the upload service over HTTPS instead
+//! of into a deployment directory on this machine, and the source keeps a
+//! journal of its own; see [`remote`] and [`atrest_cli::moves`]. What follows
+//! is the local mode, whose walk, item checks and report the remote mode
+//! shares.
 //!
 //! Each regular file under `SOURCE_DIR` becomes the file
 //! `mailbox/NAME/<path>` of `TENANT` in the deployment at `DIR` (see
@@ -122,7 +129,7 @@ struct Args {
     /// stay.
     #[arg(long)]
     remove_source: bool,
-    /// Move through the upload service at this address (https://HOST[:PORT],
+    /// Move through the upload service at this address (`https://HOST:PORT`,
     /// http:// to a loopback address only) instead of into a deployment
     /// directory: each item is uploaded as the principal of the bearer
     /// token given, and the source keeps its own journal (--journal).
