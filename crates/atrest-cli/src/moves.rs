@@ -451,6 +451,34 @@ fn field_count(fields: &BTreeMap<Text, Value>, name: &str) -> u64 {
     }
 }
 
+/// A `mailbox_move` record: the move, the side that wrote it, and its
+/// statistics.
+fn move_record(event: &Event) -> Option<(&str, &str, MoveStats)> {
+    match event {
+        Event::MailboxMove {
+            move_id,
+            side,
+            items,
+            bytes,
+            failures,
+            skipped,
+            duration_ms,
+            ..
+        } => Some((
+            move_id.as_str(),
+            side.as_str(),
+            MoveStats {
+                items: *items,
+                bytes: *bytes,
+                failures: *failures,
+                skipped: *skipped,
+                duration_ms: *duration_ms,
+            },
+        )),
+        _ => None,
+    }
+}
+
 /// Every move of a journal, by id, in the order they began.
 pub fn journal_moves(entries: &[Entry]) -> Vec<(String, JournalMove)> {
     let mut order: Vec<String> = Vec::new();
@@ -494,27 +522,13 @@ pub fn journal_moves(entries: &[Entry]) -> Vec<(String, JournalMove)> {
                     found.items.insert(line.item.clone(), line);
                 }
             }
-            Event::MailboxMove {
-                move_id,
-                side,
-                items,
-                bytes,
-                failures,
-                skipped,
-                duration_ms,
-                ..
-            } if side.as_str() == "source" => {
-                if let Some(found) = moves.get_mut(move_id.as_str()) {
-                    found.finished = Some(MoveStats {
-                        items: *items,
-                        bytes: *bytes,
-                        failures: *failures,
-                        skipped: *skipped,
-                        duration_ms: *duration_ms,
-                    });
+            event => {
+                if let Some((id, "source", stats)) = move_record(event)
+                    && let Some(found) = moves.get_mut(id)
+                {
+                    found.finished = Some(stats);
                 }
             }
-            _ => {}
         }
     }
     order
@@ -635,25 +649,13 @@ pub fn check(move_id: &str, journal: &JournalMove, service: &[Entry]) -> CheckRe
                         .push((file.file.as_str().to_owned(), file.version));
                 }
             }
-            Event::MailboxMove {
-                move_id: id,
-                side,
-                items,
-                bytes,
-                failures,
-                skipped,
-                duration_ms,
-                ..
-            } if id.as_str() == move_id && side.as_str() == "service" => {
-                service_stats.push(MoveStats {
-                    items: *items,
-                    bytes: *bytes,
-                    failures: *failures,
-                    skipped: *skipped,
-                    duration_ms: *duration_ms,
-                });
+            event => {
+                if let Some((id, "service", stats)) = move_record(event)
+                    && id == move_id
+                {
+                    service_stats.push(stats);
+                }
             }
-            _ => {}
         }
     }
     let mut stored_bytes = 0u64;

@@ -3,24 +3,19 @@
 //! ciphertext fetched, and both decrypted and authenticated here
 //! ([`atrest::DeliveredKey::open`]); the service never sends plaintext.
 
-use std::net::IpAddr;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use atrest::{DeliveredKey, ErrorKind};
+use atrest::DeliveredKey;
+use atrest_cli::client;
 use atrest_cli::pipe::WriteBehind;
 use futures_util::TryStreamExt as _;
-use reqwest::{StatusCode, Url};
 use zeroize::Zeroizing;
 
 use crate::cli::MeetingCommand;
 use crate::exit::Error;
 use crate::output::{Output, rate};
 use crate::staging::Destination;
-
-/// How long connecting to the service may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the key request may take.
 const KEY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,21 +36,10 @@ pub(crate) async fn meeting(
         item,
         output,
     } = command;
-    let token = read_token(token_file.as_deref(), token_env.as_deref())?;
-    let base = service_url(&service)?;
-    let mut client = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        // The bearer token is in a header of ours: never forward it.
-        .redirect(reqwest::redirect::Policy::none());
-    if let Some(ca_file) = &ca_file {
-        let pem = std::fs::read(ca_file).map_err(Error::at(ca_file))?;
-        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| Error::usage(format!("--ca-file {}: {e}", ca_file.display())))?;
-        client = client.tls_certs_merge(certificates);
-    }
-    let client = client
-        .build()
-        .map_err(|e| Error::usage(format!("the HTTP client: {e}")))?;
+    let token =
+        client::bearer_token(token_file.as_deref(), token_env.as_deref()).map_err(Error::usage)?;
+    let base = client::service_url(&service, "--service").map_err(Error::usage)?;
+    let client = client::http_client(ca_file.as_deref()).map_err(Error::usage)?;
     let url = |kind: &str, version: Option<u64>| {
         let mut url = base.clone();
         if let Ok(mut segments) = url.path_segments_mut() {
@@ -143,114 +127,18 @@ pub(crate) async fn meeting(
     Ok(())
 }
 
-/// The bearer token, from a private file or a variable.
-fn read_token(file: Option<&Path>, variable: Option<&str>) -> Result<Zeroizing<String>, Error> {
-    let raw = match (file, variable) {
-        (Some(file), _) => {
-            let mode = std::fs::metadata(file)
-                .map_err(Error::at(file))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                return Err(Error::usage(format!(
-                    "{}: permissions {:03o} let others read the token; chmod 600 it",
-                    file.display(),
-                    mode & 0o777
-                )));
-            }
-            Zeroizing::new(std::fs::read_to_string(file).map_err(Error::at(file))?)
-        }
-        (None, Some(variable)) => Zeroizing::new(
-            std::env::var(variable)
-                .map_err(|_| Error::usage(format!("{variable} is not set in the environment")))?,
-        ),
-        (None, None) => return Err(Error::usage("give --token-file or --token-env")),
-    };
-    let token = raw.trim();
-    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Error::usage(
-            "the token is empty or holds characters a token cannot have",
-        ));
-    }
-    Ok(Zeroizing::new(token.to_owned()))
-}
-
-/// The service's base URL: `https`, or `http` to a loopback address only
-/// (the token would cross the network in clear).
-fn service_url(service: &str) -> Result<Url, Error> {
-    let url =
-        Url::parse(service).map_err(|e| Error::usage(format!("--service {service:?}: {e}")))?;
-    let host = url.host_str().unwrap_or_default();
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    match url.scheme() {
-        "https" => {}
-        "http" if loopback => {}
-        "http" => {
-            return Err(Error::usage(format!(
-                "--service {service:?}: plain http only to a loopback address; use https"
-            )));
-        }
-        other => {
-            return Err(Error::usage(format!(
-                "--service: unsupported scheme {other}"
-            )));
-        }
-    }
-    if url.cannot_be_a_base() || url.query().is_some() || !url.username().is_empty() {
-        return Err(Error::usage(format!(
-            "--service {service:?}: only scheme, host, port and path"
-        )));
-    }
-    Ok(url)
-}
-
 /// The service could not be reached (or refused TLS).
 fn unreachable(service: &str, error: &reqwest::Error) -> Error {
-    let mut detail = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        detail = format!("{detail}: {cause}");
-        source = cause.source();
-    }
-    let kind = match atrest_core::tls::refusal(error) {
-        Some(_) => ErrorKind::Refused,
-        None => ErrorKind::Unavailable,
-    };
-    Error::Remote {
-        kind,
-        message: format!("{service}: {detail}"),
-    }
+    let (kind, message) = client::no_answer(service, error);
+    Error::Remote { kind, message }
 }
 
 /// `answer` if it succeeded; else the service's problem document as an
 /// error of its kind.
 async fn checked(answer: reqwest::Response, what: &str) -> Result<reqwest::Response, Error> {
-    let status = answer.status();
-    if status.is_success() {
+    if answer.status().is_success() {
         return Ok(answer);
     }
-    let said = answer.bytes().await.unwrap_or_default();
-    let document: serde_json::Value = serde_json::from_slice(&said).unwrap_or_default();
-    let detail = document
-        .get("detail")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error"))
-        .to_owned();
-    let kind = match status {
-        StatusCode::NOT_FOUND => ErrorKind::NotFound,
-        StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => ErrorKind::Refused,
-        StatusCode::CONFLICT => ErrorKind::Conflict,
-        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => ErrorKind::Unavailable,
-        status if status.is_client_error() => ErrorKind::Usage,
-        _ => ErrorKind::Io,
-    };
-    Err(Error::Remote {
-        kind,
-        message: format!("{what}: HTTP {}: {detail}", status.as_u16()),
-    })
+    let (kind, message) = client::error_answer(answer, what).await;
+    Err(Error::Remote { kind, message })
 }

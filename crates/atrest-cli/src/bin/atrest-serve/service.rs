@@ -155,7 +155,7 @@ impl Service {
             )
             .route(
                 "/v1/tenants/{tenant}/meetings/{id}/participants/{participant}",
-                put(meetings::add_participant).delete(meetings::remove_participant),
+                put(meetings::participant).delete(meetings::participant),
             )
             .route(
                 "/v1/tenants/{tenant}/meetings/{id}/items/{*name}",

@@ -23,11 +23,11 @@
 //! identical records as one).
 
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use atrest_cli::client;
 use atrest_cli::moves::{
     self, ItemLine, ItemOutcome, Journal, JournalMove, MoveStart, MoveStats, item_id,
 };
@@ -63,79 +63,11 @@ impl Service {
     /// The client for `--to`, `--token-file`/`--token-env` and `--ca-file`.
     pub(super) fn new(args: &Args, url: &str) -> Result<Self, Error> {
         let usage = |message: String| Error::Usage { message };
-        let base = Url::parse(url).map_err(|e| usage(format!("--to {url:?}: {e}")))?;
-        let host = base.host_str().unwrap_or_default();
-        let loopback = host.eq_ignore_ascii_case("localhost")
-            || host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        match base.scheme() {
-            "https" => {}
-            "http" if loopback => {}
-            _ => {
-                return Err(usage(format!(
-                    "--to {url:?}: https://HOST[:PORT] (plain http to a loopback address only)"
-                )));
-            }
-        }
-        let token = match (&args.token_file, &args.token_env) {
-            (Some(file), _) => {
-                let mode = std::fs::metadata(file)
-                    .map_err(|source| Error::Source {
-                        path: file.clone(),
-                        source,
-                    })?
-                    .permissions()
-                    .mode();
-                if mode & 0o077 != 0 {
-                    return Err(usage(format!(
-                        "{}: permissions {:03o} let others read the token; chmod 600 it",
-                        file.display(),
-                        mode & 0o777
-                    )));
-                }
-                Zeroizing::new(
-                    std::fs::read_to_string(file).map_err(|source| Error::Source {
-                        path: file.clone(),
-                        source,
-                    })?,
-                )
-            }
-            (None, Some(variable)) => Zeroizing::new(
-                std::env::var(variable)
-                    .map_err(|_| usage(format!("{variable} is not set in the environment")))?,
-            ),
-            (None, None) => {
-                return Err(usage("--to needs --token-file or --token-env".into()));
-            }
-        };
-        let token = Zeroizing::new(token.trim().to_owned());
-        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(usage(
-                "the token is empty or holds characters a token cannot have".into(),
-            ));
-        }
-        let mut client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(ca) = &args.ca_file {
-            let pem = std::fs::read(ca).map_err(|source| Error::Source {
-                path: ca.clone(),
-                source,
-            })?;
-            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| usage(format!("--ca-file {}: {e}", ca.display())))?;
-            client = client.tls_certs_merge(certificates);
-        }
-        let client = client
-            .build()
-            .map_err(|e| usage(format!("the HTTP client: {e}")))?;
         Ok(Self {
-            client,
-            base,
-            token,
+            base: client::service_url(url, "--to").map_err(usage)?,
+            token: client::bearer_token(args.token_file.as_deref(), args.token_env.as_deref())
+                .map_err(usage)?,
+            client: client::http_client(args.ca_file.as_deref()).map_err(usage)?,
             tenant: args.tenant.clone(),
         })
     }
@@ -569,20 +501,17 @@ async fn send(
                 let Some((file, version)) = tag else {
                     return failed(line, "the answer has no entity tag".into());
                 };
-                line.outcome = ItemOutcome::Stored;
-                line.file = file;
-                line.version = version;
-                line.bytes = stored
+                let bytes = stored
                     .get("bytes")
                     .and_then(serde_json::Value::as_u64)
                     .unwrap_or(seen.len);
-                return Sent {
+                return held(
                     path,
                     line,
-                    reason: None,
-                    seen: Some(seen),
-                    answerless: false,
-                };
+                    ItemOutcome::Stored,
+                    (file, version, bytes),
+                    seen,
+                );
             }
             StatusCode::PRECONDITION_FAILED => {
                 // Stored already, by an earlier attempt: which version?
@@ -621,17 +550,13 @@ async fn send(
                         ),
                     );
                 }
-                line.outcome = ItemOutcome::AlreadyStored;
-                line.file = file;
-                line.version = version;
-                line.bytes = bytes;
-                return Sent {
+                return held(
                     path,
                     line,
-                    reason: None,
-                    seen: Some(seen),
-                    answerless: false,
-                };
+                    ItemOutcome::AlreadyStored,
+                    (file, version, bytes),
+                    seen,
+                );
             }
             StatusCode::TOO_MANY_REQUESTS
             | StatusCode::SERVICE_UNAVAILABLE
@@ -648,6 +573,29 @@ async fn send(
     Sent {
         answerless: !answered_once,
         ..failed(line, last)
+    }
+}
+
+/// An item the service holds: `outcome`, as `(file, version, bytes)`.
+fn held(
+    path: RelPath,
+    line: ItemLine,
+    outcome: ItemOutcome,
+    (file, version, bytes): (String, u64, u64),
+    seen: Seen,
+) -> Sent {
+    Sent {
+        path,
+        line: ItemLine {
+            outcome,
+            file,
+            version,
+            bytes,
+            ..line
+        },
+        reason: None,
+        seen: Some(seen),
+        answerless: false,
     }
 }
 
@@ -703,38 +651,12 @@ fn entity(headers: &header::HeaderMap) -> Option<(String, u64)> {
 
 /// The service could not be reached.
 fn unreachable(service: &str, error: &reqwest::Error) -> Error {
-    let kind = match atrest_core::tls::refusal(error) {
-        Some(_) => atrest::ErrorKind::Refused,
-        None => atrest::ErrorKind::Unavailable,
-    };
-    Error::Service {
-        kind,
-        message: format!("{service}: {error}"),
-    }
+    let (kind, message) = client::no_answer(service, error);
+    Error::Service { kind, message }
 }
 
 /// The service's error answer about `what`, as an error of its kind.
 async fn answered(answer: reqwest::Response, what: &str) -> Error {
-    let status = answer.status();
-    let said = answer.bytes().await.unwrap_or_default();
-    let document: serde_json::Value = serde_json::from_slice(&said).unwrap_or_default();
-    let detail = document
-        .get("detail")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error"))
-        .to_owned();
-    let kind = match status {
-        StatusCode::NOT_FOUND => atrest::ErrorKind::NotFound,
-        StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => atrest::ErrorKind::Refused,
-        StatusCode::CONFLICT | StatusCode::PRECONDITION_FAILED => atrest::ErrorKind::Conflict,
-        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
-            atrest::ErrorKind::Unavailable
-        }
-        status if status.is_client_error() => atrest::ErrorKind::Usage,
-        _ => atrest::ErrorKind::Io,
-    };
-    Error::Service {
-        kind,
-        message: format!("{what}: HTTP {}: {detail}", status.as_u16()),
-    }
+    let (kind, message) = client::error_answer(answer, what).await;
+    Error::Service { kind, message }
 }

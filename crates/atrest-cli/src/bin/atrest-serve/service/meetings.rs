@@ -429,34 +429,21 @@ async fn change_participant(
     ))
 }
 
-pub(super) async fn add_participant(
+/// `PUT` (add) and `DELETE` (remove) `…/participants/{principal}`.
+pub(super) async fn participant(
     State(service): State<Arc<Service>>,
     Extension(request): Extension<RequestId>,
     caller: Caller,
+    method: axum::http::Method,
     Path((tenant, id, participant)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
+    let add = method == axum::http::Method::PUT;
     change_participant(
         &service,
         &request,
         &caller,
         (&tenant, &id, &participant),
-        true,
-    )
-    .await
-}
-
-pub(super) async fn remove_participant(
-    State(service): State<Arc<Service>>,
-    Extension(request): Extension<RequestId>,
-    caller: Caller,
-    Path((tenant, id, participant)): Path<(String, String, String)>,
-) -> Result<Response, ApiError> {
-    change_participant(
-        &service,
-        &request,
-        &caller,
-        (&tenant, &id, &participant),
-        false,
+        add,
     )
     .await
 }
