@@ -416,7 +416,14 @@ impl RootKeyProvider for AwsKmsKeys {
         let (checked, decrypted) = tokio::join!(self.check_key(&client, key, &arn), decrypt);
         let mut answer = match (checked, decrypted) {
             (Ok(()), Ok(answer)) => answer,
-            (Err(refused), Ok(_)) => return Err(refused),
+            (Err(refused), Ok(mut answer)) => {
+                // Decrypted, but the key may not be used: the plaintext is
+                // wiped unused.
+                drop(Zeroizing::new(
+                    answer.plaintext.take().map(Blob::into_inner),
+                ));
+                return Err(refused);
+            }
             (Ok(()), Err(failed)) => return Err(map_sdk_error(key, Op::Decrypt, &failed)),
             // An answer outranks an outage.
             (Err(checked), Err(failed)) => {

@@ -328,3 +328,51 @@ fn an_item_that_changes_while_it_is_sent_is_not_stored() {
         "each once"
     );
 }
+
+/// Two movers at once on one journal and one source: the second waits for
+/// the first to let go of the journal, then finds every item moved; each
+/// item is stored once, and the trails agree.
+#[test]
+fn two_movers_at_once_on_one_journal_store_each_item_once() {
+    let world = world("mailbox-remote-twice");
+    let source = world.dir.path().join("carol");
+    std::fs::create_dir(&source).unwrap();
+    for i in 0..400_u64 {
+        std::fs::write(source.join(format!("{i:03}.eml")), content(3_000, i)).unwrap();
+    }
+    let journal = world.dir.path().join("journal");
+    let (_service, url) = serve(&world.data, &world.pki, "mailbox-twice");
+    let movers: Vec<Child> = (0..2)
+        .map(|_| {
+            mover(&url, &world.pki, &world.token, &journal, &source)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let reports: Vec<serde_json::Value> = movers
+        .into_iter()
+        .map(|child| {
+            let output = child.wait_with_output().unwrap();
+            assert_eq!(output.status.code(), Some(0), "{output:?}");
+            report(&output)
+        })
+        .collect();
+    let moved: u64 = reports.iter().map(|r| r["items"].as_u64().unwrap()).sum();
+    let already: u64 = reports
+        .iter()
+        .map(|r| r["already_moved"].as_u64().unwrap())
+        .sum();
+    assert_eq!((moved, already), (400, 400), "{reports:?}");
+    let listed = atrest(&world.data, &["--json", "ls", "contoso"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        400,
+        "an item stored twice"
+    );
+    let key = Journal::open(&journal).unwrap().0.verifying_key();
+    let checked = check_move(&world.data, &journal, &key, None);
+    assert_eq!(checked.status.code(), Some(0), "{checked:?}");
+}

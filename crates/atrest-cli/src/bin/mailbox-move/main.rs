@@ -58,37 +58,23 @@
 
 #![forbid(unsafe_code)]
 
+mod item;
+mod local;
 mod manifest;
 mod remote;
 mod walk;
 
-use std::io::Read as _;
-use std::os::unix::ffi::OsStrExt as _;
-use std::os::unix::fs::MetadataExt as _;
 use std::process::ExitCode;
-use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
 
-use atrest::audit::{Event, Text};
-use atrest::tenant::Access;
-use atrest::{BatchItem, BlobName};
 use atrest_cli::outcome::{self, Json};
-use atrest_deployment::{self as deployment, Deployment, Options};
+use atrest_deployment as deployment;
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use tokio::io::AsyncBufRead;
-use tokio::task::block_in_place;
 
-use self::manifest::{Manifest, Origin, Pending};
 use self::walk::RelPath;
 
 /// This program's name in the audit trail.
 const ACTOR: &str = "mailbox-move";
-
-/// Items up to this size are read whole when their batch is prepared;
-/// larger ones are read as they are sealed.
-const READ_WHOLE: u64 = 64 << 10;
 
 /// Move a directory of mailbox items into a tenant's encrypted store.
 ///
@@ -229,6 +215,26 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl Report {
+    /// The report of a move of `found` into `tenant` under `prefix`, with
+    /// what the walk could not read (failed) or left alone (skipped).
+    fn of_walk(tenant: &str, prefix: &str, found: &walk::Walk) -> Self {
+        let mut report = Self {
+            tenant: tenant.to_owned(),
+            prefix: prefix.to_owned(),
+            ..Self::default()
+        };
+        for (path, error) in &found.unreadable {
+            report.fail(path, error);
+        }
+        for (path, why) in &found.skipped {
+            report.skipped.push(Item {
+                item: path.display(),
+                reason: (*why).to_owned(),
+            });
+        }
+        report
+    }
+
     fn fail(&mut self, item: &RelPath, reason: impl ToString) {
         self.failures += 1;
         self.failed.push(Item {
@@ -313,105 +319,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// An item's plaintext: in memory, or its file read as it is sealed.
-type Plaintext = Box<dyn AsyncBufRead + Send + Unpin>;
-
-/// An item ready to move: its destination name, origin and plaintext.
-struct Ready {
-    path: RelPath,
-    name: String,
-    origin: Origin,
-    /// What the item was when it was read.
-    seen: Seen,
-    plaintext: Plaintext,
-}
-
-/// Why an item that changed while it was read is not stored.
-const CHANGED: &str = "it changed while it was read (not stored; move it again once it is still)";
-
-/// How many times a small item is read whole before it counts as changing.
-const READ_TRIES: u32 = 3;
-
-/// What tells that a file changed: its inode, size, and modification and
-/// change times (the change time moves on every write and cannot be set
-/// back).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Seen {
-    ino: u64,
-    len: u64,
-    mtime_ns: i64,
-    ctime_ns: i64,
-}
-
-impl Seen {
-    /// Whether `stat` (of the item, by its path) is still this.
-    fn matches(&self, stat: &rustix::fs::Stat) -> bool {
-        let ns = |secs: i64, nanos: u64| {
-            secs.saturating_mul(1_000_000_000)
-                .saturating_add(i64::try_from(nanos).unwrap_or(0))
-        };
-        *self
-            == Self {
-                ino: stat.st_ino,
-                len: u64::try_from(stat.st_size).unwrap_or(u64::MAX),
-                mtime_ns: ns(stat.st_mtime, stat.st_mtime_nsec),
-                ctime_ns: ns(stat.st_ctime, stat.st_ctime_nsec),
-            }
-    }
-
-    fn of(file: &std::fs::File) -> std::io::Result<Self> {
-        let meta = file.metadata()?;
-        let ns = |secs: i64, nanos: i64| secs.saturating_mul(1_000_000_000).saturating_add(nanos);
-        Ok(Self {
-            ino: meta.ino(),
-            len: meta.len(),
-            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
-            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
-        })
-    }
-}
-
-/// A large item's file, read as it is sealed: at its end it must still be
-/// what it was when it was opened, or the read fails, and so does the
-/// item's seal (nothing is stored).
-struct Unchanged {
-    file: tokio::fs::File,
-    /// The same file, for `fstat`.
-    probe: std::fs::File,
-    seen: Seen,
-}
-
-impl Unchanged {
-    fn new(file: std::fs::File, seen: Seen) -> std::io::Result<Self> {
-        Ok(Self {
-            probe: file.try_clone()?,
-            file: tokio::fs::File::from_std(file),
-            seen,
-        })
-    }
-}
-
-impl tokio::io::AsyncRead for Unchanged {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let asked = buf.remaining() > 0;
-        let read = std::pin::Pin::new(&mut self.file).poll_read(cx, buf);
-        if let std::task::Poll::Ready(Ok(())) = &read
-            && asked
-            && buf.filled().len() == before
-            && Seen::of(&self.probe)? != self.seen
-        {
-            // The end: one `fstat`, which does not wait on the disk.
-            return std::task::Poll::Ready(Err(std::io::Error::other(CHANGED)));
-        }
-        read
-    }
-}
-
 async fn run(args: &Args) -> Result<Report, Error> {
     let mailbox = match (&args.mailbox, args.source.file_name()) {
         (Some(name), _) => name.clone(),
@@ -444,289 +351,22 @@ async fn run(args: &Args) -> Result<Report, Error> {
         let service = remote::Service::new(args, url)?;
         return remote::run(args, &service, &prefix, &journal).await;
     }
-    let deployment = Deployment::open(&args.data, Options::new(ACTOR)).await?;
-    // An unknown tenant stops the move before anything is read.
-    let tenant_id = deployment.tenant_id(&args.tenant).await?;
-    let principal = format!("{ACTOR}@{}", args.tenant);
-    let access = Access::User {
-        principal: &principal,
-    };
-    let source_dir = std::path::absolute(&args.source).map_err(|source| Error::Source {
-        path: args.source.clone(),
-        source,
-    })?;
+    local::run(args, prefix).await
+}
 
-    let started = Instant::now();
-    let found = block_in_place(|| walk::walk(&args.source)).map_err(|source| Error::Source {
-        path: args.source.clone(),
-        source,
-    })?;
-    let (manifest, settled) = Manifest::open(&args.data, tenant_id, deployment.files()).await?;
-    let mut report = Report {
-        tenant: args.tenant.clone(),
-        prefix: prefix.clone(),
-        resumed: Resumed {
-            stored: settled.stored,
-            not_stored: settled.not_stored,
-        },
-        ..Report::default()
-    };
-    for (path, error) in &found.unreadable {
-        report.fail(path, error);
-    }
-    for (path, why) in &found.skipped {
-        report.skipped.push(Item {
-            item: path.display(),
-            reason: (*why).to_owned(),
-        });
-    }
-
+/// The progress bar of `items` items (hidden with `--json`).
+fn progress_bar(args: &Args, items: usize) -> indicatif::ProgressBar {
     let bar = if args.json {
-        ProgressBar::hidden()
+        indicatif::ProgressBar::hidden()
     } else {
-        ProgressBar::new(found.files.len() as u64)
+        indicatif::ProgressBar::new(items as u64)
     };
-    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} items {eta} {wide_msg}") {
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} items {per_sec} {eta} {wide_msg}",
+    ) {
         bar.set_style(style);
     }
-
-    // Items are opened in order and handed out in batches, `jobs` batches
-    // moved at once.
-    let items = Mutex::new(found.files.iter());
-    let report = Mutex::new(report);
-    let next_batch = || -> Vec<Ready> {
-        let mut batch = Vec::with_capacity(usize::from(args.batch));
-        let mut items = items.lock().unwrap_or_else(PoisonError::into_inner);
-        while batch.len() < usize::from(args.batch) {
-            let Some(path) = items.next() else { break };
-            let prepared = prepare(&found.root, &source_dir, &prefix, path, &manifest);
-            let mut report = report.lock().unwrap_or_else(PoisonError::into_inner);
-            match prepared {
-                Ok(Some(ready)) => batch.push(ready),
-                Ok(None) => {
-                    report.already_moved += 1;
-                    bar.inc(1);
-                }
-                Err(reason) => {
-                    report.fail(path, reason);
-                    bar.inc(1);
-                }
-            }
-        }
-        batch
-    };
-    let move_batches = async || -> Result<(), Error> {
-        loop {
-            // Opening and reading items are file calls.
-            let batch = block_in_place(next_batch);
-            if batch.is_empty() {
-                return Ok(());
-            }
-            let done = batch.len() as u64;
-            move_batch(
-                &deployment,
-                &manifest,
-                &found.root,
-                &access,
-                args,
-                batch,
-                &report,
-            )
-            .await?;
-            bar.inc(done);
-        }
-    };
-    let outcomes = futures_util::future::join_all((0..args.jobs).map(|_| move_batches())).await;
-    let outcome = outcomes.into_iter().collect::<Result<(), Error>>();
-    bar.finish_and_clear();
-    let mut report = report.into_inner().unwrap_or_else(PoisonError::into_inner);
-    report.failed.sort_by(|a, b| a.item.cmp(&b.item));
-    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-
-    let skipped = report.already_moved + report.skipped.len() as u64;
-    let event = Event::DataMove {
-        source: Text::lossy(format!("directory {}", args.source.display())),
-        destination: Text::lossy(format!(
-            "tenant {}, blob store {}",
-            args.tenant,
-            deployment.blobs().location()
-        )),
-        items: report.items,
-        bytes: report.bytes,
-        failures: report.failures,
-        skipped,
-        duration_ms: report.duration_ms,
-    };
-    // The record of what was done is written even if a batch failed as a
-    // whole; then the run fails.
-    deployment
-        .record_event(event, Some(&args.tenant), Some(&principal))
-        .await?;
-    outcome?;
-    Ok(report)
-}
-
-/// Opens an item and decides whether it needs moving (`None`: an earlier
-/// run moved it, unchanged); an item that does is read whole if it is
-/// small. Blocks.
-fn prepare(
-    root: &std::os::fd::OwnedFd,
-    source_dir: &std::path::Path,
-    prefix: &str,
-    path: &RelPath,
-    manifest: &Manifest,
-) -> Result<Option<Ready>, String> {
-    let relative = path
-        .to_str()
-        .ok_or("its name is not valid UTF-8 (file names are text)")?;
-    let name = format!("{prefix}{relative}");
-    let file = walk::open_item(root, path).map_err(|e| e.to_string())?;
-    let mut seen = Seen::of(&file).map_err(|e| e.to_string())?;
-    let mut source = source_dir.as_os_str().as_bytes().to_vec();
-    source.push(b'/');
-    source.extend_from_slice(&path.to_bytes());
-    let origin = Origin {
-        source,
-        len: seen.len,
-        mtime_ns: seen.mtime_ns,
-    };
-    if manifest.already_moved(&name, &origin) {
-        return Ok(None);
-    }
-    let plaintext: Plaintext = if origin.len <= READ_WHOLE {
-        let (bytes, now) = read_whole(&file, seen)?;
-        seen = now;
-        Box::new(std::io::Cursor::new(bytes))
-    } else {
-        Box::new(tokio::io::BufReader::with_capacity(
-            1 << 20,
-            Unchanged::new(file, seen).map_err(|e| e.to_string())?,
-        ))
-    };
-    let origin = Origin {
-        len: seen.len,
-        mtime_ns: seen.mtime_ns,
-        ..origin
-    };
-    Ok(Some(Ready {
-        path: path.clone(),
-        name,
-        origin,
-        seen,
-        plaintext,
-    }))
-}
-
-/// A small item read whole, from its start, until it reads the same before
-/// and after (a few tries): its bytes and what it was. Blocks.
-fn read_whole(file: &std::fs::File, mut seen: Seen) -> Result<(Vec<u8>, Seen), String> {
-    let mut tries = 0;
-    loop {
-        let mut bytes = Vec::with_capacity(usize::try_from(seen.len).unwrap_or(0));
-        let _ = file
-            .take(READ_WHOLE + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| e.to_string())?;
-        let after = Seen::of(file).map_err(|e| e.to_string())?;
-        if after == seen && bytes.len() as u64 == seen.len {
-            return Ok((bytes, seen));
-        }
-        tries += 1;
-        if tries == READ_TRIES || after.len > READ_WHOLE {
-            return Err(CHANGED.to_owned());
-        }
-        seen = after;
-        std::io::Seek::rewind(&mut &*file).map_err(|e| e.to_string())?;
-    }
-}
-
-/// Moves one batch: pending in the manifest (durably), sealed, then marked.
-async fn move_batch(
-    deployment: &Deployment,
-    manifest: &Manifest,
-    root: &std::os::fd::OwnedFd,
-    access: &Access<'_>,
-    args: &Args,
-    batch: Vec<Ready>,
-    report: &Mutex<Report>,
-) -> Result<(), Error> {
-    let mut blobs = Vec::with_capacity(batch.len());
-    for _ in &batch {
-        blobs.push(BlobName::random().map_err(deployment::Error::from)?);
-    }
-    let pending: Vec<Pending<'_>> = batch
-        .iter()
-        .zip(&blobs)
-        .map(|(ready, blob)| Pending {
-            name: &ready.name,
-            origin: &ready.origin,
-            blob,
-        })
-        .collect();
-    block_in_place(|| manifest.begin(&pending))?;
-    drop(pending);
-    let mut paths = Vec::with_capacity(batch.len());
-    let mut names = Vec::with_capacity(batch.len());
-    let mut items = Vec::with_capacity(batch.len());
-    for (ready, blob) in batch.into_iter().zip(blobs) {
-        paths.push((ready.path, ready.seen));
-        names.push(ready.name.clone());
-        items.push(BatchItem {
-            name: ready.name,
-            blob,
-            plaintext: ready.plaintext,
-            request: None,
-            media_type: None,
-        });
-    }
-    let results = deployment
-        .put_batch(access, &args.tenant, items, usize::from(args.threads))
-        .await?;
-    let mut stored = Vec::new();
-    let mut stored_paths = Vec::new();
-    let mut failed = Vec::new();
-    let mut tally = report.lock().unwrap_or_else(PoisonError::into_inner);
-    for (((path, seen), name), result) in paths.iter().zip(&names).zip(results) {
-        match result {
-            Ok(put) => {
-                tally.items += 1;
-                tally.bytes += put.record.plaintext_len;
-                stored.push(name.as_str());
-                stored_paths.push((path, seen));
-            }
-            Err(error) => {
-                tally.fail(path, error);
-                failed.push(name.as_str());
-            }
-        }
-    }
-    drop(tally);
-    block_in_place(|| manifest.finish(&stored, &failed))?;
-    if args.remove_source {
-        // Durable and recorded: the source copy can go, if it is still
-        // what was read.
-        let removed = block_in_place(|| {
-            let mut removed = 0;
-            let mut kept = Vec::new();
-            for (path, seen) in stored_paths {
-                match walk::remove_item(root, path, |stat| seen.matches(stat)) {
-                    Ok(true) => removed += 1,
-                    Ok(false) => kept.push((path, "changed since it was moved: kept".to_owned())),
-                    Err(error) => kept.push((path, format!("cannot be removed: {error}"))),
-                }
-            }
-            (removed, kept)
-        });
-        let mut report = report.lock().unwrap_or_else(PoisonError::into_inner);
-        report.removed += removed.0;
-        for (path, why) in removed.1 {
-            report.skipped.push(Item {
-                item: path.display(),
-                reason: format!("moved, but left in the source: it {why}"),
-            });
-        }
-    }
-    Ok(())
+    bar
 }
 
 fn print(args: &Args, report: &Report) {

@@ -38,8 +38,9 @@ use sha2::Digest as _;
 use tokio::task::block_in_place;
 use zeroize::Zeroizing;
 
+use super::item::{CHANGED, READ_WHOLE, Seen, read_whole};
 use super::walk::{self, RelPath, Walk};
-use super::{Args, CHANGED, Error, Item, READ_WHOLE, Report, Seen, read_whole};
+use super::{Args, Error, Item, Report};
 
 /// Items answered before their journal lines are committed together.
 const CHUNK: usize = 256;
@@ -167,31 +168,9 @@ pub(super) async fn run(
         path: args.source.clone(),
         source,
     })?;
-    let mut report = Report {
-        tenant: args.tenant.clone(),
-        prefix: prefix.to_owned(),
-        move_id: Some(move_id.clone()),
-        ..Report::default()
-    };
-    for (path, error) in &found.unreadable {
-        report.fail(path, error);
-    }
-    for (path, why) in &found.skipped {
-        report.skipped.push(Item {
-            item: path.display(),
-            reason: (*why).to_owned(),
-        });
-    }
-    let bar = if args.json {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(found.files.len() as u64)
-    };
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{bar:40} {pos}/{len} items {per_sec} {eta} {wide_msg}",
-    ) {
-        bar.set_style(style);
-    }
+    let mut report = Report::of_walk(&args.tenant, prefix, &found);
+    report.move_id = Some(move_id.clone());
+    let bar = super::progress_bar(args, found.files.len());
 
     // What is left to send.
     let mut to_send = Vec::new();
@@ -212,20 +191,24 @@ pub(super) async fn run(
             bar.inc(1);
             continue;
         }
-        let (len, mtime_ns) = match block_in_place(|| {
-            walk::open_item(&found.root, path).and_then(|file| Seen::of(&file))
-        }) {
-            Ok(seen) => (seen.len, seen.mtime_ns),
-            Err(error) => {
-                report.fail(path, error);
-                bar.inc(1);
-                continue;
+        // An item an earlier move stored is looked at (once) only to see
+        // whether it changed since; every other is opened when it is sent.
+        if let Some(before) = moved_before.get(&name) {
+            match block_in_place(|| {
+                walk::open_item(&found.root, path).and_then(|file| Seen::of(&file))
+            }) {
+                Ok(seen) if (seen.len, seen.mtime_ns) == *before => {
+                    report.already_moved += 1;
+                    bar.inc(1);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    report.fail(path, error);
+                    bar.inc(1);
+                    continue;
+                }
             }
-        };
-        if moved_before.get(&name) == Some(&(len, mtime_ns)) {
-            report.already_moved += 1;
-            bar.inc(1);
-            continue;
         }
         to_send.push((path.clone(), name, item));
     }

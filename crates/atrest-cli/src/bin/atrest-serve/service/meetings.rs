@@ -12,7 +12,7 @@
 //! | `PUT …/meetings/{id}/items/{name}` | the organiser, a participant | `201`: sealed as a file upload is |
 //! | `GET …/meetings/{id}/keys/{name}[?version=N]` | the organiser, a participant | `200`, the item's delivered key ([`atrest::DeliveredKey`]'s wire form, `Cache-Control: no-store`) |
 //! | `GET …/meetings/{id}/items/{name}?version=N` | the organiser, a participant | `200`, the item's ciphertext as stored |
-//! | `DELETE /v1/tenants/{tenant}/meetings/{id}` | the organiser | `200`: the meeting ended, its items deleted and their keys erased shortly after |
+//! | `DELETE /v1/tenants/{tenant}/meetings/{id}` | the organiser | `200`: the meeting ended, its items deleted and their keys erased shortly after; `404` once it is gone |
 //!
 //! Participants are users of the meeting's tenant (`user@tenant`). A
 //! meeting is kept as files of its tenant under `.atrest-meetings/{id}/`:
@@ -24,10 +24,13 @@
 //!
 //! Each delivery is audited twice, as a key release and as a delivery to
 //! the participant (`file_key_delivered`); a refused one as
-//! `release_denied`. The key is never logged. Ending a meeting deletes its
-//! items and makes the deletions final (the tenant's TIK rolled, its other
-//! keys re-wrapped, the old version retired): its content is unreadable for
-//! everyone, the service included. A participant who received an item's
+//! `release_denied`. The key is never logged. Ending a meeting marks it
+//! ended (from then on it answers nothing but another `DELETE`, which
+//! finishes an end an instance was killed in the middle of), deletes its
+//! items, then its membership, and makes the deletions final (the tenant's
+//! TIK rolled, its other keys re-wrapped, the old version retired): its
+//! content is unreadable for everyone, the service included. An item whose
+//! upload commits after the meeting was marked deletes itself. A participant who received an item's
 //! key holds what decrypts that item's ciphertext: they could keep the key
 //! and a copy of the ciphertext, or the plaintext itself. Ending the
 //! meeting or removing them stops further deliveries, not what was
@@ -36,6 +39,7 @@
 use std::sync::Arc;
 
 use atrest::audit::{Event, FileRef, Outcome, Text};
+use atrest::tenant::Access;
 use atrest::{MediaType, NewVersion, Precondition, WriterSink};
 use atrest_deployment::{FileName, Principal};
 use axum::Extension;
@@ -85,6 +89,10 @@ struct Membership {
     participants: Vec<String>,
     /// When it was created, in seconds since the Unix epoch.
     created: u64,
+    /// Whether the organiser ended it: its items are being deleted, and
+    /// nothing else is done with it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    ended: bool,
 }
 
 impl Membership {
@@ -154,13 +162,33 @@ fn check_participant(tenant: &str, principal: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// "No such meeting" (or none any more).
+fn no_meeting() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such meeting")
+}
+
 /// The meeting `id` of `tenant` and its membership version, read for
 /// `caller` (a user of the tenant: the membership policy lets them read
-/// it; who may do what is decided here).
+/// it; who may do what is decided here). A meeting being ended is no
+/// meeting any more.
 async fn load(
     service: &Service,
     request: &RequestId,
-    caller: &Caller,
+    caller: &Access<'_>,
+    meeting: (&str, &str),
+) -> Result<(Membership, u64), ApiError> {
+    let (membership, version) = load_any(service, request, caller, meeting).await?;
+    if membership.ended {
+        return Err(no_meeting());
+    }
+    Ok((membership, version))
+}
+
+/// [`load`], a meeting being ended included.
+async fn load_any(
+    service: &Service,
+    request: &RequestId,
+    caller: &Access<'_>,
     (tenant, id): (&str, &str),
 ) -> Result<(Membership, u64), ApiError> {
     check_id(id)?;
@@ -171,19 +199,9 @@ async fn load(
         version: None,
     };
     let mut sink = WriterSink(Vec::new());
-    let record = match service
-        .deployment
-        .get(&caller.access(), &file, None, &mut sink)
-        .await
-    {
+    let record = match service.deployment.get(caller, &file, None, &mut sink).await {
         Ok(record) => record,
-        Err(error) if error.kind() == atrest::ErrorKind::NotFound => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such meeting",
-            ));
-        }
+        Err(error) if error.kind() == atrest::ErrorKind::NotFound => return Err(no_meeting()),
         Err(error) => return Err(ApiError::from_deployment(&error, request)),
     };
     let membership = serde_json::from_slice(&sink.0)
@@ -292,6 +310,7 @@ pub(super) async fn create(
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
+        ended: false,
     };
     let id = new_id()?;
     if !save(
@@ -373,7 +392,7 @@ pub(super) async fn show(
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     caller.check_tenant(&service, &tenant, &request).await?;
-    let (membership, _) = load(&service, &request, &caller, (&tenant, &id)).await?;
+    let (membership, _) = load(&service, &request, &caller.access(), (&tenant, &id)).await?;
     members_only(&membership, &caller)?;
     let items = items(&service, &request, (&tenant, &id)).await?;
     Ok(Json(shown(&id, &membership, Some(items))).into_response())
@@ -391,7 +410,8 @@ async fn change_participant(
     caller.check_tenant(service, tenant, request).await?;
     check_participant(tenant, participant)?;
     for _ in 0..TRIES {
-        let (mut membership, version) = load(service, request, caller, (tenant, id)).await?;
+        let (mut membership, version) =
+            load(service, request, &caller.access(), (tenant, id)).await?;
         organiser_only(&membership, caller)?;
         let present = membership.participants.iter().any(|p| p == participant);
         if add == present || (add && participant == membership.organiser) {
@@ -460,19 +480,43 @@ pub(super) async fn upload_item(
     body: Body,
 ) -> Result<Response, ApiError> {
     caller.check_tenant(&service, &tenant, &request).await?;
-    let (membership, _) = load(&service, &request, &caller, (&tenant, &id)).await?;
+    let (membership, _) = load(&service, &request, &caller.access(), (&tenant, &id)).await?;
     members_only(&membership, &caller)?;
     let name = format!("{}{item}", items_prefix(&id));
-    store(
+    let principal = caller.principal.clone();
+    let stored = store(
         &service,
         &request,
         caller,
-        (tenant, name),
+        (tenant.clone(), name.clone()),
         version,
         &headers,
         body,
     )
-    .await
+    .await?;
+    // Ended while the body came: `end` marks the meeting before it lists
+    // its items, so an item committed after that listing is seen here and
+    // deleted, never left behind with its key.
+    let access = Access::User {
+        principal: &principal,
+    };
+    match load(&service, &request, &access, (&tenant, &id)).await {
+        Ok(_) => Ok(stored),
+        Err(error) if error.status == StatusCode::NOT_FOUND => {
+            let file = FileName {
+                tenant: &tenant,
+                name: &name,
+                version: None,
+            };
+            match service.deployment.delete(&access, &file).await {
+                Ok(_) => service.eraser.erase_soon(&tenant),
+                Err(error) if error.kind() == atrest::ErrorKind::NotFound => {}
+                Err(error) => return Err(ApiError::from_deployment(&error, &request)),
+            }
+            Err(error)
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// Audits a refused key request of a caller who is not (or no longer) in
@@ -524,7 +568,7 @@ pub(super) async fn key(
     Query(query): Query<VersionQuery>,
 ) -> Result<Response, ApiError> {
     caller.check_tenant(&service, &tenant, &request).await?;
-    let (membership, _) = load(&service, &request, &caller, (&tenant, &id)).await?;
+    let (membership, _) = load(&service, &request, &caller.access(), (&tenant, &id)).await?;
     let name = format!("{}{item}", items_prefix(&id));
     if !membership.admits(&caller.principal) {
         audit_refusal(&service, &request, &caller, &tenant, (&name, query.version)).await?;
@@ -570,7 +614,7 @@ pub(super) async fn ciphertext(
     Query(query): Query<VersionQuery>,
 ) -> Result<Response, ApiError> {
     caller.check_tenant(&service, &tenant, &request).await?;
-    let (membership, _) = load(&service, &request, &caller, (&tenant, &id)).await?;
+    let (membership, _) = load(&service, &request, &caller.access(), (&tenant, &id)).await?;
     members_only(&membership, &caller)?;
     let name = format!("{}{item}", items_prefix(&id));
     let file = FileName {
@@ -617,41 +661,63 @@ pub(super) async fn end(
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     caller.check_tenant(&service, &tenant, &request).await?;
-    let (membership, _) = load(&service, &request, &caller, (&tenant, &id)).await?;
-    organiser_only(&membership, &caller)?;
-    // The membership first: from then on no key is delivered, on any
-    // instance.
-    let name = membership_name(&id);
-    let file = FileName {
-        tenant: &tenant,
-        name: &name,
-        version: None,
-    };
-    let _ = api_error(
-        service.deployment.delete(&caller.access(), &file).await,
-        &request,
-    )?;
+    let access = caller.access();
+    // Marked ended first: from then on no key is delivered and no item
+    // stored, on any instance. A marked meeting is ended again (by a
+    // second request, or after an instance was killed halfway).
+    let mut marked = false;
+    for _ in 0..TRIES {
+        let (mut membership, version) =
+            load_any(&service, &request, &access, (&tenant, &id)).await?;
+        organiser_only(&membership, &caller)?;
+        if membership.ended {
+            marked = true;
+            break;
+        }
+        membership.ended = true;
+        if save(
+            &service,
+            &request,
+            &caller,
+            (&tenant, &id),
+            &membership,
+            Some(version),
+        )
+        .await?
+        {
+            marked = true;
+            break;
+        }
+    }
+    if !marked {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "the meeting's membership kept changing; try again",
+        ));
+    }
     let mut deleted = 0_usize;
-    let prefix = items_prefix(&id);
-    let listed = api_error(service.deployment.list(Some(&tenant)).await, &request)?;
-    let items: Vec<_> = listed
-        .into_iter()
-        .filter(|listing| listing.name.starts_with(&prefix))
-        .collect();
-    for item in atrest_deployment::newest_of_each(items) {
-        let name = &item.name;
+    let mut delete = async |name: &str| -> Result<(), ApiError> {
         let file = FileName {
             tenant: &tenant,
             name,
             version: None,
         };
-        match service.deployment.delete(&caller.access(), &file).await {
+        match service.deployment.delete(&access, &file).await {
             Ok(versions) => deleted += versions.len(),
             // Deleted meanwhile (the meeting ended twice at once).
             Err(error) if error.kind() == atrest::ErrorKind::NotFound => {}
             Err(error) => return Err(ApiError::from_deployment(&error, &request)),
         }
+        Ok(())
+    };
+    let prefix = items_prefix(&id);
+    for item in items(&service, &request, (&tenant, &id)).await? {
+        delete(&format!("{prefix}{}", item.name)).await?;
     }
+    // The membership last: while it is there, ending the meeting again
+    // finds what is left.
+    delete(&membership_name(&id)).await?;
     service.eraser.erase_soon(&tenant);
     let answer = serde_json::json!({
         "ended": id,
