@@ -179,6 +179,37 @@ impl<E: Send> OpenSink for BodyWriter<E> {
     }
 }
 
+/// A response body fed by `source` from a task of its own, a few chunks
+/// ahead ([`CHUNKS_IN_FLIGHT`]): a client that takes nothing for
+/// `write_timeout` ends it, and the source goes with the task, as a
+/// download's plaintext does with [`BodyWriter`]. For bytes sent as they
+/// are stored (a meeting item's ciphertext).
+pub(crate) fn timed_body(
+    source: impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static,
+    write_timeout: std::time::Duration,
+) -> Body {
+    use futures_util::StreamExt as _;
+    let (chunks, body) = mpsc::channel(CHUNKS_IN_FLIGHT);
+    drop(tokio::spawn(async move {
+        let mut source = std::pin::pin!(source);
+        while let Some(chunk) = source.next().await {
+            let last = chunk.is_err();
+            match tokio::time::timeout(write_timeout, chunks.send(chunk)).await {
+                Ok(Ok(())) if !last => {}
+                // Failed, or the client went away or read nothing for too
+                // long: the source is dropped.
+                _ => return,
+            }
+        }
+    }));
+    let stream = futures_util::stream::unfold(body, |mut body| async move {
+        body.recv()
+            .await
+            .map(|chunk: io::Result<Bytes>| (chunk, body))
+    });
+    Body::from_stream(stream)
+}
+
 /// `body`, each data frame's length shown to `watch` as it passes
 /// (counted, say), and whatever `watch` holds kept until the body is sent
 /// or dropped. Its size hint is kept, so a known length is still sent as

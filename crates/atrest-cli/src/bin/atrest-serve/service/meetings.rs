@@ -648,7 +648,10 @@ pub(super) async fn ciphertext(
             }
         }
     });
-    Ok((StatusCode::OK, headers, Body::from_stream(stream)).into_response())
+    // A client that stops reading lets go of the blob after the write
+    // timeout, as a download does.
+    let body = crate::bridge::timed_body(stream, service.limits.write_timeout);
+    Ok((StatusCode::OK, headers, body).into_response())
 }
 
 /// `DELETE /v1/tenants/{tenant}/meetings/{id}`: the organiser ends the
