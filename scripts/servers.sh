@@ -208,9 +208,13 @@ if [ -z "${ATREST_POSTGRES_URL:-}" ]; then
     cp "$openbao_tls_dir/vault-key.pem" "$pg_dir/server.key"
     chmod 600 "$pg_dir/server.key"
     if [ "$(id -u)" -eq 0 ]; then chown nobody "$pg_dir/server.crt" "$pg_dir/server.key"; fi
-    # No fsync: the data is thrown away after the run.
+    # No fsync: the data is thrown away after the run. Benchmarks of
+    # durable deployments set ATREST_POSTGRES_DURABLE=1 for the defaults
+    # (fsync, synchronous commit, full page writes).
+    pg_durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    if [ "${ATREST_POSTGRES_DURABLE:-}" = 1 ]; then pg_durability=""; fi
     "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -o \
-        "-c listen_addresses=127.0.0.1 -p $pg_port -k $pg_dir -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c ssl=on -c ssl_cert_file=$pg_dir/server.crt -c ssl_key_file=$pg_dir/server.key" \
+        "-c listen_addresses=127.0.0.1 -p $pg_port -k $pg_dir -c max_connections=300 $pg_durability -c ssl=on -c ssl_cert_file=$pg_dir/server.crt -c ssl_key_file=$pg_dir/server.key" \
         start >/dev/null || { cat "$pg_dir/server.log"; exit 1; }
     export ATREST_POSTGRES_URL="postgresql://postgres@127.0.0.1:$pg_port/postgres"
     # The CA of the server's certificate (for localhost and 127.0.0.1).

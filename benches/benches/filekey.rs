@@ -1,5 +1,7 @@
 //! Per-file key rates with the operating system's generator: generation,
-//! generate + wrap, and unwrap. `cargo bench -p atrest-benches --bench filekey`
+//! generate + wrap (one key at a time, and in a batch that draws the bytes
+//! of 64 keys in one request, as a batch of files does), and unwrap.
+//! `cargo bench -p atrest-benches --bench filekey`
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -38,6 +40,23 @@ fn filekey(c: &mut Criterion) {
     group.bench_function("generate_wrapped", |b| {
         b.iter(|| kek.generate_wrapped(black_box(&context), &mut rng).unwrap());
     });
+    let batch: Vec<FileContext> = (0..Kek::KEYS_PER_DRAW)
+        .map(|_| {
+            FileContext::new(
+                context.tenant,
+                FileId::random(&mut rng).unwrap(),
+                FileVersion::FIRST,
+            )
+        })
+        .collect();
+    group.throughput(Throughput::Elements(batch.len() as u64));
+    group.bench_function("generate_wrapped_many (per key)", |b| {
+        b.iter(|| {
+            kek.generate_wrapped_many(black_box(&batch), &mut rng)
+                .unwrap()
+        });
+    });
+    group.throughput(Throughput::Elements(1));
     let key = FileKey::generate_with(&mut rng).unwrap();
     let wrapped = kek.wrap(&key, &context, &mut rng).unwrap();
     group.bench_function("unwrap", |b| {

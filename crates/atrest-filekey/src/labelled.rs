@@ -88,7 +88,14 @@ impl LabelledWrapKey {
         self.label
     }
 
-    fn cipher(&self, salt: &[u8; SALT_LEN]) -> Result<LessSafeKey, Error> {
+    /// Runs `f` with the AEAD key of `salt`'s seal key. The key is made
+    /// and used in place: it is large (the AES schedule and the GHASH
+    /// table), and returning it would copy it more than once per wrap.
+    fn with_cipher<T>(
+        &self,
+        salt: &[u8; SALT_LEN],
+        f: impl FnOnce(&LessSafeKey) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         let mut okm = [0u8; KEY_LEN];
         // Cannot fail: the PRK is one hash long and 32 bytes of output is in range.
         let expanded = hkdf::Hkdf::<sha2::Sha256>::from_prk(&self.prk[..])
@@ -97,13 +104,10 @@ impl LabelledWrapKey {
                 hkdf.expand_multi_info(&[self.label.expand, salt], &mut okm)
                     .map_err(|_| Error::Backend)
             });
-        let key = expanded.and_then(|()| {
-            UnboundKey::new(&AES_256_GCM, &okm)
-                .map(LessSafeKey::new)
-                .map_err(|_| Error::Backend)
-        });
+        let key =
+            expanded.and_then(|()| UnboundKey::new(&AES_256_GCM, &okm).map_err(|_| Error::Backend));
         okm.zeroize();
-        key
+        f(&LessSafeKey::new(key?))
     }
 
     /// Seals `secret` in place under the seal key of `salt`, binding `aad`;
@@ -117,7 +121,7 @@ impl LabelledWrapKey {
         aad: &[u8],
         secret: &mut [u8; KEY_LEN],
     ) -> Result<[u8; TAG_LEN], Error> {
-        let sealed = self.cipher(salt).and_then(|cipher| {
+        let sealed = self.with_cipher(salt, |cipher| {
             cipher
                 .seal_in_place_separate_tag(
                     Nonce::assume_unique_for_key([0; 12]),
@@ -153,7 +157,7 @@ impl LabelledWrapKey {
         tag: &[u8; TAG_LEN],
     ) -> Result<(), Error> {
         let tag = Tag::try_from(&tag[..]).map_err(|_| Error::Malformed("tag"))?;
-        let opened = self.cipher(salt).and_then(|cipher| {
+        let opened = self.with_cipher(salt, |cipher| {
             cipher
                 .open_in_place_separate_tag(
                     Nonce::assume_unique_for_key([0; 12]),

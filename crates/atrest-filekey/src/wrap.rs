@@ -61,6 +61,9 @@ const FORMAT_VERSION: u8 = 1;
 const SUITE_HKDF_SHA256_AES_256_GCM: u8 = 1;
 
 const HEADER_LEN: usize = 22;
+/// What a new wrapped file key draws from the generator: the key and the
+/// wrap's salt.
+const DRAWN_PER_KEY: usize = FileKey::LEN + SALT_LEN;
 
 /// A key-encryption key: wraps and unwraps [`FileKey`]s.
 ///
@@ -159,20 +162,84 @@ impl Kek {
         context: &FileContext,
         rng: &mut impl SecureRandom,
     ) -> Result<(FileKey, WrappedFileKey), Error> {
-        let mut drawn = [0u8; FileKey::LEN + SALT_LEN];
-        let filled = rng.fill(&mut drawn);
-        let (key_bytes, salt_bytes) = drawn.split_at(FileKey::LEN);
-        let key = key_bytes.try_into().map(FileKey::from_secret_bytes);
-        let salt: Result<[u8; SALT_LEN], _> = salt_bytes.try_into();
+        let mut drawn = [0u8; DRAWN_PER_KEY];
+        let made = rng
+            .fill(&mut drawn)
+            .and_then(|()| self.generate_wrapped_from(context, &drawn));
         drawn.zeroize();
-        filled?;
-        match (key, salt) {
-            (Ok(key), Ok(salt)) => {
-                let wrapped = self.wrap_with_salt(&key, context, &salt)?;
-                Ok((key, wrapped))
+        made
+    }
+
+    /// Generates a new file key for each of `contexts` and wraps it for
+    /// that context: the same as [`Kek::generate_wrapped`] for each, in
+    /// order, with one request to the generator per
+    /// [`Kek::KEYS_PER_DRAW`] keys instead of one per key. The bytes drawn
+    /// are wiped once the keys are made.
+    ///
+    /// A system call to the operating system's generator costs about as
+    /// much as the rest of a key's generation and wrap together; a batch
+    /// of files (as `atrest`'s `Files::seal_batch` makes) pays it once.
+    ///
+    /// ```
+    /// use atrest_filekey::*;
+    /// let mut rng = OsRng;
+    /// let kek = Kek::generate(KeyId::random(&mut rng)?, KeyVersion::FIRST, &mut rng)?;
+    /// let tenant = TenantId::random(&mut rng)?;
+    /// let contexts = (0..3)
+    ///     .map(|_| Ok(FileContext::new(tenant, FileId::random(&mut rng)?, FileVersion::FIRST)))
+    ///     .collect::<Result<Vec<_>, Error>>()?;
+    /// let made = kek.generate_wrapped_many(&contexts, &mut rng)?;
+    /// for (context, (key, wrapped)) in contexts.iter().zip(&made) {
+    ///     let unwrapped = kek.unwrap(wrapped, context)?;
+    ///     assert_eq!(unwrapped.expose_secret(), key.expose_secret());
+    /// }
+    /// assert_ne!(made[0].0.expose_secret(), made[1].0.expose_secret());
+    /// # Ok::<(), atrest_filekey::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Rng`] if the generator fails (then no key is returned).
+    pub fn generate_wrapped_many(
+        &self,
+        contexts: &[FileContext],
+        rng: &mut impl SecureRandom,
+    ) -> Result<Vec<(FileKey, WrappedFileKey)>, Error> {
+        let mut made = Vec::with_capacity(contexts.len());
+        let mut drawn = [0u8; DRAWN_PER_KEY * Self::KEYS_PER_DRAW];
+        let result = contexts.chunks(Self::KEYS_PER_DRAW).try_for_each(|group| {
+            let drawn = drawn
+                .get_mut(..group.len() * DRAWN_PER_KEY)
+                .ok_or(Error::Backend)?;
+            rng.fill(drawn)?;
+            for (context, bytes) in group.iter().zip(drawn.chunks_exact(DRAWN_PER_KEY)) {
+                let bytes: &[u8; DRAWN_PER_KEY] = bytes.try_into().map_err(|_| Error::Backend)?;
+                made.push(self.generate_wrapped_from(context, bytes)?);
             }
-            _ => Err(Error::Backend),
-        }
+            Ok(())
+        });
+        drawn.zeroize();
+        result.map(|()| made)
+    }
+
+    /// How many keys [`Kek::generate_wrapped_many`] draws the bytes of in
+    /// one request to the generator (4 KiB).
+    pub const KEYS_PER_DRAW: usize = 64;
+
+    /// A file key from the first half of `drawn`, wrapped for `context`
+    /// with the second half as the salt.
+    fn generate_wrapped_from(
+        &self,
+        context: &FileContext,
+        drawn: &[u8; DRAWN_PER_KEY],
+    ) -> Result<(FileKey, WrappedFileKey), Error> {
+        let (key_bytes, salt_bytes) = drawn.split_at(FileKey::LEN);
+        let key = key_bytes
+            .try_into()
+            .map(FileKey::from_secret_bytes)
+            .map_err(|_| Error::Backend)?;
+        let salt: &[u8; SALT_LEN] = salt_bytes.try_into().map_err(|_| Error::Backend)?;
+        let wrapped = self.wrap_with_salt(&key, context, salt)?;
+        Ok((key, wrapped))
     }
 
     fn wrap_with_salt(
@@ -406,13 +473,49 @@ impl<'de> Deserialize<'de> for WrappedFileKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{FileId, FileVersion, TenantId};
+    use crate::{FileId, FileVersion, OsRng, TenantId};
 
     fn hex_array<const N: usize>(value: &serde_json::Value) -> [u8; N] {
         hex::decode(value.as_str().unwrap())
             .unwrap()
             .try_into()
             .unwrap()
+    }
+
+    /// A batch longer than one draw: every key fresh, each wrapped for its
+    /// own context only, in order; an empty batch makes nothing.
+    #[test]
+    fn a_batch_of_keys_is_keys_made_one_by_one() {
+        let mut rng = OsRng;
+        let kek = Kek::generate(
+            KeyId::random(&mut rng).unwrap(),
+            KeyVersion::FIRST,
+            &mut rng,
+        )
+        .unwrap();
+        let tenant = TenantId::random(&mut rng).unwrap();
+        let contexts: Vec<FileContext> = (0..Kek::KEYS_PER_DRAW * 2 + 3)
+            .map(|_| {
+                FileContext::new(
+                    tenant,
+                    FileId::random(&mut rng).unwrap(),
+                    FileVersion::FIRST,
+                )
+            })
+            .collect();
+        let made = kek.generate_wrapped_many(&contexts, &mut rng).unwrap();
+        assert_eq!(made.len(), contexts.len());
+        let mut keys = std::collections::HashSet::new();
+        let mut salts = std::collections::HashSet::new();
+        for (i, (context, (key, wrapped))) in contexts.iter().zip(&made).enumerate() {
+            assert!(keys.insert(*key.expose_secret()));
+            assert!(salts.insert(wrapped.as_bytes()[HEADER_LEN..HEADER_LEN + SALT_LEN].to_vec()));
+            let unwrapped = kek.unwrap(wrapped, context).unwrap();
+            assert_eq!(unwrapped.expose_secret(), key.expose_secret());
+            let other = &contexts[(i + 1) % contexts.len()];
+            assert!(kek.unwrap(wrapped, other).is_err());
+        }
+        assert!(kek.generate_wrapped_many(&[], &mut rng).unwrap().is_empty());
     }
 
     /// The published vectors were made by an independent implementation

@@ -55,3 +55,36 @@ pub fn run_sql(url: &str, sql: &str) {
         let _ = connection.await;
     });
 }
+
+/// The first column of the first row `sql` returns on `url`, as text (for
+/// `SHOW` and other one-value queries).
+///
+/// # Panics
+/// If the server cannot be reached, refuses the query or returns no row.
+#[must_use]
+pub fn query_text(url: &str, sql: &str) -> String {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {URL_VAR}: {e}"));
+        let connection = tokio::spawn(connection);
+        let messages = client
+            .simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        let value = messages
+            .iter()
+            .find_map(|message| match message {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{sql}: no row"));
+        drop(client);
+        let _ = connection.await;
+        value
+    })
+}

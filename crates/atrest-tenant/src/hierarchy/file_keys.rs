@@ -295,6 +295,19 @@ impl KeyHierarchy {
                     return Err(error);
                 }
             };
+            // The keys of the writes allowed, made together: one request to
+            // the generator for many keys.
+            let allowed: Vec<FileContext> = contexts
+                .iter()
+                .zip(&refusals)
+                .filter(|(context, refusal)| refusal.is_none() && context.tenant == tenant)
+                .map(|(context, _)| *context)
+                .collect();
+            let mut made_keys = match &tik {
+                Some(tik) => tik.generate_wrapped_many(&allowed, &mut OsRng),
+                None => Ok(Vec::new()),
+            }
+            .map(Vec::into_iter);
             let mut records = Vec::with_capacity(contexts.len());
             let mut keys = Vec::with_capacity(contexts.len());
             for (context, refusal) in contexts.iter().zip(refusals) {
@@ -303,11 +316,12 @@ impl KeyHierarchy {
                     keys.push(Err(error));
                     continue;
                 }
-                let made = match &tik {
-                    Some(tik) if context.tenant == tenant => tik
-                        .generate_wrapped(context, &mut OsRng)
-                        .map_err(Error::from),
-                    _ => Err(Error::WrongTenant(context.tenant)),
+                let made = match &mut made_keys {
+                    _ if context.tenant != tenant => Err(Error::WrongTenant(context.tenant)),
+                    Ok(made) => made.next().ok_or(Error::Misuse(
+                        "generate_wrapped_many gave fewer keys than contexts",
+                    )),
+                    Err(error) => Err(Error::from(error.clone())),
                 };
                 let outcome = match &made {
                     Ok(_) => Outcome::Success,

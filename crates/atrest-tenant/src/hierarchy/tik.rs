@@ -291,29 +291,20 @@ impl KeyHierarchy {
         }
         let _ = self.tik_lookups.misses.fetch_add(1, Relaxed);
         let (seed, cacheable) = self.unwrap_tik(entry, version, access).await?;
-        let material = self
-            .tenant_keys
-            .derive(
-                tenant,
-                entry.record.tik_id,
-                &tik_derivation_input(&entry.record, version, &seed),
-            )
-            .await?;
-        drop(seed);
         // Through the version's own key, if it has one (see
         // `version_key_id`). A version without (made before version keys,
         // or erased since) keeps the first derivation: for an erased one
         // that is not its TIK, and no file key opens under it.
-        let version_key = version_key_id(entry.record.tik_id, version);
-        let material = match self
+        let material = self
             .tenant_keys
-            .derive(tenant, version_key, material.expose_secret())
-            .await
-        {
-            Ok(scoped) => scoped,
-            Err(Error::TenantKeyMissing(_)) => material,
-            Err(error) => return Err(error),
-        };
+            .derive_version(
+                tenant,
+                entry.record.tik_id,
+                version_key_id(entry.record.tik_id, version),
+                &tik_derivation_input(&entry.record, version, &seed),
+            )
+            .await?;
+        drop(seed);
         let kek = Arc::new(Kek::from_secret_bytes(
             entry.record.tik_id,
             version,

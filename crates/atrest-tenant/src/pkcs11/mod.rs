@@ -319,6 +319,23 @@ impl TenantKeyStore for Pkcs11Keys {
             .await
     }
 
+    async fn derive_version(
+        &self,
+        tenant: TenantId,
+        tik_id: KeyId,
+        version_key: KeyId,
+        input: &[u8],
+    ) -> Result<DerivedKey, crate::Error> {
+        let input = zeroize::Zeroizing::new(input.to_vec());
+        self.blocking(move |token| {
+            let material = token.derive_with_tenant_key(tenant, tik_id, &input)?;
+            let scoped =
+                token.derive_with_tenant_key(tenant, version_key, material.expose_secret());
+            crate::tenant_key::through_version_key(material, scoped)
+        })
+        .await
+    }
+
     async fn destroy(&self, tenant: TenantId) -> Result<u64, crate::Error> {
         self.blocking(move |token| token.destroy_tenant_keys(tenant))
             .await

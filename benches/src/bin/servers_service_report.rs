@@ -1,0 +1,232 @@
+//! The upload service on the servers of a deployment beyond one machine:
+//! `atrest-serve` over TLS with its catalog and key metadata in PostgreSQL
+//! (`fsync` on) and its blobs in Azure storage (Azurite), beside the same
+//! service on its embedded defaults (SQLite and a local directory, on the
+//! same disk), loaded by the same `wrk` in the same run.
+//!
+//! ```text
+//! cargo build --release -p atrest-cli --bin atrest --bin atrest-serve \
+//!     -p atrest-benches --bin servers_service_report
+//! ATREST_POSTGRES_DURABLE=1 scripts/with-servers target/release/servers_service_report [SECONDS]
+//! ```
+//!
+//! `ATREST_POSTGRES_DURABLE=1` makes `scripts/with-servers` start its
+//! PostgreSQL with the defaults a deployment keeps (`fsync`, synchronous
+//! commit, full page writes); the report refuses to run on a server with
+//! `fsync` off. Default: 10 s per row.
+//!
+//! Rows: 4 KiB PUTs at 16 and 64 connections, 4 KiB GETs at 64
+//! connections (of files put before, in turn), requests per second with
+//! p50/p99 latency, and the ratio of the PostgreSQL + Azurite deployment
+//! to the embedded one.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_precision_loss,
+    clippy::indexing_slicing,
+    clippy::print_stdout,
+    clippy::panic
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use atrest_benches::load::{Load, Server, bin, run, script, wrk};
+use atrest_test_support::pki::{issue, make_ca};
+use atrest_test_support::postgres::{admin_url, database_url, query_text, run_sql};
+
+const SMALL: usize = 4 << 10;
+/// Files the GET row reads in turn.
+const GET_FILES: usize = 256;
+
+/// Where a deployment keeps its metadata and blobs.
+enum Servers {
+    Embedded,
+    PostgresAzurite { env: Vec<(String, String)> },
+}
+
+struct Row {
+    name: &'static str,
+    embedded: Load,
+    servers: Load,
+}
+
+fn deployment(dir: &Path, servers: &Servers, tls: (&Path, &Path)) -> (Server, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let data = dir.join("data");
+    let command = |program: &str| {
+        let mut command = Command::new(bin(program));
+        command.arg("--data").arg(&data);
+        if let Servers::PostgresAzurite { env } = servers {
+            command.envs(env.iter().map(|(k, v)| (k, v)));
+        }
+        command
+    };
+    match servers {
+        Servers::Embedded => run(command("atrest").arg("init")),
+        Servers::PostgresAzurite { .. } => {
+            let container = format!("atrest-report-{}", std::process::id());
+            atrest_test_support::azurite::azurite().create_container(&container);
+            run(command("atrest").args([
+                "init",
+                "--metadata-url-env",
+                "ATREST_REPORT_METADATA_URL",
+                "--blobs",
+                &format!("az://{container}"),
+            ]))
+        }
+    };
+    run(command("atrest").args(["tenant", "create", "bench"]));
+    let token = run(command("atrest-serve").args(["token", "add", "load@bench"]))
+        .trim()
+        .to_owned();
+    let mut serve = command("atrest-serve");
+    serve
+        .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(tls.0)
+        .arg("--tls-key")
+        .arg(tls.1);
+    (Server::start(serve, &dir.join("atrest-serve.log")), token)
+}
+
+fn measure(
+    dir: &Path,
+    servers: &Servers,
+    tls: (&Path, &Path),
+    body: &Path,
+    seconds: u64,
+) -> [Load; 3] {
+    let (service, token) = deployment(dir, servers, tls);
+    let files = "/v1/tenants/bench/files/";
+    let scripts = dir.join("scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    // The files the GET row reads: put first, then read in turn.
+    let ca = tls.0.parent().unwrap().join("ca.pem");
+    for n in 1..=GET_FILES {
+        run(Command::new("curl")
+            .args(["-sf", "--cacert"])
+            .arg(&ca)
+            .args(["-X", "PUT", "-H", &format!("Authorization: Bearer {token}")])
+            .arg("--data-binary")
+            .arg(format!("@{}", body.display()))
+            .arg(format!("{}{files}get/{n}", service.url)));
+    }
+    let put = script(
+        &scripts,
+        "put.lua",
+        "PUT",
+        &format!("{files}put/"),
+        &token,
+        Some(body),
+    );
+    let get = cycling_get(&scripts, &format!("{files}get/"), &token);
+    let url = std::slice::from_ref(&service.url);
+    let loads = [
+        wrk(url, &put, 16, seconds),
+        wrk(url, &put, 64, seconds),
+        wrk(url, &get, 64, seconds),
+    ];
+    for load in &loads {
+        assert_eq!(load.errors, 0, "{}: {load:?}", dir.display());
+    }
+    loads
+}
+
+/// A `wrk` script that GETs `prefix`1 … `prefix`[`GET_FILES`] in turn.
+fn cycling_get(dir: &Path, prefix: &str, token: &str) -> PathBuf {
+    let text = format!(
+        "wrk.method = \"GET\"\nwrk.headers[\"Authorization\"] = \"Bearer {token}\"\nlocal n = 0\nrequest = function()\n  n = n % {GET_FILES} + 1\n  return wrk.format(nil, \"{prefix}\" .. n)\nend\n"
+    );
+    let file = dir.join("get.lua");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+fn main() {
+    let seconds: u64 = std::env::args().nth(1).map_or(10, |a| a.parse().unwrap());
+    let admin = admin_url();
+    let fsync = query_text(&admin, "SHOW fsync");
+    let synchronous_commit = query_text(&admin, "SHOW synchronous_commit");
+    assert!(
+        fsync == "on" && synchronous_commit == "on",
+        "PostgreSQL runs with fsync={fsync}, synchronous_commit={synchronous_commit}: \
+         run under ATREST_POSTGRES_DURABLE=1 scripts/with-servers"
+    );
+    let root = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join(format!("servers-service-report-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    make_ca(&root);
+    let (chain, key) = issue(&root, "server", "127.0.0.1");
+    let body = root.join("small.bin");
+    std::fs::write(&body, atrest_test_support::seeded(SMALL, 2)).unwrap();
+
+    let database = format!("atrest_report_{}", std::process::id());
+    run_sql(&admin, &format!("CREATE DATABASE {database}"));
+    let azurite = atrest_test_support::azurite::azurite();
+    let mut env: Vec<(String, String)> = azurite
+        .options()
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_uppercase(), v))
+        .collect();
+    env.push((
+        "ATREST_REPORT_METADATA_URL".into(),
+        database_url(&admin, &database),
+    ));
+    let tls = (chain.as_path(), key.as_path());
+    let embedded = measure(
+        &root.join("embedded"),
+        &Servers::Embedded,
+        tls,
+        &body,
+        seconds,
+    );
+    let servers = measure(
+        &root.join("servers"),
+        &Servers::PostgresAzurite { env },
+        tls,
+        &body,
+        seconds,
+    );
+    let _ = std::fs::remove_dir_all(&root);
+    run_sql(&admin, &format!("DROP DATABASE {database} WITH (FORCE)"));
+
+    let names = [
+        "4 KiB PUT, 16 connections",
+        "4 KiB PUT, 64 connections",
+        "4 KiB GET, 64 connections",
+    ];
+    let rows: Vec<Row> = names
+        .into_iter()
+        .zip(embedded.into_iter().zip(servers))
+        .map(|(name, (embedded, servers))| Row {
+            name,
+            embedded,
+            servers,
+        })
+        .collect();
+    println!(
+        "# atrest-serve over TLS: PostgreSQL (fsync on) + Azurite beside SQLite + a local directory ({seconds} s per row)"
+    );
+    println!();
+    println!(
+        "| row | SQLite + directory req/s | PostgreSQL + Azurite req/s | ratio | SQLite p50 / p99 ms | PostgreSQL p50 / p99 ms |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for row in &rows {
+        println!(
+            "| {} | {:.0} | {:.0} | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} |",
+            row.name,
+            row.embedded.requests_per_s,
+            row.servers.requests_per_s,
+            row.servers.requests_per_s / row.embedded.requests_per_s,
+            row.embedded.p50_ms,
+            row.embedded.p99_ms,
+            row.servers.p50_ms,
+            row.servers.p99_ms
+        );
+    }
+}
