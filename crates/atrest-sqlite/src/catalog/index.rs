@@ -112,7 +112,7 @@ impl WrappedKeyIndex for SqliteCatalog {
         version: KeyVersion,
         limit: usize,
     ) -> Result<Vec<(FileContext, WrappedFileKey)>, atrest_tenant::Error> {
-        self.run_index(move |db| older_than(&db.durable, tenant, version, limit))
+        self.run_index(move |db| older_than(db.durable()?, tenant, version, limit))
             .await
     }
 
@@ -122,7 +122,7 @@ impl WrappedKeyIndex for SqliteCatalog {
         version: KeyVersion,
     ) -> Result<u64, atrest_tenant::Error> {
         self.run_index(move |db| {
-            let count: i64 = db.durable.query_row(
+            let count: i64 = db.durable()?.query_row(
                 "SELECT count(*) FROM catalog_versions
                  WHERE tenant = ?1 AND tik_version < ?2 AND wrapped IS NOT NULL",
                 params![tenant.as_bytes(), u32::from(version)],
@@ -143,13 +143,13 @@ impl WrappedKeyIndex for SqliteCatalog {
         tenant: TenantId,
         version: KeyVersion,
     ) -> Result<u64, atrest_tenant::Error> {
-        self.run_index(move |db| claim_retirement(&mut db.durable, tenant, version))
+        self.run_index(move |db| claim_retirement(db.durable()?, tenant, version))
             .await
     }
 
     async fn replace(&self, batch: &[Rewrapped]) -> Result<u64, atrest_tenant::Error> {
         let batch = batch.to_vec();
-        self.run_index(move |db| replace(&mut db.durable, &batch))
+        self.run_index(move |db| replace(db.durable()?, &batch))
             .await
     }
 }

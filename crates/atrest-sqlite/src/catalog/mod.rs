@@ -84,14 +84,18 @@ pub struct SqliteCatalog {
     owner: Option<std::sync::Arc<str>>,
 }
 
-/// The catalog's connections to its database.
+/// The catalog's connection to its database.
+///
+/// One connection for every statement: with two connections to one file,
+/// each commit of one would make the other drop its whole page cache and
+/// read the pages again. [`Connections::unflushed`] relaxes the
+/// connection's `synchronous` setting for one transaction instead.
 struct Connections {
-    /// Every durable commit, and every read.
-    durable: Connection,
-    /// A second connection to the same file with `synchronous = NORMAL`,
-    /// for [`Connections::unflushed`] (none for an in-memory database,
-    /// which a second connection would not share).
-    unflushed: Option<Connection>,
+    connection: Connection,
+    /// Whether the connection's last [`Connections::unflushed`] could not
+    /// set `synchronous = FULL` back: [`Connections::durable`] sets it
+    /// before anything else runs.
+    relaxed: bool,
 }
 
 impl core::fmt::Debug for SqliteCatalog {
@@ -179,15 +183,10 @@ impl SqliteCatalog {
     pub async fn open(path: &Path) -> Result<Self, Error> {
         let owned = path.to_owned();
         let connections = atrest_core::blocking::run(move || {
-            let durable = connect(&owned)?;
-            let unflushed = if db::is_special(&owned) {
-                None
-            } else {
-                let connection = connect(&owned)?;
-                connection.pragma_update(None, "synchronous", "NORMAL")?;
-                Some(connection)
-            };
-            Ok(Connections { durable, unflushed })
+            Ok(Connections {
+                connection: connect(&owned)?,
+                relaxed: false,
+            })
         })
         .await
         .map_err(Failure::into_catalog)?;
@@ -389,7 +388,7 @@ impl Catalog for SqliteCatalog {
         tag: &RecordTag,
     ) -> Result<(), Error> {
         let (name, tag) = (name.to_owned(), *tag);
-        self.run(move |db| name_tenant(&db.durable, &name, tenant, &tag))
+        self.run(move |db| name_tenant(db.durable()?, &name, tenant, &tag))
             .await
     }
 
@@ -401,7 +400,7 @@ impl Catalog for SqliteCatalog {
     ) -> Result<bool, Error> {
         let (name, tag) = (name.to_owned(), *tag);
         self.run(move |db| {
-            Ok(db.durable.execute(
+            Ok(db.durable()?.execute(
                 "UPDATE catalog_tenants SET tag = ?3 WHERE name = ?1 AND tenant = ?2 AND tag IS NULL",
                 params![name, tenant.as_bytes(), tag.as_bytes()],
             )? == 1)
@@ -413,7 +412,7 @@ impl Catalog for SqliteCatalog {
         let name = name.to_owned();
         self.run(move |db| {
             let _ = db
-                .durable
+                .durable()?
                 .execute("DELETE FROM catalog_tenants WHERE name = ?1", params![name])?;
             Ok(())
         })
@@ -428,7 +427,7 @@ impl Catalog for SqliteCatalog {
     ) -> Result<Vec<FileRecord>, Error> {
         let name = name.to_owned();
         self.run(move |db| {
-            let tx = db.durable.transaction()?;
+            let tx = db.durable()?.transaction()?;
             let id = tenant.as_bytes().as_slice();
             let number = version.map(u64::from);
             let removed: Vec<FileRecord> = {
@@ -476,7 +475,7 @@ impl Catalog for SqliteCatalog {
 
     async fn forget_tenant(&self, tenant: TenantId) -> Result<u64, Error> {
         self.run(move |db| {
-            let tx = db.durable.transaction()?;
+            let tx = db.durable()?.transaction()?;
             let id = tenant.as_bytes().as_slice();
             let versions = tx.execute(
                 "DELETE FROM catalog_versions WHERE tenant = ?1",
@@ -492,15 +491,15 @@ impl Catalog for SqliteCatalog {
 
     async fn tenant_named(&self, name: &str) -> Result<Option<TenantName>, Error> {
         let name = name.to_owned();
-        self.run(move |db| tenant_named(&db.durable, &name)).await
+        self.run(move |db| tenant_named(db.durable()?, &name)).await
     }
 
     async fn tenant_names(&self) -> Result<Vec<TenantName>, Error> {
-        self.run(|db| tenant_names(&db.durable)).await
+        self.run(|db| tenant_names(db.durable()?)).await
     }
 
     async fn tenant_name(&self, tenant: TenantId) -> Result<Option<TenantName>, Error> {
-        self.run(move |db| tenant_name(&db.durable, tenant)).await
+        self.run(move |db| tenant_name(db.durable()?, tenant)).await
     }
 
     async fn begin_seal(
@@ -531,7 +530,7 @@ impl Catalog for SqliteCatalog {
     ) -> Result<FileRecord, Error> {
         let seals = vec![(seal.clone(), sealed.clone())];
         let mut records = self
-            .run(move |db| commit_seals(&mut db.durable, &seals))
+            .run(move |db| commit_seals(db.durable()?, &seals))
             .await?;
         records
             .pop()
@@ -540,12 +539,11 @@ impl Catalog for SqliteCatalog {
 
     async fn abandon_seal(&self, seal: &SealTicket) -> Result<(), Error> {
         let seal = seal.clone();
-        self.run(move |db| abandon_seal(&mut db.durable, &seal))
-            .await
+        self.run(move |db| abandon_seal(db.durable()?, &seal)).await
     }
 
     async fn seals_in_progress(&self) -> Result<Vec<SealInProgress>, Error> {
-        self.run(|db| seals_in_progress(&db.durable)).await
+        self.run(|db| seals_in_progress(db.durable()?)).await
     }
 
     async fn record(
@@ -555,14 +553,14 @@ impl Catalog for SqliteCatalog {
         version: Option<FileVersion>,
     ) -> Result<FileRecord, Error> {
         let name = name.to_owned();
-        self.run(move |db| record(&db.durable, tenant, &name, version))
+        self.run(move |db| record(db.durable()?, tenant, &name, version))
             .await
     }
 
     async fn records(&self, tenant: TenantId) -> Result<Vec<FileRecord>, Error> {
         self.run(move |db| {
             query_records(
-                &db.durable,
+                db.durable()?,
                 "f.tenant = ?1",
                 &[&tenant.as_bytes().as_slice()],
             )
@@ -571,7 +569,7 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn blob_names(&self) -> Result<Vec<BlobName>, Error> {
-        self.run(|db| blob_names(&db.durable)).await
+        self.run(|db| blob_names(db.durable()?)).await
     }
 
     async fn begin_seals(
@@ -601,7 +599,7 @@ impl Catalog for SqliteCatalog {
             .iter()
             .map(|(seal, sealed)| ((*seal).clone(), sealed.clone()))
             .collect();
-        self.run(move |db| commit_seals(&mut db.durable, &seals))
+        self.run(move |db| commit_seals(db.durable()?, &seals))
             .await
     }
 }

@@ -34,11 +34,35 @@ impl Connections {
         &mut self,
         work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, Failure>,
     ) -> Result<T, Failure> {
-        let db = self.unflushed.as_mut().unwrap_or(&mut self.durable);
-        let tx = db.transaction()?;
+        let db = self.durable()?;
+        db.pragma_update(None, "synchronous", "NORMAL")?;
+        self.relaxed = true;
+        let done = self.transaction(work);
+        // Every other commit is flushed: `synchronous = FULL` again before
+        // anything else runs on the connection (`durable` tries again if
+        // this fails).
+        self.connection.pragma_update(None, "synchronous", "FULL")?;
+        self.relaxed = false;
+        done
+    }
+
+    fn transaction<T>(
+        &mut self,
+        work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let tx = self.connection.transaction()?;
         let value = work(&tx)?;
         tx.commit()?;
         Ok(value)
+    }
+
+    /// The connection, with every commit flushed (`synchronous = FULL`).
+    pub(super) fn durable(&mut self) -> Result<&mut Connection, Failure> {
+        if self.relaxed {
+            self.connection.pragma_update(None, "synchronous", "FULL")?;
+            self.relaxed = false;
+        }
+        Ok(&mut self.connection)
     }
 }
 
