@@ -82,8 +82,12 @@ fn deployment(dir: &Path, servers: &Servers, tls: (&Path, &Path)) -> (Server, St
         .trim()
         .to_owned();
     let mut serve = command("atrest-serve");
+    // One principal stands in for many clients: its 64 connections must
+    // not meet the per-principal limit (64 in flight, a slot given back
+    // only once a response's body has gone).
     serve
-        .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--max-requests-per-principal", "1024", "--tls-cert"])
         .arg(tls.0)
         .arg("--tls-key")
         .arg(tls.1);
@@ -122,15 +126,58 @@ fn measure(
     );
     let get = cycling_get(&scripts, &format!("{files}get/"), &token);
     let url = std::slice::from_ref(&service.url);
-    let loads = [
-        wrk(url, &put, 16, seconds),
-        wrk(url, &put, 64, seconds),
-        wrk(url, &get, 64, seconds),
-    ];
-    for load in &loads {
+    let mut loads = Vec::new();
+    for (script, connections) in [(&put, 16), (&put, 64), (&get, 64)] {
+        let before = cpu_ticks();
+        let load = wrk(url, script, connections, seconds);
+        let after = cpu_ticks();
         assert_eq!(load.errors, 0, "{}: {load:?}", dir.display());
+        // Where the machine's CPU went during the row (what bounds it).
+        let cores: Vec<String> = after
+            .iter()
+            .map(|(name, ticks)| {
+                let used = ticks - before.get(name).copied().unwrap_or(0);
+                format!("{name} {:.2}", used as f64 / 100.0 / seconds as f64)
+            })
+            .collect();
+        println!(
+            "{} {connections} connections {}: {:.0} req/s; cores used: {}",
+            dir.file_name().unwrap().to_string_lossy(),
+            script.file_stem().unwrap().to_string_lossy(),
+            load.requests_per_s,
+            cores.join(", ")
+        );
+        loads.push(load);
     }
-    loads
+    loads.try_into().unwrap()
+}
+
+/// CPU time so far (in clock ticks, 100 a second) of the processes that
+/// serve a row, by program: the service, PostgreSQL, Azurite (node),
+/// `wrk`. Processes that ended meanwhile are not counted.
+fn cpu_ticks() -> std::collections::BTreeMap<String, u64> {
+    let mut ticks = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let name = head.split_once('(').map_or("", |(_, name)| name);
+        let name = match name {
+            "atrest-serve" | "postgres" | "wrk" => name,
+            "node" | "MainThread" => "azurite (node)",
+            _ => continue,
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime: fields 14 and 15 of the line, 12 and 13 after
+        // the command.
+        let used: u64 =
+            fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+        *ticks.entry(name.to_owned()).or_default() += used;
+    }
+    ticks
 }
 
 /// A `wrk` script that GETs `prefix`1 … `prefix`[`GET_FILES`] in turn.
