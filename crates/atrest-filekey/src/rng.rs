@@ -5,7 +5,8 @@
 //! survives `fork`, VM clones and restored snapshots (the kernel reseeds),
 //! it is the approved generator a FIPS deployment relies on, and one system
 //! call is cheap next to the durable audit write that accompanies every new
-//! file key. [`SecureRandom`] is sealed, so no user-space generator can be
+//! file key. A batch of files draws the bytes of many keys in one call
+//! ([`Kek::generate_wrapped_many`](crate::Kek::generate_wrapped_many)). [`SecureRandom`] is sealed, so no user-space generator can be
 //! plugged in.
 
 use crate::Error;
