@@ -271,3 +271,51 @@ pub(super) fn abandon_seal(db: &mut Connection, seal: &SealTicket) -> Result<(),
     tx.commit()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::super::SqliteCatalog;
+
+    fn synchronous(connection: &rusqlite::Connection) -> i64 {
+        connection
+            .query_row("PRAGMA synchronous", [], |row| row.get(0))
+            .unwrap()
+    }
+
+    /// The catalog's one connection relaxes `synchronous` for the
+    /// unflushed steps' own transactions only: every other commit is
+    /// flushed (FULL = 2, NORMAL = 1).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn only_the_unflushed_steps_skip_the_flush() {
+        let dir = atrest_test_support::TempDir::new("catalog-synchronous");
+        let catalog = SqliteCatalog::open(&dir.path().join("catalog.sqlite"))
+            .await
+            .unwrap();
+        let (before, during, after) = catalog
+            .db
+            .run(|db| {
+                let before = synchronous(&db.connection);
+                let during = db.unflushed(|tx| Ok(synchronous(tx)))?;
+                Ok((before, during, synchronous(&db.connection)))
+            })
+            .await
+            .unwrap();
+        assert_eq!((before, during, after), (2, 1, 2));
+        // A step that fails restores it as well.
+        let (failed, after) = catalog
+            .db
+            .run(|db| {
+                let failed = db.unflushed(|tx| {
+                    tx.execute_batch("SELECT * FROM no_such_table")?;
+                    Ok(())
+                });
+                Ok((failed.is_err(), synchronous(&db.connection)))
+            })
+            .await
+            .unwrap();
+        assert!(failed);
+        assert_eq!(after, 2);
+    }
+}
