@@ -38,21 +38,11 @@ pub fn database_url(url: &str, name: &str) -> String {
 /// # Panics
 /// If the server cannot be reached or refuses a statement.
 pub fn run_sql(url: &str, sql: &str) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let (client, connection) = tokio_postgres::connect(url, NoTls)
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to {URL_VAR}: {e}"));
-        let connection = tokio::spawn(connection);
+    with_client(url, async |client| {
         client
             .batch_execute(sql)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-        drop(client);
-        let _ = connection.await;
     });
 }
 
@@ -63,6 +53,23 @@ pub fn run_sql(url: &str, sql: &str) {
 /// If the server cannot be reached, refuses the query or returns no row.
 #[must_use]
 pub fn query_text(url: &str, sql: &str) -> String {
+    with_client(url, async |client| {
+        let messages = client
+            .simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        messages
+            .iter()
+            .find_map(|message| match message {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{sql}: no row"))
+    })
+}
+
+/// Runs `work` with a connection to `url`, on a runtime of its own.
+fn with_client<T>(url: &str, work: impl AsyncFnOnce(&tokio_postgres::Client) -> T) -> T {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -72,19 +79,9 @@ pub fn query_text(url: &str, sql: &str) -> String {
             .await
             .unwrap_or_else(|e| panic!("cannot connect to {URL_VAR}: {e}"));
         let connection = tokio::spawn(connection);
-        let messages = client
-            .simple_query(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-        let value = messages
-            .iter()
-            .find_map(|message| match message {
-                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-                _ => None,
-            })
-            .unwrap_or_else(|| panic!("{sql}: no row"));
+        let out = work(&client).await;
         drop(client);
         let _ = connection.await;
-        value
+        out
     })
 }
