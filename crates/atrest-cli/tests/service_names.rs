@@ -25,10 +25,15 @@ fn path(tenant: &str) -> String {
     format!("/v1/tenants/{tenant}/files/minutes.txt")
 }
 
+/// How long the service may keep using a tenant name it authenticated
+/// before it reads the name from the catalog again (the deployment
+/// remembers authenticated names for a second), with a margin.
+const NAME_LIFETIME: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// A deployment in `dir` with tenants contoso (user alice) and fabrikam
-/// (user bob), a service over it, and each tenant's minutes uploaded:
-/// `(data, alice's token, bob's token, the service)`.
-fn two_tenants(dir: &TempDir) -> (std::path::PathBuf, String, String, Instance) {
+/// (user bob), a service over it (started with `args`), and each tenant's
+/// minutes uploaded: `(data, alice's token, bob's token, the service)`.
+fn two_tenants(dir: &TempDir, args: &[&str]) -> (std::path::PathBuf, String, String, Instance) {
     let data = dir.path().join("data");
     atrest(&data, &["init"]);
     for tenant in ["contoso", "fabrikam"] {
@@ -36,7 +41,7 @@ fn two_tenants(dir: &TempDir) -> (std::path::PathBuf, String, String, Instance) 
     }
     let alice = token(&data, "alice@contoso");
     let bob = token(&data, "bob@fabrikam");
-    let instance = Instance::start(&data, "service", &[], &[]);
+    let instance = Instance::start(&data, "service", &[], args);
     for (who, tenant, body) in [
         (&alice, "contoso", &b"contoso's minutes"[..]),
         (&bob, "fabrikam", &b"fabrikam's minutes"[..]),
@@ -50,7 +55,7 @@ fn two_tenants(dir: &TempDir) -> (std::path::PathBuf, String, String, Instance) 
 #[test]
 fn swapped_tenant_names_keep_the_service_tenants_apart() {
     let dir = TempDir::new("service-names");
-    let (data, alice, bob, instance) = two_tenants(&dir);
+    let (data, alice, bob, instance) = two_tenants(&dir, &[]);
 
     let db = atrest_test_support::sqlite::Connection::open(data.join("catalog.sqlite")).unwrap();
     db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
@@ -60,6 +65,21 @@ fn swapped_tenant_names_keep_the_service_tenants_apart() {
          UPDATE catalog_tenants SET name = 'fabrikam' WHERE name = 'swap';",
     )
     .unwrap();
+    // Meanwhile the names the service authenticated before the swap still
+    // serve each user their own tenant; once it reads them again, the
+    // swapped ones fail.
+    for (who, tenant, own) in [
+        (&bob, "fabrikam", &b"fabrikam's minutes"[..]),
+        (&alice, "contoso", &b"contoso's minutes"[..]),
+    ] {
+        let got = send(&instance.addr, who, "GET", &path(tenant), b"");
+        assert!(
+            got.status != 200 || got.body == own,
+            "{tenant}: {}",
+            got.text()
+        );
+    }
+    std::thread::sleep(NAME_LIFETIME);
 
     for (who, tenant, other) in [
         (&bob, "fabrikam", "contoso's"),
@@ -128,7 +148,9 @@ fn a_token_reaches_only_the_tenant_it_was_made_for() {
 #[test]
 fn every_edit_of_the_tenant_names_keeps_the_service_tenants_apart() {
     let dir = TempDir::new("service-name-edits");
-    let (data, alice, bob, instance) = two_tenants(&dir);
+    // Without cached keys the service remembers no name either: every
+    // request reads the edited names table.
+    let (data, alice, bob, instance) = two_tenants(&dir, &["--cache-ttl", "0s"]);
     let shown: serde_json::Value =
         serde_json::from_str(&atrest(&data, &["--json", "tenant", "show", "contoso"])).unwrap();
     let contoso_id = shown["id"]

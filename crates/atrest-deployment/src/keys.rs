@@ -97,6 +97,16 @@ impl Options {
         self
     }
 
+    /// How long an authenticated tenant name is remembered
+    /// ([`super::names`]): as long as the key hierarchy takes to follow
+    /// the key store's change log, and never longer than TIKs stay cached
+    /// (not at all if they are not).
+    pub(super) fn name_lifetime(&self) -> Duration {
+        self.cache_ttl
+            .unwrap_or(atrest::tenant::DEFAULT_CACHE_TTL)
+            .min(atrest::tenant::DEFAULT_CHANGE_POLL)
+    }
+
     /// The program's name in audit records.
     pub fn actor(&self) -> &str {
         &self.actor

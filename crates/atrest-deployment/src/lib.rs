@@ -11,6 +11,7 @@ mod init;
 mod keys;
 mod lease;
 mod metadata;
+mod names;
 pub mod observe;
 mod policy;
 mod replicas;
@@ -67,7 +68,7 @@ pub struct Deployment {
     policy: Arc<dyn ReleasePolicy>,
     /// Where the membership policy finds the hierarchy it authenticates
     /// names with.
-    names: Arc<policy::NameCheck>,
+    names: Arc<names::TenantNames>,
     files: Files,
     /// `None` once given up ([`Deployment::give_up_administration`]).
     administration: Option<atrest::tenant::Administration>,
@@ -185,7 +186,7 @@ impl Deployment {
             metadata::open(dir, &config, lease.as_ref().map(lease::Lease::id)).await?;
         let log = Arc::new(log);
         let fallbacks = keys::FallbackWatch::default();
-        let names = Arc::new(policy::NameCheck::default());
+        let names = Arc::new(names::TenantNames::new(options.name_lifetime()));
         let policy = options
             .custom_policy()
             .unwrap_or_else(|| policy::members(catalog.clone(), names.clone()));

@@ -2,40 +2,21 @@
 //! `user@tenant`, and a user reads (and writes) the files of their own
 //! tenant only. System operations (re-wrap, a data move) are allowed.
 //!
-//! Tenant names are looked up in the catalog at each decision, so a tenant
-//! created after the policy was built is known to it at once, and each is
-//! authenticated (its tag under the tenant's metadata key) before it is
-//! compared: a writer of the database who swaps names between tenants
-//! gets every user of them refused, never let into another tenant.
+//! Tenant names are looked up in the catalog (or among the names last
+//! authenticated, [`crate::names`]), so a tenant created after the policy
+//! was built is known to it at once, and each is authenticated (its tag
+//! under the tenant's metadata key) before it is compared: a writer of the
+//! database who swaps names between tenants gets every user of them
+//! refused, never let into another tenant.
 
-use std::sync::{Arc, PoisonError, RwLock, Weak};
+use std::sync::Arc;
 
 use atrest::filekey::{FileId, TenantId};
-use atrest::tenant::{Access, Decision, KeyHierarchy, ReleasePolicy};
+use atrest::tenant::{Access, Decision, ReleasePolicy};
 
 use atrest::{Catalog, CatalogError};
 
-/// The key hierarchy the membership policy authenticates names with: the
-/// one the deployment's files use, set once it is built (and again when
-/// it is rebuilt). The policy is made before it, hence the handle.
-#[derive(Debug, Default)]
-pub(crate) struct NameCheck {
-    keys: RwLock<Weak<KeyHierarchy>>,
-}
-
-impl NameCheck {
-    /// Authenticates names with `keys` from now on.
-    pub(crate) fn set(&self, keys: &Arc<KeyHierarchy>) {
-        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::downgrade(keys);
-    }
-
-    fn keys(&self) -> Option<Arc<KeyHierarchy>> {
-        self.keys
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .upgrade()
-    }
-}
+use crate::names::TenantNames;
 
 /// A principal `user@tenant`: a user of a tenant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,7 +44,7 @@ impl<'a> Principal<'a> {
 /// catalog names as theirs.
 struct Members {
     catalog: Arc<dyn Catalog>,
-    names: Arc<NameCheck>,
+    names: Arc<TenantNames>,
 }
 
 #[async_trait::async_trait]
@@ -98,9 +79,17 @@ async fn decide_member(members: &Members, access: &Access<'_>, tenant: TenantId)
             "{principal:?} is not a principal of the form user@tenant"
         ));
     };
+    let not_member = || Decision::Deny(format!("{principal} is not a member of this tenant"));
+    if let Some(named) = members.names.by_tenant(tenant).await {
+        return if named.name == parsed.tenant {
+            Decision::Allow
+        } else {
+            not_member()
+        };
+    }
     let named = match members.catalog.tenant_name(tenant).await {
         Ok(Some(named)) if named.name == parsed.tenant => named,
-        Ok(_) => return Decision::Deny(format!("{principal} is not a member of this tenant")),
+        Ok(_) => return not_member(),
         Err(error) => {
             return Decision::Unavailable(format!("the tenant's name cannot be read: {error}"));
         }
@@ -109,7 +98,10 @@ async fn decide_member(members: &Members, access: &Access<'_>, tenant: TenantId)
         return Decision::Unavailable("the key hierarchy is not ready".into());
     };
     match atrest::authenticate_tenant_name(&keys, &named).await {
-        Ok(()) => Decision::Allow,
+        Ok(()) => {
+            members.names.authenticated(&named);
+            Decision::Allow
+        }
         Err(error @ atrest::Error::Catalog(CatalogError::NameTampered { .. })) => Decision::Deny(
             format!("{principal} is not a member of this tenant: {error}"),
         ),
@@ -122,7 +114,10 @@ async fn decide_member(members: &Members, access: &Access<'_>, tenant: TenantId)
 
 /// The membership policy over `catalog`, authenticating names with the
 /// hierarchy `names` is set to.
-pub(super) fn members(catalog: Arc<dyn Catalog>, names: Arc<NameCheck>) -> Arc<dyn ReleasePolicy> {
+pub(super) fn members(
+    catalog: Arc<dyn Catalog>,
+    names: Arc<TenantNames>,
+) -> Arc<dyn ReleasePolicy> {
     Arc::new(Members { catalog, names })
 }
 

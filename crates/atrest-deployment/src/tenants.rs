@@ -108,6 +108,9 @@ impl Deployment {
     /// [`Error::UnknownTenant`]; [`atrest::CatalogError::NameTampered`]
     /// (audited) if the name fails; catalog and key errors.
     pub async fn tenant_id(&self, name: &str) -> Result<TenantId, Error> {
+        if let Some(named) = self.names.by_name(name).await {
+            return Ok(named.tenant);
+        }
         let named = self
             .catalog
             .tenant_named(name)
@@ -135,7 +138,10 @@ impl Deployment {
     /// [`atrest::CatalogError::NameTampered`]; key errors.
     pub async fn authentic(&self, named: &TenantName) -> Result<TenantId, Error> {
         match self.files.authenticate_name(named).await {
-            Ok(()) => Ok(named.tenant),
+            Ok(()) => {
+                self.names.authenticated(named);
+                Ok(named.tenant)
+            }
             Err(
                 error @ atrest::Error::Keys(
                     atrest::tenant::Error::Purged(_) | atrest::tenant::Error::TenantKeyMissing(_),

@@ -196,3 +196,73 @@ async fn a_deployment_that_gave_up_its_administration_issues_no_capability() {
         .unwrap();
     assert!(deployment.system_capability("scan").is_err());
 }
+
+/// A tenant name the deployment authenticated and remembers is not used
+/// once its tenant is purged, whether here or by another process on the
+/// same directory: the tenant made again under the name is the one
+/// reached (by another process's purge, within the key hierarchy's change
+/// poll).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_tenant_name_follows_a_purge_here_and_elsewhere() {
+    let dir = TempDir::new("names");
+    let data = dir.path().join("data");
+    let mut here = Deployment::init(&data, None, None, Options::new("here"))
+        .await
+        .unwrap();
+    let remake = async |deployment: &mut Deployment| {
+        let _ = deployment.purge("fabrikam").await.unwrap();
+        let _ = deployment
+            .collect_garbage(std::time::Duration::ZERO, false)
+            .await
+            .unwrap();
+        let _ = deployment
+            .create_tenant("fabrikam", &TenantKeys::ServiceManaged)
+            .await
+            .unwrap();
+        deployment.tenant_id("fabrikam").await.unwrap()
+    };
+    let _ = here
+        .create_tenant("fabrikam", &TenantKeys::ServiceManaged)
+        .await
+        .unwrap();
+    let first = here.tenant_id("fabrikam").await.unwrap();
+    assert_eq!(here.tenant_id("fabrikam").await.unwrap(), first);
+
+    let second = remake(&mut here).await;
+    assert_ne!(second, first);
+    assert_eq!(here.tenant_id("fabrikam").await.unwrap(), second);
+
+    let mut elsewhere = Deployment::open(&data, Options::new("elsewhere"))
+        .await
+        .unwrap();
+    let third = remake(&mut elsewhere).await;
+    assert_ne!(third, second);
+    let deadline = std::time::Instant::now() + atrest::tenant::DEFAULT_CHANGE_POLL * 5;
+    loop {
+        match here.tenant_id("fabrikam").await {
+            Ok(id) if id == third => break,
+            Ok(id) => assert_eq!(id, second, "neither the old nor the new tenant"),
+            Err(error) => panic!("{error}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the purge elsewhere was not seen"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // And a user of it is let in by the membership policy, which
+    // remembers names too.
+    let access = Access::User {
+        principal: "bob@fabrikam",
+    };
+    let _ = here
+        .put(&access, "fabrikam", "plan.txt", &b"the plan"[..])
+        .await
+        .unwrap();
+    assert_eq!(
+        read(&here, "fabrikam", "plan.txt", "bob@fabrikam")
+            .await
+            .unwrap(),
+        b"the plan"
+    );
+}
