@@ -18,7 +18,11 @@
 //! Rows: 4 KiB PUTs at 16 and 64 connections, 4 KiB GETs at 64
 //! connections (of files put before, in turn), requests per second with
 //! p50/p99 latency, and the ratio of the PostgreSQL + Azurite deployment
-//! to the embedded one.
+//! to the embedded one. Then what Azurite itself serves on this machine:
+//! 4 KiB blobs put and read straight through the blob store client the
+//! service uses, as many at once as the row's connections, with the
+//! service's ratio to it (what an upload or download through the service
+//! cannot exceed, as each one makes one such call).
 
 #![allow(
     clippy::unwrap_used,
@@ -31,6 +35,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atrest::blobs::BlobStore;
+use atrest::stream::RunBuffer;
+use atrest::{BlobName, Blobs};
 
 use atrest_benches::load::{Load, Server, bin, run, script, wrk};
 use atrest_test_support::pki::{issue, make_ca};
@@ -130,26 +140,100 @@ fn measure(
     for (script, connections) in [(&put, 16), (&put, 64), (&get, 64)] {
         let before = cpu_ticks();
         let load = wrk(url, script, connections, seconds);
-        let after = cpu_ticks();
+        let cores = cores_since(&before, seconds);
         assert_eq!(load.errors, 0, "{}: {load:?}", dir.display());
-        // Where the machine's CPU went during the row (what bounds it).
-        let cores: Vec<String> = after
-            .iter()
-            .map(|(name, ticks)| {
-                let used = ticks - before.get(name).copied().unwrap_or(0);
-                format!("{name} {:.2}", used as f64 / 100.0 / seconds as f64)
-            })
-            .collect();
         println!(
-            "{} {connections} connections {}: {:.0} req/s; cores used: {}",
+            "{} {connections} connections {}: {:.0} req/s; cores used: {cores}",
             dir.file_name().unwrap().to_string_lossy(),
             script.file_stem().unwrap().to_string_lossy(),
             load.requests_per_s,
-            cores.join(", ")
         );
         loads.push(load);
     }
     loads.try_into().unwrap()
+}
+
+/// Where the machine's CPU went since `before` (what bounds a row), over
+/// `seconds`, in cores by program.
+fn cores_since(before: &std::collections::BTreeMap<String, u64>, seconds: u64) -> String {
+    let cores: Vec<String> = cpu_ticks()
+        .iter()
+        .map(|(name, ticks)| {
+            let used = ticks - before.get(name).copied().unwrap_or(0);
+            format!("{name} {:.2}", used as f64 / 100.0 / seconds as f64)
+        })
+        .collect();
+    cores.join(", ")
+}
+
+/// Azurite alone: 4 KiB blobs of `body` put (16 and 64 at once) and read
+/// (64 at once, [`GET_FILES`] in turn) for `seconds` each through the
+/// service's blob store client, in a container of their own; blobs per
+/// second for each.
+fn azurite_alone(body: &[u8], seconds: u64) -> [f64; 3] {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let azurite = atrest_test_support::azurite::azurite();
+    let container = format!("atrest-report-alone-{}", std::process::id());
+    azurite.create_container(&container);
+    let store = Arc::new(
+        BlobStore::from_url_with_options(&format!("az://{container}"), azurite.options()).unwrap(),
+    );
+    let body = bytes::Bytes::copy_from_slice(body);
+    runtime.block_on(async {
+        let put = async |store: Arc<BlobStore>, name: BlobName, body: bytes::Bytes| {
+            let mut upload = store.create(&name).await.unwrap();
+            upload.write(body).await.unwrap();
+            let _ = upload.finish().await.unwrap();
+        };
+        let get = async |store: Arc<BlobStore>, name: BlobName| {
+            let mut reader = store.open(&name).await.unwrap();
+            let mut buf = RunBuffer::new();
+            while reader.read(&mut buf, SMALL).await.unwrap() > 0 {}
+            assert_eq!(buf.len(), SMALL);
+        };
+        let stored: Vec<BlobName> = (0..GET_FILES)
+            .map(|_| BlobName::random().unwrap())
+            .collect();
+        for name in &stored {
+            put(store.clone(), name.clone(), body.clone()).await;
+        }
+        let mut rates = Vec::new();
+        for (reads, at_once) in [(false, 16), (false, 64), (true, 64)] {
+            let before = cpu_ticks();
+            let deadline = Instant::now() + Duration::from_secs(seconds);
+            let started = Instant::now();
+            let workers: Vec<_> = (0..at_once)
+                .map(|worker| {
+                    let (store, body, stored) = (store.clone(), body.clone(), stored.clone());
+                    tokio::spawn(async move {
+                        let mut done = 0u64;
+                        while Instant::now() < deadline {
+                            if reads {
+                                let name = &stored[(worker + done as usize) % GET_FILES];
+                                get(store.clone(), name.clone()).await;
+                            } else {
+                                put(store.clone(), BlobName::random().unwrap(), body.clone()).await;
+                            }
+                            done += 1;
+                        }
+                        done
+                    })
+                })
+                .collect();
+            let mut done = 0;
+            for worker in workers {
+                done += worker.await.unwrap();
+            }
+            let rate = done as f64 / started.elapsed().as_secs_f64();
+            println!(
+                "azurite alone {at_once} at once {}: {rate:.0} blobs/s; cores used: {}",
+                if reads { "get" } else { "put" },
+                cores_since(&before, seconds)
+            );
+            rates.push(rate);
+        }
+        rates.try_into().unwrap()
+    })
 }
 
 /// CPU time so far (in clock ticks, 100 a second) of the processes that
@@ -224,6 +308,9 @@ fn main() {
         database_url(&admin, &database),
     ));
     let tls = (chain.as_path(), key.as_path());
+    // Azurite first, while it holds the fewest blobs: its rows are the
+    // bound the service's rows are compared with.
+    let alone = azurite_alone(&std::fs::read(&body).unwrap(), seconds);
     let embedded = measure(
         &root.join("embedded"),
         &Servers::Embedded,
@@ -274,6 +361,21 @@ fn main() {
             row.embedded.p99_ms,
             row.servers.p50_ms,
             row.servers.p99_ms
+        );
+    }
+    println!();
+    println!(
+        "# Azurite alone: 4 KiB blobs through the service's blob store client, as many at once as the row's connections"
+    );
+    println!();
+    println!("| row | Azurite alone blobs/s | PostgreSQL + Azurite service req/s | ratio |");
+    println!("|---|---|---|---|");
+    for (row, alone) in rows.iter().zip(alone) {
+        println!(
+            "| {} | {alone:.0} | {:.0} | {:.2} |",
+            row.name,
+            row.servers.requests_per_s,
+            row.servers.requests_per_s / alone
         );
     }
 }
