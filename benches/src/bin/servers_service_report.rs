@@ -206,10 +206,10 @@ fn azurite_alone(body: &[u8], seconds: u64) -> [f64; 3] {
                 .map(|worker| {
                     let (store, body, stored) = (store.clone(), body.clone(), stored.clone());
                     tokio::spawn(async move {
-                        let mut done = 0u64;
+                        let mut done: usize = 0;
                         while Instant::now() < deadline {
                             if reads {
-                                let name = &stored[(worker + done as usize) % GET_FILES];
+                                let name = &stored[(worker + done) % GET_FILES];
                                 get(store.clone(), name.clone()).await;
                             } else {
                                 put(store.clone(), BlobName::random().unwrap(), body.clone()).await;
