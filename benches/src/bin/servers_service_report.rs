@@ -18,11 +18,13 @@
 //! Rows: 4 KiB PUTs at 16 and 64 connections, 4 KiB GETs at 64
 //! connections (of files put before, in turn), requests per second with
 //! p50/p99 latency, and the ratio of the PostgreSQL + Azurite deployment
-//! to the embedded one. Then what Azurite itself serves on this machine:
-//! 4 KiB blobs put and read straight through the blob store client the
-//! service uses, as many at once as the row's connections, with the
-//! service's ratio to it (what an upload or download through the service
-//! cannot exceed, as each one makes one such call).
+//! to the embedded one. Then what Azurite itself serves on this machine,
+//! through the blob store client the service uses, as many calls at once
+//! as the row's connections, with the service's ratio to it (each upload
+//! and download through the service makes one such call): 4 KiB blobs put
+//! into an empty container first, and the service's own blobs read from
+//! its container after its GET row. Azurite slows as a container fills
+//! (reads above all), so both favour Azurite over the service.
 
 #![allow(
     clippy::unwrap_used,
@@ -76,7 +78,7 @@ fn deployment(dir: &Path, servers: &Servers, tls: (&Path, &Path)) -> (Server, St
     match servers {
         Servers::Embedded => run(command("atrest").arg("init")),
         Servers::PostgresAzurite { .. } => {
-            let container = format!("atrest-report-{}", std::process::id());
+            let container = service_container();
             atrest_test_support::azurite::azurite().create_container(&container);
             run(command("atrest").args([
                 "init",
@@ -166,12 +168,50 @@ fn cores_since(before: &std::collections::BTreeMap<String, u64>, seconds: u64) -
     cores.join(", ")
 }
 
-/// Azurite alone: 4 KiB blobs of `body` put (16 and 64 at once) and read
-/// (64 at once, [`GET_FILES`] in turn) for `seconds` each through the
-/// service's blob store client, in a container of their own; blobs per
-/// second for each.
-fn azurite_alone(body: &[u8], seconds: u64) -> [f64; 3] {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
+/// The Azure container of this run's service deployment.
+fn service_container() -> String {
+    format!("atrest-report-{}", std::process::id())
+}
+
+/// Runs `op` (given the worker's index and how many it did so far)
+/// `at_once` at a time for `seconds`; how many it did a second, and the
+/// CPU each server used meanwhile.
+async fn drive<F, Fut>(at_once: usize, seconds: u64, op: F) -> (f64, String)
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let before = cpu_ticks();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let workers: Vec<_> = (0..at_once)
+        .map(|worker| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut done = 0;
+                while Instant::now() < deadline {
+                    op(worker, done).await;
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let mut done = 0;
+    for worker in workers {
+        done += worker.await.unwrap();
+    }
+    (
+        done as f64 / started.elapsed().as_secs_f64(),
+        cores_since(&before, seconds),
+    )
+}
+
+/// Azurite alone, puts: blobs of `body` put 16 and then 64 at once for
+/// `seconds` each through the service's blob store client, into a
+/// container of their own that starts empty (Azurite slows as a container
+/// fills, so this favours it); blobs per second for each.
+fn azurite_alone_puts(runtime: &tokio::runtime::Runtime, body: &[u8], seconds: u64) -> [f64; 2] {
     let azurite = atrest_test_support::azurite::azurite();
     let container = format!("atrest-report-alone-{}", std::process::id());
     azurite.create_container(&container);
@@ -180,59 +220,55 @@ fn azurite_alone(body: &[u8], seconds: u64) -> [f64; 3] {
     );
     let body = bytes::Bytes::copy_from_slice(body);
     runtime.block_on(async {
-        let put = async |store: Arc<BlobStore>, name: BlobName, body: bytes::Bytes| {
-            let mut upload = store.create(&name).await.unwrap();
-            upload.write(body).await.unwrap();
-            let _ = upload.finish().await.unwrap();
-        };
-        let get = async |store: Arc<BlobStore>, name: BlobName| {
-            let mut reader = store.open(&name).await.unwrap();
-            let mut buf = RunBuffer::new();
-            while reader.read(&mut buf, SMALL).await.unwrap() > 0 {}
-            assert_eq!(buf.len(), SMALL);
-        };
-        let stored: Vec<BlobName> = (0..GET_FILES)
-            .map(|_| BlobName::random().unwrap())
-            .collect();
-        for name in &stored {
-            put(store.clone(), name.clone(), body.clone()).await;
-        }
         let mut rates = Vec::new();
-        for (reads, at_once) in [(false, 16), (false, 64), (true, 64)] {
-            let before = cpu_ticks();
-            let deadline = Instant::now() + Duration::from_secs(seconds);
-            let started = Instant::now();
-            let workers: Vec<_> = (0..at_once)
-                .map(|worker| {
-                    let (store, body, stored) = (store.clone(), body.clone(), stored.clone());
-                    tokio::spawn(async move {
-                        let mut done: usize = 0;
-                        while Instant::now() < deadline {
-                            if reads {
-                                let name = &stored[(worker + done) % GET_FILES];
-                                get(store.clone(), name.clone()).await;
-                            } else {
-                                put(store.clone(), BlobName::random().unwrap(), body.clone()).await;
-                            }
-                            done += 1;
-                        }
-                        done
-                    })
-                })
-                .collect();
-            let mut done = 0;
-            for worker in workers {
-                done += worker.await.unwrap();
-            }
-            let rate = done as f64 / started.elapsed().as_secs_f64();
-            println!(
-                "azurite alone {at_once} at once {}: {rate:.0} blobs/s; cores used: {}",
-                if reads { "get" } else { "put" },
-                cores_since(&before, seconds)
-            );
+        for at_once in [16, 64] {
+            let (store, body) = (store.clone(), body.clone());
+            let (rate, cores) = drive(at_once, seconds, move |_, _| {
+                let (store, body) = (store.clone(), body.clone());
+                async move {
+                    let mut upload = store.create(&BlobName::random().unwrap()).await.unwrap();
+                    upload.write(body).await.unwrap();
+                    let _ = upload.finish().await.unwrap();
+                }
+            })
+            .await;
+            println!("azurite alone {at_once} at once put: {rate:.0} blobs/s; cores used: {cores}");
             rates.push(rate);
         }
         rates.try_into().unwrap()
+    })
+}
+
+/// Azurite alone, reads: [`GET_FILES`] of the blobs the service stored
+/// (in its container as its GET row left it), read 64 at once in turn for
+/// `seconds` through the service's blob store client; blobs per second.
+fn azurite_alone_gets(runtime: &tokio::runtime::Runtime, seconds: u64) -> f64 {
+    let azurite = atrest_test_support::azurite::azurite();
+    let store = Arc::new(
+        BlobStore::from_url_with_options(
+            &format!("az://{}", service_container()),
+            azurite.options(),
+        )
+        .unwrap(),
+    );
+    runtime.block_on(async {
+        let mut stored = store.list().await.unwrap();
+        stored.truncate(GET_FILES);
+        assert!(!stored.is_empty());
+        let stored = Arc::new(stored);
+        let (rate, cores) = drive(64, seconds, move |worker, done| {
+            let (store, stored) = (store.clone(), stored.clone());
+            async move {
+                let (name, len) = &stored[(worker + done) % stored.len()];
+                let mut reader = store.open(name).await.unwrap();
+                let mut buf = RunBuffer::new();
+                while reader.read(&mut buf, SMALL).await.unwrap() > 0 {}
+                assert_eq!(buf.len() as u64, *len);
+            }
+        })
+        .await;
+        println!("azurite alone 64 at once get: {rate:.0} blobs/s; cores used: {cores}");
+        rate
     })
 }
 
@@ -308,9 +344,12 @@ fn main() {
         database_url(&admin, &database),
     ));
     let tls = (chain.as_path(), key.as_path());
-    // Azurite first, while it holds the fewest blobs: its rows are the
-    // bound the service's rows are compared with.
-    let alone = azurite_alone(&std::fs::read(&body).unwrap(), seconds);
+    // Azurite's puts first, into an empty container; its reads after the
+    // service's, of the same blobs: the bounds the service's rows are
+    // compared with.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let [alone_put_16, alone_put_64] =
+        azurite_alone_puts(&runtime, &std::fs::read(&body).unwrap(), seconds);
     let embedded = measure(
         &root.join("embedded"),
         &Servers::Embedded,
@@ -325,6 +364,11 @@ fn main() {
         &body,
         seconds,
     );
+    let alone = [
+        alone_put_16,
+        alone_put_64,
+        azurite_alone_gets(&runtime, seconds),
+    ];
     let _ = std::fs::remove_dir_all(&root);
     run_sql(&admin, &format!("DROP DATABASE {database} WITH (FORCE)"));
 
