@@ -39,10 +39,17 @@ impl Connections {
         self.relaxed = true;
         let done = self.transaction(work);
         // Every other commit is flushed: `synchronous = FULL` again before
-        // anything else runs on the connection (`durable` tries again if
-        // this fails).
-        self.connection.pragma_update(None, "synchronous", "FULL")?;
-        self.relaxed = false;
+        // anything else runs on the connection. Should this fail, `durable`
+        // tries again before the next statement (and refuses to run it
+        // until it succeeds); the step's own outcome stands either way, as
+        // its transaction is committed or rolled back already.
+        if self
+            .connection
+            .pragma_update(None, "synchronous", "FULL")
+            .is_ok()
+        {
+            self.relaxed = false;
+        }
         done
     }
 
