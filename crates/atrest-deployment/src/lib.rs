@@ -66,8 +66,8 @@ pub struct Deployment {
     fallbacks: keys::FallbackWatch,
     catalog: Arc<dyn Catalog>,
     policy: Arc<dyn ReleasePolicy>,
-    /// Where the membership policy finds the hierarchy it authenticates
-    /// names with.
+    /// The tenant names last authenticated, and the hierarchy that
+    /// authenticates them (shared with the membership policy).
     names: Arc<names::TenantNames>,
     files: Files,
     /// `None` once given up ([`Deployment::give_up_administration`]).
