@@ -277,8 +277,9 @@ impl Deployment {
 
     /// The record of a file version as the catalog holds it, *not
     /// authenticated*: for choosing a version and a range before
-    /// [`Deployment::get`], which authenticates the record it opens (and
-    /// audits a refusal).
+    /// [`Deployment::get_record`] opens it (or [`Deployment::get`] reads
+    /// it again), which authenticates the record it opens (and audits a
+    /// refusal).
     ///
     /// # Errors
     /// As for [`Deployment::record`].
@@ -319,6 +320,36 @@ impl Deployment {
             version,
         };
         let opened = self.files.open(access, &selector, range, sink).await;
+        named(file.tenant, tenant, opened)
+    }
+
+    /// Gives `access` the file version whose record `record` is (read with
+    /// [`Deployment::record_to_open`]; or bytes `range` of it) into `sink`,
+    /// as [`Deployment::get`] does, without reading the record again: it is
+    /// authenticated as the record of `file` before a byte is released
+    /// ([`atrest::Files::open_record`]). Give `file` the record's version to
+    /// open that version and no other.
+    ///
+    /// # Errors
+    /// As for [`Deployment::get`].
+    pub async fn get_record(
+        &self,
+        access: &Access<'_>,
+        file: &FileName<'_>,
+        record: FileRecord,
+        range: Option<Range<u64>>,
+        sink: &mut dyn OpenSink,
+    ) -> Result<FileRecord, Error> {
+        let (tenant, version, name) = self.select(file).await?;
+        let selector = FileSelector {
+            tenant,
+            name: &name,
+            version,
+        };
+        let opened = self
+            .files
+            .open_record(access, &selector, record, range, sink)
+            .await;
         named(file.tenant, tenant, opened)
     }
 

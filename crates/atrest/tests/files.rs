@@ -1592,3 +1592,101 @@ async fn a_delivered_key_opens_its_version_on_the_recipients_side_only() {
         .collect();
     assert_eq!(delivered, ["alice@a"]);
 }
+
+/// `open_record` opens a record the caller read beforehand without reading
+/// it again, and trusts nothing in it: the record of another name, another
+/// version or another tenant, or one with a field changed, is refused as
+/// tampered and audited as a failed open, and the sink gets nothing.
+#[tokio::test]
+async fn open_record_authenticates_the_record_it_is_given() {
+    let dir = TempDir::new("open-record");
+    let (world, _blobs) = world(&dir).await;
+    let files = &world.files;
+    let plain = data(100_000, 5);
+    let bob = Access::User { principal: "bob@b" };
+    for (access, tenant, name) in [
+        (&ALICE, world.a, "one"),
+        (&ALICE, world.a, "two"),
+        (&bob, world.b, "one"),
+    ] {
+        let _ = files
+            .seal(access, tenant, name, plain.as_slice())
+            .await
+            .unwrap();
+    }
+    let first = FileVersion::FIRST;
+    let _ = files
+        .seal(&ALICE, world.a, "one", &b"second"[..])
+        .await
+        .unwrap();
+    let stored = |tenant, name: &'static str| {
+        let catalog = world.catalog.clone();
+        async move { catalog.record(tenant, name, Some(first)).await.unwrap() }
+    };
+    let one = stored(world.a, "one").await;
+    let open = |record: FileRecord, version: Option<FileVersion>, range| async move {
+        let mut sink = WriterSink(Vec::new());
+        let file = FileSelector {
+            tenant: world.a,
+            name: "one",
+            version,
+        };
+        let opened = files
+            .open_record(&ALICE, &file, record, range, &mut sink)
+            .await;
+        (opened, sink.0)
+    };
+
+    let (opened, out) = open(one.clone(), Some(first), None).await;
+    assert_eq!((opened.unwrap(), out), (one.clone(), plain.clone()));
+    let (opened, out) = open(one.clone(), None, Some(10..20)).await;
+    assert_eq!(
+        (opened.unwrap(), out),
+        (one.clone(), plain[10..20].to_vec())
+    );
+
+    let mut edited_len = one.clone();
+    edited_len.plaintext_len = 1;
+    let mut edited_type = one.clone();
+    edited_type.media_type = Some("text/html".parse().unwrap());
+    let refusals = [
+        ("another name", stored(world.a, "two").await, Some(first)),
+        ("another tenant", stored(world.b, "one").await, Some(first)),
+        (
+            "another version than asked",
+            one.clone(),
+            Some(FileVersion::try_from(2u64).unwrap()),
+        ),
+        ("a length changed", edited_len, Some(first)),
+        ("a media type changed", edited_type, Some(first)),
+    ];
+    let failed_before = failed_opens(&world);
+    for (what, record, version) in refusals {
+        let (opened, out) = open(record, version, None).await;
+        let error = opened.unwrap_err();
+        assert!(
+            matches!(error, Error::Catalog(CatalogError::Tampered { .. })),
+            "{what}: {error}"
+        );
+        assert_eq!(error.kind(), ErrorKind::Integrity, "{what}");
+        assert!(out.is_empty(), "{what}: plaintext released");
+    }
+    // Each refusal of a record of this tenant is in the audit trail (one
+    // of another tenant is refused before its tenant's key is touched).
+    assert_eq!(failed_opens(&world), failed_before + 4);
+}
+
+/// Failed opens in the audit trail so far.
+fn failed_opens(world: &World) -> usize {
+    world
+        .records
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|record| {
+            matches!(record.event, Event::FileOpened { .. })
+                && matches!(record.outcome, atrest::audit::Outcome::Failed { .. })
+        })
+        .count()
+}

@@ -181,6 +181,33 @@ impl Files {
             .catalog
             .record(file.tenant, file.name, file.version)
             .await?;
+        self.open_record(access, file, record, range, sink).await
+    }
+
+    /// Opens `record`, the record of `file` the caller has read from the
+    /// catalog ([`crate::Catalog::record`]), exactly as [`Files::open`]
+    /// does once it has read it: for a caller that needs the record first
+    /// (to pick a version and a range, or to answer a request's headers
+    /// before its body), without a second read of the catalog.
+    ///
+    /// The record is not trusted: before any plaintext is released it must
+    /// authenticate, under its tenant's metadata key, as the record of
+    /// `file`'s tenant and name (and of its version, if `file` names one);
+    /// a record that does not is refused and audited as a failed open, as
+    /// in [`Files::open`]. Give `file` the version of `record` to open that
+    /// version and no other.
+    ///
+    /// # Errors
+    /// As for [`Files::open`], but for a missing file or version, which
+    /// the caller's read reported.
+    pub async fn open_record(
+        &self,
+        access: &Access<'_>,
+        file: &FileSelector<'_>,
+        record: FileRecord,
+        range: Option<Range<u64>>,
+        sink: &mut dyn OpenSink,
+    ) -> Result<FileRecord, Error> {
         if let Some(range) = &range
             && (range.start > range.end || range.end > record.plaintext_len)
         {

@@ -44,8 +44,8 @@
 use std::io;
 use std::sync::Arc;
 
-use atrest::ErrorKind;
 use atrest::audit::{Text, in_request};
+use atrest::{ErrorKind, FileRecord};
 use atrest_deployment::{self as deployment, Deployment, FileName};
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
@@ -480,21 +480,10 @@ fn not_modified(request_headers: &HeaderMap, target: &Target) -> Option<Response
     Some((StatusCode::NOT_MODIFIED, headers).into_response())
 }
 
-/// Which record [`target`] reads.
-#[derive(Clone, Copy)]
-enum Lookup {
-    /// The authenticated record: what `HEAD` tells the client.
-    Authenticated,
-    /// The record as the catalog holds it: for `GET`, to pick the version
-    /// and the range, as the open authenticates the record before a byte
-    /// is released.
-    ToOpen,
-}
-
+/// What `HEAD` tells the client of `file`: its authenticated record.
 async fn target(
     service: &Arc<Service>,
     request: &RequestId,
-    lookup: Lookup,
     (tenant, name): (&str, &str),
     version: Option<u64>,
 ) -> Result<Target, ApiError> {
@@ -503,18 +492,20 @@ async fn target(
         name,
         version,
     };
-    let record = match lookup {
-        Lookup::Authenticated => service.deployment.record(&file).await,
-        Lookup::ToOpen => service.deployment.record_to_open(&file).await,
-    };
-    let record = api_error(record, request)?;
-    Ok(Target {
-        version: u64::from(record.version),
-        len: record.plaintext_len,
-        etag: entity_tag(&record),
-        sealed: std::time::UNIX_EPOCH + std::time::Duration::from_secs(record.sealed_at),
-        media_type: record.media_type,
-    })
+    let record = api_error(service.deployment.record(&file).await, request)?;
+    Ok(Target::of(&record))
+}
+
+impl Target {
+    fn of(record: &FileRecord) -> Self {
+        Self {
+            version: u64::from(record.version),
+            len: record.plaintext_len,
+            etag: entity_tag(record),
+            sealed: std::time::UNIX_EPOCH + std::time::Duration::from_secs(record.sealed_at),
+            media_type: record.media_type.clone(),
+        }
+    }
 }
 
 fn headers_of(target: &Target) -> HeaderMap {
@@ -551,14 +542,7 @@ async fn head(
 ) -> Result<Response, ApiError> {
     caller.check_tenant(&service, &tenant, &request).await?;
     refuse_reserved(&name)?;
-    let target = target(
-        &service,
-        &request,
-        Lookup::Authenticated,
-        (&tenant, &name),
-        query.version,
-    )
-    .await?;
+    let target = target(&service, &request, (&tenant, &name), query.version).await?;
     if let Some(response) = not_modified(&request_headers, &target) {
         return Ok(response);
     }
@@ -577,14 +561,16 @@ async fn download(
 ) -> Result<Response, ApiError> {
     caller.check_tenant(&service, &tenant, &request).await?;
     refuse_reserved(&name)?;
-    let target = target(
-        &service,
-        &request,
-        Lookup::ToOpen,
-        (&tenant, &name),
-        query.version,
-    )
-    .await?;
+    // The record as the catalog holds it picks the version and the range;
+    // the open authenticates it before a byte is released (and audits a
+    // refusal), without reading it again.
+    let file = FileName {
+        tenant: &tenant,
+        name: &name,
+        version: query.version,
+    };
+    let record = api_error(service.deployment.record_to_open(&file).await, &request)?;
+    let target = Target::of(&record);
     if let Some(response) = not_modified(&request_headers, &target) {
         return Ok(response);
     }
@@ -639,7 +625,7 @@ async fn download(
             version,
         };
         let result = deployment
-            .get(&caller.access(), &file, range, &mut out)
+            .get_record(&caller.access(), &file, record, range, &mut out)
             .await;
         out.finish(result.map(|_| ()), |error: &deployment::Error| {
             tracing::error!(request_id = %log_id.0, "cut short: {error}");
