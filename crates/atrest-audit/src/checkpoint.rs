@@ -39,7 +39,15 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+// Checkpoints are signed with AWS-LC's Ed25519 where it is built in (about
+// 2.5 times as fast as ring's, which matters once per batch of the log),
+// and with ring's otherwise: the same deterministic signatures from the
+// same PKCS#8 documents. Both verify with ring.
+#[cfg(feature = "aws-lc-rs")]
+use aws_lc_rs::{rand::SystemRandom, signature::Ed25519KeyPair, signature::KeyPair as _};
+use ring::signature::{ED25519, UnparsedPublicKey};
+#[cfg(not(feature = "aws-lc-rs"))]
+use ring::{rand::SystemRandom, signature::Ed25519KeyPair, signature::KeyPair as _};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -89,8 +97,7 @@ impl SigningKey {
     /// # Errors
     /// [`Error::Malformed`] for an invalid name; [`Error::Rng`].
     pub fn generate(name: &str) -> Result<(Self, Zeroizing<Vec<u8>>), Error> {
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
-            .map_err(|_| Error::Rng)?;
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| Error::Rng)?;
         let pkcs8 = Zeroizing::new(pkcs8.as_ref().to_vec());
         Ok((Self::from_pkcs8(name, &pkcs8)?, pkcs8))
     }
@@ -525,4 +532,33 @@ pub fn genesis_hash(log_id: &str) -> [u8; 32] {
     hash.update(b"atrest-audit v1 genesis\n");
     hash.update(log_id.as_bytes());
     hash.finalize().into()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use ring::rand::SystemRandom as RingRandom;
+    use ring::signature::{Ed25519KeyPair as RingPair, KeyPair as _};
+
+    use super::{Signer as _, SigningKey};
+
+    /// Whichever library signs, a key signs what ring's Ed25519 signs for
+    /// the same PKCS#8 document, documents ring made included: switching
+    /// the backend changes no signature and loads every stored key.
+    #[test]
+    fn a_key_signs_as_ring_does_from_the_same_document() {
+        let (made_here, document) = SigningKey::generate("test").unwrap();
+        let made_by_ring = RingPair::generate_pkcs8(&RingRandom::new()).unwrap();
+        let loaded = SigningKey::from_pkcs8("test", made_by_ring.as_ref()).unwrap();
+        for (key, document) in [(made_here, &document[..]), (loaded, made_by_ring.as_ref())] {
+            let ring_pair = RingPair::from_pkcs8(document).unwrap();
+            assert_eq!(key.verifying_key().public, ring_pair.public_key().as_ref());
+            for message in [&b""[..], b"atrest-audit/0011\n42\n", &[7; 1000]] {
+                assert_eq!(
+                    key.sign_message(message).unwrap(),
+                    ring_pair.sign(message).as_ref()
+                );
+            }
+        }
+    }
 }
