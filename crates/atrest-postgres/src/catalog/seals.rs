@@ -129,27 +129,33 @@ async fn begin_in(
     for (name, blob) in seals {
         let new_file = FileId::time_ordered_now(&mut OsRng)
             .map_err(|e| stop(atrest_tenant::Error::from(e)))?;
-        let _ = tx
-            .execute(
+        // A new name gets its file here, at version 1, with nothing read
+        // (reads of the indexes' newest pages, which every concurrent
+        // begin writes to, would make serializable transactions that
+        // begin at once conflict); a name the catalog has keeps its file
+        // and gets the version after its latest (sealed or in progress).
+        let made = tx
+            .query_opt(
                 "INSERT INTO atrest_catalog_files (tenant, name, file) VALUES ($1, $2, $3)
-                 ON CONFLICT DO NOTHING",
+                 ON CONFLICT DO NOTHING RETURNING file",
                 &[&id, name, &new_file.as_bytes().as_slice()],
             )
             .await?;
-        let file: Vec<u8> = tx
-            .query_one(
-                "SELECT file FROM atrest_catalog_files WHERE tenant = $1 AND name = $2",
-                &[&id, name],
-            )
-            .await?
-            .try_get(0)?;
-        let latest: i64 = tx
-            .query_one(
-                "SELECT coalesce(max(version), 0) FROM atrest_catalog_versions WHERE file = $1",
-                &[&file],
-            )
-            .await?
-            .try_get(0)?;
+        let (file, latest): (Vec<u8>, i64) = match made {
+            Some(row) => (row.try_get(0)?, 0),
+            None => {
+                let row = tx
+                    .query_one(
+                        "SELECT f.file, coalesce(
+                             (SELECT max(v.version) FROM atrest_catalog_versions v
+                              WHERE v.file = f.file), 0)
+                         FROM atrest_catalog_files f WHERE f.tenant = $1 AND f.name = $2",
+                        &[&id, name],
+                    )
+                    .await?;
+                (row.try_get(0)?, row.try_get(1)?)
+            }
+        };
         let version = u64::try_from(latest)
             .ok()
             .and_then(|latest| latest.checked_add(1))

@@ -457,6 +457,50 @@ pub async fn concurrent_seals_of_one_name_get_distinct_versions(backend: &dyn Ba
     assert!(records.iter().all(|r| r.file == records[0].file));
 }
 
+/// Batches of one tenant begun, keyed and committed at once by several
+/// instances (the uploads of several users, or of several processes):
+/// every batch commits — none is refused as a conflict with the others —
+/// whether its names are new or have versions already, and every name ends
+/// with one version per batch that named it.
+pub async fn concurrent_batches_of_one_tenant_all_commit(backend: &dyn Backend) {
+    let tenant = TenantId::random(&mut OsRng).unwrap();
+    const INSTANCES: usize = 4;
+    const BATCHES: usize = 8;
+    const ITEMS: usize = 24;
+    let barrier = Arc::new(Barrier::new(INSTANCES));
+    let v1 = Arc::new(kek(1));
+    let mut workers = Vec::new();
+    let mut first = None;
+    for instance in 0..INSTANCES {
+        let catalog = backend.catalog().await;
+        first.get_or_insert_with(|| Arc::clone(&catalog));
+        let (barrier, v1) = (Arc::clone(&barrier), Arc::clone(&v1));
+        workers.push(tokio::spawn(async move {
+            let _ = barrier.wait().await;
+            for batch in 0..BATCHES {
+                // Even batches name new files; odd ones the previous
+                // batch's names again.
+                let names = (0..ITEMS).map(|item| format!("{instance}/{}/{item}", batch / 2));
+                let seals: Vec<(String, BlobName)> = names.map(|name| (name, blob())).collect();
+                let tickets = catalog.begin_seals(tenant, &seals).await.unwrap();
+                let keys: Vec<WrappedFileKey> =
+                    tickets.iter().map(|ticket| key_for(ticket, &v1)).collect();
+                let attached: Vec<_> = tickets.iter().zip(&keys).collect();
+                catalog.attach_keys(&attached).await.unwrap();
+                let done: Vec<_> = tickets.iter().map(|t| (t, sealed(1, 2))).collect();
+                let records = catalog.commit_seals(&done).await.unwrap();
+                let expected = u64::try_from(batch % 2 + 1).unwrap();
+                assert!(records.iter().all(|r| u64::from(r.version) == expected));
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let records = first.unwrap().records(tenant).await.unwrap();
+    assert_eq!(records.len(), INSTANCES * BATCHES * ITEMS);
+}
+
 /// Begins a seal of `name` with a key attached: ready to commit.
 async fn ready(catalog: &dyn atrest::Catalog, tenant: TenantId, name: &str) -> SealTicket {
     let ticket = catalog.begin_seal(tenant, name, &blob()).await.unwrap();

@@ -33,6 +33,7 @@ use atrest_tenant::{MetadataStore, RecordTag};
 pub use self::catalog::{
     a_forgotten_tenant_leaves_no_record_and_frees_its_name, batches_are_all_or_nothing,
     commits_hold_to_their_precondition_and_keep_the_media_type,
+    concurrent_batches_of_one_tenant_all_commit,
     concurrent_seals_of_one_name_get_distinct_versions,
     removed_versions_leave_listings_and_their_names_go_with_the_last,
     retirement_claims_race_attached_keys, rewraps_replace_only_unchanged_keys,
@@ -90,6 +91,7 @@ macro_rules! contract_suite {
             retirement_claims_race_attached_keys,
             rewraps_replace_only_unchanged_keys,
             concurrent_seals_of_one_name_get_distinct_versions,
+            concurrent_batches_of_one_tenant_all_commit,
             commits_hold_to_their_precondition_and_keep_the_media_type,
             a_forgotten_tenant_leaves_no_record_and_frees_its_name,
             removed_versions_leave_listings_and_their_names_go_with_the_last,
