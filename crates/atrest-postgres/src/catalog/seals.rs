@@ -1,11 +1,12 @@
 //! Seals: begun, given their keys and committed, or abandoned, each step
 //! one transaction.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use atrest::catalog::{Precondition, SealTicket, SealedBlob};
 use atrest::{BlobName, CatalogError, Error, FileRecord, check_name};
-use atrest_filekey::{FileContext, FileId, FileVersion, OsRng, TenantId, WrappedFileKey};
+use atrest_filekey::{FileContext, FileId, OsRng, TenantId, WrappedFileKey};
 use tokio_postgres::Transaction;
 
 use super::{
@@ -116,6 +117,13 @@ async fn flushed_with_the_commit(tx: &Transaction<'_>) -> Result<(), Failure<Err
     Ok(())
 }
 
+/// Begins every seal of `seals` with four statements whatever their
+/// number: new names get their files (and version 1) from one insert, with
+/// nothing read (reads of the indexes' newest pages, which every
+/// concurrent begin writes to, would make serializable transactions that
+/// begin at once conflict); the names the catalog has are read once, with
+/// their latest versions; the versions go in with one insert. A name given
+/// twice gets two versions, in order.
 async fn begin_in(
     tx: &Transaction<'_>,
     tenant: TenantId,
@@ -125,80 +133,158 @@ async fn begin_in(
     flushed_with_the_commit(tx).await?;
     let id = tenant.as_bytes().as_slice();
     let started_at = signed(now(), "clock out of range")?;
+    let names: Vec<&str> = seals.iter().map(|(name, _)| name.as_str()).collect();
+    let fresh = seals
+        .iter()
+        .map(|_| FileId::time_ordered_now(&mut OsRng))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| stop(atrest_tenant::Error::from(e)))?;
+    let fresh: Vec<&[u8]> = fresh
+        .iter()
+        .map(|file| file.as_bytes().as_slice())
+        .collect();
+    // Each name's file and the next version to give it.
+    let mut files: HashMap<String, (Vec<u8>, i64)> = HashMap::with_capacity(seals.len());
+    for row in tx
+        .query(
+            "INSERT INTO atrest_catalog_files (tenant, name, file)
+             SELECT $1, name, file FROM unnest($2::text[], $3::bytea[]) AS new (name, file)
+             ON CONFLICT DO NOTHING RETURNING name, file",
+            &[&id, &names, &fresh],
+        )
+        .await?
+    {
+        let _ = files.insert(row.try_get(0)?, (row.try_get(1)?, 1));
+    }
+    let mut known: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|name| !files.contains_key(*name))
+        .collect();
+    known.sort_unstable();
+    known.dedup();
+    if !known.is_empty() {
+        for row in tx
+            .query(
+                "SELECT f.name, f.file, coalesce(
+                     (SELECT max(v.version) FROM atrest_catalog_versions v WHERE v.file = f.file),
+                     0)
+                 FROM atrest_catalog_files f WHERE f.tenant = $1 AND f.name = ANY($2)",
+                &[&id, &known],
+            )
+            .await?
+        {
+            let latest: i64 = row.try_get(2)?;
+            let next = latest
+                .checked_add(1)
+                .ok_or_else(|| corrupt("file version"))?;
+            let _ = files.insert(row.try_get(0)?, (row.try_get(1)?, next));
+        }
+    }
     let mut tickets = Vec::with_capacity(seals.len());
+    let (mut ids, mut versions, mut blobs) = (Vec::new(), Vec::new(), Vec::new());
     for (name, blob) in seals {
-        let new_file = FileId::time_ordered_now(&mut OsRng)
-            .map_err(|e| stop(atrest_tenant::Error::from(e)))?;
-        // A new name gets its file here, at version 1, with nothing read
-        // (reads of the indexes' newest pages, which every concurrent
-        // begin writes to, would make serializable transactions that
-        // begin at once conflict); a name the catalog has keeps its file
-        // and gets the version after its latest (sealed or in progress).
-        let made = tx
-            .query_opt(
-                "INSERT INTO atrest_catalog_files (tenant, name, file) VALUES ($1, $2, $3)
-                 ON CONFLICT DO NOTHING RETURNING file",
-                &[&id, name, &new_file.as_bytes().as_slice()],
-            )
-            .await?;
-        let (file, latest): (Vec<u8>, i64) = match made {
-            Some(row) => (row.try_get(0)?, 0),
-            None => {
-                let row = tx
-                    .query_one(
-                        "SELECT f.file, coalesce(
-                             (SELECT max(v.version) FROM atrest_catalog_versions v
-                              WHERE v.file = f.file), 0)
-                         FROM atrest_catalog_files f WHERE f.tenant = $1 AND f.name = $2",
-                        &[&id, name],
-                    )
-                    .await?;
-                (row.try_get(0)?, row.try_get(1)?)
-            }
-        };
-        let version = u64::try_from(latest)
-            .ok()
-            .and_then(|latest| latest.checked_add(1))
-            .and_then(|next| FileVersion::try_from(next).ok())
-            .ok_or_else(|| corrupt("file version"))?;
-        let _ = tx
-            .execute(
-                "INSERT INTO atrest_catalog_versions
-                 (tenant, file, version, state, blob, started_at, owner)
-                 VALUES ($1, $2, $3, 'sealing', $4, $5, $6)",
-                &[
-                    &id,
-                    &file,
-                    &number(version)?,
-                    &blob.as_str(),
-                    &started_at,
-                    &owner,
-                ],
-            )
-            .await
-            .map_err(|e| PgError::lost_race(e, "atrest_catalog_versions_pkey"))?;
+        let (file, next) = files
+            .get_mut(name.as_str())
+            .ok_or_else(|| corrupt("a name without its file"))?;
+        let version = file_version(*next)?;
+        *next = next.checked_add(1).ok_or_else(|| corrupt("file version"))?;
         tickets.push(SealTicket {
-            context: FileContext::new(tenant, file_id(&file)?, version),
+            context: FileContext::new(tenant, file_id(file)?, version),
             name: name.clone(),
             blob: blob.clone(),
         });
+        ids.push(file.clone());
+        versions.push(number(version)?);
+        blobs.push(blob.as_str());
     }
+    let _ = tx
+        .execute(
+            "INSERT INTO atrest_catalog_versions
+             (tenant, file, version, state, blob, started_at, owner)
+             SELECT $1, file, version, 'sealing', blob, $5, $6
+             FROM unnest($2::bytea[], $3::bigint[], $4::text[]) AS new (file, version, blob)",
+            &[&id, &ids, &versions, &blobs, &started_at, &owner],
+        )
+        .await
+        .map_err(|e| PgError::lost_race(e, "atrest_catalog_versions_pkey"))?;
     Ok(tickets)
 }
 
+/// The columns that name the rows of `seals` (tenant, file, version and
+/// blob), as arrays for a statement over all of them.
+struct SealColumns<'a> {
+    tenants: Vec<&'a [u8]>,
+    files: Vec<&'a [u8]>,
+    versions: Vec<i64>,
+    blobs: Vec<&'a str>,
+}
+
+impl<'a> SealColumns<'a> {
+    fn of<T>(seals: &'a [(SealTicket, T)]) -> Result<Self, Failure<Error>> {
+        let tickets = || seals.iter().map(|(seal, _)| seal);
+        Ok(Self {
+            tenants: tickets()
+                .map(|seal| seal.context.tenant.as_bytes().as_slice())
+                .collect(),
+            files: tickets()
+                .map(|seal| seal.context.file.as_bytes().as_slice())
+                .collect(),
+            versions: tickets()
+                .map(|seal| number(seal.context.version))
+                .collect::<Result<_, _>>()?,
+            blobs: tickets().map(|seal| seal.blob.as_str()).collect(),
+        })
+    }
+}
+
+/// Whether `changed` (the file and version of each row a statement over
+/// every seal of `seals` changed) has every seal: if not, the first seal it
+/// lacks is not in progress (or given twice: a row changes once).
+fn all_changed<T>(
+    seals: &[(SealTicket, T)],
+    changed: &[tokio_postgres::Row],
+) -> Result<(), Failure<Error>> {
+    let mut left = changed
+        .iter()
+        .map(|row| Ok((row.try_get::<_, Vec<u8>>(0)?, row.try_get::<_, i64>(1)?)))
+        .collect::<Result<Vec<_>, Failure<Error>>>()?;
+    for (seal, _) in seals {
+        let context = &seal.context;
+        let key = (context.file.as_bytes().to_vec(), number(context.version)?);
+        match left.iter().position(|row| *row == key) {
+            Some(found) => drop(left.swap_remove(found)),
+            None => {
+                return Err(stop(CatalogError::SealNotInProgress {
+                    version: context.version,
+                }));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Attaches every key of `keys` with one statement, after checking once
+/// for each TIK version they are under that it is not retired.
 async fn attach_in(
     tx: &Transaction<'_>,
     keys: &[(SealTicket, WrappedFileKey)],
 ) -> Result<(), Failure<Error>> {
     flushed_with_the_commit(tx).await?;
+    let mut checked: Vec<(&[u8], i64)> = Vec::new();
     for (seal, wrapped) in keys {
-        let context = &seal.context;
-        let tenant = context.tenant.as_bytes().as_slice();
+        let under = (
+            seal.context.tenant.as_bytes().as_slice(),
+            tik_number(wrapped.kek_version()),
+        );
+        if checked.contains(&under) {
+            continue;
+        }
         let retired: bool = tx
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM atrest_catalog_retired_tiks
                  WHERE tenant = $1 AND tik_version = $2)",
-                &[&tenant, &tik_number(wrapped.kek_version())],
+                &[&under.0, &under.1],
             )
             .await?
             .try_get(0)?;
@@ -207,31 +293,142 @@ async fn attach_in(
                 version: wrapped.kek_version(),
             }));
         }
-        let changed = tx
-            .execute(
-                "UPDATE atrest_catalog_versions SET wrapped = $5, tik_version = $6
-                 WHERE tenant = $1 AND file = $2 AND version = $3 AND blob = $4
-                 AND state = 'sealing' AND wrapped IS NULL",
-                &[
-                    &tenant,
-                    &context.file.as_bytes().as_slice(),
-                    &number(context.version)?,
-                    &seal.blob.as_str(),
-                    &key_bytes(wrapped),
-                    &tik_number(wrapped.kek_version()),
-                ],
-            )
-            .await?;
-        if changed == 0 {
-            return Err(stop(CatalogError::SealNotInProgress {
-                version: context.version,
-            }));
-        }
+        checked.push(under);
     }
+    let rows = SealColumns::of(keys)?;
+    let wrapped: Vec<&[u8]> = keys.iter().map(|(_, key)| key_bytes(key)).collect();
+    let tiks: Vec<i64> = keys
+        .iter()
+        .map(|(_, key)| tik_number(key.kek_version()))
+        .collect();
+    let changed = tx
+        .query(
+            "UPDATE atrest_catalog_versions v SET wrapped = k.wrapped, tik_version = k.tik_version
+             FROM unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::text[], $5::bytea[],
+                         $6::bigint[]) AS k (tenant, file, version, blob, wrapped, tik_version)
+             WHERE v.tenant = k.tenant AND v.file = k.file AND v.version = k.version
+             AND v.blob = k.blob AND v.state = 'sealing' AND v.wrapped IS NULL
+             RETURNING v.file, v.version",
+            &[
+                &rows.tenants,
+                &rows.files,
+                &rows.versions,
+                &rows.blobs,
+                &wrapped,
+                &tiks,
+            ],
+        )
+        .await?;
+    all_changed(keys, &changed)?;
     Ok(())
 }
 
+/// Commits every seal of `seals`: with two statements whatever their
+/// number, unless one has a precondition (each is then checked and
+/// committed in turn, so that a later seal's check sees the earlier ones).
 async fn commit_in(
+    tx: &Transaction<'_>,
+    seals: &[(SealTicket, SealedBlob)],
+) -> Result<Vec<FileRecord>, Failure<Error>> {
+    if seals
+        .iter()
+        .any(|(_, sealed)| sealed.precondition != Precondition::Any)
+    {
+        return commit_each(tx, seals).await;
+    }
+    let sealed_at = signed(now(), "clock out of range")?;
+    let rows = SealColumns::of(seals)?;
+    let plaintext_lens = seals
+        .iter()
+        .map(|(_, sealed)| signed(sealed.plaintext_len, "plaintext length out of range"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let blob_lens = seals
+        .iter()
+        .map(|(_, sealed)| signed(sealed.blob_len, "blob length out of range"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let segment_sizes: Vec<i64> = seals
+        .iter()
+        .map(|(_, sealed)| i64::from(sealed.segment_size))
+        .collect();
+    let formats: Vec<i16> = seals
+        .iter()
+        .map(|(_, sealed)| i16::from(sealed.format))
+        .collect();
+    let tags: Vec<&[u8]> = seals
+        .iter()
+        .map(|(_, sealed)| sealed.tag.as_bytes().as_slice())
+        .collect();
+    let digests: Vec<Option<&[u8]>> = seals
+        .iter()
+        .map(|(_, sealed)| sealed.blob_sha256.as_ref().map(|d| d.as_bytes().as_slice()))
+        .collect();
+    let media_types: Vec<Option<&str>> = seals
+        .iter()
+        .map(|(_, sealed)| sealed.media_type.as_ref().map(|m| m.as_str()))
+        .collect();
+    let changed = tx
+        .query(
+            "UPDATE atrest_catalog_versions v
+             SET state = 'sealed', plaintext_len = s.plaintext_len, blob_len = s.blob_len,
+                 segment_size = s.segment_size, format = s.format, sealed_at = $12,
+                 tag = s.tag, blob_sha256 = s.blob_sha256, media_type = s.media_type
+             FROM unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::text[], $5::bigint[],
+                         $6::bigint[], $7::bigint[], $8::smallint[], $9::bytea[], $10::bytea[],
+                         $11::text[])
+                  AS s (tenant, file, version, blob, plaintext_len, blob_len, segment_size,
+                        format, tag, blob_sha256, media_type)
+             WHERE v.tenant = s.tenant AND v.file = s.file AND v.version = s.version
+             AND v.blob = s.blob AND v.state = 'sealing' AND v.wrapped IS NOT NULL
+             RETURNING v.file, v.version",
+            &[
+                &rows.tenants,
+                &rows.files,
+                &rows.versions,
+                &rows.blobs,
+                &plaintext_lens,
+                &blob_lens,
+                &segment_sizes,
+                &formats,
+                &tags,
+                &digests,
+                &media_types,
+                &sealed_at,
+            ],
+        )
+        .await?;
+    all_changed(seals, &changed)?;
+    let read = tx
+        .query(
+            &format!(
+                "SELECT {RECORD_COLUMNS} FROM atrest_catalog_versions v
+                 JOIN atrest_catalog_files f ON f.file = v.file
+                 JOIN unnest($1::bytea[], $2::bytea[], $3::bigint[]) AS s (tenant, file, version)
+                 ON v.tenant = s.tenant AND v.file = s.file AND v.version = s.version"
+            ),
+            &[&rows.tenants, &rows.files, &rows.versions],
+        )
+        .await?;
+    let mut records = read
+        .iter()
+        .map(read_record)
+        .collect::<Result<Vec<_>, _>>()?;
+    // In the order of `seals`.
+    seals
+        .iter()
+        .map(|(seal, _)| {
+            let context = &seal.context;
+            records
+                .iter()
+                .position(|r| r.file == context.file && r.version == context.version)
+                .map(|found| records.swap_remove(found))
+                .ok_or_else(|| corrupt("a committed version without its record"))
+        })
+        .collect()
+}
+
+/// Commits `seals` one after the other, each checked against its
+/// precondition first.
+async fn commit_each(
     tx: &Transaction<'_>,
     seals: &[(SealTicket, SealedBlob)],
 ) -> Result<Vec<FileRecord>, Failure<Error>> {

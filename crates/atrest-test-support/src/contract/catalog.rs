@@ -299,6 +299,40 @@ pub async fn batches_are_all_or_nothing(backend: &dyn Backend) {
         ["batch/0", "batch/1"]
     );
     assert_eq!(catalog.records(tenant).await.unwrap(), records);
+
+    // A name given twice in one batch gets two versions, in order: a new
+    // name 1 and 2, a name with a version the next two.
+    let again: Vec<(String, BlobName)> = ["batch/0", "batch/new", "batch/0", "batch/new"]
+        .iter()
+        .map(|name| ((*name).to_owned(), blob()))
+        .collect();
+    let tickets = catalog.begin_seals(tenant, &again).await.unwrap();
+    let versions: Vec<u64> = tickets
+        .iter()
+        .map(|t| u64::from(t.context.version))
+        .collect();
+    assert_eq!(versions, [2, 1, 3, 2]);
+    assert_eq!(tickets[0].context.file, records[0].file);
+    assert_eq!(tickets[1].context.file, tickets[3].context.file);
+    let keys: Vec<WrappedFileKey> = tickets.iter().map(|t| key_for(t, &v1)).collect();
+    let pairs: Vec<(&SealTicket, &WrappedFileKey)> = tickets.iter().zip(&keys).collect();
+    catalog.attach_keys(&pairs).await.unwrap();
+    let commits: Vec<(&SealTicket, SealedBlob)> =
+        tickets.iter().map(|t| (t, sealed(10, 3))).collect();
+    let committed = catalog.commit_seals(&commits).await.unwrap();
+    let committed: Vec<(&str, u64)> = committed
+        .iter()
+        .map(|r| (r.name.as_str(), u64::from(r.version)))
+        .collect();
+    assert_eq!(
+        committed,
+        [
+            ("batch/0", 2),
+            ("batch/new", 1),
+            ("batch/0", 3),
+            ("batch/new", 2)
+        ]
+    );
 }
 
 pub async fn retirement_claims_race_attached_keys(backend: &dyn Backend) {
