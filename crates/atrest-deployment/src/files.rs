@@ -313,14 +313,7 @@ impl Deployment {
         range: Option<Range<u64>>,
         sink: &mut dyn OpenSink,
     ) -> Result<FileRecord, Error> {
-        let (tenant, version, name) = self.select(file).await?;
-        let selector = FileSelector {
-            tenant,
-            name: &name,
-            version,
-        };
-        let opened = self.files.open(access, &selector, range, sink).await;
-        named(file.tenant, tenant, opened)
+        self.open_file(access, file, None, range, sink).await
     }
 
     /// Gives `access` the file version whose record `record` is (read with
@@ -340,16 +333,33 @@ impl Deployment {
         range: Option<Range<u64>>,
         sink: &mut dyn OpenSink,
     ) -> Result<FileRecord, Error> {
+        self.open_file(access, file, Some(record), range, sink)
+            .await
+    }
+
+    /// [`Deployment::get`], or [`Deployment::get_record`] with `record`.
+    async fn open_file(
+        &self,
+        access: &Access<'_>,
+        file: &FileName<'_>,
+        record: Option<FileRecord>,
+        range: Option<Range<u64>>,
+        sink: &mut dyn OpenSink,
+    ) -> Result<FileRecord, Error> {
         let (tenant, version, name) = self.select(file).await?;
         let selector = FileSelector {
             tenant,
             name: &name,
             version,
         };
-        let opened = self
-            .files
-            .open_record(access, &selector, record, range, sink)
-            .await;
+        let opened = match record {
+            Some(record) => {
+                self.files
+                    .open_record(access, &selector, record, range, sink)
+                    .await
+            }
+            None => self.files.open(access, &selector, range, sink).await,
+        };
         named(file.tenant, tenant, opened)
     }
 

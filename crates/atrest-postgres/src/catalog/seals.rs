@@ -323,19 +323,56 @@ async fn attach_in(
     Ok(())
 }
 
-/// Commits every seal of `seals`: with two statements whatever their
-/// number, unless one has a precondition (each is then checked and
-/// committed in turn, so that a later seal's check sees the earlier ones).
+/// Checks each precondition of `seals`, as if the seals before it in
+/// `seals` were committed already: a seal of the same file earlier in the
+/// list counts as its newest version.
+async fn check_preconditions(
+    tx: &Transaction<'_>,
+    seals: &[(SealTicket, SealedBlob)],
+) -> Result<(), Failure<Error>> {
+    for (at, (seal, sealed)) in seals.iter().enumerate() {
+        if sealed.precondition == Precondition::Any {
+            continue;
+        }
+        let context = &seal.context;
+        // A serializable transaction: two commits that each read the
+        // newest version the other replaces cannot both succeed (one is
+        // run again, and then sees the other's version).
+        let stored: Option<i64> = tx
+            .query_one(
+                "SELECT max(version) FROM atrest_catalog_versions
+                 WHERE file = $1 AND state = 'sealed'",
+                &[&context.file.as_bytes().as_slice()],
+            )
+            .await?
+            .try_get(0)?;
+        let stored = stored.map(file_version).transpose()?;
+        let earlier = seals
+            .iter()
+            .take(at)
+            .map(|(earlier, _)| earlier.context)
+            .filter(|earlier| earlier.file == context.file)
+            .map(|earlier| earlier.version)
+            .max();
+        let newest = stored.max(earlier);
+        if !sealed.precondition.holds(newest) {
+            return Err(stop(CatalogError::PreconditionFailed {
+                tenant: context.tenant,
+                name: seal.name.clone(),
+                newest,
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// Commits every seal of `seals` with two statements whatever their
+/// number, once their preconditions hold.
 async fn commit_in(
     tx: &Transaction<'_>,
     seals: &[(SealTicket, SealedBlob)],
 ) -> Result<Vec<FileRecord>, Failure<Error>> {
-    if seals
-        .iter()
-        .any(|(_, sealed)| sealed.precondition != Precondition::Any)
-    {
-        return commit_each(tx, seals).await;
-    }
+    check_preconditions(tx, seals).await?;
     let sealed_at = signed(now(), "clock out of range")?;
     let rows = SealColumns::of(seals)?;
     let plaintext_lens = seals
@@ -424,81 +461,4 @@ async fn commit_in(
                 .ok_or_else(|| corrupt("a committed version without its record"))
         })
         .collect()
-}
-
-/// Commits `seals` one after the other, each checked against its
-/// precondition first.
-async fn commit_each(
-    tx: &Transaction<'_>,
-    seals: &[(SealTicket, SealedBlob)],
-) -> Result<Vec<FileRecord>, Failure<Error>> {
-    let sealed_at = signed(now(), "clock out of range")?;
-    let mut records = Vec::with_capacity(seals.len());
-    for (seal, sealed) in seals {
-        let context = &seal.context;
-        let tenant = context.tenant.as_bytes().as_slice();
-        let file = context.file.as_bytes().as_slice();
-        let version = number(context.version)?;
-        if sealed.precondition != Precondition::Any {
-            // A serializable transaction: two commits that each read the
-            // newest version the other replaces cannot both succeed (one
-            // is run again, and then sees the other's version).
-            let newest: Option<i64> = tx
-                .query_one(
-                    "SELECT max(version) FROM atrest_catalog_versions
-                     WHERE file = $1 AND state = 'sealed'",
-                    &[&file],
-                )
-                .await?
-                .try_get(0)?;
-            let newest = newest.map(file_version).transpose()?;
-            if !sealed.precondition.holds(newest) {
-                return Err(stop(CatalogError::PreconditionFailed {
-                    tenant: context.tenant,
-                    name: seal.name.clone(),
-                    newest,
-                }));
-            }
-        }
-        let changed = tx
-            .execute(
-                "UPDATE atrest_catalog_versions
-                 SET state = 'sealed', plaintext_len = $5, blob_len = $6, segment_size = $7,
-                     format = $8, sealed_at = $9, tag = $10, blob_sha256 = $11, media_type = $12
-                 WHERE tenant = $1 AND file = $2 AND version = $3 AND blob = $4
-                 AND state = 'sealing' AND wrapped IS NOT NULL",
-                &[
-                    &tenant,
-                    &file,
-                    &version,
-                    &seal.blob.as_str(),
-                    &signed(sealed.plaintext_len, "plaintext length out of range")?,
-                    &signed(sealed.blob_len, "blob length out of range")?,
-                    &i64::from(sealed.segment_size),
-                    &i16::from(sealed.format),
-                    &sealed_at,
-                    &sealed.tag.as_bytes().as_slice(),
-                    &sealed.blob_sha256.as_ref().map(|d| d.as_bytes().as_slice()),
-                    &sealed.media_type.as_ref().map(|m| m.as_str()),
-                ],
-            )
-            .await?;
-        if changed == 0 {
-            return Err(stop(CatalogError::SealNotInProgress {
-                version: context.version,
-            }));
-        }
-        let row = tx
-            .query_one(
-                &format!(
-                    "SELECT {RECORD_COLUMNS} FROM atrest_catalog_versions v
-                     JOIN atrest_catalog_files f ON f.file = v.file
-                     WHERE v.tenant = $1 AND v.file = $2 AND v.version = $3"
-                ),
-                &[&tenant, &file, &version],
-            )
-            .await?;
-        records.push(read_record(&row)?);
-    }
-    Ok(records)
 }

@@ -640,6 +640,25 @@ pub async fn commits_hold_to_their_precondition_and_keep_the_media_type(backend:
         .await
         .unwrap();
     assert_eq!(catalog.records(tenant).await.unwrap().len(), 4);
+
+    // Seals committed together are checked in order, each seeing the ones
+    // before it as committed: a create, then a replace of that create.
+    let seals: Vec<(String, BlobName)> = (0..2).map(|_| ("pair".to_owned(), blob())).collect();
+    let tickets = catalog.begin_seals(tenant, &seals).await.unwrap();
+    let keys: Vec<WrappedFileKey> = tickets.iter().map(|t| key_for(t, &kek(1))).collect();
+    let pairs: Vec<(&SealTicket, &WrappedFileKey)> = tickets.iter().zip(&keys).collect();
+    catalog.attach_keys(&pairs).await.unwrap();
+    let first = tickets[0].context.version;
+    let in_order = [
+        (&tickets[0], with(Precondition::Absent)),
+        (&tickets[1], with(Precondition::NewestAmong(vec![first]))),
+    ];
+    // Out of order, the replace finds no version yet: nothing commits.
+    let reversed = [in_order[1].clone(), in_order[0].clone()];
+    precondition_failed(catalog.commit_seals(&reversed).await.unwrap_err(), None);
+    let committed = catalog.commit_seals(&in_order).await.unwrap();
+    assert_eq!(committed.len(), 2);
+    assert_eq!(committed[1].version, tickets[1].context.version);
 }
 
 pub async fn a_forgotten_tenant_leaves_no_record_and_frees_its_name(backend: &dyn Backend) {
