@@ -125,9 +125,10 @@ impl Auditor {
     }
 }
 
-/// Each call appends and delivers off the async workers
+/// Each call appends and delivers as a short blocking call
 /// ([`atrest_core::blocking::run_short`]: the log's sync and the sinks'
-/// own writes wait there).
+/// own writes wait there, off the async workers unless such calls have
+/// stayed short).
 #[async_trait::async_trait]
 impl Audit for Auditor {
     async fn record(&self, record: Record) -> Result<Receipt, Error> {

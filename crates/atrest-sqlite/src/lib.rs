@@ -23,8 +23,9 @@ pub use rusqlite;
 /// creates.
 ///
 /// The connection is blocking: from async code, run its statements on the
-/// runtime's blocking pool (`atrest_core::blocking::run`, or `run_short`
-/// for short ones).
+/// runtime's blocking pool (`atrest_core::blocking::run`), or with
+/// `atrest_core::blocking::run_short` for short ones (as this crate's
+/// stores do).
 ///
 /// # Errors
 /// [`atrest_tenant::Error::Store`] if it cannot be opened or the schema

@@ -310,9 +310,11 @@ impl AuditLog {
     }
 }
 
-/// Each call runs its append off the async workers
-/// ([`atrest_core::blocking::run_short`]), where it waits for its batch's
-/// write and sync; the records of concurrent calls share batches.
+/// Each call runs its append as a short blocking call
+/// ([`atrest_core::blocking::run_short`]: in place while appends stay
+/// short, as on a fast disk, off the async workers otherwise), where it
+/// waits for its batch's write and sync; the records of concurrent calls
+/// share batches.
 #[async_trait::async_trait]
 impl Audit for AuditLog {
     async fn record(&self, record: Record) -> Result<Receipt, Error> {
