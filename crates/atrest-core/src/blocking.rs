@@ -123,8 +123,9 @@ where
 /// How long a call of one kind may have lately taken to run on the calling
 /// worker without handing the worker's other tasks over (see
 /// [`run_short`]). Below it, handing the tasks over costs the runtime's
-/// threads more than the call delays them; it is also the most the tasks
-/// queued on the worker wait for a call of a kind known to be short.
+/// threads more than the call delays them; it is also, on average, how
+/// long the tasks queued on the worker may wait for such a call (a single
+/// call may take longer: then its kind is soon handed over).
 pub const SHORT_CALL: Duration = Duration::from_millis(1);
 
 /// The recent duration of one kind of short call, in nanoseconds:
