@@ -80,6 +80,11 @@ where
 /// handed over, and one that turns slow holds a worker for about one or
 /// two long calls before it is.
 ///
+/// Give it only calls whose work is bounded by their arguments (a
+/// transaction over a batch, a file opened): a call whose work grows with
+/// what is stored (every record of a tenant) would hold a worker whenever
+/// the other calls of its kind are short; use [`run`] for it.
+///
 /// The runtime's other tasks keep running on its other workers (and, when
 /// the call is handed over, on this one's replacement), but this task's
 /// own concurrent futures (those it joins or selects with this one) wait

@@ -149,9 +149,9 @@ pub(crate) fn sqlite_kind(error: &rusqlite::Error) -> ErrorKind {
 }
 
 /// A connection, or the connections of one store, shared by every task of
-/// the process: each call takes them off the async workers
-/// ([`atrest_core::blocking::run_short`]: a statement is short), one call
-/// at a time.
+/// the process, one call at a time: as a short blocking call
+/// ([`Shared::run`]) or, for work that grows with the data, on the
+/// blocking pool ([`Shared::run_scan`]).
 #[derive(Debug)]
 pub(crate) struct Shared<C> {
     connections: Arc<Mutex<C>>,
@@ -177,7 +177,9 @@ impl<C: Send + 'static> Shared<C> {
         }
     }
 
-    /// Runs `work` with the connections, off the async workers.
+    /// Runs `work` with the connections as a short blocking call
+    /// ([`atrest_core::blocking::run_short`]): a statement or transaction
+    /// whose work is bounded by its arguments, not by what is stored.
     ///
     /// # Errors
     /// What `work` returns; [`Failure::Full`] for a write that failed
@@ -186,9 +188,33 @@ impl<C: Send + 'static> Shared<C> {
         &self,
         work: impl FnOnce(&mut C) -> Result<T, Failure> + Send + 'static,
     ) -> Result<T, Failure> {
+        atrest_core::blocking::run_short(self.call(work)).await
+    }
+
+    /// Runs `work` with the connections on the blocking pool
+    /// ([`atrest_core::blocking::run`]): for work that grows with what is
+    /// stored (every record of a tenant, every blob name), which must
+    /// never hold an async worker however long it takes, even where
+    /// calls of its kind are usually short.
+    ///
+    /// # Errors
+    /// As [`Shared::run`].
+    pub(crate) async fn run_scan<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut C) -> Result<T, Failure> + Send + 'static,
+    ) -> Result<T, Failure> {
+        atrest_core::blocking::run(self.call(work)).await
+    }
+
+    /// `work` with the connections locked, its write failures told apart
+    /// when the disk is full.
+    fn call<T>(
+        &self,
+        work: impl FnOnce(&mut C) -> Result<T, Failure> + Send + 'static,
+    ) -> impl FnOnce() -> Result<T, Failure> + Send + 'static {
         let shared = Arc::clone(&self.connections);
         let path = self.path.clone();
-        atrest_core::blocking::run_short(move || {
+        move || {
             let mut connections = shared.lock().unwrap_or_else(PoisonError::into_inner);
             work(&mut connections).map_err(|failure| match path {
                 Some(path) if is_write_failure(&failure) && disk_full(&path) => {
@@ -196,8 +222,7 @@ impl<C: Send + 'static> Shared<C> {
                 }
                 _ => failure,
             })
-        })
-        .await
+        }
     }
 }
 
@@ -444,6 +469,24 @@ pub(crate) fn checkpoint(connection: &Connection) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Work that grows with the data goes to the blocking pool even where
+    /// short calls run on the calling worker.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scans_leave_the_workers_to_other_tasks() {
+        let shared = Shared::new((), Path::new(":memory:"));
+        let on = tokio::spawn(async move {
+            let caller = std::thread::current().id();
+            let here = || Ok(std::thread::current().id());
+            let scanned = shared.run_scan(move |()| here()).await.unwrap();
+            (caller, scanned, std::thread::current().id())
+        });
+        let (caller, scanned, after) = on.await.unwrap();
+        // A task resumed on the same worker or another: the scan ran on
+        // neither (a pool thread is never a worker).
+        assert_ne!(scanned, caller);
+        assert_ne!(scanned, after);
+    }
 
     /// Tries for a lock come at most a millisecond apart, for about ten
     /// seconds in all, and then stop.

@@ -103,6 +103,15 @@ impl SqliteStore {
     ) -> Result<T, Error> {
         self.db.run(work).await.map_err(Failure::into_keys)
     }
+
+    /// As [`SqliteStore::run`], for work that grows with the number of
+    /// tenants: on the blocking pool.
+    async fn scan<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T, Failure> + Send + 'static,
+    ) -> Result<T, Error> {
+        self.db.run_scan(work).await.map_err(Failure::into_keys)
+    }
 }
 
 /// Refuses a store of a version before tagged records, and drops the
@@ -550,7 +559,7 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn tenants(&self) -> Result<Vec<TenantId>, Error> {
-        self.run(tenants).await
+        self.scan(tenants).await
     }
 
     async fn tik_versions(&self, tenant: TenantId) -> Result<Vec<KeyVersion>, Error> {

@@ -17,6 +17,15 @@ impl SqliteCatalog {
     ) -> Result<T, atrest_tenant::Error> {
         self.db.run(work).await.map_err(Failure::into_keys)
     }
+
+    /// As [`SqliteCatalog::run_index`], for work that counts a tenant's
+    /// records: on the blocking pool.
+    async fn scan_index<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connections) -> Result<T, Failure> + Send + 'static,
+    ) -> Result<T, atrest_tenant::Error> {
+        self.db.run_scan(work).await.map_err(Failure::into_keys)
+    }
 }
 
 fn older_than(
@@ -121,7 +130,7 @@ impl WrappedKeyIndex for SqliteCatalog {
         tenant: TenantId,
         version: KeyVersion,
     ) -> Result<u64, atrest_tenant::Error> {
-        self.run_index(move |db| {
+        self.scan_index(move |db| {
             let count: i64 = db.durable()?.query_row(
                 "SELECT count(*) FROM catalog_versions
                  WHERE tenant = ?1 AND tik_version < ?2 AND wrapped IS NOT NULL",
@@ -143,7 +152,7 @@ impl WrappedKeyIndex for SqliteCatalog {
         tenant: TenantId,
         version: KeyVersion,
     ) -> Result<u64, atrest_tenant::Error> {
-        self.run_index(move |db| claim_retirement(db.durable()?, tenant, version))
+        self.scan_index(move |db| claim_retirement(db.durable()?, tenant, version))
             .await
     }
 

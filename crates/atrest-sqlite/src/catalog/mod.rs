@@ -211,6 +211,15 @@ impl SqliteCatalog {
     ) -> Result<T, Error> {
         self.db.run(work).await.map_err(Failure::into_catalog)
     }
+
+    /// As [`SqliteCatalog::run`], for work that grows with the catalog:
+    /// on the blocking pool.
+    async fn scan<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connections) -> Result<T, Failure> + Send + 'static,
+    ) -> Result<T, Error> {
+        self.db.run_scan(work).await.map_err(Failure::into_catalog)
+    }
 }
 
 fn query_records(
@@ -426,7 +435,7 @@ impl Catalog for SqliteCatalog {
         version: Option<FileVersion>,
     ) -> Result<Vec<FileRecord>, Error> {
         let name = name.to_owned();
-        self.run(move |db| {
+        self.scan(move |db| {
             let tx = db.durable()?.transaction()?;
             let id = tenant.as_bytes().as_slice();
             let number = version.map(u64::from);
@@ -474,7 +483,7 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn forget_tenant(&self, tenant: TenantId) -> Result<u64, Error> {
-        self.run(move |db| {
+        self.scan(move |db| {
             let tx = db.durable()?.transaction()?;
             let id = tenant.as_bytes().as_slice();
             let versions = tx.execute(
@@ -495,7 +504,7 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn tenant_names(&self) -> Result<Vec<TenantName>, Error> {
-        self.run(|db| tenant_names(db.durable()?)).await
+        self.scan(|db| tenant_names(db.durable()?)).await
     }
 
     async fn tenant_name(&self, tenant: TenantId) -> Result<Option<TenantName>, Error> {
@@ -543,7 +552,7 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn seals_in_progress(&self) -> Result<Vec<SealInProgress>, Error> {
-        self.run(|db| seals_in_progress(db.durable()?)).await
+        self.scan(|db| seals_in_progress(db.durable()?)).await
     }
 
     async fn record(
@@ -558,7 +567,7 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn records(&self, tenant: TenantId) -> Result<Vec<FileRecord>, Error> {
-        self.run(move |db| {
+        self.scan(move |db| {
             query_records(
                 db.durable()?,
                 "f.tenant = ?1",
@@ -569,7 +578,7 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn blob_names(&self) -> Result<Vec<BlobName>, Error> {
-        self.run(|db| blob_names(db.durable()?)).await
+        self.scan(|db| blob_names(db.durable()?)).await
     }
 
     async fn begin_seals(
