@@ -188,27 +188,33 @@ fn note_change(tx: &Transaction<'_>, tenant: TenantId) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The change log after `after`, in one statement (one read of one
+/// snapshot): asked before every acknowledged upload, so it is one cached
+/// statement rather than a transaction of several.
 fn changes_since(db: &mut Connection, after: u64) -> Result<KeyChanges, Failure> {
-    let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
-    let (counter, oldest): (i64, Option<i64>) = tx.query_row(
-        "SELECT coalesce(max(counter), 0), min(counter) FROM key_changes",
-        [],
-        |row| Ok((row.get(0)?, row.get(1)?)),
+    let mut select = db.prepare_cached(
+        "SELECT newest.counter, newest.oldest, changed.tenant
+         FROM (SELECT coalesce(max(counter), 0) AS counter, min(counter) AS oldest
+               FROM key_changes) AS newest
+         LEFT JOIN (SELECT DISTINCT tenant FROM key_changes WHERE counter > ?1) AS changed
+         ON true",
     )?;
-    let number = |value: i64| {
-        u64::try_from(value).map_err(|_| Failure::Keys(Error::Corrupt("change log counter")))
-    };
+    let mut rows = select.query(params![i64::try_from(after).unwrap_or(i64::MAX)])?;
+    let mut log: Option<(i64, Option<i64>)> = None;
     let mut changed = Vec::new();
-    {
-        let mut select =
-            tx.prepare_cached("SELECT DISTINCT tenant FROM key_changes WHERE counter > ?1")?;
-        let mut rows = select.query(params![i64::try_from(after).unwrap_or(i64::MAX)])?;
-        while let Some(row) = rows.next()? {
-            let tenant: Vec<u8> = row.get(0)?;
+    while let Some(row) = rows.next()? {
+        if log.is_none() {
+            log = Some((row.get(0)?, row.get(1)?));
+        }
+        if let Some(tenant) = row.get::<_, Option<Vec<u8>>>(2)? {
             changed.push(stored::tenant_id(&tenant)?);
         }
     }
-    tx.finish()?;
+    // The aggregate gives exactly one row of counters, even for an empty log.
+    let (counter, oldest) = log.ok_or(Failure::Keys(Error::Corrupt("change log counter")))?;
+    let number = |value: i64| {
+        u64::try_from(value).map_err(|_| Failure::Keys(Error::Corrupt("change log counter")))
+    };
     Ok(KeyChanges::from_log(
         after,
         number(counter)?,

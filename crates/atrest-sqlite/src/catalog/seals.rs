@@ -18,6 +18,15 @@ fn now() -> u64 {
         .map_or(0, |elapsed| elapsed.as_secs())
 }
 
+/// Every commit flushed: the connection's setting outside
+/// [`Connections::unflushed`]. (Both settings are cached statements: each
+/// step of a seal runs them.)
+const FLUSH_EVERY_COMMIT: &str = "PRAGMA synchronous = FULL";
+
+/// A commit flushed with the next flushed one: inside
+/// [`Connections::unflushed`].
+const FLUSH_WITH_NEXT_COMMIT: &str = "PRAGMA synchronous = NORMAL";
+
 impl Connections {
     /// Runs `work` in one write transaction whose commit is not flushed to
     /// disk on its own: it becomes durable with the next flushed commit of
@@ -35,7 +44,7 @@ impl Connections {
         work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, Failure>,
     ) -> Result<T, Failure> {
         let db = self.durable()?;
-        db.pragma_update(None, "synchronous", "NORMAL")?;
+        let _ = db.prepare_cached(FLUSH_WITH_NEXT_COMMIT)?.execute([])?;
         self.relaxed = true;
         let done = self.transaction(work);
         // Every other commit is flushed: `synchronous = FULL` again before
@@ -45,7 +54,8 @@ impl Connections {
         // its transaction is committed or rolled back already.
         if self
             .connection
-            .pragma_update(None, "synchronous", "FULL")
+            .prepare_cached(FLUSH_EVERY_COMMIT)
+            .and_then(|mut flush| flush.execute([]))
             .is_ok()
         {
             self.relaxed = false;
@@ -66,7 +76,10 @@ impl Connections {
     /// The connection, with every commit flushed (`synchronous = FULL`).
     pub(super) fn durable(&mut self) -> Result<&mut Connection, Failure> {
         if self.relaxed {
-            self.connection.pragma_update(None, "synchronous", "FULL")?;
+            let _ = self
+                .connection
+                .prepare_cached(FLUSH_EVERY_COMMIT)?
+                .execute([])?;
             self.relaxed = false;
         }
         Ok(&mut self.connection)
