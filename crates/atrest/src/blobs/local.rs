@@ -134,8 +134,15 @@ impl LocalDir {
 
     /// Creates file `name` in the directory, which must not exist yet.
     fn create_new(&self, name: &str) -> io::Result<std::fs::File> {
-        use rustix::fs::{Mode, OFlags};
         self.check_still_there()?;
+        self.create_new_checked(name)
+    }
+
+    /// [`LocalDir::create_new`] for a caller that has just called
+    /// [`LocalDir::check_still_there`] for the files it makes in turn (the
+    /// blobs of a share of a batch).
+    fn create_new_checked(&self, name: &str) -> io::Result<std::fs::File> {
+        use rustix::fs::{Mode, OFlags};
         let fd = rustix::fs::openat(
             &self.handle,
             name,
@@ -412,6 +419,14 @@ impl LocalUpload {
     /// Writes a share of a batch's blobs, then flushes the directory.
     /// Blocks.
     fn write_share(dir: &LocalDir, share: &[(BlobName, Vec<Bytes>)]) -> Vec<Result<u64, Error>> {
+        // The directory is checked once for the share's files, made in turn.
+        if let Err(error) = dir.check_still_there() {
+            let message = error.to_string();
+            return share
+                .iter()
+                .map(|_| Err(local_error(io::Error::other(message.clone()))))
+                .collect();
+        }
         let written: Vec<Result<u64, Error>> = share
             .iter()
             .map(|(name, pieces)| Self::write_whole(dir, name.as_str(), pieces))
@@ -425,17 +440,14 @@ impl LocalUpload {
         }
     }
 
-    /// Writes one whole blob into a new file `name`, flushed unless the
+    /// Writes one whole blob into a new file `name` of a directory just
+    /// checked ([`LocalDir::check_still_there`]), flushed unless the
     /// directory's flush covers it; removes the file if that fails.
     /// Blocks.
     fn write_whole(dir: &LocalDir, name: &str, pieces: &[Bytes]) -> Result<u64, Error> {
-        let (file, written) = Self::write_out(dir, name, None, pieces, false);
-        let Some(file) = file else {
-            // Not made (a file is in the way): nothing of ours to remove.
-            return Err(local_error(written.err().unwrap_or_else(|| {
-                io::Error::other("the blob's file was not made")
-            })));
-        };
+        // Not made (a file is in the way): nothing of ours to remove.
+        let file = Arc::new(dir.create_new_checked(name).map_err(local_error)?);
+        let (_, written) = Self::write_out(dir, name, Some(Arc::clone(&file)), pieces, false);
         let result = written.and_then(|()| Self::complete(dir, name, &file, None));
         if let Err(error) = result {
             let _ = dir.remove(name);
