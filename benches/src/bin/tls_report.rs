@@ -1,8 +1,8 @@
 //! The upload service over TLS beside nginx, the server a user would pick
 //! to serve files: both with the same certificate (a private CA made here
 //! with OpenSSL's command), TLS 1.3, on the same machine, loaded by the
-//! same `wrk` (Debian packages `nginx` and `wrk`). nginx takes WebDAV
-//! `PUT`s (`dav_methods PUT`) and serves `GET`s from its files with
+//! same clients (Debian packages `nginx`, `wrk` and `curl`). nginx takes
+//! WebDAV `PUT`s (`dav_methods PUT`) and serves `GET`s from its files with
 //! `sendfile`; `atrest-serve` seals each upload in the request and opens
 //! each download on the way out, on its embedded defaults.
 //!
@@ -18,11 +18,13 @@
 //! its `201` (fsync, syncfs for a batch); nginx flushes nothing (a `201`
 //! from nginx means the bytes are in the page cache).
 //!
-//! Rows: 256 MiB PUT and GET (one connection), 4 KiB PUTs at 16 and 64
-//! connections with p50 and p99, each with its ratio to nginx measured in
-//! the same run; then a soak of 64 connections of 4 KiB PUTs against
-//! `atrest-serve` with its errors counted, and both servers' peak resident
-//! memory.
+//! Rows: 256 MiB PUT and GET (one transfer at a time by `curl`, the two
+//! servers taking turns, the median of 3 to 9 runs: `wrk` spends more than
+//! a core of its own on so large a body), 4 KiB PUTs at 16 and 64
+//! connections by `wrk` with p50 and p99, each with its ratio to nginx
+//! measured in the same run; then a soak of 64 connections of 4 KiB PUTs
+//! against `atrest-serve` with its errors counted, and both servers' peak
+//! resident memory.
 
 #![allow(
     clippy::unwrap_used,
@@ -42,6 +44,34 @@ use atrest_benches::load::{Load, Server, bin, run, script, wrk};
 use atrest_test_support::pki::{issue, make_ca};
 
 const LARGE: usize = 256 << 20;
+
+/// One transfer of the large file by `curl` (a `PUT` of `body`, or a
+/// `GET` read and dropped), in MiB/s as `curl` timed it. Over HTTP/1.1,
+/// as `wrk` speaks and as nginx is configured here (`curl` would pick
+/// HTTP/2 with `atrest-serve`, which offers both).
+fn curl_mib_per_s(url: &str, method: &str, token: Option<&str>, body: Option<&Path>) -> f64 {
+    let mut command = Command::new("curl");
+    command.args(["-skf", "--http1.1", "-o", "/dev/null", "-X", method]);
+    if let Some(token) = token {
+        command.args(["-H", &format!("Authorization: Bearer {token}")]);
+    }
+    let speed = match body {
+        Some(body) => {
+            command
+                .arg("--data-binary")
+                .arg(format!("@{}", body.display()));
+            "%{speed_upload}"
+        }
+        None => "%{speed_download}",
+    };
+    let out = run(command.args(["-w", speed]).arg(url));
+    out.trim().parse::<f64>().unwrap() / f64::from(1 << 20)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
 const SMALL: usize = 4 << 10;
 
 /// A private CA and a certificate for 127.0.0.1 it issued, in `dir`:
@@ -262,34 +292,50 @@ fn measure(
             ),
         )
     };
-    let rows = [
+    // The large rows: one transfer at a time by `curl`, which moves a
+    // 256 MiB body at several hundred MB/s over TLS on one core, where
+    // `wrk` spends more than a core of its own on such a body and measures
+    // itself. The two servers alternate, a transfer each, so that both see
+    // the machine alike; each row gives the median of its runs.
+    let large_runs = usize::try_from(seconds.clamp(3, 9)).unwrap_or(3);
+    let mut measured = Vec::new();
+    for (row, method, nginx_url, atrest_url) in [
         (
             "256 MiB PUT (MiB/s)",
-            pair("put-large", "PUT", "large-put", Some(large)),
-            1,
-            true,
+            "PUT",
+            format!("{}/files/large-put", nginx.url),
+            format!("{}{files}large-put", service.url),
         ),
         (
             "256 MiB GET (MiB/s)",
-            pair("get-large", "GET", "large", None),
-            1,
-            true,
+            "GET",
+            format!("{}/files/large", nginx.url),
+            format!("{}{files}large", service.url),
         ),
+    ] {
+        let put = (method == "PUT").then_some(large);
+        let mut rates = (Vec::new(), Vec::new());
+        for _ in 0..large_runs {
+            rates.0.push(curl_mib_per_s(&nginx_url, method, None, put));
+            rates
+                .1
+                .push(curl_mib_per_s(&atrest_url, method, Some(&token), put));
+        }
+        measured.push((row.to_owned(), median(rates.0), median(rates.1), None));
+    }
+    let small_rows = [
         (
             "4 KiB PUT, 16 connections (req/s)",
             pair("put-small", "PUT", "small/", Some(small)),
             16,
-            false,
         ),
         (
             "4 KiB PUT, 64 connections (req/s)",
             pair("put-small", "PUT", "small/", Some(small)),
             64,
-            false,
         ),
     ];
-    let mut measured = Vec::new();
-    for (row, (nginx_script, atrest_script), connections, large_row) in rows {
+    for (row, (nginx_script, atrest_script), connections) in small_rows {
         let of_nginx = wrk(
             std::slice::from_ref(&nginx.url),
             &nginx_script,
@@ -307,18 +353,11 @@ fn measure(
             of_atrest.errors, 0,
             "{name} {row} atrest-serve: {of_atrest:?}"
         );
-        let value = |load: Load| {
-            if large_row {
-                load.requests_per_s * (LARGE as f64) / f64::from(1 << 20)
-            } else {
-                load.requests_per_s
-            }
-        };
         measured.push((
             row.to_owned(),
-            value(of_nginx),
-            value(of_atrest),
-            (!large_row).then_some((of_nginx, of_atrest)),
+            of_nginx.requests_per_s,
+            of_atrest.requests_per_s,
+            Some((of_nginx, of_atrest)),
         ));
     }
     let soaked = (soak > 0).then(|| {
