@@ -16,7 +16,9 @@
 //! under `target/`. Each row runs twice, files on a tmpfs (`/dev/shm`) and
 //! on disk. On disk, `atrest-serve` flushes every blob and record before
 //! its `201` (fsync, syncfs for a batch); nginx flushes nothing (a `201`
-//! from nginx means the bytes are in the page cache).
+//! from nginx means the bytes are in the page cache); each run starts with
+//! the file system flushed (`sync -f`), so that neither server writes back
+//! what the other left.
 //!
 //! Rows: 256 MiB PUT and GET (one transfer at a time by `curl`, the two
 //! servers taking turns, the median of 3 to 9 runs: `wrk` spends more than
@@ -298,6 +300,10 @@ fn measure(
     // itself. The two servers alternate, a transfer each, so that both see
     // the machine alike; each row gives the median of its runs.
     let large_runs = usize::try_from(seconds.clamp(3, 9)).unwrap_or(3);
+    // Each run starts with nothing of the other's left to write back: a
+    // flush by atrest-serve (`syncfs`) covers the whole file system, and
+    // nginx leaves its bytes in the page cache.
+    let settle = || run(Command::new("sync").arg("-f").arg(dir));
     let mut measured = Vec::new();
     for (row, method, nginx_url, atrest_url) in [
         (
@@ -316,7 +322,9 @@ fn measure(
         let put = (method == "PUT").then_some(large);
         let mut rates = (Vec::new(), Vec::new());
         for _ in 0..large_runs {
+            settle();
             rates.0.push(curl_mib_per_s(&nginx_url, method, None, put));
+            settle();
             rates
                 .1
                 .push(curl_mib_per_s(&atrest_url, method, Some(&token), put));
@@ -336,12 +344,14 @@ fn measure(
         ),
     ];
     for (row, (nginx_script, atrest_script), connections) in small_rows {
+        settle();
         let of_nginx = wrk(
             std::slice::from_ref(&nginx.url),
             &nginx_script,
             connections,
             seconds,
         );
+        settle();
         let of_atrest = wrk(
             std::slice::from_ref(&service.url),
             &atrest_script,
