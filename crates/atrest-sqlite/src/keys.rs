@@ -193,10 +193,11 @@ fn note_change(tx: &Transaction<'_>, tenant: TenantId) -> Result<(), Failure> {
 /// statement rather than a transaction of several.
 fn changes_since(db: &mut Connection, after: u64) -> Result<KeyChanges, Failure> {
     let mut select = db.prepare_cached(
-        "SELECT newest.counter, newest.oldest, changed.tenant
+        "SELECT newest.counter, newest.oldest, changed.found, changed.tenant
          FROM (SELECT coalesce(max(counter), 0) AS counter, min(counter) AS oldest
                FROM key_changes) AS newest
-         LEFT JOIN (SELECT DISTINCT tenant FROM key_changes WHERE counter > ?1) AS changed
+         LEFT JOIN (SELECT DISTINCT tenant, 1 AS found FROM key_changes WHERE counter > ?1)
+              AS changed
          ON true",
     )?;
     let mut rows = select.query(params![i64::try_from(after).unwrap_or(i64::MAX)])?;
@@ -206,7 +207,11 @@ fn changes_since(db: &mut Connection, after: u64) -> Result<KeyChanges, Failure>
         if log.is_none() {
             log = Some((row.get(0)?, row.get(1)?));
         }
-        if let Some(tenant) = row.get::<_, Option<Vec<u8>>>(2)? {
+        // `found` tells a change from the empty side of the join (no change
+        // since `after`): a change whose tenant is not a tenant id, NULL
+        // included, fails the read as any bad stored value does.
+        if row.get::<_, Option<i64>>(2)?.is_some() {
+            let tenant: Vec<u8> = row.get(3)?;
             changed.push(stored::tenant_id(&tenant)?);
         }
     }
