@@ -1,7 +1,8 @@
 //! What every database here guarantees beyond the contract: files private
 //! to their owner, no object the schema does not make (a trigger planted by
-//! someone who can write the file is refused), and stores made by earlier
-//! versions migrated or refused.
+//! someone who can write the file is refused), stores made by earlier
+//! versions migrated or refused, and a change log whose rows do not name a
+//! tenant refused when it is read.
 
 #![allow(unreachable_pub, clippy::unwrap_used, clippy::panic)]
 
@@ -10,7 +11,7 @@ use std::path::Path;
 
 use atrest::ErrorKind;
 use atrest_sqlite::{SqliteCatalog, SqliteSealedKeys, SqliteStore};
-use atrest_tenant::Error;
+use atrest_tenant::{Error, MetadataStore as _};
 use atrest_test_support::TempDir;
 use atrest_test_support::sqlite::Connection;
 
@@ -100,4 +101,51 @@ async fn a_key_store_of_an_earlier_version_loses_its_empty_file_key_tables() {
     drop(db);
     let refused = SqliteStore::open(&filled).await;
     assert!(matches!(refused, Err(Error::Corrupt(_))), "{refused:?}");
+}
+
+/// A change-log row that names no tenant (the column's `NOT NULL` rewritten
+/// away by someone who can write the file) fails the read of the log, as
+/// a tenant id of the wrong length does: the caches are not told "nothing
+/// changed" past it.
+#[tokio::test]
+async fn a_change_log_row_without_a_tenant_fails_the_read() {
+    let dir = TempDir::new("db-change-log");
+    let path = dir.path().join("keys.sqlite");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let before = store.changes_since(0).await.unwrap();
+    assert_eq!(
+        before.tenants,
+        Some(Vec::new()),
+        "a new store's log is empty"
+    );
+
+    let db = Connection::open(&path).unwrap();
+    db.execute_batch(
+        "PRAGMA writable_schema = ON;
+         UPDATE sqlite_master
+         SET sql = 'CREATE TABLE key_changes (counter INTEGER PRIMARY KEY CHECK (counter > 0), tenant BLOB)'
+         WHERE name = 'key_changes';
+         PRAGMA writable_schema = OFF;",
+    )
+    .unwrap();
+    drop(db);
+    let db = Connection::open(&path).unwrap();
+    db.execute("INSERT INTO key_changes VALUES (1, NULL)", [])
+        .unwrap();
+    drop(db);
+    let reopened = SqliteStore::open(&path).await.unwrap();
+    assert!(reopened.changes_since(0).await.is_err());
+
+    // And a tenant id that is not one, the same way.
+    let db = Connection::open(&path).unwrap();
+    db.execute(
+        "UPDATE key_changes SET tenant = x'00' WHERE counter = 1",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    assert!(reopened.changes_since(0).await.is_err());
+    // Past both, nothing is read: the log is complete and empty.
+    let after = reopened.changes_since(1).await.unwrap();
+    assert_eq!((after.counter, after.tenants), (1, Some(Vec::new())));
 }
