@@ -135,13 +135,13 @@ impl LocalDir {
     /// Creates file `name` in the directory, which must not exist yet.
     fn create_new(&self, name: &str) -> io::Result<std::fs::File> {
         self.check_still_there()?;
-        self.create_new_checked(name)
+        self.create_in_checked_dir(name)
     }
 
     /// [`LocalDir::create_new`] for a caller that has just called
     /// [`LocalDir::check_still_there`] for the files it makes in turn (the
     /// blobs of a share of a batch).
-    fn create_new_checked(&self, name: &str) -> io::Result<std::fs::File> {
+    fn create_in_checked_dir(&self, name: &str) -> io::Result<std::fs::File> {
         use rustix::fs::{Mode, OFlags};
         let fd = rustix::fs::openat(
             &self.handle,
@@ -419,13 +419,11 @@ impl LocalUpload {
     /// Writes a share of a batch's blobs, then flushes the directory.
     /// Blocks.
     fn write_share(dir: &LocalDir, share: &[(BlobName, Vec<Bytes>)]) -> Vec<Result<u64, Error>> {
-        // The directory is checked once for the share's files, made in turn.
+        // The directory is checked once for the share's files, made in turn;
+        // if it was replaced, every blob of the share fails with the reason.
         if let Err(error) = dir.check_still_there() {
-            let message = error.to_string();
-            return share
-                .iter()
-                .map(|_| Err(local_error(io::Error::other(message.clone()))))
-                .collect();
+            let none_made = share.iter().map(|_| Ok(0)).collect();
+            return crate::blob::fail_written(none_made, &local_error(error));
         }
         let written: Vec<Result<u64, Error>> = share
             .iter()
@@ -446,7 +444,7 @@ impl LocalUpload {
     /// Blocks.
     fn write_whole(dir: &LocalDir, name: &str, pieces: &[Bytes]) -> Result<u64, Error> {
         // Not made (a file is in the way): nothing of ours to remove.
-        let file = Arc::new(dir.create_new_checked(name).map_err(local_error)?);
+        let file = Arc::new(dir.create_in_checked_dir(name).map_err(local_error)?);
         let (_, written) = Self::write_out(dir, name, Some(Arc::clone(&file)), pieces, false);
         let result = written.and_then(|()| Self::complete(dir, name, &file, None));
         if let Err(error) = result {
