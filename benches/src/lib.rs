@@ -5,6 +5,16 @@ use atrest_stream::Backend;
 
 pub mod load;
 
+/// The median of `values`, as every report quotes its runs (of an even
+/// number, the upper of the middle two).
+///
+/// # Panics
+/// If `values` is empty.
+pub fn median<T: PartialOrd>(mut values: Vec<T>) -> T {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(core::cmp::Ordering::Equal));
+    values.swap_remove(values.len() / 2)
+}
+
 /// The baseline of every stream measurement: one-shot AES-256-GCM of the
 /// whole `buffer`, in place, with `backend`'s own API and a fixed key and
 /// nonce.

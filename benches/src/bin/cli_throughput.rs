@@ -24,10 +24,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn median(mut values: Vec<Duration>) -> Duration {
-    values.sort();
-    values[values.len() / 2]
-}
+use atrest_benches::median;
 
 fn run(command: &mut Command) -> (Duration, serde_json::Value) {
     let started = Instant::now();

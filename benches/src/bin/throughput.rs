@@ -36,7 +36,7 @@
 use std::io::{Read, Write};
 use std::time::Instant;
 
-use atrest_benches::{one_shot_aes_256_gcm, one_shot_aes_256_gcm_to};
+use atrest_benches::{median, one_shot_aes_256_gcm, one_shot_aes_256_gcm_to};
 use atrest_filekey::FileKey;
 use atrest_stream::format::Layout;
 use atrest_stream::{Backend, Opener, Options, Parallelism, Sealer};
@@ -45,11 +45,6 @@ fn seconds(f: &mut impl FnMut()) -> f64 {
     let start = Instant::now();
     f();
     start.elapsed().as_secs_f64()
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// Times `f` and the baseline alternately, `runs` times each, so both see

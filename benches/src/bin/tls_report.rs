@@ -43,6 +43,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use atrest_benches::load::{Load, Server, bin, run, script, wrk};
+use atrest_benches::median;
 use atrest_test_support::pki::{issue, make_ca};
 
 const LARGE: usize = 256 << 20;
@@ -70,10 +71,6 @@ fn curl_mib_per_s(url: &str, method: &str, token: Option<&str>, body: Option<&Pa
     out.trim().parse::<f64>().unwrap() / f64::from(1 << 20)
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
 const SMALL: usize = 4 << 10;
 
 /// A private CA and a certificate for 127.0.0.1 it issued, in `dir`:
