@@ -6,7 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use atrest::catalog::stored;
 use atrest::catalog::{Precondition, SealTicket, SealedBlob};
 use atrest::{BlobName, CatalogError, FileRecord, check_name};
-use atrest_filekey::{FileContext, FileId, FileVersion, OsRng, TenantId, WrappedFileKey};
+use atrest_filekey::{
+    FileContext, FileId, FileVersion, KeyVersion, OsRng, TenantId, WrappedFileKey,
+};
 use rusqlite::{Connection, params};
 
 use super::{Connections, RECORD_COLUMNS, stored_record};
@@ -103,20 +105,29 @@ pub(super) fn begin_seals(
         for (name, blob) in seals {
             let new_file =
                 FileId::time_ordered_now(&mut OsRng).map_err(atrest_tenant::Error::from)?;
-            let _ = tx
+            let created = tx
                 .prepare_cached(
                     "INSERT INTO catalog_files (tenant, name, file) VALUES (?1, ?2, ?3)
                      ON CONFLICT DO NOTHING",
                 )?
                 .execute(params![tenant.as_bytes(), name, new_file.as_bytes()])?;
-            let file: Vec<u8> = tx
-                .prepare_cached("SELECT file FROM catalog_files WHERE tenant = ?1 AND name = ?2")?
-                .query_row(params![tenant.as_bytes(), name], |row| row.get(0))?;
-            let latest: i64 = tx
-                .prepare_cached(
-                    "SELECT coalesce(max(version), 0) FROM catalog_versions WHERE file = ?1",
-                )?
-                .query_row(params![file], |row| row.get(0))?;
+            // A name made here has the file id just drawn, which no
+            // version names yet.
+            let (file, latest): (Vec<u8>, i64) = if created == 1 {
+                (new_file.as_bytes().to_vec(), 0)
+            } else {
+                let file: Vec<u8> = tx
+                    .prepare_cached(
+                        "SELECT file FROM catalog_files WHERE tenant = ?1 AND name = ?2",
+                    )?
+                    .query_row(params![tenant.as_bytes(), name], |row| row.get(0))?;
+                let latest: i64 = tx
+                    .prepare_cached(
+                        "SELECT coalesce(max(version), 0) FROM catalog_versions WHERE file = ?1",
+                    )?
+                    .query_row(params![file], |row| row.get(0))?;
+                (file, latest)
+            };
             let version = stored::file_version(latest.saturating_add(1))?;
             let _ = tx
                 .prepare_cached(
@@ -149,21 +160,27 @@ pub(super) fn attach_keys(
     keys: &[(SealTicket, WrappedFileKey)],
 ) -> Result<(), Failure> {
     db.unflushed(|tx| {
+        // The keys of a batch share their tenant and TIK version: each pair
+        // is looked up once.
+        let mut live: Option<(TenantId, KeyVersion)> = None;
         for (seal, wrapped) in keys {
             let context = &seal.context;
-            let retired: bool = tx
-                .prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM catalog_retired_tiks
-                     WHERE tenant = ?1 AND tik_version = ?2)",
-                )?
-                .query_row(
-                    params![context.tenant.as_bytes(), u32::from(wrapped.kek_version())],
-                    |row| row.get(0),
-                )?;
-            if retired {
-                return Err(Failure::Catalog(CatalogError::TikRetired {
-                    version: wrapped.kek_version(),
-                }));
+            let tik = (context.tenant, wrapped.kek_version());
+            if live != Some(tik) {
+                let retired: bool = tx
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM catalog_retired_tiks
+                         WHERE tenant = ?1 AND tik_version = ?2)",
+                    )?
+                    .query_row(params![tik.0.as_bytes(), u32::from(tik.1)], |row| {
+                        row.get(0)
+                    })?;
+                if retired {
+                    return Err(Failure::Catalog(CatalogError::TikRetired {
+                        version: tik.1,
+                    }));
+                }
+                live = Some(tik);
             }
             let changed = tx
                 .prepare_cached(

@@ -404,6 +404,30 @@ pub async fn retirement_claims_race_attached_keys(backend: &dyn Backend) {
         older.iter().map(|(c, _)| *c).collect::<Vec<FileContext>>(),
         vec![ticket.context]
     );
+
+    // In a batch, a key under the retired version behind keys under a live
+    // one: refused, and none of the batch's keys stored.
+    let seals: Vec<(String, BlobName)> = (0..3).map(|i| (format!("c/{i}"), blob())).collect();
+    let batch = catalog.begin_seals(tenant, &seals).await.unwrap();
+    let keys = [
+        key_for(&batch[0], &v3),
+        key_for(&batch[1], &v3),
+        key_for(&batch[2], &v2),
+    ];
+    let pairs: Vec<(&SealTicket, &WrappedFileKey)> = batch.iter().zip(&keys).collect();
+    let refused = catalog.attach_keys(&pairs).await.unwrap_err();
+    assert!(matches!(
+        refused,
+        FilesError::Catalog(CatalogError::TikRetired { version: v }) if v == version(2)
+    ));
+    assert_eq!(
+        catalog.count_older_than(tenant, version(4)).await.unwrap(),
+        2,
+        "no key of the batch was attached"
+    );
+    for ticket in &batch {
+        catalog.abandon_seal(ticket).await.unwrap();
+    }
 }
 
 pub async fn rewraps_replace_only_unchanged_keys(backend: &dyn Backend) {
