@@ -21,12 +21,14 @@
 //! what the other left.
 //!
 //! Rows: 256 MiB PUT and GET (one transfer at a time by `curl`, the two
-//! servers taking turns, the median of 3 to 9 runs: `wrk` spends more than
-//! a core of its own on so large a body), 4 KiB PUTs at 16 and 64
-//! connections by `wrk` with p50 and p99, each with its ratio to nginx
-//! measured in the same run; then a soak of 64 connections of 4 KiB PUTs
-//! against `atrest-serve` with its errors counted, and both servers' peak
-//! resident memory.
+//! servers taking turns, 3 to 9 runs: `wrk` spends more than a core of its
+//! own on so large a body), 4 KiB PUTs at 16 and 64 connections by `wrk`
+//! with p50 and p99 (the two servers taking turns, three runs of SECONDS
+//! each); each value is the median of its runs and each ratio the median
+//! of the runs' ratios (atrest-serve's run over nginx's just before it), so
+//! that a drift of the shared machine's load falls on both servers. Then a
+//! soak of 64 connections of 4 KiB PUTs against `atrest-serve` with its
+//! errors counted, and both servers' peak resident memory.
 
 #![allow(
     clippy::unwrap_used,
@@ -202,9 +204,31 @@ impl Drop for Nginx {
     }
 }
 
-/// One row: its name, nginx's value, atrest-serve's, and for the small
-/// rows both latencies.
-type Row = (String, f64, f64, Option<(Load, Load)>);
+/// One row: the medians of its runs, nginx's and atrest-serve's, the
+/// median of the runs' ratios (each run of atrest-serve over the nginx run
+/// just before it), and for the small rows both servers' median p50 and p99.
+struct Row {
+    name: &'static str,
+    nginx: f64,
+    atrest: f64,
+    ratio: f64,
+    latency: Option<[(f64, f64); 2]>,
+}
+
+impl Row {
+    /// The row of `runs`, each a pair (nginx, atrest-serve) measured one
+    /// after the other, by `value`.
+    fn of<T: Copy>(name: &'static str, runs: &[(T, T)], value: impl Fn(T) -> f64) -> Self {
+        let values = |pick: fn(&(T, T)) -> T| runs.iter().map(|run| value(pick(run))).collect();
+        Self {
+            name,
+            nginx: median(values(|run| run.0)),
+            atrest: median(values(|run| run.1)),
+            ratio: median(runs.iter().map(|run| value(run.1) / value(run.0)).collect()),
+            latency: None,
+        }
+    }
+}
 
 /// One place the files go: what both servers measured there.
 struct Place {
@@ -297,6 +321,9 @@ fn measure(
     // itself. The two servers alternate, a transfer each, so that both see
     // the machine alike; each row gives the median of its runs.
     let large_runs = usize::try_from(seconds.clamp(3, 9)).unwrap_or(3);
+    // The small rows: each server in turn for `seconds`, three times, so
+    // that a drift of the machine's load (it is shared) falls on both.
+    let small_runs = 3;
     // Each run starts with nothing of the other's left to write back: a
     // flush by atrest-serve (`syncfs`) covers the whole file system, and
     // nginx leaves its bytes in the page cache.
@@ -317,16 +344,18 @@ fn measure(
         ),
     ] {
         let put = (method == "PUT").then_some(large);
-        let mut rates = (Vec::new(), Vec::new());
-        for _ in 0..large_runs {
-            settle();
-            rates.0.push(curl_mib_per_s(&nginx_url, method, None, put));
-            settle();
-            rates
-                .1
-                .push(curl_mib_per_s(&atrest_url, method, Some(&token), put));
-        }
-        measured.push((row.to_owned(), median(rates.0), median(rates.1), None));
+        let runs: Vec<(f64, f64)> = (0..large_runs)
+            .map(|_| {
+                settle();
+                let of_nginx = curl_mib_per_s(&nginx_url, method, None, put);
+                settle();
+                (
+                    of_nginx,
+                    curl_mib_per_s(&atrest_url, method, Some(&token), put),
+                )
+            })
+            .collect();
+        measured.push(Row::of(row, &runs, |rate| rate));
     }
     let small_rows = [
         (
@@ -341,31 +370,40 @@ fn measure(
         ),
     ];
     for (row, (nginx_script, atrest_script), connections) in small_rows {
-        settle();
-        let of_nginx = wrk(
-            std::slice::from_ref(&nginx.url),
-            &nginx_script,
-            connections,
-            seconds,
-        );
-        settle();
-        let of_atrest = wrk(
-            std::slice::from_ref(&service.url),
-            &atrest_script,
-            connections,
-            seconds,
-        );
-        assert_eq!(of_nginx.errors, 0, "{name} {row} nginx: {of_nginx:?}");
-        assert_eq!(
-            of_atrest.errors, 0,
-            "{name} {row} atrest-serve: {of_atrest:?}"
-        );
-        measured.push((
-            row.to_owned(),
-            of_nginx.requests_per_s,
-            of_atrest.requests_per_s,
-            Some((of_nginx, of_atrest)),
-        ));
+        let runs: Vec<(Load, Load)> = (0..small_runs)
+            .map(|_| {
+                settle();
+                let of_nginx = wrk(
+                    std::slice::from_ref(&nginx.url),
+                    &nginx_script,
+                    connections,
+                    seconds,
+                );
+                settle();
+                let of_atrest = wrk(
+                    std::slice::from_ref(&service.url),
+                    &atrest_script,
+                    connections,
+                    seconds,
+                );
+                assert_eq!(of_nginx.errors, 0, "{name} {row} nginx: {of_nginx:?}");
+                assert_eq!(
+                    of_atrest.errors, 0,
+                    "{name} {row} atrest-serve: {of_atrest:?}"
+                );
+                (of_nginx, of_atrest)
+            })
+            .collect();
+        let latency = |pick: fn(&(Load, Load)) -> Load| {
+            (
+                median(runs.iter().map(|run| pick(run).p50_ms).collect()),
+                median(runs.iter().map(|run| pick(run).p99_ms).collect()),
+            )
+        };
+        measured.push(Row {
+            latency: Some([latency(|run| run.0), latency(|run| run.1)]),
+            ..Row::of(row, &runs, |load| load.requests_per_s)
+        });
     }
     let soaked = (soak > 0).then(|| {
         let (_, atrest_script) = pair("soak", "PUT", "soak/", Some(small));
@@ -413,29 +451,23 @@ fn main() {
     let _ = std::fs::remove_dir_all(&disk_dir);
     let _ = std::fs::remove_dir_all(&common);
 
-    println!("# atrest-serve beside nginx over TLS ({seconds} s per row)");
+    println!(
+        "# atrest-serve beside nginx over TLS (4 KiB rows: three {seconds} s runs of each server in turn; values are medians, ratios the median of the runs' ratios)"
+    );
     println!();
     println!(
         "| row | files on | nginx | atrest-serve | ratio | nginx p50 / p99 ms | atrest-serve p50 / p99 ms |"
     );
     println!("|---|---|---|---|---|---|---|");
     for place in &places {
-        for (row, of_nginx, of_atrest, latency) in &place.rows {
-            let latency = latency.map_or_else(
-                || ("".to_owned(), "".to_owned()),
-                |(n, a)| {
-                    (
-                        format!("{:.2} / {:.2}", n.p50_ms, n.p99_ms),
-                        format!("{:.2} / {:.2}", a.p50_ms, a.p99_ms),
-                    )
-                },
+        for row in &place.rows {
+            let [nginx, atrest] = row.latency.map_or_else(
+                || [String::new(), String::new()],
+                |latency| latency.map(|(p50, p99)| format!("{p50:.2} / {p99:.2}")),
             );
             println!(
-                "| {row} | {} | {of_nginx:.0} | {of_atrest:.0} | {:.2} | {} | {} |",
-                place.name,
-                of_atrest / of_nginx,
-                latency.0,
-                latency.1
+                "| {} | {} | {:.0} | {:.0} | {:.2} | {nginx} | {atrest} |",
+                row.name, place.name, row.nginx, row.atrest, row.ratio
             );
         }
     }
