@@ -162,12 +162,27 @@ impl Kek {
         context: &FileContext,
         rng: &mut impl SecureRandom,
     ) -> Result<(FileKey, WrappedFileKey), Error> {
-        let mut drawn = [0u8; DRAWN_PER_KEY];
-        let made = rng
-            .fill(&mut drawn)
-            .and_then(|()| self.generate_wrapped_from(context, &drawn));
-        drawn.zeroize();
-        made
+        // The salt and the key are drawn straight into their places in the
+        // wrapped key, where the key is then encrypted in place: the only
+        // other copy of its bytes is the `FileKey` returned.
+        let mut out = [0u8; WrappedFileKey::LEN];
+        let drawn = out
+            .get_mut(HEADER_LEN..HEADER_LEN + DRAWN_PER_KEY)
+            .ok_or(Error::Backend)?;
+        if let Err(error) = rng.fill(drawn) {
+            drawn.zeroize();
+            return Err(error);
+        }
+        let key = out
+            .get(HEADER_LEN + SALT_LEN..HEADER_LEN + DRAWN_PER_KEY)
+            .and_then(|bytes| bytes.try_into().ok())
+            .map(FileKey::from_secret_bytes);
+        let Some(key) = key else {
+            out.zeroize();
+            return Err(Error::Backend);
+        };
+        let wrapped = self.seal_prepared(&mut out, context)?;
+        Ok((key, wrapped))
     }
 
     /// Generates a new file key for each of `contexts` and wraps it for
@@ -249,19 +264,44 @@ impl Kek {
         salt: &[u8; SALT_LEN],
     ) -> Result<WrappedFileKey, Error> {
         let mut out = [0u8; WrappedFileKey::LEN];
+        let (salt_out, body) = out
+            .get_mut(HEADER_LEN..HEADER_LEN + DRAWN_PER_KEY)
+            .ok_or(Error::Backend)?
+            .split_at_mut(SALT_LEN);
+        salt_out.copy_from_slice(salt);
+        body.copy_from_slice(key.expose_secret());
+        self.seal_prepared(&mut out, context)
+    }
+
+    /// Wraps the key in `out`, whose salt and body (the key's bytes) are
+    /// in place: writes the header, encrypts the body in place for
+    /// `context` and writes the tag. If it fails, the body is wiped.
+    fn seal_prepared(
+        &self,
+        out: &mut [u8; WrappedFileKey::LEN],
+        context: &FileContext,
+    ) -> Result<WrappedFileKey, Error> {
         let (header, rest) = out.split_at_mut(HEADER_LEN);
-        let (salt_out, rest) = rest.split_at_mut(SALT_LEN);
+        let (salt, rest) = rest.split_at_mut(SALT_LEN);
         let (body, tag_out) = rest.split_at_mut(FileKey::LEN);
         write_header(header, self.id, self.version);
-        salt_out.copy_from_slice(salt);
         let aad = associated_data(header, context);
-        let body: &mut [u8; FileKey::LEN] = body.try_into().map_err(|_| Error::Backend)?;
-        body.copy_from_slice(key.expose_secret());
+        let Ok(salt) = <&[u8; SALT_LEN]>::try_from(&*salt) else {
+            body.zeroize();
+            return Err(Error::Backend);
+        };
+        let body: &mut [u8; FileKey::LEN] = match (&mut *body).try_into() {
+            Ok(body) => body,
+            Err(_) => {
+                body.zeroize();
+                return Err(Error::Backend);
+            }
+        };
         // Wipes `body` if it fails.
         let tag = self.key.seal_in_place(salt, &aad, body)?;
         tag_out.copy_from_slice(&tag);
         Ok(WrappedFileKey {
-            bytes: out,
+            bytes: *out,
             kek_id: self.id,
             kek_version: self.version,
         })
