@@ -64,6 +64,9 @@ const HEADER_LEN: usize = 22;
 /// What a new wrapped file key draws from the generator: the key and the
 /// wrap's salt.
 const DRAWN_PER_KEY: usize = FileKey::LEN + SALT_LEN;
+/// Where a wrapped key holds what a new key draws: the salt, then the body
+/// (the key's bytes until the wrap encrypts them in place).
+const DRAWN_AT: core::ops::Range<usize> = HEADER_LEN..HEADER_LEN + DRAWN_PER_KEY;
 
 /// A key-encryption key: wraps and unwraps [`FileKey`]s.
 ///
@@ -162,27 +165,14 @@ impl Kek {
         context: &FileContext,
         rng: &mut impl SecureRandom,
     ) -> Result<(FileKey, WrappedFileKey), Error> {
-        // The salt and the key are drawn straight into their places in the
-        // wrapped key, where the key is then encrypted in place: the only
-        // other copy of its bytes is the `FileKey` returned.
+        // Drawn straight into the wrapped key's salt and body.
         let mut out = [0u8; WrappedFileKey::LEN];
-        let drawn = out
-            .get_mut(HEADER_LEN..HEADER_LEN + DRAWN_PER_KEY)
-            .ok_or(Error::Backend)?;
+        let drawn = out.get_mut(DRAWN_AT).ok_or(Error::Backend)?;
         if let Err(error) = rng.fill(drawn) {
             drawn.zeroize();
             return Err(error);
         }
-        let key = out
-            .get(HEADER_LEN + SALT_LEN..HEADER_LEN + DRAWN_PER_KEY)
-            .and_then(|bytes| bytes.try_into().ok())
-            .map(FileKey::from_secret_bytes);
-        let Some(key) = key else {
-            out.zeroize();
-            return Err(Error::Backend);
-        };
-        let wrapped = self.seal_prepared(&mut out, context)?;
-        Ok((key, wrapped))
+        self.generate_wrapped_in(&mut out, context)
     }
 
     /// Generates a new file key for each of `contexts` and wraps it for
@@ -227,8 +217,11 @@ impl Kek {
                 .ok_or(Error::Backend)?;
             rng.fill(drawn)?;
             for (context, bytes) in group.iter().zip(drawn.chunks_exact(DRAWN_PER_KEY)) {
-                let bytes: &[u8; DRAWN_PER_KEY] = bytes.try_into().map_err(|_| Error::Backend)?;
-                made.push(self.generate_wrapped_from(context, bytes)?);
+                let mut out = [0u8; WrappedFileKey::LEN];
+                out.get_mut(DRAWN_AT)
+                    .ok_or(Error::Backend)?
+                    .copy_from_slice(bytes);
+                made.push(self.generate_wrapped_in(&mut out, context)?);
             }
             Ok(())
         });
@@ -240,20 +233,26 @@ impl Kek {
     /// one request to the generator (4 KiB).
     pub const KEYS_PER_DRAW: usize = 64;
 
-    /// A file key from the first half of `drawn`, wrapped for `context`
-    /// with the second half as the salt.
-    fn generate_wrapped_from(
+    /// A new file key: the bytes drawn into the salt and the body of
+    /// `out` ([`DRAWN_AT`]) are the wrap's salt and the key, which is then
+    /// wrapped for `context` in place. The only other copy of the key's
+    /// bytes is the `FileKey` returned; if the wrap fails, the body is
+    /// wiped.
+    fn generate_wrapped_in(
         &self,
+        out: &mut [u8; WrappedFileKey::LEN],
         context: &FileContext,
-        drawn: &[u8; DRAWN_PER_KEY],
     ) -> Result<(FileKey, WrappedFileKey), Error> {
-        let (key_bytes, salt_bytes) = drawn.split_at(FileKey::LEN);
-        let key = key_bytes
-            .try_into()
-            .map(FileKey::from_secret_bytes)
-            .map_err(|_| Error::Backend)?;
-        let salt: &[u8; SALT_LEN] = salt_bytes.try_into().map_err(|_| Error::Backend)?;
-        let wrapped = self.wrap_with_salt(&key, context, salt)?;
+        let key = out
+            .get(DRAWN_AT)
+            .and_then(|drawn| drawn.get(SALT_LEN..))
+            .and_then(|body| body.try_into().ok())
+            .map(FileKey::from_secret_bytes);
+        let Some(key) = key else {
+            out.zeroize();
+            return Err(Error::Backend);
+        };
+        let wrapped = self.seal_prepared(out, context)?;
         Ok((key, wrapped))
     }
 
@@ -265,7 +264,7 @@ impl Kek {
     ) -> Result<WrappedFileKey, Error> {
         let mut out = [0u8; WrappedFileKey::LEN];
         let (salt_out, body) = out
-            .get_mut(HEADER_LEN..HEADER_LEN + DRAWN_PER_KEY)
+            .get_mut(DRAWN_AT)
             .ok_or(Error::Backend)?
             .split_at_mut(SALT_LEN);
         salt_out.copy_from_slice(salt);
