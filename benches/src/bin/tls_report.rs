@@ -238,6 +238,30 @@ struct Place {
     rss: (f64, f64),
 }
 
+/// One of the two servers a row compares.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Nginx,
+    Atrest,
+}
+
+/// `runs` runs of the two servers in turn, nginx first, as
+/// `(nginx's, atrest-serve's)` by `measure`. Each run starts with nothing
+/// of the other's left to write back: a flush by atrest-serve (`syncfs`)
+/// covers the whole file system, and nginx leaves its bytes in the page
+/// cache, so `dir`'s file system is flushed (`sync -f`) before each.
+fn in_turn<T>(dir: &Path, runs: usize, mut measure: impl FnMut(Side) -> T) -> Vec<(T, T)> {
+    let settle = || run(Command::new("sync").arg("-f").arg(dir));
+    (0..runs)
+        .map(|_| {
+            settle();
+            let of_nginx = measure(Side::Nginx);
+            settle();
+            (of_nginx, measure(Side::Atrest))
+        })
+        .collect()
+}
+
 fn measure(
     name: &'static str,
     dir: &Path,
@@ -324,10 +348,6 @@ fn measure(
     // The small rows: each server in turn for `seconds`, three times, so
     // that a drift of the machine's load (it is shared) falls on both.
     let small_runs = 3;
-    // Each run starts with nothing of the other's left to write back: a
-    // flush by atrest-serve (`syncfs`) covers the whole file system, and
-    // nginx leaves its bytes in the page cache.
-    let settle = || run(Command::new("sync").arg("-f").arg(dir));
     let mut measured = Vec::new();
     for (row, method, nginx_url, atrest_url) in [
         (
@@ -344,17 +364,10 @@ fn measure(
         ),
     ] {
         let put = (method == "PUT").then_some(large);
-        let runs: Vec<(f64, f64)> = (0..large_runs)
-            .map(|_| {
-                settle();
-                let of_nginx = curl_mib_per_s(&nginx_url, method, None, put);
-                settle();
-                (
-                    of_nginx,
-                    curl_mib_per_s(&atrest_url, method, Some(&token), put),
-                )
-            })
-            .collect();
+        let runs = in_turn(dir, large_runs, |side| match side {
+            Side::Nginx => curl_mib_per_s(&nginx_url, method, None, put),
+            Side::Atrest => curl_mib_per_s(&atrest_url, method, Some(&token), put),
+        });
         measured.push(Row::of(row, &runs, |rate| rate));
     }
     let small_rows = [
@@ -370,30 +383,15 @@ fn measure(
         ),
     ];
     for (row, (nginx_script, atrest_script), connections) in small_rows {
-        let runs: Vec<(Load, Load)> = (0..small_runs)
-            .map(|_| {
-                settle();
-                let of_nginx = wrk(
-                    std::slice::from_ref(&nginx.url),
-                    &nginx_script,
-                    connections,
-                    seconds,
-                );
-                settle();
-                let of_atrest = wrk(
-                    std::slice::from_ref(&service.url),
-                    &atrest_script,
-                    connections,
-                    seconds,
-                );
-                assert_eq!(of_nginx.errors, 0, "{name} {row} nginx: {of_nginx:?}");
-                assert_eq!(
-                    of_atrest.errors, 0,
-                    "{name} {row} atrest-serve: {of_atrest:?}"
-                );
-                (of_nginx, of_atrest)
-            })
-            .collect();
+        let runs = in_turn(dir, small_runs, |side| {
+            let (url, script) = match side {
+                Side::Nginx => (&nginx.url, &nginx_script),
+                Side::Atrest => (&service.url, &atrest_script),
+            };
+            let load = wrk(std::slice::from_ref(url), script, connections, seconds);
+            assert_eq!(load.errors, 0, "{name} {row} {side:?}: {load:?}");
+            load
+        });
         let latency = |pick: fn(&(Load, Load)) -> Load| {
             (
                 median(runs.iter().map(|run| pick(run).p50_ms).collect()),
