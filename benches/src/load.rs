@@ -30,6 +30,22 @@ pub fn run(command: &mut Command) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// Makes an atrest data directory `data` on its embedded defaults with
+/// tenant `bench`, and returns a service token of principal `load` for it.
+pub fn bench_data(data: &Path) -> String {
+    let atrest = |program: &str, args: &[&str]| {
+        run(Command::new(bin(program))
+            .arg("--data")
+            .arg(data)
+            .args(args))
+    };
+    atrest("atrest", &["init"]);
+    atrest("atrest", &["tenant", "create", "bench"]);
+    atrest("atrest-serve", &["token", "add", "load@bench"])
+        .trim()
+        .to_owned()
+}
+
 pub struct Server {
     child: Child,
     /// The address it printed (`http://…` or `https://…`).

@@ -31,7 +31,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use atrest_benches::load::{Load, Server, bin, run, script, wrk};
+use atrest_benches::load::{Load, Server, bench_data, bin, run, script, wrk};
 
 const LARGE: usize = 64 << 20;
 const SMALL: usize = 4 << 10;
@@ -43,20 +43,7 @@ fn main() {
     let work = std::env::temp_dir().join(format!("atrest-service-report-{}", std::process::id()));
     std::fs::create_dir_all(&work).unwrap();
     let data = work.join("data");
-    let atrest = |args: &[&str]| {
-        run(Command::new(bin("atrest"))
-            .arg("--data")
-            .arg(&data)
-            .args(args))
-    };
-    atrest(&["init"]);
-    atrest(&["tenant", "create", "bench"]);
-    let token = run(Command::new(bin("atrest-serve"))
-        .arg("--data")
-        .arg(&data)
-        .args(["token", "add", "load@bench"]))
-    .trim()
-    .to_owned();
+    let token = bench_data(&data);
     let large = work.join("large.bin");
     let small = work.join("small.bin");
     std::fs::write(&large, atrest_test_support::seeded(LARGE, 1)).unwrap();

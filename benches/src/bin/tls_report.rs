@@ -22,13 +22,17 @@
 //!
 //! Rows: 256 MiB PUT and GET (one transfer at a time by `curl`, the two
 //! servers taking turns, 3 to 9 runs: `wrk` spends more than a core of its
-//! own on so large a body), 4 KiB PUTs at 16 and 64 connections by `wrk`
-//! with p50 and p99 (the two servers taking turns, three runs of SECONDS
-//! each); each value is the median of its runs and each ratio the median
-//! of the runs' ratios (atrest-serve's run over nginx's just before it), so
-//! that a drift of the shared machine's load falls on both servers. Then a
-//! soak of 64 connections of 4 KiB PUTs against `atrest-serve` with its
-//! errors counted, and both servers' peak resident memory.
+//! own on so large a body), over HTTP/1.1 and again over HTTP/2 (which
+//! `curl` picks by itself over TLS, both servers offering it), 4 KiB PUTs
+//! at 16 and 64 connections by `wrk` (HTTP/1.1) with p50 and p99 (the two
+//! servers taking turns, three runs of SECONDS each); each value is the
+//! median of its runs and each ratio the median of the runs' ratios
+//! (atrest-serve's run over nginx's just before it), so that a drift of the
+//! shared machine's load falls on both servers. Then a soak of 64
+//! connections of 4 KiB PUTs against `atrest-serve` with its errors
+//! counted, and both servers' peak resident memory. The large rows and the
+//! small ones each start both servers on fresh files, the other rows'
+//! files removed (see [`measure`]).
 
 #![allow(
     clippy::unwrap_used,
@@ -44,19 +48,41 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use atrest_benches::load::{Load, Server, bin, run, script, wrk};
+use atrest_benches::load::{Load, Server, bench_data, bin, run, script, wrk};
 use atrest_benches::median;
 use atrest_test_support::pki::{issue, make_ca};
 
 const LARGE: usize = 256 << 20;
 
-/// One transfer of the large file by `curl` (a `PUT` of `body`, or a
-/// `GET` read and dropped), in MiB/s as `curl` timed it. Over HTTP/1.1,
-/// as `wrk` speaks and as nginx is configured here (`curl` would pick
-/// HTTP/2 with `atrest-serve`, which offers both).
-fn curl_mib_per_s(url: &str, method: &str, token: Option<&str>, body: Option<&Path>) -> f64 {
+/// The HTTP version `curl` speaks for a large row: HTTP/1.1, as `wrk`
+/// speaks, or HTTP/2, which `curl` picks by itself over TLS with either
+/// server (both offer it).
+#[derive(Debug, Clone, Copy)]
+enum Http {
+    One,
+    Two,
+}
+
+impl Http {
+    fn curl_flag(self) -> &'static str {
+        match self {
+            Self::One => "--http1.1",
+            Self::Two => "--http2",
+        }
+    }
+}
+
+/// One transfer of the large file by `curl` over `http` (a `PUT` of
+/// `body`, or a `GET` read and dropped), in MiB/s as `curl` timed it.
+fn curl_mib_per_s(
+    http: Http,
+    url: &str,
+    method: &str,
+    token: Option<&str>,
+    body: Option<&Path>,
+) -> f64 {
     let mut command = Command::new("curl");
-    command.args(["-skf", "--http1.1", "-o", "/dev/null", "-X", method]);
+    command.args(["-skf", http.curl_flag(), "-o", "/dev/null", "-X", method]);
     if let Some(token) = token {
         command.args(["-H", &format!("Authorization: Bearer {token}")]);
     }
@@ -122,7 +148,7 @@ http {{
     uwsgi_temp_path {dir}/body;
     scgi_temp_path {dir}/body;
     server {{
-        listen 127.0.0.1:{port} ssl;
+        listen 127.0.0.1:{port} ssl http2;
         ssl_certificate {chain};
         ssl_certificate_key {key};
         ssl_protocols TLSv1.2 TLSv1.3;
@@ -262,6 +288,59 @@ fn in_turn<T>(dir: &Path, runs: usize, mut measure: impl FnMut(Side) -> T) -> Ve
         .collect()
 }
 
+/// Both servers on fresh files in `dir` (made here): atrest-serve on a new
+/// data directory with tenant `bench` and a token for it, nginx on an
+/// empty root.
+struct Servers {
+    service: Server,
+    token: String,
+    nginx: Nginx,
+}
+
+impl Servers {
+    fn start(dir: &Path, tls: (&Path, &Path)) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let data = dir.join("data");
+        let token = bench_data(&data);
+        let mut command = Command::new(bin("atrest-serve"));
+        command
+            .arg("--data")
+            .arg(&data)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("--tls-cert")
+            .arg(tls.0)
+            .arg("--tls-key")
+            .arg(tls.1);
+        let service = Server::start(command, &dir.join("atrest-serve.log"));
+        let nginx = Nginx::start(&dir.join("nginx"), tls);
+        Self {
+            service,
+            token,
+            nginx,
+        }
+    }
+
+    /// Both servers' peak resident memory so far, in MiB: (nginx,
+    /// atrest-serve).
+    fn peak_rss_mib(&self) -> (f64, f64) {
+        (self.nginx.peak_rss_mib(), self.service.peak_rss_mib())
+    }
+
+    /// Stops both servers and removes their files, `dir`.
+    fn remove(self, dir: &Path) {
+        drop(self);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// The rows of one place, files in `dir`. The large rows and the small
+/// ones each start both servers on fresh files, so that the small rows do
+/// not run beside the gibibytes the large ones leave (every 256 MiB version
+/// atrest-serve keeps): on a virtual machine, memory held elsewhere can
+/// slow the whole guest (on the machine this report was written on, 8 GiB
+/// of other files on the tmpfs halved atrest-serve's 4 KiB rate, every
+/// function of its profile slower alike, the cipher's too), and the small
+/// rows would measure that rather than the servers.
 fn measure(
     name: &'static str,
     dir: &Path,
@@ -269,39 +348,21 @@ fn measure(
     bodies: (&Path, &Path),
     (seconds, soak): (u64, u64),
 ) -> Place {
-    std::fs::create_dir_all(dir).unwrap();
-    let data = dir.join("data");
-    let atrest = |args: &[&str]| {
-        run(Command::new(bin("atrest"))
-            .arg("--data")
-            .arg(&data)
-            .args(args))
-    };
-    atrest(&["init"]);
-    atrest(&["tenant", "create", "bench"]);
-    let token = run(Command::new(bin("atrest-serve"))
-        .arg("--data")
-        .arg(&data)
-        .args(["token", "add", "load@bench"]))
-    .trim()
-    .to_owned();
-    let service = {
-        let mut command = Command::new(bin("atrest-serve"));
-        command
-            .arg("--data")
-            .arg(&data)
-            .args(["serve", "--listen", "127.0.0.1:0"]);
-        command
-            .arg("--tls-cert")
-            .arg(tls.0)
-            .arg("--tls-key")
-            .arg(tls.1);
-        Server::start(command, &dir.join("atrest-serve.log"))
-    };
-    let nginx = Nginx::start(&dir.join("nginx"), tls);
     let (large, small) = bodies;
-    // The files the GET rows read, put by each server's own PUT.
     let files = "/v1/tenants/bench/files/";
+    let scripts = dir.join("scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    let mut measured = Vec::new();
+
+    // The large rows: one transfer at a time by `curl`, which moves a
+    // 256 MiB body at several hundred MB/s over TLS on one core, where
+    // `wrk` spends more than a core of its own on such a body and measures
+    // itself. The two servers alternate, a transfer each, so that both see
+    // the machine alike; each row gives the median of its runs.
+    let large_dir = dir.join("large");
+    let servers = Servers::start(&large_dir, tls);
+    let (service, token, nginx) = (&servers.service, servers.token.as_str(), &servers.nginx);
+    // The files the GET rows read, put by each server's own PUT.
     for (url, auth) in [
         (
             format!("{}{files}large", service.url),
@@ -317,72 +378,56 @@ fn measure(
             .arg(format!("@{}", large.display()))
             .arg(url));
     }
-    let scripts = dir.join("scripts");
-    std::fs::create_dir_all(&scripts).unwrap();
-    let pair = |label: &str, method: &str, path: &str, body: Option<&Path>| {
+    let large_runs = usize::try_from(seconds.clamp(3, 9)).unwrap_or(3);
+    for (row, http, method, path) in [
+        ("256 MiB PUT (MiB/s)", Http::One, "PUT", "large-put"),
+        ("256 MiB GET (MiB/s)", Http::One, "GET", "large"),
+        ("256 MiB PUT, HTTP/2 (MiB/s)", Http::Two, "PUT", "large-put"),
+        ("256 MiB GET, HTTP/2 (MiB/s)", Http::Two, "GET", "large"),
+    ] {
+        let nginx_url = format!("{}/files/{path}", nginx.url);
+        let atrest_url = format!("{}{files}{path}", service.url);
+        let put = (method == "PUT").then_some(large);
+        let runs = in_turn(dir, large_runs, |side| match side {
+            Side::Nginx => curl_mib_per_s(http, &nginx_url, method, None, put),
+            Side::Atrest => curl_mib_per_s(http, &atrest_url, method, Some(token), put),
+        });
+        measured.push(Row::of(row, &runs, |rate| rate));
+    }
+    let large_rss = servers.peak_rss_mib();
+    servers.remove(&large_dir);
+
+    // The small rows: each server in turn for `seconds`, three times, so
+    // that a drift of the machine's load (it is shared) falls on both.
+    let small_dir = dir.join("small");
+    let servers = Servers::start(&small_dir, tls);
+    let (service, token, nginx) = (&servers.service, servers.token.as_str(), &servers.nginx);
+    let pair = |label: &str, path: &str| {
         (
             script(
                 &scripts,
                 &format!("nginx-{label}.lua"),
-                method,
+                "PUT",
                 &format!("/files/{path}"),
                 "",
-                body,
+                Some(small),
             ),
             script(
                 &scripts,
                 &format!("atrest-{label}.lua"),
-                method,
+                "PUT",
                 &format!("{files}{path}"),
-                &token,
-                body,
+                token,
+                Some(small),
             ),
         )
     };
-    // The large rows: one transfer at a time by `curl`, which moves a
-    // 256 MiB body at several hundred MB/s over TLS on one core, where
-    // `wrk` spends more than a core of its own on such a body and measures
-    // itself. The two servers alternate, a transfer each, so that both see
-    // the machine alike; each row gives the median of its runs.
-    let large_runs = usize::try_from(seconds.clamp(3, 9)).unwrap_or(3);
-    // The small rows: each server in turn for `seconds`, three times, so
-    // that a drift of the machine's load (it is shared) falls on both.
     let small_runs = 3;
-    let mut measured = Vec::new();
-    for (row, method, nginx_url, atrest_url) in [
-        (
-            "256 MiB PUT (MiB/s)",
-            "PUT",
-            format!("{}/files/large-put", nginx.url),
-            format!("{}{files}large-put", service.url),
-        ),
-        (
-            "256 MiB GET (MiB/s)",
-            "GET",
-            format!("{}/files/large", nginx.url),
-            format!("{}{files}large", service.url),
-        ),
+    for (row, connections) in [
+        ("4 KiB PUT, 16 connections (req/s)", 16),
+        ("4 KiB PUT, 64 connections (req/s)", 64),
     ] {
-        let put = (method == "PUT").then_some(large);
-        let runs = in_turn(dir, large_runs, |side| match side {
-            Side::Nginx => curl_mib_per_s(&nginx_url, method, None, put),
-            Side::Atrest => curl_mib_per_s(&atrest_url, method, Some(&token), put),
-        });
-        measured.push(Row::of(row, &runs, |rate| rate));
-    }
-    let small_rows = [
-        (
-            "4 KiB PUT, 16 connections (req/s)",
-            pair("put-small", "PUT", "small/", Some(small)),
-            16,
-        ),
-        (
-            "4 KiB PUT, 64 connections (req/s)",
-            pair("put-small", "PUT", "small/", Some(small)),
-            64,
-        ),
-    ];
-    for (row, (nginx_script, atrest_script), connections) in small_rows {
+        let (nginx_script, atrest_script) = pair("put-small", "small/");
         let runs = in_turn(dir, small_runs, |side| {
             let (url, script) = match side {
                 Side::Nginx => (&nginx.url, &nginx_script),
@@ -404,16 +449,16 @@ fn measure(
         });
     }
     let soaked = (soak > 0).then(|| {
-        let (_, atrest_script) = pair("soak", "PUT", "soak/", Some(small));
+        let (_, atrest_script) = pair("soak", "soak/");
         wrk(std::slice::from_ref(&service.url), &atrest_script, 64, soak)
     });
-    let rss = (nginx.peak_rss_mib(), service.peak_rss_mib());
-    drop((service, nginx));
+    let small_rss = servers.peak_rss_mib();
+    servers.remove(&small_dir);
     Place {
         name,
         rows: measured,
         soak: soaked,
-        rss,
+        rss: (large_rss.0.max(small_rss.0), large_rss.1.max(small_rss.1)),
     }
 }
 
