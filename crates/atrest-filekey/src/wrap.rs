@@ -68,6 +68,24 @@ const DRAWN_PER_KEY: usize = FileKey::LEN + SALT_LEN;
 /// (the key's bytes until the wrap encrypts them in place).
 const DRAWN_AT: core::ops::Range<usize> = HEADER_LEN..HEADER_LEN + DRAWN_PER_KEY;
 
+/// A wrapped key's bytes in place: its header, salt, body and tag.
+type Parts<'a> = (
+    &'a mut [u8; HEADER_LEN],
+    &'a mut [u8; SALT_LEN],
+    &'a mut [u8; FileKey::LEN],
+    &'a mut [u8; TAG_LEN],
+);
+
+/// Splits a wrapped key's bytes into its [`Parts`]. `None` never happens
+/// (the lengths add up to [`WrappedFileKey::LEN`]); callers fail closed on
+/// it all the same.
+fn parts_mut(bytes: &mut [u8; WrappedFileKey::LEN]) -> Option<Parts<'_>> {
+    let (header, rest) = bytes.split_first_chunk_mut::<HEADER_LEN>()?;
+    let (salt, rest) = rest.split_first_chunk_mut::<SALT_LEN>()?;
+    let (body, tag) = rest.split_first_chunk_mut::<{ FileKey::LEN }>()?;
+    Some((header, salt, body, tag.try_into().ok()?))
+}
+
 /// A key-encryption key: wraps and unwraps [`FileKey`]s.
 ///
 /// Identified by a [`KeyId`] and a [`KeyVersion`], which every wrapped key
@@ -243,15 +261,11 @@ impl Kek {
         out: &mut [u8; WrappedFileKey::LEN],
         context: &FileContext,
     ) -> Result<(FileKey, WrappedFileKey), Error> {
-        let key = out
-            .get(DRAWN_AT)
-            .and_then(|drawn| drawn.get(SALT_LEN..))
-            .and_then(|body| body.try_into().ok())
-            .map(FileKey::from_secret_bytes);
-        let Some(key) = key else {
+        let Some((_, _, body, _)) = parts_mut(out) else {
             out.zeroize();
             return Err(Error::Backend);
         };
+        let key = FileKey::from_secret_bytes(body);
         let wrapped = self.seal_prepared(out, context)?;
         Ok((key, wrapped))
     }
@@ -263,11 +277,8 @@ impl Kek {
         salt: &[u8; SALT_LEN],
     ) -> Result<WrappedFileKey, Error> {
         let mut out = [0u8; WrappedFileKey::LEN];
-        let (salt_out, body) = out
-            .get_mut(DRAWN_AT)
-            .ok_or(Error::Backend)?
-            .split_at_mut(SALT_LEN);
-        salt_out.copy_from_slice(salt);
+        let (_, salt_out, body, _) = parts_mut(&mut out).ok_or(Error::Backend)?;
+        *salt_out = *salt;
         body.copy_from_slice(key.expose_secret());
         self.seal_prepared(&mut out, context)
     }
@@ -280,25 +291,14 @@ impl Kek {
         out: &mut [u8; WrappedFileKey::LEN],
         context: &FileContext,
     ) -> Result<WrappedFileKey, Error> {
-        let (header, rest) = out.split_at_mut(HEADER_LEN);
-        let (salt, rest) = rest.split_at_mut(SALT_LEN);
-        let (body, tag_out) = rest.split_at_mut(FileKey::LEN);
-        write_header(header, self.id, self.version);
-        let aad = associated_data(header, context);
-        let Ok(salt) = <&[u8; SALT_LEN]>::try_from(&*salt) else {
-            body.zeroize();
+        let Some((header, salt, body, tag_out)) = parts_mut(out) else {
+            out.zeroize();
             return Err(Error::Backend);
         };
-        let body: &mut [u8; FileKey::LEN] = match (&mut *body).try_into() {
-            Ok(body) => body,
-            Err(_) => {
-                body.zeroize();
-                return Err(Error::Backend);
-            }
-        };
+        write_header(header, self.id, self.version);
+        let aad = associated_data(header, context);
         // Wipes `body` if it fails.
-        let tag = self.key.seal_in_place(salt, &aad, body)?;
-        tag_out.copy_from_slice(&tag);
+        *tag_out = self.key.seal_in_place(salt, &aad, body)?;
         Ok(WrappedFileKey {
             bytes: *out,
             kek_id: self.id,
