@@ -111,14 +111,21 @@ where
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             let pace = Pace::of(TypeId::of::<F>());
-            let started = Instant::now();
-            // If `work` panics, its kind keeps the estimate it had.
-            let output = if pace.is_short() {
-                work()
-            } else {
-                tokio::task::block_in_place(work)
+            // The call alone is timed, not the handing over of the worker's
+            // tasks: a hand-over slowed by a busy machine must not keep a
+            // kind of short calls handed over. If `work` panics, its kind
+            // keeps the estimate it had.
+            let timed = move || {
+                let started = Instant::now();
+                let output = work();
+                (output, started.elapsed())
             };
-            pace.took(started.elapsed());
+            let (output, took) = if pace.is_short() {
+                timed()
+            } else {
+                tokio::task::block_in_place(timed)
+            };
+            pace.took(took);
             output
         }
         _ => run(work).await,
