@@ -1681,6 +1681,29 @@ async fn open_record_authenticates_the_record_it_is_given() {
     // Each refusal of a record of this tenant is in the audit trail (one
     // of another tenant is refused before its tenant's key is touched).
     assert_eq!(failed_opens(&world), failed_before + 4);
+
+    // A record whose key does not open (here: another file's) is read
+    // again, as after a rotation that moved the key: the file opens with
+    // the stored record's key, and what comes back is the stored record,
+    // never the edited fields of the copy given.
+    let mut moved = one.clone();
+    moved.wrapped_key = stored(world.a, "two").await.wrapped_key;
+    moved.media_type = Some("text/html".parse().unwrap());
+    let (opened, out) = open(moved, Some(first), None).await;
+    assert_eq!(opened.unwrap(), one);
+    assert!(out == plain, "the plaintext differs");
+    // The same with a range the edited copy's length allows and the
+    // stored record's does not: refused, nothing released.
+    let mut longer = one.clone();
+    longer.wrapped_key = stored(world.a, "two").await.wrapped_key;
+    longer.plaintext_len = one.plaintext_len + 100;
+    let past_end = one.plaintext_len + 1..one.plaintext_len + 50;
+    let (opened, out) = open(longer, Some(first), Some(past_end)).await;
+    assert!(
+        matches!(opened, Err(Error::InvalidRange { .. })),
+        "{opened:?}"
+    );
+    assert!(out.is_empty());
 }
 
 /// Failed opens in the audit trail so far.

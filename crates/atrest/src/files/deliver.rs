@@ -238,7 +238,7 @@ impl Files {
             .catalog
             .record(file.tenant, file.name, file.version)
             .await?;
-        let key = self.key_for(access, file, &record).await?;
+        let (key, record) = self.key_for(access, file, record).await?;
         let segment_size = record.segment_size_checked()?;
         let context = record.context();
         self.audit(

@@ -266,16 +266,19 @@ impl Files {
         record.authenticate(&metadata, tenant, name, version)
     }
 
-    /// The file key of a record read for `name` and `version`: the key is
-    /// released first (the policy decides, and the hierarchy audits a
-    /// release or a refusal), then the record is authenticated; a record
-    /// that fails is audited as a failed open and its key dropped unused.
+    /// The file key of a record read for `name` and `version`, with the
+    /// record it was released for: the key is released first (the policy
+    /// decides, and the hierarchy audits a release or a refusal), then the
+    /// record is authenticated; a record that fails is audited as a failed
+    /// open and its key dropped unused. Use the record returned, never the
+    /// one given: if the key had moved since the record was read, the
+    /// record is read again, and only the new copy is authenticated.
     async fn key_for(
         &self,
         access: &Access<'_>,
         file: &FileSelector<'_>,
-        record: &FileRecord,
-    ) -> Result<FileKey, Error> {
+        record: FileRecord,
+    ) -> Result<(FileKey, FileRecord), Error> {
         if record.tenant != file.tenant {
             // Another tenant's record answered for this one: nothing of it
             // is released.
@@ -286,7 +289,7 @@ impl Files {
             }
             .into());
         }
-        let key = match self.release(access, record).await {
+        let key = match self.release(access, &record).await {
             Ok(key) => key,
             // The key may have been moved to a newer TIK version since the
             // record was read, and the version it was under retired (a
@@ -305,14 +308,16 @@ impl Files {
                 {
                     Ok(fresh) if fresh.wrapped_key != record.wrapped_key => {
                         let key = self.release(access, &fresh).await?;
-                        return self.authenticated(key, &fresh, access, file).await;
+                        let key = self.authenticated(key, &fresh, access, file).await?;
+                        return Ok((key, fresh));
                     }
                     _ => return Err(error),
                 }
             }
             Err(error) => return Err(error),
         };
-        self.authenticated(key, record, access, file).await
+        let key = self.authenticated(key, &record, access, file).await?;
+        Ok((key, record))
     }
 
     /// `key` if `record` authenticates as `file`'s; otherwise the key is

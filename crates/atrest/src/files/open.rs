@@ -208,16 +208,11 @@ impl Files {
         range: Option<Range<u64>>,
         sink: &mut dyn OpenSink,
     ) -> Result<FileRecord, Error> {
-        if let Some(range) = &range
-            && (range.start > range.end || range.end > record.plaintext_len)
-        {
-            return Err(Error::InvalidRange {
-                start: range.start,
-                end: range.end,
-                len: record.plaintext_len,
-            });
-        }
-        let key = self.key_for(access, file, &record).await?;
+        // Checked before any key is released, and again against the
+        // record the key was released for.
+        check_range(range.as_ref(), &record)?;
+        let (key, record) = self.key_for(access, file, record).await?;
+        check_range(range.as_ref(), &record)?;
         let mut out = Released {
             sink,
             written: 0,
@@ -644,5 +639,20 @@ impl Opening {
             opened.push(super::seal::joined(task).await?);
         }
         Ok(opened)
+    }
+}
+
+/// [`Error::InvalidRange`] unless `range` (if any) lies within `record`'s
+/// plaintext.
+fn check_range(range: Option<&Range<u64>>, record: &FileRecord) -> Result<(), Error> {
+    match range {
+        Some(range) if range.start > range.end || range.end > record.plaintext_len => {
+            Err(Error::InvalidRange {
+                start: range.start,
+                end: range.end,
+                len: record.plaintext_len,
+            })
+        }
+        _ => Ok(()),
     }
 }
