@@ -58,7 +58,6 @@ pub struct Listing {
 
 impl Listing {
     fn new(tenant: &str, record: &FileRecord, readable: bool) -> Self {
-        let sealed = std::time::UNIX_EPOCH + std::time::Duration::from_secs(record.sealed_at);
         Self {
             readable,
             tenant: tenant.to_owned(),
@@ -67,7 +66,7 @@ impl Listing {
             bytes: record.plaintext_len,
             tik_version: u32::from(record.tik_version()),
             blob: record.blob.to_string(),
-            sealed: humantime::format_rfc3339_seconds(sealed).to_string(),
+            sealed: humantime::format_rfc3339_seconds(record.sealed_time()).to_string(),
         }
     }
 }

@@ -570,7 +570,10 @@ pub mod stored {
                 file: file_id(&self.file)?,
                 version: file_version(self.version)?,
                 blob: blob_name(&self.blob)?,
-                sealed_at: unsigned(self.sealed_at, "seal time")?,
+                sealed_at: unsigned(self.sealed_at, "seal time")
+                    .ok()
+                    .filter(|&seconds| seconds <= FileRecord::LATEST_SEAL_TIME)
+                    .ok_or(CatalogError::Corrupt("seal time"))?,
                 wrapped_key: wrapped_key(&self.wrapped_key)?,
                 plaintext_len: unsigned(self.plaintext_len, "plaintext length")?,
                 blob_len: unsigned(self.blob_len, "blob length")?,

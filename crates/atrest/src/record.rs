@@ -31,7 +31,9 @@ pub struct FileRecord {
     pub version: FileVersion,
     /// The blob holding the ciphertext.
     pub blob: BlobName,
-    /// When the seal completed, in seconds since the Unix epoch.
+    /// When the seal completed, in seconds since the Unix epoch: at most
+    /// [`FileRecord::LATEST_SEAL_TIME`] in a record read from a catalog
+    /// (a later one is refused as corrupt). Not covered by the tag.
     pub sealed_at: u64,
     /// The file key, wrapped under the tenant's TIK.
     pub wrapped_key: WrappedFileKey,
@@ -119,6 +121,18 @@ impl TaggedFields<'_> {
 }
 
 impl FileRecord {
+    /// The latest seal time a catalog's record may give: the last second of
+    /// the year 9999 (UTC), the last an HTTP or RFC 3339 date can show.
+    pub const LATEST_SEAL_TIME: u64 = 253_402_300_799;
+
+    /// When the seal completed, as a time (a `sealed_at` past
+    /// [`FileRecord::LATEST_SEAL_TIME`], which no catalog gives, reads as
+    /// that time).
+    pub fn sealed_time(&self) -> std::time::SystemTime {
+        let seconds = self.sealed_at.min(Self::LATEST_SEAL_TIME);
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds)
+    }
+
     fn tagged_fields(&self) -> TaggedFields<'_> {
         TaggedFields {
             tenant: self.tenant,

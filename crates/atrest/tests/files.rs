@@ -691,6 +691,26 @@ async fn records_and_blobs_that_do_not_match_are_refused() {
         ),
     );
     assert_eq!(open("one").await.unwrap(), plain);
+    // A seal time no date can show (past the year 9999): corrupt, refused
+    // where the record is read, before anything formats it.
+    edit_catalog(
+        &dir,
+        &format!("UPDATE catalog_versions SET sealed_at = 253402300800 WHERE {same}"),
+    );
+    let late = open("one").await.unwrap_err();
+    assert!(
+        matches!(late, Error::Catalog(CatalogError::Corrupt("seal time"))),
+        "{late}"
+    );
+    assert_eq!(late.kind(), ErrorKind::Integrity);
+    edit_catalog(
+        &dir,
+        &format!(
+            "UPDATE catalog_versions SET sealed_at = {} WHERE {same}",
+            record.sealed_at
+        ),
+    );
+    assert_eq!(open("one").await.unwrap(), plain);
 
     // Two files' records swapped: each name now leads to the other's file
     // id, blob and key, all authentic for that file. The records' tags

@@ -502,7 +502,7 @@ impl Target {
             version: u64::from(record.version),
             len: record.plaintext_len,
             etag: entity_tag(record),
-            sealed: std::time::UNIX_EPOCH + std::time::Duration::from_secs(record.sealed_at),
+            sealed: record.sealed_time(),
             media_type: record.media_type.clone(),
         }
     }
