@@ -741,6 +741,9 @@ fn metrics_and_json_logs_say_what_happened_and_nothing_private() {
         &[("X-Request-Id", "find-me-in-the-log")],
     );
     assert_eq!(missing.status, 404);
+    // A method of the client's making is counted, not kept as a label.
+    let made_up = request(&instance.addr, "SECRETVERB", "/healthz", &[], b"");
+    assert_eq!(made_up.status, 405);
 
     let scraped = request(&instance.addr, "GET", "/metrics", &[], b"");
     assert_eq!(scraped.status, 200);
@@ -786,7 +789,11 @@ fn metrics_and_json_logs_say_what_happened_and_nothing_private() {
         value("atrest_blob_operation_duration_seconds_count{operation=\"open\",result=\"ok\"}")
             >= 3.0
     );
-    for private in ["acme", "alice", "secret-plans"] {
+    assert_eq!(
+        value("atrest_http_requests_total{route=\"/healthz\",method=\"other\",status=\"405\"}"),
+        1.0
+    );
+    for private in ["acme", "alice", "secret-plans", "SECRETVERB"] {
         assert!(!text.contains(private), "{private} in the metrics:\n{text}");
     }
 
