@@ -5,10 +5,9 @@
 //! client read, or create only: else `412`).
 //!
 //! A version never changes once sealed, so its entity tag (file id and
-//! version) is strong, and so is its `Last-Modified` (the second it was
-//! sealed).
-
-use std::time::SystemTime;
+//! version) is strong. Its `Last-Modified` (the second it was sealed) is
+//! not: two versions can be sealed within one second, so a date never
+//! makes a range apply.
 
 /// Whether an `If-None-Match` header lists `etag` (or is `*`), by the weak
 /// comparison the RFC asks for here (`W/` ignored).
@@ -21,19 +20,14 @@ pub(crate) fn none_match(header: &str, etag: &str) -> bool {
 }
 
 /// Whether an `If-Range` header still names the version whose tag is
-/// `etag` and that was sealed at `sealed`: then the range applies;
-/// otherwise the client's copy is of another version and gets the whole
-/// current one. A weak tag never matches (the RFC asks for a strong
-/// comparison); a date matches only the version's exact `Last-Modified`.
-pub(crate) fn range_applies(header: &str, etag: &str, sealed: SystemTime) -> bool {
+/// `etag`: then the range applies; otherwise the client's copy may be of
+/// another version and gets the whole current one. Only the strong tag
+/// itself matches: a weak tag never does (the RFC asks for a strong
+/// comparison), nor does a date, which a version sealed in the same second
+/// as the one the client holds would share.
+pub(crate) fn range_applies(header: &str, etag: &str) -> bool {
     let header = header.trim();
-    if header.starts_with('"') {
-        return header == etag;
-    }
-    if header.starts_with("W/") {
-        return false;
-    }
-    httpdate::parse_http_date(header).is_ok_and(|date| date == whole_seconds(sealed))
+    header.starts_with('"') && header == etag
 }
 
 /// The preconditions of an upload (`PUT`): `If-None-Match: *` (create
@@ -76,16 +70,11 @@ pub(crate) fn write_condition<'a>(
     }
 }
 
-/// `time` as an HTTP date (`Last-Modified`).
-pub(crate) fn http_date(time: SystemTime) -> String {
+/// `time` as an HTTP date (`Last-Modified`): the time of a record read
+/// from a catalog, never later than the year 9999 (see
+/// `FileRecord::sealed_time`).
+pub(crate) fn http_date(time: std::time::SystemTime) -> String {
     httpdate::fmt_http_date(time)
-}
-
-fn whole_seconds(time: SystemTime) -> SystemTime {
-    let since = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(since.as_secs())
 }
 
 /// The entity tags of a comma-separated list (quoted strings may hold
@@ -146,13 +135,16 @@ mod tests {
 
     #[test]
     fn if_range_needs_the_same_version() {
-        let sealed = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
-        assert!(range_applies(TAG, TAG, sealed));
-        assert!(!range_applies("\"01a2.2\"", TAG, sealed));
-        assert!(!range_applies("W/\"01a2.3\"", TAG, sealed));
-        assert!(range_applies(&http_date(sealed), TAG, sealed));
-        let later = sealed + std::time::Duration::from_secs(1);
-        assert!(!range_applies(&http_date(later), TAG, sealed));
-        assert!(!range_applies("yesterday", TAG, sealed));
+        let sealed =
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        assert!(range_applies(TAG, TAG));
+        assert!(range_applies(" \"01a2.3\" ", TAG));
+        assert!(!range_applies("\"01a2.2\"", TAG));
+        assert!(!range_applies("W/\"01a2.3\"", TAG));
+        // The version's own Last-Modified included: another version can
+        // have been sealed in the same second.
+        assert!(!range_applies(&http_date(sealed), TAG));
+        assert!(!range_applies("yesterday", TAG));
+        assert!(!range_applies("", TAG));
     }
 }

@@ -574,12 +574,14 @@ async fn download(
     if let Some(response) = not_modified(&request_headers, &target) {
         return Ok(response);
     }
-    // A range of the version the client holds: with an `If-Range` for
-    // another version, the whole current one (never half of each).
-    let same_version = request_headers
-        .get(header::IF_RANGE)
-        .and_then(|value| value.to_str().ok())
-        .is_none_or(|validator| conditional::range_applies(validator, &target.etag, target.sealed));
+    // A range of the version the client holds: with an `If-Range` that
+    // does not name this version (or cannot be read), the whole current
+    // one (never half of each).
+    let same_version = request_headers.get(header::IF_RANGE).is_none_or(|value| {
+        value
+            .to_str()
+            .is_ok_and(|validator| conditional::range_applies(validator, &target.etag))
+    });
     let asked = request_headers
         .get(header::RANGE)
         .and_then(|value| value.to_str().ok())
