@@ -396,6 +396,64 @@ fn one_principal_past_its_limit_waits_and_the_others_are_served() {
     }
 }
 
+/// A meeting item's ciphertext read slowly holds its reader's place among
+/// the principal's requests in flight until its body is sent or given up,
+/// as a download does: a principal cannot get past its limit by opening
+/// many such reads and leaving them unread.
+#[test]
+fn a_slow_read_of_a_meeting_item_holds_its_place() {
+    let dir = TempDir::new("service-meeting-slot");
+    let (data, alice, _) = deployment(&dir);
+    let instance = Instance::start(
+        &data,
+        "meeting-slot",
+        &[],
+        &["--max-requests-per-principal", "1"],
+    );
+    let auth = bearer(&alice);
+    let with_token = [(auth.0, auth.1.as_str())];
+    let made = request(
+        &instance.addr,
+        "POST",
+        "/v1/tenants/acme/meetings",
+        &[(auth.0, auth.1.as_str()), ("Content-Type", "application/json")],
+        br#"{"participants":[]}"#,
+    );
+    assert_eq!(made.status, 201, "{}", made.text());
+    let made: serde_json::Value = serde_json::from_slice(&made.body).unwrap();
+    let item = format!(
+        "/v1/tenants/acme/meetings/{}/items/big.bin",
+        made["id"].as_str().unwrap()
+    );
+    // More than the socket buffers on both sides hold.
+    let big = vec![7u8; 48 << 20];
+    let put = request(&instance.addr, "PUT", &item, &with_token, &big);
+    assert_eq!(put.status, 201, "{}", put.text());
+
+    let mut slow = TcpStream::connect(&instance.addr).unwrap();
+    let asked = head(&instance.addr, "GET", &item, &with_token, None);
+    slow.write_all(asked.as_bytes()).unwrap();
+    let mut first = [0u8; 1];
+    slow.read_exact(&mut first).unwrap();
+    let list = || request(&instance.addr, "GET", "/v1/tenants/acme/files", &with_token, b"");
+    let held = list();
+    assert_eq!(held.status, 429, "{}", held.text());
+    drop(slow);
+    let started = Instant::now();
+    loop {
+        let answer = list();
+        if answer.status == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            answer.status
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `/readyz` says when the service cannot work — here a full disk (a small
 /// tmpfs the test mounts, as root; elsewhere the test says it is skipped)
 /// — and the service works again by itself once there is room: no

@@ -192,16 +192,19 @@ pub(in crate::service) async fn ciphertext(
         HeaderValue::from(u64::from(record.version)),
     );
     let log_id = request.0.clone();
-    let stream = futures_util::stream::unfold(Some(reader), move |reader| {
+    // The caller's place among the requests in flight (its principal's and
+    // the service's) is held until the body is sent or given up, as a
+    // download's is: a slow reader of many items is still one principal.
+    let stream = futures_util::stream::unfold((Some(reader), caller), move |(reader, caller)| {
         let log_id = log_id.clone();
         async move {
             let mut reader = reader?;
             match reader.next_chunk().await {
-                Ok(Some(bytes)) => Some((Ok(bytes), Some(reader))),
+                Ok(Some(bytes)) => Some((Ok(bytes), (Some(reader), caller))),
                 Ok(None) => None,
                 Err(error) => {
                     tracing::error!(request_id = %log_id, "ciphertext cut short: {error}");
-                    Some((Err(std::io::Error::other(error.to_string())), None))
+                    Some((Err(std::io::Error::other(error.to_string())), (None, caller)))
                 }
             }
         }
