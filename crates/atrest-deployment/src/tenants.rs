@@ -118,7 +118,15 @@ impl Deployment {
             .ok_or_else(|| Error::UnknownTenant {
                 name: name.to_owned(),
             })?;
-        self.authentic(&named).await
+        // The name asked for is the one authenticated, whatever name the
+        // row gives: a database that answers a lookup with another name's
+        // row (a collation that makes two names equal, a rule) gets a
+        // refusal, not that name's tenant.
+        let asked = TenantName {
+            name: name.to_owned(),
+            ..named
+        };
+        self.authentic(&asked).await
     }
 
     /// The tenant a stored name maps to, if the name authenticates: its
