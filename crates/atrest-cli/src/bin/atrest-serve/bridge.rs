@@ -27,10 +27,37 @@ pub(crate) struct BodyLimits {
     pub(crate) max_bytes: u64,
 }
 
+/// Why an upload's body ended before its end, on the client's side, with
+/// the status that says so: what [`body_status`] looks for, so that a
+/// failure on the way to a store (whatever its `io::ErrorKind`) is never
+/// answered as the client's.
+#[derive(Debug)]
+struct ClientBody {
+    status: axum::http::StatusCode,
+    message: String,
+}
+
+impl ClientBody {
+    /// An `io::Error` of `kind` that [`body_status`] answers with `status`.
+    fn error(kind: io::ErrorKind, status: axum::http::StatusCode, message: String) -> io::Error {
+        io::Error::new(kind, Self { status, message })
+    }
+}
+
+impl std::fmt::Display for ClientBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ClientBody {}
+
 /// `body` with `limits` enforced as it is read: a pause longer than
-/// `limits.idle` ends it with an error of kind `TimedOut`, a byte past
-/// `limits.max_bytes` with one of kind `FileTooLarge` (so a client that
-/// trickles or never ends its upload holds nothing for long).
+/// `limits.idle` ends it with an error of kind `TimedOut` (`408`), a byte
+/// past `limits.max_bytes` with one of kind `FileTooLarge` (`413`), so a
+/// client that trickles or never ends its upload holds nothing for long;
+/// a body the client broke off (its connection closed or reset, its
+/// stream cancelled) ends with one of kind `ConnectionAborted` (`400`).
 pub(crate) fn paced(body: Body, limits: BodyLimits) -> Body {
     use futures_util::StreamExt as _;
     let frames = body.into_data_stream();
@@ -40,8 +67,9 @@ pub(crate) fn paced(body: Body, limits: BodyLimits) -> Body {
             Ok(Some(Ok(bytes))) => {
                 let seen = seen.saturating_add(bytes.len() as u64);
                 if seen > limits.max_bytes {
-                    let error = io::Error::new(
+                    let error = ClientBody::error(
                         io::ErrorKind::FileTooLarge,
+                        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
                         format!("the upload is larger than {} bytes", limits.max_bytes),
                     );
                     return Some((Err(error), None));
@@ -49,13 +77,18 @@ pub(crate) fn paced(body: Body, limits: BodyLimits) -> Body {
                 Some((Ok(bytes), Some((frames, seen))))
             }
             Ok(Some(Err(error))) => Some((
-                Err(io::Error::new(io::ErrorKind::ConnectionAborted, error)),
+                Err(ClientBody::error(
+                    io::ErrorKind::ConnectionAborted,
+                    axum::http::StatusCode::BAD_REQUEST,
+                    format!("the client broke off its upload: {error}"),
+                )),
                 None,
             )),
             Ok(None) => None,
             Err(_) => Some((
-                Err(io::Error::new(
+                Err(ClientBody::error(
                     io::ErrorKind::TimedOut,
+                    axum::http::StatusCode::REQUEST_TIMEOUT,
                     format!(
                         "the client sent nothing of its upload for {} s",
                         limits.idle.as_secs()
@@ -69,19 +102,22 @@ pub(crate) fn paced(body: Body, limits: BodyLimits) -> Body {
 }
 
 /// The status for a body that [`paced`] ended, if `error` (or what caused
-/// it) is one: `408` for a client too slow, `413` for one too large.
+/// it) is one: `408` for a client too slow, `413` for one too large, `400`
+/// for one that broke its upload off. Errors of the same kinds from
+/// anywhere else (a store's time-out) are not the client's: `None`.
 pub(crate) fn body_status(
     error: &(dyn std::error::Error + 'static),
 ) -> Option<axum::http::StatusCode> {
     let mut next = Some(error);
     while let Some(error) = next {
-        if let Some(io) = error.downcast_ref::<io::Error>() {
-            match io.kind() {
-                io::ErrorKind::TimedOut => return Some(axum::http::StatusCode::REQUEST_TIMEOUT),
-                io::ErrorKind::FileTooLarge => {
-                    return Some(axum::http::StatusCode::PAYLOAD_TOO_LARGE);
-                }
-                _ => {}
+        // An `io::Error`'s `source` skips the error it wraps: look inside.
+        let inner = error
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::get_ref)
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        for candidate in [Some(error), inner].into_iter().flatten() {
+            if let Some(body) = candidate.downcast_ref::<ClientBody>() {
+                return Some(body.status);
             }
         }
         next = error.source();
@@ -247,5 +283,57 @@ impl<F: FnMut(usize) + Send + Unpin + 'static> http_body::Body for Watched<F> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use axum::http::StatusCode;
+    use tokio::io::AsyncReadExt as _;
+
+    /// What a seal gets from an upload `body` paced by `limits`: the error
+    /// it ends with.
+    async fn read_error(body: Body, limits: BodyLimits) -> io::Error {
+        let mut reader = body_reader(paced(body, limits));
+        let mut all = Vec::new();
+        reader.read_to_end(&mut all).await.unwrap_err()
+    }
+
+    const LIMITS: BodyLimits = BodyLimits {
+        idle: std::time::Duration::from_millis(50),
+        max_bytes: 10,
+    };
+
+    #[tokio::test]
+    async fn a_body_the_client_ends_early_is_the_clients_fault() {
+        let broken = Body::from_stream(futures_util::stream::iter([
+            Ok(Bytes::from_static(b"abc")),
+            Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed")),
+        ]));
+        let error = read_error(broken, LIMITS).await;
+        assert_eq!(body_status(&error), Some(StatusCode::BAD_REQUEST));
+        let large = Body::from(vec![0u8; 11]);
+        let error = read_error(large, LIMITS).await;
+        assert_eq!(body_status(&error), Some(StatusCode::PAYLOAD_TOO_LARGE));
+        let silent = Body::from_stream(futures_util::stream::pending::<io::Result<Bytes>>());
+        let error = read_error(silent, LIMITS).await;
+        assert_eq!(body_status(&error), Some(StatusCode::REQUEST_TIMEOUT));
+    }
+
+    #[test]
+    fn errors_of_the_same_kinds_from_elsewhere_are_not_the_clients() {
+        for kind in [
+            io::ErrorKind::TimedOut,
+            io::ErrorKind::FileTooLarge,
+            io::ErrorKind::ConnectionAborted,
+        ] {
+            let store = io::Error::new(kind, "the blob store did not answer");
+            assert_eq!(body_status(&store), None, "{kind:?}");
+            let wrapped = io::Error::other(store);
+            assert_eq!(body_status(&wrapped), None, "{kind:?}");
+        }
     }
 }
