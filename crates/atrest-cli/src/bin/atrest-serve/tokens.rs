@@ -388,15 +388,23 @@ impl Tokens {
     }
 
     /// Who `token` stands for, if it is a current token.
-    pub(crate) fn bearer(&self, token: &str) -> Option<Bearer> {
+    ///
+    /// # Errors
+    /// [`Refused::Unknown`] for any other token;
+    /// [`Refused::Unreadable`] while the file cannot be read (no token
+    /// works then: the service's outage, not the client's fault).
+    pub(crate) fn bearer(&self, token: &str) -> Result<Bearer, Refused> {
         if !token.starts_with(PREFIX) || token.len() > 128 {
-            return None;
+            return Err(Refused::Unknown);
         }
         self.refresh();
         let hash = digest(token);
-        let found = self.lookup(&hash);
-        if found.is_some() {
-            return found;
+        match self.lookup(&hash) {
+            Err(Refused::Unknown) => {}
+            // Read again by `refresh` once a second, not per request: a
+            // client cannot have the file read (and the failure logged)
+            // at its own pace.
+            found => return found,
         }
         // Not known: a token added since the last read works at once if
         // the file changed (one `stat` per unknown token, a read only when
@@ -415,18 +423,33 @@ impl Tokens {
             }
             return self.lookup(&hash);
         }
-        None
+        Err(Refused::Unknown)
     }
 
-    fn lookup(&self, hash: &[u8; 32]) -> Option<Bearer> {
+    fn lookup(&self, hash: &[u8; 32]) -> Result<Bearer, Refused> {
         let state = self
             .state
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // A lookup by the token's SHA-256: what its timing could tell is
         // about the hash of a 256-bit secret, not the secret.
-        state.principals.as_ref()?.get(hash).cloned()
+        state
+            .principals
+            .as_ref()
+            .ok_or(Refused::Unreadable)?
+            .get(hash)
+            .cloned()
+            .ok_or(Refused::Unknown)
     }
+}
+
+/// Why [`Tokens::bearer`] let a token in as no one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Not a current token.
+    Unknown,
+    /// The token file cannot be read or parsed: no token is known.
+    Unreadable,
 }
 
 #[cfg(test)]
@@ -455,16 +478,16 @@ mod tests {
         let tokens = Tokens::load(&path).unwrap();
         assert_eq!(
             tokens.bearer(alice.expose_secret()),
-            Some(Bearer {
+            Ok(Bearer {
                 principal: "alice@acme".into(),
                 tenant: Some(acme)
             })
         );
-        assert_eq!(tokens.bearer("atrest_00000000_nope"), None);
-        assert_eq!(tokens.bearer(""), None);
+        assert_eq!(tokens.bearer("atrest_00000000_nope"), Err(Refused::Unknown));
+        assert_eq!(tokens.bearer(""), Err(Refused::Unknown));
         file.revoke(&bob.id).unwrap();
         *tokens.checked.lock().unwrap() = Instant::now() - RELOAD_INTERVAL;
-        assert_eq!(tokens.bearer(bob.expose_secret()), None);
+        assert_eq!(tokens.bearer(bob.expose_secret()), Err(Refused::Unknown));
         assert!(matches!(
             file.add("a@b@c", acme),
             Err(TokenError::BadPrincipal(_))
@@ -480,12 +503,24 @@ mod tests {
         std::os::unix::fs::symlink(&path, &link).unwrap();
         assert!(Tokens::load(&link).is_err());
         assert!(Tokens::load(&path).is_ok());
+        let good = fs::read(&path).unwrap();
         fs::write(&path, b"{").unwrap();
         *tokens.checked.lock().unwrap() = Instant::now() - RELOAD_INTERVAL;
         assert_eq!(
             tokens.bearer(alice.expose_secret()),
-            None,
-            "an unreadable file lets no one in"
+            Err(Refused::Unreadable),
+            "an unreadable file lets no one in, and says so"
+        );
+        assert_eq!(
+            tokens.bearer("atrest_00000000_nope"),
+            Err(Refused::Unreadable)
+        );
+        // Mended, it is read again within a second, and tokens work.
+        fs::write(&path, good).unwrap();
+        *tokens.checked.lock().unwrap() = Instant::now() - RELOAD_INTERVAL;
+        assert_eq!(
+            tokens.bearer(alice.expose_secret()).map(|b| b.principal),
+            Ok("alice@acme".to_owned())
         );
         fs::remove_dir_all(&dir).unwrap();
     }

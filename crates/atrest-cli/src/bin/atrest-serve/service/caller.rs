@@ -10,6 +10,7 @@ use axum::http::{StatusCode, header, request::Parts};
 
 use super::{ApiError, RequestId, Service};
 use crate::oidc::{Provider, SignInError};
+use crate::tokens::Refused;
 
 /// The principal a request's bearer token stands for, holding its place
 /// among the requests in flight for as long as it lives.
@@ -163,7 +164,19 @@ impl FromRequestParts<Arc<Service>> for Caller {
                 signed_in(service, provider, token, request).await?
             }
             _ => {
-                let bearer = service.tokens.bearer(token).ok_or_else(unauthorized)?;
+                let bearer = match service.tokens.bearer(token) {
+                    Ok(bearer) => bearer,
+                    Err(Refused::Unknown) => return Err(unauthorized()),
+                    // The service's own failure (logged where the file is
+                    // read): a client must not drop a good token over it.
+                    Err(Refused::Unreadable) => {
+                        return Err(ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "unavailable",
+                            "unavailable: the service cannot read its tokens; try again later",
+                        ));
+                    }
+                };
                 (bearer.principal, bearer.tenant)
             }
         };
