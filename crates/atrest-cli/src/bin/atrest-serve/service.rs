@@ -92,7 +92,15 @@ pub(crate) struct Service {
     eraser: Arc<Eraser>,
     limits: Limits,
     in_flight: Arc<InFlight>,
+    /// The last readiness check and when it was made (see [`ready`]).
+    readiness: tokio::sync::Mutex<Option<(tokio::time::Instant, Problems)>>,
 }
+
+/// What a readiness check found: each part that does not work, and why.
+type Problems = Vec<(&'static str, String)>;
+
+/// How long a readiness check answers `/readyz` before the next is made.
+const READINESS_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the service allows a request.
 #[derive(Clone, Copy, Debug)]
@@ -131,7 +139,27 @@ impl Service {
             metrics,
             limits,
             in_flight: Arc::new(InFlight::default()),
+            readiness: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The parts that do not work, from a check at most [`READINESS_TTL`]
+    /// old. One check runs at a time; callers that come during it wait
+    /// for its answer: `/readyz` answers anyone, and however often it is
+    /// asked, the catalog and key store see one check a second.
+    async fn readiness(&self) -> Problems {
+        let mut last = self.readiness.lock().await;
+        if let Some((at, problems)) = last.as_ref()
+            && at.elapsed() < READINESS_TTL
+        {
+            return problems.clone();
+        }
+        let problems = self.deployment.readiness().await;
+        for (part, why) in &problems {
+            tracing::warn!(part, "not ready: {part}: {why}");
+        }
+        *last = Some((tokio::time::Instant::now(), problems.clone()));
+        problems
     }
 
     /// The tenants whose deletions are not erased yet.
@@ -175,17 +203,15 @@ impl Service {
 
 /// `/readyz`: `200` when every part the service needs works — catalog, key
 /// store, audit log, blob stores, room on the disk — else `503` naming
-/// those that do not. (`/healthz` only says the process answers.)
+/// those that do not. (`/healthz` only says the process answers.) The
+/// answer is at most a second old ([`Service::readiness`]).
 async fn ready(State(service): State<Arc<Service>>) -> Response {
-    let problems = service.deployment.readiness().await;
+    let problems = service.readiness().await;
     if problems.is_empty() {
         return Json(serde_json::json!({ "ready": true })).into_response();
     }
     // Unauthenticated: the parts only; why, in the service's log.
     let parts: Vec<&str> = problems.iter().map(|(part, _)| *part).collect();
-    for (part, why) in &problems {
-        tracing::warn!(part, "not ready: {part}: {why}");
-    }
     (
         StatusCode::SERVICE_UNAVAILABLE,
         Json(serde_json::json!({
