@@ -357,6 +357,39 @@ async fn the_key_hierarchy_runs_end_to_end_and_refuses_edited_rows() {
     .unwrap();
     assert_eq!(out, vec![1; 1000]);
 
+    // A writer of the database edits a row's TIK version column to the
+    // version the next rotation makes current: the version its key is
+    // really under (which the wrapped key's bytes name) is not retired by
+    // that rotation, and the file still opens.
+    let doc_2 = "(SELECT file FROM atrest_catalog_files WHERE name = 'doc-2'
+                 AND tenant = (SELECT tenant FROM atrest_catalog_tenants WHERE name = 'a'))";
+    let under = keys.tenant(world.a).await.unwrap().current_tik;
+    database
+        .exec(&format!(
+            "UPDATE atrest_catalog_versions SET tik_version = {} WHERE file = {doc_2}",
+            u32::from(under) + 1
+        ))
+        .await;
+    let (_, report, retired) = files.rotate_tik(world.a, 10, &mut |_| {}).await.unwrap();
+    assert_eq!((report.rewrapped, retired), (2, vec![]));
+    let (_, out) = read(files, &ALICE, world.a, "doc-2", None, None)
+        .await
+        .unwrap();
+    assert_eq!(out, vec![2; 1000]);
+    database
+        .exec(&format!(
+            "UPDATE atrest_catalog_versions SET tik_version = {} WHERE file = {doc_2}",
+            u32::from(under)
+        ))
+        .await;
+    // Mended, the row is re-wrapped and the old version retired.
+    let report = files.rewrap(world.a, 10, &mut |_| {}).await.unwrap();
+    assert_eq!(report.rewrapped, 1);
+    assert_eq!(
+        files.retire_unused_tiks(world.a).await.unwrap(),
+        vec![under]
+    );
+
     // Revocation: one customer key revoked, the other still releases; both
     // revoked, user requests are refused.
     let open_doc_0 = |tenant| read(files, &ALICE, tenant, "doc-0", None, None);

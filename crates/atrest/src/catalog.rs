@@ -649,6 +649,21 @@ pub mod stored {
     pub fn wrapped_key(bytes: &[u8]) -> Result<WrappedFileKey, CatalogError> {
         WrappedFileKey::from_bytes(bytes).map_err(|_| CatalogError::Corrupt("wrapped file key"))
     }
+
+    /// Checks a row's TIK version column (what the catalog's index and
+    /// queries go by) against the version its wrapped key names (what
+    /// unwrapping goes by): re-wrapping and retiring a version must not act
+    /// on a column edited to say another.
+    ///
+    /// # Errors
+    /// [`CatalogError::Corrupt`] if they differ.
+    pub fn check_tik_version(column: i64, wrapped: &WrappedFileKey) -> Result<(), CatalogError> {
+        if column == i64::from(u32::from(wrapped.kek_version())) {
+            Ok(())
+        } else {
+            Err(CatalogError::Corrupt("TIK version"))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -433,6 +433,65 @@ async fn rotation_with_a_seal_in_flight_loses_no_file() {
     }
 }
 
+/// A writer of the catalog who edits a row's TIK version column (here to
+/// the version the next rotation makes current) cannot have the version
+/// the row's key is really wrapped under retired, and destroyed with the
+/// file, by that rotation: the index counts the version the wrapped key
+/// names, so the version is refused as in use and the file still opens.
+#[tokio::test]
+async fn an_edited_tik_version_column_never_gets_a_used_version_retired() {
+    let dir = TempDir::new("tik-column");
+    let (world, _) = world(&dir).await;
+    let files = &world.files;
+    let plain = data(10_000, 9);
+    let record = files
+        .seal(&ALICE, world.a, "kept", plain.as_slice())
+        .await
+        .unwrap();
+    assert_eq!(u32::from(record.tik_version()), 1);
+    let same = format!("file = x'{}'", hex(record.file.as_bytes()));
+    edit_catalog(
+        &dir,
+        &format!("UPDATE catalog_versions SET tik_version = 2 WHERE {same}"),
+    );
+    let (current, _, retired) = files.rotate_tik(world.a, 1000, &mut |_| {}).await.unwrap();
+    assert_eq!(u32::from(current), 2);
+    assert!(retired.is_empty(), "retired {retired:?}");
+    let (_, out) = read(files, &ALICE, world.a, "kept", None, None)
+        .await
+        .unwrap();
+    assert!(out == plain);
+    // The other way (a column older than the key): re-wrapping refuses
+    // the row rather than act on what the column says.
+    edit_catalog(
+        &dir,
+        &format!(
+            "UPDATE catalog_versions SET tik_version = 1, wrapped = x'{}' WHERE {same}",
+            hex(record.wrapped_key.as_ref())
+        ),
+    );
+    let (_, out) = read(files, &ALICE, world.a, "kept", None, None)
+        .await
+        .unwrap();
+    assert!(out == plain);
+    let (_, report, retired) = files.rotate_tik(world.a, 1000, &mut |_| {}).await.unwrap();
+    assert_eq!(report.rewrapped, 1);
+    assert_eq!(retired.len(), 2, "{retired:?}");
+    edit_catalog(
+        &dir,
+        &format!("UPDATE catalog_versions SET tik_version = 1 WHERE {same}"),
+    );
+    let refused = files
+        .rotate_tik(world.a, 1000, &mut |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Integrity, "{refused}");
+    let (_, out) = read(files, &ALICE, world.a, "kept", None, None)
+        .await
+        .unwrap();
+    assert!(out == plain);
+}
+
 #[tokio::test]
 async fn a_seal_choosing_its_key_blocks_every_retire() {
     let dir = TempDir::new("choosing");

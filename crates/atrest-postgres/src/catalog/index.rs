@@ -10,7 +10,8 @@ use atrest_tenant::{Rewrapped, WrappedKeyIndex};
 use tokio_postgres::Transaction;
 
 use super::{
-    PgCatalog, file_id, file_version, key_bytes, number, tik_number, unsigned, wrapped_key,
+    PgCatalog, check_tik_version, file_id, file_version, key_bytes, number, tik_number, unsigned,
+    wrapped_key,
 };
 use crate::db::{BoxFuture, Failure, Mode};
 use crate::keys::store_error;
@@ -48,7 +49,7 @@ impl WrappedKeyIndex for PgCatalog {
             Box::pin(async move {
                 let rows = tx
                     .query(
-                        "SELECT file, version, wrapped FROM atrest_catalog_versions
+                        "SELECT file, version, wrapped, tik_version FROM atrest_catalog_versions
                          WHERE tenant = $1 AND tik_version < $2 AND wrapped IS NOT NULL
                          ORDER BY file, version LIMIT $3",
                         &[&tenant.as_bytes().as_slice(), &tik_number(version), &limit],
@@ -61,7 +62,10 @@ impl WrappedKeyIndex for PgCatalog {
                             file_id(&row.try_get::<_, Vec<u8>>(0)?)?,
                             file_version(row.try_get(1)?)?,
                         );
-                        Ok((context, wrapped_key(&row.try_get::<_, Vec<u8>>(2)?)?))
+                        let wrapped = wrapped_key(&row.try_get::<_, Vec<u8>>(2)?)?;
+                        let tik_version: i64 = row.try_get(3)?;
+                        check_tik_version(tik_version, &wrapped)?;
+                        Ok((context, wrapped))
                     })
                     .collect()
             })
@@ -103,11 +107,17 @@ impl WrappedKeyIndex for PgCatalog {
         self.run_index(Mode::Write, move |tx| {
             Box::pin(async move {
                 let id = tenant.as_bytes().as_slice();
+                // By the column and by the version the wrapped key's own
+                // bytes name (offset 18, four bytes big-endian; 1-based
+                // here): a column edited to another version must not let
+                // this one be destroyed under a key still wrapped with it.
+                let named = u32::from(version).to_be_bytes();
                 let references: i64 = tx
                     .query_one(
                         "SELECT count(*) FROM atrest_catalog_versions
-                         WHERE tenant = $1 AND (tik_version = $2 OR wrapped IS NULL)",
-                        &[&id, &tik_number(version)],
+                         WHERE tenant = $1 AND (tik_version = $2 OR wrapped IS NULL
+                         OR substring(wrapped from 19 for 4) = $3)",
+                        &[&id, &tik_number(version), &named.as_slice()],
                     )
                     .await?
                     .try_get(0)?;

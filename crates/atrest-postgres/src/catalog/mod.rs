@@ -165,6 +165,10 @@ fn wrapped_key(bytes: &[u8]) -> Result<WrappedFileKey, Failure<Error>> {
     stored::wrapped_key(bytes).map_err(stop)
 }
 
+fn check_tik_version(column: i64, wrapped: &WrappedFileKey) -> Result<(), Failure<Error>> {
+    stored::check_tik_version(column, wrapped).map_err(stop)
+}
+
 fn unsigned<T: TryFrom<i64>>(value: i64, what: &'static str) -> Result<T, Failure<Error>> {
     T::try_from(value).map_err(|_| corrupt(what))
 }

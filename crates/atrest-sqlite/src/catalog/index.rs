@@ -36,7 +36,7 @@ fn older_than(
 ) -> Result<Vec<(FileContext, WrappedFileKey)>, Failure> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut statement = db.prepare_cached(
-        "SELECT file, version, wrapped FROM catalog_versions
+        "SELECT file, version, wrapped, tik_version FROM catalog_versions
          WHERE tenant = ?1 AND tik_version < ?2 AND wrapped IS NOT NULL
          ORDER BY file, version LIMIT ?3",
     )?;
@@ -47,18 +47,21 @@ fn older_than(
                 row.get::<_, Vec<u8>>(0)?,
                 row.get::<_, i64>(1)?,
                 row.get::<_, Vec<u8>>(2)?,
+                row.get::<_, i64>(3)?,
             ))
         },
     )?;
     let mut keys = Vec::new();
     for row in rows {
-        let (file, file_version, wrapped) = row?;
+        let (file, file_version, wrapped, tik_version) = row?;
         let context = FileContext::new(
             tenant,
             stored::file_id(&file)?,
             stored::file_version(file_version)?,
         );
-        keys.push((context, stored::wrapped_key(&wrapped)?));
+        let wrapped = stored::wrapped_key(&wrapped)?;
+        stored::check_tik_version(tik_version, &wrapped)?;
+        keys.push((context, wrapped));
     }
     Ok(keys)
 }
@@ -69,10 +72,19 @@ fn claim_retirement(
     version: KeyVersion,
 ) -> Result<u64, Failure> {
     let tx = db.transaction()?;
+    // By the column and by the version the wrapped key's own bytes name
+    // (offset 18, four bytes big-endian; 1-based for `substr`): a column
+    // edited to another version must not let this one be destroyed under
+    // a key still wrapped with it.
     let references: i64 = tx.query_row(
         "SELECT count(*) FROM catalog_versions
-         WHERE tenant = ?1 AND (tik_version = ?2 OR wrapped IS NULL)",
-        params![tenant.as_bytes(), u32::from(version)],
+         WHERE tenant = ?1
+         AND (tik_version = ?2 OR wrapped IS NULL OR substr(wrapped, 19, 4) = ?3)",
+        params![
+            tenant.as_bytes(),
+            u32::from(version),
+            &u32::from(version).to_be_bytes()[..]
+        ],
         |row| row.get(0),
     )?;
     if references == 0 {
