@@ -416,7 +416,10 @@ fn a_slow_read_of_a_meeting_item_holds_its_place() {
         &instance.addr,
         "POST",
         "/v1/tenants/acme/meetings",
-        &[(auth.0, auth.1.as_str()), ("Content-Type", "application/json")],
+        &[
+            (auth.0, auth.1.as_str()),
+            ("Content-Type", "application/json"),
+        ],
         br#"{"participants":[]}"#,
     );
     assert_eq!(made.status, 201, "{}", made.text());
@@ -435,7 +438,15 @@ fn a_slow_read_of_a_meeting_item_holds_its_place() {
     slow.write_all(asked.as_bytes()).unwrap();
     let mut first = [0u8; 1];
     slow.read_exact(&mut first).unwrap();
-    let list = || request(&instance.addr, "GET", "/v1/tenants/acme/files", &with_token, b"");
+    let list = || {
+        request(
+            &instance.addr,
+            "GET",
+            "/v1/tenants/acme/files",
+            &with_token,
+            b"",
+        )
+    };
     let held = list();
     assert_eq!(held.status, 429, "{}", held.text());
     drop(slow);

@@ -311,7 +311,10 @@ mod tests {
     async fn a_body_the_client_ends_early_is_the_clients_fault() {
         let broken = Body::from_stream(futures_util::stream::iter([
             Ok(Bytes::from_static(b"abc")),
-            Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed")),
+            Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            )),
         ]));
         let error = read_error(broken, LIMITS).await;
         assert_eq!(body_status(&error), Some(StatusCode::BAD_REQUEST));

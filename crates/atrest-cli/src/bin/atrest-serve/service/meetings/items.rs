@@ -204,7 +204,10 @@ pub(in crate::service) async fn ciphertext(
                 Ok(None) => None,
                 Err(error) => {
                     tracing::error!(request_id = %log_id, "ciphertext cut short: {error}");
-                    Some((Err(std::io::Error::other(error.to_string())), (None, caller)))
+                    Some((
+                        Err(std::io::Error::other(error.to_string())),
+                        (None, caller),
+                    ))
                 }
             }
         }
