@@ -55,16 +55,20 @@ async fn migrations_are_recorded_once_and_newer_schemas_refused() {
         )
         .await;
     // The catalog's second migration adds blob digests, its third an index,
-    // its fourth the owners of seals, its fifth media types; the key
-    // store's second its change log, its third fallback policies.
+    // its fourth the owners of seals, its fifth media types, its sixth
+    // tenant names' tags, its seventh each file's last version number; the
+    // key store's second its change log, its third fallback policies.
     assert_eq!(
         versions.as_deref(),
-        Some("catalog:1,catalog:2,catalog:3,catalog:4,catalog:5,catalog:6,keys:1,keys:2,keys:3")
+        Some(
+            "catalog:1,catalog:2,catalog:3,catalog:4,catalog:5,catalog:6,catalog:7,\
+             keys:1,keys:2,keys:3"
+        )
     );
 
     // A newer build migrated the database further: this one refuses it.
     database
-        .exec("INSERT INTO atrest_schema_migrations (component, version) VALUES ('catalog', 7)")
+        .exec("INSERT INTO atrest_schema_migrations (component, version) VALUES ('catalog', 8)")
         .await;
     let refused = PgCatalog::open(&db).await.unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Usage, "{refused}");
@@ -76,6 +80,35 @@ async fn migrations_are_recorded_once_and_newer_schemas_refused() {
     assert!(matches!(refused, Error::Store { .. }), "{refused}");
     assert_eq!(refused.kind(), ErrorKind::Usage, "{refused}");
     assert!(pg_error(&refused).is_newer_schema(), "{refused}");
+}
+
+/// A catalog migrated before files kept the highest version number they
+/// were given: the migration gives each file its newest version's, so a
+/// number removed after the upgrade is not given again.
+#[tokio::test]
+async fn the_last_version_migration_starts_from_the_newest_version() {
+    use atrest::Catalog as _;
+    let database = TestDatabase::new("last-version");
+    let db = database.connect();
+    let catalog = PgCatalog::open(&db).await.unwrap();
+    let tenant = TenantId::random(&mut OsRng).unwrap();
+    let mut tickets = Vec::new();
+    for _ in 0..3 {
+        let blob = atrest::BlobName::random().unwrap();
+        tickets.push(catalog.begin_seal(tenant, "doc", &blob).await.unwrap());
+    }
+    drop(catalog);
+    database
+        .exec(
+            "ALTER TABLE atrest_catalog_files DROP COLUMN last_version;
+             DELETE FROM atrest_schema_migrations WHERE component = 'catalog' AND version = 7;",
+        )
+        .await;
+    let catalog = PgCatalog::open(&db).await.unwrap();
+    catalog.abandon_seal(&tickets[2]).await.unwrap();
+    let blob = atrest::BlobName::random().unwrap();
+    let next = catalog.begin_seal(tenant, "doc", &blob).await.unwrap();
+    assert_eq!(u64::from(next.context.version), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -103,7 +136,7 @@ async fn instances_starting_at_once_migrate_once() {
             .query_text("SELECT count(*) FROM atrest_schema_migrations")
             .await
             .as_deref(),
-        Some("9")
+        Some("10")
     );
 }
 

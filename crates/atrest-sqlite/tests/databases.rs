@@ -149,3 +149,42 @@ async fn a_change_log_row_without_a_tenant_fails_the_read() {
     let after = reopened.changes_since(1).await.unwrap();
     assert_eq!((after.counter, after.tenants), (1, Some(Vec::new())));
 }
+
+/// A catalog made before files kept the highest version number they were
+/// given: opened, each file's is its newest version's, so a number removed
+/// after the upgrade is not given again.
+#[tokio::test]
+async fn a_catalog_of_an_earlier_version_learns_each_files_last_version() {
+    use atrest::Catalog as _;
+    let dir = TempDir::new("db-last-version");
+    let path = dir.path().join("catalog.sqlite");
+    let tenant = atrest_filekey::TenantId::random(&mut atrest_filekey::OsRng).unwrap();
+    let catalog = SqliteCatalog::open(&path).await.unwrap();
+    let mut tickets = Vec::new();
+    for _ in 0..3 {
+        let blob = atrest::BlobName::random().unwrap();
+        tickets.push(catalog.begin_seal(tenant, "doc", &blob).await.unwrap());
+    }
+    drop(catalog);
+    // The files table as it was before the column.
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             CREATE TABLE old_files (
+                 tenant BLOB NOT NULL,
+                 name   TEXT NOT NULL,
+                 file   BLOB NOT NULL UNIQUE,
+                 PRIMARY KEY (tenant, name)
+             );
+             INSERT INTO old_files SELECT tenant, name, file FROM catalog_files;
+             DROP TABLE catalog_files;
+             ALTER TABLE old_files RENAME TO catalog_files;",
+        )
+        .unwrap();
+    let catalog = SqliteCatalog::open(&path).await.unwrap();
+    catalog.abandon_seal(&tickets[2]).await.unwrap();
+    let blob = atrest::BlobName::random().unwrap();
+    let next = catalog.begin_seal(tenant, "doc", &blob).await.unwrap();
+    assert_eq!(u64::from(next.context.version), 4);
+}

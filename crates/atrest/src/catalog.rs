@@ -368,7 +368,9 @@ pub trait Catalog: WrappedKeyIndex + Send + Sync {
     async fn forget_tenant(&self, tenant: TenantId) -> Result<u64, Error>;
 
     /// Records a new seal of file `name` of `tenant` into blob `blob`:
-    /// allocates the file id (for a new name) and the next version.
+    /// allocates the file id (for a new name) and the next version, one
+    /// past the highest the file was ever given (removed versions
+    /// included): a version number names one version of a file for good.
     ///
     /// This and [`Catalog::attach_key`] must be visible to every other
     /// user of the catalog once they return, but need not be durable on

@@ -75,6 +75,13 @@ CREATE TABLE atrest_catalog_retired_tiks (
         // 6: the tag that binds each tenant name to its tenant (NULL for a
         // name given before).
         "ALTER TABLE atrest_catalog_tenants ADD COLUMN tag bytea;",
+        // 7: the highest version ever given to each file, removed ones
+        // included, so that a number is never given twice (for the files
+        // there, the newest of the versions they have).
+        "ALTER TABLE atrest_catalog_files ADD COLUMN last_version bigint NOT NULL DEFAULT 0
+             CHECK (last_version >= 0);
+         UPDATE atrest_catalog_files f SET last_version = coalesce(
+             (SELECT max(v.version) FROM atrest_catalog_versions v WHERE v.file = f.file), 0);",
     ],
     tables: &[
         "atrest_catalog_tenants",

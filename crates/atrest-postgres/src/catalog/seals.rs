@@ -133,8 +133,17 @@ async fn begin_in(
     flushed_with_the_commit(tx).await?;
     let id = tenant.as_bytes().as_slice();
     let started_at = signed(now(), "clock out of range")?;
-    let names: Vec<&str> = seals.iter().map(|(name, _)| name.as_str()).collect();
-    let fresh = seals
+    // Each name once, with how many versions of it the batch begins.
+    let mut counts: Vec<(&str, i64)> = Vec::with_capacity(seals.len());
+    for (name, _) in seals {
+        match counts.iter_mut().find(|(seen, _)| *seen == name.as_str()) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((name.as_str(), 1)),
+        }
+    }
+    let names: Vec<&str> = counts.iter().map(|(name, _)| *name).collect();
+    let numbers: Vec<i64> = counts.iter().map(|(_, count)| *count).collect();
+    let fresh = counts
         .iter()
         .map(|_| FileId::time_ordered_now(&mut OsRng))
         .collect::<Result<Vec<_>, _>>()
@@ -143,43 +152,38 @@ async fn begin_in(
         .iter()
         .map(|file| file.as_bytes().as_slice())
         .collect();
-    // Each name's file and the next version to give it.
-    let mut files: HashMap<String, (Vec<u8>, i64)> = HashMap::with_capacity(seals.len());
+    // Each name's file (made now with a fresh id, or the one it has) and
+    // the highest version number given to it, this batch's included: the
+    // batch's are the `count` up to it. One past the highest ever given,
+    // so that a removed version's number never names other content (a
+    // client's entity tag for it stays stale).
+    let mut files: HashMap<String, (Vec<u8>, i64)> = HashMap::with_capacity(counts.len());
     for row in tx
         .query(
-            "INSERT INTO atrest_catalog_files (tenant, name, file)
-             SELECT $1, name, file FROM unnest($2::text[], $3::bytea[]) AS new (name, file)
-             ON CONFLICT DO NOTHING RETURNING name, file",
-            &[&id, &names, &fresh],
+            "INSERT INTO atrest_catalog_files AS f (tenant, name, file, last_version)
+             SELECT $1, name, file, count
+             FROM unnest($2::text[], $3::bytea[], $4::bigint[]) AS new (name, file, count)
+             ON CONFLICT (tenant, name) DO UPDATE SET last_version = excluded.last_version
+                 + greatest(f.last_version, coalesce(
+                     (SELECT max(v.version) FROM atrest_catalog_versions v WHERE v.file = f.file),
+                     0))
+             RETURNING name, file, last_version",
+            &[&id, &names, &fresh, &numbers],
         )
         .await?
     {
-        let _ = files.insert(row.try_get(0)?, (row.try_get(1)?, 1));
-    }
-    let mut known: Vec<&str> = names
-        .iter()
-        .copied()
-        .filter(|name| !files.contains_key(*name))
-        .collect();
-    known.sort_unstable();
-    known.dedup();
-    if !known.is_empty() {
-        for row in tx
-            .query(
-                "SELECT f.name, f.file, coalesce(
-                     (SELECT max(v.version) FROM atrest_catalog_versions v WHERE v.file = f.file),
-                     0)
-                 FROM atrest_catalog_files f WHERE f.tenant = $1 AND f.name = ANY($2)",
-                &[&id, &known],
-            )
-            .await?
-        {
-            let latest: i64 = row.try_get(2)?;
-            let next = latest
-                .checked_add(1)
-                .ok_or_else(|| corrupt("file version"))?;
-            let _ = files.insert(row.try_get(0)?, (row.try_get(1)?, next));
-        }
+        let name: String = row.try_get(0)?;
+        let last: i64 = row.try_get(2)?;
+        let count = counts
+            .iter()
+            .find(|(asked, _)| *asked == name)
+            .map_or(0, |(_, count)| *count);
+        let first = last
+            .checked_sub(count)
+            .and_then(|before| before.checked_add(1))
+            .filter(|first| *first > 0)
+            .ok_or_else(|| corrupt("file version"))?;
+        let _ = files.insert(name, (row.try_get(1)?, first));
     }
     let mut tickets = Vec::with_capacity(seals.len());
     let (mut ids, mut versions, mut blobs) = (Vec::new(), Vec::new(), Vec::new());

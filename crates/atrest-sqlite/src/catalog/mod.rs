@@ -27,6 +27,9 @@ CREATE TABLE IF NOT EXISTS catalog_files (
     tenant BLOB NOT NULL,
     name   TEXT NOT NULL,
     file   BLOB NOT NULL UNIQUE,
+    -- The highest version ever given to the file, removed ones included:
+    -- a number is never given twice.
+    last_version INTEGER NOT NULL DEFAULT 0 CHECK (last_version >= 0),
     PRIMARY KEY (tenant, name)
 );
 CREATE TABLE IF NOT EXISTS catalog_versions (
@@ -125,7 +128,9 @@ fn stored_record(row: &Row<'_>) -> rusqlite::Result<StoredRecord> {
 
 /// Refuses a catalog of a version before tagged records, and gives one
 /// made before blob digests, seal owners or media types their columns
-/// (empty for the records already there, whose tags cover neither). Runs inside the write transaction
+/// (empty for the records already there, whose tags cover neither), and
+/// one made before files kept their last version number that number (the
+/// newest of the versions they have). Runs inside the write transaction
 /// that applies the schema, so several processes opening one old catalog
 /// at once migrate it once.
 fn migrate(connection: &Connection) -> Result<(), Failure> {
@@ -158,6 +163,20 @@ fn migrate(connection: &Connection) -> Result<(), Failure> {
         let _ = connection.execute(
             "ALTER TABLE catalog_versions ADD COLUMN media_type TEXT",
             [],
+        )?;
+    }
+    if connection
+        .prepare("SELECT last_version FROM catalog_files LIMIT 0")
+        .is_err()
+    {
+        // The versions a file has now are the most that is known of those
+        // it ever had.
+        connection.execute_batch(
+            "ALTER TABLE catalog_files ADD COLUMN last_version INTEGER NOT NULL DEFAULT 0
+                 CHECK (last_version >= 0);
+             UPDATE catalog_files SET last_version = coalesce(
+                 (SELECT max(version) FROM catalog_versions v WHERE v.file = catalog_files.file),
+                 0);",
         )?;
     }
     Ok(())

@@ -105,30 +105,25 @@ pub(super) fn begin_seals(
         for (name, blob) in seals {
             let new_file =
                 FileId::time_ordered_now(&mut OsRng).map_err(atrest_tenant::Error::from)?;
-            let created = tx
+            // The name's file (made now with the id just drawn, or the one
+            // it has) and the next version number: one past the highest
+            // ever given, so that a removed version's number never names
+            // other content (a client's entity tag for it stays stale).
+            let (file, version): (Vec<u8>, i64) = tx
                 .prepare_cached(
-                    "INSERT INTO catalog_files (tenant, name, file) VALUES (?1, ?2, ?3)
-                     ON CONFLICT DO NOTHING",
+                    "INSERT INTO catalog_files (tenant, name, file, last_version)
+                     VALUES (?1, ?2, ?3, 1)
+                     ON CONFLICT (tenant, name) DO UPDATE SET last_version = 1 + max(
+                         last_version,
+                         coalesce((SELECT max(version) FROM catalog_versions v
+                                   WHERE v.file = catalog_files.file), 0))
+                     RETURNING file, last_version",
                 )?
-                .execute(params![tenant.as_bytes(), name, new_file.as_bytes()])?;
-            // A name made here has the file id just drawn, which no
-            // version names yet.
-            let (file, latest): (Vec<u8>, i64) = if created == 1 {
-                (new_file.as_bytes().to_vec(), 0)
-            } else {
-                let file: Vec<u8> = tx
-                    .prepare_cached(
-                        "SELECT file FROM catalog_files WHERE tenant = ?1 AND name = ?2",
-                    )?
-                    .query_row(params![tenant.as_bytes(), name], |row| row.get(0))?;
-                let latest: i64 = tx
-                    .prepare_cached(
-                        "SELECT coalesce(max(version), 0) FROM catalog_versions WHERE file = ?1",
-                    )?
-                    .query_row(params![file], |row| row.get(0))?;
-                (file, latest)
-            };
-            let version = stored::file_version(latest.saturating_add(1))?;
+                .query_row(
+                    params![tenant.as_bytes(), name, new_file.as_bytes()],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )?;
+            let version = stored::file_version(version)?;
             let _ = tx
                 .prepare_cached(
                     "INSERT INTO catalog_versions

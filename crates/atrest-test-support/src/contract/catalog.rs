@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use atrest::catalog::{MediaType, Precondition, SealTicket, SealedBlob};
-use atrest::{BlobName, CatalogError, Error as FilesError, ErrorKind, TenantName};
+use atrest::{BlobName, CatalogError, Error as FilesError, ErrorKind, FileRecord, TenantName};
 use atrest_filekey::{FileContext, FileVersion, Kek, KeyId, OsRng, TenantId, WrappedFileKey};
 use atrest_tenant::Rewrapped;
 use tokio::sync::Barrier;
@@ -798,4 +798,56 @@ pub async fn removed_versions_leave_listings_and_their_names_go_with_the_last(
     assert_ne!(reborn.context.file, file);
     assert_eq!(reborn.context.version, FileVersion::FIRST);
     assert_eq!(catalog.records(tenant).await.unwrap(), vec![other]);
+}
+
+/// A version number names one version of a file for good: once the newest
+/// versions are removed, the next seal gets a number none of them had
+/// (an entity tag a client keeps, file id and version, never comes to name
+/// other content), in a batch too, and in a seal begun before the removal.
+pub async fn version_numbers_are_never_given_twice(backend: &dyn Backend) {
+    let catalog = backend.catalog().await;
+    let tenant = TenantId::random(&mut OsRng).unwrap();
+    let mut committed = Vec::new();
+    for _ in 0..3 {
+        let ticket = ready(catalog.as_ref(), tenant, "doc").await;
+        committed.push(catalog.commit_seal(&ticket, &sealed(1, 5)).await.unwrap());
+    }
+    let numbers = |records: &[FileRecord]| -> Vec<u64> {
+        records.iter().map(|r| u64::from(r.version)).collect()
+    };
+    assert_eq!(numbers(&committed), vec![1, 2, 3]);
+    // The newest removed: the next is 4, not 3 again.
+    let _ = catalog
+        .remove_versions(tenant, "doc", Some(committed[2].version))
+        .await
+        .unwrap();
+    let fourth = ready(catalog.as_ref(), tenant, "doc").await;
+    assert_eq!(u64::from(fourth.context.version), 4);
+    let fourth = catalog.commit_seal(&fourth, &sealed(1, 6)).await.unwrap();
+    // And again, the next two in one batch: 5 and 6.
+    let _ = catalog
+        .remove_versions(tenant, "doc", Some(fourth.version))
+        .await
+        .unwrap();
+    let blobs = [blob(), blob()];
+    let tickets = catalog
+        .begin_seals(
+            tenant,
+            &[
+                ("doc".to_owned(), blobs[0].clone()),
+                ("doc".to_owned(), blobs[1].clone()),
+            ],
+        )
+        .await
+        .unwrap();
+    let given: Vec<u64> = tickets
+        .iter()
+        .map(|t| u64::from(t.context.version))
+        .collect();
+    assert_eq!(given, vec![5, 6]);
+    // A removed version's number is not given again to another instance
+    // over the same database either.
+    let other = backend.catalog().await;
+    let seventh = other.begin_seal(tenant, "doc", &blob()).await.unwrap();
+    assert_eq!(u64::from(seventh.context.version), 7);
 }

@@ -38,6 +38,7 @@ pub use self::catalog::{
     removed_versions_leave_listings_and_their_names_go_with_the_last,
     retirement_claims_race_attached_keys, rewraps_replace_only_unchanged_keys,
     seals_are_versions_visible_once_committed, tenant_names_are_unique_both_ways,
+    version_numbers_are_never_given_twice,
 };
 pub use self::store::{
     changes_apply_only_from_the_tag_they_were_made_from,
@@ -95,6 +96,7 @@ macro_rules! contract_suite {
             commits_hold_to_their_precondition_and_keep_the_media_type,
             a_forgotten_tenant_leaves_no_record_and_frees_its_name,
             removed_versions_leave_listings_and_their_names_go_with_the_last,
+            version_numbers_are_never_given_twice,
         );
     };
     (@each $make:expr; $($test:ident),* $(,)?) => {
