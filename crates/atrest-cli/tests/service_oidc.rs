@@ -280,7 +280,10 @@ fn access_tokens_of_the_openid_provider_sign_in_and_every_forgery_is_refused() {
     // Signed with a key the provider does not publish: under a made-up
     // key id, and under the id of a published key.
     let foreign = foreign_key(dir.path());
-    for kid in ["made-up-key", header["kid"].as_str().unwrap()] {
+    // (The first key id would, unescaped, write a line of its own into the
+    // service's text log.)
+    let injected = "made-up\n2026-01-01T00:00:00Z  INFO forged line";
+    for kid in [injected, header["kid"].as_str().unwrap()] {
         let mut es = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
         es.kid = Some(kid.to_owned());
         let forged = jsonwebtoken::encode(&es, &claims, &foreign).unwrap();
@@ -330,6 +333,12 @@ fn access_tokens_of_the_openid_provider_sign_in_and_every_forgery_is_refused() {
     ] {
         assert!(log.contains(why), "the log says {why:?}:\n{log}");
     }
+    assert!(
+        !log.lines().any(|line| line.contains("INFO forged line")
+            && !line.contains("access token refused")),
+        "a client wrote a line into the log:\n{log}"
+    );
+    assert!(log.contains("made-up\\n2026"), "{log}");
 
     // A token of a tenant this deployment does not have, and one without
     // a tenant claim at all.

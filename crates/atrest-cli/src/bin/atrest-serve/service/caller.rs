@@ -211,7 +211,14 @@ async fn signed_in(
     let identity = match provider.identity(token).await {
         Ok(identity) => identity,
         Err(SignInError::Rejected(why)) => {
-            tracing::info!(request_id = request, "access token refused: {why}");
+            // The reason may quote the token's header (its `kid`, say):
+            // escaped, so that no client writes lines of its own into
+            // the text log.
+            tracing::info!(
+                request_id = request,
+                "access token refused: {}",
+                why.to_string().escape_debug()
+            );
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -254,7 +261,7 @@ async fn signed_in(
             tracing::info!(
                 request_id = request,
                 "access token of {} for tenant {}, which this deployment does not have",
-                identity.subject,
+                identity.subject.escape_debug(),
                 identity.tenant
             );
             Err(ApiError::new(
