@@ -416,6 +416,9 @@ fn a_session_from_init_to_purge() {
         .map(|t| t["name"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(released, vec!["fabrikam".to_owned()], "{kept}");
+    // Nor is it taken for purged: with its keys still held, the row is
+    // tampered with (exit 5), not a purge (a refusal, exit 4).
+    let _ = cli.expect(5, &["ls", "contoso"]);
     edit(&format!(
         "UPDATE tenants SET state = 'active' WHERE tenant = x'{contoso_id}'"
     ));

@@ -137,7 +137,9 @@ impl KeyHierarchy {
     /// A tenant's record, fresh from the store, authenticated: an active
     /// tenant's record must carry the tag its metadata key gives it. A
     /// record that fails is refused ([`Error::Tampered`]) and the refusal
-    /// audited, as is an active record whose tenant key is gone.
+    /// audited, as is an active record whose tenant key is gone, and a
+    /// record that says purged while the tenant key store still holds the
+    /// tenant's keys (a purge destroys them before it marks the record).
     pub(super) async fn load_entry(&self, tenant: TenantId) -> Result<TenantEntry, Error> {
         let record = self
             .store
@@ -145,8 +147,20 @@ impl KeyHierarchy {
             .await?
             .ok_or(Error::UnknownTenant(tenant))?;
         if record.state == TenantState::Purged {
-            // A purged record only refuses; it needs no authentication.
-            return Ok(Self::entry_from(record, None));
+            // A purged record only refuses, and has no tag to check; the
+            // key store, which an edit of the database cannot change,
+            // says whether it is true.
+            if !self.tenant_keys.holds_keys_of(tenant).await? {
+                return Ok(Self::entry_from(record, None));
+            }
+            let error = Error::Tampered {
+                tenant,
+                what: "tenant record (purged, with its keys still held)",
+            };
+            let entry = Self::entry_from(record, None);
+            self.record(&entry, Event::MetadataRejected {}, Self::failed(&error))
+                .await?;
+            return Err(error);
         }
         let checked = match MetadataKey::derive(&*self.tenant_keys, tenant, record.tik_id).await {
             Ok(key) => {
