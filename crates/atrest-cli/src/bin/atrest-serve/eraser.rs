@@ -3,8 +3,10 @@
 //! made final (`Deployment::erase_deleted`: the TIK rolled, every other
 //! file key re-wrapped, the older versions retired with their keys).
 //! Deletions that arrive while a tenant's erasure runs are made final by
-//! one more erasure after it: one per burst of deletions, not one per
-//! deletion (each re-wraps every key of the tenant). An erasure that fails
+//! one more erasure after it, which waits at least as long as the last
+//! took: one per burst of deletions, not one per deletion (each re-wraps
+//! every key of the tenant), and a tenant's keys are never re-wrapped more
+//! than half the time, however its users delete. An erasure that fails
 //! (another instance erasing the same tenant at once, a key service
 //! unavailable) is tried again a few times; one still undone when the
 //! service stops is finished by `atrest erase`.
@@ -69,15 +71,22 @@ impl Eraser {
     }
 
     async fn run(&self, tenant: &str) {
+        // The next erasure of the tenant waits at least as long as the last
+        // one took: deletions that never stop (a user deleting and
+        // uploading in a loop) keep its keys re-wrapped half the time at
+        // most, not the whole time.
+        let mut pause = GATHER;
         loop {
-            tokio::time::sleep(GATHER).await;
+            tokio::time::sleep(pause).await;
             {
                 let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Some(again) = running.get_mut(tenant) {
                     *again = false;
                 }
             }
+            let started = tokio::time::Instant::now();
             self.erase(tenant).await;
+            pause = GATHER.max(started.elapsed());
             let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
             if running.get(tenant).copied() != Some(true) {
                 running.remove(tenant);
