@@ -548,6 +548,34 @@ fn ready_only_with_room_and_working_again_once_there_is_some() {
     assert!(verified.contains("verified"), "{verified}");
 }
 
+/// Sends `request` on a kept-alive `stream` and reads the answer (its head
+/// and its `Content-Length` of body): its status, or `None` once the
+/// server has closed the connection.
+fn exchange(stream: &mut TcpStream, request: &str) -> Option<u16> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let len: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).ok()?;
+    Some(status)
+}
+
 /// Reads from `stream` until the server closes it (at most 20 s): what it
 /// sent, and how long that took.
 fn read_until_closed(stream: &mut TcpStream) -> (Vec<u8>, Duration) {
@@ -605,6 +633,39 @@ fn idle_connections_are_closed_and_busy_ones_are_not() {
         rest = &rest[(9 + len).min(rest.len())..];
     }
     assert!(frames.contains(&7), "frame types {frames:?}");
+
+    // Requests now and then, none signed in (health checks): closed once
+    // the connection is as old as the idle timeout, busy or not. Signed
+    // in: kept for as long as requests come.
+    let health = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", instance.addr);
+    let listing = format!(
+        "GET /v1/tenants/acme/files HTTP/1.1\r\nHost: {}\r\n{}: {}\r\n\r\n",
+        instance.addr, auth.0, auth.1
+    );
+    for (request, signed_in) in [(&health, false), (&listing, true)] {
+        let mut stream = TcpStream::connect(&instance.addr).unwrap();
+        let started = Instant::now();
+        let mut answered = 0;
+        while started.elapsed() < Duration::from_secs(4) {
+            match exchange(&mut stream, request) {
+                Some(status) => {
+                    assert_eq!(status, 200);
+                    answered += 1;
+                }
+                None => break,
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let lasted = started.elapsed();
+        if signed_in {
+            assert!(lasted >= Duration::from_secs(4), "closed after {lasted:?}");
+        } else {
+            assert!(
+                lasted >= Duration::from_millis(900) && lasted < Duration::from_secs(4),
+                "closed after {lasted:?}, {answered} answers"
+            );
+        }
+    }
 
     // A download read slowly, over more than the idle timeout: whole.
     let body = content(8 << 20, 5);

@@ -2,7 +2,8 @@
 //! asked for; HTTP/1.1 and HTTP/2 (ALPN `h2`, `http/1.1`); a bound on
 //! connections, on how long a client may take to say what it wants and on
 //! how long a connection may sit idle (no request in flight: HTTP/2
-//! clients that answer pings included); and a stop that lets the requests
+//! clients that answer pings included) or, if none of its requests carried
+//! valid credentials, stay open at all; and a stop that lets the requests
 //! in flight finish.
 //!
 //! The certificate chain and key are read from PEM files at start and read
@@ -251,10 +252,14 @@ where
         .keep_alive_interval(Some(limits.header_timeout))
         .keep_alive_timeout(limits.header_timeout);
     let activity = Arc::new(Activity::new());
+    let opened = tokio::time::Instant::now();
     let service = {
         let activity = Arc::clone(&activity);
-        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             let busy = Busy::begin(&activity);
+            let _ = request
+                .extensions_mut()
+                .insert(SignedIn(Arc::clone(&activity)));
             let mut router = router.clone();
             async move {
                 let response =
@@ -273,11 +278,23 @@ where
     // (an HTTP/2 client that does not acknowledge the GOAWAY's ping) and
     // still idle is dropped.
     let mut drop_at: Option<tokio::time::Instant> = None;
+    // A connection none of whose requests carried valid credentials (health
+    // checks, scrapes, refusals) is closed once it is as old as the idle
+    // timeout, however busy: else a client with no credentials could hold
+    // every connection slot with a request now and then.
+    let strangers_until = opened + limits.idle_timeout;
     loop {
         let idle_until = activity.idle_until(limits.idle_timeout);
         let drop_deadline = drop_at.unwrap_or_else(|| idle_until + IDLE_GRACE);
         tokio::select! {
             served = connection.as_mut() => return served,
+            () = tokio::time::sleep_until(strangers_until), if !closing && !activity.signed_in() => {
+                if !activity.signed_in() {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                    drop_at = Some(tokio::time::Instant::now() + IDLE_GRACE);
+                }
+            }
             _ = stopped.wait_for(|stopped| *stopped), if !closing => {
                 connection.as_mut().graceful_shutdown();
                 closing = true;
@@ -302,17 +319,40 @@ where
 /// How long an idle connection asked to close may take to do so.
 const IDLE_GRACE: Duration = Duration::from_secs(2);
 
-/// A connection's requests: how many are in flight, and since when none.
+/// A connection's requests: how many are in flight, and since when none;
+/// and whether any carried valid credentials.
 #[derive(Debug)]
 struct Activity {
     state: std::sync::Mutex<(usize, tokio::time::Instant)>,
+    signed_in: std::sync::atomic::AtomicBool,
+}
+
+/// Put in each request's extensions: the handler that authenticates the
+/// request marks its connection as one of a signed-in client
+/// ([`SignedIn::mark`]), which the idle timeout alone then closes.
+#[derive(Clone, Debug)]
+pub(crate) struct SignedIn(Arc<Activity>);
+
+impl SignedIn {
+    /// The request carried valid credentials.
+    pub(crate) fn mark(&self) {
+        self.0
+            .signed_in
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Activity {
     fn new() -> Self {
         Self {
             state: std::sync::Mutex::new((0, tokio::time::Instant::now())),
+            signed_in: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether a request of the connection carried valid credentials.
+    fn signed_in(&self) -> bool {
+        self.signed_in.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, (usize, tokio::time::Instant)> {

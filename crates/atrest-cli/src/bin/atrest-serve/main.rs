@@ -122,7 +122,9 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         max_connections: usize,
         /// How long a connection may go without a request in flight (an
-        /// HTTP/2 client that only answers pings, say) before it is closed.
+        /// HTTP/2 client that only answers pings, say) before it is closed;
+        /// and how long one none of whose requests carried valid
+        /// credentials may stay open, however busy.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
         idle_timeout: Duration,
         /// How long an upload's body may pause before the upload is

@@ -180,6 +180,11 @@ impl FromRequestParts<Arc<Service>> for Caller {
                 (bearer.principal, bearer.tenant)
             }
         };
+        // Its connection is one of a signed-in client from now on (see
+        // `listen::SignedIn`).
+        if let Some(connection) = parts.extensions.get::<crate::listen::SignedIn>() {
+            connection.mark();
+        }
         let slot = service.in_flight.enter(
             &principal,
             service.limits.requests_per_principal,
