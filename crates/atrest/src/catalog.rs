@@ -247,6 +247,10 @@ pub struct SealedBlob {
     pub format: u8,
     /// The version's media type, if one was given.
     pub media_type: Option<MediaType>,
+    /// When the seal completed, in seconds since the Unix epoch (at most
+    /// [`FileRecord::LATEST_SEAL_TIME`]): covered by the tag, and stored
+    /// as given.
+    pub sealed_at: u64,
     /// The tag of the record this seal commits, under the tenant's
     /// metadata key (see [`FileRecord::tag`]).
     pub tag: RecordTag,

@@ -33,7 +33,8 @@ pub struct FileRecord {
     pub blob: BlobName,
     /// When the seal completed, in seconds since the Unix epoch: at most
     /// [`FileRecord::LATEST_SEAL_TIME`] in a record read from a catalog
-    /// (a later one is refused as corrupt). Not covered by the tag.
+    /// (a later one is refused as corrupt). Covered by the tag of every
+    /// record sealed since tags cover it (not of those from before).
     pub sealed_at: u64,
     /// The file key, wrapped under the tenant's TIK.
     pub wrapped_key: WrappedFileKey,
@@ -56,8 +57,8 @@ pub struct FileRecord {
     pub media_type: Option<String>,
     /// The record's tag under the tenant's metadata key
     /// ([`atrest_tenant::KeyHierarchy::metadata_key`]): binds the
-    /// tenant, name, file id, version, blob, sizes, blob digest and media
-    /// type together, so a record
+    /// tenant, name, file id, version, blob, sizes, blob digest, media
+    /// type and seal time together, so a record
     /// edited in the database (two files' records swapped, a size changed)
     /// is refused. The wrapped key is not covered: it is bound to the
     /// tenant, file id and version by its own authentication, and a
@@ -82,6 +83,9 @@ pub(crate) struct TaggedFields<'a> {
     pub(crate) segment_size: u32,
     pub(crate) format: u8,
     pub(crate) media_type: Option<&'a str>,
+    /// `None` for a record whose tag was made before tags covered the seal
+    /// time.
+    pub(crate) sealed_at: Option<u64>,
 }
 
 impl TaggedFields<'_> {
@@ -111,6 +115,14 @@ impl TaggedFields<'_> {
             out.extend_from_slice(&(media_type.len() as u64).to_be_bytes());
             out.extend_from_slice(media_type.as_bytes());
         }
+        // And last the seal time, which every record sealed since has: a
+        // record's tag verifies with it, or (a record from before) without
+        // it, never both, so the time of a record that has it cannot be
+        // edited, nor the record passed off as one from before.
+        if let Some(sealed_at) = self.sealed_at {
+            out.push(3);
+            out.extend_from_slice(&sealed_at.to_be_bytes());
+        }
         out
     }
 
@@ -133,7 +145,10 @@ impl FileRecord {
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds)
     }
 
-    fn tagged_fields(&self) -> TaggedFields<'_> {
+    /// The fields the tag covers: with the seal time, as every record
+    /// sealed since tags covered it has them, or without (`sealed_at:
+    /// false`), as the records from before.
+    fn tagged_fields(&self, sealed_at: bool) -> TaggedFields<'_> {
         TaggedFields {
             tenant: self.tenant,
             name: &self.name,
@@ -146,6 +161,7 @@ impl FileRecord {
             segment_size: self.segment_size,
             format: self.format,
             media_type: self.media_type.as_deref(),
+            sealed_at: sealed_at.then_some(self.sealed_at),
         }
     }
 
@@ -161,13 +177,14 @@ impl FileRecord {
     ) -> Result<(), Error> {
         let asked =
             self.tenant == tenant && self.name == name && version.is_none_or(|v| v == self.version);
-        if asked
-            && key.verify(
+        let verifies = |sealed_at: bool| {
+            key.verify(
                 FILE_RECORD_LABEL,
-                &self.tagged_fields().message(),
+                &self.tagged_fields(sealed_at).message(),
                 &self.tag,
             )
-        {
+        };
+        if asked && (verifies(true) || verifies(false)) {
             Ok(())
         } else {
             Err(crate::CatalogError::Tampered {

@@ -594,6 +594,7 @@ async fn failed_and_abandoned_seals_leave_nothing() {
             segment_size: 65_536,
             format: 1,
             media_type: None,
+            sealed_at: 1_700_000_000,
             tag: atrest::tenant::RecordTag::from_slice(&[0; 32]).unwrap(),
             precondition: atrest::Precondition::Any,
         },
@@ -762,10 +763,57 @@ async fn records_and_blobs_that_do_not_match_are_refused() {
         "{late}"
     );
     assert_eq!(late.kind(), ErrorKind::Integrity);
+    // Another seal time, one a date can show: the record's tag covers it.
     edit_catalog(
         &dir,
         &format!(
             "UPDATE catalog_versions SET sealed_at = {} WHERE {same}",
+            record.sealed_at - 3600
+        ),
+    );
+    let earlier = open("one").await.unwrap_err();
+    assert!(
+        matches!(earlier, Error::Catalog(CatalogError::Tampered { .. })),
+        "{earlier}"
+    );
+    edit_catalog(
+        &dir,
+        &format!(
+            "UPDATE catalog_versions SET sealed_at = {} WHERE {same}",
+            record.sealed_at
+        ),
+    );
+    assert_eq!(open("one").await.unwrap(), plain);
+    // A record tagged before tags covered the seal time still opens (its
+    // time is the one thing of it not covered).
+    let metadata = files.keys().metadata_key(world.a).await.unwrap();
+    let mut message = world.a.encode().to_vec();
+    for text in [record.name.as_str(), record.blob.as_str()] {
+        message.extend_from_slice(&(text.len() as u64).to_be_bytes());
+        message.extend_from_slice(text.as_bytes());
+    }
+    message.extend_from_slice(&record.file.encode());
+    message.extend_from_slice(&record.version.encode());
+    message.extend_from_slice(&record.plaintext_len.to_be_bytes());
+    message.extend_from_slice(&record.blob_len.to_be_bytes());
+    message.extend_from_slice(&record.segment_size.to_be_bytes());
+    message.push(record.format);
+    message.push(1);
+    message.extend_from_slice(record.blob_sha256.unwrap().as_bytes());
+    let legacy = metadata.tag(b"atrest/v1 file record", &message);
+    edit_catalog(
+        &dir,
+        &format!(
+            "UPDATE catalog_versions SET tag = x'{}', sealed_at = 1 WHERE {same}",
+            hex(legacy.as_bytes())
+        ),
+    );
+    assert_eq!(open("one").await.unwrap(), plain);
+    edit_catalog(
+        &dir,
+        &format!(
+            "UPDATE catalog_versions SET tag = x'{}', sealed_at = {} WHERE {same}",
+            hex(record.tag.as_bytes()),
             record.sealed_at
         ),
     );

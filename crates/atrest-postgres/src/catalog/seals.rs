@@ -377,8 +377,11 @@ async fn commit_in(
     seals: &[(SealTicket, SealedBlob)],
 ) -> Result<Vec<FileRecord>, Failure<Error>> {
     check_preconditions(tx, seals).await?;
-    let sealed_at = signed(now(), "clock out of range")?;
     let rows = SealColumns::of(seals)?;
+    let seal_times = seals
+        .iter()
+        .map(|(_, sealed)| signed(sealed.sealed_at, "seal time out of range"))
+        .collect::<Result<Vec<_>, _>>()?;
     let plaintext_lens = seals
         .iter()
         .map(|(_, sealed)| signed(sealed.plaintext_len, "plaintext length out of range"))
@@ -411,13 +414,13 @@ async fn commit_in(
         .query(
             "UPDATE atrest_catalog_versions v
              SET state = 'sealed', plaintext_len = s.plaintext_len, blob_len = s.blob_len,
-                 segment_size = s.segment_size, format = s.format, sealed_at = $12,
+                 segment_size = s.segment_size, format = s.format, sealed_at = s.sealed_at,
                  tag = s.tag, blob_sha256 = s.blob_sha256, media_type = s.media_type
              FROM unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::text[], $5::bigint[],
                          $6::bigint[], $7::bigint[], $8::smallint[], $9::bytea[], $10::bytea[],
-                         $11::text[])
+                         $11::text[], $12::bigint[])
                   AS s (tenant, file, version, blob, plaintext_len, blob_len, segment_size,
-                        format, tag, blob_sha256, media_type)
+                        format, tag, blob_sha256, media_type, sealed_at)
              WHERE v.tenant = s.tenant AND v.file = s.file AND v.version = s.version
              AND v.blob = s.blob AND v.state = 'sealing' AND v.wrapped IS NOT NULL
              RETURNING v.file, v.version",
@@ -433,7 +436,7 @@ async fn commit_in(
                 &tags,
                 &digests,
                 &media_types,
-                &sealed_at,
+                &seal_times,
             ],
         )
         .await?;

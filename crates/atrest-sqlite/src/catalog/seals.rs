@@ -207,7 +207,6 @@ pub(super) fn commit_seals(
     seals: &[(SealTicket, SealedBlob)],
 ) -> Result<Vec<FileRecord>, Failure> {
     let tx = db.transaction()?;
-    let sealed_at = now();
     let mut records = Vec::with_capacity(seals.len());
     for (seal, sealed) in seals {
         let context = &seal.context;
@@ -250,7 +249,7 @@ pub(super) fn commit_seals(
                 sealed.blob_len,
                 sealed.segment_size,
                 sealed.format,
-                sealed_at,
+                sealed.sealed_at,
                 sealed.tag.as_bytes(),
                 sealed.blob_sha256.as_ref().map(|d| d.as_bytes().as_slice()),
                 sealed.media_type.as_ref().map(|m| m.as_str())

@@ -125,6 +125,7 @@ impl FileKeys {
             segment_size: 65_536,
             format: 1,
             media_type: None,
+            sealed_at: 1_700_000_000,
             tag: RecordTag::from_slice(&[0; 32]).unwrap(),
             precondition: atrest::catalog::Precondition::Any,
         };

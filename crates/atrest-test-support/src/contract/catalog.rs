@@ -86,6 +86,7 @@ fn sealed(len: u64, tag_byte: u8) -> SealedBlob {
         segment_size: 65_536,
         format: 1,
         media_type: None,
+        sealed_at: 1_700_000_000,
         tag: tag(tag_byte),
         precondition: Precondition::Any,
     }

@@ -189,6 +189,10 @@ impl Files {
         version: &NewVersion,
     ) -> SealedBlob {
         let segment_size = self.options.stream.segment_size.get();
+        let sealed_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs())
+            .min(FileRecord::LATEST_SEAL_TIME);
         let tag = TaggedFields {
             tenant: ticket.context.tenant,
             name: &ticket.name,
@@ -201,6 +205,7 @@ impl Files {
             segment_size,
             format: FORMAT_VERSION,
             media_type: version.media_type.as_ref().map(MediaType::as_str),
+            sealed_at: Some(sealed_at),
         }
         .tag(metadata);
         SealedBlob {
@@ -210,6 +215,7 @@ impl Files {
             segment_size,
             format: FORMAT_VERSION,
             media_type: version.media_type.clone(),
+            sealed_at,
             tag,
             precondition: version.precondition.clone(),
         }
