@@ -1810,27 +1810,32 @@ async fn open_record_authenticates_the_record_it_is_given() {
     assert_eq!(failed_opens(&world), failed_before + 4);
 
     // A record whose key does not open (here: another file's) is read
-    // again, as after a rotation that moved the key: the file opens with
-    // the stored record's key, and what comes back is the stored record,
-    // never the edited fields of the copy given.
+    // again, as after a re-wrap that moved the key: with nothing else
+    // changed, the file opens with the stored record's key and the stored
+    // record comes back; a copy with any other field changed (a media type
+    // to have a browser run the file, a length) is refused, since the
+    // caller may have used its fields already.
     let mut moved = one.clone();
     moved.wrapped_key = stored(world.a, "two").await.wrapped_key;
-    moved.media_type = Some("text/html".parse().unwrap());
-    let (opened, out) = open(moved, Some(first), None).await;
+    let (opened, out) = open(moved.clone(), Some(first), None).await;
     assert_eq!(opened.unwrap(), one);
     assert!(out == plain, "the plaintext differs");
-    // The same with a range the edited copy's length allows and the
-    // stored record's does not: refused, nothing released.
-    let mut longer = one.clone();
-    longer.wrapped_key = stored(world.a, "two").await.wrapped_key;
+    let mut retyped = moved.clone();
+    retyped.media_type = Some("text/html".parse().unwrap());
+    let mut longer = moved;
     longer.plaintext_len = one.plaintext_len + 100;
     let past_end = one.plaintext_len + 1..one.plaintext_len + 50;
-    let (opened, out) = open(longer, Some(first), Some(past_end)).await;
-    assert!(
-        matches!(opened, Err(Error::InvalidRange { .. })),
-        "{opened:?}"
-    );
-    assert!(out.is_empty());
+    for (what, record, range) in [
+        ("a media type", retyped, None),
+        ("a length", longer, Some(past_end)),
+    ] {
+        let (opened, out) = open(record, Some(first), range).await;
+        assert!(
+            matches!(opened, Err(Error::Catalog(CatalogError::Tampered { .. }))),
+            "{what}: {opened:?}"
+        );
+        assert!(out.is_empty(), "{what}");
+    }
 }
 
 /// Failed opens in the audit trail so far.

@@ -276,9 +276,11 @@ impl Files {
     /// record it was released for: the key is released first (the policy
     /// decides, and the hierarchy audits a release or a refusal), then the
     /// record is authenticated; a record that fails is audited as a failed
-    /// open and its key dropped unused. Use the record returned, never the
-    /// one given: if the key had moved since the record was read, the
-    /// record is read again, and only the new copy is authenticated.
+    /// open and its key dropped unused. If the key had moved since the
+    /// record was read (a re-wrap), the record is read again: the new copy
+    /// must differ from the given one in its wrapped key alone, and is the
+    /// one authenticated and returned. So a caller may rely on the given
+    /// record's other fields once this succeeds.
     async fn key_for(
         &self,
         access: &Access<'_>,
@@ -313,6 +315,23 @@ impl Files {
                     .await
                 {
                     Ok(fresh) if fresh.wrapped_key != record.wrapped_key => {
+                        // A key moved by a re-wrap changes nothing else of
+                        // the record: a record that changed otherwise (the
+                        // one read first, whose fields the caller may have
+                        // used already, having been edited) is refused.
+                        let moved = FileRecord {
+                            wrapped_key: fresh.wrapped_key,
+                            ..record.clone()
+                        };
+                        if moved != fresh {
+                            let error = Error::from(CatalogError::Tampered {
+                                tenant: file.tenant,
+                                name: file.name.to_owned(),
+                                version: record.version,
+                            });
+                            self.audit_open(access, &record, Err(&error), None).await?;
+                            return Err(error);
+                        }
                         let key = self.release(access, &fresh).await?;
                         let key = self.authenticated(key, &fresh, access, file).await?;
                         return Ok((key, fresh));
