@@ -307,7 +307,10 @@ where
                 }
             }
             () = tokio::time::sleep_until(drop_deadline), if drop_at.is_some() => {
-                if activity.idle_for() >= IDLE_GRACE {
+                // A client that never signed in is not waited for: a
+                // request it keeps in flight (a body it will not read)
+                // must not keep its connection.
+                if activity.idle_for() >= IDLE_GRACE || !activity.signed_in() {
                     return Ok(());
                 }
                 drop_at = Some(tokio::time::Instant::now() + IDLE_GRACE);
