@@ -93,7 +93,7 @@ pub(crate) struct Service {
     limits: Limits,
     in_flight: Arc<InFlight>,
     /// The last readiness check and when it was made (see [`ready`]).
-    readiness: tokio::sync::Mutex<Option<(tokio::time::Instant, Problems)>>,
+    readiness: Arc<tokio::sync::Mutex<Option<(tokio::time::Instant, Problems)>>>,
 }
 
 /// What a readiness check found: each part that does not work, and why.
@@ -139,27 +139,36 @@ impl Service {
             metrics,
             limits,
             in_flight: Arc::new(InFlight::default()),
-            readiness: tokio::sync::Mutex::new(None),
+            readiness: Arc::new(tokio::sync::Mutex::new(None)),
         }
     }
 
     /// The parts that do not work, from a check at most [`READINESS_TTL`]
     /// old. One check runs at a time; callers that come during it wait
     /// for its answer: `/readyz` answers anyone, and however often it is
-    /// asked, the catalog and key store see one check a second.
+    /// asked, the catalog and key store see one check a second. The check
+    /// runs in a task of its own, so a caller that goes away (a request
+    /// reset at once) does not cut it short and leave the next to start
+    /// another.
     async fn readiness(&self) -> Problems {
-        let mut last = self.readiness.lock().await;
-        if let Some((at, problems)) = last.as_ref()
-            && at.elapsed() < READINESS_TTL
-        {
-            return problems.clone();
-        }
-        let problems = self.deployment.readiness().await;
-        for (part, why) in &problems {
-            tracing::warn!(part, "not ready: {part}: {why}");
-        }
-        *last = Some((tokio::time::Instant::now(), problems.clone()));
-        problems
+        let (cache, deployment) = (Arc::clone(&self.readiness), Arc::clone(&self.deployment));
+        let checking = tokio::spawn(async move {
+            let mut last = cache.lock_owned().await;
+            if let Some((at, problems)) = last.as_ref()
+                && at.elapsed() < READINESS_TTL
+            {
+                return problems.clone();
+            }
+            let problems = deployment.readiness().await;
+            for (part, why) in &problems {
+                tracing::warn!(part, "not ready: {part}: {why}");
+            }
+            *last = Some((tokio::time::Instant::now(), problems.clone()));
+            problems
+        });
+        checking
+            .await
+            .unwrap_or_else(|_| vec![("service", "the readiness check stopped".to_owned())])
     }
 
     /// The tenants whose deletions are not erased yet.
