@@ -29,6 +29,9 @@ pub(crate) struct Eraser {
     deployment: Arc<Deployment>,
     /// By tenant: whether more deletions arrived since its erasure began.
     running: Mutex<HashMap<String, bool>>,
+    /// By tenant: when its next erasure may start (its last one's end plus
+    /// as long again), kept beyond the run that set it.
+    not_before: Mutex<HashMap<String, tokio::time::Instant>>,
 }
 
 impl Eraser {
@@ -36,6 +39,7 @@ impl Eraser {
         Self {
             deployment,
             running: Mutex::new(HashMap::new()),
+            not_before: Mutex::new(HashMap::new()),
         }
     }
 
@@ -71,13 +75,19 @@ impl Eraser {
     }
 
     async fn run(&self, tenant: &str) {
-        // The next erasure of the tenant waits at least as long as the last
-        // one took: deletions that never stop (a user deleting and
-        // uploading in a loop) keep its keys re-wrapped half the time at
-        // most, not the whole time.
-        let mut pause = GATHER;
         loop {
-            tokio::time::sleep(pause).await;
+            // The next erasure of the tenant waits at least as long as the
+            // last one took, in this run or an earlier one: deletions that
+            // never stop (a user deleting and uploading in a loop) keep its
+            // keys re-wrapped half the time at most, not the whole time.
+            let not_before = self
+                .not_before
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(tenant)
+                .copied();
+            let now = tokio::time::Instant::now();
+            tokio::time::sleep_until((now + GATHER).max(not_before.unwrap_or(now))).await;
             {
                 let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Some(again) = running.get_mut(tenant) {
@@ -86,7 +96,12 @@ impl Eraser {
             }
             let started = tokio::time::Instant::now();
             self.erase(tenant).await;
-            pause = GATHER.max(started.elapsed());
+            let took = started.elapsed();
+            let _ = self
+                .not_before
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(tenant.to_owned(), tokio::time::Instant::now() + took);
             let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
             if running.get(tenant).copied() != Some(true) {
                 running.remove(tenant);
