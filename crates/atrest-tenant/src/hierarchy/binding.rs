@@ -150,7 +150,7 @@ impl KeyHierarchy {
             // A purged record only refuses, and has no tag to check; the
             // key store, which an edit of the database cannot change,
             // says whether it is true.
-            if !self.tenant_keys.holds_keys_of(tenant).await? {
+            if self.keys_gone(tenant).await? {
                 return Ok(Self::entry_from(record, None));
             }
             let error = Error::Tampered {

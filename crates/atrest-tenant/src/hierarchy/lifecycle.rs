@@ -273,6 +273,11 @@ impl KeyHierarchy {
         let _ = self.tenant_keys.destroy_key(tenant, record.tik_id).await?;
         let _ = self.tenant_keys.destroy(tenant).await?;
         let destroyed = self.store.purge_tenant(tenant).await?;
+        // Once more, now that the record says purged: a TIK roll of another
+        // process that read the record before may have made its version's
+        // key meanwhile. A purged record whose tenant's keys are still
+        // held is taken for an edit of the database (see `load_entry`).
+        let _ = self.tenant_keys.destroy(tenant).await?;
         self.flush_tenant(tenant);
         let entry = Self::entry_from(record, None);
         self.record(
