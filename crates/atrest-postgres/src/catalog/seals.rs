@@ -117,13 +117,15 @@ async fn flushed_with_the_commit(tx: &Transaction<'_>) -> Result<(), Failure<Err
     Ok(())
 }
 
-/// Begins every seal of `seals` with four statements whatever their
-/// number: new names get their files (and version 1) from one insert, with
-/// nothing read (reads of the indexes' newest pages, which every
-/// concurrent begin writes to, would make serializable transactions that
-/// begin at once conflict); the names the catalog has are read once, with
-/// their latest versions; the versions go in with one insert. A name given
-/// twice gets two versions, in order.
+/// Begins every seal of `seals` with three statements whatever their
+/// number: one upsert makes each new name's file (with a fresh id, and
+/// nothing read: reads of the indexes' newest pages, which every concurrent
+/// begin writes to, would make serializable transactions that begin at once
+/// conflict) or finds the file of a name the catalog has, and moves the
+/// file's last version number on by the batch's count of the name; the
+/// versions go in with one insert. A name given twice gets two versions,
+/// in order. Names are upserted in their order, so that two batches lock
+/// the rows of the names they share in the same order (never a deadlock).
 async fn begin_in(
     tx: &Transaction<'_>,
     tenant: TenantId,
@@ -141,6 +143,7 @@ async fn begin_in(
             None => counts.push((name.as_str(), 1)),
         }
     }
+    counts.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let names: Vec<&str> = counts.iter().map(|(name, _)| *name).collect();
     let numbers: Vec<i64> = counts.iter().map(|(_, count)| *count).collect();
     let fresh = counts

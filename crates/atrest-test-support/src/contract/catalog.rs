@@ -804,7 +804,8 @@ pub async fn removed_versions_leave_listings_and_their_names_go_with_the_last(
 /// A version number names one version of a file for good: once the newest
 /// versions are removed, the next seal gets a number none of them had
 /// (an entity tag a client keeps, file id and version, never comes to name
-/// other content), in a batch too, and in a seal begun before the removal.
+/// other content), in a batch too, from another instance too, and past
+/// the numbers of seals still in progress.
 pub async fn version_numbers_are_never_given_twice(backend: &dyn Backend) {
     let catalog = backend.catalog().await;
     let tenant = TenantId::random(&mut OsRng).unwrap();
@@ -851,4 +852,12 @@ pub async fn version_numbers_are_never_given_twice(backend: &dyn Backend) {
     let other = backend.catalog().await;
     let seventh = other.begin_seal(tenant, "doc", &blob()).await.unwrap();
     assert_eq!(u64::from(seventh.context.version), 7);
+    // With 5 to 7 still in progress, the newest sealed version (2) removed:
+    // the next is 8.
+    let _ = catalog
+        .remove_versions(tenant, "doc", Some(committed[1].version))
+        .await
+        .unwrap();
+    let eighth = catalog.begin_seal(tenant, "doc", &blob()).await.unwrap();
+    assert_eq!(u64::from(eighth.context.version), 8);
 }
