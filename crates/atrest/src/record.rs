@@ -146,9 +146,9 @@ impl FileRecord {
     }
 
     /// The fields the tag covers: with the seal time, as every record
-    /// sealed since tags covered it has them, or without (`sealed_at:
-    /// false`), as the records from before.
-    fn tagged_fields(&self, sealed_at: bool) -> TaggedFields<'_> {
+    /// sealed since tags covered it has them, or without, as the records
+    /// from before.
+    fn tagged_fields(&self, with_seal_time: bool) -> TaggedFields<'_> {
         TaggedFields {
             tenant: self.tenant,
             name: &self.name,
@@ -161,7 +161,7 @@ impl FileRecord {
             segment_size: self.segment_size,
             format: self.format,
             media_type: self.media_type.as_deref(),
-            sealed_at: sealed_at.then_some(self.sealed_at),
+            sealed_at: with_seal_time.then_some(self.sealed_at),
         }
     }
 
@@ -177,10 +177,10 @@ impl FileRecord {
     ) -> Result<(), Error> {
         let asked =
             self.tenant == tenant && self.name == name && version.is_none_or(|v| v == self.version);
-        let verifies = |sealed_at: bool| {
+        let verifies = |with_seal_time: bool| {
             key.verify(
                 FILE_RECORD_LABEL,
-                &self.tagged_fields(sealed_at).message(),
+                &self.tagged_fields(with_seal_time).message(),
                 &self.tag,
             )
         };

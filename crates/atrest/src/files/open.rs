@@ -208,11 +208,18 @@ impl Files {
         range: Option<Range<u64>>,
         sink: &mut dyn OpenSink,
     ) -> Result<FileRecord, Error> {
-        // Checked before any key is released, and again against the
-        // record the key was released for.
-        check_range(range.as_ref(), &record)?;
+        if let Some(range) = &range
+            && (range.start > range.end || range.end > record.plaintext_len)
+        {
+            return Err(Error::InvalidRange {
+                start: range.start,
+                end: range.end,
+                len: record.plaintext_len,
+            });
+        }
+        // The record the key was released for differs from `record` in its
+        // wrapped key at most (`key_for`): the range checked holds for it.
         let (key, record) = self.key_for(access, file, record).await?;
-        check_range(range.as_ref(), &record)?;
         let mut out = Released {
             sink,
             written: 0,
@@ -639,20 +646,5 @@ impl Opening {
             opened.push(super::seal::joined(task).await?);
         }
         Ok(opened)
-    }
-}
-
-/// [`Error::InvalidRange`] unless `range` (if any) lies within `record`'s
-/// plaintext.
-fn check_range(range: Option<&Range<u64>>, record: &FileRecord) -> Result<(), Error> {
-    match range {
-        Some(range) if range.start > range.end || range.end > record.plaintext_len => {
-            Err(Error::InvalidRange {
-                start: range.start,
-                end: range.end,
-                len: record.plaintext_len,
-            })
-        }
-        _ => Ok(()),
     }
 }
