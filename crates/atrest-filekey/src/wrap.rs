@@ -392,6 +392,12 @@ impl WrappedFileKey {
     /// Length of a version-1 wrapped key.
     pub const LEN: usize = HEADER_LEN + SALT_LEN + FileKey::LEN + TAG_LEN;
 
+    /// Where the KEK version lies in the bytes (four bytes, big-endian):
+    /// for a store that must find the keys under a version without parsing
+    /// each (a catalog counting a TIK version's keys before it is retired).
+    /// Not authenticated until [`Kek::unwrap`].
+    pub const KEK_VERSION_AT: core::ops::Range<usize> = 18..HEADER_LEN;
+
     /// Parses a wrapped key, checking its length, format version, suite and
     /// header fields. Authenticity is checked only by [`Kek::unwrap`].
     ///
@@ -555,6 +561,25 @@ mod tests {
             assert!(kek.unwrap(wrapped, other).is_err());
         }
         assert!(kek.generate_wrapped_many(&[], &mut rng).unwrap().is_empty());
+    }
+
+    /// The KEK version lies where `KEK_VERSION_AT` says, for stores that
+    /// look it up in the bytes.
+    #[test]
+    fn the_kek_version_is_where_the_constant_says() {
+        let mut rng = OsRng;
+        let version = KeyVersion::try_from(0x0102_0304).unwrap();
+        let kek = Kek::generate(KeyId::random(&mut rng).unwrap(), version, &mut rng).unwrap();
+        let context = FileContext::new(
+            TenantId::random(&mut rng).unwrap(),
+            FileId::random(&mut rng).unwrap(),
+            FileVersion::FIRST,
+        );
+        let (_, wrapped) = kek.generate_wrapped(&context, &mut rng).unwrap();
+        assert_eq!(
+            &wrapped.as_bytes()[WrappedFileKey::KEK_VERSION_AT],
+            &[1, 2, 3, 4]
+        );
     }
 
     /// The published vectors were made by an independent implementation

@@ -10,8 +10,8 @@ use atrest_tenant::{Rewrapped, WrappedKeyIndex};
 use tokio_postgres::Transaction;
 
 use super::{
-    PgCatalog, check_tik_version, file_id, file_version, key_bytes, number, tik_number, unsigned,
-    wrapped_key,
+    PgCatalog, check_tik_version, corrupt, file_id, file_version, key_bytes, number, tik_number,
+    unsigned, wrapped_key,
 };
 use crate::db::{BoxFuture, Failure, Mode};
 use crate::keys::store_error;
@@ -108,16 +108,22 @@ impl WrappedKeyIndex for PgCatalog {
             Box::pin(async move {
                 let id = tenant.as_bytes().as_slice();
                 // By the column and by the version the wrapped key's own
-                // bytes name (offset 18, four bytes big-endian; 1-based
-                // here): a column edited to another version must not let
-                // this one be destroyed under a key still wrapped with it.
+                // bytes name: a column edited to another version must not
+                // let this one be destroyed under a key still wrapped with
+                // it.
                 let named = u32::from(version).to_be_bytes();
+                let at = WrappedFileKey::KEK_VERSION_AT;
+                // 1-based.
+                let (start, len) = (
+                    i32::try_from(at.start + 1).map_err(|_| corrupt("KEK version offset"))?,
+                    i32::try_from(at.len()).map_err(|_| corrupt("KEK version offset"))?,
+                );
                 let references: i64 = tx
                     .query_one(
                         "SELECT count(*) FROM atrest_catalog_versions
                          WHERE tenant = $1 AND (tik_version = $2 OR wrapped IS NULL
-                         OR substring(wrapped from 19 for 4) = $3)",
-                        &[&id, &tik_number(version), &named.as_slice()],
+                         OR substring(wrapped from $4 for $5) = $3)",
+                        &[&id, &tik_number(version), &named.as_slice(), &start, &len],
                     )
                     .await?
                     .try_get(0)?;

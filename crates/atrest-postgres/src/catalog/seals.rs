@@ -1,7 +1,7 @@
 //! Seals: begun, given their keys and committed, or abandoned, each step
 //! one transaction.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use atrest::catalog::{Precondition, SealTicket, SealedBlob};
@@ -135,17 +135,14 @@ async fn begin_in(
     flushed_with_the_commit(tx).await?;
     let id = tenant.as_bytes().as_slice();
     let started_at = signed(now(), "clock out of range")?;
-    // Each name once, with how many versions of it the batch begins.
-    let mut counts: Vec<(&str, i64)> = Vec::with_capacity(seals.len());
+    // Each name once, in order, with how many versions of it the batch
+    // begins.
+    let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
     for (name, _) in seals {
-        match counts.iter_mut().find(|(seen, _)| *seen == name.as_str()) {
-            Some((_, count)) => *count += 1,
-            None => counts.push((name.as_str(), 1)),
-        }
+        *counts.entry(name.as_str()).or_default() += 1;
     }
-    counts.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let names: Vec<&str> = counts.iter().map(|(name, _)| *name).collect();
-    let numbers: Vec<i64> = counts.iter().map(|(_, count)| *count).collect();
+    let names: Vec<&str> = counts.keys().copied().collect();
+    let numbers: Vec<i64> = counts.values().copied().collect();
     let fresh = counts
         .iter()
         .map(|_| FileId::time_ordered_now(&mut OsRng))
@@ -177,10 +174,7 @@ async fn begin_in(
     {
         let name: String = row.try_get(0)?;
         let last: i64 = row.try_get(2)?;
-        let count = counts
-            .iter()
-            .find(|(asked, _)| *asked == name)
-            .map_or(0, |(_, count)| *count);
+        let count = counts.get(name.as_str()).copied().unwrap_or(0);
         let first = last
             .checked_sub(count)
             .and_then(|before| before.checked_add(1))

@@ -72,18 +72,21 @@ fn claim_retirement(
     version: KeyVersion,
 ) -> Result<u64, Failure> {
     let tx = db.transaction()?;
-    // By the column and by the version the wrapped key's own bytes name
-    // (offset 18, four bytes big-endian; 1-based for `substr`): a column
-    // edited to another version must not let this one be destroyed under
-    // a key still wrapped with it.
+    // By the column and by the version the wrapped key's own bytes name: a
+    // column edited to another version must not let this one be destroyed
+    // under a key still wrapped with it.
+    // 1-based for `substr`.
+    let at = WrappedFileKey::KEK_VERSION_AT;
     let references: i64 = tx.query_row(
         "SELECT count(*) FROM catalog_versions
          WHERE tenant = ?1
-         AND (tik_version = ?2 OR wrapped IS NULL OR substr(wrapped, 19, 4) = ?3)",
+         AND (tik_version = ?2 OR wrapped IS NULL OR substr(wrapped, ?4, ?5) = ?3)",
         params![
             tenant.as_bytes(),
             u32::from(version),
-            &u32::from(version).to_be_bytes()[..]
+            &u32::from(version).to_be_bytes()[..],
+            at.start + 1,
+            at.len()
         ],
         |row| row.get(0),
     )?;
