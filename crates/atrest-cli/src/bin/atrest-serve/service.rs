@@ -70,10 +70,12 @@ mod caller;
 mod listing;
 mod meetings;
 mod moves;
+mod ready;
 mod upload;
 
 use self::caller::{Caller, InFlight};
 use self::meetings::refuse_reserved;
+use self::ready::{Readiness, ready};
 use self::upload::{entity_tag, upload};
 
 /// The request id header.
@@ -92,15 +94,9 @@ pub(crate) struct Service {
     eraser: Arc<Eraser>,
     limits: Limits,
     in_flight: Arc<InFlight>,
-    /// The last readiness check and when it was made (see [`ready`]).
-    readiness: Arc<tokio::sync::Mutex<Option<(tokio::time::Instant, Problems)>>>,
+    /// The last readiness check (see [`ready()`]).
+    readiness: Readiness,
 }
-
-/// What a readiness check found: each part that does not work, and why.
-type Problems = Vec<(&'static str, String)>;
-
-/// How long a readiness check answers `/readyz` before the next is made.
-const READINESS_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the service allows a request.
 #[derive(Clone, Copy, Debug)]
@@ -139,36 +135,8 @@ impl Service {
             metrics,
             limits,
             in_flight: Arc::new(InFlight::default()),
-            readiness: Arc::new(tokio::sync::Mutex::new(None)),
+            readiness: Readiness::default(),
         }
-    }
-
-    /// The parts that do not work, from a check at most [`READINESS_TTL`]
-    /// old. One check runs at a time; callers that come during it wait
-    /// for its answer: `/readyz` answers anyone, and however often it is
-    /// asked, the catalog and key store see one check a second. The check
-    /// runs in a task of its own, so a caller that goes away (a request
-    /// reset at once) does not cut it short and leave the next to start
-    /// another.
-    async fn readiness(&self) -> Problems {
-        let (cache, deployment) = (Arc::clone(&self.readiness), Arc::clone(&self.deployment));
-        let checking = tokio::spawn(async move {
-            let mut last = cache.lock_owned().await;
-            if let Some((at, problems)) = last.as_ref()
-                && at.elapsed() < READINESS_TTL
-            {
-                return problems.clone();
-            }
-            let problems = deployment.readiness().await;
-            for (part, why) in &problems {
-                tracing::warn!(part, "not ready: {part}: {why}");
-            }
-            *last = Some((tokio::time::Instant::now(), problems.clone()));
-            problems
-        });
-        checking
-            .await
-            .unwrap_or_else(|_| vec![("service", "the readiness check stopped".to_owned())])
     }
 
     /// The tenants whose deletions are not erased yet.
@@ -208,27 +176,6 @@ impl Service {
             .route("/healthz", get(|| async { "ok\n" }))
             .layer(middleware::from_fn_with_state(self, request_id))
     }
-}
-
-/// `/readyz`: `200` when every part the service needs works — catalog, key
-/// store, audit log, blob stores, room on the disk — else `503` naming
-/// those that do not. (`/healthz` only says the process answers.) The
-/// answer is at most a second old ([`Service::readiness`]).
-async fn ready(State(service): State<Arc<Service>>) -> Response {
-    let problems = service.readiness().await;
-    if problems.is_empty() {
-        return Json(serde_json::json!({ "ready": true })).into_response();
-    }
-    // Unauthenticated: the parts only; why, in the service's log.
-    let parts: Vec<&str> = problems.iter().map(|(part, _)| *part).collect();
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(serde_json::json!({
-            "error": format!("not ready: {}", parts.join(", ")),
-            "kind": "unavailable",
-        })),
-    )
-        .into_response()
 }
 
 /// The id of the request being served, made by the service; and the
