@@ -4,13 +4,18 @@
 //! tenant.
 //!
 //! The provider's discovery document (`ISSUER/.well-known/openid-configuration`)
-//! names its JWKS; the keys are fetched at start, cached, fetched again
-//! when a token names a key not among them (at most once per
-//! [`REFRESH_INTERVAL`], so that tokens with made-up key ids cannot make
-//! the service hammer the provider) and when they are older than
-//! [`KEYS_MAX_AGE`]. The provider is reached over HTTPS (or plain HTTP on
-//! a loopback address only), without following redirects, trusting the
-//! system's roots or only the CA file given.
+//! names its JWKS; the keys are fetched at start, cached, and fetched
+//! again ([`KeyLifetimes`]) when a token names a key not among them (at
+//! most once per [`KeyLifetimes::min_fetch_interval`], so that tokens with
+//! made-up key ids cannot make the service hammer the provider) and when
+//! they are older than [`KeyLifetimes::refresh_after`], so that a key the
+//! provider withdraws stops counting soon. Keys that could not be fetched
+//! again for [`KeyLifetimes::trusted_for`] are not used at all: the
+//! provider's tokens are answered `503` until it answers again (an attacker
+//! who can cut the service off from the provider cannot keep a withdrawn key
+//! in use). The provider is reached over HTTPS (or plain HTTP on a loopback
+//! address only), without following redirects, trusting the system's roots
+//! or only the CA file given.
 //!
 //! What a token must hold is in [`token`].
 
@@ -25,11 +30,30 @@ use tokio::sync::{Mutex, RwLock};
 
 use self::token::{Identity, Keys, Rejected, Rules};
 
-/// The shortest time between two fetches of the provider's keys.
-pub(crate) const REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+/// How long the provider's keys are used before they are fetched again,
+/// and how long without a successful fetch they are trusted at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KeyLifetimes {
+    /// The shortest time between two fetches of the keys.
+    pub(crate) min_fetch_interval: Duration,
+    /// Keys fetched longer ago than this are fetched again at the next
+    /// token (by that request; the others go on with the keys there are).
+    /// A key the provider withdraws is refused from then on.
+    pub(crate) refresh_after: Duration,
+    /// Keys last fetched longer ago than this are not used: tokens are
+    /// answered `503` until a fetch succeeds.
+    pub(crate) trusted_for: Duration,
+}
 
-/// Keys older than this are fetched again at the next token.
-pub(crate) const KEYS_MAX_AGE: Duration = Duration::from_secs(3600);
+impl Default for KeyLifetimes {
+    fn default() -> Self {
+        Self {
+            min_fetch_interval: Duration::from_secs(30),
+            refresh_after: Duration::from_secs(5 * 60),
+            trusted_for: Duration::from_secs(60 * 60),
+        }
+    }
+}
 
 /// How long a token naming an unknown key waits for another request's
 /// fetch of the keys before it is judged with the keys there are.
@@ -57,6 +81,8 @@ pub(crate) struct Settings {
     /// A CA certificate file (PEM) to trust for the provider instead of
     /// the system's roots.
     pub(crate) ca: Option<PathBuf>,
+    /// When the provider's keys are fetched again.
+    pub(crate) key_lifetimes: KeyLifetimes,
 }
 
 /// Why the provider cannot be used.
@@ -91,6 +117,7 @@ pub(crate) enum SignInError {
 #[derive(Debug)]
 pub(crate) struct Provider {
     rules: Rules,
+    lifetimes: KeyLifetimes,
     client: reqwest::Client,
     cached: RwLock<Arc<Cached>>,
     /// Held while keys are fetched: when they were last tried, and the
@@ -157,6 +184,7 @@ impl Provider {
                 tenant_claim: settings.tenant_claim.clone(),
                 subject_claim: settings.subject_claim.clone(),
             },
+            lifetimes: settings.key_lifetimes,
             client,
             cached: RwLock::new(Arc::new(Cached::default())),
             fetching: Mutex::new(Fetching::default()),
@@ -182,7 +210,7 @@ impl Provider {
     /// # Errors
     /// [`SignInError::Rejected`] for a token that is not valid;
     /// [`SignInError::Unavailable`] while no key of the provider could be
-    /// fetched.
+    /// fetched, or none for [`KeyLifetimes::trusted_for`].
     pub(crate) async fn identity(&self, token: &str) -> Result<Identity, SignInError> {
         let header = token::header(token, &self.rules)?;
         let mut cached = self.cached.read().await.clone();
@@ -203,7 +231,10 @@ impl Provider {
                     why: "no signing key could be fetched yet".to_owned(),
                 }));
             }
-        } else if cached.fetched.is_none_or(|at| at.elapsed() >= KEYS_MAX_AGE) {
+        } else if cached
+            .fetched
+            .is_none_or(|at| at.elapsed() >= self.lifetimes.refresh_after)
+        {
             // Known but old keys: fetched again by one request; the others
             // go on with the keys they have rather than wait for it.
             if let Ok(mut fetching) = self.fetching.try_lock() {
@@ -214,17 +245,32 @@ impl Provider {
                 cached = self.cached.read().await.clone();
             }
         }
+        if cached
+            .fetched
+            .is_none_or(|at| at.elapsed() >= self.lifetimes.trusted_for)
+        {
+            // Whether a key is still published cannot be told: a withdrawn
+            // key must not go on counting because the provider is cut off.
+            return Err(SignInError::Unavailable(ProviderError::Unreachable {
+                url: self.rules.issuer.clone(),
+                why: format!(
+                    "its keys could not be fetched for {}",
+                    humantime::format_duration(self.lifetimes.trusted_for)
+                ),
+            }));
+        }
         Ok(token::verify(token, &header, &cached.keys, &self.rules)?)
     }
 
     /// Fetches the discovery document (once) and the keys, unless they
-    /// were tried less than [`REFRESH_INTERVAL`] ago (then `Ok(false)`),
+    /// were tried less than [`KeyLifetimes::min_fetch_interval`] ago (then
+    /// `Ok(false)`),
     /// with `fetching` held. Keys that cannot be fetched leave the cached
     /// ones in place.
     async fn refresh(&self, fetching: &mut Fetching) -> Result<bool, ProviderError> {
         if fetching
             .tried
-            .is_some_and(|at| at.elapsed() < REFRESH_INTERVAL)
+            .is_some_and(|at| at.elapsed() < self.lifetimes.min_fetch_interval)
         {
             return Ok(false);
         }
@@ -396,6 +442,176 @@ impl Args {
             algorithms: self.oidc_algorithms.0,
             leeway: self.oidc_leeway,
             ca: self.oidc_ca,
+            key_lifetimes: KeyLifetimes::default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The key cache against a provider on loopback whose published keys
+    //! and answers the test changes (the real provider's keys cannot be
+    //! changed while it runs; `tests/service_oidc.rs` runs against it).
+
+    use std::sync::Mutex as StdMutex;
+
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    use super::*;
+
+    /// What the provider's JWKS address answers: a document, or an error.
+    type Published = Arc<StdMutex<Result<String, StatusCode>>>;
+
+    struct Signer {
+        kid: &'static str,
+        pkcs8: Vec<u8>,
+        public: Vec<u8>,
+    }
+
+    impl Signer {
+        fn new(kid: &'static str) -> Self {
+            let rng = aws_lc_rs::rand::SystemRandom::new();
+            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+            let public = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
+                .unwrap()
+                .public_key()
+                .as_ref()
+                .to_vec();
+            Self {
+                kid,
+                pkcs8: pkcs8.as_ref().to_vec(),
+                public,
+            }
+        }
+
+        fn jwk(&self) -> String {
+            format!(
+                r#"{{"kty":"OKP","crv":"Ed25519","alg":"EdDSA","use":"sig","kid":"{}","x":"{}"}}"#,
+                self.kid,
+                URL_SAFE_NO_PAD.encode(&self.public)
+            )
+        }
+
+        fn token(&self, issuer: &str) -> String {
+            let mut header = Header::new(Algorithm::EdDSA);
+            header.kid = Some(self.kid.to_owned());
+            let exp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 600;
+            let claims = serde_json::json!({
+                "iss": issuer,
+                "aud": "files",
+                "exp": exp,
+                "sub": "app",
+                "tenant_id": atrest::filekey::TenantId::from_bytes([7; 16]).unwrap().to_string(),
+            });
+            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(&self.pkcs8)).unwrap()
+        }
+    }
+
+    fn jwks(signers: &[&Signer]) -> String {
+        let keys: Vec<String> = signers.iter().map(|signer| signer.jwk()).collect();
+        format!(r#"{{"keys":[{}]}}"#, keys.join(","))
+    }
+
+    /// A provider on loopback publishing what `published` holds; its issuer.
+    async fn provider(published: Published) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let discovery = serde_json::json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")});
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                get(move || async move { discovery.to_string() }),
+            )
+            .route(
+                "/jwks",
+                get(|State(published): State<Published>| async move {
+                    published.lock().unwrap().clone()
+                }),
+            )
+            .with_state(published);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        issuer
+    }
+
+    fn settings(issuer: &str, key_lifetimes: KeyLifetimes) -> Settings {
+        Settings {
+            issuer: issuer.to_owned(),
+            audience: "files".to_owned(),
+            tenant_claim: "tenant_id".to_owned(),
+            subject_claim: "sub".to_owned(),
+            algorithms: vec![Algorithm::EdDSA],
+            leeway: Duration::from_secs(5),
+            ca: None,
+            key_lifetimes,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_withdrawn_key_stops_counting_and_unconfirmed_keys_are_not_trusted() {
+        let (old, new) = (Signer::new("old"), Signer::new("new"));
+        let published: Published = Arc::new(StdMutex::new(Ok(jwks(&[&old, &new]))));
+        let issuer = provider(published.clone()).await;
+        let lifetimes = KeyLifetimes {
+            min_fetch_interval: Duration::from_millis(100),
+            refresh_after: Duration::from_millis(300),
+            trusted_for: Duration::from_secs(3),
+        };
+        let provider = Provider::connect(&settings(&issuer, lifetimes))
+            .await
+            .unwrap();
+        let (old_token, new_token) = (old.token(&issuer), new.token(&issuer));
+        assert_eq!(provider.identity(&old_token).await.unwrap().subject, "app");
+
+        // The provider withdraws a key: once the keys are older than
+        // `refresh_after`, a token signed with it is refused.
+        *published.lock().unwrap() = Ok(jwks(&[&new]));
+        tokio::time::sleep(lifetimes.refresh_after + Duration::from_millis(100)).await;
+        match provider.identity(&old_token).await {
+            Err(SignInError::Rejected(_)) => {}
+            other => panic!("a withdrawn key still counts: {other:?}"),
+        }
+        assert!(provider.identity(&new_token).await.is_ok());
+
+        // The provider cannot be reached: the keys it last published go on
+        // counting for a while (a failed fetch is no outage)…
+        *published.lock().unwrap() = Err(StatusCode::INTERNAL_SERVER_ERROR);
+        tokio::time::sleep(lifetimes.refresh_after + Duration::from_millis(100)).await;
+        assert!(provider.identity(&new_token).await.is_ok());
+        // …but not beyond `trusted_for` since they were last fetched.
+        tokio::time::sleep(lifetimes.trusted_for).await;
+        match provider.identity(&new_token).await {
+            Err(SignInError::Unavailable(why)) => {
+                assert!(why.to_string().contains("could not be fetched"), "{why}");
+            }
+            other => panic!("keys not confirmed for long still count: {other:?}"),
+        }
+
+        // Once the provider answers again, so does the service.
+        *published.lock().unwrap() = Ok(jwks(&[&new]));
+        tokio::time::sleep(lifetimes.min_fetch_interval).await;
+        assert!(provider.identity(&new_token).await.is_ok());
+        assert!(matches!(
+            provider.identity(&old_token).await,
+            Err(SignInError::Rejected(_))
+        ));
+    }
+
+    #[test]
+    fn keys_are_fetched_again_within_minutes_and_trusted_unconfirmed_for_an_hour_at_most() {
+        let lifetimes = KeyLifetimes::default();
+        assert!(lifetimes.refresh_after <= Duration::from_secs(5 * 60));
+        assert!(lifetimes.min_fetch_interval < lifetimes.refresh_after);
+        assert!(lifetimes.refresh_after < lifetimes.trusted_for);
+        assert!(lifetimes.trusted_for <= Duration::from_secs(60 * 60));
     }
 }
