@@ -705,3 +705,60 @@ fn idle_connections_are_closed_and_busy_ones_are_not() {
         got.len()
     );
 }
+
+/// One client address holds at most `--max-connections-per-address`
+/// connections: the next is closed before it is read, and the address gets
+/// a place again as soon as it gives one back.
+#[test]
+fn one_address_holds_at_most_its_share_of_connections() {
+    let dir = TempDir::new("service-per-address");
+    let (data, alice, _) = deployment(&dir);
+    let instance = Instance::start(
+        &data,
+        "per-address",
+        &[],
+        &["--max-connections-per-address", "2"],
+    );
+    let auth = bearer(&alice);
+    let listing = format!(
+        "GET /v1/tenants/acme/files HTTP/1.1\r\nHost: {}\r\n{}: {}\r\n\r\n",
+        instance.addr, auth.0, auth.1
+    );
+    // Two connections kept (answered, so accepted and counted), however
+    // long the start's own checks take to let go of theirs.
+    let mut held = Vec::new();
+    let started = Instant::now();
+    while held.len() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never served");
+        let mut stream = TcpStream::connect(&instance.addr).unwrap();
+        if exchange(&mut stream, &listing) == Some(200) {
+            held.push(stream);
+        }
+    }
+
+    // A third, with credentials or not, is closed without an answer.
+    let mut third = TcpStream::connect(&instance.addr).unwrap();
+    let _ = third.write_all(listing.as_bytes());
+    let (got, took) = read_until_closed(&mut third);
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // The two held are served still.
+    for stream in &mut held {
+        assert_eq!(exchange(stream, &listing), Some(200));
+    }
+
+    // One given back: a new connection is served.
+    drop(held.pop());
+    let started = Instant::now();
+    loop {
+        let mut stream = TcpStream::connect(&instance.addr).unwrap();
+        if exchange(&mut stream, &listing) == Some(200) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the place given back never came free"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -3,8 +3,9 @@
 //! connections, on how long a client may take to say what it wants and on
 //! how long a connection may sit idle (no request in flight: HTTP/2
 //! clients that answer pings included) or, if none of its requests carried
-//! valid credentials, stay open at all; and a stop that lets the requests
-//! in flight finish.
+//! valid credentials, stay open at all; a bound on the connections of one
+//! client address ([`per_address`]); and a stop that lets the requests in
+//! flight finish.
 //!
 //! The certificate chain and key are read from PEM files at start and read
 //! again on SIGHUP ([`Certificates::reload`]): new handshakes get the new
@@ -22,6 +23,10 @@ use axum::body::Body;
 
 use crate::bridge::watched;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use self::per_address::PerAddress;
+
+mod per_address;
 use hyper_util::server::conn::auto;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -38,6 +43,9 @@ pub(crate) struct Limits {
     pub(crate) header_timeout: Duration,
     /// Connections served at once; more wait in the kernel's queue.
     pub(crate) max_connections: usize,
+    /// Connections served at once from one client address (an IPv6 `/64`
+    /// counts as one); more are closed as soon as they are accepted.
+    pub(crate) max_connections_per_address: std::num::NonZeroUsize,
     /// How long a connection may go without a request in flight before it
     /// is closed (gracefully: an HTTP/2 `GOAWAY`, or HTTP/1.1's close).
     pub(crate) idle_timeout: Duration,
@@ -165,6 +173,7 @@ pub(crate) async fn serve(
 ) -> std::io::Result<()> {
     let connections = limits.max_connections.max(1);
     let slots = Arc::new(tokio::sync::Semaphore::new(connections));
+    let per_address = PerAddress::new(limits.max_connections_per_address);
     let (stopping, stopped) = tokio::sync::watch::channel(false);
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -187,9 +196,14 @@ pub(crate) async fn serve(
             }
             Err(error) => return Err(error),
         };
+        // One address past its share: closed before a byte is read (its
+        // slot is free again at once).
+        let Some(held) = per_address.take(peer.ip()) else {
+            continue;
+        };
         let (router, tls, stopped) = (router.clone(), tls.clone(), stopped.clone());
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, held);
             connection(stream, peer, router, tls, limits, stopped).await;
         });
     }

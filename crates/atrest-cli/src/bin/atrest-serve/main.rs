@@ -121,6 +121,12 @@ enum Command {
         /// Connections served at once (more wait to be accepted).
         #[arg(long, default_value_t = 10_000)]
         max_connections: usize,
+        /// Connections served at once from one client address (an IPv6
+        /// /64 counts as one); more are closed at once. Behind a proxy,
+        /// whose connections all come from its address, raise it to
+        /// --max-connections.
+        #[arg(long, default_value = "1000")]
+        max_connections_per_address: std::num::NonZeroUsize,
         /// How long a connection may go without a request in flight (an
         /// HTTP/2 client that only answers pings, say) before it is closed;
         /// and how long one none of whose requests carried valid
@@ -202,6 +208,7 @@ fn main() -> ExitCode {
             plain_http,
             header_timeout,
             max_connections,
+            max_connections_per_address,
             idle_timeout,
             body_timeout,
             write_timeout,
@@ -238,6 +245,7 @@ fn main() -> ExitCode {
                 limits: listen::Limits {
                     header_timeout,
                     max_connections,
+                    max_connections_per_address,
                     idle_timeout,
                 },
                 requests: service::Limits {
