@@ -21,7 +21,7 @@ use tokio::io::AsyncWriteExt as _;
 
 use atrest::audit::Event;
 use atrest::blobs::BlobStore;
-use atrest::filekey::{FileId, FileVersion, OsRng, TenantId};
+use atrest::filekey::{FileId, FileVersion, OsRng, TenantId, WrappedFileKey};
 use atrest::tenant::{Access, Decision, KeyHierarchy, MasterKey, ServiceKeys, TenantKeyDir};
 use atrest::{
     BlobName, Blobs, Catalog as _, CatalogError, DeliveredKey, Error, ErrorKind, FileRecord,
@@ -490,6 +490,41 @@ async fn an_edited_tik_version_column_never_gets_a_used_version_retired() {
         .await
         .unwrap();
     assert!(out == plain);
+}
+
+/// A record whose wrapped key names a TIK version the tenant does not
+/// have (its bytes edited; or the catalog restored from an older backup
+/// than the key metadata) is an integrity failure, audited: not a file
+/// that is missing.
+#[tokio::test]
+async fn a_record_naming_a_tik_version_the_tenant_lacks_is_tampered_not_missing() {
+    let dir = TempDir::new("unknown-tik");
+    let (world, _) = world(&dir).await;
+    let files = &world.files;
+    let record = files
+        .seal(&ALICE, world.a, "kept", &b"kept"[..])
+        .await
+        .unwrap();
+    let mut wrapped = record.wrapped_key.as_ref().to_vec();
+    wrapped[WrappedFileKey::KEK_VERSION_AT].copy_from_slice(&99u32.to_be_bytes());
+    edit_catalog(
+        &dir,
+        &format!(
+            "UPDATE catalog_versions SET wrapped = x'{}' WHERE file = x'{}'",
+            hex(&wrapped),
+            hex(record.file.as_bytes())
+        ),
+    );
+    let failed_before = failed_opens(&world);
+    let error = read(files, &ALICE, world.a, "kept", None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Integrity, "{error}");
+    assert!(
+        matches!(error, Error::Catalog(CatalogError::Tampered { .. })),
+        "{error}"
+    );
+    assert_eq!(failed_opens(&world), failed_before + 1);
 }
 
 #[tokio::test]

@@ -336,6 +336,27 @@ impl Files {
                         let key = self.authenticated(key, &fresh, access, file).await?;
                         return Ok((key, fresh));
                     }
+                    // The record as it stands names a TIK version the
+                    // tenant does not have. A version is retired only once
+                    // no record names it, and a new one exists before any
+                    // key is wrapped under it: the record's key (or the
+                    // key metadata) was changed, or one was restored from
+                    // an older backup than the other. Nothing to wait for
+                    // and no missing file: an integrity failure, audited.
+                    Ok(_)
+                        if matches!(
+                            error,
+                            Error::Keys(atrest_tenant::Error::UnknownTikVersion { .. })
+                        ) =>
+                    {
+                        let error = Error::from(CatalogError::Tampered {
+                            tenant: file.tenant,
+                            name: file.name.to_owned(),
+                            version: record.version,
+                        });
+                        self.audit_open(access, &record, Err(&error), None).await?;
+                        return Err(error);
+                    }
                     _ => return Err(error),
                 }
             }
