@@ -7,7 +7,7 @@ use atrest_filekey::{KeyVersion, TenantId};
 use atrest_tenant::store::stored;
 use atrest_tenant::{
     CHANGE_LOG_KEPT, Error, FallbackPolicy, KeyChanges, MetadataStore, RootKeyRef, StoredFallback,
-    StoredSlot, StoredTenant, TagUpdate, TenantRecord, TikWrap,
+    StoredSlot, StoredTenant, TagUpdate, TenantRecord, TenantTag, TikWrap,
 };
 use tokio_postgres::Transaction;
 
@@ -216,8 +216,8 @@ async fn retag(tx: &Transaction<'_>, tenant: &[u8], tag: &TagUpdate) -> Result<(
             "UPDATE atrest_tenants SET tag = $3 WHERE tenant = $1 AND state = 'active' AND tag = $2",
             &[
                 &tenant,
-                &tag.previous.as_bytes().as_slice(),
-                &tag.next.as_bytes().as_slice(),
+                &tag.previous.to_bytes(),
+                &tag.next.to_bytes(),
             ],
         )
         .await?;
@@ -297,7 +297,7 @@ impl MetadataStore for PgMetadataStore {
                             &record.kind.as_stored(),
                             &record.tik_id.as_bytes().as_slice(),
                             &number(record.current_tik),
-                            &record.tag.as_ref().map(|tag| tag.as_bytes().as_slice()),
+                            &record.tag.as_ref().map(TenantTag::to_bytes),
                             &fallback.policy,
                             &fallback.start,
                             &fallback.end,

@@ -5,8 +5,8 @@ use std::path::Path;
 use atrest_filekey::{KeyVersion, TenantId};
 use atrest_tenant::store::stored;
 use atrest_tenant::{
-    CHANGE_LOG_KEPT, Error, FallbackPolicy, KeyChanges, MetadataStore, RecordTag, RootKeyRef,
-    StoredFallback, StoredSlot, StoredTenant, TagUpdate, TenantRecord, TikWrap,
+    CHANGE_LOG_KEPT, Error, FallbackPolicy, KeyChanges, MetadataStore, RootKeyRef, StoredFallback,
+    StoredSlot, StoredTenant, TagUpdate, TenantRecord, TenantTag, TikWrap,
 };
 use rusqlite::{Connection, OptionalExtension as _, Transaction, params};
 
@@ -234,8 +234,8 @@ fn retag(tx: &Transaction<'_>, tenant: TenantId, tag: &TagUpdate) -> Result<(), 
         "UPDATE tenants SET tag = ?3 WHERE tenant = ?1 AND state = 'active' AND tag = ?2",
         params![
             tenant.as_bytes(),
-            tag.previous.as_bytes(),
-            tag.next.as_bytes()
+            tag.previous.to_bytes(),
+            tag.next.to_bytes()
         ],
     )?;
     if changed == 0 {
@@ -263,7 +263,7 @@ fn create_tenant(
             record.kind.as_stored(),
             record.tik_id.as_bytes(),
             u32::from(record.current_tik),
-            record.tag.as_ref().map(RecordTag::as_bytes),
+            record.tag.as_ref().map(TenantTag::to_bytes),
             fallback.policy,
             fallback.start,
             fallback.end,

@@ -30,5 +30,6 @@ pub use store::{
     TenantRecord, TenantState, TikWrap, WrappedKeyIndex,
 };
 pub use tenant_key::{
-    DerivedKey, MetadataKey, RecordTag, TenantKeyDir, TenantKeyStore, version_key_id,
+    DerivedKey, MetadataKey, RecordTag, TenantKeyDir, TenantKeyStore, TenantTag,
+    record_keys_marker_id, version_key_id,
 };

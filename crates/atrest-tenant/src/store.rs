@@ -8,7 +8,7 @@
 
 use atrest_filekey::{FileContext, KeyId, KeyVersion, TenantId, WrappedFileKey};
 
-use crate::{Error, RecordTag, RootKeyRef};
+use crate::{Error, RootKeyRef, TenantTag};
 
 /// Who holds a tenant's root keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -159,10 +159,10 @@ pub struct TenantRecord {
     /// tenants; [`FallbackPolicy::Automatic`] for the others, where it
     /// means nothing).
     pub fallback: FallbackPolicy,
-    /// The record's authentication tag under the tenant's metadata key
-    /// (see [`crate::tenant_key`]): what the key hierarchy checks before it
-    /// obeys the record. `None` once the tenant is purged.
-    pub tag: Option<RecordTag>,
+    /// The record's authentication tag, under a record key of its own
+    /// ([`TenantTag`]): what the key hierarchy checks before it obeys the
+    /// record. `None` once the tenant is purged.
+    pub tag: Option<TenantTag>,
 }
 
 /// A change of a tenant's record: the tag it must still have (so that of
@@ -172,9 +172,9 @@ pub struct TenantRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TagUpdate {
     /// The tag stored now.
-    pub previous: RecordTag,
+    pub previous: TenantTag,
     /// The tag of the record after the change.
-    pub next: RecordTag,
+    pub next: TenantTag,
 }
 
 /// One TIK version wrapped under the root key of one slot.
@@ -601,7 +601,7 @@ impl StoredTenant {
             fallback: self.fallback.decode()?,
             tag: self
                 .tag
-                .map(|tag| RecordTag::from_slice(&tag).ok_or(Error::Corrupt("tenant record tag")))
+                .map(|tag| TenantTag::from_slice(&tag).ok_or(Error::Corrupt("tenant record tag")))
                 .transpose()?,
         })
     }

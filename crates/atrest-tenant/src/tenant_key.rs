@@ -21,9 +21,15 @@
 //!   version is: retiring a version destroys its key, which erases every
 //!   file key ever wrapped under it, backups included.
 //! - The tenant's metadata key, `HMAC-SHA256(tenant key, "atrest/v1
-//!   metadata key" ‖ tenant ‖ TIK id)`, authenticates the tenant's record
-//!   (kind, root-key slots, revocations, current TIK version) and the file
-//!   records of the `atrest` catalog (see [`MetadataKey`]).
+//!   metadata key" ‖ tenant ‖ TIK id)`, authenticates the file records of
+//!   the `atrest` catalog (see [`MetadataKey`]).
+//! - Each version of the tenant's own record (kind, root-key slots,
+//!   revocations, fallback policy, current TIK version) is authenticated
+//!   under a **record key** of its own in the same store, made for it and
+//!   destroyed once the next version replaces it ([`TenantTag`]): an older
+//!   copy of the record, restored by a writer of the database to undo a
+//!   revocation mark or a stricter fallback policy, has no key left to
+//!   verify under.
 //!
 //! Purging a tenant destroys its tenant key (and its version keys) first.
 //! Restoring the database afterwards gives back wraps and records that
@@ -81,6 +87,7 @@ const FILE_HEADER: &[u8] = b"atrest tenant key v1\n";
 const SEAL_AAD_LABEL: &[u8] = b"atrest/v1 tenant key";
 const METADATA_KEY_LABEL: &[u8] = b"atrest/v1 metadata key";
 const VERSION_KEY_LABEL: &[u8] = b"atrest/v1 tik version key";
+const RECORD_KEYS_LABEL: &[u8] = b"atrest/v1 tenant record keys in use";
 
 /// Where each tenant's tenant key is kept (see the [module
 /// documentation](self)): outside the metadata database, so that
@@ -184,18 +191,108 @@ pub(crate) fn through_version_key(
 /// file (its version's TIK retired once every other file key moved to a
 /// newer version) a crypto-erasure, as a purge is for a whole tenant.
 pub fn version_key_id(tik_id: KeyId, version: atrest_filekey::KeyVersion) -> KeyId {
-    let mut input = VERSION_KEY_LABEL.to_vec();
-    input.extend_from_slice(&tik_id.encode());
+    let mut input = tik_id.encode().to_vec();
     input.extend_from_slice(&version.encode());
-    let digest = ring::digest::digest(&ring::digest::SHA256, &input);
+    derived_key_id(VERSION_KEY_LABEL, &input, tik_id)
+}
+
+/// The id of the key whose existence says that `tik_id`'s tenant has its
+/// records tagged under record keys ([`TenantTag::Keyed`]): made when the
+/// tenant is, or when a record tagged before record keys existed is first
+/// replaced; destroyed only by a purge. While it exists, a record with a
+/// tag of the earlier kind ([`TenantTag::Legacy`]) is an older copy.
+pub fn record_keys_marker_id(tik_id: KeyId) -> KeyId {
+    derived_key_id(RECORD_KEYS_LABEL, &tik_id.encode(), tik_id)
+}
+
+/// A key id derived from a label and an input, never nil.
+fn derived_key_id(label: &[u8], input: &[u8], fallback: KeyId) -> KeyId {
+    let mut message = label.to_vec();
+    message.extend_from_slice(input);
+    let digest = ring::digest::digest(&ring::digest::SHA256, &message);
     let mut id = [0u8; 16];
     id.copy_from_slice(digest.as_ref().get(..16).unwrap_or(&[1u8; 16]));
-    // The nil id is refused; a digest starting with 16 zero bytes is not
-    // going to happen, but the id must never be nil.
     if id == [0u8; 16] {
         id[15] = 1;
     }
-    KeyId::from_bytes(id).unwrap_or(tik_id)
+    KeyId::from_bytes(id).unwrap_or(fallback)
+}
+
+/// The authentication tag of a tenant's record
+/// ([`TenantRecord::tag`](crate::TenantRecord::tag)).
+///
+/// A record is tagged under a record key of its own in the tenant key
+/// store (a fresh random id), made for it and destroyed once a newer record
+/// replaces it, so that an older copy of the record (a database backup
+/// restored by its writer, or one row put back) has no key to verify under
+/// and is refused. The tag names its key and the key of the record it
+/// replaced: whoever reads the newer record finishes that key's
+/// destruction, should the change that made it have been cut short.
+///
+/// Records tagged before record keys existed carry the tag of the tenant's
+/// metadata key ([`TenantTag::Legacy`]); the first change of such a record
+/// tags the next one under a record key and makes the tenant's marker key
+/// ([`record_keys_marker_id`]), after which no tag of the earlier kind is
+/// believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantTag {
+    /// `HMAC-SHA256(metadata key, …)` of a record made before record keys
+    /// existed: 32 bytes.
+    Legacy(RecordTag),
+    /// `HMAC-SHA256(record key, …)`: stored as `0x01 ‖ key ‖ previous (or
+    /// 16 zero bytes) ‖ MAC`, 65 bytes.
+    Keyed {
+        /// The record key, in the tenant key store.
+        key: KeyId,
+        /// The record key of the record this one replaced, destroyed once
+        /// this one is written (or by the first reader of this one).
+        previous: Option<KeyId>,
+        /// The MAC (not secret).
+        mac: RecordTag,
+    },
+}
+
+impl TenantTag {
+    const KEYED: u8 = 1;
+    const ID_LEN: usize = 16;
+    const KEYED_LEN: usize = 1 + 2 * Self::ID_LEN + RecordTag::LEN;
+
+    /// The tag from its stored bytes, or `None` for bytes that are not one.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() == RecordTag::LEN {
+            return RecordTag::from_slice(bytes).map(Self::Legacy);
+        }
+        if bytes.len() != Self::KEYED_LEN || bytes.first() != Some(&Self::KEYED) {
+            return None;
+        }
+        let id =
+            |at: usize| -> Option<[u8; 16]> { bytes.get(at..at + Self::ID_LEN)?.try_into().ok() };
+        let key = KeyId::from_bytes(id(1)?).ok()?;
+        // The nil id (which no key has) stands for none.
+        let previous = id(1 + Self::ID_LEN)?;
+        let previous = if previous == [0; 16] {
+            None
+        } else {
+            Some(KeyId::from_bytes(previous).ok()?)
+        };
+        let mac = RecordTag::from_slice(bytes.get(1 + 2 * Self::ID_LEN..)?)?;
+        Some(Self::Keyed { key, previous, mac })
+    }
+
+    /// The tag's bytes, to store.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Self::Legacy(tag) => tag.as_bytes().to_vec(),
+            Self::Keyed { key, previous, mac } => {
+                let mut out = Vec::with_capacity(Self::KEYED_LEN);
+                out.push(Self::KEYED);
+                out.extend_from_slice(key.as_bytes());
+                out.extend_from_slice(&previous.map_or([0; 16], |previous| *previous.as_bytes()));
+                out.extend_from_slice(mac.as_bytes());
+                out
+            }
+        }
+    }
 }
 
 /// A tenant's metadata key: authenticates the records that decide key

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use atrest_audit::{Event, Outcome, Text};
 use atrest_filekey::{KeyId, KeyVersion, OsRng, TenantId};
 
-use super::binding::record_tag;
 use super::{KeyHierarchy, join_all};
 use crate::store::{FallbackPolicy, RootKeySlot, SlotRole, TenantKind, TenantRecord, TenantState};
-use crate::tenant_key::MetadataKey;
+use crate::tenant_key::{MetadataKey, record_keys_marker_id};
 use crate::{Error, KeyMaterial, RootKeyRef};
 
 impl KeyHierarchy {
@@ -37,9 +36,13 @@ impl KeyHierarchy {
         self.tenant_keys.create(tenant, record.tik_id).await?;
         self.create_version_key(tenant, record.tik_id, KeyVersion::FIRST)
             .await?;
+        // Its records are tagged under record keys from the start.
+        self.tenant_keys
+            .create(tenant, record_keys_marker_id(record.tik_id))
+            .await?;
         let metadata =
             Arc::new(MetadataKey::derive(&*self.tenant_keys, tenant, record.tik_id).await?);
-        record.tag = Some(record_tag(&metadata, &record));
+        record.tag = Some(self.keyed_tag(&record, None).await?);
         let seed = KeyMaterial::generate()?;
         let wraps = record
             .slots
@@ -155,8 +158,9 @@ impl KeyHierarchy {
         if let Some(revoked) = next.slots.get_mut(usize::from(slot)) {
             revoked.revoked = true;
         }
-        let tag = Self::retag(&entry, &next)?;
-        self.store.set_revoked(tenant, slot, true, &tag).await?;
+        let tag = self.retag(&entry, &next).await?;
+        let written = self.store.set_revoked(tenant, slot, true, &tag).await;
+        self.retagged(&next, &tag, written).await?;
         self.flush_tenant(tenant);
         self.record(
             &entry,
@@ -199,8 +203,9 @@ impl KeyHierarchy {
             fallback: policy.clone(),
             ..entry.record.clone()
         };
-        let tag = Self::retag(&entry, &next)?;
-        self.store.set_fallback(tenant, &policy, &tag).await?;
+        let tag = self.retag(&entry, &next).await?;
+        let written = self.store.set_fallback(tenant, &policy, &tag).await;
+        self.retagged(&next, &tag, written).await?;
         self.flush_tenant(tenant);
         let window = match &policy {
             FallbackPolicy::Declared(Some(window)) => Some(window),

@@ -188,6 +188,7 @@ impl Builder {
             tik_lookups: TikCacheCounts::default().into(),
             watch: changes::Watch::default(),
             flushes: AtomicU64::new(0),
+            replaced: std::sync::Mutex::default(),
         };
         Ok((hierarchy, Administration::new(issuer)))
     }
@@ -219,6 +220,10 @@ pub struct KeyHierarchy {
     watch: changes::Watch,
     /// How many flushes happened: a value loaded across one is not cached.
     flushes: AtomicU64,
+    /// The record keys of tenant records whose replacement of the record
+    /// before them this process has seen finished (see
+    /// `KeyHierarchy::finish_replacing`): not done again at each load.
+    replaced: std::sync::Mutex<std::collections::HashSet<atrest_filekey::KeyId>>,
 }
 
 /// How often a TIK was found in the cache, and how often it had to be

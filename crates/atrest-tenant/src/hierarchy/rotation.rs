@@ -100,10 +100,12 @@ impl KeyHierarchy {
             current_tik: next,
             ..record.clone()
         };
-        let tag = Self::retag(&entry, &rolled)?;
-        self.store
+        let tag = self.retag(&entry, &rolled).await?;
+        let written = self
+            .store
             .add_tik_version(tenant, previous, &wraps, &tag)
-            .await?;
+            .await;
+        self.retagged(&rolled, &tag, written).await?;
         self.flush_tenant(tenant);
         self.record(
             &entry,
@@ -299,10 +301,12 @@ impl KeyHierarchy {
                 if let Some(moved) = next.slots.get_mut(usize::from(slot)) {
                     moved.key = to.clone();
                 }
-                let tag = Self::retag(&entry, &next)?;
-                self.store
+                let tag = self.retag(&entry, &next).await?;
+                let written = self
+                    .store
                     .replace_root_key(tenant, slot, to, &wraps, &tag)
-                    .await?;
+                    .await;
+                self.retagged(&next, &tag, written).await?;
                 next.tag = Some(tag.next);
                 entry.record = next;
             }

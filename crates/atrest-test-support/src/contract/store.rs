@@ -7,12 +7,34 @@ use std::sync::Arc;
 
 use atrest_filekey::{KeyId, OsRng, TenantId};
 use atrest_tenant::{
-    CHANGE_LOG_KEPT, Error, FallbackPolicy, OutageWindow, RootKeySlot, SlotRole, TagUpdate,
-    TenantKind, TenantRecord, TenantState, TikWrap,
+    CHANGE_LOG_KEPT, Error, FallbackPolicy, OutageWindow, RecordTag, RootKeySlot, SlotRole,
+    TagUpdate, TenantKind, TenantRecord, TenantState, TenantTag, TikWrap,
 };
 use tokio::sync::Barrier;
 
-use super::{Backend, tag, version};
+use super::{Backend, version};
+
+/// A tenant record's tag, one per `byte`: of the kind made before record
+/// keys for 1 (the first record of every tenant here, as one made by an
+/// earlier version), under a record key for the others, every other one
+/// naming the record key it replaced; so every change from the first
+/// record writes a tag of another length.
+fn tag(byte: u8) -> TenantTag {
+    let mac = RecordTag::from_slice(&[byte; 32]).unwrap();
+    if byte == 1 {
+        return TenantTag::Legacy(mac);
+    }
+    let id = |first: u8, rest: u8| {
+        let mut bytes = [rest; 16];
+        bytes[0] = first;
+        KeyId::from_bytes(bytes).unwrap()
+    };
+    TenantTag::Keyed {
+        key: id(byte, 1),
+        previous: byte.is_multiple_of(2).then(|| id(1, byte)),
+        mac,
+    }
+}
 
 fn wrap(v: u32, slot: u8, byte: u8) -> TikWrap {
     TikWrap {
