@@ -197,21 +197,20 @@ impl KeyHierarchy {
                     .rejected(record, "tenant record (purged, with its keys still held)")
                     .await);
             }
-            let metadata =
-                match MetadataKey::derive(&*self.tenant_keys, tenant, record.tik_id).await {
-                    Ok(key) => key,
-                    Err(error @ Error::TenantKeyMissing(_)) => {
-                        let entry = Self::entry_from(record, None);
-                        self.record(&entry, Event::MetadataRejected {}, Self::failed(&error))
-                            .await?;
-                        return Err(error);
-                    }
-                    Err(error) => return Err(error),
-                };
-            let what = match self.verdict(&record, &metadata).await? {
+            let (verdict, metadata) = match self.verdict(&record).await {
+                Ok(judged) => judged,
+                Err(error @ Error::TenantKeyMissing(_)) => {
+                    let entry = Self::entry_from(record, None);
+                    self.record(&entry, Event::MetadataRejected {}, Self::failed(&error))
+                        .await?;
+                    return Err(error);
+                }
+                Err(error) => return Err(error),
+            };
+            let what = match verdict {
                 Verdict::Authentic => {
                     self.finish_replacing(&record).await;
-                    return Ok(Self::entry_from(record, Some(Arc::new(metadata))));
+                    return Ok(Self::entry_from(record, metadata.map(Arc::new)));
                 }
                 // Read just before a change replaced it, perhaps: the
                 // record as it is now, once.
@@ -245,37 +244,49 @@ impl KeyHierarchy {
     }
 
     /// Whether `record`'s tag is authentic, and under a key that still
-    /// stands.
+    /// stands; with the tenant's metadata key if it took it to tell.
+    ///
+    /// # Errors
+    /// [`Error::TenantKeyMissing`] if the tenant key is gone (a purge the
+    /// record does not show); the tenant key store's errors.
     async fn verdict(
         &self,
         record: &TenantRecord,
-        metadata: &MetadataKey,
-    ) -> Result<Verdict, Error> {
+    ) -> Result<(Verdict, Option<MetadataKey>), Error> {
+        let metadata = || MetadataKey::derive(&*self.tenant_keys, record.tenant, record.tik_id);
         match record.tag {
-            None => Ok(Verdict::Forged),
+            None => Ok((Verdict::Forged, None)),
             Some(TenantTag::Legacy(tag)) => {
+                let metadata = metadata().await?;
                 if !metadata.verify(TENANT_RECORD_LABEL, &record_message(record), &tag) {
-                    return Ok(Verdict::Forged);
+                    return Ok((Verdict::Forged, Some(metadata)));
                 }
                 // Once the tenant's records are tagged under record keys,
                 // one tagged the earlier way is an older copy.
-                Ok(if self.marker_exists(record).await? {
+                let verdict = if self.marker_exists(record).await? {
                     Verdict::Superseded
                 } else {
                     Verdict::Authentic
-                })
+                };
+                Ok((verdict, Some(metadata)))
             }
             Some(TenantTag::Keyed { key, previous, mac }) => {
                 let message = keyed_message(record, key, previous);
                 match self.tenant_keys.derive(record.tenant, key, &message).await {
-                    Ok(expected) => Ok(
-                        if bool::from(expected.expose_secret().ct_eq(mac.as_bytes())) {
+                    Ok(expected) => {
+                        let authentic = bool::from(expected.expose_secret().ct_eq(mac.as_bytes()));
+                        let verdict = if authentic {
                             Verdict::Authentic
                         } else {
                             Verdict::Forged
-                        },
-                    ),
-                    Err(Error::TenantKeyMissing(_)) => Ok(Verdict::Superseded),
+                        };
+                        Ok((verdict, None))
+                    }
+                    // Replaced by a newer record, or the tenant key is gone
+                    // as well (purged): which, the tenant key says.
+                    Err(Error::TenantKeyMissing(_)) => {
+                        Ok((Verdict::Superseded, Some(metadata().await?)))
+                    }
                     Err(error) => Err(error),
                 }
             }
