@@ -169,9 +169,9 @@ fn the_libraries_events_are_typed_and_versioned() {
         .collect();
     assert_eq!(typed.len(), events.len());
     // Version 3 defined them (4 the log's restart line, 5 file deletions,
-    // 6 fallback policies, 7 the client's request id, 8, the newest, keys
-    // delivered to a client).
-    assert_eq!(SCHEMA_VERSION, 8);
+    // 6 fallback policies, 7 the client's request id, 8 keys delivered to a
+    // client, 9, the newest, tenant records accepted after a restore).
+    assert_eq!(SCHEMA_VERSION, 9);
     assert!(typed.iter().all(|entry| entry.v == 3));
     // The other lines keep the version that defined their events.
     assert!(

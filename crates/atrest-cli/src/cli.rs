@@ -418,6 +418,15 @@ pub(crate) enum TenantCommand {
         #[arg(value_enum)]
         policy: FallbackArg,
     },
+    /// Accept a tenant's record as the database holds it after a backup of
+    /// the database was restored: the record of a tenant that changed
+    /// since the backup is an older copy, refused (exit 5) until accepted.
+    /// Check the revocation marks and fallback policy it shows. Audited.
+    AcceptRestored {
+        /// The tenant's id (the refusal names it; its name cannot be
+        /// checked until its record is accepted).
+        id: atrest::filekey::TenantId,
+    },
     /// Declare an outage window of a tenant's customer keys (its policy
     /// must be `declared`), during which its users are served through the
     /// availability key; or end it.

@@ -2217,6 +2217,35 @@ fn rm_erases_for_good_even_from_a_restored_backup() {
         data: restored,
         env: Vec::new(),
     };
+    // The tenant's record changed since the backup (the erasure rolled its
+    // TIK): the restored one is an older copy, refused until the operator
+    // who restored the backup accepts it. The other tenant did not change.
+    let refused = restored_cli.run(&["ls", "contoso", "minutes.txt"]);
+    assert_eq!(refused.status.code(), Some(5), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("older copy"),
+        "{refused:?}"
+    );
+    restored_cli.ok(&["ls", "fabrikam"]);
+    let contoso_id = cli.json(&["tenant", "show", "contoso"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains(&contoso_id),
+        "the refusal names the tenant's id: {refused:?}"
+    );
+    let accepted = restored_cli.json(&["tenant", "accept-restored", &contoso_id]);
+    assert_eq!(accepted["name"], "contoso", "{accepted}");
+    assert!(
+        restored_cli
+            .json(&["audit", "show", "--tenant", "contoso"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"]["type"] == "tenant_record_accepted"),
+        "the acceptance is audited"
+    );
     let listed = restored_cli.json(&["ls", "contoso", "minutes.txt"]);
     assert_eq!(listed.as_array().unwrap().len(), 2, "the backup lists it");
     let output = restored_cli.run(&["get", "contoso", "minutes.txt", "--version", "1"]);

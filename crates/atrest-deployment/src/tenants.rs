@@ -682,6 +682,34 @@ impl Deployment {
         named(tenant, tenant_id, set)
     }
 
+    /// Accepts the record of the tenant with id `tenant` as the key
+    /// metadata database holds it, after a backup of that database was
+    /// restored: the record of a tenant that changed since the backup is an
+    /// older copy, refused as tampered with until accepted (see
+    /// [`KeyHierarchy::accept_restored_record`](atrest::tenant::KeyHierarchy::accept_restored_record)).
+    /// By id, which the refusal names: the tenant's name cannot be
+    /// authenticated before (its tag is checked under the tenant's key,
+    /// through the record), and a name the database maps to another tenant
+    /// must not have the operator accept that one. Audited; returns the
+    /// tenant as accepted, under its name once that authenticates.
+    ///
+    /// # Errors
+    /// Key and store errors (an unknown or purged tenant); [`Error::UnknownTenant`]
+    /// if no name authenticates as the tenant's.
+    pub async fn accept_restored_record(&self, tenant: TenantId) -> Result<TenantSummary, Error> {
+        let text = tenant.to_string();
+        let accepted = self.files.keys().accept_restored_record(tenant).await;
+        named(&text, tenant, accepted)?;
+        let name = self
+            .tenant_names()
+            .await?
+            .into_iter()
+            .find(|(_, id)| *id == tenant)
+            .map(|(name, _)| name)
+            .ok_or(Error::UnknownTenant { name: text })?;
+        self.tenant_summary(&name).await
+    }
+
     /// Purges tenant `tenant`: destroys all its key material. Its blobs
     /// stay, unreadable by anyone. Returns the number of TIK versions
     /// destroyed.

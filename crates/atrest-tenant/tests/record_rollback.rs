@@ -347,3 +347,60 @@ async fn legacy_tag(f: &Fixture, record: &TenantRecord) -> [u8; 32] {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, metadata.expose_secret());
     ring::hmac::sign(&key, &tagged).as_ref().try_into().unwrap()
 }
+
+/// After a backup of the key metadata is restored, the record of a tenant
+/// that changed since is an older copy: refused until the operator accepts
+/// it (audited), then obeyed as it stands.
+#[tokio::test]
+async fn an_operator_accepts_a_restored_record_and_it_is_obeyed_again() {
+    let f = Fixture::new("accept").await;
+    let tenant = f.customer_tenant().await;
+    let ctx = context(tenant);
+    let (key, wrapped) = f.hierarchy.new_file_key(&USER, &ctx).await.unwrap();
+    let backup = save(&f, tenant);
+    f.hierarchy
+        .set_fallback_policy(tenant, FallbackPolicy::Never)
+        .await
+        .unwrap();
+    put_back(&f, tenant, &backup);
+    f.hierarchy.flush_cache();
+    assert!(matches!(
+        f.hierarchy.release_file_key(&USER, &ctx, &wrapped).await,
+        Err(Error::Tampered { .. })
+    ));
+
+    let accepted = f.hierarchy.accept_restored_record(tenant).await.unwrap();
+    assert_eq!(accepted.fallback, FallbackPolicy::Automatic);
+    assert_eq!(
+        f.audit
+            .count(|event, _| matches!(event, Event::TenantRecordAccepted {})),
+        1
+    );
+    let released = f
+        .hierarchy
+        .release_file_key(&USER, &ctx, &wrapped)
+        .await
+        .unwrap();
+    assert_eq!(released.expose_secret(), key.expose_secret());
+    // Accepting a record that authenticates changes nothing.
+    let again = f.hierarchy.accept_restored_record(tenant).await.unwrap();
+    assert_eq!(again.tag, accepted.tag);
+    assert_eq!(
+        f.audit
+            .count(|event, _| matches!(event, Event::TenantRecordAccepted {})),
+        1
+    );
+    // Changes go on from the accepted record, and older copies of it are
+    // refused as before.
+    let accepted_row = save(&f, tenant);
+    f.hierarchy
+        .set_fallback_policy(tenant, FallbackPolicy::Never)
+        .await
+        .unwrap();
+    put_back(&f, tenant, &accepted_row);
+    f.hierarchy.flush_cache();
+    assert!(matches!(
+        f.hierarchy.tenant(tenant).await,
+        Err(Error::Tampered { .. })
+    ));
+}

@@ -273,6 +273,11 @@ pub enum Event {
     /// is missing, and it was refused rather than obeyed. The outcome says
     /// why. (Schema version 3.)
     MetadataRejected {},
+    /// An operator accepted a tenant's record as the database holds it,
+    /// although it is not the newest the tenant had (a backup of the key
+    /// metadata was restored): it is tagged anew and obeyed from then on.
+    /// (Schema version 9.)
+    TenantRecordAccepted {},
     /// A TIK version nothing referred to any more was retired (destroyed).
     /// (Schema version 3.)
     TikRetired {
@@ -351,6 +356,7 @@ impl Event {
             Self::LogRecovered { .. } => "log_recovered",
             Self::LogRestarted { .. } => "log_restarted",
             Self::MetadataRejected { .. } => "metadata_rejected",
+            Self::TenantRecordAccepted { .. } => "tenant_record_accepted",
             Self::TikRetired { .. } => "tik_retired",
             Self::BlobCopyPassedOver { .. } => "blob_copy_passed_over",
             Self::GarbageCollected { .. } => "garbage_collected",
@@ -385,6 +391,7 @@ impl Event {
             | Self::LogRecovered { .. }
             | Self::LogRestarted { .. }
             | Self::MetadataRejected {}
+            | Self::TenantRecordAccepted {}
             | Self::TikRetired { .. }
             | Self::GarbageCollected { .. }
             | Self::BlobsScrubbed { .. }
@@ -396,6 +403,7 @@ impl Event {
     /// line that holds it.
     pub fn schema_version(&self) -> u32 {
         match self {
+            Self::TenantRecordAccepted {} => 9,
             Self::FileKeyDelivered { .. } | Self::MailboxMove { .. } => 8,
             Self::FallbackPolicySet { .. } => 6,
             Self::FileDeleted { .. } => 5,

@@ -29,7 +29,8 @@
 //! first line of a log begun after a damaged one was set aside; version 5
 //! [`Event::FileDeleted`]; version 6 [`Event::FallbackPolicySet`]; version
 //! 7 the record field `client_request`; version 8
-//! [`Event::FileKeyDelivered`] and [`Event::MailboxMove`].
+//! [`Event::FileKeyDelivered`] and [`Event::MailboxMove`]; version 9
+//! [`Event::TenantRecordAccepted`].
 //!
 //! A line's `v` is the version that defined its event ([`Event::schema_version`]),
 //! not the version of the build that wrote it: a line means the same to every
@@ -58,7 +59,7 @@ pub use self::scope::{RequestId, in_request, in_requests};
 use crate::Error;
 
 /// The newest schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 8;
+pub const SCHEMA_VERSION: u32 = 9;
 
 /// The oldest schema version this build reads (every version from it to
 /// [`SCHEMA_VERSION`]).

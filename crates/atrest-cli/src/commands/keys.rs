@@ -282,6 +282,25 @@ pub(crate) async fn tenant(data: &Path, out: Output, command: TenantCommand) -> 
                 None => format!("{name}: outage window ended.\n{}", running_instances_note()),
             });
         }
+        TenantCommand::AcceptRestored { id } => {
+            let summary = deployment.accept_restored_record(id).await?;
+            out.show(&summary, || {
+                format!(
+                    "{} ({id}): its record is accepted as the database holds it: {} tenant, TIK {}, \
+                     root keys {}{}.\n{}",
+                    summary.name,
+                    summary.kind,
+                    summary.current_tik,
+                    summary.root_keys.join(", "),
+                    summary
+                        .fallback
+                        .as_ref()
+                        .map(|fallback| format!(", fallback policy {fallback}"))
+                        .unwrap_or_default(),
+                    running_instances_note()
+                )
+            });
+        }
         TenantCommand::Show { name } => {
             let summary = deployment.tenant_summary(&name).await?;
             out.show(&summary, || {

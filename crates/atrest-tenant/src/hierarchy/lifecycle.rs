@@ -223,6 +223,69 @@ impl KeyHierarchy {
         .await
     }
 
+    /// Accepts `tenant`'s record as the database holds it now, although it
+    /// is not the newest the tenant had. After a backup of the key metadata
+    /// is restored, the record of every tenant that changed since (a TIK
+    /// roll, an erasure, a revocation mark, a fallback policy) is an older
+    /// copy whose record key is destroyed, refused as tampered with, as a
+    /// database writer's rollback is; the operator who restored the backup
+    /// accepts it with this: it is tagged anew under a new record key and
+    /// obeyed from then on. Audited as `tenant_record_accepted`.
+    ///
+    /// What the record's TIK wraps bind (its kind, slots and keys) is still
+    /// checked at every unwrap; its revocation marks and fallback policy
+    /// are taken as they are: look at what is returned. A record that
+    /// authenticates is returned unchanged.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTenant`]; [`Error::Purged`];
+    /// [`Error::TenantKeyMissing`] (purged since the backup: nothing to
+    /// accept); [`Error::Tampered`] for an active record without a tag;
+    /// [`Error::Conflict`] if the record changed meanwhile;
+    /// [`Error::Store`]; [`Error::Audit`].
+    pub async fn accept_restored_record(&self, tenant: TenantId) -> Result<TenantRecord, Error> {
+        match self.load_entry(tenant).await {
+            Ok(entry) => return Ok(entry.record),
+            Err(Error::Tampered { .. }) => {}
+            Err(error) => return Err(error),
+        }
+        let record = self
+            .store
+            .tenant(tenant)
+            .await?
+            .ok_or(Error::UnknownTenant(tenant))?;
+        if record.state == TenantState::Purged {
+            return Err(Error::Purged(tenant));
+        }
+        // The tenant key must still be there: a tenant purged since the
+        // backup stays purged.
+        let _ = MetadataKey::derive(&*self.tenant_keys, tenant, record.tik_id).await?;
+        let previous = record.tag.ok_or(Error::Tampered {
+            tenant,
+            what: "tenant record (active, without a tag)",
+        })?;
+        let tag = crate::store::TagUpdate {
+            previous,
+            next: self.keyed_tag(&record, None).await?,
+        };
+        // The store's change of the fallback policy, to the policy the
+        // record has: the record as it is, under its new tag.
+        let written = self
+            .store
+            .set_fallback(tenant, &record.fallback, &tag)
+            .await;
+        self.retagged(&record, &tag, written).await?;
+        self.flush_tenant(tenant);
+        let accepted = TenantRecord {
+            tag: Some(tag.next),
+            ..record
+        };
+        let entry = Self::entry_from(accepted.clone(), None);
+        self.record(&entry, Event::TenantRecordAccepted {}, Outcome::Success)
+            .await?;
+        Ok(accepted)
+    }
+
     /// Whether the tenant key store holds no key of `tenant` at all (its
     /// tenant key and every version key gone, as after a purge): what no
     /// edit of a database can fake, unlike the record's state.
