@@ -214,13 +214,19 @@ fn stalled_uploads_and_unread_downloads_hold_nothing_another_principal_needs() {
 
     let dir = TempDir::new("service-stalled");
     let (data, alice, bob) = deployment(&dir);
-    // One principal's many requests: here what is measured is that each
-    // holds a task, not a thread, so its in-flight limit is raised.
+    // One principal's many requests, from one address: here what is
+    // measured is that each holds a task, not a thread, so its in-flight
+    // limit and its address's connection limit are raised.
     let instance = Instance::start(
         &data,
         "stalled",
         &[],
-        &["--max-requests-per-principal", "2000"],
+        &[
+            "--max-requests-per-principal",
+            "2000",
+            "--max-connections-per-address",
+            "2000",
+        ],
     );
     let auth = bearer(&alice);
     let alice_auth = [(auth.0, auth.1.as_str())];
