@@ -197,20 +197,21 @@ impl KeyHierarchy {
                     .rejected(record, "tenant record (purged, with its keys still held)")
                     .await);
             }
-            let (verdict, metadata) = match self.verdict(&record).await {
-                Ok(judged) => judged,
-                Err(error @ Error::TenantKeyMissing(_)) => {
-                    let entry = Self::entry_from(record, None);
-                    self.record(&entry, Event::MetadataRejected {}, Self::failed(&error))
-                        .await?;
-                    return Err(error);
-                }
-                Err(error) => return Err(error),
-            };
-            let what = match verdict {
+            let metadata =
+                match MetadataKey::derive(&*self.tenant_keys, tenant, record.tik_id).await {
+                    Ok(key) => key,
+                    Err(error @ Error::TenantKeyMissing(_)) => {
+                        let entry = Self::entry_from(record, None);
+                        self.record(&entry, Event::MetadataRejected {}, Self::failed(&error))
+                            .await?;
+                        return Err(error);
+                    }
+                    Err(error) => return Err(error),
+                };
+            let what = match self.verdict(&record, &metadata).await? {
                 Verdict::Authentic => {
                     self.finish_replacing(&record).await;
-                    return Ok(Self::entry_from(record, metadata.map(Arc::new)));
+                    return Ok(Self::entry_from(record, Some(Arc::new(metadata))));
                 }
                 // Read just before a change replaced it, perhaps: the
                 // record as it is now, once.
@@ -244,49 +245,37 @@ impl KeyHierarchy {
     }
 
     /// Whether `record`'s tag is authentic, and under a key that still
-    /// stands; with the tenant's metadata key if it took it to tell.
-    ///
-    /// # Errors
-    /// [`Error::TenantKeyMissing`] if the tenant key is gone (a purge the
-    /// record does not show); the tenant key store's errors.
+    /// stands.
     async fn verdict(
         &self,
         record: &TenantRecord,
-    ) -> Result<(Verdict, Option<MetadataKey>), Error> {
-        let metadata = || MetadataKey::derive(&*self.tenant_keys, record.tenant, record.tik_id);
+        metadata: &MetadataKey,
+    ) -> Result<Verdict, Error> {
         match record.tag {
-            None => Ok((Verdict::Forged, None)),
+            None => Ok(Verdict::Forged),
             Some(TenantTag::Legacy(tag)) => {
-                let metadata = metadata().await?;
                 if !metadata.verify(TENANT_RECORD_LABEL, &record_message(record), &tag) {
-                    return Ok((Verdict::Forged, Some(metadata)));
+                    return Ok(Verdict::Forged);
                 }
                 // Once the tenant's records are tagged under record keys,
                 // one tagged the earlier way is an older copy.
-                let verdict = if self.marker_exists(record).await? {
+                Ok(if self.marker_exists(record).await? {
                     Verdict::Superseded
                 } else {
                     Verdict::Authentic
-                };
-                Ok((verdict, Some(metadata)))
+                })
             }
             Some(TenantTag::Keyed { key, previous, mac }) => {
                 let message = keyed_message(record, key, previous);
                 match self.tenant_keys.derive(record.tenant, key, &message).await {
-                    Ok(expected) => {
-                        let authentic = bool::from(expected.expose_secret().ct_eq(mac.as_bytes()));
-                        let verdict = if authentic {
+                    Ok(expected) => Ok(
+                        if bool::from(expected.expose_secret().ct_eq(mac.as_bytes())) {
                             Verdict::Authentic
                         } else {
                             Verdict::Forged
-                        };
-                        Ok((verdict, None))
-                    }
-                    // Replaced by a newer record, or the tenant key is gone
-                    // as well (purged): which, the tenant key says.
-                    Err(Error::TenantKeyMissing(_)) => {
-                        Ok((Verdict::Superseded, Some(metadata().await?)))
-                    }
+                        },
+                    ),
+                    Err(Error::TenantKeyMissing(_)) => Ok(Verdict::Superseded),
                     Err(error) => Err(error),
                 }
             }

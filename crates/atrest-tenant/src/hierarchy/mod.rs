@@ -63,10 +63,8 @@ struct Cached<T> {
 /// texts its audit records use.
 struct TenantEntry {
     record: TenantRecord,
-    /// The tenant's metadata key, once derived: when the record needed it
-    /// (one tagged before record keys) or a caller asked for it (never for
-    /// a purged tenant).
-    metadata: std::sync::OnceLock<Arc<MetadataKey>>,
+    /// The tenant's metadata key; `None` for a purged tenant.
+    metadata: Option<Arc<MetadataKey>>,
     tenant_text: Text,
     tik_text: Text,
 }
@@ -355,15 +353,11 @@ impl KeyHierarchy {
     // ----- tenant metadata and the caches ------------------------------
 
     fn entry_from(record: TenantRecord, metadata: Option<Arc<MetadataKey>>) -> TenantEntry {
-        let derived = std::sync::OnceLock::new();
-        if let Some(metadata) = metadata {
-            let _ = derived.set(metadata);
-        }
         TenantEntry {
             tenant_text: Text::lossy(record.tenant.to_string()),
             tik_text: Text::lossy(format!("tik:{}", record.tik_id)),
             record,
-            metadata: derived,
+            metadata,
         }
     }
 
@@ -422,17 +416,7 @@ impl KeyHierarchy {
     /// [`Error::Purged`]; as for [`KeyHierarchy::tenant`].
     pub async fn metadata_key(&self, tenant: TenantId) -> Result<Arc<MetadataKey>, Error> {
         let entry = self.tenant_entry(tenant).await?;
-        if entry.record.state == crate::TenantState::Purged {
-            return Err(Error::Purged(tenant));
-        }
-        if let Some(metadata) = entry.metadata.get() {
-            return Ok(Arc::clone(metadata));
-        }
-        // Derived once per cached entry (two callers at once may both
-        // derive it; the first one kept is used from then on).
-        let derived =
-            Arc::new(MetadataKey::derive(&*self.tenant_keys, tenant, entry.record.tik_id).await?);
-        Ok(Arc::clone(entry.metadata.get_or_init(|| derived)))
+        entry.metadata.clone().ok_or(Error::Purged(tenant))
     }
 
     /// A tenant's TIK versions, oldest first.
