@@ -582,6 +582,14 @@ fn exchange(stream: &mut TcpStream, request: &str) -> Option<u16> {
     Some(status)
 }
 
+/// A kept-alive HTTP/1.1 request listing acme's files with `auth`'s token.
+fn listing_request(addr: &str, auth: &(&str, String)) -> String {
+    format!(
+        "GET /v1/tenants/acme/files HTTP/1.1\r\nHost: {addr}\r\n{}: {}\r\n\r\n",
+        auth.0, auth.1
+    )
+}
+
 /// Reads from `stream` until the server closes it (at most 20 s): what it
 /// sent, and how long that took.
 fn read_until_closed(stream: &mut TcpStream) -> (Vec<u8>, Duration) {
@@ -644,10 +652,7 @@ fn idle_connections_are_closed_and_busy_ones_are_not() {
     // the connection is as old as the idle timeout, busy or not. Signed
     // in: kept for as long as requests come.
     let health = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", instance.addr);
-    let listing = format!(
-        "GET /v1/tenants/acme/files HTTP/1.1\r\nHost: {}\r\n{}: {}\r\n\r\n",
-        instance.addr, auth.0, auth.1
-    );
+    let listing = listing_request(&instance.addr, &auth);
     for (request, signed_in) in [(&health, false), (&listing, true)] {
         let mut stream = TcpStream::connect(&instance.addr).unwrap();
         let started = Instant::now();
@@ -726,10 +731,7 @@ fn one_address_holds_at_most_its_share_of_connections() {
         &["--max-connections-per-address", "2"],
     );
     let auth = bearer(&alice);
-    let listing = format!(
-        "GET /v1/tenants/acme/files HTTP/1.1\r\nHost: {}\r\n{}: {}\r\n\r\n",
-        instance.addr, auth.0, auth.1
-    );
+    let listing = listing_request(&instance.addr, &auth);
     // Two connections kept (answered, so accepted and counted), however
     // long the start's own checks take to let go of theirs.
     let mut held = Vec::new();
